@@ -1,0 +1,414 @@
+"""The catalog: backup sets, their files, and where every record of every file lies.
+
+SQLite in WAL mode with ``synchronous=FULL``: a set is marked complete in its own
+transaction, after every surviving device has made its data durable, so a crash at any
+moment leaves either a complete set or one that is not marked complete. Writers wait for
+each other (``busy_timeout``) instead of failing, so two runs may share a catalog.
+
+This is the only module that imports sqlite3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from platformdirs import user_data_dir
+
+from parbackup.errors import CatalogError
+from parbackup.model import FileEntry, Kind, RecordRef
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sets (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'full',
+    parent TEXT,
+    strategy TEXT NOT NULL,
+    ordering TEXT NOT NULL,
+    threshold INTEGER NOT NULL DEFAULT 0,
+    files INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    reused INTEGER NOT NULL DEFAULT 0,
+    sources TEXT NOT NULL,
+    report TEXT
+);
+CREATE TABLE IF NOT EXISTS devices (
+    label TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    speed REAL
+);
+CREATE TABLE IF NOT EXISTS set_devices (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    bytes INTEGER NOT NULL DEFAULT 0,
+    segments INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (set_id, label)
+);
+CREATE TABLE IF NOT EXISTS files (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    path BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    link BLOB NOT NULL DEFAULT x'',
+    state TEXT NOT NULL DEFAULT 'ok',
+    PRIMARY KEY (set_id, file_id)
+);
+CREATE TABLE IF NOT EXISTS records (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    header_size INTEGER NOT NULL,
+    checksum BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
+"""
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """One backup set as the catalog knows it."""
+
+    id: str
+    created: str
+    finished: str | None
+    status: str
+    kind: str
+    strategy: str
+    order: str
+    threshold: int
+    files: int
+    bytes: int
+    reused: int
+    sources: list[str]
+    report: dict | None
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """A file of a set, with its catalog id."""
+
+    file_id: int
+    entry: FileEntry
+    state: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _enc(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+def _dec(raw: bytes) -> str:
+    return os.fsdecode(bytes(raw))
+
+
+class Catalog:
+    """A connection to one catalog file. Use from one thread (the engine's main thread)."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        self.path = path
+        if not create and not os.path.exists(path):
+            raise CatalogError(f"no catalog at {path} (run a backup first, or pass --catalog)")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 60000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            with self.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
+
+    # -- plumbing ------------------------------------------------------------------------
+    def transaction(self) -> _Transaction:
+        """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing a set -------------------------------------------------------------------
+    def begin_set(
+        self,
+        set_id: str,
+        *,
+        strategy: str,
+        order: str,
+        threshold: int,
+        sources: Sequence[str],
+        kind: str = "full",
+        parent: str | None = None,
+    ) -> None:
+        """Record a new set as 'running'; it only becomes complete with finish_set."""
+        with self.transaction():
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
+            self.db.execute(
+                "INSERT INTO sets (id, seq, created, status, kind, parent, strategy, ordering,"
+                " threshold, sources) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (
+                    set_id,
+                    seq,
+                    _now(),
+                    kind,
+                    parent,
+                    strategy,
+                    order,
+                    threshold,
+                    json.dumps(list(sources)),
+                ),
+            )
+
+    def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
+        """Record the files of a set (id, entry)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
+                " mtime_ns, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        set_id,
+                        fid,
+                        _enc(e.path),
+                        str(e.kind),
+                        e.size,
+                        e.mode,
+                        e.uid,
+                        e.gid,
+                        e.mtime_ns,
+                        _enc(e.link),
+                    )
+                    for fid, e in entries
+                ),
+            )
+
+    def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
+        """Record durable records (file id, where it lies)."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
+                " header_size, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        set_id,
+                        fid,
+                        r.offset,
+                        r.size,
+                        r.label,
+                        r.volume,
+                        r.position,
+                        r.header_size,
+                        r.checksum,
+                    )
+                    for fid, r in records
+                ),
+            )
+
+    def mark_files(self, set_id: str, file_ids: Iterable[int], state: str) -> None:
+        """Set the state of files ('skipped' files are not restored)."""
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE files SET state=? WHERE set_id=? AND file_id=?",
+                ((state, set_id, fid) for fid in file_ids),
+            )
+
+    def remember_device(self, label: str, url: str, kind: str) -> None:
+        """Remember the URL a device label was last seen at."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO devices (label, url, kind) VALUES (?, ?, ?)"
+                " ON CONFLICT(label) DO UPDATE SET url=excluded.url, kind=excluded.kind",
+                (label, url, kind),
+            )
+
+    def finish_set(
+        self,
+        set_id: str,
+        *,
+        status: str,
+        files: int,
+        nbytes: int,
+        report: dict,
+        devices: Sequence[dict],
+    ) -> None:
+        """Close a set with its final status and per-device outcome, in one transaction."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO set_devices (set_id, label, url, status, error, bytes,"
+                " segments, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        set_id,
+                        d["label"],
+                        d["url"],
+                        d["status"],
+                        d.get("error", ""),
+                        d["bytes"],
+                        d["segments"],
+                        d["seconds"],
+                    )
+                    for d in devices
+                ),
+            )
+            self.db.execute(
+                "UPDATE sets SET status=?, finished=?, files=?, bytes=?, report=? WHERE id=?",
+                (status, _now(), files, nbytes, json.dumps(report), set_id),
+            )
+
+    # -- reading -------------------------------------------------------------------------
+    def sets(self) -> list[SetInfo]:
+        """Every set, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, created, finished, status, kind, strategy, ordering, threshold, files,"
+            " bytes, reused, sources, report FROM sets ORDER BY seq"
+        ).fetchall()
+        return [
+            SetInfo(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                json.loads(r[11]),
+                json.loads(r[12]) if r[12] else None,
+            )
+            for r in rows
+        ]
+
+    def resolve_set(self, ref: str | None) -> SetInfo:
+        """A set by id, unique id prefix, or 'latest' (the newest restorable set)."""
+        sets = self.sets()
+        if ref in (None, "", "latest"):
+            usable = [s for s in sets if s.status in ("complete", "degraded")]
+            if not usable:
+                raise CatalogError(f"{self.path} holds no complete backup set")
+            return usable[-1]
+        matches = [s for s in sets if s.id == ref] or [s for s in sets if s.id.startswith(ref)]
+        if not matches:
+            raise CatalogError(f"no backup set {ref!r} in {self.path}")
+        if len(matches) > 1:
+            raise CatalogError(f"set id {ref!r} is ambiguous; give more characters")
+        return matches[0]
+
+    def files(self, set_id: str) -> Iterator[CatalogFile]:
+        """The files of a set in id order."""
+        cur = self.db.execute(
+            "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state"
+            " FROM files WHERE set_id=? ORDER BY file_id",
+            (set_id,),
+        )
+        for r in cur:
+            entry = FileEntry(
+                path=_dec(r[1]),
+                kind=Kind(r[2]),
+                size=r[3],
+                mode=r[4],
+                uid=r[5],
+                gid=r[6],
+                mtime_ns=r[7],
+                link=_dec(r[8]),
+            )
+            yield CatalogFile(r[0], entry, r[9])
+
+    def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
+        """Every record of a set as (file id, where it lies), by device and position."""
+        cur = self.db.execute(
+            "SELECT file_id, label, volume, position, header_size, offset, size, checksum"
+            " FROM records WHERE set_id=? ORDER BY label, volume, position",
+            (set_id,),
+        )
+        for r in cur:
+            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]))
+
+    def set_devices(self, set_id: str) -> list[dict]:
+        """Per-device outcome of a set."""
+        rows = self.db.execute(
+            "SELECT label, url, status, error, bytes, segments, seconds FROM set_devices"
+            " WHERE set_id=? ORDER BY rowid",
+            (set_id,),
+        ).fetchall()
+        keys = ("label", "url", "status", "error", "bytes", "segments", "seconds")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def device_urls(self) -> dict[str, str]:
+        """label -> last known URL of every device the catalog has seen."""
+        return dict(self.db.execute("SELECT label, url FROM devices").fetchall())
+
+    def copy_to(self, path: str) -> None:
+        """Write a consistent copy of the whole catalog to ``path`` (SQLite backup API)."""
+        target = sqlite3.connect(path)
+        try:
+            self.db.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def default_catalog_path() -> str:
+    """``$PARBACKUP_CATALOG``, else ``catalog.sqlite`` in the user's data directory."""
+    env = os.environ.get("PARBACKUP_CATALOG")
+    if env:
+        return env
+    return os.path.join(user_data_dir("parbackup", appauthor=False), "catalog.sqlite")

@@ -1,0 +1,123 @@
+"""``parbackup backup``: back up sources onto several devices at once."""
+
+from __future__ import annotations
+
+import click
+
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_catalog,
+)
+from parbackup.cli.render import line, progress_view, table
+from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.model import Order, Strategy
+
+device_option = click.option(
+    "--device",
+    "-d",
+    "devices",
+    multiple=True,
+    required=True,
+    metavar="URL",
+    help="A backup device; repeat for each. A plain path or file:///path is a directory.",
+)
+strategy_option = click.option(
+    "--strategy",
+    type=click.Choice([s.value for s in Strategy]),
+    default=Strategy.FILL.value,
+    show_default=True,
+    help="fill: every device ends at exactly its share, at most devices-1 files split. "
+    "threshold: files larger than T = total/devices are cut into segments of at most T.",
+)
+order_option = click.option(
+    "--order",
+    type=click.Choice([o.value for o in Order]),
+    default=Order.DESC.value,
+    show_default=True,
+    help="Sort files and segments by size, largest first (desc) or smallest first (asc).",
+)
+
+
+def summarize(report: BackupReport) -> None:
+    """The human summary of a backup: per-device table, totals, skipped files."""
+    rows = []
+    for d in report.devices:
+        rate = d.bytes / d.seconds / 1e6 if d.seconds > 0 else 0.0
+        status = d.status if d.status == "ok" else f"{d.status}: {d.error}"
+        rows.append(
+            [
+                d.url,
+                status,
+                human_bytes(d.bytes),
+                str(d.segments),
+                f"{d.seconds:.2f}",
+                f"{rate:.1f}",
+            ]
+        )
+    table(
+        f"backup set {report.set_id}",
+        ["device", "status", "bytes", "segments", "seconds", "MB/s"],
+        rows,
+    )
+    for d in report.devices:
+        for url, n in d.redirected.items():
+            line(f"redirected {human_bytes(n)} from {d.url} to {url}")
+    line(
+        f"status: {report.status}  files: {report.files}  bytes: {human_bytes(report.bytes)}  "
+        f"threshold T: {human_bytes(report.threshold)}  time: {report.seconds:.2f}s"
+    )
+    for s in report.skipped:
+        line(f"skipped: {s.path}: {s.error}")
+    if report.error:
+        line(f"error: {report.error}")
+
+
+@click.command("backup")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@device_option
+@catalog_option
+@strategy_option
+@order_option
+@click.option(
+    "--device-timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Give a device up when it makes no progress for this many seconds.",
+)
+@json_option
+@handle_errors
+def backup(
+    sources: tuple[str, ...],
+    devices: tuple[str, ...],
+    catalog_path: str | None,
+    strategy: str,
+    order: str,
+    device_timeout: float,
+    as_json: bool,
+) -> int:
+    """Back up SOURCES (directories or files) onto every --device at once.
+
+    The bytes are split so every device gets an equal share (T = total / devices); all
+    devices are written concurrently; a device that fails mid-backup has its remaining
+    work redirected to the others. Exit status: 0 done, 3 done with warnings (skipped
+    files, a failed device), 1 failed, 2 bad usage.
+
+    \b
+    Example:
+      parbackup backup /srv/data /home -d /mnt/disk1 -d /mnt/disk2 -d /mnt/disk3
+    """
+    options = BackupOptions(
+        strategy=Strategy(strategy), order=Order(order), device_timeout=device_timeout
+    )
+    with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
+        report = run_backup(sources, devices, catalog, options, view)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        summarize(report)
+    return report.exit_code

@@ -1,0 +1,96 @@
+"""``parbackup plan``: a dry run that shows how a backup would be spread (P6)."""
+
+from __future__ import annotations
+
+import click
+
+from parbackup.cli.backup import device_option, order_option, strategy_option
+from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.render import line, table
+from parbackup.engine.backup import BackupOptions, make_plan
+from parbackup.engine.devices import close_all, open_devices
+from parbackup.errors import PlanError
+from parbackup.model import Order, Strategy
+from parbackup.sources.tree import scan
+
+
+@click.command("plan")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@device_option
+@strategy_option
+@order_option
+@click.option("--items", "show_items", is_flag=True, help="List every item of the plan.")
+@json_option
+@handle_errors
+def plan(
+    sources: tuple[str, ...],
+    devices: tuple[str, ...],
+    strategy: str,
+    order: str,
+    show_items: bool,
+    as_json: bool,
+) -> int:
+    """Show the plan for backing up SOURCES onto the devices, writing nothing.
+
+    Prints the threshold T, each device's bytes and segments, and the balance.
+    """
+    skipped: list[tuple[str, str]] = []
+    entries = scan(sources, lambda p, e: skipped.append((p, e)))
+    alive, dead = open_devices(list(devices), create_labels=False, require_label=False)
+    try:
+        if not alive:
+            raise PlanError("no device could be opened")
+        options = BackupOptions(strategy=Strategy(strategy), order=Order(order))
+        the_plan = make_plan(entries, alive, options)
+    finally:
+        close_all(alive)
+    per_bytes = the_plan.device_bytes()
+    per_items = the_plan.segment_counts()
+    doc = {
+        "threshold": the_plan.threshold,
+        "devices": [
+            {"url": d.url, "bytes": per_bytes[i], "segments": per_items[i]}
+            for i, d in enumerate(alive)
+        ],
+        "items": [
+            {
+                "path": entries[it.file].path,
+                "offset": it.offset,
+                "size": it.size,
+                "device": alive[it.device].url,
+            }
+            for it in the_plan.items
+        ],
+    }
+    if dead:
+        doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]
+    if as_json:
+        emit_json(doc)
+        return 3 if dead or skipped else 0
+    total = sum(per_bytes)
+    table(
+        f"plan: {the_plan.strategy} {the_plan.order}, T = {human_bytes(the_plan.threshold)}",
+        ["device", "bytes", "share", "segments"],
+        [
+            [
+                d.url,
+                human_bytes(per_bytes[i]),
+                f"{100 * per_bytes[i] / total:.1f}%" if total else "-",
+                str(per_items[i]),
+            ]
+            for i, d in enumerate(alive)
+        ],
+    )
+    low, high = min(per_bytes), max(per_bytes)
+    line(
+        f"{len(entries)} entries, {human_bytes(total)}; balance (max/min): "
+        + (f"{high / low:.4f}" if low else "n/a")
+    )
+    if show_items:
+        for it in doc["items"]:
+            line(f"{it['device']}  {it['path']}  @{it['offset']}  {it['size']}")
+    for d in dead:
+        line(f"unavailable: {d.url}: {d.reason}")
+    for p, e in skipped:
+        line(f"skipped: {p}: {e}")
+    return 3 if dead or skipped else 0

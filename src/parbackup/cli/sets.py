@@ -1,0 +1,51 @@
+"""``parbackup sets``: list the backup sets in the catalog."""
+
+from __future__ import annotations
+
+import click
+
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_catalog,
+)
+from parbackup.cli.render import table
+
+
+@click.command("sets")
+@catalog_option
+@json_option
+@handle_errors
+def sets(catalog_path: str | None, as_json: bool) -> int:
+    """List backup sets, oldest first, with their status, files and bytes."""
+    with open_catalog(catalog_path, create=False) as catalog:
+        infos = catalog.sets()
+    if as_json:
+        emit_json(
+            [
+                {
+                    "set": s.id,
+                    "status": s.status,
+                    "created": s.created,
+                    "files": s.files,
+                    "bytes": s.bytes,
+                    "kind": s.kind,
+                    "reused": s.reused,
+                    "sources": s.sources,
+                }
+                for s in infos
+            ]
+        )
+        return 0
+    table(
+        "backup sets",
+        ["set", "created", "status", "files", "bytes", "sources"],
+        [
+            [s.id, s.created, s.status, str(s.files), human_bytes(s.bytes), " ".join(s.sources)]
+            for s in infos
+        ],
+    )
+    return 0

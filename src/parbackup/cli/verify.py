@@ -1,0 +1,39 @@
+"""``parbackup verify``: read every record of a set back and check it (X3)."""
+
+from __future__ import annotations
+
+import click
+
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    json_option,
+    open_catalog,
+)
+from parbackup.cli.render import line, progress_view
+from parbackup.cli.restore import moved_device_option, set_option
+from parbackup.engine.verify import run_verify
+
+
+@click.command("verify")
+@set_option
+@moved_device_option
+@catalog_option
+@json_option
+@handle_errors
+def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
+    """Check that every segment of a set is present and intact; name each damaged file."""
+    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
+        report = run_verify(catalog, set_ref, devices, v)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        line(
+            f"set {report.set_id}: {report.status}; {report.files} files, "
+            f"{human_bytes(report.bytes)} checked in {report.seconds:.2f}s"
+        )
+        for d in report.damaged:
+            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}")
+    return report.exit_code

@@ -1,0 +1,219 @@
+"""The small interface every backup device implements, with its contract.
+
+A device is a flat namespace of named objects (``label.json``, ``sets/<id>/<vol>.pbv``,
+``catalog/catalog.sqlite``). A kind must supply seven operations:
+
+``open()``      connect and check the device is usable; raise DeviceError if not.
+``close()``     release connections; never raises.
+``space()``     free bytes and capacity (None where the medium cannot tell).
+``create(n)``   a new object written front to back through an ObjectWriter; the object is
+                durable once ``ObjectWriter.commit()`` returns.
+``read(n,o,l)`` ``l`` bytes of object ``n`` from offset ``o`` (short only at the end).
+``list(p)``     the objects whose names start with ``p``, with their sizes.
+``delete(n)``   remove an object; a missing object is not an error.
+
+Everything else (small objects, labels, streaming reads) has a default built on those.
+
+Errors: implementations raise only DeviceError subclasses. ``TransientDeviceError`` means
+"retrying the same call may succeed" (a dropped connection, throttling); any other
+DeviceError is permanent for the run and makes the engine fail the device over.
+``DeviceFullError`` means the medium or its configured capacity is exhausted.
+
+Capabilities are data (``Capabilities``), so the engine asks ``device.capabilities.
+sequential`` instead of checking classes. ``?capacity=SIZE`` caps any kind: the device
+then reports at most that much free space, minus what it already holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO, ClassVar
+from uuid import uuid4
+
+from parbackup.devices.url import DeviceURL
+from parbackup.errors import DeviceError, DeviceMissingError
+from parbackup.model import Capabilities, Label, Space
+
+LABEL_NAME = "label.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """A name on a device and its size in bytes."""
+
+    name: str
+    size: int
+
+
+class ObjectWriter(ABC):
+    """A stream into one new object. Not thread-safe; one writer per object."""
+
+    @abstractmethod
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``; raise DeviceError (DeviceFullError when out of room)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make everything written durable and the object visible under its name."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Give up the object; never raises."""
+
+    def checkpoint(self) -> bool:
+        """Make what was written so far durable if the kind can; True if it did."""
+        return False
+
+
+class Device(ABC):
+    """One backup device, named by a URL. See the module docstring for the contract."""
+
+    scheme: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, url: DeviceURL) -> None:
+        self.url = url
+        self.capacity = url.capacity
+
+    # -- what a kind must supply -------------------------------------------------------
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and check the device is usable."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and handles."""
+
+    @abstractmethod
+    def raw_space(self) -> Space:
+        """Free space and capacity as the medium reports them (None where unknown)."""
+
+    @abstractmethod
+    def create(self, name: str) -> ObjectWriter:
+        """Start writing a new object called ``name``."""
+
+    @abstractmethod
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes of ``name`` from ``offset``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Objects whose names start with ``prefix``."""
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove an object; missing is fine."""
+
+    # -- defaults built on the seven -------------------------------------------------------
+    def space(self) -> Space:
+        """Free space, capped by ``?capacity=`` minus what the device already holds."""
+        raw = self.raw_space()
+        if self.capacity is None:
+            return raw
+        used = sum(o.size for o in self.list(""))
+        free_cap = max(0, self.capacity - used)
+        free = free_cap if raw.free is None else min(raw.free, free_cap)
+        return Space(free=free, capacity=self.capacity)
+
+    def replace(self, name: str) -> ObjectWriter:
+        """A writer whose commit replaces ``name`` at once (old or new, never half)."""
+        return self.create(name)
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write a small object in one go, replacing any old one."""
+        writer = self.replace(name)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def put_stream(self, name: str, stream: BinaryIO, chunk: int = 1 << 20) -> None:
+        """Copy a file-like object onto the device as ``name``, replacing any old one."""
+        writer = self.replace(name)
+        try:
+            while data := stream.read(chunk):
+                writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def get(self, name: str) -> bytes:
+        """Read a whole (small) object."""
+        size = self.size(name)
+        return self.read(name, 0, size)
+
+    def size(self, name: str) -> int:
+        """The size of one object; DeviceMissingError if absent."""
+        for info in self.list(name):
+            if info.name == name:
+                return info.size
+        raise DeviceMissingError(f"{self.url.display}: no object {name}")
+
+    def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
+        """A sequential reader over an object (buffered range reads)."""
+        return io.BufferedReader(_RangeReader(self, name, self.size(name)), chunk)  # type: ignore[arg-type]
+
+    def read_label(self) -> Label | None:
+        """The label written on the device, or None if it has none yet."""
+        if not any(o.name == LABEL_NAME for o in self.list(LABEL_NAME)):
+            return None
+        try:
+            data = json.loads(self.get(LABEL_NAME))
+            return Label(
+                label=str(data["label"]),
+                created=str(data["created"]),
+                kind=str(data["kind"]),
+                format_version=int(data.get("format_version", 1)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeviceError(f"{self.url.display}: unreadable device label") from exc
+
+    def ensure_label(self) -> Label:
+        """Read the device's label, writing a new one at first use (REQUIREMENTS D4)."""
+        label = self.read_label()
+        if label is not None:
+            return label
+        label = Label(
+            label=uuid4().hex,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            kind=self.scheme,
+        )
+        body = {
+            "label": label.label,
+            "created": label.created,
+            "kind": label.kind,
+            "format_version": label.format_version,
+            "tool": "parbackup",
+        }
+        self.put(LABEL_NAME, json.dumps(body, indent=2).encode() + b"\n")
+        return label
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url.display}>"
+
+
+class _RangeReader(io.RawIOBase):
+    """A raw, read-only stream over ``Device.read`` so BufferedReader can wrap it."""
+
+    def __init__(self, device: Device, name: str, size: int) -> None:
+        self.device, self.name, self.total, self.pos = device, name, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.total - self.pos)
+        if want <= 0:
+            return 0
+        data = self.device.read(self.name, self.pos, want)
+        n = len(data)
+        buffer[:n] = data
+        self.pos += n
+        return n

@@ -1,0 +1,166 @@
+"""A directory on any mounted filesystem as a backup device (disk, NVRAM, optical, NFS)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.url import DeviceURL
+from parbackup.errors import DeviceError, DeviceMissingError, device_error_from_os
+from parbackup.model import Capabilities, Space
+
+
+class _FileWriter(ObjectWriter):
+    """Writes straight into the final file; ``checkpoint`` and ``commit`` fsync it."""
+
+    def __init__(self, device: DirectoryDevice, path: str, atomic: bool) -> None:
+        self.device, self.path, self.atomic = device, path, atomic
+        self.tmp = f"{path}.tmp-{os.getpid()}" if atomic else path
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{device.url.display}: create {path}") from exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.device.url.display}: write") from exc
+
+    def checkpoint(self) -> bool:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.device.url.display}: fsync") from exc
+        return True
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            if self.atomic:
+                os.replace(self.tmp, self.path)
+            _fsync_dir(os.path.dirname(self.path))
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.device.url.display}: commit") from exc
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        if self.atomic:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirectoryDevice(Device):
+    """``/path`` or ``file:///path``: objects are files below the directory."""
+
+    scheme = "file"
+    capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+
+    def __init__(self, url: DeviceURL) -> None:
+        super().__init__(url)
+        self.root = os.path.abspath(url.path or ".")
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise DeviceError(f"bad object name {name!r}")
+        return os.path.join(self.root, name)
+
+    def open(self) -> None:
+        if not os.path.isdir(self.root):
+            raise DeviceMissingError(
+                f"{self.url.display}: no such directory (create it, or mount the disk there)"
+            )
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise DeviceError(f"{self.url.display}: directory is not writable")
+        try:
+            probe = os.path.join(self.root, f".parbackup-probe-{os.getpid()}")
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: not writable") from exc
+
+    def close(self) -> None:
+        pass
+
+    def raw_space(self) -> Space:
+        try:
+            st = os.statvfs(self.root)
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: statvfs") from exc
+        return Space(free=st.f_bavail * st.f_frsize, capacity=st.f_blocks * st.f_frsize)
+
+    def create(self, name: str) -> ObjectWriter:
+        return _FileWriter(self, self._path(name), atomic=False)
+
+    def replace(self, name: str) -> ObjectWriter:
+        return _FileWriter(self, self._path(name), atomic=True)
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(name), "rb", buffering=0) as fh:
+                return os.pread(fh.fileno(), length, offset)
+        except FileNotFoundError as exc:
+            raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: read {name}") from exc
+
+    def open_read(self, name: str, chunk: int = 8 << 20):  # type: ignore[override]
+        try:
+            return open(self._path(name), "rb", buffering=chunk)
+        except FileNotFoundError as exc:
+            raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: open {name}") from exc
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        base = os.path.dirname(prefix)
+        start = os.path.join(self.root, base) if base else self.root
+        if not os.path.isdir(start):
+            return out
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = os.path.join(dirpath, fn)
+                name = os.path.relpath(full, self.root)
+                if name.startswith(prefix) and ".tmp-" not in fn:
+                    try:
+                        out.append(ObjectInfo(name, os.path.getsize(full)))
+                    except OSError:
+                        continue
+        return out
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: delete {name}") from exc
+
+    def size(self, name: str) -> int:
+        try:
+            return os.path.getsize(self._path(name))
+        except FileNotFoundError as exc:
+            raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: stat {name}") from exc

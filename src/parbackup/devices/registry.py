@@ -1,0 +1,42 @@
+"""URL scheme -> device class, imported lazily so optional dependencies stay optional.
+
+Nothing registers itself at import time: this table is the whole list.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from parbackup.devices.base import Device
+from parbackup.devices.url import DeviceURL, parse_url
+from parbackup.errors import UsageError
+
+# scheme: (module, class, pip extra that provides its dependencies or "")
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "file": ("parbackup.devices.local", "DirectoryDevice", ""),
+    "memory": ("parbackup.devices.memory", "MemoryDevice", ""),
+}
+
+
+def device_class(scheme: str) -> type[Device]:
+    """The class for a URL scheme, with an install hint when its dependency is missing."""
+    try:
+        module_name, class_name, extra = REGISTRY[scheme]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise UsageError(f"unknown device kind {scheme!r} (known: {known})") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"pip install 'parbackup[{extra}]'" if extra else "reinstall parbackup"
+        raise UsageError(
+            f"device kind {scheme!r} needs a package that is not installed "
+            f"({exc.name}); install it with: {hint}"
+        ) from exc
+    return getattr(module, class_name)
+
+
+def open_device(url: str | DeviceURL) -> Device:
+    """Build (not yet open) the device a URL names."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    return device_class(parsed.scheme)(parsed)

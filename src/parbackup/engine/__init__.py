@@ -1,0 +1,1 @@
+"""Running backups, restores and verifies: threads, devices, catalog, progress."""

@@ -1,0 +1,424 @@
+"""The backup run: scan, plan, write all devices at once, fail over, record, finish.
+
+The engine's own thread owns the catalog and the progress sink; device writers only send
+it events. A record enters the catalog once its device says it is durable (a checkpoint
+or the volume's commit). When a device fails or stops making progress for
+``device_timeout`` seconds, everything it had not made durable (queued items, the item in
+flight, records written since its last checkpoint) is replanned over the survivors with
+the same strategy and order (REQUIREMENTS R1-R4). The set is marked complete (or degraded)
+only after every surviving device has committed its volume.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from parbackup import __version__
+from parbackup.catalog import Catalog
+from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.writer import (
+    FINISH,
+    STOP,
+    Committed,
+    DeviceWriter,
+    Durable,
+    Failed,
+    FileError,
+    ItemDone,
+    Record,
+)
+from parbackup.errors import BackupFailedError, PlanError
+from parbackup.format import CHUNK, new_set_id
+from parbackup.model import DeviceReport, FileEntry, Item, Order, Piece, Skipped, Slot, Strategy
+from parbackup.plan import plan, replan
+from parbackup.progress import DeviceBytes, DeviceFailed, EventSink, Notice, Started, ignore
+from parbackup.sources.tree import scan
+
+CATALOG_COPY = "catalog/catalog.sqlite"
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """How to run a backup."""
+
+    strategy: Strategy = Strategy.FILL
+    order: Order = Order.DESC
+    device_timeout: float = 60.0
+    chunk: int = CHUNK
+    checkpoint_bytes: int = 256 << 20
+
+
+@dataclass
+class BackupReport:
+    """The outcome of a backup; ``to_json`` gives the documented ``backup --json`` shape."""
+
+    set_id: str
+    status: str
+    strategy: str
+    order: str
+    threshold: int
+    files: int
+    bytes: int
+    seconds: float
+    devices: list[DeviceReport]
+    skipped: list[Skipped] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 3 done with warnings, 1 failed."""
+        if self.status == "failed":
+            return 1
+        return 3 if self.status == "degraded" or self.skipped else 0
+
+    def to_json(self) -> dict:
+        """The ``backup --json`` document."""
+        out = {
+            "set": self.set_id,
+            "status": self.status,
+            "strategy": self.strategy,
+            "order": self.order,
+            "threshold": self.threshold,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "devices": [
+                {
+                    "url": d.url,
+                    "label": d.label,
+                    "status": d.status,
+                    "bytes": d.bytes,
+                    "segments": d.segments,
+                    "seconds": round(d.seconds, 3),
+                    **(
+                        {"error": d.error, "failed_at": d.failed_at} if d.status == "failed" else {}
+                    ),
+                    **({"redirected": d.redirected} if d.redirected else {}),
+                }
+                for d in self.devices
+            ],
+            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def pieces_of(entries: Sequence[FileEntry]) -> list[Piece]:
+    """One piece per entry; directories, links and empty files are zero-byte pieces."""
+    return [Piece(i, 0, e.size) for i, e in enumerate(entries)]
+
+
+def make_plan(entries: Sequence[FileEntry], devices: Sequence[OpenDevice], options: BackupOptions):
+    """The plan for ``entries`` over ``devices``, honouring their free space."""
+    slots = [Slot(room=d.space.free) for d in devices]
+    return plan(pieces_of(entries), slots, options.strategy, options.order)
+
+
+class _Run:
+    """State of one backup run while its writers are busy."""
+
+    def __init__(
+        self,
+        entries: list[FileEntry],
+        alive: list[OpenDevice],
+        catalog: Catalog,
+        set_hex: str,
+        options: BackupOptions,
+        on_event: EventSink,
+    ) -> None:
+        self.entries, self.catalog, self.set_hex = entries, catalog, set_hex
+        self.options, self.on_event = options, on_event
+        self.devices = {d.index: d for d in alive}
+        self.alive = set(self.devices)
+        self.events: queue.Queue = queue.Queue()
+        self.outstanding: dict[int, deque[Item]] = {i: deque() for i in self.devices}
+        self.head_done = dict.fromkeys(self.devices, 0)
+        self.pending: dict[int, list[tuple[int, object]]] = {i: [] for i in self.devices}
+        self.assigned = dict.fromkeys(self.devices, 0)
+        self.last_seen = dict.fromkeys(self.devices, time.monotonic())
+        self.finish_sent = dict.fromkeys(self.devices, False)
+        self.committed = dict.fromkeys(self.devices, False)
+        self.reports = {
+            i: DeviceReport(url=d.url, label=d.label.label) for i, d in self.devices.items()
+        }
+        self.file_errors: dict[int, str] = {}
+        self.writers: dict[int, DeviceWriter] = {}
+        self.started = time.monotonic()
+
+    def start(self, set_id: bytes, meta: dict) -> None:
+        for i, dev in self.devices.items():
+            writer = DeviceWriter(
+                dev,
+                set_id,
+                self.entries,
+                meta,
+                self.events,
+                chunk=self.options.chunk,
+                checkpoint_bytes=self.options.checkpoint_bytes,
+            )
+            self.writers[i] = writer
+            writer.start()
+
+    def assign(self, items: list[Item]) -> None:
+        """Queue items (device numbers are run-wide indexes) on their writers."""
+        per_dev: dict[int, list[Item]] = {}
+        for item in items:
+            per_dev.setdefault(item.device, []).append(item)
+        for dev, its in per_dev.items():
+            self.outstanding[dev].extend(its)
+            self.assigned[dev] += sum(i.size for i in its)
+            self.finish_sent[dev] = False
+            self.committed[dev] = False
+            self.last_seen[dev] = time.monotonic()
+            self.writers[dev].inbox.put(its)
+
+    # -- the event loop ------------------------------------------------------------------
+    def loop(self) -> None:
+        while True:
+            if not self.alive:
+                return
+            for dev in sorted(self.alive):
+                if not self.outstanding[dev] and not self.finish_sent[dev]:
+                    self.finish_sent[dev] = True
+                    self.last_seen[dev] = time.monotonic()
+                    self.writers[dev].inbox.put(FINISH)
+            if all(self.committed[d] and not self.outstanding[d] for d in self.alive):
+                return
+            try:
+                event = self.events.get(timeout=0.25)
+            except queue.Empty:
+                self._check_hangs()
+                continue
+            self._handle(event)
+            self._check_hangs()
+
+    def _handle(self, event: object) -> None:
+        dev = event.dev  # type: ignore[attr-defined]
+        if dev not in self.alive:
+            return  # a device given up for hanging may still speak; ignore it
+        self.last_seen[dev] = time.monotonic()
+        match event:
+            case Record(file=fid, ref=ref):
+                self.pending[dev].append((fid, ref))
+                self.head_done[dev] += ref.size
+                if ref.size:
+                    self.reports[dev].bytes += ref.size
+                    self.on_event(DeviceBytes(self.reports[dev].url, ref.size))
+            case ItemDone():
+                self.outstanding[dev].popleft()
+                self.head_done[dev] = 0
+                self.reports[dev].segments += 1
+            case Durable():
+                self._make_durable(dev)
+            case Committed():
+                self._make_durable(dev)
+                self.committed[dev] = True
+            case FileError(file=fid, error=error):
+                if fid not in self.file_errors:
+                    self.file_errors[fid] = error
+                    self.on_event(Notice(f"skipped {self.entries[fid].path}: {error}"))
+            case Failed(error=error):
+                self.fail(dev, error)
+
+    def _make_durable(self, dev: int) -> None:
+        if self.pending[dev]:
+            self.catalog.add_records(self.set_hex, self.pending[dev])  # type: ignore[arg-type]
+            self.pending[dev] = []
+
+    def _check_hangs(self) -> None:
+        now = time.monotonic()
+        for dev in sorted(self.alive):
+            waiting = self.outstanding[dev] or (self.finish_sent[dev] and not self.committed[dev])
+            if waiting and now - self.last_seen[dev] > self.options.device_timeout:
+                self.fail(dev, f"no progress for {self.options.device_timeout:g} seconds")
+
+    # -- failover ------------------------------------------------------------------------
+    def fail(self, dev: int, error: str) -> None:
+        """Give a device up and replan what it had not made durable over the others."""
+        self.alive.discard(dev)
+        report = self.reports[dev]
+        report.status, report.error = "failed", error
+        report.failed_at = round(time.monotonic() - self.started, 3)
+        self.writers[dev].inbox.put(STOP)
+        lost = [Piece(fid, ref.offset, ref.size) for fid, ref in self.pending[dev]]  # type: ignore[attr-defined]
+        report.bytes -= sum(p.size for p in lost)
+        queued = list(self.outstanding[dev])
+        if queued:
+            head, done = queued[0], self.head_done[dev]
+            lost.append(Piece(head.file, head.offset + done, head.size - done))
+            lost.extend(Piece(i.file, i.offset, i.size) for i in queued[1:])
+        self.pending[dev], self.outstanding[dev] = [], deque()
+        lost = [p for p in lost if p.file not in self.file_errors]
+        redirected = sum(p.size for p in lost)
+        self.on_event(DeviceFailed(report.url, error, redirected))
+        if not self.alive or not lost:
+            return
+        survivors = sorted(self.alive)
+        slots = []
+        for s in survivors:
+            free = self.devices[s].space.free
+            room = None if free is None else max(0, free - self.assigned[s])
+            slots.append(Slot(room=room, load=self.assigned[s]))
+        try:
+            new = replan(_coalesce(lost), slots, self.options.strategy, self.options.order)
+        except PlanError as exc:
+            raise BackupFailedError(
+                f"{report.url} failed ({error}) and the other devices cannot take its "
+                f"{redirected} bytes: {exc}"
+            ) from exc
+        items = [Item(i.file, i.offset, i.size, survivors[i.device]) for i in new.items]
+        for item in items:
+            url = self.reports[item.device].url
+            report.redirected[url] = report.redirected.get(url, 0) + item.size
+        self.assign(items)
+
+    def stop(self) -> None:
+        for writer in self.writers.values():
+            writer.inbox.put(STOP)
+
+
+def _coalesce(pieces: list[Piece]) -> list[Piece]:
+    """Merge touching ranges of the same file so the replan sees whole runs."""
+    out: list[Piece] = []
+    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
+        last = out[-1] if out else None
+        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
+            out[-1] = Piece(last.file, last.offset, last.size + p.size)
+        else:
+            out.append(p)
+    return out
+
+
+def run_backup(
+    sources: Sequence[str],
+    device_urls: Sequence[str],
+    catalog: Catalog,
+    options: BackupOptions = BackupOptions(),
+    on_event: EventSink = ignore,
+) -> BackupReport:
+    """Back up ``sources`` onto the devices; record the set in ``catalog``."""
+    started = time.monotonic()
+    skipped: list[Skipped] = []
+    entries = scan(sources, lambda path, err: skipped.append(Skipped(path, err)))
+    alive, dead = open_devices(list(device_urls), create_labels=True)
+    for d in dead:
+        on_event(DeviceFailed(d.url, d.reason, 0))
+    if not alive:
+        raise BackupFailedError(
+            "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
+        )
+    try:
+        the_plan = make_plan(entries, alive, options)
+        set_id = new_set_id()
+        set_hex = set_id.hex()
+        sources_abs = sorted({e.source for e in entries})
+        catalog.begin_set(
+            set_hex,
+            strategy=str(options.strategy),
+            order=str(options.order),
+            threshold=the_plan.threshold,
+            sources=sources_abs,
+        )
+        catalog.add_files(set_hex, enumerate(entries))
+        for d in alive:
+            catalog.remember_device(d.label.label, d.url, d.device.scheme)
+        on_event(
+            Started(
+                "backup", len(entries), sum(e.size for e in entries), tuple(d.url for d in alive)
+            )
+        )
+        run = _Run(entries, alive, catalog, set_hex, options, on_event)
+        meta = {
+            "set": set_hex,
+            "tool": f"parbackup {__version__}",
+            "sources": sources_abs,
+            "strategy": str(options.strategy),
+            "order": str(options.order),
+            "threshold": the_plan.threshold,
+            "devices": len(alive),
+        }
+        run.start(set_id, meta)
+        items = [Item(i.file, i.offset, i.size, alive[i.device].index) for i in the_plan.items]
+        error = ""
+        try:
+            run.assign(items)
+            run.loop()
+        except BackupFailedError as exc:
+            error = str(exc)
+            run.alive.clear()
+        finally:
+            run.stop()
+        for fid, err in sorted(run.file_errors.items()):
+            skipped.append(Skipped(entries[fid].path, err))
+        if run.file_errors:
+            catalog.mark_files(set_hex, run.file_errors, "skipped")
+        reports = [run.reports[d.index] for d in alive]
+        for r, d in zip(reports, alive, strict=True):
+            r.seconds = run.writers[d.index].busy_seconds
+        reports += [DeviceReport(d.url, "", "failed", error=d.reason, failed_at=0.0) for d in dead]
+        reports.sort(key=lambda r: device_urls.index(r.url) if r.url in device_urls else 0)
+        if not run.alive:
+            status = "failed"
+            error = error or "every device failed; nothing was recorded as backed up"
+        else:
+            status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
+        files = len(entries) - len(run.file_errors)
+        nbytes = sum(e.size for i, e in enumerate(entries) if i not in run.file_errors)
+        report = BackupReport(
+            set_id=set_hex,
+            status=status,
+            strategy=str(options.strategy),
+            order=str(options.order),
+            threshold=the_plan.threshold,
+            files=files,
+            bytes=nbytes if status != "failed" else 0,
+            seconds=time.monotonic() - started,
+            devices=reports,
+            skipped=skipped,
+            error=error,
+        )
+        catalog.finish_set(
+            set_hex,
+            status=status,
+            files=files,
+            nbytes=report.bytes,
+            report=report.to_json(),
+            devices=[
+                {
+                    "label": r.label,
+                    "url": r.url,
+                    "status": r.status,
+                    "error": r.error,
+                    "bytes": r.bytes,
+                    "segments": r.segments,
+                    "seconds": r.seconds,
+                }
+                for r in reports
+                if r.label
+            ],
+        )
+        if status != "failed":
+            _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
+        return report
+    finally:
+        close_all(alive)
+
+
+def _copy_catalog(catalog: Catalog, devices: list[OpenDevice], on_event: EventSink) -> None:
+    """Put a copy of the catalog on every surviving device (X2)."""
+    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+        path = os.path.join(tmp, "catalog.sqlite")
+        catalog.copy_to(path)
+        for dev in devices:
+            try:
+                with open(path, "rb") as fh:
+                    dev.device.put_stream(CATALOG_COPY, fh)
+            except Exception as exc:
+                on_event(Notice(f"could not copy the catalog to {dev.url}: {exc}"))

@@ -1,0 +1,273 @@
+"""The on-device format: volumes made of records, each a header followed by its payload.
+
+See docs/FORMAT.md for the byte layout. Everything a device holds for a backup set is
+one or more volumes; a volume is written strictly front to back, so the same bytes serve
+a directory, a tape, an SFTP host and an object store.
+
+Readers never trust a length they read: every size is checked against fixed limits
+before anything is allocated, and every header carries a CRC32 of itself, so garbage is
+rejected with FormatError instead of crashing, hanging or allocating.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from blake3 import blake3
+
+from parbackup.errors import ChecksumError, FormatError
+
+FORMAT_VERSION = 1
+VOLUME_MAGIC = b"PBKV"
+RECORD_MAGIC = b"PBKR"
+
+MAX_PAYLOAD = 64 * 1024 * 1024
+"""Largest payload one record may carry; writers use CHUNK, readers accept up to this."""
+CHUNK = 4 * 1024 * 1024
+"""Payload size writers cut segments into, so memory per stream stays bounded (W3)."""
+MAX_NAME = 65536
+MAX_VOLUME_META = 1024 * 1024
+MAX_FILE_SIZE = 1 << 62
+
+KIND_CODES = {"file": 1, "dir": 2, "symlink": 3}
+KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+KIND_END = 15
+"""The last record of a volume: its ``file_size`` field holds the number of records."""
+
+# magic, version, kind, header_len, set id, file id, offset, size, file size,
+# mode, uid, gid, mtime_ns, flags, checksum, path length, link length
+_RECORD = struct.Struct("<4sHHI16sQQQQIIIqI32sII")
+_VOLUME = struct.Struct("<4sHHI16s16sIq")
+_CRC = struct.Struct("<I")
+
+
+def checksum(data: bytes | bytearray | memoryview) -> bytes:
+    """The payload checksum stored in record headers (BLAKE3, 32 bytes)."""
+    return blake3(data).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    """What every record says about itself: enough to restore it without the catalog."""
+
+    kind: str
+    set_id: bytes
+    file_id: int
+    offset: int
+    size: int
+    file_size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    checksum: bytes
+    path: bytes
+    link: bytes = b""
+
+    def encode(self) -> bytes:
+        """The header as bytes, ending in a CRC32 of everything before it."""
+        code = KIND_END if self.kind == "end" else KIND_CODES[self.kind]
+        length = _RECORD.size + len(self.path) + len(self.link) + _CRC.size
+        body = (
+            _RECORD.pack(
+                RECORD_MAGIC,
+                FORMAT_VERSION,
+                code,
+                length,
+                self.set_id,
+                self.file_id,
+                self.offset,
+                self.size,
+                self.file_size,
+                self.mode,
+                self.uid & 0xFFFFFFFF,
+                self.gid & 0xFFFFFFFF,
+                self.mtime_ns,
+                0,
+                self.checksum,
+                len(self.path),
+                len(self.link),
+            )
+            + self.path
+            + self.link
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> RecordHeader:
+    """Parse a record header whose first ``_RECORD.size`` bytes are ``head``.
+
+    ``read_more(n)`` must return exactly n further bytes (or fewer at end of data).
+    """
+    if len(head) < _RECORD.size:
+        raise FormatError("truncated record header")
+    fields = _RECORD.unpack(head[: _RECORD.size])
+    (magic, version, code, length, set_id, file_id, offset, size, file_size) = fields[:9]
+    (mode, uid, gid, mtime_ns, _flags, digest, path_len, link_len) = fields[9:]
+    if magic != RECORD_MAGIC:
+        raise FormatError(f"bad record magic {magic!r}")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported record format version {version}")
+    if code not in KIND_NAMES and code != KIND_END:
+        raise FormatError(f"unknown record kind {code}")
+    if path_len > MAX_NAME or link_len > MAX_NAME:
+        raise FormatError("record names are too long")
+    if length != _RECORD.size + path_len + link_len + _CRC.size:
+        raise FormatError("record header length does not add up")
+    if code != KIND_END and (size > MAX_PAYLOAD or file_size > MAX_FILE_SIZE):
+        raise FormatError("record sizes are out of range")
+    rest = read_more(length - _RECORD.size)
+    if len(rest) != length - _RECORD.size:
+        raise FormatError("truncated record header")
+    body = head[: _RECORD.size] + rest[: path_len + link_len]
+    (crc,) = _CRC.unpack(rest[path_len + link_len :])
+    if zlib.crc32(body) != crc:
+        raise FormatError("record header checksum mismatch")
+    if code != KIND_END and (offset + size > file_size):
+        raise FormatError("record extends past the end of its file")
+    return RecordHeader(
+        kind="end" if code == KIND_END else KIND_NAMES[code],
+        set_id=set_id,
+        file_id=file_id,
+        offset=offset,
+        size=size,
+        file_size=file_size,
+        mode=mode,
+        uid=uid,
+        gid=gid,
+        mtime_ns=mtime_ns,
+        checksum=digest,
+        path=rest[:path_len],
+        link=rest[path_len : path_len + link_len],
+    )
+
+
+RECORD_FIXED_SIZE = _RECORD.size
+
+
+def parse_record_header(data: bytes) -> RecordHeader:
+    """Parse a complete header held in ``data`` (as read from the catalog's position)."""
+    view = memoryview(data)
+    pos = _RECORD.size
+
+    def more(n: int) -> bytes:
+        return bytes(view[pos : pos + n])
+
+    return decode_record_header(bytes(view[:pos]), more)
+
+
+def end_record(set_id: bytes, records: int) -> RecordHeader:
+    """The closing record of a volume; it lets a reader tell a whole volume from a cut one."""
+    return RecordHeader("end", set_id, 0, 0, 0, records, 0, 0, 0, 0, bytes(32), b"")
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeHeader:
+    """The first bytes of a volume: which set and device it belongs to, plus set metadata."""
+
+    set_id: bytes
+    label: bytes
+    sequence: int
+    created_ns: int
+    meta: dict
+    length: int = 0
+    """Bytes the header takes on the device (set when read; the first record follows)."""
+
+    def encode(self) -> bytes:
+        """The volume header as bytes: fixed part, JSON metadata, CRC32."""
+        blob = json.dumps(self.meta, sort_keys=True).encode()
+        length = _VOLUME.size + len(blob) + _CRC.size
+        body = (
+            _VOLUME.pack(
+                VOLUME_MAGIC,
+                FORMAT_VERSION,
+                0,
+                length,
+                self.set_id,
+                self.label,
+                self.sequence,
+                self.created_ns,
+            )
+            + blob
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_volume_header(stream: BinaryIO) -> VolumeHeader:
+    """Read and check the volume header at the current position of ``stream``."""
+    fixed = _read_exact(stream, _VOLUME.size)
+    magic, version, _flags, length, set_id, label, sequence, created = _VOLUME.unpack(fixed)
+    if magic != VOLUME_MAGIC:
+        raise FormatError(f"not a parbackup volume (magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported volume format version {version}")
+    if not _VOLUME.size + _CRC.size <= length <= _VOLUME.size + MAX_VOLUME_META + _CRC.size:
+        raise FormatError("volume header length is out of range")
+    rest = _read_exact(stream, length - _VOLUME.size)
+    body = fixed + rest[: -_CRC.size]
+    (crc,) = _CRC.unpack(rest[-_CRC.size :])
+    if zlib.crc32(body) != crc:
+        raise FormatError("volume header checksum mismatch")
+    try:
+        meta = json.loads(rest[: -_CRC.size])
+    except ValueError as exc:
+        raise FormatError("volume metadata is not valid JSON") from exc
+    if not isinstance(meta, dict):
+        raise FormatError("volume metadata is not an object")
+    return VolumeHeader(set_id, label, sequence, created, meta, length)
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise FormatError("unexpected end of volume")
+    return data
+
+
+def read_record(stream: BinaryIO) -> tuple[RecordHeader, bytes]:
+    """Read one record (header and payload) at the current position and check it."""
+    head = stream.read(_RECORD.size)
+    if not head:
+        raise FormatError("volume ends without its end record")
+    header = decode_record_header(head, lambda n: stream.read(n) or b"")
+    payload = _read_exact(stream, header.size) if header.size else b""
+    if header.kind != "end" and checksum(payload) != header.checksum:
+        raise ChecksumError(f"payload checksum mismatch at offset {header.offset}")
+    return header, payload
+
+
+def record_length(header: RecordHeader) -> int:
+    """Bytes the record takes on the device: its header plus its payload."""
+    return _RECORD.size + len(header.path) + len(header.link) + _CRC.size + header.size
+
+
+def iter_volume(stream: BinaryIO, position: int) -> Iterator[tuple[int, RecordHeader, bytes]]:
+    """Yield (position, header, payload) for every record after the volume header.
+
+    ``position`` is where the first record starts (the volume header's length). Raises
+    FormatError at the first damaged, truncated or missing record, after yielding every
+    good record before it; a volume without its end record is reported as cut short.
+    """
+    count = 0
+    while True:
+        header, payload = read_record(stream)
+        if header.kind == "end":
+            if header.file_size != count:
+                raise FormatError(
+                    f"volume end record counts {header.file_size} records, found {count}"
+                )
+            return
+        yield position, header, payload
+        count += 1
+        position += record_length(header)
+
+
+def new_set_id() -> bytes:
+    """A fresh 16-byte backup set id."""
+    return uuid.uuid4().bytes

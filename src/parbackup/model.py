@@ -1,0 +1,178 @@
+"""Frozen dataclasses shared by every layer. No I/O here, so any layer may import it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Kind(enum.StrEnum):
+    """What a catalogued path is. Only FILE carries payload bytes."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
+class Strategy(enum.StrEnum):
+    """How the planner splits files (REQUIREMENTS P2, P3)."""
+
+    FILL = "fill"
+    THRESHOLD = "threshold"
+
+
+class Order(enum.StrEnum):
+    """Sort order of the planner's list (REQUIREMENTS P4)."""
+
+    DESC = "desc"
+    ASC = "asc"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One path found by a scan. ``path`` is absolute; ``source`` is the root it came from.
+
+    Paths are ``str`` decoded with the filesystem encoding and ``surrogateescape``, so
+    names that are not valid UTF-8 survive the round trip through ``os.fsencode``.
+    """
+
+    path: str
+    kind: Kind
+    size: int
+    mode: int
+    mtime_ns: int
+    uid: int = 0
+    gid: int = 0
+    link: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Planner input: ``size`` bytes of file number ``file`` starting at ``offset``."""
+
+    file: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Planner input describing one device.
+
+    ``room`` is how many more bytes it can take (None: unlimited), ``load`` how many bytes
+    it already holds for this run (non-zero when replanning), ``weight`` its relative share
+    (1.0 for equal bytes; its throughput when balancing by time).
+    """
+
+    room: int | None
+    load: int = 0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """Planner output: a piece of a file assigned to device number ``device``."""
+
+    file: int
+    offset: int
+    size: int
+    device: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of items over ``len(shares)`` devices.
+
+    ``threshold`` is T = total / devices (P1). ``shares`` are the bytes each device is
+    meant to receive in this plan. Items are in list order; each device writes its own
+    items in that order (W1).
+    """
+
+    strategy: Strategy
+    order: Order
+    threshold: int
+    shares: tuple[int, ...]
+    items: tuple[Item, ...]
+
+    def device_bytes(self) -> list[int]:
+        """Bytes assigned to each device."""
+        out = [0] * len(self.shares)
+        for item in self.items:
+            out[item.device] += item.size
+        return out
+
+    def device_items(self, device: int) -> list[Item]:
+        """The items of one device, in list order."""
+        return [item for item in self.items if item.device == device]
+
+    def segment_counts(self) -> list[int]:
+        """Number of items (files or file segments) each device receives."""
+        out = [0] * len(self.shares)
+        for item in self.items:
+            out[item.device] += 1
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """The identity written on a device at first use (REQUIREMENTS D4)."""
+
+    label: str
+    created: str
+    kind: str
+    format_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """What a device can hold: ``free`` bytes now, ``capacity`` in all (None: unknown)."""
+
+    free: int | None
+    capacity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a device kind can do, as data so callers never need isinstance checks."""
+
+    sequential: bool = False
+    random_read: bool = True
+    max_connections: int = 8
+    durable_commit: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where one record lies: device label, volume name, byte position of its header."""
+
+    label: str
+    volume: str
+    position: int
+    header_size: int
+    offset: int
+    size: int
+    checksum: bytes
+
+
+@dataclass
+class Skipped:
+    """A path that was not backed up, and why."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class DeviceReport:
+    """Per-device outcome of a backup run."""
+
+    url: str
+    label: str
+    status: str = "ok"
+    bytes: int = 0
+    segments: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    failed_at: float | None = None
+    redirected: dict[str, int] = field(default_factory=dict)

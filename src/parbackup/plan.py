@@ -1,0 +1,250 @@
+"""The planner: pure functions from pieces of files and device slots to an ordered plan.
+
+No I/O, no clock, no randomness: the same input always gives the same plan.
+
+* Threshold T = ceil(total bytes / number of devices) (REQUIREMENTS P1).
+* ``threshold`` strategy (P2): every piece larger than T is cut into segments of at most T;
+  files and segments form one list sorted by size; each item goes, in list order, to the
+  device that is least filled at that moment (P5) among those with room for it.
+* ``fill`` strategy (P3): each device gets a share (equal bytes, or proportional to its
+  weight, never above its room). Pieces are sorted by size; each goes to the least-filled
+  device that still has share left; a piece larger than that device's remaining share is
+  split there and the rest continues on the next least-filled device. Every device ends
+  exactly at its share and at most (devices - 1) files are split.
+* ``replan`` is the same function: survivors carry their current ``load``, and the shares
+  are computed so that load + new bytes is balanced across them (R3).
+
+"Least filled" means the smallest load / weight; ties go to the device with fewer items,
+then the lower index, which spreads empty files and directories evenly too.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+
+from parbackup.errors import PlanError
+from parbackup.model import Item, Order, Piece, Plan, Slot, Strategy
+
+
+def threshold_of(total: int, devices: int) -> int:
+    """T = total / devices, rounded up so that T * devices covers every byte."""
+    if devices < 1:
+        raise PlanError("no device to plan for")
+    return -(-total // devices)
+
+
+def sort_pieces(pieces: Sequence[Piece], order: Order) -> list[Piece]:
+    """Sort by size (P4); ties by file number and offset so the order is total."""
+    if order is Order.DESC:
+        return sorted(pieces, key=lambda p: (-p.size, p.file, p.offset))
+    return sorted(pieces, key=lambda p: (p.size, p.file, p.offset))
+
+
+def split_at_threshold(pieces: Sequence[Piece], threshold: int) -> list[Piece]:
+    """Cut every piece larger than ``threshold`` into segments of at most ``threshold``."""
+    out: list[Piece] = []
+    for piece in pieces:
+        if threshold <= 0 or piece.size <= threshold:
+            out.append(piece)
+            continue
+        for start in range(0, piece.size, threshold):
+            out.append(Piece(piece.file, piece.offset + start, min(threshold, piece.size - start)))
+    return out
+
+
+def shares_of(total: int, slots: Sequence[Slot]) -> list[int]:
+    """Split ``total`` new bytes over ``slots`` so that (load + share) / weight is level.
+
+    Water-filling: find the level L with sum(clamp(L*w - load, 0, room)) == total, solved
+    exactly with fractions, then rounded to whole bytes by largest remainder. A device that
+    already holds more than the level gets nothing; one whose room is below its part gets
+    its room and the rest is shared among the others.
+    """
+    if not slots:
+        raise PlanError("no device to plan for")
+    rooms = [s.room for s in slots]
+    if all(r is not None for r in rooms) and sum(r for r in rooms if r is not None) < total:
+        room = sum(r for r in rooms if r is not None)
+        raise PlanError(
+            f"the backup needs {total} bytes but the devices have room for only {room} bytes"
+        )
+    if total == 0:
+        return [0] * len(slots)
+    weights = [Fraction(s.weight) for s in slots]
+    if any(w <= 0 for w in weights):
+        raise PlanError("device weights must be positive")
+
+    def filled(level: Fraction) -> Fraction:
+        acc = Fraction(0)
+        for s, w in zip(slots, weights, strict=True):
+            part = max(Fraction(0), level * w - s.load)
+            if s.room is not None:
+                part = min(part, Fraction(s.room))
+            acc += part
+        return acc
+
+    # Breakpoints of the piecewise-linear filled(level): where a device starts or caps.
+    points = sorted(
+        {Fraction(s.load) / w for s, w in zip(slots, weights, strict=True)}
+        | {
+            Fraction(s.load + s.room) / w
+            for s, w in zip(slots, weights, strict=True)
+            if s.room is not None
+        }
+    )
+    lo = Fraction(0)
+    for point in points:
+        if filled(point) >= total:
+            break
+        lo = point
+    # On [lo, next point] filled() is linear: slope = sum of weights of devices in range.
+    slope = sum(
+        (
+            w
+            for s, w in zip(slots, weights, strict=True)
+            if lo * w >= s.load and (s.room is None or lo * w - s.load < s.room)
+        ),
+        Fraction(0),
+    )
+    level = lo + (total - filled(lo)) / slope if slope else lo
+    exact = []
+    for s, w in zip(slots, weights, strict=True):
+        part = max(Fraction(0), level * w - s.load)
+        if s.room is not None:
+            part = min(part, Fraction(s.room))
+        exact.append(part)
+    shares = [int(p) for p in exact]
+    short = total - sum(shares)
+    by_remainder = sorted(range(len(slots)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in by_remainder[:short]:
+        shares[i] += 1
+    return shares
+
+
+class _LeastFilled:
+    """A heap of devices keyed by (load / weight, items so far, index)."""
+
+    def __init__(self, slots: Sequence[Slot], usable: Sequence[bool]) -> None:
+        self.load = [s.load for s in slots]
+        self.count = [0] * len(slots)
+        self.weight = [s.weight for s in slots]
+        self.heap = [self._key(i) for i in range(len(slots)) if usable[i]]
+        heapq.heapify(self.heap)
+
+    def _key(self, i: int) -> tuple[float, int, int]:
+        return (self.load[i] / self.weight[i], self.count[i], i)
+
+    def pick(self, fits: Callable[[int], bool]) -> int | None:
+        """Return the least-filled device for which ``fits(i)`` holds, or None."""
+        passed = []
+        found = None
+        while self.heap:
+            key = heapq.heappop(self.heap)
+            if fits(key[2]):
+                found = key[2]
+                break
+            passed.append(key)
+        for key in passed:
+            heapq.heappush(self.heap, key)
+        return found
+
+    def add(self, i: int, size: int) -> None:
+        """Record ``size`` bytes on device ``i`` and put it back in the heap."""
+        self.load[i] += size
+        self.count[i] += 1
+        heapq.heappush(self.heap, self._key(i))
+
+
+def _plan_threshold(
+    pieces: list[Piece], slots: Sequence[Slot], order: Order, threshold: int
+) -> list[Item]:
+    room = [s.room for s in slots]
+    heap = _LeastFilled(slots, [r is None or r > 0 for r in room])
+    items: list[Item] = []
+    for piece in sort_pieces(split_at_threshold(pieces, threshold), order):
+        left = piece.size
+        offset = piece.offset
+        # Whole on the least-filled device with room; cut across devices only if none has.
+        dev = heap.pick(lambda i, need=left: room[i] is None or room[i] >= need)
+        if dev is None:
+            dev = heap.pick(lambda i: room[i] is None or room[i] > 0)
+        while True:
+            if dev is None:
+                raise PlanError("the devices ran out of room while placing the plan")
+            take = left if room[dev] is None else min(left, room[dev])
+            items.append(Item(piece.file, offset, take, dev))
+            if room[dev] is not None:
+                room[dev] -= take
+            offset += take
+            left -= take
+            if room[dev] is None or room[dev] > 0:
+                heap.add(dev, take)
+            if left == 0:
+                break
+            dev = heap.pick(lambda i: room[i] is None or room[i] > 0)
+    return items
+
+
+def _plan_fill(pieces: list[Piece], slots: Sequence[Slot], order: Order) -> list[Item]:
+    total = sum(p.size for p in pieces)
+    left = shares_of(total, slots)
+    heap = _LeastFilled(slots, [True] * len(slots))
+    items: list[Item] = []
+    for piece in sort_pieces(pieces, order):
+        if piece.size == 0:
+            dev = heap.pick(lambda i: True)
+            assert dev is not None
+            items.append(Item(piece.file, piece.offset, 0, dev))
+            heap.add(dev, 0)
+            continue
+        remaining = piece.size
+        offset = piece.offset
+        while remaining:
+            dev = heap.pick(lambda i: left[i] > 0)
+            if dev is None:  # pragma: no cover - shares always sum to total
+                raise PlanError("internal error: shares do not cover the data")
+            take = min(remaining, left[dev])
+            items.append(Item(piece.file, offset, take, dev))
+            left[dev] -= take
+            offset += take
+            remaining -= take
+            heap.add(dev, take)
+    return items
+
+
+def plan(
+    pieces: Sequence[Piece],
+    slots: Sequence[Slot],
+    strategy: Strategy = Strategy.FILL,
+    order: Order = Order.DESC,
+) -> Plan:
+    """Place ``pieces`` on the devices described by ``slots`` (pure, deterministic).
+
+    Raises PlanError before anything is written when the data cannot fit.
+    """
+    if not slots:
+        raise PlanError("no device to plan for")
+    total = sum(p.size for p in pieces)
+    threshold = threshold_of(total + sum(s.load for s in slots), len(slots))
+    shares = shares_of(total, slots)  # also checks that everything fits
+    if strategy is Strategy.THRESHOLD:
+        items = _plan_threshold(list(pieces), slots, order, threshold)
+    else:
+        items = _plan_fill(list(pieces), slots, order)
+    return Plan(strategy, order, threshold, tuple(shares), tuple(items))
+
+
+def replan(
+    remaining: Sequence[Piece],
+    survivors: Sequence[Slot],
+    strategy: Strategy,
+    order: Order,
+) -> Plan:
+    """Plan the work a failed device left behind over the survivors (R2, R3).
+
+    Each survivor's ``load`` is what it already holds in this run, so that the final
+    loads, not only the redirected bytes, come out balanced.
+    """
+    return plan(remaining, survivors, strategy, order)

@@ -1,0 +1,1 @@
+"""File sources: where the files to back up come from."""

@@ -1,0 +1,103 @@
+"""Walking local directory trees into FileEntry lists.
+
+A path that cannot be read is handed to ``on_error`` and skipped; it never ends the run.
+Entries come out sorted by path within each source, so the same tree always gives the
+same list (and the same plan).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+
+from parbackup.errors import SourceError
+from parbackup.model import FileEntry, Kind
+
+ErrorFunc = Callable[[str, str], None]
+
+
+def check_sources(sources: Sequence[str]) -> list[str]:
+    """Absolute forms of the sources; SourceError if any is missing (before any write)."""
+    out: list[str] = []
+    for src in sources:
+        path = os.path.abspath(src)
+        if not os.path.lexists(path):
+            raise SourceError(f"source does not exist: {src}")
+        if path not in out:
+            out.append(path)
+    return out
+
+
+def _entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        kind, size, link = Kind.FILE, st.st_size, ""
+    elif stat.S_ISDIR(mode):
+        kind, size, link = Kind.DIR, 0, ""
+    elif stat.S_ISLNK(mode):
+        kind, size, link = Kind.SYMLINK, 0, os.readlink(path)
+    else:
+        return None
+    return FileEntry(
+        path=path,
+        kind=kind,
+        size=size,
+        mode=mode,
+        mtime_ns=st.st_mtime_ns,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        link=link,
+        source=source,
+    )
+
+
+def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
+    """Entries of one source tree (the root itself first), depth first, sorted by name."""
+    try:
+        st = os.lstat(source)
+        root = _entry(source, st, source)
+    except OSError as exc:
+        on_error(source, exc.strerror or str(exc))
+        return
+    if root is None:
+        on_error(source, "not a regular file, directory or symlink")
+        return
+    yield root
+    if root.kind is not Kind.DIR:
+        return
+    stack = [source]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                children = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            on_error(directory, exc.strerror or str(exc))
+            continue
+        subdirs = []
+        for child in children:
+            try:
+                entry = _entry(child.path, child.stat(follow_symlinks=False), source)
+            except OSError as exc:
+                on_error(child.path, exc.strerror or str(exc))
+                continue
+            if entry is None:
+                on_error(child.path, "special file (FIFO, socket or device) not backed up")
+                continue
+            yield entry
+            if entry.kind is Kind.DIR:
+                subdirs.append(child.path)
+        stack.extend(reversed(subdirs))
+
+
+def scan(sources: Sequence[str], on_error: ErrorFunc) -> list[FileEntry]:
+    """Every entry of every source, each path once."""
+    seen: set[str] = set()
+    out: list[FileEntry] = []
+    for source in check_sources(sources):
+        for entry in walk(source, on_error):
+            if entry.path not in seen:
+                seen.add(entry.path)
+                out.append(entry)
+    return out
