@@ -1,0 +1,125 @@
+"""Shared test helpers: running the CLI as a real process, building trees, comparing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+@dataclass
+class CliResult:
+    """What a parbackup process did."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+def run_cli(
+    *args: str, env: dict | None = None, input: bytes | None = None, timeout: float = 300
+) -> CliResult:
+    """Run ``python -m parbackup ARGS`` from this checkout's src; never raises on exit code."""
+    full_env = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", *args],
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
+    )
+    return CliResult(
+        proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
+
+
+def make_tree(
+    root: Path,
+    *,
+    seed: int = 0,
+    files: int = 40,
+    max_size: int = 300_000,
+    big: tuple[int, ...] = (),
+) -> Path:
+    """A tree of random files, subdirectories, empty files, symlinks and ``big`` files."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    dirs = [root]
+    for i in range(files):
+        if rng.random() < 0.2:
+            d = rng.choice(dirs) / f"dir{i}"
+            d.mkdir()
+            dirs.append(d)
+        parent = rng.choice(dirs)
+        size = 0 if rng.random() < 0.1 else rng.randint(1, max_size)
+        p = parent / f"file{i}.bin"
+        p.write_bytes(rng.randbytes(size))
+        p.chmod(rng.choice([0o644, 0o600, 0o755, 0o640]))
+        os.utime(p, ns=(rng.randint(1, 2**40) * 1000, rng.randint(1, 2**40) * 1000))
+    for j, size in enumerate(big):
+        p = root / f"big{j}.bin"
+        with open(p, "wb") as fh:
+            left = size
+            while left:
+                n = min(left, 1 << 20)
+                fh.write(rng.randbytes(n))
+                left -= n
+    os.symlink("file0.bin", root / "link-to-file0")
+    os.symlink("/nonexistent/target", root / "dangling")
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Relative path -> (kind, mode, mtime_ns or None, content or link target)."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, Path(p).read_bytes())
+    return out
+
+
+def restored_root(target: Path, source: Path) -> Path:
+    """Where ``source`` comes back under a restore ``target``."""
+    return target / str(source.resolve()).lstrip("/")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A small random tree with a few hundred KiB of data."""
+    return make_tree(tmp_path / "src", seed=1)
+
+
+@pytest.fixture
+def device_dirs(tmp_path: Path):
+    """A factory for n empty device directories."""
+
+    def make(n: int) -> list[Path]:
+        out = []
+        for i in range(n):
+            d = tmp_path / f"dev{i}"
+            d.mkdir()
+            out.append(d)
+        return out
+
+    return make
