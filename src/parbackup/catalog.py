@@ -152,7 +152,7 @@ class Catalog:
                     self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
     # -- plumbing ------------------------------------------------------------------------

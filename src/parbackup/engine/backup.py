@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.devices import OpenDevice, close_all, label_devices, open_devices
 from parbackup.engine.writer import (
     FINISH,
     STOP,
@@ -115,9 +115,24 @@ def pieces_of(entries: Sequence[FileEntry]) -> list[Piece]:
     return [Piece(i, 0, e.size) for i, e in enumerate(entries)]
 
 
+def reserve_for(entries: Sequence[FileEntry], devices: int) -> int:
+    """Bytes to keep free on each device for what is not payload.
+
+    Record headers (about 100 bytes plus the path, one per started chunk), the volume
+    header and end record, the label and the catalog copy written at the end. Estimated
+    generously, so a device with little room is not overfilled.
+    """
+    headers = sum((100 + len(e.path) + len(e.link)) * (1 + e.size // CHUNK) for e in entries)
+    catalog_copy = 64 * 1024 + 300 * len(entries)
+    return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy
+
+
 def make_plan(entries: Sequence[FileEntry], devices: Sequence[OpenDevice], options: BackupOptions):
     """The plan for ``entries`` over ``devices``, honouring their free space."""
-    slots = [Slot(room=d.space.free) for d in devices]
+    reserve = reserve_for(entries, len(devices))
+    slots = [
+        Slot(room=None if d.space.free is None else max(0, d.space.free - reserve)) for d in devices
+    ]
     return plan(pieces_of(entries), slots, options.strategy, options.order)
 
 
@@ -307,14 +322,18 @@ def run_backup(
     started = time.monotonic()
     skipped: list[Skipped] = []
     entries = scan(sources, lambda path, err: skipped.append(Skipped(path, err)))
-    alive, dead = open_devices(list(device_urls), create_labels=True)
-    for d in dead:
-        on_event(DeviceFailed(d.url, d.reason, 0))
-    if not alive:
-        raise BackupFailedError(
-            "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
-        )
+    alive, dead = open_devices(list(device_urls), create_labels=False, require_label=False)
     try:
+        if alive:
+            make_plan(entries, alive, options)  # refuse what cannot fit before any write
+            alive, unlabelled = label_devices(alive)
+            dead += unlabelled
+        for d in dead:
+            on_event(DeviceFailed(d.url, d.reason, 0))
+        if not alive:
+            raise BackupFailedError(
+                "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
+            )
         the_plan = make_plan(entries, alive, options)
         set_id = new_set_id()
         set_hex = set_id.hex()

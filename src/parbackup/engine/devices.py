@@ -61,6 +61,12 @@ def open_devices(
             dead.append(DeadDevice(index, device.url.display, str(exc)))
             continue
         alive.append(OpenDevice(index, device.url.display, device, label, space))
+    _check_unique(alive)
+    return alive, dead
+
+
+def _check_unique(alive: list[OpenDevice]) -> None:
+    """UsageError when two URLs lead to the same labelled device."""
     seen: dict[str, str] = {}
     for dev in alive:
         if not dev.label.label:
@@ -71,7 +77,22 @@ def open_devices(
                 f" carry label {dev.label.label}"
             )
         seen[dev.label.label] = dev.url
-    return alive, dead
+
+
+def label_devices(alive: list[OpenDevice]) -> tuple[list[OpenDevice], list[DeadDevice]]:
+    """Write a label on every device that has none yet; those that cannot take it die."""
+    kept: list[OpenDevice] = []
+    dead: list[DeadDevice] = []
+    for dev in alive:
+        try:
+            dev.label = dev.device.ensure_label()
+        except DeviceError as exc:
+            dev.device.close()
+            dead.append(DeadDevice(dev.index, dev.url, str(exc)))
+            continue
+        kept.append(dev)
+    _check_unique(kept)
+    return kept, dead
 
 
 def close_all(devices: list[OpenDevice]) -> None:
