@@ -1,6 +1,54 @@
 """parbackup: spread one backup over several devices at once, and restore it.
 
-The library API is what this module exports; everything else is private and may change.
+The library API is what this module exports (``__all__``); everything else is private
+and may change. Typical use::
+
+    from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore
+
+    with Catalog("catalog.sqlite") as cat:
+        report = run_backup(["/srv/data"], ["/mnt/d1", "/mnt/d2"], cat, BackupOptions())
+        run_restore(cat, RestoreOptions(target="/tmp/back"))
 """
 
 __version__ = "0.1.0"
+
+from parbackup.catalog import Catalog
+from parbackup.devices.registry import open_device
+from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.engine.restore import RestoreOptions, RestoreReport, run_restore
+from parbackup.engine.verify import VerifyReport, run_verify
+from parbackup.errors import (
+    BackupFailedError,
+    CatalogError,
+    DeviceError,
+    ParbackupError,
+    PlanError,
+    RestoreError,
+    UsageError,
+)
+from parbackup.model import Order, Strategy
+from parbackup.plan import plan
+
+__all__ = [
+    "BackupFailedError",
+    "BackupOptions",
+    "BackupReport",
+    "Catalog",
+    "CatalogError",
+    "DeviceError",
+    "Order",
+    "ParbackupError",
+    "PlanError",
+    "RestoreError",
+    "RestoreOptions",
+    "RestoreReport",
+    "Strategy",
+    "UsageError",
+    "VerifyReport",
+    "__version__",
+    "open_device",
+    "plan",
+    "run_backup",
+    "run_restore",
+    "run_verify",
+]
