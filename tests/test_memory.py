@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 import pytest
+
 from conftest import SRC
 
 GIB = 1 << 30
