@@ -11,12 +11,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Started:
-    """Work begins: ``total_bytes`` over ``files`` files on the named devices."""
+    """Work begins: ``total_bytes`` over ``files`` files on the named devices.
+
+    ``device_bytes`` (when known) is how many bytes each device is expected to move.
+    """
 
     operation: str
     files: int
     total_bytes: int
     devices: tuple[str, ...]
+    device_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,15 @@ class ProgressView:
     def __call__(self, event: Event) -> None:
         p = self.progress
         match event:
-            case Started(operation=op, files=files, total_bytes=total, devices=devices):
+            case Started(
+                operation=op, files=files, total_bytes=total, devices=devices, device_bytes=sizes
+            ):
                 if p is None:
                     return
                 self.total = p.add_task(f"{op} ({files} files)", total=total or None)
-                for dev in devices:
-                    self.per_device[dev] = p.add_task(f"  {dev}", total=None)
+                for i, dev in enumerate(devices):
+                    size = sizes[i] if i < len(sizes) else None
+                    self.per_device[dev] = p.add_task(f"  {dev}", total=size or None)
             case DeviceBytes(device=dev, nbytes=n):
                 if p is None:
                     return

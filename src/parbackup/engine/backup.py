@@ -350,7 +350,11 @@ def run_backup(
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
         on_event(
             Started(
-                "backup", len(entries), sum(e.size for e in entries), tuple(d.url for d in alive)
+                "backup",
+                len(entries),
+                sum(e.size for e in entries),
+                tuple(d.url for d in alive),
+                tuple(the_plan.device_bytes()),
             )
         )
         run = _Run(entries, alive, catalog, set_hex, options, on_event)
