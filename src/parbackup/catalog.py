@@ -22,7 +22,18 @@ from platformdirs import user_data_dir
 from parbackup.errors import CatalogError
 from parbackup.model import FileEntry, Kind, RecordRef
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: first release. 2: files.ctime_ns/ino (incremental change detection), and
+records.origin_set/origin_file (records an incremental set reuses from earlier sets)."""
+
+# Columns added after schema 1: (table, column, declaration). Opening an older catalog
+# adds the missing ones (see ``_migrate``); a fresh catalog gets them from _SCHEMA.
+_ADDED_COLUMNS = (
+    ("files", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("files", "ino", "INTEGER NOT NULL DEFAULT 0"),
+    ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
+    ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +83,8 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL,
     link BLOB NOT NULL DEFAULT x'',
     state TEXT NOT NULL DEFAULT 'ok',
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
+    ino INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, file_id)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -83,7 +96,9 @@ CREATE TABLE IF NOT EXISTS records (
     volume TEXT NOT NULL,
     position INTEGER NOT NULL,
     header_size INTEGER NOT NULL,
-    checksum BLOB NOT NULL
+    checksum BLOB NOT NULL,
+    origin_set TEXT NOT NULL DEFAULT '',
+    origin_file INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
 """
@@ -152,10 +167,20 @@ class Catalog:
                     self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
+                elif int(row[0]) < SCHEMA_VERSION:
+                    self._migrate()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
     # -- plumbing ------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Bring an older catalog up to SCHEMA_VERSION (inside the opening transaction)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
     def transaction(self) -> _Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return _Transaction(self.db)
@@ -206,7 +231,7 @@ class Catalog:
         with self.transaction():
             self.db.executemany(
                 "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " mtime_ns, link, ctime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         set_id,
@@ -219,6 +244,8 @@ class Catalog:
                         e.gid,
                         e.mtime_ns,
                         _enc(e.link),
+                        e.ctime_ns,
+                        e.ino,
                     )
                     for fid, e in entries
                 ),
@@ -229,7 +256,8 @@ class Catalog:
         with self.transaction():
             self.db.executemany(
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " header_size, checksum, origin_set, origin_file)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         set_id,
@@ -241,6 +269,8 @@ class Catalog:
                         r.position,
                         r.header_size,
                         r.checksum,
+                        r.origin_set,
+                        r.origin_file,
                     )
                     for fid, r in records
                 ),
@@ -272,6 +302,7 @@ class Catalog:
         nbytes: int,
         report: dict,
         devices: Sequence[dict],
+        reused: int = 0,
     ) -> None:
         """Close a set with its final status and per-device outcome, in one transaction."""
         with self.transaction():
@@ -293,8 +324,9 @@ class Catalog:
                 ),
             )
             self.db.execute(
-                "UPDATE sets SET status=?, finished=?, files=?, bytes=?, report=? WHERE id=?",
-                (status, _now(), files, nbytes, json.dumps(report), set_id),
+                "UPDATE sets SET status=?, finished=?, files=?, bytes=?, reused=?, report=?"
+                " WHERE id=?",
+                (status, _now(), files, nbytes, reused, json.dumps(report), set_id),
             )
 
     # -- reading -------------------------------------------------------------------------
@@ -341,8 +373,8 @@ class Catalog:
     def files(self, set_id: str) -> Iterator[CatalogFile]:
         """The files of a set in id order."""
         cur = self.db.execute(
-            "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state"
-            " FROM files WHERE set_id=? ORDER BY file_id",
+            "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state,"
+            " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
             (set_id,),
         )
         for r in cur:
@@ -355,18 +387,20 @@ class Catalog:
                 gid=r[6],
                 mtime_ns=r[7],
                 link=_dec(r[8]),
+                ctime_ns=r[10],
+                ino=r[11],
             )
             yield CatalogFile(r[0], entry, r[9])
 
     def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
         """Every record of a set as (file id, where it lies), by device and position."""
         cur = self.db.execute(
-            "SELECT file_id, label, volume, position, header_size, offset, size, checksum"
-            " FROM records WHERE set_id=? ORDER BY label, volume, position",
+            "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
+            " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:
-            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]))
+            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9])
 
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""

@@ -34,6 +34,9 @@ class FileEntry:
 
     Paths are ``str`` decoded with the filesystem encoding and ``surrogateescape``, so
     names that are not valid UTF-8 survive the round trip through ``os.fsencode``.
+    ``ctime_ns`` and ``ino`` let an incremental backup tell a changed file (F3).
+    ``read_from`` is where the bytes are read when that differs from the recorded
+    ``path`` (a snapshot of the live tree, the device a symlink names); "" means ``path``.
     """
 
     path: str
@@ -45,6 +48,14 @@ class FileEntry:
     gid: int = 0
     link: str = ""
     source: str = ""
+    ctime_ns: int = 0
+    ino: int = 0
+    read_from: str = ""
+
+    @property
+    def read_path(self) -> str:
+        """Where the bytes of this entry are read from."""
+        return self.read_from or self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +155,12 @@ class Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class RecordRef:
-    """Where one record lies: device label, volume name, byte position of its header."""
+    """Where one record lies: device label, volume name, byte position of its header.
+
+    A record an incremental set reuses lies in an earlier set's volume, and its header
+    carries that set's id and file id: ``origin_set`` (hex) and ``origin_file`` name them
+    ("" and -1 when the record belongs to the set that lists it).
+    """
 
     label: str
     volume: str
@@ -153,6 +169,8 @@ class RecordRef:
     offset: int
     size: int
     checksum: bytes
+    origin_set: str = ""
+    origin_file: int = -1
 
 
 @dataclass

@@ -70,8 +70,12 @@ def summarize(report: BackupReport) -> None:
         f"status: {report.status}  files: {report.files}  bytes: {human_bytes(report.bytes)}  "
         f"threshold T: {human_bytes(report.threshold)}  time: {report.seconds:.2f}s"
     )
+    if report.kind == "incremental":
+        line(f"incremental: {human_bytes(report.reused)} reused from earlier sets")
     for s in report.skipped:
         line(f"skipped: {s.path}: {s.error}")
+    for s in report.inconsistent:
+        line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}")
     if report.error:
         line(f"error: {report.error}")
 
@@ -89,6 +93,17 @@ def summarize(report: BackupReport) -> None:
     show_default=True,
     help="Give a device up when it makes no progress for this many seconds.",
 )
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Copy only files changed (size, mtime, ctime or inode) since the last restorable "
+    "set of the same sources; the new set still restores the whole tree.",
+)
+@click.option(
+    "--rehash",
+    is_flag=True,
+    help="With --incremental: compare file contents with the earlier set instead of metadata.",
+)
 @json_option
 @handle_errors
 def backup(
@@ -98,6 +113,8 @@ def backup(
     strategy: str,
     order: str,
     device_timeout: float,
+    incremental: bool,
+    rehash: bool,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -112,7 +129,11 @@ def backup(
       parbackup backup /srv/data /home -d /mnt/disk1 -d /mnt/disk2 -d /mnt/disk3
     """
     options = BackupOptions(
-        strategy=Strategy(strategy), order=Order(order), device_timeout=device_timeout
+        strategy=Strategy(strategy),
+        order=Order(order),
+        device_timeout=device_timeout,
+        incremental=incremental or rehash,
+        rehash=rehash,
     )
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
         report = run_backup(sources, devices, catalog, options, view)

@@ -20,7 +20,7 @@ from parbackup.cli.render import table
 @json_option
 @handle_errors
 def sets(catalog_path: str | None, as_json: bool) -> int:
-    """List backup sets, oldest first, with their status, files and bytes."""
+    """List backup sets, oldest first: status, full or incremental, bytes copied and reused."""
     with open_catalog(catalog_path, create=False) as catalog:
         infos = catalog.sets()
     if as_json:
@@ -42,9 +42,18 @@ def sets(catalog_path: str | None, as_json: bool) -> int:
         return 0
     table(
         "backup sets",
-        ["set", "created", "status", "files", "bytes", "sources"],
+        ["set", "created", "status", "kind", "files", "copied", "reused", "sources"],
         [
-            [s.id, s.created, s.status, str(s.files), human_bytes(s.bytes), " ".join(s.sources)]
+            [
+                s.id,
+                s.created,
+                s.status,
+                s.kind,
+                str(s.files),
+                human_bytes(s.bytes),
+                human_bytes(s.reused),
+                " ".join(s.sources),
+            ]
             for s in infos
         ],
     )

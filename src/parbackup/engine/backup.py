@@ -16,12 +16,13 @@ import queue
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine.devices import OpenDevice, close_all, label_devices, open_devices
+from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.writer import (
     FINISH,
     STOP,
@@ -32,12 +33,14 @@ from parbackup.engine.writer import (
     FileError,
     ItemDone,
     Record,
+    changed,
 )
 from parbackup.errors import BackupFailedError, PlanError
 from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, FileEntry, Item, Order, Piece, Skipped, Slot, Strategy
 from parbackup.plan import plan, replan
 from parbackup.progress import DeviceBytes, DeviceFailed, EventSink, Notice, Started, ignore
+from parbackup.sources.incremental import Reuse
 from parbackup.sources.tree import scan
 
 CATALOG_COPY = "catalog/catalog.sqlite"
@@ -52,6 +55,8 @@ class BackupOptions:
     device_timeout: float = 60.0
     chunk: int = CHUNK
     checkpoint_bytes: int = 256 << 20
+    incremental: bool = False
+    rehash: bool = False
 
 
 @dataclass
@@ -69,13 +74,16 @@ class BackupReport:
     devices: list[DeviceReport]
     skipped: list[Skipped] = field(default_factory=list)
     error: str = ""
+    kind: str = "full"
+    reused: int = 0
+    inconsistent: list[Skipped] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         """0 clean, 3 done with warnings, 1 failed."""
         if self.status == "failed":
             return 1
-        return 3 if self.status == "degraded" or self.skipped else 0
+        return 3 if self.status == "degraded" or self.skipped or self.inconsistent else 0
 
     def to_json(self) -> dict:
         """The ``backup --json`` document."""
@@ -85,8 +93,10 @@ class BackupReport:
             "strategy": self.strategy,
             "order": self.order,
             "threshold": self.threshold,
+            "kind": self.kind,
             "files": self.files,
             "bytes": self.bytes,
+            "reused": self.reused,
             "seconds": round(self.seconds, 3),
             "devices": [
                 {
@@ -104,15 +114,16 @@ class BackupReport:
                 for d in self.devices
             ],
             "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+            "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
         }
         if self.error:
             out["error"] = self.error
         return out
 
 
-def pieces_of(entries: Sequence[FileEntry]) -> list[Piece]:
-    """One piece per entry; directories, links and empty files are zero-byte pieces."""
-    return [Piece(i, 0, e.size) for i, e in enumerate(entries)]
+def pieces_of(entries: Sequence[FileEntry], reused: Set[int] = frozenset()) -> list[Piece]:
+    """One piece per entry not ``reused``; dirs, links, empty files are zero-byte pieces."""
+    return [Piece(i, 0, e.size) for i, e in enumerate(entries) if i not in reused]
 
 
 def reserve_for(entries: Sequence[FileEntry], devices: int) -> int:
@@ -127,13 +138,18 @@ def reserve_for(entries: Sequence[FileEntry], devices: int) -> int:
     return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy
 
 
-def make_plan(entries: Sequence[FileEntry], devices: Sequence[OpenDevice], options: BackupOptions):
-    """The plan for ``entries`` over ``devices``, honouring their free space."""
+def make_plan(
+    entries: Sequence[FileEntry],
+    devices: Sequence[OpenDevice],
+    options: BackupOptions,
+    reused: Set[int] = frozenset(),
+):
+    """The plan for ``entries`` (minus ``reused`` ones) over ``devices``, within their room."""
     reserve = reserve_for(entries, len(devices))
     slots = [
         Slot(room=None if d.space.free is None else max(0, d.space.free - reserve)) for d in devices
     ]
-    return plan(pieces_of(entries), slots, options.strategy, options.order)
+    return plan(pieces_of(entries, reused), slots, options.strategy, options.order)
 
 
 class _Run:
@@ -324,8 +340,15 @@ def run_backup(
     entries = scan(sources, lambda path, err: skipped.append(Skipped(path, err)))
     alive, dead = open_devices(list(device_urls), create_labels=False, require_label=False)
     try:
+        sources_abs = sorted({e.source for e in entries})
+        reuse = Reuse()
+        if options.incremental:
+            found = incremental_reuse(catalog, sources_abs, entries, rehash=options.rehash)
+            if found is None:
+                on_event(Notice("no earlier set of these sources: making a full backup"))
+            reuse = found or reuse
         if alive:
-            make_plan(entries, alive, options)  # refuse what cannot fit before any write
+            make_plan(entries, alive, options, reuse.files)  # refuse what cannot fit first
             alive, unlabelled = label_devices(alive)
             dead += unlabelled
         for d in dead:
@@ -334,25 +357,27 @@ def run_backup(
             raise BackupFailedError(
                 "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
             )
-        the_plan = make_plan(entries, alive, options)
+        the_plan = make_plan(entries, alive, options, reuse.files)
         set_id = new_set_id()
         set_hex = set_id.hex()
-        sources_abs = sorted({e.source for e in entries})
         catalog.begin_set(
             set_hex,
             strategy=str(options.strategy),
             order=str(options.order),
             threshold=the_plan.threshold,
             sources=sources_abs,
+            kind="incremental" if reuse.parent else "full",
+            parent=reuse.parent or None,
         )
         catalog.add_files(set_hex, enumerate(entries))
+        catalog.add_records(set_hex, reuse.records)
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
         on_event(
             Started(
                 "backup",
                 len(entries),
-                sum(e.size for e in entries),
+                sum(the_plan.device_bytes()),
                 tuple(d.url for d in alive),
                 tuple(the_plan.device_bytes()),
             )
@@ -378,10 +403,21 @@ def run_backup(
             run.alive.clear()
         finally:
             run.stop()
+        inconsistent = [
+            Skipped(entries[fid].path, err)
+            for fid, err in sorted(run.file_errors.items())
+            if changed(err)
+        ]
         for fid, err in sorted(run.file_errors.items()):
-            skipped.append(Skipped(entries[fid].path, err))
+            if not changed(err):
+                skipped.append(Skipped(entries[fid].path, err))
         if run.file_errors:
-            catalog.mark_files(set_hex, run.file_errors, "skipped")
+            catalog.mark_files(
+                set_hex, [f for f, e in run.file_errors.items() if not changed(e)], "skipped"
+            )
+            catalog.mark_files(
+                set_hex, [f for f, e in run.file_errors.items() if changed(e)], "inconsistent"
+            )
         reports = [run.reports[d.index] for d in alive]
         for r, d in zip(reports, alive, strict=True):
             r.seconds = run.writers[d.index].busy_seconds
@@ -393,7 +429,11 @@ def run_backup(
         else:
             status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
         files = len(entries) - len(run.file_errors)
-        nbytes = sum(e.size for i, e in enumerate(entries) if i not in run.file_errors)
+        nbytes = sum(
+            e.size
+            for i, e in enumerate(entries)
+            if i not in run.file_errors and i not in reuse.files
+        )
         report = BackupReport(
             set_id=set_hex,
             status=status,
@@ -406,6 +446,9 @@ def run_backup(
             devices=reports,
             skipped=skipped,
             error=error,
+            kind="incremental" if reuse.parent else "full",
+            reused=reuse.bytes if status != "failed" else 0,
+            inconsistent=inconsistent,
         )
         catalog.finish_set(
             set_hex,
@@ -426,6 +469,7 @@ def run_backup(
                 for r in reports
                 if r.label
             ],
+            reused=report.reused,
         )
         if status != "failed":
             _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)

@@ -17,7 +17,13 @@ from itertools import groupby
 from parbackup.devices.base import Device
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.errors import DeviceError, FormatError
-from parbackup.format import checksum, iter_volume, parse_record_header, read_volume_header
+from parbackup.format import (
+    RecordHeader,
+    checksum,
+    iter_volume,
+    parse_record_header,
+    read_volume_header,
+)
 from parbackup.model import RecordRef
 from parbackup.progress import DeviceBytes, EventSink
 
@@ -27,18 +33,31 @@ Deliver = Callable[[int, RecordRef, memoryview | None, str], None]
 """deliver(file id, record, payload or None, error text) -- called once per record."""
 
 
+def expected_owner(fid: int, ref: RecordRef, set_id: bytes) -> tuple[bytes, int]:
+    """The (set id, file id) a record's header must carry: its origin set's, if reused."""
+    if ref.origin_set:
+        return bytes.fromhex(ref.origin_set), ref.origin_file
+    return set_id, fid
+
+
+def matches_catalog(header: RecordHeader, fid: int, ref: RecordRef, set_id: bytes) -> bool:
+    """True when a record header is the one the catalog describes."""
+    owner_set, owner_file = expected_owner(fid, ref, set_id)
+    return (header.set_id, header.file_id, header.offset, header.size) == (
+        owner_set,
+        owner_file,
+        ref.offset,
+        ref.size,
+    ) and header.checksum == ref.checksum
+
+
 def _check(fid: int, ref: RecordRef, set_id: bytes, head: bytes, payload: memoryview) -> str:
     """'' if the record matches the catalog and its checksum, else what is wrong."""
     try:
         header = parse_record_header(head)
     except FormatError as exc:
         return f"damaged record header: {exc}"
-    if (header.set_id, header.file_id, header.offset, header.size) != (
-        set_id,
-        fid,
-        ref.offset,
-        ref.size,
-    ) or header.checksum != ref.checksum:
+    if not matches_catalog(header, fid, ref, set_id):
         return "record does not match the catalog"
     if len(payload) != ref.size:
         return "record is cut short"
@@ -118,12 +137,7 @@ def _read_sequential(
                         continue
                     fid, ref = hit
                     error = ""
-                    if (header.set_id, header.file_id, header.offset, header.size) != (
-                        set_id,
-                        fid,
-                        ref.offset,
-                        ref.size,
-                    ) or header.checksum != ref.checksum:
+                    if not matches_catalog(header, fid, ref, set_id):
                         error = "record does not match the catalog"
                     deliver(fid, ref, None if error else memoryview(payload), error)
                     if not want:

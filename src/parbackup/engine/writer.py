@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from parbackup.model import FileEntry, Item, Kind, RecordRef
 
 FINISH = "finish"
 STOP = "stop"
+CHANGED = "file changed while being read"
+SHRANK = "file shrank while being read"
 _EMPTY_DIGEST = checksum(b"")
 _SMALL = 64 * 1024
 
@@ -77,6 +80,11 @@ class Committed:
 
 
 WriterEvent = Record | ItemDone | Durable | FileError | Failed | Committed
+
+
+def changed(error: str) -> bool:
+    """True for a FileError that means the file moved under the reader (inconsistent, F4)."""
+    return error in (CHANGED, SHRANK)
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -223,7 +231,7 @@ class DeviceWriter(threading.Thread):
 
     def _copy_range(self, item: Item, entry: FileEntry) -> None:
         try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(entry.read_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             self.events.put(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
             return
@@ -238,16 +246,14 @@ class DeviceWriter(threading.Thread):
                     self.events.put(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
                     return
                 if got != want:
-                    self.events.put(
-                        FileError(self.dev.index, item.file, "file shrank while being read")
-                    )
+                    self.events.put(FileError(self.dev.index, item.file, SHRANK))
                     return
                 self._emit_record(item, entry, offset, view[:got])
                 offset += got
             st = os.fstat(fd)
+            if stat.S_ISBLK(entry.mode):
+                return  # a device's node says nothing of its content; snapshot it instead
             if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-                self.events.put(
-                    FileError(self.dev.index, item.file, "file changed while being read")
-                )
+                self.events.put(FileError(self.dev.index, item.file, CHANGED))
         finally:
             os.close(fd)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
+from parbackup.sources.blockdev import image_entry, is_block_device
 
 ErrorFunc = Callable[[str, str], None]
 
@@ -49,11 +50,22 @@ def _entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
         gid=st.st_gid,
         link=link,
         source=source,
+        ctime_ns=st.st_ctime_ns,
+        ino=st.st_ino,
     )
 
 
 def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
-    """Entries of one source tree (the root itself first), depth first, sorted by name."""
+    """Entries of one source tree (the root itself first), depth first, sorted by name.
+
+    A source that is a block device, or a symlink to one, is one image entry (F2).
+    """
+    if is_block_device(source):
+        try:
+            yield image_entry(source, source)
+        except (OSError, SourceError) as exc:
+            on_error(source, str(exc))
+        return
     try:
         st = os.lstat(source)
         root = _entry(source, st, source)

@@ -1,0 +1,46 @@
+"""Finding the earlier set an incremental backup builds on, and what it can reuse (F3).
+
+The parent is the newest restorable set (complete or degraded) of exactly the same
+sources. Its files and records are handed to ``sources.incremental.select`` as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from parbackup.catalog import Catalog, SetInfo
+from parbackup.sources.incremental import Previous, Reuse, origin_of, select
+
+RESTORABLE = ("complete", "degraded")
+
+
+def parent_set(catalog: Catalog, sources: Sequence[str]) -> SetInfo | None:
+    """The newest restorable set of the same sources, or None."""
+    wanted = sorted(sources)
+    for info in reversed(catalog.sets()):
+        if info.status in RESTORABLE and sorted(info.sources) == wanted:
+            return info
+    return None
+
+
+def load_previous(catalog: Catalog, set_id: str) -> dict[str, Previous]:
+    """Path -> (entry, records with their origin) for every intact file of a set."""
+    records: dict[int, list] = {}
+    for fid, ref in catalog.records(set_id):
+        if ref.size:
+            records.setdefault(fid, []).append(origin_of(set_id, fid, ref))
+    return {
+        f.entry.path: Previous(f.entry, tuple(records.get(f.file_id, ())))
+        for f in catalog.files(set_id)
+        if f.state == "ok"
+    }
+
+
+def incremental_reuse(
+    catalog: Catalog, sources: Sequence[str], entries: Sequence, *, rehash: bool
+) -> Reuse | None:
+    """What the new set can reuse from its parent; None when there is no parent."""
+    parent = parent_set(catalog, sources)
+    if parent is None:
+        return None
+    return select(entries, parent.id, load_previous(catalog, parent.id), rehash=rehash)
