@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from parbackup.cli.common import (
@@ -13,7 +15,10 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view
+from parbackup.engine.image import run_image_restore
 from parbackup.engine.restore import RestoreOptions, run_restore
+from parbackup.errors import UsageError
+from parbackup.sources.blockdev import is_block_device
 
 set_option = click.option(
     "--set",
@@ -38,8 +43,9 @@ moved_device_option = click.option(
     "--target",
     "-t",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Directory to restore into; source /srv/a comes back as TARGET/srv/a.",
+    type=click.Path(),
+    help="Directory to restore into; source /srv/a comes back as TARGET/srv/a. A block "
+    "device as TARGET receives the one image chosen with --include.",
 )
 @set_option
 @click.option(
@@ -72,12 +78,16 @@ def restore(
     \b
     Example:
       parbackup restore --target /tmp/back --include '/srv/data/projects/*'
+      parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
     options = RestoreOptions(
         target=target, set_ref=set_ref, includes=includes, overwrite=overwrite, devices=devices
     )
+    if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
+        raise UsageError(f"--target {target} is neither a directory nor a block device")
+    run = run_image_restore if is_block_device(target) else run_restore
     with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run_restore(catalog, options, v)
+        report = run(catalog, options, v)
     if as_json:
         emit_json(report.to_json())
     else:

@@ -98,6 +98,18 @@ def records_by_label(
     return out
 
 
+_ZEROS = bytes(1 << 20)
+
+
+def is_zero(payload: memoryview) -> bool:
+    """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
+    step = len(_ZEROS)
+    return all(
+        payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
+        for at in range(0, len(payload), step)
+    )
+
+
 def covered(refs: list[RecordRef], size: int) -> bool:
     """True when the records cover bytes [0, size) exactly once."""
     at = 0
@@ -187,11 +199,12 @@ def run_restore(
             with lock:
                 damage.setdefault(fid, (url, error or "not restored"))
             return
-        fd = os.open(temp[fid], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.pwrite(fd, payload, ref.offset)
-        finally:
-            os.close(fd)
+        if not is_zero(payload):  # the file was sized with ftruncate: zeros stay holes
+            fd = os.open(temp[fid], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, payload, ref.offset)
+            finally:
+                os.close(fd)
         with lock:
             got.setdefault(fid, []).append(ref)
 

@@ -1,0 +1,117 @@
+"""Block devices as sources (F2): a loop device backed up as one image and restored."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+MiB = 1 << 20
+
+
+def _can_loop() -> str:
+    if os.geteuid() != 0:
+        return "needs root to attach loop devices"
+    if shutil.which("losetup") is None:
+        return "losetup (util-linux / mount) is not installed"
+    if not os.path.exists("/dev/loop-control"):
+        return "no /dev/loop-control: this kernel or container has no loop devices"
+    return ""
+
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(bool(_can_loop()), reason=_can_loop())]
+
+
+@pytest.fixture
+def loop(tmp_path):
+    """attach(path) -> /dev/loopN backed by that file; detached at the end."""
+    attached: list[str] = []
+
+    def attach(image: Path) -> str:
+        dev = subprocess.run(
+            ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        attached.append(dev)
+        return dev
+
+    yield attach
+    for dev in attached:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def image_content() -> bytes:
+    """Random data with zero runs, some not aligned to the 4 MiB record size."""
+    rng = os.urandom
+    return (
+        rng(3 * MiB + 1234)
+        + bytes(9 * MiB)
+        + rng(MiB - 1234)
+        + b"\xff" * 4096
+        + bytes(6 * MiB - 4096)
+        + rng(MiB)
+        + bytes(4 * MiB)
+    )
+
+
+def test_loop_device_backup_restore(tmp_path, device_dirs, loop):
+    content = image_content()
+    image = tmp_path / "disk.img"
+    image.write_bytes(content)
+    source = loop(image)
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("--device", str(d))]
+    r = run_cli("backup", source, *args, "--catalog", cat, "--strategy", "threshold", "--json")
+    assert r.code == 0, r.err + r.out
+    doc = r.json
+    assert doc["files"] == 1 and doc["bytes"] == len(content)
+    assert doc["threshold"] == -(-len(content) // 3)
+    assert [d["bytes"] for d in doc["devices"]] == [doc["threshold"]] * 2 + [
+        len(content) - 2 * doc["threshold"]
+    ]
+
+    r = run_cli("files", "--catalog", cat, "--json")
+    assert [(f["path"], f["size"]) for f in r.json] == [(source, len(content))]
+
+    # back as a file, with its zero runs as holes
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat)
+    assert r.code == 0, r.err + r.out
+    restored = out / source.lstrip("/")
+    assert restored.read_bytes() == content
+    assert restored.stat().st_blocks * 512 < len(content) - 10 * MiB
+
+    # straight onto another block device
+    blank = tmp_path / "blank.img"
+    with open(blank, "wb") as fh:
+        fh.write(b"\xaa" * (len(content) + MiB))
+    target = loop(blank)
+    r = run_cli("restore", "--target", target, "--include", source, "--catalog", cat, "--json")
+    assert r.code == 0, r.err + r.out
+    assert r.json["bytes"] == len(content)
+    with open(target, "rb") as fh:
+        back = fh.read()
+    assert back[: len(content)] == content
+    assert back[len(content) :] == b"\xaa" * MiB  # nothing past the image touched
+
+
+def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(2 * MiB))
+    source = loop(image)
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("--device", str(d))]
+    assert run_cli("backup", source, *args, "--catalog", cat).code == 0
+    small = tmp_path / "small.img"
+    small.write_bytes(bytes(MiB))
+    target = loop(small)
+    r = run_cli("restore", "--target", target, "--catalog", cat)
+    assert r.code == 1 and "needs" in r.err
+    with open(target, "rb") as fh:
+        assert fh.read() == bytes(MiB)
