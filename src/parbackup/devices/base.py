@@ -35,7 +35,7 @@ from typing import BinaryIO, ClassVar
 from uuid import uuid4
 
 from parbackup.devices.url import DeviceURL
-from parbackup.errors import DeviceError, DeviceMissingError
+from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 from parbackup.model import Capabilities, Label, Space
 
 LABEL_NAME = "label.json"
@@ -67,6 +67,28 @@ class ObjectWriter(ABC):
     def checkpoint(self) -> bool:
         """Make what was written so far durable if the kind can; True if it did."""
         return False
+
+
+class CappedWriter(ObjectWriter):
+    """Wraps a writer so that it refuses to go past ``room`` bytes (``?capacity=``)."""
+
+    def __init__(self, inner: ObjectWriter, room: int, where: str) -> None:
+        self.inner, self.room, self.where, self.written = inner, room, where, 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.written + len(data) > self.room:
+            raise DeviceFullError(f"{self.where}: configured capacity reached")
+        self.inner.write(data)
+        self.written += len(data)
+
+    def commit(self) -> None:
+        self.inner.commit()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def checkpoint(self) -> bool:
+        return self.inner.checkpoint()
 
 
 class Device(ABC):
@@ -118,6 +140,13 @@ class Device(ABC):
         free_cap = max(0, self.capacity - used)
         free = free_cap if raw.free is None else min(raw.free, free_cap)
         return Space(free=free, capacity=self.capacity)
+
+    def capped(self, writer: ObjectWriter) -> ObjectWriter:
+        """``writer`` limited to the room ``?capacity=`` leaves; kinds wrap their writers."""
+        if self.capacity is None:
+            return writer
+        used = sum(o.size for o in self.list(""))
+        return CappedWriter(writer, max(0, self.capacity - used), self.url.display)
 
     def replace(self, name: str) -> ObjectWriter:
         """A writer whose commit replaces ``name`` at once (old or new, never half)."""

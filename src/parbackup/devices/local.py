@@ -12,10 +12,15 @@ from parbackup.model import Capabilities, Space
 
 
 class _FileWriter(ObjectWriter):
-    """Writes straight into the final file; ``checkpoint`` and ``commit`` fsync it."""
+    """Writes straight into the final file; ``checkpoint`` and ``commit`` fsync it.
+
+    ``abort`` removes the file unless a checkpoint made part of it durable (the catalog
+    may already point into that part).
+    """
 
     def __init__(self, device: DirectoryDevice, path: str, atomic: bool) -> None:
         self.device, self.path, self.atomic = device, path, atomic
+        self.checkpointed = self.done = False
         self.tmp = f"{path}.tmp-{os.getpid()}" if atomic else path
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -37,6 +42,7 @@ class _FileWriter(ObjectWriter):
             os.fsync(self.fd)
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: fsync") from exc
+        self.checkpointed = True
         return True
 
     def commit(self) -> None:
@@ -49,13 +55,17 @@ class _FileWriter(ObjectWriter):
             _fsync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: commit") from exc
+        self.done = True
 
     def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
-        if self.atomic:
+        if self.atomic or not self.checkpointed:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
 
@@ -109,10 +119,10 @@ class DirectoryDevice(Device):
         return Space(free=st.f_bavail * st.f_frsize, capacity=st.f_blocks * st.f_frsize)
 
     def create(self, name: str) -> ObjectWriter:
-        return _FileWriter(self, self._path(name), atomic=False)
+        return self.capped(_FileWriter(self, self._path(name), atomic=False))
 
     def replace(self, name: str) -> ObjectWriter:
-        return _FileWriter(self, self._path(name), atomic=True)
+        return self.capped(_FileWriter(self, self._path(name), atomic=True))
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         try:

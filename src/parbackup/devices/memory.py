@@ -54,7 +54,7 @@ class MemoryDevice(Device):
         return Space(free=None, capacity=None)
 
     def create(self, name: str) -> ObjectWriter:
-        return _MemoryWriter(self.store, name)
+        return self.capped(_MemoryWriter(self.store, name))
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         try:

@@ -15,6 +15,7 @@ from parbackup.errors import UsageError
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "file": ("parbackup.devices.local", "DirectoryDevice", ""),
     "memory": ("parbackup.devices.memory", "MemoryDevice", ""),
+    "tape": ("parbackup.devices.tape", "TapeDevice", ""),
 }
 
 

@@ -51,7 +51,12 @@ def open_devices(
         device = open_device(url)
         try:
             device.open()
-            label = device.ensure_label() if create_labels else device.read_label()
+            if create_labels:
+                label = device.ensure_label()
+            elif require_label or not device.capabilities.sequential:
+                label = device.read_label()
+            else:
+                label = None  # a dry run never reads a tape (it may be a pipe or a drive)
             if label is None and require_label:
                 raise DeviceError(f"{device.url.display}: not a parbackup device (no label)")
             label = label or Label(label="", created="", kind=device.scheme)
