@@ -104,6 +104,27 @@ def summarize(report: BackupReport) -> None:
     is_flag=True,
     help="With --incremental: compare file contents with the earlier set instead of metadata.",
 )
+@click.option(
+    "--snapshot",
+    type=click.Choice(["btrfs"]),
+    default=None,
+    help="Back up from a read-only snapshot of each source's btrfs subvolume, deleted "
+    "afterwards (even when the backup fails). Paths are recorded as in the live tree.",
+)
+@click.option(
+    "--pre-command",
+    metavar="CMD",
+    default="",
+    help="Shell command run before the scan to make a snapshot (LVM, ZFS, ...); it prints "
+    "the path to read each source from, one a line ($PARBACKUP_SOURCES lists them).",
+)
+@click.option(
+    "--post-command",
+    metavar="CMD",
+    default="",
+    help="Shell command run after the backup, always, to release the snapshot "
+    "($PARBACKUP_SNAPSHOTS, $PARBACKUP_STATUS tell what was used and how it ended).",
+)
 @json_option
 @handle_errors
 def backup(
@@ -115,6 +136,9 @@ def backup(
     device_timeout: float,
     incremental: bool,
     rehash: bool,
+    snapshot: str | None,
+    pre_command: str,
+    post_command: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -134,6 +158,9 @@ def backup(
         device_timeout=device_timeout,
         incremental=incremental or rehash,
         rehash=rehash,
+        snapshot=snapshot or "",
+        pre_command=pre_command,
+        post_command=post_command,
     )
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
         report = run_backup(sources, devices, catalog, options, view)

@@ -23,6 +23,7 @@ from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine.devices import OpenDevice, close_all, label_devices, open_devices
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
     FINISH,
     STOP,
@@ -57,6 +58,10 @@ class BackupOptions:
     checkpoint_bytes: int = 256 << 20
     incremental: bool = False
     rehash: bool = False
+    snapshot: str = ""
+    pre_command: str = ""
+    post_command: str = ""
+    read_roots: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -335,9 +340,13 @@ def run_backup(
     on_event: EventSink = ignore,
 ) -> BackupReport:
     """Back up ``sources`` onto the devices; record the set in ``catalog``."""
+    if options.snapshot or options.pre_command or options.post_command:
+        return backup_from_snapshot(run_backup, sources, device_urls, catalog, options, on_event)
     started = time.monotonic()
     skipped: list[Skipped] = []
-    entries = scan(sources, lambda path, err: skipped.append(Skipped(path, err)))
+    entries = scan(
+        sources, lambda path, err: skipped.append(Skipped(path, err)), dict(options.read_roots)
+    )
     alive, dead = open_devices(list(device_urls), create_labels=False, require_label=False)
     try:
         sources_abs = sorted({e.source for e in entries})

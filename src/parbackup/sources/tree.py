@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
@@ -103,12 +104,28 @@ def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
         stack.extend(reversed(subdirs))
 
 
-def scan(sources: Sequence[str], on_error: ErrorFunc) -> list[FileEntry]:
-    """Every entry of every source, each path once."""
+def relocate(entry: FileEntry, read_root: str, source: str) -> FileEntry:
+    """An entry found under ``read_root`` (a snapshot) as if found under ``source``."""
+    live = source + entry.path[len(read_root) :]
+    return replace(entry, path=live, source=source, read_from=entry.read_path)
+
+
+def scan(
+    sources: Sequence[str], on_error: ErrorFunc, read_roots: Mapping[str, str] | None = None
+) -> list[FileEntry]:
+    """Every entry of every source, each path once.
+
+    ``read_roots`` maps a source (absolute) to where its tree is read instead, such as a
+    snapshot of it; entries keep the live paths and remember where to read (F4).
+    """
     seen: set[str] = set()
     out: list[FileEntry] = []
+    roots = read_roots or {}
     for source in check_sources(sources):
-        for entry in walk(source, on_error):
+        root = roots.get(source, source)
+        for entry in walk(root, on_error):
+            if root != source:
+                entry = relocate(entry, root, source)
             if entry.path not in seen:
                 seen.add(entry.path)
                 out.append(entry)
