@@ -10,6 +10,8 @@ and may change. Typical use::
         run_restore(cat, RestoreOptions(target="/tmp/back"))
 """
 
+import logging
+
 __version__ = "0.1.0"
 
 from parbackup.catalog import Catalog
@@ -52,3 +54,6 @@ __all__ = [
     "run_restore",
     "run_verify",
 ]
+
+# A library logs; the application decides where records go (none by default).
+logging.getLogger(__name__).addHandler(logging.NullHandler())

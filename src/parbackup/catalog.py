@@ -276,6 +276,17 @@ class Catalog:
                 ),
             )
 
+    def drop_records(self, set_id: str, label: str | None = None) -> int:
+        """Forget the records of a set (on one device, or all); returns how many."""
+        with self.transaction():
+            if label is None:
+                cur = self.db.execute("DELETE FROM records WHERE set_id=?", (set_id,))
+            else:
+                cur = self.db.execute(
+                    "DELETE FROM records WHERE set_id=? AND label=?", (set_id, label)
+                )
+        return cur.rowcount
+
     def mark_files(self, set_id: str, file_ids: Iterable[int], state: str) -> None:
         """Set the state of files ('skipped' files are not restored)."""
         with self.transaction():

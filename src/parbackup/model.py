@@ -193,4 +193,5 @@ class DeviceReport:
     seconds: float = 0.0
     error: str = ""
     failed_at: float | None = None
+    failed_utc: str = ""
     redirected: dict[str, int] = field(default_factory=dict)

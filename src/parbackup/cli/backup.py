@@ -47,11 +47,10 @@ def summarize(report: BackupReport) -> None:
     rows = []
     for d in report.devices:
         rate = d.bytes / d.seconds / 1e6 if d.seconds > 0 else 0.0
-        status = d.status if d.status == "ok" else f"{d.status}: {d.error}"
         rows.append(
             [
                 d.url,
-                status,
+                d.status,
                 human_bytes(d.bytes),
                 str(d.segments),
                 f"{d.seconds:.2f}",
@@ -64,8 +63,18 @@ def summarize(report: BackupReport) -> None:
         rows,
     )
     for d in report.devices:
+        if d.status != "ok":
+            when = f" at {d.failed_at:.1f}s ({d.failed_utc})" if d.failed_at else " at start"
+            line(f"device failed{when}: {d.url}: {d.error}")
         for url, n in d.redirected.items():
-            line(f"redirected {human_bytes(n)} from {d.url} to {url}")
+            line(f"  redirected {human_bytes(n)} from {d.url} to {url}")
+    if any(d.status != "ok" for d in report.devices) and report.status != "failed":
+        b = report.balance()
+        line(
+            f"balance over the {b['devices']} surviving devices: "
+            f"{human_bytes(b['min_bytes'])} to {human_bytes(b['max_bytes'])} "
+            f"(spread {b['spread_bytes']} bytes)"
+        )
     line(
         f"status: {report.status}  files: {report.files}  bytes: {human_bytes(report.bytes)}  "
         f"threshold T: {human_bytes(report.threshold)}  time: {report.seconds:.2f}s"

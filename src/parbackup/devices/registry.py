@@ -16,11 +16,16 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "file": ("parbackup.devices.local", "DirectoryDevice", ""),
     "memory": ("parbackup.devices.memory", "MemoryDevice", ""),
     "tape": ("parbackup.devices.tape", "TapeDevice", ""),
+    # faulty+KIND://...: a fault-injecting wrapper around a KIND device (tests, drills)
+    "faulty": ("parbackup.devices.faulty", "FaultyDevice", ""),
 }
 
 
 def device_class(scheme: str) -> type[Device]:
     """The class for a URL scheme, with an install hint when its dependency is missing."""
+    if scheme.startswith("faulty+"):
+        device_class(scheme.removeprefix("faulty+"))  # the wrapped kind must exist
+        scheme = "faulty"
     try:
         module_name, class_name, extra = REGISTRY[scheme]
     except KeyError:

@@ -7,21 +7,34 @@ or the volume's commit). When a device fails or stops making progress for
 flight, records written since its last checkpoint) is replanned over the survivors with
 the same strategy and order (REQUIREMENTS R1-R4). The set is marked complete (or degraded)
 only after every surviving device has committed its volume.
+
+A failed device keeps nothing of the set: even the records it had made durable are taken
+out of the catalog and written again elsewhere, so a degraded set never needs the failed
+device (a disk that returned EIO, a host that froze) to restore. See docs/FAILURES.md.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.engine.devices import OpenDevice, close_all, label_devices, open_devices
+from parbackup.engine.devices import (
+    OpenDevice,
+    close_all,
+    close_quietly,
+    label_devices,
+    open_devices,
+)
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
@@ -45,6 +58,7 @@ from parbackup.sources.incremental import Reuse
 from parbackup.sources.tree import scan
 
 CATALOG_COPY = "catalog/catalog.sqlite"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,18 @@ class BackupReport:
             return 1
         return 3 if self.status == "degraded" or self.skipped or self.inconsistent else 0
 
+    def balance(self) -> dict:
+        """How evenly the devices that finished hold the set's bytes."""
+        loads = [d.bytes for d in self.devices if d.status == "ok"]
+        if not loads:
+            return {"devices": 0, "min_bytes": 0, "max_bytes": 0, "spread_bytes": 0}
+        return {
+            "devices": len(loads),
+            "min_bytes": min(loads),
+            "max_bytes": max(loads),
+            "spread_bytes": max(loads) - min(loads),
+        }
+
     def to_json(self) -> dict:
         """The ``backup --json`` document."""
         out = {
@@ -112,12 +138,15 @@ class BackupReport:
                     "segments": d.segments,
                     "seconds": round(d.seconds, 3),
                     **(
-                        {"error": d.error, "failed_at": d.failed_at} if d.status == "failed" else {}
+                        {"error": d.error, "failed_at": d.failed_at, "failed_utc": d.failed_utc}
+                        if d.status == "failed"
+                        else {}
                     ),
                     **({"redirected": d.redirected} if d.redirected else {}),
                 }
                 for d in self.devices
             ],
+            "balance": self.balance(),
             "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
             "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
         }
@@ -177,6 +206,7 @@ class _Run:
         self.outstanding: dict[int, deque[Item]] = {i: deque() for i in self.devices}
         self.head_done = dict.fromkeys(self.devices, 0)
         self.pending: dict[int, list[tuple[int, object]]] = {i: [] for i in self.devices}
+        self.kept: dict[int, list[tuple[int, object]]] = {i: [] for i in self.devices}
         self.assigned = dict.fromkeys(self.devices, 0)
         self.last_seen = dict.fromkeys(self.devices, time.monotonic())
         self.finish_sent = dict.fromkeys(self.devices, False)
@@ -266,34 +296,51 @@ class _Run:
     def _make_durable(self, dev: int) -> None:
         if self.pending[dev]:
             self.catalog.add_records(self.set_hex, self.pending[dev])  # type: ignore[arg-type]
+            self.kept[dev].extend(self.pending[dev])
             self.pending[dev] = []
 
     def _check_hangs(self) -> None:
         now = time.monotonic()
         for dev in sorted(self.alive):
             waiting = self.outstanding[dev] or (self.finish_sent[dev] and not self.committed[dev])
-            if waiting and now - self.last_seen[dev] > self.options.device_timeout:
+            seen = max(self.last_seen[dev], self.writers[dev].heartbeat)
+            if waiting and now - seen > self.options.device_timeout:
                 self.fail(dev, f"no progress for {self.options.device_timeout:g} seconds")
 
     # -- failover ------------------------------------------------------------------------
     def fail(self, dev: int, error: str) -> None:
-        """Give a device up and replan what it had not made durable over the others."""
+        """Give a device up and replan everything it wrote or was to write (R1-R3).
+
+        Its records leave the catalog, even durable ones: the set must not depend on a
+        device that failed. The device is closed in the background; a hung one may never
+        answer, and must not hold the run up.
+        """
         self.alive.discard(dev)
         report = self.reports[dev]
+        error = _reason(report.url, error)
         report.status, report.error = "failed", error
         report.failed_at = round(time.monotonic() - self.started, 3)
+        report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
         self.writers[dev].inbox.put(STOP)
-        lost = [Piece(fid, ref.offset, ref.size) for fid, ref in self.pending[dev]]  # type: ignore[attr-defined]
-        report.bytes -= sum(p.size for p in lost)
+        written = self.kept[dev] + self.pending[dev]
+        lost = [Piece(fid, ref.offset, ref.size) for fid, ref in written]  # type: ignore[attr-defined]
+        if self.kept[dev]:
+            self.catalog.drop_records(self.set_hex, self.devices[dev].label.label)
+        report.bytes, report.segments = 0, 0
         queued = list(self.outstanding[dev])
         if queued:
             head, done = queued[0], self.head_done[dev]
             lost.append(Piece(head.file, head.offset + done, head.size - done))
             lost.extend(Piece(i.file, i.offset, i.size) for i in queued[1:])
-        self.pending[dev], self.outstanding[dev] = [], deque()
+        self.pending[dev], self.kept[dev], self.outstanding[dev] = [], [], deque()
         lost = [p for p in lost if p.file not in self.file_errors]
         redirected = sum(p.size for p in lost)
+        log.warning("device failed: %s: %s (%d bytes to redirect)", report.url, error, redirected)
         self.on_event(DeviceFailed(report.url, error, redirected))
+        device = self.devices[dev].device
+        threading.Thread(
+            target=close_quietly, args=(device, 0), name=f"close-{dev}", daemon=True
+        ).start()
         if not self.alive or not lost:
             return
         survivors = sorted(self.alive)
@@ -313,11 +360,22 @@ class _Run:
         for item in items:
             url = self.reports[item.device].url
             report.redirected[url] = report.redirected.get(url, 0) + item.size
+        log.info(
+            "redirected %d bytes from %s: %s",
+            redirected,
+            report.url,
+            ", ".join(f"{n} to {u}" for u, n in report.redirected.items()),
+        )
         self.assign(items)
 
     def stop(self) -> None:
         for writer in self.writers.values():
             writer.inbox.put(STOP)
+
+
+def _reason(url: str, error: str) -> str:
+    """The error without the device URL in front (the report names the device already)."""
+    return error.removeprefix(f"{url}: ")
 
 
 def _coalesce(pieces: list[Piece]) -> list[Piece]:
@@ -347,7 +405,13 @@ def run_backup(
     entries = scan(
         sources, lambda path, err: skipped.append(Skipped(path, err)), dict(options.read_roots)
     )
-    alive, dead = open_devices(list(device_urls), create_labels=False, require_label=False)
+    alive, dead = open_devices(
+        list(device_urls),
+        create_labels=False,
+        require_label=False,
+        timeout=options.device_timeout,
+    )
+    run: _Run | None = None
     try:
         sources_abs = sorted({e.source for e in entries})
         reuse = Reuse()
@@ -361,6 +425,8 @@ def run_backup(
             alive, unlabelled = label_devices(alive)
             dead += unlabelled
         for d in dead:
+            d.reason = _reason(d.url, d.reason)
+            log.warning("device failed before the backup started: %s: %s", d.url, d.reason)
             on_event(DeviceFailed(d.url, d.reason, 0))
         if not alive:
             raise BackupFailedError(
@@ -430,11 +496,17 @@ def run_backup(
         reports = [run.reports[d.index] for d in alive]
         for r, d in zip(reports, alive, strict=True):
             r.seconds = run.writers[d.index].busy_seconds
-        reports += [DeviceReport(d.url, "", "failed", error=d.reason, failed_at=0.0) for d in dead]
+        now_utc = datetime.now(UTC).isoformat(timespec="seconds")
+        reports += [
+            DeviceReport(d.url, "", "failed", error=d.reason, failed_at=0.0, failed_utc=now_utc)
+            for d in dead
+        ]
         reports.sort(key=lambda r: device_urls.index(r.url) if r.url in device_urls else 0)
         if not run.alive:
             status = "failed"
             error = error or "every device failed; nothing was recorded as backed up"
+            catalog.drop_records(set_hex)
+            log.error("backup failed: %s", error)
         else:
             status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
         files = len(entries) - len(run.file_errors)
@@ -484,7 +556,8 @@ def run_backup(
             _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
         return report
     finally:
-        close_all(alive)
+        # Failed devices were closed (or left hanging) in the background already.
+        close_all([d for d in alive if run is None or d.index in run.alive], options.device_timeout)
 
 
 def _copy_catalog(catalog: Catalog, devices: list[OpenDevice], on_event: EventSink) -> None:

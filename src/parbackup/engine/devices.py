@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from dataclasses import dataclass
 
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, UsageError
 from parbackup.model import Label, Space
 
@@ -32,23 +35,25 @@ class DeadDevice:
 
 
 def open_devices(
-    urls: list[str], *, create_labels: bool, require_label: bool = True
+    urls: list[str], *, create_labels: bool, require_label: bool = True, timeout: float = 60.0
 ) -> tuple[list[OpenDevice], list[DeadDevice]]:
     """Open every device; label it at first use when ``create_labels``.
 
     With ``require_label=False`` (dry runs) an unlabelled device is accepted as it is and
     nothing is written to it.
 
-    A device that fails to open is returned as dead, not raised: the caller decides
-    whether the run can go on without it. The same device named twice is a UsageError.
+    A device that fails to open, or does not answer within ``timeout`` seconds, is
+    returned as dead, not raised: the caller decides whether the run can go on without
+    it. Every device is wrapped so that transient errors are retried (devices.retry).
+    The same device named twice is a UsageError.
     """
     if len(set(urls)) != len(urls):
         dup = next(u for u in urls if urls.count(u) > 1)
         raise UsageError(f"device named twice: {dup}")
-    alive: list[OpenDevice] = []
-    dead: list[DeadDevice] = []
-    for index, url in enumerate(urls):
-        device = open_device(url)
+    devices = [RetryingDevice(open_device(url)) for url in urls]
+    results: list[OpenDevice | DeadDevice | None] = [None] * len(urls)
+
+    def open_one(index: int, device: Device) -> None:
         try:
             device.open()
             if create_labels:
@@ -62,10 +67,36 @@ def open_devices(
             label = label or Label(label="", created="", kind=device.scheme)
             space = device.space()
         except DeviceError as exc:
-            device.close()
-            dead.append(DeadDevice(index, device.url.display, str(exc)))
-            continue
-        alive.append(OpenDevice(index, device.url.display, device, label, space))
+            close_quietly(device, timeout)
+            results[index] = DeadDevice(index, device.url.display, str(exc))
+            return
+        except Exception as exc:  # a device kind's bug must not end the run
+            close_quietly(device, timeout)
+            results[index] = DeadDevice(index, device.url.display, f"internal error: {exc!r}")
+            return
+        results[index] = OpenDevice(index, device.url.display, device, label, space)
+
+    # Opened at once, each in a daemon thread, so that one hung mount or host costs
+    # ``timeout`` seconds at most and never blocks the run or the process exit (R1).
+    threads = [
+        threading.Thread(target=open_one, args=(i, d), name=f"open-{i}", daemon=True)
+        for i, d in enumerate(devices)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive: list[OpenDevice] = []
+    dead: list[DeadDevice] = []
+    for index, res in enumerate(results):
+        if isinstance(res, OpenDevice):
+            alive.append(res)
+        elif isinstance(res, DeadDevice):
+            dead.append(res)
+        else:
+            reason = f"{devices[index].url.display}: no answer within {timeout:g} seconds"
+            dead.append(DeadDevice(index, devices[index].url.display, reason))
     _check_unique(alive)
     return alive, dead
 
@@ -100,11 +131,33 @@ def label_devices(alive: list[OpenDevice]) -> tuple[list[OpenDevice], list[DeadD
     return kept, dead
 
 
-def close_all(devices: list[OpenDevice]) -> None:
-    """Close every device, ignoring errors."""
-    for dev in devices:
+def close_quietly(device: Device, timeout: float) -> bool:
+    """Close a device in a daemon thread, waiting ``timeout`` seconds at most.
+
+    A hung device (frozen host, dead NFS mount) may never return from ``close``; it must
+    not block the run or the process exit. True if the close finished in time.
+    """
+
+    def close() -> None:
         with contextlib.suppress(Exception):
-            dev.device.close()
+            device.close()
+
+    thread = threading.Thread(target=close, name="close", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
+def close_all(devices: list[OpenDevice], timeout: float = 60.0) -> None:
+    """Close every device at once, ignoring errors and giving up after ``timeout``."""
+    threads = []
+    for dev in devices:
+        t = threading.Thread(target=close_quietly, args=(dev.device, timeout), daemon=True)
+        t.start()
+        threads.append(t)
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
 
 
 def devices_for_labels(

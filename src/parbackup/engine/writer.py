@@ -30,6 +30,7 @@ CHANGED = "file changed while being read"
 SHRANK = "file shrank while being read"
 _EMPTY_DIGEST = checksum(b"")
 _SMALL = 64 * 1024
+_SLICE = 1 << 20  # payload goes to the device in slices of this size (progress heartbeat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,9 @@ class DeviceWriter(threading.Thread):
         self.records = 0
         self.since_checkpoint = 0
         self.busy_seconds = 0.0
+        # When the device last accepted bytes; read by the engine's hang check, so a slow
+        # link writing one large record is not taken for a hung one (R1).
+        self.heartbeat = time.monotonic()
 
     # -- thread body ---------------------------------------------------------------------
     def run(self) -> None:
@@ -138,11 +142,12 @@ class DeviceWriter(threading.Thread):
                 for item in msg:
                     self._write_item(item)
         except DeviceError as exc:
-            self._abort()
+            # Tell the engine first: aborting a broken device may itself hang.
             self.events.put(Failed(self.dev.index, str(exc)))
-        except Exception as exc:
             self._abort()
+        except Exception as exc:
             self.events.put(Failed(self.dev.index, f"internal error: {exc!r}"))
+            self._abort()
 
     # -- volumes -------------------------------------------------------------------------
     def _open_volume(self) -> None:
@@ -198,7 +203,9 @@ class DeviceWriter(threading.Thread):
             self.volume.write(header + payload)
         else:
             self.volume.write(header)
-            self.volume.write(payload)
+            for start in range(0, len(payload), _SLICE):
+                self.volume.write(payload[start : start + _SLICE])
+                self.heartbeat = time.monotonic()
         ref = RecordRef(
             self.dev.label.label,
             self.volume_name,
@@ -211,6 +218,7 @@ class DeviceWriter(threading.Thread):
         self.position += len(header) + len(payload)
         self.records += 1
         self.since_checkpoint += len(header) + len(payload)
+        self.heartbeat = time.monotonic()
         self.events.put(Record(self.dev.index, item.file, ref))
 
     def _write_item(self, item: Item) -> None:

@@ -1,0 +1,216 @@
+"""A fault-injecting wrapper around a real device, for faults that cannot be made real.
+
+``faulty+KIND://...?FAULTS`` opens the device ``KIND://...`` (minus the fault options) and
+wraps it. Only bytes written to backup volumes (objects under ``sets/``) count, so labels
+and catalog copies do not move the fault. Options:
+
+``fail_after=SIZE``  after SIZE volume bytes, every write fails (the part of the call up to
+                     SIZE is written first, as a real device would); so does every later
+                     write, checkpoint, commit and read of a volume: a broken device stays
+                     broken.
+``error=KIND``       what the failure raises: ``eio`` (default), ``enospc``, ``erofs``, or
+                     ``conn`` (a lost connection: TransientDeviceError every time, so the
+                     retry wrapper gives up after its attempts).
+``hang_after=SIZE``  after SIZE volume bytes the write blocks for ever, and so do
+                     ``close`` and ``abort`` (a frozen host, a hung NFS mount).
+``flaky=K``          every K-th write raises TransientDeviceError once, writing nothing.
+``fail_open=1``      ``open`` fails: the device is unreachable before the backup starts.
+``hang_open=1``      ``open`` blocks for ever (a hung mount met before the backup starts).
+``pause_after=SIZE`` with ``gate=PATH``: after SIZE volume bytes, create ``PATH.paused``
+                     and wait until ``PATH`` exists. Lets a test make a *real* fault (fill
+                     a tmpfs, shut a filesystem down) at a known point of the backup.
+
+Counters live in the wrapper, so each process (each backup run) starts afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import BinaryIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.registry import open_device
+from parbackup.devices.url import DeviceURL, parse_size
+from parbackup.errors import DeviceError, DeviceFullError, TransientDeviceError, UsageError
+from parbackup.model import Space
+
+PREFIX = "faulty+"
+FAULT_KEYS = {
+    "fail_after",
+    "error",
+    "hang_after",
+    "flaky",
+    "fail_open",
+    "hang_open",
+    "pause_after",
+    "gate",
+}
+_ERRORS = {
+    "eio": (DeviceError, "Input/output error"),
+    "enospc": (DeviceFullError, "No space left on device"),
+    "erofs": (DeviceError, "Read-only file system"),
+    "conn": (TransientDeviceError, "connection lost"),
+}
+_NEVER = threading.Event()  # never set: what a hung call waits on
+
+
+def inner_url(raw: str) -> str:
+    """The wrapped device's URL: scheme without ``faulty+``, fault options removed."""
+    parts = urlsplit(raw[len(PREFIX) :])
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    kept = urlencode([(k, v) for k, v in query if k not in FAULT_KEYS])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
+
+
+class _FaultyWriter(ObjectWriter):
+    def __init__(self, device: FaultyDevice, inner: ObjectWriter, counted: bool) -> None:
+        self.device, self.inner, self.counted = device, inner, counted
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.counted:
+            self.inner.write(data)
+            return
+        allowed = self.device.admit(len(data))
+        if allowed:
+            self.inner.write(memoryview(data)[:allowed])
+        if allowed < len(data):
+            self.device.trip()
+
+    def checkpoint(self) -> bool:
+        self.device.check()
+        return self.inner.checkpoint()
+
+    def commit(self) -> None:
+        self.device.check()
+        self.inner.commit()
+
+    def abort(self) -> None:
+        if self.device.hung:
+            _NEVER.wait()
+        self.inner.abort()
+
+
+class FaultyDevice(Device):
+    """Wraps the device named by the rest of the URL and injects the configured faults."""
+
+    def __init__(self, url: DeviceURL) -> None:
+        super().__init__(url)
+        self.inner = open_device(inner_url(url.raw))
+        self.scheme = self.inner.scheme  # type: ignore[misc]
+        self.capabilities = self.inner.capabilities  # type: ignore[misc]
+        self.capacity = self.inner.capacity
+        p = url.params
+        self.fail_after = _size(p.get("fail_after"))
+        self.hang_after = _size(p.get("hang_after"))
+        self.pause_after = _size(p.get("pause_after"))
+        self.gate = p.get("gate", "")
+        if self.pause_after is not None and not self.gate:
+            raise UsageError("faulty device: pause_after needs gate=PATH")
+        self.flaky = int(p.get("flaky", "0"))
+        self.fail_open = p.get("fail_open", "") not in ("", "0")
+        self.hang_open = p.get("hang_open", "") not in ("", "0")
+        kind = p.get("error", "eio")
+        if kind not in _ERRORS:
+            raise UsageError(f"faulty device: error must be one of {', '.join(_ERRORS)}")
+        self.error_class, self.error_text = _ERRORS[kind]
+        self.lock = threading.Lock()
+        self.written = 0
+        self.writes = 0
+        self.failed = False
+        self.hung = False
+        self.paused = False
+
+    # -- fault machinery -----------------------------------------------------------------
+    def admit(self, n: int) -> int:
+        """How many of ``n`` bytes may be written now; hangs, pauses or flakes as told."""
+        with self.lock:
+            self.writes += 1
+            if self.flaky and self.writes % self.flaky == 0:
+                raise TransientDeviceError(f"{self.url.display}: flaky write (injected)")
+            start = self.written
+        self.check()
+        if self.pause_after is not None and not self.paused and start + n > self.pause_after:
+            self.paused = True
+            with open(self.gate + ".paused", "w"):
+                pass
+            while not os.path.exists(self.gate):
+                time.sleep(0.01)
+        if self.hang_after is not None and start + n > self.hang_after:
+            self.hung = True
+            _NEVER.wait()
+        allowed = n
+        if self.fail_after is not None:
+            allowed = max(0, min(n, self.fail_after - start))
+        with self.lock:
+            self.written += allowed
+        return allowed
+
+    def trip(self) -> None:
+        """Break the device for good and raise its error."""
+        self.failed = True
+        self.check()
+
+    def check(self) -> None:
+        """Raise the configured error if the device has broken (or hang if it hung)."""
+        if self.hung:
+            _NEVER.wait()
+        if self.failed:
+            raise self.error_class(f"{self.url.display}: {self.error_text} (injected)")
+
+    # -- the device interface --------------------------------------------------------------
+    def open(self) -> None:
+        if self.hang_open:
+            self.hung = True
+            _NEVER.wait()
+        if self.fail_open:
+            raise DeviceError(f"{self.url.display}: host unreachable (injected)")
+        self.inner.open()
+
+    def close(self) -> None:
+        if self.hung:
+            _NEVER.wait()
+        self.inner.close()
+
+    def raw_space(self) -> Space:
+        return self.inner.raw_space()
+
+    def space(self) -> Space:
+        return self.inner.space()
+
+    def create(self, name: str) -> ObjectWriter:
+        counted = name.startswith("sets/")
+        if counted:
+            self.check()
+        return _FaultyWriter(self, self.inner.create(name), counted)
+
+    def replace(self, name: str) -> ObjectWriter:
+        return _FaultyWriter(self, self.inner.replace(name), name.startswith("sets/"))
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        if name.startswith("sets/"):
+            self.check()
+        return self.inner.read(name, offset, length)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
+        if name.startswith("sets/"):
+            self.check()
+        return self.inner.open_read(name, chunk)
+
+    def __repr__(self) -> str:
+        return f"<faulty {self.inner!r}>"
+
+
+def _size(text: str | None) -> int | None:
+    return None if text is None else parse_size(text)
