@@ -58,9 +58,13 @@ class ProgressView:
                 msg = f"device failed: {dev}: {reason}"
                 if moved:
                     msg += f" ({moved} bytes redirected to the other devices)"
-                (p.console if p else err_console).print(f"[red]{msg}[/red]", highlight=False)
+                (p.console if p else err_console).print(
+                    f"[red]{msg}[/red]", highlight=False, soft_wrap=True
+                )
             case Notice(message=msg):
-                (p.console if p else err_console).print(f"[yellow]{msg}[/yellow]", highlight=False)
+                (p.console if p else err_console).print(
+                    f"[yellow]{msg}[/yellow]", highlight=False, soft_wrap=True
+                )
 
 
 @contextmanager

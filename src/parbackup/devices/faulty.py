@@ -19,6 +19,7 @@ and catalog copies do not move the fault. Options:
 ``pause_after=SIZE`` with ``gate=PATH``: after SIZE volume bytes, create ``PATH.paused``
                      and wait until ``PATH`` exists. Lets a test make a *real* fault (fill
                      a tmpfs, shut a filesystem down) at a known point of the backup.
+``pause_commit=1``   with ``gate=PATH``: the first volume commit waits the same way.
 
 Counters live in the wrapper, so each process (each backup run) starts afresh.
 """
@@ -46,6 +47,7 @@ FAULT_KEYS = {
     "fail_open",
     "hang_open",
     "pause_after",
+    "pause_commit",
     "gate",
 }
 _ERRORS = {
@@ -85,6 +87,8 @@ class _FaultyWriter(ObjectWriter):
 
     def commit(self) -> None:
         self.device.check()
+        if self.counted and self.device.pause_commit:
+            self.device.pause()
         self.inner.commit()
 
     def abort(self) -> None:
@@ -107,8 +111,9 @@ class FaultyDevice(Device):
         self.hang_after = _size(p.get("hang_after"))
         self.pause_after = _size(p.get("pause_after"))
         self.gate = p.get("gate", "")
-        if self.pause_after is not None and not self.gate:
-            raise UsageError("faulty device: pause_after needs gate=PATH")
+        self.pause_commit = p.get("pause_commit", "") not in ("", "0")
+        if (self.pause_after is not None or self.pause_commit) and not self.gate:
+            raise UsageError("faulty device: pause_after and pause_commit need gate=PATH")
         self.flaky = int(p.get("flaky", "0"))
         self.fail_open = p.get("fail_open", "") not in ("", "0")
         self.hang_open = p.get("hang_open", "") not in ("", "0")
@@ -132,12 +137,8 @@ class FaultyDevice(Device):
                 raise TransientDeviceError(f"{self.url.display}: flaky write (injected)")
             start = self.written
         self.check()
-        if self.pause_after is not None and not self.paused and start + n > self.pause_after:
-            self.paused = True
-            with open(self.gate + ".paused", "w"):
-                pass
-            while not os.path.exists(self.gate):
-                time.sleep(0.01)
+        if self.pause_after is not None and start + n > self.pause_after:
+            self.pause()
         if self.hang_after is not None and start + n > self.hang_after:
             self.hung = True
             _NEVER.wait()
@@ -147,6 +148,17 @@ class FaultyDevice(Device):
         with self.lock:
             self.written += allowed
         return allowed
+
+    def pause(self) -> None:
+        """The first time only: say so in ``gate.paused``, then wait until ``gate`` exists."""
+        with self.lock:
+            if self.paused:
+                return
+            self.paused = True
+        with open(self.gate + ".paused", "w"):
+            pass
+        while not os.path.exists(self.gate):
+            time.sleep(0.01)
 
     def trip(self) -> None:
         """Break the device for good and raise its error."""

@@ -210,7 +210,10 @@ class _Run:
         self.assigned = dict.fromkeys(self.devices, 0)
         self.last_seen = dict.fromkeys(self.devices, time.monotonic())
         self.finish_sent = dict.fromkeys(self.devices, False)
-        self.committed = dict.fromkeys(self.devices, False)
+        # FINISH messages sent and Committed events received, counted: a Committed that
+        # answers an earlier FINISH must not mark work assigned after it as committed.
+        self.finishes = dict.fromkeys(self.devices, 0)
+        self.commits = dict.fromkeys(self.devices, 0)
         self.reports = {
             i: DeviceReport(url=d.url, label=d.label.label) for i, d in self.devices.items()
         }
@@ -241,7 +244,6 @@ class _Run:
             self.outstanding[dev].extend(its)
             self.assigned[dev] += sum(i.size for i in its)
             self.finish_sent[dev] = False
-            self.committed[dev] = False
             self.last_seen[dev] = time.monotonic()
             self.writers[dev].inbox.put(its)
 
@@ -253,9 +255,10 @@ class _Run:
             for dev in sorted(self.alive):
                 if not self.outstanding[dev] and not self.finish_sent[dev]:
                     self.finish_sent[dev] = True
+                    self.finishes[dev] += 1
                     self.last_seen[dev] = time.monotonic()
                     self.writers[dev].inbox.put(FINISH)
-            if all(self.committed[d] and not self.outstanding[d] for d in self.alive):
+            if all(self._done(d) for d in self.alive):
                 return
             try:
                 event = self.events.get(timeout=0.25)
@@ -264,6 +267,14 @@ class _Run:
                 continue
             self._handle(event)
             self._check_hangs()
+
+    def _done(self, dev: int) -> bool:
+        """The device has written and committed everything assigned to it."""
+        return (
+            self.finish_sent[dev]
+            and not self.outstanding[dev]
+            and self.commits[dev] == self.finishes[dev]
+        )
 
     def _handle(self, event: object) -> None:
         dev = event.dev  # type: ignore[attr-defined]
@@ -285,7 +296,7 @@ class _Run:
                 self._make_durable(dev)
             case Committed():
                 self._make_durable(dev)
-                self.committed[dev] = True
+                self.commits[dev] += 1
             case FileError(file=fid, error=error):
                 if fid not in self.file_errors:
                     self.file_errors[fid] = error
@@ -302,7 +313,7 @@ class _Run:
     def _check_hangs(self) -> None:
         now = time.monotonic()
         for dev in sorted(self.alive):
-            waiting = self.outstanding[dev] or (self.finish_sent[dev] and not self.committed[dev])
+            waiting = self.outstanding[dev] or self.commits[dev] != self.finishes[dev]
             seen = max(self.last_seen[dev], self.writers[dev].heartbeat)
             if waiting and now - seen > self.options.device_timeout:
                 self.fail(dev, f"no progress for {self.options.device_timeout:g} seconds")
