@@ -36,7 +36,7 @@ from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.errors import DeviceError, DeviceFullError, TransientDeviceError, UsageError
-from parbackup.model import Space
+from parbackup.model import Label, Space
 
 PREFIX = "faulty+"
 FAULT_KEYS = {
@@ -219,6 +219,12 @@ class FaultyDevice(Device):
         if name.startswith("sets/"):
             self.check()
         return self.inner.open_read(name, chunk)
+
+    def read_label(self) -> Label | None:
+        return self.inner.read_label()
+
+    def ensure_label(self) -> Label:
+        return self.inner.ensure_label()
 
     def __repr__(self) -> str:
         return f"<faulty {self.inner!r}>"
