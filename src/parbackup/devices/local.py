@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.url import DeviceURL
@@ -101,7 +102,10 @@ class DirectoryDevice(Device):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise DeviceError(f"{self.url.display}: directory is not writable")
         try:
-            probe = os.path.join(self.root, f".parbackup-probe-{os.getpid()}")
+            # pid and thread: the same directory may be opened twice at once (aliases)
+            probe = os.path.join(
+                self.root, f".parbackup-probe-{os.getpid()}-{threading.get_ident()}"
+            )
             with open(probe, "wb"):
                 pass
             os.unlink(probe)
