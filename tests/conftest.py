@@ -123,3 +123,34 @@ def device_dirs(tmp_path: Path):
         return out
 
     return make
+
+
+# -- servers (tests/servers.py), started once per session ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on loopback; skips where sshd is missing or cannot run."""
+    from servers import SSHD, SshServer
+
+    if not os.path.exists(SSHD) or os.geteuid() != 0:
+        pytest.skip("needs root and OpenSSH sshd (Debian openssh-server; see scripts/setup)")
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback, with AWS settings pointing at it in os.environ."""
+    pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
+    from servers import S3Server
+
+    with S3Server() as server:
+        saved = {k: os.environ.get(k) for k in server.env}
+        os.environ.update(server.env)
+        yield server
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

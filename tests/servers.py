@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -107,3 +108,221 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def keygen(path: Path) -> Path:
+    """A new passphrase-less ed25519 key pair at ``path`` (and ``path``.pub)."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "parbackup-test", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+class SshServer:
+    """A real OpenSSH sshd on loopback with a throw-away host key and user key.
+
+    The user logs in as the current user (root here) with ``identity``; ``known_hosts``
+    holds the server's host key. ``url(path)`` gives a ready ``sftp://`` device URL.
+    ``kill()``, ``freeze()`` and ``thaw()`` act on sshd and every session it forked, so
+    a server can die or hang mid-backup. ``netns`` runs it inside a network namespace.
+    """
+
+    def __init__(
+        self, directory: Path, *, host: str = "127.0.0.1", port: int = 0, netns: str = ""
+    ) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.port, self.netns = host, port or free_port(), netns
+        self.user = os.environ.get("USER") or "root"
+        self.proc: subprocess.Popen | None = None
+        self.host_key = keygen(self.dir / "host_ed25519")
+        self.identity = keygen(self.dir / "id_ed25519")
+        (self.dir / "authorized_keys").write_text(self.identity.with_suffix(".pub").read_text())
+        host_pub = self.host_key.with_suffix(".pub").read_text().split()
+        self.host_key_line = f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n"
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.write_text(self.host_key_line)
+        self.config = self.dir / "sshd_config"
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    "StrictModes no",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+
+    def start(self) -> SshServer:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
+        cmd = [SSHD, "-D", "-e", "-f", str(self.config)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 (lives as long as sshd)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        try:
+            if self.netns:
+                _wait_port_in_netns(self.netns, self.host, self.port)
+            else:
+                wait_port(self.port, self.host)
+        except OSError:
+            self.stop()
+            log = (self.dir / "sshd.log").read_text()
+            raise RuntimeError(f"sshd did not start: {log}") from None
+        return self
+
+    def url(self, path: str | Path, query: str = "") -> str:
+        base = f"sftp://{self.user}@{self.host}:{self.port}{path}"
+        extra = f"&{query}" if query else ""
+        return f"{base}?identity={self.identity}&known_hosts={self.known_hosts}{extra}"
+
+    def signal_all(self, sig: int) -> None:
+        """Send ``sig`` to sshd and every process it forked (sessions, sftp servers)."""
+        if self.proc is None:
+            return
+        for pid in process_tree(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """The server dies: sshd and all its sessions get SIGKILL."""
+        self.signal_all(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def freeze(self) -> None:
+        """The server hangs: every process stops (SIGSTOP) but keeps its connections."""
+        self.signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.signal_all(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.thaw()
+            for pid in reversed(process_tree(self.proc.pid)[1:]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            stop_process(self.proc)
+            self.proc = None
+            self.log.close()
+
+    def __enter__(self) -> SshServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait_port_in_netns(netns: str, host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1)"
+    while True:
+        r = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", probe], capture_output=True
+        )
+        if r.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise OSError(f"nothing listens on {host}:{port} in {netns}")
+        time.sleep(0.1)
+
+
+class S3Server:
+    """moto's S3-compatible server on loopback (threaded, in this process).
+
+    ``env`` holds the AWS settings a client needs (fake credentials, region, endpoint);
+    ``url(bucket, prefix)`` gives an ``s3://`` device URL with its ``?endpoint=``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port or free_port()
+        self.server = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def start(self) -> S3Server:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self.server.start()
+        wait_port(self.port, self.host)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing-secret",
+            region_name="us-east-1",
+        )
+
+    def bucket(self, name: str) -> str:
+        """Create a bucket (if missing); its name."""
+        client = self.client()
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=name)
+        return name
+
+    def url(self, bucket: str, prefix: str = "", query: str = "") -> str:
+        extra = f"&{query}" if query else ""
+        return f"s3://{bucket}/{prefix}?endpoint={self.endpoint}{extra}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

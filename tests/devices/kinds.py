@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servers import FifoCapture
+from servers import FifoCapture, S3Server, SshServer, free_port
 
 _counter = itertools.count()
 
@@ -41,7 +41,9 @@ class Kind:
 
 
 def _q(url: str, query: str) -> str:
-    return f"{url}?{query}" if query else url
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 def memory_kind() -> Kind:
@@ -76,3 +78,23 @@ def tape_fifo_kind(tmp: Path) -> Kind:
 
     kind.make = make
     return kind
+
+
+def sftp_kind(server: SshServer, tmp: Path) -> Kind:
+    def make(q: str) -> str:
+        d = tmp / f"sftp{next(_counter)}"
+        d.mkdir()
+        return _q(server.url(d), q)
+
+    dead = server.url("/x").replace(f":{server.port}/", f":{free_port()}/")
+    return Kind("sftp", make, dead + "&retries=1&timeout=5")
+
+
+def s3_kind(server: S3Server) -> Kind:
+    bucket = server.bucket("conformance")
+
+    def make(q: str) -> str:
+        return _q(server.url(bucket, f"dev{next(_counter)}"), q)
+
+    dead = f"s3://{bucket}/x?endpoint=http://127.0.0.1:{free_port()}&retries=1"
+    return Kind("s3", make, dead)

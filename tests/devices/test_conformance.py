@@ -10,13 +10,21 @@ from __future__ import annotations
 import random
 
 import pytest
-from kinds import Kind, file_kind, memory_kind, tape_fifo_kind, tape_file_kind
+from kinds import (
+    Kind,
+    file_kind,
+    memory_kind,
+    s3_kind,
+    sftp_kind,
+    tape_fifo_kind,
+    tape_file_kind,
+)
 
 from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.devices.registry import open_device
 from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 
-KINDS = ["memory", "file", "tape-file", "tape-fifo"]
+KINDS = ["memory", "file", "tape-file", "tape-fifo", "sftp", "s3"]
 
 
 @pytest.fixture(params=KINDS)
@@ -31,8 +39,8 @@ def kind(request, tmp_path) -> Kind:
     if name == "tape-fifo":
         return tape_fifo_kind(tmp_path)
     if name == "sftp":
-        return request.getfixturevalue("sftp_kind")
-    return request.getfixturevalue("s3_kind")
+        return sftp_kind(request.getfixturevalue("sshd"), tmp_path)
+    return s3_kind(request.getfixturevalue("s3_server"))
 
 
 def opened(url: str) -> Device:

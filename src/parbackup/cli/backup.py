@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import (
+    accept_new_host_keys_option,
     catalog_option,
     emit_json,
     handle_errors,
@@ -134,6 +135,7 @@ def summarize(report: BackupReport) -> None:
     help="Shell command run after the backup, always, to release the snapshot "
     "($PARBACKUP_SNAPSHOTS, $PARBACKUP_STATUS tell what was used and how it ended).",
 )
+@accept_new_host_keys_option
 @json_option
 @handle_errors
 def backup(

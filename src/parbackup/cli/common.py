@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from parbackup.catalog import Catalog, default_catalog_path
+from parbackup.engine.devices import accept_new_host_keys
 from parbackup.errors import EXIT_FAILED, ParbackupError
 
 catalog_option = click.option(
@@ -24,6 +25,22 @@ catalog_option = click.option(
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout and nothing else."
+)
+
+
+def _accept_new(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        accept_new_host_keys()
+
+
+accept_new_host_keys_option = click.option(
+    "--accept-new-host-keys",
+    is_flag=True,
+    expose_value=False,
+    callback=_accept_new,
+    envvar="PARBACKUP_ACCEPT_NEW_HOST_KEYS",
+    help="Trust the host key of an SFTP host seen for the first time and add it to the "
+    "known-hosts file (like OpenSSH accept-new). A changed host key is always refused.",
 )
 
 

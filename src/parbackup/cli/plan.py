@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.backup import device_option, order_option, strategy_option
-from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.common import (
+    accept_new_host_keys_option,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    json_option,
+)
 from parbackup.cli.render import line, table
 from parbackup.engine.backup import BackupOptions, make_plan
 from parbackup.engine.devices import close_all, open_devices
@@ -20,6 +26,7 @@ from parbackup.sources.tree import scan
 @strategy_option
 @order_option
 @click.option("--items", "show_items", is_flag=True, help="List every item of the plan.")
+@accept_new_host_keys_option
 @json_option
 @handle_errors
 def plan(

@@ -7,6 +7,7 @@ import os
 import click
 
 from parbackup.cli.common import (
+    accept_new_host_keys_option,
     catalog_option,
     emit_json,
     handle_errors,
@@ -59,6 +60,7 @@ moved_device_option = click.option(
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
 @moved_device_option
 @catalog_option
+@accept_new_host_keys_option
 @json_option
 @handle_errors
 def restore(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import (
+    accept_new_host_keys_option,
     catalog_option,
     emit_json,
     handle_errors,
@@ -21,6 +22,7 @@ from parbackup.engine.verify import run_verify
 @set_option
 @moved_device_option
 @catalog_option
+@accept_new_host_keys_option
 @json_option
 @handle_errors
 def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:

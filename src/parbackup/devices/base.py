@@ -39,6 +39,8 @@ from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 from parbackup.model import Capabilities, Label, Space
 
 LABEL_NAME = "label.json"
+ACCEPT_NEW_HOST_KEYS_ENV = "PARBACKUP_ACCEPT_NEW_HOST_KEYS"
+"""When "1", remote kinds learn unknown host keys on first use (OpenSSH ``accept-new``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "file": ("parbackup.devices.local", "DirectoryDevice", ""),
     "memory": ("parbackup.devices.memory", "MemoryDevice", ""),
     "tape": ("parbackup.devices.tape", "TapeDevice", ""),
+    "sftp": ("parbackup.devices.sftp", "SFTPDevice", "sftp"),
     # faulty+KIND://...: a fault-injecting wrapper around a KIND device (tests, drills)
     "faulty": ("parbackup.devices.faulty", "FaultyDevice", ""),
 }

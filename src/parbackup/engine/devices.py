@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
 
-from parbackup.devices.base import Device
+from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV, Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, UsageError
@@ -32,6 +33,11 @@ class DeadDevice:
     index: int
     url: str
     reason: str
+
+
+def accept_new_host_keys() -> None:
+    """Let remote devices opened from now on in this process learn unknown host keys."""
+    os.environ[ACCEPT_NEW_HOST_KEYS_ENV] = "1"
 
 
 def open_devices(

@@ -1,0 +1,416 @@
+"""A directory on an SSH host as a backup device, over SFTP (paramiko; the ``sftp`` extra).
+
+``sftp://[user@]host[:port]/path`` (``/~/dir`` is relative to the login directory). The
+usual SSH setup applies: ``~/.ssh/config`` (HostName, Port, User, IdentityFile,
+UserKnownHostsFile, ProxyCommand), the agent and the default keys; ``?identity=PATH`` and
+``?known_hosts=PATH`` override them, ``?timeout=SECONDS`` (default 30) bounds every
+network wait. Host keys are always checked: an unknown host is an error unless
+``PARBACKUP_ACCEPT_NEW_HOST_KEYS=1`` (the CLI's ``--accept-new-host-keys``), which adds
+its key to the known-hosts file like OpenSSH's ``accept-new``; a changed key is always
+refused.
+
+Writes are pipelined (no round trip per request) and confirmed at each checkpoint and
+commit with ``fsync@openssh.com``; ``replace`` writes a temporary name and renames it
+with ``posix-rename@openssh.com``. Free space comes from ``statvfs@openssh.com``.
+A dropped connection raises TransientDeviceError and reconnects on the next call, so the
+engine's retry wrapper (devices/retry.py) retries reads, listings and opening; ``?retries=N``
+adds N more tries with backoff inside the device. A write stream cannot be resumed, so a
+write that loses its connection raises a permanent DeviceError and the engine fails the
+device over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import getpass
+import os
+import posixpath
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.url import DeviceURL
+from parbackup.errors import (
+    DeviceError,
+    DeviceFullError,
+    DeviceMissingError,
+    TransientDeviceError,
+)
+from parbackup.model import Capabilities, Space
+
+_BUFFER = 1 << 20
+_T = TypeVar("_T")
+_LOST = (paramiko.SSHException, EOFError, socket.error, ConnectionError, TimeoutError)
+
+
+def accept_new_host_keys() -> bool:
+    """True when unknown host keys may be learnt (``PARBACKUP_ACCEPT_NEW_HOST_KEYS``)."""
+    return os.environ.get(ACCEPT_NEW_HOST_KEYS_ENV, "").lower() in ("1", "yes", "true", "on")
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Learn an unknown host's key and append it to the known-hosts file (never a changed one)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        entry = paramiko.hostkeys.HostKeyEntry([hostname], key)
+        with open(self.path, "a") as fh:
+            fh.write(entry.to_line())
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key) -> None:  # type: ignore[no-untyped-def]
+        raise _UnknownHostKey(hostname, key)
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint if hasattr(key, "fingerprint") else key.get_name()
+
+
+class _SftpWriter(ObjectWriter):
+    """Pipelined writes into one remote file; confirmed by fsync at checkpoint and commit."""
+
+    def __init__(self, device: SFTPDevice, name: str, atomic: bool) -> None:
+        self.device, self.name, self.atomic = device, name, atomic
+        self.path = device._path(name)
+        self.tmp = f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}" if atomic else self.path
+        self.checkpointed = self.done = False
+        self.sftp = device._client()
+        self.fh = device._call(f"create {name}", lambda: self._open(device))
+
+    def _open(self, device: SFTPDevice) -> paramiko.SFTPFile:
+        device._makedirs(posixpath.dirname(self.path))
+        fh = self.sftp.open(self.tmp, "wb", bufsize=_BUFFER)
+        fh.set_pipelined(True)
+        return fh
+
+    def _do(self, what: str, fn: Callable[[], None]) -> None:
+        """A write-side call; a failure on a full remote disk is reported as such."""
+        try:
+            self.device._call(f"{what} {self.name}", fn, retry=False)
+        except DeviceError as exc:
+            if exc.transient:  # a write stream cannot be resumed on a new connection
+                raise DeviceError(str(exc)) from exc
+            if isinstance(exc, DeviceFullError) or not self.device.full():
+                raise
+            raise DeviceFullError(f"{exc} (the remote disk is full)") from exc
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._do("write", lambda: self.fh.write(bytes(data)))
+
+    def _sync(self) -> None:
+        """Send what is buffered, wait for every write to be acknowledged, fsync."""
+        self.fh.flush()
+        try:
+            self.sftp._request(CMD_EXTENDED, "fsync@openssh.com", self.fh.handle)
+        except OSError as exc:
+            if exc.errno is not None or "unsupported" not in str(exc).lower():
+                raise
+            self.fh.stat()  # no fsync extension: at least every write is acknowledged
+        self.fh._check_exception()
+
+    def checkpoint(self) -> bool:
+        self._do("write", self._sync)
+        self.checkpointed = True
+        return True
+
+    def commit(self) -> None:
+        def finish() -> None:
+            self._sync()
+            self.fh.close()
+            if self.atomic:
+                self.sftp.posix_rename(self.tmp, self.path)
+
+        self._do("commit", finish)
+        self.done = True
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(Exception):
+            self.fh.close()
+        self.fh._closed = True  # a failed close must not be retried when paramiko collects it
+        if self.atomic or not self.checkpointed:
+            with contextlib.suppress(Exception):
+                self.sftp.remove(self.tmp)
+
+
+class SFTPDevice(Device):
+    """``sftp://[user@]host[:port]/path``; see the module docstring."""
+
+    scheme = "sftp"
+    capabilities = Capabilities(sequential=False, random_read=True, max_connections=4)
+
+    def __init__(self, url: DeviceURL) -> None:
+        super().__init__(url)
+        self.timeout = float(url.params.get("timeout", "30"))
+        self.retries = int(
+            url.params.get("retries", "0")
+        )  # the engine's RetryingDevice retries too
+        self.ssh: paramiko.SSHClient | None = None
+        self.sftp: paramiko.SFTPClient | None = None
+        self.root = ""
+        self._made: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------
+    def _settings(self) -> dict:
+        """Connection settings: the URL first, then ~/.ssh/config, then defaults."""
+        cfg: dict = {}
+        config_path = os.path.expanduser("~/.ssh/config")
+        if os.path.exists(config_path):
+            cfg = paramiko.SSHConfig.from_path(config_path).lookup(self.url.host)
+        identity = self.url.params.get("identity")
+        known = self.url.params.get("known_hosts") or (cfg.get("userknownhostsfile") or "")
+        return {
+            "hostname": cfg.get("hostname", self.url.host),
+            "port": self.url.port or int(cfg.get("port", 22)),
+            "username": self.url.user or cfg.get("user") or getpass.getuser(),
+            "key_filename": [os.path.expanduser(identity)]
+            if identity
+            else [os.path.expanduser(p) for p in cfg.get("identityfile", [])] or None,
+            "known_hosts": os.path.expanduser(known.split()[0]) if known else "",
+            "proxy": cfg.get("proxycommand"),
+            "identity_only": bool(identity),
+        }
+
+    def _connect(self) -> None:
+        s = self._settings()
+        client = paramiko.SSHClient()
+        known = s["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts")
+        if s["known_hosts"]:
+            if os.path.exists(known):
+                client.load_host_keys(known)
+        else:
+            client.load_system_host_keys()
+        client.set_missing_host_key_policy(
+            _AcceptNew(known) if accept_new_host_keys() else _Refuse()
+        )
+        where = self.url.display
+        try:
+            client.connect(
+                s["hostname"],
+                port=s["port"],
+                username=s["username"],
+                key_filename=s["key_filename"],
+                look_for_keys=not s["identity_only"],
+                allow_agent=True,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                sock=paramiko.ProxyCommand(s["proxy"]) if s["proxy"] else None,
+            )
+            transport = client.get_transport()
+            assert transport is not None
+            transport.set_keepalive(15)
+            sftp = client.open_sftp()
+            sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
+        except _UnknownHostKey as exc:
+            client.close()
+            raise DeviceError(
+                f"{where}: unknown host key for {exc.hostname} ({exc.key.get_name()} "
+                f"{_fingerprint(exc.key)}); check it and add it to {known}, or pass "
+                "--accept-new-host-keys to trust it on first use"
+            ) from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise DeviceError(
+                f"{where}: the host key of {exc.hostname} CHANGED (now {_fingerprint(exc.key)});"
+                f" refusing to connect (see {known})"
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise DeviceError(f"{where}: SSH authentication failed ({exc})") from exc
+        except _LOST as exc:
+            client.close()
+            raise TransientDeviceError(f"{where}: cannot connect: {exc}") from exc
+        path = self.url.path or "/"
+        if path.startswith("/~/") or path == "/~":
+            path = path[3:] or "."
+        self.ssh, self.sftp = client, sftp
+        try:
+            self.root = sftp.normalize(path)
+        except OSError as exc:
+            raise _map(exc, f"{where}: {path}") from exc
+
+    def _client(self) -> paramiko.SFTPClient:
+        with self._lock:
+            if self.sftp is None:
+                self._connect()
+            assert self.sftp is not None
+            return self.sftp
+
+    def _drop(self) -> None:
+        with self._lock:
+            client, self.ssh, self.sftp = self.ssh, None, None
+            self._made.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _call(self, what: str, fn: Callable[[], _T], *, retry: bool = True) -> _T:
+        """Run ``fn``; map errors; reconnect and retry idempotent calls when the link drops."""
+        attempts = 1 + (self.retries if retry else 0)
+        where = f"{self.url.display}: {what}"
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except DeviceError as exc:
+                error, cause = exc, exc.__cause__
+            except OSError as exc:
+                error, cause = _map(exc, where), exc
+                if exc.errno is None and not _alive(self.ssh):
+                    error = TransientDeviceError(f"{where}: connection lost ({exc})")
+                    self._drop()
+            except _LOST as exc:
+                error, cause = TransientDeviceError(f"{where}: connection lost ({exc})"), exc
+                self._drop()
+            if not error.transient or attempt == attempts - 1:
+                raise error from cause
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def full(self) -> bool:
+        """True when the remote filesystem has (next to) no room left."""
+        try:
+            free = self.raw_space().free
+        except DeviceError:
+            return False
+        return free is not None and free < _BUFFER
+
+    def open(self) -> None:
+        def check() -> None:
+            sftp = self._client()
+            st = sftp.stat(self.root)
+            if not stat.S_ISDIR(st.st_mode or 0):
+                raise DeviceError(f"{self.url.display}: not a directory")
+
+        self._call("open", check)
+
+    def close(self) -> None:
+        self._drop()
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise DeviceError(f"bad object name {name!r}")
+        return posixpath.join(self.root, name)
+
+    def _makedirs(self, path: str) -> None:
+        if path in self._made or path == self.root:
+            return
+        sftp = self._client()
+        try:
+            if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+                self._made.add(path)
+                return
+        except FileNotFoundError:
+            pass
+        self._makedirs(posixpath.dirname(path))
+        with contextlib.suppress(OSError):
+            sftp.mkdir(path)
+        self._made.add(path)
+
+    # -- the seven -------------------------------------------------------------------------
+    def raw_space(self) -> Space:
+        def ask() -> Space:
+            sftp = self._client()
+            try:
+                kind, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", self.root)
+            except OSError as exc:
+                if exc.errno is None:
+                    return Space(free=None, capacity=None)  # extension not offered
+                raise
+            if kind != CMD_EXTENDED_REPLY:
+                return Space(free=None, capacity=None)
+            _bsize, frsize, blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+            return Space(free=bavail * frsize, capacity=blocks * frsize)
+
+        return self._call("statvfs", ask)
+
+    def create(self, name: str) -> ObjectWriter:
+        return self.capped(_SftpWriter(self, name, atomic=False))
+
+    def replace(self, name: str) -> ObjectWriter:
+        return self.capped(_SftpWriter(self, name, atomic=True))
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        def fetch() -> bytes:
+            with self._client().open(self._path(name), "rb") as fh:
+                size = fh.stat().st_size or 0
+                length_ = max(0, min(length, size - offset))
+                if not length_:
+                    return b""
+                return b"".join(fh.readv([(offset, length_)]))
+
+        return self._call(f"read {name}", fetch)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        def walk() -> list[ObjectInfo]:
+            sftp = self._client()
+            out: list[ObjectInfo] = []
+            base = posixpath.dirname(prefix)
+            todo = [base]
+            while todo:
+                rel = todo.pop()
+                try:
+                    entries = sftp.listdir_attr(
+                        posixpath.join(self.root, rel) if rel else self.root
+                    )
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    name = posixpath.join(rel, entry.filename) if rel else entry.filename
+                    if stat.S_ISDIR(entry.st_mode or 0):
+                        todo.append(name)
+                    elif name.startswith(prefix) and ".tmp-" not in entry.filename:
+                        out.append(ObjectInfo(name, entry.st_size or 0))
+            return sorted(out, key=lambda o: o.name)
+
+        return self._call("list", walk)
+
+    def delete(self, name: str) -> None:
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self._client().remove(self._path(name))
+
+        self._call(f"delete {name}", remove)
+
+    def size(self, name: str) -> int:
+        return self._call(
+            f"stat {name}", lambda: self._client().stat(self._path(name)).st_size or 0
+        )
+
+
+def _alive(client: paramiko.SSHClient | None) -> bool:
+    transport = client.get_transport() if client is not None else None
+    return bool(transport and transport.is_active())
+
+
+def _map(exc: OSError, what: str) -> DeviceError:
+    """An SFTP status (raised by paramiko as OSError) as a device error."""
+    if exc.errno == errno.ENOENT or isinstance(exc, FileNotFoundError):
+        return DeviceMissingError(f"{what}: no such file")
+    if exc.errno == errno.EACCES:
+        return DeviceError(f"{what}: permission denied")
+    text = str(exc.strerror or exc)
+    if "space" in text.lower() or "quota" in text.lower():
+        return DeviceFullError(f"{what}: {text}")
+    return DeviceError(f"{what}: {text}")
