@@ -295,6 +295,13 @@ class Catalog:
                 ((state, set_id, fid) for fid in file_ids),
             )
 
+    def set_file_size(self, set_id: str, file_id: int, size: int) -> None:
+        """Record a file's size once it is known (a stream's, at its end)."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE files SET size=? WHERE set_id=? AND file_id=?", (size, set_id, file_id)
+            )
+
     def remember_device(self, label: str, url: str, kind: str) -> None:
         """Remember the URL a device label was last seen at."""
         with self.transaction():

@@ -15,6 +15,8 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.engine.stream import run_stream_backup
+from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy
 
 device_option = click.option(
@@ -136,6 +138,14 @@ def summarize(report: BackupReport) -> None:
     "($PARBACKUP_SNAPSHOTS, $PARBACKUP_STATUS tell what was used and how it ended).",
 )
 @accept_new_host_keys_option
+@click.option(
+    "--stdin-name",
+    metavar="NAME",
+    default="stdin",
+    show_default=True,
+    help="With the source '-' (standard input): the file name the stream is stored and "
+    "restored as (NAME restores to TARGET/NAME).",
+)
 @json_option
 @handle_errors
 def backup(
@@ -150,6 +160,7 @@ def backup(
     snapshot: str | None,
     pre_command: str,
     post_command: str,
+    stdin_name: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -160,8 +171,12 @@ def backup(
     files, a failed device), 1 failed, 2 bad usage.
 
     \b
-    Example:
+    Examples:
       parbackup backup /srv/data /home -d /mnt/disk1 -d /mnt/disk2 -d /mnt/disk3
+      parbackup backup /srv/data --incremental -d /mnt/disk1 -d /mnt/disk2
+      parbackup backup /srv/vol --snapshot btrfs -d /mnt/disk1 -d /mnt/disk2
+      parbackup backup /dev/md0 -d /mnt/disk1 -d /mnt/disk2         # one image
+      pg_dump db | parbackup backup - --stdin-name db.sql -d /mnt/disk1 -d /mnt/disk2
     """
     options = BackupOptions(
         strategy=Strategy(strategy),
@@ -173,8 +188,16 @@ def backup(
         pre_command=pre_command,
         post_command=post_command,
     )
+    if "-" in sources and len(sources) > 1:
+        raise UsageError("'-' (standard input) must be the only source of its backup")
+    if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
+        raise UsageError("a backup of standard input takes no --incremental or snapshot options")
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
-        report = run_backup(sources, devices, catalog, options, view)
+        if sources == ("-",):
+            stdin = click.get_binary_stream("stdin")
+            report = run_stream_backup(stdin, stdin_name, devices, catalog, options, view)
+        else:
+            report = run_backup(sources, devices, catalog, options, view)
     if as_json:
         emit_json(report.to_json())
     else:

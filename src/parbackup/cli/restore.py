@@ -18,6 +18,7 @@ from parbackup.cli.common import (
 from parbackup.cli.render import line, progress_view
 from parbackup.engine.image import run_image_restore
 from parbackup.engine.restore import RestoreOptions, run_restore
+from parbackup.engine.stream import restore_to_stream
 from parbackup.errors import UsageError
 from parbackup.sources.blockdev import is_block_device
 
@@ -43,7 +44,7 @@ moved_device_option = click.option(
 @click.option(
     "--target",
     "-t",
-    required=True,
+    default=None,
     type=click.Path(),
     help="Directory to restore into; source /srv/a comes back as TARGET/srv/a. A block "
     "device as TARGET receives the one image chosen with --include.",
@@ -58,18 +59,27 @@ moved_device_option = click.option(
     "path or any parent of it); repeatable.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
+@click.option(
+    "--stdout",
+    "to_stdout",
+    metavar="PATH",
+    default=None,
+    help="Write the one file PATH of the set to standard output instead (e.g. a stream "
+    "backed up with --stdin-name); the summary goes to standard error.",
+)
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
 @json_option
 @handle_errors
 def restore(
-    target: str,
+    target: str | None,
     set_ref: str,
     includes: tuple[str, ...],
     overwrite: bool,
     devices: tuple[str, ...],
     catalog_path: str | None,
+    to_stdout: str | None,
     as_json: bool,
 ) -> int:
     """Restore a backup set into TARGET, reading all devices at once.
@@ -82,6 +92,21 @@ def restore(
       parbackup restore --target /tmp/back --include '/srv/data/projects/*'
       parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
+    if to_stdout is not None:
+        if target or includes or as_json:
+            raise UsageError("--stdout takes no --target, --include or --json")
+        with open_catalog(catalog_path, create=False) as catalog:
+            out = click.get_binary_stream("stdout")
+            report = restore_to_stream(catalog, set_ref, to_stdout, out, devices)
+        click.echo(
+            f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}",
+            err=True,
+        )
+        for d in report.damaged:
+            click.echo(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", err=True)
+        return report.exit_code
+    if not target:
+        raise UsageError("give --target DIR (or --stdout PATH)")
     options = RestoreOptions(
         target=target, set_ref=set_ref, includes=includes, overwrite=overwrite, devices=devices
     )
