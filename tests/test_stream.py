@@ -1,0 +1,126 @@
+"""Streams on standard input (F2): unknown length, segments spread as they arrive."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from blake3 import blake3
+
+from conftest import SRC, run_cli
+
+MiB = 1 << 20
+
+
+def devices_args(devs) -> list[str]:
+    return [a for d in devs for a in ("--device", str(d))]
+
+
+def test_small_stream_roundtrip(tmp_path, device_dirs):
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    data = os.urandom(20 * MiB + 12345)
+    r = run_cli(
+        "backup", "-", "--stdin-name", "dumps/db.sql", *devices_args(devs), "--catalog", cat,
+        "--json", input=data,
+    )  # fmt: skip
+    assert r.code == 0, r.err + r.out
+    doc = r.json
+    assert doc["status"] == "complete" and doc["bytes"] == len(data) and doc["files"] == 1
+    # 8 MiB segments to the least-filled device: 8 + 8 + the rest
+    assert sorted(d["bytes"] for d in doc["devices"]) == [len(data) - 16 * MiB, 8 * MiB, 8 * MiB]
+    r = run_cli("files", "--catalog", cat, "--json")
+    assert [(f["path"], f["size"]) for f in r.json] == [("/dumps/db.sql", len(data))]
+    r = run_cli("restore", "--stdout", "dumps/db.sql", "--catalog", cat)
+    assert r.code == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "/dumps/db.sql", "--catalog", cat],
+        capture_output=True, env={**os.environ, "PYTHONPATH": SRC}, check=True,
+    ).stdout  # fmt: skip
+    assert out == data
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 0, r.err
+    assert (tmp_path / "out" / "dumps" / "db.sql").read_bytes() == data
+    assert run_cli("verify", "--catalog", cat).code == 0
+
+
+def test_empty_stream(tmp_path, device_dirs):
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", "-", *devices_args(device_dirs(2)), "--catalog", cat, input=b"")
+    assert r.code == 0, r.err
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 0 and (tmp_path / "out" / "stdin").read_bytes() == b""
+
+
+def test_stdin_must_be_alone(tmp_path, device_dirs, tree):
+    r = run_cli("backup", "-", str(tree), *devices_args(device_dirs(2)), input=b"x")
+    assert r.code == 2 and "only source" in r.err
+
+
+def test_stream_survives_a_failing_device(tmp_path, device_dirs):
+    """A device that breaks mid-stream: its segments not yet durable go to the others."""
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    data = os.urandom(60 * MiB)
+    urls = [str(devs[0]), f"faulty+file://{devs[1]}?fail_after=12M", str(devs[2])]
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", "-", "--stdin-name", "x", *args, "--catalog", cat, "--json", input=data)
+    assert r.code == 3, r.err + r.out
+    doc = r.json
+    assert doc["status"] == "degraded" and doc["bytes"] == len(data)
+    failed = [d for d in doc["devices"] if d["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["redirected"]
+    out = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "x", "--catalog", cat],
+        capture_output=True, env={**os.environ, "PYTHONPATH": SRC}, check=True,
+    ).stdout  # fmt: skip
+    assert out == data
+
+
+@pytest.mark.slow
+def test_large_stream_is_not_held_in_memory(tmp_path, device_dirs):
+    """512 MiB piped in; the process stays far below that, and the bytes come back."""
+    size, block = 512 * MiB, MiB
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "parbackup", "backup", "-", "--stdin-name", "big.dump"]
+    proc = subprocess.Popen(
+        [*cmd, *devices_args(devs), "--catalog", cat, "--json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    rng = random.Random(42)
+    sent = blake3()
+    assert proc.stdin is not None
+    for _ in range(size // block):
+        chunk = rng.randbytes(block)
+        sent.update(chunk)
+        proc.stdin.write(chunk)
+    peak_kib = int(
+        next(
+            line.split()[1]
+            for line in open(f"/proc/{proc.pid}/status")
+            if line.startswith("VmHWM:")
+        )
+    )
+    proc.stdin.close()
+    assert proc.stdout is not None and proc.stderr is not None
+    doc, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(timeout=600) == 0, err
+    assert b'"bytes": 536870912' in doc
+    assert peak_kib * 1024 < 200 * MiB, f"peak RSS {peak_kib} KiB for a {size} byte stream"
+    got = blake3()
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "big.dump", "--catalog", cat],
+        stdout=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert restore.stdout is not None
+    n = 0
+    while data := restore.stdout.read(block):
+        got.update(data)
+        n += len(data)
+    assert restore.wait() == 0
+    assert n == size and got.digest() == sent.digest()
