@@ -37,7 +37,8 @@ def test_small_stream_roundtrip(tmp_path, device_dirs):
     r = run_cli("restore", "--stdout", "dumps/db.sql", "--catalog", cat)
     assert r.code == 0
     out = subprocess.run(
-        [sys.executable, "-m", "parbackup", "restore", "--stdout", "/dumps/db.sql", "--catalog", cat],
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "/dumps/db.sql",
+         "--catalog", cat],
         capture_output=True, env={**os.environ, "PYTHONPATH": SRC}, check=True,
     ).stdout  # fmt: skip
     assert out == data
@@ -99,13 +100,8 @@ def test_large_stream_is_not_held_in_memory(tmp_path, device_dirs):
         chunk = rng.randbytes(block)
         sent.update(chunk)
         proc.stdin.write(chunk)
-    peak_kib = int(
-        next(
-            line.split()[1]
-            for line in open(f"/proc/{proc.pid}/status")
-            if line.startswith("VmHWM:")
-        )
-    )
+    with open(f"/proc/{proc.pid}/status") as fh:
+        peak_kib = int(next(line.split()[1] for line in fh if line.startswith("VmHWM:")))
     proc.stdin.close()
     assert proc.stdout is not None and proc.stderr is not None
     doc, err = proc.stdout.read(), proc.stderr.read()
