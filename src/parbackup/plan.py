@@ -161,7 +161,10 @@ def _plan_threshold(
     pieces: list[Piece], slots: Sequence[Slot], order: Order, threshold: int
 ) -> list[Item]:
     room = [s.room for s in slots]
-    heap = _LeastFilled(slots, [r is None or r > 0 for r in room])
+    # Every device stays in the heap, full ones too: an empty file or a directory (a
+    # zero-byte item) fits anywhere, even when every device is full (a replan after a
+    # failure may place nothing else).
+    heap = _LeastFilled(slots, [True] * len(slots))
     items: list[Item] = []
     for piece in sort_pieces(split_at_threshold(pieces, threshold), order):
         left = piece.size
@@ -179,8 +182,7 @@ def _plan_threshold(
                 room[dev] -= take
             offset += take
             left -= take
-            if room[dev] is None or room[dev] > 0:
-                heap.add(dev, take)
+            heap.add(dev, take)
             if left == 0:
                 break
             dev = heap.pick(lambda i: room[i] is None or room[i] > 0)

@@ -355,10 +355,14 @@ class _Run:
         if not self.alive or not lost:
             return
         survivors = sorted(self.alive)
+        # Each survivor's load is all it was given in this run, so the final loads come
+        # out level (R3); its room is what the plan left it, minus the larger reserve
+        # for headers and the catalog copy that fewer devices now have to carry.
+        reserve = reserve_for(self.entries, len(survivors))
         slots = []
         for s in survivors:
             free = self.devices[s].space.free
-            room = None if free is None else max(0, free - self.assigned[s])
+            room = None if free is None else max(0, free - reserve - self.assigned[s])
             slots.append(Slot(room=room, load=self.assigned[s]))
         try:
             new = replan(_coalesce(lost), slots, self.options.strategy, self.options.order)
