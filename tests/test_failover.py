@@ -9,16 +9,15 @@ so the degraded set is shown not to need it.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, make_tree, run_cli
+from failcases import backup, by_url, dirs, restore_and_compare, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,38 +26,6 @@ pytestmark = pytest.mark.timeout(120)
 def src(tmp_path: Path) -> Path:
     """About 6 MiB: many small files and two large ones that get split."""
     return make_tree(tmp_path / "src", seed=7, files=50, max_size=120_000, big=(2_500_000, 900_000))
-
-
-def backup(tmp_path: Path, src: Path, devices: list[str], *extra: str):
-    cat = str(tmp_path / "cat.sqlite")
-    args = [a for d in devices for a in ("--device", d)]
-    return run_cli("backup", str(src), *args, "--catalog", cat, "--json", *extra, timeout=90)
-
-
-def restore_and_compare(tmp_path: Path, src: Path, remove: list[Path] = ()) -> None:
-    """Restore the latest set (after deleting ``remove``) and compare it with ``src``."""
-    for d in remove:
-        shutil.rmtree(d)
-    cat = str(tmp_path / "cat.sqlite")
-    out = tmp_path / "out"
-    r = run_cli("restore", "--target", str(out), "--catalog", cat)
-    assert r.code == 0, r.out + r.err
-    assert snapshot(restored_root(out, src)) == snapshot(src)
-    r = run_cli("verify", "--catalog", cat)
-    assert r.code == 0, r.out + r.err
-
-
-def dirs(tmp_path: Path, n: int) -> list[Path]:
-    out = []
-    for i in range(n):
-        d = tmp_path / f"dev{i}"
-        d.mkdir()
-        out.append(d)
-    return out
-
-
-def by_url(doc: dict) -> dict[str, dict]:
-    return {d["url"]: d for d in doc["devices"]}
 
 
 @pytest.mark.parametrize("strategy", ["fill", "threshold"])
@@ -231,10 +198,3 @@ def test_redirect_to_a_device_that_is_committing(tmp_path, src):
         proc.kill()
     assert proc.returncode == 3, out
     restore_and_compare(tmp_path, src, remove=[d[1]])
-
-
-def wait_for(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
