@@ -24,7 +24,7 @@ from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.devices.registry import open_device
 from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 
-KINDS = ["memory", "file", "tape-file", "tape-fifo", "sftp"]
+KINDS = ["memory", "file", "tape-file", "tape-fifo", "sftp", "s3"]
 
 
 @pytest.fixture(params=KINDS)

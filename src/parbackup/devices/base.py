@@ -189,7 +189,8 @@ class Device(ABC):
 
     def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
         """A sequential reader over an object (buffered range reads)."""
-        return io.BufferedReader(_RangeReader(self, name, self.size(name)), chunk)  # type: ignore[arg-type]
+        raw = _RangeReader(self, name, self.size(name), chunk)
+        return io.BufferedReader(raw, chunk)  # type: ignore[arg-type]
 
     def read_label(self) -> Label | None:
         """The label written on the device, or None if it has none yet."""
@@ -233,8 +234,20 @@ class Device(ABC):
 class _RangeReader(io.RawIOBase):
     """A raw, read-only stream over ``Device.read`` so BufferedReader can wrap it."""
 
-    def __init__(self, device: Device, name: str, size: int) -> None:
+    def __init__(self, device: Device, name: str, size: int, chunk: int) -> None:
         self.device, self.name, self.total, self.pos = device, name, size, 0
+        self.chunk = chunk
+
+    def readall(self) -> bytes:
+        """The rest of the object in ``chunk``-sized reads (not io's 8 KiB default)."""
+        out = bytearray()
+        while self.pos < self.total:
+            data = self.device.read(self.name, self.pos, min(self.chunk, self.total - self.pos))
+            if not data:
+                break
+            out += data
+            self.pos += len(data)
+        return bytes(out)
 
     def readable(self) -> bool:
         return True

@@ -17,6 +17,7 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "memory": ("parbackup.devices.memory", "MemoryDevice", ""),
     "tape": ("parbackup.devices.tape", "TapeDevice", ""),
     "sftp": ("parbackup.devices.sftp", "SFTPDevice", "sftp"),
+    "s3": ("parbackup.devices.s3", "S3Device", "s3"),
     # faulty+KIND://...: a fault-injecting wrapper around a KIND device (tests, drills)
     "faulty": ("parbackup.devices.faulty", "FaultyDevice", ""),
 }

@@ -1,0 +1,268 @@
+"""A bucket (and key prefix) of S3-compatible object storage as a device (boto3; ``s3`` extra).
+
+``s3://bucket/prefix``. Credentials, region and profile come from the standard AWS
+configuration (environment variables, ``~/.aws/config`` and ``credentials``, instance
+roles); ``?profile=NAME`` and ``?region=NAME`` pick them explicitly. The endpoint of a
+non-AWS store comes from ``?endpoint=URL`` or ``AWS_ENDPOINT_URL``; with an endpoint,
+path-style addressing is used unless ``?addressing=virtual``. Credentials never appear in
+URLs, messages or the catalog.
+
+Objects are written with multipart upload in parts of ``?part=SIZE`` (default 8 MiB), so
+memory per writer stays one part whatever the volume size (W3); a small object is one
+PUT. Object stores report no free space: the device is unbounded unless ``?capacity=``.
+botocore retries throttling, 5xx answers and dropped connections with backoff
+(``?retries=N`` attempts in all, default 5); what still fails is mapped onto the device
+errors, transient (connection, throttling) or permanent (access denied, no bucket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.url import DeviceURL, parse_size
+from parbackup.errors import (
+    DeviceError,
+    DeviceFullError,
+    DeviceMissingError,
+    TransientDeviceError,
+)
+from parbackup.model import Capabilities, Space
+
+_T = TypeVar("_T")
+MIN_PART = 5 * 1024 * 1024
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
+_MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
+_FULL_CODES = {"QuotaExceeded", "EntityTooLarge", "InsufficientStorage", "507"}
+
+
+class _S3Writer(ObjectWriter):
+    """Buffers one part at a time; parts go up as they fill, commit completes the upload."""
+
+    def __init__(self, device: S3Device, name: str) -> None:
+        self.device, self.name, self.key = device, name, device._key(name)
+        self.buf = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+        self.done = False
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        try:
+            return self.device._call(f"{what} {self.name}", fn)
+        except TransientDeviceError as exc:  # botocore retried already; a write stream ends
+            raise DeviceError(str(exc)) from exc
+
+    def _upload(self, data: bytes) -> None:
+        s3, bucket = self.device._client(), self.device.bucket
+        if self.upload_id is None:
+            resp = self._call(
+                "start upload",
+                lambda: s3.create_multipart_upload(Bucket=bucket, Key=self.key),
+            )
+            self.upload_id = resp["UploadId"]
+        number = len(self.parts) + 1
+        resp = self._call(
+            "upload part",
+            lambda: s3.upload_part(
+                Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+            ),
+        )
+        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.buf += data
+        size = self.device.part_size
+        while len(self.buf) >= size:
+            part = bytes(self.buf[:size])
+            del self.buf[:size]
+            self._upload(part)
+
+    def commit(self) -> None:
+        s3, bucket = self.device._client(), self.device.bucket
+        if self.upload_id is None:
+            body = bytes(self.buf)
+            self._call("put", lambda: s3.put_object(Bucket=bucket, Key=self.key, Body=body))
+        else:
+            if self.buf:
+                self._upload(bytes(self.buf))
+            upload = {"Parts": self.parts}
+            self._call(
+                "complete upload",
+                lambda: s3.complete_multipart_upload(
+                    Bucket=bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload=upload
+                ),
+            )
+        self.buf = bytearray()
+        self.done = True
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.buf = bytearray()
+        if self.upload_id is not None:
+            with contextlib.suppress(Exception):
+                self.device._client().abort_multipart_upload(
+                    Bucket=self.device.bucket, Key=self.key, UploadId=self.upload_id
+                )
+
+
+class S3Device(Device):
+    """``s3://bucket/prefix``; see the module docstring."""
+
+    scheme = "s3"
+    capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+
+    def __init__(self, url: DeviceURL) -> None:
+        super().__init__(url)
+        self.bucket = url.host
+        self.prefix = url.path.strip("/")
+        self.part_size = max(MIN_PART, parse_size(url.params.get("part", "8MiB")))
+        self.endpoint = url.params.get("endpoint") or None
+        self.attempts = int(url.params.get("retries", "5"))
+        self.timeout = float(url.params.get("timeout", "60"))
+        self.s3 = None
+
+    def _key(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise DeviceError(f"bad object name {name!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        if self.s3 is None:
+            params = self.url.params
+            addressing = params.get("addressing") or ("path" if self.endpoint else "auto")
+            config = botocore.config.Config(
+                retries={"mode": "standard", "max_attempts": self.attempts},
+                connect_timeout=self.timeout,
+                read_timeout=self.timeout,
+                s3={"addressing_style": addressing},
+            )
+            try:
+                session = boto3.session.Session(profile_name=params.get("profile") or None)
+                self.s3 = session.client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=params.get("region") or None,
+                    config=config,
+                )
+            except botocore.exceptions.BotoCoreError as exc:
+                raise DeviceError(f"{self.url.display}: {exc}") from exc
+        return self.s3
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Run a boto3 call; foreign exceptions become device errors (no secrets in them)."""
+        where = f"{self.url.display}: {what}"
+        try:
+            return fn()
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            message = err.get("Message") or code
+            if code in _MISSING_CODES:
+                raise DeviceMissingError(f"{where}: not found ({code})") from exc
+            if code in _FULL_CODES:
+                raise DeviceFullError(f"{where}: {message}") from exc
+            if code in _TRANSIENT_CODES:
+                raise TransientDeviceError(f"{where}: {message}") from exc
+            raise DeviceError(f"{where}: {code}: {message}") from exc
+        except botocore.exceptions.NoCredentialsError as exc:
+            raise DeviceError(f"{where}: no AWS credentials found") from exc
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError,
+            ConnectionError,
+        ) as exc:
+            raise TransientDeviceError(f"{where}: cannot reach the store ({exc})") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise DeviceError(f"{where}: {exc}") from exc
+
+    # -- the seven -------------------------------------------------------------------------
+    def open(self) -> None:
+        if not self.bucket:
+            raise DeviceError(f"{self.url.display}: no bucket (use s3://bucket/prefix)")
+        s3 = self._client()
+        try:
+            self._call("open", lambda: s3.head_bucket(Bucket=self.bucket))
+        except DeviceMissingError as exc:
+            raise DeviceMissingError(f"{self.url.display}: no such bucket") from exc
+
+    def close(self) -> None:
+        client, self.s3 = self.s3, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def raw_space(self) -> Space:
+        return Space(free=None, capacity=None)  # object stores do not tell
+
+    def create(self, name: str) -> ObjectWriter:
+        return self.capped(_S3Writer(self, name))
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        s3 = self._client()
+
+        def fetch() -> bytes:
+            try:
+                resp = s3.get_object(
+                    Bucket=self.bucket,
+                    Key=self._key(name),
+                    Range=f"bytes={offset}-{offset + length - 1}",
+                )
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # starts at or past the end
+                raise
+            with contextlib.closing(resp["Body"]) as body:
+                return body.read()
+
+        return self._call(f"read {name}", fetch)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        s3 = self._client()
+        base = f"{self.prefix}/" if self.prefix else ""
+
+        def walk() -> list[ObjectInfo]:
+            out = []
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base + prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    out.append(ObjectInfo(obj["Key"][len(base) :], int(obj["Size"])))
+            return sorted(out, key=lambda o: o.name)
+
+        return self._call("list", walk)
+
+    def delete(self, name: str) -> None:
+        s3 = self._client()
+        self._call(
+            f"delete {name}", lambda: s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        )
+
+    def size(self, name: str) -> int:
+        s3 = self._client()
+        resp = self._call(
+            f"stat {name}", lambda: s3.head_object(Bucket=self.bucket, Key=self._key(name))
+        )
+        return int(resp["ContentLength"])
