@@ -311,6 +311,20 @@ class Catalog:
                 (label, url, kind),
             )
 
+    def record_speed(self, label: str, rate: float) -> None:
+        """Remember a device's measured throughput (bytes/s), averaged with the last one."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE devices SET speed = CASE WHEN speed IS NULL OR speed <= 0 THEN ?"
+                " ELSE (speed + ?) / 2 END WHERE label = ?",
+                (rate, rate, label),
+            )
+
+    def device_speeds(self) -> dict[str, float]:
+        """label -> throughput (bytes/s) measured in earlier backups, where known."""
+        rows = self.db.execute("SELECT label, speed FROM devices WHERE speed > 0").fetchall()
+        return {label: float(speed) for label, speed in rows}
+
     def finish_set(
         self,
         set_id: str,

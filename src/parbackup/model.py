@@ -195,3 +195,11 @@ class DeviceReport:
     failed_at: float | None = None
     failed_utc: str = ""
     redirected: dict[str, int] = field(default_factory=dict)
+    speed: float | None = None
+    """Bytes/s the plan assumed (``--balance time``, or known from the URL or catalog)."""
+    predicted: float | None = None
+    """Seconds the device was predicted to need for its share, from ``speed``."""
+    finished: float | None = None
+    """Seconds from the start of writing until the device committed its last volume."""
+    moved: dict[str, int] = field(default_factory=dict)
+    """Bytes of not-started work handed to other devices because this one fell behind."""

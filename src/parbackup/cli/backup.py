@@ -15,6 +15,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.engine.balance import Balance
 from parbackup.engine.stream import run_stream_backup
 from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy
@@ -35,6 +36,16 @@ strategy_option = click.option(
     show_default=True,
     help="fill: every device ends at exactly its share, at most devices-1 files split. "
     "threshold: files larger than T = total/devices are cut into segments of at most T.",
+)
+balance_option = click.option(
+    "--balance",
+    type=click.Choice([b.value for b in Balance]),
+    default=Balance.BYTES.value,
+    show_default=True,
+    help="bytes: every device gets an equal share (capped by its free space). time: shares "
+    "proportional to each device's speed (?speed=RATE on its URL, else what earlier "
+    "backups measured, else a short probe write), so all finish together; a device that "
+    "falls behind at run time hands its not-started work to those ahead.",
 )
 order_option = click.option(
     "--order",
@@ -58,11 +69,13 @@ def summarize(report: BackupReport) -> None:
                 str(d.segments),
                 f"{d.seconds:.2f}",
                 f"{rate:.1f}",
+                "-" if d.predicted is None else f"{d.predicted:.2f}",
+                "-" if d.finished is None else f"{d.finished:.2f}",
             ]
         )
     table(
         f"backup set {report.set_id}",
-        ["device", "status", "bytes", "segments", "seconds", "MB/s"],
+        ["device", "status", "bytes", "segments", "busy s", "MB/s", "predicted s", "finished s"],
         rows,
     )
     for d in report.devices:
@@ -71,6 +84,8 @@ def summarize(report: BackupReport) -> None:
             line(f"device failed{when}: {d.url}: {d.error}")
         for url, n in d.redirected.items():
             line(f"  redirected {human_bytes(n)} from {d.url} to {url}")
+        for url, n in d.moved.items():
+            line(f"  moved {human_bytes(n)} from {d.url} (behind its pace) to {url}")
     if any(d.status != "ok" for d in report.devices) and report.status != "failed":
         b = report.balance()
         line(
@@ -98,6 +113,7 @@ def summarize(report: BackupReport) -> None:
 @catalog_option
 @strategy_option
 @order_option
+@balance_option
 @click.option(
     "--device-timeout",
     type=click.FloatRange(min=0.1),
@@ -154,6 +170,7 @@ def backup(
     catalog_path: str | None,
     strategy: str,
     order: str,
+    balance: str,
     device_timeout: float,
     incremental: bool,
     rehash: bool,
@@ -187,6 +204,7 @@ def backup(
         snapshot=snapshot or "",
         pre_command=pre_command,
         post_command=post_command,
+        balance=Balance(balance),
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from parbackup.devices.base import Device
+from parbackup.devices.throttle import ThrottledDevice
 from parbackup.devices.url import DeviceURL, parse_url
 from parbackup.errors import UsageError
 
@@ -45,6 +46,9 @@ def device_class(scheme: str) -> type[Device]:
 
 
 def open_device(url: str | DeviceURL) -> Device:
-    """Build (not yet open) the device a URL names."""
+    """Build (not yet open) the device a URL names; ``?limit=RATE`` wraps it in a throttle."""
     parsed = parse_url(url) if isinstance(url, str) else url
-    return device_class(parsed.scheme)(parsed)
+    device = device_class(parsed.scheme)(parsed)
+    if "limit" in parsed.params:
+        return ThrottledDevice(device)
+    return device

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
+from parbackup.engine import balance
+from parbackup.engine.balance import Balance, Pacer, Speed
 from parbackup.engine.devices import (
     OpenDevice,
     close_all,
@@ -76,6 +78,7 @@ class BackupOptions:
     pre_command: str = ""
     post_command: str = ""
     read_roots: tuple[tuple[str, str], ...] = ()
+    balance: Balance = Balance.BYTES
 
 
 @dataclass
@@ -143,6 +146,11 @@ class BackupReport:
                         else {}
                     ),
                     **({"redirected": d.redirected} if d.redirected else {}),
+                    **{
+                        k: getattr(d, k)
+                        for k in ("speed", "predicted", "finished", "moved")
+                        if getattr(d, k)
+                    },
                 }
                 for d in self.devices
             ],
@@ -177,12 +185,18 @@ def make_plan(
     devices: Sequence[OpenDevice],
     options: BackupOptions,
     reused: Set[int] = frozenset(),
+    speeds: Sequence[Speed] | None = None,
 ):
-    """The plan for ``entries`` (minus ``reused`` ones) over ``devices``, within their room."""
+    """The plan for ``entries`` (minus ``reused`` ones) over ``devices``, within their room.
+
+    With ``--balance time`` each device's share is proportional to its speed.
+    """
     reserve = reserve_for(entries, len(devices))
-    slots = [
-        Slot(room=None if d.space.free is None else max(0, d.space.free - reserve)) for d in devices
-    ]
+    rooms = [None if d.space.free is None else max(0, d.space.free - reserve) for d in devices]
+    if options.balance is Balance.TIME and speeds:
+        slots = [Slot(room=r, weight=s.rate) for r, s in zip(rooms, speeds, strict=True)]
+    else:
+        slots = [Slot(room=r) for r in rooms]
     return plan(pieces_of(entries, reused), slots, options.strategy, options.order)
 
 
@@ -220,6 +234,7 @@ class _Run:
         self.file_errors: dict[int, str] = {}
         self.writers: dict[int, DeviceWriter] = {}
         self.started = time.monotonic()
+        self.pacer: Pacer | None = None
 
     def start(self, set_id: bytes, meta: dict) -> None:
         for i, dev in self.devices.items():
@@ -245,7 +260,7 @@ class _Run:
             self.assigned[dev] += sum(i.size for i in its)
             self.finish_sent[dev] = False
             self.last_seen[dev] = time.monotonic()
-            self.writers[dev].inbox.put(its)
+            self.writers[dev].add(its)
 
     # -- the event loop ------------------------------------------------------------------
     def loop(self) -> None:
@@ -264,9 +279,13 @@ class _Run:
                 event = self.events.get(timeout=0.25)
             except queue.Empty:
                 self._check_hangs()
+                if self.pacer is not None:
+                    balance.pace(self)
                 continue
             self._handle(event)
             self._check_hangs()
+            if self.pacer is not None:
+                balance.pace(self)
 
     def _done(self, dev: int) -> bool:
         """The device has written and committed everything assigned to it."""
@@ -297,6 +316,7 @@ class _Run:
             case Committed():
                 self._make_durable(dev)
                 self.commits[dev] += 1
+                self.reports[dev].finished = round(time.monotonic() - self.started, 3)
             case FileError(file=fid, error=error):
                 if fid not in self.file_errors:
                     self.file_errors[fid] = error
@@ -447,7 +467,8 @@ def run_backup(
             raise BackupFailedError(
                 "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
             )
-        the_plan = make_plan(entries, alive, options, reuse.files)
+        speeds = balance.speeds_for(alive, options.balance, catalog.device_speeds())
+        the_plan = make_plan(entries, alive, options, reuse.files, speeds)
         set_id = new_set_id()
         set_hex = set_id.hex()
         catalog.begin_set(
@@ -473,6 +494,7 @@ def run_backup(
             )
         )
         run = _Run(entries, alive, catalog, set_hex, options, on_event)
+        balance.predict(run, alive, speeds, the_plan.device_bytes(), options.balance)
         meta = {
             "set": set_hex,
             "tool": f"parbackup {__version__}",
@@ -567,6 +589,7 @@ def run_backup(
             ],
             reused=report.reused,
         )
+        balance.remember_speeds(catalog, reports)
         if status != "failed":
             _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
         return report

@@ -5,8 +5,11 @@ more records (a record carries at most ``chunk`` payload bytes, so memory per de
 one buffer of ``chunk`` bytes whatever the file sizes; W3). It tells the engine what it
 did through the shared event queue; it never touches the catalog.
 
-Messages in: a list of Items (more work), FINISH (close and commit the volume), STOP.
-Events out: Record, ItemDone, Durable, FileError, Failed, Committed (all carry ``dev``).
+Work in: ``add(items)`` queues items in ``todo`` (and wakes the writer); ``take_back`` lets
+the engine move items the writer has not started to another device (speed-aware
+rebalancing). Messages in: WORK (look at ``todo``), FINISH (close and commit the volume),
+STOP. Events out: Record, ItemDone, Durable, FileError, Failed, Committed (all carry
+``dev``).
 """
 
 from __future__ import annotations
@@ -16,18 +19,33 @@ import queue
 import stat
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from parbackup.devices.base import ObjectWriter
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError
 from parbackup.format import CHUNK, RecordHeader, VolumeHeader, checksum, end_record
-from parbackup.model import FileEntry, Item, Kind, RecordRef
+from parbackup.model import FileEntry, Item, Kind, Piece, RecordRef
+
+
+@dataclass
+class TakeBack:
+    """What ``DeviceWriter.take_back`` gave up: ``removed`` whole items off the end of the
+    queue, the new last item if it was cut (``tail``), the item being written before and
+    after its cut (``head``), and the pieces that now need another device."""
+
+    removed: int = 0
+    tail: Item | None = None
+    head: tuple[Item, Item] | None = None
+    pieces: list[Piece] = field(default_factory=list)
+
 
 FINISH = "finish"
 STOP = "stop"
 CHANGED = "file changed while being read"
 SHRANK = "file shrank while being read"
+WORK = "work"
 _EMPTY_DIGEST = checksum(b"")
 _SMALL = 64 * 1024
 _SLICE = 1 << 20  # payload goes to the device in slices of this size (progress heartbeat)
@@ -116,6 +134,11 @@ class DeviceWriter(threading.Thread):
         self.chunk = chunk
         self.checkpoint_bytes = checkpoint_bytes
         self.inbox: queue.Queue = queue.Queue()
+        self.todo: deque[Item] = deque()
+        self.lock = threading.Lock()
+        self.current: Item | None = None  # the item being written, its end, and how far
+        self.current_end = 0  # the writer has committed to read (all under ``lock``)
+        self.reading_to = 0
         self.buffer = bytearray(chunk)
         self.volume: ObjectWriter | None = None
         self.volume_name = ""
@@ -139,7 +162,7 @@ class DeviceWriter(threading.Thread):
                     self._commit()
                     self.events.put(Committed(self.dev.index))
                     continue
-                for item in msg:
+                while item := self._next():
                     self._write_item(item)
         except DeviceError as exc:
             # Tell the engine first: aborting a broken device may itself hang.
@@ -148,6 +171,57 @@ class DeviceWriter(threading.Thread):
         except Exception as exc:
             self.events.put(Failed(self.dev.index, f"internal error: {exc!r}"))
             self._abort()
+
+    def add(self, items: list[Item]) -> None:
+        """Queue items after those already queued (called from the engine's thread)."""
+        with self.lock:
+            self.todo.extend(items)
+        self.inbox.put(WORK)
+
+    def _next(self) -> Item | None:
+        with self.lock:
+            self.current = self.todo.popleft() if self.todo else None
+            if self.current is not None:
+                self.current_end = self.current.offset + self.current.size
+                self.reading_to = self.current.offset
+            return self.current
+
+    def take_back(self, nbytes: int) -> TakeBack:
+        """Give up to ``nbytes`` of work not yet read, taken from the end of the queue.
+
+        Whole items come off the end of ``todo`` first; the last one may be cut (its
+        front stays here); then the tail of the item being written may be cut beyond the
+        chunk in flight. Cuts smaller than one chunk are not worth it and are not made.
+        The engine mirrors the result on its own view of the queue.
+        """
+        out = TakeBack()
+        with self.lock:
+            while self.todo and nbytes > 0:
+                last = self.todo[-1]
+                if last.size <= nbytes:
+                    self.todo.pop()
+                    out.removed += 1
+                    out.pieces.append(Piece(last.file, last.offset, last.size))
+                    nbytes -= last.size
+                    continue
+                if nbytes >= self.chunk:  # cut the last item; keep its front here
+                    out.tail = Item(last.file, last.offset, last.size - nbytes, last.device)
+                    out.pieces.append(Piece(last.file, last.offset + out.tail.size, nbytes))
+                    self.todo[-1] = out.tail
+                return out
+            cur = self.current
+            if cur is None or self.todo or nbytes < self.chunk:
+                return out
+            give = min(nbytes, self.current_end - self.reading_to)
+            if give >= self.chunk:
+                self.current_end -= give
+                out.head = (
+                    cur,
+                    Item(cur.file, cur.offset, self.current_end - cur.offset, cur.device),
+                )
+                out.pieces.append(Piece(cur.file, self.current_end, give))
+                self.current = out.head[1]
+        return out
 
     # -- volumes -------------------------------------------------------------------------
     def _open_volume(self) -> None:
@@ -244,10 +318,15 @@ class DeviceWriter(threading.Thread):
             self.events.put(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
             return
         try:
-            offset, end = item.offset, item.offset + item.size
+            offset = item.offset
             view = memoryview(self.buffer)
-            while offset < end:
-                want = min(self.chunk, end - offset)
+            while True:
+                with self.lock:  # take_back may have cut this item's tail
+                    end = self.current_end
+                    if offset >= end:
+                        break
+                    want = min(self.chunk, end - offset)
+                    self.reading_to = offset + want
                 try:
                     got = os.preadv(fd, [view[:want]], offset)
                 except OSError as exc:

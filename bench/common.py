@@ -1,0 +1,225 @@
+"""Shared benchmark helpers: tmpfs devices, source trees, measured child processes, tables.
+
+Every benchmark runs each tool as a child process and takes its wall time, CPU seconds
+(user + system) and peak RSS from ``wait4``'s rusage, so all tools are measured the same
+way. Devices are tmpfs mounts (one per device), so no tool pays for the root disk and
+the figures show the tools' own cost. Needs root (mount); the Debian packages of the
+peer tools are installed on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+PY = sys.executable
+
+
+@dataclass
+class Measured:
+    """One measured run of a child process."""
+
+    name: str
+    wall: float
+    cpu: float
+    rss_mb: float
+    code: int
+    out: str = ""
+
+    def rate(self, nbytes: int) -> float:
+        """MB/s (10^6 bytes per second)."""
+        return nbytes / self.wall / 1e6 if self.wall > 0 else 0.0
+
+
+def run(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: dict | None = None,
+    cwd: str | None = None,
+    check: bool = True,
+    stdin: int | None = subprocess.DEVNULL,
+) -> Measured:
+    """Run ``argv`` and measure it (wall clock, CPU seconds, peak RSS of the process)."""
+    full_env = {**os.environ, **(env or {})}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=cwd, stdin=stdin)
+        peak = _PeakRss(proc.pid)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        peak.stop()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, errors = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    m = Measured(
+        name,
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        peak.kb / 1024,
+        proc.returncode,
+        text,
+    )
+    if check and m.code not in (0, 3):
+        raise SystemExit(
+            f"{name} failed ({m.code}): {' '.join(argv)}\n{text[-2000:]}\n{errors[-4000:]}"
+        )
+    return m
+
+
+class _PeakRss(threading.Thread):
+    """Polls VmHWM (peak RSS since exec) of a process and its children every 10 ms.
+
+    rusage's ru_maxrss would include the benchmark's own memory, inherited at fork.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.kb, self.done = pid, 0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.wait(0.01):
+            self.kb = max(self.kb, _tree_hwm(self.pid))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+def _tree_hwm(pid: int) -> int:
+    total = 0
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            for child in fh.read().split():
+                total += _tree_hwm(int(child))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def parbackup_argv(*args: str) -> list[str]:
+    """The command line of parbackup from this checkout."""
+    return [PY, "-m", "parbackup", *args]
+
+
+def parbackup_env(catalog: str) -> dict:
+    return {"PYTHONPATH": str(SRC), "PARBACKUP_CATALOG": catalog}
+
+
+# -- mounts ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def tmpfs(path: str, size: str) -> Iterator[str]:
+    """A fresh tmpfs mounted at ``path`` for the block; unmounted afterwards."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def wipe(path: str) -> None:
+    """Empty a directory (a device between two tools) without unmounting it."""
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+
+
+def drop_caches() -> None:
+    """Ask the kernel to drop clean caches (sources on tmpfs stay in RAM anyway)."""
+    with contextlib.suppress(OSError), open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3\n")
+
+
+# -- peers ----------------------------------------------------------------------------
+def ensure_debs(commands: dict[str, str]) -> None:
+    """Install the Debian packages providing ``commands`` (command -> package) if missing."""
+    missing = sorted({pkg for cmd, pkg in commands.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"missing {' '.join(missing)}; run as root to install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+    )
+
+
+def tree_stats(path: str) -> tuple[int, int]:
+    """(regular files, bytes) under ``path``."""
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            st = os.lstat(os.path.join(dirpath, n))
+            if os.path.isfile(os.path.join(dirpath, n)) and not os.path.islink(
+                os.path.join(dirpath, n)
+            ):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
+def random_file(path: str, size: int, seed: int) -> None:
+    """``size`` incompressible bytes (a fast PRNG stream, so creating them is cheap)."""
+    rng = __import__("random").Random(seed)
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            fh.write(rng.randbytes(n))
+            left -= n
+
+
+def same_tree(a: str, b: str) -> bool:
+    """True when both trees hold the same regular files with the same bytes."""
+    proc = subprocess.run(["diff", "-rq", "--no-dereference", a, b], capture_output=True)
+    if proc.returncode != 0:
+        print(proc.stdout.decode()[-2000:], proc.stderr.decode()[-2000:], file=sys.stderr)
+    return proc.returncode == 0
+
+
+def self_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def conditions() -> str:
+    """What the machine looked like when the figures were taken."""
+    load = os.getloadavg()
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, Python "
+        f"{sys.version.split()[0]}"
+    )
