@@ -14,7 +14,7 @@ from conftest import restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
 from parbackup.devices.throttle import ThrottledDevice, TokenBucket
-from parbackup.engine.backup import BackupOptions, make_plan
+from parbackup.engine.backup import BackupOptions, make_plan, reserve_for
 from parbackup.engine.balance import (
     Balance,
     Pacer,
@@ -107,23 +107,25 @@ def test_catalog_remembers_speeds(tmp_path):
 def test_time_plan_shares_follow_speeds(sizes, rates):
     devs = _open([f"memory://w{i}" for i in range(len(rates))])
     speeds = [Speed(float(r), "url") for r in rates]
-    plan = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.TIME), speeds)
+    plan = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.TIME), speeds=speeds)
     got = plan.device_bytes()
     total = sum(sizes)
     assert sum(got) == total
     for share, r in zip(got, rates, strict=True):
         assert abs(share - total * r / sum(rates)) <= 1  # fill ends exactly at each share
-    equal = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.BYTES), speeds)
+    equal = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.BYTES), speeds=speeds)
     assert max(equal.device_bytes()) - min(equal.device_bytes()) <= 1
 
 
 def test_time_plan_still_respects_free_space():
-    devs = _open(["memory://cap1?capacity=2000", "memory://cap2"])
+    devs = _open(["memory://cap1?capacity=1M", "memory://cap2"])
     speeds = [Speed(1000.0, "url"), Speed(1.0, "url")]  # the fast one is small
-    plan = make_plan(_entries([1500, 1500]), devs, BackupOptions(balance=Balance.TIME), speeds)
-    free = devs[0].space.free
-    assert plan.device_bytes()[0] == free
-    assert sum(plan.device_bytes()) == 3000
+    entries = _entries([800_000, 800_000])
+    plan = make_plan(entries, devs, BackupOptions(balance=Balance.TIME), speeds=speeds)
+    room = devs[0].space.free - reserve_for(entries, 2)
+    assert 0 < room < 1_000_000
+    assert plan.device_bytes()[0] == room
+    assert sum(plan.device_bytes()) == 1_600_000
 
 
 # -- the pacer's decision (pure) -------------------------------------------------------
