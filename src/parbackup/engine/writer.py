@@ -5,7 +5,8 @@ more records (a record carries at most ``chunk`` payload bytes, so memory per de
 one buffer of ``chunk`` bytes whatever the file sizes; W3). It tells the engine what it
 did through the shared event queue; it never touches the catalog.
 
-Work in: ``add(items)`` queues items in ``todo`` (and wakes the writer); ``take_back`` lets
+Work in: ``add(items)`` queues items in ``todo`` (and wakes the writer; a list of items put
+in the inbox is queued the same way when the writer reaches it); ``take_back`` lets
 the engine move items the writer has not started to another device (speed-aware
 rebalancing). Messages in: WORK (look at ``todo``), FINISH (close and commit the volume),
 STOP. Events out: Record, ItemDone, Durable, FileError, Failed, Committed (all carry
@@ -162,6 +163,9 @@ class DeviceWriter(threading.Thread):
                     self._commit()
                     self.events.put(Committed(self.dev.index))
                     continue
+                if isinstance(msg, list):  # items sent straight to the inbox
+                    with self.lock:
+                        self.todo.extend(msg)
                 while item := self._next():
                     self._write_item(item)
         except DeviceError as exc:
