@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import make_tree, restored_root, run_cli, snapshot
 from servers import FifoCapture
 

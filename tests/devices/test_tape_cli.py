@@ -50,3 +50,21 @@ def test_restore_without_the_tape_names_it(tmp_path, device_dirs):
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat, "--json")
     assert r.code == 1
     assert any("tape://" in d["device"] for d in r.json["damaged"])
+
+
+def test_incremental_never_reuses_a_rewritten_tape(tmp_path, device_dirs):
+    tree = make_tree(tmp_path / "src", seed=6, files=25, big=(2_000_000,))
+    (disk,) = device_dirs(1)
+    image = tmp_path / "tape.img"
+    cat = str(tmp_path / "cat.sqlite")
+    devs = ["-d", str(disk), "-d", f"tape://{image}"]
+    r = run_cli("backup", str(tree), *devs, "--catalog", cat, "--json")
+    assert r.code == 0, r.err
+    # the same tape again: it is started anew, so nothing on it may be reused
+    r = run_cli("backup", str(tree), *devs, "--catalog", cat, "--incremental", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["devices"][1]["bytes"] > 0
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out, tree)) == snapshot(tree)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parbackup.catalog import Catalog, SetInfo
+from parbackup.devices.registry import device_class
+from parbackup.devices.url import parse_url
+from parbackup.errors import UsageError
 from parbackup.sources.incremental import Previous, Reuse, origin_of, select
 
 RESTORABLE = ("complete", "degraded")
@@ -23,11 +26,28 @@ def parent_set(catalog: Catalog, sources: Sequence[str]) -> SetInfo | None:
     return None
 
 
+def rewritten_labels(catalog: Catalog) -> set[str]:
+    """Labels of sequential media (tapes): a backup onto one starts it anew, so records
+    there must not be reused by a later set (the tape may have been rewritten since)."""
+    out = set()
+    for label, url in catalog.device_urls().items():
+        try:
+            if device_class(parse_url(url).scheme).capabilities.sequential:
+                out.add(label)
+        except UsageError:
+            continue
+    return out
+
+
 def load_previous(catalog: Catalog, set_id: str) -> dict[str, Previous]:
-    """Path -> (entry, records with their origin) for every intact file of a set."""
+    """Path -> (entry, records with their origin) for every intact file of a set.
+
+    Records on tapes are left out, so files held there are backed up again.
+    """
     records: dict[int, list] = {}
+    tapes = rewritten_labels(catalog)
     for fid, ref in catalog.records(set_id):
-        if ref.size:
+        if ref.size and ref.label not in tapes:
             records.setdefault(fid, []).append(origin_of(set_id, fid, ref))
     return {
         f.entry.path: Previous(f.entry, tuple(records.get(f.file_id, ())))
