@@ -109,7 +109,10 @@ class _StreamRun:
         self.pending: dict[int, list[tuple[int, RecordRef]]] = {i: [] for i in self.devices}
         self.assigned = dict.fromkeys(self.devices, 0)
         self.finish_sent = dict.fromkeys(self.devices, False)
-        self.committed = dict.fromkeys(self.devices, False)
+        # FINISH sent / Committed received, counted: a Committed answering an earlier FINISH
+        # must not mark segments assigned after it as committed (see engine/backup.py).
+        self.finishes = dict.fromkeys(self.devices, 0)
+        self.commits = dict.fromkeys(self.devices, 0)
         self.last_seen = dict.fromkeys(self.devices, time.monotonic())
         self.reports = {
             i: DeviceReport(url=d.url, label=d.label.label) for i, d in self.devices.items()
@@ -165,7 +168,7 @@ class _StreamRun:
         dev = min(fits, key=lambda i: (self.assigned[i], i))
         self.outstanding[dev].append(seg)
         self.assigned[dev] += seg.size
-        self.finish_sent[dev] = self.committed[dev] = False
+        self.finish_sent[dev] = False
         self.last_seen[dev] = time.monotonic()
         writer = self.writers[dev]
         writer.segments[seg.offset] = memoryview(seg.buffer)[: seg.size]
@@ -180,9 +183,15 @@ class _StreamRun:
             for dev in sorted(self.alive):
                 if not self.outstanding[dev] and not self.finish_sent[dev]:
                     self.finish_sent[dev] = True
+                    self.finishes[dev] += 1
                     self.last_seen[dev] = time.monotonic()
                     self.writers[dev].inbox.put(FINISH)
-            if all(self.committed[d] and not self.outstanding[d] for d in self.alive):
+            if all(
+                self.finish_sent[d]
+                and not self.outstanding[d]
+                and self.commits[d] == self.finishes[d]
+                for d in self.alive
+            ):
                 return
             self._wait_event()
 
@@ -206,7 +215,7 @@ class _StreamRun:
             self._handle(event)
         now = time.monotonic()
         for dev in sorted(self.alive):
-            waiting = self.outstanding[dev] or (self.finish_sent[dev] and not self.committed[dev])
+            waiting = self.outstanding[dev] or self.commits[dev] != self.finishes[dev]
             if waiting and now - self.last_seen[dev] > self.options.device_timeout:
                 self._fail(dev, f"no progress for {self.options.device_timeout:g} seconds")
 
@@ -233,7 +242,7 @@ class _StreamRun:
             case Committed():
                 self._flush(dev)
                 self.undurable[dev] = 0
-                self.committed[dev] = True
+                self.commits[dev] += 1
             case FileError(error=error):
                 self.lost = self.lost or error
             case Failed(error=error):
