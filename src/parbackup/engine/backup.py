@@ -57,6 +57,7 @@ from parbackup.model import DeviceReport, FileEntry, Item, Order, Piece, Skipped
 from parbackup.plan import plan, replan
 from parbackup.progress import DeviceBytes, DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.sources.incremental import Reuse
+from parbackup.sources.remote import close_connections
 from parbackup.sources.tree import scan
 
 CATALOG_COPY = "catalog/catalog.sqlite"
@@ -596,6 +597,7 @@ def run_backup(
     finally:
         # Failed devices were closed (or left hanging) in the background already.
         close_all([d for d in alive if run is None or d.index in run.alive], options.device_timeout)
+        close_connections()
 
 
 def _copy_catalog(catalog: Catalog, devices: list[OpenDevice], on_event: EventSink) -> None:

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 
 from parbackup.devices.base import ObjectWriter
 from parbackup.engine.devices import OpenDevice
-from parbackup.errors import DeviceError
+from parbackup.errors import DeviceError, SourceError
 from parbackup.format import CHUNK, RecordHeader, VolumeHeader, checksum, end_record
 from parbackup.model import FileEntry, Item, Kind, Piece, RecordRef
+from parbackup.sources.remote import CHANGED, SHRANK, is_remote, read_remote
 
 
 @dataclass
@@ -44,8 +45,6 @@ class TakeBack:
 
 FINISH = "finish"
 STOP = "stop"
-CHANGED = "file changed while being read"
-SHRANK = "file shrank while being read"
 WORK = "work"
 _EMPTY_DIGEST = checksum(b"")
 _SMALL = 64 * 1024
@@ -315,7 +314,18 @@ class DeviceWriter(threading.Thread):
             self.since_checkpoint = 0
         self.busy_seconds += time.monotonic() - started
 
+    def _copy_remote(self, item: Item, entry: FileEntry) -> None:
+        """Like _copy_range, for a file of a remote tree (sources/remote.py)."""
+        try:
+            for offset, view in read_remote(entry, item.offset, item.size, self.buffer):
+                self._emit_record(item, entry, offset, view)
+        except SourceError as exc:
+            self.events.put(FileError(self.dev.index, item.file, str(exc)))
+
     def _copy_range(self, item: Item, entry: FileEntry) -> None:
+        if is_remote(entry.read_path):
+            self._copy_remote(item, entry)
+            return
         try:
             fd = os.open(entry.read_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
 from parbackup.sources.blockdev import image_entry, is_block_device
+from parbackup.sources.remote import check_remote, is_remote, walk_remote
 
 ErrorFunc = Callable[[str, str], None]
 
@@ -23,6 +24,10 @@ def check_sources(sources: Sequence[str]) -> list[str]:
     """Absolute forms of the sources; SourceError if any is missing (before any write)."""
     out: list[str] = []
     for src in sources:
+        if is_remote(src):
+            if src not in out:
+                out.append(check_remote(src))
+            continue
         path = os.path.abspath(src)
         if not os.path.lexists(path):
             raise SourceError(f"source does not exist: {src}")
@@ -59,8 +64,12 @@ def _entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
 def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
     """Entries of one source tree (the root itself first), depth first, sorted by name.
 
-    A source that is a block device, or a symlink to one, is one image entry (F2).
+    A source that is a block device, or a symlink to one, is one image entry (F2); a URL
+    is a remote tree (sources/remote.py).
     """
+    if is_remote(source):
+        yield from walk_remote(source, on_error)
+        return
     if is_block_device(source):
         try:
             yield image_entry(source, source)
