@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -195,10 +194,7 @@ class SshServer:
         self.log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 (lives as long as sshd)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         try:
-            if self.netns:
-                _wait_port_in_netns(self.netns, self.host, self.port)
-            else:
-                wait_port(self.port, self.host)
+            wait_port(self.port, self.host)  # a namespace host is routed to over its veth
         except OSError:
             self.stop()
             log = (self.dir / "sshd.log").read_text()
@@ -248,18 +244,75 @@ class SshServer:
         self.stop()
 
 
-def _wait_port_in_netns(netns: str, host: str, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1)"
-    while True:
-        r = subprocess.run(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", probe], capture_output=True
-        )
-        if r.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise OSError(f"nothing listens on {host}:{port} in {netns}")
-        time.sleep(0.1)
+class NetnsHost:
+    """A distant host: a network namespace joined to this one by a veth pair.
+
+    ``rate`` (e.g. ``50mbit``) shapes both ends of the link with ``tc qdisc ... tbf rate R
+    burst 64kb latency 500ms`` (this kernel has tbf, not netem). ``ip`` is the host's
+    address as seen from here; ``cut()`` and ``mend()`` take the link down and up again.
+    Needs root; ``available()`` says whether namespaces can be made here.
+    """
+
+    def __init__(self, index: int, *, rate: str = "", tag: str = "") -> None:
+        tag = tag or f"{os.getpid() % 10000}"
+        self.name = f"pb{tag}h{index}"
+        self.outer, self.inner = f"pb{tag}h{index}a", f"pb{tag}h{index}b"
+        net = 64 + (os.getpid() % 100)
+        self.local_ip, self.ip = f"10.{net}.{index}.1", f"10.{net}.{index}.2"
+        self.rate = rate
+        self.up = False
+
+    @staticmethod
+    def available() -> bool:
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            return False
+        probe = f"pbprobe{os.getpid() % 10000}"
+        ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+        return ok
+
+    def _ip(self, *args: str, netns: bool = False) -> None:
+        cmd = ["ip", "-n", self.name, *args] if netns else ["ip", *args]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def start(self) -> NetnsHost:
+        self._ip("netns", "add", self.name)
+        self.up = True
+        self._ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+        self._ip("link", "set", self.inner, "netns", self.name)
+        self._ip("addr", "add", f"{self.local_ip}/24", "dev", self.outer)
+        self._ip("link", "set", self.outer, "up")
+        self._ip("addr", "add", f"{self.ip}/24", "dev", self.inner, netns=True)
+        self._ip("link", "set", self.inner, "up", netns=True)
+        self._ip("link", "set", "lo", "up", netns=True)
+        if self.rate:
+            tbf = ["root", "tbf", "rate", self.rate, "burst", "64kb", "latency", "500ms"]
+            subprocess.run(["tc", "qdisc", "add", "dev", self.outer, *tbf], check=True)
+            subprocess.run(
+                ["ip", "netns", "exec", self.name, "tc", "qdisc", "add", "dev", self.inner, *tbf],
+                check=True,
+            )
+        return self
+
+    def cut(self) -> None:
+        """The link goes down (packets are dropped; connections hang, then time out)."""
+        self._ip("link", "set", self.outer, "down")
+
+    def mend(self) -> None:
+        self._ip("link", "set", self.outer, "up")
+
+    def stop(self) -> None:
+        if self.up:
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+            subprocess.run(["ip", "link", "del", self.outer], capture_output=True)
+            self.up = False
+
+    def __enter__(self) -> NetnsHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class S3Server:
