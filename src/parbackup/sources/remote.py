@@ -1,16 +1,18 @@
-"""Remote trees as sources (REQUIREMENTS F1, F2): ``sftp://[user@]host[:port]/path``.
+"""Remote trees as sources (REQUIREMENTS F1, F2): ``sftp://[user@]host[:port]/path`` and
+``s3://bucket/prefix``.
 
 A remote source is read through the same URL handling and connection code as the remote
 devices (``devices.url``, ``devices.registry``): the same ``~/.ssh/config``, agent,
-``?identity=`` and ``?known_hosts=`` options and host key checks. Its entries are recorded
-under ``/<host>/<absolute remote path>``, so a remote tree restores to
-``TARGET/<host>/...`` and never collides with a local one; the catalog keeps the URL
-without secrets as the source. Each thread (the scan, each device writer) keeps its own
-connection per host, so devices read remote files at once; ``close_connections`` ends
-them.
+``?identity=`` and ``?known_hosts=`` options and host key checks. Its entries are
+recorded under ``/<host>/<absolute remote path>`` (``/<bucket>/<key>`` for S3), so a
+remote tree restores to ``TARGET/<host>/...`` and never collides with a local one; the
+catalog keeps the URL without secrets as the source. An S3 prefix is a tree whose
+directories are the ``/``-separated parts of its keys (mode 0755; files 0644, mtime =
+LastModified). Each thread (the scan, each device writer) keeps its own connection per
+host, so devices read remote files at once; ``close_connections`` ends them.
 
-SFTP gives no ctime and no inode number, and mtime in whole seconds: an incremental
-backup of a remote tree compares size and mtime (``ctime_ns`` is set to the mtime).
+SFTP and S3 give no ctime and no inode number, and mtime in whole seconds: an
+incremental backup of a remote tree compares size and mtime (``ctime_ns`` is the mtime).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from parbackup.devices.url import DeviceURL, parse_url
 from parbackup.errors import DeviceError, SourceError
 from parbackup.model import FileEntry, Kind
 
-REMOTE_SCHEMES = ("sftp",)
+REMOTE_SCHEMES = ("sftp", "s3")
 CHANGED = "file changed while being read"
 SHRANK = "file shrank while being read"
 
@@ -53,8 +55,8 @@ def check_remote(source: str) -> str:
     return source
 
 
-def _session(url: DeviceURL):
-    """This thread's SFTP session to the host of ``url`` (connecting on first use)."""
+def _device(url: DeviceURL) -> Device:
+    """This thread's open device for the host (bucket) of ``url``, made on first use."""
     key = (url.scheme, url.user, url.host, url.port, tuple(sorted(url.params.items())))
     cache: dict = _local.__dict__.setdefault("sessions", {})
     device = cache.get(key)
@@ -65,7 +67,12 @@ def _session(url: DeviceURL):
         cache[key] = device
         with _lock:
             _opened.append(device)
-    return device._client()
+    return device
+
+
+def _session(url: DeviceURL):
+    """This thread's SFTP session to the host of ``url`` (connecting on first use)."""
+    return _device(url)._client()
 
 
 def close_connections() -> None:
@@ -110,6 +117,9 @@ def _entry(url: DeviceURL, path: str, attrs, source: str, link: str) -> FileEntr
 def walk_remote(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
     """Entries of one remote tree (its root first), depth first, sorted by name."""
     url = parse_url(source)
+    if url.scheme == "s3":
+        yield from _walk_s3(url, on_error)
+        return
     display = url.display
     try:
         sftp = _session(url)
@@ -166,6 +176,9 @@ def read_remote(
     (size or mtime) while it was read.
     """
     url = parse_url(entry.read_from)
+    if url.scheme == "s3":
+        yield from _read_s3(entry, url, offset, size, buffer)
+        return
     try:
         fh = _session(url).open(url.path, "rb")
     except (DeviceError, OSError) as exc:
@@ -193,3 +206,91 @@ def read_remote(
     finally:
         with contextlib.suppress(Exception):
             fh.close()
+
+
+# -- S3 ------------------------------------------------------------------------------------
+def _s3_objects(url: DeviceURL) -> list[dict]:
+    """Every object under the URL's prefix (key, size, LastModified)."""
+    device = _device(url)
+    prefix = url.path.strip("/")
+    base = f"{prefix}/" if prefix else ""
+    s3 = device._client()  # type: ignore[attr-defined]
+
+    def listing() -> list[dict]:
+        out: list[dict] = []
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=url.host, Prefix=base)
+        for page in pages:
+            out.extend(page.get("Contents", []))
+        return out
+
+    return device._call("list", listing)  # type: ignore[attr-defined]
+
+
+def _walk_s3(url: DeviceURL, on_error: ErrorFunc) -> Iterator[FileEntry]:
+    try:
+        objects = _s3_objects(url)
+    except DeviceError as exc:
+        on_error(url.display, str(exc))
+        return
+    prefix = url.path.strip("/")
+    top = f"/{url.host}" + (f"/{prefix}" if prefix else "")
+    newest = max((int(o["LastModified"].timestamp()) for o in objects), default=0) * 10**9
+    entries: dict[str, FileEntry] = {}
+
+    def add_dir(path: str) -> None:
+        while path not in entries and path.startswith(top):
+            entries[path] = FileEntry(
+                path, Kind.DIR, 0, 0o040755, newest, source=url.display, ctime_ns=newest
+            )
+            path = posixpath.dirname(path)
+
+    add_dir(top)
+    for obj in objects:
+        key = obj["Key"]
+        path = f"/{url.host}/{key}"
+        if key.endswith("/"):
+            add_dir(path.rstrip("/"))
+            continue
+        if any(part in ("", ".", "..") for part in key.split("/")):
+            on_error(path, "object key cannot be a file path")
+            continue
+        add_dir(posixpath.dirname(path))
+        mtime = int(obj["LastModified"].timestamp()) * 10**9
+        entries[path] = FileEntry(
+            path,
+            Kind.FILE,
+            int(obj["Size"]),
+            0o100644,
+            mtime,
+            source=url.display,
+            ctime_ns=mtime,
+            read_from=_file_url(url, "/" + key),
+        )
+    yield from (entries[p] for p in sorted(entries))
+
+
+def _read_s3(
+    entry: FileEntry, url: DeviceURL, offset: int, size: int, buffer: bytearray
+) -> Iterator[tuple[int, memoryview]]:
+    device = _device(url)
+    key = url.path.lstrip("/")
+    view = memoryview(buffer)
+    at, end = offset, offset + size
+    try:
+        while at < end:
+            want = min(len(buffer), end - at)
+            data = device.read(key, at, want)
+            if len(data) != want:
+                raise SourceError(SHRANK)
+            view[:want] = data
+            yield at, view[:want]
+            at += want
+        s3 = device._client()  # type: ignore[attr-defined]
+        head = device._call(  # type: ignore[attr-defined]
+            "stat", lambda: s3.head_object(Bucket=url.host, Key=key)
+        )
+    except DeviceError as exc:
+        raise SourceError(f"read failed: {exc}") from exc
+    mtime = int(head["LastModified"].timestamp()) * 10**9
+    if (int(head["ContentLength"]), mtime) != (entry.size, entry.mtime_ns):
+        raise SourceError(CHANGED)
