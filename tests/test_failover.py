@@ -198,3 +198,30 @@ def test_redirect_to_a_device_that_is_committing(tmp_path, src):
         proc.kill()
     assert proc.returncode == 3, out
     restore_and_compare(tmp_path, src, remove=[d[1]])
+
+
+def test_failure_under_time_balance(tmp_path, src):
+    """With --balance time the replan weighs the survivors by their rates; all restores."""
+    d = dirs(tmp_path, 3)
+    bad = f"faulty+file://{d[2]}?speed=20M&fail_after=300K"
+    urls = [f"{d[0]}?speed=30M", f"{d[1]}?speed=10M", bad]
+    r = backup(tmp_path, src, urls, "--balance", "time")
+    assert r.code == 3, r.err
+    failed = by_url(r.json)[bad]
+    assert failed["status"] == "failed"
+    assert sum(failed["redirected"].values()) >= 300_000
+    restore_and_compare(tmp_path, src, remove=[d[2]])
+
+
+def test_device_hanging_at_the_catalog_copy_does_not_hold_the_run(tmp_path, src):
+    """The set is complete and durable everywhere; only the catalog copy is missing on
+    the device that hung at the very end, and closing it is not waited for."""
+    d = dirs(tmp_path, 2)
+    hangs = f"faulty+file://{d[1]}?hang_catalog=1"
+    r = backup(tmp_path, src, [str(d[0]), hangs], "--device-timeout", "1")
+    assert r.code == 0, r.err
+    assert r.json["status"] == "complete"
+    assert f"could not copy the catalog to {hangs}: no progress for 1 seconds" in r.err
+    assert (d[0] / "catalog" / "catalog.sqlite").exists()
+    assert not (d[1] / "catalog" / "catalog.sqlite").exists()
+    restore_and_compare(tmp_path, src)

@@ -13,6 +13,8 @@ and catalog copies do not move the fault. Options:
                      retry wrapper gives up after its attempts).
 ``hang_after=SIZE``  after SIZE volume bytes the write blocks for ever, and so do
                      ``close`` and ``abort`` (a frozen host, a hung NFS mount).
+``hang_catalog=1``   writing the catalog copy (``catalog/``) blocks for ever, and so does
+                     everything after it: a device that hangs once its volume is done.
 ``flaky=K``          every K-th write raises TransientDeviceError once, writing nothing.
 ``fail_open=1``      ``open`` fails: the device is unreachable before the backup starts.
 ``hang_open=1``      ``open`` blocks for ever (a hung mount met before the backup starts).
@@ -46,6 +48,7 @@ FAULT_KEYS = {
     "flaky",
     "fail_open",
     "hang_open",
+    "hang_catalog",
     "pause_after",
     "pause_commit",
     "gate",
@@ -68,10 +71,15 @@ def inner_url(raw: str) -> str:
 
 
 class _FaultyWriter(ObjectWriter):
-    def __init__(self, device: FaultyDevice, inner: ObjectWriter, counted: bool) -> None:
-        self.device, self.inner, self.counted = device, inner, counted
+    def __init__(
+        self, device: FaultyDevice, inner: ObjectWriter, counted: bool, catalog: bool = False
+    ) -> None:
+        self.device, self.inner, self.counted, self.catalog = device, inner, counted, catalog
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.catalog and self.device.hang_catalog:
+            self.device.hung = True
+        self.device.check()
         if not self.counted:
             self.inner.write(data)
             return
@@ -117,6 +125,7 @@ class FaultyDevice(Device):
         self.flaky = int(p.get("flaky", "0"))
         self.fail_open = p.get("fail_open", "") not in ("", "0")
         self.hang_open = p.get("hang_open", "") not in ("", "0")
+        self.hang_catalog = p.get("hang_catalog", "") not in ("", "0")
         kind = p.get("error", "eio")
         if kind not in _ERRORS:
             raise UsageError(f"faulty device: error must be one of {', '.join(_ERRORS)}")
@@ -199,7 +208,8 @@ class FaultyDevice(Device):
         return _FaultyWriter(self, self.inner.create(name), counted)
 
     def replace(self, name: str) -> ObjectWriter:
-        return _FaultyWriter(self, self.inner.replace(name), name.startswith("sets/"))
+        counted, catalog = name.startswith("sets/"), name.startswith("catalog/")
+        return _FaultyWriter(self, self.inner.replace(name), counted, catalog)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         if name.startswith("sets/"):

@@ -353,6 +353,7 @@ class _Run:
         report.status, report.error = "failed", error
         report.failed_at = round(time.monotonic() - self.started, 3)
         report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
+        self.writers[dev].cancelled.set()
         self.writers[dev].inbox.put(STOP)
         written = self.kept[dev] + self.pending[dev]
         lost = [Piece(fid, ref.offset, ref.size) for fid, ref in written]  # type: ignore[attr-defined]
@@ -376,15 +377,7 @@ class _Run:
         if not self.alive or not lost:
             return
         survivors = sorted(self.alive)
-        # Each survivor's load is all it was given in this run, so the final loads come
-        # out level (R3); its room is what the plan left it, minus the larger reserve
-        # for headers and the catalog copy that fewer devices now have to carry.
-        reserve = reserve_for(self.entries, len(survivors))
-        slots = []
-        for s in survivors:
-            free = self.devices[s].space.free
-            room = None if free is None else max(0, free - reserve - self.assigned[s])
-            slots.append(Slot(room=room, load=self.assigned[s]))
+        slots = self._survivor_slots(survivors)
         try:
             new = replan(_coalesce(lost), slots, self.options.strategy, self.options.order)
         except PlanError as exc:
@@ -403,6 +396,34 @@ class _Run:
             ", ".join(f"{n} to {u}" for u, n in report.redirected.items()),
         )
         self.assign(items)
+
+    def _survivor_slots(self, survivors: list[int]) -> list[Slot]:
+        """The survivors as the replan sees them (R3).
+
+        Balancing bytes, a survivor's load is all it was given in this run, so the final
+        loads come out level. Balancing time (``--balance time``), it is the work it has
+        left and its weight its observed rate, so that all finish together. Its room is
+        what the plan left it, minus the larger reserve for headers and the catalog copy
+        that fewer devices now have to carry.
+        """
+        reserve = reserve_for(self.entries, len(survivors))
+        rates: dict[int, float] = {}
+        if self.pacer is not None:
+            done = {d: self.reports[d].bytes for d in survivors}
+            busy = {
+                d: None if self.outstanding[d] else self.writers[d].busy_seconds for d in survivors
+            }
+            rates = self.pacer.rates(time.monotonic() - self.started, done, busy)
+        slots = []
+        for s in survivors:
+            free = self.devices[s].space.free
+            room = None if free is None else max(0, free - reserve - self.assigned[s])
+            if s in rates:
+                load = max(0, self.assigned[s] - self.reports[s].bytes)
+                slots.append(Slot(room=room, load=load, weight=max(rates[s], balance.MIN_RATE)))
+            else:
+                slots.append(Slot(room=room, load=self.assigned[s]))
+        return slots
 
     def stop(self) -> None:
         for writer in self.writers.values():
@@ -592,7 +613,8 @@ def run_backup(
         )
         balance.remember_speeds(catalog, reports)
         if status != "failed":
-            _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
+            survivors = [d for d in alive if d.index in run.alive]
+            _copy_catalog(catalog, survivors, on_event, options.device_timeout)
         return report
     finally:
         # Failed devices were closed (or left hanging) in the background already.
@@ -600,14 +622,59 @@ def run_backup(
         close_connections()
 
 
-def _copy_catalog(catalog: Catalog, devices: list[OpenDevice], on_event: EventSink) -> None:
-    """Put a copy of the catalog on every surviving device (X2)."""
+def _copy_catalog(
+    catalog: Catalog, devices: list[OpenDevice], on_event: EventSink, timeout: float = 60.0
+) -> None:
+    """Put a copy of the catalog on every surviving device at once (X2).
+
+    A device that stops taking the copy for ``timeout`` seconds is left behind with a
+    notice: the set is already recorded, and a hung device must not hold the run up.
+    """
     with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
         path = os.path.join(tmp, "catalog.sqlite")
         catalog.copy_to(path)
-        for dev in devices:
-            try:
-                with open(path, "rb") as fh:
-                    dev.device.put_stream(CATALOG_COPY, fh)
-            except Exception as exc:
-                on_event(Notice(f"could not copy the catalog to {dev.url}: {exc}"))
+        copies = [_CatalogCopy(dev, path) for dev in devices]
+        for c in copies:
+            c.start()
+        while any(c.is_alive() for c in copies):
+            for c in copies:
+                c.join(0.05)
+            now = time.monotonic()
+            for c in copies:
+                if c.is_alive() and not c.given_up and now - c.heartbeat > timeout:
+                    c.given_up = True
+                    c.error = f"no progress for {timeout:g} seconds"
+            if all(c.given_up or not c.is_alive() for c in copies):
+                break
+        for c in copies:
+            if c.error:
+                on_event(Notice(f"could not copy the catalog to {c.dev.url}: {c.error}"))
+
+
+class _CatalogCopy(threading.Thread):
+    """Copies the catalog file to one device; ``heartbeat`` moves with every chunk."""
+
+    def __init__(self, dev: OpenDevice, path: str) -> None:
+        super().__init__(name=f"catalog-copy-{dev.index}", daemon=True)
+        self.dev, self.path = dev, path
+        self.heartbeat = time.monotonic()
+        self.error = ""
+        self.given_up = False
+
+    def run(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                self.dev.device.put_stream(CATALOG_COPY, _Beating(fh, self))
+        except Exception as exc:
+            self.error = self.error or str(exc)
+
+
+class _Beating:
+    """A file wrapper that notes the time of every read (the device took the last chunk)."""
+
+    def __init__(self, fh, copy: _CatalogCopy) -> None:
+        self.fh, self.copy = fh, copy
+
+    def read(self, n: int = -1) -> bytes:
+        self.copy.heartbeat = time.monotonic()
+        return self.fh.read(n)

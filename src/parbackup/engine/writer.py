@@ -98,6 +98,10 @@ class Committed:
     dev: int
 
 
+class _Cancelled(Exception):
+    """The engine gave this device up; the writer stops quietly."""
+
+
 WriterEvent = Record | ItemDone | Durable | FileError | Failed | Committed
 
 
@@ -150,6 +154,9 @@ class DeviceWriter(threading.Thread):
         # When the device last accepted bytes; read by the engine's hang check, so a slow
         # link writing one large record is not taken for a hung one (R1).
         self.heartbeat = time.monotonic()
+        # Set by the engine when it gives the device up: a hung writer that wakes up
+        # later stops at the next record instead of writing the rest of its queue.
+        self.cancelled = threading.Event()
 
     # -- thread body ---------------------------------------------------------------------
     def run(self) -> None:
@@ -167,6 +174,8 @@ class DeviceWriter(threading.Thread):
                         self.todo.extend(msg)
                 while item := self._next():
                     self._write_item(item)
+        except _Cancelled:
+            self._abort()
         except DeviceError as exc:
             # Tell the engine first: aborting a broken device may itself hang.
             self.events.put(Failed(self.dev.index, str(exc)))
@@ -260,6 +269,8 @@ class DeviceWriter(threading.Thread):
     # -- records -------------------------------------------------------------------------
     def _emit_record(self, item: Item, entry: FileEntry, offset: int, payload: memoryview) -> None:
         assert self.volume is not None
+        if self.cancelled.is_set():
+            raise _Cancelled
         digest = checksum(payload) if len(payload) else _EMPTY_DIGEST
         header = RecordHeader(
             kind=str(entry.kind),
