@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,12 @@ def test_btrfs_snapshot_backup_while_writer_runs(tmp_path, device_dirs, subvolum
             bad.write_text("x")
             with pytest.raises(BackupFailedError):
                 run_backup([str(vol)], [str(bad)], cat, opts)
+            assert leftover_snapshots(vol) == []
+
+            # snapshots keep inode numbers and ctimes: an incremental run reuses data/
+            again = run_backup([str(vol)], devs, cat, replace(opts, incremental=True))
+            data_bytes = sum(p.stat().st_size for p in (vol / "data").rglob("*.bin"))
+            assert again.kind == "incremental" and again.reused >= data_bytes > 0
             assert leftover_snapshots(vol) == []
     finally:
         stop.set()
