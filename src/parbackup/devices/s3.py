@@ -7,9 +7,10 @@ non-AWS store comes from ``?endpoint=URL`` or ``AWS_ENDPOINT_URL``; with an endp
 path-style addressing is used unless ``?addressing=virtual``. Credentials never appear in
 URLs, messages or the catalog.
 
-Objects are written with multipart upload in parts of ``?part=SIZE`` (default 8 MiB), so
-memory per writer stays one part whatever the volume size (W3); a small object is one
-PUT. Object stores report no free space: the device is unbounded unless ``?capacity=``.
+Objects are written with multipart upload in parts of ``?part=SIZE`` (default 8 MiB),
+``?uploads=N`` of them (default 3) going up at once while the next one fills, so memory
+per writer stays (N + 1) parts whatever the volume size (W3); a small object is one PUT.
+Object stores report no free space: the device is unbounded unless ``?capacity=``.
 botocore retries throttling, 5xx answers and dropped connections with backoff
 (``?retries=N`` attempts in all, default 5); what still fails is mapped onto the device
 errors, transient (connection, throttling) or permanent (access denied, no bucket).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import boto3
@@ -53,13 +55,16 @@ _FULL_CODES = {"QuotaExceeded", "EntityTooLarge", "InsufficientStorage", "507"}
 
 
 class _S3Writer(ObjectWriter):
-    """Buffers one part at a time; parts go up as they fill, commit completes the upload."""
+    """Fills one part at a time; full parts go up in the background (at most ``uploads``
+    at once, so memory stays ``(uploads + 1) x part``); commit completes the upload."""
 
     def __init__(self, device: S3Device, name: str) -> None:
         self.device, self.name, self.key = device, name, device._key(name)
         self.buf = bytearray()
         self.upload_id: str | None = None
         self.parts: list[dict] = []
+        self.inflight: list[Future] = []
+        self.pool: ThreadPoolExecutor | None = None
         self.done = False
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -68,22 +73,34 @@ class _S3Writer(ObjectWriter):
         except TransientDeviceError as exc:  # botocore retried already; a write stream ends
             raise DeviceError(str(exc)) from exc
 
-    def _upload(self, data: bytes) -> None:
+    def _put_part(self, number: int, data: bytes) -> dict:
         s3, bucket = self.device._client(), self.device.bucket
-        if self.upload_id is None:
-            resp = self._call(
-                "start upload",
-                lambda: s3.create_multipart_upload(Bucket=bucket, Key=self.key),
-            )
-            self.upload_id = resp["UploadId"]
-        number = len(self.parts) + 1
         resp = self._call(
             "upload part",
             lambda: s3.upload_part(
                 Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
             ),
         )
-        self.parts.append({"ETag": resp["ETag"], "PartNumber": number})
+        return {"ETag": resp["ETag"], "PartNumber": number}
+
+    def _upload(self, data: bytes) -> None:
+        """Start uploading the next part, after waiting for room among the uploads."""
+        if self.upload_id is None:
+            s3, bucket = self.device._client(), self.device.bucket
+            resp = self._call(
+                "start upload",
+                lambda: s3.create_multipart_upload(Bucket=bucket, Key=self.key),
+            )
+            self.upload_id = resp["UploadId"]
+            self.pool = ThreadPoolExecutor(self.device.uploads, thread_name_prefix="s3-part")
+        assert self.pool is not None
+        while len(self.inflight) >= self.device.uploads:
+            self._wait_one()
+        number = len(self.parts) + len(self.inflight) + 1
+        self.inflight.append(self.pool.submit(self._put_part, number, data))
+
+    def _wait_one(self) -> None:
+        self.parts.append(self.inflight.pop(0).result())
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.buf += data
@@ -101,21 +118,36 @@ class _S3Writer(ObjectWriter):
         else:
             if self.buf:
                 self._upload(bytes(self.buf))
-            upload = {"Parts": self.parts}
+            while self.inflight:
+                self._wait_one()
+            upload = {"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])}
             self._call(
                 "complete upload",
                 lambda: s3.complete_multipart_upload(
                     Bucket=bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload=upload
                 ),
             )
+            self._shutdown()
         self.buf = bytearray()
         self.done = True
+
+    def _shutdown(self) -> None:
+        for fut in self.inflight:
+            fut.cancel()
+        for fut in self.inflight:
+            with contextlib.suppress(Exception):
+                fut.result()
+        self.inflight = []
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
     def abort(self) -> None:
         if self.done:
             return
         self.done = True
         self.buf = bytearray()
+        self._shutdown()
         if self.upload_id is not None:
             with contextlib.suppress(Exception):
                 self.device._client().abort_multipart_upload(
@@ -134,6 +166,7 @@ class S3Device(Device):
         self.bucket = url.host
         self.prefix = url.path.strip("/")
         self.part_size = max(MIN_PART, parse_size(url.params.get("part", "8MiB")))
+        self.uploads = max(1, int(url.params.get("uploads", "3")))
         self.endpoint = url.params.get("endpoint") or None
         self.attempts = int(url.params.get("retries", "5"))
         self.timeout = float(url.params.get("timeout", "60"))

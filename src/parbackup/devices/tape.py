@@ -72,6 +72,8 @@ class _BlockOut:
         return 2 * self.block + 64
 
     def frame(self, kind: bytes, body: bytes | bytearray | memoryview = b"") -> None:
+        if self.broken:
+            raise DeviceError(f"{self.where}: the tape stream broke earlier")
         crc = 0 if kind == b"P" else zlib.crc32(body)
         need = _FRAME.size + len(body)
         closing = kind in (b"C", b"A", b"E", b"P")
@@ -99,7 +101,10 @@ class _BlockOut:
                 self.flushed += n
         except OSError as exc:
             self.broken = True
-            raise device_error_from_os(exc, f"{self.where}: write") from exc
+            error = device_error_from_os(exc, f"{self.where}: write")
+            if error.transient:  # part of a block may be out: the stream cannot go on
+                error = DeviceError(str(error))
+            raise error from exc
 
     def flush(self) -> None:
         """Pad to a whole block, write it out and make it durable where the medium can."""
