@@ -479,7 +479,7 @@ def run_backup(
             reuse = found or reuse
         if alive:
             make_plan(entries, alive, options, reuse.files)  # refuse what cannot fit first
-            alive, unlabelled = label_devices(alive)
+            alive, unlabelled = label_devices(alive, options.device_timeout)
             dead += unlabelled
         for d in dead:
             d.reason = _reason(d.url, d.reason)
