@@ -80,6 +80,12 @@ def test_incremental_chain(tmp_path, device_dirs):
     assert s3["reused"] == new_total - big.stat().st_size
     assert big.stat().st_size <= volume_bytes(devs) - grown0 <= big.stat().st_size + 64 * 1024
 
+    # the dry run agrees: only the changed bytes are planned
+    r = run_cli("plan", str(tree), *[a for d in devs for a in ("-d", str(d))], "--json",
+                "--incremental", "--catalog", cat)  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.json["threshold"] == 0 and sum(d["bytes"] for d in r.json["devices"]) == 0
+
     # nothing changed: nothing copied
     s4 = backup(tree, devs, cat, "--incremental")
     assert s4["bytes"] == 0 and s4["reused"] == new_total

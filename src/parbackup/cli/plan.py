@@ -7,14 +7,17 @@ import click
 from parbackup.cli.backup import device_option, order_option, strategy_option
 from parbackup.cli.common import (
     accept_new_host_keys_option,
+    catalog_option,
     emit_json,
     handle_errors,
     human_bytes,
     json_option,
+    open_catalog,
 )
 from parbackup.cli.render import line, table
 from parbackup.engine.backup import BackupOptions, make_plan
 from parbackup.engine.devices import close_all, open_devices
+from parbackup.engine.incremental import incremental_reuse
 from parbackup.errors import PlanError
 from parbackup.model import Order, Strategy
 from parbackup.sources.tree import scan
@@ -26,6 +29,12 @@ from parbackup.sources.tree import scan
 @strategy_option
 @order_option
 @click.option("--items", "show_items", is_flag=True, help="List every item of the plan.")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Plan only the files changed since the last set of the same sources (F3).",
+)
+@catalog_option
 @accept_new_host_keys_option
 @json_option
 @handle_errors
@@ -35,6 +44,8 @@ def plan(
     strategy: str,
     order: str,
     show_items: bool,
+    incremental: bool,
+    catalog_path: str | None,
     as_json: bool,
 ) -> int:
     """Show the plan for backing up SOURCES onto the devices, writing nothing.
@@ -48,7 +59,14 @@ def plan(
         if not alive:
             raise PlanError("no device could be opened")
         options = BackupOptions(strategy=Strategy(strategy), order=Order(order))
-        the_plan = make_plan(entries, alive, options)
+        reused: set[int] = set()
+        if incremental:
+            with open_catalog(catalog_path, create=False) as catalog:
+                found = incremental_reuse(
+                    catalog, sorted({e.source for e in entries}), entries, rehash=False
+                )
+            reused = found.files if found else set()
+        the_plan = make_plan(entries, alive, options, reused)
     finally:
         close_all(alive)
     per_bytes = the_plan.device_bytes()
