@@ -182,7 +182,8 @@ def test_pacer_waits_for_warmup_and_ignores_small_moves():
     # device 0 ran at 10 B/s for 2 s; device 1 wrote 2000 B in 0.5 s and is idle now
     rates = pacer.rates(2.0, {0: 20, 1: 2000}, {0: None, 1: 0.5})
     assert rates == {0: 10.0, 1: 4000.0}
-    assert pacer.rates(2.0, {0: 0, 1: 0}, {0: None, 1: None}) == {0: 1.0, 1: 1.0}
+    # still busy, nothing written after the warm-up: stalled; idle and never busy: predicted
+    assert pacer.rates(2.0, {0: 0, 1: 0}, {0: None, 1: 0.0}) == {0: 0.0, 1: 1.0}
     moves = pacer.moves(rates, {0: 10_000, 1: 500}, {0: 9_000, 1: 0})
     assert set(moves) == {0} and moves[0] == 9_000
     assert pacer.moves(rates, {0: 50, 1: 0}, {0: 50, 1: 0}) == {}  # below min_move

@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from operator import attrgetter
 
 from parbackup.errors import PlanError
 from parbackup.model import Item, Order, Piece, Plan, Slot, Strategy
@@ -36,10 +37,18 @@ def threshold_of(total: int, devices: int) -> int:
 
 
 def sort_pieces(pieces: Sequence[Piece], order: Order) -> list[Piece]:
-    """Sort by size (P4); ties by file number and offset so the order is total."""
-    if order is Order.DESC:
-        return sorted(pieces, key=lambda p: (-p.size, p.file, p.offset))
-    return sorted(pieces, key=lambda p: (p.size, p.file, p.offset))
+    """Sort by size (P4); ties by file number and offset so the order is total.
+
+    Two stable sorts with C-level keys (a plan of a million files sorts in well under a
+    second): by (file, offset), then by size; ``reverse`` keeps stability.
+    """
+    out = sorted(pieces, key=_BY_POSITION)
+    out.sort(key=_BY_SIZE, reverse=order is Order.DESC)
+    return out
+
+
+_BY_POSITION = attrgetter("file", "offset")
+_BY_SIZE = attrgetter("size")
 
 
 def split_at_threshold(pieces: Sequence[Piece], threshold: int) -> list[Piece]:
@@ -190,29 +199,48 @@ def _plan_threshold(
 
 
 def _plan_fill(pieces: list[Piece], slots: Sequence[Slot], order: Order) -> list[Item]:
+    """The fill strategy; the same choices as ``_LeastFilled``, inlined for speed.
+
+    Heap keys are unique (they end in the device number), so which device is least
+    filled never depends on how the heap is laid out: replacing the top in place picks
+    exactly what popping and pushing would.
+    """
     total = sum(p.size for p in pieces)
     left = shares_of(total, slots)
-    heap = _LeastFilled(slots, [True] * len(slots))
+    load = [s.load for s in slots]
+    weight = [s.weight for s in slots]
+    count = [0] * len(slots)
+    heap = [(load[i] / weight[i], 0, i) for i in range(len(slots))]
+    heapq.heapify(heap)
     items: list[Item] = []
+    append = items.append
     for piece in sort_pieces(pieces, order):
-        if piece.size == 0:
-            dev = heap.pick(lambda i: True)
-            assert dev is not None
-            items.append(Item(piece.file, piece.offset, 0, dev))
-            heap.add(dev, 0)
-            continue
         remaining = piece.size
+        if remaining == 0:
+            dev = heap[0][2]
+            append(Item(piece.file, piece.offset, 0, dev))
+            count[dev] += 1
+            heapq.heapreplace(heap, (load[dev] / weight[dev], count[dev], dev))
+            continue
         offset = piece.offset
         while remaining:
-            dev = heap.pick(lambda i: left[i] > 0)
-            if dev is None:  # pragma: no cover - shares always sum to total
-                raise PlanError("internal error: shares do not cover the data")
-            take = min(remaining, left[dev])
-            items.append(Item(piece.file, offset, take, dev))
+            dev = heap[0][2]
+            passed = []
+            while left[dev] <= 0:  # least filled but its share is used up: look further
+                passed.append(heapq.heappop(heap))
+                if not heap:  # pragma: no cover - shares always sum to total
+                    raise PlanError("internal error: shares do not cover the data")
+                dev = heap[0][2]
+            take = remaining if remaining < left[dev] else left[dev]
+            append(Item(piece.file, offset, take, dev))
             left[dev] -= take
             offset += take
             remaining -= take
-            heap.add(dev, take)
+            load[dev] += take
+            count[dev] += 1
+            heapq.heapreplace(heap, (load[dev] / weight[dev], count[dev], dev))
+            for key in passed:
+                heapq.heappush(heap, key)
     return items
 
 

@@ -247,6 +247,7 @@ class _Run:
                 self.events,
                 chunk=self.options.chunk,
                 checkpoint_bytes=self.options.checkpoint_bytes,
+                batch=True,
             )
             self.writers[i] = writer
             writer.start()
@@ -283,7 +284,8 @@ class _Run:
                 if self.pacer is not None:
                     balance.pace(self)
                 continue
-            self._handle(event)
+            for one in event if isinstance(event, list) else (event,):
+                self._handle(one)
             self._check_hangs()
             if self.pacer is not None:
                 balance.pace(self)
@@ -502,21 +504,16 @@ def run_backup(
             kind="incremental" if reuse.parent else "full",
             parent=reuse.parent or None,
         )
-        catalog.add_files(set_hex, enumerate(entries))
-        catalog.add_records(set_hex, reuse.records)
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
+        planned = the_plan.device_bytes()
         on_event(
             Started(
-                "backup",
-                len(entries),
-                sum(the_plan.device_bytes()),
-                tuple(d.url for d in alive),
-                tuple(the_plan.device_bytes()),
+                "backup", len(entries), sum(planned), tuple(d.url for d in alive), tuple(planned)
             )
         )
         run = _Run(entries, alive, catalog, set_hex, options, on_event)
-        balance.predict(run, alive, speeds, the_plan.device_bytes(), options.balance)
+        balance.predict(run, alive, speeds, planned, options.balance)
         meta = {
             "set": set_hex,
             "tool": f"parbackup {__version__}",
@@ -527,10 +524,17 @@ def run_backup(
             "devices": len(alive),
         }
         run.start(set_id, meta)
-        items = [Item(i.file, i.offset, i.size, alive[i.device].index) for i in the_plan.items]
+        if all(d.index == n for n, d in enumerate(alive)):
+            items = list(the_plan.items)  # plan numbers are already run-wide indexes
+        else:
+            items = [Item(i.file, i.offset, i.size, alive[i.device].index) for i in the_plan.items]
         error = ""
         try:
             run.assign(items)
+            # The writers are busy now; record the files meanwhile (records only reach the
+            # catalog from run.loop, after this).
+            catalog.add_files(set_hex, enumerate(entries))
+            catalog.add_records(set_hex, reuse.records)
             run.loop()
         except BackupFailedError as exc:
             error = str(exc)

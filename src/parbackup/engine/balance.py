@@ -23,6 +23,7 @@ import enum
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,19 +123,22 @@ def device_speeds(
         for dev, hint in zip(devices, hints, strict=True)
         if hint is None
     )
-    found: list[Speed | None] = []
-    for dev, hint in zip(devices, hints, strict=True):
+
+    def one(dev: OpenDevice, hint: float | None) -> Speed | None:
         if hint is not None:
-            found.append(Speed(hint, "url"))
-        elif learned:
-            found.append(Speed(float(known[dev.label.label]), "catalog"))
-        elif dev.space.free is not None and dev.space.free < 4 * PROBE_BYTES:
-            found.append(None)
-        else:
-            try:
-                found.append(Speed(probe(dev.device), "probe"))
-            except DeviceError:
-                found.append(None)
+            return Speed(hint, "url")
+        if learned:
+            return Speed(float(known[dev.label.label]), "catalog")
+        if dev.space.free is not None and dev.space.free < 4 * PROBE_BYTES:
+            return None
+        try:
+            return Speed(probe(dev.device), "probe")
+        except DeviceError:
+            return None
+
+    # Probes run at once, one thread per device, so probing costs one probe's time.
+    with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:
+        found = list(pool.map(one, devices, hints))
     rates = [s.rate for s in found if s is not None]
     mean = sum(rates) / len(rates) if rates else 1.0
     return [s if s is not None else Speed(mean, "assumed") for s in found]
@@ -207,12 +211,12 @@ class Pacer:
         self, elapsed: float, done: Mapping[int, int], busy: Mapping[int, float | None]
     ) -> dict[int, float]:
         """Observed bytes/s: over the whole run for a device still busy (``busy`` None),
-        over its busy time for one that ran out of work; the predicted rate until a
-        device has written anything."""
+        over its busy time for one that ran out of work. A busy device that has written
+        nothing yet (after the warm-up) counts as stalled: rate 0."""
         out = {}
         for d, n in done.items():
             spent = elapsed if busy[d] is None else busy[d]
-            out[d] = n / spent if n and spent and spent > 0 else self.predicted[d]
+            out[d] = n / spent if spent and spent > 0 else self.predicted[d]
         return out
 
     def moves(
@@ -279,7 +283,7 @@ def pace(run: Any) -> None:
     alive = sorted(run.alive)
     if len(alive) < 2 or not pacer.due(elapsed):
         return
-    done = {d: run.reports[d].bytes for d in alive}
+    done = {d: run.writers[d].sent for d in alive}  # finer than records: slices
     remaining = {d: max(0, run.assigned[d] - done[d]) for d in alive}
     chunk = run.options.chunk
     movable = {d: max(0, remaining[d] - chunk) for d in alive}  # all but the chunk in flight

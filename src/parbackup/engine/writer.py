@@ -48,6 +48,8 @@ STOP = "stop"
 WORK = "work"
 _EMPTY_DIGEST = checksum(b"")
 _SMALL = 64 * 1024
+BATCH_EVENTS = 256
+BATCH_SECONDS = 0.05
 _SLICE = 1 << 20  # payload goes to the device in slices of this size (progress heartbeat)
 
 
@@ -128,6 +130,7 @@ class DeviceWriter(threading.Thread):
         *,
         chunk: int = CHUNK,
         checkpoint_bytes: int = 256 << 20,
+        batch: bool = False,
     ) -> None:
         super().__init__(name=f"writer-{dev.index}", daemon=True)
         self.dev = dev
@@ -157,6 +160,14 @@ class DeviceWriter(threading.Thread):
         # Set by the engine when it gives the device up: a hung writer that wakes up
         # later stops at the next record instead of writing the rest of its queue.
         self.cancelled = threading.Event()
+        # Payload bytes handed to the device so far (per slice, so finer than records);
+        # read by the engine's pacing in ``--balance time``.
+        self.sent = 0
+        # With ``batch``, events go to the engine as lists (at most BATCH_EVENTS of them,
+        # at most BATCH_SECONDS old): one queue hand-off per list instead of per record.
+        self.batch = batch
+        self.pending_events: list[WriterEvent] = []
+        self.flushed = time.monotonic()
 
     # -- thread body ---------------------------------------------------------------------
     def run(self) -> None:
@@ -167,22 +178,42 @@ class DeviceWriter(threading.Thread):
                     return
                 if msg == FINISH:
                     self._commit()
-                    self.events.put(Committed(self.dev.index))
+                    self._send(Committed(self.dev.index), flush=True)
                     continue
                 if isinstance(msg, list):  # items sent straight to the inbox
                     with self.lock:
                         self.todo.extend(msg)
                 while item := self._next():
                     self._write_item(item)
+                self._flush()
         except _Cancelled:
             self._abort()
         except DeviceError as exc:
             # Tell the engine first: aborting a broken device may itself hang.
-            self.events.put(Failed(self.dev.index, str(exc)))
+            self._send(Failed(self.dev.index, str(exc)), flush=True)
             self._abort()
         except Exception as exc:
-            self.events.put(Failed(self.dev.index, f"internal error: {exc!r}"))
+            self._send(Failed(self.dev.index, f"internal error: {exc!r}"), flush=True)
             self._abort()
+
+    def _send(self, event: WriterEvent, *, flush: bool = False) -> None:
+        """Tell the engine (batched when ``batch``; order is always kept)."""
+        if not self.batch:
+            self.events.put(event)
+            return
+        self.pending_events.append(event)
+        if (
+            flush
+            or len(self.pending_events) >= BATCH_EVENTS
+            or time.monotonic() - self.flushed >= BATCH_SECONDS
+        ):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending_events:
+            self.events.put(self.pending_events)
+            self.pending_events = []
+        self.flushed = time.monotonic()
 
     def add(self, items: list[Item]) -> None:
         """Queue items after those already queued (called from the engine's thread)."""
@@ -289,10 +320,13 @@ class DeviceWriter(threading.Thread):
         ).encode()
         if len(payload) <= _SMALL:
             self.volume.write(header + payload)
+            self.sent += len(payload)
         else:
             self.volume.write(header)
             for start in range(0, len(payload), _SLICE):
-                self.volume.write(payload[start : start + _SLICE])
+                piece = payload[start : start + _SLICE]
+                self.volume.write(piece)
+                self.sent += len(piece)
                 self.heartbeat = time.monotonic()
         ref = RecordRef(
             self.dev.label.label,
@@ -307,7 +341,7 @@ class DeviceWriter(threading.Thread):
         self.records += 1
         self.since_checkpoint += len(header) + len(payload)
         self.heartbeat = time.monotonic()
-        self.events.put(Record(self.dev.index, item.file, ref))
+        self._send(Record(self.dev.index, item.file, ref))
 
     def _write_item(self, item: Item) -> None:
         started = time.monotonic()
@@ -318,10 +352,10 @@ class DeviceWriter(threading.Thread):
             self._emit_record(item, entry, item.offset, memoryview(b""))
         else:
             self._copy_range(item, entry)
-        self.events.put(ItemDone(self.dev.index))
+        self._send(ItemDone(self.dev.index))
         if self.since_checkpoint >= self.checkpoint_bytes and self.volume is not None:
             if self.volume.checkpoint():
-                self.events.put(Durable(self.dev.index))
+                self._send(Durable(self.dev.index), flush=True)
             self.since_checkpoint = 0
         self.busy_seconds += time.monotonic() - started
 
@@ -340,7 +374,7 @@ class DeviceWriter(threading.Thread):
         try:
             fd = os.open(entry.read_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
-            self.events.put(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
+            self._send(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
             return
         try:
             offset = item.offset
@@ -355,10 +389,10 @@ class DeviceWriter(threading.Thread):
                 try:
                     got = os.preadv(fd, [view[:want]], offset)
                 except OSError as exc:
-                    self.events.put(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
+                    self._send(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
                     return
                 if got != want:
-                    self.events.put(FileError(self.dev.index, item.file, SHRANK))
+                    self._send(FileError(self.dev.index, item.file, SHRANK))
                     return
                 self._emit_record(item, entry, offset, view[:got])
                 offset += got
@@ -366,6 +400,6 @@ class DeviceWriter(threading.Thread):
             if stat.S_ISBLK(entry.mode):
                 return  # a device's node says nothing of its content; snapshot it instead
             if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-                self.events.put(FileError(self.dev.index, item.file, CHANGED))
+                self._send(FileError(self.dev.index, item.file, CHANGED))
         finally:
             os.close(fd)
