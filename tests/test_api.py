@@ -24,8 +24,11 @@ EXPECTED = {
     "__version__",
     "open_device",
     "plan",
+    "restore_to_stream",
     "run_backup",
+    "run_image_restore",
     "run_restore",
+    "run_stream_backup",
     "run_verify",
 }
 

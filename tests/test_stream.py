@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from blake3 import blake3
 
 from conftest import SRC, run_cli
+from parbackup import Catalog, restore_to_stream, run_stream_backup
 
 MiB = 1 << 20
 
@@ -120,3 +122,15 @@ def test_large_stream_is_not_held_in_memory(tmp_path, device_dirs):
         n += len(data)
     assert restore.wait() == 0
     assert n == size and got.digest() == sent.digest()
+
+
+def test_stream_through_the_library(tmp_path, device_dirs):
+    data = os.urandom(3 * MiB + 7)
+    devs = [str(d) for d in device_dirs(2)]
+    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
+        report = run_stream_backup(io.BytesIO(data), "dump.bin", devs, cat, segment=MiB)
+        assert report.status == "complete" and report.bytes == len(data)
+        assert sorted(d.segments for d in report.devices) == [2, 2]
+        out = io.BytesIO()
+        assert restore_to_stream(cat, None, "/dump.bin", out).exit_code == 0
+        assert out.getvalue() == data

@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
 from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.engine.image import run_image_restore
 from parbackup.engine.restore import RestoreOptions, RestoreReport, run_restore
+from parbackup.engine.stream import restore_to_stream, run_stream_backup
 from parbackup.engine.verify import VerifyReport, run_verify
 from parbackup.errors import (
     BackupFailedError,
@@ -50,8 +52,11 @@ __all__ = [
     "__version__",
     "open_device",
     "plan",
+    "restore_to_stream",
     "run_backup",
+    "run_image_restore",
     "run_restore",
+    "run_stream_backup",
     "run_verify",
 ]
 
