@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -140,3 +141,28 @@ def test_cli_backup_restore_over_sftp_with_host_key_flag(sshd, tmp_path):
     )
     assert r.code == 0, r.out + r.err
     assert snapshot(restored_root(out, tree)) == snapshot(tree)
+
+
+def test_key_from_the_ssh_agent(sshd, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {"SSH_AUTH_SOCK": str(sock), "HOME": str(home)}
+        subprocess.run(["ssh-add", "-q", str(sshd.identity)], env=env, check=True)
+        monkeypatch.setenv("HOME", str(home))  # no keys, no config: only the agent has one
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        (tmp_path / "dev").mkdir()
+        url = f"sftp://root@{sshd.host}:{sshd.port}{tmp_path}/dev?known_hosts={sshd.known_hosts}"
+        dev = opened(url)
+        dev.put("agent", b"ok")
+        assert dev.get("agent") == b"ok"
+        dev.close()
+    finally:
+        agent.terminate()
+        agent.wait(10)

@@ -210,6 +210,7 @@ class SFTPDevice(Device):
                 s["hostname"],
                 port=s["port"],
                 username=s["username"],
+                password=self.url.password or None,  # discouraged, but redacted everywhere
                 key_filename=s["key_filename"],
                 look_for_keys=not s["identity_only"],
                 allow_agent=True,
