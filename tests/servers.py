@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -316,15 +317,17 @@ class NetnsHost:
 
 
 class S3Server:
-    """moto's S3-compatible server on loopback (threaded, in this process).
+    """moto's S3-compatible server on loopback, in its own process.
 
-    ``env`` holds the AWS settings a client needs (fake credentials, region, endpoint);
+    Its own process keeps the objects it stores out of the test process's memory, and
+    lets a test kill it (``kill()``) or hang it (``freeze()``) like any remote server.
+    ``env`` holds the AWS settings a client needs (fake credentials, region);
     ``url(bucket, prefix)`` gives an ``s3://`` device URL with its ``?endpoint=``.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host, self.port = host, port or free_port()
-        self.server = None
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, netns: str = "") -> None:
+        self.host, self.port, self.netns = host, port or free_port(), netns
+        self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
@@ -340,12 +343,35 @@ class S3Server:
         }
 
     def start(self) -> S3Server:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self.server.start()
-        wait_port(self.port, self.host)
+        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        try:
+            wait_port(self.port, self.host, timeout=60)
+        except OSError:
+            self.stop()
+            raise RuntimeError("moto's S3 server did not start") from None
         return self
+
+    def kill(self) -> None:
+        """The server dies at once."""
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """The server hangs: its process stops (SIGSTOP), its connections stay open."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def client(self):
         import boto3
@@ -370,9 +396,11 @@ class S3Server:
         return f"s3://{bucket}/{prefix}?endpoint={self.endpoint}{extra}"
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+            stop_process(self.proc)
+            self.proc = None
 
     def __enter__(self) -> S3Server:
         return self.start()
