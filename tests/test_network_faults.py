@@ -10,6 +10,10 @@ fault is the real server dying or freezing. Every run is restored and compared.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,4 +89,67 @@ def test_frozen_host_hangs_and_the_timeout_catches_it(tmp_path, src, ssh_server_
     assert failed["status"] == "failed"
     assert "no progress for 3 seconds" in failed["error"]
     assert by_url(doc)[str(d0)]["bytes"] == doc["bytes"]
+    restore_and_compare(tmp_path, src)
+
+
+@pytest.fixture
+def moto_process(tmp_path):
+    """moto's S3 server as its own process (so that it can be frozen), with a bucket."""
+    boto3 = pytest.importorskip("boto3", reason="needs boto3 (the s3 extra)")
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.skip("needs moto[server] (the test extra)")
+    from servers import free_port, stop_process, wait_port
+
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    env = {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        wait_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, **_creds(env))
+        client.create_bucket(Bucket="frozen")
+        yield proc, endpoint, env
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        stop_process(proc)
+        log.close()
+
+
+def _creds(env: dict) -> dict:
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+    }
+
+
+@pytest.mark.slow
+def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_process):
+    """Regression: S3 part uploads ran on ThreadPoolExecutor workers, which the
+    interpreter joins at exit; with the store frozen mid-upload the backup had finished
+    but the process took minutes (socket timeouts x retries) to exit."""
+    proc_s3, endpoint, env = moto_process
+    src = make_tree(tmp_path / "src", seed=2, files=10, max_size=50_000, big=(40 << 20,))
+    (d0,) = local_dirs(tmp_path, "d0")
+    gate = Gate(tmp_path / "gate")
+    url = f"faulty+s3://frozen/dev?endpoint={endpoint}&part=5MiB&pause_after=12M&gate={gate}"
+    os.environ.update(env)  # the backup process inherits the store's credentials
+    try:
+        proc = start_backup(tmp_path, src, [str(d0), url], "--device-timeout", "2")
+        gate.wait_paused()
+        time.sleep(0.3)  # the parts before the pause are up
+        os.kill(proc_s3.pid, signal.SIGSTOP)
+        gate.open()
+        code, doc, err = finish(proc, timeout=60)  # minutes before the fix
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+    assert code == 3, err
+    assert "no progress for 2 seconds" in by_url(doc)[url]["error"]
     restore_and_compare(tmp_path, src)

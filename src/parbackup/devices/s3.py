@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
 import boto3
@@ -28,6 +28,7 @@ import botocore.config
 import botocore.exceptions
 
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.pool import DaemonPool
 from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.errors import (
     DeviceError,
@@ -64,7 +65,7 @@ class _S3Writer(ObjectWriter):
         self.upload_id: str | None = None
         self.parts: list[dict] = []
         self.inflight: list[Future] = []
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: DaemonPool | None = None
         self.done = False
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -92,7 +93,8 @@ class _S3Writer(ObjectWriter):
                 lambda: s3.create_multipart_upload(Bucket=bucket, Key=self.key),
             )
             self.upload_id = resp["UploadId"]
-            self.pool = ThreadPoolExecutor(self.device.uploads, thread_name_prefix="s3-part")
+            # daemon workers: a part stuck on a hung store must not hold the process exit
+            self.pool = DaemonPool(self.device.uploads, name="s3-part")
         assert self.pool is not None
         while len(self.inflight) >= self.device.uploads:
             self._wait_one()

@@ -569,6 +569,7 @@ def run_backup(
             status = "failed"
             error = error or "every device failed; nothing was recorded as backed up"
             catalog.drop_records(set_hex)
+            catalog.mark_files(set_hex, range(len(entries)), "failed")
             log.error("backup failed: %s", error)
         else:
             status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
