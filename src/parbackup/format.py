@@ -73,31 +73,61 @@ class RecordHeader:
     def encode(self) -> bytes:
         """The header as bytes, ending in a CRC32 of everything before it."""
         code = KIND_END if self.kind == "end" else KIND_CODES[self.kind]
-        length = _RECORD.size + len(self.path) + len(self.link) + _CRC.size
-        body = (
-            _RECORD.pack(
-                RECORD_MAGIC,
-                FORMAT_VERSION,
-                code,
-                length,
-                self.set_id,
-                self.file_id,
-                self.offset,
-                self.size,
-                self.file_size,
-                self.mode,
-                self.uid & 0xFFFFFFFF,
-                self.gid & 0xFFFFFFFF,
-                self.mtime_ns,
-                0,
-                self.checksum,
-                len(self.path),
-                len(self.link),
-            )
-            + self.path
-            + self.link
+        return encode_record_header(
+            code,
+            self.set_id,
+            self.file_id,
+            self.offset,
+            self.size,
+            self.file_size,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.mtime_ns,
+            self.checksum,
+            self.path,
+            self.link,
         )
-        return body + _CRC.pack(zlib.crc32(body))
+
+
+def encode_record_header(
+    code: int,
+    set_id: bytes,
+    file_id: int,
+    offset: int,
+    size: int,
+    file_size: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime_ns: int,
+    digest: bytes,
+    path: bytes,
+    link: bytes,
+) -> bytes:
+    """``RecordHeader(...).encode()`` without building the dataclass (the writer's hot
+    path: one call per record). ``code`` is a KIND_CODES value or KIND_END."""
+    body = _RECORD.pack(
+        RECORD_MAGIC,
+        FORMAT_VERSION,
+        code,
+        _RECORD.size + len(path) + len(link) + _CRC.size,
+        set_id,
+        file_id,
+        offset,
+        size,
+        file_size,
+        mode,
+        uid & 0xFFFFFFFF,
+        gid & 0xFFFFFFFF,
+        mtime_ns,
+        0,
+        digest,
+        len(path),
+        len(link),
+    )
+    body += path + link
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> RecordHeader:

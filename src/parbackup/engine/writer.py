@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from parbackup.devices.base import ObjectWriter
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, SourceError
-from parbackup.format import CHUNK, RecordHeader, VolumeHeader, checksum, end_record
+from parbackup.format import (
+    CHUNK,
+    KIND_CODES,
+    VolumeHeader,
+    checksum,
+    encode_record_header,
+    end_record,
+)
 from parbackup.model import FileEntry, Item, Kind, Piece, RecordRef
 from parbackup.sources.remote import CHANGED, SHRANK, is_remote, read_remote
 
@@ -303,21 +310,21 @@ class DeviceWriter(threading.Thread):
         if self.cancelled.is_set():
             raise _Cancelled
         digest = checksum(payload) if len(payload) else _EMPTY_DIGEST
-        header = RecordHeader(
-            kind=str(entry.kind),
-            set_id=self.set_id,
-            file_id=item.file,
-            offset=offset,
-            size=len(payload),
-            file_size=entry.size,
-            mode=entry.mode,
-            uid=entry.uid,
-            gid=entry.gid,
-            mtime_ns=entry.mtime_ns,
-            checksum=digest,
-            path=os.fsencode(entry.path),
-            link=os.fsencode(entry.link),
-        ).encode()
+        header = encode_record_header(
+            KIND_CODES[entry.kind],
+            self.set_id,
+            item.file,
+            offset,
+            len(payload),
+            entry.size,
+            entry.mode,
+            entry.uid,
+            entry.gid,
+            entry.mtime_ns,
+            digest,
+            os.fsencode(entry.path),
+            os.fsencode(entry.link) if entry.link else b"",
+        )
         if len(payload) <= _SMALL:
             self.volume.write(header + payload)
             self.sent += len(payload)
