@@ -11,8 +11,9 @@ capacity: unbounded, e.g. a pipe). ``?block=SIZE`` (default 256K) is the block s
 write uses, as tape drives want; ``?wait=SECONDS`` (default 60) is how long to wait for
 the other end of a FIFO.
 
-Stream layout: a sequence of frames ``kind (1 byte) | body length (u32) | crc32 (u32) |
-body``, padded with ``P`` frames to whole blocks wherever the stream is flushed::
+Stream layout (devices/tapestream.py, docs/FORMAT.md): a sequence of frames ``kind (1
+byte) | body length (u32) | crc32 (u32) | body``, padded with ``P`` frames to whole blocks
+wherever the stream is flushed::
 
     T  tape header: JSON {"format": "parbackup-tape", "version": 1}
     O  start of an object: its name (UTF-8)          D  object data
@@ -29,96 +30,26 @@ import json
 import os
 import select
 import stat
-import struct
 import time
-import zlib
 from datetime import UTC, datetime
 from uuid import uuid4
 
 from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.tapestream import (
+    DATA_FRAME,
+    DEFAULT_BLOCK,
+    SIZE,
+    TAPE_HEADER,
+    BlockReader,
+    BlockWriter,
+)
 from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.errors import (
     DeviceError,
-    DeviceFullError,
     DeviceMissingError,
     device_error_from_os,
 )
 from parbackup.model import Capabilities, Label, Space
-
-_FRAME = struct.Struct("<cII")
-_SIZE = struct.Struct("<Q")
-_MAX_FRAME = 64 << 20
-_DATA_FRAME = 4 << 20
-_TAPE_HEADER = json.dumps({"format": "parbackup-tape", "version": 1}).encode()
-DEFAULT_BLOCK = 256 * 1024
-
-
-class _BlockOut:
-    """Frames into fixed-size blocks onto a file descriptor, counting against a capacity."""
-
-    def __init__(self, fd: int, block: int, capacity: int | None, where: str) -> None:
-        self.fd, self.block, self.capacity, self.where = fd, block, capacity, where
-        self.buf = bytearray()
-        self.flushed = 0
-        self.broken = False
-
-    @property
-    def used(self) -> int:
-        """Bytes on the medium once everything buffered is written."""
-        return self.flushed + len(self.buf)
-
-    def reserve(self) -> int:
-        """Room kept back for the closing frames and the last padded block."""
-        return 2 * self.block + 64
-
-    def frame(self, kind: bytes, body: bytes | bytearray | memoryview = b"") -> None:
-        if self.broken:
-            raise DeviceError(f"{self.where}: the tape stream broke earlier")
-        crc = 0 if kind == b"P" else zlib.crc32(body)
-        need = _FRAME.size + len(body)
-        closing = kind in (b"C", b"A", b"E", b"P")
-        if (
-            self.capacity is not None
-            and not closing
-            and self.used + need + self.reserve() > self.capacity
-        ):
-            raise DeviceFullError(f"{self.where}: tape capacity reached")
-        self.buf += _FRAME.pack(kind, len(body), crc)
-        self.buf += body
-        self._write_blocks()
-
-    def _write_blocks(self) -> None:
-        whole = len(self.buf) - len(self.buf) % self.block
-        if whole:
-            self._out(memoryview(self.buf)[:whole])
-            del self.buf[:whole]
-
-    def _out(self, view: memoryview) -> None:
-        try:
-            while view:
-                n = os.write(self.fd, view[: self.block])
-                view = view[n:]
-                self.flushed += n
-        except OSError as exc:
-            self.broken = True
-            error = device_error_from_os(exc, f"{self.where}: write")
-            if error.transient:  # part of a block may be out: the stream cannot go on
-                error = DeviceError(str(error))
-            raise error from exc
-
-    def flush(self) -> None:
-        """Pad to a whole block, write it out and make it durable where the medium can."""
-        if self.buf:
-            room = self.block - len(self.buf) % self.block
-            if room < _FRAME.size:
-                room += self.block
-            self.frame(b"P", bytes(room - _FRAME.size))
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # pipes and drives
-                self.broken = True
-                raise device_error_from_os(exc, f"{self.where}: sync") from exc
 
 
 class _TapeWriter(ObjectWriter):
@@ -130,8 +61,8 @@ class _TapeWriter(ObjectWriter):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         out = self.device._out_stream()
         view = memoryview(data)
-        for at in range(0, len(view), _DATA_FRAME):
-            part = view[at : at + _DATA_FRAME]
+        for at in range(0, len(view), DATA_FRAME):
+            part = view[at : at + DATA_FRAME]
             out.frame(b"D", part)
             self.size += len(part)
 
@@ -141,7 +72,7 @@ class _TapeWriter(ObjectWriter):
 
     def commit(self) -> None:
         out = self.device._out_stream()
-        out.frame(b"C", _SIZE.pack(self.size))
+        out.frame(b"C", SIZE.pack(self.size))
         out.flush()
         self.open = False
         self.device._committed(self.name, self.size)
@@ -155,60 +86,6 @@ class _TapeWriter(ObjectWriter):
             with contextlib.suppress(DeviceError):
                 out.frame(b"A")
         self.device._writing = None
-
-
-class _BlockIn:
-    """Reads frames from a file descriptor front to back (rewinding only plain files)."""
-
-    def __init__(self, fd: int, block: int, seekable: bool, where: str) -> None:
-        self.fd, self.block, self.seekable, self.where = fd, block, seekable, where
-        self.buf = bytearray()
-        self.eof = False
-
-    def _fill(self, n: int) -> None:
-        while len(self.buf) < n and not self.eof:
-            try:
-                data = os.read(self.fd, max(self.block, n - len(self.buf)))
-            except OSError as exc:
-                raise device_error_from_os(exc, f"{self.where}: read") from exc
-            if not data:
-                self.eof = True
-            self.buf += data
-
-    def exact(self, n: int) -> bytes:
-        self._fill(n)
-        if len(self.buf) < n:
-            raise DeviceError(f"{self.where}: the tape ends in the middle of a frame")
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def at_end(self) -> bool:
-        self._fill(1)
-        return not self.buf
-
-    def frame(self) -> tuple[bytes, bytes]:
-        """The next (kind, body) that is not padding; DeviceError on damage."""
-        while True:
-            if self.at_end():
-                raise DeviceError(f"{self.where}: the tape ends without its end mark")
-            kind, length, crc = _FRAME.unpack(self.exact(_FRAME.size))
-            if kind not in b"TOCDAPE" or length > _MAX_FRAME:
-                raise DeviceError(f"{self.where}: not a parbackup tape frame")
-            body = self.exact(length)
-            if kind == b"P":
-                continue
-            if zlib.crc32(body) != crc:
-                raise DeviceError(f"{self.where}: tape frame checksum mismatch")
-            return kind, body
-
-    def rewind(self) -> None:
-        try:
-            os.lseek(self.fd, 0, os.SEEK_SET)
-        except OSError as exc:
-            raise device_error_from_os(exc, f"{self.where}: rewind") from exc
-        self.buf.clear()
-        self.eof = False
 
 
 class _ObjectStream(io.RawIOBase):
@@ -247,8 +124,8 @@ class TapeDevice(Device):
         self.wait = float(url.params.get("wait", "60"))
         self.mode = "idle"  # then "write" or "read"
         self.fd = -1
-        self._output: _BlockOut | None = None
-        self._input: _BlockIn | None = None
+        self._output: BlockWriter | None = None
+        self._input: BlockReader | None = None
         self._writing: _TapeWriter | None = None
         self._objects: dict[str, int] = {}  # committed objects seen or written
         self._label: Label | None = None
@@ -316,8 +193,8 @@ class TapeDevice(Device):
             flags |= os.O_CREAT | os.O_TRUNC
         self.fd = self._open_fd(flags)
         self.mode = "write"
-        self._output = _BlockOut(self.fd, self.block, self.capacity, self.url.display)
-        self._output.frame(b"T", _TAPE_HEADER)
+        self._output = BlockWriter(self.fd, self.block, self.capacity, self.url.display)
+        self._output.frame(b"T", TAPE_HEADER)
 
     def _start_reading(self) -> bool:
         """Enter read mode at the front of the tape; False if there is no tape data."""
@@ -330,7 +207,7 @@ class TapeDevice(Device):
         self.fd = self._open_fd(os.O_RDONLY)
         self.mode = "read"
         seekable = stat.S_ISREG(os.fstat(self.fd).st_mode)
-        self._input = _BlockIn(self.fd, self.block, seekable, self.url.display)
+        self._input = BlockReader(self.fd, self.block, seekable, self.url.display)
         if self._input.at_end():
             return False
         self._read_tape_header()
@@ -413,7 +290,7 @@ class TapeDevice(Device):
         return self._label
 
     # -- writing ---------------------------------------------------------------------------
-    def _out_stream(self) -> _BlockOut:
+    def _out_stream(self) -> BlockWriter:
         if self._output is None:
             raise DeviceError(f"{self.url.display}: the tape is not open for writing")
         return self._output
@@ -451,7 +328,7 @@ class TapeDevice(Device):
                 self._current, self._ended = None, True
                 return None
             if kind == b"C" and self._current is not None:
-                self._objects[self._current] = _SIZE.unpack(body)[0]
+                self._objects[self._current] = SIZE.unpack(body)[0]
             if kind in (b"C", b"A"):
                 self._current = None
 
@@ -465,7 +342,7 @@ class TapeDevice(Device):
             return body
         name, self._current = self._current, None
         if kind == b"C":
-            self._objects[name] = _SIZE.unpack(body)[0]
+            self._objects[name] = SIZE.unpack(body)[0]
             return None
         if kind == b"A":
             raise DeviceError(f"{self.url.display}: {name} was abandoned while written")
