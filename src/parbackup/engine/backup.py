@@ -16,10 +16,7 @@ device (a disk that returned EIO, a host that froze) to restore. See docs/FAILUR
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence, Set
@@ -30,13 +27,14 @@ from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine import balance
 from parbackup.engine.balance import Balance, Pacer, Speed
+from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import (
     OpenDevice,
     close_all,
-    close_quietly,
     label_devices,
     open_devices,
 )
+from parbackup.engine.failover import fail_device, reason_of
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
@@ -51,16 +49,15 @@ from parbackup.engine.writer import (
     Record,
     changed,
 )
-from parbackup.errors import BackupFailedError, PlanError
+from parbackup.errors import BackupFailedError
 from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, FileEntry, Item, Order, Piece, Skipped, Slot, Strategy
-from parbackup.plan import plan, replan
+from parbackup.plan import plan
 from parbackup.progress import DeviceBytes, DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.sources.incremental import Reuse
 from parbackup.sources.remote import close_connections
 from parbackup.sources.tree import scan
 
-CATALOG_COPY = "catalog/catalog.sqlite"
 log = logging.getLogger(__name__)
 
 
@@ -341,112 +338,18 @@ class _Run:
             if waiting and now - seen > self.options.device_timeout:
                 self.fail(dev, f"no progress for {self.options.device_timeout:g} seconds")
 
-    # -- failover ------------------------------------------------------------------------
+    # -- failover (engine/failover.py) ---------------------------------------------------
     def fail(self, dev: int, error: str) -> None:
-        """Give a device up and replan everything it wrote or was to write (R1-R3).
+        """Give a device up and replan its work over the others (R1-R3)."""
+        fail_device(self, dev, error)
 
-        Its records leave the catalog, even durable ones: the set must not depend on a
-        device that failed. The device is closed in the background; a hung one may never
-        answer, and must not hold the run up.
-        """
-        self.alive.discard(dev)
-        report = self.reports[dev]
-        error = _reason(report.url, error)
-        report.status, report.error = "failed", error
-        report.failed_at = round(time.monotonic() - self.started, 3)
-        report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
-        self.writers[dev].cancelled.set()
-        self.writers[dev].inbox.put(STOP)
-        written = self.kept[dev] + self.pending[dev]
-        lost = [Piece(fid, ref.offset, ref.size) for fid, ref in written]  # type: ignore[attr-defined]
-        if self.kept[dev]:
-            self.catalog.drop_records(self.set_hex, self.devices[dev].label.label)
-        report.bytes, report.segments = 0, 0
-        queued = list(self.outstanding[dev])
-        if queued:
-            head, done = queued[0], self.head_done[dev]
-            lost.append(Piece(head.file, head.offset + done, head.size - done))
-            lost.extend(Piece(i.file, i.offset, i.size) for i in queued[1:])
-        self.pending[dev], self.kept[dev], self.outstanding[dev] = [], [], deque()
-        lost = [p for p in lost if p.file not in self.file_errors]
-        redirected = sum(p.size for p in lost)
-        log.warning("device failed: %s: %s (%d bytes to redirect)", report.url, error, redirected)
-        self.on_event(DeviceFailed(report.url, error, redirected))
-        device = self.devices[dev].device
-        threading.Thread(
-            target=close_quietly, args=(device, 0), name=f"close-{dev}", daemon=True
-        ).start()
-        if not self.alive or not lost:
-            return
-        survivors = sorted(self.alive)
-        slots = self._survivor_slots(survivors)
-        try:
-            new = replan(_coalesce(lost), slots, self.options.strategy, self.options.order)
-        except PlanError as exc:
-            raise BackupFailedError(
-                f"{report.url} failed ({error}) and the other devices cannot take its "
-                f"{redirected} bytes: {exc}"
-            ) from exc
-        items = [Item(i.file, i.offset, i.size, survivors[i.device]) for i in new.items]
-        for item in items:
-            url = self.reports[item.device].url
-            report.redirected[url] = report.redirected.get(url, 0) + item.size
-        log.info(
-            "redirected %d bytes from %s: %s",
-            redirected,
-            report.url,
-            ", ".join(f"{n} to {u}" for u, n in report.redirected.items()),
-        )
-        self.assign(items)
-
-    def _survivor_slots(self, survivors: list[int]) -> list[Slot]:
-        """The survivors as the replan sees them (R3).
-
-        Balancing bytes, a survivor's load is all it was given in this run, so the final
-        loads come out level. Balancing time (``--balance time``), it is the work it has
-        left and its weight its observed rate, so that all finish together. Its room is
-        what the plan left it, minus the larger reserve for headers and the catalog copy
-        that fewer devices now have to carry.
-        """
-        reserve = reserve_for(self.entries, len(survivors))
-        rates: dict[int, float] = {}
-        if self.pacer is not None:
-            done = {d: self.reports[d].bytes for d in survivors}
-            busy = {
-                d: None if self.outstanding[d] else self.writers[d].busy_seconds for d in survivors
-            }
-            rates = self.pacer.rates(time.monotonic() - self.started, done, busy)
-        slots = []
-        for s in survivors:
-            free = self.devices[s].space.free
-            room = None if free is None else max(0, free - reserve - self.assigned[s])
-            if s in rates:
-                load = max(0, self.assigned[s] - self.reports[s].bytes)
-                slots.append(Slot(room=room, load=load, weight=max(rates[s], balance.MIN_RATE)))
-            else:
-                slots.append(Slot(room=room, load=self.assigned[s]))
-        return slots
+    def reserve(self, devices: int) -> int:
+        """Room to keep free on each of ``devices`` devices for headers and the catalog."""
+        return reserve_for(self.entries, devices)
 
     def stop(self) -> None:
         for writer in self.writers.values():
             writer.inbox.put(STOP)
-
-
-def _reason(url: str, error: str) -> str:
-    """The error without the device URL in front (the report names the device already)."""
-    return error.removeprefix(f"{url}: ")
-
-
-def _coalesce(pieces: list[Piece]) -> list[Piece]:
-    """Merge touching ranges of the same file so the replan sees whole runs."""
-    out: list[Piece] = []
-    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
-        last = out[-1] if out else None
-        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
-            out[-1] = Piece(last.file, last.offset, last.size + p.size)
-        else:
-            out.append(p)
-    return out
 
 
 def run_backup(
@@ -484,7 +387,7 @@ def run_backup(
             alive, unlabelled = label_devices(alive, options.device_timeout)
             dead += unlabelled
         for d in dead:
-            d.reason = _reason(d.url, d.reason)
+            d.reason = reason_of(d.url, d.reason)
             log.warning("device failed before the backup started: %s: %s", d.url, d.reason)
             on_event(DeviceFailed(d.url, d.reason, 0))
         if not alive:
@@ -619,67 +522,9 @@ def run_backup(
         balance.remember_speeds(catalog, reports)
         if status != "failed":
             survivors = [d for d in alive if d.index in run.alive]
-            _copy_catalog(catalog, survivors, on_event, options.device_timeout)
+            copy_catalog(catalog, survivors, on_event, options.device_timeout)
         return report
     finally:
         # Failed devices were closed (or left hanging) in the background already.
         close_all([d for d in alive if run is None or d.index in run.alive], options.device_timeout)
         close_connections()
-
-
-def _copy_catalog(
-    catalog: Catalog, devices: list[OpenDevice], on_event: EventSink, timeout: float = 60.0
-) -> None:
-    """Put a copy of the catalog on every surviving device at once (X2).
-
-    A device that stops taking the copy for ``timeout`` seconds is left behind with a
-    notice: the set is already recorded, and a hung device must not hold the run up.
-    """
-    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
-        path = os.path.join(tmp, "catalog.sqlite")
-        catalog.copy_to(path)
-        copies = [_CatalogCopy(dev, path) for dev in devices]
-        for c in copies:
-            c.start()
-        while any(c.is_alive() for c in copies):
-            for c in copies:
-                c.join(0.05)
-            now = time.monotonic()
-            for c in copies:
-                if c.is_alive() and not c.given_up and now - c.heartbeat > timeout:
-                    c.given_up = True
-                    c.error = f"no progress for {timeout:g} seconds"
-            if all(c.given_up or not c.is_alive() for c in copies):
-                break
-        for c in copies:
-            if c.error:
-                on_event(Notice(f"could not copy the catalog to {c.dev.url}: {c.error}"))
-
-
-class _CatalogCopy(threading.Thread):
-    """Copies the catalog file to one device; ``heartbeat`` moves with every chunk."""
-
-    def __init__(self, dev: OpenDevice, path: str) -> None:
-        super().__init__(name=f"catalog-copy-{dev.index}", daemon=True)
-        self.dev, self.path = dev, path
-        self.heartbeat = time.monotonic()
-        self.error = ""
-        self.given_up = False
-
-    def run(self) -> None:
-        try:
-            with open(self.path, "rb") as fh:
-                self.dev.device.put_stream(CATALOG_COPY, _Beating(fh, self))
-        except Exception as exc:
-            self.error = self.error or str(exc)
-
-
-class _Beating:
-    """A file wrapper that notes the time of every read (the device took the last chunk)."""
-
-    def __init__(self, fh, copy: _CatalogCopy) -> None:
-        self.fh, self.copy = fh, copy
-
-    def read(self, n: int = -1) -> bytes:
-        self.copy.heartbeat = time.monotonic()
-        return self.fh.read(n)

@@ -31,7 +31,8 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.engine.backup import BackupOptions, BackupReport, _copy_catalog
+from parbackup.engine.backup import BackupOptions, BackupReport
+from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import close_all, devices_for_labels, label_devices, open_devices
 from parbackup.engine.reader import read_records
 from parbackup.engine.restore import RestoreReport, covered, matches
@@ -400,7 +401,7 @@ def run_stream_backup(
             ],
         )
         if status != "failed":
-            _copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
+            copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
         return report
     finally:
         close_all(alive)
