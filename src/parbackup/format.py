@@ -152,6 +152,8 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         raise FormatError("record header length does not add up")
     if code != KIND_END and (size > MAX_PAYLOAD or file_size > MAX_FILE_SIZE):
         raise FormatError("record sizes are out of range")
+    if code == KIND_END and (size or offset or path_len or link_len):
+        raise FormatError("malformed volume end record")
     rest = read_more(length - _RECORD.size)
     if len(rest) != length - _RECORD.size:
         raise FormatError("truncated record header")
@@ -246,7 +248,7 @@ def read_volume_header(stream: BinaryIO) -> VolumeHeader:
         raise FormatError("volume header checksum mismatch")
     try:
         meta = json.loads(rest[: -_CRC.size])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FormatError("volume metadata is not valid JSON") from exc
     if not isinstance(meta, dict):
         raise FormatError("volume metadata is not an object")

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
+from parbackup.engine.devices import close_all, devices_for_labels
+from parbackup.engine.integrity import check_volumes
 from parbackup.engine.reader import read_set
 from parbackup.engine.restore import covered, records_by_label
 from parbackup.model import Kind, RecordRef
@@ -73,6 +75,7 @@ def run_verify(
                 good.setdefault(fid, []).append(ref)
 
     read_set(bytes.fromhex(info.id), records, catalog.device_urls(), devices, sink, on_event)
+    volume_damage = _check_frames(catalog, info.id, devices, damage)
     for fid, entry in files.items():
         if fid not in damage and not covered(good.get(fid, []), entry.size):
             damage[fid] = ("", "records missing")
@@ -82,5 +85,44 @@ def run_verify(
         else:
             report.files += 1
             report.bytes += entry.size
+    names = {f.file_id: f.entry.path for f in catalog.files(info.id)}
+    for fid, (device, error) in sorted(damage.items()):
+        if fid not in files:
+            report.damaged.append({"path": names.get(fid, ""), "device": device, "error": error})
+    report.damaged.extend(volume_damage)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _check_frames(
+    catalog: Catalog, set_id: str, overrides: tuple[str, ...], damage: dict[int, tuple[str, str]]
+) -> list[dict]:
+    """Check every volume's frame (engine/integrity.py); add what hits a file to ``damage``.
+
+    Returns the damage that hits no file (a volume header, an end record), naming the
+    volume in place of a path.
+    """
+    out: list[dict] = []
+    by_label: dict[str, list[tuple[int, RecordRef]]] = {}
+    for fid, ref in catalog.records(set_id):
+        by_label.setdefault(ref.label, []).append((fid, ref))
+    failed = {d["label"] for d in catalog.set_devices(set_id) if d["status"] == "failed"}
+    known = {k: v for k, v in catalog.device_urls().items() if k in by_label}
+    opened, _unreachable = devices_for_labels(known, list(overrides))
+    try:
+        for label, refs in by_label.items():
+            dev = opened.get(label)
+            if dev is None:
+                continue  # the reader already reported every record of this device
+            for hit in check_volumes(
+                dev.device, bytes.fromhex(set_id), refs, expect_end=label not in failed
+            ):
+                if hit.file is not None:
+                    damage.setdefault(hit.file, (dev.url, hit.error))
+                else:
+                    out.append(
+                        {"path": "", "volume": hit.volume, "device": dev.url, "error": hit.error}
+                    )
+    finally:
+        close_all(list(opened.values()))
+    return out
