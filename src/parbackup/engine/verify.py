@@ -105,7 +105,8 @@ def _check_frames(
     out: list[dict] = []
     by_label: dict[str, list[tuple[int, RecordRef]]] = {}
     for fid, ref in catalog.records(set_id):
-        by_label.setdefault(ref.label, []).append((fid, ref))
+        if not ref.origin_set:  # records reused from an earlier set lie in its volumes
+            by_label.setdefault(ref.label, []).append((fid, ref))
     failed = {d["label"] for d in catalog.set_devices(set_id) if d["status"] == "failed"}
     known = {k: v for k, v in catalog.device_urls().items() if k in by_label}
     opened, _unreachable = devices_for_labels(known, list(overrides))
