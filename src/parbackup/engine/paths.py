@@ -31,20 +31,38 @@ class DirMaker:
         self.known: set[str] = {self.target}
 
     def ensure(self, directory: str) -> None:
-        """Make ``directory`` (inside the target) and its parents, checking each step."""
+        """Make ``directory`` (inside the target) and its parents, checking each step.
+
+        Iterative, so a tree thousands of levels deep cannot exhaust the stack.
+        """
         if directory in self.known:
             return
-        parent = os.path.dirname(directory)
-        if parent == directory or not directory.startswith(self.target + os.sep):
+        if not directory.startswith(self.target + os.sep):
             raise RestoreError(f"refusing to create {directory!r} outside the target")
-        self.ensure(parent)
-        try:
-            st = os.lstat(directory)
-        except FileNotFoundError:
-            os.mkdir(directory, 0o700)
-        else:
-            if stat.S_ISLNK(st.st_mode):
-                raise RestoreError(f"refusing to restore through the symlink {directory!r}")
-            if not stat.S_ISDIR(st.st_mode):
-                raise RestoreError(f"{directory!r} exists and is not a directory")
-        self.known.add(directory)
+        todo = []
+        probe = directory
+        while probe not in self.known:
+            todo.append(probe)
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                raise RestoreError(f"refusing to create {directory!r} outside the target")
+            probe = parent
+        for step in reversed(todo):
+            try:
+                st = os.lstat(step)
+            except FileNotFoundError:
+                os.mkdir(step, 0o700)
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    raise RestoreError(f"refusing to restore through the symlink {step!r}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise RestoreError(f"{step!r} exists and is not a directory")
+            self.known.add(step)
+
+
+def is_real_dir(path: str) -> bool:
+    """True when ``path`` is a directory and not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

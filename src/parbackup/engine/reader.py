@@ -18,6 +18,9 @@ from parbackup.devices.base import Device
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
+    MAX_NAME,
+    MAX_PAYLOAD,
+    RECORD_FIXED_SIZE,
     RecordHeader,
     checksum,
     iter_volume,
@@ -28,6 +31,8 @@ from parbackup.model import RecordRef
 from parbackup.progress import DeviceBytes, EventSink
 
 SPAN = 16 << 20
+MAX_HEADER = RECORD_FIXED_SIZE + 2 * MAX_NAME + 4
+"""No record header is longer; a catalog saying otherwise is damaged or crafted."""
 
 Deliver = Callable[[int, RecordRef, memoryview | None, str], None]
 """deliver(file id, record, payload or None, error text) -- called once per record."""
@@ -75,10 +80,18 @@ def read_records(
     span: int = SPAN,
 ) -> None:
     """Fetch and check every wanted record of one device; report each through deliver."""
+    sane = []
+    for fid, ref in wanted:
+        if not 0 <= ref.size <= MAX_PAYLOAD or not 0 < ref.header_size <= MAX_HEADER:
+            deliver(fid, ref, None, "catalog record sizes are out of range")
+        elif ref.position < 0 or ref.offset < 0:
+            deliver(fid, ref, None, "catalog record position is out of range")
+        else:
+            sane.append((fid, ref))
     if device.capabilities.sequential:
-        _read_sequential(device, set_id, wanted, deliver)
+        _read_sequential(device, set_id, sane, deliver)
         return
-    ordered = sorted(wanted, key=lambda w: (w[1].volume, w[1].position))
+    ordered = sorted(sane, key=lambda w: (w[1].volume, w[1].position))
     for volume, group in groupby(ordered, key=lambda w: w[1].volume):
         batch: list[tuple[int, RecordRef]] = []
         for fid, ref in group:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile
-from parbackup.engine.paths import DirMaker, target_path
+from parbackup.engine.paths import DirMaker, is_real_dir, target_path
 from parbackup.engine.reader import read_set
 from parbackup.errors import CatalogError, RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
@@ -181,13 +181,17 @@ def run_restore(
             continue
         path = dest[f.file_id]
         tmp = os.path.join(os.path.dirname(path), f".parbackup-{f.file_id}.part")
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
         try:
-            os.ftruncate(fd, f.entry.size)
-        finally:
-            os.close(fd)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            try:
+                os.ftruncate(fd, f.entry.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            report.damaged.append({"path": f.entry.path, "device": "", "error": str(exc)})
+            continue
         temp[f.file_id] = tmp
 
     damage: dict[int, tuple[str, str]] = {}
@@ -239,6 +243,11 @@ def run_restore(
     for f in chosen:
         if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
             path = dest[f.file_id]
+            if is_real_dir(path):
+                report.damaged.append(
+                    {"path": f.entry.path, "device": "", "error": "a directory is in the way"}
+                )
+                continue
             if os.path.lexists(path):
                 os.unlink(path)
             os.symlink(f.entry.link, path)
@@ -247,6 +256,8 @@ def run_restore(
             on_event(FileDone(f.entry.path))
     for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
         if f.entry.kind is Kind.DIR and f.file_id in dest:
+            if not is_real_dir(dest[f.file_id]):  # never chmod through a symlink
+                continue
             apply_metadata(dest[f.file_id], f.entry)
             report.files += 1
     report.seconds = time.monotonic() - started

@@ -1,0 +1,160 @@
+"""A crafted catalog or target never makes restore write outside --target (engine/paths.py)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree
+from parbackup.catalog import Catalog
+from parbackup.engine.backup import run_backup
+from parbackup.engine.restore import RestoreOptions, run_restore
+
+
+@pytest.fixture
+def setup(tmp_path, device_dirs):
+    """A backed-up tree, an 'outside' directory that must stay untouched, the catalog."""
+    tree = make_tree(tmp_path / "src", seed=3, files=10, max_size=5000)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_bytes(b"keep me")
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        assert run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog).status == (
+            "complete"
+        )
+    return tree, outside, cat
+
+
+def tamper(cat: str, sql: str, *args) -> None:
+    db = sqlite3.connect(cat)
+    with db:
+        db.execute(sql, args)
+    db.close()
+
+
+def file_ids(cat: str, kind: str) -> list[int]:
+    db = sqlite3.connect(cat)
+    rows = db.execute(
+        "SELECT file_id FROM files WHERE kind=? AND size>0 ORDER BY file_id"
+        if kind == "file"
+        else "SELECT file_id FROM files WHERE kind=? ORDER BY file_id",
+        (kind,),
+    ).fetchall()
+    db.close()
+    return [r[0] for r in rows]
+
+
+def restore(cat: str, target: Path, overwrite: bool = False):
+    with Catalog(cat) as catalog:
+        return run_restore(catalog, RestoreOptions(target=str(target), overwrite=overwrite))
+
+
+def untouched(outside: Path) -> bool:
+    return (
+        sorted(os.listdir(outside)) == ["precious"]
+        and (outside / "precious").read_bytes() == b"keep me"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "/../../{outside}/escaped",
+        "/a/b/../../../../{outside}/escaped",
+        "{outside}/../outside/escaped",
+        "relative/escaped",
+        "/a/./escaped",
+        "/a//escaped",
+        "/a/nul\0/escaped",
+    ],
+)
+def test_unsafe_paths_are_refused(setup, tmp_path, bad):
+    _, outside, cat = setup
+    fid = file_ids(cat, "file")[0]
+    path = bad.format(outside=str(outside).lstrip("/")).encode()
+    tamper(cat, "UPDATE files SET path=? WHERE file_id=?", path, fid)
+    report = restore(cat, tmp_path / "out")
+    assert [d["path"].encode("utf-8", "surrogateescape") for d in report.damaged] == [path]
+    assert "refusing" in report.damaged[0]["error"]
+    assert untouched(outside)
+    assert report.files > 5  # everything else was restored
+
+
+def test_absolute_path_outside_the_source_stays_inside_the_target(setup, tmp_path):
+    _, outside, cat = setup
+    fid = file_ids(cat, "file")[0]
+    victim = outside / "precious"
+    tamper(cat, "UPDATE files SET path=? WHERE file_id=?", str(victim).encode(), fid)
+    report = restore(cat, tmp_path / "out", overwrite=True)
+    assert report.damaged == []
+    assert (tmp_path / "out" / str(victim).lstrip("/")).is_file()
+    assert untouched(outside)
+
+
+def test_restored_symlink_is_never_written_through(setup, tmp_path):
+    """A symlink entry pointing outside, and a file entry below it / at the same path."""
+    tree, outside, cat = setup
+    link_id = file_ids(cat, "symlink")[0]
+    a, b = file_ids(cat, "file")[:2]
+    evil = str(tree / "evil")
+    tamper(
+        cat,
+        "UPDATE files SET path=?, link=? WHERE file_id=?",
+        evil.encode(),
+        str(outside).encode(),
+        link_id,
+    )
+    tamper(cat, "UPDATE files SET path=? WHERE file_id=?", (evil + "/precious").encode(), a)
+    link2 = file_ids(cat, "symlink")[1]
+    same = str(tree / "same")
+    tamper(
+        cat,
+        "UPDATE files SET path=?, link=? WHERE file_id=?",
+        same.encode(),
+        str(outside / "precious").encode(),
+        link2,
+    )
+    tamper(cat, "UPDATE files SET path=? WHERE file_id=?", same.encode(), b)
+    report = restore(cat, tmp_path / "out")
+    assert untouched(outside)
+    out = tmp_path / "out" / str(tree).lstrip("/")
+    assert (out / "evil").is_dir() and not (out / "evil").is_symlink()
+    assert (out / "evil" / "precious").is_file()
+    assert [d["path"] for d in report.damaged] == [evil]
+    assert report.damaged[0]["error"] == "a directory is in the way"
+    assert os.readlink(out / "same") == str(outside / "precious")
+
+
+def test_symlink_already_in_the_target_is_not_followed(setup, tmp_path):
+    tree, outside, cat = setup
+    target = tmp_path / "out"
+    parent = target / str(tree.parent).lstrip("/")
+    parent.mkdir(parents=True)
+    os.symlink(outside, parent / tree.name)  # TARGET/<...>/src -> outside
+    report = restore(cat, target, overwrite=True)
+    assert untouched(outside)
+    assert report.damaged and all("symlink" in d["error"] for d in report.damaged)
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [
+        (
+            "UPDATE records SET size=1125899906842624, header_size=1099511627776 WHERE file_id=?",
+            "catalog record sizes are out of range",
+        ),
+        ("UPDATE files SET size=1125899906842624 WHERE file_id=?", "File too large"),
+    ],
+)
+def test_crafted_sizes_do_not_allocate(setup, tmp_path, sql, error):
+    _, outside, cat = setup
+    fid = file_ids(cat, "file")[0]
+    tamper(cat, sql, fid)
+    report = restore(cat, tmp_path / "out")
+    assert len(report.damaged) == 1
+    assert error in report.damaged[0]["error"]
+    assert untouched(outside)
