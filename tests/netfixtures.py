@@ -1,6 +1,7 @@
 """A network namespace joined to this host by a veth pair: a "remote" host on this
-machine. ``netns()`` yields (namespace name, the host's address inside it) and removes
-both ends afterwards, even when the test failed. Skips when not root or ``ip`` is missing.
+machine. ``netns()`` yields a ``NetNs`` (its name, the host's address inside it, and
+``cut()`` to take the link down) and removes both ends afterwards, even when the test
+failed. Skips when not root or ``ip`` is missing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,8 +22,21 @@ def _ip(*args: str, check: bool = True) -> None:
         raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
+@dataclass
+class NetNs:
+    """A namespace, the address of its end of the link, and this host's end of it."""
+
+    name: str
+    address: str
+    outer: str
+
+    def cut(self) -> None:
+        """The link goes dead: packets are dropped silently, connections stay open."""
+        _ip("link", "set", self.outer, "down")
+
+
 @contextlib.contextmanager
-def netns(tag: str = "") -> Iterator[tuple[str, str]]:
+def netns(tag: str = "") -> Iterator[NetNs]:
     """A namespace ``pb<pid><tag>`` reachable at 10.231.<n>.2 from here (10.231.<n>.1)."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and iproute2 (ip netns)")
@@ -37,7 +52,7 @@ def netns(tag: str = "") -> Iterator[tuple[str, str]]:
         _ip("-n", name, "addr", "add", f"{there}/30", "dev", inner)
         _ip("-n", name, "link", "set", inner, "up")
         _ip("-n", name, "link", "set", "lo", "up")
-        yield name, there
+        yield NetNs(name, there, outer)
     finally:
         _ip("link", "del", outer, check=False)
         _ip("netns", "del", name, check=False)

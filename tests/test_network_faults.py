@@ -71,16 +71,23 @@ def test_sftp_server_killed_mid_backup(tmp_path, src, ssh_server_class):
 
 
 @pytest.mark.slow
-def test_frozen_host_hangs_and_the_timeout_catches_it(tmp_path, src, ssh_server_class):
+@pytest.mark.parametrize("fault", ["freeze", "cut"])
+def test_hung_host_is_caught_by_the_timeout(tmp_path, src, ssh_server_class, fault):
+    """The host in a network namespace freezes (SIGSTOP: the TCP connection stays up,
+    nothing answers) or its link is cut (packets vanish): the device hangs, the timeout
+    gives it up, and the process exits on its own."""
     d0, remote = local_dirs(tmp_path, "d0", "remote")
     gate = Gate(tmp_path / "gate")
-    with netns("f") as (ns, address):
-        server = ssh_server_class(tmp_path / "ssh", host=address, netns=ns)
+    with netns(fault[0]) as ns:
+        server = ssh_server_class(tmp_path / "ssh", host=ns.address, netns=ns.name)
         with server as ssh:
             url = "faulty+" + ssh.url(remote, f"pause_after=200K&gate={gate}")
             proc = start_backup(tmp_path, src, [url, str(d0)], "--device-timeout", "3")
             gate.wait_paused()
-            ssh.freeze()  # sshd and its sftp server stop; the TCP connection stays up
+            if fault == "freeze":
+                ssh.freeze()
+            else:
+                ns.cut()
             gate.open()
             code, doc, err = finish(proc, timeout=90)  # the process must exit on its own
             ssh.thaw()
