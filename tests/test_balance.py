@@ -179,11 +179,13 @@ def test_pacer_waits_for_warmup_and_ignores_small_moves():
     assert pacer.due(1.0)
     assert not pacer.due(1.5)
     assert pacer.due(2.0)
-    # device 0 ran at 10 B/s for 2 s; device 1 wrote 2000 B in 0.5 s and is idle now
-    rates = pacer.rates(2.0, {0: 20, 1: 2000}, {0: None, 1: 0.5})
+    # rates count from the baseline: buffers filling at the start do not count
+    assert pacer.baseline(1.0, {0: 1000, 1: 1000}) and not pacer.baseline(2.0, {0: 0, 1: 0})
+    # device 0 ran at 10 B/s since; device 1 wrote 2000 B in 0.5 s of work and is idle now
+    rates = pacer.rates(2.0, {0: 1010, 1: 2000}, {0: None, 1: 0.5})
     assert rates == {0: 10.0, 1: 4000.0}
     # still busy, nothing written after the warm-up: stalled; idle and never busy: predicted
-    assert pacer.rates(2.0, {0: 0, 1: 0}, {0: None, 1: 0.0}) == {0: 0.0, 1: 1.0}
+    assert pacer.rates(2.0, {0: 1000, 1: 0}, {0: None, 1: 0.0}) == {0: 0.0, 1: 1.0}
     moves = pacer.moves(rates, {0: 10_000, 1: 500}, {0: 9_000, 1: 0})
     assert set(moves) == {0} and moves[0] == 9_000
     assert pacer.moves(rates, {0: 50, 1: 0}, {0: 50, 1: 0}) == {}  # below min_move

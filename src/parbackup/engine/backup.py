@@ -382,8 +382,9 @@ def run_backup(
             if found is None:
                 on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
+        first, unlabelled = None, []
         if alive:
-            make_plan(entries, alive, options, reuse.files)  # refuse what cannot fit first
+            first = make_plan(entries, alive, options, reuse.files)  # refuse what cannot fit
             alive, unlabelled = label_devices(alive, options.device_timeout)
             dead += unlabelled
         for d in dead:
@@ -395,7 +396,10 @@ def run_backup(
                 "no device could be opened: " + "; ".join(f"{d.url}: {d.reason}" for d in dead)
             )
         speeds = balance.speeds_for(alive, options.balance, catalog.device_speeds())
-        the_plan = make_plan(entries, alive, options, reuse.files, speeds)
+        if first is not None and not unlabelled and speeds is None:
+            the_plan = first  # the same devices and shares: no need to plan twice
+        else:
+            the_plan = make_plan(entries, alive, options, reuse.files, speeds)
         set_id = new_set_id()
         set_hex = set_id.hex()
         catalog.begin_set(

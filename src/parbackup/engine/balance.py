@@ -184,14 +184,17 @@ class Pacer:
 
     ``predicted`` are the planned rates (bytes/s). The pacer only acts after ``warmup``
     seconds and at most every ``every`` seconds, and only moves at least ``min_move``
-    bytes at a time, so noise in the first records does not shuffle work around.
+    bytes at a time, so noise in the first records does not shuffle work around. Rates
+    are measured from the first look after the warm-up on (``baseline``): the first
+    seconds of a run are distorted by buffers filling (a remote device's socket and
+    pipelined writes accept megabytes at once, whatever its link can carry).
     """
 
     def __init__(
         self,
         predicted: Mapping[int, float],
         *,
-        margin: float = 0.15,
+        margin: float = 0.2,
         warmup: float = 1.0,
         every: float = 1.0,
         min_move: int = 4 << 20,
@@ -199,6 +202,15 @@ class Pacer:
         self.predicted = dict(predicted)
         self.margin, self.warmup, self.every, self.min_move = margin, warmup, every, min_move
         self.last = 0.0
+        self.base: dict[int, int] | None = None
+        self.base_time = 0.0
+
+    def baseline(self, elapsed: float, done: Mapping[int, int]) -> bool:
+        """Take the starting point of rate measurement once; True if taken just now."""
+        if self.base is not None:
+            return False
+        self.base, self.base_time = dict(done), elapsed
+        return True
 
     def due(self, elapsed: float) -> bool:
         """True when it is time for another look."""
@@ -210,12 +222,16 @@ class Pacer:
     def rates(
         self, elapsed: float, done: Mapping[int, int], busy: Mapping[int, float | None]
     ) -> dict[int, float]:
-        """Observed bytes/s: over the whole run for a device still busy (``busy`` None),
+        """Observed bytes/s: since the baseline for a device still busy (``busy`` None),
         over its busy time for one that ran out of work. A busy device that has written
-        nothing yet (after the warm-up) counts as stalled: rate 0."""
+        nothing since the baseline counts as stalled: rate 0."""
+        base = self.base or {}
         out = {}
         for d, n in done.items():
-            spent = elapsed if busy[d] is None else busy[d]
+            if busy[d] is None:
+                n, spent = n - base.get(d, 0), elapsed - (self.base_time if d in base else 0)
+            else:
+                spent = busy[d]
             out[d] = n / spent if spent and spent > 0 else self.predicted[d]
         return out
 
@@ -287,6 +303,8 @@ def pace(run: Any) -> None:
     remaining = {d: max(0, run.assigned[d] - done[d]) for d in alive}
     chunk = run.options.chunk
     movable = {d: max(0, remaining[d] - chunk) for d in alive}  # all but the chunk in flight
+    if pacer.baseline(elapsed, done):
+        return
     busy = {d: None if run.outstanding[d] else run.writers[d].busy_seconds for d in alive}
     rates = pacer.rates(elapsed, done, busy)
     moves = pacer.moves(rates, remaining, movable)
