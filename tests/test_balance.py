@@ -284,3 +284,26 @@ def test_time_balance_moves_work_off_a_device_behind_its_pace(tmp_path, device_d
     with Catalog(cat) as c:
         speeds = c.device_speeds()
     assert len(speeds) == 2
+
+
+def test_plan_dry_run_balances_by_time_without_writing(tmp_path, tree, device_dirs):
+    fast, slow = device_dirs(2)
+    r = run_cli(
+        "plan",
+        str(tree),
+        "-d",
+        f"{fast}?speed=30M",
+        "-d",
+        f"{slow}?speed=10M",
+        "--balance",
+        "time",
+        "--catalog",
+        str(tmp_path / "none.sqlite"),
+        "--json",
+    )
+    assert r.code == 0, r.err
+    a, b = r.json["devices"]
+    assert (a["speed_from"], b["speed_from"]) == ("url", "url")
+    assert abs(a["bytes"] - 3 * b["bytes"]) <= 3
+    assert a["predicted"] == pytest.approx(b["predicted"], abs=0.01)
+    assert list(fast.iterdir()) == [] and list(slow.iterdir()) == []  # nothing written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.backup import device_option, order_option, strategy_option
+from parbackup.cli.backup import balance_option, device_option, order_option, strategy_option
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -16,9 +16,10 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, table
 from parbackup.engine.backup import BackupOptions, make_plan
+from parbackup.engine.balance import Balance, dry_run_speeds
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
-from parbackup.errors import PlanError
+from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Strategy
 from parbackup.sources.tree import scan
 
@@ -28,6 +29,7 @@ from parbackup.sources.tree import scan
 @device_option
 @strategy_option
 @order_option
+@balance_option
 @click.option("--items", "show_items", is_flag=True, help="List every item of the plan.")
 @click.option(
     "--incremental",
@@ -43,6 +45,7 @@ def plan(
     devices: tuple[str, ...],
     strategy: str,
     order: str,
+    balance: str,
     show_items: bool,
     incremental: bool,
     catalog_path: str | None,
@@ -50,7 +53,9 @@ def plan(
 ) -> int:
     """Show the plan for backing up SOURCES onto the devices, writing nothing.
 
-    Prints the threshold T, each device's bytes and segments, and the balance.
+    Prints the threshold T, each device's bytes and segments, and the balance. With
+    ``--balance time`` the speeds come from ``?speed=`` or the catalog (a dry run writes
+    no probe: a device of unknown speed is assumed as fast as the mean of the others).
     """
     skipped: list[tuple[str, str]] = []
     entries = scan(sources, lambda p, e: skipped.append((p, e)))
@@ -58,7 +63,17 @@ def plan(
     try:
         if not alive:
             raise PlanError("no device could be opened")
-        options = BackupOptions(strategy=Strategy(strategy), order=Order(order))
+        options = BackupOptions(
+            strategy=Strategy(strategy), order=Order(order), balance=Balance(balance)
+        )
+        speeds = None
+        if options.balance is Balance.TIME:
+            try:
+                with open_catalog(catalog_path, create=False) as catalog:
+                    known = catalog.device_speeds()
+            except CatalogError:
+                known = {}
+            speeds = dry_run_speeds(alive, known)
         reused: set[int] = set()
         if incremental:
             with open_catalog(catalog_path, create=False) as catalog:
@@ -66,7 +81,7 @@ def plan(
                     catalog, sorted({e.source for e in entries}), entries, rehash=False
                 )
             reused = found.files if found else set()
-        the_plan = make_plan(entries, alive, options, reused)
+        the_plan = make_plan(entries, alive, options, reused, speeds)
     finally:
         close_all(alive)
     per_bytes = the_plan.device_bytes()
@@ -74,7 +89,20 @@ def plan(
     doc = {
         "threshold": the_plan.threshold,
         "devices": [
-            {"url": d.url, "bytes": per_bytes[i], "segments": per_items[i]}
+            {
+                "url": d.url,
+                "bytes": per_bytes[i],
+                "segments": per_items[i],
+                **(
+                    {
+                        "speed": round(speeds[i].rate, 1),
+                        "speed_from": speeds[i].source,
+                        "predicted": round(per_bytes[i] / speeds[i].rate, 3),
+                    }
+                    if speeds
+                    else {}
+                ),
+            }
             for i, d in enumerate(alive)
         ],
         "items": [
@@ -95,7 +123,8 @@ def plan(
     total = sum(per_bytes)
     table(
         f"plan: {the_plan.strategy} {the_plan.order}, T = {human_bytes(the_plan.threshold)}",
-        ["device", "bytes", "share", "segments"],
+        ["device", "bytes", "share", "segments"]
+        + (["speed (from)", "predicted s"] if speeds else []),
         [
             [
                 d.url,
@@ -103,6 +132,14 @@ def plan(
                 f"{100 * per_bytes[i] / total:.1f}%" if total else "-",
                 str(per_items[i]),
             ]
+            + (
+                [
+                    f"{speeds[i].rate / 1e6:.1f} MB/s ({speeds[i].source})",
+                    f"{per_bytes[i] / speeds[i].rate:.2f}",
+                ]
+                if speeds
+                else []
+            )
             for i, d in enumerate(alive)
         ],
     )

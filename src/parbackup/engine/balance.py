@@ -144,6 +144,15 @@ def device_speeds(
     return [s if s is not None else Speed(mean, "assumed") for s in found]
 
 
+def dry_run_speeds(devices: Sequence[OpenDevice], known: Mapping[str, float]) -> list[Speed]:
+    """Speeds for a dry run: like ``device_speeds`` but never writing a probe."""
+
+    def no_probe(device: Device) -> float:
+        raise DeviceError("a dry run writes no probe")
+
+    return device_speeds(devices, known, probe=no_probe)
+
+
 def level_moves(
     remaining: Sequence[int],
     rates: Sequence[float],
