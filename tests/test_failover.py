@@ -227,3 +227,43 @@ def test_device_hanging_at_the_catalog_copy_does_not_hold_the_run(tmp_path, src)
     assert (d[0] / "catalog" / "catalog.sqlite").exists()
     assert not (d[1] / "catalog" / "catalog.sqlite").exists()
     restore_and_compare(tmp_path, src)
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_three_kinds_of_failure_in_one_run(tmp_path, src, order):
+    """Five devices; one breaks (EIO), one fills up, one hangs; two finish the set."""
+    d = dirs(tmp_path, 5)
+    urls = [
+        f"faulty+file://{d[0]}?fail_after=150K",
+        str(d[1]),
+        f"faulty+file://{d[2]}?fail_after=600K&error=enospc",
+        f"faulty+file://{d[3]}?hang_after=900K",
+        str(d[4]),
+    ]
+    r = backup(tmp_path, src, urls, "--strategy", "threshold", "--order", order,
+               "--device-timeout", "1")  # fmt: skip
+    assert r.code == 3, r.err
+    doc = r.json
+    assert [x["status"] for x in doc["devices"]] == ["failed", "ok", "failed", "failed", "ok"]
+    errors = [x.get("error", "") for x in doc["devices"]]
+    assert "Input/output error" in errors[0]
+    assert "No space left" in errors[2]
+    assert "no progress" in errors[3]
+    assert doc["devices"][1]["bytes"] + doc["devices"][4]["bytes"] == doc["bytes"]
+    restore_and_compare(tmp_path, src, remove=[d[0], d[2], d[3]])
+
+
+def test_survivors_without_room_fail_the_backup(tmp_path, src):
+    """The survivor cannot hold the failed device's share too: the set fails, clearly,
+    and nothing of it is recorded as backed up."""
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    d = dirs(tmp_path, 2)
+    small = f"{d[0]}?capacity={total * 3 // 4}"
+    bad = f"faulty+file://{d[1]}?fail_after=100K"
+    r = backup(tmp_path, src, [small, bad])
+    assert r.code == 1, r.err
+    doc = r.json
+    assert doc["status"] == "failed" and doc["bytes"] == 0
+    assert f"{bad} failed" in doc["error"] and "cannot take" in doc["error"]
+    db = sqlite3.connect(tmp_path / "cat.sqlite")
+    assert db.execute("SELECT count(*) FROM records").fetchone() == (0,)
