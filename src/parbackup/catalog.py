@@ -21,6 +21,7 @@ from platformdirs import user_data_dir
 
 from parbackup.errors import CatalogError
 from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.runlock import RunLock
 
 SCHEMA_VERSION = 2
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
@@ -149,6 +150,7 @@ class Catalog:
 
     def __init__(self, path: str, *, create: bool = True) -> None:
         self.path = path
+        self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):
             raise CatalogError(f"no catalog at {path} (run a backup first, or pass --catalog)")
         try:
@@ -186,8 +188,9 @@ class Catalog:
         return _Transaction(self.db)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and drop the run lock, if held)."""
         self.db.close()
+        self.run_lock.release()
 
     def __enter__(self) -> Catalog:
         return self
@@ -207,7 +210,13 @@ class Catalog:
         kind: str = "full",
         parent: str | None = None,
     ) -> None:
-        """Record a new set as 'running'; it only becomes complete with finish_set."""
+        """Record a new set as 'running'; it only becomes complete with finish_set.
+
+        Takes the catalog's run lock (runlock.py) until finish_set or close, so two
+        backups never write one catalog at once; sets left 'running' by a run that died
+        become 'interrupted' (see ``interrupted_sets``).
+        """
+        self.lock_for_run()
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
             self.db.execute(
@@ -360,6 +369,30 @@ class Catalog:
                 " WHERE id=?",
                 (status, _now(), files, nbytes, reused, json.dumps(report), set_id),
             )
+        self.run_lock.release()
+
+    def lock_for_run(self) -> None:
+        """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
+        if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died
+            with self.transaction():
+                self.db.execute(
+                    "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
+                    (_now(),),
+                )
+
+    def interrupted_sets(self) -> list[str]:
+        """Ids of sets whose run died before finishing (their volumes are orphans)."""
+        rows = self.db.execute(
+            "SELECT id FROM sets WHERE status='interrupted' ORDER BY seq"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def forget_set(self, set_id: str) -> None:
+        """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
+        with self.transaction():
+            for table in ("records", "files", "set_devices"):
+                self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
+            self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
 
     # -- reading -------------------------------------------------------------------------
     def sets(self) -> list[SetInfo]:

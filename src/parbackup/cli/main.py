@@ -8,11 +8,12 @@ from parbackup import __version__
 from parbackup.cli.backup import backup
 from parbackup.cli.files import files
 from parbackup.cli.plan import plan
+from parbackup.cli.prune import prune
 from parbackup.cli.restore import restore
 from parbackup.cli.sets import sets
 from parbackup.cli.verify import verify
 
-COMMANDS = (backup, plan, restore, verify, sets, files)
+COMMANDS = (backup, plan, restore, verify, sets, files, prune)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,6 +36,7 @@ from parbackup.engine.devices import (
 )
 from parbackup.engine.failover import fail_device, reason_of
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.recovery import clean_interrupted
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
     FINISH,
@@ -413,6 +414,7 @@ def run_backup(
         )
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
+        clean_interrupted(catalog, alive, on_event)
         planned = the_plan.device_bytes()
         on_event(
             Started(

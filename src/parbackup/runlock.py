@@ -1,0 +1,62 @@
+"""One backup at a time per catalog: an advisory lock file beside the catalog.
+
+``<catalog>.lock`` is locked with ``flock`` while a backup run writes a set. The kernel
+drops the lock when the process dies, however it dies (SIGKILL included), so a stale
+lock cannot outlive its holder, and a set still marked 'running' while nobody holds the
+lock belongs to a run that died: it is marked 'interrupted' by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+
+from parbackup.errors import CatalogError
+
+
+class RunLock:
+    """The lock of one catalog; ``acquire`` fails at once with a clear message if held."""
+
+    def __init__(self, catalog_path: str) -> None:
+        self.path = os.path.abspath(catalog_path) + ".lock"
+        self.fd = -1
+
+    @property
+    def held(self) -> bool:
+        return self.fd >= 0
+
+    def acquire(self) -> bool:
+        """Take the lock; CatalogError if another run holds it.
+
+        True when newly taken, False when this object already held it.
+        """
+        if self.held:
+            return False
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise CatalogError(
+                f"the catalog {self.path[:-5]} is in use by another backup (pid {holder}); "
+                "wait for it to finish, or use another --catalog"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise CatalogError(f"cannot lock the catalog {self.path[:-5]}: {exc}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        """Drop the lock; never raises."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
