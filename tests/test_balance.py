@@ -174,13 +174,14 @@ def test_level_moves_properties(devs):
 
 
 def test_pacer_waits_for_warmup_and_ignores_small_moves():
-    pacer = Pacer({0: 1.0, 1: 1.0}, warmup=1.0, every=1.0, min_move=100)
+    pacer = Pacer({0: 1.0, 1: 1.0}, warmup=1.0, window=1.0, every=1.0, min_move=100)
     assert not pacer.due(0.5)
     assert pacer.due(1.0)
     assert not pacer.due(1.5)
     assert pacer.due(2.0)
     # rates count from the baseline: buffers filling at the start do not count
-    assert pacer.baseline(1.0, {0: 1000, 1: 1000}) and not pacer.baseline(2.0, {0: 0, 1: 0})
+    assert pacer.baseline(1.0, {0: 1000, 1: 1000})  # taken; too early to act
+    assert not pacer.baseline(2.0, {0: 0, 1: 0})  # a window of 1 s has passed; kept
     # device 0 ran at 10 B/s since; device 1 wrote 2000 B in 0.5 s of work and is idle now
     rates = pacer.rates(2.0, {0: 1010, 1: 2000}, {0: None, 1: 0.5})
     assert rates == {0: 10.0, 1: 4000.0}

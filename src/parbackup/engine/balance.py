@@ -203,23 +203,25 @@ class Pacer:
         self,
         predicted: Mapping[int, float],
         *,
-        margin: float = 0.2,
+        margin: float = 0.25,
         warmup: float = 1.0,
+        window: float = 2.0,
         every: float = 1.0,
         min_move: int = 4 << 20,
     ) -> None:
         self.predicted = dict(predicted)
         self.margin, self.warmup, self.every, self.min_move = margin, warmup, every, min_move
+        self.window = window
         self.last = 0.0
         self.base: dict[int, int] | None = None
         self.base_time = 0.0
 
     def baseline(self, elapsed: float, done: Mapping[int, int]) -> bool:
-        """Take the starting point of rate measurement once; True if taken just now."""
-        if self.base is not None:
-            return False
-        self.base, self.base_time = dict(done), elapsed
-        return True
+        """Take the starting point of rate measurement once. True while the rates are not
+        yet measured over ``window`` seconds (then the pacer must not act)."""
+        if self.base is None:
+            self.base, self.base_time = dict(done), elapsed
+        return elapsed - self.base_time < self.window
 
     def due(self, elapsed: float) -> bool:
         """True when it is time for another look."""
