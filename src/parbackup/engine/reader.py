@@ -9,7 +9,6 @@ Sequential devices (tape) are read front to back in one pass instead.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from itertools import groupby
@@ -179,12 +178,23 @@ def read_set(
 
     Devices are found by label (``--device`` URLs first, then where the catalog last saw
     them). Records of a device that cannot be reached are reported to ``sink`` as errors.
-    Progress events are emitted on the calling thread.
+    Progress events are emitted on the calling thread, about ten times a second: the
+    readers only add to counters (a queue hand-off per record cost the readers a third of
+    their time on small files, waking this thread for every record).
     """
     opened, missing = devices_for_labels(
         {label: url for label, url in known_urls.items() if label in records}, list(overrides)
     )
-    progress: queue.Queue = queue.Queue()
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def report_progress() -> None:
+        with lock:
+            moved = [(url, n) for url, n in counts.items() if n]
+            counts.clear()
+        for url, n in moved:
+            on_event(DeviceBytes(url, n))
+
     try:
         threads = []
         for label, wanted in records.items():
@@ -199,7 +209,8 @@ def read_set(
                 fid: int, ref: RecordRef, payload: memoryview | None, error: str, url: str = dev.url
             ) -> None:
                 sink(url, fid, ref, payload, error)
-                progress.put((url, ref.size))
+                with lock:
+                    counts[url] = counts.get(url, 0) + ref.size
 
             t = threading.Thread(
                 target=read_records,
@@ -209,11 +220,9 @@ def read_set(
             )
             threads.append(t)
             t.start()
-        while any(t.is_alive() for t in threads) or not progress.empty():
-            try:
-                url, n = progress.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            on_event(DeviceBytes(url, n))
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(timeout=0.1)
+            report_progress()
+        report_progress()
     finally:
         close_all(list(opened.values()))
