@@ -76,7 +76,8 @@ def tmpfs_fixture(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
 
 @pytest.fixture(name="ext4")
 def ext4_fixture(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """``ext4(name, size_mb, readonly=False)``: an ext4 image on a loop device, mounted."""
+    """``ext4(name, size_mb, readonly=False)``: an ext4 image on a loop device, mounted
+    with ``errors=remount-ro`` (so ``turn_read_only`` works on it)."""
     require_root("mount", "umount", "losetup", "mkfs.ext4")
     undo = contextlib.ExitStack()
 
@@ -89,7 +90,7 @@ def ext4_fixture(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         undo.callback(sh, "losetup", "-d", loop, check=False)
         path = tmp_path / name
         path.mkdir()
-        sh("mount", *(["-o", "ro"] if readonly else []), loop, str(path))
+        sh("mount", "-o", "ro" if readonly else "errors=remount-ro", loop, str(path))
         undo.callback(unmount, path)
         return path
 
@@ -105,6 +106,15 @@ def shut_down(mountpoint: Path) -> None:
         fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
     finally:
         os.close(fd)
+
+
+def turn_read_only(mountpoint: Path) -> None:
+    """Make ext4 record an error (sysfs ``trigger_fs_error``); mounted with
+    ``errors=remount-ro`` it turns read-only at once: later writes fail with EROFS.
+    (``mount -o remount,ro`` would refuse while the backup holds a file open.)"""
+    st = os.stat(mountpoint)
+    dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}").resolve().name
+    Path(f"/sys/fs/ext4/{dev}/trigger_fs_error").write_text("parbackup test: disk error\n")
 
 
 def fill_up(mountpoint: Path) -> None:

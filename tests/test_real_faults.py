@@ -1,6 +1,7 @@
 """Device failures made real: a tmpfs another process fills up (ENOSPC), an ext4 disk
-that dies under the backup (EIO), a read-only filesystem, a device-mapper disk swapped
-for the ``error`` target.
+that dies under the backup (EIO), an ext4 that turns read-only mid-backup after an
+error (EROFS), a read-only mount met at the start, a device-mapper disk swapped for the
+``error`` target.
 
 The fault itself is real; the ``faulty+`` wrapper only *pauses* the device at a known
 point (``pause_after=...&gate=...``) so the test can break the filesystem mid-backup
@@ -24,6 +25,7 @@ from fsfixtures import (  # noqa: F401 (fixtures)
     fill_up,
     shut_down,
     tmpfs_fixture,
+    turn_read_only,
     unmount,
 )
 
@@ -78,6 +80,24 @@ def test_disk_dies_mid_backup(tmp_path, src, ext4):
     assert code == 3, err
     assert "Input/output error" in by_url(doc)[url]["error"]
     assert by_url(doc)[str(d0)]["bytes"] == doc["bytes"]
+    unmount(disk)
+    restore_and_compare(tmp_path, src)
+
+
+def test_filesystem_turns_read_only_mid_backup(tmp_path, src, ext4):
+    disk = ext4("disk")
+    d0, d2 = tmp_path / "d0", tmp_path / "d2"
+    d0.mkdir(), d2.mkdir()
+    gate = Gate(tmp_path / "gate")
+    url = paused(disk, gate)
+    proc = start_backup(tmp_path, src, [str(d0), url, str(d2)])
+    gate.wait_paused()
+    turn_read_only(disk)  # an ext4 error with errors=remount-ro: EROFS from now on
+    gate.open()
+    code, doc, err = finish(proc)
+    assert code == 3, err
+    assert "Read-only file system" in by_url(doc)[url]["error"]
+    assert doc["balance"]["spread_bytes"] <= 1
     unmount(disk)
     restore_and_compare(tmp_path, src)
 
