@@ -83,9 +83,9 @@ def test_failed_probe_assumes_the_mean_of_the_others():
 def test_probe_writes_then_deletes_its_scratch_object():
     dev = open_device("memory://probe1")
     ticks = iter(range(100))
-    rate = probe_speed(dev, limit=4 << 20, seconds=100, clock=lambda: next(ticks) * 0.5)
-    # 4 writes of 1 MiB at 0.5 s per clock call: 4 MiB over the elapsed ticks
-    assert rate == pytest.approx((4 << 20) / 2.5)
+    rate = probe_speed(dev, limit=1 << 20, seconds=100, clock=lambda: next(ticks) * 0.5)
+    # 4 writes of 256 KiB, one clock call after each, 0.5 s per call: 1 MiB in 2.5 s
+    assert rate == pytest.approx((1 << 20) / 2.5)
     assert dev.list("") == []
 
 

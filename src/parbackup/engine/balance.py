@@ -82,7 +82,7 @@ def probe_speed(
     The commit is timed too, so a device that buffers writes and pays at commit is not
     mistaken for a fast one. The scratch object is always deleted.
     """
-    block = bytes(1 << 20)
+    block = bytes(256 << 10)  # small blocks: a slow device is not handed much beyond time
     written = 0
     started = clock()
     writer = device.replace(PROBE_NAME)
