@@ -363,6 +363,7 @@ def run_backup(
     """Back up ``sources`` onto the devices; record the set in ``catalog``."""
     if options.snapshot or options.pre_command or options.post_command:
         return backup_from_snapshot(run_backup, sources, device_urls, catalog, options, on_event)
+    catalog.lock_for_run()  # before labelling: two runs must not label one device twice
     started = time.monotonic()
     skipped: list[Skipped] = []
     entries = scan(

@@ -305,6 +305,7 @@ def run_stream_backup(
     started = time.monotonic()
     options = options or BackupOptions()
     path = "/" + name.lstrip("/")
+    catalog.lock_for_run()  # before labelling: two runs must not label one device twice
     alive, dead = open_devices(list(device_urls), create_labels=False, require_label=False)
     try:
         if alive:
