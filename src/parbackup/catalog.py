@@ -209,6 +209,7 @@ class Catalog:
         sources: Sequence[str],
         kind: str = "full",
         parent: str | None = None,
+        created: str | None = None,
     ) -> None:
         """Record a new set as 'running'; it only becomes complete with finish_set.
 
@@ -225,7 +226,7 @@ class Catalog:
                 (
                     set_id,
                     seq,
-                    _now(),
+                    created or _now(),
                     kind,
                     parent,
                     strategy,

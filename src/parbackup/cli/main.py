@@ -9,11 +9,12 @@ from parbackup.cli.backup import backup
 from parbackup.cli.files import files
 from parbackup.cli.plan import plan
 from parbackup.cli.prune import prune
+from parbackup.cli.rebuild_catalog import rebuild
 from parbackup.cli.restore import restore
 from parbackup.cli.sets import sets
 from parbackup.cli.verify import verify
 
-COMMANDS = (backup, plan, restore, verify, sets, files, prune)
+COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -432,6 +432,7 @@ def run_backup(
             "order": str(options.order),
             "threshold": the_plan.threshold,
             "devices": len(alive),
+            "kind": "incremental" if reuse.parent else "full",
         }
         run.start(set_id, meta)
         if all(d.index == n for n, d in enumerate(alive)):

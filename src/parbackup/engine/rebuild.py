@@ -1,0 +1,294 @@
+"""Rebuilding a catalog from the devices alone (REQUIREMENTS X2).
+
+Every volume starts with a header holding its set's metadata (JSON: sources, strategy,
+order, threshold, number of devices) and every record carries its set id, file id,
+offset, size, checksum, path and metadata. Reading every volume of every device front to
+back is therefore enough to recreate the sets, their files and where each record lies.
+Each record is checked (header CRC, payload BLAKE3) while it is read; only intact records
+enter the new catalog.
+
+With only some devices present, a file whose bytes are not all found is recorded with
+state 'incomplete' (never restored) and named in the report. Files that had all their
+records on a missing device cannot be named (nothing present mentions them); the report
+counts the gaps in the file ids instead.
+
+A set's status is decided from what the devices show: 'complete' when every volume ends
+with its end record, every device the set was written to is present and every file is
+whole; 'degraded' when it is restorable but something is missing; 'interrupted' when no
+volume of it was ever closed (the run died) — such a set is never restored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from parbackup.catalog import Catalog
+from parbackup.devices.base import Device
+from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.restore import covered
+from parbackup.errors import ChecksumError, DeviceError, FormatError, UsageError
+from parbackup.format import (
+    RECORD_FIXED_SIZE,
+    checksum,
+    decode_record_header,
+    read_volume_header,
+    record_length,
+)
+from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.progress import EventSink, Notice, ignore
+
+
+@dataclass
+class _SetFound:
+    """Everything the present devices hold of one set."""
+
+    set_hex: str
+    meta: dict
+    created_ns: int
+    labels: set[str] = field(default_factory=set)
+    volumes: int = 0
+    closed: int = 0
+    damaged: list[dict] = field(default_factory=list)
+    files: dict[int, FileEntry] = field(default_factory=dict)
+    records: list[tuple[int, RecordRef]] = field(default_factory=list)
+
+
+@dataclass
+class RebuildReport:
+    """What ``rebuild-catalog`` found; ``to_json`` gives its ``--json`` document."""
+
+    catalog: str
+    devices: list[dict] = field(default_factory=list)
+    sets: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every set is complete, 3 when something is missing or damaged."""
+        return 0 if all(s["status"] == "complete" for s in self.sets) else 3
+
+    def to_json(self) -> dict:
+        return {
+            "catalog": self.catalog,
+            "devices": self.devices,
+            "sets": self.sets,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFound]) -> None:
+    """Read one volume front to back into ``found``; damage is noted, never raised."""
+    with device.open_read(name) as stream:
+        head = read_volume_header(stream)
+        set_hex = head.set_id.hex()
+        entry = found.get(set_hex)
+        if entry is None:
+            entry = found[set_hex] = _SetFound(set_hex, head.meta, head.created_ns)
+        entry.created_ns = min(entry.created_ns, head.created_ns)
+        entry.labels.add(label)
+        entry.volumes += 1
+        position, count = head.length, 0
+        while True:
+            fixed = stream.read(RECORD_FIXED_SIZE)
+            if not fixed:
+                entry.damaged.append(
+                    {"volume": name, "error": "volume ends without its end record (cut short)"}
+                )
+                return
+            try:
+                header = decode_record_header(fixed, lambda n: stream.read(n) or b"")
+            except FormatError as exc:
+                entry.damaged.append(
+                    {
+                        "volume": name,
+                        "error": f"at byte {position}: {exc}; the rest of the volume is not read",
+                    }
+                )
+                return
+            if header.kind == "end":
+                if header.file_size != count:
+                    entry.damaged.append({"volume": name, "error": "end record count differs"})
+                else:
+                    entry.closed += 1
+                return
+            payload = stream.read(header.size) if header.size else b""
+            length = record_length(header)
+            if len(payload) != header.size:
+                entry.damaged.append({"volume": name, "error": "last record is cut short"})
+                return
+            if header.set_id != head.set_id:
+                entry.damaged.append(
+                    {"volume": name, "error": f"record at {position} belongs to another set"}
+                )
+            elif checksum(payload) != header.checksum:
+                entry.damaged.append(
+                    {
+                        "volume": name,
+                        "path": os.fsdecode(header.path),
+                        "error": str(ChecksumError("payload checksum mismatch")),
+                    }
+                )
+            else:
+                _add_record(entry, header, label, name, position, length - header.size)
+            position += length
+            count += 1
+
+
+def _add_record(
+    entry: _SetFound, header, label: str, volume: str, position: int, header_size: int
+) -> None:
+    kind = Kind(header.kind)
+    known = entry.files.get(header.file_id)
+    size = header.file_size if known is None else max(known.size, header.file_size)
+    entry.files[header.file_id] = FileEntry(
+        path=os.fsdecode(header.path),
+        kind=kind,
+        size=size if kind is Kind.FILE else 0,
+        mode=header.mode,
+        mtime_ns=header.mtime_ns,
+        uid=header.uid,
+        gid=header.gid,
+        link=os.fsdecode(header.link),
+    )
+    entry.records.append(
+        (
+            header.file_id,
+            RecordRef(
+                label, volume, position, header_size, header.offset, header.size, header.checksum
+            ),
+        )
+    )
+
+
+def _scan(dev: OpenDevice, found: dict[str, _SetFound]) -> dict:
+    """Read every volume on one device; a summary for the report."""
+    names = sorted(o.name for o in dev.device.list("sets/") if o.name.endswith(".pbv"))
+    for name in names:
+        try:
+            _read_volume(dev.device, dev.label.label, name, found)
+        except (DeviceError, FormatError) as exc:
+            # a volume whose header is unreadable cannot be attributed to a set
+            found.setdefault("", _SetFound("", {}, 0)).damaged.append(
+                {"volume": name, "device": dev.url, "error": str(exc)}
+            )
+    return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
+
+
+def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
+    """The set's status and, per file id, why it is incomplete."""
+    by_file: dict[int, list[RecordRef]] = {}
+    for fid, ref in entry.records:
+        by_file.setdefault(fid, []).append(ref)
+    incomplete = {
+        fid: "bytes missing: the rest is on a device that is not present, or damaged"
+        for fid, e in entry.files.items()
+        if e.kind is Kind.FILE and not covered(by_file.get(fid, []), e.size)
+    }
+    if entry.closed == 0:
+        return "interrupted", incomplete
+    whole = (
+        entry.closed == entry.volumes
+        and not entry.damaged
+        and not incomplete
+        and len(entry.labels) >= int(entry.meta.get("devices", 0))
+        and set(entry.files) == set(range(len(entry.files)))
+        and entry.meta.get("kind", "full") == "full"
+    )
+    return ("complete" if whole else "degraded"), incomplete
+
+
+def rebuild_catalog(
+    device_urls: list[str], catalog_path: str, on_event: EventSink = ignore
+) -> RebuildReport:
+    """Read every volume on the devices and write the sets found into a new catalog."""
+    started = time.monotonic()
+    if os.path.exists(catalog_path):
+        raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
+    alive, dead = open_devices(list(device_urls), create_labels=False)
+    report = RebuildReport(catalog=catalog_path)
+    found: dict[str, _SetFound] = {}
+    try:
+        for d in dead:
+            on_event(Notice(f"device not read: {d.url}: {d.reason}"))
+            report.devices.append({"url": d.url, "error": d.reason})
+        for dev in alive:
+            report.devices.append(_scan(dev, found))
+        unattributed = found.pop("", None)
+        urls = {dev.label.label: dev.url for dev in alive}
+        with Catalog(catalog_path) as catalog:
+            for dev in alive:
+                catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
+            for entry in sorted(found.values(), key=lambda e: e.created_ns):
+                report.sets.append(_write_set(catalog, entry, urls))
+        if unattributed:
+            report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
+    finally:
+        close_all(alive)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _write_set(catalog: Catalog, entry: _SetFound, urls: dict[str, str]) -> dict:
+    meta = entry.meta
+    status, incomplete = _judge(entry)
+    created = datetime.fromtimestamp(entry.created_ns / 1e9, UTC).isoformat(timespec="seconds")
+    catalog.begin_set(
+        entry.set_hex,
+        strategy=str(meta.get("strategy", "")),
+        order=str(meta.get("order", "")),
+        threshold=int(meta.get("threshold", 0)),
+        sources=[str(s) for s in meta.get("sources", [])],
+        kind=str(meta.get("kind", "full")),
+        created=created,
+    )
+    catalog.add_files(entry.set_hex, sorted(entry.files.items()))
+    catalog.add_records(entry.set_hex, entry.records)
+    if incomplete:
+        catalog.mark_files(entry.set_hex, incomplete, "incomplete")
+    missing_ids = (max(entry.files) + 1 - len(entry.files)) if entry.files else 0
+    whole = [e for fid, e in entry.files.items() if fid not in incomplete]
+    doc = {
+        "set": entry.set_hex,
+        "status": status,
+        "created": created,
+        "sources": meta.get("sources", []),
+        "devices_written": meta.get("devices"),
+        "devices_found": sorted(entry.labels),
+        "volumes": entry.volumes,
+        "closed_volumes": entry.closed,
+        "files": len(whole),
+        "bytes": sum(e.size for e in whole),
+        "incomplete": [
+            {"path": entry.files[fid].path, "error": why} for fid, why in sorted(incomplete.items())
+        ],
+        "unknown_file_ids": missing_ids,
+        "damaged": entry.damaged,
+        "rebuilt": True,
+    }
+    if meta.get("kind", "full") != "full":
+        doc["note"] = (
+            "an incremental set: files it reused from its parent are not on its"
+            " volumes, so the rebuilt set lists only the files it wrote"
+        )
+    catalog.finish_set(
+        entry.set_hex,
+        status=status,
+        files=doc["files"],
+        nbytes=doc["bytes"],
+        report=doc,
+        devices=[
+            {
+                "label": lab,
+                "url": urls.get(lab, ""),
+                "status": "ok",
+                "bytes": 0,
+                "segments": 0,
+                "seconds": 0.0,
+            }
+            for lab in sorted(entry.labels)
+        ],
+    )
+    return doc
