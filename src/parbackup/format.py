@@ -35,8 +35,28 @@ MAX_NAME = 65536
 MAX_VOLUME_META = 1024 * 1024
 MAX_FILE_SIZE = 1 << 62
 
-KIND_CODES = {"file": 1, "dir": 2, "symlink": 3}
+KIND_CODES = {
+    "file": 1,
+    "dir": 2,
+    "symlink": 3,
+    "hardlink": 4,
+    "fifo": 5,
+    "socket": 6,
+    "device": 7,
+}
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+FORMAT_VERSIONS = {1: 3, 2: 7}
+"""Record format version -> highest kind code it may carry. Version 2 only adds kinds
+(hard links, FIFOs, sockets, device nodes): a record of one of those kinds is written as
+version 2, every other record as version 1, so volumes without them stay readable by
+version-1 readers, and a version-1 reader meeting a new kind stops with a clear error."""
+
+
+def record_version(code: int) -> int:
+    """The format version a record of kind ``code`` is written with."""
+    return 2 if 3 < code < KIND_END else FORMAT_VERSION
+
+
 KIND_END = 15
 """The last record of a volume: its ``file_size`` field holds the number of records."""
 
@@ -109,7 +129,7 @@ def encode_record_header(
     path: one call per record). ``code`` is a KIND_CODES value or KIND_END."""
     body = _RECORD.pack(
         RECORD_MAGIC,
-        FORMAT_VERSION,
+        record_version(code),
         code,
         _RECORD.size + len(path) + len(link) + _CRC.size,
         set_id,
@@ -142,10 +162,10 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
     (mode, uid, gid, mtime_ns, _flags, digest, path_len, link_len) = fields[9:]
     if magic != RECORD_MAGIC:
         raise FormatError(f"bad record magic {magic!r}")
-    if version != FORMAT_VERSION:
+    if version not in FORMAT_VERSIONS:
         raise FormatError(f"unsupported record format version {version}")
-    if code not in KIND_NAMES and code != KIND_END:
-        raise FormatError(f"unknown record kind {code}")
+    if code != KIND_END and not 0 < code <= FORMAT_VERSIONS[version]:
+        raise FormatError(f"unknown record kind {code} (format version {version})")
     if path_len > MAX_NAME or link_len > MAX_NAME:
         raise FormatError("record names are too long")
     if length != _RECORD.size + path_len + link_len + _CRC.size:

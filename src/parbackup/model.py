@@ -12,6 +12,13 @@ class Kind(enum.StrEnum):
     FILE = "file"
     DIR = "dir"
     SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    """Another name of a regular file met earlier in the scan; ``link`` is that path."""
+    FIFO = "fifo"
+    SOCKET = "socket"
+    DEVICE = "device"
+    """A character or block device node (type bits in ``mode``); ``link`` holds the
+    device number (``st_rdev``) in decimal."""
 
 
 class Strategy(enum.StrEnum):

@@ -124,4 +124,6 @@ def restore(
         )
         for d in report.damaged:
             line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}")
+        for d in report.skipped:
+            line(f"skipped: {d['path']}: {d['error']}")
     return report.exit_code

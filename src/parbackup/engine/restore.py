@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.engine.paths import DirMaker, is_real_dir, target_path
 from parbackup.engine.reader import read_set
+from parbackup.engine.specials import SPECIAL, make_special, substitute_hardlinks
 from parbackup.errors import CatalogError, RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
@@ -47,6 +48,8 @@ class RestoreReport:
     bytes: int = 0
     seconds: float = 0.0
     damaged: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    """Entries not recreated because this user may not (device nodes without privilege)."""
 
     @property
     def status(self) -> str:
@@ -54,7 +57,7 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 0
+        return 1 if self.damaged else 3 if self.skipped else 0
 
     def to_json(self) -> dict:
         return {
@@ -65,6 +68,7 @@ class RestoreReport:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "damaged": self.damaged,
+            **({"skipped": self.skipped} if self.skipped else {}),
         }
 
 
@@ -110,6 +114,28 @@ def is_zero(payload: memoryview) -> bool:
     )
 
 
+_BLOCK = 4096
+_ZERO_BLOCK = bytes(_BLOCK)
+
+
+def write_sparse(fd: int, payload: memoryview, offset: int) -> None:
+    """pwrite ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes)."""
+    n = len(payload)
+    run = -1  # start of the current run of non-zero blocks
+    at = 0
+    while at < n:
+        block = payload[at : at + _BLOCK]
+        if block == _ZERO_BLOCK[: len(block)]:
+            if run >= 0:
+                os.pwrite(fd, payload[run:at], offset + run)
+                run = -1
+        elif run < 0:
+            run = at
+        at += _BLOCK
+    if run >= 0:
+        os.pwrite(fd, payload[run:n], offset + run)
+
+
 def covered(refs: list[RecordRef], size: int) -> bool:
     """True when the records cover bytes [0, size) exactly once."""
     at = 0
@@ -142,6 +168,7 @@ def run_restore(
     chosen = select_files(catalog, info.id, options.includes)
     if options.includes and not chosen:
         raise RestoreError("no file in the set matches " + ", ".join(options.includes))
+    chosen = substitute_hardlinks(chosen, select_files(catalog, info.id, ()))
     dest: dict[int, str] = {}
     for f in chosen:
         try:
@@ -196,6 +223,7 @@ def run_restore(
 
     damage: dict[int, tuple[str, str]] = {}
     got: dict[int, list[RecordRef]] = {}
+    restored: dict[str, str] = {}
     lock = threading.Lock()
 
     def sink(url: str, fid: int, ref: RecordRef, payload: memoryview | None, error: str) -> None:
@@ -206,7 +234,7 @@ def run_restore(
         if not is_zero(payload):  # the file was sized with ftruncate: zeros stay holes
             fd = os.open(temp[fid], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                os.pwrite(fd, payload, ref.offset)
+                write_sparse(fd, payload, ref.offset)
             finally:
                 os.close(fd)
         with lock:
@@ -237,9 +265,19 @@ def run_restore(
             )
             continue
         os.replace(tmp, path)
+        restored[f.entry.path] = path
         report.files += 1
         report.bytes += f.entry.size
         on_event(FileDone(f.entry.path))
+    for f in chosen:
+        if f.entry.kind in SPECIAL and f.file_id in dest:
+            problem, error = make_special(dest[f.file_id], f.entry, restored)
+            if problem:
+                where = report.damaged if problem == "damaged" else report.skipped
+                where.append({"path": f.entry.path, "device": "", "error": error})
+            else:
+                report.files += 1
+                on_event(FileDone(f.entry.path))
     for f in chosen:
         if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
             path = dest[f.file_id]

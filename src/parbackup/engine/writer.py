@@ -379,11 +379,16 @@ class DeviceWriter(threading.Thread):
             self._copy_remote(item, entry)
             return
         try:
-            fd = os.open(entry.read_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a file swapped for a FIFO since the scan must not hang the run
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(entry.read_path, flags)
         except OSError as exc:
             self._send(FileError(self.dev.index, item.file, exc.strerror or str(exc)))
             return
         try:
+            if stat.S_IFMT(os.fstat(fd).st_mode) != stat.S_IFMT(entry.mode):
+                self._send(FileError(self.dev.index, item.file, "file type changed since the scan"))
+                return
             offset = item.offset
             view = memoryview(self.buffer)
             while True:

@@ -16,6 +16,7 @@ from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
 from parbackup.sources.blockdev import image_entry, is_block_device
 from parbackup.sources.remote import check_remote, is_remote, walk_remote
+from parbackup.sources.special import HardLinks, special_entry
 
 ErrorFunc = Callable[[str, str], None]
 
@@ -45,7 +46,7 @@ def _entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
     elif stat.S_ISLNK(mode):
         kind, size, link = Kind.SYMLINK, 0, os.readlink(path)
     else:
-        return None
+        return special_entry(path, st, source)
     return FileEntry(
         path=path,
         kind=kind,
@@ -89,6 +90,7 @@ def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
     if root.kind is not Kind.DIR:
         return
     stack = [source]
+    links = HardLinks()
     while stack:
         directory = stack.pop()
         try:
@@ -100,13 +102,15 @@ def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
         subdirs = []
         for child in children:
             try:
-                entry = _entry(child.path, child.stat(follow_symlinks=False), source)
+                st = child.stat(follow_symlinks=False)
+                entry = _entry(child.path, st, source)
             except OSError as exc:
                 on_error(child.path, exc.strerror or str(exc))
                 continue
             if entry is None:
-                on_error(child.path, "special file (FIFO, socket or device) not backed up")
+                on_error(child.path, "unknown file type, not backed up")
                 continue
+            entry = links.resolve(entry, st)
             yield entry
             if entry.kind is Kind.DIR:
                 subdirs.append(child.path)
@@ -116,6 +120,8 @@ def walk(source: str, on_error: ErrorFunc) -> Iterator[FileEntry]:
 def relocate(entry: FileEntry, read_root: str, source: str) -> FileEntry:
     """An entry found under ``read_root`` (a snapshot) as if found under ``source``."""
     live = source + entry.path[len(read_root) :]
+    if entry.kind is Kind.HARDLINK:  # its first name was found under the snapshot too
+        entry = replace(entry, link=source + entry.link[len(read_root) :])
     return replace(entry, path=live, source=source, read_from=entry.read_path)
 
 
