@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV, Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.devices.url import redact
 from parbackup.errors import DeviceError, UsageError
 from parbackup.model import Label, Space
 
@@ -55,7 +56,7 @@ def open_devices(
     """
     if len(set(urls)) != len(urls):
         dup = next(u for u in urls if urls.count(u) > 1)
-        raise UsageError(f"device named twice: {dup}")
+        raise UsageError(f"device named twice: {redact(dup)}")
     devices = [RetryingDevice(open_device(url)) for url in urls]
     results: list[OpenDevice | DeadDevice | None] = [None] * len(urls)
 
