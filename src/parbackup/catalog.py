@@ -239,9 +239,11 @@ class Catalog:
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
         with self.transaction():
-            self.db.executemany(
+            _insert_rows(
+                self.db,
                 "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link, ctime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " mtime_ns, link, ctime_ns, ino)",
+                12,
                 (
                     (
                         set_id,
@@ -264,10 +266,11 @@ class Catalog:
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
         with self.transaction():
-            self.db.executemany(
+            _insert_rows(
+                self.db,
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " header_size, checksum, origin_set, origin_file)",
+                11,
                 (
                     (
                         set_id,
@@ -504,6 +507,28 @@ class _Transaction:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+_BATCH_ROWS = 256
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+    """``head VALUES (...), (...), ...`` with up to _BATCH_ROWS rows per statement.
+
+    Faster than ``executemany`` when other threads are busy: the sqlite3 module lets go
+    of the GIL for every statement it steps, and getting it back from busy device writers
+    once per row cost more than the inserts themselves (67k files: 1.1 s against 0.55 s).
+    """
+    one = "(" + ", ".join("?" * ncols) + ")"
+    full = f"{head} VALUES " + ", ".join([one] * _BATCH_ROWS)
+    batch: list = []
+    for row in rows:
+        batch.extend(row)
+        if len(batch) == ncols * _BATCH_ROWS:
+            db.execute(full, batch)
+            batch = []
+    if batch:
+        db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)
 
 
 def default_catalog_path() -> str:
