@@ -146,6 +146,7 @@ def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_proce
     (d0,) = local_dirs(tmp_path, "d0")
     gate = Gate(tmp_path / "gate")
     url = f"faulty+s3://frozen/dev?endpoint={endpoint}&part=5MiB&pause_after=12M&gate={gate}"
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the backup process inherits the store's credentials
     try:
         proc = start_backup(tmp_path, src, [str(d0), url], "--device-timeout", "2")
@@ -154,9 +155,12 @@ def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_proce
         os.kill(proc_s3.pid, signal.SIGSTOP)
         gate.open()
         code, doc, err = finish(proc, timeout=60)  # minutes before the fix
-    finally:
-        for k in env:
-            os.environ.pop(k, None)
+    finally:  # put back what the session's S3 fixture may have set
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     assert code == 3, err
     assert "no progress for 2 seconds" in by_url(doc)[url]["error"]
     restore_and_compare(tmp_path, src)
