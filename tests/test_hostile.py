@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tree
+from conftest import make_tree, run_cli
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.restore import RestoreOptions, run_restore
@@ -157,4 +157,30 @@ def test_crafted_sizes_do_not_allocate(setup, tmp_path, sql, error):
     report = restore(cat, tmp_path / "out")
     assert len(report.damaged) == 1
     assert error in report.damaged[0]["error"]
+    assert untouched(outside)
+
+
+@pytest.mark.parametrize(
+    ("sql", "error"),
+    [
+        ("UPDATE files SET kind='weird' WHERE file_id=?", "unknown kind 'weird'"),
+        ("UPDATE files SET path=10000000000 WHERE file_id=?", "a path is stored as int"),
+    ],
+)
+def test_crafted_catalog_values_give_a_clear_error(setup, tmp_path, sql, error):
+    _, outside, cat = setup
+    tamper(cat, sql, file_ids(cat, "file")[0])
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 1
+    assert error in r.err and "Traceback" not in r.err
+    assert untouched(outside)
+
+
+@pytest.mark.parametrize("volume", ["../../outside/precious", "/etc/passwd", "sets/../../x"])
+def test_crafted_volume_names_are_refused(setup, tmp_path, volume):
+    _, outside, cat = setup
+    fid = file_ids(cat, "file")[0]
+    tamper(cat, "UPDATE records SET volume=? WHERE file_id=?", volume, fid)
+    report = restore(cat, tmp_path / "out")
+    assert len(report.damaged) == 1 and "bad object name" in report.damaged[0]["error"]
     assert untouched(outside)

@@ -133,6 +133,9 @@ class CatalogFile:
     state: str
 
 
+_KINDS = {k.value for k in Kind}
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -141,7 +144,12 @@ def _enc(path: str) -> bytes:
     return os.fsencode(path)
 
 
-def _dec(raw: bytes) -> str:
+def _dec(raw: bytes | str) -> str:
+    """A path or link from the catalog; a damaged or crafted value is a CatalogError."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise CatalogError(f"damaged catalog: a path is stored as {type(raw).__name__}")
     return os.fsdecode(bytes(raw))
 
 
@@ -447,6 +455,8 @@ class Catalog:
             (set_id,),
         )
         for r in cur:
+            if r[2] not in _KINDS:
+                raise CatalogError(f"{self.path} is damaged: unknown kind {r[2]!r}")
             entry = FileEntry(
                 path=_dec(r[1]),
                 kind=Kind(r[2]),
