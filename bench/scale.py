@@ -60,7 +60,8 @@ def plan_timings(src: str, devs: list[str]) -> dict:
     from parbackup.sources.tree import scan
 
     t0 = time.perf_counter()
-    entries = scan([src], lambda p, e: None)
+    with paused_gc():  # as run_backup and the plan command scan
+        entries = scan([src], lambda p, e: None)
     t1 = time.perf_counter()
     alive, _ = open_devices(devs, create_labels=False, require_label=False)
     t2 = time.perf_counter()

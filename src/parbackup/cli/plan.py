@@ -18,6 +18,7 @@ from parbackup.cli.render import line, table
 from parbackup.engine.backup import BackupOptions, make_plan
 from parbackup.engine.balance import Balance, dry_run_speeds
 from parbackup.engine.devices import close_all, open_devices
+from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Strategy
@@ -58,7 +59,8 @@ def plan(
     no probe: a device of unknown speed is assumed as fast as the mean of the others).
     """
     skipped: list[tuple[str, str]] = []
-    entries = scan(sources, lambda p, e: skipped.append((p, e)))
+    with paused_gc():
+        entries = scan(sources, lambda p, e: skipped.append((p, e)))
     alive, dead = open_devices(list(devices), create_labels=False, require_label=False)
     try:
         if not alive:

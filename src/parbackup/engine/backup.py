@@ -35,6 +35,7 @@ from parbackup.engine.devices import (
     open_devices,
 )
 from parbackup.engine.failover import fail_device, reason_of
+from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.recovery import clean_interrupted
 from parbackup.engine.snapshot import backup_from_snapshot
@@ -196,7 +197,8 @@ def make_plan(
         slots = [Slot(room=r, weight=s.rate) for r, s in zip(rooms, speeds, strict=True)]
     else:
         slots = [Slot(room=r) for r in rooms]
-    return plan(pieces_of(entries, reused), slots, options.strategy, options.order)
+    with paused_gc():
+        return plan(pieces_of(entries, reused), slots, options.strategy, options.order)
 
 
 class _Run:
@@ -366,9 +368,10 @@ def run_backup(
     catalog.lock_for_run()  # before labelling: two runs must not label one device twice
     started = time.monotonic()
     skipped: list[Skipped] = []
-    entries = scan(
-        sources, lambda path, err: skipped.append(Skipped(path, err)), dict(options.read_roots)
-    )
+    with paused_gc():
+        entries = scan(
+            sources, lambda path, err: skipped.append(Skipped(path, err)), dict(options.read_roots)
+        )
     alive, dead = open_devices(
         list(device_urls),
         create_labels=False,
