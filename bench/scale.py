@@ -57,6 +57,7 @@ def plan_timings(src: str, devs: list[str]) -> dict:
     """Scan and plan in this process, timed apart (what ``parbackup plan`` runs)."""
     from parbackup.engine.backup import BackupOptions, make_plan
     from parbackup.engine.devices import close_all, open_devices
+    from parbackup.engine.gcpause import paused_gc
     from parbackup.sources.tree import scan
 
     t0 = time.perf_counter()
