@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,6 +40,17 @@ def sets_on_devices(devs: list[Path]) -> set[str]:
     return {p.name for d in devs for p in (d / "sets").glob("*") if any(p.iterdir())}
 
 
+def new_running_set(cat: str, seen: set[str]) -> bool:
+    """True once a set not in ``seen`` is running (the killed runs' sets stay 'running'
+    until the next run marks them interrupted)."""
+    db = sqlite3.connect(cat, timeout=10)
+    try:
+        rows = db.execute("SELECT id FROM sets WHERE status='running'").fetchall()
+    finally:
+        db.close()
+    return any(r[0] not in seen for r in rows)
+
+
 def check_catalog(cat: str, verified: set[str]) -> dict[str, str]:
     """The catalog opens; every restorable set not yet checked verifies clean."""
     with Catalog(cat) as catalog:
@@ -53,7 +65,7 @@ def check_catalog(cat: str, verified: set[str]) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments(tmp_path, device_dirs):
-    big = (24 << 20, 12 << 20)
+    big = (40 << 20, 20 << 20)
     tree = make_tree(tmp_path / "src", seed=11, files=120, max_size=200_000, big=big)
     devs = device_dirs(3)
     cat = str(tmp_path / "cat.sqlite")
@@ -76,7 +88,13 @@ def test_sigkill_at_random_moments(tmp_path, device_dirs):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.05, duration * 1.1))
+        if i % 2:  # any moment of the process's life, start-up and scan included
+            time.sleep(rng.uniform(0.05, duration * 1.1))
+        else:  # a moment after its set was begun, while its writers run
+            delay = rng.uniform(0, duration / 2)
+            while proc.poll() is None and not new_running_set(cat, seen):
+                time.sleep(0.005)
+            time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         status = check_catalog(cat, verified)

@@ -399,6 +399,13 @@ class Catalog:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def origin_sets(self) -> set[str]:
+        """Ids of sets some set's records point into (their volumes must be kept)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT origin_set FROM records WHERE origin_set != ''"
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
         with self.transaction():

@@ -37,7 +37,7 @@ from parbackup.engine.devices import (
 from parbackup.engine.failover import fail_device, reason_of
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
-from parbackup.engine.recovery import clean_interrupted
+from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
     FINISH,
@@ -387,6 +387,9 @@ def run_backup(
             if found is None:
                 on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
+        if not reuse.parent and (resumed := resume_reuse(catalog, sources_abs, entries)):
+            reuse = resumed
+            on_event(Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused"))
         first, unlabelled = None, []
         if alive:
             first = make_plan(entries, alive, options, reuse.files)  # refuse what cannot fit
@@ -418,7 +421,7 @@ def run_backup(
         )
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
-        clean_interrupted(catalog, alive, on_event)
+        clean_interrupted(catalog, alive, on_event, {r.origin_set for _, r in reuse.records})
         planned = the_plan.device_bytes()
         on_event(
             Started(

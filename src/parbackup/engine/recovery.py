@@ -5,19 +5,24 @@ A run that dies leaves its set 'running' in the catalog (the next run marks it
 devices. Nothing of such a set is ever restored. The next backup deletes those volumes
 from the devices it uses (``clean_interrupted``); ``parbackup prune --orphans`` does the
 same on every device the catalog knows and also removes the volumes of failed sets.
-We start cleanly rather than resume: see docs/GUARANTEES.md.
+When the dead run had made whole files durable (a checkpoint), the next backup of the
+same sources resumes: it reuses those files' records (``resume_reuse``) and keeps that
+set's volumes; otherwise it starts cleanly. See docs/GUARANTEES.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
+from parbackup.engine.incremental import load_previous
 from parbackup.errors import DeviceError
+from parbackup.model import FileEntry
 from parbackup.progress import EventSink, Notice, ignore
+from parbackup.sources.incremental import Reuse, select
 
 _DEAD = ("interrupted", "failed")
 
@@ -30,17 +35,44 @@ def delete_set_volumes(device: Device, set_id: str) -> int:
     return len(names)
 
 
+def resume_reuse(
+    catalog: Catalog, sources: Sequence[str], entries: Sequence[FileEntry]
+) -> Reuse | None:
+    """What the newest interrupted run of the same sources already made durable.
+
+    Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
+    are not copied again: the new set points at their records in the interrupted set's
+    volumes, exactly as an incremental set points into its parent. None when there is no
+    such run or it left nothing whole.
+    """
+    wanted = sorted(sources)
+    for info in reversed(catalog.sets()):
+        if info.status == "interrupted" and sorted(info.sources) == wanted:
+            found = select(entries, info.id, load_previous(catalog, info.id))
+            if not found.files:
+                return None
+            return Reuse(files=found.files, records=found.records, bytes=found.bytes)
+    return None
+
+
 def clean_interrupted(
-    catalog: Catalog, devices: Sequence[OpenDevice], on_event: EventSink = ignore
+    catalog: Catalog,
+    devices: Sequence[OpenDevice],
+    on_event: EventSink = ignore,
+    keep: Set[str] = frozenset(),
 ) -> list[str]:
     """Delete the volumes of interrupted sets from ``devices``; forget fully cleaned sets.
 
-    A set is forgotten once none of its catalogued records lies on a device not cleaned
-    here. Returns the ids of the sets cleaned.
+    Sets in ``keep``, or whose records a set in the catalog reuses (a resumed run), are
+    left alone. A set is forgotten once none of its catalogued records lies on a device
+    not cleaned here. Returns the ids of the sets cleaned.
     """
     labels = {d.label.label for d in devices}
     out = []
+    protected = set(keep) | catalog.origin_sets()
     for set_id in catalog.interrupted_sets():
+        if set_id in protected:
+            continue
         removed = 0
         for dev in devices:
             try:
@@ -89,7 +121,9 @@ def prune_orphans(
     catalog.lock_for_run()
     report = PruneReport()
     try:
-        status = {s.id: s.status for s in catalog.sets()}
+        referenced = catalog.origin_sets()
+        status = {s.id: s.status for s in catalog.sets() if s.id not in referenced}
+        status.update({s: "referenced" for s in referenced})
         opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
         report.unreachable = {label: reason for label, reason in missing.items()}
         try:
