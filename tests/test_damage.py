@@ -67,6 +67,7 @@ def test_one_flipped_byte_anywhere_is_found(backed_up):
     seeded samples of every other header and of the payloads."""
     _, devs, cat = backed_up
     rng = random.Random(5)
+    checked = 0
     for vol in volumes(devs):
         data = bytearray(vol.read_bytes())
         starts = record_starts(vol)
@@ -86,9 +87,11 @@ def test_one_flipped_byte_anywhere_is_found(backed_up):
             data[pos] ^= 1 << rng.randrange(8)
             vol.write_bytes(data)
             assert verify_damaged(cat), f"flip at {pos} of {vol.name} went unnoticed"
+            checked += 1
             data[pos] = original
         vol.write_bytes(data)
     assert verify_damaged(cat) == []
+    print(f"{checked} single-bit flips, each found by verify")
 
 
 @pytest.mark.parametrize("cut", [1, 10, 500, 5000])
@@ -184,3 +187,27 @@ def test_inserted_byte_is_found(backed_up):
         assert verify_damaged(cat)
     finally:
         vol.write_bytes(data)
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing"])
+def test_restore_names_files_of_a_cut_or_missing_volume(backed_up, tmp_path, how):
+    tree, devs, cat = backed_up
+    vol = volumes(devs)[0]
+    data = vol.read_bytes()
+    starts = record_starts(vol)
+    cut = starts[len(starts) // 2]
+    if how == "truncated":
+        vol.write_bytes(data[:cut])
+    else:
+        vol.unlink()
+    try:
+        with Catalog(cat) as catalog:
+            report = run_restore(catalog, RestoreOptions(target=str(tmp_path / "out")))
+    finally:
+        vol.write_bytes(data)
+    assert report.damaged
+    lost = {os.path.relpath(d["path"], tree) for d in report.damaged}
+    got = snapshot(restored_root(tmp_path / "out", tree))
+    want = snapshot(tree)
+    assert not lost & set(got)
+    assert {k: v for k, v in want.items() if k not in lost} == got
