@@ -178,3 +178,30 @@ def test_hostile_paths_in_a_volume_do_not_escape_the_target(tmp_path, device_dir
     assert os.listdir(outside) == []
     assert (target / str(outside).lstrip("/") / "abs").read_bytes() == b"pwned"
     shutil.rmtree(target)
+
+
+def test_damaged_header_costs_one_record_not_the_rest_of_the_volume(two_sets, tmp_path):
+    """Flip a byte in a record header mid-volume: the reader skips to the next intact one."""
+    _, devs, cat, ids = two_sets
+    vol = sorted(devs[0].glob(f"sets/{ids[1]}/*.pbv"))[0]
+    with Catalog(cat) as catalog:
+        refs = sorted(
+            ((fid, ref) for fid, ref in catalog.records(ids[1]) if ref.volume.endswith(vol.name)),
+            key=lambda w: w[1].position,
+        )
+        paths = {f.file_id: f.entry.path for f in catalog.files(ids[1])}
+    fid, ref = refs[len(refs) // 2]
+    data = bytearray(vol.read_bytes())
+    data[ref.position + 30] ^= 0x10  # inside the file id field: only the CRC can tell
+    vol.write_bytes(data)
+    report = rebuild_catalog([str(d) for d in devs], str(tmp_path / "new.sqlite"))
+    last = report.sets[-1]
+    assert last["status"] == "degraded"
+    assert any("skipped to the next intact record" in d["error"] for d in last["damaged"])
+    with Catalog(str(tmp_path / "new.sqlite")) as catalog:
+        rebuilt = {(f, r.position) for f, r in catalog.records(ids[1])}
+    # every other record of the volume was still found
+    assert {(f, r.position) for f, r in refs if (f, r.position) != (fid, ref.position)} <= rebuilt
+    assert (fid, ref.position) not in rebuilt
+    if ref.size:  # a file losing a payload record is named as incomplete
+        assert paths[fid] in [f["path"] for f in last["incomplete"]] or last["unknown_file_ids"]

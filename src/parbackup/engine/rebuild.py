@@ -24,14 +24,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
 from parbackup.engine.restore import covered
-from parbackup.errors import ChecksumError, DeviceError, FormatError, UsageError
+from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
+    RECORD_MAGIC,
     checksum,
     decode_record_header,
     read_volume_header,
@@ -79,8 +81,50 @@ class RebuildReport:
         }
 
 
+class _Window:
+    """Forward-only random access over a stream: ``read(pos, n)`` for any ``pos`` at or
+    after the last one asked. Holds at most one record (bounded by the format's limits)
+    plus 1 MiB, so a tape is still read in one pass and memory stays bounded."""
+
+    def __init__(self, stream: BinaryIO, base: int) -> None:
+        self.stream, self.base, self.buf = stream, base, bytearray()
+
+    def read(self, pos: int, n: int) -> bytes:
+        while self.base + len(self.buf) < pos:
+            chunk = self.stream.read(1 << 20)
+            if not chunk:
+                break
+            self.buf += chunk
+        drop = min(max(0, pos - self.base), len(self.buf))
+        del self.buf[:drop]
+        self.base += drop
+        while len(self.buf) < n:
+            chunk = self.stream.read(max(n - len(self.buf), 1 << 20))
+            if not chunk:
+                break
+            self.buf += chunk
+        return bytes(self.buf[:n])
+
+
+def _resync(win: _Window, start: int) -> int | None:
+    """The next position at or after ``start`` where a record's magic appears."""
+    pos = start
+    while True:
+        chunk = win.read(pos, 1 << 20)
+        if len(chunk) < len(RECORD_MAGIC):
+            return None
+        at = chunk.find(RECORD_MAGIC)
+        if at >= 0:
+            return pos + at
+        pos += len(chunk) - len(RECORD_MAGIC) + 1
+
+
 def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFound]) -> None:
-    """Read one volume front to back into ``found``; damage is noted, never raised."""
+    """Read one volume front to back into ``found``; damage is noted, never raised.
+
+    After a damaged record header the reader searches forward for the next intact
+    header (its CRC proves it), so one bad byte costs one record, not the volume's rest.
+    """
     with device.open_read(name) as stream:
         head = read_volume_header(stream)
         set_hex = head.set_id.hex()
@@ -90,50 +134,51 @@ def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFou
         entry.created_ns = min(entry.created_ns, head.created_ns)
         entry.labels.add(label)
         entry.volumes += 1
-        position, count = head.length, 0
+        win = _Window(stream, head.length)
+        pos, count, lost = head.length, 0, False
+
+        def damage(error: str, **extra: str) -> None:
+            entry.damaged.append({"volume": name, "error": error, **extra})
+
         while True:
-            fixed = stream.read(RECORD_FIXED_SIZE)
+            fixed = win.read(pos, RECORD_FIXED_SIZE)
             if not fixed:
-                entry.damaged.append(
-                    {"volume": name, "error": "volume ends without its end record (cut short)"}
-                )
+                damage("volume ends without its end record (cut short)")
                 return
             try:
-                header = decode_record_header(fixed, lambda n: stream.read(n) or b"")
-            except FormatError as exc:
-                entry.damaged.append(
-                    {
-                        "volume": name,
-                        "error": f"at byte {position}: {exc}; the rest of the volume is not read",
-                    }
+                header = decode_record_header(
+                    fixed, lambda n, at=pos: win.read(at + RECORD_FIXED_SIZE, n)
                 )
-                return
+            except FormatError as exc:
+                if len(fixed) < RECORD_FIXED_SIZE:
+                    damage("volume is cut short inside a record header")
+                    return
+                damage(f"at byte {pos}: {exc}; skipped to the next intact record")
+                lost = True
+                nxt = _resync(win, pos + 1)
+                if nxt is None:
+                    damage("no intact record after the damage; the volume has no end record")
+                    return
+                pos = nxt
+                continue
             if header.kind == "end":
-                if header.file_size != count:
-                    entry.damaged.append({"volume": name, "error": "end record count differs"})
+                if header.file_size != count or lost:
+                    damage(f"end record counts {header.file_size} records, {count} were read")
                 else:
                     entry.closed += 1
                 return
-            payload = stream.read(header.size) if header.size else b""
             length = record_length(header)
+            payload = win.read(pos + length - header.size, header.size) if header.size else b""
             if len(payload) != header.size:
-                entry.damaged.append({"volume": name, "error": "last record is cut short"})
+                damage("last record is cut short")
                 return
             if header.set_id != head.set_id:
-                entry.damaged.append(
-                    {"volume": name, "error": f"record at {position} belongs to another set"}
-                )
+                damage(f"record at {pos} belongs to another set")
             elif checksum(payload) != header.checksum:
-                entry.damaged.append(
-                    {
-                        "volume": name,
-                        "path": os.fsdecode(header.path),
-                        "error": str(ChecksumError("payload checksum mismatch")),
-                    }
-                )
+                damage("payload checksum mismatch", path=os.fsdecode(header.path))
             else:
-                _add_record(entry, header, label, name, position, length - header.size)
-            position += length
+                _add_record(entry, header, label, name, pos, length - header.size)
+            pos += length
             count += 1
 
 
