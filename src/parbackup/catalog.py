@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from platformdirs import user_data_dir
 
 from parbackup.errors import CatalogError
-from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
 from parbackup.runlock import RunLock
 
 SCHEMA_VERSION = 2
@@ -354,26 +354,21 @@ class Catalog:
         files: int,
         nbytes: int,
         report: dict,
-        devices: Sequence[dict],
+        devices: Sequence[DeviceReport],
         reused: int = 0,
     ) -> None:
-        """Close a set with its final status and per-device outcome, in one transaction."""
+        """Close a set with its final status and per-device outcome, in one transaction.
+
+        Devices without a label (never opened) are left out of ``set_devices``.
+        """
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO set_devices (set_id, label, url, status, error, bytes,"
                 " segments, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (
-                        set_id,
-                        d["label"],
-                        d["url"],
-                        d["status"],
-                        d.get("error", ""),
-                        d["bytes"],
-                        d["segments"],
-                        d["seconds"],
-                    )
+                    (set_id, d.label, d.url, d.status, d.error, d.bytes, d.segments, d.seconds)
                     for d in devices
+                    if d.label
                 ),
             )
             self.db.execute(

@@ -518,19 +518,7 @@ def run_backup(
             files=files,
             nbytes=report.bytes,
             report=report.to_json(),
-            devices=[
-                {
-                    "label": r.label,
-                    "url": r.url,
-                    "status": r.status,
-                    "error": r.error,
-                    "bytes": r.bytes,
-                    "segments": r.segments,
-                    "seconds": r.seconds,
-                }
-                for r in reports
-                if r.label
-            ],
+            devices=reports,
             reused=report.reused,
         )
         balance.remember_speeds(catalog, reports)

@@ -39,7 +39,7 @@ from parbackup.format import (
     read_volume_header,
     record_length,
 )
-from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Notice, ignore
 
 
@@ -324,16 +324,6 @@ def _write_set(catalog: Catalog, entry: _SetFound, urls: dict[str, str]) -> dict
         files=doc["files"],
         nbytes=doc["bytes"],
         report=doc,
-        devices=[
-            {
-                "label": lab,
-                "url": urls.get(lab, ""),
-                "status": "ok",
-                "bytes": 0,
-                "segments": 0,
-                "seconds": 0.0,
-            }
-            for lab in sorted(entry.labels)
-        ],
+        devices=[DeviceReport(url=urls.get(lab, ""), label=lab) for lab in sorted(entry.labels)],
     )
     return doc

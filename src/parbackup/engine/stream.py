@@ -387,19 +387,7 @@ def run_stream_backup(
             files=report.files,
             nbytes=report.bytes,
             report=report.to_json(),
-            devices=[
-                {
-                    "label": r.label,
-                    "url": r.url,
-                    "status": r.status,
-                    "error": r.error,
-                    "bytes": r.bytes,
-                    "segments": r.segments,
-                    "seconds": r.seconds,
-                }
-                for r in reports
-                if r.label
-            ],
+            devices=reports,
         )
         if status != "failed":
             copy_catalog(catalog, [d for d in alive if d.index in run.alive], on_event)
