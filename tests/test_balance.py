@@ -308,3 +308,44 @@ def test_plan_dry_run_balances_by_time_without_writing(tmp_path, tree, device_di
     assert abs(a["bytes"] - 3 * b["bytes"]) <= 3
     assert a["predicted"] == pytest.approx(b["predicted"], abs=0.01)
     assert list(fast.iterdir()) == [] and list(slow.iterdir()) == []  # nothing written
+
+
+@given(
+    sizes=st.lists(st.integers(0, 60), min_size=1, max_size=8),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["start", "read", "ack", "take"]), st.integers(0, 80)),
+        max_size=40,
+    ),
+)
+def test_take_back_and_mirror_keep_writer_and_engine_in_step(sizes, ops):
+    """Any interleaving of the writer working, the engine acknowledging and taking work
+    back leaves the engine's view equal to the writer's queue, and no byte lost."""
+    (dev,) = _open(["memory://tb3"])
+    w = DeviceWriter(dev, b"\0" * 16, [], {}, queue.Queue(), chunk=10)
+    items = [Item(i, 0, n, 0) for i, n in enumerate(sizes)]
+    w.todo.extend(items)
+    view = deque(items)
+    unacked = 0  # items the writer finished whose ItemDone the engine has not handled
+    busy = False  # the writer is in the middle of w.current
+    done_bytes = moved = 0
+    for op, n in ops:
+        if op == "start" and not busy and w._next() is not None:
+            busy = True
+        elif op == "read" and busy:
+            with w.lock:
+                w.reading_to = min(w.current_end, w.reading_to + w.chunk)
+                finished = w.reading_to >= w.current_end
+            if finished:
+                done_bytes += w.current_end - w.current.offset
+                unacked, busy = unacked + 1, False
+        elif op == "ack" and unacked:
+            view.popleft()
+            unacked -= 1
+        elif op == "take":
+            back = w.take_back(n)
+            mirror(view, back)
+            moved += sum(p.size for p in back.pieces)
+        expected = ([w.current] if busy else []) + list(w.todo)
+        assert list(view)[unacked:] == expected
+    left = sum(i.size for i in w.todo) + (w.current_end - w.current.offset if busy else 0)
+    assert done_bytes + left + moved == sum(sizes)
