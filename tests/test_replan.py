@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from parbackup.errors import PlanError
 from parbackup.model import Item, Order, Piece, Slot, Strategy
-from parbackup.plan import plan, replan
+from parbackup.plan import coalesce, plan, replan
 
 sizes = st.lists(st.integers(min_value=0, max_value=50_000), min_size=1, max_size=50)
 n_devices = st.integers(min_value=2, max_value=6)
@@ -34,16 +34,9 @@ orders = st.sampled_from(list(Order))
 relaxed = settings(deadline=None, max_examples=150)
 
 
-def coalesce(items: list[Item]) -> list[Piece]:
+def lost_pieces(items: list[Item]) -> list[Piece]:
     """The failed device's items as pieces, touching ranges merged (as the engine does)."""
-    out: list[Piece] = []
-    for p in sorted(items, key=lambda i: (i.file, i.offset)):
-        last = out[-1] if out else None
-        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
-            out[-1] = Piece(last.file, last.offset, last.size + p.size)
-        else:
-            out.append(Piece(p.file, p.offset, p.size))
-    return out
+    return coalesce([Piece(i.file, i.offset, i.size) for i in items])
 
 
 class Simulation:
@@ -65,7 +58,7 @@ class Simulation:
 
     def fail(self, dead: int) -> None:
         self.alive.remove(dead)
-        lost = coalesce(self.items.pop(dead, []))
+        lost = lost_pieces(self.items.pop(dead, []))
         slots = []
         for d in self.alive:
             room = self.rooms[d]

@@ -266,6 +266,18 @@ def plan(
     return Plan(strategy, order, threshold, tuple(shares), tuple(items))
 
 
+def coalesce(pieces: list[Piece]) -> list[Piece]:
+    """Merge touching ranges of the same file so a replan sees whole runs."""
+    out: list[Piece] = []
+    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
+        last = out[-1] if out else None
+        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
+            out[-1] = Piece(last.file, last.offset, last.size + p.size)
+        else:
+            out.append(p)
+    return out
+
+
 def replan(
     remaining: Sequence[Piece],
     survivors: Sequence[Slot],

@@ -34,7 +34,7 @@ from parbackup.engine.devices import OpenDevice
 from parbackup.engine.writer import TakeBack
 from parbackup.errors import DeviceError, PlanError, UsageError
 from parbackup.model import DeviceReport, Item, Piece, Slot
-from parbackup.plan import replan
+from parbackup.plan import coalesce, replan
 from parbackup.progress import Notice
 
 PROBE_BYTES = 16 << 20
@@ -383,18 +383,6 @@ def mirror(queue: deque[Item], back: TakeBack) -> None:
             if item is old:
                 queue[i] = new
                 break
-
-
-def coalesce(pieces: list[Piece]) -> list[Piece]:
-    """Merge touching ranges of the same file so a replan sees whole runs."""
-    out: list[Piece] = []
-    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
-        last = out[-1] if out else None
-        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
-            out[-1] = Piece(last.file, last.offset, last.size + p.size)
-        else:
-            out.append(p)
-    return out
 
 
 def remember_speeds(catalog: Catalog, reports: Sequence[DeviceReport]) -> None:

@@ -28,7 +28,7 @@ from parbackup.engine.devices import close_quietly
 from parbackup.engine.writer import STOP
 from parbackup.errors import BackupFailedError, PlanError
 from parbackup.model import Item, Piece, Slot
-from parbackup.plan import replan
+from parbackup.plan import coalesce, replan
 from parbackup.progress import DeviceFailed
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,3 @@ def survivor_slots(run: Any, survivors: list[int]) -> list[Slot]:
 def reason_of(url: str, error: str) -> str:
     """The error without the device URL in front (the report names the device already)."""
     return error.removeprefix(f"{url}: ")
-
-
-def coalesce(pieces: list[Piece]) -> list[Piece]:
-    """Merge touching ranges of the same file so the replan sees whole runs."""
-    out: list[Piece] = []
-    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
-        last = out[-1] if out else None
-        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
-            out[-1] = Piece(last.file, last.offset, last.size + p.size)
-        else:
-            out.append(p)
-    return out
