@@ -58,6 +58,7 @@ def image_content() -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_loop_device_backup_restore(tmp_path, device_dirs, loop):
     content = image_content()
     image = tmp_path / "disk.img"

@@ -105,6 +105,7 @@ def test_every_device_fails(tmp_path, src):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_hung_device_is_given_up_and_does_not_block_exit(tmp_path, src):
     """A device that blocks for ever in write, abort and close: the timeout catches it."""
     d = dirs(tmp_path, 3)
@@ -117,6 +118,7 @@ def test_hung_device_is_given_up_and_does_not_block_exit(tmp_path, src):
     restore_and_compare(tmp_path, src, remove=[d[1]])
 
 
+@pytest.mark.slow
 def test_device_hung_before_the_backup(tmp_path, src):
     d = dirs(tmp_path, 3)
     hung = f"faulty+file://{d[2]}?hang_open=1"
@@ -126,6 +128,7 @@ def test_device_hung_before_the_backup(tmp_path, src):
     restore_and_compare(tmp_path, src, remove=[d[2]])
 
 
+@pytest.mark.slow
 def test_transient_errors_are_retried(tmp_path, src):
     d = dirs(tmp_path, 2)
     flaky = f"faulty+file://{d[1]}?flaky=4"
@@ -135,6 +138,7 @@ def test_transient_errors_are_retried(tmp_path, src):
     restore_and_compare(tmp_path, src)
 
 
+@pytest.mark.slow
 def test_lost_connection_fails_over_after_retries(tmp_path, src):
     d = dirs(tmp_path, 3)
     gone = f"faulty+file://{d[0]}?fail_after=400K&error=conn"
@@ -215,6 +219,7 @@ def test_failure_under_time_balance(tmp_path, src):
     restore_and_compare(tmp_path, src, remove=[d[2]])
 
 
+@pytest.mark.slow
 def test_device_hanging_at_the_catalog_copy_does_not_hold_the_run(tmp_path, src):
     """The set is complete and durable everywhere; only the catalog copy is missing on
     the device that hung at the very end, and closing it is not waited for."""
@@ -229,6 +234,7 @@ def test_device_hanging_at_the_catalog_copy_does_not_hold_the_run(tmp_path, src)
     restore_and_compare(tmp_path, src)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["asc", "desc"])
 def test_three_kinds_of_failure_in_one_run(tmp_path, src, order):
     """Five devices; one breaks (EIO), one fills up, one hangs; two finish the set."""

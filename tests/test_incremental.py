@@ -10,6 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 
@@ -35,6 +37,7 @@ def restore_and_compare(tmp: Path, tree: Path, cat: str, set_id: str, expected: 
     assert r.code == 0 and r.json["status"] == "ok", r.out
 
 
+@pytest.mark.slow
 def test_incremental_chain(tmp_path, device_dirs):
     devs = device_dirs(3)
     cat = str(tmp_path / "cat.sqlite")

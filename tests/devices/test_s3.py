@@ -87,6 +87,7 @@ def test_missing_boto3_gives_install_hint(monkeypatch):
         device_class("s3")
 
 
+@pytest.mark.slow
 def test_cli_round_trip_keeps_secrets_out(s3_server, tmp_path):
     secret = f"very-secret-{random.getrandbits(32):08x}"
     env = {"AWS_SECRET_ACCESS_KEY": secret}

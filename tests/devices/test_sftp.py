@@ -119,6 +119,7 @@ def test_missing_paramiko_gives_install_hint(monkeypatch):
         device_class("sftp")
 
 
+@pytest.mark.slow
 def test_cli_backup_restore_over_sftp_with_host_key_flag(sshd, tmp_path):
     tree = make_tree(tmp_path / "src", seed=5, files=20, big=(2_500_000,))
     for d in ("d1", "d2"):

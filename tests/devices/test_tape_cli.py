@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import make_tree, restored_root, run_cli, snapshot
 from servers import FifoCapture, feed_fifo
 
 
+@pytest.mark.slow
 def test_backup_to_fifo_restore_from_image_and_pipe(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=3, files=30, big=(3_000_000,))
     (disk,) = device_dirs(1)
