@@ -15,30 +15,16 @@ import stat
 from parbackup.model import FileEntry, Kind
 
 
-def special_entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
-    """The entry of a FIFO, socket or device node; None for any other type."""
+def special_kind(st: os.stat_result) -> tuple[Kind, str] | None:
+    """(kind, link) of a FIFO, socket or device node (link: its device number); else None."""
     mode = st.st_mode
     if stat.S_ISFIFO(mode):
-        kind, link = Kind.FIFO, ""
-    elif stat.S_ISSOCK(mode):
-        kind, link = Kind.SOCKET, ""
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind, link = Kind.DEVICE, str(st.st_rdev)
-    else:
-        return None
-    return FileEntry(
-        path=path,
-        kind=kind,
-        size=0,
-        mode=mode,
-        mtime_ns=st.st_mtime_ns,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        link=link,
-        source=source,
-        ctime_ns=st.st_ctime_ns,
-        ino=st.st_ino,
-    )
+        return Kind.FIFO, ""
+    if stat.S_ISSOCK(mode):
+        return Kind.SOCKET, ""
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return Kind.DEVICE, str(st.st_rdev)
+    return None
 
 
 class HardLinks:

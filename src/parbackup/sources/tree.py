@@ -16,7 +16,7 @@ from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
 from parbackup.sources.blockdev import image_entry, is_block_device
 from parbackup.sources.remote import check_remote, is_remote, walk_remote
-from parbackup.sources.special import HardLinks, special_entry
+from parbackup.sources.special import HardLinks, special_kind
 
 ErrorFunc = Callable[[str, str], None]
 
@@ -46,7 +46,10 @@ def _entry(path: str, st: os.stat_result, source: str) -> FileEntry | None:
     elif stat.S_ISLNK(mode):
         kind, size, link = Kind.SYMLINK, 0, os.readlink(path)
     else:
-        return special_entry(path, st, source)
+        special = special_kind(st)
+        if special is None:
+            return None
+        (kind, link), size = special, 0
     return FileEntry(
         path=path,
         kind=kind,
