@@ -55,9 +55,10 @@ def make_files(root: str, count: int) -> int:
 
 def plan_timings(src: str, devs: list[str]) -> dict:
     """Scan and plan in this process, timed apart (what ``parbackup plan`` runs)."""
-    from parbackup.engine.backup import BackupOptions, make_plan
+    from parbackup.engine.backup import make_plan
     from parbackup.engine.devices import close_all, open_devices
     from parbackup.engine.gcpause import paused_gc
+    from parbackup.engine.report import BackupOptions
     from parbackup.sources.tree import scan
 
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from conftest import restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
 from parbackup.devices.throttle import ThrottledDevice, TokenBucket
-from parbackup.engine.backup import BackupOptions, make_plan, reserve_for
+from parbackup.engine.backup import make_plan, reserve_for
 from parbackup.engine.balance import (
     Balance,
     Pacer,
@@ -27,6 +27,7 @@ from parbackup.engine.balance import (
     url_speed,
 )
 from parbackup.engine.devices import open_devices
+from parbackup.engine.report import BackupOptions
 from parbackup.engine.writer import DeviceWriter
 from parbackup.errors import DeviceError
 from parbackup.model import FileEntry, Item, Kind, Piece, Slot

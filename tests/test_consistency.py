@@ -7,7 +7,8 @@ import threading
 
 from conftest import make_tree
 from parbackup.catalog import Catalog
-from parbackup.engine.backup import BackupOptions, run_backup
+from parbackup.engine.backup import run_backup
+from parbackup.engine.report import BackupOptions
 from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.progress import Started
 

@@ -14,7 +14,8 @@ from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 KILLED_RUN = """
 import sys
 from parbackup.catalog import Catalog
-from parbackup.engine.backup import BackupOptions, run_backup
+from parbackup.engine.report import BackupOptions
+from parbackup.engine.backup import run_backup
 with Catalog(sys.argv[1]) as catalog:
     run_backup([sys.argv[2]], sys.argv[3:], catalog,
                BackupOptions(checkpoint_bytes=512 << 10, chunk=128 << 10))

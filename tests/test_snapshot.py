@@ -14,7 +14,8 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
-from parbackup.engine.backup import BackupOptions, run_backup
+from parbackup.engine.backup import run_backup
+from parbackup.engine.report import BackupOptions
 from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.errors import BackupFailedError
 from parbackup.progress import Started

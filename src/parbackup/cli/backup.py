@@ -14,8 +14,9 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view, table
-from parbackup.engine.backup import BackupOptions, BackupReport, run_backup
+from parbackup.engine.backup import run_backup
 from parbackup.engine.balance import Balance
+from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.stream import run_stream_backup
 from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy

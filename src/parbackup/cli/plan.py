@@ -15,11 +15,12 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, table
-from parbackup.engine.backup import BackupOptions, make_plan
+from parbackup.engine.backup import make_plan
 from parbackup.engine.balance import Balance, dry_run_speeds
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.report import BackupOptions
 from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Strategy
 from parbackup.sources.tree import scan

@@ -20,7 +20,6 @@ import queue
 import time
 from collections import deque
 from collections.abc import Sequence, Set
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from parbackup import __version__
@@ -38,6 +37,7 @@ from parbackup.engine.failover import fail_device, reason_of
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
+from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.writer import (
     FINISH,
@@ -53,7 +53,7 @@ from parbackup.engine.writer import (
 )
 from parbackup.errors import BackupFailedError
 from parbackup.format import CHUNK, new_set_id
-from parbackup.model import DeviceReport, FileEntry, Item, Order, Piece, Skipped, Slot, Strategy
+from parbackup.model import DeviceReport, FileEntry, Item, Piece, Skipped, Slot
 from parbackup.plan import plan
 from parbackup.progress import DeviceBytes, DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.sources.incremental import Reuse
@@ -61,106 +61,6 @@ from parbackup.sources.remote import close_connections
 from parbackup.sources.tree import scan
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BackupOptions:
-    """How to run a backup."""
-
-    strategy: Strategy = Strategy.FILL
-    order: Order = Order.DESC
-    device_timeout: float = 60.0
-    chunk: int = CHUNK
-    checkpoint_bytes: int = 256 << 20
-    incremental: bool = False
-    rehash: bool = False
-    snapshot: str = ""
-    pre_command: str = ""
-    post_command: str = ""
-    read_roots: tuple[tuple[str, str], ...] = ()
-    balance: Balance = Balance.BYTES
-
-
-@dataclass
-class BackupReport:
-    """The outcome of a backup; ``to_json`` gives the documented ``backup --json`` shape."""
-
-    set_id: str
-    status: str
-    strategy: str
-    order: str
-    threshold: int
-    files: int
-    bytes: int
-    seconds: float
-    devices: list[DeviceReport]
-    skipped: list[Skipped] = field(default_factory=list)
-    error: str = ""
-    kind: str = "full"
-    reused: int = 0
-    inconsistent: list[Skipped] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        """0 clean, 3 done with warnings, 1 failed."""
-        if self.status == "failed":
-            return 1
-        return 3 if self.status == "degraded" or self.skipped or self.inconsistent else 0
-
-    def balance(self) -> dict:
-        """How evenly the devices that finished hold the set's bytes."""
-        loads = [d.bytes for d in self.devices if d.status == "ok"]
-        if not loads:
-            return {"devices": 0, "min_bytes": 0, "max_bytes": 0, "spread_bytes": 0}
-        return {
-            "devices": len(loads),
-            "min_bytes": min(loads),
-            "max_bytes": max(loads),
-            "spread_bytes": max(loads) - min(loads),
-        }
-
-    def to_json(self) -> dict:
-        """The ``backup --json`` document."""
-        out = {
-            "set": self.set_id,
-            "status": self.status,
-            "strategy": self.strategy,
-            "order": self.order,
-            "threshold": self.threshold,
-            "kind": self.kind,
-            "files": self.files,
-            "bytes": self.bytes,
-            "reused": self.reused,
-            "seconds": round(self.seconds, 3),
-            "devices": [
-                {
-                    "url": d.url,
-                    "label": d.label,
-                    "status": d.status,
-                    "bytes": d.bytes,
-                    "segments": d.segments,
-                    "seconds": round(d.seconds, 3),
-                    **(
-                        {"error": d.error, "failed_at": d.failed_at, "failed_utc": d.failed_utc}
-                        if d.status == "failed"
-                        else {}
-                    ),
-                    **({"redirected": d.redirected} if d.redirected else {}),
-                    **{
-                        k: getattr(d, k)
-                        for k in ("speed", "predicted", "finished", "moved")
-                        if getattr(d, k)
-                    },
-                }
-                for d in self.devices
-            ],
-            "balance": self.balance(),
-            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
-            "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
-        }
-        if self.error:
-            out["error"] = self.error
-        return out
 
 
 def pieces_of(entries: Sequence[FileEntry], reused: Set[int] = frozenset()) -> list[Piece]:

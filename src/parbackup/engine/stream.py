@@ -31,10 +31,10 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.engine.backup import BackupOptions, BackupReport
 from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import close_all, devices_for_labels, label_devices, open_devices
 from parbackup.engine.reader import read_records
+from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.restore import RestoreReport, covered, matches
 from parbackup.engine.writer import (
     FINISH,
