@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,7 +166,7 @@ class Catalog:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout = 60000")
-            self.db.execute("PRAGMA journal_mode = WAL")
+            self._use_wal()
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA foreign_keys = ON")
             with self.transaction():
@@ -183,6 +184,25 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
     # -- plumbing ------------------------------------------------------------------------
+    def _use_wal(self, wait: float = 60.0) -> None:
+        """Switch a new catalog to WAL mode.
+
+        The switch needs the database to itself and SQLite does not wait for it (the busy
+        timeout does not apply), so two processes opening a brand-new catalog at once
+        would see "database is locked": retry until the other has finished its opening.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                (mode,) = self.db.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _migrate(self) -> None:
         """Bring an older catalog up to SCHEMA_VERSION (inside the opening transaction)."""
         for table, column, decl in _ADDED_COLUMNS:
