@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,20 @@ def record_starts(vol: Path) -> list[int]:
     return out
 
 
+@contextmanager
+def damaged(vol: Path, content: bytes | None):
+    """``vol`` holds ``content`` (None: it is gone) for the block; then it is put back."""
+    original = vol.read_bytes()
+    if content is None:
+        vol.unlink()
+    else:
+        vol.write_bytes(content)
+    try:
+        yield original
+    finally:
+        vol.write_bytes(original)
+
+
 def test_clean_set_verifies(backed_up):
     assert verify_damaged(backed_up[2]) == []
 
@@ -99,22 +114,15 @@ def test_truncated_volume_is_found(backed_up, cut):
     _, devs, cat = backed_up
     for vol in volumes(devs):
         data = vol.read_bytes()
-        vol.write_bytes(data[: max(0, len(data) - cut)])
-        try:
+        with damaged(vol, data[: max(0, len(data) - cut)]):
             assert verify_damaged(cat)
-        finally:
-            vol.write_bytes(data)
 
 
 def test_appended_garbage_is_found(backed_up):
     _, devs, cat = backed_up
     vol = volumes(devs)[0]
-    data = vol.read_bytes()
-    vol.write_bytes(data + b"\0")
-    try:
+    with damaged(vol, vol.read_bytes() + b"\0"):
         assert any("longer" in d["error"] for d in verify_damaged(cat))
-    finally:
-        vol.write_bytes(data)
 
 
 def test_missing_record_is_found(backed_up):
@@ -124,23 +132,15 @@ def test_missing_record_is_found(backed_up):
     data = vol.read_bytes()
     starts = record_starts(vol)
     a, b = starts[1], starts[2]
-    vol.write_bytes(data[:a] + data[b:])
-    try:
+    with damaged(vol, data[:a] + data[b:]):
         assert verify_damaged(cat)
-    finally:
-        vol.write_bytes(data)
 
 
 def test_missing_volume_is_found(backed_up):
     _, devs, cat = backed_up
-    vol = volumes(devs)[1]
-    data = vol.read_bytes()
-    vol.unlink()
-    try:
-        damaged = verify_damaged(cat)
-        assert damaged and all(d["error"] for d in damaged)
-    finally:
-        vol.write_bytes(data)
+    with damaged(volumes(devs)[1], None):
+        found = verify_damaged(cat)
+        assert found and all(d["error"] for d in found)
 
 
 def test_restore_refuses_a_damaged_file_and_restores_the_rest(backed_up, tmp_path):
@@ -157,13 +157,8 @@ def test_restore_refuses_a_damaged_file_and_restores_the_rest(backed_up, tmp_pat
             path = os.fsdecode(bytes(data[s + RECORD_FIXED_SIZE : s + RECORD_FIXED_SIZE + plen]))
             break
     data[pos] ^= 0x40
-    backup = bytes(vol.read_bytes())
-    vol.write_bytes(data)
-    try:
-        with Catalog(cat) as catalog:
-            report = run_restore(catalog, RestoreOptions(target=str(tmp_path / "out")))
-    finally:
-        vol.write_bytes(backup)
+    with damaged(vol, bytes(data)), Catalog(cat) as catalog:
+        report = run_restore(catalog, RestoreOptions(target=str(tmp_path / "out")))
     assert [d["path"] for d in report.damaged] == [path]
     assert "checksum" in report.damaged[0]["error"]
     got = snapshot(restored_root(tmp_path / "out", tree))
@@ -182,11 +177,8 @@ def test_inserted_byte_is_found(backed_up):
     data = vol.read_bytes()
     starts = record_starts(vol)
     at = starts[len(starts) // 2] + 3
-    vol.write_bytes(data[:at] + b"\x00" + data[at:])
-    try:
+    with damaged(vol, data[:at] + b"\x00" + data[at:]):
         assert verify_damaged(cat)
-    finally:
-        vol.write_bytes(data)
 
 
 @pytest.mark.parametrize("how", ["truncated", "missing"])

@@ -27,6 +27,25 @@ def _start_backup(tree, devices, cat, *extra, env=None):
     )
 
 
+def _degraded(proc) -> dict:
+    """Wait for the backup: degraded, the second device failed while writing (not at open)."""
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 3, out.decode() + err.decode()
+    report = json.loads(out)
+    assert report["status"] == "degraded"
+    assert [d["status"] for d in report["devices"]] == ["ok", "failed"]
+    assert report["devices"][1]["failed_at"] > 0
+    return report
+
+
+def _restores(tmp_path, cat, tree) -> None:
+    """The set restores, byte for byte."""
+    target = tmp_path / "out"
+    r = run_cli("restore", "--target", str(target), "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(target, tree)) == snapshot(tree)
+
+
 def _wait_for_volume(directory, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,18 +70,10 @@ def test_sftp_host_lost_mid_backup(fault, tmp_path, device_dirs):
         proc = _start_backup(tree, [str(disk), sftp], cat, "--device-timeout", "4")
         _wait_for_volume(remote)
         server.kill() if fault == "kill" else server.freeze()
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 3, out.decode() + err.decode()
-        report = json.loads(out)
-        assert report["status"] == "degraded"
-        assert [d["status"] for d in report["devices"]] == ["ok", "failed"]
-        assert report["devices"][1]["failed_at"] > 0  # it failed while writing, not at open
+        _degraded(proc)
     finally:
         server.stop()
-    target = tmp_path / "out"
-    r = run_cli("restore", "--target", str(target), "--catalog", cat)
-    assert r.code == 0, r.out + r.err
-    assert snapshot(restored_root(target, tree)) == snapshot(tree)
+    _restores(tmp_path, cat, tree)
 
 
 def test_s3_server_killed_mid_backup(tmp_path, device_dirs):
@@ -77,14 +88,7 @@ def test_s3_server_killed_mid_backup(tmp_path, device_dirs):
         proc = _start_backup(tree, devs, cat, "--device-timeout", "10", env=server.env)
         _wait_for_volume(disk)  # both write at once; the S3 share is held to 2 MB/s
         server.kill()
-        out, err = proc.communicate(timeout=240)
-        assert proc.returncode == 3, out.decode() + err.decode()
-        report = json.loads(out)
-        assert [d["status"] for d in report["devices"]] == ["ok", "failed"]
-        assert report["devices"][1]["failed_at"] > 0  # it failed while writing, not at open
+        _degraded(proc)
     finally:
         server.stop()
-    target = tmp_path / "out"
-    r = run_cli("restore", "--target", str(target), "--catalog", cat)
-    assert r.code == 0, r.out + r.err
-    assert snapshot(restored_root(target, tree)) == snapshot(tree)
+    _restores(tmp_path, cat, tree)
