@@ -22,7 +22,7 @@ from platformdirs import user_data_dir
 
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
-from parbackup.runlock import RunLock
+from parbackup.catalog.runlock import RunLock
 
 SCHEMA_VERSION = 2
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
