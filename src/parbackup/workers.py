@@ -1,0 +1,173 @@
+"""Worker processes: where movers (engine/mover.py) and readers (readback/reader.py) run.
+
+A worker is a top-level function ``fn(spec, channel)`` named ``"module:function"``. It
+gets everything it needs in ``spec`` (device and source URLs, never open objects) and
+talks to its parent only through ``channel``: picklable messages both ways. Nothing is
+shared, so the same function can run in a local process (``LocalExecutor``, the default,
+nothing to set up) or on another host (a cluster executor).
+
+``LocalExecutor`` starts each worker as a fresh interpreter (``python -m
+parbackup.workers``) joined to the parent by a socket pair. A fresh interpreter, not a
+fork: the parent may hold threads (SSH transports, progress) and locks that a forked
+child would inherit half-taken. Such a child is also never waited for at the parent's
+exit, so a worker stuck on a hung device (a frozen NFS mount) cannot hold the program up
+(REQUIREMENTS R1): the parent kills what it gives up and moves on.
+
+Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gone),
+``poll(timeout)``, ``fileno()``, ``close()`` — the ``multiprocessing.connection``
+``Connection`` methods, so ``multiprocessing.connection.wait`` waits on many at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+import parbackup
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """A worker's last message when its function raised instead of returning."""
+
+    error: str
+    detail: str = ""
+
+
+class Channel(Protocol):
+    """Both ends of a worker's conversation (see the module docstring)."""
+
+    def send(self, obj: Any) -> None: ...
+    def recv(self) -> Any: ...
+    def poll(self, timeout: float | None = 0.0) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Worker(Protocol):
+    """A running worker as its parent sees it."""
+
+    name: str
+    channel: Channel
+
+    def alive(self) -> bool:
+        """True while the worker runs."""
+
+    def kill(self) -> None:
+        """End the worker at once (it was given up); never raises, never waits."""
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the worker to end; True if it did."""
+
+
+class Executor(Protocol):
+    """Decides where workers run."""
+
+    def start(self, target: str, spec: Any, name: str = "", host: str = "") -> Worker:
+        """Start ``target(spec, channel)``; ``host`` is where it should run ("" anywhere)."""
+
+
+class LocalWorker:
+    """A worker in a local child process (see ``LocalExecutor``)."""
+
+    def __init__(self, name: str, proc: subprocess.Popen, channel: Connection) -> None:
+        self.name, self.proc, self.channel = name, proc, channel
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(OSError):
+            self.channel.close()
+
+    def join(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+
+class LocalExecutor:
+    """Every worker in its own local process (the default; nothing to set up)."""
+
+    def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
+        debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "parbackup.workers", target, str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
+            )
+        finally:
+            child.close()
+        channel = Connection(parent.detach())
+        channel.send(spec)
+        return LocalWorker(name or target, proc, channel)
+
+
+def wait_any(channels: Sequence[Channel], timeout: float | None) -> list[Channel]:
+    """The channels among ``channels`` with a message (or an end) ready."""
+    return wait(list(channels), timeout)  # type: ignore[arg-type]
+
+
+def resolve(target: str) -> Callable[[Any, Channel], None]:
+    """The function ``"package.module:function"`` names."""
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def serve(target: str, channel: Connection) -> int:
+    """Run one worker in this process: receive its spec, call it, report a crash."""
+    try:
+        spec = channel.recv()
+    except (EOFError, OSError, pickle.UnpicklingError):
+        return 1
+    try:
+        resolve(target)(spec, channel)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return 1  # the parent is gone or gave this worker up
+    except BaseException as exc:  # report, never print a traceback on the user's terminal
+        with contextlib.suppress(Exception):
+            channel.send(Crashed(f"internal error: {exc!r}", traceback.format_exc()))
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m parbackup.workers TARGET FD``: the child side of ``LocalExecutor``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    target, fd = argv[0], int(argv[1])
+    return serve(target, Connection(fd))
+
+
+if __name__ == "__main__":
+    # Run through the imported module, so the message classes pickle under their real
+    # module name (not ``__main__``) and the parent can unpickle them.
+    from parbackup import workers
+
+    sys.exit(workers.main(sys.argv[1:]))
