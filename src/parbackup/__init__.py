@@ -16,11 +16,11 @@ __version__ = "0.1.0"
 
 from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
-from parbackup.engine.backup import run_backup
+from parbackup.engine.backup import run_backup, run_stream_backup
 from parbackup.engine.image import run_image_restore
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.restore import RestoreOptions, RestoreReport, run_restore
-from parbackup.engine.stream import restore_to_stream, run_stream_backup
+from parbackup.engine.stream import restore_to_stream
 from parbackup.engine.verify import VerifyReport, run_verify
 from parbackup.errors import (
     BackupFailedError,

@@ -6,8 +6,7 @@ talks to its parent only through ``channel``: picklable messages both ways. Noth
 shared, so the same function can run in a local process (``LocalExecutor``, the default,
 nothing to set up) or on another host (a cluster executor).
 
-``LocalExecutor`` starts each worker as a fresh interpreter (``python -m
-parbackup.workers``) joined to the parent by a socket pair. A fresh interpreter, not a
+``LocalExecutor`` starts each worker as a fresh interpreter joined to the parent by a socket pair. A fresh interpreter, not a
 fork: the parent may hold threads (SSH transports, progress) and locks that a forked
 child would inherit half-taken. Such a child is also never waited for at the parent's
 exit, so a worker stuck on a hung device (a frozen NFS mount) cannot hold the program up
@@ -36,6 +35,9 @@ from typing import Any, Protocol
 
 import parbackup
 
+_CHILD = "import sys; from parbackup.workers import main; sys.exit(main(sys.argv[1:]))"
+"""The child's program: through the imported module, so message classes pickle under
+their real module name (not ``__main__``) and the parent can unpickle them."""
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 
 
@@ -115,7 +117,7 @@ class LocalExecutor:
         debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "parbackup.workers", target, str(child.fileno())],
+                [sys.executable, "-c", _CHILD, target, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -164,10 +166,3 @@ def main(argv: Sequence[str]) -> int:
     target, fd = argv[0], int(argv[1])
     return serve(target, Connection(fd))
 
-
-if __name__ == "__main__":
-    # Run through the imported module, so the message classes pickle under their real
-    # module name (not ``__main__``) and the parent can unpickle them.
-    from parbackup import workers
-
-    sys.exit(workers.main(sys.argv[1:]))

@@ -15,11 +15,10 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import run_backup
-from parbackup.engine.balance import Balance
 from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.engine.stream import run_stream_backup
 from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy
+from parbackup.plan.pacing import Balance
 
 device_option = click.option(
     "--device",
@@ -212,11 +211,10 @@ def backup(
     if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
         raise UsageError("a backup of standard input takes no --incremental or snapshot options")
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
-        if sources == ("-",):
-            stdin = click.get_binary_stream("stdin")
-            report = run_stream_backup(stdin, stdin_name, devices, catalog, options, view)
-        else:
-            report = run_backup(sources, devices, catalog, options, view)
+        stdin = click.get_binary_stream("stdin") if sources == ("-",) else None
+        report = run_backup(
+            sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
+        )
     if as_json:
         emit_json(report.to_json())
     else:
