@@ -6,11 +6,13 @@ talks to its parent only through ``channel``: picklable messages both ways. Noth
 shared, so the same function can run in a local process (``LocalExecutor``, the default,
 nothing to set up) or on another host (a cluster executor).
 
-``LocalExecutor`` starts each worker as a fresh interpreter joined to the parent by a socket pair. A fresh interpreter, not a
-fork: the parent may hold threads (SSH transports, progress) and locks that a forked
-child would inherit half-taken. Such a child is also never waited for at the parent's
-exit, so a worker stuck on a hung device (a frozen NFS mount) cannot hold the program up
-(REQUIREMENTS R1): the parent kills what it gives up and moves on.
+``LocalExecutor`` starts each worker as a fresh interpreter joined to the parent by a
+socket pair. A fresh interpreter, not a fork: the parent may hold threads (SSH
+transports, progress) and locks that a forked child would inherit half-taken. Such a
+child is also never waited for at the parent's exit, so a worker stuck on a hung device
+(a frozen NFS mount) cannot hold the program up (REQUIREMENTS R1): the parent kills
+what it gives up and moves on. Only where the interpreter cannot be run again (a user
+that may not enter its directory) is the worker forked instead.
 
 Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gone),
 ``poll(timeout)``, ``fileno()``, ``close()`` — the ``multiprocessing.connection``
@@ -27,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,7 +88,7 @@ class Executor(Protocol):
 class LocalWorker:
     """A worker in a local child process (see ``LocalExecutor``)."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, channel: Connection) -> None:
+    def __init__(self, name: str, proc: subprocess.Popen | _Forked, channel: Connection) -> None:
         self.name, self.proc, self.channel = name, proc, channel
 
     def alive(self) -> bool:
@@ -105,6 +108,46 @@ class LocalWorker:
         return True
 
 
+class _Forked:
+    """A forked worker, for when a fresh interpreter cannot be started (Popen-like)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def start(cls, target: str, child: socket.socket, parent: socket.socket) -> _Forked:
+        pid = os.fork()
+        if pid == 0:  # the child: serve, then leave without running the parent's cleanup
+            code = 1
+            try:
+                parent.close()
+                os.setsid()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                code = serve(target, Connection(child.detach()))
+            finally:
+                os._exit(code)
+        return cls(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("worker", timeout)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+
 class LocalExecutor:
     """Every worker in its own local process (the default; nothing to set up)."""
 
@@ -116,7 +159,7 @@ class LocalExecutor:
         )
         debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
         try:
-            proc = subprocess.Popen(
+            proc: subprocess.Popen | _Forked = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, target, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
@@ -125,6 +168,10 @@ class LocalExecutor:
                 stderr=None if debug else subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
             )
+        except PermissionError:
+            # The interpreter cannot be run again as this user (it lives in a directory
+            # only its owner may enter, e.g. after dropping privileges): fork instead.
+            proc = _Forked.start(target, child, parent)
         finally:
             child.close()
         channel = Connection(parent.detach())
@@ -165,4 +212,3 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     target, fd = argv[0], int(argv[1])
     return serve(target, Connection(fd))
-

@@ -184,10 +184,14 @@ class Dispatcher:
         if not dev.alive:
             return
         sent = dev.sent
-        while dev.queue and sent.undone_bytes < WINDOW_BYTES and len(sent) < WINDOW_ITEMS:
+        # Pacing moves only what is not sent yet: keep the window to a few chunks then.
+        paced = self.options.pacer is not None
+        window = self.options.chunk if paced else WINDOW_BYTES
+        split = self.options.chunk if paced else SPLIT
+        while dev.queue and sent.undone_bytes < window and len(sent) < WINDOW_ITEMS:
             if dev.idle():  # it had nothing to do: its silence so far was no hang
                 dev.last_heard = time.monotonic()
-            batch = dev.queue.take(BATCH_ITEMS, BATCH_BYTES, SPLIT)
+            batch = dev.queue.take(BATCH_ITEMS, min(BATCH_BYTES, window), split)
             dev.worker.channel.send(m.Work([self.work_item(dev, *item) for item in batch]))
         last = sent.next_seq - 1
         uncommitted = last > dev.committed_upto or dev.commits == 0
