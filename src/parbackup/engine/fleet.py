@@ -119,7 +119,7 @@ class Fleet:
         for dev in self.alive:
             if dev.label:
                 continue
-            dev.worker.channel.send(m.Label())
+            dev.worker.send(m.Label())
             msg = _answer(dev, (m.Labelled,), self.timeout)
             if isinstance(msg, m.Labelled):
                 dev.label = msg.label
@@ -130,14 +130,14 @@ class Fleet:
 
     def probe(self, dev: DeviceState) -> float | None:
         """The device's write speed from a short probe; None when it could not probe."""
-        dev.worker.channel.send(m.Probe())
+        dev.worker.send(m.Probe())
         msg = _answer(dev, (m.Speed,), self.timeout)
         return msg.rate if isinstance(msg, m.Speed) else None
 
     def put(self, devices: Sequence[DeviceState], name: str, path: str) -> dict[str, str]:
         """Copy a local file onto every device at once; URL -> error for those that failed."""
         for dev in devices:
-            dev.worker.channel.send(m.Put(name, path))
+            dev.worker.send(m.Put(name, path))
         errors = {}
         for dev in devices:
             msg = _answer(dev, (m.Stored,), self.timeout)
@@ -153,10 +153,7 @@ class Fleet:
         """End every mover: politely (they close their devices), then for good."""
         for dev in self.devices:
             if dev.worker.alive():
-                try:
-                    dev.worker.channel.send(m.Stop())
-                except OSError:
-                    dev.worker.kill()
+                dev.worker.send(m.Stop())
         deadline = time.monotonic() + min(self.timeout, 30.0)
         for dev in self.devices:
             if not dev.worker.join(max(0.0, deadline - time.monotonic())):
