@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from parbackup.devices.registry import open_device
 from parbackup.devices.url import redact
 from parbackup.engine import mover as m
 from parbackup.engine.dispatch import DeviceState, reason_of
@@ -74,6 +75,8 @@ class Fleet:
         if len(set(urls)) != len(urls):
             dup = next(u for u in urls if urls.count(u) > 1)
             raise UsageError(f"device named twice: {redact(dup)}")
+        for url in urls:
+            open_device(url)  # a bad URL or option is a usage error before anything runs
         executor = executor or LocalExecutor()
         devices = []
         for i, url in enumerate(urls):

@@ -41,7 +41,7 @@ from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.entries import FILE, KINDS
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import (
     CHUNK,
     KIND_CODES,
@@ -455,7 +455,7 @@ def move(spec: MoverSpec, channel: Channel) -> None:
             Opened(mover.label or None, mover.device.space(), mover.device.scheme, caps.sequential)
         )
         mover.run()
-    except DeviceError as exc:
+    except (DeviceError, UsageError) as exc:
         channel.send(Failed(str(exc)))
         abort(mover)
     else:
