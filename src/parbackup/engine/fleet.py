@@ -34,14 +34,15 @@ class Dead:
 
 
 def _answer(dev: DeviceState, want: tuple[type, ...], timeout: float) -> object:
-    """The next message of ``want`` from the device's mover (Progress skipped), or a
-    ``Failed``/``Crashed``; a ``Failed`` when nothing comes within ``timeout``."""
+    """The next message of ``want`` from the device's mover, or a ``Failed``; a
+    ``Failed`` when it makes no progress (says nothing at all) for ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     channel = dev.worker.channel
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not channel.poll(left):
-            return m.Failed(f"no answer within {timeout:g} seconds")
+            return m.Failed(f"no progress for {timeout:g} seconds")
+        deadline = time.monotonic() + timeout  # it spoke: a heartbeat at least
         try:
             msg = channel.recv()
         except (EOFError, OSError):
