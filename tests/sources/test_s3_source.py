@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from scanning import rows, scanned
 
-from parbackup.entries import DIR, FILE, Entries
+from parbackup.entries import DIR, FILE
 from parbackup.errors import SourceError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
@@ -23,16 +24,6 @@ OBJECTS = {
     "data/twice//slash": b"an empty name part",
     "other/not-in-the-tree": b"x",
 }
-
-
-def scanned(source: S3Prefix, index: int = 0) -> tuple[Entries, list[tuple[str, str]]]:
-    out, errors = Entries(), []
-    source.scan(out, index, lambda path, reason: errors.append((path, reason)))
-    return out, errors
-
-
-def rows(out: Entries) -> dict[str, int]:
-    return {out.path(i): i for i in range(len(out))}
 
 
 @pytest.fixture

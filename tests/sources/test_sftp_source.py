@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from scanning import rows, scanned
 
 from conftest import make_tree
 from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV
@@ -16,16 +17,6 @@ from parbackup.errors import SourceError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.sftp import SftpTree
-
-
-def scanned(source: SftpTree, index: int = 0) -> tuple[Entries, list[tuple[str, str]]]:
-    out, errors = Entries(), []
-    source.scan(out, index, lambda path, reason: errors.append((path, reason)))
-    return out, errors
-
-
-def rows(out: Entries) -> dict[str, int]:
-    return {out.path(i): i for i in range(len(out))}
 
 
 @pytest.fixture

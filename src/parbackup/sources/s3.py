@@ -30,18 +30,10 @@ from parbackup.devices.s3 import call, client_for
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, Entries
 from parbackup.errors import DeviceError, SourceError
-from parbackup.sources.base import (
-    ErrorFunc,
-    FileReader,
-    Identity,
-    Source,
-    SourceChanged,
-    SourceSpec,
-)
+from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
+from parbackup.sources.sized import CHANGED, SizedReader, check_unchanged
 
 _T = TypeVar("_T")
-CHANGED = "file changed while being read"
-SHRANK = "file shrank while being read"
 DIR_MODE, FILE_MODE = 0o040755, 0o100644
 
 
@@ -152,10 +144,9 @@ class S3Prefix(Source):
         mtime = _seconds_ns(head)
         return Identity(int(head["ContentLength"]), mtime, mtime), head.get("ETag", "")
 
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
+    def open(self, path: str, expect: Identity | None = None) -> _S3Reader:
         now, etag = self._head(path)
-        if expect is not None and (diff := self.changes(expect, now)):
-            raise SourceChanged(f"{path}: file changed since the scan ({', '.join(diff)})")
+        check_unchanged(self, path, expect, now)
         return _S3Reader(self, path, now.size, etag)
 
     def identity(self, path: str) -> Identity | None:
@@ -165,24 +156,25 @@ class S3Prefix(Source):
             return None
 
 
-class _S3Reader(FileReader):
+class _S3Reader(SizedReader):
     """Byte ranges of one object, each fetched only if it is still the version opened."""
 
     def __init__(self, prefix: S3Prefix, path: str, size: int, etag: str) -> None:
-        self.prefix, self.path, self.size, self.etag = prefix, path, size, etag
+        super().__init__(path, size)
+        self.prefix, self.etag = prefix, etag
         self.key = prefix._key(path)
 
-    def readinto(self, offset: int, view: memoryview) -> int:
-        want = max(0, min(len(view), self.size - offset))
-        if not want:
-            return 0
+    def fetch(self, offset: int, length: int) -> bytes:
         bucket, key = self.prefix.bucket, self.key
         condition = {"IfMatch": self.etag} if self.etag else {}
 
-        def fetch(s3: Any) -> bytes | None:
+        def get(s3: Any) -> bytes | None:
             try:
                 resp = s3.get_object(
-                    Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + want - 1}", **condition
+                    Bucket=bucket,
+                    Key=key,
+                    Range=f"bytes={offset}-{offset + length - 1}",
+                    **condition,
                 )
             except botocore.exceptions.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
@@ -194,13 +186,10 @@ class _S3Reader(FileReader):
             with contextlib.closing(resp["Body"]) as body:
                 return body.read()
 
-        data = self.prefix._call(self.path, fetch)
+        data = self.prefix._call(self.path, get)
         if data is None:
             raise SourceChanged(f"{self.path}: {CHANGED}")
-        if len(data) != want:
-            raise SourceChanged(f"{self.path}: {SHRANK}")
-        view[:want] = data
-        return want
+        return data
 
     def identity(self) -> Identity:
         return self.prefix._head(self.path)[0]

@@ -26,17 +26,10 @@ from parbackup.devices.sftp import SFTP_ERRORS, connect, map_error, remote_path,
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
 from parbackup.errors import DeviceError, SourceError
-from parbackup.sources.base import (
-    ErrorFunc,
-    FileReader,
-    Identity,
-    Source,
-    SourceChanged,
-    SourceSpec,
-)
+from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
+from parbackup.sources.sized import SizedReader, check_unchanged
 
 _T = TypeVar("_T")
-SHRANK = "file shrank while being read"
 
 
 def _identity(attrs: paramiko.SFTPAttributes) -> Identity:
@@ -153,7 +146,7 @@ class SftpTree(Source):
         )
         return True
 
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
+    def open(self, path: str, expect: Identity | None = None) -> _SftpReader:
         remote = self._remote(path)
         attrs = self._call(path, lambda s: s.lstat(remote))
         if not stat.S_ISREG(attrs.st_mode or 0):
@@ -162,12 +155,11 @@ class SftpTree(Source):
         reader = _SftpReader(self, path, fh)
         try:
             now = reader.identity()
-            if expect is not None and (diff := self.changes(expect, now)):
-                raise SourceChanged(f"{path}: file changed since the scan ({', '.join(diff)})")
+            check_unchanged(self, path, expect, now)
         except SourceError:
             reader.close()
             raise
-        reader.size, reader.expect = now.size, expect
+        reader.size = now.size
         return reader
 
     def identity(self, path: str) -> Identity | None:
@@ -179,31 +171,22 @@ class SftpTree(Source):
         return _identity(attrs) if stat.S_ISREG(attrs.st_mode or 0) else None
 
 
-class _SftpReader(FileReader):
+class _SftpReader(SizedReader):
     """Byte ranges of one open remote file; pipelined reads (``readv``)."""
 
     def __init__(self, tree: SftpTree, path: str, fh: paramiko.SFTPFile) -> None:
-        self.tree, self.path, self.fh = tree, path, fh
-        self.size = 0  # as the file was when opened: the end of what is read
-        self.expect: Identity | None = None
+        super().__init__(path, 0)  # the size is set once the open file is checked
+        self.tree, self.fh = tree, fh
 
-    def readinto(self, offset: int, view: memoryview) -> int:
-        want = max(0, min(len(view), self.size - offset))
-        if not want:
-            return 0
-
-        def fetch(_: paramiko.SFTPClient) -> bytes:
+    def fetch(self, offset: int, length: int) -> bytes:
+        def read(_: paramiko.SFTPClient) -> bytes:
             try:
-                return b"".join(self.fh.readv([(offset, want)]))
+                return b"".join(self.fh.readv([(offset, length)]))
             except EOFError:  # the server's end of file (or a lost link: stat tells)
                 self.fh.stat()
                 return b""
 
-        data = self.tree._call(self.path, fetch)
-        if len(data) != want:
-            raise SourceChanged(f"{self.path}: {SHRANK}")
-        view[:want] = data
-        return want
+        return self.tree._call(self.path, read)
 
     def identity(self) -> Identity:
         return _identity(self.tree._call(self.path, lambda _: self.fh.stat()))
