@@ -133,6 +133,40 @@ def test_file_replaced_by_a_symlink_is_not_followed(tree, tmp_path):
     assert source.identity(f"{top}/file0.bin") is None
 
 
+class _SwappingTree(SftpTree):
+    """An SftpTree that, right after its next call to the server, really swaps ``victim``
+    for a symlink to ``target``: the race between checking a file and opening it."""
+
+    victim: Path | None = None
+    target: Path | None = None
+
+    def _call(self, what, fn):  # type: ignore[no-untyped-def]
+        result = super()._call(what, fn)
+        if self.victim is not None and self.target is not None:
+            self.victim.unlink()
+            self.victim.symlink_to(self.target)
+            self.victim = None
+        return result
+
+
+def test_file_swapped_for_a_symlink_while_opened_is_refused(sshd, tmp_path):
+    root = make_tree(tmp_path / "remote", seed=42, files=5)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not part of the source")
+    with _SwappingTree(spec_for(sshd.url(root))) as source:
+        out, _ = scanned(source)
+        path = f"/{sshd.host}{root}/file0.bin"
+        i = rows(out)[path]
+        source.victim, source.target = root / "file0.bin", secret
+        with pytest.raises(SourceChanged, match="changed while being opened"):
+            source.open(path)
+        assert (root / "file0.bin").is_symlink()
+        (root / "file0.bin").unlink()
+        (root / "file0.bin").write_bytes(b"x" * out.size[i])  # a regular file again
+        with source.open(path) as reader:
+            assert reader.readinto(0, memoryview(bytearray(3))) == min(3, out.size[i])
+
+
 def test_missing_file_and_paths_outside_the_source(tree):
     root, source, top = tree
     (root / "file0.bin").unlink()

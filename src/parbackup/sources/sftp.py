@@ -37,6 +37,11 @@ def _identity(attrs: paramiko.SFTPAttributes) -> Identity:
     return Identity(attrs.st_size or 0, mtime_ns, mtime_ns)
 
 
+def _looks(attrs: paramiko.SFTPAttributes) -> tuple:
+    """All SFTP tells of a file: what an lstat and an fstat of the same file share."""
+    return (attrs.st_mode, attrs.st_uid, attrs.st_gid, attrs.st_size, attrs.st_mtime)
+
+
 class SftpTree(Source):
     """``sftp://[user@]host[:port]/path``; see the module docstring."""
 
@@ -147,14 +152,20 @@ class SftpTree(Source):
         return True
 
     def open(self, path: str, expect: Identity | None = None) -> _SftpReader:
+        """Open the file if it is still a regular file. SFTP has no O_NOFOLLOW: the file is
+        checked before opening (lstat) and the open one compared with it (fstat), so a file
+        swapped for a symlink in between is refused unless the target looks the same."""
         remote = self._remote(path)
-        attrs = self._call(path, lambda s: s.lstat(remote))
-        if not stat.S_ISREG(attrs.st_mode or 0):
+        before = self._call(path, lambda s: s.lstat(remote))
+        if not stat.S_ISREG(before.st_mode or 0):
             raise SourceChanged(f"{path}: not a regular file any more")
         fh = self._call(path, lambda s: s.open(remote, "rb"))
         reader = _SftpReader(self, path, fh)
         try:
-            now = reader.identity()
+            after = self._call(path, lambda _: fh.stat())
+            if _looks(after) != _looks(before):
+                raise SourceChanged(f"{path}: file changed while being opened")
+            now = _identity(after)
             check_unchanged(self, path, expect, now)
         except SourceError:
             reader.close()
