@@ -140,14 +140,11 @@ class S3Prefix(Source):
 
     def _head(self, path: str) -> tuple[Identity, str]:
         key = self._key(path)
-        head = self._call(path, lambda s: s.head_object(Bucket=self.bucket, Key=key))
-        mtime = _seconds_ns(head)
-        return Identity(int(head["ContentLength"]), mtime, mtime), head.get("ETag", "")
+        return _version(self._call(path, lambda s: s.head_object(Bucket=self.bucket, Key=key)))
 
     def open(self, path: str, expect: Identity | None = None) -> _S3Reader:
-        now, etag = self._head(path)
-        check_unchanged(self, path, expect, now)
-        return _S3Reader(self, path, now.size, etag)
+        """A reader; no request yet: the first range tells the version (see _S3Reader)."""
+        return _S3Reader(self, path, expect)
 
     def identity(self, path: str) -> Identity | None:
         try:
@@ -156,19 +153,57 @@ class S3Prefix(Source):
             return None
 
 
-class _S3Reader(SizedReader):
-    """Byte ranges of one object, each fetched only if it is still the version opened."""
+def _version(answer: dict) -> tuple[Identity, str]:
+    """The identity and ETag of the object a HEAD or GET answered about."""
+    size = int(answer["ContentLength"])
+    if answer.get("ContentRange"):  # "bytes FIRST-LAST/TOTAL": a range of a larger object
+        size = int(answer["ContentRange"].rsplit("/", 1)[1])
+    mtime = _seconds_ns(answer)
+    return Identity(size, mtime, mtime), answer.get("ETag", "")
 
-    def __init__(self, prefix: S3Prefix, path: str, size: int, etag: str) -> None:
-        super().__init__(path, size)
-        self.prefix, self.etag = prefix, etag
+
+class _S3Reader(SizedReader):
+    """Byte ranges of one object, all from one version of it.
+
+    The first range is fetched unconditionally and its answer tells the version (size,
+    LastModified, ETag): it is checked against what the scan saw before a byte is handed
+    out, and every later range is fetched with ``If-Match`` on that ETag. So a small file
+    costs one request, and ``identity()`` is the version read: a change while it was read
+    has already raised SourceChanged.
+    """
+
+    def __init__(self, prefix: S3Prefix, path: str, expect: Identity | None) -> None:
+        super().__init__(path, 0)  # the size is known from the first answer
+        self.prefix, self.expect = prefix, expect
         self.key = prefix._key(path)
+        self.version: Identity | None = None
+        self.etag = ""
+        self.ahead: tuple[int, bytes] | None = None
+
+    def _learn(self, version: Identity, etag: str) -> None:
+        check_unchanged(self.prefix, self.path, self.expect, version)
+        self.version, self.etag, self.size = version, etag, version.size
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        if self.version is None and len(view):
+            answer, data = self._get(offset, len(view))
+            # past the end (an empty object) the answer says nothing: ask what it is
+            self._learn(*(_version(answer) if answer else self.prefix._head(self.path)))
+            self.ahead = (offset, data)
+        return super().readinto(offset, view)
 
     def fetch(self, offset: int, length: int) -> bytes:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] == offset:
+            return ahead[1]  # the first range, fetched to learn the version
+        return self._get(offset, length)[1]
+
+    def _get(self, offset: int, length: int) -> tuple[dict | None, bytes]:
+        """One range: its answer's headers (None past the end) and bytes."""
         bucket, key = self.prefix.bucket, self.key
         condition = {"IfMatch": self.etag} if self.etag else {}
 
-        def get(s3: Any) -> bytes | None:
+        def get(s3: Any) -> tuple[dict | None, bytes] | None:
             try:
                 resp = s3.get_object(
                     Bucket=bucket,
@@ -181,18 +216,18 @@ class _S3Reader(SizedReader):
                 if code in ("PreconditionFailed", "412"):
                     return None  # another version of the object now
                 if code == "InvalidRange":
-                    return b""  # it shrank below the offset
+                    return None, b""  # starts at or past the end
                 raise
-            with contextlib.closing(resp["Body"]) as body:
-                return body.read()
+            with contextlib.closing(resp.pop("Body")) as body:
+                return resp, body.read()
 
-        data = self.prefix._call(self.path, get)
-        if data is None:
+        got = self.prefix._call(self.path, get)
+        if got is None:
             raise SourceChanged(f"{self.path}: {CHANGED}")
-        return data
+        return got
 
     def identity(self) -> Identity:
-        return self.prefix._head(self.path)[0]
+        return self.version if self.version is not None else self.prefix._head(self.path)[0]
 
     def close(self) -> None:
         """Nothing is held open between ranges."""
