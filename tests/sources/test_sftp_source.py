@@ -210,6 +210,23 @@ def test_missing_root_raises_and_a_vanished_directory_is_reported(sshd, tmp_path
     assert f"{top}/zz/after" in rows(out)  # the scan went on
 
 
+def test_a_directory_with_a_name_that_is_not_utf8_is_reported(sshd, tmp_path):
+    root = make_tree(tmp_path / "r", seed=6, files=5)
+    (root / "odd").mkdir()
+    (root / "odd" / "ok").write_bytes(b"1")
+    with open(os.fsencode(root / "odd") + b"/bad\xff", "wb") as fh:
+        fh.write(b"2")
+    (root / "zz").mkdir()
+    (root / "zz" / "after").write_bytes(b"still scanned")
+    top = f"/{sshd.host}{root}"
+    with open_source(spec_for(sshd.url(root))) as source:
+        out, errors = scanned(source)
+    assert [p for p, _ in errors] == [f"{top}/odd"]
+    assert "not UTF-8" in errors[0][1] and "\\xff" in errors[0][1]
+    got = rows(out)
+    assert f"{top}/odd" in got and f"{top}/zz/after" in got  # the scan went on
+
+
 def test_connection_is_lazy_closed_and_made_again(tree):
     root, source, top = tree
     assert source.sftp is None  # nothing connects before the first use

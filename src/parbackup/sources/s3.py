@@ -1,4 +1,4 @@
-"""A bucket and key prefix of S3-compatible storage as a source (REQUIREMENTS F1, F2): ``s3://bucket/prefix``.
+"""A bucket and key prefix of S3-compatible storage as a source (F1, F2): ``s3://bucket/prefix``.
 
 The client is built by the same code as the S3 device (``devices.s3.client_for``: the
 URL's ``?endpoint=``, ``?profile=``, ``?region=`` over the standard AWS configuration),

@@ -1,10 +1,11 @@
-"""A directory tree on an SSH host as a source (REQUIREMENTS F1, F2): ``sftp://[user@]host[:port]/path``.
+"""A directory tree on an SSH host as a source (F1, F2): ``sftp://[user@]host[:port]/path``.
 
 The source logs in through the same code as the SFTP device (``devices.sftp.connect``):
 the same ``~/.ssh/config``, agent, ``?identity=``, ``?known_hosts=`` and host key checks
 (``PARBACKUP_ACCEPT_NEW_HOST_KEYS``). It connects on first use and ``close()`` ends the
 connection; one object serves one thread. A connection that drops is made again on the
-next call.
+next call. SFTP names are UTF-8 (paramiko decodes them so): a directory holding another
+name is reported and skipped.
 
 Entries are recorded under ``/<host>/<absolute remote path>``, so a remote tree restores
 to ``TARGET/<host>/...`` and never collides with a local one. SFTP tells no ctime and no
@@ -64,6 +65,8 @@ class SftpTree(Source):
             return fn(self.sftp)
         except DeviceError as exc:  # connect() failed: the message names the URL
             raise SourceError(str(exc)) from exc
+        except UnicodeDecodeError as exc:  # paramiko decodes every name it is sent as UTF-8
+            raise SourceError(f"{what}: holds a name that is not UTF-8 ({exc.object!r})") from exc
         except SFTP_ERRORS as exc:
             error = map_error(exc, what, self.ssh)
             if error.transient:
