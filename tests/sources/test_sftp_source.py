@@ -128,7 +128,7 @@ def test_file_replaced_by_a_symlink_is_not_followed(tree, tmp_path):
     secret.write_bytes(b"not part of the source")
     (root / "file0.bin").unlink()
     (root / "file0.bin").symlink_to(secret)
-    with pytest.raises(SourceChanged, match="not a regular file"):
+    with pytest.raises(SourceChanged, match=r"^no longer a regular file$"):
         source.open(f"{top}/file0.bin")
     assert source.identity(f"{top}/file0.bin") is None
 
@@ -170,7 +170,7 @@ def test_file_swapped_for_a_symlink_while_opened_is_refused(sshd, tmp_path):
 def test_missing_file_and_paths_outside_the_source(tree):
     root, source, top = tree
     (root / "file0.bin").unlink()
-    with pytest.raises(SourceError, match=rf"^{top}/file0.bin: no such file") as info:
+    with pytest.raises(SourceError, match=r"^open: no such file$") as info:
         source.open(f"{top}/file0.bin")
     assert not isinstance(info.value, SourceChanged)
     assert source.identity(f"{top}/file0.bin") is None
@@ -206,7 +206,7 @@ def test_missing_root_raises_and_a_vanished_directory_is_reported(sshd, tmp_path
     errors: list[tuple[str, str]] = []
     with open_source(spec_for(sshd.url(root))) as source:
         source.scan(out, 0, lambda path, reason: errors.append((path, reason)))
-    assert [(p, r.split(": ", 1)[1]) for p, r in errors] == [(f"{top}/gone", "no such file")]
+    assert errors == [(f"{top}/gone", "list: no such file")]
     assert f"{top}/zz/after" in rows(out)  # the scan went on
 
 
@@ -222,7 +222,7 @@ def test_a_directory_with_a_name_that_is_not_utf8_is_reported(sshd, tmp_path):
     with open_source(spec_for(sshd.url(root))) as source:
         out, errors = scanned(source)
     assert [p for p, _ in errors] == [f"{top}/odd"]
-    assert "not UTF-8" in errors[0][1] and "\\xff" in errors[0][1]
+    assert errors[0][1] == "list: a name that is not UTF-8: b'bad\\xff'"
     got = rows(out)
     assert f"{top}/odd" in got and f"{top}/zz/after" in got  # the scan went on
 

@@ -68,7 +68,7 @@ class S3Prefix(Source):
     def _key(self, path: str) -> str:
         """The key of the object recorded as ``path`` (``/<bucket>/<key>``)."""
         if not path.startswith(self.top + "/"):
-            raise SourceError(f"{path}: not in the source {self.where}")
+            raise SourceError(f"not in the source {self.where}")
         return path[len(self.bucket) + 2 :]
 
     def close(self) -> None:
@@ -140,7 +140,7 @@ class S3Prefix(Source):
 
     def _head(self, path: str) -> tuple[Identity, str]:
         key = self._key(path)
-        return _version(self._call(path, lambda s: s.head_object(Bucket=self.bucket, Key=key)))
+        return _version(self._call("stat", lambda s: s.head_object(Bucket=self.bucket, Key=key)))
 
     def open(self, path: str, expect: Identity | None = None) -> _S3Reader:
         """A reader; no request yet: the first range tells the version (see _S3Reader)."""
@@ -173,15 +173,15 @@ class _S3Reader(SizedReader):
     """
 
     def __init__(self, prefix: S3Prefix, path: str, expect: Identity | None) -> None:
-        super().__init__(path, 0)  # the size is known from the first answer
-        self.prefix, self.expect = prefix, expect
+        super().__init__(0)  # the size is known from the first answer
+        self.prefix, self.path, self.expect = prefix, path, expect
         self.key = prefix._key(path)
         self.version: Identity | None = None
         self.etag = ""
         self.ahead: tuple[int, bytes] | None = None
 
     def _learn(self, version: Identity, etag: str) -> None:
-        check_unchanged(self.prefix, self.path, self.expect, version)
+        check_unchanged(self.prefix, self.expect, version)
         self.version, self.etag, self.size = version, etag, version.size
 
     def readinto(self, offset: int, view: memoryview) -> int:
@@ -221,9 +221,9 @@ class _S3Reader(SizedReader):
             with contextlib.closing(resp.pop("Body")) as body:
                 return resp, body.read()
 
-        got = self.prefix._call(self.path, get)
+        got = self.prefix._call("read", get)
         if got is None:
-            raise SourceChanged(f"{self.path}: {CHANGED}")
+            raise SourceChanged(CHANGED)
         return got
 
     def identity(self) -> Identity:

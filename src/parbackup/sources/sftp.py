@@ -66,7 +66,7 @@ class SftpTree(Source):
         except DeviceError as exc:  # connect() failed: the message names the URL
             raise SourceError(str(exc)) from exc
         except UnicodeDecodeError as exc:  # paramiko decodes every name it is sent as UTF-8
-            raise SourceError(f"{what}: holds a name that is not UTF-8 ({exc.object!r})") from exc
+            raise SourceError(f"{what}: a name that is not UTF-8: {exc.object!r}") from exc
         except SFTP_ERRORS as exc:
             error = map_error(exc, what, self.ssh)
             if error.transient:
@@ -84,7 +84,7 @@ class SftpTree(Source):
         prefix = f"/{self.url.host}"
         remote = posixpath.normpath(path[len(prefix) :]) if path.startswith(prefix + "/") else ""
         if not remote or (remote != top and not remote.startswith(top.rstrip("/") + "/")):
-            raise SourceError(f"{path}: not in the source {self.where}")
+            raise SourceError(f"not in the source {self.where}")
         return remote
 
     def close(self) -> None:
@@ -96,7 +96,7 @@ class SftpTree(Source):
     # -- the interface ---------------------------------------------------------------------
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         top = self._root()
-        root = self._call(top, lambda s: s.lstat(top))
+        root = self._call(self.where, lambda s: s.lstat(top))
         prefix = f"/{self.url.host}"
         if not self._add(out, index, prefix + top, top, root):
             raise SourceError(f"{self.where}: not a regular file, directory or symlink")
@@ -106,7 +106,7 @@ class SftpTree(Source):
         while stack:
             directory = stack.pop()
             try:
-                listing = self._call(prefix + directory, lambda s, d=directory: s.listdir_attr(d))
+                listing = self._call("list", lambda s, d=directory: s.listdir_attr(d))
             except SourceError as exc:
                 on_error(prefix + directory, str(exc))
                 continue
@@ -136,7 +136,7 @@ class SftpTree(Source):
             kind, size = DIR, 0
         elif stat.S_ISLNK(mode):
             kind, size = SYMLINK, 0
-            link = self._call(record, lambda s: s.readlink(path)) or ""
+            link = self._call("readlink", lambda s: s.readlink(path)) or ""
         else:
             return False
         ident = _identity(attrs)
@@ -159,17 +159,17 @@ class SftpTree(Source):
         checked before opening (lstat) and the open one compared with it (fstat), so a file
         swapped for a symlink in between is refused unless the target looks the same."""
         remote = self._remote(path)
-        before = self._call(path, lambda s: s.lstat(remote))
+        before = self._call("open", lambda s: s.lstat(remote))
         if not stat.S_ISREG(before.st_mode or 0):
-            raise SourceChanged(f"{path}: not a regular file any more")
-        fh = self._call(path, lambda s: s.open(remote, "rb"))
-        reader = _SftpReader(self, path, fh)
+            raise SourceChanged("no longer a regular file")
+        fh = self._call("open", lambda s: s.open(remote, "rb"))
+        reader = _SftpReader(self, fh)
         try:
-            after = self._call(path, lambda _: fh.stat())
+            after = self._call("open", lambda _: fh.stat())
             if _looks(after) != _looks(before):
-                raise SourceChanged(f"{path}: file changed while being opened")
+                raise SourceChanged("file changed while being opened")
             now = _identity(after)
-            check_unchanged(self, path, expect, now)
+            check_unchanged(self, expect, now)
         except SourceError:
             reader.close()
             raise
@@ -179,7 +179,7 @@ class SftpTree(Source):
     def identity(self, path: str) -> Identity | None:
         remote = self._remote(path)
         try:
-            attrs = self._call(path, lambda s: s.lstat(remote))
+            attrs = self._call("stat", lambda s: s.lstat(remote))
         except SourceError:
             return None
         return _identity(attrs) if stat.S_ISREG(attrs.st_mode or 0) else None
@@ -188,8 +188,8 @@ class SftpTree(Source):
 class _SftpReader(SizedReader):
     """Byte ranges of one open remote file; pipelined reads (``readv``)."""
 
-    def __init__(self, tree: SftpTree, path: str, fh: paramiko.SFTPFile) -> None:
-        super().__init__(path, 0)  # the size is set once the open file is checked
+    def __init__(self, tree: SftpTree, fh: paramiko.SFTPFile) -> None:
+        super().__init__(0)  # the size is set once the open file is checked
         self.tree, self.fh = tree, fh
 
     def fetch(self, offset: int, length: int) -> bytes:
@@ -200,10 +200,10 @@ class _SftpReader(SizedReader):
                 self.fh.stat()
                 return b""
 
-        return self.tree._call(self.path, read)
+        return self.tree._call("read", read)
 
     def identity(self) -> Identity:
-        return _identity(self.tree._call(self.path, lambda _: self.fh.stat()))
+        return _identity(self.tree._call("stat", lambda _: self.fh.stat()))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

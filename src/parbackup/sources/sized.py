@@ -3,6 +3,8 @@
 A remote file is read in ranges with no lock on it, so the reader takes the file's size
 when it is opened as its end: a range the file no longer holds means it shrank, and is
 reported as ``SourceChanged``; growth shows in ``identity()`` after the read.
+
+Messages of a file's errors do not name the file: the engine puts its path in front.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ CHANGED = "file changed while being read"
 SHRANK = "file shrank while being read"
 
 
-def check_unchanged(source: Source, path: str, expect: Identity | None, now: Identity) -> None:
+def check_unchanged(source: Source, expect: Identity | None, now: Identity) -> None:
     """Raise SourceChanged when ``now`` differs from what the scan saw (``expect``)."""
     if expect is not None and (diff := source.changes(expect, now)):
-        raise SourceChanged(f"{path}: file changed since the scan ({', '.join(diff)})")
+        raise SourceChanged(f"file changed since the scan ({', '.join(diff)})")
 
 
 class SizedReader(FileReader):
     """Reads ``[0, size)`` of one file through ``fetch``; see the module docstring."""
 
-    def __init__(self, path: str, size: int) -> None:
-        self.path, self.size = path, size
+    def __init__(self, size: int) -> None:
+        self.size = size
 
     @abstractmethod
     def fetch(self, offset: int, length: int) -> bytes:
@@ -37,6 +39,6 @@ class SizedReader(FileReader):
             return 0
         data = self.fetch(offset, want)
         if len(data) != want:
-            raise SourceChanged(f"{self.path}: {SHRANK}")
+            raise SourceChanged(SHRANK)
         view[:want] = data
         return want
