@@ -3,11 +3,11 @@
 A wrapper (retry, throttle, test faults) changes one or two things about a device and must
 pass everything else through unchanged: the seven operations, every default a kind may
 override (``space``, ``capped``, ``replace``, ``put``, ``put_stream``, ``get``, ``size``,
-``open_read``, ``read_label``, ``ensure_label``) and any attribute a kind adds. Forwarding
-the defaults matters: a tape starts a new medium in its own ``ensure_label`` and reads
-front to back in its own ``open_read``; the base class's versions, built on ``list`` and
-``read``, would do the wrong thing there (a second backup onto ``tape://...?limit=`` once
-failed for exactly that reason).
+``open_read``, ``read_label``, ``ensure_label``, ``write_label``) and any attribute a
+kind adds. Forwarding the defaults matters: a tape starts a new medium in its own
+``ensure_label`` and reads front to back in its own ``open_read``; the base class's
+versions, built on ``list`` and ``read``, would do the wrong thing there (a second backup
+onto ``tape://...?limit=`` once failed for exactly that reason).
 
 ``ForwardingDevice`` forwards every call through two hooks, so a wrapper overrides only
 what it changes:
@@ -121,6 +121,9 @@ class ForwardingDevice(Device):
 
     def ensure_label(self) -> Label:
         return self.call(self.inner.ensure_label)
+
+    def write_label(self, label: Label) -> None:
+        self.call(lambda: self.inner.write_label(label))
 
     def __getattr__(self, name: str) -> Any:
         """Anything else a kind offers goes to it unchanged."""

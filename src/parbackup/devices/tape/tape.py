@@ -206,10 +206,10 @@ class TapeDevice(Device):
     def _start_writing(self) -> None:
         if self.mode == "write":
             return
-        if self.mode == "read":
-            raise DeviceError(f"{self.url.display}: the tape is open for reading")
         if self.read_only:
             raise DeviceError(f"{self.url.display}: opened for reading only; cannot write")
+        if self.mode == "read":
+            raise DeviceError(f"{self.url.display}: the tape is open for reading")
         flags = os.O_WRONLY
         if not os.path.exists(self.path) or stat.S_ISREG(os.stat(self.path).st_mode):
             flags |= os.O_CREAT | os.O_TRUNC
