@@ -94,17 +94,17 @@ class ObjectWriter(ABC):
         return False
 
 
-class CappedWriter(ObjectWriter):
-    """Wraps a writer so that it refuses to go past ``room`` bytes (``?capacity=``)."""
+class ForwardingWriter(ObjectWriter):
+    """A writer that passes every call to ``inner``; subclasses override what they change.
 
-    def __init__(self, inner: ObjectWriter, room: int, where: str) -> None:
-        self.inner, self.room, self.where, self.written = inner, room, where, 0
+    The base of every writer wrapper (``CappedWriter`` here, devices.wrappers).
+    """
+
+    def __init__(self, inner: ObjectWriter) -> None:
+        self.inner = inner
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.written + len(data) > self.room:
-            raise DeviceFullError(f"{self.where}: configured capacity reached")
         self.inner.write(data)
-        self.written += len(data)
 
     def commit(self) -> None:
         self.inner.commit()
@@ -114,6 +114,20 @@ class CappedWriter(ObjectWriter):
 
     def checkpoint(self) -> bool:
         return self.inner.checkpoint()
+
+
+class CappedWriter(ForwardingWriter):
+    """Wraps a writer so that it refuses to go past ``room`` bytes (``?capacity=``)."""
+
+    def __init__(self, inner: ObjectWriter, room: int, where: str) -> None:
+        super().__init__(inner)
+        self.room, self.where, self.written = room, where, 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.written + len(data) > self.room:
+            raise DeviceFullError(f"{self.where}: configured capacity reached")
+        self.inner.write(data)
+        self.written += len(data)
 
 
 class Device(ABC):
@@ -226,16 +240,7 @@ class Device(ABC):
         """The label written on the device, or None if it has none yet."""
         if not any(o.name == LABEL_NAME for o in self.list(LABEL_NAME)):
             return None
-        try:
-            data = json.loads(self.get(LABEL_NAME))
-            return Label(
-                label=str(data["label"]),
-                created=str(data["created"]),
-                kind=str(data["kind"]),
-                format_version=int(data.get("format_version", 1)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DeviceError(f"{self.url.display}: unreadable device label") from exc
+        return parse_label(self.get(LABEL_NAME), f"{self.url.display}: unreadable device label")
 
     def ensure_label(self) -> Label:
         """Read the device's label, writing a new one at first use (REQUIREMENTS D4)."""
@@ -263,6 +268,20 @@ class Device(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url.display}>"
+
+
+def parse_label(data: bytes, error: str) -> Label:
+    """The label in a ``label.json`` body; DeviceError(``error``) if it is not one."""
+    try:
+        body = json.loads(data)
+        return Label(
+            label=str(body["label"]),
+            created=str(body["created"]),
+            kind=str(body["kind"]),
+            format_version=int(body.get("format_version", 1)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DeviceError(error) from exc
 
 
 def label_bytes(label: Label) -> bytes:

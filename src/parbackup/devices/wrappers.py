@@ -13,7 +13,9 @@ onto ``tape://...?limit=`` once failed for exactly that reason).
 what it changes:
 
 ``call(fn)``          how a forwarded call runs (the retry wrapper retries it).
-``wrap_writer(w)``    what a writer from ``create``/``replace`` becomes.
+``wrap_writer(w)``    what a writer from ``create``/``replace`` becomes (writer wrappers
+                      subclass ``ForwardingWriter``, kept in devices.base beside
+                      ``CappedWriter``).
 """
 
 from __future__ import annotations
@@ -21,29 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ForwardingWriter, ObjectInfo, ObjectWriter
 from parbackup.model import Label, Space
 
 T = TypeVar("T")
 
-
-class ForwardingWriter(ObjectWriter):
-    """A writer that passes every call to ``inner``; subclasses override what they change."""
-
-    def __init__(self, inner: ObjectWriter) -> None:
-        self.inner = inner
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.inner.write(data)
-
-    def commit(self) -> None:
-        self.inner.commit()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-    def checkpoint(self) -> bool:
-        return self.inner.checkpoint()
+__all__ = ["ForwardingDevice", "ForwardingWriter"]
 
 
 class ForwardingDevice(Device):

@@ -34,7 +34,7 @@ import time
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter, parse_label
 from parbackup.devices.tape.stream import (
     DATA_FRAME,
     DEFAULT_BLOCK,
@@ -292,16 +292,8 @@ class TapeDevice(Device):
         name = self._next_object()
         if name != LABEL_NAME:
             raise DeviceError(f"{self.url.display}: the tape does not start with a label")
-        try:
-            data = json.loads(self._rest_of_object())
-            self._label = Label(
-                label=str(data["label"]),
-                created=str(data["created"]),
-                kind=str(data["kind"]),
-                format_version=int(data.get("format_version", 1)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DeviceError(f"{self.url.display}: unreadable tape label") from exc
+        where = f"{self.url.display}: unreadable tape label"
+        self._label = parse_label(self._rest_of_object(), where)
         return self._label
 
     # -- writing ---------------------------------------------------------------------------
