@@ -10,11 +10,12 @@ from parbackup.cli.files import files
 from parbackup.cli.plan import plan
 from parbackup.cli.prune import prune
 from parbackup.cli.rebuild_catalog import rebuild
+from parbackup.cli.relabel import relabel
 from parbackup.cli.restore import restore
 from parbackup.cli.sets import sets
 from parbackup.cli.verify import verify
 
-COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
+COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild, relabel)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,6 +35,7 @@ from parbackup.errors import (
     DeviceFullError,
     DeviceMissingError,
     TransientDeviceError,
+    UsageError,
 )
 from parbackup.model import Capabilities, Space
 
@@ -219,6 +220,9 @@ class S3Device(Device):
 
     scheme = "s3"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+    options = frozenset(
+        {"part", "uploads", "endpoint", "retries", "timeout", "addressing", "profile", "region"}
+    )
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -227,6 +231,11 @@ class S3Device(Device):
         self.part_size = max(MIN_PART, parse_size(url.params.get("part", "8MiB")))
         self.uploads = max(1, int(url.params.get("uploads", "3")))
         self.s3 = None
+
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if not url.host:
+            raise UsageError(f"{url.display}: no bucket (use s3://bucket/prefix)")
 
     def _key(self, name: str) -> str:
         if name.startswith("/") or ".." in name.split("/"):
@@ -242,9 +251,8 @@ class S3Device(Device):
         return call(f"{self.url.display}: {what}", fn)
 
     # -- the seven -------------------------------------------------------------------------
-    def open(self) -> None:
-        if not self.bucket:
-            raise DeviceError(f"{self.url.display}: no bucket (use s3://bucket/prefix)")
+    def open(self, write: bool = True) -> None:
+        """Check the bucket answers; reading and writing need the same (no write probe)."""
         s3 = self._client()
         try:
             self._call("open", lambda: s3.head_bucket(Bucket=self.bucket))

@@ -43,6 +43,7 @@ from parbackup.errors import (
     DeviceFullError,
     DeviceMissingError,
     TransientDeviceError,
+    UsageError,
 )
 from parbackup.model import Capabilities, Space
 
@@ -252,6 +253,7 @@ class SFTPDevice(Device):
 
     scheme = "sftp"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=4)
+    options = frozenset({"identity", "known_hosts", "timeout", "retries"})
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -316,7 +318,14 @@ class SFTPDevice(Device):
             return False
         return free is not None and free < _BUFFER
 
-    def open(self) -> None:
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if not url.host:
+            raise UsageError(f"{url.display}: no host (use sftp://[user@]host[:port]/path)")
+
+    def open(self, write: bool = True) -> None:
+        """Connect and check the directory exists; no write probe, so ``write`` changes nothing."""
+
         def check() -> None:
             sftp = self._client()
             st = sftp.stat(self.root)
