@@ -76,14 +76,15 @@ class Fleet:
         if len(set(urls)) != len(urls):
             dup = next(u for u in urls if urls.count(u) > 1)
             raise UsageError(f"device named twice: {redact(dup)}")
-        for url in urls:
-            open_device(url)  # a bad URL or option is a usage error before anything runs
+        # A bad URL or option is a usage error before anything runs; relative paths are
+        # made absolute here, so the movers (wherever they run) and the catalog agree.
+        parsed = [open_device(url).url for url in urls]
         executor = executor or LocalExecutor()
         devices = []
-        for i, url in enumerate(urls):
-            spec = m.MoverSpec(i, url, tuple(sources), chunk, checkpoint_bytes)
+        for i, url in enumerate(parsed):
+            spec = m.MoverSpec(i, url.raw, tuple(sources), chunk, checkpoint_bytes)
             worker = executor.start("parbackup.engine.mover:move", spec, name=f"mover-{i}")
-            devices.append(DeviceState(i, redact(url), worker))
+            devices.append(DeviceState(i, url.display, worker))
         return cls(devices, timeout)
 
     @property
@@ -111,6 +112,8 @@ class Fleet:
                 if isinstance(msg, m.Opened):
                     dev.label, dev.space = msg.label or "", msg.space
                     dev.scheme, dev.sequential = msg.scheme, msg.sequential
+                elif isinstance(msg, m.Failed) and msg.usage:
+                    raise UsageError(msg.error)
                 else:
                     self.bury(dev, msg.error)  # type: ignore[attr-defined]
         for dev in waiting.values():

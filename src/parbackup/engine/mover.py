@@ -172,6 +172,8 @@ class Stored:
 @dataclass(frozen=True, slots=True)
 class Failed:
     error: str
+    usage: bool = False
+    """A configuration mistake found on opening (exit 2), not a device failure."""
 
 
 # A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
@@ -468,7 +470,7 @@ def move(spec: MoverSpec, channel: Channel) -> None:
         )
         mover.run()
     except (DeviceError, UsageError) as exc:
-        channel.send(Failed(str(exc)))
+        channel.send(Failed(str(exc), isinstance(exc, UsageError)))
         abort(mover)
     else:
         close(mover)
