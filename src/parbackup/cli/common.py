@@ -32,7 +32,7 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 catalog_option = click.option(
     "--catalog",
     "catalog_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, resolve_path=True),
     default=None,
     envvar="PARBACKUP_CATALOG",
     help="Catalog file (SQLite). Default: $PARBACKUP_CATALOG, else catalog.sqlite in "

@@ -36,13 +36,13 @@ log = logging.getLogger("parbackup.cli")
 class _UTCFormatter(logging.Formatter):
     """Log lines stamped in the CLI's one time format: ISO 8601, UTC."""
 
-    converter = time.gmtime
-    default_time_format = "%Y-%m-%dT%H:%M:%S+00:00"
-    default_msec_format = "%s"
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(record.created))
 
 
 def setup_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
     """Send the ``parbackup`` logger to stderr (-v INFO, -vv DEBUG) and/or a file."""
+    logging.raiseExceptions = False  # a failing log handler never prints a traceback
     root = logging.getLogger("parbackup")
     fmt = _UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     levels = []

@@ -23,7 +23,7 @@ from parbackup.engine.rebuild import rebuild_catalog
     "--catalog",
     "catalog_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, resolve_path=True),
     help="The new catalog file to write (must not exist yet).",
 )
 @json_option
