@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,9 @@ class _Patterns:
     def compile(cls, patterns: Sequence[str]) -> _Patterns:
         globs = tuple(p[1:] if p.startswith("\\!") else p for p in patterns)
         lines = ["\\" + p if p.startswith("!") else p for p in patterns]  # never a negation
-        spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        with warnings.catch_warnings():  # re's "possible nested set" for '[[]' is noise
+            warnings.simplefilter("ignore", FutureWarning)
+            spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
         return cls(globs, spec)
 
     def __bool__(self) -> bool:
