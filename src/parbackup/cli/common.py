@@ -152,6 +152,13 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {exc!r} (run with -vv or --log-file PATH for the details)"
 
 
+def broken_pipe_exit() -> NoReturn:
+    """Stdout was closed early (``parbackup files | head``): exit quietly with 141."""
+    with contextlib.suppress(OSError):  # stdout is gone: nothing more is written to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
     """Run a command body; map every way it can end to one message and an exit code."""
 
@@ -170,9 +177,7 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             note = "; the set in progress is recorded as interrupted" if _written_catalogs else ""
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
         except BrokenPipeError:
-            with contextlib.suppress(OSError):  # stdout is gone: say nothing more on it
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_BROKEN_PIPE)
+            broken_pipe_exit()
         except Exception as exc:  # no traceback reaches a user: one line, details in the log
             log.debug("unexpected error", exc_info=True)
             mark_dead_runs()

@@ -11,7 +11,7 @@ import click
 from parbackup import __version__
 from parbackup.cli.backup import backup
 from parbackup.cli.common import (
-    EXIT_BROKEN_PIPE,
+    broken_pipe_exit,
     describe,
     fail,
     install_signal_handlers,
@@ -101,11 +101,16 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
 
     \b
     Exit status:
-      0   done                    3   done with warnings (skipped files, a failed device)
-      1   failed                  2   bad usage
-      130 interrupted (SIGINT, Ctrl-C)    143 terminated (SIGTERM)
-      141 stdout closed early (broken pipe)
-    An interrupted backup is recorded as interrupted, never complete.
+      0    done
+      3    done with warnings (skipped files, a failed device)
+      1    failed
+      2    bad usage
+      130  interrupted by SIGINT (Ctrl-C)
+      143  terminated by SIGTERM (systemd, kill): handled like Ctrl-C
+      141  stdout closed early (broken pipe)
+
+    An interrupted backup is recorded as interrupted, never complete; run it again to
+    resume, or 'parbackup prune --orphans' to remove what it wrote.
     """
     set_verbosity(QUIET if quiet else verbose)
     setup_logging(verbose, quiet, log_file)
@@ -134,7 +139,7 @@ def main() -> None:
     except UsageError as exc:  # raised by the group itself (--log-file)
         usage_exit(str(exc), as_json)
     except BrokenPipeError:
-        sys.exit(EXIT_BROKEN_PIPE)
+        broken_pipe_exit()
     except Exception as exc:  # the last resort: never a traceback
         log.debug("unexpected error", exc_info=True)
         fail(describe(exc), EXIT_FAILED, as_json)

@@ -105,10 +105,10 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     out_console.print(t)
 
 
-def warn(text: str, style: str = "yellow") -> None:
-    """A warning on stderr while a command runs (silent under ``-q``)."""
+def warn(text: str, style: str = "", *, problem: bool = False) -> None:
+    """A message on stderr while a command runs (under ``-q`` only a ``problem``)."""
     log.debug("%s", text)
-    if is_quiet():
+    if is_quiet() and not problem:
         return
     text = printable(text)
     if err_console.is_terminal:

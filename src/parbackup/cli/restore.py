@@ -15,7 +15,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
-from parbackup.cli.render import line, progress_view
+from parbackup.cli.render import line, progress_view, warn
 from parbackup.engine.image import run_image_restore
 from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.engine.stream import restore_to_stream
@@ -109,12 +109,9 @@ def restore(
         with open_catalog(catalog_path, create=False) as catalog:
             out = click.get_binary_stream("stdout")
             report = restore_to_stream(catalog, set_ref, to_stdout, out, devices)
-        click.echo(
-            f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}",
-            err=True,
-        )
+        warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
         for d in report.damaged:
-            click.echo(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", err=True)
+            warn(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
         return report.exit_code
     if not target:
         raise UsageError("give --target DIR (or --stdout PATH)")
