@@ -245,6 +245,22 @@ def test_every_json_document_is_an_object_with_status(tmp_path, device_dirs):
     assert r.code == 2 and "Missing option" in r.err and not r.out
 
 
+def test_stdout_closed_early_is_quiet(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=9, files=30, max_size=1000)
+    cat = str(tmp_path / "cat.sqlite")
+    assert run_cli("backup", str(src), *dargs(*device_dirs(2)), "--catalog", cat).code == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `parbackup files | head -0`: nobody reads any more
+    proc = subprocess.run(
+        [*PARBACKUP, "files", "--catalog", cat],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == b"", proc.stderr
+
+
 # -- 4. -v, -q, --log-file ---------------------------------------------------------------------
 
 
