@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from parbackup.catalog import Catalog, default_catalog_path
+from parbackup.cli.render import printable
 from parbackup.engine.devices import accept_new_host_keys
 from parbackup.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, ParbackupError
 
@@ -92,22 +93,22 @@ def interrupt_exit_code(exc: BaseException | None = None) -> int:
     return 128 + int(signum)
 
 
-# Catalogs this process opened for writing: after an interruption or a failure, a set
-# they left 'running' is marked 'interrupted' at once (not only by the next run).
-_written_catalogs: list[str] = []
+# Catalogs this process opened (real path -> opened for writing). After an interruption
+# or a failure, a set a written one was left 'running' in is marked 'interrupted' at once
+# (not only by the next run); an error escaping the catalog names its path.
+_opened_catalogs: dict[str, bool] = {}
 
 
 def open_catalog(path: str | None, *, create: bool) -> Catalog:
     """The catalog at ``path`` (or the default one); ``create`` means it will be written."""
     catalog = Catalog(path or default_catalog_path(), create=create)
-    if create and catalog.path not in _written_catalogs:
-        _written_catalogs.append(catalog.path)
+    _opened_catalogs[catalog.path] = _opened_catalogs.get(catalog.path, False) or create
     return catalog
 
 
 def mark_dead_runs() -> None:
     """Mark a set this process left 'running' as 'interrupted'; never raises."""
-    for path in _written_catalogs:
+    for path in [p for p, written in _opened_catalogs.items() if written]:
         with contextlib.suppress(Exception), Catalog(path, create=False) as catalog:
             catalog.lock_for_run()  # newly taken: 'running' sets are of dead runs
 
@@ -135,15 +136,14 @@ def fail(message: str, code: int, as_json: bool, status: str = "failed") -> NoRe
     if as_json:
         emit_json({"status": status, "error": message, "exit_code": code})
     else:
-        click.echo(f"parbackup: error: {message}", err=True)
+        click.echo(f"parbackup: error: {printable(message)}", err=True)  # one line
     sys.exit(code)
 
 
 def describe(exc: BaseException) -> str:
     """One line for an exception parbackup did not map itself, naming the path."""
     if type(exc).__module__ == "sqlite3":  # escaped the catalog: name the catalog
-        where = ", ".join(_written_catalogs) or "the catalog"
-        return f"catalog {where}: {exc}"
+        return f"catalog {', '.join(_opened_catalogs) or '(unknown)'}: {exc}"
     if isinstance(exc, OSError):
         names = [n for n in (exc.filename, exc.filename2) if n is not None]
         what = " -> ".join(os.fsdecode(n) for n in names)
@@ -174,7 +174,8 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             mark_dead_runs()
             code = interrupt_exit_code(exc)
             name = signal.Signals(code - 128).name
-            note = "; the set in progress is recorded as interrupted" if _written_catalogs else ""
+            written = any(_opened_catalogs.values())
+            note = "; a set in progress is recorded as interrupted" if written else ""
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
         except BrokenPipeError:
             broken_pipe_exit()
