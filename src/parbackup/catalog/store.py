@@ -160,6 +160,9 @@ class Catalog:
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
+        # One name per catalog file: symlinks and relative paths resolved, so the run
+        # lock (and every path reported or stored) is the same however it was named.
+        path = os.path.realpath(path)
         self.path = path
         self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):

@@ -81,7 +81,7 @@ def summarize(report: BackupReport) -> None:
     for d in report.devices:
         if d.status != "ok":
             when = f" at {d.failed_at:.1f}s ({d.failed_utc})" if d.failed_at else " at start"
-            line(f"device failed{when}: {d.url}: {d.error}")
+            line(f"device failed{when}: {d.url}: {d.error}", problem=True)
         for url, n in d.redirected.items():
             line(f"  redirected {human_bytes(n)} from {d.url} to {url}")
         for url, n in d.moved.items():
@@ -100,11 +100,11 @@ def summarize(report: BackupReport) -> None:
     if report.kind == "incremental":
         line(f"incremental: {human_bytes(report.reused)} reused from earlier sets")
     for s in report.skipped:
-        line(f"skipped: {s.path}: {s.error}")
+        line(f"skipped: {s.path}: {s.error}", problem=True)
     for s in report.inconsistent:
-        line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}")
+        line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}", problem=True)
     if report.error:
-        line(f"error: {report.error}")
+        line(f"error: {report.error}", problem=True)
 
 
 @click.command("backup")

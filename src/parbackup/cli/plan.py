@@ -129,7 +129,7 @@ def plan(
     if dead:
         doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]
     if as_json:
-        emit_json(doc)
+        emit_json(doc, 3 if dead or skipped else 0)
         return 3 if dead or skipped else 0
     total = sum(per_bytes)
     table(
@@ -163,7 +163,7 @@ def plan(
         for it in doc["items"]:
             line(f"{it['device']}  {it['path']}  @{it['offset']}  {it['size']}")
     for d in dead:
-        line(f"unavailable: {d.url}: {d.reason}")
+        line(f"unavailable: {d.url}: {d.reason}", problem=True)
     for sk in skipped:
-        line(f"skipped: {sk.path}: {sk.error}")
+        line(f"skipped: {sk.path}: {sk.error}", problem=True)
     return 3 if dead or skipped else 0
