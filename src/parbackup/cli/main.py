@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
@@ -9,7 +10,6 @@ import time
 import click
 
 from parbackup import __version__
-from parbackup.cli.backup import backup
 from parbackup.cli.common import (
     broken_pipe_exit,
     describe,
@@ -18,18 +18,37 @@ from parbackup.cli.common import (
     interrupt_exit_code,
     usage_exit,
 )
-from parbackup.cli.files import files
-from parbackup.cli.plan import plan
-from parbackup.cli.prune import prune
-from parbackup.cli.rebuild_catalog import rebuild
-from parbackup.cli.relabel import relabel
 from parbackup.cli.render import QUIET, set_verbosity
-from parbackup.cli.restore import restore
-from parbackup.cli.sets import sets
-from parbackup.cli.verify import verify
 from parbackup.errors import EXIT_FAILED, UsageError
 
-COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild, relabel)
+COMMANDS = {
+    "backup": "parbackup.cli.backup:backup",
+    "plan": "parbackup.cli.plan:plan",
+    "restore": "parbackup.cli.restore:restore",
+    "verify": "parbackup.cli.verify:verify",
+    "sets": "parbackup.cli.sets:sets",
+    "files": "parbackup.cli.files:files",
+    "prune": "parbackup.cli.prune:prune",
+    "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
+    "relabel": "parbackup.cli.relabel:relabel",
+}
+"""Command name -> where it lives; a command's module is imported only when it runs
+(or when --help lists them), so a backup does not load restore's code."""
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (see ``COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
 
 log = logging.getLogger("parbackup.cli")
 
@@ -66,7 +85,7 @@ def setup_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
         root.setLevel(min(levels))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="parbackup")
 @click.option(
     "--verbose", "-v", count=True, help="More detail on stderr: -v the log at INFO, -vv DEBUG."
@@ -116,10 +135,6 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
     set_verbosity(QUIET if quiet else verbose)
     setup_logging(verbose, quiet, log_file)
     log.debug("parbackup %s: %s", __version__, " ".join(sys.argv[1:]))
-
-
-for command in COMMANDS:
-    cli.add_command(command)
 
 
 def main() -> None:
