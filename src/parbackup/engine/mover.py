@@ -31,7 +31,6 @@ Records of small files are gathered into one large write; a payload larger than
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -397,7 +396,7 @@ class _Mover:
         check that the file is still as the scan saw it (else SourceChanged)."""
         src = self.source(item[SRC])
         expect = Identity(item[FSIZE], item[MTIME], item[CTIME], item[INO], item[DEV])
-        reader = self.reader = src.open(os.fsdecode(item[PATH]), expect)
+        reader = self.reader = src.open(item[PATH], expect)
         chunk = self.spec.chunk
         offset, end = item[OFF], item[OFF] + item[SIZE]
         if len(self.buffer) < min(chunk, item[SIZE]):

@@ -142,8 +142,9 @@ class S3Prefix(Source):
         key = self._key(path)
         return _version(self._call("stat", lambda s: s.head_object(Bucket=self.bucket, Key=key)))
 
-    def open(self, path: str, expect: Identity | None = None) -> _S3Reader:
+    def open(self, path: str | bytes, expect: Identity | None = None) -> _S3Reader:
         """A reader; no request yet: the first range tells the version (see _S3Reader)."""
+        path = os.fsdecode(path)
         return _S3Reader(self, path, expect)
 
     def identity(self, path: str) -> Identity | None:

@@ -154,8 +154,9 @@ class SftpTree(Source):
         )
         return True
 
-    def open(self, path: str, expect: Identity | None = None) -> _SftpReader:
+    def open(self, path: str | bytes, expect: Identity | None = None) -> _SftpReader:
         """Open the file if it is still a regular file. SFTP has no O_NOFOLLOW: the file is
+        path = os.fsdecode(path)
         checked before opening (lstat) and the open one compared with it (fstat), so a file
         swapped for a symlink in between is refused unless the target looks the same."""
         remote = self._remote(path)
