@@ -20,13 +20,15 @@ from datetime import UTC, datetime
 
 from platformdirs import user_data_dir
 
+from parbackup.catalog.liverows import LivenessRows
+from parbackup.catalog.runlock import RunLock
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
-from parbackup.catalog.runlock import RunLock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
-records.origin_set/origin_file (records an incremental set reuses from earlier sets)."""
+records.origin_set/origin_file (records an incremental set reuses from earlier sets).
+3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
 
 # Columns added after schema 1: (table, column, declaration). Opening an older catalog
 # adds the missing ones (see ``_migrate``); a fresh catalog gets them from _SCHEMA.
@@ -35,6 +37,7 @@ _ADDED_COLUMNS = (
     ("files", "ino", "INTEGER NOT NULL DEFAULT 0"),
     ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
     ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
+    ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _SCHEMA = """
@@ -54,7 +57,8 @@ CREATE TABLE IF NOT EXISTS sets (
     bytes INTEGER NOT NULL DEFAULT 0,
     reused INTEGER NOT NULL DEFAULT 0,
     sources TEXT NOT NULL,
-    report TEXT
+    report TEXT,
+    resumed TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS devices (
     label TEXT PRIMARY KEY,
@@ -123,6 +127,8 @@ class SetInfo:
     reused: int
     sources: list[str]
     report: dict | None
+    resumed: str = ""
+    """The interrupted set this set's run resumed (reused records of), or ''."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def _dec(raw: bytes | str) -> str:
     return os.fsdecode(bytes(raw))
 
 
-class Catalog:
+class Catalog(LivenessRows):
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
@@ -211,6 +217,19 @@ class Catalog:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
+    def meta(self, key: str) -> str | None:
+        """A value of the catalog's ``meta`` table, or None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with None, remove) a value of the ``meta`` table."""
+        with self.transaction():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def transaction(self) -> _Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return _Transaction(self.db)
@@ -238,19 +257,21 @@ class Catalog:
         kind: str = "full",
         parent: str | None = None,
         created: str | None = None,
+        resumed: str = "",
     ) -> None:
         """Record a new set as 'running'; it only becomes complete with finish_set.
 
         Takes the catalog's run lock (runlock.py) until finish_set or close, so two
         backups never write one catalog at once; sets left 'running' by a run that died
-        become 'interrupted' (see ``interrupted_sets``).
+        become 'interrupted' (see ``interrupted_sets``). ``resumed`` names the interrupted
+        set whose records this run reuses (it stays alive while this run runs).
         """
         self.lock_for_run()
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
             self.db.execute(
                 "INSERT INTO sets (id, seq, created, status, kind, parent, strategy, ordering,"
-                " threshold, sources) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " threshold, sources, resumed) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     seq,
@@ -261,6 +282,7 @@ class Catalog:
                     order,
                     threshold,
                     json.dumps(list(sources)),
+                    resumed,
                 ),
             )
 
@@ -415,11 +437,12 @@ class Catalog:
         return [r[0] for r in rows]
 
     def origin_sets(self) -> set[str]:
-        """Ids of sets some set's records point into (their volumes must be kept)."""
-        rows = self.db.execute(
-            "SELECT DISTINCT origin_set FROM records WHERE origin_set != ''"
-        ).fetchall()
-        return {r[0] for r in rows}
+        """Ids of sets a *live* set's records point into (their volumes must be kept).
+
+        Only the roots count (catalog/liveness.py): a dead run that reused records of an
+        earlier dead run keeps nothing alive.
+        """
+        return self.referenced_sets(self.root_ids())
 
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
@@ -433,7 +456,7 @@ class Catalog:
         """Every set, oldest first."""
         rows = self.db.execute(
             "SELECT id, created, finished, status, kind, strategy, ordering, threshold, files,"
-            " bytes, reused, sources, report FROM sets ORDER BY seq"
+            " bytes, reused, sources, report, resumed FROM sets ORDER BY seq"
         ).fetchall()
         return [
             SetInfo(
@@ -450,6 +473,7 @@ class Catalog:
                 r[10],
                 json.loads(r[11]),
                 json.loads(r[12]) if r[12] else None,
+                r[13],
             )
             for r in rows
         ]

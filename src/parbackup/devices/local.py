@@ -164,12 +164,18 @@ class DirectoryDevice(Device):
         return out
 
     def delete(self, name: str) -> None:
+        """Remove the file, then its directory if that is left empty (``sets/<id>/``)."""
+        path = self._path(name)
         try:
-            os.unlink(self._path(name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: delete {name}") from exc
+        parent = os.path.dirname(path)
+        if os.path.dirname(name) and parent != self.root:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                os.rmdir(parent)
 
     def size(self, name: str) -> int:
         try:

@@ -287,8 +287,10 @@ def run_backup(
             if found is None:
                 on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
+        resumed_from = ""
         if not reuse.parent and (resumed := resume_reuse(catalog, sources_abs, entries)):
             reuse = resumed
+            resumed_from = resumed.resumed
             on_event(Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused"))
         first, unlabelled = None, []
         if alive:
@@ -318,6 +320,7 @@ def run_backup(
             sources=sources_abs,
             kind="incremental" if reuse.parent else "full",
             parent=reuse.parent or None,
+            resumed=resumed_from,
         )
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
