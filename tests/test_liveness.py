@@ -23,8 +23,10 @@ from parbackup.catalog.liveness import (
     VolumeUse,
     compacted_name,
     forgettable,
+    pinned,
     plan_device,
     roots,
+    running_ids,
     set_of_volume,
     volume_use,
 )
@@ -88,6 +90,19 @@ extents = st.lists(
 )
 
 
+@given(set_nodes(), st.sets(st.sampled_from(IDS), max_size=2), st.sets(st.sampled_from(IDS)))
+def test_a_running_run_pins_what_it_reads_from(sets, keep, referenced):
+    running = running_ids(sets, keep)
+    for s in sets:
+        if s.status is SetStatus.RUNNING:
+            assert s.id in running and (not s.resumed or s.resumed in running)
+    assert running <= {s.id for s in sets}
+    assert (keep & {s.id for s in sets}) <= running
+    if not any(s.status is SetStatus.RUNNING for s in sets) and not keep:
+        assert running == frozenset()  # nothing runs: nothing is pinned
+    assert pinned(running, referenced) == running | referenced
+
+
 @given(extents)
 def test_volume_use_counts_each_record_once(found):
     use = volume_use(found)
@@ -149,7 +164,7 @@ def test_catalog_live_use_matches_the_pure_rule(tmp_path, sets, data):
 def device_case(draw):
     sets = draw(set_nodes())
     by_id = {s.id: s for s in sets}
-    root_ids = roots(sets)
+    root_ids = roots(sets) | draw(st.sets(st.sampled_from(list(by_id))))  # and pinned ones
     objects, use = [], {}
     for i in range(draw(st.integers(0, 8))):
         owner = draw(st.sampled_from([*by_id, "f" * 32]))  # the last: a foreign set

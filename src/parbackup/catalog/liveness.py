@@ -7,11 +7,17 @@ root lists it; it may lie in the volume of an earlier, dead set (``records.origi
 a resumed or incremental set points into its predecessor's volumes). Nothing else is
 needed by anybody.
 
+A running run may hold positions of records it is about to reuse in memory, so the
+sets it reads from are **pinned** while it runs: the running set, the set it resumed,
+what the caller keeps, and every set their rows point into. A pinned set's volumes are
+not compacted (nothing moves under the run); once the run is over only their live part
+stays.
+
 From that, per device label, a volume is:
 
-- **own** (kept whole): it belongs to a root set, except the volume a restorable set
-  left on a device that failed during its run when no live record lies there (the
-  engine took that device's records out of the set);
+- **whole** (kept as it is): it belongs to a root or pinned set, except the volume a
+  restorable set left on a device that failed during its run when no live record lies
+  there (the engine took that device's records out of the set);
 - **partly live**: a dead set's volume that live records still lie in; what lies
   between them is garbage, reclaimed by *compaction* (copy the live records into a new
   volume, switch the catalog to it, then delete the old one) unless the device is
@@ -75,6 +81,23 @@ def roots(sets: Iterable[SetNode], keep: Set[str] = frozenset()) -> frozenset[st
     out |= {s.resumed for s in nodes.values() if s.status is SetStatus.RUNNING and s.resumed}
     out |= set(keep)
     return frozenset(i for i in out if i in nodes)
+
+
+def running_ids(sets: Iterable[SetNode], keep: Set[str] = frozenset()) -> frozenset[str]:
+    """The running sets, the sets they resumed, and ``keep``: whose rows a running run
+    may be reading; with the sets those rows point into they are *pinned* (``pinned``)."""
+    nodes = list(sets)
+    known = {s.id for s in nodes}
+    out = {s.id for s in nodes if s.status is SetStatus.RUNNING}
+    out |= {s.resumed for s in nodes if s.status is SetStatus.RUNNING and s.resumed}
+    out |= set(keep)
+    return frozenset(i for i in out if i in known)
+
+
+def pinned(running: Set[str], referenced: Set[str]) -> frozenset[str]:
+    """Sets whose volumes must stay whole now: ``running`` (``running_ids``) and the sets
+    their rows point into (``referenced``, read from the catalog for those sets)."""
+    return frozenset(running) | frozenset(referenced)
 
 
 def set_of_volume(name: str) -> str | None:
@@ -142,7 +165,7 @@ def plan_device(
     label: str,
     objects: Iterable[tuple[str, int]],
     sets: Mapping[str, SetNode],
-    root_ids: Set[str],
+    whole: Set[str],
     use: Mapping[str, VolumeUse],
     *,
     sequential: bool = False,
@@ -151,7 +174,8 @@ def plan_device(
     """Decide, for every volume (name, size) on device ``label``, delete/compact/keep.
 
     ``use`` is this label's live use per volume (``volume_use``); ``sets`` every set the
-    catalog knows. Pure; the caller deletes only after the catalog has committed.
+    catalog knows; ``whole`` the roots and pinned sets, whose own volumes stay whole.
+    Pure; the caller deletes only after the catalog has committed.
     """
     plan = DevicePlan(label)
     for name, size in sorted(objects):
@@ -163,7 +187,7 @@ def plan_device(
             plan.foreign.setdefault(set_id, []).append(name)
             continue
         live = use.get(name)
-        if set_id in root_ids and not (
+        if set_id in whole and not (
             live is None and node.status.restorable and label in node.failed_labels
         ):
             plan.keep.append(name)

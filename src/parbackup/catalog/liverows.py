@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Set
 
-from parbackup.catalog.liveness import SetNode, SetStatus, VolumeUse, roots
+from parbackup.catalog.liveness import (
+    SetNode,
+    SetStatus,
+    VolumeUse,
+    pinned,
+    roots,
+    running_ids,
+)
 from parbackup.errors import CatalogError
 
 
@@ -41,6 +48,11 @@ class LivenessRows:
     def root_ids(self, keep: Set[str] = frozenset()) -> frozenset[str]:
         """The ids of the root sets now (liveness.roots over ``set_nodes``)."""
         return roots(self.set_nodes(), keep)
+
+    def pinned_ids(self, keep: Set[str] = frozenset()) -> frozenset[str]:
+        """The sets whose volumes must stay whole while a run runs (liveness.pinned)."""
+        running = running_ids(self.set_nodes(), keep)
+        return pinned(running, self.referenced_sets(running))
 
     def live_use(self, root_ids: Set[str]) -> dict[str, dict[str, VolumeUse]]:
         """label -> volume -> what the roots' records occupy there (each record once)."""

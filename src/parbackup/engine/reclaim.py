@@ -103,6 +103,7 @@ def reclaim(
         if node.id not in root_ids:
             catalog.drop_records(node.id)
     by_id = {n.id: n for n in nodes}
+    whole = root_ids | catalog.pinned_ids(keep)
     use = catalog.live_use(root_ids)
     out = Reclaimed()
     for dev in devices:
@@ -116,7 +117,7 @@ def reclaim(
             label,
             objects,
             by_id,
-            root_ids,
+            whole,
             use.get(label, {}),
             sequential=dev.device.capabilities.sequential,
         )
