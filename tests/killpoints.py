@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from parbackup.catalog import Catalog
-from parbackup.catalog.liveness import set_of_volume
+from parbackup.catalog.liveness import FRAMING_SLACK, set_of_volume
 from parbackup.format import end_record, read_volume_header
 
 END_SIZE = len(end_record(bytes(16), 0).encode())
@@ -69,7 +69,10 @@ def volumes_on(devs: list[Path]) -> dict[tuple[Path, str], int]:
 
 
 def device_garbage(devs: list[Path], cat: str) -> dict[str, int]:
-    """Volume -> bytes no live set needs, for volumes that hold any.
+    """Volume -> bytes no live set needs, for volumes holding more than FRAMING_SLACK.
+
+    (A partly live volume is compacted only when more than that is dead in it: copying a
+    large volume to win a few KiB of directory records is not worth it.)
 
     A root or pinned set's own volumes count as needed whole (a restorable set's, a
     running run's, and the sets it reads from: what it resumed and what that points
@@ -96,7 +99,7 @@ def device_garbage(devs: list[Path], cat: str) -> dict[str, int]:
             continue
         records = live.get((labels[d], name), {})
         need = (_header_length(d / name) + sum(records.values()) + END_SIZE) if records else 0
-        if size > need:
+        if size - need > (FRAMING_SLACK if records else 0):
             out[f"{d.name}/{name}"] = size - need
     return out
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import device_garbage, device_usage, pause_point, volumes_on, wait_paused
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import FRAMING_SLACK
 
 KILLED_RUN = """
 import sys
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import FRAMING_SLACK
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.backup import run_backup
 with Catalog(sys.argv[1]) as catalog:
@@ -76,7 +78,7 @@ def test_prune_leaves_only_what_live_sets_need_after_killed_resumed_runs(tmp_pat
             for _, ref in catalog.records(done.id)
         }
     frames = device_usage(devs) - sum(live.values())
-    assert 0 < frames <= len(volumes_on(devs)) * 4096, frames
+    assert 0 < frames <= len(volumes_on(devs)) * FRAMING_SLACK, frames
     # no empty set directories are left behind
     for d in devs:
         for sub in (d / "sets").iterdir():

@@ -27,9 +27,9 @@ from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
 from parbackup.engine.reclaim import forget_dead, reclaim
 from parbackup.errors import CatalogError
-from parbackup.model import FileEntry
+from parbackup.model import FileEntry, Kind
 from parbackup.progress import EventSink, ignore
-from parbackup.sources.incremental import Reuse, select
+from parbackup.sources.incremental import Previous, Reuse, complete, select
 
 REBUILDING_KEY = "rebuilding"
 """A catalog meta key rebuild-catalog sets while it writes; prune refuses such a catalog."""
@@ -64,13 +64,27 @@ def resume_reuse(
 
     Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
     are not copied again: the new set points at their records in the interrupted set's
-    volumes, exactly as an incremental set points into its parent. None when there is no
-    such run or it left nothing whole. Pass ``.resumed`` to ``Catalog.begin_set``.
+    volumes, exactly as an incremental set points into its parent. A run killed before
+    its own rows were written still holds what the run *it* resumed made durable, so the
+    chain of interrupted runs (``sets.resumed``) is followed, the newer whole copy of a
+    file winning. None when there is no such run or it left nothing whole. Pass
+    ``.resumed`` (the newest run of the chain) to ``Catalog.begin_set``.
     """
     set_id = resumable_set(catalog, sources)
     if set_id is None:
         return None
-    found = select(entries, set_id, load_previous(catalog, set_id))
+    by_id = {s.id: s for s in catalog.sets()}
+    chain: list[str] = []
+    at: str = set_id
+    while at in by_id and at not in chain and by_id[at].status == SetStatus.INTERRUPTED:
+        chain.append(at)
+        at = by_id[at].resumed
+    previous: dict[str, Previous] = {}
+    for older in reversed(chain):  # oldest first: a newer whole copy replaces an older one
+        for path, prev in load_previous(catalog, older).items():
+            if prev.entry.kind is Kind.FILE and complete(prev.records, prev.entry.size):
+                previous[path] = prev
+    found = select(entries, set_id, previous)
     if not found.files:
         return None
     return Resumed(files=found.files, records=found.records, bytes=found.bytes, resumed=set_id)
