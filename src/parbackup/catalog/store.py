@@ -30,6 +30,10 @@ SCHEMA_VERSION = 3
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
 3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
 
+REBUILDING_KEY = "rebuilding"
+"""A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
+such a catalog is partial, and nothing may be deleted on its word (prune refuses it)."""
+
 # Columns added after schema 1: (table, column, declaration). Opening an older catalog
 # adds the missing ones (see ``_migrate``); a fresh catalog gets them from _SCHEMA.
 _ADDED_COLUMNS = (

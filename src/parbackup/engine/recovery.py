@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import SetStatus
+from parbackup.catalog.store import REBUILDING_KEY
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
 from parbackup.engine.reclaim import forget_dead, reclaim
@@ -30,9 +31,6 @@ from parbackup.errors import CatalogError
 from parbackup.model import FileEntry, Kind
 from parbackup.progress import EventSink, ignore
 from parbackup.sources.incremental import Previous, Reuse, complete, select
-
-REBUILDING_KEY = "rebuilding"
-"""A catalog meta key rebuild-catalog sets while it writes; prune refuses such a catalog."""
 
 
 @dataclass
