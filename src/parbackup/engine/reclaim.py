@@ -108,6 +108,10 @@ def reclaim(
     out = Reclaimed()
     for dev in devices:
         label = dev.label.label
+        if dev.device.capabilities.sequential:
+            # a tape can neither delete nor compact; its next backup rewrites it whole
+            out.cleaned.add(label)
+            continue
         try:
             objects = [(o.name, o.size) for o in dev.device.list("sets/")]
         except DeviceError as exc:
@@ -119,7 +123,6 @@ def reclaim(
             by_id,
             whole,
             use.get(label, {}),
-            sequential=dev.device.capabilities.sequential,
         )
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
