@@ -11,6 +11,7 @@ import itertools
 import sqlite3
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from parbackup.catalog.liveness import (
     volume_use,
 )
 from parbackup.catalog.store import SCHEMA_VERSION
+from parbackup.engine.recovery import resumable_set
 from parbackup.model import RecordRef
 
 IDS = [f"{i:032x}" for i in range(6)]
@@ -243,3 +245,21 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
             (IDS[1], "running", IDS[0]),
         ]
         assert c.root_ids() == {IDS[0], IDS[1]}  # the resumed set lives while IDS[1] runs
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        (["complete", "interrupted"], 1),  # newer than the newest restorable set: resumed
+        (["interrupted", "complete"], None),  # a restorable set is newer: never resumed
+        (["interrupted", "degraded"], None),
+        (["interrupted", "interrupted"], 1),  # only the newest run
+        (["complete", "interrupted", "failed"], 1),  # a failed run holds nothing
+        (["complete"], None),
+    ],
+)
+def test_only_a_run_newer_than_the_newest_restorable_set_is_resumed(tmp_path, statuses, expected):
+    sets = [SetNode(IDS[i], SetStatus(st)) for i, st in enumerate(statuses)]
+    with _catalog_with(tmp_path / "c.sqlite", sets, {}) as catalog:
+        assert resumable_set(catalog, ["/x"]) == (None if expected is None else IDS[expected])
+        assert resumable_set(catalog, ["/other"]) is None
