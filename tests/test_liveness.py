@@ -61,18 +61,23 @@ def test_roots_are_restorable_running_resumed_by_running_and_kept(sets, keep):
     got = roots(sets, keep)
     known = {s.id for s in sets}
     by_id = {s.id: s for s in sets}
+    chain: set[str] = set()  # what running runs resumed, transitively
+    for s in sets:
+        at = s.resumed if s.status is SetStatus.RUNNING else ""
+        while at and at not in chain:
+            chain.add(at)
+            at = by_id[at].resumed
     for s in sets:
         if s.status in (SetStatus.COMPLETE, SetStatus.DEGRADED, SetStatus.RUNNING):
             assert s.id in got
-        if s.status is SetStatus.RUNNING and s.resumed:
-            assert s.resumed in got
+    assert chain <= got
     for root in got:  # and nothing else
         node = by_id[root]
         assert (
             node.status.restorable
             or node.status is SetStatus.RUNNING
             or root in keep
-            or any(s.status is SetStatus.RUNNING and s.resumed == root for s in sets)
+            or root in chain
         )
     assert got <= known
     # a dead run that resumed another keeps nothing alive
@@ -98,6 +103,7 @@ def test_a_running_run_pins_what_it_reads_from(sets, keep, referenced):
     for s in sets:
         if s.status is SetStatus.RUNNING:
             assert s.id in running and (not s.resumed or s.resumed in running)
+            assert roots(sets, keep) >= running  # what is pinned for a run is alive
     assert running <= {s.id for s in sets}
     assert (keep & {s.id for s in sets}) <= running
     if not any(s.status is SetStatus.RUNNING for s in sets) and not keep:

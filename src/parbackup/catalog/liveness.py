@@ -1,14 +1,14 @@
 """Which sets and volumes are alive: the one place every deletion asks.
 
-The **roots** are the restorable sets (complete, degraded), the running set, the set a
-running set resumed, and whatever a caller asks to keep (the sets a run is about to
-reuse records from, before its own rows reference them). A record is **live** when a
-root lists it; it may lie in the volume of an earlier, dead set (``records.origin_set``:
-a resumed or incremental set points into its predecessor's volumes). Nothing else is
-needed by anybody.
+The **roots** are the restorable sets (complete, degraded), the running set, the sets a
+running set resumed (the chain of interrupted runs it reuses from), and whatever a
+caller asks to keep (the sets a run is about to reuse records from, before its own rows
+reference them). A record is **live** when a root lists it; it may lie in the volume
+of an earlier, dead set (``records.origin_set``: a resumed or incremental set points
+into its predecessor's volumes). Nothing else is needed by anybody.
 
 A running run may hold positions of records it is about to reuse in memory, so the
-sets it reads from are **pinned** while it runs: the running set, the set it resumed,
+sets it reads from are **pinned** while it runs: the running set, the chain it resumed,
 what the caller keeps, and every set their rows point into. A pinned set's volumes are
 not compacted (nothing moves under the run); once the run is over only their live part
 stays.
@@ -69,27 +69,47 @@ class SetNode:
     """Devices that failed during this set's run (their volumes hold nothing of it)."""
 
 
-def roots(sets: Iterable[SetNode], keep: Set[str] = frozenset()) -> frozenset[str]:
-    """The ids of the root sets: restorable, running, resumed by a running set, ``keep``.
+def resumed_chain(sets: Iterable[SetNode]) -> frozenset[str]:
+    """The sets a running run resumed, and the sets *they* resumed, and so on.
 
-    The set a *running* run resumed stays a root as a whole until that run is over,
+    A run may reuse records from the whole chain (a run killed before its own rows were
+    written passes on what the run it resumed had made durable), so all of it lives
+    while the run runs.
+    """
+    nodes = {s.id: s for s in sets}
+    out: set[str] = set()
+    for s in nodes.values():
+        if s.status is not SetStatus.RUNNING:
+            continue
+        at = s.resumed
+        while at in nodes and at not in out:
+            out.add(at)
+            at = nodes[at].resumed
+    return frozenset(out)
+
+
+def roots(sets: Iterable[SetNode], keep: Set[str] = frozenset()) -> frozenset[str]:
+    """The ids of the root sets: restorable, running, the chain a running run resumed
+    (``resumed_chain``), and ``keep``.
+
+    The sets a *running* run resumed stay roots as a whole until that run is over,
     because the reused records enter the new set's rows only as the run goes; once the
     run has finished (or died) its own rows say exactly what it needs.
     """
     nodes = {s.id: s for s in sets}
     out = {s.id for s in nodes.values() if s.status.restorable or s.status is SetStatus.RUNNING}
-    out |= {s.resumed for s in nodes.values() if s.status is SetStatus.RUNNING and s.resumed}
+    out |= resumed_chain(nodes.values())
     out |= set(keep)
     return frozenset(i for i in out if i in nodes)
 
 
 def running_ids(sets: Iterable[SetNode], keep: Set[str] = frozenset()) -> frozenset[str]:
-    """The running sets, the sets they resumed, and ``keep``: whose rows a running run
+    """The running sets, the chains they resumed, and ``keep``: whose rows a running run
     may be reading; with the sets those rows point into they are *pinned* (``pinned``)."""
     nodes = list(sets)
     known = {s.id for s in nodes}
     out = {s.id for s in nodes if s.status is SetStatus.RUNNING}
-    out |= {s.resumed for s in nodes if s.status is SetStatus.RUNNING and s.resumed}
+    out |= resumed_chain(nodes)
     out |= set(keep)
     return frozenset(i for i in out if i in known)
 
