@@ -221,19 +221,6 @@ class Catalog(LivenessRows):
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
-    def meta(self, key: str) -> str | None:
-        """A value of the catalog's ``meta`` table, or None."""
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        """Set (or, with None, remove) a value of the ``meta`` table."""
-        with self.transaction():
-            if value is None:
-                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
-            else:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     def transaction(self) -> _Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return _Transaction(self.db)
@@ -432,28 +419,6 @@ class Catalog(LivenessRows):
                     "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
                     (_now(),),
                 )
-
-    def interrupted_sets(self) -> list[str]:
-        """Ids of sets whose run died before finishing (their volumes are orphans)."""
-        rows = self.db.execute(
-            "SELECT id FROM sets WHERE status='interrupted' ORDER BY seq"
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def origin_sets(self) -> set[str]:
-        """Ids of sets a *live* set's records point into (their volumes must be kept).
-
-        Only the roots count (catalog/liveness.py): a dead run that reused records of an
-        earlier dead run keeps nothing alive.
-        """
-        return self.referenced_sets(self.root_ids())
-
-    def forget_set(self, set_id: str) -> None:
-        """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
-        with self.transaction():
-            for table in ("records", "files", "set_devices"):
-                self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
-            self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
 
     # -- reading -------------------------------------------------------------------------
     def sets(self) -> list[SetInfo]:
