@@ -83,31 +83,22 @@ def main() -> None:
                 " live or pinned set needs"
             )
         dargs = [a for d in devs for a in ("-d", str(d))]
-        cli = [sys.executable, "-m", "parbackup"]
-        r = subprocess.run(
-            [*cli, "backup", str(tree), *dargs, "--catalog", cat, "--json"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-        assert r.returncode == 0, r.stderr
-        garbage = sum(device_garbage(devs, cat).values())
-        print(
-            f"after the last run: devices hold {device_usage(devs) / 1e6:.1f} MB, of which"
-            f" {garbage / 1e6:.1f} MB no live set needs"
-        )
-        r = subprocess.run(
-            [*cli, "prune", "--orphans", "--catalog", cat, "--json"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-        assert r.returncode == 0, r.stdout
-        garbage = sum(device_garbage(devs, cat).values())
-        print(
-            f"after prune --orphans: devices hold {device_usage(devs) / 1e6:.1f} MB"
-            f" (tree {total / 1e6:.1f} MB), {garbage / 1e6:.1f} MB no live set needs"
-        )
+        for what, argv in (
+            ("after the last run", ["backup", str(tree), *dargs]),
+            ("after prune --orphans", ["prune", "--orphans"]),
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "parbackup", *argv, "--catalog", cat, "--json"],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            garbage = sum(device_garbage(devs, cat).values())
+            print(
+                f"{what}: devices hold {device_usage(devs) / 1e6:.1f} MB (tree"
+                f" {total / 1e6:.1f} MB), of which {garbage / 1e6:.1f} MB no live set needs"
+            )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from typing import BinaryIO
 from parbackup.catalog import Catalog
 from parbackup.catalog.store import REBUILDING_KEY
 from parbackup.devices.base import Device
+from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
 from parbackup.engine.restore import covered
 from parbackup.errors import DeviceError, FormatError, UsageError
@@ -341,19 +342,11 @@ def _write_catalog(
         if os.path.exists(catalog_path):
             raise UsageError(f"{catalog_path} appeared while the catalog was rebuilt; left alone")
         os.replace(partial, catalog_path)
-        _fsync_dir(os.path.dirname(os.path.abspath(catalog_path)))
+        fsync_dir(os.path.dirname(os.path.abspath(catalog_path)))
     finally:
         for extra in (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(extra)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_set(
