@@ -89,7 +89,7 @@ extents = st.lists(
     st.builds(
         Extent,
         st.sampled_from(LABELS),
-        st.sampled_from(["sets/a/x-0001.pbv", "sets/b/x-0001.pbv"]),
+        st.sampled_from([f"sets/{i}/x-0001.pbv" for i in IDS[:3]]),
         st.integers(0, 40).map(lambda p: 100 + 1000 * p),
         st.just(700),
     ),
@@ -139,7 +139,19 @@ def _fill(catalog: Catalog, sets: list[SetNode], rows: dict[str, list[Extent]]) 
         catalog.add_records(
             s.id,
             [
-                (0, RecordRef(e.label, e.volume, e.position, 100, 0, e.length - 100, b"c" * 32))
+                (
+                    0,
+                    RecordRef(
+                        e.label,
+                        e.volume,
+                        e.position,
+                        100,
+                        0,
+                        e.length - 100,
+                        b"c" * 32,
+                        "" if set_of_volume(e.volume) == s.id else set_of_volume(e.volume),
+                    ),
+                )
                 for e in rows.get(s.id, [])
             ],
         )
@@ -166,6 +178,22 @@ def test_catalog_live_use_matches_the_pure_rule(tmp_path, sets, data):
         assert got_roots == roots(sets)
         expected = volume_use(e for s in sets if s.id in got_roots for e in rows[s.id])
         assert catalog.live_use(got_roots) == expected
+        in_sets = data.draw(st.sets(st.sampled_from(IDS)))
+        expected = volume_use(
+            e
+            for s in sets
+            if s.id in got_roots
+            for e in rows[s.id]
+            if set_of_volume(e.volume) in in_sets
+        )
+        assert catalog.live_use(got_roots, in_sets) == expected
+        assert catalog.referenced_sets(got_roots) == {
+            set_of_volume(e.volume)
+            for s in sets
+            if s.id in got_roots
+            for e in rows[s.id]
+            if set_of_volume(e.volume) != s.id
+        }
 
 
 @st.composite
@@ -234,6 +262,7 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
     with Catalog(str(path)) as c:
         c.begin_set(IDS[0], strategy="fill", order="asc", threshold=1, sources=["/s"])
     db = sqlite3.connect(path)
+    db.execute("DROP INDEX records_by_origin")  # schema 2 had neither
     db.execute("ALTER TABLE sets DROP COLUMN resumed")
     db.execute("UPDATE meta SET value='2' WHERE key='schema'")
     db.commit()
@@ -251,6 +280,8 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
             (IDS[1], "running", IDS[0]),
         ]
         assert c.root_ids() == {IDS[0], IDS[1]}  # the resumed set lives while IDS[1] runs
+        names = {r[0] for r in c.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "records_by_origin" in names
 
 
 @pytest.mark.parametrize(

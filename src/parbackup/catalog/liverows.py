@@ -58,19 +58,43 @@ class LivenessRows:
         running = running_ids(self.set_nodes(), keep)
         return pinned(running, self.referenced_sets(running))
 
-    def live_use(self, root_ids: Set[str]) -> dict[str, dict[str, VolumeUse]]:
-        """label -> volume -> what the roots' records occupy there (each record once)."""
+    def live_use(
+        self, root_ids: Set[str], in_sets: Set[str] | None = None
+    ) -> dict[str, dict[str, VolumeUse]]:
+        """label -> volume -> what the roots' records occupy there (each record once).
+
+        ``in_sets``: only volumes of those sets (the ones a clean-up may touch), so a
+        catalog of many large restorable sets is not read whole at every backup.
+        """
+        roots_json = json.dumps(sorted(root_ids))
+        if in_sets is None:
+            where, args = "set_id IN (SELECT value FROM json_each(?))", [roots_json]
+        else:
+            where = (
+                "set_id IN (SELECT value FROM json_each(?)) AND ("
+                " origin_set IN (SELECT value FROM json_each(?))"
+                " OR (origin_set = '' AND set_id IN (SELECT value FROM json_each(?))))"
+            )
+            sets_json = json.dumps(sorted(in_sets))
+            args = [roots_json, sets_json, sets_json]
         rows = self.db.execute(
             "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
             " SELECT DISTINCT label, volume, position, header_size + size AS len FROM records"
-            " WHERE set_id IN (SELECT value FROM json_each(?)))"
-            " GROUP BY label, volume",
-            (json.dumps(sorted(root_ids)),),
+            f" WHERE {where}) GROUP BY label, volume",
+            args,
         ).fetchall()
         out: dict[str, dict[str, VolumeUse]] = {}
         for label, volume, count, nbytes in rows:
             out.setdefault(label, {})[volume] = VolumeUse(count, nbytes)
         return out
+
+    def drop_dead_records(self, set_ids: Set[str]) -> None:
+        """Forget the records of the given (dead) sets, all in one transaction."""
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(set_ids)),),
+            )
 
     def referenced_sets(self, root_ids: Set[str]) -> set[str]:
         """Ids of the sets whose volumes hold records a root lists (besides the roots)."""

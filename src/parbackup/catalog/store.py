@@ -114,6 +114,14 @@ CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
 """
 
 
+_ORIGIN_INDEX = (
+    "CREATE INDEX IF NOT EXISTS records_by_origin ON records(origin_set, set_id)"
+    " WHERE origin_set != ''"
+)
+"""Finds the records that lie in other sets' volumes (liveness); made after ``_migrate``
+because older catalogs gain ``origin_set`` there."""
+
+
 @dataclass(frozen=True)
 class SetInfo:
     """One backup set as the catalog knows it."""
@@ -190,6 +198,7 @@ class Catalog(LivenessRows):
                     raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
                 elif int(row[0]) < SCHEMA_VERSION:
                     self._migrate()
+                self.db.execute(_ORIGIN_INDEX)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 

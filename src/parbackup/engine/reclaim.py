@@ -99,12 +99,13 @@ def reclaim(
     """
     nodes = catalog.set_nodes()
     root_ids = catalog.root_ids(keep)
-    for node in nodes:  # 1. the catalog stops pointing into dead sets' volumes
-        if node.id not in root_ids:
-            catalog.drop_records(node.id)
+    # 1. the catalog stops pointing into dead sets' volumes
+    catalog.drop_dead_records({n.id for n in nodes} - root_ids)
     by_id = {n.id: n for n in nodes}
     whole = root_ids | catalog.pinned_ids(keep)
-    use = catalog.live_use(root_ids)
+    # only volumes a plan may touch need their live bytes counted
+    touchable = {n.id for n in nodes if n.id not in whole or n.failed_labels}
+    use = catalog.live_use(root_ids, touchable)
     out = Reclaimed()
     for dev in devices:
         label = dev.label.label
