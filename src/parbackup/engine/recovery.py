@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import SetStatus
 from parbackup.catalog.store import REBUILDING_KEY
+from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
 from parbackup.engine.reclaim import forget_dead, reclaim
@@ -146,8 +147,9 @@ def prune_orphans(
     Holds the catalog's run lock, so it never races a running backup. Dead sets whose
     volumes are gone and that nothing live points into are removed from the catalog once
     every known device was cleaned. Sets the catalog does not know are reported, never
-    deleted: they may belong to another catalog sharing the devices. Refuses a catalog
-    a killed ``rebuild-catalog`` left half written.
+    deleted: they may belong to another catalog sharing the devices. After a compaction
+    the catalog copy on every reachable disk is refreshed (the old copies name volumes
+    that are gone). Refuses a catalog a killed ``rebuild-catalog`` left half written.
     """
     if catalog.meta(REBUILDING_KEY):
         raise CatalogError(
@@ -161,6 +163,9 @@ def prune_orphans(
         report.unreachable = dict(missing)
         try:
             done = reclaim(catalog, list(opened.values()), on_event)
+            if done.compacted:  # the copies on the devices name volumes that are gone now
+                disks = [d for d in opened.values() if not d.device.capabilities.sequential]
+                copy_catalog(catalog, disks, on_event)
         finally:
             close_all(list(opened.values()))
         urls = {d.url: label for label, d in opened.items()}
