@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import volumes_on
 from parbackup.catalog import Catalog
@@ -22,6 +24,7 @@ def rebuild_cmd(devs: list[Path], cat: str) -> list[str]:
     return [sys.executable, "-m", "parbackup", "rebuild-catalog", *args, "--catalog", cat]
 
 
+@pytest.mark.slow
 def test_killed_rebuild_leaves_nothing_prune_could_act_on(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=5, files=200, max_size=20_000)
     devs = device_dirs(3)
