@@ -6,8 +6,9 @@
 Each run is killed at a seeded byte offset of one device (the faulty device's pause),
 after it made some files durable (checkpoints every 4 MiB); the next run resumes it. A
 last run completes. Printed: what the devices hold, what the live sets need (their
-records plus each volume's framing), after each kill, after the last run, and after
-prune. Not a timed benchmark: the figures are byte counts.
+records plus each volume's framing), after each kill, after the last run, after the
+clean-up of the next (incremental) run, and after prune. Not a timed benchmark: the
+figures are byte counts.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> None:
         dargs = [a for d in devs for a in ("-d", str(d))]
         for what, argv in (
             ("after the last run", ["backup", str(tree), *dargs]),
+            ("after an incremental run's clean-up", ["backup", str(tree), *dargs, "--incremental"]),
             ("after prune --orphans", ["prune", "--orphans"]),
         ):
             r = subprocess.run(
