@@ -202,6 +202,7 @@ class _Backup:
         self.stream = bool(specs) and specs[0].kind == "stdin"
         self.stdin = stdin
         self.skipped: list[Skipped] = []
+        self.resumed_from = ""
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
@@ -240,6 +241,7 @@ class _Backup:
             sources=names,
             kind=kind,
             parent=reuse.parent or None,
+            resumed=self.resumed_from,
         )
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)
@@ -305,6 +307,7 @@ class _Backup:
             reuse = found or reuse
         if not reuse.parent and (resumed := resume_reuse(self.catalog, names, entries)):
             reuse = resumed
+            self.resumed_from = resumed.resumed
             self.on_event(
                 Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused")
             )
