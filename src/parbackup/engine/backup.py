@@ -25,6 +25,8 @@ from typing import BinaryIO
 from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine import mover as m
+from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
@@ -48,7 +50,6 @@ from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
 
 log = logging.getLogger(__name__)
-CATALOG_COPY = "catalog/catalog.sqlite"
 
 
 def source_specs(
@@ -245,7 +246,7 @@ class _Backup:
         )
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)
-        if catalog.interrupted_sets():
+        if any(s.status in ("interrupted", "failed") for s in catalog.sets()):
             self.clean(alive, reuse)
         meta = {
             "set": set_hex,
@@ -328,9 +329,7 @@ class _Backup:
 
     def clean(self, alive: list[DeviceState], reuse: Reuse) -> None:
         """Delete what runs that died left on these devices (engine/recovery.py)."""
-        from parbackup.engine.devices import close_all, devices_for_labels
-
-        opened, _missing = devices_for_labels({d.label: d.url for d in alive}, [])
+        opened, _missing = devices_for_labels({d.label: d.url for d in alive}, [], write=True)
         try:
             keep = {r.origin_set for _, r in reuse.records}
             clean_interrupted(self.catalog, list(opened.values()), self.on_event, keep)

@@ -57,9 +57,7 @@ def resumable_set(catalog: Catalog, sources: Sequence[str]) -> str | None:
     return None
 
 
-def resume_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Entries
-) -> Resumed | None:
+def resume_reuse(catalog: Catalog, sources: Sequence[str], entries: Entries) -> Resumed | None:
     """What the interrupted run to resume (``resumable_set``) already made durable.
 
     Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
