@@ -344,8 +344,9 @@ class Catalog(LivenessRows):
                 ),
             )
 
-    def add_entries(self, set_id: str, entries: Entries, skip: Iterable[int] = ()) -> None:
-        """Record every entry of a columnar scan table as the set's files (id = row)."""
+    def add_entries(self, set_id: str, entries: Entries, rows: range | None = None) -> None:
+        """Record entries of a columnar scan table (``rows``, default all) as the set's
+        files; a file's id is its row."""
         e = entries
         with self.transaction():
             _insert_rows(
@@ -368,7 +369,7 @@ class Catalog(LivenessRows):
                         e.ctime_ns[i],
                         e.ino[i],
                     )
-                    for i in range(len(e))
+                    for i in (range(len(e)) if rows is None else rows)
                 ),
             )
 

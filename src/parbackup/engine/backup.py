@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -50,6 +50,7 @@ from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
 
 log = logging.getLogger(__name__)
+_FILE_BATCH = 16384
 
 
 def source_specs(
@@ -286,16 +287,26 @@ class _Backup:
                 "backup", len(entries), sum(planned), tuple(d.url for d in alive), tuple(planned)
             )
         )
-        catalog.add_entries(set_hex, entries)
-        catalog.add_records(set_hex, reuse.records)
         outcome = _Outcome(skipped=list(self.skipped))
         try:
-            dispatcher.run()
+            dispatcher.run(self.record_files(set_hex, entries, reuse))
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
+
+    def record_files(self, set_hex: str, entries: Entries, reuse: Reuse) -> Iterator[None]:
+        """The set's files and reused records into the catalog, a batch per step (the
+        dispatcher runs the steps between the movers' messages)."""
+        for start in range(0, len(entries), _FILE_BATCH):
+            self.catalog.add_entries(
+                set_hex, entries, range(start, start + _FILE_BATCH)[: len(entries) - start]
+            )
+            yield
+        for start in range(0, len(reuse.records), _FILE_BATCH):
+            self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
+            yield
 
     def reuse(self, names: list[str], entries: Entries) -> Reuse:
         """What earlier sets already hold: incremental parent, or a dead run to resume."""
