@@ -57,8 +57,15 @@ class SftpTree(Source):
         self.top = ""  # the root's absolute path on the server, known once connected
 
     # -- connection ------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[paramiko.SFTPClient], _T]) -> _T:
-        """Run ``fn`` on the session (connecting first); every error is a SourceError."""
+    def _call(
+        self, what: str, fn: Callable[[paramiko.SFTPClient], _T], *, again: bool = True
+    ) -> _T:
+        """Run ``fn`` on the session (connecting first); every error is a SourceError.
+
+        A call on a session that turns out lost is made once more on a new one (unless
+        ``again`` is False: a call on an open file, which only the old session knew).
+        """
+        fresh = self.sftp is None
         try:
             if self.sftp is None:
                 self.ssh, self.sftp = connect(self.url, timeout_of(self.url))
@@ -71,6 +78,8 @@ class SftpTree(Source):
             error = map_error(exc, what, self.ssh)
             if error.transient:
                 self.close()  # the next call connects again
+                if again and not fresh:
+                    return self._call(what, fn, again=False)
             raise SourceError(str(error)) from exc
 
     def _root(self) -> str:
@@ -166,7 +175,7 @@ class SftpTree(Source):
         fh = self._call("open", lambda s: s.open(remote, "rb"))
         reader = _SftpReader(self, fh)
         try:
-            after = self._call("open", lambda _: fh.stat())
+            after = self._call("open", lambda _: fh.stat(), again=False)
             if _looks(after) != _looks(before):
                 raise SourceChanged("file changed while being opened")
             now = _identity(after)
@@ -195,16 +204,19 @@ class _SftpReader(SizedReader):
 
     def fetch(self, offset: int, length: int) -> bytes:
         def read(_: paramiko.SFTPClient) -> bytes:
+            channel = self.fh.sftp.get_channel()
+            if channel is None or channel.closed:  # readv's sender thread would die loudly
+                raise EOFError("the SFTP channel is closed")
             try:
                 return b"".join(self.fh.readv([(offset, length)]))
             except EOFError:  # the server's end of file (or a lost link: stat tells)
                 self.fh.stat()
                 return b""
 
-        return self.tree._call("read", read)
+        return self.tree._call("read", read, again=False)
 
     def identity(self) -> Identity:
-        return _identity(self.tree._call("stat", lambda _: self.fh.stat()))
+        return _identity(self.tree._call("stat", lambda _: self.fh.stat(), again=False))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
