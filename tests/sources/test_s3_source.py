@@ -170,3 +170,23 @@ def test_client_is_lazy_closed_and_made_again(prefix):
     with source.open(f"/{bucket}/data/a.txt") as reader:
         buf = bytearray(5)
         assert reader.readinto(0, memoryview(buf)) == 5 and buf == b"hello"
+
+
+def test_a_whole_bucket_is_a_tree(s3_server):
+    bucket = s3_server.bucket("whole-bucket")
+    s3 = s3_server.client()
+    for key in ("top.txt", "d/inner.txt"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    with open_source(spec_for(f"s3://{bucket}?endpoint={s3_server.endpoint}")) as source:
+        out, errors = scanned(source)
+        assert errors == [] and out.path(0) == f"/{bucket}"
+        assert set(rows(out)) == {
+            f"/{bucket}",
+            f"/{bucket}/d",
+            f"/{bucket}/d/inner.txt",
+            f"/{bucket}/top.txt",
+        }
+        buf = bytearray(20)
+        with source.open(f"/{bucket}/d/inner.txt") as reader:
+            assert reader.readinto(0, memoryview(buf)) == len(b"d/inner.txt")
+        assert bytes(buf[:11]) == b"d/inner.txt"

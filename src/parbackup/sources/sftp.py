@@ -107,7 +107,7 @@ class SftpTree(Source):
         top = self._root()
         root = self._call(self.where, lambda s: s.lstat(top))
         prefix = f"/{self.url.host}"
-        if not self._add(out, index, prefix + top, top, root):
+        if not self._add(out, index, prefix + top.rstrip("/"), top, root):  # "/": /<host>
             raise SourceError(f"{self.where}: not a regular file, directory or symlink")
         if not stat.S_ISDIR(root.st_mode or 0):
             return
