@@ -9,7 +9,7 @@ import pytest
 from scanning import rows, scanned
 
 from parbackup.entries import DIR, FILE
-from parbackup.errors import SourceError
+from parbackup.errors import SourceError, UsageError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.s3 import S3Prefix
@@ -190,3 +190,11 @@ def test_a_whole_bucket_is_a_tree(s3_server):
         with source.open(f"/{bucket}/d/inner.txt") as reader:
             assert reader.readinto(0, memoryview(buf)) == len(b"d/inner.txt")
         assert bytes(buf[:11]) == b"d/inner.txt"
+
+
+def test_options_the_source_does_not_use_are_usage_errors():
+    with pytest.raises(UsageError, match=r"unknown options capacity, part for a s3 source"):
+        open_source(spec_for("s3://bucket/p?part=5M&capacity=1G"))
+    source = open_source(spec_for("s3://bucket/p?retries=many"))
+    with source, pytest.raises(UsageError, match=r"^s3://bucket/p\?retries=many: bad option value"):
+        scanned(source)  # the option is read when the client is made, before any request

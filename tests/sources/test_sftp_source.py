@@ -15,7 +15,7 @@ from scanning import rows, scanned
 from conftest import make_tree
 from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
-from parbackup.errors import SourceError
+from parbackup.errors import SourceError, UsageError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.sftp import SftpTree
@@ -302,3 +302,12 @@ def test_host_key_checks_are_the_devices(sshd, tmp_path, monkeypatch):
         out, errors = scanned(source)
     assert out.path(0) == f"/{sshd.host}{tmp_path}" and errors == []
     assert Path(known).read_text().split()[1:] == sshd.host_key_line.split()[1:]
+
+
+def test_options_the_source_does_not_use_are_usage_errors():
+    base = "sftp://root@127.0.0.1:22/srv"
+    with pytest.raises(UsageError, match=r"unknown option capacity for a sftp source \(known: "):
+        open_source(spec_for(f"{base}?identity=/k&capacity=1G"))
+    with pytest.raises(UsageError, match="bad option value"):
+        open_source(spec_for(f"{base}?timeout=soon"))
+    open_source(spec_for(f"{base}?identity=/k&known_hosts=/kh&timeout=5")).close()

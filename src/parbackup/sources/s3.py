@@ -29,9 +29,9 @@ import botocore.exceptions
 from parbackup.devices.s3 import call, client_for
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, Entries
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
-from parbackup.sources.sized import CHANGED, SizedReader, check_unchanged
+from parbackup.sources.sized import CHANGED, SizedReader, check_options, check_unchanged
 
 _T = TypeVar("_T")
 DIR_MODE, FILE_MODE = 0o040755, 0o100644
@@ -45,11 +45,13 @@ class S3Prefix(Source):
     """``s3://bucket/prefix``; see the module docstring."""
 
     fields = ("size", "mtime")
+    options = frozenset({"endpoint", "profile", "region", "addressing", "retries", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
+        check_options(self.url, self.options)
         self.bucket = self.url.host
         self.prefix = self.url.path.strip("/")
         self.top = f"/{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -59,7 +61,10 @@ class S3Prefix(Source):
         """Run ``fn`` with the client (made on first use); every error is a SourceError."""
         try:
             if self.s3 is None:
-                self.s3 = client_for(self.url)
+                try:
+                    self.s3 = client_for(self.url)
+                except ValueError as exc:  # ?retries= or ?timeout= is not a number
+                    raise UsageError(f"{self.where}: bad option value ({exc})") from None
             s3 = self.s3
             return call(what, lambda: fn(s3))
         except DeviceError as exc:

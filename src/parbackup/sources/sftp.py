@@ -26,9 +26,9 @@ import paramiko
 from parbackup.devices.sftp import SFTP_ERRORS, connect, map_error, remote_path, timeout_of
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
-from parbackup.sources.sized import SizedReader, check_unchanged
+from parbackup.sources.sized import SizedReader, check_options, check_unchanged
 
 _T = TypeVar("_T")
 
@@ -47,11 +47,17 @@ class SftpTree(Source):
     """``sftp://[user@]host[:port]/path``; see the module docstring."""
 
     fields = ("size", "mtime")
+    options = frozenset({"identity", "known_hosts", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
+        check_options(self.url, self.options)
+        try:
+            self.timeout = timeout_of(self.url)
+        except ValueError as exc:
+            raise UsageError(f"{self.where}: bad option value ({exc})") from None
         self.ssh: paramiko.SSHClient | None = None
         self.sftp: paramiko.SFTPClient | None = None
         self.top = ""  # the root's absolute path on the server, known once connected
@@ -68,7 +74,7 @@ class SftpTree(Source):
         fresh = self.sftp is None
         try:
             if self.sftp is None:
-                self.ssh, self.sftp = connect(self.url, timeout_of(self.url))
+                self.ssh, self.sftp = connect(self.url, self.timeout)
             return fn(self.sftp)
         except DeviceError as exc:  # connect() failed: the message names the URL
             raise SourceError(str(exc)) from exc
