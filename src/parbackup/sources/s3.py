@@ -3,7 +3,8 @@
 The client is built by the same code as the S3 device (``devices.s3.client_for``: the
 URL's ``?endpoint=``, ``?profile=``, ``?region=`` over the standard AWS configuration),
 on first use; errors are mapped by the same call (``devices.s3.call``). One object
-serves one thread; ``close()`` ends the client.
+serves one thread; ``close()`` ends the client. Options the source does not use (a
+device's ``?part=``, a typo) are a UsageError when it is made.
 
 The prefix is a tree whose directories are the ``/``-separated parts of its keys (mode
 0755, mtime of the newest object); objects are files (mode 0644, mtime = LastModified),
@@ -26,12 +27,13 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
+from parbackup.devices.registry import check_options
 from parbackup.devices.s3 import call, client_for
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, Entries
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
-from parbackup.sources.sized import CHANGED, SizedReader, check_options, check_unchanged
+from parbackup.sources.sized import CHANGED, SizedReader, check_unchanged
 
 _T = TypeVar("_T")
 DIR_MODE, FILE_MODE = 0o040755, 0o100644
@@ -51,7 +53,7 @@ class S3Prefix(Source):
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
-        check_options(self.url, self.options)
+        check_options(self.url, self.options, "source")
         self.bucket = self.url.host
         self.prefix = self.url.path.strip("/")
         self.top = f"/{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")

@@ -4,8 +4,9 @@ The source logs in through the same code as the SFTP device (``devices.sftp.conn
 the same ``~/.ssh/config``, agent, ``?identity=``, ``?known_hosts=`` and host key checks
 (``PARBACKUP_ACCEPT_NEW_HOST_KEYS``). It connects on first use and ``close()`` ends the
 connection; one object serves one thread. A connection that drops is made again on the
-next call. SFTP names are UTF-8 (paramiko decodes them so): a directory holding another
-name is reported and skipped.
+next call. Options the source does not use (a device's ``?capacity=``, a typo) are a
+UsageError when it is made. SFTP names are UTF-8 (paramiko decodes them so): a directory
+holding another name is reported and skipped.
 
 Entries are recorded under ``/<host>/<absolute remote path>``, so a remote tree restores
 to ``TARGET/<host>/...`` and never collides with a local one. SFTP tells no ctime and no
@@ -23,12 +24,13 @@ from typing import TypeVar
 
 import paramiko
 
+from parbackup.devices.registry import check_options
 from parbackup.devices.sftp import SFTP_ERRORS, connect, map_error, remote_path, timeout_of
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
-from parbackup.sources.sized import SizedReader, check_options, check_unchanged
+from parbackup.sources.sized import SizedReader, check_unchanged
 
 _T = TypeVar("_T")
 
@@ -53,7 +55,7 @@ class SftpTree(Source):
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
-        check_options(self.url, self.options)
+        check_options(self.url, self.options, "source")
         try:
             self.timeout = timeout_of(self.url)
         except ValueError as exc:

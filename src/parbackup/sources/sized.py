@@ -1,8 +1,4 @@
-"""What the remote kinds (sftp.py, s3.py) share: URL options checked, and a reader over a
-file as it was opened.
-
-A URL option the kind does not use (``?tmeout=5``, or a device's ``?capacity=``) is a
-UsageError when the source is made, before anything is written.
+"""What the remote kinds (sftp.py, s3.py) share: a reader over a file as it was opened.
 
 A remote file is read in ranges with no lock on it, so the reader takes the file's size
 when it is opened as its end: a range the file no longer holds means it shrank, and is
@@ -15,22 +11,10 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
-from parbackup.devices.url import DeviceURL
-from parbackup.errors import UsageError
 from parbackup.sources.base import FileReader, Identity, Source, SourceChanged
 
 CHANGED = "file changed while being read"
 SHRANK = "file shrank while being read"
-
-
-def check_options(url: DeviceURL, known: frozenset[str]) -> None:
-    """UsageError for a URL option a source of this kind does not understand."""
-    unknown = sorted(set(url.params) - known)
-    if unknown:
-        raise UsageError(
-            f"{url.display}: unknown option{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(unknown)} for a {url.scheme} source (known: {', '.join(sorted(known))})"
-        )
 
 
 def check_unchanged(source: Source, expect: Identity | None, now: Identity) -> None:
