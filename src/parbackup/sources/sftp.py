@@ -25,7 +25,14 @@ from typing import TypeVar
 import paramiko
 
 from parbackup.devices.registry import check_options
-from parbackup.devices.sftp import SFTP_ERRORS, connect, map_error, remote_path, timeout_of
+from parbackup.devices.sftp import (
+    SFTP_ERRORS,
+    connect,
+    map_error,
+    read_range,
+    remote_path,
+    timeout_of,
+)
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
 from parbackup.errors import DeviceError, SourceError, UsageError
@@ -212,11 +219,8 @@ class _SftpReader(SizedReader):
 
     def fetch(self, offset: int, length: int) -> bytes:
         def read(_: paramiko.SFTPClient) -> bytes:
-            channel = self.fh.sftp.get_channel()
-            if channel is None or channel.closed:  # readv's sender thread would die loudly
-                raise EOFError("the SFTP channel is closed")
             try:
-                return b"".join(self.fh.readv([(offset, length)]))
+                return read_range(self.fh, offset, length)
             except EOFError:  # the server's end of file (or a lost link: stat tells)
                 self.fh.stat()
                 return b""
