@@ -70,7 +70,7 @@ def test_read_ranges_of_a_file(tree):
     i = rows(out)[f"{top}/big0.bin"]
     data = (root / "big0.bin").read_bytes()
     buf = bytearray(1 << 20)
-    with source.open(out.path(i), identity_of(out, i)) as reader:
+    with source.open(out.path_bytes(i), identity_of(out, i)) as reader:  # as the mover does
         got, at = bytearray(), 0
         while n := reader.readinto(at, memoryview(buf)):
             got += buf[:n]

@@ -180,9 +180,9 @@ class SftpTree(Source):
 
     def open(self, path: str | bytes, expect: Identity | None = None) -> _SftpReader:
         """Open the file if it is still a regular file. SFTP has no O_NOFOLLOW: the file is
-        path = os.fsdecode(path)
         checked before opening (lstat) and the open one compared with it (fstat), so a file
         swapped for a symlink in between is refused unless the target looks the same."""
+        path = os.fsdecode(path)
         remote = self._remote(path)
         before = self._call("open", lambda s: s.lstat(remote))
         if not stat.S_ISREG(before.st_mode or 0):
