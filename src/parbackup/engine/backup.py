@@ -122,12 +122,8 @@ def make_plan(
         slots = [Slot(room=r, weight=s.rate) for r, s in zip(rooms, speeds, strict=True)]
     else:
         slots = [Slot(room=r) for r in rooms]
-    pieces = Pieces()
-    size = entries.size
     with paused_gc():
-        for i in range(len(entries)):
-            if i not in reused:
-                pieces.append(i, 0, size[i])
+        pieces = Pieces.whole_files(entries.size, reused)
         return plan(pieces, slots, options.strategy, options.order)
 
 
