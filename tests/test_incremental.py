@@ -97,7 +97,7 @@ def test_incremental_chain(tmp_path, device_dirs):
         restore_and_compare(tmp_path, tree, cat, s["set"], state)
 
     r = run_cli("sets", "--catalog", cat, "--json")
-    kinds = [(x["kind"], x["bytes"], x["reused"]) for x in r.json]
+    kinds = [(x["kind"], x["bytes"], x["reused"]) for x in r.json["sets"]]
     assert kinds == [
         ("full", total, 0),
         ("incremental", changed, new_total - changed),

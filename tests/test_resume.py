@@ -53,7 +53,7 @@ def test_killed_backup_resumes_from_what_was_durable(tmp_path, device_dirs):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     r = run_cli("sets", "--catalog", cat, "--json")
-    assert [s["status"] for s in r.json] == ["running"]
+    assert [s["status"] for s in r.json["sets"]] == ["running"]
     dargs = [a for d in devs for a in ("-d", str(d))]
     r = run_cli("backup", str(tree), *dargs, "--catalog", cat, "--json")
     assert r.code == 0, r.err

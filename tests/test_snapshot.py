@@ -41,7 +41,7 @@ def test_pre_and_post_commands(tmp_path, device_dirs):
     assert r.code == 0, r.err + r.out
     assert not snap.exists() and status.read_text() == "complete\n"
     r = run_cli("files", "--catalog", cat, "--json")
-    assert all(f["path"].startswith(str(tree)) for f in r.json)  # live paths recorded
+    assert all(f["path"].startswith(str(tree)) for f in r.json["files"])  # live paths recorded
     out = tmp_path / "out"
     assert run_cli("restore", "--target", str(out), "--catalog", cat).code == 0
     assert snapshot(restored_root(out, tree)) == before

@@ -6,12 +6,13 @@ talks to its parent only through ``channel``: picklable messages both ways. Noth
 shared, so the same function can run in a local process (``LocalExecutor``, the default,
 nothing to set up) or on another host (a cluster executor).
 
-``LocalExecutor`` starts each worker as a fresh interpreter (``python -m
-parbackup.workers``) joined to the parent by a socket pair. A fresh interpreter, not a
-fork: the parent may hold threads (SSH transports, progress) and locks that a forked
-child would inherit half-taken. Such a child is also never waited for at the parent's
-exit, so a worker stuck on a hung device (a frozen NFS mount) cannot hold the program up
-(REQUIREMENTS R1): the parent kills what it gives up and moves on.
+``LocalExecutor`` starts each worker as a fresh interpreter joined to the parent by a
+socket pair. A fresh interpreter, not a fork: the parent may hold threads (SSH
+transports, progress) and locks that a forked child would inherit half-taken. Such a
+child is also never waited for at the parent's exit, so a worker stuck on a hung device
+(a frozen NFS mount) cannot hold the program up (REQUIREMENTS R1): the parent kills
+what it gives up and moves on. Only where the interpreter cannot be run again (a user
+that may not enter its directory) is the worker forked instead.
 
 Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gone),
 ``poll(timeout)``, ``fileno()``, ``close()`` — the ``multiprocessing.connection``
@@ -24,10 +25,13 @@ import contextlib
 import importlib
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +40,9 @@ from typing import Any, Protocol
 
 import parbackup
 
+_CHILD = "import sys; from parbackup.workers import main; sys.exit(main(sys.argv[1:]))"
+"""The child's program: through the imported module, so message classes pickle under
+their real module name (not ``__main__``) and the parent can unpickle them."""
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 
 
@@ -58,10 +65,18 @@ class Channel(Protocol):
 
 
 class Worker(Protocol):
-    """A running worker as its parent sees it."""
+    """A running worker as its parent sees it.
+
+    ``send`` never blocks: messages go out in order from a thread of their own, so a
+    parent busy sending work can never deadlock with a worker busy sending results.
+    ``channel`` is for receiving (``poll``, ``recv``, ``wait_any``).
+    """
 
     name: str
     channel: Channel
+
+    def send(self, msg: Any) -> None:
+        """Queue a message for the worker (dropped once the worker is gone)."""
 
     def alive(self) -> bool:
         """True while the worker runs."""
@@ -80,16 +95,47 @@ class Executor(Protocol):
         """Start ``target(spec, channel)``; ``host`` is where it should run ("" anywhere)."""
 
 
+class Outbox:
+    """Sends a channel's messages in order from a daemon thread (``Worker.send``)."""
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        self.channel = channel
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
+        self.thread.start()
+
+    def put(self, msg: Any) -> None:
+        self.queue.put(msg)
+
+    def close(self) -> None:
+        self.queue.put(_CLOSE)
+
+    def _run(self) -> None:
+        while (msg := self.queue.get()) is not _CLOSE:
+            try:
+                self.channel.send(msg)
+            except (OSError, ValueError):
+                return  # the worker is gone or was given up: nothing more to say
+
+
+_CLOSE = object()
+
+
 class LocalWorker:
     """A worker in a local child process (see ``LocalExecutor``)."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, channel: Connection) -> None:
+    def __init__(self, name: str, proc: subprocess.Popen | _Forked, channel: Connection) -> None:
         self.name, self.proc, self.channel = name, proc, channel
+        self.outbox = Outbox(channel, name)
+
+    def send(self, msg: Any) -> None:
+        self.outbox.put(msg)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        self.outbox.close()
         with contextlib.suppress(OSError):
             self.proc.kill()
         with contextlib.suppress(OSError):
@@ -103,6 +149,46 @@ class LocalWorker:
         return True
 
 
+class _Forked:
+    """A forked worker, for when a fresh interpreter cannot be started (Popen-like)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def start(cls, target: str, child: socket.socket, parent: socket.socket) -> _Forked:
+        pid = os.fork()
+        if pid == 0:  # the child: serve, then leave without running the parent's cleanup
+            code = 1
+            try:
+                parent.close()
+                os.setsid()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                code = serve(target, Connection(child.detach()))
+            finally:
+                os._exit(code)
+        return cls(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("worker", timeout)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+
 class LocalExecutor:
     """Every worker in its own local process (the default; nothing to set up)."""
 
@@ -114,8 +200,8 @@ class LocalExecutor:
         )
         debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "parbackup.workers", target, str(child.fileno())],
+            proc: subprocess.Popen | _Forked = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, target, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -123,6 +209,10 @@ class LocalExecutor:
                 stderr=None if debug else subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
             )
+        except PermissionError:
+            # The interpreter cannot be run again as this user (it lives in a directory
+            # only its owner may enter, e.g. after dropping privileges): fork instead.
+            proc = _Forked.start(target, child, parent)
         finally:
             child.close()
         channel = Connection(parent.detach())
@@ -163,11 +253,3 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     target, fd = argv[0], int(argv[1])
     return serve(target, Connection(fd))
-
-
-if __name__ == "__main__":
-    # Run through the imported module, so the message classes pickle under their real
-    # module name (not ``__main__``) and the parent can unpickle them.
-    from parbackup import workers
-
-    sys.exit(workers.main(sys.argv[1:]))

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 
 from platformdirs import user_data_dir
 
+from parbackup.catalog.runlock import RunLock
+from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
-from parbackup.catalog.runlock import RunLock
 
 SCHEMA_VERSION = 2
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
@@ -135,6 +136,7 @@ class CatalogFile:
 
 
 _KINDS = {k.value for k in Kind}
+_KIND_NAMES = [str(k) for k in KINDS]
 
 
 def _now() -> str:
@@ -158,6 +160,9 @@ class Catalog:
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
+        # One name per catalog file: symlinks and relative paths resolved, so the run
+        # lock (and every path reported or stored) is the same however it was named.
+        path = os.path.realpath(path)
         self.path = path
         self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):
@@ -316,6 +321,54 @@ class Catalog:
                     for fid, r in records
                 ),
             )
+
+    def add_entries(self, set_id: str, entries: Entries, skip: Iterable[int] = ()) -> None:
+        """Record every entry of a columnar scan table as the set's files (id = row)."""
+        e = entries
+        with self.transaction():
+            _insert_rows(
+                self.db,
+                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
+                " mtime_ns, link, ctime_ns, ino)",
+                12,
+                (
+                    (
+                        set_id,
+                        i,
+                        e.path_bytes(i),
+                        _KIND_NAMES[e.kind[i]],
+                        e.size[i],
+                        e.mode[i],
+                        e.uid[i],
+                        e.gid[i],
+                        e.mtime_ns[i],
+                        e.link_bytes(i),
+                        e.ctime_ns[i],
+                        e.ino[i],
+                    )
+                    for i in range(len(e))
+                ),
+            )
+
+    def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
+        """Record durable records of one device as a mover reports them:
+        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        with self.transaction():
+            _insert_rows(
+                self.db,
+                "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
+                " offset, size, checksum)",
+                9,
+                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+            )
+
+    def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
+        """(file id, offset, size) of the set's records on one device (a failed device's
+        work is read back from here, not kept in memory during the run)."""
+        return self.db.execute(
+            "SELECT file_id, offset, size FROM records WHERE set_id=? AND label=?",
+            (set_id, label),
+        ).fetchall()
 
     def drop_records(self, set_id: str, label: str | None = None) -> int:
         """Forget the records of a set (on one device, or all); returns how many."""

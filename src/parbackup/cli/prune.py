@@ -33,7 +33,7 @@ def prune(orphans: bool, devices: tuple[str, ...], catalog_path: str | None, as_
     with open_catalog(catalog_path, create=False) as catalog:
         report = prune_orphans(catalog, devices)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), 3 if report.unreachable else 0)
     else:
         for set_id, urls in report.removed.items():
             line(f"removed volumes of set {set_id} from {', '.join(urls)}")
@@ -42,7 +42,7 @@ def prune(orphans: bool, devices: tuple[str, ...], catalog_path: str | None, as_
         for set_id, urls in report.foreign.items():
             line(f"left alone: set {set_id} on {', '.join(urls)} is not in this catalog")
         for label, reason in report.unreachable.items():
-            line(f"unreachable: device {label}: {reason}")
+            line(f"unreachable: device {label}: {reason}", problem=True)
         if not (report.removed or report.forgotten):
             line("nothing to prune")
     return 3 if report.unreachable else 0

@@ -23,7 +23,7 @@ from parbackup.engine.rebuild import rebuild_catalog
     "--catalog",
     "catalog_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, resolve_path=True),
     help="The new catalog file to write (must not exist yet).",
 )
 @json_option
@@ -42,7 +42,7 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
     """
     report = rebuild_catalog(list(devices), catalog_path)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), report.exit_code)
         return report.exit_code
     table(
         f"sets found on {len(report.devices)} device(s), written to {report.catalog}",
@@ -61,14 +61,14 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
     )
     for s in report.sets:
         for f in s.get("incomplete", []):
-            line(f"INCOMPLETE: {f['path']}: {f['error']}")
+            line(f"INCOMPLETE: {f['path']}: {f['error']}", problem=True)
         if s.get("unknown_file_ids"):
             line(f"set {s['set']}: {s['unknown_file_ids']} file(s) lie only on missing devices")
         for d in s.get("damaged", []):
-            line(f"DAMAGED: {d.get('volume', '')}: {d['error']}")
+            line(f"DAMAGED: {d.get('volume', '')}: {d['error']}", problem=True)
         if s.get("note"):
             line(f"note: set {s['set']}: {s['note']}")
     for d in report.devices:
         if "error" in d:
-            line(f"not read: {d['url']}: {d['error']}")
+            line(f"not read: {d['url']}: {d['error']}", problem=True)
     return report.exit_code

@@ -21,8 +21,8 @@ from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
 from parbackup.errors import DeviceError
 from parbackup.model import FileEntry
+from parbackup.plan.reuse import Reuse, select
 from parbackup.progress import EventSink, Notice, ignore
-from parbackup.sources.incremental import Reuse, select
 
 _DEAD = ("interrupted", "failed")
 

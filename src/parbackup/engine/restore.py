@@ -25,6 +25,7 @@ from parbackup.engine.specials import SPECIAL, make_special, substitute_hardlink
 from parbackup.errors import CatalogError, RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
+from parbackup.selection import matches as selected
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def matches(path: str, globs: Sequence[str]) -> bool:
 
 def select_files(catalog: Catalog, set_id: str, globs: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that match the globs."""
-    return [f for f in catalog.files(set_id) if f.state == "ok" and matches(f.entry.path, globs)]
+    return [f for f in catalog.files(set_id) if f.state == "ok" and selected(f.entry.path, globs)]
 
 
 def records_by_label(
