@@ -274,14 +274,15 @@ def close_all(devices: list[OpenDevice], timeout: float = 60.0) -> None:
 
 
 def devices_for_labels(
-    known: dict[str, str], overrides: list[str], *, write: bool = False
+    known: dict[str, str], overrides: list[str], *, write: bool = True
 ) -> tuple[dict[str, OpenDevice], dict[str, str]]:
     """Open the devices holding ``known`` labels (label -> URL last seen at).
 
     ``overrides`` are URLs where devices are now (restore/verify ``--device``); each is
     matched to the catalog by the label written on it, not by its URL (D4). Returns the
     open devices by label and, for labels that could not be reached, the reason.
-    Devices are opened for reading only unless ``write`` (prune deletes volumes).
+    ``write=False`` opens them for reading only (restore, verify: read-only media
+    work); the default suits callers that delete (prune, a backup's clean-up).
     """
     found: dict[str, OpenDevice] = {}
     missing: dict[str, str] = {}
