@@ -7,14 +7,8 @@ the devices open for writing, while restore and verify open them read-only
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
-from conftest import SRC, make_tree, run_cli
-from test_resume import KILLED_RUN, durable_records
+from conftest import make_tree, run_cli
+from test_resume import kill_mid_backup
 
 
 def test_next_backup_deletes_what_a_killed_run_left(tmp_path, device_dirs):
@@ -22,19 +16,7 @@ def test_next_backup_deletes_what_a_killed_run_left(tmp_path, device_dirs):
     other = make_tree(tmp_path / "other", seed=52, files=10)
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
-    gate = tmp_path / "gate"
-    faulty = [f"faulty+file://{d}?pause_after=2MiB&gate={gate}" for d in devs]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, cat, str(tree), *faulty], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not (durable_records(cat) and os.path.exists(f"{gate}.paused")):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_mid_backup(tmp_path / "gate", cat, tree, devs, "2MiB")
     (dead_set,) = [s["set"] for s in run_cli("sets", "--catalog", cat, "--json").json["sets"]]
     left = [p for d in devs for p in (d / "sets" / dead_set).glob("*.pbv")]
     assert left, "the killed run left no volume to clean up"
