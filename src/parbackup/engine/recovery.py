@@ -158,7 +158,7 @@ def prune_orphans(
     catalog.lock_for_run()
     report = PruneReport()
     try:
-        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides), write=True)
+        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
         report.unreachable = dict(missing)
         try:
             done = reclaim(catalog, list(opened.values()), on_event)
