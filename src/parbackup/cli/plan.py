@@ -72,7 +72,7 @@ def plan(
     skipped: list[Skipped] = []
     specs = source_specs(sources)
     entries = scan(specs, skipped)
-    alive, dead = open_devices(list(devices), create_labels=False, require_label=False)
+    alive, dead = open_devices(list(devices), create_labels=False, require_label=False, write=False)
     try:
         if not alive:
             raise PlanError("no device could be opened")
