@@ -122,6 +122,11 @@ class Entries:
         """The recorded path of entry ``i``."""
         return os.fsdecode(self.path_bytes(i))
 
+    def blobs(self) -> tuple[bytearray, array, bytearray, array]:
+        """The path blob and offsets, then the link blob and offsets (hot loops slice
+        them directly; entry ``i`` is ``blob[at[i]:at[i + 1]]``)."""
+        return self._path, self._path_at, self._link, self._link_at
+
     def link_bytes(self, i: int) -> bytes:
         """Entry ``i``'s link target (symlink), first name (hard link) or device number."""
         return bytes(self._link[self._link_at[i] : self._link_at[i + 1]])

@@ -240,7 +240,16 @@ def serve(target: str, channel: Connection) -> int:
     except (EOFError, OSError, pickle.UnpicklingError):
         return 1
     try:
-        resolve(target)(spec, channel)
+        run = resolve(target)
+        profile_dir = os.environ.get("PARBACKUP_PROFILE_WORKERS", "")
+        if profile_dir:  # a developer's tool: one cProfile file per worker
+            import cProfile
+
+            name = f"{target.rsplit(':', 1)[-1]}-{os.getpid()}.prof"
+            cProfile.runctx("run(spec, channel)", globals(), locals(),
+                            os.path.join(profile_dir, name))  # fmt: skip
+        else:
+            run(spec, channel)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return 1  # the parent is gone or gave this worker up
     except BaseException as exc:  # report, never print a traceback on the user's terminal
