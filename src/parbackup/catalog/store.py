@@ -296,8 +296,7 @@ class Catalog(LivenessRows):
         with self.transaction():
             _insert_rows(
                 self.db,
-                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link, ctime_ns, ino)",
+                _FILES_INSERT,
                 12,
                 (
                     (
@@ -351,8 +350,7 @@ class Catalog(LivenessRows):
         with self.transaction():
             _insert_rows(
                 self.db,
-                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link, ctime_ns, ino)",
+                _FILES_INSERT,
                 12,
                 (
                     (
@@ -597,6 +595,10 @@ class _Transaction:
             self.db.execute("ROLLBACK")
 
 
+_FILES_INSERT = (
+    "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid, mtime_ns, link,"
+    " ctime_ns, ino)"
+)
 _BATCH_ROWS = 256
 
 
