@@ -1,9 +1,10 @@
 """What every command shares: catalog option, --json, error handling, exit codes.
 
 Exit codes (the CLI contract): 0 ok, 3 done with warnings, 1 failed, 2 bad usage,
-130 interrupted by SIGINT (Ctrl-C), 143 terminated by SIGTERM, 141 stdout closed early
-(a broken pipe). Every error is one line on stderr (``parbackup: error: ...``), or under
-``--json`` one document ``{"status": "failed", "error": ..., "exit_code": N}`` on stdout.
+130 interrupted by SIGINT (Ctrl-C), 143 terminated by SIGTERM, 129 by SIGHUP, 141 stdout
+closed early (a broken pipe). Every error is one line on stderr (``parbackup: error:
+...``), or under ``--json`` one object ``{"status": "failed", "error": ..., "exit_code":
+N}`` on stdout.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def _on_signal(signum: int, frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM (systemd, kill) stops a command the way Ctrl-C does."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    """SIGTERM (systemd, kill) and SIGHUP (a closed terminal) stop a command the way
+    Ctrl-C does; a signal the caller set to be ignored (``nohup``, ``&``) stays ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
 
 
 def interrupt_exit_code(exc: BaseException | None = None) -> int:

@@ -26,6 +26,7 @@ from parbackup.cli.render import QUIET, set_verbosity
 from parbackup.cli.restore import restore
 from parbackup.cli.sets import sets
 from parbackup.cli.verify import verify
+from parbackup.devices.url import redact
 from parbackup.errors import EXIT_FAILED, UsageError
 
 COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
@@ -107,6 +108,7 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
       2    bad usage
       130  interrupted by SIGINT (Ctrl-C)
       143  terminated by SIGTERM (systemd, kill): handled like Ctrl-C
+      129  hung up (SIGHUP: the terminal closed), handled the same way
       141  stdout closed early (broken pipe)
 
     An interrupted backup is recorded as interrupted, never complete; run it again to
@@ -114,7 +116,8 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
     """
     set_verbosity(QUIET if quiet else verbose)
     setup_logging(verbose, quiet, log_file)
-    log.debug("parbackup %s: %s", __version__, " ".join(sys.argv[1:]))
+    args = " ".join(redact(a) for a in sys.argv[1:])  # no password reaches a log
+    log.debug("parbackup %s: %s", __version__, args)
 
 
 for command in COMMANDS:
