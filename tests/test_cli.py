@@ -271,7 +271,7 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     cat = str(tmp_path / "cat.sqlite")
     r = run_cli("-q", "backup", str(src), *dargs(d0, d1), "--catalog", cat)
     assert r.code == 0 and r.out == "" and r.err == "", r
-    r = run_cli("-q", "backup", str(src), *dargs(d0, d1, dead), "--catalog", cat)
+    r = run_cli("backup", str(src), *dargs(d0, d1, dead), "--catalog", cat, "-q")  # after, too
     assert r.code == 3 and r.err == "", r
     (only,) = r.out.splitlines()  # the problem, nothing else
     assert only.startswith("device failed at start: ") and dead in only
@@ -283,7 +283,7 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     assert r.code == 3
     assert "WARNING parbackup.engine.backup: device failed before the backup started" in r.err
     assert "DEBUG" not in r.err
-    r = run_cli("-vv", "sets", "--catalog", cat)
+    r = run_cli("sets", "--catalog", cat, "-vv")
     assert "DEBUG parbackup.cli: parbackup" in r.err
     log = tmp_path / "log" / "parbackup.log"
     log.parent.mkdir()

@@ -22,8 +22,10 @@ from typing import Any, NoReturn
 
 import click
 
+from parbackup import __version__
 from parbackup.catalog import Catalog, default_catalog_path
 from parbackup.cli.render import printable
+from parbackup.devices.url import redact
 from parbackup.engine.devices import accept_new_host_keys
 from parbackup.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, ParbackupError
 
@@ -168,6 +170,8 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = bool(kwargs.get("as_json", False))
+        argv = " ".join(redact(a) for a in sys.argv[1:])  # no password reaches a log
+        log.debug("parbackup %s: %s", __version__, argv)
         try:
             code = func(*args, **kwargs) or 0
         except ParbackupError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import click
 
@@ -19,14 +18,13 @@ from parbackup.cli.common import (
     usage_exit,
 )
 from parbackup.cli.files import files
+from parbackup.cli.logs import global_options
 from parbackup.cli.plan import plan
 from parbackup.cli.prune import prune
 from parbackup.cli.rebuild_catalog import rebuild
-from parbackup.cli.render import QUIET, set_verbosity
 from parbackup.cli.restore import restore
 from parbackup.cli.sets import sets
 from parbackup.cli.verify import verify
-from parbackup.devices.url import redact
 from parbackup.errors import EXIT_FAILED, UsageError
 
 COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
@@ -34,58 +32,9 @@ COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
 log = logging.getLogger("parbackup.cli")
 
 
-class _UTCFormatter(logging.Formatter):
-    """Log lines stamped in the CLI's one time format: ISO 8601, UTC."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(record.created))
-
-
-def setup_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
-    """Send the ``parbackup`` logger to stderr (-v INFO, -vv DEBUG) and/or a file."""
-    logging.raiseExceptions = False  # a failing log handler never prints a traceback
-    root = logging.getLogger("parbackup")
-    fmt = _UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    levels = []
-    if verbose and not quiet:
-        err = logging.StreamHandler(sys.stderr)
-        err.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-        err.setFormatter(fmt)
-        root.addHandler(err)
-        levels.append(err.level)
-    if log_file:
-        try:
-            handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
-        except OSError as exc:
-            raise UsageError(f"--log-file {describe(exc)}") from exc
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-        levels.append(logging.DEBUG)
-    if levels:
-        root.setLevel(min(levels))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="parbackup")
-@click.option(
-    "--verbose", "-v", count=True, help="More detail on stderr: -v the log at INFO, -vv DEBUG."
-)
-@click.option(
-    "--quiet",
-    "-q",
-    is_flag=True,
-    help="Print only problems and errors: no progress, notices or summaries "
-    "(--json still prints its document).",
-)
-@click.option(
-    "--log-file",
-    metavar="PATH",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Append parbackup's log (every level, ISO 8601 UTC times) to PATH.",
-)
-def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
+def cli() -> None:
     """Parallel backup: spread one backup over several devices at once.
 
     Files are split into segments so every device gets an equal share of the bytes,
@@ -114,13 +63,11 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
     An interrupted backup is recorded as interrupted, never complete; run it again to
     resume, or 'parbackup prune --orphans' to remove what it wrote.
     """
-    set_verbosity(QUIET if quiet else verbose)
-    setup_logging(verbose, quiet, log_file)
-    args = " ".join(redact(a) for a in sys.argv[1:])  # no password reaches a log
-    log.debug("parbackup %s: %s", __version__, args)
 
 
+cli.params.extend(global_options())
 for command in COMMANDS:
+    command.params.extend(global_options())  # -v/-q/--log-file after the command too
     cli.add_command(command)
 
 
@@ -139,7 +86,7 @@ def main() -> None:
             usage_exit(exc.format_message(), as_json)
         exc.show()
         sys.exit(exc.exit_code)
-    except UsageError as exc:  # raised by the group itself (--log-file)
+    except UsageError as exc:  # raised while parsing (--log-file)
         usage_exit(str(exc), as_json)
     except BrokenPipeError:
         broken_pipe_exit()
