@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -157,6 +158,16 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {exc!r} (run with -vv or --log-file PATH for the details)"
 
 
+def stdout_is_broken() -> bool:
+    """True when nobody reads our stdout any more (the reader of its pipe has gone)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def broken_pipe_exit() -> NoReturn:
     """Stdout was closed early (``parbackup files | head``): exit quietly with 141."""
     with contextlib.suppress(OSError):  # stdout is gone: nothing more is written to it
@@ -184,8 +195,12 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             written = any(_opened_catalogs.values())
             note = "; a set in progress is recorded as interrupted" if written else ""
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
-        except BrokenPipeError:
-            broken_pipe_exit()
+        except BrokenPipeError as exc:
+            if stdout_is_broken():
+                broken_pipe_exit()
+            log.debug("broken pipe", exc_info=True)  # another pipe (a worker, a command)
+            mark_dead_runs()
+            fail(describe(exc), EXIT_FAILED, as_json)
         except Exception as exc:  # no traceback reaches a user: one line, details in the log
             log.debug("unexpected error", exc_info=True)
             mark_dead_runs()

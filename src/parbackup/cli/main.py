@@ -15,6 +15,7 @@ from parbackup.cli.common import (
     fail,
     install_signal_handlers,
     interrupt_exit_code,
+    stdout_is_broken,
     usage_exit,
 )
 from parbackup.cli.files import files
@@ -88,8 +89,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except UsageError as exc:  # raised while parsing (--log-file)
         usage_exit(str(exc), as_json)
-    except BrokenPipeError:
-        broken_pipe_exit()
+    except BrokenPipeError as exc:
+        if stdout_is_broken():
+            broken_pipe_exit()
+        fail(describe(exc), EXIT_FAILED, as_json)
     except Exception as exc:  # the last resort: never a traceback
         log.debug("unexpected error", exc_info=True)
         fail(describe(exc), EXIT_FAILED, as_json)
