@@ -14,52 +14,52 @@ import logging
 
 __version__ = "0.1.0"
 
-from parbackup.catalog import Catalog
-from parbackup.devices.registry import open_device
-from parbackup.engine.backup import run_backup, run_stream_backup
-from parbackup.engine.image import run_image_restore
-from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.engine.restore import RestoreOptions, RestoreReport, run_restore
-from parbackup.engine.stream import restore_to_stream
-from parbackup.engine.verify import VerifyReport, run_verify
-from parbackup.errors import (
-    BackupFailedError,
-    CatalogError,
-    DeviceError,
-    ParbackupError,
-    PlanError,
-    RestoreError,
-    UsageError,
-)
-from parbackup.model import Order, Strategy
-from parbackup.plan import plan
+# Where each public name lives. Imported on first use (PEP 562), so a worker process
+# (a mover, a reader) that imports one module of the package does not load them all.
+_EXPORTS = {
+    "Catalog": "parbackup.catalog",
+    "open_device": "parbackup.devices.registry",
+    "run_backup": "parbackup.engine.backup",
+    "run_stream_backup": "parbackup.engine.backup",
+    "run_image_restore": "parbackup.engine.image",
+    "BackupOptions": "parbackup.engine.report",
+    "BackupReport": "parbackup.engine.report",
+    "RestoreOptions": "parbackup.engine.restore",
+    "RestoreReport": "parbackup.engine.restore",
+    "run_restore": "parbackup.engine.restore",
+    "restore_to_stream": "parbackup.engine.stream",
+    "VerifyReport": "parbackup.engine.verify",
+    "run_verify": "parbackup.engine.verify",
+    "BackupFailedError": "parbackup.errors",
+    "CatalogError": "parbackup.errors",
+    "DeviceError": "parbackup.errors",
+    "ParbackupError": "parbackup.errors",
+    "PlanError": "parbackup.errors",
+    "RestoreError": "parbackup.errors",
+    "UsageError": "parbackup.errors",
+    "Order": "parbackup.model",
+    "Strategy": "parbackup.model",
+    "plan": "parbackup.plan",
+}
 
-__all__ = [
-    "BackupFailedError",
-    "BackupOptions",
-    "BackupReport",
-    "Catalog",
-    "CatalogError",
-    "DeviceError",
-    "Order",
-    "ParbackupError",
-    "PlanError",
-    "RestoreError",
-    "RestoreOptions",
-    "RestoreReport",
-    "Strategy",
-    "UsageError",
-    "VerifyReport",
-    "__version__",
-    "open_device",
-    "plan",
-    "restore_to_stream",
-    "run_backup",
-    "run_image_restore",
-    "run_restore",
-    "run_stream_backup",
-    "run_verify",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    """Load a public name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'parbackup' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 # A library logs; the application decides where records go (none by default).
 logging.getLogger(__name__).addHandler(logging.NullHandler())

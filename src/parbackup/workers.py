@@ -25,10 +25,12 @@ import contextlib
 import importlib
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -63,10 +65,18 @@ class Channel(Protocol):
 
 
 class Worker(Protocol):
-    """A running worker as its parent sees it."""
+    """A running worker as its parent sees it.
+
+    ``send`` never blocks: messages go out in order from a thread of their own, so a
+    parent busy sending work can never deadlock with a worker busy sending results.
+    ``channel`` is for receiving (``poll``, ``recv``, ``wait_any``).
+    """
 
     name: str
     channel: Channel
+
+    def send(self, msg: Any) -> None:
+        """Queue a message for the worker (dropped once the worker is gone)."""
 
     def alive(self) -> bool:
         """True while the worker runs."""
@@ -85,16 +95,47 @@ class Executor(Protocol):
         """Start ``target(spec, channel)``; ``host`` is where it should run ("" anywhere)."""
 
 
+class Outbox:
+    """Sends a channel's messages in order from a daemon thread (``Worker.send``)."""
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        self.channel = channel
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
+        self.thread.start()
+
+    def put(self, msg: Any) -> None:
+        self.queue.put(msg)
+
+    def close(self) -> None:
+        self.queue.put(_CLOSE)
+
+    def _run(self) -> None:
+        while (msg := self.queue.get()) is not _CLOSE:
+            try:
+                self.channel.send(msg)
+            except (OSError, ValueError):
+                return  # the worker is gone or was given up: nothing more to say
+
+
+_CLOSE = object()
+
+
 class LocalWorker:
     """A worker in a local child process (see ``LocalExecutor``)."""
 
     def __init__(self, name: str, proc: subprocess.Popen | _Forked, channel: Connection) -> None:
         self.name, self.proc, self.channel = name, proc, channel
+        self.outbox = Outbox(channel, name)
+
+    def send(self, msg: Any) -> None:
+        self.outbox.put(msg)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        self.outbox.close()
         with contextlib.suppress(OSError):
             self.proc.kill()
         with contextlib.suppress(OSError):

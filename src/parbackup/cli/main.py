@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
 from parbackup import __version__
-from parbackup.cli.backup import backup
 from parbackup.cli.common import (
     broken_pipe_exit,
     describe,
@@ -18,22 +18,45 @@ from parbackup.cli.common import (
     stdout_is_broken,
     usage_exit,
 )
-from parbackup.cli.files import files
 from parbackup.cli.logs import global_options
-from parbackup.cli.plan import plan
-from parbackup.cli.prune import prune
-from parbackup.cli.rebuild_catalog import rebuild
-from parbackup.cli.restore import restore
-from parbackup.cli.sets import sets
-from parbackup.cli.verify import verify
 from parbackup.errors import EXIT_FAILED, UsageError
 
-COMMANDS = (backup, plan, restore, verify, sets, files, prune, rebuild)
+COMMANDS = {
+    "backup": "parbackup.cli.backup:backup",
+    "plan": "parbackup.cli.plan:plan",
+    "restore": "parbackup.cli.restore:restore",
+    "verify": "parbackup.cli.verify:verify",
+    "sets": "parbackup.cli.sets:sets",
+    "files": "parbackup.cli.files:files",
+    "prune": "parbackup.cli.prune:prune",
+    "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
+    "relabel": "parbackup.cli.relabel:relabel",
+}
+"""Command name -> where it lives; a command's module is imported only when it runs
+(or when --help lists them), so a backup does not load restore's code."""
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (see ``COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        if not any(p.name == "quiet" for p in command.params):
+            command.params.extend(global_options())  # -v/-q/--log-file after it too
+        return command
+
 
 log = logging.getLogger("parbackup.cli")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="parbackup")
 def cli() -> None:
     """Parallel backup: spread one backup over several devices at once.
@@ -67,9 +90,6 @@ def cli() -> None:
 
 
 cli.params.extend(global_options())
-for command in COMMANDS:
-    command.params.extend(global_options())  # -v/-q/--log-file after the command too
-    cli.add_command(command)
 
 
 def main() -> None:

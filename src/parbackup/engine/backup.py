@@ -256,7 +256,7 @@ class _Backup:
             "kind": kind,
         }
         for d in alive:
-            d.worker.channel.send(m.Begin(set_id, meta))
+            d.worker.send(m.Begin(set_id, meta))
         run_options = RunOptions(
             options.strategy, options.order, options.device_timeout, options.chunk
         )

@@ -188,18 +188,18 @@ class Dispatcher:
         paced = self.options.pacer is not None
         window = self.options.chunk if paced else WINDOW_BYTES
         split = self.options.chunk if paced else SPLIT
-        while dev.queue and sent.undone_bytes < window and len(sent) < WINDOW_ITEMS:
+        while dev.queue and sent.undone_bytes < window and sent.undone < WINDOW_ITEMS:
             if dev.idle():  # it had nothing to do: its silence so far was no hang
                 dev.last_heard = time.monotonic()
             batch = dev.queue.take(BATCH_ITEMS, min(BATCH_BYTES, window), split)
-            dev.worker.channel.send(m.Work([self.work_item(dev, *item) for item in batch]))
+            dev.worker.send(m.Work([self.work_item(dev, *item) for item in batch]))
         last = sent.next_seq - 1
         uncommitted = last > dev.committed_upto or dev.commits == 0
         if dev.idle() and dev.finishes == dev.commits and uncommitted:
             dev.finishes += 1
             dev.finish_upto = last
             dev.last_heard = time.monotonic()
-            dev.worker.channel.send(m.Finish())
+            dev.worker.send(m.Finish())
 
     def work_item(self, dev: DeviceState, fid: int, offset: int, size: int) -> tuple:
         """One item as the mover takes it (see mover.py, ``SEQ`` ... ``DATA``)."""

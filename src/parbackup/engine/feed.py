@@ -3,10 +3,11 @@
 The stream is cut into ``segment``-byte pieces as it arrives; each goes to the device
 that is least filled at that moment among those with room (P5), with its bytes, so all
 devices are written at once while the stream is read. At most ``buffers`` segments are
-held in memory: a segment is let go once its device has made it durable (the mover
-checkpoints after every stream segment). A device that cannot make part of a volume
-durable (a tape) has its segments let go once written; if it then fails, those bytes
-are lost and the stream is reported damaged, never stored silently as good.
+held in memory (default: one per device, plus one): a segment is let go once its device
+has made it durable (the mover checkpoints after every stream segment). A device that
+cannot make part of a volume durable (a tape) has its segments let go once written; if
+it then fails, those bytes are lost and the stream is reported damaged, never stored
+silently as good.
 
 The stream's size is known only at its end: every record header carries as file size
 the end of its own segment (a lower bound), and the catalog gets the true size when the
@@ -30,7 +31,7 @@ class StreamFeed:
 
     def __init__(self, reader: FileReader, segment: int = SEGMENT, buffers: int = 0) -> None:
         self.reader, self.segment, self.buffers = reader, segment, buffers
-        self.held: dict[int, bytes] = {}  # offset -> bytes not yet durable
+        self.held: dict[int, bytearray] = {}  # offset -> bytes not yet durable
         self.owner: dict[int, tuple[int, int]] = {}  # offset -> (device, seq)
         self.total = 0
         self.ended = False
@@ -39,20 +40,21 @@ class StreamFeed:
 
     def step(self, dispatcher: Dispatcher) -> None:
         """Read and assign segments while there is buffer room."""
-        limit = self.buffers or 2 * len(dispatcher.devices) + 1
+        limit = self.buffers or len(dispatcher.devices) + 1
         while not self.ended and len(self.held) < limit:
             buf = bytearray(self.segment)
             n = self.reader.readinto(self.total, memoryview(buf))
             if n == 0 and self.total > 0:
                 self.ended = True
                 return
-            data = bytes(memoryview(buf)[:n])
-            self.place(dispatcher, Piece(0, self.total, n), data)
+            if n < self.segment:
+                del buf[n:]  # the last segment: shrink in place, no copy
+            self.place(dispatcher, Piece(0, self.total, n), buf)
             self.total += n
             if n < self.segment:
                 self.ended = True
 
-    def place(self, dispatcher: Dispatcher, piece: Piece, data: bytes) -> DeviceState:
+    def place(self, dispatcher: Dispatcher, piece: Piece, data: bytearray) -> DeviceState:
         """Give one segment to the least-filled live device with room for it (P5)."""
         fits = [
             d
@@ -68,7 +70,7 @@ class StreamFeed:
         dev.report.segments += 1  # type: ignore[union-attr]
         return dev
 
-    def data_for(self, dev: DeviceState, seq: int, offset: int) -> bytes:
+    def data_for(self, dev: DeviceState, seq: int, offset: int) -> bytearray:
         """The bytes of the segment at ``offset``, now sent to ``dev`` as item ``seq``."""
         self.owner[offset] = (dev.index, seq)
         return self.held[offset]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from parbackup.devices.registry import open_device
 from parbackup.devices.url import redact
 from parbackup.engine import mover as m
 from parbackup.engine.dispatch import DeviceState, reason_of
@@ -33,14 +34,15 @@ class Dead:
 
 
 def _answer(dev: DeviceState, want: tuple[type, ...], timeout: float) -> object:
-    """The next message of ``want`` from the device's mover (Progress skipped), or a
-    ``Failed``/``Crashed``; a ``Failed`` when nothing comes within ``timeout``."""
+    """The next message of ``want`` from the device's mover, or a ``Failed``; a
+    ``Failed`` when it makes no progress (says nothing at all) for ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     channel = dev.worker.channel
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not channel.poll(left):
-            return m.Failed(f"no answer within {timeout:g} seconds")
+            return m.Failed(f"no progress for {timeout:g} seconds")
+        deadline = time.monotonic() + timeout  # it spoke: a heartbeat at least
         try:
             msg = channel.recv()
         except (EOFError, OSError):
@@ -74,12 +76,15 @@ class Fleet:
         if len(set(urls)) != len(urls):
             dup = next(u for u in urls if urls.count(u) > 1)
             raise UsageError(f"device named twice: {redact(dup)}")
+        # A bad URL or option is a usage error before anything runs; relative paths are
+        # made absolute here, so the movers (wherever they run) and the catalog agree.
+        parsed = [open_device(url).url for url in urls]
         executor = executor or LocalExecutor()
         devices = []
-        for i, url in enumerate(urls):
-            spec = m.MoverSpec(i, url, tuple(sources), chunk, checkpoint_bytes)
+        for i, url in enumerate(parsed):
+            spec = m.MoverSpec(i, url.raw, tuple(sources), chunk, checkpoint_bytes)
             worker = executor.start("parbackup.engine.mover:move", spec, name=f"mover-{i}")
-            devices.append(DeviceState(i, redact(url), worker))
+            devices.append(DeviceState(i, url.display, worker))
         return cls(devices, timeout)
 
     @property
@@ -107,6 +112,8 @@ class Fleet:
                 if isinstance(msg, m.Opened):
                     dev.label, dev.space = msg.label or "", msg.space
                     dev.scheme, dev.sequential = msg.scheme, msg.sequential
+                elif isinstance(msg, m.Failed) and msg.usage:
+                    raise UsageError(msg.error)
                 else:
                     self.bury(dev, msg.error)  # type: ignore[attr-defined]
         for dev in waiting.values():
@@ -119,7 +126,7 @@ class Fleet:
         for dev in self.alive:
             if dev.label:
                 continue
-            dev.worker.channel.send(m.Label())
+            dev.worker.send(m.Label())
             msg = _answer(dev, (m.Labelled,), self.timeout)
             if isinstance(msg, m.Labelled):
                 dev.label = msg.label
@@ -130,14 +137,14 @@ class Fleet:
 
     def probe(self, dev: DeviceState) -> float | None:
         """The device's write speed from a short probe; None when it could not probe."""
-        dev.worker.channel.send(m.Probe())
+        dev.worker.send(m.Probe())
         msg = _answer(dev, (m.Speed,), self.timeout)
         return msg.rate if isinstance(msg, m.Speed) else None
 
     def put(self, devices: Sequence[DeviceState], name: str, path: str) -> dict[str, str]:
         """Copy a local file onto every device at once; URL -> error for those that failed."""
         for dev in devices:
-            dev.worker.channel.send(m.Put(name, path))
+            dev.worker.send(m.Put(name, path))
         errors = {}
         for dev in devices:
             msg = _answer(dev, (m.Stored,), self.timeout)
@@ -153,10 +160,7 @@ class Fleet:
         """End every mover: politely (they close their devices), then for good."""
         for dev in self.devices:
             if dev.worker.alive():
-                try:
-                    dev.worker.channel.send(m.Stop())
-                except OSError:
-                    dev.worker.kill()
+                dev.worker.send(m.Stop())
         deadline = time.monotonic() + min(self.timeout, 30.0)
         for dev in self.devices:
             if not dev.worker.join(max(0.0, deadline - time.monotonic())):

@@ -31,7 +31,6 @@ Records of small files are gathered into one large write; a payload larger than
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.entries import FILE, KINDS
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import (
     CHUNK,
     KIND_CODES,
@@ -172,6 +171,8 @@ class Stored:
 @dataclass(frozen=True, slots=True)
 class Failed:
     error: str
+    usage: bool = False
+    """A configuration mistake found on opening (exit 2), not a device failure."""
 
 
 # A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
@@ -244,7 +245,7 @@ class _Mover:
             case Put(name=name, path=path):
                 try:
                     with open(path, "rb") as fh:
-                        self.device.put_stream(name, fh)
+                        self.device.put_stream(name, _Beating(fh, self))
                     self.tell(Stored(name))
                 except (DeviceError, OSError) as exc:
                     self.tell(Stored(name, str(exc)))
@@ -395,7 +396,7 @@ class _Mover:
         check that the file is still as the scan saw it (else SourceChanged)."""
         src = self.source(item[SRC])
         expect = Identity(item[FSIZE], item[MTIME], item[CTIME], item[INO], item[DEV])
-        reader = self.reader = src.open(os.fsdecode(item[PATH]), expect)
+        reader = self.reader = src.open(item[PATH], expect)
         chunk = self.spec.chunk
         offset, end = item[OFF], item[OFF] + item[SIZE]
         if len(self.buffer) < min(chunk, item[SIZE]):
@@ -411,6 +412,18 @@ class _Mover:
         changed = src.changes(expect, reader.identity())
         if changed:
             raise SourceChanged("file changed while being read (" + ", ".join(changed) + ")")
+
+
+class _Beating:
+    """A file whose every read tells the dispatcher the mover is alive (a heartbeat
+    while a catalog copy goes up a slow link)."""
+
+    def __init__(self, fh: Any, mover: _Mover) -> None:
+        self.fh, self.mover = fh, mover
+
+    def read(self, n: int = -1) -> bytes:
+        self.mover.progress()
+        return self.fh.read(n)
 
 
 def probe_speed(device: Any, *, limit: int, seconds: float) -> float:
@@ -455,8 +468,8 @@ def move(spec: MoverSpec, channel: Channel) -> None:
             Opened(mover.label or None, mover.device.space(), mover.device.scheme, caps.sequential)
         )
         mover.run()
-    except DeviceError as exc:
-        channel.send(Failed(str(exc)))
+    except (DeviceError, UsageError) as exc:
+        channel.send(Failed(str(exc), isinstance(exc, UsageError)))
         abort(mover)
     else:
         close(mover)

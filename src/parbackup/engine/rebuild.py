@@ -252,7 +252,7 @@ def rebuild_catalog(
     started = time.monotonic()
     if os.path.exists(catalog_path):
         raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
-    alive, dead = open_devices(list(device_urls), create_labels=False)
+    alive, dead = open_devices(list(device_urls), create_labels=False, write=False)
     report = RebuildReport(catalog=catalog_path)
     found: dict[str, _SetFound] = {}
     try:

@@ -124,7 +124,7 @@ def prune_orphans(
         referenced = catalog.origin_sets()
         status = {s.id: s.status for s in catalog.sets() if s.id not in referenced}
         status.update({s: "referenced" for s in referenced})
-        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
+        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides), write=True)
         report.unreachable = {label: reason for label, reason in missing.items()}
         try:
             for label, dev in sorted(opened.items()):

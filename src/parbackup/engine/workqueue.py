@@ -145,6 +145,11 @@ class Sent:
                 del col[: self.start]
             self.start = 0
 
+    @property
+    def undone(self) -> int:
+        """Items sent and not yet written."""
+        return self.next_seq - 1 - self.done
+
     def pieces(self) -> list[Piece]:
         """Every item held (sent and not durable)."""
         return [

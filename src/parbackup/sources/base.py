@@ -123,8 +123,8 @@ class Source(ABC):
         """Append every entry of the source to ``out`` as source number ``index``."""
 
     @abstractmethod
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
-        """A reader over the regular file recorded as ``path``."""
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
+        """A reader over the regular file recorded as ``path`` (str, or its bytes)."""
 
     def identity(self, path: str) -> Identity | None:
         """The file recorded as ``path`` as it is now; None when it is gone."""
@@ -136,6 +136,8 @@ class Source(ABC):
 
     def changes(self, old: Identity, new: Identity) -> list[str]:
         """Which of this kind's identity fields differ between ``old`` and ``new``."""
+        if old == new:  # the common case, one tuple comparison
+            return []
         pairs = {
             "size": (old.size, new.size),
             "mtime": (old.mtime_ns, new.mtime_ns),

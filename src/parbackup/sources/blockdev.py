@@ -97,7 +97,8 @@ class BlockDeviceSource(Source):
             index,
         )
 
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
+        path = os.fsdecode(path)
         real = os.path.realpath(path)
         try:
             fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)

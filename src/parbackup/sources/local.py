@@ -78,7 +78,7 @@ class _LocalReader(FileReader):
 class LocalTree(Source):
     """A local directory tree or file (``SourceSpec`` kind "tree")."""
 
-    def _read_path(self, path: str) -> bytes:
+    def _read_path(self, path: str | bytes) -> bytes:
         """Where the bytes of the entry recorded as ``path`` are read from."""
         spec = self.spec
         raw = os.fsencode(path)
@@ -86,7 +86,7 @@ class LocalTree(Source):
             return raw
         return os.fsencode(spec.read_root) + raw[len(os.fsencode(spec.record_root)) :]
 
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
         try:
             fd = os.open(self._read_path(path), _OPEN)
         except OSError as exc:

@@ -59,5 +59,6 @@ class StdinSource(Source):
         uid, gid = os.getuid(), os.getgid()
         out.append(os.fsencode(path), FILE, 0, STREAM_MODE, uid, gid, time.time_ns(), source=index)
 
-    def open(self, path: str, expect: Identity | None = None) -> FileReader:
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
+        path = os.fsdecode(path)
         return _StreamReader(self.stream)
