@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
-from parbackup.cli.render import line, table
+from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.rebuild import rebuild_catalog
 
 
@@ -40,7 +40,8 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
       parbackup rebuild-catalog -d /mnt/disk1 -d /mnt/disk2 --catalog /tmp/new.sqlite
       parbackup restore --catalog /tmp/new.sqlite --target /tmp/back
     """
-    report = rebuild_catalog(list(devices), catalog_path)
+    with progress_view(False) as view:  # notices (one per set written) go to stderr
+        report = rebuild_catalog(list(devices), catalog_path, view)
     if as_json:
         emit_json(report.to_json(), report.exit_code)
         return report.exit_code

@@ -53,7 +53,7 @@ class _FileWriter(ObjectWriter):
             self.fd = -1
             if self.atomic:
                 os.replace(self.tmp, self.path)
-            _fsync_dir(os.path.dirname(self.path))
+            fsync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: commit") from exc
         self.done = True
@@ -71,7 +71,8 @@ class _FileWriter(ObjectWriter):
                 os.unlink(self.tmp)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (a new, renamed or deleted name) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -182,13 +183,19 @@ class DirectoryDevice(Device):
         return out
 
     def delete(self, name: str) -> None:
+        """Remove the file, then its directory if that is left empty (``sets/<id>/``)."""
         self._check_writable(name)
+        path = self._path(name)
         try:
-            os.unlink(self._path(name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: delete {name}") from exc
+        parent = os.path.dirname(path)
+        if os.path.dirname(name) and parent != self.root:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                os.rmdir(parent)
 
     def size(self, name: str) -> int:
         try:

@@ -57,14 +57,19 @@ def known_options(scheme: str) -> frozenset[str]:
     return known
 
 
-def check_options(url: DeviceURL) -> None:
-    """UsageError for an option no part of the device understands (``?limt=1K``)."""
-    known = known_options(url.scheme)
+def check_options(
+    url: DeviceURL, known: frozenset[str] | None = None, what: str = "device"
+) -> None:
+    """UsageError for an option no part of the device understands (``?limt=1K``).
+
+    Remote sources pass the options they understand (``known``) and ``what="source"``.
+    """
+    known = known_options(url.scheme) if known is None else known
     unknown = sorted(set(url.params) - known)
     if unknown:
         raise UsageError(
             f"{url.display}: unknown option{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(unknown)} for a {url.scheme} device "
+            f"{', '.join(unknown)} for a {url.scheme} {what} "
             f"(known: {', '.join(sorted(known))})"
         )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -148,9 +148,15 @@ class Dispatcher:
             state.last_heard = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, chores: Iterator[None] | None = None) -> None:
         """Until every live device has committed all it was given; BackupFailedError
-        when no device is left."""
+        when no device is left.
+
+        ``chores`` is other work of the run (recording the files in the catalog), done
+        one step at a time between the movers' messages, so the movers never wait for it.
+        """
+        chores = chores or iter(())
+        busy = True
         while True:
             alive = self.alive
             if not alive:
@@ -159,10 +165,12 @@ class Dispatcher:
                 self.feed.step(self)
             for dev in alive:
                 self.refill(dev)
+            if busy:
+                busy = next(chores, StopIteration) is not StopIteration
             feeding = self.feed is not None and not self.feed.ended
-            if not feeding and all(d.settled() for d in alive):
+            if not busy and not feeding and all(d.settled() for d in alive):
                 return
-            ready = wait_any([d.worker.channel for d in alive], 0.25)
+            ready = wait_any([d.worker.channel for d in alive], 0 if busy else 0.25)
             for dev in alive:
                 if dev.worker.channel in ready:
                     self.receive(dev)

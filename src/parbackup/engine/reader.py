@@ -183,7 +183,9 @@ def read_set(
     their time on small files, waking this thread for every record).
     """
     opened, missing = devices_for_labels(
-        {label: url for label, url in known_urls.items() if label in records}, list(overrides)
+        {label: url for label, url in known_urls.items() if label in records},
+        list(overrides),
+        write=False,
     )
     counts: dict[str, int] = {}
     lock = threading.Lock()

@@ -60,7 +60,7 @@ def restore_to_stream(
         return report
     labels = sorted({r.label for r in refs})
     known = {k: v for k, v in catalog.device_urls().items() if k in labels}
-    opened, missing = devices_for_labels(known, list(devices))
+    opened, missing = devices_for_labels(known, list(devices), write=False)
     on_event(Started("restore", 1, chosen.entry.size, tuple(d.url for d in opened.values())))
     set_id = bytes.fromhex(info.id)
     pools = {label: ThreadPoolExecutor(1, thread_name_prefix="stream-read") for label in opened}

@@ -109,7 +109,7 @@ def _check_frames(
             by_label.setdefault(ref.label, []).append((fid, ref))
     failed = {d["label"] for d in catalog.set_devices(set_id) if d["status"] == "failed"}
     known = {k: v for k, v in catalog.device_urls().items() if k in by_label}
-    opened, _unreachable = devices_for_labels(known, list(overrides))
+    opened, _unreachable = devices_for_labels(known, list(overrides), write=False)
     try:
         for label, refs in by_label.items():
             dev = opened.get(label)
