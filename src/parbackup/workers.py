@@ -164,6 +164,8 @@ class _Forked:
             try:
                 parent.close()
                 os.setsid()
+                for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers
+                    signal.signal(sig, signal.SIG_DFL)
                 die_with_parent(os.getppid())
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 code = serve(target, Connection(child.detach()))
