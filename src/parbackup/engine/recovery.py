@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import SetStatus
-from parbackup.catalog.store import REBUILDING_KEY
+from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
