@@ -15,8 +15,8 @@ import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
-from parbackup.engine.restore import RestoreOptions, run_restore
-from parbackup.engine.verify import run_verify
+from parbackup.readback.restore import RestoreOptions, run_restore
+from parbackup.readback.verify import run_verify
 
 RESTORABLE = ("complete", "degraded")
 

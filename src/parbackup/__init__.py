@@ -17,11 +17,8 @@ __version__ = "0.1.0"
 from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
 from parbackup.engine.backup import run_backup
-from parbackup.engine.image import run_image_restore
 from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.engine.restore import RestoreOptions, RestoreReport, run_restore
-from parbackup.engine.stream import restore_to_stream, run_stream_backup
-from parbackup.engine.verify import VerifyReport, run_verify
+from parbackup.engine.stream import run_stream_backup
 from parbackup.errors import (
     BackupFailedError,
     CatalogError,
@@ -33,6 +30,10 @@ from parbackup.errors import (
 )
 from parbackup.model import Order, Strategy
 from parbackup.plan import plan
+from parbackup.readback.image import run_image_restore
+from parbackup.readback.restore import RestoreOptions, RestoreReport, run_restore
+from parbackup.readback.stream import restore_to_stream
+from parbackup.readback.verify import VerifyReport, run_verify
 
 __all__ = [
     "BackupFailedError",

@@ -29,7 +29,6 @@ from typing import BinaryIO
 from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
-from parbackup.engine.restore import covered
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
@@ -41,6 +40,7 @@ from parbackup.format import (
 )
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Notice, ignore
+from parbackup.readback.select import covered
 
 
 @dataclass

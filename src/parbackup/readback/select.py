@@ -1,0 +1,106 @@
+"""Choosing what to read back: the set, its files, and their records per device.
+
+Reads the catalog only; nothing here touches a device or the target. The records of the
+chosen files are grouped by the label of the device holding them, one group per reader
+process (readback/reader.py), and packed as plain tuples so a reader's spec pickles small.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+from parbackup.catalog import Catalog, CatalogFile, SetInfo
+from parbackup.errors import CatalogError
+from parbackup.model import RecordRef
+from parbackup.readback.specials import substitute_hardlinks
+
+PackedRef = tuple[int, str, int, int, int, int, bytes, str, int]
+"""(file id, volume, position, header size, offset, size, checksum, origin set, origin
+file): one record as a reader receives it."""
+
+
+def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
+    """The set ``set_ref`` names; CatalogError unless it is complete or degraded."""
+    info = catalog.resolve_set(set_ref)
+    if info.status not in ("complete", "degraded"):
+        raise CatalogError(f"set {info.id} is {info.status}, not restorable")
+    return info
+
+
+def matches(path: str, globs: Sequence[str]) -> bool:
+    """True when ``path`` or one of its parent directories matches one of the globs."""
+    if not globs:
+        return True
+    probe = path
+    while True:
+        if any(fnmatch.fnmatchcase(probe, g) for g in globs):
+            return True
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return False
+        probe = parent
+
+
+def select_files(catalog: Catalog, set_id: str, globs: Sequence[str]) -> list[CatalogFile]:
+    """The restorable files of a set that match the globs."""
+    return [f for f in catalog.files(set_id) if f.state == "ok" and matches(f.entry.path, globs)]
+
+
+def select_for_restore(catalog: Catalog, set_id: str, globs: Sequence[str]) -> list[CatalogFile]:
+    """The entries a restore recreates: those matching the globs, with each hard link
+    whose first name is not chosen turned into that file (readback/specials.py)."""
+    everything = select_files(catalog, set_id, ())
+    if not globs:
+        return everything
+    chosen = [f for f in everything if matches(f.entry.path, globs)]
+    return substitute_hardlinks(chosen, everything)
+
+
+def records_by_label(
+    catalog: Catalog, set_id: str, file_ids: set[int], *, empty: bool = False
+) -> dict[str, list[tuple[int, RecordRef]]]:
+    """The records of the chosen files, grouped by device label.
+
+    Only payload-carrying records unless ``empty`` (verify's frame checks want all).
+    """
+    out: dict[str, list[tuple[int, RecordRef]]] = {}
+    for fid, ref in catalog.records(set_id):
+        if fid in file_ids and (empty or ref.size):
+            out.setdefault(ref.label, []).append((fid, ref))
+    return out
+
+
+def covered(refs: Iterable[RecordRef], size: int) -> bool:
+    """True when the records cover bytes [0, size) exactly once."""
+    at = 0
+    for ref in sorted(refs, key=lambda r: r.offset):
+        if ref.offset != at:
+            return False
+        at += ref.size
+    return at == size
+
+
+def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
+    """Records as plain tuples (strings interned, so pickle stores each name once)."""
+    return [
+        (
+            fid,
+            sys.intern(r.volume),
+            r.position,
+            r.header_size,
+            r.offset,
+            r.size,
+            r.checksum,
+            sys.intern(r.origin_set),
+            r.origin_file,
+        )
+        for fid, r in records
+    ]
+
+
+def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:
+    """The reverse of ``pack`` (in the reader)."""
+    return [(p[0], RecordRef(label, *p[1:])) for p in packed]
