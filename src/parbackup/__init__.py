@@ -14,26 +14,51 @@ import logging
 
 __version__ = "0.1.0"
 
-from parbackup.catalog import Catalog
-from parbackup.devices.registry import open_device
-from parbackup.engine.backup import run_backup
-from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.engine.stream import run_stream_backup
-from parbackup.errors import (
-    BackupFailedError,
-    CatalogError,
-    DeviceError,
-    ParbackupError,
-    PlanError,
-    RestoreError,
-    UsageError,
-)
-from parbackup.model import Order, Strategy
-from parbackup.plan import plan
-from parbackup.readback.image import run_image_restore
-from parbackup.readback.restore import RestoreOptions, RestoreReport, run_restore
-from parbackup.readback.stream import restore_to_stream
-from parbackup.readback.verify import VerifyReport, run_verify
+import importlib
+from typing import Any
+
+# Exported names -> the module defining them, imported on first use (PEP 562): a worker
+# process (parbackup.workers) imports this package first and must not pay for all of it.
+_EXPORTS = {
+    "Catalog": "parbackup.catalog",
+    "open_device": "parbackup.devices.registry",
+    "run_backup": "parbackup.engine.backup",
+    "BackupOptions": "parbackup.engine.report",
+    "BackupReport": "parbackup.engine.report",
+    "run_stream_backup": "parbackup.engine.stream",
+    "BackupFailedError": "parbackup.errors",
+    "CatalogError": "parbackup.errors",
+    "DeviceError": "parbackup.errors",
+    "ParbackupError": "parbackup.errors",
+    "PlanError": "parbackup.errors",
+    "RestoreError": "parbackup.errors",
+    "UsageError": "parbackup.errors",
+    "Order": "parbackup.model",
+    "Strategy": "parbackup.model",
+    "plan": "parbackup.plan",
+    "run_image_restore": "parbackup.readback.image",
+    "RestoreOptions": "parbackup.readback.restore",
+    "RestoreReport": "parbackup.readback.restore",
+    "run_restore": "parbackup.readback.restore",
+    "restore_to_stream": "parbackup.readback.stream",
+    "VerifyReport": "parbackup.readback.verify",
+    "run_verify": "parbackup.readback.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name's module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'parbackup' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "BackupFailedError",

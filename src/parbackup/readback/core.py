@@ -31,8 +31,8 @@ from parbackup.readback.messages import (
     ReaderSpec,
     VolumeDamage,
     Work,
+    pack,
 )
-from parbackup.readback.select import pack
 from parbackup.readback.sinks import SinkSpec, StreamSinkSpec
 from parbackup.workers import Crashed, Executor, LocalExecutor, Worker, wait_any
 

@@ -10,15 +10,45 @@ The conversation with one reader (readback/reader.py)::
                                         VolumeDamage (verify) ... Finished
     Credit (stream sink only)   ──▶
 
-Everything is plain, picklable data: the same reader could run on another host.
+Everything is plain, picklable data: the same reader could run on another host. Records
+travel as plain tuples (``pack``), so a reader's work pickles small.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from parbackup.readback.select import PackedRef
+from parbackup.model import RecordRef
 from parbackup.readback.sinks import SinkSpec
+
+PackedRef = tuple[int, str, int, int, int, int, bytes, str, int]
+"""(file id, volume, position, header size, offset, size, checksum, origin set, origin
+file): one record as a reader receives it."""
+
+
+def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
+    """Records as plain tuples (strings interned, so pickle stores each name once)."""
+    return [
+        (
+            fid,
+            sys.intern(r.volume),
+            r.position,
+            r.header_size,
+            r.offset,
+            r.size,
+            r.checksum,
+            sys.intern(r.origin_set),
+            r.origin_file,
+        )
+        for fid, r in records
+    ]
+
+
+def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:
+    """The reverse of ``pack`` (in the reader)."""
+    return [(p[0], RecordRef(label, *p[1:])) for p in packed]
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,8 @@ from parbackup.readback.messages import (
     ReaderSpec,
     VolumeDamage,
     Work,
+    unpack,
 )
-from parbackup.readback.select import unpack
 from parbackup.readback.sinks import Sink, StreamSinkSpec, build_sink
 
 SPAN = 16 << 20

@@ -157,10 +157,10 @@ def _restore_files(
         for fid, ref in recs:
             refs.setdefault(fid, []).append(ref)
             labels.setdefault(fid, set()).add(label)
-    wanted = [f for f in files if f.file_id in dest]
-    unread = {f.file_id for f in wanted if not covered(refs.get(f.file_id, []), f.entry.size)}
-    active = [f for f in wanted if f.file_id not in unread]
-    split = {f.file_id for f in active if len(labels.get(f.file_id, ())) > 1}
+    active = [f for f in files if f.file_id in dest]
+    unread = {f.file_id for f in active if not covered(refs.get(f.file_id, []), f.entry.size)}
+    # files split over devices, and any the catalog does not cover, are finished here
+    split = {f.file_id for f in active if len(labels.get(f.file_id, ())) > 1} | unread
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
     for f in active:
         e = f.entry
@@ -204,15 +204,17 @@ def _restore_files(
                 os.unlink(part_name(dest[f.file_id], f.file_id))
         raise
     restored: dict[str, str] = {}
-    for f in wanted:
+    for f in active:
         fid, path = f.file_id, dest[f.file_id]
         if fid in failed:
             continue
-        error = ""
-        if fid in unread:
-            device, error = "", "records missing from the catalog"
+        device, error = outcome.damaged.get(fid, ("", ""))
+        if error:
+            pass
+        elif fid in unread:
+            error = "records missing from the catalog"
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
-            device, error = outcome.damaged.get(fid, ("", "not restored"))
+            error = "not restored"
         elif fid in split or not labels.get(fid):
             device, error = "", _finish(fid, f.entry, path)
         if error:

@@ -2,24 +2,19 @@
 
 Reads the catalog only; nothing here touches a device or the target. The records of the
 chosen files are grouped by the label of the device holding them, one group per reader
-process (readback/reader.py), and packed as plain tuples so a reader's spec pickles small.
+process (readback/reader.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import sys
 from collections.abc import Iterable, Sequence
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
 from parbackup.model import RecordRef
 from parbackup.readback.specials import substitute_hardlinks
-
-PackedRef = tuple[int, str, int, int, int, int, bytes, str, int]
-"""(file id, volume, position, header size, offset, size, checksum, origin set, origin
-file): one record as a reader receives it."""
 
 
 def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
@@ -81,26 +76,3 @@ def covered(refs: Iterable[RecordRef], size: int) -> bool:
             return False
         at += ref.size
     return at == size
-
-
-def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
-    """Records as plain tuples (strings interned, so pickle stores each name once)."""
-    return [
-        (
-            fid,
-            sys.intern(r.volume),
-            r.position,
-            r.header_size,
-            r.offset,
-            r.size,
-            r.checksum,
-            sys.intern(r.origin_set),
-            r.origin_file,
-        )
-        for fid, r in records
-    ]
-
-
-def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:
-    """The reverse of ``pack`` (in the reader)."""
-    return [(p[0], RecordRef(label, *p[1:])) for p in packed]
