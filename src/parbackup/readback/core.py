@@ -34,7 +34,7 @@ from parbackup.readback.messages import (
     pack,
 )
 from parbackup.readback.sinks import SinkSpec, StreamSinkSpec
-from parbackup.workers import Crashed, Executor, LocalExecutor, Worker, wait_any
+from parbackup.workers import Crashed, Executor, ForkServerExecutor, Worker, wait_any
 
 READER = "parbackup.readback.reader:read_worker"
 OPEN_SECONDS = 90.0
@@ -249,7 +249,7 @@ def read_back(
     device's records for the volume-frame checks and whether its volumes must end with an
     end record. ``on_good`` hears the files a reader reported good, as they come.
     """
-    run = _Run(executor or LocalExecutor(), on_event)
+    run = _Run(executor or ForkServerExecutor(preload=[READER.partition(":")[0]]), on_event)
     needed = set(work) | set(frames or {})
     try:
         missing = run.open(needed, known_urls, overrides)
