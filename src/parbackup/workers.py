@@ -222,13 +222,20 @@ class ForkServerExecutor:
         request = pickle.dumps((target, dict(os.environ)))
         try:
             with self._lock:
-                server = self._server()
-                socket.send_fds(server, [request], [child.fileno()])
-                answer = server.recv(64)
+                answer = b""
+                for _attempt in range(2):  # a server that died is started again, once
+                    with contextlib.suppress(OSError):
+                        server = self._server()
+                        socket.send_fds(server, [request], [child.fileno()])
+                        answer = server.recv(64)
+                    if answer:
+                        break
+                    self._servers.pop(self.preload, None)
         finally:
             child.close()
         if not answer:
-            raise OSError("the worker fork server ended")
+            parent.close()
+            raise OSError("cannot start a worker process (the fork server failed)")
         pid = int(answer)
         try:
             pidfd: int | None = os.pidfd_open(pid)

@@ -37,7 +37,7 @@ from parbackup.readback.sinks import SinkSpec, StreamSinkSpec
 from parbackup.workers import Crashed, Executor, ForkServerExecutor, Worker, wait_any
 
 READER = "parbackup.readback.reader:read_worker"
-OPEN_SECONDS = 90.0
+OPEN_SECONDS = 60.0
 """How long a reader may take to open its device and read its label."""
 STALL_SECONDS = 300.0
 """A reader that sends nothing for this long (a hung device) is killed."""
@@ -131,8 +131,12 @@ class _Run:
         self.readers: dict[str, _Reader] = {}
         self.out = Outcome()
 
-    def start(self, url: str, labels: set[str]) -> Worker:
-        worker = self.executor.start(READER, ReaderSpec(url, frozenset(labels)), name="reader")
+    def start(self, url: str, labels: set[str]) -> Worker | str:
+        """A reader for the device at ``url``, or why it could not be started."""
+        try:
+            worker = self.executor.start(READER, ReaderSpec(url, frozenset(labels)), "reader")
+        except OSError as exc:
+            return f"cannot start a reader process: {exc}"
         self.workers.append(worker)
         return worker
 
@@ -140,7 +144,8 @@ class _Run:
         """Start a reader for every needed label; the reasons for those not reached."""
         missing: dict[str, str] = {}
         if overrides:
-            started = [self.start(url, needed) for url in overrides]
+            tried = [self.start(url, needed) for url in overrides]
+            started = [w for w in tried if not isinstance(w, str)]
             for i, answer in _await_open(started, OPEN_SECONDS).items():
                 if isinstance(answer, Opened) and answer.label not in self.readers:
                     self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
@@ -152,7 +157,12 @@ class _Run:
         for label in [lb for lb in rest if lb not in known]:
             missing[label] = "not known to the catalog"
         rest = [lb for lb in rest if lb in known]
-        started = [self.start(known[label], {label}) for label in rest]
+        attempts = [(label, self.start(known[label], {label})) for label in rest]
+        for label, w in attempts:
+            if isinstance(w, str):
+                missing[label] = w
+        rest = [label for label, w in attempts if not isinstance(w, str)]
+        started = [w for _label, w in attempts if not isinstance(w, str)]
         for i, answer in _await_open(started, OPEN_SECONDS).items():
             if isinstance(answer, Opened):
                 self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
