@@ -54,7 +54,8 @@ def main() -> None:
         run("tar -cf", ["tar", "-cf", f"{tardev}/t.tar", "-C", src, "."])
         ratios = []
         for i in range(args.pairs):
-            pb = run("parbackup restore", parbackup_argv("restore", "-t", restore), env=env)
+            argv = parbackup_argv("restore", "-t", restore, "--json")
+            pb = run("parbackup restore", argv, env=env)
             if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
                 raise SystemExit("parbackup restore differs from the source")
             wipe(restore)

@@ -182,6 +182,12 @@ class ForkServerExecutor:
     def __init__(self, preload: Sequence[str] = ()) -> None:
         self.preload = tuple(preload)
 
+    def warm(self) -> None:
+        """Start the server now, without waiting for it: it gets ready (imports its
+        modules) while the caller prepares the workers' work."""
+        with self._lock, contextlib.suppress(OSError):
+            self._server()
+
     def _server(self) -> socket.socket:
         known = self._servers.get(self.preload)
         if known is not None and known[0].poll() is None:

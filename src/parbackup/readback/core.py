@@ -238,6 +238,17 @@ class _Run:
                     del live[key]
 
 
+def default_executor() -> ForkServerExecutor:
+    """Where readers run unless the caller says: local processes forked from a server
+    that has the reader module imported already."""
+    return ForkServerExecutor(preload=[READER.partition(":")[0]])
+
+
+def warm_up() -> None:
+    """Get reader processes ready to start while the caller reads the catalog."""
+    default_executor().warm()
+
+
 def read_back(
     set_id: bytes,
     work: Records,
@@ -259,7 +270,7 @@ def read_back(
     device's records for the volume-frame checks and whether its volumes must end with an
     end record. ``on_good`` hears the files a reader reported good, as they come.
     """
-    run = _Run(executor or ForkServerExecutor(preload=[READER.partition(":")[0]]), on_event)
+    run = _Run(executor or default_executor(), on_event)
     needed = set(work) | set(frames or {})
     try:
         missing = run.open(needed, known_urls, overrides)

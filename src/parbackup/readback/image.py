@@ -17,7 +17,7 @@ from parbackup.catalog import Catalog
 from parbackup.errors import RestoreError
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
-from parbackup.readback.core import interruptible, read_back
+from parbackup.readback.core import interruptible, read_back, warm_up
 from parbackup.readback.restore import RestoreOptions, RestoreReport
 from parbackup.readback.select import covered, records_by_label, restorable_set, select_files
 from parbackup.readback.sinks import BlockSinkSpec
@@ -29,6 +29,7 @@ def run_image_restore(
 ) -> RestoreReport:
     """Write the one selected image of a set onto the block device ``options.target``."""
     started = time.monotonic()
+    warm_up()
     if not is_block_device(options.target):
         raise RestoreError(f"{options.target} is not a block device")
     info = restorable_set(catalog, options.set_ref)

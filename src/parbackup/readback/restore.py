@@ -23,7 +23,7 @@ from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
-from parbackup.readback.core import interruptible, read_back
+from parbackup.readback.core import interruptible, read_back, warm_up
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.select import (
     covered,
@@ -95,6 +95,7 @@ def run_restore(
 ) -> RestoreReport:
     """Restore a set into ``options.target``; see the module docstring."""
     started = time.monotonic()
+    warm_up()
     info = restorable_set(catalog, options.set_ref)
     target = os.path.abspath(options.target)
     report = RestoreReport(set_id=info.id, target=target)

@@ -16,7 +16,7 @@ from parbackup.catalog import Catalog
 from parbackup.errors import RestoreError
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
-from parbackup.readback.core import interruptible, read_back
+from parbackup.readback.core import interruptible, read_back, warm_up
 from parbackup.readback.restore import RestoreReport
 from parbackup.readback.select import covered, matches, restorable_set
 from parbackup.readback.sinks import StreamSinkSpec
@@ -56,6 +56,7 @@ def restore_to_stream(
     At most ``window`` records (default: two per device) are read ahead of ``out``.
     """
     started = time.monotonic()
+    warm_up()
     info = restorable_set(catalog, set_ref)
     wanted = "/" + pattern.lstrip("/")
     files = [

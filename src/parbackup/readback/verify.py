@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
-from parbackup.readback.core import interruptible, read_back
+from parbackup.readback.core import interruptible, read_back, warm_up
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
 
@@ -57,6 +57,7 @@ def run_verify(
 ) -> VerifyReport:
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
+    warm_up()
     info = catalog.resolve_set(set_ref)
     report = VerifyReport(set_id=info.id)
     files = {
