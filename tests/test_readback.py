@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
+from parbackup import Catalog
+from parbackup.readback.core import read_back
+from parbackup.readback.select import records_by_label, restorable_set, select_files
+from parbackup.readback.sinks import VerifySinkSpec
 
 MiB = 1 << 20
 
@@ -155,3 +160,71 @@ def test_restore_and_verify_read_every_device_in_its_own_process(tmp_path, devic
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == big.read_bytes()
+
+
+def fork_server_children() -> list[int]:
+    """The reader processes of this (test) process: children of its fork server."""
+    servers = [
+        pid
+        for pid in descendants(os.getpid())
+        if b"--fork-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    return [child for server in servers for child in descendants(server)]
+
+
+@pytest.mark.parametrize(
+    ("sig", "error"),
+    [(signal.SIGSTOP, "no answer within 2 seconds"), (signal.SIGKILL, "ended unexpectedly")],
+)
+def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, sig, error):
+    """A reader stopped (a hung device) is killed after the stall timeout, one killed is
+    noticed at once; either way only the files on its device are damaged, naming it."""
+    src = make_tree(tmp_path / "src", seed=5, files=30, max_size=400_000, big=(6 * MiB,))
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    backup(src, devs, cat)
+    urls = [f"file://{d}?limit=2M" for d in devs]
+    result: dict = {}
+    with Catalog(cat) as catalog:
+        info = restorable_set(catalog, None)
+        files = {f.file_id: f.entry for f in select_files(catalog, info.id, ())}
+        records = records_by_label(catalog, info.id, set(files))
+        known = catalog.device_urls()
+
+        def verify() -> None:
+            result["out"] = read_back(
+                bytes.fromhex(info.id),
+                records,
+                known,
+                urls,
+                lambda _label: VerifySinkSpec(),
+                lambda _event: None,
+                stall=2.0,
+                slowest=512 << 10,  # a read of n MiB may take 2n seconds more
+            )
+
+        thread = threading.Thread(target=verify)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while len(fork_server_children()) < 2:  # both readers are up
+            assert thread.is_alive() and time.monotonic() < deadline
+        victim = fork_server_children()[0]
+        os.kill(victim, sig)
+        thread.join(120)
+        assert not thread.is_alive()
+    assert gone(victim)
+    out = result["out"]
+    assert out.damaged, "the lost reader's files were not reported"
+    (device,) = {device for device, _ in out.damaged.values()}  # one device, named
+    assert any(str(d) in device for d in devs)
+    assert all(error in e for _, e in out.damaged.values())
+    holders: dict[int, set[str]] = {}
+    for label, recs in records.items():
+        for fid, _ref in recs:
+            holders.setdefault(fid, set()).add(label)
+    (lost,) = [label for label, url in known.items() if url.removeprefix("file://") in device]
+    for fid, labels in holders.items():
+        if lost not in labels:  # held only by the other device: read and checked
+            assert out.ok(fid, len(labels))
+        else:  # whatever the lost reader had not yet reported good is damage
+            assert (fid in out.damaged) != out.ok(fid, len(labels))

@@ -39,8 +39,10 @@ from parbackup.workers import Crashed, Executor, ForkServerExecutor, Worker, wai
 READER = "parbackup.readback.reader:read_worker"
 OPEN_SECONDS = 60.0
 """How long a reader may take to open its device and read its label."""
-STALL_SECONDS = 300.0
-"""A reader that sends nothing for this long (a hung device) is killed."""
+STALL_SECONDS = 120.0
+"""A reader that sends nothing for this long (a hung device) is killed; a reader that
+announced a large read gets one more second for every ``SLOWEST`` bytes of it."""
+SLOWEST = 32 << 10
 
 Records = dict[str, list[tuple[int, RecordRef]]]
 OnChunk = Callable[[str, int, bytes], list[str]]
@@ -72,6 +74,7 @@ class _Reader:
     window: int = 0
     outstanding: int = 0
     last: float = field(default_factory=time.monotonic)
+    grace: float = 0.0
 
 
 def _raise_interrupt(_signum: int, _frame: Any) -> None:
@@ -125,8 +128,8 @@ def _await_open(workers: list[Worker], timeout: float) -> dict[int, Opened | str
 class _Run:
     """One readback: the readers and what they reported."""
 
-    def __init__(self, executor: Executor, on_event: EventSink) -> None:
-        self.executor, self.on_event = executor, on_event
+    def __init__(self, executor: Executor, on_event: EventSink, slowest: float) -> None:
+        self.executor, self.on_event, self.slowest = executor, on_event, slowest
         self.workers: list[Worker] = []
         self.readers: dict[str, _Reader] = {}
         self.out = Outcome()
@@ -183,6 +186,7 @@ class _Run:
         """Take one message; False once the reader is finished (or crashed)."""
         out = self.out
         if isinstance(msg, Progress):
+            reader.grace = msg.reading / self.slowest
             for fid in msg.good:
                 reader.pending.discard(fid)
                 out.good[fid] += 1
@@ -233,7 +237,7 @@ class _Run:
             now = time.monotonic()
             for key, reader in list(live.items()):
                 waiting = reader.window and reader.outstanding >= reader.window
-                if now - reader.last > stall and not waiting:
+                if now - reader.last > stall + reader.grace and not waiting:
                     self.lost(reader, f"{reader.url}: no answer within {stall:g} seconds")
                     del live[key]
 
@@ -263,14 +267,17 @@ def read_back(
     stop_on_damage: bool = False,
     executor: Executor | None = None,
     stall: float = STALL_SECONDS,
+    slowest: float = SLOWEST,
 ) -> Outcome:
     """Read ``work`` (records per device label) with one reader process per device.
 
     ``sink(label)`` gives each reader's sink spec; ``frames`` (verify) gives each
     device's records for the volume-frame checks and whether its volumes must end with an
-    end record. ``on_good`` hears the files a reader reported good, as they come.
+    end record. ``on_good`` hears the files a reader reported good, as they come. A
+    reader silent for ``stall`` seconds, plus the time a read it announced takes at
+    ``slowest`` bytes per second, is given up.
     """
-    run = _Run(executor or default_executor(), on_event)
+    run = _Run(executor or default_executor(), on_event, slowest)
     needed = set(work) | set(frames or {})
     try:
         missing = run.open(needed, known_urls, overrides)

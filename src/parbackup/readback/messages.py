@@ -93,12 +93,14 @@ class Work:
 @dataclass(frozen=True, slots=True)
 class Progress:
     """A batch of results: files whose records on this device all passed (and, for a
-    directory sink, files it finished), files with a damaged record and why, and payload
-    bytes read since the last batch."""
+    directory sink, files it finished), files with a damaged record and why, payload
+    bytes read since the last batch, and the size of a read starting now (the parent
+    allows a slow device the time it needs for it)."""
 
     good: list[int]
     damaged: list[tuple[int, str]]
     nbytes: int
+    reading: int = 0
 
 
 @dataclass(frozen=True, slots=True)

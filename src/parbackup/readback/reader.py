@@ -53,9 +53,17 @@ MAX_HEADER = RECORD_FIXED_SIZE + 2 * MAX_NAME + 4
 """No record header is longer; a catalog saying otherwise is damaged or crafted."""
 _FLUSH_SECONDS = 0.2
 _FLUSH_ITEMS = 4096
+_ANNOUNCE = 1 << 20
+"""Reads at least this large are announced to the parent before they start."""
 
 Deliver = Callable[[int, RecordRef, memoryview | None, str], None]
 """deliver(file id, record, payload or None, error text) -- called once per record."""
+Announce = Callable[[int], None]
+"""announce(bytes): a read of that many bytes starts now (0: a record went by unused)."""
+
+
+def _quiet(_nbytes: int) -> None:
+    """The default ``announce``: tell nobody."""
 
 
 def expected_owner(fid: int, ref: RecordRef, set_id: bytes) -> tuple[bytes, int]:
@@ -99,11 +107,13 @@ def read_records(
     *,
     span: int = SPAN,
     by_offset: bool = False,
+    announce: Announce = _quiet,
 ) -> None:
     """Fetch and check every wanted record of one device; report each through deliver.
 
     ``by_offset``: a random-access device serves the records in file-offset order (a
-    stream restore writes them in that order), else in volume order.
+    stream restore writes them in that order), else in volume order. ``announce`` hears
+    of every read before it starts, so a slow device is told from a hung one.
     """
     sane = []
     for fid, ref in wanted:
@@ -114,7 +124,7 @@ def read_records(
         else:
             sane.append((fid, ref))
     if device.capabilities.sequential:
-        _read_sequential(device, set_id, sane, deliver)
+        _read_sequential(device, set_id, sane, deliver, announce)
         return
     if by_offset:
         ordered = sorted(sane, key=lambda w: (w[0], w[1].offset))
@@ -129,11 +139,11 @@ def read_records(
                 last = batch[-1][1]
                 contiguous = ref.position == last.position + last.header_size + last.size
                 if not contiguous or end - first.position > span:
-                    _read_span(device, volume, set_id, batch, deliver)
+                    _read_span(device, volume, set_id, batch, deliver, announce)
                     batch = []
             batch.append((fid, ref))
         if batch:
-            _read_span(device, volume, set_id, batch, deliver)
+            _read_span(device, volume, set_id, batch, deliver, announce)
 
 
 def _read_span(
@@ -142,10 +152,12 @@ def _read_span(
     set_id: bytes,
     batch: list[tuple[int, RecordRef]],
     deliver: Deliver,
+    announce: Announce,
 ) -> None:
     start = batch[0][1].position
     last = batch[-1][1]
     length = last.position + last.header_size + last.size - start
+    announce(length)
     try:
         data = memoryview(device.read(volume, start, length))
     except DeviceError as exc:
@@ -161,7 +173,11 @@ def _read_span(
 
 
 def _read_sequential(
-    device: Device, set_id: bytes, wanted: Sequence[tuple[int, RecordRef]], deliver: Deliver
+    device: Device,
+    set_id: bytes,
+    wanted: Sequence[tuple[int, RecordRef]],
+    deliver: Deliver,
+    announce: Announce,
 ) -> None:
     """One pass front to back over each volume, serving the wanted records as they pass."""
     by_volume: dict[str, dict[int, tuple[int, RecordRef]]] = {}
@@ -175,6 +191,7 @@ def _read_sequential(
                 for position, header, payload in iter_volume(stream, start):
                     hit = want.pop(position, None)
                     if hit is None:
+                        announce(0)
                         continue
                     fid, ref = hit
                     error = ""
@@ -206,6 +223,11 @@ class _Results:
         self.nbytes = 0
         self.flushed = time.monotonic()
 
+    def announce(self, nbytes: int) -> None:
+        """Tell the parent a large read starts (or, now and then, that records go by)."""
+        if nbytes >= _ANNOUNCE or time.monotonic() - self.flushed >= _FLUSH_SECONDS:
+            self.flush(reading=nbytes, always=True)
+
     def deliver(self, fid: int, ref: RecordRef, payload: memoryview | None, error: str) -> None:
         self.nbytes += ref.size
         if fid not in self.bad:
@@ -230,9 +252,9 @@ class _Results:
         self.sink.fail(fid)
         self.damaged.append((fid, error))
 
-    def flush(self) -> None:
-        if self.good or self.damaged or self.nbytes:
-            self.channel.send(Progress(self.good, self.damaged, self.nbytes))
+    def flush(self, reading: int = 0, always: bool = False) -> None:
+        if self.good or self.damaged or self.nbytes or always:
+            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading))
             self.good, self.damaged, self.nbytes = [], [], 0
         self.flushed = time.monotonic()
 
@@ -319,6 +341,7 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
         records,
         results.deliver,
         by_offset=isinstance(work.sink, StreamSinkSpec),
+        announce=results.announce,
     )
     results.finish()
     if work.frames is not None and not device.capabilities.sequential:
