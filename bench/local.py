@@ -39,6 +39,7 @@ from common import (
 )
 
 PEERS = {"restic": "restic", "borg": "borgbackup", "rclone": "rclone", "tar": "tar"}
+TOOLS = ("parbackup1", "parbackup", "tar", "restic", "borg", "rclone")
 PASSWORD = {"RESTIC_PASSWORD": "bench", "BORG_PASSPHRASE": ""}
 
 
@@ -76,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda tool: not only or tool in only  # noqa: E731
-    ensure_debs({"restic": "restic", "borg": "borgbackup", "rclone": "rclone"})
+    ensure_debs({p: PEERS[p] for p in ("restic", "borg", "rclone") if want(p)})
     size = "2G" if args.small else "6G"
     w = args.work
     results: dict[str, Measured] = {}
@@ -95,6 +96,15 @@ def main() -> None:
         catalog = os.path.join(state, "catalog.sqlite")
         env = parbackup_env(catalog)
 
+        if want("parbackup1"):  # the same tree onto one device: what a second one adds
+            drop_caches()
+            one = run(
+                "parbackup (1 device)",
+                parbackup_argv("backup", src, "-d", dev1, "--json"),
+                env=parbackup_env(os.path.join(state, "one.sqlite")),
+            )
+            results["parbackup1"] = one
+            wipe(dev1)
         if want("parbackup"):
             drop_caches()
             argv = parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json")
@@ -194,8 +204,11 @@ def report(results, restores, files, entries, nbytes, args) -> None:
     ratios = {}
     if pb:
         print()
+        if "parbackup1" in results:
+            ratios["speed-up, 2 devices over 1"] = results["parbackup1"].wall / pb.wall
         if "tar" in results:
             ratios["wall parbackup / tar -cf"] = pb.wall / results["tar"].wall
+            ratios["CPU parbackup / tar -cf"] = pb.cpu / results["tar"].cpu
         for peer in ("restic", "borg", "rclone"):
             if peer in results:
                 ratios[f"throughput parbackup / {peer}"] = results[peer].wall / pb.wall
@@ -205,6 +218,10 @@ def report(results, restores, files, entries, nbytes, args) -> None:
                     ratios[f"restore throughput parbackup / {peer}"] = (
                         restores[peer].wall / restores["parbackup"].wall
                     )
+            if "tar" in restores:
+                ratios["restore wall parbackup / tar -xf"] = (
+                    restores["parbackup"].wall / restores["tar"].wall
+                )
         for k, v in ratios.items():
             print(f"- {k}: {v:.2f}")
     if args.json:

@@ -54,23 +54,30 @@ def make_files(root: str, count: int) -> int:
 
 
 def plan_timings(src: str, devs: list[str]) -> dict:
-    """Scan and plan in this process, timed apart (what ``parbackup plan`` runs)."""
-    from parbackup.engine.backup import make_plan
+    """Scan and plan in this process, timed apart (what ``parbackup plan`` runs), and the
+    memory the columnar entries and plan take."""
+    from parbackup.engine.backup import make_plan, scan, source_specs
     from parbackup.engine.devices import close_all, open_devices
-    from parbackup.engine.gcpause import paused_gc
     from parbackup.engine.report import BackupOptions
-    from parbackup.sources.tree import scan
 
     t0 = time.perf_counter()
-    with paused_gc():  # as run_backup and the plan command scan
-        entries = scan([src], lambda p, e: None)
+    entries = scan(source_specs([src]), [])
     t1 = time.perf_counter()
     alive, _ = open_devices(devs, create_labels=False, require_label=False)
     t2 = time.perf_counter()
-    the_plan = make_plan(entries, alive, BackupOptions())
+    the_plan = make_plan(entries, [d.space for d in alive], BackupOptions())
     t3 = time.perf_counter()
     close_all(alive)
-    return {"entries": len(entries), "scan": t1 - t0, "plan": t3 - t2, "items": len(the_plan.items)}
+    plan_bytes = sum(a.itemsize * len(a) for a in (the_plan.file, the_plan.offset,
+                                                   the_plan.size, the_plan.device))  # fmt: skip
+    return {
+        "entries": len(entries),
+        "scan": t1 - t0,
+        "plan": t3 - t2,
+        "items": len(the_plan),
+        "entries_mb": entries.nbytes() / 1e6,
+        "plan_mb": plan_bytes / 1e6,
+    }
 
 
 def many_files(args, w: str) -> list[list[str]]:
@@ -90,6 +97,10 @@ def many_files(args, w: str) -> list[list[str]]:
         timings = plan_timings(src, [dev1, dev2])
         rows.append(["scan (in-process)", f"{timings['scan']:.2f}", "", "", "", ""])
         rows.append(["plan (in-process, pure planner)", f"{timings['plan']:.2f}", "", "", "", ""])
+        rows.append(
+            ["scan + plan (in-process)", f"{timings['scan'] + timings['plan']:.2f}", "", "", "",
+             f"entries {timings['entries_mb']:.0f} MB, plan {timings['plan_mb']:.0f} MB"]
+        )  # fmt: skip
         catalog = f"{state}/catalog.sqlite"
         env = parbackup_env(catalog)
         m = run(

@@ -130,7 +130,7 @@ def test_sources_with_the_same_base_name_do_not_collide(tmp_path, device_dirs):
     assert run_cli("restore", "--target", str(out), "--catalog", cat).code == 0
     assert snapshot(restored_root(out, a)) == snapshot(a)
     assert snapshot(restored_root(out, b)) == snapshot(b)
-    sets = run_cli("sets", "--catalog", cat, "--json").json
+    sets = run_cli("sets", "--catalog", cat, "--json").json["sets"]
     assert sorted(sets[0]["sources"]) == sorted([str(a), str(b)])
 
 
@@ -209,10 +209,10 @@ def test_json_documents_of_listing_commands(tmp_path, tree, device_dirs):
     devs = device_dirs(2)
     cat = str(tmp_path / "c")
     set_id = run_cli("backup", str(tree), *dev_args(devs), "--catalog", cat, "--json").json["set"]
-    sets = run_cli("sets", "--catalog", cat, "--json").json
+    sets = run_cli("sets", "--catalog", cat, "--json").json["sets"]
     assert {"set", "status", "created", "files", "bytes"} <= set(sets[0])
     assert sets[0]["set"] == set_id
-    files = run_cli("files", "--catalog", cat, "--json", "--set", set_id[:8]).json
+    files = run_cli("files", "--catalog", cat, "--json", "--set", set_id[:8]).json["files"]
     assert {"path", "size", "mode", "mtime"} <= set(files[0])
     assert str(min(tree.rglob("file*.bin"))) in {f["path"] for f in files}
     v = run_cli("verify", "--catalog", cat, "--json").json

@@ -3,8 +3,7 @@ taking back unstarted work, and a time-balanced backup that rebalances at run ti
 
 from __future__ import annotations
 
-import queue
-from collections import deque
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -15,27 +14,19 @@ from parbackup.catalog import Catalog
 from parbackup.devices.registry import open_device
 from parbackup.devices.throttle import ThrottledDevice, TokenBucket
 from parbackup.engine.backup import make_plan, reserve_for
-from parbackup.engine.balance import (
-    Balance,
-    Pacer,
-    Speed,
-    ahead_of_level,
-    device_speeds,
-    level_moves,
-    mirror,
-    probe_speed,
-    url_speed,
-)
 from parbackup.engine.devices import open_devices
+from parbackup.engine.mover import probe_speed
 from parbackup.engine.report import BackupOptions
-from parbackup.engine.writer import DeviceWriter
-from parbackup.errors import DeviceError
-from parbackup.model import FileEntry, Item, Kind, Piece, Slot
+from parbackup.engine.speeds import device_speeds, url_speed
+from parbackup.engine.workqueue import Sent, WorkQueue
+from parbackup.entries import Entries
+from parbackup.model import FileEntry, Kind, Piece, Slot, Space
 from parbackup.plan import shares_of
+from parbackup.plan.pacing import Balance, Pacer, Speed, ahead_of_level, level_moves
 
 
 def _entries(sizes):
-    return [FileEntry(f"/f{i}", Kind.FILE, s, 0o644, 0) for i, s in enumerate(sizes)]
+    return Entries.of(FileEntry(f"/f{i}", Kind.FILE, s, 0o644, 0) for i, s in enumerate(sizes))
 
 
 def _open(urls):
@@ -44,49 +35,46 @@ def _open(urls):
     return alive
 
 
+def _fake(url, label, free=None):
+    return SimpleNamespace(url=url, label=label, space=Space(free, None))
+
+
 # -- where speeds come from ------------------------------------------------------------
 def test_url_speed_parses_rates():
-    assert url_speed(open_device("memory://s1?speed=50M")) == 50e6
-    assert url_speed(open_device("memory://s1?speed=2MiB/s")) == 2 * 1024 * 1024
-    assert url_speed(open_device("memory://s1")) is None
+    assert url_speed("memory://s1?speed=50M") == 50e6
+    assert url_speed("memory://s1?speed=2MiB/s") == 2 * 1024 * 1024
+    assert url_speed("memory://s1") is None
 
 
-def test_speed_precedence_url_then_catalog_then_probe(tmp_path):
-    devs = _open(["memory://p1?speed=10M", "memory://p2", "memory://p3"])
+def test_speed_precedence_url_then_catalog_then_probe():
+    devs = [_fake("memory://p1?speed=10M", "L1"), _fake("memory://p2", "L2"), _fake("m3", "L3")]
     probed = []
 
-    def probe(device):
-        probed.append(device.url.raw)
+    def probe(dev):
+        probed.append(dev.url)
         return 7.0
 
-    known = {devs[1].label.label: 20e6}
-    speeds = device_speeds(devs, known, probe=probe)
+    known = {"L2": 20e6}
+    speeds = device_speeds(devs, known, probe)
     # p3 has no catalog figure, so the catalog is not mixed with probes: both probed
     assert speeds == [Speed(10e6, "url"), Speed(7.0, "probe"), Speed(7.0, "probe")]
-    assert probed == ["memory://p2", "memory://p3"]
-    known[devs[2].label.label] = 30e6
-    speeds = device_speeds(devs, known, probe=probe)
+    assert probed == ["memory://p2", "m3"]
+    known["L3"] = 30e6
+    speeds = device_speeds(devs, known, probe)
     assert speeds == [Speed(10e6, "url"), Speed(20e6, "catalog"), Speed(30e6, "catalog")]
 
 
 def test_failed_probe_assumes_the_mean_of_the_others():
-    devs = _open(["memory://q1", "memory://q2", "memory://q3"])
-
-    def probe(device):
-        if device.url.raw.endswith("q2"):
-            raise DeviceError("no")
-        return 10.0 if device.url.raw.endswith("q1") else 30.0
-
-    speeds = device_speeds(devs, {}, probe=probe)
+    devs = [_fake("q1", "a"), _fake("q2", "b"), _fake("q3", "c")]
+    rates = {"q1": 10.0, "q2": None, "q3": 30.0}
+    speeds = device_speeds(devs, {}, lambda dev: rates[dev.url])
     assert speeds[1] == Speed(20.0, "assumed")
 
 
 def test_probe_writes_then_deletes_its_scratch_object():
     dev = open_device("memory://probe1")
-    ticks = iter(range(100))
-    rate = probe_speed(dev, limit=1 << 20, seconds=100, clock=lambda: next(ticks) * 0.5)
-    # 4 writes of 256 KiB, one clock call after each, 0.5 s per call: 1 MiB in 2.5 s
-    assert rate == pytest.approx((1 << 20) / 2.5)
+    rate = probe_speed(dev, limit=1 << 20, seconds=100)
+    assert rate > 0
     assert dev.list("") == []
 
 
@@ -106,15 +94,15 @@ def test_catalog_remembers_speeds(tmp_path):
     rates=st.lists(st.integers(1, 1000), min_size=2, max_size=5),
 )
 def test_time_plan_shares_follow_speeds(sizes, rates):
-    devs = _open([f"memory://w{i}" for i in range(len(rates))])
+    spaces = [Space(None, None)] * len(rates)
     speeds = [Speed(float(r), "url") for r in rates]
-    plan = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.TIME), speeds=speeds)
+    plan = make_plan(_entries(sizes), spaces, BackupOptions(balance=Balance.TIME), speeds=speeds)
     got = plan.device_bytes()
     total = sum(sizes)
     assert sum(got) == total
     for share, r in zip(got, rates, strict=True):
         assert abs(share - total * r / sum(rates)) <= 1  # fill ends exactly at each share
-    equal = make_plan(_entries(sizes), devs, BackupOptions(balance=Balance.BYTES), speeds=speeds)
+    equal = make_plan(_entries(sizes), spaces, BackupOptions(balance=Balance.BYTES), speeds=speeds)
     assert max(equal.device_bytes()) - min(equal.device_bytes()) <= 1
 
 
@@ -122,7 +110,8 @@ def test_time_plan_still_respects_free_space():
     devs = _open(["memory://cap1?capacity=1M", "memory://cap2"])
     speeds = [Speed(1000.0, "url"), Speed(1.0, "url")]  # the fast one is small
     entries = _entries([800_000, 800_000])
-    plan = make_plan(entries, devs, BackupOptions(balance=Balance.TIME), speeds=speeds)
+    spaces = [d.space for d in devs]
+    plan = make_plan(entries, spaces, BackupOptions(balance=Balance.TIME), speeds=speeds)
     room = devs[0].space.free - reserve_for(entries, 2)
     assert 0 < room < 1_000_000
     assert plan.device_bytes()[0] == room
@@ -193,41 +182,22 @@ def test_pacer_waits_for_warmup_and_ignores_small_moves():
     assert pacer.moves(rates, {0: 50, 1: 0}, {0: 50, 1: 0}) == {}  # below min_move
 
 
-# -- taking unstarted work back from a writer ------------------------------------------
+# -- taking unstarted work back from a device's queue --------------------------------
 def test_take_back_removes_from_the_end_and_cuts_the_last_item():
-    (dev,) = _open(["memory://tb1"])
-    w = DeviceWriter(dev, b"\0" * 16, [], {}, queue.Queue(), chunk=10)
-    items = [Item(0, 0, 100, 0), Item(1, 0, 30, 0), Item(2, 0, 20, 0)]
-    w.todo.extend(items)
-    engine_view = deque(items)
-    back = w.take_back(25)  # the 20-byte item; 5 left is below one chunk
-    assert (back.removed, back.tail, back.head) == (1, None, None)
-    assert back.pieces == [Piece(2, 0, 20)]
-    mirror(engine_view, back)
-    back = w.take_back(60)  # all of item 1 (30), then the last 30 bytes of item 0
-    assert back.removed == 1 and back.tail == Item(0, 0, 70, 0)
-    assert back.pieces == [Piece(1, 0, 30), Piece(0, 70, 30)]
-    mirror(engine_view, back)
-    assert list(w.todo) == list(engine_view) == [Item(0, 0, 70, 0)]
+    q = WorkQueue()
+    q.extend([0, 1, 2], [0, 0, 0], [100, 30, 20])
+    assert q.take_back(25, min_cut=10) == [Piece(2, 0, 20)]  # 5 left is below one chunk
+    assert q.take_back(60, min_cut=10) == [Piece(1, 0, 30), Piece(0, 70, 30)]
+    assert q.take(10, 1 << 30, 1 << 30) == [(0, 0, 70)]
+    assert len(q) == 0 and q.bytes == 0
 
 
-def test_take_back_cuts_the_item_being_written_beyond_the_chunk_in_flight():
-    (dev,) = _open(["memory://tb2"])
-    w = DeviceWriter(dev, b"\0" * 16, [], {}, queue.Queue(), chunk=10)
-    first = Item(0, 0, 100, 0)
-    w.todo.append(first)
-    done_before = Item(9, 0, 5, 0)  # finished, its ItemDone not yet handled
-    engine_view = deque([done_before, first])
-    assert w._next() is first
-    with w.lock:
-        w.reading_to = 30  # the writer has read up to 30 and is writing that chunk
-    back = w.take_back(1000)
-    assert back.head == (first, Item(0, 0, 30, 0))
-    assert back.pieces == [Piece(0, 30, 70)]
-    assert w.current_end == 30
-    mirror(engine_view, back)
-    assert list(engine_view) == [done_before, Item(0, 0, 30, 0)]
-    assert w.take_back(1000).pieces == []  # nothing left beyond the chunk in flight
+def test_large_items_go_in_parts_and_their_unread_tail_can_move():
+    q = WorkQueue()
+    q.extend([7], [0], [250])
+    assert q.take(1, 1 << 30, split=100) == [(7, 0, 100)]
+    assert q.take_back(120, min_cut=10) == [Piece(7, 130, 120)]
+    assert q.take(5, 1 << 30, split=100) == [(7, 100, 30)]
 
 
 # -- throttle wrapper ------------------------------------------------------------------
@@ -314,39 +284,29 @@ def test_plan_dry_run_balances_by_time_without_writing(tmp_path, tree, device_di
 @given(
     sizes=st.lists(st.integers(0, 60), min_size=1, max_size=8),
     ops=st.lists(
-        st.tuples(st.sampled_from(["start", "read", "ack", "take"]), st.integers(0, 80)),
+        st.tuples(st.sampled_from(["send", "done", "durable", "take"]), st.integers(0, 80)),
         max_size=40,
     ),
 )
-def test_take_back_and_mirror_keep_writer_and_engine_in_step(sizes, ops):
-    """Any interleaving of the writer working, the engine acknowledging and taking work
-    back leaves the engine's view equal to the writer's queue, and no byte lost."""
-    (dev,) = _open(["memory://tb3"])
-    w = DeviceWriter(dev, b"\0" * 16, [], {}, queue.Queue(), chunk=10)
-    items = [Item(i, 0, n, 0) for i, n in enumerate(sizes)]
-    w.todo.extend(items)
-    view = deque(items)
-    unacked = 0  # items the writer finished whose ItemDone the engine has not handled
-    busy = False  # the writer is in the middle of w.current
-    done_bytes = moved = 0
+def test_queue_and_sent_keep_every_byte(sizes, ops):
+    """Any interleaving of sending, writing, making durable and taking work back keeps
+    every byte in exactly one place: queued, sent and not durable, durable, or moved."""
+    q, sent = WorkQueue(), Sent()
+    q.extend(range(len(sizes)), [0] * len(sizes), sizes)
+    durable = moved = 0
     for op, n in ops:
-        if op == "start" and not busy and w._next() is not None:
-            busy = True
-        elif op == "read" and busy:
-            with w.lock:
-                w.reading_to = min(w.current_end, w.reading_to + w.chunk)
-                finished = w.reading_to >= w.current_end
-            if finished:
-                done_bytes += w.current_end - w.current.offset
-                unacked, busy = unacked + 1, False
-        elif op == "ack" and unacked:
-            view.popleft()
-            unacked -= 1
-        elif op == "take":
-            back = w.take_back(n)
-            mirror(view, back)
-            moved += sum(p.size for p in back.pieces)
-        expected = ([w.current] if busy else []) + list(w.todo)
-        assert list(view)[unacked:] == expected
-    left = sum(i.size for i in w.todo) + (w.current_end - w.current.offset if busy else 0)
-    assert done_bytes + left + moved == sum(sizes)
+        if op == "send":
+            for fid, off, size in q.take(2, 50, split=25):
+                sent.add(fid, off, size)
+        elif op == "done":
+            sent.mark_done(min(sent.next_seq - 1, sent.done + 1 + n % 3))
+        elif op == "durable":
+            upto = min(sent.done, sent.first + n % 3)
+            before = sum(p.size for p in sent.pieces())
+            sent.retire(upto)
+            durable += before - sum(p.size for p in sent.pieces())
+        else:
+            moved += sum(p.size for p in q.take_back(n, min_cut=10))
+        held = sum(p.size for p in sent.pieces())
+        assert q.bytes + held + durable + moved == sum(sizes)
+        assert 0 <= sent.undone_bytes <= held

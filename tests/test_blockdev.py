@@ -77,7 +77,7 @@ def test_loop_device_backup_restore(tmp_path, device_dirs, loop):
     ]
 
     r = run_cli("files", "--catalog", cat, "--json")
-    assert [(f["path"], f["size"]) for f in r.json] == [(source, len(content))]
+    assert [(f["path"], f["size"]) for f in r.json["files"]] == [(source, len(content))]
 
     # back as a file, with its zero runs as holes
     out = tmp_path / "out"

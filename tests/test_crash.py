@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from killpoints import device_garbage, device_usage, pause_point, volumes_on, wait_paused
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import FRAMING_SLACK
 from parbackup.readback.restore import RestoreOptions, run_restore
 from parbackup.readback.verify import run_verify
 
 RESTORABLE = ("complete", "degraded")
 
 
-def backup_cmd(tree: Path, devs: list[Path], cat: str) -> list[str]:
+def backup_cmd(tree: Path, devs: list[Path] | list[str], cat: str) -> list[str]:
     args = [a for d in devs for a in ("--device", str(d))]
     return [
         sys.executable,
@@ -40,17 +41,6 @@ def sets_on_devices(devs: list[Path]) -> set[str]:
     return {p.name for d in devs for p in (d / "sets").glob("*") if any(p.iterdir())}
 
 
-def new_running_set(cat: str, seen: set[str]) -> bool:
-    """True once a set not in ``seen`` is running (the killed runs' sets stay 'running'
-    until the next run marks them interrupted)."""
-    db = sqlite3.connect(cat, timeout=10)
-    try:
-        rows = db.execute("SELECT id FROM sets WHERE status='running'").fetchall()
-    finally:
-        db.close()
-    return any(r[0] not in seen for r in rows)
-
-
 def check_catalog(cat: str, verified: set[str]) -> dict[str, str]:
     """The catalog opens; every restorable set not yet checked verifies clean."""
     with Catalog(cat) as catalog:
@@ -61,6 +51,13 @@ def check_catalog(cat: str, verified: set[str]) -> dict[str, str]:
                 assert report.damaged == [], f"set {set_id} marked {st} but {report.damaged}"
                 verified.add(set_id)
     return status
+
+
+def whole_sets(cat: str) -> frozenset[str]:
+    """Sets whose volumes are needed whole now: restorable, running, and what a running
+    run reads from (catalog/liveness.py)."""
+    with Catalog(cat) as catalog:
+        return catalog.root_ids() | catalog.pinned_ids()
 
 
 @pytest.mark.slow
@@ -81,40 +78,66 @@ def test_sigkill_at_random_moments(tmp_path, device_dirs):
     kills = 12
     hit = 0  # kills that caught a run after it had begun its set
     seen = set(status)
+    before = whole_sets(cat)
     for i in range(kills):
+        urls: list[str] = [str(d) for d in devs]
+        fifo = None
+        if i % 2 == 0:  # at a seeded byte offset of one device, after the run's clean-up
+            gate = tmp_path / f"gate{i}"
+            fifo = pause_point(gate)
+            at = rng.randrange(1 << 20, 12 << 20)
+            urls[0] = f"faulty+file://{devs[0]}?pause_after={at}&gate={gate}"
         proc = subprocess.Popen(
-            backup_cmd(tree, devs, cat),
+            backup_cmd(tree, urls, cat),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if i % 2:  # any moment of the process's life, start-up and scan included
-            time.sleep(rng.uniform(0.05, duration * 1.1))
-        else:  # a moment after its set was begun, while its writers run
-            delay = rng.uniform(0, duration / 2)
-            while proc.poll() is None and not new_running_set(cat, seen):
-                time.sleep(0.005)
-            time.sleep(delay)
+        paused = False
+        if fifo is None:  # any moment of the process's life, start-up and scan included
+            time.sleep(rng.uniform(0.05, duration * 1.1))  # the seeded kill moment
+        else:
+            paused = wait_paused(proc, fifo)  # a real event: the device paused
+            time.sleep(rng.uniform(0, duration / 4))  # the seeded kill moment after it
+            gate.touch()  # later users of this URL (prune) pass the pause at once
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         status = check_catalog(cat, verified)
-        hit += any(s not in seen for s in status)
+        new = {s for s in status if s not in seen}
+        hit += bool(new)
         seen.update(status)
         assert status[first_set] == "complete"
-        # orphans of earlier kills were cleaned by the later runs: at most the last
-        # killed set has volumes on the devices besides the restorable ones
-        leftovers = sets_on_devices(devs) - {s for s, st in status.items() if st in RESTORABLE}
-        assert len(leftovers) <= 1, (i, leftovers, status)
-        assert all(status.get(s) in ("running", "interrupted", None) for s in leftovers)
+        # every set with volumes on the devices is known to the catalog (none forgotten
+        # while its volumes remain: those would be foreign for ever)
+        assert sets_on_devices(devs) <= set(status), (i, status)
+        # the devices hold nothing no live set needs, except what the last killed run
+        # wrote and what it was reading from, and, when it was killed before its
+        # clean-up was done, what the run before it had been reading from
+        garbage = device_garbage(devs, cat)
+        assert {name.split("/")[2] for name in garbage} <= before | new, (i, garbage)
+        if paused:  # it wrote, so it had cleaned up: nothing else is left
+            assert garbage == {}, (i, garbage)
+        before = whole_sets(cat)
     print(f"first backup {duration:.2f}s; {hit} of {kills} kills hit a running set")
     assert hit >= kills // 2
-    # prune removes what the last killed run left
+    # prune removes what the last killed run left: the devices then hold exactly what
+    # the live sets read, plus each volume's framing
     r = run_cli("prune", "--orphans", "--catalog", cat, "--json")
     assert r.code == 0, r.err
+    assert device_garbage(devs, cat) == {}
     with Catalog(cat) as catalog:
         status = {s.id: s.status for s in catalog.sets()}
-    assert set(status.values()) <= set(RESTORABLE)
-    assert sets_on_devices(devs) == set(status)
+        restorable = {s for s, st in status.items() if st in RESTORABLE}
+        referenced = catalog.referenced_sets(restorable)
+        live = {
+            (ref.label, ref.volume, ref.position): ref.header_size + ref.size
+            for s in restorable
+            for _, ref in catalog.records(s)
+        }
+    assert set(status) <= restorable | referenced, status  # dead sets only if still read
+    assert sets_on_devices(devs) <= set(status)
+    frames = device_usage(devs) - sum(live.values())
+    assert 0 < frames <= len(volumes_on(devs)) * FRAMING_SLACK, frames
     # the same backup again completes; both it and the first set restore exactly
     r = subprocess.run(backup_cmd(tree, devs, cat), env=env, capture_output=True)
     assert r.returncode == 0, r.stderr

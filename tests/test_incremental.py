@@ -14,6 +14,7 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
+from parbackup.catalog.store import SCHEMA_VERSION
 
 
 def volume_bytes(devs: list[Path]) -> int:
@@ -97,7 +98,7 @@ def test_incremental_chain(tmp_path, device_dirs):
         restore_and_compare(tmp_path, tree, cat, s["set"], state)
 
     r = run_cli("sets", "--catalog", cat, "--json")
-    kinds = [(x["kind"], x["bytes"], x["reused"]) for x in r.json]
+    kinds = [(x["kind"], x["bytes"], x["reused"]) for x in r.json["sets"]]
     assert kinds == [
         ("full", total, 0),
         ("incremental", changed, new_total - changed),
@@ -164,18 +165,20 @@ def test_schema_1_catalog_is_migrated(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=9, files=5)
     first = backup(tree, devs, cat)
     db = sqlite3.connect(cat)
+    db.execute("DROP INDEX records_by_origin")  # schema 1 had neither it nor its column
     for table, column in (
         ("files", "ctime_ns"),
         ("files", "ino"),
         ("records", "origin_set"),
         ("records", "origin_file"),
+        ("sets", "resumed"),
     ):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.execute("UPDATE meta SET value='1' WHERE key='schema'")
     db.commit()
     db.close()
     with Catalog(cat) as c:
-        assert c.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+        assert c.meta("schema") == str(SCHEMA_VERSION)
     second = backup(tree, devs, cat, "--incremental")
     assert second["kind"] == "incremental" and second["reused"] == 0
     assert second["bytes"] == first["bytes"]

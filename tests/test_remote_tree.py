@@ -24,7 +24,7 @@ def test_local_and_sftp_sources_in_one_set(sshd, tmp_path, device_dirs):
     assert doc["bytes"] == sizes
 
     r = run_cli("sets", "--catalog", cat, "--json")
-    (info,) = r.json
+    (info,) = r.json["sets"]
     assert sorted(info["sources"]) == sorted(
         [str(local), url.split("?")[0] + "?" + url.split("?")[1]]
     )

@@ -16,7 +16,7 @@ from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions
-from parbackup.errors import BackupFailedError
+from parbackup.errors import BackupFailedError, UsageError
 from parbackup.progress import Started
 from parbackup.readback.restore import RestoreOptions, run_restore
 
@@ -41,7 +41,7 @@ def test_pre_and_post_commands(tmp_path, device_dirs):
     assert r.code == 0, r.err + r.out
     assert not snap.exists() and status.read_text() == "complete\n"
     r = run_cli("files", "--catalog", cat, "--json")
-    assert all(f["path"].startswith(str(tree)) for f in r.json)  # live paths recorded
+    assert all(f["path"].startswith(str(tree)) for f in r.json["files"])  # live paths recorded
     out = tmp_path / "out"
     assert run_cli("restore", "--target", str(out), "--catalog", cat).code == 0
     assert snapshot(restored_root(out, tree)) == before
@@ -51,8 +51,7 @@ def test_pre_and_post_commands(tmp_path, device_dirs):
 def test_post_command_runs_when_backup_fails(tmp_path):
     tree = make_tree(tmp_path / "src", seed=4, files=3)
     snap, status = tmp_path / "snap", tmp_path / "status.txt"
-    not_a_device = tmp_path / "file"
-    not_a_device.write_text("x")
+    not_a_device = tmp_path / "not-mounted"  # a device failure (a regular file: exit 2)
     r = run_cli(
         "backup", str(tree), "--device", str(not_a_device), "--catalog",
         str(tmp_path / "cat.sqlite"), "--pre-command", f"cp -a {tree} {snap}; echo {snap}",
@@ -163,9 +162,13 @@ def test_btrfs_snapshot_backup_while_writer_runs(tmp_path, device_dirs, subvolum
             assert leftover_snapshots(vol) == []
 
             # the backup fails (no usable device): the snapshot goes all the same
+            with pytest.raises(BackupFailedError):
+                run_backup([str(vol)], [str(tmp_path / "not-mounted")], cat, opts)
+            assert leftover_snapshots(vol) == []
+            # a configuration mistake (a device that is a regular file): the same
             bad = tmp_path / "not-a-dir"
             bad.write_text("x")
-            with pytest.raises(BackupFailedError):
+            with pytest.raises(UsageError):
                 run_backup([str(vol)], [str(bad)], cat, opts)
             assert leftover_snapshots(vol) == []
 

@@ -35,7 +35,7 @@ def test_small_stream_roundtrip(tmp_path, device_dirs):
     # 8 MiB segments to the least-filled device: 8 + 8 + the rest
     assert sorted(d["bytes"] for d in doc["devices"]) == [len(data) - 16 * MiB, 8 * MiB, 8 * MiB]
     r = run_cli("files", "--catalog", cat, "--json")
-    assert [(f["path"], f["size"]) for f in r.json] == [("/dumps/db.sql", len(data))]
+    assert [(f["path"], f["size"]) for f in r.json["files"]] == [("/dumps/db.sql", len(data))]
     r = run_cli("restore", "--stdout", "dumps/db.sql", "--catalog", cat)
     assert r.code == 0
     out = subprocess.run(

@@ -14,18 +14,22 @@ import logging
 
 __version__ = "0.1.0"
 
-import importlib
-from typing import Any
-
-# Exported names -> the module defining them, imported on first use (PEP 562): a worker
-# process (parbackup.workers) imports this package first and must not pay for all of it.
+# Where each public name lives. Imported on first use (PEP 562), so a worker process
+# (a mover, a reader) that imports one module of the package does not load them all.
 _EXPORTS = {
     "Catalog": "parbackup.catalog",
     "open_device": "parbackup.devices.registry",
     "run_backup": "parbackup.engine.backup",
+    "run_stream_backup": "parbackup.engine.backup",
+    "run_image_restore": "parbackup.readback.image",
     "BackupOptions": "parbackup.engine.report",
     "BackupReport": "parbackup.engine.report",
-    "run_stream_backup": "parbackup.engine.stream",
+    "RestoreOptions": "parbackup.readback.restore",
+    "RestoreReport": "parbackup.readback.restore",
+    "run_restore": "parbackup.readback.restore",
+    "restore_to_stream": "parbackup.readback.stream",
+    "VerifyReport": "parbackup.readback.verify",
+    "run_verify": "parbackup.readback.verify",
     "BackupFailedError": "parbackup.errors",
     "CatalogError": "parbackup.errors",
     "DeviceError": "parbackup.errors",
@@ -36,56 +40,26 @@ _EXPORTS = {
     "Order": "parbackup.model",
     "Strategy": "parbackup.model",
     "plan": "parbackup.plan",
-    "run_image_restore": "parbackup.readback.image",
-    "RestoreOptions": "parbackup.readback.restore",
-    "RestoreReport": "parbackup.readback.restore",
-    "run_restore": "parbackup.readback.restore",
-    "restore_to_stream": "parbackup.readback.stream",
-    "VerifyReport": "parbackup.readback.verify",
-    "run_verify": "parbackup.readback.verify",
 }
 
+__all__ = sorted([*_EXPORTS, "__version__"])
 
-def __getattr__(name: str) -> Any:
-    """Import an exported name's module on first use."""
+
+def __getattr__(name: str) -> object:
+    """Load a public name from its module on first use."""
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'parbackup' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted({*globals(), *_EXPORTS})
 
-
-__all__ = [
-    "BackupFailedError",
-    "BackupOptions",
-    "BackupReport",
-    "Catalog",
-    "CatalogError",
-    "DeviceError",
-    "Order",
-    "ParbackupError",
-    "PlanError",
-    "RestoreError",
-    "RestoreOptions",
-    "RestoreReport",
-    "Strategy",
-    "UsageError",
-    "VerifyReport",
-    "__version__",
-    "open_device",
-    "plan",
-    "restore_to_stream",
-    "run_backup",
-    "run_image_restore",
-    "run_restore",
-    "run_stream_backup",
-    "run_verify",
-]
 
 # A library logs; the application decides where records go (none by default).
 logging.getLogger(__name__).addHandler(logging.NullHandler())

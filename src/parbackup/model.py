@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -98,26 +100,87 @@ class Item:
     device: int
 
 
-@dataclass(frozen=True)
+class Pieces:
+    """Planner input in columns: piece ``k`` is ``size[k]`` bytes of file ``file[k]`` from
+    ``offset[k]``. A million pieces cost 24 MB, not a million objects."""
+
+    __slots__ = ("file", "offset", "size")
+
+    def __init__(self) -> None:
+        self.file = array("q")
+        self.offset = array("q")
+        self.size = array("q")
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def append(self, file: int, offset: int, size: int) -> None:
+        self.file.append(file)
+        self.offset.append(offset)
+        self.size.append(size)
+
+    def __iter__(self) -> Iterator[Piece]:
+        return map(Piece, self.file, self.offset, self.size)
+
+    def total(self) -> int:
+        return sum(self.size)
+
+    @classmethod
+    def of(cls, pieces: Iterable[Piece]) -> Pieces:
+        """Columns from ``Piece`` objects (tests, replans of a few pieces)."""
+        if isinstance(pieces, Pieces):
+            return pieces
+        out = cls()
+        for p in pieces:
+            out.append(p.file, p.offset, p.size)
+        return out
+
+
 class Plan:
-    """An ordered list of items over ``len(shares)`` devices.
+    """An ordered list of items over ``len(shares)`` devices, in columns.
 
     ``threshold`` is T = total / devices (P1). ``shares`` are the bytes each device is
-    meant to receive in this plan. Items are in list order; each device writes its own
-    items in that order (W1).
+    meant to receive in this plan. Item ``k`` puts ``size[k]`` bytes of file ``file[k]``
+    from ``offset[k]`` on device ``device[k]``; items are in list order, and each device
+    writes its own items in that order (W1). ``items`` gives them as ``Item`` objects.
     """
 
-    strategy: Strategy
-    order: Order
-    threshold: int
-    shares: tuple[int, ...]
-    items: tuple[Item, ...]
+    __slots__ = ("device", "file", "offset", "order", "shares", "size", "strategy", "threshold")
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        order: Order,
+        threshold: int,
+        shares: tuple[int, ...],
+        file: array,
+        offset: array,
+        size: array,
+        device: array,
+    ) -> None:
+        self.strategy, self.order, self.threshold, self.shares = strategy, order, threshold, shares
+        self.file, self.offset, self.size, self.device = file, offset, size, device
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        """Every item as an ``Item`` (small plans, tests)."""
+        return tuple(map(Item, self.file, self.offset, self.size, self.device))
 
     def device_bytes(self) -> list[int]:
         """Bytes assigned to each device."""
         out = [0] * len(self.shares)
-        for item in self.items:
-            out[item.device] += item.size
+        for dev, size in zip(self.device, self.size, strict=True):
+            out[dev] += size
         return out
 
     def device_items(self, device: int) -> list[Item]:
@@ -127,8 +190,8 @@ class Plan:
     def segment_counts(self) -> list[int]:
         """Number of items (files or file segments) each device receives."""
         out = [0] * len(self.shares)
-        for item in self.items:
-            out[item.device] += 1
+        for dev in self.device:
+            out[dev] += 1
         return out
 
 

@@ -6,12 +6,13 @@ talks to its parent only through ``channel``: picklable messages both ways. Noth
 shared, so the same function can run in a local process (``LocalExecutor``, the default,
 nothing to set up) or on another host (a cluster executor).
 
-``LocalExecutor`` starts each worker as a fresh interpreter (``python -m
-parbackup.workers``) joined to the parent by a socket pair. A fresh interpreter, not a
-fork: the parent may hold threads (SSH transports, progress) and locks that a forked
-child would inherit half-taken. Such a child is also never waited for at the parent's
-exit, so a worker stuck on a hung device (a frozen NFS mount) cannot hold the program up
-(REQUIREMENTS R1): the parent kills what it gives up and moves on.
+``LocalExecutor`` starts each worker as a fresh interpreter joined to the parent by a
+socket pair. A fresh interpreter, not a fork: the parent may hold threads (SSH
+transports, progress) and locks that a forked child would inherit half-taken. Such a
+child is also never waited for at the parent's exit, so a worker stuck on a hung device
+(a frozen NFS mount) cannot hold the program up (REQUIREMENTS R1): the parent kills
+what it gives up and moves on. Only where the interpreter cannot be run again (a user
+that may not enter its directory) is the worker forked instead.
 
 Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gone),
 ``poll(timeout)``, ``fileno()``, ``close()`` — the ``multiprocessing.connection``
@@ -20,25 +21,28 @@ Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gon
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib
 import os
 import pickle
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import parbackup
 
+_CHILD = "import sys; from parbackup.workers import main; sys.exit(main(sys.argv[1:]))"
+"""The child's program: through the imported module, so message classes pickle under
+their real module name (not ``__main__``) and the parent can unpickle them."""
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 
 
@@ -61,10 +65,18 @@ class Channel(Protocol):
 
 
 class Worker(Protocol):
-    """A running worker as its parent sees it."""
+    """A running worker as its parent sees it.
+
+    ``send`` never blocks: messages go out in order from a thread of their own, so a
+    parent busy sending work can never deadlock with a worker busy sending results.
+    ``channel`` is for receiving (``poll``, ``recv``, ``wait_any``).
+    """
 
     name: str
     channel: Channel
+
+    def send(self, msg: Any) -> None:
+        """Queue a message for the worker (dropped once the worker is gone)."""
 
     def alive(self) -> bool:
         """True while the worker runs."""
@@ -83,16 +95,47 @@ class Executor(Protocol):
         """Start ``target(spec, channel)``; ``host`` is where it should run ("" anywhere)."""
 
 
+class Outbox:
+    """Sends a channel's messages in order from a daemon thread (``Worker.send``)."""
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        self.channel = channel
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
+        self.thread.start()
+
+    def put(self, msg: Any) -> None:
+        self.queue.put(msg)
+
+    def close(self) -> None:
+        self.queue.put(_CLOSE)
+
+    def _run(self) -> None:
+        while (msg := self.queue.get()) is not _CLOSE:
+            try:
+                self.channel.send(msg)
+            except (OSError, ValueError):
+                return  # the worker is gone or was given up: nothing more to say
+
+
+_CLOSE = object()
+
+
 class LocalWorker:
     """A worker in a local child process (see ``LocalExecutor``)."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, channel: Connection) -> None:
+    def __init__(self, name: str, proc: subprocess.Popen | _Forked, channel: Connection) -> None:
         self.name, self.proc, self.channel = name, proc, channel
+        self.outbox = Outbox(channel, name)
+
+    def send(self, msg: Any) -> None:
+        self.outbox.put(msg)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        self.outbox.close()
         with contextlib.suppress(OSError):
             self.proc.kill()
         with contextlib.suppress(OSError):
@@ -106,6 +149,46 @@ class LocalWorker:
         return True
 
 
+class _Forked:
+    """A forked worker, for when a fresh interpreter cannot be started (Popen-like)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def start(cls, target: str, child: socket.socket, parent: socket.socket) -> _Forked:
+        pid = os.fork()
+        if pid == 0:  # the child: serve, then leave without running the parent's cleanup
+            code = 1
+            try:
+                parent.close()
+                os.setsid()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                code = serve(target, Connection(child.detach()))
+            finally:
+                os._exit(code)
+        return cls(pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("worker", timeout)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+
 class LocalExecutor:
     """Every worker in its own local process (the default; nothing to set up)."""
 
@@ -117,8 +200,8 @@ class LocalExecutor:
         )
         debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "parbackup.workers", target, str(child.fileno())],
+            proc: subprocess.Popen | _Forked = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, target, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -126,180 +209,15 @@ class LocalExecutor:
                 stderr=None if debug else subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
             )
+        except PermissionError:
+            # The interpreter cannot be run again as this user (it lives in a directory
+            # only its owner may enter, e.g. after dropping privileges): fork instead.
+            proc = _Forked.start(target, child, parent)
         finally:
             child.close()
         channel = Connection(parent.detach())
         channel.send(spec)
         return LocalWorker(name or target, proc, channel)
-
-
-class ForkedWorker:
-    """A worker forked by the fork server (see ``ForkServerExecutor``).
-
-    Not this process's child, so it is watched through a pidfd: it can be waited for
-    and killed without any risk of hitting a reused process id.
-    """
-
-    def __init__(self, name: str, pidfd: int | None, channel: Connection) -> None:
-        self.name, self.pidfd, self.channel = name, pidfd, channel
-
-    def alive(self) -> bool:
-        return not self.join(0)
-
-    def kill(self) -> None:
-        if self.pidfd is not None:
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.channel.close()
-
-    def join(self, timeout: float) -> bool:
-        if self.pidfd is None:
-            return True
-        if not select.select([self.pidfd], [], [], max(0.0, timeout))[0]:
-            return False
-        os.close(self.pidfd)
-        self.pidfd = None
-        return True
-
-
-class ForkServerExecutor:
-    """Every worker in its own local process, forked from a warm server.
-
-    Like ``LocalExecutor``, but a worker starts in milliseconds instead of paying for a
-    fresh interpreter and its imports (which made short commands, such as verifying a
-    small set, several times slower than with threads). The server is a fresh
-    interpreter (``python -m parbackup.workers --fork-server``: no threads, no
-    half-taken locks, so forking it is safe), started once per program with the
-    ``preload`` modules imported, in its own session (Ctrl-C goes to the parent only);
-    it ends when this process does. Each worker gets this process's environment as it
-    is at ``start``.
-    """
-
-    _lock = threading.Lock()
-    _servers: ClassVar[dict[tuple[str, ...], tuple[subprocess.Popen, socket.socket]]] = {}
-
-    def __init__(self, preload: Sequence[str] = ()) -> None:
-        self.preload = tuple(preload)
-
-    def warm(self) -> None:
-        """Start the server now, without waiting for it: it gets ready (imports its
-        modules) while the caller prepares the workers' work."""
-        with self._lock, contextlib.suppress(OSError):
-            self._server()
-
-    def _server(self) -> socket.socket:
-        known = self._servers.get(self.preload)
-        if known is not None and known[0].poll() is None:
-            return known[1]
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            argv = ["-m", "parbackup.workers", "--fork-server", str(theirs.fileno())]
-            proc = subprocess.Popen(
-                [sys.executable, *argv, *self.preload],
-                pass_fds=(theirs.fileno(),),
-                env=_child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=None if _debug() else subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            theirs.close()
-        if not self._servers:
-            atexit.register(self.stop_servers)
-        self._servers[self.preload] = (proc, ours)
-        return ours
-
-    @classmethod
-    def stop_servers(cls) -> None:
-        """End the fork servers (at exit): close their sockets, wait a moment for them."""
-        with cls._lock:
-            for proc, sock in cls._servers.values():
-                sock.close()
-                try:
-                    proc.wait(1.0)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            cls._servers.clear()
-
-    def start(self, target: str, spec: Any, name: str = "", host: str = "") -> ForkedWorker:
-        parent, child = socket.socketpair()
-        request = pickle.dumps((target, dict(os.environ)))
-        try:
-            with self._lock:
-                answer = b""
-                for _attempt in range(2):  # a server that died is started again, once
-                    with contextlib.suppress(OSError):
-                        server = self._server()
-                        socket.send_fds(server, [request], [child.fileno()])
-                        answer = server.recv(64)
-                    if answer:
-                        break
-                    self._servers.pop(self.preload, None)
-        finally:
-            child.close()
-        if not answer:
-            parent.close()
-            raise OSError("cannot start a worker process (the fork server failed)")
-        pid = int(answer)
-        try:
-            pidfd: int | None = os.pidfd_open(pid)
-        except ProcessLookupError:
-            pidfd = None  # it ended already
-        channel = Connection(parent.detach())
-        worker = ForkedWorker(name or target, pidfd, channel)
-        try:
-            channel.send(spec)
-        except OSError:
-            worker.kill()
-        return worker
-
-
-def _child_env() -> dict[str, str]:
-    """This environment, with this package importable in a child interpreter."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _debug() -> bool:
-    return os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
-
-
-def fork_server(fd: int, preload: Sequence[str]) -> int:
-    """``python -m parbackup.workers --fork-server FD MODULE...``: fork workers on request.
-
-    Each request on the socket FD is (target, environment) with the worker's channel
-    attached; the answer is the worker's process id. Ends when the socket closes.
-    """
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    for module in preload:
-        importlib.import_module(module)
-    control = socket.socket(fileno=fd)
-    while True:
-        try:
-            request, fds, _flags, _addr = socket.recv_fds(control, 1 << 22, 1)
-        except OSError:
-            return 1
-        if not request:
-            return 0
-        target, env = pickle.loads(request)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                control.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                os.environ.clear()
-                os.environ.update(env)
-                code = serve(target, Connection(fds[0]))
-            finally:
-                os._exit(code)
-        for f in fds:
-            os.close(f)
-        control.send(str(pid).encode())
 
 
 def wait_any(channels: Sequence[Channel], timeout: float | None) -> list[Channel]:
@@ -333,15 +251,5 @@ def serve(target: str, channel: Connection) -> int:
 def main(argv: Sequence[str]) -> int:
     """``python -m parbackup.workers TARGET FD``: the child side of ``LocalExecutor``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    if argv[0] == "--fork-server":
-        return fork_server(int(argv[1]), argv[2:])
     target, fd = argv[0], int(argv[1])
     return serve(target, Connection(fd))
-
-
-if __name__ == "__main__":
-    # Run through the imported module, so the message classes pickle under their real
-    # module name (not ``__main__``) and the parent can unpickle them.
-    from parbackup import workers
-
-    sys.exit(workers.main(sys.argv[1:]))

@@ -173,3 +173,32 @@ def test_replace_and_delete(kind: Kind) -> None:
         assert dev.list("x") == []
     finally:
         dev.close()
+
+
+def test_read_only_open(kind: Kind) -> None:
+    """``open(write=False)`` reads everything back and writes nothing (read-only media)."""
+    dev = opened(kind.url())
+    label = dev.ensure_label()
+    dev.put("sets/x/vol-0001.pbv", BIG[:100_000])
+    dev.close()
+    back = open_device(kind.readback(dev.url.raw))
+    back.open(write=False)
+    try:
+        assert back.read_label() == label
+        assert {o.name: o.size for o in back.list("")} == {
+            LABEL_NAME: back.size(LABEL_NAME),
+            "sets/x/vol-0001.pbv": 100_000,
+        }
+        with back.open_read("sets/x/vol-0001.pbv") as stream:
+            assert stream.read() == BIG[:100_000]
+        if kind.name in ("file", "tape-file", "tape-fifo"):
+            with pytest.raises(DeviceError, match="reading only"):
+                back.create("sets/y/vol-0001.pbv").write(b"no")
+    finally:
+        back.close()
+    again = open_device(kind.readback(back.url.raw))
+    again.open(write=False)
+    try:  # nothing was added by the read-only open (no probe file, no new tape)
+        assert {o.name for o in again.list("")} == {LABEL_NAME, "sets/x/vol-0001.pbv"}
+    finally:
+        again.close()

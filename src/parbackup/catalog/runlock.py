@@ -19,7 +19,9 @@ class RunLock:
     """The lock of one catalog; ``acquire`` fails at once with a clear message if held."""
 
     def __init__(self, catalog_path: str) -> None:
-        self.path = os.path.abspath(catalog_path) + ".lock"
+        # realpath: a catalog named through a symlink (or a relative path) locks the
+        # same file as under its real name, so the lock cannot be bypassed that way.
+        self.path = os.path.realpath(catalog_path) + ".lock"
         self.fd = -1
 
     @property

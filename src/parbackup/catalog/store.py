@@ -20,13 +20,20 @@ from datetime import UTC, datetime
 
 from platformdirs import user_data_dir
 
+from parbackup.catalog.liverows import LivenessRows
+from parbackup.catalog.runlock import RunLock
+from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
-from parbackup.catalog.runlock import RunLock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
-records.origin_set/origin_file (records an incremental set reuses from earlier sets)."""
+records.origin_set/origin_file (records an incremental set reuses from earlier sets).
+3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
+
+REBUILDING_KEY = "rebuilding"
+"""A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
+such a catalog is partial, and nothing may be deleted on its word (prune refuses it)."""
 
 # Columns added after schema 1: (table, column, declaration). Opening an older catalog
 # adds the missing ones (see ``_migrate``); a fresh catalog gets them from _SCHEMA.
@@ -35,6 +42,7 @@ _ADDED_COLUMNS = (
     ("files", "ino", "INTEGER NOT NULL DEFAULT 0"),
     ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
     ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
+    ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _SCHEMA = """
@@ -54,7 +62,8 @@ CREATE TABLE IF NOT EXISTS sets (
     bytes INTEGER NOT NULL DEFAULT 0,
     reused INTEGER NOT NULL DEFAULT 0,
     sources TEXT NOT NULL,
-    report TEXT
+    report TEXT,
+    resumed TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS devices (
     label TEXT PRIMARY KEY,
@@ -106,6 +115,14 @@ CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
 """
 
 
+_ORIGIN_INDEX = (
+    "CREATE INDEX IF NOT EXISTS records_by_origin ON records(origin_set, set_id)"
+    " WHERE origin_set != ''"
+)
+"""Finds the records that lie in other sets' volumes (liveness); made after ``_migrate``
+because older catalogs gain ``origin_set`` there."""
+
+
 @dataclass(frozen=True)
 class SetInfo:
     """One backup set as the catalog knows it."""
@@ -123,6 +140,8 @@ class SetInfo:
     reused: int
     sources: list[str]
     report: dict | None
+    resumed: str = ""
+    """The interrupted set this set's run resumed (reused records of), or ''."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,7 @@ class CatalogFile:
 
 
 _KINDS = {k.value for k in Kind}
+_KIND_NAMES = [str(k) for k in KINDS]
 
 
 def _now() -> str:
@@ -154,10 +174,13 @@ def _dec(raw: bytes | str) -> str:
     return os.fsdecode(bytes(raw))
 
 
-class Catalog:
+class Catalog(LivenessRows):
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
+        # One name per catalog file: symlinks and relative paths resolved, so the run
+        # lock (and every path reported or stored) is the same however it was named.
+        path = os.path.realpath(path)
         self.path = path
         self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):
@@ -180,6 +203,7 @@ class Catalog:
                     raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
                 elif int(row[0]) < SCHEMA_VERSION:
                     self._migrate()
+                self.db.execute(_ORIGIN_INDEX)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
@@ -238,19 +262,21 @@ class Catalog:
         kind: str = "full",
         parent: str | None = None,
         created: str | None = None,
+        resumed: str = "",
     ) -> None:
         """Record a new set as 'running'; it only becomes complete with finish_set.
 
         Takes the catalog's run lock (runlock.py) until finish_set or close, so two
         backups never write one catalog at once; sets left 'running' by a run that died
-        become 'interrupted' (see ``interrupted_sets``).
+        become 'interrupted' (see ``interrupted_sets``). ``resumed`` names the interrupted
+        set whose records this run reuses (it stays alive while this run runs).
         """
         self.lock_for_run()
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
             self.db.execute(
                 "INSERT INTO sets (id, seq, created, status, kind, parent, strategy, ordering,"
-                " threshold, sources) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                " threshold, sources, resumed) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     seq,
@@ -261,6 +287,7 @@ class Catalog:
                     order,
                     threshold,
                     json.dumps(list(sources)),
+                    resumed,
                 ),
             )
 
@@ -316,6 +343,54 @@ class Catalog:
                     for fid, r in records
                 ),
             )
+
+    def add_entries(self, set_id: str, entries: Entries, skip: Iterable[int] = ()) -> None:
+        """Record every entry of a columnar scan table as the set's files (id = row)."""
+        e = entries
+        with self.transaction():
+            _insert_rows(
+                self.db,
+                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
+                " mtime_ns, link, ctime_ns, ino)",
+                12,
+                (
+                    (
+                        set_id,
+                        i,
+                        e.path_bytes(i),
+                        _KIND_NAMES[e.kind[i]],
+                        e.size[i],
+                        e.mode[i],
+                        e.uid[i],
+                        e.gid[i],
+                        e.mtime_ns[i],
+                        e.link_bytes(i),
+                        e.ctime_ns[i],
+                        e.ino[i],
+                    )
+                    for i in range(len(e))
+                ),
+            )
+
+    def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
+        """Record durable records of one device as a mover reports them:
+        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        with self.transaction():
+            _insert_rows(
+                self.db,
+                "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
+                " offset, size, checksum)",
+                9,
+                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+            )
+
+    def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
+        """(file id, offset, size) of the set's records on one device (a failed device's
+        work is read back from here, not kept in memory during the run)."""
+        return self.db.execute(
+            "SELECT file_id, offset, size FROM records WHERE set_id=? AND label=?",
+            (set_id, label),
+        ).fetchall()
 
     def drop_records(self, set_id: str, label: str | None = None) -> int:
         """Forget the records of a set (on one device, or all); returns how many."""
@@ -407,33 +482,12 @@ class Catalog:
                     (_now(),),
                 )
 
-    def interrupted_sets(self) -> list[str]:
-        """Ids of sets whose run died before finishing (their volumes are orphans)."""
-        rows = self.db.execute(
-            "SELECT id FROM sets WHERE status='interrupted' ORDER BY seq"
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def origin_sets(self) -> set[str]:
-        """Ids of sets some set's records point into (their volumes must be kept)."""
-        rows = self.db.execute(
-            "SELECT DISTINCT origin_set FROM records WHERE origin_set != ''"
-        ).fetchall()
-        return {r[0] for r in rows}
-
-    def forget_set(self, set_id: str) -> None:
-        """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
-        with self.transaction():
-            for table in ("records", "files", "set_devices"):
-                self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
-            self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
-
     # -- reading -------------------------------------------------------------------------
     def sets(self) -> list[SetInfo]:
         """Every set, oldest first."""
         rows = self.db.execute(
             "SELECT id, created, finished, status, kind, strategy, ordering, threshold, files,"
-            " bytes, reused, sources, report FROM sets ORDER BY seq"
+            " bytes, reused, sources, report, resumed FROM sets ORDER BY seq"
         ).fetchall()
         return [
             SetInfo(
@@ -450,6 +504,7 @@ class Catalog:
                 r[10],
                 json.loads(r[11]),
                 json.loads(r[12]) if r[12] else None,
+                r[13],
             )
             for r in rows
         ]

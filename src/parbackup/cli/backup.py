@@ -15,11 +15,10 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import run_backup
-from parbackup.engine.balance import Balance
 from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.engine.stream import run_stream_backup
 from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy
+from parbackup.plan.pacing import Balance
 
 device_option = click.option(
     "--device",
@@ -82,7 +81,7 @@ def summarize(report: BackupReport) -> None:
     for d in report.devices:
         if d.status != "ok":
             when = f" at {d.failed_at:.1f}s ({d.failed_utc})" if d.failed_at else " at start"
-            line(f"device failed{when}: {d.url}: {d.error}")
+            line(f"device failed{when}: {d.url}: {d.error}", problem=True)
         for url, n in d.redirected.items():
             line(f"  redirected {human_bytes(n)} from {d.url} to {url}")
         for url, n in d.moved.items():
@@ -101,11 +100,11 @@ def summarize(report: BackupReport) -> None:
     if report.kind == "incremental":
         line(f"incremental: {human_bytes(report.reused)} reused from earlier sets")
     for s in report.skipped:
-        line(f"skipped: {s.path}: {s.error}")
+        line(f"skipped: {s.path}: {s.error}", problem=True)
     for s in report.inconsistent:
-        line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}")
+        line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}", problem=True)
     if report.error:
-        line(f"error: {report.error}")
+        line(f"error: {report.error}", problem=True)
 
 
 @click.command("backup")
@@ -212,11 +211,10 @@ def backup(
     if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
         raise UsageError("a backup of standard input takes no --incremental or snapshot options")
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
-        if sources == ("-",):
-            stdin = click.get_binary_stream("stdin")
-            report = run_stream_backup(stdin, stdin_name, devices, catalog, options, view)
-        else:
-            report = run_backup(sources, devices, catalog, options, view)
+        stdin = click.get_binary_stream("stdin") if sources == ("-",) else None
+        report = run_backup(
+            sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
+        )
     if as_json:
         emit_json(report.to_json())
     else:

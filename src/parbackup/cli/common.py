@@ -1,30 +1,50 @@
-"""What every command shares: catalog option, --json, error handling, exit codes."""
+"""What every command shares: catalog option, --json, error handling, exit codes.
+
+Exit codes (the CLI contract): 0 ok, 3 done with warnings, 1 failed, 2 bad usage,
+130 interrupted by SIGINT (Ctrl-C), 143 terminated by SIGTERM, 141 stdout closed early
+(a broken pipe). Every error is one line on stderr (``parbackup: error: ...``), or under
+``--json`` one document ``{"status": "failed", "error": ..., "exit_code": N}`` on stdout.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import click
 
 from parbackup.catalog import Catalog, default_catalog_path
+from parbackup.cli.render import printable
 from parbackup.engine.devices import accept_new_host_keys
-from parbackup.errors import EXIT_FAILED, ParbackupError
+from parbackup.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, ParbackupError
+
+log = logging.getLogger("parbackup.cli")
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 catalog_option = click.option(
     "--catalog",
     "catalog_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, resolve_path=True),
     default=None,
     envvar="PARBACKUP_CATALOG",
     help="Catalog file (SQLite). Default: $PARBACKUP_CATALOG, else catalog.sqlite in "
-    "your data directory (~/.local/share/parbackup).",
+    "your data directory (~/.local/share/parbackup). Symlinks and relative paths are "
+    "resolved: the catalog is known by its real, absolute path.",
 )
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout and nothing else."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object on stdout and nothing else; it always has a 'status'.",
 )
 
 
@@ -44,36 +64,133 @@ accept_new_host_keys_option = click.option(
 )
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGINT or SIGTERM (see ``install_signal_handlers``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_last_signal = signal.SIGINT
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _last_signal
+    _last_signal = signum
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (systemd, kill) stops a command the way Ctrl-C does."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def interrupt_exit_code(exc: BaseException | None = None) -> int:
+    """128 + the signal number, as shells report it (130 SIGINT, 143 SIGTERM)."""
+    signum = exc.signum if isinstance(exc, Interrupted) else _last_signal
+    return 128 + int(signum)
+
+
+# Catalogs this process opened (real path -> opened for writing). After an interruption
+# or a failure, a set a written one was left 'running' in is marked 'interrupted' at once
+# (not only by the next run); an error escaping the catalog names its path.
+_opened_catalogs: dict[str, bool] = {}
+
+
 def open_catalog(path: str | None, *, create: bool) -> Catalog:
-    """The catalog at ``path`` (or the default one)."""
-    return Catalog(path or default_catalog_path(), create=create)
+    """The catalog at ``path`` (or the default one); ``create`` means it will be written."""
+    catalog = Catalog(path or default_catalog_path(), create=create)
+    _opened_catalogs[catalog.path] = _opened_catalogs.get(catalog.path, False) or create
+    return catalog
 
 
-def emit_json(doc: Any) -> None:
-    """Write the command's one JSON document to stdout."""
+def mark_dead_runs() -> None:
+    """Mark a set this process left 'running' as 'interrupted'; never raises."""
+    for path in [p for p, written in _opened_catalogs.items() if written]:
+        with contextlib.suppress(Exception), Catalog(path, create=False) as catalog:
+            catalog.lock_for_run()  # newly taken: 'running' sets are of dead runs
+
+
+def iso_utc(ns: int) -> str:
+    """A time in the one format the CLI prints: ISO 8601, UTC, whole seconds."""
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+def status_of(code: int) -> str:
+    """The ``status`` a JSON document without its own gets from the exit code."""
+    return {0: "ok", EXIT_WARNINGS: "warnings"}.get(code, "failed")
+
+
+def emit_json(doc: dict[str, Any], code: int = 0) -> None:
+    """Write the command's one JSON object to stdout; it always carries ``status``."""
+    if "status" not in doc:
+        doc = {"status": status_of(code), **doc}
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
+def fail(message: str, code: int, as_json: bool, status: str = "failed") -> NoReturn:
+    """Report an error as one line (or one JSON document) and exit with ``code``."""
+    log.error("%s (exit %d)", message, code)
+    if as_json:
+        emit_json({"status": status, "error": message, "exit_code": code})
+    else:
+        click.echo(f"parbackup: error: {printable(message)}", err=True)  # one line
+    sys.exit(code)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception parbackup did not map itself, naming the path."""
+    if type(exc).__module__ == "sqlite3":  # escaped the catalog: name the catalog
+        return f"catalog {', '.join(_opened_catalogs) or '(unknown)'}: {exc}"
+    if isinstance(exc, OSError):
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        what = " -> ".join(os.fsdecode(n) for n in names)
+        reason = exc.strerror or str(exc)
+        return f"{what}: {reason}" if what else reason
+    return f"internal error: {exc!r} (run with -vv or --log-file PATH for the details)"
+
+
+def broken_pipe_exit() -> NoReturn:
+    """Stdout was closed early (``parbackup files | head``): exit quietly with 141."""
+    with contextlib.suppress(OSError):  # stdout is gone: nothing more is written to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
-    """Run a command body; turn ParbackupError into a message and its exit code."""
+    """Run a command body; map every way it can end to one message and an exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        as_json = kwargs.get("as_json", False)
+        as_json = bool(kwargs.get("as_json", False))
         try:
             code = func(*args, **kwargs) or 0
         except ParbackupError as exc:
-            if as_json:
-                emit_json({"status": "failed", "error": str(exc)})
-            else:
-                click.echo(f"parbackup: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("parbackup: interrupted", err=True)
-            sys.exit(130)
+            mark_dead_runs()
+            fail(str(exc), exc.exit_code, as_json)
+        except KeyboardInterrupt as exc:
+            mark_dead_runs()
+            code = interrupt_exit_code(exc)
+            name = signal.Signals(code - 128).name
+            written = any(_opened_catalogs.values())
+            note = "; a set in progress is recorded as interrupted" if written else ""
+            fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
+        except BrokenPipeError:
+            broken_pipe_exit()
+        except Exception as exc:  # no traceback reaches a user: one line, details in the log
+            log.debug("unexpected error", exc_info=True)
+            mark_dead_runs()
+            fail(describe(exc), EXIT_FAILED, as_json)
         sys.exit(code if isinstance(code, int) else EXIT_FAILED)
 
     return wrapper
+
+
+def usage_exit(message: str, as_json: bool) -> NoReturn:
+    """A usage error met outside a command body (click's own parsing)."""
+    fail(message, EXIT_USAGE, as_json)
 
 
 def human_bytes(n: float) -> str:

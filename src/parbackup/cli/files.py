@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    iso_utc,
+    json_option,
+    open_catalog,
+)
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
 
@@ -15,24 +22,32 @@ from parbackup.cli.restore import set_option
 @json_option
 @handle_errors
 def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
-    """List the paths of a set with size, mode and modification time."""
+    """List the paths of a set: mode (octal), size, modification time (UTC), path.
+
+    A name with control characters or bytes that are not UTF-8 is shown with backslash
+    escapes; --json gives the exact name (undecodable bytes as \\udcXX escapes).
+    """
     with open_catalog(catalog_path, create=False) as catalog:
         info = catalog.resolve_set(set_ref)
         rows = [f for f in catalog.files(info.id) if f.state == "ok"]
     if as_json:
         emit_json(
-            [
-                {
-                    "path": f.entry.path,
-                    "size": f.entry.size,
-                    "mode": f.entry.mode,
-                    "mtime": f.entry.mtime_ns / 1e9,
-                    "kind": str(f.entry.kind),
-                }
-                for f in rows
-            ]
+            {
+                "set": info.id,
+                "files": [
+                    {
+                        "path": f.entry.path,
+                        "size": f.entry.size,
+                        "mode": f.entry.mode,
+                        "mtime": iso_utc(f.entry.mtime_ns),
+                        "mtime_ns": f.entry.mtime_ns,
+                        "kind": str(f.entry.kind),
+                    }
+                    for f in rows
+                ],
+            }
         )
         return 0
     for f in rows:
-        line(f"{f.entry.mode:o} {f.entry.size:>12} {f.entry.path}")
+        line(f"{f.entry.mode:o} {f.entry.size:>12} {iso_utc(f.entry.mtime_ns)} {f.entry.path}")
     return 0

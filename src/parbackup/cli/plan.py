@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 
 from parbackup.cli.backup import balance_option, device_option, order_option, strategy_option
@@ -15,15 +17,23 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, table
-from parbackup.engine.backup import make_plan
-from parbackup.engine.balance import Balance, dry_run_speeds
+from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
-from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.report import BackupOptions
+from parbackup.engine.speeds import dry_run_speeds
 from parbackup.errors import CatalogError, PlanError
-from parbackup.model import Order, Strategy
-from parbackup.sources.tree import scan
+from parbackup.model import Order, Skipped, Space, Strategy
+from parbackup.plan.pacing import Balance
+
+
+@dataclass(frozen=True)
+class _Dev:
+    """What the speed lookup needs of a device opened for a dry run."""
+
+    url: str
+    label: str
+    space: Space
 
 
 @click.command("plan")
@@ -59,9 +69,9 @@ def plan(
     ``--balance time`` the speeds come from ``?speed=`` or the catalog (a dry run writes
     no probe: a device of unknown speed is assumed as fast as the mean of the others).
     """
-    skipped: list[tuple[str, str]] = []
-    with paused_gc():
-        entries = scan(sources, lambda p, e: skipped.append((p, e)))
+    skipped: list[Skipped] = []
+    specs = source_specs(sources)
+    entries = scan(specs, skipped)
     alive, dead = open_devices(list(devices), create_labels=False, require_label=False)
     try:
         if not alive:
@@ -76,15 +86,13 @@ def plan(
                     known = catalog.device_speeds()
             except CatalogError:
                 known = {}
-            speeds = dry_run_speeds(alive, known)
+            speeds = dry_run_speeds([_Dev(d.url, d.label.label, d.space) for d in alive], known)
         reused: set[int] = set()
         if incremental:
             with open_catalog(catalog_path, create=False) as catalog:
-                found = incremental_reuse(
-                    catalog, sorted({e.source for e in entries}), entries, rehash=False
-                )
+                found = incremental_reuse(catalog, sorted(s.display for s in specs), entries)
             reused = found.files if found else set()
-        the_plan = make_plan(entries, alive, options, reused, speeds)
+        the_plan = make_plan(entries, [d.space for d in alive], options, reused, speeds)
     finally:
         close_all(alive)
     per_bytes = the_plan.device_bytes()
@@ -110,7 +118,7 @@ def plan(
         ],
         "items": [
             {
-                "path": entries[it.file].path,
+                "path": entries.path(it.file),
                 "offset": it.offset,
                 "size": it.size,
                 "device": alive[it.device].url,
@@ -121,7 +129,7 @@ def plan(
     if dead:
         doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]
     if as_json:
-        emit_json(doc)
+        emit_json(doc, 3 if dead or skipped else 0)
         return 3 if dead or skipped else 0
     total = sum(per_bytes)
     table(
@@ -155,7 +163,7 @@ def plan(
         for it in doc["items"]:
             line(f"{it['device']}  {it['path']}  @{it['offset']}  {it['size']}")
     for d in dead:
-        line(f"unavailable: {d.url}: {d.reason}")
-    for p, e in skipped:
-        line(f"skipped: {p}: {e}")
+        line(f"unavailable: {d.url}: {d.reason}", problem=True)
+    for sk in skipped:
+        line(f"skipped: {sk.path}: {sk.error}", problem=True)
     return 3 if dead or skipped else 0

@@ -15,8 +15,9 @@ from parbackup.errors import UsageError
 @click.option(
     "--orphans",
     is_flag=True,
-    help="Delete the volumes of interrupted (killed) and failed sets from every device "
-    "the catalog knows, and forget those sets.",
+    help="Delete from every device the catalog knows what no restorable set needs: "
+    "volumes of interrupted (killed) and failed sets, and the unused part of volumes a "
+    "later set still partly reads; forget those sets.",
 )
 @moved_device_option
 @catalog_option
@@ -33,16 +34,18 @@ def prune(orphans: bool, devices: tuple[str, ...], catalog_path: str | None, as_
     with open_catalog(catalog_path, create=False) as catalog:
         report = prune_orphans(catalog, devices)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), 3 if report.unreachable else 0)
     else:
         for set_id, urls in report.removed.items():
             line(f"removed volumes of set {set_id} from {', '.join(urls)}")
+        for set_id, urls in report.compacted.items():
+            line(f"dropped the unused part of set {set_id}'s volumes on {', '.join(urls)}")
         for set_id in report.forgotten:
             line(f"forgot set {set_id}")
         for set_id, urls in report.foreign.items():
             line(f"left alone: set {set_id} on {', '.join(urls)} is not in this catalog")
         for label, reason in report.unreachable.items():
-            line(f"unreachable: device {label}: {reason}")
-        if not (report.removed or report.forgotten):
+            line(f"unreachable: device {label}: {reason}", problem=True)
+        if not (report.removed or report.compacted or report.forgotten):
             line("nothing to prune")
     return 3 if report.unreachable else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
-from parbackup.cli.render import line, table
+from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.rebuild import rebuild_catalog
 
 
@@ -23,7 +23,7 @@ from parbackup.engine.rebuild import rebuild_catalog
     "--catalog",
     "catalog_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, resolve_path=True),
     help="The new catalog file to write (must not exist yet).",
 )
 @json_option
@@ -40,9 +40,10 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
       parbackup rebuild-catalog -d /mnt/disk1 -d /mnt/disk2 --catalog /tmp/new.sqlite
       parbackup restore --catalog /tmp/new.sqlite --target /tmp/back
     """
-    report = rebuild_catalog(list(devices), catalog_path)
+    with progress_view(False) as view:  # notices (one per set written) go to stderr
+        report = rebuild_catalog(list(devices), catalog_path, view)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), report.exit_code)
         return report.exit_code
     table(
         f"sets found on {len(report.devices)} device(s), written to {report.catalog}",
@@ -61,14 +62,14 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
     )
     for s in report.sets:
         for f in s.get("incomplete", []):
-            line(f"INCOMPLETE: {f['path']}: {f['error']}")
+            line(f"INCOMPLETE: {f['path']}: {f['error']}", problem=True)
         if s.get("unknown_file_ids"):
             line(f"set {s['set']}: {s['unknown_file_ids']} file(s) lie only on missing devices")
         for d in s.get("damaged", []):
-            line(f"DAMAGED: {d.get('volume', '')}: {d['error']}")
+            line(f"DAMAGED: {d.get('volume', '')}: {d['error']}", problem=True)
         if s.get("note"):
             line(f"note: set {s['set']}: {s['note']}")
     for d in report.devices:
         if "error" in d:
-            line(f"not read: {d['url']}: {d['error']}")
+            line(f"not read: {d['url']}: {d['error']}", problem=True)
     return report.exit_code

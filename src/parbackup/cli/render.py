@@ -1,11 +1,25 @@
-"""Rendering progress events and summaries with rich (only on a terminal for progress)."""
+"""What the CLI prints, and how: the only module that writes human output.
+
+Rules (the CLI contract, see README "Output"):
+
+- User data is never markup: every string goes out as a rich ``Text`` (or plain text),
+  so a file named ``[bold]`` or ``]`` is printed as it is named.
+- A name is shown on one line: control characters and bytes that are not valid UTF-8 are
+  shown as backslash escapes (``\\n``, ``\\xff``); ``--json`` carries the exact name.
+- On a terminal, tables are drawn by rich (folded, never cut); when stdout is not a
+  terminal (a pipe, cron, a file) they are plain tab-separated lines with full values.
+- ``-q`` prints only problems (damaged, skipped, failed); ``-v`` adds detail on stderr.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,11 +31,90 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from parbackup.progress import DeviceBytes, DeviceFailed, Event, FileDone, Notice, Started
 
-err_console = Console(stderr=True)
-out_console = Console()
+log = logging.getLogger("parbackup.cli")
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+QUIET, NORMAL = -1, 0
+_verbosity = NORMAL
+
+
+def set_verbosity(level: int) -> None:
+    """-1 quiet (-q), 0 normal, 1 and more verbose (-v, -vv)."""
+    global _verbosity
+    _verbosity = level
+
+
+def is_quiet() -> bool:
+    return _verbosity <= QUIET
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters and undecodable bytes as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def _plain(text: str, stream: TextIO) -> None:
+    """Write one line to a non-terminal stream, whatever its encoding."""
+    enc = getattr(stream, "encoding", None) or "utf-8"
+    click.echo(text.encode(enc, "backslashreplace").decode(enc), file=stream)
+
+
+def line(text: str, *, problem: bool = False) -> None:
+    """Print one line on stdout (a ``problem`` line is printed even under ``-q``)."""
+    if is_quiet() and not problem:
+        return
+    text = printable(text)
+    if out_console.is_terminal:
+        out_console.print(Text(text), soft_wrap=True)
+    else:
+        _plain(text, sys.stdout)
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """Print a summary table on stdout (tab-separated lines when not a terminal)."""
+    if is_quiet():
+        return
+    cells = [[printable(c) for c in row] for row in rows]
+    if not out_console.is_terminal:
+        _plain(printable(title), sys.stdout)
+        for row in [columns, *cells]:
+            _plain("\t".join(row), sys.stdout)
+        return
+    t = Table(title=Text(printable(title)), title_justify="left")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+    for row in cells:
+        t.add_row(*(Text(c) for c in row))
+    out_console.print(t)
+
+
+def warn(text: str, style: str = "", *, problem: bool = False) -> None:
+    """A message on stderr while a command runs (under ``-q`` only a ``problem``)."""
+    log.debug("%s", text)
+    if is_quiet() and not problem:
+        return
+    text = printable(text)
+    if err_console.is_terminal:
+        err_console.print(Text(text, style=style), soft_wrap=True)
+    else:
+        _plain(text, sys.stderr)
 
 
 class ProgressView:
@@ -32,6 +125,13 @@ class ProgressView:
         self.total: TaskID | None = None
         self.per_device: dict[str, TaskID] = {}
         self.files = 0
+
+    def _warn(self, msg: str, style: str) -> None:
+        if self.progress is None:
+            warn(msg, style)
+        else:
+            log.debug("%s", msg)
+            self.progress.console.print(Text(printable(msg), style=style), soft_wrap=True)
 
     def __call__(self, event: Event) -> None:
         p = self.progress
@@ -44,7 +144,7 @@ class ProgressView:
                 self.total = p.add_task(f"{op} ({files} files)", total=total or None)
                 for i, dev in enumerate(devices):
                     size = sizes[i] if i < len(sizes) else None
-                    self.per_device[dev] = p.add_task(f"  {dev}", total=size or None)
+                    self.per_device[dev] = p.add_task(f"  {printable(dev)}", total=size or None)
             case DeviceBytes(device=dev, nbytes=n):
                 if p is None:
                     return
@@ -58,23 +158,19 @@ class ProgressView:
                 msg = f"device failed: {dev}: {reason}"
                 if moved:
                     msg += f" ({moved} bytes redirected to the other devices)"
-                (p.console if p else err_console).print(
-                    f"[red]{msg}[/red]", highlight=False, soft_wrap=True
-                )
+                self._warn(msg, "red")
             case Notice(message=msg):
-                (p.console if p else err_console).print(
-                    f"[yellow]{msg}[/yellow]", highlight=False, soft_wrap=True
-                )
+                self._warn(msg, "yellow")
 
 
 @contextmanager
 def progress_view(enabled: bool) -> Iterator[ProgressView]:
-    """A ProgressView with live bars when ``enabled`` and stderr is a terminal."""
-    if not enabled or not err_console.is_terminal:
+    """A ProgressView with live bars when ``enabled``, not quiet, and stderr a terminal."""
+    if not enabled or is_quiet() or not err_console.is_terminal:
         yield ProgressView(None)
         return
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
@@ -84,22 +180,3 @@ def progress_view(enabled: bool) -> Iterator[ProgressView]:
     )
     with progress:
         yield ProgressView(progress)
-
-
-def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """Print a summary table on stdout."""
-    t = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
-    for row in rows:
-        t.add_row(*row)
-    out_console.print(t)
-
-
-def line(text: str) -> None:
-    """Print a plain line on stdout."""
-    out_console.print(text, highlight=False, soft_wrap=True)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -15,11 +15,12 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
-from parbackup.cli.render import line, progress_view
+from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore
 from parbackup.readback.stream import restore_to_stream
+from parbackup.selection import exclude
 from parbackup.sources.blockdev import is_block_device
 
 set_option = click.option(
@@ -54,9 +55,17 @@ moved_device_option = click.option(
     "--include",
     "includes",
     multiple=True,
-    metavar="GLOB",
-    help="Restore only paths matching GLOB (matched against the original absolute "
-    "path or any parent of it); repeatable.",
+    metavar="PATTERN",
+    help="Restore only paths matching PATTERN, matched against the original absolute "
+    "path or any parent of it, as a shell glob or a gitignore pattern ('**' spans "
+    "directories: /srv/**/*.conf); repeatable.",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Leave out paths matching PATTERN (same rules as --include; an exclude wins); repeatable.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in TARGET.")
 @click.option(
@@ -76,6 +85,7 @@ def restore(
     target: str | None,
     set_ref: str,
     includes: tuple[str, ...],
+    excludes: tuple[str, ...],
     overwrite: bool,
     devices: tuple[str, ...],
     catalog_path: str | None,
@@ -90,25 +100,27 @@ def restore(
     \b
     Example:
       parbackup restore --target /tmp/back --include '/srv/data/projects/*'
+      parbackup restore --target /tmp/back --include '/srv/**/*.conf' --exclude '*.bak'
       parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
     if to_stdout is not None:
-        if target or includes or as_json:
-            raise UsageError("--stdout takes no --target, --include or --json")
+        if target or includes or excludes or as_json:
+            raise UsageError("--stdout takes no --target, --include, --exclude or --json")
         with open_catalog(catalog_path, create=False) as catalog:
             out = click.get_binary_stream("stdout")
             report = restore_to_stream(catalog, set_ref, to_stdout, out, devices)
-        click.echo(
-            f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}",
-            err=True,
-        )
+        warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
         for d in report.damaged:
-            click.echo(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", err=True)
+            warn(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
         return report.exit_code
     if not target:
         raise UsageError("give --target DIR (or --stdout PATH)")
     options = RestoreOptions(
-        target=target, set_ref=set_ref, includes=includes, overwrite=overwrite, devices=devices
+        target=target,
+        set_ref=set_ref,
+        includes=includes + tuple(exclude(p) for p in excludes),
+        overwrite=overwrite,
+        devices=devices,
     )
     if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
         raise UsageError(f"--target {target} is neither a directory nor a block device")
@@ -123,7 +135,7 @@ def restore(
             f"{report.set_id} into {report.target} in {report.seconds:.2f}s"
         )
         for d in report.damaged:
-            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}")
+            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
         for d in report.skipped:
-            line(f"skipped: {d['path']}: {d['error']}")
+            line(f"skipped: {d['path']}: {d['error']}", problem=True)
     return report.exit_code

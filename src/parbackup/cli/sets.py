@@ -25,19 +25,22 @@ def sets(catalog_path: str | None, as_json: bool) -> int:
         infos = catalog.sets()
     if as_json:
         emit_json(
-            [
-                {
-                    "set": s.id,
-                    "status": s.status,
-                    "created": s.created,
-                    "files": s.files,
-                    "bytes": s.bytes,
-                    "kind": s.kind,
-                    "reused": s.reused,
-                    "sources": s.sources,
-                }
-                for s in infos
-            ]
+            {
+                "sets": [
+                    {
+                        "set": s.id,
+                        "status": s.status,
+                        "created": s.created,
+                        "finished": s.finished,
+                        "files": s.files,
+                        "bytes": s.bytes,
+                        "kind": s.kind,
+                        "reused": s.reused,
+                        "sources": s.sources,
+                    }
+                    for s in infos
+                ]
+            }
         )
         return 0
     table(

@@ -37,5 +37,5 @@ def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_
             f"{human_bytes(report.bytes)} checked in {report.seconds:.2f}s"
         )
         for d in report.damaged:
-            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}")
+            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
     return report.exit_code

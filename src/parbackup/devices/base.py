@@ -3,7 +3,12 @@
 A device is a flat namespace of named objects (``label.json``, ``sets/<id>/<vol>.pbv``,
 ``catalog/catalog.sqlite``). A kind must supply seven operations:
 
-``open()``      connect and check the device is usable; raise DeviceError if not.
+``open(write)`` connect and check the device is usable; raise DeviceError if not. With
+                ``write=False`` the caller will only read: the kind writes nothing (no
+                probe file, no directories made, a tape opened for reading only), so
+                read-only media (optical discs, ``ro`` mounts) work. A kind may refuse
+                writes after a read-only open. A configuration mistake found on opening
+                (a directory device that is a regular file) raises UsageError.
 ``close()``     release connections; never raises.
 ``space()``     free bytes and capacity (None where the medium cannot tell).
 ``create(n)``   a new object written front to back through an ObjectWriter; the object is
@@ -18,6 +23,15 @@ Errors: implementations raise only DeviceError subclasses. ``TransientDeviceErro
 "retrying the same call may succeed" (a dropped connection, throttling); any other
 DeviceError is permanent for the run and makes the engine fail the device over.
 ``DeviceFullError`` means the medium or its configured capacity is exhausted.
+
+Options: every kind declares the URL query options it understands (``options``);
+``COMMON_OPTIONS`` apply to every kind and wrappers add theirs, so the registry refuses
+an unknown option (``?limt=1K``) as a UsageError before anything is opened. A kind's
+``check_url`` refuses other mistakes that the URL alone shows (``s3://`` with no bucket).
+
+Labels: ``ensure_label`` writes a label at first use only. A device without a label that
+already holds parbackup data (``sets/`` or ``catalog/`` objects: its ``label.json`` was
+lost) is never relabelled: ``UnlabelledDataError`` names it and the way back.
 
 Capabilities are data (``Capabilities``), so the engine asks ``device.capabilities.
 sequential`` instead of checking classes. ``?capacity=SIZE`` caps any kind: the device
@@ -39,6 +53,11 @@ from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 from parbackup.model import Capabilities, Label, Space
 
 LABEL_NAME = "label.json"
+DATA_PREFIXES = ("sets/", "catalog/")
+"""Objects that only a labelled device holds: volumes and the catalog copy."""
+COMMON_OPTIONS = frozenset({"capacity", "speed"})
+"""URL options of every kind: ``?capacity=SIZE`` (here) and ``?speed=RATE`` (a hint the
+engine's ``--balance`` reads)."""
 ACCEPT_NEW_HOST_KEYS_ENV = "PARBACKUP_ACCEPT_NEW_HOST_KEYS"
 """When "1", remote kinds learn unknown host keys on first use (OpenSSH ``accept-new``)."""
 
@@ -49,6 +68,10 @@ class ObjectInfo:
 
     name: str
     size: int
+
+
+class UnlabelledDataError(DeviceError):
+    """A device holds parbackup data but no label: it must not be relabelled silently."""
 
 
 class ObjectWriter(ABC):
@@ -71,17 +94,17 @@ class ObjectWriter(ABC):
         return False
 
 
-class CappedWriter(ObjectWriter):
-    """Wraps a writer so that it refuses to go past ``room`` bytes (``?capacity=``)."""
+class ForwardingWriter(ObjectWriter):
+    """A writer that passes every call to ``inner``; subclasses override what they change.
 
-    def __init__(self, inner: ObjectWriter, room: int, where: str) -> None:
-        self.inner, self.room, self.where, self.written = inner, room, where, 0
+    The base of every writer wrapper (``CappedWriter`` here, devices.wrappers).
+    """
+
+    def __init__(self, inner: ObjectWriter) -> None:
+        self.inner = inner
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.written + len(data) > self.room:
-            raise DeviceFullError(f"{self.where}: configured capacity reached")
         self.inner.write(data)
-        self.written += len(data)
 
     def commit(self) -> None:
         self.inner.commit()
@@ -93,20 +116,41 @@ class CappedWriter(ObjectWriter):
         return self.inner.checkpoint()
 
 
+class CappedWriter(ForwardingWriter):
+    """Wraps a writer so that it refuses to go past ``room`` bytes (``?capacity=``)."""
+
+    def __init__(self, inner: ObjectWriter, room: int, where: str) -> None:
+        super().__init__(inner)
+        self.room, self.where, self.written = room, where, 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.written + len(data) > self.room:
+            raise DeviceFullError(f"{self.where}: configured capacity reached")
+        self.inner.write(data)
+        self.written += len(data)
+
+
 class Device(ABC):
     """One backup device, named by a URL. See the module docstring for the contract."""
 
     scheme: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    options: ClassVar[frozenset[str]] = frozenset()
+    """The URL query options this kind understands, besides ``COMMON_OPTIONS``."""
 
     def __init__(self, url: DeviceURL) -> None:
         self.url = url
         self.capacity = url.capacity
 
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        """Raise UsageError for a mistake the URL alone shows (no I/O); default: none."""
+        return None
+
     # -- what a kind must supply -------------------------------------------------------
     @abstractmethod
-    def open(self) -> None:
-        """Connect and check the device is usable."""
+    def open(self, write: bool = True) -> None:
+        """Connect and check the device is usable (for writing unless ``write=False``)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -196,39 +240,60 @@ class Device(ABC):
         """The label written on the device, or None if it has none yet."""
         if not any(o.name == LABEL_NAME for o in self.list(LABEL_NAME)):
             return None
-        try:
-            data = json.loads(self.get(LABEL_NAME))
-            return Label(
-                label=str(data["label"]),
-                created=str(data["created"]),
-                kind=str(data["kind"]),
-                format_version=int(data.get("format_version", 1)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DeviceError(f"{self.url.display}: unreadable device label") from exc
+        return parse_label(self.get(LABEL_NAME), f"{self.url.display}: unreadable device label")
 
     def ensure_label(self) -> Label:
         """Read the device's label, writing a new one at first use (REQUIREMENTS D4)."""
         label = self.read_label()
         if label is not None:
             return label
+        if any(self.list(prefix) for prefix in DATA_PREFIXES):
+            raise UnlabelledDataError(
+                f"{self.url.display}: {LABEL_NAME} is missing but the device holds "
+                "parbackup volumes; it is not relabelled (its sets would be lost to the "
+                f"catalog). Put {LABEL_NAME} back: `parbackup relabel {self.url.display}` "
+                "writes the label its volume headers carry"
+            )
         label = Label(
             label=uuid4().hex,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             kind=self.scheme,
         )
-        body = {
-            "label": label.label,
-            "created": label.created,
-            "kind": label.kind,
-            "format_version": label.format_version,
-            "tool": "parbackup",
-        }
-        self.put(LABEL_NAME, json.dumps(body, indent=2).encode() + b"\n")
+        self.write_label(label)
         return label
+
+    def write_label(self, label: Label) -> None:
+        """Write ``label`` as the device's ``label.json`` (first use, or putting it back)."""
+        self.put(LABEL_NAME, label_bytes(label))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url.display}>"
+
+
+def parse_label(data: bytes, error: str) -> Label:
+    """The label in a ``label.json`` body; DeviceError(``error``) if it is not one."""
+    try:
+        body = json.loads(data)
+        return Label(
+            label=str(body["label"]),
+            created=str(body["created"]),
+            kind=str(body["kind"]),
+            format_version=int(body.get("format_version", 1)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DeviceError(error) from exc
+
+
+def label_bytes(label: Label) -> bytes:
+    """The ``label.json`` body for ``label``."""
+    body = {
+        "label": label.label,
+        "created": label.created,
+        "kind": label.kind,
+        "format_version": label.format_version,
+        "tool": "parbackup",
+    }
+    return json.dumps(body, indent=2).encode() + b"\n"
 
 
 class _RangeReader(io.RawIOBase):

@@ -8,7 +8,7 @@ import threading
 
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.url import DeviceURL
-from parbackup.errors import DeviceError, DeviceMissingError, device_error_from_os
+from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
 from parbackup.model import Capabilities, Space
 
 
@@ -53,7 +53,7 @@ class _FileWriter(ObjectWriter):
             self.fd = -1
             if self.atomic:
                 os.replace(self.tmp, self.path)
-            _fsync_dir(os.path.dirname(self.path))
+            fsync_dir(os.path.dirname(self.path))
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: commit") from exc
         self.done = True
@@ -71,7 +71,8 @@ class _FileWriter(ObjectWriter):
                 os.unlink(self.tmp)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (a new, renamed or deleted name) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -88,17 +89,29 @@ class DirectoryDevice(Device):
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
         self.root = os.path.abspath(url.path or ".")
+        self.read_only = False
 
     def _path(self, name: str) -> str:
         if name.startswith("/") or ".." in name.split("/"):
             raise DeviceError(f"bad object name {name!r}")
         return os.path.join(self.root, name)
 
-    def open(self) -> None:
+    def open(self, write: bool = True) -> None:
+        """Check the directory; for writing, by creating and removing a probe file.
+
+        Read-only (``write=False``) nothing is written, so a read-only mount works.
+        """
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise UsageError(f"{self.url.display}: not a directory (a directory device)")
         if not os.path.isdir(self.root):
             raise DeviceMissingError(
                 f"{self.url.display}: no such directory (create it, or mount the disk there)"
             )
+        self.read_only = not write
+        if not write:
+            if not os.access(self.root, os.R_OK | os.X_OK):
+                raise DeviceError(f"{self.url.display}: directory is not readable")
+            return
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise DeviceError(f"{self.url.display}: directory is not writable")
         try:
@@ -122,10 +135,16 @@ class DirectoryDevice(Device):
             raise device_error_from_os(exc, f"{self.url.display}: statvfs") from exc
         return Space(free=st.f_bavail * st.f_frsize, capacity=st.f_blocks * st.f_frsize)
 
+    def _check_writable(self, name: str) -> None:
+        if self.read_only:
+            raise DeviceError(f"{self.url.display}: opened for reading only; cannot write {name}")
+
     def create(self, name: str) -> ObjectWriter:
+        self._check_writable(name)
         return self.capped(_FileWriter(self, self._path(name), atomic=False))
 
     def replace(self, name: str) -> ObjectWriter:
+        self._check_writable(name)
         return self.capped(_FileWriter(self, self._path(name), atomic=True))
 
     def read(self, name: str, offset: int, length: int) -> bytes:
@@ -164,12 +183,19 @@ class DirectoryDevice(Device):
         return out
 
     def delete(self, name: str) -> None:
+        """Remove the file, then its directory if that is left empty (``sets/<id>/``)."""
+        self._check_writable(name)
+        path = self._path(name)
         try:
-            os.unlink(self._path(name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: delete {name}") from exc
+        parent = os.path.dirname(path)
+        if os.path.dirname(name) and parent != self.root:
+            with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                os.rmdir(parent)
 
     def size(self, name: str) -> int:
         try:

@@ -44,7 +44,7 @@ class MemoryDevice(Device):
         with _LOCK:
             self.store = _STORES.setdefault(key, {})
 
-    def open(self) -> None:
+    def open(self, write: bool = True) -> None:
         pass
 
     def close(self) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import TypeVar
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ObjectWriter
+from parbackup.devices.wrappers import ForwardingDevice, ForwardingWriter
 from parbackup.errors import DeviceError, TransientDeviceError
-from parbackup.model import Label, Space
 
 T = TypeVar("T")
 
@@ -47,9 +47,10 @@ class RetryPolicy:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-class _RetryingWriter(ObjectWriter):
+class _RetryingWriter(ForwardingWriter):
     def __init__(self, inner: ObjectWriter, policy: RetryPolicy) -> None:
-        self.inner, self.policy = inner, policy
+        super().__init__(inner)
+        self.policy = policy
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.policy.call(lambda: self.inner.write(data))
@@ -57,78 +58,27 @@ class _RetryingWriter(ObjectWriter):
     def commit(self) -> None:
         self.policy.call(self.inner.commit)
 
-    def abort(self) -> None:
-        self.inner.abort()
-
     def checkpoint(self) -> bool:
         return self.policy.call(self.inner.checkpoint)
 
 
-class RetryingDevice(Device):
+class RetryingDevice(ForwardingDevice):
     """Wraps any device; same URL, scheme and capabilities; transient errors retried.
 
-    Every operation of the interface, and the defaults a kind may override (labels,
-    space, small objects, streaming reads), is delegated so the kind's own versions run.
+    Every forwarded call (devices.wrappers) runs under the policy, so the kind's own
+    versions of every operation run, retried; ``close``, ``abort`` and ``put_stream``
+    (a stream cannot be replayed) are tried once.
     """
 
     def __init__(self, inner: Device, policy: RetryPolicy | None = None) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy or RetryPolicy()
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self.capabilities = inner.capabilities  # type: ignore[misc]
 
-    def open(self) -> None:
-        self.policy.call(self.inner.open)
+    def call(self, fn: Callable[[], T]) -> T:
+        return self.policy.call(fn)
 
-    def close(self) -> None:
-        self.inner.close()
-
-    def raw_space(self) -> Space:
-        return self.policy.call(self.inner.raw_space)
-
-    def space(self) -> Space:
-        return self.policy.call(self.inner.space)
-
-    def create(self, name: str) -> ObjectWriter:
-        return _RetryingWriter(self.policy.call(lambda: self.inner.create(name)), self.policy)
-
-    def replace(self, name: str) -> ObjectWriter:
-        return _RetryingWriter(self.policy.call(lambda: self.inner.replace(name)), self.policy)
-
-    def read(self, name: str, offset: int, length: int) -> bytes:
-        return self.policy.call(lambda: self.inner.read(name, offset, length))
-
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return self.policy.call(lambda: self.inner.list(prefix))
-
-    def delete(self, name: str) -> None:
-        self.policy.call(lambda: self.inner.delete(name))
-
-    def size(self, name: str) -> int:
-        return self.policy.call(lambda: self.inner.size(name))
-
-    def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
-        return self.policy.call(lambda: self.inner.open_read(name, chunk))
-
-    def get(self, name: str) -> bytes:
-        return self.policy.call(lambda: self.inner.get(name))
-
-    def put(self, name: str, data: bytes) -> None:
-        self.policy.call(lambda: self.inner.put(name, data))
-
-    def put_stream(self, name: str, stream: BinaryIO, chunk: int = 1 << 20) -> None:
-        self.inner.put_stream(name, stream, chunk)  # a stream cannot be replayed
-
-    def read_label(self) -> Label | None:
-        return self.policy.call(self.inner.read_label)
-
-    def ensure_label(self) -> Label:
-        return self.policy.call(self.inner.ensure_label)
-
-    def __getattr__(self, name: str) -> Any:
-        """Anything else a kind offers (tape positioning, ...) goes to it unchanged."""
-        return getattr(self.__dict__["inner"], name)
+    def wrap_writer(self, writer: ObjectWriter) -> ObjectWriter:
+        return _RetryingWriter(writer, self.policy)
 
     def __repr__(self) -> str:
         return f"<retrying {self.inner!r}>"

@@ -35,6 +35,7 @@ from parbackup.errors import (
     DeviceFullError,
     DeviceMissingError,
     TransientDeviceError,
+    UsageError,
 )
 from parbackup.model import Capabilities, Space
 
@@ -53,6 +54,63 @@ _TRANSIENT_CODES = {
 }
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchUpload"}
 _FULL_CODES = {"QuotaExceeded", "EntityTooLarge", "InsufficientStorage", "507"}
+
+
+def client_for(url: DeviceURL):  # type: ignore[no-untyped-def]
+    """A boto3 S3 client for ``url``: its ``?profile=``, ``?region=``, ``?endpoint=``,
+    ``?addressing=``, ``?retries=`` and ``?timeout=`` over the standard AWS configuration.
+
+    The one place that builds a client, for the device and for S3 sources alike.
+    """
+    params = url.params
+    endpoint = params.get("endpoint") or None
+    addressing = params.get("addressing") or ("path" if endpoint else "auto")
+    timeout = float(params.get("timeout", "60"))
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": int(params.get("retries", "5"))},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        s3={"addressing_style": addressing},
+    )
+    try:
+        session = boto3.session.Session(profile_name=params.get("profile") or None)
+        return session.client(
+            "s3", endpoint_url=endpoint, region_name=params.get("region") or None, config=config
+        )
+    except botocore.exceptions.BotoCoreError as exc:
+        raise DeviceError(f"{url.display}: {exc}") from exc
+
+
+def call(where: str, fn: Callable[[], _T]) -> _T:
+    """Run a boto3 call; foreign exceptions become device errors (no secrets in them).
+
+    ``where`` starts every message (the URL's display form and what was being done).
+    """
+    try:
+        return fn()
+    except botocore.exceptions.ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        message = err.get("Message") or code
+        if code in _MISSING_CODES:
+            raise DeviceMissingError(f"{where}: not found ({code})") from exc
+        if code in _FULL_CODES:
+            raise DeviceFullError(f"{where}: {message}") from exc
+        if code in _TRANSIENT_CODES:
+            raise TransientDeviceError(f"{where}: {message}") from exc
+        raise DeviceError(f"{where}: {code}: {message}") from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise DeviceError(f"{where}: no AWS credentials found") from exc
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectTimeoutError,
+        ConnectionError,
+    ) as exc:
+        raise TransientDeviceError(f"{where}: cannot reach the store ({exc})") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise DeviceError(f"{where}: {exc}") from exc
 
 
 class _S3Writer(ObjectWriter):
@@ -162,6 +220,9 @@ class S3Device(Device):
 
     scheme = "s3"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+    options = frozenset(
+        {"part", "uploads", "endpoint", "retries", "timeout", "addressing", "profile", "region"}
+    )
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -169,10 +230,12 @@ class S3Device(Device):
         self.prefix = url.path.strip("/")
         self.part_size = max(MIN_PART, parse_size(url.params.get("part", "8MiB")))
         self.uploads = max(1, int(url.params.get("uploads", "3")))
-        self.endpoint = url.params.get("endpoint") or None
-        self.attempts = int(url.params.get("retries", "5"))
-        self.timeout = float(url.params.get("timeout", "60"))
         self.s3 = None
+
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if not url.host:
+            raise UsageError(f"{url.display}: no bucket (use s3://bucket/prefix)")
 
     def _key(self, name: str) -> str:
         if name.startswith("/") or ".." in name.split("/"):
@@ -181,59 +244,15 @@ class S3Device(Device):
 
     def _client(self):  # type: ignore[no-untyped-def]
         if self.s3 is None:
-            params = self.url.params
-            addressing = params.get("addressing") or ("path" if self.endpoint else "auto")
-            config = botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": self.attempts},
-                connect_timeout=self.timeout,
-                read_timeout=self.timeout,
-                s3={"addressing_style": addressing},
-            )
-            try:
-                session = boto3.session.Session(profile_name=params.get("profile") or None)
-                self.s3 = session.client(
-                    "s3",
-                    endpoint_url=self.endpoint,
-                    region_name=params.get("region") or None,
-                    config=config,
-                )
-            except botocore.exceptions.BotoCoreError as exc:
-                raise DeviceError(f"{self.url.display}: {exc}") from exc
+            self.s3 = client_for(self.url)
         return self.s3
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        """Run a boto3 call; foreign exceptions become device errors (no secrets in them)."""
-        where = f"{self.url.display}: {what}"
-        try:
-            return fn()
-        except botocore.exceptions.ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            message = err.get("Message") or code
-            if code in _MISSING_CODES:
-                raise DeviceMissingError(f"{where}: not found ({code})") from exc
-            if code in _FULL_CODES:
-                raise DeviceFullError(f"{where}: {message}") from exc
-            if code in _TRANSIENT_CODES:
-                raise TransientDeviceError(f"{where}: {message}") from exc
-            raise DeviceError(f"{where}: {code}: {message}") from exc
-        except botocore.exceptions.NoCredentialsError as exc:
-            raise DeviceError(f"{where}: no AWS credentials found") from exc
-        except (
-            botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ConnectionClosedError,
-            botocore.exceptions.ReadTimeoutError,
-            botocore.exceptions.ConnectTimeoutError,
-            ConnectionError,
-        ) as exc:
-            raise TransientDeviceError(f"{where}: cannot reach the store ({exc})") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise DeviceError(f"{where}: {exc}") from exc
+        return call(f"{self.url.display}: {what}", fn)
 
     # -- the seven -------------------------------------------------------------------------
-    def open(self) -> None:
-        if not self.bucket:
-            raise DeviceError(f"{self.url.display}: no bucket (use s3://bucket/prefix)")
+    def open(self, write: bool = True) -> None:
+        """Check the bucket answers; reading and writing need the same (no write probe)."""
         s3 = self._client()
         try:
             self._call("open", lambda: s3.head_bucket(Bucket=self.bucket))

@@ -43,12 +43,15 @@ from parbackup.errors import (
     DeviceFullError,
     DeviceMissingError,
     TransientDeviceError,
+    UsageError,
 )
 from parbackup.model import Capabilities, Space
 
 _BUFFER = 1 << 20
 _T = TypeVar("_T")
 _LOST = (paramiko.SSHException, EOFError, socket.error, ConnectionError, TimeoutError)
+SFTP_ERRORS = (OSError, *_LOST)
+"""What paramiko raises from an SFTP call; ``map_error`` turns each into a DeviceError."""
 
 
 def accept_new_host_keys() -> bool:
@@ -82,6 +85,98 @@ class _UnknownHostKey(Exception):
 
 def _fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_name()
+
+
+def timeout_of(url: DeviceURL) -> float:
+    """``?timeout=SECONDS`` of an ``sftp://`` URL: the bound on every network wait."""
+    return float(url.params.get("timeout", "30"))
+
+
+def remote_path(url: DeviceURL) -> str:
+    """The URL's path as the server takes it (``/~/dir`` is relative to the login directory)."""
+    path = url.path or "/"
+    if path.startswith("/~/") or path == "/~":
+        path = path[3:] or "."
+    return path
+
+
+def _settings(url: DeviceURL) -> dict:
+    """Connection settings: the URL first, then ~/.ssh/config, then defaults."""
+    cfg: dict = {}
+    config_path = os.path.expanduser("~/.ssh/config")
+    if os.path.exists(config_path):
+        cfg = paramiko.SSHConfig.from_path(config_path).lookup(url.host)
+    identity = url.params.get("identity")
+    known = url.params.get("known_hosts") or (cfg.get("userknownhostsfile") or "")
+    return {
+        "hostname": cfg.get("hostname", url.host),
+        "port": url.port or int(cfg.get("port", 22)),
+        "username": url.user or cfg.get("user") or getpass.getuser(),
+        "key_filename": [os.path.expanduser(identity)]
+        if identity
+        else [os.path.expanduser(p) for p in cfg.get("identityfile", [])] or None,
+        "known_hosts": os.path.expanduser(known.split()[0]) if known else "",
+        "proxy": cfg.get("proxycommand"),
+        "identity_only": bool(identity),
+    }
+
+
+def connect(url: DeviceURL, timeout: float) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+    """Log in to the host of ``url`` and open an SFTP session (see the module docstring).
+
+    The one place that reads ``~/.ssh/config``, ``?identity=``, ``?known_hosts=`` and
+    checks host keys, for the device and for remote sources alike. Every failure is a
+    DeviceError naming ``url.display`` (transient when the host cannot be reached).
+    """
+    s = _settings(url)
+    client = paramiko.SSHClient()
+    known = s["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts")
+    if s["known_hosts"]:
+        if os.path.exists(known):
+            client.load_host_keys(known)
+    else:
+        client.load_system_host_keys()
+    client.set_missing_host_key_policy(_AcceptNew(known) if accept_new_host_keys() else _Refuse())
+    where = url.display
+    try:
+        client.connect(
+            s["hostname"],
+            port=s["port"],
+            username=s["username"],
+            password=url.password or None,  # discouraged, but redacted everywhere
+            key_filename=s["key_filename"],
+            look_for_keys=not s["identity_only"],
+            allow_agent=True,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            sock=paramiko.ProxyCommand(s["proxy"]) if s["proxy"] else None,
+        )
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(15)
+        sftp = client.open_sftp()
+        sftp.get_channel().settimeout(timeout)  # type: ignore[union-attr]
+    except _UnknownHostKey as exc:
+        client.close()
+        raise DeviceError(
+            f"{where}: unknown host key for {exc.hostname} ({exc.key.get_name()} "
+            f"{_fingerprint(exc.key)}); check it and add it to {known}, or pass "
+            "--accept-new-host-keys to trust it on first use"
+        ) from None
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise DeviceError(
+            f"{where}: the host key of {exc.hostname} CHANGED (now {_fingerprint(exc.key)});"
+            f" refusing to connect (see {known})"
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise DeviceError(f"{where}: SSH authentication failed ({exc})") from exc
+    except _LOST as exc:
+        client.close()
+        raise TransientDeviceError(f"{where}: cannot connect: {exc}") from exc
+    return client, sftp
 
 
 class _SftpWriter(ObjectWriter):
@@ -158,10 +253,11 @@ class SFTPDevice(Device):
 
     scheme = "sftp"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=4)
+    options = frozenset({"identity", "known_hosts", "timeout", "retries"})
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
-        self.timeout = float(url.params.get("timeout", "30"))
+        self.timeout = timeout_of(url)
         self.retries = int(
             url.params.get("retries", "0")
         )  # the engine's RetryingDevice retries too
@@ -172,85 +268,14 @@ class SFTPDevice(Device):
         self._lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------
-    def _settings(self) -> dict:
-        """Connection settings: the URL first, then ~/.ssh/config, then defaults."""
-        cfg: dict = {}
-        config_path = os.path.expanduser("~/.ssh/config")
-        if os.path.exists(config_path):
-            cfg = paramiko.SSHConfig.from_path(config_path).lookup(self.url.host)
-        identity = self.url.params.get("identity")
-        known = self.url.params.get("known_hosts") or (cfg.get("userknownhostsfile") or "")
-        return {
-            "hostname": cfg.get("hostname", self.url.host),
-            "port": self.url.port or int(cfg.get("port", 22)),
-            "username": self.url.user or cfg.get("user") or getpass.getuser(),
-            "key_filename": [os.path.expanduser(identity)]
-            if identity
-            else [os.path.expanduser(p) for p in cfg.get("identityfile", [])] or None,
-            "known_hosts": os.path.expanduser(known.split()[0]) if known else "",
-            "proxy": cfg.get("proxycommand"),
-            "identity_only": bool(identity),
-        }
-
     def _connect(self) -> None:
-        s = self._settings()
-        client = paramiko.SSHClient()
-        known = s["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts")
-        if s["known_hosts"]:
-            if os.path.exists(known):
-                client.load_host_keys(known)
-        else:
-            client.load_system_host_keys()
-        client.set_missing_host_key_policy(
-            _AcceptNew(known) if accept_new_host_keys() else _Refuse()
-        )
-        where = self.url.display
-        try:
-            client.connect(
-                s["hostname"],
-                port=s["port"],
-                username=s["username"],
-                password=self.url.password or None,  # discouraged, but redacted everywhere
-                key_filename=s["key_filename"],
-                look_for_keys=not s["identity_only"],
-                allow_agent=True,
-                timeout=self.timeout,
-                banner_timeout=self.timeout,
-                auth_timeout=self.timeout,
-                sock=paramiko.ProxyCommand(s["proxy"]) if s["proxy"] else None,
-            )
-            transport = client.get_transport()
-            assert transport is not None
-            transport.set_keepalive(15)
-            sftp = client.open_sftp()
-            sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
-        except _UnknownHostKey as exc:
-            client.close()
-            raise DeviceError(
-                f"{where}: unknown host key for {exc.hostname} ({exc.key.get_name()} "
-                f"{_fingerprint(exc.key)}); check it and add it to {known}, or pass "
-                "--accept-new-host-keys to trust it on first use"
-            ) from None
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise DeviceError(
-                f"{where}: the host key of {exc.hostname} CHANGED (now {_fingerprint(exc.key)});"
-                f" refusing to connect (see {known})"
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise DeviceError(f"{where}: SSH authentication failed ({exc})") from exc
-        except _LOST as exc:
-            client.close()
-            raise TransientDeviceError(f"{where}: cannot connect: {exc}") from exc
-        path = self.url.path or "/"
-        if path.startswith("/~/") or path == "/~":
-            path = path[3:] or "."
+        client, sftp = connect(self.url, self.timeout)
+        path = remote_path(self.url)
         self.ssh, self.sftp = client, sftp
         try:
             self.root = sftp.normalize(path)
         except OSError as exc:
-            raise _map(exc, f"{where}: {path}") from exc
+            raise _map(exc, f"{self.url.display}: {path}") from exc
 
     def _client(self) -> paramiko.SFTPClient:
         with self._lock:
@@ -276,14 +301,10 @@ class SFTPDevice(Device):
                 return fn()
             except DeviceError as exc:
                 error, cause = exc, exc.__cause__
-            except OSError as exc:
-                error, cause = _map(exc, where), exc
-                if exc.errno is None and not _alive(self.ssh):
-                    error = TransientDeviceError(f"{where}: connection lost ({exc})")
+            except SFTP_ERRORS as exc:
+                error, cause = map_error(exc, where, self.ssh), exc
+                if error.transient:
                     self._drop()
-            except _LOST as exc:
-                error, cause = TransientDeviceError(f"{where}: connection lost ({exc})"), exc
-                self._drop()
             if not error.transient or attempt == attempts - 1:
                 raise error from cause
             time.sleep(min(8.0, 0.5 * 2**attempt))
@@ -297,7 +318,14 @@ class SFTPDevice(Device):
             return False
         return free is not None and free < _BUFFER
 
-    def open(self) -> None:
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if not url.host:
+            raise UsageError(f"{url.display}: no host (use sftp://[user@]host[:port]/path)")
+
+    def open(self, write: bool = True) -> None:
+        """Connect and check the directory exists; no write probe, so ``write`` changes nothing."""
+
         def check() -> None:
             sftp = self._client()
             st = sftp.stat(self.root)
@@ -403,6 +431,17 @@ class SFTPDevice(Device):
 def _alive(client: paramiko.SSHClient | None) -> bool:
     transport = client.get_transport() if client is not None else None
     return bool(transport and transport.is_active())
+
+
+def map_error(exc: BaseException, where: str, ssh: paramiko.SSHClient | None) -> DeviceError:
+    """A foreign error of an SFTP call (one of SFTP_ERRORS) as a device error.
+
+    Transient when the connection ``ssh`` is lost (the caller then drops it and connects
+    again); otherwise the SFTP status mapped onto a permanent error.
+    """
+    if isinstance(exc, OSError) and (exc.errno is not None or _alive(ssh)):
+        return _map(exc, where)
+    return TransientDeviceError(f"{where}: connection lost ({exc})")
 
 
 def _map(exc: OSError, what: str) -> DeviceError:

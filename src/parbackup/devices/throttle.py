@@ -9,13 +9,15 @@ traffic, so the average rate holds over any window longer than that.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+from typing import BinaryIO, ClassVar
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ObjectWriter
 from parbackup.devices.url import parse_size
+from parbackup.devices.wrappers import ForwardingDevice, ForwardingWriter
 from parbackup.errors import UsageError
-from parbackup.model import Space
 
 
 class TokenBucket:
@@ -47,61 +49,79 @@ class TokenBucket:
             time.sleep(wait)
 
 
-class _ThrottledWriter(ObjectWriter):
+class _ThrottledWriter(ForwardingWriter):
     def __init__(self, inner: ObjectWriter, bucket: TokenBucket) -> None:
-        self.inner, self.bucket = inner, bucket
+        super().__init__(inner)
+        self.bucket = bucket
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.bucket.take(len(data))
         self.inner.write(data)
 
-    def commit(self) -> None:
-        self.inner.commit()
 
-    def abort(self) -> None:
-        self.inner.abort()
+class _ThrottledStream(io.RawIOBase):
+    """A reader from the inner device's ``open_read``, paced by the bucket."""
 
-    def checkpoint(self) -> bool:
-        return self.inner.checkpoint()
+    def __init__(self, inner: BinaryIO, bucket: TokenBucket) -> None:
+        self.inner, self.bucket = inner, bucket
 
+    def readable(self) -> bool:
+        return True
 
-class ThrottledDevice(Device):
-    """Any device, with its reads and writes held to ``?limit=RATE`` bytes per second."""
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.inner.read(-1 if size is None else size)
+        self.bucket.take(len(data))
+        return data
 
-    def __init__(self, inner: Device) -> None:
-        super().__init__(inner.url)
-        self.inner = inner
-        self.scheme = inner.scheme  # type: ignore[misc]
-        self.capabilities = inner.capabilities  # type: ignore[misc]
-        self.capacity = None  # the inner device applies ?capacity= itself
-        rate = parse_size(inner.url.params["limit"].removesuffix("/s"))
-        self.bucket = TokenBucket(rate)
+    def readall(self) -> bytes:
+        return self.read(-1)
 
-    def open(self) -> None:
-        self.inner.open()
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         self.inner.close()
+        super().close()
 
-    def raw_space(self) -> Space:
-        return self.inner.space()
 
-    def create(self, name: str) -> ObjectWriter:
-        return _ThrottledWriter(self.inner.create(name), self.bucket)
+class ThrottledDevice(ForwardingDevice):
+    """Any device, with its reads and writes held to ``?limit=RATE`` bytes per second.
 
-    def replace(self, name: str) -> ObjectWriter:
-        return _ThrottledWriter(self.inner.replace(name), self.bucket)
+    Everything is forwarded (devices.wrappers); only the bytes moved are paced: writers,
+    ``read``, ``get``, ``put``, ``put_stream`` and ``open_read``.
+    """
+
+    options: ClassVar[frozenset[str]] = frozenset({"limit"})
+
+    def __init__(self, inner: Device) -> None:
+        super().__init__(inner)
+        rate = parse_size(inner.url.params["limit"].removesuffix("/s"))
+        self.bucket = TokenBucket(rate)
+
+    def wrap_writer(self, writer: ObjectWriter) -> ObjectWriter:
+        return _ThrottledWriter(writer, self.bucket)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         data = self.inner.read(name, offset, length)
         self.bucket.take(len(data))
         return data
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return self.inner.list(prefix)
+    def get(self, name: str) -> bytes:
+        data = self.inner.get(name)
+        self.bucket.take(len(data))
+        return data
 
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
+    def put(self, name: str, data: bytes) -> None:
+        self.bucket.take(len(data))
+        self.inner.put(name, data)
 
-    def size(self, name: str) -> int:
-        return self.inner.size(name)
+    def put_stream(self, name: str, stream: BinaryIO, chunk: int = 1 << 20) -> None:
+        self.inner.put_stream(name, _ThrottledStream(stream, self.bucket), chunk)  # type: ignore[arg-type]
+
+    def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
+        return _ThrottledStream(self.inner.open_read(name, chunk), self.bucket)  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<throttled {self.inner!r}>"

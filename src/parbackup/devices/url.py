@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from parbackup.errors import UsageError
 
@@ -83,15 +84,29 @@ def redact(url: str) -> str:
 
 
 def parse_url(text: str) -> DeviceURL:
-    """Parse a device URL; a plain path means a directory device (``file``)."""
+    """Parse a device URL; a plain path means a directory device (``file``).
+
+    A relative directory path (``backups/disk1``, ``file://backups/disk1``) is made
+    absolute against the current directory here, so what is displayed and stored in the
+    catalog names the same directory from anywhere.
+    """
     if not text:
         raise UsageError("empty device URL")
     if "://" not in text:
         path, _, query = text.partition("?")
         params = dict(parse_qsl(query, keep_blank_values=True))
-        return DeviceURL(raw=text, scheme="file", path=path, params=params)
+        path = os.path.abspath(path)
+        raw = path + (f"?{query}" if query else "")
+        return DeviceURL(raw=raw, scheme="file", path=path, params=params)
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
+    if scheme == "file" and parts.hostname not in (None, "", "localhost"):
+        # file://backups/disk1: the "host" is the first part of a relative path
+        path = os.path.abspath(unquote(parts.netloc + parts.path))
+        text = urlunsplit(("file", "", quote(path), parts.query, ""))
+        parts = urlsplit(text)
+    elif scheme == "file" and not parts.path.startswith("/"):
+        raise UsageError(f"no directory in {redact(text)!r} (use file:///path or a plain path)")
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
         raise UsageError(f"bad URL scheme in {redact(text)!r}")
     try:

@@ -7,12 +7,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV, Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.devices.url import redact
-from parbackup.errors import DeviceError, UsageError
+from parbackup.errors import DeviceError, FormatError, UsageError
+from parbackup.format import read_volume_header
 from parbackup.model import Label, Space
 
 
@@ -42,12 +44,24 @@ def accept_new_host_keys() -> None:
 
 
 def open_devices(
-    urls: list[str], *, create_labels: bool, require_label: bool = True, timeout: float = 60.0
+    urls: list[str],
+    *,
+    create_labels: bool,
+    require_label: bool = True,
+    timeout: float = 60.0,
+    write: bool = True,
 ) -> tuple[list[OpenDevice], list[DeadDevice]]:
     """Open every device; label it at first use when ``create_labels``.
 
     With ``require_label=False`` (dry runs) an unlabelled device is accepted as it is and
-    nothing is written to it.
+    nothing is written to it. With ``write=False`` (restore, verify, reading a catalog
+    copy) devices are opened for reading only (``Device.open(write=False)``), so
+    read-only media work; ``create_labels`` must then be False. A device whose
+    ``label.json`` is gone but whose volumes remain is known by the label its volume
+    headers carry (``label_from_volumes``), read-only, so its sets stay restorable.
+
+    A configuration mistake found on opening (a directory device that is a regular file)
+    is raised as UsageError once every device has been tried.
 
     A device that fails to open, or does not answer within ``timeout`` seconds, is
     returned as dead, not raised: the caller decides whether the run can go on without
@@ -57,22 +71,32 @@ def open_devices(
     if len(set(urls)) != len(urls):
         dup = next(u for u in urls if urls.count(u) > 1)
         raise UsageError(f"device named twice: {redact(dup)}")
+    if create_labels and not write:
+        raise ValueError("create_labels needs write=True")
     devices = [RetryingDevice(open_device(url)) for url in urls]
     results: list[OpenDevice | DeadDevice | None] = [None] * len(urls)
+    usage: list[UsageError] = []
 
     def open_one(index: int, device: Device) -> None:
         try:
-            device.open()
+            device.open(write)
             if create_labels:
                 label = device.ensure_label()
             elif require_label or not device.capabilities.sequential:
                 label = device.read_label()
+                if label is None and not write and not device.capabilities.sequential:
+                    label = label_from_volumes(device)
             else:
                 label = None  # a dry run never reads a tape (it may be a pipe or a drive)
             if label is None and require_label:
                 raise DeviceError(f"{device.url.display}: not a parbackup device (no label)")
             label = label or Label(label="", created="", kind=device.scheme)
             space = device.space()
+        except UsageError as exc:
+            close_quietly(device, timeout)
+            usage.append(exc)
+            results[index] = DeadDevice(index, device.url.display, str(exc))
+            return
         except DeviceError as exc:
             close_quietly(device, timeout)
             results[index] = DeadDevice(index, device.url.display, str(exc))
@@ -104,8 +128,55 @@ def open_devices(
         else:
             reason = f"{devices[index].url.display}: no answer within {timeout:g} seconds"
             dead.append(DeadDevice(index, devices[index].url.display, reason))
+    if usage:
+        close_all(alive, timeout)
+        raise usage[0]
     _check_unique(alive)
     return alive, dead
+
+
+def label_from_volumes(device: Device) -> Label | None:
+    """The label the device's volume headers carry (its ``label.json`` was lost), or None.
+
+    Every volume header names the device it was written on (docs/FORMAT.md), so a device
+    that lost its label file can still be matched to the catalog, and its label written
+    back unchanged (``restore_label``).
+    """
+    for info in device.list("sets/"):
+        if not info.name.endswith(".pbv"):
+            continue
+        try:
+            with device.open_read(info.name, 1 << 16) as stream:
+                header = read_volume_header(stream)
+        except (DeviceError, FormatError):
+            continue
+        label = header.meta.get("label")
+        if not isinstance(label, str) or not label:
+            label = header.label.hex()
+        created = datetime.fromtimestamp(header.created_ns / 1e9, UTC)
+        return Label(label=label, created=created.isoformat(timespec="seconds"), kind=device.scheme)
+    return None
+
+
+def restore_label(url: str) -> Label:
+    """Write back the ``label.json`` a device lost, with the label its volumes carry.
+
+    ``Device.ensure_label`` refuses to label a device that holds volumes but no label
+    (``UnlabelledDataError``); this is the recovery its message names. Raises
+    DeviceError if the device already has a label or holds no readable volume.
+    """
+    device = open_device(url)
+    device.open()
+    try:
+        if device.read_label() is not None:
+            raise DeviceError(f"{device.url.display}: already has a label")
+        label = label_from_volumes(device)
+        if label is None:
+            raise DeviceError(f"{device.url.display}: no readable volume carries a label")
+        device.write_label(label)
+        return label
+    finally:
+        device.close()
 
 
 def _check_unique(alive: list[OpenDevice]) -> None:
@@ -191,18 +262,19 @@ def close_all(devices: list[OpenDevice], timeout: float = 60.0) -> None:
 
 
 def devices_for_labels(
-    known: dict[str, str], overrides: list[str]
+    known: dict[str, str], overrides: list[str], *, write: bool = False
 ) -> tuple[dict[str, OpenDevice], dict[str, str]]:
     """Open the devices holding ``known`` labels (label -> URL last seen at).
 
     ``overrides`` are URLs where devices are now (restore/verify ``--device``); each is
     matched to the catalog by the label written on it, not by its URL (D4). Returns the
     open devices by label and, for labels that could not be reached, the reason.
+    Devices are opened for reading only unless ``write`` (prune deletes volumes).
     """
     found: dict[str, OpenDevice] = {}
     missing: dict[str, str] = {}
     if overrides:
-        alive, dead = open_devices(overrides, create_labels=False)
+        alive, dead = open_devices(overrides, create_labels=False, write=write)
         for dev in alive:
             if dev.label.label in known:
                 found[dev.label.label] = dev
@@ -214,7 +286,7 @@ def devices_for_labels(
         if label in found:
             continue
         try:
-            alive, dead = open_devices([url], create_labels=False)
+            alive, dead = open_devices([url], create_labels=False, write=write)
         except UsageError as exc:
             missing[label] = str(exc)
             continue

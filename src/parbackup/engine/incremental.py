@@ -1,7 +1,7 @@
 """Finding the earlier set an incremental backup builds on, and what it can reuse (F3).
 
 The parent is the newest restorable set (complete or degraded) of exactly the same
-sources. Its files and records are handed to ``sources.incremental.select`` as data.
+sources. Its files and records are handed to ``plan.reuse.select`` as data.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from parbackup.catalog import Catalog, SetInfo
 from parbackup.devices.registry import device_class
 from parbackup.devices.url import parse_url
+from parbackup.entries import Entries
 from parbackup.errors import UsageError
-from parbackup.sources.incremental import Previous, Reuse, origin_of, select
+from parbackup.plan.reuse import Opener, Previous, Reuse, origin_of, select
 
 RESTORABLE = ("complete", "degraded")
 
@@ -57,7 +58,7 @@ def load_previous(catalog: Catalog, set_id: str) -> dict[str, Previous]:
 
 
 def incremental_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Sequence, *, rehash: bool
+    catalog: Catalog, sources: Sequence[str], entries: Entries, *, rehash: Opener | None = None
 ) -> Reuse | None:
     """What the new set can reuse from its parent; None when there is no parent."""
     parent = parent_set(catalog, sources)

@@ -20,6 +20,7 @@ volume of it was ever closed (the run died) — such a set is never restored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from parbackup.catalog import Catalog
+from parbackup.catalog.store import REBUILDING_KEY
 from parbackup.devices.base import Device
+from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.format import (
@@ -53,6 +56,8 @@ class _SetFound:
     labels: set[str] = field(default_factory=set)
     volumes: int = 0
     closed: int = 0
+    closed_names: set[tuple[str, str]] = field(default_factory=set)
+    """(label, volume) of the volumes that end with their end record."""
     damaged: list[dict] = field(default_factory=list)
     files: dict[int, FileEntry] = field(default_factory=dict)
     records: list[tuple[int, RecordRef]] = field(default_factory=list)
@@ -166,6 +171,7 @@ def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFou
                     damage(f"end record counts {header.file_size} records, {count} were read")
                 else:
                     entry.closed += 1
+                    entry.closed_names.add((label, name))
                 return
             length = record_length(header)
             payload = win.read(pos + length - header.size, header.size) if header.size else b""
@@ -222,11 +228,39 @@ def _scan(dev: OpenDevice, found: dict[str, _SetFound]) -> dict:
     return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
 
 
-def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
-    """The set's status and, per file id, why it is incomplete."""
+def pick_records(refs: list[RecordRef], closed: set[tuple[str, str]]) -> list[RecordRef]:
+    """The records of one file to keep: its bytes front to back, closed volumes first.
+
+    A volume without its end record was being written when its device failed (or the
+    run died); the engine wrote what that device held again elsewhere, so the same bytes
+    may be found twice. Walking the file from offset 0, at each offset a record from a
+    closed volume is taken over one from an unclosed volume (and a longer over a shorter);
+    a record overlapping what is already kept is left out. So an unclosed volume only
+    fills what no closed volume holds, and a file whose bytes are whole in closed volumes
+    is whole (the result may still have gaps: then the file is incomplete).
+    """
+    ranked = sorted(refs, key=lambda r: (r.offset, (r.label, r.volume) not in closed, -r.size))
+    out: list[RecordRef] = []
+    at = 0
+    for ref in ranked:
+        if out and (ref.offset < at or ref.offset == out[-1].offset):
+            continue
+        out.append(ref)
+        at = ref.offset + ref.size
+    return out
+
+
+def _choose(entry: _SetFound) -> dict[int, list[RecordRef]]:
+    """Per file id, the records ``pick_records`` keeps (all files, zero-size ones too)."""
     by_file: dict[int, list[RecordRef]] = {}
     for fid, ref in entry.records:
         by_file.setdefault(fid, []).append(ref)
+    return {fid: pick_records(refs, entry.closed_names) for fid, refs in by_file.items()}
+
+
+def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
+    """The set's status and, per file id, why it is incomplete."""
+    by_file = _choose(entry)
     incomplete = {
         fid: "bytes missing: the rest is on a device that is not present, or damaged"
         for fid, e in entry.files.items()
@@ -252,7 +286,7 @@ def rebuild_catalog(
     started = time.monotonic()
     if os.path.exists(catalog_path):
         raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
-    alive, dead = open_devices(list(device_urls), create_labels=False)
+    alive, dead = open_devices(list(device_urls), create_labels=False, write=False)
     report = RebuildReport(catalog=catalog_path)
     found: dict[str, _SetFound] = {}
     try:
@@ -263,11 +297,7 @@ def rebuild_catalog(
             report.devices.append(_scan(dev, found))
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
-        with Catalog(catalog_path) as catalog:
-            for dev in alive:
-                catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
-            for entry in sorted(found.values(), key=lambda e: e.created_ns):
-                report.sets.append(_write_set(catalog, entry, urls))
+        _write_catalog(catalog_path, alive, found, urls, report, on_event)
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:
@@ -276,7 +306,52 @@ def rebuild_catalog(
     return report
 
 
-def _write_set(catalog: Catalog, entry: _SetFound, urls: dict[str, str]) -> dict:
+def partial_path(catalog_path: str) -> str:
+    """Where a rebuild writes its catalog until it is whole (then renamed into place)."""
+    return f"{catalog_path}.partial"
+
+
+def _write_catalog(
+    catalog_path: str,
+    alive: list[OpenDevice],
+    found: dict[str, _SetFound],
+    urls: dict[str, str],
+    report: RebuildReport,
+    on_event: EventSink,
+) -> None:
+    """Write the sets into a new catalog under a temporary name, then rename it.
+
+    A rebuild killed half way leaves no catalog at ``catalog_path`` (a half-written one
+    would show complete sets as missing or 'running', and prune would delete their
+    volumes); the partial file carries the REBUILDING_KEY mark, so even it is refused.
+    """
+    partial = partial_path(catalog_path)
+    for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
+    with Catalog(partial) as catalog:
+        catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+        for dev in alive:
+            catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
+        for entry in sorted(found.values(), key=lambda e: e.created_ns):
+            doc = _write_set(catalog, entry, urls, on_event)
+            report.sets.append(doc)
+        catalog.set_meta(REBUILDING_KEY, None)
+        catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        if os.path.exists(catalog_path):
+            raise UsageError(f"{catalog_path} appeared while the catalog was rebuilt; left alone")
+        os.replace(partial, catalog_path)
+        fsync_dir(os.path.dirname(os.path.abspath(catalog_path)))
+    finally:
+        for extra in (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(extra)
+
+
+def _write_set(
+    catalog: Catalog, entry: _SetFound, urls: dict[str, str], on_event: EventSink = ignore
+) -> dict:
     meta = entry.meta
     status, incomplete = _judge(entry)
     created = datetime.fromtimestamp(entry.created_ns / 1e9, UTC).isoformat(timespec="seconds")
@@ -289,8 +364,12 @@ def _write_set(catalog: Catalog, entry: _SetFound, urls: dict[str, str]) -> dict
         kind=str(meta.get("kind", "full")),
         created=created,
     )
+    on_event(Notice(f"set {entry.set_hex}: writing {len(entry.files)} file(s) into the catalog"))
     catalog.add_files(entry.set_hex, sorted(entry.files.items()))
-    catalog.add_records(entry.set_hex, entry.records)
+    chosen = _choose(entry)
+    catalog.add_records(
+        entry.set_hex, [(fid, ref) for fid, refs in sorted(chosen.items()) for ref in refs]
+    )
     if incomplete:
         catalog.mark_files(entry.set_hex, incomplete, "incomplete")
     missing_ids = (max(entry.files) + 1 - len(entry.files)) if entry.files else 0

@@ -1,13 +1,19 @@
-"""Cleaning up after a backup run that died (SIGKILL, power loss): orphaned volumes.
+"""After a backup run that died (SIGKILL, power loss): resuming it, and cleaning up.
 
 A run that dies leaves its set 'running' in the catalog (the next run marks it
 'interrupted', see catalog.lock_for_run) and partial volumes under ``sets/<id>/`` on its
-devices. Nothing of such a set is ever restored. The next backup deletes those volumes
-from the devices it uses (``clean_interrupted``); ``parbackup prune --orphans`` does the
-same on every device the catalog knows and also removes the volumes of failed sets.
-When the dead run had made whole files durable (a checkpoint), the next backup of the
-same sources resumes: it reuses those files' records (``resume_reuse``) and keeps that
-set's volumes; otherwise it starts cleanly. See docs/GUARANTEES.md.
+devices. Nothing of such a set is ever restored.
+
+**Resume.** When the newest interrupted run of the same sources is newer than their
+newest restorable set and made whole files durable, the next backup reuses those files'
+records (``resume_reuse``) and the catalog records which set it resumed
+(``sets.resumed``): that set stays alive while the new run runs.
+
+**Clean-up.** What is alive is decided in one place, catalog/liveness.py. The next
+backup (``clean_interrupted``, on the devices it uses) and ``parbackup prune --orphans``
+(``prune_orphans``, on every device the catalog knows) delete everything else through
+engine/reclaim.py: whole dead volumes, and the unused part of a dead run's volumes that
+a later set still partly reads. See docs/GUARANTEES.md.
 """
 
 from __future__ import annotations
@@ -16,43 +22,72 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
-from parbackup.devices.base import Device
+from parbackup.catalog.liveness import SetStatus
+from parbackup.catalog.store import REBUILDING_KEY
+from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
-from parbackup.errors import DeviceError
-from parbackup.model import FileEntry
-from parbackup.progress import EventSink, Notice, ignore
-from parbackup.sources.incremental import Reuse, select
-
-_DEAD = ("interrupted", "failed")
-
-
-def delete_set_volumes(device: Device, set_id: str) -> int:
-    """Delete every object of one set from a device; the number deleted."""
-    names = [o.name for o in device.list(f"sets/{set_id}/")]
-    for name in names:
-        device.delete(name)
-    return len(names)
+from parbackup.engine.reclaim import forget_dead, reclaim
+from parbackup.entries import Entries
+from parbackup.errors import CatalogError
+from parbackup.model import Kind
+from parbackup.plan.reuse import Previous, Reuse, complete, select
+from parbackup.progress import EventSink, ignore
 
 
-def resume_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Sequence[FileEntry]
-) -> Reuse | None:
-    """What the newest interrupted run of the same sources already made durable.
+@dataclass
+class Resumed(Reuse):
+    """A resume: what to reuse, and the id of the interrupted set it comes from."""
 
-    Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
-    are not copied again: the new set points at their records in the interrupted set's
-    volumes, exactly as an incremental set points into its parent. None when there is no
-    such run or it left nothing whole.
+    resumed: str = ""
+
+
+def resumable_set(catalog: Catalog, sources: Sequence[str]) -> str | None:
+    """The interrupted run a new backup of ``sources`` may resume, or None.
+
+    Only the newest set of exactly these sources qualifies, and only when it is an
+    interrupted one: a restorable set newer than it (or a later interrupted run) means
+    its records are no longer what the sources looked like last.
     """
     wanted = sorted(sources)
     for info in reversed(catalog.sets()):
-        if info.status == "interrupted" and sorted(info.sources) == wanted:
-            found = select(entries, info.id, load_previous(catalog, info.id))
-            if not found.files:
-                return None
-            return Reuse(files=found.files, records=found.records, bytes=found.bytes)
+        if sorted(info.sources) != wanted or info.status == SetStatus.FAILED:
+            continue
+        return info.id if info.status == SetStatus.INTERRUPTED else None
     return None
+
+
+def resume_reuse(
+    catalog: Catalog, sources: Sequence[str], entries: Entries
+) -> Resumed | None:
+    """What the interrupted run to resume (``resumable_set``) already made durable.
+
+    Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
+    are not copied again: the new set points at their records in the interrupted set's
+    volumes, exactly as an incremental set points into its parent. A run killed before
+    its own rows were written still holds what the run *it* resumed made durable, so the
+    chain of interrupted runs (``sets.resumed``) is followed, the newer whole copy of a
+    file winning. None when there is no such run or it left nothing whole. Pass
+    ``.resumed`` (the newest run of the chain) to ``Catalog.begin_set``.
+    """
+    set_id = resumable_set(catalog, sources)
+    if set_id is None:
+        return None
+    by_id = {s.id: s for s in catalog.sets()}
+    chain: list[str] = []
+    at: str = set_id
+    while at in by_id and at not in chain and by_id[at].status == SetStatus.INTERRUPTED:
+        chain.append(at)
+        at = by_id[at].resumed
+    previous: dict[str, Previous] = {}
+    for older in reversed(chain):  # oldest first: a newer whole copy replaces an older one
+        for path, prev in load_previous(catalog, older).items():
+            if prev.entry.kind is Kind.FILE and complete(prev.records, prev.entry.size):
+                previous[path] = prev
+    found = select(entries, set_id, previous)
+    if not found.files:
+        return None
+    return Resumed(files=found.files, records=found.records, bytes=found.bytes, resumed=set_id)
 
 
 def clean_interrupted(
@@ -61,31 +96,15 @@ def clean_interrupted(
     on_event: EventSink = ignore,
     keep: Set[str] = frozenset(),
 ) -> list[str]:
-    """Delete the volumes of interrupted sets from ``devices``; forget fully cleaned sets.
+    """Delete from ``devices`` what no live set needs; forget dead sets once gone.
 
-    Sets in ``keep``, or whose records a set in the catalog reuses (a resumed run), are
-    left alone. A set is forgotten once none of its catalogued records lies on a device
-    not cleaned here. Returns the ids of the sets cleaned.
+    Call it holding the run lock, after ``begin_set`` (so the running set and the set it
+    resumed are roots) and before any record of the new run is durable. ``keep``: sets
+    the new run reuses records from (roots until its rows point at them). Returns the
+    ids of the sets forgotten.
     """
-    labels = {d.label.label for d in devices}
-    out = []
-    protected = set(keep) | catalog.origin_sets()
-    for set_id in catalog.interrupted_sets():
-        if set_id in protected:
-            continue
-        removed = 0
-        for dev in devices:
-            try:
-                removed += delete_set_volumes(dev.device, set_id)
-            except DeviceError as exc:
-                on_event(Notice(f"could not delete orphaned volumes on {dev.url}: {exc}"))
-                labels.discard(dev.label.label)
-        if removed:
-            on_event(Notice(f"removed {removed} orphaned volume(s) of interrupted set {set_id}"))
-        if {ref.label for _, ref in catalog.records(set_id)} <= labels:
-            catalog.forget_set(set_id)
-        out.append(set_id)
-    return out
+    done = reclaim(catalog, devices, on_event, keep)
+    return forget_dead(catalog, done.cleaned, keep)
 
 
 @dataclass
@@ -94,61 +113,70 @@ class PruneReport:
 
     removed: dict[str, list[str]] = field(default_factory=dict)
     """set id -> device URLs its volumes were deleted from."""
+    compacted: dict[str, list[str]] = field(default_factory=dict)
+    """set id -> device URLs where the unused part of its volumes was dropped."""
     forgotten: list[str] = field(default_factory=list)
     foreign: dict[str, list[str]] = field(default_factory=dict)
     """Sets found on devices but unknown to this catalog (left alone): id -> URLs."""
     unreachable: dict[str, str] = field(default_factory=dict)
+    reclaimed_bytes: int = 0
 
     def to_json(self) -> dict:
         return {
             "removed": self.removed,
+            "compacted": self.compacted,
             "forgotten": self.forgotten,
             "foreign": self.foreign,
             "unreachable": self.unreachable,
+            "reclaimed_bytes": self.reclaimed_bytes,
         }
+
+
+def _by_set(per_url: dict[str, list[str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for url, names in per_url.items():
+        for set_id in sorted({n.split("/")[1] for n in names}):
+            out.setdefault(set_id, []).append(url)
+    return out
 
 
 def prune_orphans(
     catalog: Catalog, overrides: Sequence[str] = (), on_event: EventSink = ignore
 ) -> PruneReport:
-    """Delete the volumes of interrupted and failed sets from every reachable device.
+    """Delete what no live set needs from every reachable device the catalog knows.
 
-    Holds the catalog's run lock, so it never races a running backup. Sets whose
-    volumes are gone from every device that held their records are removed from the
-    catalog. Sets the catalog does not know are reported, never deleted: they may
-    belong to another catalog sharing the devices.
+    Holds the catalog's run lock, so it never races a running backup. Dead sets whose
+    volumes are gone and that nothing live points into are removed from the catalog once
+    every known device was cleaned. Sets the catalog does not know are reported, never
+    deleted: they may belong to another catalog sharing the devices. After a compaction
+    the catalog copy on every reachable disk is refreshed (the old copies name volumes
+    that are gone). Refuses a catalog a killed ``rebuild-catalog`` left half written.
     """
+    if catalog.meta(REBUILDING_KEY):
+        raise CatalogError(
+            f"{catalog.path} was left half written by a rebuild-catalog that did not finish;"
+            " nothing is pruned on its word (run rebuild-catalog again)"
+        )
     catalog.lock_for_run()
     report = PruneReport()
     try:
-        referenced = catalog.origin_sets()
-        status = {s.id: s.status for s in catalog.sets() if s.id not in referenced}
-        status.update({s: "referenced" for s in referenced})
-        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
-        report.unreachable = {label: reason for label, reason in missing.items()}
+        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides), write=True)
+        report.unreachable = dict(missing)
         try:
-            for label, dev in sorted(opened.items()):
-                try:
-                    ids = sorted({o.name.split("/")[1] for o in dev.device.list("sets/")})
-                except DeviceError as exc:
-                    report.unreachable[label] = str(exc)
-                    continue
-                for set_id in ids:
-                    if set_id not in status:
-                        report.foreign.setdefault(set_id, []).append(dev.url)
-                    elif status[set_id] in _DEAD:
-                        delete_set_volumes(dev.device, set_id)
-                        report.removed.setdefault(set_id, []).append(dev.url)
-                        on_event(Notice(f"removed volumes of {status[set_id]} set {set_id}"))
+            done = reclaim(catalog, list(opened.values()), on_event)
+            if done.compacted:  # the copies on the devices name volumes that are gone now
+                disks = [d for d in opened.values() if not d.device.capabilities.sequential]
+                copy_catalog(catalog, disks, on_event)
         finally:
             close_all(list(opened.values()))
-        for set_id, st in status.items():
-            if st not in _DEAD:
-                continue
-            holders = {ref.label for _, ref in catalog.records(set_id)}
-            if not holders & set(report.unreachable):
-                catalog.forget_set(set_id)
-                report.forgotten.append(set_id)
+        urls = {d.url: label for label, d in opened.items()}
+        for url, why in done.failed.items():
+            report.unreachable[urls.get(url, url)] = why
+        report.removed = _by_set(done.deleted)
+        report.compacted = _by_set(done.compacted)
+        report.foreign = done.foreign
+        report.reclaimed_bytes = done.bytes
+        report.forgotten = forget_dead(catalog, done.cleaned)
     finally:
         catalog.run_lock.release()
     return report

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parbackup.engine.balance import Balance
 from parbackup.format import CHUNK
 from parbackup.model import DeviceReport, Order, Skipped, Strategy
+from parbackup.plan.pacing import Balance
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class BackupOptions:
     post_command: str = ""
     read_roots: tuple[tuple[str, str], ...] = ()
     balance: Balance = Balance.BYTES
+    stream_buffers: int = 0
+    stream_segment: int = 8 << 20
+    """Stream segments held in memory at most (0: two per device, plus one)."""
 
 
 @dataclass

@@ -13,8 +13,8 @@ from dataclasses import replace
 from parbackup.catalog import Catalog
 from parbackup.errors import UsageError
 from parbackup.progress import EventSink, Notice
+from parbackup.sources.registry import spec_for
 from parbackup.sources.snapshot import Snapshot, btrfs_snapshots, command_snapshots
-from parbackup.sources.tree import check_sources
 
 SNAPSHOT_KINDS = ("btrfs",)
 
@@ -28,7 +28,7 @@ def backup_from_snapshot(
     on_event: EventSink,
 ):
     """``run`` (run_backup) over a snapshot of ``sources``, released afterwards."""
-    live = check_sources(sources)
+    live = [spec_for(s).name if s != "-" else s for s in sources]
 
     def notify(message: str) -> None:
         on_event(Notice(message))

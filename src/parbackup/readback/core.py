@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from parbackup.forkserver import ForkServerExecutor
 from parbackup.model import RecordRef
 from parbackup.progress import DeviceBytes, EventSink
 from parbackup.readback.messages import (
@@ -34,7 +35,7 @@ from parbackup.readback.messages import (
     pack,
 )
 from parbackup.readback.sinks import SinkSpec, StreamSinkSpec
-from parbackup.workers import Crashed, Executor, ForkServerExecutor, Worker, wait_any
+from parbackup.workers import Crashed, Executor, Worker, wait_any
 
 READER = "parbackup.readback.reader:read_worker"
 OPEN_SECONDS = 60.0
@@ -153,8 +154,7 @@ class _Run:
                 if isinstance(answer, Opened) and answer.label not in self.readers:
                     self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
                 else:
-                    with contextlib.suppress(OSError):
-                        started[i].channel.send(None)
+                    started[i].send(None)
                     _end(started[i])
         rest = sorted(needed - set(self.readers))
         for label in [lb for lb in rest if lb not in known]:
@@ -201,8 +201,7 @@ class _Run:
             reader.outstanding += 1
             for label, n in Counter(on_chunk(reader.label, msg.offset, msg.data)).items():
                 self.readers[label].outstanding -= n
-                with contextlib.suppress(OSError):
-                    self.readers[label].worker.channel.send(Credit(n))
+                self.readers[label].worker.send(Credit(n))
         elif isinstance(msg, VolumeDamage):
             out.volumes.append(
                 {"path": "", "volume": msg.volume, "device": reader.url, "error": msg.error}
@@ -293,12 +292,7 @@ def read_back(
             reader.pending = {fid for fid, _ in records}
             frame_refs, expect_end = (frames or {}).get(label, (None, True))
             frame_work = None if frame_refs is None else pack(frame_refs)
-            try:
-                reader.worker.channel.send(
-                    Work(set_id, pack(records), spec, frame_work, expect_end)
-                )
-            except OSError:
-                run.lost(reader, "reader process ended unexpectedly")
+            reader.worker.send(Work(set_id, pack(records), spec, frame_work, expect_end))
             reader.last = time.monotonic()
         run.gather(on_good, on_chunk, stall, stop_on_damage)
     finally:

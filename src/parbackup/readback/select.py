@@ -15,6 +15,7 @@ from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
 from parbackup.model import RecordRef
 from parbackup.readback.specials import substitute_hardlinks
+from parbackup.selection import matches as selected
 
 
 def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
@@ -26,7 +27,8 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
 
 
 def matches(path: str, globs: Sequence[str]) -> bool:
-    """True when ``path`` or one of its parent directories matches one of the globs."""
+    """True when ``path`` or one of its parent directories matches one of the shell
+    globs (``restore --stdout PATH``)."""
     if not globs:
         return True
     probe = path
@@ -39,18 +41,20 @@ def matches(path: str, globs: Sequence[str]) -> bool:
         probe = parent
 
 
-def select_files(catalog: Catalog, set_id: str, globs: Sequence[str]) -> list[CatalogFile]:
-    """The restorable files of a set that match the globs."""
-    return [f for f in catalog.files(set_id) if f.state == "ok" and matches(f.entry.path, globs)]
+def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
+    """The restorable files of a set that the patterns select (parbackup/selection.py)."""
+    return [
+        f for f in catalog.files(set_id) if f.state == "ok" and selected(f.entry.path, patterns)
+    ]
 
 
-def select_for_restore(catalog: Catalog, set_id: str, globs: Sequence[str]) -> list[CatalogFile]:
-    """The entries a restore recreates: those matching the globs, with each hard link
+def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
+    """The entries a restore recreates: those the patterns select, with each hard link
     whose first name is not chosen turned into that file (readback/specials.py)."""
     everything = select_files(catalog, set_id, ())
-    if not globs:
+    if not patterns:
         return everything
-    chosen = [f for f in everything if matches(f.entry.path, globs)]
+    chosen = [f for f in everything if selected(f.entry.path, patterns)]
     return substitute_hardlinks(chosen, everything)
 
 

@@ -4,7 +4,12 @@ A block device (a disk, a RAID volume, a loop device) is backed up as one image:
 single FILE entry whose size is the device's size, asked with the BLKGETSIZE64 ioctl (or
 found by seeking to the end where the ioctl is missing). Its recorded mode keeps the
 S_IFBLK bits, so a catalog or a record header tells an image from a plain file; restore
-writes it back as a file, or straight onto a block device given as the target.
+writes it back as a file, or straight onto a block device given as the target. The name
+may be a symlink to the device (``/dev/disk/by-id/...``): it is recorded as named and
+read from the device it leads to.
+
+A device node's times say nothing of its content, so no change is ever detected on
+one (``fields`` is empty): back up a snapshot of a live device instead.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import os
 import stat
 import struct
 
+from parbackup.entries import FILE, Entries
 from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind
+from parbackup.sources.base import ErrorFunc, FileReader, Identity, Source, SourceChanged
+from parbackup.sources.local import _LocalReader
 
 BLKGETSIZE64 = 0x80081272
 
@@ -44,25 +52,60 @@ def is_block_device(path: str) -> bool:
         return False
 
 
-def image_entry(path: str, source: str) -> FileEntry:
-    """The one entry a block device source yields; ``path`` may be a symlink to it."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    return FileEntry(
-        path=path,
-        kind=Kind.FILE,
-        size=device_size(real),
-        mode=st.st_mode,
-        mtime_ns=st.st_mtime_ns,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        source=source,
-        ctime_ns=st.st_ctime_ns,
-        ino=st.st_ino,
-        read_from=real if real != path else "",
-    )
-
-
 def is_image(entry: FileEntry) -> bool:
     """True for an entry that was backed up from a block device."""
     return entry.kind is Kind.FILE and stat.S_ISBLK(entry.mode)
+
+
+class _DeviceReader(_LocalReader):
+    """An open block device: its identity is the size it had when opened."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__(fd)
+        self.size = size
+
+    def identity(self) -> Identity:
+        st = os.fstat(self.fd)
+        return Identity(self.size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_rdev)
+
+
+class BlockDeviceSource(Source):
+    """A block device backed up as one image (``SourceSpec`` kind "blockdev")."""
+
+    fields: tuple[str, ...] = ()
+
+    def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
+        path = self.spec.record_root
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+            size = device_size(real)
+        except (OSError, SourceError) as exc:
+            on_error(path, getattr(exc, "strerror", None) or str(exc))
+            return
+        out.append(
+            os.fsencode(path),
+            FILE,
+            size,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_ino,
+            st.st_rdev,
+            index,
+        )
+
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
+        path = os.fsdecode(path)
+        real = os.path.realpath(path)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SourceError(exc.strerror or str(exc)) from exc
+        st = os.fstat(fd)
+        if not stat.S_ISBLK(st.st_mode) or (expect is not None and st.st_rdev != expect.dev):
+            os.close(fd)
+            raise SourceChanged("no longer the block device the scan saw")
+        return _DeviceReader(fd, device_size(real))

@@ -11,7 +11,7 @@ capacity: unbounded, e.g. a pipe). ``?block=SIZE`` (default 256K) is the block s
 write uses, as tape drives want; ``?wait=SECONDS`` (default 60) is how long to wait for
 the other end of a FIFO.
 
-Stream layout (devices/tapestream.py, docs/FORMAT.md): a sequence of frames ``kind (1
+Stream layout (devices/tape/stream.py, docs/FORMAT.md): a sequence of frames ``kind (1
 byte) | body length (u32) | crc32 (u32) | body``, padded with ``P`` frames to whole blocks
 wherever the stream is flushed::
 
@@ -34,8 +34,8 @@ import time
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter
-from parbackup.devices.tapestream import (
+from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter, parse_label
+from parbackup.devices.tape.stream import (
     DATA_FRAME,
     DEFAULT_BLOCK,
     SIZE,
@@ -47,6 +47,7 @@ from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.errors import (
     DeviceError,
     DeviceMissingError,
+    UsageError,
     device_error_from_os,
 )
 from parbackup.model import Capabilities, Label, Space
@@ -116,6 +117,7 @@ class TapeDevice(Device):
     capabilities = Capabilities(
         sequential=True, random_read=False, max_connections=1, durable_commit=True
     )
+    options = frozenset({"block", "wait"})
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -131,23 +133,41 @@ class TapeDevice(Device):
         self._label: Label | None = None
         self._current: str | None = None  # read mode: the object the tape is inside
         self._ended = False
+        self.read_only = False
+
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if not url.path:
+            raise UsageError(f"{url.display}: no path (use tape:///dev/nst0)")
+        block = parse_size(url.params.get("block", str(DEFAULT_BLOCK)))
+        if block < 4096 or block > (16 << 20):
+            raise UsageError(f"{url.display}: block size must be 4K..16M")
 
     # -- opening the medium ----------------------------------------------------------------
-    def open(self) -> None:
-        if not self.path:
-            raise DeviceError(f"{self.url.display}: no path (use tape:///dev/nst0)")
-        if self.block < 4096 or self.block > (16 << 20):
-            raise DeviceError(f"{self.url.display}: block size must be 4K..16M")
+    def open(self, write: bool = True) -> None:
+        """Check the path; the medium itself is opened at the first write or read.
+
+        With ``write=False`` the tape is only ever read (the first write is refused), and
+        a tape that does not exist is missing rather than about to be created.
+        """
+        self.read_only = not write
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
+            if not write:
+                raise DeviceMissingError(f"{self.url.display}: no such tape") from None
             if not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
                 raise DeviceMissingError(f"{self.url.display}: no such directory") from None
             return
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: stat") from exc
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(
+                f"{self.url.display}: a directory, not a tape (name a drive, FIFO or file;"
+                " a directory device is a plain path)"
+            )
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
-            raise DeviceError(f"{self.url.display}: not a tape drive, FIFO or plain file")
+            raise UsageError(f"{self.url.display}: not a tape drive, FIFO or plain file")
 
     def _is_fifo(self) -> bool:
         try:
@@ -186,6 +206,8 @@ class TapeDevice(Device):
     def _start_writing(self) -> None:
         if self.mode == "write":
             return
+        if self.read_only:
+            raise DeviceError(f"{self.url.display}: opened for reading only; cannot write")
         if self.mode == "read":
             raise DeviceError(f"{self.url.display}: the tape is open for reading")
         flags = os.O_WRONLY
@@ -258,14 +280,7 @@ class TapeDevice(Device):
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
                 kind=self.scheme,
             )
-            body = {
-                "label": self._label.label,
-                "created": self._label.created,
-                "kind": self.scheme,
-                "format_version": self._label.format_version,
-                "tool": "parbackup",
-            }
-            self.put(LABEL_NAME, json.dumps(body, indent=2).encode() + b"\n")
+            self.write_label(self._label)
         return self._label
 
     def read_label(self) -> Label | None:
@@ -277,16 +292,8 @@ class TapeDevice(Device):
         name = self._next_object()
         if name != LABEL_NAME:
             raise DeviceError(f"{self.url.display}: the tape does not start with a label")
-        try:
-            data = json.loads(self._rest_of_object())
-            self._label = Label(
-                label=str(data["label"]),
-                created=str(data["created"]),
-                kind=str(data["kind"]),
-                format_version=int(data.get("format_version", 1)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DeviceError(f"{self.url.display}: unreadable tape label") from exc
+        where = f"{self.url.display}: unreadable tape label"
+        self._label = parse_label(self._rest_of_object(), where)
         return self._label
 
     # -- writing ---------------------------------------------------------------------------

@@ -31,14 +31,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import DeviceURL, parse_size
+from parbackup.devices.wrappers import ForwardingDevice, ForwardingWriter
 from parbackup.errors import DeviceError, DeviceFullError, TransientDeviceError, UsageError
-from parbackup.model import Label, Space
 
 PREFIX = "faulty+"
 FAULT_KEYS = {
@@ -70,11 +70,12 @@ def inner_url(raw: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
 
 
-class _FaultyWriter(ObjectWriter):
+class _FaultyWriter(ForwardingWriter):
     def __init__(
         self, device: FaultyDevice, inner: ObjectWriter, counted: bool, catalog: bool = False
     ) -> None:
-        self.device, self.inner, self.counted, self.catalog = device, inner, counted, catalog
+        super().__init__(inner)
+        self.device, self.counted, self.catalog = device, counted, catalog
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.catalog and self.device.hang_catalog:
@@ -105,15 +106,19 @@ class _FaultyWriter(ObjectWriter):
         self.inner.abort()
 
 
-class FaultyDevice(Device):
-    """Wraps the device named by the rest of the URL and injects the configured faults."""
+class FaultyDevice(ForwardingDevice):
+    """Wraps the device named by the rest of the URL and injects the configured faults.
+
+    Everything is forwarded (devices.wrappers) but opening, closing, writers and volume
+    reads; small objects go through this wrapper's own ``replace`` so that writing the
+    catalog copy can hang.
+    """
+
+    options: ClassVar[frozenset[str]] = frozenset(FAULT_KEYS)
 
     def __init__(self, url: DeviceURL) -> None:
-        super().__init__(url)
-        self.inner = open_device(inner_url(url.raw))
-        self.scheme = self.inner.scheme  # type: ignore[misc]
-        self.capabilities = self.inner.capabilities  # type: ignore[misc]
-        self.capacity = self.inner.capacity
+        super().__init__(open_device(inner_url(url.raw)))
+        self.url = url
         p = url.params
         self.fail_after = _size(p.get("fail_after"))
         self.hang_after = _size(p.get("hang_after"))
@@ -182,24 +187,18 @@ class FaultyDevice(Device):
             raise self.error_class(f"{self.url.display}: {self.error_text} (injected)")
 
     # -- the device interface --------------------------------------------------------------
-    def open(self) -> None:
+    def open(self, write: bool = True) -> None:
         if self.hang_open:
             self.hung = True
             _NEVER.wait()
         if self.fail_open:
             raise DeviceError(f"{self.url.display}: host unreachable (injected)")
-        self.inner.open()
+        self.inner.open(write)
 
     def close(self) -> None:
         if self.hung:
             _NEVER.wait()
         self.inner.close()
-
-    def raw_space(self) -> Space:
-        return self.inner.raw_space()
-
-    def space(self) -> Space:
-        return self.inner.space()
 
     def create(self, name: str) -> ObjectWriter:
         counted = name.startswith("sets/")
@@ -211,30 +210,21 @@ class FaultyDevice(Device):
         counted, catalog = name.startswith("sets/"), name.startswith("catalog/")
         return _FaultyWriter(self, self.inner.replace(name), counted, catalog)
 
+    def put(self, name: str, data: bytes) -> None:
+        Device.put(self, name, data)  # through this wrapper's replace
+
+    def put_stream(self, name: str, stream: BinaryIO, chunk: int = 1 << 20) -> None:
+        Device.put_stream(self, name, stream, chunk)
+
     def read(self, name: str, offset: int, length: int) -> bytes:
         if name.startswith("sets/"):
             self.check()
         return self.inner.read(name, offset, length)
 
-    def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def size(self, name: str) -> int:
-        return self.inner.size(name)
-
     def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
         if name.startswith("sets/"):
             self.check()
         return self.inner.open_read(name, chunk)
-
-    def read_label(self) -> Label | None:
-        return self.inner.read_label()
-
-    def ensure_label(self) -> Label:
-        return self.inner.ensure_label()
 
     def __repr__(self) -> str:
         return f"<faulty {self.inner!r}>"

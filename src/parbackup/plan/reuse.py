@@ -8,20 +8,22 @@ the earlier set's records, which keep pointing at the set whose volume holds the
 where it lies. Only regular files with payload are reused; directories, links and empty
 files cost nothing to write again.
 
-This module is pure apart from reading source files for ``rehash``; the engine gives it
-the earlier set as data.
+This module is pure: the engine gives it the earlier set as data and, for ``rehash``,
+a function that opens a source file (the Source interface).
 """
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
 
+from parbackup.entries import FILE, Entries
+from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.sources.base import FileReader
 
 _READ = 1 << 20
 
@@ -71,53 +73,67 @@ def same_metadata(new: FileEntry, old: FileEntry) -> bool:
     )
 
 
-def same_content(entry: FileEntry, records: Sequence[RecordRef]) -> bool:
+def same_content(reader: FileReader, records: Sequence[RecordRef]) -> bool:
     """True when every record's range of the file hashes to that record's checksum."""
-    try:
-        fd = os.open(entry.read_path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
+    buf = memoryview(bytearray(_READ))
     try:
         for ref in sorted(records, key=lambda r: r.offset):
             hasher, at, end = blake3(), ref.offset, ref.offset + ref.size
             while at < end:
-                data = os.pread(fd, min(_READ, end - at), at)
-                if not data:
+                got = reader.readinto(at, buf[: min(_READ, end - at)])
+                if not got:
                     return False
-                hasher.update(data)
-                at += len(data)
+                hasher.update(buf[:got])
+                at += got
             if hasher.digest() != ref.checksum:
                 return False
         return True
-    except OSError:
+    except SourceError:
         return False
     finally:
-        os.close(fd)
+        reader.close()
+
+
+Opener = Callable[[int], FileReader]
+"""open(entry row) -> a reader over that file (for ``rehash``)."""
 
 
 def select(
-    entries: Sequence[FileEntry],
+    entries: Entries,
     parent: str,
     previous: dict[str, Previous],
     *,
-    rehash: bool = False,
+    rehash: Opener | None = None,
 ) -> Reuse:
-    """Decide for every entry whether the earlier set ``parent`` already holds it."""
+    """Decide for every entry whether the earlier set ``parent`` already holds it.
+
+    With ``rehash`` the file's content is compared with the earlier records (each file
+    opened through it); otherwise its size, mtime, ctime and inode number.
+    """
     out = Reuse(parent=parent)
-    for fid, entry in enumerate(entries):
-        old = previous.get(entry.path)
-        if entry.kind is not Kind.FILE or entry.size == 0 or old is None:
+    if not previous:
+        return out
+    kind, size = entries.kind, entries.size
+    for fid in range(len(entries)):
+        if kind[fid] != FILE or size[fid] == 0:
             continue
-        if old.entry.kind is not Kind.FILE or old.entry.size != entry.size:
+        old = previous.get(entries.path(fid))
+        if old is None or old.entry.kind is not Kind.FILE or old.entry.size != size[fid]:
             continue
-        if not complete(old.records, entry.size):
+        if not complete(old.records, size[fid]):
             continue
-        if rehash:
-            if not same_content(entry, old.records):
+        if rehash is not None:
+            try:
+                reader = rehash(fid)
+            except SourceError:
                 continue
-        elif stat.S_ISBLK(entry.mode) or not same_metadata(entry, old.entry):
-            continue  # a device node's times say nothing about its content
+            if not same_content(reader, old.records):
+                continue
+        else:
+            entry = entries.entry(fid)
+            if stat.S_ISBLK(entry.mode) or not same_metadata(entry, old.entry):
+                continue  # a device node's times say nothing about its content
         out.files.add(fid)
         out.records.extend((fid, ref) for ref in old.records)
-        out.bytes += entry.size
+        out.bytes += size[fid]
     return out

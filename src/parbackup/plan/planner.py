@@ -21,12 +21,13 @@ then the lower index, which spreads empty files and directories evenly too.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from operator import attrgetter
 
 from parbackup.errors import PlanError
-from parbackup.model import Item, Order, Piece, Plan, Slot, Strategy
+from parbackup.model import Order, Piece, Pieces, Plan, Slot, Strategy
 
 
 def threshold_of(total: int, devices: int) -> int:
@@ -166,18 +167,68 @@ class _LeastFilled:
         heapq.heappush(self.heap, self._key(i))
 
 
-def _plan_threshold(
-    pieces: list[Piece], slots: Sequence[Slot], order: Order, threshold: int
-) -> list[Item]:
+def sorted_rows(pieces: Pieces, order: Order) -> list[int]:
+    """Row numbers of ``pieces`` sorted by size (P4), ties by (file, offset).
+
+    Two stable sorts with C-level keys: by position (skipped when the rows already are in
+    position order, as a scan's are), then by size; ``reverse`` keeps stability.
+    """
+    n = len(pieces)
+    file, offset, size = pieces.file, pieces.offset, pieces.size
+    rows = list(range(n))
+    if any(
+        (file[k], offset[k]) > (file[k + 1], offset[k + 1])
+        for k in range(n - 1)
+        if file[k] >= file[k + 1]
+    ):
+        rows.sort(key=lambda k: (file[k], offset[k]))
+    rows.sort(key=size.__getitem__, reverse=order is Order.DESC)
+    return rows
+
+
+def _split(pieces: Pieces, threshold: int) -> Pieces:
+    """Cut every piece larger than ``threshold`` into segments of at most ``threshold``."""
+    if threshold <= 0 or max(pieces.size, default=0) <= threshold:
+        return pieces
+    out = Pieces()
+    for f, o, sz in zip(pieces.file, pieces.offset, pieces.size, strict=True):
+        if sz <= threshold:
+            out.append(f, o, sz)
+            continue
+        for start in range(0, sz, threshold):
+            out.append(f, o + start, min(threshold, sz - start))
+    return out
+
+
+class _Out:
+    """The plan's columns as they are filled."""
+
+    def __init__(self) -> None:
+        self.file, self.offset, self.size, self.device = (
+            array("q"),
+            array("q"),
+            array("q"),
+            array("H"),
+        )
+
+    def add(self, file: int, offset: int, size: int, device: int) -> None:
+        self.file.append(file)
+        self.offset.append(offset)
+        self.size.append(size)
+        self.device.append(device)
+
+
+def _plan_threshold(pieces: Pieces, slots: Sequence[Slot], order: Order, threshold: int) -> _Out:
     room = [s.room for s in slots]
     # Every device stays in the heap, full ones too: an empty file or a directory (a
     # zero-byte item) fits anywhere, even when every device is full (a replan after a
     # failure may place nothing else).
     heap = _LeastFilled(slots, [True] * len(slots))
-    items: list[Item] = []
-    for piece in sort_pieces(split_at_threshold(pieces, threshold), order):
-        left = piece.size
-        offset = piece.offset
+    out = _Out()
+    pieces = _split(pieces, threshold)
+    file, offsets, sizes = pieces.file, pieces.offset, pieces.size
+    for k in sorted_rows(pieces, order):
+        left, offset, fid = sizes[k], offsets[k], file[k]
         # Whole on the least-filled device with room; cut across devices only if none has.
         dev = heap.pick(lambda i, need=left: room[i] is None or room[i] >= need)
         if dev is None:
@@ -186,7 +237,7 @@ def _plan_threshold(
             if dev is None:
                 raise PlanError("the devices ran out of room while placing the plan")
             take = left if room[dev] is None else min(left, room[dev])
-            items.append(Item(piece.file, offset, take, dev))
+            out.add(fid, offset, take, dev)
             if room[dev] is not None:
                 room[dev] -= take
             offset += take
@@ -195,57 +246,64 @@ def _plan_threshold(
             if left == 0:
                 break
             dev = heap.pick(lambda i: room[i] is None or room[i] > 0)
-    return items
+    return out
 
 
-def _plan_fill(pieces: list[Piece], slots: Sequence[Slot], order: Order) -> list[Item]:
+def _plan_fill(pieces: Pieces, slots: Sequence[Slot], order: Order) -> _Out:
     """The fill strategy; the same choices as ``_LeastFilled``, inlined for speed.
 
     Heap keys are unique (they end in the device number), so which device is least
     filled never depends on how the heap is laid out: replacing the top in place picks
     exactly what popping and pushing would.
     """
-    total = sum(p.size for p in pieces)
-    left = shares_of(total, slots)
+    left = shares_of(pieces.total(), slots)
     load = [s.load for s in slots]
     weight = [s.weight for s in slots]
     count = [0] * len(slots)
     heap = [(load[i] / weight[i], 0, i) for i in range(len(slots))]
     heapq.heapify(heap)
-    items: list[Item] = []
-    append = items.append
-    for piece in sort_pieces(pieces, order):
-        remaining = piece.size
+    out = _Out()
+    o_file, o_off, o_size, o_dev = (
+        out.file.append,
+        out.offset.append,
+        out.size.append,
+        (out.device.append),
+    )
+    file, offsets, sizes = pieces.file, pieces.offset, pieces.size
+    replace, push, pop = heapq.heapreplace, heapq.heappush, heapq.heappop
+    for k in sorted_rows(pieces, order):
+        remaining = sizes[k]
+        fid = file[k]
         if remaining == 0:
             dev = heap[0][2]
-            append(Item(piece.file, piece.offset, 0, dev))
+            o_file(fid), o_off(offsets[k]), o_size(0), o_dev(dev)
             count[dev] += 1
-            heapq.heapreplace(heap, (load[dev] / weight[dev], count[dev], dev))
+            replace(heap, (load[dev] / weight[dev], count[dev], dev))
             continue
-        offset = piece.offset
+        offset = offsets[k]
         while remaining:
             dev = heap[0][2]
             passed = []
             while left[dev] <= 0:  # least filled but its share is used up: look further
-                passed.append(heapq.heappop(heap))
+                passed.append(pop(heap))
                 if not heap:  # pragma: no cover - shares always sum to total
                     raise PlanError("internal error: shares do not cover the data")
                 dev = heap[0][2]
             take = remaining if remaining < left[dev] else left[dev]
-            append(Item(piece.file, offset, take, dev))
+            o_file(fid), o_off(offset), o_size(take), o_dev(dev)
             left[dev] -= take
             offset += take
             remaining -= take
             load[dev] += take
             count[dev] += 1
-            heapq.heapreplace(heap, (load[dev] / weight[dev], count[dev], dev))
+            replace(heap, (load[dev] / weight[dev], count[dev], dev))
             for key in passed:
-                heapq.heappush(heap, key)
-    return items
+                push(heap, key)
+    return out
 
 
 def plan(
-    pieces: Sequence[Piece],
+    pieces: Pieces | Iterable[Piece],
     slots: Sequence[Slot],
     strategy: Strategy = Strategy.FILL,
     order: Order = Order.DESC,
@@ -256,30 +314,55 @@ def plan(
     """
     if not slots:
         raise PlanError("no device to plan for")
-    total = sum(p.size for p in pieces)
+    if len(slots) > 0xFFFF:
+        raise PlanError("too many devices")
+    pieces = Pieces.of(pieces)
+    total = pieces.total()
     threshold = threshold_of(total + sum(s.load for s in slots), len(slots))
     shares = shares_of(total, slots)  # also checks that everything fits
     if strategy is Strategy.THRESHOLD:
-        items = _plan_threshold(list(pieces), slots, order, threshold)
+        out = _plan_threshold(pieces, slots, order, threshold)
     else:
-        items = _plan_fill(list(pieces), slots, order)
-    return Plan(strategy, order, threshold, tuple(shares), tuple(items))
+        out = _plan_fill(pieces, slots, order)
+    return Plan(
+        strategy, order, threshold, tuple(shares), out.file, out.offset, out.size, out.device
+    )
 
 
-def coalesce(pieces: list[Piece]) -> list[Piece]:
-    """Merge touching ranges of the same file so a replan sees whole runs."""
+def coalesce(pieces: Iterable[Piece]) -> list[Piece]:
+    """Merge touching or overlapping ranges of the same file so a replan sees whole runs.
+
+    Overlaps are merged too (their union), so callers may hand in a range twice (a
+    record made durable and the item it belongs to) without a byte being planned twice.
+    Zero-byte pieces stay as they are (an empty file or a directory is one item).
+    """
     out: list[Piece] = []
-    for p in sorted(pieces, key=lambda p: (p.file, p.offset)):
+    for p in sorted(pieces, key=lambda p: (p.file, p.offset, p.size)):
         last = out[-1] if out else None
-        if last and last.file == p.file and last.offset + last.size == p.offset and p.size:
-            out[-1] = Piece(last.file, last.offset, last.size + p.size)
+        if (
+            last
+            and last.file == p.file
+            and p.size
+            and last.size
+            and p.offset <= last.offset + last.size
+        ):
+            end = max(last.offset + last.size, p.offset + p.size)
+            out[-1] = Piece(last.file, last.offset, end - last.offset)
+        elif (
+            last
+            and last.file == p.file
+            and not p.size
+            and last.offset <= p.offset <= last.offset + last.size
+            and (last.size or p.offset == last.offset)
+        ):
+            continue  # an empty piece inside (or equal to) a range already there
         else:
             out.append(p)
     return out
 
 
 def replan(
-    remaining: Sequence[Piece],
+    remaining: Pieces | Iterable[Piece],
     survivors: Sequence[Slot],
     strategy: Strategy,
     order: Order,

@@ -1,0 +1,177 @@
+"""The catalog's side of liveness: the rows catalog/liveness.py decides over, the one
+transaction that moves records into a compacted volume, forgetting dead sets, and the
+``meta`` values (such as the mark of a half-written rebuilt catalog).
+
+A mixin of ``Catalog`` (store.py) so that store.py stays the only module that opens
+SQLite; these methods use its connection and transactions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Set
+from contextlib import AbstractContextManager
+from typing import Any
+
+from parbackup.catalog.liveness import (
+    SetNode,
+    SetStatus,
+    VolumeUse,
+    pinned,
+    roots,
+    running_ids,
+)
+from parbackup.errors import CatalogError
+
+
+class LivenessRows:
+    """Reads for liveness and the record switch of a compaction (mixed into Catalog)."""
+
+    db: Any  # sqlite3.Connection, set by Catalog
+    transaction: Callable[[], AbstractContextManager[None]]  # Catalog.transaction
+    path: str
+
+    def set_nodes(self) -> list[SetNode]:
+        """Every set as liveness sees it (id, status, resumed set, failed devices), by seq."""
+        failed: dict[str, set[str]] = {}
+        for set_id, label in self.db.execute(
+            "SELECT set_id, label FROM set_devices WHERE status='failed'"
+        ):
+            failed.setdefault(set_id, set()).add(label)
+        out = []
+        for set_id, status, resumed in self.db.execute(
+            "SELECT id, status, resumed FROM sets ORDER BY seq"
+        ):
+            try:
+                st = SetStatus(status)
+            except ValueError as exc:
+                raise CatalogError(f"{self.path} is damaged: set status {status!r}") from exc
+            out.append(SetNode(set_id, st, resumed or "", frozenset(failed.get(set_id, ()))))
+        return out
+
+    def root_ids(self, keep: Set[str] = frozenset()) -> frozenset[str]:
+        """The ids of the root sets now (liveness.roots over ``set_nodes``)."""
+        return roots(self.set_nodes(), keep)
+
+    def pinned_ids(self, keep: Set[str] = frozenset()) -> frozenset[str]:
+        """The sets whose volumes must stay whole while a run runs (liveness.pinned)."""
+        running = running_ids(self.set_nodes(), keep)
+        return pinned(running, self.referenced_sets(running))
+
+    def live_use(
+        self, root_ids: Set[str], in_sets: Set[str] | None = None
+    ) -> dict[str, dict[str, VolumeUse]]:
+        """label -> volume -> what the roots' records occupy there (each record once).
+
+        ``in_sets``: only volumes of those sets (the ones a clean-up may touch), so a
+        catalog of many large restorable sets is not read whole at every backup.
+        """
+        roots_json = json.dumps(sorted(root_ids))
+        if in_sets is None:
+            where, args = "set_id IN (SELECT value FROM json_each(?))", [roots_json]
+        else:
+            where = (
+                "set_id IN (SELECT value FROM json_each(?)) AND ("
+                " origin_set IN (SELECT value FROM json_each(?))"
+                " OR (origin_set = '' AND set_id IN (SELECT value FROM json_each(?))))"
+            )
+            sets_json = json.dumps(sorted(in_sets))
+            args = [roots_json, sets_json, sets_json]
+        rows = self.db.execute(
+            "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
+            " SELECT DISTINCT label, volume, position, header_size + size AS len FROM records"
+            f" WHERE {where}) GROUP BY label, volume",
+            args,
+        ).fetchall()
+        out: dict[str, dict[str, VolumeUse]] = {}
+        for label, volume, count, nbytes in rows:
+            out.setdefault(label, {})[volume] = VolumeUse(count, nbytes)
+        return out
+
+    def drop_dead_records(self, set_ids: Set[str]) -> None:
+        """Forget the records of the given (dead) sets, all in one transaction."""
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(set_ids)),),
+            )
+
+    def referenced_sets(self, root_ids: Set[str]) -> set[str]:
+        """Ids of the sets whose volumes hold records a root lists (besides the roots)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT origin_set FROM records WHERE origin_set != ''"
+            " AND set_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(root_ids)),),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def live_extents(
+        self, root_ids: Set[str], label: str, volume: str
+    ) -> list[tuple[int, int, bytes]]:
+        """(position, length, checksum) of the live records in one volume, by position."""
+        rows = self.db.execute(
+            "SELECT DISTINCT position, header_size + size, checksum FROM records"
+            " WHERE label=? AND volume=? AND set_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY position",
+            (label, volume, json.dumps(sorted(root_ids))),
+        ).fetchall()
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def move_records(
+        self, label: str, volume: str, new_volume: str, moves: Mapping[int, int]
+    ) -> int:
+        """Point every record at (label, volume, old position) to (new_volume, new
+        position), for all sets at once, in one transaction; the number of rows moved.
+
+        Records at positions not in ``moves`` keep pointing at the old volume: only
+        dead sets' rows may do so (they are dropped with their set).
+        """
+        with self.transaction():
+            self.db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS moves (old INTEGER PRIMARY KEY, new INTEGER)"
+            )
+            self.db.execute("DELETE FROM temp.moves")
+            self.db.executemany("INSERT INTO temp.moves VALUES (?, ?)", sorted(moves.items()))
+            cur = self.db.execute(
+                "UPDATE records SET volume=?, position=(SELECT new FROM temp.moves"
+                " WHERE old=records.position) WHERE label=? AND volume=?"
+                " AND position IN (SELECT old FROM temp.moves)",
+                (new_volume, label, volume),
+            )
+            self.db.execute("DELETE FROM temp.moves")
+        return cur.rowcount
+
+    def meta(self, key: str) -> str | None:
+        """A value of the catalog's ``meta`` table, or None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with None, remove) a value of the ``meta`` table."""
+        with self.transaction():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def interrupted_sets(self) -> list[str]:
+        """Ids of sets whose run died before finishing (their volumes are orphans)."""
+        rows = self.db.execute(
+            "SELECT id FROM sets WHERE status='interrupted' ORDER BY seq"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def origin_sets(self) -> set[str]:
+        """Ids of sets a *live* set's records point into (their volumes must be kept).
+
+        Only the roots count (catalog/liveness.py): a dead run that reused records of an
+        earlier dead run keeps nothing alive.
+        """
+        return self.referenced_sets(self.root_ids())
+
+    def forget_set(self, set_id: str) -> None:
+        """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
+        with self.transaction():
+            for table in ("records", "files", "set_devices"):
+                self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
+            self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))

@@ -1,0 +1,1 @@
+"""Test-only device wrappers: faults that cannot be made real (``faulty+KIND://``)."""

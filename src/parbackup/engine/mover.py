@@ -1,0 +1,492 @@
+"""The mover: one process per device, writing the records of its share of a backup.
+
+``move(spec, channel)`` is a worker (parbackup/workers.py): it opens its device and its
+sources from their URLs, takes items in batches, reads each byte range through the
+Source interface, hashes it, writes records into a volume, and answers only with
+messages. Nothing is shared with the dispatcher, so a mover can run on another host.
+
+Conversation (dispatcher -> mover, then what the mover answers):
+
+    (start)        -> Opened(label or None, space, scheme, sequential) | Failed
+    Label()        -> Labelled(label) | Failed          write a label at first use
+    Probe(limit)   -> Speed(bytes/s) | Failed           --balance time without a hint
+    Begin(set, meta)                                    the set the volumes belong to
+    Work(items)    -> Progress(...)*, Problem(...)*     items in list order (W1)
+    Finish()       -> Durable(...), Committed() | Failed
+    Put(name, path)-> Stored(name, error)               the catalog copy
+    Stop()         -> (the mover ends)
+
+``Progress(sent, done)`` comes at most every ``PROGRESS_SECONDS`` while busy and when
+its queue runs dry: ``sent`` payload bytes so far, ``done`` the sequence number of the
+last item fully written. ``Durable(upto, volume, records)`` follows every checkpoint
+(every ``checkpoint_bytes``, and after each stream segment) and the commit: the records
+written since the last one are now durable and every item up to ``upto`` is. Only then
+do they go to the catalog. A device error ends the mover with ``Failed``; a source
+error skips the file with ``Problem`` (``changed`` when it changed under the reader).
+
+Records of small files are gathered into one large write; a payload larger than
+``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from parbackup.devices.base import ObjectWriter
+from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
+from parbackup.entries import FILE, KINDS
+from parbackup.errors import DeviceError, SourceError, UsageError
+from parbackup.format import (
+    CHUNK,
+    KIND_CODES,
+    VolumeHeader,
+    checksum,
+    encode_record_header,
+    end_record,
+)
+from parbackup.model import Space
+from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceSpec
+from parbackup.sources.registry import open_source
+from parbackup.workers import Channel
+
+PROGRESS_SECONDS = 0.05
+_SMALL = 256 * 1024
+_GATHER = 4 << 20
+_SLICE = 1 << 20
+_EMPTY_DIGEST = checksum(b"")
+_KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
+
+
+# -- messages --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MoverSpec:
+    """Everything a mover needs, as picklable words."""
+
+    index: int
+    url: str
+    sources: tuple[SourceSpec, ...] = ()
+    chunk: int = CHUNK
+    checkpoint_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    limit: int = 16 << 20
+    seconds: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    set_id: bytes
+    meta: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Items in list order; each a tuple, see ``WorkItem``."""
+
+    items: list
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    label: str | None
+    space: Space
+    scheme: str
+    sequential: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Speed:
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    sent: int
+    done: int
+    busy: float
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """Every record in ``records`` is durable, and so is every item up to ``upto``.
+
+    A record is ``(file id, volume, position, header size, offset, size, checksum)``.
+    """
+
+    upto: int
+    records: list
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: int
+    error: str
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    name: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+    usage: bool = False
+    """A configuration mistake found on opening (exit 2), not a device failure."""
+
+
+# A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
+# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None)
+SEQ, FID, OFF, SIZE, KIND, FSIZE, MODE, UID, GID, MTIME, CTIME, INO, DEV, SRC = range(14)
+PATH, LINK, DATA = 14, 15, 16
+
+
+def volume_name(set_hex: str, label: str, sequence: int) -> str:
+    """Where volume ``sequence`` of a set lies on a device."""
+    return f"sets/{set_hex}/{label[:12]}-{sequence:04d}.pbv"
+
+
+# -- the mover -------------------------------------------------------------------------
+@dataclass
+class _Volume:
+    writer: ObjectWriter
+    name: str
+    position: int
+    records: int = 0
+    since_checkpoint: int = 0
+
+
+@dataclass
+class _Mover:
+    spec: MoverSpec
+    channel: Channel
+    device: Any = None
+    label: str = ""
+    set_id: bytes = b""
+    meta: dict = field(default_factory=dict)
+    sources: dict[int, Source] = field(default_factory=dict)
+    queue: deque = field(default_factory=deque)
+    volume: _Volume | None = None
+    sequence: int = 0
+    gather: bytearray = field(default_factory=bytearray)
+    pending: list = field(default_factory=list)
+    sent: int = 0
+    done: int = 0
+    busy: float = 0.0
+    told: float = 0.0
+    reader: FileReader | None = None
+    buffer: memoryview = field(default_factory=lambda: memoryview(bytearray()))
+
+    # -- messages ------------------------------------------------------------------------
+    def tell(self, msg: object) -> None:
+        self.channel.send(msg)
+
+    def progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.told >= PROGRESS_SECONDS:
+            self.told = now
+            self.tell(Progress(self.sent, self.done, self.busy))
+
+    def handle(self, msg: object) -> bool:
+        """Act on one message; False when the mover should end."""
+        match msg:
+            case Work(items=items):
+                self.queue.extend(items)
+            case Finish():
+                self.commit()
+                self.tell(Committed())
+            case Begin(set_id=set_id, meta=meta):
+                self.set_id, self.meta = set_id, meta
+            case Label():
+                self.label = self.device.ensure_label().label
+                self.tell(Labelled(self.label))
+            case Probe(limit=limit, seconds=seconds):
+                self.tell(Speed(probe_speed(self.device, limit=limit, seconds=seconds)))
+            case Put(name=name, path=path):
+                try:
+                    with open(path, "rb") as fh:
+                        self.device.put_stream(name, _Beating(fh, self))
+                    self.tell(Stored(name))
+                except (DeviceError, OSError) as exc:
+                    self.tell(Stored(name, str(exc)))
+            case Stop():
+                return False
+        return True
+
+    def run(self) -> None:
+        while True:
+            if not self.queue:
+                self.flush_gather()
+                self.progress(force=True)
+                if not self.handle(self.channel.recv()):
+                    return
+                continue
+            while self.channel.poll(0):  # take more work, or a Stop, without waiting
+                if not self.handle(self.channel.recv()):
+                    return
+            started = time.monotonic()
+            batch = 0
+            while self.queue and batch < 64:
+                self.write_item(self.queue.popleft())
+                batch += 1
+            self.busy += time.monotonic() - started
+            self.progress()
+
+    # -- volumes -------------------------------------------------------------------------
+    def open_volume(self) -> _Volume:
+        self.sequence += 1
+        name = volume_name(self.set_id.hex(), self.label, self.sequence)
+        header = VolumeHeader(
+            set_id=self.set_id,
+            label=bytes.fromhex(self.label)[:16].ljust(16, b"\0"),
+            sequence=self.sequence,
+            created_ns=time.time_ns(),
+            meta={**self.meta, "label": self.label, "volume": self.sequence},
+        ).encode()
+        writer = self.device.create(name)
+        writer.write(header)
+        self.volume = _Volume(writer, name, len(header))
+        return self.volume
+
+    def flush_gather(self) -> None:
+        if self.gather and self.volume is not None:
+            self.volume.writer.write(self.gather)
+            self.gather = bytearray()
+
+    def make_durable(self, commit: bool) -> None:
+        """Checkpoint (or commit) the volume and tell which records are now durable."""
+        vol = self.volume
+        if vol is None:
+            return
+        self.flush_gather()
+        if commit:
+            vol.writer.write(end_record(self.set_id, vol.records).encode())
+            vol.writer.commit()
+            self.volume = None
+        elif not vol.writer.checkpoint():
+            return
+        vol.since_checkpoint = 0
+        records, self.pending = self.pending, []
+        self.tell(Durable(self.done, records))
+
+    def commit(self) -> None:
+        self.close_reader()
+        started = time.monotonic()
+        self.make_durable(commit=True)
+        self.busy += time.monotonic() - started
+
+    # -- records -------------------------------------------------------------------------
+    def record(self, item: tuple, offset: int, payload: memoryview | bytes) -> None:
+        vol = self.volume or self.open_volume()
+        n = len(payload)
+        digest = checksum(payload) if n else _EMPTY_DIGEST
+        header = encode_record_header(
+            _KIND_CODES[item[KIND]],
+            self.set_id,
+            item[FID],
+            offset,
+            n,
+            item[FSIZE],
+            item[MODE],
+            item[UID],
+            item[GID],
+            item[MTIME],
+            digest,
+            item[PATH],
+            item[LINK],
+        )
+        if n <= _SMALL:
+            self.gather += header
+            self.gather += payload
+            self.sent += n
+            if len(self.gather) >= _GATHER:
+                self.flush_gather()
+        else:
+            self.gather += header
+            self.flush_gather()
+            view = memoryview(payload)
+            for at in range(0, n, _SLICE):  # slices: progress moves on a slow link too
+                vol.writer.write(view[at : at + _SLICE])
+                self.sent += min(_SLICE, n - at)
+                self.progress()
+        self.pending.append((item[FID], vol.name, vol.position, len(header), offset, n, digest))
+        vol.position += len(header) + n
+        vol.records += 1
+        vol.since_checkpoint += len(header) + n
+
+    def source(self, index: int) -> Source:
+        src = self.sources.get(index)
+        if src is None:
+            src = self.sources[index] = open_source(self.spec.sources[index])
+        return src
+
+    def close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def write_item(self, item: tuple) -> None:
+        size = item[SIZE]
+        data = item[DATA]
+        if data is not None:  # a stream segment: its bytes came with the item
+            view = memoryview(data)
+            for at in range(0, size, self.spec.chunk):
+                self.record(item, item[OFF] + at, view[at : at + self.spec.chunk])
+            self.done = item[SEQ]
+            self.make_durable(commit=False)  # the dispatcher frees the segment's buffer
+            return
+        if item[KIND] != FILE or size == 0:  # only regular files carry payload
+            self.record(item, item[OFF], b"")
+        else:
+            try:
+                self.copy_range(item)
+            except SourceChanged as exc:
+                self.tell(Problem(item[FID], str(exc), True))
+            except SourceError as exc:
+                self.tell(Problem(item[FID], str(exc), False))
+            finally:
+                self.close_reader()
+        self.done = item[SEQ]
+        vol = self.volume
+        if vol is not None and vol.since_checkpoint >= self.spec.checkpoint_bytes:
+            self.make_durable(commit=False)
+
+    def copy_range(self, item: tuple) -> None:
+        """Read the item's byte range through its source and write it as records; then
+        check that the file is still as the scan saw it (else SourceChanged)."""
+        src = self.source(item[SRC])
+        expect = Identity(item[FSIZE], item[MTIME], item[CTIME], item[INO], item[DEV])
+        reader = self.reader = src.open(item[PATH], expect)
+        chunk = self.spec.chunk
+        offset, end = item[OFF], item[OFF] + item[SIZE]
+        if len(self.buffer) < min(chunk, item[SIZE]):
+            self.buffer = memoryview(bytearray(min(chunk, max(item[SIZE], _SMALL))))
+        buffer = self.buffer
+        while offset < end:
+            want = min(chunk, end - offset)
+            got = reader.readinto(offset, buffer[:want])
+            if got != want:
+                raise SourceChanged("file shrank while being read")
+            self.record(item, offset, buffer[:got])
+            offset += got
+        changed = src.changes(expect, reader.identity())
+        if changed:
+            raise SourceChanged("file changed while being read (" + ", ".join(changed) + ")")
+
+
+class _Beating:
+    """A file whose every read tells the dispatcher the mover is alive (a heartbeat
+    while a catalog copy goes up a slow link)."""
+
+    def __init__(self, fh: Any, mover: _Mover) -> None:
+        self.fh, self.mover = fh, mover
+
+    def read(self, n: int = -1) -> bytes:
+        self.mover.progress()
+        return self.fh.read(n)
+
+
+def probe_speed(device: Any, *, limit: int, seconds: float) -> float:
+    """Write up to ``limit`` bytes (or for ``seconds``) to a scratch object; bytes/s.
+
+    The commit is timed too, so a device that buffers writes and pays at commit is not
+    mistaken for a fast one. The scratch object is always deleted.
+    """
+    name = ".parbackup-speed-probe"
+    block = bytes(256 << 10)
+    written = 0
+    started = time.monotonic()
+    writer = device.replace(name)
+    try:
+        while written < limit:
+            writer.write(block)
+            written += len(block)
+            if time.monotonic() - started >= seconds:
+                break
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        elapsed = time.monotonic() - started
+        with contextlib.suppress(DeviceError):
+            device.delete(name)
+    return max(1.0, written / max(elapsed, 1e-6))
+
+
+def move(spec: MoverSpec, channel: Channel) -> None:
+    """The mover worker: see the module docstring."""
+    mover = _Mover(spec, channel)
+    try:
+        mover.device = RetryingDevice(open_device(spec.url))
+        mover.device.open()
+        caps = mover.device.capabilities
+        # a tape is read only when asked for its label at backup time (it starts anew)
+        label = None if caps.sequential else mover.device.read_label()
+        mover.label = label.label if label else ""
+        channel.send(
+            Opened(mover.label or None, mover.device.space(), mover.device.scheme, caps.sequential)
+        )
+        mover.run()
+    except (DeviceError, UsageError) as exc:
+        channel.send(Failed(str(exc), isinstance(exc, UsageError)))
+        abort(mover)
+    else:
+        close(mover)
+
+
+def abort(mover: _Mover) -> None:
+    """Give up the volume being written and release everything; never raises."""
+    mover.close_reader()
+    if mover.volume is not None:
+        with contextlib.suppress(Exception):  # the device already failed
+            mover.volume.writer.abort()
+    close(mover)
+
+
+def close(mover: _Mover) -> None:
+    for src in mover.sources.values():
+        src.close()
+    if mover.device is not None:
+        with contextlib.suppress(Exception):  # closing a failed device may fail too
+            mover.device.close()

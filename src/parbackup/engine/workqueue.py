@@ -1,0 +1,166 @@
+"""A device's work as the dispatcher holds it, in columns: what is still to send, and
+what was sent but is not yet durable.
+
+``WorkQueue`` holds items not yet sent to the mover, in list order (W1). Work is sent
+in batches from the front; pacing takes not-started work back from the end; a failed
+device's queue is drained whole. ``Sent`` holds items sent and not yet durable, keyed
+by their sequence number, so that a failure knows what to redo and the window knows
+how much is in flight. Both keep three arrays, not an object per item: a million small
+files cost megabytes, not hundreds of them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import deque
+from collections.abc import Iterable
+
+from parbackup.model import Piece
+
+
+class WorkQueue:
+    """Items not yet sent, in list order; ``bytes`` is their total size."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[list] = deque()  # [file, offset, size, start] per chunk
+        self.bytes = 0
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def extend(self, file: Iterable[int], offset: Iterable[int], size: Iterable[int]) -> None:
+        """Queue items after those already queued."""
+        chunk = [array("q", file), array("q", offset), array("q", size), 0]
+        if chunk[0]:
+            self.chunks.append(chunk)
+            self.bytes += sum(chunk[2])
+            self.count += len(chunk[0])
+
+    def take(self, max_items: int, max_bytes: int, split: int) -> list[tuple[int, int, int]]:
+        """Up to ``max_items`` items (at most ``max_bytes`` unless the first is larger)
+        from the front; an item larger than ``split`` goes in ``split``-byte parts, the
+        rest staying at the front (so its unread tail can still move elsewhere)."""
+        out: list[tuple[int, int, int]] = []
+        nbytes = 0
+        while self.chunks and len(out) < max_items and (nbytes < max_bytes or not out):
+            chunk = self.chunks[0]
+            file, offset, size, at = chunk
+            fid, off, sz = file[at], offset[at], size[at]
+            if sz > split:
+                out.append((fid, off, split))
+                offset[at], size[at] = off + split, sz - split
+                nbytes += split
+                self.bytes -= split
+                continue
+            out.append((fid, off, sz))
+            nbytes += sz
+            self.bytes -= sz
+            self.count -= 1
+            chunk[3] = at + 1
+            if chunk[3] == len(file):
+                self.chunks.popleft()
+        return out
+
+    def take_back(self, nbytes: int, min_cut: int) -> list[Piece]:
+        """Up to ``nbytes`` of work from the end: whole items first, then the front of
+        the last one stays and its tail is cut (cuts under ``min_cut`` are not made)."""
+        out: list[Piece] = []
+        while self.chunks and nbytes > 0:
+            chunk = self.chunks[-1]
+            file, offset, size, at = chunk
+            last = len(file) - 1
+            fid, off, sz = file[last], offset[last], size[last]
+            if sz <= nbytes:
+                out.append(Piece(fid, off, sz))
+                nbytes -= sz
+                self.bytes -= sz
+                self.count -= 1
+                for col in (file, offset, size):
+                    col.pop()
+                if len(file) == at:
+                    self.chunks.pop()
+                continue
+            if nbytes >= min_cut:
+                size[last] = sz - nbytes
+                out.append(Piece(fid, off + sz - nbytes, nbytes))
+                self.bytes -= nbytes
+            break
+        return out
+
+    def drain(self) -> list[Piece]:
+        """Everything still queued (a failed device's work)."""
+        out = [
+            Piece(f, o, s)
+            for file, offset, size, at in self.chunks
+            for f, o, s in zip(file[at:], offset[at:], size[at:], strict=True)
+        ]
+        self.chunks.clear()
+        self.bytes = self.count = 0
+        return out
+
+
+class Sent:
+    """Items sent to a mover and not yet durable, by sequence number."""
+
+    def __init__(self) -> None:
+        self.first = 1  # sequence number of the oldest item held
+        self.file, self.offset, self.size = array("q"), array("q"), array("q")
+        self.start = 0  # index of ``first`` in the arrays
+        self.done = 0  # highest sequence number fully written
+        self.undone_bytes = 0  # bytes sent and not yet written
+
+    @property
+    def next_seq(self) -> int:
+        return self.first + len(self.file) - self.start
+
+    def add(self, fid: int, offset: int, size: int) -> int:
+        """Record one sent item; its sequence number."""
+        seq = self.next_seq
+        self.file.append(fid)
+        self.offset.append(offset)
+        self.size.append(size)
+        self.undone_bytes += size
+        return seq
+
+    def mark_done(self, upto: int) -> None:
+        """Items up to ``upto`` are written (maybe not yet durable)."""
+        if upto <= self.done:
+            return
+        lo = max(self.done, self.first - 1) + 1
+        for seq in range(lo, upto + 1):
+            self.undone_bytes -= self.size[self.start + seq - self.first]
+        self.done = upto
+
+    def retire(self, upto: int) -> None:
+        """Items up to ``upto`` are durable: forget them."""
+        self.mark_done(upto)
+        drop = min(upto - self.first + 1, len(self.file) - self.start)
+        if drop <= 0:
+            return
+        self.start += drop
+        self.first += drop
+        if self.start > 4096 and self.start * 2 > len(self.file):
+            for col in (self.file, self.offset, self.size):
+                del col[: self.start]
+            self.start = 0
+
+    @property
+    def undone(self) -> int:
+        """Items sent and not yet written."""
+        return self.next_seq - 1 - self.done
+
+    def pieces(self) -> list[Piece]:
+        """Every item held (sent and not durable)."""
+        return [
+            Piece(f, o, s)
+            for f, o, s in zip(
+                self.file[self.start :],
+                self.offset[self.start :],
+                self.size[self.start :],
+                strict=True,
+            )
+        ]
+
+    def __len__(self) -> int:
+        return len(self.file) - self.start

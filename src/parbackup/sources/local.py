@@ -1,0 +1,174 @@
+"""A directory tree (or a single file) on any mounted filesystem as a source.
+
+Scanning walks the tree with ``os.scandir`` on bytes paths (no decoding, names that are
+not UTF-8 survive), depth first, sorted by name, into the columnar ``Entries`` table.
+A regular file with several names is backed up once: the first name met is a FILE,
+every later name a HARDLINK whose link is that first path. FIFOs, sockets and device
+nodes are recorded (a device node with its number) and never read, so a FIFO cannot
+hang a backup.
+
+Reading opens the file with ``O_NOFOLLOW | O_NONBLOCK`` and checks that it is still the
+regular file the scan saw (same device and inode): a path whose directory was swapped
+for a symlink to a place outside the tree, or a file replaced since the scan, is never
+read (``SourceChanged``). A snapshot is read through ``read_root`` while entries keep
+the live paths (REQUIREMENTS F4).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from operator import attrgetter
+
+from parbackup.entries import DIR, FILE, HARDLINK, KIND_INDEX, SYMLINK, Entries
+from parbackup.errors import SourceError
+from parbackup.model import Kind
+from parbackup.sources.base import ErrorFunc, FileReader, Identity, Source, SourceChanged
+
+FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDEX[Kind.DEVICE]
+_BY_NAME = attrgetter("name")
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _kind(mode: int) -> int | None:
+    """The Entries kind of a stat mode, or None for something unknown."""
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    if stat.S_ISFIFO(mode):
+        return FIFO
+    if stat.S_ISSOCK(mode):
+        return SOCKET
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return DEVICE
+    return None
+
+
+class _LocalReader(FileReader):
+    """An open local file."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def readinto(self, offset: int, view: memoryview) -> int:
+        got = 0
+        try:
+            while got < len(view):
+                n = os.preadv(self.fd, [view[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as exc:
+            raise SourceError(exc.strerror or str(exc)) from exc
+        return got
+
+    def identity(self) -> Identity:
+        st = os.fstat(self.fd)
+        return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class LocalTree(Source):
+    """A local directory tree or file (``SourceSpec`` kind "tree")."""
+
+    def _read_path(self, path: str | bytes) -> bytes:
+        """Where the bytes of the entry recorded as ``path`` are read from."""
+        spec = self.spec
+        raw = os.fsencode(path)
+        if not spec.read_root:
+            return raw
+        return os.fsencode(spec.read_root) + raw[len(os.fsencode(spec.record_root)) :]
+
+    def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
+        try:
+            fd = os.open(self._read_path(path), _OPEN)
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: the name is a symlink now
+                raise SourceChanged("replaced by a symlink since the scan") from exc
+            raise SourceError(exc.strerror or str(exc)) from exc
+        reader = _LocalReader(fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceChanged("no longer a regular file")
+            if expect is not None and (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
+                raise SourceChanged("replaced since the scan (another inode or filesystem)")
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
+    def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
+        spec = self.spec
+        record = os.fsencode(spec.record_root)
+        read = os.fsencode(spec.read_root) if spec.read_root else record
+        cut = len(read)
+        first: dict[tuple[int, int], bytes] = {}
+
+        def add(raw_path: bytes, st: os.stat_result) -> int | None:
+            """Add one entry; its kind (None when skipped)."""
+            kind = _kind(st.st_mode)
+            path = record + raw_path[cut:]
+            if kind is None:
+                on_error(os.fsdecode(path), "unknown file type, not backed up")
+                return None
+            link, size = b"", 0
+            if kind == FILE:
+                size = st.st_size
+                if st.st_nlink > 1:
+                    seen = first.setdefault((st.st_dev, st.st_ino), path)
+                    if seen != path:
+                        kind, link, size = HARDLINK, seen, 0
+            elif kind == SYMLINK:
+                link = os.readlink(raw_path)
+            elif kind == DEVICE:
+                link = str(st.st_rdev).encode()
+            out.append(
+                path,
+                kind,
+                size,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                st.st_dev,
+                index,
+                link,
+            )
+            return kind
+
+        try:
+            root_kind = add(read, os.lstat(read))
+        except OSError as exc:
+            on_error(spec.display or spec.record_root, exc.strerror or str(exc))
+            return
+        if root_kind != DIR:
+            return
+        stack = [read]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    children = sorted(it, key=_BY_NAME)
+            except OSError as exc:
+                on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
+                continue
+            subdirs = []
+            for child in children:
+                try:
+                    kind = add(child.path, child.stat(follow_symlinks=False))
+                except OSError as exc:
+                    on_error(os.fsdecode(record + child.path[cut:]), exc.strerror or str(exc))
+                    continue
+                if kind == DIR:
+                    subdirs.append(child.path)
+            stack.extend(reversed(subdirs))

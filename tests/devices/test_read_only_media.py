@@ -1,0 +1,56 @@
+"""Restore, verify and rebuild-catalog work from read-only media (issue 11; optical discs).
+
+The devices are real mounts turned read-only (``mount -o remount,ro`` of a tmpfs), and
+every command runs as a real process. Before, every device was opened as if for writing
+(a directory device wrote a probe file), so all of them refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+from fsfixtures import sh, tmpfs_fixture  # noqa: F401 (fixture)
+
+
+@pytest.mark.slow
+def test_restore_verify_rebuild_from_read_only_mounts(tmp_path, tmpfs):
+    tree = make_tree(tmp_path / "src", seed=21, files=30, big=(1_000_000,))
+    disks = [tmpfs(f"disc{i}", "16m") for i in range(2)]
+    cat = str(tmp_path / "cat.sqlite")
+    devs = [a for d in disks for a in ("-d", str(d))]
+    r = run_cli("backup", str(tree), *devs, "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    for d in disks:
+        sh("mount", "-o", "remount,ro", str(d))
+        with pytest.raises(OSError):
+            (d / "probe").write_bytes(b"")  # really read-only
+
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out, tree)) == snapshot(tree)
+    r = run_cli("files", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    rebuilt = str(tmp_path / "rebuilt.sqlite")
+    r = run_cli("rebuild-catalog", *devs, "--catalog", rebuilt, "--json")
+    assert r.code == 0, r.out + r.err
+    out2 = tmp_path / "out2"
+    r = run_cli("restore", "--target", str(out2), "--catalog", rebuilt, "--json")
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out2, tree)) == snapshot(tree)
+
+
+@pytest.mark.slow
+def test_backup_onto_a_read_only_mount_is_a_device_failure(tmp_path, tmpfs, device_dirs):
+    """Read-only media are for reading: a backup onto one fails that device (exit 3)."""
+    tree = make_tree(tmp_path / "src", seed=22, files=10)
+    disc = tmpfs("disc", "8m")
+    sh("mount", "-o", "remount,ro", str(disc))
+    (good,) = device_dirs(1)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), "-d", str(good), "-d", str(disc), "--catalog", cat, "--json")
+    assert r.code == 3, r.out + r.err
+    assert [d["status"] for d in r.json["devices"]] == ["ok", "failed"]

@@ -1,0 +1,84 @@
+"""The engine's shape: one mover process per device, and a mover that dies is a failed
+device whose work goes to the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from conftest import make_tree, restored_root, snapshot
+from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore
+from parbackup.workers import LocalExecutor
+
+
+class RecordingExecutor(LocalExecutor):
+    """The default executor, remembering every worker it started."""
+
+    def __init__(self) -> None:
+        self.started: list = []
+
+    def start(self, target, spec, name="", host=""):
+        worker = super().start(target, spec, name, host)
+        self.started.append(worker)
+        return worker
+
+
+def wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Wait until ``path`` exists (a gate file a paused device creates)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_every_device_is_written_by_its_own_process(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=21, files=40, big=(3 << 20,))
+    devs = device_dirs(3)
+    executor = RecordingExecutor()
+    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
+        report = run_backup([str(src)], [str(d) for d in devs], cat, executor=executor)
+        assert report.status == "complete"
+        run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
+    pids = {w.proc.pid for w in executor.started}
+    assert len(executor.started) == 3 and len(pids) == 3 and os.getpid() not in pids
+    assert all(w.proc.returncode == 0 for w in executor.started)  # each ended cleanly
+    assert all(any((d / "sets").rglob("*.pbv")) for d in devs)
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_a_mover_killed_mid_backup_is_a_failed_device(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=22, files=30, big=(6 << 20, 5 << 20))
+    good = device_dirs(2)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    gate = tmp_path / "gate"
+    urls = [str(good[0]), f"faulty+file://{victim}?pause_after=1M&gate={gate}", str(good[1])]
+    executor = RecordingExecutor()
+    out: dict = {}
+    catalog = str(tmp_path / "cat.sqlite")
+
+    def backup() -> None:
+        with Catalog(catalog) as cat:
+            options = BackupOptions(device_timeout=30)
+            out["report"] = run_backup([str(src)], urls, cat, options, executor=executor)
+
+    thread = threading.Thread(target=backup)
+    thread.start()
+    wait_for(Path(f"{gate}.paused"))  # the victim's mover is inside a volume write
+    os.kill(executor.started[1].proc.pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive()
+    report = out["report"]
+    assert report.status == "degraded" and report.exit_code == 3
+    failed = report.devices[1]
+    assert failed.status == "failed" and "ended unexpectedly" in failed.error
+    assert sum(failed.redirected.values()) > 0
+    gate.touch()
+    with Catalog(catalog) as cat:
+        labels = {ref.label for _, ref in cat.records(report.set_id)}
+        assert failed.label not in labels  # nothing of the set needs the dead device
+        run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
