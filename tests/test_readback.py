@@ -167,7 +167,7 @@ def fork_server_children() -> list[int]:
     servers = [
         pid
         for pid in descendants(os.getpid())
-        if b"--fork-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"parbackup.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     return [child for server in servers for child in descendants(server)]
 
@@ -192,6 +192,7 @@ def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, si
         known = catalog.device_urls()
 
         def verify() -> None:
+            result["out"] = None
             result["out"] = read_back(
                 bytes.fromhex(info.id),
                 records,
@@ -207,7 +208,7 @@ def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, si
         thread.start()
         deadline = time.monotonic() + 60
         while len(fork_server_children()) < 2:  # both readers are up
-            assert thread.is_alive() and time.monotonic() < deadline
+            assert thread.is_alive() and time.monotonic() < deadline, result
         victim = fork_server_children()[0]
         os.kill(victim, sig)
         thread.join(120)

@@ -63,7 +63,9 @@ class ForkedWorker:
     def join(self, timeout: float) -> bool:
         if self.pidfd is None:
             return True
-        if not select.select([self.pidfd], [], [], max(0.0, timeout))[0]:
+        poller = select.poll()  # not select(): descriptors may be numbered past 1024
+        poller.register(self.pidfd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
             return False
         os.close(self.pidfd)
         self.pidfd = None
