@@ -16,8 +16,8 @@ import pytest
 from conftest import SRC, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
-from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.progress import Started
+from parbackup.readback.restore import RestoreOptions, run_restore
 
 
 def backup_and_restore(tmp_path: Path, sources: list[Path], devs: int = 2, on_event=None):

@@ -9,8 +9,8 @@ from conftest import make_tree
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions
-from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.progress import Started
+from parbackup.readback.restore import RestoreOptions, run_restore
 
 
 def test_file_changing_during_backup_is_inconsistent(tmp_path, device_dirs):

@@ -16,8 +16,8 @@ from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import device_garbage, device_usage, pause_point, volumes_on, wait_paused
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import FRAMING_SLACK
-from parbackup.engine.restore import RestoreOptions, run_restore
-from parbackup.engine.verify import run_verify
+from parbackup.readback.restore import RestoreOptions, run_restore
+from parbackup.readback.verify import run_verify
 
 RESTORABLE = ("complete", "degraded")
 

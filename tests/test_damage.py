@@ -13,9 +13,9 @@ import pytest
 from conftest import make_tree, restored_root, snapshot
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
-from parbackup.engine.restore import RestoreOptions, run_restore
-from parbackup.engine.verify import run_verify
 from parbackup.format import RECORD_FIXED_SIZE, read_volume_header
+from parbackup.readback.restore import RestoreOptions, run_restore
+from parbackup.readback.verify import run_verify
 
 
 @pytest.fixture(scope="module")

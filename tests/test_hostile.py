@@ -1,4 +1,4 @@
-"""A crafted catalog or target never makes restore write outside --target (engine/paths.py)."""
+"""A crafted catalog or target never makes restore write outside --target (readback/paths.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import make_tree, run_cli
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
-from parbackup.engine.restore import RestoreOptions, run_restore
+from parbackup.readback.restore import RestoreOptions, run_restore
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.rebuild import rebuild_catalog
-from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.format import RecordHeader, VolumeHeader, checksum, end_record
+from parbackup.readback.restore import RestoreOptions, run_restore
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions
-from parbackup.engine.restore import RestoreOptions, run_restore
 from parbackup.errors import BackupFailedError, UsageError
 from parbackup.progress import Started
+from parbackup.readback.restore import RestoreOptions, run_restore
 
 
 def devices_args(devs) -> list[str]:

@@ -16,10 +16,10 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view, warn
-from parbackup.engine.image import run_image_restore
-from parbackup.engine.restore import RestoreOptions, run_restore
-from parbackup.engine.stream import restore_to_stream
 from parbackup.errors import UsageError
+from parbackup.readback.image import run_image_restore
+from parbackup.readback.restore import RestoreOptions, run_restore
+from parbackup.readback.stream import restore_to_stream
 from parbackup.selection import exclude
 from parbackup.sources.blockdev import is_block_device
 

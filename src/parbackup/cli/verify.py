@@ -15,7 +15,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
-from parbackup.engine.verify import run_verify
+from parbackup.readback.verify import run_verify
 
 
 @click.command("verify")

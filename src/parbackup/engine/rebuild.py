@@ -32,7 +32,6 @@ from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
-from parbackup.engine.restore import covered
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
@@ -44,6 +43,7 @@ from parbackup.format import (
 )
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Notice, ignore
+from parbackup.readback.select import covered
 
 
 @dataclass

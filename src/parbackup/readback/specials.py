@@ -15,8 +15,8 @@ import stat
 from dataclasses import replace
 
 from parbackup.catalog import CatalogFile
-from parbackup.engine.paths import is_real_dir
 from parbackup.model import Kind
+from parbackup.readback.paths import is_real_dir
 
 SPECIAL = (Kind.HARDLINK, Kind.FIFO, Kind.SOCKET, Kind.DEVICE)
 

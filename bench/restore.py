@@ -1,0 +1,74 @@
+"""Restore speed: ``parbackup restore`` from 2 devices against ``tar -xf`` from one.
+
+    sudo .venv/bin/python bench/restore.py              # ~1 GB tree, 3 alternating pairs
+    sudo .venv/bin/python bench/restore.py --pairs 5
+
+The tree is /usr/share/doc and /usr/lib/x86_64-linux-gnu plus one 256 MiB random file,
+on its own tmpfs; each device, the tar file's device and the restore target are their
+own tmpfs too. The tree is backed up once; then parbackup restore and tar -xf run in
+alternating pairs, the target wiped between runs. Prints each run and the median of the
+wall-time ratios (parbackup / tar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+from common import (
+    parbackup_argv,
+    parbackup_env,
+    random_file,
+    run,
+    same_tree,
+    tmpfs,
+    tree_stats,
+    wipe,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/pbrestore", help="where the tmpfs mounts go")
+    ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each tool")
+    args = ap.parse_args()
+    w = args.work
+    with (
+        tmpfs(f"{w}/src", "2G") as src,
+        tmpfs(f"{w}/dev1", "2G") as dev1,
+        tmpfs(f"{w}/dev2", "2G") as dev2,
+        tmpfs(f"{w}/tar", "2G") as tardev,
+        tmpfs(f"{w}/state", "1G") as state,
+        tmpfs(f"{w}/restore", "2G") as restore,
+    ):
+        for d in ("/usr/share/doc", "/usr/lib/x86_64-linux-gnu"):
+            subprocess.run(["cp", "-a", d, os.path.join(src, os.path.basename(d))], check=True)
+        random_file(os.path.join(src, "random.bin"), 256 << 20, seed=1)
+        files, nbytes = tree_stats(src)
+        print(f"tree: {files} files, {nbytes / 1e6:.0f} MB", file=sys.stderr)
+        env = parbackup_env(os.path.join(state, "catalog.sqlite"))
+        run("backup", parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json"), env=env)
+        run("tar -cf", ["tar", "-cf", f"{tardev}/t.tar", "-C", src, "."])
+        ratios = []
+        for i in range(args.pairs):
+            argv = parbackup_argv("restore", "-t", restore, "--json")
+            pb = run("parbackup restore", argv, env=env)
+            if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
+                raise SystemExit("parbackup restore differs from the source")
+            wipe(restore)
+            tar = run("tar -xf", ["tar", "-xf", f"{tardev}/t.tar", "-C", restore])
+            wipe(restore)
+            ratios.append(pb.wall / tar.wall)
+            print(
+                f"pair {i + 1}: parbackup {pb.wall:.2f} s ({pb.rate(nbytes):.0f} MB/s), "
+                f"tar -xf {tar.wall:.2f} s ({tar.rate(nbytes):.0f} MB/s), "
+                f"ratio {ratios[-1]:.2f}"
+            )
+        print(f"restore wall, parbackup / tar -xf: median {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

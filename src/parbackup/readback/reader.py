@@ -1,0 +1,358 @@
+"""The reader: one process per device, reading back and checking the records of a set.
+
+``read_worker(spec, channel)`` is started through an executor (parbackup.workers). It
+opens its device from the URL in its spec (wrapped so transient errors are retried),
+reads its label and says which device it is (readback/messages.py). Given work, it
+fetches every wanted record, checks it (header against the catalog's expectation,
+payload against its BLAKE3 checksum) and hands each good payload to its sink
+(readback/sinks.py). Results go back in batches, a few times a second, never one message
+per record. Records that lie next to each other in a volume are fetched with one read of
+up to ``SPAN`` bytes; sequential devices (tape) are read front to back in one pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from itertools import groupby
+from typing import Any
+
+from parbackup.devices.base import Device
+from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
+from parbackup.engine.devices import label_from_volumes
+from parbackup.errors import DeviceError, FormatError, ParbackupError
+from parbackup.format import (
+    MAX_NAME,
+    MAX_PAYLOAD,
+    RECORD_FIXED_SIZE,
+    RecordHeader,
+    checksum,
+    iter_volume,
+    parse_record_header,
+    read_volume_header,
+)
+from parbackup.model import RecordRef
+from parbackup.readback.frames import check_volumes
+from parbackup.readback.messages import (
+    Chunk,
+    Credit,
+    Finished,
+    Opened,
+    OpenFailed,
+    Progress,
+    ReaderSpec,
+    VolumeDamage,
+    Work,
+    unpack,
+)
+from parbackup.readback.sinks import Sink, StreamSinkSpec, build_sink
+
+SPAN = 16 << 20
+MAX_HEADER = RECORD_FIXED_SIZE + 2 * MAX_NAME + 4
+"""No record header is longer; a catalog saying otherwise is damaged or crafted."""
+_FLUSH_SECONDS = 0.2
+_FLUSH_ITEMS = 4096
+_ANNOUNCE = 1 << 20
+"""Reads at least this large are announced to the parent before they start."""
+
+Deliver = Callable[[int, RecordRef, memoryview | None, str], None]
+"""deliver(file id, record, payload or None, error text) -- called once per record."""
+Announce = Callable[[int], None]
+"""announce(bytes): a read of that many bytes starts now (0: a record went by unused)."""
+
+
+def _quiet(_nbytes: int) -> None:
+    """The default ``announce``: tell nobody."""
+
+
+def expected_owner(fid: int, ref: RecordRef, set_id: bytes) -> tuple[bytes, int]:
+    """The (set id, file id) a record's header must carry: its origin set's, if reused."""
+    if ref.origin_set:
+        return bytes.fromhex(ref.origin_set), ref.origin_file
+    return set_id, fid
+
+
+def matches_catalog(header: RecordHeader, fid: int, ref: RecordRef, set_id: bytes) -> bool:
+    """True when a record header is the one the catalog describes."""
+    owner_set, owner_file = expected_owner(fid, ref, set_id)
+    return (header.set_id, header.file_id, header.offset, header.size) == (
+        owner_set,
+        owner_file,
+        ref.offset,
+        ref.size,
+    ) and header.checksum == ref.checksum
+
+
+def check_record(fid: int, ref: RecordRef, set_id: bytes, head: bytes, payload: memoryview) -> str:
+    """'' if the record matches the catalog and its checksum, else what is wrong."""
+    try:
+        header = parse_record_header(head)
+    except FormatError as exc:
+        return f"damaged record header: {exc}"
+    if not matches_catalog(header, fid, ref, set_id):
+        return "record does not match the catalog"
+    if len(payload) != ref.size:
+        return "record is cut short"
+    if checksum(payload) != ref.checksum:
+        return "payload checksum mismatch"
+    return ""
+
+
+def read_records(
+    device: Device,
+    set_id: bytes,
+    wanted: Sequence[tuple[int, RecordRef]],
+    deliver: Deliver,
+    *,
+    span: int = SPAN,
+    by_offset: bool = False,
+    announce: Announce = _quiet,
+) -> None:
+    """Fetch and check every wanted record of one device; report each through deliver.
+
+    ``by_offset``: a random-access device serves the records in file-offset order (a
+    stream restore writes them in that order), else in volume order. ``announce`` hears
+    of every read before it starts, so a slow device is told from a hung one.
+    """
+    sane = []
+    for fid, ref in wanted:
+        if not 0 <= ref.size <= MAX_PAYLOAD or not 0 < ref.header_size <= MAX_HEADER:
+            deliver(fid, ref, None, "catalog record sizes are out of range")
+        elif ref.position < 0 or ref.offset < 0:
+            deliver(fid, ref, None, "catalog record position is out of range")
+        else:
+            sane.append((fid, ref))
+    if device.capabilities.sequential:
+        _read_sequential(device, set_id, sane, deliver, announce)
+        return
+    if by_offset:
+        ordered = sorted(sane, key=lambda w: (w[0], w[1].offset))
+    else:
+        ordered = sorted(sane, key=lambda w: (w[1].volume, w[1].position))
+    for volume, group in groupby(ordered, key=lambda w: w[1].volume):
+        batch: list[tuple[int, RecordRef]] = []
+        for fid, ref in group:
+            end = ref.position + ref.header_size + ref.size
+            if batch:
+                first = batch[0][1]
+                last = batch[-1][1]
+                contiguous = ref.position == last.position + last.header_size + last.size
+                if not contiguous or end - first.position > span:
+                    _read_span(device, volume, set_id, batch, deliver, announce)
+                    batch = []
+            batch.append((fid, ref))
+        if batch:
+            _read_span(device, volume, set_id, batch, deliver, announce)
+
+
+def _read_span(
+    device: Device,
+    volume: str,
+    set_id: bytes,
+    batch: list[tuple[int, RecordRef]],
+    deliver: Deliver,
+    announce: Announce,
+) -> None:
+    start = batch[0][1].position
+    last = batch[-1][1]
+    length = last.position + last.header_size + last.size - start
+    announce(length)
+    try:
+        data = memoryview(device.read(volume, start, length))
+    except DeviceError as exc:
+        for fid, ref in batch:
+            deliver(fid, ref, None, str(exc))
+        return
+    for fid, ref in batch:
+        at = ref.position - start
+        head = bytes(data[at : at + ref.header_size])
+        payload = data[at + ref.header_size : at + ref.header_size + ref.size]
+        error = check_record(fid, ref, set_id, head, payload)
+        deliver(fid, ref, None if error else payload, error)
+
+
+def _read_sequential(
+    device: Device,
+    set_id: bytes,
+    wanted: Sequence[tuple[int, RecordRef]],
+    deliver: Deliver,
+    announce: Announce,
+) -> None:
+    """One pass front to back over each volume, serving the wanted records as they pass."""
+    by_volume: dict[str, dict[int, tuple[int, RecordRef]]] = {}
+    for fid, ref in wanted:
+        by_volume.setdefault(ref.volume, {})[ref.position] = (fid, ref)
+    for volume in sorted(by_volume):
+        want = by_volume[volume]
+        try:
+            with device.open_read(volume) as stream:
+                start = read_volume_header(stream).length
+                for position, header, payload in iter_volume(stream, start):
+                    hit = want.pop(position, None)
+                    if hit is None:
+                        announce(0)
+                        continue
+                    fid, ref = hit
+                    error = ""
+                    if not matches_catalog(header, fid, ref, set_id):
+                        error = "record does not match the catalog"
+                    deliver(fid, ref, None if error else memoryview(payload), error)
+                    if not want:
+                        break
+        except (DeviceError, FormatError) as exc:
+            for fid, ref in want.values():
+                deliver(fid, ref, None, str(exc))
+            continue
+        for fid, ref in want.values():
+            deliver(fid, ref, None, "record not found in volume")
+
+
+class _Results:
+    """Per-file bookkeeping of one reader, flushed to the parent in batches."""
+
+    def __init__(self, channel: Any, sink: Sink, records: list[tuple[int, RecordRef]]) -> None:
+        self.channel, self.sink = channel, sink
+        self.remaining: dict[int, int] = {}
+        for fid, _ref in records:
+            self.remaining[fid] = self.remaining.get(fid, 0) + 1
+        self.bad: set[int] = set()
+        self.good: list[int] = []
+        self.held: list[int] = []  # good once the sink has finished (block device)
+        self.damaged: list[tuple[int, str]] = []
+        self.nbytes = 0
+        self.flushed = time.monotonic()
+
+    def announce(self, nbytes: int) -> None:
+        """Tell the parent a large read starts (or, now and then, that records go by)."""
+        if nbytes >= _ANNOUNCE or time.monotonic() - self.flushed >= _FLUSH_SECONDS:
+            self.flush(reading=nbytes, always=True)
+
+    def deliver(self, fid: int, ref: RecordRef, payload: memoryview | None, error: str) -> None:
+        self.nbytes += ref.size
+        if fid not in self.bad:
+            if payload is not None:
+                error = self.sink.put(fid, ref, payload)
+            if error:
+                self.fail(fid, error or "not restored")
+        left = self.remaining[fid] = self.remaining[fid] - 1
+        if left == 0 and fid not in self.bad:
+            error = self.sink.complete(fid)
+            if error:
+                self.bad.add(fid)
+                self.damaged.append((fid, error))
+            else:
+                (self.held if self.sink.deferred else self.good).append(fid)
+        full = len(self.good) + len(self.damaged) >= _FLUSH_ITEMS
+        if full or time.monotonic() - self.flushed >= _FLUSH_SECONDS:
+            self.flush()
+
+    def fail(self, fid: int, error: str) -> None:
+        self.bad.add(fid)
+        self.sink.fail(fid)
+        self.damaged.append((fid, error))
+
+    def flush(self, reading: int = 0, always: bool = False) -> None:
+        if self.good or self.damaged or self.nbytes or always:
+            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading))
+            self.good, self.damaged, self.nbytes = [], [], 0
+        self.flushed = time.monotonic()
+
+    def finish(self) -> None:
+        error = self.sink.finish()
+        for fid in self.held:
+            if error:
+                self.damaged.append((fid, error))
+            else:
+                self.good.append(fid)
+        for fid, left in self.remaining.items():
+            if left and fid not in self.bad:
+                self.damaged.append((fid, "record not read"))
+        self.flush()
+
+
+class _Flow:
+    """Stream sink flow control: at most ``window`` chunks the parent has not written."""
+
+    def __init__(self, channel: Any, window: int) -> None:
+        self.channel, self.window, self.outstanding = channel, max(1, window), 0
+
+    def emit(self, offset: int, data: bytes) -> None:
+        while self.outstanding >= self.window:
+            msg = self.channel.recv()
+            if isinstance(msg, Credit):
+                self.outstanding -= msg.n
+        self.channel.send(Chunk(offset, data))
+        self.outstanding += 1
+
+
+def _open(spec: ReaderSpec) -> tuple[Device | None, str, str]:
+    """Open the device; (device, its label, '') or (None, '', why not)."""
+    try:
+        device: Device = RetryingDevice(open_device(spec.url))
+    except ParbackupError as exc:
+        return None, "", str(exc)
+    try:
+        device.open(write=False)  # readers write nothing: read-only media work
+        label = device.read_label() or label_from_volumes(device)
+    except DeviceError as exc:
+        _close(device)
+        return None, "", str(exc)
+    display = device.url.display
+    if label is None:
+        _close(device)
+        return None, "", f"{display}: not a parbackup device (no label)"
+    if label.label not in spec.labels:
+        _close(device)
+        return None, "", f"{display} now holds another device (label {label.label})"
+    return device, label.label, ""
+
+
+def _close(device: Device) -> None:
+    with contextlib.suppress(Exception):
+        device.close()
+
+
+def read_worker(spec: ReaderSpec, channel: Any) -> None:
+    """Run one reader (see the module and readback/messages.py docstrings)."""
+    device, label, error = _open(spec)
+    if device is None:
+        channel.send(OpenFailed(error))
+        return
+    channel.send(Opened(label, device.url.display))
+    work = channel.recv()
+    if not isinstance(work, Work):
+        _close(device)
+        return
+    records = unpack(label, work.records)
+    flow = _Flow(channel, work.sink.window if isinstance(work.sink, StreamSinkSpec) else 1)
+    try:
+        sink = build_sink(work.sink, flow.emit)
+    except OSError as exc:
+        reason = f"{getattr(work.sink, 'path', '')}: {exc.strerror or exc}"
+        channel.send(Progress([], [(fid, reason) for fid in {f for f, _ in records}], 0))
+        channel.send(Finished())
+        _close(device)
+        return
+    results = _Results(channel, sink, records)
+    read_records(
+        device,
+        work.set_id,
+        records,
+        results.deliver,
+        by_offset=isinstance(work.sink, StreamSinkSpec),
+        announce=results.announce,
+    )
+    results.finish()
+    if work.frames is not None and not device.capabilities.sequential:
+        # a tape is read in one pass only; its stream frames carry CRCs
+        for hit in check_volumes(
+            device, work.set_id, unpack(label, work.frames), expect_end=work.expect_end
+        ):
+            if hit.file is not None:
+                channel.send(Progress([], [(hit.file, hit.error)], 0))
+            else:
+                channel.send(VolumeDamage(hit.volume, hit.error))
+    channel.send(Finished())
+    _close(device)

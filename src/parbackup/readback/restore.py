@@ -1,0 +1,306 @@
+"""Restoring a set (or the paths matching globs) into a target directory.
+
+All devices are read at once, one reader process each (readback/core.py). Every record
+is checked (header against the catalog, payload against its checksum) and written at its
+offset into a hidden temporary ``.part`` file next to its destination. Only a file whose
+every byte arrived intact is renamed into place and given its mode, owner and times; a
+damaged or incomplete file is removed and reported, never handed back as good. A file
+whose records all lie on one device is finished by that device's reader, so per-file
+work spreads over the processes; this process finishes files split over devices, then
+makes hard links and special files, then symlinks, and gives directories their metadata
+last (deepest first). Nothing is written through a symlink. An interrupted restore
+(Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+from parbackup.catalog import Catalog, CatalogFile
+from parbackup.errors import RestoreError
+from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.progress import EventSink, FileDone, Started, ignore
+from parbackup.readback.core import interruptible, read_back, warm_up
+from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.select import (
+    covered,
+    records_by_label,
+    restorable_set,
+    select_files,
+    select_for_restore,
+)
+from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
+from parbackup.readback.specials import SPECIAL, make_special
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What to restore, and where."""
+
+    target: str
+    set_ref: str | None = None
+    includes: tuple[str, ...] = ()
+    overwrite: bool = False
+    devices: tuple[str, ...] = ()
+
+
+@dataclass
+class RestoreReport:
+    """The outcome of a restore; ``to_json`` gives the ``restore --json`` document."""
+
+    set_id: str
+    target: str
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    damaged: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    """Entries not recreated because this user may not (device nodes without privilege)."""
+
+    @property
+    def status(self) -> str:
+        return "damaged" if self.damaged else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.damaged else 3 if self.skipped else 0
+
+    def to_json(self) -> dict:
+        return {
+            "set": self.set_id,
+            "status": self.status,
+            "target": self.target,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "damaged": self.damaged,
+            **({"skipped": self.skipped} if self.skipped else {}),
+        }
+
+    def damage(self, path: str, device: str, error: str) -> None:
+        """Name one file that was not restored, and why."""
+        self.damaged.append({"path": path, "device": device, "error": error})
+
+
+def apply_metadata(path: str, entry: FileEntry, *, follow: bool = True) -> None:
+    """Mode, owner (when running as root) and times; never follows a symlink."""
+    set_metadata(path, entry.mode, entry.uid, entry.gid, entry.mtime_ns, follow=follow)
+
+
+def run_restore(
+    catalog: Catalog, options: RestoreOptions, on_event: EventSink = ignore
+) -> RestoreReport:
+    """Restore a set into ``options.target``; see the module docstring."""
+    started = time.monotonic()
+    warm_up()
+    info = restorable_set(catalog, options.set_ref)
+    target = os.path.abspath(options.target)
+    report = RestoreReport(set_id=info.id, target=target)
+    if options.includes and not select_files(catalog, info.id, options.includes):
+        raise RestoreError("no file in the set matches " + ", ".join(options.includes))
+    chosen = select_for_restore(catalog, info.id, options.includes)
+    dest: dict[int, str] = {}
+    for f in chosen:
+        try:
+            dest[f.file_id] = target_path(target, f.entry.path)
+        except RestoreError as exc:
+            report.damage(f.entry.path, "", str(exc))
+    chosen = [f for f in chosen if f.file_id in dest]
+    if not options.overwrite:
+        clashes = [
+            dest[f.file_id]
+            for f in chosen
+            if f.entry.kind is not Kind.DIR and os.path.lexists(dest[f.file_id])
+        ]
+        if clashes:
+            shown = ", ".join(clashes[:5]) + (" ..." if len(clashes) > 5 else "")
+            raise RestoreError(
+                f"{len(clashes)} file(s) already exist in the target (use --overwrite): {shown}"
+            )
+    files = [f for f in chosen if f.entry.kind is Kind.FILE]
+    records = records_by_label(catalog, info.id, {f.file_id for f in files})
+    on_event(
+        Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
+    )
+    os.makedirs(target, exist_ok=True)
+    dirs = DirMaker(target)
+    for f in chosen:
+        path = dest[f.file_id]
+        try:
+            dirs.ensure(path if f.entry.kind is Kind.DIR else os.path.dirname(path))
+        except (RestoreError, OSError) as exc:
+            report.damage(f.entry.path, "", str(exc))
+            dest.pop(f.file_id)
+    with interruptible():
+        restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    _restore_links(chosen, dest, restored, report, on_event)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _restore_files(
+    catalog: Catalog,
+    set_id: str,
+    files: list[CatalogFile],
+    dest: dict[int, str],
+    records: dict[str, list[tuple[int, RecordRef]]],
+    options: RestoreOptions,
+    report: RestoreReport,
+    on_event: EventSink,
+) -> dict[str, str]:
+    """Read and write every regular file; original path -> restored path of the good."""
+    refs: dict[int, list[RecordRef]] = {}
+    labels: dict[int, set[str]] = {}
+    for label, recs in records.items():
+        for fid, ref in recs:
+            refs.setdefault(fid, []).append(ref)
+            labels.setdefault(fid, set()).add(label)
+    active = [f for f in files if f.file_id in dest]
+    unread = {f.file_id for f in active if not covered(refs.get(f.file_id, []), f.entry.size)}
+    # files split over devices, and any the catalog does not cover, are finished here
+    split = {f.file_id for f in active if len(labels.get(f.file_id, ())) > 1} | unread
+    targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
+    for f in active:
+        e = f.entry
+        for label in labels.get(f.file_id, ()):
+            here = f.file_id not in split
+            targets[label][f.file_id] = (
+                dest[f.file_id],
+                e.size,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.mtime_ns,
+                here,
+            )
+    paths = {f.file_id: f.entry.path for f in active}
+    whole = {f.file_id for f in active if f.file_id not in split}
+    try:
+        failed = _prepare(active, split, dest, report)
+        work = {
+            label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in failed]
+            for label, recs in records.items()
+        }
+
+        def done(fids: list[int]) -> None:
+            for fid in fids:
+                if fid in whole:
+                    on_event(FileDone(paths[fid]))
+
+        outcome = read_back(
+            bytes.fromhex(set_id),
+            work,
+            catalog.device_urls(),
+            options.devices,
+            lambda label: DirectorySinkSpec(targets[label]),
+            on_event,
+            on_good=done,
+        )
+    except BaseException:
+        for f in active:
+            with contextlib.suppress(OSError):
+                os.unlink(part_name(dest[f.file_id], f.file_id))
+        raise
+    restored: dict[str, str] = {}
+    for f in active:
+        fid, path = f.file_id, dest[f.file_id]
+        if fid in failed:
+            continue
+        device, error = outcome.damaged.get(fid, ("", ""))
+        if error:
+            pass
+        elif fid in unread:
+            error = "records missing from the catalog"
+        elif not outcome.ok(fid, len(labels.get(fid, ()))):
+            error = "not restored"
+        elif fid in split or not labels.get(fid):
+            device, error = "", _finish(fid, f.entry, path)
+        if error:
+            with contextlib.suppress(OSError):
+                os.unlink(part_name(path, fid))
+            report.damage(f.entry.path, device, error)
+            continue
+        restored[f.entry.path] = path
+        report.files += 1
+        report.bytes += f.entry.size
+        if fid not in whole or not labels.get(fid):
+            on_event(FileDone(f.entry.path))
+    return restored
+
+
+def _prepare(
+    active: list[CatalogFile], split: set[int], dest: dict[int, str], report: RestoreReport
+) -> set[int]:
+    """Create the ``.part`` of every file this process finishes (split over devices, or
+    empty); the ids of those that could not be created (reported damaged)."""
+    failed: set[int] = set()
+    for f in active:
+        if f.file_id not in split and f.entry.size:
+            continue
+        tmp = part_name(dest[f.file_id], f.file_id)
+        try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            try:
+                os.ftruncate(fd, f.entry.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            report.damage(f.entry.path, "", f"{tmp}: {exc.strerror or exc}")
+            failed.add(f.file_id)
+    return failed
+
+
+def _finish(fid: int, entry: FileEntry, path: str) -> str:
+    """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
+    tmp = part_name(path, fid)
+    try:
+        apply_metadata(tmp, entry)
+        if is_real_dir(path):
+            return "a directory is in the way"
+        os.replace(tmp, path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def _restore_links(
+    chosen: list[CatalogFile],
+    dest: dict[int, str],
+    restored: dict[str, str],
+    report: RestoreReport,
+    on_event: EventSink,
+) -> None:
+    """Hard links and special files, then symlinks, then directory metadata (deepest
+    first), after all file data is in place."""
+    for f in chosen:
+        if f.entry.kind in SPECIAL and f.file_id in dest:
+            problem, error = make_special(dest[f.file_id], f.entry, restored)
+            if problem:
+                where = report.damaged if problem == "damaged" else report.skipped
+                where.append({"path": f.entry.path, "device": "", "error": error})
+            else:
+                report.files += 1
+                on_event(FileDone(f.entry.path))
+    for f in chosen:
+        if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
+            path = dest[f.file_id]
+            if is_real_dir(path):
+                report.damage(f.entry.path, "", "a directory is in the way")
+                continue
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.symlink(f.entry.link, path)
+            apply_metadata(path, f.entry, follow=False)
+            report.files += 1
+            on_event(FileDone(f.entry.path))
+    for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
+        if f.entry.kind is Kind.DIR and f.file_id in dest:
+            if not is_real_dir(dest[f.file_id]):  # never chmod through a symlink
+                continue
+            apply_metadata(dest[f.file_id], f.entry)
+            report.files += 1

@@ -1,0 +1,82 @@
+"""Choosing what to read back: the set, its files, and their records per device.
+
+Reads the catalog only; nothing here touches a device or the target. The records of the
+chosen files are grouped by the label of the device holding them, one group per reader
+process (readback/reader.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+
+from parbackup.catalog import Catalog, CatalogFile, SetInfo
+from parbackup.errors import CatalogError
+from parbackup.model import RecordRef
+from parbackup.readback.specials import substitute_hardlinks
+from parbackup.selection import matches as selected
+
+
+def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
+    """The set ``set_ref`` names; CatalogError unless it is complete or degraded."""
+    info = catalog.resolve_set(set_ref)
+    if info.status not in ("complete", "degraded"):
+        raise CatalogError(f"set {info.id} is {info.status}, not restorable")
+    return info
+
+
+def matches(path: str, globs: Sequence[str]) -> bool:
+    """True when ``path`` or one of its parent directories matches one of the shell
+    globs (``restore --stdout PATH``)."""
+    if not globs:
+        return True
+    probe = path
+    while True:
+        if any(fnmatch.fnmatchcase(probe, g) for g in globs):
+            return True
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return False
+        probe = parent
+
+
+def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
+    """The restorable files of a set that the patterns select (parbackup/selection.py)."""
+    return [
+        f for f in catalog.files(set_id) if f.state == "ok" and selected(f.entry.path, patterns)
+    ]
+
+
+def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
+    """The entries a restore recreates: those the patterns select, with each hard link
+    whose first name is not chosen turned into that file (readback/specials.py)."""
+    everything = select_files(catalog, set_id, ())
+    if not patterns:
+        return everything
+    chosen = [f for f in everything if selected(f.entry.path, patterns)]
+    return substitute_hardlinks(chosen, everything)
+
+
+def records_by_label(
+    catalog: Catalog, set_id: str, file_ids: set[int], *, empty: bool = False
+) -> dict[str, list[tuple[int, RecordRef]]]:
+    """The records of the chosen files, grouped by device label.
+
+    Only payload-carrying records unless ``empty`` (verify's frame checks want all).
+    """
+    out: dict[str, list[tuple[int, RecordRef]]] = {}
+    for fid, ref in catalog.records(set_id):
+        if fid in file_ids and (empty or ref.size):
+            out.setdefault(ref.label, []).append((fid, ref))
+    return out
+
+
+def covered(refs: Iterable[RecordRef], size: int) -> bool:
+    """True when the records cover bytes [0, size) exactly once."""
+    at = 0
+    for ref in sorted(refs, key=lambda r: r.offset):
+        if ref.offset != at:
+            return False
+        at += ref.size
+    return at == size

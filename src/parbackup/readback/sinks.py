@@ -1,0 +1,292 @@
+"""Where checked payloads go: a directory, a block device, the parent (stdout), nowhere.
+
+A reader process (readback/reader.py) gets a small picklable *sink spec* and builds its
+sink from it with ``build_sink``. The reader calls, per file id:
+
+- ``put(fid, ref, payload)`` for every record that passed its checks ('' or an error),
+- ``complete(fid)`` once all of the file's records on this device passed ('' or error),
+- ``fail(fid)`` once when one of them did not (undo what was written),
+- ``finish()`` at the end ('' or an error that spoils every file not yet reported).
+
+Every write's return value is checked: a short write (a full target) is an error for that
+file, never ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from parbackup.model import RecordRef
+
+_BLOCK = 4096
+_ZERO_BLOCK = bytes(_BLOCK)
+_ZEROS = bytes(1 << 20)
+_MAX_OPEN = 64
+"""Files a directory sink keeps open at once (a file's records usually lie together)."""
+
+FileTarget = tuple[str, int, int, int, int, int, bool]
+"""(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
+directory sink. With ``finish here`` the reader creates the file's ``.part``, and once
+every record is in, gives it its metadata and renames it into place; otherwise (a file
+split over devices) the parent created the ``.part`` and finishes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySinkSpec:
+    """Write payloads into the files' ``.part`` names in a restore target."""
+
+    files: dict[int, FileTarget]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSinkSpec:
+    """Write payloads at their offsets onto the block device ``path``, then fsync."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSinkSpec:
+    """Send payloads to the parent (restore --stdout), at most ``window`` unacknowledged."""
+
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySinkSpec:
+    """Write nothing: only the checks."""
+
+
+SinkSpec = DirectorySinkSpec | BlockSinkSpec | StreamSinkSpec | VerifySinkSpec
+
+
+class Sink(Protocol):
+    """A reader's sink (see the module docstring)."""
+
+    deferred: bool
+    """True when a file counts as good only after ``finish`` (block device: fsync)."""
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str: ...
+    def complete(self, fid: int) -> str: ...
+    def fail(self, fid: int) -> None: ...
+    def finish(self) -> str: ...
+
+
+def part_name(dest: str, fid: int) -> str:
+    """The hidden temporary name a file is restored under, next to its destination."""
+    return os.path.join(os.path.dirname(dest), f".parbackup-{fid}.part")
+
+
+def set_metadata(
+    path: str, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
+) -> None:
+    """Mode, owner (when running as root) and times; never follows a symlink."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid, follow_symlinks=follow)
+    if follow:
+        os.chmod(path, mode & 0o7777)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=follow)
+
+
+def is_zero(payload: memoryview) -> bool:
+    """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
+    step = len(_ZEROS)
+    return all(
+        payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
+        for at in range(0, len(payload), step)
+    )
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``; OSError if the target takes less (full)."""
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        if n <= 0:
+            raise OSError(28, "No space left on device (short write)")
+        data, offset = data[n:], offset + n
+
+
+def write_sparse(fd: int, payload: memoryview, offset: int) -> None:
+    """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes)."""
+    n = len(payload)
+    run = -1  # start of the current run of non-zero blocks
+    at = 0
+    while at < n:
+        block = payload[at : at + _BLOCK]
+        if block == _ZERO_BLOCK[: len(block)]:
+            if run >= 0:
+                pwrite_all(fd, payload[run:at], offset + run)
+                run = -1
+        elif run < 0:
+            run = at
+        at += _BLOCK
+    if run >= 0:
+        pwrite_all(fd, payload[run:n], offset + run)
+
+
+class DirectorySink:
+    """Payloads into ``.part`` files; files wholly on this device finished here."""
+
+    deferred = False
+
+    def __init__(self, spec: DirectorySinkSpec) -> None:
+        self.files = spec.files
+        self.fds: dict[int, int] = {}
+        self.started: set[int] = set()
+
+    def _fd(self, fid: int) -> int:
+        fd = self.fds.get(fid)
+        if fd is not None:
+            return fd
+        if len(self.fds) >= _MAX_OPEN:
+            os.close(self.fds.pop(next(iter(self.fds))))
+        dest, size, _mode, _uid, _gid, _mtime, here = self.files[fid]
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if here and fid not in self.started:
+            fd = os.open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC, 0o600)
+            self.started.add(fid)
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                os.close(fd)
+                raise
+        else:
+            fd = os.open(part_name(dest, fid), flags)
+        self.fds[fid] = fd
+        return fd
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        if is_zero(payload):  # the file is sized with ftruncate: zeros stay holes
+            return ""
+        return self._guard(fid, lambda: write_sparse(self._fd(fid), payload, ref.offset))
+
+    def _guard(self, fid: int, what: Callable[[], object]) -> str:
+        try:
+            what()
+        except OSError as exc:
+            return f"{self.files[fid][0]}: {exc.strerror or exc}"
+        return ""
+
+    def _close(self, fid: int) -> None:
+        fd = self.fds.pop(fid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def complete(self, fid: int) -> str:
+        self._close(fid)
+        dest, _size, mode, uid, gid, mtime_ns, here = self.files[fid]
+        if not here:
+            return ""
+        tmp = part_name(dest, fid)
+        try:
+            if fid not in self.started:  # every record was all zeros
+                self._fd(fid)
+                self._close(fid)
+            set_metadata(tmp, mode, uid, gid, mtime_ns)
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                self.fail(fid)
+                return "a directory is in the way"
+            os.replace(tmp, dest)
+        except OSError as exc:
+            self.fail(fid)
+            return f"{dest}: {exc.strerror or exc}"
+        return ""
+
+    def fail(self, fid: int) -> None:
+        self._close(fid)
+        dest, *_rest, here = self.files[fid]
+        if here:
+            with contextlib.suppress(OSError):
+                os.unlink(part_name(dest, fid))
+
+    def finish(self) -> str:
+        for fid in list(self.fds):
+            self._close(fid)
+        return ""
+
+
+class BlockSink:
+    """Payloads onto a block device at their offsets; flushed before anything counts."""
+
+    deferred = True
+
+    def __init__(self, spec: BlockSinkSpec) -> None:
+        self.path = spec.path
+        self.fd = os.open(spec.path, os.O_WRONLY | os.O_CLOEXEC)
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        try:
+            pwrite_all(self.fd, payload, ref.offset)
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror or exc}"
+        return ""
+
+    def complete(self, fid: int) -> str:
+        return ""
+
+    def fail(self, fid: int) -> None:
+        return None
+
+    def finish(self) -> str:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror or exc}"
+        finally:
+            os.close(self.fd)
+        return ""
+
+
+class StreamSink:
+    """Payloads back to the parent, in the order read; ``emit`` does the flow control."""
+
+    deferred = False
+
+    def __init__(self, emit: Callable[[int, bytes], None]) -> None:
+        self.emit = emit
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        self.emit(ref.offset, bytes(payload))
+        return ""
+
+    def complete(self, fid: int) -> str:
+        return ""
+
+    def fail(self, fid: int) -> None:
+        return None
+
+    def finish(self) -> str:
+        return ""
+
+
+class VerifySink:
+    """Only the checks: nothing is written."""
+
+    deferred = False
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        return ""
+
+    def complete(self, fid: int) -> str:
+        return ""
+
+    def fail(self, fid: int) -> None:
+        return None
+
+    def finish(self) -> str:
+        return ""
+
+
+def build_sink(spec: SinkSpec, emit: Callable[[int, bytes], None]) -> Sink:
+    """The sink a spec describes; ``emit`` sends one chunk to the parent (stream sink)."""
+    if isinstance(spec, DirectorySinkSpec):
+        return DirectorySink(spec)
+    if isinstance(spec, BlockSinkSpec):
+        return BlockSink(spec)
+    if isinstance(spec, StreamSinkSpec):
+        return StreamSink(emit)
+    return VerifySink()
