@@ -42,8 +42,8 @@ from parbackup.format import (
     record_length,
 )
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
+from parbackup.plan.reuse import complete as covered
 from parbackup.progress import EventSink, Notice, ignore
-from parbackup.readback.select import covered
 
 
 @dataclass
