@@ -10,12 +10,9 @@ hangs. Whatever happens, every reader is dead when ``read_back`` returns or rais
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,23 +73,6 @@ class _Reader:
     outstanding: int = 0
     last: float = field(default_factory=time.monotonic)
     grace: float = 0.0
-
-
-def _raise_interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt meanwhile, so the caller cleans up as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _end(worker: Worker) -> None:

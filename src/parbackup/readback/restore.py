@@ -23,7 +23,7 @@ from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
-from parbackup.readback.core import interruptible, read_back, warm_up
+from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.select import (
     covered,
@@ -134,8 +134,7 @@ def run_restore(
         except (RestoreError, OSError) as exc:
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
-    with interruptible():
-        restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
     _restore_links(chosen, dest, restored, report, on_event)
     report.seconds = time.monotonic() - started
     return report

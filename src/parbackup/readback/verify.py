@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
-from parbackup.readback.core import interruptible, read_back, warm_up
+from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
 
@@ -78,16 +78,15 @@ def run_verify(
         Started("verify", len(files), sum(e.size for e in files.values()), tuple(sorted(work)))
     )
     failed = {d["label"] for d in catalog.set_devices(info.id) if d["status"] == "failed"}
-    with interruptible():
-        outcome = read_back(
-            bytes.fromhex(info.id),
-            work,
-            catalog.device_urls(),
-            devices,
-            lambda _label: VerifySinkSpec(),
-            on_event,
-            frames={label: (recs, label not in failed) for label, recs in frames.items()},
-        )
+    outcome = read_back(
+        bytes.fromhex(info.id),
+        work,
+        catalog.device_urls(),
+        devices,
+        lambda _label: VerifySinkSpec(),
+        on_event,
+        frames={label: (recs, label not in failed) for label, recs in frames.items()},
+    )
     damage = outcome.damaged
     for fid, entry in files.items():
         labels = {r.label for r in refs.get(fid, [])}
