@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,15 +134,21 @@ class Dispatcher:
         return [d for d in self.devices.values() if d.alive]
 
     def assign(self, plan: Plan, where: Sequence[int]) -> None:
-        """Queue a plan's items; plan device ``k`` is run-wide device ``where[k]``."""
-        per: dict[int, tuple[list, list, list]] = {}
+        """Queue a plan's items; plan device ``k`` is run-wide device ``where[k]``.
+
+        Straight into each device's columns (arrays): a million items never become a
+        million Python objects here.
+        """
+        per: dict[int, tuple[array, array, array]] = {}
         for f, o, s, dev in zip(plan.file, plan.offset, plan.size, plan.device, strict=True):
-            cols = per.setdefault(where[dev], ([], [], []))
+            cols = per.get(dev)
+            if cols is None:
+                cols = per[dev] = (array("q"), array("q"), array("q"))
             cols[0].append(f)
             cols[1].append(o)
             cols[2].append(s)
         for dev, (f, o, s) in per.items():
-            state = self.devices[dev]
+            state = self.devices[where[dev]]
             state.queue.extend(f, o, s)
             state.assigned += sum(s)
             state.report.segments += len(f)  # type: ignore[union-attr]
@@ -219,19 +226,19 @@ class Dispatcher:
         first = dev.sent.add_many(batch)
         kind, size, mode, uid, gid = e.kind, e.size, e.mode, e.uid, e.gid
         mtime, ctime, ino, devno, source = e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.source
-        blob, at, lblob, lat = e.blobs()
+        blob, at, roots, links = e.blobs()
         if self.feed is not None:
             feed = self.feed
             return [
                 (seq, f, o, n, kind[f], o + n, mode[f], uid[f], gid[f], mtime[f], ctime[f],
-                 ino[f], devno[f], source[f], bytes(blob[at[f] : at[f + 1]]), b"",
-                 feed.data_for(dev, seq, o))
+                 ino[f], devno[f], source[f], roots.get(source[f], b"") + blob[at[f] : at[f + 1]],
+                 b"", feed.data_for(dev, seq, o))
                 for seq, (f, o, n) in enumerate(batch, first)
             ]  # fmt: skip
         return [
             (seq, f, o, n, kind[f], size[f], mode[f], uid[f], gid[f], mtime[f], ctime[f],
-             ino[f], devno[f], source[f], bytes(blob[at[f] : at[f + 1]]),
-             bytes(lblob[lat[f] : lat[f + 1]]) if lat[f] != lat[f + 1] else b"", None)
+             ino[f], devno[f], source[f], roots.get(source[f], b"") + blob[at[f] : at[f + 1]],
+             links.get(f, b""), None)
             for seq, (f, o, n) in enumerate(batch, first)
         ]  # fmt: skip
 

@@ -30,8 +30,11 @@ class WorkQueue:
         return self.count
 
     def extend(self, file: Iterable[int], offset: Iterable[int], size: Iterable[int]) -> None:
-        """Queue items after those already queued."""
-        chunk = [array("q", file), array("q", offset), array("q", size), 0]
+        """Queue items after those already queued (arrays are taken as they are)."""
+        chunk = [
+            col if isinstance(col, array) and col.typecode == "q" else array("q", col)
+            for col in (file, offset, size)
+        ] + [0]
         if chunk[0]:
             self.chunks.append(chunk)
             self.bytes += sum(chunk[2])
