@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 WINDOW_BYTES = 64 << 20
 """Bytes sent to a mover and not yet written, at most (plus one item)."""
-WINDOW_ITEMS = 8192
-BATCH_ITEMS = 2048
+WINDOW_ITEMS = 4096
+BATCH_ITEMS = 1024
 BATCH_BYTES = 16 << 20
 SPLIT = 64 << 20
 """A larger item is sent in parts of this size, so its unread tail can still move."""
