@@ -40,6 +40,11 @@ class Measured:
     pss_mb: float = 0.0
     """Peak of the process tree's summed PSS (shared pages counted once)."""
 
+    @property
+    def memory(self) -> str:
+        """'peak RSS summed over the processes / peak summed PSS', in MB."""
+        return f"{self.rss_mb:.0f} / {self.pss_mb:.0f}"
+
     def rate(self, nbytes: int) -> float:
         """MB/s (10^6 bytes per second)."""
         return nbytes / self.wall / 1e6 if self.wall > 0 else 0.0

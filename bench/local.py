@@ -188,7 +188,7 @@ def report(results, restores, files, entries, nbytes, args) -> None:
                 f"{m.rate(nbytes):.0f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+                m.memory,
             ]
         )
     print(f"\nTree: {files} files ({entries} entries), {nbytes / 1e6:.0f} MB. {conditions()}\n")
@@ -199,7 +199,7 @@ def report(results, restores, files, entries, nbytes, args) -> None:
             f"{m.wall:.2f}",
             f"{m.rate(nbytes):.0f}",
             f"{m.cpu:.2f}",
-            f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+            m.memory,
         ]
         for m in restores.values()
     ]

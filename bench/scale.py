@@ -112,7 +112,7 @@ def many_files(args, w: str) -> list[list[str]]:
                 f"{m.wall:.2f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+                m.memory,
                 "",
             ]
         )
@@ -125,7 +125,7 @@ def many_files(args, w: str) -> list[list[str]]:
         assert doc["status"] == "complete", doc
         size = os.path.getsize(catalog)
         rows.append(
-            [m.name, f"{m.wall:.2f}", f"{entries / m.wall:.0f}", f"{m.cpu:.2f}", f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+            [m.name, f"{m.wall:.2f}", f"{entries / m.wall:.0f}", f"{m.cpu:.2f}", m.memory,
              f"catalog {size / 1e6:.0f} MB ({size / entries:.0f} B/entry)"]
         )  # fmt: skip
         for d in (dev1, dev2):
@@ -138,7 +138,7 @@ def many_files(args, w: str) -> list[list[str]]:
                 f"{m.wall:.2f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+                m.memory,
                 "",
             ]
         )
@@ -176,7 +176,7 @@ def big_file(args, w: str) -> None:
                     f"{m.wall:.2f}",
                     f"{m.rate(size):.0f}",
                     f"{m.cpu:.2f}",
-                    f"{m.rss_mb:.0f} / {m.pss_mb:.0f}",
+                    m.memory,
                 ]
             ],
         )
