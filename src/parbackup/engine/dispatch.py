@@ -136,22 +136,20 @@ class Dispatcher:
     def assign(self, plan: Plan, where: Sequence[int]) -> None:
         """Queue a plan's items; plan device ``k`` is run-wide device ``where[k]``.
 
-        Straight into each device's columns (arrays): a million items never become a
-        million Python objects here.
+        Every device's queue takes its rows of the plan's columns (one small array of
+        row numbers per device): a million items are not copied, nor made objects.
         """
-        per: dict[int, tuple[array, array, array]] = {}
-        for f, o, s, dev in zip(plan.file, plan.offset, plan.size, plan.device, strict=True):
-            cols = per.get(dev)
-            if cols is None:
-                cols = per[dev] = (array("q"), array("q"), array("q"))
-            cols[0].append(f)
-            cols[1].append(o)
-            cols[2].append(s)
-        for dev, (f, o, s) in per.items():
+        rows: dict[int, array] = {}
+        for r, dev in enumerate(plan.device):
+            got = rows.get(dev)
+            if got is None:
+                got = rows[dev] = array("q")
+            got.append(r)
+        for dev, mine in rows.items():
             state = self.devices[where[dev]]
-            state.queue.extend(f, o, s)
-            state.assigned += sum(s)
-            state.report.segments += len(f)  # type: ignore[union-attr]
+            state.queue.extend(plan.file, plan.offset, plan.size, mine)
+            state.assigned += sum(plan.size[r] for r in mine)
+            state.report.segments += len(mine)  # type: ignore[union-attr]
             state.last_heard = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------
