@@ -209,7 +209,26 @@ class DirectorySink:
         return ""
 
 
-class BlockSink:
+class VerifySink:
+    """Only the checks: nothing is written. The base of the sinks that keep nothing
+    per file."""
+
+    deferred = False
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        return ""
+
+    def complete(self, fid: int) -> str:
+        return ""
+
+    def fail(self, fid: int) -> None:
+        return None
+
+    def finish(self) -> str:
+        return ""
+
+
+class BlockSink(VerifySink):
     """Payloads onto a block device at their offsets; flushed before anything counts."""
 
     deferred = True
@@ -225,12 +244,6 @@ class BlockSink:
             return f"{self.path}: {exc.strerror or exc}"
         return ""
 
-    def complete(self, fid: int) -> str:
-        return ""
-
-    def fail(self, fid: int) -> None:
-        return None
-
     def finish(self) -> str:
         try:
             os.fsync(self.fd)
@@ -241,7 +254,7 @@ class BlockSink:
         return ""
 
 
-class StreamSink:
+class StreamSink(VerifySink):
     """Payloads back to the parent, in the order read; ``emit`` does the flow control."""
 
     deferred = False
@@ -251,33 +264,6 @@ class StreamSink:
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
         self.emit(ref.offset, bytes(payload))
-        return ""
-
-    def complete(self, fid: int) -> str:
-        return ""
-
-    def fail(self, fid: int) -> None:
-        return None
-
-    def finish(self) -> str:
-        return ""
-
-
-class VerifySink:
-    """Only the checks: nothing is written."""
-
-    deferred = False
-
-    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
-        return ""
-
-    def complete(self, fid: int) -> str:
-        return ""
-
-    def fail(self, fid: int) -> None:
-        return None
-
-    def finish(self) -> str:
         return ""
 
 
