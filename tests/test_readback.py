@@ -75,12 +75,13 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_restore_kills_readers_and_leaves_no_part(tmp_path, device_dirs, sig):
-    src = make_tree(tmp_path / "src", seed=3, files=20, max_size=20_000, big=(16 * MiB,))
+    big = (16 * MiB, 16 * MiB, 16 * MiB)  # each device reads a few throttled spans
+    src = make_tree(tmp_path / "src", seed=3, files=20, max_size=20_000, big=big)
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
     backup(src, devs, cat)
     out = tmp_path / "out"
-    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=2M")]
+    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=8M")]
     argv = ["restore", "--target", str(out), "--catalog", cat, *slow]
     proc = subprocess.Popen(
         [sys.executable, "-m", "parbackup", *argv],
