@@ -271,7 +271,7 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     cat = str(tmp_path / "cat.sqlite")
     r = run_cli("-q", "backup", str(src), *dargs(d0, d1), "--catalog", cat)
     assert r.code == 0 and r.out == "" and r.err == "", r
-    r = run_cli("-q", "backup", str(src), *dargs(d0, d1, dead), "--catalog", cat)
+    r = run_cli("backup", str(src), *dargs(d0, d1, dead), "--catalog", cat, "-q")  # after, too
     assert r.code == 3 and r.err == "", r
     (only,) = r.out.splitlines()  # the problem, nothing else
     assert only.startswith("device failed at start: ") and dead in only
@@ -283,7 +283,7 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     assert r.code == 3
     assert "WARNING parbackup.engine.backup: device failed before the backup started" in r.err
     assert "DEBUG" not in r.err
-    r = run_cli("-vv", "sets", "--catalog", cat)
+    r = run_cli("sets", "--catalog", cat, "-vv")
     assert "DEBUG parbackup.cli: parbackup" in r.err
     log = tmp_path / "log" / "parbackup.log"
     log.parent.mkdir()
@@ -293,6 +293,11 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     warn = [x for x in lines if "device failed before the backup started" in x]
     assert len(warn) == 1 and ISO_UTC.match(warn[0].split(" ", 1)[0]), lines
     assert " WARNING parbackup.engine.backup: " in warn[0]
+    secret = "sftp://backup:hunter2@127.0.0.1:1/x?key=s3cr3t"
+    r = run_cli("--log-file", str(log), "-vv", "verify", "-d", secret, "--catalog", cat + ".no")
+    assert r.code == 1
+    assert "hunter2" not in log.read_text() + r.err and "s3cr3t" not in log.read_text() + r.err
+    assert "sftp://backup:***@127.0.0.1:1/x?key=***" in log.read_text()
     r = run_cli("--log-file", str(tmp_path / "no" / "such" / "dir" / "x.log"), "sets")
     assert r.code == 2 and r.err.count("\n") == 1 and "x.log" in r.err, r.err
 
@@ -300,7 +305,9 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
 # -- 5. interruptions --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
 def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     src = make_tree(tmp_path / "src", seed=7, files=20, max_size=50_000, big=(400_000,))
     d0, d1 = tmp_path / "d0", tmp_path / "d1"
@@ -327,6 +334,37 @@ def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     assert r.code != 0  # nothing of an interrupted set is offered as restorable
     r = run_cli("backup", str(src), *dargs(d0, d1), "--catalog", cat, "--json")
     assert r.code == 0 and r.json["status"] == "complete", r.err
+
+
+def test_an_ignored_hangup_stays_ignored(tmp_path):
+    """Under ``nohup`` (SIGHUP ignored) a hang-up must not stop the backup."""
+    src = make_tree(tmp_path / "src", seed=10, files=10, max_size=50_000, big=(300_000,))
+    d0, d1 = tmp_path / "d0", tmp_path / "d1"
+    d0.mkdir(), d1.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    gate = Gate(tmp_path / "gate")
+    slow = f"faulty+file://{d1}?pause_after=64K&gate={gate}"
+    proc = start(
+        "backup",
+        str(src),
+        "-d",
+        str(d0),
+        "-d",
+        slow,
+        "--catalog",
+        cat,
+        "--json",
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        gate.wait_paused()
+        proc.send_signal(signal.SIGHUP)
+        gate.open()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "complete"
 
 
 def test_help_documents_the_exit_codes():

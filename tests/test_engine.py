@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from conftest import make_tree, restored_root, snapshot
+from conftest import SRC, make_tree, restored_root, snapshot
 from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore
 from parbackup.workers import LocalExecutor
 
@@ -82,3 +84,41 @@ def test_a_mover_killed_mid_backup_is_a_failed_device(tmp_path, device_dirs):
         assert failed.label not in labels  # nothing of the set needs the dead device
         run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_movers_end_with_a_killed_backup(tmp_path, device_dirs):
+    """SIGKILL of the backup takes its movers with it: none goes on writing a volume
+    behind the next run's clean-up."""
+    from killpoints import pause_point, wait_paused
+
+    src = make_tree(tmp_path / "src", seed=23, files=20, big=(6 << 20,))
+    good = device_dirs(1)[0]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    urls = [str(good), f"faulty+file://{victim}?pause_after=1M&gate={gate}"]
+    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), "--catalog",
+           str(tmp_path / "cat.sqlite")] + [a for u in urls for a in ("-d", u)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert wait_paused(proc, fifo)  # a mover is inside a volume write, paused
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+        movers = [int(p) for p in fh.read().split()]
+    assert len(movers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{p}") and _running(p) for p in movers):
+        assert time.monotonic() < deadline, "a mover outlived its backup"
+        time.sleep(0.01)
+    gate.touch()  # nothing is left to pass the gate
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` is alive (not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
-from parbackup.catalog.store import SCHEMA_VERSION
+from parbackup.catalog.schema import SCHEMA_VERSION
 
 
 def volume_bytes(devs: list[Path]) -> int:

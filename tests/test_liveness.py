@@ -31,7 +31,7 @@ from parbackup.catalog.liveness import (
     set_of_volume,
     volume_use,
 )
-from parbackup.catalog.store import SCHEMA_VERSION
+from parbackup.catalog.schema import SCHEMA_VERSION
 from parbackup.engine.recovery import resumable_set
 from parbackup.model import RecordRef
 

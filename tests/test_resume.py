@@ -35,12 +35,10 @@ def durable_records(cat: str) -> int:
         db.close()
 
 
-def test_killed_backup_resumes_from_what_was_durable(tmp_path, device_dirs):
-    tree = make_tree(tmp_path / "src", seed=31, files=40, max_size=300_000, big=(4 << 20,))
-    devs = device_dirs(2)
-    cat = str(tmp_path / "cat.sqlite")
-    gate = tmp_path / "gate"
-    faulty = [f"faulty+file://{d}?pause_after=3MiB&gate={gate}" for d in devs]
+def kill_mid_backup(gate, cat: str, tree, devs, pause: str) -> None:
+    """Back up ``tree`` onto ``devs`` and SIGKILL the run once records are durable and
+    every device has written ``pause`` bytes (it waits there on ``gate``)."""
+    faulty = [f"faulty+file://{d}?pause_after={pause}&gate={gate}" for d in devs]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, cat, str(tree), *faulty], env=env)
     try:
@@ -52,6 +50,13 @@ def test_killed_backup_resumes_from_what_was_durable(tmp_path, device_dirs):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+def test_killed_backup_resumes_from_what_was_durable(tmp_path, device_dirs):
+    tree = make_tree(tmp_path / "src", seed=31, files=40, max_size=300_000, big=(4 << 20,))
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    kill_mid_backup(tmp_path / "gate", cat, tree, devs, "3MiB")
     r = run_cli("sets", "--catalog", cat, "--json")
     assert [s["status"] for s in r.json["sets"]] == ["running"]
     dargs = [a for d in devs for a in ("-d", str(d))]

@@ -97,6 +97,33 @@ class Entries:
         self._link_at.append(len(self._link))
         return len(self.kind) - 1
 
+    def extend_rows(self, rows: list[tuple]) -> None:
+        """Add many entries at once; a row is ``append``'s arguments in order, all given.
+
+        The scan's hot path: the rows are turned into columns by ``zip`` and each column
+        extended in one call, instead of twelve appends per entry.
+        """
+        if not rows:
+            return
+        cols = list(zip(*rows, strict=True))
+        paths, links = cols[0], cols[11]
+        at, blob = self._path_at, self._path
+        for p in paths:
+            blob += p
+            at.append(len(blob))
+        lat, lblob = self._link_at, self._link
+        for link in links:
+            if link:
+                lblob += link
+            lat.append(len(lblob))
+        for arr, col in zip(
+            (self.kind, self.size, self.mode, self.uid, self.gid, self.mtime_ns,
+             self.ctime_ns, self.ino, self.dev, self.source),
+            cols[1:11],
+            strict=True,
+        ):  # fmt: skip
+            arr.extend(col)
+
     def add(self, entry: FileEntry, source: int = 0, dev: int = 0) -> int:
         """Add a ``FileEntry`` (tests, and sources that build one anyway)."""
         return self.append(
@@ -121,6 +148,11 @@ class Entries:
     def path(self, i: int) -> str:
         """The recorded path of entry ``i``."""
         return os.fsdecode(self.path_bytes(i))
+
+    def blobs(self) -> tuple[bytearray, array, bytearray, array]:
+        """The path blob and offsets, then the link blob and offsets (hot loops slice
+        them directly; entry ``i`` is ``blob[at[i]:at[i + 1]]``)."""
+        return self._path, self._path_at, self._link, self._link_at
 
     def link_bytes(self, i: int) -> bytes:
         """Entry ``i``'s link target (symlink), first name (hard link) or device number."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
 
@@ -104,12 +104,14 @@ class Pieces:
     """Planner input in columns: piece ``k`` is ``size[k]`` bytes of file ``file[k]`` from
     ``offset[k]``. A million pieces cost 24 MB, not a million objects."""
 
-    __slots__ = ("file", "offset", "size")
+    __slots__ = ("file", "offset", "ordered", "size")
 
     def __init__(self) -> None:
         self.file = array("q")
         self.offset = array("q")
         self.size = array("q")
+        self.ordered = False
+        """True when the pieces are known to be in (file, offset) order already."""
 
     def __len__(self) -> int:
         return len(self.file)
@@ -124,6 +126,21 @@ class Pieces:
 
     def total(self) -> int:
         return sum(self.size)
+
+    @classmethod
+    def whole_files(cls, sizes: array, skip: Set[int] = frozenset()) -> Pieces:
+        """One piece per file (all of it), file ids in order, leaving out ``skip``."""
+        out = cls()
+        if skip:
+            keep = [i for i in range(len(sizes)) if i not in skip]
+            out.file = array("q", keep)
+            out.size = array("q", [sizes[i] for i in keep])
+        else:
+            out.file = array("q", range(len(sizes)))
+            out.size = array("q", sizes)
+        out.offset = array("q", bytes(8 * len(out.file)))
+        out.ordered = True
+        return out
 
     @classmethod
     def of(cls, pieces: Iterable[Piece]) -> Pieces:

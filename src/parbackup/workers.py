@@ -22,6 +22,7 @@ Channel contract: ``send(obj)``, ``recv()`` (EOFError once the other side is gon
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
 import pickle
@@ -163,6 +164,9 @@ class _Forked:
             try:
                 parent.close()
                 os.setsid()
+                for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers
+                    signal.signal(sig, signal.SIG_DFL)
+                die_with_parent(os.getppid())
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 code = serve(target, Connection(child.detach()))
             finally:
@@ -201,7 +205,7 @@ class LocalExecutor:
         debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
         try:
             proc: subprocess.Popen | _Forked = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, target, str(child.fileno())],
+                [sys.executable, "-c", _CHILD, target, str(child.fileno()), str(os.getpid())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -238,7 +242,16 @@ def serve(target: str, channel: Connection) -> int:
     except (EOFError, OSError, pickle.UnpicklingError):
         return 1
     try:
-        resolve(target)(spec, channel)
+        run = resolve(target)
+        profile_dir = os.environ.get("PARBACKUP_PROFILE_WORKERS", "")
+        if profile_dir:  # a developer's tool: one cProfile file per worker
+            import cProfile
+
+            name = f"{target.rsplit(':', 1)[-1]}-{os.getpid()}.prof"
+            cProfile.runctx("run(spec, channel)", globals(), locals(),
+                            os.path.join(profile_dir, name))  # fmt: skip
+        else:
+            run(spec, channel)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return 1  # the parent is gone or gave this worker up
     except BaseException as exc:  # report, never print a traceback on the user's terminal
@@ -248,8 +261,27 @@ def serve(target: str, channel: Connection) -> int:
     return 0
 
 
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies, however it dies.
+
+    A worker must never outlive the program that started it: a mover still writing
+    after its backup was killed (SIGKILL) would put bytes on a device behind the next
+    run's clean-up. ``PR_SET_PDEATHSIG`` (Linux); if the parent is already gone, leave.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: Sequence[str]) -> int:
-    """``python -m parbackup.workers TARGET FD``: the child side of ``LocalExecutor``."""
+    """The child side of ``LocalExecutor``: ``TARGET FD PARENT_PID``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     target, fd = argv[0], int(argv[1])
+    if len(argv) > 2:
+        die_with_parent(int(argv[2]))
     return serve(target, Connection(fd))

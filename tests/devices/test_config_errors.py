@@ -15,6 +15,8 @@ import sys
 import pytest
 
 from conftest import SRC, make_tree, run_cli
+from parbackup.devices.url import parse_url
+from parbackup.errors import UsageError
 
 
 def _backup(tmp_path, good, bad: str):
@@ -31,6 +33,7 @@ def _mistakes(tmp_path):
         "directory-is-a-file": (str(plain), "not a directory"),
         "file-url-is-a-file": (f"file://{plain}", "not a directory"),
         "s3-without-bucket": ("s3:///prefix", "no bucket"),
+        "sftp-without-host": ("sftp:///srv/backup", "no host"),
         "tape-is-a-directory": (f"tape://{tmp_path / 'a-dir'}", "a directory, not a tape"),
         "unknown-option": (f"{tmp_path / 'a-dir'}?limt=1K", "unknown option limt"),
         "unknown-option-tape": (f"tape://{tmp_path}/t.img?blok=1M", "unknown option blok"),
@@ -43,6 +46,7 @@ CASES = [
     "directory-is-a-file",
     "file-url-is-a-file",
     "s3-without-bucket",
+    "sftp-without-host",
     "tape-is-a-directory",
     "unknown-option",
     "unknown-option-tape",
@@ -69,6 +73,17 @@ def test_unreachable_device_stays_a_device_failure(tmp_path, device_dirs):
     r = _backup(tmp_path, good, str(tmp_path / "not" / "mounted"))
     assert r.code == 3, r.out + r.err
     assert [d["status"] for d in r.json["devices"]] == ["ok", "failed"]
+
+
+def test_parse_url_makes_relative_directories_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_url("d0?capacity=1M").raw == f"{tmp_path}/d0?capacity=1M"
+    assert parse_url("file://d0/x").path == f"{tmp_path}/d0/x"
+    assert parse_url("file://d0/x").display == f"file://{tmp_path}/d0/x"
+    assert parse_url("/abs/d1").raw == "/abs/d1"
+    assert parse_url("file:///abs/d1").raw == "file:///abs/d1"
+    with pytest.raises(UsageError):
+        parse_url("file://")
 
 
 def _cli_in(cwd, *args: str) -> subprocess.CompletedProcess:

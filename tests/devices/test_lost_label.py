@@ -61,3 +61,17 @@ def test_relabel_needs_volumes(tmp_path, device_dirs):
     r = run_cli("relabel", str(d0))
     assert r.code == 1 and "no readable volume" in r.err
     assert not (d0 / "label.json").exists()
+
+
+def test_relabel_refuses_volumes_of_two_devices(tmp_path, device_dirs):
+    tree = make_tree(tmp_path / "src", seed=32, files=12, big=(600_000,))
+    d0, d1 = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), "-d", str(d0), "-d", str(d1), "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    (d0 / "label.json").unlink()
+    stray = next((d1 / "sets").rglob("*.pbv"))  # another device's volume, copied over
+    (d0 / "sets" / stray.parent.name / f"zz-{stray.name}").write_bytes(stray.read_bytes())
+    r = run_cli("relabel", str(d0))
+    assert r.code == 1 and "different labels" in r.err, r.out + r.err
+    assert not (d0 / "label.json").exists()

@@ -7,9 +7,13 @@ every command runs as a real process. Before, every device was opened as if for 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from conftest import make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import sh, tmpfs_fixture  # noqa: F401 (fixture)
 
 
@@ -34,6 +38,15 @@ def test_restore_verify_rebuild_from_read_only_mounts(tmp_path, tmpfs):
     assert snapshot(restored_root(out, tree)) == snapshot(tree)
     r = run_cli("files", "--catalog", cat, "--json")
     assert r.code == 0, r.out + r.err
+    big = max(tree.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else -1)
+    piped = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--catalog", cat, "--stdout", str(big)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        timeout=300,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == big.read_bytes()
     rebuilt = str(tmp_path / "rebuilt.sqlite")
     r = run_cli("rebuild-catalog", *devs, "--catalog", rebuilt, "--json")
     assert r.code == 0, r.out + r.err

@@ -9,7 +9,7 @@ import pytest
 from scanning import rows, scanned
 
 from parbackup.entries import DIR, FILE
-from parbackup.errors import SourceError
+from parbackup.errors import SourceError, UsageError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.s3 import S3Prefix
@@ -80,7 +80,7 @@ def test_read_ranges_of_an_object(prefix):
     i = rows(out)[path]
     data = OBJECTS["data/sub/deep/b.bin"]
     buf = bytearray(1 << 20)
-    with source.open(path, identity_of(out, i)) as reader:
+    with source.open(out.path_bytes(i), identity_of(out, i)) as reader:  # as the mover does
         got, at = bytearray(), 0
         while n := reader.readinto(at, memoryview(buf)):
             got += buf[:n]
@@ -170,3 +170,31 @@ def test_client_is_lazy_closed_and_made_again(prefix):
     with source.open(f"/{bucket}/data/a.txt") as reader:
         buf = bytearray(5)
         assert reader.readinto(0, memoryview(buf)) == 5 and buf == b"hello"
+
+
+def test_a_whole_bucket_is_a_tree(s3_server):
+    bucket = s3_server.bucket("whole-bucket")
+    s3 = s3_server.client()
+    for key in ("top.txt", "d/inner.txt"):
+        s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    with open_source(spec_for(f"s3://{bucket}?endpoint={s3_server.endpoint}")) as source:
+        out, errors = scanned(source)
+        assert errors == [] and out.path(0) == f"/{bucket}"
+        assert set(rows(out)) == {
+            f"/{bucket}",
+            f"/{bucket}/d",
+            f"/{bucket}/d/inner.txt",
+            f"/{bucket}/top.txt",
+        }
+        buf = bytearray(20)
+        with source.open(f"/{bucket}/d/inner.txt") as reader:
+            assert reader.readinto(0, memoryview(buf)) == len(b"d/inner.txt")
+        assert bytes(buf[:11]) == b"d/inner.txt"
+
+
+def test_options_the_source_does_not_use_are_usage_errors():
+    with pytest.raises(UsageError, match=r"unknown options capacity, part for a s3 source"):
+        open_source(spec_for("s3://bucket/p?part=5M&capacity=1G"))
+    source = open_source(spec_for("s3://bucket/p?retries=many"))
+    with source, pytest.raises(UsageError, match=r"^s3://bucket/p\?retries=many: bad option value"):
+        scanned(source)  # the option is read when the client is made, before any request

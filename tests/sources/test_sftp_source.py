@@ -4,6 +4,8 @@ table, read byte ranges, and tell a file that changed before or while it was rea
 from __future__ import annotations
 
 import os
+import select
+import signal
 import stat
 from pathlib import Path
 
@@ -13,10 +15,11 @@ from scanning import rows, scanned
 from conftest import make_tree
 from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
-from parbackup.errors import SourceError
+from parbackup.errors import SourceError, UsageError
 from parbackup.sources.base import SourceChanged, identity_of
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.sftp import SftpTree
+from servers import SSHD, SshServer, process_tree
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def test_read_ranges_of_a_file(tree):
     i = rows(out)[f"{top}/big0.bin"]
     data = (root / "big0.bin").read_bytes()
     buf = bytearray(1 << 20)
-    with source.open(out.path(i), identity_of(out, i)) as reader:
+    with source.open(out.path_bytes(i), identity_of(out, i)) as reader:  # as the mover does
         got, at = bytearray(), 0
         while n := reader.readinto(at, memoryview(buf)):
             got += buf[:n]
@@ -140,8 +143,8 @@ class _SwappingTree(SftpTree):
     victim: Path | None = None
     target: Path | None = None
 
-    def _call(self, what, fn):  # type: ignore[no-untyped-def]
-        result = super()._call(what, fn)
+    def _call(self, what, fn, **kwargs):  # type: ignore[no-untyped-def]
+        result = super()._call(what, fn, **kwargs)
         if self.victim is not None and self.target is not None:
             self.victim.unlink()
             self.victim.symlink_to(self.target)
@@ -238,6 +241,54 @@ def test_connection_is_lazy_closed_and_made_again(tree):
         assert reader.readinto(0, memoryview(buf)) == min(10, (root / "file0.bin").stat().st_size)
 
 
+def _kill_sessions(server: SshServer) -> None:
+    """SIGKILL every session sshd forked (sshd itself keeps listening); return once dead."""
+    assert server.proc is not None
+    for pid in process_tree(server.proc.pid)[1:]:
+        fd = os.pidfd_open(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            select.select([fd], [], [], 10)  # readable when the process has exited
+        finally:
+            os.close(fd)
+
+
+def _lose_connection(server: SshServer, source: SftpTree) -> None:
+    """Kill the source's session on the server; return once the client has seen it end."""
+    transport = source.ssh.get_transport() if source.ssh else None
+    assert transport is not None and transport.is_active()
+    _kill_sessions(server)
+    transport.join(10)  # the transport's thread ends with the connection
+
+
+# paramiko's readv sends from a thread of its own: a send on the closed connection would
+# print that thread's traceback to the user's terminal
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_lost_connection_fails_the_open_file_and_is_made_again(tmp_path):
+    if os.geteuid() != 0 or not os.path.exists(SSHD):
+        pytest.skip("needs root and OpenSSH sshd")
+    root = make_tree(tmp_path / "remote", seed=43, files=5, big=(2_000_000,))
+    data = (root / "big0.bin").read_bytes()
+    with SshServer(tmp_path / "ssh") as server, open_source(spec_for(server.url(root))) as source:
+        assert isinstance(source, SftpTree)
+        top = f"/{server.host}{root}"
+        buf = bytearray(1 << 16)
+        assert source.identity(f"{top}/big0.bin") is not None  # connected
+        _lose_connection(server, source)
+        # nothing was open on the lost connection: the open is made again on a new one
+        with source.open(f"{top}/big0.bin") as reader:
+            assert reader.readinto(0, memoryview(buf)) == len(buf)
+            assert bytes(buf) == data[: len(buf)]
+            _lose_connection(server, source)
+            # the open file was the old connection's: this file fails, and is not "changed"
+            with pytest.raises(SourceError, match=r"^read: connection lost") as info:
+                reader.readinto(len(buf), memoryview(buf))
+            assert not isinstance(info.value, SourceChanged)
+        with source.open(f"{top}/big0.bin") as reader:  # the next file reads again
+            assert reader.readinto(len(buf), memoryview(buf)) == len(buf)
+        assert bytes(buf) == data[len(buf) : 2 * len(buf)]
+
+
 def test_host_key_checks_are_the_devices(sshd, tmp_path, monkeypatch):
     known = tmp_path / "kh"
     url = f"sftp://root@{sshd.host}:{sshd.port}{tmp_path}?identity={sshd.identity}&known_hosts={known}"
@@ -251,3 +302,12 @@ def test_host_key_checks_are_the_devices(sshd, tmp_path, monkeypatch):
         out, errors = scanned(source)
     assert out.path(0) == f"/{sshd.host}{tmp_path}" and errors == []
     assert Path(known).read_text().split()[1:] == sshd.host_key_line.split()[1:]
+
+
+def test_options_the_source_does_not_use_are_usage_errors():
+    base = "sftp://root@127.0.0.1:22/srv"
+    with pytest.raises(UsageError, match=r"unknown option capacity for a sftp source \(known: "):
+        open_source(spec_for(f"{base}?identity=/k&capacity=1G"))
+    with pytest.raises(UsageError, match="bad option value"):
+        open_source(spec_for(f"{base}?timeout=soon"))
+    open_source(spec_for(f"{base}?identity=/k&known_hosts=/kh&timeout=5")).close()

@@ -22,105 +22,18 @@ from platformdirs import user_data_dir
 
 from parbackup.catalog.liverows import LivenessRows
 from parbackup.catalog.runlock import RunLock
+from parbackup.catalog.schema import (
+    ADDED_COLUMNS,
+    FILES_INSERT,
+    ORIGIN_INDEX,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Transaction,
+    insert_rows,
+)
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
-
-SCHEMA_VERSION = 3
-"""1: first release. 2: files.ctime_ns/ino (incremental change detection), and
-records.origin_set/origin_file (records an incremental set reuses from earlier sets).
-3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
-
-REBUILDING_KEY = "rebuilding"
-"""A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
-such a catalog is partial, and nothing may be deleted on its word (prune refuses it)."""
-
-# Columns added after schema 1: (table, column, declaration). Opening an older catalog
-# adds the missing ones (see ``_migrate``); a fresh catalog gets them from _SCHEMA.
-_ADDED_COLUMNS = (
-    ("files", "ctime_ns", "INTEGER NOT NULL DEFAULT 0"),
-    ("files", "ino", "INTEGER NOT NULL DEFAULT 0"),
-    ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
-    ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
-    ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sets (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    created TEXT NOT NULL,
-    finished TEXT,
-    status TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'full',
-    parent TEXT,
-    strategy TEXT NOT NULL,
-    ordering TEXT NOT NULL,
-    threshold INTEGER NOT NULL DEFAULT 0,
-    files INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    reused INTEGER NOT NULL DEFAULT 0,
-    sources TEXT NOT NULL,
-    report TEXT,
-    resumed TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS devices (
-    label TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    speed REAL
-);
-CREATE TABLE IF NOT EXISTS set_devices (
-    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    label TEXT NOT NULL,
-    url TEXT NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT NOT NULL DEFAULT '',
-    bytes INTEGER NOT NULL DEFAULT 0,
-    segments INTEGER NOT NULL DEFAULT 0,
-    seconds REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (set_id, label)
-);
-CREATE TABLE IF NOT EXISTS files (
-    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    file_id INTEGER NOT NULL,
-    path BLOB NOT NULL,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mode INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    gid INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    link BLOB NOT NULL DEFAULT x'',
-    state TEXT NOT NULL DEFAULT 'ok',
-    ctime_ns INTEGER NOT NULL DEFAULT 0,
-    ino INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (set_id, file_id)
-);
-CREATE TABLE IF NOT EXISTS records (
-    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    file_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    volume TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    header_size INTEGER NOT NULL,
-    checksum BLOB NOT NULL,
-    origin_set TEXT NOT NULL DEFAULT '',
-    origin_file INTEGER NOT NULL DEFAULT -1
-);
-CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
-"""
-
-
-_ORIGIN_INDEX = (
-    "CREATE INDEX IF NOT EXISTS records_by_origin ON records(origin_set, set_id)"
-    " WHERE origin_set != ''"
-)
-"""Finds the records that lie in other sets' volumes (liveness); made after ``_migrate``
-because older catalogs gain ``origin_set`` there."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +106,7 @@ class Catalog(LivenessRows):
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA foreign_keys = ON")
             with self.transaction():
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -203,7 +116,7 @@ class Catalog(LivenessRows):
                     raise CatalogError(f"{path} was written by a newer parbackup (schema {row[0]})")
                 elif int(row[0]) < SCHEMA_VERSION:
                     self._migrate()
-                self.db.execute(_ORIGIN_INDEX)
+                self.db.execute(ORIGIN_INDEX)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
@@ -229,15 +142,15 @@ class Catalog(LivenessRows):
 
     def _migrate(self) -> None:
         """Bring an older catalog up to SCHEMA_VERSION (inside the opening transaction)."""
-        for table, column, decl in _ADDED_COLUMNS:
+        for table, column, decl in ADDED_COLUMNS:
             have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
-    def transaction(self) -> _Transaction:
+    def transaction(self) -> Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
-        return _Transaction(self.db)
+        return Transaction(self.db)
 
     def close(self) -> None:
         """Close the connection (and drop the run lock, if held)."""
@@ -294,10 +207,9 @@ class Catalog(LivenessRows):
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
         with self.transaction():
-            _insert_rows(
+            insert_rows(
                 self.db,
-                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link, ctime_ns, ino)",
+                FILES_INSERT,
                 12,
                 (
                     (
@@ -321,7 +233,7 @@ class Catalog(LivenessRows):
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
         with self.transaction():
-            _insert_rows(
+            insert_rows(
                 self.db,
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
                 " header_size, checksum, origin_set, origin_file)",
@@ -344,14 +256,14 @@ class Catalog(LivenessRows):
                 ),
             )
 
-    def add_entries(self, set_id: str, entries: Entries, skip: Iterable[int] = ()) -> None:
-        """Record every entry of a columnar scan table as the set's files (id = row)."""
+    def add_entries(self, set_id: str, entries: Entries, rows: range | None = None) -> None:
+        """Record entries of a columnar scan table (``rows``, default all) as the set's
+        files; a file's id is its row."""
         e = entries
         with self.transaction():
-            _insert_rows(
+            insert_rows(
                 self.db,
-                "INSERT INTO files (set_id, file_id, path, kind, size, mode, uid, gid,"
-                " mtime_ns, link, ctime_ns, ino)",
+                FILES_INSERT,
                 12,
                 (
                     (
@@ -368,7 +280,7 @@ class Catalog(LivenessRows):
                         e.ctime_ns[i],
                         e.ino[i],
                     )
-                    for i in range(len(e))
+                    for i in (range(len(e)) if rows is None else rows)
                 ),
             )
 
@@ -376,7 +288,7 @@ class Catalog(LivenessRows):
         """Record durable records of one device as a mover reports them:
         ``(file id, volume, position, header size, offset, size, checksum)``."""
         with self.transaction():
-            _insert_rows(
+            insert_rows(
                 self.db,
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
                 " offset, size, checksum)",
@@ -580,42 +492,6 @@ class Catalog(LivenessRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
-
-
-_BATCH_ROWS = 256
-
-
-def _insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tuple]) -> None:
-    """``head VALUES (...), (...), ...`` with up to _BATCH_ROWS rows per statement.
-
-    Faster than ``executemany`` when other threads are busy: the sqlite3 module lets go
-    of the GIL for every statement it steps, and getting it back from busy device writers
-    once per row cost more than the inserts themselves (67k files: 1.1 s against 0.55 s).
-    """
-    one = "(" + ", ".join("?" * ncols) + ")"
-    full = f"{head} VALUES " + ", ".join([one] * _BATCH_ROWS)
-    batch: list = []
-    for row in rows:
-        batch.extend(row)
-        if len(batch) == ncols * _BATCH_ROWS:
-            db.execute(full, batch)
-            batch = []
-    if batch:
-        db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)
 
 
 def default_catalog_path() -> str:

@@ -1,9 +1,10 @@
 """What every command shares: catalog option, --json, error handling, exit codes.
 
 Exit codes (the CLI contract): 0 ok, 3 done with warnings, 1 failed, 2 bad usage,
-130 interrupted by SIGINT (Ctrl-C), 143 terminated by SIGTERM, 141 stdout closed early
-(a broken pipe). Every error is one line on stderr (``parbackup: error: ...``), or under
-``--json`` one document ``{"status": "failed", "error": ..., "exit_code": N}`` on stdout.
+130 interrupted by SIGINT (Ctrl-C), 143 terminated by SIGTERM, 129 by SIGHUP, 141 stdout
+closed early (a broken pipe). Every error is one line on stderr (``parbackup: error:
+...``), or under ``--json`` one object ``{"status": "failed", "error": ..., "exit_code":
+N}`` on stdout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -21,8 +23,10 @@ from typing import Any, NoReturn
 
 import click
 
+from parbackup import __version__
 from parbackup.catalog import Catalog, default_catalog_path
 from parbackup.cli.render import printable
+from parbackup.devices.url import redact
 from parbackup.engine.devices import accept_new_host_keys
 from parbackup.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, ParbackupError
 
@@ -82,9 +86,11 @@ def _on_signal(signum: int, frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM (systemd, kill) stops a command the way Ctrl-C does."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    """SIGTERM (systemd, kill) and SIGHUP (a closed terminal) stop a command the way
+    Ctrl-C does; a signal the caller set to be ignored (``nohup``, ``&``) stays ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
 
 
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
@@ -152,6 +158,16 @@ def describe(exc: BaseException) -> str:
     return f"internal error: {exc!r} (run with -vv or --log-file PATH for the details)"
 
 
+def stdout_is_broken() -> bool:
+    """True when nobody reads our stdout any more (the reader of its pipe has gone)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def broken_pipe_exit() -> NoReturn:
     """Stdout was closed early (``parbackup files | head``): exit quietly with 141."""
     with contextlib.suppress(OSError):  # stdout is gone: nothing more is written to it
@@ -165,6 +181,8 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = bool(kwargs.get("as_json", False))
+        argv = " ".join(redact(a) for a in sys.argv[1:])  # no password reaches a log
+        log.debug("parbackup %s: %s", __version__, argv)
         try:
             code = func(*args, **kwargs) or 0
         except ParbackupError as exc:
@@ -177,8 +195,12 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             written = any(_opened_catalogs.values())
             note = "; a set in progress is recorded as interrupted" if written else ""
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
-        except BrokenPipeError:
-            broken_pipe_exit()
+        except BrokenPipeError as exc:
+            if stdout_is_broken():
+                broken_pipe_exit()
+            log.debug("broken pipe", exc_info=True)  # another pipe (a worker, a command)
+            mark_dead_runs()
+            fail(describe(exc), EXIT_FAILED, as_json)
         except Exception as exc:  # no traceback reaches a user: one line, details in the log
             log.debug("unexpected error", exc_info=True)
             mark_dead_runs()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import time
 
 import click
 
@@ -16,9 +15,10 @@ from parbackup.cli.common import (
     fail,
     install_signal_handlers,
     interrupt_exit_code,
+    stdout_is_broken,
     usage_exit,
 )
-from parbackup.cli.render import QUIET, set_verbosity
+from parbackup.cli.logs import global_options
 from parbackup.errors import EXIT_FAILED, UsageError
 
 COMMANDS = {
@@ -47,64 +47,18 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        if not any(p.name == "quiet" for p in command.params):
+            command.params.extend(global_options())  # -v/-q/--log-file after it too
+        return command
 
 
 log = logging.getLogger("parbackup.cli")
 
 
-class _UTCFormatter(logging.Formatter):
-    """Log lines stamped in the CLI's one time format: ISO 8601, UTC."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(record.created))
-
-
-def setup_logging(verbose: int, quiet: bool, log_file: str | None) -> None:
-    """Send the ``parbackup`` logger to stderr (-v INFO, -vv DEBUG) and/or a file."""
-    logging.raiseExceptions = False  # a failing log handler never prints a traceback
-    root = logging.getLogger("parbackup")
-    fmt = _UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    levels = []
-    if verbose and not quiet:
-        err = logging.StreamHandler(sys.stderr)
-        err.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-        err.setFormatter(fmt)
-        root.addHandler(err)
-        levels.append(err.level)
-    if log_file:
-        try:
-            handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
-        except OSError as exc:
-            raise UsageError(f"--log-file {describe(exc)}") from exc
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-        levels.append(logging.DEBUG)
-    if levels:
-        root.setLevel(min(levels))
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="parbackup")
-@click.option(
-    "--verbose", "-v", count=True, help="More detail on stderr: -v the log at INFO, -vv DEBUG."
-)
-@click.option(
-    "--quiet",
-    "-q",
-    is_flag=True,
-    help="Print only problems and errors: no progress, notices or summaries "
-    "(--json still prints its document).",
-)
-@click.option(
-    "--log-file",
-    metavar="PATH",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Append parbackup's log (every level, ISO 8601 UTC times) to PATH.",
-)
-def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
+def cli() -> None:
     """Parallel backup: spread one backup over several devices at once.
 
     Files are split into segments so every device gets an equal share of the bytes,
@@ -127,14 +81,15 @@ def cli(verbose: int, quiet: bool, log_file: str | None) -> None:
       2    bad usage
       130  interrupted by SIGINT (Ctrl-C)
       143  terminated by SIGTERM (systemd, kill): handled like Ctrl-C
+      129  hung up (SIGHUP: the terminal closed), handled the same way
       141  stdout closed early (broken pipe)
 
     An interrupted backup is recorded as interrupted, never complete; run it again to
     resume, or 'parbackup prune --orphans' to remove what it wrote.
     """
-    set_verbosity(QUIET if quiet else verbose)
-    setup_logging(verbose, quiet, log_file)
-    log.debug("parbackup %s: %s", __version__, " ".join(sys.argv[1:]))
+
+
+cli.params.extend(global_options())
 
 
 def main() -> None:
@@ -152,10 +107,12 @@ def main() -> None:
             usage_exit(exc.format_message(), as_json)
         exc.show()
         sys.exit(exc.exit_code)
-    except UsageError as exc:  # raised by the group itself (--log-file)
+    except UsageError as exc:  # raised while parsing (--log-file)
         usage_exit(str(exc), as_json)
-    except BrokenPipeError:
-        broken_pipe_exit()
+    except BrokenPipeError as exc:
+        if stdout_is_broken():
+            broken_pipe_exit()
+        fail(describe(exc), EXIT_FAILED, as_json)
     except Exception as exc:  # the last resort: never a traceback
         log.debug("unexpected error", exc_info=True)
         fail(describe(exc), EXIT_FAILED, as_json)

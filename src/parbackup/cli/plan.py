@@ -72,7 +72,7 @@ def plan(
     skipped: list[Skipped] = []
     specs = source_specs(sources)
     entries = scan(specs, skipped)
-    alive, dead = open_devices(list(devices), create_labels=False, require_label=False)
+    alive, dead = open_devices(list(devices), create_labels=False, require_label=False, write=False)
     try:
         if not alive:
             raise PlanError("no device could be opened")
@@ -118,13 +118,17 @@ def plan(
         ],
         "items": [
             {
-                "path": entries.path(it.file),
-                "offset": it.offset,
-                "size": it.size,
-                "device": alive[it.device].url,
+                "path": entries.path(f),
+                "offset": o,
+                "size": n,
+                "device": alive[d].url,
             }
-            for it in the_plan.items
-        ],
+            for f, o, n, d in zip(
+                the_plan.file, the_plan.offset, the_plan.size, the_plan.device, strict=True
+            )
+        ]
+        if as_json or show_items  # a million items are built only when they are shown
+        else [],
     }
     if dead:
         doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]

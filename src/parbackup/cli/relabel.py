@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import emit_json, handle_errors, json_option
+from parbackup.cli.render import line
 from parbackup.engine.devices import restore_label
 
 
@@ -27,5 +28,5 @@ def relabel(device: str, as_json: bool) -> int:
     if as_json:
         emit_json({"status": "ok", "device": device, "label": label.label})
     else:
-        click.echo(f"{device}: label {label.label} written back")  # no markup: a URL
+        line(f"{device}: label {label.label} written back")
     return 0

@@ -7,12 +7,11 @@ wrapper understands, an option value that is not a number, a URL its kind reject
 
 from __future__ import annotations
 
-import importlib
-
 from parbackup.devices.base import COMMON_OPTIONS, Device
 from parbackup.devices.throttle import ThrottledDevice
 from parbackup.devices.url import DeviceURL, parse_url
 from parbackup.errors import UsageError
+from parbackup.kinds import load_kind
 
 FAULTY = "faulty+"
 
@@ -33,20 +32,7 @@ def device_class(scheme: str) -> type[Device]:
     if scheme.startswith(FAULTY):
         device_class(scheme.removeprefix(FAULTY))  # the wrapped kind must exist
         scheme = "faulty"
-    try:
-        module_name, class_name, extra = REGISTRY[scheme]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise UsageError(f"unknown device kind {scheme!r} (known: {known})") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = f"pip install 'parbackup[{extra}]'" if extra else "reinstall parbackup"
-        raise UsageError(
-            f"device kind {scheme!r} needs a package that is not installed "
-            f"({exc.name}); install it with: {hint}"
-        ) from exc
-    return getattr(module, class_name)
+    return load_kind(REGISTRY, scheme, "device kind")
 
 
 def known_options(scheme: str) -> frozenset[str]:
@@ -57,14 +43,19 @@ def known_options(scheme: str) -> frozenset[str]:
     return known
 
 
-def check_options(url: DeviceURL) -> None:
-    """UsageError for an option no part of the device understands (``?limt=1K``)."""
-    known = known_options(url.scheme)
+def check_options(
+    url: DeviceURL, known: frozenset[str] | None = None, what: str = "device"
+) -> None:
+    """UsageError for an option no part of the device understands (``?limt=1K``).
+
+    Remote sources pass the options they understand (``known``) and ``what="source"``.
+    """
+    known = known_options(url.scheme) if known is None else known
     unknown = sorted(set(url.params) - known)
     if unknown:
         raise UsageError(
             f"{url.display}: unknown option{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(unknown)} for a {url.scheme} device "
+            f"{', '.join(unknown)} for a {url.scheme} {what} "
             f"(known: {', '.join(sorted(known))})"
         )
 

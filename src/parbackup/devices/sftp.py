@@ -387,7 +387,7 @@ class SFTPDevice(Device):
                 length_ = max(0, min(length, size - offset))
                 if not length_:
                     return b""
-                return b"".join(fh.readv([(offset, length_)]))
+                return read_range(fh, offset, length_)
 
         return self._call(f"read {name}", fetch)
 
@@ -426,6 +426,18 @@ class SFTPDevice(Device):
         return self._call(
             f"stat {name}", lambda: self._client().stat(self._path(name)).st_size or 0
         )
+
+
+def read_range(fh: paramiko.SFTPFile, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of an open remote file, in pipelined requests (readv).
+
+    On a closed channel it raises EOFError at once: readv sends from a thread of its own,
+    which would die there with a traceback on the user's terminal.
+    """
+    channel = fh.sftp.get_channel()
+    if channel is None or channel.closed:
+        raise EOFError("the SFTP channel is closed")
+    return b"".join(fh.readv([(offset, length)]))
 
 
 def _alive(client: paramiko.SSHClient | None) -> bool:

@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -25,6 +25,8 @@ from typing import BinaryIO
 from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine import mover as m
+from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
@@ -48,7 +50,7 @@ from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
 
 log = logging.getLogger(__name__)
-CATALOG_COPY = "catalog/catalog.sqlite"
+_FILE_BATCH = 16384
 
 
 def source_specs(
@@ -120,12 +122,8 @@ def make_plan(
         slots = [Slot(room=r, weight=s.rate) for r, s in zip(rooms, speeds, strict=True)]
     else:
         slots = [Slot(room=r) for r in rooms]
-    pieces = Pieces()
-    size = entries.size
     with paused_gc():
-        for i in range(len(entries)):
-            if i not in reused:
-                pieces.append(i, 0, size[i])
+        pieces = Pieces.whole_files(entries.size, reused)
         return plan(pieces, slots, options.strategy, options.order)
 
 
@@ -245,7 +243,7 @@ class _Backup:
         )
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)
-        if catalog.interrupted_sets():
+        if any(s.status in ("interrupted", "failed") for s in catalog.sets()):
             self.clean(alive, reuse)
         meta = {
             "set": set_hex,
@@ -285,16 +283,26 @@ class _Backup:
                 "backup", len(entries), sum(planned), tuple(d.url for d in alive), tuple(planned)
             )
         )
-        catalog.add_entries(set_hex, entries)
-        catalog.add_records(set_hex, reuse.records)
         outcome = _Outcome(skipped=list(self.skipped))
         try:
-            dispatcher.run()
+            dispatcher.run(self.record_files(set_hex, entries, reuse))
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
+
+    def record_files(self, set_hex: str, entries: Entries, reuse: Reuse) -> Iterator[None]:
+        """The set's files and reused records into the catalog, a batch per step (the
+        dispatcher runs the steps between the movers' messages)."""
+        for start in range(0, len(entries), _FILE_BATCH):
+            self.catalog.add_entries(
+                set_hex, entries, range(start, start + _FILE_BATCH)[: len(entries) - start]
+            )
+            yield
+        for start in range(0, len(reuse.records), _FILE_BATCH):
+            self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
+            yield
 
     def reuse(self, names: list[str], entries: Entries) -> Reuse:
         """What earlier sets already hold: incremental parent, or a dead run to resume."""
@@ -328,9 +336,7 @@ class _Backup:
 
     def clean(self, alive: list[DeviceState], reuse: Reuse) -> None:
         """Delete what runs that died left on these devices (engine/recovery.py)."""
-        from parbackup.engine.devices import close_all, devices_for_labels
-
-        opened, _missing = devices_for_labels({d.label: d.url for d in alive}, [])
+        opened, _missing = devices_for_labels({d.label: d.url for d in alive}, [], write=True)
         try:
             keep = {r.origin_set for _, r in reuse.records}
             clean_interrupted(self.catalog, list(opened.values()), self.on_event, keep)

@@ -135,13 +135,15 @@ def open_devices(
     return alive, dead
 
 
-def label_from_volumes(device: Device) -> Label | None:
+def label_from_volumes(device: Device, *, every: bool = False) -> Label | None:
     """The label the device's volume headers carry (its ``label.json`` was lost), or None.
 
     Every volume header names the device it was written on (docs/FORMAT.md), so a device
     that lost its label file can still be matched to the catalog, and its label written
-    back unchanged (``restore_label``).
+    back unchanged (``restore_label``). The first readable header answers unless
+    ``every``: then all are read, and headers that disagree are a DeviceError.
     """
+    found: dict[str, Label] = {}
     for info in device.list("sets/"):
         if not info.name.endswith(".pbv"):
             continue
@@ -154,23 +156,33 @@ def label_from_volumes(device: Device) -> Label | None:
         if not isinstance(label, str) or not label:
             label = header.label.hex()
         created = datetime.fromtimestamp(header.created_ns / 1e9, UTC)
-        return Label(label=label, created=created.isoformat(timespec="seconds"), kind=device.scheme)
-    return None
+        stamp = created.isoformat(timespec="seconds")
+        if label not in found or stamp < found[label].created:
+            found[label] = Label(label=label, created=stamp, kind=device.scheme)
+        if not every:
+            break
+    if len(found) > 1:
+        raise DeviceError(
+            f"{device.url.display}: its volumes carry different labels "
+            f"({', '.join(sorted(found))}); restore label.json by hand"
+        )
+    return next(iter(found.values()), None)
 
 
 def restore_label(url: str) -> Label:
     """Write back the ``label.json`` a device lost, with the label its volumes carry.
 
     ``Device.ensure_label`` refuses to label a device that holds volumes but no label
-    (``UnlabelledDataError``); this is the recovery its message names. Raises
-    DeviceError if the device already has a label or holds no readable volume.
+    (``UnlabelledDataError``); this is the recovery its message names. Every volume
+    header is read and must agree. Raises DeviceError if the device already has a
+    label or holds no readable volume.
     """
     device = open_device(url)
     device.open()
     try:
         if device.read_label() is not None:
             raise DeviceError(f"{device.url.display}: already has a label")
-        label = label_from_volumes(device)
+        label = label_from_volumes(device, every=True)
         if label is None:
             raise DeviceError(f"{device.url.display}: no readable volume carries a label")
         device.write_label(label)
@@ -262,14 +274,15 @@ def close_all(devices: list[OpenDevice], timeout: float = 60.0) -> None:
 
 
 def devices_for_labels(
-    known: dict[str, str], overrides: list[str], *, write: bool = False
+    known: dict[str, str], overrides: list[str], *, write: bool = True
 ) -> tuple[dict[str, OpenDevice], dict[str, str]]:
     """Open the devices holding ``known`` labels (label -> URL last seen at).
 
     ``overrides`` are URLs where devices are now (restore/verify ``--device``); each is
     matched to the catalog by the label written on it, not by its URL (D4). Returns the
     open devices by label and, for labels that could not be reached, the reason.
-    Devices are opened for reading only unless ``write`` (prune deletes volumes).
+    ``write=False`` opens them for reading only (restore, verify: read-only media
+    work); the default suits callers that delete (prune, a backup's clean-up).
     """
     found: dict[str, OpenDevice] = {}
     missing: dict[str, str] = {}

@@ -58,6 +58,9 @@ PROGRESS_SECONDS = 0.05
 _SMALL = 256 * 1024
 _GATHER = 4 << 20
 _SLICE = 1 << 20
+_RECORDS = 16384
+"""Checkpoint after this many records at the latest, so the references a mover holds
+and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
 
@@ -388,7 +391,9 @@ class _Mover:
                 self.close_reader()
         self.done = item[SEQ]
         vol = self.volume
-        if vol is not None and vol.since_checkpoint >= self.spec.checkpoint_bytes:
+        if vol is not None and (
+            vol.since_checkpoint >= self.spec.checkpoint_bytes or len(self.pending) >= _RECORDS
+        ):
             self.make_durable(commit=False)
 
     def copy_range(self, item: tuple) -> None:

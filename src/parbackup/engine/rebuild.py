@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from parbackup.catalog import Catalog
-from parbackup.catalog.store import REBUILDING_KEY
+from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
@@ -42,8 +42,8 @@ from parbackup.format import (
     record_length,
 )
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
+from parbackup.plan.reuse import complete as covered
 from parbackup.progress import EventSink, Notice, ignore
-from parbackup.readback.select import covered
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import SetStatus
-from parbackup.catalog.store import REBUILDING_KEY
+from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
@@ -57,9 +57,7 @@ def resumable_set(catalog: Catalog, sources: Sequence[str]) -> str | None:
     return None
 
 
-def resume_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Entries
-) -> Resumed | None:
+def resume_reuse(catalog: Catalog, sources: Sequence[str], entries: Entries) -> Resumed | None:
     """What the interrupted run to resume (``resumable_set``) already made durable.
 
     Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
@@ -160,7 +158,7 @@ def prune_orphans(
     catalog.lock_for_run()
     report = PruneReport()
     try:
-        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides), write=True)
+        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
         report.unreachable = dict(missing)
         try:
             done = reclaim(catalog, list(opened.values()), on_event)

@@ -123,6 +123,16 @@ class Sent:
         self.undone_bytes += size
         return seq
 
+    def add_many(self, items: list[tuple[int, int, int]]) -> int:
+        """Record sent items ``(file, offset, size)``; the sequence number of the first."""
+        first = self.next_seq
+        self.file.extend(f for f, _o, _s in items)
+        self.offset.extend(o for _f, o, _s in items)
+        sizes = [s for _f, _o, s in items]
+        self.size.extend(sizes)
+        self.undone_bytes += sum(sizes)
+        return first
+
     def mark_done(self, upto: int) -> None:
         """Items up to ``upto`` are written (maybe not yet durable)."""
         if upto <= self.done:

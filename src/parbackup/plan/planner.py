@@ -176,11 +176,7 @@ def sorted_rows(pieces: Pieces, order: Order) -> list[int]:
     n = len(pieces)
     file, offset, size = pieces.file, pieces.offset, pieces.size
     rows = list(range(n))
-    if any(
-        (file[k], offset[k]) > (file[k + 1], offset[k + 1])
-        for k in range(n - 1)
-        if file[k] >= file[k + 1]
-    ):
+    if not pieces.ordered:
         rows.sort(key=lambda k: (file[k], offset[k]))
     rows.sort(key=size.__getitem__, reverse=order is Order.DESC)
     return rows

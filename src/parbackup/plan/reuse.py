@@ -15,7 +15,7 @@ a function that opens a source file (the Source interface).
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
@@ -53,7 +53,7 @@ def origin_of(set_id: str, file_id: int, ref: RecordRef) -> RecordRef:
     return replace(ref, origin_set=set_id, origin_file=file_id)
 
 
-def complete(records: Sequence[RecordRef], size: int) -> bool:
+def complete(records: Iterable[RecordRef], size: int) -> bool:
     """True when the records cover bytes [0, size) exactly once."""
     at = 0
     for ref in sorted(records, key=lambda r: r.offset):

@@ -21,6 +21,7 @@ from typing import Any
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.engine.devices import label_from_volumes
 from parbackup.errors import DeviceError, FormatError, ParbackupError
 from parbackup.format import (
     MAX_NAME,
@@ -293,8 +294,8 @@ def _open(spec: ReaderSpec) -> tuple[Device | None, str, str]:
     except ParbackupError as exc:
         return None, "", str(exc)
     try:
-        device.open()
-        label = device.read_label()
+        device.open(write=False)  # readers write nothing: read-only media work
+        label = device.read_label() or label_from_volumes(device)
     except DeviceError as exc:
         _close(device)
         return None, "", str(exc)

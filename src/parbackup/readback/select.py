@@ -8,11 +8,12 @@ process (readback/reader.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
 from parbackup.model import RecordRef
+from parbackup.plan.reuse import complete
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
 
@@ -54,11 +55,6 @@ def records_by_label(
     return out
 
 
-def covered(refs: Iterable[RecordRef], size: int) -> bool:
-    """True when the records cover bytes [0, size) exactly once."""
-    at = 0
-    for ref in sorted(refs, key=lambda r: r.offset):
-        if ref.offset != at:
-            return False
-        at += ref.size
-    return at == size
+covered = complete
+"""True when the records cover bytes [0, size) exactly once (one rule for the planner's
+reuse and for readback: plan/reuse.py ``complete``)."""

@@ -112,8 +112,8 @@ class LocalTree(Source):
         cut = len(read)
         first: dict[tuple[int, int], bytes] = {}
 
-        def add(raw_path: bytes, st: os.stat_result) -> int | None:
-            """Add one entry; its kind (None when skipped)."""
+        def row(raw_path: bytes, st: os.stat_result) -> tuple | None:
+            """The entry's row for ``Entries.extend_rows`` (None when skipped)."""
             kind = _kind(st.st_mode)
             path = record + raw_path[cut:]
             if kind is None:
@@ -130,30 +130,21 @@ class LocalTree(Source):
                 link = os.readlink(raw_path)
             elif kind == DEVICE:
                 link = str(st.st_rdev).encode()
-            out.append(
-                path,
-                kind,
-                size,
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-                st.st_dev,
-                index,
-                link,
-            )
-            return kind
+            return (path, kind, size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                    st.st_ctime_ns, st.st_ino, st.st_dev, index, link)  # fmt: skip
 
         try:
-            root_kind = add(read, os.lstat(read))
+            root = row(read, os.lstat(read))
         except OSError as exc:
             on_error(spec.display or spec.record_root, exc.strerror or str(exc))
             return
-        if root_kind != DIR:
+        if root is None:
+            return
+        out.extend_rows([root])
+        if root[1] != DIR:
             return
         stack = [read]
+        is_reg = stat.S_ISREG
         while stack:
             directory = stack.pop()
             try:
@@ -162,13 +153,22 @@ class LocalTree(Source):
             except OSError as exc:
                 on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
                 continue
-            subdirs = []
+            rows, subdirs = [], []
             for child in children:
                 try:
-                    kind = add(child.path, child.stat(follow_symlinks=False))
+                    st = child.stat(follow_symlinks=False)
+                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
+                        rows.append((record + child.path[cut:], FILE, st.st_size, st.st_mode,
+                                     st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
+                                     st.st_ino, st.st_dev, index, b""))  # fmt: skip
+                        continue
+                    entry = row(child.path, st)
                 except OSError as exc:
                     on_error(os.fsdecode(record + child.path[cut:]), exc.strerror or str(exc))
                     continue
-                if kind == DIR:
-                    subdirs.append(child.path)
+                if entry is not None:
+                    rows.append(entry)
+                    if entry[1] == DIR:
+                        subdirs.append(child.path)
+            out.extend_rows(rows)
             stack.extend(reversed(subdirs))

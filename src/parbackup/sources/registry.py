@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import stat
 
 from parbackup.devices.url import parse_url, redact
-from parbackup.errors import SourceError, UsageError
+from parbackup.errors import SourceError
+from parbackup.kinds import load_kind
 from parbackup.sources.base import Source, SourceSpec
+from parbackup.sources.blockdev import is_block_device
 
 # kind: (module, class, pip extra that provides its dependencies or "")
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -32,19 +32,7 @@ def is_remote(name: str) -> bool:
 
 def source_class(kind: str) -> type[Source]:
     """The class of a source kind, with an install hint when its dependency is missing."""
-    try:
-        module_name, class_name, extra = REGISTRY[kind]
-    except KeyError:
-        raise UsageError(f"unknown source kind {kind!r}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = f"pip install 'parbackup[{extra}]'" if extra else "reinstall parbackup"
-        raise UsageError(
-            f"sources of kind {kind!r} need a package that is not installed "
-            f"({exc.name}); install it with: {hint}"
-        ) from exc
-    return getattr(module, class_name)
+    return load_kind(REGISTRY, kind, "source kind")
 
 
 def spec_for(name: str, read_root: str = "") -> SourceSpec:
@@ -60,15 +48,8 @@ def spec_for(name: str, read_root: str = "") -> SourceSpec:
     path = os.path.abspath(name.removeprefix("file://"))
     if not os.path.lexists(path):
         raise SourceError(f"source does not exist: {name}")
-    kind = "blockdev" if _is_block_device(path) else "tree"
+    kind = "blockdev" if is_block_device(path) else "tree"
     return SourceSpec(kind, path, path, read_root if read_root != path else "", path)
-
-
-def _is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def open_source(spec: SourceSpec) -> Source:

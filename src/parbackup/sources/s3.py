@@ -3,7 +3,8 @@
 The client is built by the same code as the S3 device (``devices.s3.client_for``: the
 URL's ``?endpoint=``, ``?profile=``, ``?region=`` over the standard AWS configuration),
 on first use; errors are mapped by the same call (``devices.s3.call``). One object
-serves one thread; ``close()`` ends the client.
+serves one thread; ``close()`` ends the client. Options the source does not use (a
+device's ``?part=``, a typo) are a UsageError when it is made.
 
 The prefix is a tree whose directories are the ``/``-separated parts of its keys (mode
 0755, mtime of the newest object); objects are files (mode 0644, mtime = LastModified),
@@ -26,10 +27,11 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
+from parbackup.devices.registry import check_options
 from parbackup.devices.s3 import call, client_for
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, Entries
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
 from parbackup.sources.sized import CHANGED, SizedReader, check_unchanged
 
@@ -45,11 +47,13 @@ class S3Prefix(Source):
     """``s3://bucket/prefix``; see the module docstring."""
 
     fields = ("size", "mtime")
+    options = frozenset({"endpoint", "profile", "region", "addressing", "retries", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
+        check_options(self.url, self.options, "source")
         self.bucket = self.url.host
         self.prefix = self.url.path.strip("/")
         self.top = f"/{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -59,7 +63,10 @@ class S3Prefix(Source):
         """Run ``fn`` with the client (made on first use); every error is a SourceError."""
         try:
             if self.s3 is None:
-                self.s3 = client_for(self.url)
+                try:
+                    self.s3 = client_for(self.url)
+                except ValueError as exc:  # ?retries= or ?timeout= is not a number
+                    raise UsageError(f"{self.where}: bad option value ({exc})") from None
             s3 = self.s3
             return call(what, lambda: fn(s3))
         except DeviceError as exc:

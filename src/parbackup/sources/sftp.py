@@ -4,8 +4,9 @@ The source logs in through the same code as the SFTP device (``devices.sftp.conn
 the same ``~/.ssh/config``, agent, ``?identity=``, ``?known_hosts=`` and host key checks
 (``PARBACKUP_ACCEPT_NEW_HOST_KEYS``). It connects on first use and ``close()`` ends the
 connection; one object serves one thread. A connection that drops is made again on the
-next call. SFTP names are UTF-8 (paramiko decodes them so): a directory holding another
-name is reported and skipped.
+next call. Options the source does not use (a device's ``?capacity=``, a typo) are a
+UsageError when it is made. SFTP names are UTF-8 (paramiko decodes them so): a directory
+holding another name is reported and skipped.
 
 Entries are recorded under ``/<host>/<absolute remote path>``, so a remote tree restores
 to ``TARGET/<host>/...`` and never collides with a local one. SFTP tells no ctime and no
@@ -23,10 +24,18 @@ from typing import TypeVar
 
 import paramiko
 
-from parbackup.devices.sftp import SFTP_ERRORS, connect, map_error, remote_path, timeout_of
+from parbackup.devices.registry import check_options
+from parbackup.devices.sftp import (
+    SFTP_ERRORS,
+    connect,
+    map_error,
+    read_range,
+    remote_path,
+    timeout_of,
+)
 from parbackup.devices.url import parse_url
 from parbackup.entries import DIR, FILE, SYMLINK, Entries
-from parbackup.errors import DeviceError, SourceError
+from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.sources.base import ErrorFunc, Identity, Source, SourceChanged, SourceSpec
 from parbackup.sources.sized import SizedReader, check_unchanged
 
@@ -47,21 +56,34 @@ class SftpTree(Source):
     """``sftp://[user@]host[:port]/path``; see the module docstring."""
 
     fields = ("size", "mtime")
+    options = frozenset({"identity", "known_hosts", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.url = parse_url(spec.name)
         self.where = spec.display or self.url.display
+        check_options(self.url, self.options, "source")
+        try:
+            self.timeout = timeout_of(self.url)
+        except ValueError as exc:
+            raise UsageError(f"{self.where}: bad option value ({exc})") from None
         self.ssh: paramiko.SSHClient | None = None
         self.sftp: paramiko.SFTPClient | None = None
         self.top = ""  # the root's absolute path on the server, known once connected
 
     # -- connection ------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[paramiko.SFTPClient], _T]) -> _T:
-        """Run ``fn`` on the session (connecting first); every error is a SourceError."""
+    def _call(
+        self, what: str, fn: Callable[[paramiko.SFTPClient], _T], *, again: bool = True
+    ) -> _T:
+        """Run ``fn`` on the session (connecting first); every error is a SourceError.
+
+        A call on a session that turns out lost is made once more on a new one (unless
+        ``again`` is False: a call on an open file, which only the old session knew).
+        """
+        fresh = self.sftp is None
         try:
             if self.sftp is None:
-                self.ssh, self.sftp = connect(self.url, timeout_of(self.url))
+                self.ssh, self.sftp = connect(self.url, self.timeout)
             return fn(self.sftp)
         except DeviceError as exc:  # connect() failed: the message names the URL
             raise SourceError(str(exc)) from exc
@@ -71,6 +93,8 @@ class SftpTree(Source):
             error = map_error(exc, what, self.ssh)
             if error.transient:
                 self.close()  # the next call connects again
+                if again and not fresh:
+                    return self._call(what, fn, again=False)
             raise SourceError(str(error)) from exc
 
     def _root(self) -> str:
@@ -98,7 +122,7 @@ class SftpTree(Source):
         top = self._root()
         root = self._call(self.where, lambda s: s.lstat(top))
         prefix = f"/{self.url.host}"
-        if not self._add(out, index, prefix + top, top, root):
+        if not self._add(out, index, prefix + top.rstrip("/"), top, root):  # "/": /<host>
             raise SourceError(f"{self.where}: not a regular file, directory or symlink")
         if not stat.S_ISDIR(root.st_mode or 0):
             return
@@ -156,9 +180,9 @@ class SftpTree(Source):
 
     def open(self, path: str | bytes, expect: Identity | None = None) -> _SftpReader:
         """Open the file if it is still a regular file. SFTP has no O_NOFOLLOW: the file is
-        path = os.fsdecode(path)
         checked before opening (lstat) and the open one compared with it (fstat), so a file
         swapped for a symlink in between is refused unless the target looks the same."""
+        path = os.fsdecode(path)
         remote = self._remote(path)
         before = self._call("open", lambda s: s.lstat(remote))
         if not stat.S_ISREG(before.st_mode or 0):
@@ -166,7 +190,7 @@ class SftpTree(Source):
         fh = self._call("open", lambda s: s.open(remote, "rb"))
         reader = _SftpReader(self, fh)
         try:
-            after = self._call("open", lambda _: fh.stat())
+            after = self._call("open", lambda _: fh.stat(), again=False)
             if _looks(after) != _looks(before):
                 raise SourceChanged("file changed while being opened")
             now = _identity(after)
@@ -196,15 +220,15 @@ class _SftpReader(SizedReader):
     def fetch(self, offset: int, length: int) -> bytes:
         def read(_: paramiko.SFTPClient) -> bytes:
             try:
-                return b"".join(self.fh.readv([(offset, length)]))
+                return read_range(self.fh, offset, length)
             except EOFError:  # the server's end of file (or a lost link: stat tells)
                 self.fh.stat()
                 return b""
 
-        return self.tree._call("read", read)
+        return self.tree._call("read", read, again=False)
 
     def identity(self) -> Identity:
-        return _identity(self.tree._call("stat", lambda _: self.fh.stat()))
+        return _identity(self.tree._call("stat", lambda _: self.fh.stat(), again=False))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

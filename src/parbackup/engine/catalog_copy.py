@@ -1,0 +1,77 @@
+"""The catalog copy put on every surviving device at the end of a backup (X2).
+
+All devices are written at once; one that stops taking the copy for ``timeout`` seconds
+is left behind with a notice: the set is already recorded, and a hung device must not
+hold the run (or the process exit) up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+from parbackup.catalog import Catalog
+from parbackup.engine.devices import OpenDevice
+from parbackup.progress import EventSink, Notice
+
+CATALOG_COPY = "catalog/catalog.sqlite"
+
+
+def copy_catalog(
+    catalog: Catalog, devices: list[OpenDevice], on_event: EventSink, timeout: float = 60.0
+) -> None:
+    """Put a copy of the catalog on every surviving device at once (X2).
+
+    A device that stops taking the copy for ``timeout`` seconds is left behind with a
+    notice: the set is already recorded, and a hung device must not hold the run up.
+    """
+    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+        path = os.path.join(tmp, "catalog.sqlite")
+        catalog.copy_to(path)
+        copies = [_CatalogCopy(dev, path) for dev in devices]
+        for c in copies:
+            c.start()
+        while any(c.is_alive() for c in copies):
+            for c in copies:
+                c.join(0.05)
+            now = time.monotonic()
+            for c in copies:
+                if c.is_alive() and not c.given_up and now - c.heartbeat > timeout:
+                    c.given_up = True
+                    c.error = f"no progress for {timeout:g} seconds"
+            if all(c.given_up or not c.is_alive() for c in copies):
+                break
+        for c in copies:
+            if c.error:
+                on_event(Notice(f"could not copy the catalog to {c.dev.url}: {c.error}"))
+
+
+class _CatalogCopy(threading.Thread):
+    """Copies the catalog file to one device; ``heartbeat`` moves with every chunk."""
+
+    def __init__(self, dev: OpenDevice, path: str) -> None:
+        super().__init__(name=f"catalog-copy-{dev.index}", daemon=True)
+        self.dev, self.path = dev, path
+        self.heartbeat = time.monotonic()
+        self.error = ""
+        self.given_up = False
+
+    def run(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                self.dev.device.put_stream(CATALOG_COPY, _Beating(fh, self))
+        except Exception as exc:
+            self.error = self.error or str(exc)
+
+
+class _Beating:
+    """A file wrapper that notes the time of every read (the device took the last chunk)."""
+
+    def __init__(self, fh, copy: _CatalogCopy) -> None:
+        self.fh, self.copy = fh, copy
+
+    def read(self, n: int = -1) -> bytes:
+        self.copy.heartbeat = time.monotonic()
+        return self.fh.read(n)
