@@ -25,6 +25,9 @@ from parbackup.model import RecordRef
 _BLOCK = 4096
 _ZERO_BLOCK = bytes(_BLOCK)
 _ZEROS = bytes(1 << 20)
+_FLUSH_EVERY = 256 << 20
+"""A block device sink flushes after this many bytes, so that no flush (the last one
+included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
 
@@ -236,10 +239,15 @@ class BlockSink(VerifySink):
     def __init__(self, spec: BlockSinkSpec) -> None:
         self.path = spec.path
         self.fd = os.open(spec.path, os.O_WRONLY | os.O_CLOEXEC)
+        self.unflushed = 0
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
         try:
             pwrite_all(self.fd, payload, ref.offset)
+            self.unflushed += len(payload)
+            if self.unflushed >= _FLUSH_EVERY:  # no flush at the end ever takes long
+                os.fsync(self.fd)
+                self.unflushed = 0
         except OSError as exc:
             return f"{self.path}: {exc.strerror or exc}"
         return ""
