@@ -38,6 +38,11 @@ class Order(enum.StrEnum):
     ASC = "asc"
 
 
+RESTORABLE_FILE_STATES = frozenset({"ok", "grown"})
+"""Catalog file states that restore: whole as scanned, or grown while read (kept as it
+was read, up to its scanned size; restored with a warning)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     """One path found by a scan. ``path`` is absolute; ``source`` is the root it came from.

@@ -103,6 +103,8 @@ def summarize(report: BackupReport) -> None:
         line(f"skipped: {s.path}: {s.error}", problem=True)
     for s in report.inconsistent:
         line(f"INCONSISTENT (not stored as good): {s.path}: {s.error}", problem=True)
+    for s in report.grown:
+        line(f"GREW while read (kept as read, restorable): {s.path}: {s.error}", problem=True)
     if report.error:
         line(f"error: {report.error}", problem=True)
 

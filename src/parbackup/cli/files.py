@@ -14,6 +14,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
+from parbackup.model import RESTORABLE_FILE_STATES
 
 
 @click.command("files")
@@ -29,7 +30,7 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
     """
     with open_catalog(catalog_path, create=False) as catalog:
         info = catalog.resolve_set(set_ref)
-        rows = [f for f in catalog.files(info.id) if f.state == "ok"]
+        rows = [f for f in catalog.files(info.id) if f.state in RESTORABLE_FILE_STATES]
     if as_json:
         emit_json(
             {
@@ -42,6 +43,7 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
                         "mtime": iso_utc(f.entry.mtime_ns),
                         "mtime_ns": f.entry.mtime_ns,
                         "kind": str(f.entry.kind),
+                        **({"state": f.state} if f.state != "ok" else {}),
                     }
                     for f in rows
                 ],
@@ -49,5 +51,8 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
         )
         return 0
     for f in rows:
-        line(f"{f.entry.mode:o} {f.entry.size:>12} {iso_utc(f.entry.mtime_ns)} {f.entry.path}")
+        flag = "  (grew while backed up: kept as read)" if f.state == "grown" else ""
+        line(
+            f"{f.entry.mode:o} {f.entry.size:>12} {iso_utc(f.entry.mtime_ns)} {f.entry.path}{flag}"
+        )
     return 0

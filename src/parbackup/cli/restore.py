@@ -138,4 +138,6 @@ def restore(
             line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
         for d in report.skipped:
             line(f"skipped: {d['path']}: {d['error']}", problem=True)
+        for d in report.grown:
+            line(f"warning: {d['path']}: {d['note']}", problem=True)
     return report.exit_code

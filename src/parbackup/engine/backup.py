@@ -134,6 +134,7 @@ class _Outcome:
     error: str = ""
     skipped: list[Skipped] = field(default_factory=list)
     inconsistent: list[Skipped] = field(default_factory=list)
+    grown: list[Skipped] = field(default_factory=list)
 
 
 def run_backup(
@@ -347,12 +348,15 @@ class _Backup:
     def finish(self, set_hex, entries, dispatcher, reuse, outcome, feed) -> BackupReport:
         catalog, options = self.catalog, self.options
         problems = dispatcher.problems
-        for fid, (error, changed) in sorted(problems.items()):
-            where = outcome.inconsistent if changed else outcome.skipped
-            where.append(Skipped(entries.path(fid), error))
-        if problems:
-            catalog.mark_files(set_hex, [f for f, (_e, c) in problems.items() if not c], "skipped")
-            catalog.mark_files(set_hex, [f for f, (_e, c) in problems.items() if c], "inconsistent")
+        lists = {"skipped": outcome.skipped, "changed": outcome.inconsistent, "grew": outcome.grown}
+        states = {"skipped": "skipped", "changed": "inconsistent", "grew": "grown"}
+        for fid, (error, kind) in sorted(problems.items()):
+            lists[kind].append(Skipped(entries.path(fid), error))
+        for kind, state in states.items():
+            marked = [f for f, (_e, k) in problems.items() if k == kind]
+            if marked:
+                catalog.mark_files(set_hex, marked, state)
+        problems = {f: p for f, p in problems.items() if p[1] != "grew"}  # those are kept
         reports: list[DeviceReport] = []
         for d in self.fleet.devices:
             if d.report is not None:
@@ -409,6 +413,7 @@ class _Backup:
             kind="incremental" if reuse.parent else "full",
             reused=reuse.bytes if status != "failed" else 0,
             inconsistent=outcome.inconsistent,
+            grown=outcome.grown,
         )
         catalog.finish_set(
             set_hex,

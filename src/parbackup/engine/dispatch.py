@@ -121,7 +121,9 @@ class Dispatcher:
         self.devices = {d.index: d for d in devices}
         self.catalog, self.set_hex, self.entries = catalog, set_hex, entries
         self.options, self.on_event, self.reserve, self.feed = options, on_event, reserve, feed
-        self.problems: dict[int, tuple[str, bool]] = {}
+        self.problems: dict[int, tuple[str, str]] = {}
+        """file id -> (error, kind): what the movers said of files they could not store
+        as scanned (mover.Problem); "changed" wins over "grew" (a split file)."""
         self.started = time.monotonic()
         self.stream = feed is not None
         for d in devices:
@@ -262,11 +264,13 @@ class Dispatcher:
                 dev.commits += 1
                 dev.committed_upto = dev.finish_upto
                 report.finished = round(time.monotonic() - self.started, 3)
-            case m.Problem(file=fid, error=error, changed=changed):
-                if fid not in self.problems:
-                    self.problems[fid] = (error, changed)
-                    what = "changed while read" if changed else "skipped"
-                    self.on_event(Notice(f"{what}: {self.entries.path(fid)}: {error}"))
+            case m.Problem(file=fid, error=error, kind=kind):
+                known = self.problems.get(fid)
+                if known is None or (known[1] == "grew" and kind != "grew"):
+                    self.problems[fid] = (error, kind)
+                    what = {"changed": "changed while read", "grew": "grew while read"}
+                    label = what.get(kind, "skipped")
+                    self.on_event(Notice(f"{label}: {self.entries.path(fid)}: {error}"))
             case m.Failed(error=error):
                 self.fail(dev, error)
             case Crashed(error=error):
@@ -301,7 +305,8 @@ class Dispatcher:
         if durable:
             self.catalog.drop_records(self.set_hex, dev.label)
         report.bytes, report.segments = 0, 0
-        lost = coalesce(p for p in lost if p.file not in self.problems)
+        dropped = {f for f, (_e, kind) in self.problems.items() if kind != "grew"}
+        lost = coalesce(p for p in lost if p.file not in dropped)
         redirected = sum(p.size for p in lost)
         log.warning("device failed: %s: %s (%d bytes to redirect)", dev.url, error, redirected)
         self.on_event(DeviceFailed(dev.url, error, redirected))

@@ -22,7 +22,8 @@ last item fully written. ``Durable(upto, volume, records)`` follows every checkp
 (every ``checkpoint_bytes``, and after each stream segment) and the commit: the records
 written since the last one are now durable and every item up to ``upto`` is. Only then
 do they go to the catalog. A device error ends the mover with ``Failed``; a source
-error skips the file with ``Problem`` (``changed`` when it changed under the reader).
+error skips the file with ``Problem`` (``kind``: "skipped"; "changed" when it changed
+under the reader; "grew" when it only grew: what was read is kept).
 
 Records of small files are gathered into one large write; a payload larger than
 ``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
@@ -35,6 +36,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from blake3 import blake3
 
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
@@ -50,7 +53,14 @@ from parbackup.format import (
     end_record,
 )
 from parbackup.model import Space
-from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceSpec
+from parbackup.sources.base import (
+    FileReader,
+    Identity,
+    Source,
+    SourceChanged,
+    SourceGrew,
+    SourceSpec,
+)
 from parbackup.sources.registry import open_source
 from parbackup.workers import Channel
 
@@ -157,7 +167,8 @@ class Durable:
 class Problem:
     file: int
     error: str
-    changed: bool
+    kind: str
+    """"skipped" (unreadable), "changed" (inconsistent) or "grew" (kept as read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,10 +394,12 @@ class _Mover:
         else:
             try:
                 self.copy_range(item)
+            except SourceGrew as exc:
+                self.tell(Problem(item[FID], str(exc), "grew"))
             except SourceChanged as exc:
-                self.tell(Problem(item[FID], str(exc), True))
+                self.tell(Problem(item[FID], str(exc), "changed"))
             except SourceError as exc:
-                self.tell(Problem(item[FID], str(exc), False))
+                self.tell(Problem(item[FID], str(exc), "skipped"))
             finally:
                 self.close_reader()
         self.done = item[SEQ]
@@ -407,6 +420,7 @@ class _Mover:
         if len(self.buffer) < min(chunk, item[SIZE]):
             self.buffer = memoryview(bytearray(min(chunk, max(item[SIZE], _SMALL))))
         buffer = self.buffer
+        first = len(self.pending)  # this item's records are pending[first:]
         while offset < end:
             want = min(chunk, end - offset)
             got = reader.readinto(offset, buffer[:want])
@@ -414,9 +428,31 @@ class _Mover:
                 raise SourceChanged("file shrank while being read")
             self.record(item, offset, buffer[:got])
             offset += got
-        changed = src.changes(expect, reader.identity())
-        if changed:
-            raise SourceChanged("file changed while being read (" + ", ".join(changed) + ")")
+        try:
+            src.check(expect, reader.identity())
+        except SourceGrew as grew:
+            if not self.still_the_beginning(reader, self.pending[first:]):
+                raise SourceChanged(
+                    f"file changed while being read ({grew.fields}), not only at its end"
+                ) from grew
+            raise
+
+    def still_the_beginning(self, reader: FileReader, records: list) -> bool:
+        """The file grew while read: what was read is kept only if it still is the
+        file's beginning (a log appended to), which reading it again tells."""
+        buffer = self.buffer
+        for _fid, _vol, _pos, _hsize, offset, n, digest in records:
+            at = 0
+            hasher = blake3()
+            while at < n:
+                got = reader.readinto(offset + at, buffer[: min(len(buffer), n - at)])
+                if not got:
+                    break
+                hasher.update(buffer[:got])
+                at += got
+            if at != n or hasher.digest() != digest:
+                return False
+        return True
 
 
 class _Beating:

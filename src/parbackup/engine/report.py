@@ -48,13 +48,17 @@ class BackupReport:
     kind: str = "full"
     reused: int = 0
     inconsistent: list[Skipped] = field(default_factory=list)
+    grown: list[Skipped] = field(default_factory=list)
+    """Files that only grew while read: kept as read (up to their scanned size) and
+    restorable, with a warning."""
 
     @property
     def exit_code(self) -> int:
         """0 clean, 3 done with warnings, 1 failed."""
         if self.status == "failed":
             return 1
-        return 3 if self.status == "degraded" or self.skipped or self.inconsistent else 0
+        warnings = self.skipped or self.inconsistent or self.grown
+        return 3 if self.status == "degraded" or warnings else 0
 
     def balance(self) -> dict:
         """How evenly the devices that finished hold the set's bytes."""
@@ -106,6 +110,7 @@ class BackupReport:
             "balance": self.balance(),
             "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
             "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
+            "grown": [{"path": s.path, "error": s.error} for s in self.grown],
         }
         if self.error:
             out["error"] = self.error

@@ -59,6 +59,8 @@ class RestoreReport:
     damaged: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     """Entries not recreated because this user may not (device nodes without privilege)."""
+    grown: list[dict] = field(default_factory=list)
+    """Files that grew while they were backed up: restored as they were read."""
 
     @property
     def status(self) -> str:
@@ -66,7 +68,7 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped else 0
+        return 1 if self.damaged else 3 if self.skipped or self.grown else 0
 
     def to_json(self) -> dict:
         return {
@@ -78,6 +80,7 @@ class RestoreReport:
             "seconds": round(self.seconds, 3),
             "damaged": self.damaged,
             **({"skipped": self.skipped} if self.skipped else {}),
+            **({"grown": self.grown} if self.grown else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -109,6 +112,11 @@ def run_restore(
         except RestoreError as exc:
             report.damage(f.entry.path, "", str(exc))
     chosen = [f for f in chosen if f.file_id in dest]
+    report.grown = [
+        {"path": f.entry.path, "note": "grew while it was backed up: restored as it was read"}
+        for f in chosen
+        if f.state == "grown"
+    ]
     if not options.overwrite:
         clashes = [
             dest[f.file_id]

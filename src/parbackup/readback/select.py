@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
-from parbackup.model import RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, RecordRef
 from parbackup.plan.reuse import complete
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
@@ -28,7 +28,11 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
 
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
-    return [f for f in catalog.files(set_id) if f.state == "ok" and matches(f.entry.path, patterns)]
+    return [
+        f
+        for f in catalog.files(set_id)
+        if f.state in RESTORABLE_FILE_STATES and matches(f.entry.path, patterns)
+    ]
 
 
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from parbackup.catalog import Catalog
 from parbackup.errors import RestoreError
-from parbackup.model import Kind, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.restore import RestoreReport
@@ -63,7 +63,9 @@ def restore_to_stream(
     files = [
         f
         for f in catalog.files(info.id)
-        if f.state == "ok" and f.entry.kind is Kind.FILE and matches(f.entry.path, [wanted])
+        if f.state in RESTORABLE_FILE_STATES
+        and f.entry.kind is Kind.FILE
+        and matches(f.entry.path, [wanted])
     ]
     if len(files) != 1:
         names = ", ".join(f.entry.path for f in files[:5]) or "none"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
-from parbackup.model import Kind, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.select import covered
@@ -63,7 +63,7 @@ def run_verify(
     files = {
         f.file_id: f.entry
         for f in catalog.files(info.id)
-        if f.state == "ok" and f.entry.kind is Kind.FILE
+        if f.state in RESTORABLE_FILE_STATES and f.entry.kind is Kind.FILE
     }
     work: dict[str, list[tuple[int, RecordRef]]] = {}
     frames: dict[str, list[tuple[int, RecordRef]]] = {}

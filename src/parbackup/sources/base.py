@@ -52,6 +52,13 @@ class SourceChanged(SourceError):
     """The file is not the one the scan saw, or changed while it was read."""
 
 
+class SourceGrew(SourceChanged):
+    """The file only grew while it was read (a live log): what was read, up to the size
+    the scan saw, is kept and restored with a warning. ``fields`` names what changed."""
+
+    fields = ""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     """How to open a source again, in any process: picklable words, no open objects.
@@ -147,6 +154,19 @@ class Source(ABC):
             "device": (old.dev, new.dev),
         }
         return [f for f in self.fields if pairs[f][0] != pairs[f][1]]
+
+    def check(self, old: Identity, new: Identity) -> None:
+        """Raise SourceGrew when the file only grew (same inode and device, larger),
+        SourceChanged for any other change this kind can tell; nothing when unchanged."""
+        changed = self.changes(old, new)
+        if not changed:
+            return
+        what = ", ".join(changed)
+        if new.size > old.size and not {"inode", "device"} & set(changed):
+            grew = SourceGrew(f"file grew while being read ({what}): {old.size} bytes kept")
+            grew.fields = what
+            raise grew
+        raise SourceChanged(f"file changed while being read ({what})")
 
     def close(self) -> None:  # noqa: B027 - most kinds hold nothing to release
         """Release connections; never raises."""
