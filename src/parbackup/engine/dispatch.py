@@ -417,7 +417,7 @@ class Dispatcher:
 
 
 class StreamFeedLike:
-    """What the dispatcher asks of a stream feed (engine/stream.py implements it)."""
+    """What the dispatcher asks of a stream feed (engine/feed.py implements it)."""
 
     ended: bool
 
