@@ -67,3 +67,28 @@ def test_backup_onto_a_read_only_mount_is_a_device_failure(tmp_path, tmpfs, devi
     r = run_cli("backup", str(tree), "-d", str(good), "-d", str(disc), "--catalog", cat, "--json")
     assert r.code == 3, r.out + r.err
     assert [d["status"] for d in r.json["devices"]] == ["ok", "failed"]
+
+
+def test_catalog_copy_on_read_only_media_is_read_in_place(tmp_path, tmpfs):
+    """The catalog copy a backup leaves on a device serves sets, files, verify and
+    restore straight from a read-only mount (an optical disc): nothing is written."""
+    tree = make_tree(tmp_path / "src", seed=22, files=20)
+    disks = [tmpfs(f"disc{i}", "16m") for i in range(2)]
+    devs = [a for d in disks for a in ("-d", str(d))]
+    r = run_cli("backup", str(tree), *devs, "--catalog", str(tmp_path / "c.sqlite"), "--json")
+    assert r.code == 0, r.out + r.err
+    for d in disks:
+        sh("mount", "-o", "remount,ro", str(d))
+    copy = str(disks[0] / "catalog" / "catalog.sqlite")
+    r = run_cli("sets", "--catalog", copy, "--json")
+    assert r.code == 0 and r.json["sets"][0]["status"] == "complete", r.out + r.err
+    r = run_cli("files", "--catalog", copy, "--json")
+    assert r.code == 0 and r.json["files"], r.out + r.err
+    r = run_cli("verify", "--catalog", copy, "--json")
+    assert r.code == 0, r.out + r.err
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", copy, "--json")
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out, tree)) == snapshot(tree)
+    r = run_cli("backup", str(tree), "-d", str(tmp_path), "--catalog", copy)
+    assert r.code in (1, 2) and "Traceback" not in r.err  # a read-only catalog is not written

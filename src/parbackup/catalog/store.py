@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from platformdirs import user_data_dir
 
@@ -98,6 +99,10 @@ class Catalog(LivenessRows):
         self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):
             raise CatalogError(f"no catalog at {path} (run a backup first, or pass --catalog)")
+        folder = os.path.dirname(path)
+        if not create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+            self._open_read_only(path)  # read-only media: a catalog copy on a disc
+            return
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
@@ -121,6 +126,23 @@ class Catalog(LivenessRows):
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
     # -- plumbing ------------------------------------------------------------------------
+    def _open_read_only(self, path: str) -> None:
+        """Open a catalog nobody may write here (read-only media, no write permission):
+        SQLite's immutable mode takes no lock and writes no journal or shared memory, so
+        ``sets``, ``files``, ``restore`` and ``verify`` work from it. Writing fails."""
+        try:
+            uri = "file:" + quote(path) + "?mode=ro&immutable=1"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from exc
+        version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            raise CatalogError(
+                f"{path} is a schema {version} catalog on read-only media; copy it somewhere "
+                f"writable first (this parbackup reads schema {SCHEMA_VERSION})"
+            )
+
     def _use_wal(self, wait: float = 60.0) -> None:
         """Switch a new catalog to WAL mode.
 
