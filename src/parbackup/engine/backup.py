@@ -208,7 +208,8 @@ class _Backup:
         entries = scan(self.specs, self.skipped, self.stdin)
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.opened()
-        reuse = Reuse() if self.stream else self.reuse(names, entries)
+        usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
+        reuse = Reuse() if self.stream else self.reuse(names, entries, usable)
         first = None
         if alive and not self.stream:  # refuse what cannot fit before writing anything
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
@@ -306,16 +307,18 @@ class _Backup:
             self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
             yield
 
-    def reuse(self, names: list[str], entries: Entries) -> Reuse:
+    def reuse(self, names: list[str], entries: Entries, usable: set[str]) -> Reuse:
         """What earlier sets already hold: incremental parent, or a dead run to resume."""
         reuse = Reuse()
         self._entries = entries
         if self.options.incremental:
-            found = incremental_reuse(self.catalog, names, entries, rehash=self.rehash_opener())
+            found = incremental_reuse(
+                self.catalog, names, entries, rehash=self.rehash_opener(), usable=usable
+            )
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
-        if not reuse.parent and (resumed := resume_reuse(self.catalog, names, entries)):
+        if not reuse.parent and (resumed := resume_reuse(self.catalog, names, entries, usable)):
             reuse = resumed
             self.resumed_from = resumed.resumed
             self.on_event(

@@ -6,7 +6,7 @@ sources. Its files and records are handed to ``plan.reuse.select`` as data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from parbackup.catalog import Catalog, SetInfo
 from parbackup.devices.registry import device_class
@@ -40,15 +40,19 @@ def rewritten_labels(catalog: Catalog) -> set[str]:
     return out
 
 
-def load_previous(catalog: Catalog, set_id: str) -> dict[str, Previous]:
+def load_previous(
+    catalog: Catalog, set_id: str, usable: Set[str] | None = None
+) -> dict[str, Previous]:
     """Path -> (entry, records with their origin) for every intact file of a set.
 
-    Records on tapes are left out, so files held there are backed up again.
+    Records on tapes are left out, and, when ``usable`` is given, records on devices not
+    in it (devices this run could not open: a new set must never depend on a device that
+    is dead now), so the files held there are backed up again.
     """
     records: dict[int, list] = {}
     tapes = rewritten_labels(catalog)
     for fid, ref in catalog.records(set_id):
-        if ref.size and ref.label not in tapes:
+        if ref.size and ref.label not in tapes and (usable is None or ref.label in usable):
             records.setdefault(fid, []).append(origin_of(set_id, fid, ref))
     return {
         f.entry.path: Previous(f.entry, tuple(records.get(f.file_id, ())))
@@ -58,10 +62,15 @@ def load_previous(catalog: Catalog, set_id: str) -> dict[str, Previous]:
 
 
 def incremental_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Entries, *, rehash: Opener | None = None
+    catalog: Catalog,
+    sources: Sequence[str],
+    entries: Entries,
+    *,
+    rehash: Opener | None = None,
+    usable: Set[str] | None = None,
 ) -> Reuse | None:
     """What the new set can reuse from its parent; None when there is no parent."""
     parent = parent_set(catalog, sources)
     if parent is None:
         return None
-    return select(entries, parent.id, load_previous(catalog, parent.id), rehash=rehash)
+    return select(entries, parent.id, load_previous(catalog, parent.id, usable), rehash=rehash)

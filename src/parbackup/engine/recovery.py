@@ -57,7 +57,9 @@ def resumable_set(catalog: Catalog, sources: Sequence[str]) -> str | None:
     return None
 
 
-def resume_reuse(catalog: Catalog, sources: Sequence[str], entries: Entries) -> Resumed | None:
+def resume_reuse(
+    catalog: Catalog, sources: Sequence[str], entries: Entries, usable: Set[str] | None = None
+) -> Resumed | None:
     """What the interrupted run to resume (``resumable_set``) already made durable.
 
     Files it wrote whole, and that have not changed since (size, mtime, ctime, inode),
@@ -79,7 +81,7 @@ def resume_reuse(catalog: Catalog, sources: Sequence[str], entries: Entries) -> 
         at = by_id[at].resumed
     previous: dict[str, Previous] = {}
     for older in reversed(chain):  # oldest first: a newer whole copy replaces an older one
-        for path, prev in load_previous(catalog, older).items():
+        for path, prev in load_previous(catalog, older, usable).items():
             if prev.entry.kind is Kind.FILE and complete(prev.records, prev.entry.size):
                 previous[path] = prev
     found = select(entries, set_id, previous)
