@@ -1,5 +1,5 @@
-"""Which paths a list of patterns selects: restore ``--include``/``--exclude`` (and, later,
-backup excludes). One rule, in one place.
+"""Which paths a list of patterns selects: restore ``--include``/``--exclude`` and backup
+``--exclude``. One rule, in one place.
 
 A pattern selects an absolute path when it matches the path *or any parent directory of
 it* (naming a directory selects everything below it), in either of two dialects:
@@ -13,6 +13,10 @@ it* (naming a directory selects everything below it), in either of two dialects:
 A pattern starting with ``!`` excludes (as in gitignore; ``\\!`` is a literal ``!``). A
 path is selected when no include pattern is given or one matches, and no exclude pattern
 matches: an exclude always wins.
+
+A backup applies the same rule while it scans a local tree (``ScanRules``, carried in
+the ``SourceSpec``): an excluded directory is not entered, so what lies below it is never
+looked at. ``Excluded`` counts what was left out, per rule, for ``plan`` and the report.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import functools
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pathspec
 
@@ -94,3 +98,89 @@ def matches(path: str, patterns: Sequence[str]) -> bool:
     if not patterns:
         return True
     return compile_patterns(tuple(patterns))(path)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRules:
+    """What a tree scan leaves out, as picklable words (they travel in a ``SourceSpec``).
+
+    ``patterns``: exclude patterns (the rule above). ``if_present``: names whose presence
+    leaves their directory out. ``caches``: leave out directories holding a valid
+    CACHEDIR.TAG. ``one_file_system``: do not enter another filesystem. ``automatic``:
+    (absolute path, why) pairs left out without being asked (backup devices, the catalog).
+    """
+
+    patterns: tuple[str, ...] = ()
+    if_present: tuple[str, ...] = ()
+    caches: bool = False
+    one_file_system: bool = False
+    automatic: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.patterns
+            or self.if_present
+            or self.caches
+            or self.one_file_system
+            or self.automatic
+        )
+
+
+class ExcludePatterns:
+    """Backup exclude patterns, compiled, that also say which pattern matched.
+
+    A scan asks about each entry once, before entering a directory, so only the path
+    itself is tested (its parents were tested already); a directory is tested with a
+    trailing ``/`` so that a gitignore pattern ending in ``/`` matches directories only.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = tuple(patterns)
+        self.all = _Patterns.compile(self.patterns)
+        self._one: dict[str, _Patterns] = {}
+
+    def _hit(self, compiled: _Patterns, path: str, is_dir: bool) -> bool:
+        if any(fnmatch.fnmatchcase(path, g) for g in compiled.globs):
+            return True
+        rel = path.lstrip("/") + ("/" if is_dir else "")
+        return rel not in ("", "/") and compiled.spec is not None and compiled.spec.match_file(rel)
+
+    def rule_for(self, path: str, is_dir: bool) -> str:
+        """The first pattern that excludes ``path`` ("" when none does)."""
+        if not self._hit(self.all, path, is_dir):
+            return ""
+        for pattern in self.patterns:
+            one = self._one.get(pattern) or self._one.setdefault(
+                pattern, _Patterns.compile([pattern])
+            )
+            if self._hit(one, path, is_dir):
+                return pattern
+        return self.patterns[0]  # unreachable in practice: the union matched
+
+
+@dataclass
+class Excluded:
+    """What a scan left out: a count per rule and the first ``limit`` paths."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    paths: list[tuple[str, str]] = field(default_factory=list)
+    limit: int = 1000
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, path: str, rule: str) -> None:
+        self.counts[rule] = self.counts.get(rule, 0) + 1
+        if len(self.paths) < self.limit:
+            self.paths.append((path, rule))
+
+    def merge(self, other: Excluded) -> None:
+        for rule, n in other.counts.items():
+            self.counts[rule] = self.counts.get(rule, 0) + n
+        room = max(0, self.limit - len(self.paths))
+        self.paths.extend(other.paths[:room])
+
+
+NO_SELECTION = ScanRules()
+"""Nothing left out: the default of a spec and of a backup."""

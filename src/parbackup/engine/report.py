@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from parbackup.format import CHUNK
 from parbackup.model import DeviceReport, Order, Skipped, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.selection import NO_SELECTION, ScanRules
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class BackupOptions:
     stream_buffers: int = 0
     stream_segment: int = 8 << 20
     """Stream segments held in memory at most (0: two per device, plus one)."""
+    select: ScanRules = NO_SELECTION
+    """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
 
 
 @dataclass
@@ -48,6 +51,8 @@ class BackupReport:
     kind: str = "full"
     reused: int = 0
     inconsistent: list[Skipped] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Entries the selection left out, per rule."""
 
     @property
     def exit_code(self) -> int:
@@ -106,6 +111,7 @@ class BackupReport:
             "balance": self.balance(),
             "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
             "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
+            "excluded": dict(self.excluded),
         }
         if self.error:
             out["error"] = self.error
