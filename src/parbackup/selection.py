@@ -8,7 +8,8 @@ it* (naming a directory selects everything below it), in either of two dialects:
   ``--include`` before patterns were gitignore-style, kept so old commands keep working;
 - a gitignore pattern (the ``pathspec`` library), so ``**`` works as in git:
   ``/srv/**/x.txt`` matches ``/srv/x.txt`` and ``/srv/a/b/x.txt``, a pattern with no
-  ``/`` (``*.log``) matches a name at any depth, one with a ``/`` is anchored at ``/``.
+  ``/`` (``*.log``) matches a name at any depth, one with a ``/`` is anchored at ``/``;
+  one ending in ``/`` (``build/``) matches directories only (and all below them).
 
 A pattern starting with ``!`` excludes (as in gitignore; ``\\!`` is a literal ``!``). A
 path is selected when no include pattern is given or one matches, and no exclude pattern
@@ -57,8 +58,9 @@ class _Patterns:
     def __bool__(self) -> bool:
         return bool(self.globs)
 
-    def match(self, path: str) -> bool:
-        """True when a pattern matches ``path`` or one of its parent directories."""
+    def match(self, path: str, is_dir: bool = False) -> bool:
+        """True when a pattern matches ``path`` or one of its parent directories
+        (``is_dir``: the path is a directory, which a pattern ending in ``/`` matches)."""
         probe = path
         while True:
             if any(fnmatch.fnmatchcase(probe, g) for g in self.globs):
@@ -68,6 +70,8 @@ class _Patterns:
                 break
             probe = parent
         rel = path.lstrip("/")
+        if rel and is_dir:
+            rel += "/"
         # gitignore semantics already cover the parents: a matched directory takes all below.
         return bool(rel) and self.spec is not None and self.spec.match_file(rel)
 
@@ -79,10 +83,10 @@ class Selection:
     includes: _Patterns
     excludes: _Patterns
 
-    def __call__(self, path: str) -> bool:
-        if self.includes and not self.includes.match(path):
+    def __call__(self, path: str, is_dir: bool = False) -> bool:
+        if self.includes and not self.includes.match(path, is_dir):
             return False
-        return not (self.excludes and self.excludes.match(path))
+        return not (self.excludes and self.excludes.match(path, is_dir))
 
 
 @functools.lru_cache(maxsize=32)
@@ -93,11 +97,12 @@ def compile_patterns(patterns: tuple[str, ...]) -> Selection:
     return Selection(_Patterns.compile(inc), _Patterns.compile(exc))
 
 
-def matches(path: str, patterns: Sequence[str]) -> bool:
-    """True when ``path`` is selected by ``patterns`` (every path when there are none)."""
+def matches(path: str, patterns: Sequence[str], is_dir: bool = False) -> bool:
+    """True when ``path`` (a directory when ``is_dir``) is selected by ``patterns``
+    (every path when there are none)."""
     if not patterns:
         return True
-    return compile_patterns(tuple(patterns))(path)
+    return compile_patterns(tuple(patterns))(path, is_dir)
 
 
 @dataclass(frozen=True, slots=True)
