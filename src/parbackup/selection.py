@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,23 @@ class ScanRules:
         )
 
 
+def _fast_regexes(compiled: _Patterns) -> tuple[re.Pattern | None, re.Pattern | None]:
+    """The question "does any pattern match?" as two regexes, one search each: the
+    globs' on the path, the gitignore patterns' on the path relative to '/'. (None, None)
+    when the patterns cannot be joined (then each is asked in turn)."""
+    parts = [getattr(p, "regex", None) for p in compiled.spec.patterns] if compiled.spec else []
+    if not compiled.globs or not parts or any(r is None for r in parts):
+        return None, None
+    joined = re.sub(r"\(\?P<\w+>", "(?:", "|".join(f"(?:{r.pattern})" for r in parts))
+    try:
+        with warnings.catch_warnings():  # re's "possible nested set" for '[[]' is noise
+            warnings.simplefilter("ignore", FutureWarning)
+            globs = re.compile("|".join(fnmatch.translate(g) for g in compiled.globs))
+            return globs, re.compile(joined)
+    except re.error:
+        return None, None
+
+
 class ExcludePatterns:
     """Backup exclude patterns, compiled, that also say which pattern matched.
 
@@ -143,6 +161,16 @@ class ExcludePatterns:
         self.patterns = tuple(patterns)
         self.all = _Patterns.compile(self.patterns)
         self._one: dict[str, _Patterns] = {}
+        self._globs, self._git = _fast_regexes(self.all)
+
+    def _any(self, path: str, is_dir: bool) -> bool:
+        """True when one of the patterns matches ``path``."""
+        if self._globs is None or self._git is None:
+            return self._hit(self.all, path, is_dir)
+        if self._globs.match(path):
+            return True
+        rel = path.lstrip("/") + ("/" if is_dir else "")
+        return rel not in ("", "/") and self._git.match(rel) is not None
 
     def _hit(self, compiled: _Patterns, path: str, is_dir: bool) -> bool:
         if any(fnmatch.fnmatchcase(path, g) for g in compiled.globs):
@@ -152,7 +180,7 @@ class ExcludePatterns:
 
     def rule_for(self, path: str, is_dir: bool) -> str:
         """The first pattern that excludes ``path`` ("" when none does)."""
-        if not self._hit(self.all, path, is_dir):
+        if not self._any(path, is_dir):
             return ""
         for pattern in self.patterns:
             one = self._one.get(pattern) or self._one.setdefault(

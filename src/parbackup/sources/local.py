@@ -146,7 +146,7 @@ class LocalTree(Source):
         if root is None:
             return
         if spec.select:
-            self._scan_selected(root, root_st, read, row, out, on_error)
+            self._scan_selected(root, root_st, read, row, out, index, on_error)
             return
         out.extend_rows([root])
         if root[1] != DIR:
@@ -181,7 +181,7 @@ class LocalTree(Source):
             out.extend_rows(rows)
             stack.extend(reversed(subdirs))
 
-    def _scan_selected(self, root, root_st, read: bytes, row, out, on_error) -> None:
+    def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
         """The walk of ``scan`` with ``spec.select`` applied: each entry is asked once,
         a directory left out is never entered (kept apart so that a scan without a
         selection pays nothing for it)."""
@@ -197,6 +197,7 @@ class LocalTree(Source):
         if root[1] != DIR:
             return
         stack = [read]
+        is_reg = stat.S_ISREG
         while stack:
             directory = stack.pop()
             try:
@@ -213,6 +214,11 @@ class LocalTree(Source):
                     rule = select.rule(path, child.path, st)
                     if rule:
                         excluded.add(os.fsdecode(path), rule)
+                        continue
+                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
+                        rows.append((path, FILE, st.st_size, st.st_mode, st.st_uid, st.st_gid,
+                                     st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
+                                     index, b""))  # fmt: skip
                         continue
                     entry = row(child.path, st)
                 except OSError as exc:
