@@ -27,17 +27,11 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, table
-from parbackup.engine.backup import (
-    automatic_excludes,
-    make_plan,
-    scan,
-    selecting,
-    source_specs,
-    with_automatic,
-)
+from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.report import BackupOptions
+from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.speeds import dry_run_speeds
 from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Skipped, Space, Strategy

@@ -24,8 +24,6 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.devices.registry import FAULTY
-from parbackup.devices.url import parse_url
 from parbackup.engine import mover as m
 from parbackup.engine.catalog_copy import CATALOG_COPY
 from parbackup.engine.devices import close_all, devices_for_labels
@@ -36,17 +34,18 @@ from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
 from parbackup.entries import Entries
-from parbackup.errors import BackupFailedError, UsageError
+from parbackup.errors import BackupFailedError
 from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, Pieces, Plan, Skipped, Slot, Space
 from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
 from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
-from parbackup.selection import Excluded, ScanRules
+from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.stdin import StdinSource
@@ -81,49 +80,6 @@ def source_specs(
 
 def _inside(path: str, tree: str) -> bool:
     return path != tree and path.startswith(tree.rstrip("/") + "/")
-
-
-def automatic_excludes(
-    specs: Sequence[SourceSpec], device_urls: Sequence[str], catalog_path: str = ""
-) -> tuple[tuple[str, str], ...]:
-    """(path, why) of every local device and catalog file that lies inside a tree
-    source, named as the scan records it (also when reached through a symlink)."""
-    found: list[tuple[str, str]] = []
-    for url in device_urls:
-        try:
-            parsed = parse_url(url.removeprefix(FAULTY))
-        except UsageError:
-            continue
-        if parsed.scheme in ("file", "tape") and parsed.path:
-            found.append((parsed.path, f"automatic: backup device {parsed.display}"))
-    if catalog_path:
-        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-            found.append((catalog_path + suffix, "automatic: the catalog"))
-    out: dict[str, str] = {}
-    for spec in specs:
-        if spec.kind != "tree":
-            continue
-        root, real_root = spec.record_root, os.path.realpath(spec.record_root)
-        for path, why in found:
-            for name, base in ((os.path.abspath(path), root), (os.path.realpath(path), real_root)):
-                if _inside(name, base):
-                    out.setdefault(root.rstrip("/") + name[len(base.rstrip("/")) :], why)
-    return tuple(out.items())
-
-
-def selecting(specs: Sequence[SourceSpec], select: ScanRules) -> list[SourceSpec]:
-    """The specs with local trees carrying ``select`` (other kinds are scanned whole)."""
-    return [replace(s, select=select) if s.kind == "tree" and select else s for s in specs]
-
-
-def with_automatic(
-    select: ScanRules, automatic: tuple[tuple[str, str], ...], on_event: EventSink = ignore
-) -> ScanRules:
-    """``select`` plus the automatic excludes that exist, each said by a Notice."""
-    present = tuple((p, why) for p, why in automatic if os.path.lexists(p))
-    for path, why in present:
-        on_event(Notice(f"left out {path}: {why.removeprefix('automatic: ')} inside a source"))
-    return replace(select, automatic=present) if present else select
 
 
 def scan(
@@ -211,6 +167,9 @@ def run_backup(
     specs = source_specs(sources, options.read_roots, stdin_name)
     automatic = automatic_excludes(specs, device_urls, catalog.path)
     select = with_automatic(options.select, automatic, on_event)
+    for spec in specs:
+        if options.select and spec.kind not in ("tree", "stdin"):
+            on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
     fleet = Fleet.start(
         list(device_urls),
