@@ -249,3 +249,32 @@ def test_bad_selection_options_are_usage_errors(tmp_path):
     assert r.code == 2 and "cannot read exclude file" in r.err and "Traceback" not in r.err
     r = run_cli("plan", str(src), *devs(tmp_path / "b"), "--exclude-if-present", "a/b")
     assert r.code == 2 and "plain name" in r.err
+
+
+def test_selection_applies_to_a_snapshot_by_the_live_paths(tmp_path):
+    """Read from a snapshot (--pre-command), excluded by the paths recorded (the live
+    ones); the tag is looked for in the snapshot, and a device inside the source is
+    still left out."""
+    src = tmp_path / "src"
+    write(src / "keep.txt", b"k")
+    write(src / "drop.log", b"d")
+    write(src / "tagged" / ".nobackup", b"")
+    write(src / "tagged" / "f", b"t")
+    inner = src / "disk0"
+    inner.mkdir()
+    outer = tmp_path / "disk1"
+    outer.mkdir()
+    snap = tmp_path / "snap"
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli(
+        "backup", str(src), "-d", str(inner), "-d", str(outer), "--catalog", cat, "--json",
+        "--pre-command", f"cp -a {src} {snap} && echo {snap}", "--post-command", f"rm -rf {snap}",
+        "--exclude", f"{src}/*.log", "--exclude-if-present", ".nobackup",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert set_paths(cat) == {str(src), f"{src}/keep.txt"}
+    assert r.json["excluded"] == {
+        f"automatic: backup device {inner}": 1,
+        f"--exclude {src}/*.log": 1,
+        "--exclude-if-present .nobackup": 1,
+    }
