@@ -6,10 +6,11 @@ import fnmatch
 import glob
 import os
 
+import pathspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parbackup.selection import exclude, matches
+from parbackup.selection import ExcludePatterns, exclude, matches
 
 names = st.sampled_from(["a", "b", "c", "x.conf", "y.log", "d[1]", "e f", "!g", "h*"])
 paths = st.lists(names, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts))
@@ -93,3 +94,51 @@ def test_examples():
     assert matches("/srv/!odd", ["\\!odd"])  # a literal '!'
     assert not matches("/srv/!odd", [exclude("!odd")])  # excludes the name '!odd' ...
     assert matches("/srv/odd", [exclude("!odd")])  # ... and nothing else
+
+
+# -- backup excludes (ExcludePatterns): one joined regex must agree with each pattern alone --
+
+exclude_patterns = st.lists(
+    st.sampled_from(
+        [
+            "*.log",
+            "a",
+            "b/",
+            "/a/b",
+            "a/**/c",
+            "**/x.conf",
+            "*",
+            "[ab]",
+            "d[[]1]",
+            "h*/",
+            "!g",
+            "\\!g",
+            "e f",
+            "/c/*",
+            "?",
+            "**/b/",
+            "#c",
+        ]
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def reference_rule(path: str, is_dir: bool, patterns: list[str]) -> str:
+    """The first pattern that matches ``path`` itself, asked one pattern at a time."""
+    rel = path.lstrip("/") + ("/" if is_dir else "")
+    for p in patterns:
+        glob_ = p[1:] if p.startswith("\\!") else p
+        line = "\\" + p if p.startswith("!") else p
+        spec = pathspec.GitIgnoreSpec.from_lines([line])
+        if fnmatch.fnmatchcase(path, glob_) or spec.match_file(rel):
+            return p
+    return ""
+
+
+@given(paths, st.booleans(), exclude_patterns)
+def test_exclude_patterns_name_the_first_matching_pattern(path, is_dir, patterns):
+    assert ExcludePatterns(patterns).rule_for(path, is_dir) == reference_rule(
+        path, is_dir, patterns
+    )

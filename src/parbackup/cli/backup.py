@@ -19,6 +19,7 @@ from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.errors import UsageError
 from parbackup.model import Order, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.selection import ScanRules
 
 device_option = click.option(
     "--device",
@@ -54,6 +55,100 @@ order_option = click.option(
     show_default=True,
     help="Sort files and segments by size, largest first (desc) or smallest first (asc).",
 )
+
+_SELECTION_OPTIONS = (
+    click.option(
+        "--exclude",
+        "excludes",
+        multiple=True,
+        metavar="PATTERN",
+        help="Leave out paths matching PATTERN (gitignore-style; repeat for more), matched "
+        "against the absolute path. A pattern with no '/' but a trailing one (*.log, "
+        "node_modules/) matches a name at any depth; one with another '/' is anchored at "
+        "'/', not at the source root (/srv/data/tmp, srv/*/cache): start it with '**/' "
+        "to match at any depth. '**' spans directories; a trailing '/' matches "
+        "directories only. An excluded directory is not entered. The same rules as "
+        "restore --exclude.",
+    ),
+    click.option(
+        "--exclude-file",
+        "exclude_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Read --exclude patterns from FILE, one a line ('#' comments and blank "
+        "lines are ignored).",
+    ),
+    click.option(
+        "--exclude-if-present",
+        "if_present",
+        multiple=True,
+        metavar="NAME",
+        help="Leave out every directory that holds an entry NAME (NAME too), e.g. .nobackup.",
+    ),
+    click.option(
+        "--exclude-caches",
+        is_flag=True,
+        help="Leave out every directory holding a CACHEDIR.TAG file with the standard "
+        "signature (https://bford.info/cachedir/), the tag too.",
+    ),
+    click.option(
+        "--one-file-system",
+        is_flag=True,
+        help="Do not cross into other filesystems: a mount point inside a source is "
+        "recorded as an empty directory and not entered. Backup devices and the catalog "
+        "inside a source are always left out.",
+    ),
+)
+
+
+def selection_options(func):
+    """The options that choose what a scan of local trees leaves out (backup and plan)."""
+    for option in reversed(_SELECTION_OPTIONS):
+        func = option(func)
+    return func
+
+
+def read_exclude_file(path: str) -> list[str]:
+    """The patterns of an --exclude-file: one a line, blank lines and '#' comments out."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read exclude file {path}: {exc.strerror or exc}") from exc
+    return [ln.rstrip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def scan_rules(
+    excludes: tuple[str, ...],
+    exclude_files: tuple[str, ...],
+    if_present: tuple[str, ...],
+    exclude_caches: bool,
+    one_file_system: bool,
+) -> ScanRules:
+    """The selection the options ask for."""
+    patterns = list(excludes)
+    for path in exclude_files:
+        patterns += read_exclude_file(path)
+    for name in if_present:
+        if not name or "/" in name or name in (".", ".."):
+            raise UsageError(f"--exclude-if-present takes a plain name, not {name!r}")
+    if any(not p.strip() for p in patterns):
+        raise UsageError("--exclude takes a non-empty pattern")
+    return ScanRules(
+        patterns=tuple(patterns),
+        if_present=tuple(if_present),
+        caches=exclude_caches,
+        one_file_system=one_file_system,
+    )
+
+
+def excluded_lines(counts: dict[str, int]) -> None:
+    """Print how many entries each selection rule left out."""
+    if counts:
+        line(f"excluded: {sum(counts.values())} entries")
+    for rule, n in counts.items():
+        line(f"  {n:>8}  {rule}")
 
 
 def summarize(report: BackupReport) -> None:
@@ -97,6 +192,7 @@ def summarize(report: BackupReport) -> None:
         f"status: {report.status}  files: {report.files}  bytes: {human_bytes(report.bytes)}  "
         f"threshold T: {human_bytes(report.threshold)}  time: {report.seconds:.2f}s"
     )
+    excluded_lines(report.excluded)
     if report.kind == "incremental":
         line(f"incremental: {human_bytes(report.reused)} reused from earlier sets")
     for s in report.skipped:
@@ -155,6 +251,7 @@ def summarize(report: BackupReport) -> None:
     help="Shell command run after the backup, always, to release the snapshot "
     "($PARBACKUP_SNAPSHOTS, $PARBACKUP_STATUS tell what was used and how it ended).",
 )
+@selection_options
 @accept_new_host_keys_option
 @click.option(
     "--stdin-name",
@@ -179,6 +276,11 @@ def backup(
     snapshot: str | None,
     pre_command: str,
     post_command: str,
+    excludes: tuple[str, ...],
+    exclude_files: tuple[str, ...],
+    if_present: tuple[str, ...],
+    exclude_caches: bool,
+    one_file_system: bool,
     stdin_name: str,
     as_json: bool,
 ) -> int:
@@ -193,6 +295,7 @@ def backup(
     Examples:
       parbackup backup /srv/data /home -d /mnt/disk1 -d /mnt/disk2 -d /mnt/disk3
       parbackup backup /srv/data --incremental -d /mnt/disk1 -d /mnt/disk2
+      parbackup backup /home --exclude '*.tmp' --exclude-caches -d /mnt/d1 -d /mnt/d2
       parbackup backup /srv/vol --snapshot btrfs -d /mnt/disk1 -d /mnt/disk2
       parbackup backup /dev/md0 -d /mnt/disk1 -d /mnt/disk2         # one image
       pg_dump db | parbackup backup - --stdin-name db.sql -d /mnt/disk1 -d /mnt/disk2
@@ -207,6 +310,7 @@ def backup(
         pre_command=pre_command,
         post_command=post_command,
         balance=Balance(balance),
+        select=scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system),
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

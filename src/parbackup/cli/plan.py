@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import click
 
-from parbackup.cli.backup import balance_option, device_option, order_option, strategy_option
+from parbackup.catalog import default_catalog_path
+from parbackup.cli.backup import (
+    balance_option,
+    device_option,
+    excluded_lines,
+    order_option,
+    scan_rules,
+    selection_options,
+    strategy_option,
+)
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -21,10 +31,15 @@ from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.report import BackupOptions
+from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.speeds import dry_run_speeds
 from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Skipped, Space, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.selection import Excluded
+
+EXCLUDED_SHOWN = 1000
+"""At most this many excluded paths are listed by ``plan --json`` (all are counted)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class _Dev:
     help="Plan only the files changed since the last set of the same sources (F3).",
 )
 @catalog_option
+@selection_options
 @accept_new_host_keys_option
 @json_option
 @handle_errors
@@ -61,6 +77,11 @@ def plan(
     show_items: bool,
     incremental: bool,
     catalog_path: str | None,
+    excludes: tuple[str, ...],
+    exclude_files: tuple[str, ...],
+    if_present: tuple[str, ...],
+    exclude_caches: bool,
+    one_file_system: bool,
     as_json: bool,
 ) -> int:
     """Show the plan for backing up SOURCES onto the devices, writing nothing.
@@ -68,10 +89,17 @@ def plan(
     Prints the threshold T, each device's bytes and segments, and the balance. With
     ``--balance time`` the speeds come from ``?speed=`` or the catalog (a dry run writes
     no probe: a device of unknown speed is assumed as fast as the mean of the others).
+    What the selection options left out is counted per rule (``--json``: and listed, the
+    first 1000 paths).
     """
     skipped: list[Skipped] = []
+    select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    entries = scan(specs, skipped)
+    catalog_file = os.path.realpath(catalog_path or default_catalog_path())
+    automatic = automatic_excludes(specs, devices, catalog_file)
+    specs = selecting(specs, with_automatic(select, automatic))
+    excluded = Excluded(limit=EXCLUDED_SHOWN)
+    entries = scan(specs, skipped, excluded=excluded)
     alive, dead = open_devices(list(devices), create_labels=False, require_label=False, write=False)
     try:
         if not alive:
@@ -130,6 +158,12 @@ def plan(
         if as_json or show_items  # a million items are built only when they are shown
         else [],
     }
+    doc["excluded"] = {
+        "entries": excluded.total,
+        "rules": dict(excluded.counts),
+        "paths": [{"path": p, "rule": r} for p, r in excluded.paths],
+        "truncated": excluded.total > len(excluded.paths),
+    }
     if dead:
         doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]
     if as_json:
@@ -163,6 +197,7 @@ def plan(
         f"{len(entries)} entries, {human_bytes(total)}; balance (max/min): "
         + (f"{high / low:.4f}" if low else "n/a")
     )
+    excluded_lines(excluded.counts)
     if show_items:
         for it in doc["items"]:
             line(f"{it['device']}  {it['path']}  @{it['offset']}  {it['size']}")

@@ -34,6 +34,7 @@ from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
 from parbackup.entries import Entries
@@ -44,6 +45,7 @@ from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
 from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
+from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.stdin import StdinSource
@@ -81,15 +83,21 @@ def _inside(path: str, tree: str) -> bool:
 
 
 def scan(
-    specs: Sequence[SourceSpec], skipped: list[Skipped], stdin: BinaryIO | None = None
+    specs: Sequence[SourceSpec],
+    skipped: list[Skipped],
+    stdin: BinaryIO | None = None,
+    excluded: Excluded | None = None,
 ) -> Entries:
-    """Every entry of every source into one columnar table (GC paused: no cycles)."""
+    """Every entry of every source into one columnar table (GC paused: no cycles);
+    what the selection left out is added to ``excluded``."""
     entries = Entries()
     with paused_gc():
         for index, spec in enumerate(specs):
             source = StdinSource(spec, stdin) if spec.kind == "stdin" else open_source(spec)
             with source:
                 source.scan(entries, index, lambda p, e: skipped.append(Skipped(p, e)))
+            if excluded is not None:
+                excluded.merge(source.excluded)
     return entries
 
 
@@ -158,6 +166,12 @@ def run_backup(
     catalog.lock_for_run()  # before labelling: two runs must not label one device twice
     started = time.monotonic()
     specs = source_specs(sources, options.read_roots, stdin_name)
+    automatic = automatic_excludes(specs, device_urls, catalog.path)
+    select = with_automatic(options.select, automatic, on_event)
+    for spec in specs:
+        if options.select and spec.kind not in ("tree", "stdin"):
+            on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
+    specs = selecting(specs, select)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -201,11 +215,12 @@ class _Backup:
         self.stream = bool(specs) and specs[0].kind == "stdin"
         self.stdin = stdin
         self.skipped: list[Skipped] = []
+        self.excluded = Excluded()
         self.resumed_from = ""
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
-        entries = scan(self.specs, self.skipped, self.stdin)
+        entries = scan(self.specs, self.skipped, self.stdin, self.excluded)
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.opened()
         usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
@@ -417,6 +432,7 @@ class _Backup:
             reused=reuse.bytes if status != "failed" else 0,
             inconsistent=outcome.inconsistent,
             grown=outcome.grown,
+            excluded=dict(self.excluded.counts),
         )
         catalog.finish_set(
             set_hex,

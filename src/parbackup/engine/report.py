@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from parbackup.format import CHUNK
 from parbackup.model import DeviceReport, Order, Skipped, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.selection import NO_SELECTION, ScanRules
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class BackupOptions:
     stream_buffers: int = 0
     stream_segment: int = 8 << 20
     """Stream segments held in memory at most (0: two per device, plus one)."""
+    select: ScanRules = NO_SELECTION
+    """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
 
 
 @dataclass
@@ -51,6 +54,8 @@ class BackupReport:
     grown: list[Skipped] = field(default_factory=list)
     """Files that only grew while read: kept as read (up to their scanned size) and
     restorable, with a warning."""
+    excluded: dict[str, int] = field(default_factory=dict)
+    """Entries the selection left out, per rule."""
 
     @property
     def exit_code(self) -> int:
@@ -111,6 +116,7 @@ class BackupReport:
             "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
             "inconsistent": [{"path": s.path, "error": s.error} for s in self.inconsistent],
             "grown": [{"path": s.path, "error": s.error} for s in self.grown],
+            "excluded": dict(self.excluded),
         }
         if self.error:
             out["error"] = self.error

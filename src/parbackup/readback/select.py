@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
-from parbackup.model import RESTORABLE_FILE_STATES, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.plan.reuse import complete
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
@@ -41,7 +41,7 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
     everything = select_files(catalog, set_id, ())
     if not patterns:
         return everything
-    chosen = [f for f in everything if matches(f.entry.path, patterns)]
+    chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
     return substitute_hardlinks(chosen, everything)
 
 

@@ -13,7 +13,8 @@ Contract of a kind (a ``Source`` subclass):
     Paths are recorded as the user named them (``record_root``), whatever ``read_root``
     they are read from (a snapshot). A path that cannot be read goes to
     ``on_error(path, reason)`` and is skipped; it never ends the scan. Raises
-    SourceError only when the root itself cannot be read at all.
+    SourceError only when the root itself cannot be read at all. What ``spec.select``
+    leaves out goes to ``self.excluded`` (local trees; other kinds are scanned whole).
 ``open(path, expect=None)``
     A ``FileReader`` over one regular file (``path`` as recorded). ``expect`` is what the
     scan saw; a file that is no longer the same file (another inode or device, not a
@@ -41,6 +42,7 @@ from typing import NamedTuple
 
 from parbackup.entries import Entries
 from parbackup.errors import SourceError
+from parbackup.selection import NO_SELECTION, Excluded, ScanRules
 
 ErrorFunc = Callable[[str, str], None]
 """on_error(path, reason): a path that could not be backed up, and why."""
@@ -67,7 +69,8 @@ class SourceSpec:
     gave (a path or URL, secrets included: never printed; see ``display``).
     ``record_root`` is the path entries are recorded under, ``read_root`` where they are
     read from when that differs (a snapshot); ``display`` is the name safe to show and
-    store in the catalog.
+    store in the catalog. ``select`` is what a scan of a local tree leaves out (other
+    kinds are scanned whole).
     """
 
     kind: str
@@ -75,6 +78,7 @@ class SourceSpec:
     record_root: str
     read_root: str = ""
     display: str = ""
+    select: ScanRules = NO_SELECTION
 
 
 class Identity(NamedTuple):
@@ -125,6 +129,8 @@ class Source(ABC):
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
+        self.excluded = Excluded()
+        """What the scan left out by ``spec.select``, per rule."""
 
     @abstractmethod
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:

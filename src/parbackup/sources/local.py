@@ -12,6 +12,9 @@ regular file the scan saw (same device and inode): a path whose directory was sw
 for a symlink to a place outside the tree, or a file replaced since the scan, is never
 read (``SourceChanged``). A snapshot is read through ``read_root`` while entries keep
 the live paths (REQUIREMENTS F4).
+
+A selection (``spec.select``: excludes, tags, one filesystem, see sources/select.py)
+runs through its own copy of the walk, so a scan without one keeps its lean loop.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from parbackup.entries import DIR, FILE, HARDLINK, KIND_INDEX, SYMLINK, Entries
 from parbackup.errors import SourceError
 from parbackup.model import Kind
 from parbackup.sources.base import ErrorFunc, FileReader, Identity, Source, SourceChanged
+from parbackup.sources.select import ONE_FILE_SYSTEM, TreeFilter
 
 FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDEX[Kind.DEVICE]
 _BY_NAME = attrgetter("name")
@@ -135,11 +139,15 @@ class LocalTree(Source):
 
         out.set_root(index, record)
         try:
-            root = row(read, os.lstat(read))
+            root_st = os.lstat(read)
+            root = row(read, root_st)
         except OSError as exc:
             on_error(spec.display or spec.record_root, exc.strerror or str(exc))
             return
         if root is None:
+            return
+        if spec.select:
+            self._scan_selected(root, root_st, read, row, out, index, on_error)
             return
         out.extend_rows([root])
         if root[1] != DIR:
@@ -171,5 +179,58 @@ class LocalTree(Source):
                     rows.append(entry)
                     if entry[1] == DIR:
                         subdirs.append(child.path)
+            out.extend_rows(rows)
+            stack.extend(reversed(subdirs))
+
+    def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
+        """The walk of ``scan`` with ``spec.select`` applied: each entry is asked once,
+        a directory left out is never entered (kept apart so that a scan without a
+        selection pays nothing for it)."""
+        record = os.fsencode(self.spec.record_root)
+        cut = len(read)
+        select = TreeFilter(self.spec.select, root_st.st_dev)
+        excluded = self.excluded
+        rule = select.rule(record, read, root_st)
+        if rule:
+            excluded.add(os.fsdecode(record), rule)
+            return
+        out.extend_rows([root])
+        if root[1] != DIR:
+            return
+        stack = [read]
+        is_reg = stat.S_ISREG
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    children = sorted(it, key=_BY_NAME)
+            except OSError as exc:
+                on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
+                continue
+            rows, subdirs = [], []
+            for child in children:
+                path = record + child.path[cut:]
+                try:
+                    st = child.stat(follow_symlinks=False)
+                    rule = select.rule(path, child.path, st)
+                    if rule:
+                        excluded.add(os.fsdecode(path), rule)
+                        continue
+                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
+                        rows.append((path, FILE, st.st_size, st.st_mode, st.st_uid, st.st_gid,
+                                     st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
+                                     index, b""))  # fmt: skip
+                        continue
+                    entry = row(child.path, st)
+                except OSError as exc:
+                    on_error(os.fsdecode(path), exc.strerror or str(exc))
+                    continue
+                if entry is not None:
+                    rows.append(entry)
+                    if entry[1] == DIR:
+                        if select.enter(st):
+                            subdirs.append(child.path)
+                        else:
+                            excluded.add(os.fsdecode(path) + "/", ONE_FILE_SYSTEM)
             out.extend_rows(rows)
             stack.extend(reversed(subdirs))

@@ -1,0 +1,64 @@
+"""What a backup leaves out of its local trees: the user's selection plus the automatic
+excludes (a backup device or the catalog that lies inside a source, which would
+otherwise back itself up and grow on every run). The scan applies it (sources/select.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+
+from parbackup.devices.registry import FAULTY
+from parbackup.devices.url import parse_url
+from parbackup.errors import UsageError
+from parbackup.progress import EventSink, Notice, ignore
+from parbackup.selection import ScanRules
+from parbackup.sources.base import SourceSpec
+
+
+def _inside(path: str, tree: str) -> bool:
+    return path != tree and path.startswith(tree.rstrip("/") + "/")
+
+
+def automatic_excludes(
+    specs: Sequence[SourceSpec], device_urls: Sequence[str], catalog_path: str = ""
+) -> tuple[tuple[str, str], ...]:
+    """(path, why) of every local device and catalog file that lies inside a tree
+    source, named as the scan records it (also when reached through a symlink)."""
+    found: list[tuple[str, str]] = []
+    for url in device_urls:
+        try:
+            parsed = parse_url(url.removeprefix(FAULTY))
+        except UsageError:
+            continue
+        if parsed.scheme in ("file", "tape") and parsed.path:
+            found.append((parsed.path, f"automatic: backup device {parsed.display}"))
+    if catalog_path:
+        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+            found.append((catalog_path + suffix, "automatic: the catalog"))
+    out: dict[str, str] = {}
+    for spec in specs:
+        if spec.kind != "tree":
+            continue
+        root, real_root = spec.record_root, os.path.realpath(spec.record_root)
+        for path, why in found:
+            for name, base in ((os.path.abspath(path), root), (os.path.realpath(path), real_root)):
+                if _inside(name, base):
+                    out.setdefault(root.rstrip("/") + name[len(base.rstrip("/")) :], why)
+    return tuple(out.items())
+
+
+def selecting(specs: Sequence[SourceSpec], select: ScanRules) -> list[SourceSpec]:
+    """The specs with local trees carrying ``select`` (other kinds are scanned whole)."""
+    return [replace(s, select=select) if s.kind == "tree" and select else s for s in specs]
+
+
+def with_automatic(
+    select: ScanRules, automatic: tuple[tuple[str, str], ...], on_event: EventSink = ignore
+) -> ScanRules:
+    """``select`` plus the automatic excludes that exist, each said by a Notice."""
+    present = tuple((p, why) for p, why in automatic if os.path.lexists(p))
+    for path, why in present:
+        on_event(Notice(f"left out {path}: {why.removeprefix('automatic: ')} inside a source"))
+    return replace(select, automatic=present) if present else select
