@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
 from parbackup.cli.common import (
@@ -54,6 +56,19 @@ order_option = click.option(
     show_default=True,
     help="Sort files and segments by size, largest first (desc) or smallest first (asc).",
 )
+
+
+def _set_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """``--time``: an ISO 8601 time (local time when it names no zone) -> UTC, seconds."""
+    if not value:
+        return ""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+01:00)"
+        ) from None
+    return when.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def summarize(report: BackupReport) -> None:
@@ -162,6 +177,15 @@ def summarize(report: BackupReport) -> None:
     help="With the source '-' (standard input): the file name the stream is stored and "
     "restored as (NAME restores to TARGET/NAME).",
 )
+@click.option(
+    "--time",
+    "set_time",
+    metavar="TIMESTAMP",
+    default=None,
+    callback=_set_time,
+    help="Record the set under this time (ISO 8601; local time if no zone is given) "
+    "instead of now: for imports, and to try retention policies (forget) without waiting.",
+)
 @json_option
 @handle_errors
 def backup(
@@ -178,6 +202,7 @@ def backup(
     pre_command: str,
     post_command: str,
     stdin_name: str,
+    set_time: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -205,6 +230,7 @@ def backup(
         pre_command=pre_command,
         post_command=post_command,
         balance=Balance(balance),
+        created=set_time,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

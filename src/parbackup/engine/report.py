@@ -28,6 +28,8 @@ class BackupOptions:
     stream_buffers: int = 0
     stream_segment: int = 8 << 20
     """Stream segments held in memory at most (0: two per device, plus one)."""
+    created: str = ""
+    """The set's time in the catalog (ISO 8601, UTC; ``backup --time``), '' for now."""
 
 
 @dataclass
