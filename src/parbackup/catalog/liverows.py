@@ -1,5 +1,6 @@
 """The catalog's side of liveness: the rows catalog/liveness.py decides over, the one
-transaction that moves records into a compacted volume, forgetting dead sets, and the
+transaction that moves records into a compacted volume, retiring sets (``forget``) and
+forgetting dead ones, and the
 ``meta`` values (such as the mark of a half-written rebuilt catalog).
 
 A mixin of ``Catalog`` (store.py) so that store.py stays the only module that opens
@@ -168,6 +169,25 @@ class LivenessRows:
         earlier dead run keeps nothing alive.
         """
         return self.referenced_sets(self.root_ids())
+
+    def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
+        """Retire restorable sets (``forget``): status 'forgotten', all in one transaction,
+        so a kill leaves either every one of them forgotten or none. Only complete and
+        degraded sets change; returns the ids that did. Nothing leaves a device here:
+        the next prune (liveness) reclaims what no live set reuses."""
+        ids = json.dumps(sorted(set_ids))
+        with self.transaction():
+            rows = self.db.execute(
+                "SELECT id FROM sets WHERE id IN (SELECT value FROM json_each(?))"
+                " AND status IN ('complete', 'degraded') ORDER BY seq",
+                (ids,),
+            ).fetchall()
+            self.db.execute(
+                "UPDATE sets SET status='forgotten' WHERE id IN (SELECT value FROM json_each(?))"
+                " AND status IN ('complete', 'degraded')",
+                (ids,),
+            )
+        return [r[0] for r in rows]
 
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""

@@ -29,6 +29,7 @@ COMMANDS = {
     "sets": "parbackup.cli.sets:sets",
     "files": "parbackup.cli.files:files",
     "prune": "parbackup.cli.prune:prune",
+    "forget": "parbackup.cli.forget:forget_command",
     "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
     "relabel": "parbackup.cli.relabel:relabel",
 }
