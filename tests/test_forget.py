@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -270,3 +271,39 @@ def test_sigkill_during_forget_loses_nothing_a_kept_set_needs(tmp_path, device_d
     assert device_garbage(devs, cat) == {}
     for set_id in kept:
         restores_exactly(tmp_path, cat, set_id, tree, want[set_id])
+
+
+def test_a_kept_incremental_set_keeps_the_records_it_reuses_from_a_forgotten_parent(
+    tmp_path, device_dirs
+):
+    tree = make_week_tree(tmp_path / "src")
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    parent = nightly_backup(tree, devs, cat, 0)
+    child = nightly_backup(tree, devs, cat, 1)  # reuses all but CHANGED files of parent
+    want = snapshot(tree)
+    r = run_cli("forget", "--keep-last", "1", "--catalog", cat, "--json")
+    assert r.code == 0 and r.json["forgotten"] == [parent], r.out
+    with Catalog(cat, create=False) as catalog:
+        roots = catalog.root_ids()
+        assert parent not in roots and child in roots  # forgotten: no root any more
+        assert parent in catalog.referenced_sets(roots)  # but the child points into it
+    r = run_cli("prune", "--orphans", "--catalog", cat, "--json")
+    assert r.code == 0, r.err
+    assert parent in r.json["compacted"] and parent not in r.json["forgotten"], r.json
+    assert statuses(cat)[parent] == "forgotten"  # stays known while its records live
+    assert device_garbage(devs, cat) == {}
+    restores_exactly(tmp_path, cat, child, tree, want)
+    r = run_cli("backup", str(tree), *[a for d in devs for a in ("-d", str(d))], "--catalog",
+                cat, "--json")  # fmt: skip
+    assert r.code == 0 and r.json["kind"] == "full"  # no --incremental: nothing reused
+    r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat, "--json")
+    assert r.code == 0, r.err
+    assert r.json["forgotten"] == [child]
+    assert set(r.json["prune"]["forgotten"]) == {parent, child}  # nothing points into them
+    assert set(statuses(cat).values()) == {"complete"}
+    for d in devs:  # the catalog copies on the devices no longer call them complete
+        copy = tmp_path / f"copy-{d.name}.sqlite"
+        shutil.copyfile(d / "catalog" / "catalog.sqlite", copy)
+        st = statuses(str(copy))
+        assert st.get(child, "gone") != "complete" and st.get(parent, "gone") != "complete"
