@@ -307,3 +307,19 @@ def test_a_kept_incremental_set_keeps_the_records_it_reuses_from_a_forgotten_par
         shutil.copyfile(d / "catalog" / "catalog.sqlite", copy)
         st = statuses(str(copy))
         assert st.get(child, "gone") != "complete" and st.get(parent, "gone") != "complete"
+
+
+def test_forget_prune_reports_an_unreachable_device_with_exit_3(tmp_path, device_dirs):
+    tree = make_week_tree(tmp_path / "src")
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    ids = [nightly_backup(tree, devs, cat, night) for night in range(2)]
+    devs[1].rename(tmp_path / "unplugged")
+    r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat, "--json")
+    assert r.code == 3, r.err
+    assert r.json["status"] == "warnings" and r.json["forgotten"] == [ids[0]]
+    assert r.json["prune"]["unreachable"], r.json
+    (tmp_path / "unplugged").rename(devs[1])
+    r = run_cli("prune", "--orphans", "--catalog", cat, "--json")  # its leftovers go later
+    assert r.code == 0, r.err
+    assert device_garbage(devs, cat) == {}

@@ -73,6 +73,7 @@ def cli() -> None:
       parbackup sets                                       # list backup sets
       parbackup verify                                     # check the latest set
       parbackup restore --target /tmp/r                    # restore the latest set
+      parbackup forget --keep-daily 7 --prune              # retention, reclaim space
 
     \b
     Exit status:
