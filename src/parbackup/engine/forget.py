@@ -15,6 +15,7 @@ cleans up after them).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from parbackup.engine.recovery import PruneReport, prune_orphans
 from parbackup.errors import CatalogError
 from parbackup.plan.retention import Decision, Policy, SetPoint, apply_policy
 from parbackup.progress import EventSink, Notice, ignore
+
+log = logging.getLogger(__name__)
 
 
 class GroupBy(StrEnum):
@@ -122,6 +125,7 @@ def forget(
         decisions = decide(catalog, policy, group_by)
         return ForgetReport(True, decisions, _sources(catalog))
     catalog.lock_for_run()
+    log.info("holding the run lock of %s", catalog.path)
     try:
         decisions = decide(catalog, policy, group_by)  # under the lock: nothing moves now
         gone = {d.set.id for d in decisions if not d.keep}
