@@ -171,10 +171,12 @@ class LivenessRows:
         return self.referenced_sets(self.root_ids())
 
     def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
-        """Retire restorable sets (``forget``): status 'forgotten', all in one transaction,
-        so a kill leaves either every one of them forgotten or none. Only complete and
-        degraded sets change; returns the ids that did. Nothing leaves a device here:
-        the next prune (liveness) reclaims what no live set reuses."""
+        """Retire restorable sets (``forget``): status 'forgotten', their file and record
+        rows dropped, all in one transaction, so a kill leaves either every one of them
+        forgotten or none. Only complete and degraded sets change; returns the ids that
+        did. Nothing leaves a device here: the next prune (liveness) reclaims what no
+        live set reuses. (A kept set's rows that point into a forgotten set's volumes are
+        the kept set's own: they stay; nothing reads a forgotten set's rows.)"""
         ids = json.dumps(sorted(set_ids))
         with self.transaction():
             rows = self.db.execute(
@@ -182,10 +184,15 @@ class LivenessRows:
                 " AND status IN ('complete', 'degraded') ORDER BY seq",
                 (ids,),
             ).fetchall()
+            gone = json.dumps([r[0] for r in rows])
+            for table in ("records", "files"):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE set_id IN (SELECT value FROM json_each(?))",
+                    (gone,),
+                )
             self.db.execute(
-                "UPDATE sets SET status='forgotten' WHERE id IN (SELECT value FROM json_each(?))"
-                " AND status IN ('complete', 'degraded')",
-                (ids,),
+                "UPDATE sets SET status='forgotten' WHERE id IN (SELECT value FROM json_each(?))",
+                (gone,),
             )
         return [r[0] for r in rows]
 
