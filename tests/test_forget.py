@@ -24,6 +24,7 @@ import pytest
 from conftest import SRC, restored_root, run_cli, snapshot
 from killpoints import device_garbage, pause_point, volumes_on, wait_paused
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import set_of_volume
 from parbackup.catalog.runlock import RunLock
 
 FILES, SIZE, CHANGED = 24, 96 * 1024, 3
@@ -261,6 +262,9 @@ def test_sigkill_during_forget_loses_nothing_a_kept_set_needs(tmp_path, device_d
     assert forgotten in (set(), set(ids[:3])), st  # one transaction: all or nothing
     if moment != "forgetting":
         assert forgotten == set(ids[:3]), st
+    # no volume was left behind by a set the catalog no longer knows (it would be
+    # foreign, never reclaimed)
+    assert {set_of_volume(name) for _, name in volumes_on(devs)} <= set(st), st
     with sqlite3.connect(cat) as db:  # the catalog is sound after the kill
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     for set_id in kept:
