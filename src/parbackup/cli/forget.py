@@ -12,13 +12,17 @@ from parbackup.plan.retention import UNLIMITED, Policy, Within, parse_within
 
 
 def _count(name: str, what: str) -> click.Option:
+    if name == "last":
+        text = "Keep the N newest sets of each group (-1: all)."
+    else:
+        text = f"Keep the newest set of each of the last N {what} that have one (-1: all)."
     return click.option(
         f"--keep-{name}",
         name,
         type=click.IntRange(min=UNLIMITED),
         default=0,
         metavar="N",
-        help=f"Keep the newest set of each of the last N {what} that have one (-1: all).",
+        help=text,
     )
 
 
@@ -59,7 +63,7 @@ def _render(report: ForgetReport) -> None:
 
 
 @click.command("forget")
-@_count("last", "sets (every set counts)")
+@_count("last", "sets")
 @_count("hourly", "hours")
 @_count("daily", "days")
 @_count("weekly", "ISO weeks")
@@ -111,8 +115,9 @@ def forget_command(
 
     Sets are grouped (--group-by); in each group, walking from the newest set back,
     --keep-last N keeps the N newest, and --keep-daily N (hourly, weekly, monthly,
-    yearly) the newest set of each of the N newest days that have one. A set is kept if
-    any rule keeps it. A policy that keeps nothing is refused.
+    yearly) the newest set of each of the N newest days that have one (and the oldest
+    set, while the rule has count left). A set is kept if any rule keeps it. A policy
+    that keeps nothing is refused.
 
     Forgetting only changes the catalog (one transaction, under the run lock). The
     space goes at the next prune (--prune here, or 'parbackup prune --orphans'); records
