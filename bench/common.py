@@ -37,6 +37,13 @@ class Measured:
     rss_mb: float
     code: int
     out: str = ""
+    pss_mb: float = 0.0
+    """Peak of the process tree's summed PSS (shared pages counted once)."""
+
+    @property
+    def memory(self) -> str:
+        """'peak RSS summed over the processes / peak summed PSS', in MB."""
+        return f"{self.rss_mb:.0f} / {self.pss_mb:.0f}"
 
     def rate(self, nbytes: int) -> float:
         """MB/s (10^6 bytes per second)."""
@@ -72,6 +79,7 @@ def run(
         peak.kb / 1024,
         proc.returncode,
         text,
+        peak.pss_kb / 1024,
     )
     if check and m.code not in (0, 3):
         raise SystemExit(
@@ -81,19 +89,22 @@ def run(
 
 
 class _PeakRss(threading.Thread):
-    """Polls VmHWM (peak RSS since exec) of a process and its children every 10 ms.
-
-    rusage's ru_maxrss would include the benchmark's own memory, inherited at fork.
+    """Polls a process tree every 10 ms: ``kb`` is the sum of each process's VmHWM (peak
+    RSS since exec; rusage's ru_maxrss would include the benchmark's own memory,
+    inherited at fork), ``pss_kb`` the largest sum of the processes' PSS seen at one
+    moment (proportional set size: pages shared between processes, such as the Python
+    library, counted once in all, not once per process).
     """
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.kb, self.done = pid, 0, threading.Event()
+        self.pid, self.kb, self.pss_kb, self.done = pid, 0, 0, threading.Event()
         self.start()
 
     def run(self) -> None:
         while not self.done.wait(0.01):
             self.kb = max(self.kb, _tree_hwm(self.pid))
+            self.pss_kb = max(self.pss_kb, _tree_pss(self.pid))
 
     def stop(self) -> None:
         self.done.set()
@@ -110,6 +121,21 @@ def _tree_hwm(pid: int) -> int:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
             for child in fh.read().split():
                 total += _tree_hwm(int(child))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def _tree_pss(pid: int) -> int:
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            for child in fh.read().split():
+                total += _tree_pss(int(child))
     except (OSError, ValueError):
         pass
     return total

@@ -188,18 +188,24 @@ def report(results, restores, files, entries, nbytes, args) -> None:
                 f"{m.rate(nbytes):.0f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f}",
+                m.memory,
             ]
         )
     print(f"\nTree: {files} files ({entries} entries), {nbytes / 1e6:.0f} MB. {conditions()}\n")
-    print(table(["backup", "wall s", "MB/s", "files/s", "CPU s", "peak RSS MB"], rows))
+    print(table(["backup", "wall s", "MB/s", "files/s", "CPU s", "peak RSS (sum) / PSS MB"], rows))
     rrows = [
-        [m.name, f"{m.wall:.2f}", f"{m.rate(nbytes):.0f}", f"{m.cpu:.2f}", f"{m.rss_mb:.0f}"]
+        [
+            m.name,
+            f"{m.wall:.2f}",
+            f"{m.rate(nbytes):.0f}",
+            f"{m.cpu:.2f}",
+            m.memory,
+        ]
         for m in restores.values()
     ]
     if rrows:
         print()
-        print(table(["restore", "wall s", "MB/s", "CPU s", "peak RSS MB"], rrows))
+        print(table(["restore", "wall s", "MB/s", "CPU s", "peak RSS (sum) / PSS MB"], rrows))
     pb = results.get("parbackup")
     ratios = {}
     if pb:

@@ -112,7 +112,7 @@ def many_files(args, w: str) -> list[list[str]]:
                 f"{m.wall:.2f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f}",
+                m.memory,
                 "",
             ]
         )
@@ -125,7 +125,7 @@ def many_files(args, w: str) -> list[list[str]]:
         assert doc["status"] == "complete", doc
         size = os.path.getsize(catalog)
         rows.append(
-            [m.name, f"{m.wall:.2f}", f"{entries / m.wall:.0f}", f"{m.cpu:.2f}", f"{m.rss_mb:.0f}",
+            [m.name, f"{m.wall:.2f}", f"{entries / m.wall:.0f}", f"{m.cpu:.2f}", m.memory,
              f"catalog {size / 1e6:.0f} MB ({size / entries:.0f} B/entry)"]
         )  # fmt: skip
         for d in (dev1, dev2):
@@ -138,12 +138,12 @@ def many_files(args, w: str) -> list[list[str]]:
                 f"{m.wall:.2f}",
                 f"{entries / m.wall:.0f}",
                 f"{m.cpu:.2f}",
-                f"{m.rss_mb:.0f}",
+                m.memory,
                 "",
             ]
         )
     print(f"\n{args.files} files ({entries} entries, {nbytes / 1e6:.0f} MB). {conditions()}\n")
-    print(table(["step", "wall s", "entries/s", "CPU s", "peak RSS MB", "notes"], rows))
+    print(table(["step", "wall s", "entries/s", "CPU s", "peak RSS (sum) / PSS MB", "notes"], rows))
     return rows
 
 
@@ -169,8 +169,16 @@ def big_file(args, w: str) -> None:
     print(f"\nOne {size / (1 << 30):.1f} GiB file. {conditions()}\n")
     print(
         table(
-            ["step", "wall s", "MB/s", "CPU s", "peak RSS MB"],
-            [[m.name, f"{m.wall:.2f}", f"{m.rate(size):.0f}", f"{m.cpu:.2f}", f"{m.rss_mb:.0f}"]],
+            ["step", "wall s", "MB/s", "CPU s", "peak RSS (sum) / PSS MB"],
+            [
+                [
+                    m.name,
+                    f"{m.wall:.2f}",
+                    f"{m.rate(size):.0f}",
+                    f"{m.cpu:.2f}",
+                    m.memory,
+                ]
+            ],
         )
     )
 

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -150,8 +149,7 @@ def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_proce
     os.environ.update(env)  # the backup process inherits the store's credentials
     try:
         proc = start_backup(tmp_path, src, [str(d0), url], "--device-timeout", "2")
-        gate.wait_paused()
-        time.sleep(0.3)  # the parts before the pause are up
+        gate.wait_paused()  # parts are in flight: the store freezes mid-upload
         os.kill(proc_s3.pid, signal.SIGSTOP)
         gate.open()
         code, doc, err = finish(proc, timeout=60)  # minutes before the fix

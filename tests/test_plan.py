@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parbackup.errors import PlanError
-from parbackup.model import Order, Piece, Slot, Strategy
+from parbackup.model import Order, Piece, Pieces, Slot, Strategy
 from parbackup.plan import plan, shares_of, threshold_of
+from parbackup.plan.planner import sorted_rows
 
 sizes = st.lists(st.integers(min_value=0, max_value=10_000), min_size=0, max_size=60)
 n_devices = st.integers(min_value=1, max_value=6)
@@ -167,3 +169,16 @@ def test_golden_plans():
     if os.environ.get("PARBACKUP_REGOLD"):
         GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
     assert json.loads(GOLDEN.read_text()) == got
+
+
+@given(
+    st.lists(st.integers(0, 50), max_size=200),
+    st.sampled_from(list(Order)),
+    st.integers(1, 40),
+)
+def test_block_sort_is_one_stable_sort(sizes, order, block):
+    """Sorting a scan's pieces in blocks and merging gives exactly one stable sort."""
+    pieces = Pieces.whole_files(array("q", sizes))
+    got = list(sorted_rows(pieces, order, block))
+    want = sorted(range(len(sizes)), key=sizes.__getitem__, reverse=order is Order.DESC)
+    assert got == want

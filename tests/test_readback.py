@@ -75,12 +75,13 @@ def gone(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_restore_kills_readers_and_leaves_no_part(tmp_path, device_dirs, sig):
-    src = make_tree(tmp_path / "src", seed=3, files=20, max_size=20_000, big=(16 * MiB,))
+    big = (16 * MiB, 16 * MiB, 16 * MiB)  # each device reads a few throttled spans
+    src = make_tree(tmp_path / "src", seed=3, files=20, max_size=20_000, big=big)
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
     backup(src, devs, cat)
     out = tmp_path / "out"
-    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=2M")]
+    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=8M")]
     argv = ["restore", "--target", str(out), "--catalog", cat, *slow]
     proc = subprocess.Popen(
         [sys.executable, "-m", "parbackup", *argv],
@@ -179,12 +180,21 @@ def fork_server_children() -> list[int]:
 def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, sig, error):
     """A reader stopped (a hung device) is killed after the stall timeout, one killed is
     noticed at once; either way only the files on its device are damaged, naming it."""
-    src = make_tree(tmp_path / "src", seed=5, files=30, max_size=400_000, big=(6 * MiB,))
+    big = (32 * MiB, 32 * MiB, 32 * MiB)  # several throttled 16 MiB spans per device
+    src = make_tree(tmp_path / "src", seed=5, files=30, max_size=400_000, big=big)
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
     backup(src, devs, cat)
-    urls = [f"file://{d}?limit=2M" for d in devs]
+    urls = [f"file://{d}?limit=16M" for d in devs]
     result: dict = {}
+    reading: set[str] = set()
+    both = threading.Event()
+
+    def heard(event: object) -> None:  # DeviceBytes: a reader delivered a span
+        reading.add(getattr(event, "device", ""))
+        if len(reading) == 2:
+            both.set()
+
     with Catalog(cat) as catalog:
         info = restorable_set(catalog, None)
         files = {f.file_id: f.entry for f in select_files(catalog, info.id, ())}
@@ -199,16 +209,16 @@ def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, si
                 known,
                 urls,
                 lambda _label: VerifySinkSpec(),
-                lambda _event: None,
+                heard,
                 stall=2.0,
-                slowest=512 << 10,  # a read of n MiB may take 2n seconds more
+                slowest=4 << 20,  # a 16 MiB read may take 4 seconds more
             )
 
         thread = threading.Thread(target=verify)
         thread.start()
-        deadline = time.monotonic() + 60
-        while len(fork_server_children()) < 2:  # both readers are up
-            assert thread.is_alive() and time.monotonic() < deadline, result
+        # both readers have their work and spans still to read (a real event: bytes
+        # came back from each device)
+        assert both.wait(60), result
         victim = fork_server_children()[0]
         os.kill(victim, sig)
         thread.join(120)

@@ -1,9 +1,11 @@
 """Columnar storage of scanned entries: a million files in well under 200 MB.
 
 One ``Entries`` table holds every path a scan found, as arrays (kind, size, times,
-mode, owner, inode, device, source number) plus the paths and link targets in two byte
-blobs with offsets. No Python object per entry: an entry is a row number. ``entry(i)``
-builds a ``FileEntry`` for the few places that want one (the catalog, tests).
+mode, owner, inode, device, source number) plus the paths in one byte blob with offsets.
+A source may set a root (``set_root``): its paths are then stored after that prefix
+only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
+in a dict. No Python object per entry: an entry is a row number. ``entry(i)`` builds a
+``FileEntry`` for the few places that want one (the catalog, tests).
 
 Paths are bytes (``os.fsencode`` of the absolute path as recorded in the catalog), so
 names that are not valid UTF-8 survive.
@@ -29,10 +31,10 @@ class Entries:
     """Every entry of a scan, in columns (see the module docstring)."""
 
     __slots__ = (
-        "_link",
-        "_link_at",
+        "_links",
         "_path",
         "_path_at",
+        "_roots",
         "ctime_ns",
         "dev",
         "gid",
@@ -48,7 +50,7 @@ class Entries:
     def __init__(self) -> None:
         self.kind = array("B")
         self.size = array("q")
-        self.mode = array("I")
+        self.mode = array("H")  # st_mode is 16 bits
         self.uid = array("I")
         self.gid = array("I")
         self.mtime_ns = array("q")
@@ -57,9 +59,17 @@ class Entries:
         self.dev = array("Q")
         self.source = array("H")
         self._path = bytearray()
-        self._path_at = array("Q", [0])
-        self._link = bytearray()
-        self._link_at = array("Q", [0])
+        self._path_at = array("I", [0])  # widened to "Q" past 4 GiB of names
+        self._links: dict[int, bytes] = {}
+        self._roots: dict[int, bytes] = {}
+
+    def set_root(self, source: int, root: bytes) -> None:
+        """From now on, paths of ``source`` are given (and stored) after ``root``."""
+        self._roots[source] = root
+
+    def _widen(self) -> None:
+        if self._path_at.typecode == "I" and len(self._path) > 0xFFFF0000:
+            self._path_at = array("Q", self._path_at)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -91,10 +101,10 @@ class Entries:
         self.dev.append(dev)
         self.source.append(source)
         self._path += path
+        self._widen()
         self._path_at.append(len(self._path))
         if link:
-            self._link += link
-        self._link_at.append(len(self._link))
+            self._links[len(self.kind) - 1] = link
         return len(self.kind) - 1
 
     def extend_rows(self, rows: list[tuple]) -> None:
@@ -107,15 +117,16 @@ class Entries:
             return
         cols = list(zip(*rows, strict=True))
         paths, links = cols[0], cols[11]
-        at, blob = self._path_at, self._path
+        blob = self._path
+        self._widen()
+        at = self._path_at
         for p in paths:
             blob += p
             at.append(len(blob))
-        lat, lblob = self._link_at, self._link
-        for link in links:
+        first = len(self.kind)
+        for k, link in enumerate(links):
             if link:
-                lblob += link
-            lat.append(len(lblob))
+                self._links[first + k] = link
         for arr, col in zip(
             (self.kind, self.size, self.mode, self.uid, self.gid, self.mtime_ns,
              self.ctime_ns, self.ino, self.dev, self.source),
@@ -143,20 +154,27 @@ class Entries:
 
     def path_bytes(self, i: int) -> bytes:
         """The recorded path of entry ``i`` as bytes."""
-        return bytes(self._path[self._path_at[i] : self._path_at[i + 1]])
+        tail = self._path[self._path_at[i] : self._path_at[i + 1]]
+        return self._roots.get(self.source[i], b"") + tail
 
     def path(self, i: int) -> str:
         """The recorded path of entry ``i``."""
         return os.fsdecode(self.path_bytes(i))
 
-    def blobs(self) -> tuple[bytearray, array, bytearray, array]:
-        """The path blob and offsets, then the link blob and offsets (hot loops slice
-        them directly; entry ``i`` is ``blob[at[i]:at[i + 1]]``)."""
-        return self._path, self._path_at, self._link, self._link_at
+    def blobs(self) -> tuple[bytearray, array, dict[int, bytes], dict[int, bytes]]:
+        """The path blob, its offsets, the roots by source and the links by entry (hot
+        loops use them directly: entry ``i``'s path is ``roots.get(source[i], b"") +
+        blob[at[i]:at[i + 1]]``, its link ``links.get(i, b"")``)."""
+        return self._path, self._path_at, self._roots, self._links
 
     def link_bytes(self, i: int) -> bytes:
         """Entry ``i``'s link target (symlink), first name (hard link) or device number."""
-        return bytes(self._link[self._link_at[i] : self._link_at[i + 1]])
+        return self._links.get(i, b"")
+
+    def names_size(self) -> int:
+        """Bytes of every path and link, roots included (an estimate for headers)."""
+        roots = max((len(r) for r in self._roots.values()), default=0)
+        return len(self._path) + roots * len(self) + sum(map(len, self._links.values()))
 
     def kind_of(self, i: int) -> Kind:
         return KINDS[self.kind[i]]
@@ -204,9 +222,9 @@ class Entries:
             self.dev,
             self.source,
             self._path_at,
-            self._link_at,
         )
-        return sum(a.itemsize * len(a) for a in arrays) + len(self._path) + len(self._link)
+        links = sum(len(v) + 100 for v in self._links.values())  # with the dict's cost
+        return sum(a.itemsize * len(a) for a in arrays) + len(self._path) + links
 
     @classmethod
     def of(cls, entries: Iterable[FileEntry]) -> Entries:

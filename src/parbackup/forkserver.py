@@ -140,12 +140,12 @@ class ForkServerExecutor:
         request = pickle.dumps((target, dict(os.environ)))
         try:
             with self._lock:
-                answer = b""
+                answer, fds = b"", []
                 for _attempt in range(2):  # a server that died is started again, once
                     with contextlib.suppress(OSError):
                         server = self._server()
                         socket.send_fds(server, [request], [child.fileno()])
-                        answer = server.recv(64)
+                        answer, fds, _flags, _addr = socket.recv_fds(server, 64, 1)
                     if answer or self._cannot_run:
                         break
                     self._servers.pop(self.preload, None)
@@ -156,10 +156,7 @@ class ForkServerExecutor:
             if self._cannot_run:
                 return LocalExecutor().start(target, spec, name, host)
             raise OSError("cannot start a worker process (the fork server failed)")
-        try:
-            pidfd: int | None = os.pidfd_open(int(answer))
-        except ProcessLookupError:
-            pidfd = None  # it ended already
+        pidfd = fds[0] if fds else None  # none: the worker ended at once
         worker = ForkedWorker(name or target, pidfd, Connection(parent.detach()))
         worker.send(spec)
         return worker
@@ -169,7 +166,8 @@ def main(argv: Sequence[str]) -> int:
     """The server: ``FD MODULE...``; forks a worker per request until FD closes.
 
     Each request is (target, environment) with the worker's channel attached; the
-    answer is the worker's process id.
+    answer is the worker's process id with a pidfd for it attached, opened here, where
+    the id cannot yet have been reused.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
@@ -197,4 +195,10 @@ def main(argv: Sequence[str]) -> int:
                 os._exit(code)
         for fd in fds:
             os.close(fd)
-        control.send(str(pid).encode())
+        try:
+            pidfd = [os.pidfd_open(pid)]
+        except ProcessLookupError:
+            pidfd = []
+        socket.send_fds(control, [str(pid).encode()], pidfd)
+        for fd in pidfd:
+            os.close(fd)

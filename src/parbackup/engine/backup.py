@@ -100,7 +100,7 @@ def reserve_for(entries: Entries, devices: int) -> int:
     header and end record, the label and the catalog copy written at the end. Estimated
     generously, so a device with little room is not overfilled.
     """
-    names = len(entries._path) + len(entries._link)
+    names = entries.names_size()
     chunks = sum(s // CHUNK for s in entries.size)
     headers = 100 * (len(entries) + chunks) + names
     catalog_copy = 64 * 1024 + 300 * len(entries)
@@ -279,6 +279,7 @@ class _Backup:
         if not self.stream:
             predict(dispatcher, alive, speeds, planned, options.balance)
             dispatcher.assign(the_plan, [d.index for d in alive])
+            first = the_plan = None  # the queues hold the work now: let the plan go
         self.on_event(
             Started(
                 "backup", len(entries), sum(planned), tuple(d.url for d in alive), tuple(planned)

@@ -56,9 +56,9 @@ from parbackup.workers import Channel
 
 PROGRESS_SECONDS = 0.05
 _SMALL = 256 * 1024
-_GATHER = 4 << 20
+_GATHER = 1 << 20
 _SLICE = 1 << 20
-_RECORDS = 16384
+_RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")

@@ -13,29 +13,45 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from parbackup.model import Piece
 
 
 class WorkQueue:
-    """Items not yet sent, in list order; ``bytes`` is their total size."""
+    """Items not yet sent, in list order; ``bytes`` is their total size.
+
+    A chunk is ``[file, offset, size, rows, at, end]``: its items are ``rows[at:end]``,
+    rows into the three columns. The columns may be a whole plan's, shared by every
+    device's queue (each device owns its rows), so queueing a plan of a million items
+    costs one small array of rows per device, not a copy of the plan.
+    """
 
     def __init__(self) -> None:
-        self.chunks: deque[list] = deque()  # [file, offset, size, start] per chunk
+        self.chunks: deque[list] = deque()
         self.bytes = 0
         self.count = 0
 
     def __len__(self) -> int:
         return self.count
 
-    def extend(self, file: Iterable[int], offset: Iterable[int], size: Iterable[int]) -> None:
-        """Queue items after those already queued."""
-        chunk = [array("q", file), array("q", offset), array("q", size), 0]
-        if chunk[0]:
-            self.chunks.append(chunk)
-            self.bytes += sum(chunk[2])
-            self.count += len(chunk[0])
+    def extend(
+        self,
+        file: Sequence[int],
+        offset: Sequence[int],
+        size: Sequence[int],
+        rows: Sequence[int] | None = None,
+    ) -> None:
+        """Queue items after those already queued: ``rows`` of the columns (default all
+        of them). Arrays are shared, not copied, and this queue writes item offsets and
+        sizes in them (a split): pass arrays nobody else changes. Anything else is copied.
+        """
+        cols = [c if isinstance(c, array) else array("q", c) for c in (file, offset, size)]
+        rows = range(len(cols[0])) if rows is None else rows
+        if len(rows):
+            self.chunks.append([*cols, rows, 0, len(rows)])
+            self.bytes += sum(cols[2][r] for r in rows)
+            self.count += len(rows)
 
     def take(self, max_items: int, max_bytes: int, split: int) -> list[tuple[int, int, int]]:
         """Up to ``max_items`` items (at most ``max_bytes`` unless the first is larger)
@@ -45,11 +61,12 @@ class WorkQueue:
         nbytes = 0
         while self.chunks and len(out) < max_items and (nbytes < max_bytes or not out):
             chunk = self.chunks[0]
-            file, offset, size, at = chunk
-            fid, off, sz = file[at], offset[at], size[at]
+            file, offset, size, rows, at, end = chunk
+            r = rows[at]
+            fid, off, sz = file[r], offset[r], size[r]
             if sz > split:
                 out.append((fid, off, split))
-                offset[at], size[at] = off + split, sz - split
+                offset[r], size[r] = off + split, sz - split
                 nbytes += split
                 self.bytes -= split
                 continue
@@ -57,8 +74,8 @@ class WorkQueue:
             nbytes += sz
             self.bytes -= sz
             self.count -= 1
-            chunk[3] = at + 1
-            if chunk[3] == len(file):
+            chunk[4] = at + 1
+            if chunk[4] == end:
                 self.chunks.popleft()
         return out
 
@@ -68,21 +85,20 @@ class WorkQueue:
         out: list[Piece] = []
         while self.chunks and nbytes > 0:
             chunk = self.chunks[-1]
-            file, offset, size, at = chunk
-            last = len(file) - 1
-            fid, off, sz = file[last], offset[last], size[last]
+            file, offset, size, rows, at, end = chunk
+            r = rows[end - 1]
+            fid, off, sz = file[r], offset[r], size[r]
             if sz <= nbytes:
                 out.append(Piece(fid, off, sz))
                 nbytes -= sz
                 self.bytes -= sz
                 self.count -= 1
-                for col in (file, offset, size):
-                    col.pop()
-                if len(file) == at:
+                chunk[5] = end - 1
+                if chunk[5] == at:
                     self.chunks.pop()
                 continue
             if nbytes >= min_cut:
-                size[last] = sz - nbytes
+                size[r] = sz - nbytes
                 out.append(Piece(fid, off + sz - nbytes, nbytes))
                 self.bytes -= nbytes
             break
@@ -91,9 +107,9 @@ class WorkQueue:
     def drain(self) -> list[Piece]:
         """Everything still queued (a failed device's work)."""
         out = [
-            Piece(f, o, s)
-            for file, offset, size, at in self.chunks
-            for f, o, s in zip(file[at:], offset[at:], size[at:], strict=True)
+            Piece(file[r], offset[r], size[r])
+            for file, offset, size, rows, at, end in self.chunks
+            for r in rows[at:end]
         ]
         self.chunks.clear()
         self.bytes = self.count = 0

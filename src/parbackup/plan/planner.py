@@ -167,19 +167,33 @@ class _LeastFilled:
         heapq.heappush(self.heap, self._key(i))
 
 
-def sorted_rows(pieces: Pieces, order: Order) -> list[int]:
+_BLOCK = 1 << 18
+"""Pieces sorted per block of this many, then merged: the order of one stable sort,
+without a list of a million Python ints (36 MB) at once."""
+
+
+def sorted_rows(pieces: Pieces, order: Order, block: int = _BLOCK) -> Iterable[int]:
     """Row numbers of ``pieces`` sorted by size (P4), ties by (file, offset).
 
-    Two stable sorts with C-level keys: by position (skipped when the rows already are in
-    position order, as a scan's are), then by size; ``reverse`` keeps stability.
+    Pieces in position order (a scan's) are sorted by size in blocks, each kept as an
+    array, and the blocks merged; ``heapq.merge`` yields equal keys in block order, so
+    the result is exactly one stable sort's. Others (a replan's few) are sorted by
+    position first, then stably by size.
     """
     n = len(pieces)
     file, offset, size = pieces.file, pieces.offset, pieces.size
-    rows = list(range(n))
+    desc = order is Order.DESC
     if not pieces.ordered:
-        rows.sort(key=lambda k: (file[k], offset[k]))
-    rows.sort(key=size.__getitem__, reverse=order is Order.DESC)
-    return rows
+        rows = sorted(range(n), key=lambda k: (file[k], offset[k]))
+        rows.sort(key=size.__getitem__, reverse=desc)
+        return rows
+    if n <= block:
+        return sorted(range(n), key=size.__getitem__, reverse=desc)
+    blocks = [
+        array("q", sorted(range(lo, min(n, lo + block)), key=size.__getitem__, reverse=desc))
+        for lo in range(0, n, block)
+    ]
+    return heapq.merge(*blocks, key=size.__getitem__, reverse=desc)
 
 
 def _split(pieces: Pieces, threshold: int) -> Pieces:

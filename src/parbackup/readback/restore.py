@@ -23,7 +23,7 @@ from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
-from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.select import (
     covered,
@@ -198,11 +198,27 @@ def _restore_files(
             on_event,
             on_good=done,
         )
-    except BaseException:
+        return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
+    except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
                 os.unlink(part_name(dest[f.file_id], f.file_id))
         raise
+
+
+def _finish_files(
+    active: list[CatalogFile],
+    dest: dict[int, str],
+    labels: dict[int, set[str]],
+    unread: set[int],
+    split: set[int],
+    failed: set[int],
+    outcome: Outcome,
+    report: RestoreReport,
+    on_event: EventSink,
+) -> dict[str, str]:
+    """Judge every file by what its readers said; finish those this process finishes
+    (split over devices, or empty); remove the ``.part`` of the rest."""
     restored: dict[str, str] = {}
     for f in active:
         fid, path = f.file_id, dest[f.file_id]
@@ -225,7 +241,7 @@ def _restore_files(
         restored[f.entry.path] = path
         report.files += 1
         report.bytes += f.entry.size
-        if fid not in whole or not labels.get(fid):
+        if fid in split or not labels.get(fid):  # the readers announced the others
             on_event(FileDone(f.entry.path))
     return restored
 

@@ -1,14 +1,13 @@
 """Choosing what to read back: the set, its files, and their records per device.
 
-Reads the catalog only; nothing here touches a device or the target. The records of the
+Which paths patterns select is parbackup/selection.py's one rule (``matches``). Reads
+the catalog only; nothing here touches a device or the target. The records of the
 chosen files are grouped by the label of the device holding them, one group per reader
 process (readback/reader.py).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import os
 from collections.abc import Sequence
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
@@ -16,7 +15,7 @@ from parbackup.errors import CatalogError
 from parbackup.model import RecordRef
 from parbackup.plan.reuse import complete
 from parbackup.readback.specials import substitute_hardlinks
-from parbackup.selection import matches as selected
+from parbackup.selection import matches
 
 
 def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
@@ -27,26 +26,9 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
     return info
 
 
-def matches(path: str, globs: Sequence[str]) -> bool:
-    """True when ``path`` or one of its parent directories matches one of the shell
-    globs (``restore --stdout PATH``)."""
-    if not globs:
-        return True
-    probe = path
-    while True:
-        if any(fnmatch.fnmatchcase(probe, g) for g in globs):
-            return True
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return False
-        probe = parent
-
-
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
-    return [
-        f for f in catalog.files(set_id) if f.state == "ok" and selected(f.entry.path, patterns)
-    ]
+    return [f for f in catalog.files(set_id) if f.state == "ok" and matches(f.entry.path, patterns)]
 
 
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
@@ -55,7 +37,7 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
     everything = select_files(catalog, set_id, ())
     if not patterns:
         return everything
-    chosen = [f for f in everything if selected(f.entry.path, patterns)]
+    chosen = [f for f in everything if matches(f.entry.path, patterns)]
     return substitute_hardlinks(chosen, everything)
 
 

@@ -25,6 +25,9 @@ from parbackup.model import RecordRef
 _BLOCK = 4096
 _ZERO_BLOCK = bytes(_BLOCK)
 _ZEROS = bytes(1 << 20)
+_FLUSH_EVERY = 256 << 20
+"""A block device sink flushes after this many bytes, so that no flush (the last one
+included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
 
@@ -209,20 +212,13 @@ class DirectorySink:
         return ""
 
 
-class BlockSink:
-    """Payloads onto a block device at their offsets; flushed before anything counts."""
+class VerifySink:
+    """Only the checks: nothing is written. The base of the sinks that keep nothing
+    per file."""
 
-    deferred = True
-
-    def __init__(self, spec: BlockSinkSpec) -> None:
-        self.path = spec.path
-        self.fd = os.open(spec.path, os.O_WRONLY | os.O_CLOEXEC)
+    deferred = False
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
-        try:
-            pwrite_all(self.fd, payload, ref.offset)
-        except OSError as exc:
-            return f"{self.path}: {exc.strerror or exc}"
         return ""
 
     def complete(self, fid: int) -> str:
@@ -230,6 +226,31 @@ class BlockSink:
 
     def fail(self, fid: int) -> None:
         return None
+
+    def finish(self) -> str:
+        return ""
+
+
+class BlockSink(VerifySink):
+    """Payloads onto a block device at their offsets; flushed before anything counts."""
+
+    deferred = True
+
+    def __init__(self, spec: BlockSinkSpec) -> None:
+        self.path = spec.path
+        self.fd = os.open(spec.path, os.O_WRONLY | os.O_CLOEXEC)
+        self.unflushed = 0
+
+    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        try:
+            pwrite_all(self.fd, payload, ref.offset)
+            self.unflushed += len(payload)
+            if self.unflushed >= _FLUSH_EVERY:  # no flush at the end ever takes long
+                os.fsync(self.fd)
+                self.unflushed = 0
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror or exc}"
+        return ""
 
     def finish(self) -> str:
         try:
@@ -241,7 +262,7 @@ class BlockSink:
         return ""
 
 
-class StreamSink:
+class StreamSink(VerifySink):
     """Payloads back to the parent, in the order read; ``emit`` does the flow control."""
 
     deferred = False
@@ -251,33 +272,6 @@ class StreamSink:
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
         self.emit(ref.offset, bytes(payload))
-        return ""
-
-    def complete(self, fid: int) -> str:
-        return ""
-
-    def fail(self, fid: int) -> None:
-        return None
-
-    def finish(self) -> str:
-        return ""
-
-
-class VerifySink:
-    """Only the checks: nothing is written."""
-
-    deferred = False
-
-    def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
-        return ""
-
-    def complete(self, fid: int) -> str:
-        return ""
-
-    def fail(self, fid: int) -> None:
-        return None
-
-    def finish(self) -> str:
         return ""
 
 

@@ -18,8 +18,9 @@ from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.restore import RestoreReport
-from parbackup.readback.select import covered, matches, restorable_set
+from parbackup.readback.select import covered, restorable_set
 from parbackup.readback.sinks import StreamSinkSpec
+from parbackup.selection import matches
 
 
 class _InOrder:

@@ -115,16 +115,16 @@ class LocalTree(Source):
         def row(raw_path: bytes, st: os.stat_result) -> tuple | None:
             """The entry's row for ``Entries.extend_rows`` (None when skipped)."""
             kind = _kind(st.st_mode)
-            path = record + raw_path[cut:]
+            path = raw_path[cut:]  # after the root (Entries.set_root)
             if kind is None:
-                on_error(os.fsdecode(path), "unknown file type, not backed up")
+                on_error(os.fsdecode(record + path), "unknown file type, not backed up")
                 return None
             link, size = b"", 0
             if kind == FILE:
                 size = st.st_size
                 if st.st_nlink > 1:
-                    seen = first.setdefault((st.st_dev, st.st_ino), path)
-                    if seen != path:
+                    seen = first.setdefault((st.st_dev, st.st_ino), record + path)
+                    if seen != record + path:
                         kind, link, size = HARDLINK, seen, 0
             elif kind == SYMLINK:
                 link = os.readlink(raw_path)
@@ -133,6 +133,7 @@ class LocalTree(Source):
             return (path, kind, size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
                     st.st_ctime_ns, st.st_ino, st.st_dev, index, link)  # fmt: skip
 
+        out.set_root(index, record)
         try:
             root = row(read, os.lstat(read))
         except OSError as exc:
@@ -158,7 +159,7 @@ class LocalTree(Source):
                 try:
                     st = child.stat(follow_symlinks=False)
                     if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((record + child.path[cut:], FILE, st.st_size, st.st_mode,
+                        rows.append((child.path[cut:], FILE, st.st_size, st.st_mode,
                                      st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
                                      st.st_ino, st.st_dev, index, b""))  # fmt: skip
                         continue
