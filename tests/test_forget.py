@@ -203,8 +203,12 @@ def test_forget_groups_by_sources_and_waits_for_no_running_backup(tmp_path, devi
     r = run_cli("forget", "--keep-last", "1", "--catalog", cat, "--json")
     assert r.code == 0, r.err
     assert sorted(r.json["forgotten"]) == sorted(ids["a"][:2] + ids["b"][:1])
+    assert sorted(g["sources"] for g in r.json["groups"]) == [[str(a)], [str(b)]]
     r = run_cli("forget", "--keep-last", "1", "--group-by", "none", "--catalog", cat, "--json")
     assert r.json["forgotten"] == [ids["b"][1]]  # a's newest is the newest of all
+    assert [g["sources"] for g in r.json["groups"]] == [None]
+    r = run_cli("forget", "--keep-last", "1", "--group-by", "none", "--catalog", cat, "-n")
+    assert r.out.startswith("all sets\n"), r.out
 
 
 # -- SIGKILL at seeded moments ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import click
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option
-from parbackup.engine.forget import ForgetReport, GroupBy, forget
+from parbackup.engine.forget import ForgetReport, GroupBy, forget, group_sources
 from parbackup.plan.retention import UNLIMITED, Policy, Within, parse_within
 
 
@@ -36,7 +36,8 @@ def _render(report: ForgetReport) -> None:
     for d in report.decisions:
         if d.set.group != group:
             group = d.set.group
-            line(f"sources: {' '.join(report.sources.get(d.set.id, [])) or '-'}")
+            sources = group_sources(group)
+            line("all sets" if sources is None else f"sources: {' '.join(sources)}")
         when = d.set.time.isoformat(timespec="seconds")
         if d.keep:
             line(f"  keep    {d.set.id}  {when}  ({', '.join(d.reasons)})")

@@ -57,6 +57,11 @@ def group_of(info: SetInfo, group_by: GroupBy) -> str:
     return json.dumps(sorted(info.sources)) if group_by is GroupBy.SOURCES else ""
 
 
+def group_sources(key: str) -> list[str] | None:
+    """The sources a group key (``group_of``) stands for; None for the one group of all."""
+    return json.loads(key) if key else None
+
+
 def decide(catalog: Catalog, policy: Policy, group_by: GroupBy) -> list[Decision]:
     """The policy's decision for every restorable set of the catalog (none refused)."""
     points = [
@@ -73,8 +78,6 @@ class ForgetReport:
 
     dry_run: bool
     decisions: list[Decision]
-    sources: dict[str, list[str]]
-    """set id -> its sources (for the report's groups)."""
     forgotten: list[str] = field(default_factory=list)
     prune: PruneReport | None = None
 
@@ -87,7 +90,7 @@ class ForgetReport:
         groups: dict[str, dict] = {}
         for d in self.decisions:
             g = groups.setdefault(
-                d.set.group, {"sources": self.sources.get(d.set.id, []), "keep": [], "remove": []}
+                d.set.group, {"sources": group_sources(d.set.group), "keep": [], "remove": []}
             )
             item = {"set": d.set.id, "time": d.set.time.isoformat(timespec="seconds")}
             if d.keep:
@@ -123,13 +126,13 @@ def forget(
     policy.check()
     if dry_run:
         decisions = decide(catalog, policy, group_by)
-        return ForgetReport(True, decisions, _sources(catalog))
+        return ForgetReport(True, decisions)
     catalog.lock_for_run()
     log.info("holding the run lock of %s", catalog.path)
     try:
         decisions = decide(catalog, policy, group_by)  # under the lock: nothing moves now
         gone = {d.set.id for d in decisions if not d.keep}
-        report = ForgetReport(False, decisions, _sources(catalog))
+        report = ForgetReport(False, decisions)
         if gone:
             on_event(Notice(f"forgetting {len(gone)} set(s)"))
             report.forgotten = catalog.mark_forgotten(gone)
@@ -139,7 +142,3 @@ def forget(
     finally:
         catalog.run_lock.release()
     return report
-
-
-def _sources(catalog: Catalog) -> dict[str, list[str]]:
-    return {s.id: s.sources for s in catalog.sets()}
