@@ -1,11 +1,12 @@
 """Which sets and volumes are alive: the one place every deletion asks.
 
-The **roots** are the restorable sets (complete, degraded), the running set, the sets a
-running set resumed (the chain of interrupted runs it reuses from), and whatever a
-caller asks to keep (the sets a run is about to reuse records from, before its own rows
-reference them). A record is **live** when a root lists it; it may lie in the volume
-of an earlier, dead set (``records.origin_set``: a resumed or incremental set points
-into its predecessor's volumes). Nothing else is needed by anybody.
+The **roots** are the restorable sets (complete, degraded; never forgotten ones), the
+running set, the sets a running set resumed (the chain of interrupted runs it reuses
+from), and whatever a caller asks to keep (the sets a run is about to reuse records
+from, before its own rows reference them). A record is **live** when a root lists it; it
+may lie in the volume of an earlier, dead set (``records.origin_set``: a resumed or
+incremental set points into its predecessor's volumes). Nothing else is needed by
+anybody.
 
 A running run may hold positions of records it is about to reuse in memory, so the
 sets it reads from are **pinned** while it runs: the running set, the chain it resumed,
@@ -49,6 +50,9 @@ class SetStatus(StrEnum):
     """Its run died; never restored, possibly resumed by a later run."""
     FAILED = "failed"
     """Every device failed; nothing of it is restorable."""
+    FORGOTTEN = "forgotten"
+    """Was restorable; ``forget`` retired it. Not a root: what no live set reuses of it
+    goes at the next prune, and the set leaves the catalog once nothing points into it."""
 
     @property
     def restorable(self) -> bool:

@@ -1,5 +1,6 @@
 """The catalog's side of liveness: the rows catalog/liveness.py decides over, the one
-transaction that moves records into a compacted volume, forgetting dead sets, and the
+transaction that moves records into a compacted volume, retiring sets (``forget``) and
+forgetting dead ones, and the
 ``meta`` values (such as the mark of a half-written rebuilt catalog).
 
 A mixin of ``Catalog`` (store.py) so that store.py stays the only module that opens
@@ -168,6 +169,32 @@ class LivenessRows:
         earlier dead run keeps nothing alive.
         """
         return self.referenced_sets(self.root_ids())
+
+    def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
+        """Retire restorable sets (``forget``): status 'forgotten', their file and record
+        rows dropped, all in one transaction, so a kill leaves either every one of them
+        forgotten or none. Only complete and degraded sets change; returns the ids that
+        did. Nothing leaves a device here: the next prune (liveness) reclaims what no
+        live set reuses. (A kept set's rows that point into a forgotten set's volumes are
+        the kept set's own: they stay; nothing reads a forgotten set's rows.)"""
+        ids = json.dumps(sorted(set_ids))
+        with self.transaction():
+            rows = self.db.execute(
+                "SELECT id FROM sets WHERE id IN (SELECT value FROM json_each(?))"
+                " AND status IN ('complete', 'degraded') ORDER BY seq",
+                (ids,),
+            ).fetchall()
+            gone = json.dumps([r[0] for r in rows])
+            for table in ("records", "files"):
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE set_id IN (SELECT value FROM json_each(?))",
+                    (gone,),
+                )
+            self.db.execute(
+                "UPDATE sets SET status='forgotten' WHERE id IN (SELECT value FROM json_each(?))",
+                (gone,),
+            )
+        return [r[0] for r in rows]
 
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
 from parbackup.cli.common import (
@@ -151,6 +153,19 @@ def excluded_lines(counts: dict[str, int]) -> None:
         line(f"  {n:>8}  {rule}")
 
 
+def _set_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """``--time``: an ISO 8601 time (local time when it names no zone) -> UTC, seconds."""
+    if not value:
+        return ""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+01:00)"
+        ) from None
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def summarize(report: BackupReport) -> None:
     """The human summary of a backup: per-device table, totals, skipped files."""
     rows = []
@@ -261,6 +276,15 @@ def summarize(report: BackupReport) -> None:
     help="With the source '-' (standard input): the file name the stream is stored and "
     "restored as (NAME restores to TARGET/NAME).",
 )
+@click.option(
+    "--time",
+    "set_time",
+    metavar="TIMESTAMP",
+    default=None,
+    callback=_set_time,
+    help="Record the set under this time (ISO 8601; local time if no zone is given) "
+    "instead of now: for imports, and to try retention policies (forget) without waiting.",
+)
 @json_option
 @handle_errors
 def backup(
@@ -282,6 +306,7 @@ def backup(
     exclude_caches: bool,
     one_file_system: bool,
     stdin_name: str,
+    set_time: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -311,6 +336,7 @@ def backup(
         post_command=post_command,
         balance=Balance(balance),
         select=scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system),
+        created=set_time,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

@@ -29,6 +29,7 @@ COMMANDS = {
     "sets": "parbackup.cli.sets:sets",
     "files": "parbackup.cli.files:files",
     "prune": "parbackup.cli.prune:prune",
+    "forget": "parbackup.cli.forget:forget_command",
     "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
     "relabel": "parbackup.cli.relabel:relabel",
 }
@@ -72,6 +73,7 @@ def cli() -> None:
       parbackup sets                                       # list backup sets
       parbackup verify                                     # check the latest set
       parbackup restore --target /tmp/r                    # restore the latest set
+      parbackup forget --keep-daily 7 --prune              # retention, reclaim space
 
     \b
     Exit status:

@@ -16,15 +16,15 @@ from parbackup.errors import UsageError
     "--orphans",
     is_flag=True,
     help="Delete from every device the catalog knows what no restorable set needs: "
-    "volumes of interrupted (killed) and failed sets, and the unused part of volumes a "
-    "later set still partly reads; forget those sets.",
+    "volumes of interrupted (killed), failed and forgotten sets, and the unused part of "
+    "volumes a later set still partly reads; then drop those sets from the catalog.",
 )
 @moved_device_option
 @catalog_option
 @json_option
 @handle_errors
 def prune(orphans: bool, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
-    """Remove orphaned volumes: what a killed or failed backup left on the devices.
+    """Remove orphaned volumes: what a killed or failed backup, or ``forget``, left.
 
     Complete and degraded sets are never touched, nor are sets this catalog does not
     know (they are listed as foreign). Exit status 3 when a device could not be reached.

@@ -257,6 +257,7 @@ class _Backup:
             kind=kind,
             parent=reuse.parent or None,
             resumed=self.resumed_from,
+            created=options.created or None,
         )
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)

@@ -149,8 +149,9 @@ def prune_orphans(
     volumes are gone and that nothing live points into are removed from the catalog once
     every known device was cleaned. Sets the catalog does not know are reported, never
     deleted: they may belong to another catalog sharing the devices. After a compaction
-    the catalog copy on every reachable disk is refreshed (the old copies name volumes
-    that are gone). Refuses a catalog a killed ``rebuild-catalog`` left half written.
+    or a deletion the catalog copy on every reachable disk is refreshed (the old copies
+    name volumes that are gone, and after ``forget`` still call its sets complete).
+    Refuses a catalog a killed ``rebuild-catalog`` left half written.
     """
     if catalog.meta(REBUILDING_KEY):
         raise CatalogError(
@@ -164,7 +165,7 @@ def prune_orphans(
         report.unreachable = dict(missing)
         try:
             done = reclaim(catalog, list(opened.values()), on_event)
-            if done.compacted:  # the copies on the devices name volumes that are gone now
+            if done.compacted or done.deleted:  # the copies name volumes that are gone now
                 disks = [d for d in opened.values() if not d.device.capabilities.sequential]
                 copy_catalog(catalog, disks, on_event)
         finally:

@@ -31,6 +31,8 @@ class BackupOptions:
     """Stream segments held in memory at most (0: two per device, plus one)."""
     select: ScanRules = NO_SELECTION
     """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
+    created: str = ""
+    """The set's time in the catalog (ISO 8601, UTC; ``backup --time``), '' for now."""
 
 
 @dataclass
