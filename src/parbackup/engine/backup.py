@@ -261,7 +261,7 @@ class _Backup:
         )
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)
-        if any(s.status in ("interrupted", "failed") for s in catalog.sets()):
+        if any(s.status in ("interrupted", "failed", "forgotten") for s in catalog.sets()):
             self.clean(alive, reuse)
         meta = {
             "set": set_hex,

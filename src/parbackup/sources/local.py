@@ -217,9 +217,9 @@ class LocalTree(Source):
                         excluded.add(os.fsdecode(path), rule)
                         continue
                     if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((path, FILE, st.st_size, st.st_mode, st.st_uid, st.st_gid,
-                                     st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
-                                     index, b""))  # fmt: skip
+                        rows.append((child.path[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
+                                     st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                     st.st_dev, index, b""))  # fmt: skip (path after root)
                         continue
                     entry = row(child.path, st)
                 except OSError as exc:
