@@ -221,14 +221,17 @@ class _Backup:
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
         entries = scan(self.specs, self.skipped, self.stdin, self.excluded)
+        self.phase(f"scanned {len(entries)} entries")
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.opened()
+        self.phase(f"{len(alive)} device(s) open")
         usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
         reuse = Reuse() if self.stream else self.reuse(names, entries, usable)
         first = None
         if alive and not self.stream:  # refuse what cannot fit before writing anything
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
         alive = self.fleet.label() if alive else alive
+        self.phase("planned and labelled")
         for d in self.fleet.dead:
             log.warning("device failed before the backup started: %s: %s", d.url, d.reason)
             self.on_event(DeviceFailed(d.url, d.reason, 0))
@@ -305,11 +308,16 @@ class _Backup:
         outcome = _Outcome(skipped=list(self.skipped))
         try:
             dispatcher.run(self.record_files(set_hex, entries, reuse))
+            self.phase("every device committed")
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
+
+    def phase(self, what: str) -> None:
+        """Log how far the run is, seconds since it started (``-vv`` shows them)."""
+        log.debug("%.3f s: %s", time.monotonic() - self.started, what)
 
     def record_files(self, set_hex: str, entries: Entries, reuse: Reuse) -> Iterator[None]:
         """The set's files and reused records into the catalog, a batch per step (the
@@ -447,6 +455,7 @@ class _Backup:
         remember_speeds(catalog, reports)
         if status != "failed":
             self.copy_catalog(survivors)
+            self.phase("catalog copied")
         return report
 
     def copy_catalog(self, devices: list[DeviceState]) -> None:
