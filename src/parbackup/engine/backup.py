@@ -42,7 +42,7 @@ from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, Pieces, Plan, Skipped, Slot, Space
 from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
-from parbackup.plan.reuse import Reuse
+from parbackup.plan.reuse import Reuse, on_devices
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.sources.base import SourceSpec
 from parbackup.sources.registry import open_source, spec_for
@@ -207,7 +207,8 @@ class _Backup:
         entries = scan(self.specs, self.skipped, self.stdin)
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.opened()
-        reuse = Reuse() if self.stream else self.reuse(names, entries)
+        labels = {d.label for d in alive if d.label}
+        reuse = Reuse() if self.stream else self.reuse(names, entries, labels)
         first = None
         if alive and not self.stream:  # refuse what cannot fit before writing anything
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
@@ -304,16 +305,18 @@ class _Backup:
             self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
             yield
 
-    def reuse(self, names: list[str], entries: Entries) -> Reuse:
-        """What earlier sets already hold: incremental parent, or a dead run to resume."""
+    def reuse(self, names: list[str], entries: Entries, labels: Set[str]) -> Reuse:
+        """What earlier sets already hold (incremental parent, or a dead run to resume),
+        on the devices with ``labels`` only (those that opened for this run)."""
         reuse = Reuse()
         self._entries = entries
         if self.options.incremental:
             found = incremental_reuse(self.catalog, names, entries, rehash=self.rehash_opener())
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
-            reuse = found or reuse
+            reuse = on_devices(found, labels) if found else reuse
         if not reuse.parent and (resumed := resume_reuse(self.catalog, names, entries)):
+            resumed = on_devices(resumed, labels)
             reuse = resumed
             self.resumed_from = resumed.resumed
             self.on_event(

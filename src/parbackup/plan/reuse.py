@@ -15,7 +15,7 @@ a function that opens a source file (the Source interface).
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
@@ -44,6 +44,20 @@ class Reuse:
     files: set[int] = field(default_factory=set)
     records: list[tuple[int, RecordRef]] = field(default_factory=list)
     bytes: int = 0
+
+
+def on_devices(reuse: Reuse, labels: Set[str]) -> Reuse:
+    """``reuse`` without the files that have a record on a device not in ``labels``.
+
+    A backup reuses only what lies on the devices it runs with: a record on a device
+    that is dead (or not named) now would make the new set need that device.
+    """
+    away = {fid for fid, ref in reuse.records if ref.label not in labels}
+    if not away:
+        return reuse
+    kept = [(fid, ref) for fid, ref in reuse.records if fid not in away]
+    lost = sum(ref.size for fid, ref in reuse.records if fid in away)
+    return replace(reuse, files=reuse.files - away, records=kept, bytes=reuse.bytes - lost)
 
 
 def origin_of(set_id: str, file_id: int, ref: RecordRef) -> RecordRef:

@@ -1,0 +1,54 @@
+"""Hostile trials of the backup engine (issues 10 and 11): failures at awkward moments
+combined with incremental and resumed runs, streams and racing sources.
+
+Real devices (directories, a tape file) with the ``faulty+`` wrapper only where the
+fault cannot be made real; every test restores and compares bytes, with the failed
+device's directory removed, so a degraded set is shown not to need it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+from failcases import by_url, dirs
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def backup(tree: Path, urls: list[str], cat: str, *extra: str):
+    args = [a for u in urls for a in ("--device", u)]
+    return run_cli("backup", str(tree), *args, "--catalog", cat, "--json", *extra, timeout=150)
+
+
+def restore_set(tmp: Path, cat: str, set_id: str, name: str) -> Path:
+    out = tmp / name
+    r = run_cli("restore", "--target", str(out), "--set", set_id, "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    return out
+
+
+def test_incremental_with_a_device_dead_from_the_start_reuses_nothing_on_it(tmp_path):
+    """The parent set's records on a device that cannot be opened now must not be
+    reused: the new (degraded) set has to restore without that device."""
+    d = dirs(tmp_path, 3)
+    cat = str(tmp_path / "cat.sqlite")
+    tree = make_tree(tmp_path / "src", seed=3, files=30, big=(1_500_000,))
+    r = backup(tree, [str(x) for x in d], cat)
+    assert r.code == 0, r.err
+    (tree / "file0.bin").write_bytes(os.urandom(4000))  # one change: the rest is reused
+    dead = f"faulty+file://{d[1]}?fail_open=1"
+    r = backup(tree, [str(d[0]), dead, str(d[2])], cat, "--incremental")
+    assert r.code == 3, r.err + r.out
+    doc = r.json
+    assert doc["status"] == "degraded" and by_url(doc)[dead]["status"] == "failed"
+    expected = snapshot(tree)
+    shutil.rmtree(d[1])
+    out = restore_set(tmp_path, cat, doc["set"], "out")
+    assert snapshot(restored_root(out, tree)) == expected
+    r = run_cli("verify", "--set", doc["set"], "--catalog", cat, "--json")
+    assert r.code == 0 and r.json["status"] == "ok", r.out
