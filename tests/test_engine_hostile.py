@@ -52,3 +52,30 @@ def test_incremental_with_a_device_dead_from_the_start_reuses_nothing_on_it(tmp_
     assert snapshot(restored_root(out, tree)) == expected
     r = run_cli("verify", "--set", doc["set"], "--catalog", cat, "--json")
     assert r.code == 0 and r.json["status"] == "ok", r.out
+
+
+@pytest.mark.slow
+def test_reused_records_on_a_device_that_fails_early_in_the_run_are_written_again(tmp_path):
+    """A device that fails at its first write of an incremental run, while the set's
+    files (more than one catalog batch of them) are still being recorded: the parent's
+    records lying on it must be replanned too, never listed in the new set afterwards."""
+    d = dirs(tmp_path, 3)
+    cat = str(tmp_path / "cat.sqlite")
+    tree = make_tree(tmp_path / "src", seed=5, files=30, big=(1_200_000, 900_000))
+    many = tree / "many"
+    many.mkdir()
+    for i in range(40_000):  # more than two batches of entries to record
+        (many / f"{i:05d}").write_bytes(b"x" * (i % 7))
+    r = backup(tree, [str(x) for x in d], cat)
+    assert r.code == 0, r.err
+    for p in sorted(tree.glob("file*.bin"))[:12]:  # work for every device
+        p.write_bytes(os.urandom(50_000 + len(p.name) * 1000))
+    bad = f"faulty+file://{d[1]}?fail_after=0"
+    r = backup(tree, [str(d[0]), bad, str(d[2])], cat, "--incremental")
+    assert r.code == 3, r.err + r.out
+    doc = r.json
+    assert doc["status"] == "degraded" and by_url(doc)[bad]["status"] == "failed"
+    expected = snapshot(tree)
+    shutil.rmtree(d[1])
+    out = restore_set(tmp_path, cat, doc["set"], "out")
+    assert snapshot(restored_root(out, tree)) == expected

@@ -285,24 +285,24 @@ class _Backup:
             )
         )
         outcome = _Outcome(skipped=list(self.skipped))
+        # Reused records go in before any device can fail: a failure reads back what
+        # its device holds for the set from the catalog, reused records included.
+        catalog.add_records(set_hex, reuse.records)
         try:
-            dispatcher.run(self.record_files(set_hex, entries, reuse))
+            dispatcher.run(self.record_files(set_hex, entries))
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
 
-    def record_files(self, set_hex: str, entries: Entries, reuse: Reuse) -> Iterator[None]:
-        """The set's files and reused records into the catalog, a batch per step (the
-        dispatcher runs the steps between the movers' messages)."""
+    def record_files(self, set_hex: str, entries: Entries) -> Iterator[None]:
+        """The set's files into the catalog, a batch per step (the dispatcher runs the
+        steps between the movers' messages)."""
         for start in range(0, len(entries), _FILE_BATCH):
             self.catalog.add_entries(
                 set_hex, entries, range(start, start + _FILE_BATCH)[: len(entries) - start]
             )
-            yield
-        for start in range(0, len(reuse.records), _FILE_BATCH):
-            self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
             yield
 
     def reuse(self, names: list[str], entries: Entries, labels: Set[str]) -> Reuse:
