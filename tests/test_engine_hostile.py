@@ -79,3 +79,31 @@ def test_reused_records_on_a_device_that_fails_early_in_the_run_are_written_agai
     shutil.rmtree(d[1])
     out = restore_set(tmp_path, cat, doc["set"], "out")
     assert snapshot(restored_root(out, tree)) == expected
+
+
+def test_stream_segment_lost_with_a_failing_tape_is_reported_not_redirected(tmp_path):
+    """A tape cannot make part of a volume durable, so the stream segments it wrote are
+    let go; when it then fails, those bytes are lost: the run says so (exit 3, the
+    stream skipped, nothing restorable under its name) and never claims it redirected
+    them."""
+    d = dirs(tmp_path, 2)
+    cat = str(tmp_path / "cat.sqlite")
+    data = os.urandom(40 << 20)
+    tape = f"faulty+tape://{tmp_path / 'tape1'}?fail_after=12M"
+    urls = [str(d[0]), tape, str(d[1])]
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", "-", "--stdin-name", "s", *args, "--catalog", cat, "--json", input=data)
+    assert r.code == 3, r.err + r.out
+    doc = r.json
+    failed = by_url(doc)[tape]
+    assert failed["status"] == "failed" and "Input/output error" in failed["error"]
+    assert doc["files"] == 0 and doc["bytes"] == 0
+    [skipped] = doc["skipped"]
+    assert skipped["path"] == "/s" and "8388608 bytes of the stream were lost" in skipped["error"]
+    # what the tape held when it failed: one segment written (lost) and one in flight
+    # (redirected); only the latter may be called redirected
+    redirected = sum(failed["redirected"].values())
+    assert f"({redirected} bytes redirected" in r.err, r.err
+    assert r.json["devices"][0]["bytes"] + r.json["devices"][2]["bytes"] == len(data) - (8 << 20)
+    r = run_cli("restore", "--stdout", "s", "--catalog", cat)
+    assert r.code != 0 and "matches none" in r.err

@@ -288,8 +288,10 @@ class Dispatcher:
         report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
         lost = dev.queue.drain() + dev.sent.pieces()
         if self.feed is not None:
-            self.on_event(DeviceFailed(dev.url, error, sum(p.size for p in lost)))
-            self.feed.fail(self, dev, lost)
+            lost_before = self.feed.lost_bytes  # segments already let go are lost, and
+            self.feed.fail(self, dev, lost)  # reported as such, never as redirected
+            redirected = sum(p.size for p in lost) - (self.feed.lost_bytes - lost_before)
+            self.on_event(DeviceFailed(dev.url, error, redirected))
             return
         durable = self.catalog.records_on(self.set_hex, dev.label) if dev.label else []
         lost += [Piece(fid, off, size) for fid, off, size in durable]
@@ -410,6 +412,7 @@ class StreamFeedLike:
     """What the dispatcher asks of a stream feed (engine/stream.py implements it)."""
 
     ended: bool
+    lost_bytes: int
 
     def step(self, dispatcher: Dispatcher) -> None: ...
     def data_for(self, dev: DeviceState, seq: int, offset: int) -> bytes: ...
