@@ -8,8 +8,10 @@ device's directory removed, so a degraded set is shown not to need it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,56 @@ def test_stream_segment_lost_with_a_failing_tape_is_reported_not_redirected(tmp_
     assert r.json["devices"][0]["bytes"] + r.json["devices"][2]["bytes"] == len(data) - (8 << 20)
     r = run_cli("restore", "--stdout", "s", "--catalog", cat)
     assert r.code != 0 and "matches none" in r.err
+
+
+def _on_first_open(directory: Path, action) -> threading.Thread:
+    """Run ``action`` as soon as someone opens ``directory`` (inotify IN_OPEN): a real
+    event of the scan, so the race below is met at a known point, without sleeps."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    assert libc.inotify_add_watch(fd, os.fsencode(directory), 0x20) >= 0  # IN_OPEN
+
+    def watch() -> None:
+        try:
+            os.read(fd, 4096)
+            action()
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_directory_swapped_for_a_symlink_while_the_tree_is_scanned(tmp_path):
+    """While the scan lists ``a`` (a large directory), its sibling ``b`` is swapped for
+    a symlink to a directory outside the tree. The outside file must never be stored;
+    the swapped directory is reported, and the run is not called clean."""
+    d = dirs(tmp_path, 2)
+    cat = str(tmp_path / "cat.sqlite")
+    tree = tmp_path / "src"
+    (tree / "a").mkdir(parents=True)
+    for i in range(30_000):
+        (tree / "a" / f"{i:05d}").write_bytes(b"")
+    (tree / "b").mkdir()
+    (tree / "b" / "secret.txt").write_bytes(b"inside the tree " * 10)
+    outside = tmp_path / "outside" / "b"
+    outside.mkdir(parents=True)
+    marker = b"OUTSIDE-THE-TREE-" + os.urandom(8).hex().encode()
+    (outside / "secret.txt").write_bytes(marker * 10)
+
+    def swap() -> None:
+        os.rename(tree / "b", tmp_path / "b-moved")
+        os.symlink(outside, tree / "b")
+
+    watcher = _on_first_open(tree / "a", swap)
+    r = backup(tree, [str(x) for x in d], cat)
+    watcher.join(timeout=10)
+    assert not watcher.is_alive()
+    assert r.code == 3, r.err + r.out
+    for dev in d:
+        for vol in (dev / "sets").rglob("*.pbv"):
+            assert marker not in vol.read_bytes(), f"the outside file was stored in {vol}"
+    problems = r.json["skipped"] + r.json.get("inconsistent", [])
+    assert any(p["path"].endswith("/src/b") for p in problems), r.out

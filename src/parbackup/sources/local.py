@@ -16,6 +16,7 @@ the live paths (REQUIREMENTS F4).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from operator import attrgetter
@@ -28,6 +29,8 @@ from parbackup.sources.base import ErrorFunc, FileReader, Identity, Source, Sour
 FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDEX[Kind.DEVICE]
 _BY_NAME = attrgetter("name")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+_SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
 
 
 def _kind(mode: int) -> int | None:
@@ -112,8 +115,9 @@ class LocalTree(Source):
         cut = len(read)
         first: dict[tuple[int, int], bytes] = {}
 
-        def row(raw_path: bytes, st: os.stat_result) -> tuple | None:
-            """The entry's row for ``Entries.extend_rows`` (None when skipped)."""
+        def row(raw_path: bytes, st: os.stat_result, at: int | None = None) -> tuple | None:
+            """The entry's row for ``Entries.extend_rows`` (None when skipped); ``at``: the
+            open directory holding it (a link is read there, not through the path)."""
             kind = _kind(st.st_mode)
             path = record + raw_path[cut:]
             if kind is None:
@@ -127,14 +131,19 @@ class LocalTree(Source):
                     if seen != path:
                         kind, link, size = HARDLINK, seen, 0
             elif kind == SYMLINK:
-                link = os.readlink(raw_path)
+                link = (
+                    os.readlink(raw_path)
+                    if at is None
+                    else os.readlink(os.path.basename(raw_path), dir_fd=at)
+                )
             elif kind == DEVICE:
                 link = str(st.st_rdev).encode()
             return (path, kind, size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
                     st.st_ctime_ns, st.st_ino, st.st_dev, index, link)  # fmt: skip
 
         try:
-            root = row(read, os.lstat(read))
+            root_st = os.lstat(read)
+            root = row(read, root_st)
         except OSError as exc:
             on_error(spec.display or spec.record_root, exc.strerror or str(exc))
             return
@@ -143,32 +152,49 @@ class LocalTree(Source):
         out.extend_rows([root])
         if root[1] != DIR:
             return
-        stack = [read]
+        # Each directory is opened without following a symlink and must still be the
+        # one its parent listed (device, inode): a directory swapped for a symlink to a
+        # place outside the tree while the tree is scanned is never walked into.
+        stack = [(read, root_st.st_dev, root_st.st_ino)]
         is_reg = stat.S_ISREG
         while stack:
-            directory = stack.pop()
+            directory, dev, ino = stack.pop()
+            where = os.fsdecode(record + directory[cut:])
             try:
-                with os.scandir(directory) as it:
-                    children = sorted(it, key=_BY_NAME)
+                fd = os.open(directory, _OPEN_DIR)
             except OSError as exc:
-                on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
+                on_error(where, _SWAPPED if exc.errno == errno.ELOOP else exc.strerror or str(exc))
                 continue
-            rows, subdirs = [], []
-            for child in children:
-                try:
-                    st = child.stat(follow_symlinks=False)
-                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((record + child.path[cut:], FILE, st.st_size, st.st_mode,
-                                     st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
-                                     st.st_ino, st.st_dev, index, b""))  # fmt: skip
-                        continue
-                    entry = row(child.path, st)
-                except OSError as exc:
-                    on_error(os.fsdecode(record + child.path[cut:]), exc.strerror or str(exc))
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (dev, ino):
+                    on_error(where, _SWAPPED)
                     continue
-                if entry is not None:
-                    rows.append(entry)
-                    if entry[1] == DIR:
-                        subdirs.append(child.path)
-            out.extend_rows(rows)
-            stack.extend(reversed(subdirs))
+                with os.scandir(fd) as it:
+                    children = sorted(it, key=_BY_NAME)
+                prefix = directory.rstrip(b"/") + b"/"
+                rows, subdirs = [], []
+                encode = os.fsencode  # names of an fd's listing come as str
+                for child in children:
+                    path = prefix + encode(child.name)
+                    try:
+                        st = child.stat(follow_symlinks=False)  # through fd: no path walk
+                        if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
+                            rows.append((record + path[cut:], FILE, st.st_size, st.st_mode,
+                                         st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
+                                         st.st_ino, st.st_dev, index, b""))  # fmt: skip
+                            continue
+                        entry = row(path, st, fd)
+                    except OSError as exc:
+                        on_error(os.fsdecode(record + path[cut:]), exc.strerror or str(exc))
+                        continue
+                    if entry is not None:
+                        rows.append(entry)
+                        if entry[1] == DIR:
+                            subdirs.append((path, st.st_dev, st.st_ino))
+                out.extend_rows(rows)
+                stack.extend(reversed(subdirs))
+            except OSError as exc:
+                on_error(where, exc.strerror or str(exc))
+            finally:
+                os.close(fd)
