@@ -162,3 +162,25 @@ def test_directory_swapped_for_a_symlink_while_the_tree_is_scanned(tmp_path):
             assert marker not in vol.read_bytes(), f"the outside file was stored in {vol}"
     problems = r.json["skipped"] + r.json.get("inconsistent", [])
     assert any(p["path"].endswith("/src/b") for p in problems), r.out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_last_device_to_fail_claims_no_redirect(tmp_path, stream):
+    """When the last survivor fails there is nobody to take its work: the run fails
+    cleanly, and no line says its bytes were redirected to the other devices."""
+    d = dirs(tmp_path, 2)
+    cat = str(tmp_path / "cat.sqlite")
+    urls = [f"faulty+file://{d[0]}?fail_after=300K", f"faulty+file://{d[1]}?fail_after=9M"]
+    args = [a for u in urls for a in ("--device", u)]
+    if stream:
+        r = run_cli("backup", "-", *args, "--catalog", cat, "--json", input=os.urandom(24 << 20))
+    else:
+        tree = make_tree(tmp_path / "src", seed=9, files=20, big=(6_000_000, 5_000_000))
+        r = backup(tree, urls, cat)
+    assert r.code == 1, r.err + r.out
+    assert r.json["status"] == "failed" and "every device failed" in r.json["error"]
+    failures = [line for line in r.err.splitlines() if line.startswith("device failed:")]
+    assert len(failures) == 2, r.err
+    assert "redirected" in failures[0], r.err  # the first one had a survivor
+    assert "redirected" not in failures[1], r.err
+    assert not all(x.get("redirected") for x in r.json["devices"])
