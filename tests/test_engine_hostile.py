@@ -11,12 +11,14 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from failcases import by_url, dirs
 
 pytestmark = pytest.mark.timeout(180)
@@ -184,3 +186,21 @@ def test_the_last_device_to_fail_claims_no_redirect(tmp_path, stream):
     assert "redirected" in failures[0], r.err  # the first one had a survivor
     assert "redirected" not in failures[1], r.err
     assert not all(x.get("redirected") for x in r.json["devices"])
+
+
+def test_backup_of_a_closed_standard_input_is_one_usage_line(tmp_path):
+    """``backup -`` started with standard input closed (``0<&-`` in a cron line): a
+    usage error naming standard input, before any catalog or device is touched."""
+    d = dirs(tmp_path, 2)
+    cat = tmp_path / "cat.sqlite"
+    args = [a for x in d for a in ("--device", str(x))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "backup", "-", *args, "--catalog", str(cat)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC},
+        stdin=None, preexec_fn=lambda: os.close(0), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "parbackup: error: '-': standard input is closed, there is nothing to back up"
+    ], proc.stderr
+    assert not cat.exists() and not any(any(x.iterdir()) for x in d)
