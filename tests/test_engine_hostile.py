@@ -204,3 +204,30 @@ def test_backup_of_a_closed_standard_input_is_one_usage_line(tmp_path):
         "parbackup: error: '-': standard input is closed, there is nothing to back up"
     ], proc.stderr
     assert not cat.exists() and not any(any(x.iterdir()) for x in d)
+
+
+def test_reused_bytes_copied_again_after_a_failure_are_not_reported_as_reused(tmp_path):
+    """An incremental run whose device fails: the parent's records on it are copied
+    again, so the report's ``reused`` shrinks and ``bytes`` (copied this run) grows by
+    as much; the survivors hold exactly ``bytes``."""
+    d = dirs(tmp_path, 3)
+    cat = str(tmp_path / "cat.sqlite")
+    tree = tmp_path / "src"
+    tree.mkdir()
+    for i in range(12):
+        (tree / f"f{i:02d}").write_bytes(os.urandom(1_000_000))
+    assert backup(tree, [str(x) for x in d], cat).code == 0
+    for i in range(3):
+        (tree / f"f{i:02d}").write_bytes(os.urandom(500_000))
+    bad = f"faulty+file://{d[1]}?fail_after=100K"
+    r = backup(tree, [str(d[0]), bad, str(d[2])], cat, "--incremental")
+    assert r.code == 3, r.err + r.out
+    doc = r.json
+    assert doc["status"] == "degraded" and doc["kind"] == "incremental"
+    assert sum(by_url(doc)[bad]["redirected"].values()) > 500_000  # reused bytes among them
+    assert doc["bytes"] + doc["reused"] == 9 * 1_000_000 + 3 * 500_000
+    assert sum(x["bytes"] for x in doc["devices"] if x["status"] == "ok") == doc["bytes"]
+    expected = snapshot(tree)
+    shutil.rmtree(d[1])
+    out = restore_set(tmp_path, cat, doc["set"], "out")
+    assert snapshot(restored_root(out, tree)) == expected

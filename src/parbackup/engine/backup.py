@@ -395,6 +395,12 @@ class _Backup:
             log.error("backup failed: %s", outcome.error)
         else:
             status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
+        reused = reuse.bytes
+        if reuse.records and status == "degraded":
+            # a failed device's reused records were copied again (Dispatcher.fail): only
+            # what the set still takes from earlier sets counts as reused
+            reused = sum(r.size for _f, r in catalog.records(set_hex) if r.origin_set)
+            nbytes += reuse.bytes - reused
         lost_files = len(problems) + (1 if feed is not None and feed.lost_bytes else 0)
         report = BackupReport(
             set_id=set_hex,
@@ -409,7 +415,7 @@ class _Backup:
             skipped=outcome.skipped,
             error=outcome.error,
             kind="incremental" if reuse.parent else "full",
-            reused=reuse.bytes if status != "failed" else 0,
+            reused=reused if status != "failed" else 0,
             inconsistent=outcome.inconsistent,
         )
         catalog.finish_set(
