@@ -9,6 +9,7 @@ device's directory removed, so a degraded set is shown not to need it.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
-from failcases import by_url, dirs
+from failcases import by_url, dirs, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -231,3 +232,37 @@ def test_reused_bytes_copied_again_after_a_failure_are_not_reported_as_reused(tm
     shutil.rmtree(d[1])
     out = restore_set(tmp_path, cat, doc["set"], "out")
     assert snapshot(restored_root(out, tree)) == expected
+
+
+def test_hard_link_whose_first_name_vanishes_before_it_is_read_is_reported(tmp_path):
+    """A file with two names; the first name (the one the scan backs up) is removed
+    while the backup runs. The file lives on under its second name, which holds no data
+    of its own in the set: the backup must name it too, not list it as backed up (and
+    a restore must then not find it damaged)."""
+    d = dirs(tmp_path, 1)
+    cat = str(tmp_path / "cat.sqlite")
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "a_big").write_bytes(os.urandom(3_000_000))  # read first (largest)
+    (tree / "b_first").write_bytes(os.urandom(1000))
+    os.link(tree / "b_first", tree / "c_second")
+    gate = tmp_path / "gate"
+    url = f"faulty+file://{d[0]}?pause_after=1M&gate={gate}"
+    args = ["--device", url, "--catalog", cat, "--json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "backup", str(tree), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )  # fmt: skip
+    wait_for(Path(f"{gate}.paused"))
+    (tree / "b_first").unlink()
+    gate.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    doc = json.loads(out)
+    problems = {p["path"]: p["error"] for p in doc["skipped"] + doc["inconsistent"]}
+    assert str(tree / "b_first") in problems
+    assert "hard link" in problems.get(str(tree / "c_second"), ""), problems
+    assert doc["files"] == 2  # the tree and a_big
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 0 and "DAMAGED" not in r.out + r.err, r.out + r.err

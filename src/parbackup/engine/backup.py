@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -36,7 +36,7 @@ from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
-from parbackup.entries import Entries
+from parbackup.entries import FILE, HARDLINK, Entries
 from parbackup.errors import BackupFailedError
 from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, Pieces, Plan, Skipped, Slot, Space
@@ -105,6 +105,31 @@ def reserve_for(entries: Entries, devices: int) -> int:
     headers = 100 * (len(entries) + chunks) + names
     catalog_copy = 64 * 1024 + 300 * len(entries)
     return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy
+
+
+def hardlinks_of(
+    entries: Entries, problems: Mapping[int, tuple[str, bool]]
+) -> dict[int, tuple[str, bool]]:
+    """The later names (hard links) of files that could not be backed up, with why.
+
+    A later name holds no data of its own: it restores from its first name. When the
+    first name vanished or changed before it was read, the later names are reported
+    with it, never listed as backed up (the file may well live on under them).
+    """
+    firsts = {
+        entries.path_bytes(f): (f, error, changed)
+        for f, (error, changed) in problems.items()
+        if entries.kind[f] == FILE
+    }
+    out: dict[int, tuple[str, bool]] = {}
+    if not firsts:
+        return out
+    for i, kind in enumerate(entries.kind):
+        if kind == HARDLINK and (hit := firsts.get(entries.link_bytes(i))):
+            f, error, changed = hit
+            why = f"a hard link to {entries.path(f)}, which was not backed up ({error})"
+            out[i] = (why, changed)
+    return out
 
 
 def make_plan(
@@ -348,7 +373,8 @@ class _Backup:
 
     def finish(self, set_hex, entries, dispatcher, reuse, outcome, feed) -> BackupReport:
         catalog, options = self.catalog, self.options
-        problems = dispatcher.problems
+        problems = dict(dispatcher.problems)
+        problems.update(hardlinks_of(entries, problems))
         for fid, (error, changed) in sorted(problems.items()):
             where = outcome.inconsistent if changed else outcome.skipped
             where.append(Skipped(entries.path(fid), error))
