@@ -266,3 +266,28 @@ def test_hard_link_whose_first_name_vanishes_before_it_is_read_is_reported(tmp_p
     assert doc["files"] == 2  # the tree and a_big
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
     assert r.code == 0 and "DAMAGED" not in r.out + r.err, r.out + r.err
+
+
+@pytest.mark.parametrize("tape", [False, True])
+def test_a_hung_device_given_up_mid_segment_prints_one_line(tmp_path, tape):
+    """A stream whose device hangs while the dispatcher is still sending it a segment
+    (8 MiB, more than the socket holds): giving it up must not leave a traceback from
+    the sending thread on the terminal; the stream comes back byte for byte."""
+    d = dirs(tmp_path, 2)
+    cat = str(tmp_path / "cat.sqlite")
+    data = os.urandom(40 << 20)
+    hung = (
+        f"faulty+tape://{tmp_path / 'tape'}?hang_after=5M"
+        if tape
+        else f"faulty+file://{d[1]}?hang_after=5M"
+    )
+    args = ["--device", str(d[0]), "--device", hung, "--device-timeout", "2"]
+    r = run_cli("backup", "-", "--stdin-name", "s", *args, "--catalog", cat, "--json", input=data)
+    assert r.code == 3, r.err + r.out
+    assert "Traceback" not in r.err and "Exception in thread" not in r.err, r.err
+    assert by_url(r.json)[hung]["status"] == "failed"
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "s", "--catalog", cat],
+        capture_output=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == data
