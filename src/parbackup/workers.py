@@ -97,7 +97,12 @@ class Executor(Protocol):
 
 
 class Outbox:
-    """Sends a channel's messages in order from a daemon thread (``Worker.send``)."""
+    """Sends a channel's messages in order from a daemon thread (``Worker.send``).
+
+    The thread owns the channel's sending side and closes the channel after ``close()``
+    (the worker was given up): closing it from another thread while a large message is
+    half sent would break the send in the middle.
+    """
 
     def __init__(self, channel: Channel, name: str) -> None:
         self.channel = channel
@@ -112,11 +117,16 @@ class Outbox:
         self.queue.put(_CLOSE)
 
     def _run(self) -> None:
-        while (msg := self.queue.get()) is not _CLOSE:
+        gone = False  # the worker is gone: nothing more to say, but what it sent before
+        while (msg := self.queue.get()) is not _CLOSE:  # may still be read: keep it open
+            if gone:
+                continue
             try:
                 self.channel.send(msg)
             except (OSError, ValueError):
-                return  # the worker is gone or was given up: nothing more to say
+                gone = True
+        with contextlib.suppress(OSError):
+            self.channel.close()
 
 
 _CLOSE = object()
@@ -136,11 +146,15 @@ class LocalWorker:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        self.outbox.close()
+        self.outbox.close()  # its thread closes the channel once it stops sending
         with contextlib.suppress(OSError):
             self.proc.kill()
-        with contextlib.suppress(OSError):
-            self.channel.close()
+        with contextlib.suppress(OSError):  # wake a send blocked on the dead worker
+            sock = socket.socket(fileno=self.channel.fileno())
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.detach()  # the fd stays the channel's
 
     def join(self, timeout: float) -> bool:
         try:

@@ -342,8 +342,13 @@ def backup(
         raise UsageError("'-' (standard input) must be the only source of its backup")
     if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
         raise UsageError("a backup of standard input takes no --incremental or snapshot options")
+    stdin = None
+    if sources == ("-",):
+        try:
+            stdin = click.get_binary_stream("stdin")
+        except RuntimeError as exc:  # standard input is closed (started with 0<&-)
+            raise UsageError("'-': standard input is closed, there is nothing to back up") from exc
     with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
-        stdin = click.get_binary_stream("stdin") if sources == ("-",) else None
         report = run_backup(
             sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
         )

@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -37,7 +37,7 @@ from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
-from parbackup.entries import Entries
+from parbackup.entries import FILE, HARDLINK, Entries
 from parbackup.errors import BackupFailedError
 from parbackup.format import CHUNK, new_set_id
 from parbackup.model import DeviceReport, Pieces, Plan, Skipped, Slot, Space
@@ -113,6 +113,31 @@ def reserve_for(entries: Entries, devices: int) -> int:
     headers = 100 * (len(entries) + chunks) + names
     catalog_copy = 64 * 1024 + 300 * len(entries)
     return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy
+
+
+def hardlinks_of(
+    entries: Entries, problems: Mapping[int, tuple[str, str]]
+) -> dict[int, tuple[str, str]]:
+    """The later names (hard links) of files that could not be backed up, with why.
+
+    A later name holds no data of its own: it restores from its first name. When the
+    first name vanished or changed before it was read, the later names are reported
+    with it, never listed as backed up (the file may well live on under them).
+    """
+    firsts = {
+        entries.path_bytes(f): (f, error, kind)
+        for f, (error, kind) in problems.items()
+        if entries.kind[f] == FILE and kind != "grew"  # a grown file is kept: so are its links
+    }
+    out: dict[int, tuple[str, str]] = {}
+    if not firsts:
+        return out
+    for i, kind in enumerate(entries.kind):
+        if kind == HARDLINK and (hit := firsts.get(entries.link_bytes(i))):
+            f, error, kind = hit
+            why = f"a hard link to {entries.path(f)}, which was not backed up ({error})"
+            out[i] = (why, kind)
+    return out
 
 
 def make_plan(
@@ -306,8 +331,11 @@ class _Backup:
             )
         )
         outcome = _Outcome(skipped=list(self.skipped))
+        # Reused records go in before any device can fail: a failure reads back what
+        # its device holds for the set from the catalog, reused records included.
+        catalog.add_records(set_hex, reuse.records)
         try:
-            dispatcher.run(self.record_files(set_hex, entries, reuse))
+            dispatcher.run(self.record_files(set_hex, entries))
             self.phase("every device committed")
         except BackupFailedError as exc:
             outcome.error = str(exc)
@@ -319,20 +347,18 @@ class _Backup:
         """Log how far the run is, seconds since it started (``-vv`` shows them)."""
         log.debug("%.3f s: %s", time.monotonic() - self.started, what)
 
-    def record_files(self, set_hex: str, entries: Entries, reuse: Reuse) -> Iterator[None]:
-        """The set's files and reused records into the catalog, a batch per step (the
-        dispatcher runs the steps between the movers' messages)."""
+    def record_files(self, set_hex: str, entries: Entries) -> Iterator[None]:
+        """The set's files into the catalog, a batch per step (the dispatcher runs the
+        steps between the movers' messages)."""
         for start in range(0, len(entries), _FILE_BATCH):
             self.catalog.add_entries(
                 set_hex, entries, range(start, start + _FILE_BATCH)[: len(entries) - start]
             )
             yield
-        for start in range(0, len(reuse.records), _FILE_BATCH):
-            self.catalog.add_records(set_hex, reuse.records[start : start + _FILE_BATCH])
-            yield
 
-    def reuse(self, names: list[str], entries: Entries, usable: set[str]) -> Reuse:
-        """What earlier sets already hold: incremental parent, or a dead run to resume."""
+    def reuse(self, names: list[str], entries: Entries, usable: Set[str]) -> Reuse:
+        """What earlier sets already hold (incremental parent, or a dead run to resume),
+        on the devices with labels ``usable`` only (those that opened for this run)."""
         reuse = Reuse()
         self._entries = entries
         if self.options.incremental:
@@ -374,7 +400,8 @@ class _Backup:
 
     def finish(self, set_hex, entries, dispatcher, reuse, outcome, feed) -> BackupReport:
         catalog, options = self.catalog, self.options
-        problems = dispatcher.problems
+        problems = dict(dispatcher.problems)
+        problems.update(hardlinks_of(entries, problems))
         lists = {"skipped": outcome.skipped, "changed": outcome.inconsistent, "grew": outcome.grown}
         states = {"skipped": "skipped", "changed": "inconsistent", "grew": "grown"}
         for fid, (error, kind) in sorted(problems.items()):
@@ -424,6 +451,12 @@ class _Backup:
             log.error("backup failed: %s", outcome.error)
         else:
             status = "degraded" if any(r.status == "failed" for r in reports) else "complete"
+        reused = reuse.bytes
+        if reuse.records and status == "degraded":
+            # a failed device's reused records were copied again (Dispatcher.fail): only
+            # what the set still takes from earlier sets counts as reused
+            reused = sum(r.size for _f, r in catalog.records(set_hex) if r.origin_set)
+            nbytes += reuse.bytes - reused
         lost_files = len(problems) + (1 if feed is not None and feed.lost_bytes else 0)
         report = BackupReport(
             set_id=set_hex,
@@ -438,7 +471,7 @@ class _Backup:
             skipped=outcome.skipped,
             error=outcome.error,
             kind="incremental" if reuse.parent else "full",
-            reused=reuse.bytes if status != "failed" else 0,
+            reused=reused if status != "failed" else 0,
             inconsistent=outcome.inconsistent,
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),

@@ -297,8 +297,10 @@ class Dispatcher:
         report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
         lost = dev.queue.drain() + dev.sent.pieces()
         if self.feed is not None:
-            self.on_event(DeviceFailed(dev.url, error, sum(p.size for p in lost)))
-            self.feed.fail(self, dev, lost)
+            lost_before = self.feed.lost_bytes  # segments already let go are lost, and
+            self.feed.fail(self, dev, lost)  # reported as such, never as redirected
+            redirected = sum(p.size for p in lost) - (self.feed.lost_bytes - lost_before)
+            self.on_event(DeviceFailed(dev.url, error, redirected if self.alive else 0))
             return
         durable = self.catalog.records_on(self.set_hex, dev.label) if dev.label else []
         lost += [Piece(fid, off, size) for fid, off, size in durable]
@@ -309,18 +311,20 @@ class Dispatcher:
         lost = coalesce(p for p in lost if p.file not in dropped)
         redirected = sum(p.size for p in lost)
         log.warning("device failed: %s: %s (%d bytes to redirect)", dev.url, error, redirected)
-        self.on_event(DeviceFailed(dev.url, error, redirected))
         survivors = self.alive
-        if not survivors or not lost:
+        if not survivors or not lost:  # nobody to take it (the run fails) or nothing to take
+            self.on_event(DeviceFailed(dev.url, error, 0))
             return
         slots = self.survivor_slots(survivors)
         try:
             new = replan(lost, slots, self.options.strategy, self.options.order)
         except PlanError as exc:
+            self.on_event(DeviceFailed(dev.url, error, 0))
             raise BackupFailedError(
                 f"{dev.url} failed ({error}) and the other devices cannot take its "
                 f"{redirected} bytes: {exc}"
             ) from exc
+        self.on_event(DeviceFailed(dev.url, error, redirected))
         self.assign(new, [s.index for s in survivors])
         for k, size in enumerate(new.device_bytes()):
             if size:
@@ -420,6 +424,7 @@ class StreamFeedLike:
     """What the dispatcher asks of a stream feed (engine/feed.py implements it)."""
 
     ended: bool
+    lost_bytes: int
 
     def step(self, dispatcher: Dispatcher) -> None: ...
     def data_for(self, dev: DeviceState, seq: int, offset: int) -> bytes: ...

@@ -19,8 +19,10 @@ runs through its own copy of the walk, so a scan without one keeps its lean loop
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Iterator
 from operator import attrgetter
 
 from parbackup.entries import DIR, FILE, HARDLINK, KIND_INDEX, SYMLINK, Entries
@@ -32,6 +34,8 @@ from parbackup.sources.select import ONE_FILE_SYSTEM, TreeFilter
 FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDEX[Kind.DEVICE]
 _BY_NAME = attrgetter("name")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+_SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
 
 
 def _kind(mode: int) -> int | None:
@@ -116,10 +120,12 @@ class LocalTree(Source):
         cut = len(read)
         first: dict[tuple[int, int], bytes] = {}
 
-        def row(raw_path: bytes, st: os.stat_result) -> tuple | None:
-            """The entry's row for ``Entries.extend_rows`` (None when skipped)."""
+        def row(raw_path: bytes, st: os.stat_result, at: int | None = None) -> tuple | None:
+            """The entry's row for ``Entries.extend_rows`` (None when skipped), its path
+            after the source root (``Entries.set_root``); ``at``: the open directory
+            holding it (a link is read there, not through the path)."""
             kind = _kind(st.st_mode)
-            path = raw_path[cut:]  # after the root (Entries.set_root)
+            path = raw_path[cut:]
             if kind is None:
                 on_error(os.fsdecode(record + path), "unknown file type, not backed up")
                 return None
@@ -131,7 +137,8 @@ class LocalTree(Source):
                     if seen != record + path:
                         kind, link, size = HARDLINK, seen, 0
             elif kind == SYMLINK:
-                link = os.readlink(raw_path)
+                name = os.path.basename(raw_path)
+                link = os.readlink(raw_path) if at is None else os.readlink(name, dir_fd=at)
             elif kind == DEVICE:
                 link = str(st.st_rdev).encode()
             return (path, kind, size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
@@ -152,35 +159,27 @@ class LocalTree(Source):
         out.extend_rows([root])
         if root[1] != DIR:
             return
-        stack = [read]
         is_reg = stat.S_ISREG
-        while stack:
-            directory = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    children = sorted(it, key=_BY_NAME)
-            except OSError as exc:
-                on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
-                continue
-            rows, subdirs = [], []
+        for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
+            rows = []
             for child in children:
+                path = prefix + os.fsencode(child.name)
                 try:
-                    st = child.stat(follow_symlinks=False)
+                    st = child.stat(follow_symlinks=False)  # through fd: no path walk
                     if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((child.path[cut:], FILE, st.st_size, st.st_mode,
-                                     st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
-                                     st.st_ino, st.st_dev, index, b""))  # fmt: skip
+                        rows.append((path[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
+                                     st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                     st.st_dev, index, b""))  # fmt: skip
                         continue
-                    entry = row(child.path, st)
+                    entry = row(path, st, fd)
                 except OSError as exc:
-                    on_error(os.fsdecode(record + child.path[cut:]), exc.strerror or str(exc))
+                    on_error(os.fsdecode(record + path[cut:]), exc.strerror or str(exc))
                     continue
                 if entry is not None:
                     rows.append(entry)
                     if entry[1] == DIR:
-                        subdirs.append(child.path)
+                        subdirs.append((path, st.st_dev, st.st_ino))
             out.extend_rows(rows)
-            stack.extend(reversed(subdirs))
 
     def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
         """The walk of ``scan`` with ``spec.select`` applied: each entry is asked once,
@@ -197,31 +196,24 @@ class LocalTree(Source):
         out.extend_rows([root])
         if root[1] != DIR:
             return
-        stack = [read]
         is_reg = stat.S_ISREG
-        while stack:
-            directory = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    children = sorted(it, key=_BY_NAME)
-            except OSError as exc:
-                on_error(os.fsdecode(record + directory[cut:]), exc.strerror or str(exc))
-                continue
-            rows, subdirs = [], []
+        for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
+            rows = []
             for child in children:
-                path = record + child.path[cut:]
+                here = prefix + os.fsencode(child.name)
+                path = record + here[cut:]
                 try:
                     st = child.stat(follow_symlinks=False)
-                    rule = select.rule(path, child.path, st)
+                    rule = select.rule(path, here, st)
                     if rule:
                         excluded.add(os.fsdecode(path), rule)
                         continue
                     if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((child.path[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
+                        rows.append((here[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
                                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                     st.st_dev, index, b""))  # fmt: skip (path after root)
+                                     st.st_dev, index, b""))  # fmt: skip
                         continue
-                    entry = row(child.path, st)
+                    entry = row(here, st, fd)
                 except OSError as exc:
                     on_error(os.fsdecode(path), exc.strerror or str(exc))
                     continue
@@ -229,8 +221,43 @@ class LocalTree(Source):
                     rows.append(entry)
                     if entry[1] == DIR:
                         if select.enter(st):
-                            subdirs.append(child.path)
+                            subdirs.append((here, st.st_dev, st.st_ino))
                         else:
                             excluded.add(os.fsdecode(path) + "/", ONE_FILE_SYSTEM)
             out.extend_rows(rows)
+
+
+def _directories(
+    read: bytes, root_st: os.stat_result, record: bytes, cut: int, on_error: ErrorFunc
+) -> Iterator[tuple[int, bytes, list, list]]:
+    """Walk a tree's directories depth first, sorted by name: for each, yield (its open
+    descriptor, its path + "/", its entries sorted by name, a list the caller fills with
+    ``(path, device, inode)`` of the subdirectories to enter).
+
+    Each directory is opened without following a symlink and must still be the one its
+    parent listed (device, inode): a directory swapped for a symlink to a place outside
+    the tree while the tree is scanned is reported and never walked into.
+    """
+    stack = [(read, root_st.st_dev, root_st.st_ino)]
+    while stack:
+        directory, dev, ino = stack.pop()
+        where = os.fsdecode(record + directory[cut:])
+        try:
+            fd = os.open(directory, _OPEN_DIR)
+        except OSError as exc:
+            on_error(where, _SWAPPED if exc.errno == errno.ELOOP else exc.strerror or str(exc))
+            continue
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                on_error(where, _SWAPPED)
+                continue
+            with os.scandir(fd) as it:
+                children = sorted(it, key=_BY_NAME)
+            subdirs: list[tuple[bytes, int, int]] = []
+            yield fd, directory.rstrip(b"/") + b"/", children, subdirs
             stack.extend(reversed(subdirs))
+        except OSError as exc:
+            on_error(where, exc.strerror or str(exc))
+        finally:
+            os.close(fd)

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from typing import BinaryIO, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from parbackup.devices.base import Device, ObjectWriter
 from parbackup.devices.registry import open_device
@@ -64,10 +64,12 @@ _NEVER = threading.Event()  # never set: what a hung call waits on
 
 def inner_url(raw: str) -> str:
     """The wrapped device's URL: scheme without ``faulty+``, fault options removed."""
-    parts = urlsplit(raw[len(PREFIX) :])
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    kept = urlencode([(k, v) for k, v in query if k not in FAULT_KEYS])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
+    # By string, not urlunsplit: that drops the "//" of a scheme it does not know
+    # ("tape:///t" would come back as "tape:/t", a relative directory path).
+    base, _, query = raw[len(PREFIX) :].partition("?")
+    pairs = parse_qsl(query.partition("#")[0], keep_blank_values=True)
+    kept = urlencode([(k, v) for k, v in pairs if k not in FAULT_KEYS])
+    return base + (f"?{kept}" if kept else "")
 
 
 class _FaultyWriter(ForwardingWriter):
