@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
-from parbackup.engine import mover as m
+from parbackup.engine import messages as m
 from parbackup.engine.catalog_copy import CATALOG_COPY
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from parbackup.catalog import Catalog
-from parbackup.engine import mover as m
+from parbackup.engine import messages as m
 from parbackup.engine.workqueue import Sent, WorkQueue
 from parbackup.entries import Entries
 from parbackup.errors import BackupFailedError, PlanError

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import redact
-from parbackup.engine import mover as m
+from parbackup.engine import messages as m
 from parbackup.engine.dispatch import DeviceState, reason_of
 from parbackup.errors import UsageError
 from parbackup.sources.base import SourceSpec

@@ -42,24 +42,57 @@ from blake3 import blake3
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.engine.messages import (
+    CTIME,
+    DATA,
+    DEV,
+    FID,
+    FSIZE,
+    GID,
+    INO,
+    KIND,
+    LINK,
+    MODE,
+    MTIME,
+    OFF,
+    PATH,
+    SEQ,
+    SIZE,
+    SRC,
+    UID,
+    Begin,
+    Committed,
+    Durable,
+    Failed,
+    Finish,
+    Label,
+    Labelled,
+    MoverSpec,
+    Opened,
+    Probe,
+    Problem,
+    Progress,
+    Put,
+    Speed,
+    Stop,
+    Stored,
+    Work,
+)
 from parbackup.entries import FILE, KINDS
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import (
-    CHUNK,
     KIND_CODES,
     VolumeHeader,
     checksum,
     encode_record_header,
     end_record,
 )
-from parbackup.model import Space
 from parbackup.sources.base import (
     FileReader,
     Identity,
     Source,
     SourceChanged,
     SourceGrew,
-    SourceSpec,
 )
 from parbackup.sources.registry import open_source
 from parbackup.workers import Channel
@@ -73,126 +106,6 @@ _RECORDS = 8192
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
-
-
-# -- messages --------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class MoverSpec:
-    """Everything a mover needs, as picklable words."""
-
-    index: int
-    url: str
-    sources: tuple[SourceSpec, ...] = ()
-    chunk: int = CHUNK
-    checkpoint_bytes: int = 256 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Label:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    limit: int = 16 << 20
-    seconds: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    set_id: bytes
-    meta: dict
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    """Items in list order; each a tuple, see ``WorkItem``."""
-
-    items: list
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    name: str
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    label: str | None
-    space: Space
-    scheme: str
-    sequential: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Labelled:
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class Speed:
-    rate: float
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    sent: int
-    done: int
-    busy: float
-
-
-@dataclass(frozen=True, slots=True)
-class Durable:
-    """Every record in ``records`` is durable, and so is every item up to ``upto``.
-
-    A record is ``(file id, volume, position, header size, offset, size, checksum)``.
-    """
-
-    upto: int
-    records: list
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    file: int
-    error: str
-    kind: str
-    """"skipped" (unreadable), "changed" (inconsistent) or "grew" (kept as read)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    name: str
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: str
-    usage: bool = False
-    """A configuration mistake found on opening (exit 2), not a device failure."""
-
-
-# A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
-# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None)
-SEQ, FID, OFF, SIZE, KIND, FSIZE, MODE, UID, GID, MTIME, CTIME, INO, DEV, SRC = range(14)
-PATH, LINK, DATA = 14, 15, 16
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:

@@ -1,0 +1,131 @@
+"""The messages between the dispatcher and a mover (engine/mover.py documents the
+conversation). Plain picklable values, imported by both sides: the dispatcher's process
+never needs the mover's own imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parbackup.format import CHUNK
+from parbackup.model import Space
+from parbackup.sources.base import SourceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class MoverSpec:
+    """Everything a mover needs, as picklable words."""
+
+    index: int
+    url: str
+    sources: tuple[SourceSpec, ...] = ()
+    chunk: int = CHUNK
+    checkpoint_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    limit: int = 16 << 20
+    seconds: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    set_id: bytes
+    meta: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Items in list order; each a tuple, see ``WorkItem``."""
+
+    items: list
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    label: str | None
+    space: Space
+    scheme: str
+    sequential: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Speed:
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    sent: int
+    done: int
+    busy: float
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """Every record in ``records`` is durable, and so is every item up to ``upto``.
+
+    A record is ``(file id, volume, position, header size, offset, size, checksum)``.
+    """
+
+    upto: int
+    records: list
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: int
+    error: str
+    kind: str
+    """"skipped" (unreadable), "changed" (inconsistent) or "grew" (kept as read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    name: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+    usage: bool = False
+    """A configuration mistake found on opening (exit 2), not a device failure."""
+
+
+# A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
+# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None)
+SEQ, FID, OFF, SIZE, KIND, FSIZE, MODE, UID, GID, MTIME, CTIME, INO, DEV, SRC = range(14)
+PATH, LINK, DATA = 14, 15, 16
