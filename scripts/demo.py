@@ -65,7 +65,7 @@ def main() -> None:
     run("verify", "--catalog", catalog)
     target = os.path.join(ROOT, "restored")
     run("restore", "--target", target, "--catalog", catalog)
-    report = json.loads(run("sets", "--catalog", catalog, "--json").stdout)[-1]
+    report = json.loads(run("sets", "--catalog", catalog, "--json").stdout)["sets"][-1]
 
     restored = os.path.join(target, src.lstrip("/"))
     ok = same_tree(src, restored)
