@@ -239,3 +239,33 @@ def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, si
             assert out.ok(fid, len(labels))
         else:  # whatever the lost reader had not yet reported good is damage
             assert (fid in out.damaged) != out.ok(fid, len(labels))
+
+
+def test_readers_end_with_a_killed_restore(tmp_path, device_dirs):
+    """SIGKILL of a restore takes its readers (and the fork server they come from) with
+    it: nothing goes on writing into the target behind the user's back."""
+    src = make_tree(tmp_path / "src", seed=4, files=10, max_size=20_000, big=(16 * MiB,))
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    backup(src, devs, cat)
+    out = tmp_path / "out"
+    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=2M")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "restore", "--target", str(out), "--catalog",
+         cat, *slow],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not written_parts(out):  # a reader is writing the big file
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    helpers = descendants(proc.pid)
+    assert len(helpers) >= 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while not all(gone(pid) for pid in helpers):
+        assert time.monotonic() < deadline, "a reader outlived its restore"
+        time.sleep(0.01)

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
 import parbackup
-from parbackup.workers import LocalExecutor, LocalWorker, Outbox, serve
+from parbackup.workers import LocalExecutor, LocalWorker, Outbox, die_with_parent, serve
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 _SERVER = "import sys; from parbackup.forkserver import main; sys.exit(main(sys.argv[1:]))"
@@ -171,6 +171,8 @@ def main(argv: Sequence[str]) -> int:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    die_with_parent(os.getppid())  # the server, and so its workers, end with the program
+    server = os.getpid()
     for module in argv[1:]:
         importlib.import_module(module)
     control = socket.socket(fileno=int(argv[0]))
@@ -187,6 +189,7 @@ def main(argv: Sequence[str]) -> int:
             code = 1
             try:
                 control.close()
+                die_with_parent(server)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.environ.clear()
                 os.environ.update(env)
