@@ -206,9 +206,12 @@ def run_backup(
         executor=executor,
     )
     try:
-        return _Backup(specs, fleet, catalog, options, on_event, started, stdin).run()
-    finally:
-        fleet.stop()
+        report = _Backup(specs, fleet, catalog, options, on_event, started, stdin).run()
+    except BaseException:  # interrupted, or failed: the movers' work is given up
+        fleet.stop(now=True)
+        raise
+    fleet.stop()
+    return report
 
 
 def run_stream_backup(

@@ -156,10 +156,14 @@ class Fleet:
                 dev.worker.kill()
         return errors
 
-    def stop(self) -> None:
-        """End every mover: politely (they close their devices), then for good."""
+    def stop(self, *, now: bool = False) -> None:
+        """End every mover: politely (they close their devices), then for good; ``now``
+        (the run was interrupted or failed) kills them at once, whatever they are doing
+        (a mover stuck on a hung device must not hold an interrupted program up)."""
         for dev in self.devices:
-            if dev.worker.alive():
+            if now:
+                dev.worker.kill()
+            elif dev.worker.alive():
                 dev.worker.send(m.Stop())
         deadline = time.monotonic() + min(self.timeout, 30.0)
         for dev in self.devices:
