@@ -13,6 +13,8 @@ import pytest
 from conftest import make_tree, restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 

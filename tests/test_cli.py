@@ -20,6 +20,8 @@ import pytest
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import Gate, fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 PARBACKUP = [sys.executable, "-m", "parbackup"]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
 ODD_NAMES = {

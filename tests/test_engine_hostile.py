@@ -22,7 +22,7 @@ import pytest
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from failcases import by_url, dirs, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # end to end: not in the quick subset
 
 
 def backup(tree: Path, urls: list[str], cat: str, *extra: str):

@@ -27,6 +27,8 @@ from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import set_of_volume
 from parbackup.catalog.runlock import RunLock
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 FILES, SIZE, CHANGED = 24, 96 * 1024, 3
 """The tree: FILES files of SIZE bytes; each night CHANGED of them get new contents."""
 

@@ -20,6 +20,8 @@ from parbackup.readback.core import read_back
 from parbackup.readback.select import records_by_label, restorable_set, select_files
 from parbackup.readback.sinks import VerifySinkSpec
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 MiB = 1 << 20
 
 

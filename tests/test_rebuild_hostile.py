@@ -16,6 +16,8 @@ from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 RESTORABLE = ("complete", "degraded")
 
 

@@ -15,10 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import device_garbage, device_usage, pause_point, volumes_on, wait_paused
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import FRAMING_SLACK
+
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
 
 KILLED_RUN = """
 import sys
@@ -26,6 +30,7 @@ from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import FRAMING_SLACK
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.backup import run_backup
+
 with Catalog(sys.argv[1]) as catalog:
     run_backup([sys.argv[2]], sys.argv[3:], catalog,
                BackupOptions(checkpoint_bytes=256 << 10, chunk=128 << 10))

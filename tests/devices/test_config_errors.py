@@ -18,6 +18,8 @@ from conftest import SRC, make_tree, run_cli
 from parbackup.devices.url import parse_url
 from parbackup.errors import UsageError
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 
 def _backup(tmp_path, good, bad: str):
     tree = make_tree(tmp_path / "src", seed=41, files=5)

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 
 @pytest.mark.slow
 def test_lost_label_is_not_replaced_and_can_be_put_back(tmp_path, device_dirs):

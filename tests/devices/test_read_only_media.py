@@ -16,6 +16,8 @@ import pytest
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import sh, tmpfs_fixture  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 
 @pytest.mark.slow
 def test_restore_verify_rebuild_from_read_only_mounts(tmp_path, tmpfs):
