@@ -229,10 +229,6 @@ class Plan:
             out[dev] += size
         return out
 
-    def device_items(self, device: int) -> list[Item]:
-        """The items of one device, in list order."""
-        return [item for item in self.items if item.device == device]
-
     def segment_counts(self) -> list[int]:
         """Number of items (files or file segments) each device receives."""
         out = [0] * len(self.shares)

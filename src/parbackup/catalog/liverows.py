@@ -155,21 +155,6 @@ class LivenessRows:
             else:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def interrupted_sets(self) -> list[str]:
-        """Ids of sets whose run died before finishing (their volumes are orphans)."""
-        rows = self.db.execute(
-            "SELECT id FROM sets WHERE status='interrupted' ORDER BY seq"
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def origin_sets(self) -> set[str]:
-        """Ids of sets a *live* set's records point into (their volumes must be kept).
-
-        Only the roots count (catalog/liveness.py): a dead run that reused records of an
-        earlier dead run keeps nothing alive.
-        """
-        return self.referenced_sets(self.root_ids())
-
     def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
         """Retire restorable sets (``forget``): status 'forgotten', their file and record
         rows dropped, all in one transaction, so a kill leaves either every one of them

@@ -203,7 +203,7 @@ class Catalog(LivenessRows):
 
         Takes the catalog's run lock (runlock.py) until finish_set or close, so two
         backups never write one catalog at once; sets left 'running' by a run that died
-        become 'interrupted' (see ``interrupted_sets``). ``resumed`` names the interrupted
+        become 'interrupted' (``lock_for_run``). ``resumed`` names the interrupted
         set whose records this run reuses (it stays alive while this run runs).
         """
         self.lock_for_run()

@@ -205,45 +205,6 @@ def _check_unique(alive: list[OpenDevice]) -> None:
         seen[dev.label.label] = dev.url
 
 
-def label_devices(
-    alive: list[OpenDevice], timeout: float = 60.0
-) -> tuple[list[OpenDevice], list[DeadDevice]]:
-    """Write a label on every device that has none yet; those that cannot take it die.
-
-    One after the other (two URLs may lead to the same directory: the second must see
-    the first's label), each in a daemon thread: a device that does not answer within
-    ``timeout`` seconds is dead too, and never blocks the run.
-    """
-    errors: dict[int, str] = {}
-
-    def label_one(dev: OpenDevice) -> None:
-        try:
-            dev.label = dev.device.ensure_label()
-        except DeviceError as exc:
-            errors[dev.index] = str(exc)
-        except Exception as exc:  # a device kind's bug must not end the run
-            errors[dev.index] = f"internal error: {exc!r}"
-
-    threads = {
-        dev.index: threading.Thread(target=label_one, args=(dev,), daemon=True) for dev in alive
-    }
-    for t in threads.values():
-        t.start()
-        t.join(timeout)
-    kept: list[OpenDevice] = []
-    dead: list[DeadDevice] = []
-    for dev in alive:
-        if threads[dev.index].is_alive():
-            errors[dev.index] = f"{dev.url}: no answer within {timeout:g} seconds"
-        if dev.index in errors:
-            close_quietly(dev.device, 0)
-            dead.append(DeadDevice(dev.index, dev.url, errors[dev.index]))
-            continue
-        kept.append(dev)
-    _check_unique(kept)
-    return kept, dead
-
-
 def close_quietly(device: Device, timeout: float) -> bool:
     """Close a device in a daemon thread, waiting ``timeout`` seconds at most.
 

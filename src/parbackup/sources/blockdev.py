@@ -21,7 +21,6 @@ import struct
 
 from parbackup.entries import FILE, Entries
 from parbackup.errors import SourceError
-from parbackup.model import FileEntry, Kind
 from parbackup.sources.base import ErrorFunc, FileReader, Identity, Source, SourceChanged
 from parbackup.sources.local import _LocalReader
 
@@ -50,11 +49,6 @@ def is_block_device(path: str) -> bool:
         return stat.S_ISBLK(os.stat(path).st_mode)
     except OSError:
         return False
-
-
-def is_image(entry: FileEntry) -> bool:
-    """True for an entry that was backed up from a block device."""
-    return entry.kind is Kind.FILE and stat.S_ISBLK(entry.mode)
 
 
 class _DeviceReader(_LocalReader):
