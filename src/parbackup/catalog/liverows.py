@@ -81,7 +81,7 @@ class LivenessRows:
         rows = self.db.execute(
             "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
             " SELECT DISTINCT label, volume, position, header_size + size AS len FROM records"
-            f" WHERE {where}) GROUP BY label, volume",
+            f" WHERE {where}) AS live GROUP BY label, volume",
             args,
         ).fetchall()
         out: dict[str, dict[str, VolumeUse]] = {}
@@ -153,7 +153,11 @@ class LivenessRows:
             if value is None:
                 self.db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
 
     def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
         """Retire restorable sets (``forget``): status 'forgotten', their file and record

@@ -6,6 +6,13 @@ moment leaves either a complete set or one that is not marked complete. Writers 
 each other (``busy_timeout``) instead of failing, so two runs may share a catalog.
 
 This is the only module that imports sqlite3.
+
+``Catalog`` is also the contract every catalog backend keeps: its docstrings say what
+each operation guarantees, and its SQL (here and in liverows.py) is written in the
+dialect SQLite and PostgreSQL share. ``postgres.PostgresCatalog`` runs the same
+operations on a shared server, replacing only the plumbing: the connection, transactions,
+the run lock, bulk loads (COPY), streaming reads and the copy written to devices (always a
+SQLite file). ``catalog.open_catalog`` picks the backend from what the user named.
 """
 
 from __future__ import annotations
@@ -174,6 +181,37 @@ class Catalog(LivenessRows):
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return Transaction(self.db)
 
+    def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+        """Bulk rows (``head`` is ``INSERT INTO table (columns)``), inside a transaction;
+        the PostgreSQL catalog loads them with COPY instead."""
+        insert_rows(self.db, head, ncols, rows)
+
+    def _rows(self, sql: str, params: Sequence) -> Iterable[Sequence]:
+        """The rows of a query, streamed (a million files are never held in memory)."""
+        return self.db.execute(sql, params)
+
+    def load_copy(self, tables: Iterable[tuple[str, Sequence[str], Iterable[tuple]]]) -> None:
+        """Fill this new catalog with another catalog's rows, (table, columns, rows) per
+        table, in one transaction: how a PostgreSQL catalog writes its SQLite copy."""
+        with self.transaction():
+            for table, columns, rows in tables:
+                head = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)})"
+                insert_rows(self.db, head, len(columns), rows)
+        self.db.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+
+    def is_empty(self) -> bool:
+        """True when the catalog holds no set and knows no device."""
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM sets) + (SELECT COUNT(*) FROM devices)"
+        ).fetchone()
+        return int(row[0]) == 0
+
+    def clear(self) -> None:
+        """Remove every set and device (what a killed rebuild-catalog left), at once."""
+        with self.transaction():
+            for table in ("records", "files", "set_devices", "sets", "devices"):
+                self.db.execute(f"DELETE FROM {table}")
+
     def close(self) -> None:
         """Close the connection (and drop the run lock, if held)."""
         self.db.close()
@@ -229,8 +267,7 @@ class Catalog(LivenessRows):
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 FILES_INSERT,
                 12,
                 (
@@ -255,8 +292,7 @@ class Catalog(LivenessRows):
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
                 " header_size, checksum, origin_set, origin_file)",
                 11,
@@ -283,8 +319,7 @@ class Catalog(LivenessRows):
         files; a file's id is its row."""
         e = entries
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 FILES_INSERT,
                 12,
                 (
@@ -310,8 +345,7 @@ class Catalog(LivenessRows):
         """Record durable records of one device as a mover reports them:
         ``(file id, volume, position, header size, offset, size, checksum)``."""
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
                 " offset, size, checksum)",
                 9,
@@ -392,8 +426,10 @@ class Catalog(LivenessRows):
         """
         with self.transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO set_devices (set_id, label, url, status, error, bytes,"
-                " segments, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO set_devices (set_id, label, url, status, error, bytes, segments,"
+                " seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id, label) DO UPDATE"
+                " SET url=excluded.url, status=excluded.status, error=excluded.error,"
+                " bytes=excluded.bytes, segments=excluded.segments, seconds=excluded.seconds",
                 (
                     (set_id, d.label, d.url, d.status, d.error, d.bytes, d.segments, d.seconds)
                     for d in devices
@@ -460,7 +496,7 @@ class Catalog(LivenessRows):
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
         """The files of a set in id order."""
-        cur = self.db.execute(
+        cur = self._rows(
             "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state,"
             " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
             (set_id,),
@@ -484,7 +520,7 @@ class Catalog(LivenessRows):
 
     def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
         """Every record of a set as (file id, where it lies), by device and position."""
-        cur = self.db.execute(
+        cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
             " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
             (set_id,),

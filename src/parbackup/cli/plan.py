@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import click
 
-from parbackup.catalog import default_catalog_path
+from parbackup.catalog import default_catalog_path, is_catalog_url
 from parbackup.cli.backup import (
     balance_option,
     device_option,
@@ -95,7 +95,9 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    catalog_file = os.path.realpath(catalog_path or default_catalog_path())
+    catalog_file = catalog_path or default_catalog_path()
+    if not is_catalog_url(catalog_file):
+        catalog_file = os.path.realpath(catalog_file)
     automatic = automatic_excludes(specs, devices, catalog_file)
     specs = selecting(specs, with_automatic(select, automatic))
     excluded = Excluded(limit=EXCLUDED_SHOWN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.common import CatalogName, emit_json, handle_errors, human_bytes, json_option
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.rebuild import rebuild_catalog
 
@@ -23,8 +23,9 @@ from parbackup.engine.rebuild import rebuild_catalog
     "--catalog",
     "catalog_path",
     required=True,
-    type=click.Path(dir_okay=False, resolve_path=True),
-    help="The new catalog file to write (must not exist yet).",
+    type=CatalogName(),
+    help="The new catalog file to write (must not exist yet), or an empty catalog on "
+    "PostgreSQL (postgresql://USER@HOST/DB).",
 )
 @json_option
 @handle_errors

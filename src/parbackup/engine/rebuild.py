@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from parbackup.catalog import Catalog
+from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
@@ -284,10 +284,15 @@ def rebuild_catalog(
 ) -> RebuildReport:
     """Read every volume on the devices and write the sets found into a new catalog."""
     started = time.monotonic()
-    if os.path.exists(catalog_path):
+    shown = catalog_path
+    if is_catalog_url(catalog_path):
+        with open_catalog(catalog_path) as catalog:
+            _check_writable(catalog)
+            shown = catalog.path
+    elif os.path.exists(catalog_path):
         raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
     alive, dead = open_devices(list(device_urls), create_labels=False, write=False)
-    report = RebuildReport(catalog=catalog_path)
+    report = RebuildReport(catalog=shown)
     found: dict[str, _SetFound] = {}
     try:
         for d in dead:
@@ -297,7 +302,10 @@ def rebuild_catalog(
             report.devices.append(_scan(dev, found))
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
-        _write_catalog(catalog_path, alive, found, urls, report, on_event)
+        if is_catalog_url(catalog_path):
+            _write_server_catalog(catalog_path, alive, found, urls, report, on_event)
+        else:
+            _write_catalog(catalog_path, alive, found, urls, report, on_event)
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:
@@ -330,13 +338,7 @@ def _write_catalog(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
     with Catalog(partial) as catalog:
-        catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
-        for dev in alive:
-            catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
-        for entry in sorted(found.values(), key=lambda e: e.created_ns):
-            doc = _write_set(catalog, entry, urls, on_event)
-            report.sets.append(doc)
-        catalog.set_meta(REBUILDING_KEY, None)
+        _fill(catalog, alive, found, urls, report, on_event)
         catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     try:
         if os.path.exists(catalog_path):
@@ -347,6 +349,49 @@ def _write_catalog(
         for extra in (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(extra)
+
+
+def _check_writable(catalog: Catalog) -> None:
+    """A catalog on a server may be rebuilt into only while it is empty, or half written
+    by an earlier rebuild-catalog that was killed (its mark is still there)."""
+    if not catalog.is_empty() and not catalog.meta(REBUILDING_KEY):
+        raise UsageError(f"{catalog.path} holds sets; rebuild-catalog writes an empty catalog only")
+
+
+def _write_server_catalog(
+    url: str,
+    alive: list[OpenDevice],
+    found: dict[str, _SetFound],
+    urls: dict[str, str],
+    report: RebuildReport,
+    on_event: EventSink,
+) -> None:
+    """Write the sets into an empty catalog on a server (PostgreSQL). There is no file
+    to rename into place: the REBUILDING_KEY mark, set first and cleared last, keeps a
+    half-written catalog from being pruned on, and a rebuild run again starts afresh."""
+    with open_catalog(url) as catalog:
+        catalog.lock_for_run()  # no backup writes into it meanwhile
+        _check_writable(catalog)
+        catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+        catalog.clear()
+        _fill(catalog, alive, found, urls, report, on_event)
+
+
+def _fill(
+    catalog: Catalog,
+    alive: list[OpenDevice],
+    found: dict[str, _SetFound],
+    urls: dict[str, str],
+    report: RebuildReport,
+    on_event: EventSink,
+) -> None:
+    """Write the devices and sets found into ``catalog``, under the REBUILDING_KEY mark."""
+    catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+    for dev in alive:
+        catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
+    for entry in sorted(found.values(), key=lambda e: e.created_ns):
+        report.sets.append(_write_set(catalog, entry, urls, on_event))
+    catalog.set_meta(REBUILDING_KEY, None)
 
 
 def _write_set(
