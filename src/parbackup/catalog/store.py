@@ -192,7 +192,11 @@ class Catalog(LivenessRows):
 
     def load_copy(self, tables: Iterable[tuple[str, Sequence[str], Iterable[tuple]]]) -> None:
         """Fill this new catalog with another catalog's rows, (table, columns, rows) per
-        table, in one transaction: how a PostgreSQL catalog writes its SQLite copy."""
+        table, in one transaction: how a PostgreSQL catalog writes its SQLite copy. No
+        journal while it fills: a copy is written to a temporary file, and one that is
+        not whole is thrown away, never read."""
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
         with self.transaction():
             for table, columns, rows in tables:
                 head = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)})"
