@@ -5,8 +5,9 @@ mode, owner, inode, device, source number) plus the paths in one byte blob with 
 A source may set a root (``set_root``): its paths are then stored after that prefix
 only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
 in a dict, as are the few entries' extended attributes (``set_meta``: the kind-8
-payload, parbackup/xattrs.py). No Python object per entry: an entry is a row number. ``entry(i)`` builds a
-``FileEntry`` for the few places that want one (the catalog, tests).
+payload, parbackup/xattrs.py). No Python object per entry: an entry is a row
+number. ``entry(i)`` builds a ``FileEntry`` for the few places that want one (the
+catalog, tests).
 
 Paths are bytes (``os.fsencode`` of the absolute path as recorded in the catalog), so
 names that are not valid UTF-8 survive.
