@@ -22,6 +22,7 @@ from typing import BinaryIO
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
+from parbackup.xattrs import MAX_META
 
 FORMAT_VERSION = 1
 VOLUME_MAGIC = b"PBKV"
@@ -43,17 +44,24 @@ KIND_CODES = {
     "fifo": 5,
     "socket": 6,
     "device": 7,
+    "meta": 8,
 }
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
-FORMAT_VERSIONS = {1: 3, 2: 7}
+META = KIND_CODES["meta"]
+"""Kind 8: a file's extended attributes (ACLs, capabilities, ...), payload encoded by
+parbackup/xattrs.py; offset 0, size = total size = the payload's length."""
+FORMAT_VERSIONS = {1: 3, 2: 7, 3: 8}
 """Record format version -> highest kind code it may carry. Version 2 only adds kinds
 (hard links, FIFOs, sockets, device nodes): a record of one of those kinds is written as
 version 2, every other record as version 1, so volumes without them stay readable by
-version-1 readers, and a version-1 reader meeting a new kind stops with a clear error."""
+version-1 readers, and a version-1 reader meeting a new kind stops with a clear error.
+Version 3 likewise only adds kind 8 (meta): only those records carry version 3."""
 
 
 def record_version(code: int) -> int:
     """The format version a record of kind ``code`` is written with."""
+    if code == META:
+        return 3
     return 2 if 3 < code < KIND_END else FORMAT_VERSION
 
 
@@ -174,6 +182,8 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         raise FormatError("record sizes are out of range")
     if code == KIND_END and (size or offset or path_len or link_len):
         raise FormatError("malformed volume end record")
+    if code == META and (offset or size != file_size or size > MAX_META or link_len):
+        raise FormatError("malformed metadata record")
     rest = read_more(length - _RECORD.size)
     if len(rest) != length - _RECORD.size:
         raise FormatError("truncated record header")

@@ -174,7 +174,7 @@ class LivenessRows:
                 (ids,),
             ).fetchall()
             gone = json.dumps([r[0] for r in rows])
-            for table in ("records", "files"):
+            for table in ("records", "files", "file_meta"):
                 self.db.execute(
                     f"DELETE FROM {table} WHERE set_id IN (SELECT value FROM json_each(?))",
                     (gone,),
@@ -188,6 +188,6 @@ class LivenessRows:
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
         with self.transaction():
-            for table in ("records", "files", "set_devices"):
+            for table in ("records", "files", "file_meta", "set_devices"):
                 self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))

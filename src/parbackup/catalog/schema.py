@@ -95,7 +95,17 @@ CREATE TABLE IF NOT EXISTS records (
     origin_file INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
+CREATE TABLE IF NOT EXISTS file_meta (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    PRIMARY KEY (set_id, file_id)
+);
 """
+# file_meta: a file's extended attributes (ACLs, capabilities, ...) as the kind-8 payload
+# of parbackup/xattrs.py, for the few files that have any. A table of its own, created
+# by every opening (IF NOT EXISTS), so older catalogs gain it without a schema bump; a
+# read-only catalog without it reads as "no attributes".
 
 
 ORIGIN_INDEX = (

@@ -270,6 +270,7 @@ class Catalog(LivenessRows):
 
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
+        entries = list(entries)
         with self.transaction():
             self._insert(
                 FILES_INSERT,
@@ -292,6 +293,8 @@ class Catalog(LivenessRows):
                     for fid, e in entries
                 ),
             )
+            metas = [(set_id, fid, e.meta) for fid, e in entries if e.meta]
+            self._insert(_META_INSERT, 3, metas)
 
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
@@ -343,6 +346,13 @@ class Catalog(LivenessRows):
                     )
                     for i in (range(len(e)) if rows is None else rows)
                 ),
+            )
+            chosen = range(len(e)) if rows is None else rows
+            metas = e.metas()
+            self._insert(
+                _META_INSERT,
+                3,
+                ((set_id, i, metas[i]) for i in chosen if i in metas),
             )
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
@@ -499,7 +509,8 @@ class Catalog(LivenessRows):
         return matches[0]
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
-        """The files of a set in id order."""
+        """The files of a set in id order (with their extended attributes)."""
+        metas = self.file_metas(set_id)
         cur = self._rows(
             "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state,"
             " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
@@ -519,8 +530,18 @@ class Catalog(LivenessRows):
                 link=_dec(r[8]),
                 ctime_ns=r[10],
                 ino=r[11],
+                meta=metas.get(r[0], b""),
             )
             yield CatalogFile(r[0], entry, r[9])
+
+    def file_metas(self, set_id: str) -> dict[int, bytes]:
+        """File id -> extended attributes (xattrs payload) of the set's files that have
+        any; empty for a read-only catalog written before the table existed."""
+        try:
+            cur = self.db.execute("SELECT file_id, meta FROM file_meta WHERE set_id=?", (set_id,))
+            return {r[0]: bytes(r[1]) for r in cur}
+        except sqlite3.OperationalError:  # no such table (an older catalog, read-only)
+            return {}
 
     def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
         """Every record of a set as (file id, where it lies), by device and position."""
@@ -554,6 +575,9 @@ class Catalog(LivenessRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
+
+
+_META_INSERT = "INSERT INTO file_meta (set_id, file_id, meta)"
 
 
 def default_catalog_path() -> str:

@@ -140,4 +140,7 @@ def restore(
             line(f"skipped: {d['path']}: {d['error']}", problem=True)
         for d in report.grown:
             line(f"warning: {d['path']}: {d['note']}", problem=True)
+        for d in getattr(report, "left_out", ()):
+            left = ", ".join(d["left_out"])
+            line(f"warning: {d['path']}: left out {left}: {d['error']}", problem=True)
     return report.exit_code

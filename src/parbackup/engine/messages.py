@@ -126,6 +126,7 @@ class Failed:
 
 
 # A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
-# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None)
+# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None,
+# extended attributes: an xattrs payload, b"" when none)
 SEQ, FID, OFF, SIZE, KIND, FSIZE, MODE, UID, GID, MTIME, CTIME, INO, DEV, SRC = range(14)
-PATH, LINK, DATA = 14, 15, 16
+PATH, LINK, DATA, META = 14, 15, 16, 17

@@ -25,6 +25,9 @@ do they go to the catalog. A device error ends the mover with ``Failed``; a sour
 error skips the file with ``Problem`` (``kind``: "skipped"; "changed" when it changed
 under the reader; "grew" when it only grew: what was read is kept).
 
+A file, directory or symlink with extended attributes gets a kind-8 "meta" record
+after the records of its first segment, once that was read whole (docs/FORMAT.md).
+
 Records of small files are gathered into one large write; a payload larger than
 ``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
 """
@@ -52,6 +55,7 @@ from parbackup.engine.messages import (
     INO,
     KIND,
     LINK,
+    META,
     MODE,
     MTIME,
     OFF,
@@ -106,6 +110,7 @@ _RECORDS = 8192
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
+_META_CODE = KIND_CODES["meta"]
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -281,6 +286,35 @@ class _Mover:
         vol.records += 1
         vol.since_checkpoint += len(header) + n
 
+    def meta_record(self, item: tuple) -> None:
+        """The item's extended attributes as a kind-8 record (record version 3). The
+        catalog keeps them with the file (from the scan): this record is what makes the
+        device readable without it, so it is not among the references sent back."""
+        vol = self.volume or self.open_volume()
+        payload = item[META]
+        header = encode_record_header(
+            _META_CODE,
+            self.set_id,
+            item[FID],
+            0,
+            len(payload),
+            len(payload),
+            item[MODE],
+            item[UID],
+            item[GID],
+            item[MTIME],
+            checksum(payload),
+            item[PATH],
+            b"",
+        )
+        self.gather += header
+        self.gather += payload
+        vol.position += len(header) + len(payload)
+        vol.records += 1
+        vol.since_checkpoint += len(header) + len(payload)
+        if len(self.gather) >= _GATHER:
+            self.flush_gather()
+
     def source(self, index: int) -> Source:
         src = self.sources.get(index)
         if src is None:
@@ -302,11 +336,14 @@ class _Mover:
             self.done = item[SEQ]
             self.make_durable(commit=False)  # the dispatcher frees the segment's buffer
             return
+        whole = True
         if item[KIND] != FILE or size == 0:  # only regular files carry payload
             self.record(item, item[OFF], b"")
         else:
+            whole = False
             try:
                 self.copy_range(item)
+                whole = True
             except SourceGrew as exc:
                 self.tell(Problem(item[FID], str(exc), "grew"))
             except SourceChanged as exc:
@@ -315,6 +352,8 @@ class _Mover:
                 self.tell(Problem(item[FID], str(exc), "skipped"))
             finally:
                 self.close_reader()
+        if whole and item[META]:
+            self.meta_record(item)
         self.done = item[SEQ]
         vol = self.volume
         if vol is not None and (

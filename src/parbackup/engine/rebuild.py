@@ -3,7 +3,8 @@
 Every volume starts with a header holding its set's metadata (JSON: sources, strategy,
 order, threshold, number of devices) and every record carries its set id, file id,
 offset, size, checksum, path and metadata. Reading every volume of every device front to
-back is therefore enough to recreate the sets, their files and where each record lies.
+back is therefore enough to recreate the sets, their files and where each record lies;
+a kind-8 "meta" record gives its file's extended attributes back.
 Each record is checked (header CRC, payload BLAKE3) while it is read; only intact records
 enter the new catalog.
 
@@ -23,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from parbackup import xattrs
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.devices.base import Device
@@ -61,6 +63,8 @@ class _SetFound:
     damaged: list[dict] = field(default_factory=list)
     files: dict[int, FileEntry] = field(default_factory=dict)
     records: list[tuple[int, RecordRef]] = field(default_factory=list)
+    metas: dict[int, bytes] = field(default_factory=dict)
+    """File id -> extended attributes (the payload of its kind-8 record)."""
 
 
 @dataclass
@@ -182,6 +186,12 @@ def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFou
                 damage(f"record at {pos} belongs to another set")
             elif checksum(payload) != header.checksum:
                 damage("payload checksum mismatch", path=os.fsdecode(header.path))
+            elif header.kind == "meta":
+                try:
+                    xattrs.decode(payload)
+                    entry.metas[header.file_id] = bytes(payload)
+                except FormatError as exc:
+                    damage(f"at byte {pos}: {exc}", path=os.fsdecode(header.path))
             else:
                 _add_record(entry, header, label, name, pos, length - header.size)
             pos += length
@@ -410,7 +420,9 @@ def _write_set(
         created=created,
     )
     on_event(Notice(f"set {entry.set_hex}: writing {len(entry.files)} file(s) into the catalog"))
-    catalog.add_files(entry.set_hex, sorted(entry.files.items()))
+    metas = entry.metas
+    files = sorted(entry.files.items())
+    catalog.add_files(entry.set_hex, [(f, replace(e, meta=metas.get(f, b""))) for f, e in files])
     chosen = _choose(entry)
     catalog.add_records(
         entry.set_hex, [(fid, ref) for fid, refs in sorted(chosen.items()) for ref in refs]

@@ -8,7 +8,8 @@ damaged or incomplete file is removed and reported, never handed back as good. A
 whose records all lie on one device is finished by that device's reader, so per-file
 work spreads over the processes; this process finishes files split over devices, then
 makes hard links and special files, then symlinks, and gives directories their metadata
-last (deepest first). Nothing is written through a symlink. An interrupted restore
+last (deepest first), and extended attributes (ACLs, capabilities) to everything at
+the very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted restore
 (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 """
 
@@ -24,6 +25,7 @@ from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import Outcome, read_back, warm_up
+from parbackup.readback.fidelity import restore_extended
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.select import (
     covered,
@@ -61,6 +63,9 @@ class RestoreReport:
     """Entries not recreated because this user may not (device nodes without privilege)."""
     grown: list[dict] = field(default_factory=list)
     """Files that grew while they were backed up: restored as they were read."""
+    left_out: list[dict] = field(default_factory=list)
+    """Entries restored without some of their metadata (extended attributes, ACLs,
+    capabilities, owner) because the target could not take it; each names what."""
 
     @property
     def status(self) -> str:
@@ -68,7 +73,7 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped or self.grown else 0
+        return 1 if self.damaged else 3 if self.skipped or self.grown or self.left_out else 0
 
     def to_json(self) -> dict:
         return {
@@ -81,6 +86,7 @@ class RestoreReport:
             "damaged": self.damaged,
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"grown": self.grown} if self.grown else {}),
+            **({"left_out": self.left_out} if self.left_out else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -144,6 +150,11 @@ def run_restore(
             dest.pop(f.file_id)
     restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
     _restore_links(chosen, dest, restored, report, on_event)
+    bad = {d["path"] for d in report.damaged + report.skipped}
+    placed = set(restored) | {
+        f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
+    }
+    report.left_out = restore_extended(chosen, dest, placed)
     report.seconds = time.monotonic() - started
     return report
 
