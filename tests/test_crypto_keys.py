@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from parbackup.crypto.codec import FLAG_SEALED, FLAG_ZSTD, Codec, CodecSpec, Pla
 from parbackup.crypto.compress import AUTO, OFF, parse_compression
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
+from parbackup.crypto.sealedfile import CHUNK, open_file, seal_file
 from parbackup.errors import FormatError, KeyUnlockError, TamperedError, UsageError
 
 MASTER = bytes(range(32))
@@ -226,3 +228,29 @@ def test_key_command_rotates_without_showing_secrets(tmp_path: Path) -> None:
         assert master.hex() not in text and "second" not in text
     missing = run_cli("key", "list", "--catalog", str(tmp_path / "none.sqlite"))
     assert missing.code == 1 and "no key" in missing.err
+
+
+# -- sealed files (catalog copies) ----------------------------------------------------------
+@pytest.mark.parametrize("size", [0, 5, CHUNK, CHUNK * 2 + 7])
+def test_sealed_file_round_trip(size: int) -> None:
+    data = os.urandom(size)
+    out = io.BytesIO()
+    seal_file(io.BytesIO(data), out, MASTER, b"k" * 16)
+    back = io.BytesIO()
+    open_file(io.BytesIO(out.getvalue()), back, MASTER, "copy")
+    assert back.getvalue() == data
+
+
+def test_sealed_file_tampering() -> None:
+    data = os.urandom(CHUNK * 2 + 100)
+    out = io.BytesIO()
+    seal_file(io.BytesIO(data), out, MASTER, b"k" * 16)
+    sealed = out.getvalue()
+    flipped = bytearray(sealed)
+    flipped[len(sealed) // 2] ^= 1
+    first_chunk_end = 38 + 4 + CHUNK + 16
+    for bad in (bytes(flipped), sealed[:first_chunk_end], sealed[:-1]):
+        with pytest.raises((TamperedError, FormatError)):
+            open_file(io.BytesIO(bad), io.BytesIO(), MASTER, "copy")
+    with pytest.raises(TamperedError):
+        open_file(io.BytesIO(sealed), io.BytesIO(), bytes(32), "copy")

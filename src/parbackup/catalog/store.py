@@ -258,8 +258,8 @@ class Catalog(LivenessRows):
             insert_rows(
                 self.db,
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file)",
-                11,
+                " header_size, checksum, origin_set, origin_file, stored)",
+                12,
                 (
                     (
                         set_id,
@@ -273,6 +273,7 @@ class Catalog(LivenessRows):
                         r.checksum,
                         r.origin_set,
                         r.origin_file,
+                        r.stored,
                     )
                     for fid, r in records
                 ),
@@ -308,14 +309,28 @@ class Catalog(LivenessRows):
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
         """Record durable records of one device as a mover reports them:
-        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         with self.transaction():
             insert_rows(
                 self.db,
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum)",
-                9,
-                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+                " offset, size, checksum, stored)",
+                10,
+                (
+                    (
+                        set_id,
+                        r[0],
+                        label,
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] if len(r) > 7 else -1,
+                    )
+                    for r in rows
+                ),
             )
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
@@ -486,11 +501,15 @@ class Catalog(LivenessRows):
         """Every record of a set as (file id, where it lies), by device and position."""
         cur = self.db.execute(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
+            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:
-            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9])
+            yield (
+                r[0],
+                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
+            )
 
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""

@@ -18,6 +18,8 @@ import click
 from parbackup.catalog import default_catalog_path
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option
 from parbackup.cli.render import line
+from parbackup.crypto.codec import CodecSpec
+from parbackup.crypto.compress import AUTO, OFF, parse_compression
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
 from parbackup.errors import KeyUnlockError
@@ -68,6 +70,46 @@ def load_key(catalog_path: str | None) -> KeyFile:
     if keyfile is None:
         raise KeyUnlockError(f"{path}: no key (the first 'backup --encrypt' creates one)")
     return keyfile
+
+
+def reader_codec(
+    catalog_path: str | None, password_file: str | None, password_command: str | None
+) -> CodecSpec | None:
+    """The key for reading the catalog's sets: None when the catalog has no key, else
+    unlocked with the user's passphrase (KeyUnlockError before anything is read)."""
+    keyfile = KeyFile.load(catalog_key_path(catalog_path))
+    if keyfile is None:
+        return None
+    master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+    return CodecSpec(OFF, master, keyfile.key_id)
+
+
+def backup_codec(
+    catalog_path: str | None,
+    encrypt: bool,
+    compression: str | None,
+    password_file: str | None,
+    password_command: str | None,
+) -> tuple[CodecSpec | None, bytes]:
+    """How a new set's records are stored, and the key file to put on its devices.
+    ``--encrypt`` creates the catalog's key on first use; once the catalog has a key
+    every set is encrypted with it. Compression defaults to auto for an encrypted set
+    and off otherwise."""
+    path = catalog_key_path(catalog_path)
+    keyfile = KeyFile.load(path)
+    master = b""
+    if keyfile is not None:
+        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+    elif encrypt:
+        keyfile, master = KeyFile.create(passphrase(password_file, password_command, new=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keyfile.save(path)
+    mode = (AUTO if master else OFF) if compression is None else parse_compression(compression)
+    if not master and mode == OFF:
+        return None, b""
+    if keyfile is None or not master:
+        return CodecSpec(mode), b""
+    return CodecSpec(mode, master, keyfile.key_id), keyfile.to_json()
 
 
 def _slots(keyfile: KeyFile) -> list[dict]:

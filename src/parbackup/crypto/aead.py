@@ -30,6 +30,7 @@ from parbackup.errors import TamperedError
 TAG_SIZE = 16
 DOMAIN_RECORD = 0
 DOMAIN_VOLUME_META = 1
+DOMAIN_FILE = 2
 _NONCE = struct.Struct("<QI")
 _AAD = struct.Struct("<4s16sQQQQHH16s16sQ")
 
