@@ -286,6 +286,14 @@ class RecordRef:
     checksum: bytes
     origin_set: str = ""
     origin_file: int = -1
+    stored: int = -1
+    """Payload bytes on the device when they differ from ``size`` (a compressed or
+    encrypted record, format version 4); -1: the record stores ``size`` bytes."""
+
+    @property
+    def length(self) -> int:
+        """Payload bytes on the device: the record takes ``header_size + length``."""
+        return self.size if self.stored < 0 else self.stored
 
 
 @dataclass

@@ -80,7 +80,8 @@ class LivenessRows:
             args = [roots_json, sets_json, sets_json]
         rows = self.db.execute(
             "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
-            " SELECT DISTINCT label, volume, position, header_size + size AS len FROM records"
+            " SELECT DISTINCT label, volume, position,"
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END) AS len FROM records"
             f" WHERE {where}) AS live GROUP BY label, volume",
             args,
         ).fetchall()
@@ -111,7 +112,8 @@ class LivenessRows:
     ) -> list[tuple[int, int, bytes]]:
         """(position, length, checksum) of the live records in one volume, by position."""
         rows = self.db.execute(
-            "SELECT DISTINCT position, header_size + size, checksum FROM records"
+            "SELECT DISTINCT position,"
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END), checksum FROM records"
             " WHERE label=? AND volume=? AND set_id IN (SELECT value FROM json_each(?))"
             " ORDER BY position",
             (label, volume, json.dumps(sorted(root_ids))),

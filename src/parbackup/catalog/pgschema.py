@@ -95,6 +95,14 @@ STEPS: tuple[tuple[str, ...], ...] = (
     (  # 3: the interrupted set a run resumed
         "ALTER TABLE sets ADD COLUMN resumed TEXT NOT NULL DEFAULT ''",
     ),
+    (  # 4: stored payload sizes (compression, encryption); files' extended attributes
+        "ALTER TABLE records ADD COLUMN stored BIGINT NOT NULL DEFAULT -1",
+        """CREATE TABLE file_meta (
+            set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+            file_id BIGINT NOT NULL,
+            meta BYTEA NOT NULL,
+            PRIMARY KEY (set_id, file_id))""",
+    ),
 )
 
 VERSION_TABLE = (

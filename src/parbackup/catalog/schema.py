@@ -9,10 +9,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
-3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
+3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py).
+4: records.stored (payload bytes on the device of a compressed or encrypted record);
+file_meta (files' extended attributes)."""
 
 REBUILDING_KEY = "rebuilding"
 """A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
@@ -26,6 +28,7 @@ ADDED_COLUMNS = (
     ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
     ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
     ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
+    ("records", "stored", "INTEGER NOT NULL DEFAULT -1"),
 )
 
 SCHEMA = """
@@ -92,7 +95,8 @@ CREATE TABLE IF NOT EXISTS records (
     header_size INTEGER NOT NULL,
     checksum BLOB NOT NULL,
     origin_set TEXT NOT NULL DEFAULT '',
-    origin_file INTEGER NOT NULL DEFAULT -1
+    origin_file INTEGER NOT NULL DEFAULT -1,
+    stored INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
 CREATE TABLE IF NOT EXISTS file_meta (

@@ -144,11 +144,21 @@ class Catalog(LivenessRows):
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from exc
         version = int(row[0]) if row else 0
-        if version != SCHEMA_VERSION:
-            raise CatalogError(
-                f"{path} is a schema {version} catalog on read-only media; copy it somewhere "
-                f"writable first (this parbackup reads schema {SCHEMA_VERSION})"
-            )
+        if version > SCHEMA_VERSION:
+            raise CatalogError(f"{path} was written by a newer parbackup (schema {version})")
+        if version < SCHEMA_VERSION:  # an older copy on a disc: brought up to date in memory
+            try:
+                memory = sqlite3.connect(":memory:", isolation_level=None)
+                self.db.backup(memory)
+                self.db.close()
+                self.db = memory
+                with self.transaction():
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self._migrate()
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
 
     def _use_wal(self, wait: float = 60.0) -> None:
         """Switch a new catalog to WAL mode.
@@ -301,8 +311,8 @@ class Catalog(LivenessRows):
         with self.transaction():
             self._insert(
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file)",
-                11,
+                " header_size, checksum, origin_set, origin_file, stored)",
+                12,
                 (
                     (
                         set_id,
@@ -316,6 +326,7 @@ class Catalog(LivenessRows):
                         r.checksum,
                         r.origin_set,
                         r.origin_file,
+                        r.stored,
                     )
                     for fid, r in records
                 ),
@@ -357,13 +368,27 @@ class Catalog(LivenessRows):
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
         """Record durable records of one device as a mover reports them:
-        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         with self.transaction():
             self._insert(
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum)",
-                9,
-                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+                " offset, size, checksum, stored)",
+                10,
+                (
+                    (
+                        set_id,
+                        r[0],
+                        label,
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] if len(r) > 7 else -1,
+                    )
+                    for r in rows
+                ),
             )
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
@@ -547,11 +572,15 @@ class Catalog(LivenessRows):
         """Every record of a set as (file id, where it lies), by device and position."""
         cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
+            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:
-            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9])
+            yield (
+                r[0],
+                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
+            )
 
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""

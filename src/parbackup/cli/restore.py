@@ -15,6 +15,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
@@ -79,6 +80,7 @@ moved_device_option = click.option(
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@password_options
 @json_option
 @handle_errors
 def restore(
@@ -90,6 +92,8 @@ def restore(
     devices: tuple[str, ...],
     catalog_path: str | None,
     to_stdout: str | None,
+    password_file: str | None,
+    password_command: str | None,
     as_json: bool,
 ) -> int:
     """Restore a backup set into TARGET, reading all devices at once.
@@ -106,9 +110,10 @@ def restore(
     if to_stdout is not None:
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
+        codec = reader_codec(catalog_path, password_file, password_command)
         with open_catalog(catalog_path, create=False) as catalog:
             out = click.get_binary_stream("stdout")
-            report = restore_to_stream(catalog, set_ref, to_stdout, out, devices)
+            report = restore_to_stream(catalog, set_ref, to_stdout, out, devices, codec=codec)
         warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
         for d in report.damaged:
             warn(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
@@ -121,6 +126,7 @@ def restore(
         includes=includes + tuple(exclude(p) for p in excludes),
         overwrite=overwrite,
         devices=devices,
+        codec=reader_codec(catalog_path, password_file, password_command),
     )
     if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
         raise UsageError(f"--target {target} is neither a directory nor a block device")

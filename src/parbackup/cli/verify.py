@@ -13,6 +13,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
@@ -23,12 +24,21 @@ from parbackup.readback.verify import run_verify
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@password_options
 @json_option
 @handle_errors
-def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
+def verify(
+    set_ref: str,
+    devices: tuple[str, ...],
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    as_json: bool,
+) -> int:
     """Check that every segment of a set is present and intact; name each damaged file."""
+    codec = reader_codec(catalog_path, password_file, password_command)
     with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run_verify(catalog, set_ref, devices, v)
+        report = run_verify(catalog, set_ref, devices, v, codec=codec)
     if as_json:
         emit_json(report.to_json())
     else:

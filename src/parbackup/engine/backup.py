@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence, Set
@@ -25,7 +24,7 @@ from typing import BinaryIO
 from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.engine import messages as m
-from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
@@ -305,7 +304,7 @@ class _Backup:
             "kind": kind,
         }
         for d in alive:
-            d.worker.send(m.Begin(set_id, meta))
+            d.worker.send(m.Begin(set_id, meta, options.codec))
         run_options = RunOptions(
             options.strategy, options.order, options.device_timeout, options.chunk
         )
@@ -497,7 +496,7 @@ class _Backup:
     def copy_catalog(self, devices: list[DeviceState]) -> None:
         """Put a copy of the catalog on every surviving device at once (X2)."""
         with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
-            path = os.path.join(tmp, "catalog.sqlite")
-            self.catalog.copy_to(path)
-            for url, error in self.fleet.put(devices, CATALOG_COPY, path).items():
-                self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
+            options = self.options
+            for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+                for url, error in self.fleet.put(devices, name, path).items():
+                    self.on_event(Notice(f"could not copy {name} to {url}: {error}"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.format import CHUNK
 from parbackup.model import Space
 from parbackup.sources.base import SourceSpec
@@ -38,6 +39,8 @@ class Probe:
 class Begin:
     set_id: bytes
     meta: dict
+    codec: CodecSpec | None = None
+    """How records are stored (compression, key): None writes format versions 1-2."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.format import CHUNK
 from parbackup.model import DeviceReport, Order, Skipped, Strategy
 from parbackup.plan.pacing import Balance
@@ -33,6 +34,10 @@ class BackupOptions:
     """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
     created: str = ""
     """The set's time in the catalog (ISO 8601, UTC; ``backup --time``), '' for now."""
+    codec: CodecSpec | None = None
+    """Compression and encryption of the set's records (None: neither; format 1-2)."""
+    key_file: bytes = b""
+    """The key file (wrapped key, no secret) an encrypted set puts on every device."""
 
 
 @dataclass

@@ -65,6 +65,7 @@ def run_image_restore(
         options.devices,
         lambda _label: spec,
         on_event,
+        codec=options.codec,
     )
     if outcome.ok(image.file_id, len(records)):
         report.files, report.bytes = 1, image.entry.size

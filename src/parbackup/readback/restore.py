@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile
+from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
@@ -47,6 +48,8 @@ class RestoreOptions:
     includes: tuple[str, ...] = ()
     overwrite: bool = False
     devices: tuple[str, ...] = ()
+    codec: CodecSpec | None = None
+    """The key (and compression) of an encrypted set; None for a plain one."""
 
 
 @dataclass
@@ -216,6 +219,7 @@ def _restore_files(
             lambda label: DirectorySinkSpec(targets[label]),
             on_event,
             on_good=done,
+            codec=options.codec,
         )
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind

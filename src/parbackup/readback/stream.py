@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
@@ -51,6 +52,7 @@ def restore_to_stream(
     on_event: EventSink = ignore,
     *,
     window: int = 0,
+    codec: CodecSpec | None = None,
 ) -> RestoreReport:
     """Write the one file of a set matching ``pattern`` to ``out``, in order, checked.
 
@@ -94,6 +96,7 @@ def restore_to_stream(
         on_event,
         on_chunk=writer.take,
         stop_on_damage=True,
+        codec=codec,
     )
     if chosen.file_id in outcome.damaged or writer.next != chosen.entry.size:
         device, error = outcome.damaged.get(chosen.file_id, ("", "not restored"))

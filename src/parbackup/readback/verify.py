@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
@@ -54,6 +55,7 @@ def run_verify(
     set_ref: str | None = None,
     devices: tuple[str, ...] = (),
     on_event: EventSink = ignore,
+    codec: CodecSpec | None = None,
 ) -> VerifyReport:
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
@@ -86,6 +88,7 @@ def run_verify(
         lambda _label: VerifySinkSpec(),
         on_event,
         frames={label: (recs, label not in failed) for label, recs in frames.items()},
+        codec=codec,
     )
     damage = outcome.damaged
     for fid, entry in files.items():
