@@ -233,3 +233,33 @@ def test_rebuild_names_a_tampered_record(tmp_path: Path) -> None:
     (s,) = json.loads(rebuilt.out)["sets"]
     assert s["status"] == "degraded"
     assert any("authentication failed" in d["error"] for d in s["damaged"])
+
+
+def test_extended_attributes_of_an_encrypted_set_are_sealed_and_rebuilt(tmp_path: Path) -> None:
+    """The kind-8 meta record of an encrypted set hides the file's name and attributes,
+    and rebuild-catalog unseals it: the attribute comes back from the devices alone."""
+    src = sample_tree(tmp_path / "src")
+    target = src / "docs" / SECRET_NAME
+    try:
+        os.setxattr(target, "user.secret", b"attribute-value-to-hide")
+    except OSError as exc:
+        pytest.skip(f"no user extended attributes here: {exc}")
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    cat = tmp_path / "cat.sqlite"
+    out = run_cli("backup", str(src), *devargs, "--catalog", str(cat), "--encrypt", env=PW)
+    assert out.code == 0, out.err
+    for vol in volumes(devs):
+        data = vol.read_bytes()
+        assert b"attribute-value-to-hide" not in data and b"user.secret" not in data
+        assert SECRET_NAME.encode() not in data
+    new = tmp_path / "new.sqlite"
+    rebuilt = run_cli("rebuild-catalog", *devargs, "--catalog", str(new), env=PW)
+    assert rebuilt.code == 0, rebuilt.err
+    out_dir = tmp_path / "out"
+    restored = run_cli("restore", "--catalog", str(new), "--target", str(out_dir), env=PW)
+    assert restored.code == 0, restored.err
+    back = restored_root(out_dir, src) / "docs" / SECRET_NAME
+    assert os.getxattr(back, "user.secret") == b"attribute-value-to-hide"
