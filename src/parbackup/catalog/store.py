@@ -32,6 +32,7 @@ from parbackup.catalog.schema import (
     Transaction,
     insert_rows,
 )
+from parbackup.catalog.setref import pick_set
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
@@ -444,19 +445,9 @@ class Catalog(LivenessRows):
         ]
 
     def resolve_set(self, ref: str | None) -> SetInfo:
-        """A set by id, unique id prefix, or 'latest' (the newest restorable set)."""
-        sets = self.sets()
-        if ref in (None, "", "latest"):
-            usable = [s for s in sets if s.status in ("complete", "degraded")]
-            if not usable:
-                raise CatalogError(f"{self.path} holds no complete backup set")
-            return usable[-1]
-        matches = [s for s in sets if s.id == ref] or [s for s in sets if s.id.startswith(ref)]
-        if not matches:
-            raise CatalogError(f"no backup set {ref!r} in {self.path}")
-        if len(matches) > 1:
-            raise CatalogError(f"set id {ref!r} is ambiguous; give more characters")
-        return matches[0]
+        """A set by reference: 'latest', 'latest~N', an id or id prefix, or a time
+        (catalog/setref.py says how)."""
+        return pick_set(self.sets(), ref, self.path)
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
         """The files of a set in id order."""

@@ -32,6 +32,9 @@ COMMANDS = {
     "forget": "parbackup.cli.forget:forget_command",
     "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
     "relabel": "parbackup.cli.relabel:relabel",
+    "ls": "parbackup.cli.ls:ls",
+    "diff": "parbackup.cli.diff:diff",
+    "find": "parbackup.cli.find:find",
 }
 """Command name -> where it lives; a command's module is imported only when it runs
 (or when --help lists them), so a backup does not load restore's code."""

@@ -29,7 +29,8 @@ set_option = click.option(
     default="latest",
     show_default=True,
     metavar="ID",
-    help="Backup set id (or a unique prefix of it), or 'latest'.",
+    help="Backup set: 'latest', 'latest~N' (the Nth before it), an id or unique prefix, "
+    "or a date/time (the newest set made at or before it).",
 )
 moved_device_option = click.option(
     "--device",
