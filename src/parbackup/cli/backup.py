@@ -15,6 +15,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
@@ -285,6 +286,7 @@ def summarize(report: BackupReport) -> None:
     help="Record the set under this time (ISO 8601; local time if no zone is given) "
     "instead of now: for imports, and to try retention policies (forget) without waiting.",
 )
+@profile_options
 @json_option
 @handle_errors
 def backup(

@@ -6,6 +6,7 @@ import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.ls import SET_HELP
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line
 from parbackup.engine.browse import diff_sets
 
@@ -14,6 +15,7 @@ from parbackup.engine.browse import diff_sets
 @click.argument("set_a", metavar="SET_A")
 @click.argument("set_b", metavar="SET_B")
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def diff(set_a: str, set_b: str, catalog_path: str | None, as_json: bool) -> int:

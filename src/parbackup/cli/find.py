@@ -6,6 +6,7 @@ import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.ls import entry_json, entry_line
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line
 from parbackup.engine.browse import find_paths
 from parbackup.errors import UsageError
@@ -14,6 +15,7 @@ from parbackup.errors import UsageError
 @click.command("find")
 @click.argument("patterns", metavar="PATTERN...", nargs=-1, required=True)
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def find(patterns: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:

@@ -12,6 +12,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line
 from parbackup.engine.browse import list_set
 from parbackup.model import FileEntry
@@ -46,6 +47,7 @@ def entry_line(e: FileEntry) -> str:
 @click.argument("set_ref", metavar="SET")
 @click.argument("path", required=False, default="")
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def ls(set_ref: str, path: str, catalog_path: str | None, as_json: bool) -> int:

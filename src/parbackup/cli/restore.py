@@ -15,6 +15,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
@@ -80,6 +81,7 @@ moved_device_option = click.option(
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@profile_options
 @json_option
 @handle_errors
 def restore(

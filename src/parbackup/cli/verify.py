@@ -13,6 +13,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
@@ -23,6 +24,7 @@ from parbackup.readback.verify import run_verify
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@profile_options
 @json_option
 @handle_errors
 def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
