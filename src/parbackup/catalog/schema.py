@@ -9,10 +9,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
-3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
+3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py).
+4: the progress table (per-device samples of a backup, for ``report``; a new table,
+made by SCHEMA's CREATE TABLE IF NOT EXISTS when an older catalog is opened)."""
 
 REBUILDING_KEY = "rebuilding"
 """A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
@@ -95,6 +97,16 @@ CREATE TABLE IF NOT EXISTS records (
     origin_file INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
+CREATE TABLE IF NOT EXISTS progress (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    device TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    event TEXT NOT NULL DEFAULT 'bytes',
+    redirected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (set_id, seq)
+);
 """
 
 

@@ -408,6 +408,32 @@ class Catalog(LivenessRows):
             )
         self.run_lock.release()
 
+    def add_progress(self, set_id: str, samples: Iterable[tuple]) -> None:
+        """Store a backup's per-device samples: (seconds, device URL, bytes, event,
+        redirected) rows, bounded by the caller (engine/samples.py)."""
+        rows = [(set_id, i, *row) for i, row in enumerate(samples)]
+        with self.transaction():
+            insert_rows(
+                self.db,
+                "INSERT INTO progress (set_id, seq, seconds, device, bytes, event, redirected)",
+                7,
+                rows,
+            )
+
+    def progress(self, set_id: str) -> list[tuple]:
+        """A set's samples as (seconds, device URL, bytes, event, redirected), in order;
+        none for a set made before they were kept (or a catalog too old to hold them)."""
+        try:
+            return self.db.execute(
+                "SELECT seconds, device, bytes, event, redirected FROM progress"
+                " WHERE set_id=? ORDER BY seq",
+                (set_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # a read-only catalog of schema < 4
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def lock_for_run(self) -> None:
         """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
         if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died

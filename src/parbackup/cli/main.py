@@ -35,6 +35,7 @@ COMMANDS = {
     "ls": "parbackup.cli.ls:ls",
     "diff": "parbackup.cli.diff:diff",
     "find": "parbackup.cli.find:find",
+    "report": "parbackup.cli.report:report",
 }
 """Command name -> where it lives; a command's module is imported only when it runs
 (or when --help lists them), so a backup does not load restore's code."""
