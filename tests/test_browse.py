@@ -91,7 +91,7 @@ def test_ls_names_a_bad_reference_in_one_line(two_sets) -> None:
     assert r.code == 1 and r.json["status"] == "failed"
     assert "at or before 2025-01-01" in r.json["error"]
     r = run_cli("ls", "last-tuesday", "--catalog", str(cat))
-    assert r.code == 2 and "not a set reference" in r.err
+    assert r.code == 1 and "no backup set 'last-tuesday'" in r.err and "latest~N" in r.err
 
 
 def test_diff_tells_added_removed_changed_and_metadata_only(two_sets) -> None:

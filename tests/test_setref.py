@@ -72,6 +72,6 @@ def test_a_date_alone_is_the_end_of_that_local_day(monkeypatch: pytest.MonkeyPat
         time.tzset()
 
 
-def test_a_word_that_is_no_reference_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="not a set reference"):
+def test_a_word_that_is_no_reference_names_the_forms_a_reference_takes() -> None:
+    with pytest.raises(CatalogError, match="no backup set 'yesterday' .*latest~N"):
         pick("yesterday")

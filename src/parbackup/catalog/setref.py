@@ -75,9 +75,9 @@ def pick_set(sets: Sequence[SetInfo], ref: str | None, where: str) -> SetInfo:
             raise CatalogError(f"no restorable set made at or before {ref} in {where}")
         return max(before, key=set_time)
     if not _HEX.match(ref):
-        raise UsageError(
-            f"{ref!r} is not a set reference (latest, latest~N, an id or id prefix, "
-            "or a date such as 2026-03-01)"
+        raise CatalogError(
+            f"no backup set {ref!r} in {where} (a set is named by latest, latest~N, an id "
+            "or id prefix, or a date such as 2026-03-01)"
         )
     matches = [s for s in sets if s.id.startswith(ref.lower())]
     if not matches:

@@ -78,6 +78,8 @@ def cli() -> None:
       parbackup verify                                     # check the latest set
       parbackup restore --target /tmp/r                    # restore the latest set
       parbackup forget --keep-daily 7 --prune              # retention, reclaim space
+      parbackup diff latest~1 latest                       # what changed
+      parbackup backup --profile home                      # options from config.toml
 
     \b
     Exit status:
