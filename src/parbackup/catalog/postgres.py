@@ -51,7 +51,10 @@ SCHEMES = ("postgresql", "postgres")
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
 WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
 _COPY_TYPES = {
-    **dict.fromkeys(("set_id", "kind", "label", "volume", "origin_set", "state"), "text"),
+    **dict.fromkeys(
+        ("set_id", "kind", "label", "volume", "origin_set", "state", "device", "event"), "text"
+    ),
+    "seconds": "float8",
     **dict.fromkeys(("path", "link", "checksum", "meta"), "bytea"),
 }
 _TABLES = (  # in foreign-key order, each with the order its rows are copied in
@@ -62,6 +65,7 @@ _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("files", "set_id, file_id"),
     ("records", "set_id, file_id"),  # the order of its index: the copy fills it fastest
     ("file_meta", "set_id, file_id"),
+    ("progress", "set_id, seq"),
 )
 _cursor_names = itertools.count()
 

@@ -14,7 +14,8 @@ SCHEMA_VERSION = 4
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
 3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py).
 4: records.stored (payload bytes on the device of a compressed or encrypted record);
-file_meta (files' extended attributes)."""
+file_meta (files' extended attributes); progress (per-device samples of a backup, for
+``report``)."""
 
 REBUILDING_KEY = "rebuilding"
 """A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
@@ -105,11 +106,21 @@ CREATE TABLE IF NOT EXISTS file_meta (
     meta BLOB NOT NULL,
     PRIMARY KEY (set_id, file_id)
 );
+CREATE TABLE IF NOT EXISTS progress (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    device TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    event TEXT NOT NULL DEFAULT 'bytes',
+    redirected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (set_id, seq)
+);
 """
 # file_meta: a file's extended attributes (ACLs, capabilities, ...) as the kind-8 payload
-# of parbackup/xattrs.py, for the few files that have any. A table of its own, created
-# by every opening (IF NOT EXISTS), so older catalogs gain it without a schema bump; a
-# read-only catalog without it reads as "no attributes".
+# of parbackup/xattrs.py, for the few files that have any. progress: bounded per-device
+# samples of a backup, for ``report``. Both are made by every opening (IF NOT EXISTS), so
+# older catalogs gain them.
 
 
 ORIGIN_INDEX = (

@@ -39,6 +39,7 @@ from parbackup.catalog.schema import (
     Transaction,
     insert_rows,
 )
+from parbackup.catalog.setref import pick_set
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
@@ -482,6 +483,31 @@ class Catalog(LivenessRows):
             )
         self.run_lock.release()
 
+    def add_progress(self, set_id: str, samples: Iterable[tuple]) -> None:
+        """Store a backup's per-device samples: (seconds, device URL, bytes, event,
+        redirected) rows, bounded by the caller (engine/samples.py)."""
+        rows = [(set_id, i, *row) for i, row in enumerate(samples)]
+        with self.transaction():
+            self._insert(
+                "INSERT INTO progress (set_id, seq, seconds, device, bytes, event, redirected)",
+                7,
+                rows,
+            )
+
+    def progress(self, set_id: str) -> list[tuple]:
+        """A set's samples as (seconds, device URL, bytes, event, redirected), in order;
+        none for a set made before they were kept (or a catalog too old to hold them)."""
+        try:
+            return self.db.execute(
+                "SELECT seconds, device, bytes, event, redirected FROM progress"
+                " WHERE set_id=? ORDER BY seq",
+                (set_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # a read-only catalog of schema < 4
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def lock_for_run(self) -> None:
         """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
         if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died
@@ -519,19 +545,9 @@ class Catalog(LivenessRows):
         ]
 
     def resolve_set(self, ref: str | None) -> SetInfo:
-        """A set by id, unique id prefix, or 'latest' (the newest restorable set)."""
-        sets = self.sets()
-        if ref in (None, "", "latest"):
-            usable = [s for s in sets if s.status in ("complete", "degraded")]
-            if not usable:
-                raise CatalogError(f"{self.path} holds no complete backup set")
-            return usable[-1]
-        matches = [s for s in sets if s.id == ref] or [s for s in sets if s.id.startswith(ref)]
-        if not matches:
-            raise CatalogError(f"no backup set {ref!r} in {self.path}")
-        if len(matches) > 1:
-            raise CatalogError(f"set id {ref!r} is ambiguous; give more characters")
-        return matches[0]
+        """A set by reference: 'latest', 'latest~N', an id or id prefix, or a time
+        (catalog/setref.py says how)."""
+        return pick_set(self.sets(), ref, self.path)
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
         """The files of a set in id order (with their extended attributes)."""

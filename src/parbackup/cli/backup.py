@@ -16,6 +16,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.keys import backup_codec, password_options
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
@@ -301,6 +302,7 @@ def summarize(report: BackupReport) -> None:
     "stored as it is), off, or a level 1-19. Default: auto for an encrypted set, else off.",
 )
 @password_options
+@profile_options
 @json_option
 @handle_errors
 def backup(

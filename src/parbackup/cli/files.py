@@ -12,6 +12,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
 from parbackup.model import RESTORABLE_FILE_STATES
@@ -20,6 +21,7 @@ from parbackup.model import RESTORABLE_FILE_STATES
 @click.command("files")
 @set_option
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option
 from parbackup.engine.forget import ForgetReport, GroupBy, forget, group_sources
@@ -86,6 +87,14 @@ def _render(report: ForgetReport) -> None:
     show_default=True,
     help="sources: apply the policy to each set of sources apart. none: to all sets at once.",
 )
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="PATH",
+    help="Apply the policy only to the sets of exactly these sources (repeat for each; "
+    "a profile's sources go here).",
+)
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would go and why; change nothing.")
 @click.option(
     "--prune",
@@ -95,6 +104,7 @@ def _render(report: ForgetReport) -> None:
 )
 @moved_device_option
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def forget_command(
@@ -106,6 +116,7 @@ def forget_command(
     yearly: int,
     within: Within,
     group_by: str,
+    sources: tuple[str, ...],
     dry_run: bool,
     and_prune: bool,
     devices: tuple[str, ...],
@@ -144,6 +155,7 @@ def forget_command(
             prune=and_prune,
             overrides=devices,
             on_event=view,
+            sources=sources,
         )
     if as_json:
         emit_json(report.to_json(), report.exit_code)

@@ -26,6 +26,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, table
 from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
@@ -66,6 +67,7 @@ class _Dev:
 @catalog_option
 @selection_options
 @accept_new_host_keys_option
+@profile_options
 @json_option
 @handle_errors
 def plan(

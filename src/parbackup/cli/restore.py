@@ -16,6 +16,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.keys import password_options, reader_codec
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
@@ -30,7 +31,8 @@ set_option = click.option(
     default="latest",
     show_default=True,
     metavar="ID",
-    help="Backup set id (or a unique prefix of it), or 'latest'.",
+    help="Backup set: 'latest', 'latest~N' (the Nth before it), an id or unique prefix, "
+    "or a date/time (the newest set made at or before it).",
 )
 moved_device_option = click.option(
     "--device",
@@ -81,6 +83,7 @@ moved_device_option = click.option(
 @catalog_option
 @accept_new_host_keys_option
 @password_options
+@profile_options
 @json_option
 @handle_errors
 def restore(

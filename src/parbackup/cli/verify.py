@@ -14,6 +14,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.keys import password_options, reader_codec
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
@@ -25,6 +26,7 @@ from parbackup.readback.verify import run_verify
 @catalog_option
 @accept_new_host_keys_option
 @password_options
+@profile_options
 @json_option
 @handle_errors
 def verify(

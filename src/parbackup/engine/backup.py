@@ -33,6 +33,7 @@ from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
@@ -237,7 +238,8 @@ class _Backup:
         self.fleet: Fleet = fleet
         self.catalog: Catalog = catalog
         self.options: BackupOptions = options
-        self.on_event: EventSink = on_event
+        self.samples = ProgressSampler(on_event, started)  # for `report` (engine/samples.py)
+        self.on_event: EventSink = self.samples
         self.started = started
         self.stream = bool(specs) and specs[0].kind == "stdin"
         self.stdin = stdin
@@ -478,6 +480,7 @@ class _Backup:
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
         )
+        catalog.add_progress(set_hex, self.samples.rows())
         catalog.finish_set(
             set_hex,
             status=status,
