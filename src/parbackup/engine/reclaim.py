@@ -17,11 +17,17 @@ A kill at any moment leaves either the old volume in use and a new one no row po
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
-from parbackup.catalog.liveness import DevicePlan, compacted_name, forgettable, plan_device
+from parbackup.catalog.liveness import (
+    DevicePlan,
+    VolumeUse,
+    compacted_name,
+    forgettable,
+    plan_device,
+)
 from parbackup.devices.base import Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
@@ -44,6 +50,22 @@ class Reclaimed:
     """URL -> why it could not be (fully) cleaned."""
     cleaned: set[str] = field(default_factory=set)
     """Labels whose every dead volume is gone."""
+    actions: list[Action] = field(default_factory=list)
+    """Every volume deleted or compacted (or, in a dry run, that would be)."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One volume reclaimed: on which device, ``delete`` or ``compact``, bytes freed."""
+
+    url: str
+    volume: str
+    action: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {"device": self.url, "volume": self.volume, "action": self.action,
+                "bytes": self.bytes}  # fmt: skip
 
 
 def compact_volume(
@@ -91,16 +113,23 @@ def reclaim(
     devices: Sequence[OpenDevice],
     on_event: EventSink = ignore,
     keep: Set[str] = frozenset(),
+    *,
+    max_unused: float = 0.0,
+    dry_run: bool = False,
 ) -> Reclaimed:
     """Delete, on ``devices``, everything no live set needs (see the module docstring).
 
     ``keep``: sets to treat as roots besides the catalog's own (the sets a starting run
-    is about to reuse records from). The caller holds the catalog's run lock.
+    is about to reuse records from). ``max_unused``: a partly live volume is compacted
+    only when more than this percentage of it is unused (``liveness.worth_compacting``).
+    ``dry_run``: decide and report (``actions``, ``bytes``), change nothing. The caller
+    holds the catalog's run lock (not needed for a dry run).
     """
     nodes = catalog.set_nodes()
     root_ids = catalog.root_ids(keep)
     # 1. the catalog stops pointing into dead sets' volumes
-    catalog.drop_dead_records({n.id for n in nodes} - root_ids)
+    if not dry_run:
+        catalog.drop_dead_records({n.id for n in nodes} - root_ids)
     by_id = {n.id: n for n in nodes}
     whole = root_ids | catalog.pinned_ids(keep)
     # only volumes a plan may touch need their live bytes counted
@@ -124,12 +153,45 @@ def reclaim(
             by_id,
             whole,
             use.get(label, {}),
+            max_unused=max_unused,
         )
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
-        if _carry_out(catalog, dev, plan, root_ids, out, on_event):
+        if dry_run:
+            _would(dev, plan, dict(objects), use.get(label, {}), out)
+        elif _carry_out(catalog, dev, plan, root_ids, out, on_event):
             out.cleaned.add(label)
     return out
+
+
+def _would(
+    dev: OpenDevice,
+    plan: DevicePlan,
+    sizes: dict[str, int],
+    use: Mapping[str, VolumeUse],
+    out: Reclaimed,
+) -> None:
+    """Record, without acting, what ``plan`` would delete and compact on one device, and
+    the bytes that would be freed (a compacted volume keeps its header, its live records
+    and an end record: the header is read to count them exactly)."""
+    url = dev.url
+    for name in plan.delete:
+        out.deleted.setdefault(url, []).append(name)
+        out.actions.append(Action(url, name, "delete", sizes.get(name, 0)))
+        out.bytes += sizes.get(name, 0)
+    for name in plan.compact:
+        try:
+            with dev.device.open_read(name, 64 * 1024) as stream:
+                head = read_volume_header(stream)
+        except (DeviceError, FormatError) as exc:
+            out.failed[url] = str(exc)
+            continue
+        kept = head.length + use[name].live_bytes
+        kept += len(end_record(head.set_id, use[name].records).encode())
+        freed = max(0, sizes.get(name, 0) - kept)
+        out.compacted.setdefault(url, []).append(name)
+        out.actions.append(Action(url, name, "compact", freed))
+        out.bytes += freed
 
 
 def _carry_out(
@@ -153,6 +215,7 @@ def _carry_out(
             continue
         out.deleted.setdefault(dev.url, []).append(name)
         out.bytes += sizes.get(name, 0)
+        out.actions.append(Action(dev.url, name, "delete", sizes.get(name, 0)))
     for name in plan.compact:
         before = sizes.get(name, 0)
         try:
@@ -165,6 +228,7 @@ def _carry_out(
             continue
         out.compacted.setdefault(dev.url, []).append(name)
         out.bytes += max(0, before - after)
+        out.actions.append(Action(dev.url, name, "compact", max(0, before - after)))
     if plan.delete or plan.compact:
         on_event(
             Notice(
