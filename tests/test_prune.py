@@ -110,6 +110,10 @@ def test_max_unused_compacts_only_volumes_above_the_limit_and_dry_run_predicts_i
         assert volumes_on(devs) == before  # a dry run changes nothing
         named = {f"{Path(url).name}/{vol}" for (url, vol), (a, _) in dry.items() if a == "compact"}
         assert named == expect, (limit, named, shares)
+        if limit == 0:
+            r = run_cli("prune", "--dry-run", "--catalog", cat)
+            assert r.code == 0 and "would compact sets/" in r.out, r.out
+            assert "nothing was changed" in r.out and volumes_on(devs) == before, r.out
         r = run_cli("prune", "--max-unused", str(limit), "--catalog", cat, "--json")
         assert r.code == 0, r.err
         assert actions(r.json) == dry, limit  # the same volumes, the same bytes freed
