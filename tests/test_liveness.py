@@ -24,12 +24,14 @@ from parbackup.catalog.liveness import (
     VolumeUse,
     compacted_name,
     forgettable,
+    free_tapes,
     pinned,
     plan_device,
     roots,
     running_ids,
     set_of_volume,
     volume_use,
+    worth_compacting,
 )
 from parbackup.catalog.schema import SCHEMA_VERSION
 from parbackup.engine.recovery import resumable_set
@@ -300,3 +302,35 @@ def test_only_a_run_newer_than_the_newest_restorable_set_is_resumed(tmp_path, st
     with _catalog_with(tmp_path / "c.sqlite", sets, {}) as catalog:
         assert resumable_set(catalog, ["/x"]) == (None if expected is None else IDS[expected])
         assert resumable_set(catalog, ["/other"]) is None
+
+
+@given(device_case(), st.floats(0, 100))
+def test_max_unused_compacts_exactly_the_volumes_above_the_limit(case, limit):
+    _sets, by_id, root_ids, objects, use = case
+    every = plan_device("la", objects, by_id, root_ids, use)
+    plan = plan_device("la", objects, by_id, root_ids, use, max_unused=limit)
+    sizes = dict(objects)
+    assert plan.delete == every.delete  # whole dead volumes go whatever the limit
+    assert set(plan.compact) <= set(every.compact)
+    for name in every.compact:
+        unused = sizes[name] - use[name].live_bytes
+        assert (name in plan.compact) == (unused / sizes[name] * 100 > limit), name
+        assert plan.dropped.get(name, unused) == unused
+    assert set(plan.keep) == set(every.keep) | (set(every.compact) - set(plan.compact))
+    assert plan_device("la", objects, by_id, root_ids, use, max_unused=100).compact == []
+
+
+def test_worth_compacting_needs_both_the_slack_and_the_share():
+    assert worth_compacting(10 << 20, 9 << 20, FRAMING_SLACK, 5)  # 10 % > 5 %
+    assert not worth_compacting(10 << 20, 9 << 20, FRAMING_SLACK, 10)  # exactly 10 %: no
+    assert not worth_compacting(100_000, 50_000, FRAMING_SLACK, 0)  # under the slack
+    assert worth_compacting(1 << 20, 0, FRAMING_SLACK, 99)
+
+
+def test_a_tape_url_is_free_only_when_every_label_it_had_is():
+    tapes = {"old": "tape:///t0", "new": "tape:///t0", "t1": "tape:///t1", "t2": "tape:///t2"}
+    # t0 was rewritten (new label); its old label is free, its new one is live
+    assert free_tapes(tapes, {"new"}, set()) == {"tape:///t1": ["t1"], "tape:///t2": ["t2"]}
+    # a running (pinned) set wrote to t1: busy even before its records are in the catalog
+    assert free_tapes(tapes, {"new"}, {"t1"}) == {"tape:///t2": ["t2"]}
+    assert free_tapes(tapes, set(), set())["tape:///t0"] == ["new", "old"]
