@@ -11,8 +11,10 @@ themselves, independently of prune's own plan.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -126,6 +128,58 @@ def test_max_unused_compacts_only_volumes_above_the_limit_and_dry_run_predicts_i
     assert r.code == 0, r.out
     r = run_cli("prune", "--catalog", cat)
     assert r.code == 0 and "nothing to prune" in r.out, r.out
+
+
+def test_compaction_checks_every_record_it_copies_and_keeps_the_old_volume_on_damage(
+    tmp_path, device_dirs
+):
+    devs = device_dirs(2)
+    tree, cat, ids, want = two_nights_one_forgotten(tmp_path, devs)
+    partly = sorted(unused_shares(devs, cat))
+    assert len(partly) == 2, partly  # one partly used volume on each device
+    with Catalog(cat, create=False) as catalog:
+        refs = [ref for _, ref in catalog.records(ids[-1]) if f"sets/{ids[0]}/" in ref.volume]
+    by_dev = {catalog_label(d): d for d in devs}
+    # a live record's payload damaged on the first device ...
+    first = min(refs, key=lambda r: (r.label != catalog_label(devs[0]), r.position))
+    bad = by_dev[first.label] / first.volume
+    at = first.position + first.header_size + first.size // 2
+    flip(bad, at)
+    damaged = bad.read_bytes()
+    # ... and a byte no live set needs on the second (compaction never copies it)
+    other = by_dev[catalog_label(devs[1])]
+    ours = sorted((r.position, r.position + r.header_size + r.size) for r in refs
+                  if by_dev[r.label] == other)  # fmt: skip
+    (vol2,) = {r.volume for r in refs if by_dev[r.label] == other}
+    gap = next(end for (_, end), (nxt, _) in itertools.pairwise(ours) if nxt > end)
+    flip(other / vol2, gap)
+    r = run_cli("prune", "--catalog", cat, "--json")
+    assert r.code == 3 and r.json["status"] == "warnings", r.out
+    assert list(r.json["problems"]) == [first.label], r.json
+    assert "damaged" in r.json["problems"][first.label]
+    assert r.json["unreachable"] == {}
+    assert bad.read_bytes() == damaged  # the old volume stays, nothing switched to a copy
+    assert not list(bad.parent.glob("*.c1.pbv"))
+    assert [Path(v["device"]) for v in r.json["volumes"]] == [other]  # the other was done
+    flip(bad, at)  # repaired: the next prune compacts it too
+    r = run_cli("prune", "--catalog", cat, "--json")
+    assert r.code == 0 and [Path(v["device"]) for v in r.json["volumes"]] == [by_dev[first.label]]
+    assert device_garbage(devs, cat) == {}
+    restores_exactly(tmp_path, cat, ids[-1], tree, want)
+    # the catalog copies on the devices name the compacted volumes
+    for d in devs:
+        copy = tmp_path / f"copy-{d.name}.sqlite"
+        shutil.copyfile(d / "catalog" / "catalog.sqlite", copy)
+        restores_exactly(tmp_path, str(copy), ids[-1], tree, want)
+
+
+def flip(path: Path, at: int) -> None:
+    """Invert one byte of a file in place."""
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([b[0] ^ 0xFF]))
 
 
 def test_a_tape_is_free_only_once_nothing_on_it_is_live(tmp_path, device_dirs):

@@ -61,6 +61,8 @@ def _render(report: ForgetReport) -> None:
         )
         for label, reason in p.unreachable.items():
             line(f"unreachable: device {label}: {reason}", problem=True)
+        for label, reason in p.problems.items():
+            line(f"not fully cleaned: device {label}: {reason}", problem=True)
 
 
 @click.command("forget")

@@ -32,6 +32,8 @@ def _render(report: PruneReport) -> None:
         line(f"tape {url} (label {', '.join(labels)}) is free: nothing on it is live")
     for label, reason in report.unreachable.items():
         line(f"unreachable: device {label}: {reason}", problem=True)
+    for label, reason in report.problems.items():
+        line(f"not fully cleaned: device {label}: {reason}", problem=True)
     if report.volumes:
         line(
             f"{'dry run: ' if report.dry_run else ''}{len(report.volumes)} volume(s), "
@@ -94,8 +96,9 @@ def prune(
     A tape is never compacted or deleted from: once nothing on it is live it is
     reported free (its next backup rewrites it whole). Sets this catalog does not know
     are never touched (they are listed as foreign). A device that cannot be reached is
-    named and the exit status is 3; run prune again once it is back to reclaim its
-    share.
+    named and the exit status is 3 (so is a device where a volume could not be
+    deleted, or a compaction stopped at a damaged record: the old volume then stays);
+    run prune again once it is back to reclaim its share.
 
     \b
     Examples:
@@ -108,7 +111,7 @@ def prune(
         progress_view(not as_json) as view,
     ):
         report = prune_orphans(catalog, devices, view, max_unused=max_unused, dry_run=dry_run)
-    code = 3 if report.unreachable else 0
+    code = report.exit_code
     if as_json:
         doc = report.to_json()
         if dry_run and not code:

@@ -84,7 +84,7 @@ class ForgetReport:
     @property
     def exit_code(self) -> int:
         """0, or 3 when the prune after it could not reach a device."""
-        return 3 if self.prune is not None and self.prune.unreachable else 0
+        return 3 if self.prune is not None and self.prune.exit_code else 0
 
     def to_json(self) -> dict:
         groups: dict[str, dict] = {}

@@ -120,6 +120,10 @@ class PruneReport:
     foreign: dict[str, list[str]] = field(default_factory=dict)
     """Sets found on devices but unknown to this catalog (left alone): id -> URLs."""
     unreachable: dict[str, str] = field(default_factory=dict)
+    """label -> why the device could not be opened."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """label -> why a device was opened but not fully cleaned (a failed deletion, a
+    damaged record that stopped a compaction: the old volume stays)."""
     reclaimed_bytes: int = 0
     dry_run: bool = False
     max_unused: float = 0.0
@@ -127,6 +131,11 @@ class PruneReport:
     """Every volume deleted or compacted (would be, in a dry run), with the bytes freed."""
     free_tapes: dict[str, list[str]] = field(default_factory=dict)
     """URL -> labels of every tape nothing live is on: it may be reused."""
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 3 when a device could not be reached or fully cleaned."""
+        return 3 if self.unreachable or self.problems else 0
 
     def to_json(self) -> dict:
         return {
@@ -137,6 +146,7 @@ class PruneReport:
             "forgotten": self.forgotten,
             "foreign": self.foreign,
             "unreachable": self.unreachable,
+            "problems": self.problems,
             "reclaimed_bytes": self.reclaimed_bytes,
             "volumes": [a.to_json() for a in self.volumes],
             "free_tapes": [{"url": k, "labels": v} for k, v in self.free_tapes.items()],
@@ -197,7 +207,7 @@ def prune_orphans(
             close_all(list(opened.values()))
         urls = {d.url: label for label, d in opened.items()}
         for url, why in done.failed.items():
-            report.unreachable[urls.get(url, url)] = why
+            report.problems[urls.get(url, url)] = why
         report.removed = _by_set(done.deleted)
         report.compacted = _by_set(done.compacted)
         report.foreign = done.foreign
