@@ -34,6 +34,7 @@ from parbackup.catalog.liveness import (
     worth_compacting,
 )
 from parbackup.catalog.schema import SCHEMA_VERSION
+from parbackup.engine.reclaim import read_batches
 from parbackup.engine.recovery import resumable_set
 from parbackup.model import RecordRef
 
@@ -334,3 +335,21 @@ def test_a_tape_url_is_free_only_when_every_label_it_had_is():
     # a running (pinned) set wrote to t1: busy even before its records are in the catalog
     assert free_tapes(tapes, {"new"}, {"t1"}) == {"tape:///t2": ["t2"]}
     assert free_tapes(tapes, set(), set())["tape:///t0"] == ["new", "old"]
+
+
+@given(st.lists(st.tuples(st.integers(1, 300), st.booleans()), max_size=40), st.integers(1, 900))
+def test_compaction_reads_back_to_back_records_together_within_the_limit(shape, limit):
+    extents, at = [], 100
+    for length, gap in shape:  # records by position, some separated by dead bytes
+        at += 17 if gap else 0
+        extents.append((at, length, b""))
+        at += length
+    runs = read_batches(extents, limit)
+    assert [e for run in runs for e in run] == extents  # every record once, in order
+    for run in runs:
+        for (p, n, _), (q, _, _) in itertools.pairwise(run):
+            assert p + n == q  # a run lies back to back
+        assert len(run) == 1 or sum(n for _, n, _ in run) <= limit
+    for a, b in itertools.pairwise(runs):  # a run ends at a gap or at the limit
+        (p, n, _), (q, m, _) = a[-1], b[0]
+        assert p + n != q or sum(x for _, x, _ in a) + m > limit

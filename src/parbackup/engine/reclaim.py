@@ -68,14 +68,42 @@ class Action:
                 "bytes": self.bytes}  # fmt: skip
 
 
+READ_BATCH = 8 << 20
+"""Live records lying back to back are read from the old volume in one request of up
+to this many bytes (one ranged GET on S3 instead of one per record)."""
+
+
+def read_batches(
+    extents: Sequence[tuple[int, int, bytes]], limit: int = READ_BATCH
+) -> list[list[tuple[int, int, bytes]]]:
+    """Group ``extents`` (by position) into runs that lie back to back and together hold
+    at most ``limit`` bytes (a single larger record is a run of its own)."""
+    runs: list[list[tuple[int, int, bytes]]] = []
+    size = 0
+    for ext in extents:
+        position, length, _ = ext
+        if runs:
+            last_pos, last_len, _ = runs[-1][-1]
+            if last_pos + last_len == position and size + length <= limit:
+                runs[-1].append(ext)
+                size += length
+                continue
+        runs.append([ext])
+        size = length
+    return runs
+
+
 def compact_volume(
     catalog: Catalog, device: Device, label: str, volume: str, root_ids: Set[str]
 ) -> str:
     """Copy the live records of ``volume`` into a new volume, switch, delete the old one.
 
     Every copied record is checked (header CRC, payload BLAKE3 against the catalog's
-    checksum) first: a damaged one stops the compaction and the old volume stays.
-    Returns the new volume's name.
+    checksum) as it is copied: a damaged one stops the compaction, the new volume is
+    aborted and the old one stays. The new volume is committed before the catalog's
+    rows switch to it (one transaction), and the old one is deleted only after that.
+    Records lying back to back are read together (``read_batches``). Returns the new
+    volume's name.
     """
     extents = catalog.live_extents(root_ids, label, volume)
     with device.open_read(volume, 64 * 1024) as stream:
@@ -86,17 +114,21 @@ def compact_volume(
     try:
         writer.write(device.read(volume, 0, head.length))
         at = head.length
-        for position, length, expected in extents:
-            data = device.read(volume, position, length)
-            if len(data) != length:
-                raise FormatError(f"{volume}: record at {position} is cut short")
-            header = parse_record_header(data)
-            payload = memoryview(data)[length - header.size :]
-            if header.checksum != expected or checksum(payload) != expected:
-                raise FormatError(f"{volume}: record at {position} is damaged")
-            writer.write(data)
-            moves[position] = at
-            at += length
+        for run in read_batches(extents):
+            start = run[0][0]
+            end = run[-1][0] + run[-1][1]
+            block = memoryview(device.read(volume, start, end - start))
+            for position, length, expected in run:
+                data = block[position - start : position - start + length]
+                if len(data) != length:
+                    raise FormatError(f"{volume}: record at {position} is cut short")
+                header = parse_record_header(data)
+                payload = data[length - header.size :]
+                if header.checksum != expected or checksum(payload) != expected:
+                    raise FormatError(f"{volume}: record at {position} is damaged")
+                writer.write(data)
+                moves[position] = at
+                at += length
         writer.write(end_record(head.set_id, len(extents)).encode())
         writer.commit()
     except BaseException:
