@@ -90,6 +90,24 @@ class LivenessRows:
             out.setdefault(label, {})[volume] = VolumeUse(count, nbytes)
         return out
 
+    def tape_labels(self) -> dict[str, str]:
+        """label -> last known URL of every tape (sequential device) the catalog knows."""
+        return dict(self.db.execute("SELECT label, url FROM devices WHERE kind='tape'").fetchall())
+
+    def labels_in_use(self, root_ids: Set[str], whole_ids: Set[str]) -> tuple[set[str], set[str]]:
+        """(labels a root lists a record on, labels a set of ``whole_ids`` wrote to and did
+        not fail on): what ``liveness.free_tapes`` decides over."""
+        live = self.db.execute(
+            "SELECT DISTINCT label FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(root_ids)),),
+        ).fetchall()
+        busy = self.db.execute(
+            "SELECT DISTINCT label FROM set_devices WHERE status != 'failed'"
+            " AND set_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(whole_ids)),),
+        ).fetchall()
+        return {r[0] for r in live}, {r[0] for r in busy}
+
     def drop_dead_records(self, set_ids: Set[str]) -> None:
         """Forget the records of the given (dead) sets, all in one transaction."""
         with self.transaction():

@@ -51,8 +51,8 @@ def _render(report: ForgetReport) -> None:
         line(f"dry run: {gone} set(s) would be forgotten; nothing was changed")
     elif report.prune is None:
         line(
-            f"forgot {len(report.forgotten)} set(s); run 'parbackup prune --orphans' (or forget"
-            " --prune) to reclaim their space"
+            f"forgot {len(report.forgotten)} set(s); run 'parbackup prune' (or forget --prune)"
+            " to reclaim their space"
         )
     else:
         p = report.prune
@@ -62,6 +62,8 @@ def _render(report: ForgetReport) -> None:
         )
         for label, reason in p.unreachable.items():
             line(f"unreachable: device {label}: {reason}", problem=True)
+        for label, reason in p.problems.items():
+            line(f"not fully cleaned: device {label}: {reason}", problem=True)
 
 
 @click.command("forget")
@@ -100,7 +102,16 @@ def _render(report: ForgetReport) -> None:
     "--prune",
     "and_prune",
     is_flag=True,
-    help="Then reclaim the space no live set needs on every reachable device (prune --orphans).",
+    help="Then reclaim the space no live set needs on every reachable device (as 'prune').",
+)
+@click.option(
+    "--max-unused",
+    type=click.FloatRange(0, 100),
+    default=0,
+    metavar="PERCENT",
+    show_default=True,
+    help="With --prune: compact a partly needed volume only when more than PERCENT of it "
+    "is unused (as 'prune --max-unused').",
 )
 @moved_device_option
 @catalog_option
@@ -119,6 +130,7 @@ def forget_command(
     sources: tuple[str, ...],
     dry_run: bool,
     and_prune: bool,
+    max_unused: float,
     devices: tuple[str, ...],
     catalog_path: str | None,
     as_json: bool,
@@ -132,7 +144,7 @@ def forget_command(
     that keeps nothing is refused.
 
     Forgetting only changes the catalog (one transaction, under the run lock). The
-    space goes at the next prune (--prune here, or 'parbackup prune --orphans'); records
+    space goes at the next prune (--prune here, or 'parbackup prune'); records
     a kept incremental set reuses from a forgotten one stay until nothing needs them.
     Exit status 3 when the prune could not reach a device.
 
@@ -156,6 +168,7 @@ def forget_command(
             overrides=devices,
             on_event=view,
             sources=sources,
+            max_unused=max_unused,
         )
     if as_json:
         emit_json(report.to_json(), report.exit_code)

@@ -94,7 +94,7 @@ def cli() -> None:
       141  stdout closed early (broken pipe)
 
     An interrupted backup is recorded as interrupted, never complete; run it again to
-    resume, or 'parbackup prune --orphans' to remove what it wrote.
+    resume, or 'parbackup prune' to remove what it wrote.
     """
 
 

@@ -8,7 +8,7 @@ them forgotten or none. A forgotten set is no longer a root of catalog/liveness.
 the next prune reclaims its volumes, except the records a kept (incremental) set reuses:
 those stay live, and readable for that set, until nothing needs them.
 
-Interrupted, failed and running sets are not the policy's business (``prune --orphans``
+Interrupted, failed and running sets are not the policy's business (``prune``
 cleans up after them).
 """
 
@@ -98,7 +98,7 @@ class ForgetReport:
     @property
     def exit_code(self) -> int:
         """0, or 3 when the prune after it could not reach a device."""
-        return 3 if self.prune is not None and self.prune.unreachable else 0
+        return 3 if self.prune is not None and self.prune.exit_code else 0
 
     def to_json(self) -> dict:
         groups: dict[str, dict] = {}
@@ -130,10 +130,12 @@ def forget(
     overrides: Sequence[str] = (),
     on_event: EventSink = ignore,
     sources: Sequence[str] = (),
+    max_unused: float = 0.0,
 ) -> ForgetReport:
     """Apply ``policy``: mark every restorable set it does not keep 'forgotten', in one
     transaction under the run lock; with ``prune``, then reclaim what no live set needs
-    (``prune_orphans``, on every reachable device; ``overrides``: moved devices).
+    (``prune_orphans``, on every reachable device; ``overrides``: moved devices;
+    ``max_unused``: its compaction limit).
 
     ``dry_run`` decides and reports without taking the lock or changing anything.
     ``sources`` limits the policy to the sets of exactly those sources.
@@ -154,7 +156,7 @@ def forget(
             report.forgotten = catalog.mark_forgotten(gone)
             on_event(Notice(f"forgot {len(report.forgotten)} set(s)"))
         if prune:
-            report.prune = prune_orphans(catalog, overrides, on_event)
+            report.prune = prune_orphans(catalog, overrides, on_event, max_unused=max_unused)
     finally:
         catalog.run_lock.release()
     return report
