@@ -265,7 +265,9 @@ def test_hard_link_whose_first_name_vanishes_before_it_is_read_is_reported(tmp_p
     assert "hard link" in problems.get(str(tree / "c_second"), ""), problems
     assert doc["files"] == 2  # the tree and a_big
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
-    assert r.code == 0 and "DAMAGED" not in r.out + r.err, r.out + r.err
+    # named as not held by the set (exit 3), never damaged
+    assert r.code == 3 and "DAMAGED" not in r.out + r.err, r.out + r.err
+    assert f"{tree / 'c_second'}: could not be read when it was backed up" in r.out
 
 
 @pytest.mark.parametrize("tape", [False, True])
