@@ -13,6 +13,12 @@ order *write new, switch, then delete*:
 
 A kill at any moment leaves either the old volume in use and a new one no row points at
 (deleted by the next clean-up), or the new one in use and the old one dead.
+
+Writes a killed run never committed (``Device.unfinished``: open multipart uploads on S3,
+``.tmp-`` files of a catalog copy or a label) are discarded too: those of a set the
+catalog knows and that is not running, and every one outside ``sets/`` (the caller holds
+the run lock, so no catalog copy is being written). A set's leftovers whose set the
+catalog does not know are foreign and stay.
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
-from parbackup.catalog.liveness import DevicePlan, compacted_name, forgettable, plan_device
+from parbackup.catalog.liveness import (
+    DevicePlan,
+    SetNode,
+    SetStatus,
+    compacted_name,
+    forgettable,
+    plan_device,
+)
 from parbackup.devices.base import Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
@@ -44,6 +57,8 @@ class Reclaimed:
     """URL -> why it could not be (fully) cleaned."""
     cleaned: set[str] = field(default_factory=set)
     """Labels whose every dead volume is gone."""
+    discarded: dict[str, list[str]] = field(default_factory=dict)
+    """URL -> unfinished writes discarded (open uploads, ``.tmp-`` files)."""
 
 
 def compact_volume(
@@ -127,9 +142,42 @@ def reclaim(
         )
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
-        if _carry_out(catalog, dev, plan, root_ids, out, on_event):
+        done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
+        if _discard_unfinished(dev, by_id, out, on_event) and done:
             out.cleaned.add(label)
     return out
+
+
+def _discard_unfinished(
+    dev: OpenDevice, by_id: dict[str, SetNode], out: Reclaimed, on_event: EventSink
+) -> bool:
+    """Discard what killed writers left unfinished on one device (see the module
+    docstring); False if something could not be listed or discarded."""
+    try:
+        leftovers = dev.device.unfinished("")
+    except DeviceError as exc:
+        on_event(Notice(f"could not list unfinished writes on {dev.url}: {exc}"))
+        out.failed[dev.url] = str(exc)
+        return False
+    ok = True
+    for info in leftovers:
+        parts = info.name.split("/")
+        if parts[0] == "sets":
+            node = by_id.get(parts[1]) if len(parts) > 2 else None
+            if node is None or node.status == SetStatus.RUNNING:
+                continue  # another catalog's, or this run's own
+        try:
+            dev.device.discard(info.name)
+        except DeviceError as exc:
+            on_event(Notice(f"could not discard the unfinished {info.name} on {dev.url}: {exc}"))
+            out.failed[dev.url] = str(exc)
+            ok = False
+            continue
+        out.discarded.setdefault(dev.url, []).append(info.name)
+    if dev.url in out.discarded:
+        n = len(out.discarded[dev.url])
+        on_event(Notice(f"{dev.url}: discarded {n} unfinished write(s) of killed runs"))
+    return ok
 
 
 def _carry_out(

@@ -120,6 +120,9 @@ class PruneReport:
     """Sets found on devices but unknown to this catalog (left alone): id -> URLs."""
     unreachable: dict[str, str] = field(default_factory=dict)
     reclaimed_bytes: int = 0
+    discarded: dict[str, list[str]] = field(default_factory=dict)
+    """Device URL -> writes killed runs never finished, discarded (open S3 uploads,
+    ``.tmp-`` files)."""
 
     def to_json(self) -> dict:
         return {
@@ -129,6 +132,7 @@ class PruneReport:
             "foreign": self.foreign,
             "unreachable": self.unreachable,
             "reclaimed_bytes": self.reclaimed_bytes,
+            "discarded": self.discarded,
         }
 
 
@@ -177,6 +181,7 @@ def prune_orphans(
         report.compacted = _by_set(done.compacted)
         report.foreign = done.foreign
         report.reclaimed_bytes = done.bytes
+        report.discarded = done.discarded
         report.forgotten = forget_dead(catalog, done.cleaned)
     finally:
         catalog.run_lock.release()
