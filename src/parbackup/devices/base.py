@@ -145,6 +145,9 @@ class Device(ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     options: ClassVar[frozenset[str]] = frozenset()
     """The URL query options this kind understands, besides ``COMMON_OPTIONS``."""
+    overwrote: str = ""
+    """The label of a medium this device wrote over when it started writing (a tape
+    image reused for a new backup); '' if none. Every set on that label is gone."""
 
     def __init__(self, url: DeviceURL) -> None:
         self.url = url

@@ -46,6 +46,10 @@ class ForwardingDevice(Device):
         self.scheme = inner.scheme  # type: ignore[misc]
         self.capabilities = inner.capabilities  # type: ignore[misc]
 
+    @property
+    def overwrote(self) -> str:  # type: ignore[override]
+        return self.inner.overwrote
+
     # -- hooks -----------------------------------------------------------------------------
     def call(self, fn: Callable[[], T]) -> T:
         """Run one forwarded call; the retry wrapper retries it."""
