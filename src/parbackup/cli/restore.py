@@ -140,4 +140,6 @@ def restore(
             line(f"skipped: {d['path']}: {d['error']}", problem=True)
         for d in report.grown:
             line(f"warning: {d['path']}: {d['note']}", problem=True)
+        for d in report.owners:
+            line(f"warning: {d['path']}: {d['error']}", problem=True)
     return report.exit_code

@@ -63,6 +63,8 @@ class RestoreReport:
     backed up), or this user may not make them (device nodes without privilege)."""
     grown: list[dict] = field(default_factory=list)
     """Files that grew while they were backed up: restored as they were read."""
+    owners: list[dict] = field(default_factory=list)
+    """Entries restored whole whose owner root could not give them (user namespaces)."""
 
     @property
     def status(self) -> str:
@@ -70,7 +72,7 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped or self.grown else 0
+        return 1 if self.damaged else 3 if self.skipped or self.grown or self.owners else 0
 
     def to_json(self) -> dict:
         return {
@@ -83,6 +85,7 @@ class RestoreReport:
             "damaged": self.damaged,
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"grown": self.grown} if self.grown else {}),
+            **({"owners": self.owners} if self.owners else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -150,6 +153,8 @@ def run_restore(
             dest.pop(f.file_id)
     restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
     _restore_links(chosen, dest, restored, report, on_event)
+    if os.geteuid() == 0:
+        report.owners = _owners_not_set(chosen, dest, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -295,6 +300,31 @@ def _finish(fid: int, entry: FileEntry, path: str) -> str:
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     return ""
+
+
+def _owners_not_set(
+    chosen: list[CatalogFile], dest: dict[int, str], report: RestoreReport
+) -> list[dict]:
+    """The restored entries whose owner is not the one backed up (root may not give
+    every owner: a user namespace maps only some uids); named, never fatal."""
+    damaged = {d["path"] for d in report.damaged} | {d["path"] for d in report.skipped}
+    out = []
+    for f in chosen:
+        if f.file_id not in dest or f.entry.path in damaged:
+            continue
+        try:
+            st = os.lstat(dest[f.file_id])
+        except OSError:
+            continue
+        if (st.st_uid, st.st_gid) != (f.entry.uid, f.entry.gid):
+            out.append(
+                {
+                    "path": f.entry.path,
+                    "error": f"owner {f.entry.uid}:{f.entry.gid} could not be set"
+                    f" (left {st.st_uid}:{st.st_gid})",
+                }
+            )
+    return out
 
 
 def _restore_links(
