@@ -466,10 +466,14 @@ class _Backup:
                         ),
                     )
                 )
-        if not survivors:
+        lost_stream = feed is not None and feed.lost_bytes > 0
+        if not survivors or lost_stream:  # a stream not stored whole: nothing of it counts
             status = "failed"
-            outcome.error = (
-                outcome.error or "every device failed; nothing was recorded as backed up"
+            outcome.error = outcome.error or (
+                f"the stream was not stored whole ({feed.lost_bytes} bytes lost with"
+                f" {feed.lost_with}); nothing was recorded as backed up"
+                if lost_stream and feed is not None
+                else "every device failed; nothing was recorded as backed up"
             )
             catalog.drop_records(set_hex)
             catalog.mark_files(set_hex, range(len(entries)), "failed")
