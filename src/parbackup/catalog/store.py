@@ -435,6 +435,12 @@ class Catalog(LivenessRows):
                 (label, url, kind),
             )
 
+    def forget_device(self, label: str) -> None:
+        """Stop knowing a device whose medium was written over (a reused tape): nothing
+        of it is left to reach, clean or restore from."""
+        with self.transaction():
+            self.db.execute("DELETE FROM devices WHERE label=?", (label,))
+
     def record_speed(self, label: str, rate: float) -> None:
         """Remember a device's measured throughput (bytes/s), averaged with the last one."""
         with self.transaction():

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
 from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
@@ -261,6 +262,9 @@ class _Backup:
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
         alive = self.fleet.label() if alive else alive
         self.phase("planned and labelled")
+        for d in alive:
+            if d.overwrote:
+                self.lost_medium(d.url, d.overwrote)
         for d in self.fleet.dead:
             log.warning("device failed before the backup started: %s: %s", d.url, d.reason)
             self.on_event(DeviceFailed(d.url, d.reason, 0))
@@ -346,6 +350,24 @@ class _Backup:
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
+
+    def lost_medium(self, url: str, label: str) -> None:
+        """``url`` was a tape that held ``label`` and is now written over: the sets with
+        a record on it can no longer be restored whole, so the catalog stops calling
+        them restorable (they become 'forgotten'; what they left on other devices goes
+        at the next prune) and forgets the old label."""
+        catalog = self.catalog
+        sets = catalog.sets()
+        lost = {s.id for s in sets if s.status in RESTORABLE and catalog.records_on(s.id, label)}
+        if lost:
+            gone = catalog.mark_forgotten(lost)
+            self.on_event(
+                Notice(
+                    f"{url}: this tape held {len(gone)} restorable set(s) ({', '.join(gone)});"
+                    " it is being written over, so they are forgotten"
+                )
+            )
+        catalog.forget_device(label)
 
     def phase(self, what: str) -> None:
         """Log how far the run is, seconds since it started (``-vv`` shows them)."""
@@ -445,10 +467,14 @@ class _Backup:
                         ),
                     )
                 )
-        if not survivors:
+        lost_stream = feed is not None and feed.lost_bytes > 0
+        if not survivors or lost_stream:  # a stream not stored whole: nothing of it counts
             status = "failed"
-            outcome.error = (
-                outcome.error or "every device failed; nothing was recorded as backed up"
+            outcome.error = outcome.error or (
+                f"the stream was not stored whole ({feed.lost_bytes} bytes lost with"
+                f" {feed.lost_with}); nothing was recorded as backed up"
+                if lost_stream and feed is not None
+                else "every device failed; nothing was recorded as backed up"
             )
             catalog.drop_records(set_hex)
             catalog.mark_files(set_hex, range(len(entries)), "failed")

@@ -58,6 +58,8 @@ class DeviceState:
     url: str
     worker: Worker
     label: str = ""
+    overwrote: str = ""
+    """The label of a medium this device wrote over at labelling (a reused tape)."""
     space: Space = field(default_factory=lambda: Space(None, None))
     scheme: str = ""
     sequential: bool = False

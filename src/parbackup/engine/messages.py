@@ -77,6 +77,8 @@ class Opened:
 @dataclass(frozen=True, slots=True)
 class Labelled:
     label: str
+    overwrote: str = ""
+    """The label of the medium labelling wrote over (a reused tape), '' if none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,7 @@ class _Mover:
                 self.codec = Codec(spec) if spec is not None and spec.active else None
             case Label():
                 self.label = self.device.ensure_label().label
-                self.tell(Labelled(self.label))
+                self.tell(Labelled(self.label, self.device.overwrote))
             case Probe(limit=limit, seconds=seconds):
                 self.tell(Speed(probe_speed(self.device, limit=limit, seconds=seconds)))
             case Put(name=name, path=path):

@@ -13,6 +13,12 @@ order *write new, switch, then delete*:
 
 A kill at any moment leaves either the old volume in use and a new one no row points at
 (deleted by the next clean-up), or the new one in use and the old one dead.
+
+Writes a killed run never committed (``Device.unfinished``: open multipart uploads on S3,
+``.tmp-`` files of a catalog copy or a label) are discarded too: those of a set the
+catalog knows and that is not running, and every one outside ``sets/`` (the caller holds
+the run lock, so no catalog copy is being written). A set's leftovers whose set the
+catalog does not know are foreign and stay.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import (
     DevicePlan,
+    SetNode,
+    SetStatus,
     VolumeUse,
     compacted_name,
     forgettable,
@@ -52,6 +60,8 @@ class Reclaimed:
     """Labels whose every dead volume is gone."""
     actions: list[Action] = field(default_factory=list)
     """Every volume deleted or compacted (or, in a dry run, that would be)."""
+    discarded: dict[str, list[str]] = field(default_factory=dict)
+    """URL -> unfinished writes discarded (open uploads, ``.tmp-`` files)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,10 @@ def reclaim(
             out.foreign.setdefault(set_id, []).append(dev.url)
         if dry_run:
             _would(dev, plan, dict(objects), use.get(label, {}), out)
-        elif _carry_out(catalog, dev, plan, root_ids, out, on_event):
+        else:
+            done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
+            if _discard_unfinished(dev, by_id, out, on_event) and done:
+                out.cleaned.add(label)
             out.cleaned.add(label)
     return out
 
@@ -224,6 +237,38 @@ def _would(
         out.compacted.setdefault(url, []).append(name)
         out.actions.append(Action(url, name, "compact", freed))
         out.bytes += freed
+
+
+def _discard_unfinished(
+    dev: OpenDevice, by_id: dict[str, SetNode], out: Reclaimed, on_event: EventSink
+) -> bool:
+    """Discard what killed writers left unfinished on one device (see the module
+    docstring); False if something could not be listed or discarded."""
+    try:
+        leftovers = dev.device.unfinished("")
+    except DeviceError as exc:
+        on_event(Notice(f"could not list unfinished writes on {dev.url}: {exc}"))
+        out.failed[dev.url] = str(exc)
+        return False
+    ok = True
+    for info in leftovers:
+        parts = info.name.split("/")
+        if parts[0] == "sets":
+            node = by_id.get(parts[1]) if len(parts) > 2 else None
+            if node is None or node.status == SetStatus.RUNNING:
+                continue  # another catalog's, or this run's own
+        try:
+            dev.device.discard(info.name)
+        except DeviceError as exc:
+            on_event(Notice(f"could not discard the unfinished {info.name} on {dev.url}: {exc}"))
+            out.failed[dev.url] = str(exc)
+            ok = False
+            continue
+        out.discarded.setdefault(dev.url, []).append(info.name)
+    if dev.url in out.discarded:
+        n = len(out.discarded[dev.url])
+        on_event(Notice(f"{dev.url}: discarded {n} unfinished write(s) of killed runs"))
+    return ok
 
 
 def _carry_out(

@@ -137,6 +137,10 @@ class PruneReport:
         """0, or 3 when a device could not be reached or fully cleaned."""
         return 3 if self.unreachable or self.problems else 0
 
+    discarded: dict[str, list[str]] = field(default_factory=dict)
+    """Device URL -> writes killed runs never finished, discarded (open S3 uploads,
+    ``.tmp-`` files)."""
+
     def to_json(self) -> dict:
         return {
             "dry_run": self.dry_run,
@@ -150,6 +154,7 @@ class PruneReport:
             "reclaimed_bytes": self.reclaimed_bytes,
             "volumes": [a.to_json() for a in self.volumes],
             "free_tapes": [{"url": k, "labels": v} for k, v in self.free_tapes.items()],
+            "discarded": self.discarded,
         }
 
 
@@ -213,6 +218,7 @@ def prune_orphans(
         report.foreign = done.foreign
         report.reclaimed_bytes = done.bytes
         report.volumes = done.actions
+        report.discarded = done.discarded
         root_ids = catalog.root_ids()
         live, busy = catalog.labels_in_use(root_ids, root_ids | catalog.pinned_ids())
         report.free_tapes = free_tapes(tapes, live, busy)

@@ -40,6 +40,16 @@ def restore_extended(
         if not root and (e.uid != uid or e.gid not in groups):
             names.append(f"owner {e.uid}:{e.gid}")
             reasons.append("only root may give files away")
+        elif root:  # root may not give every owner either: a user namespace maps a few
+            try:
+                st = os.lstat(dest[f.file_id])
+            except OSError:
+                st = None
+            if st is not None and (st.st_uid, st.st_gid) != (e.uid, e.gid):
+                names.append(f"owner {e.uid}:{e.gid}")
+                reasons.append(
+                    f"owner {e.uid}:{e.gid} could not be set (left {st.st_uid}:{st.st_gid})"
+                )
         if e.meta:
             try:
                 refused = xattrs.apply(dest[f.file_id], e.meta, follow=e.kind is not Kind.SYMLINK)

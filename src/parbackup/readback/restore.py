@@ -30,6 +30,7 @@ from parbackup.readback.fidelity import restore_extended
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.select import (
     covered,
+    left_out,
     records_by_label,
     restorable_set,
     select_files,
@@ -63,7 +64,8 @@ class RestoreReport:
     seconds: float = 0.0
     damaged: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    """Entries not recreated because this user may not (device nodes without privilege)."""
+    """Entries not recreated: the set does not hold them (changed or unreadable while
+    backed up), or this user may not make them (device nodes without privilege)."""
     grown: list[dict] = field(default_factory=list)
     """Files that grew while they were backed up: restored as they were read."""
     left_out: list[dict] = field(default_factory=list)
@@ -114,6 +116,10 @@ def run_restore(
     if options.includes and not select_files(catalog, info.id, options.includes):
         raise RestoreError("no file in the set matches " + ", ".join(options.includes))
     chosen = select_for_restore(catalog, info.id, options.includes)
+    report.skipped = [
+        {"path": path, "device": "", "error": why}
+        for path, why in left_out(catalog, info.id, options.includes)
+    ]
     dest: dict[int, str] = {}
     for f in chosen:
         try:
