@@ -285,6 +285,14 @@ def summarize(report: BackupReport) -> None:
     help="Record the set under this time (ISO 8601; local time if no zone is given) "
     "instead of now: for imports, and to try retention policies (forget) without waiting.",
 )
+@click.option(
+    "--parity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Write Reed-Solomon parity on the last M devices: the set survives losing any M "
+    "devices (the data is spread over the others).",
+)
 @json_option
 @handle_errors
 def backup(
@@ -307,6 +315,7 @@ def backup(
     one_file_system: bool,
     stdin_name: str,
     set_time: str,
+    parity: int,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -337,6 +346,7 @@ def backup(
         balance=Balance(balance),
         select=scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system),
         created=set_time,
+        parity=parity,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

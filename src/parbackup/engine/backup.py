@@ -32,6 +32,7 @@ from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.parity import add_parity, split_devices
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
@@ -197,6 +198,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
+    device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -206,7 +208,9 @@ def run_backup(
         executor=executor,
     )
     try:
-        report = _Backup(specs, fleet, catalog, options, on_event, started, stdin).run()
+        backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
+        backup.parity_urls = parity_urls
+        report = backup.run()
     except BaseException:  # interrupted, or failed: the movers' work is given up
         fleet.stop(now=True)
         raise
@@ -245,6 +249,8 @@ class _Backup:
         self.skipped: list[Skipped] = []
         self.excluded = Excluded()
         self.resumed_from = ""
+        self.parity_urls: list[str] = []
+        self.parity: dict = {}
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
@@ -340,6 +346,12 @@ class _Backup:
         try:
             dispatcher.run(self.record_files(set_hex, entries))
             self.phase("every device committed")
+            if self.parity_urls:
+                data = [(d.label, d.url) for d in alive if d.alive]
+                self.parity = add_parity(catalog, set_hex, data, self.parity_urls)
+                if "error" in self.parity:
+                    self.on_event(Notice(self.parity["error"]))
+                self.phase("parity written")
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
@@ -478,6 +490,7 @@ class _Backup:
             inconsistent=outcome.inconsistent,
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
+            parity=self.parity,
         )
         catalog.finish_set(
             set_hex,

@@ -33,6 +33,8 @@ class BackupOptions:
     """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
     created: str = ""
     """The set's time in the catalog (ISO 8601, UTC; ``backup --time``), '' for now."""
+    parity: int = 0
+    """``--parity m``: the last m devices hold parity (engine/parity.py)."""
 
 
 @dataclass
@@ -58,6 +60,8 @@ class BackupReport:
     restorable, with a warning."""
     excluded: dict[str, int] = field(default_factory=dict)
     """Entries the selection left out, per rule."""
+    parity: dict = field(default_factory=dict)
+    """With ``--parity``: devices, and the redundancy the set has (engine/parity.py)."""
 
     @property
     def exit_code(self) -> int:
@@ -120,6 +124,8 @@ class BackupReport:
             "grown": [{"path": s.path, "error": s.error} for s in self.grown],
             "excluded": dict(self.excluded),
         }
+        if self.parity:
+            out["parity"] = dict(self.parity)
         if self.error:
             out["error"] = self.error
         return out

@@ -25,6 +25,7 @@ from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
     records_by_label,
@@ -61,6 +62,8 @@ class RestoreReport:
     """Entries not recreated because this user may not (device nodes without privilege)."""
     grown: list[dict] = field(default_factory=list)
     """Files that grew while they were backed up: restored as they were read."""
+    rebuilt: list[str] = field(default_factory=list)
+    """Labels of missing devices read around with parity (readback/recover.py)."""
 
     @property
     def status(self) -> str:
@@ -68,7 +71,7 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped or self.grown else 0
+        return 1 if self.damaged else 3 if self.skipped or self.grown or self.rebuilt else 0
 
     def to_json(self) -> dict:
         return {
@@ -81,6 +84,7 @@ class RestoreReport:
             "damaged": self.damaged,
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"grown": self.grown} if self.grown else {}),
+            **({"missing": self.rebuilt} if self.rebuilt else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -197,15 +201,18 @@ def _restore_files(
                 if fid in whole:
                     on_event(FileDone(paths[fid]))
 
-        outcome = read_back(
-            bytes.fromhex(set_id),
-            work,
-            catalog.device_urls(),
-            options.devices,
-            lambda label: DirectorySinkSpec(targets[label]),
-            on_event,
-            on_good=done,
-        )
+        known = catalog.device_urls()
+        with recovered(catalog, set_id, known, options.devices) as rescue:
+            outcome = read_back(
+                bytes.fromhex(set_id),
+                work,
+                known,
+                tuple(options.devices) + tuple(rescue.urls),
+                lambda label: DirectorySinkSpec(targets[label]),
+                on_event,
+                on_good=done,
+            )
+        report.rebuilt = sorted(rescue.missing)
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind
         for f in active:

@@ -1,0 +1,229 @@
+"""Reading around missing devices with parity (REQUIREMENTS K1, K2).
+
+For a set written with ``--parity m`` (engine/parity.py), ``find_columns`` tells which
+data columns are missing: the device cannot be reached, or one of the column's volumes
+is gone or has another size than when the parity was written. ``rebuild`` decodes the
+missing columns row by row (redundancy/stripe.py) onto a device per column, each
+labelled as the lost one, so readers find it by its label like the original (D4).
+
+Restore and verify (``recovered``) rebuild into a temporary directory and read from it;
+``repair`` rebuilds onto a replacement device. Memory stays one row (k+m units);
+disk use is the size of the missing columns' volumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from parbackup.catalog import Catalog
+from parbackup.devices.base import Device
+from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
+from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageError
+from parbackup.model import Label
+from parbackup.redundancy.layout import Column
+from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
+from parbackup.redundancy.volume import ParityHeader
+
+
+@dataclass
+class Recovery:
+    """What reading around missing devices found and did."""
+
+    parity: bool = False
+    missing: dict[str, str] = field(default_factory=dict)
+    """label -> why the device (data or parity) is missing or unusable."""
+    urls: list[str] = field(default_factory=list)
+    """Devices holding rebuilt columns: read them in place of the missing ones."""
+    lost_units: dict[str, int] = field(default_factory=dict)
+    unrecoverable: list[int] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def recoverable(self) -> bool:
+        return self.parity and not self.unrecoverable and not self.error
+
+
+class _Devices:
+    """Devices opened read-only by label: ``--device`` URLs first, then the catalog's."""
+
+    def __init__(self, known: dict[str, str], overrides: Sequence[str]) -> None:
+        self.known, self.open_ = known, {}
+        self.by_label: dict[str, Device] = {}
+        self.why: dict[str, str] = {}
+        for url in overrides:
+            dev = self._open(url)
+            if isinstance(dev, Device):
+                label = _label(dev)
+                if label and label not in self.by_label:
+                    self.by_label[label] = dev
+                    continue
+                _close(dev)
+
+    @staticmethod
+    def _open(url: str) -> Device | str:
+        try:
+            dev = RetryingDevice(open_device(url))
+            dev.open(write=False)
+            return dev
+        except (ParbackupError, OSError) as exc:
+            return str(exc)
+
+    def get(self, label: str) -> Device | None:
+        if label in self.by_label:
+            return self.by_label[label]
+        if label in self.why:
+            return None
+        url = self.known.get(label)
+        dev = self._open(url) if url else "not known to the catalog"
+        if isinstance(dev, Device) and _label(dev) != label:
+            _close(dev)
+            dev = f"{url} holds another device now"
+        if isinstance(dev, str):
+            self.why[label] = dev
+            return None
+        self.by_label[label] = dev
+        return dev
+
+    def close(self) -> None:
+        for dev in self.by_label.values():
+            _close(dev)
+
+
+def _label(dev: Device) -> str:
+    try:
+        found = dev.read_label()
+    except (ParbackupError, OSError):
+        return ""
+    return found.label if found else ""
+
+
+def _close(dev: Device) -> None:
+    with contextlib.suppress(Exception):
+        dev.close()
+
+
+def _column_ok(dev: Device, col: Column, set_hex: str) -> str:
+    """'' if every volume of the column is on ``dev`` with its size; else why not."""
+    try:
+        sizes = {o.name: o.size for o in dev.list(f"sets/{set_hex}/")}
+    except (ParbackupError, OSError) as exc:
+        return str(exc)
+    for name, size in col.volumes:
+        if name not in sizes:
+            return f"{name} is missing"
+        if sizes[name] != size:
+            return f"{name} has {sizes[name]} bytes, not {size}"
+    return ""
+
+
+def rebuild(
+    catalog: Catalog,
+    set_hex: str,
+    known: dict[str, str],
+    overrides: Sequence[str],
+    target_for: Callable[[str], Device] | None,
+    *,
+    only: Sequence[str] = (),
+) -> Recovery:
+    """Find the set's missing columns and, with ``target_for`` (label -> device to
+    write onto), rebuild them; ``only`` limits which missing labels are rebuilt.
+    Without ``target_for`` the rows are only checked (what survives, what is lost)."""
+    rec = Recovery()
+    info = catalog.parity(set_hex)
+    if not info:
+        return rec
+    rec.parity = True
+    devices = _Devices(known, overrides)
+    streams = []
+    try:
+        readers: dict[int, ParityReader] = {}
+        header: ParityHeader | None = None
+        for i, p in enumerate(info["parity"]):
+            dev = devices.get(p["label"])
+            if dev is None:
+                rec.missing[p["label"]] = devices.why.get(p["label"], "unreachable")
+                continue
+            try:
+                stream, head = open_parity(dev, p["name"])
+            except (ParbackupError, OSError) as exc:
+                rec.missing[p["label"]] = f"parity volume unreadable: {exc}"
+                continue
+            streams.append(stream)
+            header = header or head
+            readers[i] = ParityReader(stream, head)
+        if header is None:
+            rec.error = "every parity volume of the set is missing"
+            for label in info["columns"]:
+                if devices.get(label) is None:
+                    rec.missing[label] = devices.why.get(label, "unreachable")
+            return rec
+        data: dict[str, Device | None] = {}
+        for col in header.columns:
+            dev = devices.get(col.label)
+            why = devices.why.get(col.label, "") if dev is None else _column_ok(dev, col, set_hex)
+            if why:
+                rec.missing[col.label] = why
+                dev = None
+            data[col.label] = dev
+        lost = [c for c in header.columns if data[c.label] is None]
+        wanted = [c for c in lost if not only or c.label in only]
+        if not wanted and not (target_for is None and rec.missing):
+            return rec
+        targets: dict[str, ColumnWriter] = {}
+        if target_for is not None:
+            for col in wanted:
+                targets[col.label] = ColumnWriter(target_for(col.label), col)
+        try:
+            outcome = walk_rows(header, data, readers, targets=targets)
+            rec.lost_units, rec.unrecoverable = outcome.lost_units, outcome.unrecoverable
+            if outcome.unrecoverable:
+                raise FormatError(
+                    f"{len(outcome.unrecoverable)} row(s) lost more units than the "
+                    f"{header.m} parity unit(s) can give back"
+                )
+            for label, w in targets.items():
+                w.finish()
+                rec.urls.append(label)
+        except BaseException:
+            for w in targets.values():
+                w.abort()
+            raise
+    except (DeviceError, FormatError, UsageError) as exc:
+        rec.error = str(exc)
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.close()
+        devices.close()
+    return rec
+
+
+@contextlib.contextmanager
+def recovered(
+    catalog: Catalog, set_hex: str, known: dict[str, str], overrides: Sequence[str]
+) -> Iterator[Recovery]:
+    """Rebuild a parity set's missing columns into a temporary directory for as long
+    as the block runs; ``Recovery.urls`` then names devices to read in their place."""
+    if not catalog.parity(set_hex):
+        yield Recovery()
+        return
+    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        made: dict[str, str] = {}
+
+        def target_for(label: str) -> Device:
+            path = os.path.join(work, label)
+            os.makedirs(path)
+            dev = open_device(path)
+            dev.open(write=True)
+            dev.write_label(Label(label=label, created="", kind=dev.scheme))
+            made[label] = path
+            return dev
+
+        rec = rebuild(catalog, set_hex, known, overrides, target_for)
+        rec.urls = [made[label] for label in rec.urls]
+        yield rec

@@ -1,0 +1,96 @@
+"""Parity across devices end to end through the real CLI (REQUIREMENTS K1, K2): a set
+written with ``--parity m`` restores whole and verifies as recoverable with any m of
+its devices gone; more than m gone is reported damaged."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def dev_args(devs: list[Path]) -> list[str]:
+    return [a for d in devs for a in ("--device", str(d))]
+
+
+def _backup(tmp_path: Path, device_dirs, n: int, m: int, seed: int = 3):
+    src = make_tree(tmp_path / "src", seed=seed, files=25, big=(2_500_000, 1_700_001))
+    devs = device_dirs(n)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(src), *dev_args(devs), "--catalog", cat, "--parity", str(m), "--json")
+    assert r.code == 0, r.err
+    return src, devs, cat, r.json
+
+
+def _restore(tmp_path: Path, cat: str, name: str):
+    out = tmp_path / name
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    return out, r
+
+
+def test_parity_backup_puts_data_on_n_minus_m_devices_and_parity_on_the_rest(tmp_path, device_dirs):
+    src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
+    assert doc["status"] == "complete"
+    assert [d["url"] for d in doc["devices"]] == [str(d) for d in devs[:3]]
+    assert doc["parity"]["redundancy"] == 1 and doc["parity"]["k"] == 3
+    assert doc["parity"]["devices"][0]["url"] == str(devs[3])
+    assert not list((devs[3] / "sets").rglob("*.pbv"))
+    (parity,) = list((devs[3] / "sets").rglob("*.pbp"))
+    assert parity.read_bytes()[:4] == b"PBKP"
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 0 and r.json["status"] == "ok", r.out + r.err
+    assert r.json["parity"] == {"k": 3, "m": 1, "redundancy": 1}
+
+
+@pytest.mark.parametrize("lost", range(4))
+def test_any_one_device_deleted_restores_whole_with_parity_one(tmp_path, device_dirs, lost):
+    src, devs, cat, _doc = _backup(tmp_path, device_dirs, 4, 1, seed=lost)
+    shutil.rmtree(devs[lost])
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "recoverable"
+    assert [d["url"] for d in r.json["missing"]] == [str(devs[lost])]
+    assert r.json["parity"]["redundancy"] == 0
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_any_two_of_five_devices_lost_restore_whole_with_parity_two(tmp_path, device_dirs):
+    src, devs, cat, _doc = _backup(tmp_path, device_dirs, 5, 2)
+    for i, pair in enumerate(itertools.combinations(range(5), 2)):
+        hidden = [devs[j].rename(devs[j].with_name(devs[j].name + ".away")) for j in pair]
+        out, r = _restore(tmp_path, cat, f"out{i}")
+        assert r.json["status"] == "ok", (pair, r.out, r.err)
+        assert snapshot(restored_root(out, src)) == snapshot(src), pair
+        for j, path in zip(pair, hidden, strict=True):
+            path.rename(devs[j])
+
+
+def test_more_devices_lost_than_parities_is_damaged(tmp_path, device_dirs):
+    _src, devs, cat, _doc = _backup(tmp_path, device_dirs, 4, 1)
+    shutil.rmtree(devs[0])
+    shutil.rmtree(devs[1])
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 1
+    assert r.json["status"] == "damaged"
+    assert {d["url"] for d in r.json["missing"]} == {str(devs[0]), str(devs[1])}
+
+
+def test_a_truncated_volume_is_read_around(tmp_path, device_dirs):
+    src, devs, cat, _doc = _backup(tmp_path, device_dirs, 4, 1)
+    (vol,) = list((devs[1] / "sets").rglob("*.pbv"))
+    with open(vol, "r+b") as fh:
+        fh.truncate(vol.stat().st_size // 2)
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.json["status"] == "recoverable", r.out + r.err
+    assert r.json["missing"][0]["url"] == str(devs[1])
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
