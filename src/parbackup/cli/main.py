@@ -32,6 +32,7 @@ COMMANDS = {
     "forget": "parbackup.cli.forget:forget_command",
     "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
     "relabel": "parbackup.cli.relabel:relabel",
+    "repair": "parbackup.cli.repair:repair",
 }
 """Command name -> where it lives; a command's module is imported only when it runs
 (or when --help lists them), so a backup does not load restore's code."""

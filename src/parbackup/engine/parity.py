@@ -25,7 +25,7 @@ from parbackup.catalog import Catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.redundancy.codec import CODEC, check_params
-from parbackup.redundancy.layout import UNIT, Column
+from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.stripe import write_parity
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,13 @@ def add_parity(
         labels = [d.label.label for d in alive]
         if set(labels) & {c.label for c in columns}:
             raise UsageError("a parity device is also a data device of the set")
+        created_ns = time.time_ns()
         written = write_parity(
             bytes.fromhex(set_hex),
             [(c, opened[c.label].device) for c in columns],
             [(d.label.label, d.device) for d in alive],
             unit=unit,
-            created_ns=time.time_ns(),
+            created_ns=created_ns,
         )
         for d in alive:
             catalog.remember_device(d.label.label, d.url, d.device.scheme)
@@ -91,6 +92,9 @@ def add_parity(
             "m": m,
             "unit": unit,
             "columns": [c.label for c in columns],
+            "volumes": [c.to_json() for c in columns],
+            "rows": row_count(columns, unit),
+            "created_ns": created_ns,
             "parity": [
                 {"label": label, "url": d.url, "name": name, "size": size}
                 for d, (label, name, size) in zip(alive, written, strict=True)

@@ -17,7 +17,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
@@ -27,7 +27,7 @@ from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageErro
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
-from parbackup.redundancy.volume import ParityHeader
+from parbackup.redundancy.volume import ParityHeader, encode_end
 
 
 @dataclass
@@ -129,33 +129,47 @@ def rebuild(
     target_for: Callable[[str], Device] | None,
     *,
     only: Sequence[str] = (),
+    suspects: Sequence[str] = (),
+    survey: bool = False,
 ) -> Recovery:
-    """Find the set's missing columns and, with ``target_for`` (label -> device to
-    write onto), rebuild them; ``only`` limits which missing labels are rebuilt.
-    Without ``target_for`` the rows are only checked (what survives, what is lost)."""
+    """Find the set's missing columns (data or parity) and, with ``target_for`` (label
+    -> device to write onto), rebuild them.
+
+    ``only`` limits which labels are rebuilt; ``suspects`` are data columns that are
+    present but hold damaged bytes: they are read (their good units help), checked
+    unit by unit against the row digests, and rebuilt too. Without ``target_for``
+    nothing is written; the rows are still read and checked when a column is missing,
+    unless ``survey`` (then only the devices and the volumes' sizes are looked at).
+    """
     rec = Recovery()
     info = catalog.parity(set_hex)
     if not info:
         return rec
     rec.parity = True
     devices = _Devices(known, overrides)
-    streams = []
+    streams: list = []
+    writers: list = []
+    targets: dict[str, ColumnWriter] = {}
+    parity_targets: dict[int, object] = {}
     try:
         readers: dict[int, ParityReader] = {}
         header: ParityHeader | None = None
+        parity_lost: list[int] = []
         for i, p in enumerate(info["parity"]):
             dev = devices.get(p["label"])
-            if dev is None:
-                rec.missing[p["label"]] = devices.why.get(p["label"], "unreachable")
-                continue
-            try:
-                stream, head = open_parity(dev, p["name"])
-            except (ParbackupError, OSError) as exc:
-                rec.missing[p["label"]] = f"parity volume unreadable: {exc}"
-                continue
-            streams.append(stream)
-            header = header or head
-            readers[i] = ParityReader(stream, head)
+            why = devices.why.get(p["label"], "unreachable") if dev is None else ""
+            if dev is not None:
+                try:
+                    stream, head = open_parity(dev, p["name"])
+                    streams.append(stream)
+                    header = header or head
+                    readers[i] = ParityReader(stream, head)
+                except (ParbackupError, OSError) as exc:
+                    why = f"parity volume unreadable: {exc}"
+            if why:
+                rec.missing[p["label"]] = why
+                parity_lost.append(i)
+        header = header or _header_from_catalog(set_hex, info)
         if header is None:
             rec.error = "every parity volume of the set is missing"
             for label in info["columns"]:
@@ -170,37 +184,82 @@ def rebuild(
                 rec.missing[col.label] = why
                 dev = None
             data[col.label] = dev
-        lost = [c for c in header.columns if data[c.label] is None]
-        wanted = [c for c in lost if not only or c.label in only]
-        if not wanted and not (target_for is None and rec.missing):
+        lost = [c.label for c in header.columns if data[c.label] is None]
+        lost += [s for s in suspects if s in data and s not in lost]
+        wanted = [label for label in lost if not only or label in only]
+        wanted_parity = [i for i in parity_lost if not only or header.parity[i] in only]
+        if target_for is None and (survey or not lost):
             return rec
-        targets: dict[str, ColumnWriter] = {}
         if target_for is not None:
-            for col in wanted:
-                targets[col.label] = ColumnWriter(target_for(col.label), col)
-        try:
-            outcome = walk_rows(header, data, readers, targets=targets)
-            rec.lost_units, rec.unrecoverable = outcome.lost_units, outcome.unrecoverable
-            if outcome.unrecoverable:
-                raise FormatError(
-                    f"{len(outcome.unrecoverable)} row(s) lost more units than the "
-                    f"{header.m} parity unit(s) can give back"
+            for col in header.columns:
+                if col.label in wanted:
+                    targets[col.label] = ColumnWriter(target_for(col.label), col)
+            for i in wanted_parity:
+                label = header.parity[i]
+                w = target_for(label).create(info["parity"][i]["name"])
+                writers.append(w)
+                w.write(replace(header, label=label, index=i, length=0).encode())
+                parity_targets[i] = w
+        outcome = walk_rows(header, data, readers, targets=targets, parity_targets=parity_targets)
+        rec.lost_units, rec.unrecoverable = outcome.lost_units, outcome.unrecoverable
+        for label in suspects:
+            if outcome.lost_units.get(label):
+                rec.missing.setdefault(
+                    label, f"{outcome.lost_units[label]} damaged unit(s) of {header.unit} bytes"
                 )
-            for label, w in targets.items():
-                w.finish()
-                rec.urls.append(label)
-        except BaseException:
-            for w in targets.values():
-                w.abort()
-            raise
+        if outcome.unrecoverable:
+            raise FormatError(
+                f"{len(outcome.unrecoverable)} row(s) lost more units than the "
+                f"{header.m} parity unit(s) can give back"
+            )
+        for label, w in targets.items():
+            w.finish()
+            rec.urls.append(label)
+        for i, w in parity_targets.items():
+            w.write(encode_end(header.set_id, header.rows))
+            w.commit()
+            writers.remove(w)
+            rec.urls.append(header.parity[i])
     except (DeviceError, FormatError, UsageError) as exc:
         rec.error = str(exc)
+        _abort(targets, writers)
+    except BaseException:
+        _abort(targets, writers)
+        raise
     finally:
         for stream in streams:
             with contextlib.suppress(Exception):
                 stream.close()
         devices.close()
     return rec
+
+
+def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:
+    """The stripe as the catalog remembers it (when every parity volume is gone)."""
+    if "volumes" not in info:
+        return None
+    return ParityHeader(
+        set_id=bytes.fromhex(set_hex),
+        label=info["parity"][0]["label"],
+        index=0,
+        codec=info["codec"],
+        k=info["k"],
+        m=info["m"],
+        unit=info["unit"],
+        rows=info["rows"],
+        columns=tuple(Column.from_json(c) for c in info["volumes"]),
+        parity=tuple(p["label"] for p in info["parity"]),
+        created_ns=int(info.get("created_ns", 0)),
+    )
+
+
+def _abort(targets: dict[str, ColumnWriter], writers: list) -> None:
+    """Give up what a failed rebuild was writing; never raises."""
+    for target in targets.values():
+        target.abort()
+    for w in writers:
+        with contextlib.suppress(Exception):
+            w.abort()
 
 
 @contextlib.contextmanager
