@@ -141,16 +141,24 @@ def test_repair_of_a_whole_set_does_nothing_and_a_set_without_parity_is_refused(
 
 
 def test_repair_puts_back_a_damaged_volume_named_with_lost(tmp_path, device_dirs):
-    """Bytes flipped inside a volume (same size): verify finds the damage; repair with
-    --lost rebuilds that device from the row digests and parity."""
-    _src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
+    """Bytes flipped inside a volume (same size): verify and restore find the damage and
+    read around it (recoverable); repair with --lost rebuilds that device from the row
+    digests and parity."""
+    src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
     (vol,) = list((devs[0] / "sets").rglob("*.pbv"))
     good = vol.read_bytes()
     body = bytearray(good)
     body[len(body) // 2] ^= 0xFF
     vol.write_bytes(bytes(body))
     r = run_cli("verify", "--catalog", cat, "--json")
-    assert r.json["status"] == "damaged"
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "recoverable"
+    assert r.json["damaged"] == []
+    assert [d["url"] for d in r.json["missing"]] == [str(devs[0])]
+    assert "damaged unit" in r.json["missing"][0]["error"]
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.code == 3 and r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
     label = json.loads((devs[0] / "label.json").read_text())["label"]
     new = tmp_path / "replacement"
     new.mkdir()

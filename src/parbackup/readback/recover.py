@@ -264,10 +264,15 @@ def _abort(targets: dict[str, ColumnWriter], writers: list) -> None:
 
 @contextlib.contextmanager
 def recovered(
-    catalog: Catalog, set_hex: str, known: dict[str, str], overrides: Sequence[str]
+    catalog: Catalog,
+    set_hex: str,
+    known: dict[str, str],
+    overrides: Sequence[str],
+    suspects: Sequence[str] = (),
 ) -> Iterator[Recovery]:
-    """Rebuild a parity set's missing columns into a temporary directory for as long
-    as the block runs; ``Recovery.urls`` then names devices to read in their place."""
+    """Rebuild a parity set's missing columns (and ``suspects``, present but damaged)
+    into a temporary directory for as long as the block runs; ``Recovery.urls`` then
+    names devices to read in their place."""
     if not catalog.parity(set_hex):
         yield Recovery()
         return
@@ -283,6 +288,6 @@ def recovered(
             made[label] = path
             return dev
 
-        rec = rebuild(catalog, set_hex, known, overrides, target_for)
+        rec = rebuild(catalog, set_hex, known, overrides, target_for, suspects=suspects)
         rec.urls = [made[label] for label in rec.urls]
         yield rec

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile
@@ -147,9 +148,39 @@ def run_restore(
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
     restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    if report.damaged and catalog.parity(info.id):
+        restored |= _retry_with_parity(
+            catalog, info.id, files, dest, records, options, report, on_event
+        )
     _restore_links(chosen, dest, restored, report, on_event)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retry_with_parity(
+    catalog: Catalog,
+    set_id: str,
+    files: list[CatalogFile],
+    dest: dict[int, str],
+    records: dict[str, list[tuple[int, RecordRef]]],
+    options: RestoreOptions,
+    report: RestoreReport,
+    on_event: EventSink,
+) -> dict[str, str]:
+    """Files found damaged in a parity set are read again once, from copies of their
+    devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
+    bad = {d["path"] for d in report.damaged}
+    again = [f for f in files if f.entry.path in bad and f.file_id in dest]
+    if not again:
+        return {}
+    ids = {f.file_id for f in again}
+    subset = {
+        label: [(fid, ref) for fid, ref in recs if fid in ids] for label, recs in records.items()
+    }
+    subset = {label: recs for label, recs in subset.items() if recs}
+    suspects = sorted(subset)
+    report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
+    return _restore_files(catalog, set_id, again, dest, subset, options, report, on_event, suspects)
 
 
 def _restore_files(
@@ -161,6 +192,7 @@ def _restore_files(
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
+    suspects: Sequence[str] = (),
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good."""
     refs: dict[int, list[RecordRef]] = {}
@@ -202,7 +234,7 @@ def _restore_files(
                     on_event(FileDone(paths[fid]))
 
         known = catalog.device_urls()
-        with recovered(catalog, set_id, known, options.devices) as rescue:
+        with recovered(catalog, set_id, known, options.devices, suspects) as rescue:
             outcome = read_back(
                 bytes.fromhex(set_id),
                 work,
@@ -212,7 +244,7 @@ def _restore_files(
                 on_event,
                 on_good=done,
             )
-        report.rebuilt = sorted(rescue.missing)
+        report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind
         for f in active:

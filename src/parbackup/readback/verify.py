@@ -90,16 +90,32 @@ def run_verify(
     )
     failed = {d["label"] for d in catalog.set_devices(info.id) if d["status"] == "failed"}
     known = catalog.device_urls()
-    with recovered(catalog, info.id, known, devices) as rescue:
-        outcome = read_back(
-            bytes.fromhex(info.id),
-            work,
-            known,
-            tuple(devices) + tuple(rescue.urls),
-            lambda _label: VerifySinkSpec(),
-            on_event,
-            frames={label: (recs, label not in failed) for label, recs in frames.items()},
-        )
+
+    def read(suspects: list[str]):
+        with recovered(catalog, info.id, known, devices, suspects) as rescue:
+            outcome = read_back(
+                bytes.fromhex(info.id),
+                work,
+                known,
+                tuple(devices) + tuple(rescue.urls),
+                lambda _label: VerifySinkSpec(),
+                on_event,
+                frames={label: (recs, label not in failed) for label, recs in frames.items()},
+            )
+        return rescue, outcome
+
+    rescue, outcome = read([])
+    if rescue.parity and (outcome.damaged or outcome.volumes):
+        # damaged bytes in a present volume: rebuild that device's columns from the row
+        # digests and parity, and read again from the rebuilt copy
+        by_url = {url: label for label, url in known.items()}
+        suspects = {r.label for fid in outcome.damaged for r in refs.get(fid, [])}
+        suspects |= {by_url.get(v["device"], "") for v in outcome.volumes} - {""}
+        suspects -= set(rescue.missing)
+        if suspects:
+            again, second = read(sorted(suspects))
+            if not (second.damaged or second.volumes or again.error):
+                rescue, outcome = again, second
     if rescue.parity:
         parity = catalog.parity(info.id) or {}
         report.missing = [
