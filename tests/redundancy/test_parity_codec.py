@@ -133,7 +133,7 @@ def test_lost_and_damaged_columns_are_rebuilt_byte_for_byte(sizes, m, seed, data
         if j not in hit:
             stores[col.label] = dev
         elif j in damaged and col.length:
-            name, size = col.volumes[-1] if col.volumes[-1][1] else col.volumes[0]
+            name, _size = col.volumes[-1] if col.volumes[-1][1] else col.volumes[0]
             body = bytearray(dev.get(name))
             if body:
                 body[data.draw(st.integers(0, len(body) - 1))] ^= 0x5A
@@ -151,7 +151,7 @@ def test_lost_and_damaged_columns_are_rebuilt_byte_for_byte(sizes, m, seed, data
             targets[col.label] = ColumnWriter(rebuilt[j], col)
     outcome = walk_rows(header, stores, readers, targets=targets)
     assert outcome.unrecoverable == []
-    for j, w in targets.items():
+    for w in targets.values():
         w.finish()
     for j, dev in rebuilt.items():
         col = columns[j][0]

@@ -208,13 +208,18 @@ def run_backup(
         executor=executor,
     )
     try:
-        backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
-        backup.parity_urls = parity_urls
-        report = backup.run()
+        report = _Backup(specs, fleet, catalog, options, on_event, started, stdin).run()
     except BaseException:  # interrupted, or failed: the movers' work is given up
         fleet.stop(now=True)
         raise
     fleet.stop()
+    if parity_urls and report.status != "failed":
+        # after the movers closed their devices: a tape is read back only once it ends
+        data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
+        report.parity = add_parity(catalog, report.set_id, data, parity_urls)
+        if "error" in report.parity:
+            on_event(Notice(report.parity["error"]))
+        report.seconds = time.monotonic() - started
     return report
 
 
@@ -249,8 +254,6 @@ class _Backup:
         self.skipped: list[Skipped] = []
         self.excluded = Excluded()
         self.resumed_from = ""
-        self.parity_urls: list[str] = []
-        self.parity: dict = {}
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
@@ -346,12 +349,6 @@ class _Backup:
         try:
             dispatcher.run(self.record_files(set_hex, entries))
             self.phase("every device committed")
-            if self.parity_urls:
-                data = [(d.label, d.url) for d in alive if d.alive]
-                self.parity = add_parity(catalog, set_hex, data, self.parity_urls)
-                if "error" in self.parity:
-                    self.on_event(Notice(self.parity["error"]))
-                self.phase("parity written")
         except BackupFailedError as exc:
             outcome.error = str(exc)
             for d in alive:
@@ -490,7 +487,6 @@ class _Backup:
             inconsistent=outcome.inconsistent,
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
-            parity=self.parity,
         )
         catalog.finish_set(
             set_hex,

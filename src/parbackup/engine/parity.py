@@ -18,10 +18,14 @@ step (docs/GUARANTEES.md).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 
 from parbackup.catalog import Catalog
+from parbackup.devices.base import Device
+from parbackup.engine.catalog_copy import CATALOG_COPY
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.redundancy.codec import CODEC, check_params
@@ -29,6 +33,16 @@ from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.stripe import write_parity
 
 log = logging.getLogger(__name__)
+
+
+def copy_catalog(catalog: Catalog, devices: Sequence[Device]) -> None:
+    """A copy of the catalog (now knowing the set's parity) on each parity device (X2)."""
+    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+        path = os.path.join(tmp, "catalog.sqlite")
+        catalog.copy_to(path)
+        for dev in devices:
+            with open(path, "rb") as fh:
+                dev.put_stream(CATALOG_COPY, fh)
 
 
 def split_devices(urls: Sequence[str], parity: int) -> tuple[list[str], list[str]]:
@@ -101,6 +115,7 @@ def add_parity(
             ],
         }
         catalog.set_parity(set_hex, info)
+        copy_catalog(catalog, [d.device for d in alive])
         report.update(
             redundancy=m,
             k=len(columns),

@@ -68,7 +68,7 @@ class BackupReport:
         """0 clean, 3 done with warnings, 1 failed."""
         if self.status == "failed":
             return 1
-        warnings = self.skipped or self.inconsistent or self.grown
+        warnings = self.skipped or self.inconsistent or self.grown or "error" in self.parity
         return 3 if self.status == "degraded" or warnings else 0
 
     def balance(self) -> dict:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from parbackup.errors import DeviceError, FormatError, ParbackupError
+from parbackup.errors import FormatError, ParbackupError
 from parbackup.redundancy.codec import CODEC, RowCodec
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
@@ -42,17 +42,44 @@ class Store(Protocol):
 
 class ColumnReader:
     """A column's stream, unit by unit, zero-padded past its end; ``None`` for a unit
-    that could not be read whole (``store`` None: the device is missing)."""
+    that could not be read whole (``store`` None: the device is missing).
+
+    Each volume is read through one sequential stream (``open_read``), front to back,
+    so a tape is not rewound for every unit."""
 
     def __init__(self, store: Store | None, column: Column, unit: int) -> None:
         self.store, self.column, self.unit = store, column, unit
         self.row = 0
         self.broken: set[str] = set()
+        self.streams: dict[str, Any] = {}
+        self.at: dict[str, int] = {}
+
+    def _read(self, name: str, offset: int, n: int) -> bytes:
+        stream = self.streams.get(name)
+        if stream is None or self.at[name] != offset:
+            self.close()
+            assert self.store is not None
+            stream = self.streams[name] = self.store.open_read(name)
+            self.at[name] = 0
+            while self.at[name] < offset:  # only after a broken unit: skip forward
+                got = stream.read(min(offset - self.at[name], 1 << 20))
+                if not got:
+                    return b""
+                self.at[name] += len(got)
+        out = bytearray()
+        while len(out) < n:
+            got = stream.read(n - len(out))
+            if not got:
+                break
+            out += got
+        self.at[name] += len(out)
+        return bytes(out)
 
     def next(self) -> bytes | None:
         start = self.row * self.unit
         self.row += 1
         if start >= self.column.length:
+            self.close()
             return bytes(self.unit)
         if self.store is None:
             return None
@@ -61,15 +88,24 @@ class ColumnReader:
             if name in self.broken:
                 return None
             try:
-                data = self.store.read(name, offset, n)
-            except (DeviceError, OSError):
+                data = self._read(name, offset, n)
+            except (ParbackupError, OSError):
                 data = b""
             if len(data) != n:
                 self.broken.add(name)
+                self.close()
                 return None
             out += data
         out += bytes(self.unit - len(out))
         return bytes(out)
+
+    def close(self) -> None:
+        """Close the volume streams held open; never raises."""
+        for stream in self.streams.values():
+            with contextlib.suppress(Exception):
+                stream.close()
+        self.streams.clear()
+        self.at.clear()
 
 
 class ColumnWriter:
@@ -173,12 +209,16 @@ def write_parity(
                 w.write(out[i])
                 sizes[i] += len(head) + unit
             on_row(row)
+        for r in readers:
+            r.close()
         for i, (_label, _name, w) in enumerate(writers):
             end = encode_end(set_id, rows)
             w.write(end)
             sizes[i] += len(end)
             w.commit()
     except BaseException:
+        for r in readers:
+            r.close()
         for _label, _name, w in writers:
             with contextlib.suppress(Exception):
                 w.abort()
@@ -245,53 +285,57 @@ def walk_rows(
     codec = RowCodec(k, m, unit, header.codec)
     readers = [ColumnReader(data.get(c.label), c, unit) for c in header.columns]
     out = RowOutcome(rows=header.rows)
-    for row in range(header.rows):
-        units: dict[int, bytes] = {}
-        record: RowRecord | None = None
-        for i in range(m):
-            reader = parity.get(i)
-            got = reader.next() if reader is not None else None
-            if got is not None and got[0].row == row:
-                record = record or got[0]
-                units[k + i] = got[1]
-            else:
-                out.lose(header.parity[i])
-                if reader is not None:
-                    reader.dead = True
-        for j, reader in enumerate(readers):
-            unit_bytes = reader.next()
-            label = header.columns[j].label
-            if unit_bytes is None:
-                out.lose(label)
-                continue
-            if record is not None and unit_digest(unit_bytes) != record.digests[j]:
-                out.lose(label)
-                continue
-            units[j] = unit_bytes
-        if len(units) < k:
-            out.unrecoverable.append(row)
-            continue
-        if not (targets or parity_targets):
-            continue
-        if record is None:  # every parity unit of the row is lost: the data is whole
-            data_units = [units[j] for j in range(k)]
-            parity_units, fragments = codec.encode(data_units)
-            whole = data_units + parity_units
-        else:
-            fragments = list(record.fragments)
-            try:
-                whole = codec.decode(units, fragments)
-            except FormatError:
+    try:
+        for row in range(header.rows):
+            units: dict[int, bytes] = {}
+            record: RowRecord | None = None
+            for i in range(m):
+                reader = parity.get(i)
+                got = reader.next() if reader is not None else None
+                if got is not None and got[0].row == row:
+                    record = record or got[0]
+                    units[k + i] = got[1]
+                else:
+                    out.lose(header.parity[i])
+                    if reader is not None:
+                        reader.dead = True
+            for j, reader in enumerate(readers):
+                unit_bytes = reader.next()
+                label = header.columns[j].label
+                if unit_bytes is None:
+                    out.lose(label)
+                    continue
+                if record is not None and unit_digest(unit_bytes) != record.digests[j]:
+                    out.lose(label)
+                    continue
+                units[j] = unit_bytes
+            if len(units) < k:
                 out.unrecoverable.append(row)
                 continue
-        for j, c in enumerate(header.columns):
-            if targets and c.label in targets:
-                targets[c.label].write(whole[j])
-        digests = tuple(unit_digest(u) for u in whole)
-        for i, w in (parity_targets or {}).items():
-            rec = RowRecord(
-                header.set_id, row, header.codec, k, m, i, unit, digests, tuple(fragments)
-            )
-            w.write(encode_row(rec))
-            w.write(whole[k + i])
+            if not (targets or parity_targets):
+                continue
+            if record is None:  # every parity unit of the row is lost: the data is whole
+                data_units = [units[j] for j in range(k)]
+                parity_units, fragments = codec.encode(data_units)
+                whole = data_units + parity_units
+            else:
+                fragments = list(record.fragments)
+                try:
+                    whole = codec.decode(units, fragments)
+                except FormatError:
+                    out.unrecoverable.append(row)
+                    continue
+            for j, c in enumerate(header.columns):
+                if targets and c.label in targets:
+                    targets[c.label].write(whole[j])
+            digests = tuple(unit_digest(u) for u in whole)
+            for i, w in (parity_targets or {}).items():
+                rec = RowRecord(
+                    header.set_id, row, header.codec, k, m, i, unit, digests, tuple(fragments)
+                )
+                w.write(encode_row(rec))
+                w.write(whole[k + i])
+    finally:
+        for r in readers:
+            r.close()
     return out
