@@ -504,18 +504,12 @@ class Catalog(LivenessRows):
 
     def set_parity(self, set_id: str, info: dict) -> None:
         """Remember where a set's parity lies (engine/parity.py; kept in ``meta``)."""
-        with self.transaction():
-            self.db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (f"parity:{set_id}", json.dumps(info, sort_keys=True)),
-            )
+        self.set_meta(f"parity:{set_id}", json.dumps(info, sort_keys=True))
 
     def parity(self, set_id: str) -> dict | None:
         """What ``set_parity`` remembered for a set; None for a set without parity."""
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (f"parity:{set_id}",))
-        found = row.fetchone()
-        return json.loads(found[0]) if found else None
+        found = self.meta(f"parity:{set_id}")
+        return json.loads(found) if found else None
 
     def device_urls(self) -> dict[str, str]:
         """label -> last known URL of every device the catalog has seen."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
@@ -228,6 +230,31 @@ def _scan(dev: OpenDevice, found: dict[str, _SetFound]) -> dict:
     return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
 
 
+def _scan_parity(
+    alive: list[OpenDevice], found: dict[str, _SetFound], on_event: EventSink
+) -> dict[str, list[ParityFound]]:
+    """Read the parity volume headers (engine/rebuild_parity.py); a set's data device
+    that is not present is decoded from parity and its volumes read like the others."""
+    parity: dict[str, list[ParityFound]] = {}
+    for dev in alive:
+        volumes, bad = scan_parity(dev)
+        for v in volumes:
+            parity.setdefault(v.header.set_id.hex(), []).append(v)
+        found.setdefault("", _SetFound("", {}, 0)).damaged.extend(bad)
+    if not found[""].damaged:
+        del found[""]
+    present = {dev.label.label: dev for dev in alive}
+    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        for set_hex, volumes in parity.items():
+            made, error = rebuild_missing(volumes, present, work)
+            if error:
+                on_event(Notice(f"set {set_hex}: missing devices not rebuilt: {error}"))
+            for dev in made:
+                on_event(Notice(f"set {set_hex}: device {dev.label.label} rebuilt from parity"))
+                _scan(dev, found)
+    return parity
+
+
 def pick_records(refs: list[RecordRef], closed: set[tuple[str, str]]) -> list[RecordRef]:
     """The records of one file to keep: its bytes front to back, closed volumes first.
 
@@ -295,9 +322,11 @@ def rebuild_catalog(
             report.devices.append({"url": d.url, "error": d.reason})
         for dev in alive:
             report.devices.append(_scan(dev, found))
+        parity = _scan_parity(alive, found, on_event)
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
-        _write_catalog(catalog_path, alive, found, urls, report, on_event)
+        info = {set_hex: parity_info(vols) for set_hex, vols in parity.items()}
+        _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:
@@ -318,6 +347,7 @@ def _write_catalog(
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
+    parity: dict[str, dict] | None = None,
 ) -> None:
     """Write the sets into a new catalog under a temporary name, then rename it.
 
@@ -335,6 +365,9 @@ def _write_catalog(
             catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
         for entry in sorted(found.values(), key=lambda e: e.created_ns):
             doc = _write_set(catalog, entry, urls, on_event)
+            if parity and entry.set_hex in parity:
+                catalog.set_parity(entry.set_hex, parity[entry.set_hex])
+                doc["parity"] = {"k": parity[entry.set_hex]["k"], "m": parity[entry.set_hex]["m"]}
             report.sets.append(doc)
         catalog.set_meta(REBUILDING_KEY, None)
         catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
