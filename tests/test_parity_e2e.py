@@ -201,3 +201,16 @@ def test_rebuild_catalog_reads_parity_and_a_missing_device_from_it(tmp_path, dev
     out, r = _restore(tmp_path, new_cat, "out")
     assert r.json["status"] == "ok", r.out + r.err
     assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_plan_shows_parity_and_too_few_devices_is_a_usage_error(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=2, files=10)
+    devs = device_dirs(3)
+    r = run_cli("plan", str(src), *dev_args(devs), "--parity", "1", "--json")
+    assert r.code == 0, r.out + r.err
+    assert [d["url"] for d in r.json["devices"]] == [str(d) for d in devs[:2]]
+    assert r.json["parity"]["devices"] == [str(devs[2])]
+    assert r.json["parity"]["bytes_each"] == max(d["bytes"] for d in r.json["devices"])
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(src), *dev_args(devs), "--parity", "3", "--catalog", cat)
+    assert r.code == 2 and "data devices" in r.err

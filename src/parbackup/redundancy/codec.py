@@ -85,7 +85,13 @@ class RowCodec:
         k+m fragment headers the decoder needs."""
         if len(units) != self.k or any(len(u) != self.unit for u in units):
             raise ValueError("a row takes k units of exactly `unit` bytes")
-        fragments = self.driver.encode(b"".join(units))
+        return self.encode_row(b"".join(units))
+
+    def encode_row(self, row: bytes) -> tuple[list[bytes], list[bytes]]:
+        """``encode`` of a row given as its k units back to back (no joining copy)."""
+        if len(row) != self.k * self.unit:
+            raise ValueError("a row takes k units of exactly `unit` bytes")
+        fragments = self.driver.encode(row)
         if len(fragments) != self.k + self.m or any(
             len(f) != FRAGMENT_HEADER + self.unit for f in fragments
         ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,7 +55,7 @@ class ColumnReader:
         self.streams: dict[str, Any] = {}
         self.at: dict[str, int] = {}
 
-    def _read(self, name: str, offset: int, n: int) -> bytes:
+    def _read_into(self, name: str, offset: int, view: memoryview) -> bool:
         stream = self.streams.get(name)
         if stream is None or self.at[name] != offset:
             self.close()
@@ -64,40 +65,49 @@ class ColumnReader:
             while self.at[name] < offset:  # only after a broken unit: skip forward
                 got = stream.read(min(offset - self.at[name], 1 << 20))
                 if not got:
-                    return b""
+                    return False
                 self.at[name] += len(got)
-        out = bytearray()
-        while len(out) < n:
-            got = stream.read(n - len(out))
+        done = 0
+        while done < len(view):
+            got = stream.readinto(view[done:])
             if not got:
-                break
-            out += got
-        self.at[name] += len(out)
-        return bytes(out)
+                return False
+            done += got
+        self.at[name] += done
+        return True
 
-    def next(self) -> bytes | None:
+    def fill(self, view: memoryview) -> bool:
+        """Read the next unit into ``view`` (``unit`` bytes, zero-padded); False if it
+        could not be read whole."""
         start = self.row * self.unit
         self.row += 1
         if start >= self.column.length:
             self.close()
-            return bytes(self.unit)
+            view[:] = bytes(len(view))
+            return True
         if self.store is None:
-            return None
-        out = bytearray()
+            return False
+        at = 0
         for name, offset, n in self.column.spans(start, self.unit):
             if name in self.broken:
-                return None
+                return False
             try:
-                data = self._read(name, offset, n)
+                ok = self._read_into(name, offset, view[at : at + n])
             except (ParbackupError, OSError):
-                data = b""
-            if len(data) != n:
+                ok = False
+            if not ok:
                 self.broken.add(name)
                 self.close()
-                return None
-            out += data
-        out += bytes(self.unit - len(out))
-        return bytes(out)
+                return False
+            at += n
+        if at < len(view):
+            view[at:] = bytes(len(view) - at)
+        return True
+
+    def next(self) -> bytes | None:
+        """The next unit as bytes, or None if it could not be read whole."""
+        buf = bytearray(self.unit)
+        return bytes(buf) if self.fill(memoryview(buf)) else None
 
     def close(self) -> None:
         """Close the volume streams held open; never raises."""
@@ -184,6 +194,7 @@ def write_parity(
     readers = [ColumnReader(store, col, unit) for col, store in columns]
     writers: list[tuple[str, str, Any]] = []
     sizes = [0] * m
+    pool = ThreadPoolExecutor(1, thread_name_prefix="parity-read")
     try:
         for i, (label, store) in enumerate(parity):
             head = ParityHeader(
@@ -194,14 +205,19 @@ def write_parity(
             writers.append((label, name, w))
             w.write(head)
             sizes[i] += len(head)
+        ahead = pool.submit(_read_row, readers, unit)
         for row in range(rows):
-            units = [r.next() for r in readers]
-            for col, u in zip(cols, units, strict=True):
-                if u is None:
-                    raise FormatError(f"parity: column {col.label} cannot be read at row {row}")
-            data: list[bytes] = units  # type: ignore[assignment]
-            out, frags = codec.encode(data)
-            digests = tuple(unit_digest(u) for u in data + out)
+            data = ahead.result()
+            if row + 1 < rows:  # the next row is read while this one is coded and written
+                ahead = pool.submit(_read_row, readers, unit)
+            if isinstance(data, int):
+                raise FormatError(f"parity: column {cols[data].label} cannot be read at row {row}")
+            out, frags = codec.encode_row(data)
+            view = memoryview(data)
+            digests = tuple(
+                [unit_digest(view[j * unit : (j + 1) * unit]) for j in range(k)]
+                + [unit_digest(u) for u in out]
+            )
             for i, (_label, _name, w) in enumerate(writers):
                 rec = RowRecord(set_id, row, CODEC, k, m, i, unit, digests, tuple(frags))
                 head = encode_row(rec)
@@ -209,6 +225,7 @@ def write_parity(
                 w.write(out[i])
                 sizes[i] += len(head) + unit
             on_row(row)
+        pool.shutdown(wait=True)
         for r in readers:
             r.close()
         for i, (_label, _name, w) in enumerate(writers):
@@ -217,6 +234,7 @@ def write_parity(
             sizes[i] += len(end)
             w.commit()
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         for r in readers:
             r.close()
         for _label, _name, w in writers:
@@ -224,6 +242,16 @@ def write_parity(
                 w.abort()
         raise
     return [(label, name, sizes[i]) for i, (label, name, _w) in enumerate(writers)]
+
+
+def _read_row(readers: Sequence[ColumnReader], unit: int) -> bytes | int:
+    """The next row's data units back to back, or the index of a column that failed."""
+    buf = bytearray(len(readers) * unit)
+    view = memoryview(buf)
+    for j, reader in enumerate(readers):
+        if not reader.fill(view[j * unit : (j + 1) * unit]):
+            return j
+    return bytes(buf)
 
 
 class ParityReader:

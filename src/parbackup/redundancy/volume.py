@@ -55,7 +55,7 @@ def parity_name(set_hex: str, label: str, index: int) -> str:
 
 def unit_digest(data: bytes | bytearray | memoryview) -> bytes:
     """The digest a row record keeps of one unit (BLAKE3, 32 bytes)."""
-    return blake3(data).digest()
+    return blake3(data, max_threads=blake3.AUTO).digest()
 
 
 @dataclass(frozen=True, slots=True)
