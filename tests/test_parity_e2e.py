@@ -7,12 +7,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +217,36 @@ def test_plan_shows_parity_and_too_few_devices_is_a_usage_error(tmp_path, device
     cat = str(tmp_path / "cat.sqlite")
     r = run_cli("backup", str(src), *dev_args(devs), "--parity", "3", "--catalog", cat)
     assert r.code == 2 and "data devices" in r.err
+
+
+def test_a_stream_backed_up_with_parity_restores_to_stdout_with_a_device_gone(
+    tmp_path, device_dirs
+):
+    data = random.Random(4).randbytes(5_300_000)
+    devs = device_dirs(4)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli(
+        "backup",
+        "-",
+        "--stdin-name",
+        "dump.sql",
+        *dev_args(devs),
+        "--parity",
+        "1",
+        "--catalog",
+        cat,
+        "--json",
+        input=data,
+    )
+    assert r.code == 0, r.out + r.err
+    assert r.json["parity"]["redundancy"] == 1
+    holder = max(devs[:3], key=lambda d: sum(v.stat().st_size for v in d.rglob("*.pbv")))
+    shutil.rmtree(holder)  # the device holding (most of) the stream
+    full = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "dump.sql", "--catalog", cat],
+        capture_output=True,
+        env=full,
+        timeout=300,
+    )
+    assert proc.stdout == data, proc.stderr.decode()
