@@ -250,3 +250,27 @@ def test_a_stream_backed_up_with_parity_restores_to_stdout_with_a_device_gone(
         timeout=300,
     )
     assert proc.stdout == data, proc.stderr.decode()
+
+
+def test_an_incremental_set_reads_its_reused_files_around_a_lost_device(tmp_path, device_dirs):
+    """An incremental set reuses records from its parent's volumes: with a data device
+    lost, those come back from the parent's parity, the new ones from the new set's."""
+    src, devs, cat, _doc = _backup(tmp_path, device_dirs, 4, 1)
+    (src / "file1.bin").write_bytes(random.Random(8).randbytes(1_500_000))
+    r = run_cli(
+        "backup",
+        str(src),
+        *dev_args(devs),
+        "--catalog",
+        cat,
+        "--parity",
+        "1",
+        "--incremental",
+        "--json",
+    )
+    assert r.code == 0, r.out + r.err
+    assert r.json["kind"] == "incremental" and r.json["reused"] > 0
+    shutil.rmtree(devs[1])
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)

@@ -272,22 +272,36 @@ def recovered(
 ) -> Iterator[Recovery]:
     """Rebuild a parity set's missing columns (and ``suspects``, present but damaged)
     into a temporary directory for as long as the block runs; ``Recovery.urls`` then
-    names devices to read in their place."""
-    if not catalog.parity(set_hex):
+    names devices to read in their place. An incremental set's records reused from
+    earlier sets lie in those sets' volumes: their columns are rebuilt from their own
+    parity, into the same stand-in device per label."""
+    origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
+    sets = [s for s in [set_hex, *sorted(origins - {set_hex})] if catalog.parity(s)]
+    if not sets:
         yield Recovery()
         return
     with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
         made: dict[str, str] = {}
 
         def target_for(label: str) -> Device:
-            path = os.path.join(work, label)
-            os.makedirs(path)
+            path = made.get(label) or os.path.join(work, label)
             dev = open_device(path)
-            dev.open(write=True)
-            dev.write_label(Label(label=label, created="", kind=dev.scheme))
-            made[label] = path
+            if label not in made:
+                os.makedirs(path)
+                dev.open(write=True)
+                dev.write_label(Label(label=label, created="", kind=dev.scheme))
+                made[label] = path
+            else:
+                dev.open(write=True)
             return dev
 
-        rec = rebuild(catalog, set_hex, known, overrides, target_for, suspects=suspects)
-        rec.urls = [made[label] for label in rec.urls]
-        yield rec
+        total = Recovery(parity=True)
+        for one in sets:
+            rec = rebuild(catalog, one, known, overrides, target_for, suspects=suspects)
+            total.missing.update(rec.missing)
+            total.unrecoverable += rec.unrecoverable
+            total.error = total.error or rec.error
+            for label, n in rec.lost_units.items():
+                total.lost_units[label] = total.lost_units.get(label, 0) + n
+            total.urls += [made[label] for label in rec.urls if made[label] not in total.urls]
+        yield total
