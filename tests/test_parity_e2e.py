@@ -274,3 +274,37 @@ def test_an_incremental_set_reads_its_reused_files_around_a_lost_device(tmp_path
     out, r = _restore(tmp_path, cat, "out")
     assert r.json["status"] == "ok", r.out + r.err
     assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_a_damaged_parity_volume_is_found_by_verify_and_repaired(tmp_path, device_dirs):
+    """One byte flipped in a parity unit: verify names the parity device (the data is
+    whole, the redundancy is gone); repair --lost rebuilds its volume byte for byte."""
+    _src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
+    (vol,) = list((devs[3] / "sets").rglob("*.pbp"))
+    good = vol.read_bytes()
+    body = bytearray(good)
+    body[len(body) - 1000] ^= 0x01  # inside the last row's parity unit
+    vol.write_bytes(bytes(body))
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 3 and r.json["status"] == "recoverable", r.out + r.err
+    assert [d["url"] for d in r.json["missing"]] == [str(devs[3])]
+    assert r.json["parity"]["redundancy"] == 0
+    label = json.loads((devs[3] / "label.json").read_text())["label"]
+    new = tmp_path / "replacement"
+    new.mkdir()
+    r = run_cli(
+        "repair",
+        "--set",
+        doc["set"],
+        "--device",
+        str(new),
+        "--lost",
+        label,
+        "--catalog",
+        cat,
+        "--json",
+    )
+    assert r.code == 0, r.out + r.err
+    assert (new / vol.relative_to(devs[3])).read_bytes() == good
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err

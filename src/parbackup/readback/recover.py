@@ -27,7 +27,7 @@ from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageErro
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
-from parbackup.redundancy.volume import ParityHeader, encode_end
+from parbackup.redundancy.volume import ParityHeader, encode_end, read_row
 
 
 @dataclass
@@ -163,7 +163,10 @@ def rebuild(
                     stream, head = open_parity(dev, p["name"])
                     streams.append(stream)
                     header = header or head
-                    readers[i] = ParityReader(stream, head)
+                    if p["label"] in suspects:  # damaged: rebuilt, not read
+                        why = "parity volume damaged"
+                    else:
+                        readers[i] = ParityReader(stream, head)
                 except (ParbackupError, OSError) as exc:
                     why = f"parity volume unreadable: {exc}"
             if why:
@@ -232,6 +235,42 @@ def rebuild(
                 stream.close()
         devices.close()
     return rec
+
+
+def check_parity(
+    catalog: Catalog, set_hex: str, known: dict[str, str], overrides: Sequence[str]
+) -> dict[str, str]:
+    """label -> what is wrong, for each present parity volume of the set that is not
+    whole: every row record and parity unit is checked (CRC, digest) and the end record
+    must follow the last row. Missing devices are ``rebuild``'s to report."""
+    info = catalog.parity(set_hex)
+    bad: dict[str, str] = {}
+    if not info:
+        return bad
+    devices = _Devices(known, overrides)
+    try:
+        for p in info["parity"]:
+            dev = devices.get(p["label"])
+            if dev is None:
+                continue
+            stream = None
+            try:
+                stream, head = open_parity(dev, p["name"])
+                for row in range(head.rows):
+                    got = read_row(stream, head)
+                    if got is None or got[0].row != row:
+                        raise FormatError(f"row {row} is missing")
+                if read_row(stream, head) is not None:
+                    raise FormatError("rows after the last one")
+            except (ParbackupError, OSError) as exc:
+                bad[p["label"]] = f"parity volume damaged: {exc}"
+            finally:
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()
+    finally:
+        devices.close()
+    return bad
 
 
 def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:

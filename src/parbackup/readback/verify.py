@@ -16,7 +16,7 @@ from parbackup.catalog import Catalog
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
-from parbackup.readback.recover import recovered
+from parbackup.readback.recover import check_parity, recovered
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
 
@@ -117,6 +117,8 @@ def run_verify(
             if not (second.damaged or second.volumes or again.error):
                 rescue, outcome = again, second
     if rescue.parity:
+        for label, why in check_parity(catalog, info.id, known, devices).items():
+            rescue.missing.setdefault(label, why)
         parity = catalog.parity(info.id) or {}
         report.missing = [
             {"label": label, "url": known.get(label, ""), "error": why}
