@@ -308,3 +308,44 @@ def test_a_damaged_parity_volume_is_found_by_verify_and_repaired(tmp_path, devic
     assert (new / vol.relative_to(devs[3])).read_bytes() == good
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.json["status"] == "ok", r.out + r.err
+
+
+def test_failover_and_parity_in_one_run_then_a_survivor_lost(tmp_path, device_dirs):
+    """A data device fails mid-backup (write error): its work goes to the others and the
+    parity covers the surviving columns; then another data device is deleted and the
+    set still restores whole. A parity device that fails leaves the set complete, with
+    the report saying it has no redundancy (exit 3)."""
+    src = make_tree(tmp_path / "src", seed=11, files=25, big=(2_500_000, 1_700_001))
+    devs = device_dirs(5)
+    cat = str(tmp_path / "cat.sqlite")
+    urls = [
+        str(devs[0]),
+        f"faulty+file://{devs[1]}?fail_after=300K",
+        str(devs[2]),
+        str(devs[3]),
+        str(devs[4]),
+    ]
+    r = run_cli("backup", str(src), *dev_args(urls), "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "degraded"
+    assert r.json["parity"]["redundancy"] == 1 and r.json["parity"]["k"] == 3
+    shutil.rmtree(devs[2])
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+
+    more = device_dirs_at(tmp_path / "second", 3)
+    urls = [str(more[0]), str(more[1]), f"faulty+file://{more[2]}?fail_after=100K"]
+    r = run_cli("backup", str(src), *dev_args(urls), "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "complete"
+    assert r.json["parity"]["redundancy"] == 0 and "parity not written" in r.json["parity"]["error"]
+
+
+def device_dirs_at(root: Path, n: int) -> list[Path]:
+    out = []
+    for i in range(n):
+        d = root / f"dev{i}"
+        d.mkdir(parents=True)
+        out.append(d)
+    return out
