@@ -614,6 +614,15 @@ class Catalog(LivenessRows):
         keys = ("label", "url", "status", "error", "bytes", "segments", "seconds")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def set_parity(self, set_id: str, info: dict) -> None:
+        """Remember where a set's parity lies (engine/parity.py; kept in ``meta``)."""
+        self.set_meta(f"parity:{set_id}", json.dumps(info, sort_keys=True))
+
+    def parity(self, set_id: str) -> dict | None:
+        """What ``set_parity`` remembered for a set; None for a set without parity."""
+        found = self.meta(f"parity:{set_id}")
+        return json.loads(found) if found else None
+
     def device_urls(self) -> dict[str, str]:
         """label -> last known URL of every device the catalog has seen."""
         return dict(self.db.execute("SELECT label, url FROM devices").fetchall())

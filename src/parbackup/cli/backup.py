@@ -301,6 +301,14 @@ def summarize(report: BackupReport) -> None:
     help="zstd per record: auto (level 3, and a file whose data does not shrink is "
     "stored as it is), off, or a level 1-19. Default: auto for an encrypted set, else off.",
 )
+@click.option(
+    "--parity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Write Reed-Solomon parity on the last M devices: the set survives losing any M "
+    "devices (the data is spread over the others).",
+)
 @password_options
 @profile_options
 @json_option
@@ -329,6 +337,7 @@ def backup(
     compression: str | None,
     password_file: str | None,
     password_command: str | None,
+    parity: int,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -364,6 +373,7 @@ def backup(
         created=set_time,
         codec=codec,
         key_file=key_file,
+        parity=parity,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

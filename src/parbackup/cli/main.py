@@ -37,6 +37,7 @@ COMMANDS = {
     "diff": "parbackup.cli.diff:diff",
     "find": "parbackup.cli.find:find",
     "report": "parbackup.cli.report:report",
+    "repair": "parbackup.cli.repair:repair",
 }
 """Command name -> where it lives; a command's module is imported only when it runs
 (or when --help lists them), so a backup does not load restore's code."""

@@ -50,4 +50,14 @@ def verify(
         )
         for d in report.damaged:
             line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
+        for d in report.missing:
+            line(f"MISSING: device {d['url'] or d['label']}: {d['error']}", problem=True)
+        if report.parity:
+            p = report.parity
+            line(
+                f"parity: {p['k']} data + {p['m']} parity devices; "
+                f"{max(0, p['redundancy'])} more device(s) may be lost"
+                + (f" ({p['error']})" if p.get("error") else ""),
+                problem=p["redundancy"] < p["m"],
+            )
     return report.exit_code

@@ -32,6 +32,7 @@ from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.parity import add_parity, split_devices
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.samples import ProgressSampler
@@ -198,6 +199,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
+    device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -212,6 +214,13 @@ def run_backup(
         fleet.stop(now=True)
         raise
     fleet.stop()
+    if parity_urls and report.status != "failed":
+        # after the movers closed their devices: a tape is read back only once it ends
+        data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
+        report.parity = add_parity(catalog, report.set_id, data, parity_urls)
+        if "error" in report.parity:
+            on_event(Notice(report.parity["error"]))
+        report.seconds = time.monotonic() - started
     return report
 
 

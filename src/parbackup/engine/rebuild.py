@@ -30,6 +30,7 @@ import base64
 import contextlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,7 @@ from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
 from parbackup.errors import DeviceError, FormatError, KeyUnlockError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
@@ -341,6 +343,31 @@ def _scan(dev: OpenDevice, found: dict[str, _SetFound], codec: Codec = _PLAIN) -
     return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
 
 
+def _scan_parity(
+    alive: list[OpenDevice], found: dict[str, _SetFound], on_event: EventSink
+) -> dict[str, list[ParityFound]]:
+    """Read the parity volume headers (engine/rebuild_parity.py); a set's data device
+    that is not present is decoded from parity and its volumes read like the others."""
+    parity: dict[str, list[ParityFound]] = {}
+    for dev in alive:
+        volumes, bad = scan_parity(dev)
+        for v in volumes:
+            parity.setdefault(v.header.set_id.hex(), []).append(v)
+        found.setdefault("", _SetFound("", {}, 0)).damaged.extend(bad)
+    if not found[""].damaged:
+        del found[""]
+    present = {dev.label.label: dev for dev in alive}
+    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        for set_hex, volumes in parity.items():
+            made, error = rebuild_missing(volumes, present, work)
+            if error:
+                on_event(Notice(f"set {set_hex}: missing devices not rebuilt: {error}"))
+            for dev in made:
+                on_event(Notice(f"set {set_hex}: device {dev.label.label} rebuilt from parity"))
+                _scan(dev, found)
+    return parity
+
+
 def pick_records(refs: list[RecordRef], closed: set[tuple[str, str]]) -> list[RecordRef]:
     """The records of one file to keep: its bytes front to back, closed volumes first.
 
@@ -445,12 +472,14 @@ def rebuild_catalog(
             codec = Codec(CodecSpec(master=master, key_id=keyfile.key_id))
         for dev in alive:
             report.devices.append(_scan(dev, found, codec))
+        parity = _scan_parity(alive, found, on_event)
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
+        info = {set_hex: parity_info(vols) for set_hex, vols in parity.items()}
         if is_catalog_url(catalog_path):
-            _write_server_catalog(catalog_path, alive, found, urls, report, on_event)
+            _write_server_catalog(catalog_path, alive, found, urls, report, on_event, info)
         else:
-            _write_catalog(catalog_path, alive, found, urls, report, on_event)
+            _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
         if keyfile is not None:
             keyfile.save(key_path(catalog_path))
         if unattributed:
@@ -473,6 +502,7 @@ def _write_catalog(
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
+    parity: dict[str, dict] | None = None,
 ) -> None:
     """Write the sets into a new catalog under a temporary name, then rename it.
 
@@ -485,7 +515,7 @@ def _write_catalog(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
     with Catalog(partial) as catalog:
-        _fill(catalog, alive, found, urls, report, on_event)
+        _fill(catalog, alive, found, urls, report, on_event, parity)
         catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     try:
         if os.path.exists(catalog_path):
@@ -512,6 +542,7 @@ def _write_server_catalog(
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
+    parity: dict[str, dict] | None = None,
 ) -> None:
     """Write the sets into an empty catalog on a server (PostgreSQL). There is no file
     to rename into place: the REBUILDING_KEY mark, set first and cleared last, keeps a
@@ -521,7 +552,7 @@ def _write_server_catalog(
         _check_writable(catalog)
         catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
         catalog.clear()
-        _fill(catalog, alive, found, urls, report, on_event)
+        _fill(catalog, alive, found, urls, report, on_event, parity)
 
 
 def _fill(
@@ -531,13 +562,19 @@ def _fill(
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
+    parity: dict[str, dict] | None = None,
 ) -> None:
-    """Write the devices and sets found into ``catalog``, under the REBUILDING_KEY mark."""
+    """Write the devices and sets found into ``catalog``, under the REBUILDING_KEY mark;
+    ``parity``: set id -> the parity layout read from the parity volumes."""
     catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
     for dev in alive:
         catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
     for entry in sorted(found.values(), key=lambda e: e.created_ns):
-        report.sets.append(_write_set(catalog, entry, urls, on_event))
+        doc = _write_set(catalog, entry, urls, on_event)
+        if parity and entry.set_hex in parity:
+            catalog.set_parity(entry.set_hex, parity[entry.set_hex])
+            doc["parity"] = {"k": parity[entry.set_hex]["k"], "m": parity[entry.set_hex]["m"]}
+        report.sets.append(doc)
     catalog.set_meta(REBUILDING_KEY, None)
 
 

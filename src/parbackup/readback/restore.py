@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile
@@ -28,6 +29,7 @@ from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
     left_out,
@@ -71,6 +73,8 @@ class RestoreReport:
     left_out: list[dict] = field(default_factory=list)
     """Entries restored without some of their metadata (extended attributes, ACLs,
     capabilities, owner) because the target could not take it; each names what."""
+    rebuilt: list[str] = field(default_factory=list)
+    """Labels of missing devices read around with parity (readback/recover.py)."""
 
     @property
     def status(self) -> str:
@@ -78,7 +82,13 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped or self.grown or self.left_out else 0
+        return (
+            1
+            if self.damaged
+            else 3
+            if self.skipped or self.grown or self.left_out or self.rebuilt
+            else 0
+        )
 
     def to_json(self) -> dict:
         return {
@@ -92,6 +102,7 @@ class RestoreReport:
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"grown": self.grown} if self.grown else {}),
             **({"left_out": self.left_out} if self.left_out else {}),
+            **({"missing": self.rebuilt} if self.rebuilt else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -158,6 +169,10 @@ def run_restore(
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
     restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    if report.damaged and catalog.parity(info.id):
+        restored |= _retry_with_parity(
+            catalog, info.id, files, dest, records, options, report, on_event
+        )
     _restore_links(chosen, dest, restored, report, on_event)
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
@@ -166,6 +181,32 @@ def run_restore(
     report.left_out = restore_extended(chosen, dest, placed)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retry_with_parity(
+    catalog: Catalog,
+    set_id: str,
+    files: list[CatalogFile],
+    dest: dict[int, str],
+    records: dict[str, list[tuple[int, RecordRef]]],
+    options: RestoreOptions,
+    report: RestoreReport,
+    on_event: EventSink,
+) -> dict[str, str]:
+    """Files found damaged in a parity set are read again once, from copies of their
+    devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
+    bad = {d["path"] for d in report.damaged}
+    again = [f for f in files if f.entry.path in bad and f.file_id in dest]
+    if not again:
+        return {}
+    ids = {f.file_id for f in again}
+    subset = {
+        label: [(fid, ref) for fid, ref in recs if fid in ids] for label, recs in records.items()
+    }
+    subset = {label: recs for label, recs in subset.items() if recs}
+    suspects = sorted(subset)
+    report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
+    return _restore_files(catalog, set_id, again, dest, subset, options, report, on_event, suspects)
 
 
 def _restore_files(
@@ -177,6 +218,7 @@ def _restore_files(
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
+    suspects: Sequence[str] = (),
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good."""
     refs: dict[int, list[RecordRef]] = {}
@@ -217,16 +259,19 @@ def _restore_files(
                 if fid in whole:
                     on_event(FileDone(paths[fid]))
 
-        outcome = read_back(
-            bytes.fromhex(set_id),
-            work,
-            catalog.device_urls(),
-            options.devices,
-            lambda label: DirectorySinkSpec(targets[label]),
-            on_event,
-            on_good=done,
-            codec=options.codec,
-        )
+        known = catalog.device_urls()
+        with recovered(catalog, set_id, known, options.devices, suspects) as rescue:
+            outcome = read_back(
+                bytes.fromhex(set_id),
+                work,
+                known,
+                tuple(options.devices) + tuple(rescue.urls),
+                lambda label: DirectorySinkSpec(targets[label]),
+                on_event,
+                on_good=done,
+                codec=options.codec,
+            )
+        report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
