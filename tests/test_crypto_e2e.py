@@ -263,3 +263,26 @@ def test_extended_attributes_of_an_encrypted_set_are_sealed_and_rebuilt(tmp_path
     assert restored.code == 0, restored.err
     back = restored_root(out_dir, src) / "docs" / SECRET_NAME
     assert os.getxattr(back, "user.secret") == b"attribute-value-to-hide"
+
+
+def test_an_encrypted_set_with_parity_shows_no_name_on_any_device(tmp_path: Path) -> None:
+    """Parity devices get the sealed catalog copy too, and the set restores with a data
+    device lost (parity is over the volumes' sealed bytes)."""
+    src = sample_tree(tmp_path / "src")
+    devs = [tmp_path / f"d{i}" for i in range(3)]
+    for d in devs:
+        d.mkdir()
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    cat = ["--catalog", str(tmp_path / "cat.sqlite")]
+    out = run_cli("backup", str(src), *devargs, *cat, "--encrypt", "--parity", "1", "--json",
+                  env=PW)  # fmt: skip
+    assert out.code == 0, out.err
+    assert json.loads(out.out)["parity"]["redundancy"] == 1
+    for d in devs:
+        for p in d.rglob("*"):
+            if p.is_file():
+                assert SECRET_NAME.encode() not in p.read_bytes(), p
+    shutil.rmtree(devs[0])
+    restored = run_cli("restore", *cat, "--target", str(tmp_path / "out"), env=PW)
+    assert restored.code in (0, 3), restored.err
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)

@@ -217,7 +217,14 @@ def run_backup(
     if parity_urls and report.status != "failed":
         # after the movers closed their devices: a tape is read back only once it ends
         data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
-        report.parity = add_parity(catalog, report.set_id, data, parity_urls)
+        report.parity = add_parity(
+            catalog,
+            report.set_id,
+            data,
+            parity_urls,
+            codec=options.codec,
+            key_file=options.key_file,
+        )
         if "error" in report.parity:
             on_event(Notice(report.parity["error"]))
         report.seconds = time.monotonic() - started

@@ -18,14 +18,14 @@ step (docs/GUARANTEES.md).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Sequence
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
 from parbackup.devices.base import Device
-from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.redundancy.codec import CODEC, check_params
@@ -35,14 +35,16 @@ from parbackup.redundancy.stripe import write_parity
 log = logging.getLogger(__name__)
 
 
-def copy_catalog(catalog: Catalog, devices: Sequence[Device]) -> None:
-    """A copy of the catalog (now knowing the set's parity) on each parity device (X2)."""
+def copy_catalog(
+    catalog: Catalog, devices: Sequence[Device], codec: CodecSpec | None, key_file: bytes
+) -> None:
+    """A copy of the catalog (now knowing the set's parity) on each parity device (X2):
+    sealed, with the key file beside it, when the set is encrypted."""
     with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
-        path = os.path.join(tmp, "catalog.sqlite")
-        catalog.copy_to(path)
-        for dev in devices:
-            with open(path, "rb") as fh:
-                dev.put_stream(CATALOG_COPY, fh)
+        for name, path in catalog_copies(catalog, tmp, codec, key_file):
+            for dev in devices:
+                with open(path, "rb") as fh:
+                    dev.put_stream(name, fh)
 
 
 def split_devices(urls: Sequence[str], parity: int) -> tuple[list[str], list[str]]:
@@ -68,6 +70,8 @@ def add_parity(
     parity_urls: Sequence[str],
     *,
     unit: int = UNIT,
+    codec: CodecSpec | None = None,
+    key_file: bytes = b"",
 ) -> dict:
     """Write the set's parity volumes; the ``parity`` part of the backup report.
 
@@ -115,7 +119,7 @@ def add_parity(
             ],
         }
         catalog.set_parity(set_hex, info)
-        copy_catalog(catalog, [d.device for d in alive])
+        copy_catalog(catalog, [d.device for d in alive], codec, key_file)
         report.update(
             redundancy=m,
             k=len(columns),
