@@ -120,27 +120,8 @@ class RecordHeader:
 
     def encode(self) -> bytes:
         """The header as bytes, ending in a CRC32 of everything before it."""
-        code = self.code
-        if self.stored >= 0:
-            return encode_stored_header(
-                code,
-                self.set_id,
-                self.file_id,
-                self.offset,
-                self.size,
-                self.file_size,
-                self.mode,
-                self.uid,
-                self.gid,
-                self.mtime_ns,
-                self.checksum,
-                self.path,
-                self.link,
-                self.flags,
-                self.stored,
-            )
-        return encode_record_header(
-            code,
+        fields = (
+            self.code,
             self.set_id,
             self.file_id,
             self.offset,
@@ -154,7 +135,9 @@ class RecordHeader:
             self.path,
             self.link,
         )
-
+        if self.stored >= 0:
+            return encode_stored_header(*fields, self.flags, self.stored)
+        return encode_record_header(*fields)
 
 def encode_record_header(
     code: int,
