@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -232,6 +233,11 @@ def test_prune_names_an_unreachable_device_and_reclaims_its_share_when_it_is_bac
 ):
     devs = device_dirs(2)
     tree, cat, ids, want = two_nights_one_forgotten(tmp_path, devs)
+    # forget --prune --max-unused 100 deletes dead volumes but compacts nothing
+    r = run_cli("forget", "--keep-last", "1", "--prune", "--max-unused", "100", "--catalog",
+                cat, "--json")  # fmt: skip
+    assert r.code == 0 and r.json["prune"]["max_unused"] == 100, r.out
+    assert r.json["prune"]["compacted"] == {}, r.json
     garbage = device_garbage(devs, cat)
     assert {k.split("/")[0] for k in garbage} == {d.name for d in devs}, garbage
     label = catalog_label(devs[1])
@@ -240,9 +246,12 @@ def test_prune_names_an_unreachable_device_and_reclaims_its_share_when_it_is_bac
     r = run_cli("prune", "--catalog", cat)
     assert r.code == 3, r.out + r.err
     assert f"unreachable: device {label}" in r.out + r.err
+    r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat, "--json")
+    assert r.code == 3 and list(r.json["prune"]["unreachable"]) == [label], r.out
     r = run_cli("prune", "--catalog", cat, "--json")
     assert r.code == 3 and r.json["status"] == "warnings"
     assert list(r.json["unreachable"]) == [label]
+    assert r.json["volumes"] == []  # forget --prune already compacted the reachable one
     away.rename(devs[1])
     assert {k.split("/")[0] for k in device_garbage(devs, cat)} == {devs[1].name}
     r = run_cli("prune", "--catalog", cat, "--json")
@@ -254,10 +263,15 @@ def test_prune_names_an_unreachable_device_and_reclaims_its_share_when_it_is_bac
 
 # -- SIGKILL at seeded moments ---------------------------------------------------------------
 
-KILL_MOMENTS = ["compact-write", "compact-commit", "switched", "between-devices"]
-"""Where a prune is killed: while a compacted copy is being written; as it is about to be
-committed; after the catalog switched to it, before the old volume is deleted; and after
-the first device was done, before the second (and the catalog copies)."""
+MID_COPY = random.Random(14).randrange(1, 400_000)
+"""A seeded byte offset inside the first compacted copy (each is several hundred KiB)."""
+
+KILL_MOMENTS = ["compact-write", "compact-write-mid", "compact-commit", "switched",
+                "between-devices"]  # fmt: skip
+"""Where a prune is killed: as a compacted copy starts, and at a seeded offset inside it;
+as it is about to be committed; after the catalog switched to it, before the old volume
+is deleted; and after the first device was done, before the second (and the catalog
+copies)."""
 
 
 @pytest.mark.parametrize("moment", KILL_MOMENTS)
@@ -280,6 +294,7 @@ def test_sigkill_during_prune_loses_nothing_a_live_set_needs(tmp_path, device_di
     fifo = pause_point(gate)
     fault = {
         "compact-write": "pause_after=0",
+        "compact-write-mid": f"pause_after={MID_COPY}",
         "compact-commit": "pause_commit=1",
         "switched": "pause_delete=1",
     }.get(moment)
