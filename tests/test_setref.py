@@ -73,5 +73,5 @@ def test_a_date_alone_is_the_end_of_that_local_day(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_word_that_is_no_reference_names_the_forms_a_reference_takes() -> None:
-    with pytest.raises(CatalogError, match="no backup set 'yesterday' .*latest~N"):
+    with pytest.raises(CatalogError, match=r"no backup set 'yesterday' .*latest~N"):
         pick("yesterday")
