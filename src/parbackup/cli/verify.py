@@ -13,7 +13,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
@@ -29,6 +29,7 @@ from parbackup.readback.verify import run_verify
 @handle_errors
 def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
     """Check that every segment of a set is present and intact; name each damaged file."""
+    set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
         report = run_verify(catalog, set_ref, devices, v)
     if as_json:
