@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from parbackup.catalog import Catalog
 
 pytestmark = pytest.mark.slow  # several real backups
 
@@ -138,3 +139,29 @@ def test_find_searches_every_set_with_the_selection_rules(two_sets) -> None:
     assert lines[2].startswith(second) and lines[2].endswith(f"{src}/etc/app.conf")
     r = run_cli("find", "*]x", "--catalog", str(cat))
     assert r.code == 0 and r.out.splitlines()[0].endswith(f"{src}/[bold]x")
+
+
+def test_an_ambiguous_prefix_lists_the_sets_it_fits(tmp_path: Path) -> None:
+    """Sets whose ids share a prefix (made through the catalog's own API, since a
+    backup's ids are random): the prefix is a usage error naming each candidate."""
+    cat = tmp_path / "cat.sqlite"
+    with Catalog(str(cat)) as c:
+        for set_id, when in (("ab" + "1" * 30, "2026-03-01"), ("ab" + "2" * 30, "2026-03-02")):
+            c.begin_set(
+                set_id,
+                strategy="fill",
+                order="desc",
+                threshold=1,
+                sources=["/s"],
+                created=f"{when}T02:00:00+00:00",
+            )
+            c.finish_set(set_id, status="complete", files=0, nbytes=0, report={}, devices=[])
+    r = run_cli("ls", "ab", "--catalog", str(cat))
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "set id 'ab' is ambiguous" in r.err
+    assert f"ab{'1' * 30} (2026-03-01T02:00:00+00:00, complete)" in r.err
+    assert f"ab{'2' * 30} (2026-03-02T02:00:00+00:00, complete)" in r.err
+    r = run_cli("diff", "ab1", "ab", "--catalog", str(cat), "--json")
+    assert r.code == 2 and r.json["status"] == "failed" and "ambiguous" in r.json["error"]
+    r = run_cli("ls", "ab2", "--catalog", str(cat), "--json")
+    assert r.code == 0 and r.json["set"] == "ab" + "2" * 30 and r.json["entries"] == []

@@ -68,7 +68,15 @@ def test_backup_and_forget_take_everything_from_the_profile(home) -> None:
 
     r = run_cli("ls", "latest", "--profile", "docs", "--json", env=env)
     assert r.code == 0, r.err
-    assert r.json["set"] == music  # ls takes the profile's catalog
+    assert r.json["set"] == second  # the profile's newest set, not music's (newer still)
+    r = run_cli("ls", "latest~1", "--profile", "music", "--json", env=env)
+    assert r.code == 1 and "holds only 1 restorable set" in r.json["error"]
+    assert (
+        run_cli(
+            "ls", "latest", "--json", env={**env, "PARBACKUP_CATALOG": str(root / "cat.sqlite")}
+        ).json["set"]
+        == music
+    )
 
     r = run_cli("forget", "--profile", "docs", "--json", env=env)
     assert r.code == 0, r.err

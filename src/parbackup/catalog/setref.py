@@ -53,10 +53,17 @@ def parse_when(ref: str) -> datetime | None:
     return when
 
 
-def pick_set(sets: Sequence[SetInfo], ref: str | None, where: str) -> SetInfo:
-    """The set ``ref`` names among ``sets`` (oldest first); ``where`` names the catalog."""
+def pick_set(
+    sets: Sequence[SetInfo], ref: str | None, where: str, sources: Sequence[str] | None = None
+) -> SetInfo:
+    """The set ``ref`` names among ``sets`` (oldest first); ``where`` names the catalog.
+    With ``sources`` (sorted, as sets record them), ``latest``, ``latest~N`` and a date
+    count only the sets of exactly those sources (a profile's); an id names any set."""
     ref = (ref or "latest").strip()
     usable = [s for s in sets if s.status in RESTORABLE_STATUSES]
+    if sources is not None:
+        usable = [s for s in usable if sorted(s.sources) == list(sources)]
+        where = f"{where} (sets of {' '.join(sources)})"
     latest = _LATEST.match(ref)
     if latest:
         back = int(latest.group(1) or 0)

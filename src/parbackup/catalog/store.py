@@ -550,10 +550,10 @@ class Catalog(LivenessRows):
             for r in rows
         ]
 
-    def resolve_set(self, ref: str | None) -> SetInfo:
+    def resolve_set(self, ref: str | None, sources: Sequence[str] | None = None) -> SetInfo:
         """A set by reference: 'latest', 'latest~N', an id or id prefix, or a time
-        (catalog/setref.py says how)."""
-        return pick_set(self.sets(), ref, self.path)
+        (catalog/setref.py says how), among the sets of ``sources`` if given."""
+        return pick_set(self.sets(), ref, self.path, sources)
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
         """The files of a set in id order (with their extended attributes)."""

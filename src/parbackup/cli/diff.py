@@ -6,7 +6,7 @@ import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.ls import SET_HELP
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.browse import diff_sets
 
@@ -30,6 +30,7 @@ def diff(set_a: str, set_b: str, catalog_path: str | None, as_json: bool) -> int
     bytes shows as U, not M (where the two sets cut the file at other offsets, a new
     modification time counts as M). Example: parbackup diff latest~1 latest
     """
+    set_a, set_b = scoped_set(catalog_path, set_a), scoped_set(catalog_path, set_b)
     with open_catalog(catalog_path, create=False) as catalog:
         result = diff_sets(catalog, set_a, set_b)
     if as_json:

@@ -12,7 +12,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.browse import list_set
 from parbackup.model import FileEntry
@@ -56,6 +56,7 @@ def ls(set_ref: str, path: str, catalog_path: str | None, as_json: bool) -> int:
     Reads the catalog only: no device is needed. PATH is an absolute path as recorded
     (a source /srv/data is listed as /srv/data/...).
     """
+    set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog:
         info, entries = list_set(catalog, set_ref, path)
     if as_json:

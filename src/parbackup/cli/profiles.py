@@ -19,7 +19,9 @@ A key is a command's long option name (``exclude-caches``, ``keep-daily``; ``_``
 for ``-``), or ``sources`` / ``devices`` / ``excludes``. Sub-tables (``retention``,
 ``options``) are read as if their keys stood in the profile itself. Each command takes
 the keys it knows and leaves the others to the commands that do (``keep-daily`` is
-forget's, ``strategy`` backup's); a key no command knows is an error.
+forget's, ``strategy`` backup's); a key no command knows is an error. With a profile,
+``latest``, ``latest~N`` and dates name the sets of the profile's sources
+(``scoped_set``), so profiles sharing a catalog never pick each other's sets.
 
 Precedence, highest first: the command line, then environment variables
 (``PARBACKUP_CATALOG``, ...), then the profile, then the built-in defaults. It is click's
@@ -38,6 +40,8 @@ from typing import Any
 
 import click
 
+from parbackup.cli.common import open_catalog
+from parbackup.engine.forget import source_names
 from parbackup.errors import UsageError
 
 SUB_TABLES = ("retention", "options")
@@ -163,6 +167,21 @@ def apply_profile(ctx: click.Context) -> None:
             raise UsageError(f"{path}: {at}: {exc.format_message()}") from None
         defaults[param.name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    if "sources" in profile:
+        raw = _value(click.Argument(["sources"], nargs=-1), profile["sources"][1])
+        ctx.meta["parbackup.sources"] = source_names([str(v) for v in raw])
+
+
+def scoped_set(catalog_path: str | None, ref: str) -> str:
+    """``ref`` as the active profile means it: ``latest``, ``latest~N`` and a date name
+    the newest sets of the profile's sources (not another profile's in the same
+    catalog); the full id of that set, or ``ref`` unchanged without a profile."""
+    ctx = click.get_current_context(silent=True)
+    sources = ctx.meta.get("parbackup.sources") if ctx is not None else None
+    if not sources:
+        return ref
+    with open_catalog(catalog_path, create=False) as catalog:
+        return catalog.resolve_set(ref, sources).id
 
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, str | None], None]:

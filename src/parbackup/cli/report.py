@@ -9,7 +9,7 @@ import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.ls import SET_HELP
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.reportpage import render_report
 from parbackup.errors import UsageError
@@ -52,6 +52,7 @@ def report(set_ref: str, html_path: str, catalog_path: str | None, as_json: bool
     Reads the catalog only (the backup keeps a bounded number of progress samples per
     device there). Example: parbackup report latest --html /tmp/backup.html
     """
+    set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog:
         page = render_report(catalog, set_ref)
     write_page(html_path, page.html)

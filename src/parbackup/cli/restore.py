@@ -16,7 +16,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.keys import password_options, reader_codec
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
@@ -110,6 +110,7 @@ def restore(
       parbackup restore --target /tmp/back --include '/srv/**/*.conf' --exclude '*.bak'
       parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
+    set_ref = scoped_set(catalog_path, set_ref)
     if to_stdout is not None:
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")

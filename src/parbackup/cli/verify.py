@@ -14,7 +14,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.keys import password_options, reader_codec
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
@@ -39,6 +39,7 @@ def verify(
 ) -> int:
     """Check that every segment of a set is present and intact; name each damaged file."""
     codec = reader_codec(catalog_path, password_file, password_command)
+    set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
         report = run_verify(catalog, set_ref, devices, v, codec=codec)
     if as_json:
