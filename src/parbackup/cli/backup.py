@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -16,6 +17,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view, table
+from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.errors import UsageError
@@ -285,6 +287,7 @@ def summarize(report: BackupReport) -> None:
     help="Record the set under this time (ISO 8601; local time if no zone is given) "
     "instead of now: for imports, and to try retention policies (forget) without waiting.",
 )
+@cluster_options
 @json_option
 @handle_errors
 def backup(
@@ -307,6 +310,8 @@ def backup(
     one_file_system: bool,
     stdin_name: str,
     set_time: str,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -348,9 +353,20 @@ def backup(
             stdin = click.get_binary_stream("stdin")
         except RuntimeError as exc:  # standard input is closed (started with 0<&-)
             raise UsageError("'-': standard input is closed, there is nothing to back up") from exc
-    with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=True) as catalog,
+        progress_view(not as_json) as view,
+    ):
         report = run_backup(
-            sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
+            sources,
+            devices,
+            catalog,
+            options,
+            view,
+            stdin=stdin,
+            stdin_name=stdin_name,
+            executor=executor,
         )
     if as_json:
         emit_json(report.to_json())

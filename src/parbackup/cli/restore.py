@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -16,6 +18,7 @@ from parbackup.cli.common import (
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view, warn
+from parbackup.cluster import cluster_executor
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore
@@ -79,6 +82,7 @@ moved_device_option = click.option(
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@cluster_options
 @json_option
 @handle_errors
 def restore(
@@ -90,6 +94,8 @@ def restore(
     devices: tuple[str, ...],
     catalog_path: str | None,
     to_stdout: str | None,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Restore a backup set into TARGET, reading all devices at once.
@@ -104,6 +110,8 @@ def restore(
       parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
     if to_stdout is not None:
+        if cluster:
+            raise UsageError("--stdout restores through local readers: it takes no --cluster")
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
         with open_catalog(catalog_path, create=False) as catalog:
@@ -124,9 +132,15 @@ def restore(
     )
     if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
         raise UsageError(f"--target {target} is neither a directory nor a block device")
+    if cluster and is_block_device(target):
+        raise UsageError("an image restore onto a block device takes no --cluster")
     run = run_image_restore if is_block_device(target) else run_restore
-    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run(catalog, options, v)
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=False) as catalog,
+        progress_view(not as_json) as v,
+    ):
+        report = run(catalog, replace(options, executor=executor), v)
     if as_json:
         emit_json(report.to_json())
     else:

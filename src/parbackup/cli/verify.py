@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -15,6 +16,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
+from parbackup.cluster import cluster_executor
 from parbackup.readback.verify import run_verify
 
 
@@ -23,12 +25,24 @@ from parbackup.readback.verify import run_verify
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@cluster_options
 @json_option
 @handle_errors
-def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
+def verify(
+    set_ref: str,
+    devices: tuple[str, ...],
+    catalog_path: str | None,
+    cluster: str,
+    cluster_listen: str,
+    as_json: bool,
+) -> int:
     """Check that every segment of a set is present and intact; name each damaged file."""
-    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run_verify(catalog, set_ref, devices, v)
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=False) as catalog,
+        progress_view(not as_json) as v,
+    ):
+        report = run_verify(catalog, set_ref, devices, v, executor=executor)
     if as_json:
         emit_json(report.to_json())
     else:

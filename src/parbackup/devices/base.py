@@ -55,9 +55,10 @@ from parbackup.model import Capabilities, Label, Space
 LABEL_NAME = "label.json"
 DATA_PREFIXES = ("sets/", "catalog/")
 """Objects that only a labelled device holds: volumes and the catalog copy."""
-COMMON_OPTIONS = frozenset({"capacity", "speed"})
-"""URL options of every kind: ``?capacity=SIZE`` (here) and ``?speed=RATE`` (a hint the
-engine's ``--balance`` reads)."""
+COMMON_OPTIONS = frozenset({"capacity", "speed", "host"})
+"""URL options of every kind: ``?capacity=SIZE`` (here), ``?speed=RATE`` (a hint the
+engine's ``--balance`` reads) and ``?host=NAME`` (the cluster worker the device is
+attached to, parbackup/cluster.py; ignored without ``--cluster``)."""
 ACCEPT_NEW_HOST_KEYS_ENV = "PARBACKUP_ACCEPT_NEW_HOST_KEYS"
 """When "1", remote kinds learn unknown host keys on first use (OpenSSH ``accept-new``)."""
 

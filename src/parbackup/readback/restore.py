@@ -34,6 +34,7 @@ from parbackup.readback.select import (
 )
 from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
 from parbackup.readback.specials import SPECIAL, make_special
+from parbackup.workers import Executor
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class RestoreOptions:
     includes: tuple[str, ...] = ()
     overwrite: bool = False
     devices: tuple[str, ...] = ()
+    executor: Executor | None = field(default=None, compare=False, repr=False)
+    """Where the readers run (``--cluster``); None: local processes."""
 
 
 @dataclass
@@ -205,6 +208,7 @@ def _restore_files(
             lambda label: DirectorySinkSpec(targets[label]),
             on_event,
             on_good=done,
+            executor=options.executor,
         )
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind

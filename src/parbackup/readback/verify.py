@@ -18,6 +18,7 @@ from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
+from parbackup.workers import Executor
 
 
 @dataclass
@@ -54,6 +55,8 @@ def run_verify(
     set_ref: str | None = None,
     devices: tuple[str, ...] = (),
     on_event: EventSink = ignore,
+    *,
+    executor: Executor | None = None,
 ) -> VerifyReport:
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
@@ -86,6 +89,7 @@ def run_verify(
         lambda _label: VerifySinkSpec(),
         on_event,
         frames={label: (recs, label not in failed) for label, recs in frames.items()},
+        executor=executor,
     )
     damage = outcome.damaged
     for fid, entry in files.items():
