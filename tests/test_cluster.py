@@ -1,0 +1,164 @@
+"""``--cluster``: movers and readers on a real Dask cluster (REQUIREMENTS C2).
+
+A scheduler and three workers run as real processes, each worker in a network namespace
+"host" of its own with a tbf-shaped link and disks (a tmpfs) that only that host sees
+(tests/clusterfixtures.py). A device named ``DIR?host=hostN`` can therefore only be
+written, and read back, by a worker on hostN: a backup that completes proves placement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clusterfixtures import DaskCluster, need_cluster
+from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from killpoints import pause_point, wait_paused
+
+
+def test_no_cluster_no_dask(tmp_path: Path) -> None:
+    """Without --cluster a backup runs as before and never imports Dask; ?host= is
+    accepted (and means nothing) there."""
+    src = make_tree(tmp_path / "src", files=5)
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    program = (
+        "import sys\n"
+        "from parbackup.cli.main import cli\n"
+        "try:\n"
+        f"    cli(['backup', {str(src)!r}, '-d', {str(devs[0])!r} + '?host=media1',"
+        f" '-d', {str(devs[1])!r}, '--catalog', {str(tmp_path / 'cat.sqlite')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('dask imported:', any(m.split('.')[0] in ('dask', 'distributed')"
+        " for m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    assert "exit 0" in proc.stdout, proc.stdout + proc.stderr
+    assert "dask imported: False" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    need_cluster()
+    with DaskCluster(tmp_path_factory.mktemp("cluster"), hosts=3, rate="400mbit") as c:
+        yield c
+
+
+def cluster_devices(cluster: DaskCluster, tag: str) -> list[str]:
+    """One device on each host's own disks, named with its host."""
+    urls = []
+    for i in range(1, cluster.count + 1):
+        (path,) = cluster.mkdirs(i, tag)
+        urls.append(f"{path}?host=host{i}")
+    return urls
+
+
+def devs(urls: list[str]) -> list[str]:
+    return [a for u in urls for a in ("-d", u)]
+
+
+@pytest.mark.slow
+def test_cluster_backup_restores_like_local(cluster: DaskCluster, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", seed=3, files=60, big=(3_000_000,))
+    local = [tmp_path / f"local{i}" for i in range(3)]
+    for d in local:
+        d.mkdir()
+    cat_local, cat_cluster = str(tmp_path / "local.sqlite"), str(tmp_path / "cluster.sqlite")
+    done = run_cli("backup", str(src), *devs([str(d) for d in local]), "--catalog", cat_local)
+    assert done.code == 0, done.err
+    shared = tmp_path / "shared"  # names no host: any worker may take it (a shared mount)
+    shared.mkdir()
+    urls = [*cluster_devices(cluster, "same"), str(shared)]
+    on = ("--cluster", cluster.address)
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", cat_cluster, "--json", *on)
+    assert done.code == 0, done.out + done.err
+    report = done.json
+    assert [d["status"] for d in report["devices"]] == ["ok"] * 4
+    assert all(d["bytes"] > 0 for d in report["devices"])
+
+    back_local, back_cluster = tmp_path / "back-local", tmp_path / "back-cluster"
+    assert run_cli("restore", "--target", str(back_local), "--catalog", cat_local).code == 0
+    # The volumes lie on disks only the hosts see: readers on this machine find nothing ...
+    blind = run_cli("verify", "--catalog", cat_cluster, "--json")
+    assert blind.code != 0
+    # ... readers placed on the hosts read them back.
+    assert run_cli("verify", "--catalog", cat_cluster, *on).code == 0
+    done = run_cli("restore", "--target", str(back_cluster), "--catalog", cat_cluster, *on)
+    assert done.code == 0, done.err
+    expected = snapshot(src)
+    assert snapshot(restored_root(back_local, src)) == expected
+    assert snapshot(restored_root(back_cluster, src)) == expected
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_backup(cluster: DaskCluster, tmp_path: Path) -> None:
+    """Host 3's worker dies while its mover is writing: its work is replanned over the
+    other hosts, the set completes degraded, and it restores."""
+    src = make_tree(tmp_path / "src", seed=4, files=30, big=(4_000_000, 2_000_000))
+    urls = cluster_devices(cluster, "killed")
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    path3, _, query = urls[2].partition("?")
+    urls[2] = f"faulty+file://{path3}?pause_after=1M&gate={gate}&{query}"
+    cat = str(tmp_path / "cat.sqlite")
+    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+    cmd += ["--catalog", cat, "--json", "--cluster", cluster.address]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        cluster.kill_worker(3)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cluster.start_worker(3)
+    assert proc.returncode == 3, out.decode() + err.decode()
+    report = json.loads(out)
+    states = {d["url"].split("?")[0].split("/")[-2]: d for d in report["devices"]}
+    assert states["host3-disks"]["status"] == "failed"
+    assert "lost its cluster worker" in states["host3-disks"]["error"]
+    assert states["host1-disks"]["status"] == states["host2-disks"]["status"] == "ok"
+    cluster.wait_workers(3)
+    back = tmp_path / "back"
+    done = run_cli("restore", "--target", str(back), "--catalog", cat, "--cluster", cluster.address)
+    assert done.code == 0, done.err
+    assert snapshot(restored_root(back, src)) == snapshot(src)
+
+
+@pytest.mark.slow
+def test_scheduler_lost_fails_cleanly(tmp_path: Path) -> None:
+    """The scheduler dies mid-backup: the run fails (exit 1), nothing marked complete."""
+    need_cluster()
+    src = make_tree(tmp_path / "src", seed=5, files=20, big=(3_000_000,))
+    with DaskCluster(tmp_path / "c", hosts=2, tag=f"s{os.getpid() % 1000}") as cluster:
+        urls = cluster_devices(cluster, "lost")
+        gate = tmp_path / "gate"
+        fifo = pause_point(gate)
+        path2, _, query = urls[1].partition("?")
+        urls[1] = f"faulty+file://{path2}?pause_after=1M&gate={gate}&{query}"
+        cat = str(tmp_path / "cat.sqlite")
+        cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+        cmd += ["--catalog", cat, "--json", "--cluster", cluster.address]
+        env = {**os.environ, "PYTHONPATH": SRC}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_paused(proc, fifo), proc.communicate()
+            cluster.kill_scheduler()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, out.decode() + err.decode()
+    assert "scheduler" in json.loads(out)["error"]
+    sets = run_cli("sets", "--catalog", cat, "--json")
+    assert sets.code == 0, sets.err
+    assert all(s["status"] != "complete" for s in sets.json)
