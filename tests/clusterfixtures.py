@@ -39,12 +39,16 @@ def cluster_available() -> bool:
 class DaskCluster:
     """A scheduler and ``hosts`` workers, each in its own network namespace."""
 
-    def __init__(self, work: Path, hosts: int = 3, rate: str = "", tag: str = "") -> None:
+    def __init__(
+        self, work: Path, hosts: int = 3, rate: str = "", tag: str = "", first: int = 1
+    ) -> None:
         self.work, self.count, self.rate = work, hosts, rate
+        self.indices = list(range(first, first + hosts))
+        """Host numbers (two clusters at once take different ones: their addresses)."""
         self.tag = tag or f"{os.getpid() % 10000}"
         self.port = free_port()
         self.scheduler: subprocess.Popen | None = None
-        self.hosts: list[NetnsHost] = []
+        self.hosts: dict[int, NetnsHost] = {}
         self.workers: dict[int, subprocess.Popen] = {}
 
     @property
@@ -69,9 +73,8 @@ class DaskCluster:
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         wait_port(self.port)
-        for i in range(1, self.count + 1):
-            host = NetnsHost(i, rate=self.rate, tag=self.tag)
-            self.hosts.append(host)
+        for i in self.indices:
+            host = self.hosts[i] = NetnsHost(i, rate=self.rate, tag=self.tag)
             host.start()
             self.start_worker(i)
         self.wait_workers(self.count)
@@ -79,14 +82,14 @@ class DaskCluster:
 
     def start_worker(self, i: int) -> None:
         """(Re)start host ``i``'s worker, with a fresh tmpfs on its disks."""
-        host = self.hosts[i - 1]
+        host = self.hosts[i]
         disks = self.disks(i)
         disks.mkdir(exist_ok=True)
         worker = (
             f"mount -t tmpfs -o size=256m pbdisks {disks} && "
             f"exec {sys.executable} -m distributed.cli.dask_worker "
             f"tcp://{host.local_ip}:{self.port} --name host{i} --host {host.ip} "
-            "--nthreads 2 --no-nanny --no-dashboard"
+            f"--nthreads 2 --no-nanny --no-dashboard --local-directory {self.work}/scratch{i}"
         )
         with self._log(f"host{i}") as log:
             self.workers[i] = subprocess.Popen(
@@ -129,7 +132,7 @@ class DaskCluster:
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(30)
-        for host in self.hosts:
+        for host in self.hosts.values():
             host.stop()
 
     def __enter__(self) -> DaskCluster:
