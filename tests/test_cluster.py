@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,42 @@ def test_scheduler_lost_fails_cleanly(tmp_path: Path) -> None:
     assert sets.code == 0, sets.err
     states = [s["status"] for s in sets.json["sets"]]
     assert states and "complete" not in states, states
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(p) for p in text]
+    return out
+
+
+@pytest.mark.slow
+def test_controller_killed_ends_remote_movers(cluster: DaskCluster, tmp_path: Path) -> None:
+    """The program dies (SIGKILL) while a mover on a host is stuck: the mover processes on
+    the hosts end too, as local movers die with their parent."""
+    src = make_tree(tmp_path / "src", seed=6, files=10, big=(3_000_000,))
+    urls = cluster_devices(cluster, "orphan")[:2]
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    path1, _, query = urls[0].partition("?")
+    urls[0] = f"faulty+file://{path1}?pause_after=1M&gate={gate}&{query}"
+    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+    cmd += ["--catalog", str(tmp_path / "cat.sqlite"), "--cluster", cluster.address]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        movers = children(cluster.workers[cluster.indices[0]].pid)
+        assert movers  # the stuck mover runs on host 1, under its Dask worker
+        pidfds = [os.pidfd_open(p) for p in movers]
+        proc.kill()
+        proc.wait(30)
+        for fd in pidfds:  # readable once that process has ended
+            ready, _, _ = select.select([fd], [], [], 60)
+            os.close(fd)
+            assert ready, "a mover outlived its controller"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
