@@ -52,6 +52,11 @@ class DaskCluster:
         self.workers: dict[int, subprocess.Popen] = {}
 
     @property
+    def env(self) -> dict[str, str]:
+        """The processes' environment: Dask's scratch files under ``work``, not /tmp."""
+        return {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(self.work / "scratch")}
+
+    @property
     def address(self) -> str:
         """The scheduler as the controller (this namespace) reaches it."""
         return f"tcp://127.0.0.1:{self.port}"
@@ -70,7 +75,7 @@ class DaskCluster:
             self.scheduler = subprocess.Popen(
                 [py, "-m", "distributed.cli.dask_scheduler", "--host", "0.0.0.0",
                  "--port", str(self.port), "--no-dashboard"],
-                stdout=log, stderr=log, start_new_session=True,
+                stdout=log, stderr=log, start_new_session=True, env=self.env,
             )  # fmt: skip
         wait_port(self.port)
         for i in self.indices:
@@ -89,13 +94,13 @@ class DaskCluster:
             f"mount -t tmpfs -o size=256m pbdisks {disks} && "
             f"exec {sys.executable} -m distributed.cli.dask_worker "
             f"tcp://{host.local_ip}:{self.port} --name host{i} --host {host.ip} "
-            f"--nthreads 2 --no-nanny --no-dashboard --local-directory {self.work}/scratch{i}"
+            "--nthreads 2 --no-nanny --no-dashboard"
         )
         with self._log(f"host{i}") as log:
             self.workers[i] = subprocess.Popen(
                 ["ip", "netns", "exec", host.name, "unshare", "-m", "--propagation", "private",
                  "sh", "-c", worker],
-                stdout=log, stderr=log, start_new_session=True,
+                stdout=log, stderr=log, start_new_session=True, env=self.env,
             )  # fmt: skip
 
     def mkdirs(self, i: int, *names: str) -> list[str]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ import pytest
 from clusterfixtures import DaskCluster, need_cluster
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import pause_point, wait_paused
+from parbackup.cluster import DaskExecutor
 
 
 def test_no_cluster_no_dask(tmp_path: Path) -> None:
@@ -204,3 +208,35 @@ def test_controller_killed_ends_remote_movers(cluster: DaskCluster, tmp_path: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_unknown_host_is_a_failed_device(cluster: DaskCluster, tmp_path: Path) -> None:
+    """A device whose ?host= names no worker fails before the backup, like a missing
+    disk; the others take the data."""
+    src = make_tree(tmp_path / "src", seed=7, files=10)
+    urls = [*cluster_devices(cluster, "nowhere")[:2], f"{tmp_path}/x?host=nosuchhost"]
+    cat = str(tmp_path / "cat.sqlite")
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", cat, "--json",
+                   "--cluster", cluster.address)  # fmt: skip
+    assert done.code == 3, done.out + done.err
+    failed = [d for d in done.json["devices"] if d["status"] == "failed"]
+    assert len(failed) == 1 and "no cluster worker on host 'nosuchhost'" in failed[0]["error"]
+
+
+@pytest.mark.slow
+def test_call_back_needs_the_run_key(cluster: DaskCluster) -> None:
+    """The controller's port answers only those holding the run's key."""
+    executor = DaskExecutor(cluster.address)
+    try:
+        sock = socket.create_connection(("127.0.0.1", executor.port), timeout=10)
+        sock.settimeout(None)
+        link = Connection(sock.detach())
+        with pytest.raises((AuthenticationError, EOFError, OSError)):
+            answer_challenge(link, b"not the key")
+            deliver_challenge(link, b"not the key")
+            link.send_bytes(b"x y")
+            link.recv_bytes()  # never reached: the stranger is dropped
+        link.close()
+    finally:
+        executor.close()
