@@ -240,3 +240,16 @@ def test_call_back_needs_the_run_key(cluster: DaskCluster) -> None:
         link.close()
     finally:
         executor.close()
+
+
+@pytest.mark.slow
+def test_unreachable_controller_fails_cleanly(cluster: DaskCluster, tmp_path: Path) -> None:
+    """Workers that cannot call the program back (it listens where they cannot reach):
+    every device fails before anything is written, saying why."""
+    src = make_tree(tmp_path / "src", seed=8, files=5)
+    urls = cluster_devices(cluster, "unreached")[:2]
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", str(tmp_path / "cat.sqlite"),
+                   "--cluster", cluster.address, "--cluster-listen", "127.0.0.1")  # fmt: skip
+    assert done.code == 1, done.out + done.err
+    assert "no device could be opened" in done.err
+    assert "before it could call this program back" in done.err

@@ -292,7 +292,10 @@ class DaskExecutor:
     def _task_ended(self, worker: DaskWorker, future: Any) -> None:
         """The task ended; before calling back, it failed (or Dask gave it up)."""
         if worker.link is None and not worker.ended.is_set():
-            worker.fail(f"its cluster task ended ({future.status}) before it called back")
+            worker.fail(
+                f"its cluster task ended ({future.status}) before it could call this program "
+                f"back at {'/'.join(self.hosts)} port {self.port} (see --cluster-listen)"
+            )
 
     def _watch(self) -> None:
         """A lost scheduler fails every worker of the run (and every later start)."""
