@@ -187,7 +187,11 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the cluster scheduler at {address}: {exc}") from exc
         bind_host, _, bind_port = listen.rpartition(":") if ":" in listen else (listen, "", "0")
-        self.server = socket.create_server((bind_host or "", int(bind_port or 0)), backlog=64)
+        try:
+            self.server = socket.create_server((bind_host, int(bind_port or 0)), backlog=64)
+        except (OSError, ValueError) as exc:
+            self.client.close()
+            raise UsageError(f"--cluster-listen {listen}: cannot listen there ({exc})") from exc
         self.port = self.server.getsockname()[1]
         self.hosts = [bind_host] if bind_host else [_route_to(sched_host, sched_port)]
         self.key = secrets.token_bytes(32)
