@@ -14,6 +14,7 @@
     │   ├── DeviceFullError        exit 1   no space left (ENOSPC, capacity reached)
     │   └── DeviceMissingError     exit 1   the device or an object on it does not exist
     ├── RestoreError               exit 1   restore cannot proceed (target conflicts, unsafe path)
+    ├── ClusterError               exit 1   the Dask cluster (--cluster) cannot be used
     └── BackupFailedError          exit 1   no device survived; nothing was recorded as backed up
 
 Foreign exceptions (OSError, paramiko, botocore) are converted at the device or source
@@ -94,6 +95,10 @@ class DeviceMissingError(DeviceError):
 
 class RestoreError(ParbackupError):
     """A restore cannot proceed safely (target conflicts, paths escaping the target)."""
+
+
+class ClusterError(ParbackupError):
+    """The Dask cluster cannot be reached or cannot run a worker (--cluster)."""
 
 
 class BackupFailedError(ParbackupError):

@@ -139,6 +139,7 @@ class RecordHeader:
             return encode_stored_header(*fields, self.flags, self.stored)
         return encode_record_header(*fields)
 
+
 def encode_record_header(
     code: int,
     set_id: bytes,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -18,6 +19,7 @@ from parbackup.cli.common import (
 from parbackup.cli.keys import backup_codec, password_options
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
+from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.errors import UsageError
@@ -311,6 +313,7 @@ def summarize(report: BackupReport) -> None:
 )
 @password_options
 @profile_options
+@cluster_options
 @json_option
 @handle_errors
 def backup(
@@ -338,6 +341,8 @@ def backup(
     password_file: str | None,
     password_command: str | None,
     parity: int,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -385,9 +390,20 @@ def backup(
             stdin = click.get_binary_stream("stdin")
         except RuntimeError as exc:  # standard input is closed (started with 0<&-)
             raise UsageError("'-': standard input is closed, there is nothing to back up") from exc
-    with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=True) as catalog,
+        progress_view(not as_json) as view,
+    ):
         report = run_backup(
-            sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
+            sources,
+            devices,
+            catalog,
+            options,
+            view,
+            stdin=stdin,
+            stdin_name=stdin_name,
+            executor=executor,
         )
     if as_json:
         emit_json(report.to_json())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -18,6 +20,7 @@ from parbackup.cli.common import (
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view, warn
+from parbackup.cluster import cluster_executor
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore
@@ -84,6 +87,7 @@ moved_device_option = click.option(
 @accept_new_host_keys_option
 @password_options
 @profile_options
+@cluster_options
 @json_option
 @handle_errors
 def restore(
@@ -97,6 +101,8 @@ def restore(
     to_stdout: str | None,
     password_file: str | None,
     password_command: str | None,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Restore a backup set into TARGET, reading all devices at once.
@@ -112,6 +118,8 @@ def restore(
     """
     set_ref = scoped_set(catalog_path, set_ref)
     if to_stdout is not None:
+        if cluster:
+            raise UsageError("--stdout restores through local readers: it takes no --cluster")
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
         codec = reader_codec(catalog_path, password_file, password_command)
@@ -134,9 +142,15 @@ def restore(
     )
     if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
         raise UsageError(f"--target {target} is neither a directory nor a block device")
+    if cluster and is_block_device(target):
+        raise UsageError("an image restore onto a block device takes no --cluster")
     run = run_image_restore if is_block_device(target) else run_restore
-    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run(catalog, options, v)
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=False) as catalog,
+        progress_view(not as_json) as v,
+    ):
+        report = run(catalog, replace(options, executor=executor), v)
     if as_json:
         emit_json(report.to_json())
     else:

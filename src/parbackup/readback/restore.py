@@ -40,6 +40,7 @@ from parbackup.readback.select import (
 )
 from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
 from parbackup.readback.specials import SPECIAL, make_special
+from parbackup.workers import Executor
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class RestoreOptions:
     devices: tuple[str, ...] = ()
     codec: CodecSpec | None = None
     """The key (and compression) of an encrypted set; None for a plain one."""
+    executor: Executor | None = field(default=None, compare=False, repr=False)
+    """Where the readers run (``--cluster``); None: local processes."""
 
 
 @dataclass
@@ -270,6 +273,7 @@ def _restore_files(
                 on_event,
                 on_good=done,
                 codec=options.codec,
+                executor=options.executor,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)

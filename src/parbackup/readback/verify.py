@@ -20,6 +20,7 @@ from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.recover import check_parity, recovered
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
+from parbackup.workers import Executor
 
 
 @dataclass
@@ -67,6 +68,8 @@ def run_verify(
     devices: tuple[str, ...] = (),
     on_event: EventSink = ignore,
     codec: CodecSpec | None = None,
+    *,
+    executor: Executor | None = None,
 ) -> VerifyReport:
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
@@ -104,6 +107,7 @@ def run_verify(
                 on_event,
                 frames={label: (recs, label not in failed) for label, recs in frames.items()},
                 codec=codec,
+                executor=executor,
             )
         return rescue, outcome
 
