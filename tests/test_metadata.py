@@ -160,6 +160,10 @@ def test_a_target_without_extended_attributes_gets_the_data_and_a_report(ramfs, 
     assert backup(src, devices, catalog).code == 0
     r = run_cli("restore", "--catalog", str(catalog), "--target", str(ramfs), "--json")
     assert r.code == 3, r.out + r.err
+    listed = run_cli("files", "--catalog", str(catalog), "--json").json["files"]
+    assert {f["path"]: f.get("xattrs") for f in listed}[str(src / "ping")] == [
+        "security.capability"
+    ]
     out = restored_root(ramfs, src)
     for rel in ("plain.txt", "f.txt", "ping", "d/g.txt"):
         assert (out / rel).read_bytes() == (src / rel).read_bytes()
