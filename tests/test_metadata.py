@@ -16,13 +16,14 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import SRC, restored_root, run_cli
 from fsfixtures import ext4_fixture, require_root, sh, tmpfs_fixture, unmount  # noqa: F401
-from parbackup.format import iter_volume, read_volume_header
+from parbackup.format import checksum, iter_volume, read_volume_header
 from parbackup.xattrs import MAX_META
 
 pytestmark = pytest.mark.slow
@@ -263,3 +264,41 @@ def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp
         assert left == {str(f): ["owner 4321:4322", "trusted.t"], str(src): ["owner 0:0"]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rebuild_names_a_damaged_meta_record_and_keeps_the_file(tmp_path):
+    """A meta record whose checksum holds but whose payload is not a valid encoding (a
+    forged or buggy writer): rebuild-catalog names it as damage, the set is degraded,
+    and the file restores with its data (without the attributes)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "f.txt"
+    f.write_bytes(b"payload\n")
+    os.setxattr(f, "user.k", b"v")
+    devices = [tmp_path / "dev1", tmp_path / "dev2"]
+    assert backup(src, devices, tmp_path / "catalog.sqlite").code == 0
+    (volume,) = [v for d in devices for v in d.glob("sets/*/*.pbv") if b"user.k" in v.read_bytes()]
+    raw = bytearray(volume.read_bytes())
+    with open(volume, "rb") as stream:
+        start = read_volume_header(stream).length
+        ((position, header, payload),) = [
+            r for r in iter_volume(stream, start) if r[1].kind == "meta"
+        ]
+    forged = b"\x09" + payload[1:]  # an unknown payload version, same length
+    at = position + len(header.encode())
+    raw[at : at + len(forged)] = forged
+    fixed = replace(header, checksum=checksum(forged)).encode()
+    raw[position : position + len(fixed)] = fixed
+    volume.write_bytes(bytes(raw))
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    r = run_cli("rebuild-catalog", *[a for d in devices for a in ("-d", str(d))],
+                "--catalog", str(rebuilt), "--json")  # fmt: skip
+    assert r.code == 3, r.out + r.err
+    (found,) = r.json["sets"]
+    assert found["status"] == "degraded"
+    assert any("unknown metadata payload version 9" in d["error"] for d in found["damaged"])
+    target = tmp_path / "target"
+    r = run_cli("restore", "--catalog", str(rebuilt), "--target", str(target))
+    assert r.code == 0, r.out + r.err
+    out = restored_root(target, src) / "f.txt"
+    assert out.read_bytes() == b"payload\n" and xattrs_of(out) == {}
