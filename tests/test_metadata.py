@@ -242,6 +242,11 @@ def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp
         os.chown(f, 4321, 4322)
         os.setxattr(f, "user.ok", b"1")
         os.setxattr(f, "trusted.t", b"2")
+        mine = src / "mine.txt"  # the restoring user's own read-only file: user.* needs w
+        mine.write_bytes(b"mine\n")
+        os.setxattr(mine, "user.ok", b"2")
+        mine.chmod(0o444)
+        os.chown(mine, 65534, 65534)
         devices = [base / "dev1", base / "dev2"]
         catalog = base / "catalog.sqlite"
         assert backup(src, devices, catalog).code == 0
@@ -260,6 +265,8 @@ def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp
         out = restored_root(target, src)
         assert (out / "f.txt").read_bytes() == b"data\n"
         assert xattrs_of(out / "f.txt") == {"user.ok": b"1"}
+        assert xattrs_of(out / "mine.txt") == {"user.ok": b"2"}
+        assert (out / "mine.txt").stat().st_mode & 0o7777 == 0o444
         left = {d["path"]: d["left_out"] for d in r["left_out"]}
         assert left == {str(f): ["owner 4321:4322", "trusted.t"], str(src): ["owner 0:0"]}
     finally:

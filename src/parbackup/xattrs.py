@@ -214,7 +214,12 @@ def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, 
     attrs = decode(payload)
     for name in sorted(attrs, key=_order):
         try:
-            os.setxattr(path, name, attrs[name], follow_symlinks=follow)
+            try:
+                os.setxattr(path, name, attrs[name], follow_symlinks=follow)
+            except PermissionError:
+                if not follow:
+                    raise
+                _set_read_only(path, name, attrs[name])
         except OSError as exc:
             why = (
                 "the target file system does not support it"
@@ -223,3 +228,17 @@ def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, 
             )
             refused.append((os.fsdecode(name), why))
     return refused
+
+
+def _set_read_only(path: str, name: bytes, value: bytes) -> None:
+    """Set an attribute on a file its owner (not root) has no write permission on
+    (``user.*`` needs it): add the owner's write bit for that moment, then put the mode
+    back (which also puts an access ACL's mask back as it was)."""
+    mode = os.stat(path).st_mode & 0o7777
+    if os.stat(path).st_uid != os.geteuid() or mode & 0o200:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    os.chmod(path, mode | 0o200)
+    try:
+        os.setxattr(path, name, value)
+    finally:
+        os.chmod(path, mode)
