@@ -193,7 +193,7 @@ def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
             except OSError as exc:
                 if exc.errno != errno.ENODATA:  # removed since listed: left out
                     raise
-        return encode(attrs), ""
+        return (encode(attrs) if attrs else b""), ""
     except OSError as exc:
         return b"", f"extended attributes not backed up: {exc.strerror or exc}"
     except TooLarge as exc:
