@@ -1,8 +1,8 @@
 """Volumes written by earlier versions stay readable (docs/FORMAT.md "Versioning").
 
-tests/fixtures/volumes-v1 and tests/fixtures/volumes-v2 are two-device backups written by parbackup at
-commit b78fecb (before record version 3): v1 holds only record version 1 (files, a
-directory, a symlink), v2 adds version-2 records (a hard link, a FIFO). Each test
+tests/fixtures/volumes-v1 and tests/fixtures/volumes-v2 are two-device backups written
+by parbackup at commit b78fecb (before record version 3): v1 holds only record version 1
+(files, a directory, a symlink), v2 adds version-2 records (a hard link, a FIFO). Each test
 reads the volumes record by record, rebuilds a catalog from the devices alone and
 restores every file from it.
 """
