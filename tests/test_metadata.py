@@ -49,7 +49,8 @@ def acl_text(path: Path) -> str:
 
 
 def build_tree(root: Path) -> Path:
-    """A tree with every kind of metadata: user/trusted attributes (an empty value too),
+    """A tree with every kind of metadata: user/trusted attributes (an empty value too), an
+    SELinux label (stored as any attribute without SELinux in the kernel),
     a capability on a file given away to another owner, access and default ACLs, an
     attribute on a symlink itself."""
     require_root("setfacl", "getfacl", "setcap", "getcap")
@@ -60,6 +61,7 @@ def build_tree(root: Path) -> Path:
     os.setxattr(f, "user.color", b"blue")
     os.setxattr(f, "user.empty", b"")
     os.setxattr(f, "trusted.note", b"\x00\x01binary\xff")
+    os.setxattr(f, "security.selinux", b"system_u:object_r:user_home_t:s0\0")  # a label
     tool_file = root / "ping"
     tool_file.write_bytes(b"#!/bin/sh\n")
     tool_file.chmod(0o755)
@@ -172,7 +174,12 @@ def test_a_target_without_extended_attributes_gets_the_data_and_a_report(ramfs, 
     assert os.readlink(out / "link") == "f.txt"
     left = {d["path"]: d for d in r.json["left_out"]}
     assert set(left) == {str(src / n) for n in ("f.txt", "ping", "d", "d/g.txt", "link")}
-    assert left[str(src / "f.txt")]["left_out"] == ["trusted.note", "user.color", "user.empty"]
+    assert left[str(src / "f.txt")]["left_out"] == [
+        "security.selinux",
+        "trusted.note",
+        "user.color",
+        "user.empty",
+    ]
     assert left[str(src / "ping")]["left_out"] == ["security.capability"]
     assert "system.posix_acl_default" in left[str(src / "d")]["left_out"]
     assert "does not support" in left[str(src / "d/g.txt")]["error"]
