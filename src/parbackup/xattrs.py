@@ -26,6 +26,7 @@ import ctypes
 import errno
 import os
 import platform
+import stat
 import struct
 import threading
 from collections.abc import Mapping
@@ -205,20 +206,18 @@ def _order(name: bytes) -> tuple[int, bytes]:
     return (1 if name == CAPABILITY.encode() else 0, name)
 
 
-def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, str]]:
-    """Set every attribute of ``payload`` on ``path`` (its owner and mode already set:
-    chown clears capabilities and chmod rewrites the access ACL's mask); never follows
-    a symlink unless ``follow``. Returns (name, why) of each attribute the target
-    refused (another file system, no privilege); raises nothing for those."""
+def apply(path: str, payload: bytes) -> list[tuple[str, str]]:
+    """Set every attribute of ``payload`` on ``path`` itself, never through a symlink
+    (its owner and mode already set: chown clears capabilities and chmod rewrites the
+    access ACL's mask). Returns (name, why) of each attribute the target refused
+    (another file system, no privilege); raises nothing for those."""
     refused: list[tuple[str, str]] = []
     attrs = decode(payload)
     for name in sorted(attrs, key=_order):
         try:
             try:
-                os.setxattr(path, name, attrs[name], follow_symlinks=follow)
+                os.setxattr(path, name, attrs[name], follow_symlinks=False)
             except PermissionError:
-                if not follow:
-                    raise
                 _set_read_only(path, name, attrs[name])
         except OSError as exc:
             why = (
@@ -233,12 +232,14 @@ def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, 
 def _set_read_only(path: str, name: bytes, value: bytes) -> None:
     """Set an attribute on a file its owner (not root) has no write permission on
     (``user.*`` needs it): add the owner's write bit for that moment, then put the mode
-    back (which also puts an access ACL's mask back as it was)."""
-    mode = os.stat(path).st_mode & 0o7777
-    if os.stat(path).st_uid != os.geteuid() or mode & 0o200:
+    back (which also puts an access ACL's mask back as it was). PermissionError for
+    anything else (a symlink, another owner, a file that was writable)."""
+    st = os.lstat(path)
+    mode = st.st_mode & 0o7777
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o200:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
-    os.chmod(path, mode | 0o200)
+    os.chmod(path, mode | 0o200, follow_symlinks=False)
     try:
-        os.setxattr(path, name, value)
+        os.setxattr(path, name, value, follow_symlinks=False)
     finally:
-        os.chmod(path, mode)
+        os.chmod(path, mode, follow_symlinks=False)
