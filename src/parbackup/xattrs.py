@@ -154,8 +154,12 @@ def decode(payload: bytes | bytearray | memoryview) -> dict[bytes, bytes]:
 
 
 def names(payload: bytes) -> list[str]:
-    """The attribute names a (valid) payload holds, for reports."""
-    return [os.fsdecode(n) for n in decode(payload)]
+    """The attribute names a payload holds, for listings; a damaged payload (a hostile
+    catalog) is listed as such instead of ending the listing."""
+    try:
+        return [os.fsdecode(n) for n in decode(payload)]
+    except FormatError as exc:
+        return [f"(damaged: {exc})"]
 
 
 def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
