@@ -71,6 +71,8 @@ def build_tree(root: Path) -> Path:
     g.write_bytes(b"shared\n")
     os.chown(g, 1234, 1235)
     tool("setfacl", "-m", "u:1234:rw,g:77:r", str(g))
+    # made before the default ACL: it has none; restore must not let it inherit one
+    (root / "d" / "before-default.txt").write_bytes(b"no acl\n")
     tool("setfacl", "-m", "u:1234:rwx", str(root / "d"))
     tool("setfacl", "-d", "-m", "u:1234:r-x,g:77:rx", str(root / "d"))
     os.setxattr(root / "d", "user.dir", b"1")
@@ -81,7 +83,7 @@ def build_tree(root: Path) -> Path:
 
 def check_same(src: Path, out: Path) -> None:
     """Data, owner, mode, attributes, ACLs and capabilities of ``out`` equal ``src``'s."""
-    for rel in ("plain.txt", "f.txt", "ping", "d", "d/g.txt", "link"):
+    for rel in ("plain.txt", "f.txt", "ping", "d", "d/g.txt", "d/before-default.txt", "link"):
         a, b = src / rel, out / rel
         sa, sb = a.lstat(), b.lstat()
         assert (sb.st_mode, sb.st_uid, sb.st_gid) == (sa.st_mode, sa.st_uid, sa.st_gid), rel
@@ -346,3 +348,23 @@ def test_attributes_round_trip_through_a_tape_and_a_rebuild_from_it(tmp_path):
             p = out / f"f{i}.bin"
             assert p.read_bytes() == (src / "d" / f"f{i}.bin").read_bytes()
             assert xattrs_of(p) == {"user.n": str(i).encode()}, (name, i)
+
+
+def test_a_tree_without_attributes_writes_no_version_3_record(tmpfs, tmp_path):
+    """Only meta records carry record version 3: without extended attributes the
+    volumes are what version 2 wrote (a version-2 reader reads them)."""
+    src = tmpfs("src", "8m")
+    (src / "d").mkdir()
+    (src / "d" / "f.bin").write_bytes(os.urandom(10_000))
+    os.link(src / "d" / "f.bin", src / "hard.bin")
+    os.symlink("d/f.bin", src / "link")
+    devices = [tmp_path / "dev1", tmp_path / "dev2"]
+    assert backup(src, devices, tmp_path / "catalog.sqlite").code == 0
+    versions = set()
+    for volume in sorted(p for d in devices for p in d.glob("sets/*/*.pbv")):
+        raw = volume.read_bytes()
+        with open(volume, "rb") as stream:
+            start = read_volume_header(stream).length
+            for position, _header, _payload in iter_volume(stream, start):
+                versions.add(struct.unpack_from("<H", raw, position + 4)[0])
+    assert versions == {1, 2}
