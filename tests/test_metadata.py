@@ -16,13 +16,14 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import SRC, restored_root, run_cli
 from fsfixtures import ext4_fixture, require_root, sh, tmpfs_fixture, unmount  # noqa: F401
-from parbackup.format import iter_volume, read_volume_header
+from parbackup.format import checksum, iter_volume, read_volume_header
 from parbackup.xattrs import MAX_META
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,8 @@ def acl_text(path: Path) -> str:
 
 
 def build_tree(root: Path) -> Path:
-    """A tree with every kind of metadata: user/trusted attributes (an empty value too),
+    """A tree with every kind of metadata: user/trusted attributes (an empty value too), an
+    SELinux label (stored as any attribute without SELinux in the kernel),
     a capability on a file given away to another owner, access and default ACLs, an
     attribute on a symlink itself."""
     require_root("setfacl", "getfacl", "setcap", "getcap")
@@ -59,6 +61,7 @@ def build_tree(root: Path) -> Path:
     os.setxattr(f, "user.color", b"blue")
     os.setxattr(f, "user.empty", b"")
     os.setxattr(f, "trusted.note", b"\x00\x01binary\xff")
+    os.setxattr(f, "security.selinux", b"system_u:object_r:user_home_t:s0\0")  # a label
     tool_file = root / "ping"
     tool_file.write_bytes(b"#!/bin/sh\n")
     tool_file.chmod(0o755)
@@ -68,6 +71,8 @@ def build_tree(root: Path) -> Path:
     g.write_bytes(b"shared\n")
     os.chown(g, 1234, 1235)
     tool("setfacl", "-m", "u:1234:rw,g:77:r", str(g))
+    # made before the default ACL: it has none; restore must not let it inherit one
+    (root / "d" / "before-default.txt").write_bytes(b"no acl\n")
     tool("setfacl", "-m", "u:1234:rwx", str(root / "d"))
     tool("setfacl", "-d", "-m", "u:1234:r-x,g:77:rx", str(root / "d"))
     os.setxattr(root / "d", "user.dir", b"1")
@@ -78,7 +83,7 @@ def build_tree(root: Path) -> Path:
 
 def check_same(src: Path, out: Path) -> None:
     """Data, owner, mode, attributes, ACLs and capabilities of ``out`` equal ``src``'s."""
-    for rel in ("plain.txt", "f.txt", "ping", "d", "d/g.txt", "link"):
+    for rel in ("plain.txt", "f.txt", "ping", "d", "d/g.txt", "d/before-default.txt", "link"):
         a, b = src / rel, out / rel
         sa, sb = a.lstat(), b.lstat()
         assert (sb.st_mode, sb.st_uid, sb.st_gid) == (sa.st_mode, sa.st_uid, sa.st_gid), rel
@@ -160,6 +165,10 @@ def test_a_target_without_extended_attributes_gets_the_data_and_a_report(ramfs, 
     assert backup(src, devices, catalog).code == 0
     r = run_cli("restore", "--catalog", str(catalog), "--target", str(ramfs), "--json")
     assert r.code == 3, r.out + r.err
+    listed = run_cli("files", "--catalog", str(catalog), "--json").json["files"]
+    assert {f["path"]: f.get("xattrs") for f in listed}[str(src / "ping")] == [
+        "security.capability"
+    ]
     out = restored_root(ramfs, src)
     for rel in ("plain.txt", "f.txt", "ping", "d/g.txt"):
         assert (out / rel).read_bytes() == (src / rel).read_bytes()
@@ -167,7 +176,12 @@ def test_a_target_without_extended_attributes_gets_the_data_and_a_report(ramfs, 
     assert os.readlink(out / "link") == "f.txt"
     left = {d["path"]: d for d in r.json["left_out"]}
     assert set(left) == {str(src / n) for n in ("f.txt", "ping", "d", "d/g.txt", "link")}
-    assert left[str(src / "f.txt")]["left_out"] == ["trusted.note", "user.color", "user.empty"]
+    assert left[str(src / "f.txt")]["left_out"] == [
+        "security.selinux",
+        "trusted.note",
+        "user.color",
+        "user.empty",
+    ]
     assert left[str(src / "ping")]["left_out"] == ["security.capability"]
     assert "system.posix_acl_default" in left[str(src / "d")]["left_out"]
     assert "does not support" in left[str(src / "d/g.txt")]["error"]
@@ -237,6 +251,11 @@ def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp
         os.chown(f, 4321, 4322)
         os.setxattr(f, "user.ok", b"1")
         os.setxattr(f, "trusted.t", b"2")
+        mine = src / "mine.txt"  # the restoring user's own read-only file: user.* needs w
+        mine.write_bytes(b"mine\n")
+        os.setxattr(mine, "user.ok", b"2")
+        mine.chmod(0o444)
+        os.chown(mine, 65534, 65534)
         devices = [base / "dev1", base / "dev2"]
         catalog = base / "catalog.sqlite"
         assert backup(src, devices, catalog).code == 0
@@ -255,7 +274,97 @@ def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp
         out = restored_root(target, src)
         assert (out / "f.txt").read_bytes() == b"data\n"
         assert xattrs_of(out / "f.txt") == {"user.ok": b"1"}
+        assert xattrs_of(out / "mine.txt") == {"user.ok": b"2"}
+        assert (out / "mine.txt").stat().st_mode & 0o7777 == 0o444
         left = {d["path"]: d["left_out"] for d in r["left_out"]}
         assert left == {str(f): ["owner 4321:4322", "trusted.t"], str(src): ["owner 0:0"]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rebuild_names_a_damaged_meta_record_and_keeps_the_file(tmp_path):
+    """A meta record whose checksum holds but whose payload is not a valid encoding (a
+    forged or buggy writer): rebuild-catalog names it as damage, the set is degraded,
+    and the file restores with its data (without the attributes)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "f.txt"
+    f.write_bytes(b"payload\n")
+    os.setxattr(f, "user.k", b"v")
+    devices = [tmp_path / "dev1", tmp_path / "dev2"]
+    assert backup(src, devices, tmp_path / "catalog.sqlite").code == 0
+    (volume,) = [v for d in devices for v in d.glob("sets/*/*.pbv") if b"user.k" in v.read_bytes()]
+    raw = bytearray(volume.read_bytes())
+    with open(volume, "rb") as stream:
+        start = read_volume_header(stream).length
+        ((position, header, payload),) = [
+            r for r in iter_volume(stream, start) if r[1].kind == "meta"
+        ]
+    forged = b"\x09" + payload[1:]  # an unknown payload version, same length
+    at = position + len(header.encode())
+    raw[at : at + len(forged)] = forged
+    fixed = replace(header, checksum=checksum(forged)).encode()
+    raw[position : position + len(fixed)] = fixed
+    volume.write_bytes(bytes(raw))
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    r = run_cli("rebuild-catalog", *[a for d in devices for a in ("-d", str(d))],
+                "--catalog", str(rebuilt), "--json")  # fmt: skip
+    assert r.code == 3, r.out + r.err
+    (found,) = r.json["sets"]
+    assert found["status"] == "degraded"
+    assert any("unknown metadata payload version 9" in d["error"] for d in found["damaged"])
+    target = tmp_path / "target"
+    r = run_cli("restore", "--catalog", str(rebuilt), "--target", str(target))
+    assert r.code == 0, r.out + r.err
+    out = restored_root(target, src) / "f.txt"
+    assert out.read_bytes() == b"payload\n" and xattrs_of(out) == {}
+
+
+def test_attributes_round_trip_through_a_tape_and_a_rebuild_from_it(tmp_path):
+    """A tape is read front to back: its meta records pass between the data records a
+    restore wants, and rebuild-catalog takes them from the stream."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(6):
+        p = src / "d" / f"f{i}.bin"
+        p.write_bytes(os.urandom(50_000 * (i + 1)))
+        os.setxattr(p, "user.n", str(i).encode())
+    tape, disk = tmp_path / "tape1", tmp_path / "disk"
+    disk.mkdir()
+    catalog = tmp_path / "catalog.sqlite"
+    r = run_cli("backup", str(src), "-d", f"tape://{tape}", "-d", str(disk),
+                "--catalog", str(catalog))  # fmt: skip
+    assert r.code == 0, r.err
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    r = run_cli("rebuild-catalog", "-d", f"tape://{tape}", "-d", str(disk),
+                "--catalog", str(rebuilt))  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    for name, cat in (("direct", catalog), ("rebuilt", rebuilt)):
+        target = tmp_path / name
+        r = run_cli("restore", "--catalog", str(cat), "--target", str(target))
+        assert r.code == 0, r.out + r.err
+        out = restored_root(target, src) / "d"
+        for i in range(6):
+            p = out / f"f{i}.bin"
+            assert p.read_bytes() == (src / "d" / f"f{i}.bin").read_bytes()
+            assert xattrs_of(p) == {"user.n": str(i).encode()}, (name, i)
+
+
+def test_a_tree_without_attributes_writes_no_version_3_record(tmpfs, tmp_path):
+    """Only meta records carry record version 3: without extended attributes the
+    volumes are what version 2 wrote (a version-2 reader reads them)."""
+    src = tmpfs("src", "8m")
+    (src / "d").mkdir()
+    (src / "d" / "f.bin").write_bytes(os.urandom(10_000))
+    os.link(src / "d" / "f.bin", src / "hard.bin")
+    os.symlink("d/f.bin", src / "link")
+    devices = [tmp_path / "dev1", tmp_path / "dev2"]
+    assert backup(src, devices, tmp_path / "catalog.sqlite").code == 0
+    versions = set()
+    for volume in sorted(p for d in devices for p in d.glob("sets/*/*.pbv")):
+        raw = volume.read_bytes()
+        with open(volume, "rb") as stream:
+            start = read_volume_header(stream).length
+            for position, _header, _payload in iter_volume(stream, start):
+                versions.add(struct.unpack_from("<H", raw, position + 4)[0])
+    assert versions == {1, 2}

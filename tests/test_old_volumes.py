@@ -1,8 +1,8 @@
 """Volumes written by earlier versions stay readable (docs/FORMAT.md "Versioning").
 
-tests/fixtures/v1 and tests/fixtures/v2 are two-device backups written by parbackup at
-commit b78fecb (before record version 3): v1 holds only record version 1 (files, a
-directory, a symlink), v2 adds version-2 records (a hard link, a FIFO). Each test
+tests/fixtures/volumes-v1 and tests/fixtures/volumes-v2 are two-device backups written
+by parbackup at commit b78fecb (before record version 3): v1 holds only record version 1
+(files, a directory, a symlink), v2 adds version-2 records (a hard link, a FIFO). Each test
 reads the volumes record by record, rebuilds a catalog from the devices alone and
 restores every file from it.
 """
@@ -47,14 +47,14 @@ def _read_all(root: Path) -> list[tuple[int, str, bytes, bytes, bytes]]:
     [("v1", {1}, {"file", "dir", "symlink"}), ("v2", {1, 2}, {"file", "dir", "hardlink", "fifo"})],
 )
 def test_old_volumes_read_record_by_record(name, versions, kinds):
-    records = _read_all(FIXTURES / name)
+    records = _read_all(FIXTURES / f"volumes-{name}")
     assert {r[0] for r in records} == versions
     assert {r[1] for r in records} == kinds
 
 
 def _restore_fixture(name: str, tmp_path: Path) -> Path:
     devices = []
-    for dev in sorted((FIXTURES / name).glob("dev-*")):
+    for dev in sorted((FIXTURES / f"volumes-{name}").glob("dev-*")):
         copy = tmp_path / dev.name
         shutil.copytree(dev, copy)
         devices.append(str(copy))

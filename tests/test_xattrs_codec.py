@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parbackup import xattrs
+from parbackup.entries import Entries
 from parbackup.errors import FormatError
 from parbackup.format import (
     RecordHeader,
@@ -134,3 +135,21 @@ def test_iter_volume_yields_meta_records_in_line():
     end = RecordHeader("end", bytes(16), 0, 0, 0, 1, 0, 0, 0, 0, bytes(32), b"").encode()
     got = list(iter_volume(io.BytesIO(body + end), 0))
     assert [h.kind for _p, h, _b in got] == ["meta"]
+
+
+def test_entries_keep_one_copy_of_a_shared_payload():
+    label = xattrs.encode({b"security.selinux": b"system_u:object_r:user_home_t:s0\0"})
+    own = xattrs.encode({b"user.k": b"mine"})
+    out = Entries()
+    n = 100_000
+    out.extend_rows([(b"/f%d" % i, 0, 1, 0o100644, 0, 0, 0, 0, i, 1, 0, b"") for i in range(n)])
+    before = out.nbytes()
+    for i in range(0, n, 2):
+        out.set_meta(i, label)
+    out.set_meta(7, own)
+    assert out.nbytes() - before < 5 * n  # an array slot each, one copy of the label
+    assert out.meta_bytes(0) == out.meta_bytes(n - 2) == label
+    assert out.meta_bytes(1) == b"" and out.meta_bytes(7) == own
+    assert out.entry(4).meta == label
+    out.set_meta(4, b"")
+    assert out.meta_bytes(4) == b"" and out.has_meta()

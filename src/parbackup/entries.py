@@ -4,8 +4,9 @@ One ``Entries`` table holds every path a scan found, as arrays (kind, size, time
 mode, owner, inode, device, source number) plus the paths in one byte blob with offsets.
 A source may set a root (``set_root``): its paths are then stored after that prefix
 only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
-in a dict, as are the few entries' extended attributes (``set_meta``: the kind-8
-payload, parbackup/xattrs.py). No Python object per entry: an entry is a row
+in a dict. Extended attributes (``set_meta``: the kind-8 payload, parbackup/xattrs.py)
+are interned: an array holds each entry's payload number, so a million files sharing
+one SELinux label cost 4 MB, not a million objects. No Python object per entry: an entry is a row
 number. ``entry(i)`` builds a ``FileEntry`` for the few places that want one (the
 catalog, tests).
 
@@ -34,7 +35,9 @@ class Entries:
 
     __slots__ = (
         "_links",
-        "_meta",
+        "_meta_at",
+        "_meta_ids",
+        "_meta_list",
         "_path",
         "_path_at",
         "_roots",
@@ -64,7 +67,9 @@ class Entries:
         self._path = bytearray()
         self._path_at = array("I", [0])  # widened to "Q" past 4 GiB of names
         self._links: dict[int, bytes] = {}
-        self._meta: dict[int, bytes] = {}
+        self._meta_at = array("I")  # entry -> 1 + index into _meta_list; 0: none
+        self._meta_list: list[bytes] = []
+        self._meta_ids: dict[bytes, int] = {}
         self._roots: dict[int, bytes] = {}
 
     def set_root(self, source: int, root: bytes) -> None:
@@ -179,18 +184,27 @@ class Entries:
 
     def set_meta(self, i: int, payload: bytes) -> None:
         """Give entry ``i`` its extended attributes (an encoded xattrs payload)."""
-        if payload:
-            self._meta[i] = payload
-        else:
-            self._meta.pop(i, None)
+        at = self._meta_at
+        if not payload:
+            if i < len(at):
+                at[i] = 0
+            return
+        number = self._meta_ids.get(payload)
+        if number is None:
+            self._meta_list.append(payload)
+            number = self._meta_ids[payload] = len(self._meta_list)
+        if len(at) <= i:  # the array runs up to the last entry with attributes
+            at.frombytes(bytes(at.itemsize * (i + 1 - len(at))))
+        at[i] = number
 
     def meta_bytes(self, i: int) -> bytes:
         """Entry ``i``'s extended attributes as an xattrs payload; b"" when none."""
-        return self._meta.get(i, b"")
+        at = self._meta_at
+        return self._meta_list[at[i] - 1] if i < len(at) and at[i] else b""
 
-    def metas(self) -> dict[int, bytes]:
-        """Entry -> xattrs payload, for the entries that have any (hot loops)."""
-        return self._meta
+    def has_meta(self) -> bool:
+        """True when some entry has extended attributes."""
+        return bool(self._meta_list)
 
     def names_size(self) -> int:
         """Bytes of every path and link, roots included (an estimate for headers)."""
@@ -246,7 +260,8 @@ class Entries:
             self._path_at,
         )
         links = sum(len(v) + 100 for v in self._links.values())  # with the dict's cost
-        links += sum(len(v) + 100 for v in self._meta.values())
+        links += sum(len(v) + 150 for v in self._meta_list)  # the list and the dict
+        links += self._meta_at.itemsize * len(self._meta_at)
         return sum(a.itemsize * len(a) for a in arrays) + len(self._path) + links
 
     @classmethod

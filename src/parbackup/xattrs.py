@@ -22,9 +22,13 @@ its bytes, readback sets them back.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import platform
+import stat
 import struct
+import threading
 from collections.abc import Mapping
 
 from parbackup.errors import FormatError
@@ -39,8 +43,61 @@ MAX_VALUE = 64 * 1024
 _HEAD = struct.Struct("<BH")
 _VALUE_LEN = struct.Struct("<I")
 _UNSUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+_QUIET = {*_UNSUPPORTED, errno.ENOENT}
+"""Nothing to say: no attributes here, or the entry vanished (reading it says so)."""
 ACL_NAMES = ("system.posix_acl_access", "system.posix_acl_default")
 CAPABILITY = "security.capability"
+
+
+_AT_SYMLINK_NOFOLLOW = 0x100
+_GETXATTRAT, _LISTXATTRAT = 464, 465  # Linux 6.13+, the same number on these machines
+_AT_MACHINES = {"x86_64", "aarch64", "riscv64"}
+
+
+class _XattrArgs(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_uint64), ("size", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class _At(threading.local):
+    """``listxattrat``/``getxattrat``: attributes of a name inside an open directory,
+    without following it, in one system call (the ``/proc/self/fd`` path costs a
+    lookup in /proc per entry, several times the scan's own cost). ``usable`` turns
+    False on a kernel without them (ENOSYS), and ``read`` falls back to that path."""
+
+    usable = platform.system() == "Linux" and platform.machine() in _AT_MACHINES
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(MAX_VALUE)  # also XATTR_LIST_MAX
+        self.args = _XattrArgs()
+        self.call = ctypes.CDLL(None, use_errno=True).syscall if self.usable else None
+        if self.call is not None:
+            self.call.restype = ctypes.c_long
+
+    def _check(self, n: int, name: bytes) -> int:
+        if n < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSYS:
+                _At.usable = False
+            raise OSError(err, os.strerror(err), os.fsdecode(name))
+        return n
+
+    def list(self, fd: int, name: bytes) -> list[str]:
+        n = self.call(_LISTXATTRAT, fd, name, _AT_SYMLINK_NOFOLLOW, self.buf,
+                      ctypes.c_size_t(MAX_VALUE))  # fmt: skip
+        if not self._check(n, name):
+            return []
+        raw = ctypes.string_at(self.buf, n)  # not .raw: that copies the whole buffer
+        return [os.fsdecode(a) for a in raw.split(b"\0") if a]
+
+    def get(self, fd: int, name: bytes, attr: str) -> bytes:
+        self.args.value, self.args.size = ctypes.addressof(self.buf), MAX_VALUE
+        size = ctypes.c_size_t(ctypes.sizeof(self.args))
+        n = self.call(_GETXATTRAT, fd, name, _AT_SYMLINK_NOFOLLOW, os.fsencode(attr),
+                      ctypes.byref(self.args), size)  # fmt: skip
+        return ctypes.string_at(self.buf, self._check(n, name))
+
+
+_at = _At()
 
 
 class TooLarge(ValueError):
@@ -97,23 +154,34 @@ def decode(payload: bytes | bytearray | memoryview) -> dict[bytes, bytes]:
 
 
 def names(payload: bytes) -> list[str]:
-    """The attribute names a (valid) payload holds, for reports."""
-    return [os.fsdecode(n) for n in decode(payload)]
+    """The attribute names a payload holds, for listings; a damaged payload (a hostile
+    catalog) is listed as such instead of ending the listing."""
+    try:
+        return [os.fsdecode(n) for n in decode(payload)]
+    except FormatError as exc:
+        return [f"(damaged: {exc})"]
 
 
 def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
     """(payload, warning) for the entry ``path`` names, never following a symlink.
 
-    With ``dir_fd`` ``path`` is a name inside that open directory, reached through
-    ``/proc/self/fd`` (no path walk: a directory swapped meanwhile is not followed).
-    No attributes, or a file system without them: (b"", ""). Attributes over the bound
-    or unreadable: (b"", why) and the file is backed up without them.
+    With ``dir_fd`` ``path`` is a name inside that open directory, reached by
+    ``listxattrat``/``getxattrat`` (Linux 6.13+) or else through ``/proc/self/fd``: no
+    path walk, so a directory swapped meanwhile is not followed. No attributes, a file
+    system without them, or a vanished entry: (b"", ""). Attributes over the bound or
+    unreadable: (b"", why), and the file is backed up without them.
     """
     where = b"/proc/self/fd/%d/%s" % (dir_fd, path) if dir_fd is not None else path
+    at = dir_fd is not None and _At.usable
     try:
-        listed = os.listxattr(where, follow_symlinks=False)
+        try:
+            listed = _at.list(dir_fd, path) if at else os.listxattr(where, follow_symlinks=False)
+        except OSError as exc:
+            if not at or exc.errno != errno.ENOSYS:
+                raise
+            at, listed = False, os.listxattr(where, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno in _UNSUPPORTED:
+        if exc.errno in _QUIET:
             return b"", ""
         return b"", f"extended attributes not backed up: {exc.strerror or exc}"
     if not listed:
@@ -122,11 +190,15 @@ def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
     try:
         for name in listed:
             try:
-                attrs[os.fsencode(name)] = os.getxattr(where, name, follow_symlinks=False)
+                attrs[os.fsencode(name)] = (
+                    _at.get(dir_fd, path, name)
+                    if at
+                    else os.getxattr(where, name, follow_symlinks=False)
+                )
             except OSError as exc:
                 if exc.errno != errno.ENODATA:  # removed since listed: left out
                     raise
-        return encode(attrs), ""
+        return (encode(attrs) if attrs else b""), ""
     except OSError as exc:
         return b"", f"extended attributes not backed up: {exc.strerror or exc}"
     except TooLarge as exc:
@@ -138,16 +210,19 @@ def _order(name: bytes) -> tuple[int, bytes]:
     return (1 if name == CAPABILITY.encode() else 0, name)
 
 
-def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, str]]:
-    """Set every attribute of ``payload`` on ``path`` (its owner and mode already set:
-    chown clears capabilities and chmod rewrites the access ACL's mask); never follows
-    a symlink unless ``follow``. Returns (name, why) of each attribute the target
-    refused (another file system, no privilege); raises nothing for those."""
+def apply(path: str, payload: bytes) -> list[tuple[str, str]]:
+    """Set every attribute of ``payload`` on ``path`` itself, never through a symlink
+    (its owner and mode already set: chown clears capabilities and chmod rewrites the
+    access ACL's mask). Returns (name, why) of each attribute the target refused
+    (another file system, no privilege); raises nothing for those."""
     refused: list[tuple[str, str]] = []
     attrs = decode(payload)
     for name in sorted(attrs, key=_order):
         try:
-            os.setxattr(path, name, attrs[name], follow_symlinks=follow)
+            try:
+                os.setxattr(path, name, attrs[name], follow_symlinks=False)
+            except PermissionError:
+                _set_read_only(path, name, attrs[name])
         except OSError as exc:
             why = (
                 "the target file system does not support it"
@@ -156,3 +231,19 @@ def apply(path: str, payload: bytes, *, follow: bool = True) -> list[tuple[str, 
             )
             refused.append((os.fsdecode(name), why))
     return refused
+
+
+def _set_read_only(path: str, name: bytes, value: bytes) -> None:
+    """Set an attribute on a file its owner (not root) has no write permission on
+    (``user.*`` needs it): add the owner's write bit for that moment, then put the mode
+    back (which also puts an access ACL's mask back as it was). PermissionError for
+    anything else (a symlink, another owner, a file that was writable)."""
+    st = os.lstat(path)
+    mode = st.st_mode & 0o7777
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o200:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    os.chmod(path, mode | 0o200, follow_symlinks=False)
+    try:
+        os.setxattr(path, name, value, follow_symlinks=False)
+    finally:
+        os.chmod(path, mode, follow_symlinks=False)

@@ -359,13 +359,10 @@ class Catalog(LivenessRows):
                     for i in (range(len(e)) if rows is None else rows)
                 ),
             )
-            chosen = range(len(e)) if rows is None else rows
-            metas = e.metas()
-            self._insert(
-                _META_INSERT,
-                3,
-                ((set_id, i, metas[i]) for i in chosen if i in metas),
-            )
+            if e.has_meta():
+                chosen = range(len(e)) if rows is None else rows
+                metas = ((set_id, i, m) for i in chosen if (m := e.meta_bytes(i)))
+                self._insert(_META_INSERT, 3, metas)
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
         """Record durable records of one device as a mover reports them:

@@ -16,6 +16,7 @@ from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
 from parbackup.model import RESTORABLE_FILE_STATES
+from parbackup.xattrs import names
 
 
 @click.command("files")
@@ -28,7 +29,8 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
     """List the paths of a set: mode (octal), size, modification time (UTC), path.
 
     A name with control characters or bytes that are not UTF-8 is shown with backslash
-    escapes; --json gives the exact name (undecodable bytes as \\udcXX escapes).
+    escapes; --json gives the exact name (undecodable bytes as \\udcXX escapes) and the
+    names of its extended attributes (ACLs, capabilities, ...) as "xattrs".
     """
     set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog:
@@ -47,6 +49,7 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
                         "mtime_ns": f.entry.mtime_ns,
                         "kind": str(f.entry.kind),
                         **({"state": f.state} if f.state != "ok" else {}),
+                        **({"xattrs": names(f.entry.meta)} if f.entry.meta else {}),
                     }
                     for f in rows
                 ],

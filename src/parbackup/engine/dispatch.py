@@ -229,7 +229,7 @@ class Dispatcher:
         kind, size, mode, uid, gid = e.kind, e.size, e.mode, e.uid, e.gid
         mtime, ctime, ino, devno, source = e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.source
         blob, at, roots, links = e.blobs()
-        metas = e.metas()
+        meta = e.meta_bytes if e.has_meta() else None
         if self.feed is not None:
             feed = self.feed
             return [
@@ -241,7 +241,7 @@ class Dispatcher:
         return [
             (seq, f, o, n, kind[f], size[f], mode[f], uid[f], gid[f], mtime[f], ctime[f],
              ino[f], devno[f], source[f], roots.get(source[f], b"") + blob[at[f] : at[f + 1]],
-             links.get(f, b""), None, metas.get(f, b"") if o == 0 else b"")
+             links.get(f, b""), None, meta(f) if meta and o == 0 else b"")
             for seq, (f, o, n) in enumerate(batch, first)
         ]  # fmt: skip
 

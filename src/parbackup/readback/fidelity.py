@@ -52,7 +52,7 @@ def restore_extended(
                 )
         if e.meta:
             try:
-                refused = xattrs.apply(dest[f.file_id], e.meta, follow=e.kind is not Kind.SYMLINK)
+                refused = xattrs.apply(dest[f.file_id], e.meta)
             except FormatError as exc:  # a damaged catalog row: the data is still good
                 refused = [("extended attributes", str(exc))]
             for name, why in refused:

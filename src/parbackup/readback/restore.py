@@ -8,9 +8,9 @@ damaged or incomplete file is removed and reported, never handed back as good. A
 whose records all lie on one device is finished by that device's reader, so per-file
 work spreads over the processes; this process finishes files split over devices, then
 makes hard links and special files, then symlinks, and gives directories their metadata
-last (deepest first), and extended attributes (ACLs, capabilities) to everything at
-the very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted restore
-(Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
+last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
+very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
+restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 """
 
 from __future__ import annotations
