@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import random
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parbackup.devices.memory import MemoryDevice
+from parbackup.devices.registry import open_device
 from parbackup.devices.url import parse_url
 from parbackup.errors import FormatError, UsageError
 from parbackup.redundancy.codec import MAX_DATA, MAX_PARITY, RowCodec, check_params
@@ -173,3 +175,70 @@ def test_more_losses_than_parities_are_unrecoverable_rows() -> None:
     outcome = walk_rows(header, stores, readers)
     assert outcome.unrecoverable == [0, 1]  # row 2 holds only column 0: one unit lost
     assert outcome.lost_units[columns[0][0].label] == 3
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 4 * UNIT), min_size=2, max_size=4),
+    m=st.integers(1, 2),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, m, seed, data):
+    """devices/decoded.py: any byte range of a lost column's volumes, decoded on demand
+    from the other columns and the parity (m-1 more devices lost too)."""
+    columns, parity, written, streams = _stripe(sizes, m, seed)
+    k = len(columns)
+    lost = data.draw(st.integers(0, k - 1))
+    others = data.draw(
+        st.sets(st.integers(0, k + m - 1).filter(lambda i: i != lost), max_size=m - 1)
+    )
+    info = {
+        "codec": "isa_l_rs_cauchy",
+        "k": k,
+        "m": m,
+        "unit": UNIT,
+        "columns": [c.label for c, _d in columns],
+        "volumes": [c.to_json() for c, _d in columns],
+        "rows": row_count([c for c, _d in columns], UNIT),
+        "created_ns": 0,
+        "parity": [
+            {"label": label, "name": name, "size": size}
+            for (label, _d), (_l, name, size) in zip(parity, written, strict=True)
+        ],
+    }
+    spec = {
+        "label": columns[lost][0].label,
+        "stripes": [
+            {
+                "set": bytes(16).hex(),
+                "info": info,
+                "data": {
+                    c.label: d.url.raw
+                    for j, (c, d) in enumerate(columns)
+                    if j != lost and j not in others
+                },
+                "parity": {
+                    str(i): d.url.raw for i, (_l, d) in enumerate(parity) if k + i not in others
+                },
+                "lost": [columns[lost][0].label],
+            }
+        ],
+    }
+    path = tmp_path_factory.mktemp("spec") / "spec.json"
+    path.write_text(json.dumps(spec))
+    dev = open_device(f"decoded://{path}")
+    dev.open(write=False)
+    try:
+        col = columns[lost][0]
+        assert dev.read_label().label == col.label
+        assert [(o.name, o.size) for o in dev.list("sets/")] == sorted(col.volumes)
+        for name, size in col.volumes:
+            if not size:
+                continue
+            off = data.draw(st.integers(0, size - 1))
+            n = data.draw(st.integers(1, size - off))
+            start = col.start_of(name) + off
+            assert dev.read(name, off, n) == streams[lost][start : start + n]
+    finally:
+        dev.close()
