@@ -46,10 +46,6 @@ class Recovery:
     where: dict[str, str] = field(default_factory=dict)
     """label -> URL of every device of the set that was found."""
 
-    @property
-    def recoverable(self) -> bool:
-        return self.parity and not self.unrecoverable and not self.error
-
 
 class _Devices:
     """Devices opened read-only by label: ``--device`` URLs first, then the catalog's."""
