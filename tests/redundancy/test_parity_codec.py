@@ -27,7 +27,7 @@ from parbackup.redundancy.stripe import (
     walk_rows,
     write_parity,
 )
-from parbackup.redundancy.volume import read_parity_header
+from parbackup.redundancy.volume import read_parity_header, row_record_size
 
 UNIT = 256
 
@@ -112,7 +112,7 @@ def _readers(parity, written, lost: set[int]):
         if i in lost:
             continue
         stream, header = open_parity(dev, name)
-        out[i] = ParityReader(stream, header)
+        out[i] = ParityReader(stream, header, dev, name)
     return out, header
 
 
@@ -242,3 +242,22 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
             assert dev.read(name, off, n) == streams[lost][start : start + n]
     finally:
         dev.close()
+
+
+def test_a_damaged_parity_row_costs_that_row_only() -> None:
+    """One byte flipped in row 1's parity record: with a data column missing, rows 0, 2
+    and 3 still decode (the reader finds row 2 at its own offset); row 1 is lost.
+    (Before, the rest of the parity volume was given up: rows 1-3 were lost.)"""
+    columns, parity, written, _streams = _stripe([4 * UNIT, 4 * UNIT, 4 * UNIT], 1, 3)
+    (_label, pdev), (_l, name, _size) = parity[0], written[0]
+    header = read_parity_header(io.BytesIO(pdev.get(name)))
+    step = row_record_size(3, 1) + UNIT
+    body = bytearray(pdev.get(name))
+    body[header.length + step + 40] ^= 0xFF
+    pdev.put(name, bytes(body))
+    readers, header = _readers(parity, written, set())
+    stores = {c.label: d for c, d in columns}
+    stores[columns[0][0].label] = None
+    outcome = walk_rows(header, stores, readers)
+    assert outcome.unrecoverable == [1]
+    assert outcome.lost_units == {columns[0][0].label: 4, parity[0][0]: 1}

@@ -168,7 +168,7 @@ def rebuild(
                     if p["label"] in suspects:  # damaged: rebuilt, not read
                         why = "parity volume damaged"
                     else:
-                        readers[i] = ParityReader(stream, head)
+                        readers[i] = ParityReader(stream, head, dev, p["name"])
                 except (ParbackupError, OSError) as exc:
                     why = f"parity volume unreadable: {exc}"
             if why:
