@@ -22,6 +22,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "tape": ("parbackup.devices.tape", "TapeDevice", ""),
     "sftp": ("parbackup.devices.sftp", "SFTPDevice", "sftp"),
     "s3": ("parbackup.devices.s3", "S3Device", "s3"),
+    # decoded://SPEC: a lost device of a parity set, decoded on demand (readback/recover.py)
+    "decoded": ("parbackup.devices.decoded", "DecodedDevice", "parity"),
     # faulty+KIND://...: a fault-injecting wrapper around a KIND device (tests, drills)
     "faulty": ("parbackup.devices.testing.faulty", "FaultyDevice", ""),
 }

@@ -96,7 +96,7 @@ def rebuild_missing(
         for v in volumes:
             stream, header = open_parity(v.device.device, v.name)
             streams.append(stream)
-            readers[v.header.index] = ParityReader(stream, header)
+            readers[v.header.index] = ParityReader(stream, header, v.device.device, v.name)
         targets: dict[str, ColumnWriter] = {}
         for col in missing:
             path = os.path.join(work, head.set_id.hex(), col.label)

@@ -14,6 +14,7 @@ disk use is the size of the missing columns' volumes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageErro
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
-from parbackup.redundancy.volume import ParityHeader, encode_end, read_row
+from parbackup.redundancy.volume import ParityHeader, encode_end, header_from_info, read_row
 
 
 @dataclass
@@ -42,10 +43,8 @@ class Recovery:
     lost_units: dict[str, int] = field(default_factory=dict)
     unrecoverable: list[int] = field(default_factory=list)
     error: str = ""
-
-    @property
-    def recoverable(self) -> bool:
-        return self.parity and not self.unrecoverable and not self.error
+    where: dict[str, str] = field(default_factory=dict)
+    """label -> URL of every device of the set that was found."""
 
 
 class _Devices:
@@ -54,6 +53,7 @@ class _Devices:
     def __init__(self, known: dict[str, str], overrides: Sequence[str]) -> None:
         self.known, self.open_ = known, {}
         self.by_label: dict[str, Device] = {}
+        self.url_of: dict[str, str] = {}
         self.why: dict[str, str] = {}
         for url in overrides:
             dev = self._open(url)
@@ -61,6 +61,7 @@ class _Devices:
                 label = _label(dev)
                 if label and label not in self.by_label:
                     self.by_label[label] = dev
+                    self.url_of[label] = url
                     continue
                 _close(dev)
 
@@ -87,6 +88,7 @@ class _Devices:
             self.why[label] = dev
             return None
         self.by_label[label] = dev
+        self.url_of[label] = url
         return dev
 
     def close(self) -> None:
@@ -166,7 +168,7 @@ def rebuild(
                     if p["label"] in suspects:  # damaged: rebuilt, not read
                         why = "parity volume damaged"
                     else:
-                        readers[i] = ParityReader(stream, head)
+                        readers[i] = ParityReader(stream, head, dev, p["name"])
                 except (ParbackupError, OSError) as exc:
                     why = f"parity volume unreadable: {exc}"
             if why:
@@ -233,6 +235,7 @@ def rebuild(
         for stream in streams:
             with contextlib.suppress(Exception):
                 stream.close()
+        rec.where = dict(devices.url_of)
         devices.close()
     return rec
 
@@ -273,23 +276,56 @@ def check_parity(
     return bad
 
 
+def _decoded(
+    catalog: Catalog,
+    sets: Sequence[str],
+    known: dict[str, str],
+    overrides: Sequence[str],
+    suspects: Sequence[str],
+    work: str,
+) -> Recovery | None:
+    """Stand-ins that decode only the rows read (devices/decoded.py): one
+    ``decoded://`` device per lost data label, its spec written under ``work``. None
+    when a set needs the whole-column rebuild instead (a surviving device is a tape,
+    read front to back only, or more units are lost than the parity covers)."""
+    total = Recovery(parity=True)
+    by_label: dict[str, list[dict]] = {}
+    for one in sets:
+        info = catalog.parity(one) or {}
+        found = rebuild(catalog, one, known, overrides, None, suspects=suspects, survey=True)
+        total.missing.update(found.missing)
+        total.error = total.error or found.error
+        lost = [c for c in info.get("columns", []) if c in found.missing or c in suspects]
+        if not lost:
+            continue
+        if found.error or len(set(found.missing) | set(lost)) > info["m"] or "volumes" not in info:
+            return None
+        if any(url.startswith("tape:") for url in found.where.values()):
+            return None
+        data = {c: found.where[c] for c in info["columns"] if c in found.where and c not in lost}
+        parity = {
+            str(i): found.where[p["label"]]
+            for i, p in enumerate(info["parity"])
+            if p["label"] in found.where and p["label"] not in found.missing
+        }
+        for label in lost:
+            total.missing.setdefault(label, "damaged bytes: read from parity")
+            by_label.setdefault(label, []).append(
+                {"set": one, "info": info, "data": data, "parity": parity, "lost": lost}
+            )
+    for label, stripes in by_label.items():
+        path = os.path.join(work, f"{label}.json")
+        with open(path, "w") as fh:
+            json.dump({"label": label, "stripes": stripes}, fh)
+        total.urls.append(f"decoded://{path}")
+    return total
+
+
 def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:
     """The stripe as the catalog remembers it (when every parity volume is gone)."""
     if "volumes" not in info:
         return None
-    return ParityHeader(
-        set_id=bytes.fromhex(set_hex),
-        label=info["parity"][0]["label"],
-        index=0,
-        codec=info["codec"],
-        k=info["k"],
-        m=info["m"],
-        unit=info["unit"],
-        rows=info["rows"],
-        columns=tuple(Column.from_json(c) for c in info["volumes"]),
-        parity=tuple(p["label"] for p in info["parity"]),
-        created_ns=int(info.get("created_ns", 0)),
-    )
+    return header_from_info(set_hex, info)
 
 
 def _abort(targets: dict[str, ColumnWriter], writers: list) -> None:
@@ -309,17 +345,23 @@ def recovered(
     overrides: Sequence[str],
     suspects: Sequence[str] = (),
 ) -> Iterator[Recovery]:
-    """Rebuild a parity set's missing columns (and ``suspects``, present but damaged)
-    into a temporary directory for as long as the block runs; ``Recovery.urls`` then
-    names devices to read in their place. An incremental set's records reused from
-    earlier sets lie in those sets' volumes: their columns are rebuilt from their own
-    parity, into the same stand-in device per label."""
+    """Stand-ins for a parity set's missing data devices (and ``suspects``, present
+    but damaged) for as long as the block runs; ``Recovery.urls`` names them, to be read
+    in place of the missing ones. Where it can, a stand-in decodes only the rows read
+    (``decoded://``, devices/decoded.py); otherwise (a surviving tape, or more lost than
+    the parity covers) the whole columns are rebuilt into a temporary directory. An
+    incremental set's records reused from earlier sets lie in those sets' volumes: they
+    come back from those sets' own parity, through the same stand-in per label."""
     origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
     sets = [s for s in [set_hex, *sorted(origins - {set_hex})] if catalog.parity(s)]
     if not sets:
         yield Recovery()
         return
     with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        decoded = _decoded(catalog, sets, known, overrides, suspects, work)
+        if decoded is not None:
+            yield decoded
+            return
         made: dict[str, str] = {}
 
         def target_for(label: str) -> Device:

@@ -13,6 +13,7 @@ decodes while no more than m of its k+m units are lost.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from parbackup.redundancy.volume import (
     parity_name,
     read_parity_header,
     read_row,
+    row_record_size,
     unit_digest,
 )
 
@@ -255,22 +257,44 @@ def _read_row(readers: Sequence[ColumnReader], unit: int) -> bytes | int:
 
 
 class ParityReader:
-    """A parity volume's rows in order; ``None`` once it cannot be read any further."""
+    """A parity volume's rows in order; ``None`` for a row that cannot be read.
 
-    def __init__(self, stream: Any, header: ParityHeader) -> None:
-        self.stream, self.header = stream, header
+    Rows are read from one sequential stream. After a damaged row record the stream's
+    place is lost; with ``store`` and ``name`` the reader then fetches each later row at
+    its own offset (every row record has the same size), so one bad record costs one
+    row of this parity, not the rest of the volume."""
+
+    def __init__(
+        self, stream: Any, header: ParityHeader, store: Store | None = None, name: str = ""
+    ) -> None:
+        self.stream, self.header, self.store, self.name = stream, header, store, name
         self.dead = stream is None
+        self.row = 0
+        self.step = row_record_size(header.k, header.m) + header.unit
+        self.random = False
 
     def next(self) -> tuple[RowRecord, bytes] | None:
-        if self.dead:
+        if self.dead or self.row >= self.header.rows:
             return None
+        row = self.row
+        self.row += 1
         try:
-            got = read_row(self.stream, self.header)
+            if self.random:
+                assert self.store is not None
+                at = self.header.length + row * self.step
+                blob = self.store.read(self.name, at, self.step)
+                got = read_row(io.BytesIO(blob), self.header)
+            else:
+                got = read_row(self.stream, self.header)
         except (ParbackupError, OSError):
             got = None
-        if got is None:
+        if got is not None and got[0].row == row:
+            return got
+        if self.store is None or not self.name or not self.header.length:
             self.dead = True
-        return got
+        else:
+            self.random = True
+        return None
 
 
 def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
@@ -306,8 +330,8 @@ def walk_rows(
     rebuilt parity streams to ``parity_targets`` (index -> object writer).
 
     ``data`` maps a column label to its device (None: missing). Rows that cannot be
-    decoded are listed in the outcome; nothing is written for them (the target column
-    is then incomplete and the caller must not commit it).
+    decoded are listed in the outcome; from the first of them on nothing more is
+    written (the targets are then incomplete and the caller must abort them).
     """
     k, m, unit = header.k, header.m, header.unit
     codec = RowCodec(k, m, unit, header.codec)
@@ -325,8 +349,6 @@ def walk_rows(
                     units[k + i] = got[1]
                 else:
                     out.lose(header.parity[i])
-                    if reader is not None:
-                        reader.dead = True
             for j, reader in enumerate(readers):
                 unit_bytes = reader.next()
                 label = header.columns[j].label
@@ -340,8 +362,8 @@ def walk_rows(
             if len(units) < k:
                 out.unrecoverable.append(row)
                 continue
-            if not (targets or parity_targets):
-                continue
+            if not (targets or parity_targets) or out.unrecoverable:
+                continue  # after a lost row the targets would be misaligned: only count
             if record is None:  # every parity unit of the row is lost: the data is whole
                 data_units = [units[j] for j in range(k)]
                 parity_units, fragments = codec.encode(data_units)

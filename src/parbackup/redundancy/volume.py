@@ -162,6 +162,33 @@ class RowRecord:
     fragments: tuple[bytes, ...]
 
 
+def row_record_size(k: int, m: int) -> int:
+    """Bytes of one row record's header (every row record of a volume has this size, so
+    row j's record starts at header length + j * (this + unit))."""
+    return _ROW.size + (k + m) * (DIGEST + FRAGMENT_HEADER) + _CRC.size
+
+
+def header_from_info(set_hex: str, info: dict, index: int = 0) -> ParityHeader:
+    """The parity header of volume ``index`` as the catalog remembers the stripe
+    (``Catalog.set_parity``: engine/parity.py writes what this reads)."""
+    try:
+        return ParityHeader(
+            set_id=bytes.fromhex(set_hex),
+            label=str(info["parity"][index]["label"]),
+            index=index,
+            codec=str(info["codec"]),
+            k=int(info["k"]),
+            m=int(info["m"]),
+            unit=int(info["unit"]),
+            rows=int(info["rows"]),
+            columns=tuple(Column.from_json(c) for c in info["volumes"]),
+            parity=tuple(str(p["label"]) for p in info["parity"]),
+            created_ns=int(info.get("created_ns", 0)),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FormatError("the catalog's parity record is malformed") from exc
+
+
 def encode_row(rec: RowRecord) -> bytes:
     """A row record's header as bytes (the parity unit follows it)."""
     n = rec.k + rec.m

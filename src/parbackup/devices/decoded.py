@@ -1,0 +1,202 @@
+"""``decoded://SPEC``: a lost data device of a parity set, decoded on demand (K1).
+
+Restore and verify read a missing device of a set written with ``--parity`` through
+this kind: it is read-only, carries the lost device's label, lists the lost column's
+volumes, and answers ``read(volume, offset, length)`` by decoding only the rows that
+range falls into, from the surviving data devices and the parity volumes (redundancy/).
+So a restore of a few files decodes a few rows, not the whole device, and nothing is
+written to disk. The last two decoded rows are kept (a reader's spans run forward).
+
+``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
+the set, the stripe as the catalog keeps it, and the URL of every device that is still
+there (data devices by label, parity devices by index). A surviving data unit is
+checked against the digest its row record keeps, and counts as lost if it differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+
+from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
+from parbackup.errors import DeviceError, DeviceMissingError, FormatError, ParbackupError
+from parbackup.model import Capabilities, Label, Space
+from parbackup.redundancy.codec import RowCodec
+from parbackup.redundancy.layout import Column, rows_of
+from parbackup.redundancy.stripe import open_parity
+from parbackup.redundancy.volume import (
+    header_from_info,
+    read_row,
+    row_record_size,
+    unit_digest,
+)
+
+_CACHED_ROWS = 2
+
+
+class _Stripe:
+    """One set's stripe as the decoded device sees it: the lost column, the devices
+    still there, and the last rows decoded."""
+
+    def __init__(self, spec: dict, label: str, where: str) -> None:
+        self.where = where
+        header = header_from_info(spec["set"], spec["info"])
+        labels = [c.label for c in header.columns]
+        if label not in labels:
+            raise FormatError(f"{where}: {label} is not a column of set {spec['set']}")
+        self.header, self.index = header, labels.index(label)
+        self.column = header.columns[self.index]
+        self.sizes = dict(self.column.volumes)
+        self.codec = RowCodec(header.k, header.m, header.unit, header.codec)
+        self.data: dict[int, Device] = {}
+        self.parity: dict[int, tuple[Device, str, int]] = {}
+        self.rows: OrderedDict[int, bytes] = OrderedDict()
+        lost = set(spec.get("lost", [])) | {label}
+        for j, col in enumerate(header.columns):
+            url = spec["data"].get(col.label)
+            if url and col.label not in lost:
+                self.data[j] = _open(url)
+        for i, entry in enumerate(spec["info"]["parity"]):
+            url = spec["parity"].get(str(i))
+            if url:
+                dev = _open(url)
+                stream, head = open_parity(dev, entry["name"])
+                with contextlib.suppress(Exception):
+                    stream.close()
+                self.parity[i] = (dev, entry["name"], head.length)
+
+    def devices(self) -> list[Device]:
+        return [*self.data.values(), *(d for d, _n, _l in self.parity.values())]
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        start = self.column.start_of(name)
+        size = self.sizes[name]
+        length = max(0, min(length, size - offset))
+        unit = self.header.unit
+        out = bytearray()
+        at = start + offset
+        for row in rows_of(at, length, unit):
+            data = self.row(row)
+            lo = max(at, row * unit) - row * unit
+            hi = min(at + length, (row + 1) * unit) - row * unit
+            out += data[lo:hi]
+        return bytes(out)
+
+    def row(self, row: int) -> bytes:
+        """The lost column's unit of ``row``, decoded (the last few are kept)."""
+        if row in self.rows:
+            self.rows.move_to_end(row)
+            return self.rows[row]
+        header, k, unit = self.header, self.header.k, self.header.unit
+        present: dict[int, bytes] = {}
+        record = None
+        step = row_record_size(k, header.m) + unit
+        for i, (dev, name, base) in self.parity.items():
+            try:
+                blob = dev.read(name, base + row * step, step)
+                got = read_row(io.BytesIO(blob), replace(header, index=i))
+            except (ParbackupError, OSError):
+                continue
+            if got is not None and got[0].row == row:
+                record = record or got[0]
+                present[k + i] = got[1]
+        if record is None:
+            raise DeviceError(f"{self.where}: no parity row {row} can be read")
+        for j, dev in self.data.items():
+            got_unit = _read_unit(dev, header.columns[j], row, unit)
+            if got_unit is not None and unit_digest(got_unit) == record.digests[j]:
+                present[j] = got_unit
+        try:
+            whole = self.codec.decode(present, record.fragments)
+        except FormatError as exc:
+            raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
+        mine = whole[self.index]
+        if unit_digest(mine) != record.digests[self.index]:
+            raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
+        self.rows[row] = mine
+        while len(self.rows) > _CACHED_ROWS:
+            self.rows.popitem(last=False)
+        return mine
+
+
+class DecodedDevice(Device):
+    """A lost data device of parity sets, decoded row by row on demand (read-only)."""
+
+    scheme = "decoded"
+    capabilities = Capabilities(sequential=False, random_read=True, max_connections=4)
+
+    def __init__(self, url: Any) -> None:
+        super().__init__(url)
+        self.label = ""
+        self.stripes: dict[str, _Stripe] = {}
+
+    def open(self, write: bool = True) -> None:
+        if write:
+            raise DeviceError(f"{self.url.display}: a decoded device is read-only")
+        try:
+            with open(self.url.path, "rb") as fh:
+                spec = json.load(fh)
+            self.label = str(spec["label"])
+            for one in spec["stripes"]:
+                self.stripes[one["set"]] = _Stripe(one, self.label, self.url.display)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.close()
+            raise DeviceError(f"{self.url.display}: unusable decoded-device spec") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for stripe in self.stripes.values():
+            for dev in stripe.devices():
+                with contextlib.suppress(Exception):
+                    dev.close()
+        self.stripes = {}
+
+    def raw_space(self) -> Space:
+        return Space(free=0, capacity=None)
+
+    def create(self, name: str) -> ObjectWriter:
+        raise DeviceError(f"{self.url.display}: a decoded device is read-only")
+
+    def delete(self, name: str) -> None:
+        raise DeviceError(f"{self.url.display}: a decoded device is read-only")
+
+    def read_label(self) -> Label | None:
+        return Label(label=self.label, created="", kind=self.scheme)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        out = [ObjectInfo(n, s) for st in self.stripes.values() for n, s in st.column.volumes]
+        return sorted((o for o in out if o.name.startswith(prefix)), key=lambda o: o.name)
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        for stripe in self.stripes.values():
+            if name in stripe.sizes:
+                return stripe.read(name, offset, length)
+        raise DeviceMissingError(f"{self.url.display}: no object {name}")
+
+
+def _open(url: str) -> Device:
+    dev = RetryingDevice(open_device(url))
+    dev.open(write=False)
+    return dev
+
+
+def _read_unit(dev: Device, col: Column, row: int, unit: int) -> bytes | None:
+    """A column's unit of ``row`` read at random (zero-padded), or None if it cannot be."""
+    out = bytearray()
+    for name, offset, n in col.spans(row * unit, unit):
+        try:
+            data = dev.read(name, offset, n)
+        except (ParbackupError, OSError):
+            return None
+        if len(data) != n:
+            return None
+        out += data
+    return bytes(out) + bytes(unit - len(out))
