@@ -349,3 +349,47 @@ def device_dirs_at(root: Path, n: int) -> list[Path]:
         d.mkdir(parents=True)
         out.append(d)
     return out
+
+
+def test_prune_keeps_parity_while_its_records_are_read_and_never_compacts_a_parity_set(
+    tmp_path, device_dirs
+):
+    """An incremental set reads unchanged files from its forgotten parent's volumes, and
+    the parent's parity still covers them: prune keeps those parity volumes and does not
+    compact the parent's partly used volumes (the rows cover their bytes as written),
+    so a lost data device is still read around. Once nothing reads the parent, its parity
+    volumes go too."""
+    src = make_tree(tmp_path / "src", seed=11, files=25, big=(2_500_000, 1_700_001))
+    devs = device_dirs(4)
+    cat = str(tmp_path / "cat.sqlite")
+    ids = []
+    for night in range(2):
+        if night:  # change a few files: the parent's volumes become partly used
+            for p in sorted(x for x in src.rglob("*") if x.is_file())[:5]:
+                p.write_bytes(os.urandom(3000))
+        r = run_cli("backup", str(src), *dev_args(devs), "--catalog", cat, "--parity", "1",
+                    "--incremental", "--time", f"2026-03-0{night + 1}T02:00:00+00:00",
+                    "--json")  # fmt: skip
+        assert r.code == 0, r.err
+        ids.append(r.json["set"])
+    assert run_cli("forget", "--keep-last", "1", "--catalog", cat).code == 0
+    parent_parity = list((devs[3] / "sets" / ids[0]).glob("*.pbp"))
+    parent_data = sorted(p for d in devs[:3] for p in (d / "sets" / ids[0]).glob("*.pbv"))
+    assert parent_parity and parent_data
+    r = run_cli("prune", "--max-unused", "0", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert all(p.exists() for p in parent_parity)
+    assert not any(v["action"] == "compact" for v in r.json["volumes"])
+    shutil.rmtree(devs[0])
+    out, r = _restore(tmp_path, cat, "out")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    # a full set that reads nothing of the parent: the parent's parity is garbage now
+    devs[0].mkdir()
+    r = run_cli("backup", str(src), *dev_args(devs), "--catalog", cat, "--parity", "1",
+                "--time", "2026-03-03T02:00:00+00:00", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert run_cli("forget", "--keep-last", "1", "--catalog", cat).code == 0
+    r = run_cli("prune", "--catalog", cat, "--json")
+    assert r.code in (0, 3), r.out + r.err
+    assert not any(p.exists() for p in parent_parity)

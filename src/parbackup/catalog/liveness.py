@@ -137,6 +137,14 @@ def set_of_volume(name: str) -> str | None:
     return parts[1]
 
 
+def set_of_parity(name: str) -> str | None:
+    """The set id of a parity volume ``sets/<id>/<name>.pbp`` (redundancy/volume.py)."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "sets" or not parts[2].endswith(".pbp"):
+        return None
+    return parts[1]
+
+
 @dataclass(frozen=True)
 class VolumeUse:
     """What live records occupy in one volume: how many, and their bytes (headers too)."""
@@ -202,19 +210,35 @@ def plan_device(
     sequential: bool = False,
     slack: int = FRAMING_SLACK,
     max_unused: float = 0.0,
+    uncompactable: Set[str] = frozenset(),
+    parity_needed: Set[str] | None = None,
 ) -> DevicePlan:
     """Decide, for every volume (name, size) on device ``label``, delete/compact/keep.
 
     ``use`` is this label's live use per volume (``volume_use``); ``sets`` every set the
     catalog knows; ``whole`` the roots and pinned sets, whose own volumes stay whole.
     A partly live volume is compacted only when its unused bytes exceed both ``slack``
-    and ``max_unused`` percent of its size (``worth_compacting``).
+    and ``max_unused`` percent of its size (``worth_compacting``), and its set is not
+    in ``uncompactable`` (sets with parity: the rows cover the volume as written).
+    A parity volume stays while its set is in ``parity_needed`` (default ``whole``:
+    the roots, the pinned sets, and the sets whose records a root still reads).
     Pure; the caller deletes only after the catalog has committed.
     """
     plan = DevicePlan(label)
+    needed = whole if parity_needed is None else parity_needed
     for name, size in sorted(objects):
         set_id = set_of_volume(name)
         if set_id is None:
+            owner = set_of_parity(name)
+            if owner is None:
+                continue
+            if owner not in sets:
+                plan.foreign.setdefault(owner, []).append(name)
+            elif owner in needed:
+                plan.keep.append(name)
+            else:
+                plan.delete.append(name)
+                plan.garbage += size
             continue
         node = sets.get(set_id)
         if node is None:
@@ -229,7 +253,7 @@ def plan_device(
             plan.delete.append(name)
             plan.garbage += size
         elif worth_compacting(size, live.live_bytes, slack, max_unused):
-            if sequential:
+            if sequential or set_id in uncompactable:
                 plan.keep.append(name)
                 plan.left += size - live.live_bytes
             else:

@@ -204,6 +204,10 @@ def reclaim(
     # only volumes a plan may touch need their live bytes counted
     touchable = {n.id for n in nodes if n.id not in whole or n.failed_labels}
     use = catalog.live_use(root_ids, touchable)
+    # a set with parity: its volumes are never compacted (the parity rows cover their
+    # bytes as written), and its parity volumes stay while any of its records is live
+    parity_sets = {n.id for n in nodes if catalog.parity(n.id)}
+    needed = whole | catalog.referenced_sets(root_ids)
     out = Reclaimed()
     for dev in devices:
         label = dev.label.label
@@ -223,6 +227,8 @@ def reclaim(
             whole,
             use.get(label, {}),
             max_unused=max_unused,
+            uncompactable=parity_sets,
+            parity_needed=needed,
         )
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
@@ -232,7 +238,6 @@ def reclaim(
             done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
             if _discard_unfinished(dev, by_id, out, on_event) and done:
                 out.cleaned.add(label)
-            out.cleaned.add(label)
     return out
 
 
