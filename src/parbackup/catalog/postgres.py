@@ -254,17 +254,23 @@ class PostgresCatalog(Catalog):
         try:
             name = f"pb{next(_cursor_names)}"
             with self.db.conn.cursor(name=name, withhold=True, binary=True) as cur:
-                cur.itersize = 20000
                 cur.execute(to_postgres(sql), tuple(params) or None)
-                yield from cur
+                while batch := cur.fetchmany(20000):
+                    yield from batch
         except psycopg.Error as exc:
             raise CatalogError(f"catalog {self.path}: {_one_line(exc)}") from exc
 
     def copy_to(self, path: str) -> None:
         """Write the whole catalog as a new SQLite file at ``path`` (the copy on devices
-        is SQLite whatever the catalog is, so it is readable without a server)."""
-        with Catalog(path) as copy:
-            copy.load_copy(self._dump())
+        is SQLite whatever the catalog is, so it is readable without a server), read in
+        one snapshot: a consistent copy, as SQLite's backup API gives."""
+        self.db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try:
+            with Catalog(path) as copy:
+                copy.load_copy(self._dump())
+        finally:
+            with contextlib.suppress(CatalogError):
+                self.db.execute("COMMIT")
 
     def _dump(self) -> Iterator[tuple[str, list[str], Iterator[Sequence]]]:
         """(table, columns, rows) of every table, the rows streamed in binary."""
