@@ -274,4 +274,6 @@ def test_sqlite_catalog_files_are_untouched_by_the_postgres_code(tmp_path):
     path = tmp_path / "c.sqlite"
     with open_catalog(str(path)) as cat:
         assert type(cat) is Catalog
-    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == ("3",)
+    assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (
+        str(SCHEMA_VERSION),
+    )

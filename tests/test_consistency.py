@@ -59,7 +59,8 @@ def test_file_changing_during_backup_is_inconsistent(tmp_path):
         assert {s for p, s in states.items() if p != str(hot)} == {"ok"}
         out = tmp_path / "out"
         restored = run_restore(cat, RestoreOptions(target=str(out)))
-        assert restored.exit_code == 0
+        assert restored.exit_code == 3  # named, not dropped silently
+        assert [d["path"] for d in restored.skipped] == [str(hot)]
         assert not (out / str(hot).lstrip("/")).exists()  # never handed back as good
         assert (out / str(tree / "file0.bin").lstrip("/")).exists()
 

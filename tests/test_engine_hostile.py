@@ -88,9 +88,9 @@ def test_reused_records_on_a_device_that_fails_early_in_the_run_are_written_agai
 
 def test_stream_segment_lost_with_a_failing_tape_is_reported_not_redirected(tmp_path):
     """A tape cannot make part of a volume durable, so the stream segments it wrote are
-    let go; when it then fails, those bytes are lost: the run says so (exit 3, the
-    stream skipped, nothing restorable under its name) and never claims it redirected
-    them."""
+    let go; when it then fails, those bytes are lost: the run says so and never claims
+    it redirected them. The stream is all such a backup holds, so the backup failed
+    (exit 1, status failed: nothing recorded as backed up), not "done with warnings"."""
     d = dirs(tmp_path, 2)
     cat = str(tmp_path / "cat.sqlite")
     data = os.urandom(40 << 20)
@@ -98,8 +98,9 @@ def test_stream_segment_lost_with_a_failing_tape_is_reported_not_redirected(tmp_
     urls = [str(d[0]), tape, str(d[1])]
     args = [a for u in urls for a in ("--device", u)]
     r = run_cli("backup", "-", "--stdin-name", "s", *args, "--catalog", cat, "--json", input=data)
-    assert r.code == 3, r.err + r.out
+    assert r.code == 1, r.err + r.out
     doc = r.json
+    assert doc["status"] == "failed" and "the stream was not stored whole" in doc["error"]
     failed = by_url(doc)[tape]
     assert failed["status"] == "failed" and "Input/output error" in failed["error"]
     assert doc["files"] == 0 and doc["bytes"] == 0
@@ -111,7 +112,9 @@ def test_stream_segment_lost_with_a_failing_tape_is_reported_not_redirected(tmp_
     assert f"({redirected} bytes redirected" in r.err, r.err
     assert r.json["devices"][0]["bytes"] + r.json["devices"][2]["bytes"] == len(data) - (8 << 20)
     r = run_cli("restore", "--stdout", "s", "--catalog", cat)
-    assert r.code != 0 and "matches none" in r.err
+    assert r.code != 0 and "holds no complete backup set" in r.err, r.err
+    r = run_cli("sets", "--catalog", cat, "--json")
+    assert [s["status"] for s in r.json["sets"]] == ["failed"]
 
 
 def _on_first_open(directory: Path, action) -> threading.Thread:
@@ -265,7 +268,9 @@ def test_hard_link_whose_first_name_vanishes_before_it_is_read_is_reported(tmp_p
     assert "hard link" in problems.get(str(tree / "c_second"), ""), problems
     assert doc["files"] == 2  # the tree and a_big
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
-    assert r.code == 0 and "DAMAGED" not in r.out + r.err, r.out + r.err
+    # named as not held by the set (exit 3), never damaged
+    assert r.code == 3 and "DAMAGED" not in r.out + r.err, r.out + r.err
+    assert f"{tree / 'c_second'}: could not be read when it was backed up" in r.out
 
 
 @pytest.mark.parametrize("tape", [False, True])

@@ -7,6 +7,8 @@
     ├── CatalogError               exit 1   catalog missing, locked, unreadable, unknown set
     ├── FormatError                exit 1   a record or volume on a device is malformed
     │   └── ChecksumError          exit 1   a payload does not match its checksum
+    │       └── TamperedError      exit 1   an encrypted record fails authentication
+    ├── KeyUnlockError             exit 1   no key, or the passphrase opens none of its slots
     ├── DeviceError                exit 1   a device operation failed
     │   ├── TransientDeviceError   exit 1   worth retrying (dropped connection, throttling)
     │   ├── DeviceFullError        exit 1   no space left (ENOSPC, capacity reached)
@@ -60,6 +62,14 @@ class FormatError(ParbackupError):
 
 class ChecksumError(FormatError):
     """A record's payload does not match the checksum in its header."""
+
+
+class TamperedError(ChecksumError):
+    """An encrypted record or header fails authentication: changed, swapped or replayed."""
+
+
+class KeyUnlockError(ParbackupError):
+    """The encryption key is missing, or the passphrase given opens none of its slots."""
 
 
 class DeviceError(ParbackupError):

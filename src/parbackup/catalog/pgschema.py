@@ -95,6 +95,23 @@ STEPS: tuple[tuple[str, ...], ...] = (
     (  # 3: the interrupted set a run resumed
         "ALTER TABLE sets ADD COLUMN resumed TEXT NOT NULL DEFAULT ''",
     ),
+    (  # 4: stored sizes (compression, encryption); extended attributes; progress
+        "ALTER TABLE records ADD COLUMN stored BIGINT NOT NULL DEFAULT -1",
+        """CREATE TABLE file_meta (
+            set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+            file_id BIGINT NOT NULL,
+            meta BYTEA NOT NULL,
+            PRIMARY KEY (set_id, file_id))""",
+        """CREATE TABLE progress (
+            set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            seconds DOUBLE PRECISION NOT NULL,
+            device TEXT NOT NULL,
+            bytes BIGINT NOT NULL,
+            event TEXT NOT NULL DEFAULT 'bytes',
+            redirected BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (set_id, seq))""",
+    ),
 )
 
 VERSION_TABLE = (

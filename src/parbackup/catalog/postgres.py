@@ -51,8 +51,11 @@ SCHEMES = ("postgresql", "postgres")
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
 WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
 _COPY_TYPES = {
-    **dict.fromkeys(("set_id", "kind", "label", "volume", "origin_set", "state"), "text"),
-    **dict.fromkeys(("path", "link", "checksum"), "bytea"),
+    **dict.fromkeys(
+        ("set_id", "kind", "label", "volume", "origin_set", "state", "device", "event"), "text"
+    ),
+    "seconds": "float8",
+    **dict.fromkeys(("path", "link", "checksum", "meta"), "bytea"),
 }
 _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("meta", "key"),
@@ -61,6 +64,8 @@ _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("set_devices", "rowid"),
     ("files", "set_id, file_id"),
     ("records", "set_id, file_id"),  # the order of its index: the copy fills it fastest
+    ("file_meta", "set_id, file_id"),
+    ("progress", "set_id, seq"),
 )
 _cursor_names = itertools.count()
 

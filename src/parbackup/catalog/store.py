@@ -39,6 +39,7 @@ from parbackup.catalog.schema import (
     Transaction,
     insert_rows,
 )
+from parbackup.catalog.setref import pick_set
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
@@ -144,11 +145,21 @@ class Catalog(LivenessRows):
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from exc
         version = int(row[0]) if row else 0
-        if version != SCHEMA_VERSION:
-            raise CatalogError(
-                f"{path} is a schema {version} catalog on read-only media; copy it somewhere "
-                f"writable first (this parbackup reads schema {SCHEMA_VERSION})"
-            )
+        if version > SCHEMA_VERSION:
+            raise CatalogError(f"{path} was written by a newer parbackup (schema {version})")
+        if version < SCHEMA_VERSION:  # an older copy on a disc: brought up to date in memory
+            try:
+                memory = sqlite3.connect(":memory:", isolation_level=None)
+                self.db.backup(memory)
+                self.db.close()
+                self.db = memory
+                with self.transaction():
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self._migrate()
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
 
     def _use_wal(self, wait: float = 60.0) -> None:
         """Switch a new catalog to WAL mode.
@@ -257,6 +268,7 @@ class Catalog(LivenessRows):
 
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
+        entries = list(entries)
         with self.transaction():
             self._insert(
                 FILES_INSERT,
@@ -279,14 +291,16 @@ class Catalog(LivenessRows):
                     for fid, e in entries
                 ),
             )
+            metas = [(set_id, fid, e.meta) for fid, e in entries if e.meta]
+            self._insert(_META_INSERT, 3, metas)
 
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
         with self.transaction():
             self._insert(
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file)",
-                11,
+                " header_size, checksum, origin_set, origin_file, stored)",
+                12,
                 (
                     (
                         set_id,
@@ -300,6 +314,7 @@ class Catalog(LivenessRows):
                         r.checksum,
                         r.origin_set,
                         r.origin_file,
+                        r.stored,
                     )
                     for fid, r in records
                 ),
@@ -331,16 +346,37 @@ class Catalog(LivenessRows):
                     for i in (range(len(e)) if rows is None else rows)
                 ),
             )
+            chosen = range(len(e)) if rows is None else rows
+            metas = e.metas()
+            self._insert(
+                _META_INSERT,
+                3,
+                ((set_id, i, metas[i]) for i in chosen if i in metas),
+            )
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
         """Record durable records of one device as a mover reports them:
-        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         with self.transaction():
             self._insert(
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum)",
-                9,
-                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+                " offset, size, checksum, stored)",
+                10,
+                (
+                    (
+                        set_id,
+                        r[0],
+                        label,
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] if len(r) > 7 else -1,
+                    )
+                    for r in rows
+                ),
             )
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
@@ -385,6 +421,12 @@ class Catalog(LivenessRows):
                 " ON CONFLICT(label) DO UPDATE SET url=excluded.url, kind=excluded.kind",
                 (label, url, kind),
             )
+
+    def forget_device(self, label: str) -> None:
+        """Stop knowing a device whose medium was written over (a reused tape): nothing
+        of it is left to reach, clean or restore from."""
+        with self.transaction():
+            self.db.execute("DELETE FROM devices WHERE label=?", (label,))
 
     def record_speed(self, label: str, rate: float) -> None:
         """Remember a device's measured throughput (bytes/s), averaged with the last one."""
@@ -434,6 +476,31 @@ class Catalog(LivenessRows):
             )
         self.run_lock.release()
 
+    def add_progress(self, set_id: str, samples: Iterable[tuple]) -> None:
+        """Store a backup's per-device samples: (seconds, device URL, bytes, event,
+        redirected) rows, bounded by the caller (engine/samples.py)."""
+        rows = [(set_id, i, *row) for i, row in enumerate(samples)]
+        with self.transaction():
+            self._insert(
+                "INSERT INTO progress (set_id, seq, seconds, device, bytes, event, redirected)",
+                7,
+                rows,
+            )
+
+    def progress(self, set_id: str) -> list[tuple]:
+        """A set's samples as (seconds, device URL, bytes, event, redirected), in order;
+        none for a set made before they were kept (or a catalog too old to hold them)."""
+        try:
+            return self.db.execute(
+                "SELECT seconds, device, bytes, event, redirected FROM progress"
+                " WHERE set_id=? ORDER BY seq",
+                (set_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # a read-only catalog of schema < 4
+            if "no such table" in str(exc):
+                return []
+            raise
+
     def lock_for_run(self) -> None:
         """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
         if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died
@@ -470,23 +537,14 @@ class Catalog(LivenessRows):
             for r in rows
         ]
 
-    def resolve_set(self, ref: str | None) -> SetInfo:
-        """A set by id, unique id prefix, or 'latest' (the newest restorable set)."""
-        sets = self.sets()
-        if ref in (None, "", "latest"):
-            usable = [s for s in sets if s.status in ("complete", "degraded")]
-            if not usable:
-                raise CatalogError(f"{self.path} holds no complete backup set")
-            return usable[-1]
-        matches = [s for s in sets if s.id == ref] or [s for s in sets if s.id.startswith(ref)]
-        if not matches:
-            raise CatalogError(f"no backup set {ref!r} in {self.path}")
-        if len(matches) > 1:
-            raise CatalogError(f"set id {ref!r} is ambiguous; give more characters")
-        return matches[0]
+    def resolve_set(self, ref: str | None, sources: Sequence[str] | None = None) -> SetInfo:
+        """A set by reference: 'latest', 'latest~N', an id or id prefix, or a time
+        (catalog/setref.py says how), among the sets of ``sources`` if given."""
+        return pick_set(self.sets(), ref, self.path, sources)
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
-        """The files of a set in id order."""
+        """The files of a set in id order (with their extended attributes)."""
+        metas = self.file_metas(set_id)
         cur = self._rows(
             "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state,"
             " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
@@ -506,18 +564,32 @@ class Catalog(LivenessRows):
                 link=_dec(r[8]),
                 ctime_ns=r[10],
                 ino=r[11],
+                meta=metas.get(r[0], b""),
             )
             yield CatalogFile(r[0], entry, r[9])
+
+    def file_metas(self, set_id: str) -> dict[int, bytes]:
+        """File id -> extended attributes (xattrs payload) of the set's files that have
+        any; empty for a read-only catalog written before the table existed."""
+        try:
+            cur = self.db.execute("SELECT file_id, meta FROM file_meta WHERE set_id=?", (set_id,))
+            return {r[0]: bytes(r[1]) for r in cur}
+        except sqlite3.OperationalError:  # no such table (an older catalog, read-only)
+            return {}
 
     def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
         """Every record of a set as (file id, where it lies), by device and position."""
         cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
+            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:
-            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9])
+            yield (
+                r[0],
+                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
+            )
 
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""
@@ -528,6 +600,15 @@ class Catalog(LivenessRows):
         ).fetchall()
         keys = ("label", "url", "status", "error", "bytes", "segments", "seconds")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def set_parity(self, set_id: str, info: dict) -> None:
+        """Remember where a set's parity lies (engine/parity.py; kept in ``meta``)."""
+        self.set_meta(f"parity:{set_id}", json.dumps(info, sort_keys=True))
+
+    def parity(self, set_id: str) -> dict | None:
+        """What ``set_parity`` remembered for a set; None for a set without parity."""
+        found = self.meta(f"parity:{set_id}")
+        return json.loads(found) if found else None
 
     def device_urls(self) -> dict[str, str]:
         """label -> last known URL of every device the catalog has seen."""
@@ -541,6 +622,9 @@ class Catalog(LivenessRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
+
+
+_META_INSERT = "INSERT INTO file_meta (set_id, file_id, meta)"
 
 
 def default_catalog_path() -> str:

@@ -19,6 +19,12 @@ A device is a flat namespace of named objects (``label.json``, ``sets/<id>/<vol>
 
 Everything else (small objects, labels, streaming reads) has a default built on those.
 
+Leftovers: a writer that never committed (its process was killed) may leave something
+behind that ``list`` does not show: an open multipart upload on S3, a ``NAME.tmp-PID``
+file of ``replace`` on a directory or SFTP host. ``unfinished(prefix)`` lists them and
+``discard(name)`` removes one; the clean-up (engine/reclaim.py) decides which may go.
+The defaults say there are none.
+
 Errors: implementations raise only DeviceError subclasses. ``TransientDeviceError`` means
 "retrying the same call may succeed" (a dropped connection, throttling); any other
 DeviceError is permanent for the run and makes the engine fail the device over.
@@ -54,6 +60,8 @@ from parbackup.model import Capabilities, Label, Space
 
 LABEL_NAME = "label.json"
 DATA_PREFIXES = ("sets/", "catalog/")
+TMP_MARK = ".tmp-"
+"""What ``replace`` puts in the temporary name of an object until it commits."""
 """Objects that only a labelled device holds: volumes and the catalog copy."""
 COMMON_OPTIONS = frozenset({"capacity", "speed"})
 """URL options of every kind: ``?capacity=SIZE`` (here) and ``?speed=RATE`` (a hint the
@@ -137,6 +145,9 @@ class Device(ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     options: ClassVar[frozenset[str]] = frozenset()
     """The URL query options this kind understands, besides ``COMMON_OPTIONS``."""
+    overwrote: str = ""
+    """The label of a medium this device wrote over when it started writing (a tape
+    image reused for a new backup); '' if none. Every set on that label is gone."""
 
     def __init__(self, url: DeviceURL) -> None:
         self.url = url
@@ -197,6 +208,15 @@ class Device(ABC):
     def replace(self, name: str) -> ObjectWriter:
         """A writer whose commit replaces ``name`` at once (old or new, never half)."""
         return self.create(name)
+
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        """Objects started under ``prefix`` but never committed (see the module docstring);
+        each name is what ``discard`` takes."""
+        return []
+
+    def discard(self, name: str) -> None:
+        """Remove one leftover ``unfinished`` listed; a missing one is not an error."""
+        return None
 
     def put(self, name: str, data: bytes) -> None:
         """Write a small object in one go, replacing any old one."""

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
 from parbackup.model import Capabilities, Space
@@ -22,7 +22,7 @@ class _FileWriter(ObjectWriter):
     def __init__(self, device: DirectoryDevice, path: str, atomic: bool) -> None:
         self.device, self.path, self.atomic = device, path, atomic
         self.checkpointed = self.done = False
-        self.tmp = f"{path}.tmp-{os.getpid()}" if atomic else path
+        self.tmp = f"{path}{TMP_MARK}{os.getpid()}" if atomic else path
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -165,6 +165,17 @@ class DirectoryDevice(Device):
             raise device_error_from_os(exc, f"{self.url.display}: open {name}") from exc
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return self._walk(prefix, unfinished=False)
+
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        """The ``NAME.tmp-PID`` files of ``replace`` writers that never committed."""
+        return self._walk(prefix, unfinished=True)
+
+    def discard(self, name: str) -> None:
+        self.delete(name)
+
+    def _walk(self, prefix: str, *, unfinished: bool) -> list[ObjectInfo]:
+        """Files under the root whose names start with ``prefix``: objects, or leftovers."""
         out: list[ObjectInfo] = []
         base = os.path.dirname(prefix)
         start = os.path.join(self.root, base) if base else self.root
@@ -175,7 +186,7 @@ class DirectoryDevice(Device):
             for fn in sorted(filenames):
                 full = os.path.join(dirpath, fn)
                 name = os.path.relpath(full, self.root)
-                if name.startswith(prefix) and ".tmp-" not in fn:
+                if name.startswith(prefix) and (TMP_MARK in fn) == unfinished:
                     try:
                         out.append(ObjectInfo(name, os.path.getsize(full)))
                     except OSError:

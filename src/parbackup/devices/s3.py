@@ -308,6 +308,44 @@ class S3Device(Device):
 
         return self._call("list", walk)
 
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        """Multipart uploads started under ``prefix`` and never completed nor aborted
+        (a writer whose process was killed): the store keeps their parts, and bills
+        them, until they are aborted. Sizes are not asked (0)."""
+        s3 = self._client()
+        base = f"{self.prefix}/" if self.prefix else ""
+
+        def walk() -> list[ObjectInfo]:
+            pages = s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=base + prefix
+            )
+            keys = {u["Key"] for page in pages for u in page.get("Uploads", [])}
+            return [ObjectInfo(k[len(base) :], 0) for k in sorted(keys)]
+
+        return self._call("list uploads", walk)
+
+    def discard(self, name: str) -> None:
+        """Abort every open multipart upload of ``name``."""
+        s3, key = self._client(), self._key(name)
+
+        def abort() -> None:
+            pages = s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] != key:
+                        continue
+                    try:
+                        s3.abort_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                        )
+                    except botocore.exceptions.ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise  # gone meanwhile is fine; anything else is told
+
+        self._call(f"abort upload {name}", abort)
+
     def delete(self, name: str) -> None:
         s3 = self._client()
         self._call(

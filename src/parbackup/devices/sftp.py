@@ -36,7 +36,13 @@ from typing import TypeVar
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
-from parbackup.devices.base import ACCEPT_NEW_HOST_KEYS_ENV, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import (
+    ACCEPT_NEW_HOST_KEYS_ENV,
+    TMP_MARK,
+    Device,
+    ObjectInfo,
+    ObjectWriter,
+)
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import (
     DeviceError,
@@ -185,7 +191,9 @@ class _SftpWriter(ObjectWriter):
     def __init__(self, device: SFTPDevice, name: str, atomic: bool) -> None:
         self.device, self.name, self.atomic = device, name, atomic
         self.path = device._path(name)
-        self.tmp = f"{self.path}.tmp-{os.getpid()}-{threading.get_ident()}" if atomic else self.path
+        self.tmp = (
+            f"{self.path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}" if atomic else self.path
+        )
         self.checkpointed = self.done = False
         self.sftp = device._client()
         self.fh = device._call(f"create {name}", lambda: self._open(device))
@@ -392,6 +400,18 @@ class SFTPDevice(Device):
         return self._call(f"read {name}", fetch)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return self._walk(prefix, unfinished=False)
+
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        """The ``NAME.tmp-PID-TID`` files of ``replace`` writers that never committed."""
+        return self._walk(prefix, unfinished=True)
+
+    def discard(self, name: str) -> None:
+        self.delete(name)
+
+    def _walk(self, prefix: str, *, unfinished: bool) -> list[ObjectInfo]:
+        """Files under the root whose names start with ``prefix``: objects, or leftovers."""
+
         def walk() -> list[ObjectInfo]:
             sftp = self._client()
             out: list[ObjectInfo] = []
@@ -409,16 +429,23 @@ class SFTPDevice(Device):
                     name = posixpath.join(rel, entry.filename) if rel else entry.filename
                     if stat.S_ISDIR(entry.st_mode or 0):
                         todo.append(name)
-                    elif name.startswith(prefix) and ".tmp-" not in entry.filename:
+                    elif name.startswith(prefix) and (TMP_MARK in entry.filename) == unfinished:
                         out.append(ObjectInfo(name, entry.st_size or 0))
             return sorted(out, key=lambda o: o.name)
 
         return self._call("list", walk)
 
     def delete(self, name: str) -> None:
+        """Remove the file, then its directory if that is left empty (``sets/<id>/``)."""
+
         def remove() -> None:
+            path = self._path(name)
             with contextlib.suppress(FileNotFoundError):
-                self._client().remove(self._path(name))
+                self._client().remove(path)
+            if posixpath.dirname(name):
+                with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                    self._client().rmdir(posixpath.dirname(path))
+                self._made.discard(posixpath.dirname(path))
 
         self._call(f"delete {name}", remove)
 

@@ -2,8 +2,9 @@
 
 A wrapper (retry, throttle, test faults) changes one or two things about a device and must
 pass everything else through unchanged: the seven operations, every default a kind may
-override (``space``, ``capped``, ``replace``, ``put``, ``put_stream``, ``get``, ``size``,
-``open_read``, ``read_label``, ``ensure_label``, ``write_label``) and any attribute a
+override (``space``, ``capped``, ``replace``, ``unfinished``, ``discard``, ``put``,
+``put_stream``, ``get``, ``size``, ``open_read``, ``read_label``, ``ensure_label``,
+``write_label``) and any attribute a
 kind adds. Forwarding the defaults matters: a tape starts a new medium in its own
 ``ensure_label`` and reads front to back in its own ``open_read``; the base class's
 versions, built on ``list`` and ``read``, would do the wrong thing there (a second backup
@@ -45,6 +46,10 @@ class ForwardingDevice(Device):
         self.scheme = inner.scheme  # type: ignore[misc]
         self.capabilities = inner.capabilities  # type: ignore[misc]
 
+    @property
+    def overwrote(self) -> str:  # type: ignore[override]
+        return self.inner.overwrote
+
     # -- hooks -----------------------------------------------------------------------------
     def call(self, fn: Callable[[], T]) -> T:
         """Run one forwarded call; the retry wrapper retries it."""
@@ -85,6 +90,12 @@ class ForwardingDevice(Device):
 
     def replace(self, name: str) -> ObjectWriter:
         return self.wrap_writer(self.call(lambda: self.inner.replace(name)))
+
+    def unfinished(self, prefix: str = "") -> list[ObjectInfo]:
+        return self.call(lambda: self.inner.unfinished(prefix))
+
+    def discard(self, name: str) -> None:
+        self.call(lambda: self.inner.discard(name))
 
     def put(self, name: str, data: bytes) -> None:
         self.call(lambda: self.inner.put(name, data))

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence, Set
@@ -24,16 +23,19 @@ from typing import BinaryIO
 
 from parbackup import __version__
 from parbackup.catalog import Catalog
+from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
-from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.parity import add_parity, split_devices
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
@@ -197,6 +199,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
+    device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -211,6 +214,20 @@ def run_backup(
         fleet.stop(now=True)
         raise
     fleet.stop()
+    if parity_urls and report.status != "failed":
+        # after the movers closed their devices: a tape is read back only once it ends
+        data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
+        report.parity = add_parity(
+            catalog,
+            report.set_id,
+            data,
+            parity_urls,
+            codec=options.codec,
+            key_file=options.key_file,
+        )
+        if "error" in report.parity:
+            on_event(Notice(report.parity["error"]))
+        report.seconds = time.monotonic() - started
     return report
 
 
@@ -238,7 +255,8 @@ class _Backup:
         self.fleet: Fleet = fleet
         self.catalog: Catalog = catalog
         self.options: BackupOptions = options
-        self.on_event: EventSink = on_event
+        self.samples = ProgressSampler(on_event, started)  # for `report` (engine/samples.py)
+        self.on_event: EventSink = self.samples
         self.started = started
         self.stream = bool(specs) and specs[0].kind == "stdin"
         self.stdin = stdin
@@ -260,6 +278,9 @@ class _Backup:
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
         alive = self.fleet.label() if alive else alive
         self.phase("planned and labelled")
+        for d in alive:
+            if d.overwrote:
+                self.lost_medium(d.url, d.overwrote)
         for d in self.fleet.dead:
             log.warning("device failed before the backup started: %s: %s", d.url, d.reason)
             self.on_event(DeviceFailed(d.url, d.reason, 0))
@@ -305,7 +326,7 @@ class _Backup:
             "kind": kind,
         }
         for d in alive:
-            d.worker.send(m.Begin(set_id, meta))
+            d.worker.send(m.Begin(set_id, meta, options.codec))
         run_options = RunOptions(
             options.strategy, options.order, options.device_timeout, options.chunk
         )
@@ -345,6 +366,24 @@ class _Backup:
             for d in alive:
                 d.alive = False
         return self.finish(set_hex, entries, dispatcher, reuse, outcome, feed)
+
+    def lost_medium(self, url: str, label: str) -> None:
+        """``url`` was a tape that held ``label`` and is now written over: the sets with
+        a record on it can no longer be restored whole, so the catalog stops calling
+        them restorable (they become 'forgotten'; what they left on other devices goes
+        at the next prune) and forgets the old label."""
+        catalog = self.catalog
+        sets = catalog.sets()
+        lost = {s.id for s in sets if s.status in RESTORABLE and catalog.records_on(s.id, label)}
+        if lost:
+            gone = catalog.mark_forgotten(lost)
+            self.on_event(
+                Notice(
+                    f"{url}: this tape held {len(gone)} restorable set(s) ({', '.join(gone)});"
+                    " it is being written over, so they are forgotten"
+                )
+            )
+        catalog.forget_device(label)
 
     def phase(self, what: str) -> None:
         """Log how far the run is, seconds since it started (``-vv`` shows them)."""
@@ -444,10 +483,14 @@ class _Backup:
                         ),
                     )
                 )
-        if not survivors:
+        lost_stream = feed is not None and feed.lost_bytes > 0
+        if not survivors or lost_stream:  # a stream not stored whole: nothing of it counts
             status = "failed"
-            outcome.error = (
-                outcome.error or "every device failed; nothing was recorded as backed up"
+            outcome.error = outcome.error or (
+                f"the stream was not stored whole ({feed.lost_bytes} bytes lost with"
+                f" {feed.lost_with}); nothing was recorded as backed up"
+                if lost_stream and feed is not None
+                else "every device failed; nothing was recorded as backed up"
             )
             catalog.drop_records(set_hex)
             catalog.mark_files(set_hex, range(len(entries)), "failed")
@@ -479,6 +522,7 @@ class _Backup:
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
         )
+        catalog.add_progress(set_hex, self.samples.rows())
         catalog.finish_set(
             set_hex,
             status=status,
@@ -497,7 +541,7 @@ class _Backup:
     def copy_catalog(self, devices: list[DeviceState]) -> None:
         """Put a copy of the catalog on every surviving device at once (X2)."""
         with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
-            path = os.path.join(tmp, "catalog.sqlite")
-            self.catalog.copy_to(path)
-            for url, error in self.fleet.put(devices, CATALOG_COPY, path).items():
-                self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
+            options = self.options
+            for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+                for url, error in self.fleet.put(devices, name, path).items():
+                    self.on_event(Notice(f"could not copy {name} to {url}: {error}"))

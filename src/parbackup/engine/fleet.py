@@ -129,7 +129,7 @@ class Fleet:
             dev.worker.send(m.Label())
             msg = _answer(dev, (m.Labelled,), self.timeout)
             if isinstance(msg, m.Labelled):
-                dev.label = msg.label
+                dev.label, dev.overwrote = msg.label, msg.overwrote
             else:
                 self.bury(dev, msg.error)  # type: ignore[attr-defined]
         self._check_unique()

@@ -35,6 +35,24 @@ def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list
     ]
 
 
+LEFT_OUT = {
+    "inconsistent": "changed while it was backed up: this set does not hold it",
+    "skipped": "could not be read when it was backed up: this set does not hold it",
+}
+"""Why a file the set lists is not restorable, by its catalog state."""
+
+
+def left_out(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[tuple[str, str]]:
+    """(path, why) of the files the patterns select that the set lists but does not
+    hold (changed or unreadable while backed up): a restore names them, never drops
+    them silently."""
+    return [
+        (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
+        for f in catalog.files(set_id)
+        if f.state not in RESTORABLE_FILE_STATES and matches(f.entry.path, patterns)
+    ]
+
+
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The entries a restore recreates: those the patterns select, with each hard link
     whose first name is not chosen turned into that file (readback/specials.py)."""

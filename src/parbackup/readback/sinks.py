@@ -15,6 +15,7 @@ file, never ignored.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,9 +88,18 @@ def part_name(dest: str, fid: int) -> str:
 def set_metadata(
     path: str, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
 ) -> None:
-    """Mode, owner (when running as root) and times; never follows a symlink."""
+    """Mode, owner (when running as root) and times; never follows a symlink.
+
+    An owner this root may not give (EPERM, EINVAL: a user namespace that does not map
+    that uid, a root-squashed mount) is left as it is: the data, mode and times still
+    count. Restore compares the owners afterwards and names each it could not set.
+    """
     if os.geteuid() == 0:
-        os.chown(path, uid, gid, follow_symlinks=follow)
+        try:
+            os.chown(path, uid, gid, follow_symlinks=follow)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
     if follow:
         os.chmod(path, mode & 0o7777)
     os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=follow)

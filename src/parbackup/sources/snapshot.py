@@ -3,8 +3,10 @@
 Two ways to get one, both context managers that yield ``{live source: path to read}``:
 
 * ``btrfs_snapshots``: for each btrfs subvolume holding a source, a read-only snapshot
-  ``<subvolume>/.parbackup-snapshot-<id>`` (a snapshot never contains itself), deleted on
-  the way out whatever happened inside.
+  ``<subvolume>/.parbackup-snapshot-<pid>-<id>`` (a snapshot never contains itself),
+  deleted on the way out whatever happened inside. A run killed with SIGKILL cannot
+  delete its snapshot: the next run on that subvolume deletes every such snapshot whose
+  process is gone (and those of older versions, named without a pid).
 * ``command_snapshots``: the user's own commands for LVM, ZFS or anything else. The pre
   command runs once (``sh -c``) with ``PARBACKUP_SOURCES`` (the sources, one a line) in
   its environment and prints, one a line in the same order, the path each source is to be
@@ -74,6 +76,48 @@ def subvolume_of(path: str) -> str:
         probe = parent
 
 
+def _owner_alive(name: str) -> bool:
+    """Whether the run that made the snapshot ``name`` may still be running."""
+    pid_text = name[len(SNAPSHOT_PREFIX) :].partition("-")[0]
+    if not pid_text.isdigit():  # an older version's name, with no pid: its run is over
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_snapshots(root: str, notify: Notify) -> list[str]:
+    """Delete the snapshots runs that were killed left in the subvolume ``root``."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(SNAPSHOT_PREFIX)]
+    except OSError:
+        return removed
+    for name in sorted(names):
+        path = os.path.join(root, name)
+        try:
+            is_subvolume = os.lstat(path).st_ino == BTRFS_ROOT_INODE
+        except OSError:
+            continue
+        if not is_subvolume or _owner_alive(name):
+            continue
+        try:
+            _run(["btrfs", "subvolume", "delete", path], f"deleting snapshot {path}")
+        except SourceError as exc:
+            notify(f"{exc}; a killed run left it: delete it by hand")
+            continue
+        notify(f"deleted the snapshot a killed run left: {path}")
+        removed.append(path)
+    return removed
+
+
 @contextmanager
 def btrfs_snapshots(sources: Sequence[str], notify: Notify) -> Iterator[Snapshot]:
     """Read-only snapshots of the subvolumes holding ``sources``; deleted afterwards."""
@@ -84,7 +128,8 @@ def btrfs_snapshots(sources: Sequence[str], notify: Notify) -> Iterator[Snapshot
     snaps: dict[str, str] = {}
     try:
         for root in sorted(set(roots.values())):
-            snap = os.path.join(root, SNAPSHOT_PREFIX + uuid.uuid4().hex[:12])
+            remove_stale_snapshots(root, notify)
+            snap = os.path.join(root, f"{SNAPSHOT_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}")
             _run(["btrfs", "subvolume", "snapshot", "-r", root, snap], f"snapshot of {root}")
             snaps[root] = snap
         yield Snapshot({src: snaps[root] + src[len(root) :] for src, root in roots.items()})

@@ -212,11 +212,26 @@ class TapeDevice(Device):
             raise DeviceError(f"{self.url.display}: the tape is open for reading")
         flags = os.O_WRONLY
         if not os.path.exists(self.path) or stat.S_ISREG(os.stat(self.path).st_mode):
+            self.overwrote = self._old_label()
             flags |= os.O_CREAT | os.O_TRUNC
         self.fd = self._open_fd(flags)
         self.mode = "write"
         self._output = BlockWriter(self.fd, self.block, self.capacity, self.url.display)
         self._output.frame(b"T", TAPE_HEADER)
+
+    def _old_label(self) -> str:
+        """The label of the tape image about to be written over ('' if none, or not a
+        parbackup tape): what it held is gone, and the catalog must learn it."""
+        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
+            return ""
+        try:
+            label = self.read_label()
+        except DeviceError:
+            label = None
+        finally:  # back to a fresh start: nothing of the old tape is this run's
+            self.close()
+            self._label, self._objects = None, {}
+        return label.label if label else ""
 
     def _start_reading(self) -> bool:
         """Enter read mode at the front of the tape; False if there is no tape data."""
