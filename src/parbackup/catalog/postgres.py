@@ -278,16 +278,28 @@ class PostgresCatalog(Catalog):
                 self.db.execute("COMMIT")
 
     def _dump(self) -> Iterator[tuple[str, list[str], Iterator[Sequence]]]:
-        """(table, columns, rows) of every table, the rows streamed in binary."""
+        """(table, columns, rows) of every table of the catalog (those in _TABLES first,
+        in that order; any other a later schema step added after them), streamed."""
+        known = dict(_TABLES)
+        present = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+                " current_schema() AND table_type = 'BASE TABLE' AND table_name != ?",
+                ("schema_version",),
+            )
+        }
+        tables = [t for t in known if t in present] + sorted(present - set(known))
         shapes = []
-        for table, order in _TABLES:
+        for table in tables:
             rows = self.db.execute(
                 "SELECT column_name FROM information_schema.columns WHERE"
                 " table_schema = current_schema() AND table_name = ? AND column_name"
                 " != 'rowid' ORDER BY ordinal_position",
                 (table,),
             ).fetchall()
-            shapes.append((table, order, [r[0] for r in rows]))
-        for table, order, columns in shapes:
+            shapes.append((table, [r[0] for r in rows]))
+        for table, columns in shapes:
             names = ", ".join(f'"{c}"' for c in columns)
-            yield table, columns, self._rows(f"SELECT {names} FROM {table} ORDER BY {order}", ())
+            order = f" ORDER BY {known[table]}" if table in known else ""
+            yield table, columns, self._rows(f"SELECT {names} FROM {table}{order}", ())
