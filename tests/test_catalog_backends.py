@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -239,6 +240,45 @@ def test_migrations_from_version_1_keep_the_rows(pg_url):
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(CatalogError, match="newer parbackup"):
         open_catalog(pg_url)
+
+
+def test_the_copy_holds_every_table_of_a_postgres_catalog(pg_url, tmp_path):
+    """Every table (a later schema step's too) comes into the SQLite copy, row for row."""
+    import psycopg
+
+    with open_catalog(pg_url) as cat:
+        cat.remember_device("la", "file:///a", "file")
+        _begin(cat, "s1")
+        cat.add_files("s1", [(0, replace(_file(ODD), meta=b"xattrs")), (1, _file("/b"))])
+        cat.add_records("s1", [(0, _ref("v1", 0)), (1, _ref("v1", 74))])
+        cat.add_progress(
+            "s1", [(0.5, "file:///a", 10, "bytes", 0), (1.0, "file:///a", 20, "bytes", 0)]
+        )
+        _finish(cat, "s1", devices=[DeviceReport("file:///a", "la")])
+        cat.set_meta(REBUILDING_KEY, "7")
+        cat.copy_to(str(tmp_path / "copy.sqlite"))
+    with psycopg.connect(pg_url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+                " current_schema() AND table_name != 'schema_version'"
+            )
+        ]
+        want = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    lite = sqlite3.connect(tmp_path / "copy.sqlite")
+    got = {t: lite.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    assert got["meta"] == want["meta"] + 1  # and the copy's own schema version
+    assert {t: n for t, n in got.items() if t != "meta"} == {
+        t: n for t, n in want.items() if t != "meta"
+    }
+    assert all(want[t] for t in ("sets", "files", "records", "devices", "set_devices")), want
+    with Catalog(str(tmp_path / "copy.sqlite"), create=False) as copy:
+        assert [f.entry.meta for f in copy.files("s1")] == [b"xattrs", b""]
+        assert copy.progress("s1") == [
+            (0.5, "file:///a", 10, "bytes", 0),
+            (1.0, "file:///a", 20, "bytes", 0),
+        ]
 
 
 def test_the_password_is_never_shown(pg_url, pg_server):

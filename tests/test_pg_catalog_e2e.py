@@ -77,6 +77,11 @@ def test_backup_restore_forget_prune_and_rebuild_on_postgres(tmp_path, device_di
     r = run_cli("sets", "--catalog", url, "--json")
     assert r.code == 0, r.err
     assert "s3cret" not in r.out
+    r = run_cli("files", "--set", nights[-1], "--catalog", url, "--json")
+    assert r.code == 0, r.err
+    assert str(tree / "file1.bin") in r.out
+    r = run_cli("plan", str(tree), *dargs(devs), "--catalog", url, "--balance", "time", "--json")
+    assert r.code == 0, r.err
     restores_exactly(tmp_path, url, nights[-1], tree, want[nights[-1]])
     # the catalog copy on every device is a SQLite file holding the same sets
     for d in devs:

@@ -211,3 +211,16 @@ class LivenessRows:
             for table in ("records", "files", "file_meta", "set_devices"):
                 self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
+
+    def is_empty(self) -> bool:
+        """True when the catalog holds no set and knows no device."""
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM sets) + (SELECT COUNT(*) FROM devices)"
+        ).fetchone()
+        return int(row[0]) == 0
+
+    def clear(self) -> None:
+        """Remove every set and device (what a killed rebuild-catalog left), at once."""
+        with self.transaction():
+            for table in ("records", "files", "set_devices", "sets", "devices"):
+                self.db.execute(f"DELETE FROM {table}")

@@ -259,29 +259,47 @@ class PostgresCatalog(Catalog):
         try:
             name = f"pb{next(_cursor_names)}"
             with self.db.conn.cursor(name=name, withhold=True, binary=True) as cur:
-                cur.itersize = 20000
                 cur.execute(to_postgres(sql), tuple(params) or None)
-                yield from cur
+                while batch := cur.fetchmany(20000):
+                    yield from batch
         except psycopg.Error as exc:
             raise CatalogError(f"catalog {self.path}: {_one_line(exc)}") from exc
 
     def copy_to(self, path: str) -> None:
         """Write the whole catalog as a new SQLite file at ``path`` (the copy on devices
-        is SQLite whatever the catalog is, so it is readable without a server)."""
-        with Catalog(path) as copy:
-            copy.load_copy(self._dump())
+        is SQLite whatever the catalog is, so it is readable without a server), read in
+        one snapshot: a consistent copy, as SQLite's backup API gives."""
+        self.db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try:
+            with Catalog(path) as copy:
+                copy.load_copy(self._dump())
+        finally:
+            with contextlib.suppress(CatalogError):
+                self.db.execute("COMMIT")
 
     def _dump(self) -> Iterator[tuple[str, list[str], Iterator[Sequence]]]:
-        """(table, columns, rows) of every table, the rows streamed in binary."""
+        """(table, columns, rows) of every table of the catalog (those in _TABLES first,
+        in that order; any other a later schema step added after them), streamed."""
+        known = dict(_TABLES)
+        present = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+                " current_schema() AND table_type = 'BASE TABLE' AND table_name != ?",
+                ("schema_version",),
+            )
+        }
+        tables = [t for t in known if t in present] + sorted(present - set(known))
         shapes = []
-        for table, order in _TABLES:
+        for table in tables:
             rows = self.db.execute(
                 "SELECT column_name FROM information_schema.columns WHERE"
                 " table_schema = current_schema() AND table_name = ? AND column_name"
                 " != 'rowid' ORDER BY ordinal_position",
                 (table,),
             ).fetchall()
-            shapes.append((table, order, [r[0] for r in rows]))
-        for table, order, columns in shapes:
+            shapes.append((table, [r[0] for r in rows]))
+        for table, columns in shapes:
             names = ", ".join(f'"{c}"' for c in columns)
-            yield table, columns, self._rows(f"SELECT {names} FROM {table} ORDER BY {order}", ())
+            order = f" ORDER BY {known[table]}" if table in known else ""
+            yield table, columns, self._rows(f"SELECT {names} FROM {table}{order}", ())

@@ -214,19 +214,6 @@ class Catalog(LivenessRows):
                 insert_rows(self.db, head, len(columns), rows)
         self.db.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
 
-    def is_empty(self) -> bool:
-        """True when the catalog holds no set and knows no device."""
-        row = self.db.execute(
-            "SELECT (SELECT COUNT(*) FROM sets) + (SELECT COUNT(*) FROM devices)"
-        ).fetchone()
-        return int(row[0]) == 0
-
-    def clear(self) -> None:
-        """Remove every set and device (what a killed rebuild-catalog left), at once."""
-        with self.transaction():
-            for table in ("records", "files", "set_devices", "sets", "devices"):
-                self.db.execute(f"DELETE FROM {table}")
-
     def close(self) -> None:
         """Close the connection (and drop the run lock, if held)."""
         self.db.close()
