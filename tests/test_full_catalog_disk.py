@@ -59,3 +59,17 @@ def test_read_only_commands_work_on_a_full_catalog_disk(tmp_path, tmpfs, device_
     r = run_cli("backup", str(tree), *devs, "--catalog", cat)  # writing still stops
     assert r.code == 1 and "Traceback" not in r.err, r.out + r.err
     assert len(r.err.strip().splitlines()) == 1 and cat in r.err, r.err
+
+
+def test_rebuild_catalog_onto_a_full_disk_leaves_nothing_behind(tmp_path, tmpfs, device_dirs):
+    """A rebuild whose new catalog does not fit fails with one line and removes its
+    half-written ``NAME.partial`` (and SQLite's files beside it)."""
+    tree = make_tree(tmp_path / "src", seed=72, files=300, max_size=2000)
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    r = run_cli("backup", str(tree), *devs, "--catalog", str(tmp_path / "cat.sqlite"))
+    assert r.code == 0, r.out + r.err
+    small = tmpfs("small", "64k")
+    r = run_cli("rebuild-catalog", *devs, "--catalog", str(small / "new.sqlite"))
+    assert r.code == 1 and "Traceback" not in r.err, r.out + r.err
+    assert len(r.err.strip().splitlines()) == 1 and "full" in r.err, r.err
+    assert list(small.iterdir()) == []

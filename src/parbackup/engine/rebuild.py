@@ -329,15 +329,21 @@ def _write_catalog(
     for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
-    with Catalog(partial) as catalog:
-        catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
-        for dev in alive:
-            catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
-        for entry in sorted(found.values(), key=lambda e: e.created_ns):
-            doc = _write_set(catalog, entry, urls, on_event)
-            report.sets.append(doc)
-        catalog.set_meta(REBUILDING_KEY, None)
-        catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        with Catalog(partial) as catalog:
+            catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+            for dev in alive:
+                catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
+            for entry in sorted(found.values(), key=lambda e: e.created_ns):
+                doc = _write_set(catalog, entry, urls, on_event)
+                report.sets.append(doc)
+            catalog.set_meta(REBUILDING_KEY, None)
+            catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except BaseException:  # failed (a full disk) or interrupted: leave no half catalog
+        for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+        raise
     try:
         if os.path.exists(catalog_path):
             raise UsageError(f"{catalog_path} appeared while the catalog was rebuilt; left alone")
