@@ -154,3 +154,23 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL cluster on loopback (tests/pgserver.py), for the session."""
+    pytest.importorskip("psycopg", reason="needs psycopg (the postgres extra)")
+    from pgserver import PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("needs the PostgreSQL server (Debian postgresql; see scripts/setup)")
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server, request) -> str:
+    """The URL of a new, empty database in ``pg_server`` for one test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    pg_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return pg_server.create_db(name)

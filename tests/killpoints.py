@@ -15,7 +15,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from parbackup.catalog import Catalog
+from parbackup.catalog import open_catalog
 from parbackup.catalog.liveness import FRAMING_SLACK, set_of_volume
 from parbackup.format import end_record, read_volume_header
 
@@ -80,7 +80,7 @@ def device_garbage(devs: list[Path], cat: str) -> dict[str, int]:
     it (records root sets list, each once) and its end record. Computed from the catalog
     rows and the files themselves, independently of the engine's reclaim plan.
     """
-    with Catalog(cat) as catalog:
+    with open_catalog(cat) as catalog:  # a SQLite file or a postgresql:// URL
         root_ids = catalog.root_ids()
         whole = root_ids | catalog.pinned_ids()
         labels = {}

@@ -24,14 +24,17 @@ from parbackup.catalog.liveness import (
     VolumeUse,
     compacted_name,
     forgettable,
+    free_tapes,
     pinned,
     plan_device,
     roots,
     running_ids,
     set_of_volume,
     volume_use,
+    worth_compacting,
 )
 from parbackup.catalog.schema import SCHEMA_VERSION
+from parbackup.engine.reclaim import read_batches
 from parbackup.engine.recovery import resumable_set
 from parbackup.model import RecordRef
 
@@ -268,7 +271,7 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
     db.commit()
     db.close()
     with Catalog(str(path)) as c:
-        assert c.meta("schema") == str(SCHEMA_VERSION) == "3"
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
         (info,) = c.sets()
         assert (info.id, info.status, info.resumed) == (IDS[0], "running", "")
         c.lock_for_run()
@@ -300,3 +303,53 @@ def test_only_a_run_newer_than_the_newest_restorable_set_is_resumed(tmp_path, st
     with _catalog_with(tmp_path / "c.sqlite", sets, {}) as catalog:
         assert resumable_set(catalog, ["/x"]) == (None if expected is None else IDS[expected])
         assert resumable_set(catalog, ["/other"]) is None
+
+
+@given(device_case(), st.floats(0, 100))
+def test_max_unused_compacts_exactly_the_volumes_above_the_limit(case, limit):
+    _sets, by_id, root_ids, objects, use = case
+    every = plan_device("la", objects, by_id, root_ids, use)
+    plan = plan_device("la", objects, by_id, root_ids, use, max_unused=limit)
+    sizes = dict(objects)
+    assert plan.delete == every.delete  # whole dead volumes go whatever the limit
+    assert set(plan.compact) <= set(every.compact)
+    for name in every.compact:
+        unused = sizes[name] - use[name].live_bytes
+        assert (name in plan.compact) == (unused / sizes[name] * 100 > limit), name
+        assert plan.dropped.get(name, unused) == unused
+    assert set(plan.keep) == set(every.keep) | (set(every.compact) - set(plan.compact))
+    assert plan_device("la", objects, by_id, root_ids, use, max_unused=100).compact == []
+
+
+def test_worth_compacting_needs_both_the_slack_and_the_share():
+    assert worth_compacting(10 << 20, 9 << 20, FRAMING_SLACK, 5)  # 10 % > 5 %
+    assert not worth_compacting(10 << 20, 9 << 20, FRAMING_SLACK, 10)  # exactly 10 %: no
+    assert not worth_compacting(100_000, 50_000, FRAMING_SLACK, 0)  # under the slack
+    assert worth_compacting(1 << 20, 0, FRAMING_SLACK, 99)
+
+
+def test_a_tape_url_is_free_only_when_every_label_it_had_is():
+    tapes = {"old": "tape:///t0", "new": "tape:///t0", "t1": "tape:///t1", "t2": "tape:///t2"}
+    # t0 was rewritten (new label); its old label is free, its new one is live
+    assert free_tapes(tapes, {"new"}, set()) == {"tape:///t1": ["t1"], "tape:///t2": ["t2"]}
+    # a running (pinned) set wrote to t1: busy even before its records are in the catalog
+    assert free_tapes(tapes, {"new"}, {"t1"}) == {"tape:///t2": ["t2"]}
+    assert free_tapes(tapes, set(), set())["tape:///t0"] == ["new", "old"]
+
+
+@given(st.lists(st.tuples(st.integers(1, 300), st.booleans()), max_size=40), st.integers(1, 900))
+def test_compaction_reads_back_to_back_records_together_within_the_limit(shape, limit):
+    extents, at = [], 100
+    for length, gap in shape:  # records by position, some separated by dead bytes
+        at += 17 if gap else 0
+        extents.append((at, length, b""))
+        at += length
+    runs = read_batches(extents, limit)
+    assert [e for run in runs for e in run] == extents  # every record once, in order
+    for run in runs:
+        for (p, n, _), (q, _, _) in itertools.pairwise(run):
+            assert p + n == q  # a run lies back to back
+        assert len(run) == 1 or sum(n for _, n, _ in run) <= limit
+    for a, b in itertools.pairwise(runs):  # a run ends at a gap or at the limit
+        (p, n, _), (q, m, _) = a[-1], b[0]
+        assert p + n != q or sum(x for _, x, _ in a) + m > limit

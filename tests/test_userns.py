@@ -81,7 +81,7 @@ def test_backup_and_restore_as_namespace_root(tmp_path, userns_ok):
     assert "Traceback" not in r.stderr
     doc = json.loads(r.stdout)
     assert doc["damaged"] == []
-    owners = {d["path"]: d["error"] for d in doc["owners"]}
+    owners = {d["path"]: d["error"] for d in doc["left_out"]}
     foreign = {"theirs", "theirs/readable", "theirs/other", "theirs/link", "theirs/pipe"}
     assert set(owners) == {str(src / rel) for rel in foreign}
     assert all("owner 65534:65534 could not be set" in e for e in owners.values())

@@ -4,8 +4,10 @@ One ``Entries`` table holds every path a scan found, as arrays (kind, size, time
 mode, owner, inode, device, source number) plus the paths in one byte blob with offsets.
 A source may set a root (``set_root``): its paths are then stored after that prefix
 only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
-in a dict. No Python object per entry: an entry is a row number. ``entry(i)`` builds a
-``FileEntry`` for the few places that want one (the catalog, tests).
+in a dict, as are the few entries' extended attributes (``set_meta``: the kind-8
+payload, parbackup/xattrs.py). No Python object per entry: an entry is a row
+number. ``entry(i)`` builds a ``FileEntry`` for the few places that want one (the
+catalog, tests).
 
 Paths are bytes (``os.fsencode`` of the absolute path as recorded in the catalog), so
 names that are not valid UTF-8 survive.
@@ -32,6 +34,7 @@ class Entries:
 
     __slots__ = (
         "_links",
+        "_meta",
         "_path",
         "_path_at",
         "_roots",
@@ -61,6 +64,7 @@ class Entries:
         self._path = bytearray()
         self._path_at = array("I", [0])  # widened to "Q" past 4 GiB of names
         self._links: dict[int, bytes] = {}
+        self._meta: dict[int, bytes] = {}
         self._roots: dict[int, bytes] = {}
 
     def set_root(self, source: int, root: bytes) -> None:
@@ -137,7 +141,7 @@ class Entries:
 
     def add(self, entry: FileEntry, source: int = 0, dev: int = 0) -> int:
         """Add a ``FileEntry`` (tests, and sources that build one anyway)."""
-        return self.append(
+        i = self.append(
             os.fsencode(entry.path),
             KIND_INDEX[entry.kind],
             entry.size,
@@ -151,6 +155,8 @@ class Entries:
             source,
             os.fsencode(entry.link) if entry.link else b"",
         )
+        self.set_meta(i, entry.meta)
+        return i
 
     def path_bytes(self, i: int) -> bytes:
         """The recorded path of entry ``i`` as bytes."""
@@ -170,6 +176,21 @@ class Entries:
     def link_bytes(self, i: int) -> bytes:
         """Entry ``i``'s link target (symlink), first name (hard link) or device number."""
         return self._links.get(i, b"")
+
+    def set_meta(self, i: int, payload: bytes) -> None:
+        """Give entry ``i`` its extended attributes (an encoded xattrs payload)."""
+        if payload:
+            self._meta[i] = payload
+        else:
+            self._meta.pop(i, None)
+
+    def meta_bytes(self, i: int) -> bytes:
+        """Entry ``i``'s extended attributes as an xattrs payload; b"" when none."""
+        return self._meta.get(i, b"")
+
+    def metas(self) -> dict[int, bytes]:
+        """Entry -> xattrs payload, for the entries that have any (hot loops)."""
+        return self._meta
 
     def names_size(self) -> int:
         """Bytes of every path and link, roots included (an estimate for headers)."""
@@ -193,6 +214,7 @@ class Entries:
             source=source_name,
             ctime_ns=self.ctime_ns[i],
             ino=self.ino[i],
+            meta=self.meta_bytes(i),
         )
 
     def __iter__(self) -> Iterator[FileEntry]:
@@ -224,6 +246,7 @@ class Entries:
             self._path_at,
         )
         links = sum(len(v) + 100 for v in self._links.values())  # with the dict's cost
+        links += sum(len(v) + 100 for v in self._meta.values())
         return sum(a.itemsize * len(a) for a in arrays) + len(self._path) + links
 
     @classmethod

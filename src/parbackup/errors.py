@@ -7,11 +7,14 @@
     ├── CatalogError               exit 1   catalog missing, locked, unreadable, unknown set
     ├── FormatError                exit 1   a record or volume on a device is malformed
     │   └── ChecksumError          exit 1   a payload does not match its checksum
+    │       └── TamperedError      exit 1   an encrypted record fails authentication
+    ├── KeyUnlockError             exit 1   no key, or the passphrase opens none of its slots
     ├── DeviceError                exit 1   a device operation failed
     │   ├── TransientDeviceError   exit 1   worth retrying (dropped connection, throttling)
     │   ├── DeviceFullError        exit 1   no space left (ENOSPC, capacity reached)
     │   └── DeviceMissingError     exit 1   the device or an object on it does not exist
     ├── RestoreError               exit 1   restore cannot proceed (target conflicts, unsafe path)
+    ├── ClusterError               exit 1   the Dask cluster (--cluster) cannot be used
     └── BackupFailedError          exit 1   no device survived; nothing was recorded as backed up
 
 Foreign exceptions (OSError, paramiko, botocore) are converted at the device or source
@@ -62,6 +65,14 @@ class ChecksumError(FormatError):
     """A record's payload does not match the checksum in its header."""
 
 
+class TamperedError(ChecksumError):
+    """An encrypted record or header fails authentication: changed, swapped or replayed."""
+
+
+class KeyUnlockError(ParbackupError):
+    """The encryption key is missing, or the passphrase given opens none of its slots."""
+
+
 class DeviceError(ParbackupError):
     """A device operation failed permanently unless a subclass says otherwise."""
 
@@ -84,6 +95,10 @@ class DeviceMissingError(DeviceError):
 
 class RestoreError(ParbackupError):
     """A restore cannot proceed safely (target conflicts, paths escaping the target)."""
+
+
+class ClusterError(ParbackupError):
+    """The Dask cluster cannot be reached or cannot run a worker (--cluster)."""
 
 
 class BackupFailedError(ParbackupError):

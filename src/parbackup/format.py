@@ -22,6 +22,7 @@ from typing import BinaryIO
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
+from parbackup.xattrs import MAX_META
 
 FORMAT_VERSION = 1
 VOLUME_MAGIC = b"PBKV"
@@ -43,17 +44,28 @@ KIND_CODES = {
     "fifo": 5,
     "socket": 6,
     "device": 7,
+    "meta": 8,
 }
 KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
-FORMAT_VERSIONS = {1: 3, 2: 7}
+META = KIND_CODES["meta"]
+"""Kind 8: a file's extended attributes (ACLs, capabilities, ...), payload encoded by
+parbackup/xattrs.py; offset 0, size = total size = the payload's length."""
+FORMAT_VERSIONS = {1: 3, 2: 7, 3: 8, 4: 8}
 """Record format version -> highest kind code it may carry. Version 2 only adds kinds
 (hard links, FIFOs, sockets, device nodes): a record of one of those kinds is written as
 version 2, every other record as version 1, so volumes without them stay readable by
-version-1 readers, and a version-1 reader meeting a new kind stops with a clear error."""
+version-1 readers, and a version-1 reader meeting a new kind stops with a clear error.
+Version 3 likewise only adds kind 8 (meta): only those records carry version 3.
+Version 4 (any kind) is the version-2 header plus the stored payload length, with
+``flags`` saying how the payload is stored (compressed, encrypted: crypto/codec.py); it
+is written only for sets with compression or encryption on."""
+STORED_VERSION = 4
 
 
 def record_version(code: int) -> int:
     """The format version a record of kind ``code`` is written with."""
+    if code == META:
+        return 3
     return 2 if 3 < code < KIND_END else FORMAT_VERSION
 
 
@@ -65,6 +77,9 @@ KIND_END = 15
 _RECORD = struct.Struct("<4sHHI16sQQQQIIIqI32sII")
 _VOLUME = struct.Struct("<4sHHI16s16sIq")
 _CRC = struct.Struct("<I")
+_STORED = struct.Struct("<Q")
+MAX_STORED = MAX_PAYLOAD + 2 * MAX_NAME + 64
+"""Largest stored payload of a version-4 record (payload, sealed metadata, tag)."""
 
 
 def checksum(data: bytes | bytearray | memoryview) -> bytes:
@@ -89,12 +104,24 @@ class RecordHeader:
     checksum: bytes
     path: bytes
     link: bytes = b""
+    flags: int = 0
+    """Version 4: how the payload is stored (crypto/codec.py FLAG_*)."""
+    stored: int = -1
+    """Version 4: bytes of payload on the device; -1 for versions 1-2 (then ``size``)."""
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of payload that follow the header on the device."""
+        return self.size if self.stored < 0 else self.stored
+
+    @property
+    def code(self) -> int:
+        return KIND_END if self.kind == "end" else KIND_CODES[self.kind]
 
     def encode(self) -> bytes:
         """The header as bytes, ending in a CRC32 of everything before it."""
-        code = KIND_END if self.kind == "end" else KIND_CODES[self.kind]
-        return encode_record_header(
-            code,
+        fields = (
+            self.code,
             self.set_id,
             self.file_id,
             self.offset,
@@ -108,6 +135,9 @@ class RecordHeader:
             self.path,
             self.link,
         )
+        if self.stored >= 0:
+            return encode_stored_header(*fields, self.flags, self.stored)
+        return encode_record_header(*fields)
 
 
 def encode_record_header(
@@ -150,6 +180,47 @@ def encode_record_header(
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def encode_stored_header(
+    code: int,
+    set_id: bytes,
+    file_id: int,
+    offset: int,
+    size: int,
+    file_size: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime_ns: int,
+    digest: bytes,
+    path: bytes,
+    link: bytes,
+    flags: int,
+    stored: int,
+) -> bytes:
+    """A version-4 record header: ``size`` source bytes stored as ``stored`` bytes."""
+    body = _RECORD.pack(
+        RECORD_MAGIC,
+        STORED_VERSION,
+        code,
+        _RECORD.size + _STORED.size + len(path) + len(link) + _CRC.size,
+        set_id,
+        file_id,
+        offset,
+        size,
+        file_size,
+        mode,
+        uid & 0xFFFFFFFF,
+        gid & 0xFFFFFFFF,
+        mtime_ns,
+        flags,
+        digest,
+        len(path),
+        len(link),
+    )
+    body += _STORED.pack(stored) + path + link
+    return body + _CRC.pack(zlib.crc32(body))
+
+
 def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> RecordHeader:
     """Parse a record header whose first ``_RECORD.size`` bytes are ``head``.
 
@@ -159,7 +230,7 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         raise FormatError("truncated record header")
     fields = _RECORD.unpack(head[: _RECORD.size])
     (magic, version, code, length, set_id, file_id, offset, size, file_size) = fields[:9]
-    (mode, uid, gid, mtime_ns, _flags, digest, path_len, link_len) = fields[9:]
+    (mode, uid, gid, mtime_ns, flags, digest, path_len, link_len) = fields[9:]
     if magic != RECORD_MAGIC:
         raise FormatError(f"bad record magic {magic!r}")
     if version not in FORMAT_VERSIONS:
@@ -168,21 +239,32 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         raise FormatError(f"unknown record kind {code} (format version {version})")
     if path_len > MAX_NAME or link_len > MAX_NAME:
         raise FormatError("record names are too long")
-    if length != _RECORD.size + path_len + link_len + _CRC.size:
+    extra = _STORED.size if version == STORED_VERSION else 0
+    if length != _RECORD.size + extra + path_len + link_len + _CRC.size:
         raise FormatError("record header length does not add up")
     if code != KIND_END and (size > MAX_PAYLOAD or file_size > MAX_FILE_SIZE):
         raise FormatError("record sizes are out of range")
     if code == KIND_END and (size or offset or path_len or link_len):
         raise FormatError("malformed volume end record")
+    if code == META and (offset or size != file_size or size > MAX_META or link_len):
+        raise FormatError("malformed metadata record")
     rest = read_more(length - _RECORD.size)
     if len(rest) != length - _RECORD.size:
         raise FormatError("truncated record header")
-    body = head[: _RECORD.size] + rest[: path_len + link_len]
-    (crc,) = _CRC.unpack(rest[path_len + link_len :])
+    body = head[: _RECORD.size] + rest[: extra + path_len + link_len]
+    (crc,) = _CRC.unpack(rest[extra + path_len + link_len :])
     if zlib.crc32(body) != crc:
         raise FormatError("record header checksum mismatch")
     if code != KIND_END and (offset + size > file_size):
         raise FormatError("record extends past the end of its file")
+    stored = -1
+    if extra:
+        (stored,) = _STORED.unpack(rest[:extra])
+        if stored > MAX_STORED:
+            raise FormatError("record stored size is out of range")
+        rest = rest[extra:]
+    elif flags:
+        raise FormatError(f"record flags {flags:#x} in a version-{version} record")
     return RecordHeader(
         kind="end" if code == KIND_END else KIND_NAMES[code],
         set_id=set_id,
@@ -197,6 +279,8 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         checksum=digest,
         path=rest[:path_len],
         link=rest[path_len : path_len + link_len],
+        flags=flags if extra else 0,
+        stored=stored,
     )
 
 
@@ -283,20 +367,27 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 
 def read_record(stream: BinaryIO) -> tuple[RecordHeader, bytes]:
-    """Read one record (header and payload) at the current position and check it."""
+    """Read one record (header and payload) at the current position and check it.
+
+    The payload of a version-4 record is returned as stored (compressed, encrypted) and
+    unchecked: its checksum is of the decoded payload (crypto/codec.py decodes it)."""
     head = stream.read(_RECORD.size)
     if not head:
         raise FormatError("volume ends without its end record")
     header = decode_record_header(head, lambda n: stream.read(n) or b"")
-    payload = _read_exact(stream, header.size) if header.size else b""
-    if header.kind != "end" and checksum(payload) != header.checksum:
+    length = header.stored_size
+    payload = _read_exact(stream, length) if length else b""
+    if header.kind != "end" and header.stored < 0 and checksum(payload) != header.checksum:
         raise ChecksumError(f"payload checksum mismatch at offset {header.offset}")
     return header, payload
 
 
 def record_length(header: RecordHeader) -> int:
     """Bytes the record takes on the device: its header plus its payload."""
-    return _RECORD.size + len(header.path) + len(header.link) + _CRC.size + header.size
+    extra = _STORED.size if header.stored >= 0 else 0
+    return (
+        _RECORD.size + extra + len(header.path) + len(header.link) + _CRC.size
+    ) + header.stored_size
 
 
 def iter_volume(stream: BinaryIO, position: int) -> Iterator[tuple[int, RecordHeader, bytes]]:

@@ -52,6 +52,8 @@ class FileEntry:
     ``ctime_ns`` and ``ino`` let an incremental backup tell a changed file (F3).
     ``read_from`` is where the bytes are read when that differs from the recorded
     ``path`` (a snapshot of the live tree, the device a symlink names); "" means ``path``.
+    ``meta`` holds its extended attributes (ACLs, capabilities, ...) as the kind-8
+    payload of parbackup/xattrs.py; b"" when it has none.
     """
 
     path: str
@@ -66,6 +68,7 @@ class FileEntry:
     ctime_ns: int = 0
     ino: int = 0
     read_from: str = ""
+    meta: bytes = b""
 
     @property
     def read_path(self) -> str:
@@ -283,6 +286,14 @@ class RecordRef:
     checksum: bytes
     origin_set: str = ""
     origin_file: int = -1
+    stored: int = -1
+    """Payload bytes on the device when they differ from ``size`` (a compressed or
+    encrypted record, format version 4); -1: the record stores ``size`` bytes."""
+
+    @property
+    def length(self) -> int:
+        """Payload bytes on the device: the record takes ``header_size + length``."""
+        return self.size if self.stored < 0 else self.stored
 
 
 @dataclass

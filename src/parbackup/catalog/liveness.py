@@ -21,9 +21,14 @@ From that, per device label, a volume is:
   there (the engine took that device's records out of the set);
 - **partly live**: a dead set's volume that live records still lie in; what lies
   between them is garbage, reclaimed by *compaction* (copy the live records into a new
-  volume, switch the catalog to it, then delete the old one) unless the device is
-  sequential (a tape cannot be compacted);
+  volume, switch the catalog to it, then delete the old one) when its unused share
+  exceeds the caller's limit (``prune --max-unused``) and more than FRAMING_SLACK, unless
+  the device is sequential (a tape cannot be compacted);
 - **dead**: nothing live lies in it: deleted whole.
+
+A **tape** is never compacted nor deleted from: it is **free** (``free_tapes``) once no
+root lists a record on it and no root or pinned set wrote to it; its next backup
+rewrites it whole.
 
 Volumes of sets the catalog does not know are **foreign** and never touched: they may
 belong to another catalog sharing the device.
@@ -181,6 +186,8 @@ class DevicePlan:
     """set id -> volumes of sets this catalog does not know (never touched)."""
     garbage: int = 0
     """Bytes this plan reclaims (whole dead volumes plus what compaction drops)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Volume to compact -> its unused bytes (what compaction drops, framing aside)."""
     left: int = 0
     """Garbage bytes the plan cannot reclaim (a tape's partly live volumes)."""
 
@@ -194,11 +201,14 @@ def plan_device(
     *,
     sequential: bool = False,
     slack: int = FRAMING_SLACK,
+    max_unused: float = 0.0,
 ) -> DevicePlan:
     """Decide, for every volume (name, size) on device ``label``, delete/compact/keep.
 
     ``use`` is this label's live use per volume (``volume_use``); ``sets`` every set the
     catalog knows; ``whole`` the roots and pinned sets, whose own volumes stay whole.
+    A partly live volume is compacted only when its unused bytes exceed both ``slack``
+    and ``max_unused`` percent of its size (``worth_compacting``).
     Pure; the caller deletes only after the catalog has committed.
     """
     plan = DevicePlan(label)
@@ -218,16 +228,45 @@ def plan_device(
         elif live is None:
             plan.delete.append(name)
             plan.garbage += size
-        elif size - live.live_bytes > slack:
+        elif worth_compacting(size, live.live_bytes, slack, max_unused):
             if sequential:
                 plan.keep.append(name)
                 plan.left += size - live.live_bytes
             else:
                 plan.compact.append(name)
                 plan.garbage += size - live.live_bytes
+                plan.dropped[name] = size - live.live_bytes
         else:
             plan.keep.append(name)
     return plan
+
+
+def worth_compacting(size: int, live_bytes: int, slack: int, max_unused: float) -> bool:
+    """Whether a partly live volume of ``size`` bytes, ``live_bytes`` of them live, is
+    compacted: its unused bytes exceed ``slack`` and ``max_unused`` percent of ``size``
+    (restic's ``--max-unused``, per volume: 0 compacts whatever exceeds the slack, 100
+    never compacts)."""
+    unused = size - live_bytes
+    return unused > slack and unused * 100 > max_unused * size
+
+
+def free_tapes(
+    tapes: Mapping[str, str], live_labels: Set[str], busy_labels: Set[str]
+) -> dict[str, list[str]]:
+    """URL -> labels of every tape nothing live is on, from ``tapes`` (label -> URL last
+    seen at). A label is free when no root lists a record on it (``live_labels``) and no
+    root or pinned set wrote to it (``busy_labels``: a running set's records may not be
+    in the catalog yet). Every backup starts a tape afresh with a new label, so one URL
+    may have had several: the tape there is free only when all of them are (a live one
+    means the tape holds it, or held it before it was overwritten)."""
+    by_url: dict[str, list[str]] = {}
+    for label, url in tapes.items():
+        by_url.setdefault(url, []).append(label)
+    return {
+        url: sorted(labels)
+        for url, labels in sorted(by_url.items())
+        if not any(t in live_labels or t in busy_labels for t in labels)
+    }
 
 
 def forgettable(sets: Sequence[SetNode], root_ids: Set[str], referenced: Set[str]) -> list[str]:

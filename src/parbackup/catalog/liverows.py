@@ -80,14 +80,33 @@ class LivenessRows:
             args = [roots_json, sets_json, sets_json]
         rows = self.db.execute(
             "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
-            " SELECT DISTINCT label, volume, position, header_size + size AS len FROM records"
-            f" WHERE {where}) GROUP BY label, volume",
+            " SELECT DISTINCT label, volume, position,"
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END) AS len FROM records"
+            f" WHERE {where}) AS live GROUP BY label, volume",
             args,
         ).fetchall()
         out: dict[str, dict[str, VolumeUse]] = {}
         for label, volume, count, nbytes in rows:
             out.setdefault(label, {})[volume] = VolumeUse(count, nbytes)
         return out
+
+    def tape_labels(self) -> dict[str, str]:
+        """label -> last known URL of every tape (sequential device) the catalog knows."""
+        return dict(self.db.execute("SELECT label, url FROM devices WHERE kind='tape'").fetchall())
+
+    def labels_in_use(self, root_ids: Set[str], whole_ids: Set[str]) -> tuple[set[str], set[str]]:
+        """(labels a root lists a record on, labels a set of ``whole_ids`` wrote to and did
+        not fail on): what ``liveness.free_tapes`` decides over."""
+        live = self.db.execute(
+            "SELECT DISTINCT label FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(root_ids)),),
+        ).fetchall()
+        busy = self.db.execute(
+            "SELECT DISTINCT label FROM set_devices WHERE status != 'failed'"
+            " AND set_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(whole_ids)),),
+        ).fetchall()
+        return {r[0] for r in live}, {r[0] for r in busy}
 
     def drop_dead_records(self, set_ids: Set[str]) -> None:
         """Forget the records of the given (dead) sets, all in one transaction."""
@@ -111,7 +130,8 @@ class LivenessRows:
     ) -> list[tuple[int, int, bytes]]:
         """(position, length, checksum) of the live records in one volume, by position."""
         rows = self.db.execute(
-            "SELECT DISTINCT position, header_size + size, checksum FROM records"
+            "SELECT DISTINCT position,"
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END), checksum FROM records"
             " WHERE label=? AND volume=? AND set_id IN (SELECT value FROM json_each(?))"
             " ORDER BY position",
             (label, volume, json.dumps(sorted(root_ids))),
@@ -153,7 +173,11 @@ class LivenessRows:
             if value is None:
                 self.db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
 
     def mark_forgotten(self, set_ids: Set[str]) -> list[str]:
         """Retire restorable sets (``forget``): status 'forgotten', their file and record
@@ -170,7 +194,7 @@ class LivenessRows:
                 (ids,),
             ).fetchall()
             gone = json.dumps([r[0] for r in rows])
-            for table in ("records", "files"):
+            for table in ("records", "files", "file_meta"):
                 self.db.execute(
                     f"DELETE FROM {table} WHERE set_id IN (SELECT value FROM json_each(?))",
                     (gone,),
@@ -184,6 +208,6 @@ class LivenessRows:
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
         with self.transaction():
-            for table in ("records", "files", "set_devices"):
+            for table in ("records", "files", "file_meta", "set_devices"):
                 self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))

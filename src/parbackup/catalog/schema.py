@@ -9,10 +9,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
-3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py)."""
+3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py).
+4: records.stored (payload bytes on the device of a compressed or encrypted record);
+file_meta (files' extended attributes); progress (per-device samples of a backup, for
+``report``)."""
 
 REBUILDING_KEY = "rebuilding"
 """A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
@@ -26,6 +29,7 @@ ADDED_COLUMNS = (
     ("records", "origin_set", "TEXT NOT NULL DEFAULT ''"),
     ("records", "origin_file", "INTEGER NOT NULL DEFAULT -1"),
     ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
+    ("records", "stored", "INTEGER NOT NULL DEFAULT -1"),
 )
 
 SCHEMA = """
@@ -92,10 +96,31 @@ CREATE TABLE IF NOT EXISTS records (
     header_size INTEGER NOT NULL,
     checksum BLOB NOT NULL,
     origin_set TEXT NOT NULL DEFAULT '',
-    origin_file INTEGER NOT NULL DEFAULT -1
+    origin_file INTEGER NOT NULL DEFAULT -1,
+    stored INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS records_by_file ON records(set_id, file_id);
+CREATE TABLE IF NOT EXISTS file_meta (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    meta BLOB NOT NULL,
+    PRIMARY KEY (set_id, file_id)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    device TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    event TEXT NOT NULL DEFAULT 'bytes',
+    redirected INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (set_id, seq)
+);
 """
+# file_meta: a file's extended attributes (ACLs, capabilities, ...) as the kind-8 payload
+# of parbackup/xattrs.py, for the few files that have any. progress: bounded per-device
+# samples of a backup, for ``report``. Both are made by every opening (IF NOT EXISTS), so
+# older catalogs gain them.
 
 
 ORIGIN_INDEX = (

@@ -6,6 +6,13 @@ moment leaves either a complete set or one that is not marked complete. Writers 
 each other (``busy_timeout``) instead of failing, so two runs may share a catalog.
 
 This is the only module that imports sqlite3.
+
+``Catalog`` is also the contract every catalog backend keeps: its docstrings say what
+each operation guarantees, and its SQL (here and in liverows.py) is written in the
+dialect SQLite and PostgreSQL share. ``postgres.PostgresCatalog`` runs the same
+operations on a shared server, replacing only the plumbing: the connection, transactions,
+the run lock, bulk loads (COPY), streaming reads and the copy written to devices (always a
+SQLite file). ``catalog.open_catalog`` picks the backend from what the user named.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from parbackup.catalog.schema import (
     Transaction,
     insert_rows,
 )
+from parbackup.catalog.setref import pick_set
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
@@ -157,11 +165,21 @@ class Catalog(LivenessRows):
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from exc
         version = int(row[0]) if row else 0
-        if version != SCHEMA_VERSION:
-            raise CatalogError(
-                f"{path} is a schema {version} catalog on read-only media; copy it somewhere "
-                f"writable first (this parbackup reads schema {SCHEMA_VERSION})"
-            )
+        if version > SCHEMA_VERSION:
+            raise CatalogError(f"{path} was written by a newer parbackup (schema {version})")
+        if version < SCHEMA_VERSION:  # an older copy on a disc: brought up to date in memory
+            try:
+                memory = sqlite3.connect(":memory:", isolation_level=None)
+                self.db.backup(memory)
+                self.db.close()
+                self.db = memory
+                with self.transaction():
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self._migrate()
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
 
     def _use_wal(self, wait: float = 60.0) -> None:
         """Switch a new catalog to WAL mode.
@@ -193,6 +211,41 @@ class Catalog(LivenessRows):
     def transaction(self) -> Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return Transaction(self.db)
+
+    def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+        """Bulk rows (``head`` is ``INSERT INTO table (columns)``), inside a transaction;
+        the PostgreSQL catalog loads them with COPY instead."""
+        insert_rows(self.db, head, ncols, rows)
+
+    def _rows(self, sql: str, params: Sequence) -> Iterable[Sequence]:
+        """The rows of a query, streamed (a million files are never held in memory)."""
+        return self.db.execute(sql, params)
+
+    def load_copy(self, tables: Iterable[tuple[str, Sequence[str], Iterable[tuple]]]) -> None:
+        """Fill this new catalog with another catalog's rows, (table, columns, rows) per
+        table, in one transaction: how a PostgreSQL catalog writes its SQLite copy. No
+        journal while it fills: a copy is written to a temporary file, and one that is
+        not whole is thrown away, never read."""
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        with self.transaction():
+            for table, columns, rows in tables:
+                head = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)})"
+                insert_rows(self.db, head, len(columns), rows)
+        self.db.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+
+    def is_empty(self) -> bool:
+        """True when the catalog holds no set and knows no device."""
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM sets) + (SELECT COUNT(*) FROM devices)"
+        ).fetchone()
+        return int(row[0]) == 0
+
+    def clear(self) -> None:
+        """Remove every set and device (what a killed rebuild-catalog left), at once."""
+        with self.transaction():
+            for table in ("records", "files", "set_devices", "sets", "devices"):
+                self.db.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
         """Close the connection (and drop the run lock, if held)."""
@@ -248,9 +301,9 @@ class Catalog(LivenessRows):
 
     def add_files(self, set_id: str, entries: Iterable[tuple[int, FileEntry]]) -> None:
         """Record the files of a set (id, entry)."""
+        entries = list(entries)
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 FILES_INSERT,
                 12,
                 (
@@ -271,15 +324,16 @@ class Catalog(LivenessRows):
                     for fid, e in entries
                 ),
             )
+            metas = [(set_id, fid, e.meta) for fid, e in entries if e.meta]
+            self._insert(_META_INSERT, 3, metas)
 
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file)",
-                11,
+                " header_size, checksum, origin_set, origin_file, stored)",
+                12,
                 (
                     (
                         set_id,
@@ -293,6 +347,7 @@ class Catalog(LivenessRows):
                         r.checksum,
                         r.origin_set,
                         r.origin_file,
+                        r.stored,
                     )
                     for fid, r in records
                 ),
@@ -303,8 +358,7 @@ class Catalog(LivenessRows):
         files; a file's id is its row."""
         e = entries
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 FILES_INSERT,
                 12,
                 (
@@ -325,17 +379,37 @@ class Catalog(LivenessRows):
                     for i in (range(len(e)) if rows is None else rows)
                 ),
             )
+            chosen = range(len(e)) if rows is None else rows
+            metas = e.metas()
+            self._insert(
+                _META_INSERT,
+                3,
+                ((set_id, i, metas[i]) for i in chosen if i in metas),
+            )
 
     def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
         """Record durable records of one device as a mover reports them:
-        ``(file id, volume, position, header size, offset, size, checksum)``."""
+        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         with self.transaction():
-            insert_rows(
-                self.db,
+            self._insert(
                 "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum)",
-                9,
-                ((set_id, r[0], label, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows),
+                " offset, size, checksum, stored)",
+                10,
+                (
+                    (
+                        set_id,
+                        r[0],
+                        label,
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] if len(r) > 7 else -1,
+                    )
+                    for r in rows
+                ),
             )
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
@@ -418,8 +492,10 @@ class Catalog(LivenessRows):
         """
         with self.transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO set_devices (set_id, label, url, status, error, bytes,"
-                " segments, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO set_devices (set_id, label, url, status, error, bytes, segments,"
+                " seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (set_id, label) DO UPDATE"
+                " SET url=excluded.url, status=excluded.status, error=excluded.error,"
+                " bytes=excluded.bytes, segments=excluded.segments, seconds=excluded.seconds",
                 (
                     (set_id, d.label, d.url, d.status, d.error, d.bytes, d.segments, d.seconds)
                     for d in devices
@@ -432,6 +508,31 @@ class Catalog(LivenessRows):
                 (status, _now(), files, nbytes, reused, json.dumps(report), set_id),
             )
         self.run_lock.release()
+
+    def add_progress(self, set_id: str, samples: Iterable[tuple]) -> None:
+        """Store a backup's per-device samples: (seconds, device URL, bytes, event,
+        redirected) rows, bounded by the caller (engine/samples.py)."""
+        rows = [(set_id, i, *row) for i, row in enumerate(samples)]
+        with self.transaction():
+            self._insert(
+                "INSERT INTO progress (set_id, seq, seconds, device, bytes, event, redirected)",
+                7,
+                rows,
+            )
+
+    def progress(self, set_id: str) -> list[tuple]:
+        """A set's samples as (seconds, device URL, bytes, event, redirected), in order;
+        none for a set made before they were kept (or a catalog too old to hold them)."""
+        try:
+            return self.db.execute(
+                "SELECT seconds, device, bytes, event, redirected FROM progress"
+                " WHERE set_id=? ORDER BY seq",
+                (set_id,),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:  # a read-only catalog of schema < 4
+            if "no such table" in str(exc):
+                return []
+            raise
 
     def lock_for_run(self) -> None:
         """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
@@ -469,24 +570,15 @@ class Catalog(LivenessRows):
             for r in rows
         ]
 
-    def resolve_set(self, ref: str | None) -> SetInfo:
-        """A set by id, unique id prefix, or 'latest' (the newest restorable set)."""
-        sets = self.sets()
-        if ref in (None, "", "latest"):
-            usable = [s for s in sets if s.status in ("complete", "degraded")]
-            if not usable:
-                raise CatalogError(f"{self.path} holds no complete backup set")
-            return usable[-1]
-        matches = [s for s in sets if s.id == ref] or [s for s in sets if s.id.startswith(ref)]
-        if not matches:
-            raise CatalogError(f"no backup set {ref!r} in {self.path}")
-        if len(matches) > 1:
-            raise CatalogError(f"set id {ref!r} is ambiguous; give more characters")
-        return matches[0]
+    def resolve_set(self, ref: str | None, sources: Sequence[str] | None = None) -> SetInfo:
+        """A set by reference: 'latest', 'latest~N', an id or id prefix, or a time
+        (catalog/setref.py says how), among the sets of ``sources`` if given."""
+        return pick_set(self.sets(), ref, self.path, sources)
 
     def files(self, set_id: str) -> Iterator[CatalogFile]:
-        """The files of a set in id order."""
-        cur = self.db.execute(
+        """The files of a set in id order (with their extended attributes)."""
+        metas = self.file_metas(set_id)
+        cur = self._rows(
             "SELECT file_id, path, kind, size, mode, uid, gid, mtime_ns, link, state,"
             " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
             (set_id,),
@@ -505,18 +597,32 @@ class Catalog(LivenessRows):
                 link=_dec(r[8]),
                 ctime_ns=r[10],
                 ino=r[11],
+                meta=metas.get(r[0], b""),
             )
             yield CatalogFile(r[0], entry, r[9])
 
+    def file_metas(self, set_id: str) -> dict[int, bytes]:
+        """File id -> extended attributes (xattrs payload) of the set's files that have
+        any; empty for a read-only catalog written before the table existed."""
+        try:
+            cur = self.db.execute("SELECT file_id, meta FROM file_meta WHERE set_id=?", (set_id,))
+            return {r[0]: bytes(r[1]) for r in cur}
+        except sqlite3.OperationalError:  # no such table (an older catalog, read-only)
+            return {}
+
     def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
         """Every record of a set as (file id, where it lies), by device and position."""
-        cur = self.db.execute(
+        cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file FROM records WHERE set_id=? ORDER BY label, volume, position",
+            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:
-            yield r[0], RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9])
+            yield (
+                r[0],
+                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
+            )
 
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""
@@ -527,6 +633,15 @@ class Catalog(LivenessRows):
         ).fetchall()
         keys = ("label", "url", "status", "error", "bytes", "segments", "seconds")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def set_parity(self, set_id: str, info: dict) -> None:
+        """Remember where a set's parity lies (engine/parity.py; kept in ``meta``)."""
+        self.set_meta(f"parity:{set_id}", json.dumps(info, sort_keys=True))
+
+    def parity(self, set_id: str) -> dict | None:
+        """What ``set_parity`` remembered for a set; None for a set without parity."""
+        found = self.meta(f"parity:{set_id}")
+        return json.loads(found) if found else None
 
     def device_urls(self) -> dict[str, str]:
         """label -> last known URL of every device the catalog has seen."""
@@ -540,6 +655,9 @@ class Catalog(LivenessRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
+
+
+_META_INSERT = "INSERT INTO file_meta (set_id, file_id, meta)"
 
 
 def default_catalog_path() -> str:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -15,7 +16,10 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.keys import backup_codec, password_options
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
+from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.errors import UsageError
@@ -285,6 +289,31 @@ def summarize(report: BackupReport) -> None:
     help="Record the set under this time (ISO 8601; local time if no zone is given) "
     "instead of now: for imports, and to try retention policies (forget) without waiting.",
 )
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt the set (AES-256-GCM: data, names, metadata, catalog copies). The first "
+    "--encrypt creates the catalog's key, wrapped by the passphrase given; once a catalog "
+    "has a key, every set is encrypted with it.",
+)
+@click.option(
+    "--compression",
+    metavar="auto|off|LEVEL",
+    default=None,
+    help="zstd per record: auto (level 3, and a file whose data does not shrink is "
+    "stored as it is), off, or a level 1-19. Default: auto for an encrypted set, else off.",
+)
+@click.option(
+    "--parity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Write Reed-Solomon parity on the last M devices: the set survives losing any M "
+    "devices (the data is spread over the others).",
+)
+@password_options
+@profile_options
+@cluster_options
 @json_option
 @handle_errors
 def backup(
@@ -307,6 +336,13 @@ def backup(
     one_file_system: bool,
     stdin_name: str,
     set_time: str,
+    encrypt: bool,
+    compression: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    parity: int,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Back up SOURCES (directories or files) onto every --device at once.
@@ -325,6 +361,9 @@ def backup(
       parbackup backup /dev/md0 -d /mnt/disk1 -d /mnt/disk2         # one image
       pg_dump db | parbackup backup - --stdin-name db.sql -d /mnt/disk1 -d /mnt/disk2
     """
+    codec, key_file = backup_codec(
+        catalog_path, encrypt, compression, password_file, password_command
+    )
     options = BackupOptions(
         strategy=Strategy(strategy),
         order=Order(order),
@@ -337,6 +376,9 @@ def backup(
         balance=Balance(balance),
         select=scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system),
         created=set_time,
+        codec=codec,
+        key_file=key_file,
+        parity=parity,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")
@@ -348,9 +390,20 @@ def backup(
             stdin = click.get_binary_stream("stdin")
         except RuntimeError as exc:  # standard input is closed (started with 0<&-)
             raise UsageError("'-': standard input is closed, there is nothing to back up") from exc
-    with open_catalog(catalog_path, create=True) as catalog, progress_view(not as_json) as view:
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=True) as catalog,
+        progress_view(not as_json) as view,
+    ):
         report = run_backup(
-            sources, devices, catalog, options, view, stdin=stdin, stdin_name=stdin_name
+            sources,
+            devices,
+            catalog,
+            options,
+            view,
+            stdin=stdin,
+            stdin_name=stdin_name,
+            executor=executor,
         )
     if as_json:
         emit_json(report.to_json())

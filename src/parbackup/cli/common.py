@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 import click
 
 from parbackup import __version__
-from parbackup.catalog import Catalog, default_catalog_path
+from parbackup.catalog import Catalog, default_catalog_path, is_catalog_url
+from parbackup.catalog import open_catalog as open_catalog_at
 from parbackup.cli.render import printable
 from parbackup.devices.url import redact
 from parbackup.engine.devices import accept_new_host_keys
@@ -34,13 +35,26 @@ log = logging.getLogger("parbackup.cli")
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
+
+class CatalogName(click.ParamType):
+    """A catalog file (resolved to its real, absolute path) or a ``postgresql://`` URL."""
+
+    name = "catalog"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, str) and is_catalog_url(value):
+            return value
+        return click.Path(dir_okay=False, resolve_path=True).convert(value, param, ctx)
+
+
 catalog_option = click.option(
     "--catalog",
     "catalog_path",
-    type=click.Path(dir_okay=False, resolve_path=True),
+    type=CatalogName(),
     default=None,
     envvar="PARBACKUP_CATALOG",
-    help="Catalog file (SQLite). Default: $PARBACKUP_CATALOG, else catalog.sqlite in "
+    help="Catalog file (SQLite), or postgresql://USER@HOST/DB for a catalog shared by "
+    "many hosts (docs/CLUSTER.md). Default: $PARBACKUP_CATALOG, else catalog.sqlite in "
     "your data directory (~/.local/share/parbackup). Symlinks and relative paths are "
     "resolved: the catalog is known by its real, absolute path.",
 )
@@ -103,19 +117,23 @@ def interrupt_exit_code(exc: BaseException | None = None) -> int:
 # or a failure, a set a written one was left 'running' in is marked 'interrupted' at once
 # (not only by the next run); an error escaping the catalog names its path.
 _opened_catalogs: dict[str, bool] = {}
+_catalog_targets: dict[str, str] = {}  # shown name -> what reopens it (a URL's password)
 
 
 def open_catalog(path: str | None, *, create: bool) -> Catalog:
     """The catalog at ``path`` (or the default one); ``create`` means it will be written."""
-    catalog = Catalog(path or default_catalog_path(), create=create)
+    target = path or default_catalog_path()
+    catalog = open_catalog_at(target, create=create)
     _opened_catalogs[catalog.path] = _opened_catalogs.get(catalog.path, False) or create
+    _catalog_targets[catalog.path] = target
     return catalog
 
 
 def mark_dead_runs() -> None:
     """Mark a set this process left 'running' as 'interrupted'; never raises."""
     for path in [p for p, written in _opened_catalogs.items() if written]:
-        with contextlib.suppress(Exception), Catalog(path, create=False) as catalog:
+        target = _catalog_targets.get(path, path)
+        with contextlib.suppress(Exception), open_catalog_at(target, create=False) as catalog:
             catalog.lock_for_run()  # newly taken: 'running' sets are of dead runs
 
 

@@ -12,6 +12,7 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
 from parbackup.model import RESTORABLE_FILE_STATES
@@ -20,6 +21,7 @@ from parbackup.model import RESTORABLE_FILE_STATES
 @click.command("files")
 @set_option
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
@@ -28,6 +30,7 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
     A name with control characters or bytes that are not UTF-8 is shown with backslash
     escapes; --json gives the exact name (undecodable bytes as \\udcXX escapes).
     """
+    set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog:
         info = catalog.resolve_set(set_ref)
         rows = [f for f in catalog.files(info.id) if f.state in RESTORABLE_FILE_STATES]

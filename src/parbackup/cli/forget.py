@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option
 from parbackup.engine.forget import ForgetReport, GroupBy, forget, group_sources
@@ -50,8 +51,8 @@ def _render(report: ForgetReport) -> None:
         line(f"dry run: {gone} set(s) would be forgotten; nothing was changed")
     elif report.prune is None:
         line(
-            f"forgot {len(report.forgotten)} set(s); run 'parbackup prune --orphans' (or forget"
-            " --prune) to reclaim their space"
+            f"forgot {len(report.forgotten)} set(s); run 'parbackup prune' (or forget --prune)"
+            " to reclaim their space"
         )
     else:
         p = report.prune
@@ -61,6 +62,8 @@ def _render(report: ForgetReport) -> None:
         )
         for label, reason in p.unreachable.items():
             line(f"unreachable: device {label}: {reason}", problem=True)
+        for label, reason in p.problems.items():
+            line(f"not fully cleaned: device {label}: {reason}", problem=True)
 
 
 @click.command("forget")
@@ -86,15 +89,33 @@ def _render(report: ForgetReport) -> None:
     show_default=True,
     help="sources: apply the policy to each set of sources apart. none: to all sets at once.",
 )
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="PATH",
+    help="Apply the policy only to the sets of exactly these sources (repeat for each; "
+    "a profile's sources go here).",
+)
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would go and why; change nothing.")
 @click.option(
     "--prune",
     "and_prune",
     is_flag=True,
-    help="Then reclaim the space no live set needs on every reachable device (prune --orphans).",
+    help="Then reclaim the space no live set needs on every reachable device (as 'prune').",
+)
+@click.option(
+    "--max-unused",
+    type=click.FloatRange(0, 100),
+    default=0,
+    metavar="PERCENT",
+    show_default=True,
+    help="With --prune: compact a partly needed volume only when more than PERCENT of it "
+    "is unused (as 'prune --max-unused').",
 )
 @moved_device_option
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def forget_command(
@@ -106,8 +127,10 @@ def forget_command(
     yearly: int,
     within: Within,
     group_by: str,
+    sources: tuple[str, ...],
     dry_run: bool,
     and_prune: bool,
+    max_unused: float,
     devices: tuple[str, ...],
     catalog_path: str | None,
     as_json: bool,
@@ -121,7 +144,7 @@ def forget_command(
     that keeps nothing is refused.
 
     Forgetting only changes the catalog (one transaction, under the run lock). The
-    space goes at the next prune (--prune here, or 'parbackup prune --orphans'); records
+    space goes at the next prune (--prune here, or 'parbackup prune'); records
     a kept incremental set reuses from a forgotten one stay until nothing needs them.
     Exit status 3 when the prune could not reach a device.
 
@@ -144,6 +167,8 @@ def forget_command(
             prune=and_prune,
             overrides=devices,
             on_event=view,
+            sources=sources,
+            max_unused=max_unused,
         )
     if as_json:
         emit_json(report.to_json(), report.exit_code)

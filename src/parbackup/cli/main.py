@@ -32,6 +32,12 @@ COMMANDS = {
     "forget": "parbackup.cli.forget:forget_command",
     "rebuild-catalog": "parbackup.cli.rebuild_catalog:rebuild",
     "relabel": "parbackup.cli.relabel:relabel",
+    "key": "parbackup.cli.keys:key",
+    "ls": "parbackup.cli.ls:ls",
+    "diff": "parbackup.cli.diff:diff",
+    "find": "parbackup.cli.find:find",
+    "report": "parbackup.cli.report:report",
+    "repair": "parbackup.cli.repair:repair",
 }
 """Command name -> where it lives; a command's module is imported only when it runs
 (or when --help lists them), so a backup does not load restore's code."""
@@ -74,6 +80,8 @@ def cli() -> None:
       parbackup verify                                     # check the latest set
       parbackup restore --target /tmp/r                    # restore the latest set
       parbackup forget --keep-daily 7 --prune              # retention, reclaim space
+      parbackup diff latest~1 latest                       # what changed
+      parbackup backup --profile home                      # options from config.toml
 
     \b
     Exit status:
@@ -87,7 +95,7 @@ def cli() -> None:
       141  stdout closed early (broken pipe)
 
     An interrupted backup is recorded as interrupted, never complete; run it again to
-    resume, or 'parbackup prune --orphans' to remove what it wrote.
+    resume, or 'parbackup prune' to remove what it wrote.
     """
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import click
 
-from parbackup.catalog import default_catalog_path
+from parbackup.catalog import default_catalog_path, is_catalog_url
 from parbackup.cli.backup import (
     balance_option,
     device_option,
@@ -26,10 +26,12 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, table
 from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.parity import split_devices
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.speeds import dry_run_speeds
@@ -63,9 +65,17 @@ class _Dev:
     is_flag=True,
     help="Plan only the files changed since the last set of the same sources (F3).",
 )
+@click.option(
+    "--parity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="As backup --parity M: plan the data over all devices but the last M.",
+)
 @catalog_option
 @selection_options
 @accept_new_host_keys_option
+@profile_options
 @json_option
 @handle_errors
 def plan(
@@ -82,6 +92,7 @@ def plan(
     if_present: tuple[str, ...],
     exclude_caches: bool,
     one_file_system: bool,
+    parity: int,
     as_json: bool,
 ) -> int:
     """Show the plan for backing up SOURCES onto the devices, writing nothing.
@@ -95,7 +106,10 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    catalog_file = os.path.realpath(catalog_path or default_catalog_path())
+    devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
+    catalog_file = catalog_path or default_catalog_path()
+    if not is_catalog_url(catalog_file):
+        catalog_file = os.path.realpath(catalog_file)
     automatic = automatic_excludes(specs, devices, catalog_file)
     specs = selecting(specs, with_automatic(select, automatic))
     excluded = Excluded(limit=EXCLUDED_SHOWN)
@@ -164,6 +178,13 @@ def plan(
         "paths": [{"path": p, "rule": r} for p, r in excluded.paths],
         "truncated": excluded.total > len(excluded.paths),
     }
+    if parity_urls:
+        # one parity unit per row of the longest column, about its size (FORMAT.md)
+        doc["parity"] = {
+            "m": len(parity_urls),
+            "devices": list(parity_urls),
+            "bytes_each": max(per_bytes, default=0),
+        }
     if dead:
         doc["unavailable"] = [{"url": d.url, "error": d.reason} for d in dead]
     if as_json:
@@ -197,6 +218,11 @@ def plan(
         f"{len(entries)} entries, {human_bytes(total)}; balance (max/min): "
         + (f"{high / low:.4f}" if low else "n/a")
     )
+    if parity_urls:
+        line(
+            f"parity: {len(parity_urls)} device(s), about {human_bytes(max(per_bytes))} each: "
+            + ", ".join(parity_urls)
+        )
     excluded_lines(excluded.counts)
     if show_items:
         for it in doc["items"]:

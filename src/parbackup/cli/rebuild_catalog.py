@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.common import emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.common import CatalogName, emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.keys import passphrase, password_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.rebuild import rebuild_catalog
 
@@ -23,12 +24,20 @@ from parbackup.engine.rebuild import rebuild_catalog
     "--catalog",
     "catalog_path",
     required=True,
-    type=click.Path(dir_okay=False, resolve_path=True),
-    help="The new catalog file to write (must not exist yet).",
+    type=CatalogName(),
+    help="The new catalog file to write (must not exist yet), or an empty catalog on "
+    "PostgreSQL (postgresql://USER@HOST/DB).",
 )
+@password_options
 @json_option
 @handle_errors
-def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
+def rebuild(
+    devices: tuple[str, ...],
+    catalog_path: str,
+    password_file: str | None,
+    password_command: str | None,
+    as_json: bool,
+) -> int:
     """Read every volume on the devices and write the sets found into a new catalog.
 
     Every record is checked while it is read. With only some devices present, files
@@ -41,7 +50,12 @@ def rebuild(devices: tuple[str, ...], catalog_path: str, as_json: bool) -> int:
       parbackup restore --catalog /tmp/new.sqlite --target /tmp/back
     """
     with progress_view(False) as view:  # notices (one per set written) go to stderr
-        report = rebuild_catalog(list(devices), catalog_path, view)
+        report = rebuild_catalog(
+            list(devices),
+            catalog_path,
+            view,
+            passphrase=lambda: passphrase(password_file, password_command),
+        )
     if as_json:
         emit_json(report.to_json(), report.exit_code)
         return report.exit_code

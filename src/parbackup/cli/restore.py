@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -15,7 +17,10 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.keys import password_options, reader_codec
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view, warn
+from parbackup.cluster import cluster_executor
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore
@@ -29,7 +34,8 @@ set_option = click.option(
     default="latest",
     show_default=True,
     metavar="ID",
-    help="Backup set id (or a unique prefix of it), or 'latest'.",
+    help="Backup set: 'latest', 'latest~N' (the Nth before it), an id or unique prefix, "
+    "or a date/time (the newest set made at or before it).",
 )
 moved_device_option = click.option(
     "--device",
@@ -79,6 +85,9 @@ moved_device_option = click.option(
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@password_options
+@profile_options
+@cluster_options
 @json_option
 @handle_errors
 def restore(
@@ -90,6 +99,10 @@ def restore(
     devices: tuple[str, ...],
     catalog_path: str | None,
     to_stdout: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    cluster: str,
+    cluster_listen: str,
     as_json: bool,
 ) -> int:
     """Restore a backup set into TARGET, reading all devices at once.
@@ -103,12 +116,16 @@ def restore(
       parbackup restore --target /tmp/back --include '/srv/**/*.conf' --exclude '*.bak'
       parbackup restore --target /dev/sdc --include /dev/md0    # an image onto a disk
     """
+    set_ref = scoped_set(catalog_path, set_ref)
     if to_stdout is not None:
+        if cluster:
+            raise UsageError("--stdout restores through local readers: it takes no --cluster")
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
+        codec = reader_codec(catalog_path, password_file, password_command)
         with open_catalog(catalog_path, create=False) as catalog:
             out = click.get_binary_stream("stdout")
-            report = restore_to_stream(catalog, set_ref, to_stdout, out, devices)
+            report = restore_to_stream(catalog, set_ref, to_stdout, out, devices, codec=codec)
         warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
         for d in report.damaged:
             warn(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
@@ -121,12 +138,19 @@ def restore(
         includes=includes + tuple(exclude(p) for p in excludes),
         overwrite=overwrite,
         devices=devices,
+        codec=reader_codec(catalog_path, password_file, password_command),
     )
     if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
         raise UsageError(f"--target {target} is neither a directory nor a block device")
+    if cluster and is_block_device(target):
+        raise UsageError("an image restore onto a block device takes no --cluster")
     run = run_image_restore if is_block_device(target) else run_restore
-    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run(catalog, options, v)
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=False) as catalog,
+        progress_view(not as_json) as v,
+    ):
+        report = run(catalog, replace(options, executor=executor), v)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -140,6 +164,7 @@ def restore(
             line(f"skipped: {d['path']}: {d['error']}", problem=True)
         for d in report.grown:
             line(f"warning: {d['path']}: {d['note']}", problem=True)
-        for d in report.owners:
-            line(f"warning: {d['path']}: {d['error']}", problem=True)
+        for d in getattr(report, "left_out", ()):
+            left = ", ".join(d["left_out"])
+            line(f"warning: {d['path']}: left out {left}: {d['error']}", problem=True)
     return report.exit_code

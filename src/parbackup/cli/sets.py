@@ -12,11 +12,13 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import table
 
 
 @click.command("sets")
 @catalog_option
+@profile_options
 @json_option
 @handle_errors
 def sets(catalog_path: str | None, as_json: bool) -> int:

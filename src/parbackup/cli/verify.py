@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from parbackup.cli.cluster import cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -13,8 +14,11 @@ from parbackup.cli.common import (
     json_option,
     open_catalog,
 )
+from parbackup.cli.keys import password_options, reader_codec
+from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
+from parbackup.cluster import cluster_executor
 from parbackup.readback.verify import run_verify
 
 
@@ -23,12 +27,30 @@ from parbackup.readback.verify import run_verify
 @moved_device_option
 @catalog_option
 @accept_new_host_keys_option
+@password_options
+@profile_options
+@cluster_options
 @json_option
 @handle_errors
-def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
+def verify(
+    set_ref: str,
+    devices: tuple[str, ...],
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    cluster: str,
+    cluster_listen: str,
+    as_json: bool,
+) -> int:
     """Check that every segment of a set is present and intact; name each damaged file."""
-    with open_catalog(catalog_path, create=False) as catalog, progress_view(not as_json) as v:
-        report = run_verify(catalog, set_ref, devices, v)
+    codec = reader_codec(catalog_path, password_file, password_command)
+    set_ref = scoped_set(catalog_path, set_ref)
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog(catalog_path, create=False) as catalog,
+        progress_view(not as_json) as v,
+    ):
+        report = run_verify(catalog, set_ref, devices, v, codec=codec, executor=executor)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -38,4 +60,14 @@ def verify(set_ref: str, devices: tuple[str, ...], catalog_path: str | None, as_
         )
         for d in report.damaged:
             line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
+        for d in report.missing:
+            line(f"MISSING: device {d['url'] or d['label']}: {d['error']}", problem=True)
+        if report.parity:
+            p = report.parity
+            line(
+                f"parity: {p['k']} data + {p['m']} parity devices; "
+                f"{max(0, p['redundancy'])} more device(s) may be lost"
+                + (f" ({p['error']})" if p.get("error") else ""),
+                problem=p["redundancy"] < p["m"],
+            )
     return report.exit_code

@@ -63,9 +63,10 @@ DATA_PREFIXES = ("sets/", "catalog/")
 TMP_MARK = ".tmp-"
 """What ``replace`` puts in the temporary name of an object until it commits."""
 """Objects that only a labelled device holds: volumes and the catalog copy."""
-COMMON_OPTIONS = frozenset({"capacity", "speed"})
-"""URL options of every kind: ``?capacity=SIZE`` (here) and ``?speed=RATE`` (a hint the
-engine's ``--balance`` reads)."""
+COMMON_OPTIONS = frozenset({"capacity", "speed", "host"})
+"""URL options of every kind: ``?capacity=SIZE`` (here), ``?speed=RATE`` (a hint the
+engine's ``--balance`` reads) and ``?host=NAME`` (the cluster worker the device is
+attached to, parbackup/cluster.py; ignored without ``--cluster``)."""
 ACCEPT_NEW_HOST_KEYS_ENV = "PARBACKUP_ACCEPT_NEW_HOST_KEYS"
 """When "1", remote kinds learn unknown host keys on first use (OpenSSH ``accept-new``)."""
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence, Set
@@ -26,15 +25,17 @@ from parbackup import __version__
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
-from parbackup.engine.catalog_copy import CATALOG_COPY
+from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.parity import add_parity, split_devices
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
@@ -198,6 +199,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
+    device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -212,6 +214,20 @@ def run_backup(
         fleet.stop(now=True)
         raise
     fleet.stop()
+    if parity_urls and report.status != "failed":
+        # after the movers closed their devices: a tape is read back only once it ends
+        data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
+        report.parity = add_parity(
+            catalog,
+            report.set_id,
+            data,
+            parity_urls,
+            codec=options.codec,
+            key_file=options.key_file,
+        )
+        if "error" in report.parity:
+            on_event(Notice(report.parity["error"]))
+        report.seconds = time.monotonic() - started
     return report
 
 
@@ -239,7 +255,8 @@ class _Backup:
         self.fleet: Fleet = fleet
         self.catalog: Catalog = catalog
         self.options: BackupOptions = options
-        self.on_event: EventSink = on_event
+        self.samples = ProgressSampler(on_event, started)  # for `report` (engine/samples.py)
+        self.on_event: EventSink = self.samples
         self.started = started
         self.stream = bool(specs) and specs[0].kind == "stdin"
         self.stdin = stdin
@@ -309,7 +326,7 @@ class _Backup:
             "kind": kind,
         }
         for d in alive:
-            d.worker.send(m.Begin(set_id, meta))
+            d.worker.send(m.Begin(set_id, meta, options.codec))
         run_options = RunOptions(
             options.strategy, options.order, options.device_timeout, options.chunk
         )
@@ -505,6 +522,7 @@ class _Backup:
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
         )
+        catalog.add_progress(set_hex, self.samples.rows())
         catalog.finish_set(
             set_hex,
             status=status,
@@ -523,7 +541,7 @@ class _Backup:
     def copy_catalog(self, devices: list[DeviceState]) -> None:
         """Put a copy of the catalog on every surviving device at once (X2)."""
         with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
-            path = os.path.join(tmp, "catalog.sqlite")
-            self.catalog.copy_to(path)
-            for url, error in self.fleet.put(devices, CATALOG_COPY, path).items():
-                self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
+            options = self.options
+            for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+                for url, error in self.fleet.put(devices, name, path).items():
+                    self.on_event(Notice(f"could not copy {name} to {url}: {error}"))

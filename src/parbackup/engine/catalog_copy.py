@@ -13,10 +13,35 @@ import threading
 import time
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
+from parbackup.crypto.keys import device_key_name, key_path
+from parbackup.crypto.sealedfile import seal_file
 from parbackup.engine.devices import OpenDevice
 from parbackup.progress import EventSink, Notice
 
 CATALOG_COPY = "catalog/catalog.sqlite"
+SEALED_CATALOG_COPY = "catalog/catalog.sqlite.sealed"
+"""The copy an encrypted catalog puts on devices instead (crypto/sealedfile.py)."""
+
+
+def catalog_copies(
+    catalog: Catalog, tmp: str, codec: CodecSpec | None, key_file: bytes
+) -> list[tuple[str, str]]:
+    """(name on the device, local file) of what a backup puts on every device: the
+    catalog copy, sealed when the set is encrypted, and then the key file beside it (so
+    rebuild-catalog needs only the devices and a passphrase)."""
+    path = os.path.join(tmp, "catalog.sqlite")
+    catalog.copy_to(path)
+    if codec is None or not codec.encrypted:
+        return [(CATALOG_COPY, path)]
+    sealed = path + ".sealed"
+    with open(path, "rb") as src, open(sealed, "wb") as dst:
+        seal_file(src, dst, codec.master, codec.key_id)
+    os.unlink(path)
+    keys = os.path.join(tmp, "key.json")
+    with open(keys, "wb") as fh:
+        fh.write(key_file)
+    return [(SEALED_CATALOG_COPY, sealed), (device_key_name(codec.key_id), keys)]
 
 
 def copy_catalog(
@@ -26,7 +51,12 @@ def copy_catalog(
 
     A device that stops taking the copy for ``timeout`` seconds is left behind with a
     notice: the set is already recorded, and a hung device must not hold the run up.
+    An encrypted catalog (one with a key) is not copied in the clear: the next backup,
+    which has the key, puts its sealed copy on the devices.
     """
+    if key_path(catalog.path).exists():
+        on_event(Notice("catalog copies not refreshed: the catalog is encrypted"))
+        return
     with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
         path = os.path.join(tmp, "catalog.sqlite")
         catalog.copy_to(path)

@@ -229,18 +229,19 @@ class Dispatcher:
         kind, size, mode, uid, gid = e.kind, e.size, e.mode, e.uid, e.gid
         mtime, ctime, ino, devno, source = e.mtime_ns, e.ctime_ns, e.ino, e.dev, e.source
         blob, at, roots, links = e.blobs()
+        metas = e.metas()
         if self.feed is not None:
             feed = self.feed
             return [
                 (seq, f, o, n, kind[f], o + n, mode[f], uid[f], gid[f], mtime[f], ctime[f],
                  ino[f], devno[f], source[f], roots.get(source[f], b"") + blob[at[f] : at[f + 1]],
-                 b"", feed.data_for(dev, seq, o))
+                 b"", feed.data_for(dev, seq, o), b"")
                 for seq, (f, o, n) in enumerate(batch, first)
             ]  # fmt: skip
         return [
             (seq, f, o, n, kind[f], size[f], mode[f], uid[f], gid[f], mtime[f], ctime[f],
              ino[f], devno[f], source[f], roots.get(source[f], b"") + blob[at[f] : at[f + 1]],
-             links.get(f, b""), None)
+             links.get(f, b""), None, metas.get(f, b"") if o == 0 else b"")
             for seq, (f, o, n) in enumerate(batch, first)
         ]  # fmt: skip
 

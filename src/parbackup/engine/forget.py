@@ -8,7 +8,7 @@ them forgotten or none. A forgotten set is no longer a root of catalog/liveness.
 the next prune reclaims its volumes, except the records a kept (incremental) set reuses:
 those stay live, and readable for that set, until nothing needs them.
 
-Interrupted, failed and running sets are not the policy's business (``prune --orphans``
+Interrupted, failed and running sets are not the policy's business (``prune``
 cleans up after them).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,10 +24,12 @@ from enum import StrEnum
 
 from parbackup.catalog import Catalog, SetInfo
 from parbackup.catalog.liveness import RESTORABLE
+from parbackup.devices.url import redact
 from parbackup.engine.recovery import PruneReport, prune_orphans
 from parbackup.errors import CatalogError
 from parbackup.plan.retention import Decision, Policy, SetPoint, apply_policy
 from parbackup.progress import EventSink, Notice, ignore
+from parbackup.sources.registry import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,23 @@ def group_sources(key: str) -> list[str] | None:
     return json.loads(key) if key else None
 
 
-def decide(catalog: Catalog, policy: Policy, group_by: GroupBy) -> list[Decision]:
-    """The policy's decision for every restorable set of the catalog (none refused)."""
+def source_names(names: Sequence[str]) -> list[str]:
+    """Sources as a backup records them (absolute local paths, redacted URLs), sorted."""
+    return sorted(
+        redact(n) if is_remote(n) else os.path.abspath(n.removeprefix("file://")) for n in names
+    )
+
+
+def decide(
+    catalog: Catalog, policy: Policy, group_by: GroupBy, sources: Sequence[str] = ()
+) -> list[Decision]:
+    """The policy's decision for every restorable set of the catalog (none refused);
+    with ``sources``, only for the sets of exactly those sources (a profile's)."""
+    only = source_names(sources) if sources else None
     points = [
         SetPoint(info.id, set_time(info), group_of(info, group_by), seq)
         for seq, info in enumerate(catalog.sets())
-        if info.status in RESTORABLE
+        if info.status in RESTORABLE and (only is None or sorted(info.sources) == only)
     ]
     return apply_policy(points, policy)
 
@@ -84,7 +98,7 @@ class ForgetReport:
     @property
     def exit_code(self) -> int:
         """0, or 3 when the prune after it could not reach a device."""
-        return 3 if self.prune is not None and self.prune.unreachable else 0
+        return 3 if self.prune is not None and self.prune.exit_code else 0
 
     def to_json(self) -> dict:
         groups: dict[str, dict] = {}
@@ -115,22 +129,26 @@ def forget(
     prune: bool = False,
     overrides: Sequence[str] = (),
     on_event: EventSink = ignore,
+    sources: Sequence[str] = (),
+    max_unused: float = 0.0,
 ) -> ForgetReport:
     """Apply ``policy``: mark every restorable set it does not keep 'forgotten', in one
     transaction under the run lock; with ``prune``, then reclaim what no live set needs
-    (``prune_orphans``, on every reachable device; ``overrides``: moved devices).
+    (``prune_orphans``, on every reachable device; ``overrides``: moved devices;
+    ``max_unused``: its compaction limit).
 
     ``dry_run`` decides and reports without taking the lock or changing anything.
+    ``sources`` limits the policy to the sets of exactly those sources.
     Refuses (UsageError) a policy that keeps nothing.
     """
     policy.check()
     if dry_run:
-        decisions = decide(catalog, policy, group_by)
+        decisions = decide(catalog, policy, group_by, sources)
         return ForgetReport(True, decisions)
     catalog.lock_for_run()
     log.info("holding the run lock of %s", catalog.path)
     try:
-        decisions = decide(catalog, policy, group_by)  # under the lock: nothing moves now
+        decisions = decide(catalog, policy, group_by, sources)  # under the lock: nothing moves now
         gone = {d.set.id for d in decisions if not d.keep}
         report = ForgetReport(False, decisions)
         if gone:
@@ -138,7 +156,7 @@ def forget(
             report.forgotten = catalog.mark_forgotten(gone)
             on_event(Notice(f"forgot {len(report.forgotten)} set(s)"))
         if prune:
-            report.prune = prune_orphans(catalog, overrides, on_event)
+            report.prune = prune_orphans(catalog, overrides, on_event, max_unused=max_unused)
     finally:
         catalog.run_lock.release()
     return report

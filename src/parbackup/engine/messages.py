@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.format import CHUNK
 from parbackup.model import Space
 from parbackup.sources.base import SourceSpec
@@ -38,6 +39,8 @@ class Probe:
 class Begin:
     set_id: bytes
     meta: dict
+    codec: CodecSpec | None = None
+    """How records are stored (compression, key): None writes format versions 1-2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class Failed:
 
 
 # A work item: (seq, file id, offset, size, kind index, file size, mode, uid, gid,
-# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None)
+# mtime_ns, ctime_ns, ino, dev, source number, path bytes, link bytes, data or None,
+# extended attributes: an xattrs payload, b"" when none)
 SEQ, FID, OFF, SIZE, KIND, FSIZE, MODE, UID, GID, MTIME, CTIME, INO, DEV, SRC = range(14)
-PATH, LINK, DATA = 14, 15, 16
+PATH, LINK, DATA, META = 14, 15, 16, 17

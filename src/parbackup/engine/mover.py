@@ -25,13 +25,19 @@ do they go to the catalog. A device error ends the mover with ``Failed``; a sour
 error skips the file with ``Problem`` (``kind``: "skipped"; "changed" when it changed
 under the reader; "grew" when it only grew: what was read is kept).
 
+A file, directory or symlink with extended attributes gets a kind-8 "meta" record
+after the records of its first segment, once that was read whole (docs/FORMAT.md).
+
 Records of small files are gathered into one large write; a payload larger than
 ``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,6 +45,7 @@ from typing import Any
 
 from blake3 import blake3
 
+from parbackup.crypto.codec import Codec, Place, RecordMeta
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -52,6 +59,7 @@ from parbackup.engine.messages import (
     INO,
     KIND,
     LINK,
+    META,
     MODE,
     MTIME,
     OFF,
@@ -85,6 +93,7 @@ from parbackup.format import (
     VolumeHeader,
     checksum,
     encode_record_header,
+    encode_stored_header,
     end_record,
 )
 from parbackup.sources.base import (
@@ -106,6 +115,7 @@ _RECORDS = 8192
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
+_META_CODE = KIND_CODES["meta"]
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -121,6 +131,7 @@ class _Volume:
     position: int
     records: int = 0
     since_checkpoint: int = 0
+    volume_id: bytes = b""
 
 
 @dataclass
@@ -143,6 +154,8 @@ class _Mover:
     told: float = 0.0
     reader: FileReader | None = None
     buffer: memoryview = field(default_factory=lambda: memoryview(bytearray()))
+    codec: Codec | None = None
+    """Set by Begin when the set compresses or encrypts: records are then version 4."""
 
     # -- messages ------------------------------------------------------------------------
     def tell(self, msg: object) -> None:
@@ -162,8 +175,9 @@ class _Mover:
             case Finish():
                 self.commit()
                 self.tell(Committed())
-            case Begin(set_id=set_id, meta=meta):
+            case Begin(set_id=set_id, meta=meta, codec=spec):
                 self.set_id, self.meta = set_id, meta
+                self.codec = Codec(spec) if spec is not None and spec.active else None
             case Label():
                 self.label = self.device.ensure_label().label
                 self.tell(Labelled(self.label, self.device.overwrote))
@@ -203,17 +217,39 @@ class _Mover:
     def open_volume(self) -> _Volume:
         self.sequence += 1
         name = volume_name(self.set_id.hex(), self.label, self.sequence)
+        label = bytes.fromhex(self.label)[:16].ljust(16, b"\0")
+        meta = {**self.meta, "label": self.label, "volume": self.sequence}
+        volume_id = b""
+        if self.codec is not None:
+            volume_id = secrets.token_bytes(16)
+            meta = self.volume_meta(meta, label, volume_id)
         header = VolumeHeader(
             set_id=self.set_id,
-            label=bytes.fromhex(self.label)[:16].ljust(16, b"\0"),
+            label=label,
             sequence=self.sequence,
             created_ns=time.time_ns(),
-            meta={**self.meta, "label": self.label, "volume": self.sequence},
+            meta=meta,
         ).encode()
         writer = self.device.create(name)
         writer.write(header)
-        self.volume = _Volume(writer, name, len(header))
+        self.volume = _Volume(writer, name, len(header), volume_id=volume_id)
         return self.volume
+
+    def volume_meta(self, meta: dict, label: bytes, volume_id: bytes) -> dict:
+        """The header metadata of a version-4 volume: its random id in the clear; in an
+        encrypted set, the set metadata sealed, only the label and sequence in the clear."""
+        assert self.codec is not None
+        if not self.codec.encrypted:
+            return {**meta, "volume_id": volume_id.hex()}
+        blob = json.dumps(meta, sort_keys=True).encode()
+        sealed = self.codec.seal_volume_meta(self.set_id, volume_id, label, blob)
+        return {
+            "label": self.label,
+            "volume": self.sequence,
+            "volume_id": volume_id.hex(),
+            "key_id": self.codec.spec.key_id.hex(),
+            "sealed": base64.b64encode(sealed).decode(),
+        }
 
     def flush_gather(self) -> None:
         if self.gather and self.volume is not None:
@@ -246,8 +282,25 @@ class _Mover:
     def record(self, item: tuple, offset: int, payload: memoryview | bytes) -> None:
         vol = self.volume or self.open_volume()
         n = len(payload)
-        digest = checksum(payload) if n else _EMPTY_DIGEST
-        header = encode_record_header(
+        if self.codec is not None:
+            payload, header, digest = self.encode(vol, item, offset, payload)
+            stored = len(payload)
+        else:
+            stored = -1
+            digest = checksum(payload) if n else _EMPTY_DIGEST
+            header = self.plain_header(item, offset, n, digest)
+        self.put(vol, header, payload, n)
+        self.pending.append(
+            (item[FID], vol.name, vol.position, len(header), offset, n, digest, stored)
+        )
+        size = len(header) + len(payload)
+        vol.position += size
+        vol.records += 1
+        vol.since_checkpoint += size
+
+    def plain_header(self, item: tuple, offset: int, n: int, digest: bytes) -> bytes:
+        """A version 1-2 record header (no compression, no encryption)."""
+        return encode_record_header(
             _KIND_CODES[item[KIND]],
             self.set_id,
             item[FID],
@@ -262,24 +315,110 @@ class _Mover:
             item[PATH],
             item[LINK],
         )
+
+    def encode(
+        self,
+        vol: _Volume,
+        item: tuple,
+        offset: int,
+        payload: memoryview | bytes,
+        code: int | None = None,
+    ) -> tuple[memoryview | bytes, bytes, bytes]:
+        """(stored bytes, version-4 header, checksum) of one record (crypto/codec.py);
+        ``code``: the record's kind when it is not the item's (a kind-8 meta record,
+        whose file size is its payload's length)."""
+        codec = self.codec
+        assert codec is not None
+        n = len(payload)
+        file_size = item[FSIZE] if code is None else n
+        code = _KIND_CODES[item[KIND]] if code is None else code
+        meta = RecordMeta(item[MODE], item[UID], item[GID], item[MTIME], item[PATH], item[LINK])
+        place = Place(bytes.fromhex(self.label)[:16].ljust(16, b"\0"), vol.volume_id, vol.position)
+        flags, stored = codec.encode(
+            payload,
+            set_id=self.set_id,
+            file_id=item[FID],
+            offset=offset,
+            file_size=file_size,
+            kind=code,
+            meta=meta,
+            place=place,
+        )
+        digest = codec.digest(payload)
+        if codec.encrypted:  # the clear header shows no names, modes, owners or times
+            meta = RecordMeta(0, 0, 0, 0, b"", b"")
+        header = encode_stored_header(
+            code,
+            self.set_id,
+            item[FID],
+            offset,
+            n,
+            file_size,
+            meta.mode,
+            meta.uid,
+            meta.gid,
+            meta.mtime_ns,
+            digest,
+            meta.path,
+            meta.link,
+            flags,
+            len(stored),
+        )
+        return stored, header, digest
+
+    def put(self, vol: _Volume, header: bytes, payload: memoryview | bytes, source: int) -> None:
+        """Append one record to the volume (small ones gathered into one write).
+        ``sent`` counts ``source`` bytes (what the plan assigned), spread over the slices."""
+        n = len(payload)
         if n <= _SMALL:
             self.gather += header
             self.gather += payload
-            self.sent += n
+            self.sent += source
             if len(self.gather) >= _GATHER:
                 self.flush_gather()
         else:
             self.gather += header
             self.flush_gather()
             view = memoryview(payload)
+            told = 0
             for at in range(0, n, _SLICE):  # slices: progress moves on a slow link too
                 vol.writer.write(view[at : at + _SLICE])
-                self.sent += min(_SLICE, n - at)
+                part = source * min(n, at + _SLICE) // n - told
+                self.sent += part
+                told += part
                 self.progress()
-        self.pending.append((item[FID], vol.name, vol.position, len(header), offset, n, digest))
-        vol.position += len(header) + n
+
+    def meta_record(self, item: tuple) -> None:
+        """The item's extended attributes as a kind-8 record (record version 3). The
+        catalog keeps them with the file (from the scan): this record is what makes the
+        device readable without it, so it is not among the references sent back."""
+        vol = self.volume or self.open_volume()
+        payload = item[META]
+        if self.codec is not None:  # compressed and sealed like every record of the set
+            payload, header, _ = self.encode(vol, item, 0, payload, _META_CODE)
+        else:
+            header = encode_record_header(
+                _META_CODE,
+                self.set_id,
+                item[FID],
+                0,
+                len(payload),
+                len(payload),
+                item[MODE],
+                item[UID],
+                item[GID],
+                item[MTIME],
+                checksum(payload),
+                item[PATH],
+                b"",
+            )
+        self.gather += header
+        self.gather += payload
+        vol.position += len(header) + len(payload)
         vol.records += 1
-        vol.since_checkpoint += len(header) + n
+        vol.since_checkpoint += len(header) + len(payload)
+        if len(self.gather) >= _GATHER:
+            self.flush_gather()
 
     def source(self, index: int) -> Source:
         src = self.sources.get(index)
@@ -302,11 +441,14 @@ class _Mover:
             self.done = item[SEQ]
             self.make_durable(commit=False)  # the dispatcher frees the segment's buffer
             return
+        whole = True
         if item[KIND] != FILE or size == 0:  # only regular files carry payload
             self.record(item, item[OFF], b"")
         else:
+            whole = False
             try:
                 self.copy_range(item)
+                whole = True
             except SourceGrew as exc:
                 self.tell(Problem(item[FID], str(exc), "grew"))
             except SourceChanged as exc:
@@ -315,6 +457,8 @@ class _Mover:
                 self.tell(Problem(item[FID], str(exc), "skipped"))
             finally:
                 self.close_reader()
+        if whole and item[META]:
+            self.meta_record(item)
         self.done = item[SEQ]
         vol = self.volume
         if vol is not None and (
@@ -354,9 +498,9 @@ class _Mover:
         """The file grew while read: what was read is kept only if it still is the
         file's beginning (a log appended to), which reading it again tells."""
         buffer = self.buffer
-        for _fid, _vol, _pos, _hsize, offset, n, digest in records:
+        for _fid, _vol, _pos, _hsize, offset, n, digest, _stored in records:
             at = 0
-            hasher = blake3()
+            hasher = self.codec.hasher() if self.codec is not None else blake3()
             while at < n:
                 got = reader.readinto(offset + at, buffer[: min(len(buffer), n - at)])
                 if not got:

@@ -3,7 +3,8 @@
 Every volume starts with a header holding its set's metadata (JSON: sources, strategy,
 order, threshold, number of devices) and every record carries its set id, file id,
 offset, size, checksum, path and metadata. Reading every volume of every device front to
-back is therefore enough to recreate the sets, their files and where each record lies.
+back is therefore enough to recreate the sets, their files and where each record lies;
+a kind-8 "meta" record gives its file's extended attributes back.
 Each record is checked (header CRC, payload BLAKE3) while it is read; only intact records
 enter the new catalog.
 
@@ -16,26 +17,40 @@ A set's status is decided from what the devices show: 'complete' when every volu
 with its end record, every device the set was written to is present and every file is
 whole; 'degraded' when it is restorable but something is missing; 'interrupted' when no
 volume of it was ever closed (the run died) — such a set is never restored.
+
+Encrypted sets (format version 4, docs/FORMAT.md): the devices carry the key file
+(``keys/<key id>.json``), so a passphrase is all that is needed besides them. It is
+asked for, and checked, before anything is written; the key file is then kept beside
+the new catalog. Every sealed record is authenticated while it is read.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from parbackup.catalog import Catalog
+from parbackup import xattrs
+from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
+from parbackup.crypto.codec import Codec, CodecSpec, Place
+from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
-from parbackup.errors import DeviceError, FormatError, UsageError
+from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
+from parbackup.errors import DeviceError, FormatError, KeyUnlockError, UsageError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
     RECORD_MAGIC,
+    RecordHeader,
     checksum,
     decode_record_header,
     read_volume_header,
@@ -61,6 +76,8 @@ class _SetFound:
     damaged: list[dict] = field(default_factory=list)
     files: dict[int, FileEntry] = field(default_factory=dict)
     records: list[tuple[int, RecordRef]] = field(default_factory=list)
+    metas: dict[int, bytes] = field(default_factory=dict)
+    """File id -> extended attributes (the payload of its kind-8 record)."""
 
 
 @dataclass
@@ -124,7 +141,35 @@ def _resync(win: _Window, start: int) -> int | None:
         pos += len(chunk) - len(RECORD_MAGIC) + 1
 
 
-def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFound]) -> None:
+_PLAIN = Codec(CodecSpec())
+
+
+def _volume_meta(head, codec: Codec, name: str) -> tuple[dict, bytes]:
+    """(set metadata, volume id) of a volume header, opening sealed metadata."""
+    meta = head.meta
+    try:
+        volume_id = bytes.fromhex(str(meta.get("volume_id", "")))
+    except ValueError as exc:
+        raise FormatError(f"{name}: malformed volume id") from exc
+    if "sealed" not in meta:
+        return meta, volume_id
+    if not codec.encrypted:
+        raise FormatError(f"{name}: an encrypted volume, and no key file was found")
+    try:
+        sealed = base64.b64decode(str(meta["sealed"]), validate=True)
+    except ValueError as exc:
+        raise FormatError(f"{name}: malformed sealed metadata") from exc
+    plain = codec.open_volume_meta(head.set_id, volume_id, head.label, sealed, name)
+    try:
+        opened = json.loads(plain)
+    except ValueError as exc:
+        raise FormatError(f"{name}: sealed metadata is not JSON") from exc
+    return {**opened, "label": meta.get("label"), "volume": meta.get("volume")}, volume_id
+
+
+def _read_volume(
+    device: Device, label: str, name: str, found: dict[str, _SetFound], codec: Codec = _PLAIN
+) -> None:
     """Read one volume front to back into ``found``; damage is noted, never raised.
 
     After a damaged record header the reader searches forward for the next intact
@@ -132,10 +177,12 @@ def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFou
     """
     with device.open_read(name) as stream:
         head = read_volume_header(stream)
+        meta, volume_id = _volume_meta(head, codec, name)
+        place_label = bytes.fromhex(label)[:16].ljust(16, b"\0")
         set_hex = head.set_id.hex()
         entry = found.get(set_hex)
         if entry is None:
-            entry = found[set_hex] = _SetFound(set_hex, head.meta, head.created_ns)
+            entry = found[set_hex] = _SetFound(set_hex, meta, head.created_ns)
         entry.created_ns = min(entry.created_ns, head.created_ns)
         entry.labels.add(label)
         entry.volumes += 1
@@ -174,18 +221,79 @@ def _read_volume(device: Device, label: str, name: str, found: dict[str, _SetFou
                     entry.closed_names.add((label, name))
                 return
             length = record_length(header)
-            payload = win.read(pos + length - header.size, header.size) if header.size else b""
-            if len(payload) != header.size:
+            stored = header.stored_size
+            payload = win.read(pos + length - stored, stored) if stored else b""
+            if len(payload) != stored:
                 damage("last record is cut short")
                 return
             if header.set_id != head.set_id:
                 damage(f"record at {pos} belongs to another set")
-            elif checksum(payload) != header.checksum:
-                damage("payload checksum mismatch", path=os.fsdecode(header.path))
             else:
-                _add_record(entry, header, label, name, pos, length - header.size)
+                opened = _open_record(codec, header, payload, Place(place_label, volume_id, pos))
+                if isinstance(opened, str):
+                    damage(opened, path=os.fsdecode(header.path))
+                elif opened.kind == "meta":
+                    try:
+                        xattrs.decode(opened.data)
+                        entry.metas[header.file_id] = bytes(opened.data)
+                    except FormatError as exc:
+                        damage(f"at byte {pos}: {exc}", path=os.fsdecode(opened.path))
+                else:
+                    _add_record(entry, opened.header, label, name, pos, length - stored)
             pos += length
             count += 1
+
+
+@dataclass
+class _Opened:
+    header: RecordHeader
+    data: bytes | memoryview
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def path(self) -> str:
+        return os.fsdecode(self.header.path)
+
+
+def _open_record(
+    codec: Codec, header: RecordHeader, payload: bytes | memoryview, place: Place
+) -> _Opened | str:
+    """The record's header (names unsealed) and plain payload, or what is wrong with it."""
+    if header.stored < 0:  # stored as it is (record versions 1-3)
+        if checksum(payload) != header.checksum:
+            return "payload checksum mismatch"
+        return _Opened(header, payload)
+    try:
+        sealed, data = codec.decode(
+            payload,
+            flags=header.flags,
+            set_id=header.set_id,
+            file_id=header.file_id,
+            offset=header.offset,
+            size=header.size,
+            file_size=header.file_size,
+            kind=header.code,
+            place=place,
+            what=f"record at {place.position}",
+        )
+    except FormatError as exc:
+        return str(exc)
+    if codec.digest(data) != header.checksum:
+        return "payload checksum mismatch"
+    if sealed is not None:
+        header = replace(
+            header,
+            mode=sealed.mode,
+            uid=sealed.uid,
+            gid=sealed.gid,
+            mtime_ns=sealed.mtime_ns,
+            path=sealed.path,
+            link=sealed.link,
+        )
+    return _Opened(header, data)
 
 
 def _add_record(
@@ -208,24 +316,56 @@ def _add_record(
         (
             header.file_id,
             RecordRef(
-                label, volume, position, header_size, header.offset, header.size, header.checksum
+                label,
+                volume,
+                position,
+                header_size,
+                header.offset,
+                header.size,
+                header.checksum,
+                stored=header.stored,
             ),
         )
     )
 
 
-def _scan(dev: OpenDevice, found: dict[str, _SetFound]) -> dict:
+def _scan(dev: OpenDevice, found: dict[str, _SetFound], codec: Codec = _PLAIN) -> dict:
     """Read every volume on one device; a summary for the report."""
     names = sorted(o.name for o in dev.device.list("sets/") if o.name.endswith(".pbv"))
     for name in names:
         try:
-            _read_volume(dev.device, dev.label.label, name, found)
+            _read_volume(dev.device, dev.label.label, name, found, codec)
         except (DeviceError, FormatError) as exc:
             # a volume whose header is unreadable cannot be attributed to a set
             found.setdefault("", _SetFound("", {}, 0)).damaged.append(
                 {"volume": name, "device": dev.url, "error": str(exc)}
             )
     return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
+
+
+def _scan_parity(
+    alive: list[OpenDevice], found: dict[str, _SetFound], on_event: EventSink
+) -> dict[str, list[ParityFound]]:
+    """Read the parity volume headers (engine/rebuild_parity.py); a set's data device
+    that is not present is decoded from parity and its volumes read like the others."""
+    parity: dict[str, list[ParityFound]] = {}
+    for dev in alive:
+        volumes, bad = scan_parity(dev)
+        for v in volumes:
+            parity.setdefault(v.header.set_id.hex(), []).append(v)
+        found.setdefault("", _SetFound("", {}, 0)).damaged.extend(bad)
+    if not found[""].damaged:
+        del found[""]
+    present = {dev.label.label: dev for dev in alive}
+    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        for set_hex, volumes in parity.items():
+            made, error = rebuild_missing(volumes, present, work)
+            if error:
+                on_event(Notice(f"set {set_hex}: missing devices not rebuilt: {error}"))
+            for dev in made:
+                on_event(Notice(f"set {set_hex}: device {dev.label.label} rebuilt from parity"))
+                _scan(dev, found)
+    return parity
 
 
 def pick_records(refs: list[RecordRef], closed: set[tuple[str, str]]) -> list[RecordRef]:
@@ -279,25 +419,69 @@ def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
     return ("complete" if whole else "degraded"), incomplete
 
 
+def device_key(alive: list[OpenDevice]) -> KeyFile | None:
+    """The key file the devices carry (``keys/*.json``), or None: devices of plain sets.
+    Two different keys are a UsageError (one catalog has one key)."""
+    found: dict[bytes, KeyFile] = {}
+    for dev in alive:
+        try:
+            names = [o.name for o in dev.device.list("keys/") if o.name.endswith(".json")]
+            for name in names:
+                with dev.device.open_read(name) as stream:
+                    keyfile = KeyFile.from_json(stream.read(), f"{dev.url}: {name}")
+                found.setdefault(keyfile.key_id, keyfile)
+        except DeviceError as exc:
+            raise KeyUnlockError(f"{dev.url}: cannot read its key file: {exc}") from exc
+    if len(found) > 1:
+        raise UsageError("the devices carry more than one key; rebuild them one key at a time")
+    return next(iter(found.values()), None)
+
+
 def rebuild_catalog(
-    device_urls: list[str], catalog_path: str, on_event: EventSink = ignore
+    device_urls: list[str],
+    catalog_path: str,
+    on_event: EventSink = ignore,
+    passphrase: Callable[[], bytes] | None = None,
 ) -> RebuildReport:
-    """Read every volume on the devices and write the sets found into a new catalog."""
+    """Read every volume on the devices and write the sets found into a new catalog.
+
+    When the devices carry a key file, ``passphrase()`` unlocks it (KeyUnlockError for a
+    wrong one, before anything is written) and the key file is kept beside the catalog.
+    """
     started = time.monotonic()
-    if os.path.exists(catalog_path):
+    shown = catalog_path
+    if is_catalog_url(catalog_path):
+        with open_catalog(catalog_path) as catalog:
+            _check_writable(catalog)
+            shown = catalog.path
+    elif os.path.exists(catalog_path):
         raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
     alive, dead = open_devices(list(device_urls), create_labels=False, write=False)
-    report = RebuildReport(catalog=catalog_path)
+    report = RebuildReport(catalog=shown)
     found: dict[str, _SetFound] = {}
     try:
         for d in dead:
             on_event(Notice(f"device not read: {d.url}: {d.reason}"))
             report.devices.append({"url": d.url, "error": d.reason})
+        codec = _PLAIN
+        keyfile = device_key(alive)
+        if keyfile is not None:
+            if passphrase is None:
+                raise KeyUnlockError("the devices hold encrypted sets: a passphrase is needed")
+            master, _slot = keyfile.unlock(passphrase())
+            codec = Codec(CodecSpec(master=master, key_id=keyfile.key_id))
         for dev in alive:
-            report.devices.append(_scan(dev, found))
+            report.devices.append(_scan(dev, found, codec))
+        parity = _scan_parity(alive, found, on_event)
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
-        _write_catalog(catalog_path, alive, found, urls, report, on_event)
+        info = {set_hex: parity_info(vols) for set_hex, vols in parity.items()}
+        if is_catalog_url(catalog_path):
+            _write_server_catalog(catalog_path, alive, found, urls, report, on_event, info)
+        else:
+            _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
+        if keyfile is not None:
+            keyfile.save(key_path(catalog_path))
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:
@@ -318,6 +502,7 @@ def _write_catalog(
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
+    parity: dict[str, dict] | None = None,
 ) -> None:
     """Write the sets into a new catalog under a temporary name, then rename it.
 
@@ -331,13 +516,7 @@ def _write_catalog(
             os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
     try:
         with Catalog(partial) as catalog:
-            catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
-            for dev in alive:
-                catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
-            for entry in sorted(found.values(), key=lambda e: e.created_ns):
-                doc = _write_set(catalog, entry, urls, on_event)
-                report.sets.append(doc)
-            catalog.set_meta(REBUILDING_KEY, None)
+            _fill(catalog, alive, found, urls, report, on_event, parity)
             catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:  # failed (a full disk) or interrupted: leave no half catalog
         for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
@@ -353,6 +532,56 @@ def _write_catalog(
         for extra in (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(extra)
+
+
+def _check_writable(catalog: Catalog) -> None:
+    """A catalog on a server may be rebuilt into only while it is empty, or half written
+    by an earlier rebuild-catalog that was killed (its mark is still there)."""
+    if not catalog.is_empty() and not catalog.meta(REBUILDING_KEY):
+        raise UsageError(f"{catalog.path} holds sets; rebuild-catalog writes an empty catalog only")
+
+
+def _write_server_catalog(
+    url: str,
+    alive: list[OpenDevice],
+    found: dict[str, _SetFound],
+    urls: dict[str, str],
+    report: RebuildReport,
+    on_event: EventSink,
+    parity: dict[str, dict] | None = None,
+) -> None:
+    """Write the sets into an empty catalog on a server (PostgreSQL). There is no file
+    to rename into place: the REBUILDING_KEY mark, set first and cleared last, keeps a
+    half-written catalog from being pruned on, and a rebuild run again starts afresh."""
+    with open_catalog(url) as catalog:
+        catalog.lock_for_run()  # no backup writes into it meanwhile
+        _check_writable(catalog)
+        catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+        catalog.clear()
+        _fill(catalog, alive, found, urls, report, on_event, parity)
+
+
+def _fill(
+    catalog: Catalog,
+    alive: list[OpenDevice],
+    found: dict[str, _SetFound],
+    urls: dict[str, str],
+    report: RebuildReport,
+    on_event: EventSink,
+    parity: dict[str, dict] | None = None,
+) -> None:
+    """Write the devices and sets found into ``catalog``, under the REBUILDING_KEY mark;
+    ``parity``: set id -> the parity layout read from the parity volumes."""
+    catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
+    for dev in alive:
+        catalog.remember_device(dev.label.label, dev.url, dev.device.scheme)
+    for entry in sorted(found.values(), key=lambda e: e.created_ns):
+        doc = _write_set(catalog, entry, urls, on_event)
+        if parity and entry.set_hex in parity:
+            catalog.set_parity(entry.set_hex, parity[entry.set_hex])
+            doc["parity"] = {"k": parity[entry.set_hex]["k"], "m": parity[entry.set_hex]["m"]}
+        report.sets.append(doc)
+    catalog.set_meta(REBUILDING_KEY, None)
 
 
 def _write_set(
@@ -371,7 +600,9 @@ def _write_set(
         created=created,
     )
     on_event(Notice(f"set {entry.set_hex}: writing {len(entry.files)} file(s) into the catalog"))
-    catalog.add_files(entry.set_hex, sorted(entry.files.items()))
+    metas = entry.metas
+    files = sorted(entry.files.items())
+    catalog.add_files(entry.set_hex, [(f, replace(e, meta=metas.get(f, b""))) for f, e in files])
     chosen = _choose(entry)
     catalog.add_records(
         entry.set_hex, [(fid, ref) for fid, refs in sorted(chosen.items()) for ref in refs]

@@ -23,7 +23,7 @@ leftovers whose set the catalog does not know are foreign and stay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
@@ -31,6 +31,7 @@ from parbackup.catalog.liveness import (
     DevicePlan,
     SetNode,
     SetStatus,
+    VolumeUse,
     compacted_name,
     forgettable,
     plan_device,
@@ -38,7 +39,13 @@ from parbackup.catalog.liveness import (
 from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
-from parbackup.format import checksum, end_record, parse_record_header, read_volume_header
+from parbackup.format import (
+    VolumeHeader,
+    checksum,
+    end_record,
+    parse_record_header,
+    read_volume_header,
+)
 from parbackup.progress import EventSink, Notice, ignore
 
 
@@ -57,8 +64,67 @@ class Reclaimed:
     """URL -> why it could not be (fully) cleaned."""
     cleaned: set[str] = field(default_factory=set)
     """Labels whose every dead volume is gone."""
+    actions: list[Action] = field(default_factory=list)
+    """Every volume deleted or compacted (or, in a dry run, that would be)."""
     discarded: dict[str, list[str]] = field(default_factory=dict)
     """URL -> unfinished writes discarded (open uploads, ``.tmp-`` files)."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One volume reclaimed: on which device, ``delete`` or ``compact``, bytes freed."""
+
+    url: str
+    volume: str
+    action: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {"device": self.url, "volume": self.volume, "action": self.action,
+                "bytes": self.bytes}  # fmt: skip
+
+
+READ_BATCH = 8 << 20
+"""Live records lying back to back are read from the old volume in one request of up
+to this many bytes (one ranged GET on S3 instead of one per record)."""
+
+
+def read_batches(
+    extents: Sequence[tuple[int, int, bytes]], limit: int = READ_BATCH
+) -> list[list[tuple[int, int, bytes]]]:
+    """Group ``extents`` (by position) into runs that lie back to back and together hold
+    at most ``limit`` bytes (a single larger record is a run of its own)."""
+    runs: list[list[tuple[int, int, bytes]]] = []
+    size = 0
+    for ext in extents:
+        position, length, _ = ext
+        if runs:
+            last_pos, last_len, _ = runs[-1][-1]
+            if last_pos + last_len == position and size + length <= limit:
+                runs[-1].append(ext)
+                size += length
+                continue
+        runs.append([ext])
+        size = length
+    return runs
+
+
+class NotCompactable(Exception):
+    """A volume whose live records cannot be copied as they are (left whole, not an
+    error: its dead records stay until every record in it is dead)."""
+
+
+def not_compactable(head: VolumeHeader) -> str:
+    """Why a volume cannot be compacted by copying its live records, or ''.
+
+    Records of format 4 (compressed or encrypted sets) are bound to their place: an
+    encrypted record's associated data and nonce name its volume id and position, so a
+    copy would have to be decrypted and sealed again under a new volume id. Until prune
+    does that (it would need the passphrase), such a volume is deleted only whole.
+    """
+    if "volume_id" in head.meta or "sealed" in head.meta:
+        return "records of a compressed or encrypted set are bound to their place"
+    return ""
 
 
 def compact_volume(
@@ -67,29 +133,39 @@ def compact_volume(
     """Copy the live records of ``volume`` into a new volume, switch, delete the old one.
 
     Every copied record is checked (header CRC, payload BLAKE3 against the catalog's
-    checksum) first: a damaged one stops the compaction and the old volume stays.
-    Returns the new volume's name.
+    checksum) as it is copied: a damaged one stops the compaction, the new volume is
+    aborted and the old one stays. The new volume is committed before the catalog's
+    rows switch to it (one transaction), and the old one is deleted only after that.
+    Records lying back to back are read together (``read_batches``). Returns the new
+    volume's name.
     """
     extents = catalog.live_extents(root_ids, label, volume)
     with device.open_read(volume, 64 * 1024) as stream:
         head = read_volume_header(stream)
+    why = not_compactable(head)
+    if why:
+        raise NotCompactable(f"{volume}: {why}")
     new = compacted_name(volume)
     writer = device.create(new)
     moves: dict[int, int] = {}
     try:
         writer.write(device.read(volume, 0, head.length))
         at = head.length
-        for position, length, expected in extents:
-            data = device.read(volume, position, length)
-            if len(data) != length:
-                raise FormatError(f"{volume}: record at {position} is cut short")
-            header = parse_record_header(data)
-            payload = memoryview(data)[length - header.size :]
-            if header.checksum != expected or checksum(payload) != expected:
-                raise FormatError(f"{volume}: record at {position} is damaged")
-            writer.write(data)
-            moves[position] = at
-            at += length
+        for run in read_batches(extents):
+            start = run[0][0]
+            end = run[-1][0] + run[-1][1]
+            block = memoryview(device.read(volume, start, end - start))
+            for position, length, expected in run:
+                data = block[position - start : position - start + length]
+                if len(data) != length:
+                    raise FormatError(f"{volume}: record at {position} is cut short")
+                header = parse_record_header(data)
+                payload = data[length - header.size :]
+                if header.checksum != expected or checksum(payload) != expected:
+                    raise FormatError(f"{volume}: record at {position} is damaged")
+                writer.write(data)
+                moves[position] = at
+                at += length
         writer.write(end_record(head.set_id, len(extents)).encode())
         writer.commit()
     except BaseException:
@@ -106,16 +182,23 @@ def reclaim(
     devices: Sequence[OpenDevice],
     on_event: EventSink = ignore,
     keep: Set[str] = frozenset(),
+    *,
+    max_unused: float = 0.0,
+    dry_run: bool = False,
 ) -> Reclaimed:
     """Delete, on ``devices``, everything no live set needs (see the module docstring).
 
     ``keep``: sets to treat as roots besides the catalog's own (the sets a starting run
-    is about to reuse records from). The caller holds the catalog's run lock.
+    is about to reuse records from). ``max_unused``: a partly live volume is compacted
+    only when more than this percentage of it is unused (``liveness.worth_compacting``).
+    ``dry_run``: decide and report (``actions``, ``bytes``), change nothing. The caller
+    holds the catalog's run lock (not needed for a dry run).
     """
     nodes = catalog.set_nodes()
     root_ids = catalog.root_ids(keep)
     # 1. the catalog stops pointing into dead sets' volumes
-    catalog.drop_dead_records({n.id for n in nodes} - root_ids)
+    if not dry_run:
+        catalog.drop_dead_records({n.id for n in nodes} - root_ids)
     by_id = {n.id: n for n in nodes}
     whole = root_ids | catalog.pinned_ids(keep)
     # only volumes a plan may touch need their live bytes counted
@@ -139,13 +222,50 @@ def reclaim(
             by_id,
             whole,
             use.get(label, {}),
+            max_unused=max_unused,
         )
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
-        done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
-        if _discard_unfinished(dev, by_id, out, on_event) and done:
+        if dry_run:
+            _would(dev, plan, dict(objects), use.get(label, {}), out)
+        else:
+            done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
+            if _discard_unfinished(dev, by_id, out, on_event) and done:
+                out.cleaned.add(label)
             out.cleaned.add(label)
     return out
+
+
+def _would(
+    dev: OpenDevice,
+    plan: DevicePlan,
+    sizes: dict[str, int],
+    use: Mapping[str, VolumeUse],
+    out: Reclaimed,
+) -> None:
+    """Record, without acting, what ``plan`` would delete and compact on one device, and
+    the bytes that would be freed (a compacted volume keeps its header, its live records
+    and an end record: the header is read to count them exactly)."""
+    url = dev.url
+    for name in plan.delete:
+        out.deleted.setdefault(url, []).append(name)
+        out.actions.append(Action(url, name, "delete", sizes.get(name, 0)))
+        out.bytes += sizes.get(name, 0)
+    for name in plan.compact:
+        try:
+            with dev.device.open_read(name, 64 * 1024) as stream:
+                head = read_volume_header(stream)
+        except (DeviceError, FormatError) as exc:
+            out.failed[url] = str(exc)
+            continue
+        if not_compactable(head):
+            continue
+        kept = head.length + use[name].live_bytes
+        kept += len(end_record(head.set_id, use[name].records).encode())
+        freed = max(0, sizes.get(name, 0) - kept)
+        out.compacted.setdefault(url, []).append(name)
+        out.actions.append(Action(url, name, "compact", freed))
+        out.bytes += freed
 
 
 def _discard_unfinished(
@@ -203,11 +323,15 @@ def _carry_out(
             continue
         out.deleted.setdefault(dev.url, []).append(name)
         out.bytes += sizes.get(name, 0)
+        out.actions.append(Action(dev.url, name, "delete", sizes.get(name, 0)))
     for name in plan.compact:
         before = sizes.get(name, 0)
         try:
             new = compact_volume(catalog, dev.device, plan.label, name, root_ids)
             after = dev.device.size(new)
+        except NotCompactable as exc:
+            on_event(Notice(f"not compacted on {dev.url}: {exc}"))
+            continue
         except (DeviceError, FormatError) as exc:
             on_event(Notice(f"could not compact {name} on {dev.url}: {exc}"))
             out.failed[dev.url] = str(exc)
@@ -215,6 +339,7 @@ def _carry_out(
             continue
         out.compacted.setdefault(dev.url, []).append(name)
         out.bytes += max(0, before - after)
+        out.actions.append(Action(dev.url, name, "compact", max(0, before - after)))
     if plan.delete or plan.compact:
         on_event(
             Notice(

@@ -22,12 +22,12 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
-from parbackup.catalog.liveness import SetStatus
+from parbackup.catalog.liveness import SetStatus, free_tapes
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
-from parbackup.engine.reclaim import forget_dead, reclaim
+from parbackup.engine.reclaim import Action, forget_dead, reclaim
 from parbackup.entries import Entries
 from parbackup.errors import CatalogError
 from parbackup.model import Kind
@@ -109,7 +109,8 @@ def clean_interrupted(
 
 @dataclass
 class PruneReport:
-    """What ``prune --orphans`` did; ``to_json`` gives its ``--json`` document."""
+    """What ``prune`` did (or, with ``dry_run``, would do); ``to_json`` gives its
+    ``--json`` document."""
 
     removed: dict[str, list[str]] = field(default_factory=dict)
     """set id -> device URLs its volumes were deleted from."""
@@ -119,19 +120,40 @@ class PruneReport:
     foreign: dict[str, list[str]] = field(default_factory=dict)
     """Sets found on devices but unknown to this catalog (left alone): id -> URLs."""
     unreachable: dict[str, str] = field(default_factory=dict)
+    """label -> why the device could not be opened."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """label -> why a device was opened but not fully cleaned (a failed deletion, a
+    damaged record that stopped a compaction: the old volume stays)."""
     reclaimed_bytes: int = 0
+    dry_run: bool = False
+    max_unused: float = 0.0
+    volumes: list[Action] = field(default_factory=list)
+    """Every volume deleted or compacted (would be, in a dry run), with the bytes freed."""
+    free_tapes: dict[str, list[str]] = field(default_factory=dict)
+    """URL -> labels of every tape nothing live is on: it may be reused."""
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 3 when a device could not be reached or fully cleaned."""
+        return 3 if self.unreachable or self.problems else 0
+
     discarded: dict[str, list[str]] = field(default_factory=dict)
     """Device URL -> writes killed runs never finished, discarded (open S3 uploads,
     ``.tmp-`` files)."""
 
     def to_json(self) -> dict:
         return {
+            "dry_run": self.dry_run,
+            "max_unused": self.max_unused,
             "removed": self.removed,
             "compacted": self.compacted,
             "forgotten": self.forgotten,
             "foreign": self.foreign,
             "unreachable": self.unreachable,
+            "problems": self.problems,
             "reclaimed_bytes": self.reclaimed_bytes,
+            "volumes": [a.to_json() for a in self.volumes],
+            "free_tapes": [{"url": k, "labels": v} for k, v in self.free_tapes.items()],
             "discarded": self.discarded,
         }
 
@@ -145,44 +167,64 @@ def _by_set(per_url: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def prune_orphans(
-    catalog: Catalog, overrides: Sequence[str] = (), on_event: EventSink = ignore
+    catalog: Catalog,
+    overrides: Sequence[str] = (),
+    on_event: EventSink = ignore,
+    *,
+    max_unused: float = 0.0,
+    dry_run: bool = False,
 ) -> PruneReport:
     """Delete what no live set needs from every reachable device the catalog knows.
 
-    Holds the catalog's run lock, so it never races a running backup. Dead sets whose
-    volumes are gone and that nothing live points into are removed from the catalog once
-    every known device was cleaned. Sets the catalog does not know are reported, never
-    deleted: they may belong to another catalog sharing the devices. After a compaction
-    or a deletion the catalog copy on every reachable disk is refreshed (the old copies
-    name volumes that are gone, and after ``forget`` still call its sets complete).
-    Refuses a catalog a killed ``rebuild-catalog`` left half written.
+    Holds the catalog's run lock, so it never races a running backup. A volume partly
+    needed is compacted when more than ``max_unused`` percent of it is unused. Dead sets
+    whose volumes are gone and that nothing live points into are removed from the
+    catalog once every known device was cleaned. Sets the catalog does not know are
+    reported, never deleted: they may belong to another catalog sharing the devices.
+    After a compaction or a deletion the catalog copy on every reachable disk is
+    refreshed (the old copies name volumes that are gone, and after ``forget`` still
+    call its sets complete). Tapes are not opened: nothing is deleted from a tape; one
+    that nothing live is on is reported free (``free_tapes``). ``dry_run`` opens the
+    devices for reading, takes no lock and changes nothing. Refuses a catalog a killed
+    ``rebuild-catalog`` left half written.
     """
     if catalog.meta(REBUILDING_KEY):
         raise CatalogError(
             f"{catalog.path} was left half written by a rebuild-catalog that did not finish;"
             " nothing is pruned on its word (run rebuild-catalog again)"
         )
-    catalog.lock_for_run()
-    report = PruneReport()
+    if not dry_run:
+        catalog.lock_for_run()
+    report = PruneReport(dry_run=dry_run, max_unused=max_unused)
     try:
-        opened, missing = devices_for_labels(catalog.device_urls(), list(overrides))
+        tapes = catalog.tape_labels()
+        disks = {k: v for k, v in catalog.device_urls().items() if k not in tapes}
+        opened, missing = devices_for_labels(disks, list(overrides), write=not dry_run)
         report.unreachable = dict(missing)
         try:
-            done = reclaim(catalog, list(opened.values()), on_event)
-            if done.compacted or done.deleted:  # the copies name volumes that are gone now
-                disks = [d for d in opened.values() if not d.device.capabilities.sequential]
-                copy_catalog(catalog, disks, on_event)
+            done = reclaim(
+                catalog, list(opened.values()), on_event, max_unused=max_unused, dry_run=dry_run
+            )
+            if not dry_run and (done.compacted or done.deleted):
+                # the copies name volumes that are gone now
+                copy_catalog(catalog, list(opened.values()), on_event)
         finally:
             close_all(list(opened.values()))
         urls = {d.url: label for label, d in opened.items()}
         for url, why in done.failed.items():
-            report.unreachable[urls.get(url, url)] = why
+            report.problems[urls.get(url, url)] = why
         report.removed = _by_set(done.deleted)
         report.compacted = _by_set(done.compacted)
         report.foreign = done.foreign
         report.reclaimed_bytes = done.bytes
+        report.volumes = done.actions
         report.discarded = done.discarded
-        report.forgotten = forget_dead(catalog, done.cleaned)
+        root_ids = catalog.root_ids()
+        live, busy = catalog.labels_in_use(root_ids, root_ids | catalog.pinned_ids())
+        report.free_tapes = free_tapes(tapes, live, busy)
+        if not dry_run:  # a tape is never deleted from: nothing is left to clean there
+            report.forgotten = forget_dead(catalog, done.cleaned | set(tapes))
     finally:
-        catalog.run_lock.release()
+        if not dry_run:
+            catalog.run_lock.release()
     return report

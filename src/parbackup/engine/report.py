@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.format import CHUNK
 from parbackup.model import DeviceReport, Order, Skipped, Strategy
 from parbackup.plan.pacing import Balance
@@ -33,6 +34,12 @@ class BackupOptions:
     """What the scan of local trees leaves out (excludes, tags, one filesystem)."""
     created: str = ""
     """The set's time in the catalog (ISO 8601, UTC; ``backup --time``), '' for now."""
+    codec: CodecSpec | None = None
+    """Compression and encryption of the set's records (None: neither; format 1-2)."""
+    key_file: bytes = b""
+    """The key file (wrapped key, no secret) an encrypted set puts on every device."""
+    parity: int = 0
+    """``--parity m``: the last m devices hold parity (engine/parity.py)."""
 
 
 @dataclass
@@ -58,13 +65,15 @@ class BackupReport:
     restorable, with a warning."""
     excluded: dict[str, int] = field(default_factory=dict)
     """Entries the selection left out, per rule."""
+    parity: dict = field(default_factory=dict)
+    """With ``--parity``: devices, and the redundancy the set has (engine/parity.py)."""
 
     @property
     def exit_code(self) -> int:
         """0 clean, 3 done with warnings, 1 failed."""
         if self.status == "failed":
             return 1
-        warnings = self.skipped or self.inconsistent or self.grown
+        warnings = self.skipped or self.inconsistent or self.grown or "error" in self.parity
         return 3 if self.status == "degraded" or warnings else 0
 
     def balance(self) -> dict:
@@ -120,6 +129,8 @@ class BackupReport:
             "grown": [{"path": s.path, "error": s.error} for s in self.grown],
             "excluded": dict(self.excluded),
         }
+        if self.parity:
+            out["parity"] = dict(self.parity)
         if self.error:
             out["error"] = self.error
         return out

@@ -34,7 +34,7 @@ def automatic_excludes(
             continue
         if parsed.scheme in ("file", "tape") and parsed.path:
             found.append((parsed.path, f"automatic: backup device {parsed.display}"))
-    if catalog_path:
+    if catalog_path and "://" not in catalog_path:  # a catalog on a server is no file
         for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
             found.append((catalog_path + suffix, "automatic: the catalog"))
     out: dict[str, str] = {}

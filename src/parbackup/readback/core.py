@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.forkserver import ForkServerExecutor
 from parbackup.model import RecordRef
 from parbackup.progress import DeviceBytes, EventSink
@@ -247,6 +248,7 @@ def read_back(
     executor: Executor | None = None,
     stall: float = STALL_SECONDS,
     slowest: float = SLOWEST,
+    codec: CodecSpec | None = None,
 ) -> Outcome:
     """Read ``work`` (records per device label) with one reader process per device.
 
@@ -254,7 +256,8 @@ def read_back(
     device's records for the volume-frame checks and whether its volumes must end with an
     end record. ``on_good`` hears the files a reader reported good, as they come. A
     reader silent for ``stall`` seconds, plus the time a read it announced takes at
-    ``slowest`` bytes per second, is given up.
+    ``slowest`` bytes per second, is given up. ``codec`` (with the key of an encrypted
+    set) goes to every reader in its work, never through the environment.
     """
     run = _Run(executor or default_executor(), on_event, slowest)
     needed = set(work) | set(frames or {})
@@ -272,7 +275,7 @@ def read_back(
             reader.pending = {fid for fid, _ in records}
             frame_refs, expect_end = (frames or {}).get(label, (None, True))
             frame_work = None if frame_refs is None else pack(frame_refs)
-            reader.worker.send(Work(set_id, pack(records), spec, frame_work, expect_end))
+            reader.worker.send(Work(set_id, pack(records), spec, frame_work, expect_end, codec))
             reader.last = time.monotonic()
         run.gather(on_good, on_chunk, stall, stop_on_damage)
     finally:

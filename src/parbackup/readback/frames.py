@@ -81,7 +81,7 @@ def _check_volume(
             out.append(
                 FrameDamage(volume, fid, f"record expected at {at}, catalog says {ref.position}")
             )
-        at = ref.position + ref.header_size + ref.size
+        at = ref.position + ref.header_size + ref.length
         if ref.size == 0:
             empties.append((fid, ref))
     out.extend(_check_empties(device, set_id, volume, empties))
@@ -111,7 +111,7 @@ def _check_empties(
     for fid, ref in empties:
         if runs:
             last = runs[-1][-1][1]
-            touching = ref.position == last.position + last.header_size
+            touching = ref.position == last.position + last.header_size + last.length
             if touching and ref.position + ref.header_size - runs[-1][0][1].position <= _SPAN:
                 runs[-1].append((fid, ref))
                 continue
@@ -136,6 +136,6 @@ def _check_empties(
                 fid,
                 ref.offset,
                 0,
-            ) or header.checksum != ref.checksum:
+            ) or (header.checksum, header.stored_size) != (ref.checksum, ref.length):
                 out.append(FrameDamage(volume, fid, "record does not match the catalog"))
     return out

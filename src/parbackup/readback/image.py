@@ -18,6 +18,7 @@ from parbackup.errors import RestoreError
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.recover import recovered
 from parbackup.readback.restore import RestoreOptions, RestoreReport
 from parbackup.readback.select import covered, records_by_label, restorable_set, select_files
 from parbackup.readback.sinks import BlockSinkSpec
@@ -58,14 +59,18 @@ def run_image_restore(
         report.seconds = time.monotonic() - started
         return report
     spec = BlockSinkSpec(options.target)
-    outcome = read_back(
-        bytes.fromhex(info.id),
-        records,
-        catalog.device_urls(),
-        options.devices,
-        lambda _label: spec,
-        on_event,
-    )
+    known = catalog.device_urls()
+    with recovered(catalog, info.id, known, options.devices) as rescue:
+        outcome = read_back(
+            bytes.fromhex(info.id),
+            records,
+            known,
+            tuple(options.devices) + tuple(rescue.urls),
+            lambda _label: spec,
+            on_event,
+            codec=options.codec,
+        )
+    report.rebuilt = sorted(rescue.missing)
     if outcome.ok(image.file_id, len(records)):
         report.files, report.bytes = 1, image.entry.size
         on_event(FileDone(image.entry.path))

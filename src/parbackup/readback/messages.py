@@ -20,12 +20,13 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from parbackup.crypto.codec import CodecSpec
 from parbackup.model import RecordRef
 from parbackup.readback.sinks import SinkSpec
 
-PackedRef = tuple[int, str, int, int, int, int, bytes, str, int]
+PackedRef = tuple[int, str, int, int, int, int, bytes, str, int, int]
 """(file id, volume, position, header size, offset, size, checksum, origin set, origin
-file): one record as a reader receives it."""
+file, stored): one record as a reader receives it."""
 
 
 def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
@@ -41,6 +42,7 @@ def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
             r.checksum,
             sys.intern(r.origin_set),
             r.origin_file,
+            r.stored,
         )
         for fid, r in records
     ]
@@ -88,6 +90,8 @@ class Work:
     sink: SinkSpec
     frames: list[PackedRef] | None = None
     expect_end: bool = True
+    codec: CodecSpec | None = None
+    """How the set's version-4 records are stored; its key opens encrypted ones."""
 
 
 @dataclass(frozen=True, slots=True)

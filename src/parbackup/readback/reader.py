@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any
 
+from parbackup.crypto.codec import Codec, CodecSpec, Place
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -26,8 +27,10 @@ from parbackup.errors import DeviceError, FormatError, ParbackupError
 from parbackup.format import (
     MAX_NAME,
     MAX_PAYLOAD,
+    MAX_STORED,
     RECORD_FIXED_SIZE,
     RecordHeader,
+    VolumeHeader,
     checksum,
     iter_volume,
     parse_record_header,
@@ -50,7 +53,7 @@ from parbackup.readback.messages import (
 from parbackup.readback.sinks import Sink, StreamSinkSpec, build_sink
 
 SPAN = 16 << 20
-MAX_HEADER = RECORD_FIXED_SIZE + 2 * MAX_NAME + 4
+MAX_HEADER = RECORD_FIXED_SIZE + 8 + 2 * MAX_NAME + 4
 """No record header is longer; a catalog saying otherwise is damaged or crafted."""
 _FLUSH_SECONDS = 0.2
 _FLUSH_ITEMS = 4096
@@ -91,13 +94,83 @@ def check_record(fid: int, ref: RecordRef, set_id: bytes, head: bytes, payload: 
         header = parse_record_header(head)
     except FormatError as exc:
         return f"damaged record header: {exc}"
-    if not matches_catalog(header, fid, ref, set_id):
-        return "record does not match the catalog"
-    if len(payload) != ref.size:
-        return "record is cut short"
-    if checksum(payload) != ref.checksum:
-        return "payload checksum mismatch"
-    return ""
+    return open_record(header, fid, ref, set_id, payload, _PLAIN, None)[0]
+
+
+_PLAIN = Codec(CodecSpec())
+
+
+def open_record(
+    header: RecordHeader,
+    fid: int,
+    ref: RecordRef,
+    set_id: bytes,
+    stored: memoryview | bytes,
+    codec: Codec,
+    place: Place | None,
+) -> tuple[str, memoryview | bytes | None]:
+    """('', payload) if the record matches the catalog, decodes (version 4: decompress,
+    decrypt and authenticate) and matches its checksum; else (what is wrong, None)."""
+    if not matches_catalog(header, fid, ref, set_id) or header.stored_size != ref.length:
+        return "record does not match the catalog", None
+    if len(stored) != ref.length:
+        return "record is cut short", None
+    payload: memoryview | bytes = stored
+    if header.stored >= 0:
+        owner_set, owner_file = expected_owner(fid, ref, set_id)
+        try:
+            _meta, payload = codec.decode(
+                stored,
+                flags=header.flags,
+                set_id=owner_set,
+                file_id=owner_file,
+                offset=header.offset,
+                size=header.size,
+                file_size=header.file_size,
+                kind=header.code,
+                place=place,
+                what=f"{ref.volume} at {ref.position}",
+            )
+        except FormatError as exc:
+            return str(exc), None
+        if codec.digest(payload) != ref.checksum:
+            return "payload checksum mismatch", None
+    elif checksum(payload) != ref.checksum:
+        return "payload checksum mismatch", None
+    return "", payload
+
+
+class _Places:
+    """Where records lie, for the associated data of encrypted ones: the device label
+    and each volume's random id (read once from its header)."""
+
+    def __init__(self, device: Device, label: str, codec: Codec) -> None:
+        self.device, self.codec = device, codec
+        self.label = bytes.fromhex(label)[:16].ljust(16, b"\0") if label else bytes(16)
+        self.ids: dict[str, bytes | str] = {}
+
+    def volume_id(self, volume: str, header: VolumeHeader | None = None) -> bytes | str:
+        """The volume's id, or why it cannot be had (a damaged header)."""
+        known = self.ids.get(volume)
+        if known is not None:
+            return known
+        try:
+            if header is None:
+                with self.device.open_read(volume, 64 * 1024) as stream:
+                    header = read_volume_header(stream)
+            found: bytes | str = bytes.fromhex(str(header.meta.get("volume_id", "")))
+            if len(found) != 16:
+                found = "volume header has no volume id"
+        except (DeviceError, FormatError, ValueError) as exc:
+            found = f"volume header: {exc}"
+        self.ids[volume] = found
+        return found
+
+    def place(self, ref: RecordRef) -> Place | str:
+        if not self.codec.encrypted:
+            return Place(self.label, bytes(16), ref.position)
+        vid = self.volume_id(ref.volume)
+        return vid if isinstance(vid, str) else Place(self.label, vid, ref.position)
 
 
 def read_records(
@@ -109,23 +182,29 @@ def read_records(
     span: int = SPAN,
     by_offset: bool = False,
     announce: Announce = _quiet,
+    codec: Codec = _PLAIN,
+    label: str = "",
 ) -> None:
     """Fetch and check every wanted record of one device; report each through deliver.
 
     ``by_offset``: a random-access device serves the records in file-offset order (a
     stream restore writes them in that order), else in volume order. ``announce`` hears
-    of every read before it starts, so a slow device is told from a hung one.
+    of every read before it starts, so a slow device is told from a hung one. ``codec``
+    decodes version-4 records; ``label`` is the device's (encrypted records are bound
+    to it).
     """
+    places = _Places(device, label, codec)
     sane = []
     for fid, ref in wanted:
-        if not 0 <= ref.size <= MAX_PAYLOAD or not 0 < ref.header_size <= MAX_HEADER:
+        sizes_ok = 0 <= ref.size <= MAX_PAYLOAD and -1 <= ref.stored <= MAX_STORED
+        if not sizes_ok or not 0 < ref.header_size <= MAX_HEADER:
             deliver(fid, ref, None, "catalog record sizes are out of range")
         elif ref.position < 0 or ref.offset < 0:
             deliver(fid, ref, None, "catalog record position is out of range")
         else:
             sane.append((fid, ref))
     if device.capabilities.sequential:
-        _read_sequential(device, set_id, sane, deliver, announce)
+        _read_sequential(device, set_id, sane, deliver, announce, places)
         return
     if by_offset:
         ordered = sorted(sane, key=lambda w: (w[0], w[1].offset))
@@ -134,17 +213,17 @@ def read_records(
     for volume, group in groupby(ordered, key=lambda w: w[1].volume):
         batch: list[tuple[int, RecordRef]] = []
         for fid, ref in group:
-            end = ref.position + ref.header_size + ref.size
+            end = ref.position + ref.header_size + ref.length
             if batch:
                 first = batch[0][1]
                 last = batch[-1][1]
-                contiguous = ref.position == last.position + last.header_size + last.size
+                contiguous = ref.position == last.position + last.header_size + last.length
                 if not contiguous or end - first.position > span:
-                    _read_span(device, volume, set_id, batch, deliver, announce)
+                    _read_span(device, volume, set_id, batch, deliver, announce, places)
                     batch = []
             batch.append((fid, ref))
         if batch:
-            _read_span(device, volume, set_id, batch, deliver, announce)
+            _read_span(device, volume, set_id, batch, deliver, announce, places)
 
 
 def _read_span(
@@ -154,10 +233,11 @@ def _read_span(
     batch: list[tuple[int, RecordRef]],
     deliver: Deliver,
     announce: Announce,
+    places: _Places,
 ) -> None:
     start = batch[0][1].position
     last = batch[-1][1]
-    length = last.position + last.header_size + last.size - start
+    length = last.position + last.header_size + last.length - start
     announce(length)
     try:
         data = memoryview(device.read(volume, start, length))
@@ -168,9 +248,18 @@ def _read_span(
     for fid, ref in batch:
         at = ref.position - start
         head = bytes(data[at : at + ref.header_size])
-        payload = data[at + ref.header_size : at + ref.header_size + ref.size]
-        error = check_record(fid, ref, set_id, head, payload)
-        deliver(fid, ref, None if error else payload, error)
+        stored = data[at + ref.header_size : at + ref.header_size + ref.length]
+        try:
+            header = parse_record_header(head)
+        except FormatError as exc:
+            deliver(fid, ref, None, f"damaged record header: {exc}")
+            continue
+        place = places.place(ref) if header.stored >= 0 else None
+        if isinstance(place, str):
+            deliver(fid, ref, None, place)
+            continue
+        error, payload = open_record(header, fid, ref, set_id, stored, places.codec, place)
+        deliver(fid, ref, None if error else memoryview(payload), error)
 
 
 def _read_sequential(
@@ -179,6 +268,7 @@ def _read_sequential(
     wanted: Sequence[tuple[int, RecordRef]],
     deliver: Deliver,
     announce: Announce,
+    places: _Places,
 ) -> None:
     """One pass front to back over each volume, serving the wanted records as they pass."""
     by_volume: dict[str, dict[int, tuple[int, RecordRef]]] = {}
@@ -188,17 +278,23 @@ def _read_sequential(
         want = by_volume[volume]
         try:
             with device.open_read(volume) as stream:
-                start = read_volume_header(stream).length
-                for position, header, payload in iter_volume(stream, start):
+                head = read_volume_header(stream)
+                if places.codec.encrypted:
+                    places.volume_id(volume, head)
+                for position, header, payload in iter_volume(stream, head.length):
                     hit = want.pop(position, None)
                     if hit is None:
                         announce(0)
                         continue
                     fid, ref = hit
-                    error = ""
-                    if not matches_catalog(header, fid, ref, set_id):
-                        error = "record does not match the catalog"
-                    deliver(fid, ref, None if error else memoryview(payload), error)
+                    place = places.place(ref) if header.stored >= 0 else None
+                    if isinstance(place, str):
+                        deliver(fid, ref, None, place)
+                    else:
+                        error, data = open_record(
+                            header, fid, ref, set_id, payload, places.codec, place
+                        )
+                        deliver(fid, ref, None if error else memoryview(data), error)
                     if not want:
                         break
         except (DeviceError, FormatError) as exc:
@@ -336,6 +432,7 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
         _close(device)
         return
     results = _Results(channel, sink, records)
+    codec = Codec(work.codec) if work.codec is not None else _PLAIN
     read_records(
         device,
         work.set_id,
@@ -343,6 +440,8 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
         results.deliver,
         by_offset=isinstance(work.sink, StreamSinkSpec),
         announce=results.announce,
+        codec=codec,
+        label=label,
     )
     results.finish()
     if work.frames is not None and not device.capabilities.sequential:

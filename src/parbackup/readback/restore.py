@@ -8,7 +8,8 @@ damaged or incomplete file is removed and reported, never handed back as good. A
 whose records all lie on one device is finished by that device's reader, so per-file
 work spreads over the processes; this process finishes files split over devices, then
 makes hard links and special files, then symlinks, and gives directories their metadata
-last (deepest first). Nothing is written through a symlink. An interrupted restore
+last (deepest first), and extended attributes (ACLs, capabilities) to everything at
+the very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted restore
 (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 """
 
@@ -17,14 +18,18 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile
+from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import Outcome, read_back, warm_up
+from parbackup.readback.fidelity import restore_extended
 from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
     left_out,
@@ -35,6 +40,7 @@ from parbackup.readback.select import (
 )
 from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
 from parbackup.readback.specials import SPECIAL, make_special
+from parbackup.workers import Executor
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ class RestoreOptions:
     includes: tuple[str, ...] = ()
     overwrite: bool = False
     devices: tuple[str, ...] = ()
+    codec: CodecSpec | None = None
+    """The key (and compression) of an encrypted set; None for a plain one."""
+    executor: Executor | None = field(default=None, compare=False, repr=False)
+    """Where the readers run (``--cluster``); None: local processes."""
 
 
 @dataclass
@@ -63,8 +73,11 @@ class RestoreReport:
     backed up), or this user may not make them (device nodes without privilege)."""
     grown: list[dict] = field(default_factory=list)
     """Files that grew while they were backed up: restored as they were read."""
-    owners: list[dict] = field(default_factory=list)
-    """Entries restored whole whose owner root could not give them (user namespaces)."""
+    left_out: list[dict] = field(default_factory=list)
+    """Entries restored without some of their metadata (extended attributes, ACLs,
+    capabilities, owner) because the target could not take it; each names what."""
+    rebuilt: list[str] = field(default_factory=list)
+    """Labels of missing devices read around with parity (readback/recover.py)."""
 
     @property
     def status(self) -> str:
@@ -72,7 +85,13 @@ class RestoreReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.skipped or self.grown or self.owners else 0
+        return (
+            1
+            if self.damaged
+            else 3
+            if self.skipped or self.grown or self.left_out or self.rebuilt
+            else 0
+        )
 
     def to_json(self) -> dict:
         return {
@@ -85,7 +104,8 @@ class RestoreReport:
             "damaged": self.damaged,
             **({"skipped": self.skipped} if self.skipped else {}),
             **({"grown": self.grown} if self.grown else {}),
-            **({"owners": self.owners} if self.owners else {}),
+            **({"left_out": self.left_out} if self.left_out else {}),
+            **({"missing": self.rebuilt} if self.rebuilt else {}),
         }
 
     def damage(self, path: str, device: str, error: str) -> None:
@@ -153,11 +173,44 @@ def run_restore(
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
     restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    if report.damaged and catalog.parity(info.id):
+        restored |= _retry_with_parity(
+            catalog, info.id, files, dest, records, options, report, on_event
+        )
     _restore_links(chosen, dest, restored, report, on_event)
-    if os.geteuid() == 0:
-        report.owners = _owners_not_set(chosen, dest, report)
+    bad = {d["path"] for d in report.damaged + report.skipped}
+    placed = set(restored) | {
+        f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
+    }
+    report.left_out = restore_extended(chosen, dest, placed)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retry_with_parity(
+    catalog: Catalog,
+    set_id: str,
+    files: list[CatalogFile],
+    dest: dict[int, str],
+    records: dict[str, list[tuple[int, RecordRef]]],
+    options: RestoreOptions,
+    report: RestoreReport,
+    on_event: EventSink,
+) -> dict[str, str]:
+    """Files found damaged in a parity set are read again once, from copies of their
+    devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
+    bad = {d["path"] for d in report.damaged}
+    again = [f for f in files if f.entry.path in bad and f.file_id in dest]
+    if not again:
+        return {}
+    ids = {f.file_id for f in again}
+    subset = {
+        label: [(fid, ref) for fid, ref in recs if fid in ids] for label, recs in records.items()
+    }
+    subset = {label: recs for label, recs in subset.items() if recs}
+    suspects = sorted(subset)
+    report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
+    return _restore_files(catalog, set_id, again, dest, subset, options, report, on_event, suspects)
 
 
 def _restore_files(
@@ -169,6 +222,7 @@ def _restore_files(
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
+    suspects: Sequence[str] = (),
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good."""
     refs: dict[int, list[RecordRef]] = {}
@@ -209,15 +263,20 @@ def _restore_files(
                 if fid in whole:
                     on_event(FileDone(paths[fid]))
 
-        outcome = read_back(
-            bytes.fromhex(set_id),
-            work,
-            catalog.device_urls(),
-            options.devices,
-            lambda label: DirectorySinkSpec(targets[label]),
-            on_event,
-            on_good=done,
-        )
+        known = catalog.device_urls()
+        with recovered(catalog, set_id, known, options.devices, suspects) as rescue:
+            outcome = read_back(
+                bytes.fromhex(set_id),
+                work,
+                known,
+                tuple(options.devices) + tuple(rescue.urls),
+                lambda label: DirectorySinkSpec(targets[label]),
+                on_event,
+                on_good=done,
+                codec=options.codec,
+                executor=options.executor,
+            )
+        report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
@@ -301,31 +360,6 @@ def _finish(fid: int, entry: FileEntry, path: str) -> str:
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     return ""
-
-
-def _owners_not_set(
-    chosen: list[CatalogFile], dest: dict[int, str], report: RestoreReport
-) -> list[dict]:
-    """The restored entries whose owner is not the one backed up (root may not give
-    every owner: a user namespace maps only some uids); named, never fatal."""
-    damaged = {d["path"] for d in report.damaged} | {d["path"] for d in report.skipped}
-    out = []
-    for f in chosen:
-        if f.file_id not in dest or f.entry.path in damaged:
-            continue
-        try:
-            st = os.lstat(dest[f.file_id])
-        except OSError:
-            continue
-        if (st.st_uid, st.st_gid) != (f.entry.uid, f.entry.gid):
-            out.append(
-                {
-                    "path": f.entry.path,
-                    "error": f"owner {f.entry.uid}:{f.entry.gid} could not be set"
-                    f" (left {st.st_uid}:{st.st_gid})",
-                }
-            )
-    return out
 
 
 def _restore_links(

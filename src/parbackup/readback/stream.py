@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.recover import recovered
 from parbackup.readback.restore import RestoreReport
 from parbackup.readback.select import covered, restorable_set
 from parbackup.readback.sinks import StreamSinkSpec
@@ -51,6 +53,7 @@ def restore_to_stream(
     on_event: EventSink = ignore,
     *,
     window: int = 0,
+    codec: CodecSpec | None = None,
 ) -> RestoreReport:
     """Write the one file of a set matching ``pattern`` to ``out``, in order, checked.
 
@@ -85,16 +88,19 @@ def restore_to_stream(
     on_event(Started("restore", 1, chosen.entry.size, tuple(known.get(lb, lb) for lb in records)))
     per_reader = max(1, window // max(1, len(records))) if window else 2
     writer = _InOrder(out)
-    outcome = read_back(
-        bytes.fromhex(info.id),
-        records,
-        known,
-        devices,
-        lambda _label: StreamSinkSpec(per_reader),
-        on_event,
-        on_chunk=writer.take,
-        stop_on_damage=True,
-    )
+    with recovered(catalog, info.id, known, devices) as rescue:
+        outcome = read_back(
+            bytes.fromhex(info.id),
+            records,
+            known,
+            tuple(devices) + tuple(rescue.urls),
+            lambda _label: StreamSinkSpec(per_reader),
+            on_event,
+            on_chunk=writer.take,
+            stop_on_damage=True,
+            codec=codec,
+        )
+    report.rebuilt = sorted(rescue.missing)
     if chosen.file_id in outcome.damaged or writer.next != chosen.entry.size:
         device, error = outcome.damaged.get(chosen.file_id, ("", "not restored"))
         report.damage(chosen.entry.path, device, error)

@@ -13,11 +13,14 @@ import time
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
+from parbackup.crypto.codec import CodecSpec
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.recover import check_parity, recovered
 from parbackup.readback.select import covered
 from parbackup.readback.sinks import VerifySinkSpec
+from parbackup.workers import Executor
 
 
 @dataclass
@@ -29,14 +32,22 @@ class VerifyReport:
     bytes: int = 0
     seconds: float = 0.0
     damaged: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    """Devices of a parity set that are missing or unusable: label, url, error."""
+    parity: dict = field(default_factory=dict)
+    """For a parity set: k, m and the redundancy left (m less the devices missing)."""
 
     @property
     def status(self) -> str:
-        return "damaged" if self.damaged else "ok"
+        """ok: whole; recoverable: devices missing but every byte read around them;
+        damaged: bytes lost."""
+        if self.damaged:
+            return "damaged"
+        return "recoverable" if self.missing else "ok"
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 0
+        return 1 if self.damaged else 3 if self.missing else 0
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +57,8 @@ class VerifyReport:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "damaged": self.damaged,
+            **({"missing": self.missing} if self.missing or self.parity else {}),
+            **({"parity": self.parity} if self.parity else {}),
         }
 
 
@@ -54,6 +67,9 @@ def run_verify(
     set_ref: str | None = None,
     devices: tuple[str, ...] = (),
     on_event: EventSink = ignore,
+    codec: CodecSpec | None = None,
+    *,
+    executor: Executor | None = None,
 ) -> VerifyReport:
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
@@ -78,15 +94,47 @@ def run_verify(
         Started("verify", len(files), sum(e.size for e in files.values()), tuple(sorted(work)))
     )
     failed = {d["label"] for d in catalog.set_devices(info.id) if d["status"] == "failed"}
-    outcome = read_back(
-        bytes.fromhex(info.id),
-        work,
-        catalog.device_urls(),
-        devices,
-        lambda _label: VerifySinkSpec(),
-        on_event,
-        frames={label: (recs, label not in failed) for label, recs in frames.items()},
-    )
+    known = catalog.device_urls()
+
+    def read(suspects: list[str]):
+        with recovered(catalog, info.id, known, devices, suspects) as rescue:
+            outcome = read_back(
+                bytes.fromhex(info.id),
+                work,
+                known,
+                tuple(devices) + tuple(rescue.urls),
+                lambda _label: VerifySinkSpec(),
+                on_event,
+                frames={label: (recs, label not in failed) for label, recs in frames.items()},
+                codec=codec,
+                executor=executor,
+            )
+        return rescue, outcome
+
+    rescue, outcome = read([])
+    if rescue.parity and (outcome.damaged or outcome.volumes):
+        # damaged bytes in a present volume: rebuild that device's columns from the row
+        # digests and parity, and read again from the rebuilt copy
+        by_url = {url: label for label, url in known.items()}
+        suspects = {r.label for fid in outcome.damaged for r in refs.get(fid, [])}
+        suspects |= {by_url.get(v["device"], "") for v in outcome.volumes} - {""}
+        suspects -= set(rescue.missing)
+        if suspects:
+            again, second = read(sorted(suspects))
+            if not (second.damaged or second.volumes or again.error):
+                rescue, outcome = again, second
+    if rescue.parity:
+        for label, why in check_parity(catalog, info.id, known, devices).items():
+            rescue.missing.setdefault(label, why)
+        parity = catalog.parity(info.id) or {}
+        report.missing = [
+            {"label": label, "url": known.get(label, ""), "error": why}
+            for label, why in sorted(rescue.missing.items())
+        ]
+        left = parity.get("m", 0) - len(rescue.missing)
+        report.parity = {"k": parity.get("k"), "m": parity.get("m"), "redundancy": left}
+        if rescue.error:
+            report.parity["error"] = rescue.error
     damage = outcome.damaged
     for fid, entry in files.items():
         labels = {r.label for r in refs.get(fid, [])}

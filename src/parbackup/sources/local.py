@@ -13,6 +13,10 @@ for a symlink to a place outside the tree, or a file replaced since the scan, is
 read (``SourceChanged``). A snapshot is read through ``read_root`` while entries keep
 the live paths (REQUIREMENTS F4).
 
+Each entry's extended attributes (POSIX ACLs, file capabilities, SELinux labels, user
+attributes: parbackup/xattrs.py) are read with the scan, relative to the open directory
+and without following a symlink; a hard link's are its first name's.
+
 A selection (``spec.select``: excludes, tags, one filesystem, see sources/select.py)
 runs through its own copy of the walk, so a scan without one keeps its lean loop.
 """
@@ -25,6 +29,7 @@ import stat
 from collections.abc import Iterator
 from operator import attrgetter
 
+from parbackup import xattrs
 from parbackup.entries import DIR, FILE, HARDLINK, KIND_INDEX, SYMLINK, Entries
 from parbackup.errors import SourceError
 from parbackup.model import Kind
@@ -156,20 +161,23 @@ class LocalTree(Source):
         if spec.select:
             self._scan_selected(root, root_st, read, row, out, index, on_error)
             return
-        out.extend_rows([root])
+        _extend(out, [root], [_meta(read, None, root, record, on_error)])
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
         for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
             rows = []
+            metas = []
             for child in children:
-                path = prefix + os.fsencode(child.name)
+                name = os.fsencode(child.name)
+                path = prefix + name
                 try:
                     st = child.stat(follow_symlinks=False)  # through fd: no path walk
                     if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
                         rows.append((path[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
                                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                                      st.st_dev, index, b""))  # fmt: skip
+                        metas.append(_meta(name, fd, rows[-1], record, on_error))
                         continue
                     entry = row(path, st, fd)
                 except OSError as exc:
@@ -177,9 +185,10 @@ class LocalTree(Source):
                     continue
                 if entry is not None:
                     rows.append(entry)
+                    metas.append(_meta(name, fd, entry, record, on_error))
                     if entry[1] == DIR:
                         subdirs.append((path, st.st_dev, st.st_ino))
-            out.extend_rows(rows)
+            _extend(out, rows, metas)
 
     def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
         """The walk of ``scan`` with ``spec.select`` applied: each entry is asked once,
@@ -193,14 +202,16 @@ class LocalTree(Source):
         if rule:
             excluded.add(os.fsdecode(record), rule)
             return
-        out.extend_rows([root])
+        _extend(out, [root], [_meta(read, None, root, record, on_error)])
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
         for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
             rows = []
+            metas = []
             for child in children:
-                here = prefix + os.fsencode(child.name)
+                name = os.fsencode(child.name)
+                here = prefix + name
                 path = record + here[cut:]
                 try:
                     st = child.stat(follow_symlinks=False)
@@ -212,6 +223,7 @@ class LocalTree(Source):
                         rows.append((here[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
                                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                                      st.st_dev, index, b""))  # fmt: skip
+                        metas.append(_meta(name, fd, rows[-1], record, on_error))
                         continue
                     entry = row(here, st, fd)
                 except OSError as exc:
@@ -219,12 +231,34 @@ class LocalTree(Source):
                     continue
                 if entry is not None:
                     rows.append(entry)
+                    metas.append(_meta(name, fd, entry, record, on_error))
                     if entry[1] == DIR:
                         if select.enter(st):
                             subdirs.append((here, st.st_dev, st.st_ino))
                         else:
                             excluded.add(os.fsdecode(path) + "/", ONE_FILE_SYSTEM)
-            out.extend_rows(rows)
+            _extend(out, rows, metas)
+
+
+def _meta(name: bytes, fd: int | None, row: tuple, record: bytes, on_error: ErrorFunc) -> bytes:
+    """The extended attributes of the entry ``row`` (named ``name`` in the open directory
+    ``fd``, or the path ``name`` for a source's root), as an xattrs payload; a hard link
+    has none of its own. Attributes that cannot be kept are reported, never fatal."""
+    if row[1] == HARDLINK:
+        return b""
+    payload, why = xattrs.read(name, fd)
+    if why:
+        on_error(os.fsdecode(record + row[0]), why)
+    return payload
+
+
+def _extend(out: Entries, rows: list[tuple], metas: list[bytes]) -> None:
+    """Add ``rows`` and the extended attributes ``metas`` (one per row) to ``out``."""
+    out.extend_rows(rows)
+    first = len(out) - len(rows)
+    for k, payload in enumerate(metas):
+        if payload:
+            out.set_meta(first + k, payload)
 
 
 def _directories(

@@ -22,6 +22,8 @@ and catalog copies do not move the fault. Options:
                      and wait until ``PATH`` exists. Lets a test make a *real* fault (fill
                      a tmpfs, shut a filesystem down) at a known point of the backup.
 ``pause_commit=1``   with ``gate=PATH``: the first volume commit waits the same way.
+``pause_delete=1``   with ``gate=PATH``: the first deletion of a volume waits the same way
+                     (prune: after the catalog switched to a compacted copy).
 
 Counters live in the wrapper, so each process (each backup run) starts afresh.
 """
@@ -51,6 +53,7 @@ FAULT_KEYS = {
     "hang_catalog",
     "pause_after",
     "pause_commit",
+    "pause_delete",
     "gate",
 }
 _ERRORS = {
@@ -127,8 +130,10 @@ class FaultyDevice(ForwardingDevice):
         self.pause_after = _size(p.get("pause_after"))
         self.gate = p.get("gate", "")
         self.pause_commit = p.get("pause_commit", "") not in ("", "0")
-        if (self.pause_after is not None or self.pause_commit) and not self.gate:
-            raise UsageError("faulty device: pause_after and pause_commit need gate=PATH")
+        self.pause_delete = p.get("pause_delete", "") not in ("", "0")
+        pausing = self.pause_after is not None or self.pause_commit or self.pause_delete
+        if pausing and not self.gate:
+            raise UsageError("faulty device: pause_after/_commit/_delete need gate=PATH")
         self.flaky = int(p.get("flaky", "0"))
         self.fail_open = p.get("fail_open", "") not in ("", "0")
         self.hang_open = p.get("hang_open", "") not in ("", "0")
@@ -217,6 +222,11 @@ class FaultyDevice(ForwardingDevice):
 
     def put_stream(self, name: str, stream: BinaryIO, chunk: int = 1 << 20) -> None:
         Device.put_stream(self, name, stream, chunk)
+
+    def delete(self, name: str) -> None:
+        if name.startswith("sets/") and self.pause_delete:
+            self.pause()
+        self.inner.delete(name)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         if name.startswith("sets/"):

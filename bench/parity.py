@@ -1,0 +1,148 @@
+"""Parity cost (issue 12, REQUIREMENTS K3): the three ratios of the issue, one run.
+
+    sudo .venv/bin/python bench/parity.py                 # 1 GiB of files, 3 pairs
+    sudo .venv/bin/python bench/parity.py --size 2048 --pairs 5
+
+Every device, the source and the restore target are their own tmpfs. Prints:
+- backup wall, ``--parity 1`` on 4 devices / the same backup on 3 devices without
+  parity (goal <= 1.15);
+- restore throughput with one data device missing / the healthy restore (goal >= 0.7);
+- peak RSS summed over the process tree of each run (goal < 200 MB), and the codec's
+  own encode and decode speed (MB/s of data per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+from common import parbackup_argv, parbackup_env, random_file, run, same_tree, tmpfs, wipe
+
+sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "src")))
+
+from parbackup.redundancy.codec import RowCodec
+from parbackup.redundancy.layout import UNIT
+
+
+def codec_speed(k: int, m: int, rounds: int = 64) -> tuple[float, float]:
+    """Encode and decode (one data unit lost) speed, MB/s of data, one core."""
+    codec = RowCodec(k, m, UNIT)
+    data = [os.urandom(UNIT) for _ in range(k)]
+    parity, headers = codec.encode(data)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        codec.encode(data)
+    enc = rounds * k * UNIT / (time.perf_counter() - started) / 1e6
+    present = {i: u for i, u in enumerate(data + parity) if i != 0}
+    started = time.perf_counter()
+    for _ in range(rounds):
+        codec.decode(present, headers)
+    dec = rounds * k * UNIT / (time.perf_counter() - started) / 1e6
+    return enc, dec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/pbparity", help="where the tmpfs mounts go")
+    ap.add_argument("--size", type=int, default=1024, help="MiB of source data")
+    ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each kind")
+    args = ap.parse_args()
+    for k, m in ((3, 1), (4, 2)):
+        enc, dec = codec_speed(k, m)
+        print(f"codec isa_l_rs_cauchy k={k} m={m}: encode {enc:.0f} MB/s, decode {dec:.0f} MB/s")
+    w, size = args.work, f"{args.size * 2 + 512}M"
+    with (
+        tmpfs(f"{w}/src", size) as src,
+        tmpfs(f"{w}/d0", size) as d0,
+        tmpfs(f"{w}/d1", size) as d1,
+        tmpfs(f"{w}/d2", size) as d2,
+        tmpfs(f"{w}/d3", size) as d3,
+        tmpfs(f"{w}/state", "512M") as state,
+        tmpfs(f"{w}/restore", size) as restore,
+    ):
+        files = 16
+        for i in range(files):
+            random_file(os.path.join(src, f"f{i:02d}.bin"), (args.size << 20) // files, seed=i)
+        nbytes = args.size << 20
+        cat = os.path.join(state, "catalog.sqlite")
+        env = parbackup_env(cat)
+        devs = [d0, d1, d2, d3]
+
+        def fresh() -> None:
+            for d in devs:
+                wipe(d)
+            for name in os.listdir(state):
+                os.unlink(os.path.join(state, name))
+
+        walls, peaks = [], []
+        for i in range(args.pairs):
+            fresh()
+            plain = run(
+                "3 devices",
+                parbackup_argv("backup", src, *_d(devs[:3]), "--json"),
+                env=env,
+                check=False,
+            )
+            fresh()
+            par = run(
+                "4 devices, --parity 1",
+                parbackup_argv("backup", src, *_d(devs), "--parity", "1", "--json"),
+                env=env,
+                check=False,
+            )
+            walls.append(par.wall / plain.wall)
+            peaks.append(max(plain.rss_mb, par.rss_mb))
+            print(
+                f"pair {i + 1}: 3 devices {plain.wall:.2f} s ({plain.rate(nbytes):.0f} MB/s),"
+                f" --parity 1 on 4 {par.wall:.2f} s, ratio {walls[-1]:.2f};"
+                f" peak RSS {plain.memory} / {par.memory} MB"
+            )
+        # the last backup (with parity) stays for the restores
+        ratios = []
+        for i in range(args.pairs):
+            wipe(restore)
+            healthy = run("restore", parbackup_argv("restore", "-t", restore, "--json"), env=env)
+            if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
+                raise SystemExit("restore differs from the source")
+            wipe(restore)
+            os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
+            try:
+                missing = run(
+                    "restore, one device missing",
+                    parbackup_argv("restore", "-t", restore, "--json"),
+                    env=env,
+                    check=False,
+                )
+            finally:
+                os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
+            if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
+                raise SystemExit("restore with a device missing differs from the source")
+            ratios.append(healthy.wall / missing.wall)
+            peaks.append(max(healthy.rss_mb, missing.rss_mb))
+            print(
+                f"restore {i + 1}: healthy {healthy.wall:.2f} s, one device missing "
+                f"{missing.wall:.2f} s, throughput ratio {ratios[-1]:.2f};"
+                f" peak RSS {healthy.memory} / {missing.memory} MB"
+            )
+        print(
+            f"backup wall, --parity 1 on 4 / 3 devices: median {statistics.median(walls):.2f}"
+            " (goal <= 1.15)"
+        )
+        print(
+            f"restore throughput, one device missing / healthy: median "
+            f"{statistics.median(ratios):.2f} (goal >= 0.7)"
+        )
+        print(f"peak RSS summed over the process tree: {max(peaks):.0f} MB (goal < 200)")
+        shutil.rmtree(os.path.join(w), ignore_errors=True)
+
+
+def _d(devs: list[str]) -> list[str]:
+    return [a for d in devs for a in ("-d", d)]
+
+
+if __name__ == "__main__":
+    main()

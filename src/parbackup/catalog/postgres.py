@@ -1,0 +1,287 @@
+"""A catalog on a PostgreSQL server, shared by many hosts (REQUIREMENTS C3).
+
+The same operations and guarantees as the SQLite catalog (``store.Catalog``, whose
+docstrings are the contract): a set is marked complete in its own transaction after every
+surviving device made its data durable, so a run killed at any moment leaves nothing
+marked complete that is not. Only the plumbing differs:
+
+- **Connection**: one psycopg 3 connection in autocommit mode; the shared SQL goes
+  through ``to_postgres`` (placeholders, ``json_each``, the quoted ``"offset"``), and
+  every psycopg error becomes a one-line CatalogError naming the catalog.
+- **Transactions**: ``BEGIN`` plus a transaction-level advisory lock, so writers take
+  turns as SQLite's ``BEGIN IMMEDIATE`` makes them (readers never wait).
+- **Run lock**: a session-level advisory lock (``AdvisoryRunLock``). The server drops it
+  when the holder's connection ends, however the holder died, just as the kernel drops
+  the ``flock`` of the SQLite catalog.
+- **Bulk loads**: files and records go in with binary ``COPY`` in the caller's
+  transaction. Bareos COPYs into a batch table and merges at job end because it
+  deduplicates paths; here rows go in as they are, so COPY straight into the table gives
+  the same all-or-nothing batch without the second pass.
+- **Reads** of a set's files and records stream through a server-side cursor.
+- **Copies on devices** stay SQLite files (``copy_to``), readable without a server.
+
+psycopg is optional (``pip install 'parbackup[postgres]'``); without it, naming a
+PostgreSQL catalog is a CatalogError with that hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+import re
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from parbackup.catalog.pgschema import SCHEMA_VERSION, current_version, migrate
+from parbackup.catalog.store import Catalog
+from parbackup.errors import CatalogError
+
+try:
+    import psycopg
+    from psycopg.types.numeric import IntLoader
+except ImportError:  # the optional extra is not installed: see _connect
+    psycopg = None
+    IntLoader = None
+
+SCHEMES = ("postgresql", "postgres")
+RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
+WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
+_COPY_TYPES = {
+    **dict.fromkeys(
+        ("set_id", "kind", "label", "volume", "origin_set", "state", "device", "event"), "text"
+    ),
+    "seconds": "float8",
+    **dict.fromkeys(("path", "link", "checksum", "meta"), "bytea"),
+}
+_TABLES = (  # in foreign-key order, each with the order its rows are copied in
+    ("meta", "key"),
+    ("sets", "seq"),
+    ("devices", "label"),
+    ("set_devices", "rowid"),
+    ("files", "set_id, file_id"),
+    ("records", "set_id, file_id"),  # the order of its index: the copy fills it fastest
+    ("file_meta", "set_id, file_id"),
+    ("progress", "set_id, seq"),
+)
+_cursor_names = itertools.count()
+
+
+def is_postgres_url(target: str) -> bool:
+    """True when ``target`` names a PostgreSQL catalog (``postgresql://…``)."""
+    return target.split("://", 1)[0].lower() in SCHEMES and "://" in target
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (for messages and reports)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+
+
+@functools.lru_cache(maxsize=512)
+def to_postgres(sql: str) -> str:
+    """The shared SQL in PostgreSQL's dialect: ``%s`` placeholders, ``json_each`` as
+    ``json_array_elements_text``, the quoted ``"offset"`` column, 64-bit integers."""
+    sql = sql.replace("json_each(?)", "json_array_elements_text(?::json)")
+    sql = sql.replace("temp.moves", "pg_temp.moves")
+    sql = re.sub(r'(?<!")\boffset\b(?!")', '"offset"', sql)
+    sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _Connection:
+    """A psycopg connection speaking the shared SQL, with errors mapped at the boundary."""
+
+    def __init__(self, conn: Any, where: str) -> None:
+        self.conn = conn
+        self.where = where
+
+    def execute(self, sql: str, params: Sequence = ()) -> Any:
+        try:
+            return self.conn.execute(to_postgres(sql), tuple(params) or None)
+        except psycopg.Error as exc:
+            raise CatalogError(f"catalog {self.where}: {_one_line(exc)}") from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence]) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.executemany(to_postgres(sql), rows)
+        except psycopg.Error as exc:
+            raise CatalogError(f"catalog {self.where}: {_one_line(exc)}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+class _Transaction:
+    """``BEGIN`` … ``COMMIT`` (``ROLLBACK`` on an error), writers one at a time."""
+
+    def __init__(self, db: _Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+        self.db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            with contextlib.suppress(CatalogError):  # a lost connection rolled back already
+                self.db.execute("ROLLBACK")
+
+
+class AdvisoryRunLock:
+    """The run lock of a PostgreSQL catalog: ``RUN_LOCK`` held by this session.
+
+    The same contract as ``runlock.RunLock``: ``acquire`` fails at once with a message
+    naming the holder (its application name says which host and pid), True when newly
+    taken; ``release`` never raises.
+    """
+
+    def __init__(self, db: _Connection) -> None:
+        self.db = db
+        self.held = False
+
+    def acquire(self) -> bool:
+        if self.held:
+            return False
+        (ok,) = self.db.execute("SELECT pg_try_advisory_lock(?)", (RUN_LOCK,)).fetchone()
+        if not ok:
+            row = self.db.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+                " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1",
+                (RUN_LOCK >> 32, RUN_LOCK & 0xFFFF_FFFF),
+            ).fetchone()
+            holder = (row[0] if row else "") or "unknown"
+            raise CatalogError(
+                f"the catalog {self.db.where} is in use by another backup ({holder}); "
+                "wait for it to finish, or use another --catalog"
+            )
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with contextlib.suppress(CatalogError):
+                self.db.execute("SELECT pg_advisory_unlock(?)", (RUN_LOCK,))
+
+
+def _connect(url: str, where: str) -> Any:
+    if psycopg is None:
+        raise CatalogError(
+            f"the catalog {where} is on PostgreSQL, which needs psycopg: "
+            "pip install 'parbackup[postgres]'"
+        )
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=30,
+            application_name=f"parbackup pid {os.getpid()} on {socket.gethostname()}",
+        )
+    except psycopg.Error as exc:
+        raise CatalogError(f"cannot open catalog {where}: {_one_line(exc)}") from exc
+    conn.adapters.register_loader("numeric", IntLoader)  # SUM(bigint): integral numeric
+    return conn
+
+
+class PostgresCatalog(Catalog):
+    """A connection to a catalog on a PostgreSQL server (``postgresql://…``)."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.path = display_url(url)
+        conn = _connect(url, self.path)
+        self.db = _Connection(conn, self.path)
+        self.run_lock = AdvisoryRunLock(self.db)
+        try:
+            version = current_version(conn)
+            if version is None and not create:
+                raise CatalogError(f"no catalog at {self.path} (run a backup first)")
+            if version is None or version < SCHEMA_VERSION:
+                migrate(conn, self.path)
+            elif version > SCHEMA_VERSION:
+                raise CatalogError(f"{self.path} was written by a newer parbackup ({version})")
+        except psycopg.Error as exc:
+            self.db.close()
+            raise CatalogError(f"cannot open catalog {self.path}: {_one_line(exc)}") from exc
+        except CatalogError:
+            self.db.close()
+            raise
+
+    def transaction(self) -> _Transaction:
+        """``with catalog.transaction():`` runs the block in one transaction."""
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        """Close the connection (the server drops the run lock with it)."""
+        self.run_lock.release()
+        self.db.close()
+
+    def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+        """COPY the rows into the table ``head`` names (binary format, one round trip
+        per buffer), inside the caller's transaction."""
+        match = re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\)", head)
+        if match is None:
+            raise CatalogError(f"cannot bulk-load {head!r}")
+        columns = [c.strip() for c in match[2].split(",")]
+        names = ", ".join(f'"{c}"' for c in columns)
+        try:
+            with (
+                self.db.conn.cursor() as cur,
+                cur.copy(f"COPY {match[1]} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types([_COPY_TYPES.get(c, "int8") for c in columns])
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {_one_line(exc)}") from exc
+
+    def _rows(self, sql: str, params: Sequence) -> Iterator[Sequence]:
+        """The rows of a query through a server-side cursor, a few thousand at a time;
+        the connection stays free for other statements meanwhile."""
+        try:
+            name = f"pb{next(_cursor_names)}"
+            with self.db.conn.cursor(name=name, withhold=True, binary=True) as cur:
+                cur.itersize = 20000
+                cur.execute(to_postgres(sql), tuple(params) or None)
+                yield from cur
+        except psycopg.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {_one_line(exc)}") from exc
+
+    def copy_to(self, path: str) -> None:
+        """Write the whole catalog as a new SQLite file at ``path`` (the copy on devices
+        is SQLite whatever the catalog is, so it is readable without a server)."""
+        with Catalog(path) as copy:
+            copy.load_copy(self._dump())
+
+    def _dump(self) -> Iterator[tuple[str, list[str], Iterator[Sequence]]]:
+        """(table, columns, rows) of every table, the rows streamed in binary."""
+        shapes = []
+        for table, order in _TABLES:
+            rows = self.db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE"
+                " table_schema = current_schema() AND table_name = ? AND column_name"
+                " != 'rowid' ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            shapes.append((table, order, [r[0] for r in rows]))
+        for table, order, columns in shapes:
+            names = ", ".join(f'"{c}"' for c in columns)
+            yield table, columns, self._rows(f"SELECT {names} FROM {table} ORDER BY {order}", ())

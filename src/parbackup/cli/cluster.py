@@ -1,0 +1,38 @@
+"""``--cluster ADDRESS``: run a command's movers or readers on a Dask cluster (C2).
+
+Without it nothing changes and Dask is never imported (parbackup/cluster.py imports it
+only when a cluster is asked for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+cluster_address_option = click.option(
+    "--cluster",
+    "cluster",
+    metavar="ADDRESS",
+    default="",
+    envvar="PARBACKUP_CLUSTER",
+    help="Run the movers (readers for restore/verify) as tasks on the Dask cluster whose "
+    "scheduler is at ADDRESS (tcp://HOST:PORT; or $PARBACKUP_CLUSTER). A device with "
+    "?host=NAME runs on the worker NAME; others are spread over the workers. Needs "
+    "parbackup[cluster]; see docs/CLUSTER.md.",
+)
+cluster_listen_option = click.option(
+    "--cluster-listen",
+    "cluster_listen",
+    metavar="HOST[:PORT]",
+    default="",
+    envvar="PARBACKUP_CLUSTER_LISTEN",
+    help="With --cluster: the address the workers call this program back on (default: "
+    "this machine's address toward the scheduler, any free port).",
+)
+
+
+def cluster_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Both cluster options on a command (``cluster``, ``cluster_listen`` arguments)."""
+    return cluster_address_option(cluster_listen_option(func))

@@ -1,0 +1,206 @@
+"""``parbackup key list|add|remove``, and the passphrase options every command shares.
+
+The key file lives beside the catalog (crypto/keys.py). ``key add`` and ``key remove``
+rewrite only that file: no volume changes, because every record is sealed with keys
+derived from the master key, which stays the same. The copies on the devices are
+refreshed by the next backup (until then a removed passphrase still opens them).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parbackup.catalog import default_catalog_path
+from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option
+from parbackup.cli.render import line
+from parbackup.crypto.codec import CodecSpec
+from parbackup.crypto.compress import AUTO, OFF, parse_compression
+from parbackup.crypto.keys import KeyFile, key_path
+from parbackup.crypto.passphrase import PassphraseSource
+from parbackup.errors import KeyUnlockError
+
+
+def password_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--password-file`` and ``--password-command`` (see crypto/passphrase.py)."""
+    func = click.option(
+        "--password-command",
+        default=None,
+        metavar="CMD",
+        help="Run CMD (no shell) and take the passphrase from the first line it prints.",
+    )(func)
+    return click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Read the passphrase from the first line of this file. Else "
+        "--password-command, $PARBACKUP_PASSWORD_FILE, $PARBACKUP_PASSWORD, or a prompt.",
+    )(func)
+
+
+def _prompt(text: str, confirm: bool) -> Callable[[], bytes] | None:
+    if not sys.stdin.isatty():
+        return None
+
+    def ask() -> bytes:
+        value = click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+        return str(value).encode()
+
+    return ask
+
+
+def passphrase(file: str | None, command: str | None, *, new: bool = False) -> bytes:
+    """The passphrase the user gave (a new one is asked twice on a terminal)."""
+    text = "New passphrase" if new else "Passphrase"
+    return PassphraseSource(file, command).get(_prompt(text, new))
+
+
+def catalog_key_path(catalog_path: str | None) -> Path:
+    return key_path(catalog_path or default_catalog_path())
+
+
+def load_key(catalog_path: str | None) -> KeyFile:
+    """The catalog's key file; KeyUnlockError when the catalog has none."""
+    path = catalog_key_path(catalog_path)
+    keyfile = KeyFile.load(path)
+    if keyfile is None:
+        raise KeyUnlockError(f"{path}: no key (the first 'backup --encrypt' creates one)")
+    return keyfile
+
+
+def reader_codec(
+    catalog_path: str | None, password_file: str | None, password_command: str | None
+) -> CodecSpec | None:
+    """The key for reading the catalog's sets: None when the catalog has no key, else
+    unlocked with the user's passphrase (KeyUnlockError before anything is read)."""
+    keyfile = KeyFile.load(catalog_key_path(catalog_path))
+    if keyfile is None:
+        return None
+    master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+    return CodecSpec(OFF, master, keyfile.key_id)
+
+
+def backup_codec(
+    catalog_path: str | None,
+    encrypt: bool,
+    compression: str | None,
+    password_file: str | None,
+    password_command: str | None,
+) -> tuple[CodecSpec | None, bytes]:
+    """How a new set's records are stored, and the key file to put on its devices.
+    ``--encrypt`` creates the catalog's key on first use; once the catalog has a key
+    every set is encrypted with it. Compression defaults to auto for an encrypted set
+    and off otherwise."""
+    path = catalog_key_path(catalog_path)
+    keyfile = KeyFile.load(path)
+    master = b""
+    if keyfile is not None:
+        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+    elif encrypt:
+        keyfile, master = KeyFile.create(passphrase(password_file, password_command, new=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keyfile.save(path)
+    mode = (AUTO if master else OFF) if compression is None else parse_compression(compression)
+    if not master and mode == OFF:
+        return None, b""
+    if keyfile is None or not master:
+        return CodecSpec(mode), b""
+    return CodecSpec(mode, master, keyfile.key_id), keyfile.to_json()
+
+
+def _slots(keyfile: KeyFile) -> list[dict]:
+    return [{"slot": s.slot, "kdf": "scrypt", "created": s.created} for s in keyfile.slots]
+
+
+@click.group("key")
+def key() -> None:
+    """Manage the passphrases that open the encryption key of a catalog.
+
+    \b
+    Examples:
+      parbackup key list
+      parbackup key add --password-file old.txt --new-password-file new.txt
+      parbackup key remove 1 --password-file new.txt
+    """
+
+
+@key.command("list")
+@catalog_option
+@json_option
+@handle_errors
+def key_list(catalog_path: str | None, as_json: bool) -> int:
+    """List the passphrase slots of the key (no passphrase needed, nothing secret shown)."""
+    keyfile = load_key(catalog_path)
+    if as_json:
+        emit_json({"status": "ok", "key_id": keyfile.key_hex, "slots": _slots(keyfile)})
+    else:
+        line(f"key {keyfile.key_hex}")
+        for s in keyfile.slots:
+            line(f"  slot {s.slot}  scrypt  created {s.created}")
+    return 0
+
+
+@key.command("add")
+@catalog_option
+@password_options
+@click.option(
+    "--new-password-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read the new passphrase from this file (else --new-password-command or a prompt).",
+)
+@click.option("--new-password-command", default=None, metavar="CMD")
+@json_option
+@handle_errors
+def key_add(
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    new_password_file: str | None,
+    new_password_command: str | None,
+    as_json: bool,
+) -> int:
+    """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
+    path = catalog_key_path(catalog_path)
+    keyfile = load_key(catalog_path)
+    master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+    if not (new_password_file or new_password_command) and not sys.stdin.isatty():
+        raise click.UsageError("give --new-password-file or --new-password-command")
+    new = passphrase(new_password_file, new_password_command, new=True)
+    slot = keyfile.add(master, new)
+    keyfile.save(path)
+    if as_json:
+        emit_json({"status": "ok", "key_id": keyfile.key_hex, "added": slot.slot})
+    else:
+        line(f"key {keyfile.key_hex}: passphrase added as slot {slot.slot}")
+    return 0
+
+
+@key.command("remove")
+@click.argument("slot", type=int)
+@catalog_option
+@password_options
+@json_option
+@handle_errors
+def key_remove(
+    slot: int,
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    as_json: bool,
+) -> int:
+    """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
+    path = catalog_key_path(catalog_path)
+    keyfile = load_key(catalog_path)
+    keyfile.unlock(passphrase(password_file, password_command))
+    keyfile.remove(slot)
+    keyfile.save(path)
+    if as_json:
+        emit_json({"status": "ok", "key_id": keyfile.key_hex, "removed": slot})
+    else:
+        line(f"key {keyfile.key_hex}: slot {slot} removed")
+    return 0

@@ -1,0 +1,407 @@
+"""Workers on a Dask cluster: ``--cluster ADDRESS`` (REQUIREMENTS C2, docs/CLUSTER.md).
+
+``DaskExecutor`` starts each worker (a mover, a reader: ``fn(spec, channel)``, see
+workers.py) as a Dask task that runs the very same function in a local process on a Dask
+worker, next to the device. Nothing else changes for the engine: it gets a ``Worker``
+whose channel is a local socket pair, as with ``LocalExecutor``.
+
+The data path never touches Dask or the controller: the worker reads its sources and
+writes its device itself. Only the small messages travel, over one TCP connection per
+worker from the task back to the controller, which listens on an address the workers can
+reach. The connection is authenticated both ways with a random key of the run (the
+``multiprocessing.connection`` HMAC challenge) carried in the task's arguments, and
+carries the channel's frames unchanged; a relay thread at each end copies them between
+the connection and the socket pair of the worker process.
+
+Placement: a device URL's ``?host=NAME`` option names the Dask worker it is attached to
+(its ``--name``, or its host address); its worker runs only there. Devices that name no
+host (SFTP, S3, a shared mount) are spread over the workers in turn.
+
+Failures: a Dask worker lost (killed, its host gone) closes the connection; the engine
+then reads ``Crashed("... lost its cluster worker ...")``, the same as a failed device,
+and replans its work over the others. A lost scheduler ends every worker of the run the
+same way, so the run fails with nothing marked complete. A task that Dask runs a second
+time (it retries tasks of a lost worker) is refused: a worker runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from typing import Any
+
+from parbackup.devices.url import parse_url
+from parbackup.errors import ClusterError, UsageError
+from parbackup.workers import Crashed, LocalExecutor, Outbox
+
+_END = b"\x00parbackup:end"
+"""The last frame of a worker that ended by itself (never a pickle, which starts 0x80)."""
+HANDSHAKE_SECONDS = 10.0
+_WATCH_SECONDS = 0.2
+
+
+def _distributed() -> Any:
+    """The ``distributed`` package, or a usage error that says how to get it."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise UsageError("--cluster needs Dask: pip install 'parbackup[cluster]'") from exc
+
+
+def host_of(spec: Any) -> str:
+    """The host a worker's spec asks for: its device URL's ``?host=`` ("" anywhere)."""
+    url = getattr(spec, "url", "")
+    if not url:
+        return ""
+    with contextlib.suppress(UsageError):
+        return parse_url(url).params.get("host", "")
+    return ""
+
+
+def _split(address: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` -> (HOST, PORT)."""
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError as exc:
+        raise UsageError(f"not a cluster address: {address!r} (tcp://HOST:PORT)") from exc
+
+
+def _route_to(host: str, port: int) -> str:
+    """This machine's address on the way to ``host`` (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, port))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+# -- the controller's side ---------------------------------------------------------------
+class DaskWorker:
+    """A worker running in a Dask task, as the engine sees it (``workers.Worker``)."""
+
+    def __init__(self, name: str) -> None:
+        mine, relay = socket.socketpair()
+        self.name = name
+        self.channel = Connection(mine.detach())
+        self.relay = Connection(relay.detach())
+        self.outbox = Outbox(self.channel, name)
+        self.lock = threading.Lock()  # frames into the relay end: whole, one at a time
+        self.link: Connection | None = None
+        self.where = ""
+        self.future: Any = None
+        self.killed = False
+        self.ended = threading.Event()
+
+    # -- Worker ----------------------------------------------------------------------------
+    def send(self, msg: Any) -> None:
+        self.outbox.put(msg)
+
+    def alive(self) -> bool:
+        return not self.ended.is_set()
+
+    def kill(self) -> None:
+        self.killed = True
+        self.outbox.close()
+        if self.future is not None:
+            with contextlib.suppress(Exception):
+                self.future.cancel()
+        self.drop()
+
+    def join(self, timeout: float) -> bool:
+        return self.ended.wait(timeout)
+
+    # -- the relay -------------------------------------------------------------------------
+    def attach(self, link: Connection, where: str) -> None:
+        """The task called back: relay frames both ways until either side ends."""
+        self.link, self.where = link, where
+        threading.Thread(target=self._down, name=f"down-{self.name}", daemon=True).start()
+        threading.Thread(target=self._up, name=f"up-{self.name}", daemon=True).start()
+
+    def fail(self, reason: str) -> None:
+        """End the worker as failed: the engine reads ``Crashed(reason)``, then the end."""
+        if self.ended.is_set():
+            return
+        with contextlib.suppress(OSError), self.lock:
+            self.relay.send(Crashed(reason))
+        self.drop()
+
+    def drop(self) -> None:
+        """Close the connection (the remote side ends its process) and the relay end."""
+        if self.link is not None:
+            _shut(self.link)
+        with self.lock:
+            _shut(self.relay)
+        self.ended.set()
+
+    def _down(self) -> None:
+        """Engine -> task: the spec, then every message (raw frames)."""
+        assert self.link is not None
+        try:
+            while True:
+                self.link.send_bytes(self.relay.recv_bytes())
+        except (EOFError, OSError):
+            pass
+
+    def _up(self) -> None:
+        """Task -> engine; an end without ``_END`` is a lost worker."""
+        assert self.link is not None
+        clean = False
+        try:
+            while True:
+                data = self.link.recv_bytes()
+                if data == _END:
+                    clean = True
+                    break
+                with self.lock:
+                    self.relay.send_bytes(data)
+        except (EOFError, OSError):
+            pass
+        if not clean and not self.killed:
+            self.fail(f"lost its cluster worker {self.where}".rstrip())
+        self.drop()
+
+
+class DaskExecutor:
+    """Every worker in a Dask task, placed by its device's ``?host=`` (module docstring).
+
+    ``listen`` is the ``HOST[:PORT]`` the controller listens on for its workers' calls
+    back (default: every address, a free port); the workers try the host given there,
+    else this machine's address toward the scheduler, else the scheduler's host.
+    """
+
+    def __init__(self, address: str, *, listen: str = "", timeout: float = 30.0) -> None:
+        distributed = _distributed()
+        self.address = address
+        sched_host, sched_port = _split(address)
+        try:
+            self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the cluster scheduler at {address}: {exc}") from exc
+        bind_host, _, bind_port = listen.rpartition(":") if ":" in listen else (listen, "", "0")
+        try:
+            self.server = socket.create_server((bind_host, int(bind_port or 0)), backlog=64)
+        except (OSError, ValueError) as exc:
+            self.client.close()
+            raise UsageError(f"--cluster-listen {listen}: cannot listen there ({exc})") from exc
+        self.port = self.server.getsockname()[1]
+        self.hosts = [bind_host] if bind_host else [_route_to(sched_host, sched_port)]
+        self.key = secrets.token_bytes(32)
+        self.pending: dict[str, DaskWorker] = {}
+        self.workers: list[DaskWorker] = []
+        self.turn = itertools.count()
+        self.lost = ""
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, name="cluster-accept", daemon=True).start()
+        threading.Thread(target=self._watch, name="cluster-watch", daemon=True).start()
+
+    # -- Executor --------------------------------------------------------------------------
+    def start(self, target: str, spec: Any, name: str = "", host: str = "") -> DaskWorker:
+        worker = DaskWorker(name or target)
+        worker.send(spec)
+        self.workers.append(worker)
+        if self.lost:
+            worker.fail(self.lost)
+            return worker
+        try:
+            where = self.place(host or host_of(spec))
+        except ClusterError as exc:
+            worker.fail(str(exc))
+            return worker
+        wid = secrets.token_hex(16)
+        self.pending[wid] = worker
+        worker.future = self.client.submit(
+            run_remote,
+            target,
+            wid,
+            self.key,
+            self.hosts,
+            self.port,
+            key=f"parbackup-{worker.name}-{wid}",
+            workers=where,
+            allow_other_workers=False,
+            pure=False,
+            retries=0,
+        )
+        worker.future.add_done_callback(lambda f, w=worker: self._task_ended(w, f))
+        return worker
+
+    def place(self, host: str) -> list[str]:
+        """The Dask worker addresses a worker may run on: those of ``host``, else the
+        next worker in turn; ClusterError when there is none."""
+        try:
+            info = self.client.scheduler_info(n_workers=-1)["workers"]
+        except Exception as exc:
+            raise ClusterError(f"the cluster scheduler at {self.address}: {exc}") from exc
+        if host:
+            mine = sorted(a for a, w in info.items() if host in (w.get("name"), w.get("host")))
+            if not mine:
+                raise ClusterError(f"no cluster worker on host {host!r}")
+            return mine
+        if not info:
+            raise ClusterError(f"the cluster at {self.address} has no worker")
+        everyone = sorted(info)
+        return [everyone[next(self.turn) % len(everyone)]]
+
+    def close(self) -> None:
+        """End every worker still running, stop listening, leave the cluster."""
+        self.closed.set()
+        for worker in self.workers:
+            if worker.alive():
+                worker.kill()
+        with contextlib.suppress(OSError):
+            self.server.close()
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=5)
+
+    # -- threads ---------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                sock, _peer = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._greet, args=(sock,), daemon=True).start()
+
+    def _greet(self, sock: socket.socket) -> None:
+        """Authenticate a call back (both ways) and hand it to its worker, once."""
+        link = Connection(sock.detach())
+        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
+        timer.start()
+        try:
+            deliver_challenge(link, self.key)
+            answer_challenge(link, self.key)
+            wid, _, where = link.recv_bytes(512).decode().partition(" ")
+        except Exception:  # a stranger, a wrong key, a dead peer: drop it
+            timer.cancel()
+            with contextlib.suppress(OSError):
+                link.close()
+            return
+        timer.cancel()
+        worker = self.pending.pop(wid, None)
+        if worker is None or worker.ended.is_set():  # a second run of the task, or too late
+            with contextlib.suppress(OSError):
+                link.close()
+            return
+        worker.attach(link, where)
+
+    def _task_ended(self, worker: DaskWorker, future: Any) -> None:
+        """The task ended; before calling back, it failed (or Dask gave it up)."""
+        if worker.link is None and not worker.ended.is_set():
+            worker.fail(
+                f"its cluster task ended ({future.status}) before it could call this program "
+                f"back at {'/'.join(self.hosts)} port {self.port} (see --cluster-listen)"
+            )
+
+    def _watch(self) -> None:
+        """A lost scheduler fails every worker of the run (and every later start)."""
+        while not self.closed.wait(_WATCH_SECONDS):
+            status = str(getattr(self.client, "status", "running"))
+            if status not in ("running", "newly-created"):
+                self.lost = f"lost the cluster scheduler at {self.address}"
+                for worker in self.workers:
+                    worker.fail(self.lost)
+                return
+
+
+@contextlib.contextmanager
+def cluster_executor(address: str, listen: str = "") -> Iterator[DaskExecutor | None]:
+    """A ``DaskExecutor`` for ``address`` for the duration; None (local) when empty."""
+    if not address:
+        yield None
+        return
+    executor = DaskExecutor(address, listen=listen)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+# -- the task, on a Dask worker ----------------------------------------------------------
+def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -> int:
+    """Call the controller back, then run ``target`` in a local process and relay its
+    channel over the connection; the exit code of that process (1 if never started)."""
+    distributed = importlib.import_module("distributed")
+    where = ""
+    with contextlib.suppress(Exception):
+        distributed.secede()  # a mover runs for the whole backup: hold no thread slot
+    with contextlib.suppress(Exception):
+        me = distributed.get_worker()
+        where = me.address
+        scheduler_host = _split(me.scheduler.address)[0]
+        hosts = [*hosts, scheduler_host]
+    link = _call_back(hosts, port, key, wid, where)
+    if link is None:
+        return 1
+    try:
+        spec = link.recv()
+    except (EOFError, OSError):
+        return 1
+    worker = LocalExecutor().start(target, spec, name=target)
+    threading.Thread(target=_downstream, args=(link, worker), daemon=True).start()
+    try:
+        while True:
+            link.send_bytes(worker.channel.recv_bytes())
+    except (EOFError, OSError):
+        pass
+    if not worker.join(5.0):
+        worker.kill()
+    with contextlib.suppress(OSError):
+        link.send_bytes(_END)
+    with contextlib.suppress(OSError):
+        link.close()
+    return worker.proc.returncode if worker.proc.returncode is not None else 1
+
+
+def _downstream(link: Connection, worker: Any) -> None:
+    """Controller -> process; when the controller goes (or gave the worker up), end it."""
+    try:
+        while True:
+            worker.channel.send_bytes(link.recv_bytes())
+    except (EOFError, OSError):
+        pass
+    if worker.alive():
+        worker.kill()
+
+
+def _call_back(hosts: list[str], port: int, key: bytes, wid: str, where: str) -> Any:
+    """An authenticated connection to the controller (first host that answers), or None."""
+    for host in dict.fromkeys(hosts):
+        try:
+            sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
+        except OSError:
+            continue
+        sock.settimeout(None)  # a Connection reads its descriptor blocking
+        link = Connection(sock.detach())
+        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
+        timer.start()
+        try:
+            answer_challenge(link, key)
+            deliver_challenge(link, key)
+            link.send_bytes(f"{wid} {where}".encode())
+        except Exception:
+            with contextlib.suppress(OSError):
+                link.close()
+            continue
+        finally:
+            timer.cancel()
+        return link
+    return None
+
+
+def _shut(conn: Connection) -> None:
+    """Shut a connection down both ways (wakes a thread blocked on it); never raises."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=conn.fileno())
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()

@@ -1,0 +1,101 @@
+"""Authenticated encryption of records: AES-256-GCM under a key per volume.
+
+Keys (all derived from the master key with HKDF-SHA256, see docs/FORMAT.md "Keys"):
+
+- the *volume key*: HKDF(master, salt=set id, info="parbackup volume" + volume id), where
+  the volume id is 16 random bytes written in the clear in that volume's header. Every
+  volume, even a volume rewritten under the same name, has its own key;
+- the *digest key*: HKDF(master, info="parbackup digest"), which keys the BLAKE3 checksums
+  kept in record headers and in the catalog, so they tell nothing about the plaintext.
+
+Nonces never repeat: under one volume key the nonce is the record's byte position in
+the volume (written strictly front to back, so each position holds one record) followed
+by a 4-byte domain (payload, volume metadata). The associated data binds each record to
+its set, file, offset, sizes, kind, flags and place (device label, volume id, position):
+a record swapped between files, sets, volumes or devices, or moved within a volume,
+fails authentication.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from parbackup.errors import TamperedError
+
+TAG_SIZE = 16
+DOMAIN_RECORD = 0
+DOMAIN_VOLUME_META = 1
+DOMAIN_FILE = 2
+_NONCE = struct.Struct("<QI")
+_AAD = struct.Struct("<4s16sQQQQHH16s16sQ")
+
+
+def derive(master: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    """A 32-byte key for one purpose, derived from the master key."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(master)
+
+
+def digest_key(master: bytes) -> bytes:
+    """The key of the keyed BLAKE3 checksums of an encrypted set."""
+    return derive(master, b"parbackup digest")
+
+
+def volume_key(master: bytes, set_id: bytes, volume_id: bytes) -> AESGCM:
+    """The cipher of one volume (see the module docstring)."""
+    return AESGCM(derive(master, b"parbackup volume" + volume_id, salt=set_id))
+
+
+def nonce(position: int, domain: int) -> bytes:
+    """The nonce of what lies at ``position`` of a volume, in ``domain``."""
+    return _NONCE.pack(position, domain)
+
+
+def record_aad(
+    set_id: bytes,
+    file_id: int,
+    offset: int,
+    size: int,
+    file_size: int,
+    stored: int,
+    kind: int,
+    flags: int,
+    label: bytes,
+    volume_id: bytes,
+    position: int,
+) -> bytes:
+    """The associated data of one record: what it is and where it lies."""
+    return _AAD.pack(
+        b"PBR4",
+        set_id,
+        file_id,
+        offset,
+        size,
+        file_size,
+        kind,
+        flags,
+        label,
+        volume_id,
+        position,
+    ) + struct.pack("<Q", stored)
+
+
+def seal(cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes) -> bytes:
+    """Encrypt and authenticate; the result is ``len(data) + TAG_SIZE`` bytes."""
+    return cipher.encrypt(nonce(position, domain), data, aad)
+
+
+def open_sealed(
+    cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes, what: str
+) -> bytes:
+    """Decrypt and check; TamperedError naming ``what`` when anything was changed."""
+    try:
+        return cipher.decrypt(nonce(position, domain), data, aad)
+    except InvalidTag:
+        raise TamperedError(
+            f"{what}: authentication failed (tampered, swapped or replayed)"
+        ) from None

@@ -1,0 +1,246 @@
+"""The record codec: what turns a payload into the bytes a version-4 record stores, and
+back. One object serves a mover (writing) and a reader (reading).
+
+Stored payload of a version-4 record (flags in the record header):
+
+- neither flag: the payload as it is;
+- ``FLAG_ZSTD``: the payload compressed with zstd;
+- ``FLAG_SEALED``: AES-256-GCM (crypto/aead.py) of ``u32 meta length, meta, body``, where
+  body is the (possibly compressed) payload and meta holds what a plain header would show
+  (mode, uid, gid, mtime, path, link target); the clear header then shows none of it.
+
+The codec never sees a file: ``CodecSpec`` is plain, picklable data sent to a mover or a
+reader through its channel (never the environment or argv). Its ``repr`` hides the key.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from blake3 import blake3
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from parbackup.crypto import aead
+from parbackup.crypto.compress import OFF, Compressor, decompress
+from parbackup.errors import FormatError
+
+FLAG_ZSTD = 1
+FLAG_SEALED = 2
+FLAGS_KNOWN = FLAG_ZSTD | FLAG_SEALED
+_META = struct.Struct("<IIIqII")
+_LEN = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How a set's records are stored: compression mode, and the master key (empty when
+    the set is not encrypted) with its id."""
+
+    compression: int = OFF
+    master: bytes = field(default=b"", repr=False)
+    key_id: bytes = b""
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.master)
+
+    @property
+    def active(self) -> bool:
+        """False when records are written as versions 1/2 (no compression, no key)."""
+        return self.encrypted or self.compression != OFF
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """What a sealed record carries that a plain header shows in the clear."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    path: bytes
+    link: bytes
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a record lies: bound into its associated data."""
+
+    label: bytes
+    volume_id: bytes
+    position: int
+
+
+class Codec:
+    """Encodes and decodes the stored payloads of one set's records."""
+
+    def __init__(self, spec: CodecSpec) -> None:
+        self.spec = spec
+        self.compressor = Compressor(spec.compression)
+        self._mac = aead.digest_key(spec.master) if spec.master else None
+        self._ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
+
+    def __repr__(self) -> str:
+        return f"Codec(compression={self.spec.compression}, encrypted={self.encrypted})"
+
+    @property
+    def encrypted(self) -> bool:
+        return self._mac is not None
+
+    # -- checksums -------------------------------------------------------------------------
+    def hasher(self) -> Any:
+        """A BLAKE3 hasher for payload checksums (keyed in an encrypted set)."""
+        return blake3(key=self._mac) if self._mac is not None else blake3()
+
+    def digest(self, data: bytes | memoryview) -> bytes:
+        """The checksum of a payload as headers and the catalog keep it."""
+        if self._mac is not None:
+            return blake3(data, key=self._mac).digest()
+        return blake3(data).digest()
+
+    def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
+        """The cipher of one volume (cached)."""
+        key = (set_id, volume_id)
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) > 64:
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = aead.volume_key(self.spec.master, set_id, volume_id)
+        return cipher
+
+    # -- records ---------------------------------------------------------------------------
+    def encode(
+        self,
+        payload: bytes | memoryview,
+        *,
+        set_id: bytes,
+        file_id: int,
+        offset: int,
+        file_size: int,
+        kind: int,
+        meta: RecordMeta,
+        place: Place,
+    ) -> tuple[int, bytes | memoryview]:
+        """(flags, stored bytes) for one record's payload."""
+        packed = self.compressor.compress(payload, file_id) if len(payload) else None
+        flags = FLAG_ZSTD if packed is not None else 0
+        body = payload if packed is None else packed
+        if self._mac is None:
+            return flags, body
+        flags |= FLAG_SEALED
+        blob = _encode_meta(meta)
+        stored = _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
+        aad = aead.record_aad(
+            set_id,
+            file_id,
+            offset,
+            len(payload),
+            file_size,
+            stored,
+            kind,
+            flags,
+            place.label,
+            place.volume_id,
+            place.position,
+        )
+        plain = b"".join((_LEN.pack(len(blob)), blob, body))
+        cipher = self.cipher(set_id, place.volume_id)
+        return flags, aead.seal(cipher, place.position, aead.DOMAIN_RECORD, plain, aad)
+
+    def decode(
+        self,
+        stored: bytes | memoryview,
+        *,
+        flags: int,
+        set_id: bytes,
+        file_id: int,
+        offset: int,
+        size: int,
+        file_size: int,
+        kind: int,
+        place: Place | None,
+        what: str,
+    ) -> tuple[RecordMeta | None, bytes | memoryview]:
+        """(sealed metadata or None, payload) of one stored record; TamperedError when a
+        sealed record fails authentication, FormatError when it cannot be decoded."""
+        if flags & ~FLAGS_KNOWN:
+            raise FormatError(f"{what}: unknown record flags {flags:#x}")
+        meta = None
+        body: bytes | memoryview = stored
+        if flags & FLAG_SEALED:
+            if self._mac is None:
+                raise FormatError(f"{what}: record is encrypted, but no key was given")
+            if place is None:
+                raise FormatError(f"{what}: encrypted record without its volume id")
+            aad = aead.record_aad(
+                set_id,
+                file_id,
+                offset,
+                size,
+                file_size,
+                len(stored),
+                kind,
+                flags,
+                place.label,
+                place.volume_id,
+                place.position,
+            )
+            cipher = self.cipher(set_id, place.volume_id)
+            plain = aead.open_sealed(
+                cipher, place.position, aead.DOMAIN_RECORD, bytes(stored), aad, what
+            )
+            meta, body = _decode_meta(plain, what)
+        elif self._mac is not None:
+            raise FormatError(f"{what}: record of an encrypted set is not encrypted")
+        if flags & FLAG_ZSTD:
+            body = decompress(body, size, what)
+        elif len(body) != size:
+            raise FormatError(f"{what}: record is cut short")
+        return meta, body
+
+    # -- volume metadata -------------------------------------------------------------------
+    def seal_volume_meta(self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes) -> bytes:
+        """Encrypt a volume header's set metadata (position 0, its own domain)."""
+        aad = b"PBV4" + set_id + label + volume_id
+        return aead.seal(self.cipher(set_id, volume_id), 0, aead.DOMAIN_VOLUME_META, data, aad)
+
+    def open_volume_meta(
+        self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes, what: str
+    ) -> bytes:
+        """The reverse of ``seal_volume_meta``."""
+        aad = b"PBV4" + set_id + label + volume_id
+        cipher = self.cipher(set_id, volume_id)
+        return aead.open_sealed(cipher, 0, aead.DOMAIN_VOLUME_META, data, aad, what)
+
+
+def _encode_meta(meta: RecordMeta) -> bytes:
+    return (
+        _META.pack(
+            meta.mode,
+            meta.uid & 0xFFFFFFFF,
+            meta.gid & 0xFFFFFFFF,
+            meta.mtime_ns,
+            len(meta.path),
+            len(meta.link),
+        )
+        + meta.path
+        + meta.link
+    )
+
+
+def _decode_meta(plain: bytes, what: str) -> tuple[RecordMeta, memoryview]:
+    view = memoryview(plain)
+    if len(view) < _LEN.size + _META.size:
+        raise FormatError(f"{what}: sealed record too short")
+    (n,) = _LEN.unpack(view[: _LEN.size])
+    if n < _META.size or _LEN.size + n > len(view):
+        raise FormatError(f"{what}: sealed record metadata out of range")
+    mode, uid, gid, mtime, plen, llen = _META.unpack(view[_LEN.size : _LEN.size + _META.size])
+    names = _LEN.size + _META.size
+    if names + plen + llen != _LEN.size + n:
+        raise FormatError(f"{what}: sealed record metadata does not add up")
+    path = bytes(view[names : names + plen])
+    link = bytes(view[names + plen : names + plen + llen])
+    return RecordMeta(mode, uid, gid, mtime, path, link), view[_LEN.size + n :]

@@ -1,0 +1,75 @@
+"""zstd compression per record, skipped where it does not help.
+
+``--compression`` is ``off``, ``auto`` or a zstd level (1-19):
+
+- every mode that compresses stores a record uncompressed when compressing does not make
+  it smaller, so a record never grows;
+- ``auto`` is level 3, and in addition stops trying on a file once one of its records
+  did not shrink (media, archives, encrypted data: saves the CPU on the rest of it).
+"""
+
+from __future__ import annotations
+
+import zstandard
+
+from parbackup.errors import FormatError, UsageError
+
+OFF = -1
+AUTO = 0
+AUTO_LEVEL = 3
+MAX_LEVEL = 19
+
+
+def parse_compression(text: str) -> int:
+    """``off`` -> OFF, ``auto`` -> AUTO, ``N`` -> N (1..19); UsageError otherwise."""
+    text = text.strip().lower()
+    if text == "off":
+        return OFF
+    if text == "auto":
+        return AUTO
+    try:
+        level = int(text)
+    except ValueError:
+        level = 0
+    if not 1 <= level <= MAX_LEVEL:
+        raise UsageError(f"--compression must be auto, off or a level 1-{MAX_LEVEL}: {text!r}")
+    return level
+
+
+def describe(mode: int) -> str:
+    return {OFF: "off", AUTO: "auto"}.get(mode, str(mode))
+
+
+class Compressor:
+    """Compresses record payloads for one mover (not thread-safe)."""
+
+    def __init__(self, mode: int) -> None:
+        self.mode = mode
+        level = AUTO_LEVEL if mode == AUTO else mode
+        self._zc = zstandard.ZstdCompressor(level=level) if mode != OFF else None
+        self._skip_file: int | None = None
+
+    def compress(self, data: bytes | memoryview, file_id: int) -> bytes | None:
+        """The compressed bytes, or None when the record is better stored as it is."""
+        if self._zc is None or len(data) < 64 or file_id == self._skip_file:
+            return None
+        packed = self._zc.compress(data)
+        if len(packed) < len(data):
+            return packed
+        if self.mode == AUTO:
+            self._skip_file = file_id
+        return None
+
+
+_DC = zstandard.ZstdDecompressor()
+
+
+def decompress(data: bytes | memoryview, size: int, what: str) -> bytes:
+    """Decompress a record payload that must give exactly ``size`` bytes."""
+    try:
+        out = _DC.decompress(data, max_output_size=size)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: damaged compressed payload ({exc})") from exc
+    if len(out) != size:
+        raise FormatError(f"{what}: compressed payload gives {len(out)} bytes, not {size}")
+    return out

@@ -1,0 +1,346 @@
+"""Reading around missing devices with parity (REQUIREMENTS K1, K2).
+
+For a set written with ``--parity m`` (engine/parity.py), ``find_columns`` tells which
+data columns are missing: the device cannot be reached, or one of the column's volumes
+is gone or has another size than when the parity was written. ``rebuild`` decodes the
+missing columns row by row (redundancy/stripe.py) onto a device per column, each
+labelled as the lost one, so readers find it by its label like the original (D4).
+
+Restore and verify (``recovered``) rebuild into a temporary directory and read from it;
+``repair`` rebuilds onto a replacement device. Memory stays one row (k+m units);
+disk use is the size of the missing columns' volumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from parbackup.catalog import Catalog
+from parbackup.devices.base import Device
+from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
+from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageError
+from parbackup.model import Label
+from parbackup.redundancy.layout import Column
+from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
+from parbackup.redundancy.volume import ParityHeader, encode_end, read_row
+
+
+@dataclass
+class Recovery:
+    """What reading around missing devices found and did."""
+
+    parity: bool = False
+    missing: dict[str, str] = field(default_factory=dict)
+    """label -> why the device (data or parity) is missing or unusable."""
+    urls: list[str] = field(default_factory=list)
+    """Devices holding rebuilt columns: read them in place of the missing ones."""
+    lost_units: dict[str, int] = field(default_factory=dict)
+    unrecoverable: list[int] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def recoverable(self) -> bool:
+        return self.parity and not self.unrecoverable and not self.error
+
+
+class _Devices:
+    """Devices opened read-only by label: ``--device`` URLs first, then the catalog's."""
+
+    def __init__(self, known: dict[str, str], overrides: Sequence[str]) -> None:
+        self.known, self.open_ = known, {}
+        self.by_label: dict[str, Device] = {}
+        self.why: dict[str, str] = {}
+        for url in overrides:
+            dev = self._open(url)
+            if isinstance(dev, Device):
+                label = _label(dev)
+                if label and label not in self.by_label:
+                    self.by_label[label] = dev
+                    continue
+                _close(dev)
+
+    @staticmethod
+    def _open(url: str) -> Device | str:
+        try:
+            dev = RetryingDevice(open_device(url))
+            dev.open(write=False)
+            return dev
+        except (ParbackupError, OSError) as exc:
+            return str(exc)
+
+    def get(self, label: str) -> Device | None:
+        if label in self.by_label:
+            return self.by_label[label]
+        if label in self.why:
+            return None
+        url = self.known.get(label)
+        dev = self._open(url) if url else "not known to the catalog"
+        if isinstance(dev, Device) and _label(dev) != label:
+            _close(dev)
+            dev = f"{url} holds another device now"
+        if isinstance(dev, str):
+            self.why[label] = dev
+            return None
+        self.by_label[label] = dev
+        return dev
+
+    def close(self) -> None:
+        for dev in self.by_label.values():
+            _close(dev)
+
+
+def _label(dev: Device) -> str:
+    try:
+        found = dev.read_label()
+    except (ParbackupError, OSError):
+        return ""
+    return found.label if found else ""
+
+
+def _close(dev: Device) -> None:
+    with contextlib.suppress(Exception):
+        dev.close()
+
+
+def _column_ok(dev: Device, col: Column, set_hex: str) -> str:
+    """'' if every volume of the column is on ``dev`` with its size; else why not."""
+    try:
+        sizes = {o.name: o.size for o in dev.list(f"sets/{set_hex}/")}
+    except (ParbackupError, OSError) as exc:
+        return str(exc)
+    for name, size in col.volumes:
+        if name not in sizes:
+            return f"{name} is missing"
+        if sizes[name] != size:
+            return f"{name} has {sizes[name]} bytes, not {size}"
+    return ""
+
+
+def rebuild(
+    catalog: Catalog,
+    set_hex: str,
+    known: dict[str, str],
+    overrides: Sequence[str],
+    target_for: Callable[[str], Device] | None,
+    *,
+    only: Sequence[str] = (),
+    suspects: Sequence[str] = (),
+    survey: bool = False,
+) -> Recovery:
+    """Find the set's missing columns (data or parity) and, with ``target_for`` (label
+    -> device to write onto), rebuild them.
+
+    ``only`` limits which labels are rebuilt; ``suspects`` are data columns that are
+    present but hold damaged bytes: they are read (their good units help), checked
+    unit by unit against the row digests, and rebuilt too. Without ``target_for``
+    nothing is written; the rows are still read and checked when a column is missing,
+    unless ``survey`` (then only the devices and the volumes' sizes are looked at).
+    """
+    rec = Recovery()
+    info = catalog.parity(set_hex)
+    if not info:
+        return rec
+    rec.parity = True
+    devices = _Devices(known, overrides)
+    streams: list = []
+    writers: list = []
+    targets: dict[str, ColumnWriter] = {}
+    parity_targets: dict[int, object] = {}
+    try:
+        readers: dict[int, ParityReader] = {}
+        header: ParityHeader | None = None
+        parity_lost: list[int] = []
+        for i, p in enumerate(info["parity"]):
+            dev = devices.get(p["label"])
+            why = devices.why.get(p["label"], "unreachable") if dev is None else ""
+            if dev is not None:
+                try:
+                    stream, head = open_parity(dev, p["name"])
+                    streams.append(stream)
+                    header = header or head
+                    if p["label"] in suspects:  # damaged: rebuilt, not read
+                        why = "parity volume damaged"
+                    else:
+                        readers[i] = ParityReader(stream, head)
+                except (ParbackupError, OSError) as exc:
+                    why = f"parity volume unreadable: {exc}"
+            if why:
+                rec.missing[p["label"]] = why
+                parity_lost.append(i)
+        header = header or _header_from_catalog(set_hex, info)
+        if header is None:
+            rec.error = "every parity volume of the set is missing"
+            for label in info["columns"]:
+                if devices.get(label) is None:
+                    rec.missing[label] = devices.why.get(label, "unreachable")
+            return rec
+        data: dict[str, Device | None] = {}
+        for col in header.columns:
+            dev = devices.get(col.label)
+            why = devices.why.get(col.label, "") if dev is None else _column_ok(dev, col, set_hex)
+            if why:
+                rec.missing[col.label] = why
+                dev = None
+            data[col.label] = dev
+        lost = [c.label for c in header.columns if data[c.label] is None]
+        lost += [s for s in suspects if s in data and s not in lost]
+        wanted = [label for label in lost if not only or label in only]
+        wanted_parity = [i for i in parity_lost if not only or header.parity[i] in only]
+        if target_for is None and (survey or not lost):
+            return rec
+        if target_for is not None:
+            for col in header.columns:
+                if col.label in wanted:
+                    targets[col.label] = ColumnWriter(target_for(col.label), col)
+            for i in wanted_parity:
+                label = header.parity[i]
+                w = target_for(label).create(info["parity"][i]["name"])
+                writers.append(w)
+                w.write(replace(header, label=label, index=i, length=0).encode())
+                parity_targets[i] = w
+        outcome = walk_rows(header, data, readers, targets=targets, parity_targets=parity_targets)
+        rec.lost_units, rec.unrecoverable = outcome.lost_units, outcome.unrecoverable
+        for label in suspects:
+            if outcome.lost_units.get(label):
+                rec.missing.setdefault(
+                    label, f"{outcome.lost_units[label]} damaged unit(s) of {header.unit} bytes"
+                )
+        if outcome.unrecoverable:
+            raise FormatError(
+                f"{len(outcome.unrecoverable)} row(s) lost more units than the "
+                f"{header.m} parity unit(s) can give back"
+            )
+        for label, w in targets.items():
+            w.finish()
+            rec.urls.append(label)
+        for i, w in parity_targets.items():
+            w.write(encode_end(header.set_id, header.rows))
+            w.commit()
+            writers.remove(w)
+            rec.urls.append(header.parity[i])
+    except (DeviceError, FormatError, UsageError) as exc:
+        rec.error = str(exc)
+        _abort(targets, writers)
+    except BaseException:
+        _abort(targets, writers)
+        raise
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.close()
+        devices.close()
+    return rec
+
+
+def check_parity(
+    catalog: Catalog, set_hex: str, known: dict[str, str], overrides: Sequence[str]
+) -> dict[str, str]:
+    """label -> what is wrong, for each present parity volume of the set that is not
+    whole: every row record and parity unit is checked (CRC, digest) and the end record
+    must follow the last row. Missing devices are ``rebuild``'s to report."""
+    info = catalog.parity(set_hex)
+    bad: dict[str, str] = {}
+    if not info:
+        return bad
+    devices = _Devices(known, overrides)
+    try:
+        for p in info["parity"]:
+            dev = devices.get(p["label"])
+            if dev is None:
+                continue
+            stream = None
+            try:
+                stream, head = open_parity(dev, p["name"])
+                for row in range(head.rows):
+                    got = read_row(stream, head)
+                    if got is None or got[0].row != row:
+                        raise FormatError(f"row {row} is missing")
+                if read_row(stream, head) is not None:
+                    raise FormatError("rows after the last one")
+            except (ParbackupError, OSError) as exc:
+                bad[p["label"]] = f"parity volume damaged: {exc}"
+            finally:
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()
+    finally:
+        devices.close()
+    return bad
+
+
+def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:
+    """The stripe as the catalog remembers it (when every parity volume is gone)."""
+    if "volumes" not in info:
+        return None
+    return ParityHeader(
+        set_id=bytes.fromhex(set_hex),
+        label=info["parity"][0]["label"],
+        index=0,
+        codec=info["codec"],
+        k=info["k"],
+        m=info["m"],
+        unit=info["unit"],
+        rows=info["rows"],
+        columns=tuple(Column.from_json(c) for c in info["volumes"]),
+        parity=tuple(p["label"] for p in info["parity"]),
+        created_ns=int(info.get("created_ns", 0)),
+    )
+
+
+def _abort(targets: dict[str, ColumnWriter], writers: list) -> None:
+    """Give up what a failed rebuild was writing; never raises."""
+    for target in targets.values():
+        target.abort()
+    for w in writers:
+        with contextlib.suppress(Exception):
+            w.abort()
+
+
+@contextlib.contextmanager
+def recovered(
+    catalog: Catalog,
+    set_hex: str,
+    known: dict[str, str],
+    overrides: Sequence[str],
+    suspects: Sequence[str] = (),
+) -> Iterator[Recovery]:
+    """Rebuild a parity set's missing columns (and ``suspects``, present but damaged)
+    into a temporary directory for as long as the block runs; ``Recovery.urls`` then
+    names devices to read in their place. An incremental set's records reused from
+    earlier sets lie in those sets' volumes: their columns are rebuilt from their own
+    parity, into the same stand-in device per label."""
+    origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
+    sets = [s for s in [set_hex, *sorted(origins - {set_hex})] if catalog.parity(s)]
+    if not sets:
+        yield Recovery()
+        return
+    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+        made: dict[str, str] = {}
+
+        def target_for(label: str) -> Device:
+            path = made.get(label) or os.path.join(work, label)
+            dev = open_device(path)
+            if label not in made:
+                os.makedirs(path)
+                dev.open(write=True)
+                dev.write_label(Label(label=label, created="", kind=dev.scheme))
+                made[label] = path
+            else:
+                dev.open(write=True)
+            return dev
+
+        total = Recovery(parity=True)
+        for one in sets:
+            rec = rebuild(catalog, one, known, overrides, target_for, suspects=suspects)
+            total.missing.update(rec.missing)
+            total.unrecoverable += rec.unrecoverable
+            total.error = total.error or rec.error
+            for label, n in rec.lost_units.items():
+                total.lost_units[label] = total.lost_units.get(label, 0) + n
+            total.urls += [made[label] for label in rec.urls if made[label] not in total.urls]
+        yield total

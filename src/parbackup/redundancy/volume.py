@@ -1,0 +1,239 @@
+"""The parity volume format (docs/FORMAT.md, "Parity volumes").
+
+A parity volume is an object of its own on a parity device, named
+``sets/<set>/<label12>-p<index>.pbp``; it changes nothing in data volumes or record
+headers. Layout, all integers little-endian:
+
+    volume header   "PBKP", version u16, flags u16, header length u32, set id 16,
+                    device label 16, parity index u16, created ns i64,
+                    JSON (set, codec, k, m, unit, rows, columns: [{label, volumes:
+                    [[name, size], ...]}], parity: [labels]), CRC32 of all before it
+    row record *    "PBKQ", version u16, codec u8, k u8, m u8, index u8, set id 16,
+                    row u64, unit u32, header length u32,
+                    (k+m) BLAKE3 digests of the row's units (data 0..k-1, parity k..),
+                    (k+m) codec fragment headers (80 bytes each), CRC32;
+                    then the parity unit (``unit`` bytes)
+    end record      "PBKZ", set id 16, rows u64, CRC32
+
+Every row record describes itself (set, row, codec, k, m, unit) and holds the digest of
+every unit of its row, so a damaged data unit is found by its digest even when the data
+record headers around it are garbage. Readers check every length before allocating.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from blake3 import blake3
+
+from parbackup.errors import ChecksumError, FormatError
+from parbackup.redundancy.codec import CODEC_IDS, CODEC_NAMES, FRAGMENT_HEADER, check_params
+from parbackup.redundancy.layout import Column
+
+PARITY_MAGIC = b"PBKP"
+ROW_MAGIC = b"PBKQ"
+END_MAGIC = b"PBKZ"
+PARITY_VERSION = 1
+MAX_META = 16 << 20
+MAX_UNIT = 64 << 20
+DIGEST = 32
+
+_HEAD = struct.Struct("<4sHHI16s16sHq")
+_ROW = struct.Struct("<4sHBBBB16sQII")
+_END = struct.Struct("<4s16sQ")
+_CRC = struct.Struct("<I")
+
+
+def parity_name(set_hex: str, label: str, index: int) -> str:
+    """Where parity volume ``index`` of a set lies on its device."""
+    return f"sets/{set_hex}/{label[:12]}-p{index}.pbp"
+
+
+def unit_digest(data: bytes | bytearray | memoryview) -> bytes:
+    """The digest a row record keeps of one unit (BLAKE3, 32 bytes)."""
+    return blake3(data, max_threads=blake3.AUTO).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ParityHeader:
+    """What a parity volume says about the stripe it belongs to."""
+
+    set_id: bytes
+    label: str
+    index: int
+    codec: str
+    k: int
+    m: int
+    unit: int
+    rows: int
+    columns: tuple[Column, ...]
+    parity: tuple[str, ...]
+    created_ns: int = 0
+    length: int = 0
+
+    def encode(self) -> bytes:
+        meta = {
+            "set": self.set_id.hex(),
+            "codec": self.codec,
+            "k": self.k,
+            "m": self.m,
+            "unit": self.unit,
+            "rows": self.rows,
+            "columns": [c.to_json() for c in self.columns],
+            "parity": list(self.parity),
+        }
+        blob = json.dumps(meta, sort_keys=True).encode()
+        length = _HEAD.size + len(blob) + _CRC.size
+        label = bytes.fromhex(self.label)[:16].ljust(16, b"\0")
+        body = (
+            _HEAD.pack(
+                PARITY_MAGIC,
+                PARITY_VERSION,
+                0,
+                length,
+                self.set_id,
+                label,
+                self.index,
+                self.created_ns,
+            )
+            + blob
+        )
+        return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_parity_header(stream: BinaryIO) -> ParityHeader:
+    """Read and check a parity volume header at the current position of ``stream``."""
+    fixed = _exact(stream, _HEAD.size)
+    magic, version, _flags, length, set_id, _label, index, created = _HEAD.unpack(fixed)
+    if magic != PARITY_MAGIC:
+        raise FormatError(f"not a parbackup parity volume (magic {magic!r})")
+    if version != PARITY_VERSION:
+        raise FormatError(f"unsupported parity volume version {version}")
+    if not _HEAD.size + _CRC.size <= length <= _HEAD.size + MAX_META + _CRC.size:
+        raise FormatError("parity volume header length is out of range")
+    rest = _exact(stream, length - _HEAD.size)
+    body = fixed + rest[: -_CRC.size]
+    if zlib.crc32(body) != _CRC.unpack(rest[-_CRC.size :])[0]:
+        raise FormatError("parity volume header checksum mismatch")
+    try:
+        meta = json.loads(rest[: -_CRC.size])
+        header = ParityHeader(
+            set_id=set_id,
+            label=str(meta["parity"][index]),
+            index=index,
+            codec=str(meta["codec"]),
+            k=int(meta["k"]),
+            m=int(meta["m"]),
+            unit=int(meta["unit"]),
+            rows=int(meta["rows"]),
+            columns=tuple(Column.from_json(c) for c in meta["columns"]),
+            parity=tuple(str(p) for p in meta["parity"]),
+            created_ns=created,
+            length=length,
+        )
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        raise FormatError("parity volume metadata is malformed") from exc
+    if meta.get("set") != set_id.hex() or header.codec not in CODEC_IDS:
+        raise FormatError("parity volume metadata does not match its header")
+    check_params(header.k, header.m)
+    if len(header.columns) != header.k or len(header.parity) != header.m:
+        raise FormatError("parity volume lists the wrong number of columns")
+    if not 0 < header.unit <= MAX_UNIT:
+        raise FormatError("parity unit size is out of range")
+    return header
+
+
+@dataclass(frozen=True, slots=True)
+class RowRecord:
+    """One row record's header: the row, its parameters and the digests of its units."""
+
+    set_id: bytes
+    row: int
+    codec: str
+    k: int
+    m: int
+    index: int
+    unit: int
+    digests: tuple[bytes, ...]
+    fragments: tuple[bytes, ...]
+
+
+def encode_row(rec: RowRecord) -> bytes:
+    """A row record's header as bytes (the parity unit follows it)."""
+    n = rec.k + rec.m
+    length = _ROW.size + n * (DIGEST + FRAGMENT_HEADER) + _CRC.size
+    body = (
+        _ROW.pack(
+            ROW_MAGIC,
+            PARITY_VERSION,
+            CODEC_IDS[rec.codec],
+            rec.k,
+            rec.m,
+            rec.index,
+            rec.set_id,
+            rec.row,
+            rec.unit,
+            length,
+        )
+        + b"".join(rec.digests)
+        + b"".join(rec.fragments)
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def encode_end(set_id: bytes, rows: int) -> bytes:
+    """The closing record: a volume without it was cut short."""
+    body = _END.pack(END_MAGIC, set_id, rows)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_row(stream: BinaryIO, header: ParityHeader) -> tuple[RowRecord, bytes] | None:
+    """The next row record and its parity unit, or None at the end record (checked)."""
+    magic = _exact(stream, 4)
+    if magic == END_MAGIC:
+        rest = _exact(stream, _END.size - 4 + _CRC.size)
+        body = magic + rest[: -_CRC.size]
+        if zlib.crc32(body) != _CRC.unpack(rest[-_CRC.size :])[0]:
+            raise FormatError("parity end record checksum mismatch")
+        _m, set_id, rows = _END.unpack(body)
+        if set_id != header.set_id or rows != header.rows:
+            raise FormatError("parity end record does not match its volume")
+        return None
+    if magic != ROW_MAGIC:
+        raise FormatError(f"bad parity row magic {magic!r}")
+    fixed = magic + _exact(stream, _ROW.size - 4)
+    _mg, version, codec, k, m, index, set_id, row, unit, length = _ROW.unpack(fixed)
+    n = k + m
+    if (
+        version != PARITY_VERSION
+        or codec not in CODEC_NAMES
+        or (k, m, unit, index, set_id)
+        != (header.k, header.m, header.unit, header.index, header.set_id)
+        or length != _ROW.size + n * (DIGEST + FRAGMENT_HEADER) + _CRC.size
+    ):
+        raise FormatError("parity row record does not match its volume")
+    rest = _exact(stream, length - _ROW.size)
+    body = fixed + rest[: -_CRC.size]
+    if zlib.crc32(body) != _CRC.unpack(rest[-_CRC.size :])[0]:
+        raise FormatError("parity row record checksum mismatch")
+    digests = tuple(rest[i * DIGEST : (i + 1) * DIGEST] for i in range(n))
+    base = n * DIGEST
+    frags = tuple(
+        rest[base + i * FRAGMENT_HEADER : base + (i + 1) * FRAGMENT_HEADER] for i in range(n)
+    )
+    payload = _exact(stream, unit)
+    rec = RowRecord(set_id, row, CODEC_NAMES[codec], k, m, index, unit, digests, frags)
+    if unit_digest(payload) != digests[k + index]:
+        raise ChecksumError(f"parity unit of row {row} does not match its digest")
+    return rec, payload
+
+
+def _exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise FormatError("unexpected end of parity volume")
+    return data

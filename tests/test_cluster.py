@@ -1,0 +1,255 @@
+"""``--cluster``: movers and readers on a real Dask cluster (REQUIREMENTS C2).
+
+A scheduler and three workers run as real processes, each worker in a network namespace
+"host" of its own with a tbf-shaped link and disks (a tmpfs) that only that host sees
+(tests/clusterfixtures.py). A device named ``DIR?host=hostN`` can therefore only be
+written, and read back, by a worker on hostN: a backup that completes proves placement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
+from pathlib import Path
+
+import pytest
+
+from clusterfixtures import DaskCluster, need_cluster
+from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from killpoints import pause_point, wait_paused
+from parbackup.cluster import DaskExecutor
+
+
+def test_no_cluster_no_dask(tmp_path: Path) -> None:
+    """Without --cluster a backup runs as before and never imports Dask; ?host= is
+    accepted (and means nothing) there."""
+    src = make_tree(tmp_path / "src", files=5)
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    program = (
+        "import sys\n"
+        "from parbackup.cli.main import cli\n"
+        "try:\n"
+        f"    cli(['backup', {str(src)!r}, '-d', {str(devs[0])!r} + '?host=media1',"
+        f" '-d', {str(devs[1])!r}, '--catalog', {str(tmp_path / 'cat.sqlite')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('dask imported:', any(m.split('.')[0] in ('dask', 'distributed')"
+        " for m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    assert "exit 0" in proc.stdout, proc.stdout + proc.stderr
+    assert "dask imported: False" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    need_cluster()
+    with DaskCluster(tmp_path_factory.mktemp("cluster"), hosts=3, rate="400mbit") as c:
+        yield c
+
+
+def cluster_devices(cluster: DaskCluster, tag: str) -> list[str]:
+    """One device on each host's own disks, named with its host."""
+    urls = []
+    for i in cluster.indices:
+        (path,) = cluster.mkdirs(i, tag)
+        urls.append(f"{path}?host=host{i}")
+    return urls
+
+
+def devs(urls: list[str]) -> list[str]:
+    return [a for u in urls for a in ("-d", u)]
+
+
+@pytest.mark.slow
+def test_cluster_backup_restores_like_local(cluster: DaskCluster, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", seed=3, files=60, big=(3_000_000,))
+    local = [tmp_path / f"local{i}" for i in range(3)]
+    for d in local:
+        d.mkdir()
+    cat_local, cat_cluster = str(tmp_path / "local.sqlite"), str(tmp_path / "cluster.sqlite")
+    done = run_cli("backup", str(src), *devs([str(d) for d in local]), "--catalog", cat_local)
+    assert done.code == 0, done.err
+    shared = tmp_path / "shared"  # names no host: any worker may take it (a shared mount)
+    shared.mkdir()
+    urls = [*cluster_devices(cluster, "same"), str(shared)]
+    on = ("--cluster", cluster.address)
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", cat_cluster, "--json", *on)
+    assert done.code == 0, done.out + done.err
+    report = done.json
+    assert [d["status"] for d in report["devices"]] == ["ok"] * 4
+    assert all(d["bytes"] > 0 for d in report["devices"])
+
+    back_local, back_cluster = tmp_path / "back-local", tmp_path / "back-cluster"
+    assert run_cli("restore", "--target", str(back_local), "--catalog", cat_local).code == 0
+    # The volumes lie on disks only the hosts see: readers on this machine find nothing ...
+    blind = run_cli("verify", "--catalog", cat_cluster, "--json")
+    assert blind.code != 0
+    # ... readers placed on the hosts read them back.
+    assert run_cli("verify", "--catalog", cat_cluster, *on).code == 0
+    done = run_cli("restore", "--target", str(back_cluster), "--catalog", cat_cluster, *on)
+    assert done.code == 0, done.err
+    expected = snapshot(src)
+    assert snapshot(restored_root(back_local, src)) == expected
+    assert snapshot(restored_root(back_cluster, src)) == expected
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_backup(cluster: DaskCluster, tmp_path: Path) -> None:
+    """Host 3's worker dies while its mover is writing: its work is replanned over the
+    other hosts, the set completes degraded, and it restores."""
+    src = make_tree(tmp_path / "src", seed=4, files=30, big=(4_000_000, 2_000_000))
+    urls = cluster_devices(cluster, "killed")
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    path3, _, query = urls[2].partition("?")
+    urls[2] = f"faulty+file://{path3}?pause_after=1M&gate={gate}&{query}"
+    cat = str(tmp_path / "cat.sqlite")
+    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+    cmd += ["--catalog", cat, "--json", "--cluster", cluster.address]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        cluster.kill_worker(3)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cluster.start_worker(3)
+    assert proc.returncode == 3, out.decode() + err.decode()
+    report = json.loads(out)
+    states = {d["url"].split("?")[0].split("/")[-2]: d for d in report["devices"]}
+    assert states["host3-disks"]["status"] == "failed"
+    assert "lost its cluster worker" in states["host3-disks"]["error"]
+    assert states["host1-disks"]["status"] == states["host2-disks"]["status"] == "ok"
+    cluster.wait_workers(3)
+    back = tmp_path / "back"
+    done = run_cli("restore", "--target", str(back), "--catalog", cat, "--cluster", cluster.address)
+    assert done.code == 0, done.err
+    assert snapshot(restored_root(back, src)) == snapshot(src)
+
+
+@pytest.mark.slow
+def test_scheduler_lost_fails_cleanly(tmp_path: Path) -> None:
+    """The scheduler dies mid-backup: the run fails (exit 1), nothing marked complete."""
+    need_cluster()
+    src = make_tree(tmp_path / "src", seed=5, files=20, big=(3_000_000,))
+    with DaskCluster(tmp_path / "c", hosts=2, tag=f"s{os.getpid() % 1000}", first=4) as cluster:
+        urls = cluster_devices(cluster, "lost")
+        gate = tmp_path / "gate"
+        fifo = pause_point(gate)
+        path2, _, query = urls[1].partition("?")
+        urls[1] = f"faulty+file://{path2}?pause_after=1M&gate={gate}&{query}"
+        cat = str(tmp_path / "cat.sqlite")
+        cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+        cmd += ["--catalog", cat, "--json", "--cluster", cluster.address]
+        env = {**os.environ, "PYTHONPATH": SRC}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_paused(proc, fifo), proc.communicate()
+            cluster.kill_scheduler()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, out.decode() + err.decode()
+    assert json.loads(out)["status"] == "failed"
+    assert "lost the cluster scheduler" in err.decode()  # each device says why it failed
+    sets = run_cli("sets", "--catalog", cat, "--json")
+    assert sets.code == 0, sets.err
+    states = [s["status"] for s in sets.json["sets"]]
+    assert states and "complete" not in states, states
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(p) for p in text]
+    return out
+
+
+@pytest.mark.slow
+def test_controller_killed_ends_remote_movers(cluster: DaskCluster, tmp_path: Path) -> None:
+    """The program dies (SIGKILL) while a mover on a host is stuck: the mover processes on
+    the hosts end too, as local movers die with their parent."""
+    src = make_tree(tmp_path / "src", seed=6, files=10, big=(3_000_000,))
+    urls = cluster_devices(cluster, "orphan")[:2]
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    path1, _, query = urls[0].partition("?")
+    urls[0] = f"faulty+file://{path1}?pause_after=1M&gate={gate}&{query}"
+    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+    cmd += ["--catalog", str(tmp_path / "cat.sqlite"), "--cluster", cluster.address]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        movers = children(cluster.workers[cluster.indices[0]].pid)
+        assert movers  # the stuck mover runs on host 1, under its Dask worker
+        pidfds = [os.pidfd_open(p) for p in movers]
+        proc.kill()
+        proc.wait(30)
+        for fd in pidfds:  # readable once that process has ended
+            ready, _, _ = select.select([fd], [], [], 60)
+            os.close(fd)
+            assert ready, "a mover outlived its controller"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_unknown_host_is_a_failed_device(cluster: DaskCluster, tmp_path: Path) -> None:
+    """A device whose ?host= names no worker fails before the backup, like a missing
+    disk; the others take the data."""
+    src = make_tree(tmp_path / "src", seed=7, files=10)
+    urls = [*cluster_devices(cluster, "nowhere")[:2], f"{tmp_path}/x?host=nosuchhost"]
+    cat = str(tmp_path / "cat.sqlite")
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", cat, "--json",
+                   "--cluster", cluster.address)  # fmt: skip
+    assert done.code == 3, done.out + done.err
+    failed = [d for d in done.json["devices"] if d["status"] == "failed"]
+    assert len(failed) == 1 and "no cluster worker on host 'nosuchhost'" in failed[0]["error"]
+
+
+@pytest.mark.slow
+def test_call_back_needs_the_run_key(cluster: DaskCluster) -> None:
+    """The controller's port answers only those holding the run's key."""
+    executor = DaskExecutor(cluster.address)
+    try:
+        sock = socket.create_connection(("127.0.0.1", executor.port), timeout=10)
+        sock.settimeout(None)
+        link = Connection(sock.detach())
+        with pytest.raises((AuthenticationError, EOFError, OSError)):
+            answer_challenge(link, b"not the key")
+            deliver_challenge(link, b"not the key")
+            link.send_bytes(b"x y")
+            link.recv_bytes()  # never reached: the stranger is dropped
+        link.close()
+    finally:
+        executor.close()
+
+
+@pytest.mark.slow
+def test_unreachable_controller_fails_cleanly(cluster: DaskCluster, tmp_path: Path) -> None:
+    """Workers that cannot call the program back (it listens where they cannot reach):
+    every device fails before anything is written, saying why."""
+    src = make_tree(tmp_path / "src", seed=8, files=5)
+    urls = cluster_devices(cluster, "unreached")[:2]
+    done = run_cli("backup", str(src), *devs(urls), "--catalog", str(tmp_path / "cat.sqlite"),
+                   "--cluster", cluster.address, "--cluster-listen", "127.0.0.1")  # fmt: skip
+    assert done.code == 1, done.out + done.err
+    assert "no device could be opened" in done.err
+    assert "before it could call this program back" in done.err
