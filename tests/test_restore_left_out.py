@@ -63,3 +63,10 @@ def test_restore_names_files_the_set_does_not_hold(tmp_path, device_dirs):
         "--json",
     )
     assert r.code == 0 and "skipped" not in json.loads(r.out), r.out + r.err
+    # asked for by name, it is named as not held (exit 3), not "matches nothing"
+    r = run_cli(
+        "restore", "--target", str(tmp_path / "o4"), "--catalog", cat,
+        "--include", str(changed), "--json",
+    )  # fmt: skip
+    assert r.code == 3, r.out + r.err
+    assert [d["path"] for d in json.loads(r.out)["skipped"]] == [str(changed)]

@@ -62,6 +62,8 @@ def test_backup_and_restore_as_namespace_root(tmp_path, userns_ok):
         os.utime(p, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
         os.chown(p, uid, gid)
     os.chown(src / "theirs", 1000, 1000)
+    os.mkfifo(src / "theirs" / "pipe", 0o640)
+    os.chown(src / "theirs" / "pipe", 1000, 1000)
     os.symlink("readable", src / "theirs" / "link")
     os.chown(src / "theirs" / "link", 1000, 1000, follow_symlinks=False)
     for d in ("d0", "d1"):
@@ -80,7 +82,7 @@ def test_backup_and_restore_as_namespace_root(tmp_path, userns_ok):
     doc = json.loads(r.stdout)
     assert doc["damaged"] == []
     owners = {d["path"]: d["error"] for d in doc["left_out"]}
-    foreign = {"theirs", "theirs/readable", "theirs/other", "theirs/link"}
+    foreign = {"theirs", "theirs/readable", "theirs/other", "theirs/link", "theirs/pipe"}
     assert set(owners) == {str(src / rel) for rel in foreign}
     assert all("owner 65534:65534 could not be set" in e for e in owners.values())
     assert [d["path"] for d in doc["skipped"]] == [str(src / "secret")]  # not in the set
@@ -94,3 +96,4 @@ def test_backup_and_restore_as_namespace_root(tmp_path, userns_ok):
         assert stat.S_IMODE(st.st_mode) == mode
         assert st.st_mtime_ns == 1_600_000_000_000_000_000
     assert os.readlink(back / "theirs" / "link") == "readable"
+    assert stat.S_ISFIFO((back / "theirs" / "pipe").lstat().st_mode)

@@ -17,6 +17,7 @@ SQLite file). ``catalog.open_catalog`` picks the backend from what the user name
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -79,6 +80,17 @@ _KINDS = {k.value for k in Kind}
 _KIND_NAMES = [str(k) for k in KINDS]
 
 
+def _wal_is_empty(path: str) -> bool:
+    """True when the catalog's write-ahead log holds nothing (absent or empty): the main
+    file alone is then the whole catalog, so reading it immutably misses nothing."""
+    try:
+        return os.path.getsize(path + "-wal") == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -131,6 +143,14 @@ class Catalog(LivenessRows):
                     self._migrate()
                 self.db.execute(ORIGIN_INDEX)
         except (sqlite3.DatabaseError, OSError) as exc:
+            if not create and _wal_is_empty(path):
+                # only reading: a disk too full for SQLite's shared-memory file (or any
+                # other refusal to write) must not stop sets, files, verify or restore
+                with contextlib.suppress(Exception):
+                    self.db.close()
+                with contextlib.suppress(CatalogError):
+                    self._open_read_only(path)
+                    return
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
 
     # -- plumbing ------------------------------------------------------------------------

@@ -440,6 +440,9 @@ class _Mover:
                 self.record(item, item[OFF] + at, view[at : at + self.spec.chunk])
             self.done = item[SEQ]
             self.make_durable(commit=False)  # the dispatcher frees the segment's buffer
+            # a device that cannot checkpoint: say it is written now, so whether the
+            # segment counts as let go when the device fails next never depends on timing
+            self.progress(force=True)
             return
         whole = True
         if item[KIND] != FILE or size == 0:  # only regular files carry payload

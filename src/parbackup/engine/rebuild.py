@@ -514,9 +514,15 @@ def _write_catalog(
     for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
-    with Catalog(partial) as catalog:
-        _fill(catalog, alive, found, urls, report, on_event, parity)
-        catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        with Catalog(partial) as catalog:
+            _fill(catalog, alive, found, urls, report, on_event, parity)
+            catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except BaseException:  # failed (a full disk) or interrupted: leave no half catalog
+        for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+        raise
     try:
         if os.path.exists(catalog_path):
             raise UsageError(f"{catalog_path} appeared while the catalog was rebuilt; left alone")

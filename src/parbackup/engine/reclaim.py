@@ -16,9 +16,9 @@ A kill at any moment leaves either the old volume in use and a new one no row po
 
 Writes a killed run never committed (``Device.unfinished``: open multipart uploads on S3,
 ``.tmp-`` files of a catalog copy or a label) are discarded too: those of a set the
-catalog knows and that is not running, and every one outside ``sets/`` (the caller holds
-the run lock, so no catalog copy is being written). A set's leftovers whose set the
-catalog does not know are foreign and stay.
+catalog knows and that is not running, and those of a catalog copy or a label (the
+caller holds the run lock, so no catalog copy is being written); nothing else. A set's
+leftovers whose set the catalog does not know are foreign and stay.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from parbackup.catalog.liveness import (
     forgettable,
     plan_device,
 )
-from parbackup.devices.base import Device
+from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
@@ -291,6 +291,8 @@ def _discard_unfinished(
             node = by_id.get(parts[1]) if len(parts) > 2 else None
             if node is None or node.status == SetStatus.RUNNING:
                 continue  # another catalog's, or this run's own
+        elif parts[0] != "catalog" and not info.name.startswith(LABEL_NAME):
+            continue  # not parbackup's (a bucket shared with other uploads)
         try:
             dev.device.discard(info.name)
         except DeviceError as exc:

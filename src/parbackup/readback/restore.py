@@ -127,13 +127,14 @@ def run_restore(
     info = restorable_set(catalog, options.set_ref)
     target = os.path.abspath(options.target)
     report = RestoreReport(set_id=info.id, target=target)
-    if options.includes and not select_files(catalog, info.id, options.includes):
-        raise RestoreError("no file in the set matches " + ", ".join(options.includes))
-    chosen = select_for_restore(catalog, info.id, options.includes)
     report.skipped = [
         {"path": path, "device": "", "error": why}
         for path, why in left_out(catalog, info.id, options.includes)
     ]
+    wanted = options.includes
+    if wanted and not report.skipped and not select_files(catalog, info.id, wanted):
+        raise RestoreError("no file in the set matches " + ", ".join(wanted))
+    chosen = select_for_restore(catalog, info.id, options.includes)
     dest: dict[int, str] = {}
     for f in chosen:
         try:
