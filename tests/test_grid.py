@@ -27,6 +27,7 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli
 from fsfixtures import sh, tmpfs_fixture  # noqa: F401 (fixture)
+from servers import SshServer
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +192,34 @@ def test_tape_whose_reader_is_stopped_is_given_up(tmp_path):
     assert "no progress for 3 seconds" in doc["devices"][1]["error"]
     r = run_cli("verify", "--catalog", cat)
     assert r.code == 0, r.out + r.err
+
+
+def test_sftp_host_serving_read_only(tmp_path, sshd):
+    """An SFTP server that only reads (``internal-sftp -R``): verify, restore and
+    rebuild-catalog work through it; a backup fails that device over with one line
+    naming it (permission denied) and completes on the other."""
+    tree = make_tree(tmp_path / "src", seed=64, files=16, big=(1_000_000,))
+    remote, disk = tmp_path / "remote", tmp_path / "disk"
+    remote.mkdir()
+    disk.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), "-d", sshd.url(remote), "-d", str(disk), "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    ro = SshServer(tmp_path / "ssh-ro")
+    ro.config.write_text(ro.config.read_text().replace("internal-sftp", "internal-sftp -R"))
+    with ro:
+        url = ro.url(remote)
+        r = run_cli("verify", "--catalog", cat, "--device", url)
+        assert r.code == 0, r.out + r.err
+        out = tmp_path / "out"
+        r = run_cli("restore", "--target", str(out), "--catalog", cat, "--device", url)
+        assert r.code == 0, r.out + r.err
+        assert files_of(restored_root(out, tree)) == files_of(tree)
+        rebuilt = str(tmp_path / "rebuilt.sqlite")
+        r = run_cli("rebuild-catalog", "-d", url, "-d", str(disk), "--catalog", rebuilt)
+        assert r.code == 0, r.out + r.err
+        r = run_cli("backup", str(tree), "-d", url, "-d", str(disk), "--catalog", cat, "--json")
+        assert r.code == 3, r.out + r.err
+        assert [d["status"] for d in r.json["devices"]] == ["failed", "ok"]
+        assert "permission denied" in r.json["devices"][0]["error"]
+        assert "Traceback" not in r.err

@@ -295,6 +295,8 @@ def parse_label(data: bytes, error: str) -> Label:
     """The label in a ``label.json`` body; DeviceError(``error``) if it is not one."""
     try:
         body = json.loads(data)
+        if not _is_label_id(body["label"]):  # a tampered label: every volume name uses it
+            raise ValueError(f"label {body['label']!r} is not 32 hex digits")
         return Label(
             label=str(body["label"]),
             created=str(body["created"]),
@@ -303,6 +305,17 @@ def parse_label(data: bytes, error: str) -> Label:
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DeviceError(error) from exc
+
+
+def _is_label_id(value: object) -> bool:
+    """True for a label as parbackup makes them (``uuid4().hex``: 32 hex digits)."""
+    if not isinstance(value, str) or len(value) != 32:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
 
 
 def label_bytes(label: Label) -> bytes:
