@@ -543,5 +543,6 @@ class _Backup:
         with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
             options = self.options
             for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+                what = "the catalog" if name.startswith("catalog/") else f"the key file {name}"
                 for url, error in self.fleet.put(devices, name, path).items():
-                    self.on_event(Notice(f"could not copy {name} to {url}: {error}"))
+                    self.on_event(Notice(f"could not copy {what} to {url}: {error}"))
