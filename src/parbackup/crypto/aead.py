@@ -8,12 +8,18 @@ Keys (all derived from the master key with HKDF-SHA256, see docs/FORMAT.md "Keys
 - the *digest key*: HKDF(master, info="parbackup digest"), which keys the BLAKE3 checksums
   kept in record headers and in the catalog, so they tell nothing about the plaintext.
 
-Nonces never repeat: under one volume key the nonce is the record's byte position in
-the volume (written strictly front to back, so each position holds one record) followed
-by a 4-byte domain (payload, volume metadata). The associated data binds each record to
-its set, file, offset, sizes, kind, flags and place (device label, volume id, position):
-a record swapped between files, sets, volumes or devices, or moved within a volume,
-fails authentication.
+Nonces never repeat: a record's nonce is 12 random bytes stored in front of its
+ciphertext, under a key of its own volume (a volume holds far fewer than the 2^32
+records a random nonce allows per key); the volume metadata uses the fixed nonce
+(0, DOMAIN_VOLUME_META), once per volume key. The associated data binds each record to
+its set, file, offset, sizes, kind, flags and place (device label, volume id): a record
+swapped between files, sets, volumes or devices fails authentication.
+
+Why not the record's position in the volume as nonce and in the associated data: prune
+compacts a volume by copying its live records byte for byte to new positions under the
+same volume header (engine/reclaim.py); records bound to their position would not
+survive that, and without the key prune cannot re-seal them. Order within a volume needs
+no binding: two records of one file differ in their offset, which is bound.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ TAG_SIZE = 16
 DOMAIN_RECORD = 0
 DOMAIN_VOLUME_META = 1
 DOMAIN_FILE = 2
+NONCE_SIZE = 12
 _NONCE = struct.Struct("<QI")
-_AAD = struct.Struct("<4s16sQQQQHH16s16sQ")
+_AAD = struct.Struct("<4s16sQQQQHH16s16s")
 
 
 def derive(master: bytes, info: bytes, salt: bytes | None = None) -> bytes:
@@ -66,7 +73,6 @@ def record_aad(
     flags: int,
     label: bytes,
     volume_id: bytes,
-    position: int,
 ) -> bytes:
     """The associated data of one record: what it is and where it lies."""
     return _AAD.pack(
@@ -80,21 +86,18 @@ def record_aad(
         flags,
         label,
         volume_id,
-        position,
     ) + struct.pack("<Q", stored)
 
 
-def seal(cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes) -> bytes:
+def seal(cipher: AESGCM, nonce_: bytes, data: bytes, aad: bytes) -> bytes:
     """Encrypt and authenticate; the result is ``len(data) + TAG_SIZE`` bytes."""
-    return cipher.encrypt(nonce(position, domain), data, aad)
+    return cipher.encrypt(nonce_, data, aad)
 
 
-def open_sealed(
-    cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes, what: str
-) -> bytes:
+def open_sealed(cipher: AESGCM, nonce_: bytes, data: bytes, aad: bytes, what: str) -> bytes:
     """Decrypt and check; TamperedError naming ``what`` when anything was changed."""
     try:
-        return cipher.decrypt(nonce(position, domain), data, aad)
+        return cipher.decrypt(nonce_, data, aad)
     except InvalidTag:
         raise TamperedError(
             f"{what}: authentication failed (tampered, swapped or replayed)"

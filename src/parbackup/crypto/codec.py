@@ -5,9 +5,10 @@ Stored payload of a version-4 record (flags in the record header):
 
 - neither flag: the payload as it is;
 - ``FLAG_ZSTD``: the payload compressed with zstd;
-- ``FLAG_SEALED``: AES-256-GCM (crypto/aead.py) of ``u32 meta length, meta, body``, where
-  body is the (possibly compressed) payload and meta holds what a plain header would show
-  (mode, uid, gid, mtime, path, link target); the clear header then shows none of it.
+- ``FLAG_SEALED``: a 12-byte random nonce, then AES-256-GCM (crypto/aead.py) of
+  ``u32 meta length, meta, body``, where body is the (possibly compressed) payload and
+  meta holds what a plain header would show (mode, uid, gid, mtime, path, link target);
+  the clear header then shows none of it.
 
 The codec never sees a file: ``CodecSpec`` is plain, picklable data sent to a mover or a
 reader through its channel (never the environment or argv). Its ``repr`` hides the key.
@@ -15,7 +16,9 @@ reader through its channel (never the environment or argv). Its ``repr`` hides t
 
 from __future__ import annotations
 
+import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,14 +73,16 @@ class Place:
 
     label: bytes
     volume_id: bytes
-    position: int
 
 
 class Codec:
     """Encodes and decodes the stored payloads of one set's records."""
 
-    def __init__(self, spec: CodecSpec) -> None:
+    def __init__(
+        self, spec: CodecSpec, nonces: Callable[[], bytes] = lambda: secrets.token_bytes(12)
+    ) -> None:
         self.spec = spec
+        self._nonces = nonces  # tests fix it for known answers
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
         self._ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
@@ -131,7 +136,7 @@ class Codec:
             return flags, body
         flags |= FLAG_SEALED
         blob = _encode_meta(meta)
-        stored = _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
+        stored = aead.NONCE_SIZE + _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
         aad = aead.record_aad(
             set_id,
             file_id,
@@ -143,11 +148,11 @@ class Codec:
             flags,
             place.label,
             place.volume_id,
-            place.position,
         )
         plain = b"".join((_LEN.pack(len(blob)), blob, body))
         cipher = self.cipher(set_id, place.volume_id)
-        return flags, aead.seal(cipher, place.position, aead.DOMAIN_RECORD, plain, aad)
+        nonce = self._nonces()
+        return flags, nonce + aead.seal(cipher, nonce, plain, aad)
 
     def decode(
         self,
@@ -185,12 +190,12 @@ class Codec:
                 flags,
                 place.label,
                 place.volume_id,
-                place.position,
             )
+            if len(stored) < aead.NONCE_SIZE + aead.TAG_SIZE:
+                raise FormatError(f"{what}: sealed record too short")
             cipher = self.cipher(set_id, place.volume_id)
-            plain = aead.open_sealed(
-                cipher, place.position, aead.DOMAIN_RECORD, bytes(stored), aad, what
-            )
+            nonce = bytes(stored[: aead.NONCE_SIZE])
+            plain = aead.open_sealed(cipher, nonce, bytes(stored[aead.NONCE_SIZE :]), aad, what)
             meta, body = _decode_meta(plain, what)
         elif self._mac is not None:
             raise FormatError(f"{what}: record of an encrypted set is not encrypted")
@@ -202,9 +207,10 @@ class Codec:
 
     # -- volume metadata -------------------------------------------------------------------
     def seal_volume_meta(self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes) -> bytes:
-        """Encrypt a volume header's set metadata (position 0, its own domain)."""
+        """Encrypt a volume header's set metadata (once per volume key: a fixed nonce)."""
         aad = b"PBV4" + set_id + label + volume_id
-        return aead.seal(self.cipher(set_id, volume_id), 0, aead.DOMAIN_VOLUME_META, data, aad)
+        nonce = aead.nonce(0, aead.DOMAIN_VOLUME_META)
+        return aead.seal(self.cipher(set_id, volume_id), nonce, data, aad)
 
     def open_volume_meta(
         self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes, what: str
@@ -212,7 +218,8 @@ class Codec:
         """The reverse of ``seal_volume_meta``."""
         aad = b"PBV4" + set_id + label + volume_id
         cipher = self.cipher(set_id, volume_id)
-        return aead.open_sealed(cipher, 0, aead.DOMAIN_VOLUME_META, data, aad, what)
+        nonce = aead.nonce(0, aead.DOMAIN_VOLUME_META)
+        return aead.open_sealed(cipher, nonce, data, aad, what)
 
 
 def _encode_meta(meta: RecordMeta) -> bytes:

@@ -320,7 +320,7 @@ class _Mover:
         n = len(payload)
         code = _KIND_CODES[item[KIND]]
         meta = RecordMeta(item[MODE], item[UID], item[GID], item[MTIME], item[PATH], item[LINK])
-        place = Place(bytes.fromhex(self.label)[:16].ljust(16, b"\0"), vol.volume_id, vol.position)
+        place = Place(bytes.fromhex(self.label)[:16].ljust(16, b"\0"), vol.volume_id)
         flags, stored = codec.encode(
             payload,
             set_id=self.set_id,

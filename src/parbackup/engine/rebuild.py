@@ -232,7 +232,7 @@ def _read_volume(
                         size=header.size,
                         file_size=header.file_size,
                         kind=header.code,
-                        place=Place(place_label, volume_id, pos),
+                        place=Place(place_label, volume_id),
                         what=f"{name} at {pos}",
                     )
                 except FormatError as exc:

@@ -168,9 +168,9 @@ class _Places:
 
     def place(self, ref: RecordRef) -> Place | str:
         if not self.codec.encrypted:
-            return Place(self.label, bytes(16), ref.position)
+            return Place(self.label, bytes(16))
         vid = self.volume_id(ref.volume)
-        return vid if isinstance(vid, str) else Place(self.label, vid, ref.position)
+        return vid if isinstance(vid, str) else Place(self.label, vid)
 
 
 def read_records(
