@@ -233,3 +233,21 @@ def test_rebuild_names_a_tampered_record(tmp_path: Path) -> None:
     (s,) = json.loads(rebuilt.out)["sets"]
     assert s["status"] == "degraded"
     assert any("authentication failed" in d["error"] for d in s["damaged"])
+
+
+def test_incremental_reuses_sealed_records_only(tmp_path: Path) -> None:
+    """The first encrypted set after a plain one copies everything again (no encrypted set
+    points at plaintext records); a later encrypted incremental reuses sealed records."""
+    src, devs, base = setup(tmp_path)  # plain full backup
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    first = run_cli("backup", str(src), *devargs, *base, "--incremental", "--encrypt", "--json",
+                    env=PW)  # fmt: skip
+    assert first.code == 0, first.err
+    assert json.loads(first.out)["reused"] == 0
+    (src / "small").write_bytes(b"changed")
+    second = run_cli("backup", str(src), *devargs, *base, "--incremental", "--json", env=PW)
+    assert second.code == 0, second.err
+    assert json.loads(second.out)["reused"] > 1_000_000
+    restored = run_cli("restore", "--target", str(tmp_path / "out"), *base, env=PW)
+    assert restored.code == 0, restored.err
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)

@@ -364,8 +364,14 @@ class _Backup:
         reuse = Reuse()
         self._entries = entries
         if self.options.incremental:
+            codec = self.options.codec
             found = incremental_reuse(
-                self.catalog, names, entries, rehash=self.rehash_opener(), usable=usable
+                self.catalog,
+                names,
+                entries,
+                rehash=self.rehash_opener(),
+                usable=usable,
+                sealed=codec is not None and codec.encrypted,
             )
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
