@@ -251,3 +251,23 @@ def test_incremental_reuses_sealed_records_only(tmp_path: Path) -> None:
     restored = run_cli("restore", "--target", str(tmp_path / "out"), *base, env=PW)
     assert restored.code == 0, restored.err
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_key_material_never_in_output_logs_or_catalog(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    _src, devs, base = setup(tmp_path, "--encrypt", "-v", "--log-file", str(log))
+    outs = []
+    for args in (["verify", "--json"], ["restore", "--target", str(tmp_path / "out"), "--json"],
+                 ["sets", "--json"], ["key", "list", "--json"]):  # fmt: skip
+        out = run_cli("-v", "--log-file", str(log), *args, *base, env=PW)
+        assert out.code == 0, out.err
+        outs += [out.out, out.err]
+    keyfile = KeyFile.load(key_path(tmp_path / "cat.sqlite"))
+    assert keyfile is not None
+    master, _slot = keyfile.unlock(PW["PARBACKUP_PASSWORD"].encode())
+    blobs = [log.read_bytes(), (tmp_path / "cat.sqlite").read_bytes(), *(o.encode() for o in outs)]
+    blobs += [p.read_bytes() for d in devs for p in d.rglob("*") if p.is_file()]
+    for blob in blobs:
+        assert master not in blob and master.hex().encode() not in blob
+        assert PW["PARBACKUP_PASSWORD"].encode() not in blob
+    assert log.stat().st_size > 0

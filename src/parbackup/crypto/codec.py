@@ -16,6 +16,8 @@ reader through its channel (never the environment or argv). Its ``repr`` hides t
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import struct
 from collections.abc import Callable
@@ -211,6 +213,48 @@ class Codec:
         aad = b"PBV4" + set_id + label + volume_id
         nonce = aead.nonce(0, aead.DOMAIN_VOLUME_META)
         return aead.seal(self.cipher(set_id, volume_id), nonce, data, aad)
+
+    def seal_header_meta(self, meta: dict, set_id: bytes, label: bytes, volume_id: bytes) -> dict:
+        """The JSON of a version-4 volume header: the volume id in the clear; in an
+        encrypted set only ``label``, ``volume``, ``volume_id``, ``key_id`` in the clear and
+        the rest sealed."""
+        if not self.encrypted:
+            return {**meta, "volume_id": volume_id.hex()}
+        blob = json.dumps(meta, sort_keys=True).encode()
+        sealed = self.seal_volume_meta(set_id, volume_id, label, blob)
+        return {
+            "label": meta.get("label"),
+            "volume": meta.get("volume"),
+            "volume_id": volume_id.hex(),
+            "key_id": self.spec.key_id.hex(),
+            "sealed": base64.b64encode(sealed).decode(),
+        }
+
+    def open_header_meta(
+        self, meta: dict, set_id: bytes, label: bytes, what: str
+    ) -> tuple[dict, bytes]:
+        """(set metadata, volume id) of a volume header's JSON, opening sealed metadata
+        (FormatError when it cannot be had, TamperedError when it was changed)."""
+        try:
+            volume_id = bytes.fromhex(str(meta.get("volume_id", "")))
+        except ValueError as exc:
+            raise FormatError(f"{what}: malformed volume id") from exc
+        if "sealed" not in meta:
+            return meta, volume_id
+        if not self.encrypted:
+            raise FormatError(f"{what}: an encrypted volume, and no key was found")
+        try:
+            sealed = base64.b64decode(str(meta["sealed"]), validate=True)
+        except ValueError as exc:
+            raise FormatError(f"{what}: malformed sealed metadata") from exc
+        plain = self.open_volume_meta(set_id, volume_id, label, sealed, what)
+        try:
+            opened = json.loads(plain)
+        except ValueError as exc:
+            raise FormatError(f"{what}: sealed metadata is not JSON") from exc
+        if not isinstance(opened, dict):
+            raise FormatError(f"{what}: sealed metadata is not an object")
+        return {**opened, "label": meta.get("label"), "volume": meta.get("volume")}, volume_id
 
     def open_volume_meta(
         self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes, what: str

@@ -31,9 +31,7 @@ Records of small files are gathered into one large write; a payload larger than
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import secrets
 import time
 from collections import deque
@@ -234,17 +232,7 @@ class _Mover:
         """The header metadata of a version-4 volume: its random id in the clear; in an
         encrypted set, the set metadata sealed, only the label and sequence in the clear."""
         assert self.codec is not None
-        if not self.codec.encrypted:
-            return {**meta, "volume_id": volume_id.hex()}
-        blob = json.dumps(meta, sort_keys=True).encode()
-        sealed = self.codec.seal_volume_meta(self.set_id, volume_id, label, blob)
-        return {
-            "label": self.label,
-            "volume": self.sequence,
-            "volume_id": volume_id.hex(),
-            "key_id": self.codec.spec.key_id.hex(),
-            "sealed": base64.b64encode(sealed).decode(),
-        }
+        return self.codec.seal_header_meta(meta, self.set_id, label, volume_id)
 
     def flush_gather(self) -> None:
         if self.gather and self.volume is not None:

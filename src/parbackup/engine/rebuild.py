@@ -25,9 +25,7 @@ the new catalog. Every sealed record is authenticated while it is read.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -137,29 +135,6 @@ def _resync(win: _Window, start: int) -> int | None:
 _PLAIN = Codec(CodecSpec())
 
 
-def _volume_meta(head, codec: Codec, name: str) -> tuple[dict, bytes]:
-    """(set metadata, volume id) of a volume header, opening sealed metadata."""
-    meta = head.meta
-    try:
-        volume_id = bytes.fromhex(str(meta.get("volume_id", "")))
-    except ValueError as exc:
-        raise FormatError(f"{name}: malformed volume id") from exc
-    if "sealed" not in meta:
-        return meta, volume_id
-    if not codec.encrypted:
-        raise FormatError(f"{name}: an encrypted volume, and no key file was found")
-    try:
-        sealed = base64.b64decode(str(meta["sealed"]), validate=True)
-    except ValueError as exc:
-        raise FormatError(f"{name}: malformed sealed metadata") from exc
-    plain = codec.open_volume_meta(head.set_id, volume_id, head.label, sealed, name)
-    try:
-        opened = json.loads(plain)
-    except ValueError as exc:
-        raise FormatError(f"{name}: sealed metadata is not JSON") from exc
-    return {**opened, "label": meta.get("label"), "volume": meta.get("volume")}, volume_id
-
-
 def _read_volume(
     device: Device, label: str, name: str, found: dict[str, _SetFound], codec: Codec = _PLAIN
 ) -> None:
@@ -170,7 +145,7 @@ def _read_volume(
     """
     with device.open_read(name) as stream:
         head = read_volume_header(stream)
-        meta, volume_id = _volume_meta(head, codec, name)
+        meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, name)
         place_label = bytes.fromhex(label)[:16].ljust(16, b"\0")
         set_hex = head.set_id.hex()
         entry = found.get(set_hex)
