@@ -447,7 +447,12 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
     if work.frames is not None and not device.capabilities.sequential:
         # a tape is read in one pass only; its stream frames carry CRCs
         for hit in check_volumes(
-            device, work.set_id, unpack(label, work.frames), expect_end=work.expect_end
+            device,
+            work.set_id,
+            unpack(label, work.frames),
+            expect_end=work.expect_end,
+            codec=codec,
+            label=label,
         ):
             if hit.file is not None:
                 channel.send(Progress([], [(hit.file, hit.error)], 0))
