@@ -69,6 +69,15 @@ class RecordMeta:
     link: bytes
 
 
+def label_bytes(label: str) -> bytes:
+    """A device label (32 hex digits) as the 16 bytes associated data binds."""
+    try:
+        raw = bytes.fromhex(label)
+    except ValueError:
+        raw = label.encode()
+    return raw[:16].ljust(16, b"\0")
+
+
 @dataclass(frozen=True)
 class Place:
     """Where a record lies: bound into its associated data."""

@@ -40,7 +40,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from parbackup.crypto.codec import Codec, Place, RecordMeta
+from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -308,7 +308,7 @@ class _Mover:
         n = len(payload)
         code = _KIND_CODES[item[KIND]]
         meta = RecordMeta(item[MODE], item[UID], item[GID], item[MTIME], item[PATH], item[LINK])
-        place = Place(bytes.fromhex(self.label)[:16].ljust(16, b"\0"), vol.volume_id)
+        place = Place(label_bytes(self.label), vol.volume_id)
         flags, stored = codec.encode(
             payload,
             set_id=self.set_id,

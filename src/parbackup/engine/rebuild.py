@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import REBUILDING_KEY
-from parbackup.crypto.codec import Codec, CodecSpec, Place
+from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
@@ -146,7 +146,7 @@ def _read_volume(
     with device.open_read(name) as stream:
         head = read_volume_header(stream)
         meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, name)
-        place_label = bytes.fromhex(label)[:16].ljust(16, b"\0")
+        place_label = label_bytes(label)
         set_hex = head.set_id.hex()
         entry = found.get(set_hex)
         if entry is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from parbackup.crypto.codec import Codec, CodecSpec, Place
+from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
 from parbackup.devices.base import Device
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
@@ -56,7 +56,7 @@ def check_volumes(
     never closed, so it has no end record and may have bytes after the last durable one.
     ``codec`` (with the set's key) and the device's ``label`` open what is sealed.
     """
-    place_label = bytes.fromhex(label)[:16].ljust(16, b"\0") if label else bytes(16)
+    place_label = label_bytes(label)
     by_volume: dict[str, list[tuple[int, RecordRef]]] = {}
     for fid, ref in records:
         by_volume.setdefault(ref.volume, []).append((fid, ref))

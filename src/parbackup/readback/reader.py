@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any
 
-from parbackup.crypto.codec import Codec, CodecSpec, Place
+from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -146,7 +146,7 @@ class _Places:
 
     def __init__(self, device: Device, label: str, codec: Codec) -> None:
         self.device, self.codec = device, codec
-        self.label = bytes.fromhex(label)[:16].ljust(16, b"\0") if label else bytes(16)
+        self.label = label_bytes(label)
         self.ids: dict[str, bytes | str] = {}
 
     def volume_id(self, volume: str, header: VolumeHeader | None = None) -> bytes | str:
