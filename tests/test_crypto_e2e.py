@@ -304,3 +304,16 @@ def test_verify_authenticates_names_and_volume_metadata(tmp_path: Path) -> None:
     verified = run_cli("verify", *base, "--json", env=PW)
     assert verified.code == 1
     assert "authentication failed" in verified.out
+
+
+def test_compressed_sets_stay_readable_after_the_catalog_gets_a_key(tmp_path: Path) -> None:
+    src, devs, base = setup(tmp_path, "--compression", "3")
+    first = json.loads(run_cli("sets", *base, "--json").out)["sets"][0]["set"]
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    enc = run_cli("backup", str(src), *devargs, *base, "--encrypt", env=PW)
+    assert enc.code == 0, enc.err
+    for ref in (first, "latest"):
+        out = tmp_path / f"out-{ref}"
+        restored = run_cli("restore", "--set", ref, "--target", str(out), *base, env=PW)
+        assert restored.code == 0, restored.err
+        assert snapshot(restored_root(out, src)) == snapshot(src)

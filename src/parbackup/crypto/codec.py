@@ -116,6 +116,13 @@ class Codec:
             return blake3(data, key=self._mac).digest()
         return blake3(data).digest()
 
+    def digest_of(self, flags: int, data: bytes | memoryview) -> bytes:
+        """The checksum a record with these flags carries: keyed when it is sealed, plain
+        otherwise (a compressed record of a set made before the catalog had its key)."""
+        if flags & FLAG_SEALED:
+            return self.digest(data)
+        return blake3(data).digest()
+
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
         """The cipher of one volume (cached)."""
         key = (set_id, volume_id)
@@ -208,8 +215,6 @@ class Codec:
             nonce = bytes(stored[: aead.NONCE_SIZE])
             plain = aead.open_sealed(cipher, nonce, bytes(stored[aead.NONCE_SIZE :]), aad, what)
             meta, body = _decode_meta(plain, what)
-        elif self._mac is not None:
-            raise FormatError(f"{what}: record of an encrypted set is not encrypted")
         if flags & FLAG_ZSTD:
             body = decompress(body, size, what)
         elif len(body) != size:

@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import REBUILDING_KEY
-from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
+from parbackup.crypto.codec import FLAG_SEALED, Codec, CodecSpec, Place, label_bytes
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
@@ -196,6 +196,8 @@ def _read_volume(
                 return
             if header.set_id != head.set_id:
                 damage(f"record at {pos} belongs to another set")
+            elif "sealed" in head.meta and not header.flags & FLAG_SEALED:
+                damage(f"record at {pos} of an encrypted volume is not sealed")
             elif header.stored >= 0:
                 try:
                     sealed, data = codec.decode(
@@ -213,7 +215,7 @@ def _read_volume(
                 except FormatError as exc:
                     damage(str(exc))
                 else:
-                    if codec.digest(data) != header.checksum:
+                    if codec.digest_of(header.flags, data) != header.checksum:
                         damage("payload checksum mismatch", path=os.fsdecode(header.path))
                     else:
                         if sealed is not None:

@@ -133,7 +133,7 @@ def open_record(
             )
         except FormatError as exc:
             return str(exc), None
-        if codec.digest(payload) != ref.checksum:
+        if codec.digest_of(header.flags, payload) != ref.checksum:
             return "payload checksum mismatch", None
     elif checksum(payload) != ref.checksum:
         return "payload checksum mismatch", None
