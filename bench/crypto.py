@@ -137,12 +137,15 @@ def local(args: argparse.Namespace) -> list[list[str]]:
     return rows
 
 
-def source_tree(dest: Path) -> int:
-    """A compressible tree: the Python standard library's sources, copied."""
+def source_tree(dest: Path, copies: int) -> int:
+    """A compressible tree: ``copies`` copies of the Python standard library's sources."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    shutil.copytree(
-        stdlib, dest, ignore=shutil.ignore_patterns("__pycache__", "*.so", "site-packages")
-    )
+    for i in range(copies):
+        shutil.copytree(
+            stdlib,
+            dest / f"copy{i}",
+            ignore=shutil.ignore_patterns("__pycache__", "*.so", "site-packages"),
+        )
     return tree_stats(str(dest))[1]
 
 
@@ -153,7 +156,7 @@ def distant(args: argparse.Namespace) -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="parbackup-crypto-"))
     try:
-        nbytes = source_tree(work / "src")
+        nbytes = source_tree(work / "src", args.copies)
         with contextlib.ExitStack() as stack:
             servers = []
             for i in (1, 2):
@@ -205,6 +208,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/pbbench-crypto", help="where tmpfs mounts go")
     ap.add_argument("--rate", default="50mbit", help="link rate per host (distant part)")
     ap.add_argument("--only", default="local,distant", help="local, distant or both")
+    ap.add_argument("--copies", type=int, default=3, help="stdlib copies (distant part)")
     args = ap.parse_args()
     if "local" in args.only:
         local(args)

@@ -268,7 +268,7 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
     db.commit()
     db.close()
     with Catalog(str(path)) as c:
-        assert c.meta("schema") == str(SCHEMA_VERSION) == "3"
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
         (info,) = c.sets()
         assert (info.id, info.status, info.resumed) == (IDS[0], "running", "")
         c.lock_for_run()

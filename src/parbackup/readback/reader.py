@@ -88,15 +88,6 @@ def matches_catalog(header: RecordHeader, fid: int, ref: RecordRef, set_id: byte
     ) and header.checksum == ref.checksum
 
 
-def check_record(fid: int, ref: RecordRef, set_id: bytes, head: bytes, payload: memoryview) -> str:
-    """'' if the record matches the catalog and its checksum, else what is wrong."""
-    try:
-        header = parse_record_header(head)
-    except FormatError as exc:
-        return f"damaged record header: {exc}"
-    return open_record(header, fid, ref, set_id, payload, _PLAIN, None)[0]
-
-
 _PLAIN = Codec(CodecSpec())
 
 
