@@ -317,3 +317,26 @@ def test_compressed_sets_stay_readable_after_the_catalog_gets_a_key(tmp_path: Pa
         restored = run_cli("restore", "--set", ref, "--target", str(out), *base, env=PW)
         assert restored.code == 0, restored.err
         assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_sealed_catalog_copy_opens_with_the_device_key(tmp_path: Path) -> None:
+    src, devs, _base = setup(tmp_path, "--encrypt")
+    sealed = devs[0] / "catalog" / "catalog.sqlite.sealed"
+    (keyfile,) = (devs[0] / "keys").glob("*.json")
+    out = tmp_path / "opened.sqlite"
+    args = ["key", "open-catalog", str(sealed), str(out), "--key-file", str(keyfile)]
+    wrong = run_cli(*args, env={"PARBACKUP_PASSWORD": "nope"})
+    assert wrong.code == 1 and "wrong passphrase" in wrong.err and not out.exists()
+    opened = run_cli(*args, env=PW)
+    assert opened.code == 0, opened.err
+    sets = run_cli("sets", "--catalog", str(out), "--json")
+    assert sets.code == 0 and json.loads(sets.out)["sets"][0]["status"] == "complete"
+    restored = run_cli("restore", "--catalog", str(out), "--target", str(tmp_path / "o"), env=PW)
+    assert restored.code == 0, restored.err
+    assert snapshot(restored_root(tmp_path / "o", src)) == snapshot(src)
+    bad = bytearray(sealed.read_bytes())
+    bad[len(bad) // 2] ^= 1
+    sealed.write_bytes(bytes(bad))
+    tampered = run_cli(*args[:3], str(tmp_path / "t.sqlite"), *args[4:], env=PW)
+    assert tampered.code == 1 and "authentication failed" in tampered.err
+    assert not (tmp_path / "t.sqlite").exists()
