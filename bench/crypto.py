@@ -76,25 +76,23 @@ def local(args: argparse.Namespace) -> list[list[str]]:
         files, nbytes = tree_stats(src)
         print(f"tree: {files} files, {nbytes / 1e6:.0f} MB", file=sys.stderr)
         pw = {"PARBACKUP_PASSWORD": PASSWORD}
-        runs = {}
-        stored = {}
+        runs, restores, stored = {}, {}, {}
         for name, extra in (("plain", []), ("encrypted", ["--encrypt"])):
             env = {**parbackup_env(os.path.join(state, f"{name}.sqlite")), **pw}
             drop_caches()
             argv = parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json", *extra)
             runs[name] = run(f"parbackup {name} (2 devices)", argv, env=env)
             stored[name] = (du(dev1), du(dev2))
-            if name == "encrypted":
-                drop_caches()
-                back = run(
-                    "parbackup restore (encrypted)",
-                    parbackup_argv("restore", "--target", restore, "--json"),
-                    env=env,
-                )
-                runs["restore"] = back
-                if not same_tree(src, os.path.join(restore, src.lstrip("/"))):
-                    raise SystemExit("encrypted restore differs from the source")
-                wipe(restore)
+            drop_caches()
+            back = run(
+                f"parbackup restore ({name})",
+                parbackup_argv("restore", "--target", restore, "--json"),
+                env=env,
+            )
+            restores[name] = back
+            if not same_tree(src, os.path.join(restore, src.lstrip("/"))):
+                raise SystemExit(f"{name} restore differs from the source")
+            wipe(restore)
             wipe(dev1)
             wipe(dev2)
         renv = {"RESTIC_PASSWORD": PASSWORD, "XDG_CACHE_HOME": f"{state}/cache"}
@@ -108,8 +106,6 @@ def local(args: argparse.Namespace) -> list[list[str]]:
         wipe(dev1)
     rows = []
     for key, m in runs.items():
-        if key == "restore":
-            continue
         a, b = stored[key]
         spread = f"{max(a, b) / max(1, min(a, b)):.3f}" if b else "-"
         rows.append(
@@ -131,7 +127,11 @@ def local(args: argparse.Namespace) -> list[list[str]]:
             rows,
         )
     )
-    print(f"\nencrypted restore: {runs['restore'].wall:.2f} s")
+    back = restores["encrypted"].wall / restores["plain"].wall
+    print(
+        f"\nrestore: plain {restores['plain'].wall:.2f} s, encrypted "
+        f"{restores['encrypted'].wall:.2f} s ({back:.2f}x)"
+    )
     print(f"encrypted / plain wall: {ratio:.2f}x (goal <= 1.3x)")
     print(f"encrypted throughput / restic's: {vs_restic:.2f}x (goal >= 3x)")
     return rows
