@@ -77,7 +77,12 @@ def local(args: argparse.Namespace) -> list[list[str]]:
         print(f"tree: {files} files, {nbytes / 1e6:.0f} MB", file=sys.stderr)
         pw = {"PARBACKUP_PASSWORD": PASSWORD}
         runs, restores, stored = {}, {}, {}
-        for name, extra in (("plain", []), ("encrypted", ["--encrypt"])):
+        variants = (
+            ("plain", []),
+            ("encrypted", ["--encrypt"]),
+            ("encrypted-only", ["--encrypt", "--compression", "off"]),
+        )
+        for name, extra in variants:
             env = {**parbackup_env(os.path.join(state, f"{name}.sqlite")), **pw}
             drop_caches()
             argv = parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json", *extra)
@@ -119,6 +124,7 @@ def local(args: argparse.Namespace) -> list[list[str]]:
             ]
         )
     ratio = runs["encrypted"].wall / runs["plain"].wall
+    alone = runs["encrypted-only"].wall / runs["plain"].wall
     vs_restic = runs["restic"].wall / runs["encrypted"].wall
     print(f"\nLocal tree: {files} files, {nbytes / 1e6:.0f} MB. {conditions()}\n")
     print(
@@ -133,6 +139,7 @@ def local(args: argparse.Namespace) -> list[list[str]]:
         f"{restores['encrypted'].wall:.2f} s ({back:.2f}x)"
     )
     print(f"encrypted / plain wall: {ratio:.2f}x (goal <= 1.3x)")
+    print(f"encrypted without compression / plain wall: {alone:.2f}x")
     print(f"encrypted throughput / restic's: {vs_restic:.2f}x (goal >= 3x)")
     return rows
 
