@@ -96,7 +96,7 @@ class Codec:
         self._nonces = nonces  # tests fix it for known answers
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
-        self._ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
+        self._keys: dict[tuple[bytes, bytes], bytes] = {}
 
     def __repr__(self) -> str:
         return f"Codec(compression={self.spec.compression}, encrypted={self.encrypted})"
@@ -123,15 +123,19 @@ class Codec:
             return self.digest(data)
         return blake3(data).digest()
 
+    def key(self, set_id: bytes, volume_id: bytes) -> bytes:
+        """The key of one volume (cached)."""
+        which = (set_id, volume_id)
+        key = self._keys.get(which)
+        if key is None:
+            if len(self._keys) > 64:
+                self._keys.clear()
+            key = self._keys[which] = aead.volume_key_bytes(self.spec.master, set_id, volume_id)
+        return key
+
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
-        """The cipher of one volume (cached)."""
-        key = (set_id, volume_id)
-        cipher = self._ciphers.get(key)
-        if cipher is None:
-            if len(self._ciphers) > 64:
-                self._ciphers.clear()
-            cipher = self._ciphers[key] = aead.volume_key(self.spec.master, set_id, volume_id)
-        return cipher
+        """The cipher of one volume."""
+        return AESGCM(self.key(set_id, volume_id))
 
     # -- records ---------------------------------------------------------------------------
     def encode(
@@ -167,10 +171,9 @@ class Codec:
             place.label,
             place.volume_id,
         )
-        plain = b"".join((_LEN.pack(len(blob)), blob, body))
-        cipher = self.cipher(set_id, place.volume_id)
-        nonce = self._nonces()
-        return flags, nonce + aead.seal(cipher, nonce, plain, aad)
+        parts = [_LEN.pack(len(blob)), blob, body]
+        key = self.key(set_id, place.volume_id)
+        return flags, aead.seal_parts(key, self._nonces(), parts, aad)
 
     def decode(
         self,
@@ -211,9 +214,8 @@ class Codec:
             )
             if len(stored) < aead.NONCE_SIZE + aead.TAG_SIZE:
                 raise FormatError(f"{what}: sealed record too short")
-            cipher = self.cipher(set_id, place.volume_id)
-            nonce = bytes(stored[: aead.NONCE_SIZE])
-            plain = aead.open_sealed(cipher, nonce, bytes(stored[aead.NONCE_SIZE :]), aad, what)
+            key = self.key(set_id, place.volume_id)
+            plain = aead.open_parts(key, stored, aad, what)
             meta, body = _decode_meta(plain, what)
         if flags & FLAG_ZSTD:
             body = decompress(body, size, what)
