@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
 
-from conftest import restored_root, run_cli, snapshot
+from conftest import SRC, restored_root, run_cli, snapshot
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.format import iter_volume, read_volume_header
 
@@ -340,3 +344,50 @@ def test_sealed_catalog_copy_opens_with_the_device_key(tmp_path: Path) -> None:
     tampered = run_cli(*args[:3], str(tmp_path / "t.sqlite"), *args[4:], env=PW)
     assert tampered.code == 1 and "authentication failed" in tampered.err
     assert not (tmp_path / "t.sqlite").exists()
+
+
+def _prompted(args: list[str], typed: bytes) -> tuple[int, str]:
+    """Run parbackup on a real terminal (its controlling tty), type ``typed`` once it asks
+    for the passphrase; its exit code and everything the terminal showed."""
+    master, slave = os.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARBACKUP_PASSWORD")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", *args],
+        env={**env, "PYTHONPATH": SRC, "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    shown = b""
+    while b"Passphrase:" not in shown:
+        chunk = os.read(master, 4096)
+        assert chunk, shown
+        shown += chunk
+    os.write(master, typed)
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+def test_passphrase_prompt_on_a_terminal(tmp_path: Path) -> None:
+    _src, _devs, base = setup(tmp_path, "--encrypt")
+    code, shown = _prompted(["verify", *base], PW["PARBACKUP_PASSWORD"].encode() + b"\n")
+    assert code == 0, shown
+    assert PW["PARBACKUP_PASSWORD"] not in shown  # not echoed
+    code, shown = _prompted(["verify", *base], b"\x04")  # Ctrl-D: nothing typed
+    assert code == 2 and "no passphrase was typed" in shown, shown
+    assert "Traceback" not in shown and "internal error" not in shown

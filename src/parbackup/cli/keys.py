@@ -50,7 +50,10 @@ def _prompt(text: str, confirm: bool) -> Callable[[], bytes] | None:
         return None
 
     def ask() -> bytes:
-        value = click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+        try:
+            value = click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+        except click.exceptions.Abort:  # end of input (Ctrl-D) or Ctrl-C at the prompt
+            raise UsageError("no passphrase was typed") from None
         return str(value).encode()
 
     return ask
