@@ -285,3 +285,16 @@ def test_schema_3_catalog_gains_the_stored_column(tmp_path: Path) -> None:
         assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
         ((fid, ref),) = list(c.records(set_hex))
         assert (fid, ref.size, ref.stored, ref.length) == (0, 10, -1, 10)
+
+
+def test_a_frame_claiming_another_size_is_refused_before_allocating() -> None:
+    import zstandard
+
+    from parbackup.crypto.compress import decompress
+
+    frame = zstandard.ZstdCompressor(level=1).compress(b"a" * 5000)
+    with pytest.raises(FormatError, match="claims 5000 bytes"):
+        decompress(frame, 1000, "record")
+    with pytest.raises(FormatError, match="damaged compressed payload"):
+        decompress(b"not a zstd frame", 10, "record")
+    assert decompress(frame, 5000, "record") == b"a" * 5000

@@ -66,8 +66,12 @@ _DC = zstandard.ZstdDecompressor()
 
 
 def decompress(data: bytes | memoryview, size: int, what: str) -> bytes:
-    """Decompress a record payload that must give exactly ``size`` bytes."""
+    """Decompress a record payload that must give exactly ``size`` bytes. The size a
+    frame claims is checked first: nothing is allocated from an unchecked length."""
     try:
+        claimed = zstandard.frame_content_size(data)
+        if claimed not in (-1, size):
+            raise FormatError(f"{what}: compressed payload claims {claimed} bytes, not {size}")
         out = _DC.decompress(data, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise FormatError(f"{what}: damaged compressed payload ({exc})") from exc
