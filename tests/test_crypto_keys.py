@@ -298,3 +298,11 @@ def test_a_frame_claiming_another_size_is_refused_before_allocating() -> None:
     with pytest.raises(FormatError, match="damaged compressed payload"):
         decompress(b"not a zstd frame", 10, "record")
     assert decompress(frame, 5000, "record") == b"a" * 5000
+
+
+def test_key_file_asking_for_huge_scrypt_memory_is_refused() -> None:
+    keyfile, _ = KeyFile.create(b"pw")
+    doc = json.loads(keyfile.to_json())
+    doc["slots"][0]["n"] = 1 << 24  # 16 GiB of scrypt memory with r = 8
+    with pytest.raises(KeyUnlockError, match="unsupported key derivation"):
+        KeyFile.from_json(json.dumps(doc).encode(), "device key")

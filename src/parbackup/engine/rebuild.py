@@ -36,7 +36,7 @@ from typing import BinaryIO
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.crypto.codec import FLAG_SEALED, Codec, CodecSpec, Place, label_bytes
-from parbackup.crypto.keys import KeyFile, key_path
+from parbackup.crypto.keys import MAX_KEY_FILE, KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
@@ -344,7 +344,8 @@ def device_key(alive: list[OpenDevice]) -> KeyFile | None:
             names = [o.name for o in dev.device.list("keys/") if o.name.endswith(".json")]
             for name in names:
                 with dev.device.open_read(name) as stream:
-                    keyfile = KeyFile.from_json(stream.read(), f"{dev.url}: {name}")
+                    data = stream.read(MAX_KEY_FILE + 1)
+                    keyfile = KeyFile.from_json(data, f"{dev.url}: {name}")
                 found.setdefault(keyfile.key_id, keyfile)
         except DeviceError as exc:
             raise KeyUnlockError(f"{dev.url}: cannot read its key file: {exc}") from exc
