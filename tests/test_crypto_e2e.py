@@ -3,14 +3,20 @@ wrong passphrase, tampering of every kind, nothing readable left on the devices.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
 
-from conftest import restored_root, run_cli, snapshot
+from conftest import SRC, restored_root, run_cli, snapshot
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.format import iter_volume, read_volume_header
 
@@ -286,3 +292,155 @@ def test_an_encrypted_set_with_parity_shows_no_name_on_any_device(tmp_path: Path
     restored = run_cli("restore", *cat, "--target", str(tmp_path / "out"), env=PW)
     assert restored.code in (0, 3), restored.err
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_incremental_reuses_sealed_records_only(tmp_path: Path) -> None:
+    """The first encrypted set after a plain one copies everything again (no encrypted set
+    points at plaintext records); a later encrypted incremental reuses sealed records."""
+    src, devs, base = setup(tmp_path)  # plain full backup
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    first = run_cli("backup", str(src), *devargs, *base, "--incremental", "--encrypt", "--json",
+                    env=PW)  # fmt: skip
+    assert first.code == 0, first.err
+    assert json.loads(first.out)["reused"] == 0
+    (src / "small").write_bytes(b"changed")
+    second = run_cli("backup", str(src), *devargs, *base, "--incremental", "--json", env=PW)
+    assert second.code == 0, second.err
+    assert json.loads(second.out)["reused"] > 1_000_000
+    restored = run_cli("restore", "--target", str(tmp_path / "out"), *base, env=PW)
+    assert restored.code == 0, restored.err
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_key_material_never_in_output_logs_or_catalog(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    _src, devs, base = setup(tmp_path, "--encrypt", "-v", "--log-file", str(log))
+    outs = []
+    for args in (["verify", "--json"], ["restore", "--target", str(tmp_path / "out"), "--json"],
+                 ["sets", "--json"], ["key", "list", "--json"]):  # fmt: skip
+        out = run_cli("-v", "--log-file", str(log), *args, *base, env=PW)
+        assert out.code == 0, out.err
+        outs += [out.out, out.err]
+    keyfile = KeyFile.load(key_path(tmp_path / "cat.sqlite"))
+    assert keyfile is not None
+    master, _slot = keyfile.unlock(PW["PARBACKUP_PASSWORD"].encode())
+    blobs = [log.read_bytes(), (tmp_path / "cat.sqlite").read_bytes(), *(o.encode() for o in outs)]
+    blobs += [p.read_bytes() for d in devs for p in d.rglob("*") if p.is_file()]
+    for blob in blobs:
+        assert master not in blob and master.hex().encode() not in blob
+        assert PW["PARBACKUP_PASSWORD"].encode() not in blob
+    assert log.stat().st_size > 0
+
+
+def test_verify_authenticates_names_and_volume_metadata(tmp_path: Path) -> None:
+    """What no restore reads is still checked by verify: a sealed directory record (its
+    name) and the sealed set metadata of a volume header, each changed with its CRC
+    made right again, as an attacker would."""
+    _src, devs, base = setup(tmp_path, "--encrypt")
+    vol, pos, rec = next(
+        (v, p, r) for v in volumes(devs) for p, r in _records(v) if r.kind == "dir"
+    )
+    data = bytearray(vol.read_bytes())
+    data[pos + len(rec.encode()) + rec.stored // 2] ^= 0x04
+    vol.write_bytes(bytes(data))
+    verified = run_cli("verify", *base, "--json", env=PW)
+    assert verified.code == 1
+    assert any("authentication failed" in d["error"] for d in _damaged(verified)), verified.out
+
+    other = next(v for v in volumes(devs) if v != vol)
+    data = bytearray(other.read_bytes())
+    with other.open("rb") as fh:
+        head = read_volume_header(fh)
+    sealed = bytearray(base64.b64decode(head.meta["sealed"]))
+    sealed[5] ^= 0x01
+    meta = {**head.meta, "sealed": base64.b64encode(bytes(sealed)).decode()}
+    forged = dataclasses.replace(head, meta=meta).encode()
+    assert len(forged) == head.length
+    data[: head.length] = forged
+    other.write_bytes(bytes(data))
+    verified = run_cli("verify", *base, "--json", env=PW)
+    assert verified.code == 1
+    assert "authentication failed" in verified.out
+
+
+def test_compressed_sets_stay_readable_after_the_catalog_gets_a_key(tmp_path: Path) -> None:
+    src, devs, base = setup(tmp_path, "--compression", "3")
+    first = json.loads(run_cli("sets", *base, "--json").out)["sets"][0]["set"]
+    devargs = [a for d in devs for a in ("-d", str(d))]
+    enc = run_cli("backup", str(src), *devargs, *base, "--encrypt", env=PW)
+    assert enc.code == 0, enc.err
+    for ref in (first, "latest"):
+        out = tmp_path / f"out-{ref}"
+        restored = run_cli("restore", "--set", ref, "--target", str(out), *base, env=PW)
+        assert restored.code == 0, restored.err
+        assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_sealed_catalog_copy_opens_with_the_device_key(tmp_path: Path) -> None:
+    src, devs, _base = setup(tmp_path, "--encrypt")
+    sealed = devs[0] / "catalog" / "catalog.sqlite.sealed"
+    (keyfile,) = (devs[0] / "keys").glob("*.json")
+    out = tmp_path / "opened.sqlite"
+    args = ["key", "open-catalog", str(sealed), str(out), "--key-file", str(keyfile)]
+    wrong = run_cli(*args, env={"PARBACKUP_PASSWORD": "nope"})
+    assert wrong.code == 1 and "wrong passphrase" in wrong.err and not out.exists()
+    opened = run_cli(*args, env=PW)
+    assert opened.code == 0, opened.err
+    sets = run_cli("sets", "--catalog", str(out), "--json")
+    assert sets.code == 0 and json.loads(sets.out)["sets"][0]["status"] == "complete"
+    restored = run_cli("restore", "--catalog", str(out), "--target", str(tmp_path / "o"), env=PW)
+    assert restored.code == 0, restored.err
+    assert snapshot(restored_root(tmp_path / "o", src)) == snapshot(src)
+    bad = bytearray(sealed.read_bytes())
+    bad[len(bad) // 2] ^= 1
+    sealed.write_bytes(bytes(bad))
+    tampered = run_cli(*args[:3], str(tmp_path / "t.sqlite"), *args[4:], env=PW)
+    assert tampered.code == 1 and "authentication failed" in tampered.err
+    assert not (tmp_path / "t.sqlite").exists()
+
+
+def _prompted(args: list[str], typed: bytes) -> tuple[int, str]:
+    """Run parbackup on a real terminal (its controlling tty), type ``typed`` once it asks
+    for the passphrase; its exit code and everything the terminal showed."""
+    master, slave = os.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARBACKUP_PASSWORD")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", *args],
+        env={**env, "PYTHONPATH": SRC, "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    shown = b""
+    while b"Passphrase:" not in shown:
+        chunk = os.read(master, 4096)
+        assert chunk, shown
+        shown += chunk
+    os.write(master, typed)
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+def test_passphrase_prompt_on_a_terminal(tmp_path: Path) -> None:
+    _src, _devs, base = setup(tmp_path, "--encrypt")
+    code, shown = _prompted(["verify", *base], PW["PARBACKUP_PASSWORD"].encode() + b"\n")
+    assert code == 0, shown
+    assert PW["PARBACKUP_PASSWORD"] not in shown  # not echoed
+    code, shown = _prompted(["verify", *base], b"\x04")  # Ctrl-D: nothing typed
+    assert code == 2 and "no passphrase was typed" in shown, shown
+    assert "Traceback" not in shown and "internal error" not in shown

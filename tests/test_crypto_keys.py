@@ -31,7 +31,7 @@ META = RecordMeta(0o100644, 1000, 1000, 1_700_000_000_000_000_000, b"dir/file.tx
 def encode(codec: Codec, payload: bytes, **kw) -> tuple[int, bytes]:
     args = dict(set_id=SET, file_id=7, offset=0, file_size=len(payload), kind=1, meta=META)
     args.update(kw)
-    args.setdefault("place", Place(LABEL, VOL, 123))
+    args.setdefault("place", Place(LABEL, VOL))
     flags, stored = codec.encode(payload, **args)
     return flags, bytes(stored)
 
@@ -39,7 +39,7 @@ def encode(codec: Codec, payload: bytes, **kw) -> tuple[int, bytes]:
 def decode(codec: Codec, stored: bytes, flags: int, size: int, **kw):
     args = dict(set_id=SET, file_id=7, offset=0, file_size=size, kind=1, what="test")
     args.update(kw)
-    args.setdefault("place", Place(LABEL, VOL, 123))
+    args.setdefault("place", Place(LABEL, VOL))
     return codec.decode(stored, flags=flags, size=size, **args)
 
 
@@ -109,9 +109,9 @@ def test_passphrase_sources_in_order(tmp_path: Path) -> None:
 def test_known_answer_record_encryption() -> None:
     """Fixed master key, set, volume, place and payload give these exact bytes; any change
     to the key derivation, nonce or associated data changes them (FORMAT.md, 'Keys')."""
-    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16), nonces=lambda: bytes(range(12)))
     flags, stored = encode(codec, b"hello, parbackup\n")
-    assert flags == FLAG_SEALED
+    assert flags == FLAG_SEALED and stored[:12] == bytes(range(12))
     assert blake3(stored).hexdigest()[:32] == KAT_RECORD
     assert codec.digest(b"hello, parbackup\n").hex()[:32] == KAT_DIGEST
     meta, data = decode(codec, stored, flags, 17)
@@ -120,12 +120,12 @@ def test_known_answer_record_encryption() -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     key = aead.derive(MASTER, b"parbackup volume" + VOL, salt=SET)
-    aad = aead.record_aad(SET, 7, 0, 17, 17, len(stored), 1, FLAG_SEALED, LABEL, VOL, 123)
-    plain = AESGCM(key).decrypt((123).to_bytes(8, "little") + bytes(4), stored, aad)
+    aad = aead.record_aad(SET, 7, 0, 17, 17, len(stored), 1, FLAG_SEALED, LABEL, VOL)
+    plain = AESGCM(key).decrypt(bytes(range(12)), stored[12:], aad)
     assert plain.endswith(b"hello, parbackup\n") and b"dir/file.txt" in plain
 
 
-KAT_RECORD = "9abd188c8cd16d8ff92de2c32a5dca07"
+KAT_RECORD = "2cfca6c161511eb5b9e729fd3a99ce0b"
 KAT_DIGEST = "bc331ac708cd86c7cd636553dc193ad4"
 
 
@@ -136,9 +136,8 @@ KAT_DIGEST = "bc331ac708cd86c7cd636553dc193ad4"
         {"offset": 4096},
         {"set_id": bytes(16)},
         {"kind": 2},
-        {"place": Place(LABEL, VOL, 124)},
-        {"place": Place(bytes(16), VOL, 123)},
-        {"place": Place(LABEL, bytes(16), 123)},
+        {"place": Place(bytes(16), VOL)},
+        {"place": Place(LABEL, bytes(16))},
     ],
 )
 def test_record_bound_to_file_set_and_place(change: dict) -> None:
@@ -185,6 +184,13 @@ def test_damaged_compressed_payload_is_a_format_error() -> None:
     flags, stored = encode(codec, text)
     with pytest.raises(FormatError):
         decode(codec, stored[:-5] + b"xxxxx", flags, len(text))
+
+
+def test_nonces_differ_between_records() -> None:
+    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    a = encode(codec, b"same payload")[1]
+    b = encode(codec, b"same payload")[1]
+    assert a[:12] != b[:12] and a[12:] != b[12:]
 
 
 def test_codec_spec_repr_hides_the_key() -> None:
@@ -254,3 +260,49 @@ def test_sealed_file_tampering() -> None:
             open_file(io.BytesIO(bad), io.BytesIO(), MASTER, "copy")
     with pytest.raises(TamperedError):
         open_file(io.BytesIO(sealed), io.BytesIO(), bytes(32), "copy")
+
+
+def test_schema_3_catalog_gains_the_stored_column(tmp_path: Path) -> None:
+    """A catalog from before version-4 records (no records.stored) opens, migrates, and
+    its records read back as storing their size (stored -1)."""
+    import sqlite3
+
+    from parbackup.catalog import Catalog
+    from parbackup.catalog.schema import SCHEMA_VERSION
+    from parbackup.model import RecordRef
+
+    path = tmp_path / "v3.sqlite"
+    set_hex = "ab" * 16
+    with Catalog(str(path)) as c:
+        c.begin_set(set_hex, strategy="fill", order="asc", threshold=1, sources=["/s"])
+        c.add_records(set_hex, [(0, RecordRef("l" * 32, "sets/v.pbv", 56, 140, 0, 10, b"x"))])
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE records DROP COLUMN stored")
+    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.commit()
+    db.close()
+    with Catalog(str(path)) as c:
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
+        ((fid, ref),) = list(c.records(set_hex))
+        assert (fid, ref.size, ref.stored, ref.length) == (0, 10, -1, 10)
+
+
+def test_a_frame_claiming_another_size_is_refused_before_allocating() -> None:
+    import zstandard
+
+    from parbackup.crypto.compress import decompress
+
+    frame = zstandard.ZstdCompressor(level=1).compress(b"a" * 5000)
+    with pytest.raises(FormatError, match="claims 5000 bytes"):
+        decompress(frame, 1000, "record")
+    with pytest.raises(FormatError, match="damaged compressed payload"):
+        decompress(b"not a zstd frame", 10, "record")
+    assert decompress(frame, 5000, "record") == b"a" * 5000
+
+
+def test_key_file_asking_for_huge_scrypt_memory_is_refused() -> None:
+    keyfile, _ = KeyFile.create(b"pw")
+    doc = json.loads(keyfile.to_json())
+    doc["slots"][0]["n"] = 1 << 24  # 16 GiB of scrypt memory with r = 8
+    with pytest.raises(KeyUnlockError, match="unsupported key derivation"):
+        KeyFile.from_json(json.dumps(doc).encode(), "device key")

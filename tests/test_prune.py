@@ -33,11 +33,9 @@ from test_forget import (
     FILES,
     SIZE,
     bytes_on,
-    change_files,
     make_week_tree,
     nightly_backup,
     restores_exactly,
-    stamp,
     statuses,
     wait_for_line,
 )
@@ -389,42 +387,3 @@ def test_a_week_with_keep_daily_3_and_prune_max_unused_10_stays_flat(tmp_path, d
     for set_id in nights[-3:]:
         restores_exactly(tmp_path, cat, set_id, tree, want[set_id])
     assert bytes_on(devs) > 0
-
-
-def test_volumes_of_an_encrypted_set_are_never_copied_record_by_record(tmp_path, device_dirs):
-    """An encrypted record is bound to its volume id and position (crypto/aead.py): a
-    raw copy into a compacted volume would fail authentication, and the copied volume
-    header would reuse the old volume's key. prune leaves such a partly used volume
-    whole (named, not an error), and the live set still restores and verifies."""
-    pw = {"PARBACKUP_PASSWORD": "prune test passphrase"}
-    devs = device_dirs(2)
-    tree = make_week_tree(tmp_path / "src")
-    cat = str(tmp_path / "cat.sqlite")
-    ids = []
-    for night in range(2):
-        if night:
-            change_files(tree, night)
-        r = run_cli("backup", str(tree), *dargs(devs), "--catalog", cat, "--incremental",
-                    "--encrypt", "--time", stamp(night), "--json", env=pw)  # fmt: skip
-        assert r.code == 0, r.err
-        ids.append(r.json["set"])
-    want = snapshot(tree)
-    r = run_cli("forget", "--keep-last", "1", "--catalog", cat, "--json", env=pw)
-    assert r.code == 0 and r.json["forgotten"] == ids[:1], r.out
-    before = volumes_on(devs)
-    r = run_cli("prune", "--max-unused", "0", "--dry-run", "--catalog", cat, "--json", env=pw)
-    assert r.code == 0, r.err
-    assert all(a != "compact" for a, _ in actions(r.json).values())
-    r = run_cli("prune", "--max-unused", "0", "--catalog", cat, env=pw)
-    assert r.code == 0, r.out + r.err
-    assert "not compacted" in r.out + r.err and "bound to their place" in r.out + r.err
-    after = volumes_on(devs)
-    assert not any(".c1." in name for (_d, name) in after)
-    kept = [k for k in before if k[1].split("/")[1] == ids[0]]
-    assert kept and all(k in after for k in kept)  # partly used: still there, whole
-    out = tmp_path / "out"
-    r = run_cli("restore", "--catalog", cat, "--target", str(out), env=pw)
-    assert r.code == 0, r.err
-    assert snapshot(out / str(tree).lstrip("/")) == want
-    r = run_cli("verify", "--catalog", cat, "--json", env=pw)
-    assert r.code == 0, r.out

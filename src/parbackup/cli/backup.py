@@ -300,7 +300,7 @@ def summarize(report: BackupReport) -> None:
     "--compression",
     metavar="auto|off|LEVEL",
     default=None,
-    help="zstd per record: auto (level 3, and a file whose data does not shrink is "
+    help="zstd per record: auto (level 1, and a file whose data does not shrink is "
     "stored as it is), off, or a level 1-19. Default: auto for an encrypted set, else off.",
 )
 @click.option(

@@ -8,6 +8,8 @@ refreshed by the next backup (until then a removed passphrase still opens them).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,8 @@ from parbackup.crypto.codec import CodecSpec
 from parbackup.crypto.compress import AUTO, OFF, parse_compression
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
-from parbackup.errors import KeyUnlockError
+from parbackup.crypto.sealedfile import key_id_of, open_file
+from parbackup.errors import KeyUnlockError, UsageError
 
 
 def password_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,7 +50,10 @@ def _prompt(text: str, confirm: bool) -> Callable[[], bytes] | None:
         return None
 
     def ask() -> bytes:
-        value = click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+        try:
+            value = click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True)
+        except click.exceptions.Abort:  # end of input (Ctrl-D) or Ctrl-C at the prompt
+            raise UsageError("no passphrase was typed") from None
         return str(value).encode()
 
     return ask
@@ -203,4 +209,49 @@ def key_remove(
         emit_json({"status": "ok", "key_id": keyfile.key_hex, "removed": slot})
     else:
         line(f"key {keyfile.key_hex}: slot {slot} removed")
+    return 0
+
+
+@key.command("open-catalog")
+@click.argument("sealed", type=click.Path(dir_okay=False, exists=True))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="The key file to unlock (e.g. keys/<id>.json on the device); default: the catalog's.",
+)
+@catalog_option
+@password_options
+@handle_errors
+def key_open_catalog(
+    sealed: str,
+    output: str,
+    key_file: str | None,
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+) -> int:
+    """Decrypt a sealed catalog copy (catalog/catalog.sqlite.sealed on a device) into
+    OUTPUT, a catalog file that restore and the other commands can use (--catalog)."""
+    if os.path.exists(output):
+        raise UsageError(f"{output} exists; give a new file")
+    keyfile = (
+        KeyFile.from_json(Path(key_file).read_bytes(), key_file) if key_file else None
+    ) or load_key(catalog_path)
+    with open(sealed, "rb") as src:
+        if key_id_of(src.read(64)) != keyfile.key_id:
+            raise KeyUnlockError(f"{sealed} was sealed with another key than {keyfile.key_hex}")
+        src.seek(0)
+        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+        part = output + ".part"
+        try:
+            with open(part, "wb") as dst:
+                open_file(src, dst, master, sealed)
+            os.replace(part, output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+    keyfile.save(key_path(output))
+    line(f"{output}: catalog opened (its key file beside it)")
     return 0

@@ -8,12 +8,18 @@ Keys (all derived from the master key with HKDF-SHA256, see docs/FORMAT.md "Keys
 - the *digest key*: HKDF(master, info="parbackup digest"), which keys the BLAKE3 checksums
   kept in record headers and in the catalog, so they tell nothing about the plaintext.
 
-Nonces never repeat: under one volume key the nonce is the record's byte position in
-the volume (written strictly front to back, so each position holds one record) followed
-by a 4-byte domain (payload, volume metadata). The associated data binds each record to
-its set, file, offset, sizes, kind, flags and place (device label, volume id, position):
-a record swapped between files, sets, volumes or devices, or moved within a volume,
-fails authentication.
+Nonces never repeat: a record's nonce is 12 random bytes stored in front of its
+ciphertext, under a key of its own volume (a volume holds far fewer than the 2^32
+records a random nonce allows per key); the volume metadata uses the fixed nonce
+(0, DOMAIN_VOLUME_META), once per volume key. The associated data binds each record to
+its set, file, offset, sizes, kind, flags and place (device label, volume id): a record
+swapped between files, sets, volumes or devices fails authentication.
+
+Why not the record's position in the volume as nonce and in the associated data: prune
+compacts a volume by copying its live records byte for byte to new positions under the
+same volume header (engine/reclaim.py); records bound to their position would not
+survive that, and without the key prune cannot re-seal them. Order within a volume needs
+no binding: two records of one file differ in their offset, which is bound.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -31,8 +38,9 @@ TAG_SIZE = 16
 DOMAIN_RECORD = 0
 DOMAIN_VOLUME_META = 1
 DOMAIN_FILE = 2
+NONCE_SIZE = 12
 _NONCE = struct.Struct("<QI")
-_AAD = struct.Struct("<4s16sQQQQHH16s16sQ")
+_AAD = struct.Struct("<4s16sQQQQHH16s16s")
 
 
 def derive(master: bytes, info: bytes, salt: bytes | None = None) -> bytes:
@@ -45,9 +53,9 @@ def digest_key(master: bytes) -> bytes:
     return derive(master, b"parbackup digest")
 
 
-def volume_key(master: bytes, set_id: bytes, volume_id: bytes) -> AESGCM:
-    """The cipher of one volume (see the module docstring)."""
-    return AESGCM(derive(master, b"parbackup volume" + volume_id, salt=set_id))
+def volume_key_bytes(master: bytes, set_id: bytes, volume_id: bytes) -> bytes:
+    """The key of one volume (see the module docstring)."""
+    return derive(master, b"parbackup volume" + volume_id, salt=set_id)
 
 
 def nonce(position: int, domain: int) -> bytes:
@@ -66,7 +74,6 @@ def record_aad(
     flags: int,
     label: bytes,
     volume_id: bytes,
-    position: int,
 ) -> bytes:
     """The associated data of one record: what it is and where it lies."""
     return _AAD.pack(
@@ -80,21 +87,59 @@ def record_aad(
         flags,
         label,
         volume_id,
-        position,
     ) + struct.pack("<Q", stored)
 
 
-def seal(cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes) -> bytes:
+def seal_parts(key: bytes, nonce_: bytes, parts: list, aad: bytes) -> bytearray:
+    """``nonce || AES-256-GCM(concatenated parts) || tag`` in one buffer, without joining
+    the parts first (a record's payload is sealed with no extra copy of it).
+
+    Byte for byte what ``AESGCM(key).encrypt(nonce, b"".join(parts), aad)`` gives after the
+    nonce (the known-answer test holds it to that)."""
+    size = sum(len(p) for p in parts)
+    out = bytearray(NONCE_SIZE + size + TAG_SIZE + 15)  # update_into wants 15 spare bytes
+    view = memoryview(out)
+    view[:NONCE_SIZE] = nonce_
+    enc = Cipher(algorithms.AES(key), modes.GCM(nonce_)).encryptor()
+    enc.authenticate_additional_data(aad)
+    at = NONCE_SIZE
+    for part in parts:
+        at += enc.update_into(part, view[at:])
+    enc.finalize()
+    view[at : at + TAG_SIZE] = enc.tag
+    view.release()
+    del out[at + TAG_SIZE :]
+    return out
+
+
+def open_parts(key: bytes, sealed: bytes | memoryview, aad: bytes, what: str) -> bytearray:
+    """The reverse of ``seal_parts``: the plaintext, only once its tag has been checked."""
+    view = memoryview(sealed)
+    nonce_, tag = bytes(view[:NONCE_SIZE]), bytes(view[len(view) - TAG_SIZE :])
+    body = view[NONCE_SIZE : len(view) - TAG_SIZE]
+    out = bytearray(len(body) + 15)
+    dec = Cipher(algorithms.AES(key), modes.GCM(nonce_, tag)).decryptor()
+    dec.authenticate_additional_data(aad)
+    n = dec.update_into(body, out)
+    try:
+        dec.finalize()
+    except InvalidTag:
+        raise TamperedError(
+            f"{what}: authentication failed (tampered, swapped or replayed)"
+        ) from None
+    del out[n:]
+    return out
+
+
+def seal(cipher: AESGCM, nonce_: bytes, data: bytes, aad: bytes) -> bytes:
     """Encrypt and authenticate; the result is ``len(data) + TAG_SIZE`` bytes."""
-    return cipher.encrypt(nonce(position, domain), data, aad)
+    return cipher.encrypt(nonce_, data, aad)
 
 
-def open_sealed(
-    cipher: AESGCM, position: int, domain: int, data: bytes, aad: bytes, what: str
-) -> bytes:
+def open_sealed(cipher: AESGCM, nonce_: bytes, data: bytes, aad: bytes, what: str) -> bytes:
     """Decrypt and check; TamperedError naming ``what`` when anything was changed."""
     try:
-        return cipher.decrypt(nonce(position, domain), data, aad)
+        return cipher.decrypt(nonce_, data, aad)
     except InvalidTag:
         raise TamperedError(
             f"{what}: authentication failed (tampered, swapped or replayed)"

@@ -5,9 +5,10 @@ Stored payload of a version-4 record (flags in the record header):
 
 - neither flag: the payload as it is;
 - ``FLAG_ZSTD``: the payload compressed with zstd;
-- ``FLAG_SEALED``: AES-256-GCM (crypto/aead.py) of ``u32 meta length, meta, body``, where
-  body is the (possibly compressed) payload and meta holds what a plain header would show
-  (mode, uid, gid, mtime, path, link target); the clear header then shows none of it.
+- ``FLAG_SEALED``: a 12-byte random nonce, then AES-256-GCM (crypto/aead.py) of
+  ``u32 meta length, meta, body``, where body is the (possibly compressed) payload and
+  meta holds what a plain header would show (mode, uid, gid, mtime, path, link target);
+  the clear header then shows none of it.
 
 The codec never sees a file: ``CodecSpec`` is plain, picklable data sent to a mover or a
 reader through its channel (never the environment or argv). Its ``repr`` hides the key.
@@ -15,7 +16,11 @@ reader through its channel (never the environment or argv). Its ``repr`` hides t
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,23 +69,34 @@ class RecordMeta:
     link: bytes
 
 
+def label_bytes(label: str) -> bytes:
+    """A device label (32 hex digits) as the 16 bytes associated data binds."""
+    try:
+        raw = bytes.fromhex(label)
+    except ValueError:
+        raw = label.encode()
+    return raw[:16].ljust(16, b"\0")
+
+
 @dataclass(frozen=True)
 class Place:
     """Where a record lies: bound into its associated data."""
 
     label: bytes
     volume_id: bytes
-    position: int
 
 
 class Codec:
     """Encodes and decodes the stored payloads of one set's records."""
 
-    def __init__(self, spec: CodecSpec) -> None:
+    def __init__(
+        self, spec: CodecSpec, nonces: Callable[[], bytes] = lambda: secrets.token_bytes(12)
+    ) -> None:
         self.spec = spec
+        self._nonces = nonces  # tests fix it for known answers
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
-        self._ciphers: dict[tuple[bytes, bytes], AESGCM] = {}
+        self._keys: dict[tuple[bytes, bytes], bytes] = {}
 
     def __repr__(self) -> str:
         return f"Codec(compression={self.spec.compression}, encrypted={self.encrypted})"
@@ -100,15 +116,26 @@ class Codec:
             return blake3(data, key=self._mac).digest()
         return blake3(data).digest()
 
+    def digest_of(self, flags: int, data: bytes | memoryview) -> bytes:
+        """The checksum a record with these flags carries: keyed when it is sealed, plain
+        otherwise (a compressed record of a set made before the catalog had its key)."""
+        if flags & FLAG_SEALED:
+            return self.digest(data)
+        return blake3(data).digest()
+
+    def key(self, set_id: bytes, volume_id: bytes) -> bytes:
+        """The key of one volume (cached)."""
+        which = (set_id, volume_id)
+        key = self._keys.get(which)
+        if key is None:
+            if len(self._keys) > 64:
+                self._keys.clear()
+            key = self._keys[which] = aead.volume_key_bytes(self.spec.master, set_id, volume_id)
+        return key
+
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
-        """The cipher of one volume (cached)."""
-        key = (set_id, volume_id)
-        cipher = self._ciphers.get(key)
-        if cipher is None:
-            if len(self._ciphers) > 64:
-                self._ciphers.clear()
-            cipher = self._ciphers[key] = aead.volume_key(self.spec.master, set_id, volume_id)
-        return cipher
+        """The cipher of one volume."""
+        return AESGCM(self.key(set_id, volume_id))
 
     # -- records ---------------------------------------------------------------------------
     def encode(
@@ -131,7 +158,7 @@ class Codec:
             return flags, body
         flags |= FLAG_SEALED
         blob = _encode_meta(meta)
-        stored = _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
+        stored = aead.NONCE_SIZE + _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
         aad = aead.record_aad(
             set_id,
             file_id,
@@ -143,11 +170,10 @@ class Codec:
             flags,
             place.label,
             place.volume_id,
-            place.position,
         )
-        plain = b"".join((_LEN.pack(len(blob)), blob, body))
-        cipher = self.cipher(set_id, place.volume_id)
-        return flags, aead.seal(cipher, place.position, aead.DOMAIN_RECORD, plain, aad)
+        parts = [_LEN.pack(len(blob)), blob, body]
+        key = self.key(set_id, place.volume_id)
+        return flags, aead.seal_parts(key, self._nonces(), parts, aad)
 
     def decode(
         self,
@@ -185,15 +211,12 @@ class Codec:
                 flags,
                 place.label,
                 place.volume_id,
-                place.position,
             )
-            cipher = self.cipher(set_id, place.volume_id)
-            plain = aead.open_sealed(
-                cipher, place.position, aead.DOMAIN_RECORD, bytes(stored), aad, what
-            )
+            if len(stored) < aead.NONCE_SIZE + aead.TAG_SIZE:
+                raise FormatError(f"{what}: sealed record too short")
+            key = self.key(set_id, place.volume_id)
+            plain = aead.open_parts(key, stored, aad, what)
             meta, body = _decode_meta(plain, what)
-        elif self._mac is not None:
-            raise FormatError(f"{what}: record of an encrypted set is not encrypted")
         if flags & FLAG_ZSTD:
             body = decompress(body, size, what)
         elif len(body) != size:
@@ -202,9 +225,52 @@ class Codec:
 
     # -- volume metadata -------------------------------------------------------------------
     def seal_volume_meta(self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes) -> bytes:
-        """Encrypt a volume header's set metadata (position 0, its own domain)."""
+        """Encrypt a volume header's set metadata (once per volume key: a fixed nonce)."""
         aad = b"PBV4" + set_id + label + volume_id
-        return aead.seal(self.cipher(set_id, volume_id), 0, aead.DOMAIN_VOLUME_META, data, aad)
+        nonce = aead.nonce(0, aead.DOMAIN_VOLUME_META)
+        return aead.seal(self.cipher(set_id, volume_id), nonce, data, aad)
+
+    def seal_header_meta(self, meta: dict, set_id: bytes, label: bytes, volume_id: bytes) -> dict:
+        """The JSON of a version-4 volume header: the volume id in the clear; in an
+        encrypted set only ``label``, ``volume``, ``volume_id``, ``key_id`` in the clear and
+        the rest sealed."""
+        if not self.encrypted:
+            return {**meta, "volume_id": volume_id.hex()}
+        blob = json.dumps(meta, sort_keys=True).encode()
+        sealed = self.seal_volume_meta(set_id, volume_id, label, blob)
+        return {
+            "label": meta.get("label"),
+            "volume": meta.get("volume"),
+            "volume_id": volume_id.hex(),
+            "key_id": self.spec.key_id.hex(),
+            "sealed": base64.b64encode(sealed).decode(),
+        }
+
+    def open_header_meta(
+        self, meta: dict, set_id: bytes, label: bytes, what: str
+    ) -> tuple[dict, bytes]:
+        """(set metadata, volume id) of a volume header's JSON, opening sealed metadata
+        (FormatError when it cannot be had, TamperedError when it was changed)."""
+        try:
+            volume_id = bytes.fromhex(str(meta.get("volume_id", "")))
+        except ValueError as exc:
+            raise FormatError(f"{what}: malformed volume id") from exc
+        if "sealed" not in meta:
+            return meta, volume_id
+        if not self.encrypted:
+            raise FormatError(f"{what}: an encrypted volume, and no key was found")
+        try:
+            sealed = base64.b64decode(str(meta["sealed"]), validate=True)
+        except ValueError as exc:
+            raise FormatError(f"{what}: malformed sealed metadata") from exc
+        plain = self.open_volume_meta(set_id, volume_id, label, sealed, what)
+        try:
+            opened = json.loads(plain)
+        except ValueError as exc:
+            raise FormatError(f"{what}: sealed metadata is not JSON") from exc
+        if not isinstance(opened, dict):
+            raise FormatError(f"{what}: sealed metadata is not an object")
+        return {**opened, "label": meta.get("label"), "volume": meta.get("volume")}, volume_id
 
     def open_volume_meta(
         self, set_id: bytes, volume_id: bytes, label: bytes, data: bytes, what: str
@@ -212,7 +278,8 @@ class Codec:
         """The reverse of ``seal_volume_meta``."""
         aad = b"PBV4" + set_id + label + volume_id
         cipher = self.cipher(set_id, volume_id)
-        return aead.open_sealed(cipher, 0, aead.DOMAIN_VOLUME_META, data, aad, what)
+        nonce = aead.nonce(0, aead.DOMAIN_VOLUME_META)
+        return aead.open_sealed(cipher, nonce, data, aad, what)
 
 
 def _encode_meta(meta: RecordMeta) -> bytes:

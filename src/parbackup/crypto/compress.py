@@ -4,8 +4,9 @@
 
 - every mode that compresses stores a record uncompressed when compressing does not make
   it smaller, so a record never grows;
-- ``auto`` is level 3, and in addition stops trying on a file once one of its records
-  did not shrink (media, archives, encrypted data: saves the CPU on the rest of it).
+- ``auto`` is level 1 (the fastest: compression must not slow a backup down), and also
+  stops trying on a file once one of its records did not shrink (media, archives,
+  encrypted data: saves the CPU on the rest of it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from parbackup.errors import FormatError, UsageError
 
 OFF = -1
 AUTO = 0
-AUTO_LEVEL = 3
+AUTO_LEVEL = 1
 MAX_LEVEL = 19
 
 
@@ -65,8 +66,12 @@ _DC = zstandard.ZstdDecompressor()
 
 
 def decompress(data: bytes | memoryview, size: int, what: str) -> bytes:
-    """Decompress a record payload that must give exactly ``size`` bytes."""
+    """Decompress a record payload that must give exactly ``size`` bytes. The size a
+    frame claims is checked first: nothing is allocated from an unchecked length."""
     try:
+        claimed = zstandard.frame_content_size(data)
+        if claimed not in (-1, size):
+            raise FormatError(f"{what}: compressed payload claims {claimed} bytes, not {size}")
         out = _DC.decompress(data, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise FormatError(f"{what}: damaged compressed payload ({exc})") from exc

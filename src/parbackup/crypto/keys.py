@@ -36,7 +36,9 @@ SCRYPT_N = 1 << 15
 SCRYPT_R = 8
 SCRYPT_P = 1
 MAX_KEY_FILE = 1 << 20
-MAX_SCRYPT_N = 1 << 22
+MAX_SCRYPT_MEMORY = 256 << 20
+"""A key file from a device is not trusted: its scrypt parameters may ask for at most
+this much memory (128 * n * r bytes) and p <= 4, so a crafted one cannot exhaust it."""
 
 
 def _b64(data: bytes) -> str:
@@ -163,7 +165,8 @@ class KeyFile:
             slots = []
             for s in doc["slots"]:
                 n, r, p = int(s["n"]), int(s["r"]), int(s["p"])
-                if s.get("kdf") != "scrypt" or not (2 <= n <= MAX_SCRYPT_N and 0 < r * p <= 64):
+                sane = n >= 2 and r > 0 and 0 < p <= 4 and 128 * n * r <= MAX_SCRYPT_MEMORY
+                if s.get("kdf") != "scrypt" or not sane:
                     raise KeyUnlockError(f"{where}: unsupported key derivation parameters")
                 slots.append(
                     Slot(

@@ -403,14 +403,22 @@ class _Backup:
         on the devices with labels ``usable`` only (those that opened for this run)."""
         reuse = Reuse()
         self._entries = entries
+        sealed = self.options.codec is not None and self.options.codec.encrypted
         if self.options.incremental:
             found = incremental_reuse(
-                self.catalog, names, entries, rehash=self.rehash_opener(), usable=usable
+                self.catalog,
+                names,
+                entries,
+                rehash=self.rehash_opener(),
+                usable=usable,
+                sealed=sealed,
             )
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
-        if not reuse.parent and (resumed := resume_reuse(self.catalog, names, entries, usable)):
+        if not reuse.parent and (
+            resumed := resume_reuse(self.catalog, names, entries, usable, sealed)
+        ):
             reuse = resumed
             self.resumed_from = resumed.resumed
             self.on_event(

@@ -41,17 +41,23 @@ def rewritten_labels(catalog: Catalog) -> set[str]:
 
 
 def load_previous(
-    catalog: Catalog, set_id: str, usable: Set[str] | None = None
+    catalog: Catalog, set_id: str, usable: Set[str] | None = None, sealed: bool | None = None
 ) -> dict[str, Previous]:
     """Path -> (entry, records with their origin) for every intact file of a set.
 
     Records on tapes are left out, and, when ``usable`` is given, records on devices not
     in it (devices this run could not open: a new set must never depend on a device that
-    is dead now), so the files held there are backed up again.
+    is dead now), so the files held there are backed up again. With ``sealed`` given,
+    only records sealed (encrypted) as the new set's are reused: the first encrypted set
+    after plain ones copies everything again instead of pointing at plaintext records. A
+    sealed record is the only kind whose stored bytes exceed its source bytes (nonce,
+    sealed metadata, tag), which the catalog tells.
     """
     records: dict[int, list] = {}
     tapes = rewritten_labels(catalog)
     for fid, ref in catalog.records(set_id):
+        if sealed is not None and (ref.stored > ref.size) != sealed:
+            continue
         if ref.size and ref.label not in tapes and (usable is None or ref.label in usable):
             records.setdefault(fid, []).append(origin_of(set_id, fid, ref))
     return {
@@ -68,9 +74,11 @@ def incremental_reuse(
     *,
     rehash: Opener | None = None,
     usable: Set[str] | None = None,
+    sealed: bool | None = None,
 ) -> Reuse | None:
     """What the new set can reuse from its parent; None when there is no parent."""
     parent = parent_set(catalog, sources)
     if parent is None:
         return None
-    return select(entries, parent.id, load_previous(catalog, parent.id, usable), rehash=rehash)
+    previous = load_previous(catalog, parent.id, usable, sealed)
+    return select(entries, parent.id, previous, rehash=rehash)

@@ -34,9 +34,7 @@ Records of small files are gathered into one large write; a payload larger than
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import secrets
 import time
 from collections import deque
@@ -45,7 +43,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from parbackup.crypto.codec import Codec, Place, RecordMeta
+from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -239,17 +237,7 @@ class _Mover:
         """The header metadata of a version-4 volume: its random id in the clear; in an
         encrypted set, the set metadata sealed, only the label and sequence in the clear."""
         assert self.codec is not None
-        if not self.codec.encrypted:
-            return {**meta, "volume_id": volume_id.hex()}
-        blob = json.dumps(meta, sort_keys=True).encode()
-        sealed = self.codec.seal_volume_meta(self.set_id, volume_id, label, blob)
-        return {
-            "label": self.label,
-            "volume": self.sequence,
-            "volume_id": volume_id.hex(),
-            "key_id": self.codec.spec.key_id.hex(),
-            "sealed": base64.b64encode(sealed).decode(),
-        }
+        return self.codec.seal_header_meta(meta, self.set_id, label, volume_id)
 
     def flush_gather(self) -> None:
         if self.gather and self.volume is not None:
@@ -333,7 +321,7 @@ class _Mover:
         file_size = item[FSIZE] if code is None else n
         code = _KIND_CODES[item[KIND]] if code is None else code
         meta = RecordMeta(item[MODE], item[UID], item[GID], item[MTIME], item[PATH], item[LINK])
-        place = Place(bytes.fromhex(self.label)[:16].ljust(16, b"\0"), vol.volume_id, vol.position)
+        place = Place(label_bytes(self.label), vol.volume_id)
         flags, stored = codec.encode(
             payload,
             set_id=self.set_id,

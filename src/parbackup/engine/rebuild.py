@@ -26,9 +26,7 @@ the new catalog. Every sealed record is authenticated while it is read.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -40,8 +38,8 @@ from typing import BinaryIO
 from parbackup import xattrs
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
-from parbackup.crypto.codec import Codec, CodecSpec, Place
-from parbackup.crypto.keys import KeyFile, key_path
+from parbackup.crypto.codec import FLAG_SEALED, Codec, CodecSpec, Place, label_bytes
+from parbackup.crypto.keys import MAX_KEY_FILE, KeyFile, key_path
 from parbackup.devices.base import Device
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
@@ -144,29 +142,6 @@ def _resync(win: _Window, start: int) -> int | None:
 _PLAIN = Codec(CodecSpec())
 
 
-def _volume_meta(head, codec: Codec, name: str) -> tuple[dict, bytes]:
-    """(set metadata, volume id) of a volume header, opening sealed metadata."""
-    meta = head.meta
-    try:
-        volume_id = bytes.fromhex(str(meta.get("volume_id", "")))
-    except ValueError as exc:
-        raise FormatError(f"{name}: malformed volume id") from exc
-    if "sealed" not in meta:
-        return meta, volume_id
-    if not codec.encrypted:
-        raise FormatError(f"{name}: an encrypted volume, and no key file was found")
-    try:
-        sealed = base64.b64decode(str(meta["sealed"]), validate=True)
-    except ValueError as exc:
-        raise FormatError(f"{name}: malformed sealed metadata") from exc
-    plain = codec.open_volume_meta(head.set_id, volume_id, head.label, sealed, name)
-    try:
-        opened = json.loads(plain)
-    except ValueError as exc:
-        raise FormatError(f"{name}: sealed metadata is not JSON") from exc
-    return {**opened, "label": meta.get("label"), "volume": meta.get("volume")}, volume_id
-
-
 def _read_volume(
     device: Device, label: str, name: str, found: dict[str, _SetFound], codec: Codec = _PLAIN
 ) -> None:
@@ -177,8 +152,8 @@ def _read_volume(
     """
     with device.open_read(name) as stream:
         head = read_volume_header(stream)
-        meta, volume_id = _volume_meta(head, codec, name)
-        place_label = bytes.fromhex(label)[:16].ljust(16, b"\0")
+        meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, name)
+        place_label = label_bytes(label)
         set_hex = head.set_id.hex()
         entry = found.get(set_hex)
         if entry is None:
@@ -228,8 +203,10 @@ def _read_volume(
                 return
             if header.set_id != head.set_id:
                 damage(f"record at {pos} belongs to another set")
+            elif "sealed" in head.meta and not header.flags & FLAG_SEALED:
+                damage(f"record at {pos} of an encrypted volume is not sealed")
             else:
-                opened = _open_record(codec, header, payload, Place(place_label, volume_id, pos))
+                opened = _open_record(codec, header, payload, Place(place_label, volume_id), pos)
                 if isinstance(opened, str):
                     damage(opened, path=os.fsdecode(header.path))
                 elif opened.kind == "meta":
@@ -259,7 +236,7 @@ class _Opened:
 
 
 def _open_record(
-    codec: Codec, header: RecordHeader, payload: bytes | memoryview, place: Place
+    codec: Codec, header: RecordHeader, payload: bytes | memoryview, place: Place, pos: int
 ) -> _Opened | str:
     """The record's header (names unsealed) and plain payload, or what is wrong with it."""
     if header.stored < 0:  # stored as it is (record versions 1-3)
@@ -277,11 +254,11 @@ def _open_record(
             file_size=header.file_size,
             kind=header.code,
             place=place,
-            what=f"record at {place.position}",
+            what=f"record at {pos}",
         )
     except FormatError as exc:
         return str(exc)
-    if codec.digest(data) != header.checksum:
+    if codec.digest_of(header.flags, data) != header.checksum:
         return "payload checksum mismatch"
     if sealed is not None:
         header = replace(
@@ -428,7 +405,8 @@ def device_key(alive: list[OpenDevice]) -> KeyFile | None:
             names = [o.name for o in dev.device.list("keys/") if o.name.endswith(".json")]
             for name in names:
                 with dev.device.open_read(name) as stream:
-                    keyfile = KeyFile.from_json(stream.read(), f"{dev.url}: {name}")
+                    data = stream.read(MAX_KEY_FILE + 1)
+                    keyfile = KeyFile.from_json(data, f"{dev.url}: {name}")
                 found.setdefault(keyfile.key_id, keyfile)
         except DeviceError as exc:
             raise KeyUnlockError(f"{dev.url}: cannot read its key file: {exc}") from exc

@@ -40,7 +40,6 @@ from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
-    VolumeHeader,
     checksum,
     end_record,
     parse_record_header,
@@ -109,24 +108,6 @@ def read_batches(
     return runs
 
 
-class NotCompactable(Exception):
-    """A volume whose live records cannot be copied as they are (left whole, not an
-    error: its dead records stay until every record in it is dead)."""
-
-
-def not_compactable(head: VolumeHeader) -> str:
-    """Why a volume cannot be compacted by copying its live records, or ''.
-
-    Records of format 4 (compressed or encrypted sets) are bound to their place: an
-    encrypted record's associated data and nonce name its volume id and position, so a
-    copy would have to be decrypted and sealed again under a new volume id. Until prune
-    does that (it would need the passphrase), such a volume is deleted only whole.
-    """
-    if "volume_id" in head.meta or "sealed" in head.meta:
-        return "records of a compressed or encrypted set are bound to their place"
-    return ""
-
-
 def compact_volume(
     catalog: Catalog, device: Device, label: str, volume: str, root_ids: Set[str]
 ) -> str:
@@ -142,9 +123,6 @@ def compact_volume(
     extents = catalog.live_extents(root_ids, label, volume)
     with device.open_read(volume, 64 * 1024) as stream:
         head = read_volume_header(stream)
-    why = not_compactable(head)
-    if why:
-        raise NotCompactable(f"{volume}: {why}")
     new = compacted_name(volume)
     writer = device.create(new)
     moves: dict[int, int] = {}
@@ -160,8 +138,9 @@ def compact_volume(
                 if len(data) != length:
                     raise FormatError(f"{volume}: record at {position} is cut short")
                 header = parse_record_header(data)
-                payload = data[length - header.size :]
-                if header.checksum != expected or checksum(payload) != expected:
+                payload = data[length - header.stored_size :]
+                plain = header.stored < 0  # a version-4 payload is checked after decoding
+                if header.checksum != expected or (plain and checksum(payload) != expected):
                     raise FormatError(f"{volume}: record at {position} is damaged")
                 writer.write(data)
                 moves[position] = at
@@ -263,8 +242,6 @@ def _would(
         except (DeviceError, FormatError) as exc:
             out.failed[url] = str(exc)
             continue
-        if not_compactable(head):
-            continue
         kept = head.length + use[name].live_bytes
         kept += len(end_record(head.set_id, use[name].records).encode())
         freed = max(0, sizes.get(name, 0) - kept)
@@ -334,9 +311,6 @@ def _carry_out(
         try:
             new = compact_volume(catalog, dev.device, plan.label, name, root_ids)
             after = dev.device.size(new)
-        except NotCompactable as exc:
-            on_event(Notice(f"not compacted on {dev.url}: {exc}"))
-            continue
         except (DeviceError, FormatError) as exc:
             on_event(Notice(f"could not compact {name} on {dev.url}: {exc}"))
             out.failed[dev.url] = str(exc)

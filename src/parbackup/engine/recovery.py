@@ -58,7 +58,11 @@ def resumable_set(catalog: Catalog, sources: Sequence[str]) -> str | None:
 
 
 def resume_reuse(
-    catalog: Catalog, sources: Sequence[str], entries: Entries, usable: Set[str] | None = None
+    catalog: Catalog,
+    sources: Sequence[str],
+    entries: Entries,
+    usable: Set[str] | None = None,
+    sealed: bool | None = None,
 ) -> Resumed | None:
     """What the interrupted run to resume (``resumable_set``) already made durable.
 
@@ -68,7 +72,8 @@ def resume_reuse(
     its own rows were written still holds what the run *it* resumed made durable, so the
     chain of interrupted runs (``sets.resumed``) is followed, the newer whole copy of a
     file winning. None when there is no such run or it left nothing whole. Pass
-    ``.resumed`` (the newest run of the chain) to ``Catalog.begin_set``.
+    ``.resumed`` (the newest run of the chain) to ``Catalog.begin_set``. ``sealed``: as
+    for ``load_previous`` (an encrypted run reuses only sealed records).
     """
     set_id = resumable_set(catalog, sources)
     if set_id is None:
@@ -81,7 +86,7 @@ def resume_reuse(
         at = by_id[at].resumed
     previous: dict[str, Previous] = {}
     for older in reversed(chain):  # oldest first: a newer whole copy replaces an older one
-        for path, prev in load_previous(catalog, older, usable).items():
+        for path, prev in load_previous(catalog, older, usable, sealed).items():
             if prev.entry.kind is Kind.FILE and complete(prev.records, prev.entry.size):
                 previous[path] = prev
     found = select(entries, set_id, previous)

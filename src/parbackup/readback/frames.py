@@ -6,7 +6,9 @@ files, the end record, and anything appended after it. ``check_volumes`` reads t
 checks that the records the catalog knows tile each volume exactly (first record right
 after the volume header, each next one right after the previous, the end record last,
 counting them all, nothing after it). Together the two checks cover every byte of a
-volume, so one flipped, cut or missing byte anywhere is found (REQUIREMENTS X3).
+volume, so one flipped, cut or missing byte anywhere is found (REQUIREMENTS X3). In an
+encrypted set the sealed volume metadata and the sealed envelopes of payload-less
+records (names of directories, links, empty files) are authenticated too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
 from parbackup.devices.base import Device
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
@@ -26,6 +29,7 @@ from parbackup.model import RecordRef
 
 _END_SIZE = len(end_record(bytes(16), 0).encode())
 _SPAN = 16 << 20
+_PLAIN = Codec(CodecSpec())
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,16 @@ def check_volumes(
     records: Iterable[tuple[int, RecordRef]],
     *,
     expect_end: bool = True,
+    codec: Codec = _PLAIN,
+    label: str = "",
 ) -> list[FrameDamage]:
     """Check the frame of every volume holding ``records`` (all records of one device).
 
     ``expect_end`` is False for a device that failed during the backup: its volume was
     never closed, so it has no end record and may have bytes after the last durable one.
+    ``codec`` (with the set's key) and the device's ``label`` open what is sealed.
     """
+    place_label = label_bytes(label)
     by_volume: dict[str, list[tuple[int, RecordRef]]] = {}
     for fid, ref in records:
         by_volume.setdefault(ref.volume, []).append((fid, ref))
@@ -56,7 +64,7 @@ def check_volumes(
     for volume in sorted(by_volume):
         refs = sorted(by_volume[volume], key=lambda w: w[1].position)
         try:
-            out.extend(_check_volume(device, set_id, volume, refs, expect_end))
+            out.extend(_check_volume(device, set_id, volume, refs, expect_end, codec, place_label))
         except (DeviceError, FormatError) as exc:
             out.append(FrameDamage(volume, None, str(exc)))
     return out
@@ -68,12 +76,16 @@ def _check_volume(
     volume: str,
     refs: list[tuple[int, RecordRef]],
     expect_end: bool,
+    codec: Codec,
+    place_label: bytes,
 ) -> list[FrameDamage]:
     out: list[FrameDamage] = []
     with device.open_read(volume, 64 * 1024) as stream:
         head = read_volume_header(stream)
     if head.set_id != set_id:
         out.append(FrameDamage(volume, None, "volume belongs to another set"))
+    _meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, volume)
+    place = Place(place_label, volume_id)
     at = head.length
     empties: list[tuple[int, RecordRef]] = []
     for fid, ref in refs:
@@ -84,7 +96,7 @@ def _check_volume(
         at = ref.position + ref.header_size + ref.length
         if ref.size == 0:
             empties.append((fid, ref))
-    out.extend(_check_empties(device, set_id, volume, empties))
+    out.extend(_check_empties(device, set_id, volume, empties, codec, place))
     if not expect_end:
         return out
     tail = device.read(volume, at, _END_SIZE + 1)
@@ -103,9 +115,15 @@ def _check_volume(
 
 
 def _check_empties(
-    device: Device, set_id: bytes, volume: str, empties: list[tuple[int, RecordRef]]
+    device: Device,
+    set_id: bytes,
+    volume: str,
+    empties: list[tuple[int, RecordRef]],
+    codec: Codec,
+    place: Place,
 ) -> list[FrameDamage]:
-    """Read the headers of payload-less records (in contiguous spans) and check them."""
+    """Read payload-less records (in contiguous spans) and check them: the header, and
+    a sealed record's envelope (the entry's name and metadata)."""
     out: list[FrameDamage] = []
     runs: list[list[tuple[int, RecordRef]]] = []
     for fid, ref in empties:
@@ -118,7 +136,7 @@ def _check_empties(
         runs.append([(fid, ref)])
     for run in runs:
         start = run[0][1].position
-        length = run[-1][1].position + run[-1][1].header_size - start
+        length = run[-1][1].position + run[-1][1].header_size + run[-1][1].length - start
         data = device.read(volume, start, length)
         for fid, ref in run:
             at = ref.position - start
@@ -138,4 +156,21 @@ def _check_empties(
                 0,
             ) or (header.checksum, header.stored_size) != (ref.checksum, ref.length):
                 out.append(FrameDamage(volume, fid, "record does not match the catalog"))
+            elif header.stored > 0:
+                stored = data[at + ref.header_size : at + ref.header_size + ref.length]
+                try:
+                    codec.decode(
+                        stored,
+                        flags=header.flags,
+                        set_id=header.set_id,
+                        file_id=header.file_id,
+                        offset=header.offset,
+                        size=0,
+                        file_size=header.file_size,
+                        kind=header.code,
+                        place=place,
+                        what=f"{volume} at {ref.position}",
+                    )
+                except FormatError as exc:
+                    out.append(FrameDamage(volume, fid, str(exc)))
     return out

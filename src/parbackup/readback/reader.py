@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any
 
-from parbackup.crypto.codec import Codec, CodecSpec, Place
+from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -88,15 +88,6 @@ def matches_catalog(header: RecordHeader, fid: int, ref: RecordRef, set_id: byte
     ) and header.checksum == ref.checksum
 
 
-def check_record(fid: int, ref: RecordRef, set_id: bytes, head: bytes, payload: memoryview) -> str:
-    """'' if the record matches the catalog and its checksum, else what is wrong."""
-    try:
-        header = parse_record_header(head)
-    except FormatError as exc:
-        return f"damaged record header: {exc}"
-    return open_record(header, fid, ref, set_id, payload, _PLAIN, None)[0]
-
-
 _PLAIN = Codec(CodecSpec())
 
 
@@ -133,7 +124,7 @@ def open_record(
             )
         except FormatError as exc:
             return str(exc), None
-        if codec.digest(payload) != ref.checksum:
+        if codec.digest_of(header.flags, payload) != ref.checksum:
             return "payload checksum mismatch", None
     elif checksum(payload) != ref.checksum:
         return "payload checksum mismatch", None
@@ -146,7 +137,7 @@ class _Places:
 
     def __init__(self, device: Device, label: str, codec: Codec) -> None:
         self.device, self.codec = device, codec
-        self.label = bytes.fromhex(label)[:16].ljust(16, b"\0") if label else bytes(16)
+        self.label = label_bytes(label)
         self.ids: dict[str, bytes | str] = {}
 
     def volume_id(self, volume: str, header: VolumeHeader | None = None) -> bytes | str:
@@ -168,9 +159,9 @@ class _Places:
 
     def place(self, ref: RecordRef) -> Place | str:
         if not self.codec.encrypted:
-            return Place(self.label, bytes(16), ref.position)
+            return Place(self.label, bytes(16))
         vid = self.volume_id(ref.volume)
-        return vid if isinstance(vid, str) else Place(self.label, vid, ref.position)
+        return vid if isinstance(vid, str) else Place(self.label, vid)
 
 
 def read_records(
@@ -447,7 +438,12 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
     if work.frames is not None and not device.capabilities.sequential:
         # a tape is read in one pass only; its stream frames carry CRCs
         for hit in check_volumes(
-            device, work.set_id, unpack(label, work.frames), expect_end=work.expect_end
+            device,
+            work.set_id,
+            unpack(label, work.frames),
+            expect_end=work.expect_end,
+            codec=codec,
+            label=label,
         ):
             if hit.file is not None:
                 channel.send(Progress([], [(hit.file, hit.error)], 0))
