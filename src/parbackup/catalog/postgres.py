@@ -50,13 +50,6 @@ except ImportError:  # the optional extra is not installed: see _connect
 SCHEMES = ("postgresql", "postgres")
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
 WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
-_COPY_TYPES = {
-    **dict.fromkeys(
-        ("set_id", "kind", "label", "volume", "origin_set", "state", "device", "event"), "text"
-    ),
-    "seconds": "float8",
-    **dict.fromkeys(("path", "link", "checksum", "meta"), "bytea"),
-}
 _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("meta", "key"),
     ("sets", "seq"),
@@ -210,6 +203,7 @@ class PostgresCatalog(Catalog):
         conn = _connect(url, self.path)
         self.db = _Connection(conn, self.path)
         self.run_lock = AdvisoryRunLock(self.db)
+        self._types: dict[str, dict[str, str]] = {}
         try:
             version = current_version(conn)
             if version is None and not create:
@@ -242,16 +236,29 @@ class PostgresCatalog(Catalog):
             raise CatalogError(f"cannot bulk-load {head!r}")
         columns = [c.strip() for c in match[2].split(",")]
         names = ", ".join(f'"{c}"' for c in columns)
+        types = self._column_types(match[1])  # before the COPY: it holds the connection
         try:
             with (
                 self.db.conn.cursor() as cur,
                 cur.copy(f"COPY {match[1]} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.set_types([_COPY_TYPES.get(c, "int8") for c in columns])
+                copy.set_types([types[c] for c in columns])
                 for row in rows:
                     copy.write_row(row)
         except psycopg.Error as exc:
             raise CatalogError(f"catalog {self.path}: {_one_line(exc)}") from exc
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """Column -> its type's name, as binary COPY needs them (asked once per table)."""
+        types = self._types.get(table)
+        if types is None:
+            rows = self.db.execute(
+                "SELECT column_name, udt_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?",
+                (table,),
+            ).fetchall()
+            types = self._types[table] = dict(rows)
+        return types
 
     def _rows(self, sql: str, params: Sequence) -> Iterator[Sequence]:
         """The rows of a query through a server-side cursor, a few thousand at a time;
