@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fuzz_format import parse_volume
 from parbackup.crypto.codec import Codec, CodecSpec, Place, RecordMeta, label_bytes
 from parbackup.devices.registry import open_device
-from parbackup.engine.rebuild import _read_volume
+from parbackup.engine.volscan import read_volume as _read_volume
 from parbackup.errors import FormatError
 from parbackup.format import VolumeHeader, encode_stored_header, end_record
 

@@ -121,7 +121,7 @@ def test_corpus_directory_is_in_the_repo():
 def test_rebuild_reader_on_mutated_volumes(which, data):
     """rebuild-catalog's reader (with its resync) only notes damage, whatever the bytes."""
     from parbackup.devices.registry import open_device
-    from parbackup.engine.rebuild import _read_volume
+    from parbackup.engine.volscan import read_volume as _read_volume
 
     inputs = corpus()
     raw = bytearray(inputs[which % len(inputs)])

@@ -33,49 +33,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import BinaryIO
 
-from parbackup import xattrs
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
-from parbackup.crypto.codec import FLAG_SEALED, Codec, CodecSpec, Place, label_bytes
-from parbackup.crypto.keys import MAX_KEY_FILE, KeyFile, key_path
-from parbackup.devices.base import Device
+from parbackup.crypto.codec import Codec, CodecSpec
+from parbackup.crypto.keys import key_path
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
 from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
-from parbackup.errors import DeviceError, FormatError, KeyUnlockError, UsageError
-from parbackup.format import (
-    RECORD_FIXED_SIZE,
-    RECORD_MAGIC,
-    RecordHeader,
-    checksum,
-    decode_record_header,
-    read_volume_header,
-    record_length,
-)
-from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
+from parbackup.engine.volscan import PLAIN, SetFound, device_key, scan_device
+from parbackup.errors import KeyUnlockError, UsageError
+from parbackup.model import DeviceReport, Kind, RecordRef
 from parbackup.plan.reuse import complete as covered
 from parbackup.progress import EventSink, Notice, ignore
-
-
-@dataclass
-class _SetFound:
-    """Everything the present devices hold of one set."""
-
-    set_hex: str
-    meta: dict
-    created_ns: int
-    labels: set[str] = field(default_factory=set)
-    volumes: int = 0
-    closed: int = 0
-    closed_names: set[tuple[str, str]] = field(default_factory=set)
-    """(label, volume) of the volumes that end with their end record."""
-    damaged: list[dict] = field(default_factory=list)
-    files: dict[int, FileEntry] = field(default_factory=dict)
-    records: list[tuple[int, RecordRef]] = field(default_factory=list)
-    metas: dict[int, bytes] = field(default_factory=dict)
-    """File id -> extended attributes (the payload of its kind-8 record)."""
 
 
 @dataclass
@@ -101,227 +71,8 @@ class RebuildReport:
         }
 
 
-class _Window:
-    """Forward-only random access over a stream: ``read(pos, n)`` for any ``pos`` at or
-    after the last one asked. Holds at most one record (bounded by the format's limits)
-    plus 1 MiB, so a tape is still read in one pass and memory stays bounded."""
-
-    def __init__(self, stream: BinaryIO, base: int) -> None:
-        self.stream, self.base, self.buf = stream, base, bytearray()
-
-    def read(self, pos: int, n: int) -> bytes:
-        while self.base + len(self.buf) < pos:
-            chunk = self.stream.read(1 << 20)
-            if not chunk:
-                break
-            self.buf += chunk
-        drop = min(max(0, pos - self.base), len(self.buf))
-        del self.buf[:drop]
-        self.base += drop
-        while len(self.buf) < n:
-            chunk = self.stream.read(max(n - len(self.buf), 1 << 20))
-            if not chunk:
-                break
-            self.buf += chunk
-        return bytes(self.buf[:n])
-
-
-def _resync(win: _Window, start: int) -> int | None:
-    """The next position at or after ``start`` where a record's magic appears."""
-    pos = start
-    while True:
-        chunk = win.read(pos, 1 << 20)
-        if len(chunk) < len(RECORD_MAGIC):
-            return None
-        at = chunk.find(RECORD_MAGIC)
-        if at >= 0:
-            return pos + at
-        pos += len(chunk) - len(RECORD_MAGIC) + 1
-
-
-_PLAIN = Codec(CodecSpec())
-
-
-def _read_volume(
-    device: Device, label: str, name: str, found: dict[str, _SetFound], codec: Codec = _PLAIN
-) -> None:
-    """Read one volume front to back into ``found``; damage is noted, never raised.
-
-    After a damaged record header the reader searches forward for the next intact
-    header (its CRC proves it), so one bad byte costs one record, not the volume's rest.
-    """
-    with device.open_read(name) as stream:
-        head = read_volume_header(stream)
-        meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, name)
-        place_label = label_bytes(label)
-        set_hex = head.set_id.hex()
-        entry = found.get(set_hex)
-        if entry is None:
-            entry = found[set_hex] = _SetFound(set_hex, meta, head.created_ns)
-        entry.created_ns = min(entry.created_ns, head.created_ns)
-        entry.labels.add(label)
-        entry.volumes += 1
-        win = _Window(stream, head.length)
-        pos, count, lost = head.length, 0, False
-
-        def damage(error: str, **extra: str) -> None:
-            entry.damaged.append({"volume": name, "error": error, **extra})
-
-        while True:
-            fixed = win.read(pos, RECORD_FIXED_SIZE)
-            if not fixed:
-                damage("volume ends without its end record (cut short)")
-                return
-            try:
-                header = decode_record_header(
-                    fixed, lambda n, at=pos: win.read(at + RECORD_FIXED_SIZE, n)
-                )
-            except FormatError as exc:
-                if len(fixed) < RECORD_FIXED_SIZE:
-                    damage("volume is cut short inside a record header")
-                    return
-                damage(f"at byte {pos}: {exc}; skipped to the next intact record")
-                lost = True
-                nxt = _resync(win, pos + 1)
-                if nxt is None:
-                    damage("no intact record after the damage; the volume has no end record")
-                    return
-                pos = nxt
-                continue
-            if header.kind == "end":
-                if header.file_size != count or lost:
-                    damage(f"end record counts {header.file_size} records, {count} were read")
-                else:
-                    entry.closed += 1
-                    entry.closed_names.add((label, name))
-                return
-            length = record_length(header)
-            stored = header.stored_size
-            payload = win.read(pos + length - stored, stored) if stored else b""
-            if len(payload) != stored:
-                damage("last record is cut short")
-                return
-            if header.set_id != head.set_id:
-                damage(f"record at {pos} belongs to another set")
-            elif "sealed" in head.meta and not header.flags & FLAG_SEALED:
-                damage(f"record at {pos} of an encrypted volume is not sealed")
-            else:
-                opened = _open_record(codec, header, payload, Place(place_label, volume_id), pos)
-                if isinstance(opened, str):
-                    damage(opened, path=os.fsdecode(header.path))
-                elif opened.kind == "meta":
-                    try:
-                        xattrs.decode(opened.data)
-                        entry.metas[header.file_id] = bytes(opened.data)
-                    except FormatError as exc:
-                        damage(f"at byte {pos}: {exc}", path=os.fsdecode(opened.path))
-                else:
-                    _add_record(entry, opened.header, label, name, pos, length - stored)
-            pos += length
-            count += 1
-
-
-@dataclass
-class _Opened:
-    header: RecordHeader
-    data: bytes | memoryview
-
-    @property
-    def kind(self) -> str:
-        return self.header.kind
-
-    @property
-    def path(self) -> str:
-        return os.fsdecode(self.header.path)
-
-
-def _open_record(
-    codec: Codec, header: RecordHeader, payload: bytes | memoryview, place: Place, pos: int
-) -> _Opened | str:
-    """The record's header (names unsealed) and plain payload, or what is wrong with it."""
-    if header.stored < 0:  # stored as it is (record versions 1-3)
-        if checksum(payload) != header.checksum:
-            return "payload checksum mismatch"
-        return _Opened(header, payload)
-    try:
-        sealed, data = codec.decode(
-            payload,
-            flags=header.flags,
-            set_id=header.set_id,
-            file_id=header.file_id,
-            offset=header.offset,
-            size=header.size,
-            file_size=header.file_size,
-            kind=header.code,
-            place=place,
-            what=f"record at {pos}",
-        )
-    except FormatError as exc:
-        return str(exc)
-    if codec.digest_of(header.flags, data) != header.checksum:
-        return "payload checksum mismatch"
-    if sealed is not None:
-        header = replace(
-            header,
-            mode=sealed.mode,
-            uid=sealed.uid,
-            gid=sealed.gid,
-            mtime_ns=sealed.mtime_ns,
-            path=sealed.path,
-            link=sealed.link,
-        )
-    return _Opened(header, data)
-
-
-def _add_record(
-    entry: _SetFound, header, label: str, volume: str, position: int, header_size: int
-) -> None:
-    kind = Kind(header.kind)
-    known = entry.files.get(header.file_id)
-    size = header.file_size if known is None else max(known.size, header.file_size)
-    entry.files[header.file_id] = FileEntry(
-        path=os.fsdecode(header.path),
-        kind=kind,
-        size=size if kind is Kind.FILE else 0,
-        mode=header.mode,
-        mtime_ns=header.mtime_ns,
-        uid=header.uid,
-        gid=header.gid,
-        link=os.fsdecode(header.link),
-    )
-    entry.records.append(
-        (
-            header.file_id,
-            RecordRef(
-                label,
-                volume,
-                position,
-                header_size,
-                header.offset,
-                header.size,
-                header.checksum,
-                stored=header.stored,
-            ),
-        )
-    )
-
-
-def _scan(dev: OpenDevice, found: dict[str, _SetFound], codec: Codec = _PLAIN) -> dict:
-    """Read every volume on one device; a summary for the report."""
-    names = sorted(o.name for o in dev.device.list("sets/") if o.name.endswith(".pbv"))
-    for name in names:
-        try:
-            _read_volume(dev.device, dev.label.label, name, found, codec)
-        except (DeviceError, FormatError) as exc:
-            # a volume whose header is unreadable cannot be attributed to a set
-            found.setdefault("", _SetFound("", {}, 0)).damaged.append(
-                {"volume": name, "device": dev.url, "error": str(exc)}
-            )
-    return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
-
-
 def _scan_parity(
-    alive: list[OpenDevice], found: dict[str, _SetFound], on_event: EventSink
+    alive: list[OpenDevice], found: dict[str, SetFound], on_event: EventSink
 ) -> dict[str, list[ParityFound]]:
     """Read the parity volume headers (engine/rebuild_parity.py); a set's data device
     that is not present is decoded from parity and its volumes read like the others."""
@@ -330,7 +81,7 @@ def _scan_parity(
         volumes, bad = scan_parity(dev)
         for v in volumes:
             parity.setdefault(v.header.set_id.hex(), []).append(v)
-        found.setdefault("", _SetFound("", {}, 0)).damaged.extend(bad)
+        found.setdefault("", SetFound("", {}, 0)).damaged.extend(bad)
     if not found[""].damaged:
         del found[""]
     present = {dev.label.label: dev for dev in alive}
@@ -341,7 +92,7 @@ def _scan_parity(
                 on_event(Notice(f"set {set_hex}: missing devices not rebuilt: {error}"))
             for dev in made:
                 on_event(Notice(f"set {set_hex}: device {dev.label.label} rebuilt from parity"))
-                _scan(dev, found)
+                scan_device(dev, found)
     return parity
 
 
@@ -367,7 +118,7 @@ def pick_records(refs: list[RecordRef], closed: set[tuple[str, str]]) -> list[Re
     return out
 
 
-def _choose(entry: _SetFound) -> dict[int, list[RecordRef]]:
+def _choose(entry: SetFound) -> dict[int, list[RecordRef]]:
     """Per file id, the records ``pick_records`` keeps (all files, zero-size ones too)."""
     by_file: dict[int, list[RecordRef]] = {}
     for fid, ref in entry.records:
@@ -375,7 +126,7 @@ def _choose(entry: _SetFound) -> dict[int, list[RecordRef]]:
     return {fid: pick_records(refs, entry.closed_names) for fid, refs in by_file.items()}
 
 
-def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
+def _judge(entry: SetFound) -> tuple[str, dict[int, str]]:
     """The set's status and, per file id, why it is incomplete."""
     by_file = _choose(entry)
     incomplete = {
@@ -394,25 +145,6 @@ def _judge(entry: _SetFound) -> tuple[str, dict[int, str]]:
         and entry.meta.get("kind", "full") == "full"
     )
     return ("complete" if whole else "degraded"), incomplete
-
-
-def device_key(alive: list[OpenDevice]) -> KeyFile | None:
-    """The key file the devices carry (``keys/*.json``), or None: devices of plain sets.
-    Two different keys are a UsageError (one catalog has one key)."""
-    found: dict[bytes, KeyFile] = {}
-    for dev in alive:
-        try:
-            names = [o.name for o in dev.device.list("keys/") if o.name.endswith(".json")]
-            for name in names:
-                with dev.device.open_read(name) as stream:
-                    data = stream.read(MAX_KEY_FILE + 1)
-                    keyfile = KeyFile.from_json(data, f"{dev.url}: {name}")
-                found.setdefault(keyfile.key_id, keyfile)
-        except DeviceError as exc:
-            raise KeyUnlockError(f"{dev.url}: cannot read its key file: {exc}") from exc
-    if len(found) > 1:
-        raise UsageError("the devices carry more than one key; rebuild them one key at a time")
-    return next(iter(found.values()), None)
 
 
 def rebuild_catalog(
@@ -436,12 +168,12 @@ def rebuild_catalog(
         raise UsageError(f"{catalog_path} exists; rebuild-catalog writes a new catalog only")
     alive, dead = open_devices(list(device_urls), create_labels=False, write=False)
     report = RebuildReport(catalog=shown)
-    found: dict[str, _SetFound] = {}
+    found: dict[str, SetFound] = {}
     try:
         for d in dead:
             on_event(Notice(f"device not read: {d.url}: {d.reason}"))
             report.devices.append({"url": d.url, "error": d.reason})
-        codec = _PLAIN
+        codec = PLAIN
         keyfile = device_key(alive)
         if keyfile is not None:
             if passphrase is None:
@@ -449,7 +181,7 @@ def rebuild_catalog(
             master, _slot = keyfile.unlock(passphrase())
             codec = Codec(CodecSpec(master=master, key_id=keyfile.key_id))
         for dev in alive:
-            report.devices.append(_scan(dev, found, codec))
+            report.devices.append(scan_device(dev, found, codec))
         parity = _scan_parity(alive, found, on_event)
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
@@ -476,7 +208,7 @@ def partial_path(catalog_path: str) -> str:
 def _write_catalog(
     catalog_path: str,
     alive: list[OpenDevice],
-    found: dict[str, _SetFound],
+    found: dict[str, SetFound],
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
@@ -522,7 +254,7 @@ def _check_writable(catalog: Catalog) -> None:
 def _write_server_catalog(
     url: str,
     alive: list[OpenDevice],
-    found: dict[str, _SetFound],
+    found: dict[str, SetFound],
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
@@ -542,7 +274,7 @@ def _write_server_catalog(
 def _fill(
     catalog: Catalog,
     alive: list[OpenDevice],
-    found: dict[str, _SetFound],
+    found: dict[str, SetFound],
     urls: dict[str, str],
     report: RebuildReport,
     on_event: EventSink,
@@ -563,7 +295,7 @@ def _fill(
 
 
 def _write_set(
-    catalog: Catalog, entry: _SetFound, urls: dict[str, str], on_event: EventSink = ignore
+    catalog: Catalog, entry: SetFound, urls: dict[str, str], on_event: EventSink = ignore
 ) -> dict:
     meta = entry.meta
     status, incomplete = _judge(entry)
