@@ -30,6 +30,7 @@ from urllib.parse import quote
 from platformdirs import user_data_dir
 
 from parbackup.catalog.liverows import LivenessRows
+from parbackup.catalog.recordrows import RecordRows
 from parbackup.catalog.runlock import RunLock
 from parbackup.catalog.schema import (
     ADDED_COLUMNS,
@@ -41,9 +42,10 @@ from parbackup.catalog.schema import (
     insert_rows,
 )
 from parbackup.catalog.setref import pick_set
+from parbackup.catalog.siderows import SideRows
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
-from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
+from parbackup.model import DeviceReport, FileEntry, Kind
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _dec(raw: bytes | str) -> str:
     return os.fsdecode(bytes(raw))
 
 
-class Catalog(LivenessRows):
+class Catalog(LivenessRows, RecordRows, SideRows):
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
@@ -314,32 +316,6 @@ class Catalog(LivenessRows):
             metas = [(set_id, fid, e.meta) for fid, e in entries if e.meta]
             self._insert(_META_INSERT, 3, metas)
 
-    def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
-        """Record durable records (file id, where it lies)."""
-        with self.transaction():
-            self._insert(
-                "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file, stored)",
-                12,
-                (
-                    (
-                        set_id,
-                        fid,
-                        r.offset,
-                        r.size,
-                        r.label,
-                        r.volume,
-                        r.position,
-                        r.header_size,
-                        r.checksum,
-                        r.origin_set,
-                        r.origin_file,
-                        r.stored,
-                    )
-                    for fid, r in records
-                ),
-            )
-
     def add_entries(self, set_id: str, entries: Entries, rows: range | None = None) -> None:
         """Record entries of a columnar scan table (``rows``, default all) as the set's
         files; a file's id is its row."""
@@ -371,50 +347,6 @@ class Catalog(LivenessRows):
                 metas = ((set_id, i, m) for i in chosen if (m := e.meta_bytes(i)))
                 self._insert(_META_INSERT, 3, metas)
 
-    def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
-        """Record durable records of one device as a mover reports them:
-        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
-        with self.transaction():
-            self._insert(
-                "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum, stored)",
-                10,
-                (
-                    (
-                        set_id,
-                        r[0],
-                        label,
-                        r[1],
-                        r[2],
-                        r[3],
-                        r[4],
-                        r[5],
-                        r[6],
-                        r[7] if len(r) > 7 else -1,
-                    )
-                    for r in rows
-                ),
-            )
-
-    def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
-        """(file id, offset, size) of the set's records on one device (a failed device's
-        work is read back from here, not kept in memory during the run)."""
-        return self.db.execute(
-            "SELECT file_id, offset, size FROM records WHERE set_id=? AND label=?",
-            (set_id, label),
-        ).fetchall()
-
-    def drop_records(self, set_id: str, label: str | None = None) -> int:
-        """Forget the records of a set (on one device, or all); returns how many."""
-        with self.transaction():
-            if label is None:
-                cur = self.db.execute("DELETE FROM records WHERE set_id=?", (set_id,))
-            else:
-                cur = self.db.execute(
-                    "DELETE FROM records WHERE set_id=? AND label=?", (set_id, label)
-                )
-        return cur.rowcount
-
     def mark_files(self, set_id: str, file_ids: Iterable[int], state: str) -> None:
         """Set the state of files ('skipped' files are not restored)."""
         with self.transaction():
@@ -429,35 +361,6 @@ class Catalog(LivenessRows):
             self.db.execute(
                 "UPDATE files SET size=? WHERE set_id=? AND file_id=?", (size, set_id, file_id)
             )
-
-    def remember_device(self, label: str, url: str, kind: str) -> None:
-        """Remember the URL a device label was last seen at."""
-        with self.transaction():
-            self.db.execute(
-                "INSERT INTO devices (label, url, kind) VALUES (?, ?, ?)"
-                " ON CONFLICT(label) DO UPDATE SET url=excluded.url, kind=excluded.kind",
-                (label, url, kind),
-            )
-
-    def forget_device(self, label: str) -> None:
-        """Stop knowing a device whose medium was written over (a reused tape): nothing
-        of it is left to reach, clean or restore from."""
-        with self.transaction():
-            self.db.execute("DELETE FROM devices WHERE label=?", (label,))
-
-    def record_speed(self, label: str, rate: float) -> None:
-        """Remember a device's measured throughput (bytes/s), averaged with the last one."""
-        with self.transaction():
-            self.db.execute(
-                "UPDATE devices SET speed = CASE WHEN speed IS NULL OR speed <= 0 THEN ?"
-                " ELSE (speed + ?) / 2 END WHERE label = ?",
-                (rate, rate, label),
-            )
-
-    def device_speeds(self) -> dict[str, float]:
-        """label -> throughput (bytes/s) measured in earlier backups, where known."""
-        rows = self.db.execute("SELECT label, speed FROM devices WHERE speed > 0").fetchall()
-        return {label: float(speed) for label, speed in rows}
 
     def finish_set(
         self,
@@ -492,31 +395,6 @@ class Catalog(LivenessRows):
                 (status, _now(), files, nbytes, reused, json.dumps(report), set_id),
             )
         self.run_lock.release()
-
-    def add_progress(self, set_id: str, samples: Iterable[tuple]) -> None:
-        """Store a backup's per-device samples: (seconds, device URL, bytes, event,
-        redirected) rows, bounded by the caller (engine/samples.py)."""
-        rows = [(set_id, i, *row) for i, row in enumerate(samples)]
-        with self.transaction():
-            self._insert(
-                "INSERT INTO progress (set_id, seq, seconds, device, bytes, event, redirected)",
-                7,
-                rows,
-            )
-
-    def progress(self, set_id: str) -> list[tuple]:
-        """A set's samples as (seconds, device URL, bytes, event, redirected), in order;
-        none for a set made before they were kept (or a catalog too old to hold them)."""
-        try:
-            return self.db.execute(
-                "SELECT seconds, device, bytes, event, redirected FROM progress"
-                " WHERE set_id=? ORDER BY seq",
-                (set_id,),
-            ).fetchall()
-        except sqlite3.OperationalError as exc:  # a read-only catalog of schema < 4
-            if "no such table" in str(exc):
-                return []
-            raise
 
     def lock_for_run(self) -> None:
         """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
@@ -585,29 +463,6 @@ class Catalog(LivenessRows):
             )
             yield CatalogFile(r[0], entry, r[9])
 
-    def file_metas(self, set_id: str) -> dict[int, bytes]:
-        """File id -> extended attributes (xattrs payload) of the set's files that have
-        any; empty for a read-only catalog written before the table existed."""
-        try:
-            cur = self.db.execute("SELECT file_id, meta FROM file_meta WHERE set_id=?", (set_id,))
-            return {r[0]: bytes(r[1]) for r in cur}
-        except sqlite3.OperationalError:  # no such table (an older catalog, read-only)
-            return {}
-
-    def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
-        """Every record of a set as (file id, where it lies), by device and position."""
-        cur = self._rows(
-            "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file, stored FROM records WHERE set_id=?"
-            " ORDER BY label, volume, position",
-            (set_id,),
-        )
-        for r in cur:
-            yield (
-                r[0],
-                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
-            )
-
     def set_devices(self, set_id: str) -> list[dict]:
         """Per-device outcome of a set."""
         rows = self.db.execute(
@@ -617,19 +472,6 @@ class Catalog(LivenessRows):
         ).fetchall()
         keys = ("label", "url", "status", "error", "bytes", "segments", "seconds")
         return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    def set_parity(self, set_id: str, info: dict) -> None:
-        """Remember where a set's parity lies (engine/parity.py; kept in ``meta``)."""
-        self.set_meta(f"parity:{set_id}", json.dumps(info, sort_keys=True))
-
-    def parity(self, set_id: str) -> dict | None:
-        """What ``set_parity`` remembered for a set; None for a set without parity."""
-        found = self.meta(f"parity:{set_id}")
-        return json.loads(found) if found else None
-
-    def device_urls(self) -> dict[str, str]:
-        """label -> last known URL of every device the catalog has seen."""
-        return dict(self.db.execute("SELECT label, url FROM devices").fetchall())
 
     def copy_to(self, path: str) -> None:
         """Write a consistent copy of the whole catalog to ``path`` (SQLite backup API)."""

@@ -1,0 +1,107 @@
+"""Where every record lies: the catalog's ``records`` rows, written in batches as movers
+make records durable, read back for restore, verify and a failed device's replanning.
+
+A mixin of ``Catalog`` (store.py), like liverows.py: it uses the catalog's connection,
+transactions, bulk loads (``_insert``) and streamed reads (``_rows``), so it runs
+unchanged on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from parbackup.model import RecordRef
+
+
+class RecordRows:
+    """The set's record references (mixed into Catalog)."""
+
+    db: Any
+    transaction: Any
+    _insert: Any
+    _rows: Any
+
+    def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
+        """Record durable records (file id, where it lies)."""
+        with self.transaction():
+            self._insert(
+                "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
+                " header_size, checksum, origin_set, origin_file, stored)",
+                12,
+                (
+                    (
+                        set_id,
+                        fid,
+                        r.offset,
+                        r.size,
+                        r.label,
+                        r.volume,
+                        r.position,
+                        r.header_size,
+                        r.checksum,
+                        r.origin_set,
+                        r.origin_file,
+                        r.stored,
+                    )
+                    for fid, r in records
+                ),
+            )
+
+    def add_record_rows(self, set_id: str, label: str, rows: Iterable[tuple]) -> None:
+        """Record durable records of one device as a mover reports them:
+        ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
+        with self.transaction():
+            self._insert(
+                "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
+                " offset, size, checksum, stored)",
+                10,
+                (
+                    (
+                        set_id,
+                        r[0],
+                        label,
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] if len(r) > 7 else -1,
+                    )
+                    for r in rows
+                ),
+            )
+
+    def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
+        """(file id, offset, size) of the set's records on one device (a failed device's
+        work is read back from here, not kept in memory during the run)."""
+        return self.db.execute(
+            "SELECT file_id, offset, size FROM records WHERE set_id=? AND label=?",
+            (set_id, label),
+        ).fetchall()
+
+    def drop_records(self, set_id: str, label: str | None = None) -> int:
+        """Forget the records of a set (on one device, or all); returns how many."""
+        with self.transaction():
+            if label is None:
+                cur = self.db.execute("DELETE FROM records WHERE set_id=?", (set_id,))
+            else:
+                cur = self.db.execute(
+                    "DELETE FROM records WHERE set_id=? AND label=?", (set_id, label)
+                )
+        return cur.rowcount
+
+    def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
+        """Every record of a set as (file id, where it lies), by device and position."""
+        cur = self._rows(
+            "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
+            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " ORDER BY label, volume, position",
+            (set_id,),
+        )
+        for r in cur:
+            yield (
+                r[0],
+                RecordRef(r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), r[8], r[9], r[10]),
+            )
