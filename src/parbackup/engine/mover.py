@@ -43,7 +43,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
+from parbackup.crypto.codec import Codec
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -53,19 +53,15 @@ from parbackup.engine.messages import (
     DEV,
     FID,
     FSIZE,
-    GID,
     INO,
     KIND,
-    LINK,
     META,
-    MODE,
     MTIME,
     OFF,
     PATH,
     SEQ,
     SIZE,
     SRC,
-    UID,
     Begin,
     Committed,
     Durable,
@@ -84,14 +80,12 @@ from parbackup.engine.messages import (
     Stored,
     Work,
 )
-from parbackup.entries import FILE, KINDS
+from parbackup.engine.records import META_CODE, plain_header, stored_record
+from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import (
-    KIND_CODES,
     VolumeHeader,
     checksum,
-    encode_record_header,
-    encode_stored_header,
     end_record,
 )
 from parbackup.sources.base import (
@@ -112,8 +106,6 @@ _RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
-_KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
-_META_CODE = KIND_CODES["meta"]
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -271,12 +263,14 @@ class _Mover:
         vol = self.volume or self.open_volume()
         n = len(payload)
         if self.codec is not None:
-            payload, header, digest = self.encode(vol, item, offset, payload)
+            payload, header, digest = stored_record(
+                self.codec, self.set_id, self.label, vol.volume_id, item, offset, payload
+            )
             stored = len(payload)
         else:
             stored = -1
             digest = checksum(payload) if n else _EMPTY_DIGEST
-            header = self.plain_header(item, offset, n, digest)
+            header = plain_header(self.set_id, item, offset, n, digest)
         self.put(vol, header, payload, n)
         self.pending.append(
             (item[FID], vol.name, vol.position, len(header), offset, n, digest, stored)
@@ -285,74 +279,6 @@ class _Mover:
         vol.position += size
         vol.records += 1
         vol.since_checkpoint += size
-
-    def plain_header(self, item: tuple, offset: int, n: int, digest: bytes) -> bytes:
-        """A version 1-2 record header (no compression, no encryption)."""
-        return encode_record_header(
-            _KIND_CODES[item[KIND]],
-            self.set_id,
-            item[FID],
-            offset,
-            n,
-            item[FSIZE],
-            item[MODE],
-            item[UID],
-            item[GID],
-            item[MTIME],
-            digest,
-            item[PATH],
-            item[LINK],
-        )
-
-    def encode(
-        self,
-        vol: _Volume,
-        item: tuple,
-        offset: int,
-        payload: memoryview | bytes,
-        code: int | None = None,
-    ) -> tuple[memoryview | bytes, bytes, bytes]:
-        """(stored bytes, version-4 header, checksum) of one record (crypto/codec.py);
-        ``code``: the record's kind when it is not the item's (a kind-8 meta record,
-        whose file size is its payload's length)."""
-        codec = self.codec
-        assert codec is not None
-        n = len(payload)
-        file_size = item[FSIZE] if code is None else n
-        code = _KIND_CODES[item[KIND]] if code is None else code
-        meta = RecordMeta(item[MODE], item[UID], item[GID], item[MTIME], item[PATH], item[LINK])
-        place = Place(label_bytes(self.label), vol.volume_id)
-        flags, stored = codec.encode(
-            payload,
-            set_id=self.set_id,
-            file_id=item[FID],
-            offset=offset,
-            file_size=file_size,
-            kind=code,
-            meta=meta,
-            place=place,
-        )
-        digest = codec.digest(payload)
-        if codec.encrypted:  # the clear header shows no names, modes, owners or times
-            meta = RecordMeta(0, 0, 0, 0, b"", b"")
-        header = encode_stored_header(
-            code,
-            self.set_id,
-            item[FID],
-            offset,
-            n,
-            file_size,
-            meta.mode,
-            meta.uid,
-            meta.gid,
-            meta.mtime_ns,
-            digest,
-            meta.path,
-            meta.link,
-            flags,
-            len(stored),
-        )
-        return stored, header, digest
 
     def put(self, vol: _Volume, header: bytes, payload: memoryview | bytes, source: int) -> None:
         """Append one record to the volume (small ones gathered into one write).
@@ -383,23 +309,11 @@ class _Mover:
         vol = self.volume or self.open_volume()
         payload = item[META]
         if self.codec is not None:  # compressed and sealed like every record of the set
-            payload, header, _ = self.encode(vol, item, 0, payload, _META_CODE)
-        else:
-            header = encode_record_header(
-                _META_CODE,
-                self.set_id,
-                item[FID],
-                0,
-                len(payload),
-                len(payload),
-                item[MODE],
-                item[UID],
-                item[GID],
-                item[MTIME],
-                checksum(payload),
-                item[PATH],
-                b"",
+            payload, header, _ = stored_record(
+                self.codec, self.set_id, self.label, vol.volume_id, item, 0, payload, META_CODE
             )
+        else:
+            header = plain_header(self.set_id, item, 0, len(payload), checksum(payload), META_CODE)
         self.gather += header
         self.gather += payload
         vol.position += len(header) + len(payload)
