@@ -37,8 +37,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src")]
 
 from common import conditions, table  # noqa: E402
 from parbackup.catalog import Catalog, open_catalog  # noqa: E402
-from parbackup.engine.backup import make_plan  # noqa: E402
 from parbackup.engine.incremental import incremental_reuse  # noqa: E402
+from parbackup.engine.prepare import make_plan  # noqa: E402
 from parbackup.engine.report import BackupOptions  # noqa: E402
 from parbackup.entries import Entries  # noqa: E402
 from parbackup.model import DeviceReport, Plan, Space  # noqa: E402

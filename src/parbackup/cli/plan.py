@@ -28,10 +28,10 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, table
-from parbackup.engine.backup import make_plan, scan, source_specs
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import split_devices
+from parbackup.engine.prepare import make_plan, scan, source_specs
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.speeds import dry_run_speeds

@@ -30,9 +30,9 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
-from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import add_parity, split_devices
+from parbackup.engine.prepare import make_plan, reserve_for, scan, source_specs
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.samples import ProgressSampler
@@ -41,80 +41,18 @@ from parbackup.engine.snapshot import backup_from_snapshot
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
 from parbackup.entries import FILE, HARDLINK, Entries
 from parbackup.errors import BackupFailedError
-from parbackup.format import CHUNK, new_set_id
-from parbackup.model import DeviceReport, Pieces, Plan, Skipped, Slot, Space
-from parbackup.plan import plan
-from parbackup.plan.pacing import Balance, Speed
+from parbackup.format import new_set_id
+from parbackup.model import DeviceReport, Skipped
 from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
-from parbackup.sources.registry import open_source, spec_for
+from parbackup.sources.registry import open_source
 from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
 
 log = logging.getLogger(__name__)
 _FILE_BATCH = 16384
-
-
-def source_specs(
-    sources: Sequence[str], read_roots: Sequence[tuple[str, str]] = (), stdin_name: str = ""
-) -> list[SourceSpec]:
-    """The specs of the sources, each once; a tree inside another tree is left out (its
-    entries come with the outer one)."""
-    roots = dict(read_roots)
-    specs: list[SourceSpec] = []
-    for name in sources:
-        if name == "-":
-            path = "/" + (stdin_name or "stdin").lstrip("/")
-            specs.append(SourceSpec("stdin", "-", path, display="-"))
-            continue
-        spec = spec_for(name)
-        if spec.kind == "tree" and spec.record_root in roots:
-            spec = SourceSpec(
-                "tree", spec.name, spec.record_root, roots[spec.record_root], spec.display
-            )
-        if all(s.record_root != spec.record_root for s in specs):
-            specs.append(spec)
-    trees = [s.record_root for s in specs if s.kind == "tree"]
-    return [s for s in specs if not any(_inside(s.record_root, t) for t in trees)]
-
-
-def _inside(path: str, tree: str) -> bool:
-    return path != tree and path.startswith(tree.rstrip("/") + "/")
-
-
-def scan(
-    specs: Sequence[SourceSpec],
-    skipped: list[Skipped],
-    stdin: BinaryIO | None = None,
-    excluded: Excluded | None = None,
-) -> Entries:
-    """Every entry of every source into one columnar table (GC paused: no cycles);
-    what the selection left out is added to ``excluded``."""
-    entries = Entries()
-    with paused_gc():
-        for index, spec in enumerate(specs):
-            source = StdinSource(spec, stdin) if spec.kind == "stdin" else open_source(spec)
-            with source:
-                source.scan(entries, index, lambda p, e: skipped.append(Skipped(p, e)))
-            if excluded is not None:
-                excluded.merge(source.excluded)
-    return entries
-
-
-def reserve_for(entries: Entries, devices: int) -> int:
-    """Bytes to keep free on each device for what is not payload.
-
-    Record headers (about 100 bytes plus the path, one per started chunk), the volume
-    header and end record, the label and the catalog copy written at the end. Estimated
-    generously, so a device with little room is not overfilled.
-    """
-    names = entries.names_size()
-    chunks = sum(s // CHUNK for s in entries.size)
-    headers = 100 * (len(entries) + chunks) + names
-    catalog_copy = 64 * 1024 + 300 * len(entries)
-    return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy
 
 
 def hardlinks_of(
@@ -140,26 +78,6 @@ def hardlinks_of(
             why = f"a hard link to {entries.path(f)}, which was not backed up ({error})"
             out[i] = (why, kind)
     return out
-
-
-def make_plan(
-    entries: Entries,
-    spaces: Sequence[Space],
-    options: BackupOptions,
-    reused: Set[int] = frozenset(),
-    speeds: Sequence[Speed] | None = None,
-) -> Plan:
-    """The plan for ``entries`` (minus ``reused`` ones) over devices with ``spaces``,
-    within their room; with ``--balance time`` shares follow the speeds."""
-    reserve = reserve_for(entries, len(spaces))
-    rooms = [None if s.free is None else max(0, s.free - reserve) for s in spaces]
-    if options.balance is Balance.TIME and speeds:
-        slots = [Slot(room=r, weight=s.rate) for r, s in zip(rooms, speeds, strict=True)]
-    else:
-        slots = [Slot(room=r) for r in rooms]
-    with paused_gc():
-        pieces = Pieces.whole_files(entries.size, reused)
-        return plan(pieces, slots, options.strategy, options.order)
 
 
 @dataclass
