@@ -221,17 +221,14 @@ def _write_catalog(
     volumes); the partial file carries the REBUILDING_KEY mark, so even it is refused.
     """
     partial = partial_path(catalog_path)
-    for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)  # what an earlier, killed rebuild of the same catalog left
+    extras = (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock")
+    _unlink((partial, *extras))  # what an earlier, killed rebuild of the same catalog left
     try:
         with Catalog(partial) as catalog:
             _fill(catalog, alive, found, urls, report, on_event, parity)
             catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:  # failed (a full disk) or interrupted: leave no half catalog
-        for stale in (partial, f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
+        _unlink((partial, *extras))
         raise
     try:
         if os.path.exists(catalog_path):
@@ -239,9 +236,13 @@ def _write_catalog(
         os.replace(partial, catalog_path)
         fsync_dir(os.path.dirname(os.path.abspath(catalog_path)))
     finally:
-        for extra in (f"{partial}-wal", f"{partial}-shm", f"{partial}.lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(extra)
+        _unlink(extras)
+
+
+def _unlink(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _check_writable(catalog: Catalog) -> None:
