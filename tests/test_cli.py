@@ -317,7 +317,10 @@ def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     cat = str(tmp_path / "cat.sqlite")
     gate = Gate(tmp_path / "gate")
     slow = f"faulty+file://{d1}?pause_after=64K&gate={gate}"
-    proc = start("backup", str(src), "-d", str(d0), "-d", slow, "--catalog", cat, "--json")
+    # a hang-up stops a backup whose caller did not ignore it (the test runner may have:
+    # under nohup SIGHUP is ignored, and that is inherited; see the test after this one)
+    proc = start("backup", str(src), "-d", str(d0), "-d", slow, "--catalog", cat, "--json",
+                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # fmt: skip
     try:
         gate.wait_paused()
         proc.send_signal(signum)
