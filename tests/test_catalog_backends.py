@@ -317,3 +317,15 @@ def test_sqlite_catalog_files_are_untouched_by_the_postgres_code(tmp_path):
     assert sqlite3.connect(path).execute("SELECT value FROM meta").fetchone() == (
         str(SCHEMA_VERSION),
     )
+
+
+def test_a_sqlite_catalog_never_loads_the_postgresql_backend(tmp_path) -> None:
+    """psycopg costs about 0.1 s to import: a command on a SQLite catalog must not pay it."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "parbackup", "sets", "--catalog",
+         str(tmp_path / "c.sqlite")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC},
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "parbackup.cli" in proc.stderr  # the import log is there
+    assert "psycopg" not in proc.stderr and "parbackup.catalog.postgres" not in proc.stderr

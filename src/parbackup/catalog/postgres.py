@@ -47,7 +47,6 @@ except ImportError:  # the optional extra is not installed: see _connect
     psycopg = None
     IntLoader = None
 
-SCHEMES = ("postgresql", "postgres")
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
 WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
 _TABLES = (  # in foreign-key order, each with the order its rows are copied in
@@ -61,11 +60,6 @@ _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("progress", "set_id, seq"),
 )
 _cursor_names = itertools.count()
-
-
-def is_postgres_url(target: str) -> bool:
-    """True when ``target`` names a PostgreSQL catalog (``postgresql://…``)."""
-    return target.split("://", 1)[0].lower() in SCHEMES and "://" in target
 
 
 def display_url(url: str) -> str:
