@@ -14,6 +14,8 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 
 def dev_args(devs: list[Path]) -> list[str]:
     return [a for d in devs for a in ("--device", str(d))]

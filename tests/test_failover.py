@@ -19,7 +19,7 @@ import pytest
 from conftest import SRC, make_tree, run_cli
 from failcases import backup, by_url, dirs, restore_and_compare, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # end to end: not in the quick subset
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from conftest import make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import SCHEMA_VERSION
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 
 def volume_bytes(devs: list[Path]) -> int:
     """Bytes held in the volumes of every set on the devices."""

@@ -29,7 +29,7 @@ from fsfixtures import (  # noqa: F401 (fixtures)
     unmount,
 )
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(180)]  # not quick
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from conftest import make_tree, run_cli
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 SECRETS = ("pw-SECRET-one", "tok-SECRET-two", "key-SECRET-three")
 
 

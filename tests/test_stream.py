@@ -14,6 +14,8 @@ from blake3 import blake3
 from conftest import SRC, run_cli
 from parbackup import Catalog, restore_to_stream, run_stream_backup
 
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
 MiB = 1 << 20
 
 
