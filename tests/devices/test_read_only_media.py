@@ -8,6 +8,7 @@ every command runs as a real process. Before, every device was opened as if for 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -94,3 +95,31 @@ def test_catalog_copy_on_read_only_media_is_read_in_place(tmp_path, tmpfs):
     assert snapshot(restored_root(out, tree)) == snapshot(tree)
     r = run_cli("backup", str(tree), "-d", str(tmp_path), "--catalog", copy)
     assert r.code in (1, 2) and "Traceback" not in r.err  # a read-only catalog is not written
+
+
+def test_an_older_catalog_copy_on_read_only_media_is_read(tmp_path, tmpfs):
+    """A catalog copy written by an earlier parbackup (schema 3: no stored sizes, no
+    attribute or progress tables) on a read-only disc is brought up to date in memory,
+    not refused: sets, files, verify and restore work from it."""
+    tree = make_tree(tmp_path / "src", seed=23, files=12)
+    disc = tmpfs("olddisc", "16m")
+    r = run_cli("backup", str(tree), "-d", str(disc), "--catalog", str(tmp_path / "c.sqlite"))
+    assert r.code == 0, r.out + r.err
+    copy = disc / "catalog" / "catalog.sqlite"
+    db = sqlite3.connect(copy)  # make it what schema 3 wrote
+    db.executescript(
+        "DROP TABLE file_meta; DROP TABLE progress; ALTER TABLE records DROP COLUMN stored;"
+        " UPDATE meta SET value='3' WHERE key='schema';"
+    )
+    db.close()
+    sh("mount", "-o", "remount,ro", str(disc))
+    r = run_cli("sets", "--catalog", str(copy), "--json")
+    assert r.code == 0 and r.json["sets"][0]["status"] == "complete", r.out + r.err
+    r = run_cli("files", "--catalog", str(copy), "--json")
+    assert r.code == 0 and r.json["files"], r.out + r.err
+    r = run_cli("verify", "--catalog", str(copy), "--json")
+    assert r.code == 0, r.out + r.err
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", str(copy))
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out, tree)) == snapshot(tree)
