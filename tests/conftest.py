@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import stat
 import subprocess
 import sys
@@ -174,3 +175,11 @@ def pg_url(pg_server, request) -> str:
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
     pg_server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return pg_server.create_db(name)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a parbackup started to be interrupted by a test: SIGINT, SIGTERM
+    and SIGHUP at their defaults. A runner under ``nohup`` or started with ``&`` without
+    job control passes them ignored, and parbackup then rightly keeps ignoring them."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)

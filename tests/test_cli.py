@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, default_signals, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import Gate, fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
@@ -317,10 +317,9 @@ def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     cat = str(tmp_path / "cat.sqlite")
     gate = Gate(tmp_path / "gate")
     slow = f"faulty+file://{d1}?pause_after=64K&gate={gate}"
-    # a hang-up stops a backup whose caller did not ignore it (the test runner may have:
-    # under nohup SIGHUP is ignored, and that is inherited; see the test after this one)
+    # (a runner may pass these signals ignored; see default_signals and the nohup test)
     proc = start("backup", str(src), "-d", str(d0), "-d", slow, "--catalog", cat, "--json",
-                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # fmt: skip
+                 preexec_fn=default_signals)  # fmt: skip
     try:
         gate.wait_paused()
         proc.send_signal(signum)

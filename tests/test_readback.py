@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, default_signals, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
 from parbackup import Catalog
 from parbackup.readback.core import read_back
@@ -90,6 +90,7 @@ def test_interrupted_restore_kills_readers_and_leaves_no_part(tmp_path, device_d
         env={**os.environ, "PYTHONPATH": SRC},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 60
