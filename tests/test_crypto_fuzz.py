@@ -15,7 +15,7 @@ from parbackup.crypto.codec import Codec, CodecSpec, Place, RecordMeta, label_by
 from parbackup.devices.registry import open_device
 from parbackup.engine.volscan import read_volume as _read_volume
 from parbackup.errors import FormatError
-from parbackup.format import VolumeHeader, encode_stored_header, end_record
+from parbackup.format import VolumeHeader, encode_record_header, end_record
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 MASTER = bytes(range(32))
@@ -37,7 +37,7 @@ def v4_volume(codec: Codec) -> bytes:
                                      file_size=len(payload), kind=code, meta=rm,
                                      place=Place(label, volume_id))  # fmt: skip
         shown = RecordMeta(0, 0, 0, 0, b"", b"") if codec.encrypted else rm
-        data += encode_stored_header(code, SET, fid, 0, len(payload), len(payload), shown.mode,
+        data += encode_record_header(code, SET, fid, 0, len(payload), len(payload), shown.mode,
                                      0, 0, 0, codec.digest(payload), shown.path, b"", flags,
                                      len(stored))  # fmt: skip
         data += bytes(stored)

@@ -136,7 +136,7 @@ class RecordHeader:
             self.link,
         )
         if self.stored >= 0:
-            return encode_stored_header(*fields, self.flags, self.stored)
+            return encode_record_header(*fields, self.flags, self.stored)
         return encode_record_header(*fields)
 
 
@@ -154,55 +154,19 @@ def encode_record_header(
     digest: bytes,
     path: bytes,
     link: bytes,
+    flags: int = 0,
+    stored: int = -1,
 ) -> bytes:
     """``RecordHeader(...).encode()`` without building the dataclass (the writer's hot
-    path: one call per record). ``code`` is a KIND_CODES value or KIND_END."""
+    path: one call per record). ``code`` is a KIND_CODES value or KIND_END. With
+    ``stored`` >= 0 the header is version 4: ``size`` source bytes stored as ``stored``
+    bytes, ``flags`` saying how (crypto/codec.py); else version 1-3, as before."""
+    extra = b"" if stored < 0 else _STORED.pack(stored)
     body = _RECORD.pack(
         RECORD_MAGIC,
-        record_version(code),
+        record_version(code) if stored < 0 else STORED_VERSION,
         code,
-        _RECORD.size + len(path) + len(link) + _CRC.size,
-        set_id,
-        file_id,
-        offset,
-        size,
-        file_size,
-        mode,
-        uid & 0xFFFFFFFF,
-        gid & 0xFFFFFFFF,
-        mtime_ns,
-        0,
-        digest,
-        len(path),
-        len(link),
-    )
-    body += path + link
-    return body + _CRC.pack(zlib.crc32(body))
-
-
-def encode_stored_header(
-    code: int,
-    set_id: bytes,
-    file_id: int,
-    offset: int,
-    size: int,
-    file_size: int,
-    mode: int,
-    uid: int,
-    gid: int,
-    mtime_ns: int,
-    digest: bytes,
-    path: bytes,
-    link: bytes,
-    flags: int,
-    stored: int,
-) -> bytes:
-    """A version-4 record header: ``size`` source bytes stored as ``stored`` bytes."""
-    body = _RECORD.pack(
-        RECORD_MAGIC,
-        STORED_VERSION,
-        code,
-        _RECORD.size + _STORED.size + len(path) + len(link) + _CRC.size,
+        _RECORD.size + len(extra) + len(path) + len(link) + _CRC.size,
         set_id,
         file_id,
         offset,
@@ -217,7 +181,7 @@ def encode_stored_header(
         len(path),
         len(link),
     )
-    body += _STORED.pack(stored) + path + link
+    body += extra + path + link
     return body + _CRC.pack(zlib.crc32(body))
 
 

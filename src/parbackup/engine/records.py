@@ -11,7 +11,7 @@ from __future__ import annotations
 from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
 from parbackup.engine.messages import FID, FSIZE, GID, KIND, LINK, MODE, MTIME, PATH, UID
 from parbackup.entries import KINDS
-from parbackup.format import KIND_CODES, encode_record_header, encode_stored_header
+from parbackup.format import KIND_CODES, encode_record_header
 
 META_CODE = KIND_CODES["meta"]
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
@@ -72,7 +72,7 @@ def stored_record(
     )
     digest = codec.digest(payload)
     shown = _HIDDEN if codec.encrypted else about
-    header = encode_stored_header(
+    header = encode_record_header(
         kind,
         set_id,
         item[FID],
