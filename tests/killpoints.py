@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
+from conftest import SRC
 from parbackup.catalog import open_catalog
 from parbackup.catalog.liveness import FRAMING_SLACK, set_of_volume
 from parbackup.format import end_record, read_volume_header
@@ -115,3 +118,40 @@ def _label_of(d: Path) -> str:
 def _header_length(path: Path) -> int:
     with open(path, "rb") as fh:
         return read_volume_header(fh).length
+
+
+KILLED_RUN = """
+import sys
+from parbackup.catalog import Catalog
+from parbackup.engine.report import BackupOptions
+from parbackup.engine.backup import run_backup
+
+with Catalog(sys.argv[1]) as catalog:
+    run_backup([sys.argv[2]], sys.argv[3:], catalog,
+               BackupOptions(checkpoint_bytes=256 << 10, chunk=128 << 10))
+"""
+"""A backup with small checkpoints and chunks: argv catalog, tree, device URLs."""
+
+
+def killed_run(
+    tmp_path: Path,
+    n: int,
+    cat: str,
+    tree: Path,
+    devs: list[Path],
+    at: str,
+    script: str = KILLED_RUN,
+) -> bool:
+    """Run ``script`` (a backup) pausing on every device after ``at`` bytes; SIGKILL it
+    there. True if it paused (False: it ended first)."""
+    gate = tmp_path / f"gate{n}"
+    fifo = pause_point(gate)
+    urls = [f"faulty+file://{d}?pause_after={at}&gate={gate}" for d in devs]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen([sys.executable, "-c", script, cat, str(tree), *urls], env=env)
+    try:
+        paused = wait_paused(proc, fifo)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return paused

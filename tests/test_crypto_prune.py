@@ -5,22 +5,16 @@ tests/test_reclaim.py, with encryption on."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
-from killpoints import pause_point, wait_paused
+from conftest import make_tree, restored_root, run_cli, snapshot
+from killpoints import killed_run
 from parbackup.crypto.keys import KeyFile, key_path
 
 pytestmark = pytest.mark.slow  # end to end, real processes
 
 PW = {"PARBACKUP_PASSWORD": "prune passphrase"}
-KILLED_RUN = """
+ENCRYPTED_RUN = """
 import sys
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
@@ -39,20 +33,6 @@ with Catalog(sys.argv[1]) as catalog:
 """
 
 
-def killed_run(tmp_path: Path, n: int, cat: str, tree: Path, devs: list[Path], at: str) -> bool:
-    gate = tmp_path / f"gate{n}"
-    fifo = pause_point(gate)
-    urls = [f"faulty+file://{d}?pause_after={at}&gate={gate}" for d in devs]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, cat, str(tree), *urls], env=env)
-    try:
-        paused = wait_paused(proc, fifo)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    return paused
-
-
 def test_prune_compacts_encrypted_volumes_that_stay_readable(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=78, files=160, max_size=200_000)
     devs = device_dirs(2)
@@ -60,7 +40,8 @@ def test_prune_compacts_encrypted_volumes_that_stay_readable(tmp_path, device_di
     keyfile, _master = KeyFile.create(PW["PARBACKUP_PASSWORD"].encode())
     keyfile.save(key_path(cat))
     for n in range(3):
-        assert killed_run(tmp_path, n, cat, tree, devs, "2MiB"), f"run {n} ended unpaused"
+        paused = killed_run(tmp_path, n, cat, tree, devs, "2MiB", ENCRYPTED_RUN)
+        assert paused, f"run {n} ended unpaused"
     dargs = [a for d in devs for a in ("-d", str(d))]
     r = run_cli("backup", str(tree), *dargs, "--catalog", cat, "--json", env=PW)
     assert r.code == 0, r.err

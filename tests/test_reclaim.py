@@ -8,48 +8,16 @@ old); whole dead volumes and empty set directories are deleted.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
-from killpoints import device_garbage, device_usage, pause_point, volumes_on, wait_paused
+from conftest import make_tree, restored_root, run_cli, snapshot
+from killpoints import device_garbage, device_usage, killed_run, volumes_on
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import FRAMING_SLACK
 
 pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
-
-KILLED_RUN = """
-import sys
-from parbackup.catalog import Catalog
-from parbackup.catalog.liveness import FRAMING_SLACK
-from parbackup.engine.report import BackupOptions
-from parbackup.engine.backup import run_backup
-
-with Catalog(sys.argv[1]) as catalog:
-    run_backup([sys.argv[2]], sys.argv[3:], catalog,
-               BackupOptions(checkpoint_bytes=256 << 10, chunk=128 << 10))
-"""
-
-
-def killed_run(tmp_path: Path, n: int, cat: str, tree: Path, devs: list[Path], at: str) -> bool:
-    """Run a backup that pauses on every device after ``at`` bytes; SIGKILL it there."""
-    gate = tmp_path / f"gate{n}"
-    fifo = pause_point(gate)
-    urls = [f"faulty+file://{d}?pause_after={at}&gate={gate}" for d in devs]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, cat, str(tree), *urls], env=env)
-    try:
-        paused = wait_paused(proc, fifo)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    return paused
 
 
 def test_prune_leaves_only_what_live_sets_need_after_killed_resumed_runs(tmp_path, device_dirs):
