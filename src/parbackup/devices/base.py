@@ -216,8 +216,9 @@ class Device(ABC):
         return []
 
     def discard(self, name: str) -> None:
-        """Remove one leftover ``unfinished`` listed; a missing one is not an error."""
-        return None
+        """Remove one leftover ``unfinished`` listed; a missing one is not an error. Where
+        leftovers are objects of their own (a ``.tmp-`` file), that is ``delete``."""
+        self.delete(name)
 
     def put(self, name: str, data: bytes) -> None:
         """Write a small object in one go, replacing any old one."""

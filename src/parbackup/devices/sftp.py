@@ -406,9 +406,6 @@ class SFTPDevice(Device):
         """The ``NAME.tmp-PID-TID`` files of ``replace`` writers that never committed."""
         return self._walk(prefix, unfinished=True)
 
-    def discard(self, name: str) -> None:
-        self.delete(name)
-
     def _walk(self, prefix: str, *, unfinished: bool) -> list[ObjectInfo]:
         """Files under the root whose names start with ``prefix``: objects, or leftovers."""
 
