@@ -29,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import logging
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
@@ -88,7 +89,7 @@ def _route_to(host: str, port: int) -> str:
 class DaskWorker:
     """A worker running in a Dask task, as the engine sees it (``workers.Worker``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, why_lost: Callable[[], str] = str) -> None:
         mine, relay = socket.socketpair()
         self.name = name
         self.channel = Connection(mine.detach())
@@ -100,6 +101,8 @@ class DaskWorker:
         self.future: Any = None
         self.killed = False
         self.ended = threading.Event()
+        self.why_lost = why_lost
+        """Why the cluster let a link end, if it knows (a lost scheduler), else ''."""
 
     # -- Worker ----------------------------------------------------------------------------
     def send(self, msg: Any) -> None:
@@ -166,7 +169,7 @@ class DaskWorker:
         except (EOFError, OSError):
             pass
         if not clean and not self.killed:
-            self.fail(f"lost its cluster worker {self.where}".rstrip())
+            self.fail(self.why_lost() or f"lost its cluster worker {self.where}".rstrip())
         self.drop()
 
 
@@ -186,6 +189,10 @@ class DaskExecutor:
             self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the cluster scheduler at {address}: {exc}") from exc
+        # Dask's own log lines (tracebacks of its cancelled coroutines when the scheduler
+        # dies) are not for the user: what failed is said once, per device, by this module
+        for handler in logging.getLogger("distributed").handlers:
+            handler.setLevel(logging.CRITICAL)
         bind_host, _, bind_port = listen.rpartition(":") if ":" in listen else (listen, "", "0")
         try:
             self.server = socket.create_server((bind_host, int(bind_port or 0)), backlog=64)
@@ -205,7 +212,7 @@ class DaskExecutor:
 
     # -- Executor --------------------------------------------------------------------------
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> DaskWorker:
-        worker = DaskWorker(name or target)
+        worker = DaskWorker(name or target, self.scheduler_lost)
         worker.send(spec)
         self.workers.append(worker)
         if self.lost:
@@ -300,6 +307,17 @@ class DaskExecutor:
                 f"its cluster task ended ({future.status}) before it could call this program "
                 f"back at {'/'.join(self.hosts)} port {self.port} (see --cluster-listen)"
             )
+
+    def scheduler_lost(self) -> str:
+        """Why the scheduler is gone, or '' while it answers. A link that ends may be the
+        first sign of a killed scheduler (its workers go with it): its port is asked at
+        once rather than waiting for the client to notice."""
+        if not self.lost:
+            try:
+                socket.create_connection(_split(self.address), timeout=2.0).close()
+            except OSError:
+                self.lost = f"lost the cluster scheduler at {self.address}"
+        return self.lost
 
     def _watch(self) -> None:
         """A lost scheduler fails every worker of the run (and every later start)."""
