@@ -29,7 +29,7 @@ import platform
 import stat
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from parbackup.errors import FormatError
 
@@ -186,15 +186,33 @@ def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
         return b"", f"extended attributes not backed up: {exc.strerror or exc}"
     if not listed:
         return b"", ""
+    if at:
+        return _gather(listed, lambda name: _at.get(dir_fd, path, name))
+    return _gather(listed, lambda name: os.getxattr(where, name, follow_symlinks=False))
+
+
+def read_fd(fd: int) -> tuple[bytes, str]:
+    """(payload, warning) for the open file ``fd``, as ``read`` gives them: the mover
+    reads a regular file's attributes from the descriptor it reads the data through (one
+    system call when there are none, and the very file that was read)."""
+    try:
+        listed = os.listxattr(fd)
+    except OSError as exc:
+        if exc.errno in _QUIET:
+            return b"", ""
+        return b"", f"extended attributes not backed up: {exc.strerror or exc}"
+    if not listed:
+        return b"", ""
+    return _gather(listed, lambda name: os.getxattr(fd, name))
+
+
+def _gather(listed: list[str], get: Callable[[str], bytes]) -> tuple[bytes, str]:
+    """(payload, warning) of the attributes ``listed``, each value read by ``get``."""
     attrs: dict[bytes, bytes] = {}
     try:
         for name in listed:
             try:
-                attrs[os.fsencode(name)] = (
-                    _at.get(dir_fd, path, name)
-                    if at
-                    else os.getxattr(where, name, follow_symlinks=False)
-                )
+                attrs[os.fsencode(name)] = get(name)
             except OSError as exc:
                 if exc.errno != errno.ENODATA:  # removed since listed: left out
                     raise

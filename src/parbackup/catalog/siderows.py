@@ -91,3 +91,19 @@ class SideRows:
         any (an older catalog opened read-only gains the empty table in memory)."""
         cur = self.db.execute("SELECT file_id, meta FROM file_meta WHERE set_id=?", (set_id,))
         return {r[0]: bytes(r[1]) for r in cur}
+
+    def add_file_metas(self, set_id: str, rows: list[tuple[int, bytes]]) -> None:
+        """Give files of a set their extended attributes, ``(file id, payload)`` each, in
+        place of any the set held for them (a file a failed device had read is read
+        again by another)."""
+        if not rows:
+            return
+        with self.transaction():
+            self.db.executemany(
+                "DELETE FROM file_meta WHERE set_id=? AND file_id=?",
+                ((set_id, fid) for fid, _ in rows),
+            )
+            self._insert(META_INSERT, 3, ((set_id, fid, meta) for fid, meta in rows))
+
+
+META_INSERT = "INSERT INTO file_meta (set_id, file_id, meta)"

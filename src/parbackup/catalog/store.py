@@ -42,7 +42,7 @@ from parbackup.catalog.schema import (
     insert_rows,
 )
 from parbackup.catalog.setref import pick_set
-from parbackup.catalog.siderows import SideRows
+from parbackup.catalog.siderows import META_INSERT, SideRows
 from parbackup.entries import KINDS, Entries
 from parbackup.errors import CatalogError
 from parbackup.model import DeviceReport, FileEntry, Kind
@@ -314,7 +314,7 @@ class Catalog(LivenessRows, RecordRows, SideRows):
                 ),
             )
             metas = [(set_id, fid, e.meta) for fid, e in entries if e.meta]
-            self._insert(_META_INSERT, 3, metas)
+            self._insert(META_INSERT, 3, metas)
 
     def add_entries(self, set_id: str, entries: Entries, rows: range | None = None) -> None:
         """Record entries of a columnar scan table (``rows``, default all) as the set's
@@ -345,7 +345,7 @@ class Catalog(LivenessRows, RecordRows, SideRows):
             if e.has_meta():
                 chosen = range(len(e)) if rows is None else rows
                 metas = ((set_id, i, m) for i in chosen if (m := e.meta_bytes(i)))
-                self._insert(_META_INSERT, 3, metas)
+                self._insert(META_INSERT, 3, metas)
 
     def mark_files(self, set_id: str, file_ids: Iterable[int], state: str) -> None:
         """Set the state of files ('skipped' files are not restored)."""
@@ -481,9 +481,6 @@ class Catalog(LivenessRows, RecordRows, SideRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
-
-
-_META_INSERT = "INSERT INTO file_meta (set_id, file_id, meta)"
 
 
 def default_catalog_path() -> str:

@@ -191,6 +191,8 @@ class _Backup:
         self.phase(f"{len(alive)} device(s) open")
         usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
         reuse = Reuse() if self.stream else self.reuse(names, entries, usable)
+        for fid, payload in reuse.metas.items():  # read by no mover: the earlier set's
+            entries.set_meta(fid, payload)
         first = None
         if alive and not self.stream:  # refuse what cannot fit before writing anything
             first = make_plan(entries, [d.space for d in alive], options, reuse.files)
@@ -374,6 +376,7 @@ class _Backup:
         states = {"skipped": "skipped", "changed": "inconsistent", "grew": "grown"}
         for fid, (error, kind) in sorted(problems.items()):
             lists[kind].append(Skipped(entries.path(fid), error))
+        outcome.skipped += [Skipped(entries.path(f), why) for f, why in dispatcher.warnings]
         for kind, state in states.items():
             marked = [f for f, (_e, k) in problems.items() if k == kind]
             if marked:

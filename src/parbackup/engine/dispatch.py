@@ -126,6 +126,9 @@ class Dispatcher:
         self.problems: dict[int, tuple[str, str]] = {}
         """file id -> (error, kind): what the movers said of files they could not store
         as scanned (mover.Problem); "changed" wins over "grew" (a split file)."""
+        self.warnings: list[tuple[int, str]] = []
+        """(file id, why) of files backed up without their extended attributes, as the
+        movers read them (mover.Metas)."""
         self.started = time.monotonic()
         self.stream = feed is not None
         for d in devices:
@@ -263,6 +266,9 @@ class Dispatcher:
                 dev.sent.retire(upto)
                 if self.feed is not None:
                     self.feed.durable(dev, upto)
+            case m.Metas(rows=rows):
+                self.catalog.add_file_metas(self.set_hex, [(f, p) for f, p, _ in rows if p])
+                self.warnings += [(f, why) for f, _, why in rows if why]
             case m.Committed():
                 dev.commits += 1
                 dev.committed_upto = dev.finish_upto

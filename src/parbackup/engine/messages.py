@@ -105,6 +105,16 @@ class Durable:
 
 
 @dataclass(frozen=True, slots=True)
+class Metas:
+    """Extended attributes the mover read from the files it opened (a local tree leaves
+    a regular file's to its reader), sent just before the ``Durable`` that covers those
+    files: ``(file id, payload, warning)`` each, payload b"" when they could not be kept
+    (then the warning says why)."""
+
+    rows: list
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     file: int
     error: str

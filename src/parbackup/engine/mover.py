@@ -12,7 +12,7 @@ Conversation (dispatcher -> mover, then what the mover answers):
     Probe(limit)   -> Speed(bytes/s) | Failed           --balance time without a hint
     Begin(set, meta)                                    the set the volumes belong to
     Work(items)    -> Progress(...)*, Problem(...)*     items in list order (W1)
-    Finish()       -> Durable(...), Committed() | Failed
+    Finish()       -> Metas(...)?, Durable(...), Committed() | Failed
     Put(name, path)-> Stored(name, error)               the catalog copy
     Stop()         -> (the mover ends)
 
@@ -26,7 +26,10 @@ error skips the file with ``Problem`` (``kind``: "skipped"; "changed" when it ch
 under the reader; "grew" when it only grew: what was read is kept).
 
 A file, directory or symlink with extended attributes gets a kind-8 "meta" record
-after the records of its first segment, once that was read whole (docs/FORMAT.md).
+after the records of its first segment, once that was read whole (docs/FORMAT.md). A
+regular file's come from its reader when its source reads them there (a local tree:
+from the open descriptor, not in the scan); those go back in ``Metas`` just before the
+``Durable`` that covers the file, for the catalog.
 
 Records of small files are gathered into one large write; a payload larger than
 ``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
@@ -69,6 +72,7 @@ from parbackup.engine.messages import (
     Finish,
     Label,
     Labelled,
+    Metas,
     MoverSpec,
     Opened,
     Probe,
@@ -138,6 +142,8 @@ class _Mover:
     sequence: int = 0
     gather: bytearray = field(default_factory=bytearray)
     pending: list = field(default_factory=list)
+    metas: list = field(default_factory=list)
+    """(file id, payload, warning) of attributes read since the last Durable."""
     sent: int = 0
     done: int = 0
     busy: float = 0.0
@@ -250,6 +256,9 @@ class _Mover:
             return
         vol.since_checkpoint = 0
         records, self.pending = self.pending, []
+        if self.metas:
+            self.tell(Metas(self.metas))
+            self.metas = []
         self.tell(Durable(self.done, records))
 
     def commit(self) -> None:
@@ -302,12 +311,12 @@ class _Mover:
                 told += part
                 self.progress()
 
-    def meta_record(self, item: tuple) -> None:
+    def meta_record(self, item: tuple, payload: bytes) -> None:
         """The item's extended attributes as a kind-8 record (record version 3). The
-        catalog keeps them with the file (from the scan): this record is what makes the
-        device readable without it, so it is not among the references sent back."""
+        catalog keeps them with the file (from the scan, or ``Metas``): this record is
+        what makes the device readable without it, so it is not among the references
+        sent back."""
         vol = self.volume or self.open_volume()
-        payload = item[META]
         if self.codec is not None:  # compressed and sealed like every record of the set
             payload, header, _ = stored_record(
                 self.codec, self.set_id, self.label, vol.volume_id, item, 0, payload, META_CODE
@@ -347,6 +356,7 @@ class _Mover:
             self.progress(force=True)
             return
         whole = True
+        meta = item[META]
         if item[KIND] != FILE or size == 0:  # only regular files carry payload
             self.record(item, item[OFF], b"")
         else:
@@ -354,6 +364,8 @@ class _Mover:
             try:
                 self.copy_range(item)
                 whole = True
+                if not meta and item[OFF] == 0:
+                    meta = self.reader_xattrs(item[FID])
             except SourceGrew as exc:
                 self.tell(Problem(item[FID], str(exc), "grew"))
             except SourceChanged as exc:
@@ -362,8 +374,8 @@ class _Mover:
                 self.tell(Problem(item[FID], str(exc), "skipped"))
             finally:
                 self.close_reader()
-        if whole and item[META]:
-            self.meta_record(item)
+        if whole and meta:
+            self.meta_record(item, meta)
         self.done = item[SEQ]
         vol = self.volume
         if vol is not None and (
@@ -398,6 +410,18 @@ class _Mover:
                     f"file changed while being read ({grew.fields}), not only at its end"
                 ) from grew
             raise
+
+    def reader_xattrs(self, fid: int) -> bytes:
+        """The open file's extended attributes when its reader gives them (b"" when it
+        has none); what was read, or why it could not be kept, waits for ``Metas``."""
+        assert self.reader is not None
+        got = self.reader.xattrs()
+        if got is None:
+            return b""
+        payload, why = got
+        if payload or why:
+            self.metas.append((fid, payload, why))
+        return payload
 
     def still_the_beginning(self, reader: FileReader, records: list) -> bool:
         """The file grew while read: what was read is kept only if it still is the

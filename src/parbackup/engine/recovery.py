@@ -92,7 +92,13 @@ def resume_reuse(
     found = select(entries, set_id, previous)
     if not found.files:
         return None
-    return Resumed(files=found.files, records=found.records, bytes=found.bytes, resumed=set_id)
+    return Resumed(
+        files=found.files,
+        records=found.records,
+        bytes=found.bytes,
+        metas=found.metas,
+        resumed=set_id,
+    )
 
 
 def clean_interrupted(

@@ -44,6 +44,9 @@ class Reuse:
     files: set[int] = field(default_factory=set)
     records: list[tuple[int, RecordRef]] = field(default_factory=list)
     bytes: int = 0
+    metas: dict[int, bytes] = field(default_factory=dict)
+    """Extended attributes of reused files, as the earlier set holds them (unchanged:
+    setting one changes the ctime). Nothing reads a reused file, so nothing else would."""
 
 
 def origin_of(set_id: str, file_id: int, ref: RecordRef) -> RecordRef:
@@ -122,18 +125,26 @@ def select(
             continue
         if not complete(old.records, size[fid]):
             continue
+        meta = old.entry.meta
         if rehash is not None:
             try:
                 reader = rehash(fid)
             except SourceError:
                 continue
+            got = reader.xattrs()  # as they are now: the times may have changed
+            if got is not None and got[1]:
+                reader.close()
+                continue  # copied again: the mover says why they cannot be kept
             if not same_content(reader, old.records):
                 continue
+            meta = meta if got is None else got[0]
         else:
             entry = entries.entry(fid)
             if stat.S_ISBLK(entry.mode) or not same_metadata(entry, old.entry):
                 continue  # a device node's times say nothing about its content
         out.files.add(fid)
         out.records.extend((fid, ref) for ref in old.records)
+        if meta:
+            out.metas[fid] = meta
         out.bytes += size[fid]
     return out

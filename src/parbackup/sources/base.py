@@ -28,6 +28,9 @@ Contract of a kind (a ``Source`` subclass):
 many bytes it read (fewer only at the end of the file); ``identity()`` says what the
 file looks like now (after reading: so a change during the read is seen);
 ``close()`` releases it. Errors are ``SourceError`` (the file is skipped and reported).
+``xattrs()`` gives the open file's extended attributes for a kind whose scan leaves a
+regular file's to the reader (local trees: read from the descriptor the data came
+through, so a million files cost the scan no call each); None where the scan gave them.
 
 ``changes(old, new)`` names what differs between two identities, limited to what this
 kind can tell (``fields``): remote trees know only size and whole-second mtime.
@@ -113,6 +116,11 @@ class FileReader(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the file; never raises."""
+
+    def xattrs(self) -> tuple[bytes, str] | None:
+        """(payload, warning) of the open file's extended attributes (parbackup/xattrs.py)
+        when this source reads them here rather than in its scan; None otherwise."""
+        return None
 
     def __enter__(self) -> FileReader:
         return self
