@@ -150,7 +150,7 @@ class Dispatcher:
         for r, dev in enumerate(plan.device):
             got = rows.get(dev)
             if got is None:
-                got = rows[dev] = array("q")
+                got = rows[dev] = array("I" if len(plan) < 1 << 32 else "q")
             got.append(r)
         for dev, mine in rows.items():
             state = self.devices[where[dev]]
