@@ -77,3 +77,30 @@ def test_4_gib_file_backs_up_under_200_mb_rss():
         assert written > 4 * GIB, "the whole file went through"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_plain_backup_never_loads_openssl(tmp_path):
+    """cryptography (OpenSSL, about 8 MB in each process) is imported only by a set that
+    encrypts or reads an encrypted one: neither the dispatcher nor a mover of a plain
+    backup loads it (a million files' summed peak RSS, issue 10). Every process's imports
+    are listed by Python itself (PYTHONPROFILEIMPORTTIME), the movers' stderr kept."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"plain\n")
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    args = [a for d in devs for a in ("-d", str(d))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "backup", str(src), *args,
+         "--catalog", str(tmp_path / "c.sqlite")],
+        env={**os.environ, "PYTHONPATH": SRC, "PYTHONPROFILEIMPORTTIME": "1",
+             "PARBACKUP_DEBUG_WORKERS": "1"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]  # fmt: skip
+    assert imported.count("parbackup.workers") >= 3, "the dispatcher's and both movers' imports"
+    assert not [m for m in imported if m.split(".")[0] == "cryptography"]

@@ -25,14 +25,14 @@ no binding: two records of one file differ in their offset, which is bound.
 from __future__ import annotations
 
 import struct
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from functools import cache
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from parbackup.errors import TamperedError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 TAG_SIZE = 16
 DOMAIN_RECORD = 0
@@ -43,9 +43,40 @@ _NONCE = struct.Struct("<QI")
 _AAD = struct.Struct("<4s16sQQQQHH16s16s")
 
 
+@cache
+def primitives() -> SimpleNamespace:
+    """cryptography's primitives, imported at their first use (not at the module's, on
+    purpose): a backup that neither encrypts nor reads an encrypted set never loads
+    OpenSSL, about 8 MB in each of its processes (the dispatcher and every mover). The
+    other crypto modules take them from here too."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return SimpleNamespace(
+        InvalidTag=InvalidTag,
+        hashes=hashes,
+        Cipher=Cipher,
+        algorithms=algorithms,
+        modes=modes,
+        AESGCM=AESGCM,
+        HKDF=HKDF,
+        Scrypt=Scrypt,
+    )
+
+
+def cipher(key: bytes) -> AESGCM:
+    """AES-256-GCM under ``key`` (for ``seal`` and ``open_sealed``)."""
+    return primitives().AESGCM(key)
+
+
 def derive(master: bytes, info: bytes, salt: bytes | None = None) -> bytes:
     """A 32-byte key for one purpose, derived from the master key."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(master)
+    lib = primitives()
+    return lib.HKDF(algorithm=lib.hashes.SHA256(), length=32, salt=salt, info=info).derive(master)
 
 
 def digest_key(master: bytes) -> bytes:
@@ -100,7 +131,8 @@ def seal_parts(key: bytes, nonce_: bytes, parts: list, aad: bytes) -> bytearray:
     out = bytearray(NONCE_SIZE + size + TAG_SIZE + 15)  # update_into wants 15 spare bytes
     view = memoryview(out)
     view[:NONCE_SIZE] = nonce_
-    enc = Cipher(algorithms.AES(key), modes.GCM(nonce_)).encryptor()
+    lib = primitives()
+    enc = lib.Cipher(lib.algorithms.AES(key), lib.modes.GCM(nonce_)).encryptor()
     enc.authenticate_additional_data(aad)
     at = NONCE_SIZE
     for part in parts:
@@ -118,12 +150,13 @@ def open_parts(key: bytes, sealed: bytes | memoryview, aad: bytes, what: str) ->
     nonce_, tag = bytes(view[:NONCE_SIZE]), bytes(view[len(view) - TAG_SIZE :])
     body = view[NONCE_SIZE : len(view) - TAG_SIZE]
     out = bytearray(len(body) + 15)
-    dec = Cipher(algorithms.AES(key), modes.GCM(nonce_, tag)).decryptor()
+    lib = primitives()
+    dec = lib.Cipher(lib.algorithms.AES(key), lib.modes.GCM(nonce_, tag)).decryptor()
     dec.authenticate_additional_data(aad)
     n = dec.update_into(body, out)
     try:
         dec.finalize()
-    except InvalidTag:
+    except lib.InvalidTag:
         raise TamperedError(
             f"{what}: authentication failed (tampered, swapped or replayed)"
         ) from None
@@ -140,7 +173,7 @@ def open_sealed(cipher: AESGCM, nonce_: bytes, data: bytes, aad: bytes, what: st
     """Decrypt and check; TamperedError naming ``what`` when anything was changed."""
     try:
         return cipher.decrypt(nonce_, data, aad)
-    except InvalidTag:
+    except primitives().InvalidTag:
         raise TamperedError(
             f"{what}: authentication failed (tampered, swapped or replayed)"
         ) from None

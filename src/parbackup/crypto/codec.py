@@ -22,14 +22,16 @@ import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from parbackup.crypto import aead
 from parbackup.crypto.compress import OFF, Compressor, decompress
 from parbackup.errors import FormatError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 FLAG_ZSTD = 1
 FLAG_SEALED = 2
@@ -135,7 +137,7 @@ class Codec:
 
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
         """The cipher of one volume."""
-        return AESGCM(self.key(set_id, volume_id))
+        return aead.cipher(self.key(set_id, volume_id))
 
     # -- records ---------------------------------------------------------------------------
     def encode(

@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
+from parbackup.crypto.aead import primitives
 from parbackup.errors import KeyUnlockError, UsageError
 
 KEY_FILE_FORMAT = "parbackup-key"
@@ -69,7 +66,8 @@ class Slot:
 
     def kek(self, passphrase: bytes) -> bytes:
         """The key-encryption key this passphrase gives for this slot."""
-        return Scrypt(salt=self.salt, length=32, n=self.n, r=self.r, p=self.p).derive(passphrase)
+        kdf = primitives().Scrypt(salt=self.salt, length=32, n=self.n, r=self.r, p=self.p)
+        return kdf.derive(passphrase)
 
     def aad(self, key_id: bytes) -> bytes:
         """What the wrapping binds: the master key's id and this slot's parameters."""
@@ -103,7 +101,8 @@ class KeyFile:
         number = max((s.slot for s in self.slots), default=0) + 1
         salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
         draft = Slot(number, salt, nonce, b"", created=_now())
-        wrapped = AESGCM(draft.kek(passphrase)).encrypt(nonce, master, draft.aad(self.key_id))
+        cipher = primitives().AESGCM(draft.kek(passphrase))
+        wrapped = cipher.encrypt(nonce, master, draft.aad(self.key_id))
         slot = Slot(number, salt, nonce, wrapped, created=draft.created)
         self.slots.append(slot)
         return slot
@@ -113,10 +112,12 @@ class KeyFile:
         slot (a wrong passphrase), before anything is read or written."""
         for slot in self.slots:
             try:
-                master = AESGCM(slot.kek(passphrase)).decrypt(
-                    slot.nonce, slot.wrapped, slot.aad(self.key_id)
+                master = (
+                    primitives()
+                    .AESGCM(slot.kek(passphrase))
+                    .decrypt(slot.nonce, slot.wrapped, slot.aad(self.key_id))
                 )
-            except InvalidTag:
+            except primitives().InvalidTag:
                 continue
             if len(master) == MASTER_KEY_SIZE:
                 return master, slot.slot

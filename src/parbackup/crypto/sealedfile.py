@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import secrets
 import struct
-from typing import BinaryIO
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, BinaryIO
 
 from parbackup.crypto import aead
 from parbackup.errors import FormatError, TamperedError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"PBKC"
 VERSION = 1
@@ -29,7 +29,7 @@ _LEN = struct.Struct("<I")
 
 
 def _cipher(master: bytes, file_id: bytes) -> AESGCM:
-    return AESGCM(aead.derive(master, b"parbackup sealed file", salt=file_id))
+    return aead.cipher(aead.derive(master, b"parbackup sealed file", salt=file_id))
 
 
 def _aad(key_id: bytes, file_id: bytes, index: int, last: bool) -> bytes:
@@ -90,7 +90,7 @@ def open_file(src: BinaryIO, dst: BinaryIO, master: bytes, what: str) -> None:
             plain = cipher.decrypt(
                 aead.nonce(index, aead.DOMAIN_FILE), sealed, _aad(key_id, file_id, index, at_end)
             )
-        except InvalidTag as exc:
+        except aead.primitives().InvalidTag as exc:
             raise TamperedError(f"{what}: authentication failed (tampered or wrong key)") from exc
         dst.write(plain)
         if at_end:
