@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +92,7 @@ class Codec:
     """Encodes and decodes the stored payloads of one set's records."""
 
     def __init__(
-        self, spec: CodecSpec, nonces: Callable[[], bytes] = lambda: secrets.token_bytes(12)
+        self, spec: CodecSpec, nonces: Callable[[], bytes] = lambda: os.urandom(12)
     ) -> None:
         self.spec = spec
         self._nonces = nonces  # tests fix it for known answers

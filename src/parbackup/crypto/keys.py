@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,8 +89,8 @@ class KeyFile:
     def create(cls, passphrase: bytes) -> tuple[KeyFile, bytes]:
         """A new random master key wrapped by ``passphrase``: (key file, master key)."""
         _check_passphrase(passphrase)
-        keyfile = cls(secrets.token_bytes(16))
-        master = secrets.token_bytes(MASTER_KEY_SIZE)
+        keyfile = cls(os.urandom(16))
+        master = os.urandom(MASTER_KEY_SIZE)
         keyfile.add(master, passphrase)
         return keyfile, master
 
@@ -99,7 +98,7 @@ class KeyFile:
         """Wrap the (unlocked) master key with one more passphrase."""
         _check_passphrase(passphrase)
         number = max((s.slot for s in self.slots), default=0) + 1
-        salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
+        salt, nonce = os.urandom(16), os.urandom(12)
         draft = Slot(number, salt, nonce, b"", created=_now())
         cipher = primitives().AESGCM(draft.kek(passphrase))
         wrapped = cipher.encrypt(nonce, master, draft.aad(self.key_id))

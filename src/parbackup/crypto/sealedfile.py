@@ -11,7 +11,6 @@ Memory stays bounded (one chunk) whatever the file's size.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -38,7 +37,7 @@ def _aad(key_id: bytes, file_id: bytes, index: int, last: bool) -> bytes:
 
 def seal_file(src: BinaryIO, dst: BinaryIO, master: bytes, key_id: bytes) -> None:
     """Write ``src`` sealed to ``dst``."""
-    file_id = secrets.token_bytes(16)
+    file_id = os.urandom(16)
     cipher = _cipher(master, file_id)
     dst.write(_HEAD.pack(MAGIC, VERSION, key_id, file_id))
     index = 0

@@ -38,7 +38,7 @@ Records of small files are gathered into one large write; a payload larger than
 from __future__ import annotations
 
 import contextlib
-import secrets
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -217,7 +217,7 @@ class _Mover:
         meta = {**self.meta, "label": self.label, "volume": self.sequence}
         volume_id = b""
         if self.codec is not None:
-            volume_id = secrets.token_bytes(16)
+            volume_id = os.urandom(16)  # secrets.token_bytes, without hmac's OpenSSL
             meta = self.volume_meta(meta, label, volume_id)
         header = VolumeHeader(
             set_id=self.set_id,
