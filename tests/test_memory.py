@@ -104,3 +104,5 @@ def test_a_plain_backup_never_loads_openssl(tmp_path):
                 if line.startswith("import time:")]  # fmt: skip
     assert imported.count("parbackup.workers") >= 3, "the dispatcher's and both movers' imports"
     assert not [m for m in imported if m.split(".")[0] == "cryptography"]
+    # nor hmac's OpenSSL hashes (3.6 MB) in a mover: at most the dispatcher (cluster.py)
+    assert imported.count("_hashlib") <= 1
