@@ -412,16 +412,12 @@ class _Mover:
             raise
 
     def reader_xattrs(self, fid: int) -> bytes:
-        """The open file's extended attributes when its reader gives them (b"" when it
-        has none); what was read, or why it could not be kept, waits for ``Metas``."""
-        assert self.reader is not None
-        got = self.reader.xattrs()
-        if got is None:
-            return b""
-        payload, why = got
-        if payload or why:
-            self.metas.append((fid, payload, why))
-        return payload
+        """The open file's extended attributes when its reader gives them; what was read,
+        or why it could not be kept, waits for ``Metas``."""
+        got = self.reader.xattrs() if self.reader is not None else None
+        if got is not None and (got[0] or got[1]):
+            self.metas.append((fid, *got))
+        return got[0] if got is not None else b""
 
     def still_the_beginning(self, reader: FileReader, records: list) -> bool:
         """The file grew while read: what was read is kept only if it still is the
