@@ -172,42 +172,34 @@ def read(path: bytes, dir_fd: int | None = None) -> tuple[bytes, str]:
     unreadable: (b"", why), and the file is backed up without them.
     """
     where = b"/proc/self/fd/%d/%s" % (dir_fd, path) if dir_fd is not None else path
-    at = dir_fd is not None and _At.usable
-    try:
-        try:
-            listed = _at.list(dir_fd, path) if at else os.listxattr(where, follow_symlinks=False)
-        except OSError as exc:
-            if not at or exc.errno != errno.ENOSYS:
-                raise
-            at, listed = False, os.listxattr(where, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in _QUIET:
-            return b"", ""
-        return b"", f"extended attributes not backed up: {exc.strerror or exc}"
-    if not listed:
-        return b"", ""
-    if at:
-        return _gather(listed, lambda name: _at.get(dir_fd, path, name))
-    return _gather(listed, lambda name: os.getxattr(where, name, follow_symlinks=False))
+    if dir_fd is not None and _At.usable:
+        got = _collect(lambda: _at.list(dir_fd, path), lambda name: _at.get(dir_fd, path, name))
+        if _At.usable:  # else the kernel has no listxattrat (ENOSYS): by the path instead
+            return got
+    return _collect(
+        lambda: os.listxattr(where, follow_symlinks=False),
+        lambda name: os.getxattr(where, name, follow_symlinks=False),
+    )
 
 
 def read_fd(fd: int) -> tuple[bytes, str]:
     """(payload, warning) for the open file ``fd``, as ``read`` gives them: the mover
     reads a regular file's attributes from the descriptor it reads the data through (one
     system call when there are none, and the very file that was read)."""
+    return _collect(lambda: os.listxattr(fd), lambda name: os.getxattr(fd, name))
+
+
+def _collect(listing: Callable[[], list[str]], get: Callable[[str], bytes]) -> tuple[bytes, str]:
+    """(payload, warning) of the attributes ``listing()`` names, each value read by
+    ``get`` (see ``read``)."""
     try:
-        listed = os.listxattr(fd)
+        listed = listing()
     except OSError as exc:
         if exc.errno in _QUIET:
             return b"", ""
         return b"", f"extended attributes not backed up: {exc.strerror or exc}"
     if not listed:
         return b"", ""
-    return _gather(listed, lambda name: os.getxattr(fd, name))
-
-
-def _gather(listed: list[str], get: Callable[[str], bytes]) -> tuple[bytes, str]:
-    """(payload, warning) of the attributes ``listed``, each value read by ``get``."""
     attrs: dict[bytes, bytes] = {}
     try:
         for name in listed:
