@@ -2,6 +2,8 @@
 
 One ``Entries`` table holds every path a scan found, as arrays (kind, size, times,
 mode, owner, inode, device, source number) plus the paths in one byte blob with offsets.
+Size, inode and device take 4 bytes each until a value needs 8 (a file of 4 GiB or
+more, a 64-bit inode number): then that column is widened, once.
 A source may set a root (``set_root``): its paths are then stored after that prefix
 only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
 in a dict. Extended attributes (``set_meta``: the kind-8 payload, parbackup/xattrs.py)
@@ -30,6 +32,12 @@ SYMLINK = KIND_INDEX[Kind.SYMLINK]
 HARDLINK = KIND_INDEX[Kind.HARDLINK]
 
 
+_COLUMNS = ("kind", "size", "mode", "uid", "gid", "mtime_ns", "ctime_ns", "ino", "dev", "source")
+"""The columns of a row after its path, in ``append``'s order."""
+_WIDER = {"size": "q", "ino": "Q", "dev": "Q"}
+"""What a narrow column becomes when a value does not fit in its 4 bytes."""
+
+
 class Entries:
     """Every entry of a scan, in columns (see the module docstring)."""
 
@@ -55,14 +63,14 @@ class Entries:
 
     def __init__(self) -> None:
         self.kind = array("B")
-        self.size = array("q")
+        self.size = array("I")  # these three widen to 8 bytes at their first larger value
         self.mode = array("H")  # st_mode is 16 bits
         self.uid = array("I")
         self.gid = array("I")
         self.mtime_ns = array("q")
         self.ctime_ns = array("q")
-        self.ino = array("Q")
-        self.dev = array("Q")
+        self.ino = array("I")
+        self.dev = array("I")
         self.source = array("H")
         self._path = bytearray()
         self._path_at = array("I", [0])  # widened to "Q" past 4 GiB of names
@@ -100,14 +108,14 @@ class Entries:
     ) -> int:
         """Add one entry (``kind`` is an index into ``KINDS``); its row number."""
         self.kind.append(kind)
-        self.size.append(size)
+        self._extend("size", (size,))
         self.mode.append(mode)
         self.uid.append(uid & 0xFFFFFFFF)
         self.gid.append(gid & 0xFFFFFFFF)
         self.mtime_ns.append(mtime_ns)
         self.ctime_ns.append(ctime_ns)
-        self.ino.append(ino)
-        self.dev.append(dev)
+        self._extend("ino", (ino,))
+        self._extend("dev", (dev,))
         self.source.append(source)
         self._path += path
         self._widen()
@@ -136,13 +144,23 @@ class Entries:
         for k, link in enumerate(links):
             if link:
                 self._links[first + k] = link
-        for arr, col in zip(
-            (self.kind, self.size, self.mode, self.uid, self.gid, self.mtime_ns,
-             self.ctime_ns, self.ino, self.dev, self.source),
-            cols[1:11],
-            strict=True,
-        ):  # fmt: skip
-            arr.extend(col)
+        for name, col in zip(_COLUMNS, cols[1:11], strict=True):
+            self._extend(name, col)
+
+    def _extend(self, name: str, values: Iterable[int]) -> None:
+        """Extend column ``name``; a narrow one (size, inode, device: 4 bytes, enough for
+        nearly every file) is widened to 8 bytes at its first value that needs them."""
+        column = getattr(self, name)
+        before = len(column)
+        try:
+            column.extend(values)
+        except OverflowError:
+            if name not in _WIDER or column.typecode == _WIDER[name]:
+                raise
+            del column[before:]  # the values before the large one went in
+            wide = array(_WIDER[name], column)
+            wide.extend(values)
+            setattr(self, name, wide)
 
     def add(self, entry: FileEntry, source: int = 0, dev: int = 0) -> int:
         """Add a ``FileEntry`` (tests, and sources that build one anyway)."""
@@ -236,6 +254,8 @@ class Entries:
 
     def set_size(self, i: int, size: int) -> None:
         """Correct entry ``i``'s size (a stream's, known only at its end)."""
+        if size > 0xFFFFFFFF and self.size.typecode != _WIDER["size"]:
+            self.size = array(_WIDER["size"], self.size)
         self.size[i] = size
 
     def total_bytes(self, files: Iterable[int] | None = None) -> int:
