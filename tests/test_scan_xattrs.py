@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, restored_root, run_cli
+from conftest import SRC, make_tree, restored_root, run_cli
+from test_resume import kill_mid_backup
 
 _SCAN = """
 import os, sys
@@ -136,3 +137,27 @@ def test_a_file_an_incremental_backup_reuses_keeps_its_attributes(tmp_path, how)
     out = restored_root(target, src)
     assert xattrs_of(out / "kept.bin") == {"user.k": b"same"}
     assert xattrs_of(out / "changed.bin") == {"user.c": b"2"}
+
+
+@pytest.mark.slow
+def test_a_resumed_backup_keeps_the_attributes_of_what_the_killed_run_wrote(tmp_path, device_dirs):
+    """The killed run's movers sent the attributes of the files they made durable
+    (``Metas`` before ``Durable``); the run that resumes reuses those files unread and
+    takes their attributes from the killed run's catalog rows."""
+    tree = make_tree(tmp_path / "src", seed=32, files=40, max_size=300_000, big=(4 << 20,))
+    files = [p for p in sorted(tree.rglob("*")) if p.is_file() and not p.is_symlink()]
+    for k, f in enumerate(files):
+        os.setxattr(f, "user.k", str(k).encode())
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    kill_mid_backup(tmp_path / "gate", cat, tree, devs, "3MiB")
+    args = [a for d in devs for a in ("-d", str(d))]
+    r = run_cli("backup", str(tree), *args, "--catalog", cat, "--json")
+    assert r.code == 0, r.err
+    assert r.json["reused"] > 0
+    target = tmp_path / "target"
+    r = run_cli("restore", "--catalog", cat, "--target", str(target))
+    assert r.code == 0, r.out + r.err
+    out = restored_root(target, tree)
+    for k, f in enumerate(files):
+        assert xattrs_of(out / f.relative_to(tree)) == {"user.k": str(k).encode()}, f
