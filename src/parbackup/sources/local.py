@@ -167,34 +167,32 @@ class LocalTree(Source):
         if spec.select:
             self._scan_selected(root, root_st, read, row, out, index, on_error)
             return
-        _extend(out, [root], [_meta(read, None, root, record, on_error)])
+        _extend(out, [root], _metas(read, None, root, record, on_error))
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
         for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
-            rows = []
-            metas = []
+            rows: list[tuple] = []
+            metas: dict[int, bytes] = {}
+            here = prefix[cut:]
             for child in children:
                 name = os.fsencode(child.name)
-                path = prefix + name
                 try:
                     st = child.stat(follow_symlinks=False)  # through fd: no path walk
-                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
-                        rows.append((path[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
+                    if is_reg(st.st_mode) and st.st_nlink == 1 and st.st_size:  # most: inline
+                        rows.append((here + name, FILE, st.st_size, st.st_mode, st.st_uid,
                                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                                      st.st_dev, index, b""))  # fmt: skip
-                        metas.append(b"" if st.st_size else _meta(name, fd, rows[-1], record,
-                                                                   on_error))  # fmt: skip
-                        continue
-                    entry = row(path, st, fd)
+                        continue  # its attributes are read with its data (the mover)
+                    entry = row(prefix + name, st, fd)
                 except OSError as exc:
-                    on_error(os.fsdecode(record + path[cut:]), exc.strerror or str(exc))
+                    on_error(os.fsdecode(record + here + name), exc.strerror or str(exc))
                     continue
                 if entry is not None:
+                    metas.update(_metas(name, fd, entry, record, on_error, len(rows)))
                     rows.append(entry)
-                    metas.append(_meta(name, fd, entry, record, on_error))
                     if entry[1] == DIR:
-                        subdirs.append((path, st.st_dev, st.st_ino))
+                        subdirs.append((prefix + name, st.st_dev, st.st_ino))
             _extend(out, rows, metas)
 
     def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
@@ -209,13 +207,13 @@ class LocalTree(Source):
         if rule:
             excluded.add(os.fsdecode(record), rule)
             return
-        _extend(out, [root], [_meta(read, None, root, record, on_error)])
+        _extend(out, [root], _metas(read, None, root, record, on_error))
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
         for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
-            rows = []
-            metas = []
+            rows: list[tuple] = []
+            metas: dict[int, bytes] = {}
             for child in children:
                 name = os.fsencode(child.name)
                 here = prefix + name
@@ -226,20 +224,18 @@ class LocalTree(Source):
                     if rule:
                         excluded.add(os.fsdecode(path), rule)
                         continue
-                    if is_reg(st.st_mode) and st.st_nlink == 1:  # most entries: inline
+                    if is_reg(st.st_mode) and st.st_nlink == 1 and st.st_size:  # most: inline
                         rows.append((here[cut:], FILE, st.st_size, st.st_mode, st.st_uid,
                                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                                      st.st_dev, index, b""))  # fmt: skip
-                        metas.append(b"" if st.st_size else _meta(name, fd, rows[-1], record,
-                                                                   on_error))  # fmt: skip
-                        continue
+                        continue  # its attributes are read with its data (the mover)
                     entry = row(here, st, fd)
                 except OSError as exc:
                     on_error(os.fsdecode(path), exc.strerror or str(exc))
                     continue
                 if entry is not None:
+                    metas.update(_metas(name, fd, entry, record, on_error, len(rows)))
                     rows.append(entry)
-                    metas.append(_meta(name, fd, entry, record, on_error))
                     if entry[1] == DIR:
                         if select.enter(st):
                             subdirs.append((here, st.st_dev, st.st_ino))
@@ -248,26 +244,27 @@ class LocalTree(Source):
             _extend(out, rows, metas)
 
 
-def _meta(name: bytes, fd: int | None, row: tuple, record: bytes, on_error: ErrorFunc) -> bytes:
-    """The extended attributes of the entry ``row`` (named ``name`` in the open directory
-    ``fd``, or the path ``name`` for a source's root), as an xattrs payload; a hard link
-    has none of its own, and a regular file with data gets its own from its reader (in the
-    mover). Attributes that cannot be kept are reported, never fatal."""
+def _metas(
+    name: bytes, fd: int | None, row: tuple, record: bytes, on_error: ErrorFunc, k: int = 0
+) -> dict[int, bytes]:
+    """``{k: payload}`` of the extended attributes of the entry ``row`` (named ``name`` in
+    the open directory ``fd``, or the path ``name`` for a source's root), {} when it has
+    none; a hard link has none of its own, and a regular file with data gets its own from
+    its reader (in the mover). Attributes that cannot be kept are reported, never fatal."""
     if row[1] == HARDLINK or (row[1] == FILE and row[2]):
-        return b""
+        return {}
     payload, why = xattrs.read(name, fd)
     if why:
         on_error(os.fsdecode(record + row[0]), why)
-    return payload
+    return {k: payload} if payload else {}
 
 
-def _extend(out: Entries, rows: list[tuple], metas: list[bytes]) -> None:
-    """Add ``rows`` and the extended attributes ``metas`` (one per row) to ``out``."""
+def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
+    """Add ``rows`` and the extended attributes ``metas`` (by row number in ``rows``)."""
     out.extend_rows(rows)
     first = len(out) - len(rows)
-    for k, payload in enumerate(metas):
-        if payload:
-            out.set_meta(first + k, payload)
+    for k, payload in metas.items():
+        out.set_meta(first + k, payload)
 
 
 def _directories(
