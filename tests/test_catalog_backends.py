@@ -81,6 +81,18 @@ def test_a_set_round_trips(target):
         ]
 
 
+def test_file_attributes_sent_by_a_mover_replace_what_the_set_held(target):
+    """``add_file_metas`` (a mover's ``Metas``) on both backends: a file read again after
+    its first device failed gets its attributes once, the later ones."""
+    with open_catalog(target) as cat:
+        _begin(cat, "s1")
+        cat.add_files("s1", [(0, _file("/a")), (1, _file("/b")), (2, _file("/c"))])
+        cat.add_file_metas("s1", [(0, b"first"), (2, b"c")])
+        cat.add_file_metas("s1", [(0, b"again")])
+        cat.add_file_metas("s1", [])
+        assert [f.entry.meta for f in cat.files("s1")] == [b"again", b"", b"c"]
+
+
 def test_columnar_entries_and_mover_rows(target):
     entries = Entries()
     for i in range(600):  # more than one batch of rows
