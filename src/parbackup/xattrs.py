@@ -186,6 +186,11 @@ def read_fd(fd: int) -> tuple[bytes, str]:
     """(payload, warning) for the open file ``fd``, as ``read`` gives them: the mover
     reads a regular file's attributes from the descriptor it reads the data through (one
     system call when there are none, and the very file that was read)."""
+    try:
+        if not os.listxattr(fd):  # most files: one call, and nothing to gather
+            return b"", ""
+    except OSError:
+        pass  # _collect says what it means
     return _collect(lambda: os.listxattr(fd), lambda name: os.getxattr(fd, name))
 
 
