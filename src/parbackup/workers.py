@@ -41,9 +41,15 @@ from typing import Any, Protocol
 
 import parbackup
 
-_CHILD = "import sys; from parbackup.workers import main; sys.exit(main(sys.argv[1:]))"
+_CHILD = (
+    "import os, sys; from parbackup.workers import main; code = main(sys.argv[1:]);"
+    " sys.stdout.flush(); sys.stderr.flush(); os._exit(code)"
+)
 """The child's program: through the imported module, so message classes pickle under
-their real module name (not ``__main__``) and the parent can unpickle them."""
+their real module name (not ``__main__``) and the parent can unpickle them. Once the
+worker has returned (its device closed, its last answer sent) the process leaves at
+once, as a forked worker does: tearing the interpreter down took 40-130 ms that the end
+of every backup waited for (``Fleet.stop``)."""
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 
 

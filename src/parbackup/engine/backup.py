@@ -395,9 +395,8 @@ class _Backup:
         order = {d.url: d.index for d in self.fleet.devices}
         reports.sort(key=lambda r: order.get(r.url, 0))
         survivors = [d for d in dispatcher.devices.values() if d.alive]
-        nbytes = entries.total_bytes(
-            i for i in range(len(entries)) if i not in problems and i not in reuse.files
-        )
+        # the few files left out, subtracted: no Python loop over a million entries here
+        nbytes = entries.total_bytes() - entries.total_bytes(set(problems) | reuse.files)
         if feed is not None:
             nbytes = feed.total
             catalog.set_file_size(set_hex, 0, feed.total)
