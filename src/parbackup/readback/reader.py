@@ -185,6 +185,7 @@ def read_records(
     to it).
     """
     places = _Places(device, label, codec)
+    buf = bytearray(span)  # every span is read into this one buffer (no page faults)
     sane = []
     for fid, ref in wanted:
         sizes_ok = 0 <= ref.size <= MAX_PAYLOAD and -1 <= ref.stored <= MAX_STORED
@@ -210,11 +211,11 @@ def read_records(
                 last = batch[-1][1]
                 contiguous = ref.position == last.position + last.header_size + last.length
                 if not contiguous or end - first.position > span:
-                    _read_span(device, volume, set_id, batch, deliver, announce, places)
+                    _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
                     batch = []
             batch.append((fid, ref))
         if batch:
-            _read_span(device, volume, set_id, batch, deliver, announce, places)
+            _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
 
 
 def _read_span(
@@ -225,13 +226,16 @@ def _read_span(
     deliver: Deliver,
     announce: Announce,
     places: _Places,
+    buf: bytearray,
 ) -> None:
+    """Read one run of adjacent records with one read (into ``buf`` where the device
+    can), check each and deliver it; ``buf`` is overwritten by the next span."""
     start = batch[0][1].position
     last = batch[-1][1]
     length = last.position + last.header_size + last.length - start
     announce(length)
     try:
-        data = memoryview(device.read(volume, start, length))
+        data = device.read_view(volume, start, length, buf)
     except DeviceError as exc:
         for fid, ref in batch:
             deliver(fid, ref, None, str(exc))
@@ -342,7 +346,8 @@ class _Results:
 
     def flush(self, reading: int = 0, always: bool = False) -> None:
         if self.good or self.damaged or self.nbytes or always:
-            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading))
+            unowned = self.sink.take_unowned()
+            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading, unowned))
             self.good, self.damaged, self.nbytes = [], [], 0
         self.flushed = time.monotonic()
 
