@@ -16,6 +16,7 @@ restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Sequence
@@ -132,6 +133,16 @@ def run_restore(
     catalog: Catalog, options: RestoreOptions, on_event: EventSink = ignore
 ) -> RestoreReport:
     """Restore a set into ``options.target``; see the module docstring."""
+    collecting = gc.isenabled()
+    gc.disable()  # a set's files and records make few cycles: collections would walk
+    try:  # them over and over (a fifth of this process's time with 67k files)
+        return _run_restore(catalog, options, on_event)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink) -> RestoreReport:
     started = time.monotonic()
     warm_up()
     info = restorable_set(catalog, options.set_ref)
