@@ -107,6 +107,28 @@ def test_sparse_file_is_restored_sparse(tmp_path):
     assert back.stat().st_blocks * 512 < 1 << 20
 
 
+def test_files_ending_in_zeros_keep_their_length(tmp_path):
+    """Zero blocks are left as holes; a file whose last bytes are zeros still comes back
+    at its full length (a reader that sized files by the bytes it wrote cut them short)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(4096)
+    shapes = {
+        "partial_zero_tail": data + bytes(4),  # the last, short block is all zeros
+        "zero_block_tail": data + bytes(4096),
+        "zeros_then_tail": data + bytes(8192) + b"x" + bytes(100),
+        "last_record_zeros": os.urandom(4 << 20) + bytes(1 << 20),  # a record of zeros
+        "only_zeros": bytes(10_000),
+    }
+    for name, content in shapes.items():
+        (src / name).write_bytes(content)
+    _report, restored, out = backup_and_restore(tmp_path, [src])
+    assert restored.damaged == []
+    back = restored_root(out, src)
+    for name, content in shapes.items():
+        assert (back / name).read_bytes() == content, name
+
+
 def test_fifo_socket_and_device_nodes(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

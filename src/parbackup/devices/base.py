@@ -189,6 +189,12 @@ class Device(ABC):
         """Remove an object; missing is fine."""
 
     # -- defaults built on the seven -------------------------------------------------------
+    def read_view(self, name: str, offset: int, length: int, buf: bytearray) -> memoryview:
+        """``read`` as a view. A kind that can read straight into the caller's reusable
+        ``buf`` (no fresh allocation, no page faults per read) does so when it is large
+        enough; the view is then good only until the caller's next read into ``buf``."""
+        return memoryview(self.read(name, offset, length))
+
     def space(self) -> Space:
         """Free space, capped by ``?capacity=`` minus what the device already holds."""
         raw = self.raw_space()

@@ -156,6 +156,23 @@ class DirectoryDevice(Device):
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: read {name}") from exc
 
+    def read_view(self, name: str, offset: int, length: int, buf: bytearray) -> memoryview:
+        if len(buf) < length:
+            return memoryview(self.read(name, offset, length))
+        view, got = memoryview(buf), 0
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                while got < length and (n := os.preadv(fd, [view[got:length]], offset + got)):
+                    got += n
+            finally:
+                os.close(fd)
+        except FileNotFoundError as exc:
+            raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: read {name}") from exc
+        return view[:got]
+
     def open_read(self, name: str, chunk: int = 8 << 20):  # type: ignore[override]
         try:
             return open(self._path(name), "rb", buffering=chunk)

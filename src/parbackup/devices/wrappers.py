@@ -3,7 +3,7 @@
 A wrapper (retry, throttle, test faults) changes one or two things about a device and must
 pass everything else through unchanged: the seven operations, every default a kind may
 override (``space``, ``capped``, ``replace``, ``unfinished``, ``discard``, ``put``,
-``put_stream``, ``get``, ``size``, ``open_read``, ``read_label``, ``ensure_label``,
+``put_stream``, ``get``, ``size``, ``open_read``, ``read_view``, ``read_label``, ``ensure_label``,
 ``write_label``) and any attribute a
 kind adds. Forwarding the defaults matters: a tape starts a new medium in its own
 ``ensure_label`` and reads front to back in its own ``open_read``; the base class's
@@ -74,6 +74,11 @@ class ForwardingDevice(Device):
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         return self.call(lambda: self.inner.read(name, offset, length))
+
+    def read_view(self, name: str, offset: int, length: int, buf: bytearray) -> memoryview:
+        if type(self).read is not ForwardingDevice.read:  # a wrapper that changes reads
+            return super().read_view(name, offset, length, buf)  # sees every read
+        return self.call(lambda: self.inner.read_view(name, offset, length, buf))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         return self.call(lambda: self.inner.list(prefix))

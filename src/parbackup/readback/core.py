@@ -58,6 +58,8 @@ class Outcome:
     """How many devices reported all of a file's records there good."""
     volumes: list[dict] = field(default_factory=list)
     """Verify: damage in a volume that hits no file."""
+    unowned: set[int] = field(default_factory=set)
+    """Files restored whose owner root could not give (restore names them)."""
 
     def ok(self, fid: int, devices: int) -> bool:
         """True when the file is undamaged and all ``devices`` holding it said so."""
@@ -174,6 +176,7 @@ class _Run:
             for fid, error in msg.damaged:
                 reader.pending.discard(fid)
                 out.damaged.setdefault(fid, (reader.url, error))
+            out.unowned.update(msg.unowned)
             if msg.good:
                 on_good(msg.good)
             if msg.nbytes:

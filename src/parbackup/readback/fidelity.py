@@ -21,13 +21,23 @@ from parbackup.catalog import CatalogFile
 from parbackup.errors import FormatError
 from parbackup.model import Kind
 
+_TOLD = (Kind.FILE, Kind.DIR, Kind.SYMLINK)
+"""Kinds whose restore says which owners it could not give (``unowned``)."""
+
 
 def restore_extended(
-    chosen: list[CatalogFile], dest: dict[int, str], restored: set[str]
+    chosen: list[CatalogFile],
+    dest: dict[int, str],
+    restored: set[str],
+    unowned: set[int] | None = None,
 ) -> list[dict]:
     """Set the attributes of every restored entry of ``chosen`` (original paths in
     ``restored``); one ``{"path", "left_out", "error"}`` per entry something was left out
-    of. A hard link shares its first name's inode, so it has nothing of its own."""
+    of. A hard link shares its first name's inode, so it has nothing of its own.
+
+    ``unowned``: the ids of files, directories and symlinks whose owner root could not
+    give; the owner of every other entry of those kinds is not looked at again (None:
+    look at every entry's)."""
     left_out: list[dict] = []
     root = os.geteuid() == 0
     uid, groups = os.geteuid(), {os.getegid(), *os.getgroups()}
@@ -40,7 +50,8 @@ def restore_extended(
         if not root and (e.uid != uid or e.gid not in groups):
             names.append(f"owner {e.uid}:{e.gid}")
             reasons.append("only root may give files away")
-        elif root:  # root may not give every owner either: a user namespace maps a few
+        elif root and (unowned is None or f.file_id in unowned or e.kind not in _TOLD):
+            # root may not give every owner either: a user namespace maps a few
             try:
                 st = os.lstat(dest[f.file_id])
             except OSError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parbackup.crypto.codec import CodecSpec
 from parbackup.model import RecordRef
@@ -105,6 +105,8 @@ class Progress:
     damaged: list[tuple[int, str]]
     nbytes: int
     reading: int = 0
+    unowned: list[int] = field(default_factory=list)
+    """Good files whose owner root could not give (directory sink; named by restore)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ up to ``SPAN`` bytes; sequential devices (tape) are read front to back in one pa
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Sequence
 from itertools import groupby
@@ -61,7 +62,8 @@ _ANNOUNCE = 1 << 20
 """Reads at least this large are announced to the parent before they start."""
 
 Deliver = Callable[[int, RecordRef, memoryview | None, str], None]
-"""deliver(file id, record, payload or None, error text) -- called once per record."""
+"""deliver(file id, record, payload or None, error text) -- called once per record; the
+payload is a view of the read buffer, good only until deliver returns."""
 Announce = Callable[[int], None]
 """announce(bytes): a read of that many bytes starts now (0: a record went by unused)."""
 
@@ -164,6 +166,21 @@ class _Places:
         return vid if isinstance(vid, str) else Place(self.label, vid)
 
 
+class _Buffer:
+    """One reader's read buffer, reused span after span: a fresh 16 MiB ``bytes`` per
+    read costs more in page faults than the read itself. It grows (never past ``cap``)
+    by replacement, so a view of an old one that is still held never blocks it."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.data = cap, bytearray()
+
+    def fit(self, length: int) -> bytearray:
+        """The buffer, large enough for ``length`` bytes unless that is over ``cap``."""
+        if len(self.data) < length <= self.cap:
+            self.data = bytearray(min(self.cap, max(length, 2 * len(self.data))))
+        return self.data
+
+
 def read_records(
     device: Device,
     set_id: bytes,
@@ -185,6 +202,7 @@ def read_records(
     to it).
     """
     places = _Places(device, label, codec)
+    buf = _Buffer(span)
     sane = []
     for fid, ref in wanted:
         sizes_ok = 0 <= ref.size <= MAX_PAYLOAD and -1 <= ref.stored <= MAX_STORED
@@ -210,11 +228,11 @@ def read_records(
                 last = batch[-1][1]
                 contiguous = ref.position == last.position + last.header_size + last.length
                 if not contiguous or end - first.position > span:
-                    _read_span(device, volume, set_id, batch, deliver, announce, places)
+                    _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
                     batch = []
             batch.append((fid, ref))
         if batch:
-            _read_span(device, volume, set_id, batch, deliver, announce, places)
+            _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
 
 
 def _read_span(
@@ -225,13 +243,16 @@ def _read_span(
     deliver: Deliver,
     announce: Announce,
     places: _Places,
+    buf: _Buffer,
 ) -> None:
+    """Read one run of adjacent records with one read (into ``buf`` where the device
+    can), check each and deliver it; ``buf`` is overwritten by the next span."""
     start = batch[0][1].position
     last = batch[-1][1]
     length = last.position + last.header_size + last.length - start
     announce(length)
     try:
-        data = memoryview(device.read(volume, start, length))
+        data = device.read_view(volume, start, length, buf.fit(length))
     except DeviceError as exc:
         for fid, ref in batch:
             deliver(fid, ref, None, str(exc))
@@ -342,7 +363,8 @@ class _Results:
 
     def flush(self, reading: int = 0, always: bool = False) -> None:
         if self.good or self.damaged or self.nbytes or always:
-            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading))
+            unowned = self.sink.take_unowned()
+            self.channel.send(Progress(self.good, self.damaged, self.nbytes, reading, unowned))
             self.good, self.damaged, self.nbytes = [], [], 0
         self.flushed = time.monotonic()
 
@@ -413,6 +435,7 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
         _close(device)
         return
     records = unpack(label, work.records)
+    gc.freeze()  # the work lives to the end: no collection need walk it again
     flow = _Flow(channel, work.sink.window if isinstance(work.sink, StreamSinkSpec) else 1)
     try:
         sink = build_sink(work.sink, flow.emit)

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from parbackup.catalog import Catalog
@@ -344,6 +344,7 @@ def recovered(
     known: dict[str, str],
     overrides: Sequence[str],
     suspects: Sequence[str] = (),
+    origins: Iterable[str] | None = None,
 ) -> Iterator[Recovery]:
     """Stand-ins for a parity set's missing data devices (and ``suspects``, present
     but damaged) for as long as the block runs; ``Recovery.urls`` names them, to be read
@@ -351,9 +352,11 @@ def recovered(
     (``decoded://``, devices/decoded.py); otherwise (a surviving tape, or more lost than
     the parity covers) the whole columns are rebuilt into a temporary directory. An
     incremental set's records reused from earlier sets lie in those sets' volumes: they
-    come back from those sets' own parity, through the same stand-in per label."""
-    origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
-    sets = [s for s in [set_hex, *sorted(origins - {set_hex})] if catalog.parity(s)]
+    come back from those sets' own parity, through the same stand-in per label
+    (``origins``: those sets, when the caller knows them already)."""
+    if origins is None:
+        origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
+    sets = [s for s in [set_hex, *sorted(set(origins) - {set_hex})] if catalog.parity(s)]
     if not sets:
         yield Recovery()
         return

@@ -16,6 +16,7 @@ restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Sequence
@@ -32,10 +33,8 @@ from parbackup.readback.paths import DirMaker, is_real_dir, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
-    left_out,
     records_by_label,
     restorable_set,
-    select_files,
     select_for_restore,
 )
 from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
@@ -113,28 +112,50 @@ class RestoreReport:
         self.damaged.append({"path": path, "device": device, "error": error})
 
 
-def apply_metadata(path: str, entry: FileEntry, *, follow: bool = True) -> None:
-    """Mode, owner (when running as root) and times; never follows a symlink."""
-    set_metadata(path, entry.mode, entry.uid, entry.gid, entry.mtime_ns, follow=follow)
+def apply_metadata(path: str | int, entry: FileEntry, *, follow: bool = True) -> bool:
+    """Mode, owner (when running as root) and times; never follows a symlink. False when
+    root could not give the owner (restore_extended names it)."""
+    return set_metadata(path, entry.mode, entry.uid, entry.gid, entry.mtime_ns, follow=follow)
+
+
+def _is_empty_dir(path: str) -> bool:
+    """True when ``path`` is missing or an empty directory: nothing there can clash."""
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def run_restore(
     catalog: Catalog, options: RestoreOptions, on_event: EventSink = ignore
 ) -> RestoreReport:
     """Restore a set into ``options.target``; see the module docstring."""
+    collecting = gc.isenabled()
+    gc.disable()  # a set's files and records make few cycles: collections would walk
+    try:  # them over and over (a fifth of this process's time with 67k files)
+        return _run_restore(catalog, options, on_event)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink) -> RestoreReport:
     started = time.monotonic()
     warm_up()
     info = restorable_set(catalog, options.set_ref)
     target = os.path.abspath(options.target)
     report = RestoreReport(set_id=info.id, target=target)
+    selection = select_for_restore(catalog, info.id, options.includes)
     report.skipped = [
-        {"path": path, "device": "", "error": why}
-        for path, why in left_out(catalog, info.id, options.includes)
+        {"path": path, "device": "", "error": why} for path, why in selection.left_out
     ]
     wanted = options.includes
-    if wanted and not report.skipped and not select_files(catalog, info.id, wanted):
+    if wanted and not report.skipped and not selection.matched:
         raise RestoreError("no file in the set matches " + ", ".join(wanted))
-    chosen = select_for_restore(catalog, info.id, options.includes)
+    chosen = selection.chosen
     dest: dict[int, str] = {}
     for f in chosen:
         try:
@@ -147,7 +168,7 @@ def run_restore(
         for f in chosen
         if f.state == "grown"
     ]
-    if not options.overwrite:
+    if not options.overwrite and not _is_empty_dir(target):
         clashes = [
             dest[f.file_id]
             for f in chosen
@@ -172,17 +193,20 @@ def run_restore(
         except (RestoreError, OSError) as exc:
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
-    restored = _restore_files(catalog, info.id, files, dest, records, options, report, on_event)
+    unowned: set[int] = set()
+    restored = _restore_files(
+        catalog, info.id, files, dest, records, options, report, on_event, unowned
+    )
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
-            catalog, info.id, files, dest, records, options, report, on_event
+            catalog, info.id, files, dest, records, options, report, on_event, unowned
         )
-    _restore_links(chosen, dest, restored, report, on_event)
+    _restore_links(chosen, dest, restored, report, on_event, unowned)
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
     }
-    report.left_out = restore_extended(chosen, dest, placed)
+    report.left_out = restore_extended(chosen, dest, placed, unowned)
     report.seconds = time.monotonic() - started
     return report
 
@@ -196,6 +220,7 @@ def _retry_with_parity(
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
+    unowned: set[int],
 ) -> dict[str, str]:
     """Files found damaged in a parity set are read again once, from copies of their
     devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
@@ -210,7 +235,9 @@ def _retry_with_parity(
     subset = {label: recs for label, recs in subset.items() if recs}
     suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
-    return _restore_files(catalog, set_id, again, dest, subset, options, report, on_event, suspects)
+    return _restore_files(
+        catalog, set_id, again, dest, subset, options, report, on_event, unowned, suspects
+    )
 
 
 def _restore_files(
@@ -222,9 +249,11 @@ def _restore_files(
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
+    unowned: set[int],
     suspects: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Read and write every regular file; original path -> restored path of the good."""
+    """Read and write every regular file; original path -> restored path of the good.
+    The ids of files whose owner could not be given are added to ``unowned``."""
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
@@ -251,10 +280,11 @@ def _restore_files(
             )
     paths = {f.file_id: f.entry.path for f in active}
     whole = {f.file_id for f in active if f.file_id not in split}
+    origins = {ref.origin_set for recs in records.values() for _f, ref in recs if ref.origin_set}
     try:
-        failed = _prepare(active, split, dest, report)
+        early = _prepare(active, split, labels, dest, unowned)
         work = {
-            label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in failed]
+            label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in early]
             for label, recs in records.items()
         }
 
@@ -264,7 +294,7 @@ def _restore_files(
                     on_event(FileDone(paths[fid]))
 
         known = catalog.device_urls()
-        with recovered(catalog, set_id, known, options.devices, suspects) as rescue:
+        with recovered(catalog, set_id, known, options.devices, suspects, origins) as rescue:
             outcome = read_back(
                 bytes.fromhex(set_id),
                 work,
@@ -277,7 +307,10 @@ def _restore_files(
                 executor=options.executor,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
-        return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
+        unowned |= outcome.unowned
+        return _finish_files(
+            active, dest, labels, unread, split, early, outcome, report, on_event, unowned
+        )
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
@@ -291,27 +324,29 @@ def _finish_files(
     labels: dict[int, set[str]],
     unread: set[int],
     split: set[int],
-    failed: set[int],
+    early: dict[int, str],
     outcome: Outcome,
     report: RestoreReport,
     on_event: EventSink,
+    unowned: set[int],
 ) -> dict[str, str]:
-    """Judge every file by what its readers said; finish those this process finishes
-    (split over devices, or empty); remove the ``.part`` of the rest."""
+    """Judge every file by what its readers said (or by ``early``: files done before the
+    readers started, '' or why not); finish those this process finishes (split over
+    devices); remove the ``.part`` of the rest."""
     restored: dict[str, str] = {}
     for f in active:
         fid, path = f.file_id, dest[f.file_id]
-        if fid in failed:
-            continue
         device, error = outcome.damaged.get(fid, ("", ""))
-        if error:
+        if fid in early:
+            device, error = "", early[fid]
+        elif error:
             pass
         elif fid in unread:
             error = "records missing from the catalog"
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
             error = "not restored"
-        elif fid in split or not labels.get(fid):
-            device, error = "", _finish(fid, f.entry, path)
+        elif fid in split:
+            device, error = "", _finish(fid, f.entry, path, unowned)
         if error:
             with contextlib.suppress(OSError):
                 os.unlink(part_name(path, fid))
@@ -320,46 +355,66 @@ def _finish_files(
         restored[f.entry.path] = path
         report.files += 1
         report.bytes += f.entry.size
-        if fid in split or not labels.get(fid):  # the readers announced the others
+        if fid in split or fid in early:  # the readers announced the others
             on_event(FileDone(f.entry.path))
     return restored
 
 
 def _prepare(
-    active: list[CatalogFile], split: set[int], dest: dict[int, str], report: RestoreReport
-) -> set[int]:
-    """Create the ``.part`` of every file this process finishes (split over devices, or
-    empty); the ids of those that could not be created (reported damaged)."""
-    failed: set[int] = set()
+    active: list[CatalogFile],
+    split: set[int],
+    labels: dict[int, set[str]],
+    dest: dict[int, str],
+    unowned: set[int],
+) -> dict[int, str]:
+    """Create the ``.part`` of every file this process finishes: those split over
+    devices, sized for the readers to fill, and those without records (empty files),
+    finished at once. Returns the files done here already: id -> '' or why not."""
+    early: dict[int, str] = {}
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     for f in active:
-        if f.file_id not in split and f.entry.size:
+        fid = f.file_id
+        now = fid not in labels and fid not in split  # no records: finished right here
+        if fid not in split and not now:
             continue
-        tmp = part_name(dest[f.file_id], f.file_id)
+        tmp = part_name(dest[fid], fid)
         try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            fd = os.open(tmp, flags, 0o600)
             try:
-                os.ftruncate(fd, f.entry.size)
+                if f.entry.size:
+                    os.ftruncate(fd, f.entry.size)
+                if now and not apply_metadata(fd, f.entry):
+                    unowned.add(fid)
             finally:
                 os.close(fd)
         except OSError as exc:
-            report.damage(f.entry.path, "", f"{tmp}: {exc.strerror or exc}")
-            failed.add(f.file_id)
-    return failed
+            early[fid] = f"{tmp}: {exc.strerror or exc}"
+            continue
+        if now:
+            early[fid] = _rename(tmp, dest[fid])
+    return early
 
 
-def _finish(fid: int, entry: FileEntry, path: str) -> str:
-    """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
-    tmp = part_name(path, fid)
+def _rename(tmp: str, path: str) -> str:
+    """Put a finished ``.part`` in place; '' or an error."""
     try:
-        apply_metadata(tmp, entry)
-        if is_real_dir(path):
-            return "a directory is in the way"
         os.replace(tmp, path)
+    except IsADirectoryError:  # rename(2) will not replace a directory by a file
+        return "a directory is in the way"
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     return ""
+
+
+def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int]) -> str:
+    """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
+    tmp = part_name(path, fid)
+    try:
+        if not apply_metadata(tmp, entry):
+            unowned.add(fid)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return _rename(tmp, path)
 
 
 def _restore_links(
@@ -368,6 +423,7 @@ def _restore_links(
     restored: dict[str, str],
     report: RestoreReport,
     on_event: EventSink,
+    unowned: set[int],
 ) -> None:
     """Hard links and special files, then symlinks, then directory metadata (deepest
     first), after all file data is in place."""
@@ -383,18 +439,34 @@ def _restore_links(
     for f in chosen:
         if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
             path = dest[f.file_id]
-            if is_real_dir(path):
-                report.damage(f.entry.path, "", "a directory is in the way")
-                continue
-            if os.path.lexists(path):
+            try:
+                os.symlink(f.entry.link, path)
+            except FileExistsError:
+                if is_real_dir(path):
+                    report.damage(f.entry.path, "", "a directory is in the way")
+                    continue
                 os.unlink(path)
-            os.symlink(f.entry.link, path)
-            apply_metadata(path, f.entry, follow=False)
+                os.symlink(f.entry.link, path)
+            if not apply_metadata(path, f.entry, follow=False):
+                unowned.add(f.file_id)
             report.files += 1
             on_event(FileDone(f.entry.path))
     for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
         if f.entry.kind is Kind.DIR and f.file_id in dest:
-            if not is_real_dir(dest[f.file_id]):  # never chmod through a symlink
-                continue
-            apply_metadata(dest[f.file_id], f.entry)
+            path = dest[f.file_id]
+            try:  # never chmod through a symlink: only a real directory opens here
+                fd = os.open(path, _DIR_FLAGS)
+            except OSError:  # a symlink, or no access (an unreadable directory of ours)
+                if not is_real_dir(path):
+                    continue
+                fd = -1
+            try:
+                if not apply_metadata(path if fd < 0 else fd, f.entry):
+                    unowned.add(f.file_id)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
             report.files += 1
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -9,6 +9,7 @@ process (readback/reader.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
@@ -42,25 +43,37 @@ LEFT_OUT = {
 """Why a file the set lists is not restorable, by its catalog state."""
 
 
-def left_out(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[tuple[str, str]]:
-    """(path, why) of the files the patterns select that the set lists but does not
-    hold (changed or unreadable while backed up): a restore names them, never drops
-    them silently."""
-    return [
-        (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
-        for f in catalog.files(set_id)
-        if f.state not in RESTORABLE_FILE_STATES and matches(f.entry.path, patterns)
-    ]
+@dataclass
+class Selection:
+    """What a restore recreates, from one read of the set's files."""
+
+    chosen: list[CatalogFile]
+    """The entries the patterns select, with each hard link whose first name is not
+    chosen turned into that file (readback/specials.py)."""
+    left_out: list[tuple[str, str]]
+    """(path, why) of the files the patterns select that the set lists but does not hold
+    (changed or unreadable while backed up): a restore names them, never drops them
+    silently."""
+    matched: bool
+    """True when a restorable file matches the patterns (always, without patterns)."""
 
 
-def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
-    """The entries a restore recreates: those the patterns select, with each hard link
-    whose first name is not chosen turned into that file (readback/specials.py)."""
-    everything = select_files(catalog, set_id, ())
+def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> Selection:
+    """The entries a restore recreates and those it must name as left out."""
+    everything: list[CatalogFile] = []
+    missing: list[tuple[str, str]] = []
+    for f in catalog.files(set_id):
+        if f.state in RESTORABLE_FILE_STATES:
+            everything.append(f)
+        elif matches(f.entry.path, patterns):
+            missing.append(
+                (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
+            )
     if not patterns:
-        return everything
+        return Selection(everything, missing, True)
+    matched = any(matches(f.entry.path, patterns) for f in everything)
     chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
-    return substitute_hardlinks(chosen, everything)
+    return Selection(substitute_hardlinks(chosen, everything), missing, matched)
 
 
 def records_by_label(

@@ -6,7 +6,8 @@ sink from it with ``build_sink``. The reader calls, per file id:
 - ``put(fid, ref, payload)`` for every record that passed its checks ('' or an error),
 - ``complete(fid)`` once all of the file's records on this device passed ('' or error),
 - ``fail(fid)`` once when one of them did not (undo what was written),
-- ``finish()`` at the end ('' or an error that spoils every file not yet reported).
+- ``finish()`` at the end ('' or an error that spoils every file not yet reported),
+- ``take_unowned()`` now and then: the files it finished without their owner.
 
 Every write's return value is checked: a short write (a full target) is an error for that
 file, never ignored.
@@ -78,6 +79,9 @@ class Sink(Protocol):
     def complete(self, fid: int) -> str: ...
     def fail(self, fid: int) -> None: ...
     def finish(self) -> str: ...
+    def take_unowned(self) -> list[int]:
+        """Files finished since the last call whose owner root could not give."""
+        ...
 
 
 def part_name(dest: str, fid: int) -> str:
@@ -86,23 +90,27 @@ def part_name(dest: str, fid: int) -> str:
 
 
 def set_metadata(
-    path: str, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
-) -> None:
-    """Mode, owner (when running as root) and times; never follows a symlink.
+    path: str | int, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
+) -> bool:
+    """Mode, owner (when running as root) and times of a path or an open file descriptor
+    (no name looked up again); never follows a symlink. False when the owner was not given.
 
     An owner this root may not give (EPERM, EINVAL: a user namespace that does not map
     that uid, a root-squashed mount) is left as it is: the data, mode and times still
-    count. Restore compares the owners afterwards and names each it could not set.
+    count. Restore names each such owner afterwards (readback/fidelity.py).
     """
+    owned = True
     if os.geteuid() == 0:
         try:
             os.chown(path, uid, gid, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EINVAL):
                 raise
+            owned = False
     if follow:
         os.chmod(path, mode & 0o7777)
     os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=follow)
+    return owned
 
 
 def is_zero(payload: memoryview) -> bool:
@@ -123,26 +131,34 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[n:], offset + n
 
 
-def write_sparse(fd: int, payload: memoryview, offset: int) -> None:
-    """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes)."""
+def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
+    """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
+    where the bytes written end (``offset`` if none were)."""
     n = len(payload)
     run = -1  # start of the current run of non-zero blocks
-    at = 0
+    at = end = 0
     while at < n:
         block = payload[at : at + _BLOCK]
         if block == _ZERO_BLOCK[: len(block)]:
             if run >= 0:
                 pwrite_all(fd, payload[run:at], offset + run)
-                run = -1
+                run, end = -1, at
         elif run < 0:
             run = at
         at += _BLOCK
     if run >= 0:
         pwrite_all(fd, payload[run:n], offset + run)
+        end = n
+    return offset + end
 
 
 class DirectorySink:
-    """Payloads into ``.part`` files; files wholly on this device finished here."""
+    """Payloads into ``.part`` files; files wholly on this device finished here.
+
+    A file finished here costs few system calls: its ``.part`` is created at its first
+    payload (or at the end, if every record was zeros), sized only when holes end it,
+    and given its owner, mode and times through the open descriptor before the rename.
+    """
 
     deferred = False
 
@@ -150,6 +166,10 @@ class DirectorySink:
         self.files = spec.files
         self.fds: dict[int, int] = {}
         self.started: set[int] = set()
+        self.ends: dict[int, int] = {}
+        """How far the bytes written so far reach, per file finished here."""
+        self.unowned: list[int] = []
+        """Files finished here whose owner could not be given (not yet reported)."""
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -157,31 +177,25 @@ class DirectorySink:
             return fd
         if len(self.fds) >= _MAX_OPEN:
             os.close(self.fds.pop(next(iter(self.fds))))
-        dest, size, _mode, _uid, _gid, _mtime, here = self.files[fid]
+        dest, _size, _mode, _uid, _gid, _mtime, here = self.files[fid]
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if here and fid not in self.started:
             fd = os.open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC, 0o600)
             self.started.add(fid)
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                os.close(fd)
-                raise
         else:
             fd = os.open(part_name(dest, fid), flags)
         self.fds[fid] = fd
         return fd
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
-        if is_zero(payload):  # the file is sized with ftruncate: zeros stay holes
+        if is_zero(payload):  # left as a hole: complete() sizes the file
             return ""
-        return self._guard(fid, lambda: write_sparse(self._fd(fid), payload, ref.offset))
-
-    def _guard(self, fid: int, what: Callable[[], object]) -> str:
         try:
-            what()
+            end = write_sparse(self._fd(fid), payload, ref.offset)
         except OSError as exc:
             return f"{self.files[fid][0]}: {exc.strerror or exc}"
+        if end > self.ends.get(fid, 0):
+            self.ends[fid] = end
         return ""
 
     def _close(self, fid: int) -> None:
@@ -190,20 +204,23 @@ class DirectorySink:
             os.close(fd)
 
     def complete(self, fid: int) -> str:
-        self._close(fid)
-        dest, _size, mode, uid, gid, mtime_ns, here = self.files[fid]
+        dest, size, mode, uid, gid, mtime_ns, here = self.files[fid]
         if not here:
+            self._close(fid)
             return ""
-        tmp = part_name(dest, fid)
         try:
-            if fid not in self.started:  # every record was all zeros
-                self._fd(fid)
+            fd = self._fd(fid)  # created now if every record was all zeros
+            try:
+                if self.ends.pop(fid, 0) < size:  # zeros at the end: left as a hole
+                    os.ftruncate(fd, size)
+                if not set_metadata(fd, mode, uid, gid, mtime_ns):
+                    self.unowned.append(fid)
+            finally:
                 self._close(fid)
-            set_metadata(tmp, mode, uid, gid, mtime_ns)
-            if os.path.isdir(dest) and not os.path.islink(dest):
-                self.fail(fid)
-                return "a directory is in the way"
-            os.replace(tmp, dest)
+            os.replace(part_name(dest, fid), dest)
+        except IsADirectoryError:  # rename(2) will not replace a directory by a file
+            self.fail(fid)
+            return "a directory is in the way"
         except OSError as exc:
             self.fail(fid)
             return f"{dest}: {exc.strerror or exc}"
@@ -211,6 +228,7 @@ class DirectorySink:
 
     def fail(self, fid: int) -> None:
         self._close(fid)
+        self.ends.pop(fid, None)
         dest, *_rest, here = self.files[fid]
         if here:
             with contextlib.suppress(OSError):
@@ -220,6 +238,10 @@ class DirectorySink:
         for fid in list(self.fds):
             self._close(fid)
         return ""
+
+    def take_unowned(self) -> list[int]:
+        taken, self.unowned = self.unowned, []
+        return taken
 
 
 class VerifySink:
@@ -239,6 +261,9 @@ class VerifySink:
 
     def finish(self) -> str:
         return ""
+
+    def take_unowned(self) -> list[int]:
+        return []
 
 
 class BlockSink(VerifySink):
