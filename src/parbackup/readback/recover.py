@@ -203,7 +203,7 @@ def rebuild(
                 label = header.parity[i]
                 w = target_for(label).create(info["parity"][i]["name"])
                 writers.append(w)
-                w.write(replace(header, label=label, index=i, length=0).encode())
+                w.write(replace(header, label=label, index=i, length=0, version=1).encode())
                 parity_targets[i] = w
         outcome = walk_rows(header, data, readers, targets=targets, parity_targets=parity_targets)
         rec.lost_units, rec.unrecoverable = outcome.lost_units, outcome.unrecoverable

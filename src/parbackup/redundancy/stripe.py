@@ -25,6 +25,7 @@ from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
     ParityHeader,
     RowRecord,
+    complete_header,
     encode_end,
     encode_row,
     parity_name,
@@ -41,6 +42,7 @@ class Store(Protocol):
     def read(self, name: str, offset: int, length: int) -> bytes: ...
     def create(self, name: str) -> Any: ...
     def open_read(self, name: str) -> Any: ...
+    def size(self, name: str) -> int: ...
 
 
 class ColumnReader:
@@ -298,9 +300,15 @@ class ParityReader:
 
 
 def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
-    """A parity volume opened for one sequential pass, and its header."""
+    """A parity volume opened for one sequential pass, and its header (a version-2
+    header completed from the volume's end record: ``complete_header``)."""
     stream = store.open_read(name)
-    return stream, read_parity_header(stream)
+    try:
+        return stream, complete_header(store, name, read_parity_header(stream))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stream.close()
+        raise
 
 
 @dataclass

@@ -1,0 +1,317 @@
+"""The parity worker: parity volumes written while the data devices are.
+
+``collect(spec, channel)`` is a worker (parbackup/workers.py) that opens and labels the
+parity devices, then takes every data mover's column unit by unit (engine/paritytee.py:
+shared memory, a Unix socket), adds each unit to its row's parity with ISA-L
+(redundancy/isal.py, redundancy/accumulate.py) and writes each row to the parity
+volumes as soon as every column has passed it. The volumes are of version 2
+(redundancy/volume.py): the rows and the columns' volumes go into the end record.
+
+Conversation (controller -> worker, then what the worker answers):
+
+    (start)                       -> Opened(labels, schemes) | Failed
+    Begin(set, columns, created)  -> Listening(address, token) | Failed
+    Close()                       -> Written(volumes, columns, rows) | Failed
+    Abandon()                     -> (the worker gives its volumes up and ends)
+
+``Close`` comes once every data device committed: the worker waits for every column's
+end, writes the end records and commits. A column whose link breaks before its end
+(its device failed, its mover was killed) makes the streamed parity useless: the worker
+then answers Close with Failed, and the controller writes the parity after the data
+instead (engine/parity.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from parbackup.engine.devices import close_all, open_devices
+from parbackup.errors import FormatError, ParbackupError, UsageError
+from parbackup.redundancy.accumulate import RowAccumulator
+from parbackup.redundancy.codec import CODEC, RowCodec
+from parbackup.redundancy.isal import Updater, address
+from parbackup.redundancy.layout import Column
+from parbackup.redundancy.volume import (
+    STREAMED_VERSION,
+    ParityHeader,
+    RowRecord,
+    encode_end_streamed,
+    encode_row,
+    parity_name,
+    unit_digest,
+)
+from parbackup.workers import Channel
+
+_HELLO_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ParitySpec:
+    urls: tuple[str, ...]
+    unit: int
+    window: int = 32
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    labels: tuple[str, ...]
+    schemes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    set_id: bytes
+    columns: tuple[str, ...]
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    address: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    volumes: tuple[tuple[str, str, int], ...]
+    """(label, object name, size) of every parity volume."""
+    columns: tuple[Column, ...]
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+
+
+@dataclass
+class _Column:
+    conn: Connection
+    map: mmap.mmap
+    base: int
+    volumes: tuple[tuple[str, int], ...] = ()
+    ended: bool = False
+
+
+@dataclass
+class _Collector:
+    spec: ParitySpec
+    channel: Channel
+    opened: list = field(default_factory=list)
+    writers: list = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    columns: dict[int, _Column] = field(default_factory=dict)
+    broken: str = ""
+    closing: bool = False
+
+    def begin(self, msg: Begin) -> tuple[socket.socket, str]:
+        k, m, unit = len(msg.columns), len(self.opened), self.spec.unit
+        labels = tuple(d.label.label for d in self.opened)
+        if set(labels) & set(msg.columns):
+            raise UsageError("a parity device is also a data device of the set")
+        updater = Updater.load(k, m, unit)
+        if updater is None:
+            raise FormatError("ISA-L is not available: parity is written after the data")
+        self.acc = RowAccumulator(updater, window=self.spec.window)
+        self.fragments = tuple(RowCodec(k, m, unit).encode_row(bytes(k * unit))[1])
+        self.set_id, self.k, self.m = msg.set_id, k, m
+        self.column_labels = msg.columns
+        for i, dev in enumerate(self.opened):
+            head = ParityHeader(
+                msg.set_id,
+                dev.label.label,
+                i,
+                CODEC,
+                k,
+                m,
+                unit,
+                0,
+                tuple(Column(c, ()) for c in msg.columns),
+                labels,
+                msg.created_ns,
+                version=STREAMED_VERSION,
+            ).encode()
+            name = parity_name(msg.set_id.hex(), dev.label.label, i)
+            w = dev.device.create(name)
+            self.writers.append(w)
+            self.names.append(name)
+            w.write(head)
+            self.sizes.append(len(head))
+        token = secrets.token_hex(16)
+        address = f"\0parbackup-parity-{os.getpid()}-{secrets.token_hex(8)}"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(k)
+        self.token = token
+        return listener, address
+
+    def accept(self, listener: socket.socket) -> None:
+        """Take a mover's hello: its column and the memfd of its slots."""
+        sock, _ = listener.accept()
+        try:
+            sock.settimeout(_HELLO_TIMEOUT)
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 512, 1)
+            sock.settimeout(None)
+            text = msg[2 : 2 + int.from_bytes(msg[:2], "little")].decode()
+            column, token = text.split(" ", 1)
+            j = int(column)
+            if token != self.token or not fds or not 0 <= j < self.k or j in self.columns:
+                raise ValueError("not a mover of this run")
+            try:
+                mapped = mmap.mmap(fds[0], 0)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        except (OSError, ValueError, UnicodeDecodeError):
+            sock.close()
+            return
+        self.columns[j] = _Column(Connection(sock.detach()), mapped, address(mapped))
+
+    def unit_in(self, j: int, msg: Any) -> None:
+        col = self.columns[j]
+        if msg[0] == "u":
+            _u, slot, row, digest = msg
+            if not 0 <= slot < len(col.map) // self.spec.unit:
+                raise ValueError("a slot out of range")
+            if not self.broken:  # else only drained: the movers must not wait
+                self.acc.add(j, int(row), col.base + slot * self.spec.unit, bytes(digest))
+            col.conn.send(slot)
+        elif msg[0] == "e":
+            col.volumes = tuple((str(n), int(s)) for n, s in msg[1])
+            col.ended = True
+            self.acc.end(j)
+        else:
+            raise ValueError("an unknown message")
+        self.write_ready()
+
+    def write_ready(self) -> None:
+        k, m, unit = self.k, self.m, self.spec.unit
+        for row, parity, digests in self.acc.ready():
+            units = [parity[i * unit : (i + 1) * unit] for i in range(m)]
+            every = tuple(digests + [unit_digest(u) for u in units])
+            for i, w in enumerate(self.writers):
+                rec = RowRecord(self.set_id, row, CODEC, k, m, i, unit, every, self.fragments)
+                head = encode_row(rec, STREAMED_VERSION)
+                w.write(head)
+                w.write(units[i])
+                self.sizes[i] += len(head) + unit
+
+    def finish(self) -> Written:
+        rows = self.acc.rows_total
+        columns = tuple(
+            Column(label, self.columns[j].volumes) for j, label in enumerate(self.column_labels)
+        )
+        end = encode_end_streamed(self.set_id, rows, columns)
+        for i, w in enumerate(self.writers):
+            w.write(end)
+            w.commit()
+            self.sizes[i] += len(end)
+        self.writers = []
+        volumes = tuple(
+            (d.label.label, self.names[i], self.sizes[i]) for i, d in enumerate(self.opened)
+        )
+        return Written(volumes, columns, rows)
+
+    def release(self) -> None:
+        """Give up unfinished volumes, links and maps; never raises."""
+        for w in self.writers:
+            with contextlib.suppress(Exception):
+                w.abort()
+        self.writers = []
+        for col in self.columns.values():
+            with contextlib.suppress(OSError):
+                col.conn.close()
+        for col in self.columns.values():
+            with contextlib.suppress(BufferError, ValueError):
+                col.map.close()
+        if hasattr(self, "acc"):
+            self.acc.close()
+        close_all(self.opened)
+
+    def run(self) -> None:
+        spec, channel = self.spec, self.channel
+        alive, dead = open_devices(list(spec.urls), create_labels=True, timeout=spec.timeout)
+        self.opened = alive
+        if dead:
+            channel.send(Failed("; ".join(f"{d.url}: {d.reason}" for d in dead)))
+            return
+        channel.send(
+            Opened(tuple(d.label.label for d in alive), tuple(d.device.scheme for d in alive))
+        )
+        msg = channel.recv()
+        if not isinstance(msg, Begin):
+            return
+        listener, address = self.begin(msg)
+        try:
+            channel.send(Listening(address, self.token))
+            self.serve(listener)
+        finally:
+            listener.close()
+
+    def serve(self, listener: socket.socket) -> None:
+        channel = self.channel
+        while True:
+            if self.closing and self.acc.finished:
+                channel.send(self.finish())
+                return
+            if self.closing and self.broken:
+                channel.send(Failed(self.broken))
+                return
+            by_conn = {c.conn: j for j, c in self.columns.items() if not c.ended}
+            ready = wait([channel, listener, *by_conn], timeout=self.spec.timeout)
+            if not ready and self.closing:
+                self.broken = self.broken or f"no column moved for {self.spec.timeout:g} s"
+            for r in ready:
+                if r is channel:
+                    msg = channel.recv()
+                    if isinstance(msg, Abandon):
+                        return
+                    if isinstance(msg, Close):
+                        self.closing = True
+                        missing = [j for j in range(self.k) if j not in self.columns]
+                        if missing:
+                            self.broken = self.broken or f"column {missing[0]} never linked"
+                elif r is listener:
+                    self.accept(listener)
+                else:
+                    j = by_conn[r]
+                    try:
+                        self.unit_in(j, r.recv())
+                    except (EOFError, OSError, ValueError) as exc:
+                        self.broken = self.broken or f"column {j} ended early ({exc})"
+                        with contextlib.suppress(OSError):
+                            r.close()
+                        self.columns[j].ended = True  # nothing more comes from it
+                    if self.broken:
+                        self.acc.drop()
+
+
+def collect(spec: ParitySpec, channel: Channel) -> None:
+    """The parity worker: see the module docstring."""
+    collector = _Collector(spec, channel)
+    try:
+        collector.run()
+    except (ParbackupError, OSError, EOFError) as exc:
+        with contextlib.suppress(OSError, ValueError):
+            channel.send(Failed(str(exc) or "the controller went away"))
+    finally:
+        collector.release()
