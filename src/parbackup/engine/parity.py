@@ -40,6 +40,8 @@ from parbackup.engine.paritystream import (
     Listening,
     Opened,
     ParitySpec,
+    Put,
+    Stored,
     Written,
 )
 from parbackup.engine.paritytee import ParityLink
@@ -163,6 +165,7 @@ class ParityStream:
         self.labels: list[str] = []
         self.error = ""
         self.started = time.monotonic()
+        self.created_ns = 0
 
     @classmethod
     def start(
@@ -207,7 +210,8 @@ class ParityStream:
             self.labels = list(opened.labels)
             for label, url, scheme in zip(opened.labels, self.urls, opened.schemes, strict=True):
                 catalog.remember_device(label, url, scheme)  # a killed run's leftovers: prune
-            self.worker.send(Begin(set_id, tuple(columns), time.time_ns()))
+            self.created_ns = time.time_ns()
+            self.worker.send(Begin(set_id, tuple(columns), self.created_ns))
             listening = self._answer(Listening, self.timeout)
             if isinstance(listening, Listening):
                 return [
@@ -236,12 +240,13 @@ class ParityStream:
             self.abandon()
             return None
         self.worker.send(Close())
+        log.debug("parity: %.3f closing the streamed volumes", time.monotonic() - self.started)
         done = self._answer(Written, max(self.timeout, 60.0))
+        log.debug("parity: %.3f streamed volumes written", time.monotonic() - self.started)
         if not isinstance(done, Written):
             self.error = done.error  # type: ignore[attr-defined]
             self.abandon()
             return None
-        self.stop()
         m = len(self.urls)
         info = {
             "codec": CODEC,
@@ -252,23 +257,22 @@ class ParityStream:
             "columns": [c.label for c in done.columns],
             "volumes": [c.to_json() for c in done.columns],
             "rows": done.rows,
-            "created_ns": time.time_ns(),
+            "created_ns": self.created_ns,
             "parity": [
                 {"label": label, "url": url, "name": name, "size": size}
                 for (label, name, size), url in zip(done.volumes, self.urls, strict=True)
             ],
         }
-        try:
-            catalog.set_parity(set_hex, info)
-            opened, dead = open_devices(list(self.urls), create_labels=False, write=True)
-            try:
-                if dead:
-                    raise DeviceError("; ".join(f"{d.url}: {d.reason}" for d in dead))
-                copy_catalog(catalog, [d.device for d in opened], codec, key_file)
-            finally:
-                close_all(opened)
-        except DeviceError as exc:  # the parity is written and recorded: only the copy
-            log.warning("catalog copy not put on the parity devices: %s", exc)
+        catalog.set_parity(set_hex, info)
+        with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+            files = tuple(catalog_copies(catalog, tmp, codec, key_file))
+            self.worker.send(Put(files))
+            stored = self._answer(Stored, max(self.timeout, 60.0))
+        errors = stored.errors if isinstance(stored, Stored) else (stored.error,)  # type: ignore[attr-defined]
+        for error in errors:  # the parity is written and recorded: only the copy failed
+            log.warning("catalog copy not put on a parity device: %s", error)
+        self.stop()
+        log.debug("parity: %.3f recorded, catalog copied", time.monotonic() - self.started)
         return {
             "m": m,
             "redundancy": m,
@@ -283,15 +287,15 @@ class ParityStream:
         }
 
     def stop(self) -> None:
-        """Let the worker end (it has nothing more to do); never raises."""
+        """Let the worker end by itself (it has nothing more to do); never raises."""
+        self.worker.send(Abandon())
+
+    def abandon(self) -> None:
+        """Give the streamed parity up: the worker aborts its volumes and ends; waited
+        for, as the parity devices are opened again next (a tape by one at a time)."""
         self.worker.send(Abandon())
         if not self.worker.join(min(self.timeout, 30.0)):
             self.worker.kill()
-
-    def abandon(self) -> None:
-        """Give the streamed parity up: the worker aborts its volumes and ends (before
-        anything else opens the parity devices: a tape is opened by one at a time)."""
-        self.stop()
 
 
 def finish_parity(

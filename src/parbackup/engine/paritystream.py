@@ -12,7 +12,8 @@ Conversation (controller -> worker, then what the worker answers):
     (start)                       -> Opened(labels, schemes) | Failed
     Begin(set, columns, created)  -> Listening(address, token) | Failed
     Close()                       -> Written(volumes, columns, rows) | Failed
-    Abandon()                     -> (the worker gives its volumes up and ends)
+    Put(files)                    -> Stored(errors)     the catalog copy, once Written
+    Abandon()                     -> (the worker gives up what it did not commit, ends)
 
 ``Close`` comes once every data device committed: the worker waits for every column's
 end, writes the end records and commits. A column whose link breaks before its end
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from blake3 import blake3
+
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.errors import FormatError, ParbackupError, UsageError
 from parbackup.redundancy.accumulate import RowAccumulator
@@ -45,7 +48,6 @@ from parbackup.redundancy.volume import (
     encode_end_streamed,
     encode_row,
     parity_name,
-    unit_digest,
 )
 from parbackup.workers import Channel
 
@@ -95,6 +97,17 @@ class Written:
     """(label, object name, size) of every parity volume."""
     columns: tuple[Column, ...]
     rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    files: tuple[tuple[str, str], ...]
+    """(object name, local path) of each file to put on every parity device."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,20 +207,22 @@ class _Collector:
                 raise ValueError("a slot out of range")
             if not self.broken:  # else only drained: the movers must not wait
                 self.acc.add(j, int(row), col.base + slot * self.spec.unit, bytes(digest))
-            col.conn.send(slot)
+            with contextlib.suppress(OSError):  # a mover past its last unit may be gone
+                col.conn.send(slot)
         elif msg[0] == "e":
             col.volumes = tuple((str(n), int(s)) for n, s in msg[1])
             col.ended = True
             self.acc.end(j)
         else:
             raise ValueError("an unknown message")
-        self.write_ready()
+        if not self.broken:
+            self.write_ready()
 
     def write_ready(self) -> None:
         k, m, unit = self.k, self.m, self.spec.unit
         for row, parity, digests in self.acc.ready():
             units = [parity[i * unit : (i + 1) * unit] for i in range(m)]
-            every = tuple(digests + [unit_digest(u) for u in units])
+            every = tuple(digests + [blake3(u).digest() for u in units])  # = unit_digest
             for i, w in enumerate(self.writers):
                 rec = RowRecord(self.set_id, row, CODEC, k, m, i, unit, every, self.fragments)
                 head = encode_row(rec, STREAMED_VERSION)
@@ -263,19 +278,31 @@ class _Collector:
         listener, address = self.begin(msg)
         try:
             channel.send(Listening(address, self.token))
-            self.serve(listener)
+            if not self.serve(listener):
+                return
         finally:
             listener.close()
+        while isinstance(msg := channel.recv(), Put):
+            errors = []
+            for name, path in msg.files:
+                for dev in self.opened:
+                    try:
+                        with open(path, "rb") as fh:
+                            dev.device.put_stream(name, fh)
+                    except (ParbackupError, OSError) as exc:
+                        errors.append(f"{dev.url}: {exc}")
+            channel.send(Stored(tuple(errors)))
 
-    def serve(self, listener: socket.socket) -> None:
+    def serve(self, listener: socket.socket) -> bool:
+        """Take the columns until every row is written; True once the volumes are."""
         channel = self.channel
         while True:
             if self.closing and self.acc.finished:
                 channel.send(self.finish())
-                return
+                return True
             if self.closing and self.broken:
                 channel.send(Failed(self.broken))
-                return
+                return False
             by_conn = {c.conn: j for j, c in self.columns.items() if not c.ended}
             ready = wait([channel, listener, *by_conn], timeout=self.spec.timeout)
             if not ready and self.closing:
@@ -284,7 +311,7 @@ class _Collector:
                 if r is channel:
                     msg = channel.recv()
                     if isinstance(msg, Abandon):
-                        return
+                        return False
                     if isinstance(msg, Close):
                         self.closing = True
                         missing = [j for j in range(self.k) if j not in self.columns]

@@ -45,7 +45,7 @@ class ParityLink:
     """Proves the connection comes from this run."""
     column: int
     unit: int
-    slots: int = 4
+    slots: int = 8
     patience: float = 60.0
 
 
@@ -102,7 +102,14 @@ class ParityTee:
         self.close()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append stream bytes: copied into the current slot, shipped when it is full."""
+        """Append stream bytes: copied into the current slot, shipped when it is full.
+        Never raises: whatever goes wrong here only stops the forwarding."""
+        try:
+            self._feed(data)
+        except Exception as exc:  # parity must never fail a data device
+            self.fail(f"forwarding failed: {exc!r}")
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         unit = self.unit
         while view and self.active:
@@ -122,13 +129,20 @@ class ParityTee:
 
     def end(self) -> None:
         """The column's stream is complete: ship the last (zero-padded) unit and the
-        volumes it was written into."""
+        volumes it was written into. Never raises (as ``feed``)."""
+        try:
+            self._end()
+        except Exception as exc:  # parity must never fail a data device
+            self.fail(f"forwarding failed: {exc!r}")
+
+    def _end(self) -> None:
         if not self.active:
             return
         if self.fill:
             self._ship()
+        if self.conn is None:  # shipping it broke the link
+            return
         try:
-            assert self.conn is not None
             self.conn.send(("e", [[n, s] for n, s in self.volumes]))
         except (OSError, ValueError) as exc:
             self.fail(f"the parity worker went away: {exc}")

@@ -23,6 +23,7 @@ from parbackup.errors import FormatError, ParbackupError
 from parbackup.redundancy.codec import CODEC, RowCodec
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
+    STREAMED_VERSION,
     ParityHeader,
     RowRecord,
     complete_header,
@@ -304,7 +305,20 @@ def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
     header completed from the volume's end record: ``complete_header``)."""
     stream = store.open_read(name)
     try:
-        return stream, complete_header(store, name, read_parity_header(stream))
+        header = read_parity_header(stream)
+        if header.version == STREAMED_VERSION:
+            # the end record is read first, on a stream of its own: on a tape, reading
+            # elsewhere moves the one stream there is, so this one is opened again
+            stream.close()
+            header = complete_header(store, name, header)
+            stream = store.open_read(name)
+            left = header.length
+            while left > 0:
+                got = stream.read(min(left, 1 << 20))
+                if not got:
+                    raise FormatError("unexpected end of parity volume")
+                left -= len(got)
+        return stream, header
     except BaseException:
         with contextlib.suppress(Exception):
             stream.close()
@@ -391,7 +405,7 @@ def walk_rows(
                 rec = RowRecord(
                     header.set_id, row, header.codec, k, m, i, unit, digests, tuple(fragments)
                 )
-                w.write(encode_row(rec))
+                w.write(encode_row(rec, header.version))
                 w.write(whole[k + i])
     finally:
         for r in readers:

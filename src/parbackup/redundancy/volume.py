@@ -250,6 +250,13 @@ def encode_end_streamed(set_id: bytes, rows: int, columns: tuple[Column, ...]) -
     return body + _FOOT.pack(len(body), FOOT_MAGIC)
 
 
+def end_of(header: ParityHeader) -> bytes:
+    """The closing record of a volume of ``header``'s version (rows, columns known)."""
+    if header.version == STREAMED_VERSION:
+        return encode_end_streamed(header.set_id, header.rows, header.columns)
+    return encode_end(header.set_id, header.rows)
+
+
 def _parse_end_streamed(body: bytes, header: ParityHeader) -> tuple[int, tuple[Column, ...]]:
     """(rows, columns) of a version-2 end record (``body`` without its footer)."""
     if len(body) < _END2.size + _CRC.size or body[:4] != END_MAGIC:
