@@ -33,22 +33,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from blake3 import blake3
-
 from parbackup.engine.devices import close_all, open_devices
-from parbackup.errors import FormatError, ParbackupError, UsageError
-from parbackup.redundancy.accumulate import RowAccumulator
-from parbackup.redundancy.codec import CODEC, RowCodec
-from parbackup.redundancy.isal import Updater, address
+from parbackup.errors import ParbackupError, UsageError
+from parbackup.redundancy.isal import address
 from parbackup.redundancy.layout import Column
-from parbackup.redundancy.volume import (
-    STREAMED_VERSION,
-    ParityHeader,
-    RowRecord,
-    encode_end_streamed,
-    encode_row,
-    parity_name,
-)
+from parbackup.redundancy.streamed import StreamedParity
 from parbackup.workers import Channel
 
 _HELLO_TIMEOUT = 10.0
@@ -129,52 +118,30 @@ class _Collector:
     spec: ParitySpec
     channel: Channel
     opened: list = field(default_factory=list)
-    writers: list = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
+    parity: StreamedParity | None = None
     columns: dict[int, _Column] = field(default_factory=dict)
     broken: str = ""
     closing: bool = False
 
     def begin(self, msg: Begin) -> tuple[socket.socket, str]:
-        k, m, unit = len(msg.columns), len(self.opened), self.spec.unit
+        k, unit = len(msg.columns), self.spec.unit
         labels = tuple(d.label.label for d in self.opened)
         if set(labels) & set(msg.columns):
             raise UsageError("a parity device is also a data device of the set")
-        updater = Updater.load(k, m, unit)
-        if updater is None:
-            raise FormatError("ISA-L is not available: parity is written after the data")
-        self.acc = RowAccumulator(updater, window=self.spec.window)
-        self.fragments = tuple(RowCodec(k, m, unit).encode_row(bytes(k * unit))[1])
-        self.set_id, self.k, self.m = msg.set_id, k, m
-        self.column_labels = msg.columns
-        for i, dev in enumerate(self.opened):
-            head = ParityHeader(
-                msg.set_id,
-                dev.label.label,
-                i,
-                CODEC,
-                k,
-                m,
-                unit,
-                0,
-                tuple(Column(c, ()) for c in msg.columns),
-                labels,
-                msg.created_ns,
-                version=STREAMED_VERSION,
-            ).encode()
-            name = parity_name(msg.set_id.hex(), dev.label.label, i)
-            w = dev.device.create(name)
-            self.writers.append(w)
-            self.names.append(name)
-            w.write(head)
-            self.sizes.append(len(head))
-        token = secrets.token_hex(16)
+        self.k = k
+        self.parity = StreamedParity(
+            msg.set_id,
+            msg.columns,
+            [(d.label.label, d.device) for d in self.opened],
+            unit,
+            created_ns=msg.created_ns,
+            window=self.spec.window,
+        )
+        self.token = secrets.token_hex(16)
         address = f"\0parbackup-parity-{os.getpid()}-{secrets.token_hex(8)}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(k)
-        self.token = token
         return listener, address
 
     def accept(self, listener: socket.socket) -> None:
@@ -206,60 +173,30 @@ class _Collector:
             if not 0 <= slot < len(col.map) // self.spec.unit:
                 raise ValueError("a slot out of range")
             if not self.broken:  # else only drained: the movers must not wait
-                self.acc.add(j, int(row), col.base + slot * self.spec.unit, bytes(digest))
+                self.parity.add(j, int(row), col.base + slot * self.spec.unit, bytes(digest))
             with contextlib.suppress(OSError):  # a mover past its last unit may be gone
                 col.conn.send(slot)
         elif msg[0] == "e":
-            col.volumes = tuple((str(n), int(s)) for n, s in msg[1])
             col.ended = True
-            self.acc.end(j)
+            if not self.broken:
+                self.parity.end(j, [(str(n), int(s)) for n, s in msg[1]])
         else:
             raise ValueError("an unknown message")
-        if not self.broken:
-            self.write_ready()
-
-    def write_ready(self) -> None:
-        k, m, unit = self.k, self.m, self.spec.unit
-        for row, parity, digests in self.acc.ready():
-            units = [parity[i * unit : (i + 1) * unit] for i in range(m)]
-            every = tuple(digests + [blake3(u).digest() for u in units])  # = unit_digest
-            for i, w in enumerate(self.writers):
-                rec = RowRecord(self.set_id, row, CODEC, k, m, i, unit, every, self.fragments)
-                head = encode_row(rec, STREAMED_VERSION)
-                w.write(head)
-                w.write(units[i])
-                self.sizes[i] += len(head) + unit
 
     def finish(self) -> Written:
-        rows = self.acc.rows_total
-        columns = tuple(
-            Column(label, self.columns[j].volumes) for j, label in enumerate(self.column_labels)
-        )
-        end = encode_end_streamed(self.set_id, rows, columns)
-        for i, w in enumerate(self.writers):
-            w.write(end)
-            w.commit()
-            self.sizes[i] += len(end)
-        self.writers = []
-        volumes = tuple(
-            (d.label.label, self.names[i], self.sizes[i]) for i, d in enumerate(self.opened)
-        )
-        return Written(volumes, columns, rows)
+        volumes, columns, rows = self.parity.finish()
+        return Written(tuple(volumes), columns, rows)
 
     def release(self) -> None:
         """Give up unfinished volumes, links and maps; never raises."""
-        for w in self.writers:
-            with contextlib.suppress(Exception):
-                w.abort()
-        self.writers = []
+        if self.parity is not None:
+            self.parity.abort()
         for col in self.columns.values():
             with contextlib.suppress(OSError):
                 col.conn.close()
         for col in self.columns.values():
             with contextlib.suppress(BufferError, ValueError):
                 col.map.close()
-        if hasattr(self, "acc"):
-            self.acc.close()
         close_all(self.opened)
 
     def run(self) -> None:
@@ -297,7 +234,7 @@ class _Collector:
         """Take the columns until every row is written; True once the volumes are."""
         channel = self.channel
         while True:
-            if self.closing and self.acc.finished:
+            if self.closing and self.parity.finished:
                 channel.send(self.finish())
                 return True
             if self.closing and self.broken:
@@ -329,7 +266,7 @@ class _Collector:
                             r.close()
                         self.columns[j].ended = True  # nothing more comes from it
                     if self.broken:
-                        self.acc.drop()
+                        self.parity.give_up()
 
 
 def collect(spec: ParitySpec, channel: Channel) -> None:
