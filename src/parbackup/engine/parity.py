@@ -9,14 +9,15 @@ only once the parity volumes are committed; the parity volumes describe themselv
 Two ways to write them, the same rows either way:
 
 - **while writing** (``ParityStream``, the usual way with local movers): a parity
-  worker (engine/paritystream.py) takes every mover's volume bytes as they are written
-  (engine/paritytee.py) and writes each row once every column has passed it. Time
+  collector (engine/paritystream.py, a thread) takes every mover's volume bytes as
+  they are written (engine/paritytee.py) and writes each row once every column has
+  passed it. Time
   balance and redirected work only make columns of unequal length (zero padding).
 - **after the data** (``add_parity``): every data volume is read back and the rows
   computed then (redundancy/stripe.py). This is the fallback whenever the streamed
   rows cannot be trusted whole: a data device failed during the run (the set's columns
   are then the survivors only, and its k is smaller), a mover lost its link to the
-  parity worker, the movers run on other hosts (``--cluster``), or ISA-L is missing.
+  parity collector, the movers run on other hosts (``--cluster``), or ISA-L is missing.
   The set then still gets all m parities over what was committed.
 """
 
@@ -36,6 +37,7 @@ from parbackup.engine.paritystream import (
     Abandon,
     Begin,
     Close,
+    Collector,
     Failed,
     Listening,
     Opened,
@@ -51,7 +53,7 @@ from parbackup.redundancy.isal import Updater
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.stripe import write_parity
 from parbackup.redundancy.volume import STREAMED_VERSION
-from parbackup.workers import Crashed, Executor, LocalExecutor, Worker
+from parbackup.workers import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,7 @@ def add_parity(
 class ParityStream:
     """The controller's side of parity while writing (see the module docstring)."""
 
-    def __init__(self, worker: Worker, urls: Sequence[str], timeout: float, unit: int) -> None:
+    def __init__(self, worker: Collector, urls: Sequence[str], timeout: float, unit: int) -> None:
         self.worker, self.urls, self.timeout, self.unit = worker, list(urls), timeout, unit
         self.columns: list[str] = []
         self.labels: list[str] = []
@@ -175,33 +177,28 @@ class ParityStream:
         timeout: float,
         unit: int = UNIT,
     ) -> ParityStream | None:
-        """Start the parity worker (it opens and labels the parity devices while the
+        """Start the parity collector (it opens and labels the parity devices while the
         sources are scanned); None where parity must be written after the data: movers
         on other hosts (no shared memory with them) or no ISA-L."""
         if not urls or not isinstance(executor or LocalExecutor(), LocalExecutor):
             return None
         if Updater.load(1, 1, unit) is None:
             return None
-        spec = ParitySpec(tuple(urls), unit, timeout=timeout)
-        worker = (executor or LocalExecutor()).start(
-            "parbackup.engine.paritystream:collect", spec, name="parity"
-        )
+        worker = Collector(ParitySpec(tuple(urls), unit, timeout=timeout))
         return cls(worker, urls, timeout, unit)
 
     def _answer(self, want: type, timeout: float) -> object:
         channel = self.worker.channel
         try:
             if not channel.poll(timeout):
-                return Failed(f"the parity worker gave no answer in {timeout:g} s")
+                return Failed(f"the parity collector gave no answer in {timeout:g} s")
             msg = channel.recv()
         except (EOFError, OSError):
-            return Failed("the parity worker ended unexpectedly")
-        if isinstance(msg, Crashed):
-            return Failed(msg.error)
+            return Failed("the parity collector ended unexpectedly")
         return msg if isinstance(msg, (want, Failed)) else Failed(f"unexpected {msg!r}")
 
     def begin(self, set_id: bytes, columns: Sequence[str], catalog: Catalog) -> list[ParityLink]:
-        """Tell the worker the set and its columns (the data devices' labels, in order);
+        """Tell the collector the set and its columns (the data devices' labels, in order);
         a link for each data mover, or none when the parity is to be written after the
         data (``error`` says why)."""
         self.columns = list(columns)
@@ -287,15 +284,15 @@ class ParityStream:
         }
 
     def stop(self) -> None:
-        """Let the worker end by itself (it has nothing more to do); never raises."""
+        """Let the collector end (it has nothing more to do); never raises."""
         self.worker.send(Abandon())
+        if not self.worker.join(min(self.timeout, 10.0)):
+            self.worker.kill()
 
     def abandon(self) -> None:
         """Give the streamed parity up: the worker aborts its volumes and ends; waited
         for, as the parity devices are opened again next (a tape by one at a time)."""
-        self.worker.send(Abandon())
-        if not self.worker.join(min(self.timeout, 30.0)):
-            self.worker.kill()
+        self.stop()
 
 
 def finish_parity(

@@ -1,11 +1,11 @@
 """A mover's side of parity while writing: its column's units, forwarded as written.
 
 With ``backup --parity m`` on local workers, every data mover hands each byte it writes
-into the set's volumes to the parity worker (engine/paritystream.py) as well: the bytes
+into the set's volumes to the parity collector (engine/paritystream.py) as well: the bytes
 are the column's stream (redundancy/layout.py), cut into units of ``unit`` bytes in
 stream order. A unit goes through shared memory: the tee copies it into one of a few
 slots of a memfd both processes map, digests it (the row records keep every unit's
-BLAKE3), and sends only (slot, row, digest) over a Unix socket; the parity worker adds
+BLAKE3), and sends only (slot, row, digest) over a Unix socket; the parity collector adds
 the unit to its row's parity and gives the slot back. With every slot out, the mover
 waits (back-pressure: memory stays bounded), telling the dispatcher it is alive.
 
@@ -13,9 +13,9 @@ Parity is never a reason for a data device to fail: when the link breaks (the pa
 worker ended, or gave no slot back for ``patience`` seconds) the tee stops forwarding
 and the backup's parity is written after the data instead (engine/parity.py).
 
-Messages, mover -> parity worker: the hello ``(column, token)`` with the memfd, then
+Messages, mover -> parity collector: the hello ``(column, token)`` with the memfd, then
 ``("u", slot, row, digest)`` per unit and ``("e", [[volume, size], ...])`` at the end;
-parity worker -> mover: the number of a slot that is free again.
+parity collector -> mover: the number of a slot that is free again.
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ class ParityLink:
     """Where a data mover sends its column (``Begin.parity``)."""
 
     address: str
-    """The parity worker's Unix socket (abstract namespace: a leading NUL)."""
+    """The parity collector's Unix socket (abstract namespace: a leading NUL)."""
     token: str
     """Proves the connection comes from this run."""
     column: int
     unit: int
-    slots: int = 8
+    slots: int = 4
     patience: float = 60.0
 
 
 class ParityTee:
-    """Forwards one column's stream to the parity worker (see the module docstring)."""
+    """Forwards one column's stream to the parity collector (see the module docstring)."""
 
     def __init__(self, link: ParityLink, beat: Callable[[], None] = lambda: None) -> None:
         self.link, self.beat = link, beat
@@ -67,7 +67,7 @@ class ParityTee:
         try:
             self._connect()
         except OSError as exc:
-            self.fail(f"cannot reach the parity worker: {exc}")
+            self.fail(f"cannot reach the parity collector: {exc}")
 
     def _connect(self) -> None:
         link = self.link
@@ -145,7 +145,7 @@ class ParityTee:
         try:
             self.conn.send(("e", [[n, s] for n, s in self.volumes]))
         except (OSError, ValueError) as exc:
-            self.fail(f"the parity worker went away: {exc}")
+            self.fail(f"the parity collector went away: {exc}")
             return
         self.ended = True
         self.close()
@@ -171,7 +171,7 @@ class ParityTee:
         try:
             self.conn.send(("u", slot, self.row, digest))
         except (OSError, ValueError) as exc:
-            self.fail(f"the parity worker went away: {exc}")
+            self.fail(f"the parity collector went away: {exc}")
             return
         self.row += 1
         self.slot, self.fill = -1, 0
@@ -185,13 +185,13 @@ class ParityTee:
             while conn.poll(0) or not self.free:
                 if not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
                     if time.monotonic() >= deadline:
-                        self.fail(f"the parity worker took no unit for {self.link.patience:g} s")
+                        self.fail(f"the parity collector took no unit for {self.link.patience:g} s")
                         return False
                     self.beat()
                     continue
                 self.free.append(int(conn.recv()))
         except (OSError, EOFError, ValueError) as exc:
-            self.fail(f"the parity worker went away: {exc}")
+            self.fail(f"the parity collector went away: {exc}")
             return False
         self.slot = self.free.popleft()
         return True

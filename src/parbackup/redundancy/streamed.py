@@ -18,7 +18,7 @@ from blake3 import blake3
 
 from parbackup.errors import FormatError
 from parbackup.redundancy.accumulate import RowAccumulator
-from parbackup.redundancy.codec import CODEC, RowCodec
+from parbackup.redundancy.codec import CODEC, fragment_headers
 from parbackup.redundancy.isal import Updater
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.volume import (
@@ -53,7 +53,7 @@ class StreamedParity:
         self.labels = list(columns)
         self.acc = RowAccumulator(updater, window=window, spill_dir=spill_dir)
         # the codec's fragment headers depend on (k, m, unit) only: a row of zeros gives them
-        self.fragments = tuple(RowCodec(k, m, unit).encode_row(bytes(k * unit))[1])
+        self.fragments = tuple(fragment_headers(k, m, unit))
         self.volumes: list[tuple[tuple[str, int], ...]] = [()] * k
         self.writers: list[Any] = []
         self.names: list[str] = []
