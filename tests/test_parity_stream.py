@@ -139,3 +139,29 @@ def test_time_balanced_columns_of_very_unequal_length_stream_their_parity(tmp_pa
         away.rename(data[lost])
         assert r.json["status"] == "ok", (lost, r.out, r.err)
         assert snapshot(restored_root(out, tree)) == snapshot(tree)
+
+
+def test_a_tape_and_an_s3_prefix_as_data_devices_stream_their_parity(tmp_path, s3_server):
+    """The tee sits under every device kind's writer: a tape image and an S3 prefix as
+    data devices get their parity while writing; the tape is then cut in half and the
+    set still restores whole."""
+    tree = make_tree(tmp_path / "src", seed=24, files=25, big=(3_000_000, 2_500_000))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "p").mkdir()
+    tape = tmp_path / "tape.img"
+    urls = [
+        str(tmp_path / "d"),
+        f"tape://{tape}",
+        s3_server.url(s3_server.bucket("parity-stream"), "data"),
+        str(tmp_path / "p"),
+    ]
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), *_dargs(urls), "--parity", "1", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["parity"]["written"] == "while writing", r.json["parity"]
+    with open(tape, "r+b") as fh:
+        fh.truncate(tape.stat().st_size // 2)
+    target = tmp_path / "out"
+    r = run_cli("restore", "--target", str(target), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(target, tree)) == snapshot(tree)

@@ -118,7 +118,6 @@ def run_backup(
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select)
     device_urls, parity_urls = split_devices(device_urls, options.parity)
-    stream = ParityStream.start(parity_urls, executor, options.device_timeout)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -127,7 +126,9 @@ def run_backup(
         checkpoint_bytes=options.checkpoint_bytes,
         executor=executor,
     )
+    stream = None
     try:
+        stream = ParityStream.start(parity_urls, executor, options.device_timeout)
         backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
         backup.parity = stream
         report = backup.run()
