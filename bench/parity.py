@@ -2,10 +2,14 @@
 
     sudo .venv/bin/python bench/parity.py                 # 1 GiB of files, 3 pairs
     sudo .venv/bin/python bench/parity.py --size 2048 --pairs 5
+    sudo .venv/bin/python bench/parity.py --before /path/to/older/src   # a third kind
 
 Every device, the source and the restore target are their own tmpfs. Prints:
 - backup wall, ``--parity 1`` on 4 devices / the same backup on 3 devices without
-  parity (goal <= 1.15);
+  parity (goal <= 1.15), and the CPU seconds of both (the machine's 2 cores are the
+  bottleneck on tmpfs, so CPU tells what the wall hides under load); with ``--before``,
+  the same ``--parity 1`` backup by an older source tree too (e.g. parity written after
+  the data), alternating with the others;
 - restore throughput with one data device missing / the healthy restore (goal >= 0.7);
 - peak RSS summed over the process tree of each run (goal < 200 MB), and the codec's
   own encode and decode speed (MB/s of data per core).
@@ -50,6 +54,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/pbparity", help="where the tmpfs mounts go")
     ap.add_argument("--size", type=int, default=1024, help="MiB of source data")
     ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each kind")
+    ap.add_argument("--before", default="", help="an older src/ to run --parity 1 with too")
     args = ap.parse_args()
     for k, m in ((3, 1), (4, 2)):
         enc, dec = codec_speed(k, m)
@@ -78,7 +83,7 @@ def main() -> None:
             for name in os.listdir(state):
                 os.unlink(os.path.join(state, name))
 
-        walls, peaks = [], []
+        walls, peaks, cpus, befores = [], [], [], []
         for i in range(args.pairs):
             fresh()
             plain = run(
@@ -95,12 +100,30 @@ def main() -> None:
                 check=False,
             )
             walls.append(par.wall / plain.wall)
+            cpus.append(par.cpu / plain.cpu)
             peaks.append(max(plain.rss_mb, par.rss_mb))
             print(
-                f"pair {i + 1}: 3 devices {plain.wall:.2f} s ({plain.rate(nbytes):.0f} MB/s),"
-                f" --parity 1 on 4 {par.wall:.2f} s, ratio {walls[-1]:.2f};"
-                f" peak RSS {plain.memory} / {par.memory} MB"
+                f"pair {i + 1}: 3 devices {plain.wall:.2f} s ({plain.rate(nbytes):.0f} MB/s,"
+                f" {plain.cpu:.2f} CPU s), --parity 1 on 4 {par.wall:.2f} s"
+                f" ({par.cpu:.2f} CPU s), ratio {walls[-1]:.2f}; peak RSS {plain.memory}"
+                f" / {par.memory} MB; load {os.getloadavg()[0]:.1f}"
             )
+            if args.before:
+                fresh()
+                old = run(
+                    "4 devices, --parity 1, older source",
+                    parbackup_argv("backup", src, *_d(devs), "--parity", "1", "--json"),
+                    env={**env, "PYTHONPATH": args.before},
+                    check=False,
+                )
+                befores.append(old.wall / plain.wall)
+                print(
+                    f"        older source, --parity 1 on 4: {old.wall:.2f} s"
+                    f" ({old.cpu:.2f} CPU s), ratio {befores[-1]:.2f}"
+                )
+                fresh()  # the restores below read the current source's set
+                run("4 devices, --parity 1", parbackup_argv("backup", src, *_d(devs),
+                    "--parity", "1", "--json"), env=env)  # fmt: skip
         # the last backup (with parity) stays for the restores
         ratios = []
         for i in range(args.pairs):
@@ -130,8 +153,10 @@ def main() -> None:
             )
         print(
             f"backup wall, --parity 1 on 4 / 3 devices: median {statistics.median(walls):.2f}"
-            " (goal <= 1.15)"
+            f" (goal <= 1.15); CPU seconds: median {statistics.median(cpus):.2f}"
         )
+        if befores:
+            print(f"the older source's --parity 1 / 3 devices: {statistics.median(befores):.2f}")
         print(
             f"restore throughput, one device missing / healthy: median "
             f"{statistics.median(ratios):.2f} (goal >= 0.7)"

@@ -161,6 +161,25 @@ def test_liveness_rows(target):
         assert [s.id for s in cat.sets()] == ["s2"]
 
 
+def test_a_forgotten_sets_parity_stripe_goes_with_it(target):
+    """``parity:<set>`` meta rows leave with their set (issue 12), on both backends; a
+    stripe an older version left behind for a set already gone goes at the next one."""
+    with open_catalog(target) as cat:
+        for set_id in ("s1", "s2"):
+            _begin(cat, set_id)
+            _finish(cat, set_id)
+            cat.set_parity(set_id, {"k": 2, "m": 1, "set": set_id})
+        cat.set_meta("parity:gone", '{"k": 2}')  # its set row was deleted long ago
+        assert cat.mark_forgotten({"s1"}) == ["s1"]
+        assert cat.parity("s1") == {"k": 2, "m": 1, "set": "s1"}  # prune may still need it
+        cat.forget_set("s1")
+        assert cat.parity("s1") is None
+        assert cat.meta("parity:gone") is None
+        assert cat.parity("s2") == {"k": 2, "m": 1, "set": "s2"}
+        cat.clear()
+        assert cat.parity("s2") is None
+
+
 def test_the_run_lock_admits_one_run_and_outlives_no_holder(target):
     holder = open_catalog(target)
     _begin(holder, "s1")

@@ -30,6 +30,7 @@ def _backup(tmp_path: Path, device_dirs, n: int, m: int, seed: int = 3):
     cat = str(tmp_path / "cat.sqlite")
     r = run_cli("backup", str(src), *dev_args(devs), "--catalog", cat, "--parity", str(m), "--json")
     assert r.code == 0, r.err
+    assert r.json["parity"]["written"] == "while writing", r.json["parity"]
     return src, devs, cat, r.json
 
 
@@ -47,7 +48,8 @@ def test_parity_backup_puts_data_on_n_minus_m_devices_and_parity_on_the_rest(tmp
     assert doc["parity"]["devices"][0]["url"] == str(devs[3])
     assert not list((devs[3] / "sets").rglob("*.pbv"))
     (parity,) = list((devs[3] / "sets").rglob("*.pbp"))
-    assert parity.read_bytes()[:4] == b"PBKP"
+    assert parity.read_bytes()[:6] == b"PBKP\x02\x00"  # version 2: written while writing
+    assert parity.read_bytes()[-4:] == b"PBKE"
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.code == 0 and r.json["status"] == "ok", r.out + r.err
     assert r.json["parity"] == {"k": 3, "m": 1, "redundancy": 1}
@@ -329,6 +331,9 @@ def test_failover_and_parity_in_one_run_then_a_survivor_lost(tmp_path, device_di
     assert r.code == 3, r.out + r.err
     assert r.json["status"] == "degraded"
     assert r.json["parity"]["redundancy"] == 1 and r.json["parity"]["k"] == 3
+    # the streamed rows summed the failed device's column too: written again after
+    assert r.json["parity"]["written"] == "after the data"
+    assert r.json["parity"]["why_after"] == "a data device failed during the backup"
     shutil.rmtree(devs[2])
     out, r = _restore(tmp_path, cat, "out")
     assert r.json["status"] == "ok", r.out + r.err
@@ -338,7 +343,9 @@ def test_failover_and_parity_in_one_run_then_a_survivor_lost(tmp_path, device_di
     urls = [str(more[0]), str(more[1]), f"faulty+file://{more[2]}?fail_after=100K"]
     r = run_cli("backup", str(src), *dev_args(urls), "--catalog", cat, "--parity", "1", "--json")
     assert r.code == 3, r.out + r.err
-    assert r.json["status"] == "complete"
+    assert r.json["status"] == "complete", [
+        (d["status"], d.get("error")) for d in r.json["devices"]
+    ]
     assert r.json["parity"]["redundancy"] == 0 and "parity not written" in r.json["parity"]["error"]
 
 

@@ -86,6 +86,7 @@ def test_sftp_host_killed_mid_backup_then_tape_truncated(tmp_path, own_sshd, s3_
     failed = [d for d in doc["devices"] if d["status"] == "failed"]
     assert len(failed) == 1 and str(tmp_path / "remote") in failed[0]["url"], failed
     assert doc["parity"]["redundancy"] == 1 and doc["parity"]["k"] == 3, doc["parity"]
+    assert doc["parity"]["written"] == "after the data", doc["parity"]  # over the survivors
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.json["status"] == "ok", r.out + r.err
 
@@ -129,6 +130,7 @@ def test_parity_device_of_every_kind_rebuilds_a_lost_data_device(tmp_path, kind,
     assert r.code == 0, r.out + r.err
     set_id = r.json["set"]
     assert r.json["parity"]["redundancy"] == 1
+    assert r.json["parity"]["written"] == "while writing", r.json["parity"]
     before = {p.relative_to(data[0]): p.read_bytes() for p in data[0].rglob("*.pbv")}
     for p in data[0].rglob("*"):
         if p.is_file():

@@ -206,11 +206,18 @@ class LivenessRows:
         return [r[0] for r in rows]
 
     def forget_set(self, set_id: str) -> None:
-        """Remove a set that holds nothing restorable (interrupted or failed) entirely."""
+        """Remove a set that holds nothing restorable (interrupted, failed, or forgotten
+        and no longer read) entirely, with its parity stripe (``parity:<set>`` in
+        ``meta``). Stripes whose set is gone (left by an older version) go too."""
         with self.transaction():
             for table in ("records", "files", "file_meta", "set_devices"):
                 self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
+            self.db.execute("DELETE FROM meta WHERE key=?", (f"parity:{set_id}",))
+            self.db.execute(
+                "DELETE FROM meta WHERE key LIKE 'parity:%'"
+                " AND substr(key, 8) NOT IN (SELECT id FROM sets)"
+            )
 
     def is_empty(self) -> bool:
         """True when the catalog holds no set and knows no device."""
@@ -224,3 +231,4 @@ class LivenessRows:
         with self.transaction():
             for table in ("records", "files", "set_devices", "sets", "devices"):
                 self.db.execute(f"DELETE FROM {table}")
+            self.db.execute("DELETE FROM meta WHERE key LIKE 'parity:%'")

@@ -31,7 +31,7 @@ from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.incremental import incremental_reuse
-from parbackup.engine.parity import add_parity, split_devices
+from parbackup.engine.parity import ParityStream, finish_parity, split_devices
 from parbackup.engine.prepare import make_plan, reserve_for, scan, source_specs
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
@@ -126,16 +126,23 @@ def run_backup(
         checkpoint_bytes=options.checkpoint_bytes,
         executor=executor,
     )
+    stream = None
     try:
-        report = _Backup(specs, fleet, catalog, options, on_event, started, stdin).run()
+        stream = ParityStream.start(parity_urls, executor, options.device_timeout)
+        backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
+        backup.parity = stream
+        report = backup.run()
     except BaseException:  # interrupted, or failed: the movers' work is given up
         fleet.stop(now=True)
+        if stream is not None:
+            stream.worker.kill()
         raise
     fleet.stop()
     if parity_urls and report.status != "failed":
         # after the movers closed their devices: a tape is read back only once it ends
         data = [(d.label, d.url) for d in report.devices if d.status == "ok"]
-        report.parity = add_parity(
+        report.parity = finish_parity(
+            stream,
             catalog,
             report.set_id,
             data,
@@ -146,6 +153,8 @@ def run_backup(
         if "error" in report.parity:
             on_event(Notice(report.parity["error"]))
         report.seconds = time.monotonic() - started
+    elif stream is not None:
+        stream.abandon()
     return report
 
 
@@ -181,6 +190,8 @@ class _Backup:
         self.skipped: list[Skipped] = []
         self.excluded = Excluded()
         self.resumed_from = ""
+        self.parity: ParityStream | None = None
+        """With ``--parity`` on local movers: the parity written while the data is."""
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
@@ -245,8 +256,9 @@ class _Backup:
             "devices": len(alive),
             "kind": kind,
         }
-        for d in alive:
-            d.worker.send(m.Begin(set_id, meta, options.codec))
+        links = self.parity.begin(set_id, [d.label for d in alive], catalog) if self.parity else []
+        for j, d in enumerate(alive):
+            d.worker.send(m.Begin(set_id, meta, options.codec, links[j] if links else None))
         run_options = RunOptions(
             options.strategy, options.order, options.device_timeout, options.chunk
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parbackup.crypto.codec import CodecSpec
+from parbackup.engine.paritytee import ParityLink
 from parbackup.format import CHUNK
 from parbackup.model import Space
 from parbackup.sources.base import SourceSpec
@@ -41,6 +42,8 @@ class Begin:
     meta: dict
     codec: CodecSpec | None = None
     """How records are stored (compression, key): None writes format versions 1-2."""
+    parity: ParityLink | None = None
+    """Where to forward the column's stream for parity while writing (engine/paritytee.py)."""
 
 
 @dataclass(frozen=True, slots=True)

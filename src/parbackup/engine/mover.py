@@ -84,6 +84,7 @@ from parbackup.engine.messages import (
     Stored,
     Work,
 )
+from parbackup.engine.paritytee import ParityTee
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
@@ -152,6 +153,8 @@ class _Mover:
     buffer: memoryview = field(default_factory=lambda: memoryview(bytearray()))
     codec: Codec | None = None
     """Set by Begin when the set compresses or encrypts: records are then version 4."""
+    tee: ParityTee | None = None
+    """Set by Begin with ``--parity``: the volumes' bytes go to the parity worker too."""
 
     # -- messages ------------------------------------------------------------------------
     def tell(self, msg: object) -> None:
@@ -170,10 +173,14 @@ class _Mover:
                 self.queue.extend(items)
             case Finish():
                 self.commit()
+                if self.tee is not None:
+                    self.tee.end()
                 self.tell(Committed())
-            case Begin(set_id=set_id, meta=meta, codec=spec):
+            case Begin(set_id=set_id, meta=meta, codec=spec, parity=link):
                 self.set_id, self.meta = set_id, meta
                 self.codec = Codec(spec) if spec is not None and spec.active else None
+                if link is not None:
+                    self.tee = ParityTee(link, lambda: self.progress(force=True))
             case Label():
                 self.label = self.device.ensure_label().label
                 self.tell(Labelled(self.label, self.device.overwrote))
@@ -227,6 +234,8 @@ class _Mover:
             meta=meta,
         ).encode()
         writer = self.device.create(name)
+        if self.tee is not None:
+            writer = self.tee.wrap(name, writer)
         writer.write(header)
         self.volume = _Volume(writer, name, len(header), volume_id=volume_id)
         return self.volume
@@ -508,6 +517,8 @@ def abort(mover: _Mover) -> None:
 
 
 def close(mover: _Mover) -> None:
+    if mover.tee is not None:
+        mover.tee.close()
     for src in mover.sources.values():
         src.close()
     if mover.device is not None:

@@ -1,18 +1,24 @@
 """Parity for a backup set (``backup --parity m``, REQUIREMENTS K1).
 
 Layout: dedicated parity devices (as Amanda's RAIT): of the n ``--device`` URLs, the
-last m hold parity and the planner spreads the data over the first n-m. After every
-data device has committed its volumes, each surviving data device is one column
-(redundancy/layout.py) and one parity volume is written on each parity device, one row
-at a time (redundancy/stripe.py). The catalog remembers the stripe (``set_parity``);
-the parity volumes describe themselves too.
+last m hold parity and the planner spreads the data over the first n-m. Each data
+device is one column (redundancy/layout.py); one parity volume is written on each
+parity device, one row at a time. The catalog remembers the stripe (``set_parity``)
+only once the parity volumes are committed; the parity volumes describe themselves too.
 
-Why after the data, not while it is written: the columns are then final, so a data
-device that failed mid-backup (its work redirected, R1-R4), time balance (unequal
-columns are zero-padding) and redirected work need no rule of their own, and the set
-keeps all m parities after a data device failed. The price is a second read of the
-data volumes (bench/parity.py measures it); computing rows while writing is the next
-step (docs/GUARANTEES.md).
+Two ways to write them, the same rows either way:
+
+- **while writing** (``ParityStream``, the usual way with local movers): a parity
+  collector (engine/paritystream.py, a thread) takes every mover's volume bytes as
+  they are written (engine/paritytee.py) and writes each row once every column has
+  passed it. Time
+  balance and redirected work only make columns of unequal length (zero padding).
+- **after the data** (``add_parity``): every data volume is read back and the rows
+  computed then (redundancy/stripe.py). This is the fallback whenever the streamed
+  rows cannot be trusted whole: a data device failed during the run (the set's columns
+  are then the survivors only, and its k is smaller), a mover lost its link to the
+  parity collector, the movers run on other hosts (``--cluster``), or ISA-L is missing.
+  The set then still gets all m parities over what was committed.
 """
 
 from __future__ import annotations
@@ -27,10 +33,27 @@ from parbackup.crypto.codec import CodecSpec
 from parbackup.devices.base import Device
 from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
+from parbackup.engine.paritystream import (
+    Abandon,
+    Begin,
+    Close,
+    Collector,
+    Failed,
+    Listening,
+    Opened,
+    ParitySpec,
+    Put,
+    Stored,
+    Written,
+)
+from parbackup.engine.paritytee import ParityLink
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.redundancy.codec import CODEC, check_params
+from parbackup.redundancy.isal import Updater
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.stripe import write_parity
+from parbackup.redundancy.volume import STREAMED_VERSION
+from parbackup.workers import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
 
@@ -132,4 +155,165 @@ def add_parity(
     finally:
         close_all(list(opened.values()) + alive)
     report["seconds"] = round(time.monotonic() - started, 3)
+    return report
+
+
+class ParityStream:
+    """The controller's side of parity while writing (see the module docstring)."""
+
+    def __init__(self, worker: Collector, urls: Sequence[str], timeout: float, unit: int) -> None:
+        self.worker, self.urls, self.timeout, self.unit = worker, list(urls), timeout, unit
+        self.columns: list[str] = []
+        self.labels: list[str] = []
+        self.error = ""
+        self.started = time.monotonic()
+        self.created_ns = 0
+
+    @classmethod
+    def start(
+        cls,
+        urls: Sequence[str],
+        executor: Executor | None,
+        timeout: float,
+        unit: int = UNIT,
+    ) -> ParityStream | None:
+        """Start the parity collector (it opens and labels the parity devices while the
+        sources are scanned); None where parity must be written after the data: movers
+        on other hosts (no shared memory with them) or no ISA-L."""
+        if not urls or not isinstance(executor or LocalExecutor(), LocalExecutor):
+            return None
+        if Updater.load(1, 1, unit) is None:
+            return None
+        worker = Collector(ParitySpec(tuple(urls), unit, timeout=timeout))
+        return cls(worker, urls, timeout, unit)
+
+    def _answer(self, want: type, timeout: float) -> object:
+        channel = self.worker.channel
+        try:
+            if not channel.poll(timeout):
+                return Failed(f"the parity collector gave no answer in {timeout:g} s")
+            msg = channel.recv()
+        except (EOFError, OSError):
+            return Failed("the parity collector ended unexpectedly")
+        return msg if isinstance(msg, (want, Failed)) else Failed(f"unexpected {msg!r}")
+
+    def begin(self, set_id: bytes, columns: Sequence[str], catalog: Catalog) -> list[ParityLink]:
+        """Tell the collector the set and its columns (the data devices' labels, in order);
+        a link for each data mover, or none when the parity is to be written after the
+        data (``error`` says why)."""
+        self.columns = list(columns)
+        opened = self._answer(Opened, self.timeout)
+        if isinstance(opened, Opened):
+            self.labels = list(opened.labels)
+            for label, url, scheme in zip(opened.labels, self.urls, opened.schemes, strict=True):
+                catalog.remember_device(label, url, scheme)  # a killed run's leftovers: prune
+            self.created_ns = time.time_ns()
+            self.worker.send(Begin(set_id, tuple(columns), self.created_ns))
+            listening = self._answer(Listening, self.timeout)
+            if isinstance(listening, Listening):
+                return [
+                    ParityLink(listening.address, listening.token, j, self.unit)
+                    for j in range(len(columns))
+                ]
+            opened = listening
+        self.error = opened.error  # type: ignore[attr-defined]
+        self.abandon()
+        return []
+
+    def finish(
+        self,
+        catalog: Catalog,
+        set_hex: str,
+        data: Sequence[tuple[str, str]],
+        codec: CodecSpec | None,
+        key_file: bytes,
+    ) -> dict | None:
+        """Close the streamed parity and record it; None (``error`` says why) when it
+        cannot stand for the set: the caller then writes it after the data."""
+        if self.error:
+            return None
+        if [label for label, _url in data] != self.columns:
+            self.error = "a data device failed during the backup"
+            self.abandon()
+            return None
+        self.worker.send(Close())
+        log.debug("parity: %.3f closing the streamed volumes", time.monotonic() - self.started)
+        done = self._answer(Written, max(self.timeout, 60.0))
+        log.debug("parity: %.3f streamed volumes written", time.monotonic() - self.started)
+        if not isinstance(done, Written):
+            self.error = done.error  # type: ignore[attr-defined]
+            self.abandon()
+            return None
+        m = len(self.urls)
+        info = {
+            "codec": CODEC,
+            "k": len(done.columns),
+            "m": m,
+            "unit": self.unit,
+            "version": STREAMED_VERSION,
+            "columns": [c.label for c in done.columns],
+            "volumes": [c.to_json() for c in done.columns],
+            "rows": done.rows,
+            "created_ns": self.created_ns,
+            "parity": [
+                {"label": label, "url": url, "name": name, "size": size}
+                for (label, name, size), url in zip(done.volumes, self.urls, strict=True)
+            ],
+        }
+        catalog.set_parity(set_hex, info)
+        with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+            files = tuple(catalog_copies(catalog, tmp, codec, key_file))
+            self.worker.send(Put(files))
+            stored = self._answer(Stored, max(self.timeout, 60.0))
+        errors = stored.errors if isinstance(stored, Stored) else (stored.error,)  # type: ignore[attr-defined]
+        for error in errors:  # the parity is written and recorded: only the copy failed
+            log.warning("catalog copy not put on a parity device: %s", error)
+        self.stop()
+        log.debug("parity: %.3f recorded, catalog copied", time.monotonic() - self.started)
+        return {
+            "m": m,
+            "redundancy": m,
+            "k": len(done.columns),
+            "devices": [
+                {"url": url, "label": label}
+                for url, label in zip(self.urls, self.labels, strict=True)
+            ],
+            "bytes": sum(size for _l, _n, size in done.volumes),
+            "written": "while writing",
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+
+    def stop(self) -> None:
+        """Let the collector end (it has nothing more to do); never raises."""
+        self.worker.send(Abandon())
+        if not self.worker.join(min(self.timeout, 10.0)):
+            self.worker.kill()
+
+    def abandon(self) -> None:
+        """Give the streamed parity up: the worker aborts its volumes and ends; waited
+        for, as the parity devices are opened again next (a tape by one at a time)."""
+        self.stop()
+
+
+def finish_parity(
+    stream: ParityStream | None,
+    catalog: Catalog,
+    set_hex: str,
+    data: Sequence[tuple[str, str]],
+    parity_urls: Sequence[str],
+    *,
+    codec: CodecSpec | None = None,
+    key_file: bytes = b"",
+) -> dict:
+    """The set's parity, streamed if that worked, else written after the data now; the
+    ``parity`` part of the backup report."""
+    if stream is not None:
+        report = stream.finish(catalog, set_hex, data, codec, key_file)
+        if report is not None:
+            return report
+        log.info("parity is written after the data: %s", stream.error)
+    report = add_parity(catalog, set_hex, data, parity_urls, codec=codec, key_file=key_file)
+    report["written"] = "after the data"
+    if stream is not None and stream.error:
+        report["why_after"] = stream.error
     return report

@@ -28,7 +28,7 @@ from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageErro
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
-from parbackup.redundancy.volume import ParityHeader, encode_end, header_from_info, read_row
+from parbackup.redundancy.volume import ParityHeader, end_of, header_from_info, read_row
 
 
 @dataclass
@@ -221,7 +221,7 @@ def rebuild(
             w.finish()
             rec.urls.append(label)
         for i, w in parity_targets.items():
-            w.write(encode_end(header.set_id, header.rows))
+            w.write(end_of(header))
             w.commit()
             writers.remove(w)
             rec.urls.append(header.parity[i])

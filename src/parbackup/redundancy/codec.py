@@ -63,6 +63,19 @@ def tune_allocator() -> None:
         return
 
 
+def fragment_headers(k: int, m: int, unit: int) -> list[bytes]:
+    """The k+m fragment headers of every row of (k, m, unit): they hold no data byte
+    (tests/redundancy/test_isal.py checks it), so a row of zeros gives them. Leaves the
+    allocator alone (for a process that codes no rows itself)."""
+    check_params(k, m)
+    if ECDriver is None:
+        raise UsageError("parity needs pyeclib: pip install 'parbackup[parity]'")
+    fragments = ECDriver(k=k, m=m, ec_type=CODEC).encode(bytes(k * unit))
+    if len(fragments) != k + m or any(len(f) != FRAGMENT_HEADER + unit for f in fragments):
+        raise FormatError(f"{CODEC}: unexpected fragment layout")
+    return [bytes(f[:FRAGMENT_HEADER]) for f in fragments]
+
+
 class RowCodec:
     """Encode and decode the rows of one stripe layout (k data, m parity, ``unit`` bytes)."""
 

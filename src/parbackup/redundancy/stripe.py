@@ -23,8 +23,10 @@ from parbackup.errors import FormatError, ParbackupError
 from parbackup.redundancy.codec import CODEC, RowCodec
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
+    STREAMED_VERSION,
     ParityHeader,
     RowRecord,
+    complete_header,
     encode_end,
     encode_row,
     parity_name,
@@ -41,6 +43,7 @@ class Store(Protocol):
     def read(self, name: str, offset: int, length: int) -> bytes: ...
     def create(self, name: str) -> Any: ...
     def open_read(self, name: str) -> Any: ...
+    def size(self, name: str) -> int: ...
 
 
 class ColumnReader:
@@ -298,9 +301,28 @@ class ParityReader:
 
 
 def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
-    """A parity volume opened for one sequential pass, and its header."""
+    """A parity volume opened for one sequential pass, and its header (a version-2
+    header completed from the volume's end record: ``complete_header``)."""
     stream = store.open_read(name)
-    return stream, read_parity_header(stream)
+    try:
+        header = read_parity_header(stream)
+        if header.version == STREAMED_VERSION:
+            # the end record is read first, on a stream of its own: on a tape, reading
+            # elsewhere moves the one stream there is, so this one is opened again
+            stream.close()
+            header = complete_header(store, name, header)
+            stream = store.open_read(name)
+            left = header.length
+            while left > 0:
+                got = stream.read(min(left, 1 << 20))
+                if not got:
+                    raise FormatError("unexpected end of parity volume")
+                left -= len(got)
+        return stream, header
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stream.close()
+        raise
 
 
 @dataclass
@@ -383,7 +405,7 @@ def walk_rows(
                 rec = RowRecord(
                     header.set_id, row, header.codec, k, m, i, unit, digests, tuple(fragments)
                 )
-                w.write(encode_row(rec))
+                w.write(encode_row(rec, header.version))
                 w.write(whole[k + i])
     finally:
         for r in readers:

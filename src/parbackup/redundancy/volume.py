@@ -15,6 +15,17 @@ headers. Layout, all integers little-endian:
                     then the parity unit (``unit`` bytes)
     end record      "PBKZ", set id 16, rows u64, CRC32
 
+Version 2 (parity written while the data is, engine/paritystream.py) cannot know the
+columns' volumes nor the row count when it writes its header: its header JSON lists
+the columns' labels with no volumes and ``rows`` null, row records carry version 2,
+and the end record carries what the header could not:
+
+    end record v2   "PBKZ", set id 16, rows u64, JSON length u32,
+                    JSON ({columns: [{label, volumes: [[name, size], ...]}]}), CRC32,
+                    then the end record's length u32 and "PBKE" (found from the end)
+
+``complete_header`` reads it from the end of the volume and fills the header in.
+
 Every row record describes itself (set, row, codec, k, m, unit) and holds the digest of
 every unit of its row, so a damaged data unit is found by its digest even when the data
 record headers around it are garbage. Readers check every length before allocating.
@@ -25,7 +36,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from blake3 import blake3
@@ -38,6 +49,9 @@ PARITY_MAGIC = b"PBKP"
 ROW_MAGIC = b"PBKQ"
 END_MAGIC = b"PBKZ"
 PARITY_VERSION = 1
+STREAMED_VERSION = 2
+VERSIONS = (PARITY_VERSION, STREAMED_VERSION)
+FOOT_MAGIC = b"PBKE"
 MAX_META = 16 << 20
 MAX_UNIT = 64 << 20
 DIGEST = 32
@@ -45,6 +59,8 @@ DIGEST = 32
 _HEAD = struct.Struct("<4sHHI16s16sHq")
 _ROW = struct.Struct("<4sHBBBB16sQII")
 _END = struct.Struct("<4s16sQ")
+_END2 = struct.Struct("<4s16sQI")
+_FOOT = struct.Struct("<I4s")
 _CRC = struct.Struct("<I")
 
 
@@ -74,16 +90,20 @@ class ParityHeader:
     parity: tuple[str, ...]
     created_ns: int = 0
     length: int = 0
+    version: int = PARITY_VERSION
 
     def encode(self) -> bytes:
+        streamed = self.version == STREAMED_VERSION
         meta = {
             "set": self.set_id.hex(),
             "codec": self.codec,
             "k": self.k,
             "m": self.m,
             "unit": self.unit,
-            "rows": self.rows,
-            "columns": [c.to_json() for c in self.columns],
+            "rows": None if streamed else self.rows,
+            "columns": [
+                Column(c.label, ()).to_json() if streamed else c.to_json() for c in self.columns
+            ],
             "parity": list(self.parity),
         }
         blob = json.dumps(meta, sort_keys=True).encode()
@@ -92,7 +112,7 @@ class ParityHeader:
         body = (
             _HEAD.pack(
                 PARITY_MAGIC,
-                PARITY_VERSION,
+                self.version,
                 0,
                 length,
                 self.set_id,
@@ -111,7 +131,7 @@ def read_parity_header(stream: BinaryIO) -> ParityHeader:
     magic, version, _flags, length, set_id, _label, index, created = _HEAD.unpack(fixed)
     if magic != PARITY_MAGIC:
         raise FormatError(f"not a parbackup parity volume (magic {magic!r})")
-    if version != PARITY_VERSION:
+    if version not in VERSIONS:
         raise FormatError(f"unsupported parity volume version {version}")
     if not _HEAD.size + _CRC.size <= length <= _HEAD.size + MAX_META + _CRC.size:
         raise FormatError("parity volume header length is out of range")
@@ -129,11 +149,12 @@ def read_parity_header(stream: BinaryIO) -> ParityHeader:
             k=int(meta["k"]),
             m=int(meta["m"]),
             unit=int(meta["unit"]),
-            rows=int(meta["rows"]),
+            rows=0 if version == STREAMED_VERSION else int(meta["rows"]),
             columns=tuple(Column.from_json(c) for c in meta["columns"]),
             parity=tuple(str(p) for p in meta["parity"]),
             created_ns=created,
             length=length,
+            version=version,
         )
     except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         raise FormatError("parity volume metadata is malformed") from exc
@@ -184,19 +205,21 @@ def header_from_info(set_hex: str, info: dict, index: int = 0) -> ParityHeader:
             columns=tuple(Column.from_json(c) for c in info["volumes"]),
             parity=tuple(str(p["label"]) for p in info["parity"]),
             created_ns=int(info.get("created_ns", 0)),
+            version=int(info.get("version", PARITY_VERSION)),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FormatError("the catalog's parity record is malformed") from exc
 
 
-def encode_row(rec: RowRecord) -> bytes:
-    """A row record's header as bytes (the parity unit follows it)."""
+def encode_row(rec: RowRecord, version: int = PARITY_VERSION) -> bytes:
+    """A row record's header as bytes (the parity unit follows it); ``version`` is
+    its volume's."""
     n = rec.k + rec.m
     length = _ROW.size + n * (DIGEST + FRAGMENT_HEADER) + _CRC.size
     body = (
         _ROW.pack(
             ROW_MAGIC,
-            PARITY_VERSION,
+            version,
             CODEC_IDS[rec.codec],
             rec.k,
             rec.m,
@@ -218,9 +241,77 @@ def encode_end(set_id: bytes, rows: int) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+def encode_end_streamed(set_id: bytes, rows: int, columns: tuple[Column, ...]) -> bytes:
+    """The closing record of a version-2 volume: the rows and the columns' volumes,
+    then its own length and ``FOOT_MAGIC`` so that it can be found from the end."""
+    blob = json.dumps({"columns": [c.to_json() for c in columns]}, sort_keys=True).encode()
+    body = _END2.pack(END_MAGIC, set_id, rows, len(blob)) + blob
+    body += _CRC.pack(zlib.crc32(body))
+    return body + _FOOT.pack(len(body), FOOT_MAGIC)
+
+
+def end_of(header: ParityHeader) -> bytes:
+    """The closing record of a volume of ``header``'s version (rows, columns known)."""
+    if header.version == STREAMED_VERSION:
+        return encode_end_streamed(header.set_id, header.rows, header.columns)
+    return encode_end(header.set_id, header.rows)
+
+
+def _parse_end_streamed(body: bytes, header: ParityHeader) -> tuple[int, tuple[Column, ...]]:
+    """(rows, columns) of a version-2 end record (``body`` without its footer)."""
+    if len(body) < _END2.size + _CRC.size or body[:4] != END_MAGIC:
+        raise FormatError("bad parity end record")
+    if zlib.crc32(body[: -_CRC.size]) != _CRC.unpack(body[-_CRC.size :])[0]:
+        raise FormatError("parity end record checksum mismatch")
+    _m, set_id, rows, n = _END2.unpack(body[: _END2.size])
+    if set_id != header.set_id or _END2.size + n + _CRC.size != len(body):
+        raise FormatError("parity end record does not match its volume")
+    try:
+        meta = json.loads(body[_END2.size : _END2.size + n])
+        columns = tuple(Column.from_json(c) for c in meta["columns"])
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        raise FormatError("parity end record metadata is malformed") from exc
+    if [c.label for c in columns] != [c.label for c in header.columns]:
+        raise FormatError("parity end record names other columns than its header")
+    return rows, columns
+
+
+def complete_header(store: object, name: str, header: ParityHeader) -> ParityHeader:
+    """A version-2 header with the rows and the columns' volumes its end record keeps
+    (read from the end of the volume: ``store`` has ``size`` and ``read``); a version-1
+    header as it is."""
+    if header.version != STREAMED_VERSION:
+        return header
+    size = store.size(name)  # type: ignore[attr-defined]
+    if size < header.length + _FOOT.size:
+        raise FormatError("unexpected end of parity volume")
+    length, magic = _FOOT.unpack(store.read(name, size - _FOOT.size, _FOOT.size))  # type: ignore[attr-defined]
+    if magic != FOOT_MAGIC or not _END2.size < length <= size - header.length - _FOOT.size:
+        raise FormatError("parity volume has no end record (cut short?)")
+    if length > _END2.size + MAX_META + _CRC.size:
+        raise FormatError("parity end record length is out of range")
+    body = store.read(name, size - _FOOT.size - length, length)  # type: ignore[attr-defined]
+    rows, columns = _parse_end_streamed(body, header)
+    step = row_record_size(header.k, header.m) + header.unit
+    if header.length + rows * step + length + _FOOT.size != size:
+        raise FormatError("parity volume size does not match its row count")
+    return replace(header, rows=rows, columns=columns)
+
+
 def read_row(stream: BinaryIO, header: ParityHeader) -> tuple[RowRecord, bytes] | None:
     """The next row record and its parity unit, or None at the end record (checked)."""
     magic = _exact(stream, 4)
+    if magic == END_MAGIC and header.version == STREAMED_VERSION:
+        fixed = magic + _exact(stream, _END2.size - 4)
+        n = _END2.unpack(fixed)[3]
+        if n > MAX_META:
+            raise FormatError("parity end record length is out of range")
+        body = fixed + _exact(stream, n + _CRC.size)
+        rows, _columns = _parse_end_streamed(body, header)
+        length, foot = _FOOT.unpack(_exact(stream, _FOOT.size))
+        if rows != header.rows or foot != FOOT_MAGIC or length != len(body):
+            raise FormatError("parity end record does not match its volume")
+        return None
     if magic == END_MAGIC:
         rest = _exact(stream, _END.size - 4 + _CRC.size)
         body = magic + rest[: -_CRC.size]
@@ -236,7 +327,7 @@ def read_row(stream: BinaryIO, header: ParityHeader) -> tuple[RowRecord, bytes] 
     _mg, version, codec, k, m, index, set_id, row, unit, length = _ROW.unpack(fixed)
     n = k + m
     if (
-        version != PARITY_VERSION
+        version not in VERSIONS
         or codec not in CODEC_NAMES
         or (k, m, unit, index, set_id)
         != (header.k, header.m, header.unit, header.index, header.set_id)

@@ -1,0 +1,218 @@
+"""A mover's side of parity while writing: its column's units, forwarded as written.
+
+With ``backup --parity m`` on local workers, every data mover hands each byte it writes
+into the set's volumes to the parity collector (engine/paritystream.py) as well: the bytes
+are the column's stream (redundancy/layout.py), cut into units of ``unit`` bytes in
+stream order. A unit goes through shared memory: the tee copies it into one of a few
+slots of a memfd both processes map, digests it (the row records keep every unit's
+BLAKE3), and sends only (slot, row, digest) over a Unix socket; the parity collector adds
+the unit to its row's parity and gives the slot back. With every slot out, the mover
+waits (back-pressure: memory stays bounded), telling the dispatcher it is alive.
+
+Parity is never a reason for a data device to fail: when the link breaks (the parity
+worker ended, or gave no slot back for ``patience`` seconds) the tee stops forwarding
+and the backup's parity is written after the data instead (engine/parity.py).
+
+Messages, mover -> parity collector: the hello ``(column, token)`` with the memfd, then
+``("u", slot, row, digest)`` per unit and ``("e", [[volume, size], ...])`` at the end;
+parity collector -> mover: the number of a slot that is free again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from blake3 import blake3
+
+from parbackup.devices.base import ForwardingWriter, ObjectWriter
+
+
+@dataclass(frozen=True, slots=True)
+class ParityLink:
+    """Where a data mover sends its column (``Begin.parity``)."""
+
+    address: str
+    """The parity collector's Unix socket (abstract namespace: a leading NUL)."""
+    token: str
+    """Proves the connection comes from this run."""
+    column: int
+    unit: int
+    slots: int = 4
+    patience: float = 60.0
+
+
+class ParityTee:
+    """Forwards one column's stream to the parity collector (see the module docstring)."""
+
+    def __init__(self, link: ParityLink, beat: Callable[[], None] = lambda: None) -> None:
+        self.link, self.beat = link, beat
+        self.unit = link.unit
+        self.conn: Connection | None = None
+        self.map: mmap.mmap | None = None
+        self.free: deque[int] = deque(range(link.slots))
+        self.slot = -1
+        self.fill = 0
+        self.row = 0
+        self.volumes: list[tuple[str, int]] = []
+        self.broken = ""
+        self.ended = False
+        try:
+            self._connect()
+        except OSError as exc:
+            self.fail(f"cannot reach the parity collector: {exc}")
+
+    def _connect(self) -> None:
+        link = self.link
+        fd = os.memfd_create("parbackup-parity", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, link.slots * link.unit)
+            self.map = mmap.mmap(fd, link.slots * link.unit)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(link.address)
+                hello = f"{link.column} {link.token}".encode()
+                socket.send_fds(sock, [len(hello).to_bytes(2, "little") + hello], [fd])
+            except BaseException:
+                sock.close()
+                raise
+            self.conn = Connection(sock.detach())
+        finally:
+            os.close(fd)
+
+    @property
+    def active(self) -> bool:
+        return not self.broken and not self.ended
+
+    def wrap(self, name: str, writer: ObjectWriter) -> ObjectWriter:
+        """A writer that forwards what it writes into volume ``name`` to the tee."""
+        return _Teed(writer, self, name) if self.active else writer
+
+    def fail(self, why: str) -> None:
+        """Stop forwarding for good (the set's parity is then written afterwards)."""
+        if not self.broken:
+            self.broken = why or "stopped"
+        self.close()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append stream bytes: copied into the current slot, shipped when it is full.
+        Never raises: whatever goes wrong here only stops the forwarding."""
+        try:
+            self._feed(data)
+        except Exception as exc:  # parity must never fail a data device
+            self.fail(f"forwarding failed: {exc!r}")
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        unit = self.unit
+        while view and self.active:
+            if self.slot < 0 and not self._take_slot():
+                return
+            take = min(unit - self.fill, len(view))
+            at = self.slot * unit + self.fill
+            assert self.map is not None
+            self.map[at : at + take] = view[:take]
+            self.fill += take
+            view = view[take:]
+            if self.fill == unit:
+                self._ship()
+
+    def volume_done(self, name: str, size: int) -> None:
+        self.volumes.append((name, size))
+
+    def end(self) -> None:
+        """The column's stream is complete: ship the last (zero-padded) unit and the
+        volumes it was written into. Never raises (as ``feed``)."""
+        try:
+            self._end()
+        except Exception as exc:  # parity must never fail a data device
+            self.fail(f"forwarding failed: {exc!r}")
+
+    def _end(self) -> None:
+        if not self.active:
+            return
+        if self.fill:
+            self._ship()
+        if self.conn is None:  # shipping it broke the link
+            return
+        try:
+            self.conn.send(("e", [[n, s] for n, s in self.volumes]))
+        except (OSError, ValueError) as exc:
+            self.fail(f"the parity collector went away: {exc}")
+            return
+        self.ended = True
+        self.close()
+
+    def close(self) -> None:
+        """Let the link and the shared memory go; never raises."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.conn = None
+        if self.map is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                self.map.close()
+            self.map = None
+
+    def _ship(self) -> None:
+        unit, slot = self.unit, self.slot
+        assert self.map is not None and self.conn is not None
+        if self.fill < unit:
+            self.map[slot * unit + self.fill : (slot + 1) * unit] = bytes(unit - self.fill)
+        with memoryview(self.map) as whole:
+            digest = blake3(whole[slot * unit : (slot + 1) * unit]).digest()
+        try:
+            self.conn.send(("u", slot, self.row, digest))
+        except (OSError, ValueError) as exc:
+            self.fail(f"the parity collector went away: {exc}")
+            return
+        self.row += 1
+        self.slot, self.fill = -1, 0
+
+    def _take_slot(self) -> bool:
+        """A free slot in ``self.slot``; False (and the tee broken) when none came back."""
+        conn = self.conn
+        assert conn is not None
+        deadline = time.monotonic() + self.link.patience
+        try:
+            while conn.poll(0) or not self.free:
+                if not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                    if time.monotonic() >= deadline:
+                        self.fail(f"the parity collector took no unit for {self.link.patience:g} s")
+                        return False
+                    self.beat()
+                    continue
+                self.free.append(int(conn.recv()))
+        except (OSError, EOFError, ValueError) as exc:
+            self.fail(f"the parity collector went away: {exc}")
+            return False
+        self.slot = self.free.popleft()
+        return True
+
+
+class _Teed(ForwardingWriter):
+    """A volume writer whose bytes go to the tee too."""
+
+    def __init__(self, inner: ObjectWriter, tee: ParityTee, name: str) -> None:
+        super().__init__(inner)
+        self.tee, self.name, self.size = tee, name, 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.inner.write(data)
+        self.size += len(data)
+        self.tee.feed(data)
+
+    def commit(self) -> None:
+        self.inner.commit()
+        self.tee.volume_done(self.name, self.size)
+
+    def abort(self) -> None:
+        self.inner.abort()
+        self.tee.fail("a volume was given up")
