@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.crypto.codec import Codec, CodecSpec
-from parbackup.crypto.keys import key_path
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.keystore import save_key_at
 from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
 from parbackup.engine.volscan import PLAIN, SetFound, device_key, scan_device
 from parbackup.errors import KeyUnlockError, UsageError
@@ -191,7 +191,7 @@ def rebuild_catalog(
         else:
             _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
         if keyfile is not None:
-            keyfile.save(key_path(catalog_path))
+            save_key_at(catalog_path, keyfile)
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:
