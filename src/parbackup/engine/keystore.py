@@ -5,13 +5,20 @@ a PostgreSQL server has no file beside it, and the hosts sharing it must all fin
 key: the key file's JSON is kept in the catalog's ``meta`` table under ``key_file``.
 That is safe for the same reason a copy lies on every device: the master key in it is
 wrapped by passphrases (crypto/keys.py), so reading the table opens nothing without one.
-Either way a copy goes to every device of an encrypted set (``keys/<key id>.json``).
+Either way a copy goes to every device of an encrypted set (``keys/<key id>.json``):
+a backup puts it there, and ``refresh_key_copies`` replaces those copies at once when a
+passphrase is added or removed.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass, field
+
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
-from parbackup.crypto.keys import KeyFile, key_path
+from parbackup.crypto.keys import KeyFile, device_key_name, key_path
+from parbackup.engine.devices import close_all, devices_for_labels
+from parbackup.errors import DeviceError
 
 KEY_META = "key_file"
 """The ``meta`` key under which a server catalog keeps its key file (JSON text)."""
@@ -61,3 +68,53 @@ def save_key_at(target: str, keyfile: KeyFile) -> None:
         return
     with open_catalog(target, create=True) as catalog:
         save_catalog_key(catalog, keyfile)
+
+
+@dataclass
+class KeyCopies:
+    """What refreshing the key file's copies on the devices did, by device URL."""
+
+    refreshed: list[str] = field(default_factory=list)
+    """Devices whose ``keys/<key id>.json`` now is the catalog's key file."""
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """Device (URL, or label when no URL is known) -> why its copy was not refreshed."""
+
+    def to_json(self) -> dict:
+        return {
+            "refreshed": sorted(self.refreshed),
+            "not_refreshed": [
+                {"device": d, "error": why} for d, why in sorted(self.unreachable.items())
+            ],
+        }
+
+
+def refresh_key_copies(catalog: Catalog, keyfile: KeyFile) -> KeyCopies:
+    """Put ``keyfile`` in place of the copy every device the catalog knows holds
+    (``keys/<key id>.json``), so a passphrase removed from the catalog's key no longer
+    opens the devices' copies, and one added opens them now rather than after the next
+    backup. Devices without a copy (only sets from before the key) are left alone. A
+    device that cannot be reached or written, and a tape (only its next backup rewrites
+    it), is named in ``unreachable``."""
+    out = KeyCopies()
+    name = device_key_name(keyfile.key_id)
+    tapes = catalog.tape_labels()
+    known = catalog.device_urls()
+    for label, url in sorted(tapes.items()):
+        out.unreachable[url or label] = "a tape: its copy is rewritten by its next backup"
+    disks = {label: url for label, url in known.items() if label not in tapes}
+    opened, missing = devices_for_labels(disks, [], write=True)
+    for label, why in missing.items():
+        out.unreachable[disks.get(label) or label] = why
+    try:
+        for dev in opened.values():
+            try:
+                if not any(o.name == name for o in dev.device.list("keys/")):
+                    continue
+                dev.device.put_stream(name, io.BytesIO(keyfile.to_json()))
+            except DeviceError as exc:
+                out.unreachable[dev.url] = str(exc)
+                continue
+            out.refreshed.append(dev.url)
+    finally:
+        close_all(list(opened.values()))
+    return out
