@@ -15,7 +15,8 @@ the live paths (REQUIREMENTS F4).
 
 Each entry's extended attributes (POSIX ACLs, file capabilities, SELinux labels, user
 attributes: parbackup/xattrs.py) are read with the scan, relative to the open directory
-and without following a symlink; a hard link's are its first name's.
+and without following a symlink; a hard link's are its first name's. A spec with
+``xattrs`` off (``backup --no-xattrs``) reads none.
 
 A selection (``spec.select``: excludes, tags, one filesystem, see sources/select.py)
 runs through its own copy of the walk, so a scan without one keeps its lean loop.
@@ -120,6 +121,7 @@ class LocalTree(Source):
 
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         spec = self.spec
+        _meta = _META_READERS[spec.xattrs]  # every _meta call below: none when off
         record = os.fsencode(spec.record_root)
         read = os.fsencode(spec.read_root) if spec.read_root else record
         cut = len(read)
@@ -197,6 +199,7 @@ class LocalTree(Source):
         record = os.fsencode(self.spec.record_root)
         cut = len(read)
         select = TreeFilter(self.spec.select, root_st.st_dev)
+        _meta = _META_READERS[self.spec.xattrs]  # every _meta call below: none when off
         excluded = self.excluded
         rule = select.rule(record, read, root_st)
         if rule:
@@ -250,6 +253,15 @@ def _meta(name: bytes, fd: int | None, row: tuple, record: bytes, on_error: Erro
     if why:
         on_error(os.fsdecode(record + row[0]), why)
     return payload
+
+
+def _no_meta(name: bytes, fd: int | None, row: tuple, record: bytes, on_error: ErrorFunc) -> bytes:
+    """``_meta`` for a scan that reads no extended attributes (``backup --no-xattrs``)."""
+    return b""
+
+
+_META_READERS = {True: _meta, False: _no_meta}
+"""``_meta`` or ``_no_meta``, by the spec's ``xattrs``."""
 
 
 def _extend(out: Entries, rows: list[tuple], metas: list[bytes]) -> None:
