@@ -97,6 +97,7 @@ class Codec:
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
         self._keys: dict[tuple[bytes, bytes], bytes] = {}
+        self._ciphers: dict[bytes, AESGCM] = {}
 
     def __repr__(self) -> str:
         return f"Codec(compression={self.spec.compression}, encrypted={self.encrypted})"
@@ -134,8 +135,14 @@ class Codec:
         return key
 
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
-        """The cipher of one volume."""
-        return AESGCM(self.key(set_id, volume_id))
+        """The cipher of one volume (cached with its key)."""
+        key = self.key(set_id, volume_id)
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) > 64:
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = AESGCM(key)
+        return cipher
 
     # -- records ---------------------------------------------------------------------------
     def encode(
@@ -172,6 +179,9 @@ class Codec:
             place.volume_id,
         )
         parts = [_LEN.pack(len(blob)), blob, body]
+        if stored - aead.NONCE_SIZE - aead.TAG_SIZE <= aead.SMALL:
+            cipher = self.cipher(set_id, place.volume_id)
+            return flags, aead.seal_small(cipher, self._nonces(), parts, aad)
         key = self.key(set_id, place.volume_id)
         return flags, aead.seal_parts(key, self._nonces(), parts, aad)
 
@@ -214,8 +224,11 @@ class Codec:
             )
             if len(stored) < aead.NONCE_SIZE + aead.TAG_SIZE:
                 raise FormatError(f"{what}: sealed record too short")
-            key = self.key(set_id, place.volume_id)
-            plain = aead.open_parts(key, stored, aad, what)
+            if len(stored) - aead.NONCE_SIZE - aead.TAG_SIZE <= aead.SMALL:
+                cipher = self.cipher(set_id, place.volume_id)
+                plain: bytes | bytearray = aead.open_small(cipher, stored, aad, what)
+            else:
+                plain = aead.open_parts(self.key(set_id, place.volume_id), stored, aad, what)
             meta, body = _decode_meta(plain, what)
         if flags & FLAG_ZSTD:
             body = decompress(body, size, what)
