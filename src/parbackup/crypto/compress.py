@@ -4,9 +4,10 @@
 
 - every mode that compresses stores a record uncompressed when compressing does not make
   it smaller, so a record never grows;
-- ``auto`` is level 1 (the fastest: compression must not slow a backup down), and also
-  stops trying on a file once one of its records did not shrink (media, archives,
-  encrypted data: saves the CPU on the rest of it).
+- ``auto`` is level 1 (the fastest: compression must not slow a backup down), keeps a
+  record compressed only when that saves at least 1/32 of it (less is not worth
+  decompressing on every restore), and stops trying on a file once one of its records
+  did not (media, archives, encrypted data: saves the CPU on the rest of it).
 
 A record of ``THREADED`` bytes or more is compressed by zstd's own worker threads (as
 many as the machine has cores, at most ``THREADS``): the plan shares out source bytes,
@@ -27,6 +28,8 @@ from parbackup.errors import FormatError, UsageError
 OFF = -1
 AUTO = 0
 AUTO_LEVEL = 1
+AUTO_MIN_SAVING = 32
+"""``auto`` keeps a record compressed only when that saves at least 1/32 of its size."""
 MAX_LEVEL = 19
 THREADS = 4
 THREADED = 1 << 20
@@ -72,10 +75,11 @@ class Compressor:
         zc = self._zc_large if len(data) >= THREADED else self._zc
         assert zc is not None
         packed = zc.compress(data)
-        if len(packed) < len(data):
+        if self.mode != AUTO:
+            return packed if len(packed) < len(data) else None
+        if len(packed) <= len(data) - len(data) // AUTO_MIN_SAVING:
             return packed
-        if self.mode == AUTO:
-            self._skip_file = file_id
+        self._skip_file = file_id
         return None
 
 
