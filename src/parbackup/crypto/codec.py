@@ -22,7 +22,7 @@ import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from blake3 import blake3
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -57,9 +57,9 @@ class CodecSpec:
         return self.encrypted or self.compression != OFF
 
 
-@dataclass(frozen=True)
-class RecordMeta:
-    """What a sealed record carries that a plain header shows in the clear."""
+class RecordMeta(NamedTuple):
+    """What a sealed record carries that a plain header shows in the clear (a tuple:
+    one is made for every record a mover writes)."""
 
     mode: int
     uid: int
@@ -78,8 +78,7 @@ def label_bytes(label: str) -> bytes:
     return raw[:16].ljust(16, b"\0")
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where a record lies: bound into its associated data."""
 
     label: bytes
