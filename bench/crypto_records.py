@@ -106,7 +106,9 @@ def per_byte() -> None:
     chunks = [data[i : i + (4 << 20)] for i in range(0, len(data), 4 << 20)]
     threads = min(getattr(compress, "THREADS", 4), os.cpu_count() or 1)
     one = zstandard.ZstdCompressor(level=1)
-    many = zstandard.ZstdCompressor(level=1, threads=threads)
+    job = getattr(compress, "JOB", 1 << 20)  # as a mover compresses large records
+    params = zstandard.ZstdCompressionParameters.from_level(1, threads=threads, job_size=job)
+    many = zstandard.ZstdCompressor(compression_params=params)
     ratio = len(data) / sum(len(one.compress(c)) for c in chunks)
     key, mac = secrets.token_bytes(32), secrets.token_bytes(32)
     print(f"\n4 MiB records of {len(data) >> 20} MiB of libraries and sources "

@@ -10,11 +10,11 @@
   did not (media, archives, encrypted data: saves the CPU on the rest of it).
 
 A record of ``THREADED`` bytes or more is compressed by zstd's own worker threads (as
-many as the machine has cores, at most ``THREADS``): the plan shares out source bytes,
-not compression work, so one mover may be left with the text while the others are done
-with the media; its large records then use the cores the others left idle. Smaller
-records are compressed on the mover's own thread (handing them over would cost more).
-Either way the same frame format; a reader cannot tell.
+many as the machine has cores, at most ``THREADS``, a ``JOB`` each): the plan shares out
+source bytes, not compression work, so one mover may be left with the text while the
+others are done with the media; its large records then use the cores the others left
+idle. Smaller records are compressed on the mover's own thread (handing them over would
+cost more). Either way the same frame format; a reader cannot tell.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ AUTO_MIN_SAVING = 32
 MAX_LEVEL = 19
 THREADS = 4
 THREADED = 1 << 20
+JOB = 1 << 20
+"""zstd's job per worker thread: a 4 MiB record is 4 jobs (zstd's default job for level
+1 is as large as the record: one job, no parallelism at all)."""
 
 
 def parse_compression(text: str) -> int:
@@ -65,7 +68,10 @@ class Compressor:
         threads = min(THREADS, os.cpu_count() or 1)
         self._zc_large = self._zc
         if self._zc is not None and threads > 1:
-            self._zc_large = zstandard.ZstdCompressor(level=level, threads=threads)
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level, threads=threads, job_size=JOB
+            )
+            self._zc_large = zstandard.ZstdCompressor(compression_params=params)
         self._skip_file: int | None = None
 
     def compress(self, data: bytes | memoryview, file_id: int) -> bytes | None:
