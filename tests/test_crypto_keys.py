@@ -15,7 +15,7 @@ from blake3 import blake3
 from conftest import run_cli
 from parbackup.crypto import aead
 from parbackup.crypto.codec import FLAG_SEALED, FLAG_ZSTD, Codec, CodecSpec, Place, RecordMeta
-from parbackup.crypto.compress import AUTO, OFF, parse_compression
+from parbackup.crypto.compress import AUTO, OFF, THREADED, Compressor, decompress, parse_compression
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
 from parbackup.crypto.sealedfile import CHUNK, open_file, seal_file
@@ -176,6 +176,13 @@ def test_compression_auto_on_random_and_text() -> None:
     assert encode(codec, text, file_id=9)[0] == 0
     assert encode(Codec(CodecSpec(3)), noise, file_id=9)[0] == 0
     assert encode(Codec(CodecSpec(3)), text, file_id=9)[0] == FLAG_ZSTD
+    # saving under 1/32 is not worth a decompression on every restore: auto stores it
+    # as it is (and gives up on the file); a fixed level keeps any saving
+    barely = os.urandom(100_000) + b"a" * 2_000
+    assert encode(codec, barely, file_id=10)[0] == 0
+    assert encode(codec, text, file_id=10)[0] == 0
+    flags, stored = encode(Codec(CodecSpec(3)), barely, file_id=10)
+    assert flags == FLAG_ZSTD and len(barely) * 31 // 32 < len(stored) < len(barely)
 
 
 def test_damaged_compressed_payload_is_a_format_error() -> None:
@@ -306,3 +313,39 @@ def test_key_file_asking_for_huge_scrypt_memory_is_refused() -> None:
     doc["slots"][0]["n"] = 1 << 24  # 16 GiB of scrypt memory with r = 8
     with pytest.raises(KeyUnlockError, match="unsupported key derivation"):
         KeyFile.from_json(json.dumps(doc).encode(), "device key")
+
+
+@pytest.mark.parametrize("size", [0, aead.SMALL - 60, aead.SMALL, aead.SMALL + 1, 1 << 20])
+def test_small_and_large_records_seal_to_the_same_bytes(size: int) -> None:
+    """Small records go through the cached one-call cipher, large ones through a
+    streaming context (aead.SMALL): both give what AESGCM gives, open what the other
+    sealed, and refuse a flipped byte."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key, nonce, aad = bytes(range(32)), bytes(range(12)), b"associated"
+    parts = [b"meta" * 7, os.urandom(size)]
+    want = nonce + AESGCM(key).encrypt(nonce, b"".join(parts), aad)
+    small = aead.seal_small(AESGCM(key), nonce, parts, aad)
+    large = aead.seal_parts(key, nonce, parts, aad)
+    assert small == want and bytes(large) == want
+    assert aead.open_small(AESGCM(key), large, aad, "r") == b"".join(parts)
+    assert bytes(aead.open_parts(key, small, aad, "r")) == b"".join(parts)
+    bad = bytearray(want)
+    bad[len(bad) // 2] ^= 1
+    for opener in (lambda b: aead.open_small(AESGCM(key), b, aad, "r"),
+                   lambda b: aead.open_parts(key, b, aad, "r")):  # fmt: skip
+        with pytest.raises(TamperedError):
+            opener(bytes(bad))
+    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    flags, stored = encode(codec, parts[1])
+    assert bytes(decode(codec, stored, flags, size)[1]) == parts[1]
+
+
+def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
+    """A record of THREADED bytes or more is compressed by zstd's worker threads: one
+    frame of the same format, with its size, that the one reader decodes."""
+    text = b"".join(b"line %d of a compressible record\n" % i for i in range(200_000))
+    for size in (THREADED - 1, THREADED, len(text)):
+        packed = Compressor(AUTO).compress(text[:size], 1)
+        assert packed is not None and len(packed) < size // 4
+        assert decompress(packed, size, "record") == text[:size]

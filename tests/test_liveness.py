@@ -353,3 +353,28 @@ def test_compaction_reads_back_to_back_records_together_within_the_limit(shape, 
     for a, b in itertools.pairwise(runs):  # a run ends at a gap or at the limit
         (p, n, _), (q, m, _) = a[-1], b[0]
         assert p + n != q or sum(x for _, x, _ in a) + m > limit
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 300), st.integers(0, 60)), max_size=40),
+    st.integers(1, 900),
+    st.integers(0, 40),
+)
+def test_compaction_reads_records_a_small_gap_apart_together(shape, limit, gap):
+    """With ``gap`` (compaction: room for the meta record after a live record) a run's
+    records lie at most ``gap`` apart and the run spans at most ``limit`` bytes."""
+    extents, at = [], 100
+    for length, space in shape:
+        at += space
+        extents.append((at, length, b""))
+        at += length
+    runs = read_batches(extents, limit, gap)
+    assert [e for run in runs for e in run] == extents
+    for run in runs:
+        for (p, n, _), (q, _, _) in itertools.pairwise(run):
+            assert p + n <= q <= p + n + gap
+        span = run[-1][0] + run[-1][1] - run[0][0]
+        assert len(run) == 1 or span <= limit
+    for a, b in itertools.pairwise(runs):  # a run ends at a wider gap or at the limit
+        (p, n, _), (q, m, _) = a[-1], b[0]
+        assert q > p + n + gap or q + m - a[0][0] > limit

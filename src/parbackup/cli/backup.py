@@ -304,6 +304,13 @@ def summarize(report: BackupReport) -> None:
     "stored as it is), off, or a level 1-19. Default: auto for an encrypted set, else off.",
 )
 @click.option(
+    "--no-xattrs",
+    is_flag=True,
+    help="Leave out extended attributes, POSIX ACLs, file capabilities and SELinux labels "
+    "(not read, not stored; restore gives the files without them). Owner, mode and times "
+    "are kept.",
+)
+@click.option(
     "--parity",
     type=click.IntRange(min=0),
     default=0,
@@ -338,6 +345,7 @@ def backup(
     set_time: str,
     encrypt: bool,
     compression: str | None,
+    no_xattrs: bool,
     password_file: str | None,
     password_command: str | None,
     parity: int,
@@ -379,6 +387,7 @@ def backup(
         codec=codec,
         key_file=key_file,
         parity=parity,
+        xattrs=not no_xattrs,
     )
     if "-" in sources and len(sources) > 1:
         raise UsageError("'-' (standard input) must be the only source of its backup")

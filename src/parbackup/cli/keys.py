@@ -1,9 +1,11 @@
 """``parbackup key list|add|remove``, and the passphrase options every command shares.
 
-The key file lives beside the catalog (crypto/keys.py). ``key add`` and ``key remove``
-rewrite only that file: no volume changes, because every record is sealed with keys
-derived from the master key, which stays the same. The copies on the devices are
-refreshed by the next backup (until then a removed passphrase still opens them).
+The key file lives beside a catalog file, or in the meta table of a catalog on a
+server (engine/keystore.py). ``key add`` and ``key remove`` rewrite only that file and
+its copies on the devices (``keys/<key id>.json``, replaced at once on every device the
+catalog knows): no volume changes, because every record is sealed with keys derived
+from the master key, which stays the same. A device that cannot be reached then (or a
+tape) is named and keeps its old copy until its next backup (exit 3).
 """
 
 from __future__ import annotations
@@ -17,15 +19,29 @@ from typing import Any
 
 import click
 
-from parbackup.catalog import default_catalog_path
-from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option
+from parbackup.catalog import default_catalog_path, is_catalog_url
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    json_option,
+    open_catalog,
+    status_of,
+)
 from parbackup.cli.render import line
 from parbackup.crypto.codec import CodecSpec
 from parbackup.crypto.compress import AUTO, OFF, parse_compression
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
 from parbackup.crypto.sealedfile import key_id_of, open_file
-from parbackup.errors import KeyUnlockError, UsageError
+from parbackup.engine.keystore import (
+    KeyCopies,
+    key_at,
+    key_place,
+    refresh_key_copies,
+    save_key_at,
+)
+from parbackup.errors import EXIT_WARNINGS, KeyUnlockError, UsageError
 
 
 def password_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,16 +81,19 @@ def passphrase(file: str | None, command: str | None, *, new: bool = False) -> b
     return PassphraseSource(file, command).get(_prompt(text, new))
 
 
-def catalog_key_path(catalog_path: str | None) -> Path:
-    return key_path(catalog_path or default_catalog_path())
+def catalog_target(catalog_path: str | None) -> str:
+    """The catalog the user named (a file path or a server URL), or the default one."""
+    return catalog_path or default_catalog_path()
 
 
 def load_key(catalog_path: str | None) -> KeyFile:
     """The catalog's key file; KeyUnlockError when the catalog has none."""
-    path = catalog_key_path(catalog_path)
-    keyfile = KeyFile.load(path)
+    target = catalog_target(catalog_path)
+    keyfile = key_at(target)
     if keyfile is None:
-        raise KeyUnlockError(f"{path}: no key (the first 'backup --encrypt' creates one)")
+        raise KeyUnlockError(
+            f"{key_place(target)}: no key (the first 'backup --encrypt' creates one)"
+        )
     return keyfile
 
 
@@ -83,7 +102,7 @@ def reader_codec(
 ) -> CodecSpec | None:
     """The key for reading the catalog's sets: None when the catalog has no key, else
     unlocked with the user's passphrase (KeyUnlockError before anything is read)."""
-    keyfile = KeyFile.load(catalog_key_path(catalog_path))
+    keyfile = key_at(catalog_target(catalog_path))
     if keyfile is None:
         return None
     master, _slot = keyfile.unlock(passphrase(password_file, password_command))
@@ -101,15 +120,14 @@ def backup_codec(
     ``--encrypt`` creates the catalog's key on first use; once the catalog has a key
     every set is encrypted with it. Compression defaults to auto for an encrypted set
     and off otherwise."""
-    path = catalog_key_path(catalog_path)
-    keyfile = KeyFile.load(path)
+    target = catalog_target(catalog_path)
+    keyfile = key_at(target, create=True)
     master = b""
     if keyfile is not None:
         master, _slot = keyfile.unlock(passphrase(password_file, password_command))
     elif encrypt:
         keyfile, master = KeyFile.create(passphrase(password_file, password_command, new=True))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keyfile.save(path)
+        save_key_at(target, keyfile)
     mode = (AUTO if master else OFF) if compression is None else parse_compression(compression)
     if not master and mode == OFF:
         return None, b""
@@ -171,19 +189,22 @@ def key_add(
     as_json: bool,
 ) -> int:
     """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
-    path = catalog_key_path(catalog_path)
     keyfile = load_key(catalog_path)
     master, _slot = keyfile.unlock(passphrase(password_file, password_command))
     if not (new_password_file or new_password_command) and not sys.stdin.isatty():
         raise click.UsageError("give --new-password-file or --new-password-command")
     new = passphrase(new_password_file, new_password_command, new=True)
     slot = keyfile.add(master, new)
-    keyfile.save(path)
+    save_key_at(catalog_target(catalog_path), keyfile)
+    copies = _refresh(catalog_path, keyfile)
+    code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
-        emit_json({"status": "ok", "key_id": keyfile.key_hex, "added": slot.slot})
+        emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "added": slot.slot,
+                   "devices": copies.to_json()})  # fmt: skip
     else:
         line(f"key {keyfile.key_hex}: passphrase added as slot {slot.slot}")
-    return 0
+        _tell(copies)
+    return code
 
 
 @key.command("remove")
@@ -200,16 +221,40 @@ def key_remove(
     as_json: bool,
 ) -> int:
     """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
-    path = catalog_key_path(catalog_path)
     keyfile = load_key(catalog_path)
     keyfile.unlock(passphrase(password_file, password_command))
     keyfile.remove(slot)
-    keyfile.save(path)
+    save_key_at(catalog_target(catalog_path), keyfile)
+    copies = _refresh(catalog_path, keyfile)
+    code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
-        emit_json({"status": "ok", "key_id": keyfile.key_hex, "removed": slot})
+        emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "removed": slot,
+                   "devices": copies.to_json()})  # fmt: skip
     else:
         line(f"key {keyfile.key_hex}: slot {slot} removed")
-    return 0
+        _tell(copies)
+    return code
+
+
+def _refresh(catalog_path: str | None, keyfile: KeyFile) -> KeyCopies:
+    """Replace the key file's copies on the catalog's devices (none when the catalog
+    itself does not exist yet: a key made before any backup)."""
+    target = catalog_target(catalog_path)
+    if not is_catalog_url(target) and not os.path.exists(target):
+        return KeyCopies()
+    with open_catalog(target, create=False) as catalog:
+        return refresh_key_copies(catalog, keyfile)
+
+
+def _tell(copies: KeyCopies) -> None:
+    if copies.refreshed:
+        line(f"the key file's copy replaced on {len(copies.refreshed)} device(s)")
+    for device, why in sorted(copies.unreachable.items()):
+        line(
+            f"warning: {device}: its copy of the key file keeps the old passphrases"
+            f" until its next backup ({why})",
+            problem=True,
+        )
 
 
 @key.command("open-catalog")

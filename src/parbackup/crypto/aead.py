@@ -121,6 +121,30 @@ def record_aad(
     ) + struct.pack("<Q", stored)
 
 
+SMALL = 32 << 10
+"""Plaintexts up to this size are sealed and opened by a cached ``AESGCM`` in one call
+(about 1-4 µs); larger ones stream through a ``Cipher`` context into one buffer
+(``seal_parts``: ~6 µs to set up, then ~10 GB/s, where the one-call form slows down
+past 64 KiB). Both give the same bytes."""
+
+
+def seal_small(cipher: AESGCM, nonce_: bytes, parts: list, aad: bytes) -> bytes:
+    """``seal_parts`` for a plaintext of at most ``SMALL`` bytes, with the volume's
+    cached cipher: ``nonce || ciphertext || tag``."""
+    return nonce_ + cipher.encrypt(nonce_, b"".join(parts), aad)
+
+
+def open_small(cipher: AESGCM, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
+    """``open_parts`` for a sealed plaintext of at most ``SMALL`` bytes."""
+    view = memoryview(sealed)
+    try:
+        return cipher.decrypt(bytes(view[:NONCE_SIZE]), view[NONCE_SIZE:], aad)
+    except primitives().InvalidTag:
+        raise TamperedError(
+            f"{what}: authentication failed (tampered, swapped or replayed)"
+        ) from None
+
+
 def seal_parts(key: bytes, nonce_: bytes, parts: list, aad: bytes) -> bytearray:
     """``nonce || AES-256-GCM(concatenated parts) || tag`` in one buffer, without joining
     the parts first (a record's payload is sealed with no extra copy of it).

@@ -22,7 +22,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blake3 import blake3
 
@@ -59,9 +59,9 @@ class CodecSpec:
         return self.encrypted or self.compression != OFF
 
 
-@dataclass(frozen=True)
-class RecordMeta:
-    """What a sealed record carries that a plain header shows in the clear."""
+class RecordMeta(NamedTuple):
+    """What a sealed record carries that a plain header shows in the clear (a tuple:
+    one is made for every record a mover writes)."""
 
     mode: int
     uid: int
@@ -80,8 +80,7 @@ def label_bytes(label: str) -> bytes:
     return raw[:16].ljust(16, b"\0")
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where a record lies: bound into its associated data."""
 
     label: bytes
@@ -99,6 +98,7 @@ class Codec:
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
         self._keys: dict[tuple[bytes, bytes], bytes] = {}
+        self._ciphers: dict[bytes, AESGCM] = {}
 
     def __repr__(self) -> str:
         return f"Codec(compression={self.spec.compression}, encrypted={self.encrypted})"
@@ -136,8 +136,14 @@ class Codec:
         return key
 
     def cipher(self, set_id: bytes, volume_id: bytes) -> AESGCM:
-        """The cipher of one volume."""
-        return aead.cipher(self.key(set_id, volume_id))
+        """The cipher of one volume (cached with its key)."""
+        key = self.key(set_id, volume_id)
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) > 64:
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = aead.cipher(key)
+        return cipher
 
     # -- records ---------------------------------------------------------------------------
     def encode(
@@ -174,6 +180,9 @@ class Codec:
             place.volume_id,
         )
         parts = [_LEN.pack(len(blob)), blob, body]
+        if stored - aead.NONCE_SIZE - aead.TAG_SIZE <= aead.SMALL:
+            cipher = self.cipher(set_id, place.volume_id)
+            return flags, aead.seal_small(cipher, self._nonces(), parts, aad)
         key = self.key(set_id, place.volume_id)
         return flags, aead.seal_parts(key, self._nonces(), parts, aad)
 
@@ -216,8 +225,11 @@ class Codec:
             )
             if len(stored) < aead.NONCE_SIZE + aead.TAG_SIZE:
                 raise FormatError(f"{what}: sealed record too short")
-            key = self.key(set_id, place.volume_id)
-            plain = aead.open_parts(key, stored, aad, what)
+            if len(stored) - aead.NONCE_SIZE - aead.TAG_SIZE <= aead.SMALL:
+                cipher = self.cipher(set_id, place.volume_id)
+                plain: bytes | bytearray = aead.open_small(cipher, stored, aad, what)
+            else:
+                plain = aead.open_parts(self.key(set_id, place.volume_id), stored, aad, what)
             meta, body = _decode_meta(plain, what)
         if flags & FLAG_ZSTD:
             body = decompress(body, size, what)

@@ -211,6 +211,20 @@ class KeyFile:
         return cls.from_json(data, str(path))
 
 
+def unlock_any(copies: list[KeyFile], passphrase: bytes) -> tuple[KeyFile, bytes]:
+    """(the copy ``passphrase`` opens, master key), from copies of one key file that may
+    differ in their slots; the first copy's KeyUnlockError when it opens none."""
+    first: KeyUnlockError | None = None
+    for keyfile in copies:
+        try:
+            master, _slot = keyfile.unlock(passphrase)
+        except KeyUnlockError as exc:
+            first = first or exc
+            continue
+        return keyfile, master
+    raise first or KeyUnlockError("no key file to unlock")
+
+
 def key_path(catalog_path: str | Path) -> Path:
     """Where the key file of a catalog lives: beside it."""
     return Path(f"{catalog_path}.key")

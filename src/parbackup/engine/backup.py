@@ -116,7 +116,7 @@ def run_backup(
     for spec in specs:
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
-    specs = selecting(specs, select)
+    specs = selecting(specs, select, options.xattrs)
     device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),

@@ -14,9 +14,10 @@ import time
 
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
-from parbackup.crypto.keys import device_key_name, key_path
+from parbackup.crypto.keys import device_key_name
 from parbackup.crypto.sealedfile import seal_file
 from parbackup.engine.devices import OpenDevice
+from parbackup.engine.keystore import catalog_key
 from parbackup.progress import EventSink, Notice
 
 CATALOG_COPY = "catalog/catalog.sqlite"
@@ -54,7 +55,7 @@ def copy_catalog(
     An encrypted catalog (one with a key) is not copied in the clear: the next backup,
     which has the key, puts its sealed copy on the devices.
     """
-    if key_path(catalog.path).exists():
+    if catalog_key(catalog) is not None:
         on_event(Notice("catalog copies not refreshed: the catalog is encrypted"))
         return
     with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:

@@ -37,11 +37,12 @@ from datetime import UTC, datetime
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.crypto.codec import Codec, CodecSpec
-from parbackup.crypto.keys import key_path
+from parbackup.crypto.keys import unlock_any
 from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
+from parbackup.engine.keystore import save_key_at
 from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
-from parbackup.engine.volscan import PLAIN, SetFound, device_key, scan_device
+from parbackup.engine.volscan import PLAIN, SetFound, device_keys, scan_device
 from parbackup.errors import KeyUnlockError, UsageError
 from parbackup.model import DeviceReport, Kind, RecordRef
 from parbackup.plan.reuse import complete as covered
@@ -174,11 +175,11 @@ def rebuild_catalog(
             on_event(Notice(f"device not read: {d.url}: {d.reason}"))
             report.devices.append({"url": d.url, "error": d.reason})
         codec = PLAIN
-        keyfile = device_key(alive)
-        if keyfile is not None:
+        keyfile = None
+        if copies := device_keys(alive):
             if passphrase is None:
                 raise KeyUnlockError("the devices hold encrypted sets: a passphrase is needed")
-            master, _slot = keyfile.unlock(passphrase())
+            keyfile, master = unlock_any(copies, passphrase())
             codec = Codec(CodecSpec(master=master, key_id=keyfile.key_id))
         for dev in alive:
             report.devices.append(scan_device(dev, found, codec))
@@ -191,7 +192,7 @@ def rebuild_catalog(
         else:
             _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
         if keyfile is not None:
-            keyfile.save(key_path(catalog_path))
+            save_key_at(catalog_path, keyfile)
         if unattributed:
             report.sets.append({"set": "", "status": "unreadable", "damaged": unattributed.damaged})
     finally:

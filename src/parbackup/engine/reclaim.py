@@ -10,6 +10,9 @@ order *write new, switch, then delete*:
    compacted: its live records are copied, byte for byte, into a new volume on the same
    device (so every checksum still holds), the new volume is committed, the catalog's
    rows are switched to it in one transaction, and only then is the old one deleted.
+   A live file's kind-8 "meta" record (its extended attributes, which the catalog's
+   ``records`` table does not list) lies right after the file's record it follows and
+   is copied with it, so a catalog rebuilt from the compacted device still has them.
 
 A kill at any moment leaves either the old volume in use and a new one no row points at
 (deleted by the next clean-up), or the new one in use and the old one dead.
@@ -40,12 +43,17 @@ from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.engine.devices import OpenDevice
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
+    MAX_NAME,
+    RECORD_FIXED_SIZE,
+    RecordHeader,
     checksum,
     end_record,
     parse_record_header,
     read_volume_header,
+    record_length,
 )
 from parbackup.progress import EventSink, Notice, ignore
+from parbackup.xattrs import MAX_META
 
 
 @dataclass
@@ -88,24 +96,52 @@ READ_BATCH = 8 << 20
 to this many bytes (one ranged GET on S3 instead of one per record)."""
 
 
+META_SPAN = 256 << 10
+"""At least the largest kind-8 record (header with a 64 KiB path, 64 KiB of attributes,
+sealed): compaction reads this far past a live record to find the meta record after it."""
+assert META_SPAN >= RECORD_FIXED_SIZE + 16 + 2 * MAX_NAME + MAX_META + 128
+
+
 def read_batches(
-    extents: Sequence[tuple[int, int, bytes]], limit: int = READ_BATCH
+    extents: Sequence[tuple[int, int, bytes]], limit: int = READ_BATCH, gap: int = 0
 ) -> list[list[tuple[int, int, bytes]]]:
-    """Group ``extents`` (by position) into runs that lie back to back and together hold
-    at most ``limit`` bytes (a single larger record is a run of its own)."""
+    """Group ``extents`` (by position) into runs whose records lie at most ``gap`` bytes
+    apart (0: back to back) and that together span at most ``limit`` bytes (a single
+    larger record is a run of its own)."""
     runs: list[list[tuple[int, int, bytes]]] = []
-    size = 0
+    start = 0
     for ext in extents:
         position, length, _ = ext
         if runs:
             last_pos, last_len, _ = runs[-1][-1]
-            if last_pos + last_len == position and size + length <= limit:
+            end = last_pos + last_len
+            if end <= position <= end + gap and position + length - start <= limit:
                 runs[-1].append(ext)
-                size += length
                 continue
         runs.append([ext])
-        size = length
+        start = position
     return runs
+
+
+def meta_after(block: memoryview, record: RecordHeader) -> memoryview | None:
+    """The kind-8 record at the start of ``block`` if it is ``record``'s file's (same
+    set id and file id) and lies whole in ``block``; None for anything else (another
+    record, a cut volume's end, damage: the catalog still has the attributes)."""
+    if len(block) < RECORD_FIXED_SIZE or bytes(block[6:8]) != b"\x08\x00":
+        return None
+    try:
+        meta = parse_record_header(block)
+    except FormatError:
+        return None
+    if meta.kind != "meta" or (meta.set_id, meta.file_id) != (record.set_id, record.file_id):
+        return None
+    length = record_length(meta)
+    if length > len(block):
+        return None
+    payload = block[length - meta.stored_size : length]
+    if meta.stored < 0 and checksum(payload) != meta.checksum:
+        return None  # a sealed one is authenticated when decoded
+    return block[:length]
 
 
 def compact_volume(
@@ -117,23 +153,27 @@ def compact_volume(
     checksum) as it is copied: a damaged one stops the compaction, the new volume is
     aborted and the old one stays. The new volume is committed before the catalog's
     rows switch to it (one transaction), and the old one is deleted only after that.
-    Records lying back to back are read together (``read_batches``). Returns the new
-    volume's name.
+    Records lying close together are read together (``read_batches``), with the bytes
+    after each, where a live file's meta record lies (``meta_after``): it is copied
+    too. Returns the new volume's name.
     """
     extents = catalog.live_extents(root_ids, label, volume)
     with device.open_read(volume, 64 * 1024) as stream:
         head = read_volume_header(stream)
+    size = device.size(volume)
     new = compacted_name(volume)
     writer = device.create(new)
     moves: dict[int, int] = {}
+    metas = 0
     try:
         writer.write(device.read(volume, 0, head.length))
         at = head.length
-        for run in read_batches(extents):
+        for run in read_batches(extents, gap=META_SPAN):
             start = run[0][0]
-            end = run[-1][0] + run[-1][1]
+            end = min(size, run[-1][0] + run[-1][1] + META_SPAN)
             block = memoryview(device.read(volume, start, end - start))
-            for position, length, expected in run:
+            nexts = [p for p, _, _ in run[1:]] + [end]
+            for (position, length, expected), following in zip(run, nexts, strict=True):
                 data = block[position - start : position - start + length]
                 if len(data) != length:
                     raise FormatError(f"{volume}: record at {position} is cut short")
@@ -145,7 +185,12 @@ def compact_volume(
                 writer.write(data)
                 moves[position] = at
                 at += length
-        writer.write(end_record(head.set_id, len(extents)).encode())
+                meta = meta_after(block[position + length - start : following - start], header)
+                if meta is not None:
+                    writer.write(meta)
+                    at += len(meta)
+                    metas += 1
+        writer.write(end_record(head.set_id, len(extents) + metas).encode())
         writer.commit()
     except BaseException:
         writer.abort()
@@ -229,7 +274,8 @@ def _would(
 ) -> None:
     """Record, without acting, what ``plan`` would delete and compact on one device, and
     the bytes that would be freed (a compacted volume keeps its header, its live records
-    and an end record: the header is read to count them exactly)."""
+    and an end record: the header is read to count them exactly; the meta records copied
+    along are not counted, so the figure may be a few KiB high)."""
     url = dev.url
     for name in plan.delete:
         out.deleted.setdefault(url, []).append(name)

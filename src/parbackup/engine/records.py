@@ -8,6 +8,8 @@ file: its offset is 0, its size and file size its payload's length, and it has n
 
 from __future__ import annotations
 
+import functools
+
 from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
 from parbackup.engine.messages import FID, FSIZE, GID, KIND, LINK, MODE, MTIME, PATH, UID
 from parbackup.entries import KINDS
@@ -41,6 +43,12 @@ def plain_header(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _place(label: str, volume_id: bytes) -> Place:
+    """The place of a mover's records in its current volume (made once per volume)."""
+    return Place(label_bytes(label), volume_id)
+
+
 def stored_record(
     codec: Codec,
     set_id: bytes,
@@ -68,7 +76,7 @@ def stored_record(
         file_size=file_size,
         kind=kind,
         meta=about,
-        place=Place(label_bytes(label), volume_id),
+        place=_place(label, volume_id),
     )
     digest = codec.digest(payload)
     shown = _HIDDEN if codec.encrypted else about

@@ -40,6 +40,8 @@ class BackupOptions:
     """The key file (wrapped key, no secret) an encrypted set puts on every device."""
     parity: int = 0
     """``--parity m``: the last m devices hold parity (engine/parity.py)."""
+    xattrs: bool = True
+    """Read and keep extended attributes, ACLs, capabilities (``--no-xattrs``: not)."""
 
 
 @dataclass

@@ -49,9 +49,13 @@ def automatic_excludes(
     return tuple(out.items())
 
 
-def selecting(specs: Sequence[SourceSpec], select: ScanRules) -> list[SourceSpec]:
-    """The specs with local trees carrying ``select`` (other kinds are scanned whole)."""
-    return [replace(s, select=select) if s.kind == "tree" and select else s for s in specs]
+def selecting(
+    specs: Sequence[SourceSpec], select: ScanRules, xattrs: bool = True
+) -> list[SourceSpec]:
+    """The specs with local trees carrying ``select`` (other kinds are scanned whole),
+    and reading no extended attributes unless ``xattrs``."""
+    out = [replace(s, select=select) if s.kind == "tree" and select else s for s in specs]
+    return out if xattrs else [replace(s, xattrs=False) for s in out]
 
 
 def with_automatic(

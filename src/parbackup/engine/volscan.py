@@ -5,7 +5,7 @@ its metadata, its files, where each intact record lies, the extended attributes 
 kind-8 records, and what was damaged. Every record is checked while it is read (header
 CRC, then the payload's BLAKE3, or for a version-4 record its authentication and keyed
 checksum); after a damaged header the reader searches forward for the next intact one,
-so one bad byte costs one record, not the rest of the volume. ``device_key`` finds the
+so one bad byte costs one record, not the rest of the volume. ``device_keys`` finds the
 key file encrypted devices carry.
 """
 
@@ -271,10 +271,12 @@ def scan_device(dev: OpenDevice, found: dict[str, SetFound], codec: Codec = PLAI
     return {"url": dev.url, "label": dev.label.label, "volumes": len(names)}
 
 
-def device_key(alive: list[OpenDevice]) -> KeyFile | None:
-    """The key file the devices carry (``keys/*.json``), or None: devices of plain sets.
-    Two different keys are a UsageError (one catalog has one key)."""
-    found: dict[bytes, KeyFile] = {}
+def device_keys(alive: list[OpenDevice]) -> list[KeyFile]:
+    """The copies of the key file the devices carry (``keys/*.json``), each different
+    one once (a device away when a passphrase was added or removed keeps an older
+    copy); empty for devices of plain sets. Two different keys are a UsageError (one
+    catalog has one key)."""
+    found: dict[bytes, dict[bytes, KeyFile]] = {}
     for dev in alive:
         try:
             names = [o.name for o in dev.device.list("keys/") if o.name.endswith(".json")]
@@ -282,9 +284,9 @@ def device_key(alive: list[OpenDevice]) -> KeyFile | None:
                 with dev.device.open_read(name) as stream:
                     data = stream.read(MAX_KEY_FILE + 1)
                     keyfile = KeyFile.from_json(data, f"{dev.url}: {name}")
-                found.setdefault(keyfile.key_id, keyfile)
+                found.setdefault(keyfile.key_id, {}).setdefault(keyfile.to_json(), keyfile)
         except DeviceError as exc:
             raise KeyUnlockError(f"{dev.url}: cannot read its key file: {exc}") from exc
     if len(found) > 1:
         raise UsageError("the devices carry more than one key; rebuild them one key at a time")
-    return next(iter(found.values()), None)
+    return [k for copies in found.values() for k in copies.values()]

@@ -73,7 +73,8 @@ class SourceSpec:
     ``record_root`` is the path entries are recorded under, ``read_root`` where they are
     read from when that differs (a snapshot); ``display`` is the name safe to show and
     store in the catalog. ``select`` is what a scan of a local tree leaves out (other
-    kinds are scanned whole).
+    kinds are scanned whole). ``xattrs``: read each entry's extended attributes (ACLs,
+    capabilities; ``backup --no-xattrs`` turns it off).
     """
 
     kind: str
@@ -82,6 +83,7 @@ class SourceSpec:
     read_root: str = ""
     display: str = ""
     select: ScanRules = NO_SELECTION
+    xattrs: bool = True
 
 
 class Identity(NamedTuple):

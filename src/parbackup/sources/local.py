@@ -18,7 +18,8 @@ attributes: parbackup/xattrs.py) are read with the scan, relative to the open di
 and without following a symlink; a hard link's are its first name's. A regular file with
 data is the exception: its reader reads them from the descriptor its bytes come through
 (``_LocalReader.xattrs``, in the mover), so a million small files cost the scan no
-system call each (tests/test_scan_xattrs.py counts them).
+system call each (tests/test_scan_xattrs.py counts them). A spec with ``xattrs`` off
+(``backup --no-xattrs``) reads none, in the scan or the reader.
 
 A selection (``spec.select``: excludes, tags, one filesystem, see sources/select.py)
 runs through its own copy of the walk, so a scan without one keeps its lean loop.
@@ -66,8 +67,9 @@ def _kind(mode: int) -> int | None:
 class _LocalReader(FileReader):
     """An open local file."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, with_xattrs: bool = True) -> None:
         self.fd = fd
+        self.with_xattrs = with_xattrs
 
     def readinto(self, offset: int, view: memoryview) -> int:
         got = 0
@@ -86,6 +88,8 @@ class _LocalReader(FileReader):
         return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
     def xattrs(self) -> tuple[bytes, str]:
+        if not self.with_xattrs:  # backup --no-xattrs: none stored
+            return b"", ""
         return xattrs.read_fd(self.fd)
 
     def close(self) -> None:
@@ -112,7 +116,7 @@ class LocalTree(Source):
             if exc.errno == 40:  # ELOOP: the name is a symlink now
                 raise SourceChanged("replaced by a symlink since the scan") from exc
             raise SourceError(exc.strerror or str(exc)) from exc
-        reader = _LocalReader(fd)
+        reader = _LocalReader(fd, self.spec.xattrs)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -126,6 +130,7 @@ class LocalTree(Source):
 
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         spec = self.spec
+        _meta = _META_READERS[spec.xattrs]  # every _meta call below: none when off
         record = os.fsencode(spec.record_root)
         read = os.fsencode(spec.read_root) if spec.read_root else record
         cut = len(read)
@@ -167,7 +172,7 @@ class LocalTree(Source):
         if spec.select:
             self._scan_selected(root, root_st, read, row, out, index, on_error)
             return
-        _extend(out, [root], _metas(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error))
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
@@ -189,7 +194,7 @@ class LocalTree(Source):
                     on_error(os.fsdecode(record + here + name), exc.strerror or str(exc))
                     continue
                 if entry is not None:
-                    metas.update(_metas(name, fd, entry, record, on_error, len(rows)))
+                    metas.update(_meta(name, fd, entry, record, on_error, len(rows)))
                     rows.append(entry)
                     if entry[1] == DIR:
                         subdirs.append((prefix + name, st.st_dev, st.st_ino))
@@ -202,12 +207,13 @@ class LocalTree(Source):
         record = os.fsencode(self.spec.record_root)
         cut = len(read)
         select = TreeFilter(self.spec.select, root_st.st_dev)
+        _meta = _META_READERS[self.spec.xattrs]  # every _meta call below: none when off
         excluded = self.excluded
         rule = select.rule(record, read, root_st)
         if rule:
             excluded.add(os.fsdecode(record), rule)
             return
-        _extend(out, [root], _metas(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error))
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
@@ -234,7 +240,7 @@ class LocalTree(Source):
                     on_error(os.fsdecode(path), exc.strerror or str(exc))
                     continue
                 if entry is not None:
-                    metas.update(_metas(name, fd, entry, record, on_error, len(rows)))
+                    metas.update(_meta(name, fd, entry, record, on_error, len(rows)))
                     rows.append(entry)
                     if entry[1] == DIR:
                         if select.enter(st):
@@ -257,6 +263,17 @@ def _metas(
     if why:
         on_error(os.fsdecode(record + row[0]), why)
     return {k: payload} if payload else {}
+
+
+def _no_metas(
+    name: bytes, fd: int | None, row: tuple, record: bytes, on_error: ErrorFunc, k: int = 0
+) -> dict[int, bytes]:
+    """``_metas`` for a scan that reads no extended attributes (``backup --no-xattrs``)."""
+    return {}
+
+
+_META_READERS = {True: _metas, False: _no_metas}
+"""``_metas`` or ``_no_metas``, by the spec's ``xattrs``."""
 
 
 def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
