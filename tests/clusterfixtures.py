@@ -81,9 +81,21 @@ class DaskCluster:
         for i in self.indices:
             host = self.hosts[i] = NetnsHost(i, rate=self.rate, tag=self.tag)
             host.start()
+            self.route(host)
             self.start_worker(i)
         self.wait_workers(self.count)
         return self
+
+    @staticmethod
+    def route(host: NetnsHost) -> None:
+        """Let the hosts reach each other through this namespace, as machines on one
+        network do (a mover reads a source on another host): forwarding on this end of
+        each host's link only (not the machine's), a route to the others' addresses."""
+        sysctl = f"/proc/sys/net/ipv4/conf/{host.outer}/forwarding"
+        Path(sysctl).write_text("1\n")
+        others = host.ip.rsplit(".", 2)[0] + ".0.0/16"
+        cmd = ["ip", "-n", host.name, "route", "add", others, "via", host.local_ip]
+        subprocess.run(cmd, check=True, capture_output=True)
 
     def start_worker(self, i: int) -> None:
         """(Re)start host ``i``'s worker, with a fresh tmpfs on its disks."""

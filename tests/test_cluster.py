@@ -253,3 +253,53 @@ def test_unreachable_controller_fails_cleanly(cluster: DaskCluster, tmp_path: Pa
     assert done.code == 1, done.out + done.err
     assert "no device could be opened" in done.err
     assert "before it could call this program back" in done.err
+
+
+def on_host(cluster: DaskCluster, i: int, src: Path, name: str) -> Path:
+    """A copy of ``src`` (hard links, times, modes kept) on host ``i``'s own disks only."""
+    (parent,) = cluster.mkdirs(i, f"{name}-parent")
+    dest = Path(parent) / name
+    cmd = ["nsenter", "-t", str(cluster.workers[i].pid), "-m", "cp", "-a", str(src), str(dest)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert not dest.exists()  # this machine (the controller) does not see it
+    return dest
+
+
+@pytest.mark.slow
+def test_source_on_a_host(cluster: DaskCluster, tmp_path: Path) -> None:
+    """A tree that lies only on host 2 (``PATH?host=host2``) is scanned there and read
+    by every mover (host 2's directly, the others' through its file server); it
+    restores like the same tree backed up locally, hard links across its top-level
+    directories included."""
+    src = make_tree(tmp_path / "src", seed=13, files=80, big=(3_000_000,))
+    for d in ("hl1", "hl2"):
+        (src / d).mkdir()
+    (src / "hl1" / "f").write_bytes(b"one file, three names")
+    os.link(src / "hl1" / "f", src / "hl2" / "g")
+    os.link(src / "hl1" / "f", src / "a-rootlink")
+    remote = on_host(cluster, 2, src, "tree")
+    local = [tmp_path / f"local{i}" for i in range(3)]
+    for d in local:
+        d.mkdir()
+    cat_local, cat_cluster = str(tmp_path / "local.sqlite"), str(tmp_path / "cluster.sqlite")
+    assert (
+        run_cli("backup", str(src), *devs([str(d) for d in local]), "--catalog", cat_local).code
+        == 0
+    )
+    on = ("--cluster", cluster.address)
+    urls = cluster_devices(cluster, "hosted")
+    done = run_cli("backup", f"{remote}?host=host2", *devs(urls), "--catalog", cat_cluster,
+                   "--json", *on)  # fmt: skip
+    assert done.code == 0, done.out + done.err
+    assert [d["status"] for d in done.json["devices"]] == ["ok"] * 3
+    assert all(d["bytes"] > 0 for d in done.json["devices"])
+    listed = run_cli("files", "--catalog", cat_cluster, "--json")
+    assert listed.code == 0, listed.err
+    back_local, back_cluster = tmp_path / "back-local", tmp_path / "back-cluster"
+    assert run_cli("restore", "--target", str(back_local), "--catalog", cat_local).code == 0
+    done = run_cli("restore", "--target", str(back_cluster), "--catalog", cat_cluster, *on)
+    assert done.code == 0, done.err
+    restored = back_cluster / str(remote).lstrip("/")
+    assert snapshot(restored) == snapshot(restored_root(back_local, src)) == snapshot(src)
+    names = [restored / "hl1" / "f", restored / "hl2" / "g", restored / "a-rootlink"]
+    assert len({p.stat().st_ino for p in names}) == 1  # one file, three names

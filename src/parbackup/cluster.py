@@ -30,6 +30,7 @@ import contextlib
 import importlib
 import itertools
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -38,7 +39,12 @@ from multiprocessing.connection import Connection, answer_challenge, deliver_cha
 from typing import Any
 
 from parbackup.devices.url import parse_url
-from parbackup.errors import ClusterError, UsageError
+from parbackup.entries import Entries
+from parbackup.errors import ClusterError, SourceError, UsageError
+from parbackup.selection import Excluded
+from parbackup.sources import hostscan
+from parbackup.sources.base import ErrorFunc, SourceSpec
+from parbackup.sources.hosted import HOST_ENV, ServeSpec, served
 from parbackup.workers import Crashed, LocalExecutor, Outbox
 
 _END = b"\x00parbackup:end"
@@ -206,6 +212,8 @@ class DaskExecutor:
         self.workers: list[DaskWorker] = []
         self.turn = itertools.count()
         self.lost = ""
+        self.prefer = ""
+        """Where devices that name no host run: the host of the sources, if only one."""
         self.closed = threading.Event()
         threading.Thread(target=self._accept, name="cluster-accept", daemon=True).start()
         threading.Thread(target=self._watch, name="cluster-watch", daemon=True).start()
@@ -248,6 +256,7 @@ class DaskExecutor:
             info = self.client.scheduler_info(n_workers=-1)["workers"]
         except Exception as exc:
             raise ClusterError(f"the cluster scheduler at {self.address}: {exc}") from exc
+        host = host or self.prefer
         if host:
             mine = sorted(a for a, w in info.items() if host in (w.get("name"), w.get("host")))
             if not mine:
@@ -257,6 +266,72 @@ class DaskExecutor:
             raise ClusterError(f"the cluster at {self.address} has no worker")
         everyone = sorted(info)
         return [everyone[next(self.turn) % len(everyone)]]
+
+    # -- sources on hosts (SourceSpec.host) ----------------------------------------------
+    def serve_sources(self, specs: list[SourceSpec]) -> list[SourceSpec]:
+        """Start a file server for every tree on a host, for the run; the specs with
+        where the other hosts read them (``via``). Devices that name no host run on the
+        sources' host when they all lie on one (their bytes then never cross a link)."""
+        hosts = {s.host for s in specs if s.host}
+        if len(hosts) == 1 and all(s.host for s in specs):
+            self.prefer = next(iter(hosts))
+        out = []
+        for i, spec in enumerate(specs):
+            if not spec.host:
+                out.append(spec)
+                continue
+            key = secrets.token_bytes(32)
+            worker = self.start(
+                "parbackup.sources.hosted:serve",
+                ServeSpec(spec.record_root, key),
+                name=f"source-{i}",
+                host=spec.host,
+            )
+            where = f"{spec.display} on host {spec.host}"
+            if not worker.channel.poll(HANDSHAKE_SECONDS * 3):
+                worker.kill()
+                raise SourceError(f"{where}: its file server did not start")
+            try:
+                answer = worker.channel.recv()
+            except (EOFError, OSError) as exc:
+                raise SourceError(f"{where}: its file server did not start") from exc
+            if isinstance(answer, Crashed):
+                raise SourceError(f"{where}: {answer.error}")
+            ip = _split(worker.where)[0]
+            out.append(served(spec, f"{ip}:{answer[1]}/{key.hex()}"))
+        return out
+
+    def scan_source(
+        self, spec: SourceSpec, out: Entries, index: int, on_error: ErrorFunc
+    ) -> Excluded:
+        """Scan a tree on its host, as parallel tasks there (sources/hostscan.py), into
+        ``out`` as source ``index``; what its selection left out."""
+        where = f"{spec.display} on host {spec.host}"
+        try:
+            workers = self.place(spec.host)
+            pin = {"workers": workers, "allow_other_workers": False, "pure": False}
+            children = self.client.submit(hostscan.top_level, spec, **pin).result()
+            if children is None:
+                pieces = {
+                    hostscan.ROOT: self.client.submit(hostscan.scan_whole, spec, **pin).result()
+                }
+            else:
+                threads = sum(w.get("nthreads", 1) for a, w in self._info().items() if a in workers)
+                tasks = [
+                    (names, self.client.submit(hostscan.scan_names, spec, names, **pin))
+                    for names in hostscan.groups(children, 2 * max(1, threads))
+                ]
+                pieces = {}
+                for names, future in tasks:
+                    pieces.update(zip(names, future.result(), strict=True))
+        except ClusterError as exc:
+            raise SourceError(f"{where}: {exc}") from exc
+        except Exception as exc:  # a lost worker or scheduler, an error on the host
+            raise SourceError(f"{where}: could not scan it there: {exc}") from exc
+        return hostscan.merge(spec, out, index, children, pieces, on_error)
+
+    def _info(self) -> dict[str, Any]:
+        return self.client.scheduler_info(n_workers=-1)["workers"]
 
     def close(self) -> None:
         """End every worker still running, stop listening, leave the cluster."""
@@ -354,6 +429,7 @@ def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -
     with contextlib.suppress(Exception):
         me = distributed.get_worker()
         where = me.address
+        os.environ[HOST_ENV] = f"{me.name} {_split(where)[0]}"  # sources/hosted.py
         scheduler_host = _split(me.scheduler.address)[0]
         hosts = [*hosts, scheduler_host]
     link = _call_back(hosts, port, key, wid, where)

@@ -70,7 +70,9 @@ class SourceSpec:
     ``record_root`` is the path entries are recorded under, ``read_root`` where they are
     read from when that differs (a snapshot); ``display`` is the name safe to show and
     store in the catalog. ``select`` is what a scan of a local tree leaves out (other
-    kinds are scanned whole).
+    kinds are scanned whole). ``host``: the cluster host the tree lies on (``PATH?host=
+    NAME``, docs/CLUSTER.md); ``via``: where the other hosts read it (``IP:PORT/KEY`` of
+    its file server for the run, secret: never printed; sources/hosted.py).
     """
 
     kind: str
@@ -79,6 +81,8 @@ class SourceSpec:
     read_root: str = ""
     display: str = ""
     select: ScanRules = NO_SELECTION
+    host: str = ""
+    via: str = ""
 
 
 class Identity(NamedTuple):
