@@ -270,7 +270,8 @@ def test_source_on_a_host(cluster: DaskCluster, tmp_path: Path) -> None:
     """A tree that lies only on host 2 (``PATH?host=host2``) is scanned there and read
     by every mover (host 2's directly, the others' through its file server); it
     restores like the same tree backed up locally, hard links across its top-level
-    directories included."""
+    directories included. A device that names no host runs on host 2 (by itself, so
+    restore needs it on a shared mount)."""
     src = make_tree(tmp_path / "src", seed=13, files=80, big=(3_000_000,))
     for d in ("hl1", "hl2"):
         (src / d).mkdir()
@@ -303,3 +304,9 @@ def test_source_on_a_host(cluster: DaskCluster, tmp_path: Path) -> None:
     assert snapshot(restored) == snapshot(restored_root(back_local, src)) == snapshot(src)
     names = [restored / "hl1" / "f", restored / "hl2" / "g", restored / "a-rootlink"]
     assert len({p.stat().st_ino for p in names}) == 1  # one file, three names
+    # a device that names no host runs on the sources' host: this one is only there
+    urls = [urls[0], *cluster.mkdirs(2, "unpinned")]
+    done = run_cli("backup", f"{remote}?host=host2", *devs(urls), "--catalog",
+                   str(tmp_path / "unpinned.sqlite"), "--json", *on)  # fmt: skip
+    assert done.code == 0, done.out + done.err
+    assert [d["status"] for d in done.json["devices"]] == ["ok"] * 2
