@@ -163,6 +163,18 @@ class DaskCluster:
         self.stop()
 
 
+@contextlib.contextmanager
+def here_only(path: Path):
+    """``path`` as a tmpfs mounted after the workers started: this machine (the
+    controller) sees it, the hosts (their mount namespaces are private) do not."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "pbhere", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 def need_cluster() -> None:
     if not cluster_available():
         pytest.skip("needs root, ip netns, unshare and parbackup[cluster]")

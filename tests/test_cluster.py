@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterfixtures import DaskCluster, need_cluster
+from clusterfixtures import DaskCluster, here_only, need_cluster
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import pause_point, wait_paused
 from parbackup.cluster import DaskExecutor
@@ -96,11 +96,13 @@ def test_cluster_backup_restores_like_local(cluster: DaskCluster, tmp_path: Path
     assert blind.code != 0
     # ... readers placed on the hosts read them back.
     assert run_cli("verify", "--catalog", cat_cluster, *on).code == 0
-    done = run_cli("restore", "--target", str(back_cluster), "--catalog", cat_cluster, *on)
-    assert done.code == 0, done.err
-    expected = snapshot(src)
-    assert snapshot(restored_root(back_local, src)) == expected
-    assert snapshot(restored_root(back_cluster, src)) == expected
+    # ... and send what they read back here: the target is on no host
+    with here_only(back_cluster):
+        done = run_cli("restore", "--target", str(back_cluster), "--catalog", cat_cluster, *on)
+        assert done.code == 0, done.err
+        expected = snapshot(src)
+        assert snapshot(restored_root(back_local, src)) == expected
+        assert snapshot(restored_root(back_cluster, src)) == expected
 
 
 @pytest.mark.slow

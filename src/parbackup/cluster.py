@@ -41,6 +41,9 @@ from typing import Any
 from parbackup.devices.url import parse_url
 from parbackup.entries import Entries
 from parbackup.errors import ClusterError, SourceError, UsageError
+from parbackup.readback import relay
+from parbackup.readback.relay import RelaySinkSpec
+from parbackup.readback.sinks import DirectorySinkSpec
 from parbackup.selection import Excluded
 from parbackup.sources import hostscan
 from parbackup.sources.base import ErrorFunc, SourceSpec
@@ -213,6 +216,8 @@ class DaskExecutor:
         self.turn = itertools.count()
         self.lost = ""
         self.prefer = ""
+        self.sinks: dict[str, DirectorySinkSpec] = {}
+        """Restore targets written here for readers on the hosts, by token (relay)."""
         """Where devices that name no host run: the host of the sources, if only one."""
         self.closed = threading.Event()
         threading.Thread(target=self._accept, name="cluster-accept", daemon=True).start()
@@ -333,6 +338,16 @@ class DaskExecutor:
     def _info(self) -> dict[str, Any]:
         return self.client.scheduler_info(n_workers=-1)["workers"]
 
+    def relay_sink(self, spec: Any) -> Any:
+        """A reader's sink spec as it runs on a host: a restore target is written here,
+        through the relay (readback/relay.py), so it need not be shared by the hosts."""
+        if not isinstance(spec, DirectorySinkSpec):
+            return spec
+        token = secrets.token_hex(16)
+        self.sinks[token] = spec
+        hosts = (*self.hosts, _split(self.address)[0])
+        return RelaySinkSpec(hosts, self.port, self.key, token)
+
     def close(self) -> None:
         """End every worker still running, stop listening, leave the cluster."""
         self.closed.set()
@@ -368,6 +383,13 @@ class DaskExecutor:
                 link.close()
             return
         timer.cancel()
+        if wid.startswith("sink:"):  # a reader's relay (readback/relay.py), once
+            target = self.sinks.pop(wid.removeprefix("sink:"), None)
+            if target is not None:
+                relay.serve(link, target)
+            with contextlib.suppress(OSError):
+                link.close()
+            return
         worker = self.pending.pop(wid, None)
         if worker is None or worker.ended.is_set():  # a second run of the task, or too late
             with contextlib.suppress(OSError):
@@ -432,9 +454,11 @@ def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -
         os.environ[HOST_ENV] = f"{me.name} {_split(where)[0]}"  # sources/hosted.py
         scheduler_host = _split(me.scheduler.address)[0]
         hosts = [*hosts, scheduler_host]
-    link = _call_back(hosts, port, key, wid, where)
-    if link is None:
+    called = _call_back(hosts, port, key, wid, where)
+    if called is None:
         return 1
+    link, host = called
+    os.environ[relay.CALLBACK_ENV.format(port=port)] = host  # where a relay sink calls
     try:
         spec = link.recv()
     except (EOFError, OSError):
@@ -466,8 +490,11 @@ def _downstream(link: Connection, worker: Any) -> None:
         worker.kill()
 
 
-def _call_back(hosts: list[str], port: int, key: bytes, wid: str, where: str) -> Any:
-    """An authenticated connection to the controller (first host that answers), or None."""
+def _call_back(
+    hosts: list[str], port: int, key: bytes, wid: str, where: str
+) -> tuple[Connection, str] | None:
+    """An authenticated connection to the controller (first host that answers) and that
+    host, or None."""
     for host in dict.fromkeys(hosts):
         try:
             sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
@@ -487,7 +514,7 @@ def _call_back(hosts: list[str], port: int, key: bytes, wid: str, where: str) ->
             continue
         finally:
             timer.cancel()
-        return link
+        return link, host
     return None
 
 
