@@ -312,3 +312,54 @@ def test_source_on_a_host(cluster: DaskCluster, tmp_path: Path) -> None:
                    str(tmp_path / "unpinned.sqlite"), "--json", *on)  # fmt: skip
     assert done.code == 0, done.out + done.err
     assert [d["status"] for d in done.json["devices"]] == ["ok"] * 2
+
+
+@pytest.mark.slow
+def test_workers_under_a_nanny(tmp_path: Path) -> None:
+    """Workers started with a nanny (``dask worker``'s default): a backup runs; a worker
+    process killed mid-backup is a lost worker even though its nanny starts it again at
+    once (the new worker does not take the dead one's mover over), the set completes
+    degraded and restores, and the restarted worker reads its host's devices again."""
+    need_cluster()
+    src = make_tree(tmp_path / "src", seed=14, files=30, big=(4_000_000, 2_000_000))
+    tag = f"n{os.getpid() % 1000}"
+    with DaskCluster(tmp_path / "c", hosts=2, tag=tag, first=7, nanny=True) as cluster:
+        on = ("--cluster", cluster.address)
+        urls = cluster_devices(cluster, "plain")
+        done = run_cli("backup", str(src), *devs(urls), "--catalog",
+                       str(tmp_path / "plain.sqlite"), "--json", *on)  # fmt: skip
+        assert done.code == 0, done.out + done.err
+        assert [d["status"] for d in done.json["devices"]] == ["ok"] * 2
+
+        urls = cluster_devices(cluster, "killed")
+        gate = tmp_path / "gate"
+        fifo = pause_point(gate)
+        path, _, query = urls[1].partition("?")
+        urls[1] = f"faulty+file://{path}?pause_after=1M&gate={gate}&{query}"
+        cat = str(tmp_path / "cat.sqlite")
+        cmd = [sys.executable, "-m", "parbackup", "backup", str(src), *devs(urls)]
+        cmd += ["--catalog", cat, "--json", *on]
+        env = {**os.environ, "PYTHONPATH": SRC}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_paused(proc, fifo), proc.communicate()
+            dead = cluster.kill_worker_process(8)
+            out, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 3, out.decode() + err.decode()
+        report = json.loads(out)
+        states = {d["url"].split("?")[0].split("/")[-2]: d for d in report["devices"]}
+        assert states["host8-disks"]["status"] == "failed"
+        assert "lost its cluster worker" in states["host8-disks"]["error"]
+        assert states["host7-disks"]["status"] == "ok"
+        cluster.wait_workers(2)  # the nanny started host 8's worker again
+        assert cluster.worker_pid(8) != dead
+        back = tmp_path / "back"
+        done = run_cli("restore", "--target", str(back), "--catalog", cat, *on)
+        assert done.code == 0, done.err
+        assert snapshot(restored_root(back, src)) == snapshot(src)
+        # the first set lies on both hosts: host 8's restarted worker reads it back
+        done = run_cli("verify", "--catalog", str(tmp_path / "plain.sqlite"), "--json", *on)
+        assert done.code == 0, done.out + done.err
