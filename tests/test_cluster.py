@@ -198,8 +198,9 @@ def test_controller_killed_ends_remote_movers(cluster: DaskCluster, tmp_path: Pa
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         assert wait_paused(proc, fifo), proc.communicate()
-        movers = children(cluster.workers[cluster.indices[0]].pid)
-        assert movers  # the stuck mover runs on host 1, under its Dask worker
+        servers = children(cluster.workers[cluster.indices[0]].pid)
+        movers = [p for server in servers for p in children(server)]
+        assert movers  # the stuck mover runs on host 1, forked by its Dask worker's server
         pidfds = [os.pidfd_open(p) for p in movers]
         proc.kill()
         proc.wait(30)

@@ -3,7 +3,9 @@
 ``DaskExecutor`` starts each worker (a mover, a reader: ``fn(spec, channel)``, see
 workers.py) as a Dask task that runs the very same function in a local process on a Dask
 worker, next to the device. Nothing else changes for the engine: it gets a ``Worker``
-whose channel is a local socket pair, as with ``LocalExecutor``.
+whose channel is a local socket pair, as with ``LocalExecutor``. On the worker the
+function runs in a process forked from a warm server (forkserver.py), kept by the Dask
+worker for its lifetime.
 
 The data path never touches Dask or the controller: the worker reads its sources and
 writes its device itself. Only the small messages travel, over one TCP connection per
@@ -41,6 +43,7 @@ from typing import Any
 from parbackup.devices.url import parse_url
 from parbackup.entries import Entries
 from parbackup.errors import ClusterError, SourceError, UsageError
+from parbackup.forkserver import ForkServerExecutor
 from parbackup.readback import relay
 from parbackup.readback.relay import RelaySinkSpec
 from parbackup.readback.sinks import DirectorySinkSpec
@@ -48,7 +51,7 @@ from parbackup.selection import Excluded
 from parbackup.sources import hostscan
 from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.hosted import HOST_ENV, ServeSpec, served
-from parbackup.workers import Crashed, LocalExecutor, Outbox
+from parbackup.workers import Crashed, Outbox
 
 _END = b"\x00parbackup:end"
 """The last frame of a worker that ended by itself (never a pickle, which starts 0x80)."""
@@ -216,6 +219,7 @@ class DaskExecutor:
         self.turn = itertools.count()
         self.lost = ""
         self.prefer = ""
+        self.warmed: set[str] = set()
         self.sinks: dict[str, DirectorySinkSpec] = {}
         """Restore targets written here for readers on the hosts, by token (relay)."""
         """Where devices that name no host run: the host of the sources, if only one."""
@@ -236,6 +240,9 @@ class DaskExecutor:
         except ClusterError as exc:
             worker.fail(str(exc))
             return worker
+        if target not in self.warmed:  # every worker gets its fork server ready
+            self.warmed.add(target)
+            threading.Thread(target=self._warm, args=(target,), daemon=True).start()
         wid = secrets.token_hex(16)
         self.pending[wid] = worker
         worker.future = self.client.submit(
@@ -253,6 +260,10 @@ class DaskExecutor:
         )
         worker.future.add_done_callback(lambda f, w=worker: self._task_ended(w, f))
         return worker
+
+    def _warm(self, target: str) -> None:
+        with contextlib.suppress(Exception):
+            self.client.run(warm, target)
 
     def place(self, host: str) -> list[str]:
         """The Dask worker addresses a worker may run on: those of ``host``, else the
@@ -463,7 +474,7 @@ def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -
         spec = link.recv()
     except (EOFError, OSError):
         return 1
-    worker = LocalExecutor().start(target, spec, name=target)
+    worker = _local_executor(target).start(target, spec, name=target)
     threading.Thread(target=_downstream, args=(link, worker), daemon=True).start()
     try:
         while True:
@@ -476,7 +487,20 @@ def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -
         link.send_bytes(_END)
     with contextlib.suppress(OSError):
         link.close()
-    return worker.proc.returncode if worker.proc.returncode is not None else 1
+    return 0
+
+
+def _local_executor(target: str) -> ForkServerExecutor:
+    """Where a task starts its process: forked from a server on this Dask worker that
+    has ``target``'s module imported (forkserver.py; it lives as long as the worker, so
+    only the first run on a worker waits for the imports)."""
+    return ForkServerExecutor(preload=[target.partition(":")[0]])
+
+
+def warm(target: str) -> None:
+    """Start the fork server for ``target`` on this worker now (``DaskExecutor.start``
+    asks every worker once per run, without waiting)."""
+    _local_executor(target).warm()
 
 
 def _downstream(link: Connection, worker: Any) -> None:
