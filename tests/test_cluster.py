@@ -364,3 +364,47 @@ def test_workers_under_a_nanny(tmp_path: Path) -> None:
         # the first set lies on both hosts: host 8's restarted worker reads it back
         done = run_cli("verify", "--catalog", str(tmp_path / "plain.sqlite"), "--json", *on)
         assert done.code == 0, done.out + done.err
+
+
+@pytest.mark.slow
+def test_source_host_lost(cluster: DaskCluster, tmp_path: Path) -> None:
+    """The host of a source dies mid-backup (its file server with it): the files not
+    yet read are reported as not backed up, each saying why; the rest is stored and
+    restores."""
+    src = make_tree(tmp_path / "src", seed=15, files=60, big=(3_000_000, 2_000_000))
+    remote = on_host(cluster, 2, src, "lost")
+    urls = cluster_devices(cluster, "srclost")
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    path1, _, query = urls[0].partition("?")
+    urls = [f"faulty+file://{path1}?pause_after=1M&gate={gate}&{query}", urls[2]]
+    cat = str(tmp_path / "cat.sqlite")
+    cmd = [sys.executable, "-m", "parbackup", "backup", f"{remote}?host=host2", *devs(urls)]
+    cmd += ["--catalog", cat, "--json", "--cluster", cluster.address]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        cluster.kill_worker(2)
+        gate.touch()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cluster.start_worker(2)
+    assert proc.returncode == 3, out.decode() + err.decode()
+    report = json.loads(out)
+    assert report["status"] == "complete"
+    skipped = report["skipped"]
+    assert skipped and all("file server" in s["error"] for s in skipped), skipped
+    cluster.wait_workers(3)
+    back = tmp_path / "back"
+    done = run_cli("restore", "--target", str(back), "--catalog", cat, "--cluster", cluster.address)
+    assert done.code in (0, 3), done.err
+    restored = snapshot(back / str(remote).lstrip("/"))
+    expected = snapshot(src)
+    lost = {os.path.relpath(s["path"], remote) for s in skipped}
+    assert restored
+    for rel, what in restored.items():
+        assert what == expected[rel]
+    assert {r for r in expected if r not in restored and expected[r][0] == "file"} <= lost

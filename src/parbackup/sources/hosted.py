@@ -91,6 +91,8 @@ class HostedTree(Source):
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.link: Connection | None = None
+        self.lost = ""
+        """Why the server cannot be reached: every later file fails at once with it."""
 
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         raise SourceError(f"{self.spec.display}: a tree on host {self.spec.host} is scanned there")
@@ -100,6 +102,8 @@ class HostedTree(Source):
         return _HostedReader(self, self.ask(("open", os.fsencode(path), want)))
 
     def connect(self) -> Connection:
+        if self.lost:
+            raise SourceError(self.lost)
         if self.link is None:
             host, port, key = split_via(self.spec.via)
             where = f"{self.spec.display} on host {self.spec.host} ({host}:{port})"
@@ -110,7 +114,8 @@ class HostedTree(Source):
                 answer_challenge(link, key)
                 deliver_challenge(link, key)
             except Exception as exc:  # refused, unreachable, a wrong key
-                raise SourceError(f"cannot reach the file server of {where}: {exc}") from exc
+                self.lost = f"cannot reach the file server of {where}: {exc}"
+                raise SourceError(self.lost) from exc
             self.link = link
         return self.link
 
@@ -119,7 +124,8 @@ class HostedTree(Source):
             self.connect().send(request)
         except OSError as exc:
             self.drop()
-            raise SourceError(f"lost the file server of host {self.spec.host}: {exc}") from exc
+            self.lost = f"lost the file server of host {self.spec.host}: {exc}"
+            raise SourceError(self.lost) from exc
 
     def ask(self, request: tuple) -> Any:
         self.tell(request)
@@ -127,7 +133,8 @@ class HostedTree(Source):
             answer = self.connect().recv()
         except (EOFError, OSError) as exc:
             self.drop()
-            raise SourceError(f"lost the file server of host {self.spec.host}: {exc}") from exc
+            self.lost = f"lost the file server of host {self.spec.host}: {exc or 'closed'}"
+            raise SourceError(self.lost) from exc
         if isinstance(answer, tuple) and answer and answer[0] == "error":
             _kind, kind, why = answer
             raise (SourceChanged if kind == "changed" else SourceError)(why)
