@@ -32,7 +32,6 @@ import contextlib
 import importlib
 import itertools
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -40,22 +39,26 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from parbackup.clustertask import (
+    END_FRAME,
+    HANDSHAKE_SECONDS,
+    run_remote,
+    shut,
+    split_address,
+    warm,
+)
 from parbackup.devices.url import parse_url
 from parbackup.entries import Entries
 from parbackup.errors import ClusterError, SourceError, UsageError
-from parbackup.forkserver import ForkServerExecutor
-from parbackup.readback import relay
 from parbackup.readback.relay import RelaySinkSpec
+from parbackup.readback.relay import serve as serve_relay
 from parbackup.readback.sinks import DirectorySinkSpec
 from parbackup.selection import Excluded
 from parbackup.sources import hostscan
 from parbackup.sources.base import ErrorFunc, SourceSpec
-from parbackup.sources.hosted import HOST_ENV, ServeSpec, served
+from parbackup.sources.hosted import ServeSpec, served
 from parbackup.workers import Crashed, Outbox
 
-_END = b"\x00parbackup:end"
-"""The last frame of a worker that ended by itself (never a pickle, which starts 0x80)."""
-HANDSHAKE_SECONDS = 10.0
 _WATCH_SECONDS = 0.2
 
 
@@ -75,16 +78,6 @@ def host_of(spec: Any) -> str:
     with contextlib.suppress(UsageError):
         return parse_url(url).params.get("host", "")
     return ""
-
-
-def _split(address: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` -> (HOST, PORT)."""
-    rest = address.split("://", 1)[-1]
-    host, _, port = rest.rpartition(":")
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError as exc:
-        raise UsageError(f"not a cluster address: {address!r} (tcp://HOST:PORT)") from exc
 
 
 def _route_to(host: str, port: int) -> str:
@@ -152,9 +145,9 @@ class DaskWorker:
     def drop(self) -> None:
         """Close the connection (the remote side ends its process) and the relay end."""
         if self.link is not None:
-            _shut(self.link)
+            shut(self.link)
         with self.lock:
-            _shut(self.relay)
+            shut(self.relay)
         self.ended.set()
 
     def _down(self) -> None:
@@ -167,13 +160,13 @@ class DaskWorker:
             pass
 
     def _up(self) -> None:
-        """Task -> engine; an end without ``_END`` is a lost worker."""
+        """Task -> engine; an end without ``END_FRAME`` is a lost worker."""
         assert self.link is not None
         clean = False
         try:
             while True:
                 data = self.link.recv_bytes()
-                if data == _END:
+                if data == END_FRAME:
                     clean = True
                     break
                 with self.lock:
@@ -196,7 +189,7 @@ class DaskExecutor:
     def __init__(self, address: str, *, listen: str = "", timeout: float = 30.0) -> None:
         distributed = _distributed()
         self.address = address
-        sched_host, sched_port = _split(address)
+        sched_host, sched_port = split_address(address)
         try:
             self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -313,7 +306,7 @@ class DaskExecutor:
                 raise SourceError(f"{where}: its file server did not start") from exc
             if isinstance(answer, Crashed):
                 raise SourceError(f"{where}: {answer.error}")
-            ip = _split(worker.where)[0]
+            ip = split_address(worker.where)[0]
             out.append(served(spec, f"{ip}:{answer[1]}/{key.hex()}"))
         return out
 
@@ -356,7 +349,7 @@ class DaskExecutor:
             return spec
         token = secrets.token_hex(16)
         self.sinks[token] = spec
-        hosts = (*self.hosts, _split(self.address)[0])
+        hosts = (*self.hosts, split_address(self.address)[0])
         return RelaySinkSpec(hosts, self.port, self.key, token)
 
     def close(self) -> None:
@@ -382,7 +375,7 @@ class DaskExecutor:
     def _greet(self, sock: socket.socket) -> None:
         """Authenticate a call back (both ways) and hand it to its worker, once."""
         link = Connection(sock.detach())
-        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
+        timer = threading.Timer(HANDSHAKE_SECONDS, shut, (link,))
         timer.start()
         try:
             deliver_challenge(link, self.key)
@@ -397,7 +390,7 @@ class DaskExecutor:
         if wid.startswith("sink:"):  # a reader's relay (readback/relay.py), once
             target = self.sinks.pop(wid.removeprefix("sink:"), None)
             if target is not None:
-                relay.serve(link, target)
+                serve_relay(link, target)
             with contextlib.suppress(OSError):
                 link.close()
             return
@@ -422,7 +415,7 @@ class DaskExecutor:
         once rather than waiting for the client to notice."""
         if not self.lost:
             try:
-                socket.create_connection(_split(self.address), timeout=2.0).close()
+                socket.create_connection(split_address(self.address), timeout=2.0).close()
             except OSError:
                 self.lost = f"lost the cluster scheduler at {self.address}"
         return self.lost
@@ -449,104 +442,3 @@ def cluster_executor(address: str, listen: str = "") -> Iterator[DaskExecutor | 
         yield executor
     finally:
         executor.close()
-
-
-# -- the task, on a Dask worker ----------------------------------------------------------
-def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -> int:
-    """Call the controller back, then run ``target`` in a local process and relay its
-    channel over the connection; the exit code of that process (1 if never started)."""
-    distributed = importlib.import_module("distributed")
-    where = ""
-    with contextlib.suppress(Exception):
-        distributed.secede()  # a mover runs for the whole backup: hold no thread slot
-    with contextlib.suppress(Exception):
-        me = distributed.get_worker()
-        where = me.address
-        os.environ[HOST_ENV] = f"{me.name} {_split(where)[0]}"  # sources/hosted.py
-        scheduler_host = _split(me.scheduler.address)[0]
-        hosts = [*hosts, scheduler_host]
-    called = _call_back(hosts, port, key, wid, where)
-    if called is None:
-        return 1
-    link, host = called
-    os.environ[relay.CALLBACK_ENV.format(port=port)] = host  # where a relay sink calls
-    try:
-        spec = link.recv()
-    except (EOFError, OSError):
-        return 1
-    worker = _local_executor(target).start(target, spec, name=target)
-    threading.Thread(target=_downstream, args=(link, worker), daemon=True).start()
-    try:
-        while True:
-            link.send_bytes(worker.channel.recv_bytes())
-    except (EOFError, OSError):
-        pass
-    if not worker.join(5.0):
-        worker.kill()
-    with contextlib.suppress(OSError):
-        link.send_bytes(_END)
-    with contextlib.suppress(OSError):
-        link.close()
-    return 0
-
-
-def _local_executor(target: str) -> ForkServerExecutor:
-    """Where a task starts its process: forked from a server on this Dask worker that
-    has ``target``'s module imported (forkserver.py; it lives as long as the worker, so
-    only the first run on a worker waits for the imports)."""
-    return ForkServerExecutor(preload=[target.partition(":")[0]])
-
-
-def warm(target: str) -> None:
-    """Start the fork server for ``target`` on this worker now (``DaskExecutor.start``
-    asks every worker once per run, without waiting)."""
-    _local_executor(target).warm()
-
-
-def _downstream(link: Connection, worker: Any) -> None:
-    """Controller -> process; when the controller goes (or gave the worker up), end it."""
-    try:
-        while True:
-            worker.channel.send_bytes(link.recv_bytes())
-    except (EOFError, OSError):
-        pass
-    if worker.alive():
-        worker.kill()
-
-
-def _call_back(
-    hosts: list[str], port: int, key: bytes, wid: str, where: str
-) -> tuple[Connection, str] | None:
-    """An authenticated connection to the controller (first host that answers) and that
-    host, or None."""
-    for host in dict.fromkeys(hosts):
-        try:
-            sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
-        except OSError:
-            continue
-        sock.settimeout(None)  # a Connection reads its descriptor blocking
-        link = Connection(sock.detach())
-        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
-        timer.start()
-        try:
-            answer_challenge(link, key)
-            deliver_challenge(link, key)
-            link.send_bytes(f"{wid} {where}".encode())
-        except Exception:
-            with contextlib.suppress(OSError):
-                link.close()
-            continue
-        finally:
-            timer.cancel()
-        return link, host
-    return None
-
-
-def _shut(conn: Connection) -> None:
-    """Shut a connection down both ways (wakes a thread blocked on it); never raises."""
-    with contextlib.suppress(OSError):
-        sock = socket.socket(fileno=conn.fileno())
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.detach()
