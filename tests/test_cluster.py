@@ -408,3 +408,16 @@ def test_source_host_lost(cluster: DaskCluster, tmp_path: Path) -> None:
     for rel, what in restored.items():
         assert what == expected[rel]
     assert {r for r in expected if r not in restored and expected[r][0] == "file"} <= lost
+
+
+@pytest.mark.slow
+def test_source_on_an_unknown_host(cluster: DaskCluster, tmp_path: Path) -> None:
+    """A source whose ?host= names no worker fails the backup before anything is
+    written, in one line naming it."""
+    urls = cluster_devices(cluster, "nosource")[:2]
+    done = run_cli("backup", "/srv/data?host=nosuchhost", *devs(urls), "--catalog",
+                   str(tmp_path / "cat.sqlite"), "--cluster", cluster.address)  # fmt: skip
+    assert done.code == 1, done.out + done.err
+    assert "/srv/data on host nosuchhost" in done.err
+    assert "no cluster worker on host 'nosuchhost'" in done.err
+    assert "Traceback" not in done.err
