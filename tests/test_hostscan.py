@@ -157,3 +157,22 @@ def test_file_server_needs_its_key(server) -> None:
     tree = HostedTree(SourceSpec("tree", str(root), str(root), host="h", via=f"{address}/{wrong}"))
     with pytest.raises(SourceError, match="cannot reach the file server"):
         tree.open(str(root / "big0.bin"))
+
+
+def test_a_gone_file_server_fails_every_later_file_at_once(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "src", seed=16, files=5)
+    key = secrets.token_bytes(32)
+    mine, theirs = socket.socketpair()
+    ours, channel = Connection(mine.detach()), Connection(theirs.detach())
+    thread = threading.Thread(target=serve, args=(ServeSpec(str(root), key), channel))
+    thread.start()
+    _what, port = ours.recv()
+    ours.close()  # the run ends: the server stops taking clients
+    thread.join(10)
+    tree = HostedTree(SourceSpec("tree", str(root), str(root), host="h",
+                                 via=f"127.0.0.1:{port}/{key.hex()}"))  # fmt: skip
+    with pytest.raises(SourceError, match="cannot reach the file server") as first:
+        tree.open(str(root / "file0.bin"))
+    with pytest.raises(SourceError) as later:  # no second attempt to connect
+        tree.open(str(root / "file1.bin"))
+    assert str(later.value) == str(first.value)

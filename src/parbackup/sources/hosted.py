@@ -122,10 +122,9 @@ class HostedTree(Source):
     def tell(self, request: tuple) -> None:
         try:
             self.connect().send(request)
-        except OSError as exc:
-            self.drop()
-            self.lost = f"lost the file server of host {self.spec.host}: {exc}"
-            raise SourceError(self.lost) from exc
+        except OSError as exc:  # the next file connects again (once the server is
+            self.drop()  # gone for good, that fails and every later file at once)
+            raise SourceError(f"lost the file server of host {self.spec.host}: {exc}") from exc
 
     def ask(self, request: tuple) -> Any:
         self.tell(request)
@@ -133,8 +132,8 @@ class HostedTree(Source):
             answer = self.connect().recv()
         except (EOFError, OSError) as exc:
             self.drop()
-            self.lost = f"lost the file server of host {self.spec.host}: {exc or 'closed'}"
-            raise SourceError(self.lost) from exc
+            why = exc or "connection closed"
+            raise SourceError(f"lost the file server of host {self.spec.host}: {why}") from exc
         if isinstance(answer, tuple) and answer and answer[0] == "error":
             _kind, kind, why = answer
             raise (SourceChanged if kind == "changed" else SourceError)(why)
@@ -160,6 +159,9 @@ def serve(spec: ServeSpec, channel: Any) -> None:
     with contextlib.suppress(EOFError, OSError):
         while True:
             channel.recv()
+    with contextlib.suppress(OSError):  # no new client (wakes the accepting thread);
+        server.shutdown(socket.SHUT_RDWR)  # the process ends now, and its sessions
+    server.close()
 
 
 def _accept(server: socket.socket, spec: ServeSpec) -> None:
