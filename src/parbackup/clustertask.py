@@ -11,7 +11,9 @@ controller goes, the process is killed, as local workers die with their parent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import importlib.util
 import os
 import queue
 import socket
@@ -82,9 +84,24 @@ def _local_executor(target: str) -> ForkServerExecutor:
     """Where a task starts its process: forked from a server on this Dask worker that
     has ``target``'s module imported (forkserver.py; it lives as long as the worker, so
     only the first run on a worker waits for the imports)."""
-    executor = ForkServerExecutor(preload=[target.partition(":")[0]])
+    executor = ForkServerExecutor(preload=_preload(target.partition(":")[0]))
     _KEEPER.run(executor.warm)  # the server is started by the keeper, never by a task
     return executor
+
+
+_DEVICE_KINDS = {"parbackup.devices.sftp": "paramiko", "parbackup.devices.s3": "boto3"}
+"""Imported by the servers of movers and readers too, where their extras are installed
+(module: what it needs): a mover of an SFTP device would otherwise import paramiko
+itself, a quarter of a second each time."""
+
+
+@functools.cache
+def _preload(module: str) -> tuple[str, ...]:
+    """The modules a fork server for ``module``'s workers imports before forking."""
+    if module not in ("parbackup.engine.mover", "parbackup.readback.reader"):
+        return (module,)
+    usable = [kind for kind, needs in _DEVICE_KINDS.items() if importlib.util.find_spec(needs)]
+    return (module, *usable)
 
 
 def warm(target: str) -> None:
