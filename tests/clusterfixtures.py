@@ -196,11 +196,12 @@ def _children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def here_only(path: Path):
-    """``path`` as a tmpfs mounted after the workers started: this machine (the
-    controller) sees it, the hosts (their mount namespaces are private) do not."""
+def here_only(path: Path, size: str = "256m"):
+    """``path`` as a tmpfs (of ``size``) mounted after the workers started: this machine
+    (the controller) sees it, the hosts (their mount namespaces are private) do not."""
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "pbhere", str(path)], check=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "pbhere", str(path)]
+    subprocess.run(cmd, check=True)
     try:
         yield path
     finally:

@@ -421,3 +421,24 @@ def test_source_on_an_unknown_host(cluster: DaskCluster, tmp_path: Path) -> None
     assert "/srv/data on host nosuchhost" in done.err
     assert "no cluster worker on host 'nosuchhost'" in done.err
     assert "Traceback" not in done.err
+
+
+@pytest.mark.slow
+def test_relayed_restore_into_a_full_target(cluster: DaskCluster, tmp_path: Path) -> None:
+    """A restore target that fills up (written here for readers on the hosts): the file
+    that did not fit is named damaged with the target's error, never restored half."""
+    src = make_tree(tmp_path / "src", seed=17, files=8, max_size=20_000, big=(3_000_000,))
+    urls = cluster_devices(cluster, "full")
+    cat = str(tmp_path / "cat.sqlite")
+    on = ("--cluster", cluster.address)
+    assert run_cli("backup", str(src), *devs(urls), "--catalog", cat, *on).code == 0
+    with here_only(tmp_path / "back", size="1m") as back:
+        done = run_cli("restore", "--target", str(back), "--catalog", cat, "--json", *on)
+        assert done.code != 0, done.out + done.err
+        damaged = {d["path"]: d["error"] for d in done.json["damaged"]}
+        big = str(src.resolve() / "big0.bin")
+        assert "No space left on device" in damaged[big], damaged
+        assert not (restored_root(back, src) / "big0.bin").exists()
+        expected = snapshot(src)
+        for rel, what in snapshot(restored_root(back, src)).items():
+            assert what == expected[rel]
