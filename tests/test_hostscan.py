@@ -33,6 +33,8 @@ def linked_tree(root: Path) -> Path:
     os.link(root / "hl1" / "f", root / "a-rootlink")
     (root / "zz" / "x").write_bytes(b"x")
     os.link(root / "zz" / "x", root / "zz" / "y")  # both names in one piece
+    for name in ("zz/x", "hl2", "a-rootlink", "file0.bin"):  # attributes travel too
+        os.setxattr(root / name, "user.pb", name.encode(), follow_symlinks=False)
     return root
 
 
@@ -72,6 +74,7 @@ def test_split_scan_is_the_local_scan(tmp_path: Path, tasks: int) -> None:
     merged, problems = split_scan(spec, 1, tasks)
     assert rows(merged) == rows(whole)
     assert not problems
+    assert merged.has_meta()
     links = {merged.path(i): merged.link_bytes(i) for i in range(len(merged))
              if merged.kind[i] == HARDLINK}  # fmt: skip
     first = os.fsencode(root / "a-rootlink")

@@ -141,21 +141,29 @@ def merge(
 def _append(piece, start, stop, out, index, cut, firsts) -> None:
     """Rows ``start:stop`` of a piece into ``out``, hard links rejoined across pieces."""
     e = piece.entries
-    rows, metas = [], []
-    linked = piece.linked
-    for i in range(start, len(e) if stop is None else min(stop, len(e))):
-        full = e.path_bytes(i)
-        kind, size, link, meta = e.kind[i], e.size[i], e.link_bytes(i), e.meta_bytes(i)
-        key = (e.dev[i], e.ino[i])
-        if linked and kind in (FILE, HARDLINK) and key in linked:
-            first = firsts.setdefault(key, full)
-            if first != full:
-                kind, size, link, meta = HARDLINK, 0, first, b""
-        rows.append((full[cut:], kind, size, e.mode[i], e.uid[i], e.gid[i], e.mtime_ns[i],
-                     e.ctime_ns[i], e.ino[i], e.dev[i], index, link))  # fmt: skip
-        metas.append(meta)
-    out.extend_rows(rows)
-    first_row = len(out) - len(rows)
-    for k, payload in enumerate(metas):
+    stop = len(e) if stop is None else min(stop, len(e))
+    if start >= stop:
+        return
+    blob, at, roots, links = e.blobs()
+    prefix = roots.get(0, b"")[cut:]  # a piece is one source: its root after the tree's
+    paths = [prefix + blob[at[i] : at[i + 1]] for i in range(start, stop)]
+    cols = [col[start:stop] for col in (e.kind, e.size, e.mode, e.uid, e.gid, e.mtime_ns,
+                                        e.ctime_ns, e.ino, e.dev)]  # fmt: skip
+    row_links = {i - start: link for i, link in links.items() if start <= i < stop}
+    metas = {i - start: e.meta_bytes(i) for i in range(start, stop)} if e.has_meta() else {}
+    if piece.linked:  # a file whose names lie in several pieces: the first one stays
+        root = out.blobs()[2].get(index, b"")
+        kinds, sizes, inos, devs = cols[0], cols[1], cols[7], cols[8]
+        for k in range(len(paths)):
+            key = (devs[k], inos[k])
+            if kinds[k] in (FILE, HARDLINK) and key in piece.linked:
+                full = root + paths[k]
+                first = firsts.setdefault(key, full)
+                if first != full:
+                    kinds[k], sizes[k], row_links[k] = HARDLINK, 0, first
+                    metas.pop(k, None)
+    first_row = len(out)
+    out.extend_columns(paths, cols, index, row_links)
+    for k, payload in metas.items():
         if payload:
             out.set_meta(first_row + k, payload)
