@@ -16,6 +16,7 @@ parbackup[cluster].
 
     sudo .venv/bin/python bench/cluster.py                    # 24 MB a host, 40mbit links
     sudo .venv/bin/python bench/cluster.py --size 12M --rate 20mbit
+    sudo .venv/bin/python bench/cluster.py --repeat 3         # best of 3 runs each
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def main() -> None:
     ap.add_argument("--size", default="24M", help="bytes per data set (default 24M)")
     ap.add_argument("--rate", default="40mbit", help="link rate per host (default 40mbit)")
     ap.add_argument("--hosts", type=int, default=3, help="at most this many hosts (3)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs per host count; the fastest counts (1)"
+    )
     opts = ap.parse_args()
     if not cluster_available():
         raise SystemExit("needs root, ip netns, unshare, tc and parbackup[cluster]")
@@ -93,31 +97,44 @@ def main() -> None:
                 host = cluster.hosts[i]  # its sshd listens on this side of host i's link
                 ssh = SshServer(work / f"ssh{i}", host=host.local_ip, port=2222)
                 servers.append((i, stack.enter_context(ssh)))
-            base = None
+            base = base_wall = None
             for n in range(1, opts.hosts + 1):
-                urls = []
-                for i, ssh in servers[:n]:
-                    d = work / f"dev-{n}-{i}"
-                    d.mkdir()
-                    urls.append(ssh.url(d, f"host=host{i}"))
-                wall, report = backup(sets[:n], urls, work, cluster.address)
+                runs = []
+                for k in range(max(1, opts.repeat)):
+                    urls = []  # fresh device directories for every run
+                    for i, ssh in servers[:n]:
+                        d = work / f"dev-{n}.{k}-{i}"
+                        d.mkdir()
+                        urls.append(ssh.url(d, f"host=host{i}"))
+                    runs.append(backup(sets[:n], urls, work, cluster.address))
+                wall = min(w for w, _r in runs)  # the least disturbed by other work
+                report = min((r for _w, r in runs), key=lambda r: r["seconds"])
                 engine = report["seconds"]
                 rate = report["bytes"] / engine
                 base = base or rate
-                rows.append((n, report["bytes"], wall, engine, rate, rate / (n * base)))
+                whole = report["bytes"] / wall
+                base_wall = base_wall or whole
+                ratios = (rate / (n * base), whole / (n * base_wall))
+                rows.append((n, report["bytes"], wall, engine, rate, *ratios))
                 print(
                     f"hosts={n}  {engine:6.2f} s in engine ({wall:6.2f} s wall)  "
-                    f"{rate / 1e6:6.2f} MB/s  ratio to linear {rate / (n * base):.2f}",
+                    f"{rate / 1e6:6.2f} MB/s  ratio to linear {ratios[0]:.2f} "
+                    f"(whole command {ratios[1]:.2f})",
                     file=sys.stderr,
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nRate per host link: {opts.rate} (tbf, both ends); {opts.size} per host.\n")
-    head = ["hosts", "bytes", "wall s", "in-engine s", "MB/s", "ratio to n x 1-host"]
+    print(
+        f"\nRate per host link: {opts.rate} (tbf, both ends); {opts.size} per host; "
+        f"best of {max(1, opts.repeat)} run(s) each.\n"
+    )
+    head = ["hosts", "bytes", "wall s", "in-engine s", "MB/s (in engine)",
+            "ratio to n x 1-host", "ratio, whole command"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("| ---: |" + " ---: |" * (len(head) - 1))
-    for n, nbytes, wall, engine, rate, ratio in rows:
-        print(f"| {n} | {nbytes} | {wall:.2f} | {engine:.2f} | {rate / 1e6:.2f} | {ratio:.2f} |")
+    for n, nbytes, wall, engine, rate, ratio, whole in rows:
+        print(f"| {n} | {nbytes} | {wall:.2f} | {engine:.2f} | {rate / 1e6:.2f} | {ratio:.2f} "
+              f"| {whole:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -40,9 +40,17 @@ class DaskCluster:
     """A scheduler and ``hosts`` workers, each in its own network namespace."""
 
     def __init__(
-        self, work: Path, hosts: int = 3, rate: str = "", tag: str = "", first: int = 1
+        self,
+        work: Path,
+        hosts: int = 3,
+        rate: str = "",
+        tag: str = "",
+        first: int = 1,
+        nanny: bool = False,
     ) -> None:
         self.work, self.count, self.rate = work, hosts, rate
+        self.nanny = nanny
+        """Workers under a nanny (``dask worker``'s default), which restarts a dead one."""
         self.indices = list(range(first, first + hosts))
         """Host numbers (two clusters at once take different ones: their addresses)."""
         self.tag = tag or f"{os.getpid() % 10000}"
@@ -81,9 +89,21 @@ class DaskCluster:
         for i in self.indices:
             host = self.hosts[i] = NetnsHost(i, rate=self.rate, tag=self.tag)
             host.start()
+            self.route(host)
             self.start_worker(i)
         self.wait_workers(self.count)
         return self
+
+    @staticmethod
+    def route(host: NetnsHost) -> None:
+        """Let the hosts reach each other through this namespace, as machines on one
+        network do (a mover reads a source on another host): forwarding on this end of
+        each host's link only (not the machine's), a route to the others' addresses."""
+        sysctl = f"/proc/sys/net/ipv4/conf/{host.outer}/forwarding"
+        Path(sysctl).write_text("1\n")
+        others = host.ip.rsplit(".", 2)[0] + ".0.0/16"
+        cmd = ["ip", "-n", host.name, "route", "add", others, "via", host.local_ip]
+        subprocess.run(cmd, check=True, capture_output=True)
 
     def start_worker(self, i: int) -> None:
         """(Re)start host ``i``'s worker, with a fresh tmpfs on its disks."""
@@ -94,7 +114,7 @@ class DaskCluster:
             f"mount -t tmpfs -o size=256m pbdisks {disks} && "
             f"exec {sys.executable} -m distributed.cli.dask_worker "
             f"tcp://{host.local_ip}:{self.port} --name host{i} --host {host.ip} "
-            "--nthreads 2 --no-nanny --no-dashboard"
+            f"--nthreads 2 {'--nanny' if self.nanny else '--no-nanny'} --no-dashboard"
         )
         with self._log(f"host{i}") as log:
             self.workers[i] = subprocess.Popen(
@@ -116,6 +136,23 @@ class DaskCluster:
 
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(n, timeout=timeout)
+
+    def worker_pid(self, i: int) -> int:
+        """The process of host ``i``'s Dask worker (under a nanny: the nanny's child)."""
+        pid = self.workers[i].pid
+        if not self.nanny:
+            return pid
+        for child in _children(pid):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        raise AssertionError(f"host{i}: no worker process under its nanny")
+
+    def kill_worker_process(self, i: int) -> int:
+        """Host ``i``'s worker process dies (SIGKILL), its nanny left to restart it; the
+        pid that died."""
+        pid = self.worker_pid(i)
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def kill_worker(self, i: int) -> None:
         """Host ``i``'s worker dies at once (SIGKILL), as a crashed media server does."""
@@ -149,6 +186,26 @@ class DaskCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(p) for p in (task / "children").read_text().split()]
+    return out
+
+
+@contextlib.contextmanager
+def here_only(path: Path, size: str = "256m"):
+    """``path`` as a tmpfs (of ``size``) mounted after the workers started: this machine
+    (the controller) sees it, the hosts (their mount namespaces are private) do not."""
+    path.mkdir(parents=True, exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "pbhere", str(path)]
+    subprocess.run(cmd, check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def need_cluster() -> None:

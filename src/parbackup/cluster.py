@@ -3,7 +3,9 @@
 ``DaskExecutor`` starts each worker (a mover, a reader: ``fn(spec, channel)``, see
 workers.py) as a Dask task that runs the very same function in a local process on a Dask
 worker, next to the device. Nothing else changes for the engine: it gets a ``Worker``
-whose channel is a local socket pair, as with ``LocalExecutor``.
+whose channel is a local socket pair, as with ``LocalExecutor``. On the worker the
+function runs in a process forked from a warm server (forkserver.py), kept by the Dask
+worker for its lifetime.
 
 The data path never touches Dask or the controller: the worker reads its sources and
 writes its device itself. Only the small messages travel, over one TCP connection per
@@ -37,13 +39,26 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, answer_challenge, deliver_challenge
 from typing import Any
 
+from parbackup.clustertask import (
+    END_FRAME,
+    HANDSHAKE_SECONDS,
+    run_remote,
+    shut,
+    split_address,
+    warm,
+)
 from parbackup.devices.url import parse_url
-from parbackup.errors import ClusterError, UsageError
-from parbackup.workers import Crashed, LocalExecutor, Outbox
+from parbackup.entries import Entries
+from parbackup.errors import ClusterError, SourceError, UsageError
+from parbackup.readback.relay import RelaySinkSpec
+from parbackup.readback.relay import serve as serve_relay
+from parbackup.readback.sinks import DirectorySinkSpec
+from parbackup.selection import Excluded
+from parbackup.sources import hostscan
+from parbackup.sources.base import ErrorFunc, SourceSpec
+from parbackup.sources.hosted import ServeSpec, served
+from parbackup.workers import Crashed, Outbox
 
-_END = b"\x00parbackup:end"
-"""The last frame of a worker that ended by itself (never a pickle, which starts 0x80)."""
-HANDSHAKE_SECONDS = 10.0
 _WATCH_SECONDS = 0.2
 
 
@@ -63,16 +78,6 @@ def host_of(spec: Any) -> str:
     with contextlib.suppress(UsageError):
         return parse_url(url).params.get("host", "")
     return ""
-
-
-def _split(address: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` -> (HOST, PORT)."""
-    rest = address.split("://", 1)[-1]
-    host, _, port = rest.rpartition(":")
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError as exc:
-        raise UsageError(f"not a cluster address: {address!r} (tcp://HOST:PORT)") from exc
 
 
 def _route_to(host: str, port: int) -> str:
@@ -140,9 +145,9 @@ class DaskWorker:
     def drop(self) -> None:
         """Close the connection (the remote side ends its process) and the relay end."""
         if self.link is not None:
-            _shut(self.link)
+            shut(self.link)
         with self.lock:
-            _shut(self.relay)
+            shut(self.relay)
         self.ended.set()
 
     def _down(self) -> None:
@@ -155,13 +160,13 @@ class DaskWorker:
             pass
 
     def _up(self) -> None:
-        """Task -> engine; an end without ``_END`` is a lost worker."""
+        """Task -> engine; an end without ``END_FRAME`` is a lost worker."""
         assert self.link is not None
         clean = False
         try:
             while True:
                 data = self.link.recv_bytes()
-                if data == _END:
+                if data == END_FRAME:
                     clean = True
                     break
                 with self.lock:
@@ -184,7 +189,7 @@ class DaskExecutor:
     def __init__(self, address: str, *, listen: str = "", timeout: float = 30.0) -> None:
         distributed = _distributed()
         self.address = address
-        sched_host, sched_port = _split(address)
+        sched_host, sched_port = split_address(address)
         try:
             self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -206,6 +211,11 @@ class DaskExecutor:
         self.workers: list[DaskWorker] = []
         self.turn = itertools.count()
         self.lost = ""
+        self.prefer = ""
+        self.warmed: set[str] = set()
+        self.sinks: dict[str, DirectorySinkSpec] = {}
+        """Restore targets written here for readers on the hosts, by token (relay)."""
+        """Where devices that name no host run: the host of the sources, if only one."""
         self.closed = threading.Event()
         threading.Thread(target=self._accept, name="cluster-accept", daemon=True).start()
         threading.Thread(target=self._watch, name="cluster-watch", daemon=True).start()
@@ -223,6 +233,9 @@ class DaskExecutor:
         except ClusterError as exc:
             worker.fail(str(exc))
             return worker
+        if target not in self.warmed:  # every worker gets its fork server ready
+            self.warmed.add(target)
+            threading.Thread(target=self._warm, args=(target,), daemon=True).start()
         wid = secrets.token_hex(16)
         self.pending[wid] = worker
         worker.future = self.client.submit(
@@ -241,6 +254,10 @@ class DaskExecutor:
         worker.future.add_done_callback(lambda f, w=worker: self._task_ended(w, f))
         return worker
 
+    def _warm(self, target: str) -> None:
+        with contextlib.suppress(Exception):
+            self.client.run(warm, target)
+
     def place(self, host: str) -> list[str]:
         """The Dask worker addresses a worker may run on: those of ``host``, else the
         next worker in turn; ClusterError when there is none."""
@@ -248,6 +265,7 @@ class DaskExecutor:
             info = self.client.scheduler_info(n_workers=-1)["workers"]
         except Exception as exc:
             raise ClusterError(f"the cluster scheduler at {self.address}: {exc}") from exc
+        host = host or self.prefer
         if host:
             mine = sorted(a for a, w in info.items() if host in (w.get("name"), w.get("host")))
             if not mine:
@@ -257,6 +275,82 @@ class DaskExecutor:
             raise ClusterError(f"the cluster at {self.address} has no worker")
         everyone = sorted(info)
         return [everyone[next(self.turn) % len(everyone)]]
+
+    # -- sources on hosts (SourceSpec.host) ----------------------------------------------
+    def serve_sources(self, specs: list[SourceSpec]) -> list[SourceSpec]:
+        """Start a file server for every tree on a host, for the run; the specs with
+        where the other hosts read them (``via``). Devices that name no host run on the
+        sources' host when they all lie on one (their bytes then never cross a link)."""
+        hosts = {s.host for s in specs if s.host}
+        if len(hosts) == 1 and all(s.host for s in specs):
+            self.prefer = next(iter(hosts))
+        out = []
+        for i, spec in enumerate(specs):
+            if not spec.host:
+                out.append(spec)
+                continue
+            key = secrets.token_bytes(32)
+            worker = self.start(
+                "parbackup.sources.hosted:serve",
+                ServeSpec(spec.record_root, key),
+                name=f"source-{i}",
+                host=spec.host,
+            )
+            where = f"{spec.display} on host {spec.host}"
+            if not worker.channel.poll(HANDSHAKE_SECONDS * 3):
+                worker.kill()
+                raise SourceError(f"{where}: its file server did not start")
+            try:
+                answer = worker.channel.recv()
+            except (EOFError, OSError) as exc:
+                raise SourceError(f"{where}: its file server did not start") from exc
+            if isinstance(answer, Crashed):
+                raise SourceError(f"{where}: {answer.error}")
+            ip = split_address(worker.where)[0]
+            out.append(served(spec, f"{ip}:{answer[1]}/{key.hex()}"))
+        return out
+
+    def scan_source(
+        self, spec: SourceSpec, out: Entries, index: int, on_error: ErrorFunc
+    ) -> Excluded:
+        """Scan a tree on its host, as parallel tasks there (sources/hostscan.py), into
+        ``out`` as source ``index``; what its selection left out."""
+        where = f"{spec.display} on host {spec.host}"
+        try:
+            workers = self.place(spec.host)
+            pin = {"workers": workers, "allow_other_workers": False, "pure": False}
+            children = self.client.submit(hostscan.top_level, spec, **pin).result()
+            if children is None:
+                pieces = {
+                    hostscan.ROOT: self.client.submit(hostscan.scan_whole, spec, **pin).result()
+                }
+            else:
+                threads = sum(w.get("nthreads", 1) for a, w in self._info().items() if a in workers)
+                tasks = [
+                    (names, self.client.submit(hostscan.scan_names, spec, names, **pin))
+                    for names in hostscan.groups(children, 2 * max(1, threads))
+                ]
+                pieces = {}
+                for names, future in tasks:
+                    pieces.update(zip(names, future.result(), strict=True))
+        except ClusterError as exc:
+            raise SourceError(f"{where}: {exc}") from exc
+        except Exception as exc:  # a lost worker or scheduler, an error on the host
+            raise SourceError(f"{where}: could not scan it there: {exc}") from exc
+        return hostscan.merge(spec, out, index, children, pieces, on_error)
+
+    def _info(self) -> dict[str, Any]:
+        return self.client.scheduler_info(n_workers=-1)["workers"]
+
+    def relay_sink(self, spec: Any) -> Any:
+        """A reader's sink spec as it runs on a host: a restore target is written here,
+        through the relay (readback/relay.py), so it need not be shared by the hosts."""
+        if not isinstance(spec, DirectorySinkSpec):
+            return spec
+        token = secrets.token_hex(16)
+        self.sinks[token] = spec
+        hosts = (*self.hosts, split_address(self.address)[0])
+        return RelaySinkSpec(hosts, self.port, self.key, token)
 
     def close(self) -> None:
         """End every worker still running, stop listening, leave the cluster."""
@@ -281,7 +375,7 @@ class DaskExecutor:
     def _greet(self, sock: socket.socket) -> None:
         """Authenticate a call back (both ways) and hand it to its worker, once."""
         link = Connection(sock.detach())
-        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
+        timer = threading.Timer(HANDSHAKE_SECONDS, shut, (link,))
         timer.start()
         try:
             deliver_challenge(link, self.key)
@@ -293,6 +387,13 @@ class DaskExecutor:
                 link.close()
             return
         timer.cancel()
+        if wid.startswith("sink:"):  # a reader's relay (readback/relay.py), once
+            target = self.sinks.pop(wid.removeprefix("sink:"), None)
+            if target is not None:
+                serve_relay(link, target)
+            with contextlib.suppress(OSError):
+                link.close()
+            return
         worker = self.pending.pop(wid, None)
         if worker is None or worker.ended.is_set():  # a second run of the task, or too late
             with contextlib.suppress(OSError):
@@ -314,7 +415,7 @@ class DaskExecutor:
         once rather than waiting for the client to notice."""
         if not self.lost:
             try:
-                socket.create_connection(_split(self.address), timeout=2.0).close()
+                socket.create_connection(split_address(self.address), timeout=2.0).close()
             except OSError:
                 self.lost = f"lost the cluster scheduler at {self.address}"
         return self.lost
@@ -341,85 +442,3 @@ def cluster_executor(address: str, listen: str = "") -> Iterator[DaskExecutor | 
         yield executor
     finally:
         executor.close()
-
-
-# -- the task, on a Dask worker ----------------------------------------------------------
-def run_remote(target: str, wid: str, key: bytes, hosts: list[str], port: int) -> int:
-    """Call the controller back, then run ``target`` in a local process and relay its
-    channel over the connection; the exit code of that process (1 if never started)."""
-    distributed = importlib.import_module("distributed")
-    where = ""
-    with contextlib.suppress(Exception):
-        distributed.secede()  # a mover runs for the whole backup: hold no thread slot
-    with contextlib.suppress(Exception):
-        me = distributed.get_worker()
-        where = me.address
-        scheduler_host = _split(me.scheduler.address)[0]
-        hosts = [*hosts, scheduler_host]
-    link = _call_back(hosts, port, key, wid, where)
-    if link is None:
-        return 1
-    try:
-        spec = link.recv()
-    except (EOFError, OSError):
-        return 1
-    worker = LocalExecutor().start(target, spec, name=target)
-    threading.Thread(target=_downstream, args=(link, worker), daemon=True).start()
-    try:
-        while True:
-            link.send_bytes(worker.channel.recv_bytes())
-    except (EOFError, OSError):
-        pass
-    if not worker.join(5.0):
-        worker.kill()
-    with contextlib.suppress(OSError):
-        link.send_bytes(_END)
-    with contextlib.suppress(OSError):
-        link.close()
-    return worker.proc.returncode if worker.proc.returncode is not None else 1
-
-
-def _downstream(link: Connection, worker: Any) -> None:
-    """Controller -> process; when the controller goes (or gave the worker up), end it."""
-    try:
-        while True:
-            worker.channel.send_bytes(link.recv_bytes())
-    except (EOFError, OSError):
-        pass
-    if worker.alive():
-        worker.kill()
-
-
-def _call_back(hosts: list[str], port: int, key: bytes, wid: str, where: str) -> Any:
-    """An authenticated connection to the controller (first host that answers), or None."""
-    for host in dict.fromkeys(hosts):
-        try:
-            sock = socket.create_connection((host, port), timeout=HANDSHAKE_SECONDS)
-        except OSError:
-            continue
-        sock.settimeout(None)  # a Connection reads its descriptor blocking
-        link = Connection(sock.detach())
-        timer = threading.Timer(HANDSHAKE_SECONDS, _shut, (link,))
-        timer.start()
-        try:
-            answer_challenge(link, key)
-            deliver_challenge(link, key)
-            link.send_bytes(f"{wid} {where}".encode())
-        except Exception:
-            with contextlib.suppress(OSError):
-                link.close()
-            continue
-        finally:
-            timer.cancel()
-        return link
-    return None
-
-
-def _shut(conn: Connection) -> None:
-    """Shut a connection down both ways (wakes a thread blocked on it); never raises."""
-    with contextlib.suppress(OSError):
-        sock = socket.socket(fileno=conn.fileno())
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.detach()

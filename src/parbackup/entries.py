@@ -162,6 +162,31 @@ class Entries:
             wide.extend(values)
             setattr(self, name, wide)
 
+    def extend_columns(
+        self, paths: list[bytes], columns: list[array], source: int, links: dict[int, bytes]
+    ) -> None:
+        """Add many entries given as columns (a tree scanned in pieces on its host,
+        sources/hostscan.py): ``paths`` (after the source's root), then arrays of kind,
+        size, mode, uid, gid, mtime_ns, ctime_ns, ino and dev as long, in this table's
+        types; all of ``source``; ``links`` by position among them."""
+        first = len(self.kind)
+        blob = self._path
+        self._widen()
+        at = self._path_at
+        for p in paths:
+            blob += p
+            at.append(len(blob))
+        for arr, col in zip(
+            (self.kind, self.size, self.mode, self.uid, self.gid, self.mtime_ns,
+             self.ctime_ns, self.ino, self.dev),
+            columns,
+            strict=True,
+        ):  # fmt: skip
+            arr.extend(col)
+        self.source.extend(array("H", [source]) * len(paths))
+        for k, link in links.items():
+            self._links[first + k] = link
+
     def add(self, entry: FileEntry, source: int = 0, dev: int = 0) -> int:
         """Add a ``FileEntry`` (tests, and sources that build one anyway)."""
         i = self.append(

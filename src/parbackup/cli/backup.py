@@ -368,6 +368,7 @@ def backup(
       parbackup backup /srv/vol --snapshot btrfs -d /mnt/disk1 -d /mnt/disk2
       parbackup backup /dev/md0 -d /mnt/disk1 -d /mnt/disk2         # one image
       pg_dump db | parbackup backup - --stdin-name db.sql -d /mnt/disk1 -d /mnt/disk2
+      parbackup backup '/srv/data?host=node2' -d '/mnt/d1?host=node1' --cluster tcp://sched:8786
     """
     codec, key_file = backup_codec(
         catalog_path, encrypt, compression, password_file, password_command

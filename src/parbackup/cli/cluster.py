@@ -19,8 +19,9 @@ cluster_address_option = click.option(
     envvar="PARBACKUP_CLUSTER",
     help="Run the movers (readers for restore/verify) as tasks on the Dask cluster whose "
     "scheduler is at ADDRESS (tcp://HOST:PORT; or $PARBACKUP_CLUSTER). A device with "
-    "?host=NAME runs on the worker NAME; others are spread over the workers. Needs "
-    "parbackup[cluster]; see docs/CLUSTER.md.",
+    "?host=NAME runs on the worker NAME; others are spread over the workers. A source "
+    "PATH?host=NAME is scanned and read on NAME. Needs parbackup[cluster]; see "
+    "docs/CLUSTER.md.",
 )
 cluster_listen_option = click.option(
     "--cluster-listen",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import logging
 import sys
@@ -105,6 +107,10 @@ cli.params.extend(global_options())
 def main() -> None:
     """Console-script entry point: every way out is one line and a documented exit code."""
     install_signal_handlers()
+    # the last thing at exit: the interpreter's final collection would walk every object
+    # of every module imported (half a second or more once Dask is): nothing is left then
+    # that needs it, so it is skipped
+    atexit.register(gc.freeze)
     as_json = "--json" in sys.argv[1:]
     try:
         code = cli.main(prog_name="parbackup", standalone_mode=False)

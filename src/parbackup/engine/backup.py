@@ -32,7 +32,15 @@ from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import ParityStream, finish_parity, split_devices
-from parbackup.engine.prepare import make_plan, reserve_for, scan, source_specs
+from parbackup.engine.prepare import (
+    SourceHosts,
+    hosts_of,
+    make_plan,
+    place_sources,
+    reserve_for,
+    scan,
+    source_specs,
+)
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.samples import ProgressSampler
@@ -117,6 +125,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select, options.xattrs)
+    specs = place_sources(specs, hosts_of(executor))
     device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
@@ -131,6 +140,7 @@ def run_backup(
         stream = ParityStream.start(parity_urls, executor, options.device_timeout)
         backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
         backup.parity = stream
+        backup.hosts = hosts_of(executor)
         report = backup.run()
     except BaseException:  # interrupted, or failed: the movers' work is given up
         fleet.stop(now=True)
@@ -192,10 +202,11 @@ class _Backup:
         self.resumed_from = ""
         self.parity: ParityStream | None = None
         """With ``--parity`` on local movers: the parity written while the data is."""
+        self.hosts: SourceHosts | None = None
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
-        entries = scan(self.specs, self.skipped, self.stdin, self.excluded)
+        entries = scan(self.specs, self.skipped, self.stdin, self.excluded, self.hosts)
         self.phase(f"scanned {len(entries)} entries")
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.opened()

@@ -5,18 +5,21 @@ room (engine/backup.py runs the rest).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence, Set
-from typing import BinaryIO
+from dataclasses import replace
+from typing import BinaryIO, Protocol
 
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.report import BackupOptions
 from parbackup.entries import Entries
+from parbackup.errors import SourceError
 from parbackup.format import CHUNK
 from parbackup.model import Pieces, Plan, Skipped, Slot, Space
 from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
 from parbackup.selection import Excluded
-from parbackup.sources.base import SourceSpec
+from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.stdin import StdinSource
 
@@ -48,20 +51,59 @@ def _inside(path: str, tree: str) -> bool:
     return path != tree and path.startswith(tree.rstrip("/") + "/")
 
 
+class SourceHosts(Protocol):
+    """An executor that reaches the hosts sources may name (parbackup/cluster.py)."""
+
+    def serve_sources(self, specs: list[SourceSpec]) -> list[SourceSpec]:
+        """The specs, each tree on a host readable from the others for the run."""
+
+    def scan_source(
+        self, spec: SourceSpec, out: Entries, index: int, on_error: ErrorFunc
+    ) -> Excluded:
+        """Scan a tree on its host into ``out``; what its selection left out."""
+
+
+def hosts_of(executor: object) -> SourceHosts | None:
+    """``executor`` if it can reach the hosts sources name (a cluster), else None."""
+    return executor if callable(getattr(executor, "serve_sources", None)) else None  # type: ignore[return-value]
+
+
+def place_sources(specs: list[SourceSpec], hosts: SourceHosts | None) -> list[SourceSpec]:
+    """Sources that name a host (``PATH?host=NAME``) made readable for the run: served
+    from their hosts on a cluster; without one, read here (the name means nothing)."""
+    if not any(s.host for s in specs):
+        return specs
+    if hosts is not None:
+        return hosts.serve_sources(specs)
+    here = [replace(s, host="") for s in specs]
+    for spec in here:
+        if spec.kind == "tree" and not os.path.lexists(spec.record_root):
+            raise SourceError(f"source does not exist: {spec.record_root}")
+    return here
+
+
 def scan(
     specs: Sequence[SourceSpec],
     skipped: list[Skipped],
     stdin: BinaryIO | None = None,
     excluded: Excluded | None = None,
+    hosts: SourceHosts | None = None,
 ) -> Entries:
     """Every entry of every source into one columnar table (GC paused: no cycles);
-    what the selection left out is added to ``excluded``."""
+    what the selection left out is added to ``excluded``. A tree on a host is scanned
+    there (``hosts``)."""
     entries = Entries()
     with paused_gc():
         for index, spec in enumerate(specs):
+            on_error = lambda p, e: skipped.append(Skipped(p, e))  # noqa: E731
+            if spec.host and hosts is not None:
+                left_out = hosts.scan_source(spec, entries, index, on_error)
+                if excluded is not None:
+                    excluded.merge(left_out)
+                continue
             source = StdinSource(spec, stdin) if spec.kind == "stdin" else open_source(spec)
             with source:
-                source.scan(entries, index, lambda p, e: skipped.append(Skipped(p, e)))
+                source.scan(entries, index, on_error)
             if excluded is not None:
                 excluded.merge(source.excluded)
     return entries

@@ -271,9 +271,11 @@ def read_back(
                 run.out.damaged.setdefault(
                     fid, (known_urls.get(label, label), "device unavailable: " + reason)
                 )
+        relay = getattr(run.executor, "relay_sink", None)  # readers on other hosts
         for label, reader in run.readers.items():
             records = work.get(label, [])
             spec = sink(label)
+            spec = relay(spec) if relay is not None else spec
             reader.window = spec.window if isinstance(spec, StreamSinkSpec) else 0
             reader.pending = {fid for fid, _ in records}
             frame_refs, expect_end = (frames or {}).get(label, (None, True))

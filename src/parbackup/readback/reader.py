@@ -51,7 +51,8 @@ from parbackup.readback.messages import (
     Work,
     unpack,
 )
-from parbackup.readback.sinks import Sink, StreamSinkSpec, build_sink
+from parbackup.readback.relay import build
+from parbackup.readback.sinks import Sink, StreamSinkSpec
 
 SPAN = 16 << 20
 MAX_HEADER = RECORD_FIXED_SIZE + 8 + 2 * MAX_NAME + 4
@@ -438,7 +439,7 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
     gc.freeze()  # the work lives to the end: no collection need walk it again
     flow = _Flow(channel, work.sink.window if isinstance(work.sink, StreamSinkSpec) else 1)
     try:
-        sink = build_sink(work.sink, flow.emit)
+        sink = build(work.sink, flow.emit)  # a relay back to the controller too
     except OSError as exc:
         reason = f"{getattr(work.sink, 'path', '')}: {exc.strerror or exc}"
         channel.send(Progress([], [(fid, reason) for fid in {f for f, _ in records}], 0))

@@ -74,7 +74,10 @@ class SourceSpec:
     read from when that differs (a snapshot); ``display`` is the name safe to show and
     store in the catalog. ``select`` is what a scan of a local tree leaves out (other
     kinds are scanned whole). ``xattrs``: read each entry's extended attributes (ACLs,
-    capabilities; ``backup --no-xattrs`` turns it off).
+    capabilities; ``backup --no-xattrs`` turns it off). ``host``: the cluster host the
+    tree lies on (``PATH?host=NAME``, docs/CLUSTER.md); ``via``: where the other hosts
+    read it (``IP:PORT/KEY`` of its file server for the run, secret: never printed;
+    sources/hosted.py).
     """
 
     kind: str
@@ -84,6 +87,8 @@ class SourceSpec:
     display: str = ""
     select: ScanRules = NO_SELECTION
     xattrs: bool = True
+    host: str = ""
+    via: str = ""
 
 
 class Identity(NamedTuple):

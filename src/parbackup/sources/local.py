@@ -135,6 +135,7 @@ class LocalTree(Source):
         read = os.fsencode(spec.read_root) if spec.read_root else record
         cut = len(read)
         first: dict[tuple[int, int], bytes] = {}
+        self.first_names = first  # files with several names: a split scan rejoins them
 
         def row(raw_path: bytes, st: os.stat_result, at: int | None = None) -> tuple | None:
             """The entry's row for ``Entries.extend_rows`` (None when skipped), its path

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import parse_qsl
 
 from parbackup.devices.url import parse_url, redact
 from parbackup.errors import SourceError
 from parbackup.kinds import load_kind
 from parbackup.sources.base import Source, SourceSpec
 from parbackup.sources.blockdev import is_block_device
+from parbackup.sources.hosted import HostedTree, on_host
 
 # kind: (module, class, pip extra that provides its dependencies or "")
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -46,12 +48,27 @@ def spec_for(name: str, read_root: str = "") -> SourceSpec:
             raise SourceError(f"cannot read sources of kind {url.scheme}:// (known: {known})")
         return SourceSpec(url.scheme, name, redact(name), display=redact(name))
     path = os.path.abspath(name.removeprefix("file://"))
+    host = _host_of(path)
+    if host:  # PATH?host=NAME: a tree on a cluster host, perhaps not on this one
+        path = path.rpartition("?")[0]
+        return SourceSpec("tree", path, path, display=path, host=host)
     if not os.path.lexists(path):
         raise SourceError(f"source does not exist: {name}")
     kind = "blockdev" if is_block_device(path) else "tree"
     return SourceSpec(kind, path, path, read_root if read_root != path else "", path)
 
 
+def _host_of(path: str) -> str:
+    """The NAME of a path ending in ``?host=NAME`` (a path that exists as it is: "")."""
+    rest, sep, query = path.rpartition("?")
+    if not sep or os.path.lexists(path):
+        return ""
+    return dict(parse_qsl(query)).get("host", "") if rest else ""
+
+
 def open_source(spec: SourceSpec) -> Source:
-    """The source a spec describes (not yet connected: kinds connect on first use)."""
+    """The source a spec describes (not yet connected: kinds connect on first use); a
+    tree on another cluster host is read through its file server there."""
+    if spec.via and not on_host(spec.host):
+        return HostedTree(spec)
     return source_class(spec.kind)(spec)
