@@ -99,6 +99,8 @@ def main() -> None:
                 env=env,
                 check=False,
             )
+            if plain.code != 0 or par.code != 0:
+                raise SystemExit(f"a backup failed: {plain.code}, {par.code}: {par.out[-500:]}")
             walls.append(par.wall / plain.wall)
             cpus.append(par.cpu / plain.cpu)
             peaks.append(max(plain.rss_mb, par.rss_mb))
@@ -116,6 +118,9 @@ def main() -> None:
                     env={**env, "PYTHONPATH": args.before},
                     check=False,
                 )
+                if old.code != 0:
+                    print(f"        older source failed ({old.code}): {old.out[-300:]}")
+                    continue
                 befores.append(old.wall / plain.wall)
                 print(
                     f"        older source, --parity 1 on 4: {old.wall:.2f} s"
@@ -156,7 +161,9 @@ def main() -> None:
             f" (goal <= 1.15); CPU seconds: median {statistics.median(cpus):.2f}"
         )
         if befores:
-            print(f"the older source's --parity 1 / 3 devices: {statistics.median(befores):.2f}")
+            print(
+                f"the older source's --parity 1 on 4 / 3 devices: {statistics.median(befores):.2f}"
+            )
         print(
             f"restore throughput, one device missing / healthy: median "
             f"{statistics.median(ratios):.2f} (goal >= 0.7)"

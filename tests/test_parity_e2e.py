@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from parbackup.catalog import Catalog
 
 pytestmark = pytest.mark.slow
 
@@ -191,6 +192,8 @@ def test_rebuild_catalog_reads_parity_and_a_missing_device_from_it(tmp_path, dev
     volumes' headers, decodes the missing device's volumes, and the rebuilt catalog
     restores every file and knows the set's parity (verify: recoverable)."""
     src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
+    with Catalog(cat) as c:
+        stripe = c.parity(doc["set"])
     os.unlink(cat)
     shutil.rmtree(devs[2])
     new_cat = str(tmp_path / "rebuilt.sqlite")
@@ -201,6 +204,11 @@ def test_rebuild_catalog_reads_parity_and_a_missing_device_from_it(tmp_path, dev
     (found,) = [s for s in r.json["sets"] if s["set"] == doc["set"]]
     assert found["parity"] == {"k": 3, "m": 1}
     assert found["incomplete"] == []
+    with Catalog(new_cat) as c:  # the version-2 end records give the stripe back whole
+        again = c.parity(doc["set"])
+    keys = ("codec", "k", "m", "unit", "columns", "volumes", "rows", "created_ns", "version")
+    assert {k: again[k] for k in keys} == {k: stripe[k] for k in keys}
+    assert stripe["version"] == 2
     r = run_cli("verify", "--catalog", new_cat, "--json")
     assert r.json["status"] == "recoverable", r.out + r.err
     out, r = _restore(tmp_path, new_cat, "out")

@@ -165,3 +165,13 @@ def test_a_tape_and_an_s3_prefix_as_data_devices_stream_their_parity(tmp_path, s
     r = run_cli("restore", "--target", str(target), "--catalog", cat, "--json")
     assert r.json["status"] == "ok", r.out + r.err
     assert snapshot(restored_root(target, tree)) == snapshot(tree)
+
+
+def test_the_text_report_says_what_the_set_survives(tmp_path, device_dirs):
+    tree = make_tree(tmp_path / "src", seed=25, files=10, big=(1_500_000,))
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), *_dargs(devs), "--parity", "1", "--catalog", cat)
+    assert r.code == 0, r.err
+    line = "parity on 1 device(s): the set survives losing any 1 device(s) (written while writing)"
+    assert line in r.out, r.out

@@ -212,6 +212,14 @@ def summarize(report: BackupReport) -> None:
         f"threshold T: {human_bytes(report.threshold)}  time: {report.seconds:.2f}s"
     )
     excluded_lines(report.excluded)
+    if report.parity:  # what the set can lose, and how its parity was written
+        p = report.parity
+        how = f" (written {p['written']})" if p.get("written") else ""
+        lose = f"any {p['redundancy']} device(s)" if p["redundancy"] else "no device"
+        line(
+            f"parity on {p['m']} device(s): the set survives losing {lose}{how}",
+            problem=p["redundancy"] < p["m"],
+        )
     if report.kind == "incremental":
         line(f"incremental: {human_bytes(report.reused)} reused from earlier sets")
     for s in report.skipped:

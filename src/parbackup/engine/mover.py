@@ -154,7 +154,7 @@ class _Mover:
     codec: Codec | None = None
     """Set by Begin when the set compresses or encrypts: records are then version 4."""
     tee: ParityTee | None = None
-    """Set by Begin with ``--parity``: the volumes' bytes go to the parity worker too."""
+    """Set by Begin with ``--parity``: the volumes' bytes go to the parity collector too."""
 
     # -- messages ------------------------------------------------------------------------
     def tell(self, msg: object) -> None:

@@ -156,6 +156,7 @@ class _Collector:
     def accept(self, listener: socket.socket) -> None:
         """Take a mover's hello: its column and the memfd of its slots."""
         sock, _ = listener.accept()
+        fds: list[int] = []
         try:
             sock.settimeout(_HELLO_TIMEOUT)
             msg, fds, _flags, _addr = socket.recv_fds(sock, 512, 1)
@@ -163,16 +164,19 @@ class _Collector:
             text = msg[2 : 2 + int.from_bytes(msg[:2], "little")].decode()
             column, token = text.split(" ", 1)
             j = int(column)
-            if token != self.token or not fds or not 0 <= j < self.k or j in self.columns:
+            known = secrets.compare_digest(token, self.token)
+            if not known or len(fds) != 1 or not 0 <= j < self.k or j in self.columns:
                 raise ValueError("not a mover of this run")
-            try:
-                mapped = mmap.mmap(fds[0], 0)
-            finally:
-                for fd in fds:
-                    os.close(fd)
+            mapped = mmap.mmap(fds[0], 0)
+            if len(mapped) < self.spec.unit or len(mapped) % self.spec.unit:
+                mapped.close()
+                raise ValueError("slots of the wrong size")
         except (OSError, ValueError, UnicodeDecodeError):
             sock.close()
             return
+        finally:
+            for fd in fds:
+                os.close(fd)
         self.columns[j] = _Column(Connection(sock.detach()), mapped, address(mapped))
 
     def unit_in(self, j: int, msg: Any) -> None:
@@ -269,7 +273,7 @@ class _Collector:
                     j = by_conn[r]
                     try:
                         self.unit_in(j, r.recv())
-                    except (EOFError, OSError, ValueError) as exc:
+                    except (EOFError, OSError, ValueError, TypeError, IndexError) as exc:
                         self.broken = self.broken or f"column {j} ended early ({exc})"
                         with contextlib.suppress(OSError):
                             r.close()

@@ -65,6 +65,7 @@ def parity_info(volumes: list[ParityFound]) -> dict:
         "volumes": [c.to_json() for c in head.columns],
         "rows": head.rows,
         "created_ns": head.created_ns,
+        "version": head.version,
         "parity": [
             {
                 "label": label,
