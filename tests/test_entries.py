@@ -15,21 +15,26 @@ from parbackup.plan import plan
 GIB = 1 << 30
 
 
-def row(path: bytes, size: int = 10, ino: int = 5, dev: int = 64769) -> tuple:
-    return (path, FILE, size, 0o100644, 0, 0, 1, 2, ino, dev, 0, b"")
+def row(path: bytes, size: int = 10, ino: int = 5, dev: int = 64769, uid: int = 0) -> tuple:
+    return (path, FILE, size, 0o100644, uid, uid, 1, 2, ino, dev, 0, b"")
 
 
 def test_small_values_take_four_bytes():
     e = Entries()
-    e.extend_rows([row(b"/a"), row(b"/b", size=0xFFFFFFFF, ino=0xFFFFFFFF)])
+    e.extend_rows([row(b"/a"), row(b"/b", size=0xFFFFFFFF, ino=0xFFFFFFFF, uid=0xFFFF)])
     assert (e.size.itemsize, e.ino.itemsize, e.dev.itemsize) == (4, 4, 4)
+    assert (e.uid.itemsize, e.gid.itemsize) == (2, 2)
     assert e.size[1] == e.ino[1] == 0xFFFFFFFF
+    assert e.uid[1] == e.gid[1] == 0xFFFF
 
 
 @given(
     st.lists(
         st.tuples(
-            st.integers(0, 1 << 62), st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 64) - 1)
+            st.integers(0, 1 << 62),
+            st.integers(0, (1 << 64) - 1),
+            st.integers(0, (1 << 64) - 1),
+            st.integers(0, (1 << 32) - 1),
         ),
         min_size=1,
         max_size=20,
@@ -40,15 +45,16 @@ def test_small_values_take_four_bytes():
 def test_a_large_value_widens_its_column_and_keeps_every_row(values, one_by_one):
     e = Entries()
     e.append(b"/", DIR, 0, 0o40755, 0, 0, 1)
-    rows = [row(b"/f%d" % k, size, ino, dev) for k, (size, ino, dev) in enumerate(values)]
+    rows = [row(b"/f%d" % k, *v) for k, v in enumerate(values)]
     if one_by_one:
         for r in rows:
             e.append(*r)
     else:
         e.extend_rows(rows)
     assert len(e) == len(values) + 1
-    got = [(e.size[i], e.ino[i], e.dev[i]) for i in range(1, len(e))]
+    got = [(e.size[i], e.ino[i], e.dev[i], e.uid[i]) for i in range(1, len(e))]
     assert got == values
+    assert [e.gid[i] for i in range(1, len(e))] == [v[3] for v in values]
     assert [e.path_bytes(i) for i in range(1, len(e))] == [r[0] for r in rows]
     assert e.entry(0).kind.value == "dir"
 

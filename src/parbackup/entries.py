@@ -3,7 +3,8 @@
 One ``Entries`` table holds every path a scan found, as arrays (kind, size, times,
 mode, owner, inode, device, source number) plus the paths in one byte blob with offsets.
 Size, inode and device take 4 bytes each until a value needs 8 (a file of 4 GiB or
-more, a 64-bit inode number): then that column is widened, once.
+more, a 64-bit inode number), owners 2 until one is past 65535: then that column is
+widened, once.
 A source may set a root (``set_root``): its paths are then stored after that prefix
 only. Link targets (symlinks, hard links' first names, device numbers) are few and kept
 in a dict. Extended attributes (``set_meta``: the kind-8 payload, parbackup/xattrs.py)
@@ -34,8 +35,8 @@ HARDLINK = KIND_INDEX[Kind.HARDLINK]
 
 _COLUMNS = ("kind", "size", "mode", "uid", "gid", "mtime_ns", "ctime_ns", "ino", "dev", "source")
 """The columns of a row after its path, in ``append``'s order."""
-_WIDER = {"size": "q", "ino": "Q", "dev": "Q"}
-"""What a narrow column becomes when a value does not fit in its 4 bytes."""
+_WIDER = {"size": "q", "ino": "Q", "dev": "Q", "uid": "I", "gid": "I"}
+"""What a narrow column becomes when a value does not fit."""
 
 
 class Entries:
@@ -65,8 +66,8 @@ class Entries:
         self.kind = array("B")
         self.size = array("I")  # these three widen to 8 bytes at their first larger value
         self.mode = array("H")  # st_mode is 16 bits
-        self.uid = array("I")
-        self.gid = array("I")
+        self.uid = array("H")  # owners too, widened to 4 bytes past 65535
+        self.gid = array("H")
         self.mtime_ns = array("q")
         self.ctime_ns = array("q")
         self.ino = array("I")
@@ -110,8 +111,8 @@ class Entries:
         self.kind.append(kind)
         self._extend("size", (size,))
         self.mode.append(mode)
-        self.uid.append(uid & 0xFFFFFFFF)
-        self.gid.append(gid & 0xFFFFFFFF)
+        self._extend("uid", (uid & 0xFFFFFFFF,))
+        self._extend("gid", (gid & 0xFFFFFFFF,))
         self.mtime_ns.append(mtime_ns)
         self.ctime_ns.append(ctime_ns)
         self._extend("ino", (ino,))

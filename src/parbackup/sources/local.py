@@ -104,6 +104,8 @@ class LocalTree(Source):
     def _read_path(self, path: str | bytes) -> bytes:
         """Where the bytes of the entry recorded as ``path`` are read from."""
         spec = self.spec
+        if not spec.read_root and type(path) is bytes:  # a mover's item: as it came
+            return path
         raw = os.fsencode(path)
         if not spec.read_root:
             return raw
