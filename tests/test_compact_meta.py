@@ -74,9 +74,13 @@ def test_compaction_keeps_meta_records_and_a_rebuilt_catalog_restores_them(
     assert r.code == 0, r.err
     assert r.json["status"] == "complete" and r.json["reused"] > 0
     before = {k[1:]: payload for k, payload in metas(devs).items()}
+    dry = run_cli("prune", "--orphans", "--dry-run", "--catalog", cat, "--json", env=env)
+    assert dry.code == 0, dry.err
     r = run_cli("prune", "--orphans", "--catalog", cat, "--json", env=env)
     assert r.code == 0, r.err
     assert r.json["compacted"], r.json
+    # the dry run counted the meta records compaction copies: it freed what it said
+    assert dry.json["reclaimed_bytes"] == r.json["reclaimed_bytes"], (dry.json, r.json)
     # the compacted volumes hold the meta records of the files they kept, as they were
     kept = {k: v for k, v in metas(devs).items() if ".c1." in k[0]}
     assert kept, "the compacted volumes hold no meta record"

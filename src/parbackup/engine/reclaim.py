@@ -47,6 +47,7 @@ from parbackup.format import (
     RECORD_FIXED_SIZE,
     RecordHeader,
     checksum,
+    decode_record_header,
     end_record,
     parse_record_header,
     read_volume_header,
@@ -257,7 +258,8 @@ def reclaim(
         for set_id in plan.foreign:
             out.foreign.setdefault(set_id, []).append(dev.url)
         if dry_run:
-            _would(dev, plan, dict(objects), use.get(label, {}), out)
+            metas = {n: _meta_bytes(catalog, dev.device, label, n, root_ids) for n in plan.compact}
+            _would(dev, plan, dict(objects), use.get(label, {}), metas, out)
         else:
             done = _carry_out(catalog, dev, plan, root_ids, out, on_event)
             if _discard_unfinished(dev, by_id, out, on_event) and done:
@@ -265,17 +267,44 @@ def reclaim(
     return out
 
 
+def _meta_bytes(
+    catalog: Catalog, device: Device, label: str, volume: str, root_ids: Set[str]
+) -> int | str:
+    """Bytes of the meta records ``compact_volume`` would copy along (``meta_after``),
+    reading only the header of each live record with bytes after it, and those bytes;
+    or why they could not be read."""
+    extents = catalog.live_extents(root_ids, label, volume)
+    total = 0
+    try:
+        size = device.size(volume)
+        for i, (position, length, _) in enumerate(extents):
+            end = position + length
+            following = extents[i + 1][0] if i + 1 < len(extents) else size
+            span = min(following, end + META_SPAN) - end
+            if span < RECORD_FIXED_SIZE:
+                continue
+            head = device.read(volume, position, RECORD_FIXED_SIZE)
+            at = position + RECORD_FIXED_SIZE
+            header = decode_record_header(head, lambda n, at=at: device.read(volume, at, n))
+            meta = meta_after(memoryview(device.read(volume, end, span)), header)
+            total += 0 if meta is None else len(meta)
+    except (DeviceError, FormatError) as exc:
+        return str(exc)
+    return total
+
+
 def _would(
     dev: OpenDevice,
     plan: DevicePlan,
     sizes: dict[str, int],
     use: Mapping[str, VolumeUse],
+    metas: Mapping[str, int | str],
     out: Reclaimed,
 ) -> None:
     """Record, without acting, what ``plan`` would delete and compact on one device, and
-    the bytes that would be freed (a compacted volume keeps its header, its live records
-    and an end record: the header is read to count them exactly; the meta records copied
-    along are not counted, so the figure may be a few KiB high)."""
+    the bytes that would be freed (a compacted volume keeps its header, its live records,
+    the meta records after them (``metas``) and an end record: the header is read to
+    count them exactly)."""
     url = dev.url
     for name in plan.delete:
         out.deleted.setdefault(url, []).append(name)
@@ -288,7 +317,11 @@ def _would(
         except (DeviceError, FormatError) as exc:
             out.failed[url] = str(exc)
             continue
-        kept = head.length + use[name].live_bytes
+        meta = metas.get(name, 0)
+        if isinstance(meta, str):
+            out.failed[url] = meta
+            continue
+        kept = head.length + use[name].live_bytes + meta
         kept += len(end_record(head.set_id, use[name].records).encode())
         freed = max(0, sizes.get(name, 0) - kept)
         out.compacted.setdefault(url, []).append(name)
