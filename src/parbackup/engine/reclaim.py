@@ -230,9 +230,12 @@ def reclaim(
     touchable = {n.id for n in nodes if n.id not in whole or n.failed_labels}
     use = catalog.live_use(root_ids, touchable)
     # a set with parity: its volumes are never compacted (the parity rows cover their
-    # bytes as written), and its parity volumes stay while any of its records is live
+    # bytes as written), and its parity volumes stay while any of its records is live.
+    # A set the catalog gives no stripe (a killed run: the stripe is recorded only once
+    # its parity is durable) protects nothing: its parity volumes go, even while a later
+    # set reuses its records.
     parity_sets = {n.id for n in nodes if catalog.parity(n.id)}
-    needed = whole | catalog.referenced_sets(root_ids)
+    needed = (whole | catalog.referenced_sets(root_ids)) & parity_sets
     out = Reclaimed()
     for dev in devices:
         label = dev.label.label
