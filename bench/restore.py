@@ -2,6 +2,10 @@
 
     sudo .venv/bin/python bench/restore.py              # ~1 GB tree, 3 alternating pairs
     sudo .venv/bin/python bench/restore.py --pairs 5
+    sudo .venv/bin/python bench/restore.py --base /tmp/main-checkout   # before/after
+
+With ``--base`` (another checkout of parbackup, e.g. ``git worktree add``), each round
+also restores with that checkout's code, so before and after alternate in one run.
 
 The tree is /usr/share/doc and /usr/lib/x86_64-linux-gnu plus one 256 MiB random file,
 on its own tmpfs; each device, the tar file's device and the restore target are their
@@ -34,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/pbrestore", help="where the tmpfs mounts go")
     ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each tool")
+    ap.add_argument("--base", default="", help="another checkout to compare with (its src/)")
     args = ap.parse_args()
     w = args.work
     with (
@@ -52,13 +57,20 @@ def main() -> None:
         env = parbackup_env(os.path.join(state, "catalog.sqlite"))
         run("backup", parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json"), env=env)
         run("tar -cf", ["tar", "-cf", f"{tardev}/t.tar", "-C", src, "."])
-        ratios = []
+        ratios, speedups = [], []
         for i in range(args.pairs):
             argv = parbackup_argv("restore", "-t", restore, "--json")
+            if args.base:
+                base_env = {**env, "PYTHONPATH": os.path.join(os.path.abspath(args.base), "src")}
+                before = run("parbackup restore (base)", argv, env=base_env)
+                wipe(restore)
             pb = run("parbackup restore", argv, env=env)
             if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
                 raise SystemExit("parbackup restore differs from the source")
             wipe(restore)
+            if args.base:
+                speedups.append(before.wall / pb.wall)
+                print(f"pair {i + 1}: base {before.wall:.2f} s, this {pb.wall:.2f} s")
             tar = run("tar -xf", ["tar", "-xf", f"{tardev}/t.tar", "-C", restore])
             wipe(restore)
             ratios.append(pb.wall / tar.wall)
@@ -68,6 +80,8 @@ def main() -> None:
                 f"ratio {ratios[-1]:.2f}"
             )
         print(f"restore wall, parbackup / tar -xf: median {statistics.median(ratios):.2f}")
+        if speedups:
+            print(f"restore wall, base / this checkout: median {statistics.median(speedups):.2f}")
 
 
 if __name__ == "__main__":

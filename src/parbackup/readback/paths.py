@@ -17,10 +17,12 @@ def target_path(target: str, path: str) -> str:
     """``TARGET/<path without its leading slash>``; RestoreError if it could escape."""
     if not path.startswith("/"):
         raise RestoreError(f"refusing relative catalog path {path!r}")
-    parts = path.split("/")[1:]
-    if (not parts or any(p in ("", ".", "..") or "\0" in p for p in parts)) and path != "/":
+    if path == "/":
+        return target
+    tail = path + "/"  # an empty, '.' or '..' component shows as '//', '/./' or '/../'
+    if "//" in tail or "/./" in tail or "/../" in tail or "\0" in path:
         raise RestoreError(f"refusing unsafe catalog path {path!r}")
-    return os.path.join(target, *[p for p in parts if p])
+    return target.rstrip("/") + path
 
 
 class DirMaker:

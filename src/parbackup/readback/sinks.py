@@ -116,6 +116,8 @@ def set_metadata(
 def is_zero(payload: memoryview) -> bool:
     """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
     step = len(_ZEROS)
+    if len(payload) <= step:  # most records: one comparison
+        return payload == _ZEROS[: len(payload)]
     return all(
         payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
         for at in range(0, len(payload), step)
@@ -135,6 +137,9 @@ def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
     """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
     where the bytes written end (``offset`` if none were)."""
     n = len(payload)
+    if n <= _BLOCK and payload != _ZERO_BLOCK[:n]:  # one short record: no holes in it
+        pwrite_all(fd, payload, offset)
+        return offset + n
     run = -1  # start of the current run of non-zero blocks
     at = end = 0
     while at < n:
