@@ -330,3 +330,40 @@ def test_sigkill_in_every_command_on_every_remote_kind(tmp_path, remote):
     # (a rebuilt incremental set lists only the files it wrote: engine/rebuild.py)
     got = {p: e for p, e in snapshot(restored_root(out, tree)).items() if e[0] == "file"}
     assert got and all(e[3] == want[second][p][3] for p, e in got.items())
+
+
+@pytest.mark.parametrize("remote", ["sftp", "s3", "tape"], indirect=True)
+def test_sigkill_during_repair_onto_every_remote_kind(tmp_path, remote):
+    """A repair killed while it writes the lost device's volumes onto a new device of
+    each kind: the set stays recoverable and restores whole; the next repair onto the
+    same half-written device rebuilds it, and the set is then whole without the lost
+    device."""
+    tree = make_week_tree(tmp_path / "src")
+    devs = [tmp_path / f"d{i}" for i in range(3)]
+    for d in devs:
+        d.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli(
+        "backup", str(tree), *dargs([str(d) for d in devs]), "--parity", "1",
+        "--catalog", cat, "--json",
+    )  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    set_id = r.json["set"]
+    want = {set_id: snapshot(tree)}
+    shutil.rmtree(devs[0])  # a data device is lost
+    new = remote.new("new")
+    gate = tmp_path / "gate"
+    at = random.Random(f"repair-{remote.kind}").randrange(16 << 10, 512 << 10)
+    Killer(tmp_path).kill_at(
+        gate, "repair", "--set", set_id, "--catalog", cat,
+        "--device", faulty(new, f"pause_after={at}", gate),
+    )  # fmt: skip
+    assert_sound(cat, {set_id}, want, tree, tmp_path / "check")
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 3 and r.json["status"] == "recoverable", r.out + r.err
+    r = run_cli("repair", "--set", set_id, "--device", new, "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert remote.unfinished() == []
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    assert_sound(cat, {set_id}, want, tree, tmp_path / "check")
