@@ -25,8 +25,9 @@ and catalog copies do not move the fault. Options:
 ``pause_delete=1``   with ``gate=PATH``: the first deletion of a volume waits the same way
                      (prune: after the catalog switched to a compacted copy).
 ``pause_read=SIZE``  with ``gate=PATH``: once SIZE volume bytes were read (``read``,
-                     ``open_read``), the read waits the same way (a restore, verify,
-                     rebuild or repair stopped at a known point of its reading).
+                     ``open_read``), the next read waits the same way (a restore, verify,
+                     rebuild or repair stopped at a known point of its reading); with 0,
+                     the first volume read waits before it reaches the inner device.
 
 Counters live in the wrapper, so each process (each backup run) starts afresh.
 """
@@ -122,11 +123,13 @@ class _CountedStream:
         self.device, self.inner = device, inner
 
     def read(self, n: int = -1) -> bytes:
+        self.device.note_read(0)
         data = self.inner.read(n)
         self.device.note_read(len(data))
         return data
 
     def readinto(self, buf: bytearray | memoryview) -> int:
+        self.device.note_read(0)
         n = self.inner.readinto(buf)  # type: ignore[attr-defined]
         self.device.note_read(n or 0)
         return n
@@ -214,11 +217,12 @@ class FaultyDevice(ForwardingDevice):
             time.sleep(0.01)
 
     def note_read(self, n: int) -> None:
-        """Count ``n`` volume bytes read; pause once more than ``pause_read`` were."""
+        """Count ``n`` volume bytes read; pause once ``pause_read`` were (called with 0
+        before each read reaches the inner device)."""
         with self.lock:
             self.bytes_read += n
             total = self.bytes_read
-        if self.pause_read is not None and total > self.pause_read:
+        if self.pause_read is not None and total >= self.pause_read:
             self.pause()
 
     def trip(self) -> None:
@@ -272,6 +276,7 @@ class FaultyDevice(ForwardingDevice):
         if not name.startswith("sets/"):
             return self.inner.read(name, offset, length)
         self.check()
+        self.note_read(0)
         data = self.inner.read(name, offset, length)
         self.note_read(len(data))
         return data
@@ -280,6 +285,7 @@ class FaultyDevice(ForwardingDevice):
         if not name.startswith("sets/"):
             return self.inner.open_read(name, chunk)
         self.check()
+        self.note_read(0)
         return _CountedStream(self, self.inner.open_read(name, chunk))  # type: ignore[return-value]
 
     def __repr__(self) -> str:
