@@ -11,6 +11,7 @@ goes on.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def test_a_block_device_written_during_the_read_is_not_stored_as_good(tmp_path, 
     gate.touch()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, out.decode() + err.decode()
-    doc = __import__("json").loads(out)
+    doc = json.loads(out)
     assert [p["path"] for p in doc["inconsistent"]] == [dev], doc
     # the set does not hand the image back as if the device had held it
     target = tmp_path / "out"

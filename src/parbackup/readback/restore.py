@@ -16,6 +16,7 @@ restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -26,9 +27,10 @@ from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
+from parbackup.readback.beneath import Beneath
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
-from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
@@ -113,7 +115,7 @@ class RestoreReport:
         self.damaged.append({"path": path, "device": device, "error": error})
 
 
-def apply_metadata(path: str, entry: FileEntry, *, follow: bool = True) -> None:
+def apply_metadata(path: str | int, entry: FileEntry, *, follow: bool = True) -> None:
     """Mode, owner (when running as root) and times; never follows a symlink."""
     set_metadata(path, entry.mode, entry.uid, entry.gid, entry.mtime_ns, follow=follow)
 
@@ -177,7 +179,7 @@ def run_restore(
         restored |= _retry_with_parity(
             catalog, info.id, files, dest, records, options, report, on_event
         )
-    _restore_links(chosen, dest, restored, report, on_event)
+    _restore_links(chosen, dest, restored, report, on_event, Beneath(target))
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
@@ -251,8 +253,10 @@ def _restore_files(
             )
     paths = {f.file_id: f.entry.path for f in active}
     whole = {f.file_id for f in active if f.file_id not in split}
+    root = os.path.abspath(options.target)
+    safe = Beneath(root)  # no symlink below the target is followed
     try:
-        failed = _prepare(active, split, dest, report)
+        failed = _prepare(active, split, dest, report, safe)
         work = {
             label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in failed]
             for label, recs in records.items()
@@ -270,18 +274,20 @@ def _restore_files(
                 work,
                 known,
                 tuple(options.devices) + tuple(rescue.urls),
-                lambda label: DirectorySinkSpec(targets[label]),
+                lambda label: DirectorySinkSpec(targets[label], root),
                 on_event,
                 on_good=done,
                 codec=options.codec,
                 executor=options.executor,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
-        return _finish_files(active, dest, labels, unread, split, failed, outcome, report, on_event)
+        return _finish_files(
+            active, dest, labels, unread, split, failed, outcome, report, on_event, safe
+        )
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id))
         raise
 
 
@@ -295,6 +301,7 @@ def _finish_files(
     outcome: Outcome,
     report: RestoreReport,
     on_event: EventSink,
+    safe: Beneath,
 ) -> dict[str, str]:
     """Judge every file by what its readers said; finish those this process finishes
     (split over devices, or empty); remove the ``.part`` of the rest."""
@@ -311,10 +318,10 @@ def _finish_files(
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
             error = "not restored"
         elif fid in split or not labels.get(fid):
-            device, error = "", _finish(fid, f.entry, path)
+            device, error = "", _finish(fid, f.entry, path, safe)
         if error:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(path, fid))
+                safe.unlink(part_name(path, fid))
             report.damage(f.entry.path, device, error)
             continue
         restored[f.entry.path] = path
@@ -326,7 +333,11 @@ def _finish_files(
 
 
 def _prepare(
-    active: list[CatalogFile], split: set[int], dest: dict[int, str], report: RestoreReport
+    active: list[CatalogFile],
+    split: set[int],
+    dest: dict[int, str],
+    report: RestoreReport,
+    safe: Beneath,
 ) -> set[int]:
     """Create the ``.part`` of every file this process finishes (split over devices, or
     empty); the ids of those that could not be created (reported damaged)."""
@@ -336,9 +347,7 @@ def _prepare(
             continue
         tmp = part_name(dest[f.file_id], f.file_id)
         try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            fd = safe.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 os.ftruncate(fd, f.entry.size)
             finally:
@@ -349,17 +358,33 @@ def _prepare(
     return failed
 
 
-def _finish(fid: int, entry: FileEntry, path: str) -> str:
+def _finish(fid: int, entry: FileEntry, path: str, safe: Beneath) -> str:
     """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
     tmp = part_name(path, fid)
     try:
-        apply_metadata(tmp, entry)
-        if is_real_dir(path):
+        fd = safe.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        try:  # through the descriptor: the name is not looked up again
+            apply_metadata(fd, entry)
+        finally:
+            os.close(fd)
+        if safe.is_real_dir(path):
             return "a directory is in the way"
-        os.replace(tmp, path)
+        safe.replace(tmp, path)
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
     return ""
+
+
+def _link_metadata(dir_fd: int, name: str, entry: FileEntry) -> None:
+    """Owner (as root) and times of the symlink ``name`` itself, in ``dir_fd``."""
+    if os.geteuid() == 0:
+        try:
+            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+    ns = (entry.mtime_ns, entry.mtime_ns)
+    os.utime(name, ns=ns, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _restore_links(
@@ -368,9 +393,10 @@ def _restore_links(
     restored: dict[str, str],
     report: RestoreReport,
     on_event: EventSink,
+    safe: Beneath,
 ) -> None:
     """Hard links and special files, then symlinks, then directory metadata (deepest
-    first), after all file data is in place."""
+    first), after all file data is in place; no symlink below the target is followed."""
     for f in chosen:
         if f.entry.kind in SPECIAL and f.file_id in dest:
             problem, error = make_special(dest[f.file_id], f.entry, restored)
@@ -383,18 +409,26 @@ def _restore_links(
     for f in chosen:
         if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
             path = dest[f.file_id]
-            if is_real_dir(path):
+            if safe.is_real_dir(path):
                 report.damage(f.entry.path, "", "a directory is in the way")
                 continue
-            if os.path.lexists(path):
-                os.unlink(path)
-            os.symlink(f.entry.link, path)
-            apply_metadata(path, f.entry, follow=False)
+            try:
+                safe.symlink(f.entry.link, path)
+                with safe.parent(path) as (fd, name):
+                    _link_metadata(fd, name, f.entry)
+            except OSError as exc:
+                report.damage(f.entry.path, "", f"{path}: {exc.strerror or exc}")
+                continue
             report.files += 1
             on_event(FileDone(f.entry.path))
     for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
         if f.entry.kind is Kind.DIR and f.file_id in dest:
-            if not is_real_dir(dest[f.file_id]):  # never chmod through a symlink
+            try:  # never chmod through a symlink
+                fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
                 continue
-            apply_metadata(dest[f.file_id], f.entry)
+            try:
+                apply_metadata(fd, f.entry)
+            finally:
+                os.close(fd)
             report.files += 1

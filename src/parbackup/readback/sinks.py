@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parbackup.model import RecordRef
+from parbackup.readback.beneath import Beneath
 
 _BLOCK = 4096
 _ZERO_BLOCK = bytes(_BLOCK)
@@ -41,9 +42,11 @@ split over devices) the parent created the ``.part`` and finishes it."""
 
 @dataclass(frozen=True, slots=True)
 class DirectorySinkSpec:
-    """Write payloads into the files' ``.part`` names in a restore target."""
+    """Write payloads into the files' ``.part`` names in a restore target; ``root`` (the
+    target) is where no symlink is followed below (readback/beneath.py)."""
 
     files: dict[int, FileTarget]
+    root: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,7 @@ def part_name(dest: str, fid: int) -> str:
 
 
 def set_metadata(
-    path: str, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
+    path: str | int, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
 ) -> None:
     """Mode, owner (when running as root) and times; never follows a symlink.
 
@@ -150,6 +153,12 @@ class DirectorySink:
         self.files = spec.files
         self.fds: dict[int, int] = {}
         self.started: set[int] = set()
+        self.beneath = Beneath(spec.root) if spec.root else None
+
+    def _open(self, path: str, flags: int) -> int:
+        if self.beneath is None:
+            return os.open(path, flags, 0o600)
+        return self.beneath.open(path, flags, 0o600)
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -160,7 +169,7 @@ class DirectorySink:
         dest, size, _mode, _uid, _gid, _mtime, here = self.files[fid]
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if here and fid not in self.started:
-            fd = os.open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = self._open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC)
             self.started.add(fid)
             try:
                 os.ftruncate(fd, size)
@@ -168,7 +177,7 @@ class DirectorySink:
                 os.close(fd)
                 raise
         else:
-            fd = os.open(part_name(dest, fid), flags)
+            fd = self._open(part_name(dest, fid), flags)
         self.fds[fid] = fd
         return fd
 
@@ -199,11 +208,22 @@ class DirectorySink:
             if fid not in self.started:  # every record was all zeros
                 self._fd(fid)
                 self._close(fid)
-            set_metadata(tmp, mode, uid, gid, mtime_ns)
-            if os.path.isdir(dest) and not os.path.islink(dest):
+            if self.beneath is None:
+                set_metadata(tmp, mode, uid, gid, mtime_ns)
+                if os.path.isdir(dest) and not os.path.islink(dest):
+                    self.fail(fid)
+                    return "a directory is in the way"
+                os.replace(tmp, dest)
+                return ""
+            fd = self._open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+            try:  # through the descriptor: the name is not looked up again
+                set_metadata(fd, mode, uid, gid, mtime_ns)
+            finally:
+                os.close(fd)
+            if self.beneath.is_real_dir(dest):
                 self.fail(fid)
                 return "a directory is in the way"
-            os.replace(tmp, dest)
+            self.beneath.replace(tmp, dest)
         except OSError as exc:
             self.fail(fid)
             return f"{dest}: {exc.strerror or exc}"
@@ -214,7 +234,10 @@ class DirectorySink:
         dest, *_rest, here = self.files[fid]
         if here:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(dest, fid))
+                if self.beneath is None:
+                    os.unlink(part_name(dest, fid))
+                else:
+                    self.beneath.unlink(part_name(dest, fid))
 
     def finish(self) -> str:
         for fid in list(self.fds):
