@@ -5,12 +5,14 @@ by path leave a window: whoever may write in the target (a user whose home a roo
 fills) swaps a directory for a symlink to elsewhere between the two, and the restore
 writes there. Real parts: restore stopped at a known point of its reading (the
 ``faulty+`` wrapper's ``pause_read``, announced through a FIFO), the swap made for real,
-the restore goes on.
+the restore goes on. Outside lies a file named like a FIFO of the set, which restore
+makes (after unlinking what is in its way) once the data is in place.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -28,6 +30,7 @@ def test_restore_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path
     (tree / "top" / "a").mkdir(parents=True)
     for i in range(12):
         (tree / "top" / "a" / f"f{i}").write_bytes(os.urandom(300_000))
+    os.mkfifo(tree / "top" / "a" / "victim")  # made after the data: unlinks what is there
     devs = [tmp_path / "d0", tmp_path / "d1"]
     for d in devs:
         d.mkdir()
@@ -36,6 +39,7 @@ def test_restore_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path
     assert r.code == 0, r.out + r.err
     outside = tmp_path / "outside"
     (outside / "a").mkdir(parents=True)
+    (outside / "a" / "victim").write_bytes(b"precious")  # what the swap points the FIFO at
     target = tmp_path / "target"
     gates = [tmp_path / "gate0", tmp_path / "gate1"]  # each reader stops before it reads
     fifos = [pause_point(g) for g in gates]
@@ -60,5 +64,10 @@ def test_restore_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path
         for gate in gates:
             gate.touch()
         out, err = proc.communicate(timeout=120)
-    assert [p for p in outside.rglob("*") if p.is_file()] == [], (out + err).decode()
+    victim = outside / "a" / "victim"
+    assert [p.name for p in outside.rglob("*") if not p.is_dir()] == ["victim"], (
+        out + err
+    ).decode()
+    assert stat.S_ISREG(victim.lstat().st_mode), "the FIFO was made outside the target"
+    assert victim.read_bytes() == b"precious"
     assert proc.returncode in (1, 3), (out + err).decode()

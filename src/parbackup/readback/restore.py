@@ -399,7 +399,7 @@ def _restore_links(
     first), after all file data is in place; no symlink below the target is followed."""
     for f in chosen:
         if f.entry.kind in SPECIAL and f.file_id in dest:
-            problem, error = make_special(dest[f.file_id], f.entry, restored)
+            problem, error = make_special(dest[f.file_id], f.entry, restored, safe)
             if problem:
                 where = report.damaged if problem == "damaged" else report.skipped
                 where.append({"path": f.entry.path, "device": "", "error": error})
