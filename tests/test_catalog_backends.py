@@ -126,6 +126,9 @@ def test_devices_speeds_and_meta(target):
         assert cat.meta(REBUILDING_KEY) == "2"
         cat.set_meta(REBUILDING_KEY, None)
         assert cat.meta(REBUILDING_KEY) is None and not cat.is_empty()
+        for key in ("post-command/1", "post-command/2", "post-commandX", "xpost-command/"):
+            cat.set_meta(key, key[-1])
+        assert cat.meta_items("post-command/") == {"post-command/1": "1", "post-command/2": "2"}
         cat.clear()
         assert cat.is_empty()
 

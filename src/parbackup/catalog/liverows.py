@@ -167,6 +167,13 @@ class LivenessRows:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def meta_items(self, prefix: str) -> dict[str, str]:
+        """Every ``meta`` value whose key starts with ``prefix``, by key."""
+        rows = self.db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
+        return {str(k): str(v) for k, v in rows}
+
     def set_meta(self, key: str, value: str | None) -> None:
         """Set (or, with None, remove) a value of the ``meta`` table."""
         with self.transaction():

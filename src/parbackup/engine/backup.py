@@ -45,7 +45,7 @@ from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
-from parbackup.engine.snapshot import backup_from_snapshot
+from parbackup.engine.snapshot import backup_from_snapshot, release_leftovers
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
 from parbackup.entries import FILE, HARDLINK, Entries
 from parbackup.errors import BackupFailedError
@@ -117,6 +117,7 @@ def run_backup(
     if options.snapshot or options.pre_command or options.post_command:
         return backup_from_snapshot(run_backup, sources, device_urls, catalog, options, on_event)
     catalog.lock_for_run()  # before labelling: two runs must not label one device twice
+    release_leftovers(catalog, lambda text: on_event(Notice(text)))  # of killed runs
     started = time.monotonic()
     specs = source_specs(sources, options.read_roots, stdin_name)
     automatic = automatic_excludes(specs, device_urls, catalog.path)

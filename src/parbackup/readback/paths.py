@@ -11,6 +11,7 @@ import os
 import stat
 
 from parbackup.errors import RestoreError
+from parbackup.readback.beneath import Beneath
 
 
 def target_path(target: str, path: str) -> str:
@@ -31,6 +32,7 @@ class DirMaker:
     def __init__(self, target: str) -> None:
         self.target = os.path.abspath(target)
         self.known: set[str] = {self.target}
+        self.safe = Beneath(self.target)  # each step made in its checked parent
 
     def ensure(self, directory: str) -> None:
         """Make ``directory`` (inside the target) and its parents, checking each step.
@@ -51,9 +53,9 @@ class DirMaker:
             probe = parent
         for step in reversed(todo):
             try:
-                st = os.lstat(step)
+                st = self.safe.lstat(step)
             except FileNotFoundError:
-                os.mkdir(step, 0o700)
+                self.safe.mkdir(step, 0o700)
             else:
                 if stat.S_ISLNK(st.st_mode):
                     raise RestoreError(f"refusing to restore through the symlink {step!r}")

@@ -113,7 +113,8 @@ def run_repair(
 
 def _replacement(url: str, label: str) -> Device:
     """The new device, opened for writing and labelled as the lost one. A device that
-    already carries another label is refused (it belongs to something else)."""
+    already carries another label is refused (it belongs to something else); one that
+    carries the lost label (a repair killed half way) is written again."""
     dev = RetryingDevice(open_device(url))
     dev.open(write=True)
     try:
@@ -123,6 +124,11 @@ def _replacement(url: str, label: str) -> Device:
                 f"{dev.url.display} already carries label {have.label}: "
                 "repair needs an empty device"
             )
+        if have is not None and dev.capabilities.sequential:
+            # a tape half written by a killed repair: it is written again from its front
+            dev.close()
+            dev.open(write=True)
+            have = None
         if have is None:
             created = datetime.now(UTC).isoformat(timespec="seconds")
             dev.write_label(Label(label=label, created=created, kind=dev.scheme))

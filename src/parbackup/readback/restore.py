@@ -16,6 +16,7 @@ restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import time
@@ -27,9 +28,10 @@ from parbackup.crypto.codec import CodecSpec
 from parbackup.errors import RestoreError
 from parbackup.model import FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
+from parbackup.readback.beneath import Beneath
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
-from parbackup.readback.paths import DirMaker, is_real_dir, target_path
+from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
@@ -201,7 +203,7 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
         restored |= _retry_with_parity(
             catalog, info.id, files, dest, records, options, report, on_event, unowned
         )
-    _restore_links(chosen, dest, restored, report, on_event, unowned)
+    _restore_links(chosen, dest, restored, report, on_event, unowned, Beneath(target))
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
@@ -281,8 +283,10 @@ def _restore_files(
     paths = {f.file_id: f.entry.path for f in active}
     whole = {f.file_id for f in active if f.file_id not in split}
     origins = {ref.origin_set for recs in records.values() for _f, ref in recs if ref.origin_set}
+    root = os.path.abspath(options.target)
+    safe = Beneath(root)  # no symlink below the target is followed
     try:
-        early = _prepare(active, split, labels, dest, unowned)
+        early = _prepare(active, split, labels, dest, unowned, safe)
         work = {
             label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in early]
             for label, recs in records.items()
@@ -300,7 +304,7 @@ def _restore_files(
                 work,
                 known,
                 tuple(options.devices) + tuple(rescue.urls),
-                lambda label: DirectorySinkSpec(targets[label]),
+                lambda label: DirectorySinkSpec(targets[label], root),
                 on_event,
                 on_good=done,
                 codec=options.codec,
@@ -309,12 +313,12 @@ def _restore_files(
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned
         return _finish_files(
-            active, dest, labels, unread, split, early, outcome, report, on_event, unowned
+            active, dest, labels, unread, split, early, outcome, report, on_event, unowned, safe
         )
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id))
         raise
 
 
@@ -329,6 +333,7 @@ def _finish_files(
     report: RestoreReport,
     on_event: EventSink,
     unowned: set[int],
+    safe: Beneath,
 ) -> dict[str, str]:
     """Judge every file by what its readers said (or by ``early``: files done before the
     readers started, '' or why not); finish those this process finishes (split over
@@ -346,10 +351,10 @@ def _finish_files(
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
             error = "not restored"
         elif fid in split:
-            device, error = "", _finish(fid, f.entry, path, unowned)
+            device, error = "", _finish(fid, f.entry, path, unowned, safe)
         if error:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(path, fid))
+                safe.unlink(part_name(path, fid))
             report.damage(f.entry.path, device, error)
             continue
         restored[f.entry.path] = path
@@ -366,12 +371,13 @@ def _prepare(
     labels: dict[int, set[str]],
     dest: dict[int, str],
     unowned: set[int],
+    safe: Beneath,
 ) -> dict[int, str]:
     """Create the ``.part`` of every file this process finishes: those split over
     devices, sized for the readers to fill, and those without records (empty files),
     finished at once. Returns the files done here already: id -> '' or why not."""
     early: dict[int, str] = {}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
     for f in active:
         fid = f.file_id
         now = fid not in labels and fid not in split  # no records: finished right here
@@ -379,7 +385,7 @@ def _prepare(
             continue
         tmp = part_name(dest[fid], fid)
         try:
-            fd = os.open(tmp, flags, 0o600)
+            fd = safe.open(tmp, flags, 0o600)
             try:
                 if f.entry.size:
                     os.ftruncate(fd, f.entry.size)
@@ -395,10 +401,13 @@ def _prepare(
     return early
 
 
-def _rename(tmp: str, path: str) -> str:
-    """Put a finished ``.part`` in place; '' or an error."""
+def _rename(tmp: str, path: str, safe: Beneath) -> str:
+    """Put a finished ``.part`` in place, through its directory's descriptor; '' or an
+    error."""
     try:
-        os.replace(tmp, path)
+        if safe.is_real_dir(path):
+            return "a directory is in the way"
+        safe.replace(tmp, path)
     except IsADirectoryError:  # rename(2) will not replace a directory by a file
         return "a directory is in the way"
     except OSError as exc:
@@ -406,15 +415,35 @@ def _rename(tmp: str, path: str) -> str:
     return ""
 
 
-def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int]) -> str:
+def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath) -> str:
     """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
     tmp = part_name(path, fid)
     try:
-        if not apply_metadata(tmp, entry):
-            unowned.add(fid)
+        fd = safe.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        try:  # through the descriptor: the name is not looked up again
+            if not apply_metadata(fd, entry):
+                unowned.add(fid)
+        finally:
+            os.close(fd)
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
-    return _rename(tmp, path)
+    return _rename(tmp, path, safe)
+
+
+def _link_metadata(dir_fd: int, name: str, entry: FileEntry) -> bool:
+    """Owner (as root) and times of the symlink ``name`` itself, in ``dir_fd``; False
+    when root could not give the owner (restore_extended names it)."""
+    owned = True
+    if os.geteuid() == 0:
+        try:
+            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+            owned = False
+    ns = (entry.mtime_ns, entry.mtime_ns)
+    os.utime(name, ns=ns, dir_fd=dir_fd, follow_symlinks=False)
+    return owned
 
 
 def _restore_links(
@@ -424,12 +453,13 @@ def _restore_links(
     report: RestoreReport,
     on_event: EventSink,
     unowned: set[int],
+    safe: Beneath,
 ) -> None:
     """Hard links and special files, then symlinks, then directory metadata (deepest
-    first), after all file data is in place."""
+    first), after all file data is in place; no symlink below the target is followed."""
     for f in chosen:
         if f.entry.kind in SPECIAL and f.file_id in dest:
-            problem, error = make_special(dest[f.file_id], f.entry, restored)
+            problem, error = make_special(dest[f.file_id], f.entry, restored, safe)
             if problem:
                 where = report.damaged if problem == "damaged" else report.skipped
                 where.append({"path": f.entry.path, "device": "", "error": error})
@@ -439,34 +469,28 @@ def _restore_links(
     for f in chosen:
         if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
             path = dest[f.file_id]
+            if safe.is_real_dir(path):
+                report.damage(f.entry.path, "", "a directory is in the way")
+                continue
             try:
-                os.symlink(f.entry.link, path)
-            except FileExistsError:
-                if is_real_dir(path):
-                    report.damage(f.entry.path, "", "a directory is in the way")
-                    continue
-                os.unlink(path)
-                os.symlink(f.entry.link, path)
-            if not apply_metadata(path, f.entry, follow=False):
-                unowned.add(f.file_id)
+                safe.symlink(f.entry.link, path)
+                with safe.parent(path) as (fd, name):
+                    if not _link_metadata(fd, name, f.entry):
+                        unowned.add(f.file_id)
+            except OSError as exc:
+                report.damage(f.entry.path, "", f"{path}: {exc.strerror or exc}")
+                continue
             report.files += 1
             on_event(FileDone(f.entry.path))
     for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
         if f.entry.kind is Kind.DIR and f.file_id in dest:
-            path = dest[f.file_id]
             try:  # never chmod through a symlink: only a real directory opens here
-                fd = os.open(path, _DIR_FLAGS)
-            except OSError:  # a symlink, or no access (an unreadable directory of ours)
-                if not is_real_dir(path):
-                    continue
-                fd = -1
+                fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:  # a symlink, or no access (not even root's)
+                continue
             try:
-                if not apply_metadata(path if fd < 0 else fd, f.entry):
+                if not apply_metadata(fd, f.entry):
                     unowned.add(f.file_id)
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
             report.files += 1
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parbackup.model import RecordRef
+from parbackup.readback.beneath import Beneath
 
 _BLOCK = 4096
 _ZERO_BLOCK = bytes(_BLOCK)
@@ -42,9 +43,11 @@ split over devices) the parent created the ``.part`` and finishes it."""
 
 @dataclass(frozen=True, slots=True)
 class DirectorySinkSpec:
-    """Write payloads into the files' ``.part`` names in a restore target."""
+    """Write payloads into the files' ``.part`` names in a restore target; ``root`` (the
+    target) is where no symlink is followed below (readback/beneath.py)."""
 
     files: dict[int, FileTarget]
+    root: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,12 @@ class DirectorySink:
         """How far the bytes written so far reach, per file finished here."""
         self.unowned: list[int] = []
         """Files finished here whose owner could not be given (not yet reported)."""
+        self.beneath = Beneath(spec.root) if spec.root else None
+
+    def _open(self, path: str, flags: int) -> int:
+        if self.beneath is None:
+            return os.open(path, flags, 0o600)
+        return self.beneath.open(path, flags, 0o600)
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -185,10 +194,10 @@ class DirectorySink:
         dest, _size, _mode, _uid, _gid, _mtime, here = self.files[fid]
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if here and fid not in self.started:
-            fd = os.open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = self._open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC)
             self.started.add(fid)
         else:
-            fd = os.open(part_name(dest, fid), flags)
+            fd = self._open(part_name(dest, fid), flags)
         self.fds[fid] = fd
         return fd
 
@@ -222,7 +231,14 @@ class DirectorySink:
                     self.unowned.append(fid)
             finally:
                 self._close(fid)
-            os.replace(part_name(dest, fid), dest)
+            tmp = part_name(dest, fid)
+            if self.beneath is None:
+                os.replace(tmp, dest)
+            elif self.beneath.is_real_dir(dest):
+                self.fail(fid)
+                return "a directory is in the way"
+            else:  # through the directory's descriptor: no symlink below the target
+                self.beneath.replace(tmp, dest)
         except IsADirectoryError:  # rename(2) will not replace a directory by a file
             self.fail(fid)
             return "a directory is in the way"
@@ -237,7 +253,10 @@ class DirectorySink:
         dest, *_rest, here = self.files[fid]
         if here:
             with contextlib.suppress(OSError):
-                os.unlink(part_name(dest, fid))
+                if self.beneath is None:
+                    os.unlink(part_name(dest, fid))
+                else:
+                    self.beneath.unlink(part_name(dest, fid))
 
     def finish(self) -> str:
         for fid in list(self.fds):

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from parbackup.catalog import CatalogFile
 from parbackup.model import Kind
-from parbackup.readback.paths import is_real_dir
+from parbackup.readback.beneath import Beneath
 
 SPECIAL = (Kind.HARDLINK, Kind.FIFO, Kind.SOCKET, Kind.DEVICE)
 
@@ -48,33 +48,51 @@ def substitute_hardlinks(
     return out
 
 
-def make_special(path: str, entry, restored: dict[str, str]) -> tuple[str, str]:
+def make_special(
+    path: str, entry, restored: dict[str, str], safe: Beneath | None = None
+) -> tuple[str, str]:
     """Create one special entry at ``path``; ('', '') or (kind of problem, message).
 
     The kind of problem is 'damaged' or 'skipped'. ``restored`` maps the original path of
-    every file restored in this run to where it now is (hard link targets).
+    every file restored in this run to where it now is (hard link targets). Every name is
+    used relative to its directory, opened without following a symlink below the target
+    (``safe``, readback/beneath.py).
     """
-    if is_real_dir(path):
-        return "damaged", "a directory is in the way"
-    if os.path.lexists(path):
-        os.unlink(path)
+    safe = safe or Beneath("/")
+    try:
+        with safe.parent(path) as (fd, name):
+            return _make(fd, name, entry, restored, safe)
+    except OSError as exc:
+        return "damaged", f"{path}: {exc.strerror or exc}"
+
+
+def _make(fd: int, name: str, entry, restored: dict[str, str], safe: Beneath) -> tuple[str, str]:
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            return "damaged", "a directory is in the way"
+        os.unlink(name, dir_fd=fd)
     perm = entry.mode & 0o7777
     try:
         if entry.kind is Kind.HARDLINK:
             first = restored.get(entry.link)
             if first is None:
                 return "damaged", f"its first name {entry.link} was not restored"
-            os.link(first, path, follow_symlinks=False)
+            with safe.parent(first) as (src_fd, src_name):
+                os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=fd, follow_symlinks=False)
             return "", ""
         if entry.kind is Kind.FIFO:
-            os.mkfifo(path, 0o600)
+            os.mkfifo(name, 0o600, dir_fd=fd)
         elif entry.kind is Kind.SOCKET:
-            os.mknod(path, stat.S_IFSOCK | 0o600)
+            os.mknod(name, stat.S_IFSOCK | 0o600, dir_fd=fd)
         else:
             kind = stat.S_IFMT(entry.mode)
             if kind not in (stat.S_IFCHR, stat.S_IFBLK):
                 return "damaged", "device node without a device type"
-            os.mknod(path, kind | 0o600, int(entry.link or 0))
+            os.mknod(name, kind | 0o600, int(entry.link or 0), dir_fd=fd)
     except PermissionError as exc:
         return "skipped", f"cannot create {entry.kind} here: {exc.strerror}"
     except OSError as exc:
@@ -83,12 +101,23 @@ def make_special(path: str, entry, restored: dict[str, str]) -> tuple[str, str]:
         return "damaged", str(exc)
     except ValueError:
         return "damaged", "bad device number"
+    # the node itself, through an O_PATH descriptor (never opened, never a symlink)
+    node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        if not stat.S_ISLNK(os.fstat(node).st_mode):
+            _node_metadata(f"/proc/self/fd/{node}", entry, perm)
+    finally:
+        os.close(node)
+    return "", ""
+
+
+def _node_metadata(proc_path: str, entry, perm: int) -> None:
+    """Owner (as root), mode and times of a node through its ``/proc/self/fd`` link."""
     if os.geteuid() == 0:
         try:
-            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+            os.chown(proc_path, entry.uid, entry.gid)
         except OSError as exc:  # an owner root may not give here: named by restore
             if exc.errno not in (errno.EPERM, errno.EINVAL):
                 raise
-    os.chmod(path, perm)  # the node was just made here: not a symlink
-    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-    return "", ""
+    os.chmod(proc_path, perm)
+    os.utime(proc_path, ns=(entry.mtime_ns, entry.mtime_ns))

@@ -8,8 +8,16 @@ writes it back as a file, or straight onto a block device given as the target. T
 may be a symlink to the device (``/dev/disk/by-id/...``): it is recorded as named and
 read from the device it leads to.
 
-A device node's times say nothing of its content, so no change is ever detected on
-one (``fields`` is empty): back up a snapshot of a live device instead.
+A device node's times say nothing of its content. What tells a write is the kernel's
+count of sectors written to the device (``/sys/dev/block/MAJ:MIN/stat``): the scan
+records it as the entry's ``ctime_ns`` (a device node's ctime means nothing for
+restore), after flushing the device's page cache (``fsync``) so that writes buffered
+earlier are counted before and not during the read; each reader flushes again after
+its range and compares. A count that moved, or a write still in flight, makes the image
+``inconsistent``: it is not stored as good (the set does not restore it). A device that
+is always written (a mounted file system) needs a snapshot (``--pre-command``, LVM).
+Not seen: a write to the whole disk inside a partition being read (counted on the
+disk, not the partition).
 """
 
 from __future__ import annotations
@@ -43,6 +51,26 @@ def device_size(path: str) -> int:
         os.close(fd)
 
 
+def sectors_written(fd: int) -> int:
+    """The kernel's count of sectors written to the block device open as ``fd``, after
+    flushing what was buffered for it; -1 while a write to it is in flight (or when the
+    kernel does not tell): never equal to a count, so the image counts as changed."""
+    try:
+        os.fsync(fd)  # buffered writes reach the device now, so they are counted now
+    except OSError:
+        return -1
+    rdev = os.fstat(fd).st_rdev
+    base = f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}"
+    try:
+        with open(f"{base}/stat", encoding="ascii") as fh:
+            written = int(fh.read().split()[6])
+        with open(f"{base}/inflight", encoding="ascii") as fh:
+            in_flight = int(fh.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+    return -1 if in_flight else written
+
+
 def is_block_device(path: str) -> bool:
     """True when ``path`` is (or is a symlink to) a block device."""
     try:
@@ -52,7 +80,8 @@ def is_block_device(path: str) -> bool:
 
 
 class _DeviceReader(_LocalReader):
-    """An open block device: its identity is the size it had when opened."""
+    """An open block device: its identity is the size it had when opened and, as its
+    ctime, the sectors written to it so far (see the module docstring)."""
 
     def __init__(self, fd: int, size: int) -> None:
         super().__init__(fd)
@@ -60,13 +89,21 @@ class _DeviceReader(_LocalReader):
 
     def identity(self) -> Identity:
         st = os.fstat(self.fd)
-        return Identity(self.size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_rdev)
+        written = sectors_written(self.fd)
+        return Identity(self.size, st.st_mtime_ns, written, st.st_ino, st.st_rdev)
 
 
 class BlockDeviceSource(Source):
     """A block device backed up as one image (``SourceSpec`` kind "blockdev")."""
 
-    fields: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ("size", "ctime")
+
+    def check(self, old: Identity, new: Identity) -> None:
+        """SourceChanged when the device was written (or resized) since the scan."""
+        if old.size != new.size:
+            raise SourceChanged(f"block device resized while being read ({old.size} bytes)")
+        if old.ctime_ns != new.ctime_ns or new.ctime_ns < 0:
+            raise SourceChanged("block device written while being read (use a snapshot)")
 
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         path = self.spec.record_root
@@ -74,6 +111,11 @@ class BlockDeviceSource(Source):
         try:
             st = os.stat(real)
             size = device_size(real)
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                written = sectors_written(fd)
+            finally:
+                os.close(fd)
         except (OSError, SourceError) as exc:
             on_error(path, getattr(exc, "strerror", None) or str(exc))
             return
@@ -85,7 +127,7 @@ class BlockDeviceSource(Source):
             st.st_uid,
             st.st_gid,
             st.st_mtime_ns,
-            st.st_ctime_ns,
+            written,  # as the ctime: see the module docstring
             st.st_ino,
             st.st_rdev,
             index,

@@ -24,6 +24,10 @@ and catalog copies do not move the fault. Options:
 ``pause_commit=1``   with ``gate=PATH``: the first volume commit waits the same way.
 ``pause_delete=1``   with ``gate=PATH``: the first deletion of a volume waits the same way
                      (prune: after the catalog switched to a compacted copy).
+``pause_read=SIZE``  with ``gate=PATH``: once SIZE volume bytes were read (``read``,
+                     ``open_read``), the next read waits the same way (a restore, verify,
+                     rebuild or repair stopped at a known point of its reading); with 0,
+                     the first volume read waits before it reaches the inner device.
 
 Counters live in the wrapper, so each process (each backup run) starts afresh.
 """
@@ -54,6 +58,7 @@ FAULT_KEYS = {
     "pause_after",
     "pause_commit",
     "pause_delete",
+    "pause_read",
     "gate",
 }
 _ERRORS = {
@@ -111,6 +116,34 @@ class _FaultyWriter(ForwardingWriter):
         self.inner.abort()
 
 
+class _CountedStream:
+    """A volume stream whose reads count towards ``pause_read``; the rest is forwarded."""
+
+    def __init__(self, device: FaultyDevice, inner: BinaryIO) -> None:
+        self.device, self.inner = device, inner
+
+    def read(self, n: int = -1) -> bytes:
+        self.device.note_read(0)
+        data = self.inner.read(n)
+        self.device.note_read(len(data))
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        self.device.note_read(0)
+        n = self.inner.readinto(buf)  # type: ignore[attr-defined]
+        self.device.note_read(n or 0)
+        return n
+
+    def __enter__(self) -> _CountedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
 class FaultyDevice(ForwardingDevice):
     """Wraps the device named by the rest of the URL and injects the configured faults.
 
@@ -131,9 +164,10 @@ class FaultyDevice(ForwardingDevice):
         self.gate = p.get("gate", "")
         self.pause_commit = p.get("pause_commit", "") not in ("", "0")
         self.pause_delete = p.get("pause_delete", "") not in ("", "0")
+        self.pause_read = _size(p.get("pause_read"))
         pausing = self.pause_after is not None or self.pause_commit or self.pause_delete
-        if pausing and not self.gate:
-            raise UsageError("faulty device: pause_after/_commit/_delete need gate=PATH")
+        if (pausing or self.pause_read is not None) and not self.gate:
+            raise UsageError("faulty device: pause_after/_commit/_delete/_read need gate=PATH")
         self.flaky = int(p.get("flaky", "0"))
         self.fail_open = p.get("fail_open", "") not in ("", "0")
         self.hang_open = p.get("hang_open", "") not in ("", "0")
@@ -144,6 +178,7 @@ class FaultyDevice(ForwardingDevice):
         self.error_class, self.error_text = _ERRORS[kind]
         self.lock = threading.Lock()
         self.written = 0
+        self.bytes_read = 0
         self.writes = 0
         self.failed = False
         self.hung = False
@@ -180,6 +215,15 @@ class FaultyDevice(ForwardingDevice):
             pass
         while not os.path.exists(self.gate):
             time.sleep(0.01)
+
+    def note_read(self, n: int) -> None:
+        """Count ``n`` volume bytes read; pause once ``pause_read`` were (called with 0
+        before each read reaches the inner device)."""
+        with self.lock:
+            self.bytes_read += n
+            total = self.bytes_read
+        if self.pause_read is not None and total >= self.pause_read:
+            self.pause()
 
     def trip(self) -> None:
         """Break the device for good and raise its error."""
@@ -229,14 +273,20 @@ class FaultyDevice(ForwardingDevice):
         self.inner.delete(name)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
-        if name.startswith("sets/"):
-            self.check()
-        return self.inner.read(name, offset, length)
+        if not name.startswith("sets/"):
+            return self.inner.read(name, offset, length)
+        self.check()
+        self.note_read(0)
+        data = self.inner.read(name, offset, length)
+        self.note_read(len(data))
+        return data
 
     def open_read(self, name: str, chunk: int = 8 << 20) -> BinaryIO:
-        if name.startswith("sets/"):
-            self.check()
-        return self.inner.open_read(name, chunk)
+        if not name.startswith("sets/"):
+            return self.inner.open_read(name, chunk)
+        self.check()
+        self.note_read(0)
+        return _CountedStream(self, self.inner.open_read(name, chunk))  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"<faulty {self.inner!r}>"
