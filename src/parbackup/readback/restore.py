@@ -397,7 +397,7 @@ def _prepare(
             early[fid] = f"{tmp}: {exc.strerror or exc}"
             continue
         if now:
-            early[fid] = _rename(tmp, dest[fid])
+            early[fid] = _rename(tmp, dest[fid], safe)
     return early
 
 
