@@ -12,6 +12,7 @@ import pytest
 
 from conftest import restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401
+from parbackup.catalog import Catalog
 from parbackup.xattrs import MAX_META
 from test_compact_meta import metas
 from test_metadata import xattrs_of
@@ -68,3 +69,45 @@ def test_no_xattrs_reads_and_stores_none(tmpfs, tmp_path, device_dirs, how):
     assert r.code == 3, r.out + r.err
     assert [s["path"] for s in r.json["skipped"]] == [str(src / "big.txt")]
     assert len(metas(devs)) == 2
+
+
+def test_switching_xattrs_on_and_off_between_incremental_sets(tmpfs, tmp_path, device_dirs):
+    """An incremental set takes a reused file's attributes from its parent. After a
+    ``--no-xattrs`` parent (none read) the next set with them reads every file again,
+    so unchanged files keep their attributes; a ``--no-xattrs`` child of a set that has
+    them stores none."""
+    src = tmpfs("src", "8m") / "tree"
+    (src / "d").mkdir(parents=True)
+    kept = src / "d" / "kept.txt"
+    kept.write_bytes(b"unchanged between the sets\n")
+    os.setxattr(kept, "user.color", b"blue")
+    devs = device_dirs(2)
+    cat = tmp_path / "cat.sqlite"
+    args = [str(src), *[a for d in devs for a in ("-d", str(d))], "--catalog", str(cat)]
+
+    def restored(name: str) -> Path:
+        out = tmp_path / name
+        r = run_cli("restore", "--catalog", str(cat), "--target", str(out), "--json")
+        assert r.code == 0, r.out + r.err
+        return restored_root(out, src) / "d" / "kept.txt"
+
+    r = run_cli("backup", *args, "--no-xattrs", "--json")
+    assert r.code == 0, r.out + r.err
+    assert xattrs_of(restored("first")) == {}
+    r = run_cli("backup", *args, "--incremental", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["kind"] == "full", r.json  # read again: the parent holds no attributes
+    assert xattrs_of(restored("second")) == {"user.color": b"blue"}
+    r = run_cli("backup", *args, "--incremental", "--no-xattrs", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["kind"] == "incremental", r.json
+    assert xattrs_of(restored("third")) == {}
+    r = run_cli("backup", *args, "--incremental", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["kind"] == "full", r.json
+    assert xattrs_of(restored("fourth")) == {"user.color": b"blue"}
+    r = run_cli("forget", "--catalog", str(cat), "--keep-last", "1", "--prune", "--json")
+    assert r.code == 0, r.out + r.err
+    with Catalog(str(cat)) as c:
+        keys = [k for (k,) in c.db.execute("SELECT key FROM meta WHERE key LIKE 'noxattrs:%'")]
+    assert keys == []  # the --no-xattrs marks went with their sets

@@ -24,6 +24,10 @@ from parbackup.catalog.liveness import (
 )
 from parbackup.errors import CatalogError
 
+SET_META = ("parity:", "noxattrs:")
+"""Prefixes of the ``meta`` keys that belong to one set (``<prefix><set id>``): they go
+with the set (``forget_set``, ``clear``)."""
+
 
 class LivenessRows:
     """Reads for liveness and the record switch of a compaction (mixed into Catalog)."""
@@ -214,17 +218,18 @@ class LivenessRows:
 
     def forget_set(self, set_id: str) -> None:
         """Remove a set that holds nothing restorable (interrupted, failed, or forgotten
-        and no longer read) entirely, with its parity stripe (``parity:<set>`` in
-        ``meta``). Stripes whose set is gone (left by an older version) go too."""
+        and no longer read) entirely, with what ``meta`` keeps of it (``SET_META``: its
+        parity stripe, ...). Such keys whose set is gone (left by an older version) go too."""
         with self.transaction():
             for table in ("records", "files", "file_meta", "set_devices"):
                 self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
-            self.db.execute("DELETE FROM meta WHERE key=?", (f"parity:{set_id}",))
-            self.db.execute(
-                "DELETE FROM meta WHERE key LIKE 'parity:%'"
-                " AND substr(key, 8) NOT IN (SELECT id FROM sets)"
-            )
+            for prefix in SET_META:
+                self.db.execute("DELETE FROM meta WHERE key=?", (f"{prefix}{set_id}",))
+                self.db.execute(
+                    f"DELETE FROM meta WHERE key LIKE '{prefix}%'"
+                    f" AND substr(key, {len(prefix) + 1}) NOT IN (SELECT id FROM sets)"
+                )
 
     def is_empty(self) -> bool:
         """True when the catalog holds no set and knows no device."""
@@ -238,4 +243,5 @@ class LivenessRows:
         with self.transaction():
             for table in ("records", "files", "set_devices", "sets", "devices"):
                 self.db.execute(f"DELETE FROM {table}")
-            self.db.execute("DELETE FROM meta WHERE key LIKE 'parity:%'")
+            for prefix in SET_META:
+                self.db.execute(f"DELETE FROM meta WHERE key LIKE '{prefix}%'")

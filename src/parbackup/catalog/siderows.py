@@ -86,6 +86,15 @@ class SideRows:
         found = self.meta(f"parity:{set_id}")
         return json.loads(found) if found else None
 
+    def set_without_xattrs(self, set_id: str) -> None:
+        """Remember that a set was taken with ``--no-xattrs`` (its files' extended
+        attributes were not read: an incremental child must not take them as none)."""
+        self.set_meta(f"noxattrs:{set_id}", "1")
+
+    def has_xattrs(self, set_id: str) -> bool:
+        """False for a set taken with ``--no-xattrs`` (``set_without_xattrs``)."""
+        return not self.meta(f"noxattrs:{set_id}")
+
     def file_metas(self, set_id: str) -> dict[int, bytes]:
         """File id -> extended attributes (xattrs payload) of the set's files that have
         any (an older catalog opened read-only gains the empty table in memory)."""

@@ -254,6 +254,8 @@ class _Backup:
             resumed=self.resumed_from,
             created=options.created or None,
         )
+        if not options.xattrs:
+            catalog.set_without_xattrs(set_hex)
         for d in alive:
             catalog.remember_device(d.label, d.url, d.scheme)
         if any(s.status in ("interrupted", "failed", "forgotten") for s in catalog.sets()):
@@ -368,6 +370,23 @@ class _Backup:
             self.on_event(
                 Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused")
             )
+        return self.same_xattrs(reuse)
+
+    def same_xattrs(self, reuse: Reuse) -> Reuse:
+        """Reused files carry their extended attributes from the set they come from. From
+        a set taken with ``--no-xattrs`` (none read) a run that keeps them reads every
+        file again; a ``--no-xattrs`` run keeps none of them."""
+        source = reuse.parent or getattr(reuse, "resumed", "")
+        if not source or not reuse.files:
+            return reuse
+        if not self.options.xattrs:
+            reuse.metas.clear()
+        elif not self.catalog.has_xattrs(source):
+            self.on_event(
+                Notice(f"set {source} was taken with --no-xattrs: every file is read again")
+            )
+            self.resumed_from = ""
+            return Reuse()
         return reuse
 
     def rehash_opener(self):
