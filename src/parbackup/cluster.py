@@ -32,7 +32,7 @@ import contextlib
 import importlib
 import itertools
 import logging
-import secrets
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -206,7 +206,7 @@ class DaskExecutor:
             raise UsageError(f"--cluster-listen {listen}: cannot listen there ({exc})") from exc
         self.port = self.server.getsockname()[1]
         self.hosts = [bind_host] if bind_host else [_route_to(sched_host, sched_port)]
-        self.key = secrets.token_bytes(32)
+        self.key = os.urandom(32)
         self.pending: dict[str, DaskWorker] = {}
         self.workers: list[DaskWorker] = []
         self.turn = itertools.count()
@@ -236,7 +236,7 @@ class DaskExecutor:
         if target not in self.warmed:  # every worker gets its fork server ready
             self.warmed.add(target)
             threading.Thread(target=self._warm, args=(target,), daemon=True).start()
-        wid = secrets.token_hex(16)
+        wid = os.urandom(16).hex()
         self.pending[wid] = worker
         worker.future = self.client.submit(
             run_remote,
@@ -289,7 +289,7 @@ class DaskExecutor:
             if not spec.host:
                 out.append(spec)
                 continue
-            key = secrets.token_bytes(32)
+            key = os.urandom(32)
             worker = self.start(
                 "parbackup.sources.hosted:serve",
                 ServeSpec(spec.record_root, key),
@@ -347,7 +347,7 @@ class DaskExecutor:
         through the relay (readback/relay.py), so it need not be shared by the hosts."""
         if not isinstance(spec, DirectorySinkSpec):
             return spec
-        token = secrets.token_hex(16)
+        token = os.urandom(16).hex()
         self.sinks[token] = spec
         hosts = (*self.hosts, split_address(self.address)[0])
         return RelaySinkSpec(hosts, self.port, self.key, token)
