@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from conftest import restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
+from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
 from parbackup.devices.throttle import ThrottledDevice, TokenBucket
 from parbackup.engine.devices import open_devices
-from parbackup.engine.mover import probe_speed
 from parbackup.engine.prepare import make_plan, reserve_for
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.speeds import device_speeds, url_speed

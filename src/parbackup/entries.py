@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from parbackup.model import FileEntry, Kind
 
@@ -317,3 +317,28 @@ class Entries:
         for e in entries:
             out.add(e)
         return out
+
+
+def hardlinks_of(
+    entries: Entries, problems: Mapping[int, tuple[str, str]]
+) -> dict[int, tuple[str, str]]:
+    """The later names (hard links) of files that could not be backed up, with why.
+
+    A later name holds no data of its own: it restores from its first name. When the
+    first name vanished or changed before it was read, the later names are reported
+    with it, never listed as backed up (the file may well live on under them).
+    """
+    firsts = {
+        entries.path_bytes(f): (f, error, kind)
+        for f, (error, kind) in problems.items()
+        if entries.kind[f] == FILE and kind != "grew"  # a grown file is kept: so are its links
+    }
+    out: dict[int, tuple[str, str]] = {}
+    if not firsts:
+        return out
+    for i, kind in enumerate(entries.kind):
+        if kind == HARDLINK and (hit := firsts.get(entries.link_bytes(i))):
+            f, error, kind = hit
+            why = f"a hard link to {entries.path(f)}, which was not backed up ({error})"
+            out[i] = (why, kind)
+    return out

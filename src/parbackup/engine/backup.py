@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -30,7 +30,7 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
-from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.incremental import incremental_reuse, same_xattrs
 from parbackup.engine.parity import ParityStream, finish_parity, split_devices
 from parbackup.engine.prepare import (
     SourceHosts,
@@ -47,7 +47,7 @@ from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
 from parbackup.engine.snapshot import backup_from_snapshot, release_leftovers
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
-from parbackup.entries import FILE, HARDLINK, Entries
+from parbackup.entries import Entries, hardlinks_of
 from parbackup.errors import BackupFailedError
 from parbackup.format import new_set_id
 from parbackup.model import DeviceReport, Skipped
@@ -61,31 +61,6 @@ from parbackup.workers import Executor
 
 log = logging.getLogger(__name__)
 _FILE_BATCH = 16384
-
-
-def hardlinks_of(
-    entries: Entries, problems: Mapping[int, tuple[str, str]]
-) -> dict[int, tuple[str, str]]:
-    """The later names (hard links) of files that could not be backed up, with why.
-
-    A later name holds no data of its own: it restores from its first name. When the
-    first name vanished or changed before it was read, the later names are reported
-    with it, never listed as backed up (the file may well live on under them).
-    """
-    firsts = {
-        entries.path_bytes(f): (f, error, kind)
-        for f, (error, kind) in problems.items()
-        if entries.kind[f] == FILE and kind != "grew"  # a grown file is kept: so are its links
-    }
-    out: dict[int, tuple[str, str]] = {}
-    if not firsts:
-        return out
-    for i, kind in enumerate(entries.kind):
-        if kind == HARDLINK and (hit := firsts.get(entries.link_bytes(i))):
-            f, error, kind = hit
-            why = f"a hard link to {entries.path(f)}, which was not backed up ({error})"
-            out[i] = (why, kind)
-    return out
 
 
 @dataclass
@@ -370,24 +345,13 @@ class _Backup:
             self.on_event(
                 Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused")
             )
-        return self.same_xattrs(reuse)
-
-    def same_xattrs(self, reuse: Reuse) -> Reuse:
-        """Reused files carry their extended attributes from the set they come from. From
-        a set taken with ``--no-xattrs`` (none read) a run that keeps them reads every
-        file again; a ``--no-xattrs`` run keeps none of them."""
-        source = reuse.parent or getattr(reuse, "resumed", "")
-        if not source or not reuse.files:
-            return reuse
-        if not self.options.xattrs:
-            reuse.metas.clear()
-        elif not self.catalog.has_xattrs(source):
-            self.on_event(
-                Notice(f"set {source} was taken with --no-xattrs: every file is read again")
-            )
+        keep = same_xattrs(self.catalog, reuse, self.options.xattrs)
+        if keep is None:
+            source = reuse.parent or self.resumed_from
+            self.on_event(Notice(f"{source} was taken with --no-xattrs: every file is read again"))
             self.resumed_from = ""
             return Reuse()
-        return reuse
+        return keep
 
     def rehash_opener(self):
         """For ``--rehash``: open an entry's file through its source."""

@@ -82,3 +82,19 @@ def incremental_reuse(
         return None
     previous = load_previous(catalog, parent.id, usable, sealed)
     return select(entries, parent.id, previous, rehash=rehash)
+
+
+def same_xattrs(catalog: Catalog, reuse: Reuse, xattrs: bool) -> Reuse | None:
+    """``reuse`` fit for a run that keeps extended attributes (``xattrs``) or not.
+
+    Reused files carry their attributes from the set they come from (nothing reads
+    them). From a set taken with ``--no-xattrs`` (none read), a run that keeps them
+    reuses nothing: None, every file is read again. A ``--no-xattrs`` run keeps none."""
+    source = reuse.parent or getattr(reuse, "resumed", "")
+    if not source or not reuse.files:
+        return reuse
+    if not xattrs:
+        reuse.metas.clear()
+    elif not catalog.has_xattrs(source):
+        return None
+    return reuse

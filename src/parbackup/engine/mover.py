@@ -48,6 +48,7 @@ from blake3 import blake3
 
 from parbackup.crypto.codec import Codec
 from parbackup.devices.base import ObjectWriter
+from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.engine.messages import (
@@ -456,34 +457,6 @@ class _Beating:
     def read(self, n: int = -1) -> bytes:
         self.mover.progress()
         return self.fh.read(n)
-
-
-def probe_speed(device: Any, *, limit: int, seconds: float) -> float:
-    """Write up to ``limit`` bytes (or for ``seconds``) to a scratch object; bytes/s.
-
-    The commit is timed too, so a device that buffers writes and pays at commit is not
-    mistaken for a fast one. The scratch object is always deleted.
-    """
-    name = ".parbackup-speed-probe"
-    block = bytes(256 << 10)
-    written = 0
-    started = time.monotonic()
-    writer = device.replace(name)
-    try:
-        while written < limit:
-            writer.write(block)
-            written += len(block)
-            if time.monotonic() - started >= seconds:
-                break
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        elapsed = time.monotonic() - started
-        with contextlib.suppress(DeviceError):
-            device.delete(name)
-    return max(1.0, written / max(elapsed, 1e-6))
 
 
 def move(spec: MoverSpec, channel: Channel) -> None:
