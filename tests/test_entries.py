@@ -98,3 +98,20 @@ def test_plan_columns_are_narrow_for_small_files():
     for f, s in zip(p.file, p.size, strict=True):
         per_file[f] += s
     assert per_file == list(range(1000))
+
+
+@given(st.integers(0, 1 << 62), st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 32) - 1))
+@settings(max_examples=40, deadline=None)
+def test_columns_of_a_wider_table_join_a_narrow_one(size, ino, uid):
+    """A tree scanned in pieces on its host (sources/hostscan.py): a piece whose columns
+    widened (a file past 4 GiB, a large inode or owner) joins a table still narrow."""
+    piece = Entries()
+    piece.extend_rows([row(b"/small"), row(b"/big", size, ino, 7, uid)])
+    out = Entries()
+    out.extend_rows([row(b"/first")])
+    cols = [col[0:2] for col in (piece.kind, piece.size, piece.mode, piece.uid, piece.gid,
+                                 piece.mtime_ns, piece.ctime_ns, piece.ino, piece.dev)]  # fmt: skip
+    out.extend_columns([b"/small", b"/big"], cols, 0, {})
+    assert len(out) == 3
+    assert (out.size[2], out.ino[2], out.dev[2], out.uid[2], out.gid[2]) == (size, ino, 7, uid, uid)
+    assert [out.path_bytes(i) for i in range(3)] == [b"/first", b"/small", b"/big"]

@@ -135,18 +135,22 @@ class Entries:
             return
         cols = list(zip(*rows, strict=True))
         paths, links = cols[0], cols[11]
-        blob = self._path
-        self._widen()
-        at = self._path_at
-        for p in paths:
-            blob += p
-            at.append(len(blob))
+        self._add_paths(paths)
         first = len(self.kind)
         for k, link in enumerate(links):
             if link:
                 self._links[first + k] = link
         for name, col in zip(_COLUMNS, cols[1:11], strict=True):
             self._extend(name, col)
+
+    def _add_paths(self, paths: Iterable[bytes]) -> None:
+        """Append the paths of new rows to the path blob."""
+        blob = self._path
+        self._widen()
+        at = self._path_at
+        for p in paths:
+            blob += p
+            at.append(len(blob))
 
     def _extend(self, name: str, values: Iterable[int]) -> None:
         """Extend column ``name``; a narrow one (size, inode, device: 4 bytes, enough for
@@ -171,19 +175,10 @@ class Entries:
         size, mode, uid, gid, mtime_ns, ctime_ns, ino and dev as long, in this table's
         types; all of ``source``; ``links`` by position among them."""
         first = len(self.kind)
-        blob = self._path
-        self._widen()
-        at = self._path_at
-        for p in paths:
-            blob += p
-            at.append(len(blob))
-        for arr, col in zip(
-            (self.kind, self.size, self.mode, self.uid, self.gid, self.mtime_ns,
-             self.ctime_ns, self.ino, self.dev),
-            columns,
-            strict=True,
-        ):  # fmt: skip
-            arr.extend(col)
+        self._add_paths(paths)
+        for name, col in zip(_COLUMNS[:9], columns, strict=True):
+            same = col.typecode == getattr(self, name).typecode
+            self._extend(name, col if same else col.tolist())  # a piece may be wider
         self.source.extend(array("H", [source]) * len(paths))
         for k, link in links.items():
             self._links[first + k] = link
