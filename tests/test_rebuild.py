@@ -205,3 +205,31 @@ def test_damaged_header_costs_one_record_not_the_rest_of_the_volume(two_sets, tm
     assert (fid, ref.position) not in rebuilt
     if ref.size:  # a file losing a payload record is named as incomplete
         assert paths[fid] in [f["path"] for f in last["incomplete"]] or last["unknown_file_ids"]
+
+
+def test_a_rebuilt_incremental_set_is_never_restored_as_whole(tmp_path, device_dirs):
+    """An incremental set's volumes hold only the files it wrote (the rest it reused
+    from its parent): rebuilt from the devices, it lists those only, and a restore of it
+    says so (exit 3) instead of calling a partial tree restored; the parent set, rebuilt
+    too, gives the rest."""
+    tree = make_tree(tmp_path / "src", seed=23, files=20, max_size=50_000)
+    devs = device_dirs(2)
+    dargs = [a for d in devs for a in ("-d", str(d))]
+    cat = str(tmp_path / "orig.sqlite")
+    assert run_cli("backup", str(tree), *dargs, "--catalog", cat).code == 0
+    (tree / "new.txt").write_text("written by the incremental set only\n")
+    r = run_cli("backup", str(tree), *dargs, "--catalog", cat, "--incremental", "--json")
+    assert r.code == 0 and r.json["kind"] == "incremental", r.out + r.err
+    child = r.json["set"]
+    new = str(tmp_path / "rebuilt.sqlite")
+    assert run_cli("rebuild-catalog", *dargs, "--catalog", new).code == 3  # degraded
+    out = tmp_path / "out"
+    r = run_cli("restore", "--catalog", new, "--set", child, "--target", str(out), "--json")
+    assert r.code == 3, r.out + r.err
+    (note,) = r.json["skipped"]
+    assert note["path"] == f"set {child}" and "restore its parent set" in note["error"]
+    assert (restored_root(out, tree) / "new.txt").exists()
+    # restoring from the original catalog is whole, and says nothing of the kind
+    r = run_cli("restore", "--catalog", cat, "--set", child, "--target", str(tmp_path / "o2"))
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(tmp_path / "o2", tree)) == snapshot(tree)

@@ -38,6 +38,7 @@ from parbackup.readback.select import (
     records_by_label,
     restorable_set,
     select_for_restore,
+    unlisted,
 )
 from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
 from parbackup.readback.specials import SPECIAL, make_special
@@ -157,6 +158,7 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
     wanted = options.includes
     if wanted and not report.skipped and not selection.matched:
         raise RestoreError("no file in the set matches " + ", ".join(wanted))
+    report.skipped += unlisted(info)
     chosen = selection.chosen
     dest: dict[int, str] = {}
     for f in chosen:

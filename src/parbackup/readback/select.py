@@ -27,6 +27,26 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
     return info
 
 
+def unlisted(info: SetInfo) -> list[dict]:
+    """What ``skipped`` names for a set rebuilt from its volumes that does not list all
+    its files (rebuild-catalog: an incremental set's reused files are on its parent's
+    volumes, and lost devices leave gaps): restoring it is never called whole."""
+    report = info.report or {}
+    gaps = int(report.get("unknown_file_ids") or 0)
+    if not report.get("rebuilt") or (not gaps and info.kind == "full"):
+        return []
+    what = f"{gaps} file(s)" if gaps else "files"
+    why = " (an incremental set: restore its parent set for the files it reused)"
+    return [
+        {
+            "path": f"set {info.id}",
+            "device": "",
+            "error": f"rebuilt from its volumes: {what} of the set are not listed, so not"
+            " restored" + (why if info.kind != "full" else ""),
+        }
+    ]
+
+
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
     return [
