@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
+
 from parbackup.catalog import Catalog
 
 
@@ -21,6 +23,7 @@ def _open(path: str, barrier, results) -> None:
         results.put(repr(exc))
 
 
+@pytest.mark.slow
 def test_simultaneous_opens_of_a_new_catalog(tmp_path):
     ctx = mp.get_context("fork")
     for round_ in range(20):

@@ -207,6 +207,7 @@ def test_damaged_header_costs_one_record_not_the_rest_of_the_volume(two_sets, tm
         assert paths[fid] in [f["path"] for f in last["incomplete"]] or last["unknown_file_ids"]
 
 
+@pytest.mark.slow
 def test_a_rebuilt_incremental_set_is_never_restored_as_whole(tmp_path, device_dirs):
     """An incremental set's volumes hold only the files it wrote (the rest it reused
     from its parent): rebuilt from the devices, it lists those only, and a restore of it

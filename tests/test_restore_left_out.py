@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from conftest import make_tree, restored_root, run_cli
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.progress import Started
 
 
+@pytest.mark.slow
 def test_restore_names_files_the_set_does_not_hold(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=7, files=10)
     changed, gone = tree / "changed.bin", tree / "gone.bin"

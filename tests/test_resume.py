@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 
 KILLED_RUN = """
@@ -52,6 +54,7 @@ def kill_mid_backup(gate, cat: str, tree, devs, pause: str) -> None:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_killed_backup_resumes_from_what_was_durable(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=31, files=40, max_size=300_000, big=(4 << 20,))
     devs = device_dirs(2)

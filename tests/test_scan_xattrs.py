@@ -38,6 +38,8 @@ print(len(entries), *with_meta, sep="\\n")
 _LIST = re.compile(r"\b(l?listxattr|listxattrat|syscall_0x1d1)\(")
 """A listing of an entry's attributes (465 is ``listxattrat`` on x86_64 and arm64)."""
 
+pytestmark = pytest.mark.slow  # real backups (strace, incremental, resume)
+
 
 def xattrs_of(path: Path) -> dict[str, bytes]:
     return {

@@ -25,6 +25,7 @@ def devices_args(devs) -> list[str]:
     return [a for d in devs for a in ("--device", str(d))]
 
 
+@pytest.mark.slow
 def test_pre_and_post_commands(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=4, files=12)
     before = snapshot(tree)

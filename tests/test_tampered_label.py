@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import make_tree, run_cli
 
 
+@pytest.mark.slow
 def test_a_tampered_label_is_named_never_an_internal_error(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=81, files=10, max_size=5000)
     d0, d1 = device_dirs(2)

@@ -7,10 +7,13 @@ the devices open for writing, while restore and verify open them read-only
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import make_tree, run_cli
 from test_resume import kill_mid_backup
 
 
+@pytest.mark.slow
 def test_next_backup_deletes_what_a_killed_run_left(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=51, files=30, big=(3 << 20,))
     other = make_tree(tmp_path / "other", seed=52, files=10)

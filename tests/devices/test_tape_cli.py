@@ -55,6 +55,7 @@ def test_restore_without_the_tape_names_it(tmp_path, device_dirs):
     assert any("tape://" in d["device"] for d in r.json["damaged"])
 
 
+@pytest.mark.slow
 def test_incremental_never_reuses_a_rewritten_tape(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=6, files=25, big=(2_000_000,))
     (disk,) = device_dirs(1)
