@@ -20,6 +20,11 @@ import pytest
 
 from conftest import SRC, restored_root, run_cli
 from killpoints import pause_point, wait_paused
+from parbackup import xattrs
+from parbackup.catalog import CatalogFile
+from parbackup.model import FileEntry, Kind
+from parbackup.readback.beneath import Beneath
+from parbackup.readback.fidelity import restore_extended
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +76,29 @@ def test_restore_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path
     assert stat.S_ISREG(victim.lstat().st_mode), "the FIFO was made outside the target"
     assert victim.read_bytes() == b"precious"
     assert proc.returncode in (1, 3), (out + err).decode()
+
+
+def test_extended_attributes_never_go_through_a_directory_swapped_for_a_symlink(tmp_path):
+    """The attributes come last (readback/fidelity.py), by name: a directory of the
+    target swapped for a symlink to elsewhere by then must not lead them out of the
+    target. The entry is named as left out; the file outside keeps none."""
+    target = tmp_path / "target"
+    (target / "top" / "a").mkdir(parents=True)
+    inside = target / "top" / "a" / "f"
+    inside.write_bytes(b"restored\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"not ours\n")
+    entry = FileEntry(path="/top/a/f", kind=Kind.FILE, size=9, mode=0o644, mtime_ns=1,
+                      uid=os.geteuid(), gid=os.getegid(),
+                      meta=xattrs.encode({b"user.tag": b"ours"}))  # fmt: skip
+    chosen = [CatalogFile(1, entry, "whole")]
+    dest = {1: str(inside)}
+    got = restore_extended(chosen, dest, {"/top/a/f"}, set(), Beneath(str(target)))
+    assert got == [] and os.getxattr(inside, "user.tag") == b"ours"  # the way it works
+    os.removexattr(inside, "user.tag")
+    os.rename(target / "top" / "a", tmp_path / "moved")
+    os.symlink(outside, target / "top" / "a")  # the swap
+    got = restore_extended(chosen, dest, {"/top/a/f"}, set(), Beneath(str(target)))
+    assert [d["path"] for d in got] == ["/top/a/f"], got
+    assert os.listxattr(outside / "f") == []

@@ -20,6 +20,7 @@ from parbackup import xattrs
 from parbackup.catalog import CatalogFile
 from parbackup.errors import FormatError
 from parbackup.model import Kind
+from parbackup.readback.beneath import Beneath
 
 _TOLD = (Kind.FILE, Kind.DIR, Kind.SYMLINK)
 """Kinds whose restore says which owners it could not give (``unowned``)."""
@@ -30,6 +31,7 @@ def restore_extended(
     dest: dict[int, str],
     restored: set[str],
     unowned: set[int] | None = None,
+    safe: Beneath | None = None,
 ) -> list[dict]:
     """Set the attributes of every restored entry of ``chosen`` (original paths in
     ``restored``); one ``{"path", "left_out", "error"}`` per entry something was left out
@@ -37,7 +39,9 @@ def restore_extended(
 
     ``unowned``: the ids of files, directories and symlinks whose owner root could not
     give; the owner of every other entry of those kinds is not looked at again (None:
-    look at every entry's)."""
+    look at every entry's). ``safe``: the restore target; each entry is then reached
+    through its parent directory opened beneath it (no symlink below the target is
+    followed, even one swapped in since the entry was made)."""
     left_out: list[dict] = []
     root = os.geteuid() == 0
     uid, groups = os.geteuid(), {os.getegid(), *os.getgroups()}
@@ -63,9 +67,11 @@ def restore_extended(
                 )
         if e.meta:
             try:
-                refused = xattrs.apply(dest[f.file_id], e.meta)
+                refused = _apply(dest[f.file_id], e.meta, safe)
             except FormatError as exc:  # a damaged catalog row: the data is still good
                 refused = [("extended attributes", str(exc))]
+            except OSError as exc:  # its directory is no longer below the target
+                refused = [("extended attributes", f"{dest[f.file_id]}: {exc.strerror or exc}")]
             for name, why in refused:
                 names.append(name)
                 if why not in reasons:
@@ -73,3 +79,12 @@ def restore_extended(
         if names:
             left_out.append({"path": e.path, "left_out": names, "error": "; ".join(reasons)})
     return left_out
+
+
+def _apply(path: str, payload: bytes, safe: Beneath | None) -> list[tuple[str, str]]:
+    """``xattrs.apply`` on ``path``; with ``safe``, through ``/proc/self/fd/N/NAME`` of
+    its parent opened beneath the target (the last name is not followed either)."""
+    if safe is None:
+        return xattrs.apply(path, payload)
+    with safe.parent(path) as (fd, name):
+        return xattrs.apply(f"/proc/self/fd/{fd}/{name}", payload)

@@ -210,7 +210,7 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
     }
-    report.left_out = restore_extended(chosen, dest, placed, unowned)
+    report.left_out = restore_extended(chosen, dest, placed, unowned, Beneath(target))
     report.seconds = time.monotonic() - started
     return report
 
