@@ -110,16 +110,23 @@ def test_source_names_its_host(tmp_path: Path) -> None:
     assert spec_for(str(odd)).host == ""
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    """A file server for ``tmp_path/src`` in a thread, ended by closing its channel."""
-    root = make_tree(tmp_path / "src", seed=12, files=10, big=(5_000_000,))
-    key = secrets.token_bytes(32)
+def _start_server(root: Path, key: bytes) -> tuple[Connection, threading.Thread, int]:
+    """A file server for ``root`` in a thread: (the channel that ends it, the thread,
+    its port)."""
     mine, theirs = socket.socketpair()
     ours, channel = Connection(mine.detach()), Connection(theirs.detach())
     thread = threading.Thread(target=serve, args=(ServeSpec(str(root), key), channel))
     thread.start()
     _what, port = ours.recv()
+    return ours, thread, port
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A file server for ``tmp_path/src`` in a thread, ended by closing its channel."""
+    root = make_tree(tmp_path / "src", seed=12, files=10, big=(5_000_000,))
+    key = secrets.token_bytes(32)
+    ours, thread, port = _start_server(root, key)
     yield root, f"127.0.0.1:{port}", key
     ours.close()
     thread.join(10)
@@ -165,11 +172,7 @@ def test_file_server_needs_its_key(server) -> None:
 def test_a_gone_file_server_fails_every_later_file_at_once(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "src", seed=16, files=5)
     key = secrets.token_bytes(32)
-    mine, theirs = socket.socketpair()
-    ours, channel = Connection(mine.detach()), Connection(theirs.detach())
-    thread = threading.Thread(target=serve, args=(ServeSpec(str(root), key), channel))
-    thread.start()
-    _what, port = ours.recv()
+    ours, thread, port = _start_server(root, key)
     ours.close()  # the run ends: the server stops taking clients
     thread.join(10)
     tree = HostedTree(SourceSpec("tree", str(root), str(root), host="h",

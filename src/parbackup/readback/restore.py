@@ -205,12 +205,13 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
         restored |= _retry_with_parity(
             catalog, info.id, files, dest, records, options, report, on_event, unowned
         )
-    _restore_links(chosen, dest, restored, report, on_event, unowned, Beneath(target))
+    safe = Beneath(target)  # no symlink below the target is followed
+    _restore_links(chosen, dest, restored, report, on_event, unowned, safe)
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
     }
-    report.left_out = restore_extended(chosen, dest, placed, unowned, Beneath(target))
+    report.left_out = restore_extended(chosen, dest, placed, unowned, safe)
     report.seconds = time.monotonic() - started
     return report
 
