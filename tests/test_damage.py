@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import shutil
+import socket
+import threading
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from parbackup.engine.backup import run_backup
 from parbackup.format import RECORD_FIXED_SIZE, read_volume_header
 from parbackup.readback.restore import RestoreOptions, run_restore
 from parbackup.readback.verify import run_verify
+from parbackup.workers import Outbox, serve
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +81,73 @@ def test_clean_set_verifies(backed_up):
     assert verify_damaged(backed_up[2]) == []
 
 
+class ThreadExecutor:
+    """Readers in threads of this process, not in processes: the reader code is the same
+    (``workers.serve`` runs it over a socket pair, as in a process), and a verify then
+    costs milliseconds, not the tens of milliseconds of starting reader processes. For
+    the test that verifies a thousand damaged copies; every other test here uses the
+    default executor (real reader processes)."""
+
+    def start(self, target: str, spec, name: str = "", host: str = "") -> ThreadWorker:
+        parent, child = socket.socketpair()
+        thread = threading.Thread(
+            target=serve, args=(target, Connection(child.detach())), daemon=True
+        )
+        worker = ThreadWorker(name or target, thread, Connection(parent.detach()))
+        worker.channel.send(spec)
+        thread.start()
+        return worker
+
+
+class ThreadWorker:
+    """A reader running in a thread (the ``Worker`` contract of parbackup.workers)."""
+
+    def __init__(self, name: str, thread: threading.Thread, channel: Connection) -> None:
+        self.name, self.thread, self.channel = name, thread, channel
+        self.outbox = Outbox(channel, name)
+
+    def send(self, msg) -> None:
+        self.outbox.put(msg)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def kill(self) -> None:
+        self.outbox.close()  # closes the channel: the reader's next message ends it
+
+    def join(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return False
+        self.outbox.close()
+        return True
+
+
+def record_path(data: bytes, starts: list[int], pos: int) -> bytes | None:
+    """The path in the record holding byte ``pos``; None in the volume header or end record."""
+    s = max((s for s in starts if s <= pos), default=None)
+    if s is None or s == starts[-1]:
+        return None
+    plen = int.from_bytes(data[s + 116 : s + 120], "little")
+    return data[s + RECORD_FIXED_SIZE : s + RECORD_FIXED_SIZE + plen]
+
+
 @pytest.mark.slow
 def test_one_flipped_byte_anywhere_is_found(backed_up):
     """Every byte of the volume header, of two record headers and of the end record;
-    seeded samples of every other header and of the payloads."""
+    seeded samples of every other header and of the payloads.
+
+    Each verify checks one flip in each of the two volumes at once (they lie on different
+    devices, read by different readers) and must name exactly the flipped devices: so
+    each flip is found on its own, never thanks to the other. Two flips in records of the
+    same file (a file split over both devices) are verified one at a time, as verify
+    names a damaged file once."""
     _, devs, cat = backed_up
     rng = random.Random(5)
-    checked = 0
+    originals: list[tuple[Path, bytes]] = []
+    flips: list[list[tuple[int, int, bytes | None]]] = []  # per volume: position, bit, file
     for vol in volumes(devs):
-        data = bytearray(vol.read_bytes())
+        data = vol.read_bytes()
         starts = record_starts(vol)
         positions = set(range(0, starts[0]))  # the volume header
         for n, s in enumerate(starts):
@@ -95,18 +158,41 @@ def test_one_flipped_byte_anywhere_is_found(backed_up):
                 positions.update(rng.sample(header, 12))
         positions.update(rng.randrange(len(data)) for _ in range(150))
         positions.update(range(len(data) - 140, len(data)))  # the end record
-        for pos in sorted(positions):
-            if pos >= len(data):
-                continue
-            original = data[pos]
-            data[pos] ^= 1 << rng.randrange(8)
-            vol.write_bytes(data)
-            assert verify_damaged(cat), f"flip at {pos} of {vol.name} went unnoticed"
-            checked += 1
-            data[pos] = original
-        vol.write_bytes(data)
-    assert verify_damaged(cat) == []
-    print(f"{checked} single-bit flips, each found by verify")
+        originals.append((vol, data))
+        flips.append(
+            [(p, rng.randrange(8), record_path(data, starts, p)) for p in sorted(positions)]
+        )
+    assert len(originals) == 2 and devs[0] != devs[1]
+    runs: list[dict[int, tuple[int, int]]] = []  # volume index -> (position, bit)
+    for i in range(max(map(len, flips))):
+        now = {v: f[i] for v, f in enumerate(flips) if i < len(f)}
+        files = [file for _, _, file in now.values()]
+        if len(files) == 2 and files[0] is not None and files[0] == files[1]:
+            runs.extend({v: (pos, bit)} for v, (pos, bit, _) in now.items())
+        else:
+            runs.append({v: (pos, bit) for v, (pos, bit, _) in now.items()})
+    executor = ThreadExecutor()
+    try:
+        with Catalog(cat) as catalog:
+            for run in runs:
+                for v, (vol, original) in enumerate(originals):
+                    data = bytearray(original)
+                    if v in run:
+                        pos, bit = run[v]
+                        data[pos] ^= 1 << bit
+                    vol.write_bytes(data)
+                found = run_verify(catalog, executor=executor).damaged
+                flipped = {
+                    str(originals[v][0].parents[2]): f"flip at {pos}" for v, (pos, _) in run.items()
+                }
+                assert {d["device"] for d in found} == set(flipped), (flipped, found)
+    finally:
+        gc.unfreeze()  # a reader freezes its heap (gc.freeze); here that heap is ours
+        for vol, original in originals:
+            vol.write_bytes(original)
+    assert verify_damaged(cat) == []  # real reader processes: the volumes are whole again
+    checked = sum(map(len, runs))
+    print(f"{checked} single-bit flips in {len(runs)} verifies, each flip found")
 
 
 @pytest.mark.parametrize("cut", [1, 10, 500, 5000])
