@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+# No per-example deadline for property tests (hypothesis's default is 200 ms): the suite
+# shares two cores with servers and workers, and timing is never what they test; an
+# example that ran long once would fail a run at random.
+settings.register_profile("parbackup", deadline=None)
+settings.load_profile("parbackup")
 
 
 @dataclass
