@@ -15,6 +15,9 @@ The next restore reads it first:
   removes the ``.part`` files the killed run left; nothing else in the target is touched;
 - otherwise (none, another set, another selection): the usual rule, existing files are
   refused without ``--overwrite``. A refused restore leaves the mark as it found it.
+
+A target where the mark cannot be made or written (no room, no permission at its top)
+is restored into without one: the mark is a help for the next run, never a condition.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ class RestoreMark:
         live restore holds it."""
         os.makedirs(target, exist_ok=True)
         while True:
-            fd = _open(target)
+            try:
+                fd = _open(target)
+            except OSError:
+                return cls(target, -1, resumes=False, found=True)  # no mark to keep
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -72,16 +78,20 @@ class RestoreMark:
 
     def claim(self, set_id: str, includes: Sequence[str]) -> None:
         """Name this restore in the mark, before anything is written into the target."""
+        if self.fd < 0:
+            return
         doc = {"set": set_id, "include": list(includes), "pid": os.getpid()}
-        data = json.dumps(doc).encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(doc).encode(), 0)
+        except OSError:  # a full target: restore what fits, without a mark
+            return
         self.claimed = True
 
     def release(self, finished: bool) -> None:
         """Drop the lock; remove the mark when this restore ended with nothing damaged,
         or when it made the mark and never wrote into the target (it was refused). Once."""
-        if self.released:
+        if self.released or self.fd < 0:
             return
         self.released = True
         if (finished and self.claimed) or (not self.claimed and not self.found):
@@ -91,12 +101,12 @@ class RestoreMark:
 
 
 def _open(target: str) -> int:
+    """The mark's descriptor, opened (made if missing) in ``target``, never through a
+    symlink."""
     dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         return os.open(MARK, flags, 0o600, dir_fd=dir_fd)
-    except OSError as exc:
-        raise RestoreError(f"{target}: cannot keep a restore mark: {exc.strerror}") from exc
     finally:
         os.close(dir_fd)
 
