@@ -11,9 +11,16 @@ Objects are written with multipart upload in parts of ``?part=SIZE`` (default 8 
 ``?uploads=N`` of them (default 3) going up at once while the next one fills, so memory
 per writer stays (N + 1) parts whatever the volume size (W3); a small object is one PUT.
 Object stores report no free space: the device is unbounded unless ``?capacity=``.
-botocore retries throttling, 5xx answers and dropped connections with backoff
-(``?retries=N`` attempts in all, default 5); what still fails is mapped onto the device
-errors, transient (connection, throttling) or permanent (access denied, no bucket).
+Retries have one owner per failure, so a dead store is given up after a stated time.
+botocore owns every request: throttling, 5xx answers, timeouts and dropped connections
+are tried ``?retries=N`` times in all (default 5), each attempt waiting at most
+``?timeout=`` seconds (default 60) to connect and as long for each read, with botocore's
+backoff between them (at most 20 s). What still fails is a *permanent* device error
+(``... (gave up after N attempts)``), which the engine's retry wrapper (devices/retry.py)
+does not try again: a frozen store costs a command about N x timeout per request, not
+5 x that. Only a range read whose answer breaks off after it began (botocore does not
+retry a body) is transient, so the engine's wrapper reads it again (5 reads in all),
+each read's request again under botocore's attempts.
 """
 
 from __future__ import annotations
@@ -67,7 +74,8 @@ def client_for(url: DeviceURL):  # type: ignore[no-untyped-def]
     addressing = params.get("addressing") or ("path" if endpoint else "auto")
     timeout = float(params.get("timeout", "60"))
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": int(params.get("retries", "5"))},
+        # total_max_attempts counts the first try; botocore's max_attempts would not
+        retries={"mode": "standard", "total_max_attempts": attempts_of(url)},
         connect_timeout=timeout,
         read_timeout=timeout,
         s3={"addressing_style": addressing},
@@ -81,11 +89,26 @@ def client_for(url: DeviceURL):  # type: ignore[no-untyped-def]
         raise DeviceError(f"{url.display}: {exc}") from exc
 
 
-def call(where: str, fn: Callable[[], _T]) -> _T:
+def attempts_of(url: DeviceURL) -> int:
+    """How often botocore tries each request in all (``?retries=``, default 5); a value
+    that is not a number raises ValueError, which opening a device or source reports."""
+    return max(1, int(url.params.get("retries", "5")))
+
+
+def call(where: str, fn: Callable[[], _T], gave_up: int = 0) -> _T:
     """Run a boto3 call; foreign exceptions become device errors (no secrets in them).
 
     ``where`` starts every message (the URL's display form and what was being done).
+    With ``gave_up`` (botocore's attempts in all), what botocore retried and still failed
+    is permanent, saying so: no other layer should try it again. Without it, such
+    failures are transient (an S3 source's reads, which nothing retries on top).
     """
+
+    def transient(message: str) -> DeviceError:
+        if gave_up:
+            return DeviceError(f"{where}: {message} (gave up after {gave_up} attempts)")
+        return TransientDeviceError(f"{where}: {message}")
+
     try:
         return fn()
     except botocore.exceptions.ClientError as exc:
@@ -97,7 +120,7 @@ def call(where: str, fn: Callable[[], _T]) -> _T:
         if code in _FULL_CODES:
             raise DeviceFullError(f"{where}: {message}") from exc
         if code in _TRANSIENT_CODES:
-            raise TransientDeviceError(f"{where}: {message}") from exc
+            raise transient(message) from exc
         raise DeviceError(f"{where}: {code}: {message}") from exc
     except botocore.exceptions.NoCredentialsError as exc:
         raise DeviceError(f"{where}: no AWS credentials found") from exc
@@ -108,7 +131,7 @@ def call(where: str, fn: Callable[[], _T]) -> _T:
         botocore.exceptions.ConnectTimeoutError,
         ConnectionError,
     ) as exc:
-        raise TransientDeviceError(f"{where}: cannot reach the store ({exc})") from exc
+        raise transient(f"cannot reach the store ({exc})") from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise DeviceError(f"{where}: {exc}") from exc
 
@@ -127,10 +150,7 @@ class _S3Writer(ObjectWriter):
         self.done = False
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        try:
-            return self.device._call(f"{what} {self.name}", fn)
-        except TransientDeviceError as exc:  # botocore retried already; a write stream ends
-            raise DeviceError(str(exc)) from exc
+        return self.device._call(f"{what} {self.name}", fn)  # permanent once botocore gave up
 
     def _put_part(self, number: int, data: bytes) -> dict:
         s3, bucket = self.device._client(), self.device.bucket
@@ -231,6 +251,7 @@ class S3Device(Device):
         self.part_size = max(MIN_PART, parse_size(url.params.get("part", "8MiB")))
         self.uploads = max(1, int(url.params.get("uploads", "3")))
         self.s3 = None
+        self.attempts = attempts_of(url)
 
     @classmethod
     def check_url(cls, url: DeviceURL) -> None:
@@ -248,7 +269,7 @@ class S3Device(Device):
         return self.s3
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        return call(f"{self.url.display}: {what}", fn)
+        return call(f"{self.url.display}: {what}", fn, self.attempts)
 
     # -- the seven -------------------------------------------------------------------------
     def open(self, write: bool = True) -> None:
@@ -276,21 +297,28 @@ class S3Device(Device):
             return b""
         s3 = self._client()
 
-        def fetch() -> bytes:
+        def ask() -> dict | None:
             try:
-                resp = s3.get_object(
+                return s3.get_object(
                     Bucket=self.bucket,
                     Key=self._key(name),
                     Range=f"bytes={offset}-{offset + length - 1}",
                 )
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return b""  # starts at or past the end
+                    return None  # starts at or past the end
                 raise
+
+        resp = self._call(f"read {name}", ask)
+        if resp is None:
+            return b""
+        try:
             with contextlib.closing(resp["Body"]) as body:
                 return body.read()
-
-        return self._call(f"read {name}", fetch)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:  # not retried by botocore
+            raise TransientDeviceError(
+                f"{self.url.display}: read {name}: the answer broke off ({exc})"
+            ) from exc
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         s3 = self._client()

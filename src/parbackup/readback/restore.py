@@ -10,7 +10,9 @@ work spreads over the processes; this process finishes files split over devices,
 makes hard links and special files, then symlinks, and gives directories their metadata
 last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
 very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
-restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind.
+restore (Ctrl-C, SIGTERM) kills its readers and leaves no ``.part`` file behind; one
+killed outright leaves its mark in the target, so running it again finishes the job
+without ``--overwrite`` (readback/mark.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.beneath import Beneath
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
+from parbackup.readback.mark import MARK, RestoreMark
 from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
@@ -122,10 +125,11 @@ def apply_metadata(path: str | int, entry: FileEntry, *, follow: bool = True) ->
 
 
 def _is_empty_dir(path: str) -> bool:
-    """True when ``path`` is missing or an empty directory: nothing there can clash."""
+    """True when ``path`` is missing or holds nothing but a restore's mark: nothing there
+    can clash."""
     try:
         with os.scandir(path) as it:
-            return next(it, None) is None
+            return next((e for e in it if e.name != MARK), None) is None
     except FileNotFoundError:
         return True
     except OSError:
@@ -139,13 +143,16 @@ def run_restore(
     collecting = gc.isenabled()
     gc.disable()  # a set's files and records make few cycles: collections would walk
     try:  # them over and over (a fifth of this process's time with 67k files)
-        return _run_restore(catalog, options, on_event)
+        with contextlib.ExitStack() as cleanup:  # the target's mark is let go on any exit
+            return _run_restore(catalog, options, on_event, cleanup)
     finally:
         if collecting:
             gc.enable()
 
 
-def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink) -> RestoreReport:
+def _run_restore(
+    catalog: Catalog, options: RestoreOptions, on_event: EventSink, cleanup: contextlib.ExitStack
+) -> RestoreReport:
     started = time.monotonic()
     warm_up()
     info = restorable_set(catalog, options.set_ref)
@@ -172,7 +179,8 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
         for f in chosen
         if f.state == "grown"
     ]
-    if not options.overwrite and not _is_empty_dir(target):
+    mark = cleanup.enter_context(RestoreMark.take(target, info.id, options.includes))
+    if not options.overwrite and not mark.resumes and not _is_empty_dir(target):
         clashes = [
             dest[f.file_id]
             for f in chosen
@@ -183,6 +191,7 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
             raise RestoreError(
                 f"{len(clashes)} file(s) already exist in the target (use --overwrite): {shown}"
             )
+    mark.claim(info.id, options.includes)
     files = [f for f in chosen if f.entry.kind is Kind.FILE]
     records = records_by_label(catalog, info.id, {f.file_id for f in files})
     on_event(
@@ -197,6 +206,8 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
         except (RestoreError, OSError) as exc:
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
+    if mark.resumes:  # what the killed run left half written
+        _drop_parts(files, dest, Beneath(target))
     unowned: set[int] = set()
     restored = _restore_files(
         catalog, info.id, files, dest, records, options, report, on_event, unowned
@@ -213,7 +224,17 @@ def _run_restore(catalog: Catalog, options: RestoreOptions, on_event: EventSink)
     }
     report.left_out = restore_extended(chosen, dest, placed, unowned, safe)
     report.seconds = time.monotonic() - started
+    mark.release(finished=not report.damaged)
     return report
+
+
+def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath) -> None:
+    """Remove the ``.part`` of every file about to be restored, where a killed run of the
+    same restore left one."""
+    for f in files:
+        if f.file_id in dest:
+            with contextlib.suppress(OSError):
+                safe.unlink(part_name(dest[f.file_id], f.file_id))
 
 
 def _retry_with_parity(
