@@ -12,7 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from parbackup.errors import RestoreError
 from parbackup.model import RecordRef
+from parbackup.readback.paths import DirMaker
 from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec, part_name
 
 MTIME = 1_600_000_000_123_456_789
@@ -84,3 +88,22 @@ def test_a_directory_swapped_for_a_symlink_is_never_written_through(tmp_path):
     assert sink.finish() == ""
     assert list(outside.iterdir()) == []
     assert not os.path.lexists(part_name(str(tmp_path / "moved" / "f"), 1))
+
+
+def test_directories_are_made_and_nothing_else_is_passed_through(tmp_path):
+    """DirMaker (readback/paths.py), which makes the directories before the readers
+    start: new ones made, existing ones kept, a symlink or a file in the way refused."""
+    root = tmp_path / "target"
+    (root / "old").mkdir(parents=True)
+    (root / "file").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    dirs = DirMaker(str(root))
+    dirs.ensure(str(root / "old" / "new" / "deeper"))
+    assert (root / "old" / "new" / "deeper").is_dir()
+    with pytest.raises(RestoreError, match="through the symlink"):
+        dirs.ensure(str(root / "link" / "sub"))
+    with pytest.raises(RestoreError, match="not a directory"):
+        dirs.ensure(str(root / "file" / "sub"))
+    assert list(outside.iterdir()) == []
