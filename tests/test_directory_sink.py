@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from parbackup.catalog import Catalog
+from parbackup.engine.backup import run_backup
 from parbackup.errors import RestoreError
 from parbackup.model import RecordRef
 from parbackup.readback.paths import DirMaker
+from parbackup.readback.restore import RestoreOptions, run_restore
 from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec, part_name
 
 MTIME = 1_600_000_000_123_456_789
@@ -107,3 +110,31 @@ def test_directories_are_made_and_nothing_else_is_passed_through(tmp_path):
     with pytest.raises(RestoreError, match="not a directory"):
         dirs.ensure(str(root / "file" / "sub"))
     assert list(outside.iterdir()) == []
+
+
+def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, device_dirs):
+    """The restoring process itself finishes empty files and files split over devices
+    (readback/restore.py): a directory at such a file's place is refused the same way."""
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "big").write_bytes(os.urandom(3 << 20))  # split over both devices
+    (tree / "empty").write_bytes(b"")
+    (tree / "small").write_bytes(b"small")
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        report = run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog)
+        assert report.status == "complete"
+        assert all(d.bytes > 1 << 20 for d in report.devices) and len(report.devices) == 2
+    target = tmp_path / "target"
+    out = target / str(tree).lstrip("/")
+    for name in ("big", "empty"):
+        (out / name).mkdir(parents=True)
+        (out / name / "keep").write_bytes(b"keep")
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target), overwrite=True))
+    damaged = {Path(d["path"]).name: d["error"] for d in got.damaged}
+    assert damaged == {"big": "a directory is in the way", "empty": "a directory is in the way"}
+    for name in ("big", "empty"):
+        assert (out / name / "keep").read_bytes() == b"keep"
+    assert (out / "small").read_bytes() == b"small"
+    assert not list(target.rglob(".parbackup-*.part"))
