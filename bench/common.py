@@ -1,14 +1,18 @@
 """Shared benchmark helpers: tmpfs devices, source trees, measured child processes, tables.
 
 Every benchmark runs each tool as a child process and takes its wall time, CPU seconds
-(user + system) and peak RSS from ``wait4``'s rusage, so all tools are measured the same
-way. Devices are tmpfs mounts (one per device), so no tool pays for the root disk and
-the figures show the tools' own cost. Needs root (mount); the Debian packages of the
-peer tools are installed on first use.
+(user + system) and peak RSS, so all tools are measured the same way. CPU seconds come
+from a cpuacct cgroup the child joins before it starts (the whole process tree: workers
+forked by parbackup's fork server are not the tool's children, so ``wait4``'s rusage
+misses them); only where no cgroup can be made, from the rusage. Devices are tmpfs
+mounts (one per device), so no tool pays for the root disk and the figures show the
+tools' own cost. Needs root (mount); the Debian packages of the peer tools are installed
+on first use.
 """
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import resource
@@ -25,6 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 PY = sys.executable
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+"""cgroup v1 CPU accounting; cgroup v2 (``cpu.stat``) is used where this is missing."""
+
+# An installed parbackup has its modules compiled (pip does it); without this, a run with
+# PYTHONDONTWRITEBYTECODE set compiles every module again in every process it starts.
+compileall.compile_dir(str(SRC), quiet=2)
 
 
 @dataclass
@@ -59,15 +69,25 @@ def run(
     check: bool = True,
     stdin: int | None = subprocess.DEVNULL,
 ) -> Measured:
-    """Run ``argv`` and measure it (wall clock, CPU seconds, peak RSS of the process)."""
+    """Run ``argv`` and measure it (wall clock; CPU seconds and peak RSS of its whole
+    process tree)."""
     full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, _CpuGroup() as group:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=cwd, stdin=stdin)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=err,
+            env=full_env,
+            cwd=cwd,
+            stdin=stdin,
+            preexec_fn=group.join,
+        )
         peak = _PeakRss(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         peak.stop()
+        cpu = group.seconds()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -75,7 +95,7 @@ def run(
     m = Measured(
         name,
         wall,
-        usage.ru_utime + usage.ru_stime,
+        usage.ru_utime + usage.ru_stime if cpu is None else cpu,
         peak.kb / 1024,
         proc.returncode,
         text,
@@ -86,6 +106,64 @@ def run(
             f"{name} failed ({m.code}): {' '.join(argv)}\n{text[-2000:]}\n{errors[-4000:]}"
         )
     return m
+
+
+class _CpuGroup:
+    """A fresh CPU-accounting cgroup for one measured run: the child joins it before it
+    execs (``join``, run in the child), so every process it starts, however, is counted.
+    ``seconds()`` is None where no cgroup could be made (not root, no cgroup fs)."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.v2 = False
+
+    def __enter__(self) -> _CpuGroup:
+        name = f"parbackup-bench-{os.getpid()}-{time.monotonic_ns()}"
+        v2root = _cgroup2_root()
+        for base, v2 in ((CPUACCT, False), (v2root, True)):
+            if base is None or not base.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                (base / name).mkdir()
+                self.path, self.v2 = base / name, v2
+                break
+        return self
+
+    def join(self) -> None:
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def seconds(self) -> float | None:
+        """CPU seconds used in the group (after its processes end: up to 5 s waited)."""
+        if self.path is None:
+            return None
+        deadline = time.monotonic() + 5
+        while (self.path / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.02)  # a fork server ends with its parent, a moment later
+        if self.v2:
+            stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+            return int(stat["usage_usec"]) / 1e6
+        return int((self.path / "cpuacct.usage").read_text()) / 1e9
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is None:
+            return
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+def _cgroup2_root() -> Path | None:
+    """Where a cgroup2 file system is mounted, if one is."""
+    with contextlib.suppress(OSError), open("/proc/mounts") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return Path(fields[1])
+    return None
 
 
 class _PeakRss(threading.Thread):

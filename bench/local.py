@@ -7,8 +7,9 @@ The source tree is a copy of the Python installation's library directory, /usr/s
 and /usr/lib/x86_64-linux-gnu plus four 256 MiB random files, on its own tmpfs. Every
 device is its own tmpfs. parbackup writes 2 devices; tar, restic and borg write one
 device of the same kind; rclone copies onto a 2-upstream union (policy mfs) of the same
-two devices. Each tool runs as a child process; wall time, CPU seconds and peak RSS come
-from its rusage. Prints a Markdown table and the ratios, measured in this run.
+two devices. Each tool runs as a child process; wall time, CPU seconds (of its whole
+process tree, from a cgroup: see common.py) and peak RSS are taken the same way for all.
+Prints a Markdown table and the ratios, measured in this run.
 """
 
 from __future__ import annotations
@@ -227,6 +228,9 @@ def report(results, restores, files, entries, nbytes, args) -> None:
             if "tar" in restores:
                 ratios["restore wall parbackup / tar -xf"] = (
                     restores["parbackup"].wall / restores["tar"].wall
+                )
+                ratios["restore CPU parbackup / tar -xf"] = (
+                    restores["parbackup"].cpu / restores["tar"].cpu
                 )
         for k, v in ratios.items():
             print(f"- {k}: {v:.2f}")

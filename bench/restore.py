@@ -57,7 +57,7 @@ def main() -> None:
         env = parbackup_env(os.path.join(state, "catalog.sqlite"))
         run("backup", parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json"), env=env)
         run("tar -cf", ["tar", "-cf", f"{tardev}/t.tar", "-C", src, "."])
-        ratios, speedups = [], []
+        ratios, cpus, speedups = [], [], []
         for i in range(args.pairs):
             argv = parbackup_argv("restore", "-t", restore, "--json")
             if args.base:
@@ -74,12 +74,15 @@ def main() -> None:
             tar = run("tar -xf", ["tar", "-xf", f"{tardev}/t.tar", "-C", restore])
             wipe(restore)
             ratios.append(pb.wall / tar.wall)
+            cpus.append(pb.cpu / tar.cpu)
             print(
-                f"pair {i + 1}: parbackup {pb.wall:.2f} s ({pb.rate(nbytes):.0f} MB/s), "
-                f"tar -xf {tar.wall:.2f} s ({tar.rate(nbytes):.0f} MB/s), "
-                f"ratio {ratios[-1]:.2f}"
+                f"pair {i + 1}: parbackup {pb.wall:.2f} s ({pb.rate(nbytes):.0f} MB/s, "
+                f"{pb.cpu:.2f} CPU s), tar -xf {tar.wall:.2f} s ({tar.rate(nbytes):.0f} MB/s, "
+                f"{tar.cpu:.2f} CPU s), ratio {ratios[-1]:.2f} (CPU {cpus[-1]:.2f}); "
+                f"load {os.getloadavg()[0]:.1f}"
             )
         print(f"restore wall, parbackup / tar -xf: median {statistics.median(ratios):.2f}")
+        print(f"restore CPU (all processes) / tar -xf: median {statistics.median(cpus):.2f}")
         if speedups:
             print(f"restore wall, base / this checkout: median {statistics.median(speedups):.2f}")
 

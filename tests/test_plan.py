@@ -68,6 +68,37 @@ def test_fill_hits_every_share_and_splits_at_most_n_minus_1_files(sz, n, order):
     assert split <= n - 1
 
 
+@settings(max_examples=200)
+@given(
+    sizes,
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0, max_value=5_000), min_size=6, max_size=6),
+    orders,
+)
+def test_fill_spreads_zero_byte_items_to_the_devices_with_fewest_items(sz, weights, loads, order):
+    """Count balance: each zero-byte item goes to a device with the fewest items per
+    weight at that moment (list order is placement order). In descending order they come
+    last, so item counts end as even as the bytes allow: within one item when there are
+    enough of them. The bytes are placed exactly as without the zero-byte items."""
+    slots = [Slot(None, load, w) for w, load in zip(weights, loads, strict=False)]
+    p = plan(pieces_for(sz), slots, Strategy.FILL, order)
+    count = [0] * len(slots)
+    nonzero = [0] * len(slots)
+    for item in p.items:
+        d = item.device
+        if item.size == 0:
+            for j in range(len(slots)):
+                assert count[d] * weights[j] <= count[j] * weights[d], (d, j, count)
+        else:
+            nonzero[d] += 1
+        count[d] += 1
+    even = len(set(weights)) == 1 and order is Order.DESC
+    if even and sz.count(0) >= sum(max(nonzero) - c for c in nonzero):
+        assert max(count) - min(count) <= 1, count
+    without = plan(pieces_for([s for s in sz if s]), slots, Strategy.FILL, order)
+    assert p.device_bytes() == without.device_bytes()
+
+
 @given(sizes, n_devices, orders)
 def test_threshold_items_go_to_the_least_filled_device(sz, n, order):
     p = plan(pieces_for(sz), [Slot(None)] * n, Strategy.THRESHOLD, order)

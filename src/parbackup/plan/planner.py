@@ -15,7 +15,12 @@ No I/O, no clock, no randomness: the same input always gives the same plan.
   are computed so that load + new bytes is balanced across them (R3).
 
 "Least filled" means the smallest load / weight; ties go to the device with fewer items,
-then the lower index, which spreads empty files and directories evenly too.
+then the lower index. In the ``fill`` strategy a zero-byte item (an empty file, a
+directory, a link) changes no device's fill, so it goes to the device with the fewest
+items per weight (ties: least filled, then lower index): the devices end with as even a
+count of items as the bytes allow, and so with even per-item work (a reader's restore
+time goes largely per file). Without this, loads one byte apart sent every zero-byte
+item to one device (27k against 40k records on a 67k-entry tree).
 """
 
 from __future__ import annotations
@@ -279,7 +284,8 @@ def _plan_fill(pieces: Pieces, slots: Sequence[Slot], order: Order) -> _Out:
     load = [s.load for s in slots]
     weight = [s.weight for s in slots]
     count = [0] * len(slots)
-    heap = [(load[i] / weight[i], 0, i) for i in range(len(slots))]
+    devices = range(len(slots))
+    heap = [(load[i] / weight[i], 0, i) for i in devices]
     heapq.heapify(heap)
     out = _Out(pieces, len(slots))
     o_file, o_off, o_size, o_dev = (
@@ -290,15 +296,23 @@ def _plan_fill(pieces: Pieces, slots: Sequence[Slot], order: Order) -> _Out:
     )
     file, offsets, sizes = pieces.file, pieces.offset, pieces.size
     replace, push, pop = heapq.heapreplace, heapq.heappush, heapq.heappop
+    fewest: list[tuple[float, float, int]] = []  # while a run of zero-byte items lasts
     for k in sorted_rows(pieces, order):
         remaining = sizes[k]
         fid = file[k]
         if remaining == 0:
-            dev = heap[0][2]
+            if not fewest:  # a run starts: fewest items per weight first
+                fewest = [(count[i] / weight[i], load[i] / weight[i], i) for i in devices]
+                heapq.heapify(fewest)
+            dev = fewest[0][2]
             o_file(fid), o_off(offsets[k]), o_size(0), o_dev(dev)
             count[dev] += 1
-            replace(heap, (load[dev] / weight[dev], count[dev], dev))
+            replace(fewest, (count[dev] / weight[dev], load[dev] / weight[dev], dev))
             continue
+        if fewest:  # the run ended: the byte heap's item counts are stale
+            fewest = []
+            heap = [(load[i] / weight[i], count[i], i) for i in devices]
+            heapq.heapify(heap)
         offset = offsets[k]
         while remaining:
             dev = heap[0][2]

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 
@@ -33,6 +34,8 @@ class _OpenHow(ctypes.Structure):
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _openat2_works = [True]
+_UNTIDY = re.compile(r"/\.{0,2}(/|$)")
+"""An empty, '.' or '..' component, or a trailing slash: such a path takes the slow way."""
 
 
 def _openat2(path: str, flags: int, mode: int) -> int:
@@ -70,8 +73,11 @@ class Beneath:
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self.real = os.path.realpath(root)
+        self.prefix = self.root.rstrip("/") + "/"
 
     def _rel(self, path: str) -> str:
+        if path.startswith(self.prefix) and not _UNTIDY.search(path):
+            return path[len(self.prefix) :]  # the common case, without relpath's work
         rel = os.path.relpath(path, self.root)
         if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
             raise OSError(errno.EXDEV, "outside the restore target", path)

@@ -52,15 +52,17 @@ class DirMaker:
                 raise RestoreError(f"refusing to create {directory!r} outside the target")
             probe = parent
         for step in reversed(todo):
-            try:
-                st = self.safe.lstat(step)
-            except FileNotFoundError:
-                self.safe.mkdir(step, 0o700)
-            else:
-                if stat.S_ISLNK(st.st_mode):
-                    raise RestoreError(f"refusing to restore through the symlink {step!r}")
-                if not stat.S_ISDIR(st.st_mode):
-                    raise RestoreError(f"{step!r} exists and is not a directory")
+            with self.safe.parent(step) as (fd, name):  # one lookup for both calls
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)  # never follows a symlink there
+                except FileExistsError:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        raise RestoreError(
+                            f"refusing to restore through the symlink {step!r}"
+                        ) from None
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise RestoreError(f"{step!r} exists and is not a directory") from None
             self.known.add(step)
 
 

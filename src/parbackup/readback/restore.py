@@ -401,37 +401,36 @@ def _prepare(
     devices, sized for the readers to fill, and those without records (empty files),
     finished at once. Returns the files done here already: id -> '' or why not."""
     early: dict[int, str] = {}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     for f in active:
         fid = f.file_id
         now = fid not in labels and fid not in split  # no records: finished right here
         if fid not in split and not now:
             continue
         tmp = part_name(dest[fid], fid)
-        try:
-            fd = safe.open(tmp, flags, 0o600)
-            try:
-                if f.entry.size:
-                    os.ftruncate(fd, f.entry.size)
-                if now and not apply_metadata(fd, f.entry):
-                    unowned.add(fid)
-            finally:
-                os.close(fd)
+        leaf = os.path.basename(tmp)
+        try:  # one lookup of the directory for the whole file
+            with safe.parent(tmp) as (dfd, _name):
+                fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                try:
+                    if f.entry.size:
+                        os.ftruncate(fd, f.entry.size)
+                    if now and not apply_metadata(fd, f.entry):
+                        unowned.add(fid)
+                finally:
+                    os.close(fd)
+                if now:
+                    early[fid] = _rename(dfd, leaf, dest[fid])
         except OSError as exc:
             early[fid] = f"{tmp}: {exc.strerror or exc}"
-            continue
-        if now:
-            early[fid] = _rename(tmp, dest[fid], safe)
     return early
 
 
-def _rename(tmp: str, path: str, safe: Beneath) -> str:
-    """Put a finished ``.part`` in place, through its directory's descriptor; '' or an
-    error."""
+def _rename(dfd: int, leaf: str, path: str) -> str:
+    """Rename the finished ``.part`` named ``leaf`` in the directory ``dfd`` (opened
+    beneath the target) to ``path``'s name there; '' or an error."""
     try:
-        if safe.is_real_dir(path):
-            return "a directory is in the way"
-        safe.replace(tmp, path)
+        os.replace(leaf, os.path.basename(path), src_dir_fd=dfd, dst_dir_fd=dfd)
     except IsADirectoryError:  # rename(2) will not replace a directory by a file
         return "a directory is in the way"
     except OSError as exc:
@@ -442,16 +441,18 @@ def _rename(tmp: str, path: str, safe: Beneath) -> str:
 def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath) -> str:
     """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
     tmp = part_name(path, fid)
+    leaf = os.path.basename(tmp)
     try:
-        fd = safe.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
-        try:  # through the descriptor: the name is not looked up again
-            if not apply_metadata(fd, entry):
-                unowned.add(fid)
-        finally:
-            os.close(fd)
+        with safe.parent(tmp) as (dfd, _name):
+            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:  # through the descriptor: the name is not looked up again
+                if not apply_metadata(fd, entry):
+                    unowned.add(fid)
+            finally:
+                os.close(fd)
+            return _rename(dfd, leaf, path)
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
-    return _rename(tmp, path, safe)
 
 
 def _link_metadata(dir_fd: int, name: str, entry: FileEntry) -> bool:

@@ -32,6 +32,7 @@ _FLUSH_EVERY = 256 << 20
 """A block device sink flushes after this many bytes, so that no flush (the last one
 included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
@@ -89,7 +90,11 @@ class Sink(Protocol):
 
 def part_name(dest: str, fid: int) -> str:
     """The hidden temporary name a file is restored under, next to its destination."""
-    return os.path.join(os.path.dirname(dest), f".parbackup-{fid}.part")
+    return os.path.join(os.path.dirname(dest), _part_leaf(fid))
+
+
+def _part_leaf(fid: int) -> str:
+    return f".parbackup-{fid}.part"
 
 
 def set_metadata(
@@ -163,9 +168,12 @@ def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
 class DirectorySink:
     """Payloads into ``.part`` files; files wholly on this device finished here.
 
-    A file finished here costs few system calls: its ``.part`` is created at its first
-    payload (or at the end, if every record was zeros), sized only when holes end it,
-    and given its owner, mode and times through the open descriptor before the rename.
+    A file finished here costs few system calls: its directory is opened once (below
+    the root, no symlink followed) and held while the file is open; its ``.part`` is
+    created in that directory at its first payload (or at the end, if every record was
+    zeros), sized only when holes end it, given its owner, mode and times through the
+    open descriptor, and renamed into place in the same directory (a directory in the
+    way makes ``rename`` fail with EISDIR: rename(2) never replaces one by a file).
     """
 
     deferred = False
@@ -173,6 +181,8 @@ class DirectorySink:
     def __init__(self, spec: DirectorySinkSpec) -> None:
         self.files = spec.files
         self.fds: dict[int, int] = {}
+        self.dirs: dict[int, int] = {}
+        """The directory of each file open here (with a root only), for its calls."""
         self.started: set[int] = set()
         self.ends: dict[int, int] = {}
         """How far the bytes written so far reach, per file finished here."""
@@ -180,24 +190,33 @@ class DirectorySink:
         """Files finished here whose owner could not be given (not yet reported)."""
         self.beneath = Beneath(spec.root) if spec.root else None
 
-    def _open(self, path: str, flags: int) -> int:
+    def _dir(self, fid: int) -> int:
+        """The file's directory, opened below the root without following a symlink."""
+        dfd = self.dirs.get(fid)
+        if dfd is None:
+            assert self.beneath is not None
+            dfd = self.beneath.open(os.path.dirname(self.files[fid][0]), _DIR_FLAGS)
+            self.dirs[fid] = dfd
+        return dfd
+
+    def _open(self, fid: int, flags: int) -> int:
         if self.beneath is None:
-            return os.open(path, flags, 0o600)
-        return self.beneath.open(path, flags, 0o600)
+            return os.open(part_name(self.files[fid][0], fid), flags, 0o600)
+        return os.open(_part_leaf(fid), flags, 0o600, dir_fd=self._dir(fid))
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
         if fd is not None:
             return fd
         if len(self.fds) >= _MAX_OPEN:
-            os.close(self.fds.pop(next(iter(self.fds))))
-        dest, _size, _mode, _uid, _gid, _mtime, here = self.files[fid]
+            self._close(next(iter(self.fds)))
+        here = self.files[fid][6]
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if here and fid not in self.started:
-            fd = self._open(part_name(dest, fid), flags | os.O_CREAT | os.O_TRUNC)
+            fd = self._open(fid, flags | os.O_CREAT | os.O_TRUNC)
             self.started.add(fid)
         else:
-            fd = self._open(part_name(dest, fid), flags)
+            fd = self._open(fid, flags)
         self.fds[fid] = fd
         return fd
 
@@ -214,8 +233,13 @@ class DirectorySink:
 
     def _close(self, fid: int) -> None:
         fd = self.fds.pop(fid, None)
-        if fd is not None:
-            os.close(fd)
+        dfd = self.dirs.pop(fid, None)
+        try:
+            if fd is not None:
+                os.close(fd)
+        finally:
+            if dfd is not None:
+                os.close(dfd)
 
     def complete(self, fid: int) -> str:
         dest, size, mode, uid, gid, mtime_ns, here = self.files[fid]
@@ -229,16 +253,14 @@ class DirectorySink:
                     os.ftruncate(fd, size)
                 if not set_metadata(fd, mode, uid, gid, mtime_ns):
                     self.unowned.append(fid)
+                if self.beneath is None:
+                    os.replace(part_name(dest, fid), dest)
+                else:  # in the directory opened beneath the root: no symlink followed
+                    dfd = self._dir(fid)
+                    os.replace(_part_leaf(fid), os.path.basename(dest), src_dir_fd=dfd,
+                               dst_dir_fd=dfd)  # fmt: skip
             finally:
                 self._close(fid)
-            tmp = part_name(dest, fid)
-            if self.beneath is None:
-                os.replace(tmp, dest)
-            elif self.beneath.is_real_dir(dest):
-                self.fail(fid)
-                return "a directory is in the way"
-            else:  # through the directory's descriptor: no symlink below the target
-                self.beneath.replace(tmp, dest)
         except IsADirectoryError:  # rename(2) will not replace a directory by a file
             self.fail(fid)
             return "a directory is in the way"

@@ -1,0 +1,140 @@
+"""The directory sink of a reader (readback/sinks.py), driven directly on a real directory.
+
+Each file finished by the sink is written into its ``.part`` in its directory (opened
+once below the target, no symlink followed), given its metadata and renamed into place
+in that same directory. These tests hold the outcomes that must not change with how the
+calls are made: data and metadata in place, a directory in the way refused and left
+whole, a directory swapped for a symlink never written through, no descriptor leaked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from parbackup.catalog import Catalog
+from parbackup.engine.backup import run_backup
+from parbackup.errors import RestoreError
+from parbackup.model import RecordRef
+from parbackup.readback.paths import DirMaker
+from parbackup.readback.restore import RestoreOptions, run_restore
+from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec, part_name
+
+MTIME = 1_600_000_000_123_456_789
+
+
+def ref(offset: int, size: int) -> RecordRef:
+    return RecordRef("dev", "v0", 0, 1, offset, size, b"")
+
+
+def sink_for(root: Path, files: dict[int, str]) -> DirectorySink:
+    """A sink finishing ``files`` (id -> path below root), 0o640, MTIME, our own owner."""
+    targets = {
+        fid: (str(root / rel), 8, 0o640, os.geteuid(), os.getegid(), MTIME, True)
+        for fid, rel in files.items()
+    }
+    return DirectorySink(DirectorySinkSpec(targets, str(root)))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path):
+    root = tmp_path / "target"
+    names = {fid: f"d{fid % 70}/f{fid}" for fid in range(200)}  # more than stay open
+    for rel in names.values():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    before = open_fds()
+    sink = sink_for(root, names)
+    for fid in names:  # every file's first half, then every second half: evictions
+        assert sink.put(fid, ref(0, 4), memoryview(b"%04d" % fid)) == ""
+    for fid in names:
+        assert sink.put(fid, ref(4, 4), memoryview(b"abcd")) == ""
+        assert sink.complete(fid) == ""
+    assert sink.finish() == ""
+    assert open_fds() == before
+    for fid, rel in names.items():
+        st = (root / rel).lstat()
+        assert (root / rel).read_bytes() == b"%04dabcd" % fid
+        assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o640, MTIME)
+    assert not list(root.rglob(".parbackup-*.part"))
+
+
+def test_a_directory_in_the_way_is_refused_and_left_whole(tmp_path):
+    root = tmp_path / "target"
+    (root / "empty").mkdir(parents=True)
+    (root / "full").mkdir()
+    (root / "full" / "keep").write_bytes(b"keep")
+    sink = sink_for(root, {1: "empty", 2: "full"})
+    for fid in (1, 2):
+        assert sink.put(fid, ref(0, 8), memoryview(b"12345678")) == ""
+        assert sink.complete(fid) == "a directory is in the way"
+    assert (root / "empty").is_dir() and not any((root / "empty").iterdir())
+    assert (root / "full" / "keep").read_bytes() == b"keep"
+    assert not list(root.rglob(".parbackup-*.part"))
+
+
+def test_a_directory_swapped_for_a_symlink_is_never_written_through(tmp_path):
+    root = tmp_path / "target"
+    (root / "a").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.rename(root / "a", tmp_path / "moved")
+    os.symlink(outside, root / "a")  # swapped before the sink reaches the file
+    sink = sink_for(root, {1: "a/f"})
+    error = sink.put(1, ref(0, 8), memoryview(b"12345678"))
+    assert error.startswith(str(root / "a" / "f") + ":"), error
+    sink.fail(1)
+    assert sink.finish() == ""
+    assert list(outside.iterdir()) == []
+    assert not os.path.lexists(part_name(str(tmp_path / "moved" / "f"), 1))
+
+
+def test_directories_are_made_and_nothing_else_is_passed_through(tmp_path):
+    """DirMaker (readback/paths.py), which makes the directories before the readers
+    start: new ones made, existing ones kept, a symlink or a file in the way refused."""
+    root = tmp_path / "target"
+    (root / "old").mkdir(parents=True)
+    (root / "file").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    dirs = DirMaker(str(root))
+    dirs.ensure(str(root / "old" / "new" / "deeper"))
+    assert (root / "old" / "new" / "deeper").is_dir()
+    with pytest.raises(RestoreError, match="through the symlink"):
+        dirs.ensure(str(root / "link" / "sub"))
+    with pytest.raises(RestoreError, match="not a directory"):
+        dirs.ensure(str(root / "file" / "sub"))
+    assert list(outside.iterdir()) == []
+
+
+def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, device_dirs):
+    """The restoring process itself finishes empty files and files split over devices
+    (readback/restore.py): a directory at such a file's place is refused the same way."""
+    tree = tmp_path / "src"
+    tree.mkdir()
+    (tree / "big").write_bytes(os.urandom(3 << 20))  # split over both devices
+    (tree / "empty").write_bytes(b"")
+    (tree / "small").write_bytes(b"small")
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        report = run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog)
+        assert report.status == "complete"
+        assert all(d.bytes > 1 << 20 for d in report.devices) and len(report.devices) == 2
+    target = tmp_path / "target"
+    out = target / str(tree).lstrip("/")
+    for name in ("big", "empty"):
+        (out / name).mkdir(parents=True)
+        (out / name / "keep").write_bytes(b"keep")
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target), overwrite=True))
+    damaged = {Path(d["path"]).name: d["error"] for d in got.damaged}
+    assert damaged == {"big": "a directory is in the way", "empty": "a directory is in the way"}
+    for name in ("big", "empty"):
+        assert (out / name / "keep").read_bytes() == b"keep"
+    assert (out / "small").read_bytes() == b"small"
+    assert not list(target.rglob(".parbackup-*.part"))
