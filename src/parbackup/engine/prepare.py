@@ -122,7 +122,7 @@ def reserve_for(entries: Entries, devices: int) -> int:
     generously, so a device with little room is not overfilled.
     """
     names = entries.names_size()
-    chunks = sum(s // CHUNK for s in entries.size)
+    chunks = sum(map(CHUNK.__rfloordiv__, entries.size))  # size // CHUNK, in C
     headers = 100 * (len(entries) + chunks) + names
     catalog_copy = 64 * 1024 + 300 * len(entries)
     return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy

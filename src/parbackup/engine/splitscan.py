@@ -112,8 +112,10 @@ def scan_tree(
     if done is None:  # the helper failed: its half is walked here
         tree.scan_under(out, index, on_error, theirs)
         return
-    for part in parts:
-        _append(tree, out, index, part, set(done.linked))
+    linked = set(done.linked)
+    parts.reverse()
+    while parts:  # each part freed once appended: the whole table is never held twice
+        _append(tree, out, index, parts.pop(), linked)
     for path, why in done.skipped:
         on_error(path, why)
 
