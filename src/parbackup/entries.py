@@ -183,6 +183,35 @@ class Entries:
         for k, link in links.items():
             self._links[first + k] = link
 
+    def extend_table(self, other: Entries, source: int) -> int:
+        """Append every row of ``other`` (paths after the same root as this table's
+        ``source``) as rows of ``source``, column by column (a tree's part scanned by
+        another process, engine/splitscan.py); the row number of the first."""
+        first = len(self.kind)
+        base = len(self._path)
+        self._path += other._path
+        self._widen()
+        ends = other._path_at[1:]
+        self._path_at.extend(map(base.__add__, ends) if base else ends)
+        for name in _COLUMNS[:9]:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            self._extend(name, theirs if mine.typecode == theirs.typecode else theirs.tolist())
+        self.source.extend(array("H", [source]) * len(other))
+        for k, link in other._links.items():
+            self._links[first + k] = link
+        for k, number in enumerate(other._meta_at):
+            if number:
+                self.set_meta(first + k, other._meta_list[number - 1])
+        return first
+
+    def make_hardlink(self, i: int, first: bytes) -> None:
+        """Turn entry ``i`` into a hard link to the file first met as ``first`` (no data,
+        no attributes of its own)."""
+        self.kind[i] = HARDLINK
+        self.size[i] = 0
+        self._links[i] = first
+        self.set_meta(i, b"")
+
     def add(self, entry: FileEntry, source: int = 0, dev: int = 0) -> int:
         """Add a ``FileEntry`` (tests, and sources that build one anyway)."""
         i = self.append(

@@ -6,7 +6,6 @@ import enum
 from array import array
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
-from itertools import repeat
 
 
 class Kind(enum.StrEnum):
@@ -109,26 +108,6 @@ class Item:
     device: int
 
 
-class _Zeros:
-    """A read-only column of ``n`` zeros (whole files start at offset 0)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, k: int) -> int:
-        if not -self.n <= k < self.n:
-            raise IndexError(k)
-        return 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(repeat(0, self.n))
-
-
 class Pieces:
     """Planner input in columns: piece ``k`` is ``size[k]`` bytes of file ``file[k]`` from
     ``offset[k]``. A million pieces cost 24 MB, not a million objects."""
@@ -161,7 +140,8 @@ class Pieces:
         """One piece per file (all of it), file ids in order, leaving out ``skip``.
 
         Without ``skip`` nothing is copied: the files are a ``range``, the offsets all
-        zero and the sizes the given column itself (the planner only reads them).
+        zero (a ``bytes`` of zeros: one byte a file, read without a Python call) and the
+        sizes the given column itself (the planner only reads them).
         """
         out = cls()
         if skip:
@@ -170,7 +150,7 @@ class Pieces:
             out.size = array("q", [sizes[i] for i in keep])
         else:
             out.file, out.size = range(len(sizes)), sizes  # type: ignore[assignment]
-        out.offset = _Zeros(len(out.file))  # type: ignore[assignment]
+        out.offset = bytes(len(out.file))  # type: ignore[assignment]  # zeros, read in C
         out.ordered = True
         return out
 

@@ -12,6 +12,7 @@ from typing import BinaryIO, Protocol
 
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.report import BackupOptions
+from parbackup.engine.splitscan import scan_tree
 from parbackup.entries import Entries
 from parbackup.errors import SourceError
 from parbackup.format import CHUNK
@@ -20,6 +21,7 @@ from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
 from parbackup.selection import Excluded
 from parbackup.sources.base import ErrorFunc, SourceSpec
+from parbackup.sources.local import LocalTree
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.stdin import StdinSource
 
@@ -103,7 +105,10 @@ def scan(
                 continue
             source = StdinSource(spec, stdin) if spec.kind == "stdin" else open_source(spec)
             with source:
-                source.scan(entries, index, on_error)
+                if isinstance(source, LocalTree) and not spec.select:  # maybe two processes
+                    scan_tree(source, entries, index, on_error)
+                else:
+                    source.scan(entries, index, on_error)
             if excluded is not None:
                 excluded.merge(source.excluded)
     return entries
@@ -117,7 +122,7 @@ def reserve_for(entries: Entries, devices: int) -> int:
     generously, so a device with little room is not overfilled.
     """
     names = entries.names_size()
-    chunks = sum(s // CHUNK for s in entries.size)
+    chunks = sum(map(CHUNK.__rfloordiv__, entries.size))  # size // CHUNK, in C
     headers = 100 * (len(entries) + chunks) + names
     catalog_copy = 64 * 1024 + 300 * len(entries)
     return 64 * 1024 + 2 * headers // max(1, devices) + catalog_copy

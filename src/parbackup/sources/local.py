@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import attrgetter
 
 from parbackup import xattrs
@@ -44,6 +44,8 @@ FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDE
 _BY_NAME = attrgetter("name")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+Top = tuple[bytes, int, int]
+"""A directory to walk: (the path it is read at, its device, its inode)."""
 _SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
 
 
@@ -131,13 +133,53 @@ class LocalTree(Source):
         return reader
 
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
+        self.scan_under(out, index, on_error, self.scan_top(out, index, on_error))
+
+    def scan_top(self, out: Entries, index: int, on_error: ErrorFunc) -> list[Top]:
+        """The first part of ``scan``: the root's entry and its children's (a tree with a
+        selection: all of it); the top-level directories left to walk, in scan order,
+        for ``scan_under`` (which may be given them in parts, in other processes:
+        engine/splitscan.py)."""
         spec = self.spec
         _meta = _META_READERS[spec.xattrs]  # every _meta call below: none when off
-        record = os.fsencode(spec.record_root)
-        read = os.fsencode(spec.read_root) if spec.read_root else record
+        record, read = self._roots()
+        self.first_names = {}  # files with several names: a split scan rejoins them
+        row = self._row_of(index, on_error)
+        out.set_root(index, record)
+        try:
+            root_st = os.lstat(read)
+            root = row(read, root_st)
+        except OSError as exc:
+            on_error(spec.display or spec.record_root, exc.strerror or str(exc))
+            return []
+        if root is None:
+            return []
+        if spec.select:
+            self._scan_selected(root, root_st, read, row, out, index, on_error)
+            return []
+        _extend(out, [root], _meta(read, None, root, record, on_error))
+        if root[1] != DIR:
+            return []
+        return self._walk(out, index, on_error, [(read, root_st.st_dev, root_st.st_ino)], False)
+
+    def scan_under(self, out: Entries, index: int, on_error: ErrorFunc, tops: list[Top]) -> None:
+        """Every entry below the directories ``tops`` (from ``scan_top``, all of them or
+        a run of neighbours), depth first, sorted by name, into ``out``."""
+        if not hasattr(self, "first_names"):  # a part scanned on its own (a helper)
+            self.first_names = {}
+        if tops:
+            self._walk(out, index, on_error, tops, True)
+
+    def _roots(self) -> tuple[bytes, bytes]:
+        """The recorded root and the root read from (a snapshot's), as bytes."""
+        record = os.fsencode(self.spec.record_root)
+        return record, os.fsencode(self.spec.read_root) if self.spec.read_root else record
+
+    def _row_of(self, index: int, on_error: ErrorFunc) -> Callable[..., tuple | None]:
+        """The function that makes an entry's row (the scan's slow path)."""
+        record, read = self._roots()
         cut = len(read)
-        first: dict[tuple[int, int], bytes] = {}
-        self.first_names = first  # files with several names: a split scan rejoins them
+        first = self.first_names
 
         def row(raw_path: bytes, st: os.stat_result, at: int | None = None) -> tuple | None:
             """The entry's row for ``Entries.extend_rows`` (None when skipped), its path
@@ -163,23 +205,20 @@ class LocalTree(Source):
             return (path, kind, size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
                     st.st_ctime_ns, st.st_ino, st.st_dev, index, link)  # fmt: skip
 
-        out.set_root(index, record)
-        try:
-            root_st = os.lstat(read)
-            root = row(read, root_st)
-        except OSError as exc:
-            on_error(spec.display or spec.record_root, exc.strerror or str(exc))
-            return
-        if root is None:
-            return
-        if spec.select:
-            self._scan_selected(root, root_st, read, row, out, index, on_error)
-            return
-        _extend(out, [root], _meta(read, None, root, record, on_error))
-        if root[1] != DIR:
-            return
+        return row
+
+    def _walk(
+        self, out: Entries, index: int, on_error: ErrorFunc, tops: list[Top], descend: bool
+    ) -> list[Top]:
+        """The scan's hot loop over the directories ``tops`` (and below them when
+        ``descend``); without ``descend``, the subdirectories it found, to walk later."""
+        _meta = _META_READERS[self.spec.xattrs]  # every _meta call below: none when off
+        record, read = self._roots()
+        cut = len(read)
+        row = self._row_of(index, on_error)
         is_reg = stat.S_ISREG
-        for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
+        found: list[Top] = []
+        for fd, prefix, children, subdirs in _directories(tops, record, cut, on_error, descend):
             rows: list[tuple] = []
             metas: dict[int, bytes] = {}
             here = prefix[cut:]
@@ -202,6 +241,8 @@ class LocalTree(Source):
                     if entry[1] == DIR:
                         subdirs.append((prefix + name, st.st_dev, st.st_ino))
             _extend(out, rows, metas)
+            found = subdirs
+        return [] if descend else found
 
     def _scan_selected(self, root, root_st, read: bytes, row, out, index, on_error) -> None:
         """The walk of ``scan`` with ``spec.select`` applied: each entry is asked once,
@@ -220,7 +261,8 @@ class LocalTree(Source):
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
-        for fd, prefix, children, subdirs in _directories(read, root_st, record, cut, on_error):
+        start = [(read, root_st.st_dev, root_st.st_ino)]
+        for fd, prefix, children, subdirs in _directories(start, record, cut, on_error, True):
             rows: list[tuple] = []
             metas: dict[int, bytes] = {}
             for child in children:
@@ -288,17 +330,18 @@ def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
 
 
 def _directories(
-    read: bytes, root_st: os.stat_result, record: bytes, cut: int, on_error: ErrorFunc
+    tops: list[Top], record: bytes, cut: int, on_error: ErrorFunc, descend: bool
 ) -> Iterator[tuple[int, bytes, list, list]]:
-    """Walk a tree's directories depth first, sorted by name: for each, yield (its open
-    descriptor, its path + "/", its entries sorted by name, a list the caller fills with
-    ``(path, device, inode)`` of the subdirectories to enter).
+    """Walk the directories ``tops`` (``(path, device, inode)``) in order, each depth
+    first (only ``tops`` themselves without ``descend``), sorted by name: for each, yield
+    (its open descriptor, its path + "/", its entries sorted by name, a list the caller
+    fills with ``(path, device, inode)`` of the subdirectories to enter).
 
     Each directory is opened without following a symlink and must still be the one its
     parent listed (device, inode): a directory swapped for a symlink to a place outside
     the tree while the tree is scanned is reported and never walked into.
     """
-    stack = [(read, root_st.st_dev, root_st.st_ino)]
+    stack = list(reversed(tops))
     while stack:
         directory, dev, ino = stack.pop()
         where = os.fsdecode(record + directory[cut:])
@@ -316,7 +359,8 @@ def _directories(
                 children = sorted(it, key=_BY_NAME)
             subdirs: list[tuple[bytes, int, int]] = []
             yield fd, directory.rstrip(b"/") + b"/", children, subdirs
-            stack.extend(reversed(subdirs))
+            if descend:
+                stack.extend(reversed(subdirs))
         except OSError as exc:
             on_error(where, exc.strerror or str(exc))
         finally:
