@@ -221,11 +221,29 @@ def _tree_pss(pid: int) -> int:
 
 def parbackup_argv(*args: str) -> list[str]:
     """The command line of parbackup from this checkout."""
+    compile_sources()
     return [PY, "-m", "parbackup", *args]
 
 
 def parbackup_env(catalog: str) -> dict:
+    compile_sources()
     return {"PYTHONPATH": str(SRC), "PARBACKUP_CATALOG": catalog}
+
+
+_COMPILED: list[bool] = []
+
+
+def compile_sources() -> None:
+    """Byte-compile the checkout's sources once, as installing the package does.
+
+    Run from a checkout with PYTHONDONTWRITEBYTECODE set (as in this workplace), every
+    parbackup process, the controller and each mover, compiled every module it imported
+    at every run: 0.1-0.2 s of the controller's CPU that no installed copy pays. Python
+    still reads the .pyc files with that variable set (and ignores a stale one).
+    """
+    if not _COMPILED:
+        subprocess.run([PY, "-m", "compileall", "-q", str(SRC)], check=True)
+        _COMPILED.append(True)
 
 
 # -- mounts ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from parbackup.catalog import Catalog
 from parbackup.engine import messages as m
+from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.workqueue import Sent, WorkQueue
 from parbackup.entries import Entries
 from parbackup.errors import BackupFailedError, PlanError
@@ -168,6 +169,10 @@ class Dispatcher:
         one step at a time between the movers' messages, so the movers never wait for it.
         """
         chores = chores or iter(())
+        with paused_gc():  # messages, items and rows make no cycles: ~130 collections
+            self._loop(chores)  # of a 67k-file run spared (0.05 s of its CPU)
+
+    def _loop(self, chores: Iterator[None]) -> None:
         busy = True
         while True:
             alive = self.alive

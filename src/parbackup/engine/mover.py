@@ -51,6 +51,7 @@ from parbackup.devices.base import ObjectWriter
 from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.messages import (
     CTIME,
     DATA,
@@ -472,7 +473,8 @@ def move(spec: MoverSpec, channel: Channel) -> None:
         channel.send(
             Opened(mover.label or None, mover.device.space(), mover.device.scheme, caps.sequential)
         )
-        mover.run()
+        with paused_gc():  # items and records make no cycles: no collection need run
+            mover.run()
     except (DeviceError, UsageError) as exc:
         channel.send(Failed(str(exc), isinstance(exc, UsageError)))
         abort(mover)
