@@ -240,6 +240,11 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
             n = data.draw(st.integers(1, size - off))
             start = col.start_of(name) + off
             assert dev.read(name, off, n) == streams[lost][start : start + n]
+            # straight into a reader's span buffer, or read when the buffer is too small
+            buf = bytearray(data.draw(st.sampled_from([n, n + 7, max(0, n - 1)])))
+            view = dev.read_view(name, off, n, buf)
+            assert bytes(view) == streams[lost][start : start + n]
+            assert (view.obj is buf) == (len(buf) >= n)
     finally:
         dev.close()
 
