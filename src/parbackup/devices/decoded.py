@@ -60,6 +60,8 @@ class _Stripe:
         self.data: dict[int, Device] = {}
         self.parity: dict[int, tuple[Device, str, int]] = {}
         self.rows: OrderedDict[int, bytes] = OrderedDict()
+        self.units: dict[int, bytearray] = {}
+        """A reusable buffer per surviving column for its unit of the row decoded."""
         lost = set(spec.get("lost", [])) | {label}
         for j, col in enumerate(header.columns):
             url = spec["data"].get(col.label)
@@ -115,14 +117,18 @@ class _Stripe:
         if record is None:
             raise DeviceError(f"{self.where}: no parity row {row} can be read")
         for j, dev in self.data.items():
-            got_unit = _read_unit(dev, header.columns[j], row, unit)
-            if got_unit is not None and unit_digest(got_unit) == record.digests[j]:
-                present[j] = got_unit
+            buf = self.units.setdefault(j, bytearray(unit))
+            if _read_unit(dev, header.columns[j], row, buf) and (
+                unit_digest(buf) == record.digests[j]
+            ):
+                present[j] = buf
         try:
-            whole = self.codec.decode(present, record.fragments)
+            whole = self.codec.decode_data(present, record.fragments)
         except FormatError as exc:
             raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
-        mine = whole[self.index]
+        at = self.index * unit
+        mine = whole[at : at + unit]
+        del whole
         if unit_digest(mine) != record.digests[self.index]:
             raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
         self.rows[row] = mine
@@ -210,15 +216,18 @@ def _open(url: str) -> Device:
     return dev
 
 
-def _read_unit(dev: Device, col: Column, row: int, unit: int) -> bytes | None:
-    """A column's unit of ``row`` read at random (zero-padded), or None if it cannot be."""
-    out = bytearray()
+def _read_unit(dev: Device, col: Column, row: int, out: bytearray) -> bool:
+    """A column's unit of ``row`` read at random into ``out`` (zero-padded); False if
+    it cannot be read."""
+    unit, done = len(out), 0
     for name, offset, n in col.spans(row * unit, unit):
         try:
             data = dev.read(name, offset, n)
         except (ParbackupError, OSError):
-            return None
+            return False
         if len(data) != n:
-            return None
-        out += data
-    return bytes(out) + bytes(unit - len(out))
+            return False
+        out[done : done + n] = data
+        done += n
+    out[done:] = bytes(unit - done)
+    return True
