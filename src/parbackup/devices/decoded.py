@@ -10,6 +10,10 @@ written to disk. The last two decoded rows are kept (a reader's spans run forwar
 ``read`` held it twice more (the bytes gathered, and their copy), 32 MiB of the
 restore's peak with a device missing (bench/parity.py).
 
+Decoding needs every surviving column and parity volume in one place, so a stand-in
+is read on the host that runs the restore: with ``--cluster`` a reader placed on another
+host finds no spec there and says so (DeviceMissingError), as the restore then does.
+
 ``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
 the set, the stripe as the catalog keeps it, and the URL of every device that is still
 there (data devices by label, parity devices by index). A surviving data unit is
@@ -157,6 +161,16 @@ class DecodedDevice(Device):
             self.label = str(spec["label"])
             for one in spec["stripes"]:
                 self.stripes[one["set"]] = _Stripe(one, self.label, self.url.display)
+        except FileNotFoundError as exc:
+            self.close()
+            if exc.filename != self.url.path:  # a surviving device's file
+                raise DeviceError(f"{self.url.display}: {exc}") from exc
+            raise DeviceMissingError(
+                f"{self.url.display}: this stand-in for a missing device is described on"
+                " the host that runs the restore only: a set is read around a missing"
+                " device there (restore without --cluster, from a host that reaches every"
+                " surviving device)"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.close()
             raise DeviceError(f"{self.url.display}: unusable decoded-device spec") from exc
