@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from parbackup.devices.memory import MemoryDevice
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import parse_url
-from parbackup.errors import FormatError, UsageError
+from parbackup.errors import DeviceMissingError, FormatError, UsageError
 from parbackup.redundancy.codec import MAX_DATA, MAX_PARITY, RowCodec, check_params
 from parbackup.redundancy.layout import Column, row_count, rows_of
 from parbackup.redundancy.stripe import (
@@ -240,6 +240,11 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
             n = data.draw(st.integers(1, size - off))
             start = col.start_of(name) + off
             assert dev.read(name, off, n) == streams[lost][start : start + n]
+            # straight into a reader's span buffer, or read when the buffer is too small
+            buf = bytearray(data.draw(st.sampled_from([n, n + 7, max(0, n - 1)])))
+            view = dev.read_view(name, off, n, buf)
+            assert bytes(view) == streams[lost][start : start + n]
+            assert (view.obj is buf) == (len(buf) >= n)
     finally:
         dev.close()
 
@@ -261,3 +266,12 @@ def test_a_damaged_parity_row_costs_that_row_only() -> None:
     outcome = walk_rows(header, stores, readers)
     assert outcome.unrecoverable == [1]
     assert outcome.lost_units == {columns[0][0].label: 4, parity[0][0]: 1}
+
+
+def test_a_decoded_stand_in_opened_on_another_host_says_where_it_is_read(tmp_path) -> None:
+    """With ``restore --cluster`` a reader placed on another host does not find the
+    stand-in's spec (it lies on the restoring host): one clear line, not a traceback
+    or 'unusable spec'."""
+    dev = open_device(f"decoded://{tmp_path / 'elsewhere' / 'label.json'}")
+    with pytest.raises(DeviceMissingError, match="on the host that runs the restore only"):
+        dev.open(write=False)

@@ -6,6 +6,13 @@ volumes, and answers ``read(volume, offset, length)`` by decoding only the rows 
 range falls into, from the surviving data devices and the parity volumes (redundancy/).
 So a restore of a few files decodes a few rows, not the whole device, and nothing is
 written to disk. The last two decoded rows are kept (a reader's spans run forward).
+``read_view`` decodes straight into the reader's span buffer: a 16 MiB span read through
+``read`` held it twice more (the bytes gathered, and their copy), 32 MiB of the
+restore's peak with a device missing (bench/parity.py).
+
+Decoding needs every surviving column and parity volume in one place, so a stand-in
+is read on the host that runs the restore: with ``--cluster`` a reader placed on another
+host finds no spec there and says so (DeviceMissingError), as the restore then does.
 
 ``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
 the set, the stripe as the catalog keeps it, and the URL of every device that is still
@@ -57,6 +64,8 @@ class _Stripe:
         self.data: dict[int, Device] = {}
         self.parity: dict[int, tuple[Device, str, int]] = {}
         self.rows: OrderedDict[int, bytes] = OrderedDict()
+        self.units: dict[int, bytearray] = {}
+        """A reusable buffer per surviving column for its unit of the row decoded."""
         lost = set(spec.get("lost", [])) | {label}
         for j, col in enumerate(header.columns):
             url = spec["data"].get(col.label)
@@ -74,19 +83,22 @@ class _Stripe:
     def devices(self) -> list[Device]:
         return [*self.data.values(), *(d for d, _n, _l in self.parity.values())]
 
-    def read(self, name: str, offset: int, length: int) -> bytes:
-        start = self.column.start_of(name)
-        size = self.sizes[name]
-        length = max(0, min(length, size - offset))
-        unit = self.header.unit
-        out = bytearray()
-        at = start + offset
+    def length(self, name: str, offset: int, length: int) -> int:
+        """How many bytes a read of ``length`` at ``offset`` of volume ``name`` gives."""
+        return max(0, min(length, self.sizes[name] - offset))
+
+    def read_into(self, name: str, offset: int, out: memoryview) -> None:
+        """Fill ``out`` with the volume's bytes from ``offset`` on (decoding the rows
+        they lie in); ``out`` must not reach past the volume's end."""
+        unit, length = self.header.unit, len(out)
+        at = self.column.start_of(name) + offset
+        done = 0
         for row in rows_of(at, length, unit):
             data = self.row(row)
             lo = max(at, row * unit) - row * unit
             hi = min(at + length, (row + 1) * unit) - row * unit
-            out += data[lo:hi]
-        return bytes(out)
+            out[done : done + hi - lo] = data[lo:hi]
+            done += hi - lo
 
     def row(self, row: int) -> bytes:
         """The lost column's unit of ``row``, decoded (the last few are kept)."""
@@ -109,14 +121,18 @@ class _Stripe:
         if record is None:
             raise DeviceError(f"{self.where}: no parity row {row} can be read")
         for j, dev in self.data.items():
-            got_unit = _read_unit(dev, header.columns[j], row, unit)
-            if got_unit is not None and unit_digest(got_unit) == record.digests[j]:
-                present[j] = got_unit
+            buf = self.units.setdefault(j, bytearray(unit))
+            if _read_unit(dev, header.columns[j], row, buf) and (
+                unit_digest(buf) == record.digests[j]
+            ):
+                present[j] = buf
         try:
-            whole = self.codec.decode(present, record.fragments)
+            whole = self.codec.decode_data(present, record.fragments)
         except FormatError as exc:
             raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
-        mine = whole[self.index]
+        at = self.index * unit
+        mine = whole[at : at + unit]
+        del whole
         if unit_digest(mine) != record.digests[self.index]:
             raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
         self.rows[row] = mine
@@ -145,6 +161,16 @@ class DecodedDevice(Device):
             self.label = str(spec["label"])
             for one in spec["stripes"]:
                 self.stripes[one["set"]] = _Stripe(one, self.label, self.url.display)
+        except FileNotFoundError as exc:
+            self.close()
+            if exc.filename != self.url.path:  # a surviving device's file
+                raise DeviceError(f"{self.url.display}: {exc}") from exc
+            raise DeviceMissingError(
+                f"{self.url.display}: this stand-in for a missing device is described on"
+                " the host that runs the restore only: a set is read around a missing"
+                " device there (restore without --cluster, from a host that reaches every"
+                " surviving device)"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self.close()
             raise DeviceError(f"{self.url.display}: unusable decoded-device spec") from exc
@@ -176,9 +202,25 @@ class DecodedDevice(Device):
         return sorted((o for o in out if o.name.startswith(prefix)), key=lambda o: o.name)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
+        stripe = self._stripe(name)
+        out = bytearray(stripe.length(name, offset, length))
+        stripe.read_into(name, offset, memoryview(out))
+        return bytes(out)
+
+    def read_view(self, name: str, offset: int, length: int, buf: bytearray) -> memoryview:
+        """Decoded into ``buf`` where it is large enough (see the module docstring)."""
+        stripe = self._stripe(name)
+        n = stripe.length(name, offset, length)
+        if len(buf) < n:
+            return memoryview(self.read(name, offset, length))
+        view = memoryview(buf)[:n]
+        stripe.read_into(name, offset, view)
+        return view
+
+    def _stripe(self, name: str) -> _Stripe:
         for stripe in self.stripes.values():
             if name in stripe.sizes:
-                return stripe.read(name, offset, length)
+                return stripe
         raise DeviceMissingError(f"{self.url.display}: no object {name}")
 
 
@@ -188,15 +230,18 @@ def _open(url: str) -> Device:
     return dev
 
 
-def _read_unit(dev: Device, col: Column, row: int, unit: int) -> bytes | None:
-    """A column's unit of ``row`` read at random (zero-padded), or None if it cannot be."""
-    out = bytearray()
+def _read_unit(dev: Device, col: Column, row: int, out: bytearray) -> bool:
+    """A column's unit of ``row`` read at random into ``out`` (zero-padded); False if
+    it cannot be read."""
+    unit, done = len(out), 0
     for name, offset, n in col.spans(row * unit, unit):
         try:
             data = dev.read(name, offset, n)
         except (ParbackupError, OSError):
-            return None
+            return False
         if len(data) != n:
-            return None
-        out += data
-    return bytes(out) + bytes(unit - len(out))
+            return False
+        out[done : done + n] = data
+        done += n
+    out[done:] = bytes(unit - done)
+    return True

@@ -22,6 +22,15 @@ Conversation (controller -> collector, then what the collector answers):
     Put(files)                    -> Stored(errors)     the catalog copy, once Written
     Abandon()                     -> (the collector gives up what it did not commit, ends)
 
+A unit of a row too far ahead of the oldest unfinished one (a column running ahead of
+the others) is held, not summed: its slot stays with the collector, so the mover runs
+out of slots and waits, and its core goes to the columns behind (on a busy machine one
+mover is often starved for a while). Spilling it instead (redundancy/accumulate.py)
+costs a write and two reads of the row per unit; bench/parity.py measured up to 130 of
+170 rows spilled without the hold. A column held for ``hold`` seconds without catching up
+(a device that is really faster, as with ``--balance time``) spills from then on until
+it is back within the window; after ``_HOLDS`` such timeouts it is never held again.
+
 ``Close`` comes once every data device committed: the collector waits for every column's
 end, writes the end records and commits. A column whose link breaks before its end
 (its device failed, its mover was killed) makes the streamed parity useless: the collector
@@ -32,10 +41,13 @@ instead (engine/parity.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import socket
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
@@ -50,7 +62,11 @@ from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
 from parbackup.workers import Channel
 
+log = logging.getLogger(__name__)
+
 _HELLO_TIMEOUT = 10.0
+_HOLDS = 3
+"""Hold timeouts after which a column always spills (it really is faster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,8 @@ class ParitySpec:
     unit: int
     window: int = 16
     timeout: float = 60.0
+    hold: float = 0.5
+    """Seconds a column running ahead is held (its mover waits) before it spills."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +139,16 @@ class _Column:
     base: int
     volumes: tuple[tuple[str, int], ...] = ()
     ended: bool = False
+    """Nothing more comes from its link (its end came, or it broke)."""
+    held: deque = field(default_factory=deque)
+    """(slot, row, digest) of units not summed yet, in stream order."""
+    end_volumes: list | None = None
+    """The column's end, once it came (given to the parity after its held units)."""
+    end_given: bool = False
+    held_since: float = 0.0
+    """When its first held unit stopped fitting (0: not waiting)."""
+    spilling: bool = False
+    timeouts: int = 0
 
 
 @dataclass
@@ -186,19 +214,77 @@ class _Collector:
             _u, slot, row, digest = msg
             if not 0 <= slot < len(col.map) // self.spec.unit:
                 raise ValueError("a slot out of range")
-            if not self.broken:  # else only drained: the movers must not wait
-                self.parity.add(j, int(row), col.base + slot * self.spec.unit, bytes(digest))
-            with contextlib.suppress(OSError):  # a mover past its last unit may be gone
-                col.conn.send(slot)
+            if self.broken:  # only drained: the movers must not wait
+                _give_back(col, slot)
+                return
+            col.held.append((slot, int(row), bytes(digest)))
+            self.drain()
         elif msg[0] == "e":
             col.ended = True
+            col.end_volumes = [(str(n), int(s)) for n, s in msg[1]]
             if not self.broken:
-                self.parity.end(j, [(str(n), int(s)) for n, s in msg[1]])
+                self.drain()
         else:
             raise ValueError("an unknown message")
 
+    def drain(self) -> None:
+        """Sum every held unit that fits in memory now (or whose column spills), each
+        column in its order, and give its slot back; a column with nothing held left
+        ends once its end came. Summing completes rows, which lets others fit: repeat."""
+        unit = self.spec.unit
+        moved = True
+        while moved:
+            moved = False
+            for j, col in self.columns.items():
+                while col.held:
+                    slot, row, digest = col.held[0]
+                    if self.parity.fits(row):
+                        col.spilling = col.timeouts >= _HOLDS
+                    elif not col.spilling:
+                        col.held_since = col.held_since or time.monotonic()
+                        break
+                    col.held.popleft()
+                    col.held_since = 0.0
+                    self.parity.add(j, row, col.base + slot * unit, digest)
+                    _give_back(col, slot)
+                    moved = True
+                if not col.held and col.end_volumes is not None and not col.end_given:
+                    col.end_given = True
+                    self.parity.end(j, col.end_volumes)
+                    moved = True
+
+    def hold_deadline(self) -> float | None:
+        """When the longest-held column is to spill (None: no column is held)."""
+        waiting = [c.held_since for c in self.columns.values() if c.held and c.held_since]
+        return min(waiting) + self.spec.hold if waiting else None
+
+    def spill_overdue(self) -> None:
+        """Columns held ``hold`` seconds spill what they hold, and go on spilling until
+        they are back within the window."""
+        now = time.monotonic()
+        for col in self.columns.values():
+            if col.held and col.held_since and now >= col.held_since + self.spec.hold:
+                col.spilling = True
+                col.timeouts += 1
+                col.held_since = 0.0
+        self.drain()
+
+    def let_go(self) -> None:
+        """The stream is given up: every held slot goes back (the movers must not wait)."""
+        self.parity.give_up()
+        for col in self.columns.values():
+            while col.held:
+                _give_back(col, col.held.popleft()[0])
+
     def finish(self) -> Written:
         volumes, columns, rows = self.parity.finish()
+        log.debug(
+            "parity: %d rows, %d spilled; columns held past %g s: %s",
+            rows,
+            self.parity.acc.spilled_rows,
+            self.spec.hold,
+            [c.timeouts for _j, c in sorted(self.columns.items())],
+        )
         return Written(tuple(volumes), columns, rows)
 
     def release(self) -> None:
@@ -255,8 +341,15 @@ class _Collector:
                 channel.send(Failed(self.broken))
                 return False
             by_conn = {c.conn: j for j, c in self.columns.items() if not c.ended}
-            ready = wait([channel, listener, *by_conn], timeout=self.spec.timeout)
-            if not ready and self.closing:
+            timeout, holding = self.spec.timeout, self.hold_deadline()
+            if holding is not None and holding - time.monotonic() < timeout:
+                timeout = max(0.0, holding - time.monotonic())
+            else:
+                holding = None
+            ready = wait([channel, listener, *by_conn], timeout=timeout)
+            if holding is not None:
+                self.spill_overdue()
+            elif not ready and self.closing:
                 self.broken = self.broken or f"no column moved for {self.spec.timeout:g} s"
             for r in ready:
                 if r is channel:
@@ -280,7 +373,12 @@ class _Collector:
                             r.close()
                         self.columns[j].ended = True  # nothing more comes from it
                     if self.broken:
-                        self.parity.give_up()
+                        self.let_go()
+
+
+def _give_back(col: _Column, slot: int) -> None:
+    with contextlib.suppress(OSError):  # a mover past its last unit may be gone
+        col.conn.send(slot)
 
 
 def collect(spec: ParitySpec, channel: Channel) -> None:

@@ -71,6 +71,11 @@ class RowAccumulator:
         entry.digests[column] = digest
         self.got[column] += 1
 
+    def fits(self, row: int) -> bool:
+        """True when a unit of row ``row`` would be summed in memory (no spill): the row
+        lies within the window past the oldest unfinished one."""
+        return row < self.next_out + self.window
+
     def end(self, column: int) -> None:
         """Column ``column`` has no more units."""
         self.ended[column] = True

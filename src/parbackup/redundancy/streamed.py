@@ -92,6 +92,10 @@ class StreamedParity:
         self.acc.add(column, row, data, digest)
         self._write_ready()
 
+    def fits(self, row: int) -> bool:
+        """True when a unit of row ``row`` would be summed in memory, not spilled."""
+        return self.acc.fits(row)
+
     def end(self, column: int, volumes: Sequence[tuple[str, int]]) -> None:
         """Column ``column`` is complete: its stream lies in ``volumes`` (name, size)."""
         self.volumes[column] = tuple(volumes)

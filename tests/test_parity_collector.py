@@ -1,0 +1,153 @@
+"""The parity collector with real tees in this process (engine/paritystream.py,
+paritytee.py): a real collector thread, real memfd slots and Unix sockets, a directory
+as the parity device. A column running ahead of the others is held (its tee waits for
+a slot) instead of spilled; held past ``hold`` seconds it spills. Either way the
+parity volume holds exactly the rows the after-the-data writer makes."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+from parbackup.devices.memory import MemoryDevice
+from parbackup.devices.registry import open_device
+from parbackup.devices.url import parse_url
+from parbackup.engine.paritystream import (
+    Abandon,
+    Begin,
+    Close,
+    Collector,
+    Listening,
+    Opened,
+    ParitySpec,
+    Written,
+)
+from parbackup.engine.paritytee import ParityLink, ParityTee
+from parbackup.redundancy.layout import Column
+from parbackup.redundancy.stripe import open_parity, write_parity
+from parbackup.redundancy.volume import read_row
+
+UNIT = 4096
+SET = bytes(range(16))
+LABELS = ("0a" * 16, "0b" * 16)
+TIMEOUT = 60.0
+
+
+def _memory(name: str) -> MemoryDevice:
+    dev = MemoryDevice(parse_url(f"memory://{name}-{os.urandom(4).hex()}"))
+    dev.open()
+    return dev
+
+
+def _answer(collector: Collector, want: type):
+    assert collector.channel.poll(TIMEOUT), f"no {want.__name__} from the collector"
+    msg = collector.channel.recv()
+    assert isinstance(msg, want), msg
+    return msg
+
+
+def _feed(tee: ParityTee, name: str, stream: bytes) -> None:
+    """A mover's writes: the stream in pieces that cross unit borders, then its end."""
+    at = 0
+    while at < len(stream):
+        step = min(UNIT + 1000, len(stream) - at)
+        tee.feed(stream[at : at + step])
+        at += step
+    tee.volume_done(name, len(stream))
+    tee.end()
+
+
+def _rows(store, name: str) -> list:
+    stream, header = open_parity(store, name)
+    rows = []
+    while (got := read_row(stream, header)) is not None:
+        rows.append((got[0].row, got[0].digests, got[1]))
+    return rows
+
+
+def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
+    """Column 0 (20 units) is fed first, alone, by its own thread; column 1 (6 units)
+    follows once column 0 waits for a slot (``lead_waits``) or has ended. Returns the
+    parity rows written, the tee's state and what the after-the-data writer makes."""
+    rnd = random.Random(7)
+    streams = [rnd.randbytes(20 * UNIT - 100), rnd.randbytes(6 * UNIT + 5)]
+    parity_dir = tmp_path / "parity"
+    parity_dir.mkdir()
+    spec = ParitySpec((str(parity_dir),), UNIT, window=2, timeout=TIMEOUT, hold=hold)
+    collector = Collector(spec)
+    try:
+        (label,) = _answer(collector, Opened).labels
+        collector.send(Begin(SET, LABELS, 1))
+        listening = _answer(collector, Listening)
+        waited, moved_on = threading.Event(), threading.Event()
+
+        def beat() -> None:  # the tee's beat: it has waited a second for a slot
+            waited.set()
+            moved_on.set()
+
+        def lead_column() -> None:
+            _feed(tees[0], "v0", streams[0])
+            moved_on.set()
+
+        tees = [
+            ParityTee(
+                ParityLink(listening.address, listening.token, j, UNIT, patience=TIMEOUT),
+                beat if j == 0 else lambda: None,
+            )
+            for j in range(2)
+        ]
+        lead = threading.Thread(target=lead_column)
+        lead.start()
+        assert moved_on.wait(TIMEOUT)
+        if lead_waits:
+            assert waited.is_set(), "column 0 ran to its end alone: it was not held"
+        else:
+            lead.join(TIMEOUT)
+            assert not waited.is_set(), "column 0 was held although its hold ran out"
+        _feed(tees[1], "v1", streams[1])
+        lead.join(TIMEOUT)
+        state = {"broken": [t.broken for t in tees], "rows": [t.row for t in tees]}
+        collector.send(Close())
+        written = _answer(collector, Written)
+        collector.send(Abandon())
+    finally:
+        collector.kill()
+        collector.thread.join(TIMEOUT)
+    ((_label, name, _size),) = written.volumes
+    parity = open_device(str(parity_dir))
+    parity.open()
+    got = _rows(parity, name)
+    # the same columns, their parity written after the data
+    stores = []
+    for j, stream in enumerate(streams):
+        dev = _memory(f"d{j}")
+        dev.put(f"v{j}", stream)
+        stores.append((Column(LABELS[j], ((f"v{j}", len(stream)),)), dev))
+    old_dev = _memory("q")
+    ((_l, old_name, _s),) = write_parity(SET, stores, [(label, old_dev)], unit=UNIT)
+    return got, state, _rows(old_dev, old_name)
+
+
+def test_a_column_running_ahead_waits_for_the_others_instead_of_spilling(tmp_path, caplog):
+    """Column 0 runs 20 units ahead of column 1 with a window of 2 rows: once its 4
+    slots are held it waits (its core would go to the column behind) and nothing
+    spills; when column 1 comes, everything drains and the rows are right."""
+    caplog.set_level("DEBUG", logger="parbackup.engine.paritystream")
+    got, state, want = _run(tmp_path, hold=TIMEOUT, lead_waits=True)
+    assert state == {"broken": ["", ""], "rows": [20, 7]}
+    assert got == want and len(got) == 20
+    assert "20 rows, 0 spilled; columns held past 60 s: [0, 0]" in caplog.text
+
+
+def test_a_column_held_past_its_hold_spills_and_goes_on(tmp_path, caplog):
+    """With a short hold, column 0 alone runs to its end: held, then spilled (the
+    device really is faster); the rows are still right."""
+    caplog.set_level("DEBUG", logger="parbackup.engine.paritystream")
+    got, state, want = _run(tmp_path, hold=0.05, lead_waits=False)
+    assert state == {"broken": ["", ""], "rows": [20, 7]}
+    assert got == want and len(got) == 20
+    line = next(r.getMessage() for r in caplog.records if "spilled" in r.getMessage())
+    spilled = int(line.split(", ")[1].split()[0])
+    assert spilled >= 10, line
+    assert line.endswith("[1, 0]"), line
