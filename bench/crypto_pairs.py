@@ -5,7 +5,7 @@ Each round backs the same tree up once per variant, onto two fresh directories, 
 variant after the other, so a change of load hits every variant alike. Wall time is
 taken, and the CPU time of the whole process tree from a cpuacct cgroup made for the
 run (movers included, however they were started), which stays meaningful on a machine
-other work shares. A variant is ``NAME=SRC_DIR:OPTIONS`` (SRC_DIR: a parbackup ``src``
+other work shares; and the bytes each device stores. A variant is ``NAME=SRC_DIR:OPTIONS`` (SRC_DIR: a parbackup ``src``
 tree, to compare two versions of the code).
 
     sudo .venv/bin/python bench/crypto_pairs.py TREE --rounds 6 \\
@@ -30,8 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
 
 
-def one_run(tree: str, src: str, options: list[str], work: Path, tag: str) -> tuple[float, float]:
-    """(wall s, CPU s) of one backup of ``tree`` with the code in ``src``."""
+def stored(path: Path) -> int:
+    """Bytes in the files under ``path`` (what a device holds)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def one_run(
+    tree: str, src: str, options: list[str], work: Path, tag: str
+) -> tuple[float, float, int, int]:
+    """(wall s, CPU s, bytes stored on each of the two devices) of one backup of ``tree``
+    with the code in ``src``."""
     shutil.rmtree(work, ignore_errors=True)
     (work / "d1").mkdir(parents=True)
     (work / "d2").mkdir()
@@ -53,8 +61,10 @@ def one_run(tree: str, src: str, options: list[str], work: Path, tag: str) -> tu
     finally:
         group.rmdir()
     if proc.returncode not in (0, 3):
-        raise SystemExit(f"{tag}: backup failed: {proc.stderr.decode()[-2000:]}")
-    return wall, cpu
+        raise SystemExit(
+            f"{tag}: backup failed (exit {proc.returncode}): {proc.stderr.decode()[-2000:]}"
+        )
+    return wall, cpu, stored(work / "d1"), stored(work / "d2")
 
 
 def main() -> None:
@@ -70,18 +80,22 @@ def main() -> None:
         src = str((ROOT / src).resolve()) if not os.path.isabs(src) else src
         variants.append((name, src, opts.split()))
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+    sizes: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="parbackup-pairs-") as tmp:
         for r in range(args.rounds):
             for name, src, opts in variants:
-                wall, cpu = one_run(args.tree, src, opts, Path(tmp) / "run", f"{name}-{r}")
+                wall, cpu, a, b = one_run(args.tree, src, opts, Path(tmp) / "run", f"{name}-{r}")
                 results[name].append((wall, cpu))
+                sizes[name] = (a, b)
                 print(f"round {r} {name:12} wall {wall:6.2f} s  cpu {cpu:6.2f} s  "
                       f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)  # fmt: skip
     base = variants[0][0]
     for name, _, _ in variants:
         runs = results[name]
         line = (f"{name:12} median wall {statistics.median(w for w, _ in runs):6.2f} s, "
-                f"cpu {statistics.median(c for _, c in runs):6.2f} s")  # fmt: skip
+                f"cpu {statistics.median(c for _, c in runs):6.2f} s, stored "
+                f"{sum(sizes[name]) / 1e6:.0f} MB, devices max/min "
+                f"{max(sizes[name]) / max(1, min(sizes[name])):.3f}")  # fmt: skip
         if name != base:
             walls = [a[0] / b[0] for a, b in zip(runs, results[base], strict=True)]
             cpus = [a[1] / b[1] for a, b in zip(runs, results[base], strict=True)]

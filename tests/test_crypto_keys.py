@@ -15,7 +15,20 @@ from blake3 import blake3
 from conftest import run_cli
 from parbackup.crypto import aead
 from parbackup.crypto.codec import FLAG_SEALED, FLAG_ZSTD, Codec, CodecSpec, Place, RecordMeta
-from parbackup.crypto.compress import AUTO, OFF, THREADED, Compressor, decompress, parse_compression
+from parbackup.crypto.compress import (
+    AUTO,
+    AUTO_FAST,
+    AUTO_LEVEL,
+    OFF,
+    THREADED,
+    WINDOW,
+    Compressor,
+    choose,
+    cpu_times,
+    decompress,
+    idle_cores,
+    parse_compression,
+)
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.crypto.passphrase import PassphraseSource
 from parbackup.crypto.sealedfile import CHUNK, open_file, seal_file
@@ -345,7 +358,44 @@ def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
     """A record of THREADED bytes or more is compressed by zstd's worker threads: one
     frame of the same format, with its size, that the one reader decodes."""
     text = b"".join(b"line %d of a compressible record\n" % i for i in range(200_000))
-    for size in (THREADED - 1, THREADED, len(text)):
-        packed = Compressor(AUTO).compress(text[:size], 1)
-        assert packed is not None and len(packed) < size // 4
-        assert decompress(packed, size, "record") == text[:size]
+    for level in (AUTO_LEVEL, AUTO_FAST):
+        compressor = Compressor(AUTO)
+        compressor.level, compressor.threaded, compressor.cores = level, True, 2
+        for size in (THREADED - 1, THREADED, len(text)):
+            packed = compressor.compress(text[:size], 1)
+            assert packed is not None and len(packed) < size // 4
+            assert decompress(packed, size, "record") == text[:size]
+        assert level in compressor._zc_threaded  # the large ones went to the threads
+
+
+def test_auto_level_follows_what_holds_the_mover_up() -> None:
+    """auto compresses at level 1 while the device is the slower part and at AUTO_FAST
+    while zstd is; a fixed level stays; threads only when zstd holds the mover up and a
+    core is idle. Every level gives frames the one reader decodes."""
+    assert choose(compressing=2.0, writing=1.0, idle=0.0) == (True, False)
+    assert choose(compressing=2.0, writing=1.0, idle=0.9) == (True, True)
+    assert choose(compressing=1.0, writing=2.0, idle=1.9) == (False, False)
+    text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    auto, fixed = Compressor(AUTO), Compressor(3)
+    assert auto.level == AUTO_LEVEL and not auto.threaded
+    for compressor in (auto, fixed):
+        for seconds in (0.0, 1e6, 0.0):  # a device that takes no time, a slow one, ...
+            packed = compressor.compress(text, 1)
+            assert packed is not None and decompress(packed, len(text), "r") == text
+            compressor.wrote(seconds, WINDOW)
+            if compressor is auto:
+                assert compressor.level == (AUTO_FAST if seconds == 0.0 else AUTO_LEVEL)
+            else:
+                assert compressor.level == 3
+            if seconds:
+                assert not compressor.threaded
+    fast = Compressor(AUTO)
+    fast.level = AUTO_FAST
+    assert len(fast.compress(text, 1) or b"") > len(Compressor(AUTO).compress(text, 1) or b"")
+
+
+def test_idle_cores_from_proc_stat() -> None:
+    before = cpu_times()
+    assert before is not None and 0 < before[0] < before[1]
+    assert idle_cores((100, 1000), (250, 1200), cpus=2) == 1.5
+    assert idle_cores((100, 1000), (100, 1000), cpus=2) == 0.0

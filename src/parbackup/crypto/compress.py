@@ -4,22 +4,31 @@
 
 - every mode that compresses stores a record uncompressed when compressing does not make
   it smaller, so a record never grows;
-- ``auto`` is level 1 (the fastest: compression must not slow a backup down), keeps a
-  record compressed only when that saves at least 1/32 of it (less is not worth
-  decompressing on every restore), and stops trying on a file once one of its records
-  did not (media, archives, encrypted data: saves the CPU on the rest of it).
+- ``auto`` keeps a record compressed only when that saves at least 1/32 of it (less is
+  not worth decompressing on every restore), and stops trying on a file once one of its
+  records did not (media, archives, encrypted data: saves the CPU on the rest of it);
+- ``auto`` picks its level by what holds the mover up (``choose``), decided again every
+  ``WINDOW`` source bytes: level 1 (``AUTO_LEVEL``) while the device takes longer to
+  take the records than zstd takes to compress them (a link, a slow disk: there the
+  ratio is the speed, and the CPU waits anyway), level ``AUTO_FAST`` while compressing
+  takes longer (a fast local device: there zstd's CPU is the backup's wall time, on a
+  machine whose cores the movers already keep busy). The mover tells it how long the
+  device took (``Compressor.wrote``); without that it stays at level 1.
 
-A record of ``THREADED`` bytes or more is compressed by zstd's own worker threads (as
-many as the machine has cores, at most ``THREADS``, a ``JOB`` each): the plan shares out
-source bytes, not compression work, so one mover may be left with the text while the
-others are done with the media; its large records then use the cores the others left
-idle. Smaller records are compressed on the mover's own thread (handing them over would
-cost more). Either way the same frame format; a reader cannot tell.
+Records of ``THREADED`` bytes or more are compressed by zstd's own worker threads (as
+many as the machine has cores, at most ``THREADS``, a ``JOB`` each) only while the mover
+is held up by compressing *and* a core of the machine is idle (``/proc/stat``): the plan
+shares out source bytes, not compression work, so one mover may be left with the text
+while the others are done with the media, and its large records then use the cores the
+others left idle. While every core is busy, threads would only add their own cost (about
+5% more CPU, and a copy of every record). Either way the same frame format; a reader
+cannot tell.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import zstandard
 
@@ -28,6 +37,15 @@ from parbackup.errors import FormatError, UsageError
 OFF = -1
 AUTO = 0
 AUTO_LEVEL = 1
+"""``auto``'s level while the device holds the mover up (the best ratio at zstd's speed)."""
+AUTO_FAST = -2
+"""``auto``'s level while compressing holds the mover up: on this project's local
+benchmark tree about 25% less CPU than level 1, for about 15% more stored bytes
+(docs/BENCHMARKS.md)."""
+WINDOW = 32 << 20
+"""Source bytes between two of ``auto``'s decisions."""
+IDLE_EVERY = 0.25
+"""Seconds at least between two looks at the machine's idle time."""
 AUTO_MIN_SAVING = 32
 """``auto`` keeps a record compressed only when that saves at least 1/32 of its size."""
 MAX_LEVEL = 19
@@ -58,35 +76,105 @@ def describe(mode: int) -> str:
     return {OFF: "off", AUTO: "auto"}.get(mode, str(mode))
 
 
+def choose(compressing: float, writing: float, idle: float) -> tuple[bool, bool]:
+    """(fast level?, worker threads?) for the next window, from the seconds spent
+    compressing and handing records to the device in the last one, and the idle cores
+    of the machine meanwhile. Pure."""
+    held_by_cpu = compressing > writing
+    return held_by_cpu, held_by_cpu and idle >= 0.5
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(idle, total) clock ticks of all cores since boot, or None where /proc/stat is
+    not to be had."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 6 or fields[0] != b"cpu":
+        return None
+    ticks = [int(f) for f in fields[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def idle_cores(before: tuple[int, int], after: tuple[int, int], cpus: int) -> float:
+    """How many cores were idle on average between two ``cpu_times``."""
+    total = after[1] - before[1]
+    return cpus * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 class Compressor:
     """Compresses record payloads for one mover (not thread-safe)."""
 
     def __init__(self, mode: int) -> None:
         self.mode = mode
-        level = AUTO_LEVEL if mode == AUTO else mode
-        self._zc = zstandard.ZstdCompressor(level=level) if mode != OFF else None
-        threads = min(THREADS, os.cpu_count() or 1)
-        self._zc_large = self._zc
-        if self._zc is not None and threads > 1:
-            params = zstandard.ZstdCompressionParameters.from_level(
-                level, threads=threads, job_size=JOB
-            )
-            self._zc_large = zstandard.ZstdCompressor(compression_params=params)
+        self.level = AUTO_LEVEL if mode == AUTO else mode
+        levels = (AUTO_LEVEL, AUTO_FAST) if mode == AUTO else (mode,)
+        self._zc = (
+            {lvl: zstandard.ZstdCompressor(level=lvl) for lvl in levels} if mode != OFF else {}
+        )
+        self._zc_threaded: dict[int, zstandard.ZstdCompressor] = {}
+        self.cores = os.cpu_count() or 1
+        self.threaded = False
+        """Large records go to zstd's worker threads (see the module docstring)."""
         self._skip_file: int | None = None
+        self._compressing = self._writing = 0.0
+        self._window = 0
+        self._idle_at = time.monotonic()
+        self._idle_mark = cpu_times()
+        self._idle = 0.0
 
     def compress(self, data: bytes | memoryview, file_id: int) -> bytes | None:
         """The compressed bytes, or None when the record is better stored as it is."""
-        if self._zc is None or len(data) < 64 or file_id == self._skip_file:
+        if not self._zc or len(data) < 64 or file_id == self._skip_file:
             return None
-        zc = self._zc_large if len(data) >= THREADED else self._zc
-        assert zc is not None
+        if self.threaded and len(data) >= THREADED:
+            zc = self._threaded(self.level)
+        else:
+            zc = self._zc[self.level]
+        started = time.perf_counter()
         packed = zc.compress(data)
+        self._compressing += time.perf_counter() - started
         if self.mode != AUTO:
             return packed if len(packed) < len(data) else None
         if len(packed) <= len(data) - len(data) // AUTO_MIN_SAVING:
             return packed
         self._skip_file = file_id
         return None
+
+    def _threaded(self, level: int) -> zstandard.ZstdCompressor:
+        zc = self._zc_threaded.get(level)
+        if zc is None:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level, threads=min(THREADS, self.cores), job_size=JOB
+            )
+            zc = self._zc_threaded[level] = zstandard.ZstdCompressor(compression_params=params)
+        return zc
+
+    def wrote(self, seconds: float, size: int) -> None:
+        """The device took ``seconds`` to take a record of ``size`` source bytes; every
+        ``WINDOW`` bytes the level and the threads are chosen anew (``choose``)."""
+        self._writing += seconds
+        self._window += size
+        if self._window < WINDOW:
+            return
+        fast, threads = choose(self._compressing, self._writing, self._look_idle())
+        if self.mode == AUTO:
+            self.level = AUTO_FAST if fast else AUTO_LEVEL
+        self.threaded = threads and self.cores > 1
+        self._compressing = self._writing = 0.0
+        self._window = 0
+
+    def _look_idle(self) -> float:
+        """Idle cores since the last look (looked at most every ``IDLE_EVERY`` s)."""
+        now = time.monotonic()
+        if now - self._idle_at >= IDLE_EVERY and self._idle_mark is not None:
+            mark = cpu_times()
+            if mark is not None:
+                self._idle = idle_cores(self._idle_mark, mark, self.cores)
+                self._idle_mark, self._idle_at = mark, now
+        return self._idle
 
 
 _DC = zstandard.ZstdDecompressor()

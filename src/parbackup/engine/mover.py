@@ -287,11 +287,15 @@ class _Mover:
                 self.codec, self.set_id, self.label, vol.volume_id, item, offset, payload
             )
             stored = len(payload)
+            started = time.perf_counter()
+            self.put(vol, header, payload, n)
+            # what held this record up, the device or zstd: compress.py picks the level
+            self.codec.compressor.wrote(time.perf_counter() - started, n)
         else:
             stored = -1
             digest = checksum(payload) if n else _EMPTY_DIGEST
             header = plain_header(self.set_id, item, offset, n, digest)
-        self.put(vol, header, payload, n)
+            self.put(vol, header, payload, n)
         self.pending.append(
             (item[FID], vol.name, vol.position, len(header), offset, n, digest, stored)
         )
