@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parbackup.redundancy.codec import MAX_DATA, MAX_PARITY, RowCodec, fragment_headers
-from parbackup.redundancy.isal import Updater, address
+from parbackup.redundancy.isal import Decoder, Updater, address
 
 UNIT = 256
 
@@ -38,3 +38,27 @@ def test_units_added_in_any_order_give_the_row_coders_parity(k, m, seed, zeros) 
     # the codec's fragment headers do not depend on the data: a streamed row keeps
     # the ones of a row of zeros (engine/paritystream.py)
     assert fragment_headers(k, m, UNIT) == headers
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, MAX_DATA),
+    m=st.integers(1, MAX_PARITY),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_the_decoder_gives_back_any_lost_data_units_from_any_k_others(k, m, seed, data) -> None:
+    """Decoder.recover: up to m units of a row lost (data or parity, at least one data
+    unit among them): the lost data units come back, written into the caller's buffers."""
+    rnd = random.Random(seed)
+    units = [rnd.randbytes(UNIT) for _ in range(k)]
+    parity, _headers = RowCodec(k, m, UNIT).encode(units)
+    whole = [bytearray(u) for u in units + parity]
+    lost_data = data.draw(st.sets(st.integers(0, k - 1), min_size=1, max_size=min(k, m)))
+    lost_parity = data.draw(st.sets(st.integers(k, k + m - 1), max_size=m - len(lost_data)))
+    decoder = Decoder.load(k, m, UNIT)
+    assert decoder is not None
+    present = {i: address(u) for i, u in enumerate(whole) if i not in lost_data | lost_parity}
+    out = {j: bytearray(UNIT) for j in lost_data}
+    decoder.recover(present, {j: address(b) for j, b in out.items()})
+    assert {j: bytes(b) for j, b in out.items()} == {j: units[j] for j in lost_data}

@@ -34,7 +34,8 @@ from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, DeviceMissingError, FormatError, ParbackupError
 from parbackup.model import Capabilities, Label, Space
-from parbackup.redundancy.codec import RowCodec
+from parbackup.redundancy.codec import CODEC, RowCodec, check_params
+from parbackup.redundancy.isal import Decoder, address
 from parbackup.redundancy.layout import Column, rows_of
 from parbackup.redundancy.stripe import open_parity
 from parbackup.redundancy.volume import (
@@ -60,12 +61,17 @@ class _Stripe:
         self.header, self.index = header, labels.index(label)
         self.column = header.columns[self.index]
         self.sizes = dict(self.column.volumes)
-        self.codec = RowCodec(header.k, header.m, header.unit, header.codec)
+        check_params(header.k, header.m)  # as RowCodec would: a usage error
+        if header.codec != CODEC or header.unit <= 0 or header.unit % 64:
+            raise FormatError(f"{where}: not a stripe this reader decodes ({header.codec})")
         self.data: dict[int, Device] = {}
         self.parity: dict[int, tuple[Device, str, int]] = {}
         self.rows: OrderedDict[int, bytes] = OrderedDict()
         self.units: dict[int, bytearray] = {}
-        """A reusable buffer per surviving column for its unit of the row decoded."""
+        """A reusable buffer per surviving unit of a row (data, then parity)."""
+        self.decoder = Decoder.load(header.k, header.m, header.unit)
+        self.codec = None if self.decoder else RowCodec(header.k, header.m, header.unit)
+        self.spare: list[bytearray] = []
         lost = set(spec.get("lost", [])) | {label}
         for j, col in enumerate(header.columns):
             url = spec["data"].get(col.label)
@@ -97,16 +103,16 @@ class _Stripe:
             data = self.row(row)
             lo = max(at, row * unit) - row * unit
             hi = min(at + length, (row + 1) * unit) - row * unit
-            out[done : done + hi - lo] = data[lo:hi]
+            out[done : done + hi - lo] = memoryview(data)[lo:hi]
             done += hi - lo
 
-    def row(self, row: int) -> bytes:
+    def row(self, row: int) -> bytes | bytearray:
         """The lost column's unit of ``row``, decoded (the last few are kept)."""
         if row in self.rows:
             self.rows.move_to_end(row)
             return self.rows[row]
         header, k, unit = self.header, self.header.k, self.header.unit
-        present: dict[int, bytes] = {}
+        present: dict[int, bytes | bytearray] = {}
         record = None
         step = row_record_size(k, header.m) + unit
         for i, (dev, name, base) in self.parity.items():
@@ -117,27 +123,51 @@ class _Stripe:
                 continue
             if got is not None and got[0].row == row:
                 record = record or got[0]
-                present[k + i] = got[1]
+                if self.decoder is None:
+                    present[k + i] = got[1]
+                else:  # the decoder reads it by address: into a buffer of ours
+                    buf = self._unit_buffer(k + i)
+                    buf[:] = got[1]
+                    present[k + i] = buf
         if record is None:
             raise DeviceError(f"{self.where}: no parity row {row} can be read")
         for j, dev in self.data.items():
-            buf = self.units.setdefault(j, bytearray(unit))
+            buf = self._unit_buffer(j)
             if _read_unit(dev, header.columns[j], row, buf) and (
                 unit_digest(buf) == record.digests[j]
             ):
                 present[j] = buf
         try:
-            whole = self.codec.decode_data(present, record.fragments)
-        except FormatError as exc:
+            mine = self._decode(present, record.fragments)
+        except (FormatError, ValueError) as exc:
             raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
-        at = self.index * unit
-        mine = whole[at : at + unit]
-        del whole
         if unit_digest(mine) != record.digests[self.index]:
             raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
         self.rows[row] = mine
         while len(self.rows) > _CACHED_ROWS:
-            self.rows.popitem(last=False)
+            _old, spare = self.rows.popitem(last=False)
+            if isinstance(spare, bytearray):
+                self.spare.append(spare)
+        return mine
+
+    def _unit_buffer(self, index: int) -> bytearray:
+        buf = self.units.get(index)
+        if buf is None:
+            buf = self.units[index] = bytearray(self.header.unit)
+        return buf
+
+    def _decode(self, present: dict, fragments: tuple[bytes, ...]) -> bytes | bytearray:
+        """The lost column's unit from the units ``present``: by ISA-L into a buffer
+        of ours (a cached row's, once it has left the cache), else by the row coder."""
+        unit = self.header.unit
+        if self.decoder is None:
+            assert self.codec is not None
+            at = self.index * unit
+            return self.codec.decode_data(present, fragments)[at : at + unit]
+        mine = self.spare.pop() if self.spare else bytearray(unit)
+        self.decoder.recover(
+            {i: address(u) for i, u in present.items()}, {self.index: address(mine)}
+        )
         return mine
 
 

@@ -178,7 +178,9 @@ class _Buffer:
     def fit(self, length: int) -> bytearray:
         """The buffer, large enough for ``length`` bytes unless that is over ``cap``."""
         if len(self.data) < length <= self.cap:
-            self.data = bytearray(min(self.cap, max(length, 2 * len(self.data))))
+            want = min(self.cap, max(length, 2 * len(self.data)))
+            self.data = bytearray()  # the old one goes first: never both at once (+8 MiB)
+            self.data = bytearray(want)
         return self.data
 
 

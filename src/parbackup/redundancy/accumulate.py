@@ -10,7 +10,8 @@ unfinished one are kept in memory; a unit for a row further ahead (a fast device
 ahead of a slow one, as with ``--balance time``) is summed into a spill file instead
 (unlinked at once, sparse, in ``spill_dir``) and read back when its row is complete. So
 memory stays at ``window * m`` units whatever the devices' speeds, and no device waits
-for another.
+for another. (The parity collector asks ``fits`` first and holds such a unit for a
+while, its mover waiting, before it lets it spill: engine/paritystream.py.)
 """
 
 from __future__ import annotations

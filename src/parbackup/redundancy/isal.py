@@ -81,3 +81,67 @@ class Updater:
             ctypes.c_void_p(data),
             self._pointers(*parity),
         )
+
+
+class Decoder:
+    """Gives back lost data units of a row from any k of its units, straight into the
+    caller's buffers (ISA-L's ``gf_invert_matrix`` and ``ec_encode_data`` over the same
+    Cauchy matrix as ``Updater``): no fragment is built, copied or allocated per row, so
+    a reader decoding a lost column holds only its own buffers (devices/decoded.py)."""
+
+    def __init__(self, lib: ctypes.CDLL, k: int, m: int, unit: int) -> None:
+        self.lib, self.k, self.m, self.unit = lib, k, m, unit
+        self.matrix = (ctypes.c_ubyte * ((k + m) * k))()
+        lib.gf_gen_cauchy1_matrix(self.matrix, k + m, k)
+        self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], ctypes.Array] = {}
+
+    @classmethod
+    def load(cls, k: int, m: int, unit: int) -> Decoder | None:
+        """A decoder, or None where ISA-L is not available."""
+        lib = _library()
+        return cls(lib, k, m, unit) if lib is not None else None
+
+    def _tables(self, chosen: tuple[int, ...], wanted: tuple[int, ...]) -> ctypes.Array:
+        """The coding tables that turn the units ``chosen`` into the data units
+        ``wanted`` (kept per loss pattern: a restore meets few)."""
+        plan = self._plans.get((chosen, wanted))
+        if plan is not None:
+            return plan
+        k, matrix = self.k, self.matrix
+        rows = (ctypes.c_ubyte * (k * k))()
+        for r, idx in enumerate(chosen):
+            for c in range(k):
+                rows[r * k + c] = matrix[idx * k + c]
+        inverse = (ctypes.c_ubyte * (k * k))()
+        if self.lib.gf_invert_matrix(rows, inverse, ctypes.c_int(k)) != 0:
+            raise ValueError("the units chosen do not determine the row")
+        wanted_rows = (ctypes.c_ubyte * (len(wanted) * k))()
+        for r, j in enumerate(wanted):
+            for c in range(k):
+                wanted_rows[r * k + c] = inverse[j * k + c]
+        plan = (ctypes.c_ubyte * (32 * k * len(wanted)))()
+        self.lib.ec_init_tables(k, len(wanted), wanted_rows, plan)
+        self._plans[(chosen, wanted)] = plan
+        return plan
+
+    def recover(self, present: dict[int, int], wanted: dict[int, int]) -> None:
+        """Write the data units ``wanted`` (index -> address of ``unit`` bytes) from the
+        units ``present`` (index -> address; data 0..k-1, parity k..k+m-1; any k).
+        ValueError with fewer than k present or a wanted index that is not data."""
+        if len(present) < self.k:
+            raise ValueError(f"a row needs {self.k} units; only {len(present)} left")
+        if not wanted or any(not 0 <= j < self.k for j in wanted):
+            raise ValueError("only data units are recovered")
+        chosen = tuple(sorted(present)[: self.k])
+        order = tuple(sorted(wanted))
+        tables = self._tables(chosen, order)
+        sources = (ctypes.c_void_p * self.k)(*(present[i] for i in chosen))
+        targets = (ctypes.c_void_p * len(order))(*(wanted[j] for j in order))
+        self.lib.ec_encode_data(
+            ctypes.c_int(self.unit),
+            ctypes.c_int(self.k),
+            ctypes.c_int(len(order)),
+            tables,
+            sources,
+            targets,
+        )
