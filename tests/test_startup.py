@@ -41,7 +41,7 @@ def _imports(tmp_path, *extra: str) -> list[str]:
 
 
 def test_a_backup_without_patterns_never_imports_pathspec(tmp_path):
-    """pathspec (gitignore patterns, ~40 ms of CPU in each process) is imported only when
+    """pathspec (gitignore patterns, 12-16 ms of CPU in each process) is imported only when
     a selection has patterns: not by the dispatcher nor by a mover of a plain backup."""
     imported = _imports(tmp_path)
     assert not [m for m in imported if m.split(".")[0] == "pathspec"]
