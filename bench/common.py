@@ -231,8 +231,9 @@ def compile_sources() -> None:
 
     Run from a checkout with PYTHONDONTWRITEBYTECODE set (as in this workplace), every
     parbackup process, the controller and each mover, compiled every module it imported
-    at every run: 0.1-0.2 s of the controller's CPU that no installed copy pays. Python
-    still reads the .pyc files with that variable set (and ignores a stale one).
+    at every run, which no installed copy does: the controller's imports took 0.36 s of
+    CPU against 0.21 s, a mover's 0.15 s against 0.11 s (load average 10). Python still
+    reads the .pyc files with that variable set (and ignores a stale one).
     """
     if not _COMPILED:
         subprocess.run([PY, "-m", "compileall", "-q", str(SRC)], check=True)

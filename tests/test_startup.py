@@ -41,7 +41,7 @@ def _imports(tmp_path, *extra: str) -> list[str]:
 
 
 def test_a_backup_without_patterns_never_imports_pathspec(tmp_path):
-    """pathspec (gitignore patterns, ~40 ms of CPU in each process) is imported only when
+    """pathspec (gitignore patterns, 12-16 ms of CPU in each process) is imported only when
     a selection has patterns: not by the dispatcher nor by a mover of a plain backup."""
     imported = _imports(tmp_path)
     assert not [m for m in imported if m.split(".")[0] == "pathspec"]
@@ -61,3 +61,32 @@ def test_a_backup_with_an_exclude_pattern_still_applies_it(tmp_path):
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "a.txt" in listed.stdout
     assert "b.log" not in listed.stdout
+
+
+def test_a_backup_under_json_never_imports_rich(tmp_path):
+    """rich (~30 ms of CPU on the controller's serial start) is imported only by a
+    command that prints through it: a ``--json`` backup with nothing else to say never
+    loads it, in any process."""
+    imported = _imports(tmp_path)
+    assert not [m for m in imported if m.split(".")[0] == "rich"]
+
+
+def test_a_backup_without_json_still_prints_its_summary(tmp_path):
+    """The same backup without ``--json`` prints its summary (tab-separated when stdout
+    is not a terminal), through the console made at its first use."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"plain\n")
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "backup", str(src),
+         *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite")],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "complete" in proc.stdout
+    assert str(devs[0]) in proc.stdout and str(devs[1]) in proc.stdout

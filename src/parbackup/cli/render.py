@@ -17,28 +17,32 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from parbackup.progress import DeviceBytes, DeviceFailed, Event, FileDone, Notice, Started
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
 log = logging.getLogger("parbackup.cli")
 
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool) -> Console:
+    """rich's console for stderr or stdout, made at its first use: rich (~30 ms of CPU
+    on the controller's serial start) is imported only by a command that prints through
+    it, not by one under ``--json`` that has nothing else to say."""
+    got = _consoles.get(stderr)
+    if got is None:
+        from rich.console import Console
+
+        got = _consoles[stderr] = Console(stderr=stderr, highlight=False)
+    return got
+
 
 QUIET, NORMAL = -1, 0
 _verbosity = NORMAL
@@ -81,8 +85,11 @@ def line(text: str, *, problem: bool = False) -> None:
     if is_quiet() and not problem:
         return
     text = printable(text)
-    if out_console.is_terminal:
-        out_console.print(Text(text), soft_wrap=True)
+    out = console(stderr=False)
+    if out.is_terminal:
+        from rich.text import Text
+
+        out.print(Text(text), soft_wrap=True)
     else:
         _plain(text, sys.stdout)
 
@@ -92,17 +99,21 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     if is_quiet():
         return
     cells = [[printable(c) for c in row] for row in rows]
-    if not out_console.is_terminal:
+    out = console(stderr=False)
+    if not out.is_terminal:
         _plain(printable(title), sys.stdout)
         for row in [columns, *cells]:
             _plain("\t".join(row), sys.stdout)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=Text(printable(title)), title_justify="left")
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for row in cells:
         t.add_row(*(Text(c) for c in row))
-    out_console.print(t)
+    out.print(t)
 
 
 def warn(text: str, style: str = "", *, problem: bool = False) -> None:
@@ -111,8 +122,11 @@ def warn(text: str, style: str = "", *, problem: bool = False) -> None:
     if is_quiet() and not problem:
         return
     text = printable(text)
-    if err_console.is_terminal:
-        err_console.print(Text(text, style=style), soft_wrap=True)
+    err = console(stderr=True)
+    if err.is_terminal:
+        from rich.text import Text
+
+        err.print(Text(text, style=style), soft_wrap=True)
     else:
         _plain(text, sys.stderr)
 
@@ -131,6 +145,8 @@ class ProgressView:
             warn(msg, style)
         else:
             log.debug("%s", msg)
+            from rich.text import Text
+
             self.progress.console.print(Text(printable(msg), style=style), soft_wrap=True)
 
     def __call__(self, event: Event) -> None:
@@ -166,16 +182,25 @@ class ProgressView:
 @contextmanager
 def progress_view(enabled: bool) -> Iterator[ProgressView]:
     """A ProgressView with live bars when ``enabled``, not quiet, and stderr a terminal."""
-    if not enabled or is_quiet() or not err_console.is_terminal:
+    if not enabled or is_quiet() or not console(stderr=True).is_terminal:
         yield ProgressView(None)
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     progress = Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=console(stderr=True),
         transient=True,
     )
     with progress:
