@@ -57,7 +57,7 @@ def main() -> None:
         env = parbackup_env(os.path.join(state, "catalog.sqlite"))
         run("backup", parbackup_argv("backup", src, "-d", dev1, "-d", dev2, "--json"), env=env)
         run("tar -cf", ["tar", "-cf", f"{tardev}/t.tar", "-C", src, "."])
-        ratios, cpus, speedups = [], [], []
+        ratios, cpus, speedups, cpu_cuts = [], [], [], []
         for i in range(args.pairs):
             argv = parbackup_argv("restore", "-t", restore, "--json")
             if args.base:
@@ -70,7 +70,11 @@ def main() -> None:
             wipe(restore)
             if args.base:
                 speedups.append(before.wall / pb.wall)
-                print(f"pair {i + 1}: base {before.wall:.2f} s, this {pb.wall:.2f} s")
+                cpu_cuts.append(before.cpu / pb.cpu)
+                print(
+                    f"pair {i + 1}: base {before.wall:.2f} s ({before.cpu:.2f} CPU s), "
+                    f"this {pb.wall:.2f} s ({pb.cpu:.2f} CPU s)"
+                )
             tar = run("tar -xf", ["tar", "-xf", f"{tardev}/t.tar", "-C", restore])
             wipe(restore)
             ratios.append(pb.wall / tar.wall)
@@ -85,6 +89,7 @@ def main() -> None:
         print(f"restore CPU (all processes) / tar -xf: median {statistics.median(cpus):.2f}")
         if speedups:
             print(f"restore wall, base / this checkout: median {statistics.median(speedups):.2f}")
+            print(f"restore CPU, base / this checkout: median {statistics.median(cpu_cuts):.2f}")
 
 
 if __name__ == "__main__":
