@@ -18,6 +18,7 @@ wall-time ratios (parbackup / tar).
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -45,6 +46,8 @@ def main() -> None:
         "--local-tree", action="store_true", help="bench/local.py's tree (3 GB, 67k entries)"
     )
     args = ap.parse_args()
+    if args.base:  # compiled like this checkout's (common.py), so both start alike
+        compileall.compile_dir(os.path.join(os.path.abspath(args.base), "src"), quiet=2)
     w = args.work
     size = "4G" if args.local_tree else "2G"
     with (
