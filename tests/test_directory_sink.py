@@ -138,3 +138,14 @@ def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, 
         assert (out / name / "keep").read_bytes() == b"keep"
     assert (out / "small").read_bytes() == b"small"
     assert not list(target.rglob(".parbackup-*.part"))
+
+
+def test_no_descriptor_is_left_open_when_a_part_cannot_be_made(tmp_path):
+    root = tmp_path / "target"
+    (root / "a" / ".parbackup-1.part").mkdir(parents=True)  # in the way of the .part
+    before = open_fds()
+    sink = sink_for(root, {1: "a/f"})
+    assert sink.put(1, ref(0, 8), memoryview(b"12345678")) != ""
+    assert sink.finish() == ""
+    assert open_fds() == before
+    assert (root / "a" / ".parbackup-1.part").is_dir()

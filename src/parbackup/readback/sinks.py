@@ -32,8 +32,8 @@ _FLUSH_EVERY = 256 << 20
 """A block device sink flushes after this many bytes, so that no flush (the last one
 included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
-_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
 """(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
@@ -281,7 +281,7 @@ class DirectorySink:
                     self.beneath.unlink(part_name(dest, fid))
 
     def finish(self) -> str:
-        for fid in list(self.fds):
+        for fid in list(self.fds) + list(self.dirs):
             self._close(fid)
         return ""
 
