@@ -55,7 +55,8 @@ def make_files(root: str, count: int) -> int:
 
 def plan_timings(src: str, devs: list[str]) -> dict:
     """Scan and plan in this process, timed apart (what ``parbackup plan`` runs), and the
-    memory the columnar entries and plan take."""
+    memory the columnar entries and plan take. The scan of a large tree shares its walk
+    with one helper process (engine/splitscan.py), as in a backup."""
     from parbackup.engine.devices import close_all, open_devices
     from parbackup.engine.prepare import make_plan, scan, source_specs
     from parbackup.engine.report import BackupOptions

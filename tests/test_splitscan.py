@@ -4,6 +4,7 @@ dies replaced by walking its half here, and no process at all for a small tree."
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -59,19 +60,24 @@ def one_process(root: Path) -> tuple[list[tuple], list]:
 
 class Counting(LocalExecutor):
     """The local executor, counting the helpers it starts; ``kill_first`` kills each
-    one (SIGKILL) as soon as it runs, a helper that dies."""
+    one (SIGKILL) as soon as it runs, a helper that dies; ``let_finish`` returns only
+    once the helper has sent everything and left, a helper faster than this process."""
 
-    def __init__(self, kill_first: bool = False) -> None:
+    def __init__(self, kill_first: bool = False, let_finish: bool = False) -> None:
         self.started: list[LocalWorker] = []
-        self.kill_first = kill_first
+        self.kill_first, self.let_finish = kill_first, let_finish
 
     def start(self, target, spec, name="", host=""):
         worker = super().start(target, spec, name, host)
         self.started.append(worker)
         if self.kill_first:
             os.kill(worker.proc.pid, signal.SIGKILL)
+        if self.kill_first or self.let_finish:
             worker.proc.wait()
         return worker
+
+
+FAILED = "scan helper failed"
 
 
 def split(root: Path, executor: LocalExecutor, split_at: int) -> tuple[list[tuple], list]:
@@ -83,12 +89,17 @@ def split(root: Path, executor: LocalExecutor, split_at: int) -> tuple[list[tupl
 
 
 @pytest.mark.parametrize("split_at", [1, 12, 40])
-def test_two_processes_give_the_rows_of_one(tmp_path: Path, split_at: int) -> None:
+@pytest.mark.parametrize("let_finish", [False, True])
+def test_two_processes_give_the_rows_of_one(tmp_path, caplog, split_at, let_finish) -> None:
+    """Also when the helper is done before this process first looks (its last message
+    read between this process's own directories, not lost)."""
+    caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
     root = wide_tree(tmp_path / "src")
-    executor = Counting()
+    executor = Counting(let_finish=let_finish)
     got, problems = split(root, executor, split_at)
     want, want_problems = one_process(root)
     assert len(executor.started) == 1  # the tree was shared out
+    assert FAILED not in caplog.text  # its rows were used, not walked again here
     assert got == want
     assert problems == want_problems == []
     by_path = {r[0]: r for r in got}
@@ -100,11 +111,13 @@ def test_two_processes_give_the_rows_of_one(tmp_path: Path, split_at: int) -> No
     assert (empty2[1], empty2[10]) == (HARDLINK, b"")  # a link's attributes: its file's
 
 
-def test_a_helper_that_dies_leaves_its_half_to_this_process(tmp_path: Path) -> None:
+def test_a_helper_that_dies_leaves_its_half_to_this_process(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
     root = wide_tree(tmp_path / "src")
     executor = Counting(kill_first=True)
     got, problems = split(root, executor, 1)
     assert len(executor.started) == 1
+    assert FAILED in caplog.text
     assert (got, problems) == one_process(root)
 
 

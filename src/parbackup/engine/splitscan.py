@@ -18,6 +18,9 @@ on it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
 from dataclasses import dataclass, field
 
 from parbackup.engine.gcpause import paused_gc
@@ -33,6 +36,8 @@ PART = 20_000
 """Rows per message from the helper (about 1 MB): the helper never waits long for this
 process, which reads them between its own directories."""
 TARGET = "parbackup.engine.splitscan:scan_part"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def scan_tree(
     helper: Worker | None = None
     theirs: list[Top] = []
     parts: list[Entries] = []
+    end: PartDone | bool | None = None  # the helper's last word: done, failed, not yet
     try:
         while k < len(tops):
             tree.scan_under(out, index, on_error, [tops[k]])
@@ -99,23 +105,27 @@ def scan_tree(
                     theirs = []
                 else:
                     tops = tops[:half]
-            if helper is not None:
-                _take(helper, parts, block=False)
+            if helper is not None and end is None:
+                end = _take(helper, parts, block=False)
         if helper is None:
             return
-        done = _take(helper, parts, block=True)
-        if done is not None:
+        if end is None:
+            end = _take(helper, parts, block=True)
+        if end:
             helper.join(1.0)  # it leaves once its last message is out
     finally:
         if helper is not None:
             helper.kill()
-    if done is None:  # the helper failed: its half is walked here
+    if not isinstance(end, PartDone):  # the helper failed: its half is walked here
+        log.debug("scan helper failed: %d directories walked here instead", len(theirs))
         tree.scan_under(out, index, on_error, theirs)
         return
+    done = end
     linked = set(done.linked)
     parts.reverse()
-    while parts:  # each part freed once appended: the whole table is never held twice
+    while parts:  # each part freed once appended, and its memory given back
         _append(tree, out, index, parts.pop(), linked)
+        _give_back()
     for path, why in done.skipped:
         on_error(path, why)
 
@@ -128,11 +138,10 @@ def _start(executor: Executor, spec: SourceSpec, tops: list[Top]) -> Worker | No
         return None
 
 
-def _take(helper: Worker | None, parts: list[Entries], block: bool) -> PartDone | None:
+def _take(helper: Worker, parts: list[Entries], block: bool) -> PartDone | bool | None:
     """Read the helper's parts into ``parts``: what is there (``block`` False), or up to
-    its ``PartDone`` (None when it failed or ended without one)."""
-    if helper is None:
-        return None
+    its end. Its ``PartDone`` once it came; False when it failed (ended without one, or
+    crashed); None while it is still working (only when not ``block``)."""
     channel = helper.channel
     try:
         while block or channel.poll(0):
@@ -142,9 +151,9 @@ def _take(helper: Worker | None, parts: list[Entries], block: bool) -> PartDone 
             elif isinstance(msg, PartDone):
                 return msg
             else:  # Crashed, or anything unexpected: the half is walked here
-                return None
+                return False
     except (EOFError, OSError):
-        return None
+        return False
     return None
 
 
@@ -160,3 +169,17 @@ def _append(tree: LocalTree, out: Entries, index: int, part: Entries, linked: se
     for i in range(first, len(out)):
         if kind[i] in (FILE, HARDLINK) and (key := (dev[i], ino[i])) in shared:
             out.make_hardlink(i, firsts[key])
+
+
+def _give_back() -> None:
+    """Return freed heap memory to the system (glibc's ``malloc_trim``; nothing where
+    there is none): the parts are small blocks on the heap, the table's columns large
+    ones that grow elsewhere, so without it the freed parts would stay resident."""
+    with contextlib.suppress(OSError, AttributeError):
+        _LIBC.malloc_trim(0)
+
+
+try:
+    _LIBC = ctypes.CDLL(None)
+except OSError:  # pragma: no cover - no C library to ask
+    _LIBC = None

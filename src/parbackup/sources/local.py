@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from operator import attrgetter
 
@@ -44,6 +45,8 @@ FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDE
 _BY_NAME = attrgetter("name")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+"""What ``os.fsencode`` encodes names with (the scan calls ``str.encode`` itself)."""
 Top = tuple[bytes, int, int]
 """A directory to walk: (the path it is read at, its device, its inode)."""
 _SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
@@ -223,7 +226,7 @@ class LocalTree(Source):
             metas: dict[int, bytes] = {}
             here = prefix[cut:]
             for child in children:
-                name = os.fsencode(child.name)
+                name = child.name.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode's, inline
                 try:
                     st = child.stat(follow_symlinks=False)  # through fd: no path walk
                     if is_reg(st.st_mode) and st.st_nlink == 1 and st.st_size:  # most: inline
