@@ -5,11 +5,15 @@ backup. A device that cannot be reached is named (exit 3) and keeps its old copy
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import restored_root, run_cli, snapshot
+from conftest import SRC, restored_root, run_cli, snapshot
+from killpoints import pause_point, wait_paused
 from parbackup.crypto.keys import KeyFile, device_key_name, key_path
 from parbackup.errors import KeyUnlockError
 from test_crypto_e2e import sample_tree
@@ -81,3 +85,57 @@ def test_key_add_and_remove_replace_the_copies_on_the_devices(tmp_path, device_d
     assert r.code == 0, r.err
     assert "replaced on 3 device(s)" in r.out
     assert NEW not in r.out + r.err
+
+
+def test_a_key_change_waits_for_no_running_backup(tmp_path, device_dirs):
+    """A backup puts the key file it loaded at its start on every device at its end. A
+    ``key remove`` run meanwhile used to succeed, refresh the copies, and then see the
+    backup put the removed passphrase back on every device; two key commands at once
+    could also lose one's change. A key change now takes the catalog's run lock: during
+    a backup (paused mid-volume through the ``faulty+`` device's FIFO) it stops at once
+    with one line, changing nothing; after it, it does its work."""
+    src = sample_tree(tmp_path / "src")
+    devs = device_dirs(2)
+    cat = tmp_path / "cat.sqlite"
+    base = ["--catalog", str(cat)]
+    r = run_cli("backup", str(src), *[a for d in devs for a in ("-d", str(d))], *base,
+                "--encrypt", "--json", env={"PARBACKUP_PASSWORD": OLD})  # fmt: skip
+    assert r.code == 0, r.err
+    keyfile = KeyFile.load(key_path(cat))
+    assert keyfile is not None
+    (tmp_path / "new").write_text(NEW + "\n")
+    r = run_cli("key", "add", *base, "--new-password-file", str(tmp_path / "new"),
+                env={"PARBACKUP_PASSWORD": OLD})  # fmt: skip
+    assert r.code == 0, r.err
+
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    (src / "new.bin").write_bytes(os.urandom(2_000_000))  # a new file for the next set
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "backup", str(src), *base, "--incremental",
+         "-d", f"faulty+file://{devs[0]}?pause_after=1K&gate={gate}", "-d", str(devs[1])],
+        env={**os.environ, "PYTHONPATH": SRC, "PARBACKUP_PASSWORD": NEW},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert wait_paused(backup, fifo), backup.communicate()
+        r = run_cli("key", "remove", "1", *base, env={"PARBACKUP_PASSWORD": NEW})
+        assert r.code == 1 and "in use by another backup" in r.err, r.out + r.err
+        assert "Traceback" not in r.err
+        gate.touch()
+        out, err = backup.communicate(timeout=300)
+    finally:
+        if backup.poll() is None:
+            backup.kill()
+            backup.communicate()
+    assert backup.returncode == 0, out.decode() + err.decode()
+    for d in devs:  # nothing changed: both passphrases still open every copy
+        assert device_copy(d, keyfile.key_id).unlock(OLD.encode())[1] == 1
+
+    r = run_cli("key", "remove", "1", *base, env={"PARBACKUP_PASSWORD": NEW})
+    assert r.code == 0, r.out + r.err
+    for d in devs:
+        with pytest.raises(KeyUnlockError, match="wrong passphrase"):
+            device_copy(d, keyfile.key_id).unlock(OLD.encode())
+        assert device_copy(d, keyfile.key_id).unlock(NEW.encode())[1] == 2

@@ -111,3 +111,42 @@ def test_switching_xattrs_on_and_off_between_incremental_sets(tmpfs, tmp_path, d
     with Catalog(str(cat)) as c:
         keys = [k for (k,) in c.db.execute("SELECT key FROM meta WHERE key LIKE 'noxattrs:%'")]
     assert keys == []  # the --no-xattrs marks went with their sets
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_a_catalog_rebuilt_from_the_devices_keeps_the_no_xattrs_mark(
+    tmp_path, device_dirs, encrypt
+):
+    """The ``--no-xattrs`` mark travels in the volume headers' set metadata (sealed in an
+    encrypted set), so a catalog rebuilt from the devices knows the set read no
+    attributes (``Catalog.has_xattrs``, which decides whether an incremental child may
+    take a reused file's attributes from it), and the next incremental backup restores
+    the attributes. Before, the rebuilt set looked like one whose files had none; only
+    the rebuilt rows' unknown ctimes (and ``--rehash`` reading the attributes again)
+    kept a child from reusing them bare."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    kept = src / "d" / "kept.txt"
+    kept.write_bytes(b"unchanged between the sets\n")
+    os.setxattr(kept, "user.color", b"blue")
+    devs = device_dirs(2)
+    dargs = [a for d in devs for a in ("-d", str(d))]
+    env = {"PARBACKUP_PASSWORD": "correct horse battery"} if encrypt else {}
+    first = tmp_path / "first.sqlite"
+    extra = ["--encrypt"] if encrypt else []
+    r = run_cli("backup", str(src), *dargs, "--catalog", str(first), "--no-xattrs", *extra,
+                env=env)  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    cat = tmp_path / "rebuilt.sqlite"
+    r = run_cli("rebuild-catalog", *dargs, "--catalog", str(cat), "--json", env=env)
+    assert r.code == 0, r.out + r.err
+    [rebuilt] = [s["set"] for s in r.json["sets"]]
+    with Catalog(str(cat), create=False) as c:
+        assert not c.has_xattrs(rebuilt)
+    r = run_cli("backup", str(src), *dargs, "--catalog", str(cat), "--incremental", "--json",
+                env=env)  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    out = tmp_path / "out"
+    r = run_cli("restore", "--catalog", str(cat), "--target", str(out), env=env)
+    assert r.code == 0, r.out + r.err
+    assert xattrs_of(restored_root(out, src) / "d" / "kept.txt") == {"user.color": b"blue"}

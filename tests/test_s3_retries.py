@@ -93,3 +93,32 @@ def test_a_frozen_store_is_asked_retries_times_by_a_backup(frozen_store):
     assert f"gave up after {RETRIES} attempts" in r.out
     assert "Traceback" not in r.err
     assert accept_queue(s3.port) == RETRIES
+
+
+def test_a_frozen_sftp_server_with_retries_is_asked_that_often(tmp_path):
+    """``sftp://...?retries=N`` makes the device own the retries: N + 1 connections to a
+    frozen sshd, then one permanent error; the engine's wrapper used to repeat the whole
+    series 5 times (5 x (N + 1) connections)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for sshd")
+    from servers import SshServer
+
+    with SshServer(tmp_path / "ssh") as ssh:
+        remote = tmp_path / "remote"
+        remote.mkdir()
+        url = ssh.url(remote, "timeout=1&retries=2")
+        tree = make_tree(tmp_path / "src", seed=6, files=8)
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        cat = str(tmp_path / "cat.sqlite")
+        r = run_cli("backup", str(tree), "-d", url, "-d", str(disk), "--catalog", cat)
+        assert r.code == 0, r.out + r.err
+        ssh.freeze()
+        try:
+            assert accept_queue(ssh.port) == 0
+            r = run_cli("verify", "--catalog", cat)
+            assert r.code == 1, r.out + r.err
+            assert "gave up after 3 attempts" in r.out + r.err, r.out + r.err
+            assert accept_queue(ssh.port) == 3
+        finally:
+            ssh.thaw()

@@ -37,6 +37,7 @@ from parbackup.crypto.sealedfile import key_id_of, open_file
 from parbackup.engine.keystore import (
     KeyCopies,
     key_at,
+    key_change_lock,
     key_place,
     refresh_key_copies,
     save_key_at,
@@ -189,14 +190,15 @@ def key_add(
     as_json: bool,
 ) -> int:
     """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
-    keyfile = load_key(catalog_path)
-    master, _slot = keyfile.unlock(passphrase(password_file, password_command))
-    if not (new_password_file or new_password_command) and not sys.stdin.isatty():
-        raise click.UsageError("give --new-password-file or --new-password-command")
-    new = passphrase(new_password_file, new_password_command, new=True)
-    slot = keyfile.add(master, new)
-    save_key_at(catalog_target(catalog_path), keyfile)
-    copies = _refresh(catalog_path, keyfile)
+    with key_change_lock(catalog_target(catalog_path)):
+        keyfile = load_key(catalog_path)
+        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+        if not (new_password_file or new_password_command) and not sys.stdin.isatty():
+            raise click.UsageError("give --new-password-file or --new-password-command")
+        new = passphrase(new_password_file, new_password_command, new=True)
+        slot = keyfile.add(master, new)
+        save_key_at(catalog_target(catalog_path), keyfile)
+        copies = _refresh(catalog_path, keyfile)
     code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
         emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "added": slot.slot,
@@ -221,11 +223,12 @@ def key_remove(
     as_json: bool,
 ) -> int:
     """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
-    keyfile = load_key(catalog_path)
-    keyfile.unlock(passphrase(password_file, password_command))
-    keyfile.remove(slot)
-    save_key_at(catalog_target(catalog_path), keyfile)
-    copies = _refresh(catalog_path, keyfile)
+    with key_change_lock(catalog_target(catalog_path)):
+        keyfile = load_key(catalog_path)
+        keyfile.unlock(passphrase(password_file, password_command))
+        keyfile.remove(slot)
+        save_key_at(catalog_target(catalog_path), keyfile)
+        copies = _refresh(catalog_path, keyfile)
     code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
         emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "removed": slot,

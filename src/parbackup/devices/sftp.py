@@ -13,8 +13,10 @@ Writes are pipelined (no round trip per request) and confirmed at each checkpoin
 commit with ``fsync@openssh.com``; ``replace`` writes a temporary name and renames it
 with ``posix-rename@openssh.com``. Free space comes from ``statvfs@openssh.com``.
 A dropped connection raises TransientDeviceError and reconnects on the next call, so the
-engine's retry wrapper (devices/retry.py) retries reads, listings and opening; ``?retries=N``
-adds N more tries with backoff inside the device. A write stream cannot be resumed, so a
+engine's retry wrapper (devices/retry.py) retries reads, listings and opening (5 tries).
+``?retries=N`` makes the device own those retries instead: N more tries with backoff
+inside the device, after which the error is permanent (``gave up after N+1 attempts``),
+so the engine's wrapper does not multiply them by 5. A write stream cannot be resumed, so a
 write that loses its connection raises a permanent DeviceError and the engine fails the
 device over.
 """
@@ -266,9 +268,7 @@ class SFTPDevice(Device):
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
         self.timeout = timeout_of(url)
-        self.retries = int(
-            url.params.get("retries", "0")
-        )  # the engine's RetryingDevice retries too
+        self.retries = int(url.params.get("retries", "0"))  # 0: the engine's wrapper retries
         self.ssh: paramiko.SSHClient | None = None
         self.sftp: paramiko.SFTPClient | None = None
         self.root = ""
@@ -313,7 +313,11 @@ class SFTPDevice(Device):
                 error, cause = map_error(exc, where, self.ssh), exc
                 if error.transient:
                     self._drop()
-            if not error.transient or attempt == attempts - 1:
+            if not error.transient:
+                raise error from cause
+            if attempt == attempts - 1:
+                if attempts > 1:  # this device owned the retries: no other layer repeats them
+                    raise DeviceError(f"{error} (gave up after {attempts} attempts)") from cause
                 raise error from cause
             time.sleep(min(8.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")

@@ -244,6 +244,7 @@ class _Backup:
             "threshold": threshold,
             "devices": len(alive),
             "kind": kind,
+            **({} if options.xattrs else {"xattrs": False}),  # rebuild-catalog keeps it
         }
         links = self.parity.begin(set_id, [d.label for d in alive], catalog) if self.parity else []
         for j, d in enumerate(alive):

@@ -40,6 +40,9 @@ def catalog_copies(
         seal_file(src, dst, codec.master, codec.key_id)
     os.unlink(path)
     keys = os.path.join(tmp, "key.json")
+    now = catalog_key(catalog)  # as it is now, not as the run loaded it: a passphrase
+    if now is not None and now.key_id == codec.key_id:  # removed since is not put back
+        key_file = now.to_json()
     with open(keys, "wb") as fh:
         fh.write(key_file)
     return [(SEALED_CATALOG_COPY, sealed), (device_key_name(codec.key_id), keys)]

@@ -7,15 +7,21 @@ That is safe for the same reason a copy lies on every device: the master key in 
 wrapped by passphrases (crypto/keys.py), so reading the table opens nothing without one.
 Either way a copy goes to every device of an encrypted set (``keys/<key id>.json``):
 a backup puts it there, and ``refresh_key_copies`` replaces those copies at once when a
-passphrase is added or removed.
+passphrase is added or removed. A change is made under the catalog's run lock
+(``key_change_lock``): a backup puts the key file it loaded at its start on every device
+at its end, so a change made while it runs would be undone there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
+from parbackup.catalog.runlock import RunLock
 from parbackup.crypto.keys import KeyFile, device_key_name, key_path
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.errors import DeviceError
@@ -29,6 +35,32 @@ def key_place(target: str) -> str:
     if is_catalog_url(target):
         return f"the catalog's meta table ({KEY_META})"
     return str(key_path(target))
+
+
+@contextlib.contextmanager
+def key_change_lock(target: str) -> Iterator[None]:
+    """Hold the run lock of the catalog ``target`` names while its key file is changed:
+    CatalogError at once while a backup (or another key change, a forget, a prune)
+    holds it. Without it a backup running meanwhile put the old key file back on every
+    device at its end (a removed passphrase opened them again), and two changes at once
+    lost one. Nothing to lock where no catalog (nor its directory) exists yet."""
+    if is_catalog_url(target):
+        with open_catalog(target, create=False) as catalog:
+            catalog.run_lock.acquire()
+            try:
+                yield
+            finally:
+                catalog.run_lock.release()
+        return
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        yield
+        return
+    lock = RunLock(target)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def catalog_key(catalog: Catalog) -> KeyFile | None:

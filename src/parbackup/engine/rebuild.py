@@ -311,6 +311,8 @@ def _write_set(
         kind=str(meta.get("kind", "full")),
         created=created,
     )
+    if meta.get("xattrs", True) is False:  # taken with --no-xattrs: none was read
+        catalog.set_without_xattrs(entry.set_hex)
     on_event(Notice(f"set {entry.set_hex}: writing {len(entry.files)} file(s) into the catalog"))
     metas = entry.metas
     files = sorted(entry.files.items())

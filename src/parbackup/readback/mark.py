@@ -73,14 +73,14 @@ class RestoreMark:
                 break
             os.close(fd)
         found = _read(fd)
-        same = found.get("set") == set_id and found.get("include") == list(includes)
+        same = found.get("set") == set_id and found.get("include") == sorted(includes)
         return cls(target, fd, resumes=same, found=os.fstat(fd).st_size > 0)
 
     def claim(self, set_id: str, includes: Sequence[str]) -> None:
         """Name this restore in the mark, before anything is written into the target."""
         if self.fd < 0:
             return
-        doc = {"set": set_id, "include": list(includes), "pid": os.getpid()}
+        doc = {"set": set_id, "include": sorted(includes), "pid": os.getpid()}  # any order
         try:
             os.ftruncate(self.fd, 0)
             os.pwrite(self.fd, json.dumps(doc).encode(), 0)
