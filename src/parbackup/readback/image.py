@@ -18,8 +18,8 @@ from parbackup.errors import RestoreError
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.options import RestoreOptions, RestoreReport
 from parbackup.readback.recover import recovered
-from parbackup.readback.restore import RestoreOptions, RestoreReport
 from parbackup.readback.select import covered, records_by_label, restorable_set, select_files
 from parbackup.readback.sinks import BlockSinkSpec
 from parbackup.sources.blockdev import device_size, is_block_device

@@ -18,8 +18,8 @@ from parbackup.errors import RestoreError
 from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.core import read_back, warm_up
+from parbackup.readback.options import RestoreReport
 from parbackup.readback.recover import recovered
-from parbackup.readback.restore import RestoreReport
 from parbackup.readback.select import covered, restorable_set
 from parbackup.readback.sinks import StreamSinkSpec
 from parbackup.selection import matches
