@@ -90,18 +90,8 @@ from parbackup.engine.paritytee import ParityTee
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
-from parbackup.format import (
-    VolumeHeader,
-    checksum,
-    end_record,
-)
-from parbackup.sources.base import (
-    FileReader,
-    Identity,
-    Source,
-    SourceChanged,
-    SourceGrew,
-)
+from parbackup.format import VolumeHeader, checksum, end_record
+from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
 from parbackup.sources.registry import open_source
 from parbackup.workers import Channel
 
