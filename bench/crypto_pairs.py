@@ -5,8 +5,9 @@ Each round backs the same tree up once per variant, onto two fresh directories, 
 variant after the other, so a change of load hits every variant alike. Wall time is
 taken, and the CPU time of the whole process tree from a cpuacct cgroup made for the
 run (movers included, however they were started), which stays meaningful on a machine
-other work shares; and the bytes each device stores. A variant is ``NAME=SRC_DIR:OPTIONS`` (SRC_DIR: a parbackup ``src``
-tree, to compare two versions of the code).
+other work shares; and the bytes each device stores. A variant is
+``NAME=SRC_DIR:OPTIONS`` (SRC_DIR: a parbackup ``src`` tree, to compare two versions of
+the code).
 
     sudo .venv/bin/python bench/crypto_pairs.py TREE --rounds 6 \\
         plain=src: enc=src:--encrypt old=/tmp/old/src:--encrypt

@@ -155,6 +155,8 @@ class Compressor:
     def wrote(self, seconds: float, size: int) -> None:
         """The device took ``seconds`` to take a record of ``size`` source bytes; every
         ``WINDOW`` bytes the level and the threads are chosen anew (``choose``)."""
+        if not self._zc:  # nothing to choose with compression off
+            return
         self._writing += seconds
         self._window += size
         if self._window < WINDOW:

@@ -386,7 +386,10 @@ class _Mover:
         if vol is not None and (
             vol.since_checkpoint >= self.spec.checkpoint_bytes or len(self.pending) >= _RECORDS
         ):
+            started = time.perf_counter()
             self.make_durable(commit=False)
+            if self.codec is not None:  # waiting for the device too (compress.py's level)
+                self.codec.compressor.wrote(time.perf_counter() - started, 0)
 
     def copy_range(self, item: tuple) -> None:
         """Read the item's byte range through its source and write it as records; then
