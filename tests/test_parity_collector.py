@@ -26,7 +26,7 @@ from parbackup.engine.paritystream import (
 from parbackup.engine.paritytee import ParityLink, ParityTee
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import open_parity, write_parity
-from parbackup.redundancy.volume import read_row
+from parbackup.redundancy.volume import WRITTEN_VERSION, read_row, unit_digest
 
 UNIT = 4096
 SET = bytes(range(16))
@@ -58,12 +58,14 @@ def _feed(tee: ParityTee, name: str, stream: bytes) -> None:
     tee.end()
 
 
-def _rows(store, name: str) -> list:
+def _rows(store, name: str) -> tuple[list, list, int]:
+    """(row, parity unit) of every row, every row's unit digests, the volume version."""
     stream, header = open_parity(store, name)
-    rows = []
+    rows, digests = [], []
     while (got := read_row(stream, header)) is not None:
-        rows.append((got[0].row, got[0].digests, got[1]))
-    return rows
+        rows.append((got[0].row, got[1]))
+        digests.append(got[0].digests)
+    return rows, digests, header.version
 
 
 def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
@@ -117,7 +119,12 @@ def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
     ((_label, name, _size),) = written.volumes
     parity = open_device(str(parity_dir))
     parity.open()
-    got = _rows(parity, name)
+    got, digests, version = _rows(parity, name)
+    # version 3: the tees' and the collector's XXH3-128 digests of every unit of a row
+    assert version == WRITTEN_VERSION == 3
+    for row, (_row, payload) in enumerate(got):
+        units = [s[row * UNIT : (row + 1) * UNIT].ljust(UNIT, b"\0") for s in streams]
+        assert digests[row] == tuple(unit_digest(u, 3) for u in [*units, payload])
     # the same columns, their parity written after the data
     stores = []
     for j, stream in enumerate(streams):
@@ -126,7 +133,7 @@ def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
         stores.append((Column(LABELS[j], ((f"v{j}", len(stream)),)), dev))
     old_dev = _memory("q")
     ((_l, old_name, _s),) = write_parity(SET, stores, [(label, old_dev)], unit=UNIT)
-    return got, state, _rows(old_dev, old_name)
+    return got, state, _rows(old_dev, old_name)[0]
 
 
 def test_a_column_running_ahead_waits_for_the_others_instead_of_spilling(tmp_path, caplog):

@@ -49,7 +49,7 @@ def test_parity_backup_puts_data_on_n_minus_m_devices_and_parity_on_the_rest(tmp
     assert doc["parity"]["devices"][0]["url"] == str(devs[3])
     assert not list((devs[3] / "sets").rglob("*.pbv"))
     (parity,) = list((devs[3] / "sets").rglob("*.pbp"))
-    assert parity.read_bytes()[:6] == b"PBKP\x02\x00"  # version 2: written while writing
+    assert parity.read_bytes()[:6] == b"PBKP\x03\x00"  # version 3: written while writing
     assert parity.read_bytes()[-4:] == b"PBKE"
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.code == 0 and r.json["status"] == "ok", r.out + r.err
@@ -204,11 +204,11 @@ def test_rebuild_catalog_reads_parity_and_a_missing_device_from_it(tmp_path, dev
     (found,) = [s for s in r.json["sets"] if s["set"] == doc["set"]]
     assert found["parity"] == {"k": 3, "m": 1}
     assert found["incomplete"] == []
-    with Catalog(new_cat) as c:  # the version-2 end records give the stripe back whole
+    with Catalog(new_cat) as c:  # the version-3 end records give the stripe back whole
         again = c.parity(doc["set"])
     keys = ("codec", "k", "m", "unit", "columns", "volumes", "rows", "created_ns", "version")
     assert {k: again[k] for k in keys} == {k: stripe[k] for k in keys}
-    assert stripe["version"] == 2
+    assert stripe["version"] == 3
     r = run_cli("verify", "--catalog", new_cat, "--json")
     assert r.json["status"] == "recoverable", r.out + r.err
     out, r = _restore(tmp_path, new_cat, "out")

@@ -70,7 +70,7 @@ def test_a_run_killed_mid_backup_leaves_no_parity_for_its_set_and_prune_takes_it
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     partial = list((parity / "sets").rglob("*.pbp"))
-    assert len(partial) == 1 and partial[0].read_bytes()[:6] == b"PBKP\x02\x00"
+    assert len(partial) == 1 and partial[0].read_bytes()[:6] == b"PBKP\x03\x00"
     with Catalog(cat) as c:
         (dead,) = c.sets()
         assert dead.status in ("running", "interrupted")

@@ -256,7 +256,7 @@ def test_a_damaged_parity_row_costs_that_row_only() -> None:
     columns, parity, written, _streams = _stripe([4 * UNIT, 4 * UNIT, 4 * UNIT], 1, 3)
     (_label, pdev), (_l, name, _size) = parity[0], written[0]
     header = read_parity_header(io.BytesIO(pdev.get(name)))
-    step = row_record_size(3, 1) + UNIT
+    step = row_record_size(3, 1, header.version) + UNIT
     body = bytearray(pdev.get(name))
     body[header.length + step + 40] ^= 0xFF
     pdev.put(name, bytes(body))

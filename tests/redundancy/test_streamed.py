@@ -1,5 +1,5 @@
 """Parity written while the data is (redundancy/accumulate.py, streamed.py, volume.py
-version 2): whatever order the columns' units arrive in, with rows spilled past the
+version 3): whatever order the columns' units arrive in, with rows spilled past the
 window, the volumes hold the rows the after-the-data writer makes, and read back
 (open_parity, walk_rows) to rebuild lost columns."""
 
@@ -26,7 +26,7 @@ from parbackup.redundancy.stripe import (
     walk_rows,
     write_parity,
 )
-from parbackup.redundancy.volume import read_row, unit_digest
+from parbackup.redundancy.volume import WRITTEN_VERSION, read_row, unit_digest
 
 UNIT = 256
 SET = bytes(range(16))
@@ -71,7 +71,7 @@ def _stream_parity(columns, m: int, order: list[int], window: int):
             ended[j] = True
             continue
         unit = bytearray(stream[at : at + UNIT].ljust(UNIT, b"\0"))
-        sp.add(j, sent[j], address(unit), unit_digest(unit))
+        sp.add(j, sent[j], address(unit), unit_digest(unit, WRITTEN_VERSION))
         sent[j] += 1
     assert all(ended)
     assert sp.finished
@@ -116,15 +116,25 @@ def test_streamed_rows_are_the_after_the_data_rows_in_any_arrival_order(
         stores.append((col, dev))
     old_parity = [(label, _device("q")) for label, _d in parity]
     old = write_parity(SET, stores, old_parity, unit=UNIT)
+    got_rows, want_rows = [], []
     for i in range(m):
         head, got = _rows(parity[i][1], written[i][1])
         old_head, want = _rows(old_parity[i][1], old[i][1])
-        assert head.version == 2 and old_head.version == 1
+        assert head.version == 3 and old_head.version == 1
         assert head.rows == old_head.rows == rows and head.columns == old_head.columns
-        assert [(r.row, r.digests, r.fragments, u) for r, u in got] == [
-            (r.row, r.digests, r.fragments, u) for r, u in want
+        assert [(r.row, r.fragments, u) for r, u in got] == [
+            (r.row, r.fragments, u) for r, u in want
         ]
-    # lose any m columns: the version-2 volumes give them back
+        got_rows.append(got)
+        want_rows.append(want)
+    # the same units, digested with XXH3-128 (version 3) where version 1 has BLAKE3
+    for row in range(rows):
+        units = [s[row * UNIT : (row + 1) * UNIT].ljust(UNIT, b"\0") for _c, s in columns]
+        units += [got_rows[i][row][1] for i in range(m)]
+        for i in range(m):
+            assert got_rows[i][row][0].digests == tuple(unit_digest(u, 3) for u in units)
+            assert want_rows[i][row][0].digests == tuple(unit_digest(u, 1) for u in units)
+    # lose any m columns: the version-3 volumes give them back
     lost = set(rnd.sample(range(k), min(m, k)))
     readers = {}
     header = None
@@ -174,8 +184,8 @@ def test_units_out_of_order_or_volumes_that_disagree_are_refused() -> None:
     sp = StreamedParity(SET, [columns[0][0].label], [("a0" * 16, _device("p"))], UNIT)
     unit = bytearray(UNIT)
     with pytest.raises(ValueError):
-        sp.add(0, 1, address(unit), unit_digest(unit))  # row 1 before row 0
-    sp.add(0, 0, address(unit), unit_digest(unit))
+        sp.add(0, 1, address(unit), unit_digest(unit, WRITTEN_VERSION))  # row 1 before row 0
+    sp.add(0, 0, address(unit), unit_digest(unit, WRITTEN_VERSION))
     sp.end(0, [("v", 5 * UNIT)])  # says 5 units, gave 1
     with pytest.raises(FormatError, match="do not match"):
         sp.finish()

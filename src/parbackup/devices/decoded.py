@@ -114,7 +114,7 @@ class _Stripe:
         header, k, unit = self.header, self.header.k, self.header.unit
         present: dict[int, bytes | bytearray] = {}
         record = None
-        step = row_record_size(k, header.m) + unit
+        step = row_record_size(k, header.m, header.version) + unit
         for i, (dev, name, base) in self.parity.items():
             try:
                 blob = dev.read(name, base + row * step, step)
@@ -134,14 +134,14 @@ class _Stripe:
         for j, dev in self.data.items():
             buf = self._unit_buffer(j)
             if _read_unit(dev, header.columns[j], row, buf) and (
-                unit_digest(buf) == record.digests[j]
+                unit_digest(buf, header.version) == record.digests[j]
             ):
                 present[j] = buf
         try:
             mine = self._decode(present, record.fragments)
         except (FormatError, ValueError) as exc:
             raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
-        if unit_digest(mine) != record.digests[self.index]:
+        if unit_digest(mine, header.version) != record.digests[self.index]:
             raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
         self.rows[row] = mine
         while len(self.rows) > _CACHED_ROWS:

@@ -52,7 +52,7 @@ from parbackup.redundancy.codec import CODEC, check_params
 from parbackup.redundancy.isal import Updater
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.stripe import write_parity
-from parbackup.redundancy.volume import STREAMED_VERSION
+from parbackup.redundancy.volume import WRITTEN_VERSION
 from parbackup.workers import Executor, LocalExecutor
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class ParityStream:
             "k": len(done.columns),
             "m": m,
             "unit": self.unit,
-            "version": STREAMED_VERSION,
+            "version": WRITTEN_VERSION,
             "columns": [c.label for c in done.columns],
             "volumes": [c.to_json() for c in done.columns],
             "rows": done.rows,

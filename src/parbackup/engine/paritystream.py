@@ -5,10 +5,10 @@ beside the dispatcher. It opens and labels the parity devices, then takes every 
 mover's column unit by unit (engine/paritytee.py: shared memory, a Unix socket), adds
 each unit to its row's parity with ISA-L (redundancy/isal.py, accumulate.py) and
 writes each row to the parity volumes as soon as every column has passed it
-(redundancy/streamed.py). The volumes are of version 2 (redundancy/volume.py): the
+(redundancy/streamed.py). The volumes are of version 3 (redundancy/volume.py): the
 rows and the columns' volumes go into the end record.
 
-Why a thread, not a worker process of its own: its heavy work (ISA-L's update, BLAKE3,
+Why a thread, not a worker process of its own: its heavy work (ISA-L's update, the unit digests,
 device writes) runs without the interpreter lock, so a thread takes no core from the
 movers, and it spares a second interpreter's start (~0.1 s of CPU) and its memory
 (~35 MB; bench/parity.py). It talks to the controller through a pipe, with messages as

@@ -5,7 +5,8 @@ into the set's volumes to the parity collector (engine/paritystream.py) as well:
 are the column's stream (redundancy/layout.py), cut into units of ``unit`` bytes in
 stream order. A unit goes through shared memory: the tee copies it into one of a few
 slots of a memfd both processes map, digests it (the row records keep every unit's
-BLAKE3), and sends only (slot, row, digest) over a Unix socket; the parity collector adds
+digest: XXH3-128 in version 3, redundancy/volume.py), and sends only (slot, row,
+digest) over a Unix socket; the parity collector adds
 the unit to its row's parity and gives the slot back. With every slot out, the mover
 waits (back-pressure: memory stays bounded), telling the dispatcher it is alive.
 
@@ -30,9 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from blake3 import blake3
-
 from parbackup.devices.base import ForwardingWriter, ObjectWriter
+from parbackup.redundancy.volume import WRITTEN_VERSION, unit_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +167,7 @@ class ParityTee:
         if self.fill < unit:
             self.map[slot * unit + self.fill : (slot + 1) * unit] = bytes(unit - self.fill)
         with memoryview(self.map) as whole:
-            digest = blake3(whole[slot * unit : (slot + 1) * unit]).digest()
+            digest = unit_digest(whole[slot * unit : (slot + 1) * unit], WRITTEN_VERSION)
         try:
             self.conn.send(("u", slot, self.row, digest))
         except (OSError, ValueError) as exc:

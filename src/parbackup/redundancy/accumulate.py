@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from parbackup.redundancy.isal import Updater, address
-from parbackup.redundancy.volume import unit_digest
+from parbackup.redundancy.volume import WRITTEN_VERSION, unit_digest
 
 
 @dataclass
@@ -51,7 +51,7 @@ class RowAccumulator:
         self.spill: int = -1
         self.scratch: tuple[bytearray, int] | None = None
         self.spilled_rows = 0
-        self.zero_digest = unit_digest(bytes(self.unit))
+        self.zero_digest = unit_digest(bytes(self.unit), WRITTEN_VERSION)
 
     # -- units in ---------------------------------------------------------------------
     def add(self, column: int, row: int, data: int, digest: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Writing version-2 parity volumes from units that arrive while the data is written.
+"""Writing version-3 parity volumes from units that arrive while the data is written.
 
 ``StreamedParity`` owns the m parity volumes of one set: each data unit given to ``add``
 is summed into its row (redundancy/accumulate.py); every row that becomes complete is
@@ -14,20 +14,19 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from blake3 import blake3
-
 from parbackup.errors import FormatError
 from parbackup.redundancy.accumulate import RowAccumulator
 from parbackup.redundancy.codec import CODEC, fragment_headers
 from parbackup.redundancy.isal import Updater
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.volume import (
-    STREAMED_VERSION,
+    WRITTEN_VERSION,
     ParityHeader,
     RowRecord,
     encode_end_streamed,
     encode_row,
     parity_name,
+    unit_digest,
 )
 
 
@@ -74,7 +73,7 @@ class StreamedParity:
                     tuple(Column(c, ()) for c in columns),
                     parity_labels,
                     created_ns,
-                    version=STREAMED_VERSION,
+                    version=WRITTEN_VERSION,
                 ).encode()
                 name = parity_name(set_id.hex(), label, i)
                 w = store.create(name)
@@ -142,11 +141,10 @@ class StreamedParity:
         k, m, unit = self.k, self.m, self.unit
         for row, parity, digests in self.acc.ready():
             units = [parity[i * unit : (i + 1) * unit] for i in range(m)]
-            # = unit_digest, on this thread alone (the movers' hashing uses the cores)
-            every = tuple(digests + [blake3(u).digest() for u in units])
+            every = tuple(digests + [unit_digest(u, WRITTEN_VERSION) for u in units])
             for i, w in enumerate(self.writers):
                 rec = RowRecord(self.set_id, row, CODEC, k, m, i, unit, every, self.fragments)
-                head = encode_row(rec, STREAMED_VERSION)
+                head = encode_row(rec, WRITTEN_VERSION)
                 w.write(head)
                 w.write(units[i])
                 self.sizes[i] += len(head) + unit

@@ -23,7 +23,8 @@ from parbackup.errors import FormatError, ParbackupError
 from parbackup.redundancy.codec import CODEC, RowCodec
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
-    STREAMED_VERSION,
+    PARITY_VERSION,
+    STREAMED,
     ParityHeader,
     RowRecord,
     complete_header,
@@ -220,8 +221,8 @@ def write_parity(
             out, frags = codec.encode_row(data)
             view = memoryview(data)
             digests = tuple(
-                [unit_digest(view[j * unit : (j + 1) * unit]) for j in range(k)]
-                + [unit_digest(u) for u in out]
+                [unit_digest(view[j * unit : (j + 1) * unit], PARITY_VERSION) for j in range(k)]
+                + [unit_digest(u, PARITY_VERSION) for u in out]
             )
             for i, (_label, _name, w) in enumerate(writers):
                 rec = RowRecord(set_id, row, CODEC, k, m, i, unit, digests, tuple(frags))
@@ -273,7 +274,7 @@ class ParityReader:
         self.stream, self.header, self.store, self.name = stream, header, store, name
         self.dead = stream is None
         self.row = 0
-        self.step = row_record_size(header.k, header.m) + header.unit
+        self.step = row_record_size(header.k, header.m, header.version) + header.unit
         self.random = False
 
     def next(self) -> tuple[RowRecord, bytes] | None:
@@ -301,12 +302,12 @@ class ParityReader:
 
 
 def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
-    """A parity volume opened for one sequential pass, and its header (a version-2
+    """A parity volume opened for one sequential pass, and its header (a version-2 or 3
     header completed from the volume's end record: ``complete_header``)."""
     stream = store.open_read(name)
     try:
         header = read_parity_header(stream)
-        if header.version == STREAMED_VERSION:
+        if header.version in STREAMED:
             # the end record is read first, on a stream of its own: on a tape, reading
             # elsewhere moves the one stream there is, so this one is opened again
             stream.close()
@@ -355,7 +356,7 @@ def walk_rows(
     decoded are listed in the outcome; from the first of them on nothing more is
     written (the targets are then incomplete and the caller must abort them).
     """
-    k, m, unit = header.k, header.m, header.unit
+    k, m, unit, version = header.k, header.m, header.unit, header.version
     codec = RowCodec(k, m, unit, header.codec)
     readers = [ColumnReader(data.get(c.label), c, unit) for c in header.columns]
     out = RowOutcome(rows=header.rows)
@@ -377,7 +378,7 @@ def walk_rows(
                 if unit_bytes is None:
                     out.lose(label)
                     continue
-                if record is not None and unit_digest(unit_bytes) != record.digests[j]:
+                if record is not None and unit_digest(unit_bytes, version) != record.digests[j]:
                     out.lose(label)
                     continue
                 units[j] = unit_bytes
@@ -400,7 +401,7 @@ def walk_rows(
             for j, c in enumerate(header.columns):
                 if targets and c.label in targets:
                     targets[c.label].write(whole[j])
-            digests = tuple(unit_digest(u) for u in whole)
+            digests = tuple(unit_digest(u, version) for u in whole)
             for i, w in (parity_targets or {}).items():
                 rec = RowRecord(
                     header.set_id, row, header.codec, k, m, i, unit, digests, tuple(fragments)
