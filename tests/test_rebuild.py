@@ -57,6 +57,7 @@ def listing(cat: str, set_id: str) -> list[tuple]:
         ]
 
 
+@pytest.mark.slow
 def test_rebuilt_catalog_restores_what_the_original_does(two_sets, tmp_path):
     tree, devs, cat, ids = two_sets
     new = str(tmp_path / "new.sqlite")
