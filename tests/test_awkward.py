@@ -156,6 +156,7 @@ def test_fifo_socket_and_device_nodes(tmp_path):
     assert restored.damaged == []
 
 
+@pytest.mark.slow
 def test_device_node_without_privilege_is_skipped_not_damaged(tmp_path):
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root to make the node and setpriv to drop CAP_MKNOD")
@@ -213,6 +214,7 @@ def test_file_vanishing_after_the_scan_is_skipped(tmp_path):
     assert snapshot(restored_root(out, src)) == snapshot(src)
 
 
+@pytest.mark.slow
 def test_unreadable_directory_as_unprivileged_process(tmp_path):
     if not shutil.which("setpriv"):
         pytest.skip("setpriv is missing")

@@ -27,7 +27,9 @@ from parbackup.model import DeviceReport, FileEntry, Kind, RecordRef
 ODD = os.fsdecode(b"/src/caf\xe9-\xff.bin")  # not UTF-8: must come back byte for byte
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# PostgreSQL runs in the whole suite only: starting its server alone took longer than
+# the rest of this module, and the quick subset keeps the SQLite half of every test.
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def target(request, tmp_path) -> str:
     """Where a new catalog goes: a SQLite path, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
@@ -239,6 +241,7 @@ def test_one_schema_step_per_version():
     assert len(STEPS) == SCHEMA_VERSION  # bumping the SQLite schema needs a step here
 
 
+@pytest.mark.slow
 def test_migrations_from_version_1_keep_the_rows(pg_url):
     import psycopg
 
@@ -276,6 +279,7 @@ def test_migrations_from_version_1_keep_the_rows(pg_url):
         open_catalog(pg_url)
 
 
+@pytest.mark.slow
 def test_the_copy_holds_every_table_of_a_postgres_catalog(pg_url, tmp_path):
     """Every table (a later schema step's too) comes into the SQLite copy, row for row."""
     import psycopg
@@ -315,6 +319,7 @@ def test_the_copy_holds_every_table_of_a_postgres_catalog(pg_url, tmp_path):
         ]
 
 
+@pytest.mark.slow
 def test_the_password_is_never_shown(pg_url, pg_server):
     from pgserver import PASSWORD
 

@@ -20,8 +20,6 @@ import pytest
 from conftest import SRC, default_signals, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import Gate, fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
-
 PARBACKUP = [sys.executable, "-m", "parbackup"]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
 ODD_NAMES = {
@@ -86,6 +84,7 @@ def run_in_pty(*args: str) -> tuple[int, str]:
 # -- 1. user data is never markup --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_odd_names_back_up_list_and_restore(tmp_path, device_dirs):
     src = odd_tree(tmp_path / "src")
     devs = device_dirs(2)
@@ -114,6 +113,7 @@ def test_odd_names_back_up_list_and_restore(tmp_path, device_dirs):
     assert snapshot(restored_root(out_dir, src)) == snapshot(src)
 
 
+@pytest.mark.slow
 def test_odd_names_on_a_terminal(tmp_path, device_dirs):
     src = odd_tree(tmp_path / "src")
     devs = device_dirs(2)
@@ -132,6 +132,7 @@ def test_odd_names_on_a_terminal(tmp_path, device_dirs):
 # -- 2. the run lock cannot be bypassed through a symlink --------------------------------------
 
 
+@pytest.mark.slow
 def test_catalog_through_a_symlink_is_still_locked(tmp_path):
     src = make_tree(tmp_path / "src", seed=5, files=20, max_size=50_000, big=(400_000,))
     d0, d1 = tmp_path / "d0", tmp_path / "d1"
@@ -164,6 +165,7 @@ def test_catalog_through_a_symlink_is_still_locked(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_relative_catalog_is_made_absolute(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=2, files=5, max_size=1000)
     devs = device_dirs(2)
@@ -191,6 +193,7 @@ def test_relative_catalog_is_made_absolute(tmp_path, device_dirs):
 # -- 3. output for scripts ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipes_get_full_ids_and_untruncated_columns(tmp_path, device_dirs):
     src = make_tree(tmp_path / "a-long-source-directory-name-for-the-table", seed=3, files=5)
     devs = device_dirs(2)
@@ -209,6 +212,7 @@ def test_pipes_get_full_ids_and_untruncated_columns(tmp_path, device_dirs):
     assert r.code == 0 and len(ids) == 1, r.out  # the new set's full id in the title
 
 
+@pytest.mark.slow
 def test_every_json_document_is_an_object_with_status(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=4, files=5, max_size=2000)
     devs = device_dirs(2)
@@ -247,6 +251,7 @@ def test_every_json_document_is_an_object_with_status(tmp_path, device_dirs):
     assert r.code == 2 and "Missing option" in r.err and not r.out
 
 
+@pytest.mark.slow
 def test_stdout_closed_early_is_quiet(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=9, files=30, max_size=1000)
     cat = str(tmp_path / "cat.sqlite")
@@ -266,6 +271,7 @@ def test_stdout_closed_early_is_quiet(tmp_path, device_dirs):
 # -- 4. -v, -q, --log-file ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=6, files=5, max_size=2000)
     d0, d1, d2 = device_dirs(3)
@@ -307,6 +313,7 @@ def test_quiet_verbose_and_log_file(tmp_path, device_dirs):
 # -- 5. interruptions --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
 )
@@ -340,6 +347,7 @@ def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     assert r.code == 0 and r.json["status"] == "complete", r.err
 
 
+@pytest.mark.slow
 def test_an_ignored_hangup_stays_ignored(tmp_path):
     """Under ``nohup`` (SIGHUP ignored) a hang-up must not stop the backup."""
     src = make_tree(tmp_path / "src", seed=10, files=10, max_size=50_000, big=(300_000,))
@@ -380,6 +388,7 @@ def test_help_documents_the_exit_codes():
 # -- 6. restore selection ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_include_double_star_and_exclude(tmp_path, device_dirs):
     src = tmp_path / "src"
     files = {
@@ -432,6 +441,7 @@ def test_restore_include_double_star_and_exclude(tmp_path, device_dirs):
 # -- 7. no traceback: a catalog disk that fills up ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.root
 def test_full_catalog_disk_is_one_line_and_no_complete_set(tmp_path, tmpfs):
     src = make_tree(tmp_path / "src", seed=8, files=300, max_size=20_000, big=(300_000,))

@@ -167,6 +167,7 @@ def test_second_backup_is_refused_while_the_catalog_is_locked(tmp_path, tree, de
     assert r.json["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_two_backups_at_once_never_corrupt_the_catalog(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "src", seed=4, files=60, big=(4 << 20,))
     devs = device_dirs(2)

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import SRC, make_tree, restored_root, snapshot
 from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore
 from parbackup.workers import LocalExecutor
@@ -51,6 +53,7 @@ def test_every_device_is_written_by_its_own_process(tmp_path, device_dirs):
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
 
 
+@pytest.mark.slow
 def test_a_mover_killed_mid_backup_is_a_failed_device(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=22, files=30, big=(6 << 20, 5 << 20))
     good = device_dirs(2)
@@ -86,6 +89,7 @@ def test_a_mover_killed_mid_backup_is_a_failed_device(tmp_path, device_dirs):
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
 
 
+@pytest.mark.slow
 def test_movers_end_with_a_killed_backup(tmp_path, device_dirs):
     """SIGKILL of the backup takes its movers with it: none goes on writing a volume
     behind the next run's clean-up."""

@@ -116,6 +116,7 @@ def test_corpus_directory_is_in_the_repo():
     assert CORPUS.is_dir()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.sampled_from(range(8)), st.data())
 def test_rebuild_reader_on_mutated_volumes(which, data):

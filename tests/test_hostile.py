@@ -160,6 +160,7 @@ def test_crafted_sizes_do_not_allocate(setup, tmp_path, sql, error):
     assert untouched(outside)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sql", "error"),
     [

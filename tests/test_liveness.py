@@ -166,6 +166,7 @@ def _fill(catalog: Catalog, sets: list[SetNode], rows: dict[str, list[Extent]]) 
     catalog.run_lock.release()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

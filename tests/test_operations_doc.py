@@ -14,8 +14,6 @@ import pytest
 
 from conftest import SRC, make_tree, run_cli
 
-pytestmark = pytest.mark.slow  # real backups, a restore, a shell script
-
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md").read_text()
 
 
@@ -27,6 +25,7 @@ def block_after(marker: str, lang: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("jq") and shutil.which("shuf")), reason="needs jq and shuf")
 def test_the_monthly_restore_test_passes_and_catches_a_difference(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", seed=5, files=25)

@@ -10,8 +10,6 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.slow  # real backups, real processes
-
 
 def write_config(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +52,7 @@ keep_last = 2
     return tmp_path, env
 
 
+@pytest.mark.slow
 def test_backup_and_forget_take_everything_from_the_profile(home) -> None:
     root, env = home
     r = run_cli("backup", "--profile", "docs", "--json", env=env)
@@ -107,6 +106,7 @@ def test_backup_and_forget_take_everything_from_the_profile(home) -> None:
     ).read_bytes() == b"docs" * 1000
 
 
+@pytest.mark.slow
 def test_flags_win_over_the_environment_which_wins_over_the_profile(home) -> None:
     root, env = home
     by_env = {**env, "PARBACKUP_CATALOG": str(root / "env.sqlite")}
@@ -144,6 +144,7 @@ def test_flags_win_over_the_environment_which_wins_over_the_profile(home) -> Non
     assert any(e["path"].endswith("/music/junk.tmp") for e in r.json["entries"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "expected", "everywhere"),
     [
@@ -194,6 +195,7 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
     assert f"{tmp_path}/parbackup/config.toml: no configuration file" in r.err
 
 
+@pytest.mark.slow
 def test_a_password_command_may_stand_in_the_file(tmp_path: Path) -> None:
     """Where a secret comes from (a command, a file) is not a secret: not refused as one
     (it is an unknown key only while no command takes a password)."""

@@ -57,6 +57,7 @@ def listing(cat: str, set_id: str) -> list[tuple]:
         ]
 
 
+@pytest.mark.slow
 def test_rebuilt_catalog_restores_what_the_original_does(two_sets, tmp_path):
     tree, devs, cat, ids = two_sets
     new = str(tmp_path / "new.sqlite")
@@ -83,6 +84,7 @@ def test_rebuilt_catalog_restores_what_the_original_does(two_sets, tmp_path):
     assert snapshot(restored_root(tmp_path / f"b-{ids[1]}", tree)) == snapshot(tree)
 
 
+@pytest.mark.slow
 def test_rebuild_with_a_device_missing_names_the_incomplete_files(two_sets, tmp_path):
     tree, devs, cat, ids = two_sets
     new = str(tmp_path / "new.sqlite")
@@ -114,6 +116,7 @@ def test_rebuild_with_a_device_missing_names_the_incomplete_files(two_sets, tmp_
         assert os.path.relpath(p, tree) not in got
 
 
+@pytest.mark.slow
 def test_rebuild_refuses_to_overwrite_a_catalog(two_sets):
     _, devs, cat, _ = two_sets
     r = run_cli("rebuild-catalog", "-d", str(devs[0]), "--catalog", cat)

@@ -146,7 +146,7 @@ def _shrink(draw, p: Policy) -> Policy:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), policies, st.randoms(use_true_random=False))
 def test_deterministic_whatever_the_input_order(sets, policy, rnd):
     first = apply_policy(sets, policy)
@@ -156,7 +156,7 @@ def test_deterministic_whatever_the_input_order(sets, policy, rnd):
     assert {d.set.id for d in first} == {s.id for s in sets}  # every set decided once
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), policies)
 def test_the_newest_of_every_group_is_always_kept(sets, policy):
     decisions = apply_policy(sets, policy)
@@ -165,7 +165,7 @@ def test_the_newest_of_every_group_is_always_kept(sets, policy):
         assert newest.id in kept(decisions)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), st.integers(1, 50))
 def test_keep_last_n_keeps_exactly_the_n_newest(sets, n):
     decisions = apply_policy(sets, Policy(last=n))
@@ -176,7 +176,7 @@ def test_keep_last_n_keeps_exactly_the_n_newest(sets, n):
         assert got == want
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), policies)
 def test_never_removes_the_newest_set_of_a_period_the_policy_keeps(sets, policy):
     """For each period rule with count N, the newest set of each of the N newest periods
@@ -201,7 +201,7 @@ def test_never_removes_the_newest_set_of_a_period_the_policy_keeps(sets, policy)
                 assert rule in decisions[newest[period].id].reasons
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), policies, st.data())
 def test_a_stricter_policy_never_keeps_more(sets, policy, data):
     stricter = _shrink(data.draw, policy)
@@ -213,7 +213,7 @@ def test_a_stricter_policy_never_keeps_more(sets, policy, data):
     assert kept(apply_policy(sets, stricter)) <= kept(apply_policy(sets, policy))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(set_lists(), withins.filter(bool))
 def test_keep_within_keeps_exactly_what_is_newer_than_the_newest_minus_d(sets, within):
     decisions = apply_policy(sets, Policy(within=within))

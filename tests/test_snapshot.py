@@ -49,6 +49,7 @@ def test_pre_and_post_commands(tmp_path, device_dirs):
     assert (tree / "file0.bin").read_bytes() == b"changed\n"
 
 
+@pytest.mark.slow
 def test_post_command_runs_when_backup_fails(tmp_path):
     tree = make_tree(tmp_path / "src", seed=4, files=3)
     snap, status = tmp_path / "snap", tmp_path / "status.txt"

@@ -63,6 +63,7 @@ def test_missing_bucket(s3_server):
         dev.open()
 
 
+@pytest.mark.slow
 def test_stopped_server_mid_upload_is_a_device_error(s3_server):
     own = S3Server().start()
     try:
