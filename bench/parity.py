@@ -3,6 +3,7 @@
     sudo .venv/bin/python bench/parity.py                 # 1 GiB of files, 3 pairs
     sudo .venv/bin/python bench/parity.py --size 2048 --pairs 5
     sudo .venv/bin/python bench/parity.py --before /path/to/older/src   # a third kind
+    sudo .venv/bin/python bench/parity.py --limit 100M    # devices slower than the CPUs
 
 Every device, the source and the restore target are their own tmpfs. Prints:
 - backup wall, ``--parity 1`` on 4 devices / the same backup on 3 devices without
@@ -13,6 +14,10 @@ Every device, the source and the restore target are their own tmpfs. Prints:
 - restore throughput with one data device missing / the healthy restore (goal >= 0.7);
 - peak RSS summed over the process tree of each run (goal < 200 MB), and the codec's
   own encode and decode speed (MB/s of data per core).
+
+With ``--limit RATE`` every device is held to RATE (``DIR?limit=RATE``, the throttle
+wrapper), as disks, tape drives and links are: the devices, not this machine's two
+cores, are then the bottleneck, which is what a backup spread over devices meets.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024, help="MiB of source data")
     ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each kind")
     ap.add_argument("--before", default="", help="an older src/ to run --parity 1 with too")
+    ap.add_argument("--limit", default="", help="hold every device to this rate (e.g. 100M)")
     args = ap.parse_args()
     for k, m in ((3, 1), (4, 2)):
         enc, dec = codec_speed(k, m)
@@ -76,6 +82,7 @@ def main() -> None:
         cat = os.path.join(state, "catalog.sqlite")
         env = parbackup_env(cat)
         devs = [d0, d1, d2, d3]
+        urls = [f"{d}?limit={args.limit}" if args.limit else d for d in devs]
 
         def fresh() -> None:
             for d in devs:
@@ -88,14 +95,14 @@ def main() -> None:
             fresh()
             plain = run(
                 "3 devices",
-                parbackup_argv("backup", src, *_d(devs[:3]), "--json"),
+                parbackup_argv("backup", src, *_d(urls[:3]), "--json"),
                 env=env,
                 check=False,
             )
             fresh()
             par = run(
                 "4 devices, --parity 1",
-                parbackup_argv("backup", src, *_d(devs), "--parity", "1", "--json"),
+                parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
                 env=env,
                 check=False,
             )
@@ -114,7 +121,7 @@ def main() -> None:
                 fresh()
                 old = run(
                     "4 devices, --parity 1, older source",
-                    parbackup_argv("backup", src, *_d(devs), "--parity", "1", "--json"),
+                    parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
                     env={**env, "PYTHONPATH": args.before},
                     check=False,
                 )
@@ -127,7 +134,7 @@ def main() -> None:
                     f" ({old.cpu:.2f} CPU s), ratio {befores[-1]:.2f}"
                 )
                 fresh()  # the restores below read the current source's set
-                run("4 devices, --parity 1", parbackup_argv("backup", src, *_d(devs),
+                run("4 devices, --parity 1", parbackup_argv("backup", src, *_d(urls),
                     "--parity", "1", "--json"), env=env)  # fmt: skip
         # the last backup (with parity) stays for the restores
         ratios = []

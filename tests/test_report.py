@@ -152,11 +152,13 @@ def test_the_report_page_shows_every_device_the_failure_and_the_balance(
     assert "failed at " in dom and "of its work went to the other devices" in dom
 
     shot = tmp_path / "shot.png"
-    browse(chromium, tmp_path, page, f"--screenshot={shot}", "--window-size=900,720")
+    # tall enough for the balance bars: solid rectangles of each device's own colour (a
+    # timeline line is antialiased, and may hold no pixel of the exact colour at all)
+    browse(chromium, tmp_path, page, f"--screenshot={shot}", "--window-size=900,1600")
     colours = png_pixels(shot)
     if (255, 255, 255) not in colours:  # keep the evidence of a page that did not paint
         shutil.copy(shot, Path(tempfile.gettempdir()) / "parbackup-report-unpainted.png")
-    for colour in ("#1f77b4", "#2ca02c", "#d62728"):  # devices 1 and 3, the failure mark
+    for colour in ("#1f77b4", "#2ca02c", "#d62728"):  # bars of devices 1, 3; failure mark
         assert rgb(colour) in colours, colour
 
 

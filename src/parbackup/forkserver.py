@@ -33,7 +33,14 @@ from multiprocessing.connection import Connection
 from typing import Any, ClassVar
 
 import parbackup
-from parbackup.workers import LocalExecutor, LocalWorker, Outbox, die_with_parent, serve
+from parbackup.workers import (
+    LocalExecutor,
+    LocalWorker,
+    Outbox,
+    die_with_parent,
+    serve,
+    shut_down,
+)
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
 _SERVER = "import sys; from parbackup.forkserver import main; sys.exit(main(sys.argv[1:]))"
@@ -53,12 +60,10 @@ class ForkedWorker:
         return not self.join(0)
 
     def kill(self) -> None:
-        self.outbox.close()
         if self.pidfd is not None:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.channel.close()
+        shut_down(self.channel, self.outbox)
 
     def join(self, timeout: float) -> bool:
         if self.pidfd is None:

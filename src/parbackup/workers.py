@@ -89,7 +89,9 @@ class Worker(Protocol):
         """True while the worker runs."""
 
     def kill(self) -> None:
-        """End the worker at once (it was given up); never raises, never waits."""
+        """End the worker at once (it was given up); never raises, never waits. Also
+        what releases an ended worker's channel and send thread: call it once nothing
+        more is to be read from the worker, whether or not it still runs."""
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the worker to end; True if it did."""
@@ -138,6 +140,19 @@ class Outbox:
 _CLOSE = object()
 
 
+def shut_down(channel: Channel, outbox: Outbox) -> None:
+    """Give up a worker's channel: wake a send blocked on it, then let the outbox's thread
+    close it and end. Shut down first: once the thread has closed the channel, its
+    descriptor number may already belong to something else."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=channel.fileno())
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # the fd stays the channel's
+    outbox.close()
+
+
 class LocalWorker:
     """A worker in a local child process (see ``LocalExecutor``)."""
 
@@ -152,15 +167,9 @@ class LocalWorker:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        self.outbox.close()  # its thread closes the channel once it stops sending
         with contextlib.suppress(OSError):
             self.proc.kill()
-        with contextlib.suppress(OSError):  # wake a send blocked on the dead worker
-            sock = socket.socket(fileno=self.channel.fileno())
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.detach()  # the fd stays the channel's
+        shut_down(self.channel, self.outbox)
 
     def join(self, timeout: float) -> bool:
         try:

@@ -1,8 +1,9 @@
 """``Device.read_view``: readers read each span into one reused buffer (readback/reader.py).
 
 A directory device reads straight into the caller's buffer; every other kind, and every
-wrapper that changes reads (faults, throttles), still answers through its own ``read``,
-so no fault or limit is skipped by the faster path.
+wrapper that changes reads (faults), still answers through its own ``read``, so no fault
+is skipped by the faster path. The throttle reads into the buffer too, and counts what
+it read against its limit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.devices.throttle import TokenBucket
 from parbackup.errors import DeviceError, DeviceMissingError
 
 
@@ -52,3 +54,14 @@ def test_a_wrapper_that_changes_reads_sees_read_view(tmp_path):
     device.inner.failed = True  # the device breaks now
     with pytest.raises(DeviceError, match="injected"):
         device.read_view("sets/x/v.pbv", 0, 10, buf)
+
+
+def test_a_throttled_device_reads_into_the_callers_buffer_and_counts_it(tmp_path):
+    """``?limit=`` kept the fast path (fresh bytes a span cost restore readers 90 MB)."""
+    data = bytes(range(256)) * 4096
+    device = _device_with(tmp_path, data, f"{tmp_path / 'd'}?limit=1G")
+    bucket = device.inner.bucket = TokenBucket(1 << 30, clock=lambda: 0.0)  # time stands
+    buf = bytearray(1 << 20)
+    view = device.read_view("sets/x/v.pbv", 1000, 5000, buf)
+    assert view.obj is buf and bytes(view) == data[1000:6000]
+    assert bucket.tokens == bucket.burst - 5000  # the bytes read were taken from the limit

@@ -166,9 +166,9 @@ class Fleet:
             elif dev.worker.alive():
                 dev.worker.send(m.Stop())
         deadline = time.monotonic() + min(self.timeout, 30.0)
-        for dev in self.devices:
-            if not dev.worker.join(max(0.0, deadline - time.monotonic())):
-                dev.worker.kill()
+        for dev in self.devices:  # kill also releases an ended mover's channel
+            dev.worker.join(max(0.0, deadline - time.monotonic()))
+            dev.worker.kill()
 
     def _check_unique(self) -> None:
         """UsageError when two URLs lead to the same labelled device."""

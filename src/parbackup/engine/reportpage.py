@@ -159,6 +159,7 @@ def _timeline(tracks: list[Track]) -> str:
                     y1=TOP,
                     y2=TOP + h,
                     stroke="#d62728",
+                    stroke_width=2,  # whole pixels of its colour wherever it falls
                     stroke_dasharray="5,4",
                 )
             )

@@ -79,10 +79,13 @@ class _Reader:
 
 
 def _end(worker: Worker) -> None:
-    """Make sure a worker is gone (killed if it has not ended)."""
+    """Make sure a worker is gone (killed if it has not ended) and its channel and send
+    thread released (a long-lived process verifying again and again kept them all)."""
     if not worker.join(0) and not worker.join(0.5):
         worker.kill()
         worker.join(5.0)
+    else:
+        worker.kill()  # ended: only releases its channel
 
 
 def _await_open(workers: list[Worker], timeout: float) -> dict[int, Opened | str]:
