@@ -290,14 +290,16 @@ def test_sigkill_in_every_command_on_every_remote_kind(tmp_path, remote):
     assert_sound(cat, complete, want, tree, check)
 
     # a backup killed again, then prune --orphans killed at its first deletion; the next
-    # prune --orphans removes every trace of the dead runs
+    # prune --orphans removes every trace of the dead runs. The kill comes mid-volume on
+    # the disk, so the disk surely holds the dead run's bytes for prune to pause on (killed
+    # at a point on the remote, the disk's mover had sometimes written nothing yet)
     change(tree, 2)
     gate = kill.gate()
     target = remote.new("t2") if tape else newest_url
     kill.kill_at(
         gate, "backup", str(tree), "--incremental", "--catalog", cat,
-        *dargs([faulty(target, f"pause_after={rng.randrange(16 << 10, 256 << 10)}", gate),
-                str(disk)]),
+        *dargs([target,
+                faulty(str(disk), f"pause_after={rng.randrange(16 << 10, 256 << 10)}", gate)]),
     )  # fmt: skip
     assert_sound(cat, complete, want, tree, check)
     gate = kill.gate()
