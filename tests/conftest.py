@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -154,15 +155,8 @@ def s3_server():
     pytest.importorskip("moto.server", reason="needs moto[server] (the test extra)")
     from servers import S3Server
 
-    with S3Server() as server:
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)
+    with S3Server() as server, environ(server.env):
         yield server
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +185,45 @@ def default_signals() -> None:
     job control passes them ignored, and parbackup then rightly keeps ignoring them."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+
+
+def backup_imports(tmp_path, *extra: str) -> list[str]:
+    """The modules every process of ``backup SRC -d D1 -d D2 EXTRA`` imported (repeats
+    kept: one line per process that imported it)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"plain\n")
+    (src / "b.log").write_bytes(b"left out\n")
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    args = [a for d in devs for a in ("-d", str(d))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "backup", str(src), *args, *extra,
+         "--catalog", str(tmp_path / "c.sqlite"), "--json"],
+        env={**os.environ, "PYTHONPATH": SRC, "PYTHONPROFILEIMPORTTIME": "1",
+             "PARBACKUP_DEBUG_WORKERS": "1"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]  # fmt: skip
+    assert imported.count("parbackup.workers") >= 3, "the dispatcher's and both movers' imports"
+    return imported
+
+
+@contextlib.contextmanager
+def environ(env: dict[str, str]):
+    """``env`` set in os.environ (so child processes inherit it) while the block runs;
+    what was there before is put back, unset names unset again."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from conftest import SRC, make_tree, restored_root, run_cli, snapshot
+from conftest import SRC, environ, make_tree, restored_root, run_cli, snapshot
 from killpoints import pause_point, wait_paused
 from servers import S3Server, SshServer, process_tree
 
@@ -42,17 +42,8 @@ def server_of(kind: str, tmp_path):
             yield ssh.url(remote), lambda: process_tree(ssh.proc.pid)
         return
     pytest.importorskip("moto.server")
-    with S3Server() as s3:
-        saved = {k: os.environ.get(k) for k in s3.env}
-        os.environ.update(s3.env)
-        try:
-            yield s3.url(s3.bucket("frozen"), "dev"), lambda: [s3.proc.pid]
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with S3Server() as s3, environ(s3.env):
+        yield s3.url(s3.bucket("frozen"), "dev"), lambda: [s3.proc.pid]
 
 
 @pytest.mark.parametrize(

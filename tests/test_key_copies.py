@@ -27,9 +27,10 @@ def device_copy(dev: Path, key_id: bytes) -> KeyFile:
     return KeyFile.from_json((dev / device_key_name(key_id)).read_bytes())
 
 
-def test_key_add_and_remove_replace_the_copies_on_the_devices(tmp_path, device_dirs):
+def _encrypted_backup(tmp_path: Path, devs: list[Path]):
+    """An encrypted set of a sample tree on ``devs`` under passphrase OLD, and NEW in the
+    file ``tmp_path/new``: (source, devices, the --catalog args, the key file)."""
     src = sample_tree(tmp_path / "src")
-    devs = device_dirs(3)
     cat = tmp_path / "cat.sqlite"
     base = ["--catalog", str(cat)]
     r = run_cli("backup", str(src), *[a for d in devs for a in ("-d", str(d))], *base,
@@ -38,6 +39,11 @@ def test_key_add_and_remove_replace_the_copies_on_the_devices(tmp_path, device_d
     keyfile = KeyFile.load(key_path(cat))
     assert keyfile is not None
     (tmp_path / "new").write_text(NEW + "\n")
+    return src, devs, base, keyfile
+
+
+def test_key_add_and_remove_replace_the_copies_on_the_devices(tmp_path, device_dirs):
+    src, devs, base, keyfile = _encrypted_backup(tmp_path, device_dirs(3))
 
     r = run_cli("key", "add", *base, "--new-password-file", str(tmp_path / "new"), "--json",
                 env={"PARBACKUP_PASSWORD": OLD})  # fmt: skip
@@ -94,16 +100,7 @@ def test_a_key_change_waits_for_no_running_backup(tmp_path, device_dirs):
     could also lose one's change. A key change now takes the catalog's run lock: during
     a backup (paused mid-volume through the ``faulty+`` device's FIFO) it stops at once
     with one line, changing nothing; after it, it does its work."""
-    src = sample_tree(tmp_path / "src")
-    devs = device_dirs(2)
-    cat = tmp_path / "cat.sqlite"
-    base = ["--catalog", str(cat)]
-    r = run_cli("backup", str(src), *[a for d in devs for a in ("-d", str(d))], *base,
-                "--encrypt", "--json", env={"PARBACKUP_PASSWORD": OLD})  # fmt: skip
-    assert r.code == 0, r.err
-    keyfile = KeyFile.load(key_path(cat))
-    assert keyfile is not None
-    (tmp_path / "new").write_text(NEW + "\n")
+    src, devs, base, keyfile = _encrypted_backup(tmp_path, device_dirs(2))
     r = run_cli("key", "add", *base, "--new-password-file", str(tmp_path / "new"),
                 env={"PARBACKUP_PASSWORD": OLD})  # fmt: skip
     assert r.code == 0, r.err

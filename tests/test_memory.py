@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import SRC
+from conftest import SRC, backup_imports
 
 GIB = 1 << 30
 
@@ -85,25 +85,7 @@ def test_a_plain_backup_never_loads_openssl(tmp_path):
     backup loads it, nor hmac's OpenSSL hashes (a million files' summed peak RSS, issue
     10). Every process's imports
     are listed by Python itself (PYTHONPROFILEIMPORTTIME), the movers' stderr kept."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"plain\n")
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
-    args = [a for d in devs for a in ("-d", str(d))]
-    proc = subprocess.run(
-        [sys.executable, "-m", "parbackup", "backup", str(src), *args,
-         "--catalog", str(tmp_path / "c.sqlite")],
-        env={**os.environ, "PYTHONPATH": SRC, "PYTHONPROFILEIMPORTTIME": "1",
-             "PARBACKUP_DEBUG_WORKERS": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:")]  # fmt: skip
-    assert imported.count("parbackup.workers") >= 3, "the dispatcher's and both movers' imports"
+    imported = backup_imports(tmp_path)
     assert not [m for m in imported if m.split(".")[0] == "cryptography"]
     # nor hmac's OpenSSL hashes (3.6 MB), in the dispatcher or a mover
     assert "_hashlib" not in imported

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tree
+from conftest import environ, make_tree
 from failcases import by_url, finish, restore_and_compare, start_backup
 from fsfixtures import Gate
 from netfixtures import netns
@@ -145,20 +145,12 @@ def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_proce
     (d0,) = local_dirs(tmp_path, "d0")
     gate = Gate(tmp_path / "gate")
     url = f"faulty+s3://frozen/dev?endpoint={endpoint}&part=5MiB&pause_after=12M&gate={gate}"
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the backup process inherits the store's credentials
-    try:
+    with environ(env):  # the backup process inherits the store's credentials
         proc = start_backup(tmp_path, src, [str(d0), url], "--device-timeout", "2")
         gate.wait_paused()  # parts are in flight: the store freezes mid-upload
         os.kill(proc_s3.pid, signal.SIGSTOP)
         gate.open()
         code, doc, err = finish(proc, timeout=60)  # minutes before the fix
-    finally:  # put back what the session's S3 fixture may have set
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     assert code == 3, err
     assert "no progress for 2 seconds" in by_url(doc)[url]["error"]
     restore_and_compare(tmp_path, src)

@@ -10,12 +10,11 @@ accept queue (``/proc/net/tcp``) counts exactly the attempts the clients made.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import pytest
 
-from conftest import make_tree, run_cli
+from conftest import environ, make_tree, run_cli
 from servers import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -32,20 +31,6 @@ def accept_queue(port: int) -> int:
     raise AssertionError(f"nothing listens on port {port}")
 
 
-@contextlib.contextmanager
-def s3_env(server: S3Server):
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 RETRIES = 3
 
 
@@ -55,7 +40,7 @@ def frozen_store(tmp_path):
     in the catalog, says ``timeout=1&retries=RETRIES``) and a directory; the store is
     frozen once the test starts."""
     pytest.importorskip("moto.server")
-    with S3Server() as s3, s3_env(s3):
+    with S3Server() as s3, environ(s3.env):
         tree = make_tree(tmp_path / "src", seed=5, files=12)
         disk = tmp_path / "disk"
         disk.mkdir()

@@ -11,46 +11,20 @@ import os
 import subprocess
 import sys
 
-from conftest import SRC
-
-
-def _imports(tmp_path, *extra: str) -> list[str]:
-    """The modules every process of ``backup SRC -d D1 -d D2 EXTRA`` imported (repeats
-    kept: one line per process that imported it)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"plain\n")
-    (src / "b.log").write_bytes(b"left out\n")
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
-    args = [a for d in devs for a in ("-d", str(d))]
-    proc = subprocess.run(
-        [sys.executable, "-m", "parbackup", "backup", str(src), *args, *extra,
-         "--catalog", str(tmp_path / "c.sqlite"), "--json"],
-        env={**os.environ, "PYTHONPATH": SRC, "PYTHONPROFILEIMPORTTIME": "1",
-             "PARBACKUP_DEBUG_WORKERS": "1"},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:")]  # fmt: skip
-    assert imported.count("parbackup.workers") >= 3, "the dispatcher's and both movers' imports"
-    return imported
+from conftest import SRC, backup_imports
 
 
 def test_a_backup_without_patterns_never_imports_pathspec(tmp_path):
     """pathspec (gitignore patterns, 12-16 ms of CPU in each process) is imported only when
     a selection has patterns: not by the dispatcher nor by a mover of a plain backup."""
-    imported = _imports(tmp_path)
+    imported = backup_imports(tmp_path)
     assert not [m for m in imported if m.split(".")[0] == "pathspec"]
 
 
 def test_a_backup_with_an_exclude_pattern_still_applies_it(tmp_path):
     """The same backup with ``--exclude '*.log'`` imports pathspec where the patterns
     are compiled, and leaves the file out."""
-    imported = _imports(tmp_path, "--exclude", "**/*.log")
+    imported = backup_imports(tmp_path, "--exclude", "**/*.log")
     assert "pathspec" in imported
     listed = subprocess.run(
         [sys.executable, "-m", "parbackup", "files", "--catalog", str(tmp_path / "c.sqlite")],
@@ -67,7 +41,7 @@ def test_a_backup_under_json_never_imports_rich(tmp_path):
     """rich (~30 ms of CPU on the controller's serial start) is imported only by a
     command that prints through it: a ``--json`` backup with nothing else to say never
     loads it, in any process."""
-    imported = _imports(tmp_path)
+    imported = backup_imports(tmp_path)
     assert not [m for m in imported if m.split(".")[0] == "rich"]
 
 
