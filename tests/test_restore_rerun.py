@@ -106,9 +106,11 @@ def prepared_target(path: Path) -> Path:
     return path
 
 
-def kill_mid_read(cat: str, device: Path, at: int, target: Path, tmp: Path) -> None:
-    """A restore whose reader of ``device`` pauses after ``at`` bytes, then SIGKILL."""
-    gate = tmp / f"gate-{at}"
+def start_paused_restore(
+    cat: str, device: Path, at: int, target: Path, gate: Path
+) -> tuple[subprocess.Popen, Path]:
+    """A restore from ``device`` whose reader pauses after ``at`` bytes at ``gate``; the
+    process and the FIFO that tells when it paused."""
     fifo = pause_point(gate)
     proc = subprocess.Popen(
         [sys.executable, "-m", "parbackup", "restore", "--target", str(target),
@@ -117,6 +119,12 @@ def kill_mid_read(cat: str, device: Path, at: int, target: Path, tmp: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
+    return proc, fifo
+
+
+def kill_mid_read(cat: str, device: Path, at: int, target: Path, tmp: Path) -> None:
+    """A restore whose reader of ``device`` pauses after ``at`` bytes, then SIGKILL."""
+    proc, fifo = start_paused_restore(cat, device, at, target, tmp / f"gate-{at}")
     try:
         assert wait_paused(proc, fifo), proc.communicate()
     finally:
@@ -180,14 +188,7 @@ def test_the_mark_lets_only_the_same_restore_write_again(backed_up, tmp_path):
     assert r.code == 1 and "already exist in the target" in r.out + r.err, r.out + r.err
     # a live restore holds the target: a second one stops at once, naming it
     gate = tmp_path / "gate-live"
-    fifo = pause_point(gate)
-    live = subprocess.Popen(
-        [sys.executable, "-m", "parbackup", "restore", "--target", str(target),
-         "--catalog", cat, "-d", f"faulty+file://{devs[0]}?pause_read=1&gate={gate}"],
-        env={**os.environ, "PYTHONPATH": SRC},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    live, fifo = start_paused_restore(cat, devs[0], 1, target, gate)
     try:
         assert wait_paused(live, fifo), live.communicate()
         r = run_cli("restore", "--target", str(target), "--catalog", cat)
