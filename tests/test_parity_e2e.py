@@ -17,6 +17,7 @@ import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from parbackup.catalog import Catalog
+from parbackup.redundancy.volume import WRITTEN_VERSION, read_parity_header
 
 pytestmark = pytest.mark.slow
 
@@ -342,6 +343,13 @@ def test_failover_and_parity_in_one_run_then_a_survivor_lost(tmp_path, device_di
     # the streamed rows summed the failed device's column too: written again after
     assert r.json["parity"]["written"] == "after the data"
     assert r.json["parity"]["why_after"] == "a data device failed during the backup"
+    # written after the data, in the version written while writing (XXH3-128 digests)
+    with Catalog(cat) as c:
+        stripe = c.parity(r.json["set"])
+    (volume,) = stripe["parity"]
+    with open(devs[4] / volume["name"], "rb") as fh:
+        header = read_parity_header(fh)
+    assert stripe["version"] == header.version == WRITTEN_VERSION == 3
     shutil.rmtree(devs[2])
     out, r = _restore(tmp_path, cat, "out")
     assert r.json["status"] == "ok", r.out + r.err

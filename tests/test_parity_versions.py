@@ -1,7 +1,8 @@
 """Parity volume versions (docs/FORMAT.md "Parity volumes"): version 3, written by
 default, keeps XXH3-128 unit digests and says so in its header; a version-2 volume
-(BLAKE3 digests, tests/fixtures/parity-v2, written by commit 66d17a6: see make.py
-there) still reads, locates a damaged unit and decodes around it."""
+(BLAKE3 digests, tests/fixtures/parity-v2, written by commit 66d17a6) and a version-1
+volume (tests/fixtures/parity-v1, written after the data by commit 8d6f529: see make.py
+in each) still read, locate a damaged unit and decode around it."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ from parbackup.redundancy.volume import (
     unit_digest,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity-v2"
+FIXTURES = Path(__file__).parent / "fixtures"
+OLD_VERSIONS = (1, 2)
+"""Versions kept as fixtures (``parity-v<version>``): no code writes them any more."""
 UNIT = 256
 SET = bytes(range(16))
 
@@ -43,24 +46,27 @@ def _device(name: str) -> MemoryDevice:
     return dev
 
 
-def _fixture() -> tuple[list[tuple[Column, MemoryDevice, bytes]], list[tuple[MemoryDevice, str]]]:
-    """The fixture's columns (column, device, stream) and parity volumes (device, name),
-    each on a memory device of its own."""
-    meta = json.loads((FIXTURE / "expected.json").read_text())
+def _fixture(
+    version: int,
+) -> tuple[list[tuple[Column, MemoryDevice, bytes]], list[tuple[MemoryDevice, str]]]:
+    """The version's fixture: its columns (column, device, stream) and parity volumes
+    (device, name), each on a memory device of its own."""
+    fixture = FIXTURES / f"parity-v{version}"
+    meta = json.loads((fixture / "expected.json").read_text())
     columns = []
     for c in meta["columns"]:
         col = Column.from_json(c)
         dev = _device("d")
         stream = b""
         for name, _size in col.volumes:
-            body = (FIXTURE / "objects" / name).read_bytes()
+            body = (fixture / "objects" / name).read_bytes()
             dev.put(name, body)
             stream += body
         columns.append((col, dev, stream))
     parity = []
     for _label, name in meta["parity"]:
         dev = _device("p")
-        dev.put(name, (FIXTURE / "objects" / name).read_bytes())
+        dev.put(name, (fixture / "objects" / name).read_bytes())
         parity.append((dev, name))
     return columns, parity
 
@@ -81,20 +87,23 @@ def _walk(columns, parity, lost: set[int]):
     return header, outcome, rebuilt
 
 
-def test_a_version_2_parity_volume_still_reads_and_rebuilds_two_lost_columns() -> None:
-    columns, parity = _fixture()
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+def test_an_old_parity_volume_still_reads_and_rebuilds_two_lost_columns(version: int) -> None:
+    columns, parity = _fixture(version)
     header, outcome, _ = _walk(columns, parity, set())
-    assert header.version == 2 and (header.k, header.m, header.unit, header.rows) == (3, 2, UNIT, 3)
+    assert header.version == version
+    assert (header.k, header.m, header.unit, header.rows) == (3, 2, UNIT, 3)
     assert outcome.lost_units == {} and outcome.unrecoverable == []
     _header, outcome, rebuilt = _walk(columns, parity, {0, 2})
     assert outcome.unrecoverable == []
     assert rebuilt == {0: columns[0][2], 2: columns[2][2]}
 
 
-def test_a_damaged_unit_of_a_version_2_stripe_is_located_by_its_blake3_digest() -> None:
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+def test_a_damaged_unit_of_an_old_stripe_is_located_by_its_blake3_digest(version: int) -> None:
     """One byte flipped in column 1's second volume (row 1), column 0 missing: the
     BLAKE3 digest finds the damaged unit and the two parities rebuild column 0."""
-    columns, parity = _fixture()
+    columns, parity = _fixture(version)
     col, dev, _stream = columns[1]
     name, _size = col.volumes[1]
     body = bytearray(dev.get(name))

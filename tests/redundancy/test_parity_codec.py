@@ -27,7 +27,7 @@ from parbackup.redundancy.stripe import (
     walk_rows,
     write_parity,
 )
-from parbackup.redundancy.volume import read_parity_header, row_record_size
+from parbackup.redundancy.volume import WRITTEN_VERSION, read_parity_header, row_record_size
 
 UNIT = 256
 
@@ -144,7 +144,7 @@ def test_lost_and_damaged_columns_are_rebuilt_byte_for_byte(sizes, m, seed, data
         # else: the device is missing (None)
     lost_parity = {i - k for i in hit if i >= k}
     readers, _ = _readers(parity, written, lost_parity)
-    header = read_parity_header(io.BytesIO(parity[0][1].get(written[0][1])))
+    _stream, header = open_parity(parity[0][1], written[0][1])  # rows and volumes filled in
     targets = {}
     rebuilt = {}
     for j, (col, _dev) in enumerate(columns):
@@ -198,6 +198,7 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
         "k": k,
         "m": m,
         "unit": UNIT,
+        "version": WRITTEN_VERSION,
         "columns": [c.label for c, _d in columns],
         "volumes": [c.to_json() for c, _d in columns],
         "rows": row_count([c for c, _d in columns], UNIT),

@@ -132,6 +132,7 @@ def add_parity(
             "k": len(columns),
             "m": m,
             "unit": unit,
+            "version": WRITTEN_VERSION,
             "columns": [c.label for c in columns],
             "volumes": [c.to_json() for c in columns],
             "rows": row_count(columns, unit),

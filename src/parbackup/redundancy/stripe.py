@@ -23,13 +23,13 @@ from parbackup.errors import FormatError, ParbackupError
 from parbackup.redundancy.codec import CODEC, RowCodec
 from parbackup.redundancy.layout import UNIT, Column, row_count
 from parbackup.redundancy.volume import (
-    PARITY_VERSION,
     STREAMED,
+    WRITTEN_VERSION,
     ParityHeader,
     RowRecord,
     complete_header,
-    encode_end,
     encode_row,
+    end_of,
     parity_name,
     read_parity_header,
     read_row,
@@ -190,7 +190,10 @@ def write_parity(
 
     Returns (label, object name, size) of each parity volume written. A data column
     that cannot be read whole raises FormatError: parity is computed from what is on
-    the devices, never from a guess.
+    the devices, never from a guess. The volumes are of the version the parity written
+    while writing has (``WRITTEN_VERSION``: rows, volumes and XXH3-128 unit digests as
+    redundancy/streamed.py writes them), so a set's parity reads the same whichever way
+    it was written.
     """
     k, m = len(columns), len(parity)
     codec = RowCodec(k, m, unit)
@@ -201,11 +204,14 @@ def write_parity(
     writers: list[tuple[str, str, Any]] = []
     sizes = [0] * m
     pool = ThreadPoolExecutor(1, thread_name_prefix="parity-read")
+    version = WRITTEN_VERSION
     try:
         for i, (label, store) in enumerate(parity):
-            head = ParityHeader(
-                set_id, label, i, CODEC, k, m, unit, rows, cols, labels, created_ns
-            ).encode()
+            header = ParityHeader(
+                set_id, label, i, CODEC, k, m, unit, rows, cols, labels, created_ns,
+                version=version,
+            )  # fmt: skip
+            head = header.encode()
             name = parity_name(set_id.hex(), label, i)
             w = store.create(name)
             writers.append((label, name, w))
@@ -221,12 +227,12 @@ def write_parity(
             out, frags = codec.encode_row(data)
             view = memoryview(data)
             digests = tuple(
-                [unit_digest(view[j * unit : (j + 1) * unit], PARITY_VERSION) for j in range(k)]
-                + [unit_digest(u, PARITY_VERSION) for u in out]
+                [unit_digest(view[j * unit : (j + 1) * unit], version) for j in range(k)]
+                + [unit_digest(u, version) for u in out]
             )
             for i, (_label, _name, w) in enumerate(writers):
                 rec = RowRecord(set_id, row, CODEC, k, m, i, unit, digests, tuple(frags))
-                head = encode_row(rec)
+                head = encode_row(rec, version)
                 w.write(head)
                 w.write(out[i])
                 sizes[i] += len(head) + unit
@@ -234,8 +240,8 @@ def write_parity(
         pool.shutdown(wait=True)
         for r in readers:
             r.close()
+        end = end_of(header)
         for i, (_label, _name, w) in enumerate(writers):
-            end = encode_end(set_id, rows)
             w.write(end)
             sizes[i] += len(end)
             w.commit()
