@@ -113,7 +113,9 @@ def run_backup(
     )
     stream = None
     try:
-        stream = ParityStream.start(parity_urls, executor, options.device_timeout)
+        stream = ParityStream.start(
+            parity_urls, executor, options.device_timeout, columns=len(device_urls)
+        )
         backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
         backup.parity = stream
         backup.hosts = hosts_of(executor)

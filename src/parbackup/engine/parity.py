@@ -177,15 +177,18 @@ class ParityStream:
         executor: Executor | None,
         timeout: float,
         unit: int = UNIT,
+        *,
+        columns: int = 0,
     ) -> ParityStream | None:
-        """Start the parity collector (it opens and labels the parity devices while the
-        sources are scanned); None where parity must be written after the data: movers
-        on other hosts (no shared memory with them) or no ISA-L."""
+        """Start the parity collector (it opens and labels the parity devices, and makes
+        the codec's fragment headers for ``columns`` data devices, while the sources are
+        scanned); None where parity must be written after the data: movers on other
+        hosts (no shared memory with them) or no ISA-L."""
         if not urls or not isinstance(executor or LocalExecutor(), LocalExecutor):
             return None
         if Updater.load(1, 1, unit) is None:
             return None
-        worker = Collector(ParitySpec(tuple(urls), unit, timeout=timeout))
+        worker = Collector(ParitySpec(tuple(urls), unit, timeout=timeout, columns=columns))
         return cls(worker, urls, timeout, unit)
 
     def _answer(self, want: type, timeout: float) -> object:

@@ -57,6 +57,7 @@ from blake3 import blake3
 
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.errors import ParbackupError, UsageError
+from parbackup.redundancy.codec import fragment_headers
 from parbackup.redundancy.isal import address
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
@@ -65,6 +66,7 @@ from parbackup.workers import Channel
 log = logging.getLogger(__name__)
 
 _HELLO_TIMEOUT = 10.0
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _HOLDS = 3
 """Hold timeouts after which a column always spills (it really is faster)."""
 
@@ -77,6 +79,10 @@ class ParitySpec:
     timeout: float = 60.0
     hold: float = 0.5
     """Seconds a column running ahead is held (its mover waits) before it spills."""
+    columns: int = 0
+    """Data columns the set is expected to have (0: not known): their codec fragment
+    headers are computed while the sources are scanned, not once ``Begin`` came, when
+    every mover waits for the collector's address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +166,17 @@ class _Collector:
     columns: dict[int, _Column] = field(default_factory=dict)
     broken: str = ""
     closing: bool = False
+    fragments: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    """The codec fragment headers of a row, by k, computed ahead (``prepare``)."""
+
+    def prepare(self) -> None:
+        """Compute the fragment headers of the expected k while nothing waits for them
+        (pyeclib encodes a row of zeros: ~20 ms, which ``begin`` would add to the time
+        every mover waits before it writes its first byte)."""
+        k, m = self.spec.columns, len(self.opened)
+        if k and m:
+            with contextlib.suppress(ParbackupError):  # begin computes them (and says why)
+                self.fragments[k] = tuple(fragment_headers(k, m, self.spec.unit))
 
     def begin(self, msg: Begin) -> tuple[socket.socket, str]:
         k, unit = len(msg.columns), self.spec.unit
@@ -174,6 +191,7 @@ class _Collector:
             unit,
             created_ns=msg.created_ns,
             window=self.spec.window,
+            fragments=self.fragments.get(k),
         )
         self.token = os.urandom(16).hex()
         address = f"\0parbackup-parity-{os.getpid()}-{os.urandom(8).hex()}"
@@ -196,7 +214,7 @@ class _Collector:
             known = _digest(token) == _digest(self.token)  # in constant time (of the token)
             if not known or len(fds) != 1 or not 0 <= j < self.k or j in self.columns:
                 raise ValueError("not a mover of this run")
-            mapped = mmap.mmap(fds[0], 0)
+            mapped = mmap.mmap(fds[0], 0, flags=_MAP_FLAGS)  # the mover's pages, mapped at once
             if len(mapped) < self.spec.unit or len(mapped) % self.spec.unit:
                 mapped.close()
                 raise ValueError("slots of the wrong size")
@@ -309,6 +327,7 @@ class _Collector:
         channel.send(
             Opened(tuple(d.label.label for d in alive), tuple(d.device.scheme for d in alive))
         )
+        self.prepare()
         msg = channel.recv()
         if not isinstance(msg, Begin):
             return
@@ -367,6 +386,10 @@ class _Collector:
                     j = by_conn[r]
                     try:
                         self.unit_in(j, r.recv())
+                        # what else it sent (a few units at most: its slots) without
+                        # another wait(), which builds a selector each time
+                        while not self.columns[j].ended and r.poll(0):
+                            self.unit_in(j, r.recv())
                     except (EOFError, OSError, ValueError, TypeError, IndexError) as exc:
                         self.broken = self.broken or f"column {j} ended early ({exc})"
                         with contextlib.suppress(OSError):

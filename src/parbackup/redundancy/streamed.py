@@ -43,6 +43,7 @@ class StreamedParity:
         created_ns: int = 0,
         window: int = 32,
         spill_dir: str | None = None,
+        fragments: Sequence[bytes] | None = None,
     ) -> None:
         k, m = len(columns), len(parity)
         updater = Updater.load(k, m, unit)
@@ -51,8 +52,11 @@ class StreamedParity:
         self.set_id, self.k, self.m, self.unit = set_id, k, m, unit
         self.labels = list(columns)
         self.acc = RowAccumulator(updater, window=window, spill_dir=spill_dir)
-        # the codec's fragment headers depend on (k, m, unit) only: a row of zeros gives them
-        self.fragments = tuple(fragment_headers(k, m, unit))
+        # the codec's fragment headers depend on (k, m, unit) only: a row of zeros gives
+        # them (``fragments``: computed so ahead, by whoever knew k before the set began)
+        if fragments is None or len(fragments) != k + m:
+            fragments = fragment_headers(k, m, unit)
+        self.fragments = tuple(fragments)
         self.volumes: list[tuple[tuple[str, int], ...]] = [()] * k
         self.writers: list[Any] = []
         self.names: list[str] = []
