@@ -41,6 +41,26 @@ def test_units_added_in_any_order_give_the_row_coders_parity(k, m, seed, zeros) 
 
 
 @settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, MAX_DATA), m=st.integers(1, MAX_PARITY), seed=st.integers(0, 2**32))
+def test_the_first_unit_put_over_garbage_then_the_others_added_give_the_parity(k, m, seed):
+    """Updater.put writes a unit's share whatever the parity buffers held (a row's
+    buffer is reused unzeroed, redundancy/accumulate.py); the others are added."""
+    rnd = random.Random(seed)
+    data = [rnd.randbytes(UNIT) for _ in range(k)]
+    want, _headers = RowCodec(k, m, UNIT).encode(data)
+    updater = Updater.load(k, m, UNIT)
+    assert updater is not None
+    parity = [bytearray(rnd.randbytes(UNIT)) for _ in range(m)]  # a buffer used before
+    order = list(range(k))
+    rnd.shuffle(order)
+    units = [bytearray(u) for u in data]
+    updater.put(order[0], address(units[order[0]]), [address(p) for p in parity])
+    for j in order[1:]:
+        updater.add(j, address(units[j]), [address(p) for p in parity])
+    assert [bytes(p) for p in parity] == want
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     k=st.integers(1, MAX_DATA),
     m=st.integers(1, MAX_PARITY),

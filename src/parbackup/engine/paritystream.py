@@ -386,10 +386,6 @@ class _Collector:
                     j = by_conn[r]
                     try:
                         self.unit_in(j, r.recv())
-                        # what else it sent (a few units at most: its slots) without
-                        # another wait(), which builds a selector each time
-                        while not self.columns[j].ended and r.poll(0):
-                            self.unit_in(j, r.recv())
                     except (EOFError, OSError, ValueError, TypeError, IndexError) as exc:
                         self.broken = self.broken or f"column {j} ended early ({exc})"
                         with contextlib.suppress(OSError):

@@ -33,6 +33,8 @@ class _Row:
     """m units back to back; None while the row lies in the spill file."""
     base: int
     digests: list[bytes | None]
+    fresh: bool = False
+    """Its buffer holds nothing yet (not zeroed: the first unit is written, not added)."""
 
 
 class RowAccumulator:
@@ -62,7 +64,10 @@ class RowAccumulator:
         if entry is None:
             entry = self.rows[row] = self._new_row(row)
         m, unit = self.m, self.unit
-        if entry.buffer is not None:
+        if entry.fresh:
+            self.updater.put(column, data, [entry.base + i * unit for i in range(m)])
+            entry.fresh = False
+        elif entry.buffer is not None:
             self.updater.add(column, data, [entry.base + i * unit for i in range(m)])
         else:  # in the spill file: read, add, write back
             buf, base = self._scratch()
@@ -128,8 +133,8 @@ class RowAccumulator:
     def _new_row(self, row: int) -> _Row:
         digests: list[bytes | None] = [None] * self.k
         if row < self.next_out + self.window:
-            buf, base = self._take()
-            return _Row(buf, base, digests)
+            buf, base = self._take(zeroed=False)  # its first unit is written whole
+            return _Row(buf, base, digests, fresh=True)
         if self.spill < 0:
             fd, path = tempfile.mkstemp(prefix="parbackup-parity-", dir=self.spill_dir)
             os.unlink(path)
@@ -137,11 +142,12 @@ class RowAccumulator:
         self.spilled_rows += 1
         return _Row(None, 0, digests)
 
-    def _take(self) -> tuple[bytearray, int]:
-        """A zeroed buffer of m units and its address."""
+    def _take(self, zeroed: bool = True) -> tuple[bytearray, int]:
+        """A buffer of m units (zeroed unless ``zeroed`` is False) and its address."""
         if self.pool:
             buf, base = self.pool.pop()
-            ctypes.memset(base, 0, len(buf))
+            if zeroed:
+                ctypes.memset(base, 0, len(buf))
             return buf, base
         buf = bytearray(self.m * self.unit)
         return buf, address(buf)

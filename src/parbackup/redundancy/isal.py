@@ -37,7 +37,12 @@ def _library() -> ctypes.CDLL | None:
     for path in sorted(glob.glob(os.path.join(base, "pyeclib.libs", "libisal*.so*"))):
         try:
             lib = ctypes.CDLL(path)
-            for name in ("gf_gen_cauchy1_matrix", "ec_init_tables", "ec_encode_data_update"):
+            for name in (
+                "gf_gen_cauchy1_matrix",
+                "ec_init_tables",
+                "ec_encode_data_update",
+                "ec_encode_data",
+            ):
                 getattr(lib, name)
         except (OSError, AttributeError):
             continue
@@ -60,12 +65,34 @@ class Updater:
         self.tables = (ctypes.c_ubyte * (32 * k * m))()
         lib.ec_init_tables(k, m, ctypes.byref(matrix, k * k), self.tables)
         self._pointers = ctypes.c_void_p * m
+        # each column's own coefficients (m x 1): ``put`` writes its share alone
+        self.column_tables = []
+        for j in range(k):
+            coefficients = (ctypes.c_ubyte * m)(*(matrix[(k + i) * k + j] for i in range(m)))
+            tables = (ctypes.c_ubyte * (32 * m))()
+            lib.ec_init_tables(1, m, coefficients, tables)
+            self.column_tables.append(tables)
 
     @classmethod
     def load(cls, k: int, m: int, unit: int) -> Updater | None:
         """An updater, or None where ISA-L is not available."""
         lib = _library()
         return cls(lib, k, m, unit) if lib is not None else None
+
+    def put(self, column: int, data: int, parity: list[int]) -> None:
+        """Write data unit ``column``'s share into the m parity units at ``parity``
+        (whatever they held): the first unit of a row, so its buffer needs no zeroing
+        first and is written, not read and written (``ec_encode_data`` of one column)."""
+        if not 0 <= column < self.k or len(parity) != self.m:
+            raise ValueError("a data unit of a column outside the stripe")
+        self.lib.ec_encode_data(
+            ctypes.c_int(self.unit),
+            ctypes.c_int(1),
+            ctypes.c_int(self.m),
+            self.column_tables[column],
+            (ctypes.c_void_p * 1)(data),
+            self._pointers(*parity),
+        )
 
     def add(self, column: int, data: int, parity: list[int]) -> None:
         """Add data unit ``column`` (at address ``data``, ``unit`` bytes) to the m parity
