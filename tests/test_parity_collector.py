@@ -137,7 +137,7 @@ def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
 
 
 def test_a_column_running_ahead_waits_for_the_others_instead_of_spilling(tmp_path, caplog):
-    """Column 0 runs 20 units ahead of column 1 with a window of 2 rows: once its 4
+    """Column 0 runs 20 units ahead of column 1 with a window of 2 rows: once its
     slots are held it waits (its core would go to the column behind) and nothing
     spills; when column 1 comes, everything drains and the rows are right."""
     caplog.set_level("DEBUG", logger="parbackup.engine.paritystream")

@@ -1,0 +1,156 @@
+"""The parity path alone (issue 12): what ``backup --parity m`` adds to a backup's CPU.
+
+    .venv/bin/python bench/parity_path.py --work /tmp/NAME/pp            # k=3, m=1, 256 MiB
+    .venv/bin/python bench/parity_path.py --work /tmp/NAME/pp --before OLD/src --rounds 9
+
+A real parity collector thread (engine/paritystream.py) in this process, its parity
+device a directory on a tmpfs of its own, and k tee processes (engine/paritytee.py)
+forked from it, each feeding its column (``--size`` MiB in all, in 1 MiB writes, as a
+mover's large records go) through its shared-memory slots: the copy into the slots,
+the unit digests, the messages, ISA-L's update, the parity volume's writes. No source
+is read and no data device written, so what it prints is the parity path's own CPU,
+far steadier on a busy machine than the difference of two whole backups (bench/parity.py):
+
+- collector: CPU seconds of this process (the collector thread; the main thread only
+  waits), fragment headers and the parity device's writes included;
+- tees: CPU seconds of the k tee processes together.
+
+With ``--before SRC``, every round runs the same path from an older source tree as well
+(alternating which goes first); the medians of both and their ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import SRC, tmpfs
+
+MIB = 1 << 20
+
+
+def child(work: str, size: int, k: int, m: int) -> dict:
+    """One run of the path (in a process whose PYTHONPATH names the source tree)."""
+    from parbackup.engine.paritystream import (
+        Abandon,
+        Begin,
+        Close,
+        Collector,
+        Listening,
+        Opened,
+        ParitySpec,
+        Written,
+    )
+    from parbackup.engine.paritytee import ParityLink, ParityTee
+
+    dirs = []
+    for i in range(m):
+        path = os.path.join(work, f"p{i}")
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        dirs.append(path)
+    data = os.urandom(4 * MIB)
+    per = max(1, size // k)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # (common's compileall)
+    started, cpu = time.perf_counter(), time.process_time()
+    collector = Collector(ParitySpec(tuple(dirs), MIB, timeout=60.0))
+    opened = collector.channel.recv()
+    assert isinstance(opened, Opened), opened
+    collector.send(Begin(bytes(16), tuple(f"{j:02x}" * 16 for j in range(k)), 1))
+    listening = collector.channel.recv()
+    assert isinstance(listening, Listening), listening
+    pids = []
+    for j in range(k):
+        pid = os.fork()
+        if pid == 0:  # a mover's tee: its column, 1 MiB at a time
+            tee = ParityTee(ParityLink(listening.address, listening.token, j, MIB))
+            view = memoryview(data)
+            for i in range(per):
+                tee.feed(view[(i % 4) * MIB : (i % 4 + 1) * MIB])
+            tee.volume_done("v", per * MIB)
+            tee.end()
+            os._exit(1 if tee.broken else 0)
+        pids.append(pid)
+    failed = [p for p in pids if os.waitpid(p, 0)[1] != 0]
+    collector.send(Close())
+    written = collector.channel.recv()
+    collector.send(Abandon())
+    collector.thread.join(60)
+    if failed or not isinstance(written, Written):
+        raise SystemExit(f"the parity path failed: {written!r}")
+    tees = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "collector": time.process_time() - cpu,
+        "tees": tees.ru_utime + tees.ru_stime - before.ru_utime - before.ru_stime,
+        "wall": time.perf_counter() - started,
+        "rows": written.rows,
+    }
+
+
+def run_child(src: str, work: str, size: int, k: int, m: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": src}
+    argv = [sys.executable, __file__, "--child", "--work", work, "--size", str(size)]
+    out = subprocess.run(
+        [*argv, "--k", str(k), "--m", str(m)], env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{src}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/pbparitypath", help="where the tmpfs goes")
+    ap.add_argument("--size", type=int, default=256, help="MiB over all columns")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--m", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--before", default="", help="an older src/ to run alternately")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.work, args.size, args.k, args.m)))
+        return
+    if args.before:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", args.before], check=True)
+    kinds = {"now": str(SRC), **({"before": args.before} if args.before else {})}
+    size = f"{(args.size // args.k + 1) * args.m + 64}M"
+    got: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    with tmpfs(args.work, size) as work:
+        for r in range(args.rounds):
+            order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
+            for kind in order:
+                got[kind].append(run_child(kinds[kind], work, args.size, args.k, args.m))
+            line = "; ".join(
+                f"{kind} collector {got[kind][-1]['collector']:.3f} tees "
+                f"{got[kind][-1]['tees']:.3f}"
+                for kind in kinds
+            )
+            print(f"round {r + 1}: {line} (CPU s); load {os.getloadavg()[0]:.1f}")
+    for kind, runs in got.items():
+        col = statistics.median(x["collector"] for x in runs)
+        tee = statistics.median(x["tees"] for x in runs)
+        both = statistics.median(x["collector"] + x["tees"] for x in runs)
+        print(
+            f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows: median "
+            f"CPU s collector {col:.3f}, tees {tee:.3f}, together {both:.3f}"
+        )
+    if args.before:
+        ratio = statistics.median(
+            (a["collector"] + a["tees"]) / (b["collector"] + b["tees"])
+            for a, b in zip(got["now"], got["before"], strict=True)
+        )
+        print(f"now / before, same round: {ratio:.2f}")
+    shutil.rmtree(Path(args.work), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
