@@ -91,6 +91,25 @@ def main() -> None:
                 os.unlink(os.path.join(state, name))
 
         walls, peaks, cpus, befores = [], [], [], []
+
+        def older(plain_wall: float) -> None:
+            """The same --parity 1 backup by the older source tree (``--before``)."""
+            fresh()
+            old = run(
+                "4 devices, --parity 1, older source",
+                parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
+                env={**env, "PYTHONPATH": args.before},
+                check=False,
+            )
+            if old.code != 0:
+                print(f"        older source failed ({old.code}): {old.out[-300:]}")
+                return
+            befores.append(old.wall / plain_wall)
+            print(
+                f"        older source, --parity 1 on 4: {old.wall:.2f} s"
+                f" ({old.cpu:.2f} CPU s), ratio {befores[-1]:.2f}"
+            )
+
         for i in range(args.pairs):
             fresh()
             plain = run(
@@ -99,6 +118,9 @@ def main() -> None:
                 env=env,
                 check=False,
             )
+            first = args.before and i % 2 == 1  # the older tree first in every other pair
+            if first:
+                older(plain.wall)
             fresh()
             par = run(
                 "4 devices, --parity 1",
@@ -117,22 +139,8 @@ def main() -> None:
                 f" ({par.cpu:.2f} CPU s), ratio {walls[-1]:.2f}; peak RSS {plain.memory}"
                 f" / {par.memory} MB; load {os.getloadavg()[0]:.1f}"
             )
-            if args.before:
-                fresh()
-                old = run(
-                    "4 devices, --parity 1, older source",
-                    parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
-                    env={**env, "PYTHONPATH": args.before},
-                    check=False,
-                )
-                if old.code != 0:
-                    print(f"        older source failed ({old.code}): {old.out[-300:]}")
-                    continue
-                befores.append(old.wall / plain.wall)
-                print(
-                    f"        older source, --parity 1 on 4: {old.wall:.2f} s"
-                    f" ({old.cpu:.2f} CPU s), ratio {befores[-1]:.2f}"
-                )
+            if args.before and not first:
+                older(plain.wall)
                 fresh()  # the restores below read the current source's set
                 run("4 devices, --parity 1", parbackup_argv("backup", src, *_d(urls),
                     "--parity", "1", "--json"), env=env)  # fmt: skip
