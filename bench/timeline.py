@@ -243,7 +243,6 @@ def show(result: dict, bin_s: float) -> None:
 def _work_start(p: Proc) -> float:
     """When a mover began to move data: the first 50 ms bin in which it used > half a
     core, after its start-up."""
-    s = p.samples
     step = 0.05
     t = p.first
     while t < p.last:
