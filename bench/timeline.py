@@ -168,13 +168,15 @@ class Poller(threading.Thread):
             time.sleep(0.001)
 
 
-def run_once(tree: str, devices: list[str], catalog: str, extra: list[str]) -> dict:
-    """One backup under the poller; the figures of its timeline."""
+def run_once(
+    tree: str, devices: list[str], catalog: str, extra: list[str], src: str = str(SRC)
+) -> dict:
+    """One backup under the poller (parbackup from ``src``); the figures of its timeline."""
     argv = [PY, "-c", _WRAPPER, "-vv", "backup", tree]
     for d in devices:
         argv += ["-d", d]
     argv += ["--json", *extra]
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PARBACKUP_CATALOG": catalog}
+    env = {**os.environ, "PYTHONPATH": src, "PARBACKUP_CATALOG": catalog}
     t0 = time.perf_counter()
     wall0 = time.time()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -260,6 +262,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--bin", type=float, default=0.05, help="seconds per column of the strips")
     ap.add_argument("--json", default="", help="also write the figures to this file")
+    ap.add_argument("--src", default=str(SRC), help="parbackup's sources (another checkout)")
     ap.add_argument("extra", nargs="*", help="more backup options (after --)")
     args = ap.parse_args()
     w = args.work
@@ -306,7 +309,7 @@ def _runs(args, w: str, state: str, tree: str) -> list[dict]:
         with contextlib.ExitStack() as stack:
             devs = [stack.enter_context(tmpfs(f"{w}/dev{k}", "4G")) for k in range(args.devices)]
             catalog = os.path.join(state, f"c{i}.sqlite")
-            out.append(run_once(tree, devs, catalog, args.extra))
+            out.append(run_once(tree, devs, catalog, args.extra, args.src))
     return out
 
 

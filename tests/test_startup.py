@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 
-from conftest import SRC, backup_imports
+from conftest import SRC, backup_imports, environ
+from parbackup.cli.main import MOVER, movers_named
+from parbackup.engine.fleet import MOVER as FLEET_MOVER
+from parbackup.workers import LocalExecutor
 
 
 def test_a_backup_without_patterns_never_imports_pathspec(tmp_path):
@@ -64,3 +67,96 @@ def test_a_backup_without_json_still_prints_its_summary(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "complete" in proc.stdout
     assert str(devs[0]) in proc.stdout and str(devs[1]) in proc.stdout
+
+
+PROBE = """
+import os
+
+with open(os.environ["AHEAD_MARK"], "a") as fh:  # imported: ready before any work came
+    fh.write(f"{os.getpid()}\\n")
+
+
+def echo(spec, channel):
+    channel.send(("got", spec, os.getpid()))
+"""
+
+
+def probe_module(tmp_path):
+    """A worker module whose import leaves a mark (the worker's pid) in a file."""
+    (tmp_path / "aheadprobe.py").write_text(PROBE)
+    mark = tmp_path / "mark"
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), SRC]), "AHEAD_MARK": str(mark)}
+    return mark, env
+
+
+def marks(mark) -> list[int]:
+    return [int(x) for x in mark.read_text().split()] if mark.exists() else []
+
+
+def test_a_worker_started_ahead_imports_its_module_before_its_work_and_then_does_it(tmp_path):
+    """``LocalExecutor.ahead``: the worker's interpreter starts and imports what it runs
+    while no spec has been sent; ``start`` then hands that very process its work."""
+    mark, env = probe_module(tmp_path)
+    with environ(env):
+        LocalExecutor.ahead("aheadprobe:echo", 1)
+        waiting = LocalExecutor._ahead["aheadprobe:echo"][0]
+        proc, channel = waiting
+        assert not channel.poll(0)
+        while proc.pid not in marks(mark):  # the import happened with no work sent
+            assert proc.poll() is None
+            os.sched_yield()  # (no sleep: the mark file is the event)
+        worker = LocalExecutor().start("aheadprobe:echo", {"work": 1})
+        assert worker.proc is proc
+        assert worker.channel.recv() == ("got", {"work": 1}, proc.pid)
+        worker.join(30)
+        worker.kill()
+    assert marks(mark) == [proc.pid]  # imported once
+
+
+def test_a_worker_that_died_while_it_waited_is_replaced_by_a_fresh_one(tmp_path):
+    _mark, env = probe_module(tmp_path)
+    with environ(env):
+        LocalExecutor.ahead("aheadprobe:echo", 1)
+        proc, _channel = LocalExecutor._ahead["aheadprobe:echo"][0]
+        proc.kill()
+        proc.wait()
+        worker = LocalExecutor().start("aheadprobe:echo", "again")
+        answer = worker.channel.recv()
+        worker.join(30)
+        worker.kill()
+    assert answer[:2] == ("got", "again") and answer[2] != proc.pid
+    assert not LocalExecutor._ahead["aheadprobe:echo"]
+
+
+def test_the_movers_a_command_line_names_are_counted_before_it_is_parsed():
+    assert MOVER == FLEET_MOVER  # the CLI starts what the fleet asks for
+    assert movers_named(["/src", "-d", "/a", "--device", "/b", "--device=/c", "-d/e"]) == 4
+    assert movers_named(["/src", "-d", "/a", "-d", "/b", "-d", "/c", "--parity", "1"]) == 2
+    assert movers_named(["/src", "-d", "/a", "-d", "/b", "--parity=2"]) == 0
+    assert movers_named(["/src", "-d", "/a", "-d", "/b", "--cluster", "tcp://x:1"]) == 0
+    assert movers_named(["/src", "-d", "/a", "-d", "/b", "--help"]) == 0
+    assert movers_named(["--profile", "home"]) == 0
+
+
+def test_a_backup_hands_its_devices_the_movers_started_before_its_imports(tmp_path):
+    """The CLI starts one mover per ``-d`` before it imports the backup command, and
+    the run uses those (one debug line each), with the same result as before."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"plain\n")
+    devs = [tmp_path / "d1", tmp_path / "d2"]
+    for d in devs:
+        d.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "-vv", "backup", str(src),
+         *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite"),
+         "--json"],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ahead = [line for line in proc.stderr.splitlines() if "a worker started ahead" in line]
+    assert len(ahead) == 2, proc.stderr[-3000:]
+    assert {"mover-0", "mover-1"} == {line.split(": ")[1] for line in ahead}
+    assert '"status": "complete"' in proc.stdout
