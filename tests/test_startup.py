@@ -8,6 +8,7 @@ movers' stderr kept (PARBACKUP_DEBUG_WORKERS).
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 
@@ -160,3 +161,33 @@ def test_a_backup_hands_its_devices_the_movers_started_before_its_imports(tmp_pa
     assert len(ahead) == 2, proc.stderr[-3000:]
     assert {"mover-0", "mover-1"} == {line.split(": ")[1] for line in ahead}
     assert '"status": "complete"' in proc.stdout
+
+
+def test_a_worker_started_ahead_dies_with_a_killed_program(tmp_path):
+    """A program killed (SIGKILL) while its worker waits for work takes the worker
+    with it: no mover started ahead outlives the backup that started it."""
+    mark, env = probe_module(tmp_path)
+    program = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from parbackup.workers import LocalExecutor;"
+         " LocalExecutor.ahead('aheadprobe:echo', 1);"
+         " print(LocalExecutor._ahead['aheadprobe:echo'][0][0].pid, flush=True);"
+         " sys.stdin.read()"],
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    worker = int(program.stdout.readline())
+    pidfd = os.pidfd_open(worker)
+    try:
+        while worker not in marks(mark):  # it runs, and waits for its work
+            os.sched_yield()
+        program.kill()
+        program.wait()
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        assert poller.poll(30_000), "the worker outlived its program"
+    finally:
+        os.close(pidfd)
+        program.stdin.close()
