@@ -259,10 +259,18 @@ def main() -> None:
     ap.add_argument("--work", required=True, help="where the tmpfs mounts go")
     ap.add_argument("--tree", default="", help="back up this tree (default: build local.py's)")
     ap.add_argument("--devices", type=int, default=2)
+    ap.add_argument("--size", default="4G", help="size of each device's tmpfs")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--bin", type=float, default=0.05, help="seconds per column of the strips")
     ap.add_argument("--json", default="", help="also write the figures to this file")
     ap.add_argument("--src", default=str(SRC), help="parbackup's sources (another checkout)")
+    ap.add_argument(
+        "--versions",
+        nargs="*",
+        default=[],
+        metavar="NAME=SRC",
+        help="alternate these versions' runs (--runs rounds) and print a table of their phases",
+    )
     ap.add_argument("extra", nargs="*", help="more backup options (after --)")
     args = ap.parse_args()
     w = args.work
@@ -282,7 +290,11 @@ def main() -> None:
     files, nbytes = tree_stats(tree) if args.tree else (0, 0)
     print(f"tree {tree}: {files} files, {nbytes / 1e6:.0f} MB. {conditions()}")
     for r in results:
+        if r.get("version"):
+            print(f"\n== {r['version']}")
         show(r, args.bin)
+    if args.versions:
+        summary(results)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
@@ -305,12 +317,83 @@ def main() -> None:
 
 def _runs(args, w: str, state: str, tree: str) -> list[dict]:
     out = []
+    versions = [v.split("=", 1) for v in args.versions] or [("", args.src)]
     for i in range(args.runs):
-        with contextlib.ExitStack() as stack:
-            devs = [stack.enter_context(tmpfs(f"{w}/dev{k}", "4G")) for k in range(args.devices)]
-            catalog = os.path.join(state, f"c{i}.sqlite")
-            out.append(run_once(tree, devs, catalog, args.extra, args.src))
+        for name, src in versions:
+            with contextlib.ExitStack() as stack:
+                devs = [
+                    stack.enter_context(tmpfs(f"{w}/dev{k}", args.size))
+                    for k in range(args.devices)
+                ]
+                catalog = os.path.join(state, f"c{i}{name}.sqlite")
+                result = run_once(tree, devs, catalog, args.extra, src)
+                result["version"] = name
+                out.append(result)
     return out
+
+
+_PHASES = (
+    ("started", "movers started"),
+    ("scanned", "scanned "),
+    ("open", "device(s) open"),
+    ("planned", "planned and labelled"),
+    ("begun", "set begun"),
+    ("committed", "every device committed"),
+    ("copied", "catalog copied"),
+)
+
+
+def phases_of(result: dict) -> dict[str, float]:
+    """Exec-relative times of the controller's phases, the movers' first sight, the
+    controller's CPU at the start and end of the scan, and the wall time."""
+    out: dict[str, float] = {"wall": result["wall"]}
+    for t, _where, text in result["phases"]:
+        for key, start in _PHASES:
+            if key not in out and start in text:
+                out[key] = t
+                cpu = re.search(r"\(CPU ([0-9.]+) s\)", text)
+                if cpu:
+                    out[f"cpu_{key}"] = float(cpu.group(1))
+    movers = [p for p in result["procs"] if p.name == "mover"]
+    if movers:
+        out["movers"] = min(p.first for p in movers)
+    helpers = [p for p in result["procs"] if p.name == "scan helper"]
+    out["helper_cpu"] = sum(p.cpu for p in helpers)
+    return out
+
+
+def summary(results: list[dict]) -> None:
+    """Medians of each version's phases (seconds, exec-relative unless said)."""
+    import statistics
+
+    names = list(dict.fromkeys(r["version"] for r in results))
+    cols = [
+        ("wall", lambda p: p["wall"]),
+        ("movers seen", lambda p: p["movers"]),
+        ("scan starts", lambda p: p["started"]),
+        ("scan wall", lambda p: p["scanned"] - p["started"]),
+        ("scan CPU (controller)", lambda p: p["cpu_scanned"] - p["cpu_started"]),
+        ("scan helper CPU", lambda p: p["helper_cpu"]),
+        ("waiting for the devices", lambda p: p["open"] - p["scanned"]),
+        ("plan, label, begin", lambda p: p["begun"] - p["open"]),
+        ("dispatch", lambda p: p["committed"] - p["begun"]),
+        ("end (set, catalog copy)", lambda p: p["copied"] - p["committed"]),
+        ("to exit", lambda p: p["wall"] - p["copied"]),
+        ("serial part (wall - dispatch)", lambda p: p["wall"] - (p["committed"] - p["begun"])),
+    ]
+    print("\n| phase (median s) | " + " | ".join(names) + " |")
+    print("| --- |" + " ---: |" * len(names))
+    for label, get in cols:
+        row = []
+        for n in names:
+            vals = []
+            for r in results:
+                if r["version"] != n:
+                    continue
+                with contextlib.suppress(KeyError):
+                    vals.append(get(phases_of(r)))
+            row.append(f"{statistics.median(vals):.3f}" if vals else "-")
+        print(f"| {label} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
