@@ -191,3 +191,20 @@ def test_a_worker_started_ahead_dies_with_a_killed_program(tmp_path):
     finally:
         os.close(pidfd)
         program.stdin.close()
+
+
+def test_workers_started_ahead_and_not_needed_are_released(tmp_path):
+    """A run that needs fewer workers than were started ahead (or runs them
+    elsewhere) ends the rest at once instead of leaving them to wait for its end."""
+    _mark, env = probe_module(tmp_path)
+    with environ(env):
+        LocalExecutor.ahead("aheadprobe:echo", 2)
+        (used, _), (spare, _) = LocalExecutor._ahead["aheadprobe:echo"]
+        worker = LocalExecutor().start("aheadprobe:echo", "one")
+        assert worker.proc is used
+        LocalExecutor.release("aheadprobe:echo")
+        assert spare.wait(30) is not None  # ended, not waiting for this process's end
+        assert worker.channel.recv()[:2] == ("got", "one")
+        worker.join(30)
+        worker.kill()
+    assert "aheadprobe:echo" not in LocalExecutor._ahead

@@ -252,6 +252,15 @@ class LocalExecutor:
                 return
             cls._ahead.setdefault(target, []).append((proc, channel))
 
+    @classmethod
+    def release(cls, target: str) -> None:
+        """End the workers for ``target`` started ahead and not handed out (the run
+        needed fewer, or runs its workers elsewhere): they need not wait for the end."""
+        for proc, channel in cls._ahead.pop(target, []):
+            with contextlib.suppress(OSError):
+                proc.kill()
+            channel.close()
+
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
         waiting = self._ahead.get(target)
         while waiting:

@@ -88,6 +88,7 @@ class Fleet:
             spec = m.MoverSpec(i, url.raw, tuple(sources), chunk, checkpoint_bytes)
             worker = executor.start(MOVER, spec, name=f"mover-{i}")
             devices.append(DeviceState(i, url.display, worker))
+        LocalExecutor.release(MOVER)  # any the CLI started ahead and this run left over
         return cls(devices, timeout)
 
     @property
