@@ -75,6 +75,9 @@ import os
 
 with open(os.environ["AHEAD_MARK"], "a") as fh:  # imported: ready before any work came
     fh.write(f"{os.getpid()}\\n")
+if os.environ.get("AHEAD_FIFO"):  # and say so to a test waiting for it
+    with open(os.environ["AHEAD_FIFO"], "w") as fh:
+        fh.write(f"{os.getpid()}\\n")
 
 
 def echo(spec, channel):
@@ -82,12 +85,35 @@ def echo(spec, channel):
 """
 
 
-def probe_module(tmp_path):
-    """A worker module whose import leaves a mark (the worker's pid) in a file."""
+def probe_module(tmp_path, fifo: bool = False):
+    """A worker module whose import leaves a mark (the worker's pid) in a file, and
+    with ``fifo`` writes it into a FIFO too (the test reads it: a real event to wait on)."""
     (tmp_path / "aheadprobe.py").write_text(PROBE)
     mark = tmp_path / "mark"
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), SRC]), "AHEAD_MARK": str(mark)}
+    if fifo:
+        os.mkfifo(tmp_path / "ready")
+        env["AHEAD_FIFO"] = str(tmp_path / "ready")
     return mark, env
+
+
+def imported(env, timeout: float = 60.0) -> int:
+    """The pid of the next worker to import the probe (waits for it on the FIFO, at
+    most ``timeout`` seconds: a worker that never imports fails the test, not hangs it)."""
+    fd = os.open(env["AHEAD_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(int(timeout * 1000)), "no worker imported the probe"
+        data = b""
+        while not data.endswith(b"\n"):
+            assert poller.poll(int(timeout * 1000))
+            chunk = os.read(fd, 64)
+            assert chunk, "the worker closed the FIFO without its pid"
+            data += chunk
+        return int(data)
+    finally:
+        os.close(fd)
 
 
 def marks(mark) -> list[int]:
@@ -97,15 +123,13 @@ def marks(mark) -> list[int]:
 def test_a_worker_started_ahead_imports_its_module_before_its_work_and_then_does_it(tmp_path):
     """``LocalExecutor.ahead``: the worker's interpreter starts and imports what it runs
     while no spec has been sent; ``start`` then hands that very process its work."""
-    mark, env = probe_module(tmp_path)
+    mark, env = probe_module(tmp_path, fifo=True)
     with environ(env):
         LocalExecutor.ahead("aheadprobe:echo", 1)
         waiting = LocalExecutor._ahead["aheadprobe:echo"][0]
         proc, channel = waiting
-        assert not channel.poll(0)
-        while proc.pid not in marks(mark):  # the import happened with no work sent
-            assert proc.poll() is None
-            os.sched_yield()  # (no sleep: the mark file is the event)
+        assert imported(env) == proc.pid  # the import happened with no work sent
+        assert proc.poll() is None and not channel.poll(0)
         worker = LocalExecutor().start("aheadprobe:echo", {"work": 1})
         assert worker.proc is proc
         assert worker.channel.recv() == ("got", {"work": 1}, proc.pid)
@@ -166,7 +190,7 @@ def test_a_backup_hands_its_devices_the_movers_started_before_its_imports(tmp_pa
 def test_a_worker_started_ahead_dies_with_a_killed_program(tmp_path):
     """A program killed (SIGKILL) while its worker waits for work takes the worker
     with it: no mover started ahead outlives the backup that started it."""
-    mark, env = probe_module(tmp_path)
+    _mark, env = probe_module(tmp_path, fifo=True)
     program = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from parbackup.workers import LocalExecutor;"
@@ -181,8 +205,7 @@ def test_a_worker_started_ahead_dies_with_a_killed_program(tmp_path):
     worker = int(program.stdout.readline())
     pidfd = os.pidfd_open(worker)
     try:
-        while worker not in marks(mark):  # it runs, and waits for its work
-            os.sched_yield()
+        assert imported(env) == worker  # it runs, and waits for its work
         program.kill()
         program.wait()
         poller = select.poll()
