@@ -126,8 +126,7 @@ def test_a_worker_started_ahead_imports_its_module_before_its_work_and_then_does
     mark, env = probe_module(tmp_path, fifo=True)
     with environ(env):
         LocalExecutor.ahead("aheadprobe:echo", 1)
-        waiting = LocalExecutor._ahead["aheadprobe:echo"][0]
-        proc, channel = waiting
+        proc, channel, _env = LocalExecutor._ahead["aheadprobe:echo"][0]
         assert imported(env) == proc.pid  # the import happened with no work sent
         assert proc.poll() is None and not channel.poll(0)
         worker = LocalExecutor().start("aheadprobe:echo", {"work": 1})
@@ -142,7 +141,7 @@ def test_a_worker_that_died_while_it_waited_is_replaced_by_a_fresh_one(tmp_path)
     _mark, env = probe_module(tmp_path)
     with environ(env):
         LocalExecutor.ahead("aheadprobe:echo", 1)
-        proc, _channel = LocalExecutor._ahead["aheadprobe:echo"][0]
+        proc, _channel, _env = LocalExecutor._ahead["aheadprobe:echo"][0]
         proc.kill()
         proc.wait()
         worker = LocalExecutor().start("aheadprobe:echo", "again")
@@ -222,7 +221,7 @@ def test_workers_started_ahead_and_not_needed_are_released(tmp_path):
     _mark, env = probe_module(tmp_path)
     with environ(env):
         LocalExecutor.ahead("aheadprobe:echo", 2)
-        (used, _), (spare, _) = LocalExecutor._ahead["aheadprobe:echo"]
+        (used, _, _), (spare, _, _) = LocalExecutor._ahead["aheadprobe:echo"]
         worker = LocalExecutor().start("aheadprobe:echo", "one")
         assert worker.proc is used
         LocalExecutor.release("aheadprobe:echo")
@@ -231,3 +230,19 @@ def test_workers_started_ahead_and_not_needed_are_released(tmp_path):
         worker.join(30)
         worker.kill()
     assert "aheadprobe:echo" not in LocalExecutor._ahead
+
+
+def test_a_worker_started_ahead_in_another_environment_is_not_handed_out(tmp_path):
+    """A long-lived program that changed its environment since (a server's address, a
+    credential) gets a fresh worker with the environment it has now."""
+    _mark, env = probe_module(tmp_path)
+    with environ(env):
+        LocalExecutor.ahead("aheadprobe:echo", 1)
+        proc, _channel, _env = LocalExecutor._ahead["aheadprobe:echo"][0]
+        with environ({"PARBACKUP_TEST_CHANGED": "1"}):
+            worker = LocalExecutor().start("aheadprobe:echo", "now")
+        answer = worker.channel.recv()
+        worker.join(30)
+        worker.kill()
+    assert worker.proc is not proc and answer[2] != proc.pid
+    assert proc.wait(30) is not None  # the stale one was ended

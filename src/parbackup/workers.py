@@ -235,7 +235,8 @@ class LocalExecutor:
     closes; the kernel kills it if this process is killed).
     """
 
-    _ahead: ClassVar[dict[str, list[tuple[subprocess.Popen, Connection]]]] = {}
+    _ahead: ClassVar[dict[str, list[tuple[subprocess.Popen, Connection, dict]]]] = {}
+    """target -> workers started ahead: process, channel, the environment they got."""
 
     @classmethod
     def ahead(cls, target: str, count: int) -> None:
@@ -250,13 +251,13 @@ class LocalExecutor:
                 proc.kill()
                 channel.close()
                 return
-            cls._ahead.setdefault(target, []).append((proc, channel))
+            cls._ahead.setdefault(target, []).append((proc, channel, dict(os.environ)))
 
     @classmethod
     def release(cls, target: str) -> None:
         """End the workers for ``target`` started ahead and not handed out (the run
         needed fewer, or runs its workers elsewhere): they need not wait for the end."""
-        for proc, channel in cls._ahead.pop(target, []):
+        for proc, channel, _env in cls._ahead.pop(target, []):
             with contextlib.suppress(OSError):
                 proc.kill()
             channel.close()
@@ -264,9 +265,9 @@ class LocalExecutor:
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
         waiting = self._ahead.get(target)
         while waiting:
-            proc, channel = waiting.pop(0)
-            try:
-                if proc.poll() is None:
+            proc, channel, env = waiting.pop(0)
+            try:  # one that died, or got another environment than a worker now would, not
+                if proc.poll() is None and env == os.environ:
                     channel.send(spec)
                     log.debug("%s: a worker started ahead (pid %d)", name or target, proc.pid)
                     return LocalWorker(name or target, proc, channel)
