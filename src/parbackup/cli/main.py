@@ -55,7 +55,8 @@ def movers_named(args: list[str]) -> int:
     """How many movers ``backup ARGS`` will start, as far as the command line tells
     before it is parsed: one per ``-d``/``--device``, less the ``--parity`` devices;
     0 when they run elsewhere (``--cluster``) or it only asks for help. A guess is
-    harmless: a worker started ahead and not used ends with the program."""
+    harmless: workers started ahead and not used are ended once the run has started
+    its movers (``Fleet.start``), or with the program."""
     devices, parity = 0, 0
     for k, arg in enumerate(args):
         if arg in ("-h", "--help", "--cluster") or arg.startswith("--cluster="):
