@@ -59,22 +59,41 @@ def one_process(root: Path) -> tuple[list[tuple], list]:
 
 
 class Counting(LocalExecutor):
-    """The local executor, counting the helpers it starts; ``kill_first`` kills each
-    one (SIGKILL) as soon as it runs, a helper that dies; ``let_finish`` returns only
-    once the helper has sent everything and left, a helper faster than this process."""
+    """The local executor, counting the helpers it starts and the parts each was given.
+    ``ready_first``: ``start`` returns only once the helper has said it is ready (a
+    helper faster than this process); ``kill_at_work``: the helper is killed (SIGKILL)
+    right after its first part of work is sent, a helper that dies holding a part."""
 
-    def __init__(self, kill_first: bool = False, let_finish: bool = False) -> None:
-        self.started: list[LocalWorker] = []
-        self.kill_first, self.let_finish = kill_first, let_finish
+    def __init__(self, ready_first: bool = False, kill_at_work: bool = False) -> None:
+        self.started: list[Parts] = []
+        self.ready_first, self.kill_at_work = ready_first, kill_at_work
 
     def start(self, target, spec, name="", host=""):
-        worker = super().start(target, spec, name, host)
+        worker = Parts(super().start(target, spec, name, host), self.kill_at_work)
         self.started.append(worker)
-        if self.kill_first:
-            os.kill(worker.proc.pid, signal.SIGKILL)
-        if self.kill_first or self.let_finish:
-            worker.proc.wait()
+        if self.ready_first:
+            assert worker.channel.poll(60)
         return worker
+
+
+class Parts:
+    """A helper as ``scan_tree`` sees it, counting the parts of work sent to it."""
+
+    def __init__(self, worker: LocalWorker, kill_at_work: bool) -> None:
+        self.worker, self.kill_at_work = worker, kill_at_work
+        self.channel = worker.channel
+        self.parts: list[list] = []
+
+    def send(self, msg) -> None:
+        self.worker.send(msg)
+        if msg:
+            self.parts.append(msg)
+            if self.kill_at_work:
+                os.kill(self.worker.proc.pid, signal.SIGKILL)
+                self.worker.proc.wait()
+
+    def kill(self) -> None:
+        self.worker.kill()
 
 
 FAILED = "scan helper failed"
@@ -89,16 +108,18 @@ def split(root: Path, executor: LocalExecutor, split_at: int) -> tuple[list[tupl
 
 
 @pytest.mark.parametrize("split_at", [1, 12, 40])
-@pytest.mark.parametrize("let_finish", [False, True])
-def test_two_processes_give_the_rows_of_one(tmp_path, caplog, split_at, let_finish) -> None:
-    """Also when the helper is done before this process first looks (its last message
-    read between this process's own directories, not lost)."""
+@pytest.mark.parametrize("ready_first", [False, True])
+def test_two_processes_give_the_rows_of_one(tmp_path, caplog, split_at, ready_first) -> None:
+    """Also when the helper is ready before this process first looks (its first
+    message read between this process's own directories, not lost)."""
     caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
     root = wide_tree(tmp_path / "src")
-    executor = Counting(let_finish=let_finish)
+    executor = Counting(ready_first=ready_first)
     got, problems = split(root, executor, split_at)
     want, want_problems = one_process(root)
     assert len(executor.started) == 1  # the tree was shared out
+    if ready_first:
+        assert executor.started[0].parts  # and the helper got work
     assert FAILED not in caplog.text  # its rows were used, not walked again here
     assert got == want
     assert problems == want_problems == []
@@ -111,12 +132,64 @@ def test_two_processes_give_the_rows_of_one(tmp_path, caplog, split_at, let_fini
     assert (empty2[1], empty2[10]) == (HARDLINK, b"")  # a link's attributes: its file's
 
 
-def test_a_helper_that_dies_leaves_its_half_to_this_process(tmp_path: Path, caplog) -> None:
+def deep_tree(root: Path) -> Path:
+    """One top-level directory holding nearly everything, four levels deep (as a
+    site-packages does), with files of several names across its branches, an
+    unreadable directory, and a second small top-level directory after it."""
+    for a in range(4):
+        for b in range(4):
+            for c in range(3):
+                leaf = root / "big" / f"a{a}" / f"b{b}" / f"c{c}"
+                leaf.mkdir(parents=True)
+                for f in range(4):
+                    (leaf / f"f{f}").write_bytes(b"z" * (a + b + c + f))
+    (root / "small").mkdir()
+    (root / "small" / "s").write_bytes(b"s")
+    os.link(root / "big/a0/b0/c0/f1", root / "big/a3/b3/c2/x")  # first name early
+    os.link(root / "big/a3/b3/c2/f2", root / "big/a1/b2/c1/y")  # first name in the middle
+    os.link(root / "big/a3/b3/c2/f2", root / "small/z")  # and a third name after both
+    os.link(root / "big/a2/b1/c0/f3", root / "big/a2/b1/c2/w")  # both names close
+    locked = root / "big" / "a2" / "b0" / "locked"
+    locked.mkdir()
+    (locked / "hidden").write_bytes(b"h")
+    locked.chmod(0)
+    return root
+
+
+@pytest.mark.parametrize("split_at", [1, 30, 120])
+def test_a_deep_tree_is_shared_below_its_top_level_in_many_parts(tmp_path, split_at) -> None:
+    """The parts are cut from the pending directories at every depth (not only the
+    top-level ones, of which this tree has two), the helper takes part after part, and
+    the rows, hard links and problems are those of one process's scan. (As root the
+    locked directory is read like any other: the problems are then none, on both sides.)"""
+    root = deep_tree(tmp_path / "src")
+    try:
+        executor = Counting(ready_first=True)
+        got, problems = split(root, executor, split_at)
+        want, want_problems = one_process(root)
+    finally:
+        (root / "big" / "a2" / "b0" / "locked").chmod(0o755)
+    assert len(executor.started) == 1
+    parts = executor.started[0].parts
+    assert parts, "the helper was given work"
+    assert any(len(top[0]) > len(os.fsencode(root / "big")) for part in parts for top in part)
+    assert got == want
+    assert problems == want_problems
+    by_path = {r[0]: r for r in got}
+    y = by_path[os.fsencode(root / "big/a1/b2/c1/y")]
+    assert (y[1], y[2]) == (FILE, 3 + 3 + 2 + 2)  # the first name of three in scan order
+    for later in ("big/a3/b3/c2/f2", "small/z"):
+        row = by_path[os.fsencode(root / later)]
+        assert (row[1], row[9]) == (HARDLINK, os.fsencode(root / "big/a1/b2/c1/y"))
+
+
+def test_a_helper_that_dies_leaves_its_parts_to_this_process(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
     root = wide_tree(tmp_path / "src")
-    executor = Counting(kill_first=True)
+    executor = Counting(ready_first=True, kill_at_work=True)
     got, problems = split(root, executor, 1)
     assert len(executor.started) == 1
+    assert executor.started[0].parts
     assert FAILED in caplog.text
     assert (got, problems) == one_process(root)
 

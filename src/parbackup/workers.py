@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import logging
 import os
 import pickle
 import queue
@@ -37,7 +38,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import parbackup
 
@@ -51,6 +52,7 @@ worker has returned (its device closed, its last answer sent) the process leaves
 once, as a forked worker does: tearing the interpreter down took 40-130 ms that the end
 of every backup waited for (``Fleet.stop``)."""
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file__)))
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,34 +225,85 @@ class _Forked:
 
 
 class LocalExecutor:
-    """Every worker in its own local process (the default; nothing to set up)."""
+    """Every worker in its own local process (the default; nothing to set up).
+
+    ``ahead(target, count)`` starts workers before their work is known: each imports
+    what it runs, then waits for its spec. ``start`` hands those out first (the same
+    program, the spec sent later), so a command that knows early which workers it will
+    need (the CLI, before its own imports: cli/main.py) has their start-up done on a
+    core that would otherwise idle. One left unused ends with this process (its channel
+    closes; the kernel kills it if this process is killed).
+    """
+
+    _ahead: ClassVar[dict[str, list[tuple[subprocess.Popen, Connection, dict]]]] = {}
+    """target -> workers started ahead: process, channel, the environment they got."""
+
+    @classmethod
+    def ahead(cls, target: str, count: int) -> None:
+        """Start ``count`` workers for ``target`` now, to be handed out by ``start``."""
+        for _ in range(count):
+            try:
+                started = _spawn(target)
+            except (OSError, subprocess.SubprocessError):
+                return  # the worker is started when needed, as it would have been
+            proc, channel = started
+            if not isinstance(proc, subprocess.Popen):  # a fork of this process: not ahead
+                proc.kill()
+                channel.close()
+                return
+            cls._ahead.setdefault(target, []).append((proc, channel, dict(os.environ)))
+
+    @classmethod
+    def release(cls, target: str) -> None:
+        """End the workers for ``target`` started ahead and not handed out (the run
+        needed fewer, or runs its workers elsewhere): they need not wait for the end."""
+        for proc, channel, _env in cls._ahead.pop(target, []):
+            with contextlib.suppress(OSError):
+                proc.kill()
+            channel.close()
 
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
-        parent, child = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
-        )
-        debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
-        try:
-            proc: subprocess.Popen | _Forked = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, target, str(child.fileno()), str(os.getpid())],
-                pass_fds=(child.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=None if debug else subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
-            )
-        except PermissionError:
-            # The interpreter cannot be run again as this user (it lives in a directory
-            # only its owner may enter, e.g. after dropping privileges): fork instead.
-            proc = _Forked.start(target, child, parent)
-        finally:
-            child.close()
-        channel = Connection(parent.detach())
+        waiting = self._ahead.get(target)
+        while waiting:
+            proc, channel, env = waiting.pop(0)
+            try:  # one that died, or got another environment than a worker now would, not
+                if proc.poll() is None and env == os.environ:
+                    channel.send(spec)
+                    log.debug("%s: a worker started ahead (pid %d)", name or target, proc.pid)
+                    return LocalWorker(name or target, proc, channel)
+            except OSError:
+                pass  # it died while it waited: the next one, or a fresh one
+            with contextlib.suppress(OSError):
+                proc.kill()
+            channel.close()
+        proc_, channel = _spawn(target)
         channel.send(spec)
-        return LocalWorker(name or target, proc, channel)
+        return LocalWorker(name or target, proc_, channel)
+
+
+def _spawn(target: str) -> tuple[subprocess.Popen | _Forked, Connection]:
+    """A worker process for ``target`` and its channel; the spec is still to be sent."""
+    parent, child = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    debug = os.environ.get("PARBACKUP_DEBUG_WORKERS", "") not in ("", "0")
+    try:
+        proc: subprocess.Popen | _Forked = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, target, str(child.fileno()), str(os.getpid())],
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=None if debug else subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to the parent, which ends its workers
+        )
+    except PermissionError:
+        # The interpreter cannot be run again as this user (it lives in a directory
+        # only its owner may enter, e.g. after dropping privileges): fork instead.
+        proc = _Forked.start(target, child, parent)
+    finally:
+        child.close()
+    return proc, Connection(parent.detach())
 
 
 def wait_any(channels: Sequence[Channel], timeout: float | None) -> list[Channel]:
@@ -265,13 +318,20 @@ def resolve(target: str) -> Callable[[Any, Channel], None]:
 
 
 def serve(target: str, channel: Connection) -> int:
-    """Run one worker in this process: receive its spec, call it, report a crash."""
+    """Run one worker in this process: import what it runs, receive its spec (a worker
+    started ahead of its work is ready when the spec comes), call it, report a crash."""
+    failed: BaseException | None = None
+    try:
+        run = resolve(target)
+    except BaseException as exc:  # reported once the parent has sent the spec
+        failed = exc
     try:
         spec = channel.recv()
     except (EOFError, OSError, pickle.UnpicklingError):
         return 1
     try:
-        run = resolve(target)
+        if failed is not None:
+            raise failed
         profile_dir = os.environ.get("PARBACKUP_PROFILE_WORKERS", "")
         if profile_dir:  # a developer's tool: one cProfile file per worker
             import cProfile

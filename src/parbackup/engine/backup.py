@@ -184,6 +184,7 @@ class _Backup:
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
+        self.phase("movers started")
         entries = scan(self.specs, self.skipped, self.stdin, self.excluded, self.hosts)
         self.phase(f"scanned {len(entries)} entries")
         names = sorted(s.display for s in self.specs)
@@ -282,6 +283,7 @@ class _Backup:
         # Reused records go in before any device can fail: a failure reads back what
         # its device holds for the set from the catalog, reused records included.
         catalog.add_records(set_hex, reuse.records)
+        self.phase("set begun")
         try:
             dispatcher.run(self.record_files(set_hex, entries))
             self.phase("every device committed")
@@ -310,8 +312,10 @@ class _Backup:
         catalog.forget_device(label)
 
     def phase(self, what: str) -> None:
-        """Log how far the run is, seconds since it started (``-vv`` shows them)."""
-        log.debug("%.3f s: %s", time.monotonic() - self.started, what)
+        """Log how far the run is, seconds since it started, and this process's CPU
+        seconds so far, imports included (``-vv`` shows them)."""
+        cpu = time.process_time()
+        log.debug("%.3f s (CPU %.3f s): %s", time.monotonic() - self.started, cpu, what)
 
     def record_files(self, set_hex: str, entries: Entries) -> Iterator[None]:
         """The set's files into the catalog, a batch per step (the dispatcher runs the
@@ -460,6 +464,7 @@ class _Backup:
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
         )
+        self.phase("report made")
         catalog.add_progress(set_hex, self.samples.rows())
         catalog.finish_set(
             set_hex,
@@ -471,6 +476,7 @@ class _Backup:
             reused=report.reused,
         )
         remember_speeds(catalog, reports)
+        self.phase(f"set {status}")
         if status != "failed":
             self.copy_catalog(survivors)
             self.phase("catalog copied")
@@ -481,6 +487,7 @@ class _Backup:
         with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
             options = self.options
             for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+                self.phase(f"{name} made")
                 what = "the catalog" if name.startswith("catalog/") else f"the key file {name}"
                 for url, error in self.fleet.put(devices, name, path).items():
                     self.on_event(Notice(f"could not copy {what} to {url}: {error}"))

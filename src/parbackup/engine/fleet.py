@@ -23,6 +23,9 @@ from parbackup.errors import UsageError
 from parbackup.sources.base import SourceSpec
 from parbackup.workers import Crashed, Executor, LocalExecutor, wait_any
 
+MOVER = "parbackup.engine.mover:move"
+"""The worker run for each device (the CLI starts them ahead under the same name)."""
+
 
 @dataclass
 class Dead:
@@ -83,8 +86,9 @@ class Fleet:
         devices = []
         for i, url in enumerate(parsed):
             spec = m.MoverSpec(i, url.raw, tuple(sources), chunk, checkpoint_bytes)
-            worker = executor.start("parbackup.engine.mover:move", spec, name=f"mover-{i}")
+            worker = executor.start(MOVER, spec, name=f"mover-{i}")
             devices.append(DeviceState(i, url.display, worker))
+        LocalExecutor.release(MOVER)  # any the CLI started ahead and this run left over
         return cls(devices, timeout)
 
     @property

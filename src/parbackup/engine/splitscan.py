@@ -3,16 +3,19 @@
 The scan of a million small files is bound by its system calls (``fstatat`` and
 ``getdents``: about half its time) and by the interpreter around them; one process uses
 one core. So a tree is scanned here until it proves large (``SPLIT_AT`` entries below
-its root); then the top-level directories not yet walked are cut in two: this process
-walks the first half, a helper process (a worker, parbackup/workers.py) the second, and
-sends its entries back in parts of about ``PART`` rows. They are appended after this
-process's own, so the table holds exactly the rows, in exactly the order, that one
-process's scan gives (``LocalTree.scan_top`` / ``scan_under``), and a small tree starts
-no process at all.
+its root); then a helper process (a worker, parbackup/workers.py) is started, and
+whenever it is idle it takes the end of what this process has still to walk: half of
+the directories pending on this process's depth-first stack, from the bottom (the last
+in scan order, at any depth, not only the top-level ones: one large top-level directory
+is shared too). It sends the entries of each part back in messages of about ``PART``
+rows. Each part is the rows of one stretch of the scan order: the parts given later lie
+before those given earlier, all after this process's own rows, so the table holds
+exactly the rows, in exactly the order, that one process's scan gives
+(``LocalTree.scan_top`` / ``scan_under``), and a small tree starts no process at all.
 
-A file whose names lie on both sides is rejoined as one scan makes it: the first name
-in scan order (this side's) stays the file, the later ones become hard links to it. If
-the helper cannot be started or fails, its half is walked here: the scan never depends
+A file whose names lie in several parts is rejoined as one scan makes it: the first
+name in scan order stays the file, the later ones become hard links to it. If the
+helper cannot be started or fails, its parts are walked here: the scan never depends
 on it.
 """
 
@@ -29,9 +32,12 @@ from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.local import LocalTree, Top
 from parbackup.workers import Channel, Executor, LocalExecutor, Worker
 
-SPLIT_AT = 50_000
+SPLIT_AT = 20_000
 """Entries scanned here before the rest of the tree is shared with a helper: below it,
-starting an interpreter (about 0.1 s of CPU) costs more than it saves."""
+starting an interpreter (about 0.1 s of CPU) costs more than it saves. (It was 50,000
+while only top-level directories could be shared: the helper started that late and
+got little; at 20,000 this process has walked about 0.12 s on a quiet machine, and
+the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.)"""
 PART = 20_000
 """Rows per message from the helper (about 1 MB): the helper never waits long for this
 process, which reads them between its own directories."""
@@ -42,7 +48,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScanPart:
-    """The helper's work: the directories ``tops`` of the tree ``spec``, below them."""
+    """The helper's work: the directories ``tops`` of the tree ``spec``, below them;
+    more parts follow as ``list[Top]`` messages, ``None`` when there are no more."""
 
     spec: SourceSpec
     tops: list[Top]
@@ -50,30 +57,80 @@ class ScanPart:
 
 @dataclass
 class PartDone:
-    """The helper's last message: the problems it met (path, why), in scan order, and
-    the files with several names it saw (device, inode)."""
+    """The helper's last message of a part: the problems it met (path, why), in scan
+    order, and the files with several names it saw there ((device, inode) -> the path
+    of the first)."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    linked: list[tuple[int, int]] = field(default_factory=list)
+    linked: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 def scan_part(part: ScanPart, channel: Channel) -> None:
-    """The helper (a worker): walk ``part.tops`` and send the entries in parts of about
-    ``PART`` rows (``Entries``, paths after the tree's root), then ``PartDone``."""
+    """The helper (a worker): walk each part's tops and send the entries in parts of
+    about ``PART`` rows (``Entries``, paths after the tree's root), then ``PartDone``;
+    then wait for the next part (it is killed when there are no more; ``None``: leave).
+    The first part may be empty: its ``PartDone`` says the helper is ready."""
     tree = LocalTree(part.spec)
-    done = PartDone()
-    on_error = lambda p, e: done.skipped.append((p, e))  # noqa: E731
-    out = Entries()
-    with paused_gc():  # rows are tuples: no cycles to look for
-        for top in part.tops:
-            tree.scan_under(out, 0, on_error, [top])
-            if len(out) >= PART:
-                channel.send(out)
-                out = Entries()
-    if len(out):
-        channel.send(out)
-    done.linked = list(tree.first_names)
-    channel.send(done)
+    tops: list[Top] | None = part.tops
+    while tops is not None:
+        done = PartDone()
+        on_error = lambda p, e, skipped=done.skipped: skipped.append((p, e))  # noqa: E731
+        tree.first_names = {}  # each part is rejoined on its own: parts come back in
+        out = Entries()  # another order than they were walked here
+        with paused_gc():  # rows are tuples: no cycles to look for
+            for top in tops:
+                tree.scan_under(out, 0, on_error, [top])
+                if len(out) >= PART:
+                    channel.send(out)
+                    out = Entries()
+        if len(out):
+            channel.send(out)
+        done.linked = dict(tree.first_names)
+        channel.send(done)
+        tops = channel.recv()
+
+
+@dataclass
+class _Share:
+    """The parts of a tree given to the helper, and what came back of them."""
+
+    helper: Worker
+    given: list[list[Top]] = field(default_factory=lambda: [[]])
+    """The tops of each part, in the order given (the first, empty: "ready?")."""
+    rows: list[list[Entries]] = field(default_factory=lambda: [[]])
+    done: list[PartDone] = field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """Every part given is done: the helper waits for the next."""
+        return len(self.done) == len(self.given) and not self.failed
+
+    def take(self, block: bool) -> None:
+        """Read what the helper sent: what is there, or (``block``) up to its last part."""
+        channel = self.helper.channel
+        try:
+            while not self.failed and (channel.poll(0) or (block and not self.idle)):
+                msg = channel.recv()
+                if isinstance(msg, Entries):
+                    self.rows[len(self.done)].append(msg)
+                elif isinstance(msg, PartDone):
+                    self.done.append(msg)
+                else:  # Crashed, or anything unexpected: its parts are walked here
+                    self.failed = True
+        except (EOFError, OSError):
+            self.failed = True
+
+    def give(self, pending: list[Top]) -> None:
+        """The end of this process's ``pending`` directories (the last part of the scan
+        order: see ``LocalTree.scan_under``) to the helper."""
+        k = max(1, len(pending) // 2)
+        tops = pending[:k]
+        del pending[:k]
+        tops.reverse()  # in scan order
+        self.given.append(tops)
+        self.rows.append([])
+        self.helper.send(tops)
 
 
 def scan_tree(
@@ -85,84 +142,79 @@ def scan_tree(
     split_at: int = SPLIT_AT,
 ) -> None:
     """``tree.scan(out, index, on_error)``, in two processes once the tree proves large
-    (module docstring). ``split_at``: entries below the root before it is shared."""
+    (module docstring). ``split_at``: entries below the root before it is shared.
+
+    The helper is started once ``split_at`` entries were walked here; whenever it is
+    idle (at first: once it is ready) it is given the end of what this process has still
+    to walk, so the two share the rest as it comes. Each part comes back as the rows of
+    one stretch of the scan order: the parts given later lie before those given earlier,
+    all of them after this process's own rows."""
     tops = tree.scan_top(out, index, on_error)
-    start, k = len(out), 0
-    helper: Worker | None = None
-    theirs: list[Top] = []
-    parts: list[Entries] = []
-    end: PartDone | bool | None = None  # the helper's last word: done, failed, not yet
-    try:
-        while k < len(tops):
-            tree.scan_under(out, index, on_error, [tops[k]])
-            k += 1
-            if len(out) - start >= split_at and len(tops) - k >= 2 and not theirs:
-                half = k + (len(tops) - k) // 2
-                theirs = tops[half:]
-                helper = _start(executor or LocalExecutor(), tree.spec, theirs)
-                if helper is None:  # walked here after all
-                    split_at = len(out) + len(tops)
-                    theirs = []
-                else:
-                    tops = tops[:half]
-            if helper is not None and end is None:
-                end = _take(helper, parts, block=False)
-        if helper is None:
+    start = len(out)
+    share: _Share | None = None
+    tried = False
+
+    def between(pending: list[Top]) -> None:
+        nonlocal share, tried
+        if share is None:
+            if not tried and len(out) - start >= split_at and len(pending) >= 2:
+                tried = True  # one helper at most: walked here if it cannot start
+                helper = _start(executor or LocalExecutor(), tree.spec)
+                share = _Share(helper) if helper is not None else None
             return
-        if end is None:
-            end = _take(helper, parts, block=True)
-        if end:
-            helper.join(1.0)  # it leaves once its last message is out
-    finally:
-        if helper is not None:
-            helper.kill()
-    if not isinstance(end, PartDone):  # the helper failed: its half is walked here
-        log.debug("scan helper failed: %d directories walked here instead", len(theirs))
-        tree.scan_under(out, index, on_error, theirs)
-        return
-    done = end
-    linked = set(done.linked)
-    parts.reverse()
-    while parts:  # each part freed once appended, and its memory given back
-        _append(tree, out, index, parts.pop(), linked)
-        _give_back()
-    for path, why in done.skipped:
-        on_error(path, why)
+        share.take(block=False)
+        if share.idle and len(pending) >= 2:
+            share.give(pending)
 
-
-def _start(executor: Executor, spec: SourceSpec, tops: list[Top]) -> Worker | None:
-    """The helper walking ``tops``; None when it cannot be started."""
     try:
-        return executor.start(TARGET, ScanPart(spec, tops), name="scan")
+        tree.scan_under(out, index, on_error, tops, between)
+        if share is None:
+            return
+        if all(not tops for tops in share.given):  # it never got work: not waited for
+            return
+        share.take(block=True)  # then it is killed: there are no more parts
+    finally:
+        if share is not None:
+            share.helper.kill()
+    if share.failed:  # its parts are walked here, in scan order
+        log.debug("scan helper failed: %d parts walked here instead", len(share.given) - 1)
+        for part in reversed(share.given):
+            tree.scan_under(out, index, on_error, part)
+        return
+    log.debug(
+        "scan helper: %d parts, %d of %d rows",
+        len(share.given) - 1,
+        sum(len(p) for rows in share.rows for p in rows),
+        len(out) - start + sum(len(p) for rows in share.rows for p in rows),
+    )
+    firsts = tree.first_names
+    for rows, done in reversed(list(zip(share.rows, share.done, strict=True))):
+        while rows:  # each part freed once appended, and its memory given back
+            _append(out, index, rows.pop(0), firsts, done.linked)
+            _give_back()
+        for key, first in done.linked.items():
+            firsts.setdefault(key, first)
+        for path, why in done.skipped:
+            on_error(path, why)
+
+
+def _start(executor: Executor, spec: SourceSpec) -> Worker | None:
+    """The helper, with an empty first part (it says when it is ready); None when it
+    cannot be started."""
+    try:
+        return executor.start(TARGET, ScanPart(spec, []), name="scan")
     except OSError:
         return None
 
 
-def _take(helper: Worker, parts: list[Entries], block: bool) -> PartDone | bool | None:
-    """Read the helper's parts into ``parts``: what is there (``block`` False), or up to
-    its end. Its ``PartDone`` once it came; False when it failed (ended without one, or
-    crashed); None while it is still working (only when not ``block``)."""
-    channel = helper.channel
-    try:
-        while block or channel.poll(0):
-            msg = channel.recv()
-            if isinstance(msg, Entries):
-                parts.append(msg)
-            elif isinstance(msg, PartDone):
-                return msg
-            else:  # Crashed, or anything unexpected: the half is walked here
-                return False
-    except (EOFError, OSError):
-        return False
-    return None
-
-
-def _append(tree: LocalTree, out: Entries, index: int, part: Entries, linked: set) -> None:
-    """Append the helper's ``part``; a file it saw first under a name that came later
-    in scan order than one seen here becomes a hard link to that name."""
+def _append(
+    out: Entries, index: int, part: Entries, firsts: dict, linked: dict[tuple[int, int], bytes]
+) -> None:
+    """Append one of the helper's ``part``s; a file it saw first under a name that comes
+    later in scan order than one already in ``out`` (``firsts``: (device, inode) -> the
+    first name) becomes a hard link to that name."""
     first = out.extend_table(part, index)
-    firsts = tree.first_names
-    shared = linked & firsts.keys()  # seen on both sides: this side's name came first
+    shared = linked.keys() & firsts.keys()  # seen before: the earlier name is the file
     if not shared:
         return
     kind, dev, ino = out.kind, out.dev, out.ino

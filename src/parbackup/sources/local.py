@@ -165,13 +165,26 @@ class LocalTree(Source):
             return []
         return self._walk(out, index, on_error, [(read, root_st.st_dev, root_st.st_ino)], False)
 
-    def scan_under(self, out: Entries, index: int, on_error: ErrorFunc, tops: list[Top]) -> None:
+    def scan_under(
+        self,
+        out: Entries,
+        index: int,
+        on_error: ErrorFunc,
+        tops: list[Top],
+        between: Callable[[list[Top]], None] | None = None,
+    ) -> None:
         """Every entry below the directories ``tops`` (from ``scan_top``, all of them or
-        a run of neighbours), depth first, sorted by name, into ``out``."""
+        a run of neighbours), depth first, sorted by name, into ``out``.
+
+        ``between(pending)`` is called after each directory with the directories still
+        to walk, the next one last: they are walked from the end, each with everything
+        below it before the one before it, so ``pending[:k]`` is the last part of the
+        scan order, and the caller may take it away to be walked elsewhere
+        (engine/splitscan.py)."""
         if not hasattr(self, "first_names"):  # a part scanned on its own (a helper)
             self.first_names = {}
         if tops:
-            self._walk(out, index, on_error, tops, True)
+            self._walk(out, index, on_error, tops, True, between)
 
     def _roots(self) -> tuple[bytes, bytes]:
         """The recorded root and the root read from (a snapshot's), as bytes."""
@@ -211,7 +224,13 @@ class LocalTree(Source):
         return row
 
     def _walk(
-        self, out: Entries, index: int, on_error: ErrorFunc, tops: list[Top], descend: bool
+        self,
+        out: Entries,
+        index: int,
+        on_error: ErrorFunc,
+        tops: list[Top],
+        descend: bool,
+        between: Callable[[list[Top]], None] | None = None,
     ) -> list[Top]:
         """The scan's hot loop over the directories ``tops`` (and below them when
         ``descend``); without ``descend``, the subdirectories it found, to walk later."""
@@ -221,7 +240,8 @@ class LocalTree(Source):
         row = self._row_of(index, on_error)
         is_reg = stat.S_ISREG
         found: list[Top] = []
-        for fd, prefix, children, subdirs in _directories(tops, record, cut, on_error, descend):
+        walk = _directories(tops, record, cut, on_error, descend, between)
+        for fd, prefix, children, subdirs in walk:
             rows: list[tuple] = []
             metas: dict[int, bytes] = {}
             here = prefix[cut:]
@@ -333,7 +353,12 @@ def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
 
 
 def _directories(
-    tops: list[Top], record: bytes, cut: int, on_error: ErrorFunc, descend: bool
+    tops: list[Top],
+    record: bytes,
+    cut: int,
+    on_error: ErrorFunc,
+    descend: bool,
+    between: Callable[[list[Top]], None] | None = None,
 ) -> Iterator[tuple[int, bytes, list, list]]:
     """Walk the directories ``tops`` (``(path, device, inode)``) in order, each depth
     first (only ``tops`` themselves without ``descend``), sorted by name: for each, yield
@@ -368,3 +393,5 @@ def _directories(
             on_error(where, exc.strerror or str(exc))
         finally:
             os.close(fd)
+        if between is not None:  # the caller may take the end of the stack away
+            between(stack)
