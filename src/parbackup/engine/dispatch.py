@@ -27,6 +27,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from parbackup.catalog import Catalog
 from parbackup.engine import messages as m
@@ -47,6 +48,8 @@ WINDOW_BYTES = 64 << 20
 WINDOW_ITEMS = 4096
 BATCH_ITEMS = 1024
 BATCH_BYTES = 16 << 20
+_SIZE = itemgetter(5)
+"""A record reference's size (mover.py's ``pending`` rows)."""
 SPLIT = 64 << 20
 """A larger item is sent in parts of this size, so its unread tail can still move."""
 
@@ -267,7 +270,7 @@ class Dispatcher:
                     self.feed.written(dev, done)
             case m.Durable(upto=upto, records=records):
                 self.catalog.add_record_rows(self.set_hex, dev.label, records)
-                report.bytes += sum(r[5] for r in records)
+                report.bytes += sum(map(_SIZE, records))
                 dev.sent.retire(upto)
                 if self.feed is not None:
                     self.feed.durable(dev, upto)

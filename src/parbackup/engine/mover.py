@@ -364,6 +364,8 @@ class _Mover:
         meta = item[META]
         if item[KIND] != FILE or size == 0:  # only regular files carry payload
             self.record(item, item[OFF], b"")
+        elif (small := self.small_file(item, not meta)) is not None:
+            meta = meta or small
         else:
             whole = False
             try:
@@ -390,6 +392,27 @@ class _Mover:
             self.make_durable(commit=False)
             if self.codec is not None:  # waiting for the device too (compress.py's level)
                 self.codec.compressor.wrote(time.perf_counter() - started, 0)
+
+    def small_file(self, item: tuple, attrs: bool) -> bytes | None:
+        """A whole file that fits one record, read through its source's fast path
+        (``Source.read_whole``) and written; the payload of its extended attributes (b""
+        when none, or when ``attrs`` is false: the item brought them). None when the
+        source has no fast path or the file was not as scanned: nothing was written, and
+        ``copy_range`` reads it again and says what is wrong."""
+        size = item[SIZE]
+        if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
+            return None
+        if len(self.buffer) < size:
+            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, _SMALL))))
+        view = self.buffer[:size]
+        expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
+        got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
+        if got is None:
+            return None
+        self.record(item, 0, view)
+        if got[0] or got[1]:
+            self.metas.append((item[FID], *got))
+        return got[0]
 
     def copy_range(self, item: tuple) -> None:
         """Read the item's byte range through its source and write it as records; then

@@ -12,8 +12,10 @@ files cost megabytes, not hundreds of them.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate
 
 from parbackup.model import Piece
 
@@ -62,6 +64,16 @@ class WorkQueue:
         while self.chunks and len(out) < max_items and (nbytes < max_bytes or not out):
             chunk = self.chunks[0]
             file, offset, size, rows, at, end = chunk
+            got = _whole_run(chunk, max_items - len(out), max_bytes, nbytes, not out, split)
+            if got:
+                items, taken = got
+                out += items
+                nbytes += taken
+                self.bytes -= taken
+                self.count -= len(items)
+                if chunk[4] == end:
+                    self.chunks.popleft()
+                continue
             r = rows[at]
             fid, off, sz = file[r], offset[r], size[r]
             if sz > split:
@@ -116,6 +128,32 @@ class WorkQueue:
         return out
 
 
+def _whole_run(
+    chunk: list, most: int, max_bytes: int, nbytes: int, first: bool, split: int
+) -> tuple[list[tuple[int, int, int]], int] | None:
+    """``WorkQueue.take``'s items from the front of ``chunk`` while none is to be split,
+    taken as a run (slices, ``accumulate`` and ``bisect``: no Python per item, a million
+    small files); their bytes. Consumes them from ``chunk``; None when the first item
+    is to be split (``take`` splits it) or none may be taken."""
+    file, offset, size, rows, at, end = chunk
+    rs = rows[at : at + min(most, end - at)]
+    sizes = [size[r] for r in rs]
+    if sizes and max(sizes) > split:  # a large file ends the run (rare: one loop)
+        sizes = sizes[: next(j for j, n in enumerate(sizes) if n > split)]
+    before = list(accumulate(sizes, initial=nbytes))  # bytes taken before each item
+    count = bisect_left(before, max_bytes, 0, len(sizes))
+    if count == 0 and first and sizes:
+        count = 1  # the first item goes even when larger than max_bytes
+    if count == 0:
+        return None
+    rs = rs[:count]
+    taken = before[count] - nbytes
+    chunk[4] = at + count
+    return list(
+        zip(map(file.__getitem__, rs), map(offset.__getitem__, rs), sizes[:count], strict=True)
+    ), taken
+
+
 class Sent:
     """Items sent to a mover and not yet durable, by sequence number."""
 
@@ -154,8 +192,8 @@ class Sent:
         if upto <= self.done:
             return
         lo = max(self.done, self.first - 1) + 1
-        for seq in range(lo, upto + 1):
-            self.undone_bytes -= self.size[self.start + seq - self.first]
+        at = self.start - self.first
+        self.undone_bytes -= sum(self.size[at + lo : at + upto + 1])
         self.done = upto
 
     def retire(self, upto: int) -> None:

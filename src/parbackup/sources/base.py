@@ -155,6 +155,17 @@ class Source(ABC):
     def open(self, path: str | bytes, expect: Identity | None = None) -> FileReader:
         """A reader over the regular file recorded as ``path`` (str, or its bytes)."""
 
+    def read_whole(
+        self, path: str | bytes, expect: Identity, view: memoryview, attrs: bool
+    ) -> tuple[bytes, str] | None:
+        """A fast path for small files (optional): open the regular file recorded as
+        ``path``, fill ``view`` with all its bytes, check that it is still ``expect``,
+        read its extended attributes when ``attrs`` (what ``FileReader.xattrs`` gives,
+        ``(b"", "")`` when not asked) and close it, in one call. None when the kind has no
+        such path or anything was not as expected (an error, a short read, a change): the
+        caller then takes ``open`` and its reader, which say what went wrong."""
+        return None
+
     def identity(self, path: str) -> Identity | None:
         """The file recorded as ``path`` as it is now; None when it is gone."""
         try:

@@ -135,6 +135,32 @@ class LocalTree(Source):
             raise
         return reader
 
+    def read_whole(
+        self, path: str | bytes, expect: Identity, view: memoryview, attrs: bool
+    ) -> tuple[bytes, str] | None:
+        """``open``, ``readinto``, ``identity``, ``xattrs`` and ``close`` of a small file
+        without a reader object: the same system calls and checks in the same order
+        (still the scanned regular file before reading; unchanged after), a third of a
+        mover's Python per file (a million small files). None on anything unusual."""
+        try:
+            fd = os.open(self._read_path(path), _OPEN)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
+                return None
+            if os.preadv(fd, [view], 0) != len(view):
+                return None
+            st = os.fstat(fd)
+            if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != expect:
+                return None
+            return xattrs.read_fd(fd) if attrs and self.spec.xattrs else (b"", "")
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def scan(self, out: Entries, index: int, on_error: ErrorFunc) -> None:
         self.scan_under(out, index, on_error, self.scan_top(out, index, on_error))
 
