@@ -399,3 +399,30 @@ def test_idle_cores_from_proc_stat() -> None:
     assert before is not None and 0 < before[0] < before[1]
     assert idle_cores((100, 1000), (250, 1200), cpus=2) == 1.5
     assert idle_cores((100, 1000), (100, 1000), cpus=2) == 0.0
+
+
+def test_record_nonces_count_from_a_random_start_and_never_repeat() -> None:
+    """A codec's record nonces count up by one from 12 random bytes (crypto/codec.py):
+    none repeats within a codec, two codecs start apart, and a forked child starts again
+    at random bytes rather than where its parent stands."""
+    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    nonces = [encode(codec, b"same payload", offset=i * 12)[1][:12] for i in range(5000)]
+    assert len(set(nonces)) == len(nonces)
+    counted = [int.from_bytes(n, "little") for n in nonces]
+    assert counted == [(counted[0] + i) % (1 << 96) for i in range(len(counted))]
+    other = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    assert encode(other, b"same payload")[1][:12] not in set(nonces)
+    # the counter wraps within 96 bits instead of growing past the nonce size
+    codec._nonce = (1 << 96) - 1
+    assert codec._next_nonce() == b"\xff" * 12 and codec._next_nonce() == bytes(12)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its next nonce and leaves at once
+        os.write(write, codec._next_nonce())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 12)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert codec._next_nonce() == (1).to_bytes(12, "little")  # the parent counts on
+    assert len(child) == 12 and child != (1).to_bytes(12, "little")
