@@ -18,6 +18,7 @@ from parbackup.crypto.codec import FLAG_SEALED, FLAG_ZSTD, Codec, CodecSpec, Pla
 from parbackup.crypto.compress import (
     AUTO,
     AUTO_FAST,
+    AUTO_LADDER,
     AUTO_LEVEL,
     OFF,
     THREADED,
@@ -358,7 +359,7 @@ def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
     """A record of THREADED bytes or more is compressed by zstd's worker threads: one
     frame of the same format, with its size, that the one reader decodes."""
     text = b"".join(b"line %d of a compressible record\n" % i for i in range(200_000))
-    for level in (AUTO_LEVEL, AUTO_FAST):
+    for level in AUTO_LADDER:
         compressor = Compressor(AUTO)
         compressor.level, compressor.threaded, compressor.cores = level, True, 2
         for size in (THREADED - 1, THREADED, len(text)):
@@ -369,29 +370,34 @@ def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
 
 
 def test_auto_level_follows_what_holds_the_mover_up() -> None:
-    """auto compresses at level 1 while the device is the slower part and at AUTO_FAST
-    while zstd is; a fixed level stays; threads only when zstd holds the mover up and a
-    core is idle. Every level gives frames the one reader decodes."""
+    """auto steps one level of AUTO_LADDER a window: towards the fast end while zstd is
+    the slower part, back towards level 1 while the device is; a fixed level stays;
+    threads only when zstd holds the mover up and a core is idle. Every level gives
+    frames the one reader decodes, and each step down stores more."""
     assert choose(compressing=2.0, writing=1.0, idle=0.0) == (True, False)
     assert choose(compressing=2.0, writing=1.0, idle=0.9) == (True, True)
     assert choose(compressing=1.0, writing=2.0, idle=1.9) == (False, False)
+    assert AUTO_LADDER[0] == AUTO_LEVEL == 1 and AUTO_LADDER[-1] == AUTO_FAST < -2
     text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
     auto, fixed = Compressor(AUTO), Compressor(3)
     assert auto.level == AUTO_LEVEL and not auto.threaded
+    # a device that takes no time for three windows, then a slow one for three
+    device = (0.0, 0.0, 0.0, 1e6, 1e6, 1e6)
+    steps = [AUTO_LADDER[1], AUTO_FAST, AUTO_FAST, AUTO_LADDER[1], AUTO_LEVEL, AUTO_LEVEL]
     for compressor in (auto, fixed):
-        for seconds in (0.0, 1e6, 0.0):  # a device that takes no time, a slow one, ...
+        for seconds, level in zip(device, steps, strict=True):
             packed = compressor.compress(text, 1)
             assert packed is not None and decompress(packed, len(text), "r") == text
             compressor.wrote(seconds, WINDOW)
-            if compressor is auto:
-                assert compressor.level == (AUTO_FAST if seconds == 0.0 else AUTO_LEVEL)
-            else:
-                assert compressor.level == 3
+            assert compressor.level == (level if compressor is auto else 3)
             if seconds:
                 assert not compressor.threaded
-    fast = Compressor(AUTO)
-    fast.level = AUTO_FAST
-    assert len(fast.compress(text, 1) or b"") > len(Compressor(AUTO).compress(text, 1) or b"")
+    sizes = []
+    for level in AUTO_LADDER:
+        held = Compressor(AUTO)
+        held.level = level
+        sizes.append(len(held.compress(text, 1) or b""))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
 
 
 def test_idle_cores_from_proc_stat() -> None:
