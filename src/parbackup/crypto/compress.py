@@ -14,7 +14,7 @@
   ratio is the speed, and the CPU waits anyway), a step towards ``AUTO_FAST`` (-5)
   while compressing takes longer (a fast local device: there zstd's CPU is the
   backup's wall time, on a machine whose cores the movers already keep busy). Each step
-  down costs about a fifth of zstd's CPU for about 7% more stored bytes of what
+  down takes 15-20% off zstd's CPU for about 7% more stored bytes of what
   compresses (docs/BENCHMARKS.md); one step a window, so a device about as fast as zstd
   moves between two neighbouring levels rather than between the ends. The mover tells
   it how long the device took (``Compressor.wrote``); without that it stays at level 1.
