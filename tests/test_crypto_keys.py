@@ -379,6 +379,7 @@ def test_auto_level_follows_what_holds_the_mover_up() -> None:
     assert choose(compressing=1.0, writing=2.0, idle=1.9) == (False, False)
     assert AUTO_LADDER[0] == AUTO_LEVEL == 1 and AUTO_LADDER[-1] == AUTO_FAST < -2
     text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    per_window = -(-WINDOW // 4 // len(text))  # zstd sees a quarter of each window
     auto, fixed = Compressor(AUTO), Compressor(3)
     assert auto.level == AUTO_LEVEL and not auto.threaded
     # a device that takes no time for three windows, then a slow one for three
@@ -386,8 +387,9 @@ def test_auto_level_follows_what_holds_the_mover_up() -> None:
     steps = [AUTO_LADDER[1], AUTO_FAST, AUTO_FAST, AUTO_LADDER[1], AUTO_LEVEL, AUTO_LEVEL]
     for compressor in (auto, fixed):
         for seconds, level in zip(device, steps, strict=True):
-            packed = compressor.compress(text, 1)
-            assert packed is not None and decompress(packed, len(text), "r") == text
+            for _ in range(per_window):
+                packed = compressor.compress(text, 1)
+                assert packed is not None and decompress(packed, len(text), "r") == text
             compressor.wrote(seconds, WINDOW)
             assert compressor.level == (level if compressor is auto else 3)
             if seconds:
@@ -398,6 +400,28 @@ def test_auto_level_follows_what_holds_the_mover_up() -> None:
         held.level = level
         sizes.append(len(held.compress(text, 1) or b""))
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+def test_auto_learns_nothing_from_a_window_it_did_not_compress() -> None:
+    """A window of random data (tried once, then given up on) written to a slow device
+    leaves auto's level where the compressible data before it put it: writing what
+    was not compressed says nothing of what compressing costs."""
+    text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    auto = Compressor(AUTO)
+    for _ in range(2):  # a fast device: down to the fast end
+        for _ in range(-(-WINDOW // 4 // len(text))):
+            auto.compress(text, 1)
+        auto.wrote(0.0, WINDOW)
+    assert auto.level == AUTO_FAST
+    noise = os.urandom(4 << 20)
+    for _ in range(8):  # 32 MiB of one random file: tried once, then skipped
+        assert auto.compress(noise, 2) is None
+    auto.wrote(1e6, WINDOW)  # the device took long to take it
+    assert auto.level == AUTO_FAST
+    for _ in range(-(-WINDOW // 4 // len(text))):  # compressible again, the device slow
+        auto.compress(text, 3)
+    auto.wrote(1e6, WINDOW)
+    assert auto.level == AUTO_LADDER[1]
 
 
 def test_idle_cores_from_proc_stat() -> None:

@@ -16,8 +16,12 @@
   backup's wall time, on a machine whose cores the movers already keep busy). Each step
   down takes 15-20% off zstd's CPU for about 7% more stored bytes of what
   compresses (docs/BENCHMARKS.md); one step a window, so a device about as fast as zstd
-  moves between two neighbouring levels rather than between the ends. The mover tells
-  it how long the device took (``Compressor.wrote``); without that it stays at level 1.
+  moves between two neighbouring levels rather than between the ends. A window in which
+  zstd saw less than a quarter of the source bytes (media and random data, given up on
+  after one record) leaves the level as it was: writing what was not compressed says
+  nothing of what compressing costs, and would pull the level back towards 1 just
+  before the next compressible files. The mover tells it how long the device took
+  (``Compressor.wrote``); without that it stays at level 1.
 
 Records of ``THREADED`` bytes or more are compressed by zstd's own worker threads (as
 many as the machine has cores, at most ``THREADS``, a ``JOB`` each) only while the mover
@@ -129,7 +133,7 @@ class Compressor:
         """Large records go to zstd's worker threads (see the module docstring)."""
         self._skip_file: int | None = None
         self._compressing = self._writing = 0.0
-        self._window = 0
+        self._window = self._tried = 0
         self._idle_at = time.monotonic()
         self._idle_mark = cpu_times()
         self._idle = 0.0
@@ -145,6 +149,7 @@ class Compressor:
         started = time.perf_counter()
         packed = zc.compress(data)
         self._compressing += time.perf_counter() - started
+        self._tried += len(data)
         if self.mode != AUTO:
             return packed if len(packed) < len(data) else None
         if len(packed) <= len(data) - len(data) // AUTO_MIN_SAVING:
@@ -170,14 +175,15 @@ class Compressor:
         self._window += size
         if self._window < WINDOW:
             return
-        fast, threads = choose(self._compressing, self._writing, self._look_idle())
-        if self.mode == AUTO:
-            step = 1 if fast else -1
-            self._rung = min(max(self._rung + step, 0), len(AUTO_LADDER) - 1)
-            self.level = AUTO_LADDER[self._rung]
-        self.threaded = threads and self.cores > 1
+        if self._tried * 4 >= self._window:  # else: mostly skipped, nothing to learn
+            fast, threads = choose(self._compressing, self._writing, self._look_idle())
+            if self.mode == AUTO:
+                step = 1 if fast else -1
+                self._rung = min(max(self._rung + step, 0), len(AUTO_LADDER) - 1)
+                self.level = AUTO_LADDER[self._rung]
+            self.threaded = threads and self.cores > 1
         self._compressing = self._writing = 0.0
-        self._window = 0
+        self._window = self._tried = 0
 
     def _look_idle(self) -> float:
         """Idle cores since the last look (looked at most every ``IDLE_EVERY`` s)."""
