@@ -6,10 +6,11 @@ encrypted set does (``Codec.encode`` and the keyed checksum), writing the stored
 to a file under --out (put it on a tmpfs). No catalog, no dispatcher, no other process:
 the CPU figure (best of the rounds, all threads) is far steadier on a shared machine than
 a whole backup's. A variant is ``off`` or ``LEVEL:st|mt`` (one thread, or zstd's worker
-threads for records of 1 MiB and more); LEVEL 1 or -2 is ``auto`` held at that level,
-2-19 a fixed level. The variants follow ``--`` (a negative level is not an option).
+threads for records of 1 MiB and more); a LEVEL of ``AUTO_LADDER`` (1, -2, -5) is
+``auto`` held at that level, 2-19 a fixed level. The variants follow ``--`` (a
+negative level is not an option).
 
-    .venv/bin/python bench/crypto_replay.py TREE --rounds 6 --out /tmp -- off 1:mt 1:st -2:st
+    .venv/bin/python bench/crypto_replay.py TREE --rounds 6 --out /tmp -- off 1:mt 1:st -2:st -5:st
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def codec_for(variant: str) -> Codec:
         return Codec(CodecSpec(compress.OFF, MASTER, b"i" * 8))
     text, _, threads = variant.partition(":")
     level = int(text)
-    if level in (compress.AUTO_LEVEL, compress.AUTO_FAST):  # auto, held at that level
+    if level in compress.AUTO_LADDER:  # auto, held at that level
         codec = Codec(CodecSpec(compress.AUTO, MASTER, b"i" * 8))
         codec.compressor.level = level
     else:

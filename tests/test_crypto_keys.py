@@ -18,6 +18,7 @@ from parbackup.crypto.codec import FLAG_SEALED, FLAG_ZSTD, Codec, CodecSpec, Pla
 from parbackup.crypto.compress import (
     AUTO,
     AUTO_FAST,
+    AUTO_LADDER,
     AUTO_LEVEL,
     OFF,
     THREADED,
@@ -358,7 +359,7 @@ def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
     """A record of THREADED bytes or more is compressed by zstd's worker threads: one
     frame of the same format, with its size, that the one reader decodes."""
     text = b"".join(b"line %d of a compressible record\n" % i for i in range(200_000))
-    for level in (AUTO_LEVEL, AUTO_FAST):
+    for level in AUTO_LADDER:
         compressor = Compressor(AUTO)
         compressor.level, compressor.threaded, compressor.cores = level, True, 2
         for size in (THREADED - 1, THREADED, len(text)):
@@ -369,29 +370,58 @@ def test_large_records_compressed_by_zstd_threads_decode_the_same() -> None:
 
 
 def test_auto_level_follows_what_holds_the_mover_up() -> None:
-    """auto compresses at level 1 while the device is the slower part and at AUTO_FAST
-    while zstd is; a fixed level stays; threads only when zstd holds the mover up and a
-    core is idle. Every level gives frames the one reader decodes."""
+    """auto steps one level of AUTO_LADDER a window: towards the fast end while zstd is
+    the slower part, back towards level 1 while the device is; a fixed level stays;
+    threads only when zstd holds the mover up and a core is idle. Every level gives
+    frames the one reader decodes, and each step down stores more."""
     assert choose(compressing=2.0, writing=1.0, idle=0.0) == (True, False)
     assert choose(compressing=2.0, writing=1.0, idle=0.9) == (True, True)
     assert choose(compressing=1.0, writing=2.0, idle=1.9) == (False, False)
+    assert AUTO_LADDER[0] == AUTO_LEVEL == 1 and AUTO_LADDER[-1] == AUTO_FAST < -2
     text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    per_window = -(-WINDOW // 4 // len(text))  # zstd sees a quarter of each window
     auto, fixed = Compressor(AUTO), Compressor(3)
     assert auto.level == AUTO_LEVEL and not auto.threaded
+    # a device that takes no time for three windows, then a slow one for three
+    device = (0.0, 0.0, 0.0, 1e6, 1e6, 1e6)
+    steps = [AUTO_LADDER[1], AUTO_FAST, AUTO_FAST, AUTO_LADDER[1], AUTO_LEVEL, AUTO_LEVEL]
     for compressor in (auto, fixed):
-        for seconds in (0.0, 1e6, 0.0):  # a device that takes no time, a slow one, ...
-            packed = compressor.compress(text, 1)
-            assert packed is not None and decompress(packed, len(text), "r") == text
+        for seconds, level in zip(device, steps, strict=True):
+            for _ in range(per_window):
+                packed = compressor.compress(text, 1)
+                assert packed is not None and decompress(packed, len(text), "r") == text
             compressor.wrote(seconds, WINDOW)
-            if compressor is auto:
-                assert compressor.level == (AUTO_FAST if seconds == 0.0 else AUTO_LEVEL)
-            else:
-                assert compressor.level == 3
+            assert compressor.level == (level if compressor is auto else 3)
             if seconds:
                 assert not compressor.threaded
-    fast = Compressor(AUTO)
-    fast.level = AUTO_FAST
-    assert len(fast.compress(text, 1) or b"") > len(Compressor(AUTO).compress(text, 1) or b"")
+    sizes = []
+    for level in AUTO_LADDER:
+        held = Compressor(AUTO)
+        held.level = level
+        sizes.append(len(held.compress(text, 1) or b""))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+def test_auto_learns_nothing_from_a_window_it_did_not_compress() -> None:
+    """A window of random data (tried once, then given up on) written to a slow device
+    leaves auto's level where the compressible data before it put it: writing what
+    was not compressed says nothing of what compressing costs."""
+    text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    auto = Compressor(AUTO)
+    for _ in range(2):  # a fast device: down to the fast end
+        for _ in range(-(-WINDOW // 4 // len(text))):
+            auto.compress(text, 1)
+        auto.wrote(0.0, WINDOW)
+    assert auto.level == AUTO_FAST
+    noise = os.urandom(4 << 20)
+    for _ in range(8):  # 32 MiB of one random file: tried once, then skipped
+        assert auto.compress(noise, 2) is None
+    auto.wrote(1e6, WINDOW)  # the device took long to take it
+    assert auto.level == AUTO_FAST
+    for _ in range(-(-WINDOW // 4 // len(text))):  # compressible again, the device slow
+        auto.compress(text, 3)
+    auto.wrote(1e6, WINDOW)
+    assert auto.level == AUTO_LADDER[1]
 
 
 def test_idle_cores_from_proc_stat() -> None:
@@ -399,3 +429,30 @@ def test_idle_cores_from_proc_stat() -> None:
     assert before is not None and 0 < before[0] < before[1]
     assert idle_cores((100, 1000), (250, 1200), cpus=2) == 1.5
     assert idle_cores((100, 1000), (100, 1000), cpus=2) == 0.0
+
+
+def test_record_nonces_count_from_a_random_start_and_never_repeat() -> None:
+    """A codec's record nonces count up by one from 12 random bytes (crypto/codec.py):
+    none repeats within a codec, two codecs start apart, and a forked child starts again
+    at random bytes rather than where its parent stands."""
+    codec = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    nonces = [encode(codec, b"same payload", offset=i * 12)[1][:12] for i in range(5000)]
+    assert len(set(nonces)) == len(nonces)
+    counted = [int.from_bytes(n, "little") for n in nonces]
+    assert counted == [(counted[0] + i) % (1 << 96) for i in range(len(counted))]
+    other = Codec(CodecSpec(OFF, MASTER, b"k" * 16))
+    assert encode(other, b"same payload")[1][:12] not in set(nonces)
+    # the counter wraps within 96 bits instead of growing past the nonce size
+    codec._nonce = (1 << 96) - 1
+    assert codec._next_nonce() == b"\xff" * 12 and codec._next_nonce() == bytes(12)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its next nonce and leaves at once
+        os.write(write, codec._next_nonce())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 12)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert codec._next_nonce() == (1).to_bytes(12, "little")  # the parent counts on
+    assert len(child) == 12 and child != (1).to_bytes(12, "little")

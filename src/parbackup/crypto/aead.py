@@ -8,9 +8,9 @@ Keys (all derived from the master key with HKDF-SHA256, see docs/FORMAT.md "Keys
 - the *digest key*: HKDF(master, info="parbackup digest"), which keys the BLAKE3 checksums
   kept in record headers and in the catalog, so they tell nothing about the plaintext.
 
-Nonces never repeat: a record's nonce is 12 random bytes stored in front of its
-ciphertext, under a key of its own volume (a volume holds far fewer than the 2^32
-records a random nonce allows per key); the volume metadata uses the fixed nonce
+Nonces never repeat: a record's nonce (12 bytes, stored in front of its ciphertext)
+comes from a 96-bit counter that each codec starts at random bytes (crypto/codec.py),
+under a key of its own volume; the volume metadata uses the fixed nonce
 (0, DOMAIN_VOLUME_META), once per volume key. The associated data binds each record to
 its set, file, offset, sizes, kind, flags and place (device label, volume id): a record
 swapped between files, sets, volumes or devices fails authentication.
@@ -40,7 +40,7 @@ DOMAIN_VOLUME_META = 1
 DOMAIN_FILE = 2
 NONCE_SIZE = 12
 _NONCE = struct.Struct("<QI")
-_AAD = struct.Struct("<4s16sQQQQHH16s16s")
+_AAD = struct.Struct("<4s16sQQQQHH16s16sQ")
 
 
 @cache
@@ -106,7 +106,8 @@ def record_aad(
     label: bytes,
     volume_id: bytes,
 ) -> bytes:
-    """The associated data of one record: what it is and where it lies."""
+    """The associated data of one record: what it is and where it lies (one pack: the
+    stored length last, as it always was)."""
     return _AAD.pack(
         b"PBR4",
         set_id,
@@ -118,7 +119,8 @@ def record_aad(
         flags,
         label,
         volume_id,
-    ) + struct.pack("<Q", stored)
+        stored,
+    )
 
 
 SMALL = 32 << 10

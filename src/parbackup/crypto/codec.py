@@ -5,10 +5,19 @@ Stored payload of a version-4 record (flags in the record header):
 
 - neither flag: the payload as it is;
 - ``FLAG_ZSTD``: the payload compressed with zstd;
-- ``FLAG_SEALED``: a 12-byte random nonce, then AES-256-GCM (crypto/aead.py) of
+- ``FLAG_SEALED``: a 12-byte nonce, then AES-256-GCM (crypto/aead.py) of
   ``u32 meta length, meta, body``, where body is the (possibly compressed) payload and
   meta holds what a plain header would show (mode, uid, gid, mtime, path, link target);
   the clear header then shows none of it.
+
+Nonces: each codec starts at 12 random bytes and counts up by one per record (a
+96-bit little-endian counter). Within one codec no two records share a nonce (it would
+take 2^96 records); two codecs overlap only if their random starts lie within the
+records they write of each other, which is less likely than two random nonces being
+equal (the birthday bound random nonces per record had). A codec in a forked child
+starts again at new random bytes, so a parent and its child never count from the same
+place. A reader takes the nonce from the record, so how it was chosen is not part of
+the format; counting spares a ``getrandom`` system call per record.
 
 The codec never sees a file: ``CodecSpec`` is plain, picklable data sent to a mover or a
 reader through its channel (never the environment or argv). Its ``repr`` hides the key.
@@ -20,6 +29,7 @@ import base64
 import json
 import os
 import struct
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -38,6 +48,9 @@ FLAG_SEALED = 2
 FLAGS_KNOWN = FLAG_ZSTD | FLAG_SEALED
 _META = struct.Struct("<IIIqII")
 _LEN = struct.Struct("<I")
+_LEN_META = struct.Struct("<IIIIqII")
+"""``u32 meta length`` and the fixed part of the meta, packed at once."""
+_NONCE_MASK = (1 << 96) - 1
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,12 @@ class Place(NamedTuple):
 class Codec:
     """Encodes and decodes the stored payloads of one set's records."""
 
-    def __init__(
-        self, spec: CodecSpec, nonces: Callable[[], bytes] = lambda: os.urandom(12)
-    ) -> None:
+    def __init__(self, spec: CodecSpec, nonces: Callable[[], bytes] | None = None) -> None:
         self.spec = spec
-        self._nonces = nonces  # tests fix it for known answers
+        self._nonces = nonces or self._next_nonce  # tests fix it for known answers
+        self._nonce = 0
+        self.reseed()
+        _LIVE.add(self)
         self.compressor = Compressor(spec.compression)
         self._mac = aead.digest_key(spec.master) if spec.master else None
         self._keys: dict[tuple[bytes, bytes], bytes] = {}
@@ -106,6 +120,17 @@ class Codec:
     @property
     def encrypted(self) -> bool:
         return self._mac is not None
+
+    def reseed(self) -> None:
+        """Start the record nonces at new random bytes (at creation, and in a forked
+        child)."""
+        self._nonce = int.from_bytes(os.urandom(aead.NONCE_SIZE), "little")
+
+    def _next_nonce(self) -> bytes:
+        """The next record nonce (see the module docstring)."""
+        n = self._nonce
+        self._nonce = (n + 1) & _NONCE_MASK
+        return n.to_bytes(aead.NONCE_SIZE, "little")
 
     # -- checksums -------------------------------------------------------------------------
     def hasher(self) -> Any:
@@ -165,8 +190,8 @@ class Codec:
         if self._mac is None:
             return flags, body
         flags |= FLAG_SEALED
-        blob = _encode_meta(meta)
-        stored = aead.NONCE_SIZE + _LEN.size + len(blob) + len(body) + aead.TAG_SIZE
+        head = _encode_meta(meta)
+        stored = aead.NONCE_SIZE + len(head) + len(body) + aead.TAG_SIZE
         aad = aead.record_aad(
             set_id,
             file_id,
@@ -179,7 +204,7 @@ class Codec:
             place.label,
             place.volume_id,
         )
-        parts = [_LEN.pack(len(blob)), blob, body]
+        parts = [head, body]
         if stored - aead.NONCE_SIZE - aead.TAG_SIZE <= aead.SMALL:
             cipher = self.cipher(set_id, place.volume_id)
             return flags, aead.seal_small(cipher, self._nonces(), parts, aad)
@@ -296,18 +321,33 @@ class Codec:
         return aead.open_sealed(cipher, nonce, data, aad, what)
 
 
+_LIVE: weakref.WeakSet[Codec] = weakref.WeakSet()
+"""Every codec of this process, reseeded in a forked child (``os.register_at_fork``)."""
+
+
+def _reseed_after_fork() -> None:
+    for codec in list(_LIVE):
+        codec.reseed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
 def _encode_meta(meta: RecordMeta) -> bytes:
+    """``u32 meta length, meta`` of a sealed record's plaintext (before its body)."""
+    path, link = meta.path, meta.link
     return (
-        _META.pack(
+        _LEN_META.pack(
+            _META.size + len(path) + len(link),
             meta.mode,
             meta.uid & 0xFFFFFFFF,
             meta.gid & 0xFFFFFFFF,
             meta.mtime_ns,
-            len(meta.path),
-            len(meta.link),
+            len(path),
+            len(link),
         )
-        + meta.path
-        + meta.link
+        + path
+        + link
     )
 
 

@@ -8,12 +8,20 @@
   not worth decompressing on every restore), and stops trying on a file once one of its
   records did not (media, archives, encrypted data: saves the CPU on the rest of it);
 - ``auto`` picks its level by what holds the mover up (``choose``), decided again every
-  ``WINDOW`` source bytes: level 1 (``AUTO_LEVEL``) while the device takes longer to
-  take the records than zstd takes to compress them (a link, a slow disk: there the
-  ratio is the speed, and the CPU waits anyway), level ``AUTO_FAST`` while compressing
-  takes longer (a fast local device: there zstd's CPU is the backup's wall time, on a
-  machine whose cores the movers already keep busy). The mover tells it how long the
-  device took (``Compressor.wrote``); without that it stays at level 1.
+  ``WINDOW`` source bytes, one step of ``AUTO_LADDER`` (levels 1, -2, -5) at a time:
+  a step towards level 1 (``AUTO_LEVEL``, the best ratio) while the device takes longer
+  to take the records than zstd takes to compress them (a link, a slow disk: there the
+  ratio is the speed, and the CPU waits anyway), a step towards ``AUTO_FAST`` (-5)
+  while compressing takes longer (a fast local device: there zstd's CPU is the
+  backup's wall time, on a machine whose cores the movers already keep busy). Each step
+  down takes 15-20% off zstd's CPU for about 7% more stored bytes of what
+  compresses (docs/BENCHMARKS.md); one step a window, so a device about as fast as zstd
+  moves between two neighbouring levels rather than between the ends. A window in which
+  zstd saw less than a quarter of the source bytes (media and random data, given up on
+  after one record) leaves the level as it was: writing what was not compressed says
+  nothing of what compressing costs, and would pull the level back towards 1 just
+  before the next compressible files. The mover tells it how long the device took
+  (``Compressor.wrote``); without that it stays at level 1.
 
 Records of ``THREADED`` bytes or more are compressed by zstd's own worker threads (as
 many as the machine has cores, at most ``THREADS``, a ``JOB`` each) only while the mover
@@ -36,12 +44,15 @@ from parbackup.errors import FormatError, UsageError
 
 OFF = -1
 AUTO = 0
-AUTO_LEVEL = 1
+AUTO_LADDER = (1, -2, -5)
+"""``auto``'s levels, best ratio first. On this project's local benchmark tree (its
+compressible records, one core): level 1 462 MB/s of CPU, ratio 2.61; -2 572 MB/s, 2.21;
+-5 672 MB/s, 1.91 (docs/BENCHMARKS.md). Past -5 each further step buys less: -10 841
+MB/s for a ratio of 1.68, -20 1039 MB/s for 1.47."""
+AUTO_LEVEL = AUTO_LADDER[0]
 """``auto``'s level while the device holds the mover up (the best ratio at zstd's speed)."""
-AUTO_FAST = -2
-"""``auto``'s level while compressing holds the mover up: on this project's local
-benchmark tree about 25% less CPU than level 1, for about 15% more stored bytes
-(docs/BENCHMARKS.md)."""
+AUTO_FAST = AUTO_LADDER[-1]
+"""``auto``'s level while compressing keeps holding the mover up."""
 WINDOW = 32 << 20
 """Source bytes between two of ``auto``'s decisions."""
 IDLE_EVERY = 0.25
@@ -77,9 +88,9 @@ def describe(mode: int) -> str:
 
 
 def choose(compressing: float, writing: float, idle: float) -> tuple[bool, bool]:
-    """(fast level?, worker threads?) for the next window, from the seconds spent
-    compressing and handing records to the device in the last one, and the idle cores
-    of the machine meanwhile. Pure."""
+    """(a step towards the faster levels?, worker threads?) for the next window, from the
+    seconds spent compressing and handing records to the device in the last one, and
+    the idle cores of the machine meanwhile. Pure."""
     held_by_cpu = compressing > writing
     return held_by_cpu, held_by_cpu and idle >= 0.5
 
@@ -110,7 +121,9 @@ class Compressor:
     def __init__(self, mode: int) -> None:
         self.mode = mode
         self.level = AUTO_LEVEL if mode == AUTO else mode
-        levels = (AUTO_LEVEL, AUTO_FAST) if mode == AUTO else (mode,)
+        self._rung = 0
+        """Where ``auto`` stands on ``AUTO_LADDER``."""
+        levels = AUTO_LADDER if mode == AUTO else (mode,)
         self._zc = (
             {lvl: zstandard.ZstdCompressor(level=lvl) for lvl in levels} if mode != OFF else {}
         )
@@ -120,7 +133,7 @@ class Compressor:
         """Large records go to zstd's worker threads (see the module docstring)."""
         self._skip_file: int | None = None
         self._compressing = self._writing = 0.0
-        self._window = 0
+        self._window = self._tried = 0
         self._idle_at = time.monotonic()
         self._idle_mark = cpu_times()
         self._idle = 0.0
@@ -136,6 +149,7 @@ class Compressor:
         started = time.perf_counter()
         packed = zc.compress(data)
         self._compressing += time.perf_counter() - started
+        self._tried += len(data)
         if self.mode != AUTO:
             return packed if len(packed) < len(data) else None
         if len(packed) <= len(data) - len(data) // AUTO_MIN_SAVING:
@@ -161,12 +175,15 @@ class Compressor:
         self._window += size
         if self._window < WINDOW:
             return
-        fast, threads = choose(self._compressing, self._writing, self._look_idle())
-        if self.mode == AUTO:
-            self.level = AUTO_FAST if fast else AUTO_LEVEL
-        self.threaded = threads and self.cores > 1
+        if self._tried * 4 >= self._window:  # else: mostly skipped, nothing to learn
+            fast, threads = choose(self._compressing, self._writing, self._look_idle())
+            if self.mode == AUTO:
+                step = 1 if fast else -1
+                self._rung = min(max(self._rung + step, 0), len(AUTO_LADDER) - 1)
+                self.level = AUTO_LADDER[self._rung]
+            self.threaded = threads and self.cores > 1
         self._compressing = self._writing = 0.0
-        self._window = 0
+        self._window = self._tried = 0
 
     def _look_idle(self) -> float:
         """Idle cores since the last look (looked at most every ``IDLE_EVERY`` s)."""

@@ -248,12 +248,18 @@ class _Mover:
         vol = self.volume
         if vol is None:
             return
+        started = time.perf_counter()
         self.flush_gather()
         if commit:
             vol.writer.write(end_record(self.set_id, vol.records).encode())
             vol.writer.commit()
             self.volume = None
-        elif not vol.writer.checkpoint():
+            durable = True
+        else:
+            durable = vol.writer.checkpoint()
+        if self.codec is not None:  # the device's part only, not the dispatcher's below
+            self.codec.compressor.wrote(time.perf_counter() - started, 0)  # (compress.py)
+        if not durable:
             return
         vol.since_checkpoint = 0
         records, self.pending = self.pending, []
@@ -388,10 +394,7 @@ class _Mover:
         if vol is not None and (
             vol.since_checkpoint >= self.spec.checkpoint_bytes or len(self.pending) >= _RECORDS
         ):
-            started = time.perf_counter()
             self.make_durable(commit=False)
-            if self.codec is not None:  # waiting for the device too (compress.py's level)
-                self.codec.compressor.wrote(time.perf_counter() - started, 0)
 
     def small_file(self, item: tuple, attrs: bool) -> bytes | None:
         """A whole file that fits one record, read through its source's fast path
