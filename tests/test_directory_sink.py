@@ -149,3 +149,24 @@ def test_no_descriptor_is_left_open_when_a_part_cannot_be_made(tmp_path):
     assert sink.finish() == ""
     assert open_fds() == before
     assert (root / "a" / ".parbackup-1.part").is_dir()
+
+
+def test_a_directory_swapped_after_an_earlier_file_of_it_is_still_never_written_through(
+    tmp_path,
+):
+    """The sink keeps a directory open for the next files of it: one swapped for a
+    symlink after the first file was finished sends nothing through the symlink."""
+    root = tmp_path / "target"
+    (root / "a").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sink = sink_for(root, {1: "a/f1", 2: "a/f2"})
+    assert sink.put(1, ref(0, 8), memoryview(b"12345678")) == ""
+    assert sink.complete(1) == ""
+    os.rename(root / "a", tmp_path / "moved")
+    os.symlink(outside, root / "a")
+    sink.put(2, ref(0, 8), memoryview(b"abcdefgh"))
+    sink.complete(2)
+    assert sink.finish() == ""
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "moved" / "f1").read_bytes() == b"12345678"

@@ -33,6 +33,9 @@ _FLUSH_EVERY = 256 << 20
 included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
+_MAX_DIRS = 32
+"""Directories a directory sink keeps open with no file of theirs open: the files of one
+directory are usually read one after another, and each saves an ``openat2``."""
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
@@ -169,7 +172,8 @@ class DirectorySink:
     """Payloads into ``.part`` files; files wholly on this device finished here.
 
     A file finished here costs few system calls: its directory is opened once (below
-    the root, no symlink followed) and held while the file is open; its ``.part`` is
+    the root, no symlink followed) and held while the file is open, and a little longer
+    for the next files of the same directory (at most ``_MAX_DIRS`` held idle); its ``.part`` is
     created in that directory at its first payload (or at the end, if every record was
     zeros), sized only when holes end it, given its owner, mode and times through the
     open descriptor, and renamed into place in the same directory (a directory in the
@@ -181,8 +185,12 @@ class DirectorySink:
     def __init__(self, spec: DirectorySinkSpec) -> None:
         self.files = spec.files
         self.fds: dict[int, int] = {}
-        self.dirs: dict[int, int] = {}
+        self.dirs: dict[int, str] = {}
         """The directory of each file open here (with a root only), for its calls."""
+        self.dir_fds: dict[str, int] = {}
+        """Directories opened below the root, by path, the least recently used first."""
+        self.users: dict[str, int] = {}
+        """How many files open here use each directory of ``dir_fds``."""
         self.started: set[int] = set()
         self.ends: dict[int, int] = {}
         """How far the bytes written so far reach, per file finished here."""
@@ -191,13 +199,27 @@ class DirectorySink:
         self.beneath = Beneath(spec.root) if spec.root else None
 
     def _dir(self, fid: int) -> int:
-        """The file's directory, opened below the root without following a symlink."""
-        dfd = self.dirs.get(fid)
+        """The file's directory, opened below the root without following a symlink (or
+        still open from an earlier file of the same directory)."""
+        path = self.dirs.get(fid)
+        if path is not None:
+            return self.dir_fds[path]
+        path = os.path.dirname(self.files[fid][0])
+        dfd = self.dir_fds.pop(path, None)
         if dfd is None:
             assert self.beneath is not None
-            dfd = self.beneath.open(os.path.dirname(self.files[fid][0]), _DIR_FLAGS)
-            self.dirs[fid] = dfd
+            dfd = self.beneath.open(path, _DIR_FLAGS)
+        self.dir_fds[path] = dfd  # the most recently used last
+        self.users[path] = self.users.get(path, 0) + 1
+        self.dirs[fid] = path
+        self._trim(_MAX_DIRS)
         return dfd
+
+    def _trim(self, idle: int) -> None:
+        """Close the least recently used directories no open file uses, keeping ``idle``."""
+        unused = [path for path in self.dir_fds if not self.users.get(path)]
+        for path in unused[: max(0, len(unused) - idle)]:
+            os.close(self.dir_fds.pop(path))
 
     def _open(self, fid: int, flags: int) -> int:
         if self.beneath is None:
@@ -233,13 +255,13 @@ class DirectorySink:
 
     def _close(self, fid: int) -> None:
         fd = self.fds.pop(fid, None)
-        dfd = self.dirs.pop(fid, None)
-        try:
-            if fd is not None:
-                os.close(fd)
-        finally:
-            if dfd is not None:
-                os.close(dfd)
+        path = self.dirs.pop(fid, None)
+        if path is not None:  # the directory stays open a while for the next file
+            self.users[path] -= 1
+            if not self.users[path]:
+                del self.users[path]
+        if fd is not None:
+            os.close(fd)
 
     def complete(self, fid: int) -> str:
         dest, size, mode, uid, gid, mtime_ns, here = self.files[fid]
@@ -283,6 +305,7 @@ class DirectorySink:
     def finish(self) -> str:
         for fid in list(self.fds) + list(self.dirs):
             self._close(fid)
+        self._trim(0)
         return ""
 
     def take_unowned(self) -> list[int]:
