@@ -42,13 +42,17 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path):
+@pytest.mark.parametrize("keep", [3, 8192])
+def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
+    """Files and directories beyond what stays open (64 files; ``keep`` idle directories)
+    are closed and opened again as they come back."""
     root = tmp_path / "target"
     names = {fid: f"d{fid % 70}/f{fid}" for fid in range(200)}  # more than stay open
     for rel in names.values():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
     before = open_fds()
     sink = sink_for(root, names)
+    sink.keep = keep
     for fid in names:  # every file's first half, then every second half: evictions
         assert sink.put(fid, ref(0, 4), memoryview(b"%04d" % fid)) == ""
     for fid in names:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,9 +34,11 @@ _FLUSH_EVERY = 256 << 20
 included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
-_MAX_DIRS = 32
-"""Directories a directory sink keeps open with no file of theirs open: the files of one
-directory are usually read one after another, and each saves an ``openat2``."""
+_MAX_DIRS = 8192
+"""Directories a directory sink keeps open with no file of theirs open (at most a
+quarter of the descriptors the process may open): records come in volume order, which
+the backup's size order scatters over the tree, so a file's directory was usually opened
+for an earlier file long before; each one found open saves an ``openat2``."""
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
@@ -173,7 +176,7 @@ class DirectorySink:
 
     A file finished here costs few system calls: its directory is opened once (below
     the root, no symlink followed) and held while the file is open, and a little longer
-    for the next files of the same directory (at most ``_MAX_DIRS`` held idle); its ``.part`` is
+    for the next files of the same directory (``_MAX_DIRS``); its ``.part`` is
     created in that directory at its first payload (or at the end, if every record was
     zeros), sized only when holes end it, given its owner, mode and times through the
     open descriptor, and renamed into place in the same directory (a directory in the
@@ -188,9 +191,12 @@ class DirectorySink:
         self.dirs: dict[int, str] = {}
         """The directory of each file open here (with a root only), for its calls."""
         self.dir_fds: dict[str, int] = {}
-        """Directories opened below the root, by path, the least recently used first."""
+        """Directories opened below the root, by path."""
         self.users: dict[str, int] = {}
-        """How many files open here use each directory of ``dir_fds``."""
+        """How many files open here use each directory of ``dir_fds`` (none: idle)."""
+        self.idle: dict[str, None] = {}
+        """The directories no open file uses, the least recently used first."""
+        self.keep = min(_MAX_DIRS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
         self.started: set[int] = set()
         self.ends: dict[int, int] = {}
         """How far the bytes written so far reach, per file finished here."""
@@ -205,20 +211,20 @@ class DirectorySink:
         if path is not None:
             return self.dir_fds[path]
         path = os.path.dirname(self.files[fid][0])
-        dfd = self.dir_fds.pop(path, None)
+        dfd = self.dir_fds.get(path)
         if dfd is None:
             assert self.beneath is not None
-            dfd = self.beneath.open(path, _DIR_FLAGS)
-        self.dir_fds[path] = dfd  # the most recently used last
+            dfd = self.dir_fds[path] = self.beneath.open(path, _DIR_FLAGS)
+        self.idle.pop(path, None)
         self.users[path] = self.users.get(path, 0) + 1
         self.dirs[fid] = path
-        self._trim(_MAX_DIRS)
         return dfd
 
-    def _trim(self, idle: int) -> None:
-        """Close the least recently used directories no open file uses, keeping ``idle``."""
-        unused = [path for path in self.dir_fds if not self.users.get(path)]
-        for path in unused[: max(0, len(unused) - idle)]:
+    def _trim(self, keep: int) -> None:
+        """Close the least recently used idle directories, keeping ``keep``."""
+        while len(self.idle) > keep:
+            path = next(iter(self.idle))
+            del self.idle[path]
             os.close(self.dir_fds.pop(path))
 
     def _open(self, fid: int, flags: int) -> int:
@@ -260,6 +266,8 @@ class DirectorySink:
             self.users[path] -= 1
             if not self.users[path]:
                 del self.users[path]
+                self.idle[path] = None
+                self._trim(self.keep)
         if fd is not None:
             os.close(fd)
 
