@@ -22,7 +22,7 @@ import errno
 import gc
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
@@ -126,20 +126,27 @@ def _run_restore(
         Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
     )
     os.makedirs(target, exist_ok=True)
-    dirs = DirMaker(target)
-    for f in chosen:
-        path = dest[f.file_id]
-        try:
-            dirs.ensure(path if f.entry.kind is Kind.DIR else os.path.dirname(path))
-        except (RestoreError, OSError) as exc:
-            report.damage(f.entry.path, "", str(exc))
-            dest.pop(f.file_id)
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target))
+    dirs = DirMaker(target)
+
+    def make_dirs() -> None:
+        """Every directory but those of the regular files (their readers make them),
+        made while the readers read."""
+        for f in chosen:
+            if f.entry.kind is not Kind.FILE:
+                path = dest[f.file_id]
+                try:
+                    dirs.ensure(path if f.entry.kind is Kind.DIR else os.path.dirname(path))
+                except (RestoreError, OSError) as exc:
+                    report.damage(f.entry.path, "", str(exc))
+                    dest.pop(f.file_id)
+
     unowned: set[int] = set()
     restored = _restore_files(
-        catalog, info.id, files, dest, records, options, report, on_event, unowned
-    )
+        catalog, info.id, files, dest, records, options, report, on_event, unowned,
+        dirs=dirs, meanwhile=make_dirs,
+    )  # fmt: skip
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
             catalog, info.id, files, dest, records, options, report, on_event, unowned
@@ -205,9 +212,15 @@ def _restore_files(
     on_event: EventSink,
     unowned: set[int],
     suspects: Sequence[str] = (),
+    dirs: DirMaker | None = None,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good.
-    The ids of files whose owner could not be given are added to ``unowned``."""
+    The ids of files whose owner could not be given are added to ``unowned``.
+
+    The readers start first; ``meanwhile()``, then the ``.part`` files this process
+    finishes (made with their directories by ``dirs``), are done while they read.
+    """
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
@@ -238,11 +251,20 @@ def _restore_files(
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
-        early = _prepare(active, split, labels, dest, unowned, safe)
+        for fid in split:  # a reader never truncates these: no older one may stay
+            with contextlib.suppress(OSError):
+                safe.unlink(part_name(dest[fid], fid))
         work = {
-            label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in early]
+            label: [(fid, ref) for fid, ref in recs if fid in paths]
             for label, recs in records.items()
         }
+        # empty files first, in place before any reader starts (as a killed restore
+        # leaves them); the split files' .part while the readers read
+        early = _prepare(active, split, labels, dest, unowned, safe, dirs, split=False)
+
+        def prepare() -> None:
+            meanwhile()
+            early.update(_prepare(active, split, labels, dest, unowned, safe, dirs, split=True))
 
         def done(fids: list[int]) -> None:
             for fid in fids:
@@ -259,6 +281,7 @@ def _restore_files(
                 lambda label: DirectorySinkSpec(targets[label], root),
                 on_event,
                 on_good=done,
+                meanwhile=prepare,
                 codec=options.codec,
                 executor=options.executor,
             )
@@ -319,27 +342,34 @@ def _finish_files(
 
 def _prepare(
     active: list[CatalogFile],
-    split: set[int],
+    splits: set[int],
     labels: dict[int, set[str]],
     dest: dict[int, str],
     unowned: set[int],
     safe: Beneath,
+    dirs: DirMaker | None,
+    *,
+    split: bool,
 ) -> dict[int, str]:
-    """Create the ``.part`` of every file this process finishes: those split over
-    devices, sized for the readers to fill, and those without records (empty files),
-    finished at once. Returns the files done here already: id -> '' or why not."""
+    """Create the ``.part`` of every file this process finishes (and its directory,
+    with ``dirs``): with ``split``, those split over devices, sized for the readers to
+    fill (one of them may have made it first: it is never truncated); else those
+    without records (empty files), finished at once. Returns the files done here
+    already: id -> '' or why not."""
     early: dict[int, str] = {}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     for f in active:
         fid = f.file_id
-        now = fid not in labels and fid not in split  # no records: finished right here
-        if fid not in split and not now:
+        now = fid not in labels and fid not in splits  # no records: finished right here
+        if (fid in splits) != split or (not split and not now):
             continue
         tmp = part_name(dest[fid], fid)
         leaf = os.path.basename(tmp)
         try:  # one lookup of the directory for the whole file
+            if dirs is not None:
+                dirs.ensure(os.path.dirname(tmp))
             with safe.parent(tmp) as (dfd, _name):
-                fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                fd = os.open(leaf, flags | (os.O_TRUNC if now else 0), 0o600, dir_fd=dfd)
                 try:
                     if f.entry.size:
                         os.ftruncate(fd, f.entry.size)
@@ -349,6 +379,8 @@ def _prepare(
                     os.close(fd)
                 if now:
                     early[fid] = _rename(dfd, leaf, dest[fid])
+        except RestoreError as exc:
+            early[fid] = str(exc)
         except OSError as exc:
             early[fid] = f"{tmp}: {exc.strerror or exc}"
     return early

@@ -45,7 +45,9 @@ FileTarget = tuple[str, int, int, int, int, int, bool]
 """(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
 directory sink. With ``finish here`` the reader creates the file's ``.part``, and once
 every record is in, gives it its metadata and renames it into place; otherwise (a file
-split over devices) the parent created the ``.part`` and finishes it."""
+split over devices) the first of its readers or the parent to come creates the ``.part``
+(never truncated: the parent removed any older one before the readers started), and
+the parent sizes and finishes it. A missing directory is made by the reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,11 @@ class DirectorySink:
         dfd = self.dir_fds.get(path)
         if dfd is None:
             assert self.beneath is not None
-            dfd = self.dir_fds[path] = self.beneath.open(path, _DIR_FLAGS)
+            try:
+                dfd = self.beneath.open(path, _DIR_FLAGS)
+            except FileNotFoundError:  # not made yet: made here, beneath the root
+                dfd = self.beneath.makedirs(path)
+            self.dir_fds[path] = dfd
         self.idle.pop(path, None)
         self.users[path] = self.users.get(path, 0) + 1
         self.dirs[fid] = path
@@ -243,8 +249,8 @@ class DirectorySink:
         if here and fid not in self.started:
             fd = self._open(fid, flags | os.O_CREAT | os.O_TRUNC)
             self.started.add(fid)
-        else:
-            fd = self._open(fid, flags)
+        else:  # a file split over devices: the first to come makes its .part, whole
+            fd = self._open(fid, flags | os.O_CREAT)
         self.fds[fid] = fd
         return fd
 
