@@ -174,3 +174,68 @@ def test_a_directory_swapped_after_an_earlier_file_of_it_is_still_never_written_
     assert sink.finish() == ""
     assert list(outside.iterdir()) == []
     assert (tmp_path / "moved" / "f1").read_bytes() == b"12345678"
+
+
+def test_a_reader_makes_missing_directories_and_passes_no_symlink(tmp_path):
+    """Readers start before the restore has made the directories: a sink makes a file's
+    missing directories beneath the root (0o700 until the restore gives them their
+    metadata), and a symlink on the way is refused, nothing made behind it."""
+    root = tmp_path / "target"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    before = open_fds()
+    sink = sink_for(root, {1: "new/deeper/f", 2: "link/sub/f"})
+    assert sink.put(1, ref(0, 8), memoryview(b"12345678")) == ""
+    assert sink.complete(1) == ""
+    error = sink.put(2, ref(0, 8), memoryview(b"abcdefgh"))
+    assert error.startswith(str(root / "link" / "sub" / "f") + ":"), error
+    sink.fail(2)
+    assert sink.finish() == ""
+    assert open_fds() == before
+    assert (root / "new" / "deeper" / "f").read_bytes() == b"12345678"
+    assert (root / "new" / "deeper").stat().st_mode & 0o777 == 0o700
+    assert list(outside.iterdir()) == []
+
+
+def test_a_split_file_part_made_by_a_reader_is_never_truncated(tmp_path):
+    """A file split over devices: whichever of its readers (or the restore) comes first
+    makes its ``.part``; the others write into it without truncating what is there."""
+    root = tmp_path / "target"
+    root.mkdir()
+    spec = {1: (str(root / "f"), 8, 0o640, os.geteuid(), os.getegid(), MTIME, False)}
+    first = DirectorySink(DirectorySinkSpec(spec, str(root)))
+    second = DirectorySink(DirectorySinkSpec(spec, str(root)))
+    assert first.put(1, ref(4, 4), memoryview(b"5678")) == ""
+    assert second.put(1, ref(0, 4), memoryview(b"1234")) == ""
+    for sink in (first, second):
+        assert sink.complete(1) == ""
+        assert sink.finish() == ""
+    assert Path(part_name(str(root / "f"), 1)).read_bytes() == b"12345678"
+
+
+def test_an_old_part_of_a_split_file_leaks_nothing_into_its_holes(tmp_path, device_dirs):
+    """Readers write into a split file's ``.part`` without truncating it, so the restore
+    removes any ``.part`` left there before they start: zeros kept as holes stay
+    zeros, whatever an older ``.part`` held."""
+    tree = tmp_path / "src"
+    tree.mkdir()
+    data = bytearray(os.urandom(3 << 20))
+    data[1 << 20 : 2 << 20] = bytes(1 << 20)  # a hole in the middle
+    (tree / "big").write_bytes(bytes(data))
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        report = run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog)
+        assert all(d.bytes > 1 << 20 for d in report.devices) and len(report.devices) == 2
+        set_id = catalog.resolve_set(None).id
+        fid = next(f.file_id for f in catalog.files(set_id) if f.entry.path.endswith("/big"))
+    target = tmp_path / "target"
+    out = target / str(tree).lstrip("/")
+    out.mkdir(parents=True)
+    Path(part_name(str(out / "big"), fid)).write_bytes(b"\xff" * len(data))
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target), overwrite=True))
+    assert got.damaged == []
+    assert (out / "big").read_bytes() == bytes(data)
+    assert not list(target.rglob(".parbackup-*.part"))
