@@ -467,8 +467,9 @@ def _restore_links(
                 continue
             report.files += 1
             on_event(FileDone(f.entry.path))
-    for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
-        if f.entry.kind is Kind.DIR and f.file_id in dest:
+    folders = [f for f in chosen if f.entry.kind is Kind.DIR]
+    for f in sorted(folders, key=lambda f: -f.entry.path.count("/")):
+        if f.file_id in dest:
             try:  # never chmod through a symlink: only a real directory opens here
                 fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
             except OSError:  # a symlink, or no access (not even root's)
