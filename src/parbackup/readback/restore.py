@@ -6,7 +6,10 @@ offset into a hidden temporary ``.part`` file next to its destination. Only a fi
 every byte arrived intact is renamed into place and given its mode, owner and times; a
 damaged or incomplete file is removed and reported, never handed back as good. A file
 whose records all lie on one device is finished by that device's reader, so per-file
-work spreads over the processes; this process finishes files split over devices, then
+work spreads over the processes. The readers start as soon as their work is known: each
+makes its files' missing directories (beneath the target), while this process makes
+the other directories and the ``.part`` of the files split over devices (empty files
+are finished before the readers start). This process finishes the split files, then
 makes hard links and special files, then symlinks, and gives directories their metadata
 last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
 very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
