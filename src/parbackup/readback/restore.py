@@ -228,28 +228,35 @@ def _restore_files(
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
         for fid, ref in recs:
-            refs.setdefault(fid, []).append(ref)
-            labels.setdefault(fid, set()).add(label)
-    active = [f for f in files if f.file_id in dest]
-    unread = {f.file_id for f in active if not covered(refs.get(f.file_id, []), f.entry.size)}
-    # files split over devices, and any the catalog does not cover, are finished here
-    split = {f.file_id for f in active if len(labels.get(f.file_id, ())) > 1} | unread
+            got = refs.get(fid)
+            if got is None:
+                refs[fid], labels[fid] = [ref], {label}
+            else:
+                got.append(ref)
+                labels[fid].add(label)
+    active: list[CatalogFile] = []
+    paths: dict[int, str] = {}
+    unread: set[int] = set()
+    split: set[int] = set()  # split over devices or not covered: finished here
+    whole: set[int] = set()  # the others, finished by their reader
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
-    for f in active:
-        e = f.entry
-        for label in labels.get(f.file_id, ()):
-            here = f.file_id not in split
-            targets[label][f.file_id] = (
-                dest[f.file_id],
-                e.size,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.mtime_ns,
-                here,
-            )
-    paths = {f.file_id: f.entry.path for f in active}
-    whole = {f.file_id for f in active if f.file_id not in split}
+    for f in files:  # one pass: a set's files are many
+        fid, e = f.file_id, f.entry
+        if fid not in dest:
+            continue
+        active.append(f)
+        paths[fid] = e.path
+        held = labels.get(fid, ())
+        if not covered(refs.get(fid, []), e.size):
+            unread.add(fid)
+            split.add(fid)
+        elif len(held) > 1:
+            split.add(fid)
+        else:
+            whole.add(fid)
+        for label in held:
+            targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
+                                   fid in whole)  # fmt: skip
     origins = {ref.origin_set for recs in records.values() for _f, ref in recs if ref.origin_set}
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
