@@ -20,7 +20,13 @@ from parbackup.errors import RestoreError
 from parbackup.model import RecordRef
 from parbackup.readback.paths import DirMaker
 from parbackup.readback.restore import RestoreOptions, run_restore
-from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec, part_name
+from parbackup.readback.sinks import (
+    DirectorySink,
+    DirectorySinkSpec,
+    is_zero,
+    part_name,
+    write_sparse,
+)
 
 MTIME = 1_600_000_000_123_456_789
 
@@ -239,3 +245,23 @@ def test_an_old_part_of_a_split_file_leaks_nothing_into_its_holes(tmp_path, devi
     assert got.damaged == []
     assert (out / "big").read_bytes() == bytes(data)
     assert not list(target.rglob(".parbackup-*.part"))
+
+
+def test_sparse_writes_keep_every_byte_that_is_not_zero(tmp_path):
+    """Blocks are told zero or not by their first byte first: a block starting with a
+    zero byte is still compared whole and written, an all-zero one left as a hole."""
+    data = bytearray(os.urandom(6 * 4096 + 100))
+    data[0] = 0  # not all zero: written
+    data[4096:8192] = bytes(4096)  # a hole
+    data[3 * 4096 : 3 * 4096 + 4000] = bytes(4000)  # zeros but for its last 96 bytes
+    data[-100:] = bytes(100)  # ends in zeros: not written, the caller sizes the file
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        end = write_sparse(fd, memoryview(bytes(data)), 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    assert end == 6 * 4096
+    assert path.read_bytes() == bytes(data)
+    assert not is_zero(memoryview(bytes(data))) and is_zero(memoryview(bytes(5000)))

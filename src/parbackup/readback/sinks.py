@@ -132,7 +132,9 @@ def set_metadata(
 def is_zero(payload: memoryview) -> bool:
     """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
     step = len(_ZEROS)
-    if len(payload) <= step:  # most records: one comparison
+    if len(payload) and payload[0]:  # most records: no slice of zeros to compare with
+        return False
+    if len(payload) <= step:  # one comparison
         return payload == _ZEROS[: len(payload)]
     return all(
         payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
@@ -153,20 +155,19 @@ def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
     """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
     where the bytes written end (``offset`` if none were)."""
     n = len(payload)
-    if n <= _BLOCK and payload != _ZERO_BLOCK[:n]:  # one short record: no holes in it
+    if n <= _BLOCK and (payload[0] or payload != _ZERO_BLOCK[:n]):  # no holes in it
         pwrite_all(fd, payload, offset)
         return offset + n
     run = -1  # start of the current run of non-zero blocks
-    at = end = 0
-    while at < n:
-        block = payload[at : at + _BLOCK]
-        if block == _ZERO_BLOCK[: len(block)]:
+    end = 0
+    for at in range(0, n, _BLOCK):
+        # a block whose first byte is not zero is not compared (most are not)
+        if not payload[at] and payload[at : at + _BLOCK] == _ZERO_BLOCK[: min(_BLOCK, n - at)]:
             if run >= 0:
                 pwrite_all(fd, payload[run:at], offset + run)
                 run, end = -1, at
         elif run < 0:
             run = at
-        at += _BLOCK
     if run >= 0:
         pwrite_all(fd, payload[run:n], offset + run)
         end = n
