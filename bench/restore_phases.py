@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+
+from common import wipe
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -46,15 +47,6 @@ def marked(pid: str, marker: bytes) -> bool:
             return marker in fh.read()
     except OSError:
         return False
-
-
-def empty(path: str) -> None:
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
 
 
 def one_run(checkout: str, catalog: str, target: str) -> dict[str, float]:
@@ -103,7 +95,7 @@ def one_run(checkout: str, catalog: str, target: str) -> dict[str, float]:
     busiest = max(readers.values(), default=0.0)
     pre = first or 0.0
     post = total_ctl - max(ended.values(), default=total_ctl)
-    empty(target)
+    wipe(target)
     return {
         "pre": pre,
         "busiest": busiest,
