@@ -20,7 +20,13 @@ from parbackup.errors import RestoreError
 from parbackup.model import RecordRef
 from parbackup.readback.paths import DirMaker
 from parbackup.readback.restore import RestoreOptions, run_restore
-from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec, part_name
+from parbackup.readback.sinks import (
+    DirectorySink,
+    DirectorySinkSpec,
+    is_zero,
+    part_name,
+    write_sparse,
+)
 
 MTIME = 1_600_000_000_123_456_789
 
@@ -42,13 +48,17 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path):
+@pytest.mark.parametrize("keep", [3, 8192])
+def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
+    """Files and directories beyond what stays open (64 files; ``keep`` idle directories)
+    are closed and opened again as they come back."""
     root = tmp_path / "target"
     names = {fid: f"d{fid % 70}/f{fid}" for fid in range(200)}  # more than stay open
     for rel in names.values():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
     before = open_fds()
     sink = sink_for(root, names)
+    sink.keep = keep
     for fid in names:  # every file's first half, then every second half: evictions
         assert sink.put(fid, ref(0, 4), memoryview(b"%04d" % fid)) == ""
     for fid in names:
@@ -149,3 +159,109 @@ def test_no_descriptor_is_left_open_when_a_part_cannot_be_made(tmp_path):
     assert sink.finish() == ""
     assert open_fds() == before
     assert (root / "a" / ".parbackup-1.part").is_dir()
+
+
+def test_a_directory_swapped_after_an_earlier_file_of_it_is_still_never_written_through(
+    tmp_path,
+):
+    """The sink keeps a directory open for the next files of it: one swapped for a
+    symlink after the first file was finished sends nothing through the symlink."""
+    root = tmp_path / "target"
+    (root / "a").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sink = sink_for(root, {1: "a/f1", 2: "a/f2"})
+    assert sink.put(1, ref(0, 8), memoryview(b"12345678")) == ""
+    assert sink.complete(1) == ""
+    os.rename(root / "a", tmp_path / "moved")
+    os.symlink(outside, root / "a")
+    sink.put(2, ref(0, 8), memoryview(b"abcdefgh"))
+    sink.complete(2)
+    assert sink.finish() == ""
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "moved" / "f1").read_bytes() == b"12345678"
+
+
+def test_a_reader_makes_missing_directories_and_passes_no_symlink(tmp_path):
+    """Readers start before the restore has made the directories: a sink makes a file's
+    missing directories beneath the root (0o700 until the restore gives them their
+    metadata), and a symlink on the way is refused, nothing made behind it."""
+    root = tmp_path / "target"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "link")
+    before = open_fds()
+    sink = sink_for(root, {1: "new/deeper/f", 2: "link/sub/f"})
+    assert sink.put(1, ref(0, 8), memoryview(b"12345678")) == ""
+    assert sink.complete(1) == ""
+    error = sink.put(2, ref(0, 8), memoryview(b"abcdefgh"))
+    assert error.startswith(str(root / "link" / "sub" / "f") + ":"), error
+    sink.fail(2)
+    assert sink.finish() == ""
+    assert open_fds() == before
+    assert (root / "new" / "deeper" / "f").read_bytes() == b"12345678"
+    assert (root / "new" / "deeper").stat().st_mode & 0o777 == 0o700
+    assert list(outside.iterdir()) == []
+
+
+def test_a_split_file_part_made_by_a_reader_is_never_truncated(tmp_path):
+    """A file split over devices: whichever of its readers (or the restore) comes first
+    makes its ``.part``; the others write into it without truncating what is there."""
+    root = tmp_path / "target"
+    root.mkdir()
+    spec = {1: (str(root / "f"), 8, 0o640, os.geteuid(), os.getegid(), MTIME, False)}
+    first = DirectorySink(DirectorySinkSpec(spec, str(root)))
+    second = DirectorySink(DirectorySinkSpec(spec, str(root)))
+    assert first.put(1, ref(4, 4), memoryview(b"5678")) == ""
+    assert second.put(1, ref(0, 4), memoryview(b"1234")) == ""
+    for sink in (first, second):
+        assert sink.complete(1) == ""
+        assert sink.finish() == ""
+    assert Path(part_name(str(root / "f"), 1)).read_bytes() == b"12345678"
+
+
+def test_an_old_part_of_a_split_file_leaks_nothing_into_its_holes(tmp_path, device_dirs):
+    """Readers write into a split file's ``.part`` without truncating it, so the restore
+    removes any ``.part`` left there before they start: zeros kept as holes stay
+    zeros, whatever an older ``.part`` held."""
+    tree = tmp_path / "src"
+    tree.mkdir()
+    data = bytearray(os.urandom(3 << 20))
+    data[1 << 20 : 2 << 20] = bytes(1 << 20)  # a hole in the middle
+    (tree / "big").write_bytes(bytes(data))
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        report = run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog)
+        assert all(d.bytes > 1 << 20 for d in report.devices) and len(report.devices) == 2
+        set_id = catalog.resolve_set(None).id
+        fid = next(f.file_id for f in catalog.files(set_id) if f.entry.path.endswith("/big"))
+    target = tmp_path / "target"
+    out = target / str(tree).lstrip("/")
+    out.mkdir(parents=True)
+    Path(part_name(str(out / "big"), fid)).write_bytes(b"\xff" * len(data))
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target), overwrite=True))
+    assert got.damaged == []
+    assert (out / "big").read_bytes() == bytes(data)
+    assert not list(target.rglob(".parbackup-*.part"))
+
+
+def test_sparse_writes_keep_every_byte_that_is_not_zero(tmp_path):
+    """Blocks are told zero or not by their first byte first: a block starting with a
+    zero byte is still compared whole and written, an all-zero one left as a hole."""
+    data = bytearray(os.urandom(6 * 4096 + 100))
+    data[0] = 0  # not all zero: written
+    data[4096:8192] = bytes(4096)  # a hole
+    data[3 * 4096 : 3 * 4096 + 4000] = bytes(4000)  # zeros but for its last 96 bytes
+    data[-100:] = bytes(100)  # ends in zeros: not written, the caller sizes the file
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        end = write_sparse(fd, memoryview(bytes(data)), 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    assert end == 6 * 4096
+    assert path.read_bytes() == bytes(data)
+    assert not is_zero(memoryview(bytes(data))) and is_zero(memoryview(bytes(5000)))

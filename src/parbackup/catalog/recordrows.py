@@ -102,12 +102,17 @@ class RecordRows:
                 )
         return cur.rowcount
 
-    def records(self, set_id: str) -> Iterator[tuple[int, RecordRef]]:
-        """Every record of a set as (file id, where it lies), by device and position."""
+    def records(
+        self, set_id: str, *, payload_only: bool = False
+    ) -> Iterator[tuple[int, RecordRef]]:
+        """Every record of a set as (file id, where it lies), by device and position;
+        only those carrying payload bytes with ``payload_only`` (what a restore reads:
+        the query drops the others, no object is made for them)."""
         cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
             " origin_set, origin_file, stored FROM records WHERE set_id=?"
-            " ORDER BY label, volume, position",
+            + (" AND size > 0" if payload_only else "")
+            + " ORDER BY label, volume, position",
             (set_id,),
         )
         for r in cur:

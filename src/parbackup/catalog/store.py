@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ class CatalogFile:
     state: str
 
 
-_KINDS = {k.value for k in Kind}
+_KINDS = {k.value: k for k in Kind}
+"""Each kind by its catalog value (a dict lookup: ``Kind(value)`` costs 10 times more)."""
 _KIND_NAMES = [str(k) for k in KINDS]
 
 
@@ -130,8 +132,13 @@ def _enc(path: str) -> bytes:
     return os.fsencode(path)
 
 
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _dec(raw: bytes | str) -> str:
     """A path or link from the catalog; a damaged or crafted value is a CatalogError."""
+    if type(raw) is bytes:  # what SQLite gives: os.fsdecode's work without its checks
+        return raw.decode(_FS_ENCODING, _FS_ERRORS) if raw else ""
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, bytes | bytearray | memoryview):
@@ -461,18 +468,20 @@ class Catalog(LivenessRows, RecordRows, SideRows):
         for r in cur:
             if r[2] not in _KINDS:
                 raise CatalogError(f"{self.path} is damaged: unknown kind {r[2]!r}")
-            entry = FileEntry(
-                path=_dec(r[1]),
-                kind=Kind(r[2]),
-                size=r[3],
-                mode=r[4],
-                uid=r[5],
-                gid=r[6],
-                mtime_ns=r[7],
-                link=_dec(r[8]),
-                ctime_ns=r[10],
-                ino=r[11],
-                meta=metas.get(r[0], b""),
+            entry = FileEntry(  # by position: path, kind, size, mode, mtime_ns, uid,
+                _dec(r[1]),  # gid, link, source, ctime_ns, ino, read_from, meta
+                _KINDS[r[2]],
+                r[3],
+                r[4],
+                r[7],
+                r[5],
+                r[6],
+                _dec(r[8]),
+                "",
+                r[10],
+                r[11],
+                "",
+                metas.get(r[0], b""),
             )
             yield CatalogFile(r[0], entry, r[9])
 

@@ -98,6 +98,25 @@ class Beneath:
             return os.open(self.real, flags, mode)
         return _walk(self.real, rel, flags, mode)
 
+    def makedirs(self, path: str, mode: int = 0o700) -> int:
+        """An ``O_PATH`` descriptor of the directory ``path``, made first with any parent
+        missing (``mkdirat`` in each parent opened without following a symlink): a
+        reader makes its files' directories itself, while the restore makes the rest.
+        A symlink or a file in the way is an OSError, never passed through."""
+        rel = self._rel(path)
+        fd = os.open(self.real, _DIR_FLAGS)
+        try:
+            for part in [] if rel == "." else rel.split("/"):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, mode, dir_fd=fd)
+                nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     @contextlib.contextmanager
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
         """(descriptor of the directory holding ``path``, its last name), for one call."""

@@ -250,6 +250,7 @@ def read_back(
     frames: dict[str, tuple[list[tuple[int, RecordRef]], bool]] | None = None,
     on_good: Callable[[list[int]], None] = lambda fids: None,
     on_chunk: OnChunk = lambda label, offset, data: [],
+    meanwhile: Callable[[], None] = lambda: None,
     stop_on_damage: bool = False,
     executor: Executor | None = None,
     stall: float = STALL_SECONDS,
@@ -260,10 +261,12 @@ def read_back(
 
     ``sink(label)`` gives each reader's sink spec; ``frames`` (verify) gives each
     device's records for the volume-frame checks and whether its volumes must end with an
-    end record. ``on_good`` hears the files a reader reported good, as they come. A
-    reader silent for ``stall`` seconds, plus the time a read it announced takes at
-    ``slowest`` bytes per second, is given up. ``codec`` (with the key of an encrypted
-    set) goes to every reader in its work, never through the environment.
+    end record. ``on_good`` hears the files a reader reported good, as they come.
+    ``meanwhile()`` runs once every reader has its work, before any answer is taken:
+    the caller's work that no reader waits for. A reader silent for ``stall`` seconds,
+    plus the time a read it announced takes at ``slowest`` bytes per second, is given
+    up. ``codec`` (with the key of an encrypted set) goes to every reader in its work,
+    never through the environment.
     """
     run = _Run(executor or default_executor(), on_event, slowest)
     needed = set(work) | set(frames or {})
@@ -284,6 +287,8 @@ def read_back(
             frame_refs, expect_end = (frames or {}).get(label, (None, True))
             frame_work = None if frame_refs is None else pack(frame_refs)
             reader.worker.send(Work(set_id, pack(records), spec, frame_work, expect_end, codec))
+        meanwhile()  # the caller's own work, while the readers read
+        for reader in run.readers.values():
             reader.last = time.monotonic()
         run.gather(on_good, on_chunk, stall, stop_on_damage)
     finally:

@@ -6,7 +6,10 @@ offset into a hidden temporary ``.part`` file next to its destination. Only a fi
 every byte arrived intact is renamed into place and given its mode, owner and times; a
 damaged or incomplete file is removed and reported, never handed back as good. A file
 whose records all lie on one device is finished by that device's reader, so per-file
-work spreads over the processes; this process finishes files split over devices, then
+work spreads over the processes. The readers start as soon as their work is known: each
+makes its files' missing directories (beneath the target), while this process makes
+the other directories and the ``.part`` of the files split over devices (empty files
+are finished before the readers start). This process finishes the split files, then
 makes hard links and special files, then symlinks, and gives directories their metadata
 last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
 very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
@@ -22,7 +25,7 @@ import errno
 import gc
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
@@ -126,20 +129,27 @@ def _run_restore(
         Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
     )
     os.makedirs(target, exist_ok=True)
-    dirs = DirMaker(target)
-    for f in chosen:
-        path = dest[f.file_id]
-        try:
-            dirs.ensure(path if f.entry.kind is Kind.DIR else os.path.dirname(path))
-        except (RestoreError, OSError) as exc:
-            report.damage(f.entry.path, "", str(exc))
-            dest.pop(f.file_id)
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target))
+    dirs = DirMaker(target)
+
+    def make_dirs() -> None:
+        """Every directory but those of the regular files (their readers make them),
+        made while the readers read."""
+        for f in chosen:
+            if f.entry.kind is not Kind.FILE:
+                path = dest[f.file_id]
+                try:
+                    dirs.ensure(path if f.entry.kind is Kind.DIR else os.path.dirname(path))
+                except (RestoreError, OSError) as exc:
+                    report.damage(f.entry.path, "", str(exc))
+                    dest.pop(f.file_id)
+
     unowned: set[int] = set()
     restored = _restore_files(
-        catalog, info.id, files, dest, records, options, report, on_event, unowned
-    )
+        catalog, info.id, files, dest, records, options, report, on_event, unowned,
+        dirs=dirs, meanwhile=make_dirs,
+    )  # fmt: skip
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
             catalog, info.id, files, dest, records, options, report, on_event, unowned
@@ -205,44 +215,66 @@ def _restore_files(
     on_event: EventSink,
     unowned: set[int],
     suspects: Sequence[str] = (),
+    dirs: DirMaker | None = None,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good.
-    The ids of files whose owner could not be given are added to ``unowned``."""
+    The ids of files whose owner could not be given are added to ``unowned``.
+
+    The readers start first; ``meanwhile()``, then the ``.part`` files this process
+    finishes (made with their directories by ``dirs``), are done while they read.
+    """
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
         for fid, ref in recs:
-            refs.setdefault(fid, []).append(ref)
-            labels.setdefault(fid, set()).add(label)
-    active = [f for f in files if f.file_id in dest]
-    unread = {f.file_id for f in active if not covered(refs.get(f.file_id, []), f.entry.size)}
-    # files split over devices, and any the catalog does not cover, are finished here
-    split = {f.file_id for f in active if len(labels.get(f.file_id, ())) > 1} | unread
+            got = refs.get(fid)
+            if got is None:
+                refs[fid], labels[fid] = [ref], {label}
+            else:
+                got.append(ref)
+                labels[fid].add(label)
+    active: list[CatalogFile] = []
+    paths: dict[int, str] = {}
+    unread: set[int] = set()
+    split: set[int] = set()  # split over devices or not covered: finished here
+    whole: set[int] = set()  # the others, finished by their reader
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
-    for f in active:
-        e = f.entry
-        for label in labels.get(f.file_id, ()):
-            here = f.file_id not in split
-            targets[label][f.file_id] = (
-                dest[f.file_id],
-                e.size,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.mtime_ns,
-                here,
-            )
-    paths = {f.file_id: f.entry.path for f in active}
-    whole = {f.file_id for f in active if f.file_id not in split}
+    for f in files:  # one pass: a set's files are many
+        fid, e = f.file_id, f.entry
+        if fid not in dest:
+            continue
+        active.append(f)
+        paths[fid] = e.path
+        held = labels.get(fid, ())
+        if not covered(refs.get(fid, []), e.size):
+            unread.add(fid)
+            split.add(fid)
+        elif len(held) > 1:
+            split.add(fid)
+        else:
+            whole.add(fid)
+        for label in held:
+            targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
+                                   fid in whole)  # fmt: skip
     origins = {ref.origin_set for recs in records.values() for _f, ref in recs if ref.origin_set}
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
-        early = _prepare(active, split, labels, dest, unowned, safe)
+        for fid in split:  # a reader never truncates these: no older one may stay
+            with contextlib.suppress(OSError):
+                safe.unlink(part_name(dest[fid], fid))
         work = {
-            label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in early]
+            label: [(fid, ref) for fid, ref in recs if fid in paths]
             for label, recs in records.items()
         }
+        # empty files first, in place before any reader starts (as a killed restore
+        # leaves them); the split files' .part while the readers read
+        early = _prepare(active, split, labels, dest, unowned, safe, dirs, split=False)
+
+        def prepare() -> None:
+            meanwhile()
+            early.update(_prepare(active, split, labels, dest, unowned, safe, dirs, split=True))
 
         def done(fids: list[int]) -> None:
             for fid in fids:
@@ -259,6 +291,7 @@ def _restore_files(
                 lambda label: DirectorySinkSpec(targets[label], root),
                 on_event,
                 on_good=done,
+                meanwhile=prepare,
                 codec=options.codec,
                 executor=options.executor,
             )
@@ -319,27 +352,34 @@ def _finish_files(
 
 def _prepare(
     active: list[CatalogFile],
-    split: set[int],
+    splits: set[int],
     labels: dict[int, set[str]],
     dest: dict[int, str],
     unowned: set[int],
     safe: Beneath,
+    dirs: DirMaker | None,
+    *,
+    split: bool,
 ) -> dict[int, str]:
-    """Create the ``.part`` of every file this process finishes: those split over
-    devices, sized for the readers to fill, and those without records (empty files),
-    finished at once. Returns the files done here already: id -> '' or why not."""
+    """Create the ``.part`` of every file this process finishes (and its directory,
+    with ``dirs``): with ``split``, those split over devices, sized for the readers to
+    fill (one of them may have made it first: it is never truncated); else those
+    without records (empty files), finished at once. Returns the files done here
+    already: id -> '' or why not."""
     early: dict[int, str] = {}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     for f in active:
         fid = f.file_id
-        now = fid not in labels and fid not in split  # no records: finished right here
-        if fid not in split and not now:
+        now = fid not in labels and fid not in splits  # no records: finished right here
+        if (fid in splits) != split or (not split and not now):
             continue
         tmp = part_name(dest[fid], fid)
         leaf = os.path.basename(tmp)
         try:  # one lookup of the directory for the whole file
+            if dirs is not None:
+                dirs.ensure(os.path.dirname(tmp))
             with safe.parent(tmp) as (dfd, _name):
-                fd = os.open(leaf, flags, 0o600, dir_fd=dfd)
+                fd = os.open(leaf, flags | (os.O_TRUNC if now else 0), 0o600, dir_fd=dfd)
                 try:
                     if f.entry.size:
                         os.ftruncate(fd, f.entry.size)
@@ -349,6 +389,8 @@ def _prepare(
                     os.close(fd)
                 if now:
                     early[fid] = _rename(dfd, leaf, dest[fid])
+        except RestoreError as exc:
+            early[fid] = str(exc)
         except OSError as exc:
             early[fid] = f"{tmp}: {exc.strerror or exc}"
     return early
@@ -435,8 +477,9 @@ def _restore_links(
                 continue
             report.files += 1
             on_event(FileDone(f.entry.path))
-    for f in sorted(chosen, key=lambda f: -f.entry.path.count("/")):
-        if f.entry.kind is Kind.DIR and f.file_id in dest:
+    folders = [f for f in chosen if f.entry.kind is Kind.DIR]
+    for f in sorted(folders, key=lambda f: -f.entry.path.count("/")):
+        if f.file_id in dest:
             try:  # never chmod through a symlink: only a real directory opens here
                 fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
             except OSError:  # a symlink, or no access (not even root's)

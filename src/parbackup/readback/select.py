@@ -104,8 +104,8 @@ def records_by_label(
     Only payload-carrying records unless ``empty`` (verify's frame checks want all).
     """
     out: dict[str, list[tuple[int, RecordRef]]] = {}
-    for fid, ref in catalog.records(set_id):
-        if fid in file_ids and (empty or ref.size):
+    for fid, ref in catalog.records(set_id, payload_only=not empty):
+        if fid in file_ids:
             out.setdefault(ref.label, []).append((fid, ref))
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,13 +34,20 @@ _FLUSH_EVERY = 256 << 20
 included) outlasts the time a reader may stay silent (readback/core.py)."""
 _MAX_OPEN = 64
 """Files a directory sink keeps open at once (a file's records usually lie together)."""
+_MAX_DIRS = 8192
+"""Directories a directory sink keeps open with no file of theirs open (at most a
+quarter of the descriptors the process may open): records come in volume order, which
+the backup's size order scatters over the tree, so a file's directory was usually opened
+for an earlier file long before; each one found open saves an ``openat2``."""
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
 """(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
 directory sink. With ``finish here`` the reader creates the file's ``.part``, and once
 every record is in, gives it its metadata and renames it into place; otherwise (a file
-split over devices) the parent created the ``.part`` and finishes it."""
+split over devices) the first of its readers or the parent to come creates the ``.part``
+(never truncated: the parent removed any older one before the readers started), and
+the parent sizes and finishes it. A missing directory is made by the reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +132,9 @@ def set_metadata(
 def is_zero(payload: memoryview) -> bool:
     """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
     step = len(_ZEROS)
-    if len(payload) <= step:  # most records: one comparison
+    if len(payload) and payload[0]:  # most records: no slice of zeros to compare with
+        return False
+    if len(payload) <= step:  # one comparison
         return payload == _ZEROS[: len(payload)]
     return all(
         payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
@@ -145,20 +155,19 @@ def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
     """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
     where the bytes written end (``offset`` if none were)."""
     n = len(payload)
-    if n <= _BLOCK and payload != _ZERO_BLOCK[:n]:  # one short record: no holes in it
+    if n <= _BLOCK and (payload[0] or payload != _ZERO_BLOCK[:n]):  # no holes in it
         pwrite_all(fd, payload, offset)
         return offset + n
     run = -1  # start of the current run of non-zero blocks
-    at = end = 0
-    while at < n:
-        block = payload[at : at + _BLOCK]
-        if block == _ZERO_BLOCK[: len(block)]:
+    end = 0
+    for at in range(0, n, _BLOCK):
+        # a block whose first byte is not zero is not compared (most are not)
+        if not payload[at] and payload[at : at + _BLOCK] == _ZERO_BLOCK[: min(_BLOCK, n - at)]:
             if run >= 0:
                 pwrite_all(fd, payload[run:at], offset + run)
                 run, end = -1, at
         elif run < 0:
             run = at
-        at += _BLOCK
     if run >= 0:
         pwrite_all(fd, payload[run:n], offset + run)
         end = n
@@ -169,7 +178,8 @@ class DirectorySink:
     """Payloads into ``.part`` files; files wholly on this device finished here.
 
     A file finished here costs few system calls: its directory is opened once (below
-    the root, no symlink followed) and held while the file is open; its ``.part`` is
+    the root, no symlink followed) and held while the file is open, and a little longer
+    for the next files of the same directory (``_MAX_DIRS``); its ``.part`` is
     created in that directory at its first payload (or at the end, if every record was
     zeros), sized only when holes end it, given its owner, mode and times through the
     open descriptor, and renamed into place in the same directory (a directory in the
@@ -181,8 +191,15 @@ class DirectorySink:
     def __init__(self, spec: DirectorySinkSpec) -> None:
         self.files = spec.files
         self.fds: dict[int, int] = {}
-        self.dirs: dict[int, int] = {}
+        self.dirs: dict[int, str] = {}
         """The directory of each file open here (with a root only), for its calls."""
+        self.dir_fds: dict[str, int] = {}
+        """Directories opened below the root, by path."""
+        self.users: dict[str, int] = {}
+        """How many files open here use each directory of ``dir_fds`` (none: idle)."""
+        self.idle: dict[str, None] = {}
+        """The directories no open file uses, the least recently used first."""
+        self.keep = min(_MAX_DIRS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
         self.started: set[int] = set()
         self.ends: dict[int, int] = {}
         """How far the bytes written so far reach, per file finished here."""
@@ -191,13 +208,31 @@ class DirectorySink:
         self.beneath = Beneath(spec.root) if spec.root else None
 
     def _dir(self, fid: int) -> int:
-        """The file's directory, opened below the root without following a symlink."""
-        dfd = self.dirs.get(fid)
+        """The file's directory, opened below the root without following a symlink (or
+        still open from an earlier file of the same directory)."""
+        path = self.dirs.get(fid)
+        if path is not None:
+            return self.dir_fds[path]
+        path = os.path.dirname(self.files[fid][0])
+        dfd = self.dir_fds.get(path)
         if dfd is None:
             assert self.beneath is not None
-            dfd = self.beneath.open(os.path.dirname(self.files[fid][0]), _DIR_FLAGS)
-            self.dirs[fid] = dfd
+            try:
+                dfd = self.beneath.open(path, _DIR_FLAGS)
+            except FileNotFoundError:  # not made yet: made here, beneath the root
+                dfd = self.beneath.makedirs(path)
+            self.dir_fds[path] = dfd
+        self.idle.pop(path, None)
+        self.users[path] = self.users.get(path, 0) + 1
+        self.dirs[fid] = path
         return dfd
+
+    def _trim(self, keep: int) -> None:
+        """Close the least recently used idle directories, keeping ``keep``."""
+        while len(self.idle) > keep:
+            path = next(iter(self.idle))
+            del self.idle[path]
+            os.close(self.dir_fds.pop(path))
 
     def _open(self, fid: int, flags: int) -> int:
         if self.beneath is None:
@@ -215,8 +250,8 @@ class DirectorySink:
         if here and fid not in self.started:
             fd = self._open(fid, flags | os.O_CREAT | os.O_TRUNC)
             self.started.add(fid)
-        else:
-            fd = self._open(fid, flags)
+        else:  # a file split over devices: the first to come makes its .part, whole
+            fd = self._open(fid, flags | os.O_CREAT)
         self.fds[fid] = fd
         return fd
 
@@ -233,13 +268,15 @@ class DirectorySink:
 
     def _close(self, fid: int) -> None:
         fd = self.fds.pop(fid, None)
-        dfd = self.dirs.pop(fid, None)
-        try:
-            if fd is not None:
-                os.close(fd)
-        finally:
-            if dfd is not None:
-                os.close(dfd)
+        path = self.dirs.pop(fid, None)
+        if path is not None:  # the directory stays open a while for the next file
+            self.users[path] -= 1
+            if not self.users[path]:
+                del self.users[path]
+                self.idle[path] = None
+                self._trim(self.keep)
+        if fd is not None:
+            os.close(fd)
 
     def complete(self, fid: int) -> str:
         dest, size, mode, uid, gid, mtime_ns, here = self.files[fid]
@@ -283,6 +320,7 @@ class DirectorySink:
     def finish(self) -> str:
         for fid in list(self.fds) + list(self.dirs):
             self._close(fid)
+        self._trim(0)
         return ""
 
     def take_unowned(self) -> list[int]:

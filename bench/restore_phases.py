@@ -1,0 +1,136 @@
+"""Where a restore's CPU goes, per process: the controller before its readers start,
+each reader, the controller after they end; checkouts compared in alternating rounds.
+
+    sudo .venv/bin/python bench/restore_phases.py --catalog CAT --target EMPTY_DIR \\
+        --rounds 3 /path/to/checkout-a /path/to/checkout-b
+
+Restores the latest set of ``CAT`` (a backup made beforehand, e.g. onto two tmpfs
+devices) into ``EMPTY_DIR`` (emptied after each run) with each checkout's ``src/``. The
+processes of a run are told by an environment marker, polled every 10 ms from /proc: the
+controller (the child), the fork server (its child) and the readers (the fork server's
+children). Printed per run, in CPU seconds: ``pre`` (the controller until the first
+reader appears), ``busiest`` (the reader that used the most), ``post`` (the controller
+after the last reader ended),
+``critical`` (pre + the busiest reader + post: what the wall time approaches on an idle
+machine with a core per reader) and ``total``. CPU seconds hold under load far better
+than wall times, which this machine's neighbours make swing by 2-5 times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+from common import wipe
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: str) -> tuple[str, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[1], (int(fields[11]) + int(fields[12])) / TICK
+
+
+def marked(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read()
+    except OSError:
+        return False
+
+
+def one_run(checkout: str, catalog: str, target: str) -> dict[str, float]:
+    """Restore once with ``checkout``'s code; the phases in CPU seconds."""
+    token = uuid.uuid4().hex
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.path.join(checkout, "src"),
+        "PARBACKUP_CATALOG": catalog,
+        "PB_PHASES": token,
+    }
+    marker = f"PB_PHASES={token}".encode()
+    argv = [sys.executable, "-m", "parbackup", "restore", "-t", target, "--json"]
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    me = str(proc.pid)
+    readers: dict[str, float] = {}  # pid -> last CPU seen
+    ended: dict[str, float] = {}  # pid -> the controller's CPU when it was last seen
+    first: float | None = None  # the controller's CPU when the first reader appeared
+    foreign: set[str] = set()
+    ctl = 0.0
+    while True:
+        done, _status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if done:
+            break
+        ctl = (cpu_of(me) or ("", ctl))[1]
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid == me or pid in foreign:
+                continue
+            if pid not in readers and not marked(pid, marker):
+                foreign.add(pid)
+                continue
+            seen = cpu_of(pid)
+            if seen is None:
+                continue
+            if seen[0] == me:  # the fork server: the readers are its children
+                foreign.add(pid)
+                continue
+            if first is None:
+                first = ctl
+            readers[pid] = seen[1]
+            ended[pid] = ctl
+        time.sleep(0.01)
+    total_ctl = usage.ru_utime + usage.ru_stime
+    wall = time.monotonic() - started
+    busiest = max(readers.values(), default=0.0)
+    pre = first or 0.0
+    post = total_ctl - max(ended.values(), default=total_ctl)
+    wipe(target)
+    return {
+        "pre": pre,
+        "busiest": busiest,
+        "post": post,
+        "critical": pre + busiest + post,
+        "total": total_ctl + sum(readers.values()),
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--catalog", required=True)
+    ap.add_argument("--target", required=True, help="an empty directory (emptied after each run)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("checkouts", nargs="+")
+    args = ap.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in args.checkouts}
+    for _ in range(args.rounds):
+        for checkout in args.checkouts:
+            r = one_run(os.path.abspath(checkout), args.catalog, args.target)
+            runs[checkout].append(r)
+            print(
+                f"{checkout}: pre {r['pre']:.2f} busiest reader {r['busiest']:.2f} "
+                f"post {r['post']:.2f} critical {r['critical']:.2f} total {r['total']:.2f} "
+                f"CPU s; wall {r['wall']:.2f} s; load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    for checkout, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        print(
+            f"{checkout}: median pre {med['pre']:.2f} busiest {med['busiest']:.2f} post "
+            f"{med['post']:.2f} critical {med['critical']:.2f} total {med['total']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
