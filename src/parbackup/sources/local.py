@@ -49,7 +49,10 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 """What ``os.fsencode`` encodes names with (the scan calls ``str.encode`` itself)."""
 Top = tuple[bytes, int, int]
 """A directory to walk: (the path it is read at, its device, its inode)."""
-_SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
+_SWAPPED = "replaced since it was listed (a symlink, a file or another directory): not walked into"
+_SWAP_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
+"""What opening a directory with ``O_NOFOLLOW | O_DIRECTORY`` fails with once its name is
+a symlink (Linux says ENOTDIR, not ELOOP) or a file."""
 
 
 def _kind(mode: int) -> int | None:
@@ -402,7 +405,7 @@ def _directories(
         try:
             fd = os.open(directory, _OPEN_DIR)
         except OSError as exc:
-            on_error(where, _SWAPPED if exc.errno == errno.ELOOP else exc.strerror or str(exc))
+            on_error(where, _SWAPPED if exc.errno in _SWAP_ERRNOS else exc.strerror or str(exc))
             continue
         try:
             st = os.fstat(fd)
