@@ -225,7 +225,8 @@ def test_workers_started_ahead_and_not_needed_are_released(tmp_path):
         worker = LocalExecutor().start("aheadprobe:echo", "one")
         assert worker.proc is used
         LocalExecutor.release("aheadprobe:echo")
-        assert spare.wait(30) is not None  # ended, not waiting for this process's end
+        assert spare.returncode is not None  # ended and reaped (no zombie left), not
+        # waiting for this process's end
         assert worker.channel.recv()[:2] == ("got", "one")
         worker.join(30)
         worker.kill()
@@ -245,4 +246,4 @@ def test_a_worker_started_ahead_in_another_environment_is_not_handed_out(tmp_pat
         worker.join(30)
         worker.kill()
     assert worker.proc is not proc and answer[2] != proc.pid
-    assert proc.wait(30) is not None  # the stale one was ended
+    assert proc.returncode is not None  # the stale one was ended and reaped

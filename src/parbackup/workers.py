@@ -258,9 +258,7 @@ class LocalExecutor:
         """End the workers for ``target`` started ahead and not handed out (the run
         needed fewer, or runs its workers elsewhere): they need not wait for the end."""
         for proc, channel, _env in cls._ahead.pop(target, []):
-            with contextlib.suppress(OSError):
-                proc.kill()
-            channel.close()
+            _end_ahead(proc, channel)
 
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
         waiting = self._ahead.get(target)
@@ -273,12 +271,19 @@ class LocalExecutor:
                     return LocalWorker(name or target, proc, channel)
             except OSError:
                 pass  # it died while it waited: the next one, or a fresh one
-            with contextlib.suppress(OSError):
-                proc.kill()
-            channel.close()
+            _end_ahead(proc, channel)
         proc_, channel = _spawn(target)
         channel.send(spec)
         return LocalWorker(name or target, proc_, channel)
+
+
+def _end_ahead(proc: subprocess.Popen, channel: Connection) -> None:
+    """Kill a worker started ahead and reap it, so that no zombie is left behind."""
+    with contextlib.suppress(OSError):
+        proc.kill()
+    channel.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)  # SIGKILL cannot be caught: this returns as soon as the kernel ends it
 
 
 def _spawn(target: str) -> tuple[subprocess.Popen | _Forked, Connection]:
