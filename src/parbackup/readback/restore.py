@@ -137,12 +137,13 @@ def _run_restore(
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target))
     unowned: set[int] = set()
+    idents = selection.idents
     restored = _restore_files(
-        catalog, info.id, files, dest, records, options, report, on_event, unowned
+        catalog, info.id, files, dest, records, options, report, on_event, unowned, (), idents
     )
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
-            catalog, info.id, files, dest, records, options, report, on_event, unowned
+            catalog, info.id, files, dest, records, options, report, on_event, unowned, idents
         )
     safe = Beneath(target)  # no symlink below the target is followed
     _restore_links(chosen, dest, restored, report, on_event, unowned, safe)
@@ -175,6 +176,7 @@ def _retry_with_parity(
     report: RestoreReport,
     on_event: EventSink,
     unowned: set[int],
+    idents: dict[int, int] | None = None,
 ) -> dict[str, str]:
     """Files found damaged in a parity set are read again once, from copies of their
     devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
@@ -190,7 +192,7 @@ def _retry_with_parity(
     suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
     return _restore_files(
-        catalog, set_id, again, dest, subset, options, report, on_event, unowned, suspects
+        catalog, set_id, again, dest, subset, options, report, on_event, unowned, suspects, idents
     )
 
 
@@ -205,9 +207,11 @@ def _restore_files(
     on_event: EventSink,
     unowned: set[int],
     suspects: Sequence[str] = (),
+    idents: dict[int, int] | None = None,
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good.
-    The ids of files whose owner could not be given are added to ``unowned``."""
+    The ids of files whose owner could not be given are added to ``unowned``; ``idents``
+    (readback/select.py ``identities``) are checked against the record headers."""
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
@@ -261,6 +265,7 @@ def _restore_files(
                 on_good=done,
                 codec=options.codec,
                 executor=options.executor,
+                idents=idents,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned

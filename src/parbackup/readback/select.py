@@ -8,13 +8,15 @@ process (readback/reader.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
-from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.plan.reuse import complete
+from parbackup.readback.messages import identity
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
 
@@ -76,6 +78,9 @@ class Selection:
     silently."""
     matched: bool
     """True when a restorable file matches the patterns (always, without patterns)."""
+    idents: dict[int, int]
+    """The catalog rows' ``identity`` by file id, taken before any hard link stood in for
+    its file (``chosen`` may name a file by a later link)."""
 
 
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> Selection:
@@ -89,11 +94,22 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
             missing.append(
                 (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
             )
+    idents = identities((f.file_id, f.entry) for f in everything)
     if not patterns:
-        return Selection(everything, missing, True)
+        return Selection(everything, missing, True, idents)
     matched = any(matches(f.entry.path, patterns) for f in everything)
     chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
-    return Selection(substitute_hardlinks(chosen, everything), missing, matched)
+    return Selection(substitute_hardlinks(chosen, everything), missing, matched, idents)
+
+
+def identities(files: Iterable[tuple[int, FileEntry]]) -> dict[int, int]:
+    """The ``identity`` (readback/messages.py) of every regular file with data, by file
+    id: what each of its own records' headers must say of it."""
+    return {
+        fid: identity(os.fsencode(e.path), e.mode, e.uid, e.gid, e.mtime_ns)
+        for fid, e in files
+        if e.kind is Kind.FILE and e.size
+    }
 
 
 def records_by_label(

@@ -18,7 +18,7 @@ from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.recover import check_parity, recovered
-from parbackup.readback.select import covered
+from parbackup.readback.select import covered, identities
 from parbackup.readback.sinks import VerifySinkSpec
 from parbackup.workers import Executor
 
@@ -95,6 +95,7 @@ def run_verify(
     )
     failed = {d["label"] for d in catalog.set_devices(info.id) if d["status"] == "failed"}
     known = catalog.device_urls()
+    idents = identities(files.items())
 
     def read(suspects: list[str]):
         with recovered(catalog, info.id, known, devices, suspects) as rescue:
@@ -108,6 +109,7 @@ def run_verify(
                 frames={label: (recs, label not in failed) for label, recs in frames.items()},
                 codec=codec,
                 executor=executor,
+                idents=idents,
             )
         return rescue, outcome
 
