@@ -50,6 +50,10 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 Top = tuple[bytes, int, int]
 """A directory to walk: (the path it is read at, its device, its inode)."""
 _SWAPPED = "replaced since it was listed (a symlink or another directory now): not walked into"
+_CLAMPED = (
+    "its time is past what a backup set holds (64-bit nanoseconds: 1677 to 2262): backed"
+    " up, and restored with the nearest time a set holds"
+)
 
 
 def _kind(mode: int) -> int | None:
@@ -160,7 +164,7 @@ class LocalTree(Source):
         if spec.select:
             self._scan_selected(root, root_st, read, row, out, index, on_error)
             return []
-        _extend(out, [root], _meta(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error), record, on_error)
         if root[1] != DIR:
             return []
         return self._walk(out, index, on_error, [(read, root_st.st_dev, root_st.st_ino)], False)
@@ -243,7 +247,7 @@ class LocalTree(Source):
                     rows.append(entry)
                     if entry[1] == DIR:
                         subdirs.append((prefix + name, st.st_dev, st.st_ino))
-            _extend(out, rows, metas)
+            _extend(out, rows, metas, record, on_error)
             found = subdirs
         return [] if descend else found
 
@@ -260,7 +264,7 @@ class LocalTree(Source):
         if rule:
             excluded.add(os.fsdecode(record), rule)
             return
-        _extend(out, [root], _meta(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error), record, on_error)
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
@@ -295,7 +299,7 @@ class LocalTree(Source):
                             subdirs.append((here, st.st_dev, st.st_ino))
                         else:
                             excluded.add(os.fsdecode(path) + "/", ONE_FILE_SYSTEM)
-            _extend(out, rows, metas)
+            _extend(out, rows, metas, record, on_error)
 
 
 def _metas(
@@ -324,12 +328,19 @@ _META_READERS = {True: _metas, False: _no_metas}
 """``_metas`` or ``_no_metas``, by the spec's ``xattrs``."""
 
 
-def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
-    """Add ``rows`` and the extended attributes ``metas`` (by row number in ``rows``)."""
+def _extend(
+    out: Entries, rows: list[tuple], metas: dict[int, bytes], record: bytes, on_error: ErrorFunc
+) -> None:
+    """Add ``rows`` and the extended attributes ``metas`` (by row number in ``rows``);
+    name each entry whose time a set cannot hold (its data is still backed up)."""
     out.extend_rows(rows)
     first = len(out) - len(rows)
     for k, payload in metas.items():
         out.set_meta(first + k, payload)
+    if out.clamped:
+        for i in sorted(set(out.clamped)):
+            on_error(os.fsdecode(record + rows[i - first][0]), _CLAMPED)
+        out.clamped.clear()
 
 
 def _directories(
