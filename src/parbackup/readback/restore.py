@@ -42,7 +42,13 @@ from parbackup.readback.select import (
     select_for_restore,
     unlisted,
 )
-from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
+from parbackup.readback.sinks import (
+    DirectorySinkSpec,
+    FileTarget,
+    part_name,
+    part_tag,
+    set_metadata,
+)
 from parbackup.readback.specials import SPECIAL, make_special
 
 
@@ -134,16 +140,17 @@ def _run_restore(
         except (RestoreError, OSError) as exc:
             report.damage(f.entry.path, "", str(exc))
             dest.pop(f.file_id)
+    tag = part_tag(os.path.basename(f.entry.path) for f in chosen)
     if mark.resumes:  # what the killed run left half written
-        _drop_parts(files, dest, Beneath(target))
+        _drop_parts(files, dest, Beneath(target), tag)
     unowned: set[int] = set()
     idents = selection.idents
     restored = _restore_files(
-        catalog, info.id, files, dest, records, options, report, on_event, unowned, (), idents
+        catalog, info.id, files, dest, records, options, report, on_event, unowned, (), idents, tag
     )
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
-            catalog, info.id, files, dest, records, options, report, on_event, unowned, idents
+            catalog, info.id, files, dest, records, options, report, on_event, unowned, idents, tag
         )
     safe = Beneath(target)  # no symlink below the target is followed
     _restore_links(chosen, dest, restored, report, on_event, unowned, safe)
@@ -157,13 +164,13 @@ def _run_restore(
     return report
 
 
-def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath) -> None:
+def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath, tag: str) -> None:
     """Remove the ``.part`` of every file about to be restored, where a killed run of the
     same restore left one."""
     for f in files:
         if f.file_id in dest:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
 
 
 def _retry_with_parity(
@@ -177,6 +184,7 @@ def _retry_with_parity(
     on_event: EventSink,
     unowned: set[int],
     idents: dict[int, int] | None = None,
+    tag: str = "",
 ) -> dict[str, str]:
     """Files found damaged in a parity set are read again once, from copies of their
     devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
@@ -192,7 +200,18 @@ def _retry_with_parity(
     suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
     return _restore_files(
-        catalog, set_id, again, dest, subset, options, report, on_event, unowned, suspects, idents
+        catalog,
+        set_id,
+        again,
+        dest,
+        subset,
+        options,
+        report,
+        on_event,
+        unowned,
+        suspects,
+        idents,
+        tag,
     )
 
 
@@ -208,6 +227,7 @@ def _restore_files(
     unowned: set[int],
     suspects: Sequence[str] = (),
     idents: dict[int, int] | None = None,
+    tag: str = "",
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good.
     The ids of files whose owner could not be given are added to ``unowned``; ``idents``
@@ -242,7 +262,7 @@ def _restore_files(
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
-        early = _prepare(active, split, labels, dest, unowned, safe)
+        early = _prepare(active, split, labels, dest, unowned, safe, tag)
         work = {
             label: [(fid, ref) for fid, ref in recs if fid in paths and fid not in early]
             for label, recs in records.items()
@@ -260,7 +280,7 @@ def _restore_files(
                 work,
                 known,
                 tuple(options.devices) + tuple(rescue.urls),
-                lambda label: DirectorySinkSpec(targets[label], root),
+                lambda label: DirectorySinkSpec(targets[label], root, tag),
                 on_event,
                 on_good=done,
                 codec=options.codec,
@@ -270,12 +290,23 @@ def _restore_files(
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned
         return _finish_files(
-            active, dest, labels, unread, split, early, outcome, report, on_event, unowned, safe
+            active,
+            dest,
+            labels,
+            unread,
+            split,
+            early,
+            outcome,
+            report,
+            on_event,
+            unowned,
+            safe,
+            tag,
         )
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
         raise
 
 
@@ -291,6 +322,7 @@ def _finish_files(
     on_event: EventSink,
     unowned: set[int],
     safe: Beneath,
+    tag: str,
 ) -> dict[str, str]:
     """Judge every file by what its readers said (or by ``early``: files done before the
     readers started, '' or why not); finish those this process finishes (split over
@@ -308,10 +340,10 @@ def _finish_files(
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
             error = "not restored"
         elif fid in split:
-            device, error = "", _finish(fid, f.entry, path, unowned, safe)
+            device, error = "", _finish(fid, f.entry, path, unowned, safe, tag)
         if error:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(path, fid))
+                safe.unlink(part_name(path, fid, tag))
             report.damage(f.entry.path, device, error)
             continue
         restored[f.entry.path] = path
@@ -329,6 +361,7 @@ def _prepare(
     dest: dict[int, str],
     unowned: set[int],
     safe: Beneath,
+    tag: str,
 ) -> dict[int, str]:
     """Create the ``.part`` of every file this process finishes: those split over
     devices, sized for the readers to fill, and those without records (empty files),
@@ -340,7 +373,7 @@ def _prepare(
         now = fid not in labels and fid not in split  # no records: finished right here
         if fid not in split and not now:
             continue
-        tmp = part_name(dest[fid], fid)
+        tmp = part_name(dest[fid], fid, tag)
         leaf = os.path.basename(tmp)
         try:  # one lookup of the directory for the whole file
             with safe.parent(tmp) as (dfd, _name):
@@ -371,9 +404,11 @@ def _rename(dfd: int, leaf: str, path: str) -> str:
     return ""
 
 
-def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath) -> str:
+def _finish(
+    fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath, tag: str
+) -> str:
     """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
-    tmp = part_name(path, fid)
+    tmp = part_name(path, fid, tag)
     leaf = os.path.basename(tmp)
     try:
         with safe.parent(tmp) as (dfd, _name):
