@@ -22,9 +22,10 @@ from parbackup.cli.render import line, progress_view, table
 from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.errors import UsageError
+from parbackup.errors import RestoreError, UsageError
 from parbackup.model import Order, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.readback.paths import target_path
 from parbackup.selection import ScanRules
 
 device_option = click.option(
@@ -232,6 +233,19 @@ def summarize(report: BackupReport) -> None:
         line(f"error: {report.error}", problem=True)
 
 
+def _check_stdin_name(name: str) -> None:
+    """Refuse a --stdin-name restore could not recreate in a directory ('..', '.', empty
+    or NUL parts): such a set was stored as complete, then every restore of it into a
+    directory refused its one file."""
+    try:
+        target_path("/", "/" + (name or "stdin").lstrip("/"))  # engine/prepare.py's path
+    except RestoreError as exc:
+        raise UsageError(
+            f"--stdin-name {name!r}: a name restore can make under a target (no '..', '.',"
+            " empty or NUL parts)"
+        ) from exc
+
+
 @click.command("backup")
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @device_option
@@ -402,6 +416,8 @@ def backup(
         raise UsageError("'-' (standard input) must be the only source of its backup")
     if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
         raise UsageError("a backup of standard input takes no --incremental or snapshot options")
+    if "-" in sources:
+        _check_stdin_name(stdin_name)
     stdin = None
     if sources == ("-",):
         try:
