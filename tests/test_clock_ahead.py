@@ -9,6 +9,8 @@ set ahead would date it) sorted after every later set by time, so ``forget --kee
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import restored_root, run_cli
 
 
@@ -31,3 +33,19 @@ def test_forget_keeps_the_set_made_last_when_an_older_one_is_dated_ahead(tmp_pat
     r = run_cli("sets", "--catalog", cat, "--json")
     kept = [s for s in r.json["sets"] if s["status"] == "complete"]
     assert len(kept) == 2  # the one dated ahead (the policy's "last") and the latest made
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "0001-01-01"]
+)
+def test_a_time_out_of_range_is_a_usage_error(tmp_path, device_dirs, when):
+    """``--time`` past year 9999 or before year 1 once in UTC was "internal error:
+    OverflowError" (exit 1); now a usage error naming the range, before anything."""
+    src = tmp_path / "src"
+    src.mkdir()
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    cat = tmp_path / "cat.sqlite"
+    r = run_cli("backup", str(src), *devs, "--catalog", str(cat), "--time", when)
+    assert r.code == 2, r.out + r.err
+    assert "out of range" in r.err and "internal error" not in r.err
+    assert not cat.exists()

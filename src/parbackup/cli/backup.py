@@ -168,7 +168,13 @@ def _set_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+01:00)"
         ) from None
-    return when.astimezone(UTC).isoformat(timespec="seconds")
+    try:
+        utc = when.astimezone(UTC)
+    except (OverflowError, ValueError):  # past year 9999, or before year 1, in UTC
+        utc = None
+    if utc is None or not 1900 <= utc.year <= 9998:  # every zone's local time is a date
+        raise click.BadParameter(f"{value!r} is out of range (years 1900 to 9998)")
+    return utc.isoformat(timespec="seconds")
 
 
 def summarize(report: BackupReport) -> None:
