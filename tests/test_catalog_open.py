@@ -55,3 +55,21 @@ def test_a_catalog_that_is_a_fifo_is_refused_not_waited_on(tmp_path, command):
     r = run_cli(command, *args, "--catalog", str(fifo), timeout=60)
     assert r.code == 1
     assert f"catalog {fifo} is not a regular file" in r.err and "Traceback" not in r.err
+
+
+def test_a_symlink_planted_as_the_run_lock_is_never_followed(tmp_path):
+    """``<catalog>.lock`` is truncated and written (the pid) by every backup: a symlink
+    planted there (a shared or world-writable catalog directory; this machine's
+    fs.protected_symlinks may be 0) made root truncate the file it names. Now the lock is
+    opened without following a symlink, and the backup stops in one line."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    cat = tmp_path / "cat.sqlite"
+    os.symlink(victim, str(cat) + ".lock")
+    src, dev0, dev1 = (tmp_path / n for n in ("src", "d0", "d1"))
+    for d in (src, dev0, dev1):
+        d.mkdir()
+    (src / "f").write_bytes(b"data")
+    r = run_cli("backup", str(src), "-d", str(dev0), "-d", str(dev1), "--catalog", str(cat))
+    assert r.code == 1 and "a symlink" in r.err and "Traceback" not in r.err, r.err
+    assert victim.read_bytes() == b"precious\n"
