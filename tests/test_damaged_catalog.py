@@ -80,3 +80,26 @@ def test_a_changed_mode_owner_or_time_in_the_catalog_is_damage(tmp_path, device_
     db.close()
     assert n == 1
     check_refused(tree, cat, env, tmp_path, victim, str(victim))
+
+
+def test_a_file_row_lost_from_the_catalog_is_named_not_dropped(tmp_path, device_dirs):
+    """A row gone from the catalog (a damaged page, a file cut short) left its file out
+    of every restore and verify, exit 0: nothing else named it. The set records how many
+    entries it holds (``sets.files``); fewer rows than that are named as damage."""
+    tree, cat, env = backed_up(tmp_path, device_dirs, encrypt=False)
+    victim = a_file(tree)
+    db = sqlite3.connect(cat)
+    with db:
+        n = db.execute("DELETE FROM files WHERE path=?", (os.fsencode(victim),)).rowcount
+    db.close()
+    assert n == 1
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json", env=env)
+    assert r.code == 1, r.out + r.err
+    lost = [d for d in r.json["damaged"] if d["path"].startswith("set ")]
+    assert len(lost) == 1 and "rows are lost" in lost[0]["error"]
+    want = snapshot(tree)
+    del want[str(victim.relative_to(tree))]
+    assert snapshot(restored_root(out, tree)) == want  # every file it still lists
+    r = run_cli("verify", "--catalog", cat, env=env)
+    assert r.code == 1 and "rows are lost" in r.out + r.err, r.out + r.err

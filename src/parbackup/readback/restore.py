@@ -37,6 +37,7 @@ from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
+    lost_rows,
     records_by_label,
     restorable_set,
     select_for_restore,
@@ -100,6 +101,7 @@ def _run_restore(
     if wanted and not report.skipped and not selection.matched:
         raise RestoreError("no file in the set matches " + ", ".join(wanted))
     report.skipped += unlisted(info)
+    report.damaged += lost_rows(info, selection.rows)
     chosen = selection.chosen
     dest: dict[int, str] = {}
     for f in chosen:

@@ -29,6 +29,23 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
     return info
 
 
+def lost_rows(info: SetInfo, rows: int) -> list[dict]:
+    """What ``damaged`` names when the catalog holds fewer file rows than the set counted
+    when it was recorded (``sets.files``: every entry it holds; the rows are those plus
+    the entries it does not hold): rows went, as a damaged or cut catalog file loses
+    them, and the files they were are restored by nobody, with no word."""
+    if rows >= info.files:
+        return []
+    return [
+        {
+            "path": f"set {info.id}",
+            "device": "",
+            "error": f"the catalog lists {rows} entries of the {info.files} the set holds:"
+            " rows are lost (a damaged catalog); rebuild-catalog reads them from the devices",
+        }
+    ]
+
+
 def unlisted(info: SetInfo) -> list[dict]:
     """What ``skipped`` names for a set rebuilt from its volumes that does not list all
     its files (rebuild-catalog: an incremental set's reused files are on its parent's
@@ -81,13 +98,17 @@ class Selection:
     idents: dict[int, int]
     """The catalog rows' ``identity`` by file id, taken before any hard link stood in for
     its file (``chosen`` may name a file by a later link)."""
+    rows: int
+    """How many file rows the catalog holds for the set (``lost_rows``)."""
 
 
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> Selection:
     """The entries a restore recreates and those it must name as left out."""
     everything: list[CatalogFile] = []
     missing: list[tuple[str, str]] = []
+    rows = 0
     for f in catalog.files(set_id):
+        rows += 1
         if f.state in RESTORABLE_FILE_STATES:
             everything.append(f)
         elif matches(f.entry.path, patterns):
@@ -96,10 +117,10 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
             )
     idents = identities((f.file_id, f.entry) for f in everything)
     if not patterns:
-        return Selection(everything, missing, True, idents)
+        return Selection(everything, missing, True, idents, rows)
     matched = any(matches(f.entry.path, patterns) for f in everything)
     chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
-    return Selection(substitute_hardlinks(chosen, everything), missing, matched, idents)
+    return Selection(substitute_hardlinks(chosen, everything), missing, matched, idents, rows)
 
 
 def identities(files: Iterable[tuple[int, FileEntry]]) -> dict[int, int]:
