@@ -120,6 +120,7 @@ def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
         assert fh.read() == bytes(MiB)
 
 
+@pytest.mark.slow
 def test_image_restore_refuses_a_mounted_block_device(tmp_path, device_dirs, loop, ext4):
     """A block device that is mounted (or held by LVM, RAID, another program) is never
     written: the restore claims it with an exclusive open first, which the kernel

@@ -14,6 +14,7 @@ import pytest
 from conftest import restored_root, run_cli
 
 
+@pytest.mark.slow
 def test_forget_keeps_the_set_made_last_when_an_older_one_is_dated_ahead(tmp_path, device_dirs):
     src = tmp_path / "src"
     src.mkdir()

@@ -53,6 +53,7 @@ def check_refused(tree: Path, cat: str, env: dict, tmp_path: Path, victim: Path,
     assert r.code == 1 and f"DAMAGED: {shown}" in r.out + r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
 def test_a_byte_flipped_in_a_path_of_the_catalog_file_is_damage(tmp_path, device_dirs, encrypt):
     """A real byte of the catalog file changed on disk, as bit rot would: the file's name."""
@@ -66,6 +67,7 @@ def test_a_byte_flipped_in_a_path_of_the_catalog_file_is_damage(tmp_path, device
     check_refused(tree, cat, env, tmp_path, victim, shown)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "column", ["mode", "uid", "gid", "mtime_ns"], ids=["mode", "owner", "group", "mtime"]
 )
@@ -82,6 +84,7 @@ def test_a_changed_mode_owner_or_time_in_the_catalog_is_damage(tmp_path, device_
     check_refused(tree, cat, env, tmp_path, victim, str(victim))
 
 
+@pytest.mark.slow
 def test_a_file_row_lost_from_the_catalog_is_named_not_dropped(tmp_path, device_dirs):
     """A row gone from the catalog (a damaged page, a file cut short) left its file out
     of every restore and verify, exit 0: nothing else named it. The set records how many

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from conftest import restored_root, run_cli
 
 FAR_NS = 15032385535 * 10**9  # 2446-05-10, the latest time ext4 keeps
@@ -15,6 +17,7 @@ OLD_NS = -(2**31) * 10**9  # 1901-12-13, the earliest
 TIME_MAX = (1 << 63) - 1  # the latest time a set holds (2262-04-11)
 
 
+@pytest.mark.slow
 def test_a_file_dated_past_2262_is_backed_up_named_and_restored(tmp_path, device_dirs):
     src = tmp_path / "src"
     src.mkdir()

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from conftest import restored_root, run_cli, snapshot
 
 
+@pytest.mark.slow
 def test_entries_named_like_part_files_are_all_restored(tmp_path, device_dirs):
     src = tmp_path / "src"
     sub = src / "sub"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from conftest import make_tree, restored_root, run_cli, snapshot
 
 
+@pytest.mark.slow
 def test_a_source_link_with_a_slash_is_the_tree_it_names(tmp_path, device_dirs):
     tree = make_tree(tmp_path / "real", seed=5, files=15, max_size=50_000)
     link = tmp_path / "link"
