@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from fsfixtures import ext4_fixture, sh, unmount  # noqa: F401 (fixture)
 
 MiB = 1 << 20
 
@@ -116,3 +118,34 @@ def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
     assert r.code == 1 and "needs" in r.err
     with open(target, "rb") as fh:
         assert fh.read() == bytes(MiB)
+
+
+@pytest.mark.slow
+def test_image_restore_refuses_a_mounted_block_device(tmp_path, device_dirs, loop, ext4):
+    """A block device that is mounted (or held by LVM, RAID, another program) is never
+    written: the restore claims it with an exclusive open first, which the kernel
+    refuses (EBUSY). Before, the image went straight over the mounted file system,
+    exit 0."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(2 * MiB))
+    source = loop(image)
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("--device", str(d))]
+    assert run_cli("backup", source, *args, "--catalog", cat).code == 0
+    mounted = ext4("live", 16)
+    (mounted / "precious").write_bytes(b"keep me")
+    target = sh("findmnt", "-n", "-o", "SOURCE", str(mounted)).stdout.strip()
+    with open(target, "rb") as fh:
+        before = hashlib.sha256(fh.read()).digest()
+    r = run_cli("restore", "--target", target, "--catalog", cat)
+    assert r.code == 1 and "is in use" in r.err and "Traceback" not in r.err, r.err
+    with open(target, "rb") as fh:
+        assert hashlib.sha256(fh.read()).digest() == before
+    assert (mounted / "precious").read_bytes() == b"keep me"
+    # unmounted, the same device takes the image
+    unmount(mounted)
+    r = run_cli("restore", "--target", target, "--catalog", cat)
+    assert r.code == 0, r.err
+    with open(target, "rb") as fh:
+        assert fh.read(2 * MiB) == image.read_bytes()

@@ -48,6 +48,15 @@ def file_ids(cat: str, kind: str) -> list[int]:
     return [r[0] for r in rows]
 
 
+def emptied(cat: str, fid: int) -> None:
+    """Make a file entry empty (size 0, no records), so its path can be crafted freely: a
+    file with data must agree with its records' headers, which a crafted catalog cannot
+    change (tests/test_damaged_catalog.py); a crafted volume can, and then a rebuilt
+    catalog carries its paths."""
+    tamper(cat, "UPDATE files SET size=0 WHERE file_id=?", fid)
+    tamper(cat, "DELETE FROM records WHERE file_id=?", fid)
+
+
 def restore(cat: str, target: Path, overwrite: bool = False):
     with Catalog(cat) as catalog:
         return run_restore(catalog, RestoreOptions(target=str(target), overwrite=overwrite))
@@ -88,6 +97,7 @@ def test_absolute_path_outside_the_source_stays_inside_the_target(setup, tmp_pat
     _, outside, cat = setup
     fid = file_ids(cat, "file")[0]
     victim = outside / "precious"
+    emptied(cat, fid)
     tamper(cat, "UPDATE files SET path=? WHERE file_id=?", str(victim).encode(), fid)
     report = restore(cat, tmp_path / "out", overwrite=True)
     assert report.damaged == []
@@ -100,6 +110,8 @@ def test_restored_symlink_is_never_written_through(setup, tmp_path):
     tree, outside, cat = setup
     link_id = file_ids(cat, "symlink")[0]
     a, b = file_ids(cat, "file")[:2]
+    emptied(cat, a)
+    emptied(cat, b)
     evil = str(tree / "evil")
     tamper(
         cat,

@@ -122,6 +122,32 @@ def set_lists(draw) -> list[SetPoint]:
     ]
 
 
+def made_last(sets: list[SetPoint], group: str) -> str:
+    """The id of the set of ``group`` made last (highest seq): what ``latest`` names."""
+    return max((s for s in sets if s.group == group), key=lambda s: (s.seq, s.time, s.id)).id
+
+
+@settings(max_examples=100, deadline=None)
+@given(set_lists(), policies)
+def test_the_set_made_last_is_always_kept_whatever_its_time(sets, policy):
+    """A clock once set ahead dates an older set after the newest: the set made last
+    (what every other command calls latest) is still kept."""
+    decisions = apply_policy(sets, policy)
+    for group in {s.group for s in sets}:
+        assert made_last(sets, group) in kept(decisions)
+
+
+def test_a_set_dated_ahead_by_a_wrong_clock_does_not_make_the_latest_go():
+    ahead = SetPoint("ahead", datetime(2031, 1, 1, tzinfo=UTC), seq=0)
+    sets = [ahead] + [
+        SetPoint(f"night{i}", datetime(2026, 12, 1 + i, 2, tzinfo=UTC), seq=1 + i) for i in range(3)
+    ]
+    for policy in (Policy(last=1), Policy(daily=1), Policy(within=Within(days=1))):
+        decisions = {d.set.id: d.reasons for d in apply_policy(sets, policy)}
+        assert decisions["night2"] == ("latest",)
+        assert decisions["ahead"] and not decisions["night0"] and not decisions["night1"]
+
+
 def _le(p: int, q: int) -> bool:
     """p keeps no more periods than q (UNLIMITED is the largest)."""
     return q == UNLIMITED or (p != UNLIMITED and p <= q)
@@ -171,7 +197,7 @@ def test_keep_last_n_keeps_exactly_the_n_newest(sets, n):
     decisions = apply_policy(sets, Policy(last=n))
     for group in {s.group for s in sets}:
         ordered = sorted((s for s in sets if s.group == group), key=lambda s: (s.time, s.seq, s.id))
-        want = {s.id for s in ordered[-n:]}
+        want = {s.id for s in ordered[-n:]} | {made_last(sets, group)}
         got = {d.set.id for d in decisions if d.keep and d.set.group == group}
         assert got == want
 
@@ -222,4 +248,4 @@ def test_keep_within_keeps_exactly_what_is_newer_than_the_newest_minus_d(sets, w
         since = within.before(max(s.time for s in mine))
         assert {d.set.id for d in decisions if d.keep and d.set.group == group} == {
             s.id for s in mine if s.time > since
-        }
+        } | {made_last(sets, group)}

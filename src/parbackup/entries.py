@@ -37,6 +37,15 @@ _COLUMNS = ("kind", "size", "mode", "uid", "gid", "mtime_ns", "ctime_ns", "ino",
 """The columns of a row after its path, in ``append``'s order."""
 _WIDER = {"size": "q", "ino": "Q", "dev": "Q", "uid": "I", "gid": "I"}
 """What a narrow column becomes when a value does not fit."""
+TIME_MIN, TIME_MAX = -(1 << 63), (1 << 63) - 1
+"""The times a set holds: signed 64-bit nanoseconds (1677-09-21 to 2262-04-11)."""
+_TIMES = ("mtime_ns", "ctime_ns")
+
+
+def clamp_ns(ns: int) -> int:
+    """A time in nanoseconds as a set holds it: ext4 and XFS keep times up to the year
+    2446 (``touch -d 2400-01-01`` makes one), past what 64 bits of nanoseconds hold."""
+    return TIME_MIN if ns < TIME_MIN else TIME_MAX if ns > TIME_MAX else ns
 
 
 class Entries:
@@ -50,6 +59,7 @@ class Entries:
         "_path",
         "_path_at",
         "_roots",
+        "clamped",
         "ctime_ns",
         "dev",
         "gid",
@@ -80,6 +90,9 @@ class Entries:
         self._meta_list: list[bytes] = []
         self._meta_ids: dict[bytes, int] = {}
         self._roots: dict[int, bytes] = {}
+        self.clamped: list[int] = []
+        """Rows whose time was out of range and is held as the nearest one (``clamp_ns``);
+        the scan names them and clears the list."""
 
     def set_root(self, source: int, root: bytes) -> None:
         """From now on, paths of ``source`` are given (and stored) after ``root``."""
@@ -113,8 +126,8 @@ class Entries:
         self.mode.append(mode)
         self._extend("uid", (uid & 0xFFFFFFFF,))
         self._extend("gid", (gid & 0xFFFFFFFF,))
-        self.mtime_ns.append(mtime_ns)
-        self.ctime_ns.append(ctime_ns)
+        self._extend("mtime_ns", (mtime_ns,))
+        self._extend("ctime_ns", (ctime_ns,))
         self._extend("ino", (ino,))
         self._extend("dev", (dev,))
         self.source.append(source)
@@ -160,6 +173,12 @@ class Entries:
         try:
             column.extend(values)
         except OverflowError:
+            if name in _TIMES:  # a time past 2262: kept as the latest one a set holds
+                del column[before:]
+                values = tuple(values)
+                self.clamped += [before + k for k, v in enumerate(values) if clamp_ns(v) != v]
+                column.extend(clamp_ns(v) for v in values)
+                return
             if name not in _WIDER or column.typecode == _WIDER[name]:
                 raise
             del column[before:]  # the values before the large one went in

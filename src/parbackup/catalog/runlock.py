@@ -9,10 +9,15 @@ lock belongs to a run that died: it is marked 'interrupted' by the next run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 
 from parbackup.errors import CatalogError
+
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""The lock file is opened without following a symlink, and never waits (a FIFO)."""
 
 
 class RunLock:
@@ -35,8 +40,16 @@ class RunLock:
         """
         if self.held:
             return False
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:  # never through a symlink: root would truncate what a planted one names
+            fd = os.open(self.path, _FLAGS, 0o600)
+        except OSError as exc:
+            why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            raise CatalogError(
+                f"cannot lock the catalog {self.path[:-5]}: {self.path}: {why}"
+            ) from exc
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, f"{self.path} is not a regular file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"

@@ -157,6 +157,10 @@ class Catalog(LivenessRows, RecordRows, SideRows):
         self.run_lock = RunLock(path)
         if not create and not os.path.exists(path):
             raise CatalogError(f"no catalog at {path} (run a backup first, or pass --catalog)")
+        if os.path.exists(path) and not os.path.isfile(path):
+            # a FIFO would block SQLite's open for ever, deaf to SIGTERM (it retries the
+            # open through signals)
+            raise CatalogError(f"catalog {path} is not a regular file")
         folder = os.path.dirname(path)
         if not create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
             self._open_read_only(path)  # read-only media: a catalog copy on a disc

@@ -22,9 +22,10 @@ from parbackup.cli.render import line, progress_view, table
 from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
-from parbackup.errors import UsageError
+from parbackup.errors import RestoreError, UsageError
 from parbackup.model import Order, Strategy
 from parbackup.plan.pacing import Balance
+from parbackup.readback.paths import target_path
 from parbackup.selection import ScanRules
 
 device_option = click.option(
@@ -167,7 +168,13 @@ def _set_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 time (e.g. 2026-03-01T02:00:00+01:00)"
         ) from None
-    return when.astimezone(UTC).isoformat(timespec="seconds")
+    try:
+        utc = when.astimezone(UTC)
+    except (OverflowError, ValueError):  # past year 9999, or before year 1, in UTC
+        utc = None
+    if utc is None or not 1900 <= utc.year <= 9998:  # every zone's local time is a date
+        raise click.BadParameter(f"{value!r} is out of range (years 1900 to 9998)")
+    return utc.isoformat(timespec="seconds")
 
 
 def summarize(report: BackupReport) -> None:
@@ -230,6 +237,19 @@ def summarize(report: BackupReport) -> None:
         line(f"GREW while read (kept as read, restorable): {s.path}: {s.error}", problem=True)
     if report.error:
         line(f"error: {report.error}", problem=True)
+
+
+def _check_stdin_name(name: str) -> None:
+    """Refuse a --stdin-name restore could not recreate in a directory ('..', '.', empty
+    or NUL parts): such a set was stored as complete, then every restore of it into a
+    directory refused its one file."""
+    try:
+        target_path("/", "/" + (name or "stdin").lstrip("/"))  # engine/prepare.py's path
+    except RestoreError as exc:
+        raise UsageError(
+            f"--stdin-name {name!r}: a name restore can make under a target (no '..', '.',"
+            " empty or NUL parts)"
+        ) from exc
 
 
 @click.command("backup")
@@ -402,6 +422,8 @@ def backup(
         raise UsageError("'-' (standard input) must be the only source of its backup")
     if "-" in sources and (incremental or rehash or snapshot or pre_command or post_command):
         raise UsageError("a backup of standard input takes no --incremental or snapshot options")
+    if "-" in sources:
+        _check_stdin_name(stdin_name)
     stdin = None
     if sources == ("-",):
         try:

@@ -14,14 +14,13 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from parbackup import __version__
+from parbackup import __version__, scratch
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
@@ -484,7 +483,7 @@ class _Backup:
 
     def copy_catalog(self, devices: list[DeviceState]) -> None:
         """Put a copy of the catalog on every surviving device at once (X2)."""
-        with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+        with scratch.directory() as tmp:
             options = self.options
             for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
                 self.phase(f"{name} made")

@@ -8,10 +8,10 @@ hold the run (or the process exit) up.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 
+from parbackup import scratch
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
 from parbackup.crypto.keys import device_key_name
@@ -61,7 +61,7 @@ def copy_catalog(
     if catalog_key(catalog) is not None:
         on_event(Notice("catalog copies not refreshed: the catalog is encrypted"))
         return
-    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+    with scratch.directory() as tmp:
         path = os.path.join(tmp, "catalog.sqlite")
         catalog.copy_to(path)
         copies = [_CatalogCopy(dev, path) for dev in devices]

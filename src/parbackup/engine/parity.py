@@ -24,10 +24,10 @@ Two ways to write them, the same rows either way:
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
 
+from parbackup import scratch
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
 from parbackup.devices.base import Device
@@ -63,7 +63,7 @@ def copy_catalog(
 ) -> None:
     """A copy of the catalog (now knowing the set's parity) on each parity device (X2):
     sealed, with the key file beside it, when the set is encrypted."""
-    with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+    with scratch.directory() as tmp:
         for name, path in catalog_copies(catalog, tmp, codec, key_file):
             for dev in devices:
                 with open(path, "rb") as fh:
@@ -265,7 +265,7 @@ class ParityStream:
             ],
         }
         catalog.set_parity(set_hex, info)
-        with tempfile.TemporaryDirectory(prefix="parbackup-") as tmp:
+        with scratch.directory() as tmp:
             files = tuple(catalog_copies(catalog, tmp, codec, key_file))
             self.worker.send(Put(files))
             stored = self._answer(Stored, max(self.timeout, 60.0))

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from parbackup import scratch
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.crypto.codec import Codec, CodecSpec
@@ -86,7 +86,7 @@ def _scan_parity(
     if not found[""].damaged:
         del found[""]
     present = {dev.label.label: dev for dev in alive}
-    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+    with scratch.directory("parbackup-rebuild-") as work:
         for set_hex, volumes in parity.items():
             made, error = rebuild_missing(volumes, present, work)
             if error:

@@ -16,6 +16,10 @@ The semantics are restic's ``forget``:
   far back as the policy allows. A count of ``UNLIMITED`` (-1) keeps every period.
 - ``keep_within D`` keeps every set newer than (newest set's time - D), D in calendar
   units (``1y5m7d2h``).
+- Beyond restic: the set made last in each group (highest ``seq``: the one every other
+  command calls ``latest``) is always kept ("latest"), whatever its time says. A clock
+  once set ahead (a set dated 2031) made the newest set of every later night look old,
+  so ``--keep-last 1`` kept the stale set and forgot each new one.
 
 The rules are independent (a set is kept if any rule keeps it), so a stricter policy
 (smaller counts, shorter duration) never keeps a set a looser one forgets. A policy with
@@ -196,6 +200,11 @@ def apply_group(sets: Sequence[SetPoint], policy: Policy) -> list[Decision]:
                 last = value
                 if left > 0:
                     left -= 1
+    latest = max(
+        range(len(ordered)), key=lambda i: (ordered[i].seq, ordered[i].time, ordered[i].id)
+    )
+    if not reasons[latest]:  # dated before others by a clock set ahead once
+        reasons[latest].append("latest")
     return [Decision(s, tuple(r)) for s, r in zip(ordered, reasons, strict=True)]
 
 

@@ -256,6 +256,7 @@ def read_back(
     stall: float = STALL_SECONDS,
     slowest: float = SLOWEST,
     codec: CodecSpec | None = None,
+    idents: dict[int, int] | None = None,
 ) -> Outcome:
     """Read ``work`` (records per device label) with one reader process per device.
 
@@ -266,7 +267,8 @@ def read_back(
     the caller's work that no reader waits for. A reader silent for ``stall`` seconds,
     plus the time a read it announced takes at ``slowest`` bytes per second, is given
     up. ``codec`` (with the key of an encrypted set) goes to every reader in its work,
-    never through the environment.
+    never through the environment. ``idents`` (readback/messages.py ``identity``, by
+    file id) go to the readers of those files.
     """
     run = _Run(executor or default_executor(), on_event, slowest)
     needed = set(work) | set(frames or {})
@@ -286,7 +288,10 @@ def read_back(
             reader.pending = {fid for fid, _ in records}
             frame_refs, expect_end = (frames or {}).get(label, (None, True))
             frame_work = None if frame_refs is None else pack(frame_refs)
-            reader.worker.send(Work(set_id, pack(records), spec, frame_work, expect_end, codec))
+            mine = None if idents is None else {f: idents[f] for f in reader.pending if f in idents}
+            reader.worker.send(
+                Work(set_id, pack(records), spec, frame_work, expect_end, codec, mine)
+            )
         meanwhile()  # the caller's own work, while the readers read
         for reader in run.readers.values():
             reader.last = time.monotonic()

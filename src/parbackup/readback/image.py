@@ -11,9 +11,13 @@ flushed its part.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
+from collections.abc import Iterator
 
-from parbackup.catalog import Catalog
+from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
 from parbackup.model import Kind, RecordRef
 from parbackup.progress import EventSink, FileDone, Started, ignore
@@ -50,8 +54,41 @@ def run_image_restore(
             f"{options.target} holds {room} bytes, the image {image.entry.path} needs "
             f"{image.entry.size}"
         )
-    report = RestoreReport(set_id=info.id, target=options.target)
-    records = records_by_label(catalog, info.id, {image.file_id})
+    with _claimed(options.target):
+        return _write_image(catalog, options, info.id, image, on_event, started)
+
+
+@contextlib.contextmanager
+def _claimed(target: str) -> Iterator[None]:
+    """Hold ``target`` with an exclusive open while the image is written: the kernel
+    refuses it (EBUSY) when the device is mounted or held (LVM, RAID, dm, another
+    exclusive open), and refuses to mount it meanwhile. The readers still write it."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise RestoreError(
+                f"{target} is in use (mounted, or held by LVM, RAID or another program):"
+                " not written"
+            ) from exc
+        raise RestoreError(f"{target}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_image(
+    catalog: Catalog,
+    options: RestoreOptions,
+    info_id: str,
+    image: CatalogFile,
+    on_event: EventSink,
+    started: float,
+) -> RestoreReport:
+    """Read the image's records onto the claimed block device (``run_image_restore``)."""
+    report = RestoreReport(set_id=info_id, target=options.target)
+    records = records_by_label(catalog, info_id, {image.file_id})
     on_event(Started("restore", 1, image.entry.size, tuple(sorted(records))))
     refs: list[RecordRef] = [ref for recs in records.values() for _fid, ref in recs]
     if not covered(refs, image.entry.size):
@@ -60,9 +97,9 @@ def run_image_restore(
         return report
     spec = BlockSinkSpec(options.target)
     known = catalog.device_urls()
-    with recovered(catalog, info.id, known, options.devices) as rescue:
+    with recovered(catalog, info_id, known, options.devices) as rescue:
         outcome = read_back(
-            bytes.fromhex(info.id),
+            bytes.fromhex(info_id),
             records,
             known,
             tuple(options.devices) + tuple(rescue.urls),

@@ -16,7 +16,9 @@ travel as plain tuples (``pack``), so a reader's work pickles small.
 
 from __future__ import annotations
 
+import struct
 import sys
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +48,18 @@ def pack(records: Iterable[tuple[int, RecordRef]]) -> list[PackedRef]:
         )
         for fid, r in records
     ]
+
+
+def identity(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int) -> int:
+    """A CRC32 of what a record header says of its file (path, mode, owner, mtime).
+
+    The catalog's file rows carry no checksum of their own (SQLite has none), so a
+    flipped byte there would restore a file under another name, mode, owner or time
+    without a word; a reader compares this value of the catalog's row with the record's
+    header instead (the same values were written into both at backup time).
+    """
+    fixed = struct.pack("<IIIq", mode & 0xFFFFFFFF, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, mtime_ns)
+    return zlib.crc32(path, zlib.crc32(fixed))
 
 
 def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:
@@ -92,6 +106,9 @@ class Work:
     expect_end: bool = True
     codec: CodecSpec | None = None
     """How the set's version-4 records are stored; its key opens encrypted ones."""
+    idents: dict[int, int] | None = None
+    """``identity`` of the catalog's row of each file whose own records are read here
+    (not those an incremental set reuses): every such record's header must agree."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any
 
-from parbackup.crypto.codec import Codec, CodecSpec, Place, label_bytes
+from parbackup.crypto.codec import Codec, CodecSpec, Place, RecordMeta, label_bytes
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
@@ -49,6 +49,7 @@ from parbackup.readback.messages import (
     ReaderSpec,
     VolumeDamage,
     Work,
+    identity,
     unpack,
 )
 from parbackup.readback.relay import build
@@ -102,18 +103,22 @@ def open_record(
     stored: memoryview | bytes,
     codec: Codec,
     place: Place | None,
+    ident: int | None = None,
 ) -> tuple[str, memoryview | bytes | None]:
     """('', payload) if the record matches the catalog, decodes (version 4: decompress,
-    decrypt and authenticate) and matches its checksum; else (what is wrong, None)."""
+    decrypt and authenticate) and matches its checksum; else (what is wrong, None).
+    ``ident``: the catalog row's ``identity``, which the header (or its sealed metadata)
+    must give too."""
     if not matches_catalog(header, fid, ref, set_id) or header.stored_size != ref.length:
         return "record does not match the catalog", None
     if len(stored) != ref.length:
         return "record is cut short", None
     payload: memoryview | bytes = stored
+    about: RecordHeader | RecordMeta = header
     if header.stored >= 0:
         owner_set, owner_file = expected_owner(fid, ref, set_id)
         try:
-            _meta, payload = codec.decode(
+            meta, payload = codec.decode(
                 stored,
                 flags=header.flags,
                 set_id=owner_set,
@@ -129,8 +134,13 @@ def open_record(
             return str(exc), None
         if codec.digest_of(header.flags, payload) != ref.checksum:
             return "payload checksum mismatch", None
+        about = meta if meta is not None else header
     elif checksum(payload) != ref.checksum:
         return "payload checksum mismatch", None
+    if ident is not None and ident != identity(
+        about.path, about.mode, about.uid, about.gid, about.mtime_ns
+    ):
+        return "the catalog's path, mode, owner or time differ from the record's", None
     return "", payload
 
 
@@ -138,8 +148,8 @@ class _Places:
     """Where records lie, for the associated data of encrypted ones: the device label
     and each volume's random id (read once from its header)."""
 
-    def __init__(self, device: Device, label: str, codec: Codec) -> None:
-        self.device, self.codec = device, codec
+    def __init__(self, device: Device, label: str, codec: Codec, idents: dict[int, int]) -> None:
+        self.device, self.codec, self.idents = device, codec, idents
         self.label = label_bytes(label)
         self.ids: dict[str, bytes | str] = {}
 
@@ -195,6 +205,7 @@ def read_records(
     announce: Announce = _quiet,
     codec: Codec = _PLAIN,
     label: str = "",
+    idents: dict[int, int] | None = None,
 ) -> None:
     """Fetch and check every wanted record of one device; report each through deliver.
 
@@ -202,9 +213,10 @@ def read_records(
     stream restore writes them in that order), else in volume order. ``announce`` hears
     of every read before it starts, so a slow device is told from a hung one. ``codec``
     decodes version-4 records; ``label`` is the device's (encrypted records are bound
-    to it).
+    to it). ``idents`` (readback/messages.py ``identity``) of the files whose own
+    records are read: a header that disagrees is damage (a damaged catalog row).
     """
-    places = _Places(device, label, codec)
+    places = _Places(device, label, codec, idents or {})
     buf = _Buffer(span)
     sane = []
     for fid, ref in wanted:
@@ -273,7 +285,8 @@ def _read_span(
         if isinstance(place, str):
             deliver(fid, ref, None, place)
             continue
-        error, payload = open_record(header, fid, ref, set_id, stored, places.codec, place)
+        ident = None if ref.origin_set else places.idents.get(fid)
+        error, payload = open_record(header, fid, ref, set_id, stored, places.codec, place, ident)
         deliver(fid, ref, None if error else memoryview(payload), error)
 
 
@@ -306,8 +319,9 @@ def _read_sequential(
                     if isinstance(place, str):
                         deliver(fid, ref, None, place)
                     else:
+                        ident = None if ref.origin_set else places.idents.get(fid)
                         error, data = open_record(
-                            header, fid, ref, set_id, payload, places.codec, place
+                            header, fid, ref, set_id, payload, places.codec, place, ident
                         )
                         deliver(fid, ref, None if error else memoryview(data), error)
                     if not want:
@@ -459,6 +473,7 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
         announce=results.announce,
         codec=codec,
         label=label,
+        idents=work.idents,
     )
     results.finish()
     if work.frames is not None and not device.capabilities.sequential:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from parbackup import scratch
 from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
@@ -360,7 +360,7 @@ def recovered(
     if not sets:
         yield Recovery()
         return
-    with tempfile.TemporaryDirectory(prefix="parbackup-rebuild-") as work:
+    with scratch.directory("parbackup-rebuild-") as work:
         decoded = _decoded(catalog, sets, known, overrides, suspects, work)
         if decoded is not None:
             yield decoded

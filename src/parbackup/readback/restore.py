@@ -40,12 +40,19 @@ from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     covered,
+    lost_rows,
     records_by_label,
     restorable_set,
     select_for_restore,
     unlisted,
 )
-from parbackup.readback.sinks import DirectorySinkSpec, FileTarget, part_name, set_metadata
+from parbackup.readback.sinks import (
+    DirectorySinkSpec,
+    FileTarget,
+    part_name,
+    part_tag,
+    set_metadata,
+)
 from parbackup.readback.specials import SPECIAL, make_special
 
 
@@ -97,6 +104,7 @@ def _run_restore(
     if wanted and not report.skipped and not selection.matched:
         raise RestoreError("no file in the set matches " + ", ".join(wanted))
     report.skipped += unlisted(info)
+    report.damaged += lost_rows(info, selection.rows)
     chosen = selection.chosen
     dest: dict[int, str] = {}
     for f in chosen:
@@ -129,8 +137,9 @@ def _run_restore(
         Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
     )
     os.makedirs(target, exist_ok=True)
+    tag = part_tag(os.path.basename(f.entry.path) for f in chosen)
     if mark.resumes:  # what the killed run left half written
-        _drop_parts(files, dest, Beneath(target))
+        _drop_parts(files, dest, Beneath(target), tag)
     dirs = DirMaker(target)
 
     def make_dirs() -> None:
@@ -146,13 +155,14 @@ def _run_restore(
                     dest.pop(f.file_id)
 
     unowned: set[int] = set()
+    idents = selection.idents
     restored = _restore_files(
         catalog, info.id, files, dest, records, options, report, on_event, unowned,
-        dirs=dirs, meanwhile=make_dirs,
+        dirs=dirs, meanwhile=make_dirs, idents=idents, tag=tag,
     )  # fmt: skip
     if report.damaged and catalog.parity(info.id):
         restored |= _retry_with_parity(
-            catalog, info.id, files, dest, records, options, report, on_event, unowned
+            catalog, info.id, files, dest, records, options, report, on_event, unowned, idents, tag
         )
     safe = Beneath(target)  # no symlink below the target is followed
     _restore_links(chosen, dest, restored, report, on_event, unowned, safe)
@@ -166,13 +176,13 @@ def _run_restore(
     return report
 
 
-def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath) -> None:
+def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath, tag: str) -> None:
     """Remove the ``.part`` of every file about to be restored, where a killed run of the
     same restore left one."""
     for f in files:
         if f.file_id in dest:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
 
 
 def _retry_with_parity(
@@ -185,6 +195,8 @@ def _retry_with_parity(
     report: RestoreReport,
     on_event: EventSink,
     unowned: set[int],
+    idents: dict[int, int] | None = None,
+    tag: str = "",
 ) -> dict[str, str]:
     """Files found damaged in a parity set are read again once, from copies of their
     devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
@@ -200,7 +212,18 @@ def _retry_with_parity(
     suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
     return _restore_files(
-        catalog, set_id, again, dest, subset, options, report, on_event, unowned, suspects
+        catalog,
+        set_id,
+        again,
+        dest,
+        subset,
+        options,
+        report,
+        on_event,
+        unowned,
+        suspects,
+        idents=idents,
+        tag=tag,
     )
 
 
@@ -217,9 +240,12 @@ def _restore_files(
     suspects: Sequence[str] = (),
     dirs: DirMaker | None = None,
     meanwhile: Callable[[], None] = lambda: None,
+    idents: dict[int, int] | None = None,
+    tag: str = "",
 ) -> dict[str, str]:
     """Read and write every regular file; original path -> restored path of the good.
-    The ids of files whose owner could not be given are added to ``unowned``.
+    The ids of files whose owner could not be given are added to ``unowned``; ``idents``
+    (readback/select.py ``identities``) are checked against the record headers.
 
     The readers start first; ``meanwhile()``, then the ``.part`` files this process
     finishes (made with their directories by ``dirs``), are done while they read.
@@ -263,18 +289,20 @@ def _restore_files(
     try:
         for fid in split:  # a reader never truncates these: no older one may stay
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[fid], fid))
+                safe.unlink(part_name(dest[fid], fid, tag))
         work = {
             label: [(fid, ref) for fid, ref in recs if fid in paths]
             for label, recs in records.items()
         }
         # empty files first, in place before any reader starts (as a killed restore
         # leaves them); the split files' .part while the readers read
-        early = _prepare(active, split, labels, dest, unowned, safe, dirs, split=False)
+        early = _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=False)
 
         def prepare() -> None:
             meanwhile()
-            early.update(_prepare(active, split, labels, dest, unowned, safe, dirs, split=True))
+            early.update(
+                _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=True)
+            )
 
         def done(fids: list[int]) -> None:
             for fid in fids:
@@ -288,22 +316,34 @@ def _restore_files(
                 work,
                 known,
                 tuple(options.devices) + tuple(rescue.urls),
-                lambda label: DirectorySinkSpec(targets[label], root),
+                lambda label: DirectorySinkSpec(targets[label], root, tag),
                 on_event,
                 on_good=done,
                 meanwhile=prepare,
                 codec=options.codec,
                 executor=options.executor,
+                idents=idents,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned
         return _finish_files(
-            active, dest, labels, unread, split, early, outcome, report, on_event, unowned, safe
+            active,
+            dest,
+            labels,
+            unread,
+            split,
+            early,
+            outcome,
+            report,
+            on_event,
+            unowned,
+            safe,
+            tag,
         )
     except BaseException:  # interrupted: no .part is left behind
         for f in active:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[f.file_id], f.file_id))
+                safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
         raise
 
 
@@ -319,6 +359,7 @@ def _finish_files(
     on_event: EventSink,
     unowned: set[int],
     safe: Beneath,
+    tag: str,
 ) -> dict[str, str]:
     """Judge every file by what its readers said (or by ``early``: files done before the
     readers started, '' or why not); finish those this process finishes (split over
@@ -336,10 +377,10 @@ def _finish_files(
         elif not outcome.ok(fid, len(labels.get(fid, ()))):
             error = "not restored"
         elif fid in split:
-            device, error = "", _finish(fid, f.entry, path, unowned, safe)
+            device, error = "", _finish(fid, f.entry, path, unowned, safe, tag)
         if error:
             with contextlib.suppress(OSError):
-                safe.unlink(part_name(path, fid))
+                safe.unlink(part_name(path, fid, tag))
             report.damage(f.entry.path, device, error)
             continue
         restored[f.entry.path] = path
@@ -358,6 +399,7 @@ def _prepare(
     unowned: set[int],
     safe: Beneath,
     dirs: DirMaker | None,
+    tag: str,
     *,
     split: bool,
 ) -> dict[int, str]:
@@ -373,7 +415,7 @@ def _prepare(
         now = fid not in labels and fid not in splits  # no records: finished right here
         if (fid in splits) != split or (not split and not now):
             continue
-        tmp = part_name(dest[fid], fid)
+        tmp = part_name(dest[fid], fid, tag)
         leaf = os.path.basename(tmp)
         try:  # one lookup of the directory for the whole file
             if dirs is not None:
@@ -408,9 +450,11 @@ def _rename(dfd: int, leaf: str, path: str) -> str:
     return ""
 
 
-def _finish(fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath) -> str:
+def _finish(
+    fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath, tag: str
+) -> str:
     """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
-    tmp = part_name(path, fid)
+    tmp = part_name(path, fid, tag)
     leaf = os.path.basename(tmp)
     try:
         with safe.parent(tmp) as (dfd, _name):

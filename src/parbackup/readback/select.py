@@ -8,13 +8,15 @@ process (readback/reader.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
-from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.plan.reuse import complete
+from parbackup.readback.messages import identity
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
 
@@ -25,6 +27,23 @@ def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
     if info.status not in ("complete", "degraded"):
         raise CatalogError(f"set {info.id} is {info.status}, not restorable")
     return info
+
+
+def lost_rows(info: SetInfo, rows: int) -> list[dict]:
+    """What ``damaged`` names when the catalog holds fewer file rows than the set counted
+    when it was recorded (``sets.files``: every entry it holds; the rows are those plus
+    the entries it does not hold): rows went, as a damaged or cut catalog file loses
+    them, and the files they were are restored by nobody, with no word."""
+    if rows >= info.files:
+        return []
+    return [
+        {
+            "path": f"set {info.id}",
+            "device": "",
+            "error": f"the catalog lists {rows} entries of the {info.files} the set holds:"
+            " rows are lost (a damaged catalog); rebuild-catalog reads them from the devices",
+        }
+    ]
 
 
 def unlisted(info: SetInfo) -> list[dict]:
@@ -76,24 +95,42 @@ class Selection:
     silently."""
     matched: bool
     """True when a restorable file matches the patterns (always, without patterns)."""
+    idents: dict[int, int]
+    """The catalog rows' ``identity`` by file id, taken before any hard link stood in for
+    its file (``chosen`` may name a file by a later link)."""
+    rows: int
+    """How many file rows the catalog holds for the set (``lost_rows``)."""
 
 
 def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> Selection:
     """The entries a restore recreates and those it must name as left out."""
     everything: list[CatalogFile] = []
     missing: list[tuple[str, str]] = []
+    rows = 0
     for f in catalog.files(set_id):
+        rows += 1
         if f.state in RESTORABLE_FILE_STATES:
             everything.append(f)
         elif matches(f.entry.path, patterns):
             missing.append(
                 (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
             )
+    idents = identities((f.file_id, f.entry) for f in everything)
     if not patterns:
-        return Selection(everything, missing, True)
+        return Selection(everything, missing, True, idents, rows)
     matched = any(matches(f.entry.path, patterns) for f in everything)
     chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
-    return Selection(substitute_hardlinks(chosen, everything), missing, matched)
+    return Selection(substitute_hardlinks(chosen, everything), missing, matched, idents, rows)
+
+
+def identities(files: Iterable[tuple[int, FileEntry]]) -> dict[int, int]:
+    """The ``identity`` (readback/messages.py) of every regular file with data, by file
+    id: what each of its own records' headers must say of it."""
+    return {
+        fid: identity(os.fsencode(e.path), e.mode, e.uid, e.gid, e.mtime_ns)
+        for fid, e in files
+        if e.kind is Kind.FILE and e.size
+    }
 
 
 def records_by_label(

@@ -19,7 +19,7 @@ import contextlib
 import errno
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,8 @@ class DirectorySinkSpec:
 
     files: dict[int, FileTarget]
     root: str = ""
+    tag: str = ""
+    """What the ``.part`` names carry so that none is an entry's name (``part_tag``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +98,29 @@ class Sink(Protocol):
         ...
 
 
-def part_name(dest: str, fid: int) -> str:
+def part_name(dest: str, fid: int, tag: str = "") -> str:
     """The hidden temporary name a file is restored under, next to its destination."""
-    return os.path.join(os.path.dirname(dest), _part_leaf(fid))
+    return os.path.join(os.path.dirname(dest), _part_leaf(fid, tag))
 
 
-def _part_leaf(fid: int) -> str:
-    return f".parbackup-{fid}.part"
+def _part_leaf(fid: int, tag: str = "") -> str:
+    return f".parbackup-{fid}{tag}.part"
+
+
+def part_tag(names: Iterable[str]) -> str:
+    """'' unless an entry restored is itself named like a ``.part`` (``.parbackup-7.part``:
+    a killed restore's leftover backed up since, or a crafted name); then ``~N``, the
+    first N no such name ends with, so no ``.part`` is ever an entry's name: file 7's
+    ``.part`` would take that entry's place, or be renamed over by it, and one of the
+    two files be lost (or restored with the other's bytes). The same set and selection
+    give the same tag, so a rerun finds what a killed run left."""
+    like = [n for n in names if n.startswith(".parbackup-") and n.endswith(".part")]
+    if not like:
+        return ""
+    n = 1
+    while any(name.endswith(f"~{n}.part") for name in like):
+        n += 1
+    return f"~{n}"
 
 
 def set_metadata(
@@ -206,6 +224,7 @@ class DirectorySink:
         self.unowned: list[int] = []
         """Files finished here whose owner could not be given (not yet reported)."""
         self.beneath = Beneath(spec.root) if spec.root else None
+        self.tag = spec.tag
 
     def _dir(self, fid: int) -> int:
         """The file's directory, opened below the root without following a symlink (or
@@ -236,8 +255,8 @@ class DirectorySink:
 
     def _open(self, fid: int, flags: int) -> int:
         if self.beneath is None:
-            return os.open(part_name(self.files[fid][0], fid), flags, 0o600)
-        return os.open(_part_leaf(fid), flags, 0o600, dir_fd=self._dir(fid))
+            return os.open(part_name(self.files[fid][0], fid, self.tag), flags, 0o600)
+        return os.open(_part_leaf(fid, self.tag), flags, 0o600, dir_fd=self._dir(fid))
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -291,10 +310,10 @@ class DirectorySink:
                 if not set_metadata(fd, mode, uid, gid, mtime_ns):
                     self.unowned.append(fid)
                 if self.beneath is None:
-                    os.replace(part_name(dest, fid), dest)
+                    os.replace(part_name(dest, fid, self.tag), dest)
                 else:  # in the directory opened beneath the root: no symlink followed
                     dfd = self._dir(fid)
-                    os.replace(_part_leaf(fid), os.path.basename(dest), src_dir_fd=dfd,
+                    os.replace(_part_leaf(fid, self.tag), os.path.basename(dest), src_dir_fd=dfd,
                                dst_dir_fd=dfd)  # fmt: skip
             finally:
                 self._close(fid)
@@ -313,9 +332,9 @@ class DirectorySink:
         if here:
             with contextlib.suppress(OSError):
                 if self.beneath is None:
-                    os.unlink(part_name(dest, fid))
+                    os.unlink(part_name(dest, fid, self.tag))
                 else:
-                    self.beneath.unlink(part_name(dest, fid))
+                    self.beneath.unlink(part_name(dest, fid, self.tag))
 
     def finish(self) -> str:
         for fid in list(self.fds) + list(self.dirs):

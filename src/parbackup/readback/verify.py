@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
-from parbackup.model import RESTORABLE_FILE_STATES, Kind, RecordRef
+from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.recover import check_parity, recovered
-from parbackup.readback.select import covered
+from parbackup.readback.select import covered, identities, lost_rows
 from parbackup.readback.sinks import VerifySinkSpec
 from parbackup.workers import Executor
 
@@ -76,11 +76,12 @@ def run_verify(
     warm_up()
     info = catalog.resolve_set(set_ref)
     report = VerifyReport(set_id=info.id)
-    files = {
-        f.file_id: f.entry
-        for f in catalog.files(info.id)
-        if f.state in RESTORABLE_FILE_STATES and f.entry.kind is Kind.FILE
-    }
+    files: dict[int, FileEntry] = {}
+    rows = 0
+    for f in catalog.files(info.id):
+        rows += 1
+        if f.state in RESTORABLE_FILE_STATES and f.entry.kind is Kind.FILE:
+            files[f.file_id] = f.entry
     work: dict[str, list[tuple[int, RecordRef]]] = {}
     frames: dict[str, list[tuple[int, RecordRef]]] = {}
     refs: dict[int, list[RecordRef]] = {}
@@ -95,6 +96,7 @@ def run_verify(
     )
     failed = {d["label"] for d in catalog.set_devices(info.id) if d["status"] == "failed"}
     known = catalog.device_urls()
+    idents = identities(files.items())
 
     def read(suspects: list[str]):
         with recovered(catalog, info.id, known, devices, suspects) as rescue:
@@ -108,6 +110,7 @@ def run_verify(
                 frames={label: (recs, label not in failed) for label, recs in frames.items()},
                 codec=codec,
                 executor=executor,
+                idents=idents,
             )
         return rescue, outcome
 
@@ -153,5 +156,6 @@ def run_verify(
         if fid not in files:
             report.damaged.append({"path": names.get(fid, ""), "device": device, "error": error})
     report.damaged.extend(outcome.volumes)
+    report.damaged.extend(lost_rows(info, rows))
     report.seconds = time.monotonic() - started
     return report

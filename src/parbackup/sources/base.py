@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from parbackup.entries import Entries
+from parbackup.entries import Entries, clamp_ns
 from parbackup.errors import SourceError
 from parbackup.selection import NO_SELECTION, Excluded, ScanRules
 
@@ -180,8 +180,8 @@ class Source(ABC):
             return []
         pairs = {
             "size": (old.size, new.size),
-            "mtime": (old.mtime_ns, new.mtime_ns),
-            "ctime": (old.ctime_ns, new.ctime_ns),
+            "mtime": (old.mtime_ns, clamp_ns(new.mtime_ns)),  # as the scan held it
+            "ctime": (old.ctime_ns, clamp_ns(new.ctime_ns)),
             "inode": (old.ino, new.ino),
             "device": (old.dev, new.dev),
         }

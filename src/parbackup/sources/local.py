@@ -53,6 +53,10 @@ _SWAPPED = "replaced since it was listed (a symlink, a file or another directory
 _SWAP_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
 """What opening a directory with ``O_NOFOLLOW | O_DIRECTORY`` fails with once its name is
 a symlink (Linux says ENOTDIR, not ELOOP) or a file."""
+_CLAMPED = (
+    "its time is past what a backup set holds (64-bit nanoseconds: 1677 to 2262): backed"
+    " up, and restored with the nearest time a set holds"
+)
 
 
 def _kind(mode: int) -> int | None:
@@ -189,7 +193,7 @@ class LocalTree(Source):
         if spec.select:
             self._scan_selected(root, root_st, read, row, out, index, on_error)
             return []
-        _extend(out, [root], _meta(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error), record, on_error)
         if root[1] != DIR:
             return []
         return self._walk(out, index, on_error, [(read, root_st.st_dev, root_st.st_ino)], False)
@@ -292,7 +296,7 @@ class LocalTree(Source):
                     rows.append(entry)
                     if entry[1] == DIR:
                         subdirs.append((prefix + name, st.st_dev, st.st_ino))
-            _extend(out, rows, metas)
+            _extend(out, rows, metas, record, on_error)
             found = subdirs
         return [] if descend else found
 
@@ -309,7 +313,7 @@ class LocalTree(Source):
         if rule:
             excluded.add(os.fsdecode(record), rule)
             return
-        _extend(out, [root], _meta(read, None, root, record, on_error))
+        _extend(out, [root], _meta(read, None, root, record, on_error), record, on_error)
         if root[1] != DIR:
             return
         is_reg = stat.S_ISREG
@@ -344,7 +348,7 @@ class LocalTree(Source):
                             subdirs.append((here, st.st_dev, st.st_ino))
                         else:
                             excluded.add(os.fsdecode(path) + "/", ONE_FILE_SYSTEM)
-            _extend(out, rows, metas)
+            _extend(out, rows, metas, record, on_error)
 
 
 def _metas(
@@ -373,12 +377,19 @@ _META_READERS = {True: _metas, False: _no_metas}
 """``_metas`` or ``_no_metas``, by the spec's ``xattrs``."""
 
 
-def _extend(out: Entries, rows: list[tuple], metas: dict[int, bytes]) -> None:
-    """Add ``rows`` and the extended attributes ``metas`` (by row number in ``rows``)."""
+def _extend(
+    out: Entries, rows: list[tuple], metas: dict[int, bytes], record: bytes, on_error: ErrorFunc
+) -> None:
+    """Add ``rows`` and the extended attributes ``metas`` (by row number in ``rows``);
+    name each entry whose time a set cannot hold (its data is still backed up)."""
     out.extend_rows(rows)
     first = len(out) - len(rows)
     for k, payload in metas.items():
         out.set_meta(first + k, payload)
+    if out.clamped:
+        for i in sorted(set(out.clamped)):
+            on_error(os.fsdecode(record + rows[i - first][0]), _CLAMPED)
+        out.clamped.clear()
 
 
 def _directories(

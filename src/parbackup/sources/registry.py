@@ -55,6 +55,11 @@ def spec_for(name: str, read_root: str = "") -> SourceSpec:
     if not os.path.lexists(path):
         raise SourceError(f"source does not exist: {name}")
     kind = "blockdev" if is_block_device(path) else "tree"
+    if not read_root and name.endswith("/") and os.path.islink(path) and os.path.isdir(path):
+        # 'LINK/' names the directory the link points to (POSIX path resolution, as tar
+        # and rsync read it): its tree is read there and recorded under LINK; without the
+        # slash the link itself is the entry (it used to be, even with the slash)
+        read_root = os.path.realpath(path)
     return SourceSpec(kind, path, path, read_root if read_root != path else "", path)
 
 

@@ -1,0 +1,30 @@
+"""A --stdin-name restore could not make under a target is refused before anything is
+written. Before, ``backup - --stdin-name ../../evil`` stored a set as complete (exit 0)
+whose every restore into a directory then refused its one file as an unsafe path."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/../../b", "./x", "a//b", "dir/"])
+def test_a_stdin_name_restore_cannot_make_is_a_usage_error(tmp_path, device_dirs, name):
+    cat = str(tmp_path / "cat.sqlite")
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    r = run_cli("backup", "-", "--stdin-name", name, *devs, "--catalog", cat, input=b"dump\n")
+    assert r.code == 2, r.out + r.err
+    assert "--stdin-name" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "cat.sqlite").exists()  # refused before the catalog is made
+
+
+def test_a_nested_stdin_name_restores_under_the_target(tmp_path, device_dirs):
+    cat = str(tmp_path / "cat.sqlite")
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    r = run_cli("backup", "-", "--stdin-name", "db/dump.sql", *devs, "--catalog", cat,
+                input=b"dump\n")  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    assert (tmp_path / "out" / "db" / "dump.sql").read_bytes() == b"dump\n"
