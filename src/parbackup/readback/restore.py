@@ -21,7 +21,6 @@ without ``--overwrite`` (readback/mark.py).
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import os
 import time
@@ -34,6 +33,7 @@ from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.beneath import Beneath
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
+from parbackup.readback.links import apply_metadata, restore_links
 from parbackup.readback.mark import MARK, RestoreMark
 from parbackup.readback.options import RestoreOptions, RestoreReport
 from parbackup.readback.paths import DirMaker, target_path
@@ -51,15 +51,7 @@ from parbackup.readback.sinks import (
     FileTarget,
     part_name,
     part_tag,
-    set_metadata,
 )
-from parbackup.readback.specials import SPECIAL, make_special
-
-
-def apply_metadata(path: str | int, entry: FileEntry, *, follow: bool = True) -> bool:
-    """Mode, owner (when running as root) and times; never follows a symlink. False when
-    root could not give the owner (restore_extended names it)."""
-    return set_metadata(path, entry.mode, entry.uid, entry.gid, entry.mtime_ns, follow=follow)
 
 
 def _is_empty_dir(path: str) -> bool:
@@ -165,7 +157,7 @@ def _run_restore(
             catalog, info.id, files, dest, records, options, report, on_event, unowned, idents, tag
         )
     safe = Beneath(target)  # no symlink below the target is followed
-    _restore_links(chosen, dest, restored, report, on_event, unowned, safe)
+    restore_links(chosen, dest, restored, report, on_event, unowned, safe)
     bad = {d["path"] for d in report.damaged + report.skipped}
     placed = set(restored) | {
         f.entry.path for f in chosen if f.entry.kind is not Kind.FILE and f.entry.path not in bad
@@ -467,70 +459,3 @@ def _finish(
             return _rename(dfd, leaf, path)
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
-
-
-def _link_metadata(dir_fd: int, name: str, entry: FileEntry) -> bool:
-    """Owner (as root) and times of the symlink ``name`` itself, in ``dir_fd``; False
-    when root could not give the owner (restore_extended names it)."""
-    owned = True
-    if os.geteuid() == 0:
-        try:
-            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
-            owned = False
-    ns = (entry.mtime_ns, entry.mtime_ns)
-    os.utime(name, ns=ns, dir_fd=dir_fd, follow_symlinks=False)
-    return owned
-
-
-def _restore_links(
-    chosen: list[CatalogFile],
-    dest: dict[int, str],
-    restored: dict[str, str],
-    report: RestoreReport,
-    on_event: EventSink,
-    unowned: set[int],
-    safe: Beneath,
-) -> None:
-    """Hard links and special files, then symlinks, then directory metadata (deepest
-    first), after all file data is in place; no symlink below the target is followed."""
-    for f in chosen:
-        if f.entry.kind in SPECIAL and f.file_id in dest:
-            problem, error = make_special(dest[f.file_id], f.entry, restored, safe)
-            if problem:
-                where = report.damaged if problem == "damaged" else report.skipped
-                where.append({"path": f.entry.path, "device": "", "error": error})
-            else:
-                report.files += 1
-                on_event(FileDone(f.entry.path))
-    for f in chosen:
-        if f.entry.kind is Kind.SYMLINK and f.file_id in dest:
-            path = dest[f.file_id]
-            if safe.is_real_dir(path):
-                report.damage(f.entry.path, "", "a directory is in the way")
-                continue
-            try:
-                safe.symlink(f.entry.link, path)
-                with safe.parent(path) as (fd, name):
-                    if not _link_metadata(fd, name, f.entry):
-                        unowned.add(f.file_id)
-            except OSError as exc:
-                report.damage(f.entry.path, "", f"{path}: {exc.strerror or exc}")
-                continue
-            report.files += 1
-            on_event(FileDone(f.entry.path))
-    folders = [f for f in chosen if f.entry.kind is Kind.DIR]
-    for f in sorted(folders, key=lambda f: -f.entry.path.count("/")):
-        if f.file_id in dest:
-            try:  # never chmod through a symlink: only a real directory opens here
-                fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:  # a symlink, or no access (not even root's)
-                continue
-            try:
-                if not apply_metadata(fd, f.entry):
-                    unowned.add(f.file_id)
-            finally:
-                os.close(fd)
-            report.files += 1
