@@ -7,9 +7,9 @@ of every backend, ``postgres`` the catalog on a PostgreSQL server shared by many
 """
 
 from parbackup.catalog.backend import is_catalog_url, open_catalog
+from parbackup.catalog.filerows import CatalogFile
 from parbackup.catalog.store import (
     Catalog,
-    CatalogFile,
     SetInfo,
     default_catalog_path,
 )
