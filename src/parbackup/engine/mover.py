@@ -32,7 +32,8 @@ from the open descriptor, not in the scan); those go back in ``Metas`` just befo
 ``Durable`` that covers the file, for the catalog.
 
 Records of small files are gathered into one large write; a payload larger than
-``_SMALL`` goes to the device in 1 MiB slices so progress keeps moving on a slow link.
+``SMALL`` (moversource.py) goes to the device in 1 MiB slices, so that progress keeps
+moving on a slow link. Reading the sources is the mixin ``SourceSide`` (moversource.py).
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from blake3 import blake3
-
 from parbackup.crypto.codec import Codec
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.probe import probe_speed
@@ -53,20 +52,13 @@ from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.messages import (
-    CTIME,
     DATA,
-    DEV,
     FID,
-    FSIZE,
-    INO,
     KIND,
     META,
-    MTIME,
     OFF,
-    PATH,
     SEQ,
     SIZE,
-    SRC,
     Begin,
     Committed,
     Durable,
@@ -86,17 +78,16 @@ from parbackup.engine.messages import (
     Stored,
     Work,
 )
+from parbackup.engine.moversource import SMALL, SourceSide
 from parbackup.engine.paritytee import ParityTee
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import VolumeHeader, checksum, end_record
-from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
-from parbackup.sources.registry import open_source
+from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
 
 PROGRESS_SECONDS = 0.05
-_SMALL = 256 * 1024
 _GATHER = 1 << 20
 _SLICE = 1 << 20
 _RECORDS = 8192
@@ -122,7 +113,7 @@ class _Volume:
 
 
 @dataclass
-class _Mover:
+class _Mover(SourceSide):
     spec: MoverSpec
     channel: Channel
     device: Any = None
@@ -304,7 +295,7 @@ class _Mover:
         """Append one record to the volume (small ones gathered into one write).
         ``sent`` counts ``source`` bytes (what the plan assigned), spread over the slices."""
         n = len(payload)
-        if n <= _SMALL:
+        if n <= SMALL:
             self.gather += header
             self.gather += payload
             self.sent += source
@@ -341,17 +332,6 @@ class _Mover:
         vol.since_checkpoint += len(header) + len(payload)
         if len(self.gather) >= _GATHER:
             self.flush_gather()
-
-    def source(self, index: int) -> Source:
-        src = self.sources.get(index)
-        if src is None:
-            src = self.sources[index] = open_source(self.spec.sources[index])
-        return src
-
-    def close_reader(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
 
     def write_item(self, item: tuple) -> None:
         size = item[SIZE]
@@ -395,80 +375,6 @@ class _Mover:
             vol.since_checkpoint >= self.spec.checkpoint_bytes or len(self.pending) >= _RECORDS
         ):
             self.make_durable(commit=False)
-
-    def small_file(self, item: tuple, attrs: bool) -> bytes | None:
-        """A whole file that fits one record, read through its source's fast path
-        (``Source.read_whole``) and written; the payload of its extended attributes (b""
-        when none, or when ``attrs`` is false: the item brought them). None when the
-        source has no fast path or the file was not as scanned: nothing was written, and
-        ``copy_range`` reads it again and says what is wrong."""
-        size = item[SIZE]
-        if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
-            return None
-        if len(self.buffer) < size:
-            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, _SMALL))))
-        view = self.buffer[:size]
-        expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
-        got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
-        if got is None:
-            return None
-        self.record(item, 0, view)
-        if got[0] or got[1]:
-            self.metas.append((item[FID], *got))
-        return got[0]
-
-    def copy_range(self, item: tuple) -> None:
-        """Read the item's byte range through its source and write it as records; then
-        check that the file is still as the scan saw it (else SourceChanged)."""
-        src = self.source(item[SRC])
-        expect = Identity(item[FSIZE], item[MTIME], item[CTIME], item[INO], item[DEV])
-        reader = self.reader = src.open(item[PATH], expect)
-        chunk = self.spec.chunk
-        offset, end = item[OFF], item[OFF] + item[SIZE]
-        if len(self.buffer) < min(chunk, item[SIZE]):
-            self.buffer = memoryview(bytearray(min(chunk, max(item[SIZE], _SMALL))))
-        buffer = self.buffer
-        first = len(self.pending)  # this item's records are pending[first:]
-        while offset < end:
-            want = min(chunk, end - offset)
-            got = reader.readinto(offset, buffer[:want])
-            if got != want:
-                raise SourceChanged("file shrank while being read")
-            self.record(item, offset, buffer[:got])
-            offset += got
-        try:
-            src.check(expect, reader.identity())
-        except SourceGrew as grew:
-            if not self.still_the_beginning(reader, self.pending[first:]):
-                raise SourceChanged(
-                    f"file changed while being read ({grew.fields}), not only at its end"
-                ) from grew
-            raise
-
-    def reader_xattrs(self, fid: int) -> bytes:
-        """The open file's extended attributes when its reader gives them; what was read,
-        or why it could not be kept, waits for ``Metas``."""
-        got = self.reader.xattrs() if self.reader is not None else None
-        if got is not None and (got[0] or got[1]):
-            self.metas.append((fid, *got))
-        return got[0] if got is not None else b""
-
-    def still_the_beginning(self, reader: FileReader, records: list) -> bool:
-        """The file grew while read: what was read is kept only if it still is the
-        file's beginning (a log appended to), which reading it again tells."""
-        buffer = self.buffer
-        for _fid, _vol, _pos, _hsize, offset, n, digest, _stored in records:
-            at = 0
-            hasher = self.codec.hasher() if self.codec is not None else blake3()
-            while at < n:
-                got = reader.readinto(offset + at, buffer[: min(len(buffer), n - at)])
-                if not got:
-                    break
-                hasher.update(buffer[:got])
-                at += got
-            if at != n or hasher.digest() != digest:
-                return False
-        return True
 
 
 class _Beating:

@@ -1,0 +1,118 @@
+"""A mover's source side: reading an item's byte range through its source (the
+Source interface, sources/base.py), small whole files through the source's fast path,
+and the checks that the file is still as the scan saw it.
+
+A mixin of the mover (engine/mover.py), which holds the state it uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blake3 import blake3
+
+from parbackup.crypto.codec import Codec
+from parbackup.engine.messages import CTIME, DEV, FID, FSIZE, INO, MTIME, OFF, PATH, SIZE, SRC
+from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
+from parbackup.sources.registry import open_source
+
+SMALL = 256 * 1024
+"""A file up to this size is read into a buffer of this size (one allocation for many)."""
+
+
+class SourceSide:
+    """Reading sources for the mover (mixed into ``_Mover``)."""
+
+    spec: Any
+    sources: dict[int, Source]
+    reader: FileReader | None
+    buffer: memoryview
+    pending: list
+    metas: list
+    codec: Codec | None
+    record: Any
+
+    def source(self, index: int) -> Source:
+        src = self.sources.get(index)
+        if src is None:
+            src = self.sources[index] = open_source(self.spec.sources[index])
+        return src
+
+    def close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def small_file(self, item: tuple, attrs: bool) -> bytes | None:
+        """A whole file that fits one record, read through its source's fast path
+        (``Source.read_whole``) and written; the payload of its extended attributes (b""
+        when none, or when ``attrs`` is false: the item brought them). None when the
+        source has no fast path or the file was not as scanned: nothing was written, and
+        ``copy_range`` reads it again and says what is wrong."""
+        size = item[SIZE]
+        if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
+            return None
+        if len(self.buffer) < size:
+            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
+        view = self.buffer[:size]
+        expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
+        got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
+        if got is None:
+            return None
+        self.record(item, 0, view)
+        if got[0] or got[1]:
+            self.metas.append((item[FID], *got))
+        return got[0]
+
+    def copy_range(self, item: tuple) -> None:
+        """Read the item's byte range through its source and write it as records; then
+        check that the file is still as the scan saw it (else SourceChanged)."""
+        src = self.source(item[SRC])
+        expect = Identity(item[FSIZE], item[MTIME], item[CTIME], item[INO], item[DEV])
+        reader = self.reader = src.open(item[PATH], expect)
+        chunk = self.spec.chunk
+        offset, end = item[OFF], item[OFF] + item[SIZE]
+        if len(self.buffer) < min(chunk, item[SIZE]):
+            self.buffer = memoryview(bytearray(min(chunk, max(item[SIZE], SMALL))))
+        buffer = self.buffer
+        first = len(self.pending)  # this item's records are pending[first:]
+        while offset < end:
+            want = min(chunk, end - offset)
+            got = reader.readinto(offset, buffer[:want])
+            if got != want:
+                raise SourceChanged("file shrank while being read")
+            self.record(item, offset, buffer[:got])
+            offset += got
+        try:
+            src.check(expect, reader.identity())
+        except SourceGrew as grew:
+            if not self.still_the_beginning(reader, self.pending[first:]):
+                raise SourceChanged(
+                    f"file changed while being read ({grew.fields}), not only at its end"
+                ) from grew
+            raise
+
+    def reader_xattrs(self, fid: int) -> bytes:
+        """The open file's extended attributes when its reader gives them; what was read,
+        or why it could not be kept, waits for ``Metas``."""
+        got = self.reader.xattrs() if self.reader is not None else None
+        if got is not None and (got[0] or got[1]):
+            self.metas.append((fid, *got))
+        return got[0] if got is not None else b""
+
+    def still_the_beginning(self, reader: FileReader, records: list) -> bool:
+        """The file grew while read: what was read is kept only if it still is the
+        file's beginning (a log appended to), which reading it again tells."""
+        buffer = self.buffer
+        for _fid, _vol, _pos, _hsize, offset, n, digest, _stored in records:
+            at = 0
+            hasher = self.codec.hasher() if self.codec is not None else blake3()
+            while at < n:
+                got = reader.readinto(offset + at, buffer[: min(len(buffer), n - at)])
+                if not got:
+                    break
+                hasher.update(buffer[:got])
+                at += got
+            if at != n or hasher.digest() != digest:
+                return False
+        return True
