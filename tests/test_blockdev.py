@@ -103,7 +103,9 @@ def test_loop_device_backup_restore(tmp_path, device_dirs, loop):
     assert back[len(content) :] == b"\xaa" * MiB  # nothing past the image touched
 
 
-def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
+def _random_image_backed_up(tmp_path, device_dirs, loop) -> str:
+    """A loop device holding 2 MiB of random bytes, backed up onto 2 devices; the
+    catalog's path."""
     image = tmp_path / "disk.img"
     image.write_bytes(os.urandom(2 * MiB))
     source = loop(image)
@@ -111,6 +113,11 @@ def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
     cat = str(tmp_path / "cat.sqlite")
     args = [a for d in devs for a in ("--device", str(d))]
     assert run_cli("backup", source, *args, "--catalog", cat).code == 0
+    return cat
+
+
+def test_image_restore_refuses_small_target(tmp_path, device_dirs, loop):
+    cat = _random_image_backed_up(tmp_path, device_dirs, loop)
     small = tmp_path / "small.img"
     small.write_bytes(bytes(MiB))
     target = loop(small)
@@ -126,13 +133,7 @@ def test_image_restore_refuses_a_mounted_block_device(tmp_path, device_dirs, loo
     written: the restore claims it with an exclusive open first, which the kernel
     refuses (EBUSY). Before, the image went straight over the mounted file system,
     exit 0."""
-    image = tmp_path / "disk.img"
-    image.write_bytes(os.urandom(2 * MiB))
-    source = loop(image)
-    devs = device_dirs(2)
-    cat = str(tmp_path / "cat.sqlite")
-    args = [a for d in devs for a in ("--device", str(d))]
-    assert run_cli("backup", source, *args, "--catalog", cat).code == 0
+    cat = _random_image_backed_up(tmp_path, device_dirs, loop)
     mounted = ext4("live", 16)
     (mounted / "precious").write_bytes(b"keep me")
     target = sh("findmnt", "-n", "-o", "SOURCE", str(mounted)).stdout.strip()
@@ -148,4 +149,4 @@ def test_image_restore_refuses_a_mounted_block_device(tmp_path, device_dirs, loo
     r = run_cli("restore", "--target", target, "--catalog", cat)
     assert r.code == 0, r.err
     with open(target, "rb") as fh:
-        assert fh.read(2 * MiB) == image.read_bytes()
+        assert fh.read(2 * MiB) == (tmp_path / "disk.img").read_bytes()

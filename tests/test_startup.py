@@ -49,15 +49,21 @@ def test_a_backup_under_json_never_imports_rich(tmp_path):
     assert not [m for m in imported if m.split(".")[0] == "rich"]
 
 
-def test_a_backup_without_json_still_prints_its_summary(tmp_path):
-    """The same backup without ``--json`` prints its summary (tab-separated when stdout
-    is not a terminal), through the console made at its first use."""
+def _one_file_and_two_devices(tmp_path):
+    """A source holding one small file, and two empty device directories."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_bytes(b"plain\n")
     devs = [tmp_path / "d1", tmp_path / "d2"]
     for d in devs:
         d.mkdir()
+    return src, devs
+
+
+def test_a_backup_without_json_still_prints_its_summary(tmp_path):
+    """The same backup without ``--json`` prints its summary (tab-separated when stdout
+    is not a terminal), through the console made at its first use."""
+    src, devs = _one_file_and_two_devices(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "parbackup", "backup", str(src),
          *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite")],
@@ -165,12 +171,7 @@ def test_the_movers_a_command_line_names_are_counted_before_it_is_parsed():
 def test_a_backup_hands_its_devices_the_movers_started_before_its_imports(tmp_path):
     """The CLI starts one mover per ``-d`` before it imports the backup command, and
     the run uses those (one debug line each), with the same result as before."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"plain\n")
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
+    src, devs = _one_file_and_two_devices(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "parbackup", "-vv", "backup", str(src),
          *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite"),
