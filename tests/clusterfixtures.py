@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import NetnsHost, free_port, wait_port
+from servers import NetnsHost, claimed_net, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ class DaskCluster:
         """Workers under a nanny (``dask worker``'s default), which restarts a dead one."""
         self.indices = list(range(first, first + hosts))
         """Host numbers (two clusters at once take different ones: their addresses)."""
-        self.tag = tag or f"{os.getpid() % 10000}"
+        self.tag = tag or f"{claimed_net()}"
         self.port = free_port()
         self.scheduler: subprocess.Popen | None = None
         self.hosts: dict[int, NetnsHost] = {}

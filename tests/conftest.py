@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -24,6 +25,20 @@ SRC = str(Path(__file__).resolve().parent.parent / "src")
 # example that ran long once would fail a run at random.
 settings.register_profile("parbackup", deadline=None)
 settings.load_profile("parbackup")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Byte-compile the checkout's sources once, before any test starts a parbackup process.
+
+    With PYTHONDONTWRITEBYTECODE set (as in this workplace), every process the suite
+    starts, each CLI call and each mover and reader, compiled every module it imported
+    from source: about 0.13 s of CPU more per CLI call (0.21 s against 0.34 s to import
+    the backup command), over a thousand processes a run. Python still reads .pyc files
+    with that variable set, and ignores a stale one. An xdist worker leaves it to the
+    controller.
+    """
+    if not hasattr(session.config, "workerinput"):
+        compileall.compile_dir(SRC, quiet=2)
 
 
 @dataclass

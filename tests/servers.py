@@ -11,6 +11,7 @@ their own (e.g. to kill one mid-backup) by calling the classes directly::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -245,6 +246,36 @@ class SshServer:
         self.stop()
 
 
+_NET: list[tuple[int, int]] = []  # (this process's network number, its held lock's fd)
+_NET_LOCKS = Path("/tmp/parbackup-test-nets")
+
+
+def claimed_net() -> int:
+    """This process's network number N: its namespace hosts live in 10.N.0.0/16.
+
+    N is held by a lock (flock on one file per N, let go only when the process ends, so
+    never left stale), so no other test process running at once (an xdist worker, a
+    second suite) uses the same addresses; it was the pid modulo 100, which two
+    processes shared whenever their pids did. Starts at the pid's number, so processes
+    started together spread out.
+    """
+    if not _NET:
+        _NET_LOCKS.mkdir(exist_ok=True)
+        for step in range(100):
+            net = 64 + (os.getpid() + step) % 100
+            fd = os.open(_NET_LOCKS / f"net{net}", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            _NET.append((net, fd))
+            break
+        else:
+            raise RuntimeError("every test network 10.64-163.x.x is taken by a running test")
+    return _NET[0][0]
+
+
 class NetnsHost:
     """A distant host: a network namespace joined to this one by a veth pair.
 
@@ -255,10 +286,10 @@ class NetnsHost:
     """
 
     def __init__(self, index: int, *, rate: str = "", tag: str = "") -> None:
-        tag = tag or f"{os.getpid() % 10000}"
+        net = claimed_net()
+        tag = tag or f"{net}"
         self.name = f"pb{tag}h{index}"
         self.outer, self.inner = f"pb{tag}h{index}a", f"pb{tag}h{index}b"
-        net = 64 + (os.getpid() % 100)
         self.local_ip, self.ip = f"10.{net}.{index}.1", f"10.{net}.{index}.2"
         self.rate = rate
         self.up = False

@@ -28,10 +28,12 @@ def backup(src: Path, devs: list[Path], cat: Path, *extra: str) -> str:
     return r.json["set"]
 
 
-@pytest.fixture
-def two_sets(tmp_path: Path):
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory: pytest.TempPathFactory):
     """Two sets of one tree: added, removed, changed, metadata-only and untouched paths,
-    and names rich would read as markup or that are not one printable line."""
+    and names rich would read as markup or that are not one printable line. Made once
+    for the module: ls, diff and find only read them."""
+    tmp_path = tmp_path_factory.mktemp("two_sets")
     src = tmp_path / "src"
     (src / "etc").mkdir(parents=True)
     (src / "etc" / "app.conf").write_bytes(b"port=1\n")

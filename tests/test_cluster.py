@@ -24,6 +24,7 @@ from clusterfixtures import DaskCluster, here_only, need_cluster
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import pause_point, wait_paused
 from parbackup.cluster import DaskExecutor
+from servers import claimed_net
 
 
 def test_no_cluster_no_dask(tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_scheduler_lost_fails_cleanly(tmp_path: Path) -> None:
     """The scheduler dies mid-backup: the run fails (exit 1), nothing marked complete."""
     need_cluster()
     src = make_tree(tmp_path / "src", seed=5, files=20, big=(3_000_000,))
-    with DaskCluster(tmp_path / "c", hosts=2, tag=f"s{os.getpid() % 1000}", first=4) as cluster:
+    with DaskCluster(tmp_path / "c", hosts=2, tag=f"s{claimed_net()}", first=4) as cluster:
         urls = cluster_devices(cluster, "lost")
         gate = tmp_path / "gate"
         fifo = pause_point(gate)
@@ -333,7 +334,7 @@ def test_workers_under_a_nanny(tmp_path: Path) -> None:
     degraded and restores, and the restarted worker reads its host's devices again."""
     need_cluster()
     src = make_tree(tmp_path / "src", seed=14, files=30, big=(4_000_000, 2_000_000))
-    tag = f"n{os.getpid() % 1000}"
+    tag = f"n{claimed_net()}"
     with DaskCluster(tmp_path / "c", hosts=2, tag=tag, first=7, nanny=True) as cluster:
         on = ("--cluster", cluster.address)
         urls = cluster_devices(cluster, "plain")

@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -240,9 +241,10 @@ def test_an_incremental_backup_copies_a_file_whose_attributes_alone_changed(tmp_
 
 def test_a_restore_by_another_user_names_the_owner_and_privileged_attributes(tmp_path):
     require_root("setpriv", "setcap")
-    base = Path("/tmp/meta-nonroot-test")
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(mode=0o755)
+    # outside pytest's 0700 base directory, so another user can enter it; a fresh name,
+    # so two test processes at once never share it
+    base = Path(tempfile.mkdtemp(prefix="meta-nonroot-", dir="/tmp"))
+    base.chmod(0o755)
     try:
         src = base / "src"
         src.mkdir()
