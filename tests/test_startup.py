@@ -7,6 +7,7 @@ movers' stderr kept (PARBACKUP_DEBUG_WORKERS).
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -77,6 +78,7 @@ def test_a_backup_without_json_still_prints_its_summary(tmp_path):
 
 
 PROBE = """
+import json
 import os
 
 with open(os.environ["AHEAD_MARK"], "a") as fh:  # imported: ready before any work came
@@ -248,3 +250,32 @@ def test_a_worker_started_ahead_in_another_environment_is_not_handed_out(tmp_pat
         worker.kill()
     assert worker.proc is not proc and answer[2] != proc.pid
     assert proc.returncode is not None  # the stale one was ended and reaped
+
+
+SLOW_MOVER = """
+import os, sys, time
+if "parbackup.engine.mover:move" in sys.argv:  # only a mover's interpreter starts slowly
+    time.sleep(float(os.environ["SLOW_MOVER_START"]))
+"""
+
+
+def test_a_slow_mover_start_does_not_count_against_the_device_timeout(tmp_path):
+    """On a loaded machine a mover's interpreter may take longer to start than
+    ``--device-timeout``: the timeout counts from the mover's ``Started``, so healthy
+    devices are not failed for it (they were: "no answer within 1 seconds"). The slow
+    start is real: each mover's interpreter runs a ``sitecustomize`` that takes 3 s."""
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_MOVER)
+    src, devs = _one_file_and_two_devices(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbackup", "backup", str(src), "--device-timeout", "1",
+         *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite"),
+         "--json"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "slow"), SRC]),
+             "SLOW_MOVER_START": "3"},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert [d["status"] for d in report["devices"]] == ["ok", "ok"]

@@ -264,7 +264,8 @@ def _check_stdin_name(name: str) -> None:
     type=click.FloatRange(min=0.1),
     default=60.0,
     show_default=True,
-    help="Give a device up when it makes no progress for this many seconds.",
+    help="Give a device up when it makes no progress for this many seconds (counted "
+    "once its mover process is up: a slow start does not fail a healthy device).",
 )
 @click.option(
     "--incremental",

@@ -23,6 +23,8 @@ from parbackup.errors import UsageError
 from parbackup.sources.base import SourceSpec
 from parbackup.workers import Crashed, Executor, LocalExecutor, wait_any
 
+START_SECONDS = 60.0
+"""How long a mover's process may take to start (before its device's timeout counts)."""
 MOVER = "parbackup.engine.mover:move"
 """The worker run for each device (the CLI starts them ahead under the same name)."""
 
@@ -102,26 +104,48 @@ class Fleet:
         self.dead.append(Dead(dev.index, dev.url, reason_of(dev.url, reason)))
 
     def opened(self) -> list[DeviceState]:
-        """Wait for every mover to open its device (all at once, ``timeout`` in all)."""
-        deadline = time.monotonic() + self.timeout
+        """Wait for every mover to open its device, all at once. Each device has
+        ``timeout`` seconds from its mover's ``Started``; the process's own start (an
+        interpreter and its imports: seconds on a loaded machine) has ``START_SECONDS``,
+        so a busy machine does not fail healthy devices. A mover that dies is buried at
+        once either way."""
+        now = time.monotonic()
+        start_limit = max(START_SECONDS, self.timeout)
         waiting = {d.worker.channel: d for d in self.devices}
+        deadline = {d.worker.channel: now + start_limit for d in self.devices}
+        started: set = set()
         while waiting:
-            left = deadline - time.monotonic()
-            ready = wait_any(list(waiting), max(0.0, left)) if left > 0 else []
-            if not ready:
-                break
+            left = min(deadline[c] for c in waiting) - time.monotonic()
+            ready = wait_any(list(waiting), left) if left > 0 else []
             for channel in ready:
-                dev = waiting.pop(channel)
-                msg = _answer(dev, (m.Opened,), self.timeout)
+                dev = waiting[channel]
+                try:
+                    msg = channel.recv()
+                except (EOFError, OSError):
+                    msg = m.Failed("its mover process ended unexpectedly")
+                if isinstance(msg, m.Started):
+                    started.add(channel)
+                    deadline[channel] = time.monotonic() + self.timeout
+                    continue
+                if isinstance(msg, Crashed):
+                    msg = m.Failed(msg.error)
                 if isinstance(msg, m.Opened):
                     dev.label, dev.space = msg.label or "", msg.space
                     dev.scheme, dev.sequential = msg.scheme, msg.sequential
                 elif isinstance(msg, m.Failed) and msg.usage:
                     raise UsageError(msg.error)
-                else:
+                elif isinstance(msg, m.Failed):
                     self.bury(dev, msg.error)  # type: ignore[attr-defined]
-        for dev in waiting.values():
-            self.bury(dev, f"no answer within {self.timeout:g} seconds")
+                else:
+                    continue  # nothing else is said before Opened: not an answer
+                del waiting[channel]
+            now = time.monotonic()
+            for channel in [c for c in waiting if deadline[c] <= now]:
+                dev = waiting.pop(channel)
+                if channel in started:
+                    self.bury(dev, f"no answer within {self.timeout:g} seconds")
+                else:
+                    self.bury(dev, f"its mover did not start within {start_limit:g} seconds")
         self._check_unique()
         return self.alive
 

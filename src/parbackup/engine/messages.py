@@ -70,6 +70,12 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
+class Started:
+    """The mover's process is up and about to open its device: the device's timeout
+    counts from here, not from the process's start (slow on a loaded machine)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Opened:
     label: str | None
     space: Space

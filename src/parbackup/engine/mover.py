@@ -7,7 +7,7 @@ messages. Nothing is shared with the dispatcher, so a mover can run on another h
 
 Conversation (dispatcher -> mover, then what the mover answers):
 
-    (start)        -> Opened(label or None, space, scheme, sequential) | Failed
+    (start)        -> Started(), Opened(label or None, space, scheme, sequential) | Failed
     Label()        -> Labelled(label) | Failed          write a label at first use
     Probe(limit)   -> Speed(bytes/s) | Failed           --balance time without a hint
     Begin(set, meta)                                    the set the volumes belong to
@@ -74,6 +74,7 @@ from parbackup.engine.messages import (
     Progress,
     Put,
     Speed,
+    Started,
     Stop,
     Stored,
     Work,
@@ -392,6 +393,7 @@ class _Beating:
 def move(spec: MoverSpec, channel: Channel) -> None:
     """The mover worker: see the module docstring."""
     mover = _Mover(spec, channel)
+    channel.send(Started())
     try:
         mover.device = RetryingDevice(open_device(spec.url))
         mover.device.open()
