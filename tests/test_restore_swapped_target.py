@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from conftest import SRC, restored_root, run_cli
+from failcases import wait_for
 from killpoints import pause_point, wait_paused
 from parbackup import xattrs
 from parbackup.catalog import CatalogFile
@@ -62,6 +63,7 @@ def test_restore_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path
             assert wait_paused(proc, fifo), "restore ended before it read"
         root = restored_root(target, tree)
         swapped = root / "top" / "a" if where == "leaf" else root / "top"
+        wait_for(swapped)  # made here while the readers read (they start first): may come late
         assert swapped.is_dir()
         swapped.rename(swapped.with_name(swapped.name + ".moved"))
         os.symlink(outside if where == "middle" else outside / "a", swapped)
