@@ -81,6 +81,7 @@ def test_a_run_killed_mid_backup_leaves_no_parity_for_its_set_and_prune_takes_it
     )
     assert r.code == 0, r.err
     assert r.json["parity"]["written"] == "while writing", r.json["parity"]
+    assert r.json["reused"] == 0, r.json  # the dead run's volumes have no parity: no resume
     new_set = r.json["set"]
     r = run_cli("prune", "--catalog", cat, "--json")
     assert r.code == 0, r.out + r.err

@@ -343,7 +343,12 @@ class _Backup:
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
-        if not reuse.parent and (
+        if self.options.parity and not reuse.parent:
+            # an interrupted run's volumes have no parity (its set never got a stripe):
+            # records reused from them would be lost with their device, in a set that
+            # claims to survive that loss
+            pass
+        elif not reuse.parent and (
             resumed := resume_reuse(self.catalog, names, entries, usable, sealed)
         ):
             reuse = resumed
