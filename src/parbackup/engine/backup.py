@@ -343,13 +343,13 @@ class _Backup:
             if found is None:
                 self.on_event(Notice("no earlier set of these sources: making a full backup"))
             reuse = found or reuse
-        if self.options.parity and not reuse.parent:
-            # an interrupted run's volumes have no parity (its set never got a stripe):
-            # records reused from them would be lost with their device, in a set that
-            # claims to survive that loss
-            pass
-        elif not reuse.parent and (
-            resumed := resume_reuse(self.catalog, names, entries, usable, sealed)
+        # with --parity, never resume: an interrupted run's volumes have no parity (its
+        # set never got a stripe), so records reused from them would be lost with their
+        # device, in a set that claims to survive that loss
+        if (
+            not reuse.parent
+            and not self.options.parity
+            and (resumed := resume_reuse(self.catalog, names, entries, usable, sealed))
         ):
             reuse = resumed
             self.resumed_from = resumed.resumed
