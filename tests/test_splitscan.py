@@ -206,14 +206,16 @@ def test_a_small_tree_starts_no_process(tmp_path: Path) -> None:
     assert (got, problems) == one_process(root)
 
 
-def test_no_spare_core_starts_no_process(tmp_path: Path) -> None:
+def test_no_spare_core_starts_no_process(tmp_path: Path, caplog) -> None:
     """With every core busy the helper would only add CPU: the tree is walked here."""
+    caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
     root = wide_tree(tmp_path / "src")
     executor = Counting()
     asked: list[int] = []
     got, problems = split(root, executor, 12, spare=lambda: asked.append(1) and False)
     assert executor.started == []
     assert len(asked) > 1  # asked again as the walk went on
+    assert caplog.text.count("no idle core") == 1  # said once, for -vv
     assert (got, problems) == one_process(root)
 
 

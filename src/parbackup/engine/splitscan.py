@@ -170,6 +170,8 @@ def scan_tree(
         if share is None:
             if not tried and len(out) >= ask_at and len(pending) >= 2:
                 if not spare():  # no idle core: the helper would only add CPU
+                    if ask_at == start + split_at:
+                        log.debug("scan helper: no idle core at %d entries", len(out) - start)
                     ask_at = len(out) + max(1, split_at // RECHECK)
                     return
                 tried = True  # one helper at most: walked here if it cannot start
