@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parbackup.engine.splitscan import scan_tree
+from parbackup.engine.splitscan import RECHECK, scan_tree, spare_cores
 from parbackup.entries import FILE, HARDLINK, Entries
 from parbackup.sources.base import SourceSpec
 from parbackup.sources.local import LocalTree
@@ -99,11 +99,15 @@ class Parts:
 FAILED = "scan helper failed"
 
 
-def split(root: Path, executor: LocalExecutor, split_at: int) -> tuple[list[tuple], list]:
+def split(
+    root: Path, executor: LocalExecutor, split_at: int, spare=lambda: True
+) -> tuple[list[tuple], list]:
+    """The split scan; ``spare`` says whether a core is idle (by default: one is, so
+    these tests do not depend on the machine's load)."""
     out, problems = Entries(), []
     out.append(b"/other", FILE, 1, 0o644, 0, 0, 1)
     tree = LocalTree(SourceSpec("tree", str(root), str(root)))
-    scan_tree(tree, out, 1, lambda p, e: problems.append((p, e)), executor, split_at)
+    scan_tree(tree, out, 1, lambda p, e: problems.append((p, e)), executor, split_at, spare)
     return rows(out), problems
 
 
@@ -200,3 +204,46 @@ def test_a_small_tree_starts_no_process(tmp_path: Path) -> None:
     got, problems = split(root, executor, 10_000)
     assert executor.started == []
     assert (got, problems) == one_process(root)
+
+
+def test_no_spare_core_starts_no_process(tmp_path: Path, caplog) -> None:
+    """With every core busy the helper would only add CPU: the tree is walked here."""
+    caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
+    root = wide_tree(tmp_path / "src")
+    executor = Counting()
+    asked: list[int] = []
+    got, problems = split(root, executor, 12, spare=lambda: asked.append(1) and False)
+    assert executor.started == []
+    assert len(asked) > 1  # asked again as the walk went on
+    assert caplog.text.count("no idle core") == 1  # said once, for -vv
+    assert (got, problems) == one_process(root)
+
+
+def test_the_helper_starts_once_a_core_is_spare(tmp_path: Path) -> None:
+    """Busy at first, then a core idles: the helper starts later in the walk and the
+    rows are still those of one process's scan."""
+    root = deep_tree(tmp_path / "src")
+    answers = iter([False, False, False])
+    executor = Counting(ready_first=True)
+    try:
+        got, problems = split(root, executor, 2 * RECHECK, spare=lambda: next(answers, True))
+        want, want_problems = one_process(root)
+    finally:
+        (root / "big" / "a2" / "b0" / "locked").chmod(0o755)
+    assert next(answers, None) is None  # every "busy" was heard before it started
+    assert len(executor.started) == 1
+    assert executor.started[0].parts
+    assert (got, problems) == (want, want_problems)
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "cores", "spare"),
+    [
+        ("0.52 0.58 0.59 1/467 12345\n", 2, 1),  # only the reader runs
+        ("1.90 1.20 0.80 2/467 12345\n", 2, 0),  # and one other task
+        ("9.10 8.70 6.00 12/210 19010\n", 2, -10),
+        ("0.00 0.01 0.05 1/90 77\n", 1, 0),  # one core: never spare
+    ],
+)
+def test_spare_cores_counts_the_runnable_tasks_against_the_cores(loadavg, cores, spare) -> None:
+    assert spare_cores(loadavg, cores) == spare

@@ -3,14 +3,15 @@
 The scan of a million small files is bound by its system calls (``fstatat`` and
 ``getdents``: about half its time) and by the interpreter around them; one process uses
 one core. So a tree is scanned here until it proves large (``SPLIT_AT`` entries below
-its root); then a helper process (a worker, parbackup/workers.py) is started, and
-whenever it is idle it takes the end of what this process has still to walk: half of
-the directories pending on this process's depth-first stack, from the bottom (the last
-in scan order, at any depth, not only the top-level ones: one large top-level directory
-is shared too). It sends the entries of each part back in messages of about ``PART``
-rows. Each part is the rows of one stretch of the scan order: the parts given later lie
-before those given earlier, all after this process's own rows, so the table holds
-exactly the rows, in exactly the order, that one process's scan gives
+its root); then, as soon as a core is idle (``spare_core``: the helper only adds CPU
+where it has no core of its own), a helper process (a worker, parbackup/workers.py) is
+started, and whenever it is idle it takes the end of what this process has still to
+walk: half of the directories pending on this process's depth-first stack, from the
+bottom (the last in scan order, at any depth, not only the top-level ones: one large
+top-level directory is shared too). It sends the entries of each part back in messages
+of about ``PART`` rows. Each part is the rows of one stretch of the scan order: the
+parts given later lie before those given earlier, all after this process's own rows, so
+the table holds exactly the rows, in exactly the order, that one process's scan gives
 (``LocalTree.scan_top`` / ``scan_under``), and a small tree starts no process at all.
 
 A file whose names lie in several parts is rejoined as one scan makes it: the first
@@ -24,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parbackup.engine.gcpause import paused_gc
@@ -38,6 +41,9 @@ starting an interpreter (about 0.1 s of CPU) costs more than it saves. (It was 5
 while only top-level directories could be shared: the helper started that late and
 got little; at 20,000 this process has walked about 0.12 s on a quiet machine, and
 the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.)"""
+RECHECK = 4
+"""Once ``split_at`` entries were walked and no core was spare, the question is asked
+again after every further ``split_at // RECHECK`` entries (a read of /proc/loadavg)."""
 PART = 20_000
 """Rows per message from the helper (about 1 MB): the helper never waits long for this
 process, which reads them between its own directories."""
@@ -140,24 +146,34 @@ def scan_tree(
     on_error: ErrorFunc,
     executor: Executor | None = None,
     split_at: int = SPLIT_AT,
+    spare: Callable[[], bool] | None = None,
 ) -> None:
     """``tree.scan(out, index, on_error)``, in two processes once the tree proves large
     (module docstring). ``split_at``: entries below the root before it is shared.
 
-    The helper is started once ``split_at`` entries were walked here; whenever it is
-    idle (at first: once it is ready) it is given the end of what this process has still
-    to walk, so the two share the rest as it comes. Each part comes back as the rows of
-    one stretch of the scan order: the parts given later lie before those given earlier,
-    all of them after this process's own rows."""
+    The helper is started once ``split_at`` entries were walked here and ``spare()``
+    (default ``spare_core``) says a core is idle for it, asked again every ``split_at //
+    RECHECK`` entries until it is; whenever the helper is idle (at first: once it is
+    ready) it is given the end of what this process has still to walk, so the two share
+    the rest as it comes. Each part comes back as the rows of one stretch of the scan
+    order: the parts given later lie before those given earlier, all of them after this
+    process's own rows."""
     tops = tree.scan_top(out, index, on_error)
     start = len(out)
     share: _Share | None = None
     tried = False
+    ask_at = start + split_at  # when to ask next whether a core is spare
+    spare = spare or spare_core
 
     def between(pending: list[Top]) -> None:
-        nonlocal share, tried
+        nonlocal share, tried, ask_at
         if share is None:
-            if not tried and len(out) - start >= split_at and len(pending) >= 2:
+            if not tried and len(out) >= ask_at and len(pending) >= 2:
+                if not spare():  # no idle core: the helper would only add CPU
+                    if ask_at == start + split_at:
+                        log.debug("scan helper: no idle core at %d entries", len(out) - start)
+                    ask_at = len(out) + max(1, split_at // RECHECK)
+                    return
                 tried = True  # one helper at most: walked here if it cannot start
                 helper = _start(executor or LocalExecutor(), tree.spec)
                 share = _Share(helper) if helper is not None else None
@@ -196,6 +212,30 @@ def scan_tree(
             firsts.setdefault(key, first)
         for path, why in done.skipped:
             on_error(path, why)
+
+
+def spare_cores(loadavg: str, cores: int) -> int:
+    """Cores idle now: ``cores`` less the runnable tasks of ``loadavg`` (the text of
+    /proc/loadavg, whose fourth field is "runnable/total"; the runnable count includes
+    the process that reads it)."""
+    runnable = int(loadavg.split()[3].split("/")[0])
+    return cores - runnable
+
+
+def spare_core() -> bool:
+    """Whether a core is idle now for a scan helper (True where it cannot be told).
+
+    The helper saves this process about half of the rest of the walk (wall time) at the
+    price of more CPU in all (its start, its rows pickled and merged here: measured in
+    docs/BENCHMARKS.md, "The split scan: where it pays"). Only a core nobody else wants
+    turns that CPU into a shorter run; on a busy machine (the movers' start-up, other
+    work) the helper takes it from them."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return spare_cores(fh.read(), cores) >= 1
+    except (OSError, AttributeError, ValueError, IndexError):
+        return True
 
 
 def _start(executor: Executor, spec: SourceSpec) -> Worker | None:
