@@ -482,6 +482,10 @@ class _Backup:
         remember_speeds(catalog, reports)
         self.phase(f"set {status}")
         if status != "failed":
+            if self.parity is not None:  # recorded first: the one catalog copy holds it
+                data = [(r.label, r.url) for r in reports if r.status == "ok"]
+                self.parity.close(catalog, set_hex, data)
+                self.phase("parity recorded")
             self.copy_catalog(survivors)
             self.phase("catalog copied")
         return report
@@ -490,8 +494,14 @@ class _Backup:
         """Put a copy of the catalog on every surviving device at once (X2)."""
         with scratch.directory() as tmp:
             options = self.options
-            for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+            files = catalog_copies(self.catalog, tmp, options.codec, options.key_file)
+            parity = self.parity if self.parity is not None and self.parity.closed else None
+            if parity is not None:  # the parity devices take the same copy meanwhile
+                parity.put_copies(files)
+            for name, path in files:
                 self.phase(f"{name} made")
                 what = "the catalog" if name.startswith("catalog/") else f"the key file {name}"
                 for url, error in self.fleet.put(devices, name, path).items():
                     self.on_event(Notice(f"could not copy {what} to {url}: {error}"))
+            if parity is not None:
+                parity.copies_stored()
