@@ -20,6 +20,7 @@ from parbackup.crypto.compress import (
     AUTO_FAST,
     AUTO_LADDER,
     AUTO_LEVEL,
+    FAST,
     LEAP,
     OFF,
     THREADED,
@@ -384,11 +385,16 @@ def test_auto_level_follows_what_holds_the_mover_up() -> None:
     assert choose(compressing=2.0, writing=0.0, idle=0.0) == (2, False)
     assert choose(compressing=1.0, writing=2.0, idle=1.9) == (-1, False)
     assert choose(compressing=1.0, writing=1.0, idle=1.9) == (-1, False)
+    # zstd at FAST or more (repetitive data: every level about as fast): back towards 1
+    assert choose(compressing=2.0, writing=0.0, idle=0.0, rate=FAST - 1) == (2, False)
+    assert choose(compressing=2.0, writing=0.0, idle=0.9, rate=FAST) == (-1, True)
+    assert choose(compressing=2.0, writing=1.0, idle=0.0, rate=5.0, fast=5.0) == (-1, False)
     assert AUTO_LADDER[0] == AUTO_LEVEL == 1 and AUTO_LADDER[-1] == AUTO_FAST < -5
     assert list(AUTO_LADDER) == sorted(AUTO_LADDER, reverse=True)
     text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
     per_window = -(-WINDOW // 4 // len(text))  # zstd sees a quarter of each window
-    auto, fixed = Compressor(AUTO), Compressor(3)
+    # (zstd's real speed on this text is no part of the test: ``fast`` out of reach)
+    auto, fixed = Compressor(AUTO, fast=float("inf")), Compressor(3, fast=float("inf"))
     assert auto.level == AUTO_LEVEL and not auto.threaded
     # a device that takes no time for three windows (two steps each, to the end), then
     # a slow one for six (one step back each, to level 1)
@@ -412,12 +418,38 @@ def test_auto_level_follows_what_holds_the_mover_up() -> None:
     assert sizes[-1] < len(text) * 3 // 4  # the fastest level still compresses
 
 
+def test_auto_keeps_the_best_ratio_where_zstd_runs_fast_at_any_level() -> None:
+    """A window zstd compressed at ``fast`` bytes a second or more (data so repetitive
+    that every level runs alike) is no reason to step down, however fast the device:
+    auto stays at level 1, and a mover that had stepped down steps back up."""
+    text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
+    per_window = -(-WINDOW // 4 // len(text))
+    auto = Compressor(AUTO, fast=0.0)  # every speed counts as fast
+    for _ in range(3):
+        for _ in range(per_window):
+            assert auto.compress(text, 1) is not None
+        auto.wrote(0.0, WINDOW)
+        assert auto.level == AUTO_LEVEL
+    down = Compressor(AUTO, fast=float("inf"))
+    for _ in range(3):
+        for _ in range(per_window):
+            down.compress(text, 1)
+        down.wrote(0.0, WINDOW)
+    assert down.level == AUTO_FAST
+    down.fast = 0.0  # the data turned repetitive
+    for rung in (4, 3):
+        for _ in range(per_window):
+            down.compress(text, 1)
+        down.wrote(0.0, WINDOW)
+        assert down.level == AUTO_LADDER[rung]
+
+
 def test_auto_learns_nothing_from_a_window_it_did_not_compress() -> None:
     """A window of random data (tried once, then given up on) written to a slow device
     leaves auto's level where the compressible data before it put it: writing what
     was not compressed says nothing of what compressing costs."""
     text = b"".join(b"record line %d, to compress\n" % i for i in range(40_000))
-    auto = Compressor(AUTO)
+    auto = Compressor(AUTO, fast=float("inf"))
     for _ in range(3):  # a fast device: down to the fast end
         for _ in range(-(-WINDOW // 4 // len(text))):
             auto.compress(text, 1)

@@ -22,7 +22,11 @@
   benchmark's compressible files, 2.68 at level 1), so ``auto`` never gives up
   compressing what compresses, it trades ratio for speed only where the ratio buys no
   speed. One step (or a leap) a window, so a device about as fast as zstd moves between
-  neighbouring levels rather than between the ends. A window in which
+  neighbouring levels rather than between the ends. Data so repetitive that zstd
+  compresses it at ``FAST`` bytes a second or more (logs, dumps of like rows) runs about
+  as fast at every level, while the ratio falls steeply (level 1 96x, -30 1.24x on lines
+  that differ by a number): such a window is no reason to step down, and steps back
+  towards level 1 instead. A window in which
   zstd saw less than a quarter of the source bytes (media and random data, given up on
   after one record) leaves the level as it was: writing what was not compressed says
   nothing of what compressing costs, and would pull the level back towards 1 just
@@ -63,6 +67,11 @@ AUTO_FAST = AUTO_LADDER[-1]
 LEAP = 4
 """``auto`` steps two levels down in a window in which zstd took more than ``LEAP`` times
 as long as the device."""
+FAST = 1_500_000_000
+"""zstd's speed (bytes a second of its own time, over what it tried in a window) from
+which ``auto`` no longer steps down: on this machine level 1 ran lines that differ by a
+number at 1.96 GB/s and -30 at 2.2 GB/s, while the local benchmark's compressible files
+ran at 0.48 (level 1) to 1.31 GB/s (-30) (docs/BENCHMARKS.md, session 7)."""
 WINDOW = 32 << 20
 """Source bytes between two of ``auto``'s decisions."""
 IDLE_EVERY = 0.25
@@ -97,15 +106,19 @@ def describe(mode: int) -> str:
     return {OFF: "off", AUTO: "auto"}.get(mode, str(mode))
 
 
-def choose(compressing: float, writing: float, idle: float) -> tuple[int, bool]:
+def choose(
+    compressing: float, writing: float, idle: float, rate: float = 0.0, fast: float = FAST
+) -> tuple[int, bool]:
     """(steps along ``AUTO_LADDER`` for the next window: +1 or +2 towards the faster
     levels, -1 back towards level 1; worker threads?) from the seconds spent compressing
-    and handing records to the device in the last window, and the idle cores of the
-    machine meanwhile. Pure."""
+    and handing records to the device in the last window, the idle cores of the machine
+    meanwhile, and zstd's speed over what it tried (``rate``, bytes a second): at ``fast``
+    or more every level runs alike, so the best ratio costs nothing. Pure."""
     held_by_cpu = compressing > writing
-    if not held_by_cpu:
-        return -1, False
-    return (2 if compressing > LEAP * writing else 1), idle >= 0.5
+    threads = held_by_cpu and idle >= 0.5
+    if not held_by_cpu or rate >= fast:
+        return -1, threads
+    return (2 if compressing > LEAP * writing else 1), threads
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -131,8 +144,10 @@ def idle_cores(before: tuple[int, int], after: tuple[int, int], cpus: int) -> fl
 class Compressor:
     """Compresses record payloads for one mover (not thread-safe)."""
 
-    def __init__(self, mode: int) -> None:
+    def __init__(self, mode: int, fast: float = FAST) -> None:
         self.mode = mode
+        self.fast = fast
+        """zstd's speed from which ``auto`` steps no further down (``FAST``)."""
         self.level = AUTO_LEVEL if mode == AUTO else mode
         self._rung = 0
         """Where ``auto`` stands on ``AUTO_LADDER``."""
@@ -189,7 +204,10 @@ class Compressor:
         if self._window < WINDOW:
             return
         if self._tried * 4 >= self._window:  # else: mostly skipped, nothing to learn
-            step, threads = choose(self._compressing, self._writing, self._look_idle())
+            rate = self._tried / self._compressing if self._compressing > 0 else 0.0
+            step, threads = choose(
+                self._compressing, self._writing, self._look_idle(), rate, self.fast
+            )
             if self.mode == AUTO:
                 self._rung = min(max(self._rung + step, 0), len(AUTO_LADDER) - 1)
                 self.level = AUTO_LADDER[self._rung]
