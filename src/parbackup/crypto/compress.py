@@ -68,10 +68,15 @@ LEAP = 4
 """``auto`` steps two levels down in a window in which zstd took more than ``LEAP`` times
 as long as the device."""
 FAST = 1_500_000_000
-"""zstd's speed (bytes a second of its own time, over what it tried in a window) from
-which ``auto`` no longer steps down: on this machine level 1 ran lines that differ by a
-number at 1.96 GB/s and -30 at 2.2 GB/s, while the local benchmark's compressible files
-ran at 0.48 (level 1) to 1.31 GB/s (-30) (docs/BENCHMARKS.md, session 7)."""
+"""zstd's speed (bytes a second of CPU, over the records of ``RATE_MIN`` or more it
+tried in a window) from which ``auto`` no longer steps down: on this machine level 1
+ran lines that differ by a number at 1.96 GB/s and -30 at 2.2 GB/s, while the local
+benchmark's compressible files ran at 0.48 (level 1) to 1.31 GB/s (-30)
+(docs/BENCHMARKS.md, session 7)."""
+RATE_MIN = 256 << 10
+"""Records of this size or more tell zstd's speed (``FAST``), by the CPU time of the
+mover's process (zstd's worker threads included; a clock read per record, so the small
+ones, whose speed says little, are left out)."""
 WINDOW = 32 << 20
 """Source bytes between two of ``auto``'s decisions."""
 IDLE_EVERY = 0.25
@@ -162,6 +167,7 @@ class Compressor:
         self._skip_file: int | None = None
         self._compressing = self._writing = 0.0
         self._window = self._tried = 0
+        self._rate_cpu, self._rate_bytes = 0.0, 0
         self._idle_at = time.monotonic()
         self._idle_mark = cpu_times()
         self._idle = 0.0
@@ -175,7 +181,13 @@ class Compressor:
         else:
             zc = self._zc[self.level]
         started = time.perf_counter()
-        packed = zc.compress(data)
+        if len(data) >= RATE_MIN:  # zstd's speed by its CPU time, whatever the load
+            cpu = time.process_time()
+            packed = zc.compress(data)
+            self._rate_cpu += time.process_time() - cpu
+            self._rate_bytes += len(data)
+        else:
+            packed = zc.compress(data)
         self._compressing += time.perf_counter() - started
         self._tried += len(data)
         if self.mode != AUTO:
@@ -204,7 +216,7 @@ class Compressor:
         if self._window < WINDOW:
             return
         if self._tried * 4 >= self._window:  # else: mostly skipped, nothing to learn
-            rate = self._tried / self._compressing if self._compressing > 0 else 0.0
+            rate = self._rate_bytes / self._rate_cpu if self._rate_cpu > 0 else 0.0
             step, threads = choose(
                 self._compressing, self._writing, self._look_idle(), rate, self.fast
             )
@@ -214,6 +226,7 @@ class Compressor:
             self.threaded = threads and self.cores > 1
         self._compressing = self._writing = 0.0
         self._window = self._tried = 0
+        self._rate_cpu, self._rate_bytes = 0.0, 0
 
     def _look_idle(self) -> float:
         """Idle cores since the last look (looked at most every ``IDLE_EVERY`` s)."""
