@@ -67,12 +67,13 @@ AUTO_FAST = AUTO_LADDER[-1]
 LEAP = 4
 """``auto`` steps two levels down in a window in which zstd took more than ``LEAP`` times
 as long as the device."""
-FAST = 1_500_000_000
+FAST = 1_400_000_000
 """zstd's speed (bytes a second of CPU, over the records of ``RATE_MIN`` or more it
 tried in a window) from which ``auto`` no longer steps down: on this machine level 1
-ran lines that differ by a number at 1.96 GB/s and -30 at 2.2 GB/s, while the local
-benchmark's compressible files ran at 0.48 (level 1) to 1.31 GB/s (-30)
-(docs/BENCHMARKS.md, session 7)."""
+ran lines that differ by a number at 1.5-2.0 GB/s and every lower level at 1.8-2.2,
+while the local benchmark's compressible files ran at 0.48 (level 1) to 1.0 (-20) and
+1.3 GB/s (-30), some windows faster, so on those ``auto`` moves between -20 and -30
+(at 1.2 GB/s it went up as far as -5 at times; docs/BENCHMARKS.md, session 7)."""
 RATE_MIN = 256 << 10
 """Records of this size or more tell zstd's speed (``FAST``), by the CPU time of the
 mover's process (zstd's worker threads included; a clock read per record, so the small
