@@ -1,0 +1,58 @@
+"""Hostile tests of parity sets across several sets and repairs (REQUIREMENTS K1, K2):
+a device of a parity set that is present but lacks one set's volume is read around for
+that set only; what it still holds for other sets is read from it, not from parity."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def _two_sets(tmp_path: Path, device_dirs):
+    """A full parity set and an incremental one reusing most of its records."""
+    src = make_tree(tmp_path / "src", seed=5, files=20, big=(1_500_000, 900_001))
+    devs = device_dirs(3)
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("--device", str(d))]
+    sets = []
+    for extra in ([], ["--incremental"]):
+        r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", *extra, "--json")
+        assert r.code == 0, r.out + r.err
+        sets.append(r.json["set"])
+        if not extra:
+            (src / "file1.bin").write_bytes(random.Random(1).randbytes(700_000))
+    assert r.json["reused"] > 0
+    return src, devs, cat, sets
+
+
+@pytest.mark.parametrize("how", ["one volume lost", "device lost, first set repaired"])
+def test_a_device_missing_only_one_sets_volume_verifies_recoverable(tmp_path, device_dirs, how):
+    """The incremental set's volume on a data device is gone, its parent's is there
+    (one volume deleted, or the device lost and only the parent set repaired onto a new
+    one): verify must say recoverable, not name the reused files damaged because it
+    looked for the parent's volume in the stand-in that decodes the incremental's."""
+    src, devs, cat, (first, second) = _two_sets(tmp_path, device_dirs)
+    (lost_vol,) = (devs[0] / "sets" / second).glob("*.pbv")
+    assert list((devs[0] / "sets" / first).glob("*.pbv"))
+    if how == "one volume lost":
+        lost_vol.unlink()
+    else:
+        shutil.rmtree(devs[0])
+        new = tmp_path / "new"
+        new.mkdir()
+        r = run_cli("repair", "--set", first, "--device", str(new), "--catalog", cat)
+        assert r.code == 0, r.out + r.err
+    r = run_cli("verify", "--set", second, "--catalog", cat, "--json")
+    assert r.json["damaged"] == [], r.out + r.err
+    assert r.code == 3 and r.json["status"] == "recoverable", r.out + r.err
+    out = tmp_path / "out"
+    r = run_cli("restore", "--set", second, "--target", str(out), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok" and r.json["damaged"] == [], r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
