@@ -104,7 +104,7 @@ def run_verify(
                 bytes.fromhex(info.id),
                 work,
                 known,
-                tuple(devices) + tuple(rescue.urls),
+                tuple(rescue.urls) + tuple(devices),  # stand-ins win over -d
                 lambda _label: VerifySinkSpec(),
                 on_event,
                 frames={label: (recs, label not in failed) for label, recs in frames.items()},
