@@ -1,5 +1,6 @@
 """``key remove`` killed half way, then run again: the removed passphrase must open no
-copy of the key file, neither the catalog's nor any device's (E1)."""
+copy of the key file, neither the catalog's nor any device's (E1), and prune reclaims the
+half-written copy the killed run left (M2)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,8 @@ def test_a_killed_key_remove_run_again_leaves_no_copy_the_old_passphrase_opens(
     assert r.code == 0, r.out + r.err
     assert [p for p in copies if _opens(p, b"old passphrase")] == []
     assert all(_opens(p, b"new passphrase") for p in copies)
+    # the killed run's half-written copy (keys/<id>.json.tmp-PID) is garbage prune
+    # reclaims: before, it stayed for good
+    r = run_cli("prune", "--catalog", cat)
+    assert r.code == 0, r.out + r.err
+    assert [p for d in devs for p in (d / "keys").iterdir() if ".tmp-" in p.name] == []
