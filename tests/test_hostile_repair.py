@@ -4,6 +4,7 @@ that set only; what it still holds for other sets is read from it, not from pari
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -109,3 +110,15 @@ def test_a_repair_killed_half_way_is_read_around_then_done_again(tmp_path, devic
     assert vol.name in [p.name for p in (new / "sets" / set_id).iterdir()]
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.code == 0 and r.json["status"] == "ok", r.out + r.err
+
+
+def test_a_restore_read_around_a_lost_device_names_it(tmp_path, device_dirs):
+    """A restore that read around a lost device exits 3: its text output must say why
+    (before, it printed only the line "restored N entries" and exited 3)."""
+    _src, devs, cat, (first, _second) = _two_sets(tmp_path, device_dirs)
+    label = json.loads((devs[0] / "label.json").read_text())["label"]
+    shutil.rmtree(devs[0])
+    out = tmp_path / "out"
+    r = run_cli("restore", "--set", first, "--target", str(out), "--catalog", cat)
+    assert r.code == 3, r.out + r.err
+    assert f"device {label} is missing" in r.out + r.err, r.out + r.err
