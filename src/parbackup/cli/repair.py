@@ -23,7 +23,9 @@ from parbackup.readback.repair import run_repair
     "new_url",
     metavar="URL",
     required=True,
-    help="The replacement device (empty): it gets the lost device's label and volumes.",
+    help="The replacement device: it gets the lost device's label and volumes. A new "
+    "device, or the one an earlier repair of the same lost device made (to repair "
+    "another set onto it); files of its own it already holds are left alone.",
 )
 @click.option(
     "--lost",
