@@ -24,7 +24,7 @@ from parbackup import __version__, scratch
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
-from parbackup.engine.catalog_copy import catalog_copies
+from parbackup.engine.catalog_copy import CATALOG_COPY, catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
@@ -491,9 +491,23 @@ class _Backup:
         return report
 
     def copy_catalog(self, devices: list[DeviceState]) -> None:
-        """Put a copy of the catalog on every surviving device at once (X2)."""
+        """Put a copy of the catalog on every surviving device at once (X2): read from
+        the catalog file itself when it can be held still (``Catalog.frozen_file``),
+        else from a copy made in scratch room (always for a sealed one, and on a cluster,
+        whose given-up movers may not end at once: one must not read on after the file
+        moves again, and with --parity, whose devices take the same scratch copy)."""
+        options = self.options
+        plain = options.codec is None or not options.codec.encrypted
+        if self.hosts is None and self.parity is None and plain:
+            with self.catalog.frozen_file() as frozen:
+                if frozen is not None:
+                    scratch.sweep()  # what killed commands left, as a scratch copy did
+                    path, patch = frozen
+                    self.phase(f"{CATALOG_COPY} held still")
+                    for url, error in self.fleet.put(devices, CATALOG_COPY, path, patch).items():
+                        self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
+                    return
         with scratch.directory() as tmp:
-            options = self.options
             files = catalog_copies(self.catalog, tmp, options.codec, options.key_file)
             parity = self.parity if self.parity is not None and self.parity.closed else None
             if parity is not None:  # the parity devices take the same copy meanwhile
