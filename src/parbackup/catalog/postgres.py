@@ -278,6 +278,11 @@ class PostgresCatalog(Catalog):
             with contextlib.suppress(CatalogError):
                 self.db.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def frozen_file(self) -> Iterator[tuple[str, bytes] | None]:
+        """No file of its own to put on devices: ``copy_to`` makes one."""
+        yield None
+
     def _dump(self) -> Iterator[tuple[str, list[str], Iterator[Sequence]]]:
         """(table, columns, rows) of every table of the catalog (those in _TABLES first,
         in that order; any other a later schema step added after them), streamed."""

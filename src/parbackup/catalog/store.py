@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -364,6 +364,54 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             target.execute("PRAGMA journal_mode = DELETE")
         finally:
             target.close()
+
+    @contextlib.contextmanager
+    def frozen_file(self) -> Iterator[tuple[str, bytes] | None]:
+        """The catalog file itself, whole and unchanging while the ``with`` lasts: (its
+        path, the 100 bytes a copy must start with instead of the file's), or None when
+        that cannot be had now (then ``copy_to``).
+
+        A backup's copy for its devices is read from here instead of through
+        ``copy_to``'s scratch file (a million files: 412 MB less to write and read back).
+        With the write lock held for a moment, a checkpoint moves every WAL frame into
+        the file and a read transaction begins on another connection: SQLite then reads
+        that snapshot from the file alone and lets no checkpoint write into the file
+        until the transaction ends, while other writers go on into the WAL. The header's
+        bytes 18-19 become 1 (a rollback-journal file, as ``copy_to``'s; SQLite's own
+        switch out of WAL rewrites just those): a copy on read-only media must not ask
+        for a WAL."""
+        try:
+            reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        except sqlite3.Error:
+            yield None
+            return
+        try:
+            yield self._settle(reader)
+        finally:
+            reader.close()
+
+    def _settle(self, reader: sqlite3.Connection) -> tuple[str, bytes] | None:
+        """Begin ``frozen_file``'s read transaction on ``reader`` once every WAL frame
+        is in the file; (path, head), or None if a reader of an older state keeps frames
+        in the WAL, the catalog is not in WAL mode, or anything fails."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")  # no commit between the checkpoint and
+            try:  # the reader's snapshot
+                busy, frames, moved = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or frames < 0 or frames != moved:
+                    return None
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM meta").fetchone()
+            finally:
+                self.db.execute("ROLLBACK")
+            with open(self.path, "rb") as fh:
+                head = bytearray(fh.read(100))
+        except (sqlite3.Error, OSError):
+            return None
+        if len(head) < 100:
+            return None
+        head[18:20] = b"\x01\x01"
+        return self.path, bytes(head)
 
 
 def default_catalog_path() -> str:

@@ -24,7 +24,7 @@ from parbackup import __version__, scratch
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import RESTORABLE
 from parbackup.engine import messages as m
-from parbackup.engine.catalog_copy import catalog_copies
+from parbackup.engine.catalog_copy import CATALOG_COPY, catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
@@ -487,9 +487,20 @@ class _Backup:
         return report
 
     def copy_catalog(self, devices: list[DeviceState]) -> None:
-        """Put a copy of the catalog on every surviving device at once (X2)."""
+        """Put a copy of the catalog on every surviving device at once (X2): read from
+        the catalog file itself when it can be held still (``Catalog.frozen_file``),
+        else from a copy made in scratch room (always for a sealed one)."""
+        options = self.options
+        if options.codec is None or not options.codec.encrypted:
+            with self.catalog.frozen_file() as frozen:
+                if frozen is not None:
+                    scratch.sweep()  # what killed commands left, as a scratch copy did
+                    path, head = frozen
+                    self.phase(f"{CATALOG_COPY} held still")
+                    for url, error in self.fleet.put(devices, CATALOG_COPY, path, head).items():
+                        self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
+                    return
         with scratch.directory() as tmp:
-            options = self.options
             for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
                 self.phase(f"{name} made")
                 what = "the catalog" if name.startswith("catalog/") else f"the key file {name}"

@@ -169,10 +169,13 @@ class Fleet:
         msg = _answer(dev, (m.Speed,), self.timeout)
         return msg.rate if isinstance(msg, m.Speed) else None
 
-    def put(self, devices: Sequence[DeviceState], name: str, path: str) -> dict[str, str]:
-        """Copy a local file onto every device at once; URL -> error for those that failed."""
+    def put(
+        self, devices: Sequence[DeviceState], name: str, path: str, head: bytes = b""
+    ) -> dict[str, str]:
+        """Copy a local file onto every device at once (``head`` instead of its first
+        bytes); URL -> error for those that failed."""
         for dev in devices:
-            dev.worker.send(m.Put(name, path))
+            dev.worker.send(m.Put(name, path, head))
         errors = {}
         for dev in devices:
             msg = _answer(dev, (m.Stored,), self.timeout)

@@ -62,6 +62,7 @@ class Finish:
 class Put:
     name: str
     path: str
+    head: bytes = b""  # put instead of the file's first len(head) bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,10 +170,10 @@ class _Mover(SourceSide):
                 self.tell(Labelled(self.label, self.device.overwrote))
             case Probe(limit=limit, seconds=seconds):
                 self.tell(Speed(probe_speed(self.device, limit=limit, seconds=seconds)))
-            case Put(name=name, path=path):
+            case Put(name=name, path=path, head=head):
                 try:
                     with open(path, "rb") as fh:
-                        self.device.put_stream(name, _Beating(fh, self))
+                        self.device.put_stream(name, _Beating(fh, self, head))
                     self.tell(Stored(name))
                 except (DeviceError, OSError) as exc:
                     self.tell(Stored(name, str(exc)))
@@ -382,12 +382,16 @@ class _Beating:
     """A file whose every read tells the dispatcher the mover is alive (a heartbeat
     while a catalog copy goes up a slow link)."""
 
-    def __init__(self, fh: Any, mover: _Mover) -> None:
-        self.fh, self.mover = fh, mover
+    def __init__(self, fh: Any, mover: _Mover, head: bytes = b"") -> None:
+        self.fh, self.mover, self.head = fh, mover, head
+        fh.seek(len(head))  # ``head`` stands for the file's first bytes
 
     def read(self, n: int = -1) -> bytes:
         self.mover.progress()
-        return self.fh.read(n)
+        head, self.head = self.head, b""
+        if n < 0:
+            return head + self.fh.read()
+        return head + self.fh.read(max(0, n - len(head))) if head else self.fh.read(n)
 
 
 def move(spec: MoverSpec, channel: Channel) -> None:
