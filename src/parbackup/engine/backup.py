@@ -495,9 +495,9 @@ class _Backup:
             with self.catalog.frozen_file() as frozen:
                 if frozen is not None:
                     scratch.sweep()  # what killed commands left, as a scratch copy did
-                    path, head = frozen
+                    path, patch = frozen
                     self.phase(f"{CATALOG_COPY} held still")
-                    for url, error in self.fleet.put(devices, CATALOG_COPY, path, head).items():
+                    for url, error in self.fleet.put(devices, CATALOG_COPY, path, patch).items():
                         self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
                     return
         with scratch.directory() as tmp:
