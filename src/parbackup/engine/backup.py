@@ -489,9 +489,11 @@ class _Backup:
     def copy_catalog(self, devices: list[DeviceState]) -> None:
         """Put a copy of the catalog on every surviving device at once (X2): read from
         the catalog file itself when it can be held still (``Catalog.frozen_file``),
-        else from a copy made in scratch room (always for a sealed one)."""
+        else from a copy made in scratch room (always for a sealed one, and on a cluster,
+        whose given-up movers may not end at once: one must not read on after the file
+        moves again)."""
         options = self.options
-        if options.codec is None or not options.codec.encrypted:
+        if self.hosts is None and (options.codec is None or not options.codec.encrypted):
             with self.catalog.frozen_file() as frozen:
                 if frozen is not None:
                     scratch.sweep()  # what killed commands left, as a scratch copy did
