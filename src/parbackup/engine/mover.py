@@ -13,8 +13,8 @@ Conversation (dispatcher -> mover, then what the mover answers):
     Begin(set, meta)                                    the set the volumes belong to
     Work(items)    -> Progress(...)*, Problem(...)*     items in list order (W1)
     Finish()       -> Metas(...)?, Durable(...), Committed() | Failed
-    Put(name, path)-> Stored(name, error)               the catalog copy (``head``: bytes
-                                                        put instead of the file's first)
+    Put(name, path)-> Stored(name, error)               the catalog copy (``patch``: bytes
+                                                        put instead of the file's there)
     Stop()         -> (the mover ends)
 
 ``Progress(sent, done)`` comes at most every ``PROGRESS_SECONDS`` while busy and when
