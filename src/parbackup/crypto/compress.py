@@ -8,15 +8,25 @@
   not worth decompressing on every restore), and stops trying on a file once one of its
   records did not (media, archives, encrypted data: saves the CPU on the rest of it);
 - ``auto`` picks its level by what holds the mover up (``choose``), decided again every
-  ``WINDOW`` source bytes, one step of ``AUTO_LADDER`` (levels 1, -2, -5) at a time:
+  ``WINDOW`` source bytes, along ``AUTO_LADDER`` (levels 1, -2, -5, -10, -20, -30):
   a step towards level 1 (``AUTO_LEVEL``, the best ratio) while the device takes longer
   to take the records than zstd takes to compress them (a link, a slow disk: there the
-  ratio is the speed, and the CPU waits anyway), a step towards ``AUTO_FAST`` (-5)
+  ratio is the speed, and the CPU waits anyway), a step towards ``AUTO_FAST`` (-30)
   while compressing takes longer (a fast local device: there zstd's CPU is the
-  backup's wall time, on a machine whose cores the movers already keep busy). Each step
-  down takes 15-20% off zstd's CPU for about 7% more stored bytes of what
-  compresses (docs/BENCHMARKS.md); one step a window, so a device about as fast as zstd
-  moves between two neighbouring levels rather than between the ends. A window in which
+  backup's wall time, on a machine whose cores the movers already keep busy, and a
+  better ratio buys no speed, only space), two steps while compressing takes more than
+  ``LEAP`` times as long as the device (tmpfs, a fast SSD: the first compressible
+  windows are not spent at the slow levels). Each step down takes 10-20% off zstd's
+  CPU for 5-10% more stored bytes of what compresses (docs/BENCHMARKS.md); the last
+  rung still stores what compresses at about 0.7 of its size (ratio 1.38 on the local
+  benchmark's compressible files, 2.68 at level 1), so ``auto`` never gives up
+  compressing what compresses, it trades ratio for speed only where the ratio buys no
+  speed. One step (or a leap) a window, so a device about as fast as zstd moves between
+  neighbouring levels rather than between the ends. Data so repetitive that zstd
+  compresses it at ``FAST`` bytes a second or more (logs, dumps of like rows) runs about
+  as fast at every level, while the ratio falls steeply (level 1 96x, -30 1.24x on lines
+  that differ by a number): such a window is no reason to step down, and steps back
+  towards level 1 instead. A window in which
   zstd saw less than a quarter of the source bytes (media and random data, given up on
   after one record) leaves the level as it was: writing what was not compressed says
   nothing of what compressing costs, and would pull the level back towards 1 just
@@ -44,15 +54,30 @@ from parbackup.errors import FormatError, UsageError
 
 OFF = -1
 AUTO = 0
-AUTO_LADDER = (1, -2, -5)
-"""``auto``'s levels, best ratio first. On this project's local benchmark tree (its
-compressible records, one core): level 1 462 MB/s of CPU, ratio 2.61; -2 572 MB/s, 2.21;
--5 672 MB/s, 1.91 (docs/BENCHMARKS.md). Past -5 each further step buys less: -10 841
-MB/s for a ratio of 1.68, -20 1039 MB/s for 1.47."""
+AUTO_LADDER = (1, -2, -5, -10, -20, -30)
+"""``auto``'s levels, best ratio first. On a third of this project's local benchmark
+tree (its 692 MB of files other than the random ones, 4 MiB records, one core; session
+7): level 1 484 MB/s of CPU, ratio 2.68; -2 609, 2.28; -5 700, 1.98; -10 851, 1.71; -20
+1103, 1.52; -30 1314, 1.38 (docs/BENCHMARKS.md). It stops at -30: -50 (1710 MB/s,
+1.25) would save only a fifth of what compresses."""
 AUTO_LEVEL = AUTO_LADDER[0]
 """``auto``'s level while the device holds the mover up (the best ratio at zstd's speed)."""
 AUTO_FAST = AUTO_LADDER[-1]
 """``auto``'s level while compressing keeps holding the mover up."""
+LEAP = 4
+"""``auto`` steps two levels down in a window in which zstd took more than ``LEAP`` times
+as long as the device."""
+FAST = 1_400_000_000
+"""zstd's speed (bytes a second of CPU, over the records of ``RATE_MIN`` or more it
+tried in a window) from which ``auto`` no longer steps down: on this machine level 1
+ran lines that differ by a number at 1.5-2.0 GB/s and every lower level at 1.8-2.2,
+while the local benchmark's compressible files ran at 0.48 (level 1) to 1.0 (-20) and
+1.3 GB/s (-30), some windows faster, so on those ``auto`` moves between -20 and -30
+(at 1.2 GB/s it went up as far as -5 at times; docs/BENCHMARKS.md, session 7)."""
+RATE_MIN = 256 << 10
+"""Records of this size or more tell zstd's speed (``FAST``), by the CPU time of the
+mover's process (zstd's worker threads included; a clock read per record, so the small
+ones, whose speed says little, are left out)."""
 WINDOW = 32 << 20
 """Source bytes between two of ``auto``'s decisions."""
 IDLE_EVERY = 0.25
@@ -87,12 +112,19 @@ def describe(mode: int) -> str:
     return {OFF: "off", AUTO: "auto"}.get(mode, str(mode))
 
 
-def choose(compressing: float, writing: float, idle: float) -> tuple[bool, bool]:
-    """(a step towards the faster levels?, worker threads?) for the next window, from the
-    seconds spent compressing and handing records to the device in the last one, and
-    the idle cores of the machine meanwhile. Pure."""
+def choose(
+    compressing: float, writing: float, idle: float, rate: float = 0.0, fast: float = FAST
+) -> tuple[int, bool]:
+    """(steps along ``AUTO_LADDER`` for the next window: +1 or +2 towards the faster
+    levels, -1 back towards level 1; worker threads?) from the seconds spent compressing
+    and handing records to the device in the last window, the idle cores of the machine
+    meanwhile, and zstd's speed over what it tried (``rate``, bytes a second): at ``fast``
+    or more every level runs alike, so the best ratio costs nothing. Pure."""
     held_by_cpu = compressing > writing
-    return held_by_cpu, held_by_cpu and idle >= 0.5
+    threads = held_by_cpu and idle >= 0.5
+    if not held_by_cpu or rate >= fast:
+        return -1, threads
+    return (2 if compressing > LEAP * writing else 1), threads
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -118,8 +150,10 @@ def idle_cores(before: tuple[int, int], after: tuple[int, int], cpus: int) -> fl
 class Compressor:
     """Compresses record payloads for one mover (not thread-safe)."""
 
-    def __init__(self, mode: int) -> None:
+    def __init__(self, mode: int, fast: float = FAST) -> None:
         self.mode = mode
+        self.fast = fast
+        """zstd's speed from which ``auto`` steps no further down (``FAST``)."""
         self.level = AUTO_LEVEL if mode == AUTO else mode
         self._rung = 0
         """Where ``auto`` stands on ``AUTO_LADDER``."""
@@ -134,6 +168,7 @@ class Compressor:
         self._skip_file: int | None = None
         self._compressing = self._writing = 0.0
         self._window = self._tried = 0
+        self._rate_cpu, self._rate_bytes = 0.0, 0
         self._idle_at = time.monotonic()
         self._idle_mark = cpu_times()
         self._idle = 0.0
@@ -147,7 +182,13 @@ class Compressor:
         else:
             zc = self._zc[self.level]
         started = time.perf_counter()
-        packed = zc.compress(data)
+        if len(data) >= RATE_MIN:  # zstd's speed by its CPU time, whatever the load
+            cpu = time.process_time()
+            packed = zc.compress(data)
+            self._rate_cpu += time.process_time() - cpu
+            self._rate_bytes += len(data)
+        else:
+            packed = zc.compress(data)
         self._compressing += time.perf_counter() - started
         self._tried += len(data)
         if self.mode != AUTO:
@@ -176,14 +217,17 @@ class Compressor:
         if self._window < WINDOW:
             return
         if self._tried * 4 >= self._window:  # else: mostly skipped, nothing to learn
-            fast, threads = choose(self._compressing, self._writing, self._look_idle())
+            rate = self._rate_bytes / self._rate_cpu if self._rate_cpu > 0 else 0.0
+            step, threads = choose(
+                self._compressing, self._writing, self._look_idle(), rate, self.fast
+            )
             if self.mode == AUTO:
-                step = 1 if fast else -1
                 self._rung = min(max(self._rung + step, 0), len(AUTO_LADDER) - 1)
                 self.level = AUTO_LADDER[self._rung]
             self.threaded = threads and self.cores > 1
         self._compressing = self._writing = 0.0
         self._window = self._tried = 0
+        self._rate_cpu, self._rate_bytes = 0.0, 0
 
     def _look_idle(self) -> float:
         """Idle cores since the last look (looked at most every ``IDLE_EVERY`` s)."""
