@@ -1,16 +1,21 @@
 """Parity cost (issue 12, REQUIREMENTS K3): the three ratios of the issue, one run.
 
-    sudo .venv/bin/python bench/parity.py                 # 1 GiB of files, 3 pairs
-    sudo .venv/bin/python bench/parity.py --size 2048 --pairs 5
-    sudo .venv/bin/python bench/parity.py --before /path/to/older/src   # a third kind
-    sudo .venv/bin/python bench/parity.py --limit 100M    # devices slower than the CPUs
+    .venv/bin/python bench/parity.py --work /tmp/NAME/bench     # 1.25 GiB, 1 + 7 pairs
+    .venv/bin/python bench/parity.py --work ... --size 1024 --pairs 11 --restores 0
+    .venv/bin/python bench/parity.py --work ... --before /path/to/older/src   # a third kind
+    .venv/bin/python bench/parity.py --work ... --limit 100M    # devices slower than the CPUs
 
-Every device, the source and the restore target are their own tmpfs. Prints:
+Every device, the source and the restore target are their own tmpfs (run as root).
+Memory: the source and the devices' data, about 2.4x ``--size`` at the peak (the
+source is emptied before the restores: its SHA-256 digests stand for it). Prints:
 - backup wall, ``--parity 1`` on 4 devices / the same backup on 3 devices without
-  parity (goal <= 1.15), and the CPU seconds of both (the machine's 2 cores are the
-  bottleneck on tmpfs, so CPU tells what the wall hides under load); with ``--before``,
-  the same ``--parity 1`` backup by an older source tree too (e.g. parity written after
-  the data), alternating with the others;
+  parity (goal <= 1.15), and the same ratio of CPU seconds (the machine's 2 cores are
+  the bottleneck on tmpfs, so CPU tells what the wall hides under load), per pair and
+  as median, quartiles and range over the pairs; with ``--before``, the same
+  ``--parity 1`` backup by an older source tree too. The kinds run in turns whose order
+  turns round every pair, after ``--warmup`` unmeasured pairs; a backup of the default
+  1.25 GiB takes several seconds, so a pair's ratio is no longer at the mercy of one
+  scheduler hiccup (512 MiB backups of 0.6-1.0 s made pairs swing by 50%);
 - restore throughput with one data device missing / the healthy restore (goal >= 0.7);
 - peak RSS summed over the process tree of each run (goal < 200 MB), and the codec's
   own encode and decode speed (MB/s of data per core).
@@ -23,13 +28,24 @@ cores, are then the bottleneck, which is what a backup spread over devices meets
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 
-from common import parbackup_argv, parbackup_env, random_file, run, same_tree, tmpfs, wipe
+from common import (
+    Measured,
+    compile_sources,
+    parbackup_argv,
+    parbackup_env,
+    random_file,
+    run,
+    tmpfs,
+    wipe,
+)
 
 sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "src")))
 
@@ -57,15 +73,20 @@ def codec_speed(k: int, m: int, rounds: int = 64) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/pbparity", help="where the tmpfs mounts go")
-    ap.add_argument("--size", type=int, default=1024, help="MiB of source data")
-    ap.add_argument("--pairs", type=int, default=3, help="alternating runs of each kind")
+    ap.add_argument("--size", type=int, default=1280, help="MiB of source data")
+    ap.add_argument("--pairs", type=int, default=7, help="alternating runs of each kind")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured pairs first")
+    ap.add_argument("--restores", type=int, default=3, help="restore pairs (0: none)")
     ap.add_argument("--before", default="", help="an older src/ to run --parity 1 with too")
     ap.add_argument("--limit", default="", help="hold every device to this rate (e.g. 100M)")
     args = ap.parse_args()
+    compile_sources()
+    if args.before:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", args.before], check=False)
     for k, m in ((3, 1), (4, 2)):
         enc, dec = codec_speed(k, m)
         print(f"codec isa_l_rs_cauchy k={k} m={m}: encode {enc:.0f} MB/s, decode {dec:.0f} MB/s")
-    w, size = args.work, f"{args.size * 2 + 512}M"
+    w, size = args.work, f"{args.size + args.size // 2 + 256}M"
     with (
         tmpfs(f"{w}/src", size) as src,
         tmpfs(f"{w}/d0", size) as d0,
@@ -90,101 +111,116 @@ def main() -> None:
             for name in os.listdir(state):
                 os.unlink(os.path.join(state, name))
 
-        walls, peaks, cpus, befores = [], [], [], []
+        def backup(kind: str) -> Measured:
+            fresh()
+            if kind == "plain":
+                argv = parbackup_argv("backup", src, *_d(urls[:3]), "--json")
+                m = run("3 devices", argv, env=env, check=False)
+            else:
+                argv = parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json")
+                extra = {"PYTHONPATH": args.before} if kind == "before" else {}
+                m = run(f"4 devices, --parity 1 ({kind})", argv, env={**env, **extra}, check=False)
+            if m.code != 0:
+                raise SystemExit(f"a backup ({kind}) failed: {m.code}: {m.out[-500:]}")
+            return m
 
-        def older(plain_wall: float) -> None:
-            """The same --parity 1 backup by the older source tree (``--before``)."""
-            fresh()
-            old = run(
-                "4 devices, --parity 1, older source",
-                parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
-                env={**env, "PYTHONPATH": args.before},
-                check=False,
-            )
-            if old.code != 0:
-                print(f"        older source failed ({old.code}): {old.out[-300:]}")
-                return
-            befores.append(old.wall / plain_wall)
+        kinds = ["plain", "parity"] + (["before"] if args.before else [])
+        got: dict[str, list[Measured]] = {k: [] for k in kinds}
+        for i in range(args.warmup + args.pairs):
+            # the order turns round every pair, so drift (load, page cache) hits each kind
+            order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]
+            done = {k: backup(k) for k in order}
+            if i < args.warmup:
+                print(f"warm-up {i + 1}: " + ", ".join(f"{k} {done[k].wall:.2f} s" for k in order))
+                continue
+            for k in kinds:
+                got[k].append(done[k])
+            plain = done["plain"]
+            text = ", ".join(
+                f"{k} {done[k].wall:.2f} s / {done[k].cpu:.2f} CPU s"
+                + ("" if k == "plain" else f" (x{done[k].wall / plain.wall:.2f}"
+                   f" / x{done[k].cpu / plain.cpu:.2f})")
+                for k in order
+            )  # fmt: skip
             print(
-                f"        older source, --parity 1 on 4: {old.wall:.2f} s"
-                f" ({old.cpu:.2f} CPU s), ratio {befores[-1]:.2f}"
+                f"pair {i + 1 - args.warmup}: {text}; {plain.rate(nbytes):.0f} MB/s plain;"
+                f" peak RSS {plain.memory} / {done['parity'].memory} MB;"
+                f" load {os.getloadavg()[0]:.1f}"
             )
-
-        for i in range(args.pairs):
-            fresh()
-            plain = run(
-                "3 devices",
-                parbackup_argv("backup", src, *_d(urls[:3]), "--json"),
-                env=env,
-                check=False,
-            )
-            first = args.before and i % 2 == 1  # the older tree first in every other pair
-            if first:
-                older(plain.wall)
-            fresh()
-            par = run(
-                "4 devices, --parity 1",
-                parbackup_argv("backup", src, *_d(urls), "--parity", "1", "--json"),
-                env=env,
-                check=False,
-            )
-            if plain.code != 0 or par.code != 0:
-                raise SystemExit(f"a backup failed: {plain.code}, {par.code}: {par.out[-500:]}")
-            walls.append(par.wall / plain.wall)
-            cpus.append(par.cpu / plain.cpu)
-            peaks.append(max(plain.rss_mb, par.rss_mb))
+        peaks = [m.rss_mb for ms in got.values() for m in ms]
+        for k in kinds[1:]:
+            walls = [p.wall / q.wall for p, q in zip(got[k], got["plain"], strict=True)]
+            cpus = [p.cpu / q.cpu for p, q in zip(got[k], got["plain"], strict=True)]
+            print(f"--parity 1 on 4 / 3 devices ({k}): wall {_spread(walls)} (goal <= 1.15)")
+            print(f"    CPU seconds {_spread(cpus)}")
             print(
-                f"pair {i + 1}: 3 devices {plain.wall:.2f} s ({plain.rate(nbytes):.0f} MB/s,"
-                f" {plain.cpu:.2f} CPU s), --parity 1 on 4 {par.wall:.2f} s"
-                f" ({par.cpu:.2f} CPU s), ratio {walls[-1]:.2f}; peak RSS {plain.memory}"
-                f" / {par.memory} MB; load {os.getloadavg()[0]:.1f}"
+                "    medians of each kind: wall"
+                f" {statistics.median(m.wall for m in got[k]):.2f} /"
+                f" {statistics.median(m.wall for m in got['plain']):.2f} s, CPU"
+                f" {statistics.median(m.cpu for m in got[k]):.2f} /"
+                f" {statistics.median(m.cpu for m in got['plain']):.2f} s"
             )
-            if args.before and not first:
-                older(plain.wall)
-                fresh()  # the restores below read the current source's set
-                run("4 devices, --parity 1", parbackup_argv("backup", src, *_d(urls),
-                    "--parity", "1", "--json"), env=env)  # fmt: skip
-        # the last backup (with parity) stays for the restores
-        ratios = []
-        for i in range(args.pairs):
-            wipe(restore)
-            healthy = run("restore", parbackup_argv("restore", "-t", restore, "--json"), env=env)
-            if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
-                raise SystemExit("restore differs from the source")
-            wipe(restore)
-            os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
-            try:
-                missing = run(
-                    "restore, one device missing",
-                    parbackup_argv("restore", "-t", restore, "--json"),
-                    env=env,
-                    check=False,
+        if args.restores:
+            # the restores need no source beside them: its digests stand for it (memory)
+            backup("parity")  # the set the restores read
+            want = _digests(src)
+            wipe(src)
+            ratios = []
+            for i in range(args.restores):
+                wipe(restore)
+                healthy = run(
+                    "restore", parbackup_argv("restore", "-t", restore, "--json"), env=env
                 )
-            finally:
-                os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
-            if i == 0 and not same_tree(src, os.path.join(restore, src.lstrip("/"))):
-                raise SystemExit("restore with a device missing differs from the source")
-            ratios.append(healthy.wall / missing.wall)
-            peaks.append(max(healthy.rss_mb, missing.rss_mb))
+                if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
+                    raise SystemExit("restore differs from the source")
+                wipe(restore)
+                os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
+                try:
+                    missing = run(
+                        "restore, one device missing",
+                        parbackup_argv("restore", "-t", restore, "--json"),
+                        env=env,
+                        check=False,
+                    )
+                finally:
+                    os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
+                if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
+                    raise SystemExit("restore with a device missing differs from the source")
+                ratios.append(healthy.wall / missing.wall)
+                peaks.append(max(healthy.rss_mb, missing.rss_mb))
+                print(
+                    f"restore {i + 1}: healthy {healthy.wall:.2f} s, one device missing "
+                    f"{missing.wall:.2f} s, throughput ratio {ratios[-1]:.2f};"
+                    f" peak RSS {healthy.memory} / {missing.memory} MB"
+                )
             print(
-                f"restore {i + 1}: healthy {healthy.wall:.2f} s, one device missing "
-                f"{missing.wall:.2f} s, throughput ratio {ratios[-1]:.2f};"
-                f" peak RSS {healthy.memory} / {missing.memory} MB"
+                f"restore throughput, one device missing / healthy: {_spread(ratios)} (goal >= 0.7)"
             )
-        print(
-            f"backup wall, --parity 1 on 4 / 3 devices: median {statistics.median(walls):.2f}"
-            f" (goal <= 1.15); CPU seconds: median {statistics.median(cpus):.2f}"
-        )
-        if befores:
-            print(
-                f"the older source's --parity 1 on 4 / 3 devices: {statistics.median(befores):.2f}"
-            )
-        print(
-            f"restore throughput, one device missing / healthy: median "
-            f"{statistics.median(ratios):.2f} (goal >= 0.7)"
-        )
         print(f"peak RSS summed over the process tree: {max(peaks):.0f} MB (goal < 200)")
         shutil.rmtree(os.path.join(w), ignore_errors=True)
+
+
+def _spread(values: list[float]) -> str:
+    """'median M (quartiles Q1-Q3, range LO-HI, N)' of per-pair ratios."""
+    v = sorted(values)
+    if len(v) < 4:
+        return f"median {statistics.median(v):.2f} (range {v[0]:.2f}-{v[-1]:.2f}, {len(v)})"
+    q1, _q2, q3 = statistics.quantiles(v, n=4)
+    return (
+        f"median {statistics.median(v):.2f} (quartiles {q1:.2f}-{q3:.2f},"
+        f" range {v[0]:.2f}-{v[-1]:.2f}, {len(v)} pairs)"
+    )
+
+
+def _digests(root: str) -> dict[str, bytes]:
+    """Relative path -> SHA-256 of every regular file under ``root``."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            path = os.path.join(dirpath, n)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
+    return out
 
 
 def _d(devs: list[str]) -> list[str]:

@@ -460,3 +460,20 @@ def test_parity_written_after_the_data_rebuilds_the_catalog_and_repairs_a_lost_d
     out, r = _restore(tmp_path, new_cat, "out")
     assert r.json["status"] in ("ok", "degraded"), r.out + r.err
     assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_every_devices_catalog_copy_holds_the_sets_parity(tmp_path, device_dirs):
+    """The streamed parity is recorded before the set's catalog copy is made, so the one
+    copy put on every device, data and parity alike, holds the stripe (the data devices'
+    copies were made before it, without it, and the parity devices' after, a second copy)."""
+    _src, devs, cat, doc = _backup(tmp_path, device_dirs, 4, 1)
+    with Catalog(cat) as c:
+        stripe = c.parity(doc["set"])
+    assert stripe is not None and stripe["k"] == 3
+    copies = [d / "catalog" / "catalog.sqlite" for d in devs]
+    for copy in copies:
+        scratch = tmp_path / f"copy-{copy.parent.parent.name}.sqlite"
+        shutil.copyfile(copy, scratch)  # opened writable: never the device's own file
+        with Catalog(str(scratch)) as c:
+            assert c.parity(doc["set"]) == stripe, copy
+    assert len({p.read_bytes() for p in copies}) == 1  # one copy, the same everywhere

@@ -482,6 +482,10 @@ class _Backup:
         remember_speeds(catalog, reports)
         self.phase(f"set {status}")
         if status != "failed":
+            if self.parity is not None:  # recorded first: the one catalog copy holds it
+                data = [(r.label, r.url) for r in reports if r.status == "ok"]
+                self.parity.close(catalog, set_hex, data)
+                self.phase("parity recorded")
             self.copy_catalog(survivors)
             self.phase("catalog copied")
         return report
@@ -491,9 +495,10 @@ class _Backup:
         the catalog file itself when it can be held still (``Catalog.frozen_file``),
         else from a copy made in scratch room (always for a sealed one, and on a cluster,
         whose given-up movers may not end at once: one must not read on after the file
-        moves again)."""
+        moves again, and with --parity, whose devices take the same scratch copy)."""
         options = self.options
-        if self.hosts is None and (options.codec is None or not options.codec.encrypted):
+        plain = options.codec is None or not options.codec.encrypted
+        if self.hosts is None and self.parity is None and plain:
             with self.catalog.frozen_file() as frozen:
                 if frozen is not None:
                     scratch.sweep()  # what killed commands left, as a scratch copy did
@@ -503,8 +508,14 @@ class _Backup:
                         self.on_event(Notice(f"could not copy the catalog to {url}: {error}"))
                     return
         with scratch.directory() as tmp:
-            for name, path in catalog_copies(self.catalog, tmp, options.codec, options.key_file):
+            files = catalog_copies(self.catalog, tmp, options.codec, options.key_file)
+            parity = self.parity if self.parity is not None and self.parity.closed else None
+            if parity is not None:  # the parity devices take the same copy meanwhile
+                parity.put_copies(files)
+            for name, path in files:
                 self.phase(f"{name} made")
                 what = "the catalog" if name.startswith("catalog/") else f"the key file {name}"
                 for url, error in self.fleet.put(devices, name, path).items():
                     self.on_event(Notice(f"could not copy {what} to {url}: {error}"))
+            if parity is not None:
+                parity.copies_stored()

@@ -169,6 +169,9 @@ class ParityStream:
         self.error = ""
         self.started = time.monotonic()
         self.created_ns = 0
+        self.info: dict | None = None
+        """The stripe recorded in the catalog, once ``close`` did."""
+        self.copied = False
 
     @classmethod
     def start(
@@ -224,22 +227,19 @@ class ParityStream:
         self.abandon()
         return []
 
-    def finish(
-        self,
-        catalog: Catalog,
-        set_hex: str,
-        data: Sequence[tuple[str, str]],
-        codec: CodecSpec | None,
-        key_file: bytes,
-    ) -> dict | None:
-        """Close the streamed parity and record it; None (``error`` says why) when it
-        cannot stand for the set: the caller then writes it after the data."""
+    def close(self, catalog: Catalog, set_hex: str, data: Sequence[tuple[str, str]]) -> bool:
+        """Close the streamed parity and record it in the catalog (once); False (``error``
+        says why) when it cannot stand for the set: the caller then writes it after the
+        data. Called before the set's catalog copy is made (``_Backup.finish``), so the
+        one copy every device gets, data and parity alike, holds the stripe."""
+        if self.info is not None:
+            return True
         if self.error:
-            return None
+            return False
         if [label for label, _url in data] != self.columns:
             self.error = "a data device failed during the backup"
             self.abandon()
-            return None
+            return False
         self.worker.send(Close())
         log.debug("parity: %.3f closing the streamed volumes", time.monotonic() - self.started)
         done = self._answer(Written, max(self.timeout, 60.0))
@@ -247,7 +247,7 @@ class ParityStream:
         if not isinstance(done, Written):
             self.error = done.error  # type: ignore[attr-defined]
             self.abandon()
-            return None
+            return False
         m = len(self.urls)
         info = {
             "codec": CODEC,
@@ -265,24 +265,57 @@ class ParityStream:
             ],
         }
         catalog.set_parity(set_hex, info)
-        with scratch.directory() as tmp:
-            files = tuple(catalog_copies(catalog, tmp, codec, key_file))
-            self.worker.send(Put(files))
-            stored = self._answer(Stored, max(self.timeout, 60.0))
+        self.info = info
+        return True
+
+    @property
+    def closed(self) -> bool:
+        """The streamed parity is written and recorded (``close``)."""
+        return self.info is not None
+
+    def put_copies(self, files: Sequence[tuple[str, str]]) -> None:
+        """Start putting the catalog copy's files ((name, local path)) on every parity
+        device; ``copies_stored`` waits for them (the data devices take theirs meanwhile)."""
+        self.worker.send(Put(tuple(files)))
+
+    def copies_stored(self) -> None:
+        """Wait for ``put_copies``; a copy not put is a warning (the parity is recorded)."""
+        stored = self._answer(Stored, max(self.timeout, 60.0))
         errors = stored.errors if isinstance(stored, Stored) else (stored.error,)  # type: ignore[attr-defined]
         for error in errors:  # the parity is written and recorded: only the copy failed
             log.warning("catalog copy not put on a parity device: %s", error)
+        self.copied = True
+
+    def finish(
+        self,
+        catalog: Catalog,
+        set_hex: str,
+        data: Sequence[tuple[str, str]],
+        codec: CodecSpec | None,
+        key_file: bytes,
+    ) -> dict | None:
+        """Close and record the streamed parity unless ``close`` did already, put the
+        catalog copy on the parity devices unless done with the data devices' (``put_copies``);
+        the report's ``parity``, or None (``error`` says why) when it cannot stand for
+        the set: the caller then writes it after the data."""
+        if not self.close(catalog, set_hex, data):
+            return None
+        if not self.copied:
+            with scratch.directory() as tmp:
+                self.put_copies(catalog_copies(catalog, tmp, codec, key_file))
+                self.copies_stored()
         self.stop()
         log.debug("parity: %.3f recorded, catalog copied", time.monotonic() - self.started)
+        assert self.info is not None
         return {
-            "m": m,
-            "redundancy": m,
-            "k": len(done.columns),
+            "m": self.info["m"],
+            "redundancy": self.info["m"],
+            "k": self.info["k"],
             "devices": [
                 {"url": url, "label": label}
                 for url, label in zip(self.urls, self.labels, strict=True)
             ],
-            "bytes": sum(size for _l, _n, size in done.volumes),
+            "bytes": sum(p["size"] for p in self.info["parity"]),
             "written": "while writing",
             "seconds": round(time.monotonic() - self.started, 3),
         }
