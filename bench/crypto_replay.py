@@ -6,8 +6,8 @@ encrypted set does (``Codec.encode`` and the keyed checksum), writing the stored
 to a file under --out (put it on a tmpfs). No catalog, no dispatcher, no other process:
 the CPU figure (best of the rounds, all threads) is far steadier on a shared machine than
 a whole backup's. A variant is ``off`` or ``LEVEL:st|mt`` (one thread, or zstd's worker
-threads for records of 1 MiB and more); a LEVEL of ``AUTO_LADDER`` (1, -2, -5, -10, -20, -30) is
-``auto`` held at that level, 2-19 a fixed level. The variants follow ``--`` (a
+threads for records of 1 MiB and more); a LEVEL of ``AUTO_LADDER`` (1, -2, -5, -10,
+-20, -30) is ``auto`` held at that level, 2-19 a fixed level. The variants follow ``--`` (a
 negative level is not an option).
 
     .venv/bin/python bench/crypto_replay.py TREE --rounds 6 --out /tmp -- off 1:mt 1:st -2:st -5:st

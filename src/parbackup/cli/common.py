@@ -169,7 +169,8 @@ def describe(exc: BaseException) -> str:
     if type(exc).__module__ == "sqlite3":  # escaped the catalog: name the catalog
         return f"catalog {', '.join(_opened_catalogs) or '(unknown)'}: {exc}"
     if isinstance(exc, OSError):
-        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        # a call on an open file descriptor names it by number: no name for a user
+        names = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes))]
         what = " -> ".join(os.fsdecode(n) for n in names)
         reason = exc.strerror or str(exc)
         return f"{what}: {reason}" if what else reason

@@ -197,8 +197,8 @@ def key_add(
             raise click.UsageError("give --new-password-file or --new-password-command")
         new = passphrase(new_password_file, new_password_command, new=True)
         slot = keyfile.add(master, new)
+        copies = _refresh(catalog_path, keyfile)  # devices first: see key_remove
         save_key_at(catalog_target(catalog_path), keyfile)
-        copies = _refresh(catalog_path, keyfile)
     code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
         emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "added": slot.slot,
@@ -227,8 +227,12 @@ def key_remove(
         keyfile = load_key(catalog_path)
         keyfile.unlock(passphrase(password_file, password_command))
         keyfile.remove(slot)
-        save_key_at(catalog_target(catalog_path), keyfile)
+        # the devices' copies first, the catalog's key last: a run killed half way
+        # leaves the slot in the catalog's key, so running it again removes it from
+        # every copy (the other way round, the rerun found no such slot and the
+        # devices kept copies the removed passphrase opens)
         copies = _refresh(catalog_path, keyfile)
+        save_key_at(catalog_target(catalog_path), keyfile)
     code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
         emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "removed": slot,

@@ -167,4 +167,6 @@ def restore(
         for d in getattr(report, "left_out", ()):
             left = ", ".join(d["left_out"])
             line(f"warning: {d['path']}: left out {left}: {d['error']}", problem=True)
+        for label in report.rebuilt:  # the exit status 3 says why
+            line(f"warning: device {label} is missing: read around it with parity", problem=True)
     return report.exit_code

@@ -16,8 +16,8 @@
   backup's wall time, on a machine whose cores the movers already keep busy, and a
   better ratio buys no speed, only space), two steps while compressing takes more than
   ``LEAP`` times as long as the device (tmpfs, a fast SSD: the first compressible
-  windows are not spent at the slow levels). Each step down takes 10-20% off zstd's
-  CPU for 5-10% more stored bytes of what compresses (docs/BENCHMARKS.md); the last
+  windows are not spent at the slow levels). Each step down takes 13-23% off zstd's
+  CPU for 10-18% more stored bytes of what compresses (docs/BENCHMARKS.md); the last
   rung still stores what compresses at about 0.7 of its size (ratio 1.38 on the local
   benchmark's compressible files, 2.68 at level 1), so ``auto`` never gives up
   compressing what compresses, it trades ratio for speed only where the ratio buys no

@@ -181,6 +181,9 @@ class DecodedDevice(Device):
         super().__init__(url)
         self.label = ""
         self.stripes: dict[str, _Stripe] = {}
+        self.through: Device | None = None
+        """The device itself where it is still there: volumes no stripe decodes
+        (other sets' volumes it still holds) are read from it."""
 
     def open(self, write: bool = True) -> None:
         if write:
@@ -191,6 +194,8 @@ class DecodedDevice(Device):
             self.label = str(spec["label"])
             for one in spec["stripes"]:
                 self.stripes[one["set"]] = _Stripe(one, self.label, self.url.display)
+            if spec.get("through"):
+                self.through = _open(str(spec["through"]))
         except FileNotFoundError as exc:
             self.close()
             if exc.filename != self.url.path:  # a surviving device's file
@@ -214,6 +219,10 @@ class DecodedDevice(Device):
                 with contextlib.suppress(Exception):
                     dev.close()
         self.stripes = {}
+        if self.through is not None:
+            with contextlib.suppress(Exception):
+                self.through.close()
+            self.through = None
 
     def raw_space(self) -> Space:
         return Space(free=0, capacity=None)
@@ -229,9 +238,14 @@ class DecodedDevice(Device):
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         out = [ObjectInfo(n, s) for st in self.stripes.values() for n, s in st.column.volumes]
+        if self.through is not None:
+            mine = {o.name for o in out}
+            out += [o for o in self.through.list(prefix) if o.name not in mine]
         return sorted((o for o in out if o.name.startswith(prefix)), key=lambda o: o.name)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
+        if self.through is not None and not self._decodes(name):
+            return self.through.read(name, offset, length)
         stripe = self._stripe(name)
         out = bytearray(stripe.length(name, offset, length))
         stripe.read_into(name, offset, memoryview(out))
@@ -239,6 +253,8 @@ class DecodedDevice(Device):
 
     def read_view(self, name: str, offset: int, length: int, buf: bytearray) -> memoryview:
         """Decoded into ``buf`` where it is large enough (see the module docstring)."""
+        if self.through is not None and not self._decodes(name):
+            return self.through.read_view(name, offset, length, buf)
         stripe = self._stripe(name)
         n = stripe.length(name, offset, length)
         if len(buf) < n:
@@ -246,6 +262,9 @@ class DecodedDevice(Device):
         view = memoryview(buf)[:n]
         stripe.read_into(name, offset, view)
         return view
+
+    def _decodes(self, name: str) -> bool:
+        return any(name in stripe.sizes for stripe in self.stripes.values())
 
     def _stripe(self, name: str) -> _Stripe:
         for stripe in self.stripes.values():

@@ -18,9 +18,10 @@ A kill at any moment leaves either the old volume in use and a new one no row po
 (deleted by the next clean-up), or the new one in use and the old one dead.
 
 Writes a killed run never committed (``Device.unfinished``: open multipart uploads on S3,
-``.tmp-`` files of a catalog copy or a label) are discarded too: those of a set the
-catalog knows and that is not running, and those of a catalog copy or a label (the
-caller holds the run lock, so no catalog copy is being written); nothing else. A set's
+``.tmp-`` files of a catalog copy, a key file's copy or a label) are discarded too: those
+of a set the catalog knows and that is not running, and those of a catalog copy, a key
+copy (a killed ``key remove``) or a label (the caller holds the run lock, so no catalog
+or key copy is being written); nothing else. A set's
 leftovers whose set the catalog does not know are foreign and stay.
 """
 
@@ -350,7 +351,7 @@ def _discard_unfinished(
             node = by_id.get(parts[1]) if len(parts) > 2 else None
             if node is None or node.status == SetStatus.RUNNING:
                 continue  # another catalog's, or this run's own
-        elif parts[0] != "catalog" and not info.name.startswith(LABEL_NAME):
+        elif parts[0] not in ("catalog", "keys") and not info.name.startswith(LABEL_NAME):
             continue  # not parbackup's (a bucket shared with other uploads)
         try:
             dev.device.discard(info.name)

@@ -102,7 +102,7 @@ def _write_image(
             bytes.fromhex(info_id),
             records,
             known,
-            tuple(options.devices) + tuple(rescue.urls),
+            tuple(rescue.urls) + tuple(options.devices),  # stand-ins win over -d
             lambda _label: spec,
             on_event,
             codec=options.codec,

@@ -85,6 +85,9 @@ def restore_links(
             try:
                 if not apply_metadata(fd, f.entry):
                     unowned.add(f.file_id)
+            except OSError as exc:  # the target turned read-only, a quota...
+                report.damage(f.entry.path, "", f"{dest[f.file_id]}: {exc.strerror or exc}")
+                continue
             finally:
                 os.close(fd)
             report.files += 1

@@ -290,9 +290,11 @@ def _decoded(
     read front to back only, or more units are lost than the parity covers)."""
     total = Recovery(parity=True)
     by_label: dict[str, list[dict]] = {}
+    present: dict[str, str] = {}
     for one in sets:
         info = catalog.parity(one) or {}
         found = rebuild(catalog, one, known, overrides, None, suspects=suspects, survey=True)
+        present.update(found.where)
         total.missing.update(found.missing)
         total.error = total.error or found.error
         lost = [c for c in info.get("columns", []) if c in found.missing or c in suspects]
@@ -315,8 +317,13 @@ def _decoded(
             )
     for label, stripes in by_label.items():
         path = os.path.join(work, f"{label}.json")
+        # the device may still be there, lacking only some sets' volumes: the others
+        # (other sets', reused by an incremental) are read from it, not decoded
+        spec = {"label": label, "stripes": stripes}
+        if label in present and label not in suspects:
+            spec["through"] = present[label]
         with open(path, "w") as fh:
-            json.dump({"label": label, "stripes": stripes}, fh)
+            json.dump(spec, fh)
         total.urls.append(f"decoded://{path}")
     return total
 

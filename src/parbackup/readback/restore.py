@@ -307,7 +307,7 @@ def _restore_files(
                 bytes.fromhex(set_id),
                 work,
                 known,
-                tuple(options.devices) + tuple(rescue.urls),
+                tuple(rescue.urls) + tuple(options.devices),  # stand-ins win over -d
                 lambda label: DirectorySinkSpec(targets[label], root, tag),
                 on_event,
                 on_good=done,

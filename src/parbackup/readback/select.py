@@ -66,6 +66,16 @@ def unlisted(info: SetInfo) -> list[dict]:
     ]
 
 
+def unlisted_lost(info: SetInfo) -> list[dict]:
+    """What ``verify`` names damaged for a set rebuilt from its volumes while some of
+    its devices were missing: the files whose records lay only there are not listed
+    (``unknown_file_ids``), so their bytes were checked by nobody and the set is not
+    whole. (An incremental's reused files are no gap: they lie on its parent's volumes.)"""
+    if not int((info.report or {}).get("unknown_file_ids") or 0):
+        return []
+    return unlisted(info)
+
+
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
     return [

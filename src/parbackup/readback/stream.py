@@ -93,7 +93,7 @@ def restore_to_stream(
             bytes.fromhex(info.id),
             records,
             known,
-            tuple(devices) + tuple(rescue.urls),
+            tuple(rescue.urls) + tuple(devices),  # stand-ins win over -d
             lambda _label: StreamSinkSpec(per_reader),
             on_event,
             on_chunk=writer.take,

@@ -18,7 +18,7 @@ from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.recover import check_parity, recovered
-from parbackup.readback.select import covered, identities, lost_rows
+from parbackup.readback.select import covered, identities, lost_rows, unlisted_lost
 from parbackup.readback.sinks import VerifySinkSpec
 from parbackup.workers import Executor
 
@@ -104,7 +104,7 @@ def run_verify(
                 bytes.fromhex(info.id),
                 work,
                 known,
-                tuple(devices) + tuple(rescue.urls),
+                tuple(rescue.urls) + tuple(devices),  # stand-ins win over -d
                 lambda _label: VerifySinkSpec(),
                 on_event,
                 frames={label: (recs, label not in failed) for label, recs in frames.items()},
@@ -157,5 +157,6 @@ def run_verify(
             report.damaged.append({"path": names.get(fid, ""), "device": device, "error": error})
     report.damaged.extend(outcome.volumes)
     report.damaged.extend(lost_rows(info, rows))
+    report.damaged.extend(unlisted_lost(info))
     report.seconds = time.monotonic() - started
     return report
