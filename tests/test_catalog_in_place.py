@@ -39,7 +39,7 @@ def test_the_file_holds_still_while_another_writer_commits(tmp_path):
         _new_set(cat, "a" * 32)
         with cat.frozen_file() as frozen:
             assert frozen is not None
-            where, head = frozen
+            where, (at, patch) = frozen
             assert where == os.path.realpath(path)
             with open(where, "rb") as fh:
                 before = fh.read()
@@ -50,8 +50,8 @@ def test_the_file_holds_still_while_another_writer_commits(tmp_path):
                 assert fh.read() == before  # no checkpoint wrote into it
         row = cat.db.execute("SELECT value FROM meta WHERE key='other'").fetchone()
         assert row == ("wrote",)
-    assert head[:18] == before[:18] and head[20:] == before[20:100]
-    assert head[18:20] == b"\x01\x01" and before[18:20] == b"\x02\x02"  # WAL -> rollback
+    assert (at, patch) == (18, b"\x01\x01") and before[18:20] == b"\x02\x02"  # WAL -> rollback
+    head = before[:18] + patch + before[20:100]
     copy = tmp_path / "media" / "copy.sqlite"
     copy.parent.mkdir()
     copy.write_bytes(head + before[100:])

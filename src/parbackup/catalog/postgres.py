@@ -279,7 +279,7 @@ class PostgresCatalog(Catalog):
                 self.db.execute("COMMIT")
 
     @contextlib.contextmanager
-    def frozen_file(self) -> Iterator[tuple[str, bytes] | None]:
+    def frozen_file(self) -> Iterator[tuple[str, tuple[int, bytes]] | None]:
         """No file of its own to put on devices: ``copy_to`` makes one."""
         yield None
 

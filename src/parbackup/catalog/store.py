@@ -366,9 +366,9 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             target.close()
 
     @contextlib.contextmanager
-    def frozen_file(self) -> Iterator[tuple[str, bytes] | None]:
+    def frozen_file(self) -> Iterator[tuple[str, tuple[int, bytes]] | None]:
         """The catalog file itself, whole and unchanging while the ``with`` lasts: (its
-        path, the 100 bytes a copy must start with instead of the file's), or None when
+        path, (offset, bytes) a copy must hold there instead of the file's), or None when
         that cannot be had now (then ``copy_to``).
 
         A backup's copy for its devices is read from here instead of through
@@ -379,7 +379,10 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         until the transaction ends, while other writers go on into the WAL. The header's
         bytes 18-19 become 1 (a rollback-journal file, as ``copy_to``'s; SQLite's own
         switch out of WAL rewrites just those): a copy on read-only media must not ask
-        for a WAL."""
+        for a WAL. This process never opens the file itself: closing any descriptor of
+        it would drop every POSIX lock SQLite holds on it here (its shared lock kept
+        another process's last close from checkpointing into the file and deleting the
+        WAL under this one's connection); the movers read it in their own processes."""
         try:
             reader = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         except sqlite3.Error:
@@ -390,9 +393,9 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         finally:
             reader.close()
 
-    def _settle(self, reader: sqlite3.Connection) -> tuple[str, bytes] | None:
+    def _settle(self, reader: sqlite3.Connection) -> tuple[str, tuple[int, bytes]] | None:
         """Begin ``frozen_file``'s read transaction on ``reader`` once every WAL frame
-        is in the file; (path, head), or None if a reader of an older state keeps frames
+        is in the file; (path, patch), or None if a reader of an older state keeps frames
         in the WAL, the catalog is not in WAL mode, or anything fails."""
         try:
             self.db.execute("BEGIN IMMEDIATE")  # no commit between the checkpoint and
@@ -404,14 +407,9 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                 reader.execute("SELECT count(*) FROM meta").fetchone()
             finally:
                 self.db.execute("ROLLBACK")
-            with open(self.path, "rb") as fh:
-                head = bytearray(fh.read(100))
-        except (sqlite3.Error, OSError):
+        except sqlite3.Error:
             return None
-        if len(head) < 100:
-            return None
-        head[18:20] = b"\x01\x01"
-        return self.path, bytes(head)
+        return self.path, (18, b"\x01\x01")  # header: write and read versions 1
 
 
 def default_catalog_path() -> str:

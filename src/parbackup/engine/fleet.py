@@ -170,12 +170,16 @@ class Fleet:
         return msg.rate if isinstance(msg, m.Speed) else None
 
     def put(
-        self, devices: Sequence[DeviceState], name: str, path: str, head: bytes = b""
+        self,
+        devices: Sequence[DeviceState],
+        name: str,
+        path: str,
+        patch: tuple[int, bytes] = (0, b""),
     ) -> dict[str, str]:
-        """Copy a local file onto every device at once (``head`` instead of its first
-        bytes); URL -> error for those that failed."""
+        """Copy a local file onto every device at once (``patch``'s bytes instead of the
+        file's at its offset); URL -> error for those that failed."""
         for dev in devices:
-            dev.worker.send(m.Put(name, path, head))
+            dev.worker.send(m.Put(name, path, patch))
         errors = {}
         for dev in devices:
             msg = _answer(dev, (m.Stored,), self.timeout)

@@ -62,7 +62,7 @@ class Finish:
 class Put:
     name: str
     path: str
-    head: bytes = b""  # put instead of the file's first len(head) bytes
+    patch: tuple[int, bytes] = (0, b"")  # (offset, bytes) put instead of the file's there
 
 
 @dataclass(frozen=True, slots=True)

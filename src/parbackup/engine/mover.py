@@ -13,8 +13,8 @@ Conversation (dispatcher -> mover, then what the mover answers):
     Begin(set, meta)                                    the set the volumes belong to
     Work(items)    -> Progress(...)*, Problem(...)*     items in list order (W1)
     Finish()       -> Metas(...)?, Durable(...), Committed() | Failed
-    Put(name, path)-> Stored(name, error)               the catalog copy (``head``: bytes
-                                                        put instead of the file's first)
+    Put(name, path)-> Stored(name, error)               the catalog copy (``patch``: bytes
+                                                        put instead of the file's there)
     Stop()         -> (the mover ends)
 
 ``Progress(sent, done)`` comes at most every ``PROGRESS_SECONDS`` while busy and when
@@ -171,10 +171,10 @@ class _Mover(SourceSide):
                 self.tell(Labelled(self.label, self.device.overwrote))
             case Probe(limit=limit, seconds=seconds):
                 self.tell(Speed(probe_speed(self.device, limit=limit, seconds=seconds)))
-            case Put(name=name, path=path, head=head):
+            case Put(name=name, path=path, patch=patch):
                 try:
                     with open(path, "rb") as fh:
-                        self.device.put_stream(name, _Beating(fh, self, head))
+                        self.device.put_stream(name, _Beating(fh, self, patch))
                     self.tell(Stored(name))
                 except (DeviceError, OSError) as exc:
                     self.tell(Stored(name, str(exc)))
@@ -383,16 +383,20 @@ class _Beating:
     """A file whose every read tells the dispatcher the mover is alive (a heartbeat
     while a catalog copy goes up a slow link)."""
 
-    def __init__(self, fh: Any, mover: _Mover, head: bytes = b"") -> None:
-        self.fh, self.mover, self.head = fh, mover, head
-        fh.seek(len(head))  # ``head`` stands for the file's first bytes
+    def __init__(self, fh: Any, mover: _Mover, patch: tuple[int, bytes] = (0, b"")) -> None:
+        self.fh, self.mover, self.patch, self.pos = fh, mover, patch, 0
 
     def read(self, n: int = -1) -> bytes:
         self.mover.progress()
-        head, self.head = self.head, b""
-        if n < 0:
-            return head + self.fh.read()
-        return head + self.fh.read(max(0, n - len(head))) if head else self.fh.read(n)
+        data = self.fh.read(n)
+        at, new = self.patch
+        start, self.pos = self.pos, self.pos + len(data)
+        lo, hi = max(at, start), min(at + len(new), self.pos)
+        if lo >= hi:
+            return data
+        out = bytearray(data)  # ``patch`` stands for the file's bytes at its offset
+        out[lo - start : hi - start] = new[lo - at : hi - at]
+        return bytes(out)
 
 
 def move(spec: MoverSpec, channel: Channel) -> None:
