@@ -85,7 +85,7 @@ class DaskCluster:
                  "--port", str(self.port), "--no-dashboard"],
                 stdout=log, stderr=log, start_new_session=True, env=self.env,
             )  # fmt: skip
-        wait_port(self.port)
+        wait_port(self.port, proc=self.scheduler)
         for i in self.indices:
             host = self.hosts[i] = NetnsHost(i, rate=self.rate, tag=self.tag)
             host.start()

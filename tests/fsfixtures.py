@@ -179,11 +179,17 @@ class Gate:
     def __str__(self) -> str:
         return str(self.path)
 
-    def wait_paused(self, timeout: float = 60) -> None:
-        """Wait until the device has stopped at its pause point."""
+    def wait_paused(self, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+        """Wait until the device has stopped at its pause point (the flag file it makes
+        there, looked for every 10 ms); fail at once, with what it said, if ``proc`` (the
+        run) ended first. The deadline only bounds a run that hangs."""
         flag = Path(f"{self.path}.paused")
         deadline = time.monotonic() + timeout
         while not flag.exists():
+            if proc is not None and proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"the run ended ({proc.returncode}) before it paused:"
+                                     f" {out!s:.2000} {err!s:.2000}")  # fmt: skip
             assert time.monotonic() < deadline, f"{flag} never appeared"
             time.sleep(0.01)
 

@@ -25,24 +25,54 @@ from pathlib import Path
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
+_PORT_BLOCK = 100
+_PORTS_USED: list[int] = []  # how many of this process's block free_port has handed out
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server to bind.
+
+    It comes from this process's own block of 100 ports, 20000 + 100 * (``claimed_net()``
+    - 64): below the kernel's ephemeral range (32768-60999), so no connection made by
+    anyone takes it as its own end between this pick and the server's bind, and held by
+    the network number's lock, so no other test process (an xdist worker, a second suite)
+    picks it too. A port the kernel picked (``bind(("", 0))``) could be both: a moto
+    server, seconds in its imports under load, then failed to bind, or a test reached
+    another process's server.
+    """
+    base = 20000 + (claimed_net() - 64) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        used = _PORTS_USED[0] if _PORTS_USED else 0
+        _PORTS_USED[:] = [used + 1]
+        port = base + used % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # a server of this process still on it, or a stranger's
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_BLOCK - 1}")
 
 
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
-    """Wait until something accepts connections on ``host:port``."""
+def wait_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    proc: subprocess.Popen | None = None,
+) -> None:
+    """Wait until something accepts connections on ``host:port``; OSError at once when
+    ``proc`` (the server) ended first (a port it could not bind, a bad option)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise OSError(f"the server ended ({proc.returncode}) before it listened") from None
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.05)  # the poll's pace: the server's listen is the event
 
 
 class FifoCapture:
@@ -196,7 +226,8 @@ class SshServer:
         self.log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 (lives as long as sshd)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         try:
-            wait_port(self.port, self.host)  # a namespace host is routed to over its veth
+            # a namespace host is routed to over its veth
+            wait_port(self.port, self.host, proc=self.proc)
         except OSError:
             self.stop()
             log = (self.dir / "sshd.log").read_text()
@@ -384,7 +415,7 @@ class S3Server:
             env={**os.environ, **self.env},
         )
         try:
-            wait_port(self.port, self.host, timeout=60)
+            wait_port(self.port, self.host, timeout=60, proc=self.proc)
         except OSError:
             self.stop()
             raise RuntimeError("moto's S3 server did not start") from None

@@ -328,7 +328,7 @@ def test_signal_interrupts_a_backup_cleanly(tmp_path, signum, code):
     proc = start("backup", str(src), "-d", str(d0), "-d", slow, "--catalog", cat, "--json",
                  preexec_fn=default_signals)  # fmt: skip
     try:
-        gate.wait_paused()
+        gate.wait_paused(proc)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -453,7 +453,7 @@ def test_full_catalog_disk_is_one_line_and_no_complete_set(tmp_path, tmpfs):
     slow = f"faulty+file://{d1}?pause_after=64K&gate={gate}"
     proc = start("backup", str(src), "-d", str(d0), "-d", slow, "--catalog", cat)
     try:
-        gate.wait_paused()
+        gate.wait_paused(proc)
         fill_up(small)
         gate.open()
         out, err = proc.communicate(timeout=120)

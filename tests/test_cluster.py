@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import select
 import socket
 import subprocess
@@ -23,7 +24,9 @@ import pytest
 from clusterfixtures import DaskCluster, here_only, need_cluster
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from killpoints import pause_point, wait_paused
-from parbackup.cluster import DaskExecutor
+from parbackup.cluster import DaskExecutor, DaskWorker
+from parbackup.clustertask import END_FRAME
+from parbackup.workers import Crashed
 from servers import claimed_net
 
 
@@ -172,6 +175,29 @@ def test_scheduler_lost_fails_cleanly(tmp_path: Path) -> None:
     assert sets.code == 0, sets.err
     states = [s["status"] for s in sets.json["sets"]]
     assert states and "complete" not in states, states
+
+
+@pytest.mark.parametrize("lost", ["", "lost the cluster scheduler at tcp://127.0.0.1:1"])
+def test_a_process_ended_while_the_scheduler_is_lost_says_so(lost: str) -> None:
+    """A Dask worker that lost its scheduler closes; at its exit its fork server, and the
+    movers forked from it, end before the worker's tasks do, so a task relays its mover's
+    end as a clean one (``END_FRAME``). The engine must still read why: the lost
+    scheduler (once this made test_scheduler_lost_fails_cleanly fail with both movers
+    'ended unexpectedly'). With the scheduler there, a clean end stays a plain end.
+    The task's connection is a real socket pair, the task's side played here."""
+    worker = DaskWorker("mover-0", lambda: lost)
+    task_end, link_end = socket.socketpair()
+    task = Connection(task_end.detach())
+    worker.attach(Connection(link_end.detach()), "tcp://10.0.0.1:1")
+    task.send_bytes(pickle.dumps("a last message"))
+    task.send_bytes(END_FRAME)
+    assert worker.channel.recv() == "a last message"
+    if lost:
+        assert worker.channel.recv() == Crashed(lost)
+    with pytest.raises(EOFError):
+        worker.channel.recv()
+    assert worker.join(10)
+    task.close()
 
 
 def children(pid: int) -> list[int]:

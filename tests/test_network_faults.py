@@ -56,7 +56,7 @@ def test_sftp_server_killed_mid_backup(tmp_path, src, ssh_server_class):
     with ssh_server_class(tmp_path / "ssh") as ssh:
         url = "faulty+" + ssh.url(remote, f"pause_after=200K&gate={gate}")
         proc = start_backup(tmp_path, src, [str(d0), url, str(d2)])
-        gate.wait_paused()
+        gate.wait_paused(proc)
         ssh.kill()
         gate.open()
         code, doc, err = finish(proc)
@@ -82,7 +82,7 @@ def test_hung_host_is_caught_by_the_timeout(tmp_path, src, ssh_server_class, fau
         with server as ssh:
             url = "faulty+" + ssh.url(remote, f"pause_after=200K&gate={gate}")
             proc = start_backup(tmp_path, src, [url, str(d0)], "--device-timeout", "3")
-            gate.wait_paused()
+            gate.wait_paused(proc)
             if fault == "freeze":
                 ssh.freeze()
             else:
@@ -116,7 +116,8 @@ def moto_process(tmp_path):
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     try:
-        wait_port(port)
+        # moto's imports take seconds on a busy machine (as servers.S3Server allows)
+        wait_port(port, timeout=60, proc=proc)
         endpoint = f"http://127.0.0.1:{port}"
         client = boto3.client("s3", endpoint_url=endpoint, **_creds(env))
         client.create_bucket(Bucket="frozen")
@@ -147,7 +148,7 @@ def test_frozen_object_store_does_not_hold_the_process_exit(tmp_path, moto_proce
     url = f"faulty+s3://frozen/dev?endpoint={endpoint}&part=5MiB&pause_after=12M&gate={gate}"
     with environ(env):  # the backup process inherits the store's credentials
         proc = start_backup(tmp_path, src, [str(d0), url], "--device-timeout", "2")
-        gate.wait_paused()  # parts are in flight: the store freezes mid-upload
+        gate.wait_paused(proc)  # parts are in flight: the store freezes mid-upload
         os.kill(proc_s3.pid, signal.SIGSTOP)
         gate.open()
         code, doc, err = finish(proc, timeout=60)  # minutes before the fix

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,25 @@ def _paused_run(tmp_path: Path, cat: str, tree: Path, data: list[Path], parity: 
     return proc, gate
 
 
+def _wait_whole_files_durable(proc: subprocess.Popen, cat: str, timeout: float = 120) -> bool:
+    """Wait until the running set's catalog rows hold every byte of at least one file
+    (the dispatcher writes a mover's durable records as it reads its messages, after the
+    mover went on): True then, False if ``proc`` ended first. Reads the catalog, the
+    state itself, every 10 ms; the deadline only bounds a run that hangs."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        with Catalog(cat) as c:
+            (run,) = c.sets()
+            sizes = {f.file_id: f.entry.size for f in c.files(run.id)}
+            got: dict[int, int] = {}
+            for fid, ref in c.records(run.id):
+                got[fid] = got.get(fid, 0) + ref.size
+        if any(n and n == sizes.get(fid) for fid, n in got.items()):
+            return True
+        time.sleep(0.01)  # the poll's pace, not a guess at when the rows come
+    return False
+
+
 def test_a_run_killed_mid_backup_leaves_no_parity_for_its_set_and_prune_takes_it(
     tmp_path, device_dirs
 ):
@@ -67,6 +87,9 @@ def test_a_run_killed_mid_backup_leaves_no_parity_for_its_set_and_prune_takes_it
     *data, parity = device_dirs(4)
     cat = str(tmp_path / "cat.sqlite")
     proc, _gate = _paused_run(tmp_path, cat, tree, data, parity)
+    # killed only once whole files of the run are durable in the catalog (records the
+    # old code resumed from), not at whatever moment the pause is seen
+    assert _wait_whole_files_durable(proc, cat), proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     partial = list((parity / "sets").rglob("*.pbp"))

@@ -51,7 +51,7 @@ def test_tmpfs_fills_up_mid_backup(tmp_path, src, tmpfs):
     gate = Gate(tmp_path / "gate")
     url = paused(small, gate)
     proc = start_backup(tmp_path, src, [str(d0), url, str(d2)])
-    gate.wait_paused()
+    gate.wait_paused(proc)
     fill_up(small)  # another process takes every free byte
     gate.open()
     code, doc, err = finish(proc)
@@ -73,7 +73,7 @@ def test_disk_dies_mid_backup(tmp_path, src, ext4):
     gate = Gate(tmp_path / "gate")
     url = paused(disk, gate)
     proc = start_backup(tmp_path, src, [url, str(d0)], "--strategy", "threshold")
-    gate.wait_paused()
+    gate.wait_paused(proc)
     shut_down(disk)  # every later read and write fails with EIO
     gate.open()
     code, doc, err = finish(proc)
@@ -91,7 +91,7 @@ def test_filesystem_turns_read_only_mid_backup(tmp_path, src, ext4):
     gate = Gate(tmp_path / "gate")
     url = paused(disk, gate)
     proc = start_backup(tmp_path, src, [str(d0), url, str(d2)])
-    gate.wait_paused()
+    gate.wait_paused(proc)
     turn_read_only(disk)  # an ext4 error with errors=remount-ro: EROFS from now on
     gate.open()
     code, doc, err = finish(proc)
@@ -165,7 +165,7 @@ def test_device_mapper_disk_starts_failing(tmp_path, src, dm_ext4):
     gate = Gate(tmp_path / "gate")
     url = paused(disk, gate)
     proc = start_backup(tmp_path, src, [str(d0), url])
-    gate.wait_paused()
+    gate.wait_paused(proc)
     break_it()
     gate.open()
     code, doc, err = finish(proc)

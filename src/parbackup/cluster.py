@@ -160,7 +160,8 @@ class DaskWorker:
             pass
 
     def _up(self) -> None:
-        """Task -> engine; an end without ``END_FRAME`` is a lost worker."""
+        """Task -> engine; an end without ``END_FRAME`` is a lost worker, any end while
+        the scheduler is lost is that."""
         assert self.link is not None
         clean = False
         try:
@@ -173,8 +174,13 @@ class DaskWorker:
                     self.relay.send_bytes(data)
         except (EOFError, OSError):
             pass
-        if not clean and not self.killed:
-            self.fail(self.why_lost() or f"lost its cluster worker {self.where}".rstrip())
+        if not self.killed:
+            # A clean end (the process ended) may be the lost scheduler's doing too: a Dask
+            # worker that lost it closes, and at its exit its fork server and the processes
+            # forked from it end first, while the task still relays their end
+            why = self.why_lost()
+            if why or not clean:
+                self.fail(why or f"lost its cluster worker {self.where}".rstrip())
         self.drop()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -148,12 +147,14 @@ def test_key_from_the_ssh_agent(sshd, tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    cmd = ["ssh-agent", "-D", "-a", str(sock)]
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.05)
+        # the agent prints its variables once its socket listens (waiting up to 5 s for
+        # the file, as this did, lost the race on a busy machine, and a socket bound but
+        # not yet listening refuses ssh-add)
+        said = [agent.stdout.readline() for _ in range(2)]
+        assert said[-1].startswith("echo Agent pid"), said
         env = {"SSH_AUTH_SOCK": str(sock), "HOME": str(home)}
         subprocess.run(["ssh-add", "-q", str(sshd.identity)], env=env, check=True)
         monkeypatch.setenv("HOME", str(home))  # no keys, no config: only the agent has one
