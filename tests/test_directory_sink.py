@@ -73,15 +73,32 @@ def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
     assert not list(root.rglob(".parbackup-*.part"))
 
 
-def test_a_directory_in_the_way_is_refused_and_left_whole(tmp_path):
+def deliver(sink: DirectorySink, fid: int, records: list[tuple[int, bytes]]) -> str:
+    """Hand a file's records to the sink as a reader does (readback/reader.py
+    ``_Results``): ``fail`` after an error, else ``complete``; '' or the error."""
+    for offset, data in records:
+        error = sink.put(fid, ref(offset, len(data)), memoryview(data))
+        if error:
+            sink.fail(fid)
+            return error
+    return sink.complete(fid)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [[(0, b"12345678")], [(0, b"1234"), (4, b"5678")]],
+    ids=["one-record", "two-records"],
+)
+def test_a_directory_in_the_way_is_refused_and_left_whole(tmp_path, records):
+    """A file in one record is finished in its ``put``, one in several at ``complete``:
+    either way the directory in the way is named and left as it was."""
     root = tmp_path / "target"
     (root / "empty").mkdir(parents=True)
     (root / "full").mkdir()
     (root / "full" / "keep").write_bytes(b"keep")
     sink = sink_for(root, {1: "empty", 2: "full"})
     for fid in (1, 2):
-        assert sink.put(fid, ref(0, 8), memoryview(b"12345678")) == ""
-        assert sink.complete(fid) == "a directory is in the way"
+        assert deliver(sink, fid, records) == "a directory is in the way"
     assert (root / "empty").is_dir() and not any((root / "empty").iterdir())
     assert (root / "full" / "keep").read_bytes() == b"keep"
     assert not list(root.rglob(".parbackup-*.part"))
@@ -265,3 +282,34 @@ def test_sparse_writes_keep_every_byte_that_is_not_zero(tmp_path):
     assert end == 6 * 4096
     assert path.read_bytes() == bytes(data)
     assert not is_zero(memoryview(bytes(data))) and is_zero(memoryview(bytes(5000)))
+
+
+def test_files_in_one_record_land_whole_with_their_metadata(tmp_path):
+    """A file whose one record is all of it is finished in that record's ``put``
+    (no ``complete`` work left): data (zeros at the end and all zeros included, left as
+    holes), mode and time in place, no ``.part``, no descriptor left open."""
+    root = tmp_path / "target"
+    block = 4096
+    data = {
+        1: b"small",
+        2: b"x" * block + bytes(2 * block),  # zeros at the end: a hole, then sized
+        3: bytes(3 * block),  # all zeros: never written, only sized
+    }
+    (root / "d").mkdir(parents=True)
+    targets = {
+        fid: (str(root / "d" / f"f{fid}"), len(b), 0o640, os.geteuid(), os.getegid(), MTIME, True)
+        for fid, b in data.items()
+    }
+    before = open_fds()
+    sink = DirectorySink(DirectorySinkSpec(targets, str(root)))
+    for fid, b in data.items():
+        assert sink.put(fid, ref(0, len(b)), memoryview(b)) == ""
+        assert (root / "d" / f"f{fid}").read_bytes() == b  # in place before complete()
+        assert sink.complete(fid) == ""
+    assert sink.finish() == ""
+    assert open_fds() == before
+    for fid, b in data.items():
+        st = (root / "d" / f"f{fid}").lstat()
+        assert (st.st_size, st.st_mode & 0o7777, st.st_mtime_ns) == (len(b), 0o640, MTIME)
+    assert (root / "d" / "f3").lstat().st_blocks == 0
+    assert not list(root.rglob(".parbackup-*.part"))
