@@ -8,8 +8,8 @@ damaged or incomplete file is removed and reported, never handed back as good. A
 whose records all lie on one device is finished by that device's reader, so per-file
 work spreads over the processes. The readers start as soon as their work is known: each
 makes its files' missing directories (beneath the target), while this process makes
-the other directories and the ``.part`` of the files split over devices (empty files
-are finished before the readers start). This process finishes the split files, then
+the other directories, the ``.part`` of the files split over devices and the empty
+files. This process finishes the split files, then
 makes hard links and special files, then symlinks, and gives directories their metadata
 last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
 very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
@@ -240,7 +240,8 @@ def _restore_files(
     (readback/select.py ``identities``) are checked against the record headers.
 
     The readers start first; ``meanwhile()``, then the ``.part`` files this process
-    finishes (made with their directories by ``dirs``), are done while they read.
+    finishes and the empty files (made with their directories by ``dirs``), are done
+    while they read.
     """
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
@@ -286,15 +287,16 @@ def _restore_files(
             label: [(fid, ref) for fid, ref in recs if fid in paths]
             for label, recs in records.items()
         }
-        # empty files first, in place before any reader starts (as a killed restore
-        # leaves them); the split files' .part while the readers read
-        early = _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=False)
+        early: dict[int, str] = {}
 
         def prepare() -> None:
+            """While the readers read: the other directories, the split files' .part,
+            then the empty files (nothing of theirs is read: no reader waits for them)."""
             meanwhile()
-            early.update(
-                _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=True)
-            )
+            for split_now in (True, False):
+                early.update(
+                    _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=split_now)
+                )
 
         def done(fids: list[int]) -> None:
             for fid in fids:
