@@ -137,6 +137,30 @@ def test_directories_are_made_and_nothing_else_is_passed_through(tmp_path):
     with pytest.raises(RestoreError, match="not a directory"):
         dirs.ensure(str(root / "file" / "sub"))
     assert list(outside.iterdir()) == []
+    dirs.close()
+
+
+def test_directories_made_through_held_parents_leak_nothing_and_pass_no_symlink(tmp_path):
+    """DirMaker keeps the last directories it opened for the next ones: more directories
+    than it keeps are all made; one swapped for a symlink after it was made sends
+    nothing through the symlink; ``close`` leaves no descriptor open."""
+    root = tmp_path / "target"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    before = open_fds()
+    dirs = DirMaker(str(root))
+    made = [root / f"d{i % 90}" / f"e{i}" / "f" for i in range(300)]  # more than kept
+    for d in made:
+        dirs.ensure(str(d))
+    assert all(d.is_dir() for d in made)
+    (root / "d0").rename(root / "d0.moved")
+    os.symlink(outside, root / "d0")
+    dirs.ensure(str(root / "d0" / "new"))  # d0's held descriptor: the moved directory
+    assert list(outside.iterdir()) == []
+    assert (root / "d0.moved" / "new").is_dir()
+    dirs.close()
+    assert open_fds() == before
 
 
 def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, device_dirs):

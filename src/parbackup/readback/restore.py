@@ -133,6 +133,7 @@ def _run_restore(
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target), tag)
     dirs = DirMaker(target)
+    cleanup.callback(dirs.close)
 
     def make_dirs() -> None:
         """Every directory but those of the regular files (their readers make them),
