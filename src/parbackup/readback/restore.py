@@ -360,29 +360,37 @@ def _finish_files(
     readers started, '' or why not); finish those this process finishes (split over
     devices); remove the ``.part`` of the rest."""
     restored: dict[str, str] = {}
+    damaged, good = outcome.damaged, outcome.good
+    files = nbytes = 0  # counted here, added to the report once (a set's files are many)
     for f in active:
-        fid, path = f.file_id, dest[f.file_id]
-        device, error = outcome.damaged.get(fid, ("", ""))
+        fid, entry = f.file_id, f.entry
+        path = dest[fid]
         if fid in early:
             device, error = "", early[fid]
-        elif error:
-            pass
+        elif fid in damaged:  # the first device and error reported (Outcome.ok)
+            device, error = damaged[fid]
+            if not error:
+                error = "records missing from the catalog" if fid in unread else "not restored"
         elif fid in unread:
-            error = "records missing from the catalog"
-        elif not outcome.ok(fid, len(labels.get(fid, ()))):
-            error = "not restored"
+            device, error = "", "records missing from the catalog"
+        elif good[fid] < len(labels.get(fid, ())):  # not every device holding it said so
+            device, error = "", "not restored"
         elif fid in split:
-            device, error = "", _finish(fid, f.entry, path, unowned, safe, tag)
+            device, error = "", _finish(fid, entry, path, unowned, safe, tag)
+        else:
+            device, error = "", ""
         if error:
             with contextlib.suppress(OSError):
                 safe.unlink(part_name(path, fid, tag))
-            report.damage(f.entry.path, device, error)
+            report.damage(entry.path, device, error)
             continue
-        restored[f.entry.path] = path
-        report.files += 1
-        report.bytes += f.entry.size
+        restored[entry.path] = path
+        files += 1
+        nbytes += entry.size
         if fid in split or fid in early:  # the readers announced the others
-            on_event(FileDone(f.entry.path))
+            on_event(FileDone(entry.path))
+    report.files += files
+    report.bytes += nbytes
     return restored
 
 
