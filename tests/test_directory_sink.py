@@ -337,3 +337,34 @@ def test_files_in_one_record_land_whole_with_their_metadata(tmp_path):
         assert (st.st_size, st.st_mode & 0o7777, st.st_mtime_ns) == (len(b), 0o640, MTIME)
     assert (root / "d" / "f3").lstat().st_blocks == 0
     assert not list(root.rglob(".parbackup-*.part"))
+
+
+def test_every_directory_gets_its_metadata_through_held_parents(tmp_path, device_dirs):
+    """Directory metadata is given deepest first, each directory opened relative to its
+    parent (kept open for its siblings, up to 64): more parents than that, modes that
+    shut out others, and times all come back, and no descriptor stays open."""
+    tree = tmp_path / "src"
+    modes = [0o755, 0o750, 0o700, 0o555]
+    dirs = [tree / f"p{i}" / f"c{j}" for i in range(80) for j in range(2)]
+    for n, d in enumerate(dirs):
+        d.mkdir(parents=True)
+        (d / "f").write_bytes(b"%d" % n)
+    for n, d in enumerate(dirs + sorted({d.parent for d in dirs})):
+        os.chmod(d, modes[n % len(modes)])
+        os.utime(d, ns=(MTIME + n, MTIME + n))
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        assert run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog).status == (
+            "complete"
+        )
+    with Catalog(cat) as catalog:  # the first starts what stays (the readers' server)
+        assert run_restore(catalog, RestoreOptions(target=str(tmp_path / "t0"))).damaged == []
+    target = tmp_path / "target"
+    before = open_fds()
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target)))
+    assert got.damaged == [] and open_fds() == before
+    out = target / str(tree).lstrip("/")
+    for d in dirs + sorted({d.parent for d in dirs}):
+        want, have = d.lstat(), (out / d.relative_to(tree)).lstat()
+        assert (have.st_mode, have.st_mtime_ns) == (want.st_mode, want.st_mtime_ns), d
