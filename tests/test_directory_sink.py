@@ -73,15 +73,32 @@ def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
     assert not list(root.rglob(".parbackup-*.part"))
 
 
-def test_a_directory_in_the_way_is_refused_and_left_whole(tmp_path):
+def deliver(sink: DirectorySink, fid: int, records: list[tuple[int, bytes]]) -> str:
+    """Hand a file's records to the sink as a reader does (readback/reader.py
+    ``_Results``): ``fail`` after an error, else ``complete``; '' or the error."""
+    for offset, data in records:
+        error = sink.put(fid, ref(offset, len(data)), memoryview(data))
+        if error:
+            sink.fail(fid)
+            return error
+    return sink.complete(fid)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [[(0, b"12345678")], [(0, b"1234"), (4, b"5678")]],
+    ids=["one-record", "two-records"],
+)
+def test_a_directory_in_the_way_is_refused_and_left_whole(tmp_path, records):
+    """A file in one record is finished in its ``put``, one in several at ``complete``:
+    either way the directory in the way is named and left as it was."""
     root = tmp_path / "target"
     (root / "empty").mkdir(parents=True)
     (root / "full").mkdir()
     (root / "full" / "keep").write_bytes(b"keep")
     sink = sink_for(root, {1: "empty", 2: "full"})
     for fid in (1, 2):
-        assert sink.put(fid, ref(0, 8), memoryview(b"12345678")) == ""
-        assert sink.complete(fid) == "a directory is in the way"
+        assert deliver(sink, fid, records) == "a directory is in the way"
     assert (root / "empty").is_dir() and not any((root / "empty").iterdir())
     assert (root / "full" / "keep").read_bytes() == b"keep"
     assert not list(root.rglob(".parbackup-*.part"))
@@ -120,6 +137,30 @@ def test_directories_are_made_and_nothing_else_is_passed_through(tmp_path):
     with pytest.raises(RestoreError, match="not a directory"):
         dirs.ensure(str(root / "file" / "sub"))
     assert list(outside.iterdir()) == []
+    dirs.close()
+
+
+def test_directories_made_through_held_parents_leak_nothing_and_pass_no_symlink(tmp_path):
+    """DirMaker keeps the last directories it opened for the next ones: more directories
+    than it keeps are all made; one swapped for a symlink after it was made sends
+    nothing through the symlink; ``close`` leaves no descriptor open."""
+    root = tmp_path / "target"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    before = open_fds()
+    dirs = DirMaker(str(root))
+    made = [root / f"d{i % 90}" / f"e{i}" / "f" for i in range(300)]  # more than kept
+    for d in made:
+        dirs.ensure(str(d))
+    assert all(d.is_dir() for d in made)
+    (root / "d0").rename(root / "d0.moved")
+    os.symlink(outside, root / "d0")
+    dirs.ensure(str(root / "d0" / "new"))  # d0's held descriptor: the moved directory
+    assert list(outside.iterdir()) == []
+    assert (root / "d0.moved" / "new").is_dir()
+    dirs.close()
+    assert open_fds() == before
 
 
 def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, device_dirs):
@@ -265,3 +306,65 @@ def test_sparse_writes_keep_every_byte_that_is_not_zero(tmp_path):
     assert end == 6 * 4096
     assert path.read_bytes() == bytes(data)
     assert not is_zero(memoryview(bytes(data))) and is_zero(memoryview(bytes(5000)))
+
+
+def test_files_in_one_record_land_whole_with_their_metadata(tmp_path):
+    """A file whose one record is all of it is finished in that record's ``put``
+    (no ``complete`` work left): data (zeros at the end and all zeros included, left as
+    holes), mode and time in place, no ``.part``, no descriptor left open."""
+    root = tmp_path / "target"
+    block = 4096
+    data = {
+        1: b"small",
+        2: b"x" * block + bytes(2 * block),  # zeros at the end: a hole, then sized
+        3: bytes(3 * block),  # all zeros: never written, only sized
+    }
+    (root / "d").mkdir(parents=True)
+    targets = {
+        fid: (str(root / "d" / f"f{fid}"), len(b), 0o640, os.geteuid(), os.getegid(), MTIME, True)
+        for fid, b in data.items()
+    }
+    before = open_fds()
+    sink = DirectorySink(DirectorySinkSpec(targets, str(root)))
+    for fid, b in data.items():
+        assert sink.put(fid, ref(0, len(b)), memoryview(b)) == ""
+        assert (root / "d" / f"f{fid}").read_bytes() == b  # in place before complete()
+        assert sink.complete(fid) == ""
+    assert sink.finish() == ""
+    assert open_fds() == before
+    for fid, b in data.items():
+        st = (root / "d" / f"f{fid}").lstat()
+        assert (st.st_size, st.st_mode & 0o7777, st.st_mtime_ns) == (len(b), 0o640, MTIME)
+    assert (root / "d" / "f3").lstat().st_blocks == 0
+    assert not list(root.rglob(".parbackup-*.part"))
+
+
+def test_every_directory_gets_its_metadata_through_held_parents(tmp_path, device_dirs):
+    """Directory metadata is given deepest first, each directory opened relative to its
+    parent (kept open for its siblings, up to 64): more parents than that, modes that
+    shut out others, and times all come back, and no descriptor stays open."""
+    tree = tmp_path / "src"
+    modes = [0o755, 0o750, 0o700, 0o555]
+    dirs = [tree / f"p{i}" / f"c{j}" for i in range(80) for j in range(2)]
+    for n, d in enumerate(dirs):
+        d.mkdir(parents=True)
+        (d / "f").write_bytes(b"%d" % n)
+    for n, d in enumerate(dirs + sorted({d.parent for d in dirs})):
+        os.chmod(d, modes[n % len(modes)])
+        os.utime(d, ns=(MTIME + n, MTIME + n))
+    cat = str(tmp_path / "cat.sqlite")
+    with Catalog(cat) as catalog:
+        assert run_backup([str(tree)], [str(d) for d in device_dirs(2)], catalog).status == (
+            "complete"
+        )
+    with Catalog(cat) as catalog:  # the first starts what stays (the readers' server)
+        assert run_restore(catalog, RestoreOptions(target=str(tmp_path / "t0"))).damaged == []
+    target = tmp_path / "target"
+    before = open_fds()
+    with Catalog(cat) as catalog:
+        got = run_restore(catalog, RestoreOptions(target=str(target)))
+    assert got.damaged == [] and open_fds() == before
+    out = target / str(tree).lstrip("/")
+    for d in dirs + sorted({d.parent for d in dirs}):
+        want, have = d.lstat(), (out / d.relative_to(tree)).lstat()
+        assert (have.st_mode, have.st_mtime_ns) == (want.st_mode, want.st_mtime_ns), d

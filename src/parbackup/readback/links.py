@@ -75,11 +75,12 @@ def restore_links(
                 continue
             report.files += 1
             on_event(FileDone(f.entry.path))
-    folders = [f for f in chosen if f.entry.kind is Kind.DIR]
-    for f in sorted(folders, key=lambda f: -f.entry.path.count("/")):
-        if f.file_id in dest:
+    folders = [f for f in chosen if f.entry.kind is Kind.DIR and f.file_id in dest]
+    parents: dict[str, int] = {}  # held open for their next subdirectories
+    try:
+        for f in sorted(folders, key=lambda f: -f.entry.path.count("/")):
             try:  # never chmod through a symlink: only a real directory opens here
-                fd = safe.open(dest[f.file_id], os.O_RDONLY | os.O_DIRECTORY)
+                fd = _open_dir(dest[f.file_id], parents, safe)
             except OSError:  # a symlink, or no access (not even root's)
                 continue
             try:
@@ -91,3 +92,31 @@ def restore_links(
             finally:
                 os.close(fd)
             report.files += 1
+    finally:
+        for held in parents.values():
+            os.close(held)
+
+
+_KEEP_PARENTS = 64
+"""Parents kept open while directories get their metadata: deepest first, and within a
+depth in the catalog's order (a tree walk), so siblings come one after another."""
+
+
+def _open_dir(path: str, parents: dict[str, int], safe: Beneath) -> int:
+    """The directory ``path`` opened for its metadata, never through a symlink: relative
+    to its parent, opened beneath the target once (``parents``, the last used last) and
+    kept for its next subdirectories; the target itself opened as it is."""
+    if path == safe.root:
+        return safe.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    parent, name = os.path.split(path)
+    pfd = parents.pop(parent, None)
+    if pfd is None:
+        pfd = safe.open(parent, _PARENT_FLAGS)
+        while len(parents) >= _KEEP_PARENTS:
+            os.close(parents.pop(next(iter(parents))))
+    parents[parent] = pfd
+    return os.open(name, _DIR_OPEN, dir_fd=pfd)
+
+
+_PARENT_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -58,8 +58,12 @@ def identity(path: bytes, mode: int, uid: int, gid: int, mtime_ns: int) -> int:
     without a word; a reader compares this value of the catalog's row with the record's
     header instead (the same values were written into both at backup time).
     """
-    fixed = struct.pack("<IIIq", mode & 0xFFFFFFFF, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, mtime_ns)
-    return zlib.crc32(path, zlib.crc32(fixed))
+    fixed = _FIXED(mode & 0xFFFFFFFF, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, mtime_ns)
+    return _crc32(path, _crc32(fixed))
+
+
+_FIXED = struct.Struct("<IIIq").pack
+_crc32 = zlib.crc32
 
 
 def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:

@@ -26,13 +26,42 @@ def target_path(target: str, path: str) -> str:
     return target.rstrip("/") + path
 
 
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_KEEP = 64
+"""Directories a ``DirMaker`` keeps open (the most recently used): a restore makes
+directories in the catalog's order, a tree's walk, so the parent of the next one is
+nearly always one of the last few."""
+
+
 class DirMaker:
-    """Creates directories under a target, refusing to pass through symlinks."""
+    """Creates directories under a target, refusing to pass through symlinks.
+
+    Each directory is made with ``mkdirat`` in its parent, opened once beneath the target
+    without following a symlink (readers do the same, readback/sinks.py) and kept open
+    for the next directories in it (up to ``_KEEP``); ``close()`` lets them go.
+    """
 
     def __init__(self, target: str) -> None:
         self.target = os.path.abspath(target)
         self.known: set[str] = {self.target}
         self.safe = Beneath(self.target)  # each step made in its checked parent
+        self.fds: dict[str, int] = {}
+        """Open directories by path, the least recently used first."""
+
+    def _parent(self, directory: str) -> int:
+        """``directory`` (made or checked here), opened beneath the target, or found open."""
+        fd = self.fds.pop(directory, None)
+        if fd is None:
+            fd = self.safe.open(directory, _DIR_FLAGS)
+            while len(self.fds) >= _KEEP:
+                os.close(self.fds.pop(next(iter(self.fds))))
+        self.fds[directory] = fd  # the most recently used last
+        return fd
+
+    def close(self) -> None:
+        """Close the directories kept open."""
+        while self.fds:
+            os.close(self.fds.popitem()[1])
 
     def ensure(self, directory: str) -> None:
         """Make ``directory`` (inside the target) and its parents, checking each step.
@@ -52,17 +81,18 @@ class DirMaker:
                 raise RestoreError(f"refusing to create {directory!r} outside the target")
             probe = parent
         for step in reversed(todo):
-            with self.safe.parent(step) as (fd, name):  # one lookup for both calls
-                try:
-                    os.mkdir(name, 0o700, dir_fd=fd)  # never follows a symlink there
-                except FileExistsError:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    if stat.S_ISLNK(st.st_mode):
-                        raise RestoreError(
-                            f"refusing to restore through the symlink {step!r}"
-                        ) from None
-                    if not stat.S_ISDIR(st.st_mode):
-                        raise RestoreError(f"{step!r} exists and is not a directory") from None
+            parent, name = os.path.split(step)
+            fd = self._parent(parent)
+            try:
+                os.mkdir(name, 0o700, dir_fd=fd)  # never follows a symlink there
+            except FileExistsError:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise RestoreError(
+                        f"refusing to restore through the symlink {step!r}"
+                    ) from None
+                if not stat.S_ISDIR(st.st_mode):
+                    raise RestoreError(f"{step!r} exists and is not a directory") from None
             self.known.add(step)
 
 

@@ -8,8 +8,8 @@ damaged or incomplete file is removed and reported, never handed back as good. A
 whose records all lie on one device is finished by that device's reader, so per-file
 work spreads over the processes. The readers start as soon as their work is known: each
 makes its files' missing directories (beneath the target), while this process makes
-the other directories and the ``.part`` of the files split over devices (empty files
-are finished before the readers start). This process finishes the split files, then
+the other directories, the ``.part`` of the files split over devices and the empty
+files. This process finishes the split files, then
 makes hard links and special files, then symlinks, and gives directories their metadata
 last (deepest first), and extended attributes (ACLs, capabilities) to everything at the
 very end (readback/fidelity.py). Nothing is written through a symlink. An interrupted
@@ -133,6 +133,7 @@ def _run_restore(
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target), tag)
     dirs = DirMaker(target)
+    cleanup.callback(dirs.close)
 
     def make_dirs() -> None:
         """Every directory but those of the regular files (their readers make them),
@@ -240,7 +241,8 @@ def _restore_files(
     (readback/select.py ``identities``) are checked against the record headers.
 
     The readers start first; ``meanwhile()``, then the ``.part`` files this process
-    finishes (made with their directories by ``dirs``), are done while they read.
+    finishes and the empty files (made with their directories by ``dirs``), are done
+    while they read.
     """
     refs: dict[int, list[RecordRef]] = {}
     labels: dict[int, set[str]] = {}
@@ -286,15 +288,16 @@ def _restore_files(
             label: [(fid, ref) for fid, ref in recs if fid in paths]
             for label, recs in records.items()
         }
-        # empty files first, in place before any reader starts (as a killed restore
-        # leaves them); the split files' .part while the readers read
-        early = _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=False)
+        early: dict[int, str] = {}
 
         def prepare() -> None:
+            """While the readers read: the other directories, the split files' .part,
+            then the empty files (nothing of theirs is read: no reader waits for them)."""
             meanwhile()
-            early.update(
-                _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=True)
-            )
+            for split_now in (True, False):
+                early.update(
+                    _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=split_now)
+                )
 
         def done(fids: list[int]) -> None:
             for fid in fids:
@@ -357,29 +360,37 @@ def _finish_files(
     readers started, '' or why not); finish those this process finishes (split over
     devices); remove the ``.part`` of the rest."""
     restored: dict[str, str] = {}
+    damaged, good = outcome.damaged, outcome.good
+    files = nbytes = 0  # counted here, added to the report once (a set's files are many)
     for f in active:
-        fid, path = f.file_id, dest[f.file_id]
-        device, error = outcome.damaged.get(fid, ("", ""))
+        fid, entry = f.file_id, f.entry
+        path = dest[fid]
         if fid in early:
             device, error = "", early[fid]
-        elif error:
-            pass
+        elif fid in damaged:  # the first device and error reported (Outcome.ok)
+            device, error = damaged[fid]
+            if not error:
+                error = "records missing from the catalog" if fid in unread else "not restored"
         elif fid in unread:
-            error = "records missing from the catalog"
-        elif not outcome.ok(fid, len(labels.get(fid, ()))):
-            error = "not restored"
+            device, error = "", "records missing from the catalog"
+        elif good[fid] < len(labels.get(fid, ())):  # not every device holding it said so
+            device, error = "", "not restored"
         elif fid in split:
-            device, error = "", _finish(fid, f.entry, path, unowned, safe, tag)
+            device, error = "", _finish(fid, entry, path, unowned, safe, tag)
+        else:
+            device, error = "", ""
         if error:
             with contextlib.suppress(OSError):
                 safe.unlink(part_name(path, fid, tag))
-            report.damage(f.entry.path, device, error)
+            report.damage(entry.path, device, error)
             continue
-        restored[f.entry.path] = path
-        report.files += 1
-        report.bytes += f.entry.size
+        restored[entry.path] = path
+        files += 1
+        nbytes += entry.size
         if fid in split or fid in early:  # the readers announced the others
-            on_event(FileDone(f.entry.path))
+            on_event(FileDone(entry.path))
+    report.files += files
+    report.bytes += nbytes
     return restored
 
 

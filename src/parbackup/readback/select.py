@@ -8,7 +8,7 @@ process (readback/reader.py).
 
 from __future__ import annotations
 
-import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -136,11 +136,16 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
 def identities(files: Iterable[tuple[int, FileEntry]]) -> dict[int, int]:
     """The ``identity`` (readback/messages.py) of every regular file with data, by file
     id: what each of its own records' headers must say of it."""
+    enc, errors = _FS_ENCODING, _FS_ERRORS  # os.fsencode's work without its checks
+    file = Kind.FILE
     return {
-        fid: identity(os.fsencode(e.path), e.mode, e.uid, e.gid, e.mtime_ns)
+        fid: identity(e.path.encode(enc, errors), e.mode, e.uid, e.gid, e.mtime_ns)
         for fid, e in files
-        if e.kind is Kind.FILE and e.size
+        if e.kind is file and e.size
     }
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def records_by_label(

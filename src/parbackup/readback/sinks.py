@@ -40,6 +40,7 @@ quarter of the descriptors the process may open): records come in volume order, 
 the backup's size order scatters over the tree, so a file's directory was usually opened
 for an earlier file long before; each one found open saves an ``openat2``."""
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
 """(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
@@ -124,17 +125,25 @@ def part_tag(names: Iterable[str]) -> str:
 
 
 def set_metadata(
-    path: str | int, mode: int, uid: int, gid: int, mtime_ns: int, *, follow: bool = True
+    path: str | int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime_ns: int,
+    *,
+    follow: bool = True,
+    root: bool | None = None,
 ) -> bool:
     """Mode, owner (when running as root) and times of a path or an open file descriptor
     (no name looked up again); never follows a symlink. False when the owner was not given.
+    ``root``: whether this process runs as root, when the caller knows (else asked).
 
     An owner this root may not give (EPERM, EINVAL: a user namespace that does not map
     that uid, a root-squashed mount) is left as it is: the data, mode and times still
     count. Restore names each such owner afterwards (readback/fidelity.py).
     """
     owned = True
-    if os.geteuid() == 0:
+    if root if root is not None else os.geteuid() == 0:
         try:
             os.chown(path, uid, gid, follow_symlinks=follow)
         except OSError as exc:
@@ -202,6 +211,8 @@ class DirectorySink:
     zeros), sized only when holes end it, given its owner, mode and times through the
     open descriptor, and renamed into place in the same directory (a directory in the
     way makes ``rename`` fail with EISDIR: rename(2) never replaces one by a file).
+    A file in one record (most small files) is done in the one ``put`` of its record
+    (``_whole``), with none of the bookkeeping of files open across records.
     """
 
     deferred = False
@@ -225,6 +236,9 @@ class DirectorySink:
         """Files finished here whose owner could not be given (not yet reported)."""
         self.beneath = Beneath(spec.root) if spec.root else None
         self.tag = spec.tag
+        self.root = os.geteuid() == 0
+        self.whole: set[int] = set()
+        """Files finished by ``_whole`` whose ``complete`` has not come yet."""
 
     def _dir(self, fid: int) -> int:
         """The file's directory, opened below the root without following a symlink (or
@@ -275,6 +289,12 @@ class DirectorySink:
         return fd
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
+        target = self.files[fid]
+        # finished here and this record is all of it (a file finished here has its
+        # records cover it exactly once: plan/reuse.py ``complete``)
+        whole = target[6] and ref.size == target[1] and self.beneath is not None
+        if whole and fid not in self.fds and fid not in self.started:
+            return self._whole(fid, target, payload)
         if is_zero(payload):  # left as a hole: complete() sizes the file
             return ""
         try:
@@ -283,6 +303,35 @@ class DirectorySink:
             return f"{self.files[fid][0]}: {exc.strerror or exc}"
         if end > self.ends.get(fid, 0):
             self.ends[fid] = end
+        return ""
+
+    def _whole(self, fid: int, target: FileTarget, payload: memoryview) -> str:
+        """Create, write, finish and rename a file whose one record is ``payload``, in
+        the directory opened beneath the root (found open, or opened and kept idle for
+        the next files); '' or an error (``fail`` then removes the ``.part``)."""
+        dest, size, mode, uid, gid, mtime_ns, _here = target
+        leaf = _part_leaf(fid, self.tag)
+        self.started.add(fid)  # a later record of it (none should come) appends only
+        try:
+            dfd = self._dir(fid)
+            try:
+                fd = os.open(leaf, _CREATE, 0o600, dir_fd=dfd)
+                try:
+                    end = 0 if is_zero(payload) else write_sparse(fd, payload, 0)
+                    if end < size:  # zeros at the end: left as a hole
+                        os.ftruncate(fd, size)
+                    if not set_metadata(fd, mode, uid, gid, mtime_ns, root=self.root):
+                        self.unowned.append(fid)
+                finally:
+                    os.close(fd)
+                os.replace(leaf, os.path.basename(dest), src_dir_fd=dfd, dst_dir_fd=dfd)
+            finally:
+                self._close(fid)
+        except IsADirectoryError:  # rename(2) will not replace a directory by a file
+            return "a directory is in the way"
+        except OSError as exc:
+            return f"{dest}: {exc.strerror or exc}"
+        self.whole.add(fid)
         return ""
 
     def _close(self, fid: int) -> None:
@@ -298,6 +347,9 @@ class DirectorySink:
             os.close(fd)
 
     def complete(self, fid: int) -> str:
+        if fid in self.whole:  # done already, in its one record's put
+            self.whole.discard(fid)
+            return ""
         dest, size, mode, uid, gid, mtime_ns, here = self.files[fid]
         if not here:
             self._close(fid)
@@ -307,7 +359,7 @@ class DirectorySink:
             try:
                 if self.ends.pop(fid, 0) < size:  # zeros at the end: left as a hole
                     os.ftruncate(fd, size)
-                if not set_metadata(fd, mode, uid, gid, mtime_ns):
+                if not set_metadata(fd, mode, uid, gid, mtime_ns, root=self.root):
                     self.unowned.append(fid)
                 if self.beneath is None:
                     os.replace(part_name(dest, fid, self.tag), dest)
@@ -328,6 +380,7 @@ class DirectorySink:
     def fail(self, fid: int) -> None:
         self._close(fid)
         self.ends.pop(fid, None)
+        self.whole.discard(fid)
         dest, *_rest, here = self.files[fid]
         if here:
             with contextlib.suppress(OSError):
