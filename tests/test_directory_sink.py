@@ -9,6 +9,7 @@ whole, a directory swapped for a symlink never written through, no descriptor le
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -44,8 +45,16 @@ def sink_for(root: Path, files: dict[int, str]) -> DirectorySink:
     return DirectorySink(DirectorySinkSpec(targets, str(root)))
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds(under) -> int:
+    """Descriptors of this process open on something below ``under``: other tests'
+    descriptors in the same (xdist) process come and go meanwhile, so not a count of
+    all of them."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(f"{under}/"):
+                count += 1
+    return count
 
 
 @pytest.mark.parametrize("keep", [3, 8192])
@@ -56,7 +65,7 @@ def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
     names = {fid: f"d{fid % 70}/f{fid}" for fid in range(200)}  # more than stay open
     for rel in names.values():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    before = open_fds()
+    before = open_fds(tmp_path)
     sink = sink_for(root, names)
     sink.keep = keep
     for fid in names:  # every file's first half, then every second half: evictions
@@ -65,7 +74,7 @@ def test_files_land_with_their_data_and_metadata_and_no_part(tmp_path, keep):
         assert sink.put(fid, ref(4, 4), memoryview(b"abcd")) == ""
         assert sink.complete(fid) == ""
     assert sink.finish() == ""
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     for fid, rel in names.items():
         st = (root / rel).lstat()
         assert (root / rel).read_bytes() == b"%04dabcd" % fid
@@ -148,7 +157,7 @@ def test_directories_made_through_held_parents_leak_nothing_and_pass_no_symlink(
     root.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    before = open_fds()
+    before = open_fds(tmp_path)
     dirs = DirMaker(str(root))
     made = [root / f"d{i % 90}" / f"e{i}" / "f" for i in range(300)]  # more than kept
     for d in made:
@@ -160,7 +169,7 @@ def test_directories_made_through_held_parents_leak_nothing_and_pass_no_symlink(
     assert list(outside.iterdir()) == []
     assert (root / "d0.moved" / "new").is_dir()
     dirs.close()
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
 
 
 def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, device_dirs):
@@ -194,11 +203,11 @@ def test_a_directory_in_the_way_of_a_file_the_restore_finishes_itself(tmp_path, 
 def test_no_descriptor_is_left_open_when_a_part_cannot_be_made(tmp_path):
     root = tmp_path / "target"
     (root / "a" / ".parbackup-1.part").mkdir(parents=True)  # in the way of the .part
-    before = open_fds()
+    before = open_fds(tmp_path)
     sink = sink_for(root, {1: "a/f"})
     assert sink.put(1, ref(0, 8), memoryview(b"12345678")) != ""
     assert sink.finish() == ""
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     assert (root / "a" / ".parbackup-1.part").is_dir()
 
 
@@ -232,7 +241,7 @@ def test_a_reader_makes_missing_directories_and_passes_no_symlink(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, root / "link")
-    before = open_fds()
+    before = open_fds(tmp_path)
     sink = sink_for(root, {1: "new/deeper/f", 2: "link/sub/f"})
     assert sink.put(1, ref(0, 8), memoryview(b"12345678")) == ""
     assert sink.complete(1) == ""
@@ -240,7 +249,7 @@ def test_a_reader_makes_missing_directories_and_passes_no_symlink(tmp_path):
     assert error.startswith(str(root / "link" / "sub" / "f") + ":"), error
     sink.fail(2)
     assert sink.finish() == ""
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     assert (root / "new" / "deeper" / "f").read_bytes() == b"12345678"
     assert (root / "new" / "deeper").stat().st_mode & 0o777 == 0o700
     assert list(outside.iterdir()) == []
@@ -324,14 +333,14 @@ def test_files_in_one_record_land_whole_with_their_metadata(tmp_path):
         fid: (str(root / "d" / f"f{fid}"), len(b), 0o640, os.geteuid(), os.getegid(), MTIME, True)
         for fid, b in data.items()
     }
-    before = open_fds()
+    before = open_fds(tmp_path)
     sink = DirectorySink(DirectorySinkSpec(targets, str(root)))
     for fid, b in data.items():
         assert sink.put(fid, ref(0, len(b)), memoryview(b)) == ""
         assert (root / "d" / f"f{fid}").read_bytes() == b  # in place before complete()
         assert sink.complete(fid) == ""
     assert sink.finish() == ""
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
     for fid, b in data.items():
         st = (root / "d" / f"f{fid}").lstat()
         assert (st.st_size, st.st_mode & 0o7777, st.st_mtime_ns) == (len(b), 0o640, MTIME)
@@ -360,10 +369,10 @@ def test_every_directory_gets_its_metadata_through_held_parents(tmp_path, device
     with Catalog(cat) as catalog:  # the first starts what stays (the readers' server)
         assert run_restore(catalog, RestoreOptions(target=str(tmp_path / "t0"))).damaged == []
     target = tmp_path / "target"
-    before = open_fds()
+    before = open_fds(tmp_path)
     with Catalog(cat) as catalog:
         got = run_restore(catalog, RestoreOptions(target=str(target)))
-    assert got.damaged == [] and open_fds() == before
+    assert got.damaged == [] and open_fds(tmp_path) == before
     out = target / str(tree).lstrip("/")
     for d in dirs + sorted({d.parent for d in dirs}):
         want, have = d.lstat(), (out / d.relative_to(tree)).lstat()
