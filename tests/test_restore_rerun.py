@@ -22,6 +22,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,20 @@ def kill_mid_read(cat: str, device: Path, at: int, target: Path, tmp: Path) -> N
     assert proc.returncode == -signal.SIGKILL
 
 
+def wait_placed(target: Path, tree: Path, timeout: float = 120) -> str:
+    """The name of one of the set's ``file*.bin`` a restore into ``target`` has put in
+    place (under its final name: a file is renamed there only once whole), polled."""
+    root = restored_root(target, tree)
+    names = [p.relative_to(tree) for p in tree.rglob("file*.bin")]
+    deadline = time.monotonic() + timeout
+    while True:
+        placed = [rel.name for rel in names if (root / rel).exists()]
+        if placed:
+            return placed[0]
+        assert time.monotonic() < deadline, f"no file of the set put in place in {timeout} s"
+        time.sleep(0.01)
+
+
 def kill_at_syscall(cat: str, call: str, when: int, target: Path) -> None:
     """A restore SIGKILLed by the kernel as its own process enters ``call`` for the
     ``when``-th time (its readers are not traced; they die with it)."""
@@ -182,9 +197,19 @@ def test_the_mark_lets_only_the_same_restore_write_again(backed_up, tmp_path):
     """Another set, another selection, or a restore while one runs, still meet the rule."""
     tree, cat, devs = backed_up
     target = prepared_target(tmp_path / "target")
-    kill_mid_read(cat, devs[1], 100_000, target, tmp_path)
+    proc, fifo = start_paused_restore(cat, devs[1], 100_000, target, tmp_path / "gate-other")
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        # device a's reader reads on while b's is paused: killed once a file is in place
+        # (which files are by the pause is a matter of timing: the selection below names
+        # one that is)
+        name = wait_placed(target, tree)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
     # another selection of the same set into that target: the files are refused
-    r = run_cli("restore", "--target", str(target), "--catalog", cat, "--include", "**/file1*")
+    r = run_cli("restore", "--target", str(target), "--catalog", cat, "--include", f"**/{name}")
     assert r.code == 1 and "already exist in the target" in r.out + r.err, r.out + r.err
     # a live restore holds the target: a second one stops at once, naming it
     gate = tmp_path / "gate-live"
