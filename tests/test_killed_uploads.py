@@ -16,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,8 +48,15 @@ def kill_a_writer(url: str, name: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
-def backup_killed_mid_upload(tmp_path: Path, tree: Path, devices: list[str], gate: Path) -> None:
-    """Start a backup, wait until the first device pauses mid-volume, SIGKILL it."""
+def backup_killed_mid_upload(
+    tmp_path: Path,
+    tree: Path,
+    devices: list[str],
+    gate: Path,
+    ready: Callable[[], bool] = lambda: True,
+) -> None:
+    """Start a backup, wait until the first device pauses mid-volume and ``ready()``
+    (polled: the other devices write on meanwhile), SIGKILL it."""
     fifo = pause_point(gate)
     args = [a for d in devices for a in ("-d", d)]
     proc = subprocess.Popen(
@@ -66,6 +75,10 @@ def backup_killed_mid_upload(tmp_path: Path, tree: Path, devices: list[str], gat
         stderr=subprocess.PIPE,
     )
     assert wait_paused(proc, fifo), proc.stderr.read() if proc.stderr else ""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert time.monotonic() < deadline and proc.poll() is None, "never ready to kill"
+        time.sleep(0.01)
     proc.kill()
     proc.wait()
     proc.stderr.close()
@@ -85,10 +98,17 @@ def test_uploads_and_partial_files_of_killed_runs_are_cleaned(tmp_path, sshd, s3
     def uploads() -> list[str]:
         return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
 
+    def volumes(root: Path) -> bool:
+        return any(root.glob("sets/*/*.pbv"))
+
     def killed_run(n: int) -> None:
         gate = tmp_path / f"gate{n}"
         paused = f"faulty+{s3}&pause_after=6M&gate={gate}"
-        backup_killed_mid_upload(tmp_path, tree, [paused, sftp, str(disk)], gate)
+        # killed once the host holds a volume of the run too: its mover may open it
+        # only after the S3 device has paused (connecting takes a while)
+        backup_killed_mid_upload(
+            tmp_path, tree, [paused, sftp, str(disk)], gate, lambda: volumes(remote)
+        )
 
     # 1. killed mid-upload: an open upload stays on the store, a half volume on the host
     killed_run(1)
