@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,22 @@ def _can_loop() -> str:
 
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(bool(_can_loop()), reason=_can_loop())]
+
+
+def wait_released(device: str, timeout: float = 60) -> None:
+    """Wait until the kernel lets go of a block device that was just unmounted: the
+    mount's claim on it may be dropped a moment after ``umount`` returns (or later, when
+    it had to unmount lazily); an exclusive open tells, as it tells the restore."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            assert time.monotonic() < deadline, f"{device} still in use after its unmount"
+            time.sleep(0.01)
 
 
 @pytest.fixture
@@ -146,6 +164,7 @@ def test_image_restore_refuses_a_mounted_block_device(tmp_path, device_dirs, loo
     assert (mounted / "precious").read_bytes() == b"keep me"
     # unmounted, the same device takes the image
     unmount(mounted)
+    wait_released(target)
     r = run_cli("restore", "--target", target, "--catalog", cat)
     assert r.code == 0, r.err
     with open(target, "rb") as fh:
