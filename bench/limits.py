@@ -32,32 +32,43 @@ seconds, best over the rounds):
   the XXH3-128 digests of its 4 units (parity volume version 3, docs/FORMAT.md), and
   the parity volume's bytes (a third of the data) written onto a tmpfs in 1 MiB writes.
 
-The limits (T = wall, C = CPU seconds, all from the same round):
+The limits are times on an idle 2-core machine, built from CPU seconds (C), which a
+loaded machine stretches far less than walls (at load 10 a wall doubles, its CPU grows
+by 10-30%); so they hold whatever the load while the measured ratios are walls as this
+run saw them. A one-thread tool on tmpfs (tar, find) waits for nothing: its idle wall
+is its CPU (quiet runs: tar's wall 1.0-1.15x its CPU, so the tar limits are, if
+anything, strict). From a polled run (bench/timeline.py), the serial part is everything
+outside the data phase ("set begun" to "every device committed"): the scan and plan
+that must see every size before the first byte moves (P2-P5, W1), and the end.
 
-- 2 devices over 1 (Amdahl): the 1-device run's serial part S = wall - (every device
-  committed - set begun), the time before the data moves (scan and plan must see every
-  size first: P2-P5, W1) and after the last commit; its data phase's CPU C_p (every
-  process between those phases) and the controller's share C_ctl of it. Two devices on
-  2 cores can at best halve what the movers do, not the controller's one thread:
-  T2 >= S + max(C_p / 2, C_ctl), limit = T1 / (S + max(C_p / 2, C_ctl)). This is the
-  bound for the serial part as this run has it; a shorter serial part raises it.
-- backup CPU / tar -cf: (C_tar + BLAKE3 + headers + catalog inserts) / C_tar: tar reads
-  and writes every byte; the rest is what the format requires on top.
-- backup wall / tar -cf: the walk W (find: wall and CPU) is serial, the rest of that
-  CPU spread over 2 cores: (W + (C_min - C_walk) / 2) / T_tar, C_min the CPU above.
-  Also printed: with the 2-device run's own serial part in place of the walk.
-- restore wall / tar -xf: the catalog reads are serial (the set's records must be known
+- S* = max(the controller's CPU outside the data phase, every process's / 2): the
+  serial part at best on 2 cores. T* = S* + max(the data phase's busiest process,
+  every process's CPU in it / 2).
+- 2 devices over 1 (Amdahl): from the 1-device run, T1* as above, and T2* = S* +
+  max(C_p / 2, C_ctl, C_movers / 2): two movers halve what the one mover did, the
+  controller's thread (C_ctl, its part of the data phase) does not, and 2 cores take
+  half of the phase's CPU C_p at best. limit = T1* / T2*: the bound for the serial part
+  and the controller as this run has them. Printed beside it: the same with only the
+  required work (the walk W serial; a mover's C_tar - W + BLAKE3 + headers; the catalog
+  inserts on the other core): (W + mover) / (W + (mover + catalog) / 2).
+- backup CPU / tar -cf: C_min / C_tar, C_min = C_tar + BLAKE3 + headers + catalog
+  inserts: tar reads, writes and walks every byte; the rest is what the format and the
+  catalog require on top.
+- backup wall / tar -cf: the walk W (find's CPU) is serial, the rest of C_min spread
+  over 2 cores: (W + (C_min - W) / 2) / C_tar. Also printed: with the 2-device run's
+  S* in place of the walk.
+- restore wall / tar -xf: the catalog reads R are serial (the records must be known
   before they are read), then tar -xf's CPU and BLAKE3 of every byte over 2 cores:
-  (R_cat + (C_tarx + BLAKE3) / 2) / T_tarx.
-- --parity 1 on 4 / plain on 3, and --encrypt (zstd auto) / plain on 2: the plain run's
-  own serial part S and data phase (wall P, CPU C_p) from its timeline, the extra work X
-  (the parity or the crypto items above) done at best on the idle core time of the data
-  phase: (S + max(P, (C_p + X) / 2)) / T. The CPU ratio (C + X) / C is printed too.
+  (R + (C_tarx + BLAKE3) / 2) / C_tarx.
+- --parity 1 on 4 / plain on 3, and --encrypt (zstd auto) / plain on 2: the plain
+  run's T* against T* with the extra work X (the parity items, or zstd + AES-GCM + key)
+  added to its data phase: T*(X) / T*(0). The CPU ratio at best (C + X) / C is printed
+  too, and for --encrypt the bound without zstd.
 
-Each limit is a lower bound for the work the requirements and the format ask for,
-measured at its fastest here; a measured ratio below the limit would mean the required
-work was not done. A limit that is better than the goal means the goal is reachable on
-this machine; the table says which.
+Each limit is a lower bound of the required work, measured at its fastest here (best
+of the rounds); a measured ratio well below its limit would mean that work was not
+done (or that the run's noise is larger than the gap). Where the limit is better than
+the goal, the goal is reachable on this machine; the table says which.
 """
 
 from __future__ import annotations
