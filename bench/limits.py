@@ -33,13 +33,14 @@ seconds, best over the rounds):
   the parity volume's bytes (a third of the data) written onto a tmpfs in 1 MiB writes.
 
 The limits are times on an idle 2-core machine, built from CPU seconds (C), which a
-loaded machine stretches far less than walls (at load 10 a wall doubles, its CPU grows
-by 10-30%); so they hold whatever the load while the measured ratios are walls as this
-run saw them. A one-thread tool on tmpfs (tar, find) waits for nothing: its idle wall
-is its CPU (quiet runs: tar's wall 1.0-1.15x its CPU, so the tar limits are, if
-anything, strict). From a polled run (bench/timeline.py), the serial part is everything
-outside the data phase ("set begun" to "every device committed"): the scan and plan
-that must see every size before the first byte moves (P2-P5, W1), and the end.
+loaded machine stretches less than walls (at load 5-10 here, tar's wall was 2-3 times
+its CPU; CPU seconds moved by up to 40% between rounds), so the limits move less with
+the load, while the measured ratios are walls as this run saw them. A one-thread tool on
+tmpfs (tar, find) waits for nothing: its idle wall is its CPU (quiet runs: tar's wall
+1.0-1.15x its CPU, so the tar limits are, if anything, strict). From a polled run
+(bench/timeline.py), the serial part is everything outside the data phase ("set begun"
+to "every device committed"): the scan and plan that must see every size before the
+first byte moves (P2-P5, W1), and the end.
 
 - S* = max(the controller's CPU outside the data phase, every process's / 2): the
   serial part at best on 2 cores. T* = S* + max(the data phase's busiest process,
@@ -456,6 +457,10 @@ def main() -> None:
     per = [ratios(g) for g in rounds]
     print(f"tree {tree}: {files} files, {nbytes / 1e6:.0f} MB; {args.rounds} round(s). "
           f"{conditions()}\n")  # fmt: skip
+    for target in GOALS:
+        each = ", ".join(f"{p[target][0]:.2f}/{p[target][1]:.2f}" for p in per)
+        print(f"{target}: measured/limit per round {each}")
+    print()
     rows = []
     for target, (goal, at_least) in GOALS.items():
         measured = statistics.median(p[target][0] for p in per)
