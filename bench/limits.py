@@ -37,7 +37,8 @@ loaded machine stretches less than walls (at load 5-10 here, tar's wall was 2-3 
 its CPU; CPU seconds moved by up to 40% between rounds), so the limits move less with
 the load, while the measured ratios are walls as this run saw them. A one-thread tool on
 tmpfs (tar, find) waits for nothing: its idle wall is its CPU (quiet runs: tar's wall
-1.0-1.15x its CPU, so the tar limits are, if anything, strict). From a polled run
+1.0-1.15x its CPU: a tar limit may stand up to 15% above the bound, never below it, so
+its "yes" holds). From a polled run
 (bench/timeline.py), the serial part is everything outside the data phase ("set begun"
 to "every device committed"): the scan and plan that must see every size before the
 first byte moves (P2-P5, W1), and the end.
