@@ -31,6 +31,8 @@ seconds, best over the rounds):
 - parity, k=3 m=1 (``redundancy/``): ISA-L's encode of every 3 MiB row of the data,
   the XXH3-128 digests of its 4 units (parity volume version 3, docs/FORMAT.md), and
   the parity volume's bytes (a third of the data) written onto a tmpfs in 1 MiB writes.
+  Beside it, for comparison, today's parity path alone over the same bytes
+  (bench/parity_path.py: the collector and the 3 tees, CPU seconds).
 
 The limits are times on an idle 2-core machine, built from CPU seconds (C), which a
 loaded machine stretches less than walls (at load 5-10 here, tar's wall was 2-3 times
@@ -90,6 +92,7 @@ import xxhash
 import zstandard
 
 from common import (
+    SRC,
     Measured,
     conditions,
     parbackup_argv,
@@ -106,6 +109,7 @@ from parbackup.catalog.store import Catalog
 from parbackup.crypto import aead, compress, keys
 from parbackup.redundancy.codec import RowCodec
 from parbackup.redundancy.layout import UNIT
+from parity_path import run_child
 from timeline import phases_of, run_once
 from zstd_levels import files_of
 
@@ -346,7 +350,11 @@ def one_round(tree: str, devs: list[str], state: str, target: str) -> dict:
     got["enc"] = pb("enc", 2, "--encrypt", env=PASSWORD)
     clean("enc.sqlite")
     got["work"] = tree_work(tree)
-    got["parity"] = parity_work(tree_stats(tree)[1], devs[0])
+    nbytes = tree_stats(tree)[1]
+    got["parity"] = parity_work(nbytes, devs[0])
+    path = run_child(str(SRC), devs[0], max(3, nbytes >> 20), 3, 1)  # today's parity path
+    got["parity_path"] = path["collector"] + path["tees"]
+    wipe(devs[0])
     return got
 
 
@@ -396,6 +404,7 @@ def ratios(g: dict) -> dict[str, tuple[float, float, str]]:
         tl3.best(par) / tl3.best(),
         f"3 devices: S* {tl3.serial_best:.2f}, data phase CPU {tl3.cpu_phase:.2f} s "
         f"(busiest process {tl3.top_phase:.2f}); + ISA-L, XXH3, parity writes {par:.2f} s "
+        f"(today's parity path, bench/parity_path.py: {g['parity_path']:.2f} s) "
         f"(CPU ratio at best {(g['pb3'].cpu + par) / g['pb3'].cpu:.2f}x, measured "
         f"{g['pb4p'].cpu / g['pb3'].cpu:.2f}x)",
     )
