@@ -22,7 +22,8 @@ seconds, best over the rounds):
 - record headers (``format.encode_record_header``, one a record, with its path);
 - the catalog rows: the 2-device run's files and records inserted into a fresh catalog
   through the catalog module (real schema, one transaction each, as the dispatcher
-  does), and read back for a restore (``files`` and ``records(payload_only)``);
+  does) and its copy (``copy_to``) written onto two devices, and read back for a
+  restore (``files`` and ``records(payload_only)``);
 - zstd at ``auto``'s fastest rung (-30) over what ``auto`` must try: each file's records
   until one saves less than 1/32 (the rest of that file is not tried), records under
   64 bytes never; AES-256-GCM (``crypto/aead.py``: the cached cipher up to 32 KiB,
@@ -54,10 +55,10 @@ first byte moves (P2-P5, W1), and the end.
   half of the phase's CPU C_p at best. limit = T1* / T2*: the bound for the serial part
   and the controller as this run has them. Printed beside it: the same with only the
   required work (the walk W serial; a mover's C_tar - W + BLAKE3 + headers; the catalog
-  inserts on the other core): (W + mover) / (W + (mover + catalog) / 2).
+  inserts and copies on the other core): (W + mover) / (W + (mover + catalog) / 2).
 - backup CPU / tar -cf: C_min / C_tar, C_min = C_tar + BLAKE3 + headers + catalog
-  inserts: tar reads, writes and walks every byte; the rest is what the format and the
-  catalog require on top.
+  inserts and copies: tar reads, writes and walks every byte; the rest is what the
+  format and the catalog require on top.
 - backup wall / tar -cf: the walk W (find's CPU) is serial, the rest of C_min spread
   over 2 cores: (W + (C_min - W) / 2) / C_tar. Also printed: with the 2-device run's
   S* in place of the walk.
@@ -263,9 +264,10 @@ def tree_work(tree: str) -> Work:
     return w
 
 
-def catalog_work(run_catalog: str, fresh: str) -> tuple[float, float]:
-    """(insert, read) CPU seconds of the run's files and records: inserted into a fresh
-    catalog as one set, and read back as a restore selects them."""
+def catalog_work(run_catalog: str, fresh: str, devices: list[str]) -> tuple[float, float]:
+    """(write, read) CPU seconds of the run's files and records: inserted into a fresh
+    catalog as one set and its copy put on each of ``devices`` (X2: a copy of the
+    catalog on the devices), and read back as a restore selects them."""
     with Catalog(run_catalog, create=False) as cat:
         set_id = cat.sets()[-1].id
         t = time.process_time()
@@ -279,8 +281,13 @@ def catalog_work(run_catalog: str, fresh: str) -> tuple[float, float]:
         new.begin_set(set_id, strategy="threshold", order="desc", threshold=0, sources=["/"])
         new.add_files(set_id, files)
         new.add_records(set_id, all_records)
+        new.copy_to(fresh + ".copy")
+        for d in devices:
+            shutil.copyfile(fresh + ".copy", os.path.join(d, "catalog.copy"))
         insert = time.process_time() - t
-    for suffix in ("", "-wal", "-shm"):
+    for d in devices:
+        os.unlink(os.path.join(d, "catalog.copy"))
+    for suffix in ("", "-wal", "-shm", ".copy"):
         with contextlib.suppress(OSError):
             os.unlink(fresh + suffix)
     return insert, read
@@ -341,7 +348,9 @@ def one_round(tree: str, devs: list[str], state: str, target: str) -> dict:
     got["restore"] = run("restore", parbackup_argv("restore", "--target", target, "--json"),
                          env=env)  # fmt: skip
     wipe(target)
-    got["catalog"] = catalog_work(os.path.join(state, "pb2.sqlite"), f"{state}/fresh.sqlite")
+    got["catalog"] = catalog_work(
+        os.path.join(state, "pb2.sqlite"), f"{state}/fresh.sqlite", devs[2:4]
+    )
     clean("pb2.sqlite")
     got["pb3"] = pb("pb3", 3)
     clean("pb3.sqlite")
@@ -382,7 +391,7 @@ def ratios(g: dict) -> dict[str, tuple[float, float, str]]:
         g["pb2"].cpu / tar.cpu,
         cpu_min / tar.cpu,
         f"tar {tar.cpu:.2f} + BLAKE3 {wk.blake3:.2f} + headers {wk.headers:.2f} + catalog "
-        f"inserts {insert:.2f} s ({wk.records} records)",
+        f"inserts and copies {insert:.2f} s ({wk.records} records)",
     )
     rest = max(0.0, cpu_min - walk.cpu) / 2
     out["backup wall / tar -cf"] = (
