@@ -20,6 +20,8 @@ seconds, best over the rounds):
 - BLAKE3 of every record (bytes in 4 MiB records, one call a record, as the format
   keeps a digest per record) — ``format.checksum``;
 - record headers (``format.encode_record_header``, one a record, with its path);
+- every file's extended attributes listed (``os.listxattr``: E3 keeps them, tar -cf
+  does not look);
 - the catalog rows: the 2-device run's files and records inserted into a fresh catalog
   through the catalog module (real schema, one transaction each, as the dispatcher
   does) and its copy (``copy_to``) written onto two devices, and read back for a
@@ -54,11 +56,12 @@ first byte moves (P2-P5, W1), and the end.
   controller's thread (C_ctl, its part of the data phase) does not, and 2 cores take
   half of the phase's CPU C_p at best. limit = T1* / T2*: the bound for the serial part
   and the controller as this run has them. Printed beside it: the same with only the
-  required work (the walk W serial; a mover's C_tar - W + BLAKE3 + headers; the catalog
-  inserts and copies on the other core): (W + mover) / (W + (mover + catalog) / 2).
-- backup CPU / tar -cf: C_min / C_tar, C_min = C_tar + BLAKE3 + headers + catalog
-  inserts and copies: tar reads, writes and walks every byte; the rest is what the
-  format and the catalog require on top.
+  required work (the walk W serial; a mover's C_tar - W + BLAKE3 + headers + listxattr;
+  the catalog inserts and copies on the other core): (W + mover) / (W + (mover +
+  catalog) / 2).
+- backup CPU / tar -cf: C_min / C_tar, C_min = C_tar + BLAKE3 + headers + listxattr +
+  catalog inserts and copies: tar reads, writes and walks every byte; the rest is what
+  the format and the catalog require on top.
 - backup wall / tar -cf: the walk W (find's CPU) is serial, the rest of C_min spread
   over 2 cores: (W + (C_min - W) / 2) / C_tar. Also printed: with the 2-device run's
   S* in place of the walk.
@@ -203,6 +206,7 @@ class Work:
 
     blake3: float = 0.0
     headers: float = 0.0
+    xattrs: float = 0.0
     zstd: float = 0.0
     aes: float = 0.0
     records: int = 0
@@ -223,6 +227,9 @@ def tree_work(tree: str) -> Work:
     for fid, path in enumerate(sorted(files_of(tree, random_too=True))):
         name = path.encode(errors="surrogateescape")
         trying, offset = True, 0
+        t = clock()
+        os.listxattr(path, follow_symlinks=False)  # E3: every file's extended attributes
+        w.xattrs += clock() - t
         t = clock()
         aead.seal_small(cached, aead.nonce(fid, aead.DOMAIN_FILE), [name], b"")
         w.aes += clock() - t
@@ -373,7 +380,7 @@ def ratios(g: dict) -> dict[str, tuple[float, float, str]]:
     insert, read = g["catalog"]
     tl1, tl2, tl3 = g["tl1"], g["tl2"], g["tl3"]
     out = {}
-    cpu_min = tar.cpu + wk.blake3 + wk.headers + insert
+    cpu_min = tar.cpu + wk.blake3 + wk.headers + wk.xattrs + insert
     mover = cpu_min - insert - walk.cpu  # a mover's required work; the catalog's aside
     required = (walk.cpu + mover) / (walk.cpu + max(mover / 2, (mover + insert) / 2))
     out["2 devices over 1 (wall)"] = (
@@ -390,7 +397,8 @@ def ratios(g: dict) -> dict[str, tuple[float, float, str]]:
     out["backup CPU / tar -cf"] = (
         g["pb2"].cpu / tar.cpu,
         cpu_min / tar.cpu,
-        f"tar {tar.cpu:.2f} + BLAKE3 {wk.blake3:.2f} + headers {wk.headers:.2f} + catalog "
+        f"tar {tar.cpu:.2f} + BLAKE3 {wk.blake3:.2f} + headers {wk.headers:.2f} + "
+        f"listxattr {wk.xattrs:.2f} + catalog "
         f"inserts and copies {insert:.2f} s ({wk.records} records)",
     )
     rest = max(0.0, cpu_min - walk.cpu) / 2
@@ -434,7 +442,7 @@ def ratios(g: dict) -> dict[str, tuple[float, float, str]]:
 def best_work(rounds: list[dict]) -> None:
     """Every round's in-process items set to their fastest over the rounds (a lower
     bound wants each at its fastest; the machine is shared)."""
-    fields = ("blake3", "headers", "zstd", "aes")
+    fields = ("blake3", "headers", "xattrs", "zstd", "aes")
     best = {f: min(getattr(r["work"], f) for r in rounds) for f in fields}
     par = min(r["parity"] for r in rounds)
     insert = min(r["catalog"][0] for r in rounds)
