@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -463,6 +464,7 @@ def main() -> None:
     ap.add_argument("--tree", default="", help="measure on this tree (default: build one)")
     ap.add_argument("--size", default="", help="each device's tmpfs (default: 1.2x the tree)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; the table gives medians")
+    ap.add_argument("--json", default="", help="also write every round's ratios to this file")
     args = ap.parse_args()
     w = args.work
     with contextlib.ExitStack() as stack:
@@ -503,6 +505,22 @@ def main() -> None:
         ])  # fmt: skip
     print(table(["target", "goal", "measured", "limit", "goal within the limit", "limit made of"],
                 rows))  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {
+                    "conditions": conditions(),
+                    "tree": {"path": tree, "files": files, "bytes": nbytes},
+                    "goals": GOALS,
+                    "rounds": [
+                        {t: {"measured": m, "limit": lim, "made_of": why}
+                         for t, (m, lim, why) in p.items()}
+                        for p in per
+                    ],
+                },
+                fh,
+                indent=1,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":
