@@ -315,6 +315,12 @@ def _decoded(
             by_label.setdefault(label, []).append(
                 {"set": one, "info": info, "data": data, "parity": parity, "lost": lost}
             )
+    for stripes in by_label.values():
+        for one in stripes:  # surviving data devices, read once for both (devices/shared.py)
+            one["data"] = {
+                c: url if c in by_label else _shared(url, c, work, total)
+                for c, url in one["data"].items()
+            }
     for label, stripes in by_label.items():
         path = os.path.join(work, f"{label}.json")
         # the device may still be there, lacking only some sets' volumes: the others
@@ -326,6 +332,21 @@ def _decoded(
             json.dump(spec, fh)
         total.urls.append(f"decoded://{path}")
     return total
+
+
+def _shared(url: str, label: str, work: str, total: Recovery) -> str:
+    """The stand-in's URL for a surviving data device: ``shared://`` (devices/shared.py),
+    whose other end (role 0) goes into ``total.urls`` for the device's own reader, so
+    the two read the device's bytes once between them."""
+    specs = [os.path.join(work, f"{label}.shared{role}.json") for role in (0, 1)]
+    if not os.path.exists(specs[1]):
+        spool = os.path.join(work, f"{label}.spool")
+        os.makedirs(spool)
+        for role, path in enumerate(specs):
+            with open(path, "w") as fh:
+                json.dump({"url": url, "spool": spool, "role": role}, fh)
+        total.urls.append(f"shared://{specs[0]}")
+    return f"shared://{specs[1]}"
 
 
 def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:

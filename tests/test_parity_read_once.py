@@ -1,0 +1,87 @@
+"""A restore or verify with a data device missing reads each surviving device's volume
+bytes once (issue 12, session 8): the device's own reader and the stand-in decoding the
+missing device share them (devices/shared.py), instead of each reading them. The bytes
+every process reads from each device are counted by the test-only ``count=`` wrapper
+(devices/testing/faulty.py); the devices are real directories."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def _counted(path: Path) -> int:
+    """Bytes the device gave, summed over every process that read it."""
+    return sum(int(n) for n in path.read_text().split()) if path.exists() else 0
+
+
+def _volume_bytes(dev: Path) -> int:
+    return sum(p.stat().st_size for p in (dev / "sets").rglob("*") if p.is_file())
+
+
+def _setup(tmp_path: Path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=8, files=30, big=(9_000_000, 7_000_001))
+    devs = device_dirs(4)
+    counts = [tmp_path / f"read{i}" for i in range(4)]
+    urls = [f"faulty+file://{d}?count={c}" for d, c in zip(devs, counts, strict=True)]
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 0, r.err
+    return src, devs, counts, cat
+
+
+def test_a_restore_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs):
+    src, devs, counts, cat = _setup(tmp_path, device_dirs)
+    sizes = [_volume_bytes(d) for d in devs]
+    assert min(sizes[:3]) > 4 << 20  # several rows of 1 MiB per data column
+
+    # healthy: each data device gives about its volumes, once
+    r = run_cli("restore", "--target", str(tmp_path / "healthy"), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    healthy = [_counted(c) for c in counts]
+    for c in counts:
+        c.unlink(missing_ok=True)
+
+    shutil.rmtree(devs[1])  # a data device is lost
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    got = [_counted(c) for c in counts]
+    for i in (0, 2):
+        # the stand-in needed every row, so the device was read whole, but once: no
+        # more than its volumes hold (each was read about twice before)
+        assert healthy[i] <= got[i] <= sizes[i], (i, healthy, got, sizes)
+    assert got[3] <= sizes[3] + (64 << 10)  # the parity device: the stand-in only (+ headers)
+
+
+def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs):
+    _src, devs, counts, cat = _setup(tmp_path, device_dirs)
+    sizes = [_volume_bytes(d) for d in devs]
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 0, r.out + r.err
+    healthy = [_counted(c) for c in counts]
+    for c in counts:
+        c.unlink(missing_ok=True)
+    volumes = len(list((devs[2] / "sets").rglob("*.pbv")))
+    shutil.rmtree(devs[2])
+    r = run_cli("verify", "--catalog", cat, "--json")
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "recoverable"
+    got = [_counted(c) for c in counts]
+    for i in (0, 1):
+        # once, but for each volume's header, which the frame check reads again after
+        # the records (64 KiB here, and a unit of 1 MiB for the stand-in to decode it)
+        again = volumes * ((1 << 20) + (64 << 10))
+        assert healthy[i] <= got[i] <= sizes[i] + again, (i, healthy, got, sizes)
+        assert got[i] < 1.5 * sizes[i]  # about twice before
+    # the parity volume: read by the stand-in, then checked whole (check_parity), as
+    # in a healthy verify
+    assert got[3] <= 2 * sizes[3] + again
