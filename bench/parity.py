@@ -4,6 +4,9 @@
     .venv/bin/python bench/parity.py --work ... --size 1024 --pairs 11 --restores 0
     .venv/bin/python bench/parity.py --work ... --before /path/to/older/src   # a third kind
     .venv/bin/python bench/parity.py --work ... --limit 100M    # devices slower than the CPUs
+    .venv/bin/python bench/parity.py --work ... --size 512 --pairs 0 --disk 40M  # real disks
+    .venv/bin/python bench/parity.py --work ... --size 256 --pairs 0 --sftp 100mbit \
+        --before /path/to/older/src     # SFTP hosts behind shaped links; old restores too
 
 Every device, the source and the restore target are their own tmpfs (run as root).
 Memory: the source and the devices' data, about 2.4x ``--size`` at the peak (the
@@ -23,11 +26,24 @@ source is emptied before the restores: its SHA-256 digests stand for it). Prints
 With ``--limit RATE`` every device is held to RATE (``DIR?limit=RATE``, the throttle
 wrapper), as disks, tape drives and links are: the devices, not this machine's two
 cores, are then the bottleneck, which is what a backup spread over devices meets.
+But that throttle holds each open handle, not the device: a restore with a device missing
+reads each surviving data device twice (its reader, and the stand-in decoding the
+missing one), and each handle gets the rate. With ``--disk RATE`` every device is
+instead a directory on its own ext4 file system on a loop device (backing files on one
+tmpfs), and each restore runs in a blkio cgroup holding every read of each loop device
+to RATE in all, whoever reads (bench/diskdev.py); the devices' pages are dropped from
+the page cache before each restore, and the bytes each device gave are printed.
+With ``--sftp RATE`` every device is a directory on an SFTP host of its own: a network
+namespace whose veth link is shaped with ``tc ... tbf rate RATE`` on both ends
+(tests/servers.py), so a link gives its rate once, and the bytes each link carried
+towards this host are printed. With ``--before``, the restore with a device missing is
+also run by the older tree, in the same turns.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -35,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import (
     Measured,
@@ -46,11 +63,15 @@ from common import (
     tmpfs,
     wipe,
 )
+from diskdev import ReadLimit, forget, loop_ext4
 
 sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "src")))
+sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "tests")))
 
+from parbackup.devices.url import parse_size
 from parbackup.redundancy.codec import RowCodec
 from parbackup.redundancy.layout import UNIT
+from servers import NetnsHost, SshServer
 
 
 def codec_speed(k: int, m: int, rounds: int = 64) -> tuple[float, float]:
@@ -79,6 +100,10 @@ def main() -> None:
     ap.add_argument("--restores", type=int, default=3, help="restore pairs (0: none)")
     ap.add_argument("--before", default="", help="an older src/ to run --parity 1 with too")
     ap.add_argument("--limit", default="", help="hold every device to this rate (e.g. 100M)")
+    ap.add_argument(
+        "--disk", default="", help="devices on loop-device ext4, reads held to RATE per device"
+    )
+    ap.add_argument("--sftp", default="", help="devices on SFTP hosts behind RATE links (100mbit)")
     args = ap.parse_args()
     compile_sources()
     if args.before:
@@ -87,15 +112,20 @@ def main() -> None:
         enc, dec = codec_speed(k, m)
         print(f"codec isa_l_rs_cauchy k={k} m={m}: encode {enc:.0f} MB/s, decode {dec:.0f} MB/s")
     w, size = args.work, f"{args.size + args.size // 2 + 256}M"
-    with (
-        tmpfs(f"{w}/src", size) as src,
-        tmpfs(f"{w}/d0", size) as d0,
-        tmpfs(f"{w}/d1", size) as d1,
-        tmpfs(f"{w}/d2", size) as d2,
-        tmpfs(f"{w}/d3", size) as d3,
-        tmpfs(f"{w}/state", "512M") as state,
-        tmpfs(f"{w}/restore", size) as restore,
-    ):
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(tmpfs(f"{w}/src", size))
+        loops: dict[str, str] = {}
+        if args.disk:
+            per = args.size // 3 + args.size // 8 + 96  # MiB: a third of the data, + room
+            backing = stack.enter_context(tmpfs(f"{w}/backing", f"{4 * per + 64}M"))
+            for i in range(4):
+                d = f"{w}/d{i}"
+                loops[d] = stack.enter_context(loop_ext4(d, backing, per))
+            d0, d1, d2, d3 = loops
+        else:
+            d0, d1, d2, d3 = (stack.enter_context(tmpfs(f"{w}/d{i}", size)) for i in range(4))
+        state = stack.enter_context(tmpfs(f"{w}/state", "512M"))
+        restore = stack.enter_context(tmpfs(f"{w}/restore", size))
         files = 16
         for i in range(files):
             random_file(os.path.join(src, f"f{i:02d}.bin"), (args.size << 20) // files, seed=i)
@@ -104,6 +134,13 @@ def main() -> None:
         env = parbackup_env(cat)
         devs = [d0, d1, d2, d3]
         urls = [f"{d}?limit={args.limit}" if args.limit else d for d in devs]
+        links: list[str] = []  # with --sftp: each host's link, as seen from here
+        if args.sftp:
+            for i, d in enumerate(devs):
+                host = stack.enter_context(NetnsHost(i + 1, rate=args.sftp))
+                ssh = SshServer(Path(w) / f"ssh{i}", host=host.ip, port=2222, netns=host.name)
+                urls[i] = stack.enter_context(ssh).url(d)
+                links.append(host.outer)
 
         def fresh() -> None:
             for d in devs:
@@ -148,7 +185,7 @@ def main() -> None:
                 f" load {os.getloadavg()[0]:.1f}"
             )
         peaks = [m.rss_mb for ms in got.values() for m in ms]
-        for k in kinds[1:]:
+        for k in kinds[1:] if args.pairs else []:
             walls = [p.wall / q.wall for p, q in zip(got[k], got["plain"], strict=True)]
             cpus = [p.cpu / q.cpu for p, q in zip(got[k], got["plain"], strict=True)]
             print(f"--parity 1 on 4 / 3 devices ({k}): wall {_spread(walls)} (goal <= 1.15)")
@@ -160,28 +197,51 @@ def main() -> None:
                 f" {statistics.median(m.cpu for m in got[k]):.2f} /"
                 f" {statistics.median(m.cpu for m in got['plain']):.2f} s"
             )
+
+        def restore_run(name: str, check: bool, before: bool = False) -> tuple[Measured, str]:
+            """One measured restore (with --disk: from cold devices held to the rate); and
+            the MiB each device gave (--disk) or each link carried (--sftp)."""
+            argv = parbackup_argv("restore", "-t", restore, "--json")
+            renv = {**env, "PYTHONPATH": args.before} if before else env
+            if links:
+                was = [_rx(link) for link in links]
+                m = run(name, argv, env=renv, check=check)
+                text = ", ".join(
+                    f"d{i} {(_rx(link) - was[i]) / 2**20:.0f}" for i, link in enumerate(links)
+                )
+                return m, text
+            if not loops:
+                return run(name, argv, env=renv, check=check), ""
+            for d in loops:
+                forget(d)
+            tag = f"parbackup-parity8-{os.getpid()}-{time.monotonic_ns()}"
+            with ReadLimit(list(loops.values()), parse_size(args.disk), tag) as limit:
+                m = run(name, limit.wrap(argv), env=renv, check=check)
+                got = limit.read_bytes()
+            text = ", ".join(
+                f"{os.path.basename(d)} {got.get(dev, 0) / 2**20:.0f}" for d, dev in loops.items()
+            )
+            return m, text
+
         if args.restores:
             # the restores need no source beside them: its digests stand for it (memory)
             backup("parity")  # the set the restores read
             want = _digests(src)
             wipe(src)
-            ratios = []
+            ratios, olds = [], []
             for i in range(args.restores):
                 wipe(restore)
-                healthy = run(
-                    "restore", parbackup_argv("restore", "-t", restore, "--json"), env=env
-                )
+                healthy, hread = restore_run("restore", check=True)
                 if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
                     raise SystemExit("restore differs from the source")
                 wipe(restore)
                 os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
                 try:
-                    missing = run(
-                        "restore, one device missing",
-                        parbackup_argv("restore", "-t", restore, "--json"),
-                        env=env,
-                        check=False,
-                    )
+                    missing, mread = restore_run("restore, one device missing", check=False)
+                    if args.before:
+                        wipe(restore)
+                        old, oread = restore_run("restore (before)", check=False, before=True)
+                        olds.append(healthy.wall / old.wall)
                 finally:
                     os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
                 if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
@@ -191,13 +251,23 @@ def main() -> None:
                 print(
                     f"restore {i + 1}: healthy {healthy.wall:.2f} s, one device missing "
                     f"{missing.wall:.2f} s, throughput ratio {ratios[-1]:.2f};"
-                    f" peak RSS {healthy.memory} / {missing.memory} MB"
+                    f" peak RSS {healthy.memory} / {missing.memory} MB;"
+                    f" load {os.getloadavg()[0]:.1f}"
                 )
+                if loops or links:
+                    print(f"    MiB read per device, healthy: {hread}; one missing: {mread}")
+                if args.before:
+                    print(
+                        f"    before: one device missing {old.wall:.2f} s, ratio {olds[-1]:.2f},"
+                        f" peak RSS {old.memory} MB; MiB read per device: {oread}"
+                    )
             print(
                 f"restore throughput, one device missing / healthy: {_spread(ratios)} (goal >= 0.7)"
             )
+            if olds:
+                print(f"    the same by the older tree (--before): {_spread(olds)}")
         print(f"peak RSS summed over the process tree: {max(peaks):.0f} MB (goal < 200)")
-        shutil.rmtree(os.path.join(w), ignore_errors=True)
+    shutil.rmtree(os.path.join(w), ignore_errors=True)
 
 
 def _spread(values: list[float]) -> str:
@@ -221,6 +291,11 @@ def _digests(root: str) -> dict[str, bytes]:
             with open(path, "rb") as fh:
                 out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
     return out
+
+
+def _rx(link: str) -> int:
+    """Bytes a link has received on this side (from its host) so far."""
+    return int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
 
 
 def _d(devs: list[str]) -> list[str]:

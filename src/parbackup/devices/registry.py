@@ -24,6 +24,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "s3": ("parbackup.devices.s3", "S3Device", "s3"),
     # decoded://SPEC: a lost device of a parity set, decoded on demand (readback/recover.py)
     "decoded": ("parbackup.devices.decoded", "DecodedDevice", "parity"),
+    # shared://SPEC: a surviving device read once for its reader and a decoded stand-in
+    "shared": ("parbackup.devices.shared", "SharedDevice", ""),
     # faulty+KIND://...: a fault-injecting wrapper around a KIND device (tests, drills)
     "faulty": ("parbackup.devices.testing.faulty", "FaultyDevice", ""),
 }

@@ -28,6 +28,9 @@ and catalog copies do not move the fault. Options:
                      ``open_read``), the next read waits the same way (a restore, verify,
                      rebuild or repair stopped at a known point of its reading); with 0,
                      the first volume read waits before it reaches the inner device.
+``count=PATH``       every volume read (``read``, ``open_read``) appends the number of
+                     bytes it gave to ``PATH``, one line each, from every process that
+                     reads the device: how many bytes crossed from the device in all.
 
 Counters live in the wrapper, so each process (each backup run) starts afresh.
 """
@@ -60,6 +63,7 @@ FAULT_KEYS = {
     "pause_delete",
     "pause_read",
     "gate",
+    "count",
 }
 _ERRORS = {
     "eio": (DeviceError, "Input/output error"),
@@ -165,6 +169,7 @@ class FaultyDevice(ForwardingDevice):
         self.pause_commit = p.get("pause_commit", "") not in ("", "0")
         self.pause_delete = p.get("pause_delete", "") not in ("", "0")
         self.pause_read = _size(p.get("pause_read"))
+        self.count = p.get("count", "")
         pausing = self.pause_after is not None or self.pause_commit or self.pause_delete
         if (pausing or self.pause_read is not None) and not self.gate:
             raise UsageError("faulty device: pause_after/_commit/_delete/_read need gate=PATH")
@@ -222,6 +227,12 @@ class FaultyDevice(ForwardingDevice):
         with self.lock:
             self.bytes_read += n
             total = self.bytes_read
+        if self.count and n:
+            fd = os.open(self.count, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, f"{n}\n".encode())
+            finally:
+                os.close(fd)
         if self.pause_read is not None and total >= self.pause_read:
             self.pause()
 
