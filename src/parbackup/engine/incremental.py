@@ -15,7 +15,7 @@ from parbackup.devices.registry import device_class
 from parbackup.devices.url import parse_url
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.entries import Entries
-from parbackup.errors import ParbackupError, UsageError
+from parbackup.errors import DeviceMissingError, ParbackupError, UsageError
 from parbackup.plan.reuse import Opener, Previous, Reuse, origin_of, select, volume_needs
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,9 @@ def lacking_volumes(reuse: Reuse, urls: Mapping[str, str]) -> dict[tuple[str, st
     shorter than those records reach. The catalog's word is not enough: a volume deleted
     or cut on its device (by hand, a lifecycle rule, a restored disk image) made every
     later incremental set point at bytes that are gone while it said complete (exit 0).
-    One listing per earlier set's directory on each device; a device this process
-    cannot open is not judged (its mover opened it: the run's own checks go on)."""
+    One listing per earlier set's directory on each device (a volume it lacks is asked
+    for by name once more, as a store's listing may lag); a device this process cannot
+    open is not judged (its mover opened it: the run's own checks go on)."""
     need = volume_needs(reuse)
     labels = {label for label, _volume in need}
     opened, missing = devices_for_labels(
@@ -136,9 +137,16 @@ def lacking_volumes(reuse: Reuse, urls: Mapping[str, str]) -> dict[tuple[str, st
                         break
                     listed[prefix] = {i.name: i.size for i in infos}
                 size = listed[prefix].get(volume)
-                if size is None:
-                    out[(lab, volume)] = f"{dev.device.url.display}: no object {volume}"
-                elif size < end:
+                if size is None:  # asked once more by name: a listing may lag behind
+                    try:
+                        size = dev.device.size(volume)
+                    except DeviceMissingError:
+                        out[(lab, volume)] = f"{dev.device.url.display}: no object {volume}"
+                        continue
+                    except ParbackupError as exc:
+                        log.warning("reused volume %s on %s not checked: %s", volume, label, exc)
+                        continue
+                if size < end:
                     out[(lab, volume)] = (
                         f"{dev.device.url.display}: {volume} holds {size} bytes,"
                         f" its records reach {end}"
