@@ -70,6 +70,11 @@ def restore_to_stream(
         and (f.state in RESTORABLE_FILE_STATES or f.entry.kind is Kind.HARDLINK)
         and matches(f.entry.path, [wanted])
     ]
+    plain = [f for f in files if f.entry.kind is Kind.FILE]
+    if len(plain) == 1 and all(
+        f.entry.link == plain[0].entry.path for f in files if f not in plain
+    ):
+        files = plain  # one file and names of it: its bytes, as before names were matched
     if len(files) != 1:
         names = ", ".join(f.entry.path for f in files[:5]) or "none"
         raise RestoreError(f"--stdout needs exactly one file; {pattern!r} matches {names}")
