@@ -21,9 +21,12 @@ from parbackup.devices.base import Device
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
+    checksum,
+    decode_record_header,
     end_record,
     parse_record_header,
     read_volume_header,
+    record_length,
 )
 from parbackup.model import RecordRef
 
@@ -87,18 +90,27 @@ def _check_volume(
     _meta, volume_id = codec.open_header_meta(head.meta, head.set_id, head.label, volume)
     place = Place(place_label, volume_id)
     at = head.length
+    metas = 0
+    last_fid: int | None = None
     empties: list[tuple[int, RecordRef]] = []
     for fid, ref in refs:
+        if ref.position > at and last_fid is not None:  # the last file's xattrs, maybe
+            found, at = _meta_records(device, set_id, volume, at, last_fid, codec, place, out)
+            metas += found
         if ref.position != at:
             out.append(
                 FrameDamage(volume, fid, f"record expected at {at}, catalog says {ref.position}")
             )
         at = ref.position + ref.header_size + ref.length
+        last_fid = fid
         if ref.size == 0:
             empties.append((fid, ref))
     out.extend(_check_empties(device, set_id, volume, empties, codec, place))
     if not expect_end:
         return out
+    if last_fid is not None:
+        found, at = _meta_records(device, set_id, volume, at, last_fid, codec, place, out)
+        metas += found
     tail = device.read(volume, at, _END_SIZE + 1)
     if len(tail) != _END_SIZE:
         what = "cut short" if len(tail) < _END_SIZE else "longer than its end record"
@@ -109,9 +121,70 @@ def _check_volume(
     except FormatError as exc:
         out.append(FrameDamage(volume, None, f"damaged end record: {exc}"))
         return out
-    if end.kind != "end" or end.set_id != set_id or end.file_size != len(refs):
+    if end.kind != "end" or end.set_id != set_id or end.file_size != len(refs) + metas:
         out.append(FrameDamage(volume, None, "end record does not match the catalog"))
     return out
+
+
+def _meta_records(
+    device: Device,
+    set_id: bytes,
+    volume: str,
+    at: int,
+    fid: int,
+    codec: Codec,
+    place: Place,
+    out: list[FrameDamage],
+) -> tuple[int, int]:
+    """The metadata records (kind 8: a file's extended attributes) at ``at``, which the
+    mover writes right after the records of the file ``fid`` and the catalog does not
+    list (it keeps the attributes with the file): each is checked (header, set, file,
+    payload checksum or authentication) and counted. Returns (records, position after
+    them); damage found goes into ``out``."""
+    found = 0
+    while True:
+        head = device.read(volume, at, RECORD_FIXED_SIZE)
+        if len(head) < RECORD_FIXED_SIZE:
+            return found, at
+        try:
+            header = decode_record_header(
+                head, lambda n, at=at: device.read(volume, at + RECORD_FIXED_SIZE, n)
+            )
+        except FormatError:
+            return found, at  # not a record that starts here: the caller says what is wrong
+        if header.kind != "meta":
+            return found, at
+        size = record_length(header)
+        stored = header.stored_size
+        payload = device.read(volume, at + size - stored, stored) if stored else b""
+        what = f"{volume} at {at}"
+        if header.set_id != set_id or header.file_id != fid:
+            out.append(FrameDamage(volume, fid, f"{what}: metadata record of another file"))
+        elif len(payload) != stored:
+            out.append(FrameDamage(volume, fid, f"{what}: metadata record is cut short"))
+        elif header.stored < 0:
+            if checksum(payload) != header.checksum:
+                out.append(FrameDamage(volume, fid, f"{what}: metadata checksum mismatch"))
+        else:
+            try:
+                _, data = codec.decode(
+                    payload,
+                    flags=header.flags,
+                    set_id=header.set_id,
+                    file_id=header.file_id,
+                    offset=header.offset,
+                    size=header.size,
+                    file_size=header.file_size,
+                    kind=header.code,
+                    place=place,
+                    what=what,
+                )
+                if codec.digest_of(header.flags, data) != header.checksum:
+                    out.append(FrameDamage(volume, fid, f"{what}: metadata checksum mismatch"))
+            except FormatError as exc:
+                out.append(FrameDamage(volume, fid, str(exc)))
+        found += 1
+        at += size
 
 
 def _check_empties(
