@@ -1,0 +1,56 @@
+"""A restore or verify around a missing device needs no scratch room for the surviving
+devices' bytes (review8, session 8).
+
+The shared spool (devices/shared.py) keeps in ``$TMPDIR`` the blocks one reader of a
+surviving device has read and the other not yet. The device's own reader reads far
+ahead of the stand-in (it reads one device, the stand-in every survivor, and decodes),
+so without a bound the spool grew to the survivors' whole volumes (19.8 MB of scratch
+for a 30 MB set over 3 data devices). Where ``$TMPDIR`` is small (a tmpfs: memory), the
+spool's writes failed, the stand-in counted the survivors' units as lost, and every
+file of the missing device was reported damaged ("device unavailable") by a restore
+that needed no scratch at all before. Here ``$TMPDIR`` is a real 2 MiB tmpfs, far
+smaller than a surviving device's 10 MB of volumes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, restored_root, run_cli, snapshot
+from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+def _parity_set(tmp_path: Path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=11, files=24, big=(9_000_000, 7_000_001, 8_000_003))
+    devs = device_dirs(4)
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("--device", f"file://{d}")]
+    r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 0, r.out + r.err
+    return src, devs, cat
+
+
+def test_a_restore_around_a_missing_device_with_little_scratch_room(tmp_path, device_dirs, tmpfs):
+    src, devs, cat = _parity_set(tmp_path, device_dirs)
+    scratch = tmpfs("scratch", "2m")
+    shutil.rmtree(devs[1])  # a data device is lost
+    out = tmp_path / "out"
+    env = {"TMPDIR": str(scratch)}
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json", env=env)
+    assert r.code == 3 and r.json["status"] == "ok", r.out + r.err
+    assert r.json["damaged"] == []
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    assert list(scratch.iterdir()) == []  # the scratch directory went with the restore
+
+
+def test_a_verify_around_a_missing_device_with_little_scratch_room(tmp_path, device_dirs, tmpfs):
+    _src, devs, cat = _parity_set(tmp_path, device_dirs)
+    scratch = tmpfs("scratch", "2m")
+    shutil.rmtree(devs[2])
+    r = run_cli("verify", "--catalog", cat, "--json", env={"TMPDIR": str(scratch)})
+    assert r.code == 3, r.out + r.err
+    assert r.json["status"] == "recoverable", r.out + r.err
