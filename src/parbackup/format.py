@@ -78,6 +78,9 @@ _RECORD = struct.Struct("<4sHHI16sQQQQIIIqI32sII")
 _VOLUME = struct.Struct("<4sHHI16s16sIq")
 _CRC = struct.Struct("<I")
 _STORED = struct.Struct("<Q")
+PLAIN_HEADER_FIXED = _RECORD.size + _CRC.size
+"""Bytes of a version 1-3 record header besides its path and link: a writer that
+reserves a header's room before it has the payload's digest (engine/mover.py)."""
 MAX_STORED = MAX_PAYLOAD + 2 * MAX_NAME + 64
 """Largest stored payload of a version-4 record (payload, sealed metadata, tag)."""
 

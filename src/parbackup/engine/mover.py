@@ -56,8 +56,10 @@ from parbackup.engine.messages import (
     DATA,
     FID,
     KIND,
+    LINK,
     META,
     OFF,
+    PATH,
     SEQ,
     SIZE,
     Begin,
@@ -85,12 +87,15 @@ from parbackup.engine.paritytee import ParityTee
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
-from parbackup.format import VolumeHeader, checksum, end_record
+from parbackup.format import PLAIN_HEADER_FIXED, VolumeHeader, checksum, end_record
 from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
 
 PROGRESS_SECONDS = 0.05
 _GATHER = 1 << 20
+_ROOM = _GATHER + SMALL + (16 << 10)
+"""The gather buffer's size: a write when it holds ``_GATHER`` bytes, room for one more
+small record (payload up to ``SMALL`` and its header) read straight into it."""
 _SLICE = 1 << 20
 _RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
@@ -126,7 +131,10 @@ class _Mover(SourceSide):
     queue: deque = field(default_factory=deque)
     volume: _Volume | None = None
     sequence: int = 0
-    gather: bytearray = field(default_factory=bytearray)
+    gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
+    fill: int = 0
+    """Bytes of ``gather`` waiting for the next write (a new buffer after each write, so
+    a writer may keep what it was given)."""
     pending: list = field(default_factory=list)
     metas: list = field(default_factory=list)
     """(file id, payload, warning) of attributes read since the last Durable."""
@@ -232,9 +240,23 @@ class _Mover(SourceSide):
         return self.codec.seal_header_meta(meta, self.set_id, label, volume_id)
 
     def flush_gather(self) -> None:
-        if self.gather and self.volume is not None:
-            self.volume.writer.write(self.gather)
-            self.gather = bytearray()
+        if self.fill and self.volume is not None:
+            self.volume.writer.write(memoryview(self.gather)[: self.fill])
+            self.gather = bytearray(_ROOM)
+            self.fill = 0
+
+    def gathered(self, data: bytes | bytearray | memoryview) -> None:
+        """Append to the gather buffer (written first when full; a larger ``data``
+        straight after it)."""
+        n = len(data)
+        if self.fill + n > _ROOM:
+            self.flush_gather()
+            if n > _ROOM:
+                assert self.volume is not None
+                self.volume.writer.write(data)
+                return
+        self.gather[self.fill : self.fill + n] = data
+        self.fill += n
 
     def make_durable(self, commit: bool) -> None:
         """Checkpoint (or commit) the volume and tell which records are now durable."""
@@ -298,13 +320,13 @@ class _Mover(SourceSide):
         ``sent`` counts ``source`` bytes (what the plan assigned), spread over the slices."""
         n = len(payload)
         if n <= SMALL:
-            self.gather += header
-            self.gather += payload
+            self.gathered(header)
+            self.gathered(payload)
             self.sent += source
-            if len(self.gather) >= _GATHER:
+            if self.fill >= _GATHER:
                 self.flush_gather()
         else:
-            self.gather += header
+            self.gathered(header)
             self.flush_gather()
             view = memoryview(payload)
             told = 0
@@ -314,6 +336,41 @@ class _Mover(SourceSide):
                 self.sent += part
                 told += part
                 self.progress()
+
+    def small_room(self, item: tuple) -> memoryview | None:
+        """Where a small whole file's bytes can be read straight into the gather buffer,
+        after room for its plain header (filled by ``gathered_record`` once they are
+        hashed: no copy of the payload). None when its records are version 4 (the codec
+        makes the stored bytes), it is larger than ``SMALL`` or its names too long."""
+        size = item[SIZE]
+        if self.codec is not None or size > SMALL:
+            return None
+        room = PLAIN_HEADER_FIXED + len(item[PATH]) + len(item[LINK]) + size
+        if self.fill + room > _ROOM:
+            self.flush_gather()
+            if room > _ROOM:
+                return None
+        at = self.fill + room - size
+        return memoryview(self.gather)[at : at + size]
+
+    def gathered_record(self, item: tuple, view: memoryview) -> None:
+        """The record of the small file just read into ``view`` (from ``small_room``):
+        its header goes into the room left before it."""
+        vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
+        n = len(view)
+        digest = checksum(view)
+        header = plain_header(self.set_id, item, 0, n, digest)
+        hsize = len(header)
+        self.gather[self.fill : self.fill + hsize] = header
+        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, n, digest, -1))
+        size = hsize + n
+        self.fill += size
+        self.sent += n
+        vol.position += size
+        vol.records += 1
+        vol.since_checkpoint += size
+        if self.fill >= _GATHER:
+            self.flush_gather()
 
     def meta_record(self, item: tuple, payload: bytes) -> None:
         """The item's extended attributes as a kind-8 record (record version 3). The
@@ -327,12 +384,12 @@ class _Mover(SourceSide):
             )
         else:
             header = plain_header(self.set_id, item, 0, len(payload), checksum(payload), META_CODE)
-        self.gather += header
-        self.gather += payload
+        self.gathered(header)
+        self.gathered(payload)
         vol.position += len(header) + len(payload)
         vol.records += 1
         vol.since_checkpoint += len(header) + len(payload)
-        if len(self.gather) >= _GATHER:
+        if self.fill >= _GATHER:
             self.flush_gather()
 
     def write_item(self, item: tuple) -> None:

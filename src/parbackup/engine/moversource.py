@@ -31,6 +31,8 @@ class SourceSide:
     metas: list
     codec: Codec | None
     record: Any
+    small_room: Any
+    gathered_record: Any
 
     def source(self, index: int) -> Source:
         src = self.sources.get(index)
@@ -52,14 +54,20 @@ class SourceSide:
         size = item[SIZE]
         if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
             return None
-        if len(self.buffer) < size:
-            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
-        view = self.buffer[:size]
+        view = self.small_room(item)  # straight into the gather buffer when it can
+        in_place = view is not None
+        if view is None:
+            if len(self.buffer) < size:
+                self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
+            view = self.buffer[:size]
         expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
         got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
         if got is None:
             return None
-        self.record(item, 0, view)
+        if in_place:
+            self.gathered_record(item, view)
+        else:
+            self.record(item, 0, view)
         if got[0] or got[1]:
             self.metas.append((item[FID], *got))
         return got[0]
