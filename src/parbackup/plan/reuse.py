@@ -60,11 +60,18 @@ def complete(records: Iterable[RecordRef], size: int) -> bool:
     """True when the records cover bytes [0, size) exactly once."""
     if isinstance(records, list) and len(records) == 1:  # most files: without the sort
         return records[0].offset == 0 and records[0].size == size
+    return spans_complete([(r.offset, r.size) for r in records], size)
+
+
+def spans_complete(spans: list[tuple[int, int]], size: int) -> bool:
+    """``complete`` for (offset, size) pairs (a restore's records are plain rows)."""
+    if len(spans) == 1:
+        return spans[0][0] == 0 and spans[0][1] == size
     at = 0
-    for ref in sorted(records, key=lambda r: r.offset):
-        if ref.offset != at:
+    for offset, length in sorted(spans):
+        if offset != at:
             return False
-        at += ref.size
+        at += length
     return at == size
 
 

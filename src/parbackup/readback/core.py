@@ -26,6 +26,7 @@ from parbackup.readback.messages import (
     Finished,
     Opened,
     OpenFailed,
+    PackedRef,
     Progress,
     ReaderSpec,
     VolumeDamage,
@@ -44,6 +45,9 @@ announced a large read gets one more second for every ``SLOWEST`` bytes of it.""
 SLOWEST = 32 << 10
 
 Records = dict[str, list[tuple[int, RecordRef]]]
+Packed = dict[str, list[PackedRef]]
+"""Records per device label as the readers take them (``pack``), straight from the
+catalog's rows (readback/select.py ``packed_by_label``)."""
 OnChunk = Callable[[str, int, bytes], list[str]]
 """on_chunk(label, offset, data) -> labels of the chunks written now (stream sink)."""
 
@@ -241,7 +245,7 @@ def warm_up() -> None:
 
 def read_back(
     set_id: bytes,
-    work: Records,
+    work: Records | Packed,
     known_urls: dict[str, str],
     overrides: Sequence[str],
     sink: Callable[[str], SinkSpec],
@@ -257,6 +261,7 @@ def read_back(
     slowest: float = SLOWEST,
     codec: CodecSpec | None = None,
     idents: dict[int, int] | None = None,
+    packed: bool = False,
 ) -> Outcome:
     """Read ``work`` (records per device label) with one reader process per device.
 
@@ -268,16 +273,17 @@ def read_back(
     plus the time a read it announced takes at ``slowest`` bytes per second, is given
     up. ``codec`` (with the key of an encrypted set) goes to every reader in its work,
     never through the environment. ``idents`` (readback/messages.py ``identity``, by
-    file id) go to the readers of those files.
+    file id) go to the readers of those files. ``packed``: ``work`` holds ``PackedRef``
+    tuples already (sent as they are), not ``RecordRef``s.
     """
     run = _Run(executor or default_executor(), on_event, slowest)
     needed = set(work) | set(frames or {})
     try:
         missing = run.open(needed, known_urls, overrides)
         for label, reason in missing.items():
-            for fid, _ref in work.get(label, []):
+            for rec in work.get(label, []):  # the file id is first in either form
                 run.out.damaged.setdefault(
-                    fid, (known_urls.get(label, label), "device unavailable: " + reason)
+                    rec[0], (known_urls.get(label, label), "device unavailable: " + reason)
                 )
         relay = getattr(run.executor, "relay_sink", None)  # readers on other hosts
         for label, reader in run.readers.items():
@@ -285,13 +291,12 @@ def read_back(
             spec = sink(label)
             spec = relay(spec) if relay is not None else spec
             reader.window = spec.window if isinstance(spec, StreamSinkSpec) else 0
-            reader.pending = {fid for fid, _ in records}
+            reader.pending = {rec[0] for rec in records}
             frame_refs, expect_end = (frames or {}).get(label, (None, True))
             frame_work = None if frame_refs is None else pack(frame_refs)
             mine = None if idents is None else {f: idents[f] for f in reader.pending if f in idents}
-            reader.worker.send(
-                Work(set_id, pack(records), spec, frame_work, expect_end, codec, mine)
-            )
+            sent: list[PackedRef] = records if packed else pack(records)  # type: ignore[assignment,arg-type]
+            reader.worker.send(Work(set_id, sent, spec, frame_work, expect_end, codec, mine))
         meanwhile()  # the caller's own work, while the readers read
         for reader in run.readers.values():
             reader.last = time.monotonic()

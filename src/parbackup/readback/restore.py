@@ -28,20 +28,21 @@ from collections.abc import Callable, Sequence
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
-from parbackup.model import FileEntry, Kind, RecordRef
+from parbackup.model import FileEntry, Kind
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.beneath import Beneath
 from parbackup.readback.core import Outcome, read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
 from parbackup.readback.links import apply_metadata, restore_links
 from parbackup.readback.mark import MARK, RestoreMark
+from parbackup.readback.messages import PackedRef
 from parbackup.readback.options import RestoreOptions, RestoreReport
 from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
-    covered,
+    covered_spans,
     lost_rows,
-    records_by_label,
+    packed_by_label,
     restorable_set,
     select_for_restore,
     unlisted,
@@ -124,7 +125,7 @@ def _run_restore(
             )
     mark.claim(info.id, options.includes)
     files = [f for f in chosen if f.entry.kind is Kind.FILE]
-    records = records_by_label(catalog, info.id, {f.file_id for f in files})
+    records = packed_by_label(catalog, info.id, {f.file_id for f in files})
     on_event(
         Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
     )
@@ -183,7 +184,7 @@ def _retry_with_parity(
     set_id: str,
     files: list[CatalogFile],
     dest: dict[int, str],
-    records: dict[str, list[tuple[int, RecordRef]]],
+    records: dict[str, list[PackedRef]],
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
@@ -198,9 +199,7 @@ def _retry_with_parity(
     if not again:
         return {}
     ids = {f.file_id for f in again}
-    subset = {
-        label: [(fid, ref) for fid, ref in recs if fid in ids] for label, recs in records.items()
-    }
+    subset = {label: [rec for rec in recs if rec[0] in ids] for label, recs in records.items()}
     subset = {label: recs for label, recs in subset.items() if recs}
     suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
@@ -225,7 +224,7 @@ def _restore_files(
     set_id: str,
     files: list[CatalogFile],
     dest: dict[int, str],
-    records: dict[str, list[tuple[int, RecordRef]]],
+    records: dict[str, list[PackedRef]],
     options: RestoreOptions,
     report: RestoreReport,
     on_event: EventSink,
@@ -244,15 +243,16 @@ def _restore_files(
     finishes and the empty files (made with their directories by ``dirs``), are done
     while they read.
     """
-    refs: dict[int, list[RecordRef]] = {}
+    spans: dict[int, list[tuple[int, int]]] = {}  # (offset, size) of each file's records
     labels: dict[int, set[str]] = {}
     for label, recs in records.items():
-        for fid, ref in recs:
-            got = refs.get(fid)
+        for rec in recs:  # readback/messages.py PackedRef: file id, ..., offset, size, ...
+            fid = rec[0]
+            got = spans.get(fid)
             if got is None:
-                refs[fid], labels[fid] = [ref], {label}
+                spans[fid], labels[fid] = [(rec[4], rec[5])], {label}
             else:
-                got.append(ref)
+                got.append((rec[4], rec[5]))
                 labels[fid].add(label)
     active: list[CatalogFile] = []
     paths: dict[int, str] = {}
@@ -267,7 +267,7 @@ def _restore_files(
         active.append(f)
         paths[fid] = e.path
         held = labels.get(fid, ())
-        if not covered(refs.get(fid, []), e.size):
+        if not covered_spans(spans.get(fid, []), e.size):
             unread.add(fid)
             split.add(fid)
         elif len(held) > 1:
@@ -277,17 +277,14 @@ def _restore_files(
         for label in held:
             targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
                                    fid in whole)  # fmt: skip
-    origins = {ref.origin_set for recs in records.values() for _f, ref in recs if ref.origin_set}
+    origins = {rec[7] for recs in records.values() for rec in recs if rec[7]}
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
         for fid in split:  # a reader never truncates these: no older one may stay
             with contextlib.suppress(OSError):
                 safe.unlink(part_name(dest[fid], fid, tag))
-        work = {
-            label: [(fid, ref) for fid, ref in recs if fid in paths]
-            for label, recs in records.items()
-        }
+        work = {label: [rec for rec in recs if rec[0] in paths] for label, recs in records.items()}
         early: dict[int, str] = {}
 
         def prepare() -> None:
@@ -318,6 +315,7 @@ def _restore_files(
                 codec=options.codec,
                 executor=options.executor,
                 idents=idents,
+                packed=True,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.errors import CatalogError
 from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
-from parbackup.plan.reuse import complete
-from parbackup.readback.messages import identity
+from parbackup.plan.reuse import complete, spans_complete
+from parbackup.readback.messages import PackedRef, identity
 from parbackup.readback.specials import substitute_hardlinks
 from parbackup.selection import matches
 
@@ -162,6 +162,34 @@ def records_by_label(
     return out
 
 
+def packed_by_label(
+    catalog: Catalog, set_id: str, file_ids: set[int]
+) -> dict[str, list[PackedRef]]:
+    """``records_by_label`` (payload records only) straight from the catalog's rows into
+    the tuples the readers take (readback/messages.py ``PackedRef``): no object per
+    record, and no packing before they are sent. Each volume and origin name is one
+    string object, so that pickle stores it once."""
+    out: dict[str, list[PackedRef]] = {}
+    name = {}.setdefault
+    for row in catalog.record_rows(set_id, payload_only=True):
+        label, fid, volume, position, header, offset, size, digest, origin, ofile, stored = row
+        if fid not in file_ids:
+            continue
+        if type(digest) is not bytes:  # a memoryview from some backends
+            digest = bytes(digest)
+        got = out.get(label)
+        if got is None:
+            got = out[label] = []
+        got.append(
+            (fid, name(volume, volume), position, header, offset, size, digest,
+             name(origin, origin), ofile, stored)
+        )  # fmt: skip
+    return out
+
+
 covered = complete
 """True when the records cover bytes [0, size) exactly once (one rule for the planner's
 reuse and for readback: plan/reuse.py ``complete``)."""
+
+covered_spans = spans_complete
+"""``covered`` for (offset, size) pairs."""

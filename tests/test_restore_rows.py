@@ -1,0 +1,65 @@
+"""A restore's records straight from the catalog's rows (readback/select.py
+``packed_by_label``): the same tuples the readers were given before, when each record
+was made a ``RecordRef`` and packed (readback/messages.py ``pack``), for a full set with
+a file split over devices and for an incremental set whose reused records name their
+origin; and ``spans_complete``, the coverage rule on (offset, size) pairs."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, run_cli
+from parbackup import Catalog
+from parbackup.model import RecordRef
+from parbackup.plan.reuse import complete, spans_complete
+from parbackup.readback.messages import pack
+from parbackup.readback.select import packed_by_label, records_by_label
+
+
+@pytest.mark.slow
+def test_packed_rows_are_the_packed_records_of_full_and_incremental_sets(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src", files=30, big=(8 << 20,))
+    devs = [tmp_path / "d0", tmp_path / "d1"]
+    for d in devs:
+        d.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for d in devs for a in ("-d", str(d))]
+    assert run_cli("backup", str(tree), *args, "--catalog", cat).code == 0
+    changed = next(p for p in sorted(tree.rglob("*")) if p.is_file() and p.stat().st_size)
+    changed.write_bytes(b"changed since the full backup")
+    r = run_cli("backup", str(tree), *args, "--incremental", "--catalog", cat)
+    assert r.code == 0, r.err
+    with Catalog(cat) as catalog:
+        sets = [s.id for s in catalog.sets()]
+        assert len(sets) == 2
+        origins = 0
+        for set_id in sets:
+            ids = {f.file_id for f in catalog.files(set_id)}
+            before = {label: pack(recs) for label, recs in records_by_label(
+                catalog, set_id, ids).items()}  # fmt: skip
+            got = packed_by_label(catalog, set_id, ids)
+            assert got == before
+            assert len(got) == 2 and all(got.values())  # both devices hold records
+            on = [{rec[0] for rec in recs} for recs in got.values()]
+            assert set_id != sets[0] or on[0] & on[1]  # the big file is split over both
+            origins += sum(1 for recs in got.values() for rec in recs if rec[7])
+            some = set(sorted(ids)[::3])
+            part = packed_by_label(catalog, set_id, some)
+            assert {rec[0] for recs in part.values() for rec in recs} == {
+                rec[0] for recs in before.values() for rec in recs if rec[0] in some
+            }
+        assert origins  # the incremental set reuses records of the full one
+
+
+def test_spans_complete_agrees_with_complete() -> None:
+    shapes = [(0, 5), (5, 5), (10, 3), (0, 10), (4, 6), (10, 0)]
+    for n in range(1, 4):
+        for spans in itertools.permutations(shapes, n):
+            refs = [RecordRef("l", "v", 0, 1, off, size, b"") for off, size in spans]
+            for size in (0, 5, 10, 13, 20):
+                assert spans_complete(list(spans), size) == complete(refs, size), (spans, size)
+    assert not spans_complete([], 1)
+    assert spans_complete([], 0)
