@@ -33,6 +33,7 @@ stand-in). Read-only; anything not a volume read (label, listing) goes to the de
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
@@ -44,7 +45,8 @@ from typing import Any
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
-from parbackup.errors import DeviceError, DeviceMissingError
+from parbackup.devices.url import parse_url
+from parbackup.errors import DeviceError, DeviceMissingError, ParbackupError
 from parbackup.model import Capabilities, Label, Space
 
 BLOCK = 1 << 20
@@ -88,6 +90,12 @@ class SharedDevice(Device):
 
     def __init__(self, url: Any) -> None:
         super().__init__(url)
+        self.spec = url.path
+        # a reader names the device itself (damage, verify's suspects by URL, byte
+        # counts), never this spec in a scratch directory gone after the command
+        bad = (OSError, ValueError, KeyError, TypeError, ParbackupError)
+        with contextlib.suppress(*bad), open(self.spec, "rb") as fh:
+            self.url = parse_url(str(json.load(fh)["url"]))
         self.inner: Device | None = None
         self.spool, self.role = "", 0
         self.volumes: dict[str, _Volume] = {}
@@ -98,7 +106,7 @@ class SharedDevice(Device):
         if write:
             raise DeviceError(f"{self.url.display}: a shared device is read-only")
         try:
-            with open(self.url.path, "rb") as fh:
+            with open(self.spec, "rb") as fh:
                 spec = json.load(fh)
             self.spool, self.role = str(spec["spool"]), int(spec["role"]) % 2
             inner = RetryingDevice(open_device(str(spec["url"])))
