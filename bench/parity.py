@@ -5,6 +5,8 @@
     .venv/bin/python bench/parity.py --work ... --before /path/to/older/src   # a third kind
     .venv/bin/python bench/parity.py --work ... --limit 100M    # devices slower than the CPUs
     .venv/bin/python bench/parity.py --work ... --size 512 --pairs 0 --disk 40M  # real disks
+    .venv/bin/python bench/parity.py --work ... --size 256 --pairs 0 --sftp 100mbit \
+        --before /path/to/older/src     # SFTP hosts behind shaped links; old restores too
 
 Every device, the source and the restore target are their own tmpfs (run as root).
 Memory: the source and the devices' data, about 2.4x ``--size`` at the peak (the
@@ -31,6 +33,11 @@ instead a directory on its own ext4 file system on a loop device (backing files 
 tmpfs), and each restore runs in a blkio cgroup holding every read of each loop device
 to RATE in all, whoever reads (bench/diskdev.py); the devices' pages are dropped from
 the page cache before each restore, and the bytes each device gave are printed.
+With ``--sftp RATE`` every device is a directory on an SFTP host of its own: a network
+namespace whose veth link is shaped with ``tc ... tbf rate RATE`` on both ends
+(tests/servers.py), so a link gives its rate once, and the bytes each link carried
+towards this host are printed. With ``--before``, the restore with a device missing is
+also run by the older tree, in the same turns.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import (
     Measured,
@@ -58,10 +66,12 @@ from common import (
 from diskdev import ReadLimit, forget, loop_ext4
 
 sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "src")))
+sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "tests")))
 
 from parbackup.devices.url import parse_size
 from parbackup.redundancy.codec import RowCodec
 from parbackup.redundancy.layout import UNIT
+from servers import NetnsHost, SshServer
 
 
 def codec_speed(k: int, m: int, rounds: int = 64) -> tuple[float, float]:
@@ -93,6 +103,7 @@ def main() -> None:
     ap.add_argument(
         "--disk", default="", help="devices on loop-device ext4, reads held to RATE per device"
     )
+    ap.add_argument("--sftp", default="", help="devices on SFTP hosts behind RATE links (100mbit)")
     args = ap.parse_args()
     compile_sources()
     if args.before:
@@ -123,6 +134,13 @@ def main() -> None:
         env = parbackup_env(cat)
         devs = [d0, d1, d2, d3]
         urls = [f"{d}?limit={args.limit}" if args.limit else d for d in devs]
+        links: list[str] = []  # with --sftp: each host's link, as seen from here
+        if args.sftp:
+            for i, d in enumerate(devs):
+                host = stack.enter_context(NetnsHost(i + 1, rate=args.sftp))
+                ssh = SshServer(Path(w) / f"ssh{i}", host=host.ip, port=2222, netns=host.name)
+                urls[i] = stack.enter_context(ssh).url(d)
+                links.append(host.outer)
 
         def fresh() -> None:
             for d in devs:
@@ -180,16 +198,25 @@ def main() -> None:
                 f" {statistics.median(m.cpu for m in got['plain']):.2f} s"
             )
 
-        def restore_run(name: str, check: bool) -> tuple[Measured, str]:
-            """One measured restore (with --disk: from cold devices held to the rate)."""
+        def restore_run(name: str, check: bool, before: bool = False) -> tuple[Measured, str]:
+            """One measured restore (with --disk: from cold devices held to the rate); and
+            the MiB each device gave (--disk) or each link carried (--sftp)."""
             argv = parbackup_argv("restore", "-t", restore, "--json")
+            renv = {**env, "PYTHONPATH": args.before} if before else env
+            if links:
+                was = [_rx(link) for link in links]
+                m = run(name, argv, env=renv, check=check)
+                text = ", ".join(
+                    f"d{i} {(_rx(link) - was[i]) / 2**20:.0f}" for i, link in enumerate(links)
+                )
+                return m, text
             if not loops:
-                return run(name, argv, env=env, check=check), ""
+                return run(name, argv, env=renv, check=check), ""
             for d in loops:
                 forget(d)
             tag = f"parbackup-parity8-{os.getpid()}-{time.monotonic_ns()}"
             with ReadLimit(list(loops.values()), parse_size(args.disk), tag) as limit:
-                m = run(name, limit.wrap(argv), env=env, check=check)
+                m = run(name, limit.wrap(argv), env=renv, check=check)
                 got = limit.read_bytes()
             text = ", ".join(
                 f"{os.path.basename(d)} {got.get(dev, 0) / 2**20:.0f}" for d, dev in loops.items()
@@ -201,7 +228,7 @@ def main() -> None:
             backup("parity")  # the set the restores read
             want = _digests(src)
             wipe(src)
-            ratios = []
+            ratios, olds = [], []
             for i in range(args.restores):
                 wipe(restore)
                 healthy, hread = restore_run("restore", check=True)
@@ -211,6 +238,10 @@ def main() -> None:
                 os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
                 try:
                     missing, mread = restore_run("restore, one device missing", check=False)
+                    if args.before:
+                        wipe(restore)
+                        old, oread = restore_run("restore (before)", check=False, before=True)
+                        olds.append(healthy.wall / old.wall)
                 finally:
                     os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
                 if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
@@ -223,11 +254,18 @@ def main() -> None:
                     f" peak RSS {healthy.memory} / {missing.memory} MB;"
                     f" load {os.getloadavg()[0]:.1f}"
                 )
-                if loops:
+                if loops or links:
                     print(f"    MiB read per device, healthy: {hread}; one missing: {mread}")
+                if args.before:
+                    print(
+                        f"    before: one device missing {old.wall:.2f} s, ratio {olds[-1]:.2f},"
+                        f" peak RSS {old.memory} MB; MiB read per device: {oread}"
+                    )
             print(
                 f"restore throughput, one device missing / healthy: {_spread(ratios)} (goal >= 0.7)"
             )
+            if olds:
+                print(f"    the same by the older tree (--before): {_spread(olds)}")
         print(f"peak RSS summed over the process tree: {max(peaks):.0f} MB (goal < 200)")
     shutil.rmtree(os.path.join(w), ignore_errors=True)
 
@@ -253,6 +291,11 @@ def _digests(root: str) -> dict[str, bytes]:
             with open(path, "rb") as fh:
                 out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
     return out
+
+
+def _rx(link: str) -> int:
+    """Bytes a link has received on this side (from its host) so far."""
+    return int(Path(f"/sys/class/net/{link}/statistics/rx_bytes").read_text())
 
 
 def _d(devs: list[str]) -> list[str]:

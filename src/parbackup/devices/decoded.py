@@ -37,7 +37,7 @@ from parbackup.model import Capabilities, Label, Space
 from parbackup.redundancy.codec import CODEC, RowCodec, check_params
 from parbackup.redundancy.isal import Decoder, address
 from parbackup.redundancy.layout import Column, rows_of
-from parbackup.redundancy.stripe import open_parity
+from parbackup.redundancy.stripe import HEADER_CHUNK, open_parity
 from parbackup.redundancy.volume import (
     header_from_info,
     read_row,
@@ -81,7 +81,7 @@ class _Stripe:
             url = spec["parity"].get(str(i))
             if url:
                 dev = _open(url)
-                stream, head = open_parity(dev, entry["name"])
+                stream, head = open_parity(dev, entry["name"], HEADER_CHUNK)
                 with contextlib.suppress(Exception):
                     stream.close()
                 self.parity[i] = (dev, entry["name"], head.length)

@@ -27,7 +27,13 @@ from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageError
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
-from parbackup.redundancy.stripe import ColumnWriter, ParityReader, open_parity, walk_rows
+from parbackup.redundancy.stripe import (
+    HEADER_CHUNK,
+    ColumnWriter,
+    ParityReader,
+    open_parity,
+    walk_rows,
+)
 from parbackup.redundancy.volume import ParityHeader, end_of, header_from_info, read_row
 
 
@@ -162,7 +168,9 @@ def rebuild(
             why = devices.why.get(p["label"], "unreachable") if dev is None else ""
             if dev is not None:
                 try:
-                    stream, head = open_parity(dev, p["name"])
+                    # a survey wants the header only: no 8 MiB of read-ahead
+                    chunk = HEADER_CHUNK if survey else 8 << 20
+                    stream, head = open_parity(dev, p["name"], chunk)
                     streams.append(stream)
                     header = header or head
                     if p["label"] in suspects:  # damaged: rebuilt, not read

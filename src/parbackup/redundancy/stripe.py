@@ -307,10 +307,17 @@ class ParityReader:
         return None
 
 
-def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
+HEADER_CHUNK = 64 << 10
+"""Reads of a parity volume opened for its header only (``open_parity``)."""
+
+
+def open_parity(store: Store, name: str, chunk: int = 8 << 20) -> tuple[Any, ParityHeader]:
     """A parity volume opened for one sequential pass, and its header (a version-2 or 3
-    header completed from the volume's end record: ``complete_header``)."""
-    stream = store.open_read(name)
+    header completed from the volume's end record: ``complete_header``). ``chunk`` is
+    how much each read of the stream asks for: small where only the header is wanted
+    (each open reads a chunk, 8 MiB by default: 16 MiB of a parity device's link for
+    two headers)."""
+    stream = store.open_read(name, chunk)
     try:
         header = read_parity_header(stream)
         if header.version in STREAMED:
@@ -318,7 +325,7 @@ def open_parity(store: Store, name: str) -> tuple[Any, ParityHeader]:
             # elsewhere moves the one stream there is, so this one is opened again
             stream.close()
             header = complete_header(store, name, header)
-            stream = store.open_read(name)
+            stream = store.open_read(name, chunk)
             left = header.length
             while left > 0:
                 got = stream.read(min(left, 1 << 20))
