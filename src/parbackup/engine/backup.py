@@ -29,7 +29,7 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
-from parbackup.engine.incremental import incremental_reuse, same_xattrs
+from parbackup.engine.incremental import incremental_reuse, lacking_volumes, same_xattrs
 from parbackup.engine.parity import ParityStream, finish_parity, split_devices
 from parbackup.engine.prepare import (
     SourceHosts,
@@ -50,7 +50,7 @@ from parbackup.entries import Entries, hardlinks_of
 from parbackup.errors import BackupFailedError
 from parbackup.format import new_set_id
 from parbackup.model import DeviceReport, Skipped
-from parbackup.plan.reuse import Reuse
+from parbackup.plan.reuse import Reuse, without_volumes
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
@@ -180,6 +180,10 @@ class _Backup:
         self.parity: ParityStream | None = None
         """With ``--parity`` on local movers: the parity written while the data is."""
         self.hosts: SourceHosts | None = None
+        self.urls: dict[str, str] = {}
+        """Label -> URL of the devices that opened for this run."""
+        self.lacking: list[Skipped] = []
+        """Volumes of earlier sets the catalog lists but their devices no longer hold."""
 
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
@@ -190,6 +194,7 @@ class _Backup:
         alive = self.fleet.opened()
         self.phase(f"{len(alive)} device(s) open")
         usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
+        self.urls = {d.label: d.url for d in alive if d.label}
         reuse = Reuse() if self.stream else self.reuse(names, entries, usable)
         for fid, payload in reuse.metas.items():  # read by no mover: the earlier set's
             entries.set_meta(fid, payload)
@@ -362,7 +367,25 @@ class _Backup:
             self.on_event(Notice(f"{source} was taken with --no-xattrs: every file is read again"))
             self.resumed_from = ""
             return Reuse()
+        if keep.records:
+            self.drop_lacking(keep)
         return keep
+
+    def drop_lacking(self, reuse: Reuse) -> None:
+        """Copy again the files whose reused records lie in a volume their device no
+        longer holds (whole), rather than list bytes that are gone; name each volume."""
+        lacking = lacking_volumes(reuse, self.urls)
+        files = without_volumes(reuse, set(lacking))
+        for (_label, volume), why in sorted(lacking.items()):
+            self.lacking.append(Skipped(volume, why))
+            self.on_event(
+                Notice(
+                    f"{why}: the sets that list it are damaged (run verify);"
+                    " the files it held are copied again"
+                )
+            )
+        if files:
+            log.warning("%d file(s) copied again: their earlier volumes are gone", len(files))
 
     def rehash_opener(self):
         """For ``--rehash``: open an entry's file through its source."""
@@ -467,6 +490,7 @@ class _Backup:
             inconsistent=outcome.inconsistent,
             grown=outcome.grown,
             excluded=dict(self.excluded.counts),
+            lacking=self.lacking,
         )
         self.phase("report made")
         catalog.add_progress(set_hex, self.samples.rows())

@@ -6,14 +6,19 @@ sources. Its files and records are handed to ``plan.reuse.select`` as data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+import logging
+import posixpath
+from collections.abc import Mapping, Sequence, Set
 
 from parbackup.catalog import Catalog, SetInfo
 from parbackup.devices.registry import device_class
 from parbackup.devices.url import parse_url
+from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.entries import Entries
-from parbackup.errors import UsageError
-from parbackup.plan.reuse import Opener, Previous, Reuse, origin_of, select
+from parbackup.errors import DeviceMissingError, ParbackupError, UsageError
+from parbackup.plan.reuse import Opener, Previous, Reuse, origin_of, select, volume_needs
+
+log = logging.getLogger(__name__)
 
 RESTORABLE = ("complete", "degraded")
 
@@ -98,3 +103,54 @@ def same_xattrs(catalog: Catalog, reuse: Reuse, xattrs: bool) -> Reuse | None:
     elif not catalog.has_xattrs(source):
         return None
     return reuse
+
+
+def lacking_volumes(reuse: Reuse, urls: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """(label, volume) -> why, for every volume that records ``reuse`` lists lie in and
+    that its device (``urls``: label -> URL of this run) no longer holds, or holds cut
+    shorter than those records reach. The catalog's word is not enough: a volume deleted
+    or cut on its device (by hand, a lifecycle rule, a restored disk image) made every
+    later incremental set point at bytes that are gone while it said complete (exit 0).
+    One listing per earlier set's directory on each device (a volume it lacks is asked
+    for by name once more, as a store's listing may lag); a device this process cannot
+    open is not judged (its mover opened it: the run's own checks go on)."""
+    need = volume_needs(reuse)
+    labels = {label for label, _volume in need}
+    opened, missing = devices_for_labels(
+        {label: urls[label] for label in labels if label in urls}, [], write=False
+    )
+    for label, why in missing.items():
+        log.warning("reused volumes on %s not checked: %s", label, why)
+    out: dict[tuple[str, str], str] = {}
+    try:
+        for label, dev in opened.items():
+            listed: dict[str, dict[str, int]] = {}
+            for (lab, volume), end in sorted(need.items()):
+                if lab != label:
+                    continue
+                prefix = posixpath.dirname(volume) + "/"
+                if prefix not in listed:
+                    try:
+                        infos = dev.device.list(prefix)
+                    except ParbackupError as exc:
+                        log.warning("reused volumes on %s not checked: %s", label, exc)
+                        break
+                    listed[prefix] = {i.name: i.size for i in infos}
+                size = listed[prefix].get(volume)
+                if size is None:  # asked once more by name: a listing may lag behind
+                    try:
+                        size = dev.device.size(volume)
+                    except DeviceMissingError:
+                        out[(lab, volume)] = f"{dev.device.url.display}: no object {volume}"
+                        continue
+                    except ParbackupError as exc:
+                        log.warning("reused volume %s on %s not checked: %s", volume, label, exc)
+                        continue
+                if size < end:
+                    out[(lab, volume)] = (
+                        f"{dev.device.url.display}: {volume} holds {size} bytes,"
+                        f" its records reach {end}"
+                    )
+    finally:
+        close_all(list(opened.values()))
+    return out

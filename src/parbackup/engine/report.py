@@ -69,6 +69,10 @@ class BackupReport:
     """Entries the selection left out, per rule."""
     parity: dict = field(default_factory=dict)
     """With ``--parity``: devices, and the redundancy the set has (engine/parity.py)."""
+    lacking: list[Skipped] = field(default_factory=list)
+    """Volumes of earlier sets this incremental (or resumed) run found gone or cut short
+    on their devices (path: the volume, error: where and why): the files it would have
+    reused from them were copied again, and the sets that list them are damaged."""
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +80,7 @@ class BackupReport:
         if self.status == "failed":
             return 1
         warnings = self.skipped or self.inconsistent or self.grown or "error" in self.parity
+        warnings = warnings or self.lacking
         return 3 if self.status == "degraded" or warnings else 0
 
     def balance(self) -> dict:
@@ -133,6 +138,8 @@ class BackupReport:
         }
         if self.parity:
             out["parity"] = dict(self.parity)
+        if self.lacking:
+            out["lacking"] = [{"volume": s.path, "error": s.error} for s in self.lacking]
         if self.error:
             out["error"] = self.error
         return out

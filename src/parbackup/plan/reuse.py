@@ -15,7 +15,7 @@ a function that opens a source file (the Source interface).
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
@@ -157,3 +157,35 @@ def select(
             out.metas[fid] = meta
         out.bytes += size[fid]
     return out
+
+
+def volume_needs(reuse: Reuse) -> dict[tuple[str, str], int]:
+    """(device label, volume) -> the bytes the reused records need it to hold: the end
+    of the last of them in it."""
+    need: dict[tuple[str, str], int] = {}
+    for _fid, ref in reuse.records:
+        key = (ref.label, ref.volume)
+        end = ref.position + ref.header_size + ref.length
+        if end > need.get(key, 0):
+            need[key] = end
+    return need
+
+
+def without_volumes(reuse: Reuse, lacking: Set[tuple[str, str]]) -> set[int]:
+    """Take out of ``reuse`` (in place) every file with a record in one of the ``lacking``
+    volumes ((label, volume) pairs): such a file is copied again, so the new set never
+    points at bytes its device no longer holds. Returns the files taken out."""
+    if not lacking:
+        return set()
+    gone = {fid for fid, ref in reuse.records if (ref.label, ref.volume) in lacking}
+    kept = []
+    for fid, ref in reuse.records:
+        if fid in gone:
+            reuse.bytes -= ref.size
+        else:
+            kept.append((fid, ref))
+    reuse.records = kept
+    reuse.files -= gone
+    for fid in gone:
+        reuse.metas.pop(fid, None)
+    return gone
