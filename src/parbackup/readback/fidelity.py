@@ -45,6 +45,10 @@ def restore_extended(
     left_out: list[dict] = []
     root = os.geteuid() == 0
     uid, groups = os.geteuid(), {os.getegid(), *os.getgroups()}
+    if root and unowned is not None:  # only these have anything to look at (a set's
+        told = _TOLD  # entries are many: one cheap pass picks them out)
+        chosen = [f for f in chosen if f.entry.meta or f.file_id in unowned
+                  or f.entry.kind not in told]  # fmt: skip
     for f in chosen:
         e = f.entry
         if e.kind is Kind.HARDLINK or f.file_id not in dest or e.path not in restored:
