@@ -61,3 +61,32 @@ def test_the_catalogs_file_system_failing_mid_backup_is_one_line_and_no_complete
     assert [s["status"] for s in r.json["sets"]] == ["running"], r.json
     r = run_cli("restore", "--catalog", cat, "--target", str(tmp_path / "r"))
     assert r.code == 1 and "holds no complete backup set" in r.err, r.err
+
+
+def test_commands_that_write_on_a_full_catalog_disk_name_the_catalog(
+    tmp_path: Path, device_dirs, tmpfs
+):
+    """``forget``, ``prune`` and ``backup`` on a catalog whose tmpfs is full: one line
+    naming the catalog, exit 1, nothing changed. Before, the run lock's pid write failed
+    first: "parbackup: error: No space left on device", naming no file."""
+    src = make_tree(tmp_path / "src", seed=4, files=10, max_size=100_000)
+    devs = device_dirs(2)
+    cat = str(tmpfs("catfs", "2m") / "cat.sqlite")
+    dargs = ["-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat]
+    for _ in range(2):
+        r = run_cli("backup", str(src), *dargs)
+        assert r.code == 0, r.err
+    volumes = sorted(p for d in devs for p in d.rglob("*.pbv"))
+    fill_up(Path(cat).parent)
+    for args in (
+        ["forget", "--keep-last", "1", "--prune", "--catalog", cat],
+        ["prune", "--orphans", "--catalog", cat],
+        ["backup", str(src), *dargs],
+    ):
+        r = run_cli(*args)
+        assert r.code == 1, (args, r.out, r.err)
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and cat in lines[0], (args, r.err)
+    assert sorted(p for d in devs for p in d.rglob("*.pbv")) == volumes
+    r = run_cli("sets", "--catalog", cat, "--json")
+    assert [s["status"] for s in r.json["sets"]] == ["complete", "complete"], r.out

@@ -104,14 +104,14 @@ class RecordRows:
 
     def record_rows(self, set_id: str, *, payload_only: bool = False) -> Iterator[tuple]:
         """``records`` as plain rows, no object made per record: (label, file id, volume,
-        position, header size, offset, size, checksum, origin set, origin file, stored).
+        position, header size, offset, size, checksum, origin set, origin file, stored),
+        in no particular order (no sort in the query: each reader orders its own work).
         A restore hands them to its readers as they are (readback/select.py)."""
         return iter(
             self._rows(
                 "SELECT label, file_id, volume, position, header_size, offset, size, checksum,"
                 " origin_set, origin_file, stored FROM records WHERE set_id=?"
-                + (" AND size > 0" if payload_only else "")
-                + " ORDER BY label, volume, position",
+                + (" AND size > 0" if payload_only else ""),
                 (set_id,),
             )
         )

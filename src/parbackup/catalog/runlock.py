@@ -61,8 +61,13 @@ class RunLock:
         except OSError as exc:
             os.close(fd)
             raise CatalogError(f"cannot lock the catalog {self.path[:-5]}: {exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The pid only names the holder to a refused run; the flock is the lock. On a
+        # full disk (ENOSPC, EDQUOT) the run goes on without it, to fail, if it must, at
+        # its first catalog write with a line naming the catalog; a bare "No space left on
+        # device" naming no file used to end it here.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return True
 

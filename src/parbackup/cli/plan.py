@@ -33,7 +33,12 @@ from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import split_devices
 from parbackup.engine.prepare import make_plan, scan, source_specs
 from parbackup.engine.report import BackupOptions
-from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
+from parbackup.engine.selecting import (
+    automatic_excludes,
+    inside_remote,
+    selecting,
+    with_automatic,
+)
 from parbackup.engine.speeds import dry_run_speeds
 from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Skipped, Space, Strategy
@@ -111,7 +116,7 @@ def plan(
     if not is_catalog_url(catalog_file):
         catalog_file = os.path.realpath(catalog_file)
     automatic = automatic_excludes(specs, devices, catalog_file)
-    specs = selecting(specs, with_automatic(select, automatic))
+    specs = inside_remote(selecting(specs, with_automatic(select, automatic)), devices)
     excluded = Excluded(limit=EXCLUDED_SHOWN)
     entries = scan(specs, skipped, excluded=excluded)
     alive, dead = open_devices(list(devices), create_labels=False, require_label=False, write=False)

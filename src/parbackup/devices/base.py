@@ -88,7 +88,9 @@ class ObjectWriter(ABC):
 
     @abstractmethod
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append ``data``; raise DeviceError (DeviceFullError when out of room)."""
+        """Append ``data``; raise DeviceError (DeviceFullError when out of room).
+        ``data`` is the caller's again once this returns (the mover reuses its gather
+        buffer): a writer that keeps bytes for later copies them."""
 
     @abstractmethod
     def commit(self) -> None:

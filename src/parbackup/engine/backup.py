@@ -43,7 +43,12 @@ from parbackup.engine.prepare import (
 from parbackup.engine.recovery import clean_interrupted, resume_reuse
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.engine.samples import ProgressSampler
-from parbackup.engine.selecting import automatic_excludes, selecting, with_automatic
+from parbackup.engine.selecting import (
+    automatic_excludes,
+    inside_remote,
+    selecting,
+    with_automatic,
+)
 from parbackup.engine.snapshot import backup_from_snapshot, release_leftovers
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
 from parbackup.entries import Entries, hardlinks_of
@@ -100,6 +105,7 @@ def run_backup(
         if options.select and spec.kind not in ("tree", "stdin"):
             on_event(Notice(f"{spec.display}: selection options apply to local trees only"))
     specs = selecting(specs, select, options.xattrs)
+    specs = inside_remote(specs, device_urls, on_event)
     specs = place_sources(specs, hosts_of(executor))
     device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(

@@ -133,8 +133,8 @@ class _Mover(SourceSide):
     sequence: int = 0
     gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
     fill: int = 0
-    """Bytes of ``gather`` waiting for the next write (a new buffer after each write, so
-    a writer may keep what it was given)."""
+    """Bytes of ``gather`` waiting for the next write. The buffer is reused after each
+    write: every writer copies what it keeps before ``write`` returns (devices/base.py)."""
     pending: list = field(default_factory=list)
     metas: list = field(default_factory=list)
     """(file id, payload, warning) of attributes read since the last Durable."""
@@ -242,7 +242,6 @@ class _Mover(SourceSide):
     def flush_gather(self) -> None:
         if self.fill and self.volume is not None:
             self.volume.writer.write(memoryview(self.gather)[: self.fill])
-            self.gather = bytearray(_ROOM)
             self.fill = 0
 
     def gathered(self, data: bytes | bytearray | memoryview) -> None:

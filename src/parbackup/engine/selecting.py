@@ -6,11 +6,12 @@ otherwise back itself up and grow on every run). The scan applies it (sources/se
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import replace
 
 from parbackup.devices.registry import FAULTY
-from parbackup.devices.url import parse_url
+from parbackup.devices.url import DeviceURL, parse_url
 from parbackup.errors import UsageError
 from parbackup.progress import EventSink, Notice, ignore
 from parbackup.selection import ScanRules
@@ -66,3 +67,57 @@ def with_automatic(
     for path, why in present:
         on_event(Notice(f"left out {path}: {why.removeprefix('automatic: ')} inside a source"))
     return replace(select, automatic=present) if present else select
+
+
+def _remote_place(url: DeviceURL) -> tuple[str, str] | None:
+    """(store, recorded path) of an S3 or SFTP URL: which store it names (a bucket at
+    one endpoint; a host and port) and the path a remote source records it under
+    (``/<bucket>/<prefix>``, ``/<host>/<path>``). None for other kinds, and for an SFTP
+    path relative to the login directory (whose absolute path only the server knows)."""
+    if url.scheme == "s3" and url.host:
+        prefix = url.path.strip("/")
+        store = f"s3 {url.host} {url.params.get('endpoint', '')}"
+        return store, f"/{url.host}" + (f"/{prefix}" if prefix else "")
+    if url.scheme == "sftp" and url.host:
+        path = url.path or "/"
+        if path == "/~" or path.startswith("/~/"):
+            return None
+        return f"sftp {url.host} {url.port or 22}", f"/{url.host}" + posixpath.normpath(path)
+    return None
+
+
+def inside_remote(
+    specs: Sequence[SourceSpec], device_urls: Sequence[str], on_event: EventSink = ignore
+) -> list[SourceSpec]:
+    """The specs, each S3 or SFTP source given (as automatic excludes) the devices of the
+    same store that lie inside it, each said by a Notice (M3: a device inside a source is
+    never backed up). Before, ``backup s3://b -d s3://b/backup`` backed up its own
+    volumes and catalog copies, every run more of them."""
+    places = []
+    for url in device_urls:
+        try:
+            parsed = parse_url(url.removeprefix(FAULTY))
+        except UsageError:
+            continue
+        place = _remote_place(parsed)
+        if place is not None:
+            places.append((*place, parsed.display))
+    out = []
+    for spec in specs:
+        try:
+            root = _remote_place(parse_url(spec.name)) if spec.kind in ("s3", "sftp") else None
+        except UsageError:
+            root = None
+        found = []
+        if root is not None:
+            store, top = root
+            for where, path, display in places:
+                if where == store and (path == top or _inside(path, top)):
+                    found.append((path, f"automatic: backup device {display}"))
+                    on_event(Notice(f"left out {path}: backup device {display} inside a source"))
+        if found:
+            spec = replace(
+                spec, select=replace(spec.select, automatic=(*spec.select.automatic, *found))
+            )
+        out.append(spec)
+    return out

@@ -130,7 +130,9 @@ def _run_restore(
         Started("restore", len(chosen), sum(f.entry.size for f in files), tuple(sorted(records)))
     )
     os.makedirs(target, exist_ok=True)
-    tag = part_tag(os.path.basename(f.entry.path) for f in chosen)
+    tag = part_tag(  # only a name starting so can clash: the rest are not looked at one by one
+        os.path.basename(f.entry.path) for f in chosen if "/.parbackup-" in f.entry.path
+    )
     if mark.resumes:  # what the killed run left half written
         _drop_parts(files, dest, Beneath(target), tag)
     dirs = DirMaker(target)

@@ -167,8 +167,9 @@ def packed_by_label(
 ) -> dict[str, list[PackedRef]]:
     """``records_by_label`` (payload records only) straight from the catalog's rows into
     the tuples the readers take (readback/messages.py ``PackedRef``): no object per
-    record, and no packing before they are sent. Each volume and origin name is one
-    string object, so that pickle stores it once."""
+    record, and no packing before they are sent; in no particular order (each reader
+    orders its own). Each volume and origin name is one string object, so that pickle
+    stores it once."""
     out: dict[str, list[PackedRef]] = {}
     name = {}.setdefault
     for row in catalog.record_rows(set_id, payload_only=True):

@@ -110,6 +110,8 @@ class S3Prefix(Source):
                 dirs[p] = out.append(os.fsencode(p), DIR, 0, DIR_MODE, 0, 0, 0, source=index)
 
         add_dirs(self.top)
+        skip = dict(self.spec.select.automatic)  # a backup device inside the prefix
+        seen: set[str] = set()
         newest, first = 0, True
         while True:
             try:
@@ -125,6 +127,8 @@ class S3Prefix(Source):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 path = f"/{self.bucket}/{key}"
+                if skip and self._left_out(path, skip, seen):
+                    continue
                 mtime = _seconds_ns(obj)
                 newest = max(newest, mtime)
                 while above and not path.startswith(above[-1]):
@@ -144,6 +148,17 @@ class S3Prefix(Source):
                     above.append(path)
         for row in dirs.values():
             out.mtime_ns[row] = out.ctime_ns[row] = newest
+
+    def _left_out(self, path: str, skip: dict[str, str], seen: set[str]) -> bool:
+        """True when ``path`` lies in one of the ``skip`` paths (path -> why), each
+        counted once in ``self.excluded`` (``seen``), as the device's directory."""
+        for top, why in skip.items():
+            if path == top or path.startswith(top + "/"):
+                if top not in seen:
+                    seen.add(top)
+                    self.excluded.add(top, why)
+                return True
+        return False
 
     def _head(self, path: str) -> tuple[Identity, str]:
         key = self._key(path)

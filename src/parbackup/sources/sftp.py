@@ -126,6 +126,7 @@ class SftpTree(Source):
             raise SourceError(f"{self.where}: not a regular file, directory or symlink")
         if not stat.S_ISDIR(root.st_mode or 0):
             return
+        skip = dict(self.spec.select.automatic)  # a backup device inside the tree
         stack = [top]
         while stack:
             directory = stack.pop()
@@ -137,6 +138,9 @@ class SftpTree(Source):
             subdirs = []
             for attrs in sorted(listing, key=lambda a: a.filename):
                 path = posixpath.join(directory, attrs.filename)
+                if prefix + path in skip:  # neither listed nor entered
+                    self.excluded.add(prefix + path, skip[prefix + path])
+                    continue
                 try:
                     added = self._add(out, index, prefix + path, path, attrs)
                 except SourceError as exc:
