@@ -1,8 +1,9 @@
 """A restore or verify with a data device missing reads each surviving device's volume
-bytes once (issue 12, session 8): the device's own reader and the stand-in decoding the
-missing device share them (devices/shared.py), instead of each reading them. The bytes
-every process reads from each device are counted by the test-only ``count=`` wrapper
-(devices/testing/faulty.py); the devices are real directories."""
+bytes once (issue 12, session 8): on SFTP hosts (a real sshd), the device's own reader
+and the stand-in decoding the missing device share them (devices/shared.py), instead of
+each fetching them; a surviving tape's column is copied as the rebuild reads it. The
+bytes every process reads from each device are counted by the test-only ``count=``
+wrapper (devices/testing/faulty.py)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ def _volume_bytes(dev: Path) -> int:
     return sum(p.stat().st_size for p in (dev / "sets").rglob("*") if p.is_file())
 
 
-def _setup(tmp_path: Path, device_dirs):
+def _setup(tmp_path: Path, device_dirs, sshd):
     src = make_tree(tmp_path / "src", seed=8, files=30, big=(9_000_000, 7_000_001))
     devs = device_dirs(4)
     counts = [tmp_path / f"read{i}" for i in range(4)]
-    urls = [f"faulty+file://{d}?count={c}" for d, c in zip(devs, counts, strict=True)]
+    urls = ["faulty+" + sshd.url(d, f"count={c}") for d, c in zip(devs, counts, strict=True)]
     cat = str(tmp_path / "cat.sqlite")
     args = [a for u in urls for a in ("--device", u)]
     r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
@@ -37,8 +38,8 @@ def _setup(tmp_path: Path, device_dirs):
     return src, devs, counts, cat
 
 
-def test_a_restore_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs):
-    src, devs, counts, cat = _setup(tmp_path, device_dirs)
+def test_a_restore_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs, sshd):
+    src, devs, counts, cat = _setup(tmp_path, device_dirs, sshd)
     sizes = [_volume_bytes(d) for d in devs]
     assert min(sizes[:3]) > 4 << 20  # several rows of 1 MiB per data column
 
@@ -62,8 +63,8 @@ def test_a_restore_with_a_device_missing_reads_each_survivor_once(tmp_path, devi
     assert got[3] <= sizes[3] + (64 << 10)  # the parity device: the stand-in only (+ headers)
 
 
-def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs):
-    _src, devs, counts, cat = _setup(tmp_path, device_dirs)
+def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, device_dirs, sshd):
+    _src, devs, counts, cat = _setup(tmp_path, device_dirs, sshd)
     sizes = [_volume_bytes(d) for d in devs]
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.code == 0, r.out + r.err
@@ -85,3 +86,35 @@ def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, devic
     # the parity volume: read by the stand-in, then checked whole (check_parity), as
     # in a healthy verify
     assert got[3] <= 2 * sizes[3] + again
+
+
+def test_a_surviving_tape_is_read_once_when_a_device_is_missing(tmp_path, device_dirs):
+    """A tape is read front to back only, so no stand-in can read its units at random:
+    the missing column is rebuilt whole first. The tape's column is copied as that
+    rebuild reads it, and the restore reads the copy: the tape is read once."""
+    src = make_tree(tmp_path / "src", seed=9, files=30, big=(9_000_000, 7_000_001))
+    devs = device_dirs(3)
+    tape, count = tmp_path / "tape.img", tmp_path / "read-tape"
+    urls = [
+        f"file://{devs[0]}",
+        f"faulty+tape://{tape}?count={count}",
+        f"file://{devs[1]}",
+        f"file://{devs[2]}",
+    ]
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 0, r.err
+    r = run_cli("restore", "--target", str(tmp_path / "healthy"), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    healthy = _counted(count)
+    assert healthy > 4 << 20
+    count.unlink()
+
+    shutil.rmtree(devs[0])
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    got = _counted(count)
+    assert healthy // 2 < got <= healthy + (64 << 10), (healthy, got)  # twice before

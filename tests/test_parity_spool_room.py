@@ -2,7 +2,8 @@
 devices' bytes (review8, session 8).
 
 The shared spool (devices/shared.py) keeps in ``$TMPDIR`` the blocks one reader of a
-surviving device has read and the other not yet. The device's own reader reads far
+surviving device over a link (here SFTP hosts: a real sshd) has read and the other not
+yet. The device's own reader reads far
 ahead of the stand-in (it reads one device, the stand-in every survivor, and decodes),
 so without a bound the spool grew to the survivors' whole volumes (19.8 MB of scratch
 for a 30 MB set over 3 data devices). Where ``$TMPDIR`` is small (a tmpfs: memory), the
@@ -24,18 +25,20 @@ from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 
-def _parity_set(tmp_path: Path, device_dirs):
+def _parity_set(tmp_path: Path, device_dirs, sshd):
     src = make_tree(tmp_path / "src", seed=11, files=24, big=(9_000_000, 7_000_001, 8_000_003))
     devs = device_dirs(4)
     cat = str(tmp_path / "cat.sqlite")
-    args = [a for d in devs for a in ("--device", f"file://{d}")]
+    args = [a for d in devs for a in ("--device", sshd.url(d))]
     r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
     assert r.code == 0, r.out + r.err
     return src, devs, cat
 
 
-def test_a_restore_around_a_missing_device_with_little_scratch_room(tmp_path, device_dirs, tmpfs):
-    src, devs, cat = _parity_set(tmp_path, device_dirs)
+def test_a_restore_around_a_missing_device_with_little_scratch_room(
+    tmp_path, device_dirs, tmpfs, sshd
+):
+    src, devs, cat = _parity_set(tmp_path, device_dirs, sshd)
     scratch = tmpfs("scratch", "2m")
     shutil.rmtree(devs[1])  # a data device is lost
     out = tmp_path / "out"
@@ -47,8 +50,10 @@ def test_a_restore_around_a_missing_device_with_little_scratch_room(tmp_path, de
     assert list(scratch.iterdir()) == []  # the scratch directory went with the restore
 
 
-def test_a_verify_around_a_missing_device_with_little_scratch_room(tmp_path, device_dirs, tmpfs):
-    _src, devs, cat = _parity_set(tmp_path, device_dirs)
+def test_a_verify_around_a_missing_device_with_little_scratch_room(
+    tmp_path, device_dirs, tmpfs, sshd
+):
+    _src, devs, cat = _parity_set(tmp_path, device_dirs, sshd)
     scratch = tmpfs("scratch", "2m")
     shutil.rmtree(devs[2])
     r = run_cli("verify", "--catalog", cat, "--json", env={"TMPDIR": str(scratch)})

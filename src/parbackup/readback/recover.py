@@ -139,6 +139,7 @@ def rebuild(
     only: Sequence[str] = (),
     suspects: Sequence[str] = (),
     survey: bool = False,
+    copy_sequential: bool = False,
 ) -> Recovery:
     """Find the set's missing columns (data or parity) and, with ``target_for`` (label
     -> device to write onto), rebuild them.
@@ -148,6 +149,9 @@ def rebuild(
     unit by unit against the row digests, and rebuilt too. Without ``target_for``
     nothing is written; the rows are still read and checked when a column is missing,
     unless ``survey`` (then only the devices and the volumes' sizes are looked at).
+    With ``copy_sequential``, a present data column on a device read front to back only
+    (a tape) is written to ``target_for`` too, as the rows go by, and listed in
+    ``urls`` like a rebuilt one: a restore then reads it there, and the tape once.
     """
     rec = Recovery()
     info = catalog.parity(set_hex)
@@ -205,7 +209,9 @@ def rebuild(
             return rec
         if target_for is not None:
             for col in header.columns:
-                if col.label in wanted:
+                dev = data[col.label]
+                tape = copy_sequential and dev is not None and dev.capabilities.sequential
+                if col.label in wanted or (tape and col.label not in lost):
                     targets[col.label] = ColumnWriter(target_for(col.label), col)
             for i in wanted_parity:
                 label = header.parity[i]
@@ -291,6 +297,7 @@ def _decoded(
     overrides: Sequence[str],
     suspects: Sequence[str],
     work: str,
+    share: bool = True,
 ) -> Recovery | None:
     """Stand-ins that decode only the rows read (devices/decoded.py): one
     ``decoded://`` device per lost data label, its spec written under ``work``. None
@@ -310,7 +317,7 @@ def _decoded(
             continue
         if found.error or len(set(found.missing) | set(lost)) > info["m"] or "volumes" not in info:
             return None
-        if any(url.startswith("tape:") for url in found.where.values()):
+        if any(_scheme(url) == "tape" for url in found.where.values()):
             return None
         data = {c: found.where[c] for c in info["columns"] if c in found.where and c not in lost}
         parity = {
@@ -326,7 +333,7 @@ def _decoded(
     for stripes in by_label.values():
         for one in stripes:  # surviving data devices, read once for both (devices/shared.py)
             one["data"] = {
-                c: url if c in by_label else _shared(url, c, work, total)
+                c: _shared(url, c, work, total) if share and _remote(url, c, by_label) else url
                 for c, url in one["data"].items()
             }
     for label, stripes in by_label.items():
@@ -340,6 +347,20 @@ def _decoded(
             json.dump(spec, fh)
         total.urls.append(f"decoded://{path}")
     return total
+
+
+def _scheme(url: str) -> str:
+    """A device URL's kind, through a test-only ``faulty+`` wrapper."""
+    return url.partition("://")[0].removeprefix("faulty+")
+
+
+def _remote(url: str, label: str, lost: dict) -> bool:
+    """Whether a surviving data device is worth sharing between its reader and the
+    stand-in: a device reached over a link (SFTP, S3), whose bytes would cross twice.
+    A local directory is not: its second read comes from the page cache (bench/parity.py
+    --disk: each device read once from the disk, while a spool cost the restore a
+    third of its speed on CPU)."""
+    return label not in lost and _scheme(url) not in ("file", "memory")
 
 
 def _shared(url: str, label: str, work: str, total: Recovery) -> str:
@@ -381,6 +402,7 @@ def recovered(
     overrides: Sequence[str],
     suspects: Sequence[str] = (),
     origins: Iterable[str] | None = None,
+    share: bool = True,
 ) -> Iterator[Recovery]:
     """Stand-ins for a parity set's missing data devices (and ``suspects``, present
     but damaged) for as long as the block runs; ``Recovery.urls`` names them, to be read
@@ -389,15 +411,18 @@ def recovered(
     the parity covers) the whole columns are rebuilt into a temporary directory. An
     incremental set's records reused from earlier sets lie in those sets' volumes: they
     come back from those sets' own parity, through the same stand-in per label
-    (``origins``: those sets, when the caller knows them already)."""
+    (``origins``: those sets, when the caller knows them already). ``share``: the
+    surviving data devices' readers run on this host (not ``--cluster``), so each
+    device's own reader and the stand-in share its bytes (devices/shared.py)."""
     if origins is None:
         origins = {ref.origin_set for _fid, ref in catalog.records(set_hex) if ref.origin_set}
+    origins = set(origins)
     sets = [s for s in [set_hex, *sorted(set(origins) - {set_hex})] if catalog.parity(s)]
     if not sets:
         yield Recovery()
         return
     with scratch.directory("parbackup-rebuild-") as work:
-        decoded = _decoded(catalog, sets, known, overrides, suspects, work)
+        decoded = _decoded(catalog, sets, known, overrides, suspects, work, share)
         if decoded is not None:
             yield decoded
             return
@@ -416,8 +441,14 @@ def recovered(
             return dev
 
         total = Recovery(parity=True)
+        # a surviving tape's columns are copied as the rebuild reads them, so the restore
+        # does not read the tape a second time; not where a set reuses records of a set
+        # without parity (those would be missing from the copy)
+        whole = len(sets) == 1 + len(set(origins) - {set_hex})
         for one in sets:
-            rec = rebuild(catalog, one, known, overrides, target_for, suspects=suspects)
+            rec = rebuild(
+                catalog, one, known, overrides, target_for, suspects=suspects, copy_sequential=whole
+            )
             total.missing.update(rec.missing)
             total.unrecoverable += rec.unrecoverable
             total.error = total.error or rec.error

@@ -304,7 +304,10 @@ def _restore_files(
                     on_event(FileDone(paths[fid]))
 
         known = catalog.device_urls()
-        with recovered(catalog, set_id, known, options.devices, suspects, origins) as rescue:
+        local = options.executor is None  # (a cluster's readers cannot share a spool)
+        with recovered(
+            catalog, set_id, known, options.devices, suspects, origins, share=local
+        ) as rescue:
             outcome = read_back(
                 bytes.fromhex(set_id),
                 work,

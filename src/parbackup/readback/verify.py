@@ -99,7 +99,9 @@ def run_verify(
     idents = identities(files.items())
 
     def read(suspects: list[str]):
-        with recovered(catalog, info.id, known, devices, suspects) as rescue:
+        with recovered(
+            catalog, info.id, known, devices, suspects, share=executor is None
+        ) as rescue:
             outcome = read_back(
                 bytes.fromhex(info.id),
                 work,
