@@ -59,3 +59,31 @@ def test_a_verify_around_a_missing_device_with_little_scratch_room(
     r = run_cli("verify", "--catalog", cat, "--json", env={"TMPDIR": str(scratch)})
     assert r.code == 3, r.out + r.err
     assert r.json["status"] == "recoverable", r.out + r.err
+
+
+def test_a_restore_around_a_missing_device_beside_a_tape_with_room_for_one_column(
+    tmp_path, device_dirs, tmpfs
+):
+    """With a surviving tape the missing column is rebuilt whole into ``$TMPDIR`` first
+    (the tape cannot be read at random). The tape's own column is copied there too as
+    the rebuild reads it (it is then read once), but only where there is room for it:
+    with room for the missing column alone, copying it too failed the rebuild, and every
+    file of the missing device was named damaged ("device unavailable")."""
+    src = make_tree(tmp_path / "src", seed=13, files=24, big=(7_000_000, 6_000_001, 5_000_003))
+    devs = device_dirs(3)
+    tape = tmp_path / "tape.img"
+    urls = [f"file://{devs[0]}", f"tape://{tape}", f"file://{devs[1]}", f"file://{devs[2]}"]
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 0, r.out + r.err
+    column = sum(p.stat().st_size for p in devs[0].rglob("*.pbv"))
+    assert 5 << 20 < column < 9 << 20
+    scratch = tmpfs("scratch", "11m")  # the missing column fits; it and the tape's do not
+    shutil.rmtree(devs[0])
+    out = tmp_path / "out"
+    env = {"TMPDIR": str(scratch)}
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json", env=env)
+    assert r.code == 3 and r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    assert list(scratch.iterdir()) == []

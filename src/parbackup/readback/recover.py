@@ -211,8 +211,10 @@ def rebuild(
             for col in header.columns:
                 dev = data[col.label]
                 tape = copy_sequential and dev is not None and dev.capabilities.sequential
-                if col.label in wanted or (tape and col.label not in lost):
+                if col.label in wanted:
                     targets[col.label] = ColumnWriter(target_for(col.label), col)
+                elif tape and col.label not in lost:  # a copy only: the tape is still there
+                    targets[col.label] = _Copy(target_for(col.label), col)
             for i in wanted_parity:
                 label = header.parity[i]
                 w = target_for(label).create(info["parity"][i]["name"])
@@ -232,6 +234,8 @@ def rebuild(
                 f"{header.m} parity unit(s) can give back"
             )
         for label, w in targets.items():
+            if isinstance(w, _Copy) and not w.finished():
+                continue  # the copy could not be made: the restore reads the tape again
             w.finish()
             rec.urls.append(label)
         for i, w in parity_targets.items():
@@ -252,6 +256,45 @@ def rebuild(
         rec.where = dict(devices.url_of)
         devices.close()
     return rec
+
+
+class _Copy(ColumnWriter):
+    """A surviving tape's column copied as a rebuild reads it (``copy_sequential``):
+    only a saving. Where its scratch room runs out it stops, gives its volumes back and
+    is not listed, so the rebuild of the missing column, and the restore, go on (the
+    tape is read again) instead of failing for want of room main never needed."""
+
+    def __init__(self, store: Device, column: Column) -> None:
+        super().__init__(store, column)
+        self.failed = False
+
+    def write(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            super().write(data)
+        except (ParbackupError, OSError):
+            self.give_up()
+
+    def finished(self) -> bool:
+        """Whether the copy is whole (False once it gave up)."""
+        if not self.failed:
+            try:
+                super().finish()
+            except (ParbackupError, OSError):
+                self.give_up()
+        return not self.failed
+
+    def finish(self) -> list[tuple[str, int]]:
+        return self.written
+
+    def give_up(self) -> None:
+        self.failed = True
+        self.abort()
+        for name, _size in self.written:
+            with contextlib.suppress(Exception):
+                self.store.delete(name)
+        self.written = []
 
 
 def check_parity(
@@ -349,6 +392,21 @@ def _decoded(
     return total
 
 
+def _room(catalog: Catalog, sets: Sequence[str], work: str) -> bool:
+    """Whether ``work`` has room for every data column of ``sets`` (the missing ones
+    rebuilt, the tapes' copied): a tape is copied only then, never at the cost of the
+    room the missing column's rebuild needs."""
+    need = 0
+    try:
+        for one in sets:
+            info = catalog.parity(one) or {}
+            need += sum(c.length for c in header_from_info(one, info).columns)
+        st = os.statvfs(work)
+    except (FormatError, OSError):
+        return False
+    return st.f_bavail * st.f_frsize > need + (16 << 20)
+
+
 def _scheme(url: str) -> str:
     """A device URL's kind, through a test-only ``faulty+`` wrapper."""
     return url.partition("://")[0].removeprefix("faulty+")
@@ -444,7 +502,7 @@ def recovered(
         # a surviving tape's columns are copied as the rebuild reads them, so the restore
         # does not read the tape a second time; not where a set reuses records of a set
         # without parity (those would be missing from the copy)
-        whole = len(sets) == 1 + len(set(origins) - {set_hex})
+        whole = len(sets) == 1 + len(set(origins) - {set_hex}) and _room(catalog, sets, work)
         for one in sets:
             rec = rebuild(
                 catalog, one, known, overrides, target_for, suspects=suspects, copy_sequential=whole
