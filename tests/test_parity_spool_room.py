@@ -14,6 +14,7 @@ smaller than a surviving device's 10 MB of volumes."""
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
+from parbackup.devices.registry import open_device
+from parbackup.redundancy.layout import Column
+from parbackup.redundancy.stripe import CopyWriter
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -87,3 +91,19 @@ def test_a_restore_around_a_missing_device_beside_a_tape_with_room_for_one_colum
     assert r.code == 3 and r.json["status"] == "ok", r.out + r.err
     assert snapshot(restored_root(out, src)) == snapshot(src)
     assert list(scratch.iterdir()) == []
+
+
+def test_a_column_copy_that_runs_out_of_room_gives_it_back(tmp_path, tmpfs):
+    """``CopyWriter`` (redundancy/stripe.py) on a real tmpfs that fills up: the copy
+    stops without raising, is not whole, and leaves none of its volumes behind."""
+    room = tmpfs("room", "1m")
+    dev = open_device(f"file://{room}")
+    dev.open()
+    column = Column("c0", (("sets/x/c0-0001.pbv", 600_000), ("sets/x/c0-0002.pbv", 900_000)))
+    copy = CopyWriter(dev, column)
+    data = random.Random(3).randbytes(column.length)
+    for at in range(0, len(data), 1 << 16):
+        copy.write(data[at : at + (1 << 16)])  # never raises
+    assert not copy.finished()
+    assert [o.name for o in dev.list("sets/")] == []
+    dev.close()

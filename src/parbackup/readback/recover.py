@@ -30,6 +30,7 @@ from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import (
     HEADER_CHUNK,
     ColumnWriter,
+    CopyWriter,
     ParityReader,
     open_parity,
     walk_rows,
@@ -214,7 +215,7 @@ def rebuild(
                 if col.label in wanted:
                     targets[col.label] = ColumnWriter(target_for(col.label), col)
                 elif tape and col.label not in lost:  # a copy only: the tape is still there
-                    targets[col.label] = _Copy(target_for(col.label), col)
+                    targets[col.label] = CopyWriter(target_for(col.label), col)
             for i in wanted_parity:
                 label = header.parity[i]
                 w = target_for(label).create(info["parity"][i]["name"])
@@ -234,7 +235,7 @@ def rebuild(
                 f"{header.m} parity unit(s) can give back"
             )
         for label, w in targets.items():
-            if isinstance(w, _Copy) and not w.finished():
+            if isinstance(w, CopyWriter) and not w.finished():
                 continue  # the copy could not be made: the restore reads the tape again
             w.finish()
             rec.urls.append(label)
@@ -256,45 +257,6 @@ def rebuild(
         rec.where = dict(devices.url_of)
         devices.close()
     return rec
-
-
-class _Copy(ColumnWriter):
-    """A surviving tape's column copied as a rebuild reads it (``copy_sequential``):
-    only a saving. Where its scratch room runs out it stops, gives its volumes back and
-    is not listed, so the rebuild of the missing column, and the restore, go on (the
-    tape is read again) instead of failing for want of room main never needed."""
-
-    def __init__(self, store: Device, column: Column) -> None:
-        super().__init__(store, column)
-        self.failed = False
-
-    def write(self, data: bytes) -> None:
-        if self.failed:
-            return
-        try:
-            super().write(data)
-        except (ParbackupError, OSError):
-            self.give_up()
-
-    def finished(self) -> bool:
-        """Whether the copy is whole (False once it gave up)."""
-        if not self.failed:
-            try:
-                super().finish()
-            except (ParbackupError, OSError):
-                self.give_up()
-        return not self.failed
-
-    def finish(self) -> list[tuple[str, int]]:
-        return self.written
-
-    def give_up(self) -> None:
-        self.failed = True
-        self.abort()
-        for name, _size in self.written:
-            with contextlib.suppress(Exception):
-                self.store.delete(name)
-        self.written = []
 
 
 def check_parity(
