@@ -24,6 +24,7 @@ from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.devices.url import parse_url
 from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageError
 from parbackup.model import Label
 from parbackup.redundancy.layout import Column
@@ -370,8 +371,12 @@ def _room(catalog: Catalog, sets: Sequence[str], work: str) -> bool:
 
 
 def _scheme(url: str) -> str:
-    """A device URL's kind, through a test-only ``faulty+`` wrapper."""
-    return url.partition("://")[0].removeprefix("faulty+")
+    """A device URL's kind (``file`` for a plain path), through a test-only ``faulty+``
+    wrapper."""
+    try:
+        return parse_url(url).scheme.removeprefix("faulty+")
+    except UsageError:
+        return ""
 
 
 def _remote(url: str, label: str, lost: dict) -> bool:
