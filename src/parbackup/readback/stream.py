@@ -66,14 +66,34 @@ def restore_to_stream(
     files = [
         f
         for f in catalog.files(info.id)
-        if f.state in RESTORABLE_FILE_STATES
-        and f.entry.kind is Kind.FILE
+        if f.entry.kind in (Kind.FILE, Kind.HARDLINK)
+        and (f.state in RESTORABLE_FILE_STATES or f.entry.kind is Kind.HARDLINK)
         and matches(f.entry.path, [wanted])
     ]
+    plain = [f for f in files if f.entry.kind is Kind.FILE]
+    if len(plain) == 1 and all(
+        f.entry.link == plain[0].entry.path for f in files if f not in plain
+    ):
+        files = plain  # one file and names of it: its bytes, as before names were matched
     if len(files) != 1:
         names = ", ".join(f.entry.path for f in files[:5]) or "none"
         raise RestoreError(f"--stdout needs exactly one file; {pattern!r} matches {names}")
     chosen = files[0]
+    if chosen.entry.kind is Kind.HARDLINK:
+        # another name of a file met earlier in the scan: its bytes are that file's
+        # (it used to be "matches none": the data could not be had through this name)
+        link = chosen.entry.link
+        first = [
+            f
+            for f in catalog.files(info.id)  # a second pass: a set's rows are not all held
+            if f.entry.path == link and f.entry.kind is Kind.FILE
+        ]
+        if not first or first[0].state not in RESTORABLE_FILE_STATES:
+            why = first[0].state if first else "not in the set"
+            raise RestoreError(
+                f"{chosen.entry.path} is a hard link of {chosen.entry.link}, which is {why}"
+            )
+        chosen = first[0]
     records: dict[str, list[tuple[int, RecordRef]]] = {}
     for fid, ref in catalog.records(info.id):
         if fid == chosen.file_id and ref.size:
