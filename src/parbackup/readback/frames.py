@@ -21,6 +21,7 @@ from parbackup.devices.base import Device
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
+    checksum,
     end_record,
     parse_record_header,
     read_volume_header,
@@ -29,6 +30,8 @@ from parbackup.model import RecordRef
 
 _END_SIZE = len(end_record(bytes(16), 0).encode())
 _SPAN = 16 << 20
+_PEEK = 64 << 10
+"""Bytes read to parse a record header of unknown length (path and link included)."""
 _PLAIN = Codec(CodecSpec())
 
 
@@ -88,7 +91,11 @@ def _check_volume(
     place = Place(place_label, volume_id)
     at = head.length
     empties: list[tuple[int, RecordRef]] = []
+    metas = 0
     for fid, ref in refs:
+        if ref.position > at:  # a file's extended attributes (no catalog reference)
+            at, n = _skip_metas(device, set_id, volume, at, ref.position, out)
+            metas += n
         if ref.position != at:
             out.append(
                 FrameDamage(volume, fid, f"record expected at {at}, catalog says {ref.position}")
@@ -99,6 +106,8 @@ def _check_volume(
     out.extend(_check_empties(device, set_id, volume, empties, codec, place))
     if not expect_end:
         return out
+    at, n = _skip_metas(device, set_id, volume, at, None, out)
+    metas += n
     tail = device.read(volume, at, _END_SIZE + 1)
     if len(tail) != _END_SIZE:
         what = "cut short" if len(tail) < _END_SIZE else "longer than its end record"
@@ -109,9 +118,42 @@ def _check_volume(
     except FormatError as exc:
         out.append(FrameDamage(volume, None, f"damaged end record: {exc}"))
         return out
-    if end.kind != "end" or end.set_id != set_id or end.file_size != len(refs):
+    if end.kind != "end" or end.set_id != set_id or end.file_size != len(refs) + metas:
         out.append(FrameDamage(volume, None, "end record does not match the catalog"))
     return out
+
+
+def _skip_metas(
+    device: Device,
+    set_id: bytes,
+    volume: str,
+    at: int,
+    until: int | None,
+    out: list[FrameDamage],
+) -> tuple[int, int]:
+    """Step over the kind-8 records (a file's extended attributes, engine/mover.py
+    ``meta_record``) from ``at``: the catalog keeps their payload with the file, not a
+    reference to them, so they lie between the records it knows and the end record
+    counts them. Each one's header is checked (CRC, set) and a plain one's payload
+    against its digest. Returns where the next record starts and how many were met.
+    Before, every volume holding one was called damaged by verify."""
+    met = 0
+    while until is None or at < until:
+        blob = device.read(volume, at, _PEEK)
+        try:
+            head = parse_record_header(blob)
+        except (FormatError, ValueError, KeyError):
+            break
+        if head.kind != "meta" or head.set_id != set_id:
+            break
+        size = len(head.encode())
+        if head.stored < 0:
+            payload = device.read(volume, at + size, head.size)
+            if len(payload) != head.size or checksum(payload) != head.checksum:
+                out.append(FrameDamage(volume, None, f"damaged attributes record at {at}"))
+        at += size + head.stored_size
+        met += 1
+    return at, met
 
 
 def _check_empties(
