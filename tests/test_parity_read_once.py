@@ -118,3 +118,41 @@ def test_a_surviving_tape_is_read_once_when_a_device_is_missing(tmp_path, device
     assert snapshot(restored_root(out, src)) == snapshot(src)
     got = _counted(count)
     assert healthy // 2 < got <= healthy + (64 << 10), (healthy, got)  # twice before
+
+
+def test_surviving_s3_devices_are_read_once_when_a_device_is_missing(
+    tmp_path, device_dirs, s3_server
+):
+    """The same on an object store (moto's S3 server): each surviving prefix gives its
+    objects' bytes once; the lost device is a directory."""
+    src = make_tree(tmp_path / "src", seed=10, files=30, big=(9_000_000, 7_000_001))
+    bucket = s3_server.bucket("read-once")
+    devs = device_dirs(2)
+    counts = [tmp_path / "read0", tmp_path / "read1"]
+    urls = [
+        "faulty+" + s3_server.url(bucket, "a", f"count={counts[0]}"),
+        "faulty+" + s3_server.url(bucket, "b", f"count={counts[1]}"),
+        f"file://{devs[0]}",
+        f"file://{devs[1]}",
+    ]
+    cat = str(tmp_path / "cat.sqlite")
+    args = [a for u in urls for a in ("--device", u)]
+    r = run_cli("backup", str(src), *args, "--catalog", cat, "--parity", "1", "--json")
+    assert r.code == 0, r.err
+    r = run_cli("restore", "--target", str(tmp_path / "healthy"), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    healthy = [_counted(c) for c in counts]
+    assert min(healthy) > 4 << 20
+    for c in counts:
+        c.unlink()
+
+    shutil.rmtree(devs[0])
+    out = tmp_path / "out"
+    r = run_cli("restore", "--target", str(out), "--catalog", cat, "--json")
+    assert r.json["status"] == "ok", r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+    got = [_counted(c) for c in counts]
+    for i in (0, 1):
+        # the healthy restore read (about) every byte of the volumes; now no more than
+        # that (about twice before)
+        assert healthy[i] <= got[i] <= healthy[i] + (1 << 20), (i, healthy, got)

@@ -163,16 +163,23 @@ class SharedDevice(Device):
         with self.mutex:
             vol = self.volumes.get(name)
             if vol is None:
-                vol = self.volumes[name] = _Volume(self.spool, name, self._dev().size(name))
+                try:
+                    vol = _Volume(self.spool, name, self._dev().size(name))
+                except OSError as exc:
+                    raise DeviceError(f"{self.url.display}: spool {self.spool}: {exc}") from exc
+                self.volumes[name] = vol
             end = min(offset + length, vol.size)
             if offset >= end:
                 return memoryview(b"")
             lo, hi = offset // BLOCK, (end + BLOCK - 1) // BLOCK
-            fcntl.lockf(vol.state, fcntl.LOCK_EX, hi - lo, lo, os.SEEK_SET)
             try:
-                return self._read_locked(name, vol, offset, end, lo, hi, buf)
-            finally:
-                fcntl.lockf(vol.state, fcntl.LOCK_UN, hi - lo, lo, os.SEEK_SET)
+                fcntl.lockf(vol.state, fcntl.LOCK_EX, hi - lo, lo, os.SEEK_SET)
+                try:
+                    return self._read_locked(name, vol, offset, end, lo, hi, buf)
+                finally:
+                    fcntl.lockf(vol.state, fcntl.LOCK_UN, hi - lo, lo, os.SEEK_SET)
+            except OSError as exc:  # the spool's disk (full, gone): one clear line
+                raise DeviceError(f"{self.url.display}: spool {self.spool}: {exc}") from exc
 
     def _read_locked(
         self, name: str, vol: _Volume, offset: int, end: int, lo: int, hi: int, buf: bytearray
