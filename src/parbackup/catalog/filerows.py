@@ -158,22 +158,30 @@ class FileRows:
             " ctime_ns, ino FROM files WHERE set_id=? ORDER BY file_id",
             (set_id,),
         )
+        kinds, dec, entry, made = _KINDS.get, _dec, FileEntry, CatalogFile  # locals: a
+        enc, errors = _FS_ENCODING, _FS_ERRORS  # set's rows are many
+        meta = metas.get if metas else None
         for r in cur:
-            if r[2] not in _KINDS:
+            kind = kinds(r[2])
+            if kind is None:
                 raise CatalogError(f"{self.path} is damaged: unknown kind {r[2]!r}")
-            entry = FileEntry(  # by position: path, kind, size, mode, mtime_ns, uid,
-                _dec(r[1]),  # gid, link, source, ctime_ns, ino, read_from, meta
-                _KINDS[r[2]],
-                r[3],
-                r[4],
-                r[7],
-                r[5],
-                r[6],
-                _dec(r[8]),
-                "",
-                r[10],
-                r[11],
-                "",
-                metas.get(r[0], b""),
+            path, link = r[1], r[8]
+            yield made(
+                r[0],
+                entry(  # by position: path, kind, size, mode, mtime_ns, uid, gid, link,
+                    path.decode(enc, errors) if type(path) is bytes else dec(path),  # source,
+                    kind,  # ctime_ns, ino, read_from, meta
+                    r[3],
+                    r[4],
+                    r[7],
+                    r[5],
+                    r[6],
+                    "" if link == b"" else dec(link),
+                    "",
+                    r[10],
+                    r[11],
+                    "",
+                    b"" if meta is None else meta(r[0], b""),
+                ),
+                r[9],
             )
-            yield CatalogFile(r[0], entry, r[9])
