@@ -256,6 +256,7 @@ def devices_for_labels(
                 dev.device.close()
         for d in dead:
             missing.setdefault(f"url:{d.url}", d.reason)
+    elsewhere: dict[str, OpenDevice] = {}  # label -> a known URL that now holds it
     for label, url in known.items():
         if label in found:
             continue
@@ -267,8 +268,21 @@ def devices_for_labels(
         if dead:
             missing[label] = dead[0].reason
         elif alive[0].label.label != label:
-            missing[label] = f"{url} now holds another device (label {alive[0].label.label})"
-            alive[0].device.close()
+            other = alive[0].label.label
+            missing[label] = f"{url} now holds another device (label {other})"
+            if other in known and other not in elsewhere:
+                elsewhere[other] = alive[0]
+            else:
+                alive[0].device.close()
         else:
             found[label] = alive[0]
+    # Devices that swapped places (two disks mounted the other way round) are still
+    # recognised by their labels (D4), as restore and verify recognise them
+    # (readback/core.py): a label not at its own URL but at another known one is there.
+    for label, dev in elsewhere.items():
+        if label in found:
+            dev.device.close()
+        else:
+            found[label] = dev
+            missing.pop(label, None)
     return found, {k: v for k, v in missing.items() if not k.startswith("url:")}

@@ -150,18 +150,32 @@ class _Run:
         for label in [lb for lb in rest if lb not in known]:
             missing[label] = "not known to the catalog"
         rest = [lb for lb in rest if lb in known]
-        attempts = [(label, self.start(known[label], {label})) for label in rest]
+        # Each known URL may answer for any needed label, as a -d does: devices that
+        # swapped places (two disks mounted the other way round) are still recognised by
+        # their labels (D4). Before, each was "now holds another device" and the set was
+        # called damaged until both were named with -d.
+        attempts = [(label, self.start(known[label], needed)) for label in rest]
         for label, w in attempts:
             if isinstance(w, str):
                 missing[label] = w
         rest = [label for label, w in attempts if not isinstance(w, str)]
         started = [w for _label, w in attempts if not isinstance(w, str)]
+        why: dict[str, str] = {}
         for i, answer in _await_open(started, OPEN_SECONDS).items():
-            if isinstance(answer, Opened):
+            if isinstance(answer, Opened) and answer.label not in self.readers:
                 self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
+                if answer.label != rest[i]:
+                    why[rest[i]] = f"{answer.url} now holds another device (label {answer.label})"
             else:
-                missing[rest[i]] = answer
+                if isinstance(answer, Opened):
+                    why[rest[i]] = f"{answer.url} now holds another device (label {answer.label})"
+                    started[i].send(None)
+                else:
+                    why[rest[i]] = answer
                 _end(started[i])
+        for label in rest:
+            if label not in self.readers:
+                missing[label] = why.get(label, "not reached")
         return missing
 
     def lost(self, reader: _Reader, reason: str) -> None:
