@@ -22,6 +22,7 @@ from kinds import (
 
 from parbackup.devices.base import LABEL_NAME, Device
 from parbackup.devices.registry import open_device
+from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 
 KINDS = ["memory", "file", "tape-file", "tape-fifo", "sftp", "s3"]
@@ -202,3 +203,28 @@ def test_read_only_open(kind: Kind) -> None:
         assert {o.name for o in again.list("")} == {LABEL_NAME, "sets/x/vol-0001.pbv"}
     finally:
         again.close()
+
+
+def test_a_writer_keeps_none_of_the_callers_buffer(kind: Kind) -> None:
+    """``ObjectWriter.write``'s contract (devices/base.py): once it returns, ``data`` is
+    the caller's again. The mover writes every gather of small records from one buffer
+    it refills at once (engine/mover.py): a writer, or a wrapper (retry, throttle), that
+    kept a view to send later would store the next records' bytes in these' place (a
+    volume whose records fail their digests). Here each write's buffer is overwritten
+    the moment ``write`` returns, through the retry and throttle wrappers."""
+    dev = RetryingDevice(opened(kind.url("limit=1G")))
+    dev.ensure_label()
+    buf = bytearray(256 * 1024)
+    writer = dev.create("sets/x/vol-0001.pbv")
+    for at in range(0, len(BIG), 70_001):
+        part = BIG[at : at + 70_001]
+        buf[: len(part)] = part
+        writer.write(memoryview(buf)[: len(part)])
+        buf[: len(part)] = b"\xee" * len(part)  # the next gather, at once
+    writer.commit()
+    back = reopen(kind, dev)
+    try:
+        with back.open_read("sets/x/vol-0001.pbv") as stream:
+            assert stream.read() == BIG
+    finally:
+        back.close()

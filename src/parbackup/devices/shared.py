@@ -15,6 +15,11 @@ device again. So each
 surviving byte crosses from the device once, and the spool holds what one reader has
 read and the other not yet: about the distance between them, at most the volumes read
 by only one of them (a partial restore), on local scratch disk, never in memory.
+That distance is bounded: a device's own reader reads one device while the stand-in
+reads every survivor and decodes, so it runs ahead by up to whole volumes. Past
+``SPOOL_BYTES`` held in a spool, or when the scratch file system refuses a write (a
+small tmpfs ``$TMPDIR``), a read goes to the device without the spool (both readers read
+those bytes, as without sharing): scratch room never decides whether a restore works.
 
 Which blocks are in the spool is one state byte per block in a file beside it, read and
 written under a POSIX record lock over the blocks a read covers, so two processes never
@@ -28,6 +33,7 @@ stand-in). Read-only; anything not a volume read (label, listing) goes to the de
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import fcntl
@@ -39,10 +45,13 @@ from typing import Any
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
-from parbackup.errors import DeviceError, DeviceMissingError
+from parbackup.devices.url import parse_url
+from parbackup.errors import DeviceError, DeviceMissingError, ParbackupError
 from parbackup.model import Capabilities, Label, Space
 
 BLOCK = 1 << 20
+SPOOL_BYTES = 64 << 20
+"""At most this much of a device's bytes waits in its spool (module docstring)."""
 _HELD = 1
 """State bit: the block's bytes are in the spool."""
 _PASSED = (2, 4)
@@ -81,6 +90,12 @@ class SharedDevice(Device):
 
     def __init__(self, url: Any) -> None:
         super().__init__(url)
+        self.spec = url.path
+        # a reader names the device itself (damage, verify's suspects by URL, byte
+        # counts), never this spec in a scratch directory gone after the command
+        bad = (OSError, ValueError, KeyError, TypeError, ParbackupError)
+        with contextlib.suppress(*bad), open(self.spec, "rb") as fh:
+            self.url = parse_url(str(json.load(fh)["url"]))
         self.inner: Device | None = None
         self.spool, self.role = "", 0
         self.volumes: dict[str, _Volume] = {}
@@ -91,7 +106,7 @@ class SharedDevice(Device):
         if write:
             raise DeviceError(f"{self.url.display}: a shared device is read-only")
         try:
-            with open(self.url.path, "rb") as fh:
+            with open(self.spec, "rb") as fh:
                 spec = json.load(fh)
             self.spool, self.role = str(spec["spool"]), int(spec["role"]) % 2
             inner = RetryingDevice(open_device(str(spec["url"])))
@@ -173,11 +188,17 @@ class SharedDevice(Device):
         answer from the spool, mark the blocks this reader has passed, free the blocks
         both have passed."""
         states = bytearray(os.pread(vol.state, hi - lo, lo).ljust(hi - lo, b"\0"))
-        mine, both = _PASSED[self.role], _PASSED[0] | _PASSED[1]
+        mine, other = _PASSED[self.role], _PASSED[1 - self.role]
         if any(s & mine and not s & _HELD for s in states):
             # back to bytes this reader has passed (a verify's frame check after its
             # records): the other reader will not want them now; just these bytes
             return self._dev().read_view(name, offset, end - offset, buf)
+        fetch = sum(1 for s in states if not s & _HELD)
+        if any(s & other and not s & _HELD for s in states) or (
+            fetch and not self._room(fetch * BLOCK)
+        ):
+            # the other reader passed these bytes unspooled, or the spool is full
+            return self._unspooled(name, vol, states, offset, end, lo, hi, buf)
         i = 0
         while i < hi - lo:
             if states[i] & _HELD:
@@ -192,7 +213,13 @@ class SharedDevice(Device):
                 raise DeviceError(
                     f"{self.url.display}: {name}: {len(data)} bytes at {start}, not {stop - start}"
                 )
-            os.pwrite(vol.data, data, start)
+            try:
+                written = os.pwrite(vol.data, data, start)
+            except OSError:
+                written = -1
+            if written != len(data):  # the scratch file system is full: not these
+                _punch(vol.data, start, stop - start)
+                return self._unspooled(name, vol, states, offset, end, lo, hi, buf)
             for b in range(i, j):
                 states[b] |= _HELD
             i = j
@@ -202,11 +229,51 @@ class SharedDevice(Device):
                 raise DeviceError(f"{self.url.display}: {name}: the spool is short")
         else:
             out = memoryview(os.pread(vol.data, end - offset, offset))
+        self._passed(vol, states, end, lo, hi)
+        return out
+
+    def _unspooled(
+        self,
+        name: str,
+        vol: _Volume,
+        states: bytearray,
+        offset: int,
+        end: int,
+        lo: int,
+        hi: int,
+        buf: bytearray,
+    ) -> memoryview:
+        """``read`` straight from the device, the spool's state kept (blocks passed)."""
+        out = self._dev().read_view(name, offset, end - offset, buf)
+        self._passed(vol, states, end, lo, hi)
+        return out
+
+    def _room(self, more: int) -> bool:
+        """Whether ``more`` bytes fit in the spool under ``SPOOL_BYTES`` (what its
+        volumes' files hold now, holes punched out)."""
+        held = 0
+        try:
+            with os.scandir(self.spool) as found:
+                for entry in found:
+                    if entry.name.endswith(".data"):
+                        held += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            return False
+        return held + more <= SPOOL_BYTES
+
+    def _passed(self, vol: _Volume, states: bytearray, end: int, lo: int, hi: int) -> None:
+        """Mark the blocks this reader has read past, free those both have, save."""
+        mine, both = _PASSED[self.role], _PASSED[0] | _PASSED[1]
+        freed = []
         for b in range(hi - lo):
             if min((lo + b + 1) * BLOCK, vol.size) <= end:
                 states[b] |= mine
             if states[b] & both == both and states[b] & _HELD:
                 states[b] &= ~_HELD
-                _punch(vol.data, (lo + b) * BLOCK, BLOCK)
-        os.pwrite(vol.state, bytes(states), lo)
-        return out
+                freed.append(lo + b)
+        try:
+            os.pwrite(vol.state, bytes(states), lo)
+        except OSError:  # a full scratch file system: the blocks stay held, unfreed
+            return
+        for b in freed:  # only once no state says their bytes are still there
+            _punch(vol.data, b * BLOCK, BLOCK)

@@ -31,6 +31,7 @@ from parbackup.redundancy.layout import Column
 from parbackup.redundancy.stripe import (
     HEADER_CHUNK,
     ColumnWriter,
+    CopyWriter,
     ParityReader,
     open_parity,
     walk_rows,
@@ -212,8 +213,10 @@ def rebuild(
             for col in header.columns:
                 dev = data[col.label]
                 tape = copy_sequential and dev is not None and dev.capabilities.sequential
-                if col.label in wanted or (tape and col.label not in lost):
+                if col.label in wanted:
                     targets[col.label] = ColumnWriter(target_for(col.label), col)
+                elif tape and col.label not in lost:  # a copy only: the tape is still there
+                    targets[col.label] = CopyWriter(target_for(col.label), col)
             for i in wanted_parity:
                 label = header.parity[i]
                 w = target_for(label).create(info["parity"][i]["name"])
@@ -233,6 +236,8 @@ def rebuild(
                 f"{header.m} parity unit(s) can give back"
             )
         for label, w in targets.items():
+            if isinstance(w, CopyWriter) and not w.finished():
+                continue  # the copy could not be made: the restore reads the tape again
             w.finish()
             rec.urls.append(label)
         for i, w in parity_targets.items():
@@ -350,6 +355,21 @@ def _decoded(
     return total
 
 
+def _room(catalog: Catalog, sets: Sequence[str], work: str) -> bool:
+    """Whether ``work`` has room for every data column of ``sets`` (the missing ones
+    rebuilt, the tapes' copied): a tape is copied only then, never at the cost of the
+    room the missing column's rebuild needs."""
+    need = 0
+    try:
+        for one in sets:
+            info = catalog.parity(one) or {}
+            need += sum(c.length for c in header_from_info(one, info).columns)
+        st = os.statvfs(work)
+    except (FormatError, OSError):
+        return False
+    return st.f_bavail * st.f_frsize > need + (16 << 20)
+
+
 def _scheme(url: str) -> str:
     """A device URL's kind (``file`` for a plain path), through a test-only ``faulty+``
     wrapper."""
@@ -449,7 +469,7 @@ def recovered(
         # a surviving tape's columns are copied as the rebuild reads them, so the restore
         # does not read the tape a second time; not where a set reuses records of a set
         # without parity (those would be missing from the copy)
-        whole = len(sets) == 1 + len(set(origins) - {set_hex})
+        whole = len(sets) == 1 + len(set(origins) - {set_hex}) and _room(catalog, sets, work)
         for one in sets:
             rec = rebuild(
                 catalog, one, known, overrides, target_for, suspects=suspects, copy_sequential=whole

@@ -177,6 +177,47 @@ class ColumnWriter:
                 self.writer.abort()
 
 
+class CopyWriter(ColumnWriter):
+    """A present column copied as a rebuild reads it (readback/recover.py: a surviving
+    tape's, so the restore reads it once): only a saving. Where its room runs out it
+    stops and gives its volumes back (``finished`` is then False), so the rebuild of
+    the missing columns goes on instead of failing for want of room it never needed."""
+
+    def __init__(self, store: Store, column: Column) -> None:
+        super().__init__(store, column)
+        self.failed = False
+
+    def write(self, data: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            super().write(data)
+        except (ParbackupError, OSError):
+            self.give_up()
+
+    def finished(self) -> bool:
+        """Whether the copy is whole (False once it gave up)."""
+        if not self.failed:
+            try:
+                super().finish()
+            except (ParbackupError, OSError):
+                self.give_up()
+        return not self.failed
+
+    def finish(self) -> list[tuple[str, int]]:
+        return self.written
+
+    def give_up(self) -> None:
+        self.failed = True
+        self.abort()
+        delete = getattr(self.store, "delete", None)  # a device has it (not every Store)
+        for name, _size in self.written:
+            with contextlib.suppress(Exception):
+                if delete is not None:
+                    delete(name)
+        self.written = []
+
+
 def write_parity(
     set_id: bytes,
     columns: Sequence[tuple[Column, Store]],
