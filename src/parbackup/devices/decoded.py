@@ -34,7 +34,7 @@ from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, DeviceMissingError, FormatError, ParbackupError
 from parbackup.model import Capabilities, Label, Space
-from parbackup.redundancy.codec import CODEC, RowCodec, check_params
+from parbackup.redundancy.codec import CODEC, RowCodec, check_params, tune_allocator
 from parbackup.redundancy.isal import Decoder, address
 from parbackup.redundancy.layout import Column, rows_of
 from parbackup.redundancy.stripe import HEADER_CHUNK, open_parity
@@ -69,6 +69,10 @@ class _Stripe:
         self.rows: OrderedDict[int, bytes] = OrderedDict()
         self.units: dict[int, bytearray] = {}
         """A reusable buffer per surviving unit of a row (data, then parity)."""
+        # each row's units are read as fresh 1 MiB blocks: from the heap, not fresh mmaps
+        # (redundancy/codec.py; the 8 MiB header read did this by chance until the
+        # header was read in small chunks, and the degraded restore ran at half speed)
+        tune_allocator()
         self.decoder = Decoder.load(header.k, header.m, header.unit)
         self.codec = None if self.decoder else RowCodec(header.k, header.m, header.unit)
         self.spare: list[bytearray] = []
