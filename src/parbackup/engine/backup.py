@@ -29,7 +29,6 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
-from parbackup.engine.incremental import incremental_reuse, lacking_volumes, same_xattrs
 from parbackup.engine.parity import ParityStream, finish_parity, split_devices
 from parbackup.engine.prepare import (
     SourceHosts,
@@ -40,8 +39,9 @@ from parbackup.engine.prepare import (
     scan,
     source_specs,
 )
-from parbackup.engine.recovery import clean_interrupted, resume_reuse
+from parbackup.engine.recovery import clean_interrupted
 from parbackup.engine.report import BackupOptions, BackupReport
+from parbackup.engine.reusing import earlier_reuse
 from parbackup.engine.samples import ProgressSampler
 from parbackup.engine.selecting import (
     automatic_excludes,
@@ -55,7 +55,7 @@ from parbackup.entries import Entries, hardlinks_of
 from parbackup.errors import BackupFailedError
 from parbackup.format import new_set_id
 from parbackup.model import DeviceReport, Skipped
-from parbackup.plan.reuse import Reuse, without_volumes
+from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
@@ -337,61 +337,16 @@ class _Backup:
             yield
 
     def reuse(self, names: list[str], entries: Entries, usable: Set[str]) -> Reuse:
-        """What earlier sets already hold (incremental parent, or a dead run to resume),
-        on the devices with labels ``usable`` only (those that opened for this run)."""
-        reuse = Reuse()
+        """What earlier sets already hold (``engine/reusing.py``), on the devices with
+        labels ``usable`` only (those that opened for this run)."""
         self._entries = entries
-        sealed = self.options.codec is not None and self.options.codec.encrypted
-        if self.options.incremental:
-            found = incremental_reuse(
-                self.catalog,
-                names,
-                entries,
-                rehash=self.rehash_opener(),
-                usable=usable,
-                sealed=sealed,
-            )
-            if found is None:
-                self.on_event(Notice("no earlier set of these sources: making a full backup"))
-            reuse = found or reuse
-        # with --parity, never resume: an interrupted run's volumes have no parity (its
-        # set never got a stripe), so records reused from them would be lost with their
-        # device, in a set that claims to survive that loss
-        if (
-            not reuse.parent
-            and not self.options.parity
-            and (resumed := resume_reuse(self.catalog, names, entries, usable, sealed))
-        ):
-            reuse = resumed
-            self.resumed_from = resumed.resumed
-            self.on_event(
-                Notice(f"resuming: {resumed.bytes} bytes an interrupted run wrote are reused")
-            )
-        keep = same_xattrs(self.catalog, reuse, self.options.xattrs)
-        if keep is None:
-            source = reuse.parent or self.resumed_from
-            self.on_event(Notice(f"{source} was taken with --no-xattrs: every file is read again"))
-            self.resumed_from = ""
-            return Reuse()
-        if keep.records:
-            self.drop_lacking(keep)
-        return keep
-
-    def drop_lacking(self, reuse: Reuse) -> None:
-        """Copy again the files whose reused records lie in a volume their device no
-        longer holds (whole), rather than list bytes that are gone; name each volume."""
-        lacking = lacking_volumes(reuse, self.urls)
-        files = without_volumes(reuse, set(lacking))
-        for (_label, volume), why in sorted(lacking.items()):
-            self.lacking.append(Skipped(volume, why))
-            self.on_event(
-                Notice(
-                    f"{why}: the sets that list it are damaged (run verify);"
-                    " the files it held are copied again"
-                )
-            )
-        if files:
-            log.warning("%d file(s) copied again: their earlier volumes are gone", len(files))
+        found = earlier_reuse(
+            self.catalog, names, entries, usable, self.urls, self.options,
+            self.rehash_opener(), self.on_event,
+        )  # fmt: skip
+        self.resumed_from = found.resumed_from
+        self.lacking += found.lacking
+        return found.reuse
 
     def rehash_opener(self):
         """For ``--rehash``: open an entry's file through its source."""

@@ -16,7 +16,17 @@ from parbackup.devices.url import parse_url
 from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.entries import Entries
 from parbackup.errors import DeviceMissingError, ParbackupError, UsageError
-from parbackup.plan.reuse import Opener, Previous, Reuse, origin_of, select, volume_needs
+from parbackup.model import Skipped
+from parbackup.plan.reuse import (
+    Opener,
+    Previous,
+    Reuse,
+    origin_of,
+    select,
+    volume_needs,
+    without_volumes,
+)
+from parbackup.progress import EventSink, Notice
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +164,23 @@ def lacking_volumes(reuse: Reuse, urls: Mapping[str, str]) -> dict[tuple[str, st
     finally:
         close_all(list(opened.values()))
     return out
+
+
+def drop_lacking(reuse: Reuse, urls: Mapping[str, str], on_event: EventSink) -> list[Skipped]:
+    """Leave out of ``reuse`` the files whose reused records lie in a volume its device
+    no longer holds (whole), so they are copied again rather than listed as bytes that
+    are gone; each such volume is named (a notice, and the report's ``lacking``)."""
+    lacking = lacking_volumes(reuse, urls)
+    files = without_volumes(reuse, set(lacking))
+    named = []
+    for (_label, volume), why in sorted(lacking.items()):
+        named.append(Skipped(volume, why))
+        on_event(
+            Notice(
+                f"{why}: the sets that list it are damaged (run verify);"
+                " the files it held are copied again"
+            )
+        )
+    if files:
+        log.warning("%d file(s) copied again: their earlier volumes are gone", len(files))
+    return named
