@@ -141,14 +141,19 @@ class _CpuGroup:
         return int((self.path / "cpuacct.usage").read_text()) / 1e9
 
     def __exit__(self, *exc: object) -> None:
-        if self.path is None:
+        if self.path is not None:
+            remove_cgroup(self.path)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup the bench made, once its last processes are gone (they end a
+    moment after the command does)."""
+    for _ in range(100):
+        try:
+            path.rmdir()
             return
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.05)
+        except OSError:
+            time.sleep(0.05)
 
 
 def _cgroup2_root() -> Path | None:

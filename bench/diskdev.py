@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from common import remove_cgroup
 
 BLKIO = Path("/sys/fs/cgroup/blkio")
 
@@ -130,14 +131,8 @@ class ReadLimit:
         return out
 
     def __exit__(self, *exc: object) -> None:
-        if self.path is None:
-            return
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.05)  # its last processes end a moment after the command
+        if self.path is not None:
+            remove_cgroup(self.path)
 
 
 def forget(root: str) -> None:

@@ -150,6 +150,33 @@ class Codec:
             return self.digest(data)
         return blake3(data).digest()
 
+    def open_record(
+        self, header: Any, stored: bytes | memoryview, place: Place | None, what: str
+    ) -> tuple[RecordMeta | None, bytes | memoryview]:
+        """(sealed metadata or None, plain payload) of one record as read from a volume
+        (``header``: its format.RecordHeader), its checksum checked: a record stored as
+        it is (versions 1-3), or decoded (version 4). FormatError (TamperedError) when
+        it cannot be opened or its checksum does not match."""
+        if header.stored < 0:
+            if blake3(stored).digest() != header.checksum:
+                raise FormatError("payload checksum mismatch")
+            return None, stored
+        meta, data = self.decode(
+            stored,
+            flags=header.flags,
+            set_id=header.set_id,
+            file_id=header.file_id,
+            offset=header.offset,
+            size=header.size,
+            file_size=header.file_size,
+            kind=header.code,
+            place=place,
+            what=what,
+        )
+        if self.digest_of(header.flags, data) != header.checksum:
+            raise FormatError("payload checksum mismatch")
+        return meta, data
+
     def key(self, set_id: bytes, volume_id: bytes) -> bytes:
         """The key of one volume (cached)."""
         which = (set_id, volume_id)

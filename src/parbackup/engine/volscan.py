@@ -25,7 +25,6 @@ from parbackup.format import (
     RECORD_FIXED_SIZE,
     RECORD_MAGIC,
     RecordHeader,
-    checksum,
     decode_record_header,
     read_volume_header,
     record_length,
@@ -190,27 +189,10 @@ def _open_record(
     codec: Codec, header: RecordHeader, payload: bytes | memoryview, place: Place, pos: int
 ) -> _Opened | str:
     """The record's header (names unsealed) and plain payload, or what is wrong with it."""
-    if header.stored < 0:  # stored as it is (record versions 1-3)
-        if checksum(payload) != header.checksum:
-            return "payload checksum mismatch"
-        return _Opened(header, payload)
     try:
-        sealed, data = codec.decode(
-            payload,
-            flags=header.flags,
-            set_id=header.set_id,
-            file_id=header.file_id,
-            offset=header.offset,
-            size=header.size,
-            file_size=header.file_size,
-            kind=header.code,
-            place=place,
-            what=f"record at {pos}",
-        )
+        sealed, data = codec.open_record(header, payload, place, f"record at {pos}")
     except FormatError as exc:
         return str(exc)
-    if codec.digest_of(header.flags, data) != header.checksum:
-        return "payload checksum mismatch"
     if sealed is not None:
         header = replace(
             header,

@@ -21,7 +21,6 @@ from parbackup.devices.base import Device
 from parbackup.errors import DeviceError, FormatError
 from parbackup.format import (
     RECORD_FIXED_SIZE,
-    checksum,
     decode_record_header,
     end_record,
     parse_record_header,
@@ -162,27 +161,11 @@ def _meta_records(
             out.append(FrameDamage(volume, fid, f"{what}: metadata record of another file"))
         elif len(payload) != stored:
             out.append(FrameDamage(volume, fid, f"{what}: metadata record is cut short"))
-        elif header.stored < 0:
-            if checksum(payload) != header.checksum:
-                out.append(FrameDamage(volume, fid, f"{what}: metadata checksum mismatch"))
         else:
             try:
-                _, data = codec.decode(
-                    payload,
-                    flags=header.flags,
-                    set_id=header.set_id,
-                    file_id=header.file_id,
-                    offset=header.offset,
-                    size=header.size,
-                    file_size=header.file_size,
-                    kind=header.code,
-                    place=place,
-                    what=what,
-                )
-                if codec.digest_of(header.flags, data) != header.checksum:
-                    out.append(FrameDamage(volume, fid, f"{what}: metadata checksum mismatch"))
+                codec.open_record(header, payload, place, what)
             except FormatError as exc:
-                out.append(FrameDamage(volume, fid, str(exc)))
+                out.append(FrameDamage(volume, fid, f"{what}: metadata record: {exc}"))
         found += 1
         at += size
 
