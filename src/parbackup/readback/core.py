@@ -140,7 +140,10 @@ class _Run:
         if overrides:
             tried = [self.start(url, needed) for url in overrides]
             started = [w for w in tried if not isinstance(w, str)]
-            for i, answer in _await_open(started, OPEN_SECONDS).items():
+            # in the order given, not the order they answered: the first URL that holds a
+            # label reads it (the stand-ins, given first, win over a -d device holding a
+            # half-repaired copy of the same label, however fast that one opens)
+            for i, answer in sorted(_await_open(started, OPEN_SECONDS).items()):
                 if isinstance(answer, Opened) and answer.label not in self.readers:
                     self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
                 else:
@@ -161,7 +164,7 @@ class _Run:
         rest = [label for label, w in attempts if not isinstance(w, str)]
         started = [w for _label, w in attempts if not isinstance(w, str)]
         why: dict[str, str] = {}
-        for i, answer in _await_open(started, OPEN_SECONDS).items():
+        for i, answer in sorted(_await_open(started, OPEN_SECONDS).items()):
             if isinstance(answer, Opened) and answer.label not in self.readers:
                 self.readers[answer.label] = _Reader(answer.label, answer.url, started[i])
                 if answer.label != rest[i]:
