@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 
@@ -10,6 +11,29 @@ from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
 from parbackup.model import Capabilities, Space
+
+
+def _probe(root: str) -> None:
+    """Create a file in ``root`` (OSError if it cannot be done), leaving nothing there:
+    an unnamed file (O_TMPFILE) where the file system has them, so that a run that ends
+    meanwhile (another device's usage error, a kill) leaves no probe behind; else a
+    named probe file, created and removed."""
+    try:
+        fd = os.open(root, _TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if not _TMPFILE or exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    else:
+        os.close(fd)
+        return
+    # pid and thread: the same directory may be opened twice at once (aliases)
+    probe = os.path.join(root, f".parbackup-probe-{os.getpid()}-{threading.get_ident()}")
+    with open(probe, "wb"):
+        pass
+    os.unlink(probe)
+
+
+_TMPFILE = getattr(os, "O_TMPFILE", 0)
 
 
 class _FileWriter(ObjectWriter):
@@ -115,13 +139,7 @@ class DirectoryDevice(Device):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise DeviceError(f"{self.url.display}: directory is not writable")
         try:
-            # pid and thread: the same directory may be opened twice at once (aliases)
-            probe = os.path.join(
-                self.root, f".parbackup-probe-{os.getpid()}-{threading.get_ident()}"
-            )
-            with open(probe, "wb"):
-                pass
-            os.unlink(probe)
+            _probe(self.root)
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.url.display}: not writable") from exc
 
