@@ -9,8 +9,11 @@ device's ``?part=``, a typo) are a UsageError when it is made.
 The prefix is a tree whose directories are the ``/``-separated parts of its keys (mode
 0755, mtime of the newest object); objects are files (mode 0644, mtime = LastModified),
 recorded under ``/<bucket>/<key>``. A key that cannot be a path (empty, ``.`` or ``..``
-parts, or one below another object's name) is reported and skipped. S3 tells size and
-whole-second mtime only: ``fields`` is size and mtime (``ctime_ns`` is the mtime).
+parts, or one below another object's name) is reported and skipped. S3 tells size,
+whole-second mtime and the ETag: ``fields`` is size, mtime and "inode", which for an
+object is a 63-bit digest of its ETag (``etag_number``; ``ctime_ns`` is the mtime). So an
+object rewritten within the second it was backed up, at the same size, is not taken for
+unchanged by an incremental backup, nor by the read that follows its scan.
 
 Every range of one open object is fetched with ``If-Match`` on the ETag seen when it was
 opened, so an object replaced while it is read raises SourceChanged instead of mixing
@@ -20,6 +23,7 @@ two versions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 from collections.abc import Callable
@@ -43,10 +47,17 @@ def _seconds_ns(obj: dict) -> int:
     return int(obj["LastModified"].timestamp()) * 1_000_000_000
 
 
+def etag_number(etag: str) -> int:
+    """The object's version as an inode number: 63 bits of BLAKE2b over its ETag (a
+    signed 64-bit catalog column holds it), never 0 (the number of a file with none)."""
+    digest = hashlib.blake2b(etag.encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) or 1
+
+
 class S3Prefix(Source):
     """``s3://bucket/prefix``; see the module docstring."""
 
-    fields = ("size", "mtime")
+    fields = ("size", "mtime", "inode")
     options = frozenset({"endpoint", "profile", "region", "addressing", "retries", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -143,7 +154,16 @@ class S3Prefix(Source):
                     add_dirs(posixpath.dirname(path))
                     size = int(obj["Size"])
                     out.append(
-                        os.fsencode(path), FILE, size, FILE_MODE, 0, 0, mtime, mtime, source=index
+                        os.fsencode(path),
+                        FILE,
+                        size,
+                        FILE_MODE,
+                        0,
+                        0,
+                        mtime,
+                        mtime,
+                        ino=etag_number(obj.get("ETag", "")),
+                        source=index,
                     )
                     above.append(path)
         for row in dirs.values():
@@ -181,8 +201,8 @@ def _version(answer: dict) -> tuple[Identity, str]:
     size = int(answer["ContentLength"])
     if answer.get("ContentRange"):  # "bytes FIRST-LAST/TOTAL": a range of a larger object
         size = int(answer["ContentRange"].rsplit("/", 1)[1])
-    mtime = _seconds_ns(answer)
-    return Identity(size, mtime, mtime), answer.get("ETag", "")
+    mtime, etag = _seconds_ns(answer), answer.get("ETag", "")
+    return Identity(size, mtime, mtime, etag_number(etag)), etag
 
 
 class _S3Reader(SizedReader):
