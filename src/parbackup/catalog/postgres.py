@@ -12,7 +12,8 @@ marked complete that is not. Only the plumbing differs:
   turns as SQLite's ``BEGIN IMMEDIATE`` makes them (readers never wait).
 - **Run lock**: a session-level advisory lock (``AdvisoryRunLock``). The server drops it
   when the holder's connection ends, however the holder died, just as the kernel drops
-  the ``flock`` of the SQLite catalog.
+  the ``flock`` of the SQLite catalog. The readers' lock (``AdvisoryReadLock``) is
+  another, taken shared by restore, verify and repair and alone by a prune.
 - **Bulk loads**: files and records go in with binary ``COPY`` in the caller's
   transaction. Bareos COPYs into a batch table and merges at job end because it
   deduplicates paths; here rows go in as they are, so COPY straight into the table gives
@@ -32,11 +33,12 @@ import itertools
 import os
 import re
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from parbackup.catalog.pgschema import SCHEMA_VERSION, current_version, migrate
+from parbackup.catalog.runlock import being_pruned, being_read
 from parbackup.catalog.store import Catalog
 from parbackup.errors import CatalogError
 
@@ -48,6 +50,7 @@ except ImportError:  # the optional extra is not installed: see _connect
     IntLoader = None
 
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
+READ_LOCK = 0x7062_6B70_7265_6100  # "pbkprea": shared by readers, alone by a prune
 WRITE_LOCK = 0x7062_6B70_7772_6974  # "pbkpwrit": one writing transaction at a time
 _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("meta", "key"),
@@ -169,6 +172,35 @@ class AdvisoryRunLock:
                 self.db.execute("SELECT pg_advisory_unlock(?)", (RUN_LOCK,))
 
 
+class AdvisoryReadLock:
+    """The readers' lock of a PostgreSQL catalog (``READ_LOCK``), with ``ReadLock``'s
+    contract (runlock.py): shared by restore, verify and repair, alone by a prune."""
+
+    def __init__(self, db: _Connection) -> None:
+        self.db = db
+        self.unlock = ""  # the call that drops it, as it is held; "" when not held
+
+    def _take(self, how: str, refused: Callable[[str], str]) -> None:
+        if self.unlock:
+            return
+        (ok,) = self.db.execute(f"SELECT pg_try_advisory_lock{how}(?)", (READ_LOCK,)).fetchone()
+        if not ok:
+            raise CatalogError(refused(self.db.where))
+        self.unlock = f"pg_advisory_unlock{how}"
+
+    def share(self) -> None:
+        self._take("_shared", being_pruned)
+
+    def exclusive(self) -> None:
+        self._take("", being_read)
+
+    def release(self) -> None:
+        unlock, self.unlock = self.unlock, ""
+        if unlock:
+            with contextlib.suppress(CatalogError):
+                self.db.execute(f"SELECT {unlock}(?)", (READ_LOCK,))
+
+
 def _connect(url: str, where: str) -> Any:
     if psycopg is None:
         raise CatalogError(
@@ -197,6 +229,7 @@ class PostgresCatalog(Catalog):
         conn = _connect(url, self.path)
         self.db = _Connection(conn, self.path)
         self.run_lock = AdvisoryRunLock(self.db)
+        self.read_lock = AdvisoryReadLock(self.db)
         self._types: dict[str, dict[str, str]] = {}
         try:
             version = current_version(conn)
@@ -218,8 +251,9 @@ class PostgresCatalog(Catalog):
         return _Transaction(self.db)
 
     def close(self) -> None:
-        """Close the connection (the server drops the run lock with it)."""
+        """Close the connection (the server drops the run and read locks with it)."""
         self.run_lock.release()
+        self.read_lock.release()
         self.db.close()
 
     def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:

@@ -1,9 +1,15 @@
-"""One backup at a time per catalog: an advisory lock file beside the catalog.
+"""Advisory lock files beside a catalog: one backup at a time, no prune under a reader.
 
-``<catalog>.lock`` is locked with ``flock`` while a backup run writes a set. The kernel
-drops the lock when the process dies, however it dies (SIGKILL included), so a stale
-lock cannot outlive its holder, and a set still marked 'running' while nobody holds the
-lock belongs to a run that died: it is marked 'interrupted' by the next run.
+``<catalog>.lock`` (``RunLock``) is locked with ``flock`` while a backup run writes a set.
+The kernel drops the lock when the process dies, however it dies (SIGKILL included), so
+a stale lock cannot outlive its holder, and a set still marked 'running' while nobody
+holds the lock belongs to a run that died: it is marked 'interrupted' by the next run.
+
+``<catalog>.readers`` (``ReadLock``) keeps a prune from deleting or compacting volumes a
+restore, verify or repair is reading: they hold it shared for their whole run, a prune
+holds it exclusively. Whoever comes second is refused at once with a message, as a second
+backup is by the run lock. A reader that cannot create the file (a catalog on read-only
+media, another user's directory) reads without it: nothing can prune such a catalog.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import errno
 import fcntl
 import os
 import stat
+from typing import Protocol
 
 from parbackup.errors import CatalogError
 
@@ -40,19 +47,11 @@ class RunLock:
         """
         if self.held:
             return False
-        try:  # never through a symlink: root would truncate what a planted one names
-            fd = os.open(self.path, _FLAGS, 0o600)
-        except OSError as exc:
-            why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-            raise CatalogError(
-                f"cannot lock the catalog {self.path[:-5]}: {self.path}: {why}"
-            ) from exc
+        fd = _open_lock_file(self.path, self.path[:-5])
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, f"{self.path} is not a regular file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             raise CatalogError(
                 f"the catalog {self.path[:-5]} is in use by another backup (pid {holder}); "
@@ -61,22 +60,138 @@ class RunLock:
         except OSError as exc:
             os.close(fd)
             raise CatalogError(f"cannot lock the catalog {self.path[:-5]}: {exc}") from exc
-        # The pid only names the holder to a refused run; the flock is the lock. On a
-        # full disk (ENOSPC, EDQUOT) the run goes on without it, to fail, if it must, at
-        # its first catalog write with a line naming the catalog; a bare "No space left on
-        # device" naming no file used to end it here.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _name_holder(fd)
         self.fd = fd
         return True
 
     def release(self) -> None:
         """Drop the lock; never raises."""
+        _release(self.fd)
+        self.fd = -1
+
+
+class ReadLocking(Protocol):
+    """What a catalog's readers' lock does, on a file (``ReadLock``) or a server."""
+
+    def share(self) -> None:
+        """Hold it shared (restore, verify, repair); CatalogError while a prune holds it."""
+
+    def exclusive(self) -> None:
+        """Hold it alone (prune); CatalogError while anything reads."""
+
+    def release(self) -> None:
+        """Drop it; never raises."""
+
+
+class ReadLock:
+    """The readers' lock of one catalog (see the module docstring): ``share`` for a
+    restore, verify or repair, ``exclusive`` for a prune; each fails at once with a clear
+    message when the other kind is held, and is a no-op when this object holds it."""
+
+    def __init__(self, catalog_path: str) -> None:
+        self.catalog = os.path.realpath(catalog_path)
+        self.path = self.catalog + ".readers"
+        self.fd = -1
+
+    def share(self) -> None:
+        """Hold the lock shared while reading the sets' volumes; without the lock file
+        when it cannot be made (read-only media): nothing can prune there."""
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
+            return
+        try:
+            fd = _open_lock_file(self.path, self.catalog)
+        except CatalogError:
+            try:  # the file is there but not writable here: a shared lock needs no write
+                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                return
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise CatalogError(being_pruned(self.catalog, f" (pid {holder})")) from None
+            return
+        self.fd = fd
+
+    def exclusive(self) -> None:
+        """Hold the lock alone, for a prune; CatalogError while anything reads."""
+        if self.fd >= 0:
+            return
+        fd = _open_lock_file(self.path, self.catalog)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CatalogError(being_read(self.catalog)) from None
+        except OSError as exc:
+            os.close(fd)
+            raise CatalogError(f"cannot lock the catalog {self.catalog}: {exc}") from exc
+        _name_holder(fd)
+        self.fd = fd
+
+    def release(self) -> None:
+        """Drop the lock; never raises."""
+        _release(self.fd)
+        self.fd = -1
+
+
+def being_pruned(catalog: str, holder: str = "") -> str:
+    """Why a reader is refused: a prune holds the readers' lock."""
+    return (
+        f"the catalog {catalog} is being pruned{holder}: its volumes are being deleted "
+        "or compacted; wait for the prune to finish"
+    )
+
+
+def being_read(catalog: str) -> str:
+    """Why a prune is refused: a reader holds the readers' lock."""
+    return (
+        f"the catalog {catalog} is being read by a restore, verify or repair: nothing "
+        "is deleted from under it; prune once it has finished"
+    )
+
+
+def _open_lock_file(path: str, catalog: str) -> int:
+    """The lock file at ``path``, made if missing; CatalogError naming ``catalog``."""
+    try:  # never through a symlink: root would truncate what a planted one names
+        fd = os.open(path, _FLAGS, 0o600)
+    except OSError as exc:
+        why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise CatalogError(f"cannot lock the catalog {catalog}: {path}: {why}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CatalogError(f"cannot lock the catalog {catalog}: {path} is not a regular file")
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """The pid an exclusive holder wrote into the lock file, or "unknown"."""
+    try:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _name_holder(fd: int) -> None:
+    """Write this pid into a lock file held exclusively. It only names the holder to a
+    refused run; the flock is the lock. On a full disk (ENOSPC, EDQUOT) the run goes on
+    without it, to fail, if it must, at its first catalog write with a line naming the
+    catalog; a bare "No space left on device" naming no file used to end it here."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _release(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -32,7 +32,7 @@ from platformdirs import user_data_dir
 from parbackup.catalog.filerows import FileRows
 from parbackup.catalog.liverows import LivenessRows
 from parbackup.catalog.recordrows import RecordRows
-from parbackup.catalog.runlock import RunLock
+from parbackup.catalog.runlock import ReadLock, ReadLocking, RunLock
 from parbackup.catalog.schema import (
     ADDED_COLUMNS,
     ORIGIN_INDEX,
@@ -92,6 +92,8 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         path = os.path.realpath(path)
         self.path = path
         self.run_lock = RunLock(path)
+        self.read_lock: ReadLocking = ReadLock(path)
+        """Held shared by restore, verify and repair, alone by a prune (runlock.py)."""
         if not create and not os.path.exists(path):
             raise CatalogError(f"no catalog at {path} (run a backup first, or pass --catalog)")
         if os.path.exists(path) and not os.path.isfile(path):
@@ -214,9 +216,10 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         self.db.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
 
     def close(self) -> None:
-        """Close the connection (and drop the run lock, if held)."""
+        """Close the connection (and drop the run and read locks, if held)."""
         self.db.close()
         self.run_lock.release()
+        self.read_lock.release()
 
     def __enter__(self) -> Catalog:
         return self

@@ -129,6 +129,19 @@ def open_catalog(path: str | None, *, create: bool) -> Catalog:
     return catalog
 
 
+def open_catalog_to_read(path: str | None) -> Catalog:
+    """The catalog at ``path`` for a command that reads its sets' volumes (restore,
+    verify, repair): its readers' lock held shared until it is closed, so no prune
+    deletes or compacts a volume under it (catalog/runlock.py)."""
+    catalog = open_catalog(path, create=False)
+    try:
+        catalog.read_lock.share()
+    except BaseException:
+        catalog.close()
+        raise
+    return catalog
+
+
 def mark_dead_runs() -> None:
     """Mark a set this process left 'running' as 'interrupted'; never raises."""
     for path in [p for p, written in _opened_catalogs.items() if written]:

@@ -10,7 +10,7 @@ from parbackup.cli.common import (
     emit_json,
     handle_errors,
     json_option,
-    open_catalog,
+    open_catalog_to_read,
 )
 from parbackup.cli.render import line
 from parbackup.readback.repair import run_repair
@@ -60,7 +60,7 @@ def repair(
       parbackup verify                     # status: recoverable, names the missing device
       parbackup repair --set 3f2a --device /mnt/newdisk
     """
-    with open_catalog(catalog_path, create=False) as catalog:
+    with open_catalog_to_read(catalog_path) as catalog:
         report = run_repair(catalog, set_ref, new_url, lost=lost, devices=devices)
     if as_json:
         emit_json(report.to_json())

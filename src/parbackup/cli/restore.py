@@ -15,7 +15,7 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
-    open_catalog,
+    open_catalog_to_read,
 )
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
@@ -123,7 +123,7 @@ def restore(
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
         codec = reader_codec(catalog_path, password_file, password_command)
-        with open_catalog(catalog_path, create=False) as catalog:
+        with open_catalog_to_read(catalog_path) as catalog:
             out = click.get_binary_stream("stdout")
             report = restore_to_stream(catalog, set_ref, to_stdout, out, devices, codec=codec)
         warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
@@ -147,7 +147,7 @@ def restore(
     run = run_image_restore if is_block_device(target) else run_restore
     with (
         cluster_executor(cluster, cluster_listen) as executor,
-        open_catalog(catalog_path, create=False) as catalog,
+        open_catalog_to_read(catalog_path) as catalog,
         progress_view(not as_json) as v,
     ):
         report = run(catalog, replace(options, executor=executor), v)

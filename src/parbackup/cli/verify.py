@@ -12,7 +12,7 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
-    open_catalog,
+    open_catalog_to_read,
 )
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
@@ -47,7 +47,7 @@ def verify(
     set_ref = scoped_set(catalog_path, set_ref)
     with (
         cluster_executor(cluster, cluster_listen) as executor,
-        open_catalog(catalog_path, create=False) as catalog,
+        open_catalog_to_read(catalog_path) as catalog,
         progress_view(not as_json) as v,
     ):
         report = run_verify(catalog, set_ref, devices, v, codec=codec, executor=executor)

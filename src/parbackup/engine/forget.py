@@ -148,6 +148,8 @@ def forget(
     catalog.lock_for_run()
     log.info("holding the run lock of %s", catalog.path)
     try:
+        if prune:  # refused before anything is forgotten while a restore reads
+            catalog.read_lock.exclusive()
         decisions = decide(catalog, policy, group_by, sources)  # under the lock: nothing moves now
         gone = {d.set.id for d in decisions if not d.keep}
         report = ForgetReport(False, decisions)
@@ -158,5 +160,6 @@ def forget(
         if prune:
             report.prune = prune_orphans(catalog, overrides, on_event, max_unused=max_unused)
     finally:
+        catalog.read_lock.release()
         catalog.run_lock.release()
     return report

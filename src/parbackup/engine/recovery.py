@@ -187,7 +187,9 @@ def prune_orphans(
 ) -> PruneReport:
     """Delete what no live set needs from every reachable device the catalog knows.
 
-    Holds the catalog's run lock, so it never races a running backup. A volume partly
+    Holds the catalog's run lock, so it never races a running backup, and its readers'
+    lock alone, so it never deletes from under a restore, verify or repair (each refuses
+    the other at once: catalog/runlock.py). A volume partly
     needed is compacted when more than ``max_unused`` percent of it is unused. Dead sets
     whose volumes are gone and that nothing live points into are removed from the
     catalog once every known device was cleaned. Sets the catalog does not know are
@@ -206,6 +208,11 @@ def prune_orphans(
         )
     if not dry_run:
         catalog.lock_for_run()
+        try:  # nothing is deleted from under a restore, verify or repair
+            catalog.read_lock.exclusive()
+        except CatalogError:
+            catalog.run_lock.release()
+            raise
     report = PruneReport(dry_run=dry_run, max_unused=max_unused)
     try:
         tapes = catalog.tape_labels()
@@ -237,5 +244,6 @@ def prune_orphans(
             report.forgotten = forget_dead(catalog, done.cleaned | set(tapes))
     finally:
         if not dry_run:
+            catalog.read_lock.release()
             catalog.run_lock.release()
     return report
