@@ -1,0 +1,200 @@
+"""What "movers add into shared parity rows" would cost (issue 12): a prototype of its
+hot path beside today's parity path, CPU seconds of each in alternating rounds.
+
+    .venv/bin/python bench/parity_rows.py --work /tmp/NAME/rows --rounds 7   # k=3, m=1, 256 MiB
+
+Today (bench/parity_path.py's child, engine/paritytee.py and paritystream.py): each mover
+copies every unit into a shared slot and digests it there; the collector adds the slot
+to its row with ISA-L and gives the slot back. The idea of sessions 6-8 (BENCHMARKS.md,
+"Parity (issue 12)"): each mover adds its own bytes into a row of a shared mapping with
+ISA-L's bytewise ``ec_encode_data_update`` (no copy, no slot to give back), holding a
+lock on the row (a POSIX record lock: movers are processes), and digests its unit from
+its own buffer; the collector only digests complete rows, writes them, zeroes them for
+reuse and tells the movers how far the window moved.
+
+The prototype has none of the real design's harder parts (a column too far ahead held,
+then spilled; a mover that breaks mid-row, which spoils every row it added into; the
+row records and fragment headers, which the collector writes per row whatever the
+design: a few microseconds each): it bounds what the design can save, it is not it.
+Movers here are k forked processes feeding ``--size`` MiB in 1 MiB writes, as
+bench/parity_path.py's tees do; rows go to a file on a tmpfs of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import mmap
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+
+from common import SRC, tmpfs
+
+MIB = 1 << 20
+
+
+def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
+    """One run of the prototype (see the module docstring): CPU seconds of the collector
+    (this process) and of the k movers."""
+    import xxhash
+
+    from parbackup.redundancy.isal import Updater, address
+
+    unit = MIB
+    updater = Updater.load(k, m, unit)
+    assert updater is not None, "ISA-L is not available"
+    per = max(1, size // k)
+    rows = mmap.mmap(-1, window * m * unit, flags=mmap.MAP_SHARED)
+    base = address(rows)
+    locks = os.memfd_create("parbackup-rows")
+    os.ftruncate(locks, window)
+    out = os.path.join(work, "p0")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    fd = os.open(os.path.join(out, "parity"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    data = bytearray(os.urandom(4 * MIB))
+    at = address(data)
+    # what each row must hold (row r's columns all carry data[r % 4]): checked as it leaves
+    expect = []
+    for q in range(4):
+        buf = bytearray(m * unit)
+        for j in range(k):
+            add = updater.add if j else updater.put
+            add(j, at + q * unit, [address(buf) + i * unit for i in range(m)])
+        expect.append([xxhash.xxh3_128_digest(buf[i * unit : (i + 1) * unit]) for i in range(m)])
+    wrong = 0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, cpu = time.perf_counter(), time.process_time()
+    conns, pids = [], []
+    for j in range(k):
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # a mover: its column, 1 MiB at a time, added into the rows
+            ours.close()
+            conn = Connection(theirs.detach())
+            limit = window
+            for r in range(per):
+                while r >= limit:  # the row is not free yet: wait for the window
+                    limit = conn.recv()
+                while conn.poll(0):
+                    limit = conn.recv()
+                src = at + (r % 4) * unit
+                slot = r % window
+                fcntl.lockf(locks, fcntl.LOCK_EX, 1, slot)
+                updater.add(j, src, [base + (slot * m + i) * unit for i in range(m)])
+                fcntl.lockf(locks, fcntl.LOCK_UN, 1, slot)
+                view = memoryview(data)[(r % 4) * unit : (r % 4 + 1) * unit]
+                conn.send(("u", r, xxhash.xxh3_128_digest(view)))
+            conn.send(("e",))
+            while conn.recv() != 0:  # until the collector sent its last window
+                pass
+            os._exit(0)
+        theirs.close()
+        conns.append(Connection(ours.detach()))
+        pids.append(pid)
+    got = [0] * k
+    done, ended = 0, 0
+    digests: dict[int, list] = {}
+    with memoryview(rows) as whole:
+        while ended < k:
+            for c in wait(conns):
+                msg = c.recv()
+                j = conns.index(c)
+                if msg[0] == "e":
+                    ended += 1
+                    continue
+                digests.setdefault(msg[1], []).append(msg[2])
+                got[j] += 1
+            while done < per and min(got) > done:
+                slot = done % window
+                parity = whole[slot * m * unit : (slot + 1) * m * unit]
+                sums = [xxhash.xxh3_128_digest(parity[i * unit : (i + 1) * unit]) for i in range(m)]
+                wrong += sums != expect[done % 4]
+                os.write(fd, parity)
+                ctypes.memset(base + slot * m * unit, 0, m * unit)
+                digests.pop(done)
+                done += 1
+                for c in conns:
+                    c.send(done + window)
+    for c in conns:
+        c.send(0)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    os.close(fd)
+    os.close(locks)
+    if wrong:
+        raise SystemExit(f"{wrong} of {done} rows hold the wrong parity")
+    return {
+        "collector": time.process_time() - cpu,
+        "tees": children.ru_utime + children.ru_stime - before.ru_utime - before.ru_stime,
+        "wall": time.perf_counter() - started,
+        "rows": done,
+    }
+
+
+def run_child(kind: str, work: str, size: int, k: int, m: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.path.dirname(__file__)}"}
+    argv = [sys.executable, __file__, "--child", kind, "--work", work, "--size", str(size)]
+    out = subprocess.run(
+        [*argv, "--k", str(k), "--m", str(m)], env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{kind}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="/tmp/pbparityrows", help="where the tmpfs goes")
+    ap.add_argument("--size", type=int, default=256, help="MiB over all columns")
+    ap.add_argument("--k", type=int, default=3)
+    ap.add_argument("--m", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "rows":
+        print(json.dumps(shared_rows(args.work, args.size, args.k, args.m)))
+        return
+    if args.child == "slots":
+        from parity_path import child
+
+        print(json.dumps(child(args.work, args.size, args.k, args.m)))
+        return
+    size = f"{(args.size // args.k + 1) * args.m + 64}M"
+    got: dict[str, list[dict]] = {"slots": [], "rows": []}
+    with tmpfs(args.work, size) as work:
+        for r in range(args.rounds):
+            for kind in list(got) if r % 2 == 0 else list(reversed(got)):
+                got[kind].append(run_child(kind, work, args.size, args.k, args.m))
+            line = "; ".join(
+                f"{kind} collector {v[-1]['collector']:.3f} movers {v[-1]['tees']:.3f}"
+                for kind, v in got.items()
+            )
+            print(f"round {r + 1}: {line} (CPU s); load {os.getloadavg()[0]:.1f}")
+    for kind, runs in got.items():
+        col = statistics.median(x["collector"] for x in runs)
+        tee = statistics.median(x["tees"] for x in runs)
+        both = statistics.median(x["collector"] + x["tees"] for x in runs)
+        print(
+            f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows: median "
+            f"CPU s collector {col:.3f}, movers {tee:.3f}, together {both:.3f}"
+        )
+    ratio = statistics.median(
+        (a["collector"] + a["tees"]) / (b["collector"] + b["tees"])
+        for a, b in zip(got["rows"], got["slots"], strict=True)
+    )
+    print(f"shared rows / slots, same rounds: median CPU ratio {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
