@@ -37,8 +37,10 @@ from common import SRC, tmpfs
 MIB = 1 << 20
 
 
-def child(work: str, size: int, k: int, m: int) -> dict:
-    """One run of the path (in a process whose PYTHONPATH names the source tree)."""
+def child(work: str, size: int, k: int, m: int, record: int = 0) -> dict:
+    """One run of the path (in a process whose PYTHONPATH names the source tree): 1 MiB
+    writes, or with ``record`` records of a 96-byte header and ``record`` bytes
+    (bench/parity_rows.py), two writes each."""
     from parbackup.engine.paritystream import (
         Abandon,
         Begin,
@@ -57,7 +59,7 @@ def child(work: str, size: int, k: int, m: int) -> dict:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
         dirs.append(path)
-    data = os.urandom(4 * MIB)
+    data = os.urandom(4 * MIB + 96)
     per = max(1, size // k)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # (common's compileall)
     started, cpu = time.perf_counter(), time.process_time()
@@ -73,9 +75,17 @@ def child(work: str, size: int, k: int, m: int) -> dict:
         if pid == 0:  # a mover's tee: its column, 1 MiB at a time
             tee = ParityTee(ParityLink(listening.address, listening.token, j, MIB))
             view = memoryview(data)
-            for i in range(per):
-                tee.feed(view[(i % 4) * MIB : (i % 4 + 1) * MIB])
-            tee.volume_done("v", per * MIB)
+            if record:  # whole records, about ``per`` MiB
+                period = view[: 96 + record] if 96 + record <= len(data) else view
+                length = per * MIB // len(period) * len(period)
+                for _ in range(length // len(period)):
+                    tee.feed(period[:96])
+                    tee.feed(period[96:])
+            else:
+                length = per * MIB
+                for i in range(per):
+                    tee.feed(view[(i % 4) * MIB : (i % 4 + 1) * MIB])
+            tee.volume_done("v", length)
             tee.end()
             os._exit(1 if tee.broken else 0)
         pids.append(pid)

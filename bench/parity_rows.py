@@ -40,9 +40,11 @@ from multiprocessing.connection import Connection, wait
 from common import SRC, tmpfs
 
 MIB = 1 << 20
+HEADER = 96
+"""Bytes of a record's header (about a mover's: its first write of each record)."""
 
 
-def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
+def shared_rows(work: str, size: int, k: int, m: int, record: int, window: int = 16) -> dict:
     """One run of the prototype (see the module docstring): CPU seconds of the collector
     (this process) and of the k movers."""
     import xxhash
@@ -61,15 +63,24 @@ def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     fd = os.open(os.path.join(out, "parity"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    data = bytearray(os.urandom(4 * MIB))
-    at = address(data)
-    # what each row must hold (row r's columns all carry data[r % 4]): checked as it leaves
+    period = bytearray(os.urandom(HEADER + record))  # one record: its header, its payload
+    at = address(period)
+    length = per * unit // len(period) * len(period)  # whole records, about per MiB
+    rows_n = -(-length // unit)
+    # what each row must hold (every column carries the same stream): checked as it leaves
     expect = []
-    for q in range(4):
+    tables = updater.tables
+    for r in range(rows_n):
+        got_unit = bytearray(unit)
+        start = r * unit
+        take = min(unit, length - start)
+        first = start % len(period)
+        piece = (period[first:] + period * (unit // len(period) + 2))[:take]
+        got_unit[:take] = piece
         buf = bytearray(m * unit)
         for j in range(k):
             add = updater.add if j else updater.put
-            add(j, at + q * unit, [address(buf) + i * unit for i in range(m)])
+            add(j, address(got_unit), [address(buf) + i * unit for i in range(m)])
         expect.append([xxhash.xxh3_128_digest(buf[i * unit : (i + 1) * unit]) for i in range(m)])
     wrong = 0
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -78,22 +89,43 @@ def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
     for j in range(k):
         ours, theirs = socket.socketpair()
         pid = os.fork()
-        if pid == 0:  # a mover: its column, 1 MiB at a time, added into the rows
+        if pid == 0:  # a mover: its column, record by record, added into the rows
             ours.close()
             conn = Connection(theirs.detach())
-            limit = window
-            for r in range(per):
-                while r >= limit:  # the row is not free yet: wait for the window
-                    limit = conn.recv()
-                while conn.poll(0):
-                    limit = conn.recv()
-                src = at + (r % 4) * unit
-                slot = r % window
-                fcntl.lockf(locks, fcntl.LOCK_EX, 1, slot)
-                updater.add(j, src, [base + (slot * m + i) * unit for i in range(m)])
-                fcntl.lockf(locks, fcntl.LOCK_UN, 1, slot)
-                view = memoryview(data)[(r % 4) * unit : (r % 4 + 1) * unit]
-                conn.send(("u", r, xxhash.xxh3_128_digest(view)))
+            limit, pos, hasher = window, 0, xxhash.xxh3_128()
+            whole_period = memoryview(period)
+            pointers = ctypes.c_void_p * m
+            while pos < length:
+                for lo, hi in ((0, HEADER), (HEADER, len(period))):  # two writes a record
+                    src = lo
+                    while src < hi:  # the write, cut where units end
+                        r, off = divmod(pos, unit)
+                        n = min(hi - src, unit - off)
+                        while r >= limit:  # the row is not free yet: wait for the window
+                            limit = conn.recv()
+                        while conn.poll(0):
+                            limit = conn.recv()
+                        slot = r % window
+                        fcntl.lockf(locks, fcntl.LOCK_EX, 1, slot)
+                        updater.lib.ec_encode_data_update(
+                            ctypes.c_int(n),
+                            ctypes.c_int(k),
+                            ctypes.c_int(m),
+                            ctypes.c_int(j),
+                            tables,
+                            ctypes.c_void_p(at + src),
+                            pointers(*(base + (slot * m + i) * unit + off for i in range(m))),
+                        )
+                        fcntl.lockf(locks, fcntl.LOCK_UN, 1, slot)
+                        hasher.update(whole_period[src : src + n])
+                        src += n
+                        pos += n
+                        if pos % unit == 0:
+                            conn.send(("u", r, hasher.digest()))
+                            hasher.reset()
+            if pos % unit:
+                hasher.update(bytes(unit - pos % unit))
+                conn.send(("u", pos // unit, hasher.digest()))
             conn.send(("e",))
             while conn.recv() != 0:  # until the collector sent its last window
                 pass
@@ -114,11 +146,11 @@ def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
                     continue
                 digests.setdefault(msg[1], []).append(msg[2])
                 got[j] += 1
-            while done < per and min(got) > done:
+            while done < rows_n and min(got) > done:
                 slot = done % window
                 parity = whole[slot * m * unit : (slot + 1) * m * unit]
                 sums = [xxhash.xxh3_128_digest(parity[i * unit : (i + 1) * unit]) for i in range(m)]
-                wrong += sums != expect[done % 4]
+                wrong += sums != expect[done]
                 os.write(fd, parity)
                 ctypes.memset(base + slot * m * unit, 0, m * unit)
                 digests.pop(done)
@@ -142,11 +174,14 @@ def shared_rows(work: str, size: int, k: int, m: int, window: int = 16) -> dict:
     }
 
 
-def run_child(kind: str, work: str, size: int, k: int, m: int) -> dict:
+def run_child(kind: str, work: str, size: int, k: int, m: int, record: int) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.path.dirname(__file__)}"}
     argv = [sys.executable, __file__, "--child", kind, "--work", work, "--size", str(size)]
     out = subprocess.run(
-        [*argv, "--k", str(k), "--m", str(m)], env=env, capture_output=True, text=True
+        [*argv, "--k", str(k), "--m", str(m), "--record", str(record)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind}: {out.stderr[-2000:]}")
@@ -160,22 +195,23 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--m", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--record", type=int, default=4 * MIB, help="payload bytes a record")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "rows":
-        print(json.dumps(shared_rows(args.work, args.size, args.k, args.m)))
+        print(json.dumps(shared_rows(args.work, args.size, args.k, args.m, args.record)))
         return
     if args.child == "slots":
         from parity_path import child
 
-        print(json.dumps(child(args.work, args.size, args.k, args.m)))
+        print(json.dumps(child(args.work, args.size, args.k, args.m, args.record)))
         return
     size = f"{(args.size // args.k + 1) * args.m + 64}M"
     got: dict[str, list[dict]] = {"slots": [], "rows": []}
     with tmpfs(args.work, size) as work:
         for r in range(args.rounds):
             for kind in list(got) if r % 2 == 0 else list(reversed(got)):
-                got[kind].append(run_child(kind, work, args.size, args.k, args.m))
+                got[kind].append(run_child(kind, work, args.size, args.k, args.m, args.record))
             line = "; ".join(
                 f"{kind} collector {v[-1]['collector']:.3f} movers {v[-1]['tees']:.3f}"
                 for kind, v in got.items()
