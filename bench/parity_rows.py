@@ -22,7 +22,6 @@ bench/parity_path.py's tees do; rows go to a file on a tmpfs of its own.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import fcntl
 import json
@@ -31,13 +30,12 @@ import os
 import resource
 import shutil
 import socket
-import statistics
-import subprocess
-import sys
 import time
 from multiprocessing.connection import Connection, wait
 
-from common import SRC, tmpfs
+import parity_path
+from common import SRC
+from parity_path import arguments, ratio, rounds, run_child
 
 MIB = 1 << 20
 HEADER = 96
@@ -174,62 +172,20 @@ def shared_rows(work: str, size: int, k: int, m: int, record: int, window: int =
     }
 
 
-def run_child(kind: str, work: str, size: int, k: int, m: int, record: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}:{os.path.dirname(__file__)}"}
-    argv = [sys.executable, __file__, "--child", kind, "--work", work, "--size", str(size)]
-    out = subprocess.run(
-        [*argv, "--k", str(k), "--m", str(m), "--record", str(record)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"{kind}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", default="/tmp/pbparityrows", help="where the tmpfs goes")
-    ap.add_argument("--size", type=int, default=256, help="MiB over all columns")
-    ap.add_argument("--k", type=int, default=3)
-    ap.add_argument("--m", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--record", type=int, default=4 * MIB, help="payload bytes a record")
-    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    ap = arguments(__doc__, "/tmp/pbparityrows")
+    ap.set_defaults(record=4 * MIB)
     args = ap.parse_args()
-    if args.child == "rows":
+    if args.child:
         print(json.dumps(shared_rows(args.work, args.size, args.k, args.m, args.record)))
         return
-    if args.child == "slots":
-        from parity_path import child
-
-        print(json.dumps(child(args.work, args.size, args.k, args.m, args.record)))
-        return
-    size = f"{(args.size // args.k + 1) * args.m + 64}M"
-    got: dict[str, list[dict]] = {"slots": [], "rows": []}
-    with tmpfs(args.work, size) as work:
-        for r in range(args.rounds):
-            for kind in list(got) if r % 2 == 0 else list(reversed(got)):
-                got[kind].append(run_child(kind, work, args.size, args.k, args.m, args.record))
-            line = "; ".join(
-                f"{kind} collector {v[-1]['collector']:.3f} movers {v[-1]['tees']:.3f}"
-                for kind, v in got.items()
-            )
-            print(f"round {r + 1}: {line} (CPU s); load {os.getloadavg()[0]:.1f}")
-    for kind, runs in got.items():
-        col = statistics.median(x["collector"] for x in runs)
-        tee = statistics.median(x["tees"] for x in runs)
-        both = statistics.median(x["collector"] + x["tees"] for x in runs)
-        print(
-            f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows: median "
-            f"CPU s collector {col:.3f}, movers {tee:.3f}, together {both:.3f}"
-        )
-    ratio = statistics.median(
-        (a["collector"] + a["tees"]) / (b["collector"] + b["tees"])
-        for a, b in zip(got["rows"], got["slots"], strict=True)
-    )
-    print(f"shared rows / slots, same rounds: median CPU ratio {ratio:.2f}")
+    extra = ("--record", str(args.record))
+    kinds = {
+        "slots": lambda w: run_child(str(SRC), w, args, *extra, script=parity_path.__file__),
+        "rows": lambda w: run_child(str(SRC), w, args, *extra, script=__file__),
+    }
+    got = rounds(kinds, args)
+    print(f"shared rows / slots, same rounds: median CPU ratio {ratio(got, 'rows', 'slots'):.2f}")
 
 
 if __name__ == "__main__":
