@@ -37,8 +37,10 @@ from common import SRC, tmpfs
 MIB = 1 << 20
 
 
-def child(work: str, size: int, k: int, m: int) -> dict:
-    """One run of the path (in a process whose PYTHONPATH names the source tree)."""
+def child(work: str, size: int, k: int, m: int, record: int = 0) -> dict:
+    """One run of the path (in a process whose PYTHONPATH names the source tree): 1 MiB
+    writes, or with ``record`` records of a 96-byte header and ``record`` bytes
+    (bench/parity_rows.py), two writes each."""
     from parbackup.engine.paritystream import (
         Abandon,
         Begin,
@@ -57,7 +59,7 @@ def child(work: str, size: int, k: int, m: int) -> dict:
         shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path)
         dirs.append(path)
-    data = os.urandom(4 * MIB)
+    data = os.urandom(4 * MIB + 96)
     per = max(1, size // k)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # (common's compileall)
     started, cpu = time.perf_counter(), time.process_time()
@@ -73,9 +75,17 @@ def child(work: str, size: int, k: int, m: int) -> dict:
         if pid == 0:  # a mover's tee: its column, 1 MiB at a time
             tee = ParityTee(ParityLink(listening.address, listening.token, j, MIB))
             view = memoryview(data)
-            for i in range(per):
-                tee.feed(view[(i % 4) * MIB : (i % 4 + 1) * MIB])
-            tee.volume_done("v", per * MIB)
+            if record:  # whole records, about ``per`` MiB
+                period = view[: 96 + record] if 96 + record <= len(data) else view
+                length = per * MIB // len(period) * len(period)
+                for _ in range(length // len(period)):
+                    tee.feed(period[:96])
+                    tee.feed(period[96:])
+            else:
+                length = per * MIB
+                for i in range(per):
+                    tee.feed(view[(i % 4) * MIB : (i % 4 + 1) * MIB])
+            tee.volume_done("v", length)
             tee.end()
             os._exit(1 if tee.broken else 0)
         pids.append(pid)
@@ -95,40 +105,42 @@ def child(work: str, size: int, k: int, m: int) -> dict:
     }
 
 
-def run_child(src: str, work: str, size: int, k: int, m: int) -> dict:
+def run_child(src: str, work: str, args: argparse.Namespace, *extra: str, script: str = "") -> dict:
+    """One child run of ``script`` (this file by default) with ``src`` on its PYTHONPATH."""
     env = {**os.environ, "PYTHONPATH": src}
-    argv = [sys.executable, __file__, "--child", "--work", work, "--size", str(size)]
-    out = subprocess.run(
-        [*argv, "--k", str(k), "--m", str(m)], env=env, capture_output=True, text=True
-    )
+    argv = [sys.executable, script or __file__, "--child", "--work", work, *extra]
+    sizes = ["--size", str(args.size), "--k", str(args.k), "--m", str(args.m)]
+    out = subprocess.run([*argv, *sizes], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{src}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", default="/tmp/pbparitypath", help="where the tmpfs goes")
+def arguments(doc: str, work: str) -> argparse.ArgumentParser:
+    """The options this bench and bench/parity_rows.py share."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--work", default=work, help="where the tmpfs goes")
     ap.add_argument("--size", type=int, default=256, help="MiB over all columns")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--m", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--before", default="", help="an older src/ to run alternately")
+    ap.add_argument(
+        "--record", type=int, default=0, help="payload bytes a record (0: 1 MiB writes)"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.work, args.size, args.k, args.m)))
-        return
-    if args.before:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", args.before], check=True)
-    kinds = {"now": str(SRC), **({"before": args.before} if args.before else {})}
+    return ap
+
+
+def rounds(kinds: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """``args.rounds`` rounds of every kind (name -> a function of the work directory
+    that runs one child), the order turning round every round; each round's CPU and
+    the medians printed."""
     size = f"{(args.size // args.k + 1) * args.m + 64}M"
     got: dict[str, list[dict]] = {kind: [] for kind in kinds}
     with tmpfs(args.work, size) as work:
         for r in range(args.rounds):
-            order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
-            for kind in order:
-                got[kind].append(run_child(kinds[kind], work, args.size, args.k, args.m))
+            for kind in list(kinds) if r % 2 == 0 else list(reversed(kinds)):
+                got[kind].append(kinds[kind](work))
             line = "; ".join(
                 f"{kind} collector {got[kind][-1]['collector']:.3f} tees "
                 f"{got[kind][-1]['tees']:.3f}"
@@ -143,13 +155,33 @@ def main() -> None:
             f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows: median "
             f"CPU s collector {col:.3f}, tees {tee:.3f}, together {both:.3f}"
         )
-    if args.before:
-        ratio = statistics.median(
-            (a["collector"] + a["tees"]) / (b["collector"] + b["tees"])
-            for a, b in zip(got["now"], got["before"], strict=True)
-        )
-        print(f"now / before, same round: {ratio:.2f}")
     shutil.rmtree(Path(args.work), ignore_errors=True)
+    return got
+
+
+def ratio(got: dict[str, list[dict]], a: str, b: str) -> float:
+    """The median over rounds of kind ``a``'s CPU over kind ``b``'s in the same round."""
+    return statistics.median(
+        (x["collector"] + x["tees"]) / (y["collector"] + y["tees"])
+        for x, y in zip(got[a], got[b], strict=True)
+    )
+
+
+def main() -> None:
+    ap = arguments(__doc__, "/tmp/pbparitypath")
+    ap.add_argument("--before", default="", help="an older src/ to run alternately")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.work, args.size, args.k, args.m, args.record)))
+        return
+    if args.before:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", args.before], check=True)
+    srcs = {"now": str(SRC), **({"before": args.before} if args.before else {})}
+    extra = ("--record", str(args.record))
+    kinds = {kind: (lambda w, s=src: run_child(s, w, args, *extra)) for kind, src in srcs.items()}
+    got = rounds(kinds, args)
+    if args.before:
+        print(f"now / before, same round: {ratio(got, 'now', 'before'):.2f}")
 
 
 if __name__ == "__main__":
