@@ -318,6 +318,8 @@ def main() -> None:
 def _runs(args, w: str, state: str, tree: str) -> list[dict]:
     out = []
     versions = [v.split("=", 1) for v in args.versions] or [("", args.src)]
+    for _name, src in versions:  # as pairs.py: an uncompiled copy (PYTHONDONTWRITEBYTECODE)
+        subprocess.run([PY, "-m", "compileall", "-q", src], check=True, capture_output=True)
     for i in range(args.runs):
         for name, src in versions:
             with contextlib.ExitStack() as stack:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from parbackup.cli.cluster import cluster_options
+from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -19,7 +19,6 @@ from parbackup.cli.common import (
 from parbackup.cli.keys import backup_codec, password_options
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
-from parbackup.cluster import cluster_executor
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions, BackupReport
 from parbackup.errors import RestoreError, UsageError

@@ -41,7 +41,6 @@ from typing import Any
 import click
 
 from parbackup.cli.common import open_catalog
-from parbackup.engine.forget import source_names
 from parbackup.errors import UsageError
 
 SUB_TABLES = ("retention", "options")
@@ -168,6 +167,8 @@ def apply_profile(ctx: click.Context) -> None:
         defaults[param.name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     if "sources" in profile:
+        from parbackup.engine.forget import source_names  # retention's code: a profile's only
+
         raw = _value(click.Argument(["sources"], nargs=-1), profile["sources"][1])
         ctx.meta["parbackup.sources"] = source_names([str(v) for v in raw])
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import click
 
-from parbackup.cli.cluster import cluster_options
+from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -20,7 +20,6 @@ from parbackup.cli.common import (
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view, warn
-from parbackup.cluster import cluster_executor
 from parbackup.errors import UsageError
 from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.cluster import cluster_options
+from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -18,7 +18,6 @@ from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option, set_option
-from parbackup.cluster import cluster_executor
 from parbackup.readback.verify import run_verify
 
 

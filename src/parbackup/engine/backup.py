@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from parbackup import __version__, scratch
 from parbackup.catalog import Catalog
@@ -29,7 +29,6 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
-from parbackup.engine.parity import ParityStream, finish_parity, split_devices
 from parbackup.engine.prepare import (
     SourceHosts,
     hosts_of,
@@ -62,6 +61,9 @@ from parbackup.sources.base import SourceSpec
 from parbackup.sources.registry import open_source
 from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
+
+if TYPE_CHECKING:
+    from parbackup.engine.parity import ParityStream
 
 log = logging.getLogger(__name__)
 _FILE_BATCH = 16384
@@ -107,7 +109,11 @@ def run_backup(
     specs = selecting(specs, select, options.xattrs)
     specs = inside_remote(specs, device_urls, on_event)
     specs = place_sources(specs, hosts_of(executor))
-    device_urls, parity_urls = split_devices(device_urls, options.parity)
+    parity_urls: list[str] = []
+    if options.parity > 0:  # ISA-L, the collector and its tees: loaded by parity runs only
+        from parbackup.engine.parity import ParityStream, finish_parity, split_devices
+
+        device_urls, parity_urls = split_devices(device_urls, options.parity)
     fleet = Fleet.start(
         list(device_urls),
         specs,
@@ -118,9 +124,10 @@ def run_backup(
     )
     stream = None
     try:
-        stream = ParityStream.start(
-            parity_urls, executor, options.device_timeout, columns=len(device_urls)
-        )
+        if parity_urls:
+            stream = ParityStream.start(
+                parity_urls, executor, options.device_timeout, columns=len(device_urls)
+            )
         backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
         backup.parity = stream
         backup.hosts = hosts_of(executor)

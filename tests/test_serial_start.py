@@ -1,0 +1,73 @@
+"""The controller's serial start: what a plain local backup does not load.
+
+Every module the controller imports before its first scan is serial time that no
+device can share (docs/BENCHMARKS.md, "Serial part (session 9)"): code that only
+parity, a cluster or retention needs is imported by the runs that use it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SRC, make_tree, run_cli
+
+NOT_LOADED = (
+    "parbackup.cluster",  # --cluster only (cli/cluster.py)
+    "parbackup.clustertask",
+    "parbackup.engine.parity",  # --parity only (engine/backup.py)
+    "parbackup.engine.paritystream",
+    "parbackup.engine.paritytee",
+    "parbackup.redundancy",
+    "parbackup.readback.core",  # restore's readers (cluster tasks relay through it)
+    "parbackup.readback.relay",
+    "parbackup.engine.forget",  # a profile's sources only (cli/profiles.py)
+)
+
+
+def _loaded_by_backup(tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
+    src = make_tree(tmp_path / "src", files=5)
+    devs = []
+    for name in ("d1", "d2", "d3"):
+        (tmp_path / name).mkdir()
+        devs += ["-d", str(tmp_path / name)]
+    argv = ["backup", str(src), *devs, "--catalog", str(tmp_path / "cat.sqlite"), *extra]
+    program = (
+        "import sys\n"
+        "from parbackup.cli.main import cli\n"
+        "try:\n"
+        f"    cli({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('loaded:', ' '.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert last.startswith("loaded:"), proc.stdout + proc.stderr
+    return proc.stdout, set(last.split()[1:])
+
+
+def _under(modules: set[str], package: str) -> list[str]:
+    return sorted(m for m in modules if m == package or m.startswith(package + "."))
+
+
+def test_plain_backup_loads_no_parity_cluster_or_retention_code(tmp_path: Path) -> None:
+    """A local backup without --parity, --cluster or a profile completes without
+    importing their modules."""
+    out, loaded = _loaded_by_backup(tmp_path)
+    assert "exit 0" in out, out
+    for package in NOT_LOADED:
+        assert not _under(loaded, package), f"{package} loaded by a plain backup"
+
+
+def test_parity_backup_still_loads_and_writes_parity(tmp_path: Path) -> None:
+    """--parity imports what it needs where it is asked for: the set is written with its
+    parity device and verifies."""
+    out, loaded = _loaded_by_backup(tmp_path, "--parity", "1")
+    assert "exit 0" in out, out
+    assert "parbackup.engine.parity" in loaded
+    result = run_cli("verify", "--catalog", str(tmp_path / "cat.sqlite"))
+    assert result.code == 0, result.out + result.err
