@@ -22,6 +22,7 @@ from typing import BinaryIO
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
+from parbackup.frozen import maker
 from parbackup.xattrs import MAX_META
 
 FORMAT_VERSION = 1
@@ -188,6 +189,9 @@ def encode_record_header(
     return body + _CRC.pack(zlib.crc32(body))
 
 
+_make_header = maker(RecordHeader)  # one per record a reader checks: the fast way
+
+
 def _check_fixed(fields: tuple) -> tuple[int, int, int]:
     """Check a record header's fixed part (``_RECORD``'s fields); (code, length, extra):
     its kind code, whole length and bytes of stored size after the fixed part."""
@@ -226,7 +230,7 @@ def _header(fields: tuple, code: int, extra: int, tail: bytes | memoryview) -> R
             raise FormatError("record stored size is out of range")
     elif flags:
         raise FormatError(f"record flags {flags:#x} in a version-{fields[1]} record")
-    return RecordHeader(
+    return _make_header(
         "end" if code == KIND_END else KIND_NAMES[code],
         fields[4],
         fields[5],
