@@ -24,6 +24,8 @@ import statistics
 import subprocess
 import sys
 
+from common import alternating
+
 _CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -69,8 +71,7 @@ def main() -> None:
     ap.add_argument("checkouts", nargs="+")
     args = ap.parse_args()
     got: dict[str, list[dict]] = {c: [] for c in args.checkouts}
-    for i in range(args.rounds):
-        order = args.checkouts if i % 2 == 0 else list(reversed(args.checkouts))
+    for i, order in alternating(args.checkouts, args.rounds):
         for co in order:
             src = f"{co.rstrip('/')}/src"
             argv = [sys.executable, "-c", _CHILD, src, args.catalog, str(args.repeat)]
