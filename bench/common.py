@@ -348,3 +348,11 @@ def conditions() -> str:
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, Python "
         f"{sys.version.split()[0]}"
     )
+
+
+def alternating(checkouts: Sequence[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
+    """(round, checkouts in the order to run them) for ``rounds`` rounds: the order is
+    reversed every other round, so that no checkout always runs first (after a quiet
+    spell, or into a cold cache)."""
+    for i in range(rounds):
+        yield i, list(checkouts) if i % 2 == 0 else list(reversed(checkouts))

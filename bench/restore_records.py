@@ -23,6 +23,8 @@ import statistics
 import subprocess
 import sys
 
+from common import alternating
+
 _CHILD = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -83,8 +85,7 @@ def main() -> None:
     ap.add_argument("checkouts", nargs="+")
     args = ap.parse_args()
     times: dict[str, list[float]] = {c: [] for c in args.checkouts}
-    for i in range(args.rounds):
-        order = args.checkouts if i % 2 == 0 else list(reversed(args.checkouts))
+    for i, order in alternating(args.checkouts, args.rounds):
         for checkout in order:
             src = os.path.join(os.path.abspath(checkout), "src")
             out = subprocess.run(

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from common import wipe
+from common import alternating, wipe
 
 _CHILD = """
 import json, sys, time
@@ -87,8 +87,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in args.checkouts}
     for checkout in args.checkouts:  # as an installation has them (bench/common.py)
         compileall.compile_dir(os.path.join(checkout, "src"), quiet=2)
-    for i in range(args.rounds):
-        order = args.checkouts if i % 2 == 0 else list(reversed(args.checkouts))
+    for i, order in alternating(args.checkouts, args.rounds):
         for checkout in order:
             m = one_run(checkout, args.catalog, args.target)
             runs[checkout].append(m)

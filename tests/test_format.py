@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
 
 import pytest
 from hypothesis import given
@@ -10,9 +12,11 @@ from hypothesis import strategies as st
 
 from parbackup.errors import ChecksumError, FormatError
 from parbackup.format import (
+    RECORD_FIXED_SIZE,
     RecordHeader,
     VolumeHeader,
     checksum,
+    decode_record_header,
     end_record,
     iter_volume,
     parse_record_header,
@@ -98,3 +102,34 @@ def test_cut_volume_is_reported():
 def test_garbage_is_not_a_volume():
     with pytest.raises(FormatError):
         read_volume_header(io.BytesIO(b"\0" * 100))
+
+
+@given(headers, st.binary(max_size=64), st.integers(-1, 2**20), st.data())
+def test_both_parsers_agree_in_a_larger_buffer(header, after, stored, data):
+    """A reader parses a header in place in its read buffer (parse_record_header on a
+    view with the payload after it); a volume scan reads it in two parts
+    (decode_record_header): same header, or both reject the same damage."""
+    if stored >= 0:  # a version-4 header: the stored size after the fixed part
+        header = dataclasses.replace(header, stored=stored, flags=1)
+    raw = bytearray(header.encode())
+    if data.draw(st.booleans()):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+    buf = memoryview(bytes(raw) + after)
+    fixed = RECORD_FIXED_SIZE
+
+    def whole() -> RecordHeader:
+        return parse_record_header(buf)
+
+    def parts() -> RecordHeader:
+        return decode_record_header(bytes(buf[:fixed]), lambda n: bytes(buf[fixed : fixed + n]))
+
+    try:
+        expected = parts()
+    except FormatError as exc:
+        with pytest.raises(FormatError, match=re.escape(str(exc))):
+            whole()
+        return
+    assert whole() == expected
+    if bytes(raw) == header.encode():
+        assert expected == header

@@ -22,6 +22,7 @@ from typing import BinaryIO
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
+from parbackup.frozen import maker
 from parbackup.xattrs import MAX_META
 
 FORMAT_VERSION = 1
@@ -188,16 +189,14 @@ def encode_record_header(
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> RecordHeader:
-    """Parse a record header whose first ``_RECORD.size`` bytes are ``head``.
+_make_header = maker(RecordHeader)  # one per record a reader checks: the fast way
 
-    ``read_more(n)`` must return exactly n further bytes (or fewer at end of data).
-    """
-    if len(head) < _RECORD.size:
-        raise FormatError("truncated record header")
-    fields = _RECORD.unpack(head[: _RECORD.size])
-    (magic, version, code, length, set_id, file_id, offset, size, file_size) = fields[:9]
-    (mode, uid, gid, mtime_ns, flags, digest, path_len, link_len) = fields[9:]
+
+def _check_fixed(fields: tuple) -> tuple[int, int, int]:
+    """Check a record header's fixed part (``_RECORD``'s fields); (code, length, extra):
+    its kind code, whole length and bytes of stored size after the fixed part."""
+    (magic, version, code, length, _set_id, _file_id, offset, size, file_size) = fields[:9]
+    path_len, link_len = fields[15], fields[16]
     if magic != RECORD_MAGIC:
         raise FormatError(f"bad record magic {magic!r}")
     if version not in FORMAT_VERSIONS:
@@ -215,54 +214,77 @@ def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> Reco
         raise FormatError("malformed volume end record")
     if code == META and (offset or size != file_size or size > MAX_META or link_len):
         raise FormatError("malformed metadata record")
-    rest = read_more(length - _RECORD.size)
-    if len(rest) != length - _RECORD.size:
-        raise FormatError("truncated record header")
-    body = head[: _RECORD.size] + rest[: extra + path_len + link_len]
-    (crc,) = _CRC.unpack(rest[extra + path_len + link_len :])
-    if zlib.crc32(body) != crc:
-        raise FormatError("record header checksum mismatch")
+    return code, length, extra
+
+
+def _header(fields: tuple, code: int, extra: int, tail: bytes | memoryview) -> RecordHeader:
+    """The header of checked ``fields`` (its CRC matched); ``tail``: the bytes between
+    the fixed part and the CRC (stored size, path, link)."""
+    (offset, size, file_size, mode, uid, gid, mtime_ns, flags, digest, path_len) = fields[6:16]
     if code != KIND_END and (offset + size > file_size):
         raise FormatError("record extends past the end of its file")
     stored = -1
     if extra:
-        (stored,) = _STORED.unpack(rest[:extra])
+        (stored,) = _STORED.unpack_from(tail)
         if stored > MAX_STORED:
             raise FormatError("record stored size is out of range")
-        rest = rest[extra:]
     elif flags:
-        raise FormatError(f"record flags {flags:#x} in a version-{version} record")
-    return RecordHeader(
-        kind="end" if code == KIND_END else KIND_NAMES[code],
-        set_id=set_id,
-        file_id=file_id,
-        offset=offset,
-        size=size,
-        file_size=file_size,
-        mode=mode,
-        uid=uid,
-        gid=gid,
-        mtime_ns=mtime_ns,
-        checksum=digest,
-        path=rest[:path_len],
-        link=rest[path_len : path_len + link_len],
-        flags=flags if extra else 0,
-        stored=stored,
+        raise FormatError(f"record flags {flags:#x} in a version-{fields[1]} record")
+    return _make_header(
+        "end" if code == KIND_END else KIND_NAMES[code],
+        fields[4],
+        fields[5],
+        offset,
+        size,
+        file_size,
+        mode,
+        uid,
+        gid,
+        mtime_ns,
+        digest,
+        bytes(tail[extra : extra + path_len]),
+        bytes(tail[extra + path_len :]),
+        flags if extra else 0,
+        stored,
     )
+
+
+def decode_record_header(head: bytes, read_more: Callable[[int], bytes]) -> RecordHeader:
+    """Parse a record header whose first ``_RECORD.size`` bytes are ``head``.
+
+    ``read_more(n)`` must return exactly n further bytes (or fewer at end of data).
+    """
+    if len(head) < _RECORD.size:
+        raise FormatError("truncated record header")
+    fields = _RECORD.unpack_from(head)
+    code, length, extra = _check_fixed(fields)
+    rest = read_more(length - _RECORD.size)
+    if len(rest) != length - _RECORD.size:
+        raise FormatError("truncated record header")
+    (crc,) = _CRC.unpack_from(rest, len(rest) - _CRC.size)
+    if zlib.crc32(rest[: -_CRC.size], zlib.crc32(head[: _RECORD.size])) != crc:
+        raise FormatError("record header checksum mismatch")
+    return _header(fields, code, extra, rest[: -_CRC.size])
 
 
 RECORD_FIXED_SIZE = _RECORD.size
 
 
-def parse_record_header(data: bytes) -> RecordHeader:
-    """Parse a complete header held in ``data`` (as read from the catalog's position)."""
+def parse_record_header(data: bytes | memoryview) -> RecordHeader:
+    """Parse a complete header held at the start of ``data`` (as read from the catalog's
+    position): the same checks as ``decode_record_header``, no bytes copied but the names
+    (a reader's per-record path)."""
+    if len(data) < _RECORD.size:
+        raise FormatError("truncated record header")
+    fields = _RECORD.unpack_from(data)
+    code, length, extra = _check_fixed(fields)
+    if len(data) < length:
+        raise FormatError("truncated record header")
     view = memoryview(data)
-    pos = _RECORD.size
-
-    def more(n: int) -> bytes:
-        return bytes(view[pos : pos + n])
-
-    return decode_record_header(bytes(view[:pos]), more)
+    (crc,) = _CRC.unpack_from(view, length - _CRC.size)
+    if zlib.crc32(view[: length - _CRC.size]) != crc:
+        raise FormatError("record header checksum mismatch")
+    return _header(fields, code, extra, view[_RECORD.size : length - _CRC.size])
 
 
 def end_record(set_id: bytes, records: int) -> RecordHeader:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from parbackup.crypto.codec import CodecSpec
+from parbackup.frozen import maker
 from parbackup.model import RecordRef
 from parbackup.readback.sinks import SinkSpec
 
@@ -68,7 +69,11 @@ _crc32 = zlib.crc32
 
 def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef]]:
     """The reverse of ``pack`` (in the reader)."""
-    return [(p[0], RecordRef(label, *p[1:])) for p in packed]
+    make = _make_ref
+    return [(p[0], make(label, *p[1:])) for p in packed]
+
+
+_make_ref = maker(RecordRef)  # one per record a reader reads: the fast way
 
 
 @dataclass(frozen=True, slots=True)

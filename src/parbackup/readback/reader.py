@@ -274,10 +274,10 @@ def _read_span(
         return
     for fid, ref in batch:
         at = ref.position - start
-        head = bytes(data[at : at + ref.header_size])
-        stored = data[at + ref.header_size : at + ref.header_size + ref.length]
+        body = at + ref.header_size
+        stored = data[body : body + ref.length]
         try:
-            header = parse_record_header(head)
+            header = parse_record_header(data[at:body])
         except FormatError as exc:
             deliver(fid, ref, None, f"damaged record header: {exc}")
             continue
