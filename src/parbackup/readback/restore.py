@@ -50,6 +50,7 @@ from parbackup.readback.select import (
 from parbackup.readback.sinks import (
     DirectorySinkSpec,
     FileTarget,
+    open_part,
     part_name,
     part_tag,
 )
@@ -427,7 +428,7 @@ def _prepare(
             if dirs is not None:
                 dirs.ensure(os.path.dirname(tmp))
             with safe.parent(tmp) as (dfd, _name):
-                fd = os.open(leaf, flags | (os.O_TRUNC if now else 0), 0o600, dir_fd=dfd)
+                fd = open_part(leaf, flags, dfd, new=now)
                 try:
                     if f.entry.size:
                         os.ftruncate(fd, f.entry.size)
@@ -464,7 +465,7 @@ def _finish(
     leaf = os.path.basename(tmp)
     try:
         with safe.parent(tmp) as (dfd, _name):
-            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            fd = open_part(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dfd, new=False)
             try:  # through the descriptor: the name is not looked up again
                 if not apply_metadata(fd, entry):
                     unowned.add(fid)
