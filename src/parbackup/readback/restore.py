@@ -40,11 +40,13 @@ from parbackup.readback.options import RestoreOptions, RestoreReport
 from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
+    SHARED_PATH,
     covered_spans,
     lost_rows,
     packed_by_label,
     restorable_set,
     select_for_restore,
+    shared_paths,
     unlisted,
 )
 from parbackup.readback.sinks import (
@@ -106,7 +108,10 @@ def _run_restore(
             dest[f.file_id] = target_path(target, f.entry.path)
         except RestoreError as exc:
             report.damage(f.entry.path, "", str(exc))
-    chosen = [f for f in chosen if f.file_id in dest]
+    twice = shared_paths(f.entry.path for f in chosen)
+    for path in sorted(twice):
+        report.damage(path, "", SHARED_PATH)
+    chosen = [f for f in chosen if f.file_id in dest and f.entry.path not in twice]
     report.grown = [
         {"path": f.entry.path, "note": "grew while it was backed up: restored as it was read"}
         for f in chosen
