@@ -95,6 +95,21 @@ def unlisted_lost(info: SetInfo) -> list[dict]:
     return unlisted(info)
 
 
+def rebuilt_incomplete(info: SetInfo) -> list[dict]:
+    """What ``verify`` names damaged for a set rebuilt from its volumes that lists files
+    whose bytes lie only in part on the devices found (rebuild-catalog's ``incomplete``:
+    the rest was on a missing device, or damaged). Those files are not restorable, so
+    verify read none of them: the set is not whole, whatever it did check."""
+    report = info.report or {}
+    if not report.get("rebuilt"):
+        return []
+    return [
+        {"path": str(f.get("path", "")), "device": "", "error": f"rebuilt: {f.get('error', '')}"}
+        for f in report.get("incomplete") or []
+        if isinstance(f, dict)
+    ]
+
+
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
     return [

@@ -23,6 +23,7 @@ from parbackup.readback.select import (
     covered,
     identities,
     lost_rows,
+    rebuilt_incomplete,
     shared_paths,
     unlisted_lost,
 )
@@ -173,5 +174,6 @@ def run_verify(
     report.damaged.extend({"path": p, "device": "", "error": SHARED_PATH} for p in sorted(twice))
     report.damaged.extend(lost_rows(info, rows))
     report.damaged.extend(unlisted_lost(info))
+    report.damaged.extend(rebuilt_incomplete(info))
     report.seconds = time.monotonic() - started
     return report
