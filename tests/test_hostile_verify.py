@@ -31,3 +31,25 @@ def test_verify_of_a_set_rebuilt_from_some_of_its_devices_is_damaged(tmp_path, d
     assert r.code == 0, r.out + r.err
     r = run_cli("verify", "--catalog", whole, "--json")
     assert r.code == 0 and r.json["status"] == "ok", r.out + r.err
+
+
+def test_verify_names_the_files_a_rebuilt_set_holds_only_in_part(tmp_path, device_dirs):
+    """A file split over two devices, the catalog rebuilt from one: rebuild-catalog
+    lists the file as incomplete (its other bytes are on the missing device). verify
+    checked only the restorable files and said ``ok`` (exit 0) of that set, having
+    checked none of its bytes: it must name the file as damaged."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(b"\x01" * (3 << 20))  # split over both devices
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    args = ("-d", str(devs[0]), "-d", str(devs[1]), "--strategy", "threshold")
+    r = run_cli("backup", str(src), *args, "--catalog", cat)
+    assert r.code == 0, r.err
+    new = str(tmp_path / "rebuilt.sqlite")
+    r = run_cli("rebuild-catalog", "-d", str(devs[0]), "--catalog", new, "--json")
+    assert r.code == 3, r.out + r.err
+    assert [f["path"] for f in r.json["sets"][0]["incomplete"]] == [str(src / "big")], r.out
+    r = run_cli("verify", "--catalog", new, "--json")
+    assert r.code == 1 and r.json["status"] == "damaged", r.out + r.err
+    assert str(src / "big") in [d["path"] for d in r.json["damaged"]], r.json

@@ -123,7 +123,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                 elif int(row[0]) < SCHEMA_VERSION:
                     self._migrate()
                 self.db.execute(ORIGIN_INDEX)
-        except (sqlite3.DatabaseError, OSError) as exc:
+        except (sqlite3.DatabaseError, OSError, UnicodeDecodeError) as exc:
             if not create and _wal_is_empty(path):
                 # only reading: a disk too full for SQLite's shared-memory file (or any
                 # other refusal to write) must not stop sets, files, verify or restore
@@ -132,7 +132,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                 with contextlib.suppress(CatalogError):
                     self._open_read_only(path)
                     return
-            raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
+            raise CatalogError(f"cannot open catalog {path}: {_reason(exc)}") from exc
 
     # -- plumbing ------------------------------------------------------------------------
     def _open_read_only(self, path: str) -> None:
@@ -143,8 +143,8 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             uri = "file:" + quote(path) + "?mode=ro&immutable=1"
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"cannot open catalog {path} read-only: {exc}") from exc
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"cannot open catalog {path} read-only: {_reason(exc)}") from exc
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise CatalogError(f"{path} was written by a newer parbackup (schema {version})")
@@ -159,8 +159,8 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                         if statement.strip():
                             self.db.execute(statement)
                     self._migrate()
-            except sqlite3.DatabaseError as exc:
-                raise CatalogError(f"cannot read catalog {path}: {exc}") from exc
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+                raise CatalogError(f"cannot read catalog {path}: {_reason(exc)}") from exc
 
     def _use_wal(self, wait: float = 60.0) -> None:
         """Switch a new catalog to WAL mode.
@@ -421,3 +421,13 @@ def default_catalog_path() -> str:
     if env:
         return env
     return os.path.join(user_data_dir("parbackup", appauthor=False), "catalog.sqlite")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why SQLite refused a catalog. A damaged schema is reported with the bytes SQLite
+    could not parse (``near "...": syntax error``); where they are not UTF-8, Python's
+    sqlite3 fails to decode the message itself (UnicodeDecodeError): it is shown as it
+    decodes, the bad bytes replaced."""
+    if isinstance(exc, UnicodeDecodeError) and isinstance(exc.object, bytes):
+        return exc.object.decode("utf-8", "replace")
+    return str(exc)

@@ -23,9 +23,11 @@ is restored into without one: the mark is a help for the next run, never a condi
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Sequence
 
 from parbackup.errors import RestoreError
@@ -102,13 +104,19 @@ class RestoreMark:
 
 def _open(target: str) -> int:
     """The mark's descriptor, opened (made if missing) in ``target``, never through a
-    symlink."""
+    symlink; OSError (no mark kept) when the name holds anything but a regular file with
+    no other name: a hard link to a file elsewhere is never truncated and written."""
     dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        return os.open(MARK, flags, 0o600, dir_fd=dir_fd)
+        fd = os.open(MARK, flags, 0o600, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EEXIST, "not a restore's mark", MARK)
+    return fd
 
 
 def _read(fd: int) -> dict:

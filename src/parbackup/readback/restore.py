@@ -40,16 +40,19 @@ from parbackup.readback.options import RestoreOptions, RestoreReport
 from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
+    SHARED_PATH,
     covered_spans,
     lost_rows,
     packed_by_label,
     restorable_set,
     select_for_restore,
+    shared_paths,
     unlisted,
 )
 from parbackup.readback.sinks import (
     DirectorySinkSpec,
     FileTarget,
+    open_part,
     part_name,
     part_tag,
 )
@@ -105,7 +108,10 @@ def _run_restore(
             dest[f.file_id] = target_path(target, f.entry.path)
         except RestoreError as exc:
             report.damage(f.entry.path, "", str(exc))
-    chosen = [f for f in chosen if f.file_id in dest]
+    twice = shared_paths(f.entry.path for f in chosen)
+    for path in sorted(twice):
+        report.damage(path, "", SHARED_PATH)
+    chosen = [f for f in chosen if f.file_id in dest and f.entry.path not in twice]
     report.grown = [
         {"path": f.entry.path, "note": "grew while it was backed up: restored as it was read"}
         for f in chosen
@@ -427,7 +433,7 @@ def _prepare(
             if dirs is not None:
                 dirs.ensure(os.path.dirname(tmp))
             with safe.parent(tmp) as (dfd, _name):
-                fd = os.open(leaf, flags | (os.O_TRUNC if now else 0), 0o600, dir_fd=dfd)
+                fd = open_part(leaf, flags, dfd, new=now)
                 try:
                     if f.entry.size:
                         os.ftruncate(fd, f.entry.size)
@@ -464,7 +470,7 @@ def _finish(
     leaf = os.path.basename(tmp)
     try:
         with safe.parent(tmp) as (dfd, _name):
-            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            fd = open_part(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dfd, new=False)
             try:  # through the descriptor: the name is not looked up again
                 if not apply_metadata(fd, entry):
                     unowned.add(fid)

@@ -46,6 +46,25 @@ def lost_rows(info: SetInfo, rows: int) -> list[dict]:
     ]
 
 
+SHARED_PATH = (
+    "another entry of the set has the same path (a damaged or forged set): neither is used"
+)
+
+
+def shared_paths(paths: Iterable[str]) -> set[str]:
+    """The paths more than one entry of a set has. No backup writes such a set, but a
+    forged or damaged volume read by rebuild-catalog can say so; restoring both would
+    rename one over the other and call both restored, so restore and verify name the
+    path as damaged and use neither entry (which is right cannot be told)."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for path in paths:
+        if path in seen:
+            twice.add(path)
+        seen.add(path)
+    return twice
+
+
 def unlisted(info: SetInfo) -> list[dict]:
     """What ``skipped`` names for a set rebuilt from its volumes that does not list all
     its files (rebuild-catalog: an incremental set's reused files are on its parent's
@@ -74,6 +93,21 @@ def unlisted_lost(info: SetInfo) -> list[dict]:
     if not int((info.report or {}).get("unknown_file_ids") or 0):
         return []
     return unlisted(info)
+
+
+def rebuilt_incomplete(info: SetInfo) -> list[dict]:
+    """What ``verify`` names damaged for a set rebuilt from its volumes that lists files
+    whose bytes lie only in part on the devices found (rebuild-catalog's ``incomplete``:
+    the rest was on a missing device, or damaged). Those files are not restorable, so
+    verify read none of them: the set is not whole, whatever it did check."""
+    report = info.report or {}
+    if not report.get("rebuilt"):
+        return []
+    return [
+        {"path": str(f.get("path", "")), "device": "", "error": f"rebuilt: {f.get('error', '')}"}
+        for f in report.get("incomplete") or []
+        if isinstance(f, dict)
+    ]
 
 
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import resource
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,7 +41,7 @@ quarter of the descriptors the process may open): records come in volume order, 
 the backup's size order scatters over the tree, so a file's directory was usually opened
 for an earlier file long before; each one found open saves an ``openat2``."""
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 FileTarget = tuple[str, int, int, int, int, int, bool]
 """(destination path, size, mode, uid, gid, mtime_ns, finish here): one file of a
@@ -106,6 +107,32 @@ def part_name(dest: str, fid: int, tag: str = "") -> str:
 
 def _part_leaf(fid: int, tag: str = "") -> str:
     return f".parbackup-{fid}{tag}.part"
+
+
+def open_part(leaf: str, flags: int, dir_fd: int | None, *, new: bool) -> int:
+    """A ``.part``'s descriptor (``leaf`` in ``dir_fd``, opened with ``flags``).
+
+    ``new``: a file made now, never one found there: whatever held the name is unlinked
+    first. The names are easy to guess, and the target may hold one already: a hard link
+    to a file elsewhere must never be truncated, filled with the restored bytes and given
+    their mode and owner (``O_NOFOLLOW`` refuses a symlink, not a hard link).
+    Else (a file split over devices, made by whichever of its writers comes first, or a
+    ``.part`` opened again): OSError unless it is a regular file with no other name, as
+    every ``.part`` this restore makes is until it is renamed. Its owner is not asked:
+    on a root-squashed mount root's files belong to another user."""
+    if new:
+        flags |= os.O_CREAT | os.O_EXCL
+        try:
+            return os.open(leaf, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            os.unlink(leaf, dir_fd=dir_fd)  # a directory in the way: IsADirectoryError
+        return os.open(leaf, flags, 0o600, dir_fd=dir_fd)
+    fd = os.open(leaf, flags, 0o600, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EEXIST, "a file this restore did not make holds its .part name")
+    return fd
 
 
 def part_tag(names: Iterable[str]) -> str:
@@ -267,10 +294,10 @@ class DirectorySink:
             del self.idle[path]
             os.close(self.dir_fds.pop(path))
 
-    def _open(self, fid: int, flags: int) -> int:
+    def _open(self, fid: int, flags: int, new: bool) -> int:
         if self.beneath is None:
-            return os.open(part_name(self.files[fid][0], fid, self.tag), flags, 0o600)
-        return os.open(_part_leaf(fid, self.tag), flags, 0o600, dir_fd=self._dir(fid))
+            return open_part(part_name(self.files[fid][0], fid, self.tag), flags, None, new=new)
+        return open_part(_part_leaf(fid, self.tag), flags, self._dir(fid), new=new)
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -279,12 +306,11 @@ class DirectorySink:
         if len(self.fds) >= _MAX_OPEN:
             self._close(next(iter(self.fds)))
         here = self.files[fid][6]
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if here and fid not in self.started:
-            fd = self._open(fid, flags | os.O_CREAT | os.O_TRUNC)
+            fd = self._open(fid, _WRITE, new=True)
             self.started.add(fid)
         else:  # a file split over devices: the first to come makes its .part, whole
-            fd = self._open(fid, flags | os.O_CREAT)
+            fd = self._open(fid, _WRITE | os.O_CREAT, new=False)
         self.fds[fid] = fd
         return fd
 
@@ -315,7 +341,7 @@ class DirectorySink:
         try:
             dfd = self._dir(fid)
             try:
-                fd = os.open(leaf, _CREATE, 0o600, dir_fd=dfd)
+                fd = open_part(leaf, _WRITE, dfd, new=True)
                 try:
                     end = 0 if is_zero(payload) else write_sparse(fd, payload, 0)
                     if end < size:  # zeros at the end: left as a hole

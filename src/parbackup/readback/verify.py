@@ -18,7 +18,15 @@ from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.progress import EventSink, Started, ignore
 from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.recover import check_parity, recovered
-from parbackup.readback.select import covered, identities, lost_rows, unlisted_lost
+from parbackup.readback.select import (
+    SHARED_PATH,
+    covered,
+    identities,
+    lost_rows,
+    rebuilt_incomplete,
+    shared_paths,
+    unlisted_lost,
+)
 from parbackup.readback.sinks import VerifySinkSpec
 from parbackup.workers import Executor
 
@@ -78,10 +86,15 @@ def run_verify(
     report = VerifyReport(set_id=info.id)
     files: dict[int, FileEntry] = {}
     rows = 0
+    paths: list[str] = []
     for f in catalog.files(info.id):
         rows += 1
-        if f.state in RESTORABLE_FILE_STATES and f.entry.kind is Kind.FILE:
-            files[f.file_id] = f.entry
+        if f.state in RESTORABLE_FILE_STATES:
+            paths.append(f.entry.path)
+            if f.entry.kind is Kind.FILE:
+                files[f.file_id] = f.entry
+    twice = shared_paths(paths)
+    del paths
     work: dict[str, list[tuple[int, RecordRef]]] = {}
     frames: dict[str, list[tuple[int, RecordRef]]] = {}
     refs: dict[int, list[RecordRef]] = {}
@@ -158,7 +171,9 @@ def run_verify(
         if fid not in files:
             report.damaged.append({"path": names.get(fid, ""), "device": device, "error": error})
     report.damaged.extend(outcome.volumes)
+    report.damaged.extend({"path": p, "device": "", "error": SHARED_PATH} for p in sorted(twice))
     report.damaged.extend(lost_rows(info, rows))
     report.damaged.extend(unlisted_lost(info))
+    report.damaged.extend(rebuilt_incomplete(info))
     report.seconds = time.monotonic() - started
     return report
