@@ -7,7 +7,7 @@ device when a survivor is a tape), which can be a whole device's worth of bytes.
 power cut) runs no clean-up, and nothing ever looked at it again.
 
 ``directory()`` makes ``PREFIX...`` with a lock file inside that its process holds
-(``flock``) until it removes the directory. The kernel drops the lock of a process that
+(``flock``) until it removes the directory; the file takes its name only once locked. The kernel drops the lock of a process that
 is gone, so every ``directory()`` first removes each such directory whose lock nobody
 holds: the next command that needs scratch room (every backup does, for its catalog
 copy) takes away what a killed one left. A directory another live process holds is
@@ -32,9 +32,15 @@ def directory(prefix: str = "parbackup-") -> Iterator[str]:
     """A new scratch directory (its path), removed when the ``with`` ends."""
     sweep()
     path = tempfile.mkdtemp(prefix=prefix)
-    fd = os.open(os.path.join(path, LOCK), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    # The lock file gets its name only once it is locked: a sweep in another process
+    # that opened it between its creation and the flock found it free and removed the
+    # directory this process was about to use (seen as a rebuild's scratch file gone,
+    # under load, with two test runs sharing $TMPDIR).
+    making = os.path.join(path, LOCK + ".new")
+    fd = os.open(making, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(making, os.path.join(path, LOCK))
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
