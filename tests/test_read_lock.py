@@ -230,3 +230,24 @@ def test_a_restore_killed_with_sigkill_leaves_no_readers_lock(tmp_path, device_d
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(restore.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "directory"])
+def test_a_planted_readers_file_is_never_followed_or_waited_on(tmp_path, device_dirs, planted):
+    """A ``.readers`` someone made a symlink (to a file root must not truncate), a FIFO
+    or a directory: a verify runs without the lock (never through the symlink, never
+    waiting on the FIFO), and a prune is refused rather than deleting unguarded."""
+    src = make_tree(tmp_path / "src", seed=10, files=5)
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    cat = str(tmp_path / "cat.sqlite")
+    assert run_cli("backup", str(src), *devs, "--catalog", cat).code == 0
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    readers = cat + ".readers"
+    {"symlink": lambda: os.symlink(victim, readers), "fifo": lambda: os.mkfifo(readers),
+     "directory": lambda: os.mkdir(readers)}[planted]()  # fmt: skip
+    r = run_cli("verify", "--catalog", cat)
+    assert r.code == 0, r.err
+    r = run_cli("prune", "--catalog", cat)
+    assert r.code != 0 and "cannot lock the catalog" in r.err, r.err
+    assert victim.read_bytes() == b"precious\n"
