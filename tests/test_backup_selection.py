@@ -176,6 +176,23 @@ def test_a_device_and_the_catalog_inside_the_source_are_left_out(tmp_path):
     assert restored == expected
 
 
+def test_the_readers_lock_file_beside_a_catalog_in_the_source_is_left_out(tmp_path):
+    """A verify or restore leaves <catalog>.readers beside the catalog (its readers' lock,
+    catalog/runlock.py): inside a source it is left out like <catalog>.lock, not backed
+    up as a file whose times change whenever a restore ends."""
+    src = make_tree(tmp_path / "src", seed=6, files=5)
+    cat = str(src / "catalog.sqlite")
+    args = ("backup", str(src), *devs(tmp_path))
+    first = run_cli(*args, "--catalog", cat, "--json")
+    assert first.code == 0, first.err
+    r = run_cli("verify", "--catalog", cat)
+    assert r.code == 0, r.err
+    assert os.path.isfile(f"{cat}.readers"), "verify held the readers' lock"
+    second = run_cli(*args, "--catalog", cat, "--json")
+    assert second.code == 0, second.err
+    assert not any(p.startswith(cat) for p in set_paths(cat, second.json["set"]))
+
+
 def test_a_device_named_through_a_symlink_is_left_out_too(tmp_path):
     src = tmp_path / "src"
     write(src / "f", b"data")

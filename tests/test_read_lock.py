@@ -9,6 +9,7 @@ while it is certainly mid-read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -161,3 +162,92 @@ def test_the_postgres_catalog_keeps_a_prune_and_a_restore_apart(pg_url, tmp_path
     assert run_cli("prune", "--catalog", pg_url).code == 0
     assert run_cli("restore", "--target", str(out), "--catalog", pg_url).code == 0
     assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_a_refused_prune_or_forget_leaves_no_lock_held_and_nothing_forgotten(
+    tmp_path, device_dirs, monkeypatch
+):
+    """Review (session 9): a prune refused after it took the run lock drops it again,
+    forget --prune refused forgets nothing, and a reader that named the catalog through
+    a symlink or a relative path holds the lock of the same file (realpath)."""
+    from parbackup.engine.forget import forget
+    from parbackup.engine.recovery import prune_orphans
+    from parbackup.errors import CatalogError
+    from parbackup.plan.retention import Policy
+
+    src, devs, cat, _ = _two_sets(tmp_path, device_dirs)
+    os.symlink(cat, tmp_path / "alias.sqlite")
+    monkeypatch.chdir(tmp_path)
+    for name in (str(tmp_path / "alias.sqlite"), "cat.sqlite", "./alias.sqlite"):
+        with (
+            open_catalog(name, create=False) as reading,
+            open_catalog(cat, create=False) as pruning,
+        ):
+            reading.read_lock.share()
+            with pytest.raises(CatalogError, match="being read by a restore"):
+                prune_orphans(pruning)
+            assert not pruning.run_lock.held, "the refused prune dropped the run lock"
+            with pytest.raises(CatalogError, match="being read by a restore"):
+                forget(pruning, Policy(last=1), prune=True)
+            assert not pruning.run_lock.held
+            assert {s.status for s in pruning.sets()} == {"complete"}, "nothing forgotten"
+            args = [a for d in devs for a in ("-d", d)]  # the run lock is free: a backup runs
+            r = run_cli("backup", str(src), *args, "--catalog", cat)
+            assert r.code == 0, r.err
+    r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat)
+    assert r.code == 0, r.err
+
+
+@pytest.mark.slow
+def test_a_restore_killed_with_sigkill_leaves_no_readers_lock(tmp_path, device_dirs):
+    """The kernel drops the shared lock of a restore killed with SIGKILL (its process
+    alone, not its group: no helper of it keeps the lock file open), so the next prune
+    runs."""
+    _, devs, cat, old_set = _two_sets(tmp_path, device_dirs)
+    slow = [a for d in devs for a in ("-d", f"{d}?limit=1M")]
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "restore", "--set", old_set,
+         "--target", str(tmp_path / "out"), *slow, "--catalog", cat],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    readers = Path(cat + ".readers")
+    try:
+        deadline = time.monotonic() + 120
+        while not (readers.exists() and _locked_by(readers, restore.pid)):
+            assert restore.poll() is None, "the restore ended before it was killed"
+            assert time.monotonic() < deadline, "the restore never took the readers' lock"
+            time.sleep(0.01)  # polling a state the kernel shows, not waiting on a guess
+        os.kill(restore.pid, signal.SIGKILL)
+        restore.wait(timeout=60)
+        r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat, "--json")
+        assert r.code == 0, r.err
+        assert [s["status"] for s in run_cli("sets", "--catalog", cat, "--json").json["sets"]][
+            -1
+        ] == "complete"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(restore.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "directory"])
+def test_a_planted_readers_file_is_never_followed_or_waited_on(tmp_path, device_dirs, planted):
+    """A ``.readers`` someone made a symlink (to a file root must not truncate), a FIFO
+    or a directory: a verify runs without the lock (never through the symlink, never
+    waiting on the FIFO), and a prune is refused rather than deleting unguarded."""
+    src = make_tree(tmp_path / "src", seed=10, files=5)
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    cat = str(tmp_path / "cat.sqlite")
+    assert run_cli("backup", str(src), *devs, "--catalog", cat).code == 0
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    readers = cat + ".readers"
+    {"symlink": lambda: os.symlink(victim, readers), "fifo": lambda: os.mkfifo(readers),
+     "directory": lambda: os.mkdir(readers)}[planted]()  # fmt: skip
+    r = run_cli("verify", "--catalog", cat)
+    assert r.code == 0, r.err
+    r = run_cli("prune", "--catalog", cat)
+    assert r.code != 0 and "cannot lock the catalog" in r.err, r.err
+    assert victim.read_bytes() == b"precious\n"

@@ -23,6 +23,9 @@ from typing import Protocol
 
 from parbackup.errors import CatalogError
 
+LOCK_SUFFIXES = (".lock", ".readers")
+"""The lock files beside a catalog (``RunLock``, ``ReadLock``): a backup leaves them out
+of a source that holds the catalog (engine/selecting.py)."""
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 """The lock file is opened without following a symlink, and never waits (a FIFO)."""
 

@@ -10,6 +10,7 @@ import posixpath
 from collections.abc import Sequence
 from dataclasses import replace
 
+from parbackup.catalog.runlock import LOCK_SUFFIXES
 from parbackup.devices.registry import FAULTY
 from parbackup.devices.url import DeviceURL, parse_url
 from parbackup.errors import UsageError
@@ -36,7 +37,7 @@ def automatic_excludes(
         if parsed.scheme in ("file", "tape") and parsed.path:
             found.append((parsed.path, f"automatic: backup device {parsed.display}"))
     if catalog_path and "://" not in catalog_path:  # a catalog on a server is no file
-        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+        for suffix in ("", "-wal", "-shm", "-journal", *LOCK_SUFFIXES):
             found.append((catalog_path + suffix, "automatic: the catalog"))
     out: dict[str, str] = {}
     for spec in specs:

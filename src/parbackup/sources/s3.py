@@ -49,7 +49,12 @@ def _seconds_ns(obj: dict) -> int:
 
 def etag_number(etag: str) -> int:
     """The object's version as an inode number: 63 bits of BLAKE2b over its ETag (a
-    signed 64-bit catalog column holds it), never 0 (the number of a file with none)."""
+    signed 64-bit catalog column holds it), never 0 but for no ETag at all. The ETag is
+    taken without quotes or a weak ``W/`` mark: S3-compatible servers differ in how they
+    tell it, and one version must have one number in a listing and in a GET."""
+    etag = etag.strip().removeprefix("W/").strip('"')
+    if not etag:
+        return 0
     digest = hashlib.blake2b(etag.encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") >> 1) or 1
 
@@ -183,6 +188,13 @@ class S3Prefix(Source):
     def _head(self, path: str) -> tuple[Identity, str]:
         key = self._key(path)
         return _version(self._call("stat", lambda s: s.head_object(Bucket=self.bucket, Key=key)))
+
+    def changes(self, old: Identity, new: Identity) -> list[str]:
+        """As any source's, but an ETag only one side told (a server that leaves it out
+        of a listing or an answer: number 0) is no change: nothing to compare it with."""
+        if not old.ino or not new.ino:
+            new = new._replace(ino=old.ino)
+        return super().changes(old, new)
 
     def open(self, path: str | bytes, expect: Identity | None = None) -> _S3Reader:
         """A reader; no request yet: the first range tells the version (see _S3Reader)."""
