@@ -101,16 +101,19 @@ class ReadLock:
         when it cannot be made (read-only media): nothing can prune there."""
         if self.fd >= 0:
             return
+        # Read-only: a shared flock needs no write, so a reader never truncates or writes
+        # what the name holds, and readers of other users (0644) share it too.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = _open_lock_file(self.path, self.catalog)
-        except CatalogError:
-            try:  # the file is there but not writable here: a shared lock needs no write
-                fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.path, flags | os.O_CREAT, 0o644)
+        except OSError:
+            try:  # not to be made here (read-only media): perhaps it is there
+                fd = os.open(self.path, flags)
             except OSError:
                 return
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                return
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as exc:
@@ -125,7 +128,7 @@ class ReadLock:
         """Hold the lock alone, for a prune; CatalogError while anything reads."""
         if self.fd >= 0:
             return
-        fd = _open_lock_file(self.path, self.catalog)
+        fd = _open_lock_file(self.path, self.catalog, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -159,10 +162,10 @@ def being_read(catalog: str) -> str:
     )
 
 
-def _open_lock_file(path: str, catalog: str) -> int:
+def _open_lock_file(path: str, catalog: str, mode: int = 0o600) -> int:
     """The lock file at ``path``, made if missing; CatalogError naming ``catalog``."""
     try:  # never through a symlink: root would truncate what a planted one names
-        fd = os.open(path, _FLAGS, 0o600)
+        fd = os.open(path, _FLAGS, mode)
     except OSError as exc:
         why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
         raise CatalogError(f"cannot lock the catalog {catalog}: {path}: {why}") from exc
@@ -191,9 +194,12 @@ def _name_holder(fd: int) -> None:
 
 
 def _release(fd: int) -> None:
+    """Unlock and close ``fd``, emptied first where it was written (an exclusive holder's
+    pid); a reader's read-only descriptor is never written."""
     if fd >= 0:
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
+                os.ftruncate(fd, 0)
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         with contextlib.suppress(OSError):
