@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS files (
     ctime_ns INTEGER NOT NULL DEFAULT 0,
     ino INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, file_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
     file_id INTEGER NOT NULL,
@@ -119,6 +119,12 @@ CREATE TABLE IF NOT EXISTS progress (
     PRIMARY KEY (set_id, seq)
 );
 """
+# files WITHOUT ROWID: the rows are kept in their primary key's order, so the key is
+# stored once, not in the table and again in an index of its own (a million files: the
+# table and its index 172 -> 132 bytes a file, the catalog ~10% smaller, and one
+# B-tree written per row instead of two). Only new catalogs get it (CREATE ... IF NOT
+# EXISTS); an older catalog's files table answers the same SQL, so the version did not
+# change. Every query of files names the set and orders by file id, or needs no order.
 # records_by_set: every query of records names the set. The index it replaces
 # (records_by_file, on set_id and file_id) took each insert to a random place, since
 # records arrive in plan order, not file order: a million records cost 12 us each
