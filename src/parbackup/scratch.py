@@ -8,9 +8,10 @@ power cut) runs no clean-up, and nothing ever looked at it again.
 
 ``directory()`` makes ``PREFIX...`` with a lock file inside that its process holds
 (``flock``) until it removes the directory; the file takes its name only once locked.
-The kernel drops the lock of a process that is gone, so every ``directory()`` first removes each such directory whose lock nobody
-holds: the next command that needs scratch room (every backup does, for its catalog
-copy) takes away what a killed one left. A directory another live process holds is
+The kernel drops the lock of a process that is gone, so every ``directory()`` first
+removes each such directory whose lock nobody holds: the next command that needs
+scratch room (every backup does, for its catalog copy) takes away what a killed one
+left. A directory another live process holds is
 left alone, whatever host or PID namespace shares ``$TMPDIR``.
 """
 
