@@ -6,12 +6,15 @@ never needs the mover's own imports.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from parbackup.crypto.codec import CodecSpec
-from parbackup.engine.paritytee import ParityLink
 from parbackup.format import CHUNK
 from parbackup.model import Space
 from parbackup.sources.base import SourceSpec
+
+if TYPE_CHECKING:  # only a set with a codec or parity sends them (unpickling imports)
+    from parbackup.crypto.codec import CodecSpec
+    from parbackup.engine.paritytee import ParityLink
 
 
 @dataclass(frozen=True, slots=True)
