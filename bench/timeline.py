@@ -149,20 +149,23 @@ class Poller(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             now = time.perf_counter() - self.t0
-            todo, seen = [self.root], []
+            todo, seen = [(self.root, 0)], []
             while todo:
-                pid = todo.pop()
-                seen.append(pid)
-                todo += _children(pid)
-            for pid in seen:
+                pid, parent = todo.pop()
+                seen.append((pid, parent))
+                todo += [(child, pid) for child in _children(pid)]
+            for pid, parent in seen:
                 ns = _schedstat(pid)
                 if ns is None:
                     continue
                 proc = self.procs.get(pid)
                 if proc is None:
                     proc = self.procs[pid] = Proc(pid, "?", now)
-                if proc.name in ("?", "controller") or proc.name.startswith("/"):
+                if proc.name in ("", "?", "controller", "fork server") or proc.name.startswith("/"):
                     proc.name = _name(pid) if pid != self.root else "controller"
+                    above = self.procs.get(parent)
+                    if proc.name == "fork server" and above and above.name == "fork server":
+                        proc.name = "mover"  # a worker forked by the server (engine/movers.py)
                 proc.last = now
                 proc.samples.append((now, ns))
             time.sleep(0.001)

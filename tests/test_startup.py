@@ -14,8 +14,7 @@ import subprocess
 import sys
 
 from conftest import SRC, backup_imports, environ
-from parbackup.cli.main import MOVER, movers_named
-from parbackup.engine.fleet import MOVER as FLEET_MOVER
+from parbackup.cli.main import movers_named
 from parbackup.workers import LocalExecutor
 
 
@@ -161,7 +160,6 @@ def test_a_worker_that_died_while_it_waited_is_replaced_by_a_fresh_one(tmp_path)
 
 
 def test_the_movers_a_command_line_names_are_counted_before_it_is_parsed():
-    assert MOVER == FLEET_MOVER  # the CLI starts what the fleet asks for
     assert movers_named(["/src", "-d", "/a", "--device", "/b", "--device=/c", "-d/e"]) == 4
     assert movers_named(["/src", "-d", "/a", "-d", "/b", "-d", "/c", "--parity", "1"]) == 2
     assert movers_named(["/src", "-d", "/a", "-d", "/b", "--parity=2"]) == 0
@@ -170,23 +168,13 @@ def test_the_movers_a_command_line_names_are_counted_before_it_is_parsed():
     assert movers_named(["--profile", "home"]) == 0
 
 
-def test_a_backup_hands_its_devices_the_movers_started_before_its_imports(tmp_path):
-    """The CLI starts one mover per ``-d`` before it imports the backup command, and
-    the run uses those (one debug line each), with the same result as before."""
-    src, devs = _one_file_and_two_devices(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "parbackup", "-vv", "backup", str(src),
-         *[a for d in devs for a in ("-d", str(d))], "--catalog", str(tmp_path / "c.sqlite"),
-         "--json"],
-        env={**os.environ, "PYTHONPATH": SRC},
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    ahead = [line for line in proc.stderr.splitlines() if "a worker started ahead" in line]
-    assert len(ahead) == 2, proc.stderr[-3000:]
-    assert {"mover-0", "mover-1"} == {line.split(": ")[1] for line in ahead}
-    assert '"status": "complete"' in proc.stdout
+def test_a_backup_imports_the_mover_once_whatever_its_devices(tmp_path):
+    """The movers are forks of one server that imported the mover (engine/movers.py):
+    with two devices, the modules only a mover uses are imported once, not once per
+    mover (``backup_imports`` checks that the backup completed)."""
+    imported = backup_imports(tmp_path)
+    for module in ("parbackup.engine.moversource", "parbackup.engine.records"):
+        assert imported.count(module) == 1, module
 
 
 def test_a_worker_started_ahead_dies_with_a_killed_program(tmp_path):
@@ -254,16 +242,16 @@ def test_a_worker_started_ahead_in_another_environment_is_not_handed_out(tmp_pat
 
 SLOW_MOVER = """
 import os, sys, time
-if "parbackup.engine.mover:move" in sys.argv:  # only a mover's interpreter starts slowly
+if "parbackup.engine.mover" in sys.argv:  # only the movers' fork server starts slowly
     time.sleep(float(os.environ["SLOW_MOVER_START"]))
 """
 
 
 def test_a_slow_mover_start_does_not_count_against_the_device_timeout(tmp_path):
-    """On a loaded machine a mover's interpreter may take longer to start than
-    ``--device-timeout``: the timeout counts from the mover's ``Started``, so healthy
-    devices are not failed for it (they were: "no answer within 1 seconds"). The slow
-    start is real: each mover's interpreter runs a ``sitecustomize`` that takes 3 s."""
+    """On a loaded machine the movers' start may take longer than ``--device-timeout``:
+    the timeout counts from the mover's ``Started``, so healthy devices are not failed
+    for it (they were: "no answer within 1 seconds"). The slow start is real: the
+    movers' fork server (engine/movers.py) runs a ``sitecustomize`` that takes 3 s."""
     (tmp_path / "slow").mkdir()
     (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW_MOVER)
     src, devs = _one_file_and_two_devices(tmp_path)

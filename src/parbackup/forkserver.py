@@ -194,6 +194,10 @@ def main(argv: Sequence[str]) -> int:
             code = 1
             try:
                 control.close()
+                # a session (and so a scheduler autogroup) of its own, as a worker of
+                # LocalExecutor has: workers sharing the server's would share one CPU
+                # share on a loaded machine (two movers ran at half their speed)
+                os.setsid()
                 die_with_parent(server)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.environ.clear()

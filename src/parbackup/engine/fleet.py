@@ -19,14 +19,13 @@ from parbackup.devices.registry import open_device
 from parbackup.devices.url import redact
 from parbackup.engine import messages as m
 from parbackup.engine.dispatch import DeviceState, reason_of
+from parbackup.engine.movers import MOVER, mover_executor
 from parbackup.errors import UsageError
 from parbackup.sources.base import SourceSpec
-from parbackup.workers import Crashed, Executor, LocalExecutor, wait_any
+from parbackup.workers import Crashed, Executor, wait_any
 
 START_SECONDS = 60.0
 """How long a mover's process may take to start (before its device's timeout counts)."""
-MOVER = "parbackup.engine.mover:move"
-"""The worker run for each device (the CLI starts them ahead under the same name)."""
 
 
 @dataclass
@@ -84,13 +83,12 @@ class Fleet:
         # A bad URL or option is a usage error before anything runs; relative paths are
         # made absolute here, so the movers (wherever they run) and the catalog agree.
         parsed = [open_device(url).url for url in urls]
-        executor = executor or LocalExecutor()
+        executor = executor or mover_executor()
         devices = []
         for i, url in enumerate(parsed):
             spec = m.MoverSpec(i, url.raw, tuple(sources), chunk, checkpoint_bytes)
             worker = executor.start(MOVER, spec, name=f"mover-{i}")
             devices.append(DeviceState(i, url.display, worker))
-        LocalExecutor.release(MOVER)  # any the CLI started ahead and this run left over
         return cls(devices, timeout)
 
     @property

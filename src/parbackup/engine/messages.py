@@ -12,7 +12,7 @@ from parbackup.format import CHUNK
 from parbackup.model import Space
 from parbackup.sources.base import SourceSpec
 
-if TYPE_CHECKING:  # annotations only: a run without parity never loads the tees' code
+if TYPE_CHECKING:  # only a set with a codec or parity sends them (unpickling imports)
     from parbackup.crypto.codec import CodecSpec
     from parbackup.engine.paritytee import ParityLink
 

@@ -44,9 +44,8 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from parbackup.crypto.codec import Codec
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
@@ -83,13 +82,16 @@ from parbackup.engine.messages import (
     Work,
 )
 from parbackup.engine.moversource import SMALL, SourceSide
-from parbackup.engine.paritytee import ParityTee
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import PLAIN_HEADER_FIXED, VolumeHeader, checksum, end_record
 from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
+
+if TYPE_CHECKING:  # imported by Begin when the set has them (not for a plain backup)
+    from parbackup.crypto.codec import Codec
+    from parbackup.engine.paritytee import ParityTee
 
 PROGRESS_SECONDS = 0.05
 _GATHER = 1 << 20
@@ -171,8 +173,15 @@ class _Mover(SourceSide):
                 self.tell(Committed())
             case Begin(set_id=set_id, meta=meta, codec=spec, parity=link):
                 self.set_id, self.meta = set_id, meta
-                self.codec = Codec(spec) if spec is not None and spec.active else None
+                if spec is not None and spec.active:
+                    from parbackup.crypto.codec import Codec
+
+                    self.codec = Codec(spec)
+                else:
+                    self.codec = None
                 if link is not None:
+                    from parbackup.engine.paritytee import ParityTee
+
                     self.tee = ParityTee(link, lambda: self.progress(force=True))
             case Label():
                 self.label = self.device.ensure_label().label

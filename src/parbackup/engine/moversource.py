@@ -7,14 +7,16 @@ A mixin of the mover (engine/mover.py), which holds the state it uses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
 
-from parbackup.crypto.codec import Codec
 from parbackup.engine.messages import CTIME, DEV, FID, FSIZE, INO, MTIME, OFF, PATH, SIZE, SRC
 from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
 from parbackup.sources.registry import open_source
+
+if TYPE_CHECKING:
+    from parbackup.crypto.codec import Codec
 
 SMALL = 256 * 1024
 """A file up to this size is read into a buffer of this size (one allocation for many)."""

@@ -4,20 +4,26 @@ version 4 for a set with compression or encryption, whose payload the codec stor
 Items are the dispatcher's work tuples (engine/messages.py: ``FID`` ... ``META``).
 A kind-8 "meta" record (a file's extended attributes) is written with the item of its
 file: its offset is 0, its size and file size its payload's length, and it has no link.
+
+The codec (crypto/codec.py, with zstandard and the AEAD) is imported by the first
+version-4 record, not with this module: a plain backup's movers never load it (their
+fork server's imports are every backup's CPU, engine/movers.py).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-from parbackup.crypto.codec import Codec, Place, RecordMeta, label_bytes
 from parbackup.engine.messages import FID, FSIZE, GID, KIND, LINK, MODE, MTIME, PATH, UID
 from parbackup.entries import KINDS
 from parbackup.format import KIND_CODES, encode_record_header
 
+if TYPE_CHECKING:
+    from parbackup.crypto.codec import Codec, Place
+
 META_CODE = KIND_CODES["meta"]
 _KIND_CODES = [KIND_CODES[str(k)] for k in KINDS]
-_HIDDEN = RecordMeta(0, 0, 0, 0, b"", b"")
 
 
 def plain_header(
@@ -46,6 +52,8 @@ def plain_header(
 @functools.lru_cache(maxsize=64)
 def _place(label: str, volume_id: bytes) -> Place:
     """The place of a mover's records in its current volume (made once per volume)."""
+    from parbackup.crypto.codec import Place, label_bytes
+
     return Place(label_bytes(label), volume_id)
 
 
@@ -61,6 +69,8 @@ def stored_record(
 ) -> tuple[memoryview | bytes, bytes, bytes]:
     """(stored bytes, version-4 header, checksum) of one record (crypto/codec.py). In an
     encrypted set the clear header shows no names, modes, owners or times."""
+    from parbackup.crypto.codec import RecordMeta
+
     n = len(payload)
     meta = code is not None
     file_size = n if meta else item[FSIZE]
@@ -79,7 +89,7 @@ def stored_record(
         place=_place(label, volume_id),
     )
     digest = codec.digest(payload)
-    shown = _HIDDEN if codec.encrypted else about
+    shown = RecordMeta(0, 0, 0, 0, b"", b"") if codec.encrypted else about
     header = encode_record_header(
         kind,
         set_id,
