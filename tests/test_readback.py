@@ -15,6 +15,7 @@ import pytest
 
 from conftest import SRC, default_signals, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import tmpfs_fixture  # noqa: F401 (fixture)
+from killpoints import pause_point, wait_paused
 from parbackup import Catalog
 from parbackup.readback.core import read_back
 from parbackup.readback.select import records_by_label, restorable_set, select_files
@@ -246,34 +247,34 @@ def test_a_frozen_or_dead_reader_costs_only_its_device(tmp_path, device_dirs, si
 
 def test_readers_end_with_a_killed_restore(tmp_path, device_dirs):
     """SIGKILL of a restore takes its readers (and the fork server they come from) with
-    it: nothing goes on writing into the target behind the user's back."""
+    it: nothing goes on writing into the target behind the user's back.
+
+    One reader pauses mid-read (a faulty device's gate) and the test waits for that
+    pause: the readers are then certainly running. It used to wait for a ``.part`` to
+    fill and look once; in a loaded CI run that look came after the readers had done
+    their share (1 process seen below the restore, not 2)."""
     src = make_tree(tmp_path / "src", seed=4, files=10, max_size=20_000, big=(16 * MiB,))
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
     backup(src, devs, cat)
     out = tmp_path / "out"
-    slow = [a for d in devs for a in ("--device", f"file://{d}?limit=2M")]
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    paused = f"faulty+file://{devs[0]}?pause_read={MiB}&gate={gate}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "parbackup", "restore", "--target", str(out), "--catalog",
-         cat, *slow],
+         cat, "--device", paused, "--device", str(devs[1])],
         env={**os.environ, "PYTHONPATH": SRC},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not written_parts(out):  # a reader is writing the big file
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    # the fork server and at least one reader; under load a snapshot taken as the first
-    # .part filled once showed a single process (CI, session 9; cause not found): wait
-    # for the state rather than take one look
-    helpers = descendants(proc.pid)
-    while len(helpers) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, helpers
-        time.sleep(0.01)
+    try:
+        assert wait_paused(proc, fifo), "the restore ended without reading its device"
         helpers = descendants(proc.pid)
-    proc.kill()
-    proc.wait()
+        assert len(helpers) >= 2  # the fork server and the paused reader, at least
+    finally:
+        proc.kill()
+        proc.wait()
     deadline = time.monotonic() + 30
     while not all(gone(pid) for pid in helpers):
         assert time.monotonic() < deadline, "a reader outlived its restore"
