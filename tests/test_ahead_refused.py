@@ -1,4 +1,4 @@
-"""Movers the CLI starts ahead (cli/main.py, LocalExecutor.ahead) end with a backup that
+"""Movers the CLI warms ahead (cli/main.py, the movers' fork server) end with a backup that
 is refused before it starts its movers: a usage error, a bad device URL, a missing
 source, a catalog in use by another run. (review of the overlap change, session 6)
 

@@ -38,7 +38,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import parbackup
 
@@ -225,65 +225,12 @@ class _Forked:
 
 
 class LocalExecutor:
-    """Every worker in its own local process (the default; nothing to set up).
-
-    ``ahead(target, count)`` starts workers before their work is known: each imports
-    what it runs, then waits for its spec. ``start`` hands those out first (the same
-    program, the spec sent later), so a command that knows early which workers it will
-    need (the CLI, before its own imports: cli/main.py) has their start-up done on a
-    core that would otherwise idle. One left unused ends with this process (its channel
-    closes; the kernel kills it if this process is killed).
-    """
-
-    _ahead: ClassVar[dict[str, list[tuple[subprocess.Popen, Connection, dict]]]] = {}
-    """target -> workers started ahead: process, channel, the environment they got."""
-
-    @classmethod
-    def ahead(cls, target: str, count: int) -> None:
-        """Start ``count`` workers for ``target`` now, to be handed out by ``start``."""
-        for _ in range(count):
-            try:
-                started = _spawn(target)
-            except (OSError, subprocess.SubprocessError):
-                return  # the worker is started when needed, as it would have been
-            proc, channel = started
-            if not isinstance(proc, subprocess.Popen):  # a fork of this process: not ahead
-                proc.kill()
-                channel.close()
-                return
-            cls._ahead.setdefault(target, []).append((proc, channel, dict(os.environ)))
-
-    @classmethod
-    def release(cls, target: str) -> None:
-        """End the workers for ``target`` started ahead and not handed out (the run
-        needed fewer, or runs its workers elsewhere): they need not wait for the end."""
-        for proc, channel, _env in cls._ahead.pop(target, []):
-            _end_ahead(proc, channel)
+    """Every worker in its own local process (the default; nothing to set up)."""
 
     def start(self, target: str, spec: Any, name: str = "", host: str = "") -> LocalWorker:
-        waiting = self._ahead.get(target)
-        while waiting:
-            proc, channel, env = waiting.pop(0)
-            try:  # one that died, or got another environment than a worker now would, not
-                if proc.poll() is None and env == os.environ:
-                    channel.send(spec)
-                    log.debug("%s: a worker started ahead (pid %d)", name or target, proc.pid)
-                    return LocalWorker(name or target, proc, channel)
-            except OSError:
-                pass  # it died while it waited: the next one, or a fresh one
-            _end_ahead(proc, channel)
-        proc_, channel = _spawn(target)
+        proc, channel = _spawn(target)
         channel.send(spec)
-        return LocalWorker(name or target, proc_, channel)
-
-
-def _end_ahead(proc: subprocess.Popen, channel: Connection) -> None:
-    """Kill a worker started ahead and reap it, so that no zombie is left behind."""
-    with contextlib.suppress(OSError):
-        proc.kill()
-    channel.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)  # SIGKILL cannot be caught: this returns as soon as the kernel ends it
+        return LocalWorker(name or target, proc, channel)
 
 
 def _spawn(target: str) -> tuple[subprocess.Popen | _Forked, Connection]:
