@@ -172,7 +172,7 @@ def rounds(kinds: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
         both = statistics.median(x["collector"] + x["tees"] for x in runs)
         print(
             f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows of"
-            f" {runs[0].get('unit', MIB) >> 20} MiB units: median "
+            f" {runs[0].get('unit', MIB) >> 10} KiB units: median "
             f"CPU s collector {col:.3f}, tees {tee:.3f}, together {both:.3f}"
         )
     shutil.rmtree(Path(args.work), ignore_errors=True)
