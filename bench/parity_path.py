@@ -6,7 +6,9 @@
 A real parity collector thread (engine/paritystream.py) in this process, its parity
 device a directory on a tmpfs of its own, and k tee processes (engine/paritytee.py)
 forked from it, each feeding its column (``--size`` MiB in all, in 1 MiB writes, as a
-mover's large records go) through its shared-memory slots: the copy into the slots,
+mover's large records go) through its shared-memory slots, in the tree's own unit
+(redundancy/layout.py UNIT; a copy of src/ with another UNIT as ``--before`` compares
+units): the copy into the slots,
 the unit digests, the messages, ISA-L's update, the parity volume's writes. No source
 is read and no data device written, so what it prints is the parity path's own CPU,
 far steadier on a busy machine than the difference of two whole backups (bench/parity.py):
@@ -22,6 +24,7 @@ With ``--before SRC``, every round runs the same path from an older source tree 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -52,18 +55,22 @@ def child(work: str, size: int, k: int, m: int, record: int = 0) -> dict:
         Written,
     )
     from parbackup.engine.paritytee import ParityLink, ParityTee
+    from parbackup.redundancy.layout import UNIT
 
-    dirs = []
-    for i in range(m):
-        path = os.path.join(work, f"p{i}")
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
-        dirs.append(path)
+    unit = UNIT  # the tree's own unit, and the slots and window it gives one
+    spec = ParitySpec(tuple(dirs_for(work, m)), unit, timeout=60.0)
+    slots = ParityLink("", "", 0, unit).slots
+    with contextlib.suppress(ImportError):  # trees before session 10: fixed counts
+        from parbackup.engine.paritystream import window_for
+        from parbackup.engine.paritytee import slots_for
+
+        spec = ParitySpec(spec.urls, unit, window_for(unit), timeout=60.0)
+        slots = slots_for(unit)
     data = os.urandom(4 * MIB + 96)
     per = max(1, size // k)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # (common's compileall)
     started, cpu = time.perf_counter(), time.process_time()
-    collector = Collector(ParitySpec(tuple(dirs), MIB, timeout=60.0))
+    collector = Collector(spec)
     opened = collector.channel.recv()
     assert isinstance(opened, Opened), opened
     collector.send(Begin(bytes(16), tuple(f"{j:02x}" * 16 for j in range(k)), 1))
@@ -73,7 +80,7 @@ def child(work: str, size: int, k: int, m: int, record: int = 0) -> dict:
     for j in range(k):
         pid = os.fork()
         if pid == 0:  # a mover's tee: its column, 1 MiB at a time
-            tee = ParityTee(ParityLink(listening.address, listening.token, j, MIB))
+            tee = ParityTee(ParityLink(listening.address, listening.token, j, unit, slots))
             view = memoryview(data)
             if record:  # whole records, about ``per`` MiB
                 period = view[: 96 + record] if 96 + record <= len(data) else view
@@ -102,7 +109,19 @@ def child(work: str, size: int, k: int, m: int, record: int = 0) -> dict:
         "tees": tees.ru_utime + tees.ru_stime - before.ru_utime - before.ru_stime,
         "wall": time.perf_counter() - started,
         "rows": written.rows,
+        "unit": unit,
     }
+
+
+def dirs_for(work: str, m: int) -> list[str]:
+    """The m parity devices' directories under ``work``, made empty."""
+    dirs = []
+    for i in range(m):
+        path = os.path.join(work, f"p{i}")
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        dirs.append(path)
+    return dirs
 
 
 def run_child(src: str, work: str, args: argparse.Namespace, *extra: str, script: str = "") -> dict:
@@ -152,7 +171,8 @@ def rounds(kinds: dict, args: argparse.Namespace) -> dict[str, list[dict]]:
         tee = statistics.median(x["tees"] for x in runs)
         both = statistics.median(x["collector"] + x["tees"] for x in runs)
         print(
-            f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows: median "
+            f"{kind}: k={args.k} m={args.m}, {args.size} MiB, {runs[0]['rows']} rows of"
+            f" {runs[0].get('unit', MIB) >> 10} KiB units: median "
             f"CPU s collector {col:.3f}, tees {tee:.3f}, together {both:.3f}"
         )
     shutil.rmtree(Path(args.work), ignore_errors=True)

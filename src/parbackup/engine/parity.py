@@ -45,8 +45,9 @@ from parbackup.engine.paritystream import (
     Put,
     Stored,
     Written,
+    window_for,
 )
-from parbackup.engine.paritytee import ParityLink
+from parbackup.engine.paritytee import ParityLink, slots_for
 from parbackup.errors import DeviceError, FormatError, UsageError
 from parbackup.redundancy.codec import CODEC, check_params
 from parbackup.redundancy.isal import Updater
@@ -191,7 +192,8 @@ class ParityStream:
             return None
         if Updater.load(1, 1, unit) is None:
             return None
-        worker = Collector(ParitySpec(tuple(urls), unit, timeout=timeout, columns=columns))
+        spec = ParitySpec(tuple(urls), unit, window_for(unit), timeout=timeout, columns=columns)
+        worker = Collector(spec)
         return cls(worker, urls, timeout, unit)
 
     def _answer(self, want: type, timeout: float) -> object:
@@ -219,7 +221,9 @@ class ParityStream:
             listening = self._answer(Listening, self.timeout)
             if isinstance(listening, Listening):
                 return [
-                    ParityLink(listening.address, listening.token, j, self.unit)
+                    ParityLink(
+                        listening.address, listening.token, j, self.unit, slots_for(self.unit)
+                    )
                     for j in range(len(columns))
                 ]
             opened = listening

@@ -68,6 +68,17 @@ log = logging.getLogger(__name__)
 _HELLO_TIMEOUT = 10.0
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _HOLDS = 3
+WINDOW_BYTES = 16 << 20
+"""Parity units summed in memory ahead, per parity device (ParitySpec.window): 16 rows
+of the 1 MiB unit."""
+
+
+def window_for(unit: int) -> int:
+    """The rows of ``unit`` held in memory past the oldest unfinished one: ``WINDOW_BYTES``
+    of them, at least 4, so a larger unit takes no more memory."""
+    return max(4, WINDOW_BYTES // unit)
+
+
 """Hold timeouts after which a column always spills (it really is faster)."""
 
 
@@ -76,6 +87,7 @@ class ParitySpec:
     urls: tuple[str, ...]
     unit: int
     window: int = 16
+    """Rows summed in memory past the oldest unfinished one (``window_for``)."""
     timeout: float = 60.0
     hold: float = 0.5
     """Seconds a column running ahead is held (its mover waits) before it spills."""

@@ -50,12 +50,23 @@ class ParityLink:
     column: int
     unit: int
     slots: int = 8
-    """Units in flight per mover. The collector is a thread of the controller: it takes
-    a unit only once it has the interpreter lock, which the dispatcher may hold for a
-    switch interval (5 ms), while a mover fills a slot in about 1 ms. With 4 slots the
-    three movers of bench/parity.py waited 0.6-0.8 s in all per 256 MiB for slots to
-    come back; with 8, 0.03-0.08 s (load average 10). Memory: 8 MiB per mover, shared."""
+    """Units in flight per mover (``slots_for``: 8 MiB of them, whatever the unit). The
+    collector is a thread of the controller: it takes a unit only once it has the
+    interpreter lock, which the dispatcher may hold for a switch interval (5 ms), while a
+    mover fills a 1 MiB slot in about 1 ms. With 4 slots the three movers of
+    bench/parity.py waited 0.6-0.8 s in all per 256 MiB for slots to come back; with 8,
+    0.03-0.08 s (load average 10). Memory: 8 MiB per mover, shared."""
     patience: float = 60.0
+
+
+SLOT_BYTES = 8 << 20
+"""Bytes in flight per mover (ParityLink.slots): 8 slots of the 1 MiB unit."""
+
+
+def slots_for(unit: int) -> int:
+    """A mover's slots for ``unit``: ``SLOT_BYTES`` of them, at least 2 (one filled by the
+    mover while the collector sums the other), so a larger unit takes no more memory."""
+    return max(2, SLOT_BYTES // unit)
 
 
 class ParityTee:
