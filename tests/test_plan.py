@@ -99,6 +99,40 @@ def test_fill_spreads_zero_byte_items_to_the_devices_with_fewest_items(sz, weigh
     assert p.device_bytes() == without.device_bytes()
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(st.integers(0, 40), st.integers(0, 10_000)), max_size=60),
+    st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=5_000), min_size=5, max_size=5),
+    orders,
+)
+def test_fill_items_go_to_the_least_filled_device_with_share_left(sz, weights, loads, order):
+    """Fill, item by item in list order: a byte-carrying item goes to the device least
+    filled per weight (then fewest items, then lowest number) among those whose share
+    is not used up, and is cut there only when it exceeds what is left of that share.
+    Sizes repeat and land exactly on share boundaries often (the fast path for an item
+    that fits whole must hand those to the general path unchanged)."""
+    slots = [Slot(None, load, w) for w, load in zip(weights, loads, strict=False)]
+    p = plan(pieces_for(sz), slots, Strategy.FILL, order)
+    left = list(p.shares)
+    load = [s.load for s in slots]
+    count = [0] * len(slots)
+    want = {}  # file -> bytes still to place
+    for item in p.items:
+        d = item.device
+        if item.size:
+            open_ = [j for j in range(len(slots)) if left[j] > 0]
+            key = min((load[j] / weights[j], count[j], j) for j in open_)
+            assert key[2] == d, (item, key, load, count, left)
+            rest = want.setdefault(item.file, sz[item.file])
+            assert item.size == min(rest, left[d]), (item, rest, left)
+            want[item.file] = rest - item.size
+            left[d] -= item.size
+            load[d] += item.size
+        count[d] += 1
+    assert all(v == 0 for v in want.values())
+
+
 @given(sizes, n_devices, orders)
 def test_threshold_items_go_to_the_least_filled_device(sz, n, order):
     p = plan(pieces_for(sz), [Slot(None)] * n, Strategy.THRESHOLD, order)

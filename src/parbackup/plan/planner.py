@@ -368,6 +368,17 @@ def _plan_fill(pieces: Pieces, slots: Sequence[Slot], order: Order) -> _Out:
             fewest = []
             heap = [(load[i] / weight[i], count[i], i) for i in devices]
             heapq.heapify(heap)
+        dev = heap[0][2]
+        if remaining < left[dev]:  # most items: whole on the least filled, within its
+            o_file(fid)  # share (what the loop below does in one round, without its
+            o_off(offsets[k])  # list and loops: a million small files, 2.2 -> 1.6 us
+            o_size(remaining)  # an item)
+            o_dev(dev)
+            left[dev] -= remaining
+            now = load[dev] = load[dev] + remaining
+            n = count[dev] = count[dev] + 1
+            replace(heap, (now / weight[dev], n, dev))
+            continue
         offset = offsets[k]
         while remaining:
             dev = heap[0][2]
