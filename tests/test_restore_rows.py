@@ -14,8 +14,8 @@ import pytest
 
 from conftest import make_tree, run_cli
 from parbackup import Catalog
+from parbackup.coverage import complete, spans_complete
 from parbackup.model import RecordRef
-from parbackup.plan.reuse import complete, spans_complete
 from parbackup.readback.messages import pack
 from parbackup.readback.select import packed_by_label, records_by_label
 

@@ -71,3 +71,63 @@ def test_parity_backup_still_loads_and_writes_parity(tmp_path: Path) -> None:
     assert "parbackup.engine.parity" in loaded
     result = run_cli("verify", "--catalog", str(tmp_path / "cat.sqlite"))
     assert result.code == 0, result.out + result.err
+
+
+NOT_LOADED_BY_RESTORE = (
+    "parbackup.redundancy",  # a set with parity only (readback/recover.py)
+    "pyeclib",
+    "parbackup.plan",  # the planner: readback/select.py asks parbackup/coverage.py
+    "parbackup.sources",  # a block device as the target only (cli/restore.py)
+    "parbackup.selection",  # --include / --exclude only
+    "parbackup.readback.image",  # a block device as the target only
+    "parbackup.readback.stream",  # --stdout only
+    "tomllib",  # --profile only (cli/profiles.py)
+)
+
+
+def _loaded_by_restore(tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
+    src = make_tree(tmp_path / "src", files=5)
+    catalog = str(tmp_path / "cat.sqlite")
+    devs = []
+    for name in ("d1", "d2"):
+        (tmp_path / name).mkdir()
+        devs += ["-d", str(tmp_path / name)]
+    backup = run_cli("backup", str(src), *devs, "--catalog", catalog)
+    assert backup.code == 0, backup.out + backup.err
+    argv = ["restore", "-t", str(tmp_path / "back"), "--catalog", catalog, *extra]
+    program = (
+        "import sys\n"
+        "from parbackup.cli.main import cli\n"
+        "try:\n"
+        f"    cli({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('loaded:', ' '.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert last.startswith("loaded:"), proc.stdout + proc.stderr
+    return proc.stdout, set(last.split()[1:])
+
+
+def test_plain_restore_loads_no_parity_planner_or_selection_code(tmp_path: Path) -> None:
+    """A whole-set restore into a directory completes without importing what only
+    parity, the planner, --include/--exclude, --stdout, an image or a profile needs:
+    the controller's imports come before any reader has work."""
+    out, loaded = _loaded_by_restore(tmp_path)
+    assert "exit 0" in out, out
+    for package in NOT_LOADED_BY_RESTORE:
+        assert not _under(loaded, package), f"{package} loaded by a plain restore"
+    assert (tmp_path / "back" / str(tmp_path / "src").lstrip("/")).is_dir()
+
+
+def test_restore_with_exclude_still_loads_selection_and_leaves_out(tmp_path: Path) -> None:
+    """--exclude imports the selection rules where it is asked for, and they apply."""
+    out, loaded = _loaded_by_restore(tmp_path, "--exclude", "file0.bin")
+    assert "exit 0" in out, out
+    assert "parbackup.selection" in loaded
+    back = tmp_path / "back" / str(tmp_path / "src").lstrip("/")
+    restored = sorted(p.name for p in back.rglob("*") if p.is_file())
+    assert restored and "file0.bin" not in restored, restored
+    assert (tmp_path / "src" / "file0.bin").exists()

@@ -34,7 +34,6 @@ command that prints it instead (``password-command``, where the command has one)
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +66,8 @@ def read_profile(path: str, name: str) -> dict[str, tuple[str, Any]]:
     """The keys of profile ``name`` in ``path`` (sub-tables flattened, keys normalised),
     each with where it was written and its value; UsageError naming the file (and key)
     when it cannot be used."""
+    import tomllib  # only with --profile: a plain run never parses TOML
+
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)

@@ -1,4 +1,8 @@
-"""``parbackup restore``: put a set (or some of its paths) back into a directory."""
+"""``parbackup restore``: put a set (or some of its paths) back into a directory.
+
+What only ``--stdout``, an image onto a block device or ``--exclude`` needs is imported
+where it is asked for: a restore's imports come before its readers start
+(tests/test_serial_start.py)."""
 
 from __future__ import annotations
 
@@ -21,11 +25,7 @@ from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line, progress_view, warn
 from parbackup.errors import UsageError
-from parbackup.readback.image import run_image_restore
 from parbackup.readback.restore import RestoreOptions, run_restore
-from parbackup.readback.stream import restore_to_stream
-from parbackup.selection import exclude
-from parbackup.sources.blockdev import is_block_device
 
 set_option = click.option(
     "--set",
@@ -121,6 +121,8 @@ def restore(
             raise UsageError("--stdout restores through local readers: it takes no --cluster")
         if target or includes or excludes or as_json:
             raise UsageError("--stdout takes no --target, --include, --exclude or --json")
+        from parbackup.readback.stream import restore_to_stream
+
         codec = reader_codec(catalog_path, password_file, password_command)
         with open_catalog_to_read(catalog_path) as catalog:
             out = click.get_binary_stream("stdout")
@@ -131,19 +133,27 @@ def restore(
         return report.exit_code
     if not target:
         raise UsageError("give --target DIR (or --stdout PATH)")
+    if excludes:
+        from parbackup.selection import exclude
+
+        includes += tuple(exclude(p) for p in excludes)
     options = RestoreOptions(
         target=target,
         set_ref=set_ref,
-        includes=includes + tuple(exclude(p) for p in excludes),
+        includes=includes,
         overwrite=overwrite,
         devices=devices,
         codec=reader_codec(catalog_path, password_file, password_command),
     )
-    if os.path.exists(target) and not os.path.isdir(target) and not is_block_device(target):
-        raise UsageError(f"--target {target} is neither a directory nor a block device")
-    if cluster and is_block_device(target):
-        raise UsageError("an image restore onto a block device takes no --cluster")
-    run = run_image_restore if is_block_device(target) else run_restore
+    run = run_restore
+    if os.path.exists(target) and not os.path.isdir(target):  # a block device, or wrong
+        from parbackup.sources.blockdev import is_block_device
+
+        if not is_block_device(target):
+            raise UsageError(f"--target {target} is neither a directory nor a block device")
+        if cluster:
+            raise UsageError("an image restore onto a block device takes no --cluster")
+        from parbackup.readback.image import run_image_restore as run
     with (
         cluster_executor(cluster, cluster_listen) as executor,
         open_catalog_to_read(catalog_path) as catalog,

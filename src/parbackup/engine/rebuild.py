@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from parbackup import scratch
 from parbackup.catalog import Catalog, is_catalog_url, open_catalog
 from parbackup.catalog.schema import REBUILDING_KEY
+from parbackup.coverage import complete as covered
 from parbackup.crypto.codec import Codec, CodecSpec
 from parbackup.crypto.keys import unlock_any
 from parbackup.devices.local import fsync_dir
@@ -45,7 +46,6 @@ from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_mi
 from parbackup.engine.volscan import PLAIN, SetFound, device_keys, scan_device
 from parbackup.errors import KeyUnlockError, UsageError
 from parbackup.model import DeviceReport, Kind, RecordRef
-from parbackup.plan.reuse import complete as covered
 from parbackup.progress import EventSink, Notice, ignore
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import SetStatus, free_tapes
 from parbackup.catalog.schema import REBUILDING_KEY
+from parbackup.coverage import complete
 from parbackup.engine.catalog_copy import copy_catalog
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels
 from parbackup.engine.incremental import load_previous
@@ -31,7 +32,7 @@ from parbackup.engine.reclaim import Action, forget_dead, reclaim
 from parbackup.entries import Entries
 from parbackup.errors import CatalogError
 from parbackup.model import Kind
-from parbackup.plan.reuse import Previous, Reuse, complete, select
+from parbackup.plan.reuse import Previous, Reuse, select
 from parbackup.progress import EventSink, ignore
 
 

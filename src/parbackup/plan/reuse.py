@@ -15,11 +15,12 @@ a function that opens a source file (the Source interface).
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from blake3 import blake3
 
+from parbackup.coverage import complete
 from parbackup.entries import FILE, Entries
 from parbackup.errors import SourceError
 from parbackup.model import FileEntry, Kind, RecordRef
@@ -54,25 +55,6 @@ def origin_of(set_id: str, file_id: int, ref: RecordRef) -> RecordRef:
     if ref.origin_set:
         return ref
     return replace(ref, origin_set=set_id, origin_file=file_id)
-
-
-def complete(records: Iterable[RecordRef], size: int) -> bool:
-    """True when the records cover bytes [0, size) exactly once."""
-    if isinstance(records, list) and len(records) == 1:  # most files: without the sort
-        return records[0].offset == 0 and records[0].size == size
-    return spans_complete([(r.offset, r.size) for r in records], size)
-
-
-def spans_complete(spans: list[tuple[int, int]], size: int) -> bool:
-    """``complete`` for (offset, size) pairs (a restore's records are plain rows)."""
-    if len(spans) == 1:
-        return spans[0][0] == 0 and spans[0][1] == size
-    at = 0
-    for offset, length in sorted(spans):
-        if offset != at:
-            return False
-        at += length
-    return at == size
 
 
 def same_metadata(new: FileEntry, old: FileEntry) -> bool:

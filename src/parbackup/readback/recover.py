@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from parbackup import scratch
 from parbackup.catalog import Catalog
@@ -27,16 +28,14 @@ from parbackup.devices.retry import RetryingDevice
 from parbackup.devices.url import parse_url
 from parbackup.errors import DeviceError, FormatError, ParbackupError, UsageError
 from parbackup.model import Label
-from parbackup.redundancy.layout import Column
-from parbackup.redundancy.stripe import (
-    HEADER_CHUNK,
-    ColumnWriter,
-    CopyWriter,
-    ParityReader,
-    open_parity,
-    walk_rows,
-)
-from parbackup.redundancy.volume import ParityHeader, end_of, header_from_info, read_row
+
+if TYPE_CHECKING:
+    from parbackup.redundancy.layout import Column
+    from parbackup.redundancy.stripe import ColumnWriter
+    from parbackup.redundancy.volume import ParityHeader
+
+# redundancy/ (pyeclib, the stripe's readers and writers) is imported by the functions
+# that read parity: a restore of a set without parity never loads it (serial start)
 
 
 @dataclass
@@ -159,6 +158,16 @@ def rebuild(
     info = catalog.parity(set_hex)
     if not info:
         return rec
+    from parbackup.redundancy.stripe import (
+        HEADER_CHUNK,
+        ColumnWriter,
+        CopyWriter,
+        ParityReader,
+        open_parity,
+        walk_rows,
+    )
+    from parbackup.redundancy.volume import end_of
+
     rec.parity = True
     devices = _Devices(known, overrides)
     streams: list = []
@@ -270,6 +279,9 @@ def check_parity(
     bad: dict[str, str] = {}
     if not info:
         return bad
+    from parbackup.redundancy.stripe import open_parity
+    from parbackup.redundancy.volume import read_row
+
     devices = _Devices(known, overrides)
     try:
         for p in info["parity"]:
@@ -359,6 +371,8 @@ def _room(catalog: Catalog, sets: Sequence[str], work: str) -> bool:
     """Whether ``work`` has room for every data column of ``sets`` (the missing ones
     rebuilt, the tapes' copied): a tape is copied only then, never at the cost of the
     room the missing column's rebuild needs."""
+    from parbackup.redundancy.volume import header_from_info
+
     need = 0
     try:
         for one in sets:
@@ -407,6 +421,8 @@ def _header_from_catalog(set_hex: str, info: dict) -> ParityHeader | None:
     """The stripe as the catalog remembers it (when every parity volume is gone)."""
     if "volumes" not in info:
         return None
+    from parbackup.redundancy.volume import header_from_info
+
     return header_from_info(set_hex, info)
 
 

@@ -13,12 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
+from parbackup.coverage import complete, spans_complete
 from parbackup.errors import CatalogError
 from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
-from parbackup.plan.reuse import complete, spans_complete
 from parbackup.readback.messages import PackedRef, identity
 from parbackup.readback.specials import substitute_hardlinks
-from parbackup.selection import matches
 
 
 def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
@@ -110,12 +109,22 @@ def rebuilt_incomplete(info: SetInfo) -> list[dict]:
     ]
 
 
+def _matches(path: str, patterns: Sequence[str], is_dir: bool = False) -> bool:
+    """parbackup/selection.py ``matches``, imported only when there are patterns: a
+    whole-set restore does not load the selection rules (serial start)."""
+    if not patterns:
+        return True
+    from parbackup.selection import matches
+
+    return matches(path, patterns, is_dir)
+
+
 def select_files(catalog: Catalog, set_id: str, patterns: Sequence[str]) -> list[CatalogFile]:
     """The restorable files of a set that the patterns select (parbackup/selection.py)."""
     return [
         f
         for f in catalog.files(set_id)
-        if f.state in RESTORABLE_FILE_STATES and matches(f.entry.path, patterns)
+        if f.state in RESTORABLE_FILE_STATES and _matches(f.entry.path, patterns)
     ]
 
 
@@ -155,15 +164,15 @@ def select_for_restore(catalog: Catalog, set_id: str, patterns: Sequence[str]) -
         rows += 1
         if f.state in RESTORABLE_FILE_STATES:
             everything.append(f)
-        elif matches(f.entry.path, patterns):
+        elif _matches(f.entry.path, patterns):
             missing.append(
                 (f.entry.path, LEFT_OUT.get(f.state, f"{f.state} when it was backed up"))
             )
     idents = identities((f.file_id, f.entry) for f in everything)
     if not patterns:
         return Selection(everything, missing, True, idents, rows)
-    matched = any(matches(f.entry.path, patterns) for f in everything)
-    chosen = [f for f in everything if matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
+    matched = any(_matches(f.entry.path, patterns) for f in everything)
+    chosen = [f for f in everything if _matches(f.entry.path, patterns, f.entry.kind == Kind.DIR)]
     return Selection(substitute_hardlinks(chosen, everything), missing, matched, idents, rows)
 
 
