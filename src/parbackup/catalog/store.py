@@ -79,6 +79,32 @@ def _wal_is_empty(path: str) -> bool:
         return False
 
 
+def _create(path: str) -> None:
+    """Make a new, empty catalog at ``path`` whole, never a 0-byte file: it is made
+    under a temporary name (switched to WAL mode, which writes SQLite's header) and
+    linked into place, so a catalog file that is empty was cut, not made (the check in
+    ``Catalog``). Another process that made it first wins; its file is left alone."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.new-{os.getpid()}"
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (a FAT stick): one new catalog replaces
+            if not os.path.exists(path):  # another made at the same instant, at worst
+                os.rename(tmp, path)
+    finally:
+        for name in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -100,12 +126,22 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             # a FIFO would block SQLite's open for ever, deaf to SIGTERM (it retries the
             # open through signals)
             raise CatalogError(f"catalog {path} is not a regular file")
+        if os.path.isfile(path) and os.path.getsize(path) == 0 and _wal_is_empty(path):
+            # never one parbackup made (_create): a catalog cut to nothing (a file system
+            # that lost it in a crash, a failed copy) must not read as "no sets", nor
+            # start a new history on top of the devices' old one
+            raise CatalogError(
+                f"catalog {path} is an empty file (0 bytes), not a catalog: if it held"
+                " backup sets, remove it and rebuild it from the devices"
+                " (parbackup rebuild-catalog); if not, remove it"
+            )
         folder = os.path.dirname(path)
         if not create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
             self._open_read_only(path)  # read-only media: a catalog copy on a disc
             return
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if create and not os.path.exists(path):
+                _create(path)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout = 60000")
             self._use_wal()
