@@ -103,7 +103,9 @@ def test_a_new_catalog_is_never_an_empty_file(tmp_path):
     """A new catalog is made whole under another name and linked into place, so an empty
     file at a catalog's path is always one that was cut (never one being made)."""
     cat = tmp_path / "deep" / "new.sqlite"
-    r = run_cli("backup", "-", "--stdin-name", "f", "-d", str(tmp_path), "--catalog", str(cat), input=b"x")
+    r = run_cli(
+        "backup", "-", "--stdin-name", "f", "-d", str(tmp_path), "--catalog", str(cat), input=b"x"
+    )
     assert r.code == 0, r.out + r.err
     assert os.path.getsize(cat) > 0
     assert sorted(p.name for p in cat.parent.iterdir()) == ["new.sqlite", "new.sqlite.lock"]
