@@ -112,6 +112,9 @@ def _now() -> str:
 class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
 
+    began: tuple[str, ...] = ()
+    """The sets this connection began (``begin_set``): what an interrupted run reports."""
+
     def __init__(self, path: str, *, create: bool = True) -> None:
         # One name per catalog file: symlinks and relative paths resolved, so the run
         # lock (and every path reported or stored) is the same however it was named.
@@ -285,6 +288,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         set whose records this run reuses (it stays alive while this run runs).
         """
         self.lock_for_run()
+        self.began = (*self.began, set_id)
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
             self.db.execute(
@@ -338,14 +342,19 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             )
         self.run_lock.release()
 
-    def lock_for_run(self) -> None:
-        """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
-        if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died
-            with self.transaction():
-                self.db.execute(
-                    "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
-                    (_now(),),
-                )
+    def lock_for_run(self) -> int:
+        """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'.
+        How many it marked."""
+        if not self.run_lock.acquire():
+            return 0
+        with self.transaction():  # nobody else holds it: a 'running' set's run died
+            sql = "SELECT COUNT(*) FROM sets WHERE status='running'"
+            (running,) = self.db.execute(sql).fetchone()
+            self.db.execute(
+                "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
+                (_now(),),
+            )
+        return int(running)
 
     # -- reading -------------------------------------------------------------------------
     def sets(self) -> list[SetInfo]:
