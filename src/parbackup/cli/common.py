@@ -93,16 +93,36 @@ class Interrupted(KeyboardInterrupt):
 _last_signal = signal.SIGINT
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _on_signal(signum: int, frame: object) -> None:
     global _last_signal
     _last_signal = signum
+    for other in _STOPPING:  # the first one stops the command; those that follow (Ctrl-C
+        if signal.getsignal(other) is _on_signal:  # again) must not cut its way out short
+            signal.signal(other, _once_stopping)
     raise Interrupted(signum)
+
+
+def _once_stopping(signum: int, frame: object) -> None:
+    """A stopping signal after the first: the command is already on its way out (its
+    set recorded interrupted, its workers ended: each step bounded), so it is ignored."""
+
+
+def ignore_stopping_signals() -> None:
+    """At the very end of an interrupted command: ignored by the kernel, not by Python,
+    whose handlers the interpreter's shutdown takes away (a signal then killed the
+    process, exit -2, after it had printed its line). No command starts after this."""
+    for other in _STOPPING:
+        if signal.getsignal(other) in (_on_signal, _once_stopping):
+            signal.signal(other, signal.SIG_IGN)
 
 
 def install_signal_handlers() -> None:
     """SIGTERM (systemd, kill) and SIGHUP (a closed terminal) stop a command the way
     Ctrl-C does; a signal the caller set to be ignored (``nohup``, ``&``) stays ignored."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in _STOPPING:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _on_signal)
 
@@ -238,6 +258,7 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             note = mark_dead_runs()
             code = interrupt_exit_code(exc)
             name = signal.Signals(code - 128).name
+            ignore_stopping_signals()
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
         except BrokenPipeError as exc:
             if stdout_is_broken():
