@@ -76,16 +76,21 @@ def tmpfs_fixture(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
 
 @pytest.fixture(name="ext4")
 def ext4_fixture(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """``ext4(name, size_mb, readonly=False)``: an ext4 image on a loop device, mounted
-    with ``errors=remount-ro`` (so ``turn_read_only`` works on it)."""
+    """``ext4(name, size_mb, readonly=False, inode_size=None)``: an ext4 image on a loop
+    device, mounted with ``errors=remount-ro`` (so ``turn_read_only`` works on it);
+    ``inode_size=128`` keeps times in whole seconds."""
     require_root("mount", "umount", "losetup", "mkfs.ext4")
     undo = contextlib.ExitStack()
 
-    def make(name: str, size_mb: int = 64, readonly: bool = False) -> Path:
+    def make(
+        name: str, size_mb: int = 64, readonly: bool = False, inode_size: int | None = None
+    ) -> Path:
         image = tmp_path / f"{name}.img"
         with open(image, "wb") as fh:
             fh.truncate(size_mb << 20)
-        sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image))
+        sizes = ["-I", str(inode_size)] if inode_size else []
+        init = "lazy_itable_init=0,lazy_journal_init=0"
+        sh("mkfs.ext4", "-q", "-F", *sizes, "-E", init, str(image))
         loop = sh("losetup", "--find", "--show", str(image)).stdout.strip()
         undo.callback(sh, "losetup", "-d", loop, check=False)
         path = tmp_path / name

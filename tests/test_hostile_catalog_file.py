@@ -9,7 +9,9 @@ the damaged catalog (catalog/store.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,51 @@ def test_a_damaged_catalog_file_is_named_and_rebuild_catalog_recovers(backed_up,
     r = run_cli("restore", "--target", str(out), "--catalog", str(new))
     assert r.code == 0, r.out + r.err
     assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_a_catalog_cut_to_nothing_is_refused_not_taken_for_a_new_one(backed_up, tmp_path):
+    """A catalog file a crash left empty (0 bytes: ext4 after a power cut, a copy that
+    failed) was taken for a new catalog: ``sets`` said there were none (exit 0) and
+    wrote an empty catalog over it, and the next backup started a new history and put
+    its copy, which knows none of the old sets, on every device over the copy that did.
+    Every command now refuses it in one line, writing nothing; rebuild-catalog recovers."""
+    src, cat, devs = backed_up
+    copies = {d: (Path(d) / "catalog" / "catalog.sqlite").read_bytes() for d in devs[1::2]}
+    for name in (f"{cat}-wal", f"{cat}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+    os.truncate(cat, 0)
+    commands = (
+        ["sets"],
+        ["files"],
+        ["verify"],
+        ["restore", "--target", str(tmp_path / "out")],
+        ["prune", "--orphans"],
+        ["backup", str(src), *devs],
+    )
+    for args in commands:
+        r = run_cli(*args, "--catalog", str(cat))
+        assert r.code == 1, (args, r.out + r.err)
+        assert f"catalog {cat} is an empty file (0 bytes)" in r.err, (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1, r.err
+        assert os.path.getsize(cat) == 0, args
+    assert {d: (Path(d) / "catalog" / "catalog.sqlite").read_bytes() for d in copies} == copies
+    os.unlink(cat)
+    r = run_cli("rebuild-catalog", *devs, "--catalog", str(cat))
+    assert r.code == 0, r.out + r.err
+    out = tmp_path / "out2"
+    r = run_cli("restore", "--target", str(out), "--catalog", str(cat))
+    assert r.code == 0, r.out + r.err
+    assert snapshot(restored_root(out, src)) == snapshot(src)
+
+
+def test_a_new_catalog_is_never_an_empty_file(tmp_path):
+    """A new catalog is made whole under another name and linked into place, so an empty
+    file at a catalog's path is always one that was cut (never one being made)."""
+    cat = tmp_path / "deep" / "new.sqlite"
+    r = run_cli(
+        "backup", "-", "--stdin-name", "f", "-d", str(tmp_path), "--catalog", str(cat), input=b"x"
+    )
+    assert r.code == 0, r.out + r.err
+    assert os.path.getsize(cat) > 0
+    assert sorted(p.name for p in cat.parent.iterdir()) == ["new.sqlite", "new.sqlite.lock"]

@@ -25,7 +25,10 @@ with Catalog(sys.argv[1]) as catalog:
 
 
 def durable_records(cat: str) -> int:
-    db = sqlite3.connect(cat, timeout=10)
+    try:  # read-only: a plain connect would make an empty file the run then refuses
+        db = sqlite3.connect(f"file:{cat}?mode=ro", uri=True, timeout=10)
+    except sqlite3.OperationalError:
+        return 0
     try:
         return db.execute(
             "SELECT COUNT(*) FROM records r JOIN sets s ON s.id = r.set_id"

@@ -62,14 +62,18 @@ class Counting(LocalExecutor):
     """The local executor, counting the helpers it starts and the parts each was given.
     ``ready_first``: ``start`` returns only once the helper has said it is ready (a
     helper faster than this process); ``kill_at_work``: the helper is killed (SIGKILL)
-    right after its first part of work is sent, a helper that dies holding a part."""
+    right after its first part of work is sent, a helper that dies holding a part;
+    ``stop_at_work``: it is stopped there instead (SIGSTOP), a helper that never answers."""
 
-    def __init__(self, ready_first: bool = False, kill_at_work: bool = False) -> None:
+    def __init__(
+        self, ready_first: bool = False, kill_at_work: bool = False, stop_at_work: bool = False
+    ) -> None:
         self.started: list[Parts] = []
-        self.ready_first, self.kill_at_work = ready_first, kill_at_work
+        self.ready_first = ready_first
+        self.at_work = signal.SIGKILL if kill_at_work else signal.SIGSTOP if stop_at_work else None
 
     def start(self, target, spec, name="", host=""):
-        worker = Parts(super().start(target, spec, name, host), self.kill_at_work)
+        worker = Parts(super().start(target, spec, name, host), self.at_work)
         self.started.append(worker)
         if self.ready_first:
             assert worker.channel.poll(60)
@@ -79,8 +83,8 @@ class Counting(LocalExecutor):
 class Parts:
     """A helper as ``scan_tree`` sees it, counting the parts of work sent to it."""
 
-    def __init__(self, worker: LocalWorker, kill_at_work: bool) -> None:
-        self.worker, self.kill_at_work = worker, kill_at_work
+    def __init__(self, worker: LocalWorker, at_work: signal.Signals | None) -> None:
+        self.worker, self.at_work = worker, at_work
         self.channel = worker.channel
         self.parts: list[list] = []
 
@@ -88,9 +92,12 @@ class Parts:
         self.worker.send(msg)
         if msg:
             self.parts.append(msg)
-            if self.kill_at_work:
+            if self.at_work == signal.SIGKILL:
                 os.kill(self.worker.proc.pid, signal.SIGKILL)
                 self.worker.proc.wait()
+            elif self.at_work == signal.SIGSTOP:
+                os.kill(self.worker.proc.pid, signal.SIGSTOP)
+                os.waitpid(self.worker.proc.pid, os.WUNTRACED)  # it is stopped now
 
     def kill(self) -> None:
         self.worker.kill()
@@ -100,14 +107,14 @@ FAILED = "scan helper failed"
 
 
 def split(
-    root: Path, executor: LocalExecutor, split_at: int, spare=lambda: True
+    root: Path, executor: LocalExecutor, split_at: int, spare=lambda: True, **kw
 ) -> tuple[list[tuple], list]:
     """The split scan; ``spare`` says whether a core is idle (by default: one is, so
     these tests do not depend on the machine's load)."""
     out, problems = Entries(), []
     out.append(b"/other", FILE, 1, 0o644, 0, 0, 1)
     tree = LocalTree(SourceSpec("tree", str(root), str(root)))
-    scan_tree(tree, out, 1, lambda p, e: problems.append((p, e)), executor, split_at, spare)
+    scan_tree(tree, out, 1, lambda p, e: problems.append((p, e)), executor, split_at, spare, **kw)
     return rows(out), problems
 
 
@@ -196,6 +203,21 @@ def test_a_helper_that_dies_leaves_its_parts_to_this_process(tmp_path: Path, cap
     assert executor.started[0].parts
     assert FAILED in caplog.text
     assert (got, problems) == one_process(root)
+
+
+def test_a_helper_stopped_for_ever_leaves_its_parts_to_this_process(tmp_path, caplog) -> None:
+    """A helper that stops answering (SIGSTOP, a frozen cgroup) while it holds a part
+    held the scan, and so the backup, for ever: this process waited for the part's rows
+    with no limit. Now it gives the helper up after ``quiet`` seconds of silence, kills
+    it and walks its parts here."""
+    caplog.set_level(logging.DEBUG, logger="parbackup.engine.splitscan")
+    root = wide_tree(tmp_path / "src")
+    executor = Counting(ready_first=True, stop_at_work=True)
+    got, problems = split(root, executor, 1, quiet=1.0)
+    assert executor.started[0].parts
+    assert FAILED in caplog.text
+    assert (got, problems) == one_process(root)
+    executor.started[0].worker.proc.wait()  # killed (SIGKILL ends a stopped process)
 
 
 def test_a_small_tree_starts_no_process(tmp_path: Path) -> None:

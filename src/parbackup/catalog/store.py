@@ -79,12 +79,41 @@ def _wal_is_empty(path: str) -> bool:
         return False
 
 
+def _create(path: str) -> None:
+    """Make a new, empty catalog at ``path`` whole, never a 0-byte file: it is made
+    under a temporary name (switched to WAL mode, which writes SQLite's header) and
+    linked into place, so a catalog file that is empty was cut, not made (the check in
+    ``Catalog``). Another process that made it first wins; its file is left alone."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.new-{os.getpid()}"
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (a FAT stick): one new catalog replaces
+            if not os.path.exists(path):  # another made at the same instant, at worst
+                os.rename(tmp, path)
+    finally:
+        for name in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
     """A connection to one catalog file. Use from one thread (the engine's main thread)."""
+
+    began: tuple[str, ...] = ()
+    """The sets this connection began (``begin_set``): what an interrupted run reports."""
 
     def __init__(self, path: str, *, create: bool = True) -> None:
         # One name per catalog file: symlinks and relative paths resolved, so the run
@@ -100,12 +129,22 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             # a FIFO would block SQLite's open for ever, deaf to SIGTERM (it retries the
             # open through signals)
             raise CatalogError(f"catalog {path} is not a regular file")
+        if os.path.isfile(path) and os.path.getsize(path) == 0 and _wal_is_empty(path):
+            # never one parbackup made (_create): a catalog cut to nothing (a file system
+            # that lost it in a crash, a failed copy) must not read as "no sets", nor
+            # start a new history on top of the devices' old one
+            raise CatalogError(
+                f"catalog {path} is an empty file (0 bytes), not a catalog: if it held"
+                " backup sets, remove it and rebuild it from the devices"
+                " (parbackup rebuild-catalog); if not, remove it"
+            )
         folder = os.path.dirname(path)
         if not create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
             self._open_read_only(path)  # read-only media: a catalog copy on a disc
             return
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if create and not os.path.exists(path):
+                _create(path)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout = 60000")
             self._use_wal()
@@ -249,6 +288,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         set whose records this run reuses (it stays alive while this run runs).
         """
         self.lock_for_run()
+        self.began = (*self.began, set_id)
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sets").fetchone()[0]
             self.db.execute(
@@ -302,14 +342,19 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             )
         self.run_lock.release()
 
-    def lock_for_run(self) -> None:
-        """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'."""
-        if self.run_lock.acquire():  # nobody else holds it: a 'running' set's run died
-            with self.transaction():
-                self.db.execute(
-                    "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
-                    (_now(),),
-                )
+    def lock_for_run(self) -> int:
+        """Take the run lock; when newly taken, mark sets of dead runs 'interrupted'.
+        How many it marked."""
+        if not self.run_lock.acquire():
+            return 0
+        with self.transaction():  # nobody else holds it: a 'running' set's run died
+            sql = "SELECT COUNT(*) FROM sets WHERE status='running'"
+            (running,) = self.db.execute(sql).fetchone()
+            self.db.execute(
+                "UPDATE sets SET status='interrupted', finished=? WHERE status='running'",
+                (_now(),),
+            )
+        return int(running)
 
     # -- reading -------------------------------------------------------------------------
     def sets(self) -> list[SetInfo]:

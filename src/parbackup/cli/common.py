@@ -93,16 +93,36 @@ class Interrupted(KeyboardInterrupt):
 _last_signal = signal.SIGINT
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _on_signal(signum: int, frame: object) -> None:
     global _last_signal
     _last_signal = signum
+    for other in _STOPPING:  # the first one stops the command; those that follow (Ctrl-C
+        if signal.getsignal(other) is _on_signal:  # again) must not cut its way out short
+            signal.signal(other, _once_stopping)
     raise Interrupted(signum)
+
+
+def _once_stopping(signum: int, frame: object) -> None:
+    """A stopping signal after the first: the command is already on its way out (its
+    set recorded interrupted, its workers ended: each step bounded), so it is ignored."""
+
+
+def ignore_stopping_signals() -> None:
+    """At the very end of an interrupted command: ignored by the kernel, not by Python,
+    whose handlers the interpreter's shutdown takes away (a signal then killed the
+    process, exit -2, after it had printed its line). No command starts after this."""
+    for other in _STOPPING:
+        if signal.getsignal(other) in (_on_signal, _once_stopping):
+            signal.signal(other, signal.SIG_IGN)
 
 
 def install_signal_handlers() -> None:
     """SIGTERM (systemd, kill) and SIGHUP (a closed terminal) stop a command the way
     Ctrl-C does; a signal the caller set to be ignored (``nohup``, ``&``) stays ignored."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in _STOPPING:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _on_signal)
 
@@ -118,6 +138,7 @@ def interrupt_exit_code(exc: BaseException | None = None) -> int:
 # (not only by the next run); an error escaping the catalog names its path.
 _opened_catalogs: dict[str, bool] = {}
 _catalog_targets: dict[str, str] = {}  # shown name -> what reopens it (a URL's password)
+_catalog_objects: list[Catalog] = []  # what each began (Catalog.began), once closed too
 
 
 def open_catalog(path: str | None, *, create: bool) -> Catalog:
@@ -126,6 +147,8 @@ def open_catalog(path: str | None, *, create: bool) -> Catalog:
     catalog = open_catalog_at(target, create=create)
     _opened_catalogs[catalog.path] = _opened_catalogs.get(catalog.path, False) or create
     _catalog_targets[catalog.path] = target
+    if create:
+        _catalog_objects.append(catalog)
     return catalog
 
 
@@ -142,12 +165,23 @@ def open_catalog_to_read(path: str | None) -> Catalog:
     return catalog
 
 
-def mark_dead_runs() -> None:
-    """Mark a set this process left 'running' as 'interrupted'; never raises."""
+def mark_dead_runs() -> str:
+    """Mark a set this process left 'running' as 'interrupted'; never raises. What to
+    add to the message of an interruption: that a set in progress is recorded as
+    interrupted, or that the set this process made was complete before it (its catalog
+    copies or clean-up were cut short), or nothing."""
+    marked, ended = 0, []
     for path in [p for p, written in _opened_catalogs.items() if written]:
         target = _catalog_targets.get(path, path)
+        began = {i for c in _catalog_objects if c.path == path for i in c.began}
         with contextlib.suppress(Exception), open_catalog_at(target, create=False) as catalog:
-            catalog.lock_for_run()  # newly taken: 'running' sets are of dead runs
+            marked += catalog.lock_for_run()  # newly taken: 'running' sets are of dead runs
+            ended += [f"set {s.id} was already {s.status}" for s in catalog.sets() if s.id in began]
+    if marked:
+        return "; a set in progress is recorded as interrupted"
+    if ended:
+        return f"; {', '.join(ended)} (only what comes after it was cut short)"
+    return ""
 
 
 def iso_utc(ns: int) -> str:
@@ -221,11 +255,10 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
             mark_dead_runs()
             fail(str(exc), exc.exit_code, as_json)
         except KeyboardInterrupt as exc:
-            mark_dead_runs()
+            note = mark_dead_runs()
             code = interrupt_exit_code(exc)
             name = signal.Signals(code - 128).name
-            written = any(_opened_catalogs.values())
-            note = "; a set in progress is recorded as interrupted" if written else ""
+            ignore_stopping_signals()
             fail(f"interrupted by {name}{note}", code, as_json, status="interrupted")
         except BrokenPipeError as exc:
             if stdout_is_broken():

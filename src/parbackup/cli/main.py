@@ -16,6 +16,7 @@ from parbackup.cli.common import (
     broken_pipe_exit,
     describe,
     fail,
+    ignore_stopping_signals,
     install_signal_handlers,
     interrupt_exit_code,
     stdout_is_broken,
@@ -149,8 +150,10 @@ def main() -> None:
     try:
         code = cli.main(prog_name="parbackup", standalone_mode=False)
     except click.exceptions.Abort:  # click turns an interrupt while parsing into Abort
+        ignore_stopping_signals()
         fail("interrupted", interrupt_exit_code(), as_json, status="interrupted")
     except KeyboardInterrupt as exc:
+        ignore_stopping_signals()
         fail("interrupted", interrupt_exit_code(exc), as_json, status="interrupted")
     except click.ClickException as exc:
         if as_json:

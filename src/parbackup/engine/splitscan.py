@@ -47,6 +47,10 @@ again after every further ``split_at // RECHECK`` entries (a read of /proc/loada
 PART = 20_000
 """Rows per message from the helper (about 1 MB): the helper never waits long for this
 process, which reads them between its own directories."""
+QUIET = 120.0
+"""Seconds the helper may stay silent while this process waits for a part it holds:
+then it is given up (killed, its parts walked here). A helper stopped (SIGSTOP, a frozen
+cgroup) held the backup for ever; a healthy one sends rows every ``PART`` entries."""
 TARGET = "parbackup.engine.splitscan:scan_part"
 
 log = logging.getLogger(__name__)
@@ -112,11 +116,18 @@ class _Share:
         """Every part given is done: the helper waits for the next."""
         return len(self.done) == len(self.given) and not self.failed
 
-    def take(self, block: bool) -> None:
-        """Read what the helper sent: what is there, or (``block``) up to its last part."""
+    def take(self, block: bool, quiet: float = QUIET) -> None:
+        """Read what the helper sent: what is there, or (``block``) up to its last part;
+        a helper silent for ``quiet`` seconds while it owes a part has failed."""
         channel = self.helper.channel
         try:
-            while not self.failed and (channel.poll(0) or (block and not self.idle)):
+            while not self.failed:
+                if not channel.poll(0):
+                    if not block or self.idle:
+                        return
+                    if not channel.poll(quiet):
+                        self.failed = True
+                        return
                 msg = channel.recv()
                 if isinstance(msg, Entries):
                     self.rows[len(self.done)].append(msg)
@@ -147,6 +158,7 @@ def scan_tree(
     executor: Executor | None = None,
     split_at: int = SPLIT_AT,
     spare: Callable[[], bool] | None = None,
+    quiet: float = QUIET,
 ) -> None:
     """``tree.scan(out, index, on_error)``, in two processes once the tree proves large
     (module docstring). ``split_at``: entries below the root before it is shared.
@@ -155,7 +167,8 @@ def scan_tree(
     (default ``spare_core``) says a core is idle for it, asked again every ``split_at //
     RECHECK`` entries until it is; whenever the helper is idle (at first: once it is
     ready) it is given the end of what this process has still to walk, so the two share
-    the rest as it comes. Each part comes back as the rows of one stretch of the scan
+    the rest as it comes; one silent for ``quiet`` seconds while it owes a part is given
+    up (``QUIET``). Each part comes back as the rows of one stretch of the scan
     order: the parts given later lie before those given earlier, all of them after this
     process's own rows."""
     tops = tree.scan_top(out, index, on_error)
@@ -188,7 +201,7 @@ def scan_tree(
             return
         if all(not tops for tops in share.given):  # it never got work: not waited for
             return
-        share.take(block=True)  # then it is killed: there are no more parts
+        share.take(block=True, quiet=quiet)  # then it is killed: there are no more parts
     finally:
         if share is not None:
             share.helper.kill()

@@ -22,6 +22,8 @@ and catalog copies do not move the fault. Options:
                      and wait until ``PATH`` exists. Lets a test make a *real* fault (fill
                      a tmpfs, shut a filesystem down) at a known point of the backup.
 ``pause_commit=1``   with ``gate=PATH``: the first volume commit waits the same way.
+``pause_catalog=1``  with ``gate=PATH``: writing the catalog copy (``catalog/``) waits the
+                     same way, once (a backup whose set is already complete).
 ``pause_delete=1``   with ``gate=PATH``: the first deletion of a volume waits the same way
                      (prune: after the catalog switched to a compacted copy).
 ``pause_read=SIZE``  with ``gate=PATH``: once SIZE volume bytes were read (``read``,
@@ -61,6 +63,7 @@ FAULT_KEYS = {
     "pause_after",
     "pause_commit",
     "pause_delete",
+    "pause_catalog",
     "pause_read",
     "gate",
     "count",
@@ -94,6 +97,8 @@ class _FaultyWriter(ForwardingWriter):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.catalog and self.device.hang_catalog:
             self.device.hung = True
+        if self.catalog and self.device.pause_catalog:
+            self.device.pause()
         self.device.check()
         if not self.counted:
             self.inner.write(data)
@@ -168,11 +173,15 @@ class FaultyDevice(ForwardingDevice):
         self.gate = p.get("gate", "")
         self.pause_commit = p.get("pause_commit", "") not in ("", "0")
         self.pause_delete = p.get("pause_delete", "") not in ("", "0")
+        self.pause_catalog = p.get("pause_catalog", "") not in ("", "0")
         self.pause_read = _size(p.get("pause_read"))
         self.count = p.get("count", "")
         pausing = self.pause_after is not None or self.pause_commit or self.pause_delete
-        if (pausing or self.pause_read is not None) and not self.gate:
-            raise UsageError("faulty device: pause_after/_commit/_delete/_read need gate=PATH")
+        pausing = pausing or self.pause_catalog or self.pause_read is not None
+        if pausing and not self.gate:
+            raise UsageError(
+                "faulty device: pause_after/_commit/_delete/_read/_catalog need gate=PATH"
+            )
         self.flaky = int(p.get("flaky", "0"))
         self.fail_open = p.get("fail_open", "") not in ("", "0")
         self.hang_open = p.get("hang_open", "") not in ("", "0")
