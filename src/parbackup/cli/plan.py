@@ -44,6 +44,7 @@ from parbackup.errors import CatalogError, PlanError
 from parbackup.model import Order, Skipped, Space, Strategy
 from parbackup.plan.pacing import Balance
 from parbackup.selection import Excluded
+from parbackup.sources.registry import exact_sources
 
 EXCLUDED_SHOWN = 1000
 """At most this many excluded paths are listed by ``plan --json`` (all are counted)."""
@@ -137,7 +138,8 @@ def plan(
         reused: set[int] = set()
         if incremental:
             with open_catalog(catalog_path, create=False) as catalog:
-                found = incremental_reuse(catalog, sorted(s.display for s in specs), entries)
+                names = sorted(s.display for s in specs)
+                found = incremental_reuse(catalog, names, entries, exact=exact_sources(specs))
             reused = found.files if found else set()
         the_plan = make_plan(entries, [d.space for d in alive], options, reused, speeds)
     finally:

@@ -58,7 +58,7 @@ from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.selection import Excluded
 from parbackup.sources.base import SourceSpec
-from parbackup.sources.registry import open_source
+from parbackup.sources.registry import exact_sources, open_source
 from parbackup.sources.stdin import StdinSource
 from parbackup.workers import Executor
 
@@ -349,7 +349,7 @@ class _Backup:
         self._entries = entries
         found = earlier_reuse(
             self.catalog, names, entries, usable, self.urls, self.options,
-            self.rehash_opener(), self.on_event,
+            self.rehash_opener(), self.on_event, exact_sources(self.specs),
         )  # fmt: skip
         self.resumed_from = found.resumed_from
         self.lacking += found.lacking

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence, Set
+from datetime import datetime
 
 from parbackup.catalog import Catalog, SetInfo
 from parbackup.devices.registry import device_class
@@ -31,6 +32,10 @@ from parbackup.progress import EventSink, Notice
 log = logging.getLogger(__name__)
 
 RESTORABLE = ("complete", "degraded")
+RACY_MARGIN_NS = 3_000_000_000
+"""How long before its set began a file's recorded change may lie and still have been
+read in the same tick of its file system's clock (FAT's 2 s, plus ``created``'s whole
+seconds): such a file's times cannot prove it unchanged (``select``'s ``racy_from_ns``)."""
 
 
 def parent_set(catalog: Catalog, sources: Sequence[str]) -> SetInfo | None:
@@ -90,13 +95,21 @@ def incremental_reuse(
     rehash: Opener | None = None,
     usable: Set[str] | None = None,
     sealed: bool | None = None,
+    exact: Set[int] = frozenset(),
 ) -> Reuse | None:
-    """What the new set can reuse from its parent; None when there is no parent."""
+    """What the new set can reuse from its parent; None when there is no parent.
+    ``exact``: the source numbers whose identity tells the content (``select``)."""
     parent = parent_set(catalog, sources)
     if parent is None:
         return None
     previous = load_previous(catalog, parent.id, usable, sealed)
-    return select(entries, parent.id, previous, rehash=rehash)
+    racy_from = _ns(parent.created) - RACY_MARGIN_NS
+    return select(entries, parent.id, previous, rehash=rehash, racy_from_ns=racy_from, exact=exact)
+
+
+def _ns(iso: str) -> int:
+    """An ISO 8601 time of the catalog, in nanoseconds since the epoch."""
+    return int(datetime.fromisoformat(iso).timestamp()) * 1_000_000_000
 
 
 def same_xattrs(catalog: Catalog, reuse: Reuse, xattrs: bool) -> Reuse | None:

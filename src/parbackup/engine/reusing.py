@@ -36,16 +36,17 @@ def earlier_reuse(
     options: BackupOptions,
     rehash: Opener | None,
     on_event: EventSink,
+    exact: Set[int] = frozenset(),
 ) -> Found:
     """The incremental parent's reuse (``--incremental``), else an interrupted run's
     (resume), on the devices labelled ``usable``; none when the earlier set was taken
-    with another ``--xattrs`` choice."""
+    with another ``--xattrs`` choice. ``exact``: as for ``incremental_reuse``."""
     reuse = Reuse()
     resumed_from = ""
     sealed = options.codec is not None and options.codec.encrypted
     if options.incremental:
         found = incremental_reuse(
-            catalog, names, entries, rehash=rehash, usable=usable, sealed=sealed
+            catalog, names, entries, rehash=rehash, usable=usable, sealed=sealed, exact=exact
         )
         if found is None:
             on_event(Notice("no earlier set of these sources: making a full backup"))

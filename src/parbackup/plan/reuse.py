@@ -67,6 +67,21 @@ def same_metadata(new: FileEntry, old: FileEntry) -> bool:
     )
 
 
+COARSE_NS = 10_000_000
+"""A recorded ctime that is a multiple of this comes from a file system whose clock
+ticks in hundredths of a second or more (whole seconds on ext4 with 128-byte inodes, on
+many network file systems; FAT): a nanosecond clock gives one once in ten million."""
+
+
+def racy(ctime_ns: int, racy_from_ns: int) -> bool:
+    """Whether a file whose ctime was recorded as ``ctime_ns`` may have been read in the
+    same tick of its file system's coarse clock as a change made after the read, which
+    then left every time as recorded: its times cannot prove it unchanged (git's
+    "racily clean" entries). ``racy_from_ns``: a time before the earliest moment the
+    earlier set can have read it, less the coarsest tick."""
+    return ctime_ns % COARSE_NS == 0 and ctime_ns >= racy_from_ns
+
+
 def same_content(reader: FileReader, records: Sequence[RecordRef]) -> bool:
     """True when every record's range of the file hashes to that record's checksum."""
     buf = memoryview(bytearray(_READ))
@@ -98,11 +113,16 @@ def select(
     previous: dict[str, Previous],
     *,
     rehash: Opener | None = None,
+    racy_from_ns: int | None = None,
+    exact: Set[int] = frozenset(),
 ) -> Reuse:
     """Decide for every entry whether the earlier set ``parent`` already holds it.
 
     With ``rehash`` the file's content is compared with the earlier records (each file
-    opened through it); otherwise its size, mtime, ctime and inode number.
+    opened through it); otherwise its size, mtime, ctime and inode number, and a file
+    whose coarse recorded ctime is at or after ``racy_from_ns`` is copied again
+    (``racy``), unless its source number is in ``exact`` (kinds whose identity tells
+    the content: ``Source.content_identity``).
     """
     out = Reuse(parent=parent)
     if not previous:
@@ -133,6 +153,12 @@ def select(
             entry = entries.entry(fid)
             if stat.S_ISBLK(entry.mode) or not same_metadata(entry, old.entry):
                 continue  # a device node's times say nothing about its content
+            if (
+                racy_from_ns is not None
+                and entries.source[fid] not in exact
+                and racy(old.entry.ctime_ns, racy_from_ns)
+            ):
+                continue
         out.files.add(fid)
         out.records.extend((fid, ref) for ref in old.records)
         if meta:

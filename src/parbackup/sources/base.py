@@ -141,6 +141,11 @@ class Source(ABC):
 
     fields: tuple[str, ...] = ALL_FIELDS
     """The identity fields this kind can tell apart."""
+    content_identity: bool = False
+    """True where the identity changes with the content itself (an S3 object's ETag),
+    not only with a clock: then a change made in the same tick of a coarse clock as the
+    earlier read still shows, and an incremental need not copy such a file again
+    (``plan.reuse.racy``)."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec

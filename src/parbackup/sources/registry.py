@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from parbackup.devices.url import parse_url, redact
@@ -35,6 +36,12 @@ def is_remote(name: str) -> bool:
 def source_class(kind: str) -> type[Source]:
     """The class of a source kind, with an install hint when its dependency is missing."""
     return load_kind(REGISTRY, kind, "source kind")
+
+
+def exact_sources(specs: Sequence[SourceSpec]) -> frozenset[int]:
+    """The numbers (positions in ``specs``) of the sources whose identity changes with
+    their content (``Source.content_identity``): an incremental trusts it."""
+    return frozenset(i for i, s in enumerate(specs) if source_class(s.kind).content_identity)
 
 
 def spec_for(name: str, read_root: str = "") -> SourceSpec:

@@ -63,6 +63,7 @@ class S3Prefix(Source):
     """``s3://bucket/prefix``; see the module docstring."""
 
     fields = ("size", "mtime", "inode")
+    content_identity = True  # the "inode" is the ETag's digest
     options = frozenset({"endpoint", "profile", "region", "addressing", "retries", "timeout"})
 
     def __init__(self, spec: SourceSpec) -> None:
