@@ -15,19 +15,15 @@ from conftest import SRC, default_signals, make_tree, restored_root, run_cli, sn
 from fsfixtures import Gate
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_backup_interrupted_after_its_set_is_complete_says_so(tmp_path, signum, code):
-    """Interrupted while it puts the catalog copy on a device, the set already complete
-    (durable, recorded), a backup said "a set in progress is recorded as interrupted":
-    the set stayed complete, and a script or a user believing the line would think the
-    backup lost. It now names the set as complete (exit 128+N, status interrupted)."""
-    src = make_tree(tmp_path / "src", seed=31, files=10, max_size=40_000)
+def paused_backup(tmp_path, src, pause: str):
+    """A backup of ``src`` onto d0 and a faulty d1 that pauses at a gate (``pause``: the
+    faulty device's query), started with default signal handling and paused there:
+    (process, catalog path, gate, d0, d1)."""
     d0, d1 = tmp_path / "d0", tmp_path / "d1"
     d0.mkdir(), d1.mkdir()
     cat = str(tmp_path / "cat.sqlite")
     gate = Gate(tmp_path / "gate")
-    slow = f"faulty+file://{d1}?pause_catalog=1&gate={gate}"
+    slow = f"faulty+file://{d1}?{pause}&gate={gate}"
     cmd = [sys.executable, "-m", "parbackup", "backup", str(src), "-d", str(d0), "-d", slow]
     proc = subprocess.Popen(
         [*cmd, "--catalog", cat, "--json"],
@@ -38,6 +34,22 @@ def test_a_backup_interrupted_after_its_set_is_complete_says_so(tmp_path, signum
     )
     try:
         gate.wait_paused(proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, cat, gate, d0, d1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_backup_interrupted_after_its_set_is_complete_says_so(tmp_path, signum, code):
+    """Interrupted while it puts the catalog copy on a device, the set already complete
+    (durable, recorded), a backup said "a set in progress is recorded as interrupted":
+    the set stayed complete, and a script or a user believing the line would think the
+    backup lost. It now names the set as complete (exit 128+N, status interrupted)."""
+    src = make_tree(tmp_path / "src", seed=31, files=10, max_size=40_000)
+    proc, cat, _gate, _d0, _d1 = paused_backup(tmp_path, src, "pause_catalog=1")
+    try:
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -64,21 +76,8 @@ def test_signals_that_keep_coming_do_not_cut_the_interruption_short(tmp_path, si
     now stops the command and the others are ignored. Signals are sent without a pause
     from the first until the process has ended, so every moment of the way out gets some."""
     src = make_tree(tmp_path / "src", seed=32, files=10, max_size=40_000, big=(400_000,))
-    d0, d1 = tmp_path / "d0", tmp_path / "d1"
-    d0.mkdir(), d1.mkdir()
-    cat = str(tmp_path / "cat.sqlite")
-    gate = Gate(tmp_path / "gate")
-    slow = f"faulty+file://{d1}?pause_after=64K&gate={gate}"
-    cmd = [sys.executable, "-m", "parbackup", "backup", str(src), "-d", str(d0), "-d", slow]
-    proc = subprocess.Popen(
-        [*cmd, "--catalog", cat, "--json"],
-        env={**os.environ, "PYTHONPATH": SRC},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=default_signals,
-    )
+    proc, cat, gate, d0, d1 = paused_backup(tmp_path, src, "pause_after=64K")
     try:
-        gate.wait_paused(proc)
         sent = 0
         while proc.poll() is None:
             proc.send_signal(signum)
