@@ -105,6 +105,12 @@ def part_name(dest: str, fid: int, tag: str = "") -> str:
     return os.path.join(os.path.dirname(dest), _part_leaf(fid, tag))
 
 
+def _parent(dest: str) -> str:
+    """``os.path.dirname`` of a destination (readback/paths.py ``target_path``: absolute,
+    no empty component, no trailing slash), without its general work."""
+    return dest.rpartition("/")[0] or "/"
+
+
 def _part_leaf(fid: int, tag: str = "") -> str:
     return f".parbackup-{fid}{tag}.part"
 
@@ -273,18 +279,36 @@ class DirectorySink:
         path = self.dirs.get(fid)
         if path is not None:
             return self.dir_fds[path]
-        path = os.path.dirname(self.files[fid][0])
+        path = _parent(self.files[fid][0])
         dfd = self.dir_fds.get(path)
         if dfd is None:
-            assert self.beneath is not None
-            try:
-                dfd = self.beneath.open(path, _DIR_FLAGS)
-            except FileNotFoundError:  # not made yet: made here, beneath the root
-                dfd = self.beneath.makedirs(path)
-            self.dir_fds[path] = dfd
+            dfd = self._open_dir(path)
         self.idle.pop(path, None)
         self.users[path] = self.users.get(path, 0) + 1
         self.dirs[fid] = path
+        return dfd
+
+    def _open_dir(self, path: str) -> int:
+        """Open ``path`` beneath the root (made there if missing) and remember it."""
+        assert self.beneath is not None
+        try:
+            dfd = self.beneath.open(path, _DIR_FLAGS)
+        except FileNotFoundError:  # not made yet: made here, beneath the root
+            dfd = self.beneath.makedirs(path)
+        self.dir_fds[path] = dfd
+        return dfd
+
+    def _idle_dir(self, path: str) -> int:
+        """The directory ``path`` (found open or opened), for a file that is finished
+        before the caller returns: left idle, the most recently used, unless an open
+        file uses it (the caller trims the idle ones once done with it). What ``_dir``
+        then ``_close`` do, without the per-file records."""
+        dfd = self.dir_fds.get(path)
+        if dfd is None:
+            dfd = self._open_dir(path)
+        if path not in self.users:
+            self.idle.pop(path, None)
+            self.idle[path] = None
         return dfd
 
     def _trim(self, keep: int) -> None:
@@ -336,27 +360,27 @@ class DirectorySink:
         the directory opened beneath the root (found open, or opened and kept idle for
         the next files); '' or an error (``fail`` then removes the ``.part``)."""
         dest, size, mode, uid, gid, mtime_ns, _here = target
-        leaf = _part_leaf(fid, self.tag)
+        leaf = f".parbackup-{fid}{self.tag}.part"  # _part_leaf, without the call
         self.started.add(fid)  # a later record of it (none should come) appends only
+        head, _slash, name = dest.rpartition("/")
         try:
-            dfd = self._dir(fid)
+            dfd = self._idle_dir(head or "/")
+            fd = open_part(leaf, _WRITE, dfd, new=True)
             try:
-                fd = open_part(leaf, _WRITE, dfd, new=True)
-                try:
-                    end = 0 if is_zero(payload) else write_sparse(fd, payload, 0)
-                    if end < size:  # zeros at the end: left as a hole
-                        os.ftruncate(fd, size)
-                    if not set_metadata(fd, mode, uid, gid, mtime_ns, root=self.root):
-                        self.unowned.append(fid)
-                finally:
-                    os.close(fd)
-                os.replace(leaf, os.path.basename(dest), src_dir_fd=dfd, dst_dir_fd=dfd)
+                end = 0 if is_zero(payload) else write_sparse(fd, payload, 0)
+                if end < size:  # zeros at the end: left as a hole
+                    os.ftruncate(fd, size)
+                if not set_metadata(fd, mode, uid, gid, mtime_ns, root=self.root):
+                    self.unowned.append(fid)
             finally:
-                self._close(fid)
+                os.close(fd)
+            os.replace(leaf, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except IsADirectoryError:  # rename(2) will not replace a directory by a file
             return "a directory is in the way"
         except OSError as exc:
             return f"{dest}: {exc.strerror or exc}"
+        finally:
+            self._trim(self.keep)
         self.whole.add(fid)
         return ""
 
