@@ -204,11 +204,12 @@ def is_zero(payload: memoryview) -> bool:
 
 def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset``; OSError if the target takes less (full)."""
-    while len(data):
-        n = os.pwrite(fd, data, offset)
+    n = os.pwrite(fd, data, offset)  # nearly always all of it, at once
+    while n < len(data):
         if n <= 0:
             raise OSError(28, "No space left on device (short write)")
         data, offset = data[n:], offset + n
+        n = os.pwrite(fd, data, offset)
 
 
 def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
