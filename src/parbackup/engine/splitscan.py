@@ -178,14 +178,14 @@ def scan_tree(
     ask_at = start + split_at  # when to ask next whether a core is spare
     spare = spare or spare_core
 
-    def between(pending: list[Top]) -> None:
+    def between(pending: list[Top], walked: int) -> None:
         nonlocal share, tried, ask_at
         if share is None:
-            if not tried and len(out) >= ask_at and len(pending) >= 2:
+            if not tried and walked >= ask_at and len(pending) >= 2:
                 if not spare():  # no idle core: the helper would only add CPU
                     if ask_at == start + split_at:
-                        log.debug("scan helper: no idle core at %d entries", len(out) - start)
-                    ask_at = len(out) + max(1, split_at // RECHECK)
+                        log.debug("scan helper: no idle core at %d entries", walked - start)
+                    ask_at = walked + max(1, split_at // RECHECK)
                     return
                 tried = True  # one helper at most: walked here if it cannot start
                 helper = _start(executor or LocalExecutor(), tree.spec)
