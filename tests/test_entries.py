@@ -115,3 +115,14 @@ def test_columns_of_a_wider_table_join_a_narrow_one(size, ino, uid):
     assert len(out) == 3
     assert (out.size[2], out.ino[2], out.dev[2], out.uid[2], out.gid[2]) == (size, ino, 7, uid, uid)
     assert [out.path_bytes(i) for i in range(3)] == [b"/first", b"/small", b"/big"]
+
+
+def test_total_bytes_counts_regular_files_only():
+    """The whole table's total (sizes summed apart from the other kinds) equals the
+    per-row sum, with other kinds at the start, middle and end; and of ``files``."""
+    kinds = [DIR, FILE, DIR, FILE, FILE, DIR, FILE, DIR]
+    e = Entries()
+    e.extend_rows([(b"/e%d" % i, k, *row(b"", size=10**i)[2:]) for i, k in enumerate(kinds)])
+    assert e.total_bytes() == 1011010
+    assert e.total_bytes([0, 1, 2, 4, 7]) == 10010
+    assert Entries().total_bytes() == 0
