@@ -65,6 +65,7 @@ def test_a_damaged_catalog_file_is_named_and_rebuild_catalog_recovers(backed_up,
     assert snapshot(restored_root(out, src)) == snapshot(src)
 
 
+@pytest.mark.slow  # seven commands and a rebuild: 5-9 s, the quick subset's slowest
 def test_a_catalog_cut_to_nothing_is_refused_not_taken_for_a_new_one(backed_up, tmp_path):
     """A catalog file a crash left empty (0 bytes: ext4 after a power cut, a copy that
     failed) was taken for a new catalog: ``sets`` said there were none (exit 0) and
