@@ -54,6 +54,8 @@ def test_a_damaged_catalog_file_is_named_and_rebuild_catalog_recovers(backed_up,
         assert "internal error" not in r.err and "Traceback" not in r.err, r.err
         assert str(cat) in r.err, r.err
         assert len(r.err.strip().splitlines()) == 1, r.err
+    if damage is _cut:
+        return  # rebuild-catalog reads only the devices: one damage proves it recovers
     new = tmp_path / "rebuilt.sqlite"
     r = run_cli("rebuild-catalog", *devs, "--catalog", str(new))
     assert r.code == 0, r.out + r.err
@@ -63,6 +65,7 @@ def test_a_damaged_catalog_file_is_named_and_rebuild_catalog_recovers(backed_up,
     assert snapshot(restored_root(out, src)) == snapshot(src)
 
 
+@pytest.mark.slow  # seven commands and a rebuild: 5-9 s, the quick subset's slowest
 def test_a_catalog_cut_to_nothing_is_refused_not_taken_for_a_new_one(backed_up, tmp_path):
     """A catalog file a crash left empty (0 bytes: ext4 after a power cut, a copy that
     failed) was taken for a new catalog: ``sets`` said there were none (exit 0) and

@@ -191,9 +191,12 @@ def test_a_refused_prune_or_forget_leaves_no_lock_held_and_nothing_forgotten(
                 forget(pruning, Policy(last=1), prune=True)
             assert not pruning.run_lock.held
             assert {s.status for s in pruning.sets()} == {"complete"}, "nothing forgotten"
-            args = [a for d in devs for a in ("-d", d)]  # the run lock is free: a backup runs
-            r = run_cli("backup", str(src), *args, "--catalog", cat)
-            assert r.code == 0, r.err
+            if name == "cat.sqlite":  # the run lock is free to another process: a backup
+                # runs (one is enough: the name only changes the reader's lock, and
+                # run_lock.held above is checked for every name)
+                args = [a for d in devs for a in ("-d", d)]
+                r = run_cli("backup", str(src), *args, "--catalog", cat)
+                assert r.code == 0, r.err
     r = run_cli("forget", "--keep-last", "1", "--prune", "--catalog", cat)
     assert r.code == 0, r.err
 

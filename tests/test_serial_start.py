@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SRC, make_tree, run_cli
 
 NOT_LOADED = (
@@ -85,15 +87,25 @@ NOT_LOADED_BY_RESTORE = (
 )
 
 
-def _loaded_by_restore(tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
-    src = make_tree(tmp_path / "src", files=5)
-    catalog = str(tmp_path / "cat.sqlite")
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory) -> tuple[Path, str]:
+    """One small set on two directories, shared by the restore tests (they only read it)."""
+    root = tmp_path_factory.mktemp("serial-restore")
+    src = make_tree(root / "src", files=5)
+    catalog = str(root / "cat.sqlite")
     devs = []
     for name in ("d1", "d2"):
-        (tmp_path / name).mkdir()
-        devs += ["-d", str(tmp_path / name)]
+        (root / name).mkdir()
+        devs += ["-d", str(root / name)]
     backup = run_cli("backup", str(src), *devs, "--catalog", catalog)
     assert backup.code == 0, backup.out + backup.err
+    return src, catalog
+
+
+def _loaded_by_restore(
+    tmp_path: Path, backed_up: tuple[Path, str], *extra: str
+) -> tuple[str, set[str]]:
+    _, catalog = backed_up
     argv = ["restore", "-t", str(tmp_path / "back"), "--catalog", catalog, *extra]
     program = (
         "import sys\n"
@@ -111,23 +123,27 @@ def _loaded_by_restore(tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
     return proc.stdout, set(last.split()[1:])
 
 
-def test_plain_restore_loads_no_parity_planner_or_selection_code(tmp_path: Path) -> None:
+def test_plain_restore_loads_no_parity_planner_or_selection_code(
+    tmp_path: Path, backed_up: tuple[Path, str]
+) -> None:
     """A whole-set restore into a directory completes without importing what only
     parity, the planner, --include/--exclude, --stdout, an image or a profile needs:
     the controller's imports come before any reader has work."""
-    out, loaded = _loaded_by_restore(tmp_path)
+    out, loaded = _loaded_by_restore(tmp_path, backed_up)
     assert "exit 0" in out, out
     for package in NOT_LOADED_BY_RESTORE:
         assert not _under(loaded, package), f"{package} loaded by a plain restore"
-    assert (tmp_path / "back" / str(tmp_path / "src").lstrip("/")).is_dir()
+    assert (tmp_path / "back" / str(backed_up[0]).lstrip("/")).is_dir()
 
 
-def test_restore_with_exclude_still_loads_selection_and_leaves_out(tmp_path: Path) -> None:
+def test_restore_with_exclude_still_loads_selection_and_leaves_out(
+    tmp_path: Path, backed_up: tuple[Path, str]
+) -> None:
     """--exclude imports the selection rules where it is asked for, and they apply."""
-    out, loaded = _loaded_by_restore(tmp_path, "--exclude", "file0.bin")
+    out, loaded = _loaded_by_restore(tmp_path, backed_up, "--exclude", "file0.bin")
     assert "exit 0" in out, out
     assert "parbackup.selection" in loaded
-    back = tmp_path / "back" / str(tmp_path / "src").lstrip("/")
+    back = tmp_path / "back" / str(backed_up[0]).lstrip("/")
     restored = sorted(p.name for p in back.rglob("*") if p.is_file())
     assert restored and "file0.bin" not in restored, restored
-    assert (tmp_path / "src" / "file0.bin").exists()
+    assert (backed_up[0] / "file0.bin").exists()
