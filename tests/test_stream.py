@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 from blake3 import blake3
@@ -136,3 +138,38 @@ def test_stream_through_the_library(tmp_path, device_dirs):
         out = io.BytesIO()
         assert restore_to_stream(cat, None, "/dump.bin", out).exit_code == 0
         assert out.getvalue() == data
+
+
+def test_a_pause_in_the_stream_longer_than_the_device_timeout_fails_no_device(
+    tmp_path, device_dirs
+):
+    """A producer that stops for longer than ``--device-timeout`` (``pg_dump`` waiting on
+    a lock) is no device's hang: the timeout counts only while a device has work. The
+    devices given the stream's next segments after the pause were failed for their
+    silence before it ("no progress for 1 seconds"), while they had had nothing to do.
+
+    The pause is the fault under test (the input stalls, three times the timeout), not a
+    wait for the backup: the first segment is whole on its device, or not, either way."""
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    data = os.urandom(24 * MiB)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "backup", "-", "--stdin-name", "s",
+         *devices_args(devs), "--device-timeout", "1", "--catalog", cat, "--json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(data[: 8 * MiB])
+    proc.stdin.flush()
+    time.sleep(3)  # the producer's stall: three device timeouts
+    out, err = proc.communicate(data[8 * MiB :], timeout=120)
+    doc = json.loads(out)
+    assert proc.returncode == 0, err.decode() + out.decode()
+    assert doc["status"] == "complete"
+    assert [d["status"] for d in doc["devices"]] == ["ok", "ok"], doc["devices"]
+    back = subprocess.run(
+        [sys.executable, "-m", "parbackup", "restore", "--stdout", "s", "--catalog", cat],
+        capture_output=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120,
+    )  # fmt: skip
+    assert back.returncode == 0 and back.stdout == data

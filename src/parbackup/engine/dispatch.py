@@ -84,6 +84,11 @@ class DeviceState:
         """Nothing queued and nothing sent that is not yet written."""
         return not self.queue and self.sent.done >= self.sent.next_seq - 1
 
+    def answering(self) -> bool:
+        """Whether it owes an answer: items sent and not yet written, or a Finish not
+        yet committed. Only that time counts towards ``device_timeout``."""
+        return self.sent.done < self.sent.next_seq - 1 or self.finishes != self.commits
+
     @property
     def can_checkpoint(self) -> bool:
         """Whether its medium makes part of a volume durable (a tape cannot)."""
@@ -217,8 +222,8 @@ class Dispatcher:
         window = self.options.chunk if paced else WINDOW_BYTES
         split = self.options.chunk if paced else SPLIT
         while dev.queue and sent.undone_bytes < window and sent.undone < WINDOW_ITEMS:
-            if dev.idle():  # it had nothing to do: its silence so far was no hang
-                dev.last_heard = time.monotonic()
+            if not dev.answering():  # it had nothing to do: its silence so far was no
+                dev.last_heard = time.monotonic()  # hang (work redirected to it, a stream)
             batch = dev.queue.take(BATCH_ITEMS, min(BATCH_BYTES, window), split)
             dev.worker.send(m.Work(self.work_items(dev, batch)))
         last = sent.next_seq - 1
@@ -297,8 +302,7 @@ class Dispatcher:
         now = time.monotonic()
         limit = self.options.device_timeout
         for dev in self.alive:
-            waiting = not dev.idle() or dev.finishes != dev.commits
-            if waiting and now - dev.last_heard > limit:
+            if dev.answering() and now - dev.last_heard > limit:
                 self.fail(dev, f"no progress for {limit:g} seconds")
 
     # -- failover (R1-R4) ----------------------------------------------------------------
