@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,51 @@ def test_signals_that_keep_coming_do_not_cut_the_interruption_short(tmp_path, si
     gate.open()
     r = run_cli("backup", str(src), "-d", str(d0), "-d", str(d1), "--catalog", cat)
     assert r.code == 0, r.out + r.err
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(b")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_fork_server_fails_the_set_and_redirects_nothing_to_its_dead_movers(
+    tmp_path,
+):
+    """``kill -9`` of the movers' fork server takes every mover with it. The set must
+    fail (exit 1, earlier sets untouched) and the report must not tell of work
+    "redirected" from one dead device to another: the first mover's end was seen while
+    the second still counted as alive, and its work was replanned onto it."""
+    src = make_tree(tmp_path / "src", seed=32, files=40, max_size=80_000)
+    proc, cat, gate, _d0, _d1 = paused_backup(tmp_path, src, "pause_after=100K")
+    try:
+        (server,) = [
+            p for p in _children(proc.pid)
+            if b"parbackup.forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+            and _children(p)  # the one whose children are the movers
+        ]  # fmt: skip
+        movers = _children(server)
+        assert len(movers) == 2
+        os.kill(server, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        gate.open()
+        proc.kill()
+    assert proc.returncode == 1, err
+    doc = json.loads(out)
+    assert doc["status"] == "failed"
+    assert [d["status"] for d in doc["devices"]] == ["failed", "failed"], doc["devices"]
+    assert not any(d.get("redirected") for d in doc["devices"]), out.decode() + err.decode()
+    assert b"redirected" not in err, err
+    (info,) = run_cli("sets", "--catalog", cat, "--json").json["sets"]
+    assert info["status"] == "failed"

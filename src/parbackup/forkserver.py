@@ -49,14 +49,25 @@ _SERVER = "import sys; from parbackup.forkserver import main; sys.exit(main(sys.
 class ForkedWorker:
     """A worker forked by the fork server (the ``Worker`` contract of workers.py)."""
 
-    def __init__(self, name: str, pidfd: int | None, channel: Connection) -> None:
-        self.name, self.pidfd, self.channel = name, pidfd, channel
+    def __init__(
+        self,
+        name: str,
+        pidfd: int | None,
+        channel: Connection,
+        server: subprocess.Popen | None = None,
+    ) -> None:
+        self.name, self.pidfd, self.channel, self.server = name, pidfd, channel, server
         self.outbox = Outbox(channel, name)
 
     def send(self, msg: Any) -> None:
         self.outbox.put(msg)
 
     def alive(self) -> bool:
+        """False once it ended, or once its server did: a worker dies with its server
+        (``die_with_parent``), and may take a moment to; whoever sees one worker of a
+        killed server end must not count on the others."""
+        if self.server is not None and self.server.poll() is not None:
+            return False
         return not self.join(0)
 
     def kill(self) -> None:
@@ -145,10 +156,11 @@ class ForkServerExecutor:
         request = pickle.dumps((target, dict(os.environ)))
         try:
             with self._lock:
-                answer, fds = b"", []
+                answer, fds, proc = b"", [], None
                 for _attempt in range(2):  # a server that died is started again, once
                     with contextlib.suppress(OSError):
                         server = self._server()
+                        proc = self._servers[self.preload][0]
                         socket.send_fds(server, [request], [child.fileno()])
                         answer, fds, _flags, _addr = socket.recv_fds(server, 64, 1)
                     if answer or self._cannot_run:
@@ -162,7 +174,7 @@ class ForkServerExecutor:
                 return LocalExecutor().start(target, spec, name, host)
             raise OSError("cannot start a worker process (the fork server failed)")
         pidfd = fds[0] if fds else None  # none: the worker ended at once
-        worker = ForkedWorker(name or target, pidfd, Connection(parent.detach()))
+        worker = ForkedWorker(name or target, pidfd, Connection(parent.detach()), proc)
         worker.send(spec)
         return worker
 

@@ -316,6 +316,11 @@ class Dispatcher:
         report.status, report.error = "failed", error
         report.failed_at = round(time.monotonic() - self.started, 3)
         report.failed_utc = datetime.now(UTC).isoformat(timespec="seconds")
+        for other in self.alive:  # movers that end with it (their fork server killed):
+            if not other.worker.alive():  # their last words, then their end, first, so
+                self.receive(other)  # nothing is redirected to a device already gone
+                if other.alive:  # ending, its channel not closed yet
+                    self.fail(other, "its mover process ended unexpectedly")
         lost = dev.queue.drain() + dev.sent.pieces()
         if self.feed is not None:
             lost_before = self.feed.lost_bytes  # segments already let go are lost, and
