@@ -115,6 +115,9 @@ class ThreadWorker:
     def kill(self) -> None:
         self.outbox.close()  # closes the channel: the reader's next message ends it
 
+    def why_ended(self, role: str) -> str:
+        return f"its {role} thread ended unexpectedly"
+
     def join(self, timeout: float) -> bool:
         self.thread.join(timeout)
         if self.thread.is_alive():

@@ -142,5 +142,8 @@ def test_a_killed_fork_server_fails_the_set_and_redirects_nothing_to_its_dead_mo
     assert [d["status"] for d in doc["devices"]] == ["failed", "failed"], doc["devices"]
     assert not any(d.get("redirected") for d in doc["devices"]), out.decode() + err.decode()
     assert b"redirected" not in err, err
+    # each device's error names the cause: the server ended, and the movers with it
+    for d in doc["devices"]:
+        assert "fork server" in d["error"] and "SIGKILL" in d["error"], d
     (info,) = run_cli("sets", "--catalog", cat, "--json").json["sets"]
     assert info["status"] == "failed"

@@ -57,7 +57,7 @@ from parbackup.selection import Excluded
 from parbackup.sources import hostscan
 from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.hosted import ServeSpec, served
-from parbackup.workers import Crashed, Outbox
+from parbackup.workers import Crashed, Outbox, ended_unexpectedly
 
 _WATCH_SECONDS = 0.2
 
@@ -115,6 +115,9 @@ class DaskWorker:
 
     def alive(self) -> bool:
         return not self.ended.is_set()
+
+    def why_ended(self, role: str) -> str:
+        return self.why_lost() or ended_unexpectedly(role)
 
     def kill(self) -> None:
         self.killed = True

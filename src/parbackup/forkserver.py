@@ -38,6 +38,8 @@ from parbackup.workers import (
     LocalWorker,
     Outbox,
     die_with_parent,
+    ended_unexpectedly,
+    how_ended,
     serve,
     shut_down,
 )
@@ -69,6 +71,15 @@ class ForkedWorker:
         if self.server is not None and self.server.poll() is not None:
             return False
         return not self.join(0)
+
+    def why_ended(self, role: str) -> str:
+        """A worker dies with its server: when the server ended, that is the cause."""
+        if self.server is not None and (code := self.server.poll()) is not None:
+            return (
+                f"its {role} process ended with the fork server that started it "
+                f"(pid {self.server.pid}, {how_ended(code)})"
+            )
+        return ended_unexpectedly(role)
 
     def kill(self) -> None:
         if self.pidfd is not None:

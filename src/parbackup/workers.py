@@ -98,6 +98,27 @@ class Worker(Protocol):
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the worker to end; True if it did."""
 
+    def why_ended(self, role: str) -> str:
+        """Why its channel closed unasked, as a report says it ("its mover process
+        ended unexpectedly"), with the cause when the parent can tell it."""
+
+
+def ended_unexpectedly(role: str, returncode: int | None = None) -> str:
+    """The report's words for a ``role`` process that ended unasked (``why_ended``)."""
+    how = how_ended(returncode)
+    return f"its {role} process ended unexpectedly" + (f" ({how})" if how else "")
+
+
+def how_ended(returncode: int | None) -> str:
+    """Words for a return code: "killed by SIGKILL", "exit status 3", "" if unknown."""
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
 
 class Executor(Protocol):
     """Decides where workers run."""
@@ -167,6 +188,9 @@ class LocalWorker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def why_ended(self, role: str) -> str:
+        return ended_unexpectedly(role, self.proc.poll())
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):

@@ -210,7 +210,7 @@ class Dispatcher:
                 self.handle(dev, dev.worker.channel.recv())
         except (EOFError, OSError):
             if dev.alive:
-                self.fail(dev, "its mover process ended unexpectedly")
+                self.fail(dev, dev.worker.why_ended("mover"))
 
     def refill(self, dev: DeviceState) -> None:
         """Send more work while the window has room; Finish once everything is sent."""
@@ -320,7 +320,7 @@ class Dispatcher:
             if not other.worker.alive():  # their last words, then their end, first, so
                 self.receive(other)  # nothing is redirected to a device already gone
                 if other.alive:  # ending, its channel not closed yet
-                    self.fail(other, "its mover process ended unexpectedly")
+                    self.fail(other, other.worker.why_ended("mover"))
         lost = dev.queue.drain() + dev.sent.pieces()
         if self.feed is not None:
             lost_before = self.feed.lost_bytes  # segments already let go are lost, and

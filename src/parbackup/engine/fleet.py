@@ -50,7 +50,7 @@ def _answer(dev: DeviceState, want: tuple[type, ...], timeout: float) -> object:
         try:
             msg = channel.recv()
         except (EOFError, OSError):
-            return m.Failed("its mover process ended unexpectedly")
+            return m.Failed(dev.worker.why_ended("mover"))
         if isinstance(msg, (*want, m.Failed)):
             return msg
         if isinstance(msg, Crashed):
@@ -120,7 +120,7 @@ class Fleet:
                 try:
                     msg = channel.recv()
                 except (EOFError, OSError):
-                    msg = m.Failed("its mover process ended unexpectedly")
+                    msg = m.Failed(dev.worker.why_ended("mover"))
                 if isinstance(msg, m.Started):
                     started.add(channel)
                     deadline[channel] = time.monotonic() + self.timeout

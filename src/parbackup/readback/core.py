@@ -104,7 +104,7 @@ def _await_open(workers: list[Worker], timeout: float) -> dict[int, Opened | str
             try:
                 msg = ch.recv()
             except (EOFError, OSError):
-                msg = OpenFailed("reader process ended unexpectedly")
+                msg = OpenFailed(workers[i].why_ended("reader"))
             if isinstance(msg, Opened):
                 answers[i] = msg
             elif isinstance(msg, OpenFailed | Crashed):
@@ -236,7 +236,7 @@ class _Run:
                 try:
                     msg = ch.recv()
                 except (EOFError, OSError):
-                    self.lost(reader, "reader process ended unexpectedly")
+                    self.lost(reader, reader.worker.why_ended("reader"))
                     del live[id(ch)]
                     continue
                 if not self.handle(reader, msg, on_good, on_chunk):
