@@ -58,3 +58,11 @@ def test_a_tree_without_links_or_attributes_sends_no_lists() -> None:
     work = Dispatcher.work_items(here, dev, [(1, 0, 1), (2, 0, 2)])  # type: ignore[arg-type]
     assert work.links is None and work.metas is None and work.data is None
     assert list(work.items()) == old_items(e, 1, [(1, 0, 1), (2, 0, 2)])
+
+
+def test_a_batch_of_one_item() -> None:
+    e = entries()
+    dev = SimpleNamespace(sent=Sent())
+    here = SimpleNamespace(entries=e, feed=None)
+    work = Dispatcher.work_items(here, dev, [(2, 5, 7)])  # type: ignore[arg-type]
+    assert list(pickle.loads(pickle.dumps(work)).items()) == old_items(e, 1, [(2, 5, 7)])

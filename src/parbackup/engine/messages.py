@@ -9,6 +9,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count, islice, repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from parbackup.format import CHUNK
@@ -81,7 +82,7 @@ class Work:
         """The items as tuples, made by C loops only (zip, map): no Python per item."""
         n = len(self)
         at, paths = self.path_at, self.paths
-        names = map(paths.__getitem__, map(slice, at, islice(at, 1, None)))
+        names = itemgetter(*map(slice, at, islice(at, 1, None)))(paths) if n > 1 else (paths,)
         return zip(
             count(self.first),
             *self.columns,
