@@ -256,9 +256,11 @@ class PostgresCatalog(Catalog):
         self.read_lock.release()
         self.db.close()
 
-    def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+    def _insert(self, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()) -> None:
         """COPY the rows into the table ``head`` names (binary format, one round trip
-        per buffer), inside the caller's transaction."""
+        per buffer), inside the caller's transaction; ``fixed`` as in store.py."""
+        if fixed:
+            rows = map(fixed.__add__, rows)
         match = re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\)", head)
         if match is None:
             raise CatalogError(f"cannot bulk-load {head!r}")

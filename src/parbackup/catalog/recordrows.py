@@ -52,13 +52,14 @@ class RecordRows:
         """Record durable records of one device as a mover reports them:
         ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         rows = rows if isinstance(rows, list) else list(rows)
-        if min(map(len, rows), default=8) == 8:  # a mover's: the set and label put in
-            with self.transaction():  # front by tuple concatenation, no Python per row
+        if min(map(len, rows), default=8) == 8:  # a mover's: the set and label go in
+            with self.transaction():  # as the statement's literals, no Python per row
                 self._insert(
                     "INSERT INTO records (set_id, label, file_id, volume, position,"
                     " header_size, offset, size, checksum, stored)",
-                    10,
-                    map((set_id, label).__add__, rows),
+                    8,
+                    rows,
+                    (set_id, label),
                 )
             return
         with self.transaction():

@@ -164,7 +164,9 @@ FILES_INSERT = (
 BATCH_ROWS = 256
 
 
-def insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+def insert_rows(
+    db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()
+) -> None:
     """``head VALUES (...), (...), ...`` with up to BATCH_ROWS rows per statement.
 
     Faster than ``executemany`` when other threads are busy: the sqlite3 module lets go
@@ -172,8 +174,13 @@ def insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tu
     once per row cost more than the inserts themselves (67k files: 1.1 s against 0.55 s).
     The rows of a statement are flattened by ``chain``/``islice`` (no Python loop per
     row: 0.3-0.5 us a row of a million-file backup's files and records).
+
+    ``fixed``: strings that the first columns of ``head`` take in every row, written in
+    the statement as literals (rows then hold the other ``ncols`` values): no tuple made
+    per row to put them in front, nor bound per row (a mover's records: 10-15% less).
     """
-    one = "(" + ", ".join("?" * ncols) + ")"
+    lead = "".join(f"{_literal(v)}, " for v in fixed)
+    one = "(" + lead + ", ".join("?" * ncols) + ")"
     full = f"{head} VALUES " + ", ".join([one] * BATCH_ROWS)
     rows = iter(rows)
     while batch := list(chain.from_iterable(islice(rows, BATCH_ROWS))):
@@ -181,3 +188,10 @@ def insert_rows(db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tu
             db.execute(full, batch)
         else:
             db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)
+
+
+def _literal(value: str) -> str:
+    """A string as an SQL literal (quotes doubled); only text without NUL is taken."""
+    if not isinstance(value, str) or "\0" in value:
+        raise ValueError(f"not a literal for a statement: {value!r}")
+    return "'" + value.replace("'", "''") + "'"

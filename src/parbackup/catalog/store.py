@@ -232,10 +232,11 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return Transaction(self.db)
 
-    def _insert(self, head: str, ncols: int, rows: Iterable[tuple]) -> None:
+    def _insert(self, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()) -> None:
         """Bulk rows (``head`` is ``INSERT INTO table (columns)``), inside a transaction;
-        the PostgreSQL catalog loads them with COPY instead."""
-        insert_rows(self.db, head, ncols, rows)
+        the PostgreSQL catalog loads them with COPY instead. ``fixed``: the strings the
+        first columns take in every row (the rows hold the other ``ncols`` values)."""
+        insert_rows(self.db, head, ncols, rows, fixed)
 
     def _rows(self, sql: str, params: Sequence) -> Iterable[Sequence]:
         """The rows of a query, streamed (a million files are never held in memory)."""

@@ -5,7 +5,11 @@ never needs the mover's own imports.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import count, islice, repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from parbackup.format import CHUNK
@@ -51,9 +55,42 @@ class Begin:
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """Items in list order; each a tuple, see ``WorkItem``."""
+    """Items in list order, sent as columns (a batch of small files pickles as a few
+    arrays and one blob, not as a tuple of 18 objects per item); ``items()`` gives them
+    back as the tuples the mover takes (``SEQ`` ... ``META`` below).
 
-    items: list
+    ``columns``: one array per field ``FID`` ... ``SRC``, each of the batch's length.
+    Item ``i``'s path is ``paths[path_at[i]:path_at[i + 1]]`` (its root included);
+    ``links``, ``data`` and ``metas`` are lists of the batch's length, or None when
+    every item has b"", None and b"" there (a tree without links; not a stream; no
+    extended attributes).
+    """
+
+    first: int
+    """The sequence number of the first item; the others follow one by one."""
+    columns: tuple[array, ...]
+    paths: bytes
+    path_at: array
+    links: list[bytes] | None = None
+    data: list[bytes] | None = None
+    metas: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self.path_at) - 1
+
+    def items(self) -> Iterator[tuple]:
+        """The items as tuples, made by C loops only (zip, map): no Python per item."""
+        n = len(self)
+        at, paths = self.path_at, self.paths
+        names = itemgetter(*map(slice, at, islice(at, 1, None)))(paths) if n > 1 else (paths,)
+        return zip(
+            count(self.first),
+            *self.columns,
+            names,
+            repeat(b"", n) if self.links is None else self.links,
+            repeat(None, n) if self.data is None else self.data,
+            repeat(b"", n) if self.metas is None else self.metas,
+        )
 
 
 @dataclass(frozen=True, slots=True)

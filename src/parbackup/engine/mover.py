@@ -11,7 +11,7 @@ Conversation (dispatcher -> mover, then what the mover answers):
     Label()        -> Labelled(label) | Failed          write a label at first use
     Probe(limit)   -> Speed(bytes/s) | Failed           --balance time without a hint
     Begin(set, meta)                                    the set the volumes belong to
-    Work(items)    -> Progress(...)*, Problem(...)*     items in list order (W1)
+    Work(columns)  -> Progress(...)*, Problem(...)*     items in list order (W1)
     Finish()       -> Metas(...)?, Durable(...), Committed() | Failed
     Put(name, path)-> Stored(name, error)               the catalog copy (``patch``: bytes
                                                         put instead of the file's there)
@@ -164,8 +164,8 @@ class _Mover(SourceSide):
     def handle(self, msg: object) -> bool:
         """Act on one message; False when the mover should end."""
         match msg:
-            case Work(items=items):
-                self.queue.extend(items)
+            case Work():
+                self.queue.extend(msg.items())
             case Finish():
                 self.commit()
                 if self.tee is not None:

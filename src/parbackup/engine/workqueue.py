@@ -187,6 +187,17 @@ class Sent:
         self.undone_bytes += sum(sizes)
         return first
 
+    def add_columns(
+        self, files: Sequence[int], offsets: Sequence[int], sizes: Sequence[int]
+    ) -> int:
+        """``add_many`` for items given as three columns (no Python per item)."""
+        first = self.next_seq
+        self.file.extend(files)
+        self.offset.extend(offsets)
+        self.size.extend(sizes)
+        self.undone_bytes += sum(sizes)
+        return first
+
     def mark_done(self, upto: int) -> None:
         """Items up to ``upto`` are written (maybe not yet durable)."""
         if upto <= self.done:
