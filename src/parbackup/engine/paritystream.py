@@ -44,23 +44,26 @@ import contextlib
 import logging
 import mmap
 import os
+import pickle
 import socket
+import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
-from typing import Any
 
 from blake3 import blake3
 
 from parbackup.engine.devices import close_all, open_devices
+from parbackup.engine.paritytee import SLOT, UNIT_ENTRY
 from parbackup.errors import ParbackupError, UsageError
 from parbackup.redundancy.codec import fragment_headers
 from parbackup.redundancy.isal import address
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
+from parbackup.redundancy.volume import WRITTEN_VERSION, digest_size
 from parbackup.workers import Channel
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,9 @@ log = logging.getLogger(__name__)
 _HELLO_TIMEOUT = 10.0
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _HOLDS = 3
+_DIGEST = digest_size(WRITTEN_VERSION)
+"""Bytes of a unit digest in a tee's message."""
+_BAD_MESSAGE = (ValueError, TypeError, IndexError, struct.error, pickle.UnpicklingError)
 WINDOW_BYTES = 16 << 20
 """Parity units summed in memory ahead, per parity device (ParitySpec.window): 16 rows
 of the 1 MiB unit."""
@@ -167,6 +173,8 @@ class _Column:
     """When its first held unit stopped fitting (0: not waiting)."""
     spilling: bool = False
     timeouts: int = 0
+    freed: list[int] = field(default_factory=list)
+    """Slots summed (or let go) and not given back yet: one message gives them all."""
 
 
 @dataclass
@@ -238,20 +246,30 @@ class _Collector:
                 os.close(fd)
         self.columns[j] = _Column(Connection(sock.detach()), mapped, address(mapped))
 
-    def unit_in(self, j: int, msg: Any) -> None:
+    def unit_in(self, j: int, msg: bytes) -> None:
+        """A message of column ``j``'s tee (engine/paritytee.py): units, or its end."""
         col = self.columns[j]
-        if msg[0] == "u":
-            _u, slot, row, digest = msg
-            if not 0 <= slot < len(col.map) // self.spec.unit:
-                raise ValueError("a slot out of range")
-            if self.broken:  # only drained: the movers must not wait
-                _give_back(col, slot)
-                return
-            col.held.append((slot, int(row), bytes(digest)))
-            self.drain()
-        elif msg[0] == "e":
+        kind = msg[:1]
+        if kind == b"u":
+            head = UNIT_ENTRY.size
+            size = head + _DIGEST
+            if len(msg) == 1 or (len(msg) - 1) % size:
+                raise ValueError("a malformed message")
+            slots = len(col.map) // self.spec.unit
+            for at in range(1, len(msg), size):
+                slot, row = UNIT_ENTRY.unpack_from(msg, at)
+                if slot >= slots:
+                    raise ValueError("a slot out of range")
+                if self.broken:  # only drained: the movers must not wait
+                    col.freed.append(slot)
+                else:
+                    col.held.append((slot, row, msg[at + head : at + size]))
+            if not self.broken:
+                self.drain()
+            _give_back(col)
+        elif kind == b"e":
             col.ended = True
-            col.end_volumes = [(str(n), int(s)) for n, s in msg[1]]
+            col.end_volumes = [(str(n), int(s)) for n, s in pickle.loads(msg[1:])]
             if not self.broken:
                 self.drain()
         else:
@@ -276,12 +294,14 @@ class _Collector:
                     col.held.popleft()
                     col.held_since = 0.0
                     self.parity.add(j, row, col.base + slot * unit, digest)
-                    _give_back(col, slot)
+                    col.freed.append(slot)
                     moved = True
                 if not col.held and col.end_volumes is not None and not col.end_given:
                     col.end_given = True
                     self.parity.end(j, col.end_volumes)
                     moved = True
+        for col in self.columns.values():
+            _give_back(col)
 
     def hold_deadline(self) -> float | None:
         """When the longest-held column is to spill (None: no column is held)."""
@@ -304,7 +324,8 @@ class _Collector:
         self.parity.give_up()
         for col in self.columns.values():
             while col.held:
-                _give_back(col, col.held.popleft()[0])
+                col.freed.append(col.held.popleft()[0])
+            _give_back(col)
 
     def finish(self) -> Written:
         volumes, columns, rows = self.parity.finish()
@@ -397,8 +418,8 @@ class _Collector:
                 else:
                     j = by_conn[r]
                     try:
-                        self.unit_in(j, r.recv())
-                    except (EOFError, OSError, ValueError, TypeError, IndexError) as exc:
+                        self.unit_in(j, r.recv_bytes())
+                    except (*_BAD_MESSAGE, EOFError, OSError) as exc:
                         self.broken = self.broken or f"column {j} ended early ({exc})"
                         with contextlib.suppress(OSError):
                             r.close()
@@ -407,9 +428,13 @@ class _Collector:
                         self.let_go()
 
 
-def _give_back(col: _Column, slot: int) -> None:
-    with contextlib.suppress(OSError):  # a mover past its last unit may be gone
-        col.conn.send(slot)
+def _give_back(col: _Column) -> None:
+    """Give the column's freed slots back to its mover, in one message."""
+    if col.freed:
+        msg = b"".join(SLOT.pack(s) for s in col.freed)
+        col.freed.clear()
+        with contextlib.suppress(OSError):  # a mover past its last unit may be gone
+            col.conn.send_bytes(msg)
 
 
 def collect(spec: ParitySpec, channel: Channel) -> None:
