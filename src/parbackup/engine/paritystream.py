@@ -393,8 +393,8 @@ class _Collector:
     def _serve(self, sel: selectors.BaseSelector, listener: socket.socket) -> bool:
         """``serve`` over ``sel``, one selector for the whole set: the links of the
         columns still sending are added and taken out as they come and end (a selector
-        made per message, as ``multiprocessing.connection.wait`` does, cost ~30 us per
-        unit: bench/parity_path.py)."""
+        made per message, as ``multiprocessing.connection.wait`` does, cost tens of us per
+        unit; docs/BENCHMARKS.md, session 12)."""
         channel = self.channel
         watched: dict[int, Connection] = {}
         while True:

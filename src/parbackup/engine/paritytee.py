@@ -14,12 +14,13 @@ Parity is never a reason for a data device to fail: when the link breaks (the pa
 worker ended, or gave no slot back for ``patience`` seconds) the tee stops forwarding
 and the backup's parity is written after the data instead (engine/parity.py).
 
-Messages (raw bytes, not pickles: one is sent per unit or two, and a pickler's set-up
-cost more than the rest of a message's path; bench/parity_path.py), mover -> parity
-collector: the hello ``column token`` with the memfd, then ``b"u"`` followed by
-(slot, row, digest) of one or more units (``UNIT_ENTRY`` and the digest), and ``b"e"``
-followed by the pickled ``[[volume, size], ...]`` at the end; parity collector ->
-mover: the numbers of slots that are free again (``SLOTS``, one or more).
+Messages are raw bytes, not pickles (a message goes per write: a pickler set up for each
+was a good part of the interpreter's time per unit at both ends; docs/BENCHMARKS.md,
+session 12). Mover -> parity collector: the hello ``column token`` with the memfd, then
+``b"u"`` followed by (slot, row, digest) of every unit the write completed
+(``UNIT_ENTRY`` and the digest), and ``b"e"`` followed by the pickled ``[[volume, size],
+...]`` at the end; parity collector -> mover: the numbers of slots that are free again
+(``SLOT``, one or more).
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class ParityTee:
         The collector's messages are read only once no slot is left (until then they
         wait in the socket: one at most per slot out), and through a poll object made
         once: ``Connection.poll`` builds a selector at every call (~25 us, and it was
-        called twice a unit: bench/parity_path.py)."""
+        called twice a unit; docs/BENCHMARKS.md, session 12)."""
         if not self.free and not self._refill():
             return False
         self.slot = self.free.popleft()
