@@ -18,6 +18,7 @@ from parbackup.engine.paritystream import (
     Begin,
     Close,
     Collector,
+    Failed,
     Listening,
     Opened,
     ParitySpec,
@@ -158,3 +159,57 @@ def test_a_column_held_past_its_hold_spills_and_goes_on(tmp_path, caplog):
     spilled = int(line.split(", ")[1].split()[0])
     assert spilled >= 10, line
     assert line.endswith("[1, 0]"), line
+
+
+def _linked(tmp_path, slots: int) -> tuple[Collector, list[ParityTee]]:
+    """A collector thread with its parity device, and a tee linked for each column."""
+    parity_dir = tmp_path / "parity"
+    parity_dir.mkdir()
+    collector = Collector(ParitySpec((str(parity_dir),), UNIT, window=2, timeout=TIMEOUT))
+    _answer(collector, Opened)
+    collector.send(Begin(SET, LABELS, 1))
+    listening = _answer(collector, Listening)
+    link = (listening.address, listening.token)
+    return collector, [
+        ParityTee(ParityLink(*link, j, UNIT, slots=slots, patience=TIMEOUT)) for j in range(2)
+    ]
+
+
+def test_a_tee_whose_collector_went_away_stops_forwarding_and_never_raises(tmp_path):
+    """The tee reads the slots given back only once it has none left: a collector gone
+    meanwhile (given up, its links closed) is found then, or by the next send; the tee
+    stops forwarding and its writes go on (parity is never a reason for a device to
+    fail), instead of waiting out its patience."""
+    collector, (tee, _other) = _linked(tmp_path, slots=2)
+    try:
+        unit = random.Random(3).randbytes(UNIT)
+        tee.feed(unit)  # row 0: summed, its slot given back (unread yet)
+        collector.send(Abandon())
+        assert collector.join(TIMEOUT)
+        for _ in range(4):  # more units than slots
+            tee.feed(unit)
+        assert "the parity collector went away" in tee.broken
+        assert not tee.active and tee.conn is None and tee.map is None
+    finally:
+        collector.kill()
+
+
+def test_a_malformed_message_of_a_tee_breaks_the_stream_not_the_collector(tmp_path):
+    """A tee's message the collector cannot read (a slot out of range, a cut entry)
+    ends that column's stream: Close is answered with Failed, saying why, and the
+    backup writes its parity after the data; the collector's thread does not die of it."""
+    for bad in (b"u" + bytes(5), b"u" + (99).to_bytes(4, "little") + bytes(8 + 16), b"x"):
+        sub = tmp_path / bad[:2].hex() / str(len(bad))
+        sub.mkdir(parents=True)
+        collector, tees = _linked(sub, slots=2)
+        try:
+            assert tees[0].conn is not None
+            tees[0].conn.send_bytes(bad)
+            # the collector closes that link once it read the message
+            assert tees[0].poller is not None and tees[0].poller.poll(TIMEOUT * 1000)
+            collector.send(Close())
+            failed = _answer(collector, Failed)
+            assert failed.error.startswith("column 0 ended early"), failed.error
+        finally:
+            collector.kill()
+            collector.thread.join(TIMEOUT)

@@ -44,23 +44,27 @@ import contextlib
 import logging
 import mmap
 import os
+import pickle
+import selectors
 import socket
+import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import Pipe
-from multiprocessing.connection import Connection, wait
-from typing import Any
+from multiprocessing.connection import Connection
 
 from blake3 import blake3
 
 from parbackup.engine.devices import close_all, open_devices
+from parbackup.engine.paritytee import SLOT, UNIT_ENTRY
 from parbackup.errors import ParbackupError, UsageError
 from parbackup.redundancy.codec import fragment_headers
 from parbackup.redundancy.isal import address
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
+from parbackup.redundancy.volume import WRITTEN_VERSION, digest_size
 from parbackup.workers import Channel
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,9 @@ log = logging.getLogger(__name__)
 _HELLO_TIMEOUT = 10.0
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _HOLDS = 3
+_DIGEST = digest_size(WRITTEN_VERSION)
+"""Bytes of a unit digest in a tee's message."""
+_BAD_MESSAGE = (ValueError, TypeError, IndexError, struct.error, pickle.UnpicklingError)
 WINDOW_BYTES = 16 << 20
 """Parity units summed in memory ahead, per parity device (ParitySpec.window): 16 rows
 of the 1 MiB unit."""
@@ -167,6 +174,8 @@ class _Column:
     """When its first held unit stopped fitting (0: not waiting)."""
     spilling: bool = False
     timeouts: int = 0
+    freed: list[int] = field(default_factory=list)
+    """Slots summed (or let go) and not given back yet: one message gives them all."""
 
 
 @dataclass
@@ -238,20 +247,30 @@ class _Collector:
                 os.close(fd)
         self.columns[j] = _Column(Connection(sock.detach()), mapped, address(mapped))
 
-    def unit_in(self, j: int, msg: Any) -> None:
+    def unit_in(self, j: int, msg: bytes) -> None:
+        """A message of column ``j``'s tee (engine/paritytee.py): units, or its end."""
         col = self.columns[j]
-        if msg[0] == "u":
-            _u, slot, row, digest = msg
-            if not 0 <= slot < len(col.map) // self.spec.unit:
-                raise ValueError("a slot out of range")
-            if self.broken:  # only drained: the movers must not wait
-                _give_back(col, slot)
-                return
-            col.held.append((slot, int(row), bytes(digest)))
-            self.drain()
-        elif msg[0] == "e":
+        kind = msg[:1]
+        if kind == b"u":
+            head = UNIT_ENTRY.size
+            size = head + _DIGEST
+            if len(msg) == 1 or (len(msg) - 1) % size:
+                raise ValueError("a malformed message")
+            slots = len(col.map) // self.spec.unit
+            for at in range(1, len(msg), size):
+                slot, row = UNIT_ENTRY.unpack_from(msg, at)
+                if slot >= slots:
+                    raise ValueError("a slot out of range")
+                if self.broken:  # only drained: the movers must not wait
+                    col.freed.append(slot)
+                else:
+                    col.held.append((slot, row, msg[at + head : at + size]))
+            if not self.broken:
+                self.drain()
+            _give_back(col)
+        elif kind == b"e":
             col.ended = True
-            col.end_volumes = [(str(n), int(s)) for n, s in msg[1]]
+            col.end_volumes = [(str(n), int(s)) for n, s in pickle.loads(msg[1:])]
             if not self.broken:
                 self.drain()
         else:
@@ -276,12 +295,14 @@ class _Collector:
                     col.held.popleft()
                     col.held_since = 0.0
                     self.parity.add(j, row, col.base + slot * unit, digest)
-                    _give_back(col, slot)
+                    col.freed.append(slot)
                     moved = True
                 if not col.held and col.end_volumes is not None and not col.end_given:
                     col.end_given = True
                     self.parity.end(j, col.end_volumes)
                     moved = True
+        for col in self.columns.values():
+            _give_back(col)
 
     def hold_deadline(self) -> float | None:
         """When the longest-held column is to spill (None: no column is held)."""
@@ -304,7 +325,8 @@ class _Collector:
         self.parity.give_up()
         for col in self.columns.values():
             while col.held:
-                _give_back(col, col.held.popleft()[0])
+                col.freed.append(col.held.popleft()[0])
+            _give_back(col)
 
     def finish(self) -> Written:
         volumes, columns, rows = self.parity.finish()
@@ -363,7 +385,18 @@ class _Collector:
 
     def serve(self, listener: socket.socket) -> bool:
         """Take the columns until every row is written; True once the volumes are."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.channel, selectors.EVENT_READ, -1)
+            sel.register(listener, selectors.EVENT_READ, -2)
+            return self._serve(sel, listener)
+
+    def _serve(self, sel: selectors.BaseSelector, listener: socket.socket) -> bool:
+        """``serve`` over ``sel``, one selector for the whole set: the links of the
+        columns still sending are added and taken out as they come and end (a selector
+        made per message, as ``multiprocessing.connection.wait`` does, cost tens of us per
+        unit; docs/BENCHMARKS.md, session 12)."""
         channel = self.channel
+        watched: dict[int, Connection] = {}
         while True:
             if self.closing and self.parity.finished:
                 channel.send(self.finish())
@@ -371,19 +404,22 @@ class _Collector:
             if self.closing and self.broken:
                 channel.send(Failed(self.broken))
                 return False
-            by_conn = {c.conn: j for j, c in self.columns.items() if not c.ended}
+            for j, col in self.columns.items():
+                if not col.ended and j not in watched:
+                    sel.register(col.conn, selectors.EVENT_READ, j)
+                    watched[j] = col.conn
             timeout, holding = self.spec.timeout, self.hold_deadline()
             if holding is not None and holding - time.monotonic() < timeout:
                 timeout = max(0.0, holding - time.monotonic())
             else:
                 holding = None
-            ready = wait([channel, listener, *by_conn], timeout=timeout)
+            ready = [key.data for key, _events in sel.select(timeout)]
             if holding is not None:
                 self.spill_overdue()
             elif not ready and self.closing:
                 self.broken = self.broken or f"no column moved for {self.spec.timeout:g} s"
-            for r in ready:
-                if r is channel:
+            for j in ready:
+                if j == -1:
                     msg = channel.recv()
                     if isinstance(msg, Abandon):
                         return False
@@ -392,24 +428,31 @@ class _Collector:
                         missing = [j for j in range(self.k) if j not in self.columns]
                         if missing:
                             self.broken = self.broken or f"column {missing[0]} never linked"
-                elif r is listener:
+                elif j == -2:
                     self.accept(listener)
-                else:
-                    j = by_conn[r]
+                elif not self.columns[j].ended:
+                    conn = self.columns[j].conn
                     try:
-                        self.unit_in(j, r.recv())
-                    except (EOFError, OSError, ValueError, TypeError, IndexError) as exc:
+                        self.unit_in(j, conn.recv_bytes())
+                    except (*_BAD_MESSAGE, EOFError, OSError) as exc:
                         self.broken = self.broken or f"column {j} ended early ({exc})"
+                        sel.unregister(watched.pop(j))
                         with contextlib.suppress(OSError):
-                            r.close()
+                            conn.close()
                         self.columns[j].ended = True  # nothing more comes from it
                     if self.broken:
                         self.let_go()
+                if j in watched and self.columns[j].ended:
+                    sel.unregister(watched.pop(j))
 
 
-def _give_back(col: _Column, slot: int) -> None:
-    with contextlib.suppress(OSError):  # a mover past its last unit may be gone
-        col.conn.send(slot)
+def _give_back(col: _Column) -> None:
+    """Give the column's freed slots back to its mover, in one message."""
+    if col.freed:
+        msg = b"".join(SLOT.pack(s) for s in col.freed)
+        col.freed.clear()
+        with contextlib.suppress(OSError):  # a mover past its last unit may be gone
+            col.conn.send_bytes(msg)
 
 
 def collect(spec: ParitySpec, channel: Channel) -> None:

@@ -14,9 +14,13 @@ Parity is never a reason for a data device to fail: when the link breaks (the pa
 worker ended, or gave no slot back for ``patience`` seconds) the tee stops forwarding
 and the backup's parity is written after the data instead (engine/parity.py).
 
-Messages, mover -> parity collector: the hello ``(column, token)`` with the memfd, then
-``("u", slot, row, digest)`` per unit and ``("e", [[volume, size], ...])`` at the end;
-parity collector -> mover: the number of a slot that is free again.
+Messages are raw bytes, not pickles (a message goes per write: a pickler set up for each
+was a good part of the interpreter's time per unit at both ends; docs/BENCHMARKS.md,
+session 12). Mover -> parity collector: the hello ``column token`` with the memfd, then
+``b"u"`` followed by (slot, row, digest) of every unit the write completed
+(``UNIT_ENTRY`` and the digest), and ``b"e"`` followed by the pickled ``[[volume, size],
+...]`` at the end; parity collector -> mover: the numbers of slots that are free again
+(``SLOT``, one or more).
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import pickle
+import select
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,6 +66,17 @@ class ParityLink:
     patience: float = 60.0
 
 
+UNIT_ENTRY = struct.Struct("<IQ")
+"""A unit in a ``b"u"`` message: its slot and row; its digest follows."""
+SLOT = struct.Struct("<I")
+"""A slot given back: a message of the collector is one or more of them."""
+
+
+def free_slots(data: bytes) -> list[int]:
+    """The slot numbers of a collector's message."""
+    return [s for (s,) in SLOT.iter_unpack(data)]
+
+
 SLOT_BYTES = 8 << 20
 """Bytes in flight per mover (ParityLink.slots): 8 slots of the 1 MiB unit."""
 
@@ -76,11 +94,15 @@ class ParityTee:
         self.link, self.beat = link, beat
         self.unit = link.unit
         self.conn: Connection | None = None
+        self.poller: select.poll | None = None
         self.map: mmap.mmap | None = None
         self.free: deque[int] = deque(range(link.slots))
         self.slot = -1
         self.fill = 0
         self.row = 0
+        self.outgoing = bytearray(b"u")
+        """The units shipped since the last message (sent at the end of a write, or
+        before the tee waits for a slot)."""
         self.volumes: list[tuple[str, int]] = []
         self.broken = ""
         self.ended = False
@@ -104,6 +126,8 @@ class ParityTee:
                 sock.close()
                 raise
             self.conn = Connection(sock.detach())
+            self.poller = select.poll()
+            self.poller.register(self.conn.fileno(), select.POLLIN)
         finally:
             os.close(fd)
 
@@ -143,6 +167,7 @@ class ParityTee:
             view = view[take:]
             if self.fill == unit:
                 self._ship()
+        self._flush()
 
     def volume_done(self, name: str, size: int) -> None:
         self.volumes.append((name, size))
@@ -160,10 +185,11 @@ class ParityTee:
             return
         if self.fill:
             self._ship()
-        if self.conn is None:  # shipping it broke the link
+        if not self._flush():  # the link broke
             return
+        assert self.conn is not None
         try:
-            self.conn.send(("e", [[n, s] for n, s in self.volumes]))
+            self.conn.send_bytes(b"e" + pickle.dumps([[n, s] for n, s in self.volumes]))
         except (OSError, ValueError) as exc:
             self.fail(f"the parity collector went away: {exc}")
             return
@@ -183,37 +209,61 @@ class ParityTee:
 
     def _ship(self) -> None:
         unit, slot = self.unit, self.slot
-        assert self.map is not None and self.conn is not None
+        assert self.map is not None
         if self.fill < unit:
             self.map[slot * unit + self.fill : (slot + 1) * unit] = bytes(unit - self.fill)
         with memoryview(self.map) as whole:
             digest = unit_digest(whole[slot * unit : (slot + 1) * unit], WRITTEN_VERSION)
-        try:
-            self.conn.send(("u", slot, self.row, digest))
-        except (OSError, ValueError) as exc:
-            self.fail(f"the parity collector went away: {exc}")
-            return
+        self.outgoing += UNIT_ENTRY.pack(slot, self.row)
+        self.outgoing += digest
         self.row += 1
         self.slot, self.fill = -1, 0
 
+    def _flush(self) -> bool:
+        """Send the units shipped since the last message; False (and the tee broken)
+        when the link broke."""
+        if len(self.outgoing) > 1 and self.active:
+            assert self.conn is not None
+            try:
+                self.conn.send_bytes(self.outgoing)
+            except (OSError, ValueError) as exc:
+                self.fail(f"the parity collector went away: {exc}")
+                return False
+            del self.outgoing[1:]
+        return self.active
+
     def _take_slot(self) -> bool:
-        """A free slot in ``self.slot``; False (and the tee broken) when none came back."""
-        conn = self.conn
-        assert conn is not None
+        """A free slot in ``self.slot``; False (and the tee broken) when none came back.
+        The collector's messages are read only once no slot is left (until then they
+        wait in the socket: one at most per slot out), and through a poll object made
+        once: ``Connection.poll`` builds a selector at every call (~25 us, and it was
+        called twice a unit; docs/BENCHMARKS.md, session 12)."""
+        if not self.free and not self._refill():
+            return False
+        self.slot = self.free.popleft()
+        return True
+
+    def _refill(self) -> bool:
+        conn, poller = self.conn, self.poller
+        assert conn is not None and poller is not None
+        if not self._flush():  # the collector needs the units shipped first
+            return False
         deadline = time.monotonic() + self.link.patience
         try:
-            while conn.poll(0) or not self.free:
-                if not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+            while not self.free:
+                wait = min(1.0, max(0.0, deadline - time.monotonic()))
+                if not poller.poll(int(wait * 1000)):
                     if time.monotonic() >= deadline:
                         self.fail(f"the parity collector took no unit for {self.link.patience:g} s")
                         return False
                     self.beat()
                     continue
-                self.free.append(int(conn.recv()))
+                self.free.extend(free_slots(conn.recv_bytes()))
+            while poller.poll(0):  # others it gave back meanwhile
+                self.free.extend(free_slots(conn.recv_bytes()))
         except (OSError, EOFError, ValueError) as exc:
             self.fail(f"the parity collector went away: {exc}")
             return False
-        self.slot = self.free.popleft()
         return True
 
 
