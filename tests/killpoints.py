@@ -167,12 +167,15 @@ def killed_run(
     devs: list[Path],
     at: str,
     script: str = KILLED_RUN,
+    batches: int = DURABLE_BATCHES,
+    told_by: int = 0,
 ) -> bool:
     """Run ``script`` (a backup that opens its catalog as ``TOLD``'s ``Catalog``) pausing
     on every device after ``at`` bytes; SIGKILL it once a device paused there AND the
-    catalog holds ``DURABLE_BATCHES`` checkpoints of every device (two real events, so
-    what the kill leaves does not depend on how far the controller got under load).
-    True if so; False if the run ended first (or a device made fewer checkpoints)."""
+    catalog holds ``batches`` checkpoints of every device (of ``told_by`` devices, if
+    given: one that writes a single large file makes none before it pauses). Two real
+    events, so what the kill leaves does not depend on how far the controller got under
+    load. True if so; False if the run ended first (or made fewer checkpoints)."""
     gate = tmp_path / f"gate{n}"
     fifo = pause_point(gate)
     urls = [f"faulty+file://{d}?pause_after={at}&gate={gate}" for d in devs]
@@ -182,7 +185,7 @@ def killed_run(
     proc = subprocess.Popen(args, env=env, pass_fds=(told_w,))
     os.close(told_w)
     try:
-        paused = wait_paused(proc, fifo) and wait_told(told, len(devs), DURABLE_BATCHES)
+        paused = wait_paused(proc, fifo) and wait_told(told, told_by or len(devs), batches)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()  # (the pipe's end: wait_told's reader closes ``told``)
