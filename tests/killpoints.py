@@ -185,7 +185,11 @@ def killed_run(
     proc = subprocess.Popen(args, env=env, pass_fds=(told_w,))
     os.close(told_w)
     try:
-        paused = wait_paused(proc, fifo) and wait_told(told, told_by or len(devs), batches)
+        paused = wait_paused(proc, fifo)
+        if paused:
+            paused = wait_told(told, told_by or len(devs), batches)
+        else:  # no reader was started to close it
+            os.close(told)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()  # (the pipe's end: wait_told's reader closes ``told``)
