@@ -120,9 +120,29 @@ def _header_length(path: Path) -> int:
         return read_volume_header(fh).length
 
 
-KILLED_RUN = """
+TOLD = """
+import os
+from parbackup.catalog import Catalog as _Catalog
+
+
+class Catalog(_Catalog):
+    # the real catalog, which also tells the test (a line with the device's label on
+    # the pipe TOLD_FD) each time a mover's durable records were committed to it
+    def add_record_rows(self, set_id, label, rows):
+        rows = list(rows)
+        super().add_record_rows(set_id, label, rows)
+        if rows and len(rows[0]) == 8:  # a mover's rows (recordrows.py), not reused ones
+            os.write(int(os.environ["TOLD_FD"]), label.encode() + b"\\n")
+"""
+"""Script prelude: a ``Catalog`` that tells ``killed_run`` what reached it. The engine
+commits a device's ``Durable`` records when it gets to them, not when the device paused:
+a kill at the first pause found none of one device's committed, under load (the faulty
+device cannot know; an observer of the real catalog, not a mock of it)."""
+
+KILLED_RUN = (
+    TOLD
+    + """
 import sys
-from parbackup.catalog import Catalog
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.backup import run_backup
 
@@ -130,7 +150,13 @@ with Catalog(sys.argv[1]) as catalog:
     run_backup([sys.argv[2]], sys.argv[3:], catalog,
                BackupOptions(checkpoint_bytes=256 << 10, chunk=128 << 10))
 """
+)
 """A backup with small checkpoints and chunks: argv catalog, tree, device URLs."""
+
+DURABLE_BATCHES = 3
+"""Checkpoints of each device that ``killed_run`` sees committed to the catalog before
+it kills: at 256 KiB each, several whole files per device (each pauses after 2 MiB, so
+it makes about 7 before it pauses, and every one reaches the catalog in the end)."""
 
 
 def killed_run(
@@ -141,17 +167,91 @@ def killed_run(
     devs: list[Path],
     at: str,
     script: str = KILLED_RUN,
+    batches: int = DURABLE_BATCHES,
+    told_by: int = 0,
 ) -> bool:
-    """Run ``script`` (a backup) pausing on every device after ``at`` bytes; SIGKILL it
-    there. True if it paused (False: it ended first)."""
+    """Run ``script`` (a backup that opens its catalog as ``TOLD``'s ``Catalog``) pausing
+    on every device after ``at`` bytes; SIGKILL it once a device paused there AND the
+    catalog holds ``batches`` checkpoints of every device (of ``told_by`` devices, if
+    given: one that writes a single large file makes none before it pauses). Two real
+    events, so what the kill leaves does not depend on how far the controller got under
+    load. True if so; False if the run ended first (or made fewer checkpoints)."""
     gate = tmp_path / f"gate{n}"
     fifo = pause_point(gate)
     urls = [f"faulty+file://{d}?pause_after={at}&gate={gate}" for d in devs]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen([sys.executable, "-c", script, cat, str(tree), *urls], env=env)
+    told, told_w = os.pipe()
+    env = {**os.environ, "PYTHONPATH": SRC, "TOLD_FD": str(told_w)}
+    args = [sys.executable, "-c", script, cat, str(tree), *urls]
+    proc = subprocess.Popen(args, env=env, pass_fds=(told_w,))
+    os.close(told_w)
     try:
         paused = wait_paused(proc, fifo)
+        if paused:
+            paused = wait_told(told, told_by or len(devs), batches)
+        else:  # no reader was started to close it
+            os.close(told)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait()  # (the pipe's end: wait_told's reader closes ``told``)
     return paused
+
+
+def wait_told(told: int, devices: int, batches: int, timeout: float = 120) -> bool:
+    """Read labels from the pipe ``told`` until ``devices`` labels came ``batches`` times
+    each: True then; False at its end (the run ended) or after ``timeout`` seconds. A
+    reader thread reads (and at the pipe's end, closes) ``told``."""
+    counts: dict[bytes, int] = {}
+    done = threading.Event()
+
+    def enough() -> bool:
+        return len(counts) >= devices and min(counts.values()) >= batches
+
+    def reader() -> None:
+        with open(told, "rb") as stream:
+            for line in stream:
+                counts[line] = counts.get(line, 0) + 1
+                if enough():
+                    break
+        done.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    done.wait(timeout)
+    return enough()
+
+
+def change_a_file_held_whole(cat: str, tree: Path) -> str:
+    """Invert the bytes of a file that the newest set (a killed run) holds whole in one
+    of its own volumes, next to other files it holds whole there; its path in ``tree``.
+
+    The next backup of ``tree`` reuses those others and writes that one anew: its records
+    in the volume (more than FRAMING_SLACK) are dead and the rest live, so the volume is
+    partly live, which prune must compact whatever the kill left after the records. The
+    file is picked from what the catalog says, not guessed from the order the run wrote
+    in (the controller commits what a device made durable when it gets to it)."""
+    with open_catalog(cat) as catalog:
+        killed = catalog.sets()[-1].id
+        files = {f.file_id: f.entry for f in catalog.files(killed)}
+        held: dict[tuple[str, str], dict[int, list[int]]] = {}  # volume: file: [bytes, size]
+        for fid, ref in catalog.records(killed):
+            if set_of_volume(ref.volume) == killed:
+                got = held.setdefault((ref.label, ref.volume), {}).setdefault(fid, [0, 0])
+                got[0] += ref.header_size + ref.size
+                got[1] += ref.size
+    whole = {
+        volume: {fid: got[0] for fid, got in in_it.items() if got[1] == files[fid].size > 0}
+        for volume, in_it in held.items()
+    }
+    choices = sorted(
+        (n, -fid, volume)
+        for volume, in_it in whole.items()
+        for fid, n in in_it.items()
+        if len(in_it) >= 2 and n > FRAMING_SLACK
+    )
+    assert choices, (
+        "the killed run's catalog holds no volume with two whole files, one of them more"
+        f" than {FRAMING_SLACK} bytes: nothing to make a partly live volume of ({whole})"
+    )
+    _n, fid, _volume = choices[-1]
+    path = Path(files[-fid].path)
+    path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+    return str(path.relative_to(tree))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_tree, restored_root, run_cli
-from killpoints import KILLED_RUN, killed_run
+from killpoints import KILLED_RUN, change_a_file_held_whole, killed_run
 from parbackup.crypto.keys import KeyFile, key_path
 from parbackup.errors import FormatError
 from parbackup.format import iter_volume, read_volume_header
@@ -64,13 +64,10 @@ def test_compaction_keeps_meta_records_and_a_rebuilt_catalog_restores_them(
         env, script = PW, ENCRYPTED_RUN
         KeyFile.create(PW["PARBACKUP_PASSWORD"].encode())[0].save(key_path(cat))
     assert killed_run(tmp_path, 0, cat, tree, devs, "2MiB", script), "the run ended unpaused"
-    # the largest file went first (descending order) and was made durable long before
-    # the kill: changed now, its records in the killed run's volume are dead, so that
-    # volume is partly live whatever the dead tail the kill left (compaction's trigger)
-    largest = max(tagged, key=lambda rel: (tree / rel).stat().st_size)
-    data = (tree / largest).read_bytes()
-    assert len(data) > 128 << 10
-    (tree / largest).write_bytes(bytes(b ^ 0xFF for b in data))
+    # a file the killed run's catalog holds whole next to others, changed now: its records
+    # in that volume are dead and the others' live, so the volume is partly live whatever
+    # the dead tail the kill left (compaction's trigger)
+    change_a_file_held_whole(cat, tree)
     r = run_cli("backup", str(tree), *dargs, "--catalog", cat, "--json", env=env)
     assert r.code == 0, r.err
     assert r.json["status"] == "complete" and r.json["reused"] > 0

@@ -152,7 +152,7 @@ def test_a_resumed_backup_keeps_the_attributes_of_what_the_killed_run_wrote(tmp_
         os.setxattr(f, "user.k", str(k).encode())
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
-    kill_mid_backup(tmp_path / "gate", cat, tree, devs, "3MiB")
+    kill_mid_backup(tmp_path, cat, tree, devs, "3MiB")
     args = [a for d in devs for a in ("-d", str(d))]
     r = run_cli("backup", str(tree), *args, "--catalog", cat, "--json")
     assert r.code == 0, r.err

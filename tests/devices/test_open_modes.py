@@ -19,7 +19,7 @@ def test_next_backup_deletes_what_a_killed_run_left(tmp_path, device_dirs):
     other = make_tree(tmp_path / "other", seed=52, files=10)
     devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
-    kill_mid_backup(tmp_path / "gate", cat, tree, devs, "2MiB")
+    kill_mid_backup(tmp_path, cat, tree, devs, "2MiB")
     (dead_set,) = [s["set"] for s in run_cli("sets", "--catalog", cat, "--json").json["sets"]]
     left = [p for d in devs for p in (d / "sets" / dead_set).glob("*.pbv")]
     assert left, "the killed run left no volume to clean up"
