@@ -10,7 +10,7 @@ processes of a run are told by an environment marker, polled every 10 ms from /p
 controller (the child), the fork server (its child) and the readers (the fork server's
 children). Printed per run, in CPU seconds: ``pre`` (the controller until the first
 reader appears), ``busiest`` (the reader that used the most), ``post`` (the controller
-after the last reader ended),
+after the last reader ended), ``controller`` (all of the controller's),
 ``critical`` (pre + the busiest reader + post: what the wall time approaches on an idle
 machine with a core per reader) and ``total``. CPU seconds hold under load far better
 than wall times, which this machine's neighbours make swing by 2-5 times.
@@ -101,6 +101,7 @@ def one_run(checkout: str, catalog: str, target: str) -> dict[str, float]:
         "busiest": busiest,
         "post": post,
         "critical": pre + busiest + post,
+        "controller": total_ctl,
         "total": total_ctl + sum(readers.values()),
         "wall": wall,
     }
@@ -120,7 +121,8 @@ def main() -> None:
             runs[checkout].append(r)
             print(
                 f"{checkout}: pre {r['pre']:.2f} busiest reader {r['busiest']:.2f} "
-                f"post {r['post']:.2f} critical {r['critical']:.2f} total {r['total']:.2f} "
+                f"post {r['post']:.2f} critical {r['critical']:.2f} controller "
+                f"{r['controller']:.2f} total {r['total']:.2f} "
                 f"CPU s; wall {r['wall']:.2f} s; load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
@@ -128,7 +130,8 @@ def main() -> None:
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         print(
             f"{checkout}: median pre {med['pre']:.2f} busiest {med['busiest']:.2f} post "
-            f"{med['post']:.2f} critical {med['critical']:.2f} total {med['total']:.2f}"
+            f"{med['post']:.2f} critical {med['critical']:.2f} controller {med['controller']:.2f} "
+            f"total {med['total']:.2f}"
         )
 
 

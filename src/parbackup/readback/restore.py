@@ -268,6 +268,8 @@ def _restore_files(
     split: set[int] = set()  # split over devices or not covered: finished here
     whole: set[int] = set()  # the others, finished by their reader
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
+    split_files: list[CatalogFile] = []  # in the order of ``files``, as ``split``
+    empty_files: list[CatalogFile] = []  # no records: made and finished by ``_prepare``
     for f in files:  # one pass: a set's files are many
         fid, e = f.file_id, f.entry
         if fid not in dest:
@@ -278,10 +280,14 @@ def _restore_files(
         if not covered_spans(spans.get(fid, []), e.size):
             unread.add(fid)
             split.add(fid)
+            split_files.append(f)
         elif len(held) > 1:
             split.add(fid)
+            split_files.append(f)
         else:
             whole.add(fid)
+            if not held:  # no records (empty): finished here, before any answer
+                empty_files.append(f)
         for label in held:
             targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
                                    fid in whole)  # fmt: skip
@@ -299,10 +305,8 @@ def _restore_files(
             """While the readers read: the other directories, the split files' .part,
             then the empty files (nothing of theirs is read: no reader waits for them)."""
             meanwhile()
-            for split_now in (True, False):
-                early.update(
-                    _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=split_now)
-                )
+            for picked, split_now in ((split_files, True), (empty_files, False)):
+                early.update(_prepare(picked, dest, unowned, safe, dirs, tag, split=split_now))
 
         def done(fids: list[int]) -> None:
             for fid in fids:
@@ -404,9 +408,7 @@ def _finish_files(
 
 
 def _prepare(
-    active: list[CatalogFile],
-    splits: set[int],
-    labels: dict[int, set[str]],
+    files: list[CatalogFile],
     dest: dict[int, str],
     unowned: set[int],
     safe: Beneath,
@@ -415,39 +417,49 @@ def _prepare(
     *,
     split: bool,
 ) -> dict[int, str]:
-    """Create the ``.part`` of every file this process finishes (and its directory,
-    with ``dirs``): with ``split``, those split over devices, sized for the readers to
-    fill (one of them may have made it first: it is never truncated); else those
-    without records (empty files), finished at once. Returns the files done here
-    already: id -> '' or why not."""
+    """Create the ``.part`` of each of ``files`` (and its directory, with ``dirs``): with
+    ``split``, files split over devices (or not covered by their records), sized for the
+    readers to fill (one of them may have made it first: it is never truncated); else
+    files without records (empty files), finished at once. The caller picks them in its
+    one pass over a set's files (not every file looked at here again). Returns the files
+    done here already: id -> '' or why not."""
     early: dict[int, str] = {}
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    for f in active:
+    now = not split  # no records: finished right here
+    for f in files:
         fid = f.file_id
-        now = fid not in labels and fid not in splits  # no records: finished right here
-        if (fid in splits) != split or (not split and not now):
-            continue
         tmp = part_name(dest[fid], fid, tag)
-        leaf = os.path.basename(tmp)
-        try:  # one lookup of the directory for the whole file
-            if dirs is not None:
-                dirs.ensure(os.path.dirname(tmp))
-            with safe.parent(tmp) as (dfd, _name):
-                fd = open_part(leaf, flags, dfd, new=now)
-                try:
-                    if f.entry.size:
-                        os.ftruncate(fd, f.entry.size)
-                    if now and not apply_metadata(fd, f.entry):
-                        unowned.add(fid)
-                finally:
-                    os.close(fd)
-                if now:
-                    early[fid] = _rename(dfd, leaf, dest[fid])
+        directory, leaf = os.path.split(tmp)
+        try:  # one lookup of the directory for the whole file (none if ``dirs`` has it)
+            if dirs is not None:  # the maker's descriptor: not closed here
+                done = _part_in(dirs.opened(directory), leaf, f, flags, dest[fid], now, unowned)
+            else:
+                with safe.parent(tmp) as (dfd, _name):
+                    done = _part_in(dfd, leaf, f, flags, dest[fid], now, unowned)
+            if now:
+                early[fid] = done
         except RestoreError as exc:
             early[fid] = str(exc)
         except OSError as exc:
             early[fid] = f"{tmp}: {exc.strerror or exc}"
     return early
+
+
+def _part_in(
+    dfd: int, leaf: str, f: CatalogFile, flags: int, path: str, now: bool, unowned: set[int]
+) -> str:
+    """Make ``f``'s ``.part`` named ``leaf`` in the directory ``dfd`` (opened beneath the
+    target), sized; with ``now``, also give it its metadata and rename it to ``path``'s
+    name: '' or an error (OSError from making it)."""
+    fd = open_part(leaf, flags, dfd, new=now)
+    try:
+        if f.entry.size:
+            os.ftruncate(fd, f.entry.size)
+        if now and not apply_metadata(fd, f.entry):
+            unowned.add(f.file_id)
+    finally:
+        os.close(fd)
+    return _rename(dfd, leaf, path) if now else ""
 
 
 def _rename(dfd: int, leaf: str, path: str) -> str:
