@@ -309,9 +309,12 @@ def _restore_files(
                 early.update(_prepare(picked, dest, unowned, safe, dirs, tag, split=split_now))
 
         def done(fids: list[int]) -> None:
+            """The readers' good files: those they finished are announced (a set's files
+            are many: names bound once a batch)."""
+            event, path, mine = FileDone, paths.__getitem__, whole
             for fid in fids:
-                if fid in whole:
-                    on_event(FileDone(paths[fid]))
+                if fid in mine:
+                    on_event(event(path(fid)))
 
         known = catalog.device_urls()
         local = options.executor is None  # (a cluster's readers cannot share a spool)
