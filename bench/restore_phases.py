@@ -133,6 +133,10 @@ def main() -> None:
     ap.add_argument("checkouts", nargs="+")
     args = ap.parse_args()
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in args.checkouts}
+    for checkout in args.checkouts:  # each as installed: with PYTHONDONTWRITEBYTECODE set
+        # (as here), one never compiled compiles every module it imports at every run
+        src = os.path.join(os.path.abspath(checkout), "src")
+        subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=True)
     for _ in range(args.rounds):
         for checkout in args.checkouts:
             r = one_run(os.path.abspath(checkout), args.catalog, args.target)
