@@ -24,7 +24,8 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from operator import itemgetter
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
@@ -42,6 +43,7 @@ from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     SHARED_PATH,
     covered_spans,
+    index_records,
     lost_rows,
     packed_by_label,
     restorable_set,
@@ -178,6 +180,9 @@ def _run_restore(
     return report
 
 
+_ORIGIN = itemgetter(7)  # of a PackedRef: the set whose volume holds it ('' this one)
+
+
 def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath, tag: str) -> None:
     """Remove the ``.part`` of every file about to be restored, where a killed run of the
     same restore left one."""
@@ -251,17 +256,8 @@ def _restore_files(
     finishes and the empty files (made with their directories by ``dirs``), are done
     while they read.
     """
-    spans: dict[int, list[tuple[int, int]]] = {}  # (offset, size) of each file's records
-    labels: dict[int, set[str]] = {}
-    for label, recs in records.items():
-        for rec in recs:  # readback/messages.py PackedRef: file id, ..., offset, size, ...
-            fid = rec[0]
-            got = spans.get(fid)
-            if got is None:
-                spans[fid], labels[fid] = [(rec[4], rec[5])], {label}
-            else:
-                got.append((rec[4], rec[5]))
-                labels[fid].add(label)
+    one, on, spans, several = index_records(records)
+    labels: dict[int, Collection[str]] = {}  # the devices holding each file's records
     active: list[CatalogFile] = []
     paths: dict[int, str] = {}
     unread: set[int] = set()
@@ -276,8 +272,18 @@ def _restore_files(
             continue
         active.append(f)
         paths[fid] = e.path
-        held = labels.get(fid, ())
-        if not covered_spans(spans.get(fid, []), e.size):
+        got = spans.get(fid)
+        if got is not None:  # several records
+            held: Collection[str] = several[fid]
+            covered = covered_spans(got, e.size)
+        elif (rec := one.get(fid)) is not None:  # one record: it must be all of the file
+            held = (on[fid],)
+            covered = rec[4] == 0 and rec[5] == e.size
+        else:  # none: an empty file
+            held = ()
+            covered = e.size == 0
+        labels[fid] = held
+        if not covered:
             unread.add(fid)
             split.add(fid)
             split_files.append(f)
@@ -291,7 +297,7 @@ def _restore_files(
         for label in held:
             targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
                                    fid in whole)  # fmt: skip
-    origins = {rec[7] for recs in records.values() for rec in recs if rec[7]}
+    origins = set().union(*(map(_ORIGIN, recs) for recs in records.values())) - {""}
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
@@ -361,7 +367,7 @@ def _restore_files(
 def _finish_files(
     active: list[CatalogFile],
     dest: dict[int, str],
-    labels: dict[int, set[str]],
+    labels: dict[int, Collection[str]],
     unread: set[int],
     split: set[int],
     early: dict[int, str],
