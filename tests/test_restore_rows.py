@@ -3,7 +3,8 @@
 readers were given before, when each record was made a ``RecordRef`` and packed
 (readback/messages.py ``pack``), for a full set with a file split over devices and for
 an incremental set whose reused records name their origin; and ``spans_complete``, the
-coverage rule on (offset, size) pairs."""
+coverage rule on (offset, size) pairs; and ``index_records``, where a restore finds each
+file's records."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from parbackup import Catalog
 from parbackup.coverage import complete, spans_complete
 from parbackup.model import RecordRef
 from parbackup.readback.messages import pack
-from parbackup.readback.select import packed_by_label, records_by_label
+from parbackup.readback.select import index_records, packed_by_label, records_by_label
 
 
 @pytest.mark.slow
@@ -66,3 +67,35 @@ def test_spans_complete_agrees_with_complete() -> None:
                 assert spans_complete(list(spans), size) == complete(refs, size), (spans, size)
     assert not spans_complete([], 1)
     assert spans_complete([], 0)
+
+
+def _rec(fid: int, offset: int, size: int) -> tuple:
+    """A PackedRef of file ``fid`` holding bytes [offset, offset + size)."""
+    return (fid, "v", 0, 1, offset, size, b"", "", -1, -1)
+
+
+def test_index_records_gives_spans_and_labels_to_every_file_with_several_records() -> None:
+    """Files with several records (on one device or over two) get all their spans and
+    labels, whatever the order; a file with one record gets that record and its label,
+    which a restore judges whole only when it starts at 0 and holds all the file's bytes
+    (``spans_complete`` on one span)."""
+    records = {
+        "A": [_rec(2, 5, 5), _rec(1, 0, 10), _rec(3, 0, 5), _rec(2, 0, 5)],
+        "B": [_rec(4, 0, 4), _rec(3, 5, 5), _rec(5, 0, 10)],
+        "C": [_rec(5, 0, 10)],  # the same bytes twice: not covered exactly once
+    }
+    one, on, spans, labels = index_records(records)
+    assert {fid: sorted(got) for fid, got in spans.items()} == {
+        2: [(0, 5), (5, 5)],
+        3: [(0, 5), (5, 5)],
+        5: [(0, 10), (0, 10)],
+    }
+    assert labels == {2: {"A"}, 3: {"A", "B"}, 5: {"B", "C"}}
+    assert one[1] == _rec(1, 0, 10) and on[1] == "A"
+    assert one[4] == _rec(4, 0, 4) and on[4] == "B"
+    assert not spans_complete(spans[5], 10)
+    for fid, size in ((1, 10), (4, 10), (4, 4)):  # one record: the restore's own rule
+        assert fid not in spans
+        rec = one[fid]
+        assert (rec[4] == 0 and rec[5] == size) == spans_complete([(rec[4], rec[5])], size)
+    assert index_records({}) == ({}, {}, {}, {})

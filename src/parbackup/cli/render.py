@@ -152,6 +152,8 @@ class ProgressView:
     def __call__(self, event: Event) -> None:
         p = self.progress
         match event:
+            case FileDone():  # first: one a file (a restore of a million files: a million)
+                self.files += 1
             case Started(
                 operation=op, files=files, total_bytes=total, devices=devices, device_bytes=sizes
             ):
@@ -168,8 +170,6 @@ class ProgressView:
                     p.advance(self.total, n)
                 if dev in self.per_device:
                     p.advance(self.per_device[dev], n)
-            case FileDone():
-                self.files += 1
             case DeviceFailed(device=dev, reason=reason, redirected=moved):
                 msg = f"device failed: {dev}: {reason}"
                 if moved:

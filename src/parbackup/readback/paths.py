@@ -58,6 +58,13 @@ class DirMaker:
         self.fds[directory] = fd  # the most recently used last
         return fd
 
+    def opened(self, directory: str) -> int:
+        """``directory`` made (``ensure``) and opened beneath the target, or found open:
+        the maker's own descriptor, good until its next call; never closed by the caller.
+        A file made in it needs no lookup of its own (``Beneath.parent``)."""
+        self.ensure(directory)
+        return self._parent(directory)
+
     def close(self) -> None:
         """Close the directories kept open."""
         while self.fds:

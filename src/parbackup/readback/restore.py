@@ -24,7 +24,8 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from operator import itemgetter
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
@@ -42,6 +43,7 @@ from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
     SHARED_PATH,
     covered_spans,
+    index_records,
     lost_rows,
     packed_by_label,
     restorable_set,
@@ -178,6 +180,9 @@ def _run_restore(
     return report
 
 
+_ORIGIN = itemgetter(7)  # of a PackedRef: the set whose volume holds it ('' this one)
+
+
 def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath, tag: str) -> None:
     """Remove the ``.part`` of every file about to be restored, where a killed run of the
     same restore left one."""
@@ -251,41 +256,48 @@ def _restore_files(
     finishes and the empty files (made with their directories by ``dirs``), are done
     while they read.
     """
-    spans: dict[int, list[tuple[int, int]]] = {}  # (offset, size) of each file's records
-    labels: dict[int, set[str]] = {}
-    for label, recs in records.items():
-        for rec in recs:  # readback/messages.py PackedRef: file id, ..., offset, size, ...
-            fid = rec[0]
-            got = spans.get(fid)
-            if got is None:
-                spans[fid], labels[fid] = [(rec[4], rec[5])], {label}
-            else:
-                got.append((rec[4], rec[5]))
-                labels[fid].add(label)
+    one, on, spans, several = index_records(records)
+    labels: dict[int, Collection[str]] = {}  # the devices holding each file's records
     active: list[CatalogFile] = []
     paths: dict[int, str] = {}
     unread: set[int] = set()
     split: set[int] = set()  # split over devices or not covered: finished here
     whole: set[int] = set()  # the others, finished by their reader
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
+    split_files: list[CatalogFile] = []  # in the order of ``files``, as ``split``
+    empty_files: list[CatalogFile] = []  # no records: made and finished by ``_prepare``
     for f in files:  # one pass: a set's files are many
         fid, e = f.file_id, f.entry
         if fid not in dest:
             continue
         active.append(f)
         paths[fid] = e.path
-        held = labels.get(fid, ())
-        if not covered_spans(spans.get(fid, []), e.size):
+        got = spans.get(fid)
+        if got is not None:  # several records
+            held: Collection[str] = several[fid]
+            covered = covered_spans(got, e.size)
+        elif (rec := one.get(fid)) is not None:  # one record: it must be all of the file
+            held = (on[fid],)
+            covered = rec[4] == 0 and rec[5] == e.size
+        else:  # none: an empty file
+            held = ()
+            covered = e.size == 0
+        labels[fid] = held
+        if not covered:
             unread.add(fid)
             split.add(fid)
+            split_files.append(f)
         elif len(held) > 1:
             split.add(fid)
+            split_files.append(f)
         else:
             whole.add(fid)
+            if not held:  # no records (empty): finished here, before any answer
+                empty_files.append(f)
         for label in held:
             targets[label][fid] = (dest[fid], e.size, e.mode, e.uid, e.gid, e.mtime_ns,
                                    fid in whole)  # fmt: skip
-    origins = {rec[7] for recs in records.values() for rec in recs if rec[7]}
+    origins = set().union(*(map(_ORIGIN, recs) for recs in records.values())) - {""}
     root = os.path.abspath(options.target)
     safe = Beneath(root)  # no symlink below the target is followed
     try:
@@ -299,15 +311,16 @@ def _restore_files(
             """While the readers read: the other directories, the split files' .part,
             then the empty files (nothing of theirs is read: no reader waits for them)."""
             meanwhile()
-            for split_now in (True, False):
-                early.update(
-                    _prepare(active, split, labels, dest, unowned, safe, dirs, tag, split=split_now)
-                )
+            for picked, split_now in ((split_files, True), (empty_files, False)):
+                early.update(_prepare(picked, dest, unowned, safe, dirs, tag, split=split_now))
 
         def done(fids: list[int]) -> None:
+            """The readers' good files: those they finished are announced (a set's files
+            are many: names bound once a batch)."""
+            event, path, mine = FileDone, paths.__getitem__, whole
             for fid in fids:
-                if fid in whole:
-                    on_event(FileDone(paths[fid]))
+                if fid in mine:
+                    on_event(event(path(fid)))
 
         known = catalog.device_urls()
         local = options.executor is None  # (a cluster's readers cannot share a spool)
@@ -354,7 +367,7 @@ def _restore_files(
 def _finish_files(
     active: list[CatalogFile],
     dest: dict[int, str],
-    labels: dict[int, set[str]],
+    labels: dict[int, Collection[str]],
     unread: set[int],
     split: set[int],
     early: dict[int, str],
@@ -404,9 +417,7 @@ def _finish_files(
 
 
 def _prepare(
-    active: list[CatalogFile],
-    splits: set[int],
-    labels: dict[int, set[str]],
+    files: list[CatalogFile],
     dest: dict[int, str],
     unowned: set[int],
     safe: Beneath,
@@ -415,39 +426,49 @@ def _prepare(
     *,
     split: bool,
 ) -> dict[int, str]:
-    """Create the ``.part`` of every file this process finishes (and its directory,
-    with ``dirs``): with ``split``, those split over devices, sized for the readers to
-    fill (one of them may have made it first: it is never truncated); else those
-    without records (empty files), finished at once. Returns the files done here
-    already: id -> '' or why not."""
+    """Create the ``.part`` of each of ``files`` (and its directory, with ``dirs``): with
+    ``split``, files split over devices (or not covered by their records), sized for the
+    readers to fill (one of them may have made it first: it is never truncated); else
+    files without records (empty files), finished at once. The caller picks them in its
+    one pass over a set's files (not every file looked at here again). Returns the files
+    done here already: id -> '' or why not."""
     early: dict[int, str] = {}
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    for f in active:
+    now = not split  # no records: finished right here
+    for f in files:
         fid = f.file_id
-        now = fid not in labels and fid not in splits  # no records: finished right here
-        if (fid in splits) != split or (not split and not now):
-            continue
         tmp = part_name(dest[fid], fid, tag)
-        leaf = os.path.basename(tmp)
-        try:  # one lookup of the directory for the whole file
-            if dirs is not None:
-                dirs.ensure(os.path.dirname(tmp))
-            with safe.parent(tmp) as (dfd, _name):
-                fd = open_part(leaf, flags, dfd, new=now)
-                try:
-                    if f.entry.size:
-                        os.ftruncate(fd, f.entry.size)
-                    if now and not apply_metadata(fd, f.entry):
-                        unowned.add(fid)
-                finally:
-                    os.close(fd)
-                if now:
-                    early[fid] = _rename(dfd, leaf, dest[fid])
+        directory, leaf = os.path.split(tmp)
+        try:  # one lookup of the directory for the whole file (none if ``dirs`` has it)
+            if dirs is not None:  # the maker's descriptor: not closed here
+                done = _part_in(dirs.opened(directory), leaf, f, flags, dest[fid], now, unowned)
+            else:
+                with safe.parent(tmp) as (dfd, _name):
+                    done = _part_in(dfd, leaf, f, flags, dest[fid], now, unowned)
+            if now:
+                early[fid] = done
         except RestoreError as exc:
             early[fid] = str(exc)
         except OSError as exc:
             early[fid] = f"{tmp}: {exc.strerror or exc}"
     return early
+
+
+def _part_in(
+    dfd: int, leaf: str, f: CatalogFile, flags: int, path: str, now: bool, unowned: set[int]
+) -> str:
+    """Make ``f``'s ``.part`` named ``leaf`` in the directory ``dfd`` (opened beneath the
+    target), sized; with ``now``, also give it its metadata and rename it to ``path``'s
+    name: '' or an error (OSError from making it)."""
+    fd = open_part(leaf, flags, dfd, new=now)
+    try:
+        if f.entry.size:
+            os.ftruncate(fd, f.entry.size)
+        if now and not apply_metadata(fd, f.entry):
+            unowned.add(f.file_id)
+    finally:
+        os.close(fd)
+    return _rename(dfd, leaf, path) if now else ""
 
 
 def _rename(dfd: int, leaf: str, path: str) -> str:

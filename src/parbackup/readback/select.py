@@ -9,8 +9,10 @@ process (readback/reader.py).
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
 from parbackup.coverage import complete, spans_complete
@@ -229,6 +231,44 @@ def packed_by_label(
              name(origin, origin), ofile, stored)
         )  # fmt: skip
     return out
+
+
+def index_records(
+    records: dict[str, list[PackedRef]],
+) -> tuple[
+    dict[int, PackedRef], dict[int, str], dict[int, list[tuple[int, int]]], dict[int, set[str]]
+]:
+    """Where each file's records (``packed_by_label``) lie, in C loops for the files with
+    one record (most; a set's records are many): (a record of each file, the label it is
+    on, then for the files with several records only: their (offset, size) spans and the
+    labels holding them). A file in ``spans`` is judged by ``covered_spans``; any other
+    in ``one`` is whole when its record starts at 0 and holds all its bytes."""
+    one: dict[int, PackedRef] = {}
+    on: dict[int, str] = {}
+    counts: Counter[int] = Counter()
+    for label, recs in records.items():
+        ids = list(map(_FILE_ID, recs))
+        counts.update(ids)
+        one.update(zip(ids, recs, strict=True))
+        on.update(dict.fromkeys(ids, label))
+    many = {fid for fid, n in counts.items() if n > 1}
+    spans: dict[int, list[tuple[int, int]]] = {}
+    labels: dict[int, set[str]] = {}
+    for label, recs in records.items() if many else ():
+        for rec in recs:  # readback/messages.py PackedRef: file id, ..., offset, size, ...
+            fid = rec[0]
+            if fid not in many:
+                continue
+            got = spans.get(fid)
+            if got is None:
+                spans[fid], labels[fid] = [(rec[4], rec[5])], {label}
+            else:
+                got.append((rec[4], rec[5]))
+                labels[fid].add(label)
+    return one, on, spans, labels
+
+
+_FILE_ID = itemgetter(0)  # of a PackedRef
 
 
 covered = complete
