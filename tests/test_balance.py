@@ -296,8 +296,8 @@ def test_queue_and_sent_keep_every_byte(sizes, ops):
     durable = moved = 0
     for op, n in ops:
         if op == "send":
-            for fid, off, size in q.take(2, 50, split=25):
-                sent.add(fid, off, size)
+            batch = q.take(2, 50, split=25)
+            sent.add_columns(*zip(*batch, strict=True) if batch else ((), (), ()))
         elif op == "done":
             sent.mark_done(min(sent.next_seq - 1, sent.done + 1 + n % 3))
         elif op == "durable":

@@ -65,7 +65,7 @@ def test_take_hands_out_what_the_one_at_a_time_rule_does(sizes, chunks, takes):
 @settings(max_examples=200, deadline=None)
 def test_sent_counts_the_bytes_not_yet_written(sizes, data):
     sent = Sent()
-    sent.add_many([(f, 0, s) for f, s in enumerate(sizes)])
+    sent.add_columns(range(len(sizes)), [0] * len(sizes), sizes)
     done = 0
     for _ in range(5):
         upto = data.draw(st.integers(0, len(sizes)))

@@ -168,29 +168,11 @@ class Sent:
     def next_seq(self) -> int:
         return self.first + len(self.file) - self.start
 
-    def add(self, fid: int, offset: int, size: int) -> int:
-        """Record one sent item; its sequence number."""
-        seq = self.next_seq
-        self.file.append(fid)
-        self.offset.append(offset)
-        self.size.append(size)
-        self.undone_bytes += size
-        return seq
-
-    def add_many(self, items: list[tuple[int, int, int]]) -> int:
-        """Record sent items ``(file, offset, size)``; the sequence number of the first."""
-        first = self.next_seq
-        self.file.extend(f for f, _o, _s in items)
-        self.offset.extend(o for _f, o, _s in items)
-        sizes = [s for _f, _o, s in items]
-        self.size.extend(sizes)
-        self.undone_bytes += sum(sizes)
-        return first
-
     def add_columns(
         self, files: Sequence[int], offsets: Sequence[int], sizes: Sequence[int]
     ) -> int:
-        """``add_many`` for items given as three columns (no Python per item)."""
+        """Record sent items given as three columns (no Python per item); the sequence
+        number of the first."""
         first = self.next_seq
         self.file.extend(files)
         self.offset.extend(offsets)
