@@ -184,22 +184,30 @@ def killed_run(
     args = [sys.executable, "-c", script, cat, str(tree), *urls]
     proc = subprocess.Popen(args, env=env, pass_fds=(told_w,))
     os.close(told_w)
+    reader = None
     try:
         paused = wait_paused(proc, fifo)
         if paused:
-            paused = wait_told(told, told_by or len(devs), batches)
-        else:  # no reader was started to close it
-            os.close(told)
+            paused, reader = wait_told(told, told_by or len(devs), batches)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()  # (the pipe's end: wait_told's reader closes ``told``)
+        proc.wait()
+        # closed only now: closed while the run could still write, the pipe would make
+        # its next line an EPIPE in the controller, which might fail the run before the
+        # kill came; the run's end is the pipe's end, which the reader sees at once
+        if reader is not None:
+            reader.join(10)
+        os.close(told)
     return paused
 
 
-def wait_told(told: int, devices: int, batches: int, timeout: float = 120) -> bool:
+def wait_told(
+    told: int, devices: int, batches: int, timeout: float = 120
+) -> tuple[bool, threading.Thread]:
     """Read labels from the pipe ``told`` until ``devices`` labels came ``batches`` times
     each: True then; False at its end (the run ended) or after ``timeout`` seconds. A
-    reader thread reads (and at the pipe's end, closes) ``told``."""
+    reader thread reads ``told`` (returned, to be joined once the run is over); the
+    caller closes ``told`` after that, never while the run may still write to it."""
     counts: dict[bytes, int] = {}
     done = threading.Event()
 
@@ -207,16 +215,17 @@ def wait_told(told: int, devices: int, batches: int, timeout: float = 120) -> bo
         return len(counts) >= devices and min(counts.values()) >= batches
 
     def reader() -> None:
-        with open(told, "rb") as stream:
+        with open(told, "rb", closefd=False) as stream:
             for line in stream:
                 counts[line] = counts.get(line, 0) + 1
                 if enough():
                     break
         done.set()
 
-    threading.Thread(target=reader, daemon=True).start()
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
     done.wait(timeout)
-    return enough()
+    return enough(), thread
 
 
 def change_a_file_held_whole(cat: str, tree: Path) -> str:
