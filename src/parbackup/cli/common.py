@@ -114,9 +114,20 @@ def ignore_stopping_signals() -> None:
     """At the very end of an interrupted command: ignored by the kernel, not by Python,
     whose handlers the interpreter's shutdown takes away (a signal then killed the
     process, exit -2, after it had printed its line). No command starts after this."""
+    sys.unraisablehook = _quiet_about_ignored_signals
     for other in _STOPPING:
         if signal.getsignal(other) in (_on_signal, _once_stopping):
             signal.signal(other, signal.SIG_IGN)
+
+
+def _quiet_about_ignored_signals(unraisable: Any) -> None:
+    """A signal that arrived just as its handler became SIG_IGN is reported by Python as
+    an unraisable "Signal 2 ignored due to race condition", with a traceback: here,
+    ignoring it is what was asked, so it is not printed (any other is)."""
+    exc = unraisable.exc_value
+    if isinstance(exc, OSError) and "ignored due to race condition" in str(exc):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def install_signal_handlers() -> None:
