@@ -4,9 +4,12 @@ are as narrow as its pieces allow, and no value is ever cut short by that."""
 
 from __future__ import annotations
 
+from array import array
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parbackup import entries
 from parbackup.engine.workqueue import WorkQueue
 from parbackup.entries import DIR, FILE, Entries
 from parbackup.model import Pieces, Slot, Strategy
@@ -126,3 +129,30 @@ def test_total_bytes_counts_regular_files_only():
     assert e.total_bytes() == 1011010
     assert e.total_bytes([0, 1, 2, 4, 7]) == 10010
     assert Entries().total_bytes() == 0
+
+
+def test_names_past_what_four_bytes_tell_widen_the_offsets_before_they_are_stored(monkeypatch):
+    """A batch of names that takes the blob past the 4-byte limit widens the name
+    offsets before they are stored; checked with the limit lowered to 60 bytes (at the
+    real one, 4 GiB of names, a scan's batch of 1024 rows crossing it raised
+    OverflowError: seen once with a real 4 GiB blob, too large for a test)."""
+    monkeypatch.setattr(entries, "NARROW_NAMES", 60)
+    names = [b"/d/%020d" % k for k in range(8)]  # 23 bytes each
+    rows = [row(n) for n in names]
+    for way in ("append", "extend_rows", "extend_table", "extend_columns"):
+        e = Entries()
+        e.append(b"/" * 40, DIR, 0, 0o40755, 0, 0, 1)  # 40 bytes of names: still narrow
+        assert e._path_at.itemsize == 4
+        if way == "append":
+            for r in rows:
+                e.append(*r)
+        elif way == "extend_rows":
+            e.extend_rows(rows)
+        elif way == "extend_table":
+            other = Entries()
+            other.extend_rows(rows)
+            e.extend_table(other, 0)
+        else:  # a host's pieces: kind, size, mode, uid, gid, mtime, ctime, ino, dev
+            e.extend_columns(names, [array("q", [r[j] for r in rows]) for j in range(1, 10)], 0, {})
+        assert e._path_at.itemsize == 8, way
+        assert [e.path_bytes(i) for i in range(1, len(e))] == names, way

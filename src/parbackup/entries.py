@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from parbackup.model import FileEntry, Kind
 
+NARROW_NAMES = 0xFFFFFFFF
+"""The longest name blob whose offsets are kept in 4 bytes; past it, 8 (``_widen``)."""
 KINDS: tuple[Kind, ...] = tuple(Kind)
 KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 FILE = KIND_INDEX[Kind.FILE]
@@ -101,8 +103,10 @@ class Entries:
         """From now on, paths of ``source`` are given (and stored) after ``root``."""
         self._roots[source] = root
 
-    def _widen(self) -> None:
-        if self._path_at.typecode == "I" and len(self._path) > 0xFFFF0000:
+    def _widen(self, extra: int = 0) -> None:
+        """Widen the name offsets to 8 bytes once the blob, with the ``extra`` bytes about
+        to be added, is longer than a 4-byte offset can tell."""
+        if self._path_at.typecode == "I" and len(self._path) + extra > NARROW_NAMES:
             self._path_at = array("Q", self._path_at)
 
     def __len__(self) -> int:
@@ -162,7 +166,8 @@ class Entries:
     def _add_paths(self, paths: Iterable[bytes]) -> None:
         """Append the paths of new rows to the path blob."""
         blob = self._path
-        self._widen()
+        paths = paths if isinstance(paths, (list, tuple)) else list(paths)
+        self._widen(sum(map(len, paths)))  # the whole batch: it may cross 4 GiB of names
         at = self._path_at
         for p in paths:
             blob += p
