@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--healthy", choices=("all", "first"), default="all",
                     help="restore healthy with every tree, or with the first only")  # fmt: skip
     ap.add_argument("--nice", type=int, default=0,
-                    help="run the restores at this niceness (-10: others' load weighs less)")  # fmt: skip
+                    help="niceness of the restores (-10: the load weighs less)")  # fmt: skip
     args = ap.parse_args()
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
     trees = dict(t.split("=", 1) for t in args.tree) or {"new": "src"}

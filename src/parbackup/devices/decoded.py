@@ -5,13 +5,10 @@ this kind: it is read-only, carries the lost device's label, lists the lost colu
 volumes, and answers ``read(volume, offset, length)`` by decoding only the rows that
 range falls into, from the surviving data devices and the parity volumes (redundancy/).
 So a restore of a few files decodes a few rows, not the whole device, and nothing is
-written to disk. ``read_view`` decodes straight into the reader's span buffer: a 16 MiB
-span read through ``read`` held it twice more (the bytes gathered, and their copy),
-32 MiB of the restore's peak with a device missing (bench/parity.py). The rows are
-read and decoded by a thread of the stand-in's own, the rows of a span and then, while
-the reader checks and writes that span, the next span's (devices/rowsahead.py); rows a
-span covers in part are kept for the next span. Each surviving unit is read straight
-into a buffer of ours (the parity unit with its row record, in one read).
+written to disk. The last two decoded rows are kept (a reader's spans run forward).
+``read_view`` decodes straight into the reader's span buffer: a 16 MiB span read through
+``read`` held it twice more (the bytes gathered, and their copy), 32 MiB of the
+restore's peak with a device missing (bench/parity.py).
 
 Decoding needs every surviving column and parity volume in one place, so a stand-in
 is read on the host that runs the restore: with ``--cluster`` a reader placed on another
@@ -19,22 +16,21 @@ host finds no spec there and says so (DeviceMissingError), as the restore then d
 
 ``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
 the set, the stripe as the catalog keeps it, and the URL of every device that is still
-there (data devices by label, parity devices by index). The decoded unit is checked
-against the digest its row record keeps; only where it differs are the surviving units
-checked against theirs, the damaged ones left out and the row decoded from the rest.
+there (data devices by label, parity devices by index). A surviving data unit is
+checked against the digest its row record keeps, and counts as lost if it differs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
 from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
-from parbackup.devices.rowsahead import RowsAhead
 from parbackup.errors import DeviceError, DeviceMissingError, FormatError, ParbackupError
 from parbackup.model import Capabilities, Label, Space
 from parbackup.redundancy.codec import CODEC, RowCodec, check_params, tune_allocator
@@ -70,6 +66,7 @@ class _Stripe:
             raise FormatError(f"{where}: not a stripe this reader decodes ({header.codec})")
         self.data: dict[int, Device] = {}
         self.parity: dict[int, tuple[Device, str, int]] = {}
+        self.rows: OrderedDict[int, bytes | bytearray] = OrderedDict()
         self.units: dict[int, bytearray] = {}
         """A reusable buffer per surviving unit of a row (data; parity with its row record
         before it, as one read gets them)."""
@@ -79,11 +76,7 @@ class _Stripe:
         tune_allocator()
         self.decoder = Decoder.load(header.k, header.m, header.unit)
         self.codec = None if self.decoder else RowCodec(header.k, header.m, header.unit)
-        self.ahead = RowsAhead(self._decode_into, header.unit, _CACHED_ROWS)
-        self.next_at = 0
-        """Where in the column's stream the last read ended (a read from there on is
-        followed by more)."""
-        self.last_row = -(-self.column.length // header.unit)
+        self.spare: list[bytearray] = []
         lost = set(spec.get("lost", [])) | {label}
         for j, col in enumerate(header.columns):
             url = spec["data"].get(col.label)
@@ -107,35 +100,38 @@ class _Stripe:
 
     def read_into(self, name: str, offset: int, out: memoryview) -> None:
         """Fill ``out`` (writable) with the volume's bytes from ``offset`` on, decoding
-        the rows they lie in (devices/rowsahead.py: whole units straight into ``out``);
-        ``out`` must not reach past the volume's end. A read that follows on from the
-        one before has as many rows past its end decoded ahead as it spans."""
+        the rows they lie in; ``out`` must not reach past the volume's end. A whole unit
+        that ``out`` covers is decoded straight into it; a unit it covers in part (a
+        span's ends) is decoded into a buffer of ours and kept, for the next span."""
         unit, length = self.header.unit, len(out)
         at = self.column.start_of(name) + offset
-        rows = rows_of(at, length, unit)
-        pieces = [
-            (row, max(at, row * unit) - row * unit, min(at + length, (row + 1) * unit) - row * unit)
-            for row in rows
-        ]
-        ahead = range(0)
-        if at == self.next_at and rows:
-            ahead = range(rows.stop, min(self.last_row, rows.stop + len(rows)))
-        self.next_at = at + length
-        self.ahead.read(pieces, out, ahead)
+        done = 0
+        for row in rows_of(at, length, unit):
+            lo = max(at, row * unit) - row * unit
+            hi = min(at + length, (row + 1) * unit) - row * unit
+            target = out[done : done + hi - lo]
+            if hi - lo == unit and self.decoder is not None and row not in self.rows:
+                self._decode(row, target)
+            else:
+                target[:] = memoryview(self.row(row))[lo:hi]
+            done += hi - lo
 
-    def _decode_into(self, row: int, target: memoryview) -> None:
-        """The lost column's unit of ``row`` into ``target`` (the decoding thread's)."""
+    def row(self, row: int) -> bytes | bytearray:
+        """The lost column's unit of ``row``, decoded (the last few are kept)."""
+        if row in self.rows:
+            self.rows.move_to_end(row)
+            return self.rows[row]
         if self.decoder is None:
-            target[:] = self._decode_by_codec(row)
+            mine: bytes | bytearray = self._decode_by_codec(row)
         else:
-            self._decode(row, target)
-
-    def close(self) -> None:
-        """Stop decoding, then close the devices."""
-        self.ahead.close()
-        for dev in self.devices():
-            with contextlib.suppress(Exception):
-                dev.close()
+            mine = self.spare.pop() if self.spare else bytearray(self.header.unit)
+            self._decode(row, memoryview(mine))
+        self.rows[row] = mine
+        while len(self.rows) > _CACHED_ROWS:
+            _old, spare = self.rows.popitem(last=False)
+            if isinstance(spare, bytearray):
+                self.spare.append(spare)
+        return mine
 
     def _decode(self, row: int, target: memoryview) -> None:
         """The lost column's unit of ``row`` into ``target`` (writable, ``unit`` bytes),
@@ -261,7 +257,9 @@ class DecodedDevice(Device):
 
     def close(self) -> None:
         for stripe in self.stripes.values():
-            stripe.close()
+            for dev in stripe.devices():
+                with contextlib.suppress(Exception):
+                    dev.close()
         self.stripes = {}
         if self.through is not None:
             with contextlib.suppress(Exception):
