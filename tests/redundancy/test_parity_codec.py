@@ -340,6 +340,43 @@ def test_a_damaged_surviving_unit_is_decoded_around_or_its_row_is_refused(
         dev.close()
 
 
+def test_a_second_parity_is_read_only_for_a_row_that_decodes_wrong(tmp_path) -> None:
+    """m=2, one column lost: k units decode a row, so the second parity volume is not
+    read but for its header (the test-only ``count=`` wrapper counts the bytes each
+    gives), until a row decodes wrong (a damaged surviving unit): then every unit of
+    that row is read, and the row comes back from the good ones."""
+    rows = 400  # parity volumes larger than the header's read
+    columns, parity, written, streams = _stripe([rows * UNIT] * 3, 2, 9, tmp_path)
+    path = _spec(tmp_path, columns, parity, written, 0)
+    counts = [tmp_path / "count0", tmp_path / "count1"]
+    spec = json.loads(path.read_text())
+    for i, count in enumerate(counts):
+        url = f"faulty+file://{parity[i][1].url.path}?count={count}"
+        spec["stripes"][0]["parity"][str(i)] = url
+    path.write_text(json.dumps(spec))
+    col, want = columns[0][0], streams[0]
+
+    def read_all() -> list[int]:
+        """The stand-in read whole; the bytes each parity volume gave so far."""
+        dev = open_device(f"decoded://{path}")
+        dev.open(write=False)
+        try:
+            got = b"".join(dev.read(n, off, size) for n, off, size in col.spans(0, col.length))
+        finally:
+            dev.close()
+        assert got == want
+        return [sum(int(n) for n in c.read_text().split()) for c in counts]
+
+    first = read_all()
+    assert first[0] >= rows * UNIT
+    assert first[1] < rows * UNIT // 4
+    [(name, at, _n)] = columns[1][0].spans(300 * UNIT + 5, 1)
+    _flip(columns[1][1], name, at)
+    second = read_all()
+    # row 300's record and parity unit, once: the header as the first time
+    assert second[1] - 2 * first[1] == row_record_size(3, 2, WRITTEN_VERSION) + UNIT
+
+
 def test_a_damaged_parity_row_costs_that_row_only() -> None:
     """One byte flipped in row 1's parity record: with a data column missing, rows 0, 2
     and 3 still decode (the reader finds row 2 at its own offset); row 1 is lost.

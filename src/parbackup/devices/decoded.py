@@ -139,7 +139,7 @@ class _Stripe:
         surviving unit's digest first cost as much as the decoding (XXH3 of k units a
         row, where the one of the result tells the same). Only when the result is wrong
         are they checked, the damaged ones left out and the row decoded again from the
-        rest, if enough are left."""
+        rest (every parity unit read now), if enough are left."""
         assert self.decoder is not None
         record, present = self._gather(row)
         digests, version = record.digests, self.header.version
@@ -147,6 +147,7 @@ class _Stripe:
             self._recover(present, target)
             if unit_digest(target, version) == digests[self.index]:
                 return
+            record, present = self._gather(row, every=True)
             good = {i: u for i, u in present.items() if unit_digest(u, version) == digests[i]}
             self._recover(good, target)
         except ValueError as exc:
@@ -160,16 +161,24 @@ class _Stripe:
             {i: address(u) for i, u in present.items()}, {self.index: address(target)}
         )
 
-    def _gather(self, row: int) -> tuple[RowRecord, dict[int, memoryview]]:
+    def _gather(self, row: int, every: bool = False) -> tuple[RowRecord, dict[int, memoryview]]:
         """Row ``row``'s record (from the first parity volume that gives it whole) and
-        the units read of it, data and parity (index -> a view of a buffer of ours,
-        ``unit`` bytes; data units past a column's end zero-padded), not yet checked.
-        Each is read straight into its reusable buffer where the device can."""
+        the units read of it (index -> a view of a buffer of ours, ``unit`` bytes; data
+        units past a column's end zero-padded), not yet checked: the surviving data
+        units, then parity units until k units are there (``every``: all of them; a
+        stripe with more parity than lost columns reads no unit it does not use). Each
+        is read straight into its reusable buffer where the device can."""
         header, k, unit = self.header, self.header.k, self.header.unit
         size = row_record_size(k, header.m, header.version)
         present: dict[int, memoryview] = {}
+        for j, dev in self.data.items():
+            buf = self._unit_buffer(j, unit)
+            if _read_unit(dev, header.columns[j], row, buf):
+                present[j] = memoryview(buf)
         record = None
         for i, (dev, name, base) in self.parity.items():
+            if record is not None and len(present) >= k and not every:
+                break
             buf = self._unit_buffer(k + i, size + unit)
             try:
                 view = _read_exact(dev, name, base + row * (size + unit), size + unit, buf)
@@ -181,17 +190,13 @@ class _Stripe:
                 present[k + i] = view[size:]
         if record is None:
             raise DeviceError(f"{self.where}: no parity row {row} can be read")
-        for j, dev in self.data.items():
-            buf = self._unit_buffer(j, unit)
-            if _read_unit(dev, header.columns[j], row, buf):
-                present[j] = memoryview(buf)
         return record, present
 
     def _decode_by_codec(self, row: int) -> bytes:
         """Where ISA-L cannot be loaded: the row coder, from units checked first."""
         assert self.codec is not None
         header, unit = self.header, self.header.unit
-        record, units = self._gather(row)
+        record, units = self._gather(row, every=True)
         present = {
             i: bytes(u)
             for i, u in units.items()
