@@ -5,10 +5,14 @@ this kind: it is read-only, carries the lost device's label, lists the lost colu
 volumes, and answers ``read(volume, offset, length)`` by decoding only the rows that
 range falls into, from the surviving data devices and the parity volumes (redundancy/).
 So a restore of a few files decodes a few rows, not the whole device, and nothing is
-written to disk. The last two decoded rows are kept (a reader's spans run forward).
-``read_view`` decodes straight into the reader's span buffer: a 16 MiB span read through
-``read`` held it twice more (the bytes gathered, and their copy), 32 MiB of the
-restore's peak with a device missing (bench/parity.py).
+written to disk. ``read_view`` decodes straight into the reader's span buffer: a 16 MiB
+span read through ``read`` held it twice more (the bytes gathered, and their copy),
+32 MiB of the restore's peak with a device missing (bench/parity.py). A unit the span
+covers whole is decoded straight into it; the rows a span covers in part are decoded
+into buffers of ours and the last two kept (a reader's spans run forward). The
+surviving units are read straight into reusable buffers (a parity unit with its row
+record, in one read), k of them a row: copying them cost the stand-in's reader a fifth
+of its CPU (docs/BENCHMARKS.md, session 13).
 
 Decoding needs every surviving column and parity volume in one place, so a stand-in
 is read on the host that runs the restore: with ``--cluster`` a reader placed on another
@@ -16,8 +20,10 @@ host finds no spec there and says so (DeviceMissingError), as the restore then d
 
 ``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
 the set, the stripe as the catalog keeps it, and the URL of every device that is still
-there (data devices by label, parity devices by index). A surviving data unit is
-checked against the digest its row record keeps, and counts as lost if it differs.
+there (data devices by label, parity devices by index). The decoded unit is checked
+against the digest its row record keeps; only where it differs are the surviving units
+checked against theirs (every unit of the row read), the damaged ones left out and the
+row decoded again from the rest, or refused if fewer than k are good.
 """
 
 from __future__ import annotations
