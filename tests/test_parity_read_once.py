@@ -82,8 +82,8 @@ def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, devic
         # after the records (64 KiB here, and a unit of 1 MiB for the stand-in to decode
         # it). Not "at least what the healthy verify read" (its volumes and the frame
         # check's few bytes again): where the stand-in has not yet passed those bytes, the
-        # spool still holds them and the re-read costs the device nothing (a stand-in that
-        # kept up with the reader failed 1-2 runs in 4 so, session 13)
+        # spool still holds them and the re-read costs the device nothing (with a stand-in
+        # that kept up with the reader, that bound failed 1-2 runs in 4: session 13)
         again = volumes * ((1 << 20) + (64 << 10))
         assert healthy[i] >= sizes[i]
         assert sizes[i] <= got[i] <= sizes[i] + again, (i, healthy, got, sizes)
