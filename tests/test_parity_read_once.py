@@ -78,10 +78,15 @@ def test_a_verify_with_a_device_missing_reads_each_survivor_once(tmp_path, devic
     assert r.json["status"] == "recoverable"
     got = [_counted(c) for c in counts]
     for i in (0, 1):
-        # once, but for each volume's header, which the frame check reads again after
-        # the records (64 KiB here, and a unit of 1 MiB for the stand-in to decode it)
+        # whole and once, but for each volume's header, which the frame check reads again
+        # after the records (64 KiB here, and a unit of 1 MiB for the stand-in to decode
+        # it). Not "at least what the healthy verify read" (its volumes and the frame
+        # check's few bytes again): where the stand-in has not yet passed those bytes, the
+        # spool still holds them and the re-read costs the device nothing (with a stand-in
+        # that kept up with the reader, that bound failed 1-2 runs in 4: session 13)
         again = volumes * ((1 << 20) + (64 << 10))
-        assert healthy[i] <= got[i] <= sizes[i] + again, (i, healthy, got, sizes)
+        assert healthy[i] >= sizes[i]
+        assert sizes[i] <= got[i] <= sizes[i] + again, (i, healthy, got, sizes)
         assert got[i] < 1.5 * sizes[i]  # about twice before
     # the parity volume: read by the stand-in, then checked whole (check_parity), as
     # in a healthy verify

@@ -9,15 +9,17 @@ import itertools
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parbackup.devices.base import Device
 from parbackup.devices.memory import MemoryDevice
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import parse_url
-from parbackup.errors import DeviceMissingError, FormatError, UsageError
+from parbackup.errors import DeviceError, DeviceMissingError, FormatError, UsageError
 from parbackup.redundancy.codec import MAX_DATA, MAX_PARITY, RowCodec, check_params
 from parbackup.redundancy.layout import Column, row_count, rows_of
 from parbackup.redundancy.stripe import (
@@ -77,20 +79,26 @@ def test_column_spans_map_stream_offsets_to_volumes() -> None:
     assert list(rows_of(31, 2, 32)) == [0, 1]
 
 
-def _device(name: str) -> MemoryDevice:
-    dev = MemoryDevice(parse_url(f"memory://{name}-{os.urandom(4).hex()}"))
+def _device(name: str, root: Path | None = None) -> Device:
+    """A memory device, or with ``root`` a local directory under it (read straight into
+    the reader's buffers)."""
+    if root is not None:
+        (root / name).mkdir()
+        dev = open_device(str(root / name))
+    else:
+        dev = MemoryDevice(parse_url(f"memory://{name}-{os.urandom(4).hex()}"))
     dev.open()
     return dev
 
 
-def _stripe(sizes: list[int], m: int, seed: int):
+def _stripe(sizes: list[int], m: int, seed: int, root: Path | None = None):
     """Data columns of ``sizes`` bytes (each split in up to three volumes) on memory
-    devices, and parity written on m more."""
+    devices (local directories under ``root``), and parity written on m more."""
     rnd = random.Random(seed)
     set_id = bytes(16)
     columns, streams = [], []
     for j, size in enumerate(sizes):
-        dev = _device(f"d{j}")
+        dev = _device(f"d{j}", root)
         stream = rnd.randbytes(size)
         cuts = sorted(rnd.sample(range(size + 1), min(2, size + 1)))
         bounds = [0, *cuts, size]
@@ -101,7 +109,7 @@ def _stripe(sizes: list[int], m: int, seed: int):
             vols.append((name, hi - lo))
         columns.append((Column(f"{j:02x}" * 16, tuple(vols)), dev))
         streams.append(stream)
-    parity = [(f"{0xA0 + i:02x}" * 16, _device(f"p{i}")) for i in range(m)]
+    parity = [(f"{0xA0 + i:02x}" * 16, _device(f"p{i}", root)) for i in range(m)]
     written = write_parity(set_id, columns, parity, unit=UNIT)
     return columns, parity, written, streams
 
@@ -177,22 +185,10 @@ def test_more_losses_than_parities_are_unrecoverable_rows() -> None:
     assert outcome.lost_units[columns[0][0].label] == 3
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    sizes=st.lists(st.integers(1, 4 * UNIT), min_size=2, max_size=4),
-    m=st.integers(1, 2),
-    seed=st.integers(0, 2**32),
-    data=st.data(),
-)
-def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, m, seed, data):
-    """devices/decoded.py: any byte range of a lost column's volumes, decoded on demand
-    from the other columns and the parity (m-1 more devices lost too)."""
-    columns, parity, written, streams = _stripe(sizes, m, seed)
-    k = len(columns)
-    lost = data.draw(st.integers(0, k - 1))
-    others = data.draw(
-        st.sets(st.integers(0, k + m - 1).filter(lambda i: i != lost), max_size=m - 1)
-    )
+def _spec(where: Path, columns, parity, written, lost: int, others=frozenset()) -> Path:
+    """A decoded stand-in's spec for column ``lost`` (as readback/recover.py writes
+    it), the units of ``others`` (data j, parity k + i) missing too."""
+    k, m = len(columns), len(parity)
     info = {
         "codec": "isa_l_rs_cauchy",
         "k": k,
@@ -226,8 +222,28 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
             }
         ],
     }
-    path = tmp_path_factory.mktemp("spec") / "spec.json"
+    path = where / "spec.json"
     path.write_text(json.dumps(spec))
+    return path
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 4 * UNIT), min_size=2, max_size=4),
+    m=st.integers(1, 2),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, m, seed, data):
+    """devices/decoded.py: any byte range of a lost column's volumes, decoded on demand
+    from the other columns and the parity (m-1 more devices lost too)."""
+    columns, parity, written, streams = _stripe(sizes, m, seed)
+    k = len(columns)
+    lost = data.draw(st.integers(0, k - 1))
+    others = data.draw(
+        st.sets(st.integers(0, k + m - 1).filter(lambda i: i != lost), max_size=m - 1)
+    )
+    path = _spec(tmp_path_factory.mktemp("spec"), columns, parity, written, lost, others)
     dev = open_device(f"decoded://{path}")
     dev.open(write=False)
     try:
@@ -248,6 +264,117 @@ def test_decoded_device_reads_a_lost_column_row_by_row(tmp_path_factory, sizes, 
             assert (view.obj is buf) == (len(buf) >= n)
     finally:
         dev.close()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 12 * UNIT), min_size=2, max_size=4),
+    m=st.integers(1, 2),
+    seed=st.integers(0, 2**32),
+    span=st.integers(1, 5 * UNIT),
+    data=st.data(),
+)
+def test_decoded_device_read_span_after_span(tmp_path_factory, sizes, m, seed, span, data):
+    """A stand-in read as a reader reads it, span after span into one reused buffer,
+    from local directories (units read straight into the stand-in's buffers, whole
+    units decoded straight into the reader's, the rows a span covers in part kept for
+    the next), then once more from the start."""
+    root = tmp_path_factory.mktemp("devices")
+    columns, parity, written, streams = _stripe(sizes, m, seed, root)
+    lost = data.draw(st.integers(0, len(columns) - 1))
+    path = _spec(tmp_path_factory.mktemp("spec"), columns, parity, written, lost)
+    dev = open_device(f"decoded://{path}")
+    dev.open(write=False)
+    col, buf = columns[lost][0], bytearray(span)
+    try:
+        for _again in range(2):
+            for name, size in col.volumes:
+                for off in range(0, size, span):
+                    n = min(span, size - off)
+                    view = dev.read_view(name, off, n, buf)
+                    start = col.start_of(name) + off
+                    assert bytes(view) == streams[lost][start : start + n]
+                    assert view.obj is buf
+    finally:
+        dev.close()
+
+
+def _flip(dev: Device, name: str, at: int) -> None:
+    body = bytearray(dev.get(name))
+    body[at] ^= 0x5A
+    dev.put(name, bytes(body))
+
+
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("where", ["data", "parity"])
+def test_a_damaged_surviving_unit_is_decoded_around_or_its_row_is_refused(
+    tmp_path, m: int, where: str
+) -> None:
+    """Column 0 lost, one byte of row 2 damaged in a surviving data column or in
+    parity volume 0's unit: the decoded unit's digest differs, the units are checked,
+    and with a second parity the row is decoded from the good ones; with one, row 2 is
+    refused (DeviceError) and every other row still reads right."""
+    columns, parity, written, streams = _stripe([6 * UNIT] * 3, m, 5, tmp_path)
+    if where == "data":
+        [(name, at, _n)] = columns[1][0].spans(2 * UNIT + 17, 1)
+        _flip(columns[1][1], name, at)
+    else:
+        (_label, pdev), (_l, name, _size) = parity[0], written[0]
+        header = read_parity_header(io.BytesIO(pdev.get(name)))
+        size = row_record_size(3, m, header.version)
+        _flip(pdev, name, header.length + 2 * (size + UNIT) + size + 17)
+    path = _spec(tmp_path, columns, parity, written, 0)
+    dev = open_device(f"decoded://{path}")
+    dev.open(write=False)
+    col, want = columns[0][0], streams[0]
+    try:
+        for row in range(6):
+            pieces = col.spans(row * UNIT, UNIT)
+            if m == 1 and row == 2:
+                with pytest.raises(DeviceError, match="row 2"):
+                    b"".join(dev.read(n, off, length) for n, off, length in pieces)
+                continue
+            got = b"".join(dev.read(n, off, length) for n, off, length in pieces)
+            assert got == want[row * UNIT : (row + 1) * UNIT]
+    finally:
+        dev.close()
+
+
+def test_a_second_parity_is_read_only_for_a_row_that_decodes_wrong(tmp_path) -> None:
+    """m=2, one column lost: k units decode a row, so the second parity volume is not
+    read but for its header (the test-only ``count=`` wrapper counts the bytes each
+    gives), until a row decodes wrong (a damaged surviving unit): then every unit of
+    that row is read, and the row comes back from the good ones."""
+    rows = 400  # parity volumes larger than the header's read
+    columns, parity, written, streams = _stripe([rows * UNIT] * 3, 2, 9, tmp_path)
+    path = _spec(tmp_path, columns, parity, written, 0)
+    counts = [tmp_path / "count0", tmp_path / "count1"]
+    spec = json.loads(path.read_text())
+    for i, count in enumerate(counts):
+        url = f"faulty+file://{parity[i][1].url.path}?count={count}"
+        spec["stripes"][0]["parity"][str(i)] = url
+    path.write_text(json.dumps(spec))
+    col, want = columns[0][0], streams[0]
+
+    def read_all() -> list[int]:
+        """The stand-in read whole; the bytes each parity volume gave so far."""
+        dev = open_device(f"decoded://{path}")
+        dev.open(write=False)
+        try:
+            got = b"".join(dev.read(n, off, size) for n, off, size in col.spans(0, col.length))
+        finally:
+            dev.close()
+        assert got == want
+        return [sum(int(n) for n in c.read_text().split()) for c in counts]
+
+    first = read_all()
+    assert first[0] >= rows * UNIT
+    assert first[1] < rows * UNIT // 4
+    [(name, at, _n)] = columns[1][0].spans(300 * UNIT + 5, 1)
+    _flip(columns[1][1], name, at)
+    second = read_all()
+    # row 300's record and parity unit, once: the header as the first time
+    assert second[1] - 2 * first[1] == row_record_size(3, 2, WRITTEN_VERSION) + UNIT
 
 
 def test_a_damaged_parity_row_costs_that_row_only() -> None:

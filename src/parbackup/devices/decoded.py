@@ -5,10 +5,14 @@ this kind: it is read-only, carries the lost device's label, lists the lost colu
 volumes, and answers ``read(volume, offset, length)`` by decoding only the rows that
 range falls into, from the surviving data devices and the parity volumes (redundancy/).
 So a restore of a few files decodes a few rows, not the whole device, and nothing is
-written to disk. The last two decoded rows are kept (a reader's spans run forward).
-``read_view`` decodes straight into the reader's span buffer: a 16 MiB span read through
-``read`` held it twice more (the bytes gathered, and their copy), 32 MiB of the
-restore's peak with a device missing (bench/parity.py).
+written to disk. ``read_view`` decodes straight into the reader's span buffer: a 16 MiB
+span read through ``read`` held it twice more (the bytes gathered, and their copy),
+32 MiB of the restore's peak with a device missing (bench/parity.py). A unit the span
+covers whole is decoded straight into it; the rows a span covers in part are decoded
+into buffers of ours and the last two kept (a reader's spans run forward). The
+surviving units are read straight into reusable buffers (a parity unit with its row
+record, in one read), k of them a row: copying them cost the stand-in's reader a fifth
+of its CPU (docs/BENCHMARKS.md, session 13).
 
 Decoding needs every surviving column and parity volume in one place, so a stand-in
 is read on the host that runs the restore: with ``--cluster`` a reader placed on another
@@ -16,14 +20,15 @@ host finds no spec there and says so (DeviceMissingError), as the restore then d
 
 ``SPEC`` is the path of a JSON file written by readback/recover.py: the lost label,
 the set, the stripe as the catalog keeps it, and the URL of every device that is still
-there (data devices by label, parity devices by index). A surviving data unit is
-checked against the digest its row record keeps, and counts as lost if it differs.
+there (data devices by label, parity devices by index). The decoded unit is checked
+against the digest its row record keeps; only where it differs are the surviving units
+checked against theirs (every unit of the row read), the damaged ones left out and the
+row decoded again from the rest, or refused if fewer than k are good.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 from collections import OrderedDict
 from dataclasses import replace
@@ -39,8 +44,9 @@ from parbackup.redundancy.isal import Decoder, address
 from parbackup.redundancy.layout import Column, rows_of
 from parbackup.redundancy.stripe import HEADER_CHUNK, open_parity
 from parbackup.redundancy.volume import (
+    RowRecord,
     header_from_info,
-    read_row,
+    parse_row_record,
     row_record_size,
     unit_digest,
 )
@@ -66,9 +72,10 @@ class _Stripe:
             raise FormatError(f"{where}: not a stripe this reader decodes ({header.codec})")
         self.data: dict[int, Device] = {}
         self.parity: dict[int, tuple[Device, str, int]] = {}
-        self.rows: OrderedDict[int, bytes] = OrderedDict()
+        self.rows: OrderedDict[int, bytes | bytearray] = OrderedDict()
         self.units: dict[int, bytearray] = {}
-        """A reusable buffer per surviving unit of a row (data, then parity)."""
+        """A reusable buffer per surviving unit of a row (data; parity with its row record
+        before it, as one read gets them)."""
         # each row's units are read as fresh 1 MiB blocks: from the heap, not fresh mmaps
         # (redundancy/codec.py; the 8 MiB header read did this by chance until the
         # header was read in small chunks, and the degraded restore ran at half speed)
@@ -98,16 +105,21 @@ class _Stripe:
         return max(0, min(length, self.sizes[name] - offset))
 
     def read_into(self, name: str, offset: int, out: memoryview) -> None:
-        """Fill ``out`` with the volume's bytes from ``offset`` on (decoding the rows
-        they lie in); ``out`` must not reach past the volume's end."""
+        """Fill ``out`` (writable) with the volume's bytes from ``offset`` on, decoding
+        the rows they lie in; ``out`` must not reach past the volume's end. A whole unit
+        that ``out`` covers is decoded straight into it; a unit it covers in part (a
+        span's ends) is decoded into a buffer of ours and kept, for the next span."""
         unit, length = self.header.unit, len(out)
         at = self.column.start_of(name) + offset
         done = 0
         for row in rows_of(at, length, unit):
-            data = self.row(row)
             lo = max(at, row * unit) - row * unit
             hi = min(at + length, (row + 1) * unit) - row * unit
-            out[done : done + hi - lo] = memoryview(data)[lo:hi]
+            target = out[done : done + hi - lo]
+            if hi - lo == unit and self.decoder is not None and row not in self.rows:
+                self._decode(row, target)
+            else:
+                target[:] = memoryview(self.row(row))[lo:hi]
             done += hi - lo
 
     def row(self, row: int) -> bytes | bytearray:
@@ -115,38 +127,11 @@ class _Stripe:
         if row in self.rows:
             self.rows.move_to_end(row)
             return self.rows[row]
-        header, k, unit = self.header, self.header.k, self.header.unit
-        present: dict[int, bytes | bytearray] = {}
-        record = None
-        step = row_record_size(k, header.m, header.version) + unit
-        for i, (dev, name, base) in self.parity.items():
-            try:
-                blob = dev.read(name, base + row * step, step)
-                got = read_row(io.BytesIO(blob), replace(header, index=i))
-            except (ParbackupError, OSError):
-                continue
-            if got is not None and got[0].row == row:
-                record = record or got[0]
-                if self.decoder is None:
-                    present[k + i] = got[1]
-                else:  # the decoder reads it by address: into a buffer of ours
-                    buf = self._unit_buffer(k + i)
-                    buf[:] = got[1]
-                    present[k + i] = buf
-        if record is None:
-            raise DeviceError(f"{self.where}: no parity row {row} can be read")
-        for j, dev in self.data.items():
-            buf = self._unit_buffer(j)
-            if _read_unit(dev, header.columns[j], row, buf) and (
-                unit_digest(buf, header.version) == record.digests[j]
-            ):
-                present[j] = buf
-        try:
-            mine = self._decode(present, record.fragments)
-        except (FormatError, ValueError) as exc:
-            raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
-        if unit_digest(mine, header.version) != record.digests[self.index]:
-            raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
+        if self.decoder is None:
+            mine: bytes | bytearray = self._decode_by_codec(row)
+        else:
+            mine = self.spare.pop() if self.spare else bytearray(self.header.unit)
+            self._decode(row, memoryview(mine))
         self.rows[row] = mine
         while len(self.rows) > _CACHED_ROWS:
             _old, spare = self.rows.popitem(last=False)
@@ -154,25 +139,89 @@ class _Stripe:
                 self.spare.append(spare)
         return mine
 
-    def _unit_buffer(self, index: int) -> bytearray:
+    def _decode(self, row: int, target: memoryview) -> None:
+        """The lost column's unit of ``row`` into ``target`` (writable, ``unit`` bytes),
+        by ISA-L, checked against its digest. The units are used as read: checking each
+        surviving unit's digest first cost as much as the decoding (XXH3 of k units a
+        row, where the one of the result tells the same). Only when the result is wrong
+        are they checked, the damaged ones left out and the row decoded again from the
+        rest (every parity unit read now), if enough are left."""
+        assert self.decoder is not None
+        record, present = self._gather(row)
+        digests, version = record.digests, self.header.version
+        try:
+            self._recover(present, target)
+            if unit_digest(target, version) == digests[self.index]:
+                return
+            record, present = self._gather(row, every=True)
+            good = {i: u for i, u in present.items() if unit_digest(u, version) == digests[i]}
+            self._recover(good, target)
+        except ValueError as exc:
+            raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
+        if unit_digest(target, version) != digests[self.index]:
+            raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
+
+    def _recover(self, present: dict[int, memoryview], target: memoryview) -> None:
+        assert self.decoder is not None
+        self.decoder.recover(
+            {i: address(u) for i, u in present.items()}, {self.index: address(target)}
+        )
+
+    def _gather(self, row: int, every: bool = False) -> tuple[RowRecord, dict[int, memoryview]]:
+        """Row ``row``'s record (from the first parity volume that gives it whole) and
+        the units read of it (index -> a view of a buffer of ours, ``unit`` bytes; data
+        units past a column's end zero-padded), not yet checked: the surviving data
+        units, then parity units until k units are there (``every``: all of them; a
+        stripe with more parity than lost columns reads no unit it does not use). Each
+        is read straight into its reusable buffer where the device can."""
+        header, k, unit = self.header, self.header.k, self.header.unit
+        size = row_record_size(k, header.m, header.version)
+        present: dict[int, memoryview] = {}
+        for j, dev in self.data.items():
+            buf = self._unit_buffer(j, unit)
+            if _read_unit(dev, header.columns[j], row, buf):
+                present[j] = memoryview(buf)
+        record = None
+        for i, (dev, name, base) in self.parity.items():
+            if record is not None and len(present) >= k and not every:
+                break
+            buf = self._unit_buffer(k + i, size + unit)
+            try:
+                view = _read_exact(dev, name, base + row * (size + unit), size + unit, buf)
+                got = parse_row_record(bytes(view[:size]), replace(header, index=i))
+            except (ParbackupError, OSError):
+                continue
+            if got.row == row:
+                record = record or got
+                present[k + i] = view[size:]
+        if record is None:
+            raise DeviceError(f"{self.where}: no parity row {row} can be read")
+        return record, present
+
+    def _decode_by_codec(self, row: int) -> bytes:
+        """Where ISA-L cannot be loaded: the row coder, from units checked first."""
+        assert self.codec is not None
+        header, unit = self.header, self.header.unit
+        record, units = self._gather(row, every=True)
+        present = {
+            i: bytes(u)
+            for i, u in units.items()
+            if unit_digest(u, header.version) == record.digests[i]
+        }
+        try:
+            whole = self.codec.decode_data(present, record.fragments)
+        except (FormatError, ValueError) as exc:
+            raise DeviceError(f"{self.where}: row {row}: {exc}") from exc
+        mine = bytes(whole[self.index * unit : (self.index + 1) * unit])
+        if unit_digest(mine, header.version) != record.digests[self.index]:
+            raise DeviceError(f"{self.where}: row {row} decodes to the wrong bytes")
+        return mine
+
+    def _unit_buffer(self, index: int, size: int) -> bytearray:
         buf = self.units.get(index)
         if buf is None:
-            buf = self.units[index] = bytearray(self.header.unit)
+            buf = self.units[index] = bytearray(size)
         return buf
-
-    def _decode(self, present: dict, fragments: tuple[bytes, ...]) -> bytes | bytearray:
-        """The lost column's unit from the units ``present``: by ISA-L into a buffer
-        of ours (a cached row's, once it has left the cache), else by the row coder."""
-        unit = self.header.unit
-        if self.decoder is None:
-            assert self.codec is not None
-            at = self.index * unit
-            return self.codec.decode_data(present, fragments)[at : at + unit]
-        mine = self.spare.pop() if self.spare else bytearray(unit)
-        self.decoder.recover(
-            {i: address(u) for i, u in present.items()}, {self.index: address(mine)}
-        )
-        return mine
 
 
 class DecodedDevice(Device):
@@ -283,18 +332,38 @@ def _open(url: str) -> Device:
     return dev
 
 
+def _read_exact(dev: Device, name: str, offset: int, n: int, buf: bytearray) -> memoryview:
+    """``n`` bytes of ``name`` at ``offset`` as a view of ``buf`` (read into it where
+    the device can, else copied); FormatError if fewer are there."""
+    view = dev.read_view(name, offset, n, buf)
+    if len(view) != n:
+        raise FormatError(f"{name}: {len(view)} bytes at {offset}, not {n}")
+    if view.obj is not buf:
+        buf[:n] = view
+        view = memoryview(buf)[:n]
+    return view
+
+
 def _read_unit(dev: Device, col: Column, row: int, out: bytearray) -> bool:
     """A column's unit of ``row`` read at random into ``out`` (zero-padded); False if
     it cannot be read."""
-    unit, done = len(out), 0
-    for name, offset, n in col.spans(row * unit, unit):
-        try:
-            data = dev.read(name, offset, n)
-        except (ParbackupError, OSError):
-            return False
-        if len(data) != n:
-            return False
-        out[done : done + n] = data
-        done += n
-    out[done:] = bytes(unit - done)
+    unit = len(out)
+    try:
+        spans = col.spans(row * unit, unit)
+        if len(spans) == 1:  # the usual case: the unit lies in one volume
+            name, offset, n = spans[0]
+            _read_exact(dev, name, offset, n, out)
+            done = n
+        else:
+            done = 0
+            for name, offset, n in spans:
+                data = dev.read(name, offset, n)
+                if len(data) != n:
+                    return False
+                out[done : done + n] = data
+                done += n
+    except (ParbackupError, OSError):
+        return False
+    if done < unit:
+        out[done:] = bytes(unit - done)
     return True

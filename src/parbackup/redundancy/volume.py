@@ -354,8 +354,41 @@ def read_row(stream: BinaryIO, header: ParityHeader) -> tuple[RowRecord, bytes] 
     if magic != ROW_MAGIC:
         raise FormatError(f"bad parity row magic {magic!r}")
     fixed = magic + _exact(stream, _ROW.size - 4)
-    _mg, version, codec, k, m, index, set_id, row, unit, length = _ROW.unpack(fixed)
-    n = k + m
+    length = _row_fixed(fixed, header)
+    rec = parse_row_record(fixed + _exact(stream, length - _ROW.size), header)
+    payload = _exact(stream, header.unit)
+    if unit_digest(payload, header.version) != rec.digests[header.k + header.index]:
+        raise ChecksumError(f"parity unit of row {rec.row} does not match its digest")
+    return rec, payload
+
+
+def parse_row_record(blob: bytes, header: ParityHeader) -> RowRecord:
+    """A row record's header from its ``row_record_size`` bytes, checked (magic, the
+    volume's parameters, CRC). Its parity unit, which follows it, is not checked here:
+    a reader at random (devices/decoded.py) reads record and unit in one read and
+    checks the unit's digest only where the row it decodes comes out wrong."""
+    fixed = blob[: _ROW.size]
+    if len(fixed) != _ROW.size or fixed[:4] != ROW_MAGIC:
+        raise FormatError(f"bad parity row magic {bytes(fixed[:4])!r}")
+    if _row_fixed(fixed, header) != len(blob):
+        raise FormatError("parity row record does not match its volume")
+    _mg, version, codec, k, m, index, set_id, row, unit, _length = _ROW.unpack(fixed)
+    rest = blob[_ROW.size :]
+    if zlib.crc32(blob[: -_CRC.size]) != _CRC.unpack(rest[-_CRC.size :])[0]:
+        raise FormatError("parity row record checksum mismatch")
+    size, n = digest_size(version), k + m
+    digests = tuple(rest[i * size : (i + 1) * size] for i in range(n))
+    base = n * size
+    frags = tuple(
+        rest[base + i * FRAGMENT_HEADER : base + (i + 1) * FRAGMENT_HEADER] for i in range(n)
+    )
+    return RowRecord(set_id, row, CODEC_NAMES[codec], k, m, index, unit, digests, frags)
+
+
+def _row_fixed(fixed: bytes, header: ParityHeader) -> int:
+    """The length a row record's fixed part gives, once it is checked against the
+    volume's parameters (FormatError if they differ)."""
+    _mg, version, codec, k, m, index, set_id, _row, unit, length = _ROW.unpack(fixed)
     if (
         CHECKS.get(version) != CHECKS[header.version]
         or codec not in CODEC_NAMES
@@ -364,21 +397,7 @@ def read_row(stream: BinaryIO, header: ParityHeader) -> tuple[RowRecord, bytes] 
         or length != row_record_size(k, m, version)
     ):
         raise FormatError("parity row record does not match its volume")
-    rest = _exact(stream, length - _ROW.size)
-    body = fixed + rest[: -_CRC.size]
-    if zlib.crc32(body) != _CRC.unpack(rest[-_CRC.size :])[0]:
-        raise FormatError("parity row record checksum mismatch")
-    size = digest_size(version)
-    digests = tuple(rest[i * size : (i + 1) * size] for i in range(n))
-    base = n * size
-    frags = tuple(
-        rest[base + i * FRAGMENT_HEADER : base + (i + 1) * FRAGMENT_HEADER] for i in range(n)
-    )
-    payload = _exact(stream, unit)
-    rec = RowRecord(set_id, row, CODEC_NAMES[codec], k, m, index, unit, digests, frags)
-    if unit_digest(payload, version) != digests[k + index]:
-        raise ChecksumError(f"parity unit of row {row} does not match its digest")
-    return rec, payload
+    return length
 
 
 def _exact(stream: BinaryIO, n: int) -> bytes:
