@@ -31,6 +31,7 @@ from parbackup import scratch
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
 from parbackup.devices.base import Device
+from parbackup.devices.url import parse_url
 from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
 from parbackup.engine.paritystream import (
@@ -194,7 +195,9 @@ class ParityStream:
             return None
         spec = ParitySpec(tuple(urls), unit, window_for(unit), timeout=timeout, columns=columns)
         worker = Collector(spec)
-        return cls(worker, urls, timeout, unit)
+        # the catalog and the report get each URL as the data devices' are recorded:
+        # absolute, without its secrets (the collector alone opens the URLs as given)
+        return cls(worker, [parse_url(u).display for u in urls], timeout, unit)
 
     def _answer(self, want: type, timeout: float) -> object:
         channel = self.worker.channel

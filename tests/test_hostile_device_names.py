@@ -1,0 +1,112 @@
+"""One medium under two names, and device URLs as the catalog records them (session-13
+hostile round).
+
+A tape image named twice (through a symlink, or with a doubled slash) was written by two
+movers at once: the backup said `complete` (exit 0) and a file came back damaged. A
+fresh directory named as a data device and again, through a symlink, as the parity
+device got two labels: the set "survived losing any 1 device" and lost a file with the
+first device. Both are now refused before anything is written (devices/medium.py).
+
+A parity device's URL and a repair's replacement were recorded as typed: a relative path
+stayed relative (so from another directory the device was "missing" and the set one
+loss from damage), and a password in the URL went into the catalog and into the catalog
+copy on every device. They are now recorded like the data devices: absolute, redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, make_tree, run_cli
+
+pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
+
+SECRET = "pw-SECRET-13"
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """parbackup run from ``cwd`` (relative device paths are read against it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "parbackup", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "double-slash"])
+def test_a_tape_named_twice_is_refused_before_it_is_written(tmp_path, spelling):
+    tree = make_tree(tmp_path / "src", seed=13, files=6)
+    tape = tmp_path / "t.img"
+    other = tmp_path / "link.img"
+    if spelling == "symlink":
+        tape.write_bytes(b"")
+        other.symlink_to(tape.name)
+        second = f"tape://{other}"
+    else:  # not made yet: its parent and name say it is the same
+        second = f"tape://{tmp_path}//{tape.name}"
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(tree), "-d", f"tape://{tape}", "-d", second, "--catalog", cat)
+    assert r.code == 2, (r.out, r.err)
+    assert "the same device is named twice" in r.err
+    assert not tape.exists() or tape.stat().st_size == 0  # nothing written to it
+    assert run_cli("verify", "--catalog", cat).code == 1  # no set to verify
+
+
+def test_a_parity_device_that_is_a_data_device_under_another_name_is_refused(tmp_path):
+    tree = make_tree(tmp_path / "src", seed=14, files=6)
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    (tmp_path / "d1link").symlink_to("d1")
+    cat = str(tmp_path / "cat.sqlite")
+    devs = ["-d", str(d1), "-d", str(d2), "-d", str(tmp_path / "d1link")]
+    r = run_cli("backup", str(tree), "--parity", "1", *devs, "--catalog", cat)
+    assert r.code == 2, (r.out, r.err)
+    assert "the same device is named twice" in r.err
+    assert list(d1.iterdir()) == [] and list(d2.iterdir()) == []  # not even a label
+
+
+def test_parity_and_repair_urls_are_recorded_absolute_and_without_secrets(tmp_path):
+    pytest.importorskip("parbackup.redundancy.isal")
+    work = tmp_path / "work"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_tree(work / "src", seed=15, files=10)
+    for name in ("a", "b", "c", "d", "rep", "rep2"):
+        (work / name).mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    secret_d = f"file://user:{SECRET}@{work / 'd'}"
+    devs = ["-d", "a", "-d", "b", "-d", "c", "-d", secret_d]  # parity on c and d
+    r = _cli(work, "backup", "src", "--parity", "2", *devs, "--catalog", cat, "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"redundancy": 2' in r.stdout
+    assert SECRET not in r.stdout + r.stderr
+    # from another directory the relative parity device is still found
+    r = _cli(elsewhere, "verify", "--catalog", cat)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "2 more device(s) may be lost" in r.stdout
+    # lose a data device, repair it onto a relative path; then a parity device, onto
+    # a URL with a password in it
+    shutil.rmtree(work / "b")
+    r = _cli(work, "repair", "--set", "latest", "--device", "rep", "--catalog", cat)
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(work / "d")
+    rep2 = f"file://user:{SECRET}@{work / 'rep2'}"
+    r = _cli(work, "repair", "--set", "latest", "--device", rep2, "--catalog", cat, "--json")
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout + r.stderr
+    r = _cli(elsewhere, "verify", "--catalog", cat)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "2 more device(s) may be lost" in r.stdout
+    files = [Path(cat), *(p for p in work.rglob("*") if p.is_file())]
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert leaked == []
