@@ -73,6 +73,8 @@ def test_a_parity_device_that_is_a_data_device_under_another_name_is_refused(tmp
     assert r.code == 2, (r.out, r.err)
     assert "the same device is named twice" in r.err
     assert list(d1.iterdir()) == [] and list(d2.iterdir()) == []  # not even a label
+    r = run_cli("plan", str(tree), "--parity", "1", *devs, "--catalog", cat)
+    assert r.code == 2 and "the same device is named twice" in r.err  # as the backup
 
 
 def test_parity_and_repair_urls_are_recorded_absolute_and_without_secrets(tmp_path):
