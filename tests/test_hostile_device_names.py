@@ -112,3 +112,28 @@ def test_parity_and_repair_urls_are_recorded_absolute_and_without_secrets(tmp_pa
     files = [Path(cat), *(p for p in work.rglob("*") if p.is_file())]
     leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_a_source_that_is_a_device_directory_leaves_out_what_the_device_holds(tmp_path):
+    """``backup /mnt/d1 -d /mnt/d1 -d /mnt/d2`` stored the volumes of the runs before
+    (a device equal to the source was not "inside" it): 50, 146, 220 kB for 50 kB of
+    files. The device's own names go; the user's files in that directory stay. A source
+    inside what the device holds (its ``sets``) is left out whole."""
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    make_tree(d1 / "data", seed=16, files=6)
+    d2.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    args = ("-d", str(d1), "-d", str(d2), "--catalog", cat, "--json")
+    sizes = []
+    for _ in range(3):
+        r = run_cli("backup", str(d1), *args)
+        assert r.code == 0, r.err
+        sizes.append(r.json["bytes"])
+    assert sizes[0] > 0 and sizes[1] == sizes[0] == sizes[2], sizes
+    assert f"left out {d1}/sets: backup device {d1}" in r.err
+    r = run_cli("files", "--catalog", cat)
+    assert f"{d1}/data" in r.out
+    assert not any(f"{d1}/{own}" in r.out for own in ("label.json", "sets", "catalog"))
+    r = run_cli("backup", str(d1 / "sets"), *args)
+    assert r.code == 0, r.err
+    assert r.json["bytes"] == 0 and r.json["files"] == 0
