@@ -137,3 +137,30 @@ def test_a_source_that_is_a_device_directory_leaves_out_what_the_device_holds(tm
     r = run_cli("backup", str(d1 / "sets"), *args)
     assert r.code == 0, r.err
     assert r.json["bytes"] == 0 and r.json["files"] == 0
+
+
+def test_a_copy_of_a_data_device_given_as_parity_device_leaves_the_data_device_known(
+    tmp_path,
+):
+    """A parity device that is a copy of a data device (``cp -a``, a cloned disk: same
+    label) is refused by label, and the backup goes on without parity (exit 3). Before,
+    the catalog recorded the copy's URL for the data device's label on the way, so
+    `verify` read the copy, called the new set damaged (exit 1) and restore failed,
+    while every byte was on the data device."""
+    pytest.importorskip("parbackup.redundancy.isal")
+    tree = make_tree(tmp_path / "src", seed=17, files=6)
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    first = run_cli("backup", str(tree), "-d", str(d1), "-d", str(d2), "--catalog", cat)
+    assert first.code == 0, first.err
+    shutil.copytree(d1, tmp_path / "d3")
+    devs = ["-d", str(d1), "-d", str(d2), "-d", str(tmp_path / "d3")]
+    r = run_cli("backup", str(tree), "--parity", "1", *devs, "--catalog", cat)
+    assert r.code == 3, (r.out, r.err)
+    assert "a parity device is also a data device of the set" in r.err
+    r = run_cli("verify", "--catalog", cat)
+    assert r.code == 0, (r.out, r.err)
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
+    assert r.code == 0, (r.out, r.err)

@@ -215,6 +215,10 @@ class ParityStream:
         data (``error`` says why)."""
         self.columns = list(columns)
         opened = self._answer(Opened, self.timeout)
+        if isinstance(opened, Opened) and set(opened.labels) & set(columns):
+            # a copy of a data device (same label): recording its URL for that label would
+            # send every later read of the data device to the copy
+            opened = Failed("a parity device is also a data device of the set")
         if isinstance(opened, Opened):
             self.labels = list(opened.labels)
             for label, url, scheme in zip(opened.labels, self.urls, opened.schemes, strict=True):
