@@ -164,3 +164,35 @@ def test_a_copy_of_a_data_device_given_as_parity_device_leaves_the_data_device_k
     assert r.code == 0, (r.out, r.err)
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
     assert r.code == 0, (r.out, r.err)
+
+
+def test_a_copy_of_a_known_device_is_not_written_while_the_original_carries_its_label(
+    tmp_path,
+):
+    """Two media with one label (``cp -a d1 d3``, a cloned disk used in turn): a backup
+    onto the copy recorded its URL for the label, and the next backup onto the original
+    recorded that back, so the set written on the copy was read on the original: damaged
+    (exit 1) with every byte on the copy. The copy is now a failed device (the run goes
+    on over the others, exit 3), every set verifies, and a device that only moved (its
+    old directory gone) is still taken."""
+    tree = make_tree(tmp_path / "src", seed=18, files=6)
+    d1, d2, d3 = tmp_path / "d1", tmp_path / "d2", tmp_path / "d3"
+    d1.mkdir()
+    d2.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    assert run_cli("backup", str(tree), "-d", str(d1), "-d", str(d2), "--catalog", cat).code == 0
+    shutil.copytree(d1, d3)
+    (tree / "more.bin").write_bytes(b"more" * 5000)
+    r = run_cli("backup", str(tree), "-d", str(d3), "-d", str(d2), "--catalog", cat)
+    assert r.code == 3, (r.out, r.err)
+    assert f"{d3}: carries the label" in r.err and "a copy of the other" in r.err
+    r = run_cli("backup", str(tree), "-d", str(d1), "-d", str(d2), "--catalog", cat)
+    assert r.code == 0, (r.out, r.err)
+    sets = run_cli("sets", "--catalog", cat, "--json").json["sets"]
+    assert len(sets) == 3
+    for s in sets:
+        r = run_cli("verify", "--set", s["set"], "--catalog", cat)
+        assert r.code == 0, (s, r.out, r.err)
+    d1.rename(tmp_path / "moved")
+    r = run_cli("backup", str(tree), "-d", str(tmp_path / "moved"), "-d", str(d2), "--catalog", cat)
+    assert r.code == 0, (r.out, r.err)

@@ -16,6 +16,8 @@ normalised path, without looking at it from here.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import posixpath
 import stat
@@ -96,3 +98,36 @@ def check_distinct(urls: Sequence[str], timeout: float) -> None:
                 " lead to one medium"
             )
         seen[key] = redact(url.raw)
+
+
+def _carries(url: str, label: str, other: str) -> bool:
+    """Whether the local directory device ``url`` still carries ``label`` and is another
+    medium than the directory device ``other``."""
+    first, second = parse_url(url), parse_url(other)
+    for u in (first, second):
+        if u.scheme.removeprefix(FAULTY) != "file" or u.params.get("host"):
+            return False
+    try:
+        with open(os.path.join(first.path, "label.json"), "rb") as fh:
+            held = json.loads(fh.read(1 << 16)).get("label")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return held == label and _local_key(first.path) != _local_key(second.path)
+
+
+def copy_of(known: str, url: str, label: str, timeout: float) -> bool:
+    """Whether the directory device at ``url``, carrying ``label``, is one of two media
+    with that label: the catalog knows the label at ``known``, another directory that
+    still carries it (a cloned disk, ``cp -a``). A device that moved leaves no label
+    behind, and two devices that swapped places carry each other's. Looked at in a
+    daemon thread for ``timeout`` seconds at most (no answer: not a copy)."""
+    answer: list[bool] = []
+
+    def look() -> None:
+        with contextlib.suppress(Exception):
+            answer.append(_carries(known, label, url))
+
+    thread = threading.Thread(target=look, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
