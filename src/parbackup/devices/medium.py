@@ -12,6 +12,10 @@ not made yet by its resolved parent and name), an SFTP directory by host, port a
 normalised path, an S3 prefix by endpoint, bucket and prefix. A kind this cannot tell
 is not compared. A medium on another host (``?host=``) is compared by that host and its
 normalised path, without looking at it from here.
+
+The other way round, two media may carry one label (a cloned disk): ``copy_of`` tells a
+backup that the directory it is about to write is not the one the catalog knows for
+that label, while that one still carries it.
 """
 
 from __future__ import annotations
