@@ -28,6 +28,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, table
+from parbackup.devices.medium import check_distinct
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import split_devices
@@ -112,6 +113,7 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
+    check_distinct(list(devices), 60.0)  # as the backup refuses it (devices/medium.py)
     devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
     catalog_file = catalog_path or default_catalog_path()
     if not is_catalog_url(catalog_file):

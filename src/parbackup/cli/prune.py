@@ -40,6 +40,8 @@ def _render(report: PruneReport) -> None:
             f"{human_bytes(report.reclaimed_bytes)} {would or ''}reclaimed"
             + ("; nothing was changed" if report.dry_run else "")
         )
+    elif report.problems or report.unreachable:
+        line("nothing was reclaimed")  # there was something, it could not be done
     else:
         line("nothing to prune")
 

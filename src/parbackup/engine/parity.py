@@ -31,6 +31,7 @@ from parbackup import scratch
 from parbackup.catalog import Catalog
 from parbackup.crypto.codec import CodecSpec
 from parbackup.devices.base import Device
+from parbackup.devices.url import parse_url
 from parbackup.engine.catalog_copy import catalog_copies
 from parbackup.engine.devices import OpenDevice, close_all, devices_for_labels, open_devices
 from parbackup.engine.paritystream import (
@@ -194,7 +195,9 @@ class ParityStream:
             return None
         spec = ParitySpec(tuple(urls), unit, window_for(unit), timeout=timeout, columns=columns)
         worker = Collector(spec)
-        return cls(worker, urls, timeout, unit)
+        # the catalog and the report get each URL as the data devices' are recorded:
+        # absolute, without its secrets (the collector alone opens the URLs as given)
+        return cls(worker, [parse_url(u).display for u in urls], timeout, unit)
 
     def _answer(self, want: type, timeout: float) -> object:
         channel = self.worker.channel
@@ -212,6 +215,10 @@ class ParityStream:
         data (``error`` says why)."""
         self.columns = list(columns)
         opened = self._answer(Opened, self.timeout)
+        if isinstance(opened, Opened) and set(opened.labels) & set(columns):
+            # a copy of a data device (same label): recording its URL for that label would
+            # send every later read of the data device to the copy
+            opened = Failed("a parity device is also a data device of the set")
         if isinstance(opened, Opened):
             self.labels = list(opened.labels)
             for label, url, scheme in zip(opened.labels, self.urls, opened.schemes, strict=True):

@@ -378,6 +378,7 @@ def _carry_out(
     """Delete and compact what ``plan`` says on one device; False if something failed."""
     sizes = {o.name: o.size for o in dev.device.list("sets/")}
     ok = True
+    deleted = compacted = 0
     for name in plan.delete:
         try:
             dev.device.delete(name)
@@ -387,6 +388,7 @@ def _carry_out(
             ok = False
             continue
         out.deleted.setdefault(dev.url, []).append(name)
+        deleted += 1
         out.bytes += sizes.get(name, 0)
         out.actions.append(Action(dev.url, name, "delete", sizes.get(name, 0)))
     for name in plan.compact:
@@ -400,16 +402,22 @@ def _carry_out(
             ok = False
             continue
         out.compacted.setdefault(dev.url, []).append(name)
+        compacted += 1
         out.bytes += max(0, before - after)
         out.actions.append(Action(dev.url, name, "compact", max(0, before - after)))
-    if plan.delete or plan.compact:
+    if plan.delete or plan.compact:  # what was done, not what was planned
         on_event(
             Notice(
-                f"{dev.url}: deleted {len(plan.delete)} dead volume(s), compacted"
-                f" {len(plan.compact)} partly used one(s)"
+                f"{dev.url}: deleted {_of(deleted, len(plan.delete))} dead volume(s),"
+                f" compacted {_of(compacted, len(plan.compact))} partly used one(s)"
             )
         )
     return ok
+
+
+def _of(done: int, planned: int) -> str:
+    """``done``, or ``done of planned`` when some could not be done."""
+    return str(done) if done == planned else f"{done} of {planned}"
 
 
 def forget_dead(

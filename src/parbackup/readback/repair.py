@@ -17,6 +17,7 @@ from parbackup.catalog import Catalog
 from parbackup.devices.base import Device
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
+from parbackup.devices.url import parse_url
 from parbackup.errors import FormatError, ParbackupError, UsageError
 from parbackup.model import Label
 from parbackup.readback.recover import rebuild
@@ -65,7 +66,8 @@ def run_repair(
     present but damaged) onto the device at ``new_url``."""
     started = time.monotonic()
     info = catalog.resolve_set(set_ref)
-    report = RepairReport(set_id=info.id, device=new_url)
+    # named as every device is recorded: absolute, without its secrets
+    report = RepairReport(set_id=info.id, device=parse_url(new_url).display)
     if not catalog.parity(info.id):
         raise UsageError(f"set {info.id} was written without --parity: nothing to rebuild from")
     known = catalog.device_urls()
@@ -102,7 +104,7 @@ def run_repair(
         )
         if done.error or label not in done.urls:
             raise FormatError(done.error or f"{label}: nothing was rebuilt")
-        catalog.remember_device(label, new_url, target.scheme)
+        catalog.remember_device(label, target.url.display, target.scheme)
     except ParbackupError as exc:
         report.status, report.error = "failed", str(exc)
     finally:
