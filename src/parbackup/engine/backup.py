@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from parbackup import __version__, scratch
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import RESTORABLE
-from parbackup.devices.medium import check_distinct, copy_of
+from parbackup.devices.medium import check_distinct
 from parbackup.engine import messages as m
 from parbackup.engine.catalog_copy import CATALOG_COPY, catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
@@ -200,30 +200,13 @@ class _Backup:
         self.lacking: list[Skipped] = []
         """Volumes of earlier sets the catalog lists but their devices no longer hold."""
 
-    def copies_left_out(self, alive: list[DeviceState]) -> list[DeviceState]:
-        """``alive`` less the directories that carry the label of another directory the
-        catalog knows and that still carries it (a cloned disk): written to, the catalog
-        would record the copy for that label and read every set of it there, calling the
-        sets only the other holds damaged (found by the session-13 hostile tester)."""
-        known = self.catalog.device_urls()
-        for dev in alive:
-            old = known.get(dev.label, "") if dev.label else ""
-            if old and old != dev.url and copy_of(old, dev.url, dev.label, self.fleet.timeout):
-                self.fleet.bury(
-                    dev,
-                    f"carries the label {dev.label} of {old}, which still carries it: one is"
-                    " a copy of the other; give the copy a label of its own (empty it) or"
-                    " name the device the catalog knows",
-                )
-        return [d for d in alive if d.alive]
-
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
         self.phase("movers started")
         entries = scan(self.specs, self.skipped, self.stdin, self.excluded, self.hosts)
         self.phase(f"scanned {len(entries)} entries")
         names = sorted(s.display for s in self.specs)
-        alive = self.copies_left_out(self.fleet.opened())
+        alive = self.fleet.copies_left_out(self.fleet.opened(), self.catalog.device_urls())
         self.phase(f"{len(alive)} device(s) open")
         usable = {d.label for d in alive if d.label}  # reuse only what this run can reach
         self.urls = {d.label: d.url for d in alive if d.label}

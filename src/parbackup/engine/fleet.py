@@ -12,9 +12,10 @@ label at first use, one device after the other: two URLs may lead to one directo
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from parbackup.devices.medium import copy_of
 from parbackup.devices.registry import open_device
 from parbackup.devices.url import redact
 from parbackup.engine import messages as m
@@ -146,6 +147,25 @@ class Fleet:
                     self.bury(dev, f"its mover did not start within {start_limit:g} seconds")
         self._check_unique()
         return self.alive
+
+    def copies_left_out(
+        self, alive: list[DeviceState], known: Mapping[str, str]
+    ) -> list[DeviceState]:
+        """``alive`` less the directories that carry the label of another directory the
+        catalog knows (``known``: label -> URL) and that still carries it (a cloned
+        disk): written to, the catalog would record the copy for that label and read
+        every set of it there, calling the sets only the other holds damaged (found by
+        the session-13 hostile tester)."""
+        for dev in alive:
+            old = known.get(dev.label, "") if dev.label else ""
+            if old and old != dev.url and copy_of(old, dev.url, dev.label, self.timeout):
+                self.bury(
+                    dev,
+                    f"carries the label {dev.label} of {old}, which still carries it: one is"
+                    " a copy of the other; give the copy a label of its own (empty it) or"
+                    " name the device the catalog knows",
+                )
+        return [d for d in alive if d.alive]
 
     def label(self) -> list[DeviceState]:
         """Label every live device that has none yet, one after the other."""
