@@ -336,13 +336,19 @@ def test_the_password_is_never_shown(pg_url, pg_server):
     assert "password authentication failed" in str(err.value)
 
 
-def test_without_psycopg_the_error_says_what_to_install(pg_url):
-    """psycopg made unimportable (a None entry in sys.modules) in a fresh interpreter."""
+def test_without_psycopg_the_error_says_what_to_install():
+    """psycopg made unimportable (a None entry in sys.modules) in a fresh interpreter.
+
+    No server is needed: without psycopg nothing can connect, so the URL names a port
+    nothing listens on (9, discard) and carries a password that must not be shown. (It
+    named a database of the session's PostgreSQL cluster, which started that cluster in
+    the quick subset: about 1 s, and more to stop it at the session's end.)"""
+    url = "postgresql://postgres:s3cret-pg@127.0.0.1:9/catalog"
     code = (
         "import sys; sys.modules['psycopg'] = None\n"
         "from parbackup.catalog import open_catalog\n"
         "from parbackup.errors import CatalogError\n"
-        f"try:\n    open_catalog({pg_url!r})\nexcept CatalogError as e:\n    print(e)\n"
+        f"try:\n    open_catalog({url!r})\nexcept CatalogError as e:\n    print(e)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True

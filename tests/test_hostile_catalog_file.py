@@ -44,7 +44,14 @@ def _cut(cat) -> None:
     os.truncate(cat, os.path.getsize(cat) // 2)
 
 
-@pytest.mark.parametrize("damage", [_damage_schema, _cut], ids=["schema-bytes", "cut"])
+# The schema-bytes case also rebuilds the catalog and restores from it (1.2-2.2 s): it
+# runs in the whole suite; the quick subset keeps the cut case (rebuild-catalog's own
+# quick tests are in test_rebuild.py).
+@pytest.mark.parametrize(
+    "damage",
+    [pytest.param(_damage_schema, marks=pytest.mark.slow), _cut],
+    ids=["schema-bytes", "cut"],
+)
 def test_a_damaged_catalog_file_is_named_and_rebuild_catalog_recovers(backed_up, tmp_path, damage):
     src, cat, devs = backed_up
     damage(cat)

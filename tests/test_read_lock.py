@@ -120,6 +120,7 @@ def test_a_restore_and_a_verify_are_refused_while_a_prune_holds_the_catalog(tmp_
     assert snapshot(restored_root(out, src)) == snapshot(src)
 
 
+@pytest.mark.slow  # a backup, a bind mount and a restore: 1.3-1.5 s
 def test_a_catalog_on_read_only_media_restores_without_the_lock_file(tmp_path, device_dirs):
     src = make_tree(tmp_path / "src", seed=8, files=10)
     devs = [str(d) for d in device_dirs(2)]
@@ -235,7 +236,13 @@ def test_a_restore_killed_with_sigkill_leaves_no_readers_lock(tmp_path, device_d
             os.killpg(restore.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("planted", ["symlink", "fifo", "directory"])
+# Three commands each (1.1-1.7 s): the symlink, the case that could truncate a file of
+# root's, runs in the quick subset; the FIFO and the directory in the whole suite.
+@pytest.mark.parametrize(
+    "planted",
+    ["symlink", pytest.param("fifo", marks=pytest.mark.slow),
+     pytest.param("directory", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_a_planted_readers_file_is_never_followed_or_waited_on(tmp_path, device_dirs, planted):
     """A ``.readers`` someone made a symlink (to a file root must not truncate), a FIFO
     or a directory: a verify runs without the lock (never through the symlink, never

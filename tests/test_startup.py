@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import SRC, backup_imports
 from parbackup.cli.main import movers_named
 
@@ -99,6 +101,7 @@ if "parbackup.engine.mover" in sys.argv:  # only the movers' fork server starts 
 """
 
 
+@pytest.mark.slow  # waits out the 3 s start by design; the module's other tests stay quick
 def test_a_slow_mover_start_does_not_count_against_the_device_timeout(tmp_path):
     """On a loaded machine the movers' start may take longer than ``--device-timeout``:
     the timeout counts from the mover's ``Started``, so healthy devices are not failed

@@ -89,7 +89,7 @@ def test_fifo_without_reader_or_writer(tmp_path):
 
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
-    dev = open_device(f"tape://{fifo}?wait=0.3")
+    dev = open_device(f"tape://{fifo}?wait=0.1")  # no process ever opens the other end
     dev.open()
     started = time.monotonic()
     with pytest.raises(DeviceMissingError, match="nothing is reading"):
