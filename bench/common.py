@@ -13,6 +13,7 @@ on first use.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import resource
 import shutil
@@ -327,6 +328,18 @@ def same_tree(a: str, b: str) -> bool:
     if proc.returncode != 0:
         print(proc.stdout.decode()[-2000:], proc.stderr.decode()[-2000:], file=sys.stderr)
     return proc.returncode == 0
+
+
+def file_digests(root: str) -> dict[str, bytes]:
+    """Relative path -> SHA-256 of every regular file under ``root`` (a restore checked
+    against its source)."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            path = os.path.join(dirpath, n)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
+    return out
 
 
 def self_rss_mb() -> float:

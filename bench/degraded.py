@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import statistics
 import subprocess
 import sys
 
-from common import Measured, alternating, conditions, parbackup_argv, random_file, run, tmpfs, wipe
+from common import (
+    Measured,
+    alternating,
+    conditions,
+    file_digests,
+    parbackup_argv,
+    random_file,
+    run,
+    tmpfs,
+    wipe,
+)
 
 
 def main() -> None:
@@ -53,7 +62,7 @@ def main() -> None:
         target = stack.enter_context(tmpfs(f"{w}/restore", size))
         for i in range(16):
             random_file(os.path.join(src, f"f{i:02d}.bin"), (args.size << 20) // 16, seed=i)
-        want = _digests(src)
+        want = file_digests(src)
         first = next(iter(trees))
         env = {"PARBACKUP_CATALOG": os.path.join(state, "catalog.sqlite")}
         argv = parbackup_argv("backup", src, *[a for d in devs for a in ("-d", d)], "--parity", "1")
@@ -75,7 +84,7 @@ def main() -> None:
                 finally:
                     if how == "missing":
                         os.rename(away + ".away", away)
-                if _digests(os.path.join(target, src.lstrip("/"))) != want:
+                if file_digests(os.path.join(target, src.lstrip("/"))) != want:
                     raise SystemExit(f"{name} {how}: the restore differs from the source")
                 got[(name, how)].append(m)
                 line.append(f"{name} {how} {m.wall:.2f} s / {m.cpu:.2f} CPU s")
@@ -110,17 +119,6 @@ def main() -> None:
                     f" (median {statistics.median(w):.2f}); CPU {' '.join(f'{x:.2f}' for x in c)}"
                     f" (median {statistics.median(c):.2f})"
                 )
-
-
-def _digests(root: str) -> dict[str, bytes]:
-    """Relative path -> SHA-256 of every regular file under ``root``."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            path = os.path.join(dirpath, n)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
-    return out
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import shutil
 import statistics
@@ -56,6 +55,7 @@ from pathlib import Path
 from common import (
     Measured,
     compile_sources,
+    file_digests,
     parbackup_argv,
     parbackup_env,
     random_file,
@@ -226,13 +226,13 @@ def main() -> None:
         if args.restores:
             # the restores need no source beside them: its digests stand for it (memory)
             backup("parity")  # the set the restores read
-            want = _digests(src)
+            want = file_digests(src)
             wipe(src)
             ratios, olds = [], []
             for i in range(args.restores):
                 wipe(restore)
                 healthy, hread = restore_run("restore", check=True)
-                if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
+                if i == 0 and file_digests(os.path.join(restore, src.lstrip("/"))) != want:
                     raise SystemExit("restore differs from the source")
                 wipe(restore)
                 os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
@@ -244,7 +244,7 @@ def main() -> None:
                         olds.append(healthy.wall / old.wall)
                 finally:
                     os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
-                if i == 0 and _digests(os.path.join(restore, src.lstrip("/"))) != want:
+                if i == 0 and file_digests(os.path.join(restore, src.lstrip("/"))) != want:
                     raise SystemExit("restore with a device missing differs from the source")
                 ratios.append(healthy.wall / missing.wall)
                 peaks.append(max(healthy.rss_mb, missing.rss_mb))
@@ -280,17 +280,6 @@ def _spread(values: list[float]) -> str:
         f"median {statistics.median(v):.2f} (quartiles {q1:.2f}-{q3:.2f},"
         f" range {v[0]:.2f}-{v[-1]:.2f}, {len(v)} pairs)"
     )
-
-
-def _digests(root: str) -> dict[str, bytes]:
-    """Relative path -> SHA-256 of every regular file under ``root``."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            path = os.path.join(dirpath, n)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, root)] = hashlib.file_digest(fh, "sha256").digest()
-    return out
 
 
 def _rx(link: str) -> int:
