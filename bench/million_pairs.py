@@ -25,6 +25,8 @@ import time
 from common import PY, Measured, conditions, run, tmpfs
 from scale import make_files
 
+# Not scale.plan_timings itself: the child runs old versions too, whose Entries may lack
+# what that function also reports (nbytes); only scan, open_devices and make_plan.
 TIMINGS = """
 import json, sys, time
 from parbackup.engine.devices import close_all, open_devices
