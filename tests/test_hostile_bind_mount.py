@@ -64,3 +64,32 @@ def test_a_device_bind_mounted_into_the_source_is_left_out(tmp_path, what):
         if what == "directory-above":  # the device and the catalog are left out, no more
             assert inside == [], inside
         assert not any(p.endswith(".pbv") or "catalog.sqlite" in p for p in inside)
+
+
+def test_only_mounts_of_the_devices_filesystems_are_looked_at(tmp_path):
+    """A mount below the source of another filesystem than the devices' and the catalog's
+    (and the directories above them) is never looked at (``stat``): a hung network mount
+    excluded from the scan must not hold the backup up before it starts. A bind mount of
+    the devices' filesystem is."""
+    from parbackup.engine.selecting import _filesystems_above, _mounts_inside
+
+    src = tmp_path / "src"
+    (src / "other").mkdir(parents=True)
+    (src / "bound").mkdir()
+    device = tmp_path / "disk0"
+    device.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "other")], check=True
+    )
+    try:
+        with bind(device, src / "bound"):
+            mine = _filesystems_above([str(device)])
+            assert os.stat(src / "other").st_dev not in mine
+            found = [p for p, _ident in _mounts_inside(str(src), mine)]
+            assert found == [str(src / "bound")], found
+            every = mine | {os.stat(src / "other").st_dev}
+            assert sorted(p for p, _ident in _mounts_inside(str(src), every)) == sorted(
+                [str(src / "bound"), str(src / "other")]
+            )
+    finally:
+        subprocess.run(["umount", "-l", str(src / "other")], check=True)

@@ -5,10 +5,11 @@ otherwise back itself up and grow on every run). The scan applies it (sources/se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from parbackup.catalog.runlock import LOCK_SUFFIXES
@@ -44,11 +45,12 @@ def automatic_excludes(
         for suffix in ("", "-wal", "-shm", "-journal", *LOCK_SUFFIXES):
             found.append((catalog_path + suffix, "automatic: the catalog"))
     out: dict[str, str] = {}
+    filesystems = _filesystems_above(os.path.realpath(path) for path, _why in found)
     for spec in specs:
         if spec.kind != "tree":
             continue
         root, real_root = spec.record_root, os.path.realpath(spec.record_root)
-        mounts = _mounts_inside(real_root)
+        mounts = _mounts_inside(real_root, filesystems)
         for path, why in found:
             names = [os.path.abspath(path), os.path.realpath(path)]
             names += _through_mounts(names[1], mounts)
@@ -86,9 +88,26 @@ def _own(device: str, tree: str) -> list[str]:
     return []
 
 
-def _mounts_inside(tree: str) -> list[tuple[str, tuple[int, int]]]:
-    """(path, (device, inode)) of every mount point below ``tree`` (/proc/self/mountinfo;
-    none where it cannot be read)."""
+def _filesystems_above(paths: Iterable[str]) -> set[int]:
+    """The device numbers of the filesystems ``paths`` and the directories above them
+    lie on: a mount below a source can show one of them only if it is of one of these."""
+    out: set[int] = set()
+    for path in paths:
+        while True:
+            with contextlib.suppress(OSError):
+                out.add(os.stat(path).st_dev)
+            if path in ("/", ""):
+                break
+            path = os.path.dirname(path)
+    return out
+
+
+def _mounts_inside(tree: str, filesystems: set[int]) -> list[tuple[str, tuple[int, int]]]:
+    """(path, (device, inode)) of every mount point below ``tree`` that is of one of
+    ``filesystems`` (/proc/self/mountinfo; none where it cannot be read). Only those are
+    looked at (``stat``): a hung network mount below the source, excluded from the scan,
+    must not hold the backup up here. btrfs is looked at whatever its number says (a
+    subvolume's files carry a number of their own, not the mount's)."""
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
             lines = fh.read().splitlines()
@@ -97,7 +116,11 @@ def _mounts_inside(tree: str) -> list[tuple[str, tuple[int, int]]]:
     out = []
     for line in lines:
         fields = line.split(b" ")
-        if len(fields) < 5:
+        if len(fields) < 5 or b":" not in fields[2]:
+            continue
+        major, minor = fields[2].split(b":", 1)
+        fstype = fields[fields.index(b"-", 6) + 1] if b"-" in fields[6:-1] else b""
+        if os.makedev(int(major), int(minor)) not in filesystems and fstype != b"btrfs":
             continue
         point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
         path = os.fsdecode(point)
