@@ -339,8 +339,12 @@ class LocalTree(Source):
                 here = prefix + name
                 path = record + here[cut:]
                 try:
+                    rule = select.named_rule(path, child.is_dir(follow_symlinks=False))
+                    if rule:  # told before any stat: an excluded hung mount stays untouched
+                        excluded.add(os.fsdecode(path), rule)
+                        continue
                     st = child.stat(follow_symlinks=False)
-                    rule = select.rule(path, here, st)
+                    rule = select.found_rule(here, st)
                     if rule:
                         excluded.add(os.fsdecode(path), rule)
                         continue

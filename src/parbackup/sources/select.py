@@ -61,13 +61,25 @@ class TreeFilter:
 
         ``read_path`` is where it is read from (a snapshot's copy, or ``path`` itself).
         """
+        return self.named_rule(path, stat.S_ISDIR(st.st_mode)) or self.found_rule(read_path, st)
+
+    def named_rule(self, path: bytes, is_dir: bool) -> str:
+        """The automatic or ``--exclude`` rule that leaves out ``path``, told by its name
+        and whether it is a directory alone: the scan asks it with the directory entry's
+        type, before any ``stat``, so an excluded hung mount is never looked at (as
+        ``tar --exclude``)."""
         if self.automatic and path in self.automatic:
             return self.automatic[path]
-        is_dir = stat.S_ISDIR(st.st_mode)
         if self.patterns is not None:
             pattern = self.patterns.rule_for(os.fsdecode(path), is_dir)
             if pattern:
                 return f"--exclude {pattern}"
+        return ""
+
+    def found_rule(self, read_path: bytes, st: os.stat_result) -> str:
+        """The rule that leaves out an entry by what its ``stat`` and contents say (a tag
+        file, a cache directory, another filesystem); ``named_rule`` is asked first."""
+        is_dir = stat.S_ISDIR(st.st_mode)
         if is_dir:
             for tag, rule in self.tags:
                 if os.path.lexists(os.path.join(read_path, tag)):
