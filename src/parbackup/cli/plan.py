@@ -113,7 +113,7 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    check_distinct(list(devices), 60.0)  # as the backup refuses it (devices/medium.py)
+    check_distinct(list(devices), BackupOptions.device_timeout)  # as the backup refuses it
     devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
     catalog_file = catalog_path or default_catalog_path()
     if not is_catalog_url(catalog_file):
