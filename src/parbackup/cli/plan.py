@@ -28,7 +28,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, table
-from parbackup.devices.medium import check_distinct
+from parbackup.devices.medium import check_catalog_place, check_distinct
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
 from parbackup.engine.parity import split_devices
@@ -113,11 +113,13 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    check_distinct(list(devices), BackupOptions.device_timeout)  # as the backup refuses it
-    devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
     catalog_file = catalog_path or default_catalog_path()
     if not is_catalog_url(catalog_file):
         catalog_file = os.path.realpath(catalog_file)
+    local = "" if is_catalog_url(catalog_file) else catalog_file
+    check_catalog_place(list(devices), local, BackupOptions.device_timeout)  # as backup
+    check_distinct(list(devices), BackupOptions.device_timeout)  # refuses them
+    devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
     automatic = automatic_excludes(specs, devices, catalog_file)
     specs = inside_remote(selecting(specs, with_automatic(select, automatic)), devices)
     excluded = Excluded(limit=EXCLUDED_SHOWN)

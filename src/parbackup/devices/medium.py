@@ -16,6 +16,11 @@ normalised path, without looking at it from here.
 The other way round, two media may carry one label (a cloned disk): ``copy_of`` tells a
 backup that the directory it is about to write is not the one the catalog knows for
 that label, while that one still carries it.
+
+A SQLite catalog must not lie in a directory device's own ``catalog/`` or ``sets/``: the
+first is where every backup puts that device's catalog copy, and a device that holds
+either is no longer a fresh one (its first backup refused to label it, with a message
+about volumes it did not hold).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
+from parbackup.devices.base import DATA_PREFIXES
 from parbackup.devices.registry import FAULTY
 from parbackup.devices.url import DeviceURL, parse_url, redact
 from parbackup.errors import UsageError
 
 Key = tuple[Hashable, ...]
+T = TypeVar("T")
 
 
 def _local_key(path: str) -> Key:
@@ -73,27 +81,50 @@ def medium_key(url: DeviceURL) -> Key | None:
     return None
 
 
-def check_distinct(urls: Sequence[str], timeout: float) -> None:
-    """UsageError when two of ``urls`` lead to one medium. Each local medium is looked at
-    in a daemon thread, ``timeout`` seconds in all: one that does not answer (a hung
-    mount) is not compared, and is failed by its own opening as usual."""
-    parsed = [parse_url(u) for u in urls]
-    keys: list[Key | None] = [None] * len(parsed)
+def _data_dir_holding(url: DeviceURL, catalog: str) -> str:
+    """The data directory (``catalog/``, ``sets/``) of the local directory device ``url``
+    that the file ``catalog`` lies in, at any depth, made yet or not ('' if none). The
+    directory above it is compared with the device's as media are (``_local_key``: by
+    device and inode, so a bind mount or symlink of the device is seen through)."""
+    if not catalog or url.scheme.removeprefix(FAULTY) != "file" or url.params.get("host"):
+        return ""
+    device = _local_key(url.path)
+    at = os.path.realpath(catalog)
+    while True:
+        up, name = os.path.split(at)
+        if f"{name}/" in DATA_PREFIXES and _local_key(up) == device:
+            return f"{name}/"
+        if up == at:
+            return ""
+        at = up
 
-    def look(i: int) -> None:
-        try:
-            keys[i] = medium_key(parsed[i])
-        except (OSError, ValueError):
-            keys[i] = None
 
-    threads = [threading.Thread(target=look, args=(i,), daemon=True) for i in range(len(parsed))]
+def _looked(
+    parsed: Sequence[DeviceURL], look: Callable[[DeviceURL], T], timeout: float
+) -> list[T | None]:
+    """``look`` at each URL in a daemon thread, ``timeout`` seconds in all: one that does
+    not answer (a hung mount) or fails gives None, and is failed by its own opening as
+    usual."""
+    out: list[T | None] = [None] * len(parsed)
+
+    def run(i: int) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            out[i] = look(parsed[i])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(parsed))]
     for t in threads:
         t.start()
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
+    return list(out)
+
+
+def check_distinct(urls: Sequence[str], timeout: float) -> None:
+    """UsageError when two of ``urls`` lead to one medium (looked at as ``_looked`` says)."""
+    parsed = [parse_url(u) for u in urls]
     seen: dict[Key, str] = {}
-    for url, key in zip(parsed, list(keys), strict=True):
+    for url, key in zip(parsed, _looked(parsed, medium_key, timeout), strict=True):
         if key is None:
             continue
         if key in seen:
@@ -102,6 +133,26 @@ def check_distinct(urls: Sequence[str], timeout: float) -> None:
                 " lead to one medium"
             )
         seen[key] = redact(url.raw)
+
+
+def check_catalog_place(urls: Sequence[str], catalog: str, timeout: float) -> None:
+    """UsageError when the SQLite catalog file ``catalog`` ('' for none, or a catalog
+    server) lies in a directory device's ``catalog/`` or ``sets/``. Call it before the
+    catalog is opened: opening makes the file (and so the directory)."""
+    if not catalog:
+        return
+    parsed = [parse_url(u) for u in urls]
+
+    def inside(url: DeviceURL) -> str:
+        return _data_dir_holding(url, catalog)
+
+    for url, prefix in zip(parsed, _looked(parsed, inside, timeout), strict=True):
+        if prefix:
+            raise UsageError(
+                f"the catalog {catalog} lies in {prefix} of the device {redact(url.raw)},"
+                " where parbackup keeps that device's own data (each backup puts its copy"
+                " of the catalog in catalog/): keep the catalog elsewhere"
+            )
 
 
 def _carries(url: str, label: str, other: str) -> bool:

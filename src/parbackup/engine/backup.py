@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
 
 from parbackup import __version__, scratch
-from parbackup.catalog import Catalog
+from parbackup.catalog import Catalog, is_catalog_url
 from parbackup.catalog.liveness import RESTORABLE
-from parbackup.devices.medium import check_distinct
+from parbackup.devices.medium import check_catalog_place, check_distinct
 from parbackup.engine import messages as m
 from parbackup.engine.catalog_copy import CATALOG_COPY, catalog_copies
 from parbackup.engine.devices import close_all, devices_for_labels
@@ -97,6 +97,8 @@ def run_backup(
     recorded as ``/<stdin_name>``; it must be the only source.
     """
     check_distinct(list(device_urls), options.device_timeout)  # data and parity alike
+    local = "" if is_catalog_url(catalog.path) else catalog.path
+    check_catalog_place(list(device_urls), local, options.device_timeout)
     if options.snapshot or options.pre_command or options.post_command:
         return backup_from_snapshot(run_backup, sources, device_urls, catalog, options, on_event)
     catalog.lock_for_run()  # before labelling: two runs must not label one device twice
