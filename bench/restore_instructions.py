@@ -80,8 +80,7 @@ def child(device: str, target: str, work: str, read: bool) -> None:
     dev.open(write=False)
     recs = unpack(label, packed)
     root = target.rstrip("/")
-    for name in os.listdir(root):
-        shutil.rmtree(os.path.join(root, name))
+    _wipe(root)  # emptied by the parent already
     for d in sorted({os.path.dirname(f[0]) for f in files.values()}):
         os.makedirs(d, exist_ok=True)
     if read:
@@ -93,8 +92,15 @@ def child(device: str, target: str, work: str, read: bool) -> None:
         print(f"records {len(recs)} bytes {sum(r.size for _f, r in recs)}")
 
 
+def _wipe(root: str) -> None:
+    """Empty the restore target."""
+    for name in os.listdir(root):
+        shutil.rmtree(os.path.join(root, name))
+
+
 def _count(src: str, args: argparse.Namespace, work: str, read: bool) -> tuple[int, str]:
     """(instructions, the child's output) of one run under callgrind."""
+    _wipe(args.target)  # here, not counted: every run starts from an empty target
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
         argv += [sys.executable, os.path.abspath(__file__), "--child", "--work", work]
