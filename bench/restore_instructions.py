@@ -129,14 +129,17 @@ def main() -> None:
     if args.child:
         child(args.device, args.target, args.work, args.read)
         return
-    work = os.path.join(tempfile.mkdtemp(), "work.pickle")
-    prepare(args.catalog, args.device, args.target, args.limit, args.largest, work)
-    for version in args.versions:
-        name, src = version.split("=", 1)
-        base, _ = _count(src, args, work, read=False)
-        full, out = _count(src, args, work, read=True)
-        n = int(out.split()[1])
-        print(f"{name}: {full - base:,} instructions for {out}: {(full - base) / n:,.0f} a record")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = os.path.join(tmp, "work.pickle")
+        prepare(args.catalog, args.device, args.target, args.limit, args.largest, work)
+        for version in args.versions:
+            name, src = version.split("=", 1)
+            base, _ = _count(src, args, work, read=False)
+            full, out = _count(src, args, work, read=True)
+            n = int(out.split()[1])
+            per = (full - base) / n
+            print(f"{name}: {full - base:,} instructions for {out}: {per:,.0f} a record")
+    _wipe(args.target)
 
 
 if __name__ == "__main__":
