@@ -81,17 +81,6 @@ def expected_owner(fid: int, ref: RecordRef, set_id: bytes) -> tuple[bytes, int]
     return set_id, fid
 
 
-def matches_catalog(header: RecordHeader, fid: int, ref: RecordRef, set_id: bytes) -> bool:
-    """True when a record header is the one the catalog describes."""
-    owner_set, owner_file = expected_owner(fid, ref, set_id)
-    return (header.set_id, header.file_id, header.offset, header.size) == (
-        owner_set,
-        owner_file,
-        ref.offset,
-        ref.size,
-    ) and header.checksum == ref.checksum
-
-
 _PLAIN = Codec(CodecSpec())
 
 
@@ -109,14 +98,18 @@ def open_record(
     decrypt and authenticate) and matches its checksum; else (what is wrong, None).
     ``ident``: the catalog row's ``identity``, which the header (or its sealed metadata)
     must give too."""
-    if not matches_catalog(header, fid, ref, set_id) or header.stored_size != ref.length:
+    length = ref.size if ref.stored < 0 else ref.stored  # ref.length, without the call
+    owner_set, owner_file = expected_owner(fid, ref, set_id) if ref.origin_set else (set_id, fid)
+    # the header is the one the catalog describes
+    if (header.set_id, header.file_id, header.offset, header.size, header.checksum) != (
+        owner_set, owner_file, ref.offset, ref.size, ref.checksum
+    ) or header.stored_size != length:  # fmt: skip
         return "record does not match the catalog", None
-    if len(stored) != ref.length:
+    if len(stored) != length:
         return "record is cut short", None
     payload: memoryview | bytes = stored
     about: RecordHeader | RecordMeta = header
     if header.stored >= 0:
-        owner_set, owner_file = expected_owner(fid, ref, set_id)
         try:
             meta, payload = codec.decode(
                 stored,
@@ -236,16 +229,17 @@ def read_records(
         ordered = sorted(sane, key=lambda w: (w[1].volume, w[1].position))
     for volume, group in groupby(ordered, key=lambda w: w[1].volume):
         batch: list[tuple[int, RecordRef]] = []
+        first = last_end = 0  # where the batch's first record starts, its last ends
         for fid, ref in group:
-            end = ref.position + ref.header_size + ref.length
-            if batch:
-                first = batch[0][1]
-                last = batch[-1][1]
-                contiguous = ref.position == last.position + last.header_size + last.length
-                if not contiguous or end - first.position > span:
-                    _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
-                    batch = []
+            position = ref.position
+            end = position + ref.header_size + (ref.size if ref.stored < 0 else ref.stored)
+            if batch and (position != last_end or end - first > span):  # not contiguous
+                _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
+                batch = []
+            if not batch:
+                first = position
             batch.append((fid, ref))
+            last_end = end
         if batch:
             _read_span(device, volume, set_id, batch, deliver, announce, places, buf)
 
@@ -275,7 +269,7 @@ def _read_span(
     for fid, ref in batch:
         at = ref.position - start
         body = at + ref.header_size
-        stored = data[body : body + ref.length]
+        stored = data[body : body + (ref.size if ref.stored < 0 else ref.stored)]
         try:
             header = parse_record_header(data[at:body])
         except FormatError as exc:
