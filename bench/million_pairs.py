@@ -7,7 +7,8 @@ Builds bench/scale.py's tree of ``--files`` small files once (its own tmpfs unde
 ``--work``), then each round runs, version after version: the in-process scan and plan
 (timed apart, as bench/scale.py's ``plan_timings`` does, in a child process with that
 version's code) and the 2-device backup (fresh tmpfs devices and catalog, CPU of the
-whole process tree from a cgroup); then ``tar -cf`` of the tree onto one device. A change
+whole process tree from a cgroup; each device's busy seconds over the seconds until it
+finished, from the report); then ``tar -cf`` of the tree onto one device. A change
 of load hits every version of a round alike. Prints each run, then per version the
 medians and the median per-round ratios to the first version's.
 """
@@ -67,6 +68,13 @@ def backup(code: str, tree: str, devs: list[str], catalog: str, name: str) -> Me
     return m
 
 
+def busy(m: Measured) -> str:
+    """Each device's busy seconds over its end (the report's ``seconds`` and ``finished``,
+    both counted from the dispatcher's start): how long its mover worked, not waited."""
+    devices = json.loads(m.out)["devices"]
+    return " ".join(f"{d.get('seconds', 0):.1f}/{d.get('finished', 0):.1f}" for d in devices)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("versions", nargs="+", help="NAME=SRC_DIR (the first is the base)")
@@ -99,8 +107,8 @@ def main() -> None:
                     m = backup(code, tree, devs, f"{state}/c.sqlite", name)
                 rows[name].append((t, m))
                 print(f"round {r} {name}: scan {t['scan']:.2f} plan {t['plan']:.2f}"
-                      f" backup wall {m.wall:.2f} cpu {m.cpu:.2f} rss {m.memory}",
-                      flush=True)  # fmt: skip
+                      f" backup wall {m.wall:.2f} cpu {m.cpu:.2f} rss {m.memory}"
+                      f" devices busy/finished {busy(m)}", flush=True)  # fmt: skip
             with tmpfs(f"{w}/dev0", "4G") as dev:
                 t = run("tar", ["tar", "-cf", f"{dev}/t.tar", "-C", tree, "."])
             tars.append(t)

@@ -44,6 +44,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from parbackup.devices.base import ObjectWriter
@@ -131,6 +132,9 @@ class _Mover(SourceSide):
     meta: dict = field(default_factory=dict)
     sources: dict[int, Source] = field(default_factory=dict)
     queue: deque = field(default_factory=deque)
+    """The items of the ``Work`` not yet written, an iterator per message, oldest first:
+    each item's tuple is made when it is written, so a window of many small files is
+    held as its messages' columns, not as a tuple per item (engine/dispatch.py)."""
     volume: _Volume | None = None
     sequence: int = 0
     gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
@@ -165,7 +169,8 @@ class _Mover(SourceSide):
         """Act on one message; False when the mover should end."""
         match msg:
             case Work():
-                self.queue.extend(msg.items())
+                if len(msg):
+                    self.queue.append(msg.items())
             case Finish():
                 self.commit()
                 if self.tee is not None:
@@ -213,8 +218,11 @@ class _Mover(SourceSide):
             started = time.monotonic()
             batch = 0
             while self.queue and batch < 64:
-                self.write_item(self.queue.popleft())
-                batch += 1
+                for item in islice(self.queue[0], 64 - batch):
+                    self.write_item(item)
+                    batch += 1
+                if batch < 64:  # that message's items ran out
+                    self.queue.popleft()
             self.busy += time.monotonic() - started
             self.progress()
 
