@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 
 import click
 
-from parbackup.catalog import is_catalog_url
-from parbackup.catalog.store import default_catalog_path
 from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
@@ -16,6 +14,7 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
+    local_catalog_file,
     open_catalog,
 )
 from parbackup.cli.keys import backup_codec, password_options
@@ -401,8 +400,7 @@ def backup(
       pg_dump db | parbackup backup - --stdin-name db.sql -d /mnt/disk1 -d /mnt/disk2
       parbackup backup '/srv/data?host=node2' -d '/mnt/d1?host=node1' --cluster tcp://sched:8786
     """
-    catalog_file = catalog_path or default_catalog_path()
-    local = "" if is_catalog_url(catalog_file) else catalog_file
+    local = local_catalog_file(catalog_path)
     check_catalog_place(devices, local, device_timeout)  # before opening makes the file
     codec, key_file = backup_codec(
         catalog_path, encrypt, compression, password_file, password_command

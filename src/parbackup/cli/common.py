@@ -152,6 +152,13 @@ _catalog_targets: dict[str, str] = {}  # shown name -> what reopens it (a URL's 
 _catalog_objects: list[Catalog] = []  # what each began (Catalog.began), once closed too
 
 
+def local_catalog_file(path: str | None) -> str:
+    """The SQLite file the catalog ``path`` (or the default one) is, resolved; '' for a
+    catalog on a server."""
+    target = path or default_catalog_path()
+    return "" if is_catalog_url(target) else os.path.realpath(target)
+
+
 def open_catalog(path: str | None, *, create: bool) -> Catalog:
     """The catalog at ``path`` (or the default one); ``create`` means it will be written."""
     target = path or default_catalog_path()

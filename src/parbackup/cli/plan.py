@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import click
 
-from parbackup.catalog import default_catalog_path, is_catalog_url
 from parbackup.cli.backup import (
     balance_option,
     device_option,
@@ -24,6 +22,7 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
+    local_catalog_file,
     open_catalog,
 )
 from parbackup.cli.profiles import profile_options
@@ -113,14 +112,11 @@ def plan(
     skipped: list[Skipped] = []
     select = scan_rules(excludes, exclude_files, if_present, exclude_caches, one_file_system)
     specs = source_specs(sources)
-    catalog_file = catalog_path or default_catalog_path()
-    if not is_catalog_url(catalog_file):
-        catalog_file = os.path.realpath(catalog_file)
-    local = "" if is_catalog_url(catalog_file) else catalog_file
+    local = local_catalog_file(catalog_path)
     check_catalog_place(list(devices), local, BackupOptions.device_timeout)  # as backup
     check_distinct(list(devices), BackupOptions.device_timeout)  # refuses them
     devices, parity_urls = (tuple(u) for u in split_devices(devices, parity))
-    automatic = automatic_excludes(specs, devices, catalog_file)
+    automatic = automatic_excludes(specs, devices, local)
     specs = inside_remote(selecting(specs, with_automatic(select, automatic)), devices)
     excluded = Excluded(limit=EXCLUDED_SHOWN)
     entries = scan(specs, skipped, excluded=excluded)

@@ -92,8 +92,10 @@ def _filesystems_above(paths: Iterable[str]) -> set[int]:
     """The device numbers of the filesystems ``paths`` and the directories above them
     lie on: a mount below a source can show one of them only if it is of one of these."""
     out: set[int] = set()
+    seen: set[str] = set()  # the catalog's files and the devices share their ancestors
     for path in paths:
-        while True:
+        while path not in seen:
+            seen.add(path)
             with contextlib.suppress(OSError):
                 out.add(os.stat(path).st_dev)
             if path in ("/", ""):
