@@ -27,6 +27,7 @@ from parbackup import __version__
 from parbackup.catalog import Catalog, default_catalog_path, is_catalog_url
 from parbackup.catalog import open_catalog as open_catalog_at
 from parbackup.cli.render import printable
+from parbackup.devices.url import human_bytes as human_bytes  # the commands' import
 from parbackup.devices.url import redact
 from parbackup.engine.devices import accept_new_host_keys
 from parbackup.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WARNINGS, ParbackupError
@@ -296,12 +297,3 @@ def handle_errors(func: Callable[..., int | None]) -> Callable[..., None]:
 def usage_exit(message: str, as_json: bool) -> NoReturn:
     """A usage error met outside a command body (click's own parsing)."""
     fail(message, EXIT_USAGE, as_json)
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -40,6 +40,15 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (powers of 1024: what ``parse_size`` reads as KiB, MiB...)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 @dataclass(frozen=True)
 class DeviceURL:
     """A parsed device URL. ``display`` is safe to print and store: no secrets."""

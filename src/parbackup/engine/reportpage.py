@@ -17,6 +17,7 @@ import html
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, SetInfo
+from parbackup.devices.url import human_bytes as _human
 
 COLOURS = (
     "#1f77b4",
@@ -31,14 +32,6 @@ COLOURS = (
     "#17becf",
 )
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 820, 340, 90, 20, 20, 40
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _e(text: object) -> str:
