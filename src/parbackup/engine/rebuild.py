@@ -187,10 +187,14 @@ def rebuild_catalog(
         unattributed = found.pop("", None)
         urls = {dev.label.label: dev.url for dev in alive}
         info = {set_hex: parity_info(vols) for set_hex, vols in parity.items()}
+
+        def fill(catalog: Catalog) -> None:  # the same into a file or onto a server
+            _fill(catalog, alive, found, urls, report, on_event, info)
+
         if is_catalog_url(catalog_path):
-            _write_server_catalog(catalog_path, alive, found, urls, report, on_event, info)
+            _write_server_catalog(catalog_path, fill)
         else:
-            _write_catalog(catalog_path, alive, found, urls, report, on_event, info)
+            _write_catalog(catalog_path, fill)
         if keyfile is not None:
             save_key_at(catalog_path, keyfile)
         if unattributed:
@@ -206,16 +210,8 @@ def partial_path(catalog_path: str) -> str:
     return f"{catalog_path}.partial"
 
 
-def _write_catalog(
-    catalog_path: str,
-    alive: list[OpenDevice],
-    found: dict[str, SetFound],
-    urls: dict[str, str],
-    report: RebuildReport,
-    on_event: EventSink,
-    parity: dict[str, dict] | None = None,
-) -> None:
-    """Write the sets into a new catalog under a temporary name, then rename it.
+def _write_catalog(catalog_path: str, fill: Callable[[Catalog], None]) -> None:
+    """Write the sets (``fill``) into a new catalog under a temporary name, then rename it.
 
     A rebuild killed half way leaves no catalog at ``catalog_path`` (a half-written one
     would show complete sets as missing or 'running', and prune would delete their
@@ -226,7 +222,7 @@ def _write_catalog(
     _unlink((partial, *extras))  # what an earlier, killed rebuild of the same catalog left
     try:
         with Catalog(partial) as catalog:
-            _fill(catalog, alive, found, urls, report, on_event, parity)
+            fill(catalog)
             catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except BaseException:  # failed (a full disk) or interrupted: leave no half catalog
         _unlink((partial, *extras))
@@ -253,16 +249,8 @@ def _check_writable(catalog: Catalog) -> None:
         raise UsageError(f"{catalog.path} holds sets; rebuild-catalog writes an empty catalog only")
 
 
-def _write_server_catalog(
-    url: str,
-    alive: list[OpenDevice],
-    found: dict[str, SetFound],
-    urls: dict[str, str],
-    report: RebuildReport,
-    on_event: EventSink,
-    parity: dict[str, dict] | None = None,
-) -> None:
-    """Write the sets into an empty catalog on a server (PostgreSQL). There is no file
+def _write_server_catalog(url: str, fill: Callable[[Catalog], None]) -> None:
+    """Write the sets (``fill``) into an empty catalog on a server (PostgreSQL). There is no file
     to rename into place: the REBUILDING_KEY mark, set first and cleared last, keeps a
     half-written catalog from being pruned on, and a rebuild run again starts afresh."""
     with open_catalog(url) as catalog:
@@ -270,7 +258,7 @@ def _write_server_catalog(
         _check_writable(catalog)
         catalog.set_meta(REBUILDING_KEY, str(os.getpid()))
         catalog.clear()
-        _fill(catalog, alive, found, urls, report, on_event, parity)
+        fill(catalog)
 
 
 def _fill(
