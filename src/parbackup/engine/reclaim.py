@@ -78,6 +78,17 @@ class Reclaimed:
     discarded: dict[str, list[str]] = field(default_factory=dict)
     """URL -> unfinished writes discarded (open uploads, ``.tmp-`` files)."""
 
+    def did(self, url: str, volume: str, action: str, freed: int) -> None:
+        """Count ``volume`` on ``url`` as deleted or compacted (``action``), ``freed`` bytes."""
+        (self.deleted if action == "delete" else self.compacted).setdefault(url, []).append(volume)
+        self.actions.append(Action(url, volume, action, freed))
+        self.bytes += freed
+
+    def could_not(self, what: str, dev: OpenDevice, exc: Exception, on_event: EventSink) -> None:
+        """Say that ``what`` (an action and its object) failed on ``dev``; keep why."""
+        on_event(Notice(f"could not {what} on {dev.url}: {exc}"))
+        self.failed[dev.url] = str(exc)
+
 
 @dataclass(frozen=True)
 class Action:
@@ -311,9 +322,7 @@ def _would(
     count them exactly)."""
     url = dev.url
     for name in plan.delete:
-        out.deleted.setdefault(url, []).append(name)
-        out.actions.append(Action(url, name, "delete", sizes.get(name, 0)))
-        out.bytes += sizes.get(name, 0)
+        out.did(url, name, "delete", sizes.get(name, 0))
     for name in plan.compact:
         try:
             with dev.device.open_read(name, 64 * 1024) as stream:
@@ -327,10 +336,7 @@ def _would(
             continue
         kept = head.length + use[name].live_bytes + meta
         kept += len(end_record(head.set_id, use[name].records).encode())
-        freed = max(0, sizes.get(name, 0) - kept)
-        out.compacted.setdefault(url, []).append(name)
-        out.actions.append(Action(url, name, "compact", freed))
-        out.bytes += freed
+        out.did(url, name, "compact", max(0, sizes.get(name, 0) - kept))
 
 
 def _discard_unfinished(
@@ -341,8 +347,7 @@ def _discard_unfinished(
     try:
         leftovers = dev.device.unfinished("")
     except DeviceError as exc:
-        on_event(Notice(f"could not list unfinished writes on {dev.url}: {exc}"))
-        out.failed[dev.url] = str(exc)
+        out.could_not("list unfinished writes", dev, exc, on_event)
         return False
     ok = True
     for info in leftovers:
@@ -356,8 +361,7 @@ def _discard_unfinished(
         try:
             dev.device.discard(info.name)
         except DeviceError as exc:
-            on_event(Notice(f"could not discard the unfinished {info.name} on {dev.url}: {exc}"))
-            out.failed[dev.url] = str(exc)
+            out.could_not(f"discard the unfinished {info.name}", dev, exc, on_event)
             ok = False
             continue
         out.discarded.setdefault(dev.url, []).append(info.name)
@@ -383,28 +387,22 @@ def _carry_out(
         try:
             dev.device.delete(name)
         except DeviceError as exc:
-            on_event(Notice(f"could not delete {name} on {dev.url}: {exc}"))
-            out.failed[dev.url] = str(exc)
+            out.could_not(f"delete {name}", dev, exc, on_event)
             ok = False
             continue
-        out.deleted.setdefault(dev.url, []).append(name)
+        out.did(dev.url, name, "delete", sizes.get(name, 0))
         deleted += 1
-        out.bytes += sizes.get(name, 0)
-        out.actions.append(Action(dev.url, name, "delete", sizes.get(name, 0)))
     for name in plan.compact:
         before = sizes.get(name, 0)
         try:
             new = compact_volume(catalog, dev.device, plan.label, name, root_ids)
             after = dev.device.size(new)
         except (DeviceError, FormatError) as exc:
-            on_event(Notice(f"could not compact {name} on {dev.url}: {exc}"))
-            out.failed[dev.url] = str(exc)
+            out.could_not(f"compact {name}", dev, exc, on_event)
             ok = False
             continue
-        out.compacted.setdefault(dev.url, []).append(name)
+        out.did(dev.url, name, "compact", max(0, before - after))
         compacted += 1
-        out.bytes += max(0, before - after)
-        out.actions.append(Action(dev.url, name, "compact", max(0, before - after)))
     if plan.delete or plan.compact:  # what was done, not what was planned
         on_event(
             Notice(
