@@ -327,6 +327,23 @@ def _is_label_id(value: object) -> bool:
     return True
 
 
+class ReadOnlyDevice(Device):
+    """A kind that only reads others' volumes (decoded, shared): it reports no space, and
+    opening it for writing, creating or deleting is a DeviceError naming its kind."""
+
+    def read_only(self) -> DeviceError:
+        return DeviceError(f"{self.url.display}: a {self.scheme} device is read-only")
+
+    def raw_space(self) -> Space:
+        return Space(free=0, capacity=None)
+
+    def create(self, name: str) -> ObjectWriter:
+        raise self.read_only()
+
+    def delete(self, name: str) -> None:
+        raise self.read_only()
+
+
 def label_bytes(label: Label) -> bytes:
     """The ``label.json`` body for ``label``."""
     body = {

@@ -34,11 +34,11 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ObjectInfo, ReadOnlyDevice
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.errors import DeviceError, DeviceMissingError, FormatError, ParbackupError
-from parbackup.model import Capabilities, Label, Space
+from parbackup.model import Capabilities, Label
 from parbackup.redundancy.codec import CODEC, RowCodec, check_params, tune_allocator
 from parbackup.redundancy.isal import Decoder, address
 from parbackup.redundancy.layout import Column, rows_of
@@ -224,7 +224,7 @@ class _Stripe:
         return buf
 
 
-class DecodedDevice(Device):
+class DecodedDevice(ReadOnlyDevice):
     """A lost data device of parity sets, decoded row by row on demand (read-only)."""
 
     scheme = "decoded"
@@ -240,7 +240,7 @@ class DecodedDevice(Device):
 
     def open(self, write: bool = True) -> None:
         if write:
-            raise DeviceError(f"{self.url.display}: a decoded device is read-only")
+            raise self.read_only()
         try:
             with open(self.url.path, "rb") as fh:
                 spec = json.load(fh)
@@ -276,15 +276,6 @@ class DecodedDevice(Device):
             with contextlib.suppress(Exception):
                 self.through.close()
             self.through = None
-
-    def raw_space(self) -> Space:
-        return Space(free=0, capacity=None)
-
-    def create(self, name: str) -> ObjectWriter:
-        raise DeviceError(f"{self.url.display}: a decoded device is read-only")
-
-    def delete(self, name: str) -> None:
-        raise DeviceError(f"{self.url.display}: a decoded device is read-only")
 
     def read_label(self) -> Label | None:
         return Label(label=self.label, created="", kind=self.scheme)

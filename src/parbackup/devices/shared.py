@@ -42,12 +42,12 @@ import os
 import threading
 from typing import Any
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import Device, ObjectInfo, ReadOnlyDevice
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.devices.url import parse_url
 from parbackup.errors import DeviceError, DeviceMissingError, ParbackupError
-from parbackup.model import Capabilities, Label, Space
+from parbackup.model import Capabilities, Label
 
 BLOCK = 1 << 20
 SPOOL_BYTES = 64 << 20
@@ -82,7 +82,7 @@ class _Volume:
         os.close(self.state)
 
 
-class SharedDevice(Device):
+class SharedDevice(ReadOnlyDevice):
     """A device read through a spool shared with one other reader (read-only)."""
 
     scheme = "shared"
@@ -104,7 +104,7 @@ class SharedDevice(Device):
 
     def open(self, write: bool = True) -> None:
         if write:
-            raise DeviceError(f"{self.url.display}: a shared device is read-only")
+            raise self.read_only()
         try:
             with open(self.spec, "rb") as fh:
                 spec = json.load(fh)
@@ -133,15 +133,6 @@ class SharedDevice(Device):
         if self.inner is None:
             raise DeviceError(f"{self.url.display}: not open")
         return self.inner
-
-    def raw_space(self) -> Space:
-        return Space(free=0, capacity=None)
-
-    def create(self, name: str) -> ObjectWriter:
-        raise DeviceError(f"{self.url.display}: a shared device is read-only")
-
-    def delete(self, name: str) -> None:
-        raise DeviceError(f"{self.url.display}: a shared device is read-only")
 
     def read_label(self) -> Label | None:
         return self._dev().read_label()
