@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import Enum
 
 import click
 
@@ -10,6 +12,7 @@ from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
+    devices_option,
     emit_json,
     handle_errors,
     human_bytes,
@@ -29,39 +32,43 @@ from parbackup.plan.pacing import Balance
 from parbackup.readback.paths import target_path
 from parbackup.selection import ScanRules
 
-device_option = click.option(
-    "--device",
-    "-d",
-    "devices",
-    multiple=True,
-    required=True,
-    metavar="URL",
-    help="A backup device; repeat for each. A plain path or file:///path is a directory.",
+device_option = devices_option(
+    "A backup device; repeat for each. A plain path or file:///path is a directory."
 )
-strategy_option = click.option(
+
+
+def _choice_option(name: str, choices: type[Enum], default: Enum, help: str) -> Callable:
+    """An option taking one of an enum's values, its default shown in --help."""
+    return click.option(
+        name,
+        type=click.Choice([c.value for c in choices]),
+        default=default.value,
+        show_default=True,
+        help=help,
+    )
+
+
+strategy_option = _choice_option(
     "--strategy",
-    type=click.Choice([s.value for s in Strategy]),
-    default=Strategy.FILL.value,
-    show_default=True,
-    help="fill: every device ends at exactly its share, at most devices-1 files split. "
+    Strategy,
+    Strategy.FILL,
+    "fill: every device ends at exactly its share, at most devices-1 files split. "
     "threshold: files larger than T = total/devices are cut into segments of at most T.",
 )
-balance_option = click.option(
+balance_option = _choice_option(
     "--balance",
-    type=click.Choice([b.value for b in Balance]),
-    default=Balance.BYTES.value,
-    show_default=True,
-    help="bytes: every device gets an equal share (capped by its free space). time: shares "
+    Balance,
+    Balance.BYTES,
+    "bytes: every device gets an equal share (capped by its free space). time: shares "
     "proportional to each device's speed (?speed=RATE on its URL, else what earlier "
     "backups measured, else a short probe write), so all finish together; a device that "
     "falls behind at run time hands its not-started work to those ahead.",
 )
-order_option = click.option(
+order_option = _choice_option(
     "--order",
-    type=click.Choice([o.value for o in Order]),
-    default=Order.DESC.value,
-    show_default=True,
-    help="Sort files and segments by size, largest first (desc) or smallest first (asc).",
+    Order,
+    Order.DESC,
+    "Sort files and segments by size, largest first (desc) or smallest first (asc).",
 )
 
 _SELECTION_OPTIONS = (

@@ -67,6 +67,26 @@ json_option = click.option(
 )
 
 
+def devices_option(help: str, required: bool = True) -> Callable:
+    """``--device/-d URL``, repeatable: the devices a command writes or reads, or where
+    devices of the catalog moved (``required=False``)."""
+    return click.option(
+        "--device", "-d", "devices", multiple=True, required=required, metavar="URL", help=help
+    )
+
+
+def max_unused_option(help: str) -> Callable:
+    """``--max-unused PERCENT``: prune's, and forget's with --prune."""
+    return click.option(
+        "--max-unused",
+        type=click.FloatRange(0, 100),
+        default=0,
+        metavar="PERCENT",
+        show_default=True,
+        help=help,
+    )
+
+
 def _accept_new(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         accept_new_host_keys()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
+from parbackup.cli.common import (
+    catalog_option,
+    emit_json,
+    handle_errors,
+    json_option,
+    max_unused_option,
+    open_catalog,
+)
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view
 from parbackup.cli.restore import moved_device_option
@@ -104,14 +111,9 @@ def _render(report: ForgetReport) -> None:
     is_flag=True,
     help="Then reclaim the space no live set needs on every reachable device (as 'prune').",
 )
-@click.option(
-    "--max-unused",
-    type=click.FloatRange(0, 100),
-    default=0,
-    metavar="PERCENT",
-    show_default=True,
-    help="With --prune: compact a partly needed volume only when more than PERCENT of it "
-    "is unused (as 'prune --max-unused').",
+@max_unused_option(
+    "With --prune: compact a partly needed volume only when more than PERCENT of it "
+    "is unused (as 'prune --max-unused')."
 )
 @moved_device_option
 @catalog_option

@@ -196,24 +196,32 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, str | None]
 
 def profile_options(func: Callable) -> Callable:
     """``--profile NAME`` and ``--config FILE`` (both read before every other option)."""
-    func = click.option(
+    func = _eager_option(
         "--config",
-        metavar="FILE",
-        default=None,
-        envvar="PARBACKUP_CONFIG",
-        is_eager=True,
-        expose_value=False,
-        callback=_remember("parbackup.config"),
-        help="Configuration file of the profiles. Default: $PARBACKUP_CONFIG, else "
+        "FILE",
+        "parbackup.config",
+        "Configuration file of the profiles. Default: $PARBACKUP_CONFIG, else "
         "$XDG_CONFIG_HOME/parbackup/config.toml.",
+        envvar="PARBACKUP_CONFIG",
     )(func)
-    return click.option(
+    return _eager_option(
         "--profile",
-        metavar="NAME",
-        default=None,
-        is_eager=True,
-        expose_value=False,
-        callback=_remember("parbackup.profile"),
-        help="Take options from [profiles.NAME] of the configuration file. The command "
+        "NAME",
+        "parbackup.profile",
+        "Take options from [profiles.NAME] of the configuration file. The command "
         "line wins over the environment, which wins over the profile.",
     )(func)
+
+
+def _eager_option(name: str, metavar: str, key: str, help: str, **more: Any) -> Callable:
+    """An option read before every other one, its value kept in ``ctx.meta[key]``."""
+    return click.option(
+        name,
+        metavar=metavar,
+        default=None,
+        is_eager=True,
+        expose_value=False,
+        callback=_remember(key),
+        help=help,
+        **more,
+    )

@@ -10,6 +10,7 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
+    max_unused_option,
     open_catalog,
 )
 from parbackup.cli.render import line, progress_view
@@ -47,17 +48,12 @@ def _render(report: PruneReport) -> None:
 
 
 @click.command("prune")
-@click.option(
-    "--max-unused",
-    type=click.FloatRange(0, 100),
-    default=0,
-    metavar="PERCENT",
-    show_default=True,
-    help="Compact a volume that live sets need only in part when more than PERCENT of "
+@max_unused_option(
+    "Compact a volume that live sets need only in part when more than PERCENT of "
     "its bytes are unused (and more than 64 KiB): its needed records are copied into a "
     "new volume, checked, the catalog switches to it, then the old one goes. 0 compacts "
     "every such volume; 100 never compacts (whole dead volumes still go). Higher values "
-    "copy less and leave more unused space, as restic's --max-unused.",
+    "copy less and leave more unused space, as restic's --max-unused."
 )
 @click.option(
     "--dry-run",

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.common import CatalogName, emit_json, handle_errors, human_bytes, json_option
+from parbackup.cli.common import (
+    CatalogName,
+    devices_option,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    json_option,
+)
 from parbackup.cli.keys import passphrase, password_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.engine.rebuild import rebuild_catalog
 
 
 @click.command("rebuild-catalog")
-@click.option(
-    "--device",
-    "-d",
-    "devices",
-    multiple=True,
-    required=True,
-    metavar="URL",
-    help="A device to read; repeat for each. Devices that are missing can be left out.",
-)
+@devices_option("A device to read; repeat for each. Devices that are missing can be left out.")
 @click.option(
     "--catalog",
     "catalog_path",

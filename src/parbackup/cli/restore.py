@@ -15,6 +15,7 @@ from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
+    devices_option,
     emit_json,
     handle_errors,
     human_bytes,
@@ -36,13 +37,8 @@ set_option = click.option(
     help="Backup set: 'latest', 'latest~N' (the Nth before it), an id or unique prefix, "
     "or a date/time (the newest set made at or before it).",
 )
-moved_device_option = click.option(
-    "--device",
-    "-d",
-    "devices",
-    multiple=True,
-    metavar="URL",
-    help="Where a device is now, if it moved; matched to the catalog by its label.",
+moved_device_option = devices_option(
+    "Where a device is now, if it moved; matched to the catalog by its label.", required=False
 )
 
 
