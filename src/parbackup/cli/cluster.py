@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from parbackup.cli.common import open_catalog_to_read
+from parbackup.cli.render import ProgressView, progress_view
+
 if TYPE_CHECKING:
+    from parbackup.catalog import Catalog
     from parbackup.cluster import DaskExecutor
 
 cluster_address_option = click.option(
@@ -55,3 +59,17 @@ def cluster_executor(address: str, listen: str = "") -> Iterator[DaskExecutor | 
 
     with on_cluster(address, listen) as executor:
         yield executor
+
+
+@contextlib.contextmanager
+def reading(
+    catalog_path: str | None, cluster: str, cluster_listen: str, show_progress: bool
+) -> Iterator[tuple[DaskExecutor | None, Catalog, ProgressView]]:
+    """What restore and verify read a set with: the executor of ``--cluster`` (None: local
+    readers), the catalog under its readers' lock, and a progress view."""
+    with (
+        cluster_executor(cluster, cluster_listen) as executor,
+        open_catalog_to_read(catalog_path) as catalog,
+        progress_view(show_progress) as view,
+    ):
+        yield executor, catalog, view

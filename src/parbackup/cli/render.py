@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
@@ -114,6 +114,12 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in cells:
         t.add_row(*(Text(c) for c in row))
     out.print(t)
+
+
+def damaged_lines(damaged: list[dict], say: Callable[..., None] = line) -> None:
+    """A ``DAMAGED:`` problem line for each damaged file a restore or verify met."""
+    for d in damaged:
+        say(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
 
 
 def warn(text: str, style: str = "", *, problem: bool = False) -> None:

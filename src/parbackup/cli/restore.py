@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import click
 
-from parbackup.cli.cluster import cluster_executor, cluster_options
+from parbackup.cli.cluster import cluster_options, reading
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -24,7 +24,7 @@ from parbackup.cli.common import (
 )
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
-from parbackup.cli.render import line, progress_view, warn
+from parbackup.cli.render import damaged_lines, line, warn
 from parbackup.errors import UsageError
 from parbackup.readback.restore import RestoreOptions, run_restore
 
@@ -124,8 +124,7 @@ def restore(
             out = click.get_binary_stream("stdout")
             report = restore_to_stream(catalog, set_ref, to_stdout, out, devices, codec=codec)
         warn(f"restored {human_bytes(report.bytes)} of {to_stdout} from set {report.set_id}")
-        for d in report.damaged:
-            warn(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
+        damaged_lines(report.damaged, warn)
         return report.exit_code
     if not target:
         raise UsageError("give --target DIR (or --stdout PATH)")
@@ -150,11 +149,7 @@ def restore(
         if cluster:
             raise UsageError("an image restore onto a block device takes no --cluster")
         from parbackup.readback.image import run_image_restore as run
-    with (
-        cluster_executor(cluster, cluster_listen) as executor,
-        open_catalog_to_read(catalog_path) as catalog,
-        progress_view(not as_json) as v,
-    ):
+    with reading(catalog_path, cluster, cluster_listen, not as_json) as (executor, catalog, v):
         report = run(catalog, replace(options, executor=executor), v)
     if as_json:
         emit_json(report.to_json())
@@ -163,8 +158,7 @@ def restore(
             f"restored {report.files} entries, {human_bytes(report.bytes)} from set "
             f"{report.set_id} into {report.target} in {report.seconds:.2f}s"
         )
-        for d in report.damaged:
-            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
+        damaged_lines(report.damaged)
         for d in report.skipped:
             line(f"skipped: {d['path']}: {d['error']}", problem=True)
         for d in report.grown:

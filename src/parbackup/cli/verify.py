@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.cluster import cluster_executor, cluster_options
+from parbackup.cli.cluster import cluster_options, reading
 from parbackup.cli.common import (
     accept_new_host_keys_option,
     catalog_option,
@@ -12,11 +12,10 @@ from parbackup.cli.common import (
     handle_errors,
     human_bytes,
     json_option,
-    open_catalog_to_read,
 )
 from parbackup.cli.keys import password_options, reader_codec
 from parbackup.cli.profiles import profile_options, scoped_set
-from parbackup.cli.render import line, progress_view
+from parbackup.cli.render import damaged_lines, line
 from parbackup.cli.restore import moved_device_option, set_option
 from parbackup.readback.verify import run_verify
 
@@ -44,11 +43,7 @@ def verify(
     """Check that every segment of a set is present and intact; name each damaged file."""
     codec = reader_codec(catalog_path, password_file, password_command)
     set_ref = scoped_set(catalog_path, set_ref)
-    with (
-        cluster_executor(cluster, cluster_listen) as executor,
-        open_catalog_to_read(catalog_path) as catalog,
-        progress_view(not as_json) as v,
-    ):
+    with reading(catalog_path, cluster, cluster_listen, not as_json) as (executor, catalog, v):
         report = run_verify(catalog, set_ref, devices, v, codec=codec, executor=executor)
     if as_json:
         emit_json(report.to_json())
@@ -57,8 +52,7 @@ def verify(
             f"set {report.set_id}: {report.status}; {report.files} files, "
             f"{human_bytes(report.bytes)} checked in {report.seconds:.2f}s"
         )
-        for d in report.damaged:
-            line(f"DAMAGED: {d['path']} ({d['device']}): {d['error']}", problem=True)
+        damaged_lines(report.damaged)
         for d in report.missing:
             line(f"MISSING: device {d['url'] or d['label']}: {d['error']}", problem=True)
         if report.parity:
