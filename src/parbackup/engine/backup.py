@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence, Set
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from parbackup import __version__, scratch
@@ -30,6 +29,7 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
+from parbackup.engine.outcome import Outcome, device_reports, mark_problems, mark_stream
 from parbackup.engine.prepare import (
     SourceHosts,
     hosts_of,
@@ -51,10 +51,10 @@ from parbackup.engine.selecting import (
 )
 from parbackup.engine.snapshot import backup_from_snapshot, release_leftovers
 from parbackup.engine.speeds import predict, remember_speeds, speeds_for
-from parbackup.entries import Entries, hardlinks_of
+from parbackup.entries import Entries
 from parbackup.errors import BackupFailedError
 from parbackup.format import new_set_id
-from parbackup.model import DeviceReport, Skipped
+from parbackup.model import Skipped
 from parbackup.plan.reuse import Reuse
 from parbackup.progress import DeviceFailed, EventSink, Notice, Started, ignore
 from parbackup.selection import Excluded
@@ -68,16 +68,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _FILE_BATCH = 16384
-
-
-@dataclass
-class _Outcome:
-    """What the dispatcher run left for the report."""
-
-    error: str = ""
-    skipped: list[Skipped] = field(default_factory=list)
-    inconsistent: list[Skipped] = field(default_factory=list)
-    grown: list[Skipped] = field(default_factory=list)
 
 
 def run_backup(
@@ -300,7 +290,7 @@ class _Backup:
                 "backup", len(entries), sum(planned), tuple(d.url for d in alive), tuple(planned)
             )
         )
-        outcome = _Outcome(skipped=list(self.skipped))
+        outcome = Outcome(skipped=list(self.skipped))
         # Reused records go in before any device can fail: a failure reads back what
         # its device holds for the set from the catalog, reused records included.
         catalog.add_records(set_hex, reuse.records)
@@ -383,47 +373,14 @@ class _Backup:
 
     def finish(self, set_hex, entries, dispatcher, reuse, outcome, feed) -> BackupReport:
         catalog, options = self.catalog, self.options
-        problems = dict(dispatcher.problems)
-        problems.update(hardlinks_of(entries, problems))
-        lists = {"skipped": outcome.skipped, "changed": outcome.inconsistent, "grew": outcome.grown}
-        states = {"skipped": "skipped", "changed": "inconsistent", "grew": "grown"}
-        for fid, (error, kind) in sorted(problems.items()):
-            lists[kind].append(Skipped(entries.path(fid), error))
-        outcome.skipped += [Skipped(entries.path(f), why) for f, why in dispatcher.warnings]
-        for kind, state in states.items():
-            marked = [f for f, (_e, k) in problems.items() if k == kind]
-            if marked:
-                catalog.mark_files(set_hex, marked, state)
-        problems = {f: p for f, p in problems.items() if p[1] != "grew"}  # those are kept
-        reports: list[DeviceReport] = []
-        for d in self.fleet.devices:
-            if d.report is not None:
-                d.report.seconds = round(d.busy, 3)
-                reports.append(d.report)
-        now_utc = datetime.now(UTC).isoformat(timespec="seconds")
-        reports += [
-            DeviceReport(d.url, "", "failed", error=d.reason, failed_at=0.0, failed_utc=now_utc)
-            for d in self.fleet.dead
-        ]
-        order = {d.url: d.index for d in self.fleet.devices}
-        reports.sort(key=lambda r: order.get(r.url, 0))
+        problems = mark_problems(catalog, set_hex, entries, dispatcher, outcome)
+        reports = device_reports(self.fleet)
         survivors = [d for d in dispatcher.devices.values() if d.alive]
         # the few files left out, subtracted: no Python loop over a million entries here
         nbytes = entries.total_bytes() - entries.total_bytes(set(problems) | reuse.files)
         if feed is not None:
             nbytes = feed.total
-            catalog.set_file_size(set_hex, 0, feed.total)
-            if feed.lost_bytes:
-                catalog.mark_files(set_hex, [0], "skipped")
-                outcome.skipped.append(
-                    Skipped(
-                        entries.path(0),
-                        (
-                            f"{feed.lost_bytes} bytes of the stream were lost with "
-                            f"{feed.lost_with}, which could not make them durable before it failed"
-                        ),
-                    )
-                )
+            mark_stream(catalog, set_hex, entries, feed, outcome)
         lost_stream = feed is not None and feed.lost_bytes > 0
         if not survivors or lost_stream:  # a stream not stored whole: nothing of it counts
             status = "failed"
