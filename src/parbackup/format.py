@@ -15,7 +15,7 @@ import json
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -306,41 +306,65 @@ class VolumeHeader:
 
     def encode(self) -> bytes:
         """The volume header as bytes: fixed part, JSON metadata, CRC32."""
-        blob = json.dumps(self.meta, sort_keys=True).encode()
-        length = _VOLUME.size + len(blob) + _CRC.size
-        body = (
-            _VOLUME.pack(
-                VOLUME_MAGIC,
-                FORMAT_VERSION,
-                0,
-                length,
-                self.set_id,
-                self.label,
-                self.sequence,
-                self.created_ns,
-            )
-            + blob
-        )
-        return body + _CRC.pack(zlib.crc32(body))
+        fields = (self.set_id, self.label, self.sequence, self.created_ns)
+        return frame_header(_VOLUME, VOLUME_MAGIC, FORMAT_VERSION, fields, self.meta)
+
+
+def frame_header(
+    head: struct.Struct, magic: bytes, version: int, fields: tuple, meta: dict
+) -> bytes:
+    """A volume's or a parity volume's header: the fixed part ``head`` (``magic``,
+    ``version``, flags 0, the header's length, ``fields``), ``meta`` as JSON, and a CRC32
+    of both (read back by ``read_framed``)."""
+    blob = json.dumps(meta, sort_keys=True).encode()
+    length = head.size + len(blob) + _CRC.size
+    body = head.pack(magic, version, 0, length, *fields) + blob
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_framed(
+    stream: BinaryIO,
+    head: struct.Struct,
+    magic: bytes,
+    versions: Container[int],
+    max_meta: int,
+    what: str,
+    unsupported: str,
+) -> tuple[int, int, tuple, bytes]:
+    """Read and check a header ``frame_header`` wrote at the current position of
+    ``stream``: its magic, version (``unsupported VERSION`` if not one of ``versions``),
+    length and CRC32; FormatError naming ``what`` (``volume``, ``parity volume``).
+    The version, the header's length, the fields after it and the JSON bytes."""
+    fixed = read_exact(stream, head.size, what)
+    found, version, _flags, length, *fields = head.unpack(fixed)
+    if found != magic:
+        raise FormatError(f"not a parbackup {what} (magic {found!r})")
+    if version not in versions:
+        raise FormatError(f"{unsupported} {version}")
+    if not head.size + _CRC.size <= length <= head.size + max_meta + _CRC.size:
+        raise FormatError(f"{what} header length is out of range")
+    rest = read_exact(stream, length - head.size, what)
+    body = fixed + rest[: -_CRC.size]
+    (crc,) = _CRC.unpack(rest[-_CRC.size :])
+    if zlib.crc32(body) != crc:
+        raise FormatError(f"{what} header checksum mismatch")
+    return version, length, tuple(fields), rest[: -_CRC.size]
 
 
 def read_volume_header(stream: BinaryIO) -> VolumeHeader:
     """Read and check the volume header at the current position of ``stream``."""
-    fixed = _read_exact(stream, _VOLUME.size)
-    magic, version, _flags, length, set_id, label, sequence, created = _VOLUME.unpack(fixed)
-    if magic != VOLUME_MAGIC:
-        raise FormatError(f"not a parbackup volume (magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported volume format version {version}")
-    if not _VOLUME.size + _CRC.size <= length <= _VOLUME.size + MAX_VOLUME_META + _CRC.size:
-        raise FormatError("volume header length is out of range")
-    rest = _read_exact(stream, length - _VOLUME.size)
-    body = fixed + rest[: -_CRC.size]
-    (crc,) = _CRC.unpack(rest[-_CRC.size :])
-    if zlib.crc32(body) != crc:
-        raise FormatError("volume header checksum mismatch")
+    _version, length, fields, blob = read_framed(
+        stream,
+        _VOLUME,
+        VOLUME_MAGIC,
+        (FORMAT_VERSION,),
+        MAX_VOLUME_META,
+        "volume",
+        "unsupported volume format version",
+    )
+    set_id, label, sequence, created = fields
     try:
-        meta = json.loads(rest[: -_CRC.size])
+        meta = json.loads(blob)
     except (ValueError, RecursionError) as exc:
         raise FormatError("volume metadata is not valid JSON") from exc
     if not isinstance(meta, dict):
@@ -348,10 +372,11 @@ def read_volume_header(stream: BinaryIO) -> VolumeHeader:
     return VolumeHeader(set_id, label, sequence, created, meta, length)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def read_exact(stream: BinaryIO, n: int, what: str = "volume") -> bytes:
+    """``n`` bytes of ``stream``; FormatError ``unexpected end of WHAT`` if it ends first."""
     data = stream.read(n)
     if data is None or len(data) != n:
-        raise FormatError("unexpected end of volume")
+        raise FormatError(f"unexpected end of {what}")
     return data
 
 
@@ -365,7 +390,7 @@ def read_record(stream: BinaryIO) -> tuple[RecordHeader, bytes]:
         raise FormatError("volume ends without its end record")
     header = decode_record_header(head, lambda n: stream.read(n) or b"")
     length = header.stored_size
-    payload = _read_exact(stream, length) if length else b""
+    payload = read_exact(stream, length) if length else b""
     if header.kind != "end" and header.stored < 0 and checksum(payload) != header.checksum:
         raise ChecksumError(f"payload checksum mismatch at offset {header.offset}")
     return header, payload

@@ -49,6 +49,7 @@ import xxhash
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
+from parbackup.format import frame_header, read_exact, read_framed
 from parbackup.redundancy.codec import CODEC_IDS, CODEC_NAMES, FRAGMENT_HEADER, check_params
 from parbackup.redundancy.layout import Column
 
@@ -130,41 +131,25 @@ class ParityHeader:
         }
         if self.version >= XXH3_VERSION:
             meta["checksum"] = CHECKS[self.version]
-        blob = json.dumps(meta, sort_keys=True).encode()
-        length = _HEAD.size + len(blob) + _CRC.size
         label = bytes.fromhex(self.label)[:16].ljust(16, b"\0")
-        body = (
-            _HEAD.pack(
-                PARITY_MAGIC,
-                self.version,
-                0,
-                length,
-                self.set_id,
-                label,
-                self.index,
-                self.created_ns,
-            )
-            + blob
-        )
-        return body + _CRC.pack(zlib.crc32(body))
+        fields = (self.set_id, label, self.index, self.created_ns)
+        return frame_header(_HEAD, PARITY_MAGIC, self.version, fields, meta)
 
 
 def read_parity_header(stream: BinaryIO) -> ParityHeader:
     """Read and check a parity volume header at the current position of ``stream``."""
-    fixed = _exact(stream, _HEAD.size)
-    magic, version, _flags, length, set_id, _label, index, created = _HEAD.unpack(fixed)
-    if magic != PARITY_MAGIC:
-        raise FormatError(f"not a parbackup parity volume (magic {magic!r})")
-    if version not in VERSIONS:
-        raise FormatError(f"unsupported parity volume version {version}")
-    if not _HEAD.size + _CRC.size <= length <= _HEAD.size + MAX_META + _CRC.size:
-        raise FormatError("parity volume header length is out of range")
-    rest = _exact(stream, length - _HEAD.size)
-    body = fixed + rest[: -_CRC.size]
-    if zlib.crc32(body) != _CRC.unpack(rest[-_CRC.size :])[0]:
-        raise FormatError("parity volume header checksum mismatch")
+    version, length, fields, blob = read_framed(
+        stream,
+        _HEAD,
+        PARITY_MAGIC,
+        VERSIONS,
+        MAX_META,
+        "parity volume",
+        "unsupported parity volume version",
+    )
+    set_id, _label, index, created = fields
     try:
-        meta = json.loads(rest[: -_CRC.size])
+        meta = json.loads(blob)
         header = ParityHeader(
             set_id=set_id,
             label=str(meta["parity"][index]),
@@ -401,7 +386,4 @@ def _row_fixed(fixed: bytes, header: ParityHeader) -> int:
 
 
 def _exact(stream: BinaryIO, n: int) -> bytes:
-    data = stream.read(n)
-    if data is None or len(data) != n:
-        raise FormatError("unexpected end of parity volume")
-    return data
+    return read_exact(stream, n, "parity volume")
