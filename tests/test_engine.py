@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, make_tree, restored_root, snapshot
-from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore
+from parbackup import BackupOptions, Catalog, RestoreOptions, run_backup, run_restore, workers
 from parbackup.workers import LocalExecutor
 
 
@@ -50,6 +50,34 @@ def test_every_device_is_written_by_its_own_process(tmp_path, device_dirs):
     assert len(executor.started) == 3 and len(pids) == 3 and os.getpid() not in pids
     assert all(w.proc.returncode == 0 for w in executor.started)  # each ended cleanly
     assert all(any((d / "sets").rglob("*.pbv")) for d in devs)
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+
+
+def test_movers_are_forked_when_the_interpreter_cannot_be_run_again(
+    tmp_path, device_dirs, monkeypatch
+):
+    """workers._spawn's fallback (an interpreter only its owner may enter): the movers are
+    forked from this process (workers.fork_serving), each serves and ends cleanly."""
+    real = subprocess.Popen
+
+    def refused(args, *more, **kw):
+        if args[:2] == [sys.executable, "-c"]:  # a worker, not anything else
+            raise PermissionError(13, "Permission denied", sys.executable)
+        return real(args, *more, **kw)
+
+    monkeypatch.setattr(workers.subprocess, "Popen", refused)
+    src = make_tree(tmp_path / "src", seed=23, files=20, big=(1 << 20,))
+    devs = device_dirs(2)
+    executor = RecordingExecutor()
+    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
+        report = run_backup([str(src)], [str(d) for d in devs], cat, executor=executor)
+        assert report.status == "complete"
+    monkeypatch.undo()
+    assert len(executor.started) == 2
+    assert all(isinstance(w.proc, workers._Forked) for w in executor.started)
+    assert all(w.proc.wait(60) == 0 for w in executor.started)
+    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
+        run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
     assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
 
 

@@ -39,8 +39,8 @@ from parbackup.workers import (
     Outbox,
     die_with_parent,
     ended_unexpectedly,
+    fork_serving,
     how_ended,
-    serve,
     shut_down,
 )
 
@@ -212,22 +212,14 @@ def main(argv: Sequence[str]) -> int:
         if not request:
             return 0
         target, env = pickle.loads(request)
-        pid = os.fork()
-        if pid == 0:  # the worker: serve, then leave without running the server's cleanup
-            code = 1
-            try:
-                control.close()
-                # a session (and so a scheduler autogroup) of its own, as a worker of
-                # LocalExecutor has: workers sharing the server's would share one CPU
-                # share on a loaded machine (two movers ran at half their speed)
-                os.setsid()
-                die_with_parent(server)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.environ.clear()
-                os.environ.update(env)
-                code = serve(target, Connection(fds[0]))
-            finally:
-                os._exit(code)
+
+        def prepare(env: dict = env) -> None:
+            die_with_parent(server)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.environ.clear()
+            os.environ.update(env)
+
+        pid = fork_serving(target, control, prepare, lambda fd=fds[0]: fd)
         for fd in fds:
             os.close(fd)
         try:

@@ -213,20 +213,13 @@ class _Forked:
 
     @classmethod
     def start(cls, target: str, child: socket.socket, parent: socket.socket) -> _Forked:
-        pid = os.fork()
-        if pid == 0:  # the child: serve, then leave without running the parent's cleanup
-            code = 1
-            try:
-                parent.close()
-                os.setsid()
-                for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers
-                    signal.signal(sig, signal.SIG_DFL)
-                die_with_parent(os.getppid())
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                code = serve(target, Connection(child.detach()))
-            finally:
-                os._exit(code)
-        return cls(pid)
+        def prepare() -> None:
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers
+                signal.signal(sig, signal.SIG_DFL)
+            die_with_parent(os.getppid())
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        return cls(fork_serving(target, parent, prepare, child.detach))
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -324,6 +317,28 @@ def serve(target: str, channel: Connection) -> int:
             channel.send(Crashed(f"internal error: {exc!r}", traceback.format_exc()))
         return 1
     return 0
+
+
+def fork_serving(
+    target: str, drop: socket.socket, prepare: Callable[[], None], channel: Callable[[], int]
+) -> int:
+    """Fork a worker that serves ``target`` (``serve``) on the connection whose descriptor
+    ``channel()`` gives, after closing ``drop`` (the forking side's end) and ``prepare()``
+    (its signals, its parent); the worker's pid. The worker has a session (and so a
+    scheduler autogroup) of its own, as one LocalExecutor starts has: workers sharing the
+    parent's would share one CPU share on a loaded machine (two movers ran at half their
+    speed). It leaves with ``os._exit``, never running the parent's cleanup."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            drop.close()
+            os.setsid()
+            prepare()
+            code = serve(target, Connection(channel()))
+        finally:
+            os._exit(code)
+    return pid
 
 
 def die_with_parent(parent: int) -> None:
