@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -43,6 +43,8 @@ from parbackup.engine.keystore import (
     save_key_at,
 )
 from parbackup.errors import EXIT_WARNINGS, KeyUnlockError, UsageError
+
+T = TypeVar("T")
 
 
 def password_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -190,23 +192,15 @@ def key_add(
     as_json: bool,
 ) -> int:
     """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
-    with key_change_lock(catalog_target(catalog_path)):
-        keyfile = load_key(catalog_path)
-        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+
+    def add(keyfile: KeyFile, master: bytes) -> int:
         if not (new_password_file or new_password_command) and not sys.stdin.isatty():
             raise click.UsageError("give --new-password-file or --new-password-command")
         new = passphrase(new_password_file, new_password_command, new=True)
-        slot = keyfile.add(master, new)
-        copies = _refresh(catalog_path, keyfile)  # devices first: see key_remove
-        save_key_at(catalog_target(catalog_path), keyfile)
-    code = EXIT_WARNINGS if copies.unreachable else 0
-    if as_json:
-        emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "added": slot.slot,
-                   "devices": copies.to_json()})  # fmt: skip
-    else:
-        line(f"key {keyfile.key_hex}: passphrase added as slot {slot.slot}")
-        _tell(copies)
-    return code
+        return keyfile.add(master, new).slot
+
+    keyfile, added, copies = _change_key(catalog_path, password_file, password_command, add)
+    return _changed(keyfile, copies, as_json, {"added": added}, f"passphrase added as slot {added}")
 
 
 @key.command("remove")
@@ -223,22 +217,44 @@ def key_remove(
     as_json: bool,
 ) -> int:
     """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
+    keyfile, _, copies = _change_key(
+        catalog_path, password_file, password_command, lambda keyfile, _: keyfile.remove(slot)
+    )
+    return _changed(keyfile, copies, as_json, {"removed": slot}, f"slot {slot} removed")
+
+
+def _change_key(
+    catalog_path: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    change: Callable[[KeyFile, bytes], T],
+) -> tuple[KeyFile, T, KeyCopies]:
+    """Under the key-change lock: unlock the catalog's key file with a passphrase it
+    takes, ``change(keyfile, master key)``, then write the changed key file; the key
+    file, what ``change`` returned, and how its copies on the devices fared.
+
+    The devices' copies first, the catalog's key last: a run killed half way leaves the
+    catalog's key unchanged, so running it again changes every copy (the other way
+    round, a rerun of ``remove`` found no such slot and the devices kept copies the
+    removed passphrase opens)."""
     with key_change_lock(catalog_target(catalog_path)):
         keyfile = load_key(catalog_path)
-        keyfile.unlock(passphrase(password_file, password_command))
-        keyfile.remove(slot)
-        # the devices' copies first, the catalog's key last: a run killed half way
-        # leaves the slot in the catalog's key, so running it again removes it from
-        # every copy (the other way round, the rerun found no such slot and the
-        # devices kept copies the removed passphrase opens)
+        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
+        done = change(keyfile, master)
         copies = _refresh(catalog_path, keyfile)
         save_key_at(catalog_target(catalog_path), keyfile)
+    return keyfile, done, copies
+
+
+def _changed(keyfile: KeyFile, copies: KeyCopies, as_json: bool, fields: dict, text: str) -> int:
+    """Say what changed (``fields`` in the JSON, ``text`` otherwise) and where the key
+    file's copies could not be replaced; the exit code (warnings for those)."""
     code = EXIT_WARNINGS if copies.unreachable else 0
     if as_json:
-        emit_json({"status": status_of(code), "key_id": keyfile.key_hex, "removed": slot,
-                   "devices": copies.to_json()})  # fmt: skip
+        head = {"status": status_of(code), "key_id": keyfile.key_hex}
+        emit_json({**head, **fields, "devices": copies.to_json()})
     else:
-        line(f"key {keyfile.key_hex}: slot {slot} removed")
+        line(f"key {keyfile.key_hex}: {text}")
         _tell(copies)
     return code
 
