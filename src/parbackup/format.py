@@ -15,7 +15,7 @@ import json
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -307,61 +307,64 @@ class VolumeHeader:
     def encode(self) -> bytes:
         """The volume header as bytes: fixed part, JSON metadata, CRC32."""
         fields = (self.set_id, self.label, self.sequence, self.created_ns)
-        return frame_header(_VOLUME, VOLUME_MAGIC, FORMAT_VERSION, fields, self.meta)
+        return VOLUME_FRAME.encode(FORMAT_VERSION, fields, self.meta)
 
 
-def frame_header(
-    head: struct.Struct, magic: bytes, version: int, fields: tuple, meta: dict
-) -> bytes:
-    """A volume's or a parity volume's header: the fixed part ``head`` (``magic``,
-    ``version``, flags 0, the header's length, ``fields``), ``meta`` as JSON, and a CRC32
-    of both (read back by ``read_framed``)."""
-    blob = json.dumps(meta, sort_keys=True).encode()
-    length = head.size + len(blob) + _CRC.size
-    body = head.pack(magic, version, 0, length, *fields) + blob
-    return body + _CRC.pack(zlib.crc32(body))
+@dataclass(frozen=True)
+class Frame:
+    """How a volume's or a parity volume's header is framed: the fixed part ``head``
+    (``magic``, version, flags 0, the header's length, then fields of the kind's own),
+    metadata as JSON (at most ``max_meta`` bytes), and a CRC32 of both. ``what`` names
+    the kind in errors; ``unsupported`` starts the error for a version not in
+    ``versions``."""
+
+    head: struct.Struct
+    magic: bytes
+    versions: tuple[int, ...]
+    max_meta: int
+    what: str
+    unsupported: str
+
+    def encode(self, version: int, fields: tuple, meta: dict) -> bytes:
+        blob = json.dumps(meta, sort_keys=True).encode()
+        length = self.head.size + len(blob) + _CRC.size
+        body = self.head.pack(self.magic, version, 0, length, *fields) + blob
+        return body + _CRC.pack(zlib.crc32(body))
+
+    def read(self, stream: BinaryIO) -> tuple[int, int, tuple, bytes]:
+        """Read and check a header at the current position of ``stream``: its magic,
+        version, length and CRC32. The version, the header's length, the kind's fields
+        and the JSON bytes."""
+        head, what = self.head, self.what
+        fixed = read_exact(stream, head.size, what)
+        found, version, _flags, length, *fields = head.unpack(fixed)
+        if found != self.magic:
+            raise FormatError(f"not a parbackup {what} (magic {found!r})")
+        if version not in self.versions:
+            raise FormatError(f"{self.unsupported} {version}")
+        if not head.size + _CRC.size <= length <= head.size + self.max_meta + _CRC.size:
+            raise FormatError(f"{what} header length is out of range")
+        rest = read_exact(stream, length - head.size, what)
+        body = fixed + rest[: -_CRC.size]
+        (crc,) = _CRC.unpack(rest[-_CRC.size :])
+        if zlib.crc32(body) != crc:
+            raise FormatError(f"{what} header checksum mismatch")
+        return version, length, tuple(fields), rest[: -_CRC.size]
 
 
-def read_framed(
-    stream: BinaryIO,
-    head: struct.Struct,
-    magic: bytes,
-    versions: Container[int],
-    max_meta: int,
-    what: str,
-    unsupported: str,
-) -> tuple[int, int, tuple, bytes]:
-    """Read and check a header ``frame_header`` wrote at the current position of
-    ``stream``: its magic, version (``unsupported VERSION`` if not one of ``versions``),
-    length and CRC32; FormatError naming ``what`` (``volume``, ``parity volume``).
-    The version, the header's length, the fields after it and the JSON bytes."""
-    fixed = read_exact(stream, head.size, what)
-    found, version, _flags, length, *fields = head.unpack(fixed)
-    if found != magic:
-        raise FormatError(f"not a parbackup {what} (magic {found!r})")
-    if version not in versions:
-        raise FormatError(f"{unsupported} {version}")
-    if not head.size + _CRC.size <= length <= head.size + max_meta + _CRC.size:
-        raise FormatError(f"{what} header length is out of range")
-    rest = read_exact(stream, length - head.size, what)
-    body = fixed + rest[: -_CRC.size]
-    (crc,) = _CRC.unpack(rest[-_CRC.size :])
-    if zlib.crc32(body) != crc:
-        raise FormatError(f"{what} header checksum mismatch")
-    return version, length, tuple(fields), rest[: -_CRC.size]
+VOLUME_FRAME = Frame(
+    _VOLUME,
+    VOLUME_MAGIC,
+    (FORMAT_VERSION,),
+    MAX_VOLUME_META,
+    "volume",
+    "unsupported volume format version",
+)
 
 
 def read_volume_header(stream: BinaryIO) -> VolumeHeader:
     """Read and check the volume header at the current position of ``stream``."""
-    _version, length, fields, blob = read_framed(
-        stream,
-        _VOLUME,
-        VOLUME_MAGIC,
-        (FORMAT_VERSION,),
-        MAX_VOLUME_META,
-        "volume",
-        "unsupported volume format version",
-    )
+    _version, length, fields, blob = VOLUME_FRAME.read(stream)
     set_id, label, sequence, created = fields
     try:
         meta = json.loads(blob)

@@ -365,22 +365,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             " bytes, reused, sources, report, resumed FROM sets ORDER BY seq"
         ).fetchall()
         return [
-            SetInfo(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                json.loads(r[11]),
-                json.loads(r[12]) if r[12] else None,
-                r[13],
-            )
+            SetInfo(*r[:11], json.loads(r[11]), json.loads(r[12]) if r[12] else None, r[13])
             for r in rows
         ]
 

@@ -49,7 +49,7 @@ import xxhash
 from blake3 import blake3
 
 from parbackup.errors import ChecksumError, FormatError
-from parbackup.format import frame_header, read_exact, read_framed
+from parbackup.format import Frame, read_exact
 from parbackup.redundancy.codec import CODEC_IDS, CODEC_NAMES, FRAGMENT_HEADER, check_params
 from parbackup.redundancy.layout import Column
 
@@ -77,6 +77,9 @@ _END = struct.Struct("<4s16sQ")
 _END2 = struct.Struct("<4s16sQI")
 _FOOT = struct.Struct("<I4s")
 _CRC = struct.Struct("<I")
+_FRAME = Frame(
+    _HEAD, PARITY_MAGIC, VERSIONS, MAX_META, "parity volume", "unsupported parity volume version"
+)
 
 
 def parity_name(set_hex: str, label: str, index: int) -> str:
@@ -133,20 +136,12 @@ class ParityHeader:
             meta["checksum"] = CHECKS[self.version]
         label = bytes.fromhex(self.label)[:16].ljust(16, b"\0")
         fields = (self.set_id, label, self.index, self.created_ns)
-        return frame_header(_HEAD, PARITY_MAGIC, self.version, fields, meta)
+        return _FRAME.encode(self.version, fields, meta)
 
 
 def read_parity_header(stream: BinaryIO) -> ParityHeader:
     """Read and check a parity volume header at the current position of ``stream``."""
-    version, length, fields, blob = read_framed(
-        stream,
-        _HEAD,
-        PARITY_MAGIC,
-        VERSIONS,
-        MAX_META,
-        "parity volume",
-        "unsupported parity volume version",
-    )
+    version, length, fields, blob = _FRAME.read(stream)
     set_id, _label, index, created = fields
     try:
         meta = json.loads(blob)
