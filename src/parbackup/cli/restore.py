@@ -7,7 +7,9 @@ where it is asked for: a restore's imports come before its readers start
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import click
 
@@ -40,6 +42,22 @@ set_option = click.option(
 moved_device_option = devices_option(
     "Where a device is now, if it moved; matched to the catalog by its label.", required=False
 )
+
+
+def reader_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options restore and verify both take, in this order after their own: moved
+    devices, the catalog, SFTP host keys, the passphrase, profiles, --cluster, --json."""
+    for option in (
+        json_option,
+        cluster_options,
+        profile_options,
+        password_options,
+        accept_new_host_keys_option,
+        catalog_option,
+        moved_device_option,
+    ):
+        func = option(func)  # the last listed is the first shown, as in a decorator stack
+    return func
 
 
 @click.command("restore")
@@ -77,13 +95,7 @@ moved_device_option = devices_option(
     help="Write the one file PATH of the set to standard output instead (e.g. a stream "
     "backed up with --stdin-name); the summary goes to standard error.",
 )
-@moved_device_option
-@catalog_option
-@accept_new_host_keys_option
-@password_options
-@profile_options
-@cluster_options
-@json_option
+@reader_options
 @handle_errors
 def restore(
     target: str | None,

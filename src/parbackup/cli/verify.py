@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import click
 
-from parbackup.cli.cluster import cluster_options, reading
+from parbackup.cli.cluster import reading
 from parbackup.cli.common import (
-    accept_new_host_keys_option,
-    catalog_option,
     emit_json,
     handle_errors,
     human_bytes,
-    json_option,
 )
-from parbackup.cli.keys import password_options, reader_codec
-from parbackup.cli.profiles import profile_options, scoped_set
+from parbackup.cli.keys import reader_codec
+from parbackup.cli.profiles import scoped_set
 from parbackup.cli.render import damaged_lines, line
-from parbackup.cli.restore import moved_device_option, set_option
+from parbackup.cli.restore import reader_options, set_option
 from parbackup.readback.verify import run_verify
 
 
 @click.command("verify")
 @set_option
-@moved_device_option
-@catalog_option
-@accept_new_host_keys_option
-@password_options
-@profile_options
-@cluster_options
-@json_option
+@reader_options
 @handle_errors
 def verify(
     set_ref: str,
