@@ -38,26 +38,34 @@ def wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-def test_every_device_is_written_by_its_own_process(tmp_path, device_dirs):
-    src = make_tree(tmp_path / "src", seed=21, files=40, big=(3 << 20,))
-    devs = device_dirs(3)
+def backed_up_and_restored(tmp_path, src, devs) -> RecordingExecutor:
+    """Back ``src`` up onto ``devs`` through a RecordingExecutor and check that the set
+    restores whole; the executor."""
     executor = RecordingExecutor()
     with Catalog(str(tmp_path / "cat.sqlite")) as cat:
         report = run_backup([str(src)], [str(d) for d in devs], cat, executor=executor)
         assert report.status == "complete"
         run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
+    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
+    return executor
+
+
+def test_every_device_is_written_by_its_own_process(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=21, files=40, big=(3 << 20,))
+    devs = device_dirs(3)
+    executor = backed_up_and_restored(tmp_path, src, devs)
     pids = {w.proc.pid for w in executor.started}
     assert len(executor.started) == 3 and len(pids) == 3 and os.getpid() not in pids
     assert all(w.proc.returncode == 0 for w in executor.started)  # each ended cleanly
     assert all(any((d / "sets").rglob("*.pbv")) for d in devs)
-    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
 
 
 def test_movers_are_forked_when_the_interpreter_cannot_be_run_again(
     tmp_path, device_dirs, monkeypatch
 ):
-    """workers._spawn's fallback (an interpreter only its owner may enter): the movers are
-    forked from this process (workers.fork_serving), each serves and ends cleanly."""
+    """workers._spawn's fallback (an interpreter only its owner may enter): the movers
+    (and the restore's readers) are forked from this process (workers.fork_serving);
+    each serves and ends cleanly."""
     real = subprocess.Popen
 
     def refused(args, *more, **kw):
@@ -67,18 +75,10 @@ def test_movers_are_forked_when_the_interpreter_cannot_be_run_again(
 
     monkeypatch.setattr(workers.subprocess, "Popen", refused)
     src = make_tree(tmp_path / "src", seed=23, files=20, big=(1 << 20,))
-    devs = device_dirs(2)
-    executor = RecordingExecutor()
-    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
-        report = run_backup([str(src)], [str(d) for d in devs], cat, executor=executor)
-        assert report.status == "complete"
-    monkeypatch.undo()
+    executor = backed_up_and_restored(tmp_path, src, device_dirs(2))
     assert len(executor.started) == 2
     assert all(isinstance(w.proc, workers._Forked) for w in executor.started)
     assert all(w.proc.wait(60) == 0 for w in executor.started)
-    with Catalog(str(tmp_path / "cat.sqlite")) as cat:
-        run_restore(cat, RestoreOptions(target=str(tmp_path / "out")))
-    assert snapshot(restored_root(tmp_path / "out", src)) == snapshot(src)
 
 
 @pytest.mark.slow
