@@ -223,11 +223,23 @@ class _Collector:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(k)
+        listener.setblocking(False)  # ``accept`` takes every link waiting, then returns
         return listener, address
 
     def accept(self, listener: socket.socket) -> None:
+        """Take every mover's link waiting to be taken (``link``). All of them, not one
+        a wakeup: a mover connects before its first unit, so once every mover committed
+        (``Close``) every link is here or taken, and Close judges the columns after
+        this (small columns end before a starved collector took their links)."""
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            self.link(sock)
+
+    def link(self, sock: socket.socket) -> None:
         """Take a mover's hello: its column and the memfd of its slots."""
-        sock, _ = listener.accept()
         fds: list[int] = []
         try:
             sock.settimeout(_HELLO_TIMEOUT)
@@ -433,6 +445,7 @@ class _Collector:
                         return False
                     if isinstance(msg, Close):
                         self.closing = True
+                        self.accept(listener)  # the links not taken yet: every mover linked
                         missing = [j for j in range(self.k) if j not in self.columns]
                         if missing:
                             self.broken = self.broken or f"column {missing[0]} never linked"
