@@ -112,22 +112,28 @@ def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
         _feed(tees[1], "v1", streams[1])
         lead.join(TIMEOUT)
         state = {"broken": [t.broken for t in tees], "rows": [t.row for t in tees]}
-        collector.send(Close())
-        written = _answer(collector, Written)
-        collector.send(Abandon())
+        got, digests, version = _closed(collector, parity_dir)
     finally:
         collector.kill()
         collector.thread.join(TIMEOUT)
-    ((_label, name, _size),) = written.volumes
-    parity = open_device(str(parity_dir))
-    parity.open()
-    got, digests, version = _rows(parity, name)
     # version 3: the tees' and the collector's XXH3-128 digests of every unit of a row
     assert version == WRITTEN_VERSION == 3
     for row, (_row, payload) in enumerate(got):
         units = [s[row * UNIT : (row + 1) * UNIT].ljust(UNIT, b"\0") for s in streams]
         assert digests[row] == tuple(unit_digest(u, 3) for u in [*units, payload])
     return got, state, _after_the_data(streams, LABELS, label)
+
+
+def _closed(collector: Collector, parity_dir) -> tuple[list, list, int]:
+    """Close the stream (every column ended), let the collector end: ``_rows`` of the
+    parity volume it wrote."""
+    collector.send(Close())
+    written = _answer(collector, Written)
+    collector.send(Abandon())
+    ((_label, name, _size),) = written.volumes
+    parity = open_device(str(parity_dir))
+    parity.open()
+    return _rows(parity, name)
 
 
 def _after_the_data(streams: list[bytes], labels: tuple[str, ...], label: str) -> list:
@@ -254,16 +260,8 @@ def test_columns_ended_before_the_collector_took_their_links_are_not_missing(tmp
         for j, tee in enumerate(tees):
             _feed(tee, f"v{j}", streams[j])  # fewer units than slots: no tee waits
         assert [(t.ended, t.broken) for t in tees] == [(True, "")] * 3
-        collector.send(Close())
-        assert collector.channel.poll(TIMEOUT)
-        written = collector.channel.recv()
-        assert isinstance(written, Written), written
-        collector.send(Abandon())
+        got = _closed(collector, parity_dir)[0]
     finally:
         collector.kill()
         collector.thread.join(TIMEOUT)
-    ((_label, name, _size),) = written.volumes
-    parity = open_device(str(parity_dir))
-    parity.open()
-    got = _rows(parity, name)[0]
     assert got == _after_the_data(streams, labels, label) and len(got) == 3
