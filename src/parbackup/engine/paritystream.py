@@ -64,11 +64,21 @@ from multiprocessing.connection import Connection
 from blake3 import blake3
 
 from parbackup.engine.devices import close_all, open_devices
+from parbackup.engine.paritymsg import (
+    Abandon,
+    Begin,
+    Close,
+    Failed,
+    Listening,
+    Opened,
+    Put,
+    Stored,
+    Written,
+)
 from parbackup.engine.paritytee import SLOT, UNIT_ENTRY, offered_max
 from parbackup.errors import ParbackupError, UsageError
 from parbackup.redundancy.codec import fragment_headers
 from parbackup.redundancy.isal import address
-from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
 from parbackup.redundancy.volume import WRITTEN_VERSION, digest_size
 from parbackup.workers import Channel
@@ -106,59 +116,6 @@ class ParitySpec:
     """Data columns the set is expected to have (0: not known): their codec fragment
     headers are computed while the sources are scanned, not once ``Begin`` came, when
     every mover waits for the collector's address."""
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    labels: tuple[str, ...]
-    schemes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    set_id: bytes
-    columns: tuple[str, ...]
-    created_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Listening:
-    address: str
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Abandon:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    volumes: tuple[tuple[str, str, int], ...]
-    """(label, object name, size) of every parity volume."""
-    columns: tuple[Column, ...]
-    rows: int
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    files: tuple[tuple[str, str], ...]
-    """(object name, local path) of each file to put on every parity device."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    errors: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: str
 
 
 @dataclass
