@@ -23,6 +23,7 @@ from parbackup.engine.paritystream import (
     Opened,
     ParitySpec,
     Written,
+    _Collector,
 )
 from parbackup.engine.paritytee import ParityLink, ParityTee
 from parbackup.redundancy.layout import Column
@@ -111,30 +112,40 @@ def _run(tmp_path, hold: float, lead_waits: bool) -> tuple[list, dict, list]:
         _feed(tees[1], "v1", streams[1])
         lead.join(TIMEOUT)
         state = {"broken": [t.broken for t in tees], "rows": [t.row for t in tees]}
-        collector.send(Close())
-        written = _answer(collector, Written)
-        collector.send(Abandon())
+        got, digests, version = _closed(collector, parity_dir)
     finally:
         collector.kill()
         collector.thread.join(TIMEOUT)
-    ((_label, name, _size),) = written.volumes
-    parity = open_device(str(parity_dir))
-    parity.open()
-    got, digests, version = _rows(parity, name)
     # version 3: the tees' and the collector's XXH3-128 digests of every unit of a row
     assert version == WRITTEN_VERSION == 3
     for row, (_row, payload) in enumerate(got):
         units = [s[row * UNIT : (row + 1) * UNIT].ljust(UNIT, b"\0") for s in streams]
         assert digests[row] == tuple(unit_digest(u, 3) for u in [*units, payload])
-    # the same columns, their parity written after the data
+    return got, state, _after_the_data(streams, LABELS, label)
+
+
+def _closed(collector: Collector, parity_dir) -> tuple[list, list, int]:
+    """Close the stream (every column ended), let the collector end: ``_rows`` of the
+    parity volume it wrote."""
+    collector.send(Close())
+    written = _answer(collector, Written)
+    collector.send(Abandon())
+    ((_label, name, _size),) = written.volumes
+    parity = open_device(str(parity_dir))
+    parity.open()
+    return _rows(parity, name)
+
+
+def _after_the_data(streams: list[bytes], labels: tuple[str, ...], label: str) -> list:
+    """The rows the after-the-data writer makes of the same columns (volume ``v<j>``)."""
     stores = []
     for j, stream in enumerate(streams):
         dev = _memory(f"d{j}")
         dev.put(f"v{j}", stream)
-        stores.append((Column(LABELS[j], ((f"v{j}", len(stream)),)), dev))
+        stores.append((Column(labels[j], ((f"v{j}", len(stream)),)), dev))
     old_dev = _memory("q")
     ((_l, old_name, _s),) = write_parity(SET, stores, [(label, old_dev)], unit=UNIT)
-    return got, state, _rows(old_dev, old_name)[0]
+    return _rows(old_dev, old_name)[0]
 
 
 def test_a_column_running_ahead_waits_for_the_others_instead_of_spilling(tmp_path, caplog):
@@ -213,3 +224,44 @@ def test_a_malformed_message_of_a_tee_breaks_the_stream_not_the_collector(tmp_pa
         finally:
             collector.kill()
             collector.thread.join(TIMEOUT)
+
+
+def test_columns_ended_before_the_collector_took_their_links_are_not_missing(tmp_path, monkeypatch):
+    """Small columns on a busy machine: every mover links, sends all its units and its
+    end and commits before the collector's thread took any link (here it takes none
+    until Close: a starved thread, or Close read before the listener in one wakeup).
+    Each mover connected before it committed, so at Close every link waits to be taken:
+    none is "never linked" and the parity is written while writing. (The collector
+    took one link a wakeup and judged the columns at Close without taking the links
+    waiting: the backup wrote its parity after the data, "column 0 never linked".)"""
+    seen = threading.Event()
+    accept = _Collector.accept
+
+    def starved_accept(self, listener) -> None:
+        if self.closing:
+            accept(self, listener)
+        else:
+            seen.set()
+
+    monkeypatch.setattr(_Collector, "accept", starved_accept)
+    labels = ("0a" * 16, "0b" * 16, "0c" * 16)
+    rnd = random.Random(11)
+    streams = [rnd.randbytes(2 * UNIT + 7 * j) for j in range(3)]
+    parity_dir = tmp_path / "parity"
+    parity_dir.mkdir()
+    collector = Collector(ParitySpec((str(parity_dir),), UNIT, window=2, timeout=TIMEOUT))
+    try:
+        (label,) = _answer(collector, Opened).labels
+        collector.send(Begin(SET, labels, 1))
+        listening = _answer(collector, Listening)
+        link = (listening.address, listening.token)
+        tees = [ParityTee(ParityLink(*link, j, UNIT, patience=TIMEOUT)) for j in range(3)]
+        assert seen.wait(TIMEOUT)  # the collector woke for the links, and took none
+        for j, tee in enumerate(tees):
+            _feed(tee, f"v{j}", streams[j])  # fewer units than slots: no tee waits
+        assert [(t.ended, t.broken) for t in tees] == [(True, "")] * 3
+        got = _closed(collector, parity_dir)[0]
+    finally:
+        collector.kill()
+        collector.thread.join(TIMEOUT)
+    assert got == _after_the_data(streams, labels, label) and len(got) == 3

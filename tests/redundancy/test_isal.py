@@ -61,6 +61,22 @@ def test_the_first_unit_put_over_garbage_then_the_others_added_give_the_parity(k
 
 
 @settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, MAX_DATA), m=st.integers(1, MAX_PARITY), seed=st.integers(0, 2**32))
+def test_a_whole_row_encoded_in_one_call_is_the_codecs_parity(k, m, seed):
+    """Updater.encode (all k data units at once, the parity buffers written whatever
+    they held) gives the parity RowCodec and put/add give."""
+    rnd = random.Random(seed)
+    data = [rnd.randbytes(UNIT) for _ in range(k)]
+    want, _headers = RowCodec(k, m, UNIT).encode(data)
+    updater = Updater.load(k, m, UNIT)
+    assert updater is not None
+    parity = [bytearray(rnd.randbytes(UNIT)) for _ in range(m)]
+    units = [bytearray(u) for u in data]
+    updater.encode([address(u) for u in units], [address(p) for p in parity])
+    assert [bytes(p) for p in parity] == want
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     k=st.integers(1, MAX_DATA),
     m=st.integers(1, MAX_PARITY),

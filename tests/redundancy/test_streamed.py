@@ -53,28 +53,43 @@ def _columns(sizes: list[int], rnd: random.Random):
     return out
 
 
-def _stream_parity(columns, m: int, order: list[int], window: int):
+def _stream_parity(columns, m: int, order: list[int], window: int, settles=None):
     """Feed the columns' units in ``order`` (a column index per step: its next unit,
-    or its end once it has none left) into a StreamedParity on m memory devices."""
+    or its end once it has none left) into a StreamedParity on m memory devices. With
+    ``settles`` (a flag per step), every unit is offered instead of added, and a step
+    whose flag is set first settles the column's oldest offered unit; a unit released
+    is overwritten at once (its slot reused), so a read after its release shows."""
     parity = [(f"{0xA0 + i:02x}" * 16, _device(f"p{i}")) for i in range(m)]
     sp = StreamedParity(SET, [c.label for c, _s in columns], parity, UNIT, window=window)
     sent = [0] * len(columns)
     ended = [False] * len(columns)
+    held: dict[tuple[int, int], bytearray] = {}
     rest = [j for j, (_c, s) in enumerate(columns) for _ in range(-(-len(s) // UNIT) + 1)]
-    for j in [*order, *rest]:
+    for step, j in enumerate([*order, *rest]):
         col, stream = columns[j]
+        if settles is not None and settles[step % len(settles)] and sp.offered(j):
+            sp.settle(j)
         if ended[j]:
             continue
         at = sent[j] * UNIT
         if at >= len(stream):
             sp.end(j, col.volumes)
             ended[j] = True
-            continue
-        unit = bytearray(stream[at : at + UNIT].ljust(UNIT, b"\0"))
-        sp.add(j, sent[j], address(unit), unit_digest(unit, WRITTEN_VERSION))
-        sent[j] += 1
+        else:
+            unit = bytearray(stream[at : at + UNIT].ljust(UNIT, b"\0"))
+            digest = unit_digest(unit, WRITTEN_VERSION)
+            if settles is None:
+                sp.add(j, sent[j], address(unit), digest)
+            else:
+                held[(j, sent[j])] = unit
+                sp.offer(j, sent[j], address(unit), digest, (j, sent[j]))
+            sent[j] += 1
+        if settles is not None:
+            for token in sp.released():
+                held.pop(token)[:] = b"\xff" * UNIT
     assert all(ended)
     assert sp.finished
+    assert not held, "every offered unit is released once its row is written"
     written, cols, rows = sp.finish()
     return parity, written, cols, rows, sp
 
@@ -93,17 +108,20 @@ def _rows(dev, name):
     m=st.integers(1, 3),
     window=st.integers(1, 3),
     seed=st.integers(0, 2**32),
+    settles=st.none() | st.lists(st.booleans(), min_size=1, max_size=8),
     data=st.data(),
 )
 def test_streamed_rows_are_the_after_the_data_rows_in_any_arrival_order(
-    sizes, m, window, seed, data
+    sizes, m, window, seed, settles, data
 ) -> None:
+    """Units added one by one, or offered (rows encoded whole, some units settled
+    early, in memory or spilled): the same volumes as the after-the-data writer."""
     rnd = random.Random(seed)
     columns = _columns(sizes, rnd)
     k = len(columns)
     steps = sum(-(-len(s) // UNIT) + 1 for _c, s in columns)
     order = data.draw(st.lists(st.integers(0, k - 1), min_size=steps, max_size=3 * steps))
-    parity, written, cols, rows, _sp = _stream_parity(columns, m, order, window)
+    parity, written, cols, rows, _sp = _stream_parity(columns, m, order, window, settles)
     assert cols == tuple(c for c, _s in columns)
     # the same columns on devices, their parity written after the data (the same version)
     stores = []

@@ -2,11 +2,14 @@
 
 ``collect(spec, channel)`` runs on a thread of the backup's own process (``Collector``),
 beside the dispatcher. It opens and labels the parity devices, then takes every data
-mover's column unit by unit (engine/paritytee.py: shared memory, a Unix socket), adds
-each unit to its row's parity with ISA-L (redundancy/isal.py, accumulate.py) and
-writes each row to the parity volumes as soon as every column has passed it
-(redundancy/streamed.py). The volumes are of version 3 (redundancy/volume.py): the
-rows and the columns' volumes go into the end record.
+mover's column unit by unit (engine/paritytee.py: shared memory, a Unix socket), leaves
+each unit in its slot until every column has passed its row, then encodes the row whole
+with ISA-L (redundancy/isal.py, accumulate.py), writes it to the parity volumes
+(redundancy/streamed.py) and gives the row's slots back. The messages of the moment
+are all taken in before any unit is offered (``drain`` once per wakeup), so a row the
+other columns complete in the same wakeup is still encoded whole. The volumes are of
+version 3 (redundancy/volume.py): the rows and the columns' volumes go into the end
+record.
 
 Why a thread, not a worker process of its own: its heavy work (ISA-L's update, the unit digests,
 device writes) runs without the interpreter lock, so a thread takes no core from the
@@ -22,14 +25,17 @@ Conversation (controller -> collector, then what the collector answers):
     Put(files)                    -> Stored(errors)     the catalog copy, once Written
     Abandon()                     -> (the collector gives up what it did not commit, ends)
 
-A unit of a row too far ahead of the oldest unfinished one (a column running ahead of
-the others) is held, not summed: its slot stays with the collector, so the mover runs
-out of slots and waits, and its core goes to the columns behind (on a busy machine one
-mover is often starved for a while). Spilling it instead (redundancy/accumulate.py)
-costs a write and two reads of the row per unit; bench/parity.py measured up to 130 of
-170 rows spilled without the hold. A column held for ``hold`` seconds without catching up
-(a device that is really faster, as with ``--balance time``) spills from then on until
-it is back within the window; after ``_HOLDS`` such timeouts it is never held again.
+A column running ahead of the others would keep every slot of its mover: once more than
+half of its slots wait, its oldest unit is settled (added alone to its row's sum in
+memory, ISA-L's update, and its slot given back; ``offered_max``). A unit of a row too
+far ahead of the oldest unfinished one is not settled but held: its slot stays with the
+collector, so the mover runs out of slots and waits, and its core goes to the columns
+behind (on a busy machine one mover is often starved for a while). Spilling it instead
+(redundancy/accumulate.py) costs a write and two reads of the row per unit;
+bench/parity.py measured up to 130 of 170 rows spilled without the hold. A column held
+for ``hold`` seconds without catching up (a device that is really faster, as with
+``--balance time``) spills from then on until it is back within the window; after
+``_HOLDS`` such timeouts it is never held again.
 
 ``Close`` comes once every data device committed: the collector waits for every column's
 end, writes the end records and commits. A column whose link breaks before its end
@@ -58,11 +64,21 @@ from multiprocessing.connection import Connection
 from blake3 import blake3
 
 from parbackup.engine.devices import close_all, open_devices
-from parbackup.engine.paritytee import SLOT, UNIT_ENTRY
+from parbackup.engine.paritymsg import (
+    Abandon,
+    Begin,
+    Close,
+    Failed,
+    Listening,
+    Opened,
+    Put,
+    Stored,
+    Written,
+)
+from parbackup.engine.paritytee import SLOT, UNIT_ENTRY, offered_max
 from parbackup.errors import ParbackupError, UsageError
 from parbackup.redundancy.codec import fragment_headers
 from parbackup.redundancy.isal import address
-from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
 from parbackup.redundancy.volume import WRITTEN_VERSION, digest_size
 from parbackup.workers import Channel
@@ -72,6 +88,7 @@ log = logging.getLogger(__name__)
 _HELLO_TIMEOUT = 10.0
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _HOLDS = 3
+"""Hold timeouts after which a column always spills (it really is faster)."""
 _DIGEST = digest_size(WRITTEN_VERSION)
 """Bytes of a unit digest in a tee's message."""
 _BAD_MESSAGE = (ValueError, TypeError, IndexError, struct.error, pickle.UnpicklingError)
@@ -84,9 +101,6 @@ def window_for(unit: int) -> int:
     """The rows of ``unit`` held in memory past the oldest unfinished one: ``WINDOW_BYTES``
     of them, at least 4, so a larger unit takes no more memory."""
     return max(4, WINDOW_BYTES // unit)
-
-
-"""Hold timeouts after which a column always spills (it really is faster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,59 +116,6 @@ class ParitySpec:
     """Data columns the set is expected to have (0: not known): their codec fragment
     headers are computed while the sources are scanned, not once ``Begin`` came, when
     every mover waits for the collector's address."""
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    labels: tuple[str, ...]
-    schemes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    set_id: bytes
-    columns: tuple[str, ...]
-    created_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Listening:
-    address: str
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Abandon:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    volumes: tuple[tuple[str, str, int], ...]
-    """(label, object name, size) of every parity volume."""
-    columns: tuple[Column, ...]
-    rows: int
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    files: tuple[tuple[str, str], ...]
-    """(object name, local path) of each file to put on every parity device."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    errors: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: str
 
 
 @dataclass
@@ -219,11 +180,23 @@ class _Collector:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(address)
         listener.listen(k)
+        listener.setblocking(False)  # ``accept`` takes every link waiting, then returns
         return listener, address
 
     def accept(self, listener: socket.socket) -> None:
+        """Take every mover's link waiting to be taken (``link``). All of them, not one
+        a wakeup: a mover connects before its first unit, so once every mover committed
+        (``Close``) every link is here or taken, and Close judges the columns after
+        this (small columns end before a starved collector took their links)."""
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            self.link(sock)
+
+    def link(self, sock: socket.socket) -> None:
         """Take a mover's hello: its column and the memfd of its slots."""
-        sock, _ = listener.accept()
         fds: list[int] = []
         try:
             sock.settimeout(_HELLO_TIMEOUT)
@@ -248,7 +221,9 @@ class _Collector:
         self.columns[j] = _Column(Connection(sock.detach()), mapped, address(mapped))
 
     def unit_in(self, j: int, msg: bytes) -> None:
-        """A message of column ``j``'s tee (engine/paritytee.py): units, or its end."""
+        """A message of column ``j``'s tee (engine/paritytee.py): units, or its end,
+        taken in (``drain`` gives them to the parity once every column's message of
+        the moment is in: a row the others complete is then encoded whole)."""
         col = self.columns[j]
         kind = msg[:1]
         if kind == b"u":
@@ -265,48 +240,47 @@ class _Collector:
                     col.freed.append(slot)
                 else:
                     col.held.append((slot, row, msg[at + head : at + size]))
-            if not self.broken:
-                self.drain()
             _give_back(col)
         elif kind == b"e":
             col.ended = True
             col.end_volumes = [(str(n), int(s)) for n, s in pickle.loads(msg[1:])]
-            if not self.broken:
-                self.drain()
         else:
             raise ValueError("an unknown message")
 
     def drain(self) -> None:
-        """Sum every held unit that fits in memory now (or whose column spills), each
-        column in its order, and give its slot back; a column with nothing held left
-        ends once its end came. Summing completes rows, which lets others fit: repeat."""
-        unit = self.spec.unit
-        moved = True
-        while moved:
-            moved = False
-            for j, col in self.columns.items():
-                while col.held:
-                    slot, row, digest = col.held[0]
-                    if self.parity.fits(row):
-                        col.spilling = col.timeouts >= _HOLDS
-                    elif not col.spilling:
-                        col.held_since = col.held_since or time.monotonic()
-                        break
-                    col.held.popleft()
-                    col.held_since = 0.0
-                    self.parity.add(j, row, col.base + slot * unit, digest)
-                    col.freed.append(slot)
-                    moved = True
-                if not col.held and col.end_volumes is not None and not col.end_given:
-                    col.end_given = True
-                    self.parity.end(j, col.end_volumes)
-                    moved = True
+        """Offer every unit come in to the parity (its row encoded whole once complete,
+        its slot given back then) and every end come in; then settle the oldest offered
+        units of a column holding more than ``offered_max`` of its mover's slots, if
+        they fit in memory (or the column spills), else the column is held. Settling
+        completes no row, so what fits is known once the offers and ends are in."""
+        unit, parity = self.spec.unit, self.parity
+        for j, col in self.columns.items():
+            while col.held:
+                slot, row, digest = col.held.popleft()
+                parity.offer(j, row, col.base + slot * unit, digest, (j, slot))
+        for j, col in self.columns.items():
+            if col.end_volumes is not None and not col.end_given:
+                col.end_given = True
+                parity.end(j, col.end_volumes)
+        for j, col in self.columns.items():
+            most = offered_max(len(col.map) // unit)
+            col.held_since = col.held_since if parity.offered(j) > most else 0.0
+            while parity.offered(j) > most:
+                if parity.fits(parity.oldest_offered(j)):
+                    col.spilling = col.timeouts >= _HOLDS
+                elif not col.spilling:
+                    col.held_since = col.held_since or time.monotonic()
+                    break
+                col.held_since = 0.0
+                parity.settle(j)
+        for j, slot in parity.released():
+            self.columns[j].freed.append(slot)
         for col in self.columns.values():
             _give_back(col)
 
     def hold_deadline(self) -> float | None:
         """When the longest-held column is to spill (None: no column is held)."""
-        waiting = [c.held_since for c in self.columns.values() if c.held and c.held_since]
+        waiting = [c.held_since for c in self.columns.values() if c.held_since]
         return min(waiting) + self.spec.hold if waiting else None
 
     def spill_overdue(self) -> None:
@@ -314,7 +288,7 @@ class _Collector:
         they are back within the window."""
         now = time.monotonic()
         for col in self.columns.values():
-            if col.held and col.held_since and now >= col.held_since + self.spec.hold:
+            if col.held_since and now >= col.held_since + self.spec.hold:
                 col.spilling = True
                 col.timeouts += 1
                 col.held_since = 0.0
@@ -323,6 +297,8 @@ class _Collector:
     def let_go(self) -> None:
         """The stream is given up: every held slot goes back (the movers must not wait)."""
         self.parity.give_up()
+        for j, slot in self.parity.released():
+            self.columns[j].freed.append(slot)
         for col in self.columns.values():
             while col.held:
                 col.freed.append(col.held.popleft()[0])
@@ -337,6 +313,7 @@ class _Collector:
             self.spec.hold,
             [c.timeouts for _j, c in sorted(self.columns.items())],
         )
+        log.debug("parity: %d rows encoded whole", self.parity.acc.whole_rows)
         return Written(tuple(volumes), columns, rows)
 
     def release(self) -> None:
@@ -425,6 +402,7 @@ class _Collector:
                         return False
                     if isinstance(msg, Close):
                         self.closing = True
+                        self.accept(listener)  # the links not taken yet: every mover linked
                         missing = [j for j in range(self.k) if j not in self.columns]
                         if missing:
                             self.broken = self.broken or f"column {missing[0]} never linked"
@@ -444,6 +422,8 @@ class _Collector:
                         self.let_go()
                 if j in watched and self.columns[j].ended:
                     sel.unregister(watched.pop(j))
+            if ready and not self.broken and self.parity is not None:
+                self.drain()
 
 
 def _give_back(col: _Column) -> None:

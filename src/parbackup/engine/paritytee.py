@@ -87,6 +87,14 @@ def slots_for(unit: int) -> int:
     return max(2, SLOT_BYTES // unit)
 
 
+def offered_max(slots: int) -> int:
+    """A column's units left offered (in its mover's slots, encoded once their row is
+    complete) before its oldest is settled (summed alone, its slot given back): half of
+    its slots, so its mover has the other half to fill while the collector waits for
+    the interpreter lock or for the other columns."""
+    return max(1, slots // 2)
+
+
 class ParityTee:
     """Forwards one column's stream to the parity collector (see the module docstring)."""
 

@@ -5,6 +5,14 @@ is complete once every column has given its unit r or has ended before it (past 
 end a column is zeros and adds nothing, redundancy/layout.py). Complete rows leave in
 row order (``ready``).
 
+A unit may be summed at once (``add``), or offered (``offer``): left where the caller
+holds it (a mover's shared slot, engine/paritystream.py) until its row is complete,
+then the whole row is encoded in one ISA-L call, each data unit read once and each
+parity unit written once, where summing unit by unit reads and writes the parity units
+once per column (2.6x the time for k=3, m=1). The caller gets each offered unit's
+token back in ``released`` once its bytes are no longer needed, and may ``settle`` an
+offered unit early (summed into its row now) when it needs the unit's memory back.
+
 Memory: a row being summed holds m units. At most ``window`` rows past the oldest
 unfinished one are kept in memory; a unit for a row further ahead (a fast device far
 ahead of a slow one, as with ``--balance time``) is summed into a spill file instead
@@ -20,8 +28,9 @@ import contextlib
 import ctypes
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parbackup.redundancy.isal import Updater, address
 from parbackup.redundancy.volume import WRITTEN_VERSION, unit_digest
@@ -30,11 +39,13 @@ from parbackup.redundancy.volume import WRITTEN_VERSION, unit_digest
 @dataclass
 class _Row:
     buffer: bytearray | None
-    """m units back to back; None while the row lies in the spill file."""
+    """m units back to back; None while nothing is summed yet or the row is spilled."""
     base: int
     digests: list[bytes | None]
-    fresh: bool = False
-    """Its buffer holds nothing yet (not zeroed: the first unit is written, not added)."""
+    spilled: bool = False
+    """Its sum lies in the spill file."""
+    pending: list[tuple[int, int, object]] = field(default_factory=list)
+    """(column, address, token) of the units offered and not summed yet."""
 
 
 class RowAccumulator:
@@ -52,30 +63,37 @@ class RowAccumulator:
         self.pool: list[tuple[bytearray, int]] = []
         self.spill: int = -1
         self.scratch: tuple[bytearray, int] | None = None
+        self.zeros: tuple[bytearray, int] | None = None
         self.spilled_rows = 0
+        self.whole_rows = 0
+        """Rows encoded in one call from offered units only."""
         self.zero_digest = unit_digest(bytes(self.unit), WRITTEN_VERSION)
+        self.waiting: list[deque[int]] = [deque() for _ in range(self.k)]
+        """Each column's rows with an offered unit not summed yet, oldest first."""
+        self.released: list[object] = []
+        """Tokens of offered units no longer needed, for the caller to take."""
 
     # -- units in ---------------------------------------------------------------------
     def add(self, column: int, row: int, data: int, digest: bytes) -> None:
         """Add column ``column``'s unit ``row`` (at address ``data``; its digest)."""
-        if row != self.got[column] or self.ended[column]:
-            raise ValueError(f"column {column}: unit {row} out of order")
-        entry = self.rows.get(row)
-        if entry is None:
-            entry = self.rows[row] = self._new_row(row)
-        m, unit = self.m, self.unit
-        if entry.fresh:
-            self.updater.put(column, data, [entry.base + i * unit for i in range(m)])
-            entry.fresh = False
-        elif entry.buffer is not None:
-            self.updater.add(column, data, [entry.base + i * unit for i in range(m)])
-        else:  # in the spill file: read, add, write back
-            buf, base = self._scratch()
-            self._pread(buf, row)
-            self.updater.add(column, data, [base + i * unit for i in range(m)])
-            os.pwrite(self.spill, buf, row * m * unit)
-        entry.digests[column] = digest
-        self.got[column] += 1
+        self._sum(self._entry(column, row, digest), row, column, data)
+
+    def offer(self, column: int, row: int, data: int, digest: bytes, token: object) -> None:
+        """Column ``column``'s unit ``row`` (at address ``data``; its digest), read only
+        when its row is complete (``ready``) or it is settled: its bytes must stay there
+        until ``token`` is in ``released``."""
+        self._entry(column, row, digest).pending.append((column, data, token))
+        self.waiting[column].append(row)
+
+    def settle(self, column: int) -> None:
+        """Sum column ``column``'s oldest offered unit into its row now (in memory when
+        the row ``fits``, else in the spill file); its token is released."""
+        row = self.waiting[column].popleft()
+        entry = self.rows[row]
+        at = next(i for i, (c, _data, _token) in enumerate(entry.pending) if c == column)
+        _column, data, token = entry.pending.pop(at)
+        self._sum(entry, row, column, data)
+        self.released.append(token)
 
     def fits(self, row: int) -> bool:
         """True when a unit of row ``row`` would be summed in memory (no spill): the row
@@ -105,21 +123,48 @@ class RowAccumulator:
         ):
             row = self.next_out
             entry = self.rows.pop(row)
-            if entry.buffer is None:
+            if entry.spilled:
                 entry.buffer, entry.base = self._take()
                 self._pread(entry.buffer, row)
+            if entry.pending:
+                self._encode(row, entry)
+            assert entry.buffer is not None
             digests = [d if d is not None else self.zero_digest for d in entry.digests]
             with memoryview(entry.buffer) as view:
                 yield row, view, digests
             self.pool.append((entry.buffer, entry.base))
             self.next_out += 1
 
+    def _encode(self, row: int, entry: _Row) -> None:
+        """Sum the offered units of complete row ``row``: the whole row in one call when
+        none of it is summed yet, else each unit added; their tokens are released."""
+        m, unit = self.m, self.unit
+        if entry.buffer is None:
+            entry.buffer, entry.base = self._take(zeroed=False)  # written whole
+            data = [self._zeros()] * self.k  # a column past its end: zeros
+            for column, address_, _token in entry.pending:
+                data[column] = address_
+            self.updater.encode(data, [entry.base + i * unit for i in range(m)])
+            self.whole_rows += 1
+        else:
+            for column, address_, _token in entry.pending:
+                self.updater.add(column, address_, [entry.base + i * unit for i in range(m)])
+        for column, _address, token in entry.pending:
+            if self.waiting[column].popleft() != row:
+                raise ValueError(f"column {column}: offered units out of order")
+            self.released.append(token)
+        entry.pending.clear()
+
     def drop(self) -> None:
-        """Let every row being summed go (the stream is given up)."""
+        """Let every row being summed go (the stream is given up); every offered unit's
+        token is released."""
         for entry in self.rows.values():
             if entry.buffer is not None:
                 self.pool.append((entry.buffer, entry.base))
+            self.released.extend(token for _column, _data, token in entry.pending)
         self.rows.clear()
+        for waiting in self.waiting:
+            waiting.clear()
         self.close()
 
     def close(self) -> None:
@@ -130,17 +175,47 @@ class RowAccumulator:
             self.spill = -1
 
     # -- memory and spill -------------------------------------------------------------
-    def _new_row(self, row: int) -> _Row:
-        digests: list[bytes | None] = [None] * self.k
-        if row < self.next_out + self.window:
-            buf, base = self._take(zeroed=False)  # its first unit is written whole
-            return _Row(buf, base, digests, fresh=True)
-        if self.spill < 0:
-            fd, path = tempfile.mkstemp(prefix="parbackup-parity-", dir=self.spill_dir)
-            os.unlink(path)
-            self.spill = fd
-        self.spilled_rows += 1
-        return _Row(None, 0, digests)
+    def _entry(self, column: int, row: int, digest: bytes) -> _Row:
+        """Row ``row``'s entry, with column ``column``'s unit counted in."""
+        if row != self.got[column] or self.ended[column]:
+            raise ValueError(f"column {column}: unit {row} out of order")
+        entry = self.rows.get(row)
+        if entry is None:
+            entry = self.rows[row] = _Row(None, 0, [None] * self.k)
+        entry.digests[column] = digest
+        self.got[column] += 1
+        return entry
+
+    def _sum(self, entry: _Row, row: int, column: int, data: int) -> None:
+        """Add the unit at ``data`` to row ``row``'s sum: the row's first unit is written
+        into a buffer taken then (no zeroing first) when the row fits in the window, else
+        the row goes to the spill file (read, add, write back)."""
+        m, unit = self.m, self.unit
+        if entry.buffer is None and not entry.spilled:
+            if self.fits(row):
+                entry.buffer, entry.base = self._take(zeroed=False)
+                self.updater.put(column, data, [entry.base + i * unit for i in range(m)])
+                return
+            if self.spill < 0:
+                fd, path = tempfile.mkstemp(prefix="parbackup-parity-", dir=self.spill_dir)
+                os.unlink(path)
+                self.spill = fd
+            self.spilled_rows += 1
+            entry.spilled = True
+        if entry.buffer is not None:
+            self.updater.add(column, data, [entry.base + i * unit for i in range(m)])
+        else:  # in the spill file: read, add, write back
+            buf, base = self._scratch()
+            self._pread(buf, row)
+            self.updater.add(column, data, [base + i * unit for i in range(m)])
+            os.pwrite(self.spill, buf, row * m * unit)
+
+    def _zeros(self) -> int:
+        """The address of a unit of zeros (a column past its end, in a whole row)."""
+        if self.zeros is None:
+            buf = bytearray(self.unit)
+            self.zeros = (buf, address(buf))
+        return self.zeros[1]
 
     def _take(self, zeroed: bool = True) -> tuple[bytearray, int]:
         """A buffer of m units (zeroed unless ``zeroed`` is False) and its address."""

@@ -25,11 +25,6 @@ from functools import cache
 
 from parbackup.errors import FormatError, UsageError
 
-try:
-    from pyeclib.ec_iface import ECDriver
-except ImportError:  # the optional "parity" extra is not installed
-    ECDriver = None
-
 CODEC = "isa_l_rs_cauchy"
 CODEC_IDS = {CODEC: 1}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
@@ -47,6 +42,26 @@ def check_params(k: int, m: int) -> None:
         raise UsageError(
             f"parity needs 1 to {MAX_DATA} data devices besides the {m} parity device(s) (got {k})"
         )
+
+
+@cache
+def _driver_class() -> type | None:
+    """pyeclib's ``ECDriver``, imported when a row is first coded (not by every module
+    that reads or writes parity records: a mover's tee imports this one for its names
+    and sizes, ~2 ms a mover); None without the optional "parity" extra."""
+    try:
+        from pyeclib.ec_iface import ECDriver
+    except ImportError:
+        return None
+    return ECDriver
+
+
+def _driver(k: int, m: int, codec: str = CODEC):
+    """pyeclib's driver for (k, m); UsageError without pyeclib."""
+    driver = _driver_class()
+    if driver is None:
+        raise UsageError("parity needs pyeclib: pip install 'parbackup[parity]'")
+    return driver(k=k, m=m, ec_type=codec)
 
 
 @cache
@@ -68,9 +83,7 @@ def fragment_headers(k: int, m: int, unit: int) -> list[bytes]:
     (tests/redundancy/test_isal.py checks it), so a row of zeros gives them. Leaves the
     allocator alone (for a process that codes no rows itself)."""
     check_params(k, m)
-    if ECDriver is None:
-        raise UsageError("parity needs pyeclib: pip install 'parbackup[parity]'")
-    fragments = ECDriver(k=k, m=m, ec_type=CODEC).encode(bytes(k * unit))
+    fragments = _driver(k, m).encode(bytes(k * unit))
     if len(fragments) != k + m or any(len(f) != FRAGMENT_HEADER + unit for f in fragments):
         raise FormatError(f"{CODEC}: unexpected fragment layout")
     return [bytes(f[:FRAGMENT_HEADER]) for f in fragments]
@@ -85,11 +98,9 @@ class RowCodec:
             raise FormatError(f"unknown parity codec {codec!r}")
         if unit <= 0 or unit % 64:
             raise FormatError(f"parity unit {unit} is not a positive multiple of 64")
-        if ECDriver is None:
-            raise UsageError("parity needs pyeclib: pip install 'parbackup[parity]'")
+        self.driver = _driver(k, m, codec)
         tune_allocator()
         self.k, self.m, self.unit, self.codec = k, m, unit, codec
-        self.driver = ECDriver(k=k, m=m, ec_type=codec)
 
     def encode(
         self, units: Sequence[bytes | bytearray | memoryview]

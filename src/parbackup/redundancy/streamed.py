@@ -95,6 +95,30 @@ class StreamedParity:
         self.acc.add(column, row, data, digest)
         self._write_ready()
 
+    def offer(self, column: int, row: int, data: int, digest: bytes, token: object) -> None:
+        """As ``add``, but the unit is read only once its row is complete (the whole row
+        encoded in one call) or it is settled: its bytes stay at ``data`` until ``token``
+        comes back from ``released`` (redundancy/accumulate.py)."""
+        self.acc.offer(column, row, data, digest, token)
+        self._write_ready()
+
+    def offered(self, column: int) -> int:
+        """Column ``column``'s units offered and not summed yet."""
+        return len(self.acc.waiting[column])
+
+    def oldest_offered(self, column: int) -> int:
+        """The row of column ``column``'s oldest unit offered and not summed yet."""
+        return self.acc.waiting[column][0]
+
+    def settle(self, column: int) -> None:
+        """Sum column ``column``'s oldest offered unit now (its token is released)."""
+        self.acc.settle(column)
+
+    def released(self) -> list[object]:
+        """The tokens of the offered units no longer needed since the last call."""
+        out, self.acc.released = self.acc.released, []
+        return out
+
     def fits(self, row: int) -> bool:
         """True when a unit of row ``row`` would be summed in memory, not spilled."""
         return self.acc.fits(row)
