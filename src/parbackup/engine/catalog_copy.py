@@ -18,6 +18,7 @@ from parbackup.crypto.keys import device_key_name
 from parbackup.crypto.sealedfile import seal_file
 from parbackup.engine.devices import OpenDevice
 from parbackup.engine.keystore import catalog_key
+from parbackup.engine.putfile import put_file
 from parbackup.progress import EventSink, Notice
 
 CATALOG_COPY = "catalog/catalog.sqlite"
@@ -94,18 +95,10 @@ class _CatalogCopy(threading.Thread):
 
     def run(self) -> None:
         try:
-            with open(self.path, "rb") as fh:
-                self.dev.device.put_stream(CATALOG_COPY, _Beating(fh, self))
+            put_file(self.dev.device, CATALOG_COPY, self.path, self.beat, (0, b""))
         except Exception as exc:
             self.error = self.error or str(exc)
 
-
-class _Beating:
-    """A file wrapper that notes the time of every read (the device took the last chunk)."""
-
-    def __init__(self, fh, copy: _CatalogCopy) -> None:
-        self.fh, self.copy = fh, copy
-
-    def read(self, n: int = -1) -> bytes:
-        self.copy.heartbeat = time.monotonic()
-        return self.fh.read(n)
+    def beat(self) -> None:
+        """The device took the last chunk."""
+        self.heartbeat = time.monotonic()

@@ -83,6 +83,7 @@ from parbackup.engine.messages import (
     Work,
 )
 from parbackup.engine.moversource import SMALL, SourceSide
+from parbackup.engine.putfile import put_file
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
@@ -195,8 +196,7 @@ class _Mover(SourceSide):
                 self.tell(Speed(probe_speed(self.device, limit=limit, seconds=seconds)))
             case Put(name=name, path=path, patch=patch):
                 try:
-                    with open(path, "rb") as fh:
-                        self.device.put_stream(name, _Beating(fh, self, patch))
+                    put_file(self.device, name, path, self.progress, patch)
                     self.tell(Stored(name))
                 except (DeviceError, OSError) as exc:
                     self.tell(Stored(name, str(exc)))
@@ -450,26 +450,6 @@ class _Mover(SourceSide):
             vol.since_checkpoint >= self.spec.checkpoint_bytes or len(self.pending) >= _RECORDS
         ):
             self.make_durable(commit=False)
-
-
-class _Beating:
-    """A file whose every read tells the dispatcher the mover is alive (a heartbeat
-    while a catalog copy goes up a slow link)."""
-
-    def __init__(self, fh: Any, mover: _Mover, patch: tuple[int, bytes] = (0, b"")) -> None:
-        self.fh, self.mover, self.patch, self.pos = fh, mover, patch, 0
-
-    def read(self, n: int = -1) -> bytes:
-        self.mover.progress()
-        data = self.fh.read(n)
-        at, new = self.patch
-        start, self.pos = self.pos, self.pos + len(data)
-        lo, hi = max(at, start), min(at + len(new), self.pos)
-        if lo >= hi:
-            return data
-        out = bytearray(data)  # ``patch`` stands for the file's bytes at its offset
-        out[lo - start : hi - start] = new[lo - at : hi - at]
-        return bytes(out)
 
 
 def move(spec: MoverSpec, channel: Channel) -> None:
