@@ -19,15 +19,10 @@ from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.errors import RestoreError
 from parbackup.model import RecordRef
+from parbackup.readback.partfile import is_zero, part_name, write_sparse
 from parbackup.readback.paths import DirMaker
 from parbackup.readback.restore import RestoreOptions, run_restore
-from parbackup.readback.sinks import (
-    DirectorySink,
-    DirectorySinkSpec,
-    is_zero,
-    part_name,
-    write_sparse,
-)
+from parbackup.readback.sinks import DirectorySink, DirectorySinkSpec
 
 MTIME = 1_600_000_000_123_456_789
 

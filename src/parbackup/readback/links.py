@@ -13,7 +13,7 @@ from parbackup.model import FileEntry, Kind
 from parbackup.progress import EventSink, FileDone
 from parbackup.readback.beneath import Beneath
 from parbackup.readback.options import RestoreReport
-from parbackup.readback.sinks import set_metadata
+from parbackup.readback.partfile import set_metadata
 from parbackup.readback.specials import SPECIAL, make_special
 
 

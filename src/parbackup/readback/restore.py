@@ -25,19 +25,22 @@ import gc
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 
 from parbackup.catalog import Catalog, CatalogFile
 from parbackup.errors import RestoreError
-from parbackup.model import FileEntry, Kind
+from parbackup.model import Kind
 from parbackup.progress import EventSink, FileDone, Started, ignore
 from parbackup.readback.beneath import Beneath
-from parbackup.readback.core import Outcome, read_back, warm_up
+from parbackup.readback.core import read_back, warm_up
 from parbackup.readback.fidelity import restore_extended
-from parbackup.readback.links import apply_metadata, restore_links
+from parbackup.readback.links import restore_links
 from parbackup.readback.mark import MARK, RestoreMark
 from parbackup.readback.messages import PackedRef
 from parbackup.readback.options import RestoreOptions, RestoreReport
+from parbackup.readback.partfile import part_name, part_tag
+from parbackup.readback.parts import drop_parts, finish_files, prepare_parts
 from parbackup.readback.paths import DirMaker, target_path
 from parbackup.readback.recover import recovered
 from parbackup.readback.select import (
@@ -51,13 +54,7 @@ from parbackup.readback.select import (
     shared_paths,
     unlisted,
 )
-from parbackup.readback.sinks import (
-    DirectorySinkSpec,
-    FileTarget,
-    open_part,
-    part_name,
-    part_tag,
-)
+from parbackup.readback.sinks import DirectorySinkSpec, FileTarget
 
 
 def _is_empty_dir(path: str) -> bool:
@@ -142,7 +139,7 @@ def _run_restore(
         os.path.basename(f.entry.path) for f in chosen if "/.parbackup-" in f.entry.path
     )
     if mark.resumes:  # what the killed run left half written
-        _drop_parts(files, dest, Beneath(target), tag)
+        drop_parts(files, dest, Beneath(target), tag)
     dirs = DirMaker(target)
     cleanup.callback(dirs.close)
 
@@ -158,16 +155,11 @@ def _run_restore(
                     report.damage(f.entry.path, "", str(exc))
                     dest.pop(f.file_id)
 
-    unowned: set[int] = set()
-    idents = selection.idents
-    restored = _restore_files(
-        catalog, info.id, files, dest, records, options, report, on_event, unowned,
-        dirs=dirs, meanwhile=make_dirs, idents=idents, tag=tag,
-    )  # fmt: skip
+    job = _Job(catalog, info.id, dest, options, report, on_event, set(), selection.idents, tag)
+    restored = _restore_files(job, files, records, dirs=dirs, meanwhile=make_dirs)
     if report.damaged and catalog.parity(info.id):
-        restored |= _retry_with_parity(
-            catalog, info.id, files, dest, records, options, report, on_event, unowned, idents, tag
-        )
+        restored |= _retry_with_parity(job, files, records)
+    unowned = job.unowned
     safe = Beneath(target)  # no symlink below the target is followed
     restore_links(chosen, dest, restored, report, on_event, unowned, safe)
     bad = {d["path"] for d in report.damaged + report.skipped}
@@ -183,79 +175,61 @@ def _run_restore(
 _ORIGIN = itemgetter(7)  # of a PackedRef: the set whose volume holds it ('' this one)
 
 
-def _drop_parts(files: list[CatalogFile], dest: dict[int, str], safe: Beneath, tag: str) -> None:
-    """Remove the ``.part`` of every file about to be restored, where a killed run of the
-    same restore left one."""
-    for f in files:
-        if f.file_id in dest:
-            with contextlib.suppress(OSError):
-                safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
+@dataclass
+class _Job:
+    """What every pass over the files of one restore shares (the first, and the retry
+    of the damaged ones with parity)."""
+
+    catalog: Catalog
+    set_id: str
+    dest: dict[int, str]
+    """Where each file goes (by file id); the files without one are not restored."""
+    options: RestoreOptions
+    report: RestoreReport
+    on_event: EventSink
+    unowned: set[int]
+    """The ids of files restored whose owner could not be given (added to)."""
+    idents: dict[int, int] | None
+    """readback/select.py ``identities``: checked against the record headers."""
+    tag: str
+    """What the ``.part`` names carry (readback/partfile.py ``part_tag``)."""
 
 
 def _retry_with_parity(
-    catalog: Catalog,
-    set_id: str,
-    files: list[CatalogFile],
-    dest: dict[int, str],
-    records: dict[str, list[PackedRef]],
-    options: RestoreOptions,
-    report: RestoreReport,
-    on_event: EventSink,
-    unowned: set[int],
-    idents: dict[int, int] | None = None,
-    tag: str = "",
+    job: _Job, files: list[CatalogFile], records: dict[str, list[PackedRef]]
 ) -> dict[str, str]:
     """Files found damaged in a parity set are read again once, from copies of their
     devices' columns rebuilt from the row digests and parity (readback/recover.py)."""
+    report = job.report
     bad = {d["path"] for d in report.damaged}
-    again = [f for f in files if f.entry.path in bad and f.file_id in dest]
+    again = [f for f in files if f.entry.path in bad and f.file_id in job.dest]
     if not again:
         return {}
     ids = {f.file_id for f in again}
     subset = {label: [rec for rec in recs if rec[0] in ids] for label, recs in records.items()}
     subset = {label: recs for label, recs in subset.items() if recs}
-    suspects = sorted(subset)
     report.damaged = [d for d in report.damaged if d["path"] not in {f.entry.path for f in again}]
-    return _restore_files(
-        catalog,
-        set_id,
-        again,
-        dest,
-        subset,
-        options,
-        report,
-        on_event,
-        unowned,
-        suspects,
-        idents=idents,
-        tag=tag,
-    )
+    return _restore_files(job, again, subset, suspects=sorted(subset))
 
 
 def _restore_files(
-    catalog: Catalog,
-    set_id: str,
+    job: _Job,
     files: list[CatalogFile],
-    dest: dict[int, str],
     records: dict[str, list[PackedRef]],
-    options: RestoreOptions,
-    report: RestoreReport,
-    on_event: EventSink,
-    unowned: set[int],
     suspects: Sequence[str] = (),
     dirs: DirMaker | None = None,
     meanwhile: Callable[[], None] = lambda: None,
-    idents: dict[int, int] | None = None,
-    tag: str = "",
 ) -> dict[str, str]:
-    """Read and write every regular file; original path -> restored path of the good.
-    The ids of files whose owner could not be given are added to ``unowned``; ``idents``
-    (readback/select.py ``identities``) are checked against the record headers.
+    """Read and write every regular file of ``files`` (``records``: theirs, by device
+    label); original path -> restored path of the good. ``suspects``: the labels whose
+    columns are rebuilt from parity first (readback/recover.py).
 
     The readers start first; ``meanwhile()``, then the ``.part`` files this process
     finishes and the empty files (made with their directories by ``dirs``), are done
     while they read.
     """
+    dest, options, report, on_event, tag = job.dest, job.options, job.report, job.on_event, job.tag
+    unowned = job.unowned
     one, on, spans, several = index_records(records)
     labels: dict[int, Collection[str]] = {}  # the devices holding each file's records
     active: list[CatalogFile] = []
@@ -265,7 +239,7 @@ def _restore_files(
     whole: set[int] = set()  # the others, finished by their reader
     targets: dict[str, dict[int, FileTarget]] = {label: {} for label in records}
     split_files: list[CatalogFile] = []  # in the order of ``files``, as ``split``
-    empty_files: list[CatalogFile] = []  # no records: made and finished by ``_prepare``
+    empty_files: list[CatalogFile] = []  # no records: made and finished by prepare_parts
     for f in files:  # one pass: a set's files are many
         fid, e = f.file_id, f.entry
         if fid not in dest:
@@ -312,7 +286,7 @@ def _restore_files(
             then the empty files (nothing of theirs is read: no reader waits for them)."""
             meanwhile()
             for picked, split_now in ((split_files, True), (empty_files, False)):
-                early.update(_prepare(picked, dest, unowned, safe, dirs, tag, split=split_now))
+                early.update(prepare_parts(picked, dest, unowned, safe, dirs, tag, split=split_now))
 
         def done(fids: list[int]) -> None:
             """The readers' good files: those they finished are announced (a set's files
@@ -322,6 +296,7 @@ def _restore_files(
                 if fid in mine:
                     on_event(event(path(fid)))
 
+        catalog, set_id = job.catalog, job.set_id
         known = catalog.device_urls()
         local = options.executor is None  # (a cluster's readers cannot share a spool)
         with recovered(
@@ -338,12 +313,12 @@ def _restore_files(
                 meanwhile=prepare,
                 codec=options.codec,
                 executor=options.executor,
-                idents=idents,
+                idents=job.idents,
                 packed=True,
             )
         report.rebuilt = sorted(set(report.rebuilt) | set(rescue.missing))
         unowned |= outcome.unowned
-        return _finish_files(
+        return finish_files(
             active,
             dest,
             labels,
@@ -362,141 +337,3 @@ def _restore_files(
             with contextlib.suppress(OSError):
                 safe.unlink(part_name(dest[f.file_id], f.file_id, tag))
         raise
-
-
-def _finish_files(
-    active: list[CatalogFile],
-    dest: dict[int, str],
-    labels: dict[int, Collection[str]],
-    unread: set[int],
-    split: set[int],
-    early: dict[int, str],
-    outcome: Outcome,
-    report: RestoreReport,
-    on_event: EventSink,
-    unowned: set[int],
-    safe: Beneath,
-    tag: str,
-) -> dict[str, str]:
-    """Judge every file by what its readers said (or by ``early``: files done before the
-    readers started, '' or why not); finish those this process finishes (split over
-    devices); remove the ``.part`` of the rest."""
-    restored: dict[str, str] = {}
-    damaged, good = outcome.damaged, outcome.good
-    files = nbytes = 0  # counted here, added to the report once (a set's files are many)
-    for f in active:
-        fid, entry = f.file_id, f.entry
-        path = dest[fid]
-        if fid in early:
-            device, error = "", early[fid]
-        elif fid in damaged:  # the first device and error reported (Outcome.ok)
-            device, error = damaged[fid]
-            if not error:
-                error = "records missing from the catalog" if fid in unread else "not restored"
-        elif fid in unread:
-            device, error = "", "records missing from the catalog"
-        elif good[fid] < len(labels.get(fid, ())):  # not every device holding it said so
-            device, error = "", "not restored"
-        elif fid in split:
-            device, error = "", _finish(fid, entry, path, unowned, safe, tag)
-        else:
-            device, error = "", ""
-        if error:
-            with contextlib.suppress(OSError):
-                safe.unlink(part_name(path, fid, tag))
-            report.damage(entry.path, device, error)
-            continue
-        restored[entry.path] = path
-        files += 1
-        nbytes += entry.size
-        if fid in split or fid in early:  # the readers announced the others
-            on_event(FileDone(entry.path))
-    report.files += files
-    report.bytes += nbytes
-    return restored
-
-
-def _prepare(
-    files: list[CatalogFile],
-    dest: dict[int, str],
-    unowned: set[int],
-    safe: Beneath,
-    dirs: DirMaker | None,
-    tag: str,
-    *,
-    split: bool,
-) -> dict[int, str]:
-    """Create the ``.part`` of each of ``files`` (and its directory, with ``dirs``): with
-    ``split``, files split over devices (or not covered by their records), sized for the
-    readers to fill (one of them may have made it first: it is never truncated); else
-    files without records (empty files), finished at once. The caller picks them in its
-    one pass over a set's files (not every file looked at here again). Returns the files
-    done here already: id -> '' or why not."""
-    early: dict[int, str] = {}
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    now = not split  # no records: finished right here
-    for f in files:
-        fid = f.file_id
-        tmp = part_name(dest[fid], fid, tag)
-        directory, leaf = os.path.split(tmp)
-        try:  # one lookup of the directory for the whole file (none if ``dirs`` has it)
-            if dirs is not None:  # the maker's descriptor: not closed here
-                done = _part_in(dirs.opened(directory), leaf, f, flags, dest[fid], now, unowned)
-            else:
-                with safe.parent(tmp) as (dfd, _name):
-                    done = _part_in(dfd, leaf, f, flags, dest[fid], now, unowned)
-            if now:
-                early[fid] = done
-        except RestoreError as exc:
-            early[fid] = str(exc)
-        except OSError as exc:
-            early[fid] = f"{tmp}: {exc.strerror or exc}"
-    return early
-
-
-def _part_in(
-    dfd: int, leaf: str, f: CatalogFile, flags: int, path: str, now: bool, unowned: set[int]
-) -> str:
-    """Make ``f``'s ``.part`` named ``leaf`` in the directory ``dfd`` (opened beneath the
-    target), sized; with ``now``, also give it its metadata and rename it to ``path``'s
-    name: '' or an error (OSError from making it)."""
-    fd = open_part(leaf, flags, dfd, new=now)
-    try:
-        if f.entry.size:
-            os.ftruncate(fd, f.entry.size)
-        if now and not apply_metadata(fd, f.entry):
-            unowned.add(f.file_id)
-    finally:
-        os.close(fd)
-    return _rename(dfd, leaf, path) if now else ""
-
-
-def _rename(dfd: int, leaf: str, path: str) -> str:
-    """Rename the finished ``.part`` named ``leaf`` in the directory ``dfd`` (opened
-    beneath the target) to ``path``'s name there; '' or an error."""
-    try:
-        os.replace(leaf, os.path.basename(path), src_dir_fd=dfd, dst_dir_fd=dfd)
-    except IsADirectoryError:  # rename(2) will not replace a directory by a file
-        return "a directory is in the way"
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    return ""
-
-
-def _finish(
-    fid: int, entry: FileEntry, path: str, unowned: set[int], safe: Beneath, tag: str
-) -> str:
-    """Give a complete ``.part`` its metadata and rename it into place; '' or an error."""
-    tmp = part_name(path, fid, tag)
-    leaf = os.path.basename(tmp)
-    try:
-        with safe.parent(tmp) as (dfd, _name):
-            fd = open_part(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dfd, new=False)
-            try:  # through the descriptor: the name is not looked up again
-                if not apply_metadata(fd, entry):
-                    unowned.add(fid)
-            finally:
-                os.close(fd)
-            return _rename(dfd, leaf, path)
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"

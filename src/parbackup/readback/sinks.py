@@ -16,21 +16,27 @@ file, never ignored.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import resource
-import stat
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from parbackup.model import RecordRef
 from parbackup.readback.beneath import Beneath
+from parbackup.readback.partfile import (
+    BLOCK,
+    is_zero,
+    open_part,
+    parent_of,
+    part_leaf,
+    part_name,
+    pwrite_all,
+    set_metadata,
+    write_sparse,
+)
 
-_BLOCK = 4096
-_ZERO_BLOCK = bytes(_BLOCK)
-_ZEROS = bytes(1 << 20)
 _FLUSH_EVERY = 256 << 20
 """A block device sink flushes after this many bytes, so that no flush (the last one
 included) outlasts the time a reader may stay silent (readback/core.py)."""
@@ -101,141 +107,6 @@ class Sink(Protocol):
         ...
 
 
-def part_name(dest: str, fid: int, tag: str = "") -> str:
-    """The hidden temporary name a file is restored under, next to its destination."""
-    return os.path.join(os.path.dirname(dest), _part_leaf(fid, tag))
-
-
-def _parent(dest: str) -> str:
-    """``os.path.dirname`` of a destination (readback/paths.py ``target_path``: absolute,
-    no empty component, no trailing slash), without its general work."""
-    return dest.rpartition("/")[0] or "/"
-
-
-def _part_leaf(fid: int, tag: str = "") -> str:
-    return f".parbackup-{fid}{tag}.part"
-
-
-def open_part(leaf: str, flags: int, dir_fd: int | None, *, new: bool) -> int:
-    """A ``.part``'s descriptor (``leaf`` in ``dir_fd``, opened with ``flags``).
-
-    ``new``: a file made now, never one found there: whatever held the name is unlinked
-    first. The names are easy to guess, and the target may hold one already: a hard link
-    to a file elsewhere must never be truncated, filled with the restored bytes and given
-    their mode and owner (``O_NOFOLLOW`` refuses a symlink, not a hard link).
-    Else (a file split over devices, made by whichever of its writers comes first, or a
-    ``.part`` opened again): OSError unless it is a regular file with no other name, as
-    every ``.part`` this restore makes is until it is renamed. Its owner is not asked:
-    on a root-squashed mount root's files belong to another user."""
-    if new:
-        flags |= os.O_CREAT | os.O_EXCL
-        try:
-            return os.open(leaf, flags, 0o600, dir_fd=dir_fd)
-        except FileExistsError:
-            os.unlink(leaf, dir_fd=dir_fd)  # a directory in the way: IsADirectoryError
-        return os.open(leaf, flags, 0o600, dir_fd=dir_fd)
-    fd = os.open(leaf, flags, 0o600, dir_fd=dir_fd)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        raise OSError(errno.EEXIST, "a file this restore did not make holds its .part name")
-    return fd
-
-
-def part_tag(names: Iterable[str]) -> str:
-    """'' unless an entry restored is itself named like a ``.part`` (``.parbackup-7.part``:
-    a killed restore's leftover backed up since, or a crafted name); then ``~N``, the
-    first N no such name ends with, so no ``.part`` is ever an entry's name: file 7's
-    ``.part`` would take that entry's place, or be renamed over by it, and one of the
-    two files be lost (or restored with the other's bytes). The same set and selection
-    give the same tag, so a rerun finds what a killed run left."""
-    like = [n for n in names if n.startswith(".parbackup-") and n.endswith(".part")]
-    if not like:
-        return ""
-    n = 1
-    while any(name.endswith(f"~{n}.part") for name in like):
-        n += 1
-    return f"~{n}"
-
-
-def set_metadata(
-    path: str | int,
-    mode: int,
-    uid: int,
-    gid: int,
-    mtime_ns: int,
-    *,
-    follow: bool = True,
-    root: bool | None = None,
-) -> bool:
-    """Mode, owner (when running as root) and times of a path or an open file descriptor
-    (no name looked up again); never follows a symlink. False when the owner was not given.
-    ``root``: whether this process runs as root, when the caller knows (else asked).
-
-    An owner this root may not give (EPERM, EINVAL: a user namespace that does not map
-    that uid, a root-squashed mount) is left as it is: the data, mode and times still
-    count. Restore names each such owner afterwards (readback/fidelity.py).
-    """
-    owned = True
-    if root if root is not None else os.geteuid() == 0:
-        try:
-            os.chown(path, uid, gid, follow_symlinks=follow)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
-            owned = False
-    if follow:
-        os.chmod(path, mode & 0o7777)
-    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=follow)
-    return owned
-
-
-def is_zero(payload: memoryview) -> bool:
-    """True when every byte of ``payload`` is zero (restored as a hole, F2)."""
-    step = len(_ZEROS)
-    if len(payload) and payload[0]:  # most records: no slice of zeros to compare with
-        return False
-    if len(payload) <= step:  # one comparison
-        return payload == _ZEROS[: len(payload)]
-    return all(
-        payload[at : at + step] == _ZEROS[: len(payload[at : at + step])]
-        for at in range(0, len(payload), step)
-    )
-
-
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset``; OSError if the target takes less (full)."""
-    n = os.pwrite(fd, data, offset)  # nearly always all of it, at once
-    while n < len(data):
-        if n <= 0:
-            raise OSError(28, "No space left on device (short write)")
-        data, offset = data[n:], offset + n
-        n = os.pwrite(fd, data, offset)
-
-
-def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
-    """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
-    where the bytes written end (``offset`` if none were)."""
-    n = len(payload)
-    if n <= _BLOCK and (payload[0] or payload != _ZERO_BLOCK[:n]):  # no holes in it
-        pwrite_all(fd, payload, offset)
-        return offset + n
-    run = -1  # start of the current run of non-zero blocks
-    end = 0
-    for at in range(0, n, _BLOCK):
-        # a block whose first byte is not zero is not compared (most are not)
-        if not payload[at] and payload[at : at + _BLOCK] == _ZERO_BLOCK[: min(_BLOCK, n - at)]:
-            if run >= 0:
-                pwrite_all(fd, payload[run:at], offset + run)
-                run, end = -1, at
-        elif run < 0:
-            run = at
-    if run >= 0:
-        pwrite_all(fd, payload[run:n], offset + run)
-        end = n
-    return offset + end
-
-
 class DirectorySink:
     """Payloads into ``.part`` files; files wholly on this device finished here.
 
@@ -285,7 +156,7 @@ class DirectorySink:
         path = self.dirs.get(fid)
         if path is not None:
             return self.dir_fds[path]
-        path = _parent(self.files[fid][0])
+        path = parent_of(self.files[fid][0])
         dfd = self.dir_fds.get(path)
         if dfd is None:
             dfd = self._open_dir(path)
@@ -328,7 +199,7 @@ class DirectorySink:
     def _open(self, fid: int, flags: int, new: bool) -> int:
         if self.beneath is None:
             return open_part(part_name(self.files[fid][0], fid, self.tag), flags, None, new=new)
-        return open_part(_part_leaf(fid, self.tag), flags, self._dir(fid), new=new)
+        return open_part(part_leaf(fid, self.tag), flags, self._dir(fid), new=new)
 
     def _fd(self, fid: int) -> int:
         fd = self.fds.get(fid)
@@ -367,7 +238,7 @@ class DirectorySink:
         the directory opened beneath the root (found open, or opened and kept idle for
         the next files); '' or an error (``fail`` then removes the ``.part``)."""
         dest, size, mode, uid, gid, mtime_ns, _here = target
-        leaf = f".parbackup-{fid}{self.tag}.part"  # _part_leaf, without the call
+        leaf = f".parbackup-{fid}{self.tag}.part"  # part_leaf, without the call
         self.started.add(fid)  # a later record of it (none should come) appends only
         head, _slash, name = dest.rpartition("/")
         try:
@@ -375,7 +246,7 @@ class DirectorySink:
             fd = open_part(leaf, _WRITE, dfd, new=True)
             try:
                 n = len(payload)
-                if 0 < n <= _BLOCK and payload[0]:  # most small files: one block, no hole
+                if 0 < n <= BLOCK and payload[0]:  # most small files: one block, no hole
                     pwrite_all(fd, payload, 0)
                     end = n
                 else:
@@ -428,7 +299,7 @@ class DirectorySink:
                     os.replace(part_name(dest, fid, self.tag), dest)
                 else:  # in the directory opened beneath the root: no symlink followed
                     dfd = self._dir(fid)
-                    os.replace(_part_leaf(fid, self.tag), os.path.basename(dest), src_dir_fd=dfd,
+                    os.replace(part_leaf(fid, self.tag), os.path.basename(dest), src_dir_fd=dfd,
                                dst_dir_fd=dfd)  # fmt: skip
             finally:
                 self._close(fid)
