@@ -27,7 +27,6 @@ from parbackup.readback.messages import (
     Opened,
     OpenFailed,
     PackedRef,
-    Pickled,
     Progress,
     ReaderSpec,
     VolumeDamage,
@@ -314,8 +313,7 @@ def read_back(
             frame_work = None if frame_refs is None else pack(frame_refs)
             mine = None if idents is None else {f: idents[f] for f in reader.pending if f in idents}
             sent: list[PackedRef] = records if packed else pack(records)  # type: ignore[assignment,arg-type]
-            work_msg = Work(set_id, sent, spec, frame_work, expect_end, codec, mine)
-            reader.worker.send(Pickled(work_msg))  # pickled here: see Pickled
+            reader.worker.send(Work(set_id, sent, spec, frame_work, expect_end, codec, mine))
         meanwhile()  # the caller's own work, while the readers read
         for reader in run.readers.values():
             reader.last = time.monotonic()

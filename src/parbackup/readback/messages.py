@@ -16,7 +16,6 @@ travel as plain tuples (``pack``), so a reader's work pickles small.
 
 from __future__ import annotations
 
-import pickle
 import struct
 import sys
 import zlib
@@ -75,27 +74,6 @@ def unpack(label: str, packed: Iterable[PackedRef]) -> list[tuple[int, RecordRef
 
 
 _make_ref = maker(RecordRef)  # one per record a reader reads: the fast way
-
-
-class Pickled:
-    """A message pickled once, now, by whoever makes it; the channel then sends its bytes
-    (a copy), and the receiving end's unpickling gives back the message itself.
-
-    A reader's ``Work`` (a restore's: some 27,000 records and files, 6 MB) pickles in
-    ~0.1 CPU s. Handed to the channel's send thread as it is, every reader's was pickled
-    at once in as many threads, each taking turns at the GIL with the controller's own
-    work of that moment (its directories): the first reader got its work ~3 times
-    later than the pickling alone takes, while the other core idled. Pickled here, one
-    after the other, the first reader starts reading while the next one's is pickled.
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self, msg: object) -> None:
-        self.data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def __reduce__(self) -> tuple:
-        return pickle.loads, (self.data,)
 
 
 @dataclass(frozen=True, slots=True)
