@@ -88,7 +88,7 @@ def items():
     dev = DeviceState(0, "x", _Worker())
     dev.queue.extend(plan.file, plan.offset, plan.size)
     while dev.queue:
-        d.work_items(dev, dev.queue.take(BATCH_ITEMS, 1 << 50, 1 << 50))
+        d.work_items(dev, dev.queue.take_columns(BATCH_ITEMS, 1 << 50, 1 << 50))
         dev.sent.retire(dev.sent.next_seq - 1)
 
 blob, at, roots, links = e.blobs()

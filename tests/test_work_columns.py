@@ -6,10 +6,12 @@ parts of a split file)."""
 from __future__ import annotations
 
 import pickle
+from array import array
 from types import SimpleNamespace
 
 from parbackup.engine.dispatch import Dispatcher
-from parbackup.engine.workqueue import Sent
+from parbackup.engine.messages import Work
+from parbackup.engine.workqueue import Sent, Uniform
 from parbackup.entries import FILE, KIND_INDEX, Entries
 
 
@@ -36,17 +38,23 @@ def old_items(e: Entries, first: int, batch: list[tuple[int, int, int]]) -> list
     ]  # fmt: skip
 
 
+def work(e: Entries, dev: SimpleNamespace, batch: list[tuple[int, int, int]]) -> Work:
+    """``Dispatcher.work_items`` of ``batch`` given as its three columns."""
+    here = SimpleNamespace(entries=e, feed=None, uniform=Uniform())
+    cols = tuple(array("q", c) for c in zip(*batch, strict=True))
+    return Dispatcher.work_items(here, dev, cols)  # type: ignore[arg-type]
+
+
 def test_columns_give_back_every_item_as_it_was() -> None:
     e = entries()
     batch = [(2, 0, 1 << 30), (0, 0, 10), (1, 0, 0), (2, 1 << 30, 1 << 30), (3, 0, 0)]
     dev = SimpleNamespace(sent=Sent())
     dev.sent.add_columns([9], [0], [1])  # the batch's first item is the device's second
-    here = SimpleNamespace(entries=e, feed=None)
-    work = Dispatcher.work_items(here, dev, batch)  # type: ignore[arg-type]
-    got = list(pickle.loads(pickle.dumps(work)).items())
+    got_work = work(e, dev, batch)
+    got = list(pickle.loads(pickle.dumps(got_work)).items())
     assert got == old_items(e, 2, batch)
     assert [type(v) for v in got[2]] == [type(v) for v in old_items(e, 2, batch)[2]]
-    assert len(work) == len(batch) and dev.sent.next_seq == 2 + len(batch)
+    assert len(got_work) == len(batch) and dev.sent.next_seq == 2 + len(batch)
 
 
 def test_a_tree_without_links_or_attributes_sends_no_lists() -> None:
@@ -54,15 +62,39 @@ def test_a_tree_without_links_or_attributes_sends_no_lists() -> None:
     for k in range(3):
         e.append(b"f%d" % k, FILE, k, 0o100644, 0, 0, k)
     dev = SimpleNamespace(sent=Sent())
-    here = SimpleNamespace(entries=e, feed=None)
-    work = Dispatcher.work_items(here, dev, [(1, 0, 1), (2, 0, 2)])  # type: ignore[arg-type]
-    assert work.links is None and work.metas is None and work.data is None
-    assert list(work.items()) == old_items(e, 1, [(1, 0, 1), (2, 0, 2)])
+    got = work(e, dev, [(1, 0, 1), (2, 0, 2)])
+    assert got.links is None and got.metas is None and got.data is None
+    assert list(got.items()) == old_items(e, 1, [(1, 0, 1), (2, 0, 2)])
 
 
 def test_a_batch_of_one_item() -> None:
     e = entries()
     dev = SimpleNamespace(sent=Sent())
-    here = SimpleNamespace(entries=e, feed=None)
-    work = Dispatcher.work_items(here, dev, [(2, 5, 7)])  # type: ignore[arg-type]
-    assert list(pickle.loads(pickle.dumps(work)).items()) == old_items(e, 1, [(2, 5, 7)])
+    got = work(e, dev, [(2, 5, 7)])
+    assert list(pickle.loads(pickle.dumps(got)).items()) == old_items(e, 1, [(2, 5, 7)])
+
+
+def test_one_owner_device_and_source_are_repeated_until_a_row_differs() -> None:
+    """uid, gid, dev and source that every row shares are sent as that value repeated
+    (``Uniform``, found once per column); a row appended later with other values is seen
+    at the next batch, a column widened to 4 bytes (a new array) too."""
+    e = Entries()
+    for k in range(4):
+        e.append(b"f%d" % k, FILE, k + 1, 0o100644, 7, 8, k, 0, 10 + k, 3, 0)
+    here = SimpleNamespace(entries=e, feed=None, uniform=Uniform())
+    dev = SimpleNamespace(sent=Sent())
+
+    def send(batch: list[tuple[int, int, int]]) -> tuple[list[tuple], list[tuple]]:
+        cols = tuple(array("q", c) for c in zip(*batch, strict=True))
+        want = old_items(e, dev.sent.next_seq, batch)
+        got = Dispatcher.work_items(here, dev, cols)  # type: ignore[arg-type]
+        for name, at in (("uid", 6), ("gid", 7), ("dev", 11), ("source", 12)):
+            assert got.columns[at].typecode == getattr(e, name).typecode
+        return list(pickle.loads(pickle.dumps(got)).items()), want
+
+    got, want = send([(2, 0, 3), (0, 0, 1)])
+    assert got == want and {r[7] for r in got} == {7} and {r[12] for r in got} == {3}
+    e.append(b"g", FILE, 5, 0o100644, 70_000, 9, 1, 0, 20, 4, 1)  # uid widened, new dev
+    got, want = send([(4, 0, 5), (1, 0, 2)])
+    assert got == want
+    assert [(r[7], r[8], r[12], r[13]) for r in got] == [(70_000, 9, 4, 1), (7, 8, 3, 0)]

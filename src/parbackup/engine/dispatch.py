@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, repeat
 from operator import add, itemgetter
-from typing import Any
 
 from parbackup.catalog import Catalog
 from parbackup.engine import messages as m
 from parbackup.engine.gcpause import paused_gc
-from parbackup.engine.workqueue import Sent, WorkQueue
+from parbackup.engine.workqueue import Columns, Sent, Uniform, WorkQueue, gather, rows_of
 from parbackup.entries import Entries
 from parbackup.errors import BackupFailedError, PlanError
 from parbackup.model import DeviceReport, Order, Piece, Plan, Slot, Space, Strategy
@@ -142,6 +141,7 @@ class Dispatcher:
         movers read them (mover.Metas)."""
         self.started = time.monotonic()
         self.stream = feed is not None
+        self.uniform = Uniform()
         for d in devices:
             if d.report is None:
                 d.report = DeviceReport(url=d.url, label=d.label)
@@ -226,7 +226,7 @@ class Dispatcher:
         while dev.queue and sent.undone_bytes < window and sent.undone < WINDOW_ITEMS:
             if not dev.answering():  # it had nothing to do: its silence so far was no
                 dev.last_heard = time.monotonic()  # hang (work redirected to it, a stream)
-            batch = dev.queue.take(BATCH_ITEMS, min(BATCH_BYTES, window), split)
+            batch = dev.queue.take_columns(BATCH_ITEMS, min(BATCH_BYTES, window), split)
             dev.worker.send(self.work_items(dev, batch))
         last = sent.next_seq - 1
         uncommitted = last > dev.committed_upto or dev.commits == 0
@@ -236,20 +236,20 @@ class Dispatcher:
             dev.last_heard = time.monotonic()
             dev.worker.send(m.Finish())
 
-    def work_items(self, dev: DeviceState, batch: list[tuple[int, int, int]]) -> m.Work:
-        """A batch as the mover takes it: columns (messages.Work), never a tuple per item.
+    def work_items(self, dev: DeviceState, batch: Columns) -> m.Work:
+        """A batch (file ids, offsets, sizes) as the mover takes it: columns
+        (messages.Work), never a tuple per item.
 
         The hot path of a million small files: every column is one ``array(map(...))``
-        over the entries' arrays, the paths one join of slices of their blob (C loops,
-        no Python per item unless the tree has extended attributes or it is a stream).
+        over the entries' arrays (or, where the whole table holds one value, that value
+        repeated: ``Uniform``), the paths one join of slices of their blob (C loops, no
+        Python per item unless the tree has extended attributes or it is a stream).
         """
         e = self.entries
-        fids = array("q", [f for f, _o, _n in batch])
-        offs = array("q", [o for _f, o, _n in batch])
-        sizes = array("q", [n for _f, _o, n in batch])
+        fids, offs, sizes = batch
         first = dev.sent.add_columns(fids, offs, sizes)
         blob, at, roots, links = e.blobs()
-        rows = _rows(fids)
+        rows, n = rows_of(fids), len(fids)
         source = e.source
         if roots:
             names = [
@@ -259,13 +259,13 @@ class Dispatcher:
         else:
             names = [blob[at[f] : at[f + 1]] for f in fids]
         path_at = array("q", accumulate(map(len, names), initial=0))
-        feed = self.feed
-        fsize = array("q", map(add, offs, sizes)) if feed is not None else _column(e.size, rows)
+        feed, same = self.feed, self.uniform.column
+        fsize = array("q", map(add, offs, sizes)) if feed is not None else gather(e.size, rows)
         columns = (
-            fids, offs, sizes, _column(e.kind, rows), fsize,
-            _column(e.mode, rows), _column(e.uid, rows), _column(e.gid, rows),
-            _column(e.mtime_ns, rows), _column(e.ctime_ns, rows), _column(e.ino, rows),
-            _column(e.dev, rows), _column(source, rows),
+            fids, offs, sizes, gather(e.kind, rows), fsize,
+            gather(e.mode, rows), same("uid", e.uid, rows, n), same("gid", e.gid, rows, n),
+            gather(e.mtime_ns, rows), gather(e.ctime_ns, rows), gather(e.ino, rows),
+            same("dev", e.dev, rows, n), same("source", source, rows, n),
         )  # fmt: skip
         if feed is not None:
             data = [feed.data_for(dev, seq, o) for seq, o in enumerate(offs, first)]
@@ -478,20 +478,6 @@ class StreamFeedLike:
     def written(self, dev: DeviceState, upto: int) -> None: ...
     def durable(self, dev: DeviceState, upto: int) -> None: ...
     def fail(self, dispatcher: Dispatcher, dev: DeviceState, pieces: list[Piece]) -> None: ...
-
-
-def _rows(keys: Sequence) -> Callable[[Any], tuple]:
-    """``rows(column)``: the column's values at ``keys``, as a tuple (itemgetter: one C
-    loop, faster than ``map(column.__getitem__, ...)`` or a comprehension)."""
-    get = itemgetter(*keys)
-    if len(keys) == 1:  # one key: itemgetter gives the value itself
-        return lambda column: (get(column),)
-    return get
-
-
-def _column(values: array, rows: Callable[[Any], tuple]) -> array:
-    """The values of ``rows`` as an array of the same type."""
-    return array(values.typecode, rows(values))
 
 
 def reason_of(url: str, error: str) -> str:
