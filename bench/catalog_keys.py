@@ -22,19 +22,15 @@ then the median of the rounds per shape.
 
 from __future__ import annotations
 
-import argparse
-import os
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from parbackup.catalog.schema import FILES_INSERT, insert_rows
-from record_keys import _COLUMNS, HEAD, LABEL, SET, VOLUME, fresh
+from parbackup.catalog.schema import FILES_INSERT
+from record_keys import _COLUMNS, LABEL, SET, insert_records, measure, setup
 
 _FILE_COLUMNS = (
     "file_id INTEGER NOT NULL, path BLOB NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,"
@@ -91,24 +87,11 @@ def fill(db, name: str, key: object, files: list[tuple], records: tuple[list, li
                 )
             db.execute("COMMIT")
         return
-    rows = records[name == "records-int-vol"]
-    for at in range(0, len(rows), 8192):
-        db.execute("BEGIN IMMEDIATE")
-        insert_rows(db, HEAD, 10, map(key.__add__, rows[at : at + 8192]))  # type: ignore[union-attr]
-        db.execute("COMMIT")
+    insert_records(db, records[name == "records-int-vol"], key)  # type: ignore[arg-type]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--rows", type=int, default=500_000)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
-    order = list(range(args.rows))
-    random.Random(1).shuffle(order)
-    digest = os.urandom(32)
-    records = [(f, VOLUME, 620 * k, 120, 0, 500, digest, -1) for k, f in enumerate(order)]
+    args, records = setup(500_000)
     numbered = [(r[0], 1, *r[2:]) for r in records]  # the volume as its number
     root = b"/tmp/million16/tree/"
     files = [
@@ -116,19 +99,13 @@ def main() -> None:
          1_764_000_000_000_000_000 + f, b"", 1_764_000_000_000_000_000 + f, 1000 + f)
         for f in range(args.rows)
     ]  # fmt: skip
-    got: dict[str, list[tuple[float, int]]] = {}
-    for r in range(args.rounds):
-        for name, (ddl, key) in SHAPES.items():
-            path = f"{args.work}/{name}.sqlite"
-            db = fresh(path, ddl)
-            started = time.process_time()
-            fill(db, name, key, files, (records, numbered))
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            us = (time.process_time() - started) / args.rows * 1e6
-            db.close()
-            size = os.path.getsize(path) // args.rows
-            got.setdefault(name, []).append((us, size))
-            print(f"round {r} {name}: {us:.2f} us a row, {size} bytes a row", flush=True)
+    got = measure(
+        args.work,
+        SHAPES,
+        lambda db, name, key: fill(db, name, key, files, (records, numbered)),
+        args.rows,
+        args.rounds,
+    )
     for name, runs in got.items():
         us = statistics.median(u for u, _ in runs)
         print(f"median {name}: {us:.2f} us a row, {runs[-1][1]} bytes a row")
