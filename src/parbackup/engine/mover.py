@@ -47,21 +47,28 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from blake3 import blake3
+
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.messages import (
+    CTIME,
     DATA,
+    DEV,
     FID,
+    INO,
     KIND,
     LINK,
     META,
+    MTIME,
     OFF,
     PATH,
     SEQ,
     SIZE,
+    SRC,
     Begin,
     Committed,
     Durable,
@@ -88,7 +95,7 @@ from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
 from parbackup.format import PLAIN_HEADER_FIXED, VolumeHeader, checksum, end_record
-from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
+from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
 
 if TYPE_CHECKING:  # imported by Begin when the set has them (not for a plain backup)
@@ -105,6 +112,8 @@ _RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
+_identity = tuple.__new__
+"""``Identity(...)`` without its Python-level ``__new__`` (one a small file)."""
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -139,6 +148,7 @@ class _Mover(SourceSide):
     volume: _Volume | None = None
     sequence: int = 0
     gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
+    gather_view: memoryview = field(init=False)
     fill: int = 0
     """Bytes of ``gather`` waiting for the next write. The buffer is reused after each
     write: every writer copies what it keeps before ``write`` returns (devices/base.py)."""
@@ -155,6 +165,9 @@ class _Mover(SourceSide):
     """Set by Begin when the set compresses or encrypts: records are then version 4."""
     tee: ParityTee | None = None
     """Set by Begin with ``--parity``: the volumes' bytes go to the parity collector too."""
+
+    def __post_init__(self) -> None:
+        self.gather_view = memoryview(self.gather)
 
     # -- messages ------------------------------------------------------------------------
     def tell(self, msg: object) -> None:
@@ -353,40 +366,45 @@ class _Mover(SourceSide):
                 told += part
                 self.progress()
 
-    def small_room(self, item: tuple) -> memoryview | None:
-        """Where a small whole file's bytes can be read straight into the gather buffer,
-        after room for its plain header (filled by ``gathered_record`` once they are
-        hashed: no copy of the payload). None when its records are version 4 (the codec
-        makes the stored bytes), it is larger than ``SMALL`` or its names too long."""
+    def small_in_place(self, item: tuple, attrs: bool) -> bytes | None:
+        """A small whole file of a plain set (``small_file``'s checks passed, at most
+        ``SMALL``) read straight into the gather buffer after room for its header, which
+        is put there once the bytes are hashed: no copy of the payload, one call per
+        file (the million-small-files path). Its attributes' payload as ``small_file``
+        gives it; None when nothing was written (the source has no fast path, the file
+        was not as scanned) or its names are too long for the buffer's spare room."""
+        path = item[PATH]
+        link = item[LINK]
         size = item[SIZE]
-        if self.codec is not None or size > SMALL:
-            return None
-        room = PLAIN_HEADER_FIXED + len(item[PATH]) + len(item[LINK]) + size
-        if self.fill + room > _ROOM:
+        hsize = PLAIN_HEADER_FIXED + len(path) + len(link)
+        at = self.fill + hsize
+        if at + size > _ROOM:
             self.flush_gather()
-            if room > _ROOM:
+            at = hsize
+            if at + size > _ROOM:
                 return None
-        at = self.fill + room - size
-        return memoryview(self.gather)[at : at + size]
-
-    def gathered_record(self, item: tuple, view: memoryview) -> None:
-        """The record of the small file just read into ``view`` (from ``small_room``):
-        its header goes into the room left before it."""
+        src = self.sources.get(item[SRC]) or self.source(item[SRC])
+        expect = _identity(Identity, (size, item[MTIME], item[CTIME], item[INO], item[DEV]))
+        view = self.gather_view[at : at + size]
+        got = src.read_whole(path, expect, view, attrs)
+        if got is None:
+            return None
         vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
-        n = len(view)
-        digest = checksum(view)
-        header = plain_header(self.set_id, item, 0, n, digest)
-        hsize = len(header)
-        self.gather[self.fill : self.fill + hsize] = header
-        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, n, digest, -1))
-        size = hsize + n
-        self.fill += size
-        self.sent += n
-        vol.position += size
+        digest = blake3(view).digest()
+        header = plain_header(self.set_id, item, 0, size, digest)
+        fill = self.fill
+        self.gather[fill : fill + hsize] = header
+        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, size, digest, -1))
+        self.fill = fill = at + size
+        self.sent += size
+        vol.position += hsize + size
         vol.records += 1
-        vol.since_checkpoint += size
-        if self.fill >= _GATHER:
+        vol.since_checkpoint += hsize + size
+        if fill >= _GATHER:
             self.flush_gather()
+        if got[0] or got[1]:
+            self.metas.append((item[FID], *got))
+        return got[0]
 
     def meta_record(self, item: tuple, payload: bytes) -> None:
         """The item's extended attributes as a kind-8 record (record version 3). The

@@ -33,8 +33,7 @@ class SourceSide:
     metas: list
     codec: Codec | None
     record: Any
-    small_room: Any
-    gathered_record: Any
+    small_in_place: Any
 
     def source(self, index: int) -> Source:
         src = self.sources.get(index)
@@ -56,20 +55,16 @@ class SourceSide:
         size = item[SIZE]
         if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
             return None
-        view = self.small_room(item)  # straight into the gather buffer when it can
-        in_place = view is not None
-        if view is None:
-            if len(self.buffer) < size:
-                self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
-            view = self.buffer[:size]
+        if self.codec is None and size <= SMALL:  # most: straight into the gather buffer
+            return self.small_in_place(item, attrs)
+        if len(self.buffer) < size:
+            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
+        view = self.buffer[:size]
         expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
         got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
         if got is None:
             return None
-        if in_place:
-            self.gathered_record(item, view)
-        else:
-            self.record(item, 0, view)
+        self.record(item, 0, view)
         if got[0] or got[1]:
             self.metas.append((item[FID], *got))
         return got[0]
