@@ -47,28 +47,19 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from blake3 import blake3
-
 from parbackup.devices.base import ObjectWriter
 from parbackup.devices.probe import probe_speed
 from parbackup.devices.registry import open_device
 from parbackup.devices.retry import RetryingDevice
 from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.messages import (
-    CTIME,
     DATA,
-    DEV,
     FID,
-    INO,
     KIND,
-    LINK,
     META,
-    MTIME,
     OFF,
-    PATH,
     SEQ,
     SIZE,
-    SRC,
     Begin,
     Committed,
     Durable,
@@ -89,13 +80,13 @@ from parbackup.engine.messages import (
     Stored,
     Work,
 )
-from parbackup.engine.moversource import SMALL, SourceSide
+from parbackup.engine.moversource import GATHER, ROOM, SMALL, SourceSide
 from parbackup.engine.putfile import put_file
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
-from parbackup.format import PLAIN_HEADER_FIXED, VolumeHeader, checksum, end_record
-from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
+from parbackup.format import VolumeHeader, checksum, end_record
+from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
 
 if TYPE_CHECKING:  # imported by Begin when the set has them (not for a plain backup)
@@ -103,17 +94,11 @@ if TYPE_CHECKING:  # imported by Begin when the set has them (not for a plain ba
     from parbackup.engine.paritytee import ParityTee
 
 PROGRESS_SECONDS = 0.05
-_GATHER = 1 << 20
-_ROOM = _GATHER + SMALL + (16 << 10)
-"""The gather buffer's size: a write when it holds ``_GATHER`` bytes, room for one more
-small record (payload up to ``SMALL`` and its header) read straight into it."""
 _SLICE = 1 << 20
 _RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
 and sends at once stay bounded (a million small files)."""
 _EMPTY_DIGEST = checksum(b"")
-_identity = tuple.__new__
-"""``Identity(...)`` without its Python-level ``__new__`` (one a small file)."""
 
 
 def volume_name(set_hex: str, label: str, sequence: int) -> str:
@@ -147,7 +132,7 @@ class _Mover(SourceSide):
     held as its messages' columns, not as a tuple per item (engine/dispatch.py)."""
     volume: _Volume | None = None
     sequence: int = 0
-    gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
+    gather: bytearray = field(default_factory=lambda: bytearray(ROOM))
     gather_view: memoryview = field(init=False)
     fill: int = 0
     """Bytes of ``gather`` waiting for the next write. The buffer is reused after each
@@ -278,9 +263,9 @@ class _Mover(SourceSide):
         """Append to the gather buffer (written first when full; a larger ``data``
         straight after it)."""
         n = len(data)
-        if self.fill + n > _ROOM:
+        if self.fill + n > ROOM:
             self.flush_gather()
-            if n > _ROOM:
+            if n > ROOM:
                 assert self.volume is not None
                 self.volume.writer.write(data)
                 return
@@ -352,7 +337,7 @@ class _Mover(SourceSide):
             self.gathered(header)
             self.gathered(payload)
             self.sent += source
-            if self.fill >= _GATHER:
+            if self.fill >= GATHER:
                 self.flush_gather()
         else:
             self.gathered(header)
@@ -365,46 +350,6 @@ class _Mover(SourceSide):
                 self.sent += part
                 told += part
                 self.progress()
-
-    def small_in_place(self, item: tuple, attrs: bool) -> bytes | None:
-        """A small whole file of a plain set (``small_file``'s checks passed, at most
-        ``SMALL``) read straight into the gather buffer after room for its header, which
-        is put there once the bytes are hashed: no copy of the payload, one call per
-        file (the million-small-files path). Its attributes' payload as ``small_file``
-        gives it; None when nothing was written (the source has no fast path, the file
-        was not as scanned) or its names are too long for the buffer's spare room."""
-        path = item[PATH]
-        link = item[LINK]
-        size = item[SIZE]
-        hsize = PLAIN_HEADER_FIXED + len(path) + len(link)
-        at = self.fill + hsize
-        if at + size > _ROOM:
-            self.flush_gather()
-            at = hsize
-            if at + size > _ROOM:
-                return None
-        src = self.sources.get(item[SRC]) or self.source(item[SRC])
-        expect = _identity(Identity, (size, item[MTIME], item[CTIME], item[INO], item[DEV]))
-        view = self.gather_view[at : at + size]
-        got = src.read_whole(path, expect, view, attrs)
-        if got is None:
-            return None
-        vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
-        digest = blake3(view).digest()
-        header = plain_header(self.set_id, item, 0, size, digest)
-        fill = self.fill
-        self.gather[fill : fill + hsize] = header
-        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, size, digest, -1))
-        self.fill = fill = at + size
-        self.sent += size
-        vol.position += hsize + size
-        vol.records += 1
-        vol.since_checkpoint += hsize + size
-        if fill >= _GATHER:
-            self.flush_gather()
-        if got[0] or got[1]:
-            self.metas.append((item[FID], *got))
-        return got[0]
 
     def meta_record(self, item: tuple, payload: bytes) -> None:
         """The item's extended attributes as a kind-8 record (record version 3). The
@@ -423,7 +368,7 @@ class _Mover(SourceSide):
         vol.position += len(header) + len(payload)
         vol.records += 1
         vol.since_checkpoint += len(header) + len(payload)
-        if self.fill >= _GATHER:
+        if self.fill >= GATHER:
             self.flush_gather()
 
     def write_item(self, item: tuple) -> None:
