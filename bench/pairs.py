@@ -6,7 +6,10 @@
 Each round runs, one after the other, every version's backup of TREE onto one device,
 then onto two, then ``tar -cf`` of TREE onto one device (every device a fresh tmpfs
 under ``--work``, every catalog fresh), so a change of load hits every variant of a
-round alike. Wall time, CPU seconds of the whole process tree (cgroup, bench/common.py).
+round alike. The versions run in reverse order every other round: on this VM the second
+2-device run of a round used more CPU than the first in 11 of 11 rounds whichever code
+it ran (session 16, docs/BENCHMARKS.md), so use an even ``--rounds``. Wall time, CPU
+seconds of the whole process tree (cgroup, bench/common.py).
 Prints each run, then per version the medians over the rounds of: wall, CPU, 2 devices
 over 1 (wall), wall / tar's wall, CPU / tar's CPU; and the median per-round ratio of
 each version's 2-device wall to the first version's.
@@ -48,7 +51,7 @@ def main() -> None:
     w = args.work
     for r in range(args.rounds):
         for n_dev in (1, 2):
-            for name, src in versions:
+            for name, src in versions if r % 2 == 0 else versions[::-1]:
                 with contextlib.ExitStack() as stack:
                     devs = [
                         stack.enter_context(tmpfs(f"{w}/dev{k}", args.size)) for k in range(n_dev)

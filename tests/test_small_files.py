@@ -51,7 +51,7 @@ def test_small_files_changed_after_the_scan_are_reported_as_the_reader_reports_t
 
 def test_small_files_read_straight_into_the_gather_buffer_make_whole_records(tmp_path, device_dirs):
     """The mover reads a small file straight into its gather buffer after room for the
-    header, which it fills once the bytes are hashed (engine/mover.py ``small_room``).
+    header, which it fills once the bytes are hashed (engine/mover.py ``small_in_place``).
     Files of every small size (1 byte to exactly ``SMALL``, several gather buffers'
     worth, so records straddle each 1 MiB write), one rewritten after the scan (read
     into the buffer, then dropped) and one with extended attributes: a catalog rebuilt

@@ -72,6 +72,8 @@ def record_version(code: int) -> int:
 
 KIND_END = 15
 """The last record of a volume: its ``file_size`` field holds the number of records."""
+_VERSIONS = tuple(record_version(code) for code in range(KIND_END + 1))
+"""``record_version`` by code, looked up (one a record header written)."""
 
 # magic, version, kind, header_len, set id, file id, offset, size, file size,
 # mode, uid, gid, mtime_ns, flags, checksum, path length, link length
@@ -165,27 +167,34 @@ def encode_record_header(
     path: one call per record). ``code`` is a KIND_CODES value or KIND_END. With
     ``stored`` >= 0 the header is version 4: ``size`` source bytes stored as ``stored``
     bytes, ``flags`` saying how (crypto/codec.py); else version 1-3, as before."""
-    extra = b"" if stored < 0 else _STORED.pack(stored)
-    body = _RECORD.pack(
-        RECORD_MAGIC,
-        record_version(code) if stored < 0 else STORED_VERSION,
-        code,
-        _RECORD.size + len(extra) + len(path) + len(link) + _CRC.size,
-        set_id,
-        file_id,
-        offset,
-        size,
-        file_size,
-        mode,
-        uid & 0xFFFFFFFF,
-        gid & 0xFFFFFFFF,
-        mtime_ns,
-        flags,
-        digest,
-        len(path),
-        len(link),
-    )
-    body += extra + path + link
+    if stored < 0:
+        extra, version = b"", _VERSIONS[code]
+    else:
+        extra, version = _STORED.pack(stored), STORED_VERSION
+    body = b"".join((
+        _RECORD.pack(
+            RECORD_MAGIC,
+            version,
+            code,
+            PLAIN_HEADER_FIXED + len(extra) + len(path) + len(link),
+            set_id,
+            file_id,
+            offset,
+            size,
+            file_size,
+            mode,
+            uid & 0xFFFFFFFF,
+            gid & 0xFFFFFFFF,
+            mtime_ns,
+            flags,
+            digest,
+            len(path),
+            len(link),
+        ),
+        extra,
+        path,
+        link,
+    ))  # fmt: skip
     return body + _CRC.pack(zlib.crc32(body))
 
 

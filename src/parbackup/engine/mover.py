@@ -56,10 +56,8 @@ from parbackup.engine.messages import (
     DATA,
     FID,
     KIND,
-    LINK,
     META,
     OFF,
-    PATH,
     SEQ,
     SIZE,
     Begin,
@@ -82,12 +80,12 @@ from parbackup.engine.messages import (
     Stored,
     Work,
 )
-from parbackup.engine.moversource import SMALL, SourceSide
+from parbackup.engine.moversource import GATHER, ROOM, SMALL, SourceSide
 from parbackup.engine.putfile import put_file
 from parbackup.engine.records import META_CODE, plain_header, stored_record
 from parbackup.entries import FILE
 from parbackup.errors import DeviceError, SourceError, UsageError
-from parbackup.format import PLAIN_HEADER_FIXED, VolumeHeader, checksum, end_record
+from parbackup.format import VolumeHeader, checksum, end_record
 from parbackup.sources.base import FileReader, Source, SourceChanged, SourceGrew
 from parbackup.workers import Channel
 
@@ -96,10 +94,6 @@ if TYPE_CHECKING:  # imported by Begin when the set has them (not for a plain ba
     from parbackup.engine.paritytee import ParityTee
 
 PROGRESS_SECONDS = 0.05
-_GATHER = 1 << 20
-_ROOM = _GATHER + SMALL + (16 << 10)
-"""The gather buffer's size: a write when it holds ``_GATHER`` bytes, room for one more
-small record (payload up to ``SMALL`` and its header) read straight into it."""
 _SLICE = 1 << 20
 _RECORDS = 8192
 """Checkpoint after this many records at the latest, so the references a mover holds
@@ -138,7 +132,8 @@ class _Mover(SourceSide):
     held as its messages' columns, not as a tuple per item (engine/dispatch.py)."""
     volume: _Volume | None = None
     sequence: int = 0
-    gather: bytearray = field(default_factory=lambda: bytearray(_ROOM))
+    gather: bytearray = field(default_factory=lambda: bytearray(ROOM))
+    gather_view: memoryview = field(init=False)
     fill: int = 0
     """Bytes of ``gather`` waiting for the next write. The buffer is reused after each
     write: every writer copies what it keeps before ``write`` returns (devices/base.py)."""
@@ -155,6 +150,9 @@ class _Mover(SourceSide):
     """Set by Begin when the set compresses or encrypts: records are then version 4."""
     tee: ParityTee | None = None
     """Set by Begin with ``--parity``: the volumes' bytes go to the parity collector too."""
+
+    def __post_init__(self) -> None:
+        self.gather_view = memoryview(self.gather)
 
     # -- messages ------------------------------------------------------------------------
     def tell(self, msg: object) -> None:
@@ -265,9 +263,9 @@ class _Mover(SourceSide):
         """Append to the gather buffer (written first when full; a larger ``data``
         straight after it)."""
         n = len(data)
-        if self.fill + n > _ROOM:
+        if self.fill + n > ROOM:
             self.flush_gather()
-            if n > _ROOM:
+            if n > ROOM:
                 assert self.volume is not None
                 self.volume.writer.write(data)
                 return
@@ -339,7 +337,7 @@ class _Mover(SourceSide):
             self.gathered(header)
             self.gathered(payload)
             self.sent += source
-            if self.fill >= _GATHER:
+            if self.fill >= GATHER:
                 self.flush_gather()
         else:
             self.gathered(header)
@@ -352,41 +350,6 @@ class _Mover(SourceSide):
                 self.sent += part
                 told += part
                 self.progress()
-
-    def small_room(self, item: tuple) -> memoryview | None:
-        """Where a small whole file's bytes can be read straight into the gather buffer,
-        after room for its plain header (filled by ``gathered_record`` once they are
-        hashed: no copy of the payload). None when its records are version 4 (the codec
-        makes the stored bytes), it is larger than ``SMALL`` or its names too long."""
-        size = item[SIZE]
-        if self.codec is not None or size > SMALL:
-            return None
-        room = PLAIN_HEADER_FIXED + len(item[PATH]) + len(item[LINK]) + size
-        if self.fill + room > _ROOM:
-            self.flush_gather()
-            if room > _ROOM:
-                return None
-        at = self.fill + room - size
-        return memoryview(self.gather)[at : at + size]
-
-    def gathered_record(self, item: tuple, view: memoryview) -> None:
-        """The record of the small file just read into ``view`` (from ``small_room``):
-        its header goes into the room left before it."""
-        vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
-        n = len(view)
-        digest = checksum(view)
-        header = plain_header(self.set_id, item, 0, n, digest)
-        hsize = len(header)
-        self.gather[self.fill : self.fill + hsize] = header
-        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, n, digest, -1))
-        size = hsize + n
-        self.fill += size
-        self.sent += n
-        vol.position += size
-        vol.records += 1
-        vol.since_checkpoint += size
-        if self.fill >= _GATHER:
-            self.flush_gather()
 
     def meta_record(self, item: tuple, payload: bytes) -> None:
         """The item's extended attributes as a kind-8 record (record version 3). The
@@ -405,7 +368,7 @@ class _Mover(SourceSide):
         vol.position += len(header) + len(payload)
         vol.records += 1
         vol.since_checkpoint += len(header) + len(payload)
-        if self.fill >= _GATHER:
+        if self.fill >= GATHER:
             self.flush_gather()
 
     def write_item(self, item: tuple) -> None:

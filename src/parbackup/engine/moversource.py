@@ -11,7 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from blake3 import blake3
 
-from parbackup.engine.messages import CTIME, DEV, FID, FSIZE, INO, MTIME, OFF, PATH, SIZE, SRC
+from parbackup.engine.messages import (
+    CTIME,
+    DEV,
+    FID,
+    FSIZE,
+    INO,
+    LINK,
+    MTIME,
+    OFF,
+    PATH,
+    SIZE,
+    SRC,
+)
+from parbackup.engine.records import plain_header
+from parbackup.format import PLAIN_HEADER_FIXED
 from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
 from parbackup.sources.registry import open_source
 
@@ -20,6 +34,12 @@ if TYPE_CHECKING:
 
 SMALL = 256 * 1024
 """A file up to this size is read into a buffer of this size (one allocation for many)."""
+GATHER = 1 << 20
+ROOM = GATHER + SMALL + (16 << 10)
+"""The mover's gather buffer's size: a write when it holds ``GATHER`` bytes, room for one
+more small record (payload up to ``SMALL`` and its header) read straight into it."""
+_identity = tuple.__new__
+"""``Identity(...)`` without its Python-level ``__new__`` (one a small file)."""
 
 
 class SourceSide:
@@ -33,8 +53,14 @@ class SourceSide:
     metas: list
     codec: Codec | None
     record: Any
-    small_room: Any
-    gathered_record: Any
+    gather: bytearray
+    gather_view: memoryview
+    fill: int
+    sent: int
+    volume: Any
+    set_id: bytes
+    flush_gather: Any
+    open_volume: Any
 
     def source(self, index: int) -> Source:
         src = self.sources.get(index)
@@ -56,20 +82,56 @@ class SourceSide:
         size = item[SIZE]
         if item[OFF] or size != item[FSIZE] or size > self.spec.chunk:
             return None
-        view = self.small_room(item)  # straight into the gather buffer when it can
-        in_place = view is not None
-        if view is None:
-            if len(self.buffer) < size:
-                self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
-            view = self.buffer[:size]
+        if self.codec is None and size <= SMALL:  # most: straight into the gather buffer
+            return self.small_in_place(item, attrs)
+        if len(self.buffer) < size:
+            self.buffer = memoryview(bytearray(min(self.spec.chunk, max(size, SMALL))))
+        view = self.buffer[:size]
         expect = Identity(size, item[MTIME], item[CTIME], item[INO], item[DEV])
         got = self.source(item[SRC]).read_whole(item[PATH], expect, view, attrs)
         if got is None:
             return None
-        if in_place:
-            self.gathered_record(item, view)
-        else:
-            self.record(item, 0, view)
+        self.record(item, 0, view)
+        if got[0] or got[1]:
+            self.metas.append((item[FID], *got))
+        return got[0]
+
+    def small_in_place(self, item: tuple, attrs: bool) -> bytes | None:
+        """A small whole file of a plain set (``small_file``'s checks passed, at most
+        ``SMALL``) read straight into the gather buffer after room for its header, which
+        is put there once the bytes are hashed: no copy of the payload, one call per
+        file (the million-small-files path). Its attributes' payload as ``small_file``
+        gives it; None when nothing was written (the source has no fast path, the file
+        was not as scanned) or its names are too long for the buffer's spare room."""
+        path = item[PATH]
+        link = item[LINK]
+        size = item[SIZE]
+        hsize = PLAIN_HEADER_FIXED + len(path) + len(link)
+        at = self.fill + hsize
+        if at + size > ROOM:
+            self.flush_gather()
+            at = hsize
+            if at + size > ROOM:
+                return None
+        src = self.sources.get(item[SRC]) or self.source(item[SRC])
+        expect = _identity(Identity, (size, item[MTIME], item[CTIME], item[INO], item[DEV]))
+        view = self.gather_view[at : at + size]
+        got = src.read_whole(path, expect, view, attrs)
+        if got is None:
+            return None
+        vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
+        digest = blake3(view).digest()
+        header = plain_header(self.set_id, item, 0, size, digest)
+        fill = self.fill
+        self.gather[fill : fill + hsize] = header
+        self.pending.append((item[FID], vol.name, vol.position, hsize, 0, size, digest, -1))
+        self.fill = fill = at + size
+        self.sent += size
+        vol.position += hsize + size
+        vol.records += 1
+        vol.since_checkpoint += hsize + size
+        if fill >= GATHER:
+            self.flush_gather()
         if got[0] or got[1]:
             self.metas.append((item[FID], *got))
         return got[0]

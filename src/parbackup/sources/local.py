@@ -44,6 +44,8 @@ from parbackup.sources.select import ONE_FILE_SYSTEM, TreeFilter
 FIFO, SOCKET, DEVICE = KIND_INDEX[Kind.FIFO], KIND_INDEX[Kind.SOCKET], KIND_INDEX[Kind.DEVICE]
 _BY_NAME = attrgetter("name")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NO_XATTRS = (b"", "")
+_is_reg = stat.S_ISREG
 _ROWS_AT_ONCE = 1024
 """Scanned rows added to the table at once (a directory holds ~7 entries on average)."""
 _OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
@@ -151,20 +153,23 @@ class LocalTree(Source):
         without a reader object: the same system calls and checks in the same order
         (still the scanned regular file before reading; unchanged after), a third of a
         mover's Python per file (a million small files). None on anything unusual."""
-        try:
-            fd = os.open(self._read_path(path), _OPEN)
+        spec = self.spec
+        try:  # a mover's item as it came (``_read_path``'s first case, inline)
+            fd = os.open(
+                path if type(path) is bytes and not spec.read_root else self._read_path(path), _OPEN
+            )
         except OSError:
             return None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
+            if not _is_reg(st.st_mode) or (st.st_ino, st.st_dev) != (expect.ino, expect.dev):
                 return None
             if os.preadv(fd, [view], 0) != len(view):
                 return None
             st = os.fstat(fd)
             if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) != expect:
                 return None
-            return xattrs.read_fd(fd) if attrs and self.spec.xattrs else (b"", "")
+            return xattrs.read_fd(fd) if attrs and spec.xattrs else _NO_XATTRS
         except OSError:
             return None
         finally:
