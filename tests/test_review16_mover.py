@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ from parbackup.engine.messages import (
 from parbackup.engine.mover import _Mover
 from parbackup.engine.moversource import GATHER, ROOM, SMALL
 from parbackup.entries import FILE, SYMLINK
-from parbackup.format import MAX_NAME, PLAIN_HEADER_FIXED
+from parbackup.format import MAX_NAME, PLAIN_HEADER_FIXED, checksum
 from parbackup.sources.base import FileReader, Identity, Source, SourceSpec
 
 SET_ID = bytes(range(16))
@@ -431,3 +432,55 @@ def test_names_too_long_for_the_spare_room_have_what_was_gathered_written_first(
         full.append((getattr(mover, "full", None), getattr(mover, "in_place", None)))
     assert results[0] == results[1]
     assert full == [(6, len(items)), (None, None)]  # met each round, and each one fit
+
+
+def test_files_written_to_while_the_mover_reads_them_keep_only_their_scanned_bytes(
+    tmp_path: Path,
+) -> None:
+    """A real concurrent writer appends to small files, or rewrites them in place, while
+    the mover reads them: whichever path takes each file, and whenever the writes land,
+    every record of a file not reported changed holds its bytes as scanned (their
+    checksum) and nothing else, and a file found grown is reported so."""
+    root = tmp_path / "src"
+    root.mkdir()
+    spec = SourceSpec("tree", str(root), str(root))
+    mover = start(_Counted, tmp_path / "dev", spec)
+    rng = random.Random(12)
+    stop = threading.Event()
+    kept: dict[int, list] = {}
+    for k in range(60):
+        path = root / f"log{k}"
+        original = rng.randbytes(rng.randint(1, SMALL))
+        path.write_bytes(original)
+        (item,) = items_of([path], root, str(root))
+        item = (k + 1, k + 1, *item[2:])
+        stop.clear()
+
+        def write(_path=path, _other=bytes(255 - b for b in original), _append=k % 2) -> None:
+            with open(_path, "r+b", buffering=0) as fh:
+                while not stop.is_set():
+                    if _append:
+                        fh.seek(0, os.SEEK_END)
+                        fh.write(b"appended line\n")
+                    else:
+                        os.pwrite(fh.fileno(), _other, 0)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            before = len(mover.pending)
+            mover.write_item(item)
+        finally:
+            stop.set()
+            writer.join()
+        kept[k + 1] = [original, mover.pending[before:]]
+    told = dict((m.file, m.kind) for m in mover.channel.msgs if isinstance(m, Problem))
+    for fid, (original, records) in kept.items():
+        if told.get(fid) == "changed":
+            continue  # its records are dropped by the dispatcher
+        assert sum(r[5] for r in records) == len(original)
+        for _fid, _vol, _pos, _hsize, off, n, digest, _stored in records:
+            assert digest == checksum(original[off : off + n]), (fid, told.get(fid))
+    assert set(told.values()) <= {"grew", "changed"}
+    assert all(told[f] == "grew" for f in told if f % 2 == 0)  # appended to: grown only
+    assert mover.in_place + len(told) == len(kept)  # each file: read whole, or reported
