@@ -26,25 +26,9 @@ from parbackup.engine.workqueue import Sent, Uniform, WorkQueue, rows_of
 from parbackup.entries import FILE, Entries
 from parbackup.model import Piece
 from test_work_columns import old_items
+from test_workqueue import reference_take
 
 # -- WorkQueue ---------------------------------------------------------------------------
-
-
-def model_take(model: list[list[int]], max_items: int, max_bytes: int, split: int) -> list:
-    """The rule, one item at a time (``model``: [file, offset, size], consumed)."""
-    out: list[tuple[int, int, int]] = []
-    nbytes = 0
-    while model and len(out) < max_items and (nbytes < max_bytes or not out):
-        fid, off, sz = model[0]
-        if sz > split:
-            out.append((fid, off, split))
-            model[0] = [fid, off + split, sz - split]
-            nbytes += split
-            continue
-        out.append((fid, off, sz))
-        nbytes += sz
-        model.pop(0)
-    return out
 
 
 def model_take_back(model: list[list[int]], nbytes: int, min_cut: int) -> list[Piece]:
@@ -102,7 +86,7 @@ def test_take_columns_is_the_one_at_a_time_rule_among_cuts_and_extends(ops, shar
             model += [[cols[0][r], cols[1][r], cols[2][r]] for r in order]
         elif op[0] == "take":
             _, max_items, max_bytes, split = op
-            want = model_take(model, max_items, max_bytes, split)
+            want = reference_take(model, max_items, max_bytes, split)
             got = q.take_columns(max_items, max_bytes, split)
             assert [c.typecode for c in got] == ["q", "q", "q"]
             assert list(zip(*got, strict=True)) == want
