@@ -1,4 +1,4 @@
-"""Session 16's column changes, checked against simple models (review16).
+"""The work queue's columns and one-value columns, checked against simple models.
 
 ``WorkQueue.take_columns`` (runs gathered by ``itemgetter``) against the one-at-a-time
 rule while the queue is also cut from the end (``take_back``), extended between takes

@@ -1,5 +1,5 @@
-"""Session 16's mover path for small files (``small_in_place``, engine/moversource.py),
-checked against the general path it stands in for (review16).
+"""The mover's path for small files (``small_in_place``, engine/moversource.py),
+checked against the general path it stands in for.
 
 Two in-process movers write the same items of a random tree: one as it is, one with the
 fast path turned off (every file through ``copy_range`` and ``record``, the way a file
