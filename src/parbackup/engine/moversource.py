@@ -25,7 +25,7 @@ from parbackup.engine.messages import (
     SRC,
 )
 from parbackup.engine.records import plain_header
-from parbackup.format import PLAIN_HEADER_FIXED
+from parbackup.format import PLAIN_HEADER_FIXED, checksum
 from parbackup.sources.base import FileReader, Identity, Source, SourceChanged, SourceGrew
 from parbackup.sources.registry import open_source
 
@@ -120,7 +120,7 @@ class SourceSide:
         if got is None:
             return None
         vol = self.volume or self.open_volume()  # (no volume: nothing is gathered yet)
-        digest = blake3(view).digest()
+        digest = checksum(view)
         header = plain_header(self.set_id, item, 0, size, digest)
         fill = self.fill
         self.gather[fill : fill + hsize] = header
