@@ -320,11 +320,22 @@ class Dispatcher:
                 self.fail(dev, error)
 
     def check_hangs(self) -> None:
-        now = time.monotonic()
+        """Fail every device that owes an answer and said nothing for ``device_timeout``
+        seconds. Its channel is read first: only the devices that were ready at the last
+        wait were, and what another sent while the dispatcher handled theirs (a catalog
+        write, an fsync on a busy disk) is its word, not its silence."""
         limit = self.options.device_timeout
         for dev in self.alive:
-            if dev.answering() and now - dev.last_heard > limit:
+            if not self.silent(dev, limit):
+                continue
+            self.receive(dev)
+            if dev.alive and self.silent(dev, limit):
                 self.fail(dev, f"no progress for {limit:g} seconds")
+
+    @staticmethod
+    def silent(dev: DeviceState, limit: float) -> bool:
+        """Whether it owes an answer and was last heard over ``limit`` seconds ago."""
+        return dev.answering() and time.monotonic() - dev.last_heard > limit
 
     # -- failover (R1-R4) ----------------------------------------------------------------
     def fail(self, dev: DeviceState, error: str) -> None:

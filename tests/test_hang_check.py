@@ -1,0 +1,87 @@
+"""The dispatcher's hang check (R1): a device is failed for its silence only, never for
+the dispatcher's own slowness.
+
+The dispatcher reads the movers' channels that were ready when it last waited, handles
+their messages (a ``Durable`` is a catalog write, an fsync of the catalog's WAL: seconds
+on a loaded disk), then checks for hangs. A message another device sent meanwhile is
+its word, not its silence: it is read before that device can be failed.
+"""
+
+from __future__ import annotations
+
+from multiprocessing import Pipe
+
+from parbackup.engine import messages as m
+from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
+from parbackup.entries import Entries
+from parbackup.model import Order, Strategy
+from parbackup.progress import DeviceFailed
+
+LIMIT = 1.0
+
+
+class _Mover:
+    """The dispatcher's end of a mover that is not a process: the test speaks for it
+    through ``mouth``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.channel, self.mouth = Pipe()
+        self.killed = False
+
+    def send(self, msg: object) -> None:
+        pass
+
+    def alive(self) -> bool:
+        return not self.killed
+
+    def kill(self) -> None:
+        self.killed = True
+
+    def join(self, timeout: float) -> bool:
+        return True
+
+    def why_ended(self, role: str) -> str:
+        return f"its {role} process ended unexpectedly"
+
+
+def _owing(index: int, silent_for: float) -> DeviceState:
+    """A device that owes its commit (a Finish sent, no Committed yet), last heard
+    ``silent_for`` seconds ago as the dispatcher saw it."""
+    dev = DeviceState(index, f"mem://d{index}", _Mover(f"d{index}"), label="")
+    dev.finishes = 1
+    dev.last_heard -= silent_for
+    return dev
+
+
+def _dispatcher(devices: list[DeviceState], events: list) -> Dispatcher:
+    options = RunOptions(Strategy.FILL, Order.DESC, LIMIT, 1 << 20)
+    return Dispatcher(devices, None, "00", Entries(), options, events.append, lambda n: 0)  # type: ignore[arg-type]
+
+
+def test_a_device_whose_message_waits_unread_is_not_failed_as_hung():
+    """Device 1's progress came while the dispatcher was busy past the limit with device
+    0's messages; it is in its channel, unread, at the check. Device 2 said nothing at
+    all: it alone is failed."""
+    events: list = []
+    heard, silent = _owing(1, 3 * LIMIT), _owing(2, 3 * LIMIT)
+    dispatcher = _dispatcher([_owing(0, 0), heard, silent], events)
+    heard.worker.mouth.send(m.Progress(0, 0, 0.0))  # type: ignore[attr-defined]
+    dispatcher.check_hangs()
+    assert heard.alive and heard.report.status == "ok"  # type: ignore[union-attr]
+    assert not silent.alive
+    assert [(e.device, e.reason) for e in events if isinstance(e, DeviceFailed)] == [
+        ("mem://d2", f"no progress for {LIMIT:g} seconds")
+    ]
+
+
+def test_a_device_whose_last_words_wait_unread_is_failed_for_them():
+    """The channel read at the check can hold the device's own ``Failed``: that is the
+    reason given, not a hang."""
+    events: list = []
+    dev = _owing(1, 3 * LIMIT)
+    dispatcher = _dispatcher([_owing(0, 0), dev], events)
+    dev.worker.mouth.send(m.Failed("disk on fire"))  # type: ignore[attr-defined]
+    dispatcher.check_hangs()
+    assert not dev.alive
+    assert dev.report.error == "disk on fire"  # type: ignore[union-attr]
