@@ -1,10 +1,12 @@
-"""The dispatcher's hang check (R1): a device is failed for its silence only, never for
-the dispatcher's own slowness.
+"""The hang checks (R1): a device is failed for its silence only, never for the slowness
+of the process that listens to it: the backup's dispatcher, restore's and verify's
+reader loop.
 
 The dispatcher reads the movers' channels that were ready when it last waited, handles
 their messages (a ``Durable`` is a catalog write, an fsync of the catalog's WAL: seconds
 on a loaded disk), then checks for hangs. A message another device sent meanwhile is
-its word, not its silence: it is read before that device can be failed.
+its word, not its silence: it is read before that device can be failed. Restore and
+verify do the same with their readers (a chunk written to a slow ``--stdout``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.entries import Entries
 from parbackup.model import Order, Strategy
 from parbackup.progress import DeviceFailed
+from parbackup.readback import messages as rm
+from parbackup.readback.core import _Reader, _Run
 
 LIMIT = 1.0
 
@@ -85,3 +89,25 @@ def test_a_device_whose_last_words_wait_unread_is_failed_for_them():
     dispatcher.check_hangs()
     assert not dev.alive
     assert dev.report.error == "disk on fire"  # type: ignore[union-attr]
+
+
+def test_a_reader_whose_message_waits_unread_is_not_given_up():
+    """Reader A's results are handled (``on_good``: a restore putting files in place)
+    while reader B's last message comes; B was last heard 3 stall limits ago. B's
+    message is read, not B given up and its file called damaged."""
+    a, b = _Mover("a"), _Mover("b")
+    run = _Run(None, [].append, 1 << 20)  # type: ignore[arg-type]
+    run.readers = {
+        "a": _Reader("a", "mem://a", a, pending={1}),  # type: ignore[arg-type]
+        "b": _Reader("b", "mem://b", b, pending={2}, last=0.0),  # type: ignore[arg-type]
+    }
+    a.mouth.send(rm.Progress([1], [], 0))
+    a.mouth.send(rm.Finished())
+
+    def on_good(files: list[int]) -> None:  # B speaks while A's results are handled
+        b.mouth.send(rm.Progress([2], [], 0))
+        b.mouth.send(rm.Finished())
+
+    run.gather(on_good, lambda *_: {}, LIMIT, stop_on_damage=False)
+    assert run.out.damaged == {}
+    assert run.out.good == {1: 1, 2: 1}

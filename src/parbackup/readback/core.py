@@ -244,9 +244,12 @@ class _Run:
             now = time.monotonic()
             for key, reader in list(live.items()):
                 waiting = reader.window and reader.outstanding >= reader.window
-                if now - reader.last > stall + reader.grace and not waiting:
-                    self.lost(reader, f"{reader.url}: no answer within {stall:g} seconds")
-                    del live[key]
+                if now - reader.last <= stall + reader.grace or waiting:
+                    continue
+                if reader.worker.channel.poll(0):  # it spoke while the others' messages
+                    continue  # were handled (chunks written to a slow sink): read it next
+                self.lost(reader, f"{reader.url}: no answer within {stall:g} seconds")
+                del live[key]
 
 
 def default_executor() -> ForkServerExecutor:
