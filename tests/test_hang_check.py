@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from multiprocessing import Pipe
 
+from parbackup.engine import fleet
 from parbackup.engine import messages as m
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.entries import Entries
-from parbackup.model import Order, Strategy
+from parbackup.model import Order, Space, Strategy
 from parbackup.progress import DeviceFailed
 from parbackup.readback import messages as rm
 from parbackup.readback.core import _Reader, _Run
@@ -111,3 +112,30 @@ def test_a_reader_whose_message_waits_unread_is_not_given_up():
     run.gather(on_good, lambda *_: {}, LIMIT, stop_on_damage=False)
     assert run.out.damaged == {}
     assert run.out.good == {1: 1, 2: 1}
+
+
+class _Paused:
+    """A clock that jumps ``by`` seconds after its first reading: the process was
+    stopped (or starved of CPU) for that long, while its movers ran."""
+
+    def __init__(self, by: float) -> None:
+        self.at, self.by, self.read = 0.0, by, False
+
+    def monotonic(self) -> float:
+        at = self.at + (self.by if self.read else 0.0)
+        self.read = True
+        return at
+
+
+def test_movers_that_answered_while_the_backup_was_stopped_are_not_buried(monkeypatch):
+    """Both movers started and opened their devices while the backup itself was stopped
+    past every deadline; their answers wait in their channels and are read, not the
+    devices buried as "did not start"."""
+    monkeypatch.setattr(fleet, "time", _Paused(10 * fleet.START_SECONDS))
+    devices = [DeviceState(i, f"mem://d{i}", _Mover(f"d{i}")) for i in range(2)]
+    for i, dev in enumerate(devices):
+        dev.worker.mouth.send(m.Started())  # type: ignore[attr-defined]
+        dev.worker.mouth.send(m.Opened(f"label{i}", Space(None, None), "mem", False))  # type: ignore[attr-defined]
+    crew = fleet.Fleet(devices, LIMIT)
+    assert crew.opened() == devices
+    assert crew.dead == [] and [d.label for d in devices] == ["label0", "label1"]

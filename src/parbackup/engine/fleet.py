@@ -115,7 +115,9 @@ class Fleet:
         started: set = set()
         while waiting:
             left = min(deadline[c] for c in waiting) - time.monotonic()
-            ready = wait_any(list(waiting), left) if left > 0 else []
+            # past a deadline, still read what came: this process may have been the slow
+            # one (stopped, starved of CPU) while its movers started and answered
+            ready = wait_any(list(waiting), max(left, 0))
             for channel in ready:
                 dev = waiting[channel]
                 try:
