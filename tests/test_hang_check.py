@@ -19,6 +19,7 @@ from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.entries import Entries
 from parbackup.model import Order, Space, Strategy
 from parbackup.progress import DeviceFailed
+from parbackup.readback import core
 from parbackup.readback import messages as rm
 from parbackup.readback.core import _Reader, _Run
 
@@ -139,3 +140,24 @@ def test_movers_that_answered_while_the_backup_was_stopped_are_not_buried(monkey
     crew = fleet.Fleet(devices, LIMIT)
     assert crew.opened() == devices
     assert crew.dead == [] and [d.label for d in devices] == ["label0", "label1"]
+
+
+def test_an_answer_that_came_while_the_backup_was_stopped_is_read(monkeypatch):
+    """The requests around the data path (label, probe, the catalog copy) wait for one
+    answer with the device timeout: one that came while the backup was stopped past it
+    is the answer, not "no progress"."""
+    monkeypatch.setattr(fleet, "time", _Paused(10 * LIMIT))
+    dev = DeviceState(0, "mem://d0", _Mover("d0"))
+    dev.worker.mouth.send(m.Labelled("label0", ""))  # type: ignore[attr-defined]
+    assert fleet._answer(dev, (m.Labelled,), LIMIT) == m.Labelled("label0", "")
+
+
+def test_readers_that_opened_while_the_restore_was_stopped_are_read(monkeypatch):
+    """Restore's readers opened their devices while the restore was stopped past the
+    open timeout: their ``Opened`` is read, not "no answer"."""
+    monkeypatch.setattr(core, "time", _Paused(10 * core.OPEN_SECONDS))
+    readers = [_Mover("a"), _Mover("b")]
+    for i, r in enumerate(readers):
+        r.mouth.send(rm.Opened(f"label{i}", f"mem://{i}"))
+    answers = core._await_open(readers, core.OPEN_SECONDS)  # type: ignore[arg-type]
+    assert answers == {0: rm.Opened("label0", "mem://0"), 1: rm.Opened("label1", "mem://1")}

@@ -97,9 +97,13 @@ def _await_open(workers: list[Worker], timeout: float) -> dict[int, Opened | str
     answers: dict[int, Opened | str] = {}
     waiting = {id(w.channel): i for i, w in enumerate(workers)}
     deadline = time.monotonic() + timeout
-    while waiting and (left := deadline - time.monotonic()) > 0:
+    while waiting:
+        left = deadline - time.monotonic()
         chans = [workers[i].channel for i in waiting.values()]
-        for ch in wait_any(chans, min(left, 1.0)):
+        ready = wait_any(chans, min(max(left, 0), 1.0))  # past it, still read what came
+        if not ready and left <= 0:
+            break
+        for ch in ready:
             i = waiting.pop(id(ch))
             try:
                 msg = ch.recv()
