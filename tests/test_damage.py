@@ -20,7 +20,7 @@ from parbackup.engine.backup import run_backup
 from parbackup.format import RECORD_FIXED_SIZE, read_volume_header
 from parbackup.readback.restore import RestoreOptions, run_restore
 from parbackup.readback.verify import run_verify
-from parbackup.workers import Outbox, serve
+from parbackup.workers import Outbox, SendsThroughOutbox, serve
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +99,12 @@ class ThreadExecutor:
         return worker
 
 
-class ThreadWorker:
+class ThreadWorker(SendsThroughOutbox):
     """A reader running in a thread (the ``Worker`` contract of parbackup.workers)."""
 
     def __init__(self, name: str, thread: threading.Thread, channel: Connection) -> None:
         self.name, self.thread, self.channel = name, thread, channel
         self.outbox = Outbox(channel, name)
-
-    def send(self, msg) -> None:
-        self.outbox.put(msg)
 
     def alive(self) -> bool:
         return self.thread.is_alive()

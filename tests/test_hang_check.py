@@ -22,6 +22,7 @@ from parbackup.progress import DeviceFailed
 from parbackup.readback import core
 from parbackup.readback import messages as rm
 from parbackup.readback.core import _Reader, _Run
+from parbackup.workers import Outbox, SendsThroughOutbox
 
 LIMIT = 1.0
 
@@ -37,6 +38,9 @@ class _Mover:
 
     def send(self, msg: object) -> None:
         pass
+
+    def delivered(self) -> float:
+        return 0.0
 
     def alive(self) -> bool:
         return not self.killed
@@ -79,6 +83,39 @@ def test_a_device_whose_message_waits_unread_is_not_failed_as_hung():
     assert [(e.device, e.reason) for e in events if isinstance(e, DeviceFailed)] == [
         ("mem://d2", f"no progress for {LIMIT:g} seconds")
     ]
+
+
+class _Outboxed(SendsThroughOutbox, _Mover):
+    """A mover end whose messages go out through a real ``Outbox`` to ``mouth``, as a
+    worker's do: the test decides when the mover takes them in."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.outbox = Outbox(self.channel, name)
+
+
+def test_silence_counts_from_when_the_work_reached_the_mover():
+    """Both devices were given work 3 limits ago, as a message too large for the
+    channel's buffer (a busy machine, a slow link). Device 0 has just taken it in: it
+    owes nothing for the time it was on its way. Device 1 never takes its message in:
+    it is failed as hung, as before."""
+    events: list = []
+    taken, stuck = _owing(0, 3 * LIMIT), _owing(1, 3 * LIMIT)
+    for dev in (taken, stuck):
+        dev.worker = _Outboxed(dev.worker.name)
+        dev.worker.send(b"w" * (8 << 20))
+    dispatcher = _dispatcher([taken, stuck], events)
+    mouth = taken.worker.mouth  # type: ignore[attr-defined]
+    assert len(mouth.recv()) == 8 << 20
+    taken.worker.send(b"after")  # sent only once the large one was delivered whole
+    assert mouth.recv() == b"after"
+    dispatcher.check_hangs()
+    assert taken.alive
+    assert not stuck.alive
+    assert [(e.device, e.reason) for e in events if isinstance(e, DeviceFailed)] == [
+        ("mem://d1", f"no progress for {LIMIT:g} seconds")
+    ]
+    stuck.worker.mouth.close()  # type: ignore[attr-defined]
 
 
 def test_a_device_whose_last_words_wait_unread_is_failed_for_them():

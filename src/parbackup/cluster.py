@@ -57,7 +57,7 @@ from parbackup.selection import Excluded
 from parbackup.sources import hostscan
 from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.hosted import ServeSpec, served
-from parbackup.workers import Crashed, Outbox, ended_unexpectedly
+from parbackup.workers import Crashed, Outbox, SendsThroughOutbox, ended_unexpectedly
 
 _WATCH_SECONDS = 0.2
 
@@ -91,7 +91,7 @@ def _route_to(host: str, port: int) -> str:
 
 
 # -- the controller's side ---------------------------------------------------------------
-class DaskWorker:
+class DaskWorker(SendsThroughOutbox):
     """A worker running in a Dask task, as the engine sees it (``workers.Worker``)."""
 
     def __init__(self, name: str, why_lost: Callable[[], str] = str) -> None:
@@ -110,9 +110,6 @@ class DaskWorker:
         """Why the cluster let a link end, if it knows (a lost scheduler), else ''."""
 
     # -- Worker ----------------------------------------------------------------------------
-    def send(self, msg: Any) -> None:
-        self.outbox.put(msg)
-
     def alive(self) -> bool:
         return not self.ended.is_set()
 

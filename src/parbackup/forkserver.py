@@ -37,6 +37,7 @@ from parbackup.workers import (
     LocalExecutor,
     LocalWorker,
     Outbox,
+    SendsThroughOutbox,
     die_with_parent,
     ended_unexpectedly,
     fork_serving,
@@ -48,7 +49,7 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(parbackup.__file
 _SERVER = "import sys; from parbackup.forkserver import main; sys.exit(main(sys.argv[1:]))"
 
 
-class ForkedWorker:
+class ForkedWorker(SendsThroughOutbox):
     """A worker forked by the fork server (the ``Worker`` contract of workers.py)."""
 
     def __init__(
@@ -60,9 +61,6 @@ class ForkedWorker:
     ) -> None:
         self.name, self.pidfd, self.channel, self.server = name, pidfd, channel, server
         self.outbox = Outbox(channel, name)
-
-    def send(self, msg: Any) -> None:
-        self.outbox.put(msg)
 
     def alive(self) -> bool:
         """False once it ended, or once its server did: a worker dies with its server

@@ -87,6 +87,12 @@ class Worker(Protocol):
     def send(self, msg: Any) -> None:
         """Queue a message for the worker (dropped once the worker is gone)."""
 
+    def delivered(self) -> float:
+        """When the last message sent reached the worker's channel (``time.monotonic``;
+        0.0 before any). A worker owes no answer for a message still on its way (a large
+        ``Work`` pickled and sent while the machine is busy, or over a slow link): its
+        silence counts from here, not from when the message was queued."""
+
     def alive(self) -> bool:
         """True while the worker runs."""
 
@@ -138,6 +144,8 @@ class Outbox:
     def __init__(self, channel: Channel, name: str) -> None:
         self.channel = channel
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.delivered = 0.0
+        """When the last message was handed whole to the channel (``Worker.delivered``)."""
         self.thread = threading.Thread(target=self._run, name=f"send-{name}", daemon=True)
         self.thread.start()
 
@@ -154,6 +162,7 @@ class Outbox:
                 continue
             try:
                 self.channel.send(msg)
+                self.delivered = time.monotonic()
             except (OSError, ValueError):
                 gone = True
         with contextlib.suppress(OSError):
@@ -161,6 +170,19 @@ class Outbox:
 
 
 _CLOSE = object()
+
+
+class SendsThroughOutbox:
+    """``Worker.send`` and ``Worker.delivered`` for a worker whose messages go out
+    through its ``outbox``."""
+
+    outbox: Outbox
+
+    def send(self, msg: Any) -> None:
+        self.outbox.put(msg)
+
+    def delivered(self) -> float:
+        return self.outbox.delivered
 
 
 def shut_down(channel: Channel, outbox: Outbox) -> None:
@@ -176,15 +198,12 @@ def shut_down(channel: Channel, outbox: Outbox) -> None:
     outbox.close()
 
 
-class LocalWorker:
+class LocalWorker(SendsThroughOutbox):
     """A worker in a local child process (see ``LocalExecutor``)."""
 
     def __init__(self, name: str, proc: subprocess.Popen | _Forked, channel: Connection) -> None:
         self.name, self.proc, self.channel = name, proc, channel
         self.outbox = Outbox(channel, name)
-
-    def send(self, msg: Any) -> None:
-        self.outbox.put(msg)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

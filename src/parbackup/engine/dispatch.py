@@ -334,8 +334,11 @@ class Dispatcher:
 
     @staticmethod
     def silent(dev: DeviceState, limit: float) -> bool:
-        """Whether it owes an answer and was last heard over ``limit`` seconds ago."""
-        return dev.answering() and time.monotonic() - dev.last_heard > limit
+        """Whether it owes an answer and said nothing for over ``limit`` seconds since it
+        was last heard, or since its last message reached it (a ``Work`` still being
+        sent is not yet owed)."""
+        since = max(dev.last_heard, dev.worker.delivered())
+        return dev.answering() and time.monotonic() - since > limit
 
     # -- failover (R1-R4) ----------------------------------------------------------------
     def fail(self, dev: DeviceState, error: str) -> None:
