@@ -35,6 +35,21 @@ ADDED_COLUMNS = (
     ("records", "stored", "INTEGER NOT NULL DEFAULT -1"),
 )
 
+RECORDS_COLUMNS = """(
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    vol INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    header_size INTEGER NOT NULL,
+    checksum BLOB NOT NULL,
+    origin_set TEXT NOT NULL DEFAULT '',
+    origin_file INTEGER NOT NULL DEFAULT -1,
+    stored INTEGER NOT NULL DEFAULT -1
+)"""
+"""The ``records`` table of schema 5 (made by ``SCHEMA``, and by ``MIGRATE_5``)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sets (
@@ -94,19 +109,7 @@ CREATE TABLE IF NOT EXISTS volumes (
     name TEXT NOT NULL,
     UNIQUE (label, name)
 );
-CREATE TABLE IF NOT EXISTS records (
-    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    file_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    vol INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    header_size INTEGER NOT NULL,
-    checksum BLOB NOT NULL,
-    origin_set TEXT NOT NULL DEFAULT '',
-    origin_file INTEGER NOT NULL DEFAULT -1,
-    stored INTEGER NOT NULL DEFAULT -1
-);
+CREATE TABLE IF NOT EXISTS records {records};
 CREATE INDEX IF NOT EXISTS records_by_set ON records(set_id);
 DROP INDEX IF EXISTS records_by_file;
 CREATE TABLE IF NOT EXISTS file_meta (
@@ -125,7 +128,7 @@ CREATE TABLE IF NOT EXISTS progress (
     redirected INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, seq)
 );
-"""
+""".replace("{records}", RECORDS_COLUMNS)
 # files WITHOUT ROWID: the rows are kept in their primary key's order, so the key is
 # stored once, not in the table and again in an index of its own (a million files: the
 # table and its index 172 -> 132 bytes a file, the catalog ~10% smaller, and one
@@ -173,11 +176,7 @@ PLACES_V4 = f"CREATE TEMP VIEW record_places AS SELECT {PLACE_COLUMNS} FROM main
 MIGRATE_5 = (
     "INSERT INTO volumes (label, name) SELECT DISTINCT label, volume FROM records"
     " ORDER BY label, volume",
-    "CREATE TABLE records_5 (set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,"
-    " file_id INTEGER NOT NULL, offset INTEGER NOT NULL, size INTEGER NOT NULL,"
-    " vol INTEGER NOT NULL, position INTEGER NOT NULL, header_size INTEGER NOT NULL,"
-    " checksum BLOB NOT NULL, origin_set TEXT NOT NULL DEFAULT '',"
-    " origin_file INTEGER NOT NULL DEFAULT -1, stored INTEGER NOT NULL DEFAULT -1)",
+    f"CREATE TABLE records_5 {RECORDS_COLUMNS}",
     "INSERT INTO records_5 SELECT r.set_id, r.file_id, r.offset, r.size, v.num, r.position,"
     " r.header_size, r.checksum, r.origin_set, r.origin_file, r.stored FROM records r"
     " JOIN volumes v ON v.label = r.label AND v.name = r.volume ORDER BY r.rowid",
