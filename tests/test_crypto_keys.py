@@ -290,6 +290,7 @@ def test_schema_3_catalog_gains_the_stored_column(tmp_path: Path) -> None:
     its records read back as storing their size (stored -1)."""
     import sqlite3
 
+    from oldcatalog import sqlite_to_schema_4
     from parbackup.catalog import Catalog
     from parbackup.catalog.schema import SCHEMA_VERSION
     from parbackup.model import RecordRef
@@ -299,13 +300,14 @@ def test_schema_3_catalog_gains_the_stored_column(tmp_path: Path) -> None:
     with Catalog(str(path)) as c:
         c.begin_set(set_hex, strategy="fill", order="asc", threshold=1, sources=["/s"])
         c.add_records(set_hex, [(0, RecordRef("l" * 32, "sets/v.pbv", 56, 140, 0, 10, b"x"))])
+    sqlite_to_schema_4(str(path))
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE records DROP COLUMN stored")
     db.execute("UPDATE meta SET value='3' WHERE key='schema'")
     db.commit()
     db.close()
     with Catalog(str(path)) as c:
-        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "5"
         ((fid, ref),) = list(c.records(set_hex))
         assert (fid, ref.size, ref.stored, ref.length) == (0, 10, -1, 10)
 

@@ -195,7 +195,14 @@ def test_crafted_catalog_values_give_a_clear_error(setup, tmp_path, sql, error):
 def test_crafted_volume_names_are_refused(setup, tmp_path, volume):
     _, outside, cat = setup
     fid = file_ids(cat, "file")[0]
-    tamper(cat, "UPDATE records SET volume=? WHERE file_id=?", volume, fid)
+    tamper(
+        cat,
+        "INSERT INTO volumes (label, name) SELECT v.label, ? FROM records r"
+        " JOIN volumes v ON v.num = r.vol WHERE r.file_id=? LIMIT 1",
+        volume,
+        fid,
+    )
+    tamper(cat, "UPDATE records SET vol=(SELECT MAX(num) FROM volumes) WHERE file_id=?", fid)
     report = restore(cat, tmp_path / "out")
     assert len(report.damaged) == 1 and "bad object name" in report.damaged[0]["error"]
     assert untouched(outside)

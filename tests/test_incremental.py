@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
+from oldcatalog import sqlite_to_schema_4
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import SCHEMA_VERSION
 
@@ -168,6 +169,7 @@ def test_schema_1_catalog_is_migrated(tmp_path, device_dirs):
     cat = str(tmp_path / "cat.sqlite")
     tree = make_tree(tmp_path / "src", seed=9, files=5)
     first = backup(tree, devs, cat)
+    sqlite_to_schema_4(cat)
     db = sqlite3.connect(cat)
     db.execute("DROP INDEX records_by_origin")  # schema 1 had neither it nor its column
     for table, column in (

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from oldcatalog import sqlite_to_schema_4
 from parbackup.catalog import Catalog
 from parbackup.catalog.liveness import (
     FRAMING_SLACK,
@@ -265,6 +266,7 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
     path = tmp_path / "v2.sqlite"
     with Catalog(str(path)) as c:
         c.begin_set(IDS[0], strategy="fill", order="asc", threshold=1, sources=["/s"])
+    sqlite_to_schema_4(str(path))
     db = sqlite3.connect(path)
     db.execute("DROP INDEX records_by_origin")  # schema 2 had neither
     db.execute("ALTER TABLE sets DROP COLUMN resumed")
@@ -272,7 +274,7 @@ def test_schema_2_catalog_gains_the_resumed_column(tmp_path):
     db.commit()
     db.close()
     with Catalog(str(path)) as c:
-        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "5"
         (info,) = c.sets()
         assert (info.id, info.status, info.resumed) == (IDS[0], "running", "")
         c.lock_for_run()

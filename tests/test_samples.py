@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from oldcatalog import sqlite_to_schema_4
 from parbackup.catalog import Catalog
 from parbackup.catalog.schema import SCHEMA_VERSION
 from parbackup.engine.reportpage import render_report
@@ -65,13 +66,14 @@ def test_a_schema_3_catalog_gains_the_progress_table_and_old_sets_draw_without_s
     with Catalog(str(path)) as c:
         c.begin_set("ab" * 16, strategy="fill", order="desc", threshold=1, sources=["/s"])
         c.finish_set("ab" * 16, status="complete", files=0, nbytes=0, report={}, devices=[])
+    sqlite_to_schema_4(str(path))
     db = sqlite3.connect(path)
     db.execute("DROP TABLE progress")
     db.execute("UPDATE meta SET value='3' WHERE key='schema'")
     db.commit()
     db.close()
     with Catalog(str(path), create=False) as c:
-        assert c.meta("schema") == str(SCHEMA_VERSION) == "4"
+        assert c.meta("schema") == str(SCHEMA_VERSION) == "5"
         assert c.progress("ab" * 16) == []
         assert "No progress samples" in render_report(c, "latest").html
         c.add_progress("ab" * 16, [(0.5, "/d1", 10, "bytes", 0), (0.7, "/d1", 10, "failed", 5)])

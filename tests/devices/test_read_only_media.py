@@ -16,6 +16,7 @@ import pytest
 
 from conftest import SRC, make_tree, restored_root, run_cli, snapshot
 from fsfixtures import sh, tmpfs_fixture  # noqa: F401 (fixture)
+from oldcatalog import sqlite_to_schema_4
 
 pytestmark = pytest.mark.slow  # end to end, real processes: not in the quick subset
 
@@ -106,6 +107,7 @@ def test_an_older_catalog_copy_on_read_only_media_is_read(tmp_path, tmpfs):
     r = run_cli("backup", str(tree), "-d", str(disc), "--catalog", str(tmp_path / "c.sqlite"))
     assert r.code == 0, r.out + r.err
     copy = disc / "catalog" / "catalog.sqlite"
+    sqlite_to_schema_4(str(copy))
     db = sqlite3.connect(copy)  # make it what schema 3 wrote
     db.executescript(
         "DROP TABLE file_meta; DROP TABLE progress; ALTER TABLE records DROP COLUMN stored;"

@@ -35,6 +35,8 @@ class LivenessRows:
     db: Any  # sqlite3.Connection, set by Catalog
     transaction: Callable[[], AbstractContextManager[None]]  # Catalog.transaction
     path: str
+    volume_numbers: Callable[..., dict[tuple[str, str], int]]  # RecordRows'
+    drop_unused_volumes: Callable[[], None]  # RecordRows'
 
     def set_nodes(self) -> list[SetNode]:
         """Every set as liveness sees it (id, status, resumed set, failed devices), by seq."""
@@ -85,8 +87,8 @@ class LivenessRows:
         rows = self.db.execute(
             "SELECT label, volume, COUNT(*), COALESCE(SUM(len), 0) FROM ("
             " SELECT DISTINCT label, volume, position,"
-            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END) AS len FROM records"
-            f" WHERE {where}) AS live GROUP BY label, volume",
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END) AS len"
+            f" FROM record_places WHERE {where}) AS live GROUP BY label, volume",
             args,
         ).fetchall()
         out: dict[str, dict[str, VolumeUse]] = {}
@@ -102,7 +104,8 @@ class LivenessRows:
         """(labels a root lists a record on, labels a set of ``whole_ids`` wrote to and did
         not fail on): what ``liveness.free_tapes`` decides over."""
         live = self.db.execute(
-            "SELECT DISTINCT label FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
+            "SELECT DISTINCT label FROM record_places"
+            " WHERE set_id IN (SELECT value FROM json_each(?))",
             (json.dumps(sorted(root_ids)),),
         ).fetchall()
         busy = self.db.execute(
@@ -115,10 +118,12 @@ class LivenessRows:
     def drop_dead_records(self, set_ids: Set[str]) -> None:
         """Forget the records of the given (dead) sets, all in one transaction."""
         with self.transaction():
-            self.db.execute(
+            cur = self.db.execute(
                 "DELETE FROM records WHERE set_id IN (SELECT value FROM json_each(?))",
                 (json.dumps(sorted(set_ids)),),
             )
+            if cur.rowcount:
+                self.drop_unused_volumes()
 
     def referenced_sets(self, root_ids: Set[str]) -> set[str]:
         """Ids of the sets whose volumes hold records a root lists (besides the roots)."""
@@ -135,8 +140,9 @@ class LivenessRows:
         """(position, length, checksum) of the live records in one volume, by position."""
         rows = self.db.execute(
             "SELECT DISTINCT position,"
-            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END), checksum FROM records"
-            " WHERE label=? AND volume=? AND set_id IN (SELECT value FROM json_each(?))"
+            " header_size + (CASE WHEN stored < 0 THEN size ELSE stored END), checksum"
+            " FROM record_places WHERE label=? AND volume=?"
+            " AND set_id IN (SELECT value FROM json_each(?))"
             " ORDER BY position",
             (label, volume, json.dumps(sorted(root_ids))),
         ).fetchall()
@@ -152,16 +158,22 @@ class LivenessRows:
         dead sets' rows may do so (they are dropped with their set).
         """
         with self.transaction():
+            old = self.db.execute(
+                "SELECT num FROM volumes WHERE label=? AND name=?", (label, volume)
+            ).fetchone()
+            if old is None:  # no record lies there
+                return 0
+            new = self.volume_numbers([(label, new_volume)])[label, new_volume]
             self.db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS moves (old INTEGER PRIMARY KEY, new INTEGER)"
             )
             self.db.execute("DELETE FROM temp.moves")
             self.db.executemany("INSERT INTO temp.moves VALUES (?, ?)", sorted(moves.items()))
             cur = self.db.execute(
-                "UPDATE records SET volume=?, position=(SELECT new FROM temp.moves"
-                " WHERE old=records.position) WHERE label=? AND volume=?"
+                "UPDATE records SET vol=?, position=(SELECT new FROM temp.moves"
+                " WHERE old=records.position) WHERE vol=?"
                 " AND position IN (SELECT old FROM temp.moves)",
-                (new_volume, label, volume),
+                (new, old[0]),
             )
             self.db.execute("DELETE FROM temp.moves")
         return cur.rowcount
@@ -210,6 +222,8 @@ class LivenessRows:
                     f"DELETE FROM {table} WHERE set_id IN (SELECT value FROM json_each(?))",
                     (gone,),
                 )
+            if rows:
+                self.drop_unused_volumes()
             self.db.execute(
                 "UPDATE sets SET status='forgotten' WHERE id IN (SELECT value FROM json_each(?))",
                 (gone,),
@@ -222,7 +236,9 @@ class LivenessRows:
         parity stripe, ...). Such keys whose set is gone (left by an older version) go too."""
         with self.transaction():
             for table in ("records", "files", "file_meta", "set_devices"):
-                self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
+                cur = self.db.execute(f"DELETE FROM {table} WHERE set_id=?", (set_id,))
+                if table == "records" and cur.rowcount:
+                    self.drop_unused_volumes()
             self.db.execute("DELETE FROM sets WHERE id=?", (set_id,))
             for prefix in SET_META:
                 self.db.execute("DELETE FROM meta WHERE key=?", (f"{prefix}{set_id}",))
@@ -241,7 +257,7 @@ class LivenessRows:
     def clear(self) -> None:
         """Remove every set and device (what a killed rebuild-catalog left), at once."""
         with self.transaction():
-            for table in ("records", "files", "set_devices", "sets", "devices"):
+            for table in ("records", "volumes", "files", "set_devices", "sets", "devices"):
                 self.db.execute(f"DELETE FROM {table}")
             for prefix in SET_META:
                 self.db.execute(f"DELETE FROM meta WHERE key LIKE '{prefix}%'")

@@ -57,6 +57,7 @@ _TABLES = (  # in foreign-key order, each with the order its rows are copied in
     ("sets", "seq"),
     ("devices", "label"),
     ("set_devices", "rowid"),
+    ("volumes", "num"),
     ("files", "set_id, file_id"),
     ("records", "set_id, file_id"),  # the order of its index: the copy fills it fastest
     ("file_meta", "set_id, file_id"),
@@ -256,9 +257,20 @@ class PostgresCatalog(Catalog):
         self.read_lock.release()
         self.db.close()
 
-    def _insert(self, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()) -> None:
+    def _insert(
+        self,
+        head: str,
+        ncols: int,
+        rows: Iterable[tuple],
+        fixed: tuple = (),
+        mapped: tuple[int, dict[str, int]] | None = None,
+    ) -> None:
         """COPY the rows into the table ``head`` names (binary format, one round trip
-        per buffer), inside the caller's transaction; ``fixed`` as in store.py."""
+        per buffer), inside the caller's transaction; ``fixed`` and ``mapped`` as in
+        store.py (here the mapped value is replaced in Python: COPY takes no SQL)."""
+        if mapped is not None:
+            at, numbers = mapped
+            rows = ((*r[:at], numbers[r[at]], *r[at + 1 :]) for r in rows)
         if fixed:
             rows = map(fixed.__add__, rows)
         match = re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\)", head)

@@ -9,36 +9,58 @@ unchanged on every backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import Any
 
 from parbackup.model import RecordRef
 
+_VOLUME = itemgetter(1)
+_RECORDS = "INSERT INTO records (set_id, file_id, vol, position, header_size, offset, size,"
+_IN_LABEL = "vol IN (SELECT num FROM volumes WHERE label=?)"
+
 
 class RecordRows:
-    """The set's record references (mixed into Catalog)."""
+    """The set's record references (mixed into Catalog).
+
+    Rows go into ``records`` with their volume's number (schema 5); every read goes
+    through the ``record_places`` view, which gives the label and volume name back.
+    """
 
     db: Any
     transaction: Any
     _insert: Any
     _rows: Any
 
+    def volume_numbers(self, places: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """(label, volume name) -> its ``volumes`` number, a row made for each new one;
+        inside the caller's transaction, so the records naming it commit with it."""
+        out = {}
+        for label, name in places:
+            sql = "SELECT num FROM volumes WHERE label=? AND name=?"
+            row = self.db.execute(sql, (label, name)).fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO volumes (label, name) VALUES (?, ?)", (label, name))
+                row = self.db.execute(sql, (label, name)).fetchone()
+            out[label, name] = int(row[0])
+        return out
+
     def add_records(self, set_id: str, records: Iterable[tuple[int, RecordRef]]) -> None:
         """Record durable records (file id, where it lies)."""
+        records = records if isinstance(records, list) else list(records)
         with self.transaction():
+            nums = self.volume_numbers(dict.fromkeys((r.label, r.volume) for _f, r in records))
             self._insert(
-                "INSERT INTO records (set_id, file_id, offset, size, label, volume, position,"
-                " header_size, checksum, origin_set, origin_file, stored)",
-                12,
+                _RECORDS + " checksum, origin_set, origin_file, stored)",
+                11,
                 (
                     (
                         set_id,
                         fid,
-                        r.offset,
-                        r.size,
-                        r.label,
-                        r.volume,
+                        nums[r.label, r.volume],
                         r.position,
                         r.header_size,
+                        r.offset,
+                        r.size,
                         r.checksum,
                         r.origin_set,
                         r.origin_file,
@@ -52,43 +74,25 @@ class RecordRows:
         """Record durable records of one device as a mover reports them:
         ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         rows = rows if isinstance(rows, list) else list(rows)
-        if min(map(len, rows), default=8) == 8:  # a mover's: the set and label go in
-            with self.transaction():  # as the statement's literals, no Python per row
-                self._insert(
-                    "INSERT INTO records (set_id, label, file_id, volume, position,"
-                    " header_size, offset, size, checksum, stored)",
-                    8,
-                    rows,
-                    (set_id, label),
-                )
-            return
         with self.transaction():
+            places = self.volume_numbers((label, v) for v in dict.fromkeys(map(_VOLUME, rows)))
+            nums = {v: n for (_label, v), n in places.items()}
+            if min(map(len, rows), default=8) == 8:  # a mover's: the set as the statement's
+                self._insert(  # literal, the volume's number mapped in SQL (no Python per row)
+                    _RECORDS + " checksum, stored)", 8, rows, (set_id,), (1, nums)
+                )
+                return
             self._insert(
-                "INSERT INTO records (set_id, file_id, label, volume, position, header_size,"
-                " offset, size, checksum, stored)",
-                10,
-                (
-                    (
-                        set_id,
-                        r[0],
-                        label,
-                        r[1],
-                        r[2],
-                        r[3],
-                        r[4],
-                        r[5],
-                        r[6],
-                        r[7] if len(r) > 7 else -1,
-                    )
-                    for r in rows
-                ),
+                _RECORDS + " checksum, stored)",
+                9,
+                ((set_id, r[0], nums[r[1]], *r[2:7], r[7] if len(r) > 7 else -1) for r in rows),
             )
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
         """(file id, offset, size) of the set's records on one device (a failed device's
         work is read back from here, not kept in memory during the run)."""
         return self.db.execute(
-            "SELECT file_id, offset, size FROM records WHERE set_id=? AND label=?",
+            "SELECT file_id, offset, size FROM record_places WHERE set_id=? AND label=?",
             (set_id, label),
         ).fetchall()
 
@@ -99,9 +103,14 @@ class RecordRows:
                 cur = self.db.execute("DELETE FROM records WHERE set_id=?", (set_id,))
             else:
                 cur = self.db.execute(
-                    "DELETE FROM records WHERE set_id=? AND label=?", (set_id, label)
+                    f"DELETE FROM records WHERE set_id=? AND {_IN_LABEL}", (set_id, label)
                 )
         return cur.rowcount
+
+    def drop_unused_volumes(self) -> None:
+        """Drop the ``volumes`` rows no record points to (after records were deleted;
+        inside the caller's transaction). One pass over the records' numbers."""
+        self.db.execute("DELETE FROM volumes WHERE num NOT IN (SELECT vol FROM records)")
 
     def record_rows(self, set_id: str, *, payload_only: bool = False) -> Iterator[tuple]:
         """``records`` as plain rows, no object made per record: (label, file id, volume,
@@ -111,7 +120,7 @@ class RecordRows:
         return iter(
             self._rows(
                 "SELECT label, file_id, volume, position, header_size, offset, size, checksum,"
-                " origin_set, origin_file, stored FROM records WHERE set_id=?"
+                " origin_set, origin_file, stored FROM record_places WHERE set_id=?"
                 + (" AND size > 0" if payload_only else ""),
                 (set_id,),
             )
@@ -125,7 +134,7 @@ class RecordRows:
         the query drops the others, no object is made for them)."""
         cur = self._rows(
             "SELECT file_id, label, volume, position, header_size, offset, size, checksum,"
-            " origin_set, origin_file, stored FROM records WHERE set_id=?"
+            " origin_set, origin_file, stored FROM record_places WHERE set_id=?"
             + (" AND size > 0" if payload_only else "")
             + " ORDER BY label, volume, position",
             (set_id,),

@@ -10,13 +10,15 @@ import sqlite3
 from collections.abc import Iterable
 from itertools import chain, islice
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: first release. 2: files.ctime_ns/ino (incremental change detection), and
 records.origin_set/origin_file (records an incremental set reuses from earlier sets).
 3: sets.resumed (the interrupted set a run resumed; see catalog/liveness.py).
 4: records.stored (payload bytes on the device of a compressed or encrypted record);
 file_meta (files' extended attributes); progress (per-device samples of a backup, for
-``report``)."""
+``report``). 5: ``volumes`` (a number per device label and volume name); records hold
+that number (``vol``) instead of the label and volume text, and are read through the
+``record_places`` view, which gives them back (``PLACES_VIEW``)."""
 
 REBUILDING_KEY = "rebuilding"
 """A ``meta`` key rebuild-catalog sets while it writes a catalog (engine/rebuild.py):
@@ -32,6 +34,21 @@ ADDED_COLUMNS = (
     ("sets", "resumed", "TEXT NOT NULL DEFAULT ''"),
     ("records", "stored", "INTEGER NOT NULL DEFAULT -1"),
 )
+
+RECORDS_COLUMNS = """(
+    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+    file_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    vol INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    header_size INTEGER NOT NULL,
+    checksum BLOB NOT NULL,
+    origin_set TEXT NOT NULL DEFAULT '',
+    origin_file INTEGER NOT NULL DEFAULT -1,
+    stored INTEGER NOT NULL DEFAULT -1
+)"""
+"""The ``records`` table of schema 5 (made by ``SCHEMA``, and by ``MIGRATE_5``)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,20 +103,13 @@ CREATE TABLE IF NOT EXISTS files (
     ino INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, file_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (
-    set_id TEXT NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
-    file_id INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    size INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS volumes (
+    num INTEGER PRIMARY KEY,
     label TEXT NOT NULL,
-    volume TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    header_size INTEGER NOT NULL,
-    checksum BLOB NOT NULL,
-    origin_set TEXT NOT NULL DEFAULT '',
-    origin_file INTEGER NOT NULL DEFAULT -1,
-    stored INTEGER NOT NULL DEFAULT -1
+    name TEXT NOT NULL,
+    UNIQUE (label, name)
 );
+CREATE TABLE IF NOT EXISTS records {records};
 CREATE INDEX IF NOT EXISTS records_by_set ON records(set_id);
 DROP INDEX IF EXISTS records_by_file;
 CREATE TABLE IF NOT EXISTS file_meta (
@@ -118,7 +128,7 @@ CREATE TABLE IF NOT EXISTS progress (
     redirected INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, seq)
 );
-"""
+""".replace("{records}", RECORDS_COLUMNS)
 # files WITHOUT ROWID: the rows are kept in their primary key's order, so the key is
 # stored once, not in the table and again in an index of its own (a million files: the
 # table and its index 172 -> 132 bytes a file, the catalog ~10% smaller, and one
@@ -129,6 +139,12 @@ CREATE TABLE IF NOT EXISTS progress (
 # (records_by_file, on set_id and file_id) took each insert to a random place, since
 # records arrive in plan order, not file order: a million records cost 12 us each
 # instead of 2. Only an index changed, so the schema version did not.
+# volumes (schema 5): a record's device label and volume name were 91 of its 242 bytes
+# (`sets/<set id>/<label[:12]>-NNNN.pbv`, the set id again); a record now holds the
+# volume's number. A name cannot be derived from the set and label (compaction's copies
+# are `x.c1.pbv`, liveness.compacted_name), so each (label, name) gets a row, made the
+# first time a record names it (``volume_numbers``). A row no record points to any more
+# is dropped when records are deleted (``drop_unused_volumes``).
 # file_meta: a file's extended attributes (ACLs, capabilities, ...) as the kind-8 payload
 # of parbackup/xattrs.py, for the few files that have any. progress: bounded per-device
 # samples of a backup, for ``report``. Both are made by every opening (IF NOT EXISTS), so
@@ -141,6 +157,35 @@ ORIGIN_INDEX = (
 )
 """Finds the records that lie in other sets' volumes (liveness); made after ``_migrate``
 because older catalogs gain ``origin_set`` there."""
+
+PLACE_COLUMNS = (
+    "set_id, file_id, offset, size, label, volume, position, header_size, checksum,"
+    " origin_set, origin_file, stored"
+)
+"""What ``record_places`` shows of a record: its row as it was up to schema 4."""
+PLACES_VIEW = (
+    "CREATE VIEW IF NOT EXISTS record_places AS SELECT r.set_id, r.file_id, r.offset, r.size,"
+    " v.label, v.name AS volume, r.position, r.header_size, r.checksum, r.origin_set,"
+    " r.origin_file, r.stored FROM records r JOIN volumes v ON v.num = r.vol"
+)
+"""Every read of records goes through this view: the rows keep their schema-4 shape.
+Made after ``_migrate`` (the view names ``records.vol``). A catalog of schema 4 opened
+read-only gets a TEMP view of the same name over its own table (``PLACES_V4``)."""
+PLACES_V4 = f"CREATE TEMP VIEW record_places AS SELECT {PLACE_COLUMNS} FROM main.records"
+
+MIGRATE_5 = (
+    "INSERT INTO volumes (label, name) SELECT DISTINCT label, volume FROM records"
+    " ORDER BY label, volume",
+    f"CREATE TABLE records_5 {RECORDS_COLUMNS}",
+    "INSERT INTO records_5 SELECT r.set_id, r.file_id, r.offset, r.size, v.num, r.position,"
+    " r.header_size, r.checksum, r.origin_set, r.origin_file, r.stored FROM records r"
+    " JOIN volumes v ON v.label = r.label AND v.name = r.volume ORDER BY r.rowid",
+    "DROP TABLE records",
+    "ALTER TABLE records_5 RENAME TO records",
+    "CREATE INDEX records_by_set ON records(set_id)",
+)
+"""Schema 4 -> 5 (SQLite): a volumes row per (label, name) the records name, and the
+records rewritten with its number, in their order (the opening's one transaction)."""
 
 
 class Transaction:
@@ -165,7 +210,12 @@ BATCH_ROWS = 256
 
 
 def insert_rows(
-    db: sqlite3.Connection, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()
+    db: sqlite3.Connection,
+    head: str,
+    ncols: int,
+    rows: Iterable[tuple],
+    fixed: tuple = (),
+    mapped: tuple[int, dict[str, int]] | None = None,
 ) -> None:
     """``head VALUES (...), (...), ...`` with up to BATCH_ROWS rows per statement.
 
@@ -178,9 +228,18 @@ def insert_rows(
     ``fixed``: strings that the first columns of ``head`` take in every row, written in
     the statement as literals (rows then hold the other ``ncols`` values): no tuple made
     per row to put them in front, nor bound per row (a mover's records: 10-15% less).
+
+    ``mapped``: (i, {text: number}): the rows' value ``i`` is text the column takes as
+    its number, mapped by SQLite (``CASE ? WHEN 'text' THEN number ... END``), not by a
+    tuple made per row; text not in the map gives NULL (refused by a NOT NULL column).
     """
     lead = "".join(f"{_literal(v)}, " for v in fixed)
-    one = "(" + lead + ", ".join("?" * ncols) + ")"
+    marks = ["?"] * ncols
+    if mapped is not None:
+        at, numbers = mapped
+        whens = " ".join(f"WHEN {_literal(k)} THEN {int(v)}" for k, v in numbers.items())
+        marks[at] = f"CASE ? {whens} END"
+    one = "(" + lead + ", ".join(marks) + ")"
     full = f"{head} VALUES " + ", ".join([one] * BATCH_ROWS)
     rows = iter(rows)
     while batch := list(chain.from_iterable(islice(rows, BATCH_ROWS))):

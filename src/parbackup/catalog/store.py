@@ -35,7 +35,10 @@ from parbackup.catalog.recordrows import RecordRows
 from parbackup.catalog.runlock import ReadLock, ReadLocking, RunLock
 from parbackup.catalog.schema import (
     ADDED_COLUMNS,
+    MIGRATE_5,
     ORIGIN_INDEX,
+    PLACES_V4,
+    PLACES_VIEW,
     SCHEMA,
     SCHEMA_VERSION,
     Transaction,
@@ -162,6 +165,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                 elif int(row[0]) < SCHEMA_VERSION:
                     self._migrate()
                 self.db.execute(ORIGIN_INDEX)
+                self.db.execute(PLACES_VIEW)
         except (sqlite3.DatabaseError, OSError, UnicodeDecodeError) as exc:
             if not create and _wal_is_empty(path):
                 # only reading: a disk too full for SQLite's shared-memory file (or any
@@ -187,7 +191,12 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise CatalogError(f"{path} was written by a newer parbackup (schema {version})")
-        if version < SCHEMA_VERSION:  # an older copy on a disc: brought up to date in memory
+        if version == 4:  # the records hold their label and volume: a view of them as
+            try:  # schema 5's reads name them (in memory: nothing written to the file)
+                self.db.execute(PLACES_V4)
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot read catalog {path}: {_reason(exc)}") from exc
+        elif version < SCHEMA_VERSION:  # an older copy on a disc: brought up to date in memory
             try:
                 memory = sqlite3.connect(":memory:", isolation_level=None)
                 self.db.backup(memory)
@@ -198,6 +207,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
                         if statement.strip():
                             self.db.execute(statement)
                     self._migrate()
+                    self.db.execute(PLACES_VIEW)
             except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 raise CatalogError(f"cannot read catalog {path}: {_reason(exc)}") from exc
 
@@ -226,17 +236,28 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
             have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        if "label" in {r[1] for r in self.db.execute("PRAGMA table_info(records)")}:
+            for statement in MIGRATE_5:  # schema 5: volumes by number
+                self.db.execute(statement)
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     def transaction(self) -> Transaction:
         """``with catalog.transaction():`` runs the block in one IMMEDIATE transaction."""
         return Transaction(self.db)
 
-    def _insert(self, head: str, ncols: int, rows: Iterable[tuple], fixed: tuple = ()) -> None:
+    def _insert(
+        self,
+        head: str,
+        ncols: int,
+        rows: Iterable[tuple],
+        fixed: tuple = (),
+        mapped: tuple[int, dict[str, int]] | None = None,
+    ) -> None:
         """Bulk rows (``head`` is ``INSERT INTO table (columns)``), inside a transaction;
         the PostgreSQL catalog loads them with COPY instead. ``fixed``: the strings the
-        first columns take in every row (the rows hold the other ``ncols`` values)."""
-        insert_rows(self.db, head, ncols, rows, fixed)
+        first columns take in every row (the rows hold the other ``ncols`` values);
+        ``mapped``: (i, {text: number}), the rows' value i stored as its number."""
+        insert_rows(self.db, head, ncols, rows, fixed, mapped)
 
     def _rows(self, sql: str, params: Sequence) -> Iterable[Sequence]:
         """The rows of a query, streamed (a million files are never held in memory)."""

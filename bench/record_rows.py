@@ -1,0 +1,108 @@
+"""The catalog's records of a million-file backup through ``Catalog`` itself, written and
+read back, for code versions compared in alternating rounds.
+
+    .venv/bin/python bench/record_rows.py --work /dev/shm/NAME-rows [--rows 1000000] \\
+        [--rounds 3] NAME=SRC [NAME=SRC ...]
+
+Each version (``NAME=SRC``: a ``src`` folder, e.g. main's from ``git archive``) runs in
+its own process with ``PYTHONPATH=SRC``, the versions in reverse order every other
+round. A process makes a fresh catalog in ``--work`` (put it on tmpfs), begins a set,
+and adds ``--rows`` records the way the dispatcher does (``add_record_rows``: a
+mover's 8-tuples, 8192 a batch, two devices' labels alternating, file ids in random
+order, a new volume ``sets/<set>/<label[:12]>-NNNN.pbv`` every 50,000 records of a
+device, as a mover's volume names one string object per volume). Then it reads them
+back as a restore does (``record_rows``, payload records) and as verify does
+(``records``, by device and position). Prints CPU seconds of the writes and of each
+read, and the bytes of the checkpointed catalog; then the median per version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import json, os, random, sys, time
+from parbackup.catalog import Catalog
+rows_n, work = int(sys.argv[1]), sys.argv[2]
+path = os.path.join(work, "cat.sqlite")
+for suffix in ("", "-wal", "-shm", ".lock"):
+    if os.path.exists(path + suffix):
+        os.unlink(path + suffix)
+set_id = "a" * 32
+labels = ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"]
+rng = random.Random(7)
+fids = list(range(rows_n))
+rng.shuffle(fids)
+batches = []  # (label, rows)
+names = {}
+for at in range(0, rows_n, 8192):
+    dev = (at // 8192) % 2
+    label = labels[dev]
+    batch = []
+    for i, fid in enumerate(fids[at : at + 8192]):
+        n = (at // 2 + i) // 50_000
+        key = (label, n)
+        if key not in names:
+            names[key] = f"sets/{set_id}/{label[:12]}-{n + 1:04d}.pbv"
+        digest = fid.to_bytes(32, "little")
+        batch.append((fid, names[key], 4096 + i * 700, 120, 0, 500 + fid % 300, digest, -1))
+    batches.append((label, batch))
+with Catalog(path) as cat:
+    cat.begin_set(set_id, strategy="fill", order="desc", threshold=0, sources=["/src"])
+    t = time.process_time()
+    for label, batch in batches:
+        cat.add_record_rows(set_id, label, batch)
+    write = time.process_time() - t
+    cat.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.path.getsize(path)
+    t = time.process_time()
+    n = sum(1 for _ in cat.record_rows(set_id, payload_only=True))
+    rows = time.process_time() - t
+    t = time.process_time()
+    m = sum(1 for _ in cat.records(set_id))
+    refs = time.process_time() - t
+    assert n == m == rows_n, (n, m)
+print(json.dumps({"write": write, "record_rows": rows, "records": refs, "bytes": size}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("versions", nargs="+", help="NAME=SRC")
+    args = ap.parse_args()
+    versions = [v.split("=", 1) for v in args.versions]
+    os.makedirs(args.work, exist_ok=True)
+    got: dict[str, list[dict]] = {name: [] for name, _ in versions}
+    for r in range(args.rounds):
+        order = versions if r % 2 == 0 else versions[::-1]
+        for name, src in order:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(args.rows), args.work],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            doc = json.loads(out)
+            got[name].append(doc)
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
+            print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
+    print("medians:")
+    for name, docs in got.items():
+        med = {k: statistics.median(d[k] for d in docs) for k in docs[0]}
+        per = med["write"] / args.rows * 1e6
+        print(
+            f"  {name}: write {med['write']:.3f} s ({per:.2f} us a row),"
+            f" record_rows {med['record_rows']:.3f} s, records {med['records']:.3f} s,"
+            f" {med['bytes'] / args.rows:.1f} B a row ({med['bytes'] / 1e6:.1f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
