@@ -201,3 +201,32 @@ def test_moved_and_dropped_records_keep_the_volumes_table_to_what_is_named(tmp_p
         assert len(names()) == 2
         cat.clear()
         assert names() == []
+
+
+def test_records_whose_volume_row_is_gone_are_reported_missing(tmp_path, device_dirs):
+    """A tampered catalog whose ``volumes`` row was deleted: the records naming it drop
+    out of ``record_places``. Restore and verify must call exactly the files that had
+    records there damaged (exit 1), not restore what is left and say ok."""
+    import sqlite3
+
+    src = make_tree(tmp_path / "src", seed=9, files=30)
+    devs = device_dirs(2)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(src), *[a for d in devs for a in ("-d", str(d))],
+                "--catalog", cat, "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    db = sqlite3.connect(cat)
+    with db:
+        gone = db.execute("SELECT MIN(num) FROM volumes").fetchone()[0]
+        hit = {p.decode() for (p,) in db.execute(
+            "SELECT DISTINCT f.path FROM records r JOIN files f USING (set_id, file_id)"
+            " WHERE r.vol = ? AND r.size > 0", (gone,))}  # fmt: skip
+        files = db.execute("SELECT COUNT(*) FROM files WHERE kind = 'file'").fetchone()[0]
+        db.execute("DELETE FROM volumes WHERE num = ?", (gone,))
+    db.close()
+    assert 0 < len(hit) < files  # the other device's files are still whole
+    r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat, "--json")
+    assert r.code == 1 and r.json["status"] == "damaged", r.out
+    assert {d["path"] for d in r.json["damaged"]} == hit
+    v = run_cli("verify", "--catalog", cat, "--json")
+    assert v.code == 1, v.out
