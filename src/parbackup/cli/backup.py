@@ -20,7 +20,7 @@ from parbackup.cli.common import (
     local_catalog_file,
     open_catalog,
 )
-from parbackup.cli.keys import backup_codec, password_options
+from parbackup.cli.keys import backup_codec, password_options, remember_key
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.devices.medium import check_catalog_place
@@ -446,6 +446,7 @@ def backup(
         open_catalog(catalog_path, create=True) as catalog,
         progress_view(not as_json) as view,
     ):
+        remember_key(catalog, codec)
         report = run_backup(
             sources,
             devices,
