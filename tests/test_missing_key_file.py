@@ -7,6 +7,8 @@ deleted by hand), the nightly backup, which needs no ``--encrypt`` once a catalo
 key, wrote its next set in the clear, exit 0 and not a word (E1), and a restore printed
 "record is encrypted, but no key was given" once per file. Both now stop at once, in one
 line naming the key file and where its copies lie (``keys/<id>.json`` on the devices).
+
+And ``key remove`` never leaves a key only passphrases nobody has shown to work open.
 """
 
 from __future__ import annotations
@@ -92,3 +94,31 @@ def test_another_catalogs_key_file_is_refused(encrypted, tmp_path: Path) -> None
     assert "encrypted with key" in r.err and "keys/" in r.err, r.err
     r = run_cli("sets", "--catalog", str(cat), "--json")
     assert [s["status"] for s in r.json["sets"]] == ["complete"]
+
+
+def test_key_remove_refuses_the_slot_the_given_passphrase_opens(encrypted, tmp_path) -> None:
+    """``key remove 1`` with slot 1's own passphrase left only slots no passphrase given
+    had ever opened: a new passphrase saved with a stray space ("new pass " in its file,
+    "new pass" typed later) then locked every set away for good. The passphrase given
+    must now open a slot that stays."""
+    _src, devs, cat, pw = encrypted
+    new = tmp_path / "new"
+    new.write_text("new pass \n")  # the stray space is part of the passphrase
+    base = ("--catalog", str(cat))
+    r = run_cli("key", "add", *base, "--password-file", str(pw), "--new-password-file", str(new))
+    assert r.code == 0, r.err
+    r = run_cli("key", "remove", "1", *base, "--password-file", str(pw))
+    assert r.code == 2 and "slot 1 is the one the passphrase given opens" in r.err, r.err
+    r = run_cli("key", "list", *base, "--json")
+    assert [s["slot"] for s in r.json["slots"]] == [1, 2]
+    for copy in (d / "keys" for d in devs):  # the devices' copies keep both slots too
+        (only,) = copy.glob("*.json")
+        assert len(json.loads(only.read_bytes())["slots"]) == 2
+    typed = tmp_path / "typed"
+    typed.write_text("new pass\n")
+    r = run_cli("verify", *base, "--password-file", str(typed))
+    assert r.code == 1 and "wrong passphrase" in r.err  # the slip shows before any loss
+    r = run_cli("verify", *base, "--password-file", str(pw))
+    assert r.code == 0, r.out + r.err
+    r = run_cli("key", "remove", "2", *base, "--password-file", str(pw))
+    assert r.code == 0, r.err  # slot 1's passphrase, which stays, removes slot 2

@@ -236,7 +236,7 @@ def key_add(
 ) -> int:
     """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
 
-    def add(keyfile: KeyFile, master: bytes) -> int:
+    def add(keyfile: KeyFile, master: bytes, _opened: int) -> int:
         if not (new_password_file or new_password_command) and not sys.stdin.isatty():
             raise click.UsageError("give --new-password-file or --new-password-command")
         new = passphrase(new_password_file, new_password_command, new=True)
@@ -259,9 +259,14 @@ def key_remove(
     password_command: str | None,
     as_json: bool,
 ) -> int:
-    """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
+    """Remove passphrase SLOT; the passphrase given must open another slot, one that
+    stays (so the key is known to open after the removal: 'key add' first to replace
+    the only passphrase)."""
     keyfile, _, copies = _change_key(
-        catalog_path, password_file, password_command, lambda keyfile, _: keyfile.remove(slot)
+        catalog_path,
+        password_file,
+        password_command,
+        lambda keyfile, _, opened: keyfile.remove(slot, opened=opened),
     )
     return _changed(keyfile, copies, as_json, {"removed": slot}, f"slot {slot} removed")
 
@@ -270,11 +275,12 @@ def _change_key(
     catalog_path: str | None,
     password_file: str | None,
     password_command: str | None,
-    change: Callable[[KeyFile, bytes], T],
+    change: Callable[[KeyFile, bytes, int], T],
 ) -> tuple[KeyFile, T, KeyCopies]:
     """Under the key-change lock: unlock the catalog's key file with a passphrase it
     takes, ``change(keyfile, master key)``, then write the changed key file; the key
-    file, what ``change`` returned, and how its copies on the devices fared.
+    file, what ``change`` returned, and how its copies on the devices fared (``change``
+    is also told which slot the passphrase opened).
 
     The devices' copies first, the catalog's key last: a run killed half way leaves the
     catalog's key unchanged, so running it again changes every copy (the other way
@@ -282,8 +288,8 @@ def _change_key(
     removed passphrase opens)."""
     with key_change_lock(catalog_target(catalog_path)):
         keyfile = load_key(catalog_path)
-        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
-        done = change(keyfile, master)
+        master, opened = keyfile.unlock(passphrase(password_file, password_command))
+        done = change(keyfile, master, opened)
         copies = _refresh(catalog_path, keyfile)
         save_key_at(catalog_target(catalog_path), keyfile)
     return keyfile, done, copies
