@@ -10,6 +10,7 @@ import click
 
 from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
+    NumberRange,
     accept_new_host_keys_option,
     catalog_option,
     devices_option,
@@ -269,7 +270,7 @@ def _check_stdin_name(name: str) -> None:
 @balance_option
 @click.option(
     "--device-timeout",
-    type=click.FloatRange(min=0.1),
+    type=NumberRange(min=0.1, max=1e6),
     default=60.0,
     show_default=True,
     help="Give a device up when it makes no progress for this many seconds (counted "
