@@ -17,13 +17,13 @@ from conftest import run_cli
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "1e309", "-inf", "5e7", "2e6"])
-def test_a_device_timeout_that_is_no_finite_number_is_refused(tmp_path: Path, value) -> None:
+def test_a_device_timeout_that_is_no_finite_number_is_refused(
+    tmp_path: Path, device_dirs, value
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(b"x" * 1000)
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
+    devs = device_dirs(2)
     cat = tmp_path / "cat.sqlite"
     args = ["backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", str(cat)]
     r = run_cli(*args, "--device-timeout", value, timeout=120)

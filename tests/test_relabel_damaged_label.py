@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow  # real backups
     [b"", b'{"label": "', b"\x00" * 156, b'{"label": 5, "created": "", "kind": "file"}'],
     ids=["empty", "cut", "zeros", "not-a-label"],
 )
-def test_relabel_puts_back_a_damaged_label_from_the_volumes(tmp_path: Path, damage: bytes) -> None:
+def test_relabel_puts_back_a_damaged_label_from_the_volumes(
+    tmp_path: Path, device_dirs, damage: bytes
+) -> None:
     src = make_tree(tmp_path / "src", seed=7, files=12, max_size=50_000)
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
+    devs = device_dirs(2)
     cat = str(tmp_path / "cat.sqlite")
     dargs = [a for d in devs for a in ("-d", str(d))]
     assert run_cli("backup", str(src), *dargs, "--catalog", cat).code == 0

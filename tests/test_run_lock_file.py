@@ -17,11 +17,9 @@ from conftest import make_tree, run_cli
 from parbackup.catalog.runlock import RunLock
 
 
-def test_a_refused_run_is_told_the_lock_is_never_stale(tmp_path: Path) -> None:
+def test_a_refused_run_is_told_the_lock_is_never_stale(tmp_path: Path, device_dirs) -> None:
     src = make_tree(tmp_path / "src", seed=2, files=3, max_size=2_000)
-    devs = [tmp_path / "d1", tmp_path / "d2"]
-    for d in devs:
-        d.mkdir()
+    devs = device_dirs(2)
     cat = tmp_path / "cat.sqlite"
     dargs = [a for d in devs for a in ("-d", str(d))]
     assert run_cli("backup", str(src), *dargs, "--catalog", str(cat)).code == 0
