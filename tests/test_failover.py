@@ -105,7 +105,8 @@ def test_every_device_fails(tmp_path, src):
     assert db.execute("SELECT count(*) FROM records").fetchone() == (0,)
     assert db.execute("SELECT status FROM sets").fetchall() == [("failed",)]
     r = run_cli("files", "--set", doc["set"], "--catalog", cat, "--json")
-    assert r.code == 0 and r.json["files"] == [], r.out  # no file is listed as backed up
+    # no file is listed as backed up: the set is refused as restore refuses it
+    assert r.code == 1 and "is failed, not restorable" in r.json["error"], r.out
     r = run_cli("restore", "--target", str(tmp_path / "out"), "--catalog", cat)
     assert r.code != 0
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

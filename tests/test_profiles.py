@@ -215,3 +215,33 @@ def test_a_password_command_may_stand_in_the_file(tmp_path: Path) -> None:
         str(tmp_path / "y"),
     )
     assert "secrets never" not in r.err
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", "keep-daily: give a value, not true or false"),
+        ("7.5", "keep-daily: give a whole number, not 7.5"),
+        ("[1, 2]", "keep-daily: takes one value, not a list"),
+        ("[[1]]", "keep-daily: takes one value, not a list"),
+    ],
+)
+def test_a_count_that_is_true_a_fraction_or_a_list_is_refused_not_bent(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    """A retention count is a number. Before, ``keep-daily = true`` was taken as 1 and
+    ``7.5`` as 7 (``forget --prune`` then deleted what the operator meant to keep), and a
+    list was an internal error; each is a usage error naming the key now, nothing run."""
+    src = tmp_path / "src"
+    src.mkdir()
+    cat = tmp_path / "cat.sqlite"
+    config = write_config(
+        tmp_path / "c.toml",
+        f'[profiles.p]\nsources = ["{src}"]\ncatalog = "{cat}"\n'
+        f"[profiles.p.retention]\nkeep-daily = {value}\n",
+    )
+    r = run_cli("forget", "--profile", "p", "--config", str(config), "--prune")
+    assert r.code == 2, (r.code, r.out, r.err)
+    assert r.err.startswith(f"parbackup: error: {config}: profiles.p.retention."), r.err
+    assert expected in r.err and "internal error" not in r.err
+    assert not cat.exists()

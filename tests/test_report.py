@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_tree, run_cli
+from fsfixtures import fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # a real backup and a real browser
 
@@ -175,3 +176,21 @@ def test_report_of_an_unknown_set_is_one_line(tmp_path: Path) -> None:
     r = run_cli("report", "ffff", "--html", str(tmp_path / "x.html"), "--catalog", cat)
     assert r.code == 1 and r.err.count("\n") == 1 and "no backup set 'ffff'" in r.err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_report_onto_a_full_disk_names_the_file(tmp_path: Path, tmpfs) -> None:
+    """Before, the one line was "No space left on device", naming no file."""
+    src = make_tree(tmp_path / "src", seed=3, files=3)
+    devs = [tmp_path / "a", tmp_path / "b"]
+    for d in devs:
+        d.mkdir()
+    cat = str(tmp_path / "cat.sqlite")
+    args = ("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat)
+    assert run_cli(*args).code == 0
+    disk = tmpfs("full", "64k")
+    fill_up(disk)
+    page = disk / "report.html"
+    r = run_cli("report", "latest", "--html", str(page), "--catalog", cat)
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert f"cannot write the report {page}: No space left on device" in r.err
+    assert not page.exists() and not list(disk.glob(".report-*"))

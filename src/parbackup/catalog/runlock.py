@@ -58,7 +58,9 @@ class RunLock:
             os.close(fd)
             raise CatalogError(
                 f"the catalog {self.path[:-5]} is in use by another backup (pid {holder}); "
-                "wait for it to finish, or use another --catalog"
+                "wait for it to finish, or use another --catalog. The lock is never stale "
+                f"(it goes when that process ends): do not delete {self.path}, which "
+                "lets a second run in beside it"
             ) from None
         except OSError as exc:
             os.close(fd)

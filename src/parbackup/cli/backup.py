@@ -10,6 +10,7 @@ import click
 
 from parbackup.cli.cluster import cluster_executor, cluster_options
 from parbackup.cli.common import (
+    NumberRange,
     accept_new_host_keys_option,
     catalog_option,
     devices_option,
@@ -20,7 +21,7 @@ from parbackup.cli.common import (
     local_catalog_file,
     open_catalog,
 )
-from parbackup.cli.keys import backup_codec, password_options
+from parbackup.cli.keys import backup_codec, password_options, remember_key
 from parbackup.cli.profiles import profile_options
 from parbackup.cli.render import line, progress_view, table
 from parbackup.devices.medium import check_catalog_place
@@ -269,7 +270,7 @@ def _check_stdin_name(name: str) -> None:
 @balance_option
 @click.option(
     "--device-timeout",
-    type=click.FloatRange(min=0.1),
+    type=NumberRange(min=0.1, max=1e6),
     default=60.0,
     show_default=True,
     help="Give a device up when it makes no progress for this many seconds (counted "
@@ -446,6 +447,7 @@ def backup(
         open_catalog(catalog_path, create=True) as catalog,
         progress_view(not as_json) as view,
     ):
+        remember_key(catalog, codec)
         report = run_backup(
             sources,
             devices,

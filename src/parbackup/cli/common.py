@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -75,11 +76,23 @@ def devices_option(help: str, required: bool = True) -> Callable:
     )
 
 
+class NumberRange(click.FloatRange):
+    """A FloatRange that refuses ``nan`` (every comparison with it is false, so a range
+    let it through: ``backup --device-timeout nan`` spun for ever, never giving a hung
+    device up, and ``inf`` was an internal error)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 def max_unused_option(help: str) -> Callable:
     """``--max-unused PERCENT``: prune's, and forget's with --prune."""
     return click.option(
         "--max-unused",
-        type=click.FloatRange(0, 100),
+        type=NumberRange(0, 100),
         default=0,
         metavar="PERCENT",
         show_default=True,

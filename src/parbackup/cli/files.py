@@ -16,6 +16,7 @@ from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.cli.restore import set_option
 from parbackup.model import RESTORABLE_FILE_STATES
+from parbackup.readback.select import restorable_set
 from parbackup.xattrs import names
 
 
@@ -34,7 +35,7 @@ def files(set_ref: str, catalog_path: str | None, as_json: bool) -> int:
     """
     set_ref = scoped_set(catalog_path, set_ref)
     with open_catalog(catalog_path, create=False) as catalog:
-        info = catalog.resolve_set(set_ref)
+        info = restorable_set(catalog, set_ref)
         rows = [f for f in catalog.files(info.id) if f.state in RESTORABLE_FILE_STATES]
     if as_json:
         emit_json(

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
-from parbackup.catalog import default_catalog_path, is_catalog_url
+from parbackup.catalog import Catalog, default_catalog_path, is_catalog_url
+from parbackup.catalog import open_catalog as open_catalog_at
 from parbackup.cli.common import (
     catalog_option,
     emit_json,
@@ -42,9 +43,12 @@ from parbackup.engine.keystore import (
     refresh_key_copies,
     save_key_at,
 )
-from parbackup.errors import EXIT_WARNINGS, KeyUnlockError, UsageError
+from parbackup.errors import EXIT_WARNINGS, CatalogError, KeyUnlockError, UsageError
 
 T = TypeVar("T")
+ENCRYPTED_META = "encrypted_key_id"
+"""The ``meta`` key where a catalog keeps the id of the key its sets are encrypted with
+(``remember_key``): the key file beside it can go missing, this cannot without it."""
 
 
 def password_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,12 +104,50 @@ def load_key(catalog_path: str | None) -> KeyFile:
     return keyfile
 
 
+def remember_key(catalog: Catalog, codec: CodecSpec | None) -> None:
+    """Record in the catalog that its sets are encrypted, and with which key, so that a
+    backup or restore that finds no key file (or another catalog's) beside it stops
+    (``check_key``) instead of writing in the clear or with a second key."""
+    if codec is None or not codec.encrypted:
+        return
+    if catalog.meta(ENCRYPTED_META) != codec.key_id.hex():  # written once, not every night
+        catalog.set_meta(ENCRYPTED_META, codec.key_id.hex())
+
+
+def check_key(target: str, keyfile: KeyFile | None) -> None:
+    """KeyUnlockError when the catalog ``target`` names says its sets are encrypted
+    (``remember_key``) and ``keyfile`` (the one found beside it) is missing or another
+    key: naming where the right one lies. A catalog that cannot be opened here is left
+    to the command, which says why."""
+    if not is_catalog_url(target) and not os.path.isfile(target):
+        return
+    try:
+        with open_catalog_at(target, create=False) as catalog:
+            recorded = catalog.meta(ENCRYPTED_META)
+    except CatalogError:
+        return
+    if recorded is None or (keyfile is not None and keyfile.key_hex == recorded):
+        return
+    copies = f"a copy lies on each of its devices as keys/{recorded}.json"
+    if keyfile is None:
+        raise KeyUnlockError(
+            f"{key_place(target)}: missing, but the sets of {target} are encrypted (key "
+            f"{recorded[:12]}): put the key file back ({copies}); nothing is written "
+            "in the clear, nor with a new key"
+        )
+    raise KeyUnlockError(
+        f"{key_place(target)} holds key {keyfile.key_hex[:12]}, but the sets of {target} "
+        f"are encrypted with key {recorded[:12]}: put its own key file back ({copies})"
+    )
+
+
 def reader_codec(
     catalog_path: str | None, password_file: str | None, password_command: str | None
 ) -> CodecSpec | None:
     """The key for reading the catalog's sets: None when the catalog has no key, else
     unlocked with the user's passphrase (KeyUnlockError before anything is read)."""
     keyfile = key_at(catalog_target(catalog_path))
+    check_key(catalog_target(catalog_path), keyfile)
     if keyfile is None:
         return None
     master, _slot = keyfile.unlock(passphrase(password_file, password_command))
@@ -125,6 +167,7 @@ def backup_codec(
     and off otherwise."""
     target = catalog_target(catalog_path)
     keyfile = key_at(target, create=True)
+    check_key(target, keyfile)
     master = b""
     if keyfile is not None:
         master, _slot = keyfile.unlock(passphrase(password_file, password_command))
@@ -193,7 +236,7 @@ def key_add(
 ) -> int:
     """Add a passphrase: unlock with an existing one, wrap the key with a new one."""
 
-    def add(keyfile: KeyFile, master: bytes) -> int:
+    def add(keyfile: KeyFile, master: bytes, _opened: int) -> int:
         if not (new_password_file or new_password_command) and not sys.stdin.isatty():
             raise click.UsageError("give --new-password-file or --new-password-command")
         new = passphrase(new_password_file, new_password_command, new=True)
@@ -216,9 +259,14 @@ def key_remove(
     password_command: str | None,
     as_json: bool,
 ) -> int:
-    """Remove passphrase SLOT; a passphrase that opens the key must be given (any slot)."""
+    """Remove passphrase SLOT; the passphrase given must open another slot, one that
+    stays (so the key is known to open after the removal: 'key add' first to replace
+    the only passphrase)."""
     keyfile, _, copies = _change_key(
-        catalog_path, password_file, password_command, lambda keyfile, _: keyfile.remove(slot)
+        catalog_path,
+        password_file,
+        password_command,
+        lambda keyfile, _, opened: keyfile.remove(slot, opened=opened),
     )
     return _changed(keyfile, copies, as_json, {"removed": slot}, f"slot {slot} removed")
 
@@ -227,11 +275,12 @@ def _change_key(
     catalog_path: str | None,
     password_file: str | None,
     password_command: str | None,
-    change: Callable[[KeyFile, bytes], T],
+    change: Callable[[KeyFile, bytes, int], T],
 ) -> tuple[KeyFile, T, KeyCopies]:
     """Under the key-change lock: unlock the catalog's key file with a passphrase it
     takes, ``change(keyfile, master key)``, then write the changed key file; the key
-    file, what ``change`` returned, and how its copies on the devices fared.
+    file, what ``change`` returned, and how its copies on the devices fared (``change``
+    is also told which slot the passphrase opened).
 
     The devices' copies first, the catalog's key last: a run killed half way leaves the
     catalog's key unchanged, so running it again changes every copy (the other way
@@ -239,8 +288,8 @@ def _change_key(
     removed passphrase opens)."""
     with key_change_lock(catalog_target(catalog_path)):
         keyfile = load_key(catalog_path)
-        master, _slot = keyfile.unlock(passphrase(password_file, password_command))
-        done = change(keyfile, master)
+        master, opened = keyfile.unlock(passphrase(password_file, password_command))
+        done = change(keyfile, master, opened)
         copies = _refresh(catalog_path, keyfile)
         save_key_at(catalog_target(catalog_path), keyfile)
     return keyfile, done, copies

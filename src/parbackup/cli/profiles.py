@@ -141,6 +141,25 @@ def _value(param: click.Parameter, value: Any) -> Any:
     return os.path.expanduser(value) if isinstance(value, str) else value
 
 
+def _check_shape(param: click.Parameter, raw: Any, where: str) -> None:
+    """UsageError (naming ``where``) for a TOML value click would bend rather than
+    refuse: a list for a one-value option (an internal error before), true or false for
+    anything but a flag, a fraction for a whole number (``keep-daily = true`` was taken
+    as 1, ``7.5`` as 7: forget then deleted what was meant to be kept)."""
+    flag = isinstance(param, click.Option) and param.is_flag
+    if flag and not isinstance(raw, bool):
+        raise UsageError(f"{where}: must be true or false")
+    if isinstance(raw, list) and not (param.multiple or param.nargs == -1):
+        raise UsageError(f"{where}: takes one value, not a list")
+    for v in raw if isinstance(raw, list) else [raw]:
+        if isinstance(v, list):
+            raise UsageError(f"{where}: takes one value, not a list")
+        if isinstance(v, bool) and not flag:
+            raise UsageError(f"{where}: give a value, not true or false")
+        if isinstance(v, float) and isinstance(param.type, click.types.IntParamType):
+            raise UsageError(f"{where}: give a whole number, not {v}")
+
+
 def apply_profile(ctx: click.Context) -> None:
     """Fill the command's ``default_map`` from the profile named on its command line."""
     if "parbackup.profile" not in ctx.meta or "parbackup.config" not in ctx.meta:
@@ -158,9 +177,8 @@ def apply_profile(ctx: click.Context) -> None:
         param = next((p for p in ctx.command.params if key in _names(p)), None)
         if param is None or param.name is None:
             continue  # another command's key (keep-daily is forget's)
+        _check_shape(param, raw, f"{path}: {at}")
         value = _value(param, raw)
-        if isinstance(param, click.Option) and param.is_flag and not isinstance(value, bool):
-            raise UsageError(f"{path}: {at}: must be true or false")
         try:
             param.type_cast_value(ctx, value)
         except click.BadParameter as exc:

@@ -17,8 +17,9 @@ def relabel(device: str, as_json: bool) -> int:
     """Put back the label.json of a device that lost it, with the SAME label.
 
     Every volume on a device names the device it was written on, so the label is read
-    back from the volume headers and the catalog knows the device again. A device that
-    has a label, or no readable volume, is left alone (exit 1).
+    back from the volume headers and the catalog knows the device again. A damaged
+    label.json (empty, cut short, not a label) is replaced the same way. A device that
+    has a readable label, or no readable volume, is left alone (exit 1).
 
     \b
     Example:

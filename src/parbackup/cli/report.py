@@ -12,7 +12,7 @@ from parbackup.cli.ls import SET_HELP
 from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.reportpage import render_report
-from parbackup.errors import UsageError
+from parbackup.errors import ParbackupError, UsageError
 
 
 def write_page(path: str, text: str) -> None:
@@ -26,8 +26,10 @@ def write_page(path: str, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk named no file: say which
+            raise ParbackupError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
         raise
 
 

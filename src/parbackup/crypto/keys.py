@@ -122,12 +122,21 @@ class KeyFile:
                 return master, slot.slot
         raise KeyUnlockError(f"wrong passphrase: it opens no slot of key {self.key_hex[:12]}")
 
-    def remove(self, number: int) -> None:
-        """Drop a slot; the last one cannot go (the data would be lost for good)."""
+    def remove(self, number: int, *, opened: int | None = None) -> None:
+        """Drop a slot; the last one cannot go (the data would be lost for good), nor
+        the one ``opened`` (the slot the caller's passphrase unlocked): a passphrase
+        that stays must have been shown to open the key, or a removal could leave only
+        slots nobody can open (a new passphrase mistyped into its file, say)."""
         if not any(s.slot == number for s in self.slots):
             raise UsageError(f"key {self.key_hex[:12]} has no slot {number}")
         if len(self.slots) == 1:
             raise UsageError("cannot remove the last passphrase of a key")
+        if number == opened:
+            raise UsageError(
+                f"slot {number} is the one the passphrase given opens: give the passphrase "
+                "of a slot that stays (that proves the key still opens after), then "
+                f"remove slot {number}"
+            )
         self.slots = [s for s in self.slots if s.slot != number]
 
     # -- (de)serialising -------------------------------------------------------------------

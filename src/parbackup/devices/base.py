@@ -270,7 +270,11 @@ class Device(ABC):
         """The label written on the device, or None if it has none yet."""
         if not any(o.name == LABEL_NAME for o in self.list(LABEL_NAME)):
             return None
-        return parse_label(self.get(LABEL_NAME), f"{self.url.display}: unreadable device label")
+        return parse_label(
+            self.get(LABEL_NAME),
+            f"{self.url.display}: unreadable device label ({LABEL_NAME} is damaged: "
+            f"`parbackup relabel {self.url.display}` writes back the label its volumes carry)",
+        )
 
     def ensure_label(self) -> Label:
         """Read the device's label, writing a new one at first use (REQUIREMENTS D4)."""

@@ -174,13 +174,18 @@ def restore_label(url: str) -> Label:
 
     ``Device.ensure_label`` refuses to label a device that holds volumes but no label
     (``UnlabelledDataError``); this is the recovery its message names. Every volume
-    header is read and must agree. Raises DeviceError if the device already has a
-    label or holds no readable volume.
+    header is read and must agree. A ``label.json`` that cannot be read (emptied by a
+    crash, cut short, not a label) is replaced the same way. Raises DeviceError if the
+    device already has a readable label or holds no readable volume.
     """
     device = open_device(url)
     device.open()
     try:
-        if device.read_label() is not None:
+        try:
+            present = device.read_label() is not None
+        except DeviceError:  # damaged: the volumes say what it was
+            present = False
+        if present:
             raise DeviceError(f"{device.url.display}: already has a label")
         label = label_from_volumes(device, every=True)
         if label is None:

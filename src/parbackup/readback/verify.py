@@ -24,6 +24,7 @@ from parbackup.readback.select import (
     identities,
     lost_rows,
     rebuilt_incomplete,
+    restorable_set,
     shared_paths,
     unlisted_lost,
 )
@@ -82,7 +83,7 @@ def run_verify(
     """Check that every record of a set is present and intact; name each damaged file."""
     started = time.monotonic()
     warm_up()
-    info = catalog.resolve_set(set_ref)
+    info = restorable_set(catalog, set_ref)  # a dead set is not 'damaged'
     report = VerifyReport(set_id=info.id)
     files: dict[int, FileEntry] = {}
     rows = 0
