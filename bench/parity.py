@@ -238,14 +238,21 @@ def main() -> None:
                 os.rename(os.path.join(d1, "sets"), os.path.join(d1, "sets.away"))
                 try:
                     missing, mread = restore_run("restore, one device missing", check=False)
+                    if i == 0 and file_digests(os.path.join(restore, src.lstrip("/"))) != want:
+                        raise SystemExit("restore with a device missing differs from the source")
                     if args.before:
                         wipe(restore)
                         old, oread = restore_run("restore (before)", check=False, before=True)
-                        olds.append(healthy.wall / old.wall)
+                        if i == 0 and file_digests(os.path.join(restore, src.lstrip("/"))) != want:
+                            print(  # e.g. a catalog schema newer than the older tree reads
+                                "    before: the older tree did not restore this set whole;"
+                                " its restores are left out"
+                            )
+                            args.before = ""
+                        else:
+                            olds.append(healthy.wall / old.wall)
                 finally:
                     os.rename(os.path.join(d1, "sets.away"), os.path.join(d1, "sets"))
-                if i == 0 and file_digests(os.path.join(restore, src.lstrip("/"))) != want:
-                    raise SystemExit("restore with a device missing differs from the source")
                 ratios.append(healthy.wall / missing.wall)
                 peaks.append(max(healthy.rss_mb, missing.rss_mb))
                 print(
