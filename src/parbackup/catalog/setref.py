@@ -38,6 +38,15 @@ def set_time(info: SetInfo) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def restorable(info: SetInfo) -> SetInfo:
+    """``info`` when its set can be read back (complete or degraded); CatalogError for a
+    forgotten, killed or failed set named by its id (every command that reads a set's
+    files refuses it alike: restore, verify, ls, files, diff)."""
+    if info.status not in RESTORABLE_STATUSES:
+        raise CatalogError(f"set {info.id} is {info.status}, not restorable")
+    return info
+
+
 def parse_when(ref: str) -> datetime | None:
     """``ref`` as a point in time, or None when it is not an ISO 8601 date or time."""
     if not ref[:4].isdigit() or "-" not in ref:

@@ -11,9 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
-from parbackup.catalog.setref import RESTORABLE_STATUSES
+from parbackup.catalog.setref import RESTORABLE_STATUSES, restorable
 from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind
-from parbackup.readback.select import restorable_set
 from parbackup.selection import compile_patterns
 
 
@@ -31,7 +30,7 @@ def list_set(catalog: Catalog, ref: str, top: str = "") -> tuple[SetInfo, list[F
     """The set ``ref`` names and its restorable entries at or below ``top`` (all when
     ``top`` is empty), in path order; CatalogError for a set that is not restorable (a
     forgotten, killed or failed one, named by its id), as restore refuses it."""
-    info = restorable_set(catalog, ref)
+    info = restorable(catalog.resolve_set(ref))
     entries = [
         f.entry for f in _restorable(catalog, info.id) if not top or _below(f.entry.path, top)
     ]
@@ -107,7 +106,7 @@ def diff_sets(catalog: Catalog, ref_a: str, ref_b: str) -> SetDiff:
     """Compare two sets path by path: kind, size and link target, then the bytes by the
     records' checksums (``_data_differs``), so a file rewritten with the same bytes is
     metadata-only."""
-    a, b = restorable_set(catalog, ref_a), restorable_set(catalog, ref_b)
+    a, b = restorable(catalog.resolve_set(ref_a)), restorable(catalog.resolve_set(ref_b))
     old = {f.entry.path: f for f in _restorable(catalog, a.id)}
     new = {f.entry.path: f for f in _restorable(catalog, b.id)}
     old_data, new_data = _contents(catalog, a.id), _contents(catalog, b.id)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from parbackup.catalog import Catalog, CatalogFile, SetInfo
+from parbackup.catalog.setref import restorable
 from parbackup.coverage import complete, spans_complete
-from parbackup.errors import CatalogError
 from parbackup.model import RESTORABLE_FILE_STATES, FileEntry, Kind, RecordRef
 from parbackup.readback.messages import PackedRef, identity
 from parbackup.readback.specials import substitute_hardlinks
@@ -24,10 +24,7 @@ from parbackup.readback.specials import substitute_hardlinks
 
 def restorable_set(catalog: Catalog, set_ref: str | None) -> SetInfo:
     """The set ``set_ref`` names; CatalogError unless it is complete or degraded."""
-    info = catalog.resolve_set(set_ref)
-    if info.status not in ("complete", "degraded"):
-        raise CatalogError(f"set {info.id} is {info.status}, not restorable")
-    return info
+    return restorable(catalog.resolve_set(set_ref))
 
 
 def lost_rows(info: SetInfo, rows: int) -> list[dict]:
