@@ -369,7 +369,8 @@ def one_round(tree: str, devs: list[str], state: str, target: str) -> dict:
     got["work"] = tree_work(tree)
     nbytes = tree_stats(tree)[1]
     got["parity"] = parity_work(nbytes, devs[0])
-    path = run_child(str(SRC), devs[0], max(3, nbytes >> 20), 3, 1)  # today's parity path
+    sizes = argparse.Namespace(size=max(3, nbytes >> 20), k=3, m=1)
+    path = run_child(str(SRC), devs[0], sizes)  # today's parity path
     got["parity_path"] = path["collector"] + path["tees"]
     wipe(devs[0])
     return got
