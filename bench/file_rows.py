@@ -15,11 +15,10 @@ catalog; then the median per version (bench/record_rows.py does the same for rec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
+
+from record_rows import in_rounds
 
 CHILD = r"""
 import json, os, sys, time
@@ -53,17 +52,10 @@ def main() -> None:
     versions = [v.split("=", 1) for v in args.versions]
     os.makedirs(args.work, exist_ok=True)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
-    for r in range(args.rounds):
-        for name, src in versions if r % 2 == 0 else versions[::-1]:
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, args.tree, args.work],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            doc = json.loads(out)
-            got[name].append(doc)
-            print(f"round {r + 1} {name}: write {doc['write']:.3f} s, {doc['rows']} rows,"
-                  f" bytes {doc['bytes']}", flush=True)  # fmt: skip
+    for r, name, doc in in_rounds(CHILD, [args.tree, args.work], versions, args.rounds):
+        got[name].append(doc)
+        print(f"round {r + 1} {name}: write {doc['write']:.3f} s, {doc['rows']} rows,"
+              f" bytes {doc['bytes']}", flush=True)  # fmt: skip
     print("medians:")
     for name, docs in got.items():
         write = statistics.median(d["write"] for d in docs)

@@ -71,6 +71,20 @@ print(json.dumps({"write": write, "record_rows": rows, "records": refs, "bytes":
 """
 
 
+def in_rounds(child: str, argv: list[str], versions: list[list[str]], rounds: int):
+    """``child`` (a ``python -c`` program printing one JSON document) run with ``argv``
+    for each version (``[name, src]``: ``PYTHONPATH=src``), the versions in reverse
+    order every other round: yields (round, name, document)."""
+    for r in range(rounds):
+        for name, src in versions if r % 2 == 0 else versions[::-1]:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            out = subprocess.run(
+                [sys.executable, "-c", child, *argv],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            yield r, name, json.loads(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True)
@@ -81,18 +95,10 @@ def main() -> None:
     versions = [v.split("=", 1) for v in args.versions]
     os.makedirs(args.work, exist_ok=True)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
-    for r in range(args.rounds):
-        order = versions if r % 2 == 0 else versions[::-1]
-        for name, src in order:
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, str(args.rows), args.work],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            doc = json.loads(out)
-            got[name].append(doc)
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
-            print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
+    for r, name, doc in in_rounds(CHILD, [str(args.rows), args.work], versions, args.rounds):
+        got[name].append(doc)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
+        print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
     print("medians:")
     for name, docs in got.items():
         med = {k: statistics.median(d[k] for d in docs) for k in docs[0]}

@@ -23,7 +23,6 @@ per table, then the median of the rounds.
 
 from __future__ import annotations
 
-import os
 import random
 import sqlite3
 import statistics
@@ -34,8 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from catalog_keys import file_rows
 from parbackup.catalog.schema import FILES_INSERT, RECORDS_COLUMNS, SCHEMA, insert_rows
-from record_keys import SET, setup
+from record_keys import SET, connect, setup
 
 _RECORDS = (
     "INSERT INTO records (set_id, file_id, vol, position, header_size, offset, size,"
@@ -57,12 +57,7 @@ SHAPES = {
 
 
 def fresh(path: str, files_ddl: str, records_ddl: str) -> sqlite3.Connection:
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.unlink(path + suffix)
-    db = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
-        db.execute(f"PRAGMA {pragma}")
+    db = connect(path)
     db.execute("CREATE TABLE sets (num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
     db.execute("INSERT INTO sets VALUES (1, ?)", (SET,))
     db.execute("CREATE TABLE volumes (num INTEGER PRIMARY KEY, label TEXT, name TEXT)")
@@ -109,12 +104,7 @@ def fill(db, key, files: list[tuple], records: list[tuple], volume: str) -> tupl
 def main() -> None:
     args, records = setup(1_000_000)
     volume = records[0][1]
-    root = b"/tmp/million18/tree/"
-    files = [
-        (f, root + b"d%04d/f%06d" % (f // 1000, f), "regular", f % 1024, 0o100644, 0, 0,
-         1_764_000_000_000_000_000 + f, b"", 1_764_000_000_000_000_000 + f, 1000 + f)
-        for f in range(args.rows)
-    ]  # fmt: skip
+    files = file_rows(args.rows)
     random.Random(2).shuffle(records)
     got: dict[str, list[tuple[float, float, float]]] = {}
     for r in range(args.rounds):
