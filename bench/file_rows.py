@@ -15,10 +15,9 @@ catalog; then the median per version (bench/record_rows.py does the same for rec
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 
-from record_rows import in_rounds
+from record_rows import in_rounds, parse_versions
 
 CHILD = r"""
 import json, os, sys, time
@@ -44,13 +43,8 @@ print(json.dumps({"write": write, "rows": n, "bytes": os.path.getsize(path)}))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", required=True)
     ap.add_argument("--tree", required=True)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("versions", nargs="+", help="NAME=SRC")
-    args = ap.parse_args()
-    versions = [v.split("=", 1) for v in args.versions]
-    os.makedirs(args.work, exist_ok=True)
+    args, versions = parse_versions(ap)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
     for r, name, doc in in_rounds(CHILD, [args.tree, args.work], versions, args.rounds):
         got[name].append(doc)

@@ -85,15 +85,21 @@ def in_rounds(child: str, argv: list[str], versions: list[list[str]], rounds: in
             yield r, name, json.loads(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_versions(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[list[str]]]:
+    """``ap`` with ``--work``, ``--rounds`` and the versions (``NAME=SRC``) added, parsed;
+    the work folder made. Returns the arguments and the versions as [name, src]."""
     ap.add_argument("--work", required=True)
-    ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("versions", nargs="+", help="NAME=SRC")
     args = ap.parse_args()
-    versions = [v.split("=", 1) for v in args.versions]
     os.makedirs(args.work, exist_ok=True)
+    return args, [v.split("=", 1) for v in args.versions]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    args, versions = parse_versions(ap)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
     for r, name, doc in in_rounds(CHILD, [str(args.rows), args.work], versions, args.rounds):
         got[name].append(doc)
