@@ -90,15 +90,21 @@ def fill(db, name: str, key: object, files: list[tuple], records: tuple[list, li
     insert_records(db, records[name == "records-int-vol"], key)  # type: ignore[arg-type]
 
 
+def file_rows(n: int) -> list[tuple]:
+    """``n`` rows as ``add_entries`` binds them (without the set id): small files of a
+    tree of 1000-file directories."""
+    root = b"/tmp/million16/tree/"
+    return [
+        (f, root + b"d%04d/f%06d" % (f // 1000, f), "regular", f % 1024, 0o100644, 0, 0,
+         1_764_000_000_000_000_000 + f, b"", 1_764_000_000_000_000_000 + f, 1000 + f)
+        for f in range(n)
+    ]  # fmt: skip
+
+
 def main() -> None:
     args, records = setup(500_000)
     numbered = [(r[0], 1, *r[2:]) for r in records]  # the volume as its number
-    root = b"/tmp/million16/tree/"
-    files = [
-        (f, root + b"d%04d/f%06d" % (f // 1000, f), "regular", f % 1024, 0o100644, 0, 0,
-         1_764_000_000_000_000_000 + f, b"", 1_764_000_000_000_000_000 + f, 1000 + f)
-        for f in range(args.rows)
-    ]  # fmt: skip
+    files = file_rows(args.rows)
     got = measure(
         args.work,
         SHAPES,

@@ -53,13 +53,20 @@ HEAD = (
 )
 
 
-def fresh(path: str, ddl: str) -> sqlite3.Connection:
+def connect(path: str) -> sqlite3.Connection:
+    """A fresh catalog file at ``path`` (an older one removed), as the catalog opens it:
+    WAL, ``synchronous = FULL``, foreign keys on."""
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.unlink(path + suffix)
     db = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
         db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def fresh(path: str, ddl: str) -> sqlite3.Connection:
+    db = connect(path)
     db.execute("CREATE TABLE sets (id TEXT PRIMARY KEY)")
     db.execute("INSERT INTO sets VALUES (?)", (SET,))
     db.executescript(ddl)

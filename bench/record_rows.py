@@ -71,28 +71,40 @@ print(json.dumps({"write": write, "record_rows": rows, "records": refs, "bytes":
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def in_rounds(child: str, argv: list[str], versions: list[list[str]], rounds: int):
+    """``child`` (a ``python -c`` program printing one JSON document) run with ``argv``
+    for each version (``[name, src]``: ``PYTHONPATH=src``), the versions in reverse
+    order every other round: yields (round, name, document)."""
+    for r in range(rounds):
+        for name, src in versions if r % 2 == 0 else versions[::-1]:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            out = subprocess.run(
+                [sys.executable, "-c", child, *argv],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            yield r, name, json.loads(out)
+
+
+def parse_versions(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[list[str]]]:
+    """``ap`` with ``--work``, ``--rounds`` and the versions (``NAME=SRC``) added, parsed;
+    the work folder made. Returns the arguments and the versions as [name, src]."""
     ap.add_argument("--work", required=True)
-    ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("versions", nargs="+", help="NAME=SRC")
     args = ap.parse_args()
-    versions = [v.split("=", 1) for v in args.versions]
     os.makedirs(args.work, exist_ok=True)
+    return args, [v.split("=", 1) for v in args.versions]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    args, versions = parse_versions(ap)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
-    for r in range(args.rounds):
-        order = versions if r % 2 == 0 else versions[::-1]
-        for name, src in order:
-            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, str(args.rows), args.work],
-                env=env, capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            doc = json.loads(out)
-            got[name].append(doc)
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
-            print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
+    for r, name, doc in in_rounds(CHILD, [str(args.rows), args.work], versions, args.rounds):
+        got[name].append(doc)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
+        print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
     print("medians:")
     for name, docs in got.items():
         med = {k: statistics.median(d[k] for d in docs) for k in docs[0]}

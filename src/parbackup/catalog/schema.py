@@ -208,6 +208,16 @@ FILES_INSERT = (
 )
 BATCH_ROWS = 256
 
+sqlite3.register_adapter(bytes, bytes.__bytes__)
+"""A bytes value (a file's path and link, a record's checksum: three a file of a backup)
+bound as itself, as before, but found in the sqlite3 module's adapters at once. The
+module binds int, float, str and bytearray directly and sends every other value, bytes
+too, through its adapter protocol: with no adapter registered, the look-up of
+``PrepareProtocol.__adapt__`` raises and clears an AttributeError with a formatted
+message per value (~0.18 us: 0.5 CPU s of a million-file backup's controller). The
+identity adapter (``bytes.__bytes__`` gives an exact bytes object back) skips it; a
+process-wide registration, but one that changes no value."""
+
 
 def insert_rows(
     db: sqlite3.Connection,
