@@ -422,6 +422,10 @@ class _Backup:
             lacking=self.lacking,
         )
         self.phase("report made")
+        lost_lock = catalog.run_lock.lost()
+        if lost_lock:  # said before the set is recorded, while it can still be seen
+            log.warning("%s", lost_lock)
+            self.on_event(Notice(lost_lock))
         catalog.add_progress(set_hex, self.samples.rows())
         catalog.finish_set(
             set_hex,
