@@ -288,6 +288,7 @@ class Device(ABC):
                 f"catalog). Put {LABEL_NAME} back: `parbackup relabel {self.url.display}` "
                 "writes the label its volume headers carry"
             )
+        self.check_new_label()
         label = Label(
             label=uuid4().hex,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -295,6 +296,11 @@ class Device(ABC):
         )
         self.write_label(label)
         return label
+
+    def check_new_label(self) -> None:
+        """DeviceError when this device must not be labelled as a new one (a directory
+        where a disk is not mounted: devices/local.py); by default it may."""
+        return None
 
     def write_label(self, label: Label) -> None:
         """Write ``label`` as the device's ``label.json`` (first use, or putting it back)."""

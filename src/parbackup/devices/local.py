@@ -6,8 +6,10 @@ import contextlib
 import errno
 import os
 import threading
+from typing import ClassVar
 
 from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
 from parbackup.model import Capabilities, Space
@@ -109,6 +111,14 @@ class DirectoryDevice(Device):
 
     scheme = "file"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+    options: ClassVar[frozenset[str]] = frozenset({"allow_unmounted"})
+    """``?allow_unmounted=1``: label the directory even where fstab says a disk is to be
+    mounted and none is (``check_new_label``)."""
+
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if url.params.get("allow_unmounted", "1") not in ("0", "1"):
+            raise UsageError(f"{url.display}: allow_unmounted is 0 or 1")
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -145,6 +155,23 @@ class DirectoryDevice(Device):
 
     def close(self) -> None:
         pass
+
+    def check_new_label(self) -> None:
+        """Refuse to label a directory that fstab says a disk is mounted on (it or a
+        directory above it, below the mount point of the file system it is on now) while
+        none is: the backup would fill the file system underneath, and be hidden once
+        the disk is mounted over it (devices/mounts.py)."""
+        if self.url.params.get("allow_unmounted") == "1":
+            return
+        found = unmounted_mount_point(self.root)
+        if found:
+            point, under = found
+            raise DeviceMissingError(
+                f"{self.url.display}: no disk is mounted on {point} (a mount point in "
+                f"{fstab_path()}): not labelled as a new device, which would write the "
+                f"backup onto the file system of {under} underneath. Mount the disk; to "
+                "back up onto the directory as it is, add ?allow_unmounted=1 to the URL"
+            )
 
     def raw_space(self) -> Space:
         try:

@@ -123,6 +123,9 @@ class ForwardingDevice(Device):
     def ensure_label(self) -> Label:
         return self.call(self.inner.ensure_label)
 
+    def check_new_label(self) -> None:
+        self.call(self.inner.check_new_label)
+
     def write_label(self, label: Label) -> None:
         self.call(lambda: self.inner.write_label(label))
 
