@@ -129,6 +129,9 @@ class ForwardingDevice(Device):
     def write_label(self, label: Label) -> None:
         self.call(lambda: self.inner.write_label(label))
 
+    def write_new_label(self, label: Label) -> Label:
+        return self.call(lambda: self.inner.write_new_label(label))
+
     def __getattr__(self, name: str) -> Any:
         """Anything else a kind offers goes to it unchanged."""
         try:
