@@ -19,6 +19,7 @@ another process holds a lock on a deleted file of that name (``_deleted_holder``
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -241,28 +242,35 @@ def _deleted_holder(path: str, kinds: tuple[str, ...]) -> str:
             lines = f.read().splitlines()
     except OSError:
         return ""
-    gone, me = f"{path} (deleted)", os.getpid()
+    try:  # the deleted file was in the lock file's directory: on its file system
+        dev = os.stat(os.path.dirname(path)).st_dev
+    except OSError:
+        return ""
+    here, held = (os.major(dev), os.minor(dev)), collections.defaultdict(set)
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's has "->" first
         parts = line.split()
         if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] not in kinds:
             continue
         try:
-            pid, ino = int(parts[4]), int(parts[5].rsplit(":", 1)[1])
-        except (ValueError, IndexError):
+            major, minor, inode = parts[5].split(":")
+            pid, ino = int(parts[4]), int(inode)
+            on = (int(major, 16), int(minor, 16))
+        except ValueError:
             continue
-        if pid != me and _has_open(pid, gone, ino):
-            return str(pid)
-    return ""
+        if on == here and pid != os.getpid():
+            held[pid].add(ino)
+    gone = f"{path} (deleted)"
+    return next((str(pid) for pid, inos in held.items() if _has_open(pid, gone, inos)), "")
 
 
-def _has_open(pid: int, name: str, ino: int) -> bool:
-    """Whether process ``pid`` has inode ``ino`` open under ``name``."""
+def _has_open(pid: int, name: str, inos: set[int]) -> bool:
+    """Whether process ``pid`` has one of ``inos`` open under ``name``."""
     fds = f"/proc/{pid}/fd"
     with contextlib.suppress(OSError):
         for n in os.listdir(fds):
             with contextlib.suppress(OSError):
-                if os.readlink(f"{fds}/{n}") == name and os.stat(f"{fds}/{n}").st_ino == ino:
+                if os.readlink(f"{fds}/{n}") == name and os.stat(f"{fds}/{n}").st_ino in inos:
                     return True
     return False
 
