@@ -245,3 +245,19 @@ def test_a_count_that_is_true_a_fraction_or_a_list_is_refused_not_bent(
     assert r.err.startswith(f"parbackup: error: {config}: profiles.p.retention."), r.err
     assert expected in r.err and "internal error" not in r.err
     assert not cat.exists()
+
+
+def test_find_with_a_profile_searches_only_the_profiles_sets(home) -> None:
+    """``find --profile`` searched every set of the catalog, another profile's too (left
+    in session 17): it now searches the sets of the profile's sources, as ``ls`` and
+    ``restore`` read ``latest``; without a profile, every set."""
+    root, env = home
+    docs = run_cli("backup", "--profile", "docs", "--json", env=env).json["set"]
+    music = run_cli("backup", "--profile", "music", "--json", env=env).json["set"]
+    r = run_cli("find", "**/keep.txt", "--profile", "docs", "--json", env=env)
+    assert r.code == 0, r.err
+    assert [(f["set"], f["path"]) for f in r.json["found"]] == [(docs, f"{root}/docs/keep.txt")]
+    r = run_cli("find", "**/keep.txt", "--catalog", str(root / "cat.sqlite"), "--json", env=env)
+    assert [f["set"] for f in r.json["found"]] == [docs, music]
+    r = run_cli("find", "--help")
+    assert "with --profile, in the sets of the profile's sources only" in r.out

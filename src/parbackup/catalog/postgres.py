@@ -166,6 +166,10 @@ class AdvisoryRunLock:
         self.held = True
         return True
 
+    def lost(self) -> str:
+        """Always "": a session's lock has no file that could be deleted (RunLock.lost)."""
+        return ""
+
     def release(self) -> None:
         if self.held:
             self.held = False

@@ -10,10 +10,16 @@ restore, verify or repair is reading: they hold it shared for their whole run, a
 holds it exclusively. Whoever comes second is refused at once with a message, as a second
 backup is by the run lock. A reader that cannot create the file (a catalog on read-only
 media, another user's directory) reads without it: nothing can prune such a catalog.
+
+A lock file deleted by hand while held leaves its holder's flock on the deleted inode,
+and the next run would lock a new file of that name beside it: so a lock is kept only on
+the file its name names once it is taken, and a run that took one is refused while
+another process holds a lock on a deleted file of that name (``_deleted_holder``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -50,24 +56,29 @@ class RunLock:
         """
         if self.held:
             return False
-        fd = _open_lock_file(self.path, self.path[:-5])
+        catalog = self.path[:-5]
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise CatalogError(
-                f"the catalog {self.path[:-5]} is in use by another backup (pid {holder}); "
-                "wait for it to finish, or use another --catalog. The lock is never stale "
-                f"(it goes when that process ends): do not delete {self.path}, which "
-                "lets a second run in beside it"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise CatalogError(f"cannot lock the catalog {self.path[:-5]}: {exc}") from exc
+            fd = _lock_named_file(self.path, catalog, fcntl.LOCK_EX, 0o600)
+        except BlockingIOError as exc:
+            raise CatalogError(_in_use(catalog, self.path, str(exc))) from None
+        orphan = _deleted_holder(self.path, ("WRITE",))
+        if orphan:
+            _release(fd)
+            raise CatalogError(_in_use(catalog, self.path, orphan, deleted=True))
         _name_holder(fd)
         self.fd = fd
         return True
+
+    def lost(self) -> str:
+        """Why the lock file no longer guards this run ("" while it does): deleted or
+        replaced by another file while held, so another run could lock the new one."""
+        if not self.held or _names(self.fd, self.path):
+            return ""
+        return (
+            f"the run lock file {self.path} was deleted or replaced while this run held"
+            " it: another run could have started beside it (the lock is never stale: do"
+            " not delete it)"
+        )
 
     def release(self) -> None:
         """Drop the lock; never raises."""
@@ -124,21 +135,24 @@ class ReadLock:
             if isinstance(exc, BlockingIOError):
                 raise CatalogError(being_pruned(self.catalog, f" (pid {holder})")) from None
             return
+        orphan = _deleted_holder(self.path, ("WRITE",))
+        if orphan:  # a prune whose lock file was deleted under it deletes on
+            _release(fd)
+            raise CatalogError(being_pruned(self.catalog, f" (pid {orphan})"))
         self.fd = fd
 
     def exclusive(self) -> None:
         """Hold the lock alone, for a prune; CatalogError while anything reads."""
         if self.fd >= 0:
             return
-        fd = _open_lock_file(self.path, self.catalog, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = _lock_named_file(self.path, self.catalog, fcntl.LOCK_EX, 0o644)
         except BlockingIOError:
-            os.close(fd)
             raise CatalogError(being_read(self.catalog)) from None
-        except OSError as exc:
-            os.close(fd)
-            raise CatalogError(f"cannot lock the catalog {self.catalog}: {exc}") from exc
+        orphan = _deleted_holder(self.path, ("READ", "WRITE"))
+        if orphan:  # a reader whose lock file was deleted under it reads on
+            _release(fd)
+            raise CatalogError(being_read(self.catalog, orphan, self.path))
         _name_holder(fd)
         self.fd = fd
 
@@ -156,12 +170,109 @@ def being_pruned(catalog: str, holder: str = "") -> str:
     )
 
 
-def being_read(catalog: str) -> str:
-    """Why a prune is refused: a reader holds the readers' lock."""
+def being_read(catalog: str, pid: str = "", path: str = "") -> str:
+    """Why a prune is refused: a reader holds the readers' lock (``pid``'s, on ``path``
+    deleted under it, when given)."""
+    deleted = f" (pid {pid}, whose lock file {path} was deleted)" if pid else ""
     return (
-        f"the catalog {catalog} is being read by a restore, verify or repair: nothing "
-        "is deleted from under it; prune once it has finished"
+        f"the catalog {catalog} is being read by a restore, verify or repair{deleted}: "
+        "nothing is deleted from under it; prune once it has finished"
     )
+
+
+def _in_use(catalog: str, path: str, holder: str, *, deleted: bool = False) -> str:
+    """Why a run is refused: another holds the run lock (on a deleted file, if so)."""
+    gone = f", whose lock file {path} was deleted while it ran" if deleted else ""
+    return (
+        f"the catalog {catalog} is in use by another backup (pid {holder}){gone}; "
+        "wait for it to finish, or use another --catalog. The lock is never stale "
+        f"(it goes when that process ends): do not delete {path}, which "
+        "lets a second run in beside it"
+    )
+
+
+_TRIES = 20
+"""How often ``_lock_named_file`` opens the lock file again when the name was deleted or
+replaced between its open and its flock (each time another process did so)."""
+
+
+def _lock_named_file(path: str, catalog: str, how: int, mode: int) -> int:
+    """``flock`` (``how``, never waiting) the file ``path`` names, made if missing; the
+    descriptor. BlockingIOError (the holder's pid as its text) when held; CatalogError
+    naming ``catalog`` for anything else.
+
+    The classic lock-file loop: the lock is kept only if, once taken, ``path`` still
+    names the locked inode; a file deleted or replaced between the open and the flock
+    is opened again, so two processes never each hold a lock on a different inode of
+    the one path."""
+    for _ in range(_TRIES):
+        fd = _open_lock_file(path, catalog, mode)
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise BlockingIOError(holder) from None
+        except OSError as exc:
+            os.close(fd)
+            raise CatalogError(f"cannot lock the catalog {catalog}: {exc}") from exc
+        if _names(fd, path):
+            return fd
+        _release(fd)  # emptied: nobody else can hold a lock on it (flock is ours)
+    raise CatalogError(f"cannot lock the catalog {catalog}: {path} keeps being replaced")
+
+
+def _names(fd: int, path: str) -> bool:
+    """Whether ``path`` (not followed) still names the file open as ``fd``."""
+    try:
+        here, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _deleted_holder(path: str, kinds: tuple[str, ...]) -> str:
+    """The pid of another process holding a ``kinds`` flock on a file once named
+    ``path`` and deleted (or replaced) since, or "": the lock it holds guards nothing
+    any more, but its run goes on. Linux: ``/proc/locks`` names the locked inode and its
+    holder, whose ``/proc/PID/fd`` names the file ``path (deleted)``; elsewhere, or a
+    holder this user may not look into (another user's process), is not found."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    try:  # the deleted file was in the lock file's directory: on its file system
+        dev = os.stat(os.path.dirname(path)).st_dev
+    except OSError:
+        return ""
+    here, held = (os.major(dev), os.minor(dev)), collections.defaultdict(set)
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's has "->" first
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] not in kinds:
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            pid, ino = int(parts[4]), int(inode)
+            on = (int(major, 16), int(minor, 16))
+        except ValueError:
+            continue
+        if on == here and pid != os.getpid():
+            held[pid].add(ino)
+    gone = f"{path} (deleted)"
+    return next((str(pid) for pid, inos in held.items() if _has_open(pid, gone, inos)), "")
+
+
+def _has_open(pid: int, name: str, inos: set[int]) -> bool:
+    """Whether process ``pid`` has one of ``inos`` open under ``name``."""
+    fds = f"/proc/{pid}/fd"
+    with contextlib.suppress(OSError):
+        for n in os.listdir(fds):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"{fds}/{n}") == name and os.stat(f"{fds}/{n}").st_ino in inos:
+                    return True
+    return False
 
 
 def _open_lock_file(path: str, catalog: str, mode: int = 0o600) -> int:

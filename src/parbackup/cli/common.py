@@ -27,6 +27,7 @@ import click
 from parbackup import __version__
 from parbackup.catalog import Catalog, default_catalog_path, is_catalog_url
 from parbackup.catalog import open_catalog as open_catalog_at
+from parbackup.cli.logs import lost_log
 from parbackup.cli.render import printable
 from parbackup.devices.url import human_bytes as human_bytes  # the commands' import
 from parbackup.devices.url import redact
@@ -250,6 +251,8 @@ def emit_json(doc: dict[str, Any], code: int = 0) -> None:
     """Write the command's one JSON object to stdout; it always carries ``status``."""
     if "status" not in doc:
         doc = {"status": status_of(code), **doc}
+    if lost_log():  # said on stderr too, once
+        doc = {**doc, "log_file_error": lost_log()}
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 

@@ -6,7 +6,7 @@ import click
 
 from parbackup.cli.common import catalog_option, emit_json, handle_errors, json_option, open_catalog
 from parbackup.cli.ls import entry_json, entry_line
-from parbackup.cli.profiles import profile_options
+from parbackup.cli.profiles import profile_options, profile_sources
 from parbackup.cli.render import line
 from parbackup.engine.browse import find_paths
 from parbackup.errors import UsageError
@@ -19,7 +19,9 @@ from parbackup.errors import UsageError
 @json_option
 @handle_errors
 def find(patterns: tuple[str, ...], catalog_path: str | None, as_json: bool) -> int:
-    """Find the paths PATTERN selects in every restorable set, oldest set first.
+    """Find the paths PATTERN selects in every restorable set, oldest set first;
+    with --profile, in the sets of the profile's sources only (as ls and restore read
+    'latest'): another profile's sets in the same catalog are not searched.
 
     PATTERN follows restore --include's rule: a shell glob or a gitignore pattern
     matched against the absolute path or a parent of it ('**' spans directories,
@@ -29,7 +31,7 @@ def find(patterns: tuple[str, ...], catalog_path: str | None, as_json: bool) -> 
     if any(not p.strip() or p == "!" for p in patterns):
         raise UsageError("find takes non-empty patterns")
     with open_catalog(catalog_path, create=False) as catalog:
-        found = list(find_paths(catalog, patterns))
+        found = list(find_paths(catalog, patterns, profile_sources()))
     if as_json:
         emit_json(
             {

@@ -17,11 +17,32 @@ from typing import Any
 
 import click
 
-from parbackup.cli.render import QUIET, set_verbosity
+from parbackup.cli.render import QUIET, printable, set_verbosity
 from parbackup.errors import UsageError
 
-_state: dict[str, Any] = {"verbose": 0, "quiet": False, "log_file": None}
+_state: dict[str, Any] = {"verbose": 0, "quiet": False, "log_file": None, "lost": ""}
 _handlers: list[logging.Handler] = []
+
+
+class _LogFile(logging.FileHandler):
+    """``--log-file``'s handler. A line it cannot write (a full disk, a quota, an I/O
+    error) is said once on stderr, even under ``-q``, and the command goes on: the log
+    is not the data. ``lost_log`` gives the line for a command's JSON result. (The
+    logging module's own handling printed nothing, ``raiseExceptions`` being off.)"""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if _state["lost"]:
+            return
+        exc = sys.exc_info()[1]
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _state["lost"] = f"--log-file {self.baseFilename}: {why}: log lines are lost from here on"
+        with contextlib.suppress(Exception):  # stderr itself may be gone
+            click.echo(f"parbackup: warning: {printable(_state['lost'])}", err=True)
+
+
+def lost_log() -> str:
+    """Why ``--log-file`` lost lines in this process ("" when it lost none)."""
+    return str(_state["lost"])
 
 
 class _UTCFormatter(logging.Formatter):
@@ -49,7 +70,7 @@ def configure() -> None:
         _handlers.append(err)
     if log_file:
         try:
-            handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
+            handler = _LogFile(log_file, encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from exc
         handler.setLevel(logging.DEBUG)
@@ -94,6 +115,8 @@ def global_options() -> list[click.Option]:
             type=click.Path(dir_okay=False),
             expose_value=False,
             callback=_setter("log_file"),
-            help="Append parbackup's log (every level, ISO 8601 UTC times) to PATH.",
+            help="Append parbackup's log (every level, ISO 8601 UTC times) to PATH. A "
+            "line it cannot write (a full disk) is said once on stderr and in --json "
+            "(log_file_error); the command goes on.",
         ),
     ]

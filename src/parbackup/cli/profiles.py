@@ -192,12 +192,17 @@ def apply_profile(ctx: click.Context) -> None:
         ctx.meta["parbackup.sources"] = source_names([str(v) for v in raw])
 
 
+def profile_sources() -> list[str] | None:
+    """The active profile's sources (sorted, as sets record them); None without one."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.meta.get("parbackup.sources") if ctx is not None else None) or None
+
+
 def scoped_set(catalog_path: str | None, ref: str) -> str:
     """``ref`` as the active profile means it: ``latest``, ``latest~N`` and a date name
     the newest sets of the profile's sources (not another profile's in the same
     catalog); the full id of that set, or ``ref`` unchanged without a profile."""
-    ctx = click.get_current_context(silent=True)
-    sources = ctx.meta.get("parbackup.sources") if ctx is not None else None
+    sources = profile_sources()
     if not sources:
         return ref
     with open_catalog(catalog_path, create=False) as catalog:

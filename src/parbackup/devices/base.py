@@ -288,11 +288,24 @@ class Device(ABC):
                 f"catalog). Put {LABEL_NAME} back: `parbackup relabel {self.url.display}` "
                 "writes the label its volume headers carry"
             )
+        self.check_new_label()
         label = Label(
             label=uuid4().hex,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             kind=self.scheme,
         )
+        return self.write_new_label(label)
+
+    def check_new_label(self) -> None:
+        """DeviceError when this device must not be labelled as a new one (a directory
+        where a disk is not mounted: devices/local.py); by default it may."""
+        return None
+
+    def write_new_label(self, label: Label) -> Label:
+        """Write ``label`` on a device that had none; the label it carries then. Here
+        written over one another run wrote since it was read (through another catalog:
+        the later label wins); a kind that can write it only if still absent takes the
+        other run's instead (devices/local.py)."""
         self.write_label(label)
         return label
 

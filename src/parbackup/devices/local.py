@@ -6,11 +6,20 @@ import contextlib
 import errno
 import os
 import threading
+from typing import ClassVar
 
-from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import (
+    LABEL_NAME,
+    TMP_MARK,
+    Device,
+    ObjectInfo,
+    ObjectWriter,
+    label_bytes,
+)
+from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
-from parbackup.model import Capabilities, Space
+from parbackup.model import Capabilities, Label, Space
 
 
 def _probe(root: str) -> None:
@@ -34,6 +43,9 @@ def _probe(root: str) -> None:
 
 
 _TMPFILE = getattr(os, "O_TMPFILE", 0)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+"""What ``link`` fails with where a file system has no hard links: a new label is then
+renamed into place, as before session 18 (the later of two runs' labels wins)."""
 
 
 class _FileWriter(ObjectWriter):
@@ -109,6 +121,14 @@ class DirectoryDevice(Device):
 
     scheme = "file"
     capabilities = Capabilities(sequential=False, random_read=True, max_connections=16)
+    options: ClassVar[frozenset[str]] = frozenset({"allow_unmounted"})
+    """``?allow_unmounted=1``: label the directory even where fstab says a disk is to be
+    mounted and none is (``check_new_label``)."""
+
+    @classmethod
+    def check_url(cls, url: DeviceURL) -> None:
+        if url.params.get("allow_unmounted", "1") not in ("0", "1"):
+            raise UsageError(f"{url.display}: allow_unmounted is 0 or 1")
 
     def __init__(self, url: DeviceURL) -> None:
         super().__init__(url)
@@ -145,6 +165,58 @@ class DirectoryDevice(Device):
 
     def close(self) -> None:
         pass
+
+    def check_new_label(self) -> None:
+        """Refuse to label a directory that fstab says a disk is mounted on (it or a
+        directory above it, below the mount point of the file system it is on now) while
+        none is: the backup would fill the file system underneath, and be hidden once
+        the disk is mounted over it (devices/mounts.py)."""
+        if self.url.params.get("allow_unmounted") == "1":
+            return
+        found = unmounted_mount_point(self.root)
+        if found:
+            point, under = found
+            raise DeviceMissingError(
+                f"{self.url.display}: no disk is mounted on {point} (a mount point in "
+                f"{fstab_path()}): not labelled as a new device, which would write the "
+                f"backup onto the file system of {under} underneath. Mount the disk; to "
+                "back up onto the directory as it is, add ?allow_unmounted=1 to the URL"
+            )
+
+    def write_new_label(self, label: Label) -> Label:
+        """Put ``label`` in place only if the directory still has none (a hard link of a
+        whole, synced file: it never replaces one), and return the label the directory
+        carries: another run's, through another catalog, that labelled it since this
+        one looked. (Written over, the other run's set named a label the device no
+        longer carried.)"""
+        self._check_writable(LABEL_NAME)
+        path = self._path(LABEL_NAME)
+        tmp = f"{path}{TMP_MARK}{os.getpid()}"  # what a killed run leaves, the next removes
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, label_bytes(label))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # labelled meanwhile: theirs it is
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                os.replace(tmp, path)  # no hard links (FAT, some network file systems)
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise device_error_from_os(exc, f"{self.url.display}: write {LABEL_NAME}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        carried = self.read_label()
+        if carried is None:
+            raise DeviceError(f"{self.url.display}: {LABEL_NAME} vanished as it was written")
+        return carried
 
     def raw_space(self) -> Space:
         try:

@@ -123,8 +123,14 @@ class ForwardingDevice(Device):
     def ensure_label(self) -> Label:
         return self.call(self.inner.ensure_label)
 
+    def check_new_label(self) -> None:
+        self.call(self.inner.check_new_label)
+
     def write_label(self, label: Label) -> None:
         self.call(lambda: self.inner.write_label(label))
+
+    def write_new_label(self, label: Label) -> Label:
+        return self.call(lambda: self.inner.write_new_label(label))
 
     def __getattr__(self, name: str) -> Any:
         """Anything else a kind offers goes to it unchanged."""

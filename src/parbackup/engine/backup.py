@@ -402,6 +402,10 @@ class _Backup:
             reused = sum(r.size for _f, r in catalog.records(set_hex) if r.origin_set)
             nbytes += reuse.bytes - reused
         lost_files = len(problems) + (1 if feed is not None and feed.lost_bytes else 0)
+        lost_lock = catalog.run_lock.lost()
+        if lost_lock:  # a warning of the run (exit 3), under -q and in --json too
+            log.warning("%s", lost_lock)
+            outcome.error = f"{outcome.error}; {lost_lock}" if outcome.error else lost_lock
         report = BackupReport(
             set_id=set_hex,
             status=status,

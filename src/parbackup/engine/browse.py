@@ -139,13 +139,18 @@ class Found:
     entry: FileEntry
 
 
-def find_paths(catalog: Catalog, patterns: Sequence[str]) -> Iterator[Found]:
+def find_paths(
+    catalog: Catalog, patterns: Sequence[str], sources: Sequence[str] | None = None
+) -> Iterator[Found]:
     """Every restorable entry of every restorable set (oldest set first) that
     ``patterns`` select (restore --include's rule: shell glob or gitignore pattern,
-    matching a path or a parent of it; '!' excludes)."""
+    matching a path or a parent of it; '!' excludes); with ``sources`` (sorted, a
+    profile's), only the sets of exactly those sources."""
     select = compile_patterns(tuple(patterns))
     for info in catalog.sets():
         if info.status not in RESTORABLE_STATUSES:
+            continue
+        if sources is not None and sorted(info.sources) != list(sources):
             continue
         for f in sorted(_restorable(catalog, info.id), key=lambda f: f.entry.path):
             if select(f.entry.path, f.entry.kind is Kind.DIR):

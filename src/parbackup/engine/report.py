@@ -80,7 +80,7 @@ class BackupReport:
         if self.status == "failed":
             return 1
         warnings = self.skipped or self.inconsistent or self.grown or "error" in self.parity
-        warnings = warnings or self.lacking
+        warnings = warnings or self.lacking or self.error  # (a lost run lock: engine/backup.py)
         return 3 if self.status == "degraded" or warnings else 0
 
     def balance(self) -> dict:

@@ -1,0 +1,149 @@
+"""A lock file deleted by hand while its holder runs (session 18).
+
+Deleting ``<catalog>.lock`` (a tmp cleaner, a script "clearing a stale lock") left the
+running backup's flock on the deleted inode, and the next run made a new file and locked
+that: tried in session 17, a prune then took the running backup's set for a dead run's,
+marked it interrupted and deleted its volumes while they were written. A run now looks,
+after taking the lock, for a process that holds a lock on a deleted file of that name
+(``/proc/locks``) and is refused naming it; the lock is kept only on the inode the name
+still names (the classic lock-file loop); the backup says at its end that its lock file
+went. The same for the readers' lock: a prune is refused while a restore reads on a
+deleted ``<catalog>.readers``. Real processes, real files; paused by the ``faulty+``
+device's FIFO, no sleeps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, make_tree, run_cli
+from killpoints import pause_point, wait_paused
+from parbackup.catalog.runlock import ReadLock, RunLock
+from parbackup.errors import CatalogError
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux /proc/locks")
+
+
+def volumes(devs: list[Path]) -> set[Path]:
+    return {p for d in devs for p in (d / "sets").rglob("*") if p.is_file()}
+
+
+def test_a_prune_never_deletes_a_running_backup_whose_lock_file_was_deleted(
+    tmp_path: Path, device_dirs
+) -> None:
+    src = make_tree(tmp_path / "src", seed=5, files=12, max_size=60_000, big=(400_000,))
+    devs = device_dirs(2)
+    cat = tmp_path / "cat.sqlite"
+    gate = tmp_path / "gate"
+    fifo = pause_point(gate)
+    urls = [f"faulty+file://{devs[0]}?pause_after=200K&gate={gate}", str(devs[1])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parbackup", "backup", str(src), "--catalog", str(cat),
+         "--json", *[a for u in urls for a in ("-d", u)]],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert wait_paused(proc, fifo), proc.communicate()
+        written = volumes(devs)
+        assert written
+        os.unlink(f"{cat}.lock")  # "a stale lock": the backup is alive and paused
+        for args in (
+            ("prune",),
+            ("forget", "--keep-last", "1", "--prune"),
+            ("backup", str(src), "-d", str(devs[1])),
+        ):
+            r = run_cli(*args, "--catalog", str(cat))
+            assert r.code == 1, r.out + r.err
+            assert (
+                f"in use by another backup (pid {proc.pid}), whose lock file {cat}.lock was deleted"
+                in r.err
+            )
+        assert volumes(devs) >= written  # nothing of the running set was deleted
+        gate.touch()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, out.decode() + err.decode()  # done, with a warning
+    doc = json.loads(out)
+    assert doc["status"] == "complete"
+    # the backup says its lock file went: another run could have been let in
+    said = f"the run lock file {cat}.lock was deleted or replaced while this run held it"
+    assert doc["error"].startswith(said), doc["error"]
+    r = run_cli("verify", "--catalog", str(cat))
+    assert r.code == 0, r.out + r.err
+
+
+def test_a_prune_is_refused_while_a_reader_holds_a_deleted_readers_file(tmp_path: Path) -> None:
+    cat = tmp_path / "cat.sqlite"
+    reader = subprocess.Popen(  # a restore's shared lock, its file then deleted
+        [sys.executable, "-c",
+         "import sys; from parbackup.catalog.runlock import ReadLock;"
+         "r = ReadLock(sys.argv[1]); r.share(); print('held', flush=True); sys.stdin.read()",
+         str(cat)],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline() == b"held\n"
+        os.unlink(f"{cat}.readers")
+        prune = ReadLock(str(cat))
+        with pytest.raises(
+            CatalogError, match=rf"being read .*\(pid {reader.pid}, whose lock file"
+        ):
+            prune.exclusive()
+        assert prune.fd < 0
+    finally:
+        reader.stdin.close()
+        reader.wait()
+    prune.exclusive()  # the reader gone, the prune runs
+    prune.release()
+
+
+def test_the_lock_is_kept_only_on_the_file_its_name_still_names(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The file deleted between a run's open and its flock (by another process, at the
+    worst moment) is opened again: the lock held is on the file the name names."""
+    cat = tmp_path / "cat.sqlite"
+    lock = RunLock(str(cat))
+    real = fcntl.flock
+    deleted: list[int] = []
+
+    def flock_after_a_deletion(fd: int, how: int) -> None:
+        if not deleted and how & fcntl.LOCK_EX:
+            deleted.append(os.fstat(fd).st_ino)
+            os.unlink(lock.path)  # what another process did meanwhile
+        real(fd, how)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_deletion)
+    assert lock.acquire()
+    monkeypatch.setattr(fcntl, "flock", real)
+    try:
+        assert deleted
+        held = os.fstat(lock.fd)
+        assert held.st_nlink == 1 and held.st_ino == os.stat(lock.path).st_ino
+        assert lock.lost() == ""
+        other = RunLock(str(cat))
+        with pytest.raises(CatalogError, match="in use by another backup"):
+            other.acquire()
+        os.replace(tmp_path / _touch(tmp_path / "new"), lock.path)  # replaced under it
+        assert "was deleted or replaced while this run held it" in lock.lost()
+    finally:
+        lock.release()
+
+
+def _touch(path: Path) -> str:
+    path.touch()
+    return path.name
