@@ -26,6 +26,11 @@ SRC = str(Path(__file__).resolve().parent.parent / "src")
 settings.register_profile("parbackup", deadline=None)
 settings.load_profile("parbackup")
 
+# The machine's own /etc/fstab is not the tests' business: a host whose fstab lists a
+# directory the tests write under (/tmp as a tmpfs that is not mounted) would have every
+# new device refused (devices/mounts.py). Tests of that check give their own fstab file.
+os.environ["PARBACKUP_FSTAB"] = os.devnull
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Byte-compile the checkout's sources once, before any test starts a parbackup process.
