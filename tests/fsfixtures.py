@@ -103,6 +103,43 @@ def ext4_fixture(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         yield make
 
 
+def btrfs_missing() -> str:
+    """Why a btrfs loop image cannot be mounted here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "needs root to mount a btrfs loop image"
+    for tool in ("mkfs.btrfs", "btrfs", "losetup"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian btrfs-progs; scripts/setup installs it)"
+    if "btrfs" not in Path("/proc/filesystems").read_text():
+        return "this kernel has no btrfs"
+    return ""
+
+
+@pytest.fixture(name="subvolume")
+def subvolume_fixture(tmp_path: Path) -> Iterator[Path]:
+    """A btrfs subvolume on a mounted loop image; unmounted and detached afterwards."""
+    image, mnt = tmp_path / "btrfs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as fh:
+        fh.truncate(256 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        subprocess.run(["mount", loop, str(mnt)], check=True)
+        try:
+            vol = mnt / "vol"
+            subprocess.run(
+                ["btrfs", "subvolume", "create", str(vol)], check=True, capture_output=True
+            )
+            yield vol
+        finally:
+            unmount(mnt)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
 def shut_down(mountpoint: Path) -> None:
     """Make an ext4 filesystem fail every later operation with EIO (EXT4_IOC_SHUTDOWN),
     as a disk that died under it would."""

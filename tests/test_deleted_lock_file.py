@@ -14,16 +14,19 @@ device's FIFO, no sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import SRC, make_tree, run_cli
+from fsfixtures import btrfs_missing, subvolume_fixture  # noqa: F401 (fixture)
 from killpoints import pause_point, wait_paused
 from parbackup.catalog.runlock import ReadLock, RunLock
 from parbackup.errors import CatalogError
@@ -84,19 +87,30 @@ def test_a_prune_never_deletes_a_running_backup_whose_lock_file_was_deleted(
     assert r.code == 0, r.out + r.err
 
 
-def test_a_prune_is_refused_while_a_reader_holds_a_deleted_readers_file(tmp_path: Path) -> None:
-    cat = tmp_path / "cat.sqlite"
-    reader = subprocess.Popen(  # a restore's shared lock, its file then deleted
+@contextlib.contextmanager
+def held_elsewhere(lock: str, cat: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding ``lock`` ("RunLock(c).acquire", "ReadLock(c).share") on
+    the catalog ``cat`` until the block ends."""
+    holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from parbackup.catalog.runlock import ReadLock;"
-         "r = ReadLock(sys.argv[1]); r.share(); print('held', flush=True); sys.stdin.read()",
+         "import sys; from parbackup.catalog.runlock import ReadLock, RunLock;"
+         f"c = sys.argv[1]; {lock}(); print('held', flush=True); sys.stdin.read()",
          str(cat)],
         env={**os.environ, "PYTHONPATH": SRC},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert reader.stdout.readline() == b"held\n"
+        assert holder.stdout.readline() == b"held\n"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def test_a_prune_is_refused_while_a_reader_holds_a_deleted_readers_file(tmp_path: Path) -> None:
+    cat = tmp_path / "cat.sqlite"
+    with held_elsewhere("ReadLock(c).share", cat) as reader:  # a restore's shared lock
         os.unlink(f"{cat}.readers")
         prune = ReadLock(str(cat))
         with pytest.raises(
@@ -104,11 +118,34 @@ def test_a_prune_is_refused_while_a_reader_holds_a_deleted_readers_file(tmp_path
         ):
             prune.exclusive()
         assert prune.fd < 0
-    finally:
-        reader.stdin.close()
-        reader.wait()
     prune.exclusive()  # the reader gone, the prune runs
     prune.release()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(bool(btrfs_missing()), reason=btrfs_missing())
+def test_a_holder_of_a_deleted_lock_file_is_found_on_btrfs(subvolume: Path) -> None:
+    """btrfs gives stat a subvolume's device number, /proc/locks the file system's: a
+    holder found only where the two matched was never found there."""
+    cat = subvolume / "cat.sqlite"
+    run, read = RunLock(str(cat)), ReadLock(str(cat))
+    try:  # released at the end whatever happened: a file left open keeps btrfs mounted
+        with held_elsewhere("RunLock(c).acquire", cat) as backup:
+            os.unlink(f"{cat}.lock")
+            with pytest.raises(CatalogError, match=rf"backup \(pid {backup.pid}\), whose"):
+                run.acquire()
+        with held_elsewhere("ReadLock(c).share", cat) as reader:
+            os.unlink(f"{cat}.readers")
+            with pytest.raises(CatalogError, match=rf"being read .*\(pid {reader.pid}, whose"):
+                read.exclusive()
+        with held_elsewhere("ReadLock(c).exclusive", cat) as prune:
+            os.unlink(f"{cat}.readers")
+            with pytest.raises(CatalogError, match=rf"being pruned \(pid {prune.pid}\)"):
+                read.share()
+        assert run.acquire()  # every holder gone: nothing refused
+    finally:
+        run.release()
+        read.release()
 
 
 def test_the_lock_is_kept_only_on_the_file_its_name_still_names(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 import threading
 from dataclasses import replace
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_tree, restored_root, run_cli, snapshot
+from fsfixtures import btrfs_missing, subvolume_fixture  # noqa: F401 (fixture)
 from parbackup.catalog import Catalog
 from parbackup.engine.backup import run_backup
 from parbackup.engine.report import BackupOptions
@@ -76,42 +76,6 @@ def test_post_command_runs_when_pre_command_fails(tmp_path, device_dirs):
 
 
 # -- btrfs -----------------------------------------------------------------------------
-def _btrfs_missing() -> str:
-    if os.geteuid() != 0:
-        return "needs root to mount a btrfs loop image"
-    for tool in ("mkfs.btrfs", "btrfs", "losetup"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian btrfs-progs; scripts/setup installs it)"
-    if "btrfs" not in Path("/proc/filesystems").read_text():
-        return "this kernel has no btrfs"
-    return ""
-
-
-@pytest.fixture
-def subvolume(tmp_path):
-    """A btrfs subvolume on a mounted loop image; unmounted and detached afterwards."""
-    image, mnt = tmp_path / "btrfs.img", tmp_path / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as fh:
-        fh.truncate(256 << 20)
-    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
-    loop = subprocess.run(
-        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    try:
-        subprocess.run(["mount", loop, str(mnt)], check=True)
-        try:
-            vol = mnt / "vol"
-            subprocess.run(
-                ["btrfs", "subvolume", "create", str(vol)], check=True, capture_output=True
-            )
-            yield vol
-        finally:
-            subprocess.run(["umount", str(mnt)], check=False)
-    finally:
-        subprocess.run(["losetup", "-d", loop], check=False)
-
-
 def leftover_snapshots(vol: Path) -> list[str]:
     out = subprocess.run(
         ["btrfs", "subvolume", "list", str(vol)], check=True, capture_output=True, text=True
@@ -121,7 +85,7 @@ def leftover_snapshots(vol: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.root
-@pytest.mark.skipif(bool(_btrfs_missing()), reason=_btrfs_missing())
+@pytest.mark.skipif(bool(btrfs_missing()), reason=btrfs_missing())
 def test_btrfs_snapshot_backup_while_writer_runs(tmp_path, device_dirs, subvolume):
     vol = subvolume
     make_tree(vol / "data", seed=11, files=40)

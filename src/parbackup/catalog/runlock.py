@@ -61,7 +61,7 @@ class RunLock:
             fd = _lock_named_file(self.path, catalog, fcntl.LOCK_EX, 0o600)
         except BlockingIOError as exc:
             raise CatalogError(_in_use(catalog, self.path, str(exc))) from None
-        orphan = _deleted_holder(self.path, ("WRITE",))
+        orphan = _deleted_holder(fd, self.path, ("WRITE",))
         if orphan:
             _release(fd)
             raise CatalogError(_in_use(catalog, self.path, orphan, deleted=True))
@@ -135,7 +135,7 @@ class ReadLock:
             if isinstance(exc, BlockingIOError):
                 raise CatalogError(being_pruned(self.catalog, f" (pid {holder})")) from None
             return
-        orphan = _deleted_holder(self.path, ("WRITE",))
+        orphan = _deleted_holder(fd, self.path, ("WRITE",))
         if orphan:  # a prune whose lock file was deleted under it deletes on
             _release(fd)
             raise CatalogError(being_pruned(self.catalog, f" (pid {orphan})"))
@@ -149,7 +149,7 @@ class ReadLock:
             fd = _lock_named_file(self.path, self.catalog, fcntl.LOCK_EX, 0o644)
         except BlockingIOError:
             raise CatalogError(being_read(self.catalog)) from None
-        orphan = _deleted_holder(self.path, ("READ", "WRITE"))
+        orphan = _deleted_holder(fd, self.path, ("READ", "WRITE"))
         if orphan:  # a reader whose lock file was deleted under it reads on
             _release(fd)
             raise CatalogError(being_read(self.catalog, orphan, self.path))
@@ -231,34 +231,40 @@ def _names(fd: int, path: str) -> bool:
     return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _deleted_holder(path: str, kinds: tuple[str, ...]) -> str:
+def _deleted_holder(fd: int, path: str, kinds: tuple[str, ...]) -> str:
     """The pid of another process holding a ``kinds`` flock on a file once named
     ``path`` and deleted (or replaced) since, or "": the lock it holds guards nothing
-    any more, but its run goes on. Linux: ``/proc/locks`` names the locked inode and its
-    holder, whose ``/proc/PID/fd`` names the file ``path (deleted)``; elsewhere, or a
-    holder this user may not look into (another user's process), is not found."""
+    any more, but its run goes on. ``fd`` is this process's locked file that ``path``
+    names now. Linux: ``/proc/locks`` names the locked inode and its holder, whose
+    ``/proc/PID/fd`` names the file ``path (deleted)``; elsewhere, or a holder this user
+    may not look into (another user's process), is not found."""
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
+        mine = os.fstat(fd)
     except OSError:
         return ""
-    try:  # the deleted file was in the lock file's directory: on its file system
-        dev = os.stat(os.path.dirname(path)).st_dev
-    except OSError:
-        return ""
-    here, held = (os.major(dev), os.minor(dev)), collections.defaultdict(set)
+    me, locks = os.getpid(), []
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's has "->" first
         parts = line.split()
-        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] not in kinds:
+        if len(parts) < 6 or parts[1] != "FLOCK":
             continue
         try:
             major, minor, inode = parts[5].split(":")
-            pid, ino = int(parts[4]), int(inode)
-            on = (int(major, 16), int(minor, 16))
+            locks.append((parts[3], int(parts[4]), (int(major, 16), int(minor, 16)), int(inode)))
         except ValueError:
             continue
-        if on == here and pid != os.getpid():
+    # The deleted file was in the lock file's directory: on its file system, as
+    # /proc/locks writes it (the superblock's device, read off this process's own lock;
+    # not stat's st_dev, which on btrfs is a subvolume's and never matches).
+    here = next(
+        (on for _k, pid, on, ino in locks if pid == me and ino == mine.st_ino),
+        (os.major(mine.st_dev), os.minor(mine.st_dev)),
+    )
+    held = collections.defaultdict(set)
+    for kind, pid, on, ino in locks:
+        if kind in kinds and on == here and pid != me:
             held[pid].add(ino)
     gone = f"{path} (deleted)"
     return next((str(pid) for pid, inos in held.items() if _has_open(pid, gone, inos)), "")
