@@ -191,7 +191,7 @@ class DirectoryDevice(Device):
         longer carried.)"""
         self._check_writable(LABEL_NAME)
         path = self._path(LABEL_NAME)
-        tmp = f"{path}{TMP_MARK}{os.getpid()}"  # what a killed run leaves, the next removes
+        tmp = f"{path}{TMP_MARK}{os.getpid()}"  # what a killed run leaves, a prune removes
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
