@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC, make_tree, run_cli
+from fsfixtures import btrfs_missing, subvolume_fixture  # noqa: F401 (fixture)
 from killpoints import pause_point, wait_paused
-from test_snapshot import _btrfs_missing, subvolume  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,8 @@ def start_backup(tree: Path, dev: str, cat: str, *extra: str) -> subprocess.Pope
 
 
 @pytest.mark.root
-@pytest.mark.skipif(bool(_btrfs_missing()), reason=_btrfs_missing())
-def test_the_next_backup_runs_the_post_command_of_a_killed_run(tmp_path, subvolume):  # noqa: F811
+@pytest.mark.skipif(bool(btrfs_missing()), reason=btrfs_missing())
+def test_the_next_backup_runs_the_post_command_of_a_killed_run(tmp_path, subvolume):
     vol = subvolume
     make_tree(vol / "data", seed=52, files=8, big=(3_000_000,))
     snap = vol.parent / "snap"

@@ -16,17 +16,18 @@ import sys
 import pytest
 
 from conftest import SRC, make_tree, run_cli
+from fsfixtures import btrfs_missing, subvolume_fixture  # noqa: F401 (fixture)
 from killpoints import pause_point, wait_paused
-from test_snapshot import _btrfs_missing, leftover_snapshots, subvolume  # noqa: F401
+from test_snapshot import leftover_snapshots
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.root,
-    pytest.mark.skipif(bool(_btrfs_missing()), reason=_btrfs_missing()),
+    pytest.mark.skipif(bool(btrfs_missing()), reason=btrfs_missing()),
 ]
 
 
-def test_a_killed_runs_snapshot_is_deleted_by_the_next_run(tmp_path, subvolume):  # noqa: F811
+def test_a_killed_runs_snapshot_is_deleted_by_the_next_run(tmp_path, subvolume):
     vol = subvolume
     make_tree(vol / "data", seed=51, files=10, big=(3_000_000,))
     dev = tmp_path / "dev"
