@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from parbackup.crypto.aead import primitives
-from parbackup.errors import KeyUnlockError, UsageError
+from parbackup.errors import KeyUnlockError, ParbackupError, UsageError
+from parbackup.fileio import write_synced
 
 KEY_FILE_FORMAT = "parbackup-key"
 KEY_FILE_VERSION = 1
@@ -198,15 +199,15 @@ class KeyFile:
         return cls(key_id, slots)
 
     def save(self, path: Path) -> None:
-        """Write atomically, readable by its owner only."""
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        """Write whole and durably, readable by its owner only; on any failure (a full
+        disk) a ParbackupError naming the file, which is left as it was (fileio.py)."""
         try:
-            os.write(fd, self.to_json())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            write_synced(path, self.to_json())
+        except OSError as exc:
+            raise ParbackupError(
+                f"{path}: the key file cannot be written ({exc.strerror or exc}); "
+                "the key file there is unchanged"
+            ) from exc
 
     @classmethod
     def load(cls, path: Path) -> KeyFile | None:

@@ -19,6 +19,7 @@ from parbackup.devices.base import (
 from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
+from parbackup.fileio import fsync_dir, write_all
 from parbackup.model import Capabilities, Label, Space
 
 
@@ -66,11 +67,8 @@ class _FileWriter(ObjectWriter):
             raise device_error_from_os(exc, f"{device.url.display}: create {path}") from exc
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
         try:
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            write_all(self.fd, data)
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: write") from exc
 
@@ -105,15 +103,6 @@ class _FileWriter(ObjectWriter):
         if self.atomic or not self.checkpointed:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
-
-
-def fsync_dir(path: str) -> None:
-    """Make a directory's entries (a new, renamed or deleted name) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectoryDevice(Device):
@@ -195,7 +184,7 @@ class DirectoryDevice(Device):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, label_bytes(label))
+                write_all(fd, label_bytes(label))
                 os.fsync(fd)
             finally:
                 os.close(fd)

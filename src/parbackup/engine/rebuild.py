@@ -39,12 +39,12 @@ from parbackup.catalog.schema import REBUILDING_KEY
 from parbackup.coverage import complete as covered
 from parbackup.crypto.codec import Codec, CodecSpec
 from parbackup.crypto.keys import unlock_any
-from parbackup.devices.local import fsync_dir
 from parbackup.engine.devices import OpenDevice, close_all, open_devices
 from parbackup.engine.keystore import save_key_at
 from parbackup.engine.rebuild_parity import ParityFound, parity_info, rebuild_missing, scan_parity
 from parbackup.engine.volscan import PLAIN, SetFound, device_keys, scan_device
 from parbackup.errors import KeyUnlockError, UsageError
+from parbackup.fileio import fsync_dir
 from parbackup.model import DeviceReport, Kind, RecordRef
 from parbackup.progress import EventSink, Notice, ignore
 

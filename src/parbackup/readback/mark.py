@@ -31,6 +31,7 @@ import stat
 from collections.abc import Sequence
 
 from parbackup.errors import RestoreError
+from parbackup.fileio import write_all
 
 MARK = ".parbackup-restore"
 
@@ -85,8 +86,10 @@ class RestoreMark:
         doc = {"set": set_id, "include": sorted(includes), "pid": os.getpid()}  # any order
         try:
             os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, json.dumps(doc).encode(), 0)
-        except OSError:  # a full target: restore what fits, without a mark
+            write_all(self.fd, json.dumps(doc).encode(), 0)
+        except OSError:  # a full target: restore what fits, without a mark (nor a cut one)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
             return
         self.claimed = True
 

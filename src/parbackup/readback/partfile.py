@@ -16,6 +16,8 @@ import os
 import stat
 from collections.abc import Iterable
 
+from parbackup.fileio import write_all
+
 BLOCK = 4096
 """Holes are left for all-zero blocks of this size (a file system's page)."""
 _ZERO_BLOCK = bytes(BLOCK)
@@ -125,22 +127,12 @@ def is_zero(payload: memoryview) -> bool:
     )
 
 
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset``; OSError if the target takes less (full)."""
-    n = os.pwrite(fd, data, offset)  # nearly always all of it, at once
-    while n < len(data):
-        if n <= 0:
-            raise OSError(28, "No space left on device (short write)")
-        data, offset = data[n:], offset + n
-        n = os.pwrite(fd, data, offset)
-
-
 def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
     """Write ``payload`` at ``offset``, skipping all-zero 4 KiB blocks (left as holes);
     where the bytes written end (``offset`` if none were)."""
     n = len(payload)
     if n <= BLOCK and (payload[0] or payload != _ZERO_BLOCK[:n]):  # no holes in it
-        pwrite_all(fd, payload, offset)
+        write_all(fd, payload, offset)
         return offset + n
     run = -1  # start of the current run of non-zero blocks
     end = 0
@@ -148,11 +140,11 @@ def write_sparse(fd: int, payload: memoryview, offset: int) -> int:
         # a block whose first byte is not zero is not compared (most are not)
         if not payload[at] and payload[at : at + BLOCK] == _ZERO_BLOCK[: min(BLOCK, n - at)]:
             if run >= 0:
-                pwrite_all(fd, payload[run:at], offset + run)
+                write_all(fd, payload[run:at], offset + run)
                 run, end = -1, at
         elif run < 0:
             run = at
     if run >= 0:
-        pwrite_all(fd, payload[run:n], offset + run)
+        write_all(fd, payload[run:n], offset + run)
         end = n
     return offset + end

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from parbackup.fileio import write_all
 from parbackup.model import RecordRef
 from parbackup.readback.beneath import Beneath
 from parbackup.readback.partfile import (
@@ -32,7 +33,6 @@ from parbackup.readback.partfile import (
     parent_of,
     part_leaf,
     part_name,
-    pwrite_all,
     set_metadata,
     write_sparse,
 )
@@ -247,7 +247,7 @@ class DirectorySink:
             try:
                 n = len(payload)
                 if 0 < n <= BLOCK and payload[0]:  # most small files: one block, no hole
-                    pwrite_all(fd, payload, 0)
+                    write_all(fd, payload, 0)
                     end = n
                 else:
                     end = 0 if is_zero(payload) else write_sparse(fd, payload, 0)
@@ -368,7 +368,7 @@ class BlockSink(VerifySink):
 
     def put(self, fid: int, ref: RecordRef, payload: memoryview) -> str:
         try:
-            pwrite_all(self.fd, payload, ref.offset)
+            write_all(self.fd, payload, ref.offset)
             self.unflushed += len(payload)
             if self.unflushed >= _FLUSH_EVERY:  # no flush at the end ever takes long
                 os.fsync(self.fd)

@@ -50,6 +50,7 @@ from parbackup.devices.registry import open_device
 from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.devices.wrappers import ForwardingDevice, ForwardingWriter
 from parbackup.errors import DeviceError, DeviceFullError, TransientDeviceError, UsageError
+from parbackup.fileio import write_all
 
 PREFIX = "faulty+"
 FAULT_KEYS = {
@@ -239,7 +240,7 @@ class FaultyDevice(ForwardingDevice):
         if self.count and n:
             fd = os.open(self.count, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, f"{n}\n".encode())
+                write_all(fd, f"{n}\n".encode())
             finally:
                 os.close(fd)
         if self.pause_read is not None and total >= self.pause_read:

@@ -1,0 +1,69 @@
+"""Writes that are whole or fail: ``write_all``, ``write_synced`` and ``fsync_dir``.
+
+``os.write`` and ``os.pwrite`` may take less than they are given (a nearly full tmpfs
+takes the pages it still has), so a caller that wrote once and went on could fsync a cut
+file and rename it over a good one without a word: a backup's key file lost that way
+(crypto/keys.py). Everything here either writes every byte or raises OSError.
+
+Imports nothing of parbackup: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+
+Buffer = bytes | bytearray | memoryview
+
+
+def write_all(fd: int, data: Buffer, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd``: at its position, or at ``offset`` with pwrite (the
+    position then neither used nor moved). A short write is continued; one that takes
+    nothing raises OSError(ENOSPC), rather than looping for ever."""
+    n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
+    if n == len(data):  # nearly always: one call, one comparison (restore's small files)
+        return
+    view, done = memoryview(data).cast("B"), n
+    while done < len(view):
+        if n <= 0:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (short write)")
+        rest = view[done:]
+        n = os.write(fd, rest) if offset is None else os.pwrite(fd, rest, offset + done)
+        done += n
+
+
+def write_synced(path: str | os.PathLike[str], data: Buffer, mode: int = 0o600) -> None:
+    """Make ``data`` the whole content of ``path``, durably, or leave ``path`` as it was.
+
+    A temporary file beside it (``NAME.tmp-PID-TID``, created with ``mode``) is written
+    whole and fsynced, renamed over ``path``, and the directory fsynced so the new name
+    survives a power cut. On any failure the temporary file is removed and the OSError
+    raised: the old file is never replaced by a cut one.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # a stale temporary file of the same name kept its mode
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (a new, renamed or deleted name) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,115 @@
+"""Writes that are whole or fail (parbackup/fileio.py), with real short writes.
+
+``os.write`` may take less than it is given. A pipe shows it for certain: non-blocking
+with one page of room, or blocking and interrupted by a signal once it is full. A nearly
+full tmpfs does the same to a key file: ``KeyFile.save`` used to write once, fsync and
+rename the cut file over the good one, and the backup's key was lost without a word.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import fcntl
+import os
+import signal
+import termios
+import threading
+from pathlib import Path
+
+import pytest
+
+from fsfixtures import fill_up, tmpfs_fixture  # noqa: F401 (fixture)
+from parbackup.crypto.keys import KeyFile
+from parbackup.errors import ParbackupError
+from parbackup.fileio import write_all, write_synced
+
+PAGE = 4096
+PASSPHRASE = b"correct horse battery"
+
+
+def pipe_capacity(fd: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+def queued(fd: int) -> int:
+    """Bytes waiting in the pipe whose read end is ``fd``."""
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return buf[0]
+
+
+def test_a_short_write_is_never_taken_for_a_whole_one() -> None:
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        full = pipe_capacity(w)
+        os.write(w, bytes(full))
+        os.read(r, PAGE)  # one page of room
+        assert os.write(w, b"x" * (2 * PAGE)) == PAGE  # the real short write
+        os.read(r, PAGE)
+        with pytest.raises(OSError):  # no more room: EAGAIN, not "done"
+            write_all(w, b"y" * (2 * PAGE))
+        assert queued(r) == full
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_short_write_is_continued() -> None:
+    """A blocking write into a pipe that filled up returns short when a signal comes;
+    write_all writes the rest, so the reader gets every byte."""
+    r, w = os.pipe()
+    full = pipe_capacity(w)
+    data = os.urandom(full + 3 * PAGE)
+    writer = threading.main_thread().ident
+    assert writer is not None and threading.get_ident() == writer
+    got = bytearray()
+
+    def reader() -> None:
+        while queued(r) < full:  # the write filled the pipe and waits for room
+            pass
+        signal.pthread_kill(writer, signal.SIGUSR1)  # now it returns short
+        while chunk := os.read(r, 1 << 16):
+            got.extend(chunk)
+
+    old = signal.signal(signal.SIGUSR1, lambda *_: None)
+    thread = threading.Thread(target=reader)
+    try:
+        thread.start()
+        write_all(w, data)
+        os.close(w)
+        thread.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        os.close(r)
+    assert bytes(got) == data
+
+
+def test_write_synced_replaces_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "small"
+    path.write_bytes(b"old")
+    write_synced(path, b"new contents", mode=0o640)
+    assert path.read_bytes() == b"new contents"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["small"]
+
+
+def test_a_key_file_saved_onto_a_full_disk_leaves_the_old_one_whole(tmpfs) -> None:
+    disk = tmpfs("keys", "1m")
+    path = disk / "cat.sqlite.key"
+    old, master = KeyFile.create(PASSPHRASE)
+    old.save(path)
+    good = path.read_bytes()
+    # many passphrase slots (its own, renumbered): a key file over two pages long
+    more = KeyFile(old.key_id, [dataclasses.replace(old.slots[0], slot=n) for n in range(1, 40)])
+    assert len(more.to_json()) > 2 * PAGE
+    fill_up(disk)
+    filler = disk / "filler"
+    os.truncate(filler, filler.stat().st_size // PAGE * PAGE - PAGE)  # one page left
+    with pytest.raises(ParbackupError, match=r"cat\.sqlite\.key: .*No space left on device"):
+        more.save(path)
+    assert path.read_bytes() == good
+    loaded = KeyFile.load(path)
+    assert loaded is not None and loaded.unlock(PASSPHRASE)[0] == master
+    assert sorted(os.listdir(disk)) == ["cat.sqlite.key", "filler"]  # no temporary file
