@@ -37,7 +37,9 @@ an unknown option (``?limt=1K``) as a UsageError before anything is opened. A ki
 
 Labels: ``ensure_label`` writes a label at first use only. A device without a label that
 already holds parbackup data (``sets/`` or ``catalog/`` objects: its ``label.json`` was
-lost) is never relabelled: ``UnlabelledDataError`` names it and the way back.
+lost) is never relabelled: ``UnlabelledDataError`` names it and the way back. A new
+label never replaces one another run (through another catalog) put there meanwhile,
+where the kind can tell (``put_label_if_absent``): that run's label is taken instead.
 
 Capabilities are data (``Capabilities``), so the engine asks ``device.capabilities.
 sequential`` instead of checking classes. ``?capacity=SIZE`` caps any kind: the device
@@ -46,9 +48,13 @@ then reports at most that much free space, minus what it already holds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO, ClassVar
@@ -268,13 +274,17 @@ class Device(ABC):
 
     def read_label(self) -> Label | None:
         """The label written on the device, or None if it has none yet."""
-        if not any(o.name == LABEL_NAME for o in self.list(LABEL_NAME)):
+        if not self.has_label():
             return None
         return parse_label(
             self.get(LABEL_NAME),
             f"{self.url.display}: unreadable device label ({LABEL_NAME} is damaged: "
             f"`parbackup relabel {self.url.display}` writes back the label its volumes carry)",
         )
+
+    def has_label(self) -> bool:
+        """True when the device holds a ``label.json`` (readable or not)."""
+        return any(o.name == LABEL_NAME for o in self.list(LABEL_NAME))
 
     def ensure_label(self) -> Label:
         """Read the device's label, writing a new one at first use (REQUIREMENTS D4)."""
@@ -302,12 +312,43 @@ class Device(ABC):
         return None
 
     def write_new_label(self, label: Label) -> Label:
-        """Write ``label`` on a device that had none; the label it carries then. Here
-        written over one another run wrote since it was read (through another catalog:
-        the later label wins); a kind that can write it only if still absent takes the
-        other run's instead (devices/local.py)."""
+        """Write ``label`` on a device that had none; the label it carries then: another
+        run's (through another catalog) that labelled it since this one looked, where
+        the kind puts a label in place only if none is there (``put_label_if_absent``)."""
+        self.put_label_if_absent(label)
+        carried = self.read_label()
+        if carried is None:
+            raise DeviceError(f"{self.url.display}: {LABEL_NAME} vanished as it was written")
+        return carried
+
+    def put_label_if_absent(self, label: Label) -> None:
+        """Put ``label`` in place unless the device carries one, which is left as it is.
+        Here written over any (the later of two runs' labels wins); a kind that can do
+        better says how (``_put_label_by_move``: a directory, an SFTP host; S3)."""
         self.write_label(label)
-        return label
+
+    def _put_label_by_move(self, label: Label, move: Callable[[str, str], None]) -> None:
+        """``put_label_if_absent`` where a whole file can be given a name only if the name
+        is free: the label written and committed as ``label.json.tmp-PID-TID``, then
+        ``move(tmp, LABEL_NAME)``, which never replaces a label and raises DeviceError
+        when it did not move (a label in place is then another run's, and kept). The
+        temporary object is deleted in every case (a killed run's, by a prune)."""
+        tmp = f"{LABEL_NAME}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+        writer = self.create(tmp)
+        try:
+            writer.write(label_bytes(label))
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            move(tmp, LABEL_NAME)
+        except DeviceError:
+            if not self.has_label():
+                raise  # not moved, and no label there: a real failure
+        finally:
+            with contextlib.suppress(DeviceError):
+                self.delete(tmp)
 
     def write_label(self, label: Label) -> None:
         """Write ``label`` as the device's ``label.json`` (first use, or putting it back)."""

@@ -9,12 +9,10 @@ import threading
 from typing import ClassVar
 
 from parbackup.devices.base import (
-    LABEL_NAME,
     TMP_MARK,
     Device,
     ObjectInfo,
     ObjectWriter,
-    label_bytes,
 )
 from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
@@ -172,40 +170,27 @@ class DirectoryDevice(Device):
                 "back up onto the directory as it is, add ?allow_unmounted=1 to the URL"
             )
 
-    def write_new_label(self, label: Label) -> Label:
-        """Put ``label`` in place only if the directory still has none (a hard link of a
-        whole, synced file: it never replaces one), and return the label the directory
-        carries: another run's, through another catalog, that labelled it since this
-        one looked. (Written over, the other run's set named a label the device no
-        longer carried.)"""
-        self._check_writable(LABEL_NAME)
-        path = self._path(LABEL_NAME)
-        tmp = f"{path}{TMP_MARK}{os.getpid()}"  # what a killed run leaves, a prune removes
+    def put_label_if_absent(self, label: Label) -> None:
+        """A hard link of the whole, synced label file: it never replaces one another
+        run (through another catalog) put there since this one looked. (Written over,
+        the other run's set named a label the device no longer carried.)"""
+        self._put_label_by_move(label, self._link)
+
+    def _link(self, tmp: str, name: str) -> None:
+        """Give the file ``tmp`` the name ``name`` if it is free (DeviceError if not);
+        renamed over it where the file system has no hard links (FAT, some network
+        file systems: the later of two runs' labels wins there)."""
+        src, dst = self._path(tmp), self._path(name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                write_all(fd, label_bytes(label))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # labelled meanwhile: theirs it is
+                os.link(src, dst)
             except OSError as exc:
                 if exc.errno not in _NO_LINKS:
                     raise
-                os.replace(tmp, path)  # no hard links (FAT, some network file systems)
+                os.replace(src, dst)
             fsync_dir(self.root)
         except OSError as exc:
-            raise device_error_from_os(exc, f"{self.url.display}: write {LABEL_NAME}") from exc
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        carried = self.read_label()
-        if carried is None:
-            raise DeviceError(f"{self.url.display}: {LABEL_NAME} vanished as it was written")
-        return carried
+            raise device_error_from_os(exc, f"{self.url.display}: write {name}") from exc
 
     def raw_space(self) -> Space:
         try:

@@ -120,6 +120,9 @@ class ForwardingDevice(Device):
     def read_label(self) -> Label | None:
         return self.call(self.inner.read_label)
 
+    def has_label(self) -> bool:
+        return self.call(self.inner.has_label)
+
     def ensure_label(self) -> Label:
         return self.call(self.inner.ensure_label)
 
@@ -131,6 +134,9 @@ class ForwardingDevice(Device):
 
     def write_new_label(self, label: Label) -> Label:
         return self.call(lambda: self.inner.write_new_label(label))
+
+    def put_label_if_absent(self, label: Label) -> None:
+        self.call(lambda: self.inner.put_label_if_absent(label))
 
     def __getattr__(self, name: str) -> Any:
         """Anything else a kind offers goes to it unchanged."""
