@@ -26,6 +26,7 @@ each read's request again under botocore's attempts.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
@@ -34,7 +35,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from parbackup.devices.base import Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import LABEL_NAME, Device, ObjectInfo, ObjectWriter, label_bytes
 from parbackup.devices.pool import DaemonPool
 from parbackup.devices.url import DeviceURL, parse_size
 from parbackup.errors import (
@@ -44,7 +45,7 @@ from parbackup.errors import (
     TransientDeviceError,
     UsageError,
 )
-from parbackup.model import Capabilities, Space
+from parbackup.model import Capabilities, Label, Space
 
 _T = TypeVar("_T")
 MIN_PART = 5 * 1024 * 1024
@@ -291,6 +292,37 @@ class S3Device(Device):
 
     def create(self, name: str) -> ObjectWriter:
         return self.capped(_S3Writer(self, name))
+
+    def put_label_if_absent(self, label: Label) -> None:
+        """One PUT with ``If-None-Match: *``, which the store refuses where the object
+        exists (412: another run's label, kept) or while another conditional write of it
+        is under way (409: tried again). A store without conditional writes (501) gets
+        look-then-put, in which two runs at once may both write (the later label wins)."""
+        s3, key, body = self._client(), self._key(LABEL_NAME), label_bytes(label)
+
+        def put() -> int:
+            """0 when written, else the HTTP status of a refusal named above."""
+            try:
+                s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+            except botocore.exceptions.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status in (409, 412, 501):
+                    return int(status)
+                raise
+            return 0
+
+        for attempt in range(self.attempts):
+            refused = self._call(f"put {LABEL_NAME}", put)
+            if refused == 409:
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+                continue
+            if refused == 501 and not self.has_label():
+                self.write_label(label)
+            return
+        raise DeviceError(
+            f"{self.url.display}: put {LABEL_NAME}: another write of it kept conflicting "
+            f"(gave up after {self.attempts} attempts)"
+        )
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         if length <= 0:

@@ -11,7 +11,8 @@ refused.
 
 Writes are pipelined (no round trip per request) and confirmed at each checkpoint and
 commit with ``fsync@openssh.com``; ``replace`` writes a temporary name and renames it
-with ``posix-rename@openssh.com``. Free space comes from ``statvfs@openssh.com``.
+with ``posix-rename@openssh.com``; a new label is moved into place with plain ``rename``,
+which never replaces another run's. Free space comes from ``statvfs@openssh.com``.
 A dropped connection raises TransientDeviceError and reconnects on the next call, so the
 engine's retry wrapper (devices/retry.py) retries reads, listings and opening (5 tries).
 ``?retries=N`` makes the device own those retries instead: N more tries with backoff
@@ -53,7 +54,7 @@ from parbackup.errors import (
     TransientDeviceError,
     UsageError,
 )
-from parbackup.model import Capabilities, Space
+from parbackup.model import Capabilities, Label, Space
 
 _BUFFER = 1 << 20
 _T = TypeVar("_T")
@@ -391,6 +392,16 @@ class SFTPDevice(Device):
 
     def replace(self, name: str) -> ObjectWriter:
         return self.capped(_SftpWriter(self, name, atomic=True))
+
+    def put_label_if_absent(self, label: Label) -> None:
+        """Moved into place by SFTPv3 ``rename``, which fails where the name exists (the
+        server links, or looks then renames), unlike ``posix-rename``."""
+
+        def rename(tmp: str, name: str) -> None:
+            move = lambda: self._client().rename(self._path(tmp), self._path(name))  # noqa: E731
+            self._call(f"rename {tmp}", move, retry=False)
+
+        self._put_label_by_move(label, rename)
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         def fetch() -> bytes:
