@@ -110,7 +110,22 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+COMMS = {"move": "mover", "scan_part": "scan helper", "forkserver": "fork server"}
+"""Process names (``comm``) the workers and the fork server give themselves
+(workers.py ``name_process``): a forked worker's command line is its server's."""
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def _name(pid: int) -> str:
+    if (comm := _comm(pid)) in COMMS:
+        return COMMS[comm]
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             argv = fh.read().split(b"\0")
@@ -165,7 +180,9 @@ class Poller(threading.Thread):
                     proc.name = _name(pid) if pid != self.root else "controller"
                     above = self.procs.get(parent)
                     if proc.name == "fork server" and above and above.name == "fork server":
-                        proc.name = "mover"  # a worker forked by the server (engine/movers.py)
+                        # a worker forked by the server, not yet named after its function
+                        # (``COMMS``: asked again); a version that names none forks movers
+                        proc.name = "?" if _comm(pid) == "forkserver" else "mover"
                 proc.last = now
                 proc.samples.append((now, ns))
             time.sleep(0.001)

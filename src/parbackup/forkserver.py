@@ -42,6 +42,7 @@ from parbackup.workers import (
     ended_unexpectedly,
     fork_serving,
     how_ended,
+    name_process,
     shut_down,
 )
 
@@ -202,6 +203,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     die_with_parent(os.getppid())  # the server, and so its workers, end with the program
     server = os.getpid()
+    name_process("forkserver")
     for module in argv[1:]:
         importlib.import_module(module)
     control = socket.socket(fileno=int(argv[0]))
