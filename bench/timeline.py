@@ -40,6 +40,11 @@ from common import PY, SRC, conditions, tmpfs, tree_stats
 
 _WRAPPER = (
     "import time, sys, logging\n"
+    "try:\n"  # the fork server started first, as the entry points do (cli/early.py)
+    "    from parbackup.cli.early import warm\n"
+    "    warm(sys.argv[1:])\n"
+    "except ImportError:\n"  # a version without it warms it in cli/main.py
+    "    pass\n"
     "import parbackup.cli.logs as logs\n"
     "logs._UTCFormatter.formatTime = lambda self, record, datefmt=None: f'{record.created:.6f}'\n"
     "from parbackup.cli.main import main\n"

@@ -6,7 +6,7 @@ machine, paid once per device (0.27 s of a 2-device backup's ~2.6, issue 10). Fo
 from a fork server (forkserver.py) that imported ``PRELOAD`` once, each starts with
 them imported and costs a fork: N devices pay one import instead of N. The server is a
 fresh interpreter too (no threads, no half-taken locks of the controller's), and the
-CLI warms it before its own imports (cli/main.py), so its start runs on the core the
+CLI warms it before its own imports (cli/early.py), so its start runs on the core the
 controller leaves idle, as the movers started ahead used to.
 
 The split scan's helper comes from the same server (``scan_helpers``): a fork, where a
