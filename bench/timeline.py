@@ -139,8 +139,8 @@ def _name(pid: int) -> str:
     text = " ".join(a.decode(errors="replace") for a in argv if a)
     for pattern, name in (
         (r"engine\.mover:move", "mover"),
+        (r"forkserver", "fork server"),  # before: it may preload the split scan
         (r"splitscan|scan_part", "scan helper"),
-        (r"forkserver", "fork server"),
         (r"workers import main", "worker"),
         (r"parbackup", "controller"),
     ):

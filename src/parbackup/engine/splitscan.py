@@ -41,7 +41,11 @@ SPLIT_AT = 20_000
 starting an interpreter (about 0.1 s of CPU) costs more than it saves. (It was 50,000
 while only top-level directories could be shared: the helper started that late and
 got little; at 20,000 this process has walked about 0.12 s on a quiet machine, and
-the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.)"""
+the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.) A
+backup's helper is a fork of a warm server (2 ms of CPU, ready in 6 ms, where the
+interpreter took 49 ms and 97 ms: docs/BENCHMARKS.md, "The scan helper forked"); what a
+split still costs is its rows, pickled there and merged here, which grow as the
+threshold falls, so it stays."""
 RECHECK = 4
 """Once ``split_at`` entries were walked and no core was spare, the question is asked
 again after every further ``split_at // RECHECK`` entries (a read of /proc/loadavg)."""
