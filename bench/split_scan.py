@@ -46,6 +46,14 @@ class _Waited(LocalExecutor):
         return worker
 
 
+def pid_of(worker) -> int:  # type: ignore[no-untyped-def]
+    """A worker's process id: a local child's, or read off a forked one's pidfd."""
+    if hasattr(worker, "proc"):
+        return worker.proc.pid
+    with open(f"/proc/self/fdinfo/{worker.pidfd}") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("Pid:"))
+
+
 class _Forked:
     """The movers' executor, adding up its helpers' CPU seconds as they are killed."""
 
@@ -56,8 +64,7 @@ class _Forked:
 
     def start(self, target, spec, name="", host=""):  # type: ignore[no-untyped-def]
         worker = self.executor.start(target, spec, name, host)
-        with open(f"/proc/self/fdinfo/{worker.pidfd}") as fh:
-            pid = next(int(line.split()[1]) for line in fh if line.startswith("Pid:"))
+        pid = pid_of(worker)
         kill = worker.kill
 
         def measured_kill() -> None:
