@@ -137,3 +137,28 @@ def test_the_forked_helpers_scan_gives_the_rows_of_one_process(tmp_path, recorde
     LocalTree(spec).scan(want, 0, lambda p, e: pytest.fail(f"{p}: {e}"))
     assert rows(got) == rows(want)
     assert skipped == []
+
+
+def pidfds() -> int:
+    """This process's open pidfds (their fdinfo names the process)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        count += any(line.startswith("Pid:") for line in text.splitlines())
+    return count
+
+
+def test_a_forked_helper_leaves_no_descriptor_behind(tmp_path, recorded) -> None:
+    """The helper is killed at the end of the scan and never joined: the pidfd the
+    server handed over for it is closed with it (forkserver.py ``ForkedWorker``), not
+    kept one per scan by a program that runs many backups."""
+    src = wide(tmp_path / "src")
+    spec = SourceSpec("tree", str(src), str(src))
+    before = pidfds()
+    for _ in range(3):
+        scan([spec], [], helpers=mover_executor())
+    assert len(forks(recorded)) == 3  # three helpers were forked
+    assert pidfds() == before

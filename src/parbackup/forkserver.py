@@ -89,6 +89,16 @@ class ForkedWorker(SendsThroughOutbox):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         shut_down(self.channel, self.outbox)
 
+    def __del__(self) -> None:
+        """A worker dropped without a join (killed and left, as the split scan's
+        helper is) gives its pidfd back: a program running many backups kept one
+        descriptor per scan."""
+        try:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+        except Exception:  # at interpreter exit: nothing left to release
+            pass
+
     def join(self, timeout: float) -> bool:
         if self.pidfd is None:
             return True
