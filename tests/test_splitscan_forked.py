@@ -1,6 +1,7 @@
 """The split scan's helper of a backup is forked from the movers' fork server
 (engine/movers.py ``scan_helpers``), not started as a fresh interpreter by the
-controller, and its rows are those of a scan without it.
+controller, and its rows are those of a scan without it; killed at the scan's end and
+never joined, it leaves no descriptor behind.
 
 Who forks the helper is written by the forking process itself: a ``sitecustomize`` on
 the PYTHONPATH of every process the run starts registers an ``os.register_at_fork``
