@@ -40,6 +40,11 @@ from common import PY, SRC, conditions, tmpfs, tree_stats
 
 _WRAPPER = (
     "import time, sys, logging\n"
+    "try:\n"  # the fork server started first, as the entry points do (cli/early.py)
+    "    from parbackup.cli.early import warm\n"
+    "    warm(sys.argv[1:])\n"
+    "except ImportError:\n"  # a version without it warms it in cli/main.py
+    "    pass\n"
     "import parbackup.cli.logs as logs\n"
     "logs._UTCFormatter.formatTime = lambda self, record, datefmt=None: f'{record.created:.6f}'\n"
     "from parbackup.cli.main import main\n"
@@ -110,7 +115,22 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+COMMS = {"move": "mover", "scan_part": "scan helper", "forkserver": "fork server"}
+"""Process names (``comm``) the workers and the fork server give themselves
+(workers.py ``name_process``): a forked worker's command line is its server's."""
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
 def _name(pid: int) -> str:
+    if (comm := _comm(pid)) in COMMS:
+        return COMMS[comm]
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             argv = fh.read().split(b"\0")
@@ -119,8 +139,8 @@ def _name(pid: int) -> str:
     text = " ".join(a.decode(errors="replace") for a in argv if a)
     for pattern, name in (
         (r"engine\.mover:move", "mover"),
+        (r"forkserver", "fork server"),  # before: it may preload the split scan
         (r"splitscan|scan_part", "scan helper"),
-        (r"forkserver", "fork server"),
         (r"workers import main", "worker"),
         (r"parbackup", "controller"),
     ):
@@ -165,7 +185,9 @@ class Poller(threading.Thread):
                     proc.name = _name(pid) if pid != self.root else "controller"
                     above = self.procs.get(parent)
                     if proc.name == "fork server" and above and above.name == "fork server":
-                        proc.name = "mover"  # a worker forked by the server (engine/movers.py)
+                        # a worker forked by the server, not yet named after its function
+                        # (``COMMS``: asked again); a version that names none forks movers
+                        proc.name = "?" if _comm(pid) == "forkserver" else "mover"
                 proc.last = now
                 proc.samples.append((now, ns))
             time.sleep(0.001)

@@ -11,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
 from conftest import SRC, backup_imports
-from parbackup.cli.main import movers_named
+from parbackup.cli.early import backup_args, movers_named
 
 
 def test_a_backup_without_patterns_never_imports_pathspec(tmp_path):
@@ -83,6 +84,59 @@ def test_the_movers_a_command_line_names_are_counted_before_it_is_parsed():
     assert movers_named(["/src", "-d", "/a", "-d", "/b", "--cluster", "tcp://x:1"]) == 0
     assert movers_named(["/src", "-d", "/a", "-d", "/b", "--help"]) == 0
     assert movers_named(["--profile", "home"]) == 0
+
+
+def test_the_command_is_told_a_backup_before_it_is_parsed():
+    """cli/early.py: a backup past the program's own options, nothing else."""
+    assert backup_args(["backup", "/src", "-d", "/a"]) == ["/src", "-d", "/a"]
+    assert backup_args(["-vv", "--log-file", "backup", "backup", "/s"]) == ["/s"]
+    assert backup_args(["-q", "--log-file=/l", "backup", "-d", "/a"]) == ["-d", "/a"]
+    assert backup_args(["restore", "backup"]) is None
+    assert backup_args(["--help", "backup"]) is None
+    assert backup_args(["--version"]) is None
+    assert backup_args([]) is None
+
+
+SERVER_START = """
+import os, sys
+
+def _hook(event, args):
+    if event == "subprocess.Popen" and "parbackup.forkserver" in " ".join(map(str, args[1])):
+        with open(os.environ["SERVER_START_LOG"], "a") as fh:
+            fh.write(" ".join(m for m in ("click", "parbackup.cli.main", "parbackup.catalog")
+                              if m in sys.modules) + "\\n")
+
+sys.addaudithook(_hook)
+"""
+
+
+@pytest.mark.parametrize("entry", ["-m parbackup", "console script"])
+def test_the_fork_server_starts_before_click_is_imported(tmp_path, entry):
+    """A backup's fork server starts before the program imports click, its CLI or the
+    catalog (cli/early.py), whichever entry point runs it: a ``sitecustomize`` in the
+    program's process writes which of them ``sys.modules`` holds when it starts the
+    server (the ``subprocess.Popen`` audit event)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SERVER_START)
+    log = tmp_path / "server-start.log"
+    src, devs = _one_file_and_two_devices(tmp_path)
+    if entry == "-m parbackup":
+        program = [sys.executable, "-m", "parbackup"]
+    else:  # what pyproject.toml's console script runs
+        with open(os.path.join(os.path.dirname(SRC), "pyproject.toml"), "rb") as fh:
+            script = tomllib.load(fh)["project"]["scripts"]["parbackup"]
+        module, _, func = script.partition(":")
+        program = [sys.executable, "-c", f"from {module} import {func}; {func}()"]
+    proc = subprocess.run(
+        [*program, "-v", "backup", str(src), *[a for d in devs for a in ("-d", str(d))],
+         "--catalog", str(tmp_path / "c.sqlite"), "--json"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), SRC]),
+             "SERVER_START_LOG": str(log)},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert log.read_text().splitlines() == [""]  # started once, none of them imported
 
 
 def test_a_backup_imports_the_mover_once_whatever_its_devices(tmp_path):

@@ -42,6 +42,7 @@ from parbackup.workers import (
     ended_unexpectedly,
     fork_serving,
     how_ended,
+    name_process,
     shut_down,
 )
 
@@ -87,6 +88,16 @@ class ForkedWorker(SendsThroughOutbox):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         shut_down(self.channel, self.outbox)
+
+    def __del__(self) -> None:
+        """A worker dropped without a join (killed and left, as the split scan's
+        helper is) gives its pidfd back: a program running many backups kept one
+        descriptor per scan."""
+        try:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+        except Exception:  # at interpreter exit: nothing left to release
+            pass
 
     def join(self, timeout: float) -> bool:
         if self.pidfd is None:
@@ -202,6 +213,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
     die_with_parent(os.getppid())  # the server, and so its workers, end with the program
     server = os.getpid()
+    name_process("forkserver")
     for module in argv[1:]:
         importlib.import_module(module)
     control = socket.socket(fileno=int(argv[0]))

@@ -1,4 +1,7 @@
-"""The ``parbackup`` program: a click group dispatching to one module per command."""
+"""The ``parbackup`` program: a click group dispatching to one module per command.
+
+The entry points run cli/early.py first: a backup's fork server is started there,
+before this module's imports."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import atexit
 import gc
 import importlib
 import logging
-import os
 import sys
 
 import click
@@ -23,7 +25,6 @@ from parbackup.cli.common import (
     usage_exit,
 )
 from parbackup.cli.logs import global_options
-from parbackup.engine.movers import mover_executor
 from parbackup.errors import EXIT_FAILED, UsageError
 
 COMMANDS = {
@@ -48,43 +49,11 @@ COMMANDS = {
 (or when --help lists them), so a backup does not load restore's code."""
 
 
-def movers_named(args: list[str]) -> int:
-    """How many movers ``backup ARGS`` will start, as far as the command line tells
-    before it is parsed: one per ``-d``/``--device``, less the ``--parity`` devices;
-    0 when they run elsewhere (``--cluster``) or it only asks for help (then no fork
-    server is warmed). A guess is harmless: a server left unused ends with the program."""
-    devices, parity = 0, 0
-    for k, arg in enumerate(args):
-        if arg in ("-h", "--help", "--cluster") or arg.startswith("--cluster="):
-            return 0
-        if arg in ("-d", "--device") or arg.startswith("--device="):
-            devices += 1
-        elif arg.startswith("-d") and not arg.startswith("--"):
-            devices += 1  # -dPATH
-        elif arg == "--parity" and k + 1 < len(args) and args[k + 1].isdigit():
-            parity = int(args[k + 1])
-        elif arg.startswith("--parity=") and arg[9:].isdigit():
-            parity = int(arg[9:])
-    if os.environ.get("PARBACKUP_CLUSTER"):
-        return 0
-    return max(0, devices - parity)
-
-
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use (see ``COMMANDS``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        """The command to run; a backup's movers' fork server is started first, before
-        the command's own imports: its interpreter starts and imports the mover (about
-        0.13 s of CPU) on the core this process leaves idle (engine/movers.py)."""
-        if args and args[0] == "backup" and not ctx.resilient_parsing and movers_named(args[1:]):
-            mover_executor().warm()
-        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)

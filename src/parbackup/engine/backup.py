@@ -29,6 +29,7 @@ from parbackup.engine.devices import close_all, devices_for_labels
 from parbackup.engine.dispatch import DeviceState, Dispatcher, RunOptions
 from parbackup.engine.feed import SEGMENT, StreamFeed
 from parbackup.engine.fleet import Fleet
+from parbackup.engine.movers import scan_helpers
 from parbackup.engine.outcome import Outcome, device_reports, mark_problems, mark_stream
 from parbackup.engine.prepare import (
     SourceHosts,
@@ -125,6 +126,7 @@ def run_backup(
         backup = _Backup(specs, fleet, catalog, options, on_event, started, stdin)
         backup.parity = stream
         backup.hosts = hosts_of(executor)
+        backup.helpers = scan_helpers(executor)
         report = backup.run()
     except BaseException:  # interrupted, or failed: the movers' work is given up
         fleet.stop(now=True)
@@ -187,6 +189,8 @@ class _Backup:
         self.parity: ParityStream | None = None
         """With ``--parity`` on local movers: the parity written while the data is."""
         self.hosts: SourceHosts | None = None
+        self.helpers: Executor | None = None
+        """Where the split scan starts its helper (engine/movers.py ``scan_helpers``)."""
         self.urls: dict[str, str] = {}
         """Label -> URL of the devices that opened for this run."""
         self.lacking: list[Skipped] = []
@@ -195,7 +199,9 @@ class _Backup:
     def run(self) -> BackupReport:
         options, catalog = self.options, self.catalog
         self.phase("movers started")
-        entries = scan(self.specs, self.skipped, self.stdin, self.excluded, self.hosts)
+        entries = scan(
+            self.specs, self.skipped, self.stdin, self.excluded, self.hosts, self.helpers
+        )
         self.phase(f"scanned {len(entries)} entries")
         names = sorted(s.display for s in self.specs)
         alive = self.fleet.copies_left_out(self.fleet.opened(), self.catalog.device_urls())

@@ -24,6 +24,7 @@ from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.local import LocalTree
 from parbackup.sources.registry import open_source, spec_for
 from parbackup.sources.stdin import StdinSource
+from parbackup.workers import Executor
 
 
 def source_specs(
@@ -90,10 +91,12 @@ def scan(
     stdin: BinaryIO | None = None,
     excluded: Excluded | None = None,
     hosts: SourceHosts | None = None,
+    helpers: Executor | None = None,
 ) -> Entries:
     """Every entry of every source into one columnar table (GC paused: no cycles);
     what the selection left out is added to ``excluded``. A tree on a host is scanned
-    there (``hosts``)."""
+    there (``hosts``); a large local tree's split scan starts its helper with
+    ``helpers`` (engine/splitscan.py; None: a fresh local interpreter)."""
     entries = Entries()
     with paused_gc():
         for index, spec in enumerate(specs):
@@ -106,7 +109,7 @@ def scan(
             source = StdinSource(spec, stdin) if spec.kind == "stdin" else open_source(spec)
             with source:
                 if isinstance(source, LocalTree) and not spec.select:  # maybe two processes
-                    scan_tree(source, entries, index, on_error)
+                    scan_tree(source, entries, index, on_error, helpers)
                 else:
                     source.scan(entries, index, on_error)
             if excluded is not None:

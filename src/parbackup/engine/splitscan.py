@@ -4,7 +4,8 @@ The scan of a million small files is bound by its system calls (``fstatat`` and
 ``getdents``: about half its time) and by the interpreter around them; one process uses
 one core. So a tree is scanned here until it proves large (``SPLIT_AT`` entries below
 its root); then, as soon as a core is idle (``spare_core``: the helper only adds CPU
-where it has no core of its own), a helper process (a worker, parbackup/workers.py) is
+where it has no core of its own), a helper process (a worker, parbackup/workers.py;
+in a backup a fork of the movers' warm server, engine/movers.py ``scan_helpers``) is
 started, and whenever it is idle it takes the end of what this process has still to
 walk: half of the directories pending on this process's depth-first stack, from the
 bottom (the last in scan order, at any depth, not only the top-level ones: one large
@@ -40,7 +41,11 @@ SPLIT_AT = 20_000
 starting an interpreter (about 0.1 s of CPU) costs more than it saves. (It was 50,000
 while only top-level directories could be shared: the helper started that late and
 got little; at 20,000 this process has walked about 0.12 s on a quiet machine, and
-the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.)"""
+the helper, ready 0.1 s later, still finds the rest of a 60k-entry tree to share.) A
+backup's helper is a fork of a warm server (2 ms of CPU, ready in 6 ms, where the
+interpreter took 49 ms and 97 ms: docs/BENCHMARKS.md, "The scan helper forked"); what a
+split still costs is its rows, pickled there and merged here, which grow as the
+threshold falls, so it stays."""
 RECHECK = 4
 """Once ``split_at`` entries were walked and no core was spare, the question is asked
 again after every further ``split_at // RECHECK`` entries (a read of /proc/loadavg)."""
@@ -156,12 +161,13 @@ def scan_tree(
     index: int,
     on_error: ErrorFunc,
     executor: Executor | None = None,
-    split_at: int = SPLIT_AT,
+    split_at: int | None = None,
     spare: Callable[[], bool] | None = None,
     quiet: float = QUIET,
 ) -> None:
     """``tree.scan(out, index, on_error)``, in two processes once the tree proves large
-    (module docstring). ``split_at``: entries below the root before it is shared.
+    (module docstring). ``split_at``: entries below the root before it is shared
+    (``SPLIT_AT``).
 
     The helper is started once ``split_at`` entries were walked here and ``spare()``
     (default ``spare_core``) says a core is idle for it, asked again every ``split_at //
@@ -171,6 +177,7 @@ def scan_tree(
     up (``QUIET``). Each part comes back as the rows of one stretch of the scan
     order: the parts given later lie before those given earlier, all of them after this
     process's own rows."""
+    split_at = SPLIT_AT if split_at is None else split_at
     tops = tree.scan_top(out, index, on_error)
     start = len(out)
     share: _Share | None = None
