@@ -184,3 +184,39 @@ def test_the_lock_is_kept_only_on_the_file_its_name_still_names(
 def _touch(path: Path) -> str:
     path.touch()
     return path.name
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_readers_lock_is_kept_only_on_the_file_its_name_still_names(
+    tmp_path: Path, monkeypatch, how: str
+) -> None:
+    """The reader's side of the loop above: the readers' file deleted (or replaced)
+    between a restore's open and its shared flock is opened again, so a prune that
+    comes next meets the restore's lock rather than a fresh file nobody holds."""
+    cat = tmp_path / "cat.sqlite"
+    reader = ReadLock(str(cat))
+    real = fcntl.flock
+    swapped: list[bool] = []
+
+    def flock_after_a_swap(fd: int, op: int) -> None:
+        if not swapped and op & fcntl.LOCK_SH:
+            swapped.append(True)
+            if how == "deleted":  # what another process did meanwhile
+                os.unlink(reader.path)
+            else:
+                os.replace(tmp_path / _touch(tmp_path / "new"), reader.path)
+        real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_swap)
+    reader.share()
+    monkeypatch.setattr(fcntl, "flock", real)
+    try:
+        assert swapped and reader.fd >= 0
+        held = os.fstat(reader.fd)  # (a freed inode's number may come back: not compared)
+        assert held.st_nlink == 1 and held.st_ino == os.stat(reader.path).st_ino
+        prune = ReadLock(str(cat))
+        with pytest.raises(CatalogError, match="being read by a restore"):
+            prune.exclusive()
+        assert prune.fd < 0
+    finally:
+        reader.release()

@@ -4,7 +4,8 @@ A volume whose end record is cut (the files' records whole) is damaged as a volu
 as a file: its entry has no path. ``verify`` printed it as ``DAMAGED:  (DEVICE): volume
 is cut short``, naming nothing (seen on a rebuilt catalog in session 17; the catalog of
 the backup prints the same). The line now names the volume; ``--json`` names it in
-``volume`` as before.
+``volume`` as before. No file's bytes are lost: ``volume-damaged``, exit 3
+(tests/test_verify_cut_volume.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def test_a_damaged_volume_is_named_in_the_damaged_line(tmp_path: Path, device_di
     name = str(volume.relative_to(devs[0]))
     for catalog in (cat, rebuilt):
         r = run_cli("verify", "--catalog", catalog)
-        assert r.code == 1, r.out + r.err
+        assert r.code == 3, r.out + r.err
         damaged = [ln for ln in (r.out + r.err).splitlines() if ln.startswith("DAMAGED:")]
         assert damaged == [f"DAMAGED: volume {name} ({devs[0]}): volume is cut short"], damaged
         r = run_cli("verify", "--catalog", catalog, "--json")
+        assert r.json["status"] == "volume-damaged", r.out + r.err
         assert [(d["path"], d["volume"]) for d in r.json["damaged"]] == [("", name)]

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import Protocol
 
 from parbackup.errors import CatalogError
@@ -114,8 +115,24 @@ class ReadLock:
         when it cannot be made (read-only media): nothing can prune there."""
         if self.fd >= 0:
             return
-        # Read-only: a shared flock needs no write, so a reader never truncates or writes
-        # what the name holds, and readers of other users (0644) share it too.
+        try:
+            fd = _lock_named(self.path, self.catalog, fcntl.LOCK_SH, self._open_shared)
+        except BlockingIOError as exc:
+            raise CatalogError(being_pruned(self.catalog, f" (pid {exc})")) from None
+        except OSError:
+            return  # a file that cannot be locked: read without it, as without the file
+        if fd < 0:
+            return
+        orphan = _deleted_holder(fd, self.path, ("WRITE",))
+        if orphan:  # a prune whose lock file was deleted under it deletes on
+            _release(fd)
+            raise CatalogError(being_pruned(self.catalog, f" (pid {orphan})"))
+        self.fd = fd
+
+    def _open_shared(self) -> int:
+        """The lock file opened read-only (-1 when there is none to be had): a shared
+        flock needs no write, so a reader never truncates or writes what the name holds,
+        and readers of other users (0644) share it too."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags | os.O_CREAT, 0o644)
@@ -123,23 +140,11 @@ class ReadLock:
             try:  # not to be made here (read-only media): perhaps it is there
                 fd = os.open(self.path, flags)
             except OSError:
-                return
+                return -1
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _holder(fd)
-            os.close(fd)
-            if isinstance(exc, BlockingIOError):
-                raise CatalogError(being_pruned(self.catalog, f" (pid {holder})")) from None
-            return
-        orphan = _deleted_holder(fd, self.path, ("WRITE",))
-        if orphan:  # a prune whose lock file was deleted under it deletes on
-            _release(fd)
-            raise CatalogError(being_pruned(self.catalog, f" (pid {orphan})"))
-        self.fd = fd
+            return -1
+        return fd
 
     def exclusive(self) -> None:
         """Hold the lock alone, for a prune; CatalogError while anything reads."""
@@ -197,28 +202,42 @@ replaced between its open and its flock (each time another process did so)."""
 
 
 def _lock_named_file(path: str, catalog: str, how: int, mode: int) -> int:
-    """``flock`` (``how``, never waiting) the file ``path`` names, made if missing; the
-    descriptor. BlockingIOError (the holder's pid as its text) when held; CatalogError
-    naming ``catalog`` for anything else.
+    """``_lock_named`` on the lock file ``path``, made (``mode``) if missing; any failure
+    but a holder's (BlockingIOError) is a CatalogError naming ``catalog``."""
+    try:
+        return _lock_named(path, catalog, how, lambda: _open_lock_file(path, catalog, mode))
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        raise CatalogError(f"cannot lock the catalog {catalog}: {exc}") from exc
 
-    The classic lock-file loop: the lock is kept only if, once taken, ``path`` still
-    names the locked inode; a file deleted or replaced between the open and the flock
-    is opened again, so two processes never each hold a lock on a different inode of
-    the one path."""
+
+def _lock_named(path: str, catalog: str, how: int, opener: Callable[[], int]) -> int:
+    """``flock`` (``how``, never waiting) the file ``path`` names, as ``opener`` opens it;
+    the descriptor, or -1 when ``opener`` has none. BlockingIOError (the holder's pid as
+    its text) when held, the OSError of any other failed flock; CatalogError naming
+    ``catalog`` when the name keeps changing.
+
+    The classic lock-file loop, for writers and readers alike: the lock is kept only if,
+    once taken, ``path`` still names the locked inode; a file deleted or replaced between
+    the open and the flock is opened again, so two processes never each hold a lock on a
+    different inode of the one path (a lock on a deleted file is a lock on nothing)."""
     for _ in range(_TRIES):
-        fd = _open_lock_file(path, catalog, mode)
+        fd = opener()
+        if fd < 0:
+            return fd
         try:
             fcntl.flock(fd, how | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
             raise BlockingIOError(holder) from None
-        except OSError as exc:
+        except OSError:
             os.close(fd)
-            raise CatalogError(f"cannot lock the catalog {catalog}: {exc}") from exc
+            raise
         if _names(fd, path):
             return fd
-        _release(fd)  # emptied: nobody else can hold a lock on it (flock is ours)
+        _release(fd)  # emptied if ours to write: nobody else can hold a lock on it
     raise CatalogError(f"cannot lock the catalog {catalog}: {path} keeps being replaced")
 
 

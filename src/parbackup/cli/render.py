@@ -118,11 +118,13 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 def damaged_lines(damaged: list[dict], say: Callable[..., None] = line) -> None:
     """A ``DAMAGED:`` problem line for each damaged file a restore or verify met, or
-    volume: damage in no file's bytes (a cut end record, a bad header) has no path and
-    names its volume (``volume``), which the line names instead."""
+    volume: damage in no file's bytes (a cut end record, a bad header, the record of an
+    entry a restore takes from the catalog, ``entry``) has no path and names its volume
+    (``volume``), which the line names instead."""
     for d in damaged:
         what = d["path"] or f"volume {d.get('volume') or '(unnamed)'}"
-        say(f"DAMAGED: {what} ({d['device']}): {d['error']}", problem=True)
+        error = f"record of {d['entry']}: {d['error']}" if d.get("entry") else d["error"]
+        say(f"DAMAGED: {what} ({d['device']}): {error}", problem=True)
 
 
 def warn(text: str, style: str = "", *, problem: bool = False) -> None:

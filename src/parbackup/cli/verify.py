@@ -31,7 +31,18 @@ def verify(
     cluster_listen: str,
     as_json: bool,
 ) -> int:
-    """Check that every segment of a set is present and intact; name each damaged file."""
+    """Check that every segment of a set is present and intact; name each damaged file.
+
+    \b
+    Exit 0: the set is whole (status ok).
+    Exit 3: every file whole, read back byte for byte, but a volume's tail is cut
+            where no file's bytes lie (volume-damaged: its end record, records of
+            directories, links or empty files, which restore takes from the
+            catalog), or a device is missing and parity read around it
+            (recoverable).
+    Exit 1: damaged: a file's bytes lost (each such file is named), or bytes
+            changed in a volume.
+    """
     codec = reader_codec(catalog_path, password_file, password_command)
     set_ref = scoped_set(catalog_path, set_ref)
     with reading(catalog_path, cluster, cluster_listen, not as_json) as (executor, catalog, v):
@@ -54,4 +65,6 @@ def verify(
                 + (f" ({p['error']})" if p.get("error") else ""),
                 problem=p["redundancy"] < p["m"],
             )
+        if report.status in ("volume-damaged", "recoverable"):
+            line("every file whole: restore gives each one back byte for byte", problem=True)
     return report.exit_code

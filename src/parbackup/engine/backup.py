@@ -369,11 +369,14 @@ class _Backup:
         return opener
 
     def clean(self, alive: list[DeviceState], reuse: Reuse) -> None:
-        """Delete what runs that died left on these devices (engine/recovery.py)."""
-        opened, _missing = devices_for_labels({d.label: d.url for d in alive}, [], write=True)
+        """Delete what runs that died left on these devices (engine/recovery.py). A tape
+        is not opened: its mover holds it locked, writing it anew (nothing to delete)."""
+        tapes = {d.label for d in alive if d.label in self.catalog.tape_labels()}
+        disks = {d.label: d.url for d in alive if d.label not in tapes}
+        opened, _missing = devices_for_labels(disks, [], write=True)
         try:
             keep = {r.origin_set for _, r in reuse.records}
-            clean_interrupted(self.catalog, list(opened.values()), self.on_event, keep)
+            clean_interrupted(self.catalog, list(opened.values()), self.on_event, keep, tapes)
         finally:
             close_all(list(opened.values()))
 

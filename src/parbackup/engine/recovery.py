@@ -107,16 +107,18 @@ def clean_interrupted(
     devices: Sequence[OpenDevice],
     on_event: EventSink = ignore,
     keep: Set[str] = frozenset(),
+    tapes: Set[str] = frozenset(),
 ) -> list[str]:
     """Delete from ``devices`` what no live set needs; forget dead sets once gone.
 
     Call it holding the run lock, after ``begin_set`` (so the running set and the set it
     resumed are roots) and before any record of the new run is durable. ``keep``: sets
-    the new run reuses records from (roots until its rows point at them). Returns the
-    ids of the sets forgotten.
+    the new run reuses records from (roots until its rows point at them). ``tapes``: the
+    labels of the run's tapes, clean without being opened (their movers write them anew).
+    Returns the ids of the sets forgotten.
     """
     done = reclaim(catalog, devices, on_event, keep)
-    return forget_dead(catalog, done.cleaned, keep)
+    return forget_dead(catalog, done.cleaned | set(tapes), keep)
 
 
 @dataclass

@@ -61,7 +61,8 @@ class Outcome:
     good: Counter[int] = field(default_factory=Counter)
     """How many devices reported all of a file's records there good."""
     volumes: list[dict] = field(default_factory=list)
-    """Verify: damage in a volume that hits no file."""
+    """Verify: damage in a volume that hits no file's bytes (``cut``: its tail cut;
+    ``file``: the entry whose payload-less or metadata record went with it)."""
     unowned: set[int] = field(default_factory=set)
     """Files restored whose owner root could not give (restore names them)."""
 
@@ -217,6 +218,7 @@ class _Run:
         elif isinstance(msg, VolumeDamage):
             out.volumes.append(
                 {"path": "", "volume": msg.volume, "device": reader.url, "error": msg.error}
+                | {"file": msg.file, "cut": msg.cut}
             )
         elif isinstance(msg, Finished):
             reader.pending.clear()

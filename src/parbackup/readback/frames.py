@@ -36,11 +36,13 @@ _PLAIN = Codec(CodecSpec())
 
 @dataclass(frozen=True)
 class FrameDamage:
-    """Something wrong in a volume; ``file`` is the file id it hits, or None."""
+    """Something wrong in a volume; ``file`` is the file id it hits, or None. ``cut``:
+    bytes missing at the volume's end (a cut tail), not bytes changed."""
 
     volume: str
     file: int | None
     error: str
+    cut: bool = False
 
 
 def check_volumes(
@@ -113,7 +115,7 @@ def _check_volume(
     tail = device.read(volume, at, _END_SIZE + 1)
     if len(tail) != _END_SIZE:
         what = "cut short" if len(tail) < _END_SIZE else "longer than its end record"
-        out.append(FrameDamage(volume, None, f"volume is {what}"))
+        out.append(FrameDamage(volume, None, f"volume is {what}", len(tail) < _END_SIZE))
         return out
     try:
         end = parse_record_header(tail)
@@ -160,7 +162,7 @@ def _meta_records(
         if header.set_id != set_id or header.file_id != fid:
             out.append(FrameDamage(volume, fid, f"{what}: metadata record of another file"))
         elif len(payload) != stored:
-            out.append(FrameDamage(volume, fid, f"{what}: metadata record is cut short"))
+            out.append(FrameDamage(volume, fid, f"{what}: metadata record is cut short", True))
         else:
             try:
                 codec.open_record(header, payload, place, what)
@@ -198,7 +200,7 @@ def _check_empties(
             at = ref.position - start
             head = data[at : at + ref.header_size]
             if ref.header_size < RECORD_FIXED_SIZE or len(head) != ref.header_size:
-                out.append(FrameDamage(volume, fid, "record is cut short"))
+                out.append(FrameDamage(volume, fid, "record is cut short", True))
                 continue
             try:
                 header = parse_record_header(head)
@@ -214,6 +216,9 @@ def _check_empties(
                 out.append(FrameDamage(volume, fid, "record does not match the catalog"))
             elif header.stored > 0:
                 stored = data[at + ref.header_size : at + ref.header_size + ref.length]
+                if len(stored) != ref.length:  # a sealed envelope the volume's end cut
+                    out.append(FrameDamage(volume, fid, "record is cut short", True))
+                    continue
                 try:
                     codec.decode(
                         stored,

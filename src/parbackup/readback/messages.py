@@ -152,10 +152,14 @@ class Credit:
 
 @dataclass(frozen=True, slots=True)
 class VolumeDamage:
-    """Verify: something wrong in a volume that hits no file (header, end record)."""
+    """Verify: something wrong in a volume that hits no file (header, end record), or
+    its tail cut (``cut``) with the payload-less or metadata record of the entry ``file``
+    in it, which a restore takes from the catalog."""
 
     volume: str
     error: str
+    file: int | None = None
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -480,9 +480,9 @@ def read_worker(spec: ReaderSpec, channel: Any) -> None:
             codec=codec,
             label=label,
         ):
-            if hit.file is not None:
+            if hit.file is not None and not hit.cut:
                 channel.send(Progress([], [(hit.file, hit.error)], 0))
-            else:
-                channel.send(VolumeDamage(hit.volume, hit.error))
+            else:  # a cut tail costs a payload-less record no restore reads
+                channel.send(VolumeDamage(hit.volume, hit.error, hit.file, hit.cut))
     channel.send(Finished())
     _close(device)

@@ -5,6 +5,12 @@ BLAKE3 checksum) and then the frame of each of its volumes (readback/frames.py: 
 volume header, payload-less records, the end record, and that the records tile the
 volume exactly), so one flipped, cut or missing byte anywhere is found. Tapes are read
 in one pass only; their stream frames carry CRCs.
+
+A volume whose tail is cut where no file's bytes lie (its end record, and the payload-less
+records of directories, links and empty files or the metadata records before it, which a
+restore takes from the catalog) is ``volume-damaged``, exit 3: every file whole, those
+entries named with the volume, not as damaged files. It used to say ``damaged`` (exit 1),
+as of a set whose files were lost. Bytes changed (not cut) keep exit 1.
 """
 
 from __future__ import annotations
@@ -46,17 +52,25 @@ class VerifyReport:
     parity: dict = field(default_factory=dict)
     """For a parity set: k, m and the redundancy left (m less the devices missing)."""
 
+    only_cut: bool = False
+    """Every entry of ``damaged`` is a volume's tail cut where no file's bytes lie."""
+
     @property
     def status(self) -> str:
         """ok: whole; recoverable: devices missing but every byte read around them;
-        damaged: bytes lost."""
+        volume-damaged: a volume's tail cut where no file's bytes lie (every file whole);
+        damaged: bytes lost or changed."""
         if self.damaged:
-            return "damaged"
+            return "volume-damaged" if self.only_cut else "damaged"
         return "recoverable" if self.missing else "ok"
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.damaged else 3 if self.missing else 0
+        """1 when damaged; 3 when every file is whole but not every volume or device is;
+        0 when all is whole."""
+        if self.damaged and not self.only_cut:
+            return 1
+        return 3 if self.damaged or self.missing else 0
 
     def to_json(self) -> dict:
         return {
@@ -171,10 +185,15 @@ def run_verify(
     for fid, (device, error) in sorted(damage.items()):
         if fid not in files:
             report.damaged.append({"path": names.get(fid, ""), "device": device, "error": error})
-    report.damaged.extend(outcome.volumes)
+    cuts = 0
+    for hit in outcome.volumes:  # the entry a payload-less record cut off is of, by path
+        fid = hit.pop("file")
+        cuts += hit.pop("cut")
+        report.damaged.append(hit | ({} if fid is None else {"entry": names.get(fid, "")}))
     report.damaged.extend({"path": p, "device": "", "error": SHARED_PATH} for p in sorted(twice))
     report.damaged.extend(lost_rows(info, rows))
     report.damaged.extend(unlisted_lost(info))
     report.damaged.extend(rebuilt_incomplete(info))
+    report.only_cut = cuts == len(report.damaged)
     report.seconds = time.monotonic() - started
     return report

@@ -11,6 +11,13 @@ capacity: unbounded, e.g. a pipe). ``?block=SIZE`` (default 256K) is the block s
 write uses, as tape drives want; ``?wait=SECONDS`` (default 60) is how long to wait for
 the other end of a FIFO.
 
+One writer per tape: the opened medium is ``flock``ed, never waiting, for as long as it
+is open, exclusively by a writer and shared by a reader (restore, verify), so a second
+backup onto a tape another run writes or reads is refused before it writes a byte (an
+image is truncated only once locked), and a reader is refused while a backup writes. A
+FIFO's reader takes no lock: the pipe's other end is its writer by design. A medium that
+cannot be locked at all (``flock`` unsupported) is used unlocked.
+
 Stream layout (devices/tape/stream.py, docs/FORMAT.md): a sequence of frames ``kind (1
 byte) | body length (u32) | crc32 (u32) | body``, padded with ``P`` frames to whole blocks
 wherever the stream is flushed::
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -176,15 +184,22 @@ class TapeDevice(Device):
             return False
 
     def _open_fd(self, flags: int) -> int:
-        """Open the medium; for a FIFO, wait up to ``wait`` seconds for the other end."""
-        where = self.url.display
+        """Open the medium and lock it (``_lock``); for a FIFO, wait up to ``wait``
+        seconds for the other end."""
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
         if not self._is_fifo():
             try:
-                return os.open(self.path, flags | os.O_CLOEXEC, 0o600)
+                fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
             except OSError as exc:
-                raise device_error_from_os(exc, f"{where}: open") from exc
+                raise device_error_from_os(exc, f"{self.url.display}: open") from exc
+            return self._lock(fd, writing)
+        fd = self._open_fifo(flags, writing)
+        return self._lock(fd, writing) if writing else fd
+
+    def _open_fifo(self, flags: int, writing: bool) -> int:
+        """Open the FIFO once its other end is there (up to ``wait`` seconds)."""
+        where = self.url.display
         deadline = time.monotonic() + self.wait
-        writing = flags & os.O_WRONLY
         while True:
             try:
                 fd = os.open(self.path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -203,6 +218,36 @@ class TapeDevice(Device):
         os.set_blocking(fd, True)
         return fd
 
+    def _lock(self, fd: int, writing: bool) -> int:
+        """``fd`` once ``flock``ed (exclusive to write, shared to read), never waiting;
+        closed and DeviceError when another run holds the tape the other way."""
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if writing else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            doing = "reading" if writing and self._only_read() else "writing"
+            raise DeviceError(f"{self.url.display}: another run is {doing} this tape") from None
+        except OSError:
+            pass  # a medium that cannot be locked at all is used as before
+        return fd
+
+    def _only_read(self) -> bool:
+        """Whether the runs holding this tape image only read it (their locks are shared):
+        asked of a plain file only, as opening a drive again may rewind it."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
     def _start_writing(self) -> None:
         if self.mode == "write":
             return
@@ -210,21 +255,30 @@ class TapeDevice(Device):
             raise DeviceError(f"{self.url.display}: opened for reading only; cannot write")
         if self.mode == "read":
             raise DeviceError(f"{self.url.display}: the tape is open for reading")
-        flags = os.O_WRONLY
-        if not os.path.exists(self.path) or stat.S_ISREG(os.stat(self.path).st_mode):
-            self.overwrote = self._old_label()
-            flags |= os.O_CREAT | os.O_TRUNC
-        self.fd = self._open_fd(flags)
+        image = not os.path.exists(self.path) or stat.S_ISREG(os.stat(self.path).st_mode)
+        # An image is truncated only once locked: a refused run changes nothing of it.
+        fd = self._open_fd(os.O_RDWR | os.O_CREAT if image else os.O_WRONLY)
+        if image:
+            try:
+                self.overwrote = self._old_label(fd)
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+            except OSError as exc:
+                os.close(fd)
+                raise device_error_from_os(exc, f"{self.url.display}: truncate") from exc
+        self.fd = fd
         self.mode = "write"
         self._output = BlockWriter(self.fd, self.block, self.capacity, self.url.display)
         self._output.frame(b"T", TAPE_HEADER)
 
-    def _old_label(self) -> str:
+    def _old_label(self, fd: int) -> str:
         """The label of the tape image about to be written over ('' if none, or not a
-        parbackup tape): what it held is gone, and the catalog must learn it."""
-        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
+        parbackup tape), read through the locked ``fd``: what it held is gone, and the
+        catalog must learn it."""
+        if os.fstat(fd).st_size == 0:
             return ""
         try:
+            self._start_reading(os.dup(fd))  # one open file: a second would meet our lock
             label = self.read_label()
         except DeviceError:
             label = None
@@ -233,15 +287,18 @@ class TapeDevice(Device):
             self._label, self._objects = None, {}
         return label.label if label else ""
 
-    def _start_reading(self) -> bool:
-        """Enter read mode at the front of the tape; False if there is no tape data."""
+    def _start_reading(self, fd: int = -1) -> bool:
+        """Enter read mode at the front of the tape (opened, or ``fd`` when given); False
+        if there is no tape data."""
         if self.mode == "read":
             return True
         if self.mode == "write":
             raise DeviceError(f"{self.url.display}: the tape is open for writing")
-        if not os.path.exists(self.path):
-            return False
-        self.fd = self._open_fd(os.O_RDONLY)
+        if fd < 0:
+            if not os.path.exists(self.path):
+                return False
+            fd = self._open_fd(os.O_RDONLY)
+        self.fd = fd
         self.mode = "read"
         seekable = stat.S_ISREG(os.fstat(self.fd).st_mode)
         self._input = BlockReader(self.fd, self.block, seekable, self.url.display)
