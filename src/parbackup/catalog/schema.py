@@ -226,7 +226,6 @@ def insert_rows(
     ncols: int,
     rows: Iterable[tuple],
     fixed: tuple = (),
-    mapped: tuple[int, dict[str, int]] | None = None,
 ) -> None:
     """``head VALUES (...), (...), ...`` with up to BATCH_ROWS rows per statement.
 
@@ -240,18 +239,8 @@ def insert_rows(
     or bytes), written in the statement as literals (rows then hold the other ``ncols``
     values): no tuple made per row to put them in front, nor bound per row (a mover's
     records: 10-15% less). ``one_valued`` gives rows as columns this shape.
-
-    ``mapped``: (i, {text: number}): the rows' value ``i`` is text the column takes as
-    its number, mapped by SQLite (``CASE ? WHEN 'text' THEN number ... END``), not by a
-    tuple made per row; text not in the map gives NULL (refused by a NOT NULL column).
     """
-    lead = "".join(f"{_literal(v)}, " for v in fixed)
-    marks = ["?"] * ncols
-    if mapped is not None:
-        at, numbers = mapped
-        whens = " ".join(f"WHEN {_literal(k)} THEN {int(v)}" for k, v in numbers.items())
-        marks[at] = f"CASE ? {whens} END"
-    one = "(" + lead + ", ".join(marks) + ")"
+    one = "(" + "".join(f"{_literal(v)}, " for v in fixed) + ", ".join(["?"] * ncols) + ")"
     full = f"{head} VALUES " + ", ".join([one] * BATCH_ROWS)
     rows = iter(rows)
     while batch := list(chain.from_iterable(islice(rows, BATCH_ROWS))):
