@@ -78,16 +78,17 @@ def test_one_valued_columns_are_literals_and_read_back_as_given():
     assert _back(db) == want
 
 
-def test_text_floats_bools_and_ints_past_64_bits_are_bound_as_they_are():
+def test_text_floats_bools_long_bytes_and_ints_past_64_bits_are_bound_as_they_are():
     columns = {
         "k": list(range(N)),
         "a": ["text"] * N,  # rows' text is never a literal
         "b": [1 << 63] * N,  # no 64-bit int: binding it fails, as before
         "c": [1] * (N - 2) + [True, 1.0],  # equal, but not one value
         "d": [1.5] * N,
+        "e": [b"x" * 65] * N,  # long bytes: not written into each row of a statement
     }
-    assert one_valued("t", {}, columns)[1] == 5
-    assert one_valued("t", {}, {k: v for k, v in columns.items() if k != "b"})[1] == 4
+    assert one_valued("t", {}, columns)[1] == 6
+    assert one_valued("t", {}, {k: v for k, v in columns.items() if k != "b"})[1] == 5
     few = {"k": list(range(ONE_VALUE_ROWS - 1)), "a": [b"x"] * (ONE_VALUE_ROWS - 1)}
     assert one_valued("t", {}, few)[1] == 2  # a small batch is bound whole
 

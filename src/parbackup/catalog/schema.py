@@ -266,12 +266,15 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 ONE_VALUE_ROWS = 64
 """Fewer rows than this are bound as they are (``one_valued``): a literal saves little
 there, and a statement's text would change with almost every small batch."""
+_LITERAL_BYTES = 64
+"""Longer bytes stay bound: a literal is written into each of a statement's rows (a
+checksum is 32 bytes, an empty link none; a hard link's first name could be long)."""
 _NOT_ONE = object()
 
 
 def _one_value(column: Sequence, lookup: Sequence | Mapping | None) -> object:
     """The value every row of ``column`` holds, if it can be a literal: an int (64-bit)
-    or bytes, or any key of ``lookup`` (that gives the literal); else ``_NOT_ONE``.
+    or short bytes, or any key of ``lookup`` (that gives the literal); else ``_NOT_ONE``.
 
     Equal is not enough: 1, True and 1.0 compare equal but bind as different values, so
     the values must also be of one type (looked at only once they all compare equal).
@@ -279,10 +282,9 @@ def _one_value(column: Sequence, lookup: Sequence | Mapping | None) -> object:
     if not isinstance(column, Sequence | array) or len(column) < ONE_VALUE_ROWS:
         return _NOT_ONE
     v = column[0]
-    if (
-        lookup is None
-        and type(v) is not bytes
-        and not (type(v) is int and _INT64[0] <= v <= _INT64[1])
+    if lookup is None and not (
+        (type(v) is bytes and len(v) <= _LITERAL_BYTES)
+        or (type(v) is int and _INT64[0] <= v <= _INT64[1])
     ):
         return _NOT_ONE
     if column[-1] != v or column[len(column) // 2] != v or column.count(v) != len(column):
