@@ -2,14 +2,15 @@
 versions compared in alternating rounds.
 
     .venv/bin/python bench/file_rows.py --work /dev/shm/NAME-files --tree TREE \\
-        [--rounds 3] NAME=SRC [NAME=SRC ...]
+        [--rounds 3] [--gc paused|on] NAME=SRC [NAME=SRC ...]
 
 Each version (``NAME=SRC``: a ``src`` folder, e.g. main's from ``git archive``) runs in
 its own process with ``PYTHONPATH=SRC``, the versions in reverse order every other round.
 A process scans ``TREE`` (not timed), makes a fresh catalog in ``--work`` (put it on
 tmpfs), begins a set and adds the entries as a backup's dispatcher does (16384 a
 transaction). Prints the CPU seconds of the writes and the bytes of the checkpointed
-catalog; then the median per version (bench/record_rows.py does the same for records).
+catalog; then the median per version (bench/record_rows.py does the same for records,
+and says what ``--gc`` is).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import statistics
 from record_rows import in_rounds, parse_versions
 
 CHILD = r"""
-import json, os, sys, time
+import gc, json, os, sys, time
 from parbackup.catalog import Catalog
 from parbackup.engine.prepare import scan, source_specs
 tree, work = sys.argv[1], sys.argv[2]
+if sys.argv[3] == "paused":  # as the dispatcher writes them (engine/dispatch.py)
+    gc.disable()
 path = os.path.join(work, "files.sqlite")
 for suffix in ("", "-wal", "-shm", ".lock"):
     if os.path.exists(path + suffix):
@@ -46,7 +49,7 @@ def main() -> None:
     ap.add_argument("--tree", required=True)
     args, versions = parse_versions(ap)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
-    for r, name, doc in in_rounds(CHILD, [args.tree, args.work], versions, args.rounds):
+    for r, name, doc in in_rounds(CHILD, [args.tree, args.work, args.gc], versions, args.rounds):
         got[name].append(doc)
         print(f"round {r + 1} {name}: write {doc['write']:.3f} s, {doc['rows']} rows,"
               f" bytes {doc['bytes']}", flush=True)  # fmt: skip

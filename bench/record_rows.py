@@ -2,7 +2,7 @@
 read back, for code versions compared in alternating rounds.
 
     .venv/bin/python bench/record_rows.py --work /dev/shm/NAME-rows [--rows 1000000] \\
-        [--rounds 3] NAME=SRC [NAME=SRC ...]
+        [--rounds 3] [--gc paused|on] NAME=SRC [NAME=SRC ...]
 
 Each version (``NAME=SRC``: a ``src`` folder, e.g. main's from ``git archive``) runs in
 its own process with ``PYTHONPATH=SRC``, the versions in reverse order every other
@@ -13,7 +13,10 @@ order, a new volume ``sets/<set>/<label[:12]>-NNNN.pbv`` every 50,000 records of
 device, as a mover's volume names one string object per volume). Then it reads them
 back as a restore does (``record_rows``, payload records) and as verify does
 (``records``, by device and position). Prints CPU seconds of the writes and of each
-read, and the bytes of the checkpointed catalog; then the median per version.
+read, and the bytes of the checkpointed catalog; then the median per version. The
+cyclic collector is paused, as in the dispatcher's loop (engine/dispatch.py) and a
+restore (readback/restore.py), unless ``--gc on``: with it on, a batch's temporary
+objects (a transposition's iterators) cost collections that a backup does not run.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, os, random, sys, time
+import gc, json, os, random, sys, time
 from parbackup.catalog import Catalog
 rows_n, work = int(sys.argv[1]), sys.argv[2]
+if sys.argv[3] == "paused":  # as the dispatcher writes and a restore reads them
+    gc.disable()
 path = os.path.join(work, "cat.sqlite")
 for suffix in ("", "-wal", "-shm", ".lock"):
     if os.path.exists(path + suffix):
@@ -90,6 +95,13 @@ def parse_versions(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, lis
     the work folder made. Returns the arguments and the versions as [name, src]."""
     ap.add_argument("--work", required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--gc",
+        choices=("paused", "on"),
+        default="paused",
+        help="the cyclic collector in the timed code: paused as the dispatcher's loop and a"
+        " restore pause it (default), or on (these benches' figures before session 20)",
+    )
     ap.add_argument("versions", nargs="+", help="NAME=SRC")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
@@ -101,7 +113,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     args, versions = parse_versions(ap)
     got: dict[str, list[dict]] = {name: [] for name, _ in versions}
-    for r, name, doc in in_rounds(CHILD, [str(args.rows), args.work], versions, args.rounds):
+    argv = [str(args.rows), args.work, args.gc]
+    for r, name, doc in in_rounds(CHILD, argv, versions, args.rounds):
         got[name].append(doc)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
         print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)

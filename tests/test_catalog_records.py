@@ -60,7 +60,7 @@ def test_an_older_catalog_is_reindexed_by_set_and_keeps_its_records(tmp_path):
 
 def test_a_movers_records_keep_their_set_label_and_volume_as_given(tmp_path) -> None:
     """A mover's rows go in with the set written into the statement and each volume
-    name mapped to its number there: read back (``record_places``) the values are the
+    name mapped to its number: read back (``record_places``) the values are the
     same text as bound ones, quotes and all, in any number of statements (more rows than
     one holds, and a last partial one), with several volumes in one batch, and one
     label's volume never taken for another label's of the same name."""

@@ -267,14 +267,10 @@ class PostgresCatalog(Catalog):
         ncols: int,
         rows: Iterable[tuple],
         fixed: tuple = (),
-        mapped: tuple[int, dict[str, int]] | None = None,
     ) -> None:
         """COPY the rows into the table ``head`` names (binary format, one round trip
-        per buffer), inside the caller's transaction; ``fixed`` and ``mapped`` as in
-        store.py (here the mapped value is replaced in Python: COPY takes no SQL)."""
-        if mapped is not None:
-            at, numbers = mapped
-            rows = ((*r[:at], numbers[r[at]], *r[at + 1 :]) for r in rows)
+        per buffer), inside the caller's transaction; ``fixed`` as in store.py (here
+        put in front of each row: COPY takes no literals)."""
         if fixed:
             rows = map(fixed.__add__, rows)
         match = re.fullmatch(r"INSERT INTO (\w+) \(([^)]*)\)", head)

@@ -12,10 +12,14 @@ from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
+from parbackup.catalog.schema import one_valued
 from parbackup.model import RecordRef
 
 _VOLUME = itemgetter(1)
 _RECORDS = "INSERT INTO records (set_id, file_id, vol, position, header_size, offset, size,"
+_MOVER_COLUMNS = "file_id", "vol", "position", "header_size", "offset", "size", "checksum", "stored"
+"""A mover's record rows' columns (``add_record_rows``): the volume by name, stored as
+its number."""
 _IN_LABEL = "vol IN (SELECT num FROM volumes WHERE label=?)"
 
 
@@ -77,10 +81,10 @@ class RecordRows:
         with self.transaction():
             places = self.volume_numbers((label, v) for v in dict.fromkeys(map(_VOLUME, rows)))
             nums = {v: n for (_label, v), n in places.items()}
-            if min(map(len, rows), default=8) == 8:  # a mover's: the set as the statement's
-                self._insert(  # literal, the volume's number mapped in SQL (no Python per row)
-                    _RECORDS + " checksum, stored)", 8, rows, (set_id,), (1, nums)
-                )
+            if min(map(len, rows), default=0) == 8:  # a mover's: as columns, the set and
+                columns = dict(zip(_MOVER_COLUMNS, zip(*rows, strict=True), strict=True))
+                fixed = {"set_id": set_id}  # one-valued columns the statement's literals
+                self._insert(*one_valued("records", fixed, columns, {"vol": nums}))
                 return
             self._insert(
                 _RECORDS + " checksum, stored)",

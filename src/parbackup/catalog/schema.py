@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice
 
 SCHEMA_VERSION = 5
@@ -225,7 +226,6 @@ def insert_rows(
     ncols: int,
     rows: Iterable[tuple],
     fixed: tuple = (),
-    mapped: tuple[int, dict[str, int]] | None = None,
 ) -> None:
     """``head VALUES (...), (...), ...`` with up to BATCH_ROWS rows per statement.
 
@@ -235,21 +235,12 @@ def insert_rows(
     The rows of a statement are flattened by ``chain``/``islice`` (no Python loop per
     row: 0.3-0.5 us a row of a million-file backup's files and records).
 
-    ``fixed``: strings that the first columns of ``head`` take in every row, written in
-    the statement as literals (rows then hold the other ``ncols`` values): no tuple made
-    per row to put them in front, nor bound per row (a mover's records: 10-15% less).
-
-    ``mapped``: (i, {text: number}): the rows' value ``i`` is text the column takes as
-    its number, mapped by SQLite (``CASE ? WHEN 'text' THEN number ... END``), not by a
-    tuple made per row; text not in the map gives NULL (refused by a NOT NULL column).
+    ``fixed``: values that the first columns of ``head`` take in every row (text, int
+    or bytes), written in the statement as literals (rows then hold the other ``ncols``
+    values): no tuple made per row to put them in front, nor bound per row (a mover's
+    records: 10-15% less). ``one_valued`` gives rows as columns this shape.
     """
-    lead = "".join(f"{_literal(v)}, " for v in fixed)
-    marks = ["?"] * ncols
-    if mapped is not None:
-        at, numbers = mapped
-        whens = " ".join(f"WHEN {_literal(k)} THEN {int(v)}" for k, v in numbers.items())
-        marks[at] = f"CASE ? {whens} END"
-    one = "(" + lead + ", ".join(marks) + ")"
+    one = "(" + "".join(f"{_literal(v)}, " for v in fixed) + ", ".join(["?"] * ncols) + ")"
     full = f"{head} VALUES " + ", ".join([one] * BATCH_ROWS)
     rows = iter(rows)
     while batch := list(chain.from_iterable(islice(rows, BATCH_ROWS))):
@@ -259,8 +250,83 @@ def insert_rows(
             db.execute(f"{head} VALUES " + ", ".join([one] * (len(batch) // ncols)), batch)
 
 
-def _literal(value: str) -> str:
-    """A string as an SQL literal (quotes doubled); only text without NUL is taken."""
+def _literal(value: str | int | bytes) -> str:
+    """A value as an SQL literal: text (quotes doubled; none with NUL), a 64-bit int in
+    decimal, bytes as ``X'hex'``. Anything else is refused."""
+    if type(value) is int and _INT64[0] <= value <= _INT64[1]:
+        return str(value)  # SQLite reads -9223372036854775808 as the integer it is
+    if type(value) is bytes:
+        return f"X'{value.hex()}'"
     if not isinstance(value, str) or "\0" in value:
         raise ValueError(f"not a literal for a statement: {value!r}")
     return "'" + value.replace("'", "''") + "'"
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+ONE_VALUE_ROWS = 64
+"""Fewer rows than this are bound as they are (``one_valued``): a literal saves little
+there, and a statement's text would change with almost every small batch."""
+_LITERAL_BYTES = 64
+"""Longer bytes stay bound: a literal is written into each of a statement's rows (a
+checksum is 32 bytes, an empty link none; a hard link's first name could be long)."""
+_NOT_ONE = object()
+
+
+def _one_value(column: Sequence, lookup: Sequence | Mapping | None) -> object:
+    """The value every row of ``column`` holds, if it can be a literal: an int (64-bit)
+    or short bytes, or any key of ``lookup`` (that gives the literal); else ``_NOT_ONE``.
+
+    Equal is not enough: 1, True and 1.0 compare equal but bind as different values, so
+    the values must also be of one type (looked at only once they all compare equal).
+    """
+    if not isinstance(column, Sequence | array) or len(column) < ONE_VALUE_ROWS:
+        return _NOT_ONE
+    v = column[0]
+    if lookup is None and not (
+        (type(v) is bytes and len(v) <= _LITERAL_BYTES)
+        or (type(v) is int and _INT64[0] <= v <= _INT64[1])
+    ):
+        return _NOT_ONE
+    if column[-1] != v or column[len(column) // 2] != v or column.count(v) != len(column):
+        return _NOT_ONE  # the first two look at two values, not all: most columns vary
+    if not isinstance(column, array) and len(set(map(type, column))) != 1:
+        return _NOT_ONE  # (an array's values are all ints of its typecode)
+    return v
+
+
+def one_valued(
+    table: str,
+    fixed: dict[str, str],
+    columns: dict[str, Sequence | Iterable],
+    lookup: dict[str, Sequence | Mapping] | None = None,
+) -> tuple[str, int, Iterator[tuple], tuple]:
+    """``insert_rows``' (and ``Catalog._insert``'s) arguments for a batch of rows given
+    as columns (name -> values, one per row) whose ``fixed`` columns take one text each.
+
+    A column holding one int or bytes value in every row of the batch joins ``fixed``:
+    SQLite then reads it once from the statement instead of binding it per row (a
+    backup's files: kind, mode, owner and empty link; a mover's records: volume, header
+    size, offset, stored). ``lookup`` (name -> table): the column holds keys, stored as
+    their values (a file's kind number -> its name, a volume's name -> its number), so
+    a text literal comes from the caller's table, never from the rows. Per batch, not
+    per row, so the statements a backup makes stay few (sqlite3 caches them by text);
+    an iterator column is bound as it is. The rows come back as tuples of the rest.
+    """
+    lookup = lookup or {}
+    one: dict[str, object] = dict(fixed)
+    rest: dict[str, Iterable] = {}
+    for name, column in columns.items():
+        table_of = lookup.get(name)
+        v = _one_value(column, table_of)
+        if v is not _NOT_ONE:
+            one[name] = v if table_of is None else table_of[v]
+        else:
+            rest[name] = _looked_up(column, table_of)
+    if not rest:  # every column one value: bind them all (insert_rows needs a "?")
+        one, rest = dict(fixed), {k: _looked_up(v, lookup.get(k)) for k, v in columns.items()}
+    head = f"INSERT INTO {table} ({', '.join([*one, *rest])})"
+    return head, len(rest), zip(*rest.values(), strict=True), tuple(one.values())
+
+
+def _looked_up(column: Iterable, table_of: Sequence | Mapping | None) -> Iterable:
+    return column if table_of is None else map(table_of.__getitem__, column)

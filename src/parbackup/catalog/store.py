@@ -251,13 +251,12 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         ncols: int,
         rows: Iterable[tuple],
         fixed: tuple = (),
-        mapped: tuple[int, dict[str, int]] | None = None,
     ) -> None:
         """Bulk rows (``head`` is ``INSERT INTO table (columns)``), inside a transaction;
-        the PostgreSQL catalog loads them with COPY instead. ``fixed``: the strings the
-        first columns take in every row (the rows hold the other ``ncols`` values);
-        ``mapped``: (i, {text: number}), the rows' value i stored as its number."""
-        insert_rows(self.db, head, ncols, rows, fixed, mapped)
+        the PostgreSQL catalog loads them with COPY instead. ``fixed``: the values the
+        first columns take in every row (the rows hold the other ``ncols`` values; see
+        schema.py's ``one_valued``)."""
+        insert_rows(self.db, head, ncols, rows, fixed)
 
     def _rows(self, sql: str, params: Sequence) -> Iterable[Sequence]:
         """The rows of a query, streamed (a million files are never held in memory)."""
