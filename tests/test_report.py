@@ -163,16 +163,20 @@ def test_the_report_page_shows_every_device_the_failure_and_the_balance(
         assert rgb(colour) in colours, colour
 
 
-def test_report_of_an_unknown_set_is_one_line(tmp_path: Path) -> None:
+def backed_up(tmp_path: Path) -> str:
+    """A small tree backed up onto two directories; the catalog's path."""
     src = make_tree(tmp_path / "src", seed=3, files=3)
     devs = [tmp_path / "a", tmp_path / "b"]
     for d in devs:
         d.mkdir()
     cat = str(tmp_path / "cat.sqlite")
-    assert (
-        run_cli("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat).code
-        == 0
-    )
+    args = ("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat)
+    assert run_cli(*args).code == 0
+    return cat
+
+
+def test_report_of_an_unknown_set_is_one_line(tmp_path: Path) -> None:
+    cat = backed_up(tmp_path)
     r = run_cli("report", "ffff", "--html", str(tmp_path / "x.html"), "--catalog", cat)
     assert r.code == 1 and r.err.count("\n") == 1 and "no backup set 'ffff'" in r.err
     assert not (tmp_path / "x.html").exists()
@@ -183,13 +187,7 @@ def test_a_report_onto_a_full_disk_names_the_file_and_keeps_the_old_page(
 ) -> None:
     """Before, the one line was "No space left on device", naming no file. The page
     written there before is left whole, and no temporary file beside it."""
-    src = make_tree(tmp_path / "src", seed=3, files=3)
-    devs = [tmp_path / "a", tmp_path / "b"]
-    for d in devs:
-        d.mkdir()
-    cat = str(tmp_path / "cat.sqlite")
-    args = ("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat)
-    assert run_cli(*args).code == 0
+    cat = backed_up(tmp_path)
     disk = tmpfs("full", "256k")
     page = disk / "report.html"
     assert run_cli("report", "latest", "--html", str(page), "--catalog", cat).code == 0
@@ -210,13 +208,7 @@ def test_a_report_that_was_written_survives_a_power_cut(tmp_path: Path, ext4) ->
     """``wrote FILE`` means the page is on disk: a power cut (ext4 shut down with its
     journal unflushed, mounted again) right after leaves the page, whole. It was renamed
     into place unsynced before, and the cut took it back."""
-    src = make_tree(tmp_path / "src", seed=3, files=3)
-    devs = [tmp_path / "a", tmp_path / "b"]
-    for d in devs:
-        d.mkdir()
-    cat = str(tmp_path / "cat.sqlite")
-    args = ("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat)
-    assert run_cli(*args).code == 0
+    cat = backed_up(tmp_path)
     disk = ext4("pages", 16)
     sh("mount", "-o", "remount,commit=600", str(disk))  # nothing durable unless synced
     page = disk / "report.html"
