@@ -150,6 +150,18 @@ def shut_down(mountpoint: Path) -> None:
         os.close(fd)
 
 
+def power_cut(mountpoint: Path) -> None:
+    """Lose what an ext4 filesystem had not made durable, as a power cut would: it is
+    shut down without its journal flushed (``shut_down``), unmounted and mounted again
+    from the same device, which replays only the transactions committed before. Mount
+    it with ``commit=600`` (``mount -o remount,commit=600``) so no periodic commit makes
+    durable what nobody synced."""
+    source = sh("findmnt", "-n", "-o", "SOURCE", str(mountpoint)).stdout.strip()
+    shut_down(mountpoint)
+    sh("umount", str(mountpoint))
+    sh("mount", "-o", "errors=remount-ro", source, str(mountpoint))
+
+
 def turn_read_only(mountpoint: Path) -> None:
     """Make ext4 record an error (sysfs ``trigger_fs_error``); mounted with
     ``errors=remount-ro`` it turns read-only at once: later writes fail with EROFS.

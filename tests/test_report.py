@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_tree, run_cli
-from fsfixtures import fill_up, tmpfs_fixture  # noqa: F401 (fixture)
+from fsfixtures import ext4_fixture, fill_up, power_cut, sh, tmpfs_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow  # a real backup and a real browser
 
@@ -163,23 +163,8 @@ def test_the_report_page_shows_every_device_the_failure_and_the_balance(
         assert rgb(colour) in colours, colour
 
 
-def test_report_of_an_unknown_set_is_one_line(tmp_path: Path) -> None:
-    src = make_tree(tmp_path / "src", seed=3, files=3)
-    devs = [tmp_path / "a", tmp_path / "b"]
-    for d in devs:
-        d.mkdir()
-    cat = str(tmp_path / "cat.sqlite")
-    assert (
-        run_cli("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat).code
-        == 0
-    )
-    r = run_cli("report", "ffff", "--html", str(tmp_path / "x.html"), "--catalog", cat)
-    assert r.code == 1 and r.err.count("\n") == 1 and "no backup set 'ffff'" in r.err
-    assert not (tmp_path / "x.html").exists()
-
-
-def test_a_report_onto_a_full_disk_names_the_file(tmp_path: Path, tmpfs) -> None:
-    """Before, the one line was "No space left on device", naming no file."""
+def backed_up(tmp_path: Path) -> str:
+    """A small tree backed up onto two directories; the catalog's path."""
     src = make_tree(tmp_path / "src", seed=3, files=3)
     devs = [tmp_path / "a", tmp_path / "b"]
     for d in devs:
@@ -187,10 +172,49 @@ def test_a_report_onto_a_full_disk_names_the_file(tmp_path: Path, tmpfs) -> None
     cat = str(tmp_path / "cat.sqlite")
     args = ("backup", str(src), "-d", str(devs[0]), "-d", str(devs[1]), "--catalog", cat)
     assert run_cli(*args).code == 0
-    disk = tmpfs("full", "64k")
-    fill_up(disk)
+    return cat
+
+
+def test_report_of_an_unknown_set_is_one_line(tmp_path: Path) -> None:
+    cat = backed_up(tmp_path)
+    r = run_cli("report", "ffff", "--html", str(tmp_path / "x.html"), "--catalog", cat)
+    assert r.code == 1 and r.err.count("\n") == 1 and "no backup set 'ffff'" in r.err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_a_report_onto_a_full_disk_names_the_file_and_keeps_the_old_page(
+    tmp_path: Path, tmpfs
+) -> None:
+    """Before, the one line was "No space left on device", naming no file. The page
+    written there before is left whole, and no temporary file beside it."""
+    cat = backed_up(tmp_path)
+    disk = tmpfs("full", "256k")
     page = disk / "report.html"
+    assert run_cli("report", "latest", "--html", str(page), "--catalog", cat).code == 0
+    before = page.read_bytes()
+    assert b"</html>" in before
+    fill_up(disk)
     r = run_cli("report", "latest", "--html", str(page), "--catalog", cat)
     assert r.code == 1 and r.err.count("\n") == 1, r.err
     assert f"cannot write the report {page}: No space left on device" in r.err
-    assert not page.exists() and not list(disk.glob(".report-*"))
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.html"]
+    r = run_cli("report", "latest", "--html", str(disk / "new.html"), "--catalog", cat)
+    assert r.code == 1 and not (disk / "new.html").exists()
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "report.html"]
+
+
+def test_a_report_that_was_written_survives_a_power_cut(tmp_path: Path, ext4) -> None:
+    """``wrote FILE`` means the page is on disk: a power cut (ext4 shut down with its
+    journal unflushed, mounted again) right after leaves the page, whole. It was renamed
+    into place unsynced before, and the cut took it back."""
+    cat = backed_up(tmp_path)
+    disk = ext4("pages", 16)
+    sh("mount", "-o", "remount,commit=600", str(disk))  # nothing durable unless synced
+    page = disk / "report.html"
+    r = run_cli("report", "latest", "--html", str(page), "--catalog", cat)
+    assert r.code == 0 and f"wrote {page}" in r.out, r.err
+    written = page.read_bytes()
+    power_cut(disk)
+    assert page.read_bytes() == written
+    assert sorted(p.name for p in disk.iterdir()) == ["lost+found", "report.html"]

@@ -17,12 +17,16 @@ is said to be spare (``spare_core``), and the tree is shared from its 50th entry
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 
-from conftest import make_tree, restored_root, snapshot
+from conftest import SRC, make_tree, restored_root, snapshot
 from parbackup import Catalog, RestoreOptions, run_backup, run_restore
 from parbackup.engine import splitscan
 from parbackup.engine.movers import MOVER, PRELOAD, mover_executor
@@ -168,3 +172,59 @@ def test_a_forked_helper_leaves_no_descriptor_behind(tmp_path, recorded) -> None
         scan([spec], [], helpers=mover_executor())
     assert len(forks(recorded)) == 3  # three helpers were forked
     assert pidfds() - before == set()  # none opened here is left (others may close)
+
+
+SPLIT_EARLY = """
+import os
+if os.environ.get("TEST_SPLIT_AT"):  # this test's plan: split at once, a core spare
+    from parbackup.engine import splitscan
+    splitscan.SPLIT_AT = int(os.environ["TEST_SPLIT_AT"])
+    splitscan.spare_core = lambda: True
+"""
+
+
+def test_plans_scan_helper_is_forked_as_a_backups_is(tmp_path, device_dirs, recorded) -> None:
+    """``parbackup plan`` scans a tree as a backup does (engine/prepare.py ``scan``): its
+    helper is forked from the movers' fork server, not started by the program as a fresh
+    interpreter (it was), and the plan is the one a scan without it gives."""
+    src = wide(tmp_path / "src")
+    devs = device_dirs(2)
+    site = tmp_path / "site" / "sitecustomize.py"
+    site.write_text(site.read_text() + SPLIT_EARLY)
+    args = [sys.executable, "-m", "parbackup", "plan", str(src), "--json"]
+    args += ["-d", str(devs[0]), "-d", str(devs[1]), "--catalog", str(tmp_path / "c.sqlite")]
+    path = os.pathsep.join((str(tmp_path / "site"), SRC))
+
+    def plan(split_at: str) -> tuple[int, dict]:
+        env = {**os.environ, "PYTHONPATH": path, "TEST_SPLIT_AT": split_at}
+        with subprocess.Popen(args, env=env, stdout=PIPE, stderr=PIPE, text=True) as proc:
+            out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        return proc.pid, json.loads(out)
+
+    pid, got = plan("50")
+    helpers = forks(recorded)
+    assert [target for _pid, target in helpers] == [TARGET]
+    assert helpers[0][0] != pid  # forked by the server, not by the program
+    recorded.write_text("")
+    _pid, want = plan("")  # no split: one process
+    assert forks(recorded) == []
+    assert got == want and len(got["items"]) > 200
+
+
+def test_a_cold_server_is_started_half_way_to_the_split(tmp_path, recorded, monkeypatch) -> None:
+    """A scan with a cold server (``plan`` starts none before it) starts it once half of
+    ``SPLIT_AT`` entries were walked, so that it is ready when the helper is wanted
+    (the scan waited for its imports before); a smaller tree starts nothing."""
+    src = wide(tmp_path / "src")
+    spec = SourceSpec("tree", str(src), str(src))
+    want = Entries()
+    LocalTree(spec).scan(want, 0, lambda p, e: pytest.fail(f"{p}: {e}"))
+    n = len(want)
+    monkeypatch.setattr(splitscan, "SPLIT_AT", 2 * n + 2)  # half of it is past the tree
+    assert rows(scan([spec], [], helpers=mover_executor())) == rows(want)
+    assert not ForkServerExecutor._servers
+    monkeypatch.setattr(splitscan, "SPLIT_AT", n)  # half of it is inside, all of it past
+    assert rows(scan([spec], [], helpers=mover_executor())) == rows(want)
+    assert PRELOAD in ForkServerExecutor._servers  # started
+    assert forks(recorded) == []  # and no helper forked

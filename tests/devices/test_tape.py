@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
 from parbackup.devices.registry import open_device
-from parbackup.errors import DeviceError, DeviceMissingError
+from parbackup.devices.tape.stream import BlockWriter
+from parbackup.errors import DeviceError, DeviceFullError, DeviceMissingError
 from servers import FifoCapture, feed_fifo
 
 
@@ -22,6 +24,7 @@ def write_tape(url: str, objects: dict[str, bytes]) -> str:
     return label
 
 
+BLOCK = 4096
 OBJECTS = {"a": b"A" * 300_000, "b": b"B" * 5, "c": bytes(range(256)) * 4000}
 
 
@@ -109,3 +112,32 @@ def test_capture_helper_round_trip(tmp_path):
     assert dev.read_label().label == label
     assert {o.name for o in dev.list("")} >= set(OBJECTS)
     dev.close()
+
+
+def test_a_drive_that_takes_nothing_is_full_not_a_loop(tmp_path, monkeypatch):
+    """A write that takes no byte (a drive at its end: no real file does this, so the
+    descriptor's ``os.write`` is wrapped) ends the stream with DeviceFullError; the
+    writer used to retry it for ever. Writes before the end go to the real file."""
+    image = tmp_path / "t.img"
+    fd = os.open(image, os.O_WRONLY | os.O_CREAT, 0o600)
+    real, zeros = os.write, []
+
+    def drive(to: int, data) -> int:
+        if to != fd or os.fstat(fd).st_size < 2 * BLOCK:
+            return real(to, data)
+        zeros.append(len(data))
+        if len(zeros) > 100:
+            raise AssertionError("the writer retries a write that takes nothing")
+        return 0
+
+    monkeypatch.setattr(os, "write", drive)
+    try:
+        writer = BlockWriter(fd, BLOCK, None, "tape://t.img")
+        writer.frame(b"D", bytes(BLOCK + 10))
+        with pytest.raises(DeviceFullError, match="No space left"):
+            writer.frame(b"D", bytes(2 * BLOCK))
+        assert writer.broken and writer.flushed == 2 * BLOCK and len(zeros) == 1
+        with pytest.raises(DeviceError, match="broke earlier"):
+            writer.frame(b"C")
+    finally:
+        os.close(fd)

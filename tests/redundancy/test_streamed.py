@@ -13,10 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fsfixtures import fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 from parbackup.devices.memory import MemoryDevice
 from parbackup.devices.url import parse_url
 from parbackup.errors import FormatError
-from parbackup.redundancy.isal import address
+from parbackup.redundancy.accumulate import RowAccumulator
+from parbackup.redundancy.isal import Updater, address
 from parbackup.redundancy.layout import Column
 from parbackup.redundancy.streamed import StreamedParity
 from parbackup.redundancy.stripe import (
@@ -208,3 +210,26 @@ def test_units_out_of_order_or_volumes_that_disagree_are_refused() -> None:
     with pytest.raises(FormatError, match="do not match"):
         sp.finish()
     sp.abort()
+
+
+def test_a_row_spilled_onto_a_full_disk_is_an_error_not_a_cut_sum(tmpfs) -> None:
+    """The spill file's file system has one page left: a row's sum (16 pages) written
+    there short raises ENOSPC. It used to be taken as written, and the row read back
+    later with zeros for its missing pages: parity silently wrong."""
+    unit = 16 * 4096
+    updater = Updater.load(2, 1, unit)
+    if updater is None:
+        pytest.skip("ISA-L is not available")
+    disk = tmpfs("spill", "1m")
+    fill_up(disk)
+    filler = disk / "filler"
+    os.truncate(filler, filler.stat().st_size // 4096 * 4096 - 4096)  # one page left
+    acc = RowAccumulator(updater, window=1, spill_dir=str(disk))
+    data = bytearray(os.urandom(unit))
+    digest = unit_digest(data, WRITTEN_VERSION)
+    try:
+        acc.add(0, 0, address(data), digest)  # in memory
+        with pytest.raises(OSError, match="No space left"):
+            acc.add(0, 1, address(data), digest)  # past the window: spilled
+    finally:
+        acc.close()

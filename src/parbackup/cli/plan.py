@@ -30,6 +30,7 @@ from parbackup.cli.render import line, table
 from parbackup.devices.medium import check_catalog_place, check_distinct
 from parbackup.engine.devices import close_all, open_devices
 from parbackup.engine.incremental import incremental_reuse
+from parbackup.engine.movers import scan_helpers
 from parbackup.engine.parity import split_devices
 from parbackup.engine.prepare import make_plan, scan, source_specs
 from parbackup.engine.report import BackupOptions
@@ -119,7 +120,7 @@ def plan(
     automatic = automatic_excludes(specs, devices, local)
     specs = inside_remote(selecting(specs, with_automatic(select, automatic)), devices)
     excluded = Excluded(limit=EXCLUDED_SHOWN)
-    entries = scan(specs, skipped, excluded=excluded)
+    entries = scan(specs, skipped, excluded=excluded, helpers=scan_helpers(None))  # as backup
     alive, dead = open_devices(list(devices), create_labels=False, require_label=False, write=False)
     try:
         if not alive:

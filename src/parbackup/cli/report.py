@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 
 import click
 
@@ -13,24 +13,21 @@ from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.reportpage import render_report
 from parbackup.errors import ParbackupError, UsageError
+from parbackup.fileio import write_synced
 
 
 def write_page(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Make ``text`` the page at ``path``, durably, or leave the page that was there
+    (fileio.write_synced: a temporary file fsynced, renamed over it, the folder fsynced).
+    A page is small and made whole in memory first, so nothing is streamed."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=folder)
+        write_synced(path, text.encode())  # 0600, as before
     except OSError as exc:
-        raise UsageError(f"cannot write the report into {folder}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, OSError):  # a full disk named no file: say which
-            raise ParbackupError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
-        raise
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM):
+            folder = os.path.dirname(os.path.abspath(path))
+            raise UsageError(f"cannot write the report into {folder}: {exc.strerror}") from exc
+        # a full disk named no file: say which
+        raise ParbackupError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 
 
 @click.command("report", epilog=SET_HELP)

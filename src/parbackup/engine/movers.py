@@ -10,7 +10,9 @@ CLI warms it before its own imports (cli/early.py), so its start runs on the cor
 controller leaves idle, as the movers started ahead used to.
 
 The split scan's helper comes from the same server (``scan_helpers``): a fork, where a
-fresh interpreter importing the scan cost about 0.1 s of CPU.
+fresh interpreter importing the scan cost about 0.1 s of CPU. ``plan`` scans the same
+way (cli/plan.py); it starts no movers, so its server is started by the scan itself,
+half way to the split (engine/splitscan.py).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def mover_executor() -> ForkServerExecutor:
 
 
 def scan_helpers(executor: Executor | None) -> Executor | None:
-    """Where a backup's split scan starts its helper: forked from the movers' server when
-    the movers run there (``executor`` None); otherwise the scan's own default (a fresh
-    local interpreter), never an executor that may run it on another host. A server
-    that cannot run falls back to that interpreter itself (forkserver.py)."""
+    """Where a backup's (or a plan's) split scan starts its helper: forked from the
+    movers' server when the movers run there (``executor`` None; always for a plan);
+    otherwise the scan's own default (a fresh local interpreter), never an executor that
+    may run it on another host. A server that cannot run falls back to that interpreter
+    itself (forkserver.py)."""
     return mover_executor() if executor is None else None

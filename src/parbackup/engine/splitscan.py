@@ -5,7 +5,7 @@ The scan of a million small files is bound by its system calls (``fstatat`` and
 one core. So a tree is scanned here until it proves large (``SPLIT_AT`` entries below
 its root); then, as soon as a core is idle (``spare_core``: the helper only adds CPU
 where it has no core of its own), a helper process (a worker, parbackup/workers.py;
-in a backup a fork of the movers' warm server, engine/movers.py ``scan_helpers``) is
+in a backup or a plan a fork of the movers' server, engine/movers.py ``scan_helpers``) is
 started, and whenever it is idle it takes the end of what this process has still to
 walk: half of the directories pending on this process's depth-first stack, from the
 bottom (the last in scan order, at any depth, not only the top-level ones: one large
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from parbackup.engine.gcpause import paused_gc
 from parbackup.entries import FILE, HARDLINK, Entries
+from parbackup.forkserver import ForkServerExecutor
 from parbackup.sources.base import ErrorFunc, SourceSpec
 from parbackup.sources.local import LocalTree, Top
 from parbackup.workers import Channel, Executor, LocalExecutor, Worker
@@ -183,11 +184,16 @@ def scan_tree(
     share: _Share | None = None
     tried = False
     ask_at = start + split_at  # when to ask next whether a core is spare
+    warm_at = start + split_at // 2 if isinstance(executor, ForkServerExecutor) else None
     spare = spare or spare_core
 
     def between(pending: list[Top], walked: int) -> None:
-        nonlocal share, tried, ask_at
+        nonlocal share, tried, ask_at, warm_at
         if share is None:
+            if warm_at is not None and walked >= warm_at:  # a cold server (``plan``)
+                warm_at = None  # gets ready beside the walk, not while it waits
+                assert isinstance(executor, ForkServerExecutor)
+                executor.warm()
             if not tried and walked >= ask_at and len(pending) >= 2:
                 if not spare():  # no idle core: the helper would only add CPU
                     if ask_at == start + split_at:

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from parbackup.fileio import write_all
 from parbackup.redundancy.isal import Updater, address
 from parbackup.redundancy.volume import WRITTEN_VERSION, unit_digest
 
@@ -208,7 +209,7 @@ class RowAccumulator:
             buf, base = self._scratch()
             self._pread(buf, row)
             self.updater.add(column, data, [base + i * unit for i in range(m)])
-            os.pwrite(self.spill, buf, row * m * unit)
+            write_all(self.spill, buf, row * m * unit)  # a short write: ENOSPC, not a cut sum
 
     def _zeros(self) -> int:
         """The address of a unit of zeros (a column past its end, in a whole row)."""

@@ -1,6 +1,6 @@
 """A directory tree on an SSH host as a source (F1, F2): ``sftp://[user@]host[:port]/path``.
 
-The source logs in through the same code as the SFTP device (``devices.sftp.connect``):
+The source logs in through the same code as the SFTP device (``devices.sftplink.connect``):
 the same ``~/.ssh/config``, agent, ``?identity=``, ``?known_hosts=`` and host key checks
 (``PARBACKUP_ACCEPT_NEW_HOST_KEYS``). It connects on first use and ``close()`` ends the
 connection; one object serves one thread. A connection that drops is made again on the
@@ -25,7 +25,7 @@ from typing import TypeVar
 import paramiko
 
 from parbackup.devices.registry import check_options
-from parbackup.devices.sftp import (
+from parbackup.devices.sftplink import (
     SFTP_ERRORS,
     connect,
     map_error,

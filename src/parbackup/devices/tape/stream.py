@@ -14,6 +14,7 @@ import struct
 import zlib
 
 from parbackup.errors import DeviceError, DeviceFullError, device_error_from_os
+from parbackup.fileio import write_all
 
 FRAME = struct.Struct("<cII")
 SIZE = struct.Struct("<Q")
@@ -64,11 +65,13 @@ class BlockWriter:
             del self.buf[:whole]
 
     def _out(self, view: memoryview) -> None:
+        """Write whole blocks, one call each: a short write is continued, and one that
+        takes nothing (a drive at its end) raises ENOSPC rather than looping for ever."""
         try:
-            while view:
-                n = os.write(self.fd, view[: self.block])
-                view = view[n:]
-                self.flushed += n
+            for at in range(0, len(view), self.block):
+                block = view[at : at + self.block]
+                write_all(self.fd, block)
+                self.flushed += len(block)
         except OSError as exc:
             self.broken = True
             error = device_error_from_os(exc, f"{self.where}: write")
