@@ -13,12 +13,15 @@ import dataclasses
 import fcntl
 import os
 import signal
+import subprocess
+import sys
 import termios
 import threading
 from pathlib import Path
 
 import pytest
 
+from conftest import SRC
 from fsfixtures import fill_up, tmpfs_fixture  # noqa: F401 (fixture)
 from parbackup.crypto.keys import KeyFile
 from parbackup.errors import ParbackupError
@@ -113,3 +116,31 @@ def test_a_key_file_saved_onto_a_full_disk_leaves_the_old_one_whole(tmpfs) -> No
     loaded = KeyFile.load(path)
     assert loaded is not None and loaded.unlock(PASSPHRASE)[0] == master
     assert sorted(os.listdir(disk)) == ["cat.sqlite.key", "filler"]  # no temporary file
+
+
+KILLED_AT_FSYNC = """
+import os, signal, sys
+from parbackup.fileio import write_synced
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # the kill point: written, not renamed
+write_synced(sys.argv[1], b"never renamed")
+"""
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    """A key file's writer killed between its write and its rename leaves
+    ``NAME.tmp-PID-TID``, a name nobody writes again: the next write of that file
+    removes it (a live writer's is kept). Before, such files stayed for ever, each with a
+    copy of the key file's slots."""
+    path = tmp_path / "cat.sqlite.key"
+    old, _master = KeyFile.create(PASSPHRASE)
+    old.save(path)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_FSYNC, str(path)], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [p for p in os.listdir(tmp_path) if p != path.name]
+    assert left.startswith(f"{path.name}.tmp-")
+    live = tmp_path / f"{path.name}.tmp-{os.getpid()}-1"  # a writer still running here
+    live.write_bytes(b"")
+    old.save(path)
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, live.name])
+    assert KeyFile.load(path) is not None

@@ -120,3 +120,44 @@ def test_a_cut_covered_by_parity_is_recoverable_every_file_whole(
     assert r.code == 3 and "every file whole" in r.out + r.err, r.out + r.err
     r = run_cli("verify", "--catalog", cat, "--json")
     assert r.json["status"] == "recoverable" and r.json["damaged"] == [], r.out + r.err
+
+
+def with_xattrs(src: Path) -> dict[str, dict[str, bytes]]:
+    """An extended attribute on every file and directory of ``src`` (each then has a
+    metadata record in the volume, right after its own record); path -> attributes."""
+    out: dict[str, dict[str, bytes]] = {}
+    for p in [src, *src.rglob("*")]:
+        if not p.is_symlink():
+            os.setxattr(p, "user.tag", p.name.encode())
+            out[str(p.relative_to(src))] = {"user.tag": p.name.encode()}
+    return out
+
+
+@pytest.mark.parametrize("options", [(), ("--encrypt",)])
+def test_a_cut_that_takes_metadata_records_is_volume_damaged(
+    tmp_path: Path, device_dirs, options: tuple[str, ...]
+) -> None:
+    """Cut right after the last file's bytes: the metadata record after them (its
+    extended attributes, which the catalog keeps too) goes with the tail, so the next
+    record is not where the last one ended. That read as a misplaced record of a
+    directory, ``damaged`` (exit 1), while restore gave every file back with its
+    attributes."""
+    src = make_tree(tmp_path / "src", seed=12, files=30, max_size=60_000, big=(500_000,))
+    attrs = with_xattrs(src)
+    (dev,) = device_dirs(1)
+    cat = str(tmp_path / "cat.sqlite")
+    r = run_cli("backup", str(src), "-d", str(dev), "--catalog", cat, *options, env=PW)
+    assert r.code == 0, r.out + r.err
+    (volume,) = (dev / "sets").rglob("*.pbv")
+    end, _fid = last_payload_end(cat, volume)
+    os.truncate(volume, end)
+    r = run_cli("verify", "--catalog", cat, "--json", env=PW)
+    assert r.code == 3 and r.json["status"] == "volume-damaged", r.out + r.err
+    assert all(d["path"] == "" for d in r.json["damaged"]), r.json["damaged"]
+    out = tmp_path / "out"
+    r = run_cli("restore", "--catalog", cat, "--target", str(out), env=PW)
+    assert r.code == 0, r.out + r.err
+    back = restored_root(out, src)
+    assert snapshot(back) == snapshot(src)
+    for rel, want in attrs.items():
+        assert {k: os.getxattr(back / rel, k) for k in want} == want, rel

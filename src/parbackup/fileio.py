@@ -40,9 +40,11 @@ def write_synced(path: str | os.PathLike[str], data: Buffer, mode: int = 0o600) 
     A temporary file beside it (``NAME.tmp-PID-TID``, created with ``mode``) is written
     whole and fsynced, renamed over ``path``, and the directory fsynced so the new name
     survives a power cut. On any failure the temporary file is removed and the OSError
-    raised: the old file is never replaced by a cut one.
+    raised: the old file is never replaced by a cut one. The temporary files of writers
+    killed before their rename are removed first (``_sweep``).
     """
     path = os.fspath(path)
+    _sweep(path)
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -58,6 +60,36 @@ def write_synced(path: str | os.PathLike[str], data: Buffer, mode: int = 0o600) 
             os.unlink(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _sweep(path: str) -> None:
+    """Remove the ``NAME.tmp-PID-TID`` files beside ``path`` whose PID runs no longer: a
+    writer killed between its open and its rename left them, and each name is its own
+    (nothing writes it again), so nothing else ever would. A PID of another host (a
+    directory shared over the network) may look dead here: its writer then fails, and
+    says so; it never leaves a cut file."""
+    folder, name = os.path.split(path)
+    prefix = f"{name}.tmp-"
+    try:
+        leftovers = [n for n in os.listdir(folder or ".") if n.startswith(prefix)]
+    except OSError:
+        return
+    for leftover in leftovers:
+        pid = leftover[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, leftover))
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs here (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def fsync_dir(path: str) -> None:

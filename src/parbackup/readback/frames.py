@@ -99,9 +99,7 @@ def _check_volume(
             found, at = _meta_records(device, set_id, volume, at, last_fid, codec, place, out)
             metas += found
         if ref.position != at:
-            out.append(
-                FrameDamage(volume, fid, f"record expected at {at}, catalog says {ref.position}")
-            )
+            out.append(_misplaced(device, volume, at, ref.position, fid, last_fid))
         at = ref.position + ref.header_size + ref.length
         last_fid = fid
         if ref.size == 0:
@@ -125,6 +123,21 @@ def _check_volume(
     if end.kind != "end" or end.set_id != set_id or end.file_size != len(refs) + metas:
         out.append(FrameDamage(volume, None, "end record does not match the catalog"))
     return out
+
+
+def _misplaced(
+    device: Device, volume: str, at: int, position: int, fid: int, last_fid: int | None
+) -> FrameDamage:
+    """The record of ``fid`` is not at ``at``, where those before it ended. When the
+    volume ends between the two, what lay there (the metadata records of ``last_fid``,
+    which the catalog does not list) went with a cut tail: ``cut``, of that entry, whose
+    attributes the catalog keeps. Otherwise the volume and the catalog disagree."""
+    gap = position - at
+    if last_fid is not None and gap > 0 and len(device.read(volume, at, gap)) < gap:
+        return FrameDamage(
+            volume, last_fid, f"{volume} at {at}: metadata record is cut short", True
+        )
+    return FrameDamage(volume, fid, f"record expected at {at}, catalog says {position}")
 
 
 def _meta_records(
