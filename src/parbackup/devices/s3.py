@@ -314,7 +314,8 @@ class S3Device(Device):
         for attempt in range(self.attempts):
             refused = self._call(f"put {LABEL_NAME}", put)
             if refused == 409:
-                time.sleep(min(8.0, 0.5 * 2**attempt))
+                if attempt + 1 < self.attempts:  # no wait after the last
+                    time.sleep(min(8.0, 0.5 * 2**attempt))
                 continue
             if refused == 501 and not self.has_label():
                 self.write_label(label)
