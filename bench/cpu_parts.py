@@ -127,7 +127,7 @@ def main() -> None:
         (backup, "make_plan", "plan"),
         (dispatch.Dispatcher, "run", "dispatcher (all of its loop)"),
         (dispatch.Dispatcher, "receive", "  messages received and handled"),
-        (recordrows.RecordRows, "add_record_rows", "    record references inserted"),
+        (recordrows.RecordRows, "add_record_columns", "    record references inserted"),
         (store.Catalog, "add_entries", "  files inserted (between messages)"),
         (dispatch.Dispatcher, "work_items", "  work items built"),
         (backup._Backup, "finish", "the end (set finished, catalog copy)"),

@@ -7,13 +7,16 @@ read back, for code versions compared in alternating rounds.
 Each version (``NAME=SRC``: a ``src`` folder, e.g. main's from ``git archive``) runs in
 its own process with ``PYTHONPATH=SRC``, the versions in reverse order every other
 round. A process makes a fresh catalog in ``--work`` (put it on tmpfs), begins a set,
-and adds ``--rows`` records the way the dispatcher does (``add_record_rows``: a
+and adds ``--rows`` records the way a mover sends them and the dispatcher stores them: a
 mover's 8-tuples, 8192 a batch, two devices' labels alternating, file ids in random
 order, a new volume ``sets/<set>/<label[:12]>-NNNN.pbv`` every 50,000 records of a
-device, as a mover's volume names one string object per volume). Then it reads them
-back as a restore does (``record_rows``, payload records) and as verify does
-(``records``, by device and position). Prints CPU seconds of the writes and of each
-read, and the bytes of the checkpointed catalog; then the median per version. The
+device, as a mover's volume names one string object per volume; each batch made the
+version's ``Durable`` and pickled (``send``: the movers' CPU), then unpickled, stored
+(``add_record_columns``, or ``add_record_rows`` before session 21) and its sizes summed
+(``write``: the dispatcher's CPU). Then it reads them back as a restore does
+(``record_rows``, payload records) and as verify does (``records``, by device and
+position). Prints CPU seconds of the sends, the writes and each read, the bytes of the
+checkpointed catalog and of the pickled messages; then the median per version. The
 cyclic collector is paused, as in the dispatcher's loop (engine/dispatch.py) and a
 restore (readback/restore.py), unless ``--gc on``: with it on, a batch's temporary
 objects (a transposition's iterators) cost collections that a backup does not run.
@@ -29,8 +32,10 @@ import subprocess
 import sys
 
 CHILD = r"""
-import gc, json, os, random, sys, time
+import gc, json, os, pickle, random, sys, time
+from operator import itemgetter
 from parbackup.catalog import Catalog
+from parbackup.engine.messages import Durable
 rows_n, work = int(sys.argv[1]), sys.argv[2]
 if sys.argv[3] == "paused":  # as the dispatcher writes and a restore reads them
     gc.disable()
@@ -57,11 +62,23 @@ for at in range(0, rows_n, 8192):
         digest = fid.to_bytes(32, "little")
         batch.append((fid, names[key], 4096 + i * 700, 120, 0, 500 + fid % 300, digest, -1))
     batches.append((label, batch))
+of = getattr(Durable, "of", None)  # a version whose message carries columns
+t = time.process_time()  # the movers' part: each batch made a message and pickled
+sent = [(label, pickle.dumps(of(0, b) if of else Durable(0, b), 5)) for label, b in batches]
+send = time.process_time() - t
+del batches
 with Catalog(path) as cat:
     cat.begin_set(set_id, strategy="fill", order="desc", threshold=0, sources=["/src"])
-    t = time.process_time()
-    for label, batch in batches:
-        cat.add_record_rows(set_id, label, batch)
+    t = time.process_time()  # the dispatcher's: unpickled, stored, its bytes counted
+    total = 0
+    for label, data in sent:
+        msg = pickle.loads(data)
+        if of:
+            cat.add_record_columns(set_id, label, msg.columns)
+            total += sum(msg.sizes)
+        else:
+            cat.add_record_rows(set_id, label, msg.records)
+            total += sum(map(itemgetter(5), msg.records))
     write = time.process_time() - t
     cat.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = os.path.getsize(path)
@@ -72,7 +89,8 @@ with Catalog(path) as cat:
     m = sum(1 for _ in cat.records(set_id))
     refs = time.process_time() - t
     assert n == m == rows_n, (n, m)
-print(json.dumps({"write": write, "record_rows": rows, "records": refs, "bytes": size}))
+print(json.dumps({"send": send, "write": write, "record_rows": rows, "records": refs,
+                  "bytes": size, "message_bytes": sum(len(d) for _, d in sent)}))
 """
 
 
@@ -116,16 +134,17 @@ def main() -> None:
     argv = [str(args.rows), args.work, args.gc]
     for r, name, doc in in_rounds(CHILD, argv, versions, args.rounds):
         got[name].append(doc)
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if k != "bytes")
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in doc.items() if "bytes" not in k)
         print(f"round {r + 1} {name}: {shown}, bytes {doc['bytes']}", flush=True)
     print("medians:")
     for name, docs in got.items():
         med = {k: statistics.median(d[k] for d in docs) for k in docs[0]}
         per = med["write"] / args.rows * 1e6
         print(
-            f"  {name}: write {med['write']:.3f} s ({per:.2f} us a row),"
+            f"  {name}: send {med['send']:.3f} s, write {med['write']:.3f} s ({per:.2f} us a row),"
             f" record_rows {med['record_rows']:.3f} s, records {med['records']:.3f} s,"
-            f" {med['bytes'] / args.rows:.1f} B a row ({med['bytes'] / 1e6:.1f} MB)"
+            f" {med['bytes'] / args.rows:.1f} B a row ({med['bytes'] / 1e6:.1f} MB),"
+            f" messages {med['message_bytes'] / args.rows:.1f} B a record"
         )
 
 

@@ -128,10 +128,9 @@ from parbackup.catalog import Catalog as _Catalog
 class Catalog(_Catalog):
     # the real catalog, which also tells the test (a line with the device's label on
     # the pipe TOLD_FD) each time a mover's durable records were committed to it
-    def add_record_rows(self, set_id, label, rows):
-        rows = list(rows)
-        super().add_record_rows(set_id, label, rows)
-        if rows and len(rows[0]) == 8:  # a mover's rows (recordrows.py), not reused ones
+    def add_record_columns(self, set_id, label, columns):
+        super().add_record_columns(set_id, label, columns)
+        if len(columns[0]):  # a mover's records (recordrows.py), not reused ones
             os.write(int(os.environ["TOLD_FD"]), label.encode() + b"\\n")
 """
 """Script prelude: a ``Catalog`` that tells ``killed_run`` what reached it. The engine

@@ -128,11 +128,11 @@ def written(mover: _Mover) -> tuple[bytes, list, list, list, int]:
     mover.commit()
     mover.device.close()
     told = mover.channel.msgs  # type: ignore[attr-defined]
-    refs = [r[:1] + r[2:] for m in told if isinstance(m, Durable) for r in m.records]
+    refs = [r[:1] + r[2:] for m in told if isinstance(m, Durable) for r in m.rows()]
     firsts = {}
     for m in told:
         if isinstance(m, Durable):
-            for r in m.records:
+            for r in m.rows():
                 firsts.setdefault(r[1], r[2])
     volumes = b"".join(
         v.read_bytes()[firsts[f"sets/{SET_ID.hex()}/{v.name}"]:]

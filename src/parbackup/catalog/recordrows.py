@@ -8,7 +8,7 @@ unchanged on every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -18,7 +18,7 @@ from parbackup.model import RecordRef
 _VOLUME = itemgetter(1)
 _RECORDS = "INSERT INTO records (set_id, file_id, vol, position, header_size, offset, size,"
 _MOVER_COLUMNS = "file_id", "vol", "position", "header_size", "offset", "size", "checksum", "stored"
-"""A mover's record rows' columns (``add_record_rows``): the volume by name, stored as
+"""A mover's records' columns (``add_record_columns``): the volume by name, stored as
 its number."""
 _IN_LABEL = "vol IN (SELECT num FROM volumes WHERE label=?)"
 
@@ -78,19 +78,31 @@ class RecordRows:
         """Record durable records of one device as a mover reports them:
         ``(file id, volume, position, header size, offset, size, checksum[, stored])``."""
         rows = rows if isinstance(rows, list) else list(rows)
+        if rows and min(map(len, rows)) == 8:  # a mover's: as columns
+            self.add_record_columns(set_id, label, tuple(zip(*rows, strict=True)))
+            return
         with self.transaction():
             places = self.volume_numbers((label, v) for v in dict.fromkeys(map(_VOLUME, rows)))
             nums = {v: n for (_label, v), n in places.items()}
-            if min(map(len, rows), default=0) == 8:  # a mover's: as columns, the set and
-                columns = dict(zip(_MOVER_COLUMNS, zip(*rows, strict=True), strict=True))
-                fixed = {"set_id": set_id}  # one-valued columns the statement's literals
-                self._insert(*one_valued("records", fixed, columns, {"vol": nums}))
-                return
             self._insert(
                 _RECORDS + " checksum, stored)",
                 9,
                 ((set_id, r[0], nums[r[1]], *r[2:7], r[7] if len(r) > 7 else -1) for r in rows),
             )
+
+    def add_record_columns(self, set_id: str, label: str, columns: Sequence[Sequence]) -> None:
+        """Record durable records of one device given as a mover's ``Durable`` carries
+        them: eight columns (file id, volume, position, header size, offset, size,
+        checksum, stored), one value a record in each (a list, or an ``array`` of ints).
+        No tuple is made per record; the set and each one-valued column become the
+        statement's literals (``one_valued``)."""
+        if not columns[0]:
+            return
+        with self.transaction():
+            places = self.volume_numbers((label, v) for v in dict.fromkeys(columns[1]))
+            nums = {v: n for (_label, v), n in places.items()}
+            named = dict(zip(_MOVER_COLUMNS, columns, strict=True))
+            self._insert(*one_valued("records", {"set_id": set_id}, named, {"vol": nums}))
 
     def records_on(self, set_id: str, label: str) -> list[tuple[int, int, int]]:
         """(file id, offset, size) of the set's records on one device (a failed device's

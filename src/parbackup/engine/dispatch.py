@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate, repeat
-from operator import add, itemgetter
+from operator import add
 
 from parbackup.catalog import Catalog
 from parbackup.engine import messages as m
@@ -49,7 +49,6 @@ WINDOW_BYTES = 64 << 20
 WINDOW_ITEMS = 4096
 BATCH_ITEMS = 1024
 BATCH_BYTES = 16 << 20
-_SIZE = itemgetter(5)
 """A record reference's size (mover.py's ``pending`` rows)."""
 SPLIT = 64 << 20
 """A larger item is sent in parts of this size, so its unread tail can still move."""
@@ -294,9 +293,9 @@ class Dispatcher:
                 dev.sent.mark_done(done)
                 if self.feed is not None and not dev.can_checkpoint:
                     self.feed.written(dev, done)
-            case m.Durable(upto=upto, records=records):
-                self.catalog.add_record_rows(self.set_hex, dev.label, records)
-                report.bytes += sum(map(_SIZE, records))
+            case m.Durable(upto=upto, columns=columns):
+                self.catalog.add_record_columns(self.set_hex, dev.label, columns)
+                report.bytes += sum(msg.sizes)
                 dev.sent.retire(upto)
                 if self.feed is not None:
                     self.feed.durable(dev, upto)

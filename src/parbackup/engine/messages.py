@@ -145,13 +145,39 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Durable:
-    """Every record in ``records`` is durable, and so is every item up to ``upto``.
+    """Every record in ``columns`` is durable, and so is every item up to ``upto``.
 
-    A record is ``(file id, volume, position, header size, offset, size, checksum)``.
+    A record is ``(file id, volume, position, header size, offset, size, checksum,
+    stored)``; they travel as columns (``of``), like ``Work``'s items: one ``array`` of
+    64-bit ints per int field, a tuple for the volumes and one for the checksums. The
+    controller unpickles no tuple per record and stores the columns as they are
+    (``Catalog.add_record_columns``); ``rows()`` gives the records back as tuples.
     """
 
     upto: int
-    records: list
+    columns: tuple
+
+    @classmethod
+    def of(cls, upto: int, rows: list[tuple]) -> Durable:
+        """The message for a mover's record tuples (transposed here, in the mover)."""
+        cols = tuple(zip(*rows, strict=True)) or ((),) * _RECORD_FIELDS
+        return cls(
+            upto, tuple(c if i in _OBJECT_FIELDS else array("q", c) for i, c in enumerate(cols))
+        )
+
+    def rows(self) -> list[tuple]:
+        """The records as ``(file id, volume, ..., stored)`` tuples."""
+        return list(zip(*self.columns, strict=True))
+
+    @property
+    def sizes(self) -> array:
+        """Each record's payload size (what the device holds of the set's bytes)."""
+        return self.columns[5]
+
+
+_RECORD_FIELDS = 8
+_OBJECT_FIELDS = (1, 6)
+"""A record's fields that are not ints: its volume's name and its checksum."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ Conversation (dispatcher -> mover, then what the mover answers):
 
 ``Progress(sent, done)`` comes at most every ``PROGRESS_SECONDS`` while busy and when
 its queue runs dry: ``sent`` payload bytes so far, ``done`` the sequence number of the
-last item fully written. ``Durable(upto, volume, records)`` follows every checkpoint
-(every ``checkpoint_bytes``, and after each stream segment) and the commit: the records
-written since the last one are now durable and every item up to ``upto`` is. Only then
+last item fully written. ``Durable(upto, columns)`` follows every checkpoint (every
+``checkpoint_bytes``, and after each stream segment) and the commit: the records written
+since the last one (kept here as tuples, sent as columns) are now durable and every item
+up to ``upto`` is. Only then
 do they go to the catalog. A device error ends the mover with ``Failed``; a source
 error skips the file with ``Problem`` (``kind``: "skipped"; "changed" when it changed
 under the reader; "grew" when it only grew: what was read is kept).
@@ -295,7 +296,7 @@ class _Mover(SourceSide):
         if self.metas:
             self.tell(Metas(self.metas))
             self.metas = []
-        self.tell(Durable(self.done, records))
+        self.tell(Durable.of(self.done, records))
 
     def commit(self) -> None:
         self.close_reader()
