@@ -76,13 +76,14 @@ def _sweep(path: str) -> None:
         return
     for leftover in leftovers:
         pid = leftover[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not pid_running(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, leftover))
 
 
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs here (one of another user's counts)."""
+def pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts): the
+    owner of a leftover named after its writer's PID may still be at work."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

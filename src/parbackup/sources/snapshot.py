@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from parbackup.errors import SourceError
+from parbackup.fileio import pid_running
 
 SNAPSHOT_PREFIX = ".parbackup-snapshot-"
 BTRFS_ROOT_INODE = 256
@@ -81,16 +82,7 @@ def _owner_alive(name: str) -> bool:
     pid_text = name[len(SNAPSHOT_PREFIX) :].partition("-")[0]
     if not pid_text.isdigit():  # an older version's name, with no pid: its run is over
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_running(int(pid_text))
 
 
 def remove_stale_snapshots(root: str, notify: Notify) -> list[str]:
