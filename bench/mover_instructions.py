@@ -4,12 +4,14 @@ a figure that the machine's load does not move, for comparing two checkouts.
     .venv/bin/python bench/mover_instructions.py --tree DIR old=/path/to/old/src new=src
 
 For every version, runs this script under ``valgrind --tool=callgrind`` twice with that
-version's sources first on the path: once doing everything but the files (interpreter,
-imports, the scan of ``--tree``, the device), once also putting every regular file of
-1 B-256 KiB (at most ``--limit``) through the mover's ``write_item`` onto a fresh
-directory in /dev/shm, as bench/mover_floor.py's ``mover`` does, then its commit. The
-difference is the mover's instructions for those files; the kernel's work (the system
-calls, page faults) is not counted. Needs valgrind; about 50 times slower than a run.
+version's sources first on the path: once doing everything but moving the files
+(interpreter, imports, the scan of ``--tree``, the items built, the device), once also
+putting every regular file of 1 B-256 KiB (at most ``--limit``) through the mover's
+``write_item`` onto a fresh directory in /dev/shm, as bench/mover_floor.py's ``mover``
+does, then its commit. The difference is the mover's instructions for those files (not
+the ~9 k a file of building this script's items, counted in both runs since session 21);
+the kernel's work (the system calls, page faults) is not counted. Needs valgrind; about
+50 times slower than a run.
 
 With ``--cpu N`` it instead runs the same in N alternating rounds without valgrind and
 prints the CPU seconds (user + system) of the mover's part alone, best of the rounds.
@@ -52,8 +54,9 @@ class _Channel:
         return False
 
 
-def child(tree: str, limit: int) -> None:
-    """Put up to ``limit`` small files of ``tree`` through a mover (no timing)."""
+def child(tree: str, limit: int, move: bool = True) -> None:
+    """Put up to ``limit`` small files of ``tree`` through a mover (no timing); with
+    ``move`` false only build their items (the base of an instruction count)."""
     specs = source_specs([tree])
     e = scan(specs, [])
     blob, at, roots, links = e.blobs()
@@ -73,7 +76,7 @@ def child(tree: str, limit: int) -> None:
         m.handle(Begin(os.urandom(16), {"set": "bench"}))
         started = time.process_time()
         with paused_gc():  # as move() runs it
-            for item in items:
+            for item in items if move else ():
                 m.write_item(item)
             m.commit()
         cpu = time.process_time() - started
@@ -83,11 +86,12 @@ def child(tree: str, limit: int) -> None:
     print(f"files {len(items)} bytes {sum(i[3] for i in items)} cpu {cpu:.4f}")
 
 
-def counted(src: str, tree: str, limit: int) -> tuple[int, str]:
+def counted(src: str, tree: str, limit: int, move: bool = True) -> tuple[int, str]:
     """(instructions, the child's output) of one run under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out"]
         argv += [sys.executable, __file__, "--child", "--tree", tree, "--limit", str(limit)]
+        argv += [] if move else ["--no-move"]
         env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     got = re.search(r"Collected : (\d+)", done.stderr)
@@ -102,9 +106,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=1_000_000)
     ap.add_argument("--cpu", type=int, default=0, help="instead: CPU s, best of N alternating")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-move", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.tree, args.limit)
+        child(args.tree, args.limit, not args.no_move)
         return
     versions = [v.split("=", 1) for v in args.versions]
     if args.cpu:
@@ -122,7 +127,7 @@ def main() -> None:
         return
     for name, src in versions:
         subprocess.run([sys.executable, "-m", "compileall", "-q", src], capture_output=True)
-        base, _ = counted(src, args.tree, 0)
+        base, _ = counted(src, args.tree, args.limit, move=False)
         full, out = counted(src, args.tree, args.limit)
         n = int(out.split()[1])
         print(f"{name}: {out}: {(full - base) / 1e6:.1f} M instructions, "
