@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate, repeat
+from operator import add
 
 from parbackup.model import FileEntry, Kind
 
@@ -51,6 +53,16 @@ def clamp_ns(ns: int) -> int:
     """A time in nanoseconds as a set holds it: ext4 and XFS keep times up to the year
     2446 (``touch -d 2400-01-01`` makes one), past what 64 bits of nanoseconds hold."""
     return TIME_MIN if ns < TIME_MIN else TIME_MAX if ns > TIME_MAX else ns
+
+
+def one_root(sources: array, roots: Mapping[int, bytes]) -> bytes | None:
+    """The root before the paths of rows whose sources are ``sources`` when they are all
+    of one source (b"" when it has none, or there are no rows); None when of several.
+    A comparison of arrays, no Python per row: most batches are of one source."""
+    one = sources[:1]
+    if one * len(sources) != sources:
+        return None
+    return roots.get(one[0], b"") if one else b""
 
 
 class Entries:
@@ -272,6 +284,29 @@ class Entries:
         loops use them directly: entry ``i``'s path is ``roots.get(source[i], b"") +
         blob[at[i]:at[i + 1]]``, its link ``links.get(i, b"")``)."""
         return self._path, self._path_at, self._roots, self._links
+
+    def joined_paths(self, rows: Sequence[int], sources: array) -> tuple[bytes, array]:
+        """The recorded paths of ``rows`` (whose sources are ``sources``) in one bytes,
+        and where each begins in it, then where the last ends (``array('q')``): a batch's
+        ``messages.Work.paths`` and ``path_at``.
+
+        Rows of one source (``one_root``) take their slices of the blob and are joined
+        with the root between them, not each added to its root (a million small files:
+        0.20 against 0.28 s); rows of several sources are each added to their own."""
+        blob, at, roots = self._path, self._path_at, self._roots
+        root = one_root(sources, roots)
+        if root is None:
+            names = [
+                roots.get(s, b"") + blob[at[f] : at[f + 1]]
+                for f, s in zip(rows, sources, strict=True)
+            ]
+            return b"".join(names), array("q", accumulate(map(len, names), initial=0))
+        names = [blob[at[f] : at[f + 1]] for f in rows]
+        if not root:
+            return b"".join(names), array("q", accumulate(map(len, names), initial=0))
+        lengths = map(add, map(len, names), repeat(len(root)))
+        path_at = array("q", accumulate(lengths, initial=0))
+        return (root + root.join(names) if names else b""), path_at
 
     def link_bytes(self, i: int) -> bytes:
         """Entry ``i``'s link target (symlink), first name (hard link) or device number."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from parbackup.catalog.schema import FILES_INSERT, one_valued
 from parbackup.catalog.siderows import META_INSERT
-from parbackup.entries import KINDS, Entries
+from parbackup.entries import KINDS, Entries, one_root
 from parbackup.errors import CatalogError
 from parbackup.frozen import maker
 from parbackup.model import FileEntry, Kind
@@ -51,9 +51,13 @@ def _entry_columns(e: Entries, rows: range) -> dict[str, Sequence | Iterable]:
     rows = range(a, b, step)
     blob, at, roots, links = e.blobs()
     tails = [blob[x:y] for x, y in zip(at[a:b:step], at[a + 1 : b + 1 : step], strict=True)]
+    sources = e.source[a:b:step]
+    root = one_root(sources, roots)  # one source (most batches): no root looked up a row
     return {
         "file_id": rows,
-        "path": map(bytes.__add__, map(roots.get, e.source[a:b:step], repeat(b"")), tails),
+        "path": map(bytes.__add__, map(roots.get, sources, repeat(b"")), tails)
+        if root is None
+        else map(root.__add__, tails),
         "kind": e.kind[a:b:step],
         "size": e.size[a:b:step],
         "mode": e.mode[a:b:step],
