@@ -5,6 +5,7 @@ room (engine/backup.py runs the rest).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence, Set
 from dataclasses import replace
@@ -14,8 +15,8 @@ from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.splitscan import scan_tree
 from parbackup.entries import Entries
-from parbackup.errors import SourceError
-from parbackup.format import CHUNK
+from parbackup.errors import SourceError, UsageError
+from parbackup.format import CHUNK, SOURCES_ROOM
 from parbackup.model import Pieces, Plan, Skipped, Slot, Space
 from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
@@ -31,7 +32,8 @@ def source_specs(
     sources: Sequence[str], read_roots: Sequence[tuple[str, str]] = (), stdin_name: str = ""
 ) -> list[SourceSpec]:
     """The specs of the sources, each once; a tree inside another tree is left out (its
-    entries come with the outer one)."""
+    entries come with the outer one). UsageError when their names would not fit the
+    header of a volume (format.py ``SOURCES_ROOM``)."""
     roots = dict(read_roots)
     specs: list[SourceSpec] = []
     for name in sources:
@@ -47,7 +49,15 @@ def source_specs(
         if all(s.record_root != spec.record_root for s in specs):
             specs.append(spec)
     trees = [s.record_root for s in specs if s.kind == "tree"]
-    return [s for s in specs if not any(_inside(s.record_root, t) for t in trees)]
+    specs = [s for s in specs if not any(_inside(s.record_root, t) for t in trees)]
+    names = len(json.dumps(sorted(s.display for s in specs)).encode())
+    if names > SOURCES_ROOM:  # refused before anything is written
+        raise UsageError(
+            f"the names of the {len(specs)} sources take {names} bytes, more than the"
+            f" {SOURCES_ROOM} every volume header holds: back up the directories that"
+            " hold them (--exclude leaves out what is not wanted)"
+        )
+    return specs
 
 
 def _inside(path: str, tree: str) -> bool:
