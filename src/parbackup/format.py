@@ -171,6 +171,8 @@ def encode_record_header(
     path: one call per record). ``code`` is a KIND_CODES value or KIND_END. With
     ``stored`` >= 0 the header is version 4: ``size`` source bytes stored as ``stored``
     bytes, ``flags`` saying how (crypto/codec.py); else version 1-3, as before."""
+    if len(path) > MAX_NAME or len(link) > MAX_NAME:  # read_record would refuse it
+        raise FormatError("record names are too long")
     if stored < 0:
         extra, version = b"", _VERSIONS[code]
     else:
