@@ -3,7 +3,8 @@ session 21).
 
 ``open`` of a FIFO waits for a writer for ever: a volume swapped for one made ``verify``
 and ``restore`` hang (five minutes, then killed by hand, SIGTERM deferred while the
-reader waited), and so did a ``label.json`` swapped for one. The directory device now
+reader waited), and so did a ``label.json`` or the catalog's key file swapped for one.
+The directory device (and the key file's loader) now
 opens only regular files for their content (fileio.py ``open_regular``): the volume is
 named damaged ("not a regular file", exit 1), every other file restores, and the device
 reads again once the volume is back. ``subprocess.run`` kills a run that outlives its
@@ -65,3 +66,26 @@ def test_a_label_swapped_for_a_fifo_is_named_not_waited_on(tmp_path, device_dirs
     label.unlink()
     (tmp_path / "label.away").rename(label)
     assert run_cli("verify", "--catalog", cat).code == 0
+
+
+def test_a_key_file_swapped_for_a_fifo_is_named_not_waited_on(tmp_path, device_dirs):
+    src = make_tree(tmp_path / "src", seed=33, files=6, max_size=20_000)
+    devs = [a for d in device_dirs(2) for a in ("-d", str(d))]
+    cat = tmp_path / "cat.sqlite"
+    pw = {"PARBACKUP_PASSWORD": "correct horse battery"}
+    r = run_cli("backup", str(src), *devs, "--catalog", str(cat), "--encrypt", env=pw)
+    assert r.code == 0, r.err
+    key = Path(f"{cat}.key")
+    key.rename(tmp_path / "key.away")
+    os.mkfifo(key)
+    for args in (
+        ("verify",),
+        ("restore", "--target", str(tmp_path / "back")),
+        ("backup", str(src), *devs),
+    ):
+        r = run_cli(*args, "--catalog", str(cat), env=pw, timeout=60)
+        assert r.code == 1, r.out + r.err
+        assert f"error: {key}: not a regular file" in r.err, r.err
+    key.unlink()
+    (tmp_path / "key.away").rename(key)
+    assert run_cli("verify", "--catalog", str(cat), env=pw).code == 0
