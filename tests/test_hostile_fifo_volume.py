@@ -4,11 +4,11 @@ session 21).
 ``open`` of a FIFO waits for a writer for ever: a volume swapped for one made ``verify``
 and ``restore`` hang (five minutes, then killed by hand, SIGTERM deferred while the
 reader waited), and so did a ``label.json`` or the catalog's key file swapped for one.
-The directory device (and the key file's loader) now
-opens only regular files for their content (fileio.py ``open_regular``): the volume is
-named damaged ("not a regular file", exit 1), every other file restores, and the device
-reads again once the volume is back. ``subprocess.run`` kills a run that outlives its
-timeout, so a hang fails the test.
+The directory device (and the key file's loader) now opens only regular files for their
+content (fileio.py ``open_regular``): the volume is named damaged ("not a regular
+file", exit 1), every other file restores, and the device reads again once the volume
+is back. ``subprocess.run`` kills a run that outlives its timeout, so a hang fails the
+test.
 """
 
 from __future__ import annotations
