@@ -5,6 +5,9 @@ takes the pages it still has), so a caller that wrote once and went on could fsy
 file and rename it over a good one without a word: a backup's key file lost that way
 (crypto/keys.py). Everything here either writes every byte or raises OSError.
 
+``open_regular`` opens a file that must be a regular one without waiting on whatever
+else lies under its name (a FIFO planted as a volume or a label).
+
 Imports nothing of parbackup: every layer may use it.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import threading
 
 Buffer = bytes | bytearray | memoryview
@@ -100,3 +104,19 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A read-only descriptor of the regular file at ``path`` (symlinks followed); OSError
+    for anything else. ``open`` of a FIFO waits for a writer for ever (a volume or label
+    swapped for one hung verify and restore, deaf to everything but SIGKILL), and a
+    device node gives bytes without end: neither is opened for its content."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -35,6 +35,10 @@ CHUNK = 4 * 1024 * 1024
 """Payload size writers cut segments into, so memory per stream stays bounded (W3)."""
 MAX_NAME = 65536
 MAX_VOLUME_META = 1024 * 1024
+SOURCES_ROOM = 3 * MAX_VOLUME_META // 4 - 16384
+"""The most bytes a set's source names may take as header JSON: every volume header
+carries them beside the set's other fields, sealed and in base64 (a third more) when the
+set is encrypted, and a header over MAX_VOLUME_META is one no reader takes."""
 MAX_FILE_SIZE = 1 << 62
 
 KIND_CODES = {
@@ -167,6 +171,8 @@ def encode_record_header(
     path: one call per record). ``code`` is a KIND_CODES value or KIND_END. With
     ``stored`` >= 0 the header is version 4: ``size`` source bytes stored as ``stored``
     bytes, ``flags`` saying how (crypto/codec.py); else version 1-3, as before."""
+    if len(path) > MAX_NAME or len(link) > MAX_NAME:  # read_record would refuse it
+        raise FormatError("record names are too long")
     if stored < 0:
         extra, version = b"", _VERSIONS[code]
     else:
@@ -335,7 +341,12 @@ class Frame:
     unsupported: str
 
     def encode(self, version: int, fields: tuple, meta: dict) -> bytes:
+        """The header as bytes; FormatError rather than a header ``read`` would refuse."""
         blob = json.dumps(meta, sort_keys=True).encode()
+        if len(blob) > self.max_meta:
+            raise FormatError(
+                f"{self.what} header metadata takes {len(blob)} bytes, over {self.max_meta}"
+            )
         length = self.head.size + len(blob) + _CRC.size
         body = self.head.pack(self.magic, version, 0, length, *fields) + blob
         return body + _CRC.pack(zlib.crc32(body))

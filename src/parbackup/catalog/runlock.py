@@ -15,6 +15,10 @@ A lock file deleted by hand while held leaves its holder's flock on the deleted 
 and the next run would lock a new file of that name beside it: so a lock is kept only on
 the file its name names once it is taken, and a run that took one is refused while
 another process holds a lock on a deleted file of that name (``_deleted_holder``).
+
+Both locks, and SQLite's own journal (``<catalog>-wal``), go by the catalog's name: a
+catalog file with a second name (a hard link) is refused (``refuse_other_names``), since
+runs through two names would neither see each other's lock nor each other's journal.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import stat
 from collections.abc import Callable
@@ -35,6 +40,39 @@ LOCK_SUFFIXES = (".lock", ".readers")
 of a source that holds the catalog (engine/selecting.py)."""
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 """The lock file is opened without following a symlink, and never waits (a FIFO)."""
+
+
+def refuse_other_names(path: str) -> None:
+    """CatalogError if the catalog file at ``path`` (its real path) has another name.
+
+    SQLite keeps a catalog's write-ahead log and shared memory beside the name it was
+    opened by, and the run and readers' locks are files beside it too: a run through a
+    hard link of the catalog would take other locks and write another log over the same
+    file, so two runs at once each lose what the other committed (tried in session 21:
+    a backup through the link completed while one through the first name was paused, and
+    once that one completed, the set of the other had left the catalog). A symlink is
+    safe: it is resolved to the one real name. The ``.new-PID`` name under which a new
+    catalog is linked into place (store.py ``_create``) is not another name.
+    """
+    others = 0
+    for _ in range(3):  # a new catalog's temporary name may go between the two stats
+        try:
+            st = os.stat(path)
+            making = 0
+            for tmp in glob.glob(glob.escape(path) + ".new-*"):
+                with contextlib.suppress(OSError):
+                    making += os.path.samestat(os.stat(tmp), st)
+            others = st.st_nlink - 1 - making
+            if os.stat(path).st_nlink == st.st_nlink:
+                break
+        except OSError:  # gone, or unreadable: the open that follows says so
+            return
+    if others > 0:
+        raise CatalogError(
+            f"catalog {path} has {others} other name(s) (a hard link): its journal and"
+            " locks go by name, so runs through two names would lose each other's sets:"
+            " remove the other name (a symlink names a catalog safely)"
+        )
 
 
 class RunLock:

@@ -32,7 +32,7 @@ from platformdirs import user_data_dir
 from parbackup.catalog.filerows import FileRows
 from parbackup.catalog.liverows import LivenessRows
 from parbackup.catalog.recordrows import RecordRows
-from parbackup.catalog.runlock import ReadLock, ReadLocking, RunLock
+from parbackup.catalog.runlock import ReadLock, ReadLocking, RunLock, refuse_other_names
 from parbackup.catalog.schema import (
     ADDED_COLUMNS,
     MIGRATE_5,
@@ -145,6 +145,7 @@ class Catalog(LivenessRows, RecordRows, SideRows, FileRows):
         if not create and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
             self._open_read_only(path)  # read-only media: a catalog copy on a disc
             return
+        refuse_other_names(path)
         try:
             if create and not os.path.exists(path):
                 _create(path)

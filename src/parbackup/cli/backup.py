@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
@@ -32,6 +33,9 @@ from parbackup.model import Order, Strategy
 from parbackup.plan.pacing import Balance
 from parbackup.readback.paths import target_path
 from parbackup.selection import ScanRules
+
+_NAME_MAX, _PATH_MAX = 255, 4096
+"""Linux's limits on one part of a path and on a whole path (with its NUL)."""
 
 device_option = devices_option(
     "A backup device; repeat for each. A plain path or file:///path is a directory."
@@ -250,10 +254,18 @@ def summarize(report: BackupReport) -> None:
 
 def _check_stdin_name(name: str) -> None:
     """Refuse a --stdin-name restore could not recreate in a directory ('..', '.', empty
-    or NUL parts): such a set was stored as complete, then every restore of it into a
-    directory refused its one file."""
+    or NUL parts; a part over NAME_MAX bytes, or the whole over PATH_MAX): such a set was
+    stored as complete, then every restore of it into a directory refused its one file
+    (and past 64 KiB, verify called the record's header damaged)."""
+    path = "/" + (name or "stdin").lstrip("/")  # engine/prepare.py's path
+    size = os.fsencode(path)
+    if len(size) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in size.split(b"/")):
+        raise UsageError(
+            f"--stdin-name of {len(size) - 1} bytes: a name restore can make under a target"
+            f" (parts of at most {_NAME_MAX} bytes, {_PATH_MAX - 2} in all)"
+        )
     try:
-        target_path("/", "/" + (name or "stdin").lstrip("/"))  # engine/prepare.py's path
+        target_path("/", path)
     except RestoreError as exc:
         raise UsageError(
             f"--stdin-name {name!r}: a name restore can make under a target (no '..', '.',"

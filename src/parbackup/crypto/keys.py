@@ -23,7 +23,7 @@ from pathlib import Path
 
 from parbackup.crypto.aead import primitives
 from parbackup.errors import KeyUnlockError, ParbackupError, UsageError
-from parbackup.fileio import write_synced
+from parbackup.fileio import open_regular, write_synced
 
 KEY_FILE_FORMAT = "parbackup-key"
 KEY_FILE_VERSION = 1
@@ -211,9 +211,11 @@ class KeyFile:
 
     @classmethod
     def load(cls, path: Path) -> KeyFile | None:
-        """The key file at ``path``, or None when there is none."""
+        """The key file at ``path``, or None when there is none (a FIFO under its name
+        is refused, never waited on)."""
         try:
-            data = path.read_bytes()
+            with os.fdopen(open_regular(path), "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -17,7 +17,7 @@ from parbackup.devices.base import (
 from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
 from parbackup.errors import DeviceError, DeviceMissingError, UsageError, device_error_from_os
-from parbackup.fileio import fsync_dir, write_all
+from parbackup.fileio import fsync_dir, open_regular, write_all
 from parbackup.model import Capabilities, Label, Space
 
 
@@ -213,7 +213,7 @@ class DirectoryDevice(Device):
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         try:
-            with open(self._path(name), "rb", buffering=0) as fh:
+            with os.fdopen(open_regular(self._path(name)), "rb", buffering=0) as fh:
                 return os.pread(fh.fileno(), length, offset)
         except FileNotFoundError as exc:
             raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
@@ -225,7 +225,7 @@ class DirectoryDevice(Device):
             return memoryview(self.read(name, offset, length))
         view, got = memoryview(buf), 0
         try:
-            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_regular(self._path(name))
             try:
                 while got < length and (n := os.preadv(fd, [view[got:length]], offset + got)):
                     got += n
@@ -239,7 +239,7 @@ class DirectoryDevice(Device):
 
     def open_read(self, name: str, chunk: int = 8 << 20):  # type: ignore[override]
         try:
-            return open(self._path(name), "rb", buffering=chunk)
+            return os.fdopen(open_regular(self._path(name)), "rb", buffering=chunk)
         except FileNotFoundError as exc:
             raise DeviceMissingError(f"{self.url.display}: no object {name}") from exc
         except OSError as exc:

@@ -39,6 +39,7 @@ from parbackup.devices.base import DATA_PREFIXES
 from parbackup.devices.registry import FAULTY
 from parbackup.devices.url import DeviceURL, parse_url, redact
 from parbackup.errors import UsageError
+from parbackup.fileio import open_regular
 
 Key = tuple[Hashable, ...]
 T = TypeVar("T")
@@ -163,7 +164,7 @@ def _carries(url: str, label: str, other: str) -> bool:
         if u.scheme.removeprefix(FAULTY) != "file" or u.params.get("host"):
             return False
     try:
-        with open(os.path.join(first.path, "label.json"), "rb") as fh:
+        with os.fdopen(open_regular(os.path.join(first.path, "label.json")), "rb") as fh:
             held = json.loads(fh.read(1 << 16)).get("label")
     except (OSError, ValueError, AttributeError):
         return False

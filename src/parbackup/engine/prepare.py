@@ -5,6 +5,7 @@ room (engine/backup.py runs the rest).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence, Set
 from dataclasses import replace
@@ -14,8 +15,8 @@ from parbackup.engine.gcpause import paused_gc
 from parbackup.engine.report import BackupOptions
 from parbackup.engine.splitscan import scan_tree
 from parbackup.entries import Entries
-from parbackup.errors import SourceError
-from parbackup.format import CHUNK
+from parbackup.errors import SourceError, UsageError
+from parbackup.format import CHUNK, SOURCES_ROOM
 from parbackup.model import Pieces, Plan, Skipped, Slot, Space
 from parbackup.plan import plan
 from parbackup.plan.pacing import Balance, Speed
@@ -31,27 +32,50 @@ def source_specs(
     sources: Sequence[str], read_roots: Sequence[tuple[str, str]] = (), stdin_name: str = ""
 ) -> list[SourceSpec]:
     """The specs of the sources, each once; a tree inside another tree is left out (its
-    entries come with the outer one)."""
+    entries come with the outer one). UsageError when their names would not fit the
+    header of a volume (format.py ``SOURCES_ROOM``)."""
     roots = dict(read_roots)
     specs: list[SourceSpec] = []
+    seen: set[str] = set()
     for name in sources:
         if name == "-":
             path = "/" + (stdin_name or "stdin").lstrip("/")
             specs.append(SourceSpec("stdin", "-", path, display="-"))
+            seen.add(path)
             continue
         spec = spec_for(name)
         if spec.kind == "tree" and spec.record_root in roots:
             spec = SourceSpec(
                 "tree", spec.name, spec.record_root, roots[spec.record_root], spec.display
             )
-        if all(s.record_root != spec.record_root for s in specs):
+        if spec.record_root not in seen:
+            seen.add(spec.record_root)
             specs.append(spec)
-    trees = [s.record_root for s in specs if s.kind == "tree"]
-    return [s for s in specs if not any(_inside(s.record_root, t) for t in trees)]
+    trees: dict[str, set[str]] = {}  # without its trailing '/' -> the trees so named
+    for s in specs:
+        if s.kind == "tree":
+            trees.setdefault(s.record_root.rstrip("/"), set()).add(s.record_root)
+    specs = [s for s in specs if not _inside(s.record_root, trees)]
+    names = len(json.dumps(sorted(s.display for s in specs)).encode())
+    if names > SOURCES_ROOM:  # refused before anything is written
+        raise UsageError(
+            f"the names of the {len(specs)} sources take {names} bytes, more than the"
+            f" {SOURCES_ROOM} every volume header holds: back up the directories that"
+            " hold them (--exclude leaves out what is not wanted)"
+        )
+    return specs
 
 
-def _inside(path: str, tree: str) -> bool:
-    return path != tree and path.startswith(tree.rstrip("/") + "/")
+def _inside(path: str, trees: dict[str, set[str]]) -> bool:
+    """True when ``path`` lies below a tree other than itself: each '/' of the path is
+    looked up as the end of a tree's name (a backup of thousands of sources compared
+    every source with every tree, and spent minutes before its first byte)."""
+    at = path.find("/")
+    while at >= 0:
+        if any(tree != path for tree in trees.get(path[:at], ())):
+            return True
+        at = path.find("/", at + 1)
+    return False
 
 
 class SourceHosts(Protocol):
