@@ -167,3 +167,23 @@ def test_an_ambiguous_prefix_lists_the_sets_it_fits(tmp_path: Path) -> None:
     assert r.code == 2 and r.json["status"] == "failed" and "ambiguous" in r.json["error"]
     r = run_cli("ls", "ab2", "--catalog", str(cat), "--json")
     assert r.code == 0 and r.json["set"] == "ab" + "2" * 30 and r.json["entries"] == []
+
+
+def test_an_empty_set_name_is_a_usage_error_in_every_command(two_sets, tmp_path: Path) -> None:
+    """``--set ''`` (say, an unset shell variable) names no set: not the latest one."""
+    _src, cat, _first, _second = two_sets
+    target = tmp_path / "r"
+    for args in (
+        ("restore", "--set", "", "--target", str(target)),
+        ("verify", "--set", ""),
+        ("files", "--set", ""),
+        ("ls", ""),
+        ("diff", "", "latest"),
+        ("diff", "latest", " "),
+        ("report", "", "--html", str(tmp_path / "r.html")),
+        ("repair", "--set", "", "--device", str(tmp_path / "new")),
+    ):
+        r = run_cli(*args, "--catalog", str(cat))
+        assert r.code == 2 and r.err.count("\n") == 1 and "empty set name" in r.err, args
+    assert not target.exists() and not (tmp_path / "new").exists()
+    assert not (tmp_path / "r.html").exists()

@@ -75,3 +75,10 @@ def test_a_date_alone_is_the_end_of_that_local_day(monkeypatch: pytest.MonkeyPat
 def test_a_word_that_is_no_reference_names_the_forms_a_reference_takes() -> None:
     with pytest.raises(CatalogError, match=r"no backup set 'yesterday' .*latest~N"):
         pick("yesterday")
+
+
+def test_an_empty_or_blank_name_is_a_usage_error_not_latest() -> None:
+    for ref in ("", "  "):
+        with pytest.raises(UsageError, match="empty set name") as err:
+            pick(ref)
+        assert err.value.exit_code == 2

@@ -3,7 +3,9 @@
 One rule for every command that names a set (``--set``, ``ls SET``, ``diff A B``,
 ``report SET``):
 
-- ``latest`` (or nothing): the newest restorable (complete or degraded) set;
+- ``latest`` (or no reference at all, None): the newest restorable (complete or
+  degraded) set; an empty or blank name is a usage error, never ``latest`` (``restore
+  --set ''`` from an unset shell variable must not quietly restore the newest set);
 - ``latest~N``: the Nth restorable set before it (``latest~0`` is ``latest``);
 - a full set id, or a prefix of one (hex digits); a prefix that fits several sets is a
   usage error listing them;
@@ -28,6 +30,8 @@ RESTORABLE_STATUSES = ("complete", "degraded")
 _LATEST = re.compile(r"^latest(?:~(\d+))?$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_FORMS = "a set is named by latest, latest~N, an id or id prefix, or a date such as 2026-03-01"
+"""What a reference may be, told after one that is none."""
 _SHOWN = 10
 """At most this many candidates are listed for an ambiguous prefix."""
 
@@ -68,7 +72,9 @@ def pick_set(
     """The set ``ref`` names among ``sets`` (oldest first); ``where`` names the catalog.
     With ``sources`` (sorted, as sets record them), ``latest``, ``latest~N`` and a date
     count only the sets of exactly those sources (a profile's); an id names any set."""
-    ref = (ref or "latest").strip()
+    ref = "latest" if ref is None else ref.strip()
+    if not ref:
+        raise UsageError(f"empty set name ({_FORMS})")
     usable = [s for s in sets if s.status in RESTORABLE_STATUSES]
     if sources is not None:
         usable = [s for s in usable if sorted(s.sources) == list(sources)]
@@ -91,10 +97,7 @@ def pick_set(
             raise CatalogError(f"no restorable set made at or before {ref} in {where}")
         return max(before, key=set_time)
     if not _HEX.match(ref):
-        raise CatalogError(
-            f"no backup set {ref!r} in {where} (a set is named by latest, latest~N, an id "
-            "or id prefix, or a date such as 2026-03-01)"
-        )
+        raise CatalogError(f"no backup set {ref!r} in {where} ({_FORMS})")
     matches = [s for s in sets if s.id.startswith(ref.lower())]
     if not matches:
         raise CatalogError(f"no backup set {ref!r} in {where}")
