@@ -154,6 +154,24 @@ def test_symlink_already_in_the_target_is_not_followed(setup, tmp_path):
     assert report.damaged and all("symlink" in d["error"] for d in report.damaged)
 
 
+def test_a_target_that_is_a_symlink_to_a_missing_path_is_named_and_nothing_made(setup, tmp_path):
+    """A dangling symlink as --target (or above it) is refused naming the link, with
+    nothing made at either end; a symlink to a directory is followed, as ever."""
+    tree, _outside, cat = setup
+    missing = tmp_path / "missing" / "deeper"
+    link = tmp_path / "link"
+    os.symlink(missing, link)
+    for target in (link, link / "sub"):
+        r = run_cli("restore", "--target", str(target), "--catalog", cat)
+        assert r.code == 1 and r.err.count("\n") == 1, r.err
+        assert f"{link} " in r.err and f"symlink to a missing path ({missing})" in r.err
+        assert not (tmp_path / "missing").exists() and os.readlink(link) == str(missing)
+    missing.mkdir(parents=True)
+    r = run_cli("restore", "--target", str(link), "--catalog", cat)
+    assert r.code == 0, r.err
+    assert (missing / str(tree).lstrip("/")).is_dir() and os.path.islink(link)
+
+
 @pytest.mark.parametrize(
     ("sql", "error"),
     [

@@ -66,8 +66,9 @@ def reader_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "-t",
     default=None,
     type=click.Path(),
-    help="Directory to restore into; source /srv/a comes back as TARGET/srv/a. A block "
-    "device as TARGET receives the one image chosen with --include.",
+    help="Directory to restore into; source /srv/a comes back as TARGET/srv/a (a symlink "
+    "to a directory is followed; one to a missing path is refused). A block device as "
+    "TARGET receives the one image chosen with --include.",
 )
 @set_option
 @click.option(

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from parbackup.errors import RestoreError
 from parbackup.fileio import write_all
+from parbackup.readback.paths import make_target
 
 MARK = ".parbackup-restore"
 
@@ -57,7 +58,7 @@ class RestoreMark:
     def take(cls, target: str, set_id: str, includes: Sequence[str]) -> RestoreMark:
         """Lock ``target``'s mark (made if missing, with the target); RestoreError when a
         live restore holds it."""
-        os.makedirs(target, exist_ok=True)
+        make_target(target)
         while True:
             try:
                 fd = _open(target)

@@ -26,6 +26,29 @@ def target_path(target: str, path: str) -> str:
     return target.rstrip("/") + path
 
 
+def make_target(target: str) -> None:
+    """Make the restore target (and the directories above it) if missing.
+
+    A target that is a symlink to a directory is followed, as every restore does; one
+    that leads nowhere (itself or a directory above it a symlink to a missing path) is
+    a RestoreError naming the link, before anything is made: ``makedirs`` would say
+    only "File exists", and making the missing path instead would guess what was meant.
+    """
+    path = target
+    while not os.path.exists(path):
+        if os.path.islink(path):
+            where = "" if path == target else f" (above the target {target})"
+            raise RestoreError(
+                f"{path}{where} is a symlink to a missing path ({os.readlink(path)}): make "
+                "that directory, or restore into another target"
+            )
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    os.makedirs(target, exist_ok=True)
+
+
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _KEEP = 64
 """Directories a ``DirMaker`` keeps open (the most recently used): a restore makes
