@@ -12,9 +12,11 @@ import array
 import dataclasses
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import termios
 import threading
 from pathlib import Path
@@ -144,3 +146,55 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: 
     old.save(path)
     assert sorted(os.listdir(tmp_path)) == sorted([path.name, live.name])
     assert KeyFile.load(path) is not None
+
+
+SAVED_IN_A_FOLDER_IT_CANNOT_READ = """
+import sys
+from pathlib import Path
+from parbackup.cli.report import write_page
+from parbackup.crypto.keys import KeyFile
+from parbackup.errors import ParbackupError
+folder = Path(sys.argv[1])
+new, _master = KeyFile.create(b"new passphrase")
+print(new.key_id.hex())
+page = str(folder / "page.html")
+for write in (lambda: new.save(folder / "cat.sqlite.key"), lambda: write_page(page, "page")):
+    try:
+        write()
+    except ParbackupError as exc:
+        print(exc, file=sys.stderr)
+"""
+
+
+def test_a_key_file_whose_folder_cannot_be_synced_is_said_to_be_in_place(tmp_path: Path) -> None:
+    """The folder's sync comes after the rename: when it fails, the new key file (or
+    report page) is in place and the message says so. Real: a folder its owner may write
+    and enter but not read, so ``open(O_RDONLY)`` of it (for its fsync) is refused, as
+    root it would not be. Before, the message said the old key file was unchanged."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to write as an unprivileged user")
+    folder = Path(tempfile.mkdtemp(prefix="pb-nobody-"))
+    try:
+        path = folder / "cat.sqlite.key"
+        old, _master = KeyFile.create(PASSPHRASE)
+        old.save(path)
+        for p in (folder, path):
+            os.chown(p, 65534, 65534)
+        folder.chmod(0o300)  # write and search, no read
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        child = subprocess.run(
+            [*cmd, sys.executable, "-c", SAVED_IN_A_FOLDER_IT_CANNOT_READ, str(folder)],
+            env={**os.environ, "PYTHONPATH": SRC},
+            capture_output=True,
+            text=True,
+        )
+        assert child.returncode == 0, child.stderr
+        key_said, page_said = child.stderr.splitlines()
+        assert "the new key file is in place" in key_said, key_said
+        assert "may not survive a power cut" in key_said and "unchanged" not in key_said
+        assert "the report" in page_said and "is written" in page_said, page_said
+        loaded = KeyFile.load(path)
+        assert loaded is not None and loaded.key_id.hex() == child.stdout.strip()
+        assert (folder / "page.html").read_text() == "page"
+    finally:
+        shutil.rmtree(folder)

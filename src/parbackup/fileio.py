@@ -38,14 +38,21 @@ def write_all(fd: int, data: Buffer, offset: int | None = None) -> None:
         done += n
 
 
+class NotDurableError(OSError):
+    """``write_synced`` put the new file in place, but its directory could not be synced:
+    the new file is whole and read back as such, yet a power cut may bring the old one
+    back. Not "left as it was": its callers must not say so."""
+
+
 def write_synced(path: str | os.PathLike[str], data: Buffer, mode: int = 0o600) -> None:
     """Make ``data`` the whole content of ``path``, durably, or leave ``path`` as it was.
 
     A temporary file beside it (``NAME.tmp-PID-TID``, created with ``mode``) is written
     whole and fsynced, renamed over ``path``, and the directory fsynced so the new name
-    survives a power cut. On any failure the temporary file is removed and the OSError
-    raised: the old file is never replaced by a cut one. The temporary files of writers
-    killed before their rename are removed first (``_sweep``).
+    survives a power cut. On a failure before the rename the temporary file is removed
+    and the OSError raised: the old file is never replaced by a cut one. A failure of the
+    directory's sync, after the rename, is a ``NotDurableError``. The temporary files of
+    writers killed before their rename are removed first (``_sweep``).
     """
     path = os.fspath(path)
     _sweep(path)
@@ -63,7 +70,11 @@ def write_synced(path: str | os.PathLike[str], data: Buffer, mode: int = 0o600) 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fsync_dir(folder)
+    except OSError as exc:
+        raise NotDurableError(exc.errno, exc.strerror, folder) from exc
 
 
 def _sweep(path: str) -> None:

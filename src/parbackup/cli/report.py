@@ -13,7 +13,7 @@ from parbackup.cli.profiles import profile_options, scoped_set
 from parbackup.cli.render import line
 from parbackup.engine.reportpage import render_report
 from parbackup.errors import ParbackupError, UsageError
-from parbackup.fileio import write_synced
+from parbackup.fileio import NotDurableError, write_synced
 
 
 def write_page(path: str, text: str) -> None:
@@ -22,6 +22,11 @@ def write_page(path: str, text: str) -> None:
     A page is small and made whole in memory first, so nothing is streamed."""
     try:
         write_synced(path, text.encode())  # 0600, as before
+    except NotDurableError as exc:
+        raise ParbackupError(
+            f"the report {path} is written, but its folder could not be synced "
+            f"({exc.strerror or exc}): it may not survive a power cut"
+        ) from exc
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM):
             folder = os.path.dirname(os.path.abspath(path))

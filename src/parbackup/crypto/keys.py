@@ -23,7 +23,7 @@ from pathlib import Path
 
 from parbackup.crypto.aead import primitives
 from parbackup.errors import KeyUnlockError, ParbackupError, UsageError
-from parbackup.fileio import open_regular, write_synced
+from parbackup.fileio import NotDurableError, open_regular, write_synced
 
 KEY_FILE_FORMAT = "parbackup-key"
 KEY_FILE_VERSION = 1
@@ -199,10 +199,16 @@ class KeyFile:
         return cls(key_id, slots)
 
     def save(self, path: Path) -> None:
-        """Write whole and durably, readable by its owner only; on any failure (a full
-        disk) a ParbackupError naming the file, which is left as it was (fileio.py)."""
+        """Write whole and durably, readable by its owner only; on any failure a
+        ParbackupError naming the file: left as it was when the write failed (a full
+        disk), in place but maybe not durable when only its folder's sync did (fileio.py)."""
         try:
             write_synced(path, self.to_json())
+        except NotDurableError as exc:
+            raise ParbackupError(
+                f"{path}: the new key file is in place, but its folder could not be synced "
+                f"({exc.strerror or exc}): it may not survive a power cut"
+            ) from exc
         except OSError as exc:
             raise ParbackupError(
                 f"{path}: the key file cannot be written ({exc.strerror or exc}); "
