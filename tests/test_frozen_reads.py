@@ -12,6 +12,7 @@ server is thawed both are clean again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,9 @@ def frozen_read(tmp_path, url: str, pids, command: str, at: int, big: int) -> No
         freeze(frozen, signal.SIGCONT)
     text = stdout.decode() + stderr.decode()
     assert proc.returncode == 1, text
+    # each lost file says why: a frozen SFTP server's timeout had no text ("read NAME: ")
+    damaged = json.loads(stdout)["damaged"]
+    assert damaged and all(not d["error"].rstrip().endswith(":") for d in damaged), damaged
     if command == "restore":
         assert not [p for p in out.rglob("*") if ".part" in p.name]
         want = snapshot(tree)

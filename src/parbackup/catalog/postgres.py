@@ -7,7 +7,10 @@ marked complete that is not. Only the plumbing differs:
 
 - **Connection**: one psycopg 3 connection in autocommit mode; the shared SQL goes
   through ``to_postgres`` (placeholders, ``json_each``, the quoted ``"offset"``), and
-  every psycopg error becomes a one-line CatalogError naming the catalog.
+  every psycopg error becomes a one-line CatalogError naming the catalog. Every wait
+  for the server is bounded (``_Bounded``): a server stopped or hung with the
+  connection open (its kernel still acknowledging every byte, so no TCP timeout
+  fires) ends the command in one line instead of holding it for ever.
 - **Transactions**: ``BEGIN`` plus a transaction-level advisory lock, so writers take
   turns as SQLite's ``BEGIN IMMEDIATE`` makes them (readers never wait).
 - **Run lock**: a session-level advisory lock (``AdvisoryRunLock``). The server drops it
@@ -48,6 +51,10 @@ try:
 except ImportError:  # the optional extra is not installed: see _connect
     psycopg = None
     IntLoader = None
+
+ANSWER_TIMEOUT = 600.0
+"""Seconds the server may take to answer one request (``$PARBACKUP_CATALOG_TIMEOUT``).
+Generous: a transaction waits here while another host's run loads its rows."""
 
 RUN_LOCK = 0x7062_6B70_7275_6E00  # "pbkprun": one backup per catalog (session level)
 READ_LOCK = 0x7062_6B70_7265_6100  # "pbkprea": shared by readers, alone by a prune
@@ -206,14 +213,47 @@ class AdvisoryReadLock:
                 self.db.execute(f"SELECT {unlock}(?)", (READ_LOCK,))
 
 
+if psycopg is not None:
+
+    class _Bounded(psycopg.Connection):
+        """A connection whose every wait for the server ends after ``limit`` seconds;
+        it is then closed (its state unknown), so later calls, the run lock's release
+        among them, fail at once instead of waiting again."""
+
+        limit = ANSWER_TIMEOUT
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            try:
+                return super().wait(gen, interval, self.limit if timeout is None else timeout)
+            except psycopg.errors._WaitTimeout:
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the server gave no answer within {self.limit:g} seconds"
+                    " (stopped or hung?); set PARBACKUP_CATALOG_TIMEOUT to wait longer"
+                ) from None
+
+
+def answer_timeout() -> float:
+    """``$PARBACKUP_CATALOG_TIMEOUT`` seconds, else ``ANSWER_TIMEOUT``."""
+    text = os.environ.get("PARBACKUP_CATALOG_TIMEOUT", "")
+    try:
+        value = float(text) if text else ANSWER_TIMEOUT
+    except ValueError:
+        raise CatalogError(f"PARBACKUP_CATALOG_TIMEOUT={text!r} is not a number") from None
+    if not value > 0:
+        raise CatalogError(f"PARBACKUP_CATALOG_TIMEOUT={text!r} is not above 0")
+    return value
+
+
 def _connect(url: str, where: str) -> Any:
     if psycopg is None:
         raise CatalogError(
             f"the catalog {where} is on PostgreSQL, which needs psycopg: "
             "pip install 'parbackup[postgres]'"
         )
+    limit = answer_timeout()
     try:
-        conn = psycopg.connect(
+        conn = _Bounded.connect(
             url,
             autocommit=True,
             connect_timeout=30,
@@ -221,6 +261,7 @@ def _connect(url: str, where: str) -> Any:
         )
     except psycopg.Error as exc:
         raise CatalogError(f"cannot open catalog {where}: {_one_line(exc)}") from exc
+    conn.limit = limit
     conn.adapters.register_loader("numeric", IntLoader)  # SUM(bigint): integral numeric
     return conn
 

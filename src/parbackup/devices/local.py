@@ -70,9 +70,25 @@ class _FileWriter(ObjectWriter):
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: write") from exc
 
+    def _still_named(self) -> None:
+        """The file written is still the one at its name. Deleted or replaced meanwhile
+        (by hand, by another tool), its bytes went nowhere a reader looks, and the set
+        was called complete; now the device fails and its work goes to the others."""
+        mine = os.fstat(self.fd)
+        try:
+            named = os.stat(self.tmp)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+            raise DeviceError(
+                f"{self.device.url.display}: {self.tmp} was deleted or replaced while it was"
+                " written"
+            )
+
     def checkpoint(self) -> bool:
         try:
             os.fsync(self.fd)
+            self._still_named()
         except OSError as exc:
             raise device_error_from_os(exc, f"{self.device.url.display}: fsync") from exc
         self.checkpointed = True
@@ -81,6 +97,7 @@ class _FileWriter(ObjectWriter):
     def commit(self) -> None:
         try:
             os.fsync(self.fd)
+            self._still_named()
             os.close(self.fd)
             self.fd = -1
             if self.atomic:

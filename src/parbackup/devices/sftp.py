@@ -93,6 +93,22 @@ class _SftpWriter(ObjectWriter):
                 raise
             self.fh.stat()  # no fsync extension: at least every write is acknowledged
         self.fh._check_exception()
+        self._still_named()
+
+    def _still_named(self) -> None:
+        """The remote file written is still the one at its name (SFTP shows no inode:
+        its size and mtime stand in). Deleted or replaced meanwhile, its bytes went
+        nowhere a reader looks, and the set was called complete; now the device fails."""
+        mine = self.fh.stat()
+        try:
+            named = self.sftp.stat(self.tmp)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_size, named.st_mtime) != (mine.st_size, mine.st_mtime):
+            raise DeviceError(
+                f"{self.device.url.display}: {self.tmp} was deleted or replaced while it was"
+                " written"
+            )
 
     def checkpoint(self) -> bool:
         self._do("write", self._sync)

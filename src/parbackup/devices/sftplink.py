@@ -193,7 +193,9 @@ def map_status(exc: OSError, what: str) -> DeviceError:
         return DeviceMissingError(f"{what}: no such file")
     if exc.errno == errno.EACCES:
         return DeviceError(f"{what}: permission denied")
-    text = str(exc.strerror or exc)
+    if isinstance(exc, TimeoutError):  # the channel's timeout: paramiko gives no text
+        return DeviceError(f"{what}: no answer within the timeout (?timeout=, default 30 s)")
+    text = str(exc.strerror or exc) or type(exc).__name__
     if "space" in text.lower() or "quota" in text.lower():
         return DeviceFullError(f"{what}: {text}")
     return DeviceError(f"{what}: {text}")
