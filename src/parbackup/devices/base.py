@@ -89,6 +89,15 @@ class UnlabelledDataError(DeviceError):
     """A device holds parbackup data but no label: it must not be relabelled silently."""
 
 
+def require_still_named(display: str, name: str, mine: tuple, named: tuple | None) -> None:
+    """DeviceError unless the file at ``name`` (its identity ``named``, None when gone)
+    is the one being written (``mine``). A file deleted or replaced while written took
+    its bytes where no reader looks, and the set was called complete; a writer checks
+    at each checkpoint and at commit, so the device fails and its work goes elsewhere."""
+    if named != mine:
+        raise DeviceError(f"{display}: {name} was deleted or replaced while it was written")
+
+
 class ObjectWriter(ABC):
     """A stream into one new object. Not thread-safe; one writer per object."""
 

@@ -13,6 +13,7 @@ from parbackup.devices.base import (
     Device,
     ObjectInfo,
     ObjectWriter,
+    require_still_named,
 )
 from parbackup.devices.mounts import fstab_path, unmounted_mount_point
 from parbackup.devices.url import DeviceURL
@@ -71,19 +72,14 @@ class _FileWriter(ObjectWriter):
             raise device_error_from_os(exc, f"{self.device.url.display}: write") from exc
 
     def _still_named(self) -> None:
-        """The file written is still the one at its name. Deleted or replaced meanwhile
-        (by hand, by another tool), its bytes went nowhere a reader looks, and the set
-        was called complete; now the device fails and its work goes to the others."""
+        """The file written is still the one at its name (``require_still_named``)."""
         mine = os.fstat(self.fd)
         try:
-            named = os.stat(self.tmp)
+            st = os.stat(self.tmp)
+            named: tuple | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
             named = None
-        if named is None or (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
-            raise DeviceError(
-                f"{self.device.url.display}: {self.tmp} was deleted or replaced while it was"
-                " written"
-            )
+        require_still_named(self.device.url.display, self.tmp, (mine.st_dev, mine.st_ino), named)
 
     def checkpoint(self) -> bool:
         try:

@@ -32,7 +32,7 @@ from typing import TypeVar
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
-from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter
+from parbackup.devices.base import TMP_MARK, Device, ObjectInfo, ObjectWriter, require_still_named
 from parbackup.devices.sftplink import (
     SFTP_ERRORS,
     connect,
@@ -96,19 +96,15 @@ class _SftpWriter(ObjectWriter):
         self._still_named()
 
     def _still_named(self) -> None:
-        """The remote file written is still the one at its name (SFTP shows no inode:
-        its size and mtime stand in). Deleted or replaced meanwhile, its bytes went
-        nowhere a reader looks, and the set was called complete; now the device fails."""
+        """The remote file written is still the one at its name (``require_still_named``;
+        SFTP shows no inode: its size and mtime stand in)."""
         mine = self.fh.stat()
         try:
-            named = self.sftp.stat(self.tmp)
+            st = self.sftp.stat(self.tmp)
+            named: tuple | None = (st.st_size, st.st_mtime)
         except FileNotFoundError:
             named = None
-        if named is None or (named.st_size, named.st_mtime) != (mine.st_size, mine.st_mtime):
-            raise DeviceError(
-                f"{self.device.url.display}: {self.tmp} was deleted or replaced while it was"
-                " written"
-            )
+        require_still_named(self.device.url.display, self.tmp, (mine.st_size, mine.st_mtime), named)
 
     def checkpoint(self) -> bool:
         self._do("write", self._sync)
